@@ -1,0 +1,3 @@
+from onwatch.cli import main
+
+main()

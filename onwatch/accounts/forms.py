@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth import get_user_model, password_validation
+
+
+class AcceptInviteForm(forms.Form):
+    org_name = forms.CharField(
+        label="Organization name", max_length=100, required=False, help_text="Your company"
+    )
+    email = forms.EmailField(label="Email")
+    password = forms.CharField(label="Password", widget=forms.PasswordInput, strip=False)
+    password_again = forms.CharField(
+        label="Password again", widget=forms.PasswordInput, strip=False
+    )
+
+    def __init__(self, *args: Any, needs_org: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["org_name"].required = needs_org
+        if not needs_org:
+            del self.fields["org_name"]
+
+    def clean_email(self) -> str:
+        email: str = self.cleaned_data["email"].strip().lower()
+        if get_user_model().objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("An account with this email exists; sign in instead.")
+        return email
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        pw, again = data.get("password"), data.get("password_again")
+        if pw and again and pw != again:
+            self.add_error("password_again", "The two passwords differ.")
+        elif pw:
+            user = get_user_model()(username=data.get("email", ""), email=data.get("email", ""))
+            try:
+                password_validation.validate_password(pw, user)
+            except forms.ValidationError as e:
+                self.add_error("password", e)
+        return data

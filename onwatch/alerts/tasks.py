@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from onwatch.alerts import apprise
+from onwatch.alerts.models import Delivery, DeliveryState
+from onwatch.core.jobs import JobContext, JobFailed, RetryLater, handler
+
+
+@handler("alerts.deliver", quiet=True)
+def deliver(ctx: JobContext) -> dict[str, Any]:
+    delivery = Delivery.objects.select_related("channel").get(pk=ctx.job.payload["delivery"])
+    if delivery.channel is None:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            state=DeliveryState.FAILED, error="The channel was removed", finished_at=timezone.now()
+        )
+        raise JobFailed("the channel was removed before delivery")
+    attempt = ctx.job.attempts
+    ctx.log(f"attempt {attempt}: sending to {delivery.channel_name} ({delivery.channel.service})")
+    try:
+        apprise.send(delivery.channel.url, delivery.title, delivery.body)
+    except apprise.ChannelError as e:
+        last = attempt >= ctx.job.max_attempts
+        Delivery.objects.filter(pk=delivery.pk).update(
+            state=DeliveryState.FAILED if last else DeliveryState.RETRYING,
+            attempts=attempt,
+            error=str(e),
+            finished_at=timezone.now() if last else None,
+        )
+        raise RetryLater(str(e)) from e
+    Delivery.objects.filter(pk=delivery.pk).update(
+        state=DeliveryState.DELIVERED, attempts=attempt, error="", finished_at=timezone.now()
+    )
+    ctx.log("delivered")
+    return {"delivered": True}

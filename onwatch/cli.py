@@ -1,0 +1,233 @@
+"""The `onwatch` command. Every failure people can fix ends in one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from onwatch.config import ConfigError
+from onwatch.startup import describe_database, fail, prepare
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from onwatch.supervisor import Supervisor, children
+
+    settings = _settings()
+    p = prepare(listen=(settings.HOST, settings.PORT), migrate=True)
+    print(f"onwatch: data directory {p.data_dir}")
+    print(f"onwatch: database {describe_database(settings)}")
+    for thing in p.created:
+        print(f"onwatch: created {thing}")
+    if any(c.startswith("key file") for c in p.created):
+        print(
+            "onwatch: keep a copy of the key file somewhere safe and apart from this "
+            "machine's backups; without it the stored secrets cannot be read"
+        )
+    from onwatch.accounts.services import first_run
+
+    if first_run():
+        print("onwatch: no owner yet. Open this one-time link to create the owner account:")
+        print(f"  {owner_link()}")
+    print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
+    return Supervisor(children()).run()
+
+
+def owner_link(hours: int = 24) -> str:
+    from django.conf import settings
+    from django.urls import reverse
+
+    from onwatch.core.models import Invite
+    from onwatch.core.roles import Role
+
+    # One live link at a time: a new start makes the previous unused ones useless.
+    Invite.objects.filter(org=None, role=Role.OWNER, used_at=None).delete()
+    _, token = Invite.issue(Role.OWNER, None, hours=hours)
+    return settings.SITE_ROOT + reverse("invite", args=[token])
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings()
+    prepare(listen=(settings.HOST, settings.PORT))
+    uvicorn.run(
+        "onwatch.asgi:application",
+        host=settings.HOST,
+        port=settings.PORT,
+        lifespan="off",
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        timeout_graceful_shutdown=5,
+        log_level="warning",
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core.loops import run_worker
+
+    run_worker()
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core.loops import run_scheduler
+
+    run_scheduler()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    prepare(migrate=True)
+    print("onwatch: database is up to date")
+    return 0
+
+
+def cmd_createowner(args: argparse.Namespace) -> int:
+    prepare(migrate=True)
+    if args.link:
+        print(owner_link(hours=args.hours))
+        return 0
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    from onwatch.accounts.forms import AcceptInviteForm
+    from onwatch.accounts.services import create_account
+    from onwatch.core.roles import Role
+
+    email = args.email or input("Email: ").strip()
+    password = os.environ.get("ONWATCH_OWNER_PASSWORD") or getpass.getpass("Password: ")
+    if not os.environ.get("ONWATCH_OWNER_PASSWORD") and getpass.getpass("Again: ") != password:
+        fail("the two passwords differ; nothing was created")
+    try:
+        validate_email(email)
+    except ValidationError:
+        fail(f"{email!r} is not an email address; nothing was created")
+    form = AcceptInviteForm(
+        {"email": email, "password": password, "password_again": password, "org_name": args.org},
+        needs_org=True,
+    )
+    if not form.is_valid():
+        errors = "; ".join(str(m) for msgs in form.errors.values() for m in msgs)
+        fail(f"{errors} Nothing was created.")
+    create_account(email=email, password=password, role=Role.OWNER, org=None, org_name=args.org)
+    print(f"onwatch: owner {email} created; sign in and enrol a second factor")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core import audit
+    from onwatch.core.keys import rotate
+
+    r = rotate()
+    audit.record("keys-rotated", actor="cli", old_key=r.old_key, new_key=r.new_key, values=r.values)
+    print(f"onwatch: key {r.new_key} is now current; {r.values} secrets re-encrypted")
+    print("onwatch: the key file changed — replace your safe copy of it")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core import audit
+
+    verdict = audit.verify()
+    if verdict.ok:
+        print(f"onwatch: audit log intact ({verdict.checked} entries)")
+        return 0
+    print(f"onwatch: audit log tampered: {verdict.reason}", file=sys.stderr)
+    return 1
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.alerts.models import Channel, DeliveryState
+    from onwatch.alerts.services import TEST_BODY, TEST_TITLE, deliver
+    from onwatch.core import audit
+    from onwatch.core.jobs import run_pending
+
+    channels = Channel.objects.select_related("org")
+    if args.channel:
+        key = args.channel
+        channels = channels.filter(pk=int(key)) if key.isdigit() else channels.filter(name=key)
+    chosen = list(channels)
+    if not chosen:
+        fail("no such channel; add one in the web console under Alert channels")
+    failed = 0
+    for ch in chosen:
+        d = deliver(ch, TEST_TITLE, TEST_BODY, is_test=True)
+        audit.record("channel-tested", actor="cli", org=ch.org, target=ch.name)
+        # Delivered right here rather than by the worker, so the answer is immediate; the
+        # row is the same durable delivery the worker would make, retries included.
+        run_pending(kinds=["alerts.deliver"])
+        d.refresh_from_db()
+        line = f"{ch.name}: {d.state}" + (f" ({d.error})" if d.error else "")
+        print(line)
+        failed += d.state != DeliveryState.DELIVERED
+    return 1 if failed else 0
+
+
+def _settings() -> Any:
+    from onwatch.startup import load_settings
+
+    return load_settings()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="onwatch",
+        description="onwatch keeps your software running while nobody is looking.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Command, help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=fn)
+        return p
+
+    add("up", cmd_up, "Start everything: web, worker and scheduler (the usual way to run).")
+    add("web", cmd_web, "Run only the web server (UI, API, ingest).")
+    add("worker", cmd_worker, "Run only a worker that takes background jobs.")
+    add("scheduler", cmd_scheduler, "Run only the scheduler that turns schedules into jobs.")
+    add("migrate", cmd_migrate, "Create or update the database tables.")
+    owner = add("createowner", cmd_createowner, "Create the owner account.")
+    owner.add_argument("--email", help="the owner's email (asked for if missing)")
+    owner.add_argument("--org", default="My company", help="the organization's name")
+    owner.add_argument("--link", action="store_true", help="print a one-time sign-up link instead")
+    owner.add_argument("--hours", type=int, default=24, help="how long the link works")
+
+    keys = add("keys", lambda a: 0, "Manage the encryption keys.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    add("rotate", cmd_keys_rotate, "Make a new key and re-encrypt every secret.", keys_sub)
+
+    audit = add("audit", lambda a: 0, "Check the audit log.")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    add("verify", cmd_audit_verify, "Report the first tampered audit entry, if any.", audit_sub)
+
+    notify = add("notify", lambda a: 0, "Alert channels.")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
+    test = add("test", cmd_notify_test, "Send a test notification to channels.", notify_sub)
+    test.add_argument("--channel", help="a channel's name or number (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ConfigError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)

@@ -1,0 +1,70 @@
+"""The worker and scheduler loops: small steps, SIGTERM-aware, one bad row never kills them."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from onwatch.core import jobs, scheduler
+
+log = logging.getLogger("onwatch.loops")
+
+
+class Stopper:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, finishing", signal.Signals(signum).name)
+        self.event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.event.is_set()
+
+
+def forever(step: Callable[[], bool], idle_seconds: float, stopper: Stopper) -> None:
+    """Call step() until stopped; sleep when it reports no work. Errors are logged and the
+    loop backs off instead of dying (the database may be restarting)."""
+    failures = 0
+    while not stopper.stopping:
+        close_old_connections()
+        try:
+            busy = step()
+            failures = 0
+        except Exception:
+            failures += 1
+            log.exception("loop step failed (%d in a row)", failures)
+            busy = False
+        if not busy:
+            stopper.event.wait(idle_seconds * (min(failures, 5) + 1))
+
+
+def run_worker() -> None:
+    stopper = Stopper()
+    name = jobs.worker_name()
+    log.info("worker %s ready", name)
+
+    def step() -> bool:
+        return jobs.work_once(name) is not None
+
+    forever(step, settings.JOB_POLL_SECONDS, stopper)
+
+
+def run_scheduler() -> None:
+    stopper = Stopper()
+    log.info("scheduler ready")
+
+    def step() -> bool:
+        scheduler.tick()
+        return False
+
+    forever(step, settings.SCHEDULER_TICK_SECONDS, stopper)

@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from onwatch.core.fields import EncryptedTextField
+from onwatch.core.roles import Role
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["org", "user"], name="one_role_per_org")]
+
+
+def hash_token(raw: str) -> str:
+    # Tokens carry 256 bits of randomness, so a plain SHA-256 cannot be brute-forced and
+    # lets a lookup find the row by hash.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class Invite(models.Model):
+    """A one-time link that creates an account with a role; the first owner's comes from
+    `onwatch up` or `onwatch createowner --link`."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True)
+    role = models.CharField(max_length=10, choices=Role.choices)
+    email = models.EmailField(blank=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    @classmethod
+    def issue(
+        cls, role: str, org: Organization | None, hours: int = 72, **kwargs: Any
+    ) -> tuple[Invite, str]:
+        raw = secrets.token_urlsafe(32)
+        invite = cls.objects.create(
+            role=role,
+            org=org,
+            token_hash=hash_token(raw),
+            expires_at=timezone.now() + timedelta(hours=hours),
+            **kwargs,
+        )
+        return invite, raw
+
+    @property
+    def usable(self) -> bool:
+        return self.used_at is None and self.expires_at > timezone.now()
+
+
+class ApiToken(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE)
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12)
+    token_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class AuditEntry(models.Model):
+    """Append-only and hash-chained: each entry's hash covers its content and the previous
+    entry's hash, so editing or deleting any entry breaks every hash after it."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    at = models.DateTimeField()
+    org = models.ForeignKey(Organization, on_delete=models.SET_NULL, null=True, blank=True)
+    actor = models.CharField(max_length=200)
+    action = models.CharField(max_length=60)
+    target = models.CharField(max_length=200, blank=True)
+    ip = models.CharField(max_length=45, blank=True)
+    data = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-seq"]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("audit entries are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise ValueError("audit entries are append-only")
+
+
+class KeyCheck(models.Model):
+    """A known text encrypted under the current key: proves at start-up that the key file
+    belongs to this database before anything is decrypted or written."""
+
+    value = EncryptedTextField()
+    key_id = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class Schedule(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=60)
+    payload = models.JSONField(default=dict, blank=True)
+    cron = models.CharField(max_length=100)
+    tz = models.CharField(max_length=60, default="UTC")
+    enabled = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    def clean(self) -> None:
+        from onwatch.core.crons import validate_schedule
+
+        validate_schedule(self.cron, self.tz)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Refused when saved, from a form or from code: a bad expression never reaches
+        # the scheduler this way (a raw UPDATE still can, and the scheduler copes).
+        self.clean()
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Job(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True)
+    kind = models.CharField(max_length=60)
+    payload = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=12, choices=JobState.choices, default=JobState.QUEUED)
+    schedule = models.ForeignKey(Schedule, on_delete=models.SET_NULL, null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    run_after = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=100, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    progress = models.FloatField(null=True, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    alerted = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["state", "run_after"], name="job_claim"),
+            models.Index(fields=["state", "lease_until"], name="job_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

@@ -1,0 +1,209 @@
+"""onwatch settings: one module, every knob an environment variable with a safe default.
+
+Reading this module never touches the disk; `onwatch` prepares the data directory,
+secret key and key file before Django starts (see onwatch/startup.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.utils.csp import CSP
+
+from onwatch.config import base_url, data_dir, database_from_url, env, env_bool, env_int
+
+BASE_DIR = Path(__file__).resolve().parent
+DATA_DIR = data_dir()
+
+HOST = env("ONWATCH_HOST", "127.0.0.1")
+PORT = env_int("ONWATCH_PORT", 8000, minimum=1, maximum=65535)
+SITE = base_url(f"http://localhost:{PORT}")
+SITE_ROOT = SITE.origin
+
+DEBUG = env_bool("ONWATCH_DEBUG", False)
+# The secret key is generated into the data directory on first run (startup.py); a
+# SECRET_KEY variable or SECRET_KEY_FILE wins when given.
+SECRET_KEY = env("SECRET_KEY", "") or env("ONWATCH_SECRET_KEY", "")
+if not SECRET_KEY:
+    _key_path = DATA_DIR / "secret_key"
+    SECRET_KEY = _key_path.read_text().strip() if _key_path.is_file() else ""
+# Left empty when neither exists: Django then refuses to start rather than sign with a
+# guessable key.
+
+KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()
+
+ALLOWED_HOSTS = [SITE.host, "localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS += [h.strip() for h in env("ONWATCH_ALLOWED_HOSTS", "").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [SITE.origin]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "onwatch.core",
+    "onwatch.accounts",
+    "onwatch.alerts",
+    "onwatch.web",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "onwatch.accounts.middleware.SessionLifetimeMiddleware",
+    "onwatch.accounts.middleware.RequireMFAMiddleware",
+    "onwatch.core.middleware.OrganizationMiddleware",
+]
+
+ROOT_URLCONF = "onwatch.urls"
+ASGI_APPLICATION = "onwatch.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.csp",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "onwatch.web.context.navigation",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_from_url(env("DATABASE_URL", ""), DATA_DIR / "onwatch.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The database cache is shared by every process, so sign-in rate limits hold across them.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "onwatch_cache",
+    }
+}
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "dashboard"
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+
+# allauth: e-mail sign-in, no open sign-up (accounts come from one-time invite links),
+# rate limits on every sign-in path, and MFA with all three kinds of second factor.
+ACCOUNT_ADAPTER = "onwatch.accounts.adapter.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_USER_MODEL_USERNAME_FIELD = "username"
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
+ACCOUNT_RATE_LIMITS = {
+    "login": "30/m/ip",
+    "login_failed": "5/5m/ip,5/5m/key",
+    "reset_password": "5/h/ip,3/h/key",
+    "change_password": "5/m/user",
+    "reauthenticate": "10/m/user",
+}
+MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+MFA_TOTP_ISSUER = "onwatch"
+# WebAuthn needs a secure context; localhost counts as one in browsers.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = not SITE.https
+
+# Sessions: an idle timeout (every request pushes it back) and an absolute lifetime.
+SESSION_COOKIE_AGE = env_int("ONWATCH_SESSION_IDLE_MINUTES", 120, minimum=5) * 60
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_MAX_LIFETIME = env_int("ONWATCH_SESSION_MAX_HOURS", 12, minimum=1) * 3600
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# Browsers accept Secure cookies on http://localhost, so these hold in development too.
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+CSRF_COOKIE_HTTPONLY = True
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# HSTS is only ever sent over HTTPS; behind Caddy (or any proxy) the scheme comes from it.
+SECURE_HSTS_SECONDS = env_int("ONWATCH_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ONWATCH_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("ONWATCH_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = SITE.https
+if env_bool("ONWATCH_BEHIND_PROXY", SITE.https):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "connect-src": [CSP.SELF],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "object-src": [CSP.NONE],
+}
+
+STATIC_URL = "/static/"
+STATIC_ROOT = None
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Whitenoise serves files straight from the installed packages, so no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+DEFAULT_FROM_EMAIL = env("ONWATCH_FROM_EMAIL", "onwatch@localhost")
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("ONWATCH_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# Durable jobs: a running job's lease is renewed every LEASE/3 seconds; a lease that runs
+# out means the worker died and the job is marked interrupted.
+JOB_LEASE_SECONDS = env_int("ONWATCH_JOB_LEASE_SECONDS", 30, minimum=3)
+JOB_POLL_SECONDS = env_int("ONWATCH_JOB_POLL_SECONDS", 1, minimum=1)
+SCHEDULER_TICK_SECONDS = env_int("ONWATCH_SCHEDULER_TICK_SECONDS", 5, minimum=1)
+API_TOKEN_DEFAULT_DAYS = env_int("ONWATCH_API_TOKEN_DAYS", 90, minimum=1, maximum=3650)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("ONWATCH_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

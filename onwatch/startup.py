@@ -1,0 +1,171 @@
+"""Everything `onwatch` checks and prepares before a server starts.
+
+Order matters: every check that can fail runs before anything is created on disk, so a
+bad setting leaves no half-made data directory behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onwatch.config import ConfigError, redact
+
+
+@dataclass
+class Prepared:
+    data_dir: Path
+    created: list[str] = field(default_factory=list)
+
+
+def load_settings() -> Any:
+    """Import the settings module; malformed knobs surface here as ConfigError."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onwatch.settings")
+    from django.conf import settings
+
+    settings._setup()  # type: ignore[misc]
+    return settings
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"Port {port} on {host} is in use by another program; stop it or start "
+                    f"onwatch on another port with ONWATCH_PORT={port + 1}"
+                ) from None
+            raise ConfigError(
+                f"Cannot listen on {host}:{port} ({e.strerror}); "
+                "check ONWATCH_HOST and ONWATCH_PORT"
+            ) from None
+
+
+def check_data_dir(path: Path) -> None:
+    """Writable if it exists, or creatable if it does not; creates nothing."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(
+            f"The data directory {path} cannot be made: {probe} is a file; "
+            "set ONWATCH_DATA_DIR to a folder"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"The data directory {path} is not writable ({probe} refuses writes); "
+            "set ONWATCH_DATA_DIR to a folder you can write, or fix its permissions"
+        )
+
+
+def check_database(settings: Any) -> None:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("postgresql"):
+        import psycopg
+
+        try:
+            psycopg.connect(
+                dbname=db["NAME"],
+                user=db["USER"] or None,
+                password=db["PASSWORD"] or None,
+                host=db["HOST"] or None,
+                port=db["PORT"] or None,
+                connect_timeout=5,
+            ).close()
+        except psycopg.Error as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"Cannot reach the PostgreSQL database in DATABASE_URL "
+                f"({reason}); check the address, user and password, and that the server runs"
+            ) from None
+    else:
+        check_data_dir(Path(db["NAME"]).parent)
+
+
+def ensure_secret_key(settings: Any, data_dir: Path, created: list[str]) -> None:
+    # Read around Django's guard, which raises on an empty key before we can fill it in.
+    if getattr(settings._wrapped, "SECRET_KEY", ""):
+        return
+    path = data_dir / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
+        created.append(f"secret key {path}")
+    settings.SECRET_KEY = path.read_text().strip()
+
+
+def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Prepared:
+    """Check, then create, then start Django. Raises ConfigError for people to read."""
+    settings = load_settings()
+    data_dir = Path(settings.DATA_DIR)
+    if listen:
+        check_port_free(*listen)
+    check_data_dir(data_dir)
+    check_database(settings)
+
+    prepared = Prepared(data_dir)
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=0o700)
+        prepared.created.append(f"data directory {data_dir}")
+    ensure_secret_key(settings, data_dir, prepared.created)
+
+    import django
+
+    django.setup()
+    from onwatch.core.keyring import KeyringError
+
+    if migrate:
+        run_migrations()
+    else:
+        require_migrated()
+    from onwatch.core.keys import ensure_keyring
+
+    key_existed = Path(settings.KEY_FILE).exists()
+    try:
+        ensure_keyring()
+    except KeyringError as e:
+        raise ConfigError(str(e)) from None
+    if not key_existed:
+        prepared.created.append(f"key file {settings.KEY_FILE}")
+    return prepared
+
+
+def run_migrations() -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("createcachetable", verbosity=0)
+
+
+def require_migrated() -> None:
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        raise ConfigError("The database is not up to date; run `onwatch migrate` first")
+
+
+def describe_database(settings: Any) -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"SQLite at {db['NAME']}"
+    return f"PostgreSQL {redact(os.environ.get('DATABASE_URL', ''))}"
+
+
+def fail(message: str) -> None:
+    print(f"onwatch: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,30 @@
+"""The navigation: each section appears once it exists and the member may see it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from django.urls import reverse
+
+from onwatch.core.roles import has_permission
+
+# (label, url name, permission). Later sections (uptime, backups, deploys, errors, logs,
+# security) add a row here when they land, never before.
+SECTIONS = [
+    ("Dashboard", "dashboard", "dashboard.view"),
+    ("Alert channels", "channels", "channels.view"),
+    ("Deliveries", "deliveries", "channels.view"),
+]
+
+
+def navigation(request: HttpRequest) -> dict[str, Any]:
+    membership = getattr(request, "membership", None)
+    if membership is None:
+        return {"nav": []}
+    items = []
+    for label, name, permission in SECTIONS:
+        if has_permission(membership.role, permission):
+            url = reverse(name)
+            items.append({"label": label, "url": url, "active": request.path == url})
+    return {"nav": items}

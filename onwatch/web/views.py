@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from onwatch.alerts.models import Channel, Delivery
+from onwatch.core.decorators import public, require
+from onwatch.core.models import AuditEntry, Job, Membership
+from onwatch.core.roles import has_permission
+
+
+@require("dashboard.view")
+def dashboard(request: HttpRequest) -> HttpResponse:
+    org = request.org  # type: ignore[attr-defined]
+    role = request.membership.role  # type: ignore[attr-defined]
+    jobs = Job.objects.filter(org=org) | Job.objects.filter(org=None)
+    ctx = {
+        "channels": Channel.objects.filter(org=org).count(),
+        "deliveries": Delivery.objects.filter(org=org)[:5],
+        "job_states": dict(
+            jobs.values_list("state").annotate(n=Count("id")).values_list("state", "n")
+        ),
+        "recent_jobs": jobs.order_by("-created_at", "-id")[:5],
+        "members": Membership.objects.filter(org=org).count(),
+        "audit": (
+            AuditEntry.objects.filter(org=org)[:5] if has_permission(role, "audit.view") else None
+        ),
+    }
+    return render(request, "web/dashboard.html", ctx)
+
+
+@public("load balancers and `onwatch up` ask whether the web process answers")
+def health(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")

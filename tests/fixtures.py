@@ -1,0 +1,50 @@
+"""Named users and organizations, built by plain functions (healthchecks' hc/test.py style)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from allauth.mfa.models import Authenticator
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from onwatch.core.models import Membership, Organization
+from onwatch.core.roles import Role
+
+PASSWORD = "correct horse battery staple"
+
+
+def make_org(name: str = "Acme") -> Organization:
+    return Organization.objects.create(name=name)
+
+
+def make_member(org: Organization, role: str, email: str | None = None, mfa: bool = True) -> Any:
+    email = email or f"{role}@{org.name.lower()}.example"
+    user = get_user_model().objects.create_user(username=email, email=email, password=PASSWORD)
+    Membership.objects.create(org=org, user=user, role=role)
+    if mfa:
+        # A real TOTP authenticator row, as allauth stores it after enrolment.
+        from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+        TOTP.activate(user, generate_totp_secret())
+    return user
+
+
+def signed_in(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def org(db: None) -> Organization:
+    return make_org()
+
+
+@pytest.fixture
+def members(org: Organization) -> dict[str, Any]:
+    return {role.value: make_member(org, role.value) for role in Role}
+
+
+__all__ = ["PASSWORD", "Authenticator", "make_member", "make_org", "signed_in"]

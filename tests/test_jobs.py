@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from onwatch.core import jobs
+from onwatch.core.models import Job, JobState
+
+
+@jobs.handler("tests.ok")
+def _ok(ctx: jobs.JobContext) -> dict[str, Any]:
+    ctx.log("hello")
+    return {"answer": 42}
+
+
+@jobs.handler("tests.boom")
+def _boom(ctx: jobs.JobContext) -> None:
+    raise RuntimeError("kaput")
+
+
+@pytest.mark.django_db
+def test_a_job_runs_to_succeeded_with_log_and_result() -> None:
+    job = jobs.enqueue("tests.ok")
+    [done] = jobs.run_pending(kinds=["tests.ok"])
+    assert done.pk == job.pk
+    assert done.state == JobState.SUCCEEDED
+    assert done.result == {"answer": 42}
+    assert "hello" in done.log
+    assert done.finished_at is not None and done.attempts == 1
+
+
+@pytest.mark.django_db
+def test_a_crashing_job_ends_failed_with_its_error() -> None:
+    jobs.enqueue("tests.boom")
+    [done] = jobs.run_pending(kinds=["tests.boom"])
+    assert done.state == JobState.FAILED
+    assert done.error == "RuntimeError: kaput"
+    assert "Traceback" in done.log
+
+
+@pytest.mark.django_db
+def test_a_claimed_job_cannot_be_claimed_again() -> None:
+    jobs.enqueue("tests.ok")
+    first = jobs.claim("w1", ["tests.ok"])
+    assert first is not None and first.state == JobState.RUNNING
+    assert jobs.claim("w2", ["tests.ok"]) is None
+
+
+@pytest.mark.django_db
+def test_an_unknown_kind_fails_with_a_clear_error() -> None:
+    jobs.enqueue("tests.nobody-handles-this")
+    [done] = jobs.run_pending(kinds=["tests.nobody-handles-this"])
+    assert done.state == JobState.FAILED
+    assert "no handler" in done.error
+
+
+@pytest.mark.django_db
+def test_an_expired_lease_marks_the_job_interrupted() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    jobs.enqueue("tests.ok")
+    claimed = jobs.claim("dead-worker", ["tests.ok"])
+    assert claimed is not None
+    Job.objects.filter(pk=claimed.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    [reaped] = jobs.reap_expired()
+    assert reaped.state == JobState.INTERRUPTED
+    assert "dead-worker" in reaped.error
+    assert reaped.alerted
