@@ -1,0 +1,109 @@
+"""How long `onwatch up` takes to answer, and how much memory it holds when idle.
+
+    .venv/bin/python bench/startup.py [--runs 3]
+
+Starts onwatch on a fresh data directory (first run: migrations included) and again on the
+same directory (a normal restart), each time measuring until /health/ answers, then sums
+the resident memory of the supervisor and its children after a few idle seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree(pid: int) -> list[int]:
+    kids = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [pid]
+    if kids.exists():
+        for child in kids.read_text().split():
+            found += tree(int(child))
+    return found
+
+
+def start_and_measure(data_dir: Path, idle: float) -> tuple[float, int, int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONWATCH_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("SECRET_KEY", None)
+    env.update(ONWATCH_DATA_DIR=str(data_dir), ONWATCH_PORT=str(port))
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onwatch", "up"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() - started > 60:
+                    raise SystemExit("onwatch did not answer within 60 s") from None
+                time.sleep(0.05)
+        ready = time.monotonic() - started
+        time.sleep(idle)
+        pids = tree(proc.pid)
+        return ready, sum(rss_kib(p) for p in pids), len(pids)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=5.0)
+    args = parser.parse_args()
+    first, again, memory = [], [], []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "data"
+            t, _, _ = start_and_measure(data, 0)
+            first.append(t)
+            t, kib, n = start_and_measure(data, args.idle)
+            again.append(t)
+            memory.append(kib)
+    print(f"first start (creates data dir, migrates): {[round(t, 2) for t in first]} s")
+    print(f"restart on existing data:                 {[round(t, 2) for t in again]} s")
+    print(f"idle resident memory ({n} processes):       {[m // 1024 for m in memory]} MiB")
+    print(
+        f"summary: first start {min(first):.2f} s, restart {min(again):.2f} s, "
+        f"idle memory {min(memory) / 1024:.0f} MiB in {n} processes"
+    )
+
+
+if __name__ == "__main__":
+    main()
