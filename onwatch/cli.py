@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from onwatch.config import ConfigError
 from onwatch.startup import describe_database, fail, prepare
@@ -17,8 +17,6 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from onwatch.supervisor import Supervisor, children
-
     settings = _settings()
     p = prepare(listen=(settings.HOST, settings.PORT), migrate=True)
     print(f"onwatch: data directory {p.data_dir}")
@@ -30,13 +28,34 @@ def cmd_up(args: argparse.Namespace) -> int:
             "onwatch: keep a copy of the key file somewhere safe and apart from this "
             "machine's backups; without it the stored secrets cannot be read"
         )
+    for line in owner_notice():
+        print(line)
+    print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
+    become_supervisor()
+
+
+def become_supervisor() -> NoReturn:
+    """Replace this process (same pid, so signals and service managers still reach it)
+    with the supervisor alone: Django stays loaded only in the children that use it,
+    which keeps some 65 MiB out of the process that idles all day."""
+    from django.db import connections
+
+    connections.close_all()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "onwatch.supervisor"])  # noqa: S606  (fixed argv)
+
+
+def owner_notice() -> list[str]:
+    """Until there is an owner, every start prints a fresh one-time link to create one."""
     from onwatch.accounts.services import first_run
 
-    if first_run():
-        print("onwatch: no owner yet. Open this one-time link to create the owner account:")
-        print(f"  {owner_link()}")
-    print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
-    return Supervisor(children()).run()
+    if not first_run():
+        return []
+    return [
+        "onwatch: no owner yet. Open this one-time link to create the owner account:",
+        f"  {owner_link()}",
+    ]
 
 
 def owner_link(hours: int = 24) -> str:
@@ -87,6 +106,14 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prober(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.uptime.prober import run_prober
+
+    run_prober()
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     prepare(migrate=True)
     print("onwatch: database is up to date")
@@ -95,7 +122,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_createowner(args: argparse.Namespace) -> int:
     prepare(migrate=True)
+    from onwatch.accounts.services import first_run
+
     if args.link:
+        if not first_run():
+            fail("an owner exists already; owners invite people from the Members page")
         print(owner_link(hours=args.hours))
         return 0
     from django.core.exceptions import ValidationError
@@ -103,6 +134,7 @@ def cmd_createowner(args: argparse.Namespace) -> int:
 
     from onwatch.accounts.forms import AcceptInviteForm
     from onwatch.accounts.services import create_account
+    from onwatch.core.models import Organization
     from onwatch.core.roles import Role
 
     email = args.email or input("Email: ").strip()
@@ -118,10 +150,17 @@ def cmd_createowner(args: argparse.Namespace) -> int:
         needs_org=True,
     )
     if not form.is_valid():
-        errors = "; ".join(str(m) for msgs in form.errors.values() for m in msgs)
+        # Each of Django's messages is a sentence of its own.
+        errors = " ".join(str(m) for msgs in form.errors.values() for m in msgs)
         fail(f"{errors} Nothing was created.")
-    create_account(email=email, password=password, role=Role.OWNER, org=None, org_name=args.org)
-    print(f"onwatch: owner {email} created; sign in and enrol a second factor")
+    # The form's email is normalised (lower case), as the invite page stores it.
+    email = form.cleaned_data["email"]
+    # With owners already there this is the way back in for someone locked out: the new
+    # owner joins the existing organization (and the audit log says so).
+    org = None if first_run() else Organization.objects.order_by("id").first()
+    create_account(email=email, password=password, role=Role.OWNER, org=org, org_name=args.org)
+    where = f" in {org.name}" if org else ""
+    print(f"onwatch: owner {email} created{where}; sign in and enrol a second factor")
     return 0
 
 
@@ -152,7 +191,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_notify_test(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.alerts.models import Channel, DeliveryState
-    from onwatch.alerts.services import TEST_BODY, TEST_TITLE, deliver
+    from onwatch.alerts.services import send_test
     from onwatch.core import audit
     from onwatch.core.jobs import run_pending
 
@@ -161,19 +200,26 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
         key = args.channel
         channels = channels.filter(pk=int(key)) if key.isdigit() else channels.filter(name=key)
     chosen = list(channels)
+    if not chosen and args.channel:
+        fail(f"there is no channel {args.channel!r}; see the names under Alert channels")
     if not chosen:
-        fail("no such channel; add one in the web console under Alert channels")
-    failed = 0
+        fail("there are no channels yet; add one in the web console under Alert channels")
+    sent = []
     for ch in chosen:
-        d = deliver(ch, TEST_TITLE, TEST_BODY, is_test=True)
+        sent.append(send_test(ch))
         audit.record("channel-tested", actor="cli", org=ch.org, target=ch.name)
-        # Delivered right here rather than by the worker, so the answer is immediate; the
-        # row is the same durable delivery the worker would make, retries included.
-        run_pending(kinds=["alerts.deliver"])
+    # Delivered right here rather than by the worker, so the answer is immediate; the rows
+    # are the same durable deliveries the worker makes, so a failed one is still retried.
+    run_pending(kinds=["alerts.deliver"])
+    failed = 0
+    for d in sent:
         d.refresh_from_db()
-        line = f"{ch.name}: {d.state}" + (f" ({d.error})" if d.error else "")
-        print(line)
-        failed += d.state != DeliveryState.DELIVERED
+        if d.state == DeliveryState.DELIVERED:
+            print(f"{d.channel_name}: delivered")
+            continue
+        failed += 1
+        retry = " (the worker will try again)" if d.state == DeliveryState.RETRYING else ""
+        print(f"{d.channel_name}: {d.state}: {d.error}{retry}")
     return 1 if failed else 0
 
 
@@ -195,10 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    add("up", cmd_up, "Start everything: web, worker and scheduler (the usual way to run).")
+    add("up", cmd_up, "Start everything: web, worker, scheduler and prober (the usual way).")
     add("web", cmd_web, "Run only the web server (UI, API, ingest).")
     add("worker", cmd_worker, "Run only a worker that takes background jobs.")
     add("scheduler", cmd_scheduler, "Run only the scheduler that turns schedules into jobs.")
+    add("prober", cmd_prober, "Run only a prober that makes the uptime checks.")
     add("migrate", cmd_migrate, "Create or update the database tables.")
     owner = add("createowner", cmd_createowner, "Create the owner account.")
     owner.add_argument("--email", help="the owner's email (asked for if missing)")
@@ -222,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from onwatch.supervisor import follow_parent
+
+    follow_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:

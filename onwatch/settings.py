@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "onwatch.core",
     "onwatch.accounts",
     "onwatch.alerts",
+    "onwatch.uptime",
     "onwatch.web",
 ]
 
@@ -137,9 +138,15 @@ ACCOUNT_RATE_LIMITS = {
     "change_password": "5/m/user",
     "reauthenticate": "10/m/user",
 }
+# Encrypts TOTP secrets and recovery-code seeds with the keyring.
+MFA_ADAPTER = "onwatch.accounts.adapter.MFAAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
 MFA_PASSKEY_LOGIN_ENABLED = True
 MFA_TOTP_ISSUER = "onwatch"
+# allauth refuses MFA for unverified addresses so a squatter who signs up with someone
+# else's address cannot lock them out; here accounts only come from one-time invites, and
+# onwatch may have no mail server to verify with.
+MFA_ALLOW_UNVERIFIED_EMAIL = True
 # WebAuthn needs a secure context; localhost counts as one in browsers.
 MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = not SITE.https
 
@@ -161,7 +168,10 @@ X_FRAME_OPTIONS = "DENY"
 # HSTS is only ever sent over HTTPS; behind Caddy (or any proxy) the scheme comes from it.
 SECURE_HSTS_SECONDS = env_int("ONWATCH_HSTS_SECONDS", 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ONWATCH_HSTS_INCLUDE_SUBDOMAINS", True)
-SECURE_HSTS_PRELOAD = env_bool("ONWATCH_HSTS_PRELOAD", False)
+# The preload token alone changes nothing in browsers (a domain joins their lists only when
+# someone submits it), and it lets `check --deploy` pass clean; ONWATCH_HSTS_PRELOAD=false
+# drops it.
+SECURE_HSTS_PRELOAD = env_bool("ONWATCH_HSTS_PRELOAD", True)
 SECURE_SSL_REDIRECT = SITE.https
 if env_bool("ONWATCH_BEHIND_PROXY", SITE.https):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -197,6 +207,10 @@ USE_TZ = True
 JOB_LEASE_SECONDS = env_int("ONWATCH_JOB_LEASE_SECONDS", 30, minimum=3)
 JOB_POLL_SECONDS = env_int("ONWATCH_JOB_POLL_SECONDS", 1, minimum=1)
 SCHEDULER_TICK_SECONDS = env_int("ONWATCH_SCHEDULER_TICK_SECONDS", 5, minimum=1)
+# Probers hold each due monitor under a lease they renew every LEASE/3 seconds; a prober
+# that dies lets its leases run out and another one takes its monitors over.
+PROBER_LEASE_SECONDS = env_int("ONWATCH_PROBER_LEASE_SECONDS", 30, minimum=3)
+PROBER_CONCURRENCY = env_int("ONWATCH_PROBER_CONCURRENCY", 500, minimum=1, maximum=10000)
 API_TOKEN_DEFAULT_DAYS = env_int("ONWATCH_API_TOKEN_DAYS", 90, minimum=1, maximum=3650)
 
 LOGGING = {

@@ -11,6 +11,7 @@ import os
 import secrets
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,10 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def check_data_dir(path: Path) -> None:
-    """Writable if it exists, or creatable if it does not; creates nothing."""
+def check_data_dir(
+    path: Path, what: str = "data directory", setting: str = "ONWATCH_DATA_DIR"
+) -> None:
+    """Writable if it exists, or creatable if it does not; leaves nothing behind."""
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -60,14 +63,17 @@ def check_data_dir(path: Path) -> None:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ConfigError(
-            f"The data directory {path} cannot be made: {probe} is a file; "
-            "set ONWATCH_DATA_DIR to a folder"
+            f"The {what} {path} cannot be made: {probe} is a file; set {setting} to a folder"
         )
-    if not os.access(probe, os.W_OK | os.X_OK):
+    # A real write, not os.access(): root passes every permission check yet still cannot
+    # write to /proc or a read-only mount. The probe folder is removed straight away.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".onwatch-probe-", dir=probe))
+    except OSError as e:
         raise ConfigError(
-            f"The data directory {path} is not writable ({probe} refuses writes); "
-            "set ONWATCH_DATA_DIR to a folder you can write, or fix its permissions"
-        )
+            f"The {what} {path} is not writable ({probe}: {e.strerror}); "
+            f"set {setting} to a folder you can write, or fix its permissions"
+        ) from None
 
 
 def check_database(settings: Any) -> None:
@@ -91,7 +97,18 @@ def check_database(settings: Any) -> None:
                 f"({reason}); check the address, user and password, and that the server runs"
             ) from None
     else:
-        check_data_dir(Path(db["NAME"]).parent)
+        check_data_dir(Path(db["NAME"]).parent, "database folder", "DATABASE_URL")
+
+
+def check_sqlite_exists(settings: Any) -> None:
+    """Commands that do not migrate refuse a missing SQLite file before creating anything
+    (connecting would otherwise leave an empty database and a data directory behind)."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3") and not Path(db["NAME"]).is_file():
+        raise ConfigError(
+            f"There is no onwatch database at {db['NAME']} yet; "
+            "run `onwatch up` or `onwatch migrate` first"
+        )
 
 
 def ensure_secret_key(settings: Any, data_dir: Path, created: list[str]) -> None:
@@ -115,22 +132,28 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
         check_port_free(*listen)
     check_data_dir(data_dir)
     check_database(settings)
+    if not migrate:
+        check_sqlite_exists(settings)
+
+    import django
+
+    django.setup()
+    if not migrate:
+        # Before anything is created: a worker pointed at an empty database says so and
+        # leaves no data directory or secret key behind.
+        require_migrated()
+    else:
+        verify_key_file_before_migrating(settings)
 
     prepared = Prepared(data_dir)
     if not data_dir.exists():
         data_dir.mkdir(parents=True, mode=0o700)
         prepared.created.append(f"data directory {data_dir}")
     ensure_secret_key(settings, data_dir, prepared.created)
-
-    import django
-
-    django.setup()
-    from onwatch.core.keyring import KeyringError
-
     if migrate:
         run_migrations()
-    else:
-        require_migrated()
+
+    from onwatch.core.keyring import KeyringError
     from onwatch.core.keys import ensure_keyring
 
     key_existed = Path(settings.KEY_FILE).exists()
@@ -141,6 +164,21 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
     if not key_existed:
         prepared.created.append(f"key file {settings.KEY_FILE}")
     return prepared
+
+
+def verify_key_file_before_migrating(settings: Any) -> None:
+    """An existing database must fit the key file before migrations alter it (after an
+    upgrade, say); a wrong or missing key file then leaves it exactly as it was."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3") and not Path(db["NAME"]).is_file():
+        return  # nothing to protect yet, and connecting would create the file
+    from onwatch.core.keyring import KeyringError
+    from onwatch.core.keys import verify_before_migrating
+
+    try:
+        verify_before_migrating()
+    except KeyringError as e:
+        raise ConfigError(str(e)) from None
 
 
 def run_migrations() -> None:

@@ -1,14 +1,16 @@
-"""`onwatch up`: run web, worker and scheduler as children, restart the ones that crash
-(with back-off) and stop them all on SIGTERM or SIGINT."""
+"""`onwatch up`: run web, worker, scheduler and prober as children, restart the ones that
+crash (with back-off) and stop them all on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -16,8 +18,31 @@ log = logging.getLogger("onwatch.up")
 
 # A child that ran this long before it died counts as healthy: its back-off starts over.
 STABLE_SECONDS = 30.0
+FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 STOP_GRACE = 8.0
+PR_SET_PDEATHSIG = 1
+PARENT_VARIABLE = "ONWATCH_SUPERVISOR_PID"
+
+
+def follow_parent() -> None:
+    """In a child of `onwatch up`: have the kernel send SIGTERM when the supervisor dies
+    (SIGKILL, OOM killer), so no orphan keeps the port or holds jobs."""
+    parent = os.environ.pop(PARENT_VARIABLE, "")
+    if not parent.isdigit() or sys.platform != "linux":
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit(0)  # it died before the request was in place
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 @dataclass
@@ -26,22 +51,42 @@ class Child:
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    backoff: float = 1.0
+    backoff: float = FIRST_BACKOFF
     restart_at: float | None = None
     restarts: int = 0
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env={**os.environ, "ONWATCH_CHILD": "1"})
-        self.started = time.monotonic()
+    def start(self, now: float) -> None:
+        self.proc = subprocess.Popen(
+            self.argv, env={**os.environ, PARENT_VARIABLE: str(os.getpid())}
+        )
+        self.started = now
         self.restart_at = None
         log.info("%s started (pid %d)", self.name, self.proc.pid)
+
+    def reap(self, now: float) -> bool:
+        """True when the child has exited: schedule its restart after the back-off."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        if now - self.started >= STABLE_SECONDS:
+            self.backoff = FIRST_BACKOFF
+        self.restart_at = now + self.backoff
+        log.warning(
+            "%s (pid %d) %s; restarting it in %.0f s",
+            self.name,
+            self.proc.pid,
+            describe_exit(self.proc.returncode),
+            self.backoff,
+        )
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+        self.proc = None
+        return True
 
 
 @dataclass
 class Supervisor:
     children: list[Child]
     stopping: bool = False
-    clock: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = field(default=time.monotonic)
 
     def handle_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -50,27 +95,22 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.handle_signal)
         for child in self.children:
-            child.start()
+            child.start(self.clock())
         while not self.stopping:
-            self.step(time.monotonic())
+            self.step(self.clock())
             time.sleep(0.2)
         return self.stop_all()
 
     def step(self, now: float) -> None:
         for child in self.children:
-            if child.proc is not None and child.proc.poll() is not None:
-                code = child.proc.returncode
-                if now - child.started >= STABLE_SECONDS:
-                    child.backoff = 1.0
-                child.restart_at = now + child.backoff
-                log.warning(
-                    "%s exited with code %s; restarting in %.0f s", child.name, code, child.backoff
-                )
-                child.backoff = min(child.backoff * 2, MAX_BACKOFF)
-                child.proc = None
+            # On Ctrl+C the children get SIGINT too and exit: that is no crash to restart.
+            if self.stopping:
+                return
+            child.reap(now)
             if child.proc is None and child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
-                child.start()
+                log.warning("%s restarting (restart %d)", child.name, child.restarts)
+                child.start(now)
 
     def stop_all(self) -> int:
         log.info("stopping")
@@ -79,8 +119,9 @@ class Supervisor:
             assert child.proc is not None
             child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
-        for child in running:
-            assert child.proc is not None
+        for child in self.children:
+            if child.proc is None:
+                continue
             try:
                 child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -93,4 +134,18 @@ class Supervisor:
 
 def children() -> list[Child]:
     me = [sys.executable, "-m", "onwatch"]
-    return [Child(name, [*me, name]) for name in ("web", "worker", "scheduler")]
+    return [Child(name, [*me, name]) for name in ("web", "worker", "scheduler", "prober")]
+
+
+def main() -> None:
+    """`python -m onwatch.supervisor`: what `onwatch up` becomes once the database is ready.
+    It loads only the standard library, so the process that idles all day stays small."""
+    logging.basicConfig(
+        level=os.environ.get("ONWATCH_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    raise SystemExit(Supervisor(children()).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", include("onwatch.accounts.urls")),
     path("", include("onwatch.alerts.urls")),
     path("", include("onwatch.core.urls")),
+    path("", include("onwatch.uptime.urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

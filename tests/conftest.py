@@ -15,4 +15,12 @@ from onwatch.core.keyring import Keyring  # noqa: E402
 
 Keyring.create(_session_dir / "keyring.json")
 
+# pytest-django sets Django up before it imports this file, so the settings were read
+# without the variables above: give the live settings the same values.
+from django.conf import settings  # noqa: E402
+
+settings.DATA_DIR = _session_dir
+settings.KEY_FILE = _session_dir / "keyring.json"
+settings.SECRET_KEY = os.environ["SECRET_KEY"]
+
 pytest_plugins = ["tests.fixtures"]

@@ -38,6 +38,13 @@ def signed_in(user: Any) -> Client:
 
 
 @pytest.fixture
+def fast_passwords(settings: Any) -> None:
+    """For tests not about passwords: Argon2 is slow on purpose (about half a second per
+    account on a busy runner), which adds up over a matrix of members."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
 def org(db: None) -> Organization:
     return make_org()
 

@@ -9,6 +9,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -74,7 +75,7 @@ def isolated(tmp_path: Path, **extra: str) -> Iterator[dict[str, str]]:
 def run(
     args: list[str], env: dict[str, str], timeout: float = 60, **kw: object
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    done: subprocess.CompletedProcess[str] = subprocess.run(
         [*ONWATCH, *args],
         env=env,
         cwd=ROOT,
@@ -83,6 +84,7 @@ def run(
         timeout=timeout,
         **kw,  # type: ignore[call-overload]
     )
+    return done
 
 
 class Running:
@@ -109,13 +111,13 @@ class Running:
             self.lines.append(line.rstrip("\n"))
             self._q.put(line)
 
-    def wait_for(self, text: str, timeout: float = 30) -> str:
-        """The first output line containing `text`, waiting for it if need be."""
+    def wait_for(self, text: str, timeout: float = 30, nth: int = 1) -> str:
+        """The nth output line containing `text`, waiting for it if need be."""
         deadline = time.monotonic() + timeout
         while True:
-            for line in list(self.lines):
-                if text in line:
-                    return line
+            found = [line for line in list(self.lines) if text in line]
+            if len(found) >= nth:
+                return found[nth - 1]
             left = deadline - time.monotonic()
             if left <= 0 or (self.proc.poll() is not None and self._q.empty()):
                 raise AssertionError(f"no {text!r} in output:\n" + "\n".join(self.lines))
@@ -160,3 +162,63 @@ def wait_http(url: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{url} did not answer within {timeout} s")
         time.sleep(0.2)
+
+
+# Run after onwatch's own start-up checks, so the code sees the same database, key file
+# and settings as the onwatch processes of the test.
+# wait_until(cond) polls a condition the way tests poll HTTP: no fixed sleeps.
+_PRELUDE = """
+import json, time
+from onwatch.startup import prepare
+prepare(migrate={migrate})
+
+def wait_until(cond, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not (value := cond()):
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting")
+        time.sleep(0.1)
+    return value
+"""
+
+
+def django(code: str, env: dict[str, str], migrate: bool = False, timeout: float = 90) -> str:
+    """Run Python code against a test's onwatch database in a process of its own (the
+    test process itself is bound to pytest-django's database). Returns its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PRELUDE.format(migrate=migrate) + textwrap.dedent(code)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"helper process failed ({done.returncode}):\n{done.stderr}")
+    return done.stdout
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state letter follows the command name, which is in parentheses.
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def started_pids(proc: Running, name: str) -> list[int]:
+    """Pids `onwatch up` logged for a child, oldest first ("worker started (pid 123)")."""
+    marker = f"{name} started (pid "
+    return [int(line.split(marker)[1].split(")")[0]) for line in proc.lines if marker in line]
+
+
+def children_pids(proc: Running) -> list[int]:
+    """The first pid of every child `onwatch up` starts, once each has been logged."""
+    from onwatch.supervisor import children
+
+    names = [c.name for c in children()]
+    for name in names:
+        proc.wait_for(f"{name} started (pid ")
+    return [started_pids(proc, name)[0] for name in names]

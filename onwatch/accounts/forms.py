@@ -17,6 +17,7 @@ class AcceptInviteForm(forms.Form):
     )
 
     def __init__(self, *args: Any, needs_org: bool, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.fields["org_name"].required = needs_org
         if not needs_org:

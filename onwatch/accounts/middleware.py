@@ -5,13 +5,25 @@ from collections.abc import Callable
 
 from allauth.mfa.models import Authenticator
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
+from onwatch.accounts.adapter import SECOND_FACTORS
+
 # Paths an account without a second factor may still reach: enrolment itself, signing out,
-# and the static files those pages need.
-ENROL_PATHS = ("/accounts/2fa/", "/accounts/logout/", "/static/", "/accounts/login/")
+# confirming the password again (enrolment asks for it after a few minutes), and the
+# static files those pages need.
+ENROL_PATHS = (
+    "/accounts/2fa/",
+    "/accounts/logout/",
+    "/accounts/login/",
+    "/accounts/reauthenticate/",
+    "/static/",
+)
+# Set at sign-in (signals.py); the absolute lifetime counts from here.
+SIGNED_IN_AT = "onwatch_signed_in_at"
 
 
 class SessionLifetimeMiddleware:
@@ -23,17 +35,17 @@ class SessionLifetimeMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.user.is_authenticated:
-            started = request.session.setdefault("onwatch_signed_in_at", time.time())
+            started = request.session.setdefault(SIGNED_IN_AT, time.time())
             if time.time() - float(started) > settings.SESSION_MAX_LIFETIME:
                 logout(request)
+                hours = settings.SESSION_MAX_LIFETIME // 3600
+                messages.info(request, f"Sessions last at most {hours} hours; sign in again.")
                 return redirect(settings.LOGIN_URL)
         return self.get_response(request)
 
 
 def has_second_factor(user_id: int) -> bool:
-    found: bool = Authenticator.objects.filter(
-        user_id=user_id, type__in=[Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN]
-    ).exists()
+    found: bool = Authenticator.objects.filter(user_id=user_id, type__in=SECOND_FACTORS).exists()
     return found
 
 

@@ -47,6 +47,10 @@ def accept_invite(invite: Invite, request: HttpRequest | None, **fields: Any) ->
         locked = Invite.objects.select_for_update().get(pk=invite.pk)
         if not locked.usable:
             raise ValueError("This link has been used or has expired.")
+        if locked.org is None and not first_run():
+            # The first-run link is printed to the console and may linger in logs: once an
+            # owner exists it is worthless, whoever reads it later.
+            raise ValueError("This set-up link is void: the owner account exists already.")
         user = create_account(role=locked.role, org=locked.org, request=request, **fields)
         locked.used_at = timezone.now()
         locked.save(update_fields=["used_at"])

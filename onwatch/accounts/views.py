@@ -1,12 +1,15 @@
 from __future__ import annotations
 
-from django.contrib.auth import login
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from allauth.account.internal.flows.login import record_authentication
+from django.contrib.auth import REDIRECT_FIELD_NAME, login
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.shortcuts import redirect, render, resolve_url
+from django.template.loader import render_to_string
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.cache import never_cache
 
 from onwatch.accounts.forms import AcceptInviteForm
-from onwatch.accounts.services import accept_invite
+from onwatch.accounts.services import accept_invite, first_run
 from onwatch.core.decorators import public
 from onwatch.core.models import Invite, hash_token
 
@@ -15,8 +18,8 @@ from onwatch.core.models import Invite, hash_token
 @never_cache
 def invite(request: HttpRequest, token: str) -> HttpResponse:
     found = Invite.objects.filter(token_hash=hash_token(token)).select_related("org").first()
-    if found is None or not found.usable:
-        raise Http404("This link has been used or has expired; ask for a new one.")
+    if found is None or not found.usable or (found.org is None and not first_run()):
+        return invite_gone(request)
     form = AcceptInviteForm(request.POST or None, needs_org=found.org is None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -27,9 +30,35 @@ def invite(request: HttpRequest, token: str) -> HttpResponse:
                 password=form.cleaned_data["password"],
                 org_name=form.cleaned_data.get("org_name", ""),
             )
-        except ValueError as e:
-            raise Http404(str(e)) from e
+        except ValueError:
+            # Someone else used the link while this form was open.
+            return invite_gone(request)
+        # Recorded as allauth's own password sign-in is, so enrolling the second factor
+        # next does not ask for the password again (see signals.confirm_fresh_password).
+        record_authentication(request, user, method="password", email=user.email)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         # Straight on to the second factor: nothing else is reachable without it.
         return redirect("mfa_activate_totp")
     return render(request, "accounts/invite.html", {"form": form, "invite": found})
+
+
+def invite_gone(request: HttpRequest) -> HttpResponse:
+    reason = "It has been used or has expired; ask whoever sent it for a new one."
+    return render(request, "accounts/invite_gone.html", {"reason": reason}, status=404)
+
+
+@public("the admin's own sign-in page: sends people to the one sign-in, with MFA")
+@never_cache
+def admin_login(request: HttpRequest, extra_context: object = None) -> HttpResponse:
+    if request.user.is_authenticated:
+        # Signed in (with a second factor, or the MFA middleware would have stopped them)
+        # but not staff: sending them to sign in again would loop.
+        body = render_to_string(
+            "web/forbidden.html", {"permission": "open the Django admin"}, request
+        )
+        return HttpResponseForbidden(body)
+    target = request.GET.get(REDIRECT_FIELD_NAME, "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        target = resolve_url("admin:index")
+    login_url = resolve_url("account_login")
+    return redirect(f"{login_url}?{urlencode({REDIRECT_FIELD_NAME: target})}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import apprise
 
@@ -11,24 +13,52 @@ class ChannelError(Exception):
     """A channel URL is not usable, or a delivery did not go through. For people."""
 
 
-def service_of(url: str) -> str:
-    """Check the URL is one Apprise understands and name its service (mailto, json, ...)."""
+def _plugin(url: str) -> Any:
     plugin = apprise.Apprise.instantiate(url.strip(), suppress_exceptions=True)
     if plugin is None:
         raise ChannelError(
             "Apprise does not understand this URL; see its wiki for the form each service takes"
         )
-    scheme = url.split("://", 1)[0].lower()
+    return plugin
+
+
+def service_of(url: str) -> str:
+    """Check the URL is one Apprise understands and name its service (mailto, json, ...)."""
+    _plugin(url)
+    scheme = url.strip().split("://", 1)[0].lower()
     return scheme
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
+@dataclass(frozen=True)
+class Summary:
+    """What may be shown of a channel URL: never the URL itself, which holds tokens."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+    service: str
+    location: str
+
+
+def summarize(url: str) -> Summary:
+    """The service and, where Apprise itself shows it unmasked, the host and port."""
+    plugin = _plugin(url)
+    # Apprise's privacy URL hides passwords and tokens; for services whose "host" is a
+    # token (Slack, Discord, ...) it masks the host too, and then we show no host at all.
+    shown = urlsplit(plugin.url(privacy=True))
+    host = (shown.hostname or "").lower()
+    location = ""
+    if host and host == str(getattr(plugin, "host", "") or "").lower():
+        location = f"{host}:{shown.port}" if shown.port else host
+    return Summary(service=service_of(url), location=location)
+
+
+def _reasons(result: Any) -> list[str]:
+    # Apprise keeps each call's own log lines on its result, so deliveries running at the
+    # same time in other threads cannot mix their reasons into ours.
+    return [
+        entry.message
+        for service in result.results
+        for entry in service.logs()
+        if entry.level in ("WARNING", "ERROR", "CRITICAL")
+    ]
 
 
 def send(url: str, title: str, body: str) -> None:
@@ -36,13 +66,8 @@ def send(url: str, title: str, body: str) -> None:
     ap = apprise.Apprise()
     if not ap.add(url.strip()):
         raise ChannelError("Apprise does not understand this channel's URL")
-    capture = _Capture()
-    logger = logging.getLogger("apprise")
-    logger.addHandler(capture)
-    try:
-        ok = ap.notify(title=title, body=body or title)
-    finally:
-        logger.removeHandler(capture)
-    if not ok:
-        reason = capture.messages[-1] if capture.messages else "the service refused it"
+    result = ap.notify(title=title, body=body or title)
+    if not result:
+        reasons = _reasons(result)
+        reason = reasons[-1] if reasons else "the service refused it"
         raise ChannelError(f"Delivery failed: {reason}")

@@ -6,4 +6,7 @@ class AlertsConfig(AppConfig):
     label = "alerts"
 
     def ready(self) -> None:
-        from onwatch.alerts import tasks  # noqa: F401  (registers job handlers)
+        from onwatch.alerts import tasks
+        from onwatch.core.scheduler import every_tick
+
+        every_tick("alerts.escalate", tasks.on_tick)

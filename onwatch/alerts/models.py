@@ -5,7 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from onwatch.core.fields import EncryptedTextField
-from onwatch.core.models import Job, Organization
+from onwatch.core.models import Job, JobState, Organization
 
 
 class Channel(models.Model):
@@ -16,6 +16,9 @@ class Channel(models.Model):
     url = EncryptedTextField()
     # The service's name (mailto, json, slack, ...) shown in lists; the URL itself is secret.
     service = models.CharField(max_length=40)
+    # Host and port when Apprise shows them unmasked (see apprise.summarize); blank when the
+    # host is itself a token. Lets people tell channels apart without seeing the URL.
+    location = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
@@ -55,3 +58,119 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+    @property
+    def shown_state(self) -> str:
+        """The state to show: a delivery whose worker died mid-run is not still pending."""
+        if (
+            self.finished_at is None
+            and self.job is not None
+            and self.job.state == JobState.INTERRUPTED
+        ):
+            return "interrupted"
+        return str(self.state)
+
+
+class EscalationPolicy(models.Model):
+    """Who hears about an incident, and when: ordered steps while nobody acknowledges it,
+    reminders until someone does, and a notice when it is over."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="policies")
+    name = models.CharField(max_length=100)
+    # Reminders to everyone already notified, every this many minutes; 0 means none.
+    repeat_minutes = models.PositiveIntegerField(default=0)
+    notify_recovery = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EscalationStep(models.Model):
+    policy = models.ForeignKey(EscalationPolicy, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField(default=0)
+    # Minutes after the incident opened, if still unacknowledged.
+    after_minutes = models.PositiveIntegerField(default=0)
+    channels = models.ManyToManyField(Channel, related_name="+")
+
+    class Meta:
+        ordering = ["position", "id"]
+
+
+class IncidentState(models.TextChoices):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Incident(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="incidents")
+    # What raised it, e.g. "uptime.monitor:42": at most one unresolved incident per source.
+    source = models.CharField(max_length=200)
+    title = models.CharField(max_length=200)
+    state = models.CharField(
+        max_length=12, choices=IncidentState.choices, default=IncidentState.OPEN
+    )
+    policy = models.ForeignKey(EscalationPolicy, on_delete=models.SET_NULL, null=True, blank=True)
+    opened_at = models.DateTimeField(default=timezone.now)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    # Alerts held back (a parent is down, or maintenance): recorded, not sent.
+    held = models.CharField(max_length=200, blank=True)
+    next_step = models.PositiveIntegerField(default=0)
+    # Channel ids told so far: reminders and the recovery notice go to the same people.
+    notified = models.JSONField(default=list, blank=True)
+    next_action_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    evidence = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["org", "source"],
+                condition=~models.Q(state="resolved"),
+                name="one_open_incident_per_source",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class IncidentEvent(models.Model):
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=20)  # opened, notified, reminded, acknowledged, ...
+    text = models.TextField(blank=True)
+    actor = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+
+class Maintenance(models.Model):
+    """A window in which alerts are held back: one-off (starts_at..ends_at) or recurring
+    (cron + time zone + duration)."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="maintenances")
+    name = models.CharField(max_length=100)
+    # Sources it covers (e.g. "uptime.monitor:42"); empty means everything in the org.
+    sources = models.JSONField(default=list, blank=True)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    cron = models.CharField(max_length=100, blank=True)
+    tz = models.CharField(max_length=60, default="UTC")
+    duration_minutes = models.PositiveIntegerField(default=0)
+    public = models.BooleanField(default=True)  # shown on the status page
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name

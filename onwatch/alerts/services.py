@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 
+from onwatch.alerts import apprise
 from onwatch.alerts.models import Channel, Delivery
 from onwatch.core import jobs
 from onwatch.core.models import Organization
@@ -11,6 +14,35 @@ from onwatch.core.models import Organization
 DELIVERY_ATTEMPTS = 6
 TEST_TITLE = "onwatch test notification"
 TEST_BODY = "If you can read this, onwatch's alerts reach you on this channel."
+
+
+def add_channel(org: Organization, name: str, url: str, created_by: Any = None) -> Channel:
+    """Raises apprise.ChannelError for a URL Apprise does not understand."""
+    summary = apprise.summarize(url)
+    return Channel.objects.create(
+        org=org,
+        name=name,
+        url=url.strip(),
+        service=summary.service,
+        location=summary.location,
+        created_by=created_by,
+    )
+
+
+def change_channel(channel: Channel, name: str, url: str = "") -> list[str]:
+    """Rename and/or point at a new URL (empty keeps the old one); the changed fields."""
+    changed = []
+    if name != channel.name:
+        channel.name = name
+        changed.append("name")
+    if url:
+        summary = apprise.summarize(url)
+        channel.url = url.strip()
+        channel.service, channel.location = summary.service, summary.location
+        changed.append("url")
+    if changed:
+        channel.save()
+    return changed
 
 
 def deliver(channel: Channel, title: str, body: str, is_test: bool = False) -> Delivery:
@@ -31,6 +63,10 @@ def deliver(channel: Channel, title: str, body: str, is_test: bool = False) -> D
         )
         delivery.save(update_fields=["job"])
     return delivery
+
+
+def send_test(channel: Channel) -> Delivery:
+    return deliver(channel, TEST_TITLE, TEST_BODY, is_test=True)
 
 
 def raise_alert(org: Organization | None, title: str, body: str) -> list[Delivery]:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
 
-from onwatch.alerts import apprise
+from onwatch.alerts import apprise, incidents
 from onwatch.alerts.models import Delivery, DeliveryState
 from onwatch.core.jobs import JobContext, JobFailed, RetryLater, handler
 
@@ -35,3 +36,12 @@ def deliver(ctx: JobContext) -> dict[str, Any]:
     )
     ctx.log("delivered")
     return {"delivered": True}
+
+
+def on_tick(now: datetime | None = None) -> dict[str, int]:
+    """What the scheduler does for alerts on every tick: let incidents out of maintenance
+    windows that ended, then send every escalation step and reminder that is due."""
+    now = now or timezone.now()
+    released = incidents.release_ended_maintenance(now)
+    return {"released": released, "escalated": incidents.escalate_due(now)}
+

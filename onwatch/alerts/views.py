@@ -1,20 +1,105 @@
 from __future__ import annotations
 
+from django.contrib import messages
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from onwatch.alerts.models import Channel, Delivery
+from onwatch.alerts import services
+from onwatch.alerts.forms import ChannelForm
+from onwatch.alerts.models import Channel, Delivery, DeliveryState
+from onwatch.core import audit
 from onwatch.core.decorators import require
+from onwatch.core.roles import has_permission
+
+
+def _channel(request: HttpRequest, pk: int) -> Channel:
+    # Scoped to the member's organization: another organization's channel is a 404.
+    return get_object_or_404(Channel, pk=pk, org=request.org)  # type: ignore[attr-defined]
 
 
 @require("channels.view")
 def channels(request: HttpRequest) -> HttpResponse:
     org = request.org  # type: ignore[attr-defined]
-    return render(request, "alerts/channels.html", {"channels": Channel.objects.filter(org=org)})
+    role = request.membership.role  # type: ignore[attr-defined]
+    last = Delivery.objects.filter(channel=OuterRef("pk")).order_by("-created_at", "-id")
+    rows = Channel.objects.filter(org=org).annotate(
+        last_state=Subquery(last.values("state")[:1]),
+        last_at=Subquery(last.values("created_at")[:1]),
+    )
+    ctx = {
+        "channels": rows,
+        "can_manage": has_permission(role, "channels.manage"),
+        "can_test": has_permission(role, "channels.test"),
+    }
+    return render(request, "alerts/channels.html", ctx)
+
+
+@require("channels.manage")
+def channel_add(request: HttpRequest) -> HttpResponse:
+    org = request.org  # type: ignore[attr-defined]
+    form = ChannelForm(request.POST or None, org=org)
+    if request.method == "POST" and form.is_valid():
+        ch = services.add_channel(
+            org, form.cleaned_data["name"], form.cleaned_data["url"], request.user
+        )
+        audit.record("channel-added", request=request, target=ch.name, service=ch.service)
+        messages.success(request, f"Channel {ch.name} added. Send it a test to be sure.")
+        return redirect("channels")
+    return render(request, "alerts/channel_form.html", {"form": form, "channel": None})
+
+
+@require("channels.manage")
+def channel_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    ch = _channel(request, pk)
+    old_name = ch.name
+    data = request.POST if request.method == "POST" else None
+    form = ChannelForm(data, org=ch.org, channel=ch, initial={"name": ch.name})
+    if request.method == "POST" and form.is_valid():
+        changed = services.change_channel(ch, form.cleaned_data["name"], form.cleaned_data["url"])
+        if changed:
+            # Which fields changed, never their values: the URL is a secret.
+            audit.record(
+                "channel-changed", request=request, target=ch.name, was=old_name, changed=changed
+            )
+            messages.success(request, f"Channel {ch.name} saved.")
+        return redirect("channels")
+    return render(request, "alerts/channel_form.html", {"form": form, "channel": ch})
+
+
+@require("channels.manage")
+@require_POST
+def channel_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    ch = _channel(request, pk)
+    name = ch.name
+    ch.delete()
+    audit.record("channel-removed", request=request, target=name)
+    messages.success(request, f"Channel {name} removed; its past deliveries stay in the log.")
+    return redirect("channels")
+
+
+@require("channels.test")
+@require_POST
+def channel_test(request: HttpRequest, pk: int) -> HttpResponse:
+    ch = _channel(request, pk)
+    services.send_test(ch)
+    audit.record("channel-tested", request=request, target=ch.name)
+    messages.success(request, f"Test notification queued for {ch.name}; its outcome appears below.")
+    return redirect("deliveries")
 
 
 @require("channels.view")
 def deliveries(request: HttpRequest) -> HttpResponse:
     org = request.org  # type: ignore[attr-defined]
-    rows = Delivery.objects.filter(org=org)[:200]
-    return render(request, "alerts/deliveries.html", {"deliveries": rows})
+    rows = Delivery.objects.filter(org=org).select_related("job")
+    state = request.GET.get("state", "")
+    if state in DeliveryState.values:
+        rows = rows.filter(state=state)
+    ctx = {
+        "deliveries": rows[:200],
+        "state": state,
+        "states": DeliveryState.values,
+        "failed": Delivery.objects.filter(org=org, state=DeliveryState.FAILED).count(),
+    }
+    return render(request, "alerts/deliveries.html", ctx)

@@ -7,4 +7,4 @@ class CoreConfig(AppConfig):
     verbose_name = "onwatch core"
 
     def ready(self) -> None:
-        from onwatch.core import checks  # noqa: F401  (registers system checks)
+        from onwatch.core import checks, tasks  # noqa: F401  (system checks, job handlers)

@@ -95,13 +95,15 @@ def worker_name() -> str:
 
 def claim(worker: str, kinds: list[str] | None = None) -> Job | None:
     """Take the oldest due job, or None. Safe with any number of concurrent workers."""
-    now = timezone.now()
-    due = Job.objects.filter(state=JobState.QUEUED, run_after__lte=now)
-    if kinds is not None:
-        due = due.filter(kind__in=kinds)
-    due = due.order_by("run_after", "id")
-    lease = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
     with transaction.atomic():
+        # Read the clock inside the transaction: on SQLite, BEGIN IMMEDIATE may have waited
+        # for another writer, and a lease counted from before the wait would be short.
+        now = timezone.now()
+        due = Job.objects.filter(state=JobState.QUEUED, run_after__lte=now)
+        if kinds is not None:
+            due = due.filter(kind__in=kinds)
+        due = due.order_by("run_after", "id")
+        lease = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
         if connection.features.has_select_for_update_skip_locked:
             candidate = due.select_for_update(skip_locked=True).values_list("id", flat=True)
         else:
@@ -162,31 +164,37 @@ def run(job: Job, worker: str) -> Job:
     ctx = JobContext(job, job.log.splitlines() if job.log else [])
     fn = HANDLERS.get(job.kind)
     state, error, result, retry_delay = JobState.SUCCEEDED, "", {}, None
+    # RetryLater without a delay means "back off": a None delay must still retry.
+    retry = False
     try:
         if fn is None:
             raise JobFailed(f"no handler for job kind {job.kind!r}; is onwatch up to date?")
         with Heartbeat(job, worker):
             result = fn(ctx) or {}
     except RetryLater as e:
-        state, error, retry_delay = JobState.FAILED, str(e), e.delay
+        state, error, retry, retry_delay = JobState.FAILED, str(e), True, e.delay
     except JobFailed as e:
         state, error = JobState.FAILED, str(e)
     except Exception as e:
         log.exception("job %s crashed", job)
         state, error = JobState.FAILED, f"{type(e).__name__}: {e}"
         ctx.lines.append(traceback.format_exc())
-    if state == JobState.FAILED and retry_delay is not None and job.attempts < job.max_attempts:
+    if state == JobState.FAILED and retry and job.attempts < job.max_attempts:
+        if retry_delay is None:
+            retry_delay = backoff(job.attempts)
         ctx.lines.append(f"attempt {job.attempts} failed: {error}; trying again")
-        Job.objects.filter(pk=job.pk, worker=worker).update(
+        Job.objects.filter(pk=job.pk, worker=worker, state=JobState.RUNNING).update(
             state=JobState.QUEUED,
-            run_after=timezone.now() + timedelta(seconds=retry_delay or backoff(job.attempts)),
+            run_after=timezone.now() + timedelta(seconds=retry_delay),
             error=error,
             log="\n".join(ctx.lines),
             lease_until=None,
             worker="",
         )
     else:
-        Job.objects.filter(pk=job.pk, worker=worker).update(
+        # Only while still ours and running: a job the reaper already marked interrupted
+        # (this worker stalled past its lease) keeps that verdict and its alert.
+        Job.objects.filter(pk=job.pk, worker=worker, state=JobState.RUNNING).update(
             state=state,
             error=error,
             result=result,

@@ -61,7 +61,8 @@ def run_worker() -> None:
 
 def run_scheduler() -> None:
     stopper = Stopper()
-    log.info("scheduler ready")
+    made = scheduler.ensure_builtin()
+    log.info("scheduler ready (%d built-in schedules added)", made)
 
     def step() -> bool:
         scheduler.tick()

@@ -24,6 +24,13 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     "channels.view": (Role.VIEWER, "See alert channels and the delivery log"),
     "channels.test": (Role.DEPLOYER, "Send a test notification"),
     "channels.manage": (Role.ADMIN, "Add, change and remove alert channels"),
+    "incidents.view": (
+        Role.VIEWER,
+        "See incidents and their timelines, escalation policies and maintenance windows",
+    ),
+    "incidents.respond": (Role.DEPLOYER, "Acknowledge incidents and add notes to them"),
+    "policies.manage": (Role.ADMIN, "Add, change and remove escalation policies"),
+    "maintenance.manage": (Role.DEPLOYER, "Plan, change and remove maintenance windows"),
     "jobs.view": (Role.VIEWER, "See background jobs and their logs"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
@@ -54,3 +61,53 @@ def permission_table() -> list[tuple[str, str, list[bool]]]:
         (name, desc, [has_permission(r, name) for r in roles])
         for name, (_, desc) in PERMISSIONS.items()
     ]
+
+
+def role_change_refusal(
+    actor_role: str, current: str, new: str | None, *, is_self: bool, owners: int
+) -> str | None:
+    """Why a member in `actor_role` may not move someone from `current` to `new` (None:
+    removal), or None when they may. `owners` counts the organization's owners now."""
+    if is_self:
+        return "Nobody changes their own role or removes themselves; ask another owner or admin."
+    if not has_permission(actor_role, "members.manage"):
+        return "Your role cannot change members; ask an owner or admin."
+    touches_owner = Role.OWNER in (current, new)
+    if touches_owner and not has_permission(actor_role, "org.manage"):
+        return "Only an owner can make or remove owners; ask one of them."
+    if current == Role.OWNER and new != Role.OWNER and owners <= 1:
+        return "This is the last owner; make someone else an owner first."
+    return None
+
+
+def roles_grantable_by(actor_role: str) -> list[Role]:
+    """The roles a member may hand out in invites or role changes: owners any, admins up
+    to admin (making owners needs org.manage)."""
+    allowed = [Role.ADMIN, Role.DEPLOYER, Role.VIEWER]
+    if has_permission(actor_role, "org.manage"):
+        allowed.insert(0, Role.OWNER)
+    return allowed if has_permission(actor_role, "members.manage") else []
+
+
+def scopes_for(role: str) -> list[str]:
+    """Scopes worth offering on a new token: a token never does more than its owner's role."""
+    return [scope for scope, permission in SCOPES.items() if has_permission(role, permission)]
+
+
+def markdown_table() -> str:
+    """The tables in docs/permissions.md, generated so the document cannot drift."""
+    lines = [
+        "| permission | what it allows | owner | admin | deployer | viewer |",
+        "|---|---|:-:|:-:|:-:|:-:|",
+    ]
+    for name, desc, held in permission_table():
+        marks = " | ".join("yes" if h else "—" for h in held)
+        lines.append(f"| `{name}` | {desc} | {marks} |")
+    lines += ["", "| API token scope | stands for permission |", "|---|---|"]
+    lines += [f"| `{scope}` | `{perm}` |" for scope, perm in SCOPES.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    # `python -m onwatch.core.roles` prints the tables to paste into docs/permissions.md.
+    print(markdown_table(), end="")

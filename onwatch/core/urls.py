@@ -1,1 +1,19 @@
-urlpatterns: list[object] = []
+from django.urls import path
+
+from onwatch.core import api, views
+
+urlpatterns = [
+    path("members/", views.members, name="members"),
+    path("members/invite/", views.member_invite, name="member_invite"),
+    path("members/<int:pk>/role/", views.member_role, name="member_role"),
+    path("members/<int:pk>/remove/", views.member_remove, name="member_remove"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("audit/", views.audit_log, name="audit_log"),
+    path("jobs/", views.jobs, name="jobs"),
+    path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
+    path("api/v1/channels/", api.channels, name="api_channels"),
+    path("api/v1/jobs/", api.jobs, name="api_jobs"),
+    path("api/v1/jobs/<int:pk>/", api.job, name="api_job"),
+    path("api/v1/audit/", api.audit, name="api_audit"),
+]

@@ -15,6 +15,13 @@ SECTIONS = [
     ("Dashboard", "dashboard", "dashboard.view"),
     ("Alert channels", "channels", "channels.view"),
     ("Deliveries", "deliveries", "channels.view"),
+    ("Incidents", "incidents", "incidents.view"),
+    ("Escalation policies", "policies", "incidents.view"),
+    ("Maintenance", "maintenance", "incidents.view"),
+    ("Jobs", "jobs", "jobs.view"),
+    ("Members", "members", "members.view"),
+    ("API tokens", "tokens", "tokens.manage"),
+    ("Audit log", "audit_log", "audit.view"),
 ]
 
 

@@ -1,0 +1,218 @@
+"""Heartbeat ingest: how many pings a real `onwatch web` accepts per second, and how fast.
+
+    .venv/bin/python bench/pings.py [--monitors 1000] [--seconds 20] [--concurrency 32]
+                                    [--keepalive]
+
+Starts `onwatch web` on a data directory of its own (SQLite, or a fresh PostgreSQL
+database when DATABASE_URL is set, as the tests do), creates N heartbeats, then fires
+success pings at random heartbeats from this process over loopback: `--concurrency`
+clients, each sending its next ping when the last one was answered, for `--seconds`.
+By default every ping opens a new connection, as a cron job's `curl` does. Afterwards the
+stored pings are counted, so an "accepted" ping is one the database really holds.
+
+For scale, the same load is first fired at a do-nothing ASGI app under the same uvicorn
+(`noop`): the ceiling of the HTTP server alone on this machine at this moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.procs import Running, django, free_port, isolated, wait_http  # noqa: E402
+
+SETUP = """
+from onwatch.core.models import Organization
+from onwatch.uptime.models import Kind, Monitor
+org = Organization.objects.create(name="Bench")
+made = Monitor.objects.bulk_create(
+    Monitor(org=org, name=f"job {{i}}", kind=Kind.HEARTBEAT, confirmations=1,
+            config={{"period": 3600, "grace": 300}})
+    for i in range({n})
+)
+print(json.dumps([str(m.ping_id) for m in Monitor.objects.filter(org=org)]))
+"""
+
+COUNT = """
+from onwatch.uptime.models import Monitor, Ping, State
+print(json.dumps([Ping.objects.count(), Monitor.objects.filter(state=State.UP).count()]))
+"""
+
+
+async def noop(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The baseline: an ASGI app that answers OK to everything and does nothing else."""
+    if scope["type"] != "http":
+        return
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]}
+    )
+    await send({"type": "http.response.body", "body": b"OK\n"})
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.errors = 0
+
+
+async def one_ping(
+    host: str, port: int, path: str, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
+) -> tuple[int, tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]:
+    """Send one GET and read the answer; returns the status and the connection to reuse."""
+    keep = conn is not None
+    if conn is None:
+        conn = await asyncio.open_connection(host, port)
+    reader, writer = conn
+    close = "" if keep else "Connection: close\r\n"
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: bench\r\n{close}\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    if keep:
+        return status, conn
+    writer.close()
+    return status, None
+
+
+async def client(
+    host: str, port: int, ids: list[str], until: float, keepalive: bool, tally: Tally
+) -> None:
+    conn = await asyncio.open_connection(host, port) if keepalive else None
+    while time.monotonic() < until:
+        path = f"/ping/{random.choice(ids)}"  # noqa: S311  (load, not secrets)
+        started = time.perf_counter()
+        try:
+            status, conn = await one_ping(host, port, path, conn)
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+            tally.errors += 1
+            conn = await asyncio.open_connection(host, port) if keepalive else None
+            continue
+        tally.latencies.append(time.perf_counter() - started)
+        tally.statuses[status] = tally.statuses.get(status, 0) + 1
+
+
+async def fire(port: int, ids: list[str], seconds: float, concurrency: int, keep: bool) -> Tally:
+    tally = Tally()
+    until = time.monotonic() + seconds
+    await asyncio.gather(
+        *(client("127.0.0.1", port, ids, until, keep, tally) for _ in range(concurrency))
+    )
+    return tally
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+
+def baseline(args: argparse.Namespace) -> tuple[float, float]:
+    """Pings/s and p99 (ms) of the do-nothing app under the same server and load."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.pings:noop",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        started = time.monotonic()
+        tally = asyncio.run(fire(port, ["x"], args.seconds, args.concurrency, args.keepalive))
+        rate = tally.statuses.get(200, 0) / (time.monotonic() - started)
+        return rate, percentile(tally.latencies, 0.99) * 1000
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--monitors", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--keepalive", action="store_true", help="reuse connections")
+    args = parser.parse_args()
+    noop_rate, noop_p99 = baseline(args)
+    with tempfile.TemporaryDirectory() as tmp, isolated(Path(tmp)) as env:
+        ids = json.loads(django(SETUP.format(n=args.monitors), env, migrate=True))
+        database = "PostgreSQL" if "DATABASE_URL" in env else "SQLite"
+        with Running(["web"], env) as web:
+            port = int(env["ONWATCH_PORT"])
+            wait_http(f"http://127.0.0.1:{port}/health/")
+            # One ping each first: the first ping of a new heartbeat changes its state (the
+            # slow path); the figures are for the steady state of heartbeats that are up.
+            asyncio.run(warm(port, ids, args.concurrency))
+            cpu_before = cpu_seconds(web.proc.pid)
+            stored_before = json.loads(django(COUNT, env))[0]
+            started = time.monotonic()
+            tally = asyncio.run(fire(port, ids, args.seconds, args.concurrency, args.keepalive))
+            elapsed = time.monotonic() - started
+            server_cpu = cpu_seconds(web.proc.pid) - cpu_before
+        stored, up = json.loads(django(COUNT, env))
+    stored -= stored_before
+    accepted = tally.statuses.get(200, 0)
+    rate = accepted / elapsed
+    p50, p99 = percentile(tally.latencies, 0.5) * 1000, percentile(tally.latencies, 0.99) * 1000
+    mode = "keep-alive connections" if args.keepalive else "a new connection per ping"
+    print(f"database: {database}; {args.monitors} heartbeats; {args.concurrency} clients, {mode}")
+    print(f"baseline (do-nothing ASGI app, same server): {noop_rate:.0f}/s, p99 {noop_p99:.1f} ms")
+    print(f"answers: {dict(sorted(tally.statuses.items()))}; connection errors: {tally.errors}")
+    print(f"stored pings: {stored} (accepted {accepted}); heartbeats up: {up}")
+    print(f"accepted: {rate:.0f} pings/s over {elapsed:.1f} s ({rate / noop_rate:.0%} of baseline)")
+    print(f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(tally.latencies) * 1000:.1f} ms")
+    per_ping = server_cpu / accepted * 1e6 if accepted else float("nan")
+    print(f"web process CPU: {server_cpu / elapsed:.0%} of a core, {per_ping:.0f} µs per ping")
+    verdict = "met" if rate >= 2000 and p99 < 50 else "missed"
+    print(
+        f"summary: {rate:.0f} pings/s accepted, p50 {p50:.1f} ms, p99 {p99:.1f} ms on "
+        f"{database}; do-nothing baseline {noop_rate:.0f}/s "
+        f"(target 2000/s with p99 < 50 ms: {verdict})"
+    )
+    if stored != accepted:
+        raise SystemExit(f"the database holds {stored} new pings but {accepted} were accepted")
+
+
+async def warm(port: int, ids: list[str], concurrency: int) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def once(ping_id: str) -> None:
+        async with gate:
+            await one_ping("127.0.0.1", port, f"/ping/{ping_id}", None)
+
+    await asyncio.gather(*(once(i) for i in ids))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from onwatch.alerts import apprise
+from onwatch.alerts.models import Channel
+from onwatch.core.models import Organization
+
+
+class SecretInput(forms.TextInput):
+    """A text box that never writes its value back into the page: channel URLs hold
+    passwords and tokens, so a saved (or just typed) URL is not sent to the browser again."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
+class ChannelForm(forms.Form):
+    name = forms.CharField(
+        max_length=100, help_text="A short name; onwatch notify test --channel NAME picks it."
+    )
+    url = forms.CharField(
+        label="Apprise URL",
+        max_length=2000,
+        widget=SecretInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        help_text="For example mailto://user:password@example.com or json://host/path. "
+        "It is stored encrypted and never shown again.",
+    )
+
+    def __init__(
+        self, *args: Any, org: Organization, channel: Channel | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.org = org
+        self.channel = channel
+        if channel is not None:
+            self.fields["url"].required = False
+            self.fields["url"].help_text = "Leave empty to keep the current URL."
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"].strip()
+        taken = Channel.objects.filter(org=self.org, name__iexact=name)
+        if self.channel is not None:
+            taken = taken.exclude(pk=self.channel.pk)
+        if taken.exists():
+            raise forms.ValidationError("Another channel already has this name; pick another.")
+        return name
+
+    def clean_url(self) -> str:
+        url: str = self.cleaned_data["url"].strip()
+        if not url and self.channel is not None:
+            return ""
+        try:
+            apprise.service_of(url)
+        except apprise.ChannelError as e:
+            raise forms.ValidationError(str(e)) from None
+        return url

@@ -1,0 +1,348 @@
+"""Incidents: opened by whatever notices trouble, escalated by policy, resolved when it ends.
+
+Every function takes `now` so tests drive time by hand; the scheduler calls
+`release_ended_maintenance()` and `escalate_due()` on each tick (see tasks.on_tick).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cronsim import CronSim
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from onwatch.alerts.models import (
+    Channel,
+    EscalationPolicy,
+    Incident,
+    IncidentEvent,
+    IncidentState,
+    Maintenance,
+)
+from onwatch.alerts.services import deliver
+from onwatch.core.crons import validate_schedule, zone
+from onwatch.core.models import Organization
+
+log = logging.getLogger("onwatch.incidents")
+
+UNRESOLVED = [IncidentState.OPEN, IncidentState.ACKNOWLEDGED]
+# Hold reasons starting with this were set by a maintenance window; the tick releases them
+# when no window covers the source any more. Other reasons (a parent is down) are released
+# by whoever set them.
+MAINTENANCE_HOLD = "maintenance: "
+# Escalations looked at per tick: a backlog is worked off over several ticks instead of
+# holding one long transaction.
+BATCH = 500
+
+
+def current(org: Organization, source: str) -> Incident | None:
+    return Incident.objects.filter(org=org, source=source, state__in=UNRESOLVED).first()
+
+
+def in_maintenance(org: Organization, source: str, now: datetime) -> Maintenance | None:
+    for m in Maintenance.objects.filter(org=org):
+        if m.sources and source not in m.sources:
+            continue
+        if maintenance_active(m, now):
+            return m
+    return None
+
+
+def maintenance_active(m: Maintenance, now: datetime) -> bool:
+    if m.cron:
+        start = last_start(m, now)
+        return start is not None and now < start + timedelta(minutes=m.duration_minutes)
+    return bool(m.starts_at and m.ends_at and m.starts_at <= now < m.ends_at)
+
+
+def last_start(m: Maintenance, now: datetime) -> datetime | None:
+    """The latest start of a recurring window at or before `now`, in the window's zone.
+
+    The latest one, not the first within `duration` ago: with back-to-back windows (hourly
+    for 60 minutes) the first is just over while the next has begun.
+    """
+    try:
+        validate_schedule(m.cron, m.tz)
+    except ValidationError:
+        return None  # an invalid expression never holds alerts back
+    # cronsim's reverse iteration is strictly before its start unless that has
+    # microseconds; one microsecond later makes a start exactly at `now` count.
+    at = now.astimezone(zone(m.tz)) + timedelta(microseconds=1)
+    start: datetime = next(CronSim(m.cron, at, reverse=True))
+    return start
+
+
+def open_incident(
+    org: Organization,
+    source: str,
+    title: str,
+    evidence: dict[str, Any],
+    now: datetime | None = None,
+    policy: EscalationPolicy | None = None,
+    held: str = "",
+) -> Incident:
+    """Open an incident for `source`, or return the unresolved one it already has.
+
+    `held` says why alerts are held back (a parent is down); maintenance windows hold them
+    too. Held incidents are recorded but send nothing until released.
+    """
+    now = now or timezone.now()
+    existing = current(org, source)
+    if existing is not None:
+        return existing
+    window = in_maintenance(org, source, now)
+    if window is not None and not held:
+        held = f"{MAINTENANCE_HOLD}{window.name}"
+    try:
+        with transaction.atomic():
+            incident = Incident.objects.create(
+                org=org,
+                source=source,
+                title=title[:200],
+                policy=policy,
+                opened_at=now,
+                held=held[:200],
+                evidence=evidence,
+                next_action_at=None if held else now,
+            )
+            IncidentEvent.objects.create(incident=incident, at=now, kind="opened", text=title)
+            if held:
+                IncidentEvent.objects.create(incident=incident, at=now, kind="held", text=held)
+            else:
+                # In the same transaction: the incident and its first deliveries exist
+                # together or not at all.
+                escalate(incident, now)
+    except IntegrityError:
+        # Opened by another process a moment ago: one incident per source.
+        found = current(org, source)
+        if found is None:
+            raise
+        return found
+    return incident
+
+
+def resolve_incident(
+    org: Organization, source: str, evidence: dict[str, Any], now: datetime | None = None
+) -> Incident | None:
+    now = now or timezone.now()
+    with transaction.atomic():
+        incident = (
+            Incident.objects.select_for_update()
+            .filter(org=org, source=source, state__in=UNRESOLVED)
+            .first()
+        )
+        if incident is None:
+            return None
+        Incident.objects.filter(pk=incident.pk).update(
+            state=IncidentState.RESOLVED, resolved_at=now, next_action_at=None
+        )
+        IncidentEvent.objects.create(incident=incident, at=now, kind="resolved")
+        incident.refresh_from_db()
+        notified = notified_channels(incident)
+        if notified and (incident.policy is None or incident.policy.notify_recovery):
+            for ch in notified:
+                deliver(ch, f"Resolved: {incident.title}", recovery_text(incident, evidence))
+            IncidentEvent.objects.create(
+                incident=incident,
+                at=now,
+                kind="recovered",
+                text=", ".join(ch.name for ch in notified),
+            )
+    return incident
+
+
+def acknowledge(
+    incident: Incident, actor: str, now: datetime | None = None, user: Any = None
+) -> bool:
+    """Someone is on it: escalation and reminders stop. False if it was not open."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        changed = Incident.objects.filter(pk=incident.pk, state=IncidentState.OPEN).update(
+            state=IncidentState.ACKNOWLEDGED,
+            acknowledged_at=now,
+            acknowledged_by=user,
+            next_action_at=None,
+        )
+        if changed:
+            IncidentEvent.objects.create(
+                incident=incident, at=now, kind="acknowledged", actor=actor
+            )
+    incident.refresh_from_db()
+    return bool(changed)
+
+
+def add_note(incident: Incident, actor: str, text: str, now: datetime | None = None) -> None:
+    IncidentEvent.objects.create(
+        incident=incident, at=now or timezone.now(), kind="note", actor=actor, text=text
+    )
+
+
+def release(incident: Incident, now: datetime | None = None) -> None:
+    """Stop holding an incident's alerts back (its parent recovered, maintenance ended).
+
+    A source still inside a maintenance window stays held, now for the window's sake.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        held = (
+            Incident.objects.select_for_update()
+            .filter(pk=incident.pk, state__in=UNRESOLVED)
+            .exclude(held="")
+        )
+        found = held.first()
+        if found is None:
+            incident.refresh_from_db()
+            return
+        window = in_maintenance(found.org, found.source, now)
+        if window is not None:
+            reason = f"{MAINTENANCE_HOLD}{window.name}"
+            if found.held != reason:
+                Incident.objects.filter(pk=found.pk).update(held=reason)
+                IncidentEvent.objects.create(incident=found, at=now, kind="held", text=reason)
+        else:
+            Incident.objects.filter(pk=found.pk).update(held="", next_action_at=now)
+            IncidentEvent.objects.create(incident=found, at=now, kind="released", text=found.held)
+            found.refresh_from_db()
+            escalate(found, now)
+    incident.refresh_from_db()
+
+
+def release_ended_maintenance(now: datetime | None = None) -> int:
+    """Release incidents held by maintenance windows that are over; returns how many."""
+    now = now or timezone.now()
+    held = Incident.objects.filter(
+        state__in=UNRESOLVED, held__startswith=MAINTENANCE_HOLD
+    ).select_related("org")
+    released = 0
+    for incident in held.order_by("id")[:BATCH]:
+        try:
+            if in_maintenance(incident.org, incident.source, now) is None:
+                release(incident, now)
+                released += 1
+        except Exception:
+            # One bad row never stops the tick for the others.
+            log.exception("could not release incident %s", incident.pk)
+    return released
+
+
+def escalate_due(now: datetime | None = None) -> int:
+    """Run every escalation step and reminder that is due; returns incidents handled."""
+    now = now or timezone.now()
+    due = Incident.objects.filter(state=IncidentState.OPEN, held="", next_action_at__lte=now)
+    done = 0
+    for pk in due.order_by("next_action_at", "id").values_list("id", flat=True)[:BATCH]:
+        try:
+            done += escalate_one(pk, now)
+        except Exception:
+            log.exception("could not escalate incident %s", pk)
+    return done
+
+
+def escalate_one(pk: int, now: datetime) -> int:
+    """Escalate one incident under its row lock, so two schedulers (or an acknowledgement
+    landing meanwhile) never make it send twice."""
+    with transaction.atomic():
+        incident = (
+            # Only the incident's row: PostgreSQL locks nothing on the nullable side of the
+            # outer join to its policy.
+            Incident.objects.select_for_update(of=("self",))
+            .filter(pk=pk, state=IncidentState.OPEN, held="", next_action_at__lte=now)
+            .select_related("policy", "org")
+            .first()
+        )
+        if incident is None:
+            return 0
+        escalate(incident, now)
+    return 1
+
+
+def escalate(incident: Incident, now: datetime) -> None:
+    """Fire every step whose time has come, then reminders; set when to look again."""
+    if incident.state != IncidentState.OPEN or incident.held:
+        return
+    policy = incident.policy
+    next_step = incident.next_step
+    nxt: datetime | None = None
+    if policy is None:
+        if next_step == 0:
+            notify(incident, list(Channel.objects.filter(org=incident.org)), now, "notified")
+            next_step = 1
+    else:
+        # Steps by their delay: a step placed before a shorter one must not block it.
+        steps = sorted(policy.steps.all(), key=lambda s: (s.after_minutes, s.position, s.pk))
+        start = escalation_start(incident)
+        while next_step < len(steps) and now >= start + minutes(steps[next_step].after_minutes):
+            notify(incident, list(steps[next_step].channels.all()), now, "notified")
+            next_step += 1
+        if next_step < len(steps):
+            nxt = start + minutes(steps[next_step].after_minutes)
+        if policy.repeat_minutes and next_step > 0:
+            reminder_at = reminder_due(incident, policy.repeat_minutes, now)
+            nxt = min(nxt, reminder_at) if nxt else reminder_at
+    Incident.objects.filter(pk=incident.pk).update(next_step=next_step, next_action_at=nxt)
+    incident.next_step, incident.next_action_at = next_step, nxt
+
+
+def reminder_due(incident: Incident, every: int, now: datetime) -> datetime:
+    """Send a reminder if one is due; return when the next one is."""
+    last = last_notice(incident) or now
+    reminder_at = last + minutes(every)
+    if reminder_at <= now:
+        notify(incident, notified_channels(incident), now, "reminded")
+        reminder_at = now + minutes(every)
+    return reminder_at
+
+
+def escalation_start(incident: Incident) -> datetime:
+    """Steps count from when alerting began: the opening, or the last release of a hold
+    (a child held back for half an hour starts at its first step, not all at once)."""
+    released = incident.events.filter(kind="released").order_by("-at").first()
+    return released.at if released else incident.opened_at
+
+
+def minutes(n: int) -> timedelta:
+    return timedelta(minutes=n)
+
+
+def notify(incident: Incident, channels: list[Channel], now: datetime, kind: str) -> None:
+    if not channels:
+        return
+    prefix = "Reminder: " if kind == "reminded" else ""
+    for ch in channels:
+        deliver(ch, f"{prefix}{incident.title}", incident_text(incident))
+    incident.notified = sorted(set(incident.notified) | {ch.pk for ch in channels})
+    Incident.objects.filter(pk=incident.pk).update(notified=incident.notified)
+    IncidentEvent.objects.create(
+        incident=incident, at=now, kind=kind, text=", ".join(ch.name for ch in channels)
+    )
+
+
+def notified_channels(incident: Incident) -> list[Channel]:
+    return list(Channel.objects.filter(org=incident.org, pk__in=incident.notified))
+
+
+def last_notice(incident: Incident) -> datetime | None:
+    e = incident.events.filter(kind__in=["notified", "reminded"]).order_by("-at").first()
+    return e.at if e else None
+
+
+def incident_text(incident: Incident) -> str:
+    since = incident.opened_at.astimezone(UTC)
+    lines = [incident.title, f"Since {since:%Y-%m-%d %H:%M} UTC."]
+    for key in ("error", "status", "latency_ms"):
+        if incident.evidence.get(key) not in (None, ""):
+            lines.append(f"{key.replace('_', ' ')}: {incident.evidence[key]}")
+    return "\n".join(lines)
+
+
+def recovery_text(incident: Incident, evidence: dict[str, Any]) -> str:
+    assert incident.resolved_at is not None
+    took = int((incident.resolved_at - incident.opened_at).total_seconds() // 60)
+    text = f"{incident.title} is over after {took} min."
+    if evidence.get("latency_ms") not in (None, ""):
+        text += f"\nlatency ms: {evidence['latency_ms']}"
+    return text

@@ -1,0 +1,101 @@
+"""The JSON API, v1: read-only views for scripts and dashboards, each behind one token scope.
+
+Nothing secret leaves through it: channels are listed without their URLs, jobs without
+their payloads (a payload may name what a job acts on, the log and error say what happened).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from onwatch.alerts.models import Channel
+from onwatch.core.decorators import api, api_error
+from onwatch.core.models import AuditEntry, Job, JobState
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 100
+
+
+def _limit(request: HttpRequest) -> int | None:
+    """The `limit` parameter, 1..MAX_LIMIT, or None when it is not a number in range."""
+    raw = request.GET.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        return None
+    return int(raw)
+
+
+def _bad_limit() -> JsonResponse:
+    return api_error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+
+
+@api("channels:read")
+@require_GET
+def channels(request: HttpRequest) -> JsonResponse:
+    rows = Channel.objects.filter(org=request.org).values("id", "name", "service")  # type: ignore[attr-defined]
+    return JsonResponse({"channels": list(rows)})
+
+
+def _jobs(request: HttpRequest) -> QuerySet[Job]:
+    return Job.objects.filter(Q(org=request.org) | Q(org=None))  # type: ignore[attr-defined]
+
+
+def _job(job: Job, full: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": job.pk,
+        "kind": job.kind,
+        "state": job.state,
+        "install_wide": job.org_id is None,
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "progress": job.progress,
+    }
+    if full:
+        out |= {"log": job.log, "error": job.error, "result": job.result}
+    return out
+
+
+@api("jobs:read")
+@require_GET
+def jobs(request: HttpRequest) -> JsonResponse:
+    limit = _limit(request)
+    if limit is None:
+        return _bad_limit()
+    rows = _jobs(request).order_by("-created_at", "-id")
+    state = request.GET.get("state")
+    if state is not None:
+        if state not in JobState.values:
+            return api_error(400, f"state must be one of {', '.join(JobState.values)}")
+        rows = rows.filter(state=state)
+    return JsonResponse({"jobs": [_job(j) for j in rows[:limit]]})
+
+
+@api("jobs:read")
+@require_GET
+def job(request: HttpRequest, pk: int) -> JsonResponse:
+    found = _jobs(request).filter(pk=pk).first()
+    if found is None:
+        return api_error(404, f"No job {pk} in this organization; list them at /api/v1/jobs/")
+    return JsonResponse(_job(found, full=True))
+
+
+@api("audit:read")
+@require_GET
+def audit(request: HttpRequest) -> JsonResponse:
+    """Newest first; pass `before=<seq>` from the last entry to read the next page."""
+    limit = _limit(request)
+    if limit is None:
+        return _bad_limit()
+    rows = AuditEntry.objects.filter(org=request.org).order_by("-seq")  # type: ignore[attr-defined]
+    before = request.GET.get("before")
+    if before is not None:
+        if not before.isdigit():
+            return api_error(400, "before must be the seq number of an audit entry")
+        rows = rows.filter(seq__lt=int(before))
+    fields = ("seq", "at", "actor", "action", "target", "ip", "data")
+    return JsonResponse({"entries": list(rows.values(*fields)[:limit])})

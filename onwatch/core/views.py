@@ -1,0 +1,204 @@
+"""Members, API tokens, the audit log and background jobs: the pages of least privilege."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from onwatch.core import audit
+from onwatch.core.decorators import require
+from onwatch.core.forms import (
+    InviteForm,
+    MemberError,
+    RoleForm,
+    TokenForm,
+    change_role,
+    issue_invite,
+    issue_token,
+    remove_member,
+    revoke_token,
+)
+from onwatch.core.models import ApiToken, AuditEntry, Invite, Job, JobState, Membership
+from onwatch.core.roles import has_permission, roles_grantable_by
+
+AUDIT_PAGE_SIZE = 50
+JOBS_PAGE_SIZE = 100
+
+
+def _membership(request: HttpRequest) -> Membership:
+    m: Membership = request.membership  # type: ignore[attr-defined]
+    return m
+
+
+def _member(request: HttpRequest, pk: int) -> Membership:
+    # Scoped to the member's organization: someone else's membership is a 404.
+    return get_object_or_404(
+        Membership.objects.select_related("user", "org"), pk=pk, org=_membership(request).org
+    )
+
+
+def _members_page(request: HttpRequest, **extra: object) -> HttpResponse:
+    me = _membership(request)
+    can_manage = has_permission(me.role, "members.manage")
+    ctx = {
+        "members": Membership.objects.filter(org=me.org)
+        .select_related("user")
+        .order_by("created_at", "id"),
+        "me": me,
+        "can_manage": can_manage,
+        "grantable": roles_grantable_by(me.role),
+        # Admins see no controls on owners' rows: only owners make or remove owners.
+        "owners_too": has_permission(me.role, "org.manage"),
+        "invites": Invite.objects.filter(
+            org=me.org, used_at=None, expires_at__gt=timezone.now()
+        ).order_by("-created_at")
+        if can_manage
+        else [],
+        "invite_form": InviteForm(actor_role=me.role) if can_manage else None,
+        **extra,
+    }
+    return render(request, "core/members.html", ctx)
+
+
+@require("members.view")
+def members(request: HttpRequest) -> HttpResponse:
+    return _members_page(request)
+
+
+@require("members.manage")
+@require_POST
+@never_cache
+def member_invite(request: HttpRequest) -> HttpResponse:
+    me = _membership(request)
+    form = InviteForm(request.POST, actor_role=me.role)
+    if not form.is_valid():
+        return _members_page(request, invite_form=form)
+    role, email = form.cleaned_data["role"], form.cleaned_data["email"]
+    try:
+        invite, raw = issue_invite(me, role, email)
+    except MemberError as e:
+        messages.error(request, str(e))
+        return redirect("members")
+    audit.record("invite-created", request=request, target=email or role, role=role)
+    # Shown in this response only: the database keeps just the link's hash.
+    link = settings.SITE_ROOT + reverse("invite", args=[raw])
+    return _members_page(request, new_invite=invite, invite_link=link)
+
+
+@require("members.manage")
+@require_POST
+def member_role(request: HttpRequest, pk: int) -> HttpResponse:
+    target = _member(request, pk)
+    form = RoleForm(request.POST, actor_role=_membership(request).role)
+    if not form.is_valid():
+        messages.error(request, "Pick one of the roles offered; yours cannot grant that one.")
+        return redirect("members")
+    new = form.cleaned_data["role"]
+    try:
+        old = change_role(_membership(request), target, new)
+    except MemberError as e:
+        messages.error(request, str(e))
+        return redirect("members")
+    if old != new:
+        audit.record(
+            "member-role-changed", request=request, target=target.user.email, was=old, now=new
+        )
+        messages.success(request, f"{target.user.email} is now {new}.")
+    return redirect("members")
+
+
+@require("members.manage")
+@require_POST
+def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    target = _member(request, pk)
+    try:
+        remove_member(_membership(request), target)
+    except MemberError as e:
+        messages.error(request, str(e))
+        return redirect("members")
+    audit.record("member-removed", request=request, target=target.user.email, role=target.role)
+    messages.success(
+        request, f"{target.user.email} is no longer a member; their tokens are revoked."
+    )
+    return redirect("members")
+
+
+def _own_tokens(request: HttpRequest) -> QuerySet[ApiToken]:
+    me = _membership(request)
+    return ApiToken.objects.filter(user=me.user, org=me.org).order_by("-created_at", "-id")
+
+
+@require("tokens.manage")
+@never_cache
+def tokens(request: HttpRequest) -> HttpResponse:
+    me = _membership(request)
+    form = TokenForm(request.POST or None, role=me.role)
+    new = None
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        new = issue_token(me.user, me.org, d["name"], d["scopes"], d["days"])
+        audit.record(
+            "token-created",
+            request=request,
+            target=f"{new.token.name} ({new.token.prefix})",
+            scopes=new.token.scopes,
+            expires=new.token.expires_at,
+        )
+        # The raw token is in this response only; a fresh form so it is not resubmitted.
+        form = TokenForm(role=me.role)
+    ctx = {"form": form, "new": new, "tokens": _own_tokens(request), "now": timezone.now()}
+    return render(request, "core/tokens.html", ctx)
+
+
+@require("tokens.manage")
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    # Only one's own tokens: anyone else's is a 404, not a 403, so ids reveal nothing.
+    token = get_object_or_404(_own_tokens(request), pk=pk)
+    if revoke_token(token):
+        audit.record("token-revoked", request=request, target=f"{token.name} ({token.prefix})")
+        messages.success(request, f"Token {token.name} revoked; it no longer works.")
+    return redirect("tokens")
+
+
+@require("audit.view")
+def audit_log(request: HttpRequest) -> HttpResponse:
+    entries = AuditEntry.objects.filter(org=_membership(request).org).order_by("-seq")
+    page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "core/audit.html", {"page": page})
+
+
+def org_jobs(request: HttpRequest) -> QuerySet[Job]:
+    """The organization's jobs and the install-wide ones (org=None), which every member
+    may see: they include the alert deliveries and self-checks everyone relies on."""
+    return Job.objects.filter(Q(org=_membership(request).org) | Q(org=None))
+
+
+@require("jobs.view")
+def jobs(request: HttpRequest) -> HttpResponse:
+    rows = org_jobs(request).order_by("-created_at", "-id")
+    state = request.GET.get("state", "")
+    if state in JobState.values:
+        rows = rows.filter(state=state)
+    else:
+        state = ""
+    page = Paginator(rows, JOBS_PAGE_SIZE).get_page(request.GET.get("page"))
+    ctx = {"page": page, "state": state, "states": JobState.values}
+    return render(request, "core/jobs.html", ctx)
+
+
+@require("jobs.view")
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(org_jobs(request), pk=pk)
+    result = json.dumps(job.result, indent=2, sort_keys=True, default=str) if job.result else ""
+    return render(request, "core/job.html", {"job": job, "result": result})

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class UptimeConfig(AppConfig):
+    name = "onwatch.uptime"
+    label = "uptime"
+
+    def ready(self) -> None:
+        from onwatch.core.scheduler import builtin_schedule, every_tick
+        from onwatch.uptime import heartbeats, tasks  # noqa: F401  (job handlers)
+
+        every_tick("uptime.heartbeats", heartbeats.check_overdue)
+        builtin_schedule("History roll-up", "uptime.rollup", "7 * * * *")

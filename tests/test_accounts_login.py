@@ -1,0 +1,234 @@
+"""Signing in: passwords hashed with Argon2id, failed attempts limited, sessions that end,
+the Django admin behind the same door, and every step in the audit log."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from allauth.mfa.models import Authenticator
+from allauth.mfa.totp.internal.auth import (
+    SECRET_SESSION_KEY,
+    TOTP,
+    format_hotp_value,
+    generate_totp_secret,
+    hotp_value,
+)
+from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from onwatch.accounts.middleware import SIGNED_IN_AT
+from onwatch.core.models import AuditEntry
+from onwatch.core.roles import Role
+from tests.fixtures import PASSWORD, make_member, make_org
+
+pytestmark = pytest.mark.django_db
+
+LOGIN = "/accounts/login/"
+
+
+def totp_now(secret: str) -> str:
+    code: str = format_hotp_value(hotp_value(secret, int(time.time()) // 30))
+    return code
+
+
+def enrolled(role: str = Role.OWNER, staff: bool = False) -> tuple[Any, str]:
+    user = make_member(make_org(), role, mfa=False)
+    if staff:
+        user.is_staff = user.is_superuser = True
+        user.save()
+    secret = generate_totp_secret()
+    TOTP.activate(user, secret)
+    return user, secret
+
+
+def sign_in(client: Client, user: Any, secret: str, next_url: str = "") -> Any:
+    """Both stages, as a person does them: password, then the code from the app."""
+    url = LOGIN + (f"?{urlencode({'next': next_url})}" if next_url else "")
+    first = client.post(url, {"login": user.email, "password": PASSWORD})
+    assert first["Location"] == reverse("mfa_authenticate")
+    return client.post(reverse("mfa_authenticate"), {"code": totp_now(secret)})
+
+
+def actions(action: str) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(action=action))
+
+
+def test_passwords_are_hashed_with_argon2id() -> None:
+    user = make_member(make_org(), Role.VIEWER, mfa=False)
+    assert user.password.startswith("argon2$argon2id$")
+    user.refresh_from_db()
+    assert user.check_password(PASSWORD)
+
+
+def test_sign_in_is_recorded_in_the_audit_log() -> None:
+    user, secret = enrolled()
+    client = Client()
+    client.post(LOGIN, {"login": user.email, "password": PASSWORD})
+    # Half-way (password only) is not a sign-in yet.
+    assert actions("sign-in") == []
+    sign_in_done = client.post(reverse("mfa_authenticate"), {"code": totp_now(secret)})
+    assert sign_in_done["Location"] == reverse("dashboard")
+    [entry] = actions("sign-in")
+    assert (entry.actor, entry.target, entry.ip) == (user.email, user.email, "127.0.0.1")
+
+
+def test_a_failed_sign_in_is_recorded_in_the_audit_log() -> None:
+    user, _ = enrolled()
+    r = Client().post(LOGIN, {"login": user.email, "password": "not the password at all"})
+    assert r.status_code == 200
+    assert "not correct" in r.content.decode()
+    [entry] = actions("sign-in-failed")
+    assert (entry.actor, entry.target) == ("anonymous", user.email)
+    assert actions("sign-in") == []
+
+
+def test_a_wrong_second_factor_is_recorded_in_the_audit_log() -> None:
+    user, secret = enrolled()
+    client = Client()
+    client.post(LOGIN, {"login": user.email, "password": PASSWORD})
+    wrong = f"{(int(totp_now(secret)) + 1) % 1_000_000:06d}"
+    client.post(reverse("mfa_authenticate"), {"code": wrong})
+    [entry] = actions("mfa-failed")
+    assert (entry.target, entry.data["kind"]) == (user.email, "totp")
+    assert actions("sign-in") == []
+
+
+def test_adding_and_removing_a_second_factor_is_recorded(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    user = make_member(make_org(), Role.OWNER, mfa=False)
+    client = Client()
+    client.post(LOGIN, {"login": user.email, "password": PASSWORD})
+    client.get(reverse("mfa_activate_totp"))
+    secret = client.session[SECRET_SESSION_KEY]
+    # allauth announces a new authenticator once its transaction commits.
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("mfa_activate_totp"), {"code": totp_now(secret)})
+    added = {e.data["kind"] for e in actions("mfa-added")}
+    assert added == {"totp", "recovery_codes"}
+    Authenticator.objects.create(user=user, type=Authenticator.Type.WEBAUTHN, data={})
+    assert client.post(reverse("mfa_deactivate_totp")).status_code == 302
+    [removed] = actions("mfa-removed")
+    assert (removed.target, removed.data["kind"]) == (user.email, "totp")
+
+
+def test_repeated_wrong_passwords_lock_the_account_out_for_a_while() -> None:
+    user, _ = enrolled()
+    client = Client()
+    for _ in range(5):
+        r = client.post(LOGIN, {"login": user.email, "password": "wrong password here"})
+        assert "not correct" in r.content.decode()
+    # The sixth try is refused even with the right password.
+    r = client.post(LOGIN, {"login": user.email, "password": PASSWORD})
+    assert r.status_code == 200
+    assert "Too many failed login attempts" in r.content.decode()
+    assert Client().get("/")["Location"].startswith(LOGIN)
+    # Another address with the same account is held back too (the limit is per account).
+    other = Client(REMOTE_ADDR="192.0.2.7")
+    r = other.post(LOGIN, {"login": user.email, "password": PASSWORD})
+    assert "Too many failed login attempts" in r.content.decode()
+
+
+def test_a_flood_of_sign_in_attempts_gets_429() -> None:
+    client = Client()
+    answers = [client.post(LOGIN, {"login": "", "password": ""}).status_code for _ in range(31)]
+    assert answers[:30] == [200] * 30
+    assert answers[30] == 429
+    # The page itself still opens for reading, and other addresses are unaffected.
+    assert client.get(LOGIN).status_code == 200
+    assert Client(REMOTE_ADDR="192.0.2.8").post(LOGIN, {"login": ""}).status_code == 200
+
+
+def test_session_cookies_are_secure_httponly_and_samesite() -> None:
+    user, secret = enrolled()
+    client = Client()
+    done = sign_in(client, user, secret)
+    cookie = done.cookies[settings.SESSION_COOKIE_NAME]
+    assert cookie["secure"] and cookie["httponly"]
+    assert cookie["samesite"] == "Lax"
+    csrf = client.get(LOGIN).cookies.get(settings.CSRF_COOKIE_NAME) or client.cookies.get(
+        settings.CSRF_COOKIE_NAME
+    )
+    assert csrf is not None and csrf["secure"]
+
+
+def session_row(client: Client) -> Session:
+    return Session.objects.get(session_key=client.session.session_key)
+
+
+def test_an_idle_session_expires_and_activity_pushes_the_end_back() -> None:
+    user, secret = enrolled()
+    client = Client()
+    sign_in(client, user, secret)
+    assert settings.SESSION_COOKIE_AGE == 120 * 60 and settings.SESSION_SAVE_EVERY_REQUEST
+    # Nearly idle for too long; one request moves the end a full idle period away.
+    Session.objects.filter(pk=client.session.session_key).update(
+        expire_date=timezone.now() + timedelta(seconds=30)
+    )
+    assert client.get("/").status_code == 200
+    left = session_row(client).expire_date - timezone.now()
+    assert left > timedelta(seconds=settings.SESSION_COOKIE_AGE - 60)
+    # Idle past the end: signed out.
+    Session.objects.filter(pk=client.session.session_key).update(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    assert client.get("/")["Location"].startswith(LOGIN)
+
+
+def test_a_session_ends_at_its_absolute_lifetime_however_busy() -> None:
+    user, secret = enrolled()
+    client = Client()
+    sign_in(client, user, secret)
+    started = client.session[SIGNED_IN_AT]
+    assert abs(started - time.time()) < 60
+    session = client.session
+    session[SIGNED_IN_AT] = time.time() - settings.SESSION_MAX_LIFETIME + 60
+    session.save()
+    assert client.get("/").status_code == 200
+    session = client.session
+    session[SIGNED_IN_AT] = time.time() - settings.SESSION_MAX_LIFETIME - 1
+    session.save()
+    r = client.get("/")
+    assert r["Location"] == LOGIN
+    assert "_auth_user_id" not in client.session
+    page = client.get(LOGIN)
+    assert "Sessions last at most 12 hours; sign in again." in page.content.decode()
+    assert client.get("/")["Location"].startswith(LOGIN)
+    assert len(actions("sign-out")) == 1
+
+
+def test_the_admin_sends_anonymous_people_to_the_one_sign_in() -> None:
+    client = Client()
+    r = client.get("/admin/auth/user/", follow=True)
+    assert r.redirect_chain[-1] == (f"{LOGIN}?next=%2Fadmin%2Fauth%2Fuser%2F", 302)
+    assert r.status_code == 200
+    direct = client.get("/admin/login/")
+    assert direct["Location"] == f"{LOGIN}?next=%2Fadmin%2F"
+    # An outside address in next is not followed.
+    away = client.get("/admin/login/?next=https://evil.example/")
+    assert away["Location"] == f"{LOGIN}?next=%2Fadmin%2F"
+
+
+def test_staff_reach_the_admin_after_password_and_second_factor() -> None:
+    user, secret = enrolled(staff=True)
+    client = Client()
+    done = sign_in(client, user, secret, next_url="/admin/auth/user/")
+    assert done["Location"] == "/admin/auth/user/"
+    assert client.get("/admin/auth/user/").status_code == 200
+
+
+def test_signed_in_people_who_are_not_staff_are_refused_by_the_admin_without_a_loop() -> None:
+    user, secret = enrolled(role=Role.VIEWER)
+    client = Client()
+    sign_in(client, user, secret)
+    r = client.get("/admin/", follow=True)
+    assert r.status_code == 403
+    assert len(r.redirect_chain) == 1
+    assert "Not allowed" in r.content.decode()

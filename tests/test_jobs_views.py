@@ -1,0 +1,96 @@
+"""The jobs pages: every member sees the organization's and the install-wide jobs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from onwatch.core import jobs as jobqueue
+from onwatch.core import tasks as _core_tasks  # noqa: F401  (registers core.* handlers, as workers do)
+from onwatch.core.models import Job, JobState, Membership
+from tests.fixtures import make_org, signed_in
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
+
+
+def test_the_list_shows_state_kind_duration_and_attempts(members: dict[str, Any]) -> None:
+    org = Membership.objects.get(user=members["viewer"]).org
+    start = timezone.now() - timedelta(minutes=1)
+    done = Job.objects.create(
+        org=org,
+        kind="backups.run",
+        state=JobState.SUCCEEDED,
+        attempts=2,
+        max_attempts=3,
+        started_at=start,
+        finished_at=start + timedelta(seconds=12.5),
+    )
+    wide = Job.objects.create(org=None, kind="alerts.deliver", state=JobState.INTERRUPTED)
+    theirs = Job.objects.create(org=make_org("Other"), kind="their.secret.job")
+    body = signed_in(members["viewer"]).get(reverse("jobs")).content.decode()
+    assert f"backups.run #{done.pk}" in body and "12.5 s" in body and "2 of 3" in body
+    assert f"alerts.deliver #{wide.pk}" in body and "install-wide" in body
+    assert "their.secret.job" not in body and f"#{theirs.pk}<" not in body
+    assert body.index(f"alerts.deliver #{wide.pk}") < body.index(f"backups.run #{done.pk}")
+
+
+def test_the_list_filters_by_state(members: dict[str, Any]) -> None:
+    org = Membership.objects.get(user=members["viewer"]).org
+    Job.objects.create(org=org, kind="fine.job", state=JobState.SUCCEEDED)
+    Job.objects.create(org=org, kind="broken.job", state=JobState.FAILED)
+    client = signed_in(members["viewer"])
+    failed = client.get(reverse("jobs") + "?state=failed").content.decode()
+    assert "broken.job" in failed and "fine.job" not in failed
+    # An unknown state shows everything rather than nothing.
+    anything = client.get(reverse("jobs") + "?state=bogus").content.decode()
+    assert "broken.job" in anything and "fine.job" in anything
+
+
+def test_the_detail_shows_log_error_result_and_progress(members: dict[str, Any]) -> None:
+    org = Membership.objects.get(user=members["deployer"]).org
+    job = jobqueue.enqueue("core.noop", org=org)
+    Job.objects.filter(pk=job.pk).update(
+        state=JobState.FAILED,
+        progress=0.4,
+        log="12:00:00 copying files\n12:00:05 <oops>",
+        error="disk full",
+        result={"copied": 41},
+    )
+    r = signed_in(members["deployer"]).get(reverse("job_detail", args=[job.pk]))
+    assert r.status_code == 200
+    body = r.content.decode()
+    assert "copying files" in body and "&lt;oops&gt;" in body
+    assert "disk full" in body and "&quot;copied&quot;: 41" in body
+    assert '<progress value="0.400000" max="1">' in body and "40%" in body
+    assert 'style="' not in body
+
+
+def test_install_wide_jobs_open_and_other_organizations_do_not(members: dict[str, Any]) -> None:
+    wide = Job.objects.create(org=None, kind="core.sleep")
+    theirs = Job.objects.create(org=make_org("Other"), kind="core.sleep")
+    client = signed_in(members["viewer"])
+    assert client.get(reverse("job_detail", args=[wide.pk])).status_code == 200
+    assert client.get(reverse("job_detail", args=[theirs.pk])).status_code == 404
+
+
+def test_a_job_run_by_the_queue_shows_its_worker_log_and_result(members: dict[str, Any]) -> None:
+    org = Membership.objects.get(user=members["viewer"]).org
+    job = jobqueue.enqueue("core.noop", org=org)
+    ran = jobqueue.work_once("page-test-worker", kinds=["core.noop"])
+    assert ran is not None and ran.pk == job.pk and ran.state == JobState.SUCCEEDED
+    body = signed_in(members["viewer"]).get(reverse("job_detail", args=[job.pk])).content.decode()
+    assert (
+        "ran on page-test-worker" in body
+        and "&quot;worker&quot;: &quot;page-test-worker&quot;" in body
+    )
+    assert 'class="state-succeeded">succeeded' in body
+
+
+def test_a_job_without_progress_has_no_bar(members: dict[str, Any]) -> None:
+    job = Job.objects.create(org=None, kind="core.noop")
+    body = signed_in(members["viewer"]).get(reverse("job_detail", args=[job.pk])).content.decode()
+    assert "<progress" not in body and "Nothing logged." in body

@@ -1,0 +1,195 @@
+"""Encryption at rest, proved on real onwatch processes: what lands on disk, `onwatch keys
+rotate`, and a missing or wrong key file stopping every command before it changes a thing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from onwatch.core.keyring import Keyring
+from tests.procs import django, isolated, run
+from tests.receivers import WebhookReceiver, add_channels
+
+TOKEN = "xoxb-7f3c9a1e5d-super-secret"
+PASSWORD = "mail-p4ssw0rd-do-not-leak"
+# Tables whose rows must stay byte-identical when a command refuses to start.
+WATCHED = ["alerts_channel", "core_keycheck", "core_auditentry", "core_job", "django_migrations"]
+
+
+def data_dir(env: dict[str, str]) -> Path:
+    return Path(env["ONWATCH_DATA_DIR"])
+
+
+def key_file(env: dict[str, str]) -> Path:
+    return data_dir(env) / "keyring.json"
+
+
+def query(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
+    """Raw rows, read past Django and its decrypting field."""
+    if env.get("DATABASE_URL"):
+        with psycopg.connect(env["DATABASE_URL"]) as pg:
+            return list(pg.execute(sql).fetchall())
+    db = sqlite3.connect(data_dir(env) / "onwatch.sqlite3")
+    try:
+        return list(db.execute(sql).fetchall())
+    finally:
+        db.close()
+
+
+def raw_secrets(env: dict[str, str]) -> list[str]:
+    rows = query(env, "SELECT url FROM alerts_channel ORDER BY id")
+    rows += query(env, "SELECT value FROM core_keycheck")
+    return [r[0] for r in rows]
+
+
+def snapshot(env: dict[str, str]) -> dict[str, list[tuple[Any, ...]]]:
+    # The table names are the constants above, not input.
+    rows = {t: query(env, f"SELECT * FROM {t}") for t in WATCHED}  # noqa: S608
+    return {t: sorted(map(tuple, r), key=repr) for t, r in rows.items()}
+
+
+def secret_urls(hook_url: str) -> dict[str, str]:
+    port = hook_url.rsplit(":", 1)[1].split("/")[0]
+    return {
+        "hook": f"json://robot:{TOKEN}@127.0.0.1:{port}/in/{TOKEN}",
+        "mail": f"mailto://ops:{PASSWORD}@127.0.0.1:2525?from=onwatch@example.com&to=ops@x.com",
+    }
+
+
+@pytest.fixture
+def hooks() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def installed(tmp_path: Path, hooks: WebhookReceiver) -> Iterator[dict[str, str]]:
+    """A migrated onwatch holding two channels whose URLs carry a token and a password."""
+    with isolated(tmp_path) as env:
+        # Migrated by the same start-up code as `onwatch migrate`, in the same process.
+        add_channels(env, secret_urls(hooks.url()), migrate=True)
+        yield env
+
+
+def test_channel_urls_reach_the_disk_only_encrypted(tmp_path: Path, hooks: WebhookReceiver) -> None:
+    with isolated(tmp_path) as env:
+        assert run(["migrate"], env).returncode == 0
+        sqlite = None if env.get("DATABASE_URL") else data_dir(env) / "onwatch.sqlite3"
+        if sqlite is not None:
+            # An open connection keeps the write-ahead log on disk after the writer exits,
+            # so the -wal file is checked too, not only the main file.
+            holder = sqlite3.connect(sqlite)
+            holder.execute("SELECT count(*) FROM alerts_channel").fetchall()
+        add_channels(env, secret_urls(hooks.url()))
+        secrets = raw_secrets(env)
+        if sqlite is not None:
+            wal = sqlite.with_name(sqlite.name + "-wal")
+            assert wal.stat().st_size > 0
+            on_disk = sqlite.read_bytes() + wal.read_bytes()
+            holder.close()
+            # The scan can see text: the plain columns are there, the secrets are not.
+            assert b"mail" in on_disk and b"127.0.0.1:2525" in on_disk
+            assert TOKEN.encode() not in on_disk and PASSWORD.encode() not in on_disk
+            assert b"robot:" not in on_disk
+    assert len(secrets) == 3
+    for value in secrets:
+        assert value.startswith("ow1:1:")
+        assert TOKEN not in value and PASSWORD not in value
+
+
+def test_rotate_re_encrypts_everything_under_key_2_and_it_all_still_reads(
+    installed: dict[str, str], hooks: WebhookReceiver
+) -> None:
+    before = raw_secrets(installed)
+    done = run(["keys", "rotate"], installed)
+    assert done.returncode == 0, done.stderr
+    assert "key 2 is now current; 3 secrets re-encrypted" in done.stdout
+
+    after = raw_secrets(installed)
+    assert len(after) == 3 and all(v.startswith("ow1:2:") for v in after)
+    assert not set(before) & set(after)
+    assert key_file(installed).stat().st_mode & 0o777 == 0o600
+    assert sorted(json.loads(key_file(installed).read_text())["keys"]) == ["1", "2"]
+
+    # Still readable: the webhook gets the token back out of the database, as the
+    # password of its Basic auth and as part of its path.
+    sent = run(["notify", "test", "--channel", "hook"], installed)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    [hook] = hooks.hooks
+    assert hook.path == f"/in/{TOKEN}"
+    auth = base64.b64decode(hook.headers["Authorization"].removeprefix("Basic ")).decode()
+    assert auth == f"robot:{TOKEN}"
+    audit = query(installed, "SELECT action FROM core_auditentry WHERE action LIKE 'keys%'")
+    assert audit == [("keys-rotated",)]
+
+
+# Each refusal changes nothing, so one installation serves all three commands.
+REFUSING = [["keys", "rotate"], ["migrate"], ["up"]]
+
+
+def assert_refused(env: dict[str, str], why: str) -> None:
+    before = snapshot(env)
+    for args in REFUSING:
+        done = run(args, env, timeout=30)
+        assert done.returncode == 2, f"{args}: {done.stdout}{done.stderr}"
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("onwatch: The key file ") and why in line, line
+        assert "restore" in line
+        assert snapshot(env) == before, f"{args} changed the database"
+
+
+def test_a_missing_key_file_stops_every_command_and_changes_nothing(
+    installed: dict[str, str],
+) -> None:
+    key_file(installed).rename(key_file(installed).with_name("keyring.safe"))
+    assert_refused(installed, "is missing")
+    assert not key_file(installed).exists()
+    assert all(v.startswith("ow1:1:") for v in raw_secrets(installed))
+
+
+def test_another_installs_key_file_stops_every_command_and_changes_nothing(
+    installed: dict[str, str], tmp_path: Path
+) -> None:
+    Keyring.create(tmp_path / "other.json")
+    shutil.copyfile(tmp_path / "other.json", key_file(installed))
+    wrong = key_file(installed).read_bytes()
+    assert_refused(installed, "does not match this database")
+    assert key_file(installed).read_bytes() == wrong
+
+
+ROLL_BACK_ALERTS = """
+from django.core.management import call_command
+call_command("migrate", "alerts", "0001", verbosity=0)
+"""
+
+
+def test_a_pending_migration_waits_until_the_key_file_fits(
+    installed: dict[str, str], tmp_path: Path
+) -> None:
+    # As after an upgrade: the newest alerts migration has not run yet.
+    django(ROLL_BACK_ALERTS, installed)
+    real = key_file(installed).read_bytes()
+    before = snapshot(installed)
+
+    key_file(installed).unlink()
+    missing = run(["migrate"], installed)
+    assert (missing.returncode, snapshot(installed)) == (2, before), missing.stderr
+    assert "is missing" in missing.stderr
+
+    shutil.copyfile(Keyring.create(tmp_path / "other.json").path, key_file(installed))
+    wrong = run(["migrate"], installed)
+    assert (wrong.returncode, snapshot(installed)) == (2, before), wrong.stderr
+    assert "does not match this database" in wrong.stderr
+
+    key_file(installed).write_bytes(real)
+    done = run(["migrate"], installed)
+    assert done.returncode == 0, done.stderr
+    assert snapshot(installed)["django_migrations"] != before["django_migrations"]

@@ -1,0 +1,88 @@
+"""Durable jobs with real `onwatch worker` and `onwatch scheduler` processes sharing one
+database (SQLite in the data dir, or the test's own PostgreSQL database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.procs import Running, django, free_port, isolated
+
+JOBS = 200
+
+
+def test_two_workers_run_each_of_200_jobs_exactly_once(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        django("", env, migrate=True)
+        with Running(["worker"], env) as w1, Running(["worker"], env) as w2:
+            w1.wait_for("ready")
+            w2.wait_for("ready")
+            # A short sleep per job keeps both workers busy at once, so they contend.
+            out = django(
+                f"""
+                from onwatch.core.models import Job, JobState
+                Job.objects.bulk_create(
+                    Job(kind="core.sleep", payload={{"seconds": 0.01}}) for _ in range({JOBS})
+                )
+                wait_until(lambda: not Job.objects.exclude(state=JobState.SUCCEEDED).exists())
+                print(json.dumps(list(Job.objects.values("attempts", "log", "worker", "result"))))
+                """,
+                env,
+            )
+    runs = json.loads(out)
+    assert len(runs) == JOBS
+    assert all(r["attempts"] == 1 for r in runs)
+    # Every run appends a line naming its worker: two lines would mean two runs.
+    assert all(r["log"].count("ran on ") == 1 for r in runs)
+    assert all(r["result"]["worker"] == r["worker"] for r in runs)
+    assert {r["result"]["pid"] for r in runs} == {w1.proc.pid, w2.proc.pid}
+
+
+def test_a_worker_killed_mid_job_leaves_it_interrupted_and_alerted(tmp_path: Path) -> None:
+    fast = {"ONWATCH_JOB_LEASE_SECONDS": "3", "ONWATCH_SCHEDULER_TICK_SECONDS": "1"}
+    with isolated(tmp_path, **fast) as env:
+        job_id = django(
+            f"""
+            from onwatch.alerts.services import add_channel
+            from onwatch.core import jobs
+            from onwatch.core.models import Organization
+            org = Organization.objects.create(name="Acme")
+            add_channel(org, "ops", "json://127.0.0.1:{free_port()}/")
+            print(jobs.enqueue("core.sleep", {{"seconds": 600}}, org=org).pk)
+            """,
+            env,
+            migrate=True,
+        ).strip()
+        with Running(["worker"], env) as worker, Running(["scheduler"], env):
+            django(
+                f"""
+                from onwatch.core.models import Job
+                wait_until(lambda: "sleeping" in Job.objects.get(pk={job_id}).log)
+                """,
+                env,
+            )
+            os.kill(worker.proc.pid, signal.SIGKILL)
+            worker.proc.wait()
+            killed = time.monotonic()
+            out = django(
+                f"""
+                from onwatch.alerts.models import Delivery
+                from onwatch.core.models import Job
+                wait_until(lambda: Delivery.objects.filter(title__contains="#{job_id} ").exists())
+                job = Job.objects.get(pk={job_id})
+                titles = list(Delivery.objects.values_list("title", "channel_name"))
+                print(json.dumps([job.state, job.error, job.alerted, titles]))
+                """,
+                env,
+            )
+            noticed = time.monotonic() - killed
+    state, error, alerted, deliveries = json.loads(out)
+    assert state == "interrupted"
+    assert "stopped answering" in error
+    assert alerted
+    assert deliveries == [[f"Background job core.sleep #{job_id} was interrupted", "ops"]]
+    # A 3 s lease and a 1 s scheduler tick: noticed in seconds, well inside a minute.
+    assert noticed < 60
