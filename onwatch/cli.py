@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from onwatch.config import ConfigError
@@ -86,6 +87,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         log_level="warning",
         server_header=False,
+        workers=int(os.environ.get("TMP_WEB_WORKERS", "1")),
     )
     return 0
 
@@ -223,6 +225,95 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.backups import restic
+    from onwatch.backups.models import Plan
+    from onwatch.backups.restores import RestoreRefused, choose, restore, shown_target
+    from onwatch.backups.targets import RestoreFailed
+
+    plan = Plan.objects.select_related("source", "org").filter(name=args.plan).first()
+    if plan is None:
+        fail(f"there is no backup plan {args.plan!r}; see the names under Backups")
+        return 2
+    repository = None
+    if args.repository:
+        repository = plan.copies.filter(name=args.repository).first()
+        if repository is None:
+            fail(f"{plan.name} has no copy named {args.repository!r}")
+    try:
+        chosen = choose(plan, args.snapshot, repository)
+        print(
+            f"onwatch: snapshot {chosen.snapshot.short_id} of {chosen.snapshot.time[:19]} "
+            f"from {chosen.repository.name} into {shown_target(args.to)}",
+            flush=True,
+        )
+        if not args.yes and not confirmed():
+            fail("nothing was restored (answer yes, or pass --yes)")
+        print("onwatch: restoring…", flush=True)
+        done = restore(plan, chosen, args.to)
+    except (RestoreRefused, RestoreFailed, restic.ResticError) as e:
+        fail(f"{e}")
+    print(f"onwatch: restored {done.snapshot_id[:8]} in {done.seconds:.1f} s")
+    return 0
+
+
+def confirmed() -> bool:
+    try:
+        return input("Restore? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def cmd_monitors_export(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.uptime import configio
+
+    try:
+        org = configio.organization(args.org)
+    except configio.Refusal as e:
+        fail(str(e))
+    sys.stdout.write(configio.export(org))
+    return 0
+
+
+def cmd_monitors_import(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.uptime import configio
+
+    source = "<stdin>" if args.file == "-" else args.file
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        org = configio.organization(args.org)
+    except OSError as e:
+        fail(f"cannot read {source}: {e.strerror or e}")
+    except UnicodeDecodeError:
+        fail(f"{source} is not UTF-8 text; save it as UTF-8 and try again")
+    except configio.Refusal as e:
+        fail(str(e))
+    report = configio.import_text(org, text, dry_run=args.dry_run)
+    if report.problems:
+        for problem in report.problems:
+            print(problem.show(source), file=sys.stderr)
+        count = len(report.problems)
+        fail(f"{count} problem{'s' if count > 1 else ''} in {source}; nothing was changed")
+    print(import_summary(report, args.dry_run))
+    return 0
+
+
+def import_summary(report: Any, dry_run: bool) -> str:
+    parts = []
+    if report.created:
+        parts.append(f"created {', '.join(report.created)}")
+    if report.changed:
+        parts.append(
+            "changed " + ", ".join(f"{n} ({', '.join(f)})" for n, f in report.changed.items())
+        )
+    parts.append(f"{len(report.unchanged)} unchanged")
+    tail = " (dry run: nothing was written)" if dry_run else ""
+    return f"onwatch: monitors: {'; '.join(parts)}{tail}"
+
+
 def _settings() -> Any:
     from onwatch.startup import load_settings
 
@@ -261,10 +352,36 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     add("verify", cmd_audit_verify, "Report the first tampered audit entry, if any.", audit_sub)
 
+    monitors = add("monitors", lambda a: 0, "Monitors as code (YAML).")
+    monitors_sub = monitors.add_subparsers(dest="monitors_command", required=True, metavar="ACTION")
+    export = add(
+        "export", cmd_monitors_export, "Print an organization's monitors as YAML.", monitors_sub
+    )
+    export.add_argument("--org", help="the organization's name (needed when there are several)")
+    imp = add(
+        "import", cmd_monitors_import, "Create or change monitors from a YAML file.", monitors_sub
+    )
+    imp.add_argument("file", metavar="FILE", help="the YAML file, or - for standard input")
+    imp.add_argument("--org", help="the organization's name (needed when there are several)")
+    imp.add_argument(
+        "--dry-run", action="store_true", help="report what would change, change nothing"
+    )
+
     notify = add("notify", lambda a: 0, "Alert channels.")
     notify_sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
     test = add("test", cmd_notify_test, "Send a test notification to channels.", notify_sub)
     test.add_argument("--channel", help="a channel's name or number (default: all)")
+
+    restore = add("restore", cmd_restore, "Restore a backup snapshot into a new target.")
+    restore.add_argument("plan", help="the backup plan's name")
+    restore.add_argument(
+        "--to",
+        required=True,
+        help="a new PostgreSQL URL (postgresql://user@host/new_db), SQLite file or directory",
+    )
+    restore.add_argument("--snapshot", default="", help="snapshot id or prefix (default: newest)")
+    restore.add_argument("--repository", help="the copy to restore from (default: offsite one)")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
 
 

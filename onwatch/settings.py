@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "onwatch.accounts",
     "onwatch.alerts",
     "onwatch.uptime",
+    "onwatch.backups",
     "onwatch.web",
 ]
 
@@ -143,6 +144,9 @@ MFA_ADAPTER = "onwatch.accounts.adapter.MFAAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
 MFA_PASSKEY_LOGIN_ENABLED = True
 MFA_TOTP_ISSUER = "onwatch"
+# Accept the neighbouring 30-second codes too (RFC 6238's advice for clock drift and a code
+# typed as it rolls over); allauth's default accepts only the current one.
+MFA_TOTP_TOLERANCE = 1
 # allauth refuses MFA for unverified addresses so a squatter who signs up with someone
 # else's address cannot lock them out; here accounts only come from one-time invites, and
 # onwatch may have no mail server to verify with.

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from onwatch import api
 from onwatch.web import views as web
 
 urlpatterns = [
@@ -10,6 +11,10 @@ urlpatterns = [
     path("", include("onwatch.alerts.urls")),
     path("", include("onwatch.core.urls")),
     path("", include("onwatch.uptime.urls")),
+    path("", include("onwatch.backups.urls")),
+    # The typed API (monitors, policies, incidents, maintenance) beside the plain views
+    # of core/urls.py at api/v1/channels|jobs|audit/.
+    path("api/v1/", api.urls()),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -38,9 +38,11 @@ def fresh_database() -> Iterator[str | None]:
         yield None
         return
     name = f"ow_{secrets.token_hex(6)}"
-    admin = psycopg.connect(base, autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
     parts = urlsplit(base)
+    # The server's maintenance database always exists; the one DATABASE_URL names (whose
+    # test_ twin pytest-django makes) need not.
+    admin = psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
     try:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:

@@ -23,10 +23,12 @@ from django.utils import timezone
 
 from onwatch.alerts import services
 from onwatch.alerts.models import EscalationPolicy, Incident, Maintenance
+from onwatch.backups import services as backup_services
 from onwatch.core import roles
 from onwatch.core.forms import issue_token
 from onwatch.core.models import Invite, Job, Membership, Organization
 from onwatch.core.roles import PERMISSIONS, SCOPES, Role, has_permission
+from onwatch.uptime.models import Monitor
 from tests.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
@@ -88,6 +90,13 @@ class Route:
     def public(self) -> str | None:
         return getattr(self.callback, "onwatch_public", None)
 
+    @property
+    def operations(self) -> dict[str, str] | None:
+        """The typed API's views (onwatch/api.py) answer several methods, each behind its
+        own scope: method -> scope."""
+        found: dict[str, str] | None = getattr(self.callback, "onwatch_operations", None)
+        return found
+
 
 def _source(resolver: URLResolver, parent: str) -> str:
     if resolver.app_name == "admin":
@@ -147,9 +156,73 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "member_remove": lambda w: {"pk": w.objects["membership"].pk},
     "token_revoke": lambda w: {"pk": w.objects["token"].pk},
     "job_detail": lambda w: {"pk": w.objects["job"].pk},
+    "backup_plan": lambda w: {"pk": w.objects["backup_plan"].pk},
     "api_job": lambda w: {"pk": w.objects["job"].pk},
     "ping": lambda w: {"code": str(uuid.uuid4())},
     "ping-slug": lambda w: {"key": "somekey", "slug": "nightly-backup"},
+    "api:monitor_get": lambda w: {"monitor_id": monitor(w).pk},
+    "api:monitor_pause": lambda w: {"monitor_id": monitor(w).pk},
+    "api:monitor_resume": lambda w: {"monitor_id": monitor(w).pk},
+    "api:policy_get": lambda w: {"policy_id": w.objects["policy"].pk},
+    "api:incident_get": lambda w: {"incident_id": w.objects["incident"].pk},
+    "api:incident_acknowledge": lambda w: {"incident_id": w.objects["incident"].pk},
+    "api:incident_note": lambda w: {"incident_id": w.objects["incident"].pk},
+    "api:maintenance_get": lambda w: {"window_id": w.objects["maintenance"].pk},
+    "status_page": lambda w: {"slug": status_item(w).page.slug},
+    "status_badge": lambda w: {"slug": status_item(w).page.slug, "item": status_item(w).pk},
+    "status_badge_uptime": lambda w: {
+        "slug": status_item(w).page.slug,
+        "item": status_item(w).pk,
+    },
+    "status_page_edit": lambda w: {"pk": status_item(w).page.pk},
+    "status_page_delete": lambda w: {"pk": status_item(w).page.pk},
+    "monitor_add_kind": lambda w: {"kind": "http"},
+    "monitor_detail": lambda w: {"pk": monitor(w).pk},
+    "monitor_edit": lambda w: {"pk": monitor(w).pk},
+    "monitor_pause": lambda w: {"pk": monitor(w).pk},
+    "monitor_resume": lambda w: {"pk": monitor(w).pk},
+    "monitor_delete": lambda w: {"pk": monitor(w).pk},
+}
+
+
+def monitor(w: World) -> Any:
+    """An HTTP monitor of the organization, made on first use by the monitor routes."""
+    if "monitor" not in w.objects:
+        from onwatch.uptime.models import Monitor
+
+        w.objects["monitor"] = Monitor.objects.create(
+            org=w.org, name="site", kind="http", config={"url": "http://127.0.0.1:9/"}
+        )
+    return w.objects["monitor"]
+
+
+def status_item(w: World) -> Any:
+    """A status page showing one monitor, made on first use by the status page routes."""
+    if "status_item" not in w.objects:
+        from onwatch.uptime.models import Monitor, StatusPage, StatusPageItem
+
+        monitor = Monitor.objects.create(org=w.org, name="matrix", kind="http")
+        page = StatusPage.objects.create(org=w.org, slug="matrix", title="Matrix")
+        w.objects["status_item"] = StatusPageItem.objects.create(
+            page=page, monitor=monitor, label="Shop"
+        )
+    return w.objects["status_item"]
+
+
+# API operations that remove what they are given get an object of their own, so the
+# operations checked after them still find theirs.
+SPARE_FOR_DELETE: dict[str, Callable[[World], dict[str, Any]]] = {
+    "api:monitor_get": lambda w: {
+        "monitor_id": Monitor.objects.create(org=w.org, name="spare", kind="tcp").pk
+    },
+    "api:policy_get": lambda w: {
+        "policy_id": EscalationPolicy.objects.create(org=w.org, name="spare").pk
+    },
+    "api:maintenance_get": lambda w: {
+        "window_id": Maintenance.objects.create(
+            org=w.org, name="spare", starts_at=timezone.now(), ends_at=timezone.now()
+        ).pk
+    },
 }
 
 
@@ -167,14 +240,21 @@ def world(org: Organization, members: dict[str, Any]) -> World:
         "membership": Membership.objects.get(user=members["viewer"]),
         "token": issue_token(members["owner"], org, "matrix", ["jobs:read"], 1).token,
         "job": Job.objects.create(org=org, kind="core.noop"),
+        "backup_plan": backup_services.add_plan(
+            backup_services.add_source(org, "files", "directory", path="/srv/files"),
+            "nightly",
+            [],
+        ),
     }
     return World(org, members, objects)
 
 
-def url_of(route: Route, w: World) -> str:
-    if route.ours:
+def url_of(route: Route, w: World, method: str = "GET") -> str:
+    if route.ours and method == "DELETE" and route.name in SPARE_FOR_DELETE:
+        kwargs: dict[str, Any] = SPARE_FOR_DELETE[route.name](w)
+    elif route.ours:
         if not route.params:
-            kwargs: dict[str, Any] = {}
+            kwargs = {}
         else:
             build = ARGS.get(route.name or "")
             assert build, (
@@ -211,9 +291,13 @@ def test_every_view_declares_exactly_one_permission_or_is_public() -> None:
             if route.source not in ("allauth", "admin"):
                 problems.append(f"{route.pattern}: {route.module} is neither onwatch's nor allowed")
             continue
-        marks = [m for m in (route.permission, route.public) if m]
+        marks = [m for m in (route.permission, route.public, route.operations) if m]
         if len(marks) != 1:
             problems.append(f"{route.pattern}: {route.module} needs require(...) or public(...)")
+        elif route.operations:
+            unknown = [s for s in route.operations.values() if s not in SCOPES]
+            if unknown:
+                problems.append(f"{route.pattern}: unknown scopes {unknown}")
         elif route.permission and route.permission not in PERMISSIONS:
             problems.append(f"{route.pattern}: unknown permission {route.permission}")
         elif route.scope and SCOPES.get(route.scope) != route.permission:
@@ -221,6 +305,7 @@ def test_every_view_declares_exactly_one_permission_or_is_public() -> None:
     assert not problems, "\n".join(problems)
     assert any(r.source == "allauth" for r in ROUTES) and any(r.source == "admin" for r in ROUTES)
     assert sum(1 for r in ROUTES if r.permission) >= 20
+    assert sum(len(r.operations or {}) for r in ROUTES) >= 20
 
 
 def test_third_party_views_send_anonymous_visitors_to_sign_in(world: World) -> None:
@@ -277,6 +362,61 @@ def test_every_onwatch_view_answers_each_role_as_the_table_says(
         checked += 1
         if problem:
             problems.append(f"{route.pattern} ({route.permission}): {problem}")
+    assert not problems, "\n".join(problems)
+    assert checked >= 20
+
+
+def check_operation(
+    route: Route, method: str, scope: str, role: str | None, w: World
+) -> str | None:
+    """What is wrong with how one method of a typed API view answers `role`, or None.
+
+    Beyond the table: a holder's token lacking just this scope must be refused, so the
+    operation is known to check its own scope and not whatever the token happens to hold.
+    """
+    url = url_of(route, w, method)
+
+    def call(scopes: list[str] | None) -> Any:
+        headers = {}
+        if scopes is not None:
+            assert role is not None
+            raw = issue_token(w.members[role], w.org, "matrix", scopes, 1).raw
+            headers = {"authorization": f"Bearer {raw}"}
+        body = "{}" if method in ("POST", "PUT", "PATCH") else ""
+        return Client().generic(
+            method, url, data=body, content_type="application/json", headers=headers
+        )
+
+    if role is None:
+        r = call(None)
+        return None if r.status_code == 401 else f"anonymous got {r.status_code}, not 401"
+    permission = SCOPES[scope]
+    if not has_permission(role, permission):
+        r = call([scope])
+        return None if r.status_code == 403 else f"{role} got {r.status_code}, not 403"
+    others = call([s for s in SCOPES if s != scope])
+    if others.status_code != 403:
+        return f"{role}'s token without {scope} got {others.status_code}, not 403"
+    r = call([scope])
+    # Real objects of the organization: a holder gets past the scope and the lookup; an
+    # empty body may be refused (422), a 401, 403, 404 or 5xx may not.
+    if r.status_code in (401, 403, 404) or r.status_code >= 500:
+        return f"{role} holds {permission} but got {r.status_code}"
+    return None
+
+
+@pytest.mark.parametrize("role", [None, *ROLES], ids=["anonymous", *ROLES])
+def test_every_api_operation_answers_each_role_as_the_table_says(
+    world: World, role: str | None
+) -> None:
+    problems = []
+    checked = 0
+    for route in ROUTES:
+        for method, scope in (route.operations or {}).items():
+            problem = check_operation(route, method, scope, role, world)
+            checked += 1
+            if problem:
+                problems.append(f"{method} {route.pattern} ({scope}): {problem}")
     assert not problems, "\n".join(problems)
     assert checked >= 20
 

@@ -44,4 +44,3 @@ def on_tick(now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     released = incidents.release_ended_maintenance(now)
     return {"released": released, "escalated": incidents.escalate_due(now)}
-

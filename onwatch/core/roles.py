@@ -31,7 +31,16 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     "incidents.respond": (Role.DEPLOYER, "Acknowledge incidents and add notes to them"),
     "policies.manage": (Role.ADMIN, "Add, change and remove escalation policies"),
     "maintenance.manage": (Role.DEPLOYER, "Plan, change and remove maintenance windows"),
+    "monitors.view": (Role.VIEWER, "See monitors, their uptime, response times and pings"),
+    # Deployers ship the services, so they add the checks for them; who gets paged
+    # (channels, policies) stays with admins.
+    "monitors.manage": (Role.DEPLOYER, "Add, change, pause and remove monitors"),
+    "statuspages.manage": (
+        Role.ADMIN,
+        "Add, change and remove public status pages and choose what they show",
+    ),
     "jobs.view": (Role.VIEWER, "See background jobs and their logs"),
+    "backups.view": (Role.VIEWER, "See backup plans, runs, restore drills, RPO and RTO"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),
@@ -46,6 +55,14 @@ SCOPES: dict[str, str] = {
     "channels:test": "channels.test",
     "jobs:read": "jobs.view",
     "audit:read": "audit.view",
+    "monitors:read": "monitors.view",
+    "monitors:write": "monitors.manage",
+    "incidents:read": "incidents.view",
+    "incidents:write": "incidents.respond",
+    "policies:read": "incidents.view",
+    "policies:write": "policies.manage",
+    "maintenance:read": "incidents.view",
+    "maintenance:write": "maintenance.manage",
 }
 
 

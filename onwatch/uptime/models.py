@@ -41,6 +41,10 @@ class Monitor(models.Model):
     retry_interval = models.PositiveIntegerField(default=20)
     timeout = models.PositiveIntegerField(default=10)
     confirmations = models.PositiveIntegerField(default=3)
+    # Who hears when it goes down; none means every channel of the organization at once.
+    policy = models.ForeignKey(
+        "alerts.EscalationPolicy", on_delete=models.SET_NULL, null=True, blank=True
+    )
     # While the parent is down, this monitor's alerts are held back.
     parent = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children"
@@ -154,3 +158,31 @@ class PingKey(models.Model):
 
     org = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="ping_key")
     key = models.CharField(max_length=40, unique=True)
+
+
+class StatusPage(models.Model):
+    """A public page (no sign-in) showing chosen monitors under names chosen for it: no
+    URL, error text or internal name appears unless someone typed it here."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="status_pages")
+    slug = models.SlugField(max_length=60, unique=True)
+    title = models.CharField(max_length=100)
+    intro = models.TextField(blank=True)
+    show_incidents = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class StatusPageItem(models.Model):
+    page = models.ForeignKey(StatusPage, on_delete=models.CASCADE, related_name="items")
+    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="+")
+    label = models.CharField(max_length=100)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["page", "monitor"], name="monitor_once_per_page")
+        ]

@@ -8,8 +8,10 @@ moved `next_check_at` on. A prober renews the leases it holds; one that dies sto
 renewing and, when the lease has run out, another prober takes its monitors over and
 says so.
 
-The event loop only waits on sockets and timers: every database call runs in one thread
-of the prober's own, so a slow write never makes a check late.
+The event loop only waits on sockets and timers. Database calls run in two threads of the
+prober's own, each with its connection: one claims and renews, one writes results back.
+A slow write (a busy database) then delays neither a check nor the renewal of a lease.
+(On SQLite, which takes one writer at a time, one thread does both.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import signal
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -118,8 +120,16 @@ def claim(name: str, limit: int, horizon: float, lease: float) -> list[Monitor]:
 
 
 def renew(name: str, lease: float) -> int:
-    until = timezone.now() + timedelta(seconds=lease)
-    return Monitor.objects.filter(claimed_by=name).update(claimed_until=until)
+    with transaction.atomic():
+        held = Monitor.objects.filter(claimed_by=name)
+        if connection.features.has_select_for_update_skip_locked:
+            # Rows the writer thread has locked are being released anyway; waiting for
+            # them while it waits for others could deadlock.
+            ids = (
+                held.select_for_update(skip_locked=True).order_by("id").values_list("id", flat=True)
+            )
+            held = Monitor.objects.filter(id__in=list(ids), claimed_by=name)
+        return held.update(claimed_until=timezone.now() + timedelta(seconds=lease))
 
 
 def release_all(name: str) -> int:
@@ -168,8 +178,13 @@ def result_row(d: Done) -> CheckResult:
 
 
 def apply_one(d: Done) -> bool:
+    # A passing check of a monitor already up changes no state: apply's own transaction
+    # covers it. Anything else may open or resolve an incident too, which a savepoint of
+    # its own keeps from spoiling the batch should it fail. (Each savepoint is two more
+    # round trips to PostgreSQL, for every check.)
+    steady = d.outcome.ok and d.monitor.state == State.UP
     try:
-        with transaction.atomic():
+        with nullcontext() if steady else transaction.atomic():
             state.apply(d.monitor, d.outcome, d.started)
         return True
     except Exception:
@@ -271,14 +286,26 @@ class Prober:
         self.checks = 0  # written back, since start
         self.write_failures = 0
         self.alerted: set[tuple[str, int]] = set()
-        self._db = ThreadPoolExecutor(1, thread_name_prefix="prober-db")
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="prober-claims")
+        # SQLite lets one connection write at a time: a second one would only wait for the
+        # lock (and, on the shared in-memory database of tests, fail instead of waiting).
+        sqlite = connection.vendor == "sqlite"
+        self._writer = (
+            self._db if sqlite else ThreadPoolExecutor(1, thread_name_prefix="prober-writes")
+        )
+        self._flushing: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
 
     async def db[T](self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a database step in the prober's database thread."""
+        """Run a database step in the prober's claims thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db, guarded, fn, *args)
+
+    async def write[T](self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a database step in the prober's writer thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, guarded, fn, *args)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._slots = asyncio.Semaphore(self.t.concurrency)
@@ -289,6 +316,7 @@ class Prober:
             finally:
                 await self.shutdown()
         self._db.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         log.info("prober %s stopped after %d checks", self.name, self.checks)
 
     async def loop(self, stop: asyncio.Event) -> None:
@@ -299,7 +327,9 @@ class Prober:
             # Claim before writing back (which releases): a monitor just released is left
             # for the other probers until this one's next tick, so they share the work.
             await self.step(self.claim)
-            await self.step(self.flush)
+            if self._flushing is None or self._flushing.done():
+                # In the background: the next claim does not wait for a slow write.
+                self._flushing = asyncio.create_task(self.step(self.flush))
             if clock() >= renew_at:
                 renew_at = clock() + self.t.lease / 3
                 await self.step(self.renew)
@@ -372,7 +402,7 @@ class Prober:
             return
         batch, self.done = self.done, []
         try:
-            await self.db(record, self.name, batch)
+            await self.write(record, self.name, batch)
         except Exception:
             self.write_failures += 1
             if self.write_failures < WRITE_ATTEMPTS:
@@ -413,9 +443,12 @@ class Prober:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if self._flushing is not None:
+            await self._flushing
         await self.step(self.flush)
         await self.step(self.release)
         await self.db(close_connection)
+        await self.write(close_connection)
 
     async def release(self) -> None:
         await self.db(release_all, self.name)

@@ -84,6 +84,7 @@ def on_change(monitor: Monitor, change: StateChange, now: datetime) -> None:
             f"{monitor.name} is down",
             change.evidence,
             now=now,
+            policy=monitor.policy,
             held=held,
         )
     elif change.new == State.UP and change.old == State.DOWN:

@@ -8,6 +8,7 @@ from onwatch.alerts.models import Channel, Delivery
 from onwatch.core.decorators import public, require
 from onwatch.core.models import AuditEntry, Job, Membership
 from onwatch.core.roles import has_permission
+from onwatch.uptime.summary import summary as uptime_summary
 
 
 @require("dashboard.view")
@@ -23,6 +24,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         ),
         "recent_jobs": jobs.order_by("-created_at", "-id")[:5],
         "members": Membership.objects.filter(org=org).count(),
+        # From the monitors' state columns and the incidents: never the raw results.
+        "uptime": uptime_summary(org) if has_permission(role, "monitors.view") else None,
         "audit": (
             AuditEntry.objects.filter(org=org)[:5] if has_permission(role, "audit.view") else None
         ),

@@ -1,0 +1,61 @@
+"""RPO now: how much data a disaster would lose at this moment, and the alert when that
+is more than the plan's target."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from onwatch.backups.models import Plan, RunCopy
+from onwatch.backups.services import offsite_copies
+
+
+def newest_good(plan: Plan) -> datetime | None:
+    """When the newest good copy counted for RPO was made: offsite copies where there are
+    any (a copy on the same machine does not survive losing it)."""
+    repositories = offsite_copies(plan) or list(plan.copies.all())
+    copy = (
+        RunCopy.objects.filter(run__plan=plan, repository__in=repositories, good=True)
+        .order_by("-finished_at")
+        .first()
+    )
+    return copy.run.started_at if copy else None
+
+
+def rpo_now(plan: Plan, now: datetime | None = None) -> timedelta:
+    """Age of the data a restore would bring back; since the plan began if never backed up."""
+    now = now or timezone.now()
+    return now - (newest_good(plan) or plan.created_at)
+
+
+def check_plan(plan: Plan, now: datetime) -> bool:
+    """Alert once per breach; True when an alert went out."""
+    from onwatch.alerts.services import raise_alert
+
+    age = rpo_now(plan, now)
+    if age <= plan.rpo:
+        if plan.rpo_alerted_at is not None:
+            Plan.objects.filter(pk=plan.pk).update(rpo_alerted_at=None)
+        return False
+    if plan.rpo_alerted_at is not None:
+        return False
+    if Plan.objects.filter(pk=plan.pk, rpo_alerted_at=None).update(rpo_alerted_at=now) != 1:
+        return False  # another scheduler alerted first
+    hours = age.total_seconds() / 3600
+    raise_alert(
+        org=plan.org,
+        title=f"Backups of {plan.name} are older than the RPO target",
+        body=(
+            f"The newest good copy is {hours:.1f} h old; the target is "
+            f"{plan.rpo_minutes / 60:.1f} h. Look at the plan's recent runs."
+        ),
+    )
+    return True
+
+
+def check_all(now: datetime) -> int:
+    alerted = 0
+    for plan in Plan.objects.select_related("org", "source"):
+        alerted += check_plan(plan, now)
+    return alerted

@@ -1,0 +1,296 @@
+"""Backup runs that cannot lie.
+
+The dump is supervised: its exit status decides, not restic's. restic stores whatever
+reached its stdin, so when the dump fails or is cut off the snapshot it left is removed
+(`restic forget`) and the copy is recorded as bad; drills only ever use good copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from django.utils import timezone
+
+from onwatch.backups import files, pg, restic
+from onwatch.backups.models import BackupRun, Outcome, Plan, Repository, RunCopy, SourceKind
+from onwatch.backups.services import repo_of
+from onwatch.core.models import Job
+
+Log = Callable[[str], None]
+CHUNK = 1 << 20
+Result = restic.BackupSummary | restic.ResticError
+
+
+class DumpFailed(Exception):
+    """The dump program failed or was cut off; the message is for people."""
+
+
+@dataclass
+class Outcomes:
+    contents: dict[str, Any] = field(default_factory=dict)
+    results: dict[int, Result] = field(default_factory=dict)
+    dump_error: str = ""
+
+
+def snapshot_name(plan: Plan) -> str:
+    suffix: dict[str, str] = {SourceKind.POSTGRESQL: "pgdump", SourceKind.SQLITE: "sqlite3"}
+    return f"onwatch-source-{plan.source_id}.{suffix.get(plan.source.kind, 'data')}"
+
+
+def tags_for(plan: Plan, run: BackupRun) -> list[str]:
+    return ["onwatch", plan.tag, f"run:{run.pk}"]
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+# --- streaming a dump into every copy -------------------------------------------------------
+
+
+def stream(
+    producer: IO[bytes], copies: list[Repository], name: str, tags: list[str]
+) -> dict[int, restic.Running]:
+    """Start one `restic backup --stdin` per copy fed from `producer`, to its end."""
+    if len(copies) == 1:
+        # One copy: restic reads the dump's pipe itself, as a shell pipeline would.
+        only = restic.start_backup_stdin(repo_of(copies[0]), name, tags, stdin=producer)
+        producer.close()
+        return {copies[0].pk: only}
+    running = {
+        c.pk: restic.start_backup_stdin(repo_of(c), name, tags, stdin=subprocess.PIPE)
+        for c in copies
+    }
+    tee(producer, [r.proc.stdin for r in running.values() if r.proc.stdin is not None])
+    return running
+
+
+def tee(producer: IO[bytes], sinks: list[IO[bytes]]) -> None:
+    """Copy the dump to every restic; one that died (unreachable repository) is dropped,
+    and when none is left the producer's pipe is closed so the dump stops too."""
+    alive = list(sinks)
+    try:
+        while alive and (chunk := producer.read(CHUNK)):
+            for sink in list(alive):
+                try:
+                    sink.write(chunk)
+                except BrokenPipeError:
+                    alive.remove(sink)
+    finally:
+        producer.close()
+        for sink in sinks:
+            with contextlib.suppress(BrokenPipeError):
+                sink.close()
+
+
+def finish_all(running: dict[int, restic.Running]) -> dict[int, Result]:
+    results: dict[int, Result] = {}
+    for pk, r in running.items():
+        try:
+            results[pk] = restic.finish_backup(r)
+        except restic.ResticError as e:
+            results[pk] = e
+    return results
+
+
+# --- per kind --------------------------------------------------------------------------------
+
+
+def backup_postgresql(plan: Plan, copies: list[Repository], tags: list[str], log: Log) -> Outcomes:
+    server = pg.source_server(plan.source)
+    out = Outcomes()
+    with server.connect() as conn:
+        problem = pg.version_problem(pg.tool_major("pg_dump"), conn.info.server_version // 10000)
+        if problem:
+            raise DumpFailed(problem)
+        snapshot = pg.export_snapshot(conn)
+        out.contents = {"tables": pg.table_counts(conn)}
+        log(f"counted rows of {len(out.contents['tables'])} tables in snapshot {snapshot}")
+        with tempfile.TemporaryFile("w+") as err:
+            dump = subprocess.Popen(
+                pg.dump_command(server, snapshot),
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=server.tool_env(),
+            )
+            assert dump.stdout is not None
+            running = stream(dump.stdout, copies, snapshot_name(plan), tags)
+            code = dump.wait()
+            out.results = finish_all(running)
+            err.seek(0)
+            message = err.read().strip().splitlines()
+        conn.execute("COMMIT")
+    if code != 0:
+        why = message[-1] if message else "no error output"
+        out.dump_error = f"pg_dump {describe_exit(code)} ({why})"
+    return out
+
+
+def backup_sqlite(plan: Plan, copies: list[Repository], tags: list[str], log: Log) -> Outcomes:
+    out = Outcomes()
+    with tempfile.TemporaryDirectory(prefix="onwatch-sqlite-") as tmp:
+        copy = Path(tmp) / "copy.sqlite3"
+        files.sqlite_copy(Path(plan.source.path), copy)
+        out.contents = {"tables": files.sqlite_counts(copy)}
+        log(f"copied {plan.source.path} with the online backup API ({copy.stat().st_size} bytes)")
+        for c in copies:
+            with copy.open("rb") as f:
+                running = restic.start_backup_stdin(repo_of(c), snapshot_name(plan), tags, f)
+                out.results.update(finish_all({c.pk: running}))
+    return out
+
+
+def backup_directory(plan: Plan, copies: list[Repository], tags: list[str], log: Log) -> Outcomes:
+    root = Path(plan.source.path)
+    out = Outcomes(contents=files.manifest(root))
+    log(f"{out.contents['files']} files, {out.contents['bytes']} bytes in {root}")
+    for c in copies:
+        try:
+            out.results[c.pk] = restic.backup_paths(repo_of(c), [str(root)], tags)
+        except restic.IncompleteBackup as e:
+            out.results[c.pk] = e
+        except restic.ResticError as e:
+            out.results[c.pk] = e
+    return out
+
+
+BACKUP_BY_KIND: dict[str, Callable[[Plan, list[Repository], list[str], Log], Outcomes]] = {
+    SourceKind.POSTGRESQL: backup_postgresql,
+    SourceKind.SQLITE: backup_sqlite,
+    SourceKind.DIRECTORY: backup_directory,
+}
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def clear_stale_locks(repository: Repository, log: Log) -> None:
+    """Locks left by a crashed run block pruning (and exclusive ones block backups);
+    restic's unlock removes only stale ones, never a lock of a restic still running."""
+    repo = repo_of(repository)
+    held = restic.locks(repo)
+    if not held:
+        return
+    restic.unlock(repo)
+    left = restic.locks(repo)
+    log(
+        f"{repository.name}: removed {len(held) - len(left)} stale lock(s); "
+        f"{len(left)} held by restic processes still running"
+    )
+
+
+def with_unlock_retry(repository: Repository, fn: Callable[[], Any], log: Log) -> Any:
+    try:
+        return fn()
+    except restic.RepositoryLocked as e:
+        log(f"{repository.name}: {e}; removing stale locks and trying once more")
+        restic.unlock(repo_of(repository))
+        return fn()
+
+
+def record_copy(
+    run: BackupRun, repository: Repository, result: Result, dump_error: str, log: Log
+) -> RunCopy:
+    copy = RunCopy(run=run, repository=repository)
+    if isinstance(result, restic.BackupSummary):
+        copy.snapshot_id = result.snapshot_id
+        copy.bytes_added, copy.files = result.bytes_added, result.files
+        copy.good = not dump_error
+        copy.error = dump_error
+    else:
+        copy.error = str(result)
+        copy.snapshot_id = getattr(result, "snapshot_id", "")
+    if copy.snapshot_id and not copy.good:
+        copy.removed = remove_snapshot(repository, copy.snapshot_id, log)
+    copy.save()
+    return copy
+
+
+def remove_snapshot(repository: Repository, snapshot_id: str, log: Log) -> bool:
+    """A snapshot of a failed dump must not look like a backup: forget it."""
+    try:
+        with_unlock_retry(
+            repository, lambda: restic.forget(repo_of(repository), [snapshot_id]), log
+        )
+    except restic.ResticError as e:
+        log(f"{repository.name}: could not remove the bad snapshot {snapshot_id[:8]}: {e}")
+        return False
+    log(f"{repository.name}: removed the snapshot {snapshot_id[:8]} of the failed dump")
+    return True
+
+
+def apply_retention(plan: Plan, repository: Repository, log: Log) -> str:
+    keep = restic.Retention(plan.keep_daily, plan.keep_weekly, plan.keep_monthly)
+    try:
+        removed = with_unlock_retry(
+            repository, lambda: restic.forget_policy(repo_of(repository), [plan.tag], keep), log
+        )
+    except restic.ResticError as e:
+        return f"{repository.name}: retention failed: {e}"
+    log(f"{repository.name}: retention removed {len(removed)} old snapshot(s)")
+    return ""
+
+
+def reachable_copies(plan: Plan, run: BackupRun, log: Log) -> tuple[list[Repository], list[str]]:
+    ready, errors = [], []
+    for repository in plan.copies.all():
+        try:
+            clear_stale_locks(repository, log)
+            ready.append(repository)
+        except restic.ResticError as e:
+            RunCopy.objects.create(run=run, repository=repository, error=str(e))
+            errors.append(f"{repository.name}: {e}")
+            log(f"{repository.name}: {e}")
+    return ready, errors
+
+
+def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
+    """Back `plan` up to every copy; the run ends succeeded only if every copy is good."""
+    run = BackupRun.objects.create(plan=plan, job=job)
+    started = time.monotonic()
+    errors: list[str] = []
+    try:
+        copies, errors = reachable_copies(plan, run, log)
+        if copies:
+            errors += backup_into(plan, run, copies, log)
+        if not plan.copies.exists():
+            errors.append("the plan has no copies; add a repository to it")
+    except (DumpFailed, OSError, psycopg.Error, restic.ResticError) as e:
+        errors.append(str(e).strip() or type(e).__name__)
+    run.seconds = time.monotonic() - started
+    run.finished_at = timezone.now()
+    run.state = Outcome.FAILED if errors else Outcome.SUCCEEDED
+    run.error = "; ".join(errors)
+    run.save()
+    return run
+
+
+def backup_into(plan: Plan, run: BackupRun, copies: list[Repository], log: Log) -> list[str]:
+    tags = tags_for(plan, run)
+    out = BACKUP_BY_KIND[plan.source.kind](plan, copies, tags, log)
+    run.contents = out.contents
+    errors = [out.dump_error] if out.dump_error else []
+    for repository in copies:
+        result = out.results[repository.pk]
+        copy = record_copy(run, repository, result, out.dump_error, log)
+        if not isinstance(result, restic.BackupSummary):
+            errors.append(f"{repository.name}: {result}")
+            continue
+        run.bytes_processed = max(run.bytes_processed, result.bytes_processed)
+        log(
+            f"{repository.name}: snapshot {copy.snapshot_id[:8]}, "
+            f"{result.bytes_processed} bytes read, {result.bytes_added} added"
+        )
+        if copy.good and (problem := apply_retention(plan, repository, log)):
+            errors.append(problem)
+    return errors

@@ -1,0 +1,145 @@
+"""What the rest of onwatch calls: repositories, sources and plans, and where copies sit."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from django.db import transaction
+
+from onwatch.backups import restic
+from onwatch.backups.conf import restic_cache
+from onwatch.backups.models import Plan, Repository, RunCopy, Source, SourceKind
+from onwatch.core.models import Organization, Schedule
+
+LOOPBACK = {"", "localhost", "::1", "[::1]"}
+
+
+def this_machine(host: str) -> bool:
+    return host.lower() in LOOPBACK or host.startswith("127.")
+
+
+WEEKLY_DRILL = "0 4 * * 0"
+
+
+def repo_of(repository: Repository) -> restic.Repo:
+    return restic.Repo(repository.url, repository.password, restic_cache())
+
+
+def host_of_url(url: str) -> str:
+    """The machine a restic repository URL points at; "" for this machine."""
+    scheme, _, rest = url.partition(":")
+    if scheme == "sftp":
+        # sftp:user@host:/path or sftp://user@host:port/path
+        tail = rest.removeprefix("//")
+        host = tail.split("@", 1)[-1].split(":", 1)[0].split("/", 1)[0]
+    elif scheme in ("rest", "s3") and "://" in rest:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(rest).hostname or ""
+    elif scheme in ("s3", "swift", "b2", "azure", "gs", "rclone"):
+        host = rest.split("/", 1)[0]
+    else:
+        host = ""  # a local path
+    return "" if this_machine(host) else host.lower()
+
+
+def source_host(source: Source) -> str:
+    if source.kind == SourceKind.POSTGRESQL:
+        return "" if this_machine(source.host) else source.host.lower()
+    return ""
+
+
+def is_offsite(repository: Repository, source: Source) -> bool:
+    """Offsite means another provider and another machine than the source's."""
+    same_provider = bool(source.provider) and repository.provider.lower() == source.provider.lower()
+    return not same_provider and repository.host != source_host(source)
+
+
+def offsite_copies(plan: Plan) -> list[Repository]:
+    return [r for r in plan.copies.all() if is_offsite(r, plan.source)]
+
+
+def not_offsite(plan: Plan) -> bool:
+    return not offsite_copies(plan)
+
+
+def drill_repository(plan: Plan) -> Repository | None:
+    """Drills restore from the copy the plan names, else the first offsite one, else the
+    first copy."""
+    if plan.drill_from_id and plan.copies.filter(pk=plan.drill_from_id).exists():
+        return plan.drill_from
+    offsite = offsite_copies(plan)
+    return offsite[0] if offsite else plan.copies.first()
+
+
+def newest_good_copy(plan: Plan, repository: Repository) -> RunCopy | None:
+    return (
+        RunCopy.objects.filter(run__plan=plan, repository=repository, good=True)
+        .select_related("run")
+        .order_by("-finished_at", "-id")
+        .first()
+    )
+
+
+def add_repository(
+    org: Organization,
+    name: str,
+    url: str,
+    provider: str,
+    location: str = "",
+    password: str | None = None,
+    initialise: bool = True,
+) -> Repository:
+    """A new repository with a password onwatch generates (unless one is given for an
+    existing repository), initialised by restic."""
+    repository = Repository(
+        org=org,
+        name=name,
+        url=url.strip(),
+        shown_url=restic.redact(url.strip()),
+        host=host_of_url(url.strip()),
+        password=password or secrets.token_urlsafe(32),
+        provider=provider,
+        location=location,
+    )
+    if initialise:
+        restic.init(repo_of(repository))
+    repository.save()
+    return repository
+
+
+def add_source(org: Organization, name: str, kind: str, **fields: Any) -> Source:
+    return Source.objects.create(org=org, name=name, kind=kind, **fields)
+
+
+def add_plan(
+    source: Source,
+    name: str,
+    copies: list[Repository],
+    cron: str = "0 3 * * *",
+    tz: str = "UTC",
+    drill_cron: str = WEEKLY_DRILL,
+    **fields: Any,
+) -> Plan:
+    with transaction.atomic():
+        plan = Plan.objects.create(org=source.org, source=source, name=name, **fields)
+        plan.copies.set(copies)
+        plan.schedule = Schedule.objects.create(
+            org=source.org,
+            name=f"Backup {name}",
+            kind="backups.run",
+            payload={"plan": plan.pk},
+            cron=cron,
+            tz=tz,
+        )
+        plan.drill_schedule = Schedule.objects.create(
+            org=source.org,
+            name=f"Restore drill {name}",
+            kind="backups.drill",
+            payload={"plan": plan.pk},
+            cron=drill_cron,
+            tz=tz,
+        )
+        plan.save(update_fields=["schedule", "drill_schedule"])
+    return plan

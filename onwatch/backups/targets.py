@@ -1,0 +1,93 @@
+"""Restoring a snapshot into a target: a PostgreSQL database, a SQLite file or a directory.
+Used by drills (scratch targets) and by real restores (targets people choose)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from onwatch.backups import files, pg, restic
+
+
+class RestoreFailed(Exception):
+    """The target would not take the restore; the message is for people."""
+
+
+@dataclass(frozen=True)
+class Timings:
+    fetch: float  # until the last byte left the repository
+    restore: float  # until the target held everything
+
+
+def describe_exit(code: int) -> str:
+    return f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+
+
+def to_postgresql(
+    repo: restic.Repo, snap: restic.Snapshot, server: pg.Server, database: str
+) -> Timings:
+    """Stream `restic dump` into pg_restore, as `restic dump … | pg_restore` would."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as err:
+        dump = restic.start_dump(repo, snap.id, snap.paths[0], stdout=subprocess.PIPE)
+        assert dump.proc.stdout is not None
+        loader = subprocess.Popen(
+            pg.restore_command(server, database),
+            stdin=dump.proc.stdout,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=server.tool_env(),
+        )
+        dump.proc.stdout.close()
+        try:
+            restic.finish(dump)
+        except restic.ResticError:
+            loader.kill()
+            loader.wait()
+            raise
+        fetched = time.monotonic()
+        code = loader.wait()
+        err.seek(0)
+        lines = err.read().strip().splitlines()
+    if code != 0:
+        raise RestoreFailed(f"pg_restore {describe_exit(code)} ({lines[-1] if lines else ''})")
+    return Timings(fetched - started, time.monotonic() - fetched)
+
+
+def to_sqlite(repo: restic.Repo, snap: restic.Snapshot, target: Path) -> Timings:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="onwatch-fetch-") as tmp:
+        download = Path(tmp) / "download.sqlite3"
+        with download.open("wb") as f:
+            restic.finish(restic.start_dump(repo, snap.id, snap.paths[0], stdout=f))
+        fetched = time.monotonic()
+        try:
+            files.sqlite_copy(download, target)
+        except sqlite3.DatabaseError as e:
+            raise RestoreFailed(f"the restored file is not a usable SQLite database ({e})") from e
+    return Timings(fetched - started, time.monotonic() - fetched)
+
+
+def to_directory(repo: restic.Repo, snap: restic.Snapshot, target: Path) -> Timings:
+    """The snapshot's directory becomes `target` itself (restic 0.14 restores full paths,
+    so it goes to a staging directory beside the target first)."""
+    started = time.monotonic()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".onwatch-restore-", dir=target.parent))
+    try:
+        restic.restore(repo, snap.id, staging)
+        restored = staging / snap.paths[0].lstrip("/")
+        if not restored.is_dir():
+            raise RestoreFailed(f"the snapshot held no directory {snap.paths[0]}")
+        if target.exists():
+            target.rmdir()  # callers pass a missing or empty target
+        restored.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    # restic restore fetches and writes in one go; it is all counted as restore time.
+    return Timings(0.0, time.monotonic() - started)

@@ -1,0 +1,42 @@
+"""Job handlers: a backup run and a restore drill are durable jobs; a failed one fails
+its job, and the job failure path raises the alert."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from onwatch.backups.drills import run_drill
+from onwatch.backups.models import Outcome, Plan
+from onwatch.backups.runs import run_backup
+from onwatch.core.jobs import JobContext, JobFailed, handler
+
+
+def plan_of(ctx: JobContext) -> Plan:
+    plan = Plan.objects.select_related("source").filter(pk=ctx.job.payload.get("plan")).first()
+    if plan is None:
+        raise JobFailed("the backup plan was removed; nothing to do")
+    return plan
+
+
+@handler("backups.run")
+def backup(ctx: JobContext) -> dict[str, Any]:
+    plan = plan_of(ctx)
+    ctx.log(f"backing up {plan.source.name} ({plan.source.kind}) for plan {plan.name}")
+    run = run_backup(plan, ctx.log, job=ctx.job)
+    if run.state != Outcome.SUCCEEDED:
+        raise JobFailed(f"Backup of {plan.name} failed: {run.error}")
+    ctx.log(f"done in {run.seconds:.1f} s")
+    return {"run": run.pk, "snapshots": list(run.copies.values_list("snapshot_id", flat=True))}
+
+
+@handler("backups.drill")
+def drill(ctx: JobContext) -> dict[str, Any]:
+    plan = plan_of(ctx)
+    ctx.log(f"restore drill of {plan.name}")
+    d = run_drill(plan, ctx.log, job=ctx.job)
+    for c in d.checks:
+        ctx.log(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['detail']}")
+    if d.state != Outcome.SUCCEEDED:
+        raise JobFailed(f"Restore drill of {plan.name} failed: {d.error}")
+    ctx.log(f"restorable: RTO {d.rto_seconds:.1f} s (target {plan.rto_minutes} min)")
+    return {"drill": d.pk, "rto_seconds": d.rto_seconds}

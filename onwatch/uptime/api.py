@@ -1,0 +1,239 @@
+"""Monitors in the JSON API: list with filters, read, create, change, pause, resume, remove.
+
+The checks are those of YAML import (configio.py): kind-specific settings through
+specs.validate, names unique in the organization, no circular dependencies.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from ninja import Field, Query, Router, Schema, Status
+from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticError
+
+from onwatch.alerts.models import EscalationPolicy
+from onwatch.api import ERRORS, MAX_ID, MAX_LIMIT, Id, Text, not_found, operation, org_of
+from onwatch.api import unprocessable as refuse
+from onwatch.core import audit
+from onwatch.uptime import configio
+from onwatch.uptime.configio import MonitorFields, Refusal
+from onwatch.uptime.models import Kind, Monitor
+
+monitors = Router()
+
+KindName = Literal["http", "tcp", "dns", "tls", "heartbeat"]
+StateName = Literal["pending", "up", "down", "paused"]
+LISTING = "/api/v1/monitors/"
+
+
+class MonitorOut(Schema):
+    id: int
+    name: str
+    kind: str
+    config: dict[str, Any]
+    enabled: bool
+    interval: int
+    retry_interval: int
+    timeout: int
+    confirmations: int
+    slug: str
+    policy_id: int | None
+    parent_id: int | None
+    state: str
+    state_since: datetime
+    last_checked_at: datetime | None
+    last_latency_ms: int | None
+    last_error: str
+    ping_url: str | None = Field(description="Where a heartbeat is pinged; null for checks")
+
+
+class MonitorList(Schema):
+    monitors: list[MonitorOut]
+
+
+class MonitorIn(MonitorFields):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "shop", "kind": "http", "config": {"url": "https://shop.example.com/"}},
+                {"name": "db", "kind": "tcp", "config": {"host": "db.internal", "port": 5432}},
+                {"name": "nightly backup", "kind": "heartbeat", "config": {"period": 86400}},
+            ]
+        }
+    )
+
+    policy_id: Id | None = None
+    parent_id: Id | None = None
+
+
+class MonitorPatch(BaseModel):
+    """Only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text | None = Field(default=None, min_length=1, max_length=100)
+    kind: KindName | None = None
+    config: configio.Config | None = None
+    enabled: bool | None = None
+    interval: int | None = None
+    retry_interval: int | None = None
+    timeout: int | None = None
+    confirmations: int | None = None
+    slug: Text | None = Field(default=None, max_length=100)
+    policy_id: Id | None = None
+    parent_id: Id | None = None
+
+
+class MonitorFilters(Schema):
+    kind: KindName | None = None
+    state: StateName | None = None
+    enabled: bool | None = None
+    q: Text | None = Field(default=None, max_length=100, description="part of the name")
+    limit: int = Field(default=100, ge=1, le=MAX_LIMIT)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+def out(m: Monitor) -> dict[str, Any]:
+    ping_url = None
+    if m.kind == Kind.HEARTBEAT:
+        ping_url = settings.SITE_ROOT + reverse("ping", kwargs={"code": str(m.ping_id)})
+    fields = MonitorOut.model_fields.keys() - {"ping_url"}
+    return {name: getattr(m, name) for name in fields} | {"ping_url": ping_url}
+
+
+def find(request: HttpRequest, pk: int) -> Monitor:
+    found = None
+    if 1 <= pk <= MAX_ID:
+        found = Monitor.objects.filter(org=org_of(request), pk=pk).first()
+    if found is None:
+        raise not_found("monitor", pk, LISTING)
+    return found
+
+
+def _policy(request: HttpRequest, pk: int | None) -> EscalationPolicy | None:
+    if pk is None:
+        return None
+    found = EscalationPolicy.objects.filter(org=org_of(request), pk=pk).first()
+    if found is None:
+        raise refuse(f"No escalation policy {pk} in this organization; see /api/v1/policies/")
+    return found
+
+
+def _parent(request: HttpRequest, pk: int | None) -> Monitor | None:
+    if pk is None:
+        return None
+    found = Monitor.objects.filter(org=org_of(request), pk=pk).first()
+    if found is None:
+        raise refuse(f"No monitor {pk} in this organization to depend on")
+    return found
+
+
+def _settled(
+    request: HttpRequest, fields: MonitorFields, monitor: Monitor | None, refs: MonitorIn
+) -> dict[str, Any]:
+    try:
+        return configio.settle(
+            org_of(request),
+            fields,
+            monitor,
+            _policy(request, refs.policy_id),
+            _parent(request, refs.parent_id),
+        )
+    except Refusal as e:
+        raise refuse(str(e)) from None
+
+
+@operation(monitors, "GET", "", "monitors:read", response={200: MonitorList, **ERRORS})
+def monitor_list(request: HttpRequest, filters: Query[MonitorFilters]) -> dict[str, Any]:
+    """The organization's monitors by name; filter by kind, state, enabled or a part of
+    the name, page with limit and offset."""
+    rows: QuerySet[Monitor] = Monitor.objects.filter(org=org_of(request))
+    if filters.kind:
+        rows = rows.filter(kind=filters.kind)
+    if filters.state:
+        rows = rows.filter(state=filters.state)
+    if filters.enabled is not None:
+        rows = rows.filter(enabled=filters.enabled)
+    if filters.q:
+        rows = rows.filter(name__icontains=filters.q)
+    page = rows.order_by("name", "id")[filters.offset : filters.offset + filters.limit]
+    return {"monitors": [out(m) for m in page]}
+
+
+@operation(monitors, "POST", "", "monitors:write", response={201: MonitorOut, **ERRORS})
+def monitor_create(request: HttpRequest, body: MonitorIn) -> Status[dict[str, Any]]:
+    """Add a monitor. `config` holds the kind's own settings (url, host, port, period...)."""
+    values = _settled(request, body, None, body)
+    monitor = configio.create(org_of(request), values, timezone.now())
+    audit.record("monitor-added", request=request, target=monitor.name, kind=monitor.kind)
+    return Status(201, out(monitor))
+
+
+@operation(monitors, "GET", "{monitor_id}/", "monitors:read", response={200: MonitorOut, **ERRORS})
+def monitor_get(request: HttpRequest, monitor_id: int) -> dict[str, Any]:
+    return out(find(request, monitor_id))
+
+
+@operation(
+    monitors, "PATCH", "{monitor_id}/", "monitors:write", response={200: MonitorOut, **ERRORS}
+)
+def monitor_update(request: HttpRequest, monitor_id: int, body: MonitorPatch) -> dict[str, Any]:
+    """Change the fields given; the others keep their values."""
+    monitor = find(request, monitor_id)
+    given = body.model_dump(exclude_unset=True)
+    own = {name: value for name, value in given.items() if name in MonitorFields.model_fields}
+    current = {name: getattr(monitor, name) for name in MonitorFields.model_fields}
+    refs = {"policy_id": monitor.policy_id, "parent_id": monitor.parent_id}
+    try:
+        fields = MonitorFields.model_validate(current | own)
+        wanted = MonitorIn.model_validate(fields.model_dump() | refs | given)
+    except PydanticError as e:
+        raise refuse(configio.sentence(e.errors()[0])[1]) from None
+    changed = configio.update(monitor, _settled(request, fields, monitor, wanted), timezone.now())
+    if changed:
+        audit.record("monitor-changed", request=request, target=monitor.name, fields=changed)
+    return out(monitor)
+
+
+@operation(monitors, "DELETE", "{monitor_id}/", "monitors:write", response={204: None, **ERRORS})
+def monitor_delete(request: HttpRequest, monitor_id: int) -> Status[None]:
+    """Remove a monitor with its history."""
+    monitor = find(request, monitor_id)
+    name = monitor.name
+    configio.close_incident(monitor, request.user.get_username(), f"{name} was removed.")
+    monitor.delete()
+    audit.record("monitor-removed", request=request, target=name, id=monitor_id)
+    return Status(204, None)
+
+
+def _set_enabled(request: HttpRequest, monitor_id: int, enabled: bool) -> dict[str, Any]:
+    monitor = find(request, monitor_id)
+    who = request.user.get_username()
+    if configio.set_enabled(monitor, enabled, timezone.now(), actor=who):
+        action = "monitor-resumed" if enabled else "monitor-paused"
+        audit.record(action, request=request, target=monitor.name, id=monitor_id)
+    return out(monitor)
+
+
+@operation(
+    monitors, "POST", "{monitor_id}/pause/", "monitors:write", response={200: MonitorOut, **ERRORS}
+)
+def monitor_pause(request: HttpRequest, monitor_id: int) -> dict[str, Any]:
+    """Stop checking (or expecting pings); its open incident, if any, is resolved.
+    Pausing twice is harmless."""
+    return _set_enabled(request, monitor_id, False)
+
+
+@operation(
+    monitors, "POST", "{monitor_id}/resume/", "monitors:write", response={200: MonitorOut, **ERRORS}
+)
+def monitor_resume(request: HttpRequest, monitor_id: int) -> dict[str, Any]:
+    """Check again from now on; a heartbeat waits for its next ping."""
+    return _set_enabled(request, monitor_id, True)

@@ -1,0 +1,141 @@
+"""Forms for status pages: the page itself, and one row per monitor shown on it."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from onwatch.core.models import Organization
+from onwatch.uptime.models import Monitor, StatusPage, StatusPageItem
+
+# Blank rows offered under the chosen monitors: the page works without JavaScript, so
+# there is no "add a row" button; saving offers new blank rows.
+SPARE_ROWS = 3
+
+
+class StatusPageForm(forms.Form):
+    title = forms.CharField(max_length=100, help_text="Shown at the top of the public page.")
+    slug = forms.SlugField(
+        label="Address",
+        max_length=60,
+        help_text="The page is public at /status/<address>/: letters, digits, - and _.",
+    )
+    intro = forms.CharField(
+        label="Introduction",
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Optional text under the title, e.g. where to write for help.",
+    )
+    show_incidents = forms.BooleanField(
+        label="Show the incident history (last 90 days)", required=False, initial=True
+    )
+
+    def __init__(self, *args: Any, page: StatusPage | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.page = page
+
+    def clean_slug(self) -> str:
+        slug: str = self.cleaned_data["slug"].lower()
+        taken = StatusPage.objects.filter(slug=slug)
+        if self.page is not None:
+            taken = taken.exclude(pk=self.page.pk)
+        if taken.exists():
+            # Addresses are unique across organizations: the URL carries no organization.
+            raise ValidationError("Another status page already uses this address; pick another.")
+        return slug
+
+
+class MonitorChoice(forms.ModelChoiceField):  # type: ignore[type-arg]
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj.name} ({obj.get_kind_display()})"
+
+
+class ItemForm(forms.Form):
+    monitor = MonitorChoice(queryset=Monitor.objects.none(), required=False)
+    label = forms.CharField(
+        label="Public name", max_length=100, required=False, help_text="What visitors see."
+    )
+    position = forms.IntegerField(label="Order", min_value=0, max_value=10000, required=False)
+
+    def __init__(self, *args: Any, org: Organization, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.fields["monitor"].queryset = Monitor.objects.filter(org=org)  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        label = data["label"] = (data.get("label") or "").strip()
+        if data.get("monitor") and not label:
+            self.add_error("label", "Give this monitor a public name; its own is never shown.")
+        elif label and not data.get("monitor") and "monitor" not in self.errors:
+            self.add_error("monitor", "Pick the monitor this public name is for.")
+        return data
+
+
+class BaseItemFormSet(forms.BaseFormSet):  # type: ignore[type-arg]
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        seen: set[int] = set()
+        for monitor, _ in self.rows():
+            if monitor.pk in seen:
+                raise ValidationError(f"{monitor.name} is listed twice; show each monitor once.")
+            seen.add(monitor.pk)
+        if not seen:
+            raise ValidationError("Pick at least one monitor to show on the page.")
+
+    def rows(self) -> list[tuple[Monitor, str]]:
+        """Filled rows as (monitor, label) in display order: by the order given, rows
+        without one after those with one, each in the order they were listed. Rows
+        without a monitor are dropped (that is how one is removed)."""
+        filled = [
+            (f.cleaned_data.get("position"), n, f.cleaned_data["monitor"], f.cleaned_data["label"])
+            for n, f in enumerate(self.forms)
+            if f.cleaned_data.get("monitor")
+        ]
+        filled.sort(key=lambda row: (row[0] is None, row[0] or 0, row[1]))
+        return [(monitor, label) for _, _, monitor, label in filled]
+
+
+ItemFormSet = forms.formset_factory(ItemForm, formset=BaseItemFormSet, extra=SPARE_ROWS)
+
+
+def item_formset(data: Any, org: Organization, page: StatusPage | None) -> BaseItemFormSet:
+    initial = []
+    # Only to show the form: bound rows compared with their initial values would count as
+    # unchanged, and Django leaves unchanged extra rows out of cleaned_data.
+    if page is not None and data is None:
+        for n, item in enumerate(page.items.select_related("monitor"), start=1):
+            initial.append({"monitor": item.monitor, "label": item.label, "position": n})
+    formset = ItemFormSet(data, initial=initial, prefix="items", form_kwargs={"org": org})
+    return cast(BaseItemFormSet, formset)
+
+
+@transaction.atomic
+def save_page(
+    org: Organization, page: StatusPage | None, form: StatusPageForm, items: BaseItemFormSet
+) -> StatusPage:
+    data = form.cleaned_data
+    if page is None:
+        page = StatusPage(org=org)
+    page.title, page.slug, page.intro = data["title"], data["slug"], data["intro"]
+    page.show_incidents = data["show_incidents"]
+    page.save()
+    # Items are updated in place, not replaced: their ids are in badge URLs people have
+    # embedded elsewhere, which must keep working after an edit.
+    existing = {i.monitor_id: i for i in page.items.all()}
+    rows = items.rows()
+    page.items.exclude(monitor__in=[m for m, _ in rows]).delete()
+    for position, (monitor, label) in enumerate(rows):
+        item = existing.get(monitor.pk) or StatusPageItem(page=page, monitor=monitor)
+        item.label, item.position = label, position
+        item.save()
+    return page
+
+
+def describe_items(page: StatusPage) -> list[str]:
+    """One line per item, public name and the monitor behind it: for the audit log."""
+    return [f"{i.label} = {i.monitor.name}" for i in page.items.select_related("monitor")]

@@ -1,0 +1,175 @@
+"""Real components for the backup tests (no tests here): throwaway PostgreSQL source
+databases on the test server, SQLite files and directories, local restic repositories and
+a REST repository served by `rclone serve restic`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from onwatch.alerts.models import Delivery
+from onwatch.alerts.services import add_channel
+from onwatch.backups import services
+from onwatch.backups.models import Plan, Repository, Source, SourceKind
+from onwatch.core.models import Organization
+from tests.procs import free_port
+
+# The PostgreSQL server for sources and scratch databases (not onwatch's own database).
+PG_SERVER = os.environ.get(
+    "ONWATCH_TEST_PG_SERVER", "postgresql://onwatch@127.0.0.1:55432/postgres"
+)
+RCLONE = str(Path(sys.executable).parent / "rclone")
+
+
+def pg_parts() -> tuple[str, int, str]:
+    u = urlsplit(PG_SERVER)
+    return u.hostname or "127.0.0.1", u.port or 5432, u.username or "postgres"
+
+
+def admin() -> psycopg.Connection:
+    return psycopg.connect(PG_SERVER, autocommit=True)
+
+
+@dataclass
+class PgSource:
+    name: str
+
+    def connect(self) -> psycopg.Connection:
+        host, port, user = pg_parts()
+        return psycopg.connect(host=host, port=port, user=user, dbname=self.name, autocommit=True)
+
+
+@pytest.fixture
+def pg_db() -> Iterator[PgSource]:
+    """A source database with two tables: customers (3 rows) and orders (250)."""
+    name = f"bk_src_{secrets.token_hex(5)}"
+    with admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    src = PgSource(name)
+    try:
+        with src.connect() as c:
+            c.execute("CREATE TABLE customers (id int primary key, name text)")
+            c.execute("INSERT INTO customers VALUES (1, 'ada'), (2, 'bob'), (3, 'cy')")
+            c.execute("CREATE TABLE orders (id serial primary key, customer int, total numeric)")
+            c.execute(
+                "INSERT INTO orders (customer, total) "
+                "SELECT g % 3 + 1, g FROM generate_series(1, 250) g"
+            )
+        yield src
+    finally:
+        with admin() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def scratch_databases() -> set[str]:
+    with admin() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'onwatch_drill_%'")
+        return {r[0] for r in rows}
+
+
+def pg_source(org: Organization, db: PgSource, **fields: object) -> Source:
+    host, port, user = pg_parts()
+    return services.add_source(
+        org,
+        "shop db",
+        SourceKind.POSTGRESQL,
+        host=host,
+        port=port,
+        database=db.name,
+        username=user,
+        provider="hetzner",
+        **fields,
+    )
+
+
+def sqlite_file(path: Path) -> Path:
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE notes (id integer primary key, body text)")
+        db.executemany("INSERT INTO notes (body) VALUES (?)", [(f"note {i}",) for i in range(40)])
+        db.execute("CREATE TABLE tags (name text)")
+        db.execute("INSERT INTO tags VALUES ('a'), ('b')")
+        db.commit()
+    return path
+
+
+def directory(path: Path) -> Path:
+    (path / "sub" / "deeper").mkdir(parents=True)
+    for i in range(12):
+        (path / ("sub" if i % 2 else "") / f"file{i}.txt").write_text(f"contents {i}\n" * (i + 1))
+    (path / "sub" / "deeper" / "blob.bin").write_bytes(os.urandom(20000))
+    return path
+
+
+def local_repo(
+    org: Organization, path: Path, name: str = "local", provider: str = "hetzner"
+) -> Repository:
+    return services.add_repository(org, name, str(path), provider=provider, location="fsn1")
+
+
+def plan_for(source: Source, copies: list[Repository], **fields: object) -> Plan:
+    return services.add_plan(source, "nightly", copies, **fields)
+
+
+class RestServer:
+    """`rclone serve restic` on a free loopback port, started and stopped by the test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rest:http://127.0.0.1:{self.port}/"
+
+    def __enter__(self) -> RestServer:
+        self.proc = subprocess.Popen(
+            [RCLONE, "serve", "restic", str(self.root), f"--addr=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "RCLONE_CONFIG": "/dev/null"},
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise AssertionError("rclone serve restic did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def rest_server(tmp_path: Path) -> Iterator[RestServer]:
+    with RestServer(tmp_path / "rest-root") as server:
+        yield server
+
+
+@pytest.fixture
+def channel(org: Organization) -> object:
+    """A channel, so alerts become deliveries that tests can see."""
+    return add_channel(org, "ops", "json://127.0.0.1:9/hook")
+
+
+def alerts_titled(text: str) -> list[Delivery]:
+    return [d for d in Delivery.objects.all() if text in d.title or text in d.body]

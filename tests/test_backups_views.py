@@ -1,0 +1,74 @@
+"""The Backups pages: per plan the last backup, last proven restorable, RPO and RTO."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from onwatch.alerts.models import Delivery
+from onwatch.backups import rpo, services
+from onwatch.backups.drills import run_drill
+from onwatch.backups.models import Plan, SourceKind
+from onwatch.backups.runs import run_backup
+from onwatch.core.models import Organization
+from tests.fixtures import signed_in
+from tests.test_backups_support import channel, directory, local_repo
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
+__all__ = ["channel"]
+
+
+def dir_plan(org: Organization, tmp_path: Path) -> Plan:
+    source = services.add_source(
+        org, "uploads", SourceKind.DIRECTORY, path=str(directory(tmp_path / "up"))
+    )
+    return services.add_plan(source, "uploads nightly", [local_repo(org, tmp_path / "repo")])
+
+
+def test_the_list_shows_runs_drills_and_the_not_offsite_flag(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    plan = dir_plan(org, tmp_path)
+    client = signed_in(members["viewer"])
+    before = client.get(reverse("backups")).content.decode()
+    assert "uploads nightly" in before and "never" in before and "not offsite" in before
+    run_backup(plan, print)
+    drill = run_drill(plan, print)
+    assert drill.verified
+    page = client.get(reverse("backups")).content.decode()
+    assert f"{drill.started_at:%Y-%m-%d %H:%M}" in page
+    assert f"{drill.rto_seconds:.1f} s" in page
+    detail = client.get(reverse("backup_plan", args=[plan.pk])).content.decode()
+    assert "Not offsite" in detail and "Restore drills" in detail
+    assert drill.snapshot_id[:8] in detail
+
+
+def test_another_organizations_plan_is_not_found(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    other = Organization.objects.create(name="Other")
+    plan = dir_plan(other, tmp_path)
+    r = signed_in(members["owner"]).get(reverse("backup_plan", args=[plan.pk]))
+    assert r.status_code == 404
+
+
+@pytest.mark.usefixtures("channel")
+def test_an_rpo_breach_alerts_once_and_a_good_backup_clears_it(
+    org: Organization, tmp_path: Path
+) -> None:
+    plan = dir_plan(org, tmp_path)
+    later = timezone.now() + timedelta(minutes=plan.rpo_minutes + 5)
+    assert rpo.check_all(later) == 1
+    assert rpo.check_all(later) == 0  # one alert per breach
+    [alert] = Delivery.objects.filter(title__contains="older than the RPO target")
+    assert alert.org == org
+    run_backup(plan, print)
+    assert rpo.rpo_now(plan) < timedelta(minutes=5)
+    assert rpo.check_all(timezone.now()) == 0
+    plan.refresh_from_db()
+    assert plan.rpo_alerted_at is None

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from onwatch.alerts.models import EscalationPolicy, Incident, IncidentState
+from onwatch.core.models import Organization
+from onwatch.uptime.models import Kind, Monitor, State
+from onwatch.uptime.state import Outcome, apply
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+pytestmark = pytest.mark.django_db
+
+
+def make_monitor(org: Organization, **kw: object) -> Monitor:
+    return Monitor.objects.create(
+        org=org, name="shop", kind=Kind.HTTP, config={"url": "http://127.0.0.1:9/"}, **kw
+    )
+
+
+def test_it_goes_down_only_after_the_confirmations_and_retries_sooner(org: Organization) -> None:
+    m = make_monitor(org, confirmations=3, interval=60, retry_interval=20)
+    apply(m, Outcome(ok=True, latency_ms=12), T0)
+    assert (m.state, m.next_check_at) == (State.UP, T0 + timedelta(seconds=60))
+    assert apply(m, Outcome(ok=False, error="refused"), T0) is None
+    assert (m.state, m.failures, m.next_check_at) == (State.UP, 1, T0 + timedelta(seconds=20))
+    apply(m, Outcome(ok=False, error="refused"), T0)
+    change = apply(m, Outcome(ok=False, error="refused", status_code=502), T0)
+    assert change is not None and (change.old, change.new) == (State.UP, State.DOWN)
+    assert change.evidence["error"] == "refused" and change.evidence["status"] == 502
+    assert Incident.objects.get().state == IncidentState.OPEN
+
+
+def test_one_success_brings_it_up_and_resolves_the_incident(org: Organization) -> None:
+    m = make_monitor(org, confirmations=1)
+    apply(m, Outcome(ok=False, error="timeout"), T0)
+    assert m.state == State.DOWN
+    change = apply(m, Outcome(ok=True, latency_ms=30), T0 + timedelta(minutes=5))
+    assert change is not None and change.new == State.UP
+    assert Incident.objects.get().state == IncidentState.RESOLVED
+
+
+def test_the_monitors_escalation_policy_governs_its_incident(org: Organization) -> None:
+    policy = EscalationPolicy.objects.create(org=org, name="office hours")
+    m = make_monitor(org, confirmations=1, policy=policy)
+    apply(m, Outcome(ok=False, error="down"), T0)
+    assert Incident.objects.get().policy == policy
