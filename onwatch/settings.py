@@ -215,6 +215,8 @@ SCHEDULER_TICK_SECONDS = env_int("ONWATCH_SCHEDULER_TICK_SECONDS", 5, minimum=1)
 # that dies lets its leases run out and another one takes its monitors over.
 PROBER_LEASE_SECONDS = env_int("ONWATCH_PROBER_LEASE_SECONDS", 30, minimum=3)
 PROBER_CONCURRENCY = env_int("ONWATCH_PROBER_CONCURRENCY", 500, minimum=1, maximum=10000)
+# Monitors one prober holds claimed at once: past this, the rest is left to other probers.
+PROBER_BACKLOG = env_int("ONWATCH_PROBER_BACKLOG", 2000, minimum=10)
 API_TOKEN_DEFAULT_DAYS = env_int("ONWATCH_API_TOKEN_DAYS", 90, minimum=1, maximum=3650)
 
 LOGGING = {

@@ -13,9 +13,7 @@ from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.internal.auth import (
     SECRET_SESSION_KEY,
     TOTP,
-    format_hotp_value,
     generate_totp_secret,
-    hotp_value,
 )
 from django.conf import settings
 from django.contrib.sessions.models import Session
@@ -27,15 +25,11 @@ from onwatch.accounts.middleware import SIGNED_IN_AT
 from onwatch.core.models import AuditEntry
 from onwatch.core.roles import Role
 from tests.fixtures import PASSWORD, make_member, make_org
+from tests.totp import totp_now
 
 pytestmark = pytest.mark.django_db
 
 LOGIN = "/accounts/login/"
-
-
-def totp_now(secret: str) -> str:
-    code: str = format_hotp_value(hotp_value(secret, int(time.time()) // 30))
-    return code
 
 
 def enrolled(role: str = Role.OWNER, staff: bool = False) -> tuple[Any, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
 from allauth.mfa.totp.internal.auth import (
     SECRET_SESSION_KEY,
     TOTP,
-    format_hotp_value,
     generate_totp_secret,
-    hotp_value,
 )
 from django.conf import settings
 from django.db import connection
@@ -31,15 +28,11 @@ from onwatch.core.keys import rotate
 from onwatch.core.models import Organization
 from onwatch.core.roles import Role
 from tests.fixtures import PASSWORD, make_member, make_org
+from tests.totp import totp_now
 
 pytestmark = pytest.mark.django_db
 
 ENROL = "/accounts/2fa/totp/activate/"
-
-
-def totp_now(secret: str) -> str:
-    code: str = format_hotp_value(hotp_value(secret, int(time.time()) // 30))
-    return code
 
 
 def wrong_code(secret: str) -> str:

@@ -69,3 +69,22 @@ def test_an_expired_lease_marks_the_job_interrupted() -> None:
     assert reaped.state == JobState.INTERRUPTED
     assert "dead-worker" in reaped.error
     assert reaped.alerted
+
+
+@pytest.mark.django_db
+def test_a_job_with_attempts_left_is_queued_again_when_its_worker_dies() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    jobs.enqueue("tests.ok", max_attempts=3)
+    claimed = jobs.claim("dead-worker", ["tests.ok"])
+    assert claimed is not None
+    Job.objects.filter(pk=claimed.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    [reaped] = jobs.reap_expired()
+    assert reaped.state == JobState.QUEUED and reaped.attempts == 1
+    assert "dead-worker" in reaped.error and "trying again" in reaped.log
+    assert not reaped.alerted and reaped.run_after > timezone.now()
+    Job.objects.filter(pk=reaped.pk).update(run_after=timezone.now())
+    [done] = jobs.run_pending(kinds=["tests.ok"])
+    assert (done.pk, done.state, done.attempts) == (reaped.pk, JobState.SUCCEEDED, 2)

@@ -210,12 +210,28 @@ def run(job: Job, worker: str) -> Job:
 
 
 def reap_expired() -> list[Job]:
-    """Mark running jobs whose lease has run out as interrupted, and alert on each."""
+    """Running jobs whose lease has run out lost their worker: queue them again if they
+    have attempts left (a delivery, say), else mark them interrupted and alert."""
     now = timezone.now()
     reaped = []
     expired = Job.objects.filter(state=JobState.RUNNING, lease_until__lt=now)
     for job in expired:
-        n = Job.objects.filter(pk=job.pk, state=JobState.RUNNING, lease_until__lt=now).update(
+        still = Job.objects.filter(pk=job.pk, state=JobState.RUNNING, lease_until__lt=now)
+        if job.attempts < job.max_attempts:
+            note = f"the worker {job.worker} stopped answering during attempt {job.attempts}"
+            if still.update(
+                state=JobState.QUEUED,
+                run_after=now + timedelta(seconds=backoff(job.attempts)),
+                lease_until=None,
+                worker="",
+                error=f"{note}; trying again",
+                log=f"{job.log}\n{note}; trying again".lstrip("\n"),
+            ):
+                log.warning("job %s requeued: worker %s is gone", job, job.worker)
+                job.refresh_from_db()
+                reaped.append(job)
+            continue
+        n = still.update(
             state=JobState.INTERRUPTED,
             finished_at=now,
             error=f"the worker {job.worker} stopped answering; the job did not finish",

@@ -69,6 +69,7 @@ class Tuning:
         base = {
             "concurrency": settings.PROBER_CONCURRENCY,
             "lease": float(settings.PROBER_LEASE_SECONDS),
+            "backlog": settings.PROBER_BACKLOG,
         }
         return cls(**{**base, **overrides})
 
