@@ -11,7 +11,10 @@ By default every ping opens a new connection, as a cron job's `curl` does. After
 stored pings are counted, so an "accepted" ping is one the database really holds.
 
 For scale, the same load is first fired at a do-nothing ASGI app under the same uvicorn
-(`noop`): the ceiling of the HTTP server alone on this machine at this moment.
+(`noop`): the ceiling of the HTTP server alone on this machine at this moment, and its CPU
+per answer beside the web process's CPU per ping (children included, if any). Success
+pings of heartbeats that are up take the hot path ahead of Django
+(onwatch/uptime/fastping.py); the warm-up pings that bring them up go through Django.
 """
 
 from __future__ import annotations
@@ -61,8 +64,14 @@ async def noop(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+    """CPU time of a process and its children (uvicorn's workers, if any)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 class Tally:
@@ -128,8 +137,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
 
 
-def baseline(args: argparse.Namespace) -> tuple[float, float]:
-    """Pings/s and p99 (ms) of the do-nothing app under the same server and load."""
+def baseline(args: argparse.Namespace) -> tuple[float, float, float]:
+    """Pings/s, p99 (ms) and server CPU per ping (µs) of the do-nothing app under the same
+    server and load."""
     port = free_port()
     server = subprocess.Popen(
         [
@@ -148,10 +158,13 @@ def baseline(args: argparse.Namespace) -> tuple[float, float]:
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/")
+        cpu_before = cpu_seconds(server.pid)
         started = time.monotonic()
         tally = asyncio.run(fire(port, ["x"], args.seconds, args.concurrency, args.keepalive))
-        rate = tally.statuses.get(200, 0) / (time.monotonic() - started)
-        return rate, percentile(tally.latencies, 0.99) * 1000
+        answered = tally.statuses.get(200, 0)
+        rate = answered / (time.monotonic() - started)
+        per_ping = (cpu_seconds(server.pid) - cpu_before) / max(answered, 1) * 1e6
+        return rate, percentile(tally.latencies, 0.99) * 1000, per_ping
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -164,7 +177,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--keepalive", action="store_true", help="reuse connections")
     args = parser.parse_args()
-    noop_rate, noop_p99 = baseline(args)
+    noop_rate, noop_p99, noop_cpu = baseline(args)
     with tempfile.TemporaryDirectory() as tmp, isolated(Path(tmp)) as env:
         ids = json.loads(django(SETUP.format(n=args.monitors), env, migrate=True))
         database = "PostgreSQL" if "DATABASE_URL" in env else "SQLite"
@@ -187,7 +200,10 @@ def main() -> None:
     p50, p99 = percentile(tally.latencies, 0.5) * 1000, percentile(tally.latencies, 0.99) * 1000
     mode = "keep-alive connections" if args.keepalive else "a new connection per ping"
     print(f"database: {database}; {args.monitors} heartbeats; {args.concurrency} clients, {mode}")
-    print(f"baseline (do-nothing ASGI app, same server): {noop_rate:.0f}/s, p99 {noop_p99:.1f} ms")
+    print(
+        f"baseline (do-nothing ASGI app, same server): {noop_rate:.0f}/s, p99 {noop_p99:.1f} ms, "
+        f"server CPU {noop_cpu:.0f} µs per answer"
+    )
     print(f"answers: {dict(sorted(tally.statuses.items()))}; connection errors: {tally.errors}")
     print(f"stored pings: {stored} (accepted {accepted}); heartbeats up: {up}")
     print(f"accepted: {rate:.0f} pings/s over {elapsed:.1f} s ({rate / noop_rate:.0%} of baseline)")

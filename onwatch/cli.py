@@ -87,7 +87,9 @@ def cmd_web(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,
         log_level="warning",
         server_header=False,
-        workers=int(os.environ.get("TMP_WEB_WORKERS", "1")),
+        # Access lines are INFO, never shown at this level, yet uvicorn formats one per
+        # request while a handler exists; off, that work goes too (it shows at ping rates).
+        access_log=False,
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Heartbeat pings ahead of Django: the hot path of ingest at thousands of pings a second.
+"""Heartbeat pings ahead of Django: the hot path of ingest, for thousands of pings a second.
 
 Through Django a ping costs some 7 ms of CPU (a thread hop, a new database connection,
 thirteen middleware, three ORM queries), which caps ingest near 150 pings/s. Here the
@@ -126,7 +126,8 @@ class Writer:
             if len(batch) == MAX_BATCH or self.jobs.empty():
                 return batch
             job = self.jobs.get()
-        self.jobs.put(None)  # end after this batch
+        if batch:
+            self.jobs.put(None)  # the end came mid-batch: write this one, then end
         return batch
 
     def write(self, batch: list[Job], again: bool = True) -> list[str]:
@@ -134,7 +135,8 @@ class Writer:
         connection: a dropped connection costs nothing, a bad ping only its own answer."""
         try:
             with transaction.atomic(using=self.alias):
-                return [self.take(job) for job in batch]
+                sql = self.statements()
+                return [self.take(sql, job) for job in batch]
         except Exception:
             self.sql = None
             with suppress(Exception):
@@ -144,8 +146,7 @@ class Writer:
                 return [FAILED]
         return [self.write([job], again=False)[0] for job in batch]
 
-    def take(self, job: Job) -> str:
-        sql = self.statements()
+    def take(self, sql: Statements, job: Job) -> str:
         monitor = sql.monitor(job.ping_id)
         if monitor is None or monitor.kind != Kind.HEARTBEAT:
             return DJANGO  # Django answers 404
