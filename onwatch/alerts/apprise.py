@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import apprise
+from onwatch.core.lazy import lazy_module
+
+# Apprise loads ~150 service plugins (about half a second); only processes that validate or
+# deliver pay for it, not every web, scheduler and prober start.
+apprise = lazy_module("apprise")
 
 
 class ChannelError(Exception):
