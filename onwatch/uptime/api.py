@@ -22,7 +22,7 @@ from onwatch.alerts.models import EscalationPolicy
 from onwatch.api import ERRORS, MAX_ID, MAX_LIMIT, Id, Text, not_found, operation, org_of
 from onwatch.api import unprocessable as refuse
 from onwatch.core import audit
-from onwatch.uptime import configio
+from onwatch.uptime import configio, state
 from onwatch.uptime.configio import MonitorFields, Refusal
 from onwatch.uptime.models import Kind, Monitor
 
@@ -207,7 +207,7 @@ def monitor_delete(request: HttpRequest, monitor_id: int) -> Status[None]:
     """Remove a monitor with its history."""
     monitor = find(request, monitor_id)
     name = monitor.name
-    configio.close_incident(monitor, request.user.get_username(), f"{name} was removed.")
+    state.close_incident(monitor, request.user.get_username(), f"{name} was removed.")
     monitor.delete()
     audit.record("monitor-removed", request=request, target=name, id=monitor_id)
     return Status(204, None)

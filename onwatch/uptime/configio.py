@@ -22,7 +22,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic import ValidationError as PydanticError
 from pydantic_core import ErrorDetails
 
-from onwatch.alerts import incidents
 from onwatch.alerts.models import EscalationPolicy
 from onwatch.api import Text, plain_json
 from onwatch.core import audit
@@ -211,16 +210,9 @@ def set_enabled(monitor: Monitor, enabled: bool, now: datetime, actor: str) -> b
     monitor cannot recover, so its open incident is resolved, with the reason noted."""
     done = resume(monitor, now) if enabled else pause(monitor, now)
     if done and not enabled:
-        close_incident(monitor, actor, f"{monitor.name} was paused.")
+        state.close_incident(monitor, actor, f"{monitor.name} was paused.")
     monitor.refresh_from_db()
     return done
-
-
-def close_incident(monitor: Monitor, actor: str, why: str) -> None:
-    incident = incidents.current(monitor.org, state.source(monitor))
-    if incident is not None:
-        incidents.add_note(incident, actor or "onwatch", why)
-        incidents.resolve_incident(monitor.org, state.source(monitor), {"reason": why})
 
 
 # --- documents -------------------------------------------------------------------------

@@ -95,3 +95,12 @@ def on_change(monitor: Monitor, change: StateChange, now: datetime) -> None:
             waiting = incidents.current(child.org, source(child))
             if waiting is not None and waiting.held:
                 incidents.release(waiting, now)
+
+
+def close_incident(monitor: Monitor, actor: str, why: str) -> None:
+    """A monitor nobody checks any more (paused, removed) cannot recover: its open incident
+    would remind people for ever, so it is resolved, with the reason in its timeline."""
+    incident = incidents.current(monitor.org, source(monitor))
+    if incident is not None:
+        incidents.add_note(incident, actor or "onwatch", why)
+        incidents.resolve_incident(monitor.org, source(monitor), {"reason": why})

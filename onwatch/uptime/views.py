@@ -288,7 +288,7 @@ def _monitor_form(request: HttpRequest, kind: str, m: Monitor | None) -> HttpRes
 def monitor_pause(request: HttpRequest, pk: int) -> HttpResponse:
     m = _monitor(request, pk)
     if pause(m, timezone.now()):
-        close_incident(request, m, f"{m.name} was paused.")
+        state.close_incident(m, request.user.get_username(), f"{m.name} was paused.")
         audit.record("monitor-paused", request=request, target=m.name, id=m.pk)
         messages.success(request, f"{m.name} is paused: no checks and no alerts until resumed.")
     else:
@@ -314,17 +314,8 @@ def monitor_resume(request: HttpRequest, pk: int) -> HttpResponse:
 def monitor_delete(request: HttpRequest, pk: int) -> HttpResponse:
     m = _monitor(request, pk)
     name, kind = m.name, m.kind
-    close_incident(request, m, f"{m.name} was removed.")
+    state.close_incident(m, request.user.get_username(), f"{m.name} was removed.")
     m.delete()
     audit.record("monitor-removed", request=request, target=name, id=pk, kind=kind)
     messages.success(request, f"Monitor {name} removed, with its history.")
     return redirect("monitors")
-
-
-def close_incident(request: HttpRequest, m: Monitor, why: str) -> None:
-    """A monitor nobody checks any more cannot recover: its open incident would remind
-    people for ever, so it is resolved, with the reason in its timeline."""
-    incident = incidents.current(m.org, state.source(m))
-    if incident is not None:
-        incidents.add_note(incident, request.user.get_username(), why)
-        incidents.resolve_incident(m.org, state.source(m), {"reason": why})
