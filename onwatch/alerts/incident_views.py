@@ -30,14 +30,9 @@ from onwatch.alerts.models import (
     Maintenance,
 )
 from onwatch.core import audit
-from onwatch.core.decorators import require
-from onwatch.core.roles import has_permission
+from onwatch.core.decorators import can, require
 
 LIST_LIMIT = 200
-
-
-def _can(request: HttpRequest, permission: str) -> bool:
-    return has_permission(request.membership.role, permission)  # type: ignore[attr-defined]
 
 
 def _incident(request: HttpRequest, pk: int) -> Incident:
@@ -70,7 +65,7 @@ def incident_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "events": incident.events.all(),
         "evidence": sorted(incident.evidence.items()),
         "notified": incidents.notified_channels(incident),
-        "can_respond": _can(request, "incidents.respond"),
+        "can_respond": can(request, "incidents.respond"),
         "note_form": NoteForm(),
     }
     return render(request, "alerts/incidents/detail.html", ctx)
@@ -108,7 +103,7 @@ def policy_list(request: HttpRequest) -> HttpResponse:
     policies = EscalationPolicy.objects.filter(org=org).prefetch_related("steps__channels")
     ctx = {
         "policies": [(p, describe_policy(p)) for p in policies],
-        "can_manage": _can(request, "policies.manage"),
+        "can_manage": can(request, "policies.manage"),
         "has_channels": Channel.objects.filter(org=org).exists(),
     }
     return render(request, "alerts/policies/list.html", ctx)
@@ -173,7 +168,7 @@ def maintenance_list(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     windows = Maintenance.objects.filter(org=request.org)  # type: ignore[attr-defined]
     rows = [(m, describe_maintenance(m), incidents.maintenance_active(m, now)) for m in windows]
-    ctx = {"windows": rows, "can_manage": _can(request, "maintenance.manage")}
+    ctx = {"windows": rows, "can_manage": can(request, "maintenance.manage")}
     return render(request, "alerts/maintenance/list.html", ctx)
 
 

@@ -46,6 +46,13 @@ def require(permission: str) -> Callable[[View], View]:
     return decorate
 
 
+def can(request: HttpRequest, permission: str) -> bool:
+    """Whether the signed-in member's role holds `permission` (to show or hide a button;
+    the view behind the button still checks with `require`)."""
+    membership: Membership | None = getattr(request, "membership", None)
+    return membership is not None and has_permission(membership.role, permission)
+
+
 def public(reason: str) -> Callable[[View], View]:
     """Reachable without a role (sign-up links, health checks). The reason is documentation
     that the matrix test insists on."""

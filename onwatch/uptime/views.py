@@ -18,9 +18,8 @@ from django.views.decorators.http import require_POST
 
 from onwatch.alerts import incidents
 from onwatch.core import audit
-from onwatch.core.decorators import require
+from onwatch.core.decorators import can, require
 from onwatch.core.models import Organization
-from onwatch.core.roles import has_permission
 from onwatch.uptime import charts, pings, rollups, state
 from onwatch.uptime.forms import MonitorForm, initial_settings, pause, resume, save_monitor
 from onwatch.uptime.models import Kind, Monitor, Ping, State
@@ -48,10 +47,6 @@ def _org(request: HttpRequest) -> Organization:
     return org
 
 
-def _can(request: HttpRequest, permission: str) -> bool:
-    return has_permission(request.membership.role, permission)  # type: ignore[attr-defined]
-
-
 def _monitor(request: HttpRequest, pk: int) -> Monitor:
     # Scoped to the member's organization: another organization's monitor is a 404.
     return get_object_or_404(
@@ -77,7 +72,7 @@ def monitor_list(request: HttpRequest) -> HttpResponse:
         "counts": state_counts(org),
         "state": chosen,
         "q": query,
-        "can_manage": _can(request, "monitors.manage"),
+        "can_manage": can(request, "monitors.manage"),
     }
     return render(request, "uptime/list.html", ctx)
 
@@ -110,7 +105,7 @@ def monitor_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "uptime": uptimes(m, now),
         "changes": [(c, evidence_of(c.evidence)) for c in m.changes.all()[:CHANGES_SHOWN]],
         "incident": incidents.current(m.org, state.source(m)),
-        "can_manage": _can(request, "monitors.manage"),
+        "can_manage": can(request, "monitors.manage"),
         **chart_context(m, now),
     }
     if m.kind == Kind.HEARTBEAT:
