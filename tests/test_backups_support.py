@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -28,10 +28,21 @@ from onwatch.backups.models import Plan, Repository, Source, SourceKind
 from onwatch.core.models import Organization
 from tests.procs import free_port
 
-# The PostgreSQL server for sources and scratch databases (not onwatch's own database).
-PG_SERVER = os.environ.get(
-    "ONWATCH_TEST_PG_SERVER", "postgresql://onwatch@127.0.0.1:55432/postgres"
-)
+
+
+def _pg_server() -> str:
+    """The PostgreSQL server for sources and scratch databases (not onwatch's own database):
+    ONWATCH_TEST_PG_SERVER, else the server DATABASE_URL names. scripts/test sets both."""
+    named = os.environ.get("ONWATCH_TEST_PG_SERVER", "")
+    if named:
+        return named
+    base = os.environ.get("DATABASE_URL", "")
+    if base.startswith("postgres"):
+        return urlunsplit(urlsplit(base)._replace(path="/postgres"))
+    return ""
+
+
+PG_SERVER = _pg_server()
 RCLONE = str(Path(sys.executable).parent / "rclone")
 
 
@@ -41,6 +52,11 @@ def pg_parts() -> tuple[str, int, str]:
 
 
 def admin() -> psycopg.Connection:
+    if not PG_SERVER:
+        pytest.fail(
+            "These tests need a PostgreSQL server: set ONWATCH_TEST_PG_SERVER to its "
+            "maintenance database URL, or run scripts/test, which starts one."
+        )
     return psycopg.connect(PG_SERVER, autocommit=True)
 
 
