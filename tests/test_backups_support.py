@@ -29,7 +29,6 @@ from onwatch.core.models import Organization
 from tests.procs import free_port
 
 
-
 def _pg_server() -> str:
     """The PostgreSQL server for sources and scratch databases (not onwatch's own database):
     ONWATCH_TEST_PG_SERVER, else the server DATABASE_URL names. scripts/test sets both."""
