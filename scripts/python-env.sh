@@ -20,7 +20,8 @@ onwatch_python() {
 }
 
 ONWATCH_PY="$(onwatch_python || true)"
-if command -v uv >/dev/null 2>&1; then
+# A pyenv shim named uv may exist and still fail, so ask it for its version.
+if uv --version >/dev/null 2>&1; then
   UV=(uv)
 elif [ -n "$ONWATCH_PY" ] && "$ONWATCH_PY" -m uv --version >/dev/null 2>&1; then
   UV=("$ONWATCH_PY" -m uv)
