@@ -24,6 +24,17 @@ class Repository(models.Model):
     password = EncryptedTextField()
     provider = models.CharField(max_length=60)
     location = models.CharField(max_length=100, blank=True)
+    # Extra environment restic needs for this backend, as JSON ({"AWS_ACCESS_KEY_ID": …,
+    # "AWS_SECRET_ACCESS_KEY": …} for S3, B2_ACCOUNT_ID/B2_ACCOUNT_KEY for B2, …).
+    env = EncryptedTextField(blank=True)
+    # SFTP: the private key onwatch generated for this repository (its public half goes
+    # into the server's authorized_keys) and the server's pinned host key line(s).
+    ssh_key = EncryptedTextField(blank=True)
+    ssh_public_key = models.TextField(blank=True)
+    known_hosts = models.TextField(blank=True)
+    # False until restic has reached the repository once (an SFTP repository waits for its
+    # public key to be added on the server); runs skip copies that are not ready.
+    ready = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -36,13 +47,14 @@ class Repository(models.Model):
 
 class SourceKind(models.TextChoices):
     POSTGRESQL = "postgresql", "PostgreSQL"
+    MARIADB = "mariadb", "MariaDB / MySQL"
     SQLITE = "sqlite", "SQLite file"
     DIRECTORY = "directory", "Directory"
 
 
 class Source(models.Model):
-    """What gets backed up. For PostgreSQL: host, port, database, username and password;
-    for SQLite and directories, `path` on this machine."""
+    """What gets backed up. For PostgreSQL and MariaDB: host, port, database, username and
+    password; for SQLite and directories, `path` on this machine."""
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sources")
     name = models.CharField(max_length=100)
@@ -55,8 +67,8 @@ class Source(models.Model):
     path = models.CharField(max_length=1000, blank=True)
     # Where the source runs: a copy with the same provider is not offsite.
     provider = models.CharField(max_length=60, blank=True)
-    # A PostgreSQL connection URL for drills' throwaway databases; blank uses the source's
-    # own server (a new database there, never the source database).
+    # A connection URL (postgresql://… or mariadb://…) for drills' throwaway databases;
+    # blank uses the source's own server (a new database there, never the source database).
     scratch_url = EncryptedTextField(blank=True)
     # [{"sql": "select count(*) from orders where paid", "expect": [[42]]}]: run against
     # each restored copy; a different answer fails the drill.
@@ -181,3 +193,27 @@ class Drill(models.Model):
         if self.rto_seconds is None:
             return None
         return self.rto_seconds <= self.plan.rto_minutes * 60
+
+
+class Restore(models.Model):
+    """A real restore asked for from the UI or the CLI: a chosen snapshot into a chosen
+    target that did not exist before (a new database, a new path). Runs as a job, whose
+    log is its progress."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="restores")
+    job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True)
+    repository = models.ForeignKey(
+        Repository, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    snapshot_id = models.CharField(max_length=64, blank=True)
+    # The target as people may see it (no password): a database name or a path.
+    target = models.CharField(max_length=1000)
+    requested_by = models.CharField(max_length=200, blank=True)
+    state = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]

@@ -41,6 +41,13 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     ),
     "jobs.view": (Role.VIEWER, "See background jobs and their logs"),
     "backups.view": (Role.VIEWER, "See backup plans, runs, restore drills, RPO and RTO"),
+    "backups.run": (Role.DEPLOYER, "Start a backup or a restore drill now"),
+    "backups.manage": (Role.ADMIN, "Add, change and remove backup sources, repositories and plans"),
+    "backups.restore": (Role.ADMIN, "Restore a snapshot into a new database or directory"),
+    "backups.recoverykit": (
+        Role.OWNER,
+        "Download a repository's recovery kit (its URL, password and restic commands)",
+    ),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),
