@@ -85,6 +85,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
         timeout_graceful_shutdown=5,
+        workers=settings.WEB_WORKERS,
         log_level="warning",
         server_header=False,
         # Access lines are INFO, never shown at this level, yet uvicorn formats one per

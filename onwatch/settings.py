@@ -17,6 +17,9 @@ DATA_DIR = data_dir()
 
 HOST = env("ONWATCH_HOST", "127.0.0.1")
 PORT = env_int("ONWATCH_PORT", 8000, minimum=1, maximum=65535)
+# Web processes sharing the port: more take more heartbeat pings per second on more cores,
+# each costing some 80 MB.
+WEB_WORKERS = env_int("ONWATCH_WEB_WORKERS", 1, minimum=1, maximum=32)
 SITE = base_url(f"http://localhost:{PORT}")
 SITE_ROOT = SITE.origin
 
