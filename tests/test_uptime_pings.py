@@ -3,6 +3,7 @@ with a hand-set clock."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -340,3 +341,15 @@ def test_a_slug_of_another_kind_of_monitor_is_a_conflict(org: Organization) -> N
     r = Client().get(f"/ping/{pings.ping_key(org)}/site?create=1")
     assert r.status_code == 409
     assert "is a monitor of kind http, not a heartbeat" in r.content.decode()
+
+
+def test_refused_pings_write_no_warning_while_other_not_found_pages_still_do(
+    db: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        for _ in range(5):
+            assert Client().get("/ping/0b9d5a41-51a5-4c3e-9d43-1f6f3f7e2c10").status_code == 404
+        assert Client().get("/ping/not-a-uuid/x/y/z").status_code in (400, 404)
+        assert not [r for r in caplog.records if "/ping/" in r.getMessage()]
+        assert Client().get("/status/no-such-page/").status_code == 404
+    assert any("/status/no-such-page/" in r.getMessage() for r in caplog.records)

@@ -23,7 +23,7 @@ from onwatch.core.models import Organization
 from onwatch.uptime import charts, pings, rollups, state
 from onwatch.uptime.forms import MonitorForm, initial_settings, pause, resume, save_monitor
 from onwatch.uptime.models import Kind, Monitor, Ping, State
-from onwatch.uptime.summary import state_counts
+from onwatch.uptime.services import state_counts
 
 PAGE_SIZE = 50
 CHANGES_SHOWN = 20

@@ -8,7 +8,7 @@ from onwatch.alerts.models import Channel, Delivery
 from onwatch.core.decorators import public, require
 from onwatch.core.models import AuditEntry, Job, Membership
 from onwatch.core.roles import has_permission
-from onwatch.uptime.summary import summary as uptime_summary
+from onwatch.uptime.services import summary as uptime_summary
 
 
 @require("dashboard.view")

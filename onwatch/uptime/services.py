@@ -1,5 +1,5 @@
-"""What the dashboard shows about monitors: read from the monitors' state columns and the
-incidents, never from check results."""
+"""What other apps (the dashboard) read about monitors: from the monitors' state columns
+and the incidents, never from check results."""
 
 from __future__ import annotations
 

@@ -1,0 +1,22 @@
+"""Logging filters named in settings.LOGGING (no Django models here: logging is set up
+before the apps are)."""
+
+from __future__ import annotations
+
+import logging
+
+
+class QuietPingRefusals(logging.Filter):
+    """Drops Django's "Not Found" / "Bad Request" warnings for heartbeat ping URLs.
+
+    A 4xx answer to a ping already tells the sender what is wrong, in plain words; a cron
+    job pinging a removed heartbeat every minute would otherwise write a warning a minute,
+    and a scan of random UUIDs a warning per request, burying the lines that matter.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        request = getattr(record, "request", None)
+        path = getattr(request, "path", "")
+        refused = isinstance(status, int) and 400 <= status < 500
+        return not (refused and isinstance(path, str) and path.startswith("/ping/"))
