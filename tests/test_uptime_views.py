@@ -20,7 +20,7 @@ from onwatch.alerts import incidents
 from onwatch.alerts.models import EscalationPolicy, Incident, IncidentState
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.uptime import charts, rollups, state
-from onwatch.uptime.forms import MonitorForm, initial_settings
+from onwatch.uptime.forms import PICKER_LIMIT, MonitorForm, initial_settings
 from onwatch.uptime.models import CheckResult, Kind, Monitor, Ping, Rollup, State, StateChange
 from tests.fixtures import make_org, signed_in
 
@@ -356,7 +356,7 @@ def test_a_monitor_cannot_depend_on_one_that_depends_on_it(org: Organization, me
         f"/monitors/{top.pk}/edit/",
         {**HTTP_FORM, "name": "router", "parent": Monitor.objects.get(name="app").pk},
     )
-    assert "app already depends on this monitor" in str(r.context["form"].errors["parent"])
+    assert "app already depends on this monitor" in r.context["form"].errors["parent"][0]
     top.refresh_from_db()
     assert top.parent is None
 
@@ -457,3 +457,33 @@ def test_a_new_monitors_form_starts_from_the_specs_defaults(members: Any) -> Non
     heartbeat = client.get("/monitors/add/heartbeat/").context["form"]
     assert heartbeat["config_grace"].value() == 3600 and heartbeat["config_tz"].value() == "UTC"
     assert "interval" not in heartbeat.fields and "slug" in heartbeat.fields
+
+
+def test_with_many_monitors_depends_on_is_typed_by_name_not_picked_from_a_list(
+    org: Organization, members: Any
+) -> None:
+    Monitor.objects.bulk_create(
+        Monitor(org=org, name=f"svc {i}", kind=Kind.TCP, config={"host": "h", "port": 1})
+        for i in range(PICKER_LIMIT + 1)
+    )
+    twin_a = make_monitor(org, "db")
+    make_monitor(org, "db")
+    client = signed_in(members["admin"])
+    page = client.get("/monitors/add/http/").content.decode()
+    assert "svc 17" not in page  # no list of every monitor
+    assert 'name="parent"' in page
+    r = client.post("/monitors/add/http/", {**HTTP_FORM, "parent": "svc 17"})
+    assert r.status_code == 302
+    assert Monitor.objects.get(name="Shop").parent == Monitor.objects.get(name="svc 17")
+    r = client.post("/monitors/add/http/", {**HTTP_FORM, "name": "Shop 2", "parent": "nope"})
+    assert "No other monitor is called 'nope'" in r.context["form"].errors["parent"][0]
+    r = client.post("/monitors/add/http/", {**HTTP_FORM, "name": "Shop 2", "parent": "db"})
+    assert "Several monitors are called 'db'" in r.context["form"].errors["parent"][0]
+    r = client.post(
+        "/monitors/add/http/", {**HTTP_FORM, "name": "Shop 2", "parent": f"#{twin_a.pk}"}
+    )
+    assert r.status_code == 302
+    shop2 = Monitor.objects.get(name="Shop 2")
+    assert shop2.parent == twin_a
+    # Editing shows the parent's name in the box.
+    assert 'value="db"' in client.get(f"/monitors/{shop2.pk}/edit/").content.decode()

@@ -15,6 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 from pydantic.fields import FieldInfo
@@ -183,6 +184,42 @@ def parse_json(text: str) -> Any:
         return text
 
 
+# Above this many other monitors, "Depends on" is typed rather than picked from a list.
+PICKER_LIMIT = 300
+
+
+class ParentByName(forms.CharField):
+    """ "Depends on" for organizations with many monitors: the monitor's name, or #id when
+    two share a name."""
+
+    def __init__(self, monitors: QuerySet[Monitor]) -> None:
+        super().__init__(
+            required=False,
+            max_length=200,
+            label="Depends on",
+            help_text="Type the name of the monitor this one depends on (or #its number); "
+            "while that monitor is down, this one's alerts are held back.",
+        )
+        self.monitors = monitors
+
+    def clean(self, value: Any) -> Monitor | None:
+        text = str(super().clean(value) or "").strip()
+        if not text:
+            return None
+        if text.startswith("#") and text[1:].isdigit():
+            found = list(self.monitors.filter(pk=int(text[1:]))[:1])
+        else:
+            found = list(self.monitors.filter(name=text)[:2])
+        if not found:
+            raise ValidationError(f"No other monitor is called {text!r}; check the name.")
+        if len(found) > 1:
+            raise ValidationError(
+                f"Several monitors are called {text!r}; type # and the number in the address "
+                f"of the one you mean (its page is /monitors/<number>/), e.g. #{found[0].pk}."
+            )
+        return found[0]
+
+
 class MonitorForm(forms.Form):
     name = forms.CharField(max_length=100)
     interval = forms.IntegerField(
@@ -238,6 +275,11 @@ class MonitorForm(forms.Form):
         if monitor is not None:
             others = others.exclude(pk=monitor.pk)
         self.fields["parent"].queryset = others  # type: ignore[attr-defined]
+        if others.count() > PICKER_LIMIT:
+            # A list of thousands is no help and a heavy page: type the name instead.
+            self.fields["parent"] = ParentByName(others)
+            if isinstance(self.initial.get("parent"), int):
+                self.initial["parent"] = others.get(pk=self.initial["parent"]).name
         self.fields["policy"].queryset = EscalationPolicy.objects.filter(org=org)  # type: ignore[attr-defined]
         if kind == Kind.HEARTBEAT:
             for name in PROBE_ONLY:
@@ -258,6 +300,8 @@ class MonitorForm(forms.Form):
 
     def clean_parent(self) -> Monitor | None:
         parent: Monitor | None = self.cleaned_data.get("parent")
+        if isinstance(parent, str):
+            parent = None
         if parent is not None and self.monitor is not None:
             # Walk up from the chosen parent: meeting this monitor means a loop, in which
             # each would hold back the other's alerts for ever.
