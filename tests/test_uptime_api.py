@@ -491,3 +491,43 @@ def test_the_openapi_schema_is_public_and_names_each_operations_scope() -> None:
         assert op["x-onwatch-scope"] in op["description"]
     assert ("/api/v1/monitors/{monitor_id}/", "patch") in {(p, m) for p, m, _ in operations}
     assert Client().get("/api/v1/").json() == {"openapi": "/api/v1/openapi.json"}
+
+
+def test_readers_get_header_values_bodies_and_url_passwords_hidden_writers_get_them_whole(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    config = {
+        "url": "https://probe:pa55word@shop.example.com/health",
+        "method": "POST",
+        "headers": {"Authorization": "Bearer s3cret-token", "Accept": "text/html"},
+        "body": '{"login": "s3cret-body"}',
+    }
+    made = api_for(members["deployer"])(
+        "POST", "monitors/", {"name": "shop", "kind": "http", "config": config}
+    )
+    assert made.status_code == 201, made.content
+    pk = made.json()["id"]
+    assert made.json()["config"]["headers"]["Authorization"] == "Bearer s3cret-token"
+    readers = [
+        api_for(members["viewer"], ["monitors:read"]),
+        # A deployer's token without the write scope reads like a viewer.
+        api_for(members["deployer"], ["monitors:read"]),
+    ]
+    for reader in readers:
+        for answer in (
+            reader("GET", f"monitors/{pk}/").json(),
+            reader("GET", "monitors/").json()["monitors"][0],
+        ):
+            text = json.dumps(answer)
+            assert "s3cret" not in text and "pa55word" not in text
+            assert answer["config"]["headers"] == {
+                "Authorization": "(hidden)",
+                "Accept": "(hidden)",
+            }
+            assert answer["config"]["url"] == "https://probe:(hidden)@shop.example.com/health"
+            assert answer["config"]["body"] == "(hidden)"
+    whole = api_for(members["deployer"], ["monitors:read", "monitors:write"])(
+        "GET", f"monitors/{pk}/"
+    )
+    assert whole.json()["config"]["headers"]["Authorization"] == "Bearer s3cret-token"
+    assert Monitor.objects.get(pk=pk).config["body"] == '{"login": "s3cret-body"}'

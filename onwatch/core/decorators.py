@@ -92,6 +92,8 @@ def api(scope: str) -> Callable[[View], View]:
             request.user = token.user
             request.org = token.org  # type: ignore[attr-defined]
             request.membership = m  # type: ignore[attr-defined]
+            # What else the token may do, for views that show more to those who may write.
+            request.token_scopes = frozenset(token.scopes)  # type: ignore[attr-defined]
             return view(request, *args, **kwargs)
 
         wrapped.onwatch_permission = permission  # type: ignore[attr-defined]

@@ -22,7 +22,8 @@ from onwatch.alerts.models import EscalationPolicy
 from onwatch.api import ERRORS, MAX_ID, MAX_LIMIT, Id, Text, not_found, operation, org_of
 from onwatch.api import unprocessable as refuse
 from onwatch.core import audit
-from onwatch.uptime import configio, state
+from onwatch.core.decorators import can
+from onwatch.uptime import configio, specs, state
 from onwatch.uptime.configio import MonitorFields, Refusal
 from onwatch.uptime.models import Kind, Monitor
 
@@ -100,12 +101,23 @@ class MonitorFilters(Schema):
     offset: int = Field(default=0, ge=0, le=1_000_000)
 
 
-def out(m: Monitor) -> dict[str, Any]:
+def may_write(request: HttpRequest) -> bool:
+    """A token that may change monitors sees their settings whole (so GET, edit, PUT
+    round-trips); one that may only read gets header values, bodies and URL passwords
+    hidden, as the monitor pages show them."""
+    scopes: frozenset[str] = getattr(request, "token_scopes", frozenset())
+    return "monitors:write" in scopes and can(request, "monitors.manage")
+
+
+def out(m: Monitor, request: HttpRequest) -> dict[str, Any]:
     ping_url = None
     if m.kind == Kind.HEARTBEAT:
         ping_url = settings.SITE_ROOT + reverse("ping", kwargs={"code": str(m.ping_id)})
     fields = MonitorOut.model_fields.keys() - {"ping_url"}
-    return {name: getattr(m, name) for name in fields} | {"ping_url": ping_url}
+    shown = {name: getattr(m, name) for name in fields} | {"ping_url": ping_url}
+    if not may_write(request):
+        shown["config"] = specs.for_readers(m.kind, m.config)
+    return shown
 
 
 def find(request: HttpRequest, pk: int) -> Monitor:
@@ -164,7 +176,7 @@ def monitor_list(request: HttpRequest, filters: Query[MonitorFilters]) -> dict[s
     if filters.q:
         rows = rows.filter(name__icontains=filters.q)
     page = rows.order_by("name", "id")[filters.offset : filters.offset + filters.limit]
-    return {"monitors": [out(m) for m in page]}
+    return {"monitors": [out(m, request) for m in page]}
 
 
 @operation(monitors, "POST", "", "monitors:write", response={201: MonitorOut, **ERRORS})
@@ -173,12 +185,12 @@ def monitor_create(request: HttpRequest, body: MonitorIn) -> Status[dict[str, An
     values = _settled(request, body, None, body)
     monitor = configio.create(org_of(request), values, timezone.now())
     audit.record("monitor-added", request=request, target=monitor.name, kind=monitor.kind)
-    return Status(201, out(monitor))
+    return Status(201, out(monitor, request))
 
 
 @operation(monitors, "GET", "{monitor_id}/", "monitors:read", response={200: MonitorOut, **ERRORS})
 def monitor_get(request: HttpRequest, monitor_id: int) -> dict[str, Any]:
-    return out(find(request, monitor_id))
+    return out(find(request, monitor_id), request)
 
 
 @operation(
@@ -199,7 +211,7 @@ def monitor_update(request: HttpRequest, monitor_id: int, body: MonitorPatch) ->
     changed = configio.update(monitor, _settled(request, fields, monitor, wanted), timezone.now())
     if changed:
         audit.record("monitor-changed", request=request, target=monitor.name, fields=changed)
-    return out(monitor)
+    return out(monitor, request)
 
 
 @operation(monitors, "DELETE", "{monitor_id}/", "monitors:write", response={204: None, **ERRORS})
@@ -219,7 +231,7 @@ def _set_enabled(request: HttpRequest, monitor_id: int, enabled: bool) -> dict[s
     if configio.set_enabled(monitor, enabled, timezone.now(), actor=who):
         action = "monitor-resumed" if enabled else "monitor-paused"
         audit.record(action, request=request, target=monitor.name, id=monitor_id)
-    return out(monitor)
+    return out(monitor, request)
 
 
 @operation(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -288,3 +289,27 @@ def _sentence(error: ErrorDetails, label: str) -> str:
         return str(error["ctx"]["error"])
     message = error["msg"]
     return f"'{field}' is not valid: {message[:1].lower()}{message[1:]}"
+
+
+HIDDEN = "(hidden)"
+
+
+def for_readers(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A monitor's settings as those who may see but not change monitors get them: header
+    values, a request body and a password in the URL often carry credentials, so they are
+    hidden; everything else (and the header names) stays, to say what is being checked."""
+    if kind != "http":
+        return config
+    shown = dict(config)
+    if shown.get("headers"):
+        shown["headers"] = dict.fromkeys(shown["headers"], HIDDEN)
+    if shown.get("body"):
+        shown["body"] = HIDDEN
+    url = str(shown.get("url", ""))
+    parts = urlsplit(url)
+    if parts.password is not None:
+        port = f":{parts.port}" if parts.port else ""
+        shown["url"] = urlunsplit(
+            parts._replace(netloc=f"{parts.username}:{HIDDEN}@{parts.hostname}{port}")
+        )
+    return shown
