@@ -224,3 +224,16 @@ def children_pids(proc: Running) -> list[int]:
     for name in names:
         proc.wait_for(f"{name} started (pid ")
     return [started_pids(proc, name)[0] for name in names]
+
+
+def argv_of(pid: int, program: str) -> str:
+    """The command line of a process just started, once it runs `program`: right after
+    Popen it may still show the parent's command line, or read empty mid-execve."""
+    deadline = time.monotonic() + 10
+    while True:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        args = cmdline.split(b"\0")
+        if args and Path(args[0].decode()).name == program:
+            return cmdline.replace(b"\0", b" ").decode()
+        assert time.monotonic() < deadline, f"process {pid} never ran {program}: {cmdline!r}"
+        time.sleep(0.01)

@@ -157,6 +157,20 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "token_revoke": lambda w: {"pk": w.objects["token"].pk},
     "job_detail": lambda w: {"pk": w.objects["job"].pk},
     "backup_plan": lambda w: {"pk": w.objects["backup_plan"].pk},
+    "backup_plan_edit": lambda w: {"pk": w.objects["backup_plan"].pk},
+    "backup_plan_delete": lambda w: {"pk": w.objects["backup_plan"].pk},
+    "backup_plan_run": lambda w: {"pk": w.objects["backup_plan"].pk},
+    "backup_plan_drill": lambda w: {"pk": w.objects["backup_plan"].pk},
+    "backup_restore_start": lambda w: {"pk": w.objects["backup_plan"].pk},
+    "backup_restore": lambda w: {"pk": backup_restore(w).pk},
+    "backup_repository": lambda w: {"pk": backup_repository(w).pk},
+    "backup_repository_edit": lambda w: {"pk": backup_repository(w).pk},
+    "backup_repository_delete": lambda w: {"pk": backup_repository(w).pk},
+    "backup_repository_connect": lambda w: {"pk": backup_repository(w).pk},
+    "backup_repository_kit": lambda w: {"pk": backup_repository(w).pk},
+    "backup_source_add_kind": lambda w: {"kind": "directory"},
+    "backup_source_edit": lambda w: {"pk": w.objects["backup_plan"].source.pk},
+    "backup_source_delete": lambda w: {"pk": w.objects["backup_plan"].source.pk},
     "api_job": lambda w: {"pk": w.objects["job"].pk},
     "ping": lambda w: {"code": str(uuid.uuid4())},
     "ping-slug": lambda w: {"key": "somekey", "slug": "nightly-backup"},
@@ -194,6 +208,34 @@ def monitor(w: World) -> Any:
             org=w.org, name="site", kind="http", config={"url": "http://127.0.0.1:9/"}
         )
     return w.objects["monitor"]
+
+
+def backup_repository(w: World) -> Any:
+    """A repository of the organization (never initialised: no route here runs restic
+    against it on GET), made on first use by the repository routes."""
+    if "backup_repository" not in w.objects:
+        from onwatch.backups.models import Repository
+
+        w.objects["backup_repository"] = Repository.objects.create(
+            org=w.org,
+            name="matrix",
+            url="/nonexistent/matrix-repository",
+            shown_url="/nonexistent/matrix-repository",
+            password="matrix-password",
+            provider="matrix",
+        )
+    return w.objects["backup_repository"]
+
+
+def backup_restore(w: World) -> Any:
+    """A restore of the world's plan, made on first use by the restore page's route."""
+    if "backup_restore" not in w.objects:
+        from onwatch.backups.models import Restore
+
+        w.objects["backup_restore"] = Restore.objects.create(
+            plan=w.objects["backup_plan"], target="/nonexistent/restored"
+        )
+    return w.objects["backup_restore"]
 
 
 def status_item(w: World) -> Any:

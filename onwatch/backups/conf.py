@@ -26,3 +26,9 @@ def pg_tool(name: str) -> str:
 
 def restic_cache() -> Path:
     return Path(settings.DATA_DIR) / "restic-cache"
+
+
+def scratch_dir() -> str | None:
+    """Where drills restore SQLite files and directories: ONWATCH_SCRATCH_DIR, else the
+    system's temporary directory. It needs room for the largest restored copy."""
+    return env("ONWATCH_SCRATCH_DIR", "") or None

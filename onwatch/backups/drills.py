@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 from django.utils import timezone
 
-from onwatch.backups import files, pg, restic, targets
+from onwatch.backups import files, mariadb, pg, restic, scratch, targets
+from onwatch.backups.contents import checksum_checks
 from onwatch.backups.models import Drill, Outcome, Plan, SourceKind
 from onwatch.backups.services import drill_repository, newest_good_copy, repo_of
 from onwatch.core.models import Job
@@ -53,7 +54,7 @@ def smoke_checks(queries: list[dict[str, Any]], query: Query) -> list[Check]:
         try:
             # Through JSON, so dates and decimals compare as the user wrote them.
             got = json.loads(json.dumps(query(q["sql"]), default=str))
-        except (psycopg.Error, sqlite3.Error) as e:
+        except (psycopg.Error, sqlite3.Error, mariadb.MariaDBError) as e:
             found.append(check(f"smoke query {q['sql']!r}", False, f"failed: {e}"))
             continue
         ok = got == q.get("expect")
@@ -91,7 +92,9 @@ def drill_postgresql(
         timings = targets.to_postgresql(repo, snap, server, name)
         started = time.monotonic()
         with server.connect(name) as conn:
-            checks = count_checks(contents.get("tables", {}), pg.table_counts(conn))
+            found = pg.table_contents(conn, contents.get("checksums"))
+            checks = count_checks(contents.get("tables", {}), found.rows)
+            checks += checksum_checks(contents.get("checksums", {}), found.checksums)
 
             def query(q: str) -> list[list[Any]]:
                 return [list(r) for r in conn.execute(q).fetchall()]
@@ -99,20 +102,47 @@ def drill_postgresql(
             checks += smoke_checks(plan.source.smoke_queries, query)
         return timings, time.monotonic() - started, checks
     finally:
-        pg.drop_database(server, name)
+        log(pg.discard_scratch(server, name))
+
+
+def drill_mariadb(
+    plan: Plan, repo: restic.Repo, snap: restic.Snapshot, contents: dict[str, Any], log: Log
+) -> Phases:
+    server = mariadb.scratch_server(plan.source)
+    name = mariadb.create_scratch(server)
+    log(f"created scratch database {name} on {server.where}")
+    try:
+        timings = targets.to_mariadb(repo, snap, server, name)
+        started = time.monotonic()
+        with server.connect(name) as conn:
+            with server.explained(name):
+                found = mariadb.table_contents(conn, name)
+            checks = count_checks(contents.get("tables", {}), found.rows)
+            checks += checksum_checks(contents.get("checksums", {}), found.checksums)
+
+            def query(q: str) -> list[list[Any]]:
+                with server.explained(name):
+                    return mariadb.query(conn, q)
+
+            checks += smoke_checks(plan.source.smoke_queries, query)
+        return timings, time.monotonic() - started, checks
+    finally:
+        mariadb.drop_database(server, name)
         log(f"dropped scratch database {name}")
 
 
 def drill_sqlite(
     plan: Plan, repo: restic.Repo, snap: restic.Snapshot, contents: dict[str, Any], log: Log
 ) -> Phases:
-    with tempfile.TemporaryDirectory(prefix="onwatch-drill-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="onwatch-drill-", dir=scratch.root()) as tmp:
         target = Path(tmp) / "scratch.sqlite3"
         timings = targets.to_sqlite(repo, snap, target)
         started = time.monotonic()
         integrity = files.sqlite_integrity(target)
         checks = [check("PRAGMA integrity_check", integrity == "ok", integrity[:200])]
-        checks += count_checks(contents.get("tables", {}), files.sqlite_counts(target))
+        found = files.sqlite_contents(target)
+        checks += count_checks(contents.get("tables", {}), found.rows)
+        checks += checksum_checks(contents.get("checksums", {}), found.checksums)
         checks += smoke_checks(plan.source.smoke_queries, lambda q: files.sqlite_query(target, q))
         return timings, time.monotonic() - started, checks
 
@@ -120,7 +150,7 @@ def drill_sqlite(
 def drill_directory(
     plan: Plan, repo: restic.Repo, snap: restic.Snapshot, contents: dict[str, Any], log: Log
 ) -> Phases:
-    with tempfile.TemporaryDirectory(prefix="onwatch-drill-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="onwatch-drill-", dir=scratch.root()) as tmp:
         target = Path(tmp) / "restored"
         timings = targets.to_directory(repo, snap, target)
         started = time.monotonic()
@@ -132,6 +162,7 @@ DRILL_BY_KIND: dict[
     str, Callable[[Plan, restic.Repo, restic.Snapshot, dict[str, Any], Log], Phases]
 ] = {
     SourceKind.POSTGRESQL: drill_postgresql,
+    SourceKind.MARIADB: drill_mariadb,
     SourceKind.SQLITE: drill_sqlite,
     SourceKind.DIRECTORY: drill_directory,
 }
@@ -168,7 +199,9 @@ def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:
     try:
         repo, snap, contents = pick(drill, log)
         looked_up = time.monotonic() - started
-        timings, verify, checks = DRILL_BY_KIND[plan.source.kind](plan, repo, snap, contents, log)
+        with scratch.full_disk_explained(plan):
+            by_kind = DRILL_BY_KIND[plan.source.kind]
+            timings, verify, checks = by_kind(plan, repo, snap, contents, log)
         drill.fetch_seconds = looked_up + timings.fetch
         drill.restore_seconds, drill.verify_seconds = timings.restore, verify
         drill.rto_seconds = drill.fetch_seconds + timings.restore + verify
@@ -177,10 +210,12 @@ def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:
         drill.error = verdict(drill)
     except (
         DrillFailed,
+        scratch.ScratchFull,
         targets.RestoreFailed,
         restic.ResticError,
         OSError,
         psycopg.Error,
+        mariadb.MariaDBError,
         sqlite3.Error,
     ) as e:
         drill.error = str(e).strip() or type(e).__name__

@@ -1,8 +1,10 @@
 """restic, the backup engine: the only module that runs it.
 
-Builds command lines (the repository URL and password travel in the environment, never
-in argv, where `ps` would show them), parses `--json` output into typed results and turns
-failures into typed errors whose messages say what is wrong and what to do.
+Builds command lines (the repository URL, password and the backend's credentials travel in
+the environment, never in argv, where `ps` would show them; an SFTP repository's private key
+sits in a private temporary file for the duration of one call), parses `--json` output into
+typed results and turns failures into typed errors whose messages say what is wrong and
+what to do.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -68,6 +71,30 @@ class ResticFailed(ResticError):
     pass
 
 
+class NoSpace(ResticError):
+    """A disk restic writes to (a restore target, the repository, its cache) is full."""
+
+
+class AlreadyInitialised(ResticError):
+    pass
+
+
+class AccessDenied(ResticError):
+    """The storage service or SFTP server refused onwatch's credentials."""
+
+
+class SshKeyRefused(AccessDenied):
+    pass
+
+
+class HostKeyChanged(ResticError):
+    pass
+
+
+class HostKeyUnknown(ResticError):
+    pass
+
+
 def binary() -> str:
     return env("ONWATCH_RESTIC", "restic")
 
@@ -84,6 +111,58 @@ def redact(url: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     hidden = urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}{port}"))
     return f"{scheme}:{hidden}" if inner is rest else hidden
+
+
+# Environment variables a repository may set for its backend. Nothing else: RESTIC_* (and
+# RCLONE_*) include *_COMMAND variables that run programs, and LD_*/PATH would too.
+BACKEND_ENV_PREFIXES = ("AWS_", "B2_", "AZURE_", "GOOGLE_", "OS_", "ST_", "SWIFT_")
+
+
+def env_problem(extra: dict[str, str]) -> str | None:
+    """Why these variables cannot be a repository's environment, or None."""
+    for name, value in extra.items():
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or not name.startswith(BACKEND_ENV_PREFIXES):
+            allowed = ", ".join(f"{p}…" for p in BACKEND_ENV_PREFIXES)
+            return f"{name} is not a storage credential variable; use only {allowed}"
+        if not isinstance(value, str) or "\0" in value:
+            return f"{name} must be plain text"
+    return None
+
+
+@dataclass(frozen=True)
+class SftpTarget:
+    user: str
+    host: str
+    port: int | None
+    path: str
+
+
+_SAFE_HOST = re.compile(r"[A-Za-z0-9_.\[\]:%-]+")
+_SAFE_USER = re.compile(r"[A-Za-z0-9_.@+-]*")
+
+
+def sftp_target(url: str) -> SftpTarget | None:
+    """Where an sftp: URL points, read as restic reads it (sftp:user@host:/path, or
+    sftp://user@host:port//absolute/path); None for other URLs. ValueError for an sftp URL
+    restic would refuse or whose parts could pass for ssh options."""
+    if url.startswith("sftp://"):
+        parts = urlsplit(url)
+        target = SftpTarget(parts.username or "", parts.hostname or "", parts.port, parts.path[1:])
+    elif url.startswith("sftp:"):
+        where, colon, path = url.removeprefix("sftp:").partition(":")
+        if not colon:
+            raise ValueError(f"{url} names no path; write it as sftp:user@host:/path")
+        user, _, host = where.rpartition("@")
+        target = SftpTarget(user, host, None, path)
+    else:
+        return None
+    if not target.host or not target.path:
+        raise ValueError(f"{url} needs a host and a path, as in sftp:user@host:/srv/backups")
+    if target.host.startswith("-") or not _SAFE_HOST.fullmatch(target.host):
+        raise ValueError(f"{target.host!r} is not a host name")
+    if target.user.startswith("-") or not _SAFE_USER.fullmatch(target.user):
+        raise ValueError(f"{target.user!r} is not a user name")
+    return target
 
 
 @cache
@@ -200,13 +279,68 @@ _PATTERNS: list[tuple[str, type[ResticError], str]] = [
         "{url} cannot be reached or holds no repository ({detail}); check the address, the "
         "network and that the repository was initialised",
     ),
+    (
+        r"config file already exists|already initialized",
+        AlreadyInitialised,
+        "{url} already holds a restic repository",
+    ),
 ]
 
 
-def classify(stderr: str, returncode: int, url: str, have: Version) -> ResticError:
-    secret_free = stderr.replace(url, redact(url))
-    detail = _first_fatal(secret_free)
+# The transport's own words: ssh (through its log) and the storage services. They say more
+# than restic's message or exit status, so they are looked at first.
+_TRANSPORT_PATTERNS: list[tuple[str, type[ResticError], str]] = [
+    (
+        r"remote host identification has changed|host key for .* has changed",
+        HostKeyChanged,
+        "the SFTP server {host} showed a different host key than the one onwatch pinned, "
+        "which can mean someone is intercepting the connection; if the server was rebuilt "
+        "on purpose, forget the pinned host key and connect the repository again",
+    ),
+    (
+        r"host key is known for|host key verification failed",
+        HostKeyUnknown,
+        "onwatch has not pinned the host key of the SFTP server {host} yet; connect the "
+        "repository first",
+    ),
+    (
+        r"permission denied \(publickey|too many authentication failures",
+        SshKeyRefused,
+        "the SFTP server {host} refused onwatch's key; add this repository's public key to "
+        "~/.ssh/authorized_keys of {user} on {host}, then connect the repository again",
+    ),
+    (
+        r"signature we calculated does not match|access key id you provided does not exist"
+        r"|signaturedoesnotmatch|invalidaccesskeyid|access ?denied|bad_auth_token"
+        r"|401 unauthorized|authentication ?failed",
+        AccessDenied,
+        "the storage service refused onwatch's credentials for {url} ({detail}); check the "
+        "access key and secret in the repository's settings",
+    ),
+]
+
+
+def classify(
+    stderr: str,
+    returncode: int,
+    url: str,
+    have: Version,
+    ssh_log: str = "",
+    secrets: Sequence[str] = (),
+) -> ResticError:
+    secret_free = _scrub(stderr, url, secrets)
+    ssh_said = _scrub(ssh_log, url, secrets)
+    said = [ln.strip() for ln in ssh_said.splitlines() if ln.strip()]
+    # When ssh failed, restic only says the session ended; ssh's last line says why.
+    detail = said[-1][:300] if said else _first_fatal(secret_free)
     shown = redact(url)
+    where = _where(url)
+    # Before the other patterns: a full disk also ends a restore with "There were N errors".
+    if full := re.search(r"write (\S+): no space left on device", secret_free, re.IGNORECASE):
+        return NoSpace(f"no space left on device writing {full.group(1)}; free space on that disk")
+    for pattern, kind, text in _TRANSPORT_PATTERNS:
+        if re.search(pattern, f"{ssh_said}\n{secret_free}", re.IGNORECASE):
+            return kind(text.format(url=shown, detail=detail, **where))
     if have >= EXIT_CODES:
         by_code = {
             EXIT_WRONG_PASSWORD: _PATTERNS[0],
@@ -217,9 +351,27 @@ def classify(stderr: str, returncode: int, url: str, have: Version) -> ResticErr
             _, kind, text = by_code[returncode]
             return kind(text.format(url=shown, detail=detail))
     for pattern, kind, text in _PATTERNS:
-        if re.search(pattern, secret_free, re.IGNORECASE):
+        if re.search(pattern, f"{ssh_said}\n{secret_free}", re.IGNORECASE):
             return kind(text.format(url=shown, detail=detail))
     return ResticFailed(f"restic failed on {shown} (exit {returncode}): {detail}")
+
+
+def _scrub(text: str, url: str, secrets: Sequence[str]) -> str:
+    text = text.replace(url, redact(url))
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _where(url: str) -> dict[str, str]:
+    try:
+        target = sftp_target(url)
+    except ValueError:
+        target = None
+    if target is None:
+        return {"host": urlsplit(url.partition(":")[2]).hostname or "", "user": ""}
+    return {"host": target.host, "user": target.user or "the login user"}
 
 
 def _first_fatal(stderr: str) -> str:
@@ -236,8 +388,110 @@ def _first_fatal(stderr: str) -> str:
 @dataclass(frozen=True)
 class Repo:
     url: str
-    password: str
+    password: str = field(repr=False)
     cache_dir: Path | None = None
+    # The backend's credentials (AWS_ACCESS_KEY_ID, B2_ACCOUNT_KEY, …), into the environment.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    # SFTP: the repository's own private key and the server's pinned host key lines.
+    ssh_key: str = field(default="", repr=False)
+    known_hosts: str = ""
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.password, *self.env.values()]
+
+
+class Connection:
+    """How restic reaches one repository during one call: for SFTP with a key of its own,
+    ssh with that key and the pinned host keys only, from a private temporary directory
+    that close() removes. ssh logs to a file there, because restic may exit before it
+    has passed ssh's own error on."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.dir: Path | None = None
+        self.flags: list[str] = []
+        target = sftp_target(repo.url)
+        if target is None or not repo.ssh_key:
+            return
+        self.dir = Path(tempfile.mkdtemp(prefix="onwatch-ssh-"))  # 0700
+        try:
+            key = self.dir / "key"
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(repo.ssh_key.strip() + "\n")
+            known = self.dir / "known_hosts"
+            known.write_text(repo.known_hosts.strip() + "\n" if repo.known_hosts.strip() else "")
+            self.flags = ["-o", f"sftp.command={ssh_command(target, key, known, self.log)}"]
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def log(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "ssh.log"
+
+    def ssh_log(self) -> str:
+        if self.dir is None or not self.log.exists():
+            return ""
+        return self.log.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ssh_command(target: SftpTarget, key: Path, known_hosts: Path, log: Path) -> str:
+    """The ssh command line for restic's sftp.command (restic splits it as a shell would)."""
+    args = [
+        "ssh",
+        "-F",
+        "/dev/null",  # no user or system ssh_config can loosen what follows
+        "-E",
+        str(log),
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "UpdateHostKeys=no",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=30",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+    ]
+    if target.port:
+        args += ["-p", str(target.port)]
+    if target.user:
+        args += ["-l", target.user]
+    args += ["-s", "--", target.host, "sftp"]
+    return " ".join(_quote(a) for a in args)
+
+
+def _quote(arg: str) -> str:
+    if re.fullmatch(r"[\w@%+=:,./\[\]-]+", arg):
+        return arg
+    if "'" in arg:
+        raise ResticFailed(f"cannot pass {arg!r} to ssh through restic; use another path")
+    return f"'{arg}'"
 
 
 class Running:
@@ -246,16 +500,22 @@ class Running:
 
     def __init__(self, repo: Repo, args: list[str], stdin: Any, stdout: Any) -> None:
         self.repo = repo
-        # Closed in wait(), which every caller reaches.
+        self.ssh_log = ""
+        # Closed in wait() (or kill()), which every caller reaches.
+        self.connection = Connection(repo)
         self.out: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.err: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [binary(), *args],
-            env=restic_env(repo),
-            stdin=stdin,
-            stdout=self.out if stdout is None else stdout,
-            stderr=self.err,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [binary(), *self.connection.flags, *args],
+                env=restic_env(repo),
+                stdin=stdin,
+                stdout=self.out if stdout is None else stdout,
+                stderr=self.err,
+            )
+        except OSError:
+            self.connection.close()
+            raise
 
     def wait(self, timeout: float | None = None) -> tuple[int, str, str]:
         code = self.proc.wait(timeout)
@@ -264,19 +524,24 @@ class Running:
         out, err = self.out.read(), self.err.read()
         self.out.close()
         self.err.close()
+        self.ssh_log = self.connection.ssh_log()
+        self.connection.close()
         return code, out, err
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.connection.close()
 
     def error(self, code: int, err: str) -> ResticError:
-        return classify(err, code, self.repo.url, version())
+        return classify(err, code, self.repo.url, version(), self.ssh_log, self.repo.secrets)
 
 
 def restic_env(repo: Repo) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("RESTIC_")}
+    # Checked when the repository was added; checked again so nothing else slips in.
+    base.update({k: v for k, v in repo.env.items() if env_problem({k: v}) is None})
     base.update(RESTIC_REPOSITORY=repo.url, RESTIC_PASSWORD=repo.password)
     if repo.cache_dir is not None:
         base["RESTIC_CACHE_DIR"] = str(repo.cache_dir)
@@ -285,25 +550,33 @@ def restic_env(repo: Repo) -> dict[str, str]:
 
 def run(repo: Repo, args: Sequence[str], timeout: float | None = None) -> str:
     """Run restic to its end; its stdout, or a typed error."""
-    try:
-        done = subprocess.run(
-            [binary(), *args],
-            env=restic_env(repo),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-    except FileNotFoundError:
-        version()  # raises ResticMissing with the explanation
-        raise
-    except subprocess.TimeoutExpired:
-        raise RepositoryUnreachable(
-            f"restic gave no answer from {redact(repo.url)} within {timeout:.0f} s; check the "
-            "network and the repository server"
-        ) from None
-    if done.returncode != 0:
-        raise classify(done.stderr, done.returncode, repo.url, version())
+    with Connection(repo) as connection:
+        try:
+            done = subprocess.run(
+                [binary(), *connection.flags, *args],
+                env=restic_env(repo),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+        except FileNotFoundError:
+            version()  # raises ResticMissing with the explanation
+            raise
+        except subprocess.TimeoutExpired:
+            raise RepositoryUnreachable(
+                f"restic gave no answer from {redact(repo.url)} within {timeout:.0f} s; check "
+                "the network and the repository server"
+            ) from None
+        if done.returncode != 0:
+            raise classify(
+                done.stderr,
+                done.returncode,
+                repo.url,
+                version(),
+                connection.ssh_log(),
+                repo.secrets,
+            )
     return done.stdout
 
 
@@ -318,6 +591,17 @@ def _tag_flags(tags: Sequence[str]) -> list[str]:
 
 def init(repo: Repo) -> None:
     run(repo, ["init", "--json"])
+
+
+def init_or_open(repo: Repo) -> bool:
+    """Create the repository, or open the one already there with this password (WrongPassword
+    if it is not that repository's). True when it was created."""
+    try:
+        init(repo)
+    except AlreadyInitialised:
+        run(repo, ["cat", "config"])
+        return False
+    return True
 
 
 def start_backup_stdin(repo: Repo, filename: str, tags: Sequence[str], stdin: Any) -> Running:

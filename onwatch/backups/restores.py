@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
-from onwatch.backups import pg, restic, targets
+from onwatch.backups import mariadb, pg, restic, targets
 from onwatch.backups.models import Plan, Repository, SourceKind
 from onwatch.backups.services import drill_repository, repo_of
 from onwatch.core import audit
@@ -59,6 +59,8 @@ def restore(plan: Plan, chosen: Chosen, target: str, actor: str = "cli") -> Rest
     kind = plan.source.kind
     if kind == SourceKind.POSTGRESQL:
         into_new_database(repo, chosen.snapshot, target)
+    elif kind == SourceKind.MARIADB:
+        into_new_mariadb(repo, chosen.snapshot, target)
     else:
         path = Path(target).expanduser().absolute()
         if path.exists() and (path.is_file() or any(path.iterdir())):
@@ -94,8 +96,8 @@ def into_new_database(repo: restic.Repo, snap: restic.Snapshot, url: str) -> Non
     server = pg.Server(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 5432,
-        user=parts.username or "postgres",
-        password=parts.password or "",
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password or ""),
         database="postgres",
     )
     try:
@@ -106,3 +108,22 @@ def into_new_database(repo: restic.Repo, snap: restic.Snapshot, url: str) -> Non
             f"the database {name} exists already; restore into a new name"
         ) from None
     targets.to_postgresql(repo, snap, server, name)
+
+
+def into_new_mariadb(repo: restic.Repo, snap: restic.Snapshot, url: str) -> None:
+    """MariaDB targets too are a URL naming a database onwatch creates."""
+    server = mariadb.url_server(url)
+    if urlsplit(url).scheme not in mariadb.SCHEMES or not server.database:
+        raise RestoreRefused(
+            f"{shown_target(url)} is not a MariaDB URL with a database name; use "
+            "mariadb://user:password@host:3306/new_database"
+        )
+    try:
+        mariadb.create_database(server, server.database)
+    except mariadb.DatabaseExists:
+        raise RestoreRefused(
+            f"the database {server.database} exists already; restore into a new name"
+        ) from None
+    except mariadb.MariaDBError as e:
+        raise RestoreRefused(str(e)) from None
+    targets.to_mariadb(repo, snap, server, server.database)

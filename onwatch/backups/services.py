@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
 from django.db import transaction
 
-from onwatch.backups import restic
+from onwatch.backups import restic, ssh
 from onwatch.backups.conf import restic_cache
 from onwatch.backups.models import Plan, Repository, RunCopy, Source, SourceKind
 from onwatch.core.models import Organization, Schedule
@@ -22,17 +23,31 @@ def this_machine(host: str) -> bool:
 WEEKLY_DRILL = "0 4 * * 0"
 
 
+class InvalidRepository(ValueError):
+    """The repository's address or credentials cannot be used; the message is for people."""
+
+
 def repo_of(repository: Repository) -> restic.Repo:
-    return restic.Repo(repository.url, repository.password, restic_cache())
+    return restic.Repo(
+        repository.url,
+        repository.password,
+        restic_cache(),
+        env=json.loads(repository.env) if repository.env else {},
+        ssh_key=repository.ssh_key,
+        known_hosts=repository.known_hosts,
+    )
 
 
 def host_of_url(url: str) -> str:
     """The machine a restic repository URL points at; "" for this machine."""
     scheme, _, rest = url.partition(":")
     if scheme == "sftp":
-        # sftp:user@host:/path or sftp://user@host:port/path
-        tail = rest.removeprefix("//")
-        host = tail.split("@", 1)[-1].split(":", 1)[0].split("/", 1)[0]
+        # sftp:user@host:/path or sftp://user@host:port//path, as restic reads them
+        try:
+            target = restic.sftp_target(url)
+        except ValueError:
+            target = None
+        host = target.host if target else ""
     elif scheme in ("rest", "s3") and "://" in rest:
         from urllib.parse import urlsplit
 
@@ -45,7 +60,7 @@ def host_of_url(url: str) -> str:
 
 
 def source_host(source: Source) -> str:
-    if source.kind == SourceKind.POSTGRESQL:
+    if source.kind in (SourceKind.POSTGRESQL, SourceKind.MARIADB):
         return "" if this_machine(source.host) else source.host.lower()
     return ""
 
@@ -90,21 +105,39 @@ def add_repository(
     location: str = "",
     password: str | None = None,
     initialise: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Repository:
     """A new repository with a password onwatch generates (unless one is given for an
-    existing repository), initialised by restic."""
+    existing repository), initialised by restic (or, already there, opened with that
+    password). An SFTP one gets a key pair of its own instead and waits, not ready, until
+    its public key is on the server and remote.connect_repository() has reached it.
+    Raises InvalidRepository for a URL or env that cannot be used, restic.ResticError when
+    restic cannot initialise it."""
+    url = url.strip()
+    problem = restic.env_problem(env or {})
+    if problem:
+        raise InvalidRepository(problem)
+    try:
+        sftp = restic.sftp_target(url)
+    except ValueError as e:
+        raise InvalidRepository(str(e)) from None
     repository = Repository(
         org=org,
         name=name,
-        url=url.strip(),
-        shown_url=restic.redact(url.strip()),
-        host=host_of_url(url.strip()),
+        url=url,
+        shown_url=restic.redact(url),
+        host=host_of_url(url),
         password=password or secrets.token_urlsafe(32),
         provider=provider,
         location=location,
+        env=json.dumps(env) if env else "",
     )
-    if initialise:
-        restic.init(repo_of(repository))
+    if sftp is not None:
+        keys = ssh.new_key_pair(f"onwatch repository {name}")
+        repository.ssh_key, repository.ssh_public_key = keys.private, keys.public
+        repository.ready = False
+    elif initialise:
+        restic.init_or_open(repo_of(repository))
     repository.save()
     return repository
 

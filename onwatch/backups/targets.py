@@ -1,5 +1,5 @@
-"""Restoring a snapshot into a target: a PostgreSQL database, a SQLite file or a directory.
-Used by drills (scratch targets) and by real restores (targets people choose)."""
+"""Restoring a snapshot into a target: a PostgreSQL or MariaDB database, a SQLite file or a
+directory. Used by drills (scratch targets) and by real restores (targets people choose)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from onwatch.backups import files, pg, restic
+from onwatch.backups import files, mariadb, pg, restic
 
 
 class RestoreFailed(Exception):
@@ -55,13 +55,49 @@ def to_postgresql(
         err.seek(0)
         lines = err.read().strip().splitlines()
     if code != 0:
-        raise RestoreFailed(f"pg_restore {describe_exit(code)} ({lines[-1] if lines else ''})")
+        raise RestoreFailed(f"pg_restore {describe_exit(code)} ({pg.last_error(lines)})")
+    return Timings(fetched - started, time.monotonic() - fetched)
+
+
+def to_mariadb(
+    repo: restic.Repo, snap: restic.Snapshot, server: mariadb.Server, database: str
+) -> Timings:
+    """Stream `restic dump` into the mariadb client, which stops at the first error."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as err, mariadb.option_file(server) as options:
+        try:
+            command = mariadb.restore_command(options, database)
+        except mariadb.MariaDBError as e:
+            raise RestoreFailed(str(e)) from e
+        dump = restic.start_dump(repo, snap.id, snap.paths[0], stdout=subprocess.PIPE)
+        assert dump.proc.stdout is not None
+        loader = subprocess.Popen(
+            command,
+            stdin=dump.proc.stdout,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=mariadb.tool_env(),
+        )
+        dump.proc.stdout.close()
+        try:
+            restic.finish(dump)
+        except restic.ResticError:
+            loader.kill()
+            loader.wait()
+            raise
+        fetched = time.monotonic()
+        code = loader.wait()
+        err.seek(0)
+        lines = err.read().strip().splitlines()
+    if code != 0:
+        raise RestoreFailed(f"mariadb {describe_exit(code)} ({mariadb.last_error(lines)})")
     return Timings(fetched - started, time.monotonic() - fetched)
 
 
 def to_sqlite(repo: restic.Repo, snap: restic.Snapshot, target: Path) -> Timings:
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="onwatch-fetch-") as tmp:
+    # Beside the target: on its disk, so a drill's scratch directory holds it too.
+    with tempfile.TemporaryDirectory(prefix="onwatch-fetch-", dir=target.parent) as tmp:
         download = Path(tmp) / "download.sqlite3"
         with download.open("wb") as f:
             restic.finish(restic.start_dump(repo, snap.id, snap.paths[0], stdout=f))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from onwatch.backups import restore_requests
 from onwatch.backups.drills import run_drill
 from onwatch.backups.models import Outcome, Plan
 from onwatch.backups.runs import run_backup
@@ -40,3 +41,9 @@ def drill(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed(f"Restore drill of {plan.name} failed: {d.error}")
     ctx.log(f"restorable: RTO {d.rto_seconds:.1f} s (target {plan.rto_minutes} min)")
     return {"drill": d.pk, "rto_seconds": d.rto_seconds}
+
+
+@handler("backups.restore")
+def restore(ctx: JobContext) -> dict[str, Any]:
+    """A restore asked for in the UI (restore_requests.py)."""
+    return restore_requests.run(ctx)

@@ -1,0 +1,169 @@
+"""A repository's recovery kit: everything needed to get the data back with restic alone,
+on a fresh machine, with onwatch gone. It holds the repository's secrets; only owners may
+download it, and every download is in the audit log."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from datetime import datetime
+
+from onwatch.backups import restic
+from onwatch.backups.models import Plan, Repository, SourceKind
+from onwatch.backups.runs import snapshot_name
+
+KEY_FILE, KNOWN_HOSTS_FILE = "onwatch-sftp-key", "onwatch-known-hosts"
+
+
+def env_of(repository: Repository) -> dict[str, str]:
+    if not repository.env:
+        return {}
+    found = json.loads(repository.env)
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def restic_command(repository: Repository) -> str:
+    """`restic -r URL`, with the ssh command an SFTP repository's own key needs."""
+    base = f"restic -r {shlex.quote(repository.url)}"
+    target = restic.sftp_target(repository.url)
+    if target is None or not repository.ssh_key:
+        return base
+    ssh = ["ssh", "-i", KEY_FILE, "-o", "IdentitiesOnly=yes"]
+    if repository.known_hosts:
+        ssh += ["-o", f"UserKnownHostsFile={KNOWN_HOSTS_FILE}", "-o", "StrictHostKeyChecking=yes"]
+    ssh += [*(["-p", str(target.port)] if target.port else [])]
+    ssh += [*(["-l", target.user] if target.user else []), "-s", target.host, "sftp"]
+    return f"{base} -o sftp.command={shlex.quote(' '.join(ssh))}"
+
+
+def setup_block(repository: Repository) -> str:
+    lines = [f"export RESTIC_PASSWORD={shlex.quote(repository.password)}"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env_of(repository).items())]
+    return "\n".join(lines)
+
+
+def sftp_section(repository: Repository) -> list[str]:
+    if not repository.ssh_key:
+        return []
+    out = [
+        "## The SSH key for the server",
+        "",
+        f"Save the key below as `{KEY_FILE}` in the directory you run restic from, then "
+        f"`chmod 600 {KEY_FILE}`.",
+        "",
+        "```",
+        repository.ssh_key.strip(),
+        "```",
+        "",
+    ]
+    if repository.known_hosts:
+        out += [
+            f"Save the server's host key below as `{KNOWN_HOSTS_FILE}` beside it, so ssh "
+            "can tell it is talking to the right server:",
+            "",
+            "```",
+            repository.known_hosts.strip(),
+            "```",
+            "",
+        ]
+    return out
+
+
+def plan_section(plan: Plan, command: str) -> list[str]:
+    source, tag = plan.source, f"--tag {shlex.quote(plan.tag)}"
+    name = snapshot_name(plan)
+    head = [f"### Plan {plan.name}: {source.name} ({source.get_kind_display()})", ""]
+    if source.kind == SourceKind.POSTGRESQL:
+        server = f"-h {shlex.quote(source.host or '127.0.0.1')} -p {source.port or 5432}"
+        server += f" -U {shlex.quote(source.username or 'postgres')}"
+        steps = [
+            "The newest backup into a new database called `restored` (never over the live "
+            "one; `pg_restore` and `createdb` come with the PostgreSQL client tools):",
+            "",
+            "```sh",
+            f"createdb {server} restored",
+            f"{command} dump {tag} latest /{name} | pg_restore --no-owner --no-privileges "
+            f"{server} -d restored",
+            "```",
+        ]
+    elif source.kind == SourceKind.MARIADB:
+        server = f"-h {shlex.quote(source.host or '127.0.0.1')} -P {source.port or 3306}"
+        server += f" -u {shlex.quote(source.username or 'root')} -p"
+        steps = [
+            "The newest backup into a new database called `restored` (never over the live one):",
+            "",
+            "```sh",
+            f"mariadb {server} -e 'CREATE DATABASE restored'",
+            f"{command} dump {tag} latest /{name} | mariadb {server} restored",
+            "```",
+        ]
+    elif source.kind == SourceKind.SQLITE:
+        steps = [
+            "The newest backup as the file `restored.sqlite3` in the current directory:",
+            "",
+            "```sh",
+            f"{command} dump {tag} latest /{name} > restored.sqlite3",
+            "```",
+        ]
+    else:
+        steps = [
+            "The newest backup into the directory `restored` (the files land under "
+            f"`restored{source.path}`):",
+            "",
+            "```sh",
+            f"{command} restore latest {tag} --target restored",
+            "```",
+        ]
+    older = (
+        "For an older backup, put its ID from the list instead of `latest` (and leave out "
+        "the `--tag` option)."
+    )
+    return [*head, *steps, "", older, ""]
+
+
+def recovery_kit(repository: Repository, made_at: datetime, made_by: str) -> str:
+    command = restic_command(repository)
+    plans = list(repository.plans.select_related("source").order_by("name", "id"))
+    out = [
+        f"# Recovery kit: {repository.name}",
+        "",
+        f"Made by onwatch for {made_by} on {made_at:%Y-%m-%d %H:%M} UTC.",
+        "",
+        "With this file anyone can read every backup in this repository. Keep it offline "
+        "and away from the servers it describes (a password manager or a printed copy in a "
+        "safe), and download a new one when the repository's address or credentials change.",
+        "",
+        "## The repository",
+        "",
+        f"- Address: `{repository.url}`",
+        f"- Provider: {repository.provider}"
+        + (f", {repository.location}" if repository.location else ""),
+        f"- Password: `{repository.password}`",
+        "",
+        "## Before you start",
+        "",
+        "Install restic (https://restic.net; `apt install restic` on Debian or Ubuntu). "
+        "Then run these in the shell you will restore from; every command below needs them:",
+        "",
+        "```sh",
+        setup_block(repository),
+        "```",
+        "",
+        *sftp_section(repository),
+        "## List the backups",
+        "",
+        "```sh",
+        f"{command} snapshots",
+        "```",
+        "",
+        "Each line is one backup: its ID, when it was taken, and its tags (`plan:N` says "
+        "which plan made it).",
+        "",
+        "## Restore",
+        "",
+    ]
+    if not plans:
+        out += ["No plan keeps copies here yet.", ""]
+    for plan in plans:
+        out += plan_section(plan, command)
+    return "\n".join(out)

@@ -1,0 +1,120 @@
+"""A plan's page and a restore in real headless Chromium against a real `onwatch web`: an
+owner signs in with password and TOTP, sees one dot per drill on the RTO chart, walks the
+restore confirmation, and watches the page refresh itself until a worker has restored."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from tests.browser import chromium, totp_now
+from tests.procs import ROOT, Running, django, isolated, wait_http
+
+EMAIL, PASSWORD = "owner@bakery.example", "a long and unusual passphrase 42"
+DRILLS = 3
+
+
+def seed(root: str) -> None:
+    """Run in a child process against the onwatch under test: an owner with TOTP, and a
+    SQLite plan backed up once and drilled three times with the real restic."""
+    from onwatch.startup import prepare
+
+    prepare(migrate=True)
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+    from django.contrib.auth import get_user_model
+
+    from onwatch.backups import services
+    from onwatch.backups.drills import run_drill
+    from onwatch.backups.models import SourceKind
+    from onwatch.backups.runs import run_backup
+    from onwatch.core.models import Membership, Organization
+    from tests.test_backups_support import sqlite_file
+
+    org = Organization.objects.create(name="Bakery")
+    user = get_user_model().objects.create_user(username=EMAIL, email=EMAIL, password=PASSWORD)
+    Membership.objects.create(org=org, user=user, role="owner")
+    secret = generate_totp_secret()
+    TOTP.activate(user, secret)
+    base = Path(root)
+    source = services.add_source(
+        org, "orders db", SourceKind.SQLITE, path=str(sqlite_file(base / "orders.sqlite3"))
+    )
+    repository = services.add_repository(org, "nas", str(base / "repo"), provider="office")
+    plan = services.add_plan(source, "orders nightly", [repository])
+    run_backup(plan, print)
+    drills = [run_drill(plan, print) for _ in range(DRILLS)]
+    assert all(d.verified for d in drills)
+    print(json.dumps({"plan": plan.pk, "secret": secret}))
+
+
+def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "restored" / "orders.sqlite3"
+    code = f"from tests.test_backups_browser import seed; seed({str(tmp_path)!r})"
+    with isolated(tmp_path) as env:
+        made = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        seeded = json.loads(made.stdout.strip().splitlines()[-1])
+        with Running(["web"], env) as web, chromium() as browser:
+            wait_http(web.base_url + "/health/")
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{web.base_url}/backups/plans/{seeded['plan']}/")
+            page.locator("input[name=login]").fill(EMAIL)
+            page.locator("input[name=password]").fill(PASSWORD)
+            page.get_by_role("button", name="Sign In", exact=True).click()
+            page.locator("input[name=code]").fill(totp_now(seeded["secret"]))
+            page.get_by_role("button", name="Sign In", exact=True).click()
+
+            expect(page.get_by_role("heading", name="orders nightly")).to_be_visible()
+            chart = page.locator("svg.rto-chart")
+            expect(chart).to_be_visible()
+            expect(chart.locator("circle.drill")).to_have_count(DRILLS)
+            expect(chart.locator("circle.drill.ok")).to_have_count(DRILLS)
+            expect(chart.locator("line.target")).to_have_count(1)
+            box = chart.bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 50
+            page.screenshot(path=str(tmp_path / "plan.png"), full_page=True)
+
+            page.get_by_role("link", name="Restore…").click()
+            expect(page.get_by_role("heading", name="Restore orders nightly")).to_be_visible()
+            expect(page.get_by_role("radio")).to_have_count(1)
+            expect(page.get_by_role("radio")).to_be_checked()
+            page.get_by_label("New path").fill(str(target))
+            page.screenshot(path=str(tmp_path / "start.png"), full_page=True)
+            page.get_by_role("button", name="Next").click()
+
+            expect(page.get_by_role("heading", name="Confirm the restore")).to_be_visible()
+            expect(page.locator("dl.restore-summary")).to_contain_text(str(target))
+            confirm = page.get_by_label("Type the plan's name to confirm")
+            page.screenshot(path=str(tmp_path / "confirm.png"), full_page=True)
+            confirm.fill("orders")
+            page.get_by_role("button", name="Restore now").click()
+            expect(page.locator(".errorlist")).to_contain_text("Type orders nightly exactly")
+            assert not target.exists()
+            page.get_by_label("Type the plan's name to confirm").fill("orders nightly")
+            page.get_by_role("button", name="Restore now").click()
+
+            expect(page.get_by_role("heading", name="Restore of orders nightly")).to_be_visible()
+            expect(page.get_by_role("status")).to_contain_text("Waiting for a worker")
+            # A worker runs the job; the page refreshes itself until it shows the result.
+            django(
+                "from onwatch.core import jobs\n"
+                "[job] = jobs.run_pending(kinds=['backups.restore'])\n"
+                "assert job.state == 'succeeded', job.error\n",
+                env,
+            )
+            expect(page.get_by_role("status")).to_contain_text("Restored.", timeout=20_000)
+            expect(page.locator("pre.log")).to_contain_text("restored into")
+            page.screenshot(path=str(tmp_path / "restore.png"), full_page=True)
+    with closing(sqlite3.connect(target)) as db:
+        assert db.execute("SELECT count(*) FROM notes").fetchone() == (40,)
