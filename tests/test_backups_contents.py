@@ -14,7 +14,7 @@ from onwatch.backups import files, pg, services
 from onwatch.backups.contents import checksum_checks
 from onwatch.backups.drills import run_drill
 from onwatch.backups.models import Outcome, SourceKind
-from onwatch.backups.runs import run_backup
+from onwatch.backups.runs import run_backup, snapshot_name
 from onwatch.core.models import Organization
 from tests.test_backups_support import PgSource, local_repo, pg_db, pg_parts, pg_source, plan_for
 
@@ -116,7 +116,7 @@ def test_a_postgresql_backup_records_checksums_and_its_drill_matches_them(
     plan = plan_for(pg_source(org, pg_db), [local_repo(org, tmp_path / "repo")])
     run = run_backup(plan, print)
     assert run.state == Outcome.SUCCEEDED, run.error
-    assert run.contents == source_now.as_json()
+    assert run.contents == {**source_now.as_json(), "snapshot_path": f"/{snapshot_name(plan)}"}
     d = run_drill(plan, print)
     assert d.state == Outcome.SUCCEEDED, d.error
     sums = {c["check"]: c["ok"] for c in d.checks if c["check"].startswith("checksum of")}
@@ -154,7 +154,10 @@ def test_a_sqlite_backup_records_checksums_and_its_drill_matches_them(
     plan = plan_for(source, [local_repo(org, tmp_path / "repo")])
     run = run_backup(plan, print)
     assert run.state == Outcome.SUCCEEDED, run.error
-    assert run.contents == files.sqlite_contents(db).as_json()
+    assert run.contents == {
+        **files.sqlite_contents(db).as_json(),
+        "snapshot_path": f"/{snapshot_name(plan)}",
+    }
     d = run_drill(plan, print)
     assert d.state == Outcome.SUCCEEDED, d.error
     assert {"check": "checksum of t", "ok": True, "detail": "same rows as at backup"} in d.checks

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from onwatch.backups import files, mariadb, pg, restic, scratch, targets
 from onwatch.backups.contents import checksum_checks
-from onwatch.backups.models import Drill, Outcome, Plan, SourceKind
+from onwatch.backups.models import Drill, Outcome, Plan, RunCopy, SourceKind
 from onwatch.backups.services import drill_repository, newest_good_copy, repo_of
 from onwatch.core.models import Job
 
@@ -181,16 +181,30 @@ def pick(drill: Drill, log: Log) -> tuple[restic.Repo, restic.Snapshot, dict[str
         raise DrillFailed(f"{repository.name} holds no good backup of this plan yet; run one")
     drill.repository, drill.run, drill.snapshot_id = repository, copy.run, copy.snapshot_id
     repo = repo_of(repository)
-    # restic before 0.17 reports the short id of a new snapshot, later ones the full id.
-    found = [s for s in restic.snapshots(repo, [plan.tag]) if s.id.startswith(copy.snapshot_id)]
-    if not found:
-        raise DrillFailed(
-            f"snapshot {copy.snapshot_id[:8]} of run #{copy.run_id} is gone from "
-            f"{repository.name}; someone removed it, or retention did — check the repository"
-        )
-    drill.snapshot_id = found[0].id
+    contents = copy.run.contents
+    path = contents.get("snapshot_path")
+    if path:
+        # The run recorded the snapshot's id and what is in it: no listing (a restic call
+        # and a key derivation) before the restore. A snapshot removed behind onwatch's back
+        # makes the restore fail with restic.SnapshotMissing, said in plain words.
+        snap = restic.Snapshot(copy.snapshot_id, copy.snapshot_id[:8], "", [path])
+    else:
+        # Runs from before snapshot paths were recorded: look the snapshot up.
+        # restic before 0.17 reports the short id of a new snapshot, later ones the full id.
+        found = [s for s in restic.snapshots(repo, [plan.tag]) if s.id.startswith(copy.snapshot_id)]
+        if not found:
+            raise DrillFailed(gone(copy))
+        snap = found[0]
+    drill.snapshot_id = snap.id
     log(f"restoring snapshot {copy.snapshot_id[:8]} (run #{copy.run_id}) from {repository.name}")
-    return repo, found[0], copy.run.contents
+    return repo, snap, contents
+
+
+def gone(copy: RunCopy) -> str:
+    return (
+        f"snapshot {copy.snapshot_id[:8]} of run #{copy.run_id} is gone from "
+        f"{copy.repository.name}; someone removed it, or retention did — check the repository"
+    )
 
 
 def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:

@@ -59,6 +59,10 @@ class RepositoryDamaged(ResticError):
     pass
 
 
+class SnapshotMissing(ResticError):
+    """The snapshot asked for is not in the repository (any more)."""
+
+
 class IncompleteBackup(ResticError):
     """The snapshot was saved but some files could not be read."""
 
@@ -278,6 +282,12 @@ _PATTERNS: list[tuple[str, type[ResticError], str]] = [
         RepositoryUnreachable,
         "{url} cannot be reached or holds no repository ({detail}); check the address, the "
         "network and that the repository was initialised",
+    ),
+    (
+        r"no matching ID found|failed to find snapshot",
+        SnapshotMissing,
+        "the snapshot is not in {url} any more ({detail}); someone removed it, or retention "
+        "did — check the repository, then run a new backup",
     ),
     (
         r"config file already exists|already initialized",

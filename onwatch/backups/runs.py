@@ -215,19 +215,31 @@ BACKUP_BY_KIND: dict[str, Callable[[Plan, list[Repository], list[str], Log], Out
 # --- the run -------------------------------------------------------------------------------
 
 
-def clear_stale_locks(repository: Repository, log: Log) -> None:
+def clear_stale_locks(repository: Repository, log: Log) -> int:
     """Locks left by a crashed run block pruning (and exclusive ones block backups);
-    restic's unlock removes only stale ones, never a lock of a restic still running."""
+    restic's unlock removes only stale ones, never a lock of a restic still running.
+    The number removed."""
     repo = repo_of(repository)
     held = restic.locks(repo)
     if not held:
-        return
+        return 0
     restic.unlock(repo)
     left = restic.locks(repo)
     log(
         f"{repository.name}: removed {len(held) - len(left)} stale lock(s); "
         f"{len(left)} held by restic processes still running"
     )
+    return len(held) - len(left)
+
+
+def stale_locks_cleared(repositories: list[Repository], log: Log) -> bool:
+    cleared = 0
+    for repository in repositories:
+        try:
+            cleared += clear_stale_locks(repository, log)
+        except restic.ResticError as e:
+            log(f"{repository.name}: could not look at its locks: {e}")
+    return cleared > 0
 
 
 def with_unlock_retry(repository: Repository, fn: Callable[[], Any], log: Log) -> Any:
@@ -273,6 +285,7 @@ def remove_snapshot(repository: Repository, snapshot_id: str, log: Log) -> bool:
 def apply_retention(plan: Plan, repository: Repository, log: Log) -> str:
     keep = restic.Retention(plan.keep_daily, plan.keep_weekly, plan.keep_monthly)
     try:
+        clear_stale_locks(repository, log)
         removed = with_unlock_retry(
             repository, lambda: restic.forget_policy(repo_of(repository), [plan.tag], keep), log
         )
@@ -282,12 +295,22 @@ def apply_retention(plan: Plan, repository: Repository, log: Log) -> str:
     return ""
 
 
+def prune(plan: Plan, log: Log) -> list[str]:
+    """Retention for every copy (`forget --prune` by the plan's keep-rules), as its own job
+    after a good run: the run is recorded the moment its snapshots are, and a prune that
+    fails is a failure of its own, alerted on, that leaves the new backups standing."""
+    problems = []
+    for repository in plan.copies.all():
+        if repository.ready and (problem := apply_retention(plan, repository, log)):
+            problems.append(problem)
+    return problems
+
+
 def reachable_copies(plan: Plan, run: BackupRun, log: Log) -> tuple[list[Repository], list[str]]:
     ready, errors = [], []
     for repository in plan.copies.all():
         try:
             remote.require_ready(repository)
-            clear_stale_locks(repository, log)
             ready.append(repository)
         except restic.ResticError as e:
             RunCopy.objects.create(run=run, repository=repository, error=str(e))
@@ -304,7 +327,7 @@ def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
     try:
         copies, errors = reachable_copies(plan, run, log)
         if copies:
-            errors += backup_into(plan, run, copies, log)
+            errors += backup_into(plan, run, copies, log, may_retry=True)
         if not plan.copies.exists():
             errors.append("the plan has no copies; add a repository to it")
     except (DumpFailed, OSError, psycopg.Error, restic.ResticError, mariadb.MariaDBError) as e:
@@ -317,9 +340,27 @@ def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
     return run
 
 
-def backup_into(plan: Plan, run: BackupRun, copies: list[Repository], log: Log) -> list[str]:
+def backup_into(
+    plan: Plan, run: BackupRun, copies: list[Repository], log: Log, may_retry: bool = False
+) -> list[str]:
     tags = tags_for(plan, run)
     out = BACKUP_BY_KIND[plan.source.kind](plan, copies, tags, log)
+    # Where the data sits inside the snapshot: drills restore it without listing snapshots.
+    out.contents["snapshot_path"] = (
+        str(Path(plan.source.path))
+        if plan.source.kind == SourceKind.DIRECTORY
+        else f"/{snapshot_name(plan)}"
+    )
+    locked = [c for c in copies if isinstance(out.results.get(c.pk), restic.RepositoryLocked)]
+    if may_retry and locked and stale_locks_cleared(locked, log):
+        # No lock check before every run (each restic call costs a key derivation, some
+        # 0.5 s): a lock left by a crashed restic is cleared when it gets in the way, and
+        # the whole attempt is made again, so every copy holds the same dump.
+        for repository in copies:
+            result = out.results.get(repository.pk)
+            if isinstance(result, restic.BackupSummary):
+                remove_snapshot(repository, result.snapshot_id, log)
+        return backup_into(plan, run, copies, log)
     run.contents = out.contents
     errors = [out.dump_error] if out.dump_error else []
     for repository in copies:
@@ -333,6 +374,4 @@ def backup_into(plan: Plan, run: BackupRun, copies: list[Repository], log: Log) 
             f"{repository.name}: snapshot {copy.snapshot_id[:8]}, "
             f"{result.bytes_processed} bytes read, {result.bytes_added} added"
         )
-        if copy.good and (problem := apply_retention(plan, repository, log)):
-            errors.append(problem)
     return errors

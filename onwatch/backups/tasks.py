@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from onwatch.backups import restore_requests
+from onwatch.backups import restore_requests, runs
 from onwatch.backups.drills import run_drill
 from onwatch.backups.models import Outcome, Plan
 from onwatch.backups.runs import run_backup
-from onwatch.core.jobs import JobContext, JobFailed, handler
+from onwatch.core.jobs import JobContext, JobFailed, enqueue, handler
 
 
 def plan_of(ctx: JobContext) -> Plan:
@@ -27,7 +27,19 @@ def backup(ctx: JobContext) -> dict[str, Any]:
     if run.state != Outcome.SUCCEEDED:
         raise JobFailed(f"Backup of {plan.name} failed: {run.error}")
     ctx.log(f"done in {run.seconds:.1f} s")
+    pruning = enqueue("backups.prune", {"plan": plan.pk}, org=plan.org)
+    ctx.log(f"old snapshots are pruned by job #{pruning.pk}")
     return {"run": run.pk, "snapshots": list(run.copies.values_list("snapshot_id", flat=True))}
+
+
+@handler("backups.prune")
+def prune(ctx: JobContext) -> dict[str, Any]:
+    plan = plan_of(ctx)
+    ctx.log(f"pruning old snapshots of {plan.name}")
+    problems = runs.prune(plan, ctx.log)
+    if problems:
+        raise JobFailed(f"Pruning old backups of {plan.name} failed: {'; '.join(problems)}")
+    return {"plan": plan.pk}
 
 
 @handler("backups.drill")
