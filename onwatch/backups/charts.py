@@ -17,6 +17,7 @@ SVG_NS = "http://www.w3.org/2000/svg"
 GOOD, BAD, TARGET = "#2e7d32", "#c62828", "#b26a00"
 LINE, GRID, MUTED = "#1f6feb", "#dde2e6", "#5b6670"
 WIDTH, HEIGHT = 720, 180
+FAR = 5  # a target this many times the slowest drill is named, not drawn
 LEFT, RIGHT, TOP, BOTTOM = 60, 12, 10, 24
 
 
@@ -78,7 +79,11 @@ def rto_trend(points: Sequence[Point], target_seconds: float, label: str) -> Saf
         },
     )
     ET.SubElement(root, "title").text = label
-    top = nice_ceiling(max([target_seconds, *(p.seconds for p in points)]) * 1.1)
+    highest = max((p.seconds for p in points), default=0.0)
+    # Drills of seconds under a target of an hour would lie flat on the floor: then the
+    # scale follows the drills and the target is named above them instead of drawn.
+    far_above = bool(points) and target_seconds > FAR * highest
+    top = nice_ceiling(max(highest, 0.0 if far_above else target_seconds) * 1.1)
 
     def y(seconds: float) -> float:
         return TOP + (HEIGHT - TOP - BOTTOM) * (1 - seconds / top)
@@ -87,14 +92,22 @@ def rto_trend(points: Sequence[Point], target_seconds: float, label: str) -> Saf
         line = {"x1": str(LEFT), "x2": str(WIDTH - RIGHT), "y1": f"{y(value):.1f}"}
         ET.SubElement(root, "line", {**line, "y2": f"{y(value):.1f}", "stroke": GRID})
         _text(root, LEFT - 6, y(value) + 4, duration_text(value))
-    goal = {"x1": str(LEFT), "x2": str(WIDTH - RIGHT), "y1": f"{y(target_seconds):.1f}"}
-    target = ET.SubElement(
-        root,
-        "line",
-        {**goal, "y2": f"{y(target_seconds):.1f}", "stroke": TARGET, "stroke-width": "1.5"}
-        | {"stroke-dasharray": "6 4", "class": "target"},
-    )
-    ET.SubElement(target, "title").text = f"RTO target: {duration_text(target_seconds)}"
+    named = f"RTO target: {duration_text(target_seconds)}"
+    if far_above:
+        attrs = {"x": str(WIDTH - RIGHT), "y": str(TOP + 12), "font-size": "11"}
+        note = ET.SubElement(
+            root, "text", {**attrs, "text-anchor": "end", "fill": TARGET, "class": "target"}
+        )
+        note.text = f"{named}, far above every drill"
+    else:
+        goal = {"x1": str(LEFT), "x2": str(WIDTH - RIGHT), "y1": f"{y(target_seconds):.1f}"}
+        target = ET.SubElement(
+            root,
+            "line",
+            {**goal, "y2": f"{y(target_seconds):.1f}", "stroke": TARGET, "stroke-width": "1.5"}
+            | {"stroke-dasharray": "6 4", "class": "target"},
+        )
+        ET.SubElement(target, "title").text = named
     if not points:
         _text(root, (LEFT + WIDTH) / 2, HEIGHT / 2, "No measured drills yet", "middle")
         return mark_safe(ET.tostring(root, encoding="unicode"))  # noqa: S308
