@@ -19,17 +19,22 @@ host and scheme goes through Django, and its headers are replayed after that.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import re
 import threading
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
+from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -90,6 +95,7 @@ class Writer:
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
         self.sql: Statements | None = None
+        self.lock_file: int | None = None
 
     def submit(self, job: Job) -> None:
         if self.thread is None or not self.thread.is_alive():
@@ -134,7 +140,7 @@ class Writer:
         """One transaction for the batch. If it fails, each job again alone on a fresh
         connection: a dropped connection costs nothing, a bad ping only its own answer."""
         try:
-            with transaction.atomic(using=self.alias):
+            with self.turn(), transaction.atomic(using=self.alias):
                 sql = self.statements()
                 return [self.take(sql, job) for job in batch]
         except Exception:
@@ -165,6 +171,24 @@ class Writer:
                 return DJANGO
         sql.insert(monitor.pk, got, now, done.duration if done is not None else None)
         return OK
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """On SQLite, web processes (ONWATCH_WEB_WORKERS) take turns at writing through a
+        file lock: the kernel wakes the next one the moment the last is done, where
+        SQLite's busy handler would sleep and poll (1, 2, 5, 10 … ms), idling the cores
+        and stretching the slowest answers."""
+        if connections[self.alias].vendor != "sqlite":
+            yield
+            return
+        if self.lock_file is None:
+            path = Path(settings.DATA_DIR) / "pings.lock"
+            self.lock_file = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.lock_file, fcntl.LOCK_UN)
 
     def statements(self) -> Statements:
         if self.sql is None:
@@ -197,6 +221,33 @@ def settle(results: list[tuple[asyncio.Future[str], str]]) -> None:
             future.set_result(answer)
 
 
+CHECKPOINT_SECONDS = 1.0
+_checkpointing: set[str] = set()
+_checkpointing_lock = threading.Lock()
+
+
+def checkpoints(path: str) -> None:
+    """A thread that checkpoints the SQLite WAL every second (PASSIVE: it never waits for
+    or blocks a writer), once per database file and process."""
+    with _checkpointing_lock:
+        if path in _checkpointing:
+            return
+        _checkpointing.add(path)
+    threading.Thread(target=_checkpoint_loop, args=(str(path),), name="wal", daemon=True).start()
+
+
+def _checkpoint_loop(path: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=0, check_same_thread=False, isolation_level=None)
+    while True:
+        time.sleep(CHECKPOINT_SECONDS)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            log.warning("heartbeat pings: a WAL checkpoint failed; trying again", exc_info=True)
+
+
 class Statements:
     """The three statements of the hot path, built once per connection. Values are
     converted by the model fields exactly as the ORM converts them; on SQLite the
@@ -209,6 +260,16 @@ class Statements:
         self.connection = connections[alias]
         self.connection.ensure_connection()
         self.sqlite = self.connection.vendor == "sqlite"
+        if self.sqlite:
+            raw = self.connection.connection
+            # The file behind the connection ("" for a database in memory, as in tests).
+            path = str(raw.execute("PRAGMA database_list").fetchone()[2] or "")
+            if path:
+                # No checkpoint inside a ping's transaction: copying the WAL back into the
+                # database and its fsync would hold every waiting ping for tens of ms.
+                # checkpoints() does it beside the writer.
+                raw.execute("PRAGMA wal_autocheckpoint=0")
+                checkpoints(path)
         q = self.connection.ops.quote_name
         monitor = Monitor._meta
         self.fields = {f.attname: f for f in monitor.concrete_fields}
