@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
@@ -151,7 +152,12 @@ def test_changing_a_repository_keeps_blank_secrets_and_checks_new_ones(
     post(
         client,
         "backup_repository_add",
-        {"name": "nas", "url": str(tmp_path / "nas"), "provider": "office", "env": "AWS_X=1"},
+        {
+            "name": "nas",
+            "url": str(tmp_path / "nas"),
+            "provider": "office",
+            "env": "AWS_DEFAULT_REGION=eu-1",
+        },
     )
     repository = Repository.objects.get(name="nas")
     url, password = repository.url, repository.password
@@ -163,7 +169,7 @@ def test_changing_a_repository_keeps_blank_secrets_and_checks_new_ones(
     assert (repository.url, repository.password, repository.env) == (
         url,
         password,
-        '{"AWS_X": "1"}',
+        '{"AWS_DEFAULT_REGION": "eu-1"}',
     )
     assert audit("backup-repository-changed")[-1].data["changed"] == ["name", "location"]
     # A new address must reach a repository before it is kept: a typo would stop backups.
@@ -246,6 +252,9 @@ def test_the_source_form_asks_each_kind_for_what_it_needs(
         ({"smoke_queries": 'select 1 => {"a": 1}'}, "not an answer onwatch can compare"),
         ({"smoke_queries": '[{"sql": 1}]'}, "Write a JSON list like"),
         ({"scratch_url": "mysql://u:p@h/"}, "postgresql://user:password@host:port/"),
+        ({"smoke_queries": "delete from orders => 0"}, "a smoke query is one SELECT statement"),
+        ({"smoke_queries": "select 1; drop table t => 1"}, "a smoke query is one SELECT"),
+        ({"smoke_queries": '[{"sql": "attach \'/x\' as y", "expect": 1}]'}, "one SELECT"),
     ]
     for change, words in cases:
         assert words in errors_of(client.post(pg, {**base, **change})), change
@@ -253,7 +262,43 @@ def test_the_source_form_asks_each_kind_for_what_it_needs(
         reverse("backup_source_add_kind", args=["sqlite"]), {"name": "x", "path": "db.sqlite3"}
     )
     assert "starting with /" in errors_of(relative)
+    # onwatch's own database (and sessions, and keys) is no source: those who manage
+    # backups would read it through smoke queries.
+    own = Path(settings.DATA_DIR) / "onwatch.sqlite3"
+    for path in (str(own), str(Path(settings.DATA_DIR)), "/", str(Path(settings.KEY_FILE))):
+        r = client.post(
+            reverse("backup_source_add_kind", args=["sqlite"]), {"name": "x", "path": path}
+        )
+        assert "own data folder" in errors_of(r) or "key file" in errors_of(r), path
     assert not Source.objects.exists()
+
+
+def test_a_source_in_onwatchs_own_folder_made_behind_the_forms_back_fails_its_run(
+    org: Organization, tmp_path: Path
+) -> None:
+    own = Path(settings.DATA_DIR) / "onwatch.sqlite3"
+    source = services.add_source(org, "own", SourceKind.SQLITE, path=str(own))
+    plan = services.add_plan(source, "own", [local_repo(org, tmp_path / "repo")])
+    run = run_backup(plan, print)
+    assert run.state == "failed" and "own data folder" in run.error
+    assert not run.copies.filter(good=True).exists()
+
+
+def test_a_moved_server_needs_the_password_typed_again(
+    org: Organization, members: dict[str, Any], pg_db: PgSource
+) -> None:
+    host, port, user = pg_parts()
+    source = services.add_source(
+        org, "shop", SourceKind.POSTGRESQL, host=host, port=port, database=pg_db.name,
+        username=user, password="kept-Shh-1",
+    )  # fmt: skip
+    client = signed_in(members["admin"])
+    moved = {"name": "shop", "host": "evil.example", "port": str(port), "database": pg_db.name,
+             "username": user, "password": "", "scratch_url": "", "smoke_queries": ""}  # fmt: skip
+    r = client.post(reverse("backup_source_edit", args=[source.pk]), moved)
+    assert "type the password again" in errors_of(r)
+    source.refresh_from_db()
+    assert source.host == host and source.password == "kept-Shh-1"
 
 
 def test_a_postgresql_source_is_checked_saved_and_its_password_is_write_only(

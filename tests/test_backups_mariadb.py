@@ -171,7 +171,12 @@ def test_a_mariadb_plan_backs_up_and_its_drill_proves_it(
         password=password,
         smoke_queries=[
             {"sql": "SELECT name FROM customers ORDER BY id", "expect": [["ada"], ["bob"], ["çy"]]},
-            {"sql": "CALL order_count()", "expect": [[250]]},
+            # Smoke queries only read: the routine's coming back is asked of the catalogue.
+            {
+                "sql": "SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
+                "WHERE ROUTINE_SCHEMA = DATABASE()",
+                "expect": [["order_count"]],
+            },
         ],
     )
     plan = plan_for(source, [new_repo(org, tmp_path)])

@@ -234,7 +234,14 @@ def test_a_wrong_s3_secret_or_a_stopped_server_fails_the_run_with_an_alert(
 
 
 def test_env_and_sftp_urls_that_could_run_programs_are_refused(org: Organization) -> None:
-    for env in ({"LD_PRELOAD": "/tmp/x.so"}, {"RESTIC_PASSWORD_COMMAND": "sh -c id"}):
+    for env in (
+        {"LD_PRELOAD": "/tmp/x.so"},
+        {"RESTIC_PASSWORD_COMMAND": "sh -c id"},
+        # Credentials read from a file or fetched from a URL: not a repository's business.
+        {"AWS_SHARED_CREDENTIALS_FILE": "/root/.aws/credentials"},
+        {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.2/x"},
+        {"GOOGLE_APPLICATION_CREDENTIALS": "/etc/onwatch/keyring.json"},
+    ):
         with pytest.raises(services.InvalidRepository, match="not a storage credential"):
             services.add_repository(org, "r", "s3:s3.amazonaws.com/b", "aws", env=env)
     with pytest.raises(services.InvalidRepository, match="is not a host name"):

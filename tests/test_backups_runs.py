@@ -397,3 +397,27 @@ def test_an_older_pg_dump_than_the_server_is_explained_before_dumping() -> None:
     problem = pg.version_problem(client=15, server=16)
     assert problem is not None and "install the PostgreSQL 16 client tools" in problem
     assert pg.version_problem(client=16, server=15) is None
+
+
+def test_smoke_queries_only_read(org: Organization, pg_db: PgSource, tmp_path: Path) -> None:
+    writes = "with gone as (delete from orders returning 1) select count(*) from gone"
+    source = pg_source(
+        org,
+        pg_db,
+        smoke_queries=[
+            {"sql": writes, "expect": [[0]]},
+            {"sql": "drop table orders", "expect": []},
+            {"sql": "select count(*) from orders", "expect": [[250]]},
+        ],
+    )
+    plan = plan_for(source, [local_repo(org, tmp_path / "repo")])
+    assert backup(plan)[0].state == JobState.SUCCEEDED
+    job, d = drill(plan)
+    assert_failed_with_alert(job, "smoke query")
+    by_sql = {c["check"]: c for c in d.checks}
+    assert "read-only transaction" in by_sql[f"smoke query {writes!r}"]["detail"]
+    assert by_sql["smoke query 'drop table orders'"]["detail"] == (
+        "not run: a smoke query is one SELECT statement"
+    )
+    # The read that came after still saw every row: nothing was deleted.
+    assert by_sql["smoke query 'select count(*) from orders'"]["ok"]

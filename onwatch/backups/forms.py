@@ -18,7 +18,9 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from onwatch.backups import restic, services
+from onwatch.backups.drills import read_only_problem
 from onwatch.backups.models import Plan, Repository, Source, SourceKind
+from onwatch.backups.services import private_path_problem
 from onwatch.core.crons import validate_schedule
 from onwatch.core.models import Organization, Schedule
 
@@ -264,6 +266,8 @@ def parse_smoke_queries(text: str) -> list[dict[str, Any]]:
             raise ValidationError(
                 f"Line {n}: write each check as SQL => expected answer, such as {SMOKE_EXAMPLE}."
             )
+        if problem := read_only_problem(query):
+            raise ValidationError(f"Line {n}: {problem.removeprefix('not run: ')}.")
         found.append({"sql": query.strip(), "expect": expected_rows(expected.strip())})
     return found
 
@@ -294,6 +298,9 @@ def smoke_json(text: str) -> list[dict[str, Any]]:
         raise ValidationError(
             'Write a JSON list like [{"sql": "select count(*) from orders", "expect": [[250]]}].'
         )
+    for q in value:
+        if problem := read_only_problem(q["sql"]):
+            raise ValidationError(f"{q['sql']!r}: {problem.removeprefix('not run: ')}.")
     return [{"sql": q["sql"], "expect": expected_rows(json.dumps(q["expect"]))} for q in value]
 
 
@@ -430,7 +437,27 @@ class SourceForm(forms.Form):
         path: str = self.cleaned_data["path"].strip()
         if not path.startswith("/"):
             raise ValidationError("Write the full path, starting with /.")
+        if problem := private_path_problem(path):
+            raise ValidationError(problem)
         return path
+
+    def clean(self) -> dict[str, Any] | None:
+        data = super().clean()
+        source = self.source
+        if source is not None and source.password and data and not data.get("password"):
+            moved = [
+                n
+                for n in ("host", "port", "username")
+                if n in data and data[n] != getattr(source, n)
+            ]
+            if moved:
+                # The stored password goes only where it was typed for.
+                self.add_error(
+                    "password",
+                    "The server or user changed: type the password again (the stored one "
+                    "is not sent to a new server).",
+                )
+        return data
 
     def clean_scratch_url(self) -> str:
         url: str = self.cleaned_data.get("scratch_url", "")

@@ -344,7 +344,10 @@ def tool_version(kind: str = "dump") -> Version | None:
     path = tool(kind)
     if path is None:
         return None
-    done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # said as "not installed or not working" by the callers
     return parse_version(done.stdout)
 
 
@@ -486,6 +489,8 @@ class Dump:
                 self._counted = table_contents(snap, self.server.database)
         except MariaDBError as e:
             self._count_error = str(e)
+        except Exception as e:
+            self._count_error = f"counting the tables failed: {e}"
         finally:
             snap.close()
 

@@ -117,17 +117,63 @@ def redact(url: str) -> str:
     return f"{scheme}:{hidden}" if inner is rest else hidden
 
 
-# Environment variables a repository may set for its backend. Nothing else: RESTIC_* (and
-# RCLONE_*) include *_COMMAND variables that run programs, and LD_*/PATH would too.
-BACKEND_ENV_PREFIXES = ("AWS_", "B2_", "AZURE_", "GOOGLE_", "OS_", "ST_", "SWIFT_")
+# Environment variables a repository may set for its backend: the credentials restic's
+# manual names, and nothing else. Not RESTIC_*/RCLONE_* (their *_COMMAND variables run
+# programs), not LD_*/PATH, and not the ones that make a storage library read a local file
+# or fetch a URL (AWS_SHARED_CREDENTIALS_FILE, GOOGLE_APPLICATION_CREDENTIALS, …).
+BACKEND_ENV = frozenset(
+    {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "B2_ACCOUNT_ID",
+        "B2_ACCOUNT_KEY",
+        "AZURE_ACCOUNT_NAME",
+        "AZURE_ACCOUNT_KEY",
+        "AZURE_ACCOUNT_SAS",
+        "AZURE_ENDPOINT_SUFFIX",
+        "GOOGLE_PROJECT_ID",
+        "GOOGLE_ACCESS_TOKEN",
+        *(
+            f"OS_{n}"
+            for n in (
+                "AUTH_URL",
+                "REGION_NAME",
+                "USERNAME",
+                "USER_ID",
+                "PASSWORD",
+                "TENANT_ID",
+                "TENANT_NAME",
+                "USER_DOMAIN_NAME",
+                "USER_DOMAIN_ID",
+                "PROJECT_NAME",
+                "PROJECT_DOMAIN_NAME",
+                "PROJECT_DOMAIN_ID",
+                "TRUST_ID",
+                "APPLICATION_CREDENTIAL_ID",
+                "APPLICATION_CREDENTIAL_NAME",
+                "APPLICATION_CREDENTIAL_SECRET",
+                "STORAGE_URL",
+                "AUTH_TOKEN",
+            )
+        ),
+        "ST_AUTH",
+        "ST_USER",
+        "ST_KEY",
+    }
+)
 
 
 def env_problem(extra: dict[str, str]) -> str | None:
     """Why these variables cannot be a repository's environment, or None."""
     for name, value in extra.items():
-        if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or not name.startswith(BACKEND_ENV_PREFIXES):
-            allowed = ", ".join(f"{p}…" for p in BACKEND_ENV_PREFIXES)
-            return f"{name} is not a storage credential variable; use only {allowed}"
+        if name not in BACKEND_ENV:
+            return (
+                f"{name} is not a storage credential variable onwatch passes to restic; use "
+                "e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or B2_ACCOUNT_ID and "
+                "B2_ACCOUNT_KEY"
+            )
         if not isinstance(value, str) or "\0" in value:
             return f"{name} must be plain text"
     return None
@@ -513,9 +559,9 @@ class Running:
         self.ssh_log = ""
         # Closed in wait() (or kill()), which every caller reaches.
         self.connection = Connection(repo)
-        self.out: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
-        self.err: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
         try:
+            self.out: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
+            self.err: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115
             self.proc = subprocess.Popen(
                 [binary(), *self.connection.flags, *args],
                 env=restic_env(repo),
@@ -523,7 +569,8 @@ class Running:
                 stdout=self.out if stdout is None else stdout,
                 stderr=self.err,
             )
-        except OSError:
+        except BaseException:
+            # Whatever failed, the private key written for this call does not stay behind.
             self.connection.close()
             raise
 

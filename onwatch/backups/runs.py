@@ -23,7 +23,7 @@ from django.utils import timezone
 from onwatch.backups import files, mariadb, pg, remote, restic
 from onwatch.backups.contents import Contents
 from onwatch.backups.models import BackupRun, Outcome, Plan, Repository, RunCopy, SourceKind
-from onwatch.backups.services import repo_of
+from onwatch.backups.services import private_path_problem, repo_of
 from onwatch.core.models import Job
 
 Log = Callable[[str], None]
@@ -343,6 +343,9 @@ def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
 def backup_into(
     plan: Plan, run: BackupRun, copies: list[Repository], log: Log, may_retry: bool = False
 ) -> list[str]:
+    local = plan.source.kind in (SourceKind.SQLITE, SourceKind.DIRECTORY)
+    if local and (problem := private_path_problem(plan.source.path)):
+        raise DumpFailed(problem)
     tags = tags_for(plan, run)
     out = BACKUP_BY_KIND[plan.source.kind](plan, copies, tags, log)
     # Where the data sits inside the snapshot: drills restore it without listing snapshots.

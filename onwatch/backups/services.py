@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from onwatch.backups import restic, ssh
@@ -176,3 +178,17 @@ def add_plan(
         )
         plan.save(update_fields=["schedule", "drill_schedule"])
     return plan
+
+
+def private_path_problem(path: str) -> str | None:
+    """onwatch's own database, secret key and key file are not a backup source: a source
+    there would let those who manage backups read sessions and secrets through its drills.
+    None when `path` is fine."""
+    target = Path(path).expanduser().resolve()
+    data = Path(settings.DATA_DIR).expanduser().resolve()
+    key = Path(settings.KEY_FILE).expanduser().resolve()
+    if target == data or data in target.parents or target in data.parents:
+        return f"{path} is or holds onwatch's own data folder ({data}); choose another path"
+    if target == key or target in key.parents:
+        return f"{path} is or holds onwatch's key file ({key}); choose another path"
+    return None

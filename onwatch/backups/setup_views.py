@@ -4,7 +4,6 @@ sources (what gets backed up). Secrets are write-only throughout: see forms.py."
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import import_module
 from typing import Any
 
 from django.contrib import messages
@@ -132,8 +131,9 @@ def repository_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 def connector() -> Callable[[Repository], Any]:
     """remote.connect_repository: reaches an SFTP server with the key onwatch made."""
-    found: Callable[[Repository], Any] = import_module("onwatch.backups.remote").connect_repository
-    return found
+    from onwatch.backups.remote import connect_repository
+
+    return connect_repository
 
 
 @require("backups.manage")
@@ -208,12 +208,9 @@ def source_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
 def problems_with(source: Source) -> list[str]:
     """What checks.check_source finds wrong (version mismatch, wrong password…)."""
-    try:
-        check_source = import_module("onwatch.backups.checks").check_source
-    except ImportError:
-        return []  # an onwatch without checks.py: nothing to ask
-    found: list[str] = check_source(source)
-    return found
+    from onwatch.backups.checks import check_source
+
+    return check_source(source)
 
 
 def _source_form(request: HttpRequest, kind: str, source: Source | None) -> HttpResponse:
