@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
+from django.urls import reverse
 
 from onwatch.backups import remote, restic, services, ssh
 from onwatch.backups.models import Repository, RunCopy, SourceKind
-from onwatch.core.models import JobState, Organization
+from onwatch.core.models import AuditEntry, JobState, Organization
+from tests.fixtures import signed_in
 from tests.procs import argv_of
 from tests.remote_servers import S3Server, SshServer, s3_server, sshd
 from tests.test_backups_runs import assert_failed_with_alert, backup, drill
@@ -120,7 +123,7 @@ def test_the_private_key_is_a_0600_file_only_while_restic_runs(
 
 
 def test_a_changed_host_key_a_removed_key_and_a_stopped_server_fail_the_run(
-    org: Organization, sshd: SshServer, tmp_path: Path
+    org: Organization, members: dict[str, Any], sshd: SshServer, tmp_path: Path
 ) -> None:
     repository = connected_sftp(org, sshd, tmp_path)
     source = services.add_source(
@@ -137,8 +140,16 @@ def test_a_changed_host_key_a_removed_key_and_a_stopped_server_fail_the_run(
     repository.refresh_from_db()
     assert repository.known_hosts == pinned, "a changed host key must not be pinned silently"
 
-    # Rebuilt on purpose: forget the old key, pin the new one.
-    remote.forget_host_key(repository)
+    # Rebuilt on purpose: an admin forgets the old key on the repository's page (audited);
+    # the next connect pins the new one.
+    page = signed_in(members["admin"]).get(f"/backups/repositories/{repository.pk}/")
+    assert "Forget it (server rebuilt)" in page.content.decode()
+    forget = reverse("backup_repository_forget_host_key", args=[repository.pk])
+    assert signed_in(members["viewer"]).post(forget).status_code == 403
+    assert signed_in(members["admin"]).post(forget).status_code == 302
+    repository.refresh_from_db()
+    assert repository.known_hosts == "" and not repository.ready
+    assert AuditEntry.objects.filter(action="backup-repository-host-key-forgotten").exists()
     remote.connect_repository(repository)
     assert ssh.fingerprints(repository.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
     assert backup(plan)[0].state == JobState.SUCCEEDED

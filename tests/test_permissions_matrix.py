@@ -167,6 +167,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "backup_repository_edit": lambda w: {"pk": backup_repository(w).pk},
     "backup_repository_delete": lambda w: {"pk": backup_repository(w).pk},
     "backup_repository_connect": lambda w: {"pk": backup_repository(w).pk},
+    "backup_repository_forget_host_key": lambda w: {"pk": backup_repository(w).pk},
     "backup_repository_kit": lambda w: {"pk": backup_repository(w).pk},
     "backup_source_add_kind": lambda w: {"kind": "directory"},
     "backup_source_edit": lambda w: {"pk": w.objects["backup_plan"].source.pk},

@@ -351,7 +351,7 @@ _TRANSPORT_PATTERNS: list[tuple[str, type[ResticError], str]] = [
         HostKeyChanged,
         "the SFTP server {host} showed a different host key than the one onwatch pinned, "
         "which can mean someone is intercepting the connection; if the server was rebuilt "
-        "on purpose, forget the pinned host key and connect the repository again",
+        "on purpose, forget the pinned host key (on the repository's page) and connect again",
     ),
     (
         r"host key is known for|host key verification failed",

@@ -154,6 +154,25 @@ def repository_connect(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("backup_repository", pk=pk)
 
 
+@require("backups.manage")
+@require_POST
+def repository_forget_host_key(request: HttpRequest, pk: int) -> HttpResponse:
+    """For an SFTP server rebuilt on purpose: the next Connect pins its new host key."""
+    from onwatch.backups.remote import forget_host_key
+
+    repository = _repository(request, pk)
+    forget_host_key(repository)
+    audit.record(
+        "backup-repository-host-key-forgotten", request=request, target=repository.name, id=pk
+    )
+    messages.warning(
+        request,
+        f"The host key of {repository.name} is forgotten; press Connect to pin the server's "
+        "key again. Do this only if you know the server was rebuilt.",
+    )
+    return redirect("backup_repository", pk=pk)
+
+
 @require("backups.recoverykit")
 def repository_kit(request: HttpRequest, pk: int) -> HttpResponse:
     repository = _repository(request, pk)

@@ -41,6 +41,11 @@ urlpatterns += [
         name="backup_repository_connect",
     ),
     path(
+        "backups/repositories/<int:pk>/forget-host-key/",
+        setup_views.repository_forget_host_key,
+        name="backup_repository_forget_host_key",
+    ),
+    path(
         "backups/repositories/<int:pk>/recovery-kit/",
         setup_views.repository_kit,
         name="backup_repository_kit",
