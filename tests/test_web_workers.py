@@ -55,6 +55,15 @@ def test_two_web_workers_share_the_port_store_every_ping_and_stop_together(
                 time.sleep(0.2)
                 workers = web_workers(web.proc.pid)
             assert len(workers) == 2, workers
+            # The managing process ran the start-up checks in a child: no Django apps here.
+            manager_kib = int(
+                next(
+                    line.split()[1]
+                    for line in Path(f"/proc/{web.proc.pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:")
+                )
+            )
+            assert manager_kib < 60_000, manager_kib
             for _ in range(40):
                 with urllib.request.urlopen(f"{web.base_url}/ping/{ping_id}", timeout=10) as r:
                     assert r.status == 200
