@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,51 +33,38 @@ def to_postgresql(
     repo: restic.Repo, snap: restic.Snapshot, server: pg.Server, database: str
 ) -> Timings:
     """Stream `restic dump` into pg_restore, as `restic dump … | pg_restore` would."""
-    started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as err:
-        dump = restic.start_dump(repo, snap.id, snap.paths[0], stdout=subprocess.PIPE)
-        assert dump.proc.stdout is not None
-        loader = subprocess.Popen(
-            pg.restore_command(server, database),
-            stdin=dump.proc.stdout,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=server.tool_env(),
-        )
-        dump.proc.stdout.close()
-        try:
-            restic.finish(dump)
-        except restic.ResticError:
-            loader.kill()
-            loader.wait()
-            raise
-        fetched = time.monotonic()
-        code = loader.wait()
-        err.seek(0)
-        lines = err.read().strip().splitlines()
-    if code != 0:
-        raise RestoreFailed(f"pg_restore {describe_exit(code)} ({pg.last_error(lines)})")
-    return Timings(fetched - started, time.monotonic() - fetched)
+    command = pg.restore_command(server, database)
+    return stream_into(repo, snap, command, server.tool_env(), "pg_restore", pg.last_error)
 
 
 def to_mariadb(
     repo: restic.Repo, snap: restic.Snapshot, server: mariadb.Server, database: str
 ) -> Timings:
     """Stream `restic dump` into the mariadb client, which stops at the first error."""
-    started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as err, mariadb.option_file(server) as options:
+    with mariadb.option_file(server) as options:
         try:
             command = mariadb.restore_command(options, database)
         except mariadb.MariaDBError as e:
             raise RestoreFailed(str(e)) from e
+        return stream_into(repo, snap, command, mariadb.tool_env(), "mariadb", mariadb.last_error)
+
+
+def stream_into(
+    repo: restic.Repo,
+    snap: restic.Snapshot,
+    command: list[str],
+    env: dict[str, str],
+    name: str,
+    last_error: Callable[[list[str]], str],
+) -> Timings:
+    """`restic dump … | command`: fetch time ends with restic's last byte, restore time
+    with the loader's exit; a loader that fails says why in its own last error line."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as err:
         dump = restic.start_dump(repo, snap.id, snap.paths[0], stdout=subprocess.PIPE)
         assert dump.proc.stdout is not None
         loader = subprocess.Popen(
-            command,
-            stdin=dump.proc.stdout,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=mariadb.tool_env(),
+            command, stdin=dump.proc.stdout, stdout=subprocess.DEVNULL, stderr=err, env=env
         )
         dump.proc.stdout.close()
         try:
@@ -90,7 +78,7 @@ def to_mariadb(
         err.seek(0)
         lines = err.read().strip().splitlines()
     if code != 0:
-        raise RestoreFailed(f"mariadb {describe_exit(code)} ({mariadb.last_error(lines)})")
+        raise RestoreFailed(f"{name} {describe_exit(code)} ({last_error(lines)})")
     return Timings(fetched - started, time.monotonic() - fetched)
 
 
