@@ -5,23 +5,21 @@ password kept out of argv, and the checks made before the first run."""
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from onwatch.backups import checks, mariadb, restic, restores, services
 from onwatch.backups.mariadb import Version
-from onwatch.backups.models import Outcome, Repository, RunCopy, Source, SourceKind
+from onwatch.backups.models import Outcome, RunCopy, Source, SourceKind
 from onwatch.core.models import JobState, Organization
 from tests.mariadb_server import MariaDB, mariadb_server
 from tests.procs import free_port, run
 from tests.test_backups_cli import env, make_plan
 from tests.test_backups_runs import assert_failed_with_alert, backup, drill
-from tests.test_backups_support import channel, plan_for
+from tests.test_backups_support import channel, local_repo, plan_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
 __all__ = ["channel", "env", "mariadb_server"]
@@ -63,34 +61,6 @@ def maria_db(mariadb_server: MariaDB) -> Iterator[MariaSource]:
     finally:
         with mariadb_server.connect() as c, c.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
-
-
-@pytest.fixture(scope="module")
-def repo_template() -> Iterator[Path]:
-    """One `restic init` for the module (it calibrates its key derivation and costs
-    seconds); each test gets a copy, with the same password."""
-    root = Path(tempfile.mkdtemp(prefix="onwatch-repo-template-"))
-    restic.init(restic.Repo(str(root / "repo"), TEMPLATE_PASSWORD, root / "cache"))
-    yield root / "repo"
-    shutil.rmtree(root, ignore_errors=True)
-
-
-TEMPLATE_PASSWORD = "template-" + secrets.token_hex(8)
-
-
-NewRepo = Callable[[Organization, Path], Repository]
-
-
-@pytest.fixture
-def new_repo(repo_template: Path) -> NewRepo:
-    def make(org: Organization, tmp_path: Path) -> Repository:
-        path = tmp_path / "repo"
-        shutil.copytree(repo_template, path)
-        return services.add_repository(
-            org, "local", str(path), "hetzner", "fsn1", TEMPLATE_PASSWORD, initialise=False
-        )
-
-    return make
 
 
 def maria_source(org: Organization, db: MariaSource, **fields: object) -> Source:
@@ -154,7 +124,6 @@ def quoted_user(maria_db: MariaSource) -> Iterator[tuple[str, str]]:
 def test_a_mariadb_plan_backs_up_and_its_drill_proves_it(
     org: Organization,
     maria_db: MariaSource,
-    new_repo: NewRepo,
     quoted_user: tuple[str, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -179,7 +148,7 @@ def test_a_mariadb_plan_backs_up_and_its_drill_proves_it(
             },
         ],
     )
-    plan = plan_for(source, [new_repo(org, tmp_path)])
+    plan = plan_for(source, [local_repo(org, tmp_path / "repo")])
     job, run = backup(plan)
     assert job.state == JobState.SUCCEEDED, job.error + job.log
     assert run.state == Outcome.SUCCEEDED and run.bytes_processed > 0
@@ -207,7 +176,7 @@ def test_a_mariadb_plan_backs_up_and_its_drill_proves_it(
 
 
 def test_counts_and_checksums_match_the_dump_while_writers_commit(
-    org: Organization, maria_db: MariaSource, new_repo: NewRepo, tmp_path: Path
+    org: Organization, maria_db: MariaSource, tmp_path: Path
 ) -> None:
     """Rows committed all through the backup: the recorded numbers must still be the
     dump's, or the drill would find the restored copy different."""
@@ -223,7 +192,7 @@ def test_counts_and_checksums_match_the_dump_while_writers_commit(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        plan = plan_for(maria_source(org, maria_db), [new_repo(org, tmp_path)])
+        plan = plan_for(maria_source(org, maria_db), [local_repo(org, tmp_path / "repo")])
         job, run = backup(plan)
     finally:
         stop.set()
@@ -236,9 +205,9 @@ def test_counts_and_checksums_match_the_dump_while_writers_commit(
 
 
 def test_a_restored_database_missing_a_table_or_rows_fails_the_drill(
-    org: Organization, maria_db: MariaSource, new_repo: NewRepo, tmp_path: Path
+    org: Organization, maria_db: MariaSource, tmp_path: Path
 ) -> None:
-    plan = plan_for(maria_source(org, maria_db), [new_repo(org, tmp_path)])
+    plan = plan_for(maria_source(org, maria_db), [local_repo(org, tmp_path / "repo")])
     job, run = backup(plan)
     assert job.state == JobState.SUCCEEDED, job.error
     # The run recorded a table the snapshot does not hold, and other orders.
@@ -266,7 +235,6 @@ def test_a_restored_database_missing_a_table_or_rows_fails_the_drill(
 def test_a_dump_killed_mid_stream_leaves_no_snapshot_that_looks_good(
     org: Organization,
     maria_db: MariaSource,
-    new_repo: NewRepo,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -274,7 +242,7 @@ def test_a_dump_killed_mid_stream_leaves_no_snapshot_that_looks_good(
         "INSERT INTO orders (customer, total, note) SELECT 1, seq, repeat('x', 200) "
         "FROM seq_1_to_2000"
     )
-    repository = new_repo(org, tmp_path)
+    repository = local_repo(org, tmp_path / "repo")
     plan = plan_for(maria_source(org, maria_db), [repository])
     cut_off = '"$real" "$@" | head -c 4096\nkill -9 $$'
     monkeypatch.setenv("ONWATCH_MARIADB_BIN_DIR", str(wrapped_tools(tmp_path, cut_off)))
@@ -288,16 +256,16 @@ def test_a_dump_killed_mid_stream_leaves_no_snapshot_that_looks_good(
 
 
 def test_a_wrong_source_password_fails_the_run_in_plain_words(
-    org: Organization, maria_db: MariaSource, new_repo: NewRepo, tmp_path: Path
+    org: Organization, maria_db: MariaSource, tmp_path: Path
 ) -> None:
     source = maria_source(org, maria_db, password="not-the-password")
-    job, _ = backup(plan_for(source, [new_repo(org, tmp_path)]))
+    job, _ = backup(plan_for(source, [local_repo(org, tmp_path / "repo")]))
     assert_failed_with_alert(job, "refused user onwatch with this password")
     assert not RunCopy.objects.filter(good=True).exists()
 
 
 def test_a_user_without_reload_is_told_before_the_first_run_and_by_the_run(
-    org: Organization, maria_db: MariaSource, new_repo: NewRepo, tmp_path: Path
+    org: Organization, maria_db: MariaSource, tmp_path: Path
 ) -> None:
     with maria_db.server.connect() as c, c.cursor() as cur:
         cur.execute("CREATE USER 'reader'@'127.0.0.1' IDENTIFIED BY 'reader-pw'")
@@ -308,7 +276,7 @@ def test_a_user_without_reload_is_told_before_the_first_run_and_by_the_run(
         source = maria_source(org, maria_db, username="reader", password="reader-pw")
         [problem] = checks.check_source(source)
         assert "lacks the RELOAD privilege" in problem and "GRANT RELOAD ON *.*" in problem
-        job, _ = backup(plan_for(source, [new_repo(org, tmp_path)]))
+        job, _ = backup(plan_for(source, [local_repo(org, tmp_path / "repo")]))
         assert_failed_with_alert(job, "needs the RELOAD privilege")
     finally:
         with maria_db.server.connect() as c, c.cursor() as cur:

@@ -4,16 +4,20 @@ a REST repository served by `rclone serve restic`."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,7 +27,7 @@ from psycopg import sql
 
 from onwatch.alerts.models import Delivery
 from onwatch.alerts.services import add_channel
-from onwatch.backups import services
+from onwatch.backups import restic, services
 from onwatch.backups.models import Plan, Repository, Source, SourceKind
 from onwatch.core.models import Organization
 from tests.procs import free_port
@@ -131,10 +135,30 @@ def directory(path: Path) -> Path:
     return path
 
 
+TEMPLATE_PASSWORD = "template-" + secrets.token_hex(8)
+
+
+@cache
+def repo_template() -> Path:
+    """One real `restic init` per test process: it calibrates its key derivation, about
+    3 s of CPU, which once per test was a third of the suite's CPU. Local repositories are
+    copies of it (same password). Initialising itself is tested where it happens: the
+    repository form, restic.init, and the SFTP, S3 and REST repositories."""
+    root = Path(tempfile.mkdtemp(prefix="onwatch-repo-template-"))
+    atexit.register(shutil.rmtree, root, True)
+    restic.init(restic.Repo(str(root / "repo"), TEMPLATE_PASSWORD, root / "cache"))
+    return root / "repo"
+
+
 def local_repo(
     org: Organization, path: Path, name: str = "local", provider: str = "hetzner"
 ) -> Repository:
-    return services.add_repository(org, name, str(path), provider=provider, location="fsn1")
+    """A local repository restic initialised (a copy of the template), as onwatch knows it
+    after "connect an existing repository"."""
+    shutil.copytree(repo_template(), path)
+    return services.add_repository(
+        org, name, str(path), provider, "fsn1", TEMPLATE_PASSWORD, initialise=False
+    )
 
 
 def plan_for(source: Source, copies: list[Repository], **fields: object) -> Plan:
