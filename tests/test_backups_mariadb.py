@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from onwatch.backups import checks, mariadb, restic, restores, services
+from onwatch.backups import checks, mariadb, restic, restores, services, targets
 from onwatch.backups.mariadb import Version
 from onwatch.backups.models import Outcome, RunCopy, Source, SourceKind
 from onwatch.core.models import JobState, Organization
@@ -389,3 +389,46 @@ def test_a_copy_on_the_mariadb_servers_machine_is_not_offsite(org: Organization)
     )
     assert services.not_offsite(plan_for(source, [same_host]))
     assert not services.not_offsite(services.add_plan(source, "other", [same_host, elsewhere]))
+
+
+def test_a_drill_copy_gets_the_sources_events_switched_off(
+    org: Organization, maria_db: MariaSource, tmp_path: Path
+) -> None:
+    """The scratch copy sits on the source's own server: its events must not run the
+    source's jobs there. A restore people ask for keeps them as they were."""
+    with maria_db.server.connect(maria_db.name) as c, c.cursor() as cur:
+        cur.execute("CREATE TABLE ticks (at datetime)")
+        cur.execute(
+            "CREATE EVENT `tick ENABLE DO` ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01' "
+            "COMMENT 'it''s ENABLE DO' DO INSERT INTO ticks VALUES (now())"
+        )
+        cur.execute(
+            "CREATE EVENT tidy ON SCHEDULE AT '2030-01-01' ON COMPLETION PRESERVE "
+            "DO DELETE FROM ticks"
+        )
+    plan = plan_for(maria_source(org, maria_db), [local_repo(org, tmp_path / "repo")])
+    job, run = backup(plan)
+    assert job.state == JobState.SUCCEEDED, job.error + job.log
+    repo = services.repo_of(run.copies.get().repository)
+    [snap] = restic.snapshots(repo, [plan.tag])
+
+    server = mariadb.scratch_server(plan.source)
+    for events_off, status in ((True, "DISABLED"), (False, "ENABLED")):
+        name = mariadb.create_scratch(server)
+        try:
+            targets.to_mariadb(repo, snap, server, name, events_off=events_off)
+            with maria_db.server.connect() as c, c.cursor() as cur:
+                cur.execute(
+                    "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS "
+                    "WHERE EVENT_SCHEMA = %s ORDER BY EVENT_NAME",
+                    (name,),
+                )
+                assert cur.fetchall() == (("tick ENABLE DO", status), ("tidy", status))
+        finally:
+            mariadb.drop_database(server, name)
+
+    job, d = drill(plan)
+    assert job.state == JobState.SUCCEEDED and d.verified, job.error + job.log
+    # The rewrite caught both; the fallback that switches events off afterwards had nothing
+    # left to do.
+    assert "switched off event" not in job.log

@@ -279,6 +279,35 @@ def dump_command(options: str, database: str) -> list[str]:
     ]
 
 
+# How mariadb-dump (and mysqldump) writes a scheduled event, up to its status:
+#   /*!50106 CREATE*/ /*!50117 DEFINER=`u`@`h`*/ /*!50106 EVENT `name` ON SCHEDULE EVERY 1
+#   SECOND STARTS '…' ON COMPLETION NOT PRESERVE ENABLE [COMMENT '…'] DO …
+_ENABLED_EVENT = re.compile(
+    rb"^(/\*!50106 CREATE\*/ (?:/\*!50117 DEFINER=.*?\*/ )?/\*!50106 EVENT `(?:[^`]|``)*`"
+    rb" ON SCHEDULE (?:[^'\n]|'(?:[^'\\\n]|\\.)*')*? ON COMPLETION (?:NOT )?PRESERVE) ENABLE ",
+    re.MULTILINE,
+)
+
+
+def switch_off_events(lines: bytes) -> bytes:
+    """The dump's events created DISABLED: a drill's scratch copy sits on a real server,
+    and an enabled event there would run the source's jobs (and any statement naming the
+    source's own tables) while the drill runs."""
+    if b"EVENT" not in lines:
+        return lines
+    return _ENABLED_EVENT.sub(rb"\1 DISABLE ", lines)
+
+
+def enabled_events(conn: Connection[Any], database: str) -> list[str]:
+    rows = query(
+        conn,
+        "SELECT EVENT_NAME FROM information_schema.EVENTS "
+        "WHERE EVENT_SCHEMA = %s AND STATUS = 'ENABLED'",
+        (database,),
+    )
+    return [str(r[0]) for r in rows]
+
+
 def restore_command(options: str, database: str) -> list[str]:
     return [
         needed_tool("client"),

@@ -4,15 +4,23 @@ directory. Used by drills (scratch targets) and by real restores (targets people
 from __future__ import annotations
 
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from onwatch.backups import files, mariadb, pg, restic
+
+Rewrite = Callable[[bytes], bytes]
+# How long a loader may take to exit once restic has died writing to it.
+LOADER_EXIT_SECONDS = 30
 
 
 class RestoreFailed(Exception):
@@ -38,15 +46,24 @@ def to_postgresql(
 
 
 def to_mariadb(
-    repo: restic.Repo, snap: restic.Snapshot, server: mariadb.Server, database: str
+    repo: restic.Repo,
+    snap: restic.Snapshot,
+    server: mariadb.Server,
+    database: str,
+    events_off: bool = False,
 ) -> Timings:
-    """Stream `restic dump` into the mariadb client, which stops at the first error."""
+    """Stream `restic dump` into the mariadb client, which stops at the first error.
+    With events_off the dump's scheduled events arrive switched off (for drills: a copy
+    must not run the source's jobs)."""
     with mariadb.option_file(server) as options:
         try:
             command = mariadb.restore_command(options, database)
         except mariadb.MariaDBError as e:
             raise RestoreFailed(str(e)) from e
-        return stream_into(repo, snap, command, mariadb.tool_env(), "mariadb", mariadb.last_error)
+        rewrite = mariadb.switch_off_events if events_off else None
+        return stream_into(
+            repo, snap, command, mariadb.tool_env(), "mariadb", mariadb.last_error, rewrite
+        )
 
 
 def stream_into(
@@ -56,23 +73,48 @@ def stream_into(
     env: dict[str, str],
     name: str,
     last_error: Callable[[list[str]], str],
+    rewrite: Rewrite | None = None,
 ) -> Timings:
     """`restic dump … | command`: fetch time ends with restic's last byte, restore time
-    with the loader's exit; a loader that fails says why in its own last error line."""
+    with the loader's exit; a loader that fails says why in its own last error line.
+    With `rewrite`, whole lines of the dump pass through it on their way."""
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as err:
         dump = restic.start_dump(repo, snap.id, snap.paths[0], stdout=subprocess.PIPE)
         assert dump.proc.stdout is not None
-        loader = subprocess.Popen(
-            command, stdin=dump.proc.stdout, stdout=subprocess.DEVNULL, stderr=err, env=env
-        )
-        dump.proc.stdout.close()
+        relay: threading.Thread | None = None
+        if rewrite is None:
+            loader = subprocess.Popen(
+                command, stdin=dump.proc.stdout, stdout=subprocess.DEVNULL, stderr=err, env=env
+            )
+            dump.proc.stdout.close()
+        else:
+            loader = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env
+            )
+            assert loader.stdin is not None
+            relay = threading.Thread(
+                target=relay_lines, args=(dump.proc.stdout, loader.stdin, rewrite), daemon=True
+            )
+            relay.start()
         try:
             restic.finish(dump)
         except restic.ResticError:
-            loader.kill()
-            loader.wait()
-            raise
+            if dump.proc.returncode != -signal.SIGPIPE:
+                loader.kill()
+                loader.wait()
+                raise
+            # The loader stopped reading first and restic died writing to it: the
+            # loader's own error line is the one that explains.
+            try:
+                loader.wait(timeout=LOADER_EXIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                loader.kill()
+                loader.wait()
+                raise
+        finally:
+            if relay is not None:
+                relay.join()
         fetched = time.monotonic()
         code = loader.wait()
         err.seek(0)
@@ -80,6 +122,27 @@ def stream_into(
     if code != 0:
         raise RestoreFailed(f"{name} {describe_exit(code)} ({last_error(lines)})")
     return Timings(fetched - started, time.monotonic() - fetched)
+
+
+def relay_lines(source: IO[bytes], sink: IO[bytes], rewrite: Rewrite) -> None:
+    """Copy source to sink, handing `rewrite` whole lines only (a megabyte or so at a
+    time). A sink that stops reading ends the copy; its exit status says why."""
+    pending = b""
+    try:
+        while chunk := source.read(1 << 20):
+            block = pending + chunk
+            cut = block.rfind(b"\n") + 1
+            pending = block[cut:]
+            if cut:
+                sink.write(rewrite(block[:cut]))
+        if pending:
+            sink.write(rewrite(pending))
+    except BrokenPipeError:
+        pass
+    finally:
+        source.close()
+        with suppress(BrokenPipeError):
+            sink.close()
 
 
 def to_sqlite(repo: restic.Repo, snap: restic.Snapshot, target: Path) -> Timings:
