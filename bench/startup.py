@@ -30,14 +30,20 @@ def free_port() -> int:
         return port
 
 
-def rss_kib(pid: int) -> int:
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(resident, proportional) set size. Summed over processes, resident counts the
+    shared interpreter and libraries once per process; proportional splits them, so its
+    sum is what the machine really spends."""
+    rss = pss = 0
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return rss, pss
 
 
 def tree(pid: int) -> list[int]:
@@ -49,7 +55,7 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def start_and_measure(data_dir: Path, idle: float) -> tuple[float, int, int]:
+def start_and_measure(data_dir: Path, idle: float) -> tuple[float, tuple[int, int], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONWATCH_")}
     env.pop("DATABASE_URL", None)
@@ -76,7 +82,8 @@ def start_and_measure(data_dir: Path, idle: float) -> tuple[float, int, int]:
         ready = time.monotonic() - started
         time.sleep(idle)
         pids = tree(proc.pid)
-        return ready, sum(rss_kib(p) for p in pids), len(pids)
+        sizes = [memory_kib(p) for p in pids]
+        return ready, (sum(r for r, _ in sizes), sum(p for _, p in sizes)), len(pids)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
@@ -87,21 +94,24 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=5.0)
     args = parser.parse_args()
-    first, again, memory = [], [], []
+    first, again, rss, pss = [], [], [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "data"
             t, _, _ = start_and_measure(data, 0)
             first.append(t)
-            t, kib, n = start_and_measure(data, args.idle)
+            t, (r, p), n = start_and_measure(data, args.idle)
             again.append(t)
-            memory.append(kib)
+            rss.append(r)
+            pss.append(p)
     print(f"first start (creates data dir, migrates): {[round(t, 2) for t in first]} s")
     print(f"restart on existing data:                 {[round(t, 2) for t in again]} s")
-    print(f"idle resident memory ({n} processes):       {[m // 1024 for m in memory]} MiB")
+    print(f"idle memory, proportional ({n} processes): {[m // 1024 for m in pss]} MiB")
+    print(f"idle memory, resident summed:             {[m // 1024 for m in rss]} MiB")
     print(
         f"summary: first start {min(first):.2f} s, restart {min(again):.2f} s, "
-        f"idle memory {min(memory) / 1024:.0f} MiB in {n} processes"
+        f"idle memory {min(pss) / 1024:.0f} MiB (PSS; {min(rss) / 1024:.0f} MiB RSS summed) "
+        f"in {n} processes"
     )
 
 
