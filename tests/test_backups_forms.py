@@ -129,6 +129,8 @@ def test_the_repository_form_explains_what_is_wrong(
     cases = [
         ({"url": "ftp://example.com/backups"}, "restic URL"),
         ({"url": "relative/path"}, "starting with /"),
+        ({"url": "rest:http://u:pw@backup.example:8000/"}, "use rest:https://"),
+        ({"url": "s3:http://10.0.0.7:9000/bucket"}, "would cross the network unencrypted"),
         ({"env": "this line has no equals sign"}, "NAME=value"),
         ({"env": "RESTIC_PASSWORD=x"}, "set by onwatch"),
         ({"env": "LD_PRELOAD=/tmp/evil.so"}, "not a storage credential"),

@@ -262,6 +262,22 @@ def test_env_and_sftp_urls_that_could_run_programs_are_refused(org: Organization
     assert not Repository.objects.exists()
 
 
+def test_plain_http_is_refused_beyond_this_machine(org: Organization) -> None:
+    """The REST password (and S3 traffic) must not cross the network unencrypted."""
+    for url in ("rest:http://u:pw@backup.example:8000/", "s3:http://[2001:db8::1]:9000/b"):
+        with pytest.raises(services.InvalidRepository, match="https://"):
+            services.add_repository(org, "r", url, "x", initialise=False)
+    assert not Repository.objects.exists()
+    for url in (
+        "rest:https://u:pw@backup.example:8000/",
+        "rest:http://127.0.0.1:8000/",
+        "s3:http://localhost:9000/b",
+        "s3:http://[::1]:9000/b",
+        "s3:s3.amazonaws.com/b",
+    ):
+        assert restic.plain_http_problem(url) is None, url
+
+
 def test_host_of_url_reads_sftp_ports_and_s3_endpoints() -> None:
     assert services.host_of_url("sftp://me@Backup.example:2222//srv/r") == "backup.example"
     assert services.host_of_url("sftp:me@box.example:/srv/r") == "box.example"

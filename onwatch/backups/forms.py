@@ -107,6 +107,9 @@ def validate_repository_url(url: str) -> str:
         restic.sftp_target(url)
     except ValueError as e:
         raise ValidationError(f"{str(e)[0].upper()}{str(e)[1:]}.") from None
+    problem = restic.plain_http_problem(url)
+    if problem:
+        raise ValidationError(f"{problem[0].upper()}{problem[1:]}.")
     return url
 
 

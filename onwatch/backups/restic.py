@@ -9,6 +9,7 @@ what to do.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -115,6 +116,28 @@ def redact(url: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     hidden = urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}{port}"))
     return f"{scheme}:{hidden}" if inner is rest else hidden
+
+
+def plain_http_problem(url: str) -> str | None:
+    """Why a REST or S3 URL must not be used: plain http to another machine carries the
+    REST password (or the S3 traffic) unencrypted across the network. None when fine;
+    loopback addresses are fine (a local rclone or MinIO)."""
+    scheme, _, rest = url.partition(":")
+    if scheme not in ("rest", "s3") or not rest.startswith("http://"):
+        return None
+    host = urlsplit(rest).hostname or ""
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"{scheme}:http:// to {host} would cross the network unencrypted; use "
+        f"{scheme}:https:// (the server needs TLS: restic's REST server and rclone take "
+        "--tls-cert and --tls-key, or put it behind Caddy)"
+    )
 
 
 # Environment variables a repository may set for its backend: the credentials restic's

@@ -116,7 +116,7 @@ def add_repository(
     Raises InvalidRepository for a URL or env that cannot be used, restic.ResticError when
     restic cannot initialise it."""
     url = url.strip()
-    problem = restic.env_problem(env or {})
+    problem = restic.env_problem(env or {}) or restic.plain_http_problem(url)
     if problem:
         raise InvalidRepository(problem)
     try:
