@@ -13,7 +13,7 @@ from tests.fixtures import make_org, signed_in
 from tests.receivers import WebhookReceiver
 
 TOKEN = "hunter2-very-secret-token"
-SECRET_URL = f"json://robot:{TOKEN}@hooks.example.com:8443/in/{TOKEN}"
+SECRET_URL = f"jsons://robot:{TOKEN}@hooks.example.com:8443/in/{TOKEN}"
 
 
 def raw_url(channel: Channel) -> str:
@@ -45,7 +45,7 @@ def test_an_admin_adds_a_channel_kept_encrypted_and_audited(
     r = client.post("/channels/add/", {"name": "ops", "url": SECRET_URL})
     assert r.status_code == 302 and r["Location"] == "/channels/"
     ch = Channel.objects.get(org=org, name="ops")
-    assert ch.url == SECRET_URL and ch.service == "json"
+    assert ch.url == SECRET_URL and ch.service == "jsons"
     assert raw_url(ch).startswith("ow1:") and TOKEN not in raw_url(ch)
     entry = AuditEntry.objects.get(action="channel-added")
     assert entry.target == "ops" and entry.actor == members["admin"].email

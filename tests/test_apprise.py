@@ -25,8 +25,16 @@ def test_it_refuses_a_url_apprise_does_not_understand(url: str) -> None:
 
 
 def test_the_summary_shows_host_and_port_but_no_password_or_path() -> None:
-    s = apprise.summarize("json://robot:s3cr3t-token@hooks.example.com:8443/in/SECRETPATH")
-    assert s == apprise.Summary(service="json", location="hooks.example.com:8443")
+    s = apprise.summarize("jsons://robot:s3cr3t-token@hooks.example.com:8443/in/SECRETPATH")
+    assert s == apprise.Summary(service="jsons", location="hooks.example.com:8443")
+
+
+@pytest.mark.parametrize("scheme", ["json", "xml", "form"])
+def test_a_plain_http_web_hook_is_refused_beyond_this_machine(scheme: str) -> None:
+    with pytest.raises(apprise.ChannelError, match=f"unencrypted; use {scheme}s://"):
+        apprise.service_of(f"{scheme}://hooks.example.com/in")
+    assert apprise.service_of(f"{scheme}s://hooks.example.com/in") == f"{scheme}s"
+    assert apprise.service_of(f"{scheme}://localhost:8080/in") == scheme
 
 
 def test_the_summary_hides_a_host_that_is_itself_a_token() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from onwatch.core.lazy import lazy_module
+from onwatch.core.network import is_loopback
 
 # Apprise loads ~150 service plugins (about half a second); only processes that validate or
 # deliver pay for it, not every web, scheduler and prober start.
@@ -26,10 +27,21 @@ def _plugin(url: str) -> Any:
     return plugin
 
 
+# Apprise's generic web hooks over plain HTTP; jsons://, xmls:// and forms:// use HTTPS.
+PLAIN_WEBHOOKS = frozenset({"json", "xml", "form"})
+
+
 def service_of(url: str) -> str:
-    """Check the URL is one Apprise understands and name its service (mailto, json, ...)."""
-    _plugin(url)
+    """Check the URL is one Apprise understands and name its service (mailto, json, ...).
+    A plain-HTTP web hook is refused unless it stays on this machine."""
+    plugin = _plugin(url)
     scheme = url.strip().split("://", 1)[0].lower()
+    host = str(getattr(plugin, "host", "") or "")
+    if scheme in PLAIN_WEBHOOKS and not is_loopback(host):
+        raise ChannelError(
+            f"{scheme}:// would send alerts to {host} across the network unencrypted; "
+            f"use {scheme}s:// (HTTPS)"
+        )
     return scheme
 
 

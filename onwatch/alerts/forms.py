@@ -25,7 +25,7 @@ class ChannelForm(forms.Form):
         label="Apprise URL",
         max_length=2000,
         widget=SecretInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
-        help_text="For example mailto://user:password@example.com or json://host/path. "
+        help_text="For example mailto://user:password@example.com or jsons://host/path. "
         "It is stored encrypted and never shown again.",
     )
 

@@ -9,7 +9,6 @@ what to do.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from onwatch.config import env
+from onwatch.core.network import is_loopback
 
 Version = tuple[int, int, int]
 
@@ -126,13 +126,8 @@ def plain_http_problem(url: str) -> str | None:
     if scheme not in ("rest", "s3") or not rest.startswith("http://"):
         return None
     host = urlsplit(rest).hostname or ""
-    if host == "localhost":
+    if is_loopback(host):
         return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass
     return (
         f"{scheme}:http:// to {host} would cross the network unencrypted; use "
         f"{scheme}:https:// (the server needs TLS: restic's REST server and rclone take "

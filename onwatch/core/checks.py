@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from onwatch.core.network import is_loopback
 
 
 @register()
 def check_plain_http_beyond_loopback(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
-    if _is_loopback(settings.HOST) or settings.SITE.https:
+    if is_loopback(settings.HOST) or settings.SITE.https:
         return []
     return [
         Warning(
