@@ -98,6 +98,24 @@ def test_forget_policy_keeps_the_newest_and_forget_removes_one(tmp_path: Path) -
     assert restic.snapshots(repo) == []
 
 
+def data_bytes(repo: restic.Repo) -> int:
+    return sum(p.stat().st_size for p in (Path(repo.url) / "data").rglob("*") if p.is_file())
+
+
+def test_forget_keeps_the_data_and_prune_frees_it(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path)
+    backup_text(repo, os.urandom(2 << 20), ["plan:1"])
+    backup_text(repo, os.urandom(1 << 20), ["plan:1"])
+    before = data_bytes(repo)
+    restic.forget_policy(repo, ["plan:1"], restic.Retention(0, 0, 0))
+    assert data_bytes(repo) == before, "forget alone must stay quick: no data rewritten"
+    summary = restic.prune(repo)
+    assert summary.freed.endswith("MiB") and float(summary.freed.split()[0]) > 1.9
+    assert data_bytes(repo) < before - (2 << 20)
+    # Nothing left to free: prune says so.
+    assert restic.prune(repo).freed == "0 B"
+
+
 def hold_lock(repo: restic.Repo) -> subprocess.Popen[bytes]:
     """A real restic that takes the repository lock and then waits on its stdin."""
     proc = subprocess.Popen(

@@ -227,7 +227,7 @@ def test_a_stale_lock_of_a_crashed_backup_is_cleared_by_the_prune_that_follows(
     job, _ = backup(plan)
     # A backup's lock is shared: a dead one does not stand in the way of the next backup.
     assert job.state == JobState.SUCCEEDED, job.error
-    assert "pruned by job #" in job.log
+    assert "forgotten by job #" in job.log
     [pruning] = jobs.run_pending(kinds=["backups.prune"])
     assert pruning.state == JobState.SUCCEEDED, pruning.error
     assert "removed 1 stale lock(s)" in pruning.log
@@ -421,3 +421,31 @@ def test_smoke_queries_only_read(org: Organization, pg_db: PgSource, tmp_path: P
     )
     # The read that came after still saw every row: nothing was deleted.
     assert by_sql["smoke query 'select count(*) from orders'"]["ok"]
+
+
+def test_the_weekly_reclaim_frees_each_repository_and_a_failing_one_alerts_alone(
+    org: Organization, tmp_path: Path
+) -> None:
+    db = sqlite_file(tmp_path / "app.sqlite3")
+    source = services.add_source(org, "app", SourceKind.SQLITE, path=str(db))
+    good = local_repo(org, tmp_path / "good", name="good")
+    bad = local_repo(org, tmp_path / "bad", name="bad")
+    plan = plan_for(source, [good, bad], keep_daily=0, keep_weekly=0, keep_monthly=0)
+    for _ in range(2):
+        assert backup(plan)[0].state == JobState.SUCCEEDED
+    assert all(p.state == JobState.SUCCEEDED for p in jobs.run_pending(kinds=["backups.prune"]))
+    bad.password = "not-the-password"
+    bad.save()
+
+    [weekly] = run_job_now("backups.reclaim_all", org)
+    assert weekly.state == JobState.SUCCEEDED, weekly.error
+    reclaims = {j.payload["repository"]: j for j in jobs.run_pending(kinds=["backups.reclaim"])}
+    assert reclaims[good.pk].state == JobState.SUCCEEDED, reclaims[good.pk].error
+    assert "good: freed " in reclaims[good.pk].log
+    assert_failed_with_alert(reclaims[bad.pk], "Freeing space in bad failed")
+    assert "password" in reclaims[bad.pk].error
+
+
+def run_job_now(kind: str, org: Organization) -> list[Job]:
+    jobs.enqueue(kind, {}, org=None)
+    return jobs.run_pending(kinds=[kind])

@@ -206,3 +206,5 @@ def test_built_in_schedules_are_created_once() -> None:
     assert scheduler.ensure_builtin() == 0
     rollup = Schedule.objects.get(name="History roll-up")
     assert (rollup.kind, rollup.org) == ("uptime.rollup", None)
+    reclaim = Schedule.objects.get(name="Backup space reclaim")
+    assert (reclaim.kind, reclaim.cron, reclaim.org) == ("backups.reclaim_all", "30 3 * * 0", None)

@@ -748,12 +748,12 @@ class Retention:
 
 
 def forget_policy(repo: Repo, tags: Sequence[str], keep: Retention) -> list[str]:
-    """Apply the retention policy to the snapshots with `tags` and prune; the removed ids.
-    The newest snapshot is always kept, whatever the policy says."""
+    """Apply the retention policy to the snapshots with `tags`; the removed ids. The
+    newest snapshot is always kept, whatever the policy says. Quick: only snapshot files
+    go; the data they alone held stays until prune()."""
     args = [
         "forget",
         "--json",
-        "--prune",
         *_lock_flags(),
         *_tag_flags(tags),
         "--keep-last=1",
@@ -763,7 +763,6 @@ def forget_policy(repo: Repo, tags: Sequence[str], keep: Retention) -> list[str]
     ]
     out = run(repo, args)
     removed: list[str] = []
-    # With --prune, prune's progress text follows the JSON line.
     for line in out.splitlines():
         try:
             groups = json.loads(line)
@@ -773,6 +772,28 @@ def forget_policy(repo: Repo, tags: Sequence[str], keep: Retention) -> list[str]
             for group in groups:
                 removed += [s["id"] for s in group.get("remove") or []]
     return removed
+
+
+@dataclass(frozen=True)
+class PruneSummary:
+    freed: str  # as restic writes sizes: "2.862 MiB"
+    remaining: str
+
+
+def prune(repo: Repo) -> PruneSummary:
+    """Delete the data no snapshot refers to any more. The slow part of retention: it
+    reads every index and rewrites partly used packs (downloads and uploads on remote
+    storage), so it runs on a schedule of its own, not after every backup."""
+    return parse_prune(run(repo, ["prune", *_lock_flags()]))
+
+
+def parse_prune(out: str) -> PruneSummary:
+    sizes = {}
+    for line in out.splitlines():
+        name, colon, rest = line.partition(":")
+        if colon and name.strip() in ("total prune", "remaining"):
+            sizes[name.strip()] = rest.rsplit("/", 1)[-1].strip()
+    return PruneSummary(sizes.get("total prune", "0 B"), sizes.get("remaining", "unknown"))
 
 
 def locks(repo: Repo) -> list[str]:

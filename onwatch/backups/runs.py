@@ -291,19 +291,33 @@ def apply_retention(plan: Plan, repository: Repository, log: Log) -> str:
         )
     except restic.ResticError as e:
         return f"{repository.name}: retention failed: {e}"
-    log(f"{repository.name}: retention removed {len(removed)} old snapshot(s)")
+    log(
+        f"{repository.name}: retention removed {len(removed)} old snapshot(s); the weekly "
+        "space reclaim deletes the data only they held"
+    )
     return ""
 
 
 def prune(plan: Plan, log: Log) -> list[str]:
-    """Retention for every copy (`forget --prune` by the plan's keep-rules), as its own job
-    after a good run: the run is recorded the moment its snapshots are, and a prune that
+    """Retention for every copy (`forget` by the plan's keep-rules), as its own job after
+    a good run: the run is recorded the moment its snapshots are, and a retention that
     fails is a failure of its own, alerted on, that leaves the new backups standing."""
     problems = []
     for repository in plan.copies.all():
         if repository.ready and (problem := apply_retention(plan, repository, log)):
             problems.append(problem)
     return problems
+
+
+def reclaim(repository: Repository, log: Log) -> str:
+    """Free the space of forgotten snapshots (`restic prune`); what went wrong, or ""."""
+    try:
+        clear_stale_locks(repository, log)
+        summary = with_unlock_retry(repository, lambda: restic.prune(repo_of(repository)), log)
+    except restic.ResticError as e:
+        return f"{repository.name}: {e}"
+    log(f"{repository.name}: freed {summary.freed}; {summary.remaining} in use")
+    return ""
 
 
 def reachable_copies(plan: Plan, run: BackupRun, log: Log) -> tuple[list[Repository], list[str]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from onwatch.backups import restore_requests, runs
 from onwatch.backups.drills import run_drill
-from onwatch.backups.models import Outcome, Plan
+from onwatch.backups.models import Outcome, Plan, Repository
 from onwatch.backups.runs import run_backup
 from onwatch.core.jobs import JobContext, JobFailed, enqueue, handler
 
@@ -28,7 +28,7 @@ def backup(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed(f"Backup of {plan.name} failed: {run.error}")
     ctx.log(f"done in {run.seconds:.1f} s")
     pruning = enqueue("backups.prune", {"plan": plan.pk}, org=plan.org)
-    ctx.log(f"old snapshots are pruned by job #{pruning.pk}")
+    ctx.log(f"old snapshots are forgotten by job #{pruning.pk}")
     return {"run": run.pk, "snapshots": list(run.copies.values_list("snapshot_id", flat=True))}
 
 
@@ -40,6 +40,30 @@ def prune(ctx: JobContext) -> dict[str, Any]:
     if problems:
         raise JobFailed(f"Pruning old backups of {plan.name} failed: {'; '.join(problems)}")
     return {"plan": plan.pk}
+
+
+@handler("backups.reclaim_all")
+def reclaim_all(ctx: JobContext) -> dict[str, Any]:
+    """The weekly space reclaim: a job per repository, so each one that fails is a failure
+    of its own, alerted on, and the others still run."""
+    queued = [
+        enqueue("backups.reclaim", {"repository": r.pk}, org=r.org).pk
+        for r in Repository.objects.filter(ready=True).select_related("org").order_by("pk")
+    ]
+    ctx.log(f"queued {len(queued)} repository job(s)")
+    return {"jobs": queued}
+
+
+@handler("backups.reclaim")
+def reclaim(ctx: JobContext) -> dict[str, Any]:
+    repository = Repository.objects.filter(pk=ctx.job.payload.get("repository")).first()
+    if repository is None:
+        raise JobFailed("the repository was removed; nothing to do")
+    ctx.log(f"freeing the space of forgotten snapshots in {repository.name}")
+    problem = runs.reclaim(repository, ctx.log)
+    if problem:
+        raise JobFailed(f"Freeing space in {repository.name} failed: {problem}")
+    return {"repository": repository.pk}
 
 
 @handler("backups.drill")
