@@ -76,3 +76,17 @@ def test_events_are_written_switched_off_and_nothing_else_changes(
     )
     assert expected != dump
     assert mariadb.switch_off_events(dump) == expected
+
+
+def test_a_rewrite_that_breaks_fails_the_restore_even_when_the_loader_exits_0(
+    tmp_path: Path,
+) -> None:
+    repo, snap = repo_with_a_big_dump(tmp_path)
+
+    def breaks(lines: bytes) -> bytes:
+        raise ValueError("no good")
+
+    with pytest.raises(targets.RestoreFailed, match="could not be passed on to cat: ValueError"):
+        targets.stream_into(
+            repo, snap, ["sh", "-c", "cat > /dev/null"], dict(os.environ), "cat", str, breaks
+        )

@@ -82,7 +82,7 @@ def stream_into(
     with tempfile.TemporaryFile("w+") as err:
         dump = restic.start_dump(repo, snap.id, snap.paths[0], stdout=subprocess.PIPE)
         assert dump.proc.stdout is not None
-        relay: threading.Thread | None = None
+        relay: Relay | None = None
         if rewrite is None:
             loader = subprocess.Popen(
                 command, stdin=dump.proc.stdout, stdout=subprocess.DEVNULL, stderr=err, env=env
@@ -93,28 +93,26 @@ def stream_into(
                 command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env
             )
             assert loader.stdin is not None
-            relay = threading.Thread(
-                target=relay_lines, args=(dump.proc.stdout, loader.stdin, rewrite), daemon=True
-            )
-            relay.start()
+            relay = Relay(dump.proc.stdout, loader.stdin, rewrite)
+        failure: restic.ResticError | None = None
         try:
             restic.finish(dump)
-        except restic.ResticError:
-            if dump.proc.returncode != -signal.SIGPIPE:
+        except restic.ResticError as e:
+            # Restic dies of the broken pipe when the loader stopped reading first: then
+            # the loader's own error line is the one that explains.
+            broken_pipe = dump.proc.returncode == -signal.SIGPIPE
+            if not (broken_pipe and loader_failed(loader)):
+                failure = e
+                loader.kill()
+        if relay is not None:
+            relay.join()
+            if relay.error:
                 loader.kill()
                 loader.wait()
-                raise
-            # The loader stopped reading first and restic died writing to it: the
-            # loader's own error line is the one that explains.
-            try:
-                loader.wait(timeout=LOADER_EXIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                loader.kill()
-                loader.wait()
-                raise
-        finally:
-            if relay is not None:
-                relay.join()
+                raise RestoreFailed(f"the dump could not be passed on to {name}: {relay.error}")
+        if failure is not None:
+            loader.wait()
+            raise failure
         fetched = time.monotonic()
         code = loader.wait()
         err.seek(0)
@@ -124,25 +122,43 @@ def stream_into(
     return Timings(fetched - started, time.monotonic() - fetched)
 
 
-def relay_lines(source: IO[bytes], sink: IO[bytes], rewrite: Rewrite) -> None:
-    """Copy source to sink, handing `rewrite` whole lines only (a megabyte or so at a
-    time). A sink that stops reading ends the copy; its exit status says why."""
-    pending = b""
+def loader_failed(loader: subprocess.Popen[bytes]) -> bool:
     try:
-        while chunk := source.read(1 << 20):
-            block = pending + chunk
-            cut = block.rfind(b"\n") + 1
-            pending = block[cut:]
-            if cut:
-                sink.write(rewrite(block[:cut]))
-        if pending:
-            sink.write(rewrite(pending))
-    except BrokenPipeError:
-        pass
-    finally:
-        source.close()
-        with suppress(BrokenPipeError):
-            sink.close()
+        return loader.wait(timeout=LOADER_EXIT_SECONDS) != 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+class Relay(threading.Thread):
+    """Copies source to sink, handing `rewrite` whole lines only (a megabyte or so at a
+    time). A sink that stops reading ends the copy (its exit status says why); any other
+    failure is kept in `error`, since the loader, seeing its input end, may exit 0."""
+
+    def __init__(self, source: IO[bytes], sink: IO[bytes], rewrite: Rewrite) -> None:
+        super().__init__(daemon=True)
+        self.source, self.sink, self.rewrite = source, sink, rewrite
+        self.error = ""
+        self.start()
+
+    def run(self) -> None:
+        pending = b""
+        try:
+            while chunk := self.source.read(1 << 20):
+                block = pending + chunk
+                cut = block.rfind(b"\n") + 1
+                pending = block[cut:]
+                if cut:
+                    self.sink.write(self.rewrite(block[:cut]))
+            if pending:
+                self.sink.write(self.rewrite(pending))
+        except BrokenPipeError:
+            pass
+        except Exception as e:  # anything else would cut the restore short unseen
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.source.close()
+            with suppress(BrokenPipeError):
+                self.sink.close()
 
 
 def to_sqlite(repo: restic.Repo, snap: restic.Snapshot, target: Path) -> Timings:
