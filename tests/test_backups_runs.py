@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from onwatch.backups import restic, services
+from onwatch.backups import restic, runs, services
 from onwatch.backups.models import BackupRun, Drill, Outcome, Plan, RunCopy, SourceKind
 from onwatch.core import jobs
 from onwatch.core.models import Job, JobState, Organization
@@ -449,3 +450,38 @@ def test_the_weekly_reclaim_frees_each_repository_and_a_failing_one_alerts_alone
 def run_job_now(kind: str, org: Organization) -> list[Job]:
     jobs.enqueue(kind, {}, org=None)
     return jobs.run_pending(kinds=[kind])
+
+
+def test_the_reclaim_waits_for_a_backup_holding_the_repository_then_frees_it(
+    org: Organization, tmp_path: Path
+) -> None:
+    repository = local_repo(org, tmp_path / "repo")
+    live = hold_lock(services.repo_of(repository))
+
+    def backup_ends() -> None:
+        live.kill()
+        live.wait()  # reaped: a zombie's lock would still look alive
+
+    threading.Timer(2.0, backup_ends).start()
+    lines: list[str] = []
+    try:
+        problem = runs.reclaim(repository, lines.append, lock_wait=30, poll=0.5)
+    finally:
+        live.kill()
+        live.wait()
+    assert problem == "", problem
+    assert any("in use by another restic; trying again" in line for line in lines), lines
+    assert any("freed " in line for line in lines), lines
+
+
+def test_the_reclaim_gives_up_on_a_repository_held_too_long(
+    org: Organization, tmp_path: Path
+) -> None:
+    repository = local_repo(org, tmp_path / "repo")
+    live = hold_lock(services.repo_of(repository))
+    try:
+        problem = runs.reclaim(repository, lambda line: None, lock_wait=1, poll=0.5)
+    finally:
+        live.kill()
+        live.wait()
+    assert "locked by another restic" in problem
