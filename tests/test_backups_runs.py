@@ -15,6 +15,7 @@ from onwatch.backups import restic, runs, services
 from onwatch.backups.models import BackupRun, Drill, Outcome, Plan, RunCopy, SourceKind
 from onwatch.core import jobs
 from onwatch.core.models import Job, JobState, Organization
+from tests.fixtures import make_member, signed_in
 from tests.test_backups_restic import corrupt_packs, hold_lock
 from tests.test_backups_support import (
     PgSource,
@@ -445,6 +446,12 @@ def test_the_weekly_reclaim_frees_each_repository_and_a_failing_one_alerts_alone
     assert "good: freed " in reclaims[good.pk].log
     assert_failed_with_alert(reclaims[bad.pk], "Freeing space in bad failed")
     assert "password" in reclaims[bad.pk].error
+    # Each repository's page shows its latest reclaim: the evidence, or why it failed.
+    viewer = signed_in(make_member(org, "viewer"))
+    page = viewer.get(f"/backups/repositories/{good.pk}/").content.decode()
+    assert f"{reclaims[good.pk].result['freed']}, " in page and " in use" in page
+    page = viewer.get(f"/backups/repositories/{bad.pk}/").content.decode()
+    assert "failed</span>" in page and "Freeing space in bad failed" in page
 
 
 def run_job_now(kind: str, org: Organization) -> list[Job]:
@@ -462,16 +469,16 @@ def test_the_reclaim_waits_for_a_backup_holding_the_repository_then_frees_it(
         live.kill()
         live.wait()  # reaped: a zombie's lock would still look alive
 
-    threading.Timer(2.0, backup_ends).start()
+    threading.Timer(6.0, backup_ends).start()
     lines: list[str] = []
     try:
-        problem = runs.reclaim(repository, lines.append, lock_wait=30, poll=0.5)
+        summary = runs.reclaim(repository, lines.append, lock_wait=30, poll=0.5)
     finally:
         live.kill()
         live.wait()
-    assert problem == "", problem
+    assert summary.freed == "0 B"  # nothing forgotten yet: nothing to free
     assert any("in use by another restic; trying again" in line for line in lines), lines
-    assert any("freed " in line for line in lines), lines
+    assert any("freed 0 B" in line for line in lines), lines
 
 
 def test_the_reclaim_gives_up_on_a_repository_held_too_long(
@@ -480,8 +487,8 @@ def test_the_reclaim_gives_up_on_a_repository_held_too_long(
     repository = local_repo(org, tmp_path / "repo")
     live = hold_lock(services.repo_of(repository))
     try:
-        problem = runs.reclaim(repository, lambda line: None, lock_wait=1, poll=0.5)
+        with pytest.raises(runs.ReclaimFailed, match="locked by another restic"):
+            runs.reclaim(repository, lambda line: None, lock_wait=1, poll=0.5)
     finally:
         live.kill()
         live.wait()
-    assert "locked by another restic" in problem

@@ -309,25 +309,33 @@ def prune(plan: Plan, log: Log) -> list[str]:
     return problems
 
 
-def reclaim(repository: Repository, log: Log, lock_wait: float = 20 * 60, poll: float = 30) -> str:
-    """Free the space of forgotten snapshots (`restic prune`); what went wrong, or "".
-    Prune needs the repository to itself: while a backup or drill holds it, wait for it
-    (up to `lock_wait` seconds) rather than fail."""
+class ReclaimFailed(Exception):
+    """The weekly prune of one repository did not run; the message is for people."""
+
+
+def reclaim(
+    repository: Repository, log: Log, lock_wait: float = 20 * 60, poll: float = 30
+) -> restic.PruneSummary:
+    """Free the space of forgotten snapshots (`restic prune`). Prune needs the repository
+    to itself: while a backup or drill holds it, wait for it (up to `lock_wait` seconds)
+    rather than fail. Raises ReclaimFailed."""
     deadline = time.monotonic() + lock_wait
     while True:
         try:
             clear_stale_locks(repository, log)
-            summary = with_unlock_retry(repository, lambda: restic.prune(repo_of(repository)), log)
-            break
+            summary: restic.PruneSummary = with_unlock_retry(
+                repository, lambda: restic.prune(repo_of(repository)), log
+            )
         except restic.RepositoryLocked as e:
             if time.monotonic() + poll > deadline:
-                return f"{repository.name}: {e}"
+                raise ReclaimFailed(f"{repository.name}: {e}") from None
             log(f"{repository.name}: in use by another restic; trying again in {poll:.0f} s")
             time.sleep(poll)
+            continue
         except restic.ResticError as e:
-            return f"{repository.name}: {e}"
-    log(f"{repository.name}: freed {summary.freed}; {summary.remaining} in use")
-    return ""
+            raise ReclaimFailed(f"{repository.name}: {e}") from None
+        log(f"{repository.name}: freed {summary.freed}; {summary.remaining} in use")
+        return summary
 
 
 def reachable_copies(plan: Plan, run: BackupRun, log: Log) -> tuple[list[Repository], list[str]]:

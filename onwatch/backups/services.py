@@ -13,7 +13,7 @@ from django.db import transaction
 from onwatch.backups import restic, ssh
 from onwatch.backups.conf import restic_cache
 from onwatch.backups.models import Plan, Repository, RunCopy, Source, SourceKind
-from onwatch.core.models import Organization, Schedule
+from onwatch.core.models import Job, Organization, Schedule
 
 LOOPBACK = {"", "localhost", "::1", "[::1]"}
 
@@ -192,3 +192,14 @@ def private_path_problem(path: str) -> str | None:
     if target == key or target in key.parents:
         return f"{path} is or holds onwatch's key file ({key}); choose another path"
     return None
+
+
+def last_reclaim(repository: Repository) -> Job | None:
+    """The newest finished weekly prune of this repository (its evidence on the page)."""
+    found: Job | None = (
+        Job.objects.filter(kind="backups.reclaim", payload__repository=repository.pk)
+        .exclude(finished_at=None)
+        .order_by("-finished_at")
+        .first()
+    )
+    return found

@@ -60,6 +60,7 @@ def repository_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "repository": repository,
         "plans": repository.plans.select_related("source"),
         "is_sftp": repository.url.startswith("sftp:"),
+        "last_reclaim": services.last_reclaim(repository),
         "can_manage": can(request, "backups.manage"),
         "can_kit": can(request, "backups.recoverykit"),
     }

@@ -60,10 +60,11 @@ def reclaim(ctx: JobContext) -> dict[str, Any]:
     if repository is None:
         raise JobFailed("the repository was removed; nothing to do")
     ctx.log(f"freeing the space of forgotten snapshots in {repository.name}")
-    problem = runs.reclaim(repository, ctx.log)
-    if problem:
-        raise JobFailed(f"Freeing space in {repository.name} failed: {problem}")
-    return {"repository": repository.pk}
+    try:
+        summary = runs.reclaim(repository, ctx.log)
+    except runs.ReclaimFailed as e:
+        raise JobFailed(f"Freeing space in {repository.name} failed: {e}") from None
+    return {"repository": repository.pk, "freed": summary.freed, "in_use": summary.remaining}
 
 
 @handler("backups.drill")
