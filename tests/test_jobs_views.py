@@ -94,3 +94,43 @@ def test_a_job_without_progress_has_no_bar(members: dict[str, Any]) -> None:
     job = Job.objects.create(org=None, kind="core.noop")
     body = signed_in(members["viewer"]).get(reverse("job_detail", args=[job.pk])).content.decode()
     assert "<progress" not in body and "Nothing logged." in body
+
+
+def test_coming_up_lists_the_next_runs_of_this_org_and_install_wide(
+    members: dict[str, Any],
+) -> None:
+    from onwatch.core.models import Schedule
+
+    org = Membership.objects.get(user=members["viewer"]).org
+    soon = timezone.now() + timedelta(hours=2)
+    Schedule.objects.create(
+        org=org, name="shop nightly", kind="backups.run", cron="0 3 * * *", next_run_at=soon
+    )
+    Schedule.objects.create(
+        org=None,
+        name="Backup space reclaim",
+        kind="backups.reclaim_all",
+        cron="30 3 * * 0",
+        next_run_at=soon + timedelta(days=3),
+    )
+    Schedule.objects.create(
+        org=make_org("Other"),
+        name="their nightly",
+        kind="backups.run",
+        cron="0 1 * * *",
+        next_run_at=soon,
+    )
+    Schedule.objects.create(
+        org=org,
+        name="switched off",
+        kind="backups.run",
+        cron="0 1 * * *",
+        enabled=False,
+        next_run_at=soon,
+    )
+    body = signed_in(members["viewer"]).get(reverse("jobs")).content.decode()
+    coming = body[body.index("Coming up") :]
+    assert "shop nightly" in coming and "<code>0 3 * * *</code> UTC" in coming
+    assert "Backup space reclaim" in coming and "install-wide" in coming
+    assert coming.index("shop nightly") < coming.index("Backup space reclaim")
+    assert "their nightly" not in body and "switched off" not in body

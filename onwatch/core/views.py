@@ -28,7 +28,15 @@ from onwatch.core.forms import (
     remove_member,
     revoke_token,
 )
-from onwatch.core.models import ApiToken, AuditEntry, Invite, Job, JobState, Membership
+from onwatch.core.models import (
+    ApiToken,
+    AuditEntry,
+    Invite,
+    Job,
+    JobState,
+    Membership,
+    Schedule,
+)
 from onwatch.core.roles import has_permission, roles_grantable_by
 
 AUDIT_PAGE_SIZE = 50
@@ -193,8 +201,19 @@ def jobs(request: HttpRequest) -> HttpResponse:
     else:
         state = ""
     page = Paginator(rows, JOBS_PAGE_SIZE).get_page(request.GET.get("page"))
-    ctx = {"page": page, "state": state, "states": JobState.values}
+    ctx = {"page": page, "state": state, "states": JobState.values, "coming": coming_up(request)}
     return render(request, "core/jobs.html", ctx)
+
+
+def coming_up(request: HttpRequest) -> list[Schedule]:
+    """What the scheduler will start next, for this organization and install-wide."""
+    org = _membership(request).org
+    found: list[Schedule] = list(
+        Schedule.objects.filter(Q(org=org) | Q(org=None), enabled=True)
+        .exclude(next_run_at=None)
+        .order_by("next_run_at", "name")
+    )
+    return found
 
 
 @require("jobs.view")
