@@ -193,3 +193,28 @@ def test_a_delivery_whose_worker_died_shows_as_interrupted(org: Organization, me
     Delivery.objects.create(org=org, channel=ch, channel_name="ops", title="stuck", job=job)
     html = signed_in(members["viewer"]).get("/deliveries/").content.decode()
     assert 'class="delivery-interrupted"' in html
+
+
+def test_a_plain_http_hook_saved_before_the_rule_is_flagged(
+    org: Organization, members: Any
+) -> None:
+    # Rows as an earlier version stored them, bypassing today's refusal.
+    Channel.objects.create(
+        org=org,
+        name="old hook",
+        url="json://hooks.example.com/in",
+        service="json",
+        location="hooks.example.com",
+    )
+    Channel.objects.create(
+        org=org,
+        name="local hook",
+        url="json://127.0.0.1:8080/in",
+        service="json",
+        location="127.0.0.1:8080",
+    )
+    body = signed_in(members["viewer"]).get("/channels/").content.decode()
+    old = body[body.index("old hook") : body.index("</tr>", body.index("old hook"))]
+    local = body[body.index("local hook") : body.index("</tr>", body.index("local hook"))]
+    assert "plain HTTP" in old and "jsons://" in old
+    assert "plain HTTP" not in local

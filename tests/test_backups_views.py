@@ -72,3 +72,21 @@ def test_an_rpo_breach_alerts_once_and_a_good_backup_clears_it(
     assert rpo.check_all(timezone.now()) == 0
     plan.refresh_from_db()
     assert plan.rpo_alerted_at is None
+
+
+def test_a_plain_http_repository_saved_before_the_rule_is_flagged(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    from onwatch.backups.models import Repository
+
+    for name, url in (("old rest", "rest:http://backup.example:8000/"), ("nas", "/mnt/nas")):
+        Repository.objects.create(
+            org=org, name=name, url=url, shown_url=url, password="x", provider="p"
+        )
+    body = signed_in(members["viewer"]).get(reverse("backup_repositories")).content.decode()
+    rows = {
+        name: body[body.index(name) : body.index("</tr>", body.index(name))]
+        for name in ("old rest", "nas")
+    }
+    assert "plain HTTP" in rows["old rest"] and "https://" in rows["old rest"]
+    assert "plain HTTP" not in rows["nas"]

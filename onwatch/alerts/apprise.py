@@ -31,6 +31,12 @@ def _plugin(url: str) -> Any:
 PLAIN_WEBHOOKS = frozenset({"json", "xml", "form"})
 
 
+def crosses_network_unencrypted(service: str, location: str) -> bool:
+    """A stored channel from before plain-HTTP web hooks were refused, going elsewhere."""
+    host = location.rsplit(":", 1)[0] if location.count(":") == 1 else location
+    return service in PLAIN_WEBHOOKS and not is_loopback(host)
+
+
 def service_of(url: str) -> str:
     """Check the URL is one Apprise understands and name its service (mailto, json, ...).
     A plain-HTTP web hook is refused unless it stays on this machine."""

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from onwatch.alerts.apprise import crosses_network_unencrypted
 from onwatch.core.fields import EncryptedTextField
 from onwatch.core.models import Job, JobState, Organization
 
@@ -26,6 +27,11 @@ class Channel(models.Model):
 
     class Meta:
         ordering = ["name", "id"]
+
+    @property
+    def crosses_network_unencrypted(self) -> bool:
+        """Saved before plain-HTTP web hooks beyond loopback were refused."""
+        return crosses_network_unencrypted(self.service, self.location)
 
     def __str__(self) -> str:
         return self.name

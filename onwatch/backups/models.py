@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
+from onwatch.backups.restic import plain_http_problem
 from onwatch.core.fields import EncryptedTextField
 from onwatch.core.models import Job, Organization, Schedule
 
@@ -40,6 +41,11 @@ class Repository(models.Model):
     class Meta:
         ordering = ["name", "id"]
         verbose_name_plural = "repositories"
+
+    @property
+    def crosses_network_unencrypted(self) -> bool:
+        """Saved before plain http beyond loopback was refused (restic.plain_http_problem)."""
+        return plain_http_problem(self.shown_url) is not None
 
     def __str__(self) -> str:
         return self.name
