@@ -69,3 +69,19 @@ def test_a_refusing_endpoint_fails_with_its_status() -> None:
 def test_an_unreachable_endpoint_fails_with_a_connection_error() -> None:
     with pytest.raises(apprise.ChannelError, match="Connection error"):
         apprise.send(closed_port_url(), "t", "b")
+
+
+@pytest.mark.parametrize(
+    ("service", "location", "flagged"),
+    [
+        ("json", "hooks.example.com:8443", True),
+        ("json", "127.0.0.1:8080", False),
+        ("json", "[::1]:8080", False),
+        ("jsons", "hooks.example.com", False),
+        ("slack", "", False),
+    ],
+)
+def test_stored_channels_crossing_the_network_unencrypted_are_told_apart(
+    service: str, location: str, flagged: bool
+) -> None:
+    assert apprise.crosses_network_unencrypted(service, location) is flagged

@@ -33,7 +33,7 @@ PLAIN_WEBHOOKS = frozenset({"json", "xml", "form"})
 
 def crosses_network_unencrypted(service: str, location: str) -> bool:
     """A stored channel from before plain-HTTP web hooks were refused, going elsewhere."""
-    host = location.rsplit(":", 1)[0] if location.count(":") == 1 else location
+    host = urlsplit(f"//{location}").hostname or ""
     return service in PLAIN_WEBHOOKS and not is_loopback(host)
 
 
