@@ -320,13 +320,14 @@ def reclaim(
     to itself: while a backup or drill holds it, wait for it (up to `lock_wait` seconds)
     rather than fail. Raises ReclaimFailed."""
     deadline = time.monotonic() + lock_wait
+    repo = repo_of(repository)
     while True:
         try:
-            clear_stale_locks(repository, log)
-            summary: restic.PruneSummary = with_unlock_retry(
-                repository, lambda: restic.prune(repo_of(repository)), log
-            )
+            summary = restic.prune(repo)
         except restic.RepositoryLocked as e:
+            # Locks of a crashed restic go at once; a live backup's lock is waited out.
+            if clear_stale_locks(repository, log):
+                continue
             if time.monotonic() + poll > deadline:
                 raise ReclaimFailed(f"{repository.name}: {e}") from None
             log(f"{repository.name}: in use by another restic; trying again in {poll:.0f} s")
