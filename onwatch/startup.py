@@ -131,6 +131,7 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
     if listen:
         check_port_free(*listen)
     check_data_dir(data_dir)
+    check_key_file(Path(settings.KEY_FILE))
     check_database(settings)
     if not migrate:
         check_sqlite_exists(settings)
@@ -153,17 +154,31 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
     if migrate:
         run_migrations()
 
-    from onwatch.core.keyring import KeyringError
+    from onwatch.core.keyring import KeyringError, key_file_exists
     from onwatch.core.keys import ensure_keyring
 
-    key_existed = Path(settings.KEY_FILE).exists()
     try:
+        key_existed = key_file_exists(Path(settings.KEY_FILE))
         ensure_keyring()
     except KeyringError as e:
         raise ConfigError(str(e)) from None
     if not key_existed:
         prepared.created.append(f"key file {settings.KEY_FILE}")
     return prepared
+
+
+def check_key_file(path: Path) -> None:
+    """An existing key file must be readable and whole before anything is created or
+    migrated; whether it fits the database is proved once Django is up."""
+    from onwatch.core.keyring import Keyring, KeyringError, key_file_exists
+
+    try:
+        if key_file_exists(path):
+            Keyring.load(path)
+            return
+    except KeyringError as e:
+        raise ConfigError(str(e)) from None
+    check_data_dir(path.parent, "key file's folder", "ONWATCH_KEY_FILE")
 
 
 def verify_key_file_before_migrating(settings: Any) -> None:

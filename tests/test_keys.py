@@ -4,7 +4,9 @@ rotate`, and a missing or wrong key file stopping every command before it change
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -193,3 +195,50 @@ def test_a_pending_migration_waits_until_the_key_file_fits(
     done = run(["migrate"], installed)
     assert done.returncode == 0, done.stderr
     assert snapshot(installed)["django_migrations"] != before["django_migrations"]
+
+
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+
+
+def as_a_normal_user() -> None:
+    """Run as a child: root stops overriding file permissions (its capabilities to do so
+    leave the bounding set, so the program it becomes lacks them), as a normal user would."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def assert_one_line_refusal(env: dict[str, str], why: str) -> None:
+    before = snapshot(env)
+    for args in REFUSING:
+        done = run(args, env, timeout=30, preexec_fn=as_a_normal_user)
+        assert done.returncode == 2, f"{args}: {done.stdout}{done.stderr}"
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("onwatch: The key file ") and why in line, line
+        assert snapshot(env) == before, f"{args} changed the database"
+
+
+def test_a_key_file_in_a_folder_onwatch_may_not_open_stops_every_command_in_one_line(
+    installed: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    key_file(installed).rename(folder / "keyring.json")
+    installed["ONWATCH_KEY_FILE"] = str(folder / "keyring.json")
+    folder.chmod(0)
+    try:
+        assert_one_line_refusal(installed, "cannot be read (Permission denied); let the user")
+    finally:
+        folder.chmod(0o700)
+    # Refused as unreadable, not taken for missing: no second key file was made beside it.
+    assert sorted(p.name for p in folder.iterdir()) == ["keyring.json"]
+
+
+def test_a_key_file_that_is_not_text_stops_every_command_in_one_line(
+    installed: dict[str, str],
+) -> None:
+    key_file(installed).write_bytes(b"\xff\xfe\x00garbage\x80")
+    assert_one_line_refusal(installed, "is damaged")

@@ -35,19 +35,20 @@ class Keyring:
     @classmethod
     def load(cls, path: Path) -> Keyring:
         try:
-            raw = path.read_text()
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise KeyringError(
                 f"The key file {path} is missing; restore it from your safe copy "
                 "or set ONWATCH_KEY_FILE to where it is"
             ) from None
         except OSError as e:
-            raise KeyringError(f"The key file {path} cannot be read ({e.strerror})") from e
+            raise unreadable(path, e) from None
         try:
+            # Bytes in: a file that is not UTF-8 is as damaged as one that is not JSON.
             doc = json.loads(raw)
             keys = {int(k): base64.b64decode(v, validate=True) for k, v in doc["keys"].items()}
             current = int(doc["current"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # UnicodeError is a ValueError
             raise KeyringError(
                 f"The key file {path} is damaged (not onwatch key-file JSON); "
                 "restore it from your safe copy"
@@ -60,7 +61,13 @@ class Keyring:
     def create(cls, path: Path) -> Keyring:
         ring = cls(path)
         ring.add_key()
-        ring.save(exclusive=True)
+        try:
+            ring.save(exclusive=True)
+        except OSError as e:
+            raise KeyringError(
+                f"The key file {path} cannot be written ({e.strerror}); set ONWATCH_KEY_FILE "
+                "to a file in a folder onwatch can write, or fix that folder's permissions"
+            ) from None
         return ring
 
     def add_key(self) -> int:
@@ -126,6 +133,25 @@ class Keyring:
     def key_id_of(self, token: str) -> int | None:
         parts = token.split(":", 2)
         return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def unreadable(path: Path, e: OSError) -> KeyringError:
+    return KeyringError(
+        f"The key file {path} cannot be read ({e.strerror}); let the user running onwatch "
+        "read it and open the folders above it, or set ONWATCH_KEY_FILE to where it is"
+    )
+
+
+def key_file_exists(path: Path) -> bool:
+    """Path.exists() raises on a folder onwatch may not open: that is a key file it cannot
+    read, not one that is missing (which would make a new one), so say which."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        raise unreadable(path, e) from None
+    return True
 
 
 _ring: Keyring | None = None

@@ -60,7 +60,7 @@ def verify_before_migrating() -> None:
     if not KeyCheck.objects.exists():
         return
     path = Path(settings.KEY_FILE)
-    if not path.exists():
+    if not keyring.key_file_exists(path):
         raise _missing(path)
     keyring.forget_keyring()
     # Reading the value decrypts it: a wrong key file raises KeyringError right here.
@@ -71,7 +71,7 @@ def verify_before_migrating() -> None:
 def ensure_keyring() -> Keyring:
     """Load the key file and prove it fits this database; create both on a fresh install."""
     path = Path(settings.KEY_FILE)
-    if not path.exists():
+    if not keyring.key_file_exists(path):
         if database_has_secrets():
             raise _missing(path)
         Keyring.create(path)
