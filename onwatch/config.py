@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from onwatch.core.network import is_loopback
+
 
 class ConfigError(Exception):
     """A setting is malformed or points somewhere unusable. The message is for people."""
@@ -99,6 +101,22 @@ def base_url(default: str) -> BaseUrl:
             f"ONWATCH_BASE_URL={raw!r} has a path; onwatch must be served at the root of its host"
         )
     return BaseUrl(parts.scheme, parts.hostname, port)
+
+
+def plain_http_over_network(site: BaseUrl, allowed: bool) -> bool:
+    """True when people reach onwatch over plain HTTP from other machines, which they may
+    only do by choice. Browsers keep Secure cookies over plain HTTP for this machine alone;
+    anywhere else they drop the session and CSRF cookies and nobody can sign in."""
+    if site.https or is_loopback(site.host):
+        return False
+    if not allowed:
+        raise ConfigError(
+            f"ONWATCH_BASE_URL={site.origin} is plain HTTP to another machine, where browsers "
+            "drop onwatch's sign-in cookies; serve it over HTTPS through Caddy or another "
+            f"proxy and set ONWATCH_BASE_URL=https://{site.host}, or, on a network you trust, "
+            "set ONWATCH_ALLOW_PLAIN_HTTP=true (every page then shows a warning)"
+        )
+    return True
 
 
 def database_from_url(url: str, sqlite_default: Path) -> dict[str, Any]:

@@ -11,7 +11,15 @@ from pathlib import Path
 
 from django.utils.csp import CSP
 
-from onwatch.config import base_url, data_dir, database_from_url, env, env_bool, env_int
+from onwatch.config import (
+    base_url,
+    data_dir,
+    database_from_url,
+    env,
+    env_bool,
+    env_int,
+    plain_http_over_network,
+)
 
 BASE_DIR = Path(__file__).resolve().parent
 DATA_DIR = data_dir()
@@ -24,6 +32,8 @@ PORT = env_int("ONWATCH_PORT", 8000, minimum=1, maximum=65535)
 WEB_WORKERS = env_int("ONWATCH_WEB_WORKERS", min(2, os.cpu_count() or 1), minimum=1, maximum=32)
 SITE = base_url(f"http://localhost:{PORT}")
 SITE_ROOT = SITE.origin
+# Refused unless chosen: then cookies go without Secure and every page carries a warning.
+PLAIN_HTTP = plain_http_over_network(SITE, env_bool("ONWATCH_ALLOW_PLAIN_HTTP", False))
 
 DEBUG = env_bool("ONWATCH_DEBUG", False)
 # The secret key is generated into the data directory on first run (startup.py); a
@@ -91,6 +101,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "onwatch.web.context.navigation",
+                "onwatch.web.context.plain_http",
             ],
         },
     },
@@ -166,8 +177,8 @@ SESSION_MAX_LIFETIME = env_int("ONWATCH_SESSION_MAX_HOURS", 12, minimum=1) * 360
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 # Browsers accept Secure cookies on http://localhost, so these hold in development too.
-SESSION_COOKIE_SECURE = True
-CSRF_COOKIE_SECURE = True
+SESSION_COOKIE_SECURE = not PLAIN_HTTP
+CSRF_COOKIE_SECURE = not PLAIN_HTTP
 CSRF_COOKIE_HTTPONLY = True
 
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -25,9 +25,9 @@ FLAGS = [
 
 
 @contextmanager
-def chromium() -> Iterator[Browser]:
+def chromium(*extra: str) -> Iterator[Browser]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[*FLAGS, *extra], headless=True)
         try:
             yield browser
         finally:

@@ -14,6 +14,7 @@ from onwatch.config import (
     env,
     env_bool,
     env_int,
+    plain_http_over_network,
     redact,
 )
 
@@ -99,6 +100,26 @@ def test_a_bad_base_url_is_refused(monkeypatch: pytest.MonkeyPatch, raw: str, sa
     monkeypatch.setenv("ONWATCH_BASE_URL", raw)
     with pytest.raises(ConfigError, match=says):
         base_url("http://localhost:8000")
+
+
+@pytest.mark.parametrize(
+    "raw", ["http://localhost:8000", "http://127.0.0.1:8000", "http://[::1]:8000", "https://x.lan"]
+)
+def test_plain_http_on_this_machine_or_https_needs_no_choice(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("ONWATCH_BASE_URL", raw)
+    assert plain_http_over_network(base_url(raw), allowed=False) is False
+
+
+def test_plain_http_to_another_machine_is_refused_unless_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ONWATCH_BASE_URL", "http://192.168.1.20:8000")
+    site = base_url("http://localhost:8000")
+    with pytest.raises(ConfigError, match=r"HTTPS .* or, on a network you trust, set ONWATCH_A"):
+        plain_http_over_network(site, allowed=False)
+    assert plain_http_over_network(site, allowed=True) is True
 
 
 def test_no_database_url_means_sqlite_in_the_data_dir() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 from django.urls import reverse
 
@@ -38,3 +39,9 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             url = reverse(name)
             items.append({"label": label, "url": url, "active": request.path == url})
     return {"nav": items}
+
+
+def plain_http(request: HttpRequest) -> dict[str, Any]:
+    """The owner chose plain HTTP on their network: every page, signed in or not, says what
+    that costs for as long as it lasts."""
+    return {"plain_http": settings.PLAIN_HTTP}
