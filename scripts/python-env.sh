@@ -1,5 +1,9 @@
 # Sourced by bin/onwatch and scripts/test: find a Python 3.12+ and uv, and say so plainly.
 # uv is told which interpreter to use because pyenv's shims confuse its discovery.
+# What cannot be found ends in one line and status 2; nothing is installed into the
+# system's Python (Debian's and Ubuntu's refuse it, rightly), and no Python is downloaded.
+ONWATCH_ROOT="${ONWATCH_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+
 onwatch_python() {
   local candidates=()
   if command -v pyenv >/dev/null 2>&1; then
@@ -10,6 +14,12 @@ onwatch_python() {
     local p; p="$(command -v "$name" 2>/dev/null)" || continue
     candidates+=("$p")
   done
+  # A Python that uv installed earlier (`uv python install`) counts too; finding one
+  # never downloads anything.
+  local found
+  if found="$(uv python find --managed-python --no-python-downloads '>=3.12' 2>/dev/null)"; then
+    candidates+=("$found")
+  fi
   for p in "${candidates[@]}"; do
     [ -x "$p" ] || continue
     if "$p" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
@@ -19,20 +29,44 @@ onwatch_python() {
   return 1
 }
 
-ONWATCH_PY="$(onwatch_python || true)"
+# "Python 3.11.2", or a plain "no Python 3" for the message below.
+onwatch_python_found() {
+  local v
+  v="$(python3 --version 2>/dev/null)" && { echo "only $v"; return; }
+  echo "no Python 3"
+}
+
+onwatch_no_python() {
+  echo "onwatch: onwatch needs Python 3.12 or newer and this machine has $(onwatch_python_found);" \
+    "install one (your system's python3.12 package, or \`uv python install 3.12\` with uv" \
+    "from https://docs.astral.sh/uv/) and run this again" >&2
+}
+
+# uv in a virtual environment of onwatch's own, made with the Python found above: pip
+# --user is refused on Debian 12 and Ubuntu 23.04+ ("externally-managed-environment").
+onwatch_install_uv() {
+  local dir="$ONWATCH_ROOT/.uv" out
+  echo "onwatch: installing uv (the Python package manager onwatch uses) into $dir" >&2
+  if ! out="$("$ONWATCH_PY" -m venv "$dir" 2>&1 && "$dir/bin/python" -m pip install \
+    --quiet --disable-pip-version-check uv 2>&1)"; then
+    rm -rf "$dir"
+    echo "onwatch: could not install uv (${out##*$'\n'}); install it from" \
+      "https://docs.astral.sh/uv/ and run this again" >&2
+    return 2
+  fi
+}
+
+ONWATCH_PY="$(onwatch_python)" || { onwatch_no_python; return 2; }
 # A pyenv shim named uv may exist and still fail, so ask it for its version.
 if uv --version >/dev/null 2>&1; then
   UV=(uv)
-elif [ -n "$ONWATCH_PY" ] && "$ONWATCH_PY" -m uv --version >/dev/null 2>&1; then
+elif "$ONWATCH_PY" -m uv --version >/dev/null 2>&1; then
   UV=("$ONWATCH_PY" -m uv)
+elif "$ONWATCH_ROOT/.uv/bin/uv" --version >/dev/null 2>&1; then
+  UV=("$ONWATCH_ROOT/.uv/bin/uv")
 else
-  echo "onwatch: installing uv (the Python package manager onwatch uses)" >&2
-  py="${ONWATCH_PY:-$(command -v python3)}"
-  "$py" -m pip install --quiet --user uv 2>/dev/null || "$py" -m pip install --quiet uv \
-    || "$py" -m pip install --quiet --break-system-packages uv
-  UV=("$py" -m uv)
+  onwatch_install_uv || return 2
+  UV=("$ONWATCH_ROOT/.uv/bin/uv")
 fi
-# With no 3.12+ here, uv fetches one where the network allows it.
-UV_PYTHON_ARGS=()
-[ -n "$ONWATCH_PY" ] && UV_PYTHON_ARGS=(--python "$ONWATCH_PY")
+UV_PYTHON_ARGS=(--python "$ONWATCH_PY")
 export UV_PROJECT_ENVIRONMENT="${UV_PROJECT_ENVIRONMENT:-$ONWATCH_ROOT/.venv}"
