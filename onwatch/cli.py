@@ -352,6 +352,33 @@ def _settings() -> Any:
     return load_settings()
 
 
+def port_number(raw: str) -> str:
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port; use a number between 1 and 65535")
+    return raw
+
+
+# Each option stands for its environment variable, so the children of `onwatch up` and
+# the settings module see one value whichever way it was given.
+PLACE_OPTIONS = {"host": "ONWATCH_HOST", "port": "ONWATCH_PORT", "data_dir": "ONWATCH_DATA_DIR"}
+
+
+def add_place_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="the address to listen on (ONWATCH_HOST; default 127.0.0.1)")
+    p.add_argument("--port", type=port_number, help="the port (ONWATCH_PORT; default 8000)")
+    p.add_argument(
+        "--data-dir", help="database, secret key and key file (ONWATCH_DATA_DIR)", metavar="DIR"
+    )
+
+
+def apply_place_options(args: argparse.Namespace) -> None:
+    for option, variable in PLACE_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            os.environ[variable] = value
+            os.environ.pop(f"{variable}_FILE", None)  # the option wins over both
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onwatch",
@@ -364,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    add("up", cmd_up, "Start everything: web, worker, scheduler and prober (the usual way).")
-    add("web", cmd_web, "Run only the web server (UI, API, ingest).")
+    up = add("up", cmd_up, "Start everything: web, worker, scheduler and prober (the usual way).")
+    add_place_options(up)
+    add_place_options(add("web", cmd_web, "Run only the web server (UI, API, ingest)."))
     add("worker", cmd_worker, "Run only a worker that takes background jobs.")
     add("scheduler", cmd_scheduler, "Run only the scheduler that turns schedules into jobs.")
     add("prober", cmd_prober, "Run only a prober that makes the uptime checks.")
@@ -423,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     follow_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    apply_place_options(args)
     try:
         code = args.func(args)
     except ConfigError as e:

@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 
 from onwatch.cli import owner_notice
-from tests.procs import Running, alive, children_pids, isolated, wait_http
+from tests.procs import Running, alive, children_pids, free_port, isolated, wait_http
 
 
 def status_of(url: str) -> int:
@@ -51,6 +51,24 @@ def test_up_starts_everything_prints_the_owner_link_and_stops_on_sigterm(tmp_pat
         # Checked by pid: no child outlives `onwatch up`, not even as a zombie.
         assert [pid for pid in kids if alive(pid)] == []
         up.wait_for("onwatch.up: stopped")
+
+
+def test_up_takes_host_port_and_data_dir_as_options_over_the_environment(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        port, elsewhere = free_port(), tmp_path / "chosen"
+        options = ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(elsewhere)]
+        with Running(["up", *options], env) as up:
+            up.wait_for(f"running at http://localhost:{port} ")
+            up.wait_for(f"data directory {elsewhere}")
+            # The web child got the port too, not only the process that printed it.
+            wait_http(f"http://127.0.0.1:{port}/health/", timeout=60)
+            link = up.wait_for("/invite/", timeout=60).strip()
+            assert link.startswith(f"http://localhost:{port}/invite/")
+            assert status_of(link) == 200
+            assert (elsewhere / "keyring.json").is_file()
+            assert not (tmp_path / "data").exists()
+            up.proc.send_signal(signal.SIGTERM)
+            assert up.proc.wait(timeout=15) == 0
 
 
 def link_path(notice: list[str]) -> str:
