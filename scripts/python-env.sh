@@ -14,19 +14,15 @@ onwatch_python() {
     local p; p="$(command -v "$name" 2>/dev/null)" || continue
     candidates+=("$p")
   done
-  # A Python that uv installed earlier (`uv python install`) counts too; finding one
-  # never downloads anything.
-  local found
-  if found="$(uv python find --managed-python --no-python-downloads '>=3.12' 2>/dev/null)"; then
-    candidates+=("$found")
-  fi
   for p in "${candidates[@]}"; do
     [ -x "$p" ] || continue
     if "$p" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
       echo "$p"; return 0
     fi
   done
-  return 1
+  # Else one that uv installed earlier (`uv python install 3.12`); finding it downloads
+  # nothing.
+  uv python find --managed-python --no-python-downloads '>=3.12' 2>/dev/null
 }
 
 # "Python 3.11.2", or a plain "no Python 3" for the message below.
