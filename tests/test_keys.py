@@ -242,3 +242,19 @@ def test_a_key_file_that_is_not_text_stops_every_command_in_one_line(
 ) -> None:
     key_file(installed).write_bytes(b"\xff\xfe\x00garbage\x80")
     assert_one_line_refusal(installed, "is damaged")
+
+
+def test_a_key_file_folder_onwatch_may_not_write_stops_a_first_start_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir(mode=0o500)
+    with isolated(tmp_path, ONWATCH_KEY_FILE=str(folder / "keyring.json")) as env:
+        try:
+            done = run(["up"], env, timeout=30, preexec_fn=as_a_normal_user)
+        finally:
+            folder.chmod(0o700)
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "key file's folder" in line and "ONWATCH_KEY_FILE" in line, line
+    assert not data_dir(env).exists()
