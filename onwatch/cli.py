@@ -218,6 +218,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if verdict.ok:
         print(f"onwatch: audit log intact ({verdict.checked} entries)")
         return 0
+    if verdict.first_bad is None:
+        print(f"onwatch: audit log cannot be fully checked: {verdict.unchecked}", file=sys.stderr)
+        return 1
     print(f"onwatch: audit log tampered: {verdict.reason}", file=sys.stderr)
     return 1
 

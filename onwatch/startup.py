@@ -163,7 +163,18 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
         raise ConfigError(str(e)) from None
     if not key_existed:
         prepared.created.append(f"key file {settings.KEY_FILE}")
+    if migrate:
+        seal_earlier_audit_entries(prepared)
     return prepared
+
+
+def seal_earlier_audit_entries(prepared: Prepared) -> None:
+    """Entries from before the audit chain was keyed get sealed with the key, once."""
+    from onwatch.core.audit import seal_legacy
+
+    sealed = seal_legacy()
+    if sealed:
+        prepared.created.append(f"key seals for the {sealed} earlier audit log entries")
 
 
 def verify_key_file_before_migrating(settings: Any) -> None:
