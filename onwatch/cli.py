@@ -225,6 +225,22 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_audit_accept_restore(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core import audit
+
+    try:
+        old, entry = audit.accept_restored(actor="cli")
+    except ValueError as e:
+        fail(str(e))
+    was = f"entry {old.seq}" if old else "nothing"
+    print(
+        f"onwatch: audit log accepted as it now is, up to entry {entry.seq}, which records "
+        f"that the newest entry onwatch had written before was {was}"
+    )
+    return 0
+
+
 def cmd_notify_test(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.alerts.models import Channel, DeliveryState
@@ -386,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit = add("audit", lambda a: 0, "Check the audit log.")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     add("verify", cmd_audit_verify, "Report the first tampered audit entry, if any.", audit_sub)
+    add(
+        "accept-restore",
+        cmd_audit_accept_restore,
+        "After putting back an older copy of the database: accept the audit log as it is now.",
+        audit_sub,
+    )
 
     monitors = add("monitors", lambda a: 0, "Monitors as code (YAML).")
     monitors_sub = monitors.add_subparsers(dest="monitors_command", required=True, metavar="ACTION")

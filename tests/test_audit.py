@@ -258,6 +258,18 @@ def test_a_broken_chain_from_before_the_key_is_left_as_evidence() -> None:
 
 
 @pytest.mark.django_db
+def test_accepting_a_restored_log_does_not_pass_a_changed_entry(
+    write: Write, head_file: Path
+) -> None:
+    for _ in range(3):
+        write(actor="tester")
+    AuditEntry.objects.filter(seq=2).update(actor="mallory")
+    with pytest.raises(ValueError, match="entry 2 was changed after it was written"):
+        audit.accept_restored()
+    assert read_head() == Head(3, AuditEntry.objects.get(seq=3).hash)
+
+
+@pytest.mark.django_db
 def test_entries_cannot_be_edited_or_deleted_through_the_model() -> None:
     e = audit.record("thing", actor="tester")
     e.target = "changed"

@@ -73,8 +73,26 @@ def test_audit_verify_names_deleted_newest_entries(tmp_path: Path) -> None:
     assert truncated.stderr.strip() == (
         "onwatch: audit log tampered: entries 4 to 5 are missing from the end (onwatch wrote "
         "up to entry 5; the log now ends at entry 3): they were deleted, or the database was "
-        "put back from an older copy"
+        "put back from an older copy (if on purpose, run `onwatch audit accept-restore`)"
     )
+
+
+def test_accept_restore_takes_an_older_copy_of_the_database_on_purpose(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        write_entries(env, 5)
+        sql(env, "DELETE FROM core_auditentry WHERE seq >= 4")
+        accepted = run(["audit", "accept-restore"], env)
+        assert (accepted.returncode, accepted.stderr) == (0, "")
+        assert "accepted as it now is, up to entry 4" in accepted.stdout
+        assert "written before was entry 5" in accepted.stdout
+        intact = run(["audit", "verify"], env)
+        # Still guarded afterwards: the head file names the acceptance entry.
+        sql(env, "DELETE FROM core_auditentry WHERE seq = 4")
+        truncated = run(["audit", "verify"], env)
+    assert (intact.returncode, intact.stderr) == (0, "")
+    assert "audit log intact (4 entries)" in intact.stdout
+    assert truncated.returncode == 1
+    assert "entry 4 is missing from the end" in truncated.stderr
 
 
 def test_audit_verify_names_a_chain_rewritten_by_a_database_writer(tmp_path: Path) -> None:

@@ -177,13 +177,14 @@ def _tail_verdict(walk: _Walk, head: Head | None) -> Verdict:
         walk.seq,
         first,
         f"{which} missing from the end (onwatch wrote up to entry {head.seq}; the log now "
-        f"{ends}): they were deleted, or the database was put back from an older copy",
+        f"{ends}): they were deleted, or the database was put back from an older copy "
+        "(if on purpose, run `onwatch audit accept-restore`)",
     )
 
 
-def verify() -> Verdict:
+def verify(with_head: bool = True) -> Verdict:
     try:
-        head = read_head()
+        head = read_head() if with_head else None
     except HeadFileError as err:
         return Verdict(0, None, "", unchecked=str(err))
     walk = _Walk()
@@ -193,7 +194,34 @@ def verify() -> Verdict:
             bad = e.seq if e.seq == walk.seq + 1 else walk.seq + 1
             return Verdict(walk.seq, bad, problem)
         walk.step(e)
-    return _tail_verdict(walk, head)
+    return _tail_verdict(walk, head) if with_head else Verdict(walk.seq, None, "")
+
+
+def accept_restored(actor: str = "cli") -> tuple[Head | None, AuditEntry]:
+    """After an older copy of the database was put back on purpose: the log records which
+    entry the head file named, and that new entry becomes the head.
+
+    Refused while the log itself does not verify: accepting cannot mend a changed entry.
+    """
+    chain = verify(with_head=False)
+    if not chain.ok:
+        raise ValueError(
+            f"the audit log itself does not verify ({chain.reason}); accepting it as it is "
+            "would not mend that"
+        )
+    try:
+        old = read_head()
+    except HeadFileError:
+        old = None
+    # Cleared first: the head never moves past an entry that is gone, by design.
+    audit_head.clear()
+    entry = record(
+        "audit-log-restored",
+        actor=actor,
+        previous_entry=old.seq if old else None,
+        previous_hash=old.hash if old else "",
+    )
+    return old, entry
 
 
 def seal_legacy() -> int:

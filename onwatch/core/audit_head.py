@@ -114,3 +114,8 @@ def reset(head: Head) -> None:
     """Set the head outright (after sealing the old entries with the key)."""
     with _locked():
         _write(head)
+
+
+def clear() -> None:
+    with _locked():
+        head_path().unlink(missing_ok=True)
