@@ -229,6 +229,9 @@ def cmd_audit_accept_restore(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core import audit
 
+    if audit.verify().ok:
+        print("onwatch: the audit log is intact; there is nothing to accept")
+        return 0
     try:
         old, entry = audit.accept_restored(actor="cli")
     except ValueError as e:
