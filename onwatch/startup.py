@@ -131,6 +131,10 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
     if listen:
         check_port_free(*listen)
     check_data_dir(data_dir)
+    # Written with every audit entry: a folder it cannot be written to would fail later.
+    check_data_dir(
+        Path(settings.AUDIT_HEAD_FILE).parent, "audit head file's folder", "ONWATCH_AUDIT_HEAD_FILE"
+    )
     check_database(settings)
     if not migrate:
         check_sqlite_exists(settings)

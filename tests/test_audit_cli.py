@@ -164,3 +164,15 @@ def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path:
         truncated = run(["audit", "verify"], env)
     assert truncated.returncode == 1
     assert "entry 3 is missing from the end" in truncated.stderr
+
+
+def test_an_unwritable_head_file_folder_stops_onwatch_with_one_line(tmp_path: Path) -> None:
+    with isolated(tmp_path, ONWATCH_AUDIT_HEAD_FILE="/proc/onwatch/audit-head.json") as env:
+        refused = run(["migrate"], env)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        "onwatch: The audit head file's folder /proc/onwatch is not writable"
+    )
+    assert refused.stderr.strip().endswith(
+        "set ONWATCH_AUDIT_HEAD_FILE to a folder you can write, or fix its permissions"
+    )
