@@ -218,8 +218,30 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     if verdict.ok:
         print(f"onwatch: audit log intact ({verdict.checked} entries)")
         return 0
+    if verdict.first_bad is None:
+        print(f"onwatch: audit log cannot be fully checked: {verdict.unchecked}", file=sys.stderr)
+        return 1
     print(f"onwatch: audit log tampered: {verdict.reason}", file=sys.stderr)
     return 1
+
+
+def cmd_audit_accept_restore(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core import audit
+
+    if audit.verify().ok:
+        print("onwatch: the audit log is intact; there is nothing to accept")
+        return 0
+    try:
+        old, entry = audit.accept_restored(actor="cli")
+    except ValueError as e:
+        fail(str(e))
+    was = f"entry {old.seq}" if old else "nothing"
+    print(
+        f"onwatch: audit log accepted as it now is, up to entry {entry.seq}, which records "
+        f"that the newest entry onwatch had written before was {was}"
+    )
+    return 0
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
@@ -411,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit = add("audit", lambda a: 0, "Check the audit log.")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     add("verify", cmd_audit_verify, "Report the first tampered audit entry, if any.", audit_sub)
+    add(
+        "accept-restore",
+        cmd_audit_accept_restore,
+        "After putting back an older copy of the database: accept the audit log as it is now.",
+        audit_sub,
+    )
 
     monitors = add("monitors", lambda a: 0, "Monitors as code (YAML).")
     monitors_sub = monitors.add_subparsers(dest="monitors_command", required=True, metavar="ACTION")

@@ -46,6 +46,10 @@ if not SECRET_KEY:
 # guessable key.
 
 KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()
+# The audit log's newest entry, witnessed outside the database (core/audit_head.py).
+AUDIT_HEAD_FILE = (
+    Path(env("ONWATCH_AUDIT_HEAD_FILE", str(DATA_DIR / "audit-head.json"))).expanduser().absolute()
+)
 
 ALLOWED_HOSTS = [SITE.host, "localhost", "127.0.0.1", "[::1]"]
 ALLOWED_HOSTS += [h.strip() for h in env("ONWATCH_ALLOWED_HOSTS", "").split(",") if h.strip()]

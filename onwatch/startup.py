@@ -132,6 +132,10 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
         check_port_free(*listen)
     check_data_dir(data_dir)
     check_key_file(Path(settings.KEY_FILE))
+    # Written with every audit entry: a folder it cannot be written to would fail later.
+    check_data_dir(
+        Path(settings.AUDIT_HEAD_FILE).parent, "audit head file's folder", "ONWATCH_AUDIT_HEAD_FILE"
+    )
     check_database(settings)
     if not migrate:
         check_sqlite_exists(settings)
@@ -164,6 +168,8 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
         raise ConfigError(str(e)) from None
     if not key_existed:
         prepared.created.append(f"key file {settings.KEY_FILE}")
+    if migrate:
+        seal_earlier_audit_entries(prepared)
     return prepared
 
 
@@ -179,6 +185,13 @@ def check_key_file(path: Path) -> None:
     except KeyringError as e:
         raise ConfigError(str(e)) from None
     check_data_dir(path.parent, "key file's folder", "ONWATCH_KEY_FILE")
+def seal_earlier_audit_entries(prepared: Prepared) -> None:
+    """Entries from before the audit chain was keyed get sealed with the key, once."""
+    from onwatch.core.audit import seal_legacy
+
+    sealed = seal_legacy()
+    if sealed:
+        prepared.created.append(f"key seals for the {sealed} earlier audit log entries")
 
 
 def verify_key_file_before_migrating(settings: Any) -> None:

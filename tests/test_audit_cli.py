@@ -38,3 +38,141 @@ def test_audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry(
     assert tampered.stderr.strip() == (
         "onwatch: audit log tampered: entry 3 was changed after it was written"
     )
+
+
+def write_entries(env: dict[str, str], n: int) -> None:
+    django(
+        f"""
+        from onwatch.core import audit
+        for n in range({n}):
+            audit.record("thing-done", actor=f"person{{n}}", target=str(n))
+        """,
+        env,
+        migrate=True,
+    )
+
+
+def sql(env: dict[str, str], statement: str) -> None:
+    django(
+        f"""
+        from django.db import connection
+        with connection.cursor() as c:
+            c.execute({statement!r})
+        """,
+        env,
+    )
+
+
+def test_audit_verify_names_deleted_newest_entries(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        write_entries(env, 5)
+        # Behind onwatch's back: the rest of the chain still links up.
+        sql(env, "DELETE FROM core_auditentry WHERE seq >= 4")
+        truncated = run(["audit", "verify"], env)
+    assert truncated.returncode == 1
+    assert truncated.stderr.strip() == (
+        "onwatch: audit log tampered: entries 4 to 5 are missing from the end (onwatch wrote "
+        "up to entry 5; the log now ends at entry 3): they were deleted, or the database was "
+        "put back from an older copy (if on purpose, run `onwatch audit accept-restore`)"
+    )
+
+
+def test_accept_restore_takes_an_older_copy_of_the_database_on_purpose(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        write_entries(env, 5)
+        sql(env, "DELETE FROM core_auditentry WHERE seq >= 4")
+        accepted = run(["audit", "accept-restore"], env)
+        assert (accepted.returncode, accepted.stderr) == (0, "")
+        assert "accepted as it now is, up to entry 4" in accepted.stdout
+        assert "written before was entry 5" in accepted.stdout
+        intact = run(["audit", "verify"], env)
+        # Still guarded afterwards: the head file names the acceptance entry.
+        sql(env, "DELETE FROM core_auditentry WHERE seq = 4")
+        truncated = run(["audit", "verify"], env)
+    assert (intact.returncode, intact.stderr) == (0, "")
+    assert "audit log intact (4 entries)" in intact.stdout
+    assert truncated.returncode == 1
+    assert "entry 4 is missing from the end" in truncated.stderr
+
+
+def test_audit_verify_names_a_chain_rewritten_by_a_database_writer(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        write_entries(env, 3)
+        # Everything a database writer can do: change the actors and recompute every hash
+        # the way an unkeyed chain computes them.
+        django(
+            """
+            from django.db import connection
+            from onwatch.core.audit import GENESIS, _fields, entry_hash
+            from onwatch.core.models import AuditEntry
+            prev = GENESIS
+            for e in AuditEntry.objects.order_by("seq"):
+                e.actor = "mallory"
+                h = entry_hash(prev, _fields(e))
+                with connection.cursor() as c:
+                    c.execute(
+                        "UPDATE core_auditentry SET actor = %s, prev_hash = %s, hash = %s "
+                        "WHERE seq = %s",
+                        ["mallory", prev, h, e.seq],
+                    )
+                prev = h
+            """,
+            env,
+        )
+        rewritten = run(["audit", "verify"], env)
+    assert rewritten.returncode == 1
+    assert rewritten.stderr.strip() == (
+        "onwatch: audit log tampered: entry 1 was changed after it was written"
+    )
+
+
+def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        # An install from before the key: its tables as they were, three unkeyed entries.
+        django(
+            """
+            from datetime import UTC, datetime
+            from django.core.management import call_command
+            from django.db import connection
+            from onwatch.core.audit import GENESIS, entry_hash
+            call_command("migrate", "core", "0001", verbosity=0)
+            prev = GENESIS
+            for seq in (1, 2, 3):
+                at = datetime(2026, 1, seq, 9, 0, tzinfo=UTC)
+                fields = {"seq": seq, "at": at.isoformat(), "org": None, "actor": "old@x.io",
+                          "action": "thing-done", "target": "", "ip": "", "data": {}}
+                h = entry_hash(prev, fields)
+                with connection.cursor() as c:
+                    c.execute(
+                        "INSERT INTO core_auditentry (seq, at, actor, action, target, ip, data, "
+                        "prev_hash, hash) VALUES (%s, %s, 'old@x.io', 'thing-done', '', '', "
+                        "'{}', %s, %s)",
+                        [seq, connection.ops.adapt_datetimefield_value(at), prev, h],
+                    )
+                prev = h
+            """,
+            env,
+            migrate=True,
+        )
+        migrated = run(["migrate"], env)
+        assert (migrated.returncode, migrated.stderr) == (0, "")
+        intact = run(["audit", "verify"], env)
+        assert (intact.returncode, intact.stderr) == (0, "")
+        assert "audit log intact (3 entries)" in intact.stdout
+
+        sql(env, "DELETE FROM core_auditentry WHERE seq = 3")
+        truncated = run(["audit", "verify"], env)
+    assert truncated.returncode == 1
+    assert "entry 3 is missing from the end" in truncated.stderr
+
+
+def test_an_unwritable_head_file_folder_stops_onwatch_with_one_line(tmp_path: Path) -> None:
+    with isolated(tmp_path, ONWATCH_AUDIT_HEAD_FILE="/proc/onwatch/audit-head.json") as env:
+        refused = run(["migrate"], env)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(
+        "onwatch: The audit head file's folder /proc/onwatch is not writable"
+    )
+    assert refused.stderr.strip().endswith(
+        "set ONWATCH_AUDIT_HEAD_FILE to a folder you can write, or fix its permissions"
+    )

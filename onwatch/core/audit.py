@@ -1,17 +1,35 @@
-"""The audit log: append-only, hash-chained, verifiable with `onwatch audit verify`."""
+"""The audit log: append-only, hash-chained under a key from the key file, its newest entry
+witnessed by a head file outside the database; `onwatch audit verify` checks all three."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from onwatch.core import audit_head
+from onwatch.core.audit_head import Head, HeadFileError, head_path, read_head
+from onwatch.core.audit_seal import (
+    ERASED,
+    SCHEME_KEYED,
+    SCHEME_LEGACY,
+    erase_field,
+    intact,
+    personal_fields,
+    seal,
+)
+from onwatch.core.keyring import KeyringError
 from onwatch.core.models import AuditEntry, Organization
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 # Any constant works; it names the advisory lock that serialises appends on PostgreSQL.
@@ -19,6 +37,7 @@ _PG_LOCK = 0x6F6E7761
 
 
 def entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    """The unkeyed hash of entries written before the chain was keyed (scheme 1)."""
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
@@ -34,6 +53,13 @@ def _fields(e: AuditEntry) -> dict[str, Any]:
         "ip": e.ip,
         "data": e.data,
     }
+
+
+def _serialise() -> None:
+    """Inside a transaction: one writer of the chain at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_LOCK])
 
 
 def actor_of(request: HttpRequest | None) -> tuple[str, str]:
@@ -57,9 +83,7 @@ def record(
     if org is None and request is not None:
         org = getattr(request, "org", None)
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_LOCK])
+        _serialise()
         last = AuditEntry.objects.order_by("-seq").only("seq", "hash").first()
         entry = AuditEntry(
             seq=(last.seq + 1) if last else 1,
@@ -72,8 +96,11 @@ def record(
             data=json.loads(json.dumps(data, default=str)),
             prev_hash=last.hash if last else GENESIS,
         )
-        entry.hash = entry_hash(entry.prev_hash, _fields(entry))
+        seal(entry)
         entry.save()
+        # Only a committed entry may become the head: one rolled back with its
+        # transaction would otherwise look deleted.
+        transaction.on_commit(partial(audit_head.advance, Head(entry.seq, entry.hash)))
     return entry
 
 
@@ -82,20 +109,186 @@ class Verdict:
     checked: int
     first_bad: int | None
     reason: str
+    # Why the chain could not be checked in full, though nothing was found wrong.
+    unchecked: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.first_bad is None
+        return self.first_bad is None and not self.unchecked
 
 
-def verify() -> Verdict:
-    prev, expected_seq, checked = GENESIS, 1, 0
+@dataclass
+class _Walk:
+    prev: str = GENESIS
+    seq: int = 0
+    keyed: bool = False
+
+    def step(self, e: AuditEntry) -> None:
+        self.prev, self.seq = e.hash, e.seq
+        self.keyed = self.keyed or e.scheme == SCHEME_KEYED
+
+
+def _keyed_problem(e: AuditEntry) -> str | None:
+    try:
+        return None if intact(e) else f"entry {e.seq} was changed after it was written"
+    except KeyringError:
+        return (
+            f"entry {e.seq} names key {e.key_id}, which the key file lacks: it was changed "
+            "after it was written, or the key file is not this database's"
+        )
+
+
+def _entry_problem(e: AuditEntry, walk: _Walk, head: Head | None) -> str | None:
+    if e.seq != walk.seq + 1:
+        return f"entry {walk.seq + 1} is missing"
+    if e.prev_hash != walk.prev:
+        return f"entry {e.seq} does not follow entry {e.seq - 1}"
+    if e.scheme == SCHEME_KEYED:
+        problem = _keyed_problem(e)
+    # An unkeyed entry after a keyed one is a forgery: sealing never goes backwards.
+    elif walk.keyed or e.scheme != SCHEME_LEGACY or entry_hash(e.prev_hash, _fields(e)) != e.hash:
+        problem = f"entry {e.seq} was changed after it was written"
+    else:
+        problem = None
+    if problem is None and head is not None and e.seq == head.seq and e.hash != head.hash:
+        problem = (
+            f"entry {e.seq} is not the entry onwatch wrote as number {e.seq}: the log was "
+            "rewritten up to there"
+        )
+    return problem
+
+
+def _tail_verdict(walk: _Walk, head: Head | None) -> Verdict:
+    if head is None and walk.keyed:
+        return Verdict(
+            walk.seq,
+            None,
+            "",
+            unchecked=f"the head file {head_path()} is missing, so deleted newest entries "
+            "would go unnoticed; put it back from this machine's backup, or point "
+            "ONWATCH_AUDIT_HEAD_FILE at it",
+        )
+    if head is None or head.seq <= walk.seq:
+        return Verdict(walk.seq, None, "")
+    first = walk.seq + 1
+    which = f"entry {first} is" if first == head.seq else f"entries {first} to {head.seq} are"
+    ends = f"ends at entry {walk.seq}" if walk.seq else "is empty"
+    return Verdict(
+        walk.seq,
+        first,
+        f"{which} missing from the end (onwatch wrote up to entry {head.seq}; the log now "
+        f"{ends}): they were deleted, or the database was put back from an older copy "
+        "(if on purpose, run `onwatch audit accept-restore`)",
+    )
+
+
+def verify(with_head: bool = True) -> Verdict:
+    try:
+        head = read_head() if with_head else None
+    except HeadFileError as err:
+        return Verdict(0, None, "", unchecked=str(err))
+    walk = _Walk()
     for e in AuditEntry.objects.order_by("seq").iterator(chunk_size=2000):
-        if e.seq != expected_seq:
-            return Verdict(checked, expected_seq, f"entry {expected_seq} is missing")
-        if e.prev_hash != prev:
-            return Verdict(checked, e.seq, f"entry {e.seq} does not follow entry {e.seq - 1}")
-        if entry_hash(e.prev_hash, _fields(e)) != e.hash:
-            return Verdict(checked, e.seq, f"entry {e.seq} was changed after it was written")
-        prev, expected_seq, checked = e.hash, expected_seq + 1, checked + 1
-    return Verdict(checked, None, "")
+        problem = _entry_problem(e, walk, head)
+        if problem is not None:
+            bad = e.seq if e.seq == walk.seq + 1 else walk.seq + 1
+            return Verdict(walk.seq, bad, problem)
+        walk.step(e)
+    return _tail_verdict(walk, head) if with_head else Verdict(walk.seq, None, "")
+
+
+def accept_restored(actor: str = "cli") -> tuple[Head | None, AuditEntry]:
+    """After an older copy of the database was put back on purpose: the log records which
+    entry the head file named, and that new entry becomes the head.
+
+    Refused while the log itself does not verify: accepting cannot mend a changed entry.
+    """
+    chain = verify(with_head=False)
+    if not chain.ok:
+        raise ValueError(
+            f"the audit log itself does not verify ({chain.reason}); accepting it as it is "
+            "would not mend that"
+        )
+    try:
+        old = read_head()
+    except HeadFileError:
+        old = None
+    # Cleared first: the head never moves past an entry that is gone, by design.
+    audit_head.clear()
+    entry = record(
+        "audit-log-restored",
+        actor=actor,
+        previous_entry=old.seq if old else None,
+        previous_hash=old.hash if old else "",
+    )
+    return old, entry
+
+
+def seal_legacy() -> int:
+    """Seal an intact chain of entries written before the key (scheme 1) with the key.
+
+    Run by `onwatch migrate` once the key file is proven. The old unkeyed hashes stopped no
+    database writer, so nothing is lost by replacing them; what is gained is that those
+    entries too are covered by the head file and can have a person erased from them. A
+    chain that does not verify is left exactly as it is: it is evidence.
+    """
+    with transaction.atomic():
+        _serialise()
+        if AuditEntry.objects.filter(scheme=SCHEME_KEYED).exists():
+            return 0
+        entries = list(AuditEntry.objects.order_by("seq"))
+        if not entries:
+            return 0
+        verdict = verify()
+        if verdict.first_bad is not None:
+            log.warning(
+                "audit log: not sealed with the key, as it does not verify: %s", verdict.reason
+            )
+            return 0
+        prev = GENESIS
+        for e in entries:
+            e.prev_hash = prev
+            seal(e)
+            prev = e.hash
+        fields = ["scheme", "key_id", "seals", "prev_hash", "hash"]
+        AuditEntry.objects.bulk_update(entries, fields, batch_size=500)
+        transaction.on_commit(partial(audit_head.reset, Head(entries[-1].seq, prev)))
+    return len(entries)
+
+
+def _names_person(value: Any, wanted: list[re.Pattern[str]]) -> bool:
+    if value == ERASED:
+        return False
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return any(w.search(text) for w in wanted)
+
+
+def _whole(identifier: str) -> re.Pattern[str]:
+    # Whole names and addresses only: 10.0.0.1 is not in 10.0.0.12, nor al@x.io in val@x.io.
+    return re.compile(rf"(?<![\w.@-]){re.escape(identifier)}(?![\w@-]|\.\w)", re.IGNORECASE)
+
+
+def erase_person(*identifiers: str, actor: str = "system") -> int:
+    """Blank every audit field that names the person (a name, email or IP address).
+
+    The chain still verifies afterwards: see audit_seal. Answers how many entries changed;
+    the erasure is itself recorded, without naming the person.
+    """
+    names = [i.strip() for i in identifiers if i.strip()]
+    if not names or any(len(n) < 3 for n in names):
+        raise ValueError("name the person by a name, email or IP address of 3 characters or more")
+    wanted = [_whole(n) for n in names]
+    changed = []
+    with transaction.atomic():
+        _serialise()
+        for e in AuditEntry.objects.filter(scheme=SCHEME_KEYED).order_by("seq"):
+            found = [n for n, v in personal_fields(e).items() if _names_person(v, wanted)]
+            for name in found:
+                erase_field(e, name)
+            if found:
+                changed.append(e)
+        fields = ["actor", "target", "ip", "data", "seals"]
+        AuditEntry.objects.bulk_update(changed, fields, batch_size=500)
+    if changed:
+        record("personal-data-erased", actor=actor, entries=len(changed))
+    return len(changed)

@@ -94,7 +94,8 @@ class ApiToken(models.Model):
 
 class AuditEntry(models.Model):
     """Append-only and hash-chained: each entry's hash covers its content and the previous
-    entry's hash, so editing or deleting any entry breaks every hash after it."""
+    entry's hash, so editing or deleting any entry breaks every hash after it. The hash is
+    keyed and the personal fields are sealed apart (see core/audit_seal.py)."""
 
     seq = models.PositiveBigIntegerField(unique=True)
     at = models.DateTimeField()
@@ -106,6 +107,11 @@ class AuditEntry(models.Model):
     data = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    # 1: unkeyed sha256 (before the key); 2: HMAC under key_id of the key file.
+    scheme = models.PositiveSmallIntegerField(default=2)
+    key_id = models.PositiveIntegerField(null=True, blank=True)
+    # Per personal field: its salt and commitment (salt None once erased).
+    seals = models.JSONField(default=dict)
 
     class Meta:
         ordering = ["-seq"]
