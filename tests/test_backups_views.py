@@ -90,3 +90,58 @@ def test_a_plain_http_repository_saved_before_the_rule_is_flagged(
     }
     assert "plain HTTP" in rows["old rest"] and "https://" in rows["old rest"]
     assert "plain HTTP" not in rows["nas"]
+
+
+def overview_row(client: Any, name: str) -> str:
+    body: str = client.get(reverse("backups")).content.decode()
+    start = body.index(f">{name}</a>")
+    return body[start : body.index("</tr>", start)]
+
+
+def damage_data_packs(repo: Path) -> None:
+    """Flip bytes in the middle of every pack, as a failing disk or a bad upload would."""
+    for pack in (repo / "data").glob("*/*"):
+        data = bytearray(pack.read_bytes())
+        for i in range(len(data) // 3, len(data) // 3 + 64):
+            data[i] ^= 0xFF
+        pack.write_bytes(bytes(data))
+
+
+def test_a_plan_that_never_ran_is_not_shown_as_losing_nothing(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    plan = dir_plan(org, tmp_path)
+    client = signed_in(members["viewer"])
+    row = overview_row(client, plan.name)
+    assert "0.0 h" not in row
+    assert 'class="rpo state-failed">no backup yet / 26.0 h' in row
+    assert "No: no good backup yet" in row and "no drill yet" in row
+    detail = client.get(reverse("backup_plan", args=[plan.pk])).content.decode()
+    assert "0.0 h</strong>" not in detail
+    assert "there is no good backup yet, so a failure now would lose everything" in detail
+    assert "Your data is not safe yet: no good backup yet" in detail
+
+
+def test_a_drill_that_failed_on_a_damaged_pack_is_the_problem_on_the_overview(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    plan = dir_plan(org, tmp_path)
+    run_backup(plan, print)
+    proven = run_drill(plan, print)
+    assert proven.verified
+    client = signed_in(members["viewer"])
+    assert f"{proven.started_at:%Y-%m-%d %H:%M}" in overview_row(client, plan.name)
+
+    damage_data_packs(tmp_path / "repo")
+    failed = run_drill(plan, print)
+    assert failed.state == "failed" and failed.rto_seconds is None
+    assert failed.snapshot_id == proven.snapshot_id
+    row = overview_row(client, plan.name)
+    # The snapshot the old drill proved just failed to restore: it proves nothing now.
+    assert 'class="proven"><span class="state-failed">none</span>' in row
+    assert "—" not in row and "failed" in row and "nothing restored" in row
+    assert "No: last restore drill failed, never proven restorable" in row
+    detail = client.get(reverse("backup_plan", args=[plan.pk])).content.decode()
+    # Both drills are dots on the RTO chart; the failed one is red, on the top edge.
+    assert detail.count('class="drill ok"') == 1
+    assert detail.count('class="drill bad failed"') == 1
