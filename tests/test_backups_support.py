@@ -161,6 +161,15 @@ def local_repo(
     )
 
 
+def damage_data_packs(repo: Path) -> None:
+    """Flip bytes in the middle of every pack, as a failing disk or a bad upload would."""
+    for pack in (repo / "data").glob("*/*"):
+        data = bytearray(pack.read_bytes())
+        for i in range(len(data) // 3, len(data) // 3 + 64):
+            data[i] ^= 0xFF
+        pack.write_bytes(bytes(data))
+
+
 def plan_for(source: Source, copies: list[Repository], **fields: object) -> Plan:
     return services.add_plan(source, "nightly", copies, **fields)
 

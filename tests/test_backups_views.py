@@ -17,7 +17,7 @@ from onwatch.backups.models import Plan, SourceKind
 from onwatch.backups.runs import run_backup
 from onwatch.core.models import Organization
 from tests.fixtures import signed_in
-from tests.test_backups_support import channel, directory, local_repo
+from tests.test_backups_support import channel, damage_data_packs, directory, local_repo
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 __all__ = ["channel"]
@@ -96,15 +96,6 @@ def overview_row(client: Any, name: str) -> str:
     body: str = client.get(reverse("backups")).content.decode()
     start = body.index(f">{name}</a>")
     return body[start : body.index("</tr>", start)]
-
-
-def damage_data_packs(repo: Path) -> None:
-    """Flip bytes in the middle of every pack, as a failing disk or a bad upload would."""
-    for pack in (repo / "data").glob("*/*"):
-        data = bytearray(pack.read_bytes())
-        for i in range(len(data) // 3, len(data) // 3 + 64):
-            data[i] ^= 0xFF
-        pack.write_bytes(bytes(data))
 
 
 def test_a_plan_that_never_ran_is_not_shown_as_losing_nothing(
