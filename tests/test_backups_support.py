@@ -175,10 +175,12 @@ def plan_for(source: Source, copies: list[Repository], **fields: object) -> Plan
 
 
 class RestServer:
-    """`rclone serve restic` on a free loopback port, started and stopped by the test."""
+    """`rclone serve restic` on a free loopback port, started and stopped by the test;
+    `append_only` refuses every deletion but of locks, as a ransomware-proof copy does."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, append_only: bool = False) -> None:
         self.root = root
+        self.append_only = append_only
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -188,7 +190,8 @@ class RestServer:
 
     def __enter__(self) -> RestServer:
         self.proc = subprocess.Popen(
-            [RCLONE, "serve", "restic", str(self.root), f"--addr=127.0.0.1:{self.port}"],
+            [RCLONE, "serve", "restic", str(self.root), f"--addr=127.0.0.1:{self.port}"]
+            + (["--append-only"] if self.append_only else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "RCLONE_CONFIG": "/dev/null"},
