@@ -131,7 +131,7 @@ def test_a_drill_that_failed_on_a_damaged_pack_is_the_problem_on_the_overview(
     # The snapshot the old drill proved just failed to restore: it proves nothing now.
     assert 'class="proven"><span class="state-failed">none</span>' in row
     assert "—" not in row and "failed" in row and "nothing restored" in row
-    assert "No: last restore drill failed, never proven restorable" in row
+    assert "No: last restore drill failed, not proven restorable" in row
     detail = client.get(reverse("backup_plan", args=[plan.pk])).content.decode()
     # Both drills are dots on the RTO chart; the failed one is red, on the top edge.
     assert detail.count('class="drill ok"') == 1

@@ -58,7 +58,7 @@ class PlanRow:
         if self.drill_failed:
             found.append("last restore drill failed")
         if self.last_proven is None:
-            found.append("never proven restorable")
+            found.append("not proven restorable")
         if self.not_offsite:
             found.append("no offsite copy")
         return found
