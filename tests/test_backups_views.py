@@ -65,13 +65,19 @@ def test_an_rpo_breach_alerts_once_and_a_good_backup_clears_it(
     later = timezone.now() + timedelta(minutes=plan.rpo_minutes + 5)
     assert rpo.check_all(later) == 1
     assert rpo.check_all(later) == 0  # one alert per breach
-    [alert] = Delivery.objects.filter(title__contains="older than the RPO target")
-    assert alert.org == org
+    # Never backed up: said so, not as the age of a copy that does not exist.
+    [alert] = Delivery.objects.filter(title="No good backup of uploads nightly yet")
+    assert alert.org == org and "has no good copy yet" in alert.body
+    assert "newest good copy" not in alert.body
     run_backup(plan, print)
     assert rpo.rpo_now(plan) < timedelta(minutes=5)
     assert rpo.check_all(timezone.now()) == 0
     plan.refresh_from_db()
     assert plan.rpo_alerted_at is None
+    # A plan that has good copies, all too old, is told by the age of the newest one.
+    assert rpo.check_all(timezone.now() + timedelta(minutes=plan.rpo_minutes + 5)) == 1
+    [old] = Delivery.objects.filter(title__contains="older than the RPO target")
+    assert "The newest good copy is 26.1 h old" in old.body
 
 
 def test_a_plain_http_repository_saved_before_the_rule_is_flagged(
