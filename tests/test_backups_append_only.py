@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from onwatch.backups import restic, services
+from onwatch.backups import restic, runs, services
 from onwatch.backups.models import Plan, Repository, SourceKind
 from onwatch.core import jobs
 from onwatch.core.models import AuditEntry, JobState, Organization
@@ -130,3 +130,26 @@ def test_a_refused_delete_is_told_apart_from_other_failures() -> None:
     found = restic.classify(REFUSED, 1, "rest:http://127.0.0.1:8000/", (0, 14, 0))
     assert isinstance(found, restic.DeletesRefused)
     assert "append-only" in str(found)
+
+
+def test_a_server_that_refuses_the_forget_itself_is_marked_append_only_not_alerted(
+    org: Organization, tmp_path: Path
+) -> None:
+    """Where asking first cannot tell (S3 object lock, a B2 key without delete), restic's
+    refused delete is understood: some 45 s of restic's retries, once, then never again."""
+    source = services.add_source(
+        org, "uploads", SourceKind.DIRECTORY, path=str(directory(tmp_path / "up"))
+    )
+    with RestServer(tmp_path / "vault", append_only=True) as server:
+        vault = services.add_repository(org, "vault", server.url, provider="ovh")
+        Repository.objects.filter(pk=vault.pk).update(append_only=False)
+        vault.refresh_from_db()
+        plan = plan_for(source, [vault], keep_daily=0, keep_weekly=0, keep_monthly=0)
+        for _ in range(2):
+            runs.run_backup(plan, print)
+        lines: list[str] = []
+        assert runs.apply_retention(plan, vault, lines.append) == ""
+        assert snapshot_count(vault) == 2
+    vault.refresh_from_db()
+    assert vault.append_only
+    assert any("vault: append-only; onwatch keeps every backup there" in ln for ln in lines)
