@@ -20,9 +20,10 @@ EMAIL, PASSWORD = "owner@bakery.example", "a long and unusual passphrase 42"
 DRILLS = 3
 
 
-def seed(root: str) -> None:
+def seed(root: str, damage: bool = False) -> None:
     """Run in a child process against the onwatch under test: an owner with TOTP, and a
-    SQLite plan backed up once and drilled three times with the real restic."""
+    SQLite plan backed up once and drilled three times with the real restic; with
+    `damage`, the repository's packs are then damaged and a fourth drill fails."""
     from onwatch.startup import prepare
 
     prepare(migrate=True)
@@ -50,6 +51,11 @@ def seed(root: str) -> None:
     run_backup(plan, print)
     drills = [run_drill(plan, print) for _ in range(DRILLS)]
     assert all(d.verified for d in drills)
+    if damage:
+        from tests.test_backups_support import damage_data_packs
+
+        damage_data_packs(base / "repo")
+        assert run_drill(plan, print).rto_seconds is None
     print(json.dumps({"plan": plan.pk, "secret": secret}))
 
 
@@ -119,3 +125,44 @@ def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
             page.screenshot(path=str(tmp_path / "restore.png"), full_page=True)
     with closing(sqlite3.connect(target)) as db:
         assert db.execute("SELECT count(*) FROM notes").fetchone() == (40,)
+
+
+def test_a_failed_drill_is_a_red_dot_and_the_overview_says_the_data_is_not_safe(
+    tmp_path: Path,
+) -> None:
+    code = f"from tests.test_backups_browser import seed; seed({str(tmp_path)!r}, damage=True)"
+    with isolated(tmp_path) as env:
+        made = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        seeded = json.loads(made.stdout.strip().splitlines()[-1])
+        with Running(["web"], env) as web, chromium() as browser:
+            wait_http(web.base_url + "/health/")
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{web.base_url}/backups/")
+            page.locator("input[name=login]").fill(EMAIL)
+            page.locator("input[name=password]").fill(PASSWORD)
+            page.get_by_role("button", name="Sign In", exact=True).click()
+            page.locator("input[name=code]").fill(totp_now(seeded["secret"]))
+            page.get_by_role("button", name="Sign In", exact=True).click()
+
+            row = page.locator("table.backups tbody tr", has_text="orders nightly")
+            expect(row.locator("td.verdict")).to_contain_text("No: last restore drill failed")
+            expect(row.locator("td.drill")).to_contain_text("failed")
+            expect(row.locator("td.drill")).not_to_contain_text("—")
+            page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+
+            row.get_by_role("link", name="orders nightly").click()
+            chart = page.locator("svg.rto-chart")
+            expect(chart.locator("circle.drill")).to_have_count(DRILLS + 1)
+            expect(chart.locator("circle.drill.ok")).to_have_count(DRILLS)
+            red = chart.locator("circle.drill.bad")
+            expect(red).to_have_count(1)
+            assert red.get_attribute("fill") == "#c62828"
+            # Drawn where it can be seen: inside the chart, above the measured drills.
+            dot, box = red.bounding_box(), chart.bounding_box()
+            assert dot is not None and box is not None
+            assert box["y"] <= dot["y"] < box["y"] + box["height"] / 3
+            page.screenshot(path=str(tmp_path / "plan-failed.png"), full_page=True)

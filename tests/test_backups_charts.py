@@ -42,3 +42,12 @@ def test_a_target_far_above_the_drills_is_named_and_the_scale_follows_the_drills
 def test_no_drills_yet_still_shows_the_target() -> None:
     svg = str(rto_trend([], 600, "RTO"))
     assert "No measured drills yet" in svg and re.search(r'<line[^>]*class="target"', svg)
+
+
+def test_a_drill_that_restored_nothing_is_a_red_dot_on_the_top_edge() -> None:
+    points = [*drills(40, 50), Point(T0 + timedelta(days=21), None, False, "pack damaged")]
+    svg = str(rto_trend(points, 60, "RTO"))
+    assert svg.count("<circle") == 3
+    assert svg.count('class="drill bad failed"') == 1
+    assert max(dot_heights(svg)) == 1.0  # on the top edge, above every measured drill
+    assert "failed, nothing restored (pack damaged)" in svg

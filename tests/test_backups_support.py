@@ -161,15 +161,26 @@ def local_repo(
     )
 
 
+def damage_data_packs(repo: Path) -> None:
+    """Flip bytes in the middle of every pack, as a failing disk or a bad upload would."""
+    for pack in (repo / "data").glob("*/*"):
+        data = bytearray(pack.read_bytes())
+        for i in range(len(data) // 3, len(data) // 3 + 64):
+            data[i] ^= 0xFF
+        pack.write_bytes(bytes(data))
+
+
 def plan_for(source: Source, copies: list[Repository], **fields: object) -> Plan:
     return services.add_plan(source, "nightly", copies, **fields)
 
 
 class RestServer:
-    """`rclone serve restic` on a free loopback port, started and stopped by the test."""
+    """`rclone serve restic` on a free loopback port, started and stopped by the test;
+    `append_only` refuses every deletion but of locks, as a ransomware-proof copy does."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, append_only: bool = False) -> None:
         self.root = root
+        self.append_only = append_only
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -179,7 +190,8 @@ class RestServer:
 
     def __enter__(self) -> RestServer:
         self.proc = subprocess.Popen(
-            [RCLONE, "serve", "restic", str(self.root), f"--addr=127.0.0.1:{self.port}"],
+            [RCLONE, "serve", "restic", str(self.root), f"--addr=127.0.0.1:{self.port}"]
+            + (["--append-only"] if self.append_only else []),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "RCLONE_CONFIG": "/dev/null"},

@@ -17,7 +17,7 @@ from onwatch.backups.models import Plan, SourceKind
 from onwatch.backups.runs import run_backup
 from onwatch.core.models import Organization
 from tests.fixtures import signed_in
-from tests.test_backups_support import channel, directory, local_repo
+from tests.test_backups_support import channel, damage_data_packs, directory, local_repo
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 __all__ = ["channel"]
@@ -65,13 +65,19 @@ def test_an_rpo_breach_alerts_once_and_a_good_backup_clears_it(
     later = timezone.now() + timedelta(minutes=plan.rpo_minutes + 5)
     assert rpo.check_all(later) == 1
     assert rpo.check_all(later) == 0  # one alert per breach
-    [alert] = Delivery.objects.filter(title__contains="older than the RPO target")
-    assert alert.org == org
+    # Never backed up: said so, not as the age of a copy that does not exist.
+    [alert] = Delivery.objects.filter(title="No good backup of uploads nightly yet")
+    assert alert.org == org and "has no good copy yet" in alert.body
+    assert "newest good copy" not in alert.body
     run_backup(plan, print)
     assert rpo.rpo_now(plan) < timedelta(minutes=5)
     assert rpo.check_all(timezone.now()) == 0
     plan.refresh_from_db()
     assert plan.rpo_alerted_at is None
+    # A plan that has good copies, all too old, is told by the age of the newest one.
+    assert rpo.check_all(timezone.now() + timedelta(minutes=plan.rpo_minutes + 5)) == 1
+    [old] = Delivery.objects.filter(title__contains="older than the RPO target")
+    assert "The newest good copy is 26.1 h old" in old.body
 
 
 def test_a_plain_http_repository_saved_before_the_rule_is_flagged(
@@ -90,3 +96,49 @@ def test_a_plain_http_repository_saved_before_the_rule_is_flagged(
     }
     assert "plain HTTP" in rows["old rest"] and "https://" in rows["old rest"]
     assert "plain HTTP" not in rows["nas"]
+
+
+def overview_row(client: Any, name: str) -> str:
+    body: str = client.get(reverse("backups")).content.decode()
+    start = body.index(f">{name}</a>")
+    return body[start : body.index("</tr>", start)]
+
+
+def test_a_plan_that_never_ran_is_not_shown_as_losing_nothing(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    plan = dir_plan(org, tmp_path)
+    client = signed_in(members["viewer"])
+    row = overview_row(client, plan.name)
+    assert "0.0 h" not in row
+    assert 'class="rpo state-failed">no backup yet / 26.0 h' in row
+    assert "No: no good backup yet" in row and "no drill yet" in row
+    detail = client.get(reverse("backup_plan", args=[plan.pk])).content.decode()
+    assert "0.0 h</strong>" not in detail
+    assert "there is no good backup yet, so a failure now would lose everything" in detail
+    assert "Your data is not safe yet: no good backup yet" in detail
+
+
+def test_a_drill_that_failed_on_a_damaged_pack_is_the_problem_on_the_overview(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    plan = dir_plan(org, tmp_path)
+    run_backup(plan, print)
+    proven = run_drill(plan, print)
+    assert proven.verified
+    client = signed_in(members["viewer"])
+    assert f"{proven.started_at:%Y-%m-%d %H:%M}" in overview_row(client, plan.name)
+
+    damage_data_packs(tmp_path / "repo")
+    failed = run_drill(plan, print)
+    assert failed.state == "failed" and failed.rto_seconds is None
+    assert failed.snapshot_id == proven.snapshot_id
+    row = overview_row(client, plan.name)
+    # The snapshot the old drill proved just failed to restore: it proves nothing now.
+    assert 'class="proven"><span class="state-failed">none</span>' in row
+    assert "—" not in row and "failed" in row and "nothing restored" in row
+    assert "No: last restore drill failed, not proven restorable" in row
+    detail = client.get(reverse("backup_plan", args=[plan.pk])).content.decode()
+    # Both drills are dots on the RTO chart; the failed one is red, on the top edge.
+    assert detail.count('class="drill ok"') == 1
+    assert detail.count('class="drill bad failed"') == 1

@@ -8,7 +8,7 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
@@ -24,8 +24,10 @@ LEFT, RIGHT, TOP, BOTTOM = 60, 12, 10, 24
 @dataclass(frozen=True)
 class Point:
     at: datetime
-    seconds: float
+    # None: the drill failed before anything was restored, so there is no time to plot.
+    seconds: float | None
     ok: bool  # verified and within the target
+    why: str = ""  # why it failed, for the dot's tooltip
 
 
 def duration_text(seconds: float) -> str:
@@ -66,7 +68,8 @@ def _xs(points: Sequence[Point]) -> list[float]:
 
 
 def rto_trend(points: Sequence[Point], target_seconds: float, label: str) -> SafeString:
-    """Oldest first. The target is a dashed line; a dot above it or unverified is red."""
+    """Oldest first. The target is a dashed line; a dot above it or unverified is red; a
+    drill that restored nothing is a red dot on the top edge, above every measured one."""
     points = sorted(points, key=lambda p: p.at)
     root = ET.Element(
         "svg",
@@ -79,13 +82,16 @@ def rto_trend(points: Sequence[Point], target_seconds: float, label: str) -> Saf
         },
     )
     ET.SubElement(root, "title").text = label
-    highest = max((p.seconds for p in points), default=0.0)
+    measured = [p.seconds for p in points if p.seconds is not None]
+    highest = max(measured, default=0.0)
     # Drills of seconds under a target of an hour would lie flat on the floor: then the
     # scale follows the drills and the target is named above them instead of drawn.
-    far_above = bool(points) and target_seconds > FAR * highest
+    far_above = bool(measured) and target_seconds > FAR * highest
     top = nice_ceiling(max(highest, 0.0 if far_above else target_seconds) * 1.1)
 
-    def y(seconds: float) -> float:
+    def y(seconds: float | None) -> float:
+        if seconds is None:
+            return float(TOP)
         return TOP + (HEIGHT - TOP - BOTTOM) * (1 - seconds / top)
 
     for value in (0.0, top / 2, top):
@@ -118,24 +124,37 @@ def rto_trend(points: Sequence[Point], target_seconds: float, label: str) -> Saf
     _text(root, LEFT, HEIGHT - 6, timezone.localtime(points[0].at, zone).strftime(when), "start")
     _text(root, WIDTH - RIGHT, HEIGHT - 6, timezone.localtime(points[-1].at, zone).strftime(when))
     xs = _xs(points)
+    # The line joins measured restore times only: a failed drill has none to join.
     path = " ".join(
         f"{'M' if i == 0 else 'L'}{x:.1f},{y(p.seconds):.1f}"
-        for i, (x, p) in enumerate(zip(xs, points, strict=True))
-    )
-    ET.SubElement(
-        root,
-        "path",
-        {"d": path, "fill": "none", "stroke": LINE, "stroke-width": "1.5", "class": "rto"},
-    )
-    for x, p in zip(xs, points, strict=True):
-        dot = ET.SubElement(
-            root,
-            "circle",
-            {"cx": f"{x:.1f}", "cy": f"{y(p.seconds):.1f}", "r": "4"}
-            | {"fill": GOOD if p.ok else BAD, "class": f"drill {'ok' if p.ok else 'bad'}"},
+        for i, (x, p) in enumerate(
+            (x, p) for x, p in zip(xs, points, strict=True) if p.seconds is not None
         )
-        verdict = "restored and verified" if p.ok else "failed or over the target"
-        when = f"{timezone.localtime(p.at, zone):%Y-%m-%d %H:%M}"
-        ET.SubElement(dot, "title").text = f"{when}: {duration_text(p.seconds)}, {verdict}"
+    )
+    if path:
+        ET.SubElement(
+            root,
+            "path",
+            {"d": path, "fill": "none", "stroke": LINE, "stroke-width": "1.5", "class": "rto"},
+        )
+    for x, p in zip(xs, points, strict=True):
+        _dot(root, x, y(p.seconds), p, zone)
     # Built from escaped text only (ElementTree escapes every attribute and text node).
     return mark_safe(ET.tostring(root, encoding="unicode"))  # noqa: S308
+
+
+def _dot(root: ET.Element, x: float, y: float, p: Point, zone: tzinfo) -> None:
+    kind = "ok" if p.ok else "bad" if p.seconds is not None else "bad failed"
+    dot = ET.SubElement(
+        root,
+        "circle",
+        {"cx": f"{x:.1f}", "cy": f"{y:.1f}", "r": "4"}
+        | {"fill": GOOD if p.ok else BAD, "class": f"drill {kind}"},
+    )
+    when = f"{timezone.localtime(p.at, zone):%Y-%m-%d %H:%M}"
+    if p.seconds is None:
+        said = f"{when}: failed, nothing restored"
+    else:
+        verdict = "restored and verified" if p.ok else "failed or over the target"
+        said = f"{when}: {duration_text(p.seconds)}, {verdict}"
+    ET.SubElement(dot, "title").text = f"{said} ({p.why})" if p.why and not p.ok else said

@@ -143,6 +143,21 @@ class RepositoryForm(forms.Form):
         label="Remove the stored credentials",
         help_text="Ignored if you type new ones.",
     )
+    append_only = forms.BooleanField(
+        required=False,
+        label="Append-only",
+        help_text="The server keeps what it is given and refuses to delete (rest-server "
+        "--append-only, S3 object lock, a B2 key without delete), so ransomware on this "
+        "machine cannot erase the backups. onwatch then never removes old backups there. "
+        "A REST server that refuses is found by itself.",
+    )
+    pruned_by = forms.CharField(
+        max_length=200,
+        required=False,
+        label="Who removes old backups there",
+        help_text="For an append-only copy: who runs restic forget and prune on it, and "
+        'when, such as "Sam, on the NAS, first Monday of the month".',
+    )
 
     def __init__(
         self,
@@ -176,6 +191,16 @@ class RepositoryForm(forms.Form):
         url: str = self.cleaned_data.get("url", "")
         return validate_repository_url(url) if url.strip() else ""
 
+    def clean(self) -> dict[str, Any]:
+        data: dict[str, Any] = super().clean() or {}
+        if data.get("append_only") and not data.get("pruned_by", "").strip():
+            self.add_error(
+                "pruned_by",
+                "Say who removes old backups from this append-only copy: onwatch will not, "
+                "and without anyone it grows for ever.",
+            )
+        return data
+
     def clean_env(self) -> dict[str, str] | None:
         """The credentials typed, or None for "keep what is stored"."""
         text: str = self.cleaned_data.get("env", "")
@@ -188,6 +213,8 @@ def repository_initial(repository: Repository) -> dict[str, Any]:
         "name": repository.name,
         "provider": repository.provider,
         "location": repository.location,
+        "append_only": repository.append_only,
+        "pruned_by": repository.pruned_by,
     }
 
 
@@ -195,7 +222,14 @@ def create_repository(org: Organization, data: dict[str, Any]) -> Repository:
     """restic initialises it (an SFTP one waits until connected). Raises restic.ResticError."""
     extra: dict[str, Any] = {"env": data["env"]} if data.get("env") else {}
     return services.add_repository(
-        org, data["name"], data["url"], data["provider"], data.get("location", ""), **extra
+        org,
+        data["name"],
+        data["url"],
+        data["provider"],
+        data.get("location", ""),
+        append_only=bool(data.get("append_only")),
+        pruned_by=data.get("pruned_by", ""),
+        **extra,
     )
 
 
@@ -203,7 +237,13 @@ def change_repository(repository: Repository, data: dict[str, Any]) -> list[str]
     """Apply a valid change form; the names of what changed (never the values). A new
     address or new credentials must reach the repository before they are kept: a typo
     would otherwise stop every backup. Raises restic.ResticError."""
-    changed = [n for n in ("name", "provider", "location") if getattr(repository, n) != data[n]]
+    data = {
+        **data,
+        "append_only": bool(data.get("append_only")),
+        "pruned_by": data.get("pruned_by", "").strip(),
+    }
+    fields = ("name", "provider", "location", "append_only", "pruned_by")
+    changed = [n for n in fields if getattr(repository, n) != data[n]]
     for name in changed:
         setattr(repository, name, data[name])
     reach = False

@@ -36,6 +36,11 @@ class Repository(models.Model):
     # False until restic has reached the repository once (an SFTP repository waits for its
     # public key to be added on the server); runs skip copies that are not ready.
     ready = models.BooleanField(default=True)
+    # The server keeps what it is given and refuses to delete (rest-server --append-only,
+    # an S3 bucket with object lock, a B2 key without delete): the usual defence against
+    # ransomware. onwatch never forgets or prunes here; `pruned_by` says who does.
+    append_only = models.BooleanField(default=False)
+    pruned_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -46,6 +51,11 @@ class Repository(models.Model):
     def crosses_network_unencrypted(self) -> bool:
         """Saved before plain http beyond loopback was refused (restic.plain_http_problem)."""
         return plain_http_problem(self.shown_url) is not None
+
+    @property
+    def pruner(self) -> str:
+        """Who removes old backups from an append-only copy, in words."""
+        return self.pruned_by or "whoever runs its server (not named yet)"
 
     def __str__(self) -> str:
         return self.name

@@ -9,18 +9,22 @@ what to do.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from secrets import token_hex
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from onwatch.config import env
 from onwatch.core.network import is_loopback
@@ -90,6 +94,10 @@ class AccessDenied(ResticError):
 
 class SshKeyRefused(AccessDenied):
     pass
+
+
+class DeletesRefused(ResticError):
+    """The server refused to delete: the repository is append-only."""
 
 
 class HostKeyChanged(ResticError):
@@ -346,6 +354,14 @@ _PATTERNS: list[tuple[str, type[ResticError], str]] = [
         RepositoryUnreachable,
         "{url} cannot be reached or holds no repository ({detail}); check the address, the "
         "network and that the repository was initialised",
+    ),
+    (
+        # rest-server and `rclone serve restic` with --append-only; restic 0.14 retries it
+        # for some 45 s before it gives up.
+        r"not removed, server response: 403",
+        DeletesRefused,
+        "{url} refused to delete ({detail}): it is append-only, so old backups there are "
+        "removed by whoever runs that server, not by onwatch",
     ),
     (
         r"no matching ID found|failed to find snapshot",
@@ -772,6 +788,33 @@ def forget_policy(repo: Repo, tags: Sequence[str], keep: Retention) -> list[str]
             for group in groups:
                 removed += [s["id"] for s in group.get("remove") or []]
     return removed
+
+
+def deletes_refused(repo: Repo, timeout: float = 10) -> bool | None:
+    """Whether a REST server is append-only, asked without restic (which retries a refused
+    delete for some 45 s): DELETE a snapshot name that cannot exist. rest-server and
+    `rclone serve restic` answer 403 when append-only, 404 otherwise. None where it cannot
+    be told: other backends, or no clear answer."""
+    if not repo.url.startswith("rest:"):
+        return None
+    parts = urlsplit(repo.url.removeprefix("rest:"))
+    if parts.scheme not in ("http", "https"):
+        return None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    path = f"{parts.path.rstrip('/')}/snapshots/{token_hex(32)}"
+    address = urlunsplit(parts._replace(netloc=hostport, path=path))
+    request = urllib.request.Request(address, method="DELETE")  # noqa: S310 (http(s) only)
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        pair = f"{unquote(user)}:{unquote(password)}".encode()
+        request.add_header("Authorization", f"Basic {base64.b64encode(pair).decode()}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 (http(s) only)
+            return False
+    except urllib.error.HTTPError as e:
+        return {403: True, 404: False}.get(e.code)
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -42,16 +42,26 @@ def check_plan(plan: Plan, now: datetime) -> bool:
         return False
     if Plan.objects.filter(pk=plan.pk, rpo_alerted_at=None).update(rpo_alerted_at=now) != 1:
         return False  # another scheduler alerted first
-    hours = age.total_seconds() / 3600
-    raise_alert(
-        org=plan.org,
-        title=f"Backups of {plan.name} are older than the RPO target",
-        body=(
-            f"The newest good copy is {hours:.1f} h old; the target is "
-            f"{plan.rpo_minutes / 60:.1f} h. Look at the plan's recent runs."
-        ),
-    )
+    title, body = breach_words(plan, age)
+    raise_alert(org=plan.org, title=title, body=body)
     return True
+
+
+def breach_words(plan: Plan, age: timedelta) -> tuple[str, str]:
+    """The alert's title and body: a plan with no good copy at all says so, rather than
+    give the age of a copy that does not exist."""
+    hours, target = age.total_seconds() / 3600, plan.rpo_minutes / 60
+    if newest_good(plan) is None:
+        return (
+            f"No good backup of {plan.name} yet",
+            f"The plan was made {hours:.1f} h ago and has no good copy yet; the target is "
+            f"{target:.1f} h. Look at the plan's runs, or back up now.",
+        )
+    return (
+        f"Backups of {plan.name} are older than the RPO target",
+        f"The newest good copy is {hours:.1f} h old; the target is {target:.1f} h. "
+        "Look at the plan's recent runs.",
+    )
 
 
 def check_all(now: datetime) -> int:

@@ -20,7 +20,7 @@ from typing import IO, Any
 import psycopg
 from django.utils import timezone
 
-from onwatch.backups import files, mariadb, pg, remote, restic
+from onwatch.backups import files, mariadb, pg, remote, restic, services
 from onwatch.backups.contents import Contents
 from onwatch.backups.models import BackupRun, Outcome, Plan, Repository, RunCopy, SourceKind
 from onwatch.backups.services import private_path_problem, repo_of
@@ -271,6 +271,12 @@ def record_copy(
 
 def remove_snapshot(repository: Repository, snapshot_id: str, log: Log) -> bool:
     """A snapshot of a failed dump must not look like a backup: forget it."""
+    if repository.append_only:
+        log(
+            f"{repository.name}: append-only, so the snapshot {snapshot_id[:8]} of the failed "
+            "dump stays there; onwatch recorded it as bad and never restores it"
+        )
+        return False
     try:
         with_unlock_retry(
             repository, lambda: restic.forget(repo_of(repository), [snapshot_id]), log
@@ -289,6 +295,10 @@ def apply_retention(plan: Plan, repository: Repository, log: Log) -> str:
         removed = with_unlock_retry(
             repository, lambda: restic.forget_policy(repo_of(repository), [plan.tag], keep), log
         )
+    except restic.DeletesRefused:
+        services.mark_append_only(repository, "the server refused to forget old snapshots")
+        log_left_to_server(repository, log)
+        return ""
     except restic.ResticError as e:
         return f"{repository.name}: retention failed: {e}"
     log(
@@ -304,9 +314,29 @@ def prune(plan: Plan, log: Log) -> list[str]:
     fails is a failure of its own, alerted on, that leaves the new backups standing."""
     problems = []
     for repository in plan.copies.all():
-        if repository.ready and (problem := apply_retention(plan, repository, log)):
+        if not repository.ready or left_to_its_server(repository, log):
+            continue
+        if problem := apply_retention(plan, repository, log):
             problems.append(problem)
     return problems
+
+
+def left_to_its_server(repository: Repository, log: Log) -> bool:
+    """An append-only copy is neither forgotten nor pruned by onwatch: its server refuses
+    (after some 45 s of restic's retries) and whoever runs it removes old backups. Declared
+    on the repository, or found by asking a REST server before restic does."""
+    if not repository.append_only and restic.deletes_refused(repo_of(repository)):
+        services.mark_append_only(repository, "the server refused a test deletion")
+    if repository.append_only:
+        log_left_to_server(repository, log)
+    return repository.append_only
+
+
+def log_left_to_server(repository: Repository, log: Log) -> None:
+    log(
+        f"{repository.name}: append-only; onwatch keeps every backup there and "
+        f"{repository.pruner} removes old ones"
+    )
 
 
 class ReclaimFailed(Exception):

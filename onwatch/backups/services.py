@@ -13,6 +13,7 @@ from django.db import transaction
 from onwatch.backups import restic, ssh
 from onwatch.backups.conf import restic_cache
 from onwatch.backups.models import Plan, Repository, RunCopy, Source, SourceKind
+from onwatch.core import audit
 from onwatch.core.models import Job, Organization, Schedule
 
 LOOPBACK = {"", "localhost", "::1", "[::1]"}
@@ -108,11 +109,14 @@ def add_repository(
     password: str | None = None,
     initialise: bool = True,
     env: dict[str, str] | None = None,
+    append_only: bool = False,
+    pruned_by: str = "",
 ) -> Repository:
     """A new repository with a password onwatch generates (unless one is given for an
     existing repository), initialised by restic (or, already there, opened with that
     password). An SFTP one gets a key pair of its own instead and waits, not ready, until
     its public key is on the server and remote.connect_repository() has reached it.
+    A REST server that refuses deletions is found append-only here, before any backup.
     Raises InvalidRepository for a URL or env that cannot be used, restic.ResticError when
     restic cannot initialise it."""
     url = url.strip()
@@ -133,6 +137,8 @@ def add_repository(
         provider=provider,
         location=location,
         env=json.dumps(env) if env else "",
+        append_only=append_only,
+        pruned_by=pruned_by.strip(),
     )
     if sftp is not None:
         keys = ssh.new_key_pair(f"onwatch repository {name}")
@@ -140,8 +146,25 @@ def add_repository(
         repository.ready = False
     elif initialise:
         restic.init_or_open(repo_of(repository))
+    if sftp is None and restic.deletes_refused(repo_of(repository)):
+        repository.append_only = True
     repository.save()
     return repository
+
+
+def mark_append_only(repository: Repository, why: str) -> None:
+    """Found append-only while onwatch worked with it: say so on its page and in the audit
+    log, and leave old backups to its server from now on."""
+    Repository.objects.filter(pk=repository.pk).update(append_only=True)
+    repository.append_only = True
+    audit.record(
+        "backup-repository-append-only",
+        actor="onwatch",
+        org=repository.org,
+        target=repository.name,
+        id=repository.pk,
+        why=why,
+    )
 
 
 def add_source(org: Organization, name: str, kind: str, **fields: Any) -> Source:

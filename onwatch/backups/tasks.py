@@ -48,7 +48,9 @@ def reclaim_all(ctx: JobContext) -> dict[str, Any]:
     of its own, alerted on, and the others still run."""
     queued = [
         enqueue("backups.reclaim", {"repository": r.pk}, org=r.org).pk
-        for r in Repository.objects.filter(ready=True).select_related("org").order_by("pk")
+        for r in Repository.objects.filter(ready=True, append_only=False)
+        .select_related("org")
+        .order_by("pk")
     ]
     ctx.log(f"queued {len(queued)} repository job(s)")
     return {"jobs": queued}
@@ -59,6 +61,8 @@ def reclaim(ctx: JobContext) -> dict[str, Any]:
     repository = Repository.objects.filter(pk=ctx.job.payload.get("repository")).first()
     if repository is None:
         raise JobFailed("the repository was removed; nothing to do")
+    if runs.left_to_its_server(repository, ctx.log):
+        return {"repository": repository.pk, "append_only": True}
     ctx.log(f"freeing the space of forgotten snapshots in {repository.name}")
     try:
         summary = runs.reclaim(repository, ctx.log)

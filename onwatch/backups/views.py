@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from onwatch.backups import charts
 from onwatch.backups.forms import PlanForm, change_plan, create_plan, plan_initial, remove_plan
-from onwatch.backups.models import Drill, Plan, Repository
+from onwatch.backups.models import Drill, Outcome, Plan, Repository
 from onwatch.backups.services import is_offsite, not_offsite
 from onwatch.backups.summary import row
 from onwatch.core import audit, jobs
@@ -69,11 +69,18 @@ def copies_of(plan: Plan) -> list[tuple[Repository, bool]]:
 
 
 def rto_chart(plan: Plan, drills: list[Drill]) -> str:
+    """Every finished drill is a dot: one that failed before restoring anything too, or
+    the chart would look better than the drills went."""
     target = plan.rto_minutes * 60
     points = [
-        charts.Point(d.started_at, d.rto_seconds, d.verified and d.rto_seconds <= target)
+        charts.Point(
+            d.started_at,
+            d.rto_seconds,
+            d.verified and d.rto_seconds is not None and d.rto_seconds <= target,
+            d.error,
+        )
         for d in drills
-        if d.rto_seconds is not None
+        if d.rto_seconds is not None or d.state == Outcome.FAILED
     ]
     return charts.rto_trend(points, target, f"Measured restore time of {plan.name} per drill")
 
