@@ -147,6 +147,8 @@ ACCOUNT_RATE_LIMITS = {
 # Encrypts TOTP secrets and recovery-code seeds with the keyring.
 MFA_ADAPTER = "onwatch.accounts.adapter.MFAAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+# Enrolment keeps the secret it showed; the code steps say until when they are paused.
+MFA_FORMS = {"activate_totp": "onwatch.accounts.forms.ActivateTOTPForm"}
 MFA_PASSKEY_LOGIN_ENABLED = True
 MFA_TOTP_ISSUER = "onwatch"
 # Accept the neighbouring 30-second codes too (RFC 6238's advice for clock drift and a code

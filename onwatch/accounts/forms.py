@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.core import context
+from allauth.mfa.totp import forms as allauth_totp_forms
+from allauth.mfa.totp.internal.auth import SECRET_SESSION_KEY
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 
@@ -41,3 +44,17 @@ class AcceptInviteForm(forms.Form):
             except forms.ValidationError as e:
                 self.add_error("password", e)
         return data
+
+
+class ActivateTOTPForm(allauth_totp_forms.ActivateTOTPForm):  # type: ignore[misc]
+    """allauth makes a new secret each time the enrolment page is shown, so a second tab
+    (or any background request that lands there) silently replaced the secret behind the
+    QR code already on screen, and every correct code from the app was refused. Here a
+    secret, once shown, stays the one checked until enrolment succeeds (allauth then
+    forgets it) or the person asks for a new one (views.new_totp_secret)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        shown = context.request.session.get(SECRET_SESSION_KEY)
+        super().__init__(*args, **kwargs)
+        if shown and not self.is_bound:
+            self.secret = context.request.session[SECRET_SESSION_KEY] = shown

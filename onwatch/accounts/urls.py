@@ -4,4 +4,6 @@ from onwatch.accounts import views
 
 urlpatterns = [
     path("invite/<str:token>/", views.invite, name="invite"),
+    # Beside allauth's enrolment pages, so an account still enrolling may reach it.
+    path("accounts/2fa/totp/new-secret/", views.new_totp_secret, name="new_totp_secret"),
 ]

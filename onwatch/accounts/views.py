@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 from allauth.account.internal.flows.login import record_authentication
+from allauth.mfa.totp.internal.auth import clear_totp_secret
 from django.contrib.auth import REDIRECT_FIELD_NAME, login
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render, resolve_url
 from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
 from onwatch.accounts.forms import AcceptInviteForm
 from onwatch.accounts.services import accept_invite, first_run
-from onwatch.core.decorators import public
+from onwatch.core.decorators import public, require
 from onwatch.core.models import Invite, hash_token
 
 
@@ -62,3 +64,13 @@ def admin_login(request: HttpRequest, extra_context: object = None) -> HttpRespo
         target = resolve_url("admin:index")
     login_url = resolve_url("account_login")
     return redirect(f"{login_url}?{urlencode({REDIRECT_FIELD_NAME: target})}")
+
+
+# Every member enrols their own second factor, whatever their role.
+@require("dashboard.view")
+@require_POST
+def new_totp_secret(request: HttpRequest) -> HttpResponse:
+    """The one way to replace the secret shown for enrolment: the person asks for it (the
+    enrolment page keeps showing the same one otherwise, see forms.ActivateTOTPForm)."""
+    clear_totp_secret(request)
+    return redirect("mfa_activate_totp")
