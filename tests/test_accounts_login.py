@@ -298,3 +298,18 @@ def test_signed_in_people_who_are_not_staff_are_refused_by_the_admin_without_a_l
     assert r.status_code == 403
     assert len(r.redirect_chain) == 1
     assert "Not allowed" in r.content.decode()
+
+
+def test_when_both_limits_are_reached_the_longer_pause_is_the_one_told(settings: Any) -> None:
+    settings.ACCOUNT_RATE_LIMITS = {
+        **settings.ACCOUNT_RATE_LIMITS,
+        "login_failed": "3/15m/ip,2/5m/key",
+    }
+    org = make_org()
+    first, second = (make_member(org, Role.VIEWER, email=f"p{i}@acme.example") for i in (1, 2))
+    client = Client(REMOTE_ADDR="203.0.113.6")
+    wrong_passwords(client, first, times=2)
+    wrong_passwords(client, second, times=1)
+    page = client.post(LOGIN, {"login": first.email, "password": PASSWORD}).content.decode()
+    assert "from your network address" in page
+    assert re.search(r"\(in 1[45] min\)", page), page

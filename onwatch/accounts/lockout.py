@@ -29,18 +29,25 @@ class Pause:
 
 
 def pause_of(request: HttpRequest, key: str) -> Pause | None:
-    """The limit (per account or per address) that refuses the next wrong try, if any."""
+    """The limit (per account or per address) that refuses wrong tries longest, if any."""
     now = time.time()
-    for rate in ratelimit.get_rates(app=APP, action=ACTION):
-        cache_key = ratelimit.get_cache_key(request, app=APP, action=ACTION, rate=rate, key=key)
-        live = sorted(
-            (t for t in cache.get(cache_key, []) if t > now - rate.duration), reverse=True
-        )
-        if len(live) >= rate.amount:
-            # The try that frees a place is the oldest of the last `amount` ones.
-            until = datetime.fromtimestamp(live[rate.amount - 1] + rate.duration, UTC)
-            return Pause("address" if rate.per == "ip" else "account", until)
-    return None
+    found = [
+        pause
+        for rate in ratelimit.get_rates(app=APP, action=ACTION)
+        if (pause := _pause_for(request, key, rate, now)) is not None
+    ]
+    return max(found, key=lambda p: p.until, default=None)
+
+
+def _pause_for(request: HttpRequest, key: str, rate: ratelimit.Rate, now: float) -> Pause | None:
+    cache_key = ratelimit.get_cache_key(request, app=APP, action=ACTION, rate=rate, key=key)
+    tries = cache.get(cache_key, [])
+    live = sorted((t for t in tries if t > now - rate.duration), reverse=True)
+    if len(live) < rate.amount:
+        return None
+    # The try that frees a place is the oldest of the last `amount` ones.
+    until = datetime.fromtimestamp(live[rate.amount - 1] + rate.duration, UTC)
+    return Pause("address" if rate.per == "ip" else "account", until)
 
 
 def explain(pause: Pause | None, step: str) -> str:
