@@ -4,6 +4,7 @@ send an alert through the organization's channels."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -68,6 +69,7 @@ def test_owners_see_members_sign_ins_failures_and_pauses() -> None:
     page = signed_in(owner).get(reverse("sign_in_activity")).content.decode()
     assert page.count("Wrong password") == 5
     assert "Refused: paused after too many wrong tries" in page
+    assert re.search(r"paused for this account until \d\d:\d\d", page)
     assert "198.51.100.7" in page and "boss@other.example" not in page
 
     # A successful sign-in (password and code) is there too.

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from allauth.account.internal.flows.login import record_authentication
 from allauth.mfa.totp.internal.auth import clear_totp_secret
 from django.contrib.auth import REDIRECT_FIELD_NAME, login
@@ -88,5 +90,11 @@ def sign_in_activity(request: HttpRequest) -> HttpResponse:
         action__in=SIGN_IN_ACTIONS,
     ).order_by("-seq")
     page = Paginator(rows, ACTIVITY_PAGE_SIZE).get_page(request.GET.get("page"))
-    entries = [(e, SIGN_IN_ACTIONS[e.action]) for e in page]
+    entries = [(e, SIGN_IN_ACTIONS[e.action], _until(e)) for e in page]
     return render(request, "accounts/sign_in_activity.html", {"page": page, "entries": entries})
+
+
+def _until(entry: AuditEntry) -> datetime | None:
+    """When a pause recorded in `entry` ends (stored as ISO text in the audit data)."""
+    raw = entry.data.get("until") if isinstance(entry.data, dict) else None
+    return datetime.fromisoformat(raw) if raw else None
