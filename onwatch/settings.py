@@ -154,7 +154,9 @@ ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",
-    "login_failed": "5/5m/ip,5/5m/key",
+    # Wrong passwords and codes: 5 per account (a password or code being guessed), and
+    # per address only as many as a whole office behind one NAT or proxy might mistype.
+    "login_failed": "100/15m/ip,5/5m/key",
     "reset_password": "5/h/ip,3/h/key",
     "change_password": "5/m/user",
     "reauthenticate": "10/m/user",
@@ -162,6 +164,12 @@ ACCOUNT_RATE_LIMITS = {
 # Encrypts TOTP secrets and recovery-code seeds with the keyring.
 MFA_ADAPTER = "onwatch.accounts.adapter.MFAAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+# Enrolment keeps the secret it showed; the code steps say until when they are paused.
+MFA_FORMS = {
+    "activate_totp": "onwatch.accounts.forms.ActivateTOTPForm",
+    "authenticate": "onwatch.accounts.forms.AuthenticateForm",
+    "reauthenticate": "onwatch.accounts.forms.ReauthenticateForm",
+}
 MFA_PASSKEY_LOGIN_ENABLED = True
 MFA_TOTP_ISSUER = "onwatch"
 # Accept the neighbouring 30-second codes too (RFC 6238's advice for clock drift and a code

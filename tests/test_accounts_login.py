@@ -3,6 +3,7 @@ the Django admin behind the same door, and every step in the audit log."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 from typing import Any
@@ -113,21 +114,92 @@ def test_adding_and_removing_a_second_factor_is_recorded(
     assert (removed.target, removed.data["kind"]) == (user.email, "totp")
 
 
-def test_repeated_wrong_passwords_lock_the_account_out_for_a_while() -> None:
-    user, _ = enrolled()
-    client = Client()
-    for _ in range(5):
+def wrong_passwords(client: Client, user: Any, times: int = 5) -> None:
+    for _ in range(times):
         r = client.post(LOGIN, {"login": user.email, "password": "wrong password here"})
         assert "not correct" in r.content.decode()
-    # The sixth try is refused even with the right password.
+
+
+def wrong_code(secret: str) -> str:
+    return f"{(int(totp_now(secret)) + 1) % 1_000_000:06d}"
+
+
+def test_repeated_wrong_passwords_pause_the_account_and_say_until_when() -> None:
+    user, _ = enrolled()
+    client = Client()
+    wrong_passwords(client, user)
+    # The sixth try is refused even with the right password, and says until when.
     r = client.post(LOGIN, {"login": user.email, "password": PASSWORD})
     assert r.status_code == 200
-    assert "Too many failed login attempts" in r.content.decode()
+    page = r.content.decode()
+    assert "Too many wrong passwords for this account" in page
+    assert re.search(r"Try again after \d\d:\d\d UTC \(in [45] min\)", page), page
     assert Client().get("/")["Location"].startswith(LOGIN)
     # Another address with the same account is held back too (the limit is per account).
     other = Client(REMOTE_ADDR="192.0.2.7")
     r = other.post(LOGIN, {"login": user.email, "password": PASSWORD})
-    assert "Too many failed login attempts" in r.content.decode()
+    assert "Too many wrong passwords for this account" in r.content.decode()
+    paused = AuditEntry.objects.filter(action="sign-in-paused").order_by("seq")
+    assert [(e.ip, e.data["per"], e.data["step"]) for e in paused] == [
+        ("127.0.0.1", "account", "password"),
+        ("192.0.2.7", "account", "password"),
+    ]
+
+
+def test_one_persons_wrong_passwords_do_not_lock_out_others_behind_the_same_address() -> None:
+    typist, _ = enrolled()
+    colleague = make_member(make_org("Office"), Role.VIEWER, mfa=False)
+    secret = generate_totp_secret()
+    TOTP.activate(colleague, secret)
+    office = Client(REMOTE_ADDR="198.51.100.10")
+    wrong_passwords(office, typist)
+    done = sign_in(Client(REMOTE_ADDR="198.51.100.10"), colleague, secret)
+    assert done["Location"] == reverse("dashboard")
+
+
+def test_wrong_codes_pause_that_account_only_and_say_until_when() -> None:
+    user, secret = enrolled()
+    colleague, colleague_secret = enrolled(role=Role.VIEWER)
+    client = Client(REMOTE_ADDR="198.51.100.20")
+    client.post(LOGIN, {"login": user.email, "password": PASSWORD})
+    for _ in range(5):
+        r = client.post(reverse("mfa_authenticate"), {"code": wrong_code(secret)})
+        assert "Incorrect code" in r.content.decode()
+    r = client.post(reverse("mfa_authenticate"), {"code": totp_now(secret)})
+    page = r.content.decode()
+    assert "Too many wrong codes for this account" in page
+    assert "Try again after" in page
+    assert actions("sign-in") == []
+    [paused] = actions("sign-in-paused")
+    assert (paused.target, paused.data["per"], paused.data["step"]) == (
+        user.email,
+        "account",
+        "code",
+    )
+    # Someone else at the same address signs in as usual.
+    done = sign_in(Client(REMOTE_ADDR="198.51.100.20"), colleague, colleague_secret)
+    assert done["Location"] == reverse("dashboard")
+
+
+def test_the_per_address_limit_still_holds_and_says_it_may_be_shared(settings: Any) -> None:
+    settings.ACCOUNT_RATE_LIMITS = {**settings.ACCOUNT_RATE_LIMITS, "login_failed": "3/15m/ip"}
+    org = make_org()
+    users = [make_member(org, Role.VIEWER, email=f"v{i}@acme.example") for i in range(4)]
+    client = Client(REMOTE_ADDR="203.0.113.5")
+    for user in users[:3]:
+        wrong_passwords(client, user, times=1)
+    r = client.post(LOGIN, {"login": users[3].email, "password": PASSWORD})
+    page = r.content.decode()
+    assert "Too many wrong passwords from your network address (which others may share)" in page
+    assert "Try again after" in page
+
+
+def test_the_shipped_limits_are_per_account_and_roomy_per_address() -> None:
+    # Five per account as before; an office of many people shares the per-address one.
+    rates = settings.ACCOUNT_RATE_LIMITS["login_failed"].split(",")
+    assert "5/5m/key" in rates
+    [per_address] = [r for r in rates if r.endswith("/ip")]
+    assert int(per_address.split("/")[0]) >= 50
 
 
 def test_a_flood_of_sign_in_attempts_gets_429() -> None:
@@ -226,3 +298,18 @@ def test_signed_in_people_who_are_not_staff_are_refused_by_the_admin_without_a_l
     assert r.status_code == 403
     assert len(r.redirect_chain) == 1
     assert "Not allowed" in r.content.decode()
+
+
+def test_when_both_limits_are_reached_the_longer_pause_is_the_one_told(settings: Any) -> None:
+    settings.ACCOUNT_RATE_LIMITS = {
+        **settings.ACCOUNT_RATE_LIMITS,
+        "login_failed": "3/15m/ip,2/5m/key",
+    }
+    org = make_org()
+    first, second = (make_member(org, Role.VIEWER, email=f"p{i}@acme.example") for i in (1, 2))
+    client = Client(REMOTE_ADDR="203.0.113.6")
+    wrong_passwords(client, first, times=2)
+    wrong_passwords(client, second, times=1)
+    page = client.post(LOGIN, {"login": first.email, "password": PASSWORD}).content.decode()
+    assert "from your network address" in page
+    assert re.search(r"\(in 1[45] min\)", page), page

@@ -272,3 +272,23 @@ def test_fixture_members_have_an_encrypted_second_factor(org: Organization) -> N
     raw = raw_authenticator_data(member.pk, "totp")
     assert "ow1:" in raw
     assert settings.MFA_ADAPTER == "onwatch.accounts.adapter.MFAAdapter"
+
+
+def test_the_enrolment_secret_stays_until_a_new_one_is_asked_for(newcomer: Any) -> None:
+    client = Client()
+    password_sign_in(client, newcomer.email)
+    client.get(ENROL)
+    shown = client.session[SECRET_SESSION_KEY]
+    # The page again (a second tab, a reload): the same secret, so the QR code scanned
+    # first still enrols.
+    assert shown in client.get(ENROL).content.decode()
+    assert client.get("/favicon.ico").status_code == 404
+    assert client.session[SECRET_SESSION_KEY] == shown
+    # Asking for a new one replaces it; the old one no longer enrols.
+    assert client.post(reverse("new_totp_secret"))["Location"] == ENROL
+    page = client.get(ENROL).content.decode()
+    fresh = client.session[SECRET_SESSION_KEY]
+    assert fresh != shown and fresh in page and shown not in page
+    assert "Incorrect code" in client.post(ENROL, {"code": totp_now(shown)}).content.decode()
+    enrolled = client.post(ENROL, {"code": totp_now(fresh)})
+    assert enrolled["Location"] == reverse("mfa_view_recovery_codes")

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.mfa.models import Authenticator
+from django import forms
 from django.http import HttpRequest
 
+from onwatch.accounts.lockout import explain, pause_of
+from onwatch.accounts.services import record_pause
 from onwatch.core.keyring import get_keyring
 
 # The keyring binds each ciphertext to a context; every MFA secret shares this one.
@@ -17,6 +22,18 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         # Accounts come only from one-time invite links (accounts/views.py).
         return False
+
+    def pre_authenticate(self, request: HttpRequest, **credentials: Any) -> None:
+        try:
+            super().pre_authenticate(request, **credentials)
+        except forms.ValidationError as refused:
+            # allauth only says "try again later"; say which limit and until when, and
+            # record the refused try where the account's owners see it.
+            key = self._get_login_attempts_cache_key(request, **credentials)
+            pause = pause_of(request, key)
+            email = str(credentials.get("email") or credentials.get("username") or "")[:200]
+            record_pause(request, email, "password", pause)
+            raise forms.ValidationError(explain(pause, "password"), code=refused.code) from None
 
 
 class MFAAdapter(DefaultMFAAdapter):  # type: ignore[misc]

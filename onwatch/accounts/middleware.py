@@ -22,6 +22,9 @@ ENROL_PATHS = (
     "/accounts/reauthenticate/",
     "/static/",
 )
+# Requests a browser makes by itself, never a person asking for a page. Sent to enrolment
+# they were followed in the background and showed it a second time, out of sight.
+BROWSER_OWN_PATHS = ("/favicon.ico", "/robots.txt", "/apple-touch-icon")
 # Set at sign-in (signals.py); the absolute lifetime counts from here.
 SIGNED_IN_AT = "onwatch_signed_in_at"
 
@@ -60,7 +63,7 @@ class RequireMFAMiddleware:
         user = request.user
         if (
             user.is_authenticated
-            and not request.path.startswith(ENROL_PATHS)
+            and not request.path.startswith(ENROL_PATHS + BROWSER_OWN_PATHS)
             and not has_second_factor(user.pk)
         ):
             if request.path.startswith("/api/"):

@@ -1,18 +1,38 @@
-"""Creating accounts from invites, shared by the invite page and `onwatch createowner`."""
+"""Creating accounts from invites (shared by the invite page and `onwatch createowner`),
+and recording sign-in activity where the account's owners see it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from allauth.account.models import EmailAddress
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 
+from onwatch.accounts.lockout import Pause
 from onwatch.core import audit
-from onwatch.core.models import Invite, Membership, Organization
+from onwatch.core.models import AuditEntry, Invite, Membership, Organization
 from onwatch.core.roles import Role
+
+# What the sign-in activity page shows, in the words it shows them with.
+SIGN_IN_ACTIONS = {
+    "sign-in": "Signed in",
+    "sign-in-failed": "Wrong password",
+    "mfa-failed": "Wrong second-factor code",
+    "sign-in-paused": "Refused: paused after too many wrong tries",
+    "sign-in-alert": "Alert sent: repeated failed sign-ins",
+    "sign-out": "Signed out",
+}
+FAILURES = ("sign-in-failed", "mfa-failed", "sign-in-paused")
+# More failures than one person's typos (allauth pauses an account after 5 in 5 minutes),
+# so an alert means a forgotten password or someone guessing; at most one per window.
+ALERT_AFTER = 8
+ALERT_WINDOW = timedelta(minutes=30)
 
 
 def first_run() -> bool:
@@ -55,3 +75,69 @@ def accept_invite(invite: Invite, request: HttpRequest | None, **fields: Any) ->
         locked.used_at = timezone.now()
         locked.save(update_fields=["used_at"])
     return user
+
+
+def orgs_of(email: str) -> list[Organization]:
+    if not email:
+        return []
+    found = Organization.objects.filter(memberships__user__email__iexact=email)
+    return list(found.distinct().order_by("pk"))
+
+
+def record_sign_in(
+    action: str, request: HttpRequest | None, email: str, actor: str | None = None, **data: Any
+) -> None:
+    """Sign-in activity belongs to every organization the account is a member of, so
+    their owners see it; tries for an address that is no account stay install-wide."""
+    orgs: list[Organization | None] = [*orgs_of(email)] or [None]
+    for org in orgs:
+        audit.record(action, request=request, actor=actor, org=org, target=email, **data)
+        if org is not None and action in FAILURES:
+            alert_if_repeated(org, email)
+
+
+def record_pause(request: HttpRequest | None, email: str, step: str, pause: Pause | None) -> None:
+    until = pause.until.isoformat(timespec="seconds") if pause else ""
+    per = pause.per if pause else "unknown"
+    record_sign_in("sign-in-paused", request, email, "anonymous", step=step, per=per, until=until)
+
+
+def recent_failures(org: Organization, email: str, now: Any) -> list[AuditEntry]:
+    since = now - ALERT_WINDOW
+    rows = AuditEntry.objects.filter(org=org, target=email, action__in=FAILURES, at__gte=since)
+    return list(rows.order_by("seq"))
+
+
+def alert_if_repeated(org: Organization, email: str) -> bool:
+    """Alert the organization once per window when one account keeps failing to sign in."""
+    now = timezone.now()
+    failures = recent_failures(org, email, now)
+    if len(failures) < ALERT_AFTER:
+        return False
+    sent = AuditEntry.objects.filter(
+        org=org, target=email, action="sign-in-alert", at__gte=now - ALERT_WINDOW
+    )
+    if sent.exists():
+        return False
+    from onwatch.alerts.services import raise_alert
+
+    title, body = alert_text(email, failures)
+    audit.record("sign-in-alert", actor="system", org=org, target=email, failures=len(failures))
+    raise_alert(org, title, body)
+    return True
+
+
+def alert_text(email: str, failures: list[AuditEntry]) -> tuple[str, str]:
+    since = timezone.localtime(failures[0].at)
+    last = failures[-1].ip or "an unknown address"
+    page = settings.SITE_ROOT + reverse("sign_in_activity")
+    title = f"Repeated failed sign-ins to {email}"
+    body = (
+        f"{len(failures)} failed sign-in attempts to {email} since "
+        f"{since:%Y-%m-%d %H:%M %Z}, the latest from {last}.\n"
+        f"If {email} has not just forgotten their password, someone may be guessing it: "
+        "ask them to choose a new password and to check that their second factor is still "
+        "theirs. onwatch already pauses sign-in to the account after repeated wrong tries.\n"
+        f"Sign-in activity: {page}"
+    )
+    return title, body

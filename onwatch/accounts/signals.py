@@ -15,6 +15,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from onwatch.accounts.middleware import SIGNED_IN_AT, has_second_factor
+from onwatch.accounts.services import record_sign_in
 from onwatch.core import audit
 
 
@@ -24,7 +25,7 @@ def signed_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any
         # A fresh sign-in starts the absolute session lifetime again.
         request.session[SIGNED_IN_AT] = time.time()
         confirm_fresh_password(request, user)
-    audit.record("sign-in", request=request, actor=user.get_username(), target=user.email)
+    record_sign_in("sign-in", request, user.email, actor=user.get_username())
 
 
 def confirm_fresh_password(request: HttpRequest, user: Any) -> None:
@@ -39,7 +40,7 @@ def confirm_fresh_password(request: HttpRequest, user: Any) -> None:
 @receiver(user_logged_out)
 def signed_out(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     if user is not None:
-        audit.record("sign-out", request=request, actor=user.get_username(), target=user.email)
+        record_sign_in("sign-out", request, user.email, actor=user.get_username())
 
 
 @receiver(user_login_failed)
@@ -47,7 +48,7 @@ def sign_in_failed(
     sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any
 ) -> None:
     who = str(credentials.get("email") or credentials.get("username") or "")[:200]
-    audit.record("sign-in-failed", request=request, actor="anonymous", target=who)
+    record_sign_in("sign-in-failed", request, who, actor="anonymous")
 
 
 @receiver(mfa_signals.authenticator_added)
@@ -70,6 +71,4 @@ def mfa_reset(sender: Any, request: HttpRequest, user: Any, authenticator: Any, 
 @receiver(mfa_signals.authentication_failed)
 def mfa_failed(sender: Any, request: HttpRequest, user: Any, authenticator: Any, **kw: Any) -> None:
     # A wrong second factor after a right password: someone may hold the password.
-    audit.record(
-        "mfa-failed", request=request, actor="anonymous", target=user.email, kind=authenticator.type
-    )
+    record_sign_in("mfa-failed", request, user.email, actor="anonymous", kind=authenticator.type)

@@ -1,17 +1,24 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from allauth.account.internal.flows.login import record_authentication
+from allauth.mfa.totp.internal.auth import clear_totp_secret
 from django.contrib.auth import REDIRECT_FIELD_NAME, login
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render, resolve_url
 from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
 from onwatch.accounts.forms import AcceptInviteForm
-from onwatch.accounts.services import accept_invite, first_run
-from onwatch.core.decorators import public
-from onwatch.core.models import Invite, hash_token
+from onwatch.accounts.services import SIGN_IN_ACTIONS, accept_invite, first_run
+from onwatch.core.decorators import public, require
+from onwatch.core.models import AuditEntry, Invite, hash_token
+
+ACTIVITY_PAGE_SIZE = 50
 
 
 @public("one-time invite links create accounts; the token is the credential")
@@ -62,3 +69,32 @@ def admin_login(request: HttpRequest, extra_context: object = None) -> HttpRespo
         target = resolve_url("admin:index")
     login_url = resolve_url("account_login")
     return redirect(f"{login_url}?{urlencode({REDIRECT_FIELD_NAME: target})}")
+
+
+# Every member enrols their own second factor, whatever their role.
+@require("dashboard.view")
+@require_POST
+def new_totp_secret(request: HttpRequest) -> HttpResponse:
+    """The one way to replace the secret shown for enrolment: the person asks for it (the
+    enrolment page keeps showing the same one otherwise, see forms.ActivateTOTPForm)."""
+    clear_totp_secret(request)
+    return redirect("mfa_activate_totp")
+
+
+@require("audit.view")
+def sign_in_activity(request: HttpRequest) -> HttpResponse:
+    """Members' sign-ins, wrong passwords and codes, pauses and alerts: the audit entries
+    an owner looks for after a sign-in alert, without the rest of the log."""
+    rows = AuditEntry.objects.filter(
+        org=request.org,  # type: ignore[attr-defined]
+        action__in=SIGN_IN_ACTIONS,
+    ).order_by("-seq")
+    page = Paginator(rows, ACTIVITY_PAGE_SIZE).get_page(request.GET.get("page"))
+    entries = [(e, SIGN_IN_ACTIONS[e.action], _until(e)) for e in page]
+    return render(request, "accounts/sign_in_activity.html", {"page": page, "entries": entries})
+
+
+def _until(entry: AuditEntry) -> datetime | None:
+    """When a pause recorded in `entry` ends (stored as ISO text in the audit data)."""
+    raw = entry.data.get("until") if isinstance(entry.data, dict) else None
+    return datetime.fromisoformat(raw) if raw else None
