@@ -17,16 +17,19 @@ from django.urls import reverse
 from django.utils import timezone
 from psycopg import sql
 
-from onwatch.backups import restic, restore_requests, restores, services
+from onwatch.backups import restic, restore_requests, restores, services, targets
 from onwatch.backups.kit import recovery_kit
-from onwatch.backups.models import Plan, Repository, Restore
+from onwatch.backups.models import Plan, Repository, Restore, SourceKind
 from onwatch.backups.restore_views import snapshot_rows
 from onwatch.backups.runs import snapshot_name
 from onwatch.core import jobs
 from onwatch.core.models import JobState, Organization
 from tests.fixtures import signed_in
+from tests.mariadb_server import mariadb_server
 from tests.remote_servers import wait_port
+from tests.test_backups_faults import big_sqlite, tmpfs
 from tests.test_backups_forms import run_kit, shell_blocks
+from tests.test_backups_mariadb import MariaSource, maria_db, maria_source, wrapped_tools
 from tests.test_backups_runs import assert_failed_with_alert, backup, killing_pg_dump
 from tests.test_backups_support import (
     RCLONE,
@@ -43,7 +46,7 @@ from tests.test_backups_support import (
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
-__all__ = ["channel", "pg_db"]
+__all__ = ["channel", "maria_db", "mariadb_server", "pg_db"]
 
 
 class AppendOnlyRestServer(RestServer):
@@ -252,3 +255,37 @@ def test_a_restore_that_fails_half_way_drops_the_database_it_made(
     [job] = jobs.run_pending(kinds=["backups.restore"])
     assert job.state == JobState.SUCCEEDED, job.error + job.log
     assert rows_in(new_database, "orders") == 5250
+
+
+def test_a_sqlite_restore_onto_a_full_disk_leaves_no_half_written_file(
+    org: Organization, tmp_path: Path
+) -> None:
+    db = big_sqlite(tmp_path / "app.sqlite3")  # about 3 MB
+    source = services.add_source(org, "app", SourceKind.SQLITE, path=str(db))
+    plan = plan_for(source, [local_repo(org, tmp_path / "repo")])
+    backup(plan)
+    # The download fits on the 4 MiB disk; the copy made from it, beside it, does not.
+    with tmpfs(tmp_path / "small", "4m") as disk:
+        target = disk / "restored.sqlite3"
+        with pytest.raises(targets.RestoreFailed) as failed:
+            restores.restore(plan, restores.choose(plan), str(target))
+        assert "full" in str(failed.value)
+        assert f"onwatch removed the half-written file {target}" in str(failed.value)
+        assert list(disk.iterdir()) == []
+
+
+def test_a_mariadb_restore_that_fails_half_way_drops_the_database_it_made(
+    org: Organization, maria_db: MariaSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plan_for(maria_source(org, maria_db), [local_repo(org, tmp_path / "repo")])
+    backup(plan)
+    name = f"bk_restored_{secrets.token_hex(4)}"
+    # The real client, given the first 3 KB of the dump: a few tables, then a cut statement.
+    stopping = wrapped_tools(tmp_path, "", 'head -c 3000 | "$real" "$@"')
+    with monkeypatch.context() as m, pytest.raises(targets.RestoreFailed) as failed:
+        m.setenv("ONWATCH_MARIADB_BIN_DIR", str(stopping))
+        restores.restore(plan, restores.choose(plan), maria_db.server.url(name))
+    assert "mariadb exited with status 1" in str(failed.value), failed.value
+    assert f"onwatch removed the half-restored database {name}" in str(failed.value)
+    shown = maria_db.execute(f"SHOW DATABASES LIKE '{name}'")
+    assert shown == [], "the half-restored database was left behind"

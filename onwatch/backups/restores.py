@@ -118,7 +118,7 @@ def restore(plan: Plan, chosen: Chosen, target: str, actor: str = "cli") -> Rest
             raise RestoreRefused(f"{path} exists and is not empty; choose a new place")
         if kind == SourceKind.SQLITE:
             what, how = f"the half-written file {path}", f"delete it with rm {path}"
-            with removed_on_failure(lambda: path.unlink(missing_ok=True), what, how):
+            with removed_on_failure(lambda: remove_sqlite(path), what, how):
                 targets.to_sqlite(repo, chosen.snapshot, path)
         else:
             targets.to_directory(repo, chosen.snapshot, path)
@@ -134,6 +134,13 @@ def restore(plan: Plan, chosen: Chosen, target: str, actor: str = "cli") -> Rest
         seconds=round(seconds, 3),
     )
     return Restored(chosen.snapshot.id, seconds)
+
+
+def remove_sqlite(path: Path) -> None:
+    """The file and what SQLite keeps beside it while writing (a full disk leaves its
+    rollback journal)."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def into_new_database(repo: restic.Repo, snap: restic.Snapshot, url: str) -> None:
