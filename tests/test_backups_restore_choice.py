@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import subprocess
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,9 @@ from onwatch.core import jobs
 from onwatch.core.models import JobState, Organization
 from tests.fixtures import signed_in
 from tests.mariadb_server import mariadb_server
+from tests.procs import django, isolated, run
 from tests.remote_servers import wait_port
+from tests.test_backups_cli import make_plan
 from tests.test_backups_faults import big_sqlite, tmpfs
 from tests.test_backups_forms import run_kit, shell_blocks
 from tests.test_backups_mariadb import MariaSource, maria_db, maria_source, wrapped_tools
@@ -43,6 +47,7 @@ from tests.test_backups_support import (
     pg_parts,
     pg_source,
     plan_for,
+    sqlite_file,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
@@ -206,6 +211,37 @@ def unrecorded_snapshot(plan: Plan, repository: Repository, tmp_path: Path) -> s
             services.repo_of(repository), snapshot_name(plan), tags, f
         )
         return restic.finish_backup(running).snapshot_id
+
+
+def test_onwatch_restore_passes_over_a_newer_snapshot_onwatch_never_verified(
+    tmp_path: Path,
+) -> None:
+    with isolated(tmp_path) as env:
+        assert run(["migrate"], env).returncode == 0
+        make_plan(env, "sqlite", tmp_path / "repo", path=str(sqlite_file(tmp_path / "app.db")))
+        # What a worker killed mid-run leaves: the plan's tags on a file that is no database.
+        django(
+            """
+            import tempfile
+            from onwatch.backups import restic, services
+            from onwatch.backups.models import Plan
+            from onwatch.backups.runs import snapshot_name
+            plan = Plan.objects.get()
+            with tempfile.TemporaryFile() as f:
+                f.write(b"not a database" * 1000)
+                f.seek(0)
+                repo = services.repo_of(plan.copies.get())
+                name, tags = snapshot_name(plan), ["onwatch", plan.tag, "run:99"]
+                restic.finish_backup(restic.start_backup_stdin(repo, name, tags, f))
+            """,
+            env,
+        )
+        target = tmp_path / "restored.sqlite3"
+        done = run(["restore", "nightly", "--to", str(target), "--yes"], env)
+    assert done.returncode == 0, done.stderr
+    assert "(verified backup #1)" in done.stdout
+    with closing(sqlite3.connect(target)) as db:
+        assert db.execute("SELECT count(*) FROM notes").fetchone() == (40,)
 
 
 # --- a restore that fails half-way ------------------------------------------------------------
