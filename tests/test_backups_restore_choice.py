@@ -14,6 +14,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -28,7 +29,7 @@ from onwatch.core import jobs
 from onwatch.core.models import JobState, Organization
 from tests.fixtures import signed_in
 from tests.mariadb_server import mariadb_server
-from tests.procs import django, isolated, run
+from tests.procs import django, free_port, isolated, run
 from tests.remote_servers import wait_port
 from tests.test_backups_cli import make_plan
 from tests.test_backups_faults import big_sqlite, tmpfs
@@ -325,3 +326,20 @@ def test_a_mariadb_restore_that_fails_half_way_drops_the_database_it_made(
     assert f"onwatch removed the half-restored database {name}" in str(failed.value)
     shown = maria_db.execute(f"SHOW DATABASES LIKE '{name}'")
     assert shown == [], "the half-restored database was left behind"
+
+
+def test_a_clean_up_that_fails_says_what_is_left_and_how_to_remove_it() -> None:
+    def drop() -> None:  # a database server that has gone away meanwhile
+        psycopg.connect(host="127.0.0.1", port=free_port(), connect_timeout=2)
+
+    what = "the half-restored database shop_copy on 127.0.0.1:5432"
+    how = 'drop it with the SQL DROP DATABASE "shop_copy";'
+    with (
+        pytest.raises(targets.RestoreFailed) as failed,
+        restores.removed_on_failure(drop, what, how),
+    ):
+        raise targets.RestoreFailed("pg_restore exited with status 1 (out of memory)")
+    said = str(failed.value)
+    assert said.startswith("pg_restore exited with status 1 (out of memory); " + what)
+    assert "is still there (removing it failed: " in said and "refused" in said
+    assert said.endswith(how)

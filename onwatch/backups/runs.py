@@ -283,9 +283,9 @@ def remove_snapshot(repository: Repository, snapshot_id: str, log: Log) -> str:
         )
     except restic.ResticError as e:
         problem = (
-            f"the incomplete snapshot {snapshot_id[:8]} could not be removed ({e}) and stays "
-            "in the repository; onwatch never restores it, and the recovery kit names the "
-            "good snapshots to use instead"
+            f"the incomplete snapshot {snapshot_id[:8]} could not be removed and stays in the "
+            "repository, tagged like a good backup; onwatch never restores it, and the "
+            f"recovery kit lists the verified ones to use instead of restic's `latest` ({e})"
         )
         log(f"{repository.name}: {problem}")
         return problem
