@@ -299,7 +299,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         chosen = choose(plan, args.snapshot, repository)
         print(
             f"onwatch: snapshot {chosen.snapshot.short_id} of {chosen.snapshot.time[:19]} "
-            f"from {chosen.repository.name} into {shown_target(args.to)}",
+            f"(verified backup #{chosen.run_id}) from {chosen.repository.name} into "
+            f"{shown_target(args.to)}",
             flush=True,
         )
         if not args.yes and not confirmed():
@@ -467,7 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a new PostgreSQL URL (postgresql://user@host/new_db), SQLite file or directory",
     )
-    restore.add_argument("--snapshot", default="", help="snapshot id or prefix (default: newest)")
+    restore.add_argument(
+        "--snapshot", default="", help="a verified snapshot's id or prefix (default: the newest)"
+    )
     restore.add_argument("--repository", help="the copy to restore from (default: offsite one)")
     restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser

@@ -9,8 +9,9 @@ import shlex
 from datetime import datetime
 
 from onwatch.backups import restic
-from onwatch.backups.models import Plan, Repository, SourceKind
+from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
 from onwatch.backups.runs import snapshot_name
+from onwatch.backups.services import verified_copies
 
 KEY_FILE, KNOWN_HOSTS_FILE = "onwatch-sftp-key", "onwatch-known-hosts"
 
@@ -69,56 +70,91 @@ def sftp_section(repository: Repository) -> list[str]:
     return out
 
 
-def plan_section(plan: Plan, command: str) -> list[str]:
-    source, tag = plan.source, f"--tag {shlex.quote(plan.tag)}"
+# The newest verified snapshots listed per plan; older ones go by the keep-rules anyway.
+LISTED = 10
+
+
+def verified_list(verified: list[RunCopy]) -> list[str]:
+    """The snapshots onwatch verified, newest first, by ID and date. Never restic's
+    `latest`: a cut-off dump whose snapshot an append-only repository would not let onwatch
+    remove is newer than the last good one, and tagged the same."""
+    rows = []
+    for copy in verified[:LISTED]:
+        rows.append(f"| `{copy.snapshot_id}` | {copy.run.started_at:%Y-%m-%d %H:%M} UTC |")
+    return [
+        "The backups onwatch verified (the dump finished and its rows were counted), "
+        "newest first. Restore one of these; restic may list other snapshots of this plan, "
+        "from backups that failed.",
+        "",
+        "| snapshot ID | taken |",
+        "|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def restore_steps(plan: Plan, command: str, snapshot: str) -> list[str]:
+    source = plan.source
     name = snapshot_name(plan)
-    head = [f"### Plan {plan.name}: {source.name} ({source.get_kind_display()})", ""]
     if source.kind == SourceKind.POSTGRESQL:
         server = f"-h {shlex.quote(source.host or '127.0.0.1')} -p {source.port or 5432}"
         server += f" -U {shlex.quote(source.username or 'postgres')}"
-        steps = [
-            "The newest backup into a new database called `restored` (never over the live "
-            "one; `pg_restore` and `createdb` come with the PostgreSQL client tools):",
+        return [
+            "The newest verified backup into a new database called `restored` (never over "
+            "the live one; `pg_restore` and `createdb` come with the PostgreSQL client tools):",
             "",
             "```sh",
             f"createdb {server} restored",
-            f"{command} dump {tag} latest /{name} | pg_restore --no-owner --no-privileges "
-            f"{server} -d restored",
+            f"{command} dump {snapshot} /{name} | pg_restore --no-owner --no-privileges "
+            f"--exit-on-error {server} -d restored",
             "```",
+            "",
+            "If it stops with an error, the database `restored` holds only part of the "
+            f"backup: remove it with `dropdb {server} restored` before you try another one.",
         ]
-    elif source.kind == SourceKind.MARIADB:
+    if source.kind == SourceKind.MARIADB:
         server = f"-h {shlex.quote(source.host or '127.0.0.1')} -P {source.port or 3306}"
         server += f" -u {shlex.quote(source.username or 'root')} -p"
-        steps = [
-            "The newest backup into a new database called `restored` (never over the live one):",
+        return [
+            "The newest verified backup into a new database called `restored` (never over "
+            "the live one):",
             "",
             "```sh",
             f"mariadb {server} -e 'CREATE DATABASE restored'",
-            f"{command} dump {tag} latest /{name} | mariadb {server} restored",
+            f"{command} dump {snapshot} /{name} | mariadb {server} restored",
             "```",
+            "",
+            "If it stops with an error, the database `restored` holds only part of the "
+            f"backup: remove it with `mariadb {server} -e 'DROP DATABASE restored'` before "
+            "you try another one.",
         ]
-    elif source.kind == SourceKind.SQLITE:
-        steps = [
-            "The newest backup as the file `restored.sqlite3` in the current directory:",
+    if source.kind == SourceKind.SQLITE:
+        return [
+            "The newest verified backup as the file `restored.sqlite3` in the current directory:",
             "",
             "```sh",
-            f"{command} dump {tag} latest /{name} > restored.sqlite3",
+            f"{command} dump {snapshot} /{name} > restored.sqlite3",
             "```",
         ]
-    else:
-        steps = [
-            "The newest backup into the directory `restored` (the files land under "
-            f"`restored{source.path}`):",
-            "",
-            "```sh",
-            f"{command} restore latest {tag} --target restored",
-            "```",
-        ]
-    older = (
-        "For an older backup, put its ID from the list instead of `latest` (and leave out "
-        "the `--tag` option)."
-    )
-    return [*head, *steps, "", older, ""]
+    return [
+        "The newest verified backup into the directory `restored` (the files land under "
+        f"`restored{source.path}`):",
+        "",
+        "```sh",
+        f"{command} restore {snapshot} --target restored",
+        "```",
+    ]
+
+
+def plan_section(plan: Plan, repository: Repository, command: str) -> list[str]:
+    source = plan.source
+    head = [f"### Plan {plan.name}: {source.name} ({source.get_kind_display()})", ""]
+    verified = verified_copies(plan, repository)
+    if not verified:
+        return [*head, "onwatch has verified no backup of this plan here yet.", ""]
+    steps = restore_steps(plan, command, verified[0].snapshot_id)
+    older = "For an older backup, put its ID from the list above in place of the newest one's."
+    return [*head, *verified_list(verified), *steps, "", older, ""]
 
 
 def recovery_kit(repository: Repository, made_at: datetime, made_by: str) -> str:
@@ -157,7 +193,8 @@ def recovery_kit(repository: Repository, made_at: datetime, made_by: str) -> str
         "```",
         "",
         "Each line is one backup: its ID, when it was taken, and its tags (`plan:N` says "
-        "which plan made it).",
+        "which plan made it). Some may be of backups that failed half-way and could not be "
+        "removed: restore only the ones listed as verified under each plan below.",
         "",
         "## Restore",
         "",
@@ -165,5 +202,5 @@ def recovery_kit(repository: Repository, made_at: datetime, made_by: str) -> str
     if not plans:
         out += ["No plan keeps copies here yet.", ""]
     for plan in plans:
-        out += plan_section(plan, command)
+        out += plan_section(plan, repository, command)
     return "\n".join(out)

@@ -16,10 +16,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from onwatch.backups import mariadb, restic
+from onwatch.backups import mariadb, restic, restores
 from onwatch.backups import restore_requests as asked
-from onwatch.backups.models import Drill, Outcome, Plan, Repository, Restore, RunCopy, SourceKind
-from onwatch.backups.services import drill_repository, repo_of
+from onwatch.backups.models import Drill, Outcome, Plan, Repository, Restore, SourceKind
+from onwatch.backups.services import drill_repository
 from onwatch.core import audit
 from onwatch.core.decorators import require
 from onwatch.core.models import JobState, Organization
@@ -52,23 +52,15 @@ class SnapshotRow:
 
 
 def snapshot_rows(plan: Plan, repository: Repository) -> list[SnapshotRow]:
-    """The plan's backups in the repository, newest first; snapshots of failed backups
-    are left out. Raises restic.ResticError."""
-    snaps = restic.snapshots(repo_of(repository), [plan.tag])
-    copies = list(
-        RunCopy.objects.filter(run__plan=plan, repository=repository).exclude(snapshot_id="")
-    )
+    """The plan's verified backups in the repository, newest first: the same ones
+    `onwatch restore` and the recovery kit offer. Raises restic.ResticError."""
     drilled = [s for s in Drill.objects.filter(plan=plan, verified=True).values_list(
         "snapshot_id", flat=True) if s]  # fmt: skip
     rows = []
-    for snap in reversed(snaps):
-        copy = next((c for c in copies if snap.id.startswith(c.snapshot_id)), None)
-        if copy is not None and not copy.good:
-            continue
+    for found in restores.verified_snapshots(plan, repository):
+        snap = found.snapshot
         tested = any(snap.id.startswith(d) or d.startswith(snap.id) for d in drilled)
-        rows.append(
-            SnapshotRow(snap, asked.taken_at(snap.time), copy.run_id if copy else None, tested)
-        )
+        rows.append(SnapshotRow(snap, asked.taken_at(snap.time), found.copy.run_id, tested))
     return rows
 
 

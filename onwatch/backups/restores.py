@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -11,8 +13,8 @@ import psycopg
 from psycopg import sql
 
 from onwatch.backups import mariadb, pg, restic, targets
-from onwatch.backups.models import Plan, Repository, SourceKind
-from onwatch.backups.services import drill_repository, repo_of
+from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
+from onwatch.backups.services import drill_repository, repo_of, verified_copies
 from onwatch.core import audit
 
 
@@ -24,6 +26,7 @@ class RestoreRefused(Exception):
 class Chosen:
     repository: Repository
     snapshot: restic.Snapshot
+    run_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -32,18 +35,66 @@ class Restored:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Verified:
+    snapshot: restic.Snapshot
+    copy: RunCopy
+
+
+def verified_snapshots(plan: Plan, repository: Repository) -> list[Verified]:
+    """The plan's snapshots still in the repository that onwatch verified, newest first.
+    Every restore (UI, CLI) picks from these and nothing else: a cut-off dump's snapshot
+    that could not be removed, or one onwatch has no record of, carries the same tags as a
+    good one. Raises restic.ResticError."""
+    copies = verified_copies(plan, repository)
+    found = []
+    for snap in reversed(restic.snapshots(repo_of(repository), [plan.tag])):
+        # restic before 0.17 reports a new snapshot's short id, later ones the full id.
+        copy = next((c for c in copies if snap.id.startswith(c.snapshot_id)), None)
+        if copy is not None:
+            found.append(Verified(snap, copy))
+    return found
+
+
 def choose(plan: Plan, snapshot: str = "", repository: Repository | None = None) -> Chosen:
-    """The snapshot to restore: the one named (by id or prefix), else the newest."""
+    """The snapshot to restore: the verified one named (by id or prefix), else the newest
+    verified one."""
     repository = repository or drill_repository(plan)
     if repository is None:
         raise RestoreRefused(f"{plan.name} has no copies; add a repository to it")
-    snaps = restic.snapshots(repo_of(repository), [plan.tag])
-    if snapshot:
-        snaps = [s for s in snaps if s.id.startswith(snapshot)]
-    if not snaps:
-        which = f"snapshot {snapshot!r}" if snapshot else "no snapshot"
-        raise RestoreRefused(f"{repository.name} holds {which} of {plan.name}")
-    return Chosen(repository, snaps[-1])
+    verified = verified_snapshots(plan, repository)
+    named = [v for v in verified if v.snapshot.id.startswith(snapshot)]
+    if not named:
+        raise RestoreRefused(not_verified(plan, repository, snapshot, verified))
+    return Chosen(repository, named[0].snapshot, named[0].copy.run_id)
+
+
+def not_verified(
+    plan: Plan, repository: Repository, snapshot: str, verified: list[Verified]
+) -> str:
+    """Why nothing can be restored, and what can be instead."""
+    if not snapshot:
+        return f"{repository.name} holds no verified backup of {plan.name}; run one first"
+    failed = next((c for c in bad_copies(plan, repository) if same(c.snapshot_id, snapshot)), None)
+    why = (
+        f"snapshot {snapshot} is from backup #{failed.run_id}, which failed; it is incomplete"
+        if failed
+        else f"{repository.name} holds no verified snapshot {snapshot!r} of {plan.name}"
+    )
+    if verified:
+        newest = verified[0].snapshot
+        return f"{why}; the newest verified one is {newest.short_id} of {newest.time[:16]}"
+    return why
+
+
+def bad_copies(plan: Plan, repository: Repository) -> list[RunCopy]:
+    found = RunCopy.objects.filter(run__plan=plan, repository=repository, good=False)
+    return list(found.exclude(snapshot_id=""))
+
+
+def same(recorded: str, asked: str) -> bool:
+    """One id is a prefix of the other (short ids, or a prefix typed by hand)."""
+    return recorded.startswith(asked) or asked.startswith(recorded)
 
 
 def shown_target(target: str) -> str:
@@ -66,7 +117,9 @@ def restore(plan: Plan, chosen: Chosen, target: str, actor: str = "cli") -> Rest
         if path.exists() and (path.is_file() or any(path.iterdir())):
             raise RestoreRefused(f"{path} exists and is not empty; choose a new place")
         if kind == SourceKind.SQLITE:
-            targets.to_sqlite(repo, chosen.snapshot, path)
+            what, how = f"the half-written file {path}", f"delete it with rm {path}"
+            with removed_on_failure(lambda: remove_sqlite(path), what, how):
+                targets.to_sqlite(repo, chosen.snapshot, path)
         else:
             targets.to_directory(repo, chosen.snapshot, path)
     seconds = time.monotonic() - started
@@ -81,6 +134,13 @@ def restore(plan: Plan, chosen: Chosen, target: str, actor: str = "cli") -> Rest
         seconds=round(seconds, 3),
     )
     return Restored(chosen.snapshot.id, seconds)
+
+
+def remove_sqlite(path: Path) -> None:
+    """The file and what SQLite keeps beside it while writing (a full disk leaves its
+    rollback journal)."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def into_new_database(repo: restic.Repo, snap: restic.Snapshot, url: str) -> None:
@@ -107,7 +167,10 @@ def into_new_database(repo: restic.Repo, snap: restic.Snapshot, url: str) -> Non
         raise RestoreRefused(
             f"the database {name} exists already; restore into a new name"
         ) from None
-    targets.to_postgresql(repo, snap, server, name)
+    what = f"the half-restored database {name} on {server.host}:{server.port}"
+    drop = f'drop it with the SQL DROP DATABASE "{name}";'
+    with removed_on_failure(lambda: pg.drop_database(server, name), what, drop):
+        targets.to_postgresql(repo, snap, server, name)
 
 
 def into_new_mariadb(repo: restic.Repo, snap: restic.Snapshot, url: str) -> None:
@@ -126,4 +189,26 @@ def into_new_mariadb(repo: restic.Repo, snap: restic.Snapshot, url: str) -> None
         ) from None
     except mariadb.MariaDBError as e:
         raise RestoreRefused(str(e)) from None
-    targets.to_mariadb(repo, snap, server, server.database)
+    name = server.database
+    what = f"the half-restored database {name} on {server.where}"
+    drop = f"drop it with the SQL DROP DATABASE `{name}`;"
+    with removed_on_failure(lambda: mariadb.drop_database(server, name), what, drop):
+        targets.to_mariadb(repo, snap, server, name)
+
+
+@contextmanager
+def removed_on_failure(remove: Callable[[], None], what: str, how: str) -> Iterator[None]:
+    """A restore that fails half-way must not leave a target that looks restored: onwatch
+    made `what` for this restore, so it removes it again, or says exactly what is left and
+    `how` to remove it. Ctrl+C stays Ctrl+C, after the clean-up."""
+    try:
+        yield
+    except BaseException as e:
+        try:
+            remove()
+            left = f"nothing is left behind: onwatch removed {what}"
+        except (psycopg.Error, mariadb.MariaDBError, OSError) as gone:
+            left = f"{what} is still there (removing it failed: {str(gone).strip()}); {how}"
+        if not isinstance(e, Exception):
+            raise
+        raise targets.RestoreFailed(f"{str(e).strip() or type(e).__name__}; {left}") from e

@@ -253,8 +253,10 @@ def with_unlock_retry(repository: Repository, fn: Callable[[], Any], log: Log) -
 
 def record_copy(
     run: BackupRun, repository: Repository, result: Result, dump_error: str, log: Log
-) -> RunCopy:
+) -> tuple[RunCopy, str]:
+    """The copy, and what is wrong with a bad snapshot that stayed ("" when none did)."""
     copy = RunCopy(run=run, repository=repository)
+    problem = ""
     if isinstance(result, restic.BackupSummary):
         copy.snapshot_id = result.snapshot_id
         copy.bytes_added, copy.files = result.bytes_added, result.files
@@ -264,28 +266,40 @@ def record_copy(
         copy.error = str(result)
         copy.snapshot_id = getattr(result, "snapshot_id", "")
     if copy.snapshot_id and not copy.good:
-        copy.removed = remove_snapshot(repository, copy.snapshot_id, log)
+        problem = remove_snapshot(repository, copy.snapshot_id, log)
+        copy.removed = not problem
+        copy.error = "; ".join(e for e in (copy.error, problem) if e)
     copy.save()
-    return copy
+    return copy, problem
 
 
-def remove_snapshot(repository: Repository, snapshot_id: str, log: Log) -> bool:
-    """A snapshot of a failed dump must not look like a backup: forget it."""
+def remove_snapshot(repository: Repository, snapshot_id: str, log: Log) -> str:
+    """A snapshot of a failed dump must not look like a backup: forget it. When the
+    repository refuses (an append-only one does), what stays and why, for the alert: it is
+    tagged like a good one, and restic's `latest` picks it. "" once it is gone."""
     if repository.append_only:
-        log(
-            f"{repository.name}: append-only, so the snapshot {snapshot_id[:8]} of the failed "
-            "dump stays there; onwatch recorded it as bad and never restores it"
+        # Its server refuses deletes by design: say what stays instead of trying for ~45 s.
+        problem = (
+            f"the incomplete snapshot {snapshot_id[:8]} stays in this append-only repository, "
+            "tagged like a good backup; onwatch never restores it, and the recovery kit lists "
+            "the verified ones to use instead of restic's `latest`"
         )
-        return False
+        log(f"{repository.name}: {problem}")
+        return problem
     try:
         with_unlock_retry(
             repository, lambda: restic.forget(repo_of(repository), [snapshot_id]), log
         )
     except restic.ResticError as e:
-        log(f"{repository.name}: could not remove the bad snapshot {snapshot_id[:8]}: {e}")
-        return False
+        problem = (
+            f"the incomplete snapshot {snapshot_id[:8]} could not be removed and stays in the "
+            "repository, tagged like a good backup; onwatch never restores it, and the "
+            f"recovery kit lists the verified ones to use instead of restic's `latest` ({e})"
+        )
+        log(f"{repository.name}: {problem}")
+        return problem
     log(f"{repository.name}: removed the snapshot {snapshot_id[:8]} of the failed dump")
-    return True
+    return ""
 
 
 def apply_retention(plan: Plan, repository: Repository, log: Log) -> str:
@@ -431,7 +445,9 @@ def backup_into(
     errors = [out.dump_error] if out.dump_error else []
     for repository in copies:
         result = out.results[repository.pk]
-        copy = record_copy(run, repository, result, out.dump_error, log)
+        copy, stays = record_copy(run, repository, result, out.dump_error, log)
+        if stays:
+            errors.append(f"{repository.name}: {stays}")
         if not isinstance(result, restic.BackupSummary):
             errors.append(f"{repository.name}: {result}")
             continue

@@ -100,6 +100,15 @@ def newest_good_copy(plan: Plan, repository: Repository) -> RunCopy | None:
     )
 
 
+def verified_copies(plan: Plan, repository: Repository) -> list[RunCopy]:
+    """The plan's snapshots in `repository` that onwatch verified (the dump ended well and
+    its rows were counted), newest first: the only ones restores pick. A snapshot of a
+    cut-off dump that an append-only repository would not let onwatch remove is not here."""
+    found = RunCopy.objects.filter(run__plan=plan, repository=repository, good=True)
+    found = found.exclude(snapshot_id="").select_related("run")
+    return list(found.order_by("-finished_at", "-id"))
+
+
 def add_repository(
     org: Organization,
     name: str,
