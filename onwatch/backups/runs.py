@@ -280,9 +280,10 @@ def remove_snapshot(repository: Repository, snapshot_id: str, log: Log) -> str:
     if repository.append_only:
         # Its server refuses deletes by design: say what stays instead of trying for ~45 s.
         problem = (
-            f"the incomplete snapshot {snapshot_id[:8]} stays in this append-only repository, "
-            "tagged like a good backup; onwatch never restores it, and the recovery kit lists "
-            "the verified ones to use instead of restic's `latest`"
+            f"the incomplete snapshot {snapshot_id[:8]} could not be removed from this "
+            "append-only repository and stays there, tagged like a good backup; onwatch never "
+            "restores it, and the recovery kit lists the verified ones to use instead of "
+            "restic's `latest`"
         )
         log(f"{repository.name}: {problem}")
         return problem
