@@ -173,6 +173,16 @@ class _Handler(BaseHTTPRequestHandler):
     def route_ok(self) -> None:
         self.reply(200, PAGE)
 
+    def route_close(self) -> None:
+        # Answers, then hangs up (Connection: close), as many servers and proxies do.
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(PAGE)
+
     def route_error(self) -> None:
         self.reply(500, b"Internal error: the database is down")
 

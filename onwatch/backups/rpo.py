@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.backups.models import Plan, RunCopy
@@ -50,6 +51,7 @@ def check_plan(plan: Plan, now: datetime) -> bool:
             f"The newest good copy is {hours:.1f} h old; the target is "
             f"{plan.rpo_minutes / 60:.1f} h. Look at the plan's recent runs."
         ),
+        link=reverse("backup_plan", args=[plan.pk]),
     )
     return True
 
