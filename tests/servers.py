@@ -275,6 +275,12 @@ class HttpServer:
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
 
+    def renew(self, leaf: Leaf) -> None:
+        """Serve another certificate from now on, on the same port (a renewal)."""
+        ctx = getattr(self._server.socket, "context", None)
+        assert isinstance(ctx, ssl.SSLContext), "renew() is for a server started with a leaf"
+        ctx.load_cert_chain(leaf.cert_file, leaf.key_file)
+
     @property
     def seen(self) -> list[str]:
         return self._server.seen

@@ -117,7 +117,7 @@ def heartbeat(org: Organization) -> Monitor:
 
 def test_a_failed_heartbeat_alert_carries_what_the_job_sent(org: Organization) -> None:
     hb = heartbeat(org)
-    output = "pg_dump: error: connection to server failed: FATAL: role \"app\" is locked"
+    output = 'pg_dump: error: connection to server failed: FATAL: role "app" is locked'
     with WebhookReceiver() as hooks:
         add_channel(org, "hook", hooks.url())
         answer = Client().post(f"/ping/{hb.ping_id}/3", output, content_type="text/plain")
