@@ -6,6 +6,7 @@ makes a failure look like one."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from django.test import Client
 
 from onwatch.alerts import incidents
 from onwatch.alerts.services import add_channel, send_test
+from onwatch.backups import services
+from onwatch.backups.models import SourceKind
 from onwatch.config import BaseUrl
 from onwatch.core import jobs
 from onwatch.core.models import Organization
@@ -20,6 +23,7 @@ from onwatch.uptime import heartbeats
 from onwatch.uptime.models import Kind, Monitor
 from onwatch.uptime.state import Outcome, apply, source
 from tests.receivers import Hook, SmtpReceiver, WebhookReceiver
+from tests.test_backups_support import local_repo, plan_for, sqlite_file
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SITE = "https://watch.acme.example"
@@ -171,3 +175,20 @@ def test_a_test_notification_stays_information(org: Organization) -> None:
         send_test(add_channel(org, "hook", hooks.url()))
         run_deliveries()
     assert hooks.hooks[0].json["type"] == "info"
+
+
+def test_a_failed_backup_alert_names_its_plan(org: Organization, tmp_path: Path) -> None:
+    source = services.add_source(
+        org, "notes db", SourceKind.SQLITE, path=str(sqlite_file(tmp_path / "notes.sqlite3"))
+    )
+    plan = plan_for(source, [local_repo(org, tmp_path / "repo")])
+    (tmp_path / "notes.sqlite3").unlink()  # the database to back up is gone
+    with WebhookReceiver() as hooks:
+        add_channel(org, "hook", hooks.url())
+        job = jobs.enqueue("backups.run", {"plan": plan.pk}, org=org)
+        jobs.run_pending(kinds=["backups.run"])
+        run_deliveries()
+    [hook] = hooks.hooks
+    assert hook.json["title"] == "Backup of nightly failed"
+    assert hook.json["type"] == "failure"
+    assert lines(hook)[-1] == f"Details: {SITE}/jobs/{job.pk}/"
