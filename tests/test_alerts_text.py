@@ -106,6 +106,11 @@ def test_reminders_are_failures_too_and_the_recovery_says_it_is_up_again(
     )
     assert f"Details: {SITE}/monitors/{m.pk}/" in recovery
     assert [mail.subject for mail in smtp.mails] == ["shop is down", "shop is up again"]
+    # One fact a line in a mail too, not run together into one.
+    assert smtp.mails[0].text.splitlines()[:2] == [
+        "What is wrong: Got status 502, expected 200-299",
+        "Since: 2026-03-02 09:00 UTC",
+    ]
     assert f"{SITE}/monitors/{m.pk}/" in smtp.mails[1].text
 
 

@@ -94,7 +94,11 @@ def send(url: str, title: str, body: str, notify_type: NotifyType = "info") -> N
     ap = apprise.Apprise()
     if not ap.add(url.strip()):
         raise ChannelError("Apprise does not understand this channel's URL")
-    result = ap.notify(title=title, body=body or title, notify_type=notify_type)
+    # Alert bodies are plain text, one fact a line: said so, Apprise turns them into HTML
+    # for services that want it; unsaid, a mail showed them run together on one line.
+    result = ap.notify(
+        title=title, body=body or title, notify_type=notify_type, body_format="text"
+    )
     if not result:
         reasons = _reasons(result)
         reason = reasons[-1] if reasons else "the service refused it"
