@@ -96,9 +96,7 @@ def send(url: str, title: str, body: str, notify_type: NotifyType = "info") -> N
         raise ChannelError("Apprise does not understand this channel's URL")
     # Alert bodies are plain text, one fact a line: said so, Apprise turns them into HTML
     # for services that want it; unsaid, a mail showed them run together on one line.
-    result = ap.notify(
-        title=title, body=body or title, notify_type=notify_type, body_format="text"
-    )
+    result = ap.notify(title=title, body=body or title, notify_type=notify_type, body_format="text")
     if not result:
         reasons = _reasons(result)
         reason = reasons[-1] if reasons else "the service refused it"
