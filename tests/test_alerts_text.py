@@ -22,6 +22,7 @@ from onwatch.core.models import Organization
 from onwatch.uptime import heartbeats
 from onwatch.uptime.models import Kind, Monitor
 from onwatch.uptime.state import Outcome, apply, source
+from tests.fixtures import signed_in
 from tests.receivers import Hook, SmtpReceiver, WebhookReceiver
 from tests.test_backups_support import local_repo, plan_for, sqlite_file
 
@@ -197,3 +198,18 @@ def test_a_failed_backup_alert_names_its_plan(org: Organization, tmp_path: Path)
     assert hook.json["title"] == "Backup of nightly failed"
     assert hook.json["type"] == "failure"
     assert lines(hook)[-1] == f"Details: {SITE}/jobs/{job.pk}/"
+
+
+@pytest.mark.usefixtures("fast_passwords")
+def test_the_incident_page_says_when_it_began_what_to_do_and_links_the_monitor(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    m = shop(org)
+    for minute in (0, 1, 2):
+        fail(m, at(minute))
+    incident = incidents.current(org, source(m))
+    assert incident is not None
+    html = signed_in(members["viewer"]).get(f"/incidents/{incident.pk}/").content.decode()
+    assert "Trouble began 2026-03-02 09:00:00 (the first failed check)." in html
+    assert f'<a href="/monitors/{m.pk}/">' in html
+    assert "What to do: Open the monitor&#x27;s page" in html
