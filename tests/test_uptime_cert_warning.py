@@ -10,11 +10,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from onwatch.alerts.models import Incident
 from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
+from onwatch.core.forms import issue_token
 from onwatch.core.models import Organization
 from onwatch.uptime import probes
 from onwatch.uptime.forms import save_monitor
@@ -67,6 +69,8 @@ def test_a_certificate_about_to_expire_is_told_once_shown_everywhere_and_cleared
     org: Organization, members: dict[str, Any], pki: Pki
 ) -> None:
     viewer = signed_in(members["viewer"])
+    token = issue_token(members["viewer"], org, "test", ["monitors:read"], 30).raw
+    api = Client(headers={"authorization": f"Bearer {token}"})
     with HttpServer(pki.expiring) as server, WebhookReceiver() as hooks:
         add_channel(org, "hook", hooks.url())
         m = tls_monitor(org, server.port, pki.ca_file, warn_days=14)
@@ -83,6 +87,8 @@ def test_a_certificate_about_to_expire_is_told_once_shown_everywhere_and_cleared
         assert not Incident.objects.exists()
         for page in ("/monitors/", "/", f"/monitors/{m.pk}/"):
             assert SHOWN in viewer.get(page).content.decode(), page
+        [listed] = api.get("/api/v1/monitors/").json()["monitors"]
+        assert listed["warning"].startswith(SOON)
 
         server.renew(pki.good)
         check(m)
