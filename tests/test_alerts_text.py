@@ -20,6 +20,7 @@ from onwatch.config import BaseUrl
 from onwatch.core import jobs
 from onwatch.core.models import Organization
 from onwatch.uptime import heartbeats
+from onwatch.uptime.forms import pause, resume
 from onwatch.uptime.models import Kind, Monitor
 from onwatch.uptime.state import Outcome, apply, source
 from tests.fixtures import signed_in
@@ -213,3 +214,17 @@ def test_the_incident_page_says_when_it_began_what_to_do_and_links_the_monitor(
     assert "Trouble began 2026-03-02 09:00:00 (the first failed check)." in html
     assert f'<a href="/monitors/{m.pk}/">' in html
     assert "What to do: Open the monitor&#x27;s page" in html
+
+
+def test_since_starts_over_after_a_pause(org: Organization) -> None:
+    m = shop(org)
+    fail(m, at(0))
+    m.refresh_from_db()
+    assert pause(m, at(5))
+    m.refresh_from_db()  # resume reads the state pause wrote
+    assert resume(m, at(50))
+    m.refresh_from_db()
+    for minute in (60, 61, 62):
+        fail(m, at(minute))
+    incident = incidents.current(org, source(m))
+    assert incident is not None and incident.since == at(60)

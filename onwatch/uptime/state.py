@@ -58,7 +58,10 @@ def apply(monitor: Monitor, outcome: Outcome, now: datetime) -> StateChange | No
     retrying = not outcome.ok and new != State.DOWN
     wait = monitor.retry_interval if retrying else monitor.interval
     monitor.failures = failures
-    monitor.failing_since = None if outcome.ok else (monitor.failing_since or now)
+    # A run of failures that was cut short (pause, new settings reset the count) does not
+    # carry its start over to the next one.
+    carried = monitor.failing_since if failures > 1 else None
+    monitor.failing_since = None if outcome.ok else (carried or now)
     warned = monitor.warning
     if outcome.ok:
         # Only a check that got through judges the certificate; a failed one keeps the
