@@ -127,3 +127,17 @@ def test_an_https_monitor_warns_when_the_server_hangs_up_after_answering(
             config={"url": server.url("/close"), "ca_file": str(pki.ca_file)},
         )
         assert check(m).warning.startswith(SOON)
+
+
+def test_an_expired_certificate_passed_without_verification_is_not_called_soon(
+    org: Organization, pki: Pki
+) -> None:
+    with HttpServer(pki.expired) as server, WebhookReceiver() as hooks:
+        add_channel(org, "hook", hooks.url())
+        m = Monitor.objects.create(
+            org=org, name="test host", kind=Kind.HTTP,
+            config={"url": server.url("/ok"), "verify_tls": False},
+        )  # fmt: skip
+        assert check(m).warning.startswith("The certificate expired on ")
+        deliveries()
+    assert hooks.hooks[0].json["title"] == "test host: the certificate has expired"
