@@ -173,6 +173,16 @@ class _Handler(BaseHTTPRequestHandler):
     def route_ok(self) -> None:
         self.reply(200, PAGE)
 
+    def route_close(self) -> None:
+        # Answers, then hangs up (Connection: close), as many servers and proxies do.
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(PAGE)
+
     def route_error(self) -> None:
         self.reply(500, b"Internal error: the database is down")
 
@@ -264,6 +274,12 @@ class HttpServer:
             self.scheme = "https"
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,))
+
+    def renew(self, leaf: Leaf) -> None:
+        """Serve another certificate from now on, on the same port (a renewal)."""
+        ctx = getattr(self._server.socket, "context", None)
+        assert isinstance(ctx, ssl.SSLContext), "renew() is for a server started with a leaf"
+        ctx.load_cert_chain(leaf.cert_file, leaf.key_file)
 
     @property
     def seen(self) -> list[str]:

@@ -135,7 +135,7 @@ def test_a_failing_job_of_another_kind_alerts_every_channel_of_its_org(
     [hook] = hooks.hooks
     assert hook.path == "/hook"
     assert hook.json["title"] == title
-    assert hook.json["message"] == "restic: repository is locked"
+    assert hook.json["message"].startswith("What is wrong: restic: repository is locked")
     [mail] = smtp.mails
     assert mail.subject == title and "restic: repository is locked" in mail.text
     assert set(Delivery.objects.values_list("state", flat=True)) == {DeliveryState.DELIVERED}

@@ -162,7 +162,7 @@ def test_without_a_policy_every_channel_of_the_org_hears_at_once(org: Organizati
         incidents.resolve_incident(org, SOURCE, {}, now=at(61))
         run_deliveries()
     assert subjects(smtp) == ["shop down", "Resolved: shop down"]
-    assert "status: 502" in smtp.mails[0].text
+    assert "Status: 502" in smtp.mails[0].text
     assert titles(hooks) == ["shop down", "Resolved: shop down"]
     assert theirs.hooks == []
 

@@ -56,7 +56,9 @@ def assert_failed_with_alert(job: Job, words: str) -> None:
     assert job.state == JobState.FAILED, job.log
     assert words in job.error, job.error
     assert job.alerted
-    assert alerts_titled(f"#{job.pk} failed"), "no alert was raised"
+    # Named by its work ("Backup of nightly failed"), linking the job's page.
+    assert alerts_titled(f"/jobs/{job.pk}/"), "no alert was raised"
+    assert all(d.title.endswith(" failed") for d in alerts_titled(f"/jobs/{job.pk}/"))
 
 
 # --- happy paths ----------------------------------------------------------------------------

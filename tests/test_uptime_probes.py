@@ -296,6 +296,17 @@ def test_https_warns_when_the_certificate_expires_soon(pki: Pki) -> None:
         assert outcome.ok and "warning" not in outcome.details
 
 
+def test_https_reports_the_certificate_of_a_server_that_hangs_up_after_answering(
+    pki: Pki,
+) -> None:
+    # Connection: close: the connection is gone by the time the answer is read.
+    with HttpServer(pki.expiring) as server:
+        outcome = http(server, "/close", ca_file=str(pki.ca_file))
+    assert outcome.ok and outcome.status_code == 200
+    assert outcome.details["days_left"] == 5
+    assert outcome.details["warning"].startswith("The certificate expires in 5 days")
+
+
 # --- TCP ---------------------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from onwatch.core.lazy import lazy_module
@@ -83,12 +83,20 @@ def _reasons(result: Any) -> list[str]:
     ]
 
 
-def send(url: str, title: str, body: str) -> None:
+# Apprise's notification types: services colour, sort or sound them by it (a failure is
+# red in chat, a warning yellow), so an outage must not go out as plain information.
+NotifyType = Literal["info", "success", "warning", "failure"]
+NOTIFY_TYPES: tuple[NotifyType, ...] = ("info", "success", "warning", "failure")
+
+
+def send(url: str, title: str, body: str, notify_type: NotifyType = "info") -> None:
     """Deliver one notification; raise ChannelError with Apprise's own reason on failure."""
     ap = apprise.Apprise()
     if not ap.add(url.strip()):
         raise ChannelError("Apprise does not understand this channel's URL")
-    result = ap.notify(title=title, body=body or title)
+    # Alert bodies are plain text, one fact a line: said so, Apprise turns them into HTML
+    # for services that want it; unsaid, a mail showed them run together on one line.
+    result = ap.notify(title=title, body=body or title, notify_type=notify_type, body_format="text")
     if not result:
         reasons = _reasons(result)
         reason = reasons[-1] if reasons else "the service refused it"

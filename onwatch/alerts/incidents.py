@@ -7,6 +7,7 @@ Every function takes `now` so tests drive time by hand; the scheduler calls
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from onwatch.alerts.models import (
     Maintenance,
 )
 from onwatch.alerts.services import deliver
+from onwatch.core import links
 from onwatch.core.crons import validate_schedule, zone
 from onwatch.core.models import Organization
 
@@ -37,6 +39,15 @@ MAINTENANCE_HOLD = "maintenance: "
 # Escalations looked at per tick: a backlog is worked off over several ticks instead of
 # holding one long transaction.
 BATCH = 500
+
+
+@dataclass(frozen=True)
+class About:
+    """What the raiser of an incident knows beyond its title, for the people alerted."""
+
+    began_at: datetime | None = None  # the first failed check, if before the opening
+    page: str = ""  # path of the page that shows what is wrong
+    advice: str = ""  # what to do, in a sentence or two
 
 
 def current(org: Organization, source: str) -> Incident | None:
@@ -84,12 +95,15 @@ def open_incident(
     now: datetime | None = None,
     policy: EscalationPolicy | None = None,
     held: str = "",
+    about: About | None = None,
 ) -> Incident:
     """Open an incident for `source`, or return the unresolved one it already has.
 
     `held` says why alerts are held back (a parent is down); maintenance windows hold them
-    too. Held incidents are recorded but send nothing until released.
+    too. Held incidents are recorded but send nothing until released. `about` says when
+    the trouble began, which page shows it and what to do: every alert carries them.
     """
+    about = about or About()
     now = now or timezone.now()
     existing = current(org, source)
     if existing is not None:
@@ -105,6 +119,9 @@ def open_incident(
                 title=title[:200],
                 policy=policy,
                 opened_at=now,
+                began_at=about.began_at,
+                page=about.page[:200],
+                advice=about.advice,
                 held=held[:200],
                 evidence=evidence,
                 next_action_at=None if held else now,
@@ -126,8 +143,17 @@ def open_incident(
 
 
 def resolve_incident(
-    org: Organization, source: str, evidence: dict[str, Any], now: datetime | None = None
+    org: Organization,
+    source: str,
+    evidence: dict[str, Any],
+    now: datetime | None = None,
+    title: str = "",
 ) -> Incident | None:
+    """Resolve the unresolved incident of `source` and tell whoever was told about it.
+
+    `title` is the recovery notice's own ("shop is up again"): the incident's title says
+    what went wrong, and "Resolved: shop is down" reads as an outage at a glance.
+    """
     now = now or timezone.now()
     with transaction.atomic():
         incident = (
@@ -144,8 +170,9 @@ def resolve_incident(
         incident.refresh_from_db()
         notified = notified_channels(incident)
         if notified and (incident.policy is None or incident.policy.notify_recovery):
+            notice = title or f"Resolved: {incident.title}"
             for ch in notified:
-                deliver(ch, f"Resolved: {incident.title}", recovery_text(incident, evidence))
+                deliver(ch, notice, recovery_text(incident, evidence), notify_type="success")
             IncidentEvent.objects.create(
                 incident=incident,
                 at=now,
@@ -313,7 +340,7 @@ def notify(incident: Incident, channels: list[Channel], now: datetime, kind: str
         return
     prefix = "Reminder: " if kind == "reminded" else ""
     for ch in channels:
-        deliver(ch, f"{prefix}{incident.title}", incident_text(incident))
+        deliver(ch, f"{prefix}{incident.title}", incident_text(incident), notify_type="failure")
     incident.notified = sorted(set(incident.notified) | {ch.pk for ch in channels})
     Incident.objects.filter(pk=incident.pk).update(notified=incident.notified)
     IncidentEvent.objects.create(
@@ -331,18 +358,52 @@ def last_notice(incident: Incident) -> datetime | None:
 
 
 def incident_text(incident: Incident) -> str:
-    since = incident.opened_at.astimezone(UTC)
-    lines = [incident.title, f"Since {since:%Y-%m-%d %H:%M} UTC."]
-    for key in ("error", "status", "latency_ms"):
-        if incident.evidence.get(key) not in (None, ""):
-            lines.append(f"{key.replace('_', ' ')}: {incident.evidence[key]}")
-    return "\n".join(lines)
+    """What is wrong, since when, the evidence, what to do, and where to look."""
+    found = incident.evidence
+    lines = [f"What is wrong: {found.get('error') or incident.title}"]
+    lines.append(f"Since: {clock(incident.since)}{since_note(incident)}")
+    for key in ("status", "exit_status", "latency_ms"):
+        if found.get(key) not in (None, ""):
+            lines.append(f"{key.replace('_', ' ').capitalize()}: {found[key]}")
+    lines += output_lines(found)
+    if incident.advice:
+        lines.append(f"What to do: {incident.advice}")
+    return "\n".join(lines + link_lines(incident))
+
+
+def clock(at: datetime) -> str:
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def since_note(incident: Incident) -> str:
+    if incident.began_at is None or incident.began_at >= incident.opened_at:
+        return ""
+    return f" (first failed check; confirmed {incident.opened_at.astimezone(UTC):%H:%M})"
+
+
+def output_lines(evidence: dict[str, Any]) -> list[str]:
+    """What the job sent with its failure (a heartbeat), or how the answer began: the
+    first thing whoever fixes it needs to see."""
+    text = str(evidence.get("body") or "").strip()
+    if not text:
+        return []
+    heading = "What the job sent:" if evidence.get("ping") else "The answer began with:"
+    return [heading, text]
+
+
+def link_lines(incident: Incident) -> list[str]:
+    lines = [f"Incident: {links.page('incident_detail', incident.pk)}"]
+    if incident.page:
+        lines.append(f"Details: {links.absolute(incident.page)}")
+    return lines
 
 
 def recovery_text(incident: Incident, evidence: dict[str, Any]) -> str:
     assert incident.resolved_at is not None
-    took = int((incident.resolved_at - incident.opened_at).total_seconds() // 60)
-    text = f"{incident.title} is over after {took} min."
+    took = int((incident.resolved_at - incident.since).total_seconds() // 60)
+    text = (
+        f"The incident “{incident.title}” is over after {took} min (since {clock(incident.since)})."
+    )
     if evidence.get("latency_ms") not in (None, ""):
-        text += f"\nlatency ms: {evidence['latency_ms']}"
-    return text
+        text += f"\nLatency now: {evidence['latency_ms']} ms"
+    return "\n".join([text, *link_lines(incident)])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -53,6 +55,8 @@ class Delivery(models.Model):
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True)
     is_test = models.BooleanField(default=False)
+    # Apprise's type: failure, warning, success (a recovery) or info (a test).
+    notify_type = models.CharField(max_length=10, default="info")
     state = models.CharField(
         max_length=10, choices=DeliveryState.choices, default=DeliveryState.PENDING
     )
@@ -121,6 +125,13 @@ class Incident(models.Model):
     )
     policy = models.ForeignKey(EscalationPolicy, on_delete=models.SET_NULL, null=True, blank=True)
     opened_at = models.DateTimeField(default=timezone.now)
+    # When the trouble began (the first failed check), before it was confirmed and opened;
+    # null means at the opening.
+    began_at = models.DateTimeField(null=True, blank=True)
+    # Where onwatch shows what is wrong (e.g. /monitors/42/), and what to do about it: both
+    # go into every alert, so whoever reads it can act on it.
+    page = models.CharField(max_length=200, blank=True)
+    advice = models.TextField(blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
@@ -146,6 +157,10 @@ class Incident(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def since(self) -> datetime:
+        return self.began_at or self.opened_at
 
 
 class IncidentEvent(models.Model):

@@ -7,8 +7,8 @@ from typing import Any
 from django.db import transaction
 
 from onwatch.alerts import apprise
-from onwatch.alerts.models import Channel, Delivery
-from onwatch.core import jobs
+from onwatch.alerts.models import Channel, Delivery, EscalationPolicy
+from onwatch.core import jobs, links
 from onwatch.core.models import Organization
 
 DELIVERY_ATTEMPTS = 6
@@ -45,7 +45,13 @@ def change_channel(channel: Channel, name: str, url: str = "") -> list[str]:
     return changed
 
 
-def deliver(channel: Channel, title: str, body: str, is_test: bool = False) -> Delivery:
+def deliver(
+    channel: Channel,
+    title: str,
+    body: str,
+    is_test: bool = False,
+    notify_type: apprise.NotifyType = "info",
+) -> Delivery:
     with transaction.atomic():
         delivery = Delivery.objects.create(
             org=channel.org,
@@ -54,6 +60,7 @@ def deliver(channel: Channel, title: str, body: str, is_test: bool = False) -> D
             title=title[:200],
             body=body,
             is_test=is_test,
+            notify_type=notify_type,
         )
         delivery.job = jobs.enqueue(
             "alerts.deliver",
@@ -69,7 +76,40 @@ def send_test(channel: Channel) -> Delivery:
     return deliver(channel, TEST_TITLE, TEST_BODY, is_test=True)
 
 
-def raise_alert(org: Organization | None, title: str, body: str) -> list[Delivery]:
-    """Send to every channel of `org` (every organization's, for install-wide trouble)."""
+def raise_alert(
+    org: Organization | None,
+    title: str,
+    body: str,
+    link: str = "",
+    notify_type: apprise.NotifyType = "failure",
+) -> list[Delivery]:
+    """Send to every channel of `org` (every organization's, for install-wide trouble).
+
+    `link` is the path of the page that shows the trouble; the alert carries it as a full
+    address, so the reader gets from the alert to the page in one step.
+    """
+    if link:
+        body = f"{body}\nDetails: {links.absolute(link)}"
     channels = Channel.objects.all() if org is None else Channel.objects.filter(org=org)
-    return [deliver(ch, title, body) for ch in channels]
+    return [deliver(ch, title, body, notify_type=notify_type) for ch in channels]
+
+
+def first_told(org: Organization, policy: EscalationPolicy | None) -> list[Channel]:
+    """Who hears first about trouble under `policy`: its earliest step's channels, or
+    every channel of the organization without a policy."""
+    if policy is None:
+        return list(Channel.objects.filter(org=org))
+    steps = sorted(policy.steps.all(), key=lambda s: (s.after_minutes, s.position, s.pk))
+    return list(steps[0].channels.all()) if steps else []
+
+
+def send_notice(
+    org: Organization,
+    policy: EscalationPolicy | None,
+    title: str,
+    body: str,
+    notify_type: apprise.NotifyType,
+) -> list[Delivery]:
+    """A notice that is not an outage (a certificate expires soon, and later: renewed):
+    sent once to whoever would hear first, without escalation or reminders."""
+    return [deliver(ch, title, body, notify_type=notify_type) for ch in first_told(org, policy)]

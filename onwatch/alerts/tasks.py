@@ -21,7 +21,7 @@ def deliver(ctx: JobContext) -> dict[str, Any]:
     attempt = ctx.job.attempts
     ctx.log(f"attempt {attempt}: sending to {delivery.channel_name} ({delivery.channel.service})")
     try:
-        apprise.send(delivery.channel.url, delivery.title, delivery.body)
+        apprise.send(delivery.channel.url, delivery.title, delivery.body, kind_of(delivery))
     except apprise.ChannelError as e:
         last = attempt >= ctx.job.max_attempts
         Delivery.objects.filter(pk=delivery.pk).update(
@@ -36,6 +36,15 @@ def deliver(ctx: JobContext) -> dict[str, Any]:
     )
     ctx.log("delivered")
     return {"delivered": True}
+
+
+def kind_of(delivery: Delivery) -> apprise.NotifyType:
+    # A row written by an older version (or by hand) with an unknown type goes out as info
+    # rather than not at all.
+    for known in apprise.NOTIFY_TYPES:
+        if delivery.notify_type == known:
+            return known
+    return "info"
 
 
 def on_tick(now: datetime | None = None) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.backups.models import Plan, RunCopy
@@ -43,7 +44,7 @@ def check_plan(plan: Plan, now: datetime) -> bool:
     if Plan.objects.filter(pk=plan.pk, rpo_alerted_at=None).update(rpo_alerted_at=now) != 1:
         return False  # another scheduler alerted first
     title, body = breach_words(plan, age)
-    raise_alert(org=plan.org, title=title, body=body)
+    raise_alert(org=plan.org, title=title, body=body, link=reverse("backup_plan", args=[plan.pk]))
     return True
 
 

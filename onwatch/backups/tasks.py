@@ -3,6 +3,7 @@ its job, and the job failure path raises the alert."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from onwatch.backups import restore_requests, runs
@@ -10,6 +11,7 @@ from onwatch.backups.drills import run_drill
 from onwatch.backups.models import Outcome, Plan, Repository
 from onwatch.backups.runs import run_backup
 from onwatch.core.jobs import JobContext, JobFailed, enqueue, handler
+from onwatch.core.models import Job
 
 
 def plan_of(ctx: JobContext) -> Plan:
@@ -19,7 +21,24 @@ def plan_of(ctx: JobContext) -> Plan:
     return plan
 
 
-@handler("backups.run")
+def of_plan(what: str) -> Callable[[Job], str]:
+    """Describe a job by what it does and the plan it is for ("Backup of nightly")."""
+
+    def describe(job: Job) -> str:
+        name = Plan.objects.filter(pk=job.payload.get("plan")).values_list("name", flat=True)
+        found = name.first()
+        return f"{what} of {found}" if found else what
+
+    return describe
+
+
+def of_repository(job: Job) -> str:
+    found = Repository.objects.filter(pk=job.payload.get("repository"))
+    name = found.values_list("name", flat=True).first()
+    return f"Freeing space in {name}" if name else "Freeing space in a repository"
+
+
+@handler("backups.run", describe=of_plan("Backup"))
 def backup(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"backing up {plan.source.name} ({plan.source.kind}) for plan {plan.name}")
@@ -32,7 +51,7 @@ def backup(ctx: JobContext) -> dict[str, Any]:
     return {"run": run.pk, "snapshots": list(run.copies.values_list("snapshot_id", flat=True))}
 
 
-@handler("backups.prune")
+@handler("backups.prune", describe=of_plan("Pruning old backups"))
 def prune(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"pruning old snapshots of {plan.name}")
@@ -56,7 +75,7 @@ def reclaim_all(ctx: JobContext) -> dict[str, Any]:
     return {"jobs": queued}
 
 
-@handler("backups.reclaim")
+@handler("backups.reclaim", describe=of_repository)
 def reclaim(ctx: JobContext) -> dict[str, Any]:
     repository = Repository.objects.filter(pk=ctx.job.payload.get("repository")).first()
     if repository is None:
@@ -71,7 +90,7 @@ def reclaim(ctx: JobContext) -> dict[str, Any]:
     return {"repository": repository.pk, "freed": summary.freed, "in_use": summary.remaining}
 
 
-@handler("backups.drill")
+@handler("backups.drill", describe=of_plan("Restore drill"))
 def drill(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"restore drill of {plan.name}")
@@ -84,7 +103,7 @@ def drill(ctx: JobContext) -> dict[str, Any]:
     return {"drill": d.pk, "rto_seconds": d.rto_seconds}
 
 
-@handler("backups.restore")
+@handler("backups.restore", describe=of_plan("Restore"))
 def restore(ctx: JobContext) -> dict[str, Any]:
     """A restore asked for in the UI (restore_requests.py)."""
     return restore_requests.run(ctx)

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.core.models import Job, JobState, Organization
@@ -59,13 +60,21 @@ HANDLERS: dict[str, Handler] = {}
 # Kinds whose failure must not raise an alert through the alert system itself (a failing
 # delivery is already visible in the delivery log; alerting on it would loop).
 QUIET_KINDS: set[str] = set()
+# What a job is, in words, for its failure alert ("Backup of nightly"): the reader needs the
+# plan or repository it was for, not "backups.run #13".
+Describe = Callable[[Job], str]
+DESCRIBERS: dict[str, Describe] = {}
 
 
-def handler(kind: str, quiet: bool = False) -> Callable[[Handler], Handler]:
+def handler(
+    kind: str, quiet: bool = False, describe: Describe | None = None
+) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
         HANDLERS[kind] = fn
         if quiet:
             QUIET_KINDS.add(kind)
+        if describe is not None:
+            DESCRIBERS[kind] = describe
         return fn
 
     return register
@@ -257,8 +266,33 @@ def alert_job_failure(job: Job) -> None:
     verb = "was interrupted" if job.state == JobState.INTERRUPTED else "failed"
     raise_alert(
         org=job.org,
-        title=f"Background job {job.kind} #{job.pk} {verb}",
-        body=job.error or "no error text",
+        title=f"{describe_job(job)} {verb}",
+        body=failure_text(job),
+        link=reverse("job_detail", args=[job.pk]),
+    )
+
+
+def describe_job(job: Job) -> str:
+    fallback = f"Background job {job.kind} #{job.pk}"
+    describe = DESCRIBERS.get(job.kind)
+    try:
+        return describe(job) if describe else fallback
+    except Exception:
+        # The alert matters more than its title: a describer that fails (its plan was
+        # removed meanwhile, the database hiccupped) must not stop it.
+        log.exception("could not describe job %s", job.pk)
+        return fallback
+
+
+def failure_text(job: Job) -> str:
+    since = job.started_at or job.created_at
+    return "\n".join(
+        [
+            f"What is wrong: {job.error or 'the job stopped without saying why'}",
+            f"Since: {since:%Y-%m-%d %H:%M} UTC",
+            "What to do: read the job's log on its page (it shows each step up to the "
+            "failure), fix the cause, and run it again.",
+        ]
     )
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.core import jobs
@@ -101,6 +102,7 @@ def switch_off(schedule: Schedule, reason: str) -> None:
         org=schedule.org,
         title=f"Schedule {schedule.name!r} was switched off",
         body=f"{reason} Fix the schedule and switch it on again.",
+        link=reverse("jobs"),
     )
 
 

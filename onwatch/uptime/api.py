@@ -52,6 +52,9 @@ class MonitorOut(Schema):
     last_checked_at: datetime | None
     last_latency_ms: int | None
     last_error: str
+    warning: str = Field(
+        description="A problem short of an outage (a certificate about to expire); empty: none"
+    )
     ping_url: str | None = Field(description="Where a heartbeat is pinged; null for checks")
 
 

@@ -57,6 +57,12 @@ class Monitor(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_latency_ms = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # When the current run of failed checks began: the outage's "since", which is earlier
+    # than its confirmation. Null while the last check passed.
+    failing_since = models.DateTimeField(null=True, blank=True)
+    # A problem short of an outage (a certificate about to expire), set and cleared by the
+    # checks; shown wherever the monitor is listed and sent as a notice of its own.
+    warning = models.CharField(max_length=300, blank=True)
     # Probers claim due monitors for a short lease; a prober that dies lets it run out and
     # another one takes the monitors over.
     next_check_at = models.DateTimeField(default=timezone.now)

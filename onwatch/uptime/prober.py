@@ -183,9 +183,8 @@ def apply_one(d: Done) -> bool:
     # covers it. Anything else may open or resolve an incident too, which a savepoint of
     # its own keeps from spoiling the batch should it fail. (Each savepoint is two more
     # round trips to PostgreSQL, for every check.)
-    steady = d.outcome.ok and d.monitor.state == State.UP
     try:
-        with nullcontext() if steady else transaction.atomic():
+        with nullcontext() if state.steady(d.monitor, d.outcome) else transaction.atomic():
             state.apply(d.monitor, d.outcome, d.started)
         return True
     except Exception:
@@ -245,6 +244,7 @@ def alert_takeover(other: str, m: Monitor) -> None:
             f"prober took over its checks, starting with {m.name!r}. If probers keep "
             "dying, look at their logs and at the machine's memory."
         ),
+        notify_type="warning",  # the checks go on: nothing is down because of it
     )
 
 

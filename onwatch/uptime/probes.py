@@ -347,6 +347,9 @@ async def _fetch(spec: specs.HttpSpec, session: aiohttp.ClientSession) -> Answer
         der = _peer_cert(resp)
         body = await _read_body(resp.content)
         answer = Answer(resp.status, body[:BODY_LIMIT], resp.charset, len(body) > BODY_LIMIT)
+        final = resp.url
+    if der is None and final.scheme == "https" and final.host:
+        der = await _cert_again(final.host, final.port or 443)
     if der:
         answer.cert = cert_facts(der, datetime.now(UTC))
     return answer
@@ -360,6 +363,16 @@ def _peer_cert(resp: aiohttp.ClientResponse) -> bytes | None:
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     der: bytes | None = ssl_object.getpeercert(binary_form=True) if ssl_object else None
     return der
+
+
+async def _cert_again(host: str, port: int) -> bytes | None:
+    """The certificate of a server that hung up right after answering (Connection: close):
+    its connection is gone before the answer is read, so ask it once more. Only to report
+    it: the answer itself was verified (or verification is off) already."""
+    try:
+        return await fetch_cert(host, port, host, _trusting_context())
+    except (OSError, ssl.SSLError):
+        return None  # it answered, so the check stands; only the expiry is unknown
 
 
 async def _read_body(stream: aiohttp.StreamReader) -> bytes:

@@ -28,6 +28,13 @@ def summary(org: Organization) -> dict[str, Any]:
         "counts": counts,
         "total": sum(counts.values()),
         "down": list(down.only("id", "name", "state_since")[:DOWN_SHOWN]),
+        # Not outages, but people must hear of them: a certificate about to expire.
+        "warnings": list(
+            Monitor.objects.filter(org=org)
+            .exclude(warning="")
+            .order_by("name", "id")
+            .only("id", "name", "warning")[:DOWN_SHOWN]
+        ),
         "open_incidents": Incident.objects.filter(
             org=org,
             state__in=[IncidentState.OPEN, IncidentState.ACKNOWLEDGED],

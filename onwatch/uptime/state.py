@@ -4,13 +4,16 @@ its evidence, and open or resolve the incident. Used by the prober and by heartb
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.urls import reverse
 
 from onwatch.alerts import incidents
-from onwatch.uptime.models import Monitor, State, StateChange
+from onwatch.alerts.services import send_notice
+from onwatch.core import links
+from onwatch.uptime.models import Kind, Monitor, State, StateChange
 
 
 @dataclass
@@ -55,11 +58,21 @@ def apply(monitor: Monitor, outcome: Outcome, now: datetime) -> StateChange | No
     retrying = not outcome.ok and new != State.DOWN
     wait = monitor.retry_interval if retrying else monitor.interval
     monitor.failures = failures
+    # A run of failures that was cut short (pause, new settings reset the count) does not
+    # carry its start over to the next one.
+    carried = monitor.failing_since if failures > 1 else None
+    monitor.failing_since = None if outcome.ok else (carried or now)
+    warned = monitor.warning
+    if outcome.ok:
+        # Only a check that got through judges the certificate; a failed one keeps the
+        # warning it had (the outage is alerted on by itself).
+        monitor.warning = str(outcome.details.get("warning", ""))[:300]
     monitor.last_checked_at = now
     monitor.last_latency_ms = outcome.latency_ms
     monitor.last_error = outcome.error[:1000]
     monitor.next_check_at = now + timedelta(seconds=wait)
     fields = ["failures", "last_checked_at", "last_latency_ms", "last_error", "next_check_at"]
+    fields += ["failing_since", "warning"]
     change = None
     with transaction.atomic():
         if new != old:
@@ -71,7 +84,41 @@ def apply(monitor: Monitor, outcome: Outcome, now: datetime) -> StateChange | No
         monitor.save(update_fields=fields)
     if change is not None:
         on_change(monitor, change, now)
+    if bool(warned) != bool(monitor.warning):
+        on_warning(monitor, outcome, now)
     return change
+
+
+def steady(monitor: Monitor, outcome: Outcome) -> bool:
+    """A passing check of a monitor that is up and whose warning neither starts nor ends:
+    it changes counters only, and raises nothing."""
+    warns = bool(outcome.details.get("warning"))
+    return outcome.ok and monitor.state == State.UP and warns == bool(monitor.warning)
+
+
+def page(monitor: Monitor) -> str:
+    return reverse("monitor_detail", args=[monitor.pk])
+
+
+ADVICE = {
+    Kind.HEARTBEAT: (
+        "Read what the job sent, fix the job and run it again; the incident is resolved "
+        "by its next good ping. Acknowledge it so the others know someone is on it."
+    ),
+}
+CHECK_ADVICE = (
+    "Open the monitor's page for the last check's answer, and look at the service and the "
+    "machine it runs on; the incident is resolved by the first good check. Acknowledge it "
+    "so the others know someone is on it."
+)
+
+
+def about(monitor: Monitor, now: datetime) -> incidents.About:
+    return incidents.About(
+        began_at=monitor.failing_since or now,
+        page=page(monitor),
+        advice=ADVICE.get(Kind(monitor.kind), CHECK_ADVICE),
+    )
 
 
 def on_change(monitor: Monitor, change: StateChange, now: datetime) -> None:
@@ -86,9 +133,16 @@ def on_change(monitor: Monitor, change: StateChange, now: datetime) -> None:
             now=now,
             policy=monitor.policy,
             held=held,
+            about=about(monitor, now),
         )
     elif change.new == State.UP and change.old == State.DOWN:
-        incidents.resolve_incident(monitor.org, source(monitor), change.evidence, now=now)
+        incidents.resolve_incident(
+            monitor.org,
+            source(monitor),
+            change.evidence,
+            now=now,
+            title=f"{monitor.name} is up again",
+        )
         # Children whose alerts were held back because of this one: those still down
         # now alert for themselves.
         for child in monitor.children.filter(state=State.DOWN):
@@ -103,4 +157,43 @@ def close_incident(monitor: Monitor, actor: str, why: str) -> None:
     incident = incidents.current(monitor.org, source(monitor))
     if incident is not None:
         incidents.add_note(incident, actor or "onwatch", why)
-        incidents.resolve_incident(monitor.org, source(monitor), {"reason": why})
+        incidents.resolve_incident(
+            monitor.org,
+            source(monitor),
+            {"reason": why},
+            title=f"{monitor.name}: no longer checked",
+        )
+
+
+def on_warning(monitor: Monitor, outcome: Outcome, now: datetime) -> None:
+    """A warning began or ended: its own notice, once, to whoever hears first."""
+    link = links.absolute(page(monitor))
+    if monitor.warning:
+        title = f"{monitor.name}: the certificate {warned_of(outcome)}"
+        send_notice(monitor.org, monitor.policy, title, warning_text(monitor, now, link), "warning")
+    elif outcome.details.get("expires"):
+        title = f"{monitor.name}: the certificate warning is over"
+        send_notice(monitor.org, monitor.policy, title, cleared_text(outcome, link), "success")
+
+
+def warned_of(outcome: Outcome) -> str:
+    # Verification off (a test host) lets an expired certificate pass: say so, not "soon".
+    return "has expired" if outcome.details.get("expired") else "expires soon"
+
+
+def warning_text(monitor: Monitor, now: datetime, link: str) -> str:
+    return "\n".join(
+        [
+            f"What is wrong: {monitor.warning}.",
+            f"Since: {now.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+            "It still works: this is a warning, not an outage.",
+            "What to do: renew the certificate, or check that its automatic renewal works; "
+            "the warning clears at the first check that sees the new one.",
+            f"Details: {link}",
+        ]
+    )
+
+
+def cleared_text(outcome: Outcome, link: str) -> str:
+    expires, days = str(outcome.details["expires"])[:10], outcome.details.get("days_left")
+    return f"The certificate now expires on {expires} ({days} days from now).\nDetails: {link}"

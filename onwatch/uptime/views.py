@@ -39,6 +39,7 @@ LIST_COLUMNS = (
     "last_checked_at",
     "last_latency_ms",
     "last_ping_at",
+    "warning",
 )
 
 
