@@ -194,11 +194,12 @@ def schedule_text(c: dict[str, Any]) -> str:
 def evidence_of(evidence: dict[str, Any]) -> dict[str, Any]:
     """A state change's proof, split for the page: the usual facts, the body excerpt, and
     whatever else the check found (certificate days left, DNS answers, ...)."""
-    usual = ("ok", "status", "latency_ms", "error", "body")
+    usual = ("ok", "status", "latency_ms", "error", "error_full", "body")
     return {
         "status": evidence.get("status"),
         "latency_ms": evidence.get("latency_ms"),
         "error": evidence.get("error", ""),
+        "error_full": evidence.get("error_full", ""),
         "body": evidence.get("body", ""),
         "other": sorted((k, v) for k, v in evidence.items() if k not in usual),
     }
