@@ -223,17 +223,19 @@ def recent_point(monitor: Monitor, start: datetime, period: str, fresh: datetime
     """One period that is not (wholly) rolled up: the rolled hours before `fresh`, the raw
     results after."""
     end = start + timedelta(hours=1) if period == HOUR else next_day(start)
-    hours = Rollup.objects.filter(
-        monitor=monitor, period=HOUR, start__gte=start, start__lt=min(end, fresh)
-    )
-    rolled = hours.aggregate(
-        checks=Sum("checks"),
-        failures=Sum("failures"),
-        latency_sum_ms=Sum("latency_sum_ms"),
-        latency_max_ms=Max("latency_max_ms"),
-    )
+    rows: list[Mapping[str, Any]] = []
+    if start < fresh:
+        hours = Rollup.objects.filter(monitor=monitor, period=HOUR, start__gte=start)
+        rows.append(
+            hours.filter(start__lt=min(end, fresh)).aggregate(
+                checks=Sum("checks"),
+                failures=Sum("failures"),
+                latency_sum_ms=Sum("latency_sum_ms"),
+                latency_max_ms=Max("latency_max_ms"),
+            )
+        )
     raw = CheckResult.objects.filter(monitor=monitor, at__gte=max(start, fresh), at__lt=end)
-    rows = [rolled, *raw_totals(raw)]
+    rows += raw_totals(raw)
     return to_point(Rollup(monitor=monitor, period=period, start=start, **summed(rows)))
 
 
