@@ -249,5 +249,11 @@ def test_the_upgrade_encrypts_the_settings_of_existing_monitors(
     assert done.returncode == 0, done.stderr
     assert raw_config(installed).startswith("ow1:1:")
     assert MONITOR_TOKEN not in raw_config(installed)
+    if not installed.get("DATABASE_URL"):
+        # Nor left behind in the file's free pages, where the plain rows used to be.
+        sqlite = data_dir(installed) / "onwatch.sqlite3"
+        files = [sqlite, sqlite.with_name(sqlite.name + "-wal")]
+        on_disk = b"".join(f.read_bytes() for f in files if f.exists())
+        assert b"Acme" in on_disk and MONITOR_TOKEN.encode() not in on_disk
     config = json.loads(django(READ_MONITOR, installed))
     assert config["headers"] == {"X-Token": MONITOR_TOKEN}

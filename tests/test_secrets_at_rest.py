@@ -1,10 +1,12 @@
-"""No secret a person types into onwatch's forms is readable in its database: monitors'
-headers, bodies and URL passwords, channel URLs, repository and source passwords. The
+"""No secret a person types into onwatch's forms (or its API) is readable in its database:
+monitors' headers, bodies and URL passwords, channel URLs, repository and source
+passwords, API tokens, sign-in passwords. The
 database's own bytes are scanned (on SQLite a copy of the file, on PostgreSQL every row as
 text), not values read back through the models."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ CHANNEL_TOKEN = "chan-Tok3n-dddddddddd"
 REPO_ACCESS = "repo-Acc3ss-eeeeeeeeee"
 SOURCE_PASSWORD = "src-Pa55-ffffffffffff"
 SCRATCH_PASSWORD = "scratch-Pa55-gggggggg"
+API_HEADER = "api-Key-hhhhhhhhhhhhhhh"
 
 
 def posted(client: Client, url: str, data: dict[str, str]) -> None:
@@ -87,6 +90,22 @@ def add_backup_setup(client: Client, tmp_path: Path, pg: PgSource) -> None:
     )
 
 
+def add_monitor_through_the_api(client: Client) -> str:
+    """An API token made in its form, then a monitor sent with it as JSON; the token."""
+    r = client.post(reverse("tokens"), {"name": "ci", "scopes": ["monitors:write"], "days": 30})
+    found = re.search(r"ow_[0-9a-f]{8}_[A-Za-z0-9_-]{43}", r.content.decode())
+    assert found, "the new token is on the page"
+    config = {"url": "https://api.example.com/", "headers": {"X-Api-Key": API_HEADER}}
+    made = Client().post(
+        "/api/v1/monitors/",
+        {"name": "Api", "kind": "http", "config": config},
+        content_type="application/json",
+        headers={"authorization": f"Bearer {found.group(0)}"},
+    )
+    assert made.status_code == 201, made.content
+    return found.group(0)
+
+
 def database_bytes(tmp_path: Path) -> bytes:
     if connection.vendor == "sqlite":
         # The test database lives in memory: copy it into a file and read that file.
@@ -113,6 +132,7 @@ def test_no_secret_typed_into_a_form_is_readable_in_the_database(
         {"name": "ops hook", "url": f"json://robot:{CHANNEL_TOKEN}@127.0.0.1:9/in"},
     )
     add_backup_setup(client, tmp_path, pg_db)
+    api_token = add_monitor_through_the_api(client)
     # The one secret onwatch makes rather than takes is as secret as the rest.
     repo_password = Repository.objects.get(name="office nas").password
     assert Monitor.objects.get(name="Storefront").config["headers"] == {
@@ -131,6 +151,8 @@ def test_no_secret_typed_into_a_form_is_readable_in_the_database(
         repo_password,
         SOURCE_PASSWORD,
         SCRATCH_PASSWORD,
+        API_HEADER,
+        api_token,  # kept hashed
         PASSWORD,  # the sign-in password: kept hashed
     ]
     readable = [secret for secret in typed if secret.encode() in stored]

@@ -29,6 +29,14 @@ def _rewrite(editor: BaseDatabaseSchemaEditor, seal: bool) -> None:
             cursor.execute("UPDATE uptime_monitor SET config = %s WHERE id = %s", [new, pk])
 
 
+def zero_freed_pages(apps: Any, editor: BaseDatabaseSchemaEditor) -> None:
+    # SQLite copies the table to change the column's type; the plain rows of the old one
+    # would linger in the file's free pages. Overwrite what is freed from here on.
+    if editor.connection.vendor == "sqlite":
+        with editor.connection.cursor() as cursor:
+            cursor.execute("PRAGMA secure_delete = ON")
+
+
 def encrypt(apps: Any, editor: BaseDatabaseSchemaEditor) -> None:
     _rewrite(editor, seal=True)
 
@@ -43,6 +51,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(zero_freed_pages, migrations.RunPython.noop),
         migrations.AlterField(
             model_name="monitor",
             name="config",
