@@ -6,6 +6,7 @@ or for the wrong name), and a small UDP DNS server answering from a dict."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import threading
@@ -219,6 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def route_garbage(self) -> None:
         self.wfile.write(b"\x00\xffSSH-2.0-nonsense\r\n\x13\x37 not http at all\r\n\r\n")
+        self.close_connection = True
+
+    def route_noise(self) -> None:
+        # A kilobyte of random bytes where an answer should be (not even a status line).
+        self.wfile.write(os.urandom(1024))
         self.close_connection = True
 
     def route_huge(self) -> None:

@@ -258,3 +258,65 @@ def test_a_key_file_folder_onwatch_may_not_write_stops_a_first_start_before_anyt
     [line] = done.stderr.strip().splitlines()
     assert "key file's folder" in line and "ONWATCH_KEY_FILE" in line, line
     assert not data_dir(env).exists()
+MONITOR_TOKEN = "mon-Bearer-7d1e-secret"
+ADD_MONITOR = f"""
+from onwatch.core.models import Organization
+from onwatch.uptime.models import Monitor
+org = Organization.objects.get(name="Acme")
+Monitor.objects.create(org=org, name="api", kind="http", config={{
+    "url": "https://bot:{PASSWORD}@api.example.com/", "headers": {{"X-Token": "{MONITOR_TOKEN}"}}
+}})
+"""
+READ_MONITOR = """
+import json
+from onwatch.uptime.models import Monitor
+print(json.dumps(Monitor.objects.get(name="api").config))
+"""
+
+
+def raw_config(env: dict[str, str]) -> str:
+    [(value,)] = query(env, "SELECT config FROM uptime_monitor")
+    return str(value)
+
+
+def test_monitor_settings_are_encrypted_and_rotated_with_every_other_secret(
+    installed: dict[str, str],
+) -> None:
+    django(ADD_MONITOR, installed)
+    before = raw_config(installed)
+    assert before.startswith("ow1:1:") and MONITOR_TOKEN not in before
+    done = run(["keys", "rotate"], installed)
+    assert done.returncode == 0, done.stderr
+    assert "key 2 is now current; 4 secrets re-encrypted" in done.stdout
+    after = raw_config(installed)
+    assert after.startswith("ow1:2:") and PASSWORD not in after
+    config = json.loads(django(READ_MONITOR, installed))
+    assert config["headers"] == {"X-Token": MONITOR_TOKEN}
+    assert config["url"] == f"https://bot:{PASSWORD}@api.example.com/"
+
+
+ROLL_BACK_UPTIME = """
+from django.core.management import call_command
+call_command("migrate", "uptime", "0003", verbosity=0)
+"""
+
+
+def test_the_upgrade_encrypts_the_settings_of_existing_monitors(
+    installed: dict[str, str],
+) -> None:
+    django(ADD_MONITOR, installed)
+    # As before the upgrade: the settings lay in the database as plain JSON.
+    django(ROLL_BACK_UPTIME, installed)
+    assert MONITOR_TOKEN in raw_config(installed)
+    done = run(["migrate"], installed)
+    assert done.returncode == 0, done.stderr
+    assert raw_config(installed).startswith("ow1:1:")
+    assert MONITOR_TOKEN not in raw_config(installed)
+    if not installed.get("DATABASE_URL"):
+        # Nor left behind in the file's free pages, where the plain rows used to be.
+        sqlite = data_dir(installed) / "onwatch.sqlite3"
+        files = [sqlite, sqlite.with_name(sqlite.name + "-wal")]
+        on_disk = b"".join(f.read_bytes() for f in files if f.exists())
+        assert b"Acme" in on_disk and MONITOR_TOKEN.encode() not in on_disk
+    config = json.loads(django(READ_MONITOR, installed))
+    assert config["headers"] == {"X-Token": MONITOR_TOKEN}

@@ -17,6 +17,7 @@ from django.utils import timezone
 from onwatch.alerts import incidents
 from onwatch.alerts.models import Delivery
 from onwatch.alerts.services import add_channel
+from onwatch.core import fields
 from onwatch.core.models import Organization
 from onwatch.uptime import state
 from onwatch.uptime.models import CheckResult, Monitor, State, StateChange
@@ -97,6 +98,19 @@ def test_it_checks_each_monitor_once_per_interval_and_writes_the_results() -> No
         assert (m.claimed_by, m.claimed_until) == ("", None)
         assert m.last_checked_at == times[-1]
         assert m.next_check_at == times[-1] + timedelta(seconds=1)
+
+
+@inprocess
+def test_a_monitors_settings_are_decrypted_once_per_change_not_once_per_check() -> None:
+    org = make_org()
+    with HttpServer() as web:
+        m = http_monitor(org, web.url("/ok"))
+        fields.forget_opened()
+        drive(Prober(tuning=FAST), each_has([m], 3))
+        assert fields._opened.cache_info().misses == 1
+        Monitor.objects.filter(pk=m.pk).update(config={"url": web.url("/ok"), "method": "GET"})
+        drive(Prober(tuning=FAST), each_has([m], 6))
+    assert fields._opened.cache_info().misses == 2
 
 
 @inprocess

@@ -217,6 +217,16 @@ def test_garbage_instead_of_http_fails_clearly(web: HttpServer) -> None:
     assert took < 1.0
 
 
+def test_random_bytes_fail_in_one_readable_line_and_keep_the_whole_text(web: HttpServer) -> None:
+    outcome = http(web, "/noise")
+    assert not outcome.ok and outcome.error.startswith("The answer is not valid HTTP"), outcome
+    assert len(outcome.error) <= 200 and "\n" not in outcome.error
+    assert outcome.error.endswith("…")
+    # The escaped bytes are still there as evidence, whole.
+    assert outcome.details["error_full"].startswith("The answer is not valid HTTP")
+    assert len(outcome.details["error_full"]) > 1000
+
+
 def test_a_huge_body_is_read_only_up_to_the_limit(web: HttpServer) -> None:
     outcome, took = timed("http", {"url": web.url("/huge"), "keyword": "Welcome"}, timeout=5.0)
     assert outcome.ok and outcome.details["truncated"] is True

@@ -184,3 +184,23 @@ def test_the_uptime_rollup_job_rolls_up_the_last_hour(org: Organization) -> None
     hours = Rollup.objects.filter(period="h").aggregate(c=Sum("checks"), f=Sum("failures"))
     assert (hours["c"], hours["f"]) == (2, 1)
     assert done.result["hours"] >= 1
+
+
+def test_the_hours_not_rolled_up_yet_count_from_the_raw_results_once(org: Organization) -> None:
+    now = timezone.now()
+    m = monitor(org)
+    for minutes in (170, 130, 90, 50, 10):
+        result(m, now - timedelta(minutes=minutes))
+    rollups.run(now - timedelta(minutes=5))
+    # Checks made since the job's last run: on main they stayed invisible for an hour.
+    result(m, now - timedelta(minutes=2), ok=False, latency=None)
+    result(m, now - timedelta(minutes=1), ok=False, latency=None)
+    assert rollups.uptime_percent(m, now - timedelta(days=1), now + timedelta(seconds=1)) == (
+        100.0 * 5 / 7
+    )
+    hours = rollups.series(m, now - timedelta(days=1), now + timedelta(seconds=1))
+    assert sum(p.checks for p in hours) == 7 and sum(p.failures for p in hours) == 2
+    today = rollups.series(m, rollups.floor_day(now), now + timedelta(seconds=1), rollups.DAY)
+    assert sum(p.checks for p in today) == sum(
+        1 for r in CheckResult.objects.all() if r.at >= rollups.floor_day(now)
+    )

@@ -4,10 +4,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from onwatch.alerts.incidents import incident_text
 from onwatch.alerts.models import EscalationPolicy, Incident, IncidentState
 from onwatch.core.models import Organization
 from onwatch.uptime.models import Kind, Monitor, State
 from onwatch.uptime.state import Outcome, apply
+from tests.fixtures import make_member, signed_in
+from tests.servers import HttpServer
+from tests.test_uptime_probes import probe
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 pytestmark = pytest.mark.django_db
@@ -46,3 +50,21 @@ def test_the_monitors_escalation_policy_governs_its_incident(org: Organization) 
     m = make_monitor(org, confirmations=1, policy=policy)
     apply(m, Outcome(ok=False, error="down"), T0)
     assert Incident.objects.get().policy == policy
+
+
+def test_a_target_answering_random_bytes_alerts_in_one_short_line(org: Organization) -> None:
+    with HttpServer() as web:
+        m = make_monitor(org, confirmations=1)
+        m.config = {"url": web.url("/noise")}
+        m.save()
+        outcome = probe("http", m.config)
+    apply(m, outcome, T0)
+    incident = Incident.objects.get()
+    assert incident.evidence["error"].startswith("The answer is not valid HTTP")
+    assert len(incident.evidence["error"]) <= 200 and len(m.last_error) <= 200
+    assert len(incident_text(incident)) < 400  # what the alert says, not a kilobyte of bytes
+    # The whole text is evidence on the monitor's page, folded away.
+    viewer = make_member(org, "viewer")
+    html = signed_in(viewer).get(f"/monitors/{m.pk}/").content.decode()
+    assert "Whole error text" in html
+    assert len(m.changes.get().evidence["error_full"]) > 1000

@@ -185,6 +185,36 @@ def test_the_detail_shows_evidence_bars_and_response_times(org: Organization, me
     assert "style=" not in html
 
 
+def test_a_new_monitor_shows_its_first_checks_at_once_one_by_one(
+    org: Organization, members: Any
+) -> None:
+    now = timezone.now()
+    m = make_monitor(org, state=State.UP)
+    # Three checks in the last minutes, one failed (not enough to go down); no roll-up yet.
+    for minutes, ok in ((3, True), (2, False), (1, True)):
+        CheckResult.objects.create(
+            monitor=m,
+            at=now - timedelta(minutes=minutes),
+            ok=ok,
+            latency_ms=40 if ok else None,
+            status_code=200 if ok else 503,
+            error="" if ok else "Got status 503, expected 200-299",
+        )
+    client = signed_in(members["viewer"])
+    listed = client.get("/monitors/").content.decode()
+    assert "66.66 %" in listed and "no checks" not in listed
+    html = client.get(f"/monitors/{m.pk}/").content.decode()
+    assert "24 hours: <strong>66.66 %</strong>" in html
+    day_chart, _ = svgs(html, "response-chart")
+    assert day_chart.find("svg:path", NS) is not None  # a response time is drawn
+    (bars,) = svgs(html, "uptime-bars")
+    assert bars.findall("svg:rect", NS)[-1].get("class") == "bar bad"  # today
+    # Each check, the failure that did not take it down included.
+    assert "Recent checks" in html and "1 of the last 3 checks failed" in html
+    assert "Got status 503, expected 200-299" in html
+    assert html.count('class="check-passed"') == 2 and html.count('class="check-failed"') == 1
+
+
 def test_a_heartbeat_shows_its_ping_urls_and_last_pings(org: Organization, members: Any) -> None:
     hb = make_monitor(org, "backup", kind=Kind.HEARTBEAT, config={"period": 3600}, slug="backup")
     Ping.objects.create(monitor=hb, type=Ping.Type.FAIL, exit_status=2, body="disk <full>")

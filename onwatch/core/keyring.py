@@ -171,3 +171,7 @@ def get_keyring() -> Keyring:
 def forget_keyring() -> None:
     global _ring
     _ring = None
+    # Documents decrypted under the old key file must be proved against the new one.
+    from onwatch.core.fields import forget_opened
+
+    forget_opened()

@@ -1,7 +1,8 @@
 """Monitors (checks onwatch makes, and heartbeats it waits for), their results and history.
 
 Kind-specific settings live in `config` (validated by onwatch/uptime/specs.py), so export
-and import round-trip a monitor as one document and a new kind needs no migration.
+and import round-trip a monitor as one document and a new kind needs no migration. It is
+stored encrypted, as every secret is: it may hold credentials.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
+from onwatch.core.fields import EncryptedJSONField
 from onwatch.core.models import Organization
 
 
@@ -33,7 +35,8 @@ class Monitor(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="monitors")
     name = models.CharField(max_length=100)
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    config = models.JSONField(default=dict, blank=True)
+    # Encrypted whole: header values, a request body and a password in the URL are secrets.
+    config = EncryptedJSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=True)
     # Checks: how often, how often while failing, how long one may take, and how many
     # failures in a row confirm an outage (few false alarms).

@@ -396,7 +396,8 @@ class Prober:
             return Outcome(ok=False, error=f"No answer within {limit:g} s")
         except Exception as e:  # probes.run never raises; should it, the loop goes on
             log.exception("monitor %s: the check crashed", m.pk)
-            return Outcome(ok=False, error=f"The check failed: {type(e).__name__}: {e}")
+            crashed = Outcome(ok=False, error=f"The check failed: {type(e).__name__}: {e}")
+            return crashed.readable()
 
     async def flush(self) -> None:
         if not self.done:

@@ -40,6 +40,12 @@ async def run(
     kind: str, config: dict[str, Any], timeout: float, session: aiohttp.ClientSession
 ) -> Outcome:
     """Make one check of this kind; the answer comes within `timeout` seconds."""
+    return (await _run(kind, config, timeout, session)).readable()
+
+
+async def _run(
+    kind: str, config: dict[str, Any], timeout: float, session: aiohttp.ClientSession
+) -> Outcome:
     started = time.perf_counter()
     try:
         spec = specs.parse(kind, config)

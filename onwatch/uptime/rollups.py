@@ -4,8 +4,11 @@
 from the newest hourly rollup (less an hour, for results written late) up to `now`, then
 the days those hours fall in from the hourly rows, and ages out what is old. Raw results
 are kept 48 hours (and never deleted before they are rolled up), hourly rollups 90 days,
-daily ones two years. Uptime and response times are read from the rollups only, so a
-page never scans raw rows; the hour in progress shows once the next run has rolled it.
+daily ones two years. Uptime and response times are read from the rollups, except for
+the last hours, which the job may not have rolled yet (it runs once an hour): those come
+from the raw results of the monitors asked about, through their (monitor, at) index. So a
+new monitor shows its first checks at once, and a page never scans more than two hours of
+raw rows per monitor.
 
 Hours are UTC hours; days are days in onwatch's time zone (ONWATCH_TIME_ZONE). Response
 times count successful checks only: a refused connection has no response time.
@@ -93,10 +96,15 @@ def day_starts(since: datetime, until: datetime) -> Iterator[datetime]:
 def roll_hour(start: datetime) -> int:
     """Recompute every monitor's rollup of one hour from the raw results."""
     end = start + timedelta(hours=1)
+    return upsert(HOUR, start, raw_totals(CheckResult.objects.filter(at__gte=start, at__lt=end)))
+
+
+def raw_totals(results: QuerySet[CheckResult]) -> QuerySet[Any]:
+    """Per monitor: checks, failures and the response times of those that passed."""
     ok = Q(ok=True)
-    rows = (
-        CheckResult.objects.filter(at__gte=start, at__lt=end)
-        .values("monitor_id")
+    return (
+        results.values("monitor_id")
+        .order_by()
         .annotate(
             checks=Count("id"),
             failures=Count("id", filter=Q(ok=False)),
@@ -104,7 +112,6 @@ def roll_hour(start: datetime) -> int:
             latency_max_ms=Max("latency_ms", filter=ok),
         )
     )
-    return upsert(HOUR, start, rows)
 
 
 def roll_day(start: datetime) -> int:
@@ -188,13 +195,57 @@ def percent(checks: int, failures: int) -> float | None:
     return None if checks == 0 else 100.0 * (checks - failures) / checks
 
 
+def fresh_from(now: datetime) -> datetime:
+    """From here on, results are read raw: the hour in progress and the one before it,
+    which the hourly job (at minute 7) may not have rolled up, or only in part."""
+    return floor_hour(now) - LATE
+
+
 def series(monitor: Monitor, since: datetime, until: datetime, period: str = HOUR) -> list[Point]:
     """The hourly (or daily) points that start within [since, until), oldest first: for
-    response-time charts and uptime bars."""
+    response-time charts and uptime bars. The fresh hours (and the days they fall in) are
+    counted from the raw results."""
+    fresh = fresh_from(timezone.now())
+    rolled_until = min(until, fresh if period == HOUR else floor_day(fresh))
     rows = Rollup.objects.filter(
-        monitor=monitor, period=period, start__gte=since, start__lt=until
+        monitor=monitor, period=period, start__gte=since, start__lt=rolled_until
     ).order_by("start")
-    return [to_point(r) for r in rows]
+    found = [to_point(r) for r in rows]
+    starts = hour_starts if period == HOUR else day_starts
+    for start in starts(max(since, rolled_until), until):
+        point = recent_point(monitor, start, period, fresh)
+        if point.checks:
+            found.append(point)
+    return found
+
+
+def recent_point(monitor: Monitor, start: datetime, period: str, fresh: datetime) -> Point:
+    """One period that is not (wholly) rolled up: the rolled hours before `fresh`, the raw
+    results after."""
+    end = start + timedelta(hours=1) if period == HOUR else next_day(start)
+    rows: list[Mapping[str, Any]] = []
+    if start < fresh:
+        hours = Rollup.objects.filter(monitor=monitor, period=HOUR, start__gte=start)
+        rows.append(
+            hours.filter(start__lt=min(end, fresh)).aggregate(
+                checks=Sum("checks"),
+                failures=Sum("failures"),
+                latency_sum_ms=Sum("latency_sum_ms"),
+                latency_max_ms=Max("latency_max_ms"),
+            )
+        )
+    raw = CheckResult.objects.filter(monitor=monitor, at__gte=max(start, fresh), at__lt=end)
+    rows += raw_totals(raw)
+    return to_point(Rollup(monitor=monitor, period=period, start=start, **summed(rows)))
+
+
+def summed(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    totals = {name: 0 for name in TOTALS}
+    for row in rows:
+        for name in ("checks", "failures", "latency_sum_ms"):
+            totals[name] += row[name] or 0
+        totals["latency_max_ms"] = max(totals["latency_max_ms"], row["latency_max_ms"] or 0)
+    return totals
 
 
 def to_point(r: Rollup) -> Point:
@@ -216,10 +267,53 @@ def uptime_percent(monitor: Monitor, since: datetime, until: datetime) -> float 
 def uptime_percents(
     monitor_ids: list[int], since: datetime, until: datetime
 ) -> dict[int, float | None]:
-    """uptime_percent for many monitors in one query (a list of 10,000 stays fast).
+    """uptime_percent for many monitors in two queries (a list of 10,000 stays fast).
 
-    Whole days come from the daily rollups, the ragged ends from the hourly ones.
+    Whole days come from the daily rollups, the ragged ends from the hourly ones, the
+    fresh hours from the raw results.
     """
+    fresh = max(since, min(until, fresh_from(timezone.now())))
+    rows = list(rolled_totals(monitor_ids, since, fresh)) if since < fresh else []
+    return percents_of(monitor_ids, rows + fresh_totals(monitor_ids, fresh, until))
+
+
+def uptime_spans(
+    monitor_ids: list[int], starts: list[datetime], until: datetime
+) -> list[dict[int, float | None]]:
+    """uptime_percents from each of `starts` to `until`, the fresh hours read once for all."""
+    fresh = min(until, fresh_from(timezone.now()))
+    if any(since > fresh for since in starts):
+        return [uptime_percents(monitor_ids, since, until) for since in starts]
+    raw = fresh_totals(monitor_ids, fresh, until)
+    return [
+        percents_of(
+            monitor_ids,
+            [*(rolled_totals(monitor_ids, since, fresh) if since < fresh else []), *raw],
+        )
+        for since in starts
+    ]
+
+
+def fresh_totals(monitor_ids: list[int], since: datetime, until: datetime) -> list[Any]:
+    if since >= until:
+        return []
+    results = CheckResult.objects.filter(monitor_id__in=monitor_ids)
+    return list(raw_totals(results.filter(at__gte=since, at__lt=until)))
+
+
+def percents_of(monitor_ids: list[int], rows: list[Any]) -> dict[int, float | None]:
+    """Each monitor's uptime from rows of checks and failures (several rows a monitor)."""
+    counted: dict[int, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        counted.setdefault(row["monitor_id"], []).append(row)
+    found: dict[int, float | None] = dict.fromkeys(monitor_ids)
+    for pk, mine in counted.items():
+        found[pk] = percent(sum(r["checks"] for r in mine), sum(r["failures"] for r in mine))
+    return found
+
+
+def rolled_totals(monitor_ids: list[int], since: datetime, until: datetime) -> QuerySet[Any]:
+    """Checks and failures per monitor in [since, until), from the rollups only."""
     first_day = floor_day(since)
     if first_day < since:
         first_day = next_day(first_day)
@@ -231,12 +325,8 @@ def uptime_percents(
     )
     # The hours lie outside the whole days, so nothing is counted twice.
     picked = (Q(period=HOUR) & hours) | Q(period=DAY, start__gte=first_day, start__lt=last_day)
-    totals = (
+    return (
         Rollup.objects.filter(picked, monitor_id__in=monitor_ids)
         .values("monitor_id")
         .annotate(checks=Sum("checks"), failures=Sum("failures"))
     )
-    found: dict[int, float | None] = dict.fromkeys(monitor_ids)
-    for row in totals:
-        found[row["monitor_id"]] = percent(row["checks"], row["failures"])
-    return found

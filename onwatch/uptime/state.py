@@ -15,6 +15,9 @@ from onwatch.alerts.services import send_notice
 from onwatch.core import links
 from onwatch.uptime.models import Kind, Monitor, State, StateChange
 
+ERROR_SHOWN = 200  # characters of an error text in incidents, alerts and lists
+ERROR_KEPT = 4000  # characters of it kept as evidence
+
 
 @dataclass
 class Outcome:
@@ -24,6 +27,17 @@ class Outcome:
     error: str = ""
     # Extra proof kept with a state change: body excerpt, certificate days left, ...
     details: dict[str, Any] = field(default_factory=dict)
+
+    def readable(self) -> Outcome:
+        """Cut a long error text to one readable line for the incident, its alerts and the
+        lists; the whole text stays in the evidence on the monitor's page. (A target that
+        answers random bytes gets them quoted back, escaped, kilobytes long.)"""
+        text = " ".join(self.error.split())
+        if len(text) > ERROR_SHOWN:
+            self.details["error_full"] = self.error[:ERROR_KEPT]
+            text = text[: ERROR_SHOWN - 1].rstrip() + "…"
+        self.error = text
+        return self
 
     def evidence(self) -> dict[str, Any]:
         found: dict[str, Any] = {

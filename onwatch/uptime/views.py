@@ -22,12 +22,13 @@ from onwatch.core.decorators import can, require
 from onwatch.core.models import Organization
 from onwatch.uptime import charts, pings, rollups, state
 from onwatch.uptime.forms import MonitorForm, initial_settings, pause, resume, save_monitor
-from onwatch.uptime.models import Kind, Monitor, Ping, State
+from onwatch.uptime.models import CheckResult, Kind, Monitor, Ping, State
 from onwatch.uptime.services import state_counts
 
 PAGE_SIZE = 50
 CHANGES_SHOWN = 20
 PINGS_SHOWN = 20
+CHECKS_SHOWN = 20
 BAR_DAYS = 90
 DAY, MONTH = timedelta(hours=24), timedelta(days=30)
 LIST_COLUMNS = (
@@ -79,11 +80,11 @@ def monitor_list(request: HttpRequest) -> HttpResponse:
 
 
 def list_rows(monitors: list[Monitor], now: datetime) -> list[dict[str, Any]]:
-    """Each monitor of a page with its 24 h and 30 d uptime: two queries for the page,
-    however long the whole list."""
+    """Each monitor of a page with its 24 h and 30 d uptime: three queries for the page
+    (rollups twice, and the raw results of the hours not rolled up yet), however long the
+    list."""
     ids = [m.pk for m in monitors]
-    day = rollups.uptime_percents(ids, now - DAY, now)
-    month = rollups.uptime_percents(ids, now - MONTH, now)
+    day, month = rollups.uptime_spans(ids, [now - DAY, now - MONTH], now)
     return [
         {
             "m": m,
@@ -111,7 +112,16 @@ def monitor_detail(request: HttpRequest, pk: int) -> HttpResponse:
     }
     if m.kind == Kind.HEARTBEAT:
         ctx.update(heartbeat_context(m))
+    else:
+        ctx.update(checks_context(m))
     return render(request, "uptime/detail.html", ctx)
+
+
+def checks_context(m: Monitor) -> dict[str, Any]:
+    """The last checks one by one: failures that did not reach the down threshold show
+    here, so a service that flaps does not look healthy."""
+    recent = list(CheckResult.objects.filter(monitor=m).order_by("-at", "-id")[:CHECKS_SHOWN])
+    return {"checks": recent, "checks_failed": sum(not r.ok for r in recent)}
 
 
 def uptimes(m: Monitor, now: datetime) -> list[tuple[str, str, str]]:
@@ -195,11 +205,12 @@ def schedule_text(c: dict[str, Any]) -> str:
 def evidence_of(evidence: dict[str, Any]) -> dict[str, Any]:
     """A state change's proof, split for the page: the usual facts, the body excerpt, and
     whatever else the check found (certificate days left, DNS answers, ...)."""
-    usual = ("ok", "status", "latency_ms", "error", "body")
+    usual = ("ok", "status", "latency_ms", "error", "error_full", "body")
     return {
         "status": evidence.get("status"),
         "latency_ms": evidence.get("latency_ms"),
         "error": evidence.get("error", ""),
+        "error_full": evidence.get("error_full", ""),
         "body": evidence.get("body", ""),
         "other": sorted((k, v) for k, v in evidence.items() if k not in usual),
     }
