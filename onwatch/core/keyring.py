@@ -63,6 +63,8 @@ class Keyring:
         ring.add_key()
         try:
             ring.save(exclusive=True)
+        except FileExistsError:
+            raise  # never a reason to replace keys: the caller decides what that means
         except OSError as e:
             raise KeyringError(
                 f"The key file {path} cannot be written ({e.strerror}); set ONWATCH_KEY_FILE "
