@@ -88,3 +88,19 @@ def test_a_job_with_attempts_left_is_queued_again_when_its_worker_dies() -> None
     Job.objects.filter(pk=reaped.pk).update(run_after=timezone.now())
     [done] = jobs.run_pending(kinds=["tests.ok"])
     assert (done.pk, done.state, done.attempts) == (reaped.pk, JobState.SUCCEEDED, 2)
+
+
+@pytest.mark.django_db
+def test_a_job_goes_to_the_queue_its_handler_declares_and_only_that_queue_claims_it() -> None:
+    long = jobs.enqueue("core.sleep", {"seconds": 0})
+    short = jobs.enqueue("core.noop")
+    assert (long.queue, short.queue) == ("long", "short")
+    assert jobs.QUEUE_OF["alerts.deliver"] == "alerts"
+    assert jobs.claim("w1", queues=["alerts"]) is None
+    claimed = jobs.claim("w1", queues=["long"])
+    assert claimed is not None and claimed.pk == long.pk
+
+
+def test_a_handler_in_an_unknown_queue_is_refused_when_declared() -> None:
+    with pytest.raises(ValueError, match="queue 'slow' is none of alerts, short, long"):
+        jobs.handler("tests.slow", queue="slow")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.procs import Running, django, free_port, isolated
+from tests.receivers import WebhookReceiver, add_channels, wait_until
 
 JOBS = 200
 
@@ -86,3 +87,55 @@ def test_a_worker_killed_mid_job_leaves_it_interrupted_and_alerted(tmp_path: Pat
     assert deliveries == [[f"Background job core.sleep #{job_id} was interrupted", "ops"]]
     # A 3 s lease and a 1 s scheduler tick: noticed in seconds, well inside a minute.
     assert noticed < 60
+
+
+def test_an_incident_is_notified_within_5_s_while_long_jobs_fill_every_long_slot(
+    tmp_path: Path,
+) -> None:
+    slots = {"ONWATCH_QUEUE_LONG": "2", "ONWATCH_QUEUE_ALERTS": "1"}
+    with WebhookReceiver() as receiver, isolated(tmp_path, **slots) as env:
+        add_channels(env, {"ops": receiver.url()}, migrate=True)
+        # Three hours of long work for two long slots: two run, one waits for a slot.
+        long_ids = django(
+            """
+            from onwatch.core import jobs
+            print(json.dumps([jobs.enqueue("core.sleep", {"seconds": 3600}).pk for _ in range(3)]))
+            """,
+            env,
+        ).strip()
+        with Running(["worker"], env) as worker:
+            worker.wait_for("ready")
+            django(
+                f"""
+                from onwatch.core.models import Job
+                running = Job.objects.filter(pk__in={long_ids}, state="running")
+                wait_until(lambda: running.count() == 2)
+                """,
+                env,
+            )
+            due = float(
+                django(
+                    """
+                    from onwatch.alerts.incidents import open_incident
+                    from onwatch.core.models import Organization
+                    org = Organization.objects.get(name="Acme")
+                    incident = open_incident(org, "monitor:1", "Shop is down", {})
+                    print(incident.opened_at.timestamp())
+                    """,
+                    env,
+                )
+            )
+            wait_until(lambda: bool(receiver.hooks), timeout=30, what="the notification")
+            reached = time.time() - due
+            states = django(
+                f"""
+                from onwatch.core.models import Job
+                print(json.dumps(list(Job.objects.filter(pk__in={long_ids})
+                                      .order_by("pk").values_list("state", flat=True))))
+                """,
+                env,
+            )
+    assert "Shop is down" in receiver.hooks[0].body.decode()
+    assert reached < 5, f"the notification reached the receiver {reached:.1f} s after it was due"
+    # Every long slot was still taken when the notification went out.
+    assert json.loads(states) == ["running", "running", "queued"]

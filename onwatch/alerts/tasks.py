@@ -10,7 +10,7 @@ from onwatch.alerts.models import Delivery, DeliveryState
 from onwatch.core.jobs import JobContext, JobFailed, RetryLater, handler
 
 
-@handler("alerts.deliver", quiet=True)
+@handler("alerts.deliver", quiet=True, queue="alerts")
 def deliver(ctx: JobContext) -> dict[str, Any]:
     delivery = Delivery.objects.select_related("channel").get(pk=ctx.job.payload["delivery"])
     if delivery.channel is None:

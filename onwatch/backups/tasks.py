@@ -19,7 +19,7 @@ def plan_of(ctx: JobContext) -> Plan:
     return plan
 
 
-@handler("backups.run")
+@handler("backups.run", queue="long")
 def backup(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"backing up {plan.source.name} ({plan.source.kind}) for plan {plan.name}")
@@ -32,7 +32,7 @@ def backup(ctx: JobContext) -> dict[str, Any]:
     return {"run": run.pk, "snapshots": list(run.copies.values_list("snapshot_id", flat=True))}
 
 
-@handler("backups.prune")
+@handler("backups.prune", queue="long")
 def prune(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"pruning old snapshots of {plan.name}")
@@ -54,7 +54,7 @@ def reclaim_all(ctx: JobContext) -> dict[str, Any]:
     return {"jobs": queued}
 
 
-@handler("backups.reclaim")
+@handler("backups.reclaim", queue="long")
 def reclaim(ctx: JobContext) -> dict[str, Any]:
     repository = Repository.objects.filter(pk=ctx.job.payload.get("repository")).first()
     if repository is None:
@@ -67,7 +67,7 @@ def reclaim(ctx: JobContext) -> dict[str, Any]:
     return {"repository": repository.pk, "freed": summary.freed, "in_use": summary.remaining}
 
 
-@handler("backups.drill")
+@handler("backups.drill", queue="long")
 def drill(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"restore drill of {plan.name}")
@@ -80,7 +80,7 @@ def drill(ctx: JobContext) -> dict[str, Any]:
     return {"drill": d.pk, "rto_seconds": d.rto_seconds}
 
 
-@handler("backups.restore")
+@handler("backups.restore", queue="long")
 def restore(ctx: JobContext) -> dict[str, Any]:
     """A restore asked for in the UI (restore_requests.py)."""
     return restore_requests.run(ctx)

@@ -1,6 +1,8 @@
 """Durable jobs: every unit of background work is a row that ends succeeded, failed or
 interrupted.
 
+Each kind of job belongs to a named queue (declared with its handler), and every worker
+runs each queue in slots of its own, so an alert delivery never waits behind a backup.
 A worker claims a queued row (SKIP LOCKED on PostgreSQL, a conditional UPDATE on SQLite),
 holds a lease it renews from a heartbeat thread, and records the outcome. A lease that
 runs out means the worker died: `reap_expired` marks the job interrupted and alerts.
@@ -56,14 +58,26 @@ class JobContext:
 
 Handler = Callable[[JobContext], dict[str, Any] | None]
 HANDLERS: dict[str, Handler] = {}
+# alerts: deliveries, which mostly wait on the network; short: housekeeping of seconds;
+# long: backups, drills, restores (later pipelines, deploys), which may take hours.
+# Slots per queue are settings.JOB_QUEUES.
+QUEUES = ("alerts", "short", "long")
+DEFAULT_QUEUE = "short"
+QUEUE_OF: dict[str, str] = {}
 # Kinds whose failure must not raise an alert through the alert system itself (a failing
 # delivery is already visible in the delivery log; alerting on it would loop).
 QUIET_KINDS: set[str] = set()
 
 
-def handler(kind: str, quiet: bool = False) -> Callable[[Handler], Handler]:
+def handler(
+    kind: str, quiet: bool = False, queue: str = DEFAULT_QUEUE
+) -> Callable[[Handler], Handler]:
+    if queue not in QUEUES:
+        raise ValueError(f"job kind {kind!r}: queue {queue!r} is none of {', '.join(QUEUES)}")
+
     def register(fn: Handler) -> Handler:
         HANDLERS[kind] = fn
+        QUEUE_OF[kind] = queue
         if quiet:
             QUIET_KINDS.add(kind)
         return fn
@@ -81,6 +95,7 @@ def enqueue(
 ) -> Job:
     return Job.objects.create(
         kind=kind,
+        queue=kwargs.pop("queue", QUEUE_OF.get(kind, DEFAULT_QUEUE)),
         payload=payload or {},
         org=org,
         max_attempts=max_attempts,
@@ -93,8 +108,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 10000}"
 
 
-def claim(worker: str, kinds: list[str] | None = None) -> Job | None:
-    """Take the oldest due job, or None. Safe with any number of concurrent workers."""
+def claim(
+    worker: str, kinds: list[str] | None = None, queues: list[str] | None = None
+) -> Job | None:
+    """Take the oldest due job (of these kinds, in these queues), or None. Safe with any
+    number of concurrent workers."""
     with transaction.atomic():
         # Read the clock inside the transaction: on SQLite, BEGIN IMMEDIATE may have waited
         # for another writer, and a lease counted from before the wait would be short.
@@ -102,6 +120,8 @@ def claim(worker: str, kinds: list[str] | None = None) -> Job | None:
         due = Job.objects.filter(state=JobState.QUEUED, run_after__lte=now)
         if kinds is not None:
             due = due.filter(kind__in=kinds)
+        if queues is not None:
+            due = due.filter(queue__in=queues)
         due = due.order_by("run_after", "id")
         lease = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
         if connection.features.has_select_for_update_skip_locked:

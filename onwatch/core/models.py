@@ -166,6 +166,8 @@ class Schedule(models.Model):
 class Job(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True)
     kind = models.CharField(max_length=60)
+    # Set from the kind's handler when queued (jobs.enqueue): which slots may run it.
+    queue = models.CharField(max_length=20, default="short")
     payload = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=12, choices=JobState.choices, default=JobState.QUEUED)
     schedule = models.ForeignKey(Schedule, on_delete=models.SET_NULL, null=True, blank=True)
@@ -185,7 +187,7 @@ class Job(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["state", "run_after"], name="job_claim"),
+            models.Index(fields=["state", "queue", "run_after"], name="job_claim_queue"),
             models.Index(fields=["state", "lease_until"], name="job_lease"),
         ]
 

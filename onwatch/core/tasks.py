@@ -23,7 +23,7 @@ def noop(ctx: JobContext) -> dict[str, Any]:
     return _ran(ctx)
 
 
-@handler("core.sleep")
+@handler("core.sleep", queue="long")
 def sleep(ctx: JobContext) -> dict[str, Any]:
     """Holds a worker for payload["seconds"]: a stand-in for a long backup or drill."""
     seconds = min(float(ctx.job.payload.get("seconds", 1)), MAX_SLEEP_SECONDS)
