@@ -134,6 +134,11 @@ class JobState(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+# States a job does not leave: the ones after which nothing more runs.
+ENDED = (JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED, JobState.CANCELLED)
 
 
 class Schedule(models.Model):
@@ -184,6 +189,12 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
     alerted = models.BooleanField(default=False)
+    # Who asked to cancel it while it ran; its worker sees this and stops the job.
+    cancel_requested_by = models.CharField(max_length=200, blank=True)
+    # Not started before this job ends succeeded (a deploy waits for its pipeline).
+    after = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="waiters"
+    )
 
     class Meta:
         indexes = [
@@ -199,3 +210,16 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class JobLogLine(models.Model):
+    """One line of a job's log, appended as it is written: a long log costs one insert a
+    line, and a page following the job asks for the lines after the last id it has.
+    Job.log holds the whole text once the job ends (or waits to be tried again)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_lines")
+    at = models.DateTimeField(default=timezone.now)
+    text = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "id"], name="job_log_line")]
