@@ -160,7 +160,10 @@ def claim(
         due = due.order_by("run_after", "id")
         lease = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
         if connection.features.has_select_for_update_skip_locked:
-            candidate = due.select_for_update(skip_locked=True).values_list("id", flat=True)
+            # Only the job rows: the one it waits for (an outer join) is read, not locked.
+            candidate = due.select_for_update(skip_locked=True, of=("self",)).values_list(
+                "id", flat=True
+            )
         else:
             candidate = due.values_list("id", flat=True)
         job_id = candidate.first()
