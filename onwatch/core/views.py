@@ -239,7 +239,8 @@ def can_cancel(request: HttpRequest, job: Job) -> bool:
     # Install-wide jobs (deliveries for everyone, the weekly reclaim) are no one
     # organization's to stop.
     mine = job.org_id is not None and job.org_id == _membership(request).org_id
-    return mine and job.state not in ENDED and can(request, "jobs.cancel")
+    asked = bool(job.cancel_requested_by)  # already being stopped
+    return mine and not asked and job.state not in ENDED and can(request, "jobs.cancel")
 
 
 @require("jobs.view")
