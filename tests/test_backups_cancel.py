@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from onwatch.backups.models import Drill, Outcome
 from onwatch.core import jobs
@@ -43,6 +44,14 @@ def slow_restic(tmp_path: Path) -> Path:
     return script
 
 
+def run_and_close(job: Job) -> None:
+    """What a worker's slot does: run the job, then let go of the thread's connection."""
+    try:
+        jobs.run(job, "test-worker")
+    finally:
+        connection.close()
+
+
 def test_a_cancelled_drill_stops_restic_and_drops_its_scratch_database(
     org: Organization, pg_db: PgSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -56,7 +65,7 @@ def test_a_cancelled_drill_stops_restic_and_drops_its_scratch_database(
     queued = jobs.enqueue("backups.drill", {"plan": plan.pk}, org=org)
     job = jobs.claim("test-worker", ["backups.drill"])
     assert job is not None and job.pk == queued.pk
-    worker = threading.Thread(target=jobs.run, args=(job, "test-worker"))
+    worker = threading.Thread(target=run_and_close, args=(job,))
     worker.start()
     pid_file = Path(f"{restic}.pid")
     wait_until(pid_file.exists, timeout=60, what="the drill reaching restic")

@@ -210,15 +210,24 @@ class Heartbeat:
         renewed = time.monotonic()
         try:
             while not self.stop.wait(CANCEL_POLL_SECONDS):
-                if time.monotonic() - renewed >= settings.JOB_LEASE_SECONDS / 3:
-                    self.renew()
-                    renewed = time.monotonic()
-                if self.ctx.cancelled.is_set() or self.cancel_asked():
-                    self.ctx.cancelled.set()
-                    # A short grace: the lease must not run out while we wait.
-                    children.stop(self.thread_id, grace=settings.JOB_LEASE_SECONDS / 4)
+                try:
+                    renewed = self.tick(renewed)
+                except Exception as e:
+                    # The database may be restarting: try again next second rather than
+                    # leave the job without a lease or a way to be cancelled.
+                    log.warning("job #%s: lease or cancel check failed: %s", self.job_id, e)
         finally:
             connection.close()
+
+    def tick(self, renewed: float) -> float:
+        if time.monotonic() - renewed >= settings.JOB_LEASE_SECONDS / 3:
+            self.renew()
+            renewed = time.monotonic()
+        if self.ctx.cancelled.is_set() or self.cancel_asked():
+            self.ctx.cancelled.set()
+            # A short grace: the lease must not run out while we wait.
+            children.stop(self.thread_id, grace=settings.JOB_LEASE_SECONDS / 4)
+        return renewed
 
     def renew(self) -> None:
         lease = timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
