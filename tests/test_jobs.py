@@ -183,3 +183,20 @@ def test_cleanups_run_last_first_even_when_the_handler_crashes() -> None:
     [done] = jobs.run_pending(kinds=["tests.cleans-up"])
     assert done.state == JobState.FAILED
     assert done.log.index("lock released") < done.log.index("first registered, last run")
+
+
+@pytest.mark.django_db
+def test_a_cancelled_delivery_says_so_on_its_row_instead_of_looking_pending() -> None:
+    from onwatch.alerts.models import DeliveryState
+    from onwatch.alerts.services import add_channel, deliver
+    from onwatch.core.models import Organization
+
+    org = Organization.objects.create(name="Acme")
+    delivery = deliver(add_channel(org, "ops", "json://127.0.0.1:9/hook"), "Shop is down", "")
+    assert delivery.job is not None
+    jobs.cancel(delivery.job, "ana@example.com")
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.error) == (
+        DeliveryState.FAILED,
+        "cancelled by ana@example.com",
+    )

@@ -7,7 +7,8 @@ from django.utils import timezone
 
 from onwatch.alerts import apprise, incidents
 from onwatch.alerts.models import Delivery, DeliveryState
-from onwatch.core.jobs import JobContext, JobFailed, RetryLater, handler
+from onwatch.core.jobs import JobContext, JobFailed, RetryLater, handler, when_cancelled
+from onwatch.core.models import Job
 
 
 @handler("alerts.deliver", quiet=True, queue="alerts")
@@ -36,6 +37,16 @@ def deliver(ctx: JobContext) -> dict[str, Any]:
     )
     ctx.log("delivered")
     return {"delivered": True}
+
+
+def cancelled(job: Job) -> None:
+    """A cancelled delivery is not sent: say so on its row instead of leaving it pending."""
+    Delivery.objects.filter(job=job).exclude(state=DeliveryState.DELIVERED).update(
+        state=DeliveryState.FAILED, error=job.error, finished_at=timezone.now()
+    )
+
+
+when_cancelled("alerts.deliver", cancelled)
 
 
 def on_tick(now: datetime | None = None) -> dict[str, int]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
+
 from onwatch.backups import restore_requests, runs
 from onwatch.backups.drills import run_drill
-from onwatch.backups.models import Outcome, Plan, Repository
+from onwatch.backups.models import Outcome, Plan, Repository, Restore
 from onwatch.backups.runs import run_backup
-from onwatch.core.jobs import JobContext, JobFailed, enqueue, handler
+from onwatch.core.jobs import JobContext, JobFailed, enqueue, handler, when_cancelled
+from onwatch.core.models import Job
 
 
 def plan_of(ctx: JobContext) -> Plan:
@@ -84,3 +87,13 @@ def drill(ctx: JobContext) -> dict[str, Any]:
 def restore(ctx: JobContext) -> dict[str, Any]:
     """A restore asked for in the UI (restore_requests.py)."""
     return restore_requests.run(ctx)
+
+
+def restore_cancelled(job: Job) -> None:
+    """A restore cancelled before or while it ran says so, instead of looking under way."""
+    Restore.objects.filter(job=job).update(
+        state=Outcome.FAILED, error=job.error, finished_at=timezone.now()
+    )
+
+
+when_cancelled("backups.restore", restore_cancelled)

@@ -97,9 +97,17 @@ HANDLERS: dict[str, Handler] = {}
 QUEUES = ("alerts", "short", "long")
 DEFAULT_QUEUE = "short"
 QUEUE_OF: dict[str, str] = {}
+# What a kind does when its job ends cancelled (a delivery or a restore whose own row would
+# otherwise look pending for ever); called with the ended job.
+CancelHook = Callable[[Job], object]
+ON_CANCEL: dict[str, CancelHook] = {}
 # Kinds whose failure must not raise an alert through the alert system itself (a failing
 # delivery is already visible in the delivery log; alerting on it would loop).
 QUIET_KINDS: set[str] = set()
+
+
+def when_cancelled(kind: str, hook: CancelHook) -> None:
+    ON_CANCEL[kind] = hook
 
 
 def handler(
@@ -328,9 +336,16 @@ def finish(job: Job, worker: str, outcome: Outcome) -> None:
 
 
 def ended(job: Job) -> None:
-    """What follows a job's end: its alert if it failed, and the jobs waiting for it."""
+    """What follows a job's end: its alert if it failed, its kind's own records if it was
+    cancelled, and the jobs waiting for it."""
     if job.state in (JobState.FAILED, JobState.INTERRUPTED):
         alert_job_failure(job)
+    hook = ON_CANCEL.get(job.kind)
+    if job.state == JobState.CANCELLED and hook is not None:
+        try:
+            hook(job)
+        except Exception:
+            log.exception("job %s: recording its cancel failed", job)
     if job.state in ENDED and job.state != JobState.SUCCEEDED:
         release_waiters(job)
 
@@ -346,7 +361,7 @@ def release_waiters(job: Job) -> None:
         ):
             append_line(waiter.pk, why)
             waiter.refresh_from_db()
-            release_waiters(waiter)
+            ended(waiter)
 
 
 class NotCancellable(Exception):
@@ -373,7 +388,7 @@ def cancel(job: Job, actor: str, request: HttpRequest | None = None) -> Job:
     audit.record("job-cancelled", request=request, actor=actor, org=job.org, target=str(job))
     job.refresh_from_db()
     if job.state == JobState.CANCELLED:
-        release_waiters(job)
+        ended(job)
     return job
 
 
