@@ -1,11 +1,13 @@
-"""Durable jobs: every unit of background work is a row that ends succeeded, failed or
-interrupted.
+"""Durable jobs: every unit of background work is a row that ends succeeded, failed,
+interrupted or cancelled, with a log appended line by line (JobLogLine).
 
 Each kind of job belongs to a named queue (declared with its handler), and every worker
 runs each queue in slots of its own, so an alert delivery never waits behind a backup.
 A worker claims a queued row (SKIP LOCKED on PostgreSQL, a conditional UPDATE on SQLite),
 holds a lease it renews from a heartbeat thread, and records the outcome. A lease that
 runs out means the worker died: `reap_expired` marks the job interrupted and alerts.
+The heartbeat also sees a cancel and stops the handler's processes. A job may wait for
+another (`after`): it starts once that one succeeded, and ends cancelled if it did not.
 """
 
 from __future__ import annotations
