@@ -279,6 +279,27 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core import jobs
+    from onwatch.core.models import Job, JobState
+
+    job = Job.objects.filter(pk=args.id).first()
+    if job is None:
+        fail(f"there is no job #{args.id}; see the Jobs page for their numbers")
+        return 2
+    try:
+        done = jobs.cancel(job, "cli")
+    except jobs.NotCancellable as e:
+        fail(str(e))
+        return 2
+    if done.state == JobState.CANCELLED:
+        print(f"onwatch: job #{done.pk} ({done.kind}) cancelled; it will not run")
+    else:
+        print(f"onwatch: stopping job #{done.pk} ({done.kind}); its worker ends it within seconds")
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.backups import restic
@@ -460,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     notify_sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
     test = add("test", cmd_notify_test, "Send a test notification to channels.", notify_sub)
     test.add_argument("--channel", help="a channel's name or number (default: all)")
+
+    jobs = add("jobs", lambda a: 0, "Background jobs.")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    cancel = add("cancel", cmd_jobs_cancel, "Cancel a queued or running job.", jobs_sub)
+    cancel.add_argument("id", type=int, metavar="ID", help="the job's number (#ID on its page)")
 
     restore = add("restore", cmd_restore, "Restore a backup snapshot into a new target.")
     restore.add_argument("plan", help="the backup plan's name")

@@ -239,6 +239,14 @@ USE_TZ = True
 JOB_LEASE_SECONDS = env_int("ONWATCH_JOB_LEASE_SECONDS", 30, minimum=3)
 JOB_POLL_SECONDS = env_int("ONWATCH_JOB_POLL_SECONDS", 1, minimum=1)
 SCHEDULER_TICK_SECONDS = env_int("ONWATCH_SCHEDULER_TICK_SECONDS", 5, minimum=1)
+# Slots per job queue in every worker (threads): deliveries mostly wait on the network;
+# long work (backups, drills, restores) is heavy, so one at a time on a small machine.
+# Alerts always keep a slot; 0 leaves a queue to the workers of other machines.
+JOB_QUEUES = {
+    "alerts": env_int("ONWATCH_QUEUE_ALERTS", 4, minimum=1, maximum=64),
+    "short": env_int("ONWATCH_QUEUE_SHORT", 2, minimum=0, maximum=64),
+    "long": env_int("ONWATCH_QUEUE_LONG", 1, minimum=0, maximum=64),
+}
 # Probers hold each due monitor under a lease they renew every LEASE/3 seconds; a prober
 # that dies lets its leases run out and another one takes its monitors over.
 PROBER_LEASE_SECONDS = env_int("ONWATCH_PROBER_LEASE_SECONDS", 30, minimum=3)

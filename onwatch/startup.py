@@ -185,6 +185,8 @@ def check_key_file(path: Path) -> None:
     except KeyringError as e:
         raise ConfigError(str(e)) from None
     check_data_dir(path.parent, "key file's folder", "ONWATCH_KEY_FILE")
+
+
 def seal_earlier_audit_entries(prepared: Prepared) -> None:
     """Entries from before the audit chain was keyed get sealed with the key, once."""
     from onwatch.core.audit import seal_legacy

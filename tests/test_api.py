@@ -150,3 +150,23 @@ def test_the_api_only_reads(members: dict[str, Any]) -> None:
     raw = token_for(members["owner"], ["jobs:read"])
     r = Client().post("/api/v1/jobs/", headers={"authorization": f"Bearer {raw}"})
     assert r.status_code == 405
+
+
+def test_a_job_is_cancelled_through_the_api_audited_as_the_tokens_owner(
+    members: dict[str, Any],
+) -> None:
+    from onwatch.core.models import AuditEntry
+
+    deployer = members["deployer"]
+    job = Job.objects.create(org=org_of(deployer), kind="core.sleep")
+    wide = Job.objects.create(org=None, kind="core.sleep")
+    headers = {"authorization": f"Bearer {token_for(deployer, ['jobs:cancel'])}"}
+    r = Client().post(f"/api/v1/jobs/{job.pk}/cancel/", headers=headers)
+    assert r.status_code == 200, r.content
+    assert (r.json()["state"], r.json()["cancel_requested_by"]) == ("cancelled", deployer.email)
+    assert AuditEntry.objects.get(action="job-cancelled").actor == deployer.email
+    again = Client().post(f"/api/v1/jobs/{job.pk}/cancel/", headers=headers)
+    assert again.status_code == 409 and "already ended" in again.json()["error"]
+    # Install-wide jobs are no one organization's to stop.
+    assert Client().post(f"/api/v1/jobs/{wide.pk}/cancel/", headers=headers).status_code == 404
+    assert Job.objects.get(pk=wide.pk).state == JobState.QUEUED

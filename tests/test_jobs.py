@@ -88,3 +88,115 @@ def test_a_job_with_attempts_left_is_queued_again_when_its_worker_dies() -> None
     Job.objects.filter(pk=reaped.pk).update(run_after=timezone.now())
     [done] = jobs.run_pending(kinds=["tests.ok"])
     assert (done.pk, done.state, done.attempts) == (reaped.pk, JobState.SUCCEEDED, 2)
+
+
+@pytest.mark.django_db
+def test_a_job_goes_to_the_queue_its_handler_declares_and_only_that_queue_claims_it() -> None:
+    long = jobs.enqueue("core.sleep", {"seconds": 0})
+    short = jobs.enqueue("core.noop")
+    assert (long.queue, short.queue) == ("long", "short")
+    assert jobs.QUEUE_OF["alerts.deliver"] == "alerts"
+    assert jobs.claim("w1", queues=["alerts"]) is None
+    claimed = jobs.claim("w1", queues=["long"])
+    assert claimed is not None and claimed.pk == long.pk
+
+
+def test_a_handler_in_an_unknown_queue_is_refused_when_declared() -> None:
+    with pytest.raises(ValueError, match="queue 'slow' is none of alerts, short, long"):
+        jobs.handler("tests.slow", queue="slow")
+
+
+@jobs.handler("tests.chatty")
+def _chatty(ctx: jobs.JobContext) -> dict[str, Any]:
+    for n in range(3):
+        ctx.log(f"line {n}")
+    # Mid-run: each line is a row of its own and the whole text is not rewritten.
+    job = Job.objects.get(pk=ctx.job.pk)
+    return {"lines": job.log_lines.count(), "log_while_running": job.log}
+
+
+@pytest.mark.django_db
+def test_log_lines_are_appended_one_row_each_and_the_whole_log_is_written_once_at_the_end() -> None:
+    jobs.enqueue("tests.chatty")
+    [done] = jobs.run_pending(kinds=["tests.chatty"])
+    assert done.result == {"lines": 3, "log_while_running": ""}
+    assert [line.split(" ", 1)[1] for line in done.log.splitlines()] == [
+        "line 0",
+        "line 1",
+        "line 2",
+    ]
+    assert jobs.log_text(done) == done.log
+
+
+@pytest.mark.django_db
+def test_a_queued_job_is_cancelled_at_once_audited_and_an_ended_one_refuses() -> None:
+    from onwatch.core.models import AuditEntry
+
+    job = jobs.enqueue("tests.ok")
+    done = jobs.cancel(job, "ana@example.com")
+    assert (done.state, done.error) == (JobState.CANCELLED, "cancelled by ana@example.com")
+    assert "cancelled by ana@example.com before it started" in done.log
+    assert jobs.run_pending(kinds=["tests.ok"]) == []
+    entry = AuditEntry.objects.get(action="job-cancelled")
+    assert (entry.actor, entry.target) == ("ana@example.com", f"tests.ok #{job.pk}")
+    with pytest.raises(jobs.NotCancellable, match=r"already ended \(cancelled\)"):
+        jobs.cancel(done, "ana@example.com")
+
+
+@pytest.mark.django_db
+def test_a_job_waits_for_the_one_it_comes_after_and_runs_once_that_one_succeeded() -> None:
+    first = jobs.enqueue("tests.ok")
+    second = jobs.enqueue("tests.ok", after=first)
+    # Only the first can start: the second is not due while the first has not ended.
+    claimed = jobs.claim("w1", ["tests.ok"])
+    assert claimed is not None and claimed.pk == first.pk
+    assert jobs.claim("w2", ["tests.ok"]) is None
+    jobs.run(claimed, "w1")
+    [ran] = jobs.run_pending(kinds=["tests.ok"])
+    assert (ran.pk, ran.state) == (second.pk, JobState.SUCCEEDED)
+
+
+@pytest.mark.django_db
+def test_jobs_waiting_for_a_failed_job_are_cancelled_saying_why_down_the_chain() -> None:
+    failing = jobs.enqueue("tests.boom")
+    deploy = jobs.enqueue("tests.ok", after=failing)
+    after_deploy = jobs.enqueue("tests.ok", after=deploy)
+    [done] = jobs.run_pending(kinds=["tests.boom", "tests.ok"])
+    assert done.pk == failing.pk and done.state == JobState.FAILED
+    deploy.refresh_from_db()
+    after_deploy.refresh_from_db()
+    assert deploy.state == after_deploy.state == JobState.CANCELLED
+    assert deploy.error == f"not started: job #{failing.pk} (tests.boom) it waits for ended failed"
+    assert f"job #{deploy.pk} (tests.ok) it waits for ended cancelled" in after_deploy.error
+
+
+@jobs.handler("tests.cleans-up")
+def _cleans_up(ctx: jobs.JobContext) -> None:
+    ctx.on_end(lambda: ctx.log("first registered, last run"))
+    ctx.on_end(lambda: ctx.log("lock released"))
+    raise RuntimeError("crashed after taking the lock")
+
+
+@pytest.mark.django_db
+def test_cleanups_run_last_first_even_when_the_handler_crashes() -> None:
+    jobs.enqueue("tests.cleans-up")
+    [done] = jobs.run_pending(kinds=["tests.cleans-up"])
+    assert done.state == JobState.FAILED
+    assert done.log.index("lock released") < done.log.index("first registered, last run")
+
+
+@pytest.mark.django_db
+def test_a_cancelled_delivery_says_so_on_its_row_instead_of_looking_pending() -> None:
+    from onwatch.alerts.models import DeliveryState
+    from onwatch.alerts.services import add_channel, deliver
+    from onwatch.core.models import Organization
+
+    org = Organization.objects.create(name="Acme")
+    delivery = deliver(add_channel(org, "ops", "json://127.0.0.1:9/hook"), "Shop is down", "")
+    assert delivery.job is not None
+    jobs.cancel(delivery.job, "ana@example.com")
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.error) == (
+        DeliveryState.FAILED,
+        "cancelled by ana@example.com",
+    )

@@ -134,3 +134,49 @@ def test_coming_up_lists_the_next_runs_of_this_org_and_install_wide(
     assert "Backup space reclaim" in coming and "install-wide" in coming
     assert coming.index("shop nightly") < coming.index("Backup space reclaim")
     assert "their nightly" not in body and "switched off" not in body
+
+
+def test_a_running_jobs_page_follows_its_log_from_the_last_line_shown(
+    members: dict[str, Any],
+) -> None:
+    org = Membership.objects.get(user=members["viewer"]).org
+    job = Job.objects.create(org=org, kind="core.sleep", state=JobState.RUNNING)
+    jobqueue.append_line(job.pk, "12:00:00 first")
+    client = signed_in(members["viewer"])
+    body = client.get(reverse("job_detail", args=[job.pk])).content.decode()
+    last = job.log_lines.get().pk
+    assert f'data-after="{last}"' in body and "12:00:00 first" in body
+    assert 'src="/static/onwatch/follow.js"' in body
+    jobqueue.append_line(job.pk, "12:00:01 second")
+    url = reverse("job_log", args=[job.pk])
+    answer = client.get(url, {"after": last}).json()
+    assert answer["lines"] == ["12:00:01 second"] and answer["state"] == "running"
+    assert not answer["ended"]
+    assert client.get(url, {"after": "x"}).status_code == 400
+    Job.objects.filter(pk=job.pk).update(state=JobState.SUCCEEDED)
+    assert client.get(url, {"after": answer["after"]}).json() == {
+        "lines": [],
+        "after": answer["after"],
+        "state": "succeeded",
+        "ended": True,
+    }
+
+
+def test_a_deployer_cancels_a_queued_job_from_its_page_and_a_viewer_sees_no_button(
+    members: dict[str, Any],
+) -> None:
+    org = Membership.objects.get(user=members["deployer"]).org
+    job = jobqueue.enqueue("core.sleep", org=org)
+    page = reverse("job_detail", args=[job.pk])
+    assert "Cancel this job" not in signed_in(members["viewer"]).get(page).content.decode()
+    deployer = signed_in(members["deployer"])
+    assert "Cancel this job" in deployer.get(page).content.decode()
+    r = deployer.post(reverse("job_cancel", args=[job.pk]), follow=True)
+    assert f"Job #{job.pk} is cancelled; it will not run." in r.content.decode()
+    job.refresh_from_db()
+    assert (job.state, job.error) == (
+        JobState.CANCELLED,
+        f"cancelled by {members['deployer'].email}",
+    )
+    wide = Job.objects.create(org=None, kind="core.sleep")
+    assert deployer.post(reverse("job_cancel", args=[wide.pk])).status_code == 404

@@ -258,6 +258,8 @@ def test_a_key_file_folder_onwatch_may_not_write_stops_a_first_start_before_anyt
     [line] = done.stderr.strip().splitlines()
     assert "key file's folder" in line and "ONWATCH_KEY_FILE" in line, line
     assert not data_dir(env).exists()
+
+
 MONITOR_TOKEN = "mon-Bearer-7d1e-secret"
 ADD_MONITOR = f"""
 from onwatch.core.models import Organization

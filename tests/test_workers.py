@@ -9,7 +9,8 @@ import signal
 import time
 from pathlib import Path
 
-from tests.procs import Running, django, free_port, isolated
+from tests.procs import Running, alive, django, free_port, isolated, run
+from tests.receivers import WebhookReceiver, add_channels, wait_until
 
 JOBS = 200
 
@@ -59,8 +60,9 @@ def test_a_worker_killed_mid_job_leaves_it_interrupted_and_alerted(tmp_path: Pat
         with Running(["worker"], env) as worker, Running(["scheduler"], env):
             django(
                 f"""
-                from onwatch.core.models import Job
-                wait_until(lambda: "sleeping" in Job.objects.get(pk={job_id}).log)
+                from onwatch.core.models import JobLogLine
+                lines = JobLogLine.objects.filter(job_id={job_id}, text__contains="sleeping")
+                wait_until(lines.exists)
                 """,
                 env,
             )
@@ -86,3 +88,102 @@ def test_a_worker_killed_mid_job_leaves_it_interrupted_and_alerted(tmp_path: Pat
     assert deliveries == [[f"Background job core.sleep #{job_id} was interrupted", "ops"]]
     # A 3 s lease and a 1 s scheduler tick: noticed in seconds, well inside a minute.
     assert noticed < 60
+
+
+def test_an_incident_is_notified_within_5_s_while_long_jobs_fill_every_long_slot(
+    tmp_path: Path,
+) -> None:
+    slots = {"ONWATCH_QUEUE_LONG": "2", "ONWATCH_QUEUE_ALERTS": "1"}
+    with WebhookReceiver() as receiver, isolated(tmp_path, **slots) as env:
+        add_channels(env, {"ops": receiver.url()}, migrate=True)
+        # Three hours of long work for two long slots: two run, one waits for a slot.
+        long_ids = django(
+            """
+            from onwatch.core import jobs
+            print(json.dumps([jobs.enqueue("core.sleep", {"seconds": 3600}).pk for _ in range(3)]))
+            """,
+            env,
+        ).strip()
+        with Running(["worker"], env) as worker:
+            worker.wait_for("ready")
+            django(
+                f"""
+                from onwatch.core.models import Job
+                running = Job.objects.filter(pk__in={long_ids}, state="running")
+                wait_until(lambda: running.count() == 2)
+                """,
+                env,
+            )
+            due = float(
+                django(
+                    """
+                    from onwatch.alerts.incidents import open_incident
+                    from onwatch.core.models import Organization
+                    org = Organization.objects.get(name="Acme")
+                    incident = open_incident(org, "monitor:1", "Shop is down", {})
+                    print(incident.opened_at.timestamp())
+                    """,
+                    env,
+                )
+            )
+            wait_until(lambda: bool(receiver.hooks), timeout=30, what="the notification")
+            reached = time.time() - due
+            states = django(
+                f"""
+                from onwatch.core.models import Job
+                print(json.dumps(list(Job.objects.filter(pk__in={long_ids})
+                                      .order_by("pk").values_list("state", flat=True))))
+                """,
+                env,
+            )
+    assert "Shop is down" in receiver.hooks[0].body.decode()
+    assert reached < 5, f"the notification reached the receiver {reached:.1f} s after it was due"
+    # Every long slot was still taken when the notification went out.
+    assert json.loads(states) == ["running", "running", "queued"]
+
+
+def test_onwatch_jobs_cancel_stops_a_running_job_and_its_processes(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        job_id = django(
+            """
+            from onwatch.core import jobs
+            print(jobs.enqueue("core.sleep", {"seconds": 600, "program": True}).pk)
+            """,
+            env,
+            migrate=True,
+        ).strip()
+        with Running(["worker"], env) as worker:
+            worker.wait_for("ready")
+            line = django(
+                f"""
+                from onwatch.core.models import JobLogLine
+                lines = JobLogLine.objects.filter(job_id={job_id}, text__contains="in process")
+                print(wait_until(lines.first).text)
+                """,
+                env,
+            )
+            child = int(line.split("in process ")[1])
+            assert alive(child)
+            asked = time.monotonic()
+            cancelled = run(["jobs", "cancel", job_id], env)
+            out = django(
+                f"""
+                from onwatch.core.models import Job
+                wait_until(lambda: Job.objects.get(pk={job_id}).state != "running")
+                job = Job.objects.get(pk={job_id})
+                print(json.dumps([job.state, job.error, job.log, job.alerted]))
+                """,
+                env,
+            )
+            took = time.monotonic() - asked
+            child_alive = alive(child)
+            again = run(["jobs", "cancel", job_id], env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"stopping job #{job_id} (core.sleep)" in cancelled.stdout
+    state, error, log, alerted = json.loads(out)
+    assert (state, error, alerted) == ("cancelled", "cancelled by cli", False)
+    assert "cli cancelled the job; stopping it" in log and "cleaned up" in log
+    assert not child_alive, "the job's sleep program outlived the cancel"
+    assert took < 15
+    assert again.returncode == 2
+    assert f"job #{job_id} has already ended (cancelled); nothing to cancel" in again.stderr

@@ -7,10 +7,11 @@ from django.utils import timezone
 
 from onwatch.alerts import apprise, incidents
 from onwatch.alerts.models import Delivery, DeliveryState
-from onwatch.core.jobs import JobContext, JobFailed, RetryLater, handler
+from onwatch.core.jobs import JobContext, JobFailed, RetryLater, handler, when_cancelled
+from onwatch.core.models import Job
 
 
-@handler("alerts.deliver", quiet=True)
+@handler("alerts.deliver", quiet=True, queue="alerts")
 def deliver(ctx: JobContext) -> dict[str, Any]:
     delivery = Delivery.objects.select_related("channel").get(pk=ctx.job.payload["delivery"])
     if delivery.channel is None:
@@ -45,6 +46,16 @@ def kind_of(delivery: Delivery) -> apprise.NotifyType:
         if delivery.notify_type == known:
             return known
     return "info"
+
+
+def cancelled(job: Job) -> None:
+    """A cancelled delivery is not sent: say so on its row instead of leaving it pending."""
+    Delivery.objects.filter(job=job).exclude(state=DeliveryState.DELIVERED).update(
+        state=DeliveryState.FAILED, error=job.error, finished_at=timezone.now()
+    )
+
+
+when_cancelled("alerts.deliver", cancelled)
 
 
 def on_tick(now: datetime | None = None) -> dict[str, int]:

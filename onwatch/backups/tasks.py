@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.utils import timezone
+
 from onwatch.backups import restore_requests, runs
 from onwatch.backups.drills import run_drill
-from onwatch.backups.models import Outcome, Plan, Repository
+from onwatch.backups.models import Outcome, Plan, Repository, Restore
 from onwatch.backups.runs import run_backup
-from onwatch.core.jobs import JobContext, JobFailed, enqueue, handler
+from onwatch.core.jobs import JobContext, JobFailed, enqueue, handler, when_cancelled
 from onwatch.core.models import Job
 
 
@@ -38,7 +40,7 @@ def of_repository(job: Job) -> str:
     return f"Freeing space in {name}" if name else "Freeing space in a repository"
 
 
-@handler("backups.run", describe=of_plan("Backup"))
+@handler("backups.run", queue="long", describe=of_plan("Backup"))
 def backup(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"backing up {plan.source.name} ({plan.source.kind}) for plan {plan.name}")
@@ -51,7 +53,7 @@ def backup(ctx: JobContext) -> dict[str, Any]:
     return {"run": run.pk, "snapshots": list(run.copies.values_list("snapshot_id", flat=True))}
 
 
-@handler("backups.prune", describe=of_plan("Pruning old backups"))
+@handler("backups.prune", queue="long", describe=of_plan("Pruning old backups"))
 def prune(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"pruning old snapshots of {plan.name}")
@@ -75,7 +77,7 @@ def reclaim_all(ctx: JobContext) -> dict[str, Any]:
     return {"jobs": queued}
 
 
-@handler("backups.reclaim", describe=of_repository)
+@handler("backups.reclaim", queue="long", describe=of_repository)
 def reclaim(ctx: JobContext) -> dict[str, Any]:
     repository = Repository.objects.filter(pk=ctx.job.payload.get("repository")).first()
     if repository is None:
@@ -90,7 +92,7 @@ def reclaim(ctx: JobContext) -> dict[str, Any]:
     return {"repository": repository.pk, "freed": summary.freed, "in_use": summary.remaining}
 
 
-@handler("backups.drill", describe=of_plan("Restore drill"))
+@handler("backups.drill", queue="long", describe=of_plan("Restore drill"))
 def drill(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"restore drill of {plan.name}")
@@ -103,7 +105,17 @@ def drill(ctx: JobContext) -> dict[str, Any]:
     return {"drill": d.pk, "rto_seconds": d.rto_seconds}
 
 
-@handler("backups.restore", describe=of_plan("Restore"))
+@handler("backups.restore", queue="long", describe=of_plan("Restore"))
 def restore(ctx: JobContext) -> dict[str, Any]:
     """A restore asked for in the UI (restore_requests.py)."""
     return restore_requests.run(ctx)
+
+
+def restore_cancelled(job: Job) -> None:
+    """A restore cancelled before or while it ran says so, instead of looking under way."""
+    Restore.objects.filter(job=job).update(
+        state=Outcome.FAILED, error=job.error, finished_at=timezone.now()
+    )
+
+
+when_cancelled("backups.restore", restore_cancelled)

@@ -1,4 +1,5 @@
-"""The JSON API, v1: read-only views for scripts and dashboards, each behind one token scope.
+"""The JSON API, v1: views for scripts and dashboards, each behind one token scope (reading,
+and cancelling a job).
 
 Nothing secret leaves through it: channels are listed without their URLs, jobs without
 their payloads (a payload may name what a job acts on, the log and error say what happened).
@@ -10,9 +11,10 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
 from onwatch.alerts.models import Channel
+from onwatch.core import jobs as jobs_
 from onwatch.core.decorators import api, api_error
 from onwatch.core.models import AuditEntry, Job, JobState
 
@@ -54,6 +56,8 @@ def _job(job: Job, full: bool = False) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "progress": job.progress,
+        "queue": job.queue,
+        "after": job.after_id,
     }
     if full:
         out |= {"log": job.log, "error": job.error, "result": job.result}
@@ -82,6 +86,21 @@ def job(request: HttpRequest, pk: int) -> JsonResponse:
     if found is None:
         return api_error(404, f"No job {pk} in this organization; list them at /api/v1/jobs/")
     return JsonResponse(_job(found, full=True))
+
+
+@api("jobs:cancel")
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> JsonResponse:
+    """Queued: cancelled at once. Running: its worker stops it within seconds (state
+    stays running until then; poll the job). Ended: 409."""
+    found = Job.objects.filter(org=request.org, pk=pk).first()  # type: ignore[attr-defined]
+    if found is None:
+        return api_error(404, f"No job {pk} of this organization; list them at /api/v1/jobs/")
+    try:
+        done = jobs_.cancel(found, request.user.get_username(), request=request)
+    except jobs_.NotCancellable as e:
+        return api_error(409, str(e))
+    return JsonResponse(_job(done) | {"cancel_requested_by": done.cancel_requested_by})
 
 
 @api("audit:read")

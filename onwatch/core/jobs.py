@@ -1,9 +1,13 @@
-"""Durable jobs: every unit of background work is a row that ends succeeded, failed or
-interrupted.
+"""Durable jobs: every unit of background work is a row that ends succeeded, failed,
+interrupted or cancelled, with a log appended line by line (JobLogLine).
 
+Each kind of job belongs to a named queue (declared with its handler), and every worker
+runs each queue in slots of its own, so an alert delivery never waits behind a backup.
 A worker claims a queued row (SKIP LOCKED on PostgreSQL, a conditional UPDATE on SQLite),
 holds a lease it renews from a heartbeat thread, and records the outcome. A lease that
 runs out means the worker died: `reap_expired` marks the job interrupted and alerts.
+The heartbeat also sees a cancel and stops the handler's processes. A job may wait for
+another (`after`): it starts once that one succeeded, and ends cancelled if it did not.
 """
 
 from __future__ import annotations
@@ -12,19 +16,22 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.core.models import Job, JobState, Organization
+from onwatch.core import audit, children
+from onwatch.core.models import ENDED, Job, JobLogLine, JobState, Organization
 
 log = logging.getLogger("onwatch.jobs")
 
@@ -41,22 +48,62 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+class JobCancelled(Exception):
+    """Raised in a handler (by ctx.check) once someone cancelled its job."""
+
+
 @dataclass
 class JobContext:
     job: Job
-    lines: list[str]
+    # Set when someone cancels the job: handlers that wait or loop check it; the processes
+    # they started are stopped for them (see Heartbeat).
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     def log(self, line: str) -> None:
-        stamp = timezone.now().strftime("%H:%M:%S")
-        self.lines.append(f"{stamp} {line}")
-        Job.objects.filter(pk=self.job.pk).update(log="\n".join(self.lines))
+        append_line(self.job.pk, f"{timezone.now().strftime('%H:%M:%S')} {line}")
 
     def progress(self, fraction: float) -> None:
         Job.objects.filter(pk=self.job.pk).update(progress=max(0.0, min(1.0, fraction)))
 
+    def on_end(self, cleanup: Callable[[], object]) -> None:
+        """Run `cleanup` when the handler ends, however it ends (cancelled, crashed):
+        release a lock, drop a scratch database. Last registered runs first."""
+        self.cleanups.append(cleanup)
 
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled("cancelled")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, but end early with JobCancelled when the job is cancelled."""
+        self.cancelled.wait(seconds)
+        self.check()
+
+
+def append_line(job_id: int, text: str) -> None:
+    JobLogLine.objects.create(job_id=job_id, text=text)
+
+
+def log_text(job: Job) -> str:
+    """The whole log: its lines while the job runs, Job.log for jobs from before lines."""
+    lines = list(job.log_lines.order_by("id").values_list("text", flat=True))
+    return "\n".join(lines) if lines else job.log
+
+
+CANCEL_POLL_SECONDS = 1.0
 Handler = Callable[[JobContext], dict[str, Any] | None]
 HANDLERS: dict[str, Handler] = {}
+# alerts: deliveries, which mostly wait on the network; short: housekeeping of seconds;
+# long: backups, drills, restores (later pipelines, deploys), which may take hours.
+# Slots per queue are settings.JOB_QUEUES.
+QUEUES = ("alerts", "short", "long")
+DEFAULT_QUEUE = "short"
+QUEUE_OF: dict[str, str] = {}
+# What a kind does when its job ends cancelled (a delivery or a restore whose own row would
+# otherwise look pending for ever); called with the ended job.
+CancelHook = Callable[[Job], object]
+ON_CANCEL: dict[str, CancelHook] = {}
 # Kinds whose failure must not raise an alert through the alert system itself (a failing
 # delivery is already visible in the delivery log; alerting on it would loop).
 QUIET_KINDS: set[str] = set()
@@ -66,11 +113,22 @@ Describe = Callable[[Job], str]
 DESCRIBERS: dict[str, Describe] = {}
 
 
+def when_cancelled(kind: str, hook: CancelHook) -> None:
+    ON_CANCEL[kind] = hook
+
+
 def handler(
-    kind: str, quiet: bool = False, describe: Describe | None = None
+    kind: str,
+    quiet: bool = False,
+    queue: str = DEFAULT_QUEUE,
+    describe: Describe | None = None,
 ) -> Callable[[Handler], Handler]:
+    if queue not in QUEUES:
+        raise ValueError(f"job kind {kind!r}: queue {queue!r} is none of {', '.join(QUEUES)}")
+
     def register(fn: Handler) -> Handler:
         HANDLERS[kind] = fn
+        QUEUE_OF[kind] = queue
         if quiet:
             QUIET_KINDS.add(kind)
         if describe is not None:
@@ -90,6 +148,7 @@ def enqueue(
 ) -> Job:
     return Job.objects.create(
         kind=kind,
+        queue=kwargs.pop("queue", QUEUE_OF.get(kind, DEFAULT_QUEUE)),
         payload=payload or {},
         org=org,
         max_attempts=max_attempts,
@@ -102,19 +161,29 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 10000}"
 
 
-def claim(worker: str, kinds: list[str] | None = None) -> Job | None:
-    """Take the oldest due job, or None. Safe with any number of concurrent workers."""
+def claim(
+    worker: str, kinds: list[str] | None = None, queues: list[str] | None = None
+) -> Job | None:
+    """Take the oldest due job (of these kinds, in these queues), or None. Safe with any
+    number of concurrent workers."""
     with transaction.atomic():
         # Read the clock inside the transaction: on SQLite, BEGIN IMMEDIATE may have waited
         # for another writer, and a lease counted from before the wait would be short.
         now = timezone.now()
-        due = Job.objects.filter(state=JobState.QUEUED, run_after__lte=now)
+        due = Job.objects.filter(state=JobState.QUEUED, run_after__lte=now).filter(
+            Q(after__isnull=True) | Q(after__state=JobState.SUCCEEDED)
+        )
         if kinds is not None:
             due = due.filter(kind__in=kinds)
+        if queues is not None:
+            due = due.filter(queue__in=queues)
         due = due.order_by("run_after", "id")
         lease = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
         if connection.features.has_select_for_update_skip_locked:
-            candidate = due.select_for_update(skip_locked=True).values_list("id", flat=True)
+            # Only the job rows: the one it waits for (an outer join) is read, not locked.
+            candidate = due.select_for_update(skip_locked=True, of=("self",)).values_list(
+                "id", flat=True
+            )
         else:
             candidate = due.values_list("id", flat=True)
         job_id = candidate.first()
@@ -137,13 +206,17 @@ def claim(worker: str, kinds: list[str] | None = None) -> Job | None:
 
 
 class Heartbeat:
-    """Renews a job's lease every third of the lease time while the handler runs."""
+    """While the handler runs: renews the job's lease every third of the lease time and
+    looks for a cancel every second. Once cancelled, it tells the handler (ctx.cancelled)
+    and stops every process the handler's thread started, each second until it ends."""
 
-    def __init__(self, job: Job, worker: str) -> None:
-        self.job_id = job.pk
+    def __init__(self, ctx: JobContext, worker: str) -> None:
+        self.ctx = ctx
+        self.job_id = ctx.job.pk
         self.worker = worker
+        self.thread_id = threading.get_native_id()  # the handler's: it runs in this one
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True, name=f"lease-{job.pk}")
+        self.thread = threading.Thread(target=self.run, daemon=True, name=f"lease-{ctx.job.pk}")
 
     def __enter__(self) -> Heartbeat:
         self.thread.start()
@@ -154,67 +227,180 @@ class Heartbeat:
         self.thread.join()
 
     def run(self) -> None:
-        interval = settings.JOB_LEASE_SECONDS / 3
+        renewed = time.monotonic()
         try:
-            while not self.stop.wait(interval):
-                Job.objects.filter(
-                    pk=self.job_id, state=JobState.RUNNING, worker=self.worker
-                ).update(lease_until=timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS))
+            while not self.stop.wait(CANCEL_POLL_SECONDS):
+                try:
+                    renewed = self.tick(renewed)
+                except Exception as e:
+                    # The database may be restarting: try again next second rather than
+                    # leave the job without a lease or a way to be cancelled.
+                    log.warning("job #%s: lease or cancel check failed: %s", self.job_id, e)
         finally:
             connection.close()
+
+    def tick(self, renewed: float) -> float:
+        if time.monotonic() - renewed >= settings.JOB_LEASE_SECONDS / 3:
+            self.renew()
+            renewed = time.monotonic()
+        if self.ctx.cancelled.is_set() or self.cancel_asked():
+            self.ctx.cancelled.set()
+            # A short grace: the lease must not run out while we wait.
+            children.stop(self.thread_id, grace=settings.JOB_LEASE_SECONDS / 4)
+        return renewed
+
+    def renew(self) -> None:
+        lease = timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        Job.objects.filter(pk=self.job_id, state=JobState.RUNNING, worker=self.worker).update(
+            lease_until=lease
+        )
+
+    def cancel_asked(self) -> bool:
+        return Job.objects.filter(pk=self.job_id).exclude(cancel_requested_by="").exists()
 
 
 def backoff(attempt: int) -> float:
     return float(min(15 * 2 ** (attempt - 1), 3600))
 
 
-def run(job: Job, worker: str) -> Job:
-    """Run one claimed job to its end state and return it fresh from the database."""
-    ctx = JobContext(job, job.log.splitlines() if job.log else [])
-    fn = HANDLERS.get(job.kind)
-    state, error, result, retry_delay = JobState.SUCCEEDED, "", {}, None
+@dataclass
+class Outcome:
+    state: str = JobState.SUCCEEDED
+    error: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
     # RetryLater without a delay means "back off": a None delay must still retry.
-    retry = False
+    retry: bool = False
+    retry_delay: float | None = None
+
+
+def call_handler(ctx: JobContext, worker: str) -> Outcome:
+    job = ctx.job
+    fn = HANDLERS.get(job.kind)
     try:
         if fn is None:
             raise JobFailed(f"no handler for job kind {job.kind!r}; is onwatch up to date?")
-        with Heartbeat(job, worker):
-            result = fn(ctx) or {}
+        with Heartbeat(ctx, worker):
+            return Outcome(result=fn(ctx) or {})
     except RetryLater as e:
-        state, error, retry, retry_delay = JobState.FAILED, str(e), True, e.delay
-    except JobFailed as e:
-        state, error = JobState.FAILED, str(e)
+        return Outcome(JobState.FAILED, str(e), retry=True, retry_delay=e.delay)
+    except (JobFailed, JobCancelled) as e:
+        return Outcome(JobState.FAILED, str(e))
     except Exception as e:
         log.exception("job %s crashed", job)
-        state, error = JobState.FAILED, f"{type(e).__name__}: {e}"
-        ctx.lines.append(traceback.format_exc())
-    if state == JobState.FAILED and retry and job.attempts < job.max_attempts:
-        if retry_delay is None:
-            retry_delay = backoff(job.attempts)
-        ctx.lines.append(f"attempt {job.attempts} failed: {error}; trying again")
-        Job.objects.filter(pk=job.pk, worker=worker, state=JobState.RUNNING).update(
-            state=JobState.QUEUED,
-            run_after=timezone.now() + timedelta(seconds=retry_delay),
-            error=error,
-            log="\n".join(ctx.lines),
-            lease_until=None,
-            worker="",
-        )
+        append_line(job.pk, traceback.format_exc())
+        return Outcome(JobState.FAILED, f"{type(e).__name__}: {e}")
+
+
+def run_cleanups(ctx: JobContext) -> None:
+    for cleanup in reversed(ctx.cleanups):
+        try:
+            cleanup()
+        except Exception as e:
+            log.exception("cleanup of job %s failed", ctx.job)
+            ctx.log(f"cleaning up failed: {type(e).__name__}: {e}")
+
+
+def run(job: Job, worker: str) -> Job:
+    """Run one claimed job to its end state and return it fresh from the database."""
+    ctx = JobContext(job)
+    outcome = call_handler(ctx, worker)
+    run_cleanups(ctx)
+    asked = Job.objects.filter(pk=job.pk).values_list("cancel_requested_by", flat=True).first()
+    # Cancelled when the cancel reached the handler (its processes were stopped) or made it
+    # fail; a handler that finished its work before the cancel came has succeeded.
+    if asked and (ctx.cancelled.is_set() or outcome.state != JobState.SUCCEEDED):
+        outcome = Outcome(JobState.CANCELLED, f"cancelled by {asked}")
+    if outcome.retry and job.attempts < job.max_attempts:
+        requeue(job, worker, outcome)
     else:
-        # Only while still ours and running: a job the reaper already marked interrupted
-        # (this worker stalled past its lease) keeps that verdict and its alert.
-        Job.objects.filter(pk=job.pk, worker=worker, state=JobState.RUNNING).update(
-            state=state,
-            error=error,
-            result=result,
-            log="\n".join(ctx.lines),
-            finished_at=timezone.now(),
-            lease_until=None,
-            progress=1.0 if state == JobState.SUCCEEDED else F("progress"),
-        )
+        finish(job, worker, outcome)
     job.refresh_from_db()
+    ended(job)
+    return job
+
+
+def requeue(job: Job, worker: str, outcome: Outcome) -> None:
+    delay = backoff(job.attempts) if outcome.retry_delay is None else outcome.retry_delay
+    append_line(job.pk, f"attempt {job.attempts} failed: {outcome.error}; trying again")
+    Job.objects.filter(pk=job.pk, worker=worker, state=JobState.RUNNING).update(
+        state=JobState.QUEUED,
+        run_after=timezone.now() + timedelta(seconds=delay),
+        error=outcome.error,
+        log=log_text(job),
+        lease_until=None,
+        worker="",
+    )
+
+
+def finish(job: Job, worker: str, outcome: Outcome) -> None:
+    # Only while still ours and running: a job the reaper already marked interrupted
+    # (this worker stalled past its lease) keeps that verdict and its alert.
+    Job.objects.filter(pk=job.pk, worker=worker, state=JobState.RUNNING).update(
+        state=outcome.state,
+        error=outcome.error,
+        result=outcome.result,
+        # Written once, at the end: the lines were appended one by one as they came.
+        log=log_text(job),
+        finished_at=timezone.now(),
+        lease_until=None,
+        progress=1.0 if outcome.state == JobState.SUCCEEDED else F("progress"),
+    )
+
+
+def ended(job: Job) -> None:
+    """What follows a job's end: its alert if it failed, its kind's own records if it was
+    cancelled, and the jobs waiting for it."""
     if job.state in (JobState.FAILED, JobState.INTERRUPTED):
         alert_job_failure(job)
+    hook = ON_CANCEL.get(job.kind)
+    if job.state == JobState.CANCELLED and hook is not None:
+        try:
+            hook(job)
+        except Exception:
+            log.exception("job %s: recording its cancel failed", job)
+    if job.state in ENDED and job.state != JobState.SUCCEEDED:
+        release_waiters(job)
+
+
+def release_waiters(job: Job) -> None:
+    """Jobs waiting for one that did not succeed never start: they end cancelled, saying
+    why (a deploy whose pipeline failed is not deployed), and so do their own waiters."""
+    waiting = list(Job.objects.filter(after=job, state=JobState.QUEUED))
+    for waiter in waiting:
+        why = f"not started: job #{job.pk} ({job.kind}) it waits for ended {job.state}"
+        if Job.objects.filter(pk=waiter.pk, state=JobState.QUEUED).update(
+            state=JobState.CANCELLED, error=why, log=why, finished_at=timezone.now()
+        ):
+            append_line(waiter.pk, why)
+            waiter.refresh_from_db()
+            ended(waiter)
+
+
+class NotCancellable(Exception):
+    pass
+
+
+def cancel(job: Job, actor: str, request: HttpRequest | None = None) -> Job:
+    """Cancel a queued job at once; ask the worker of a running one to stop it (it ends
+    cancelled within seconds, its processes stopped and its cleanups run). Audited.
+    Raises NotCancellable for a job that has already ended."""
+    if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+        state=JobState.CANCELLED,
+        cancel_requested_by=actor,
+        error=f"cancelled by {actor}",
+        finished_at=timezone.now(),
+    ):
+        append_line(job.pk, f"cancelled by {actor} before it started")
+        Job.objects.filter(pk=job.pk).update(log=log_text(job))
+    elif Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(cancel_requested_by=actor):
+        append_line(job.pk, f"{actor} cancelled the job; stopping it")
+    else:
+        job.refresh_from_db()
+        raise NotCancellable(f"job #{job.pk} has already ended ({job.state}); nothing to cancel")
+    audit.record("job-cancelled", request=request, actor=actor, org=job.org, target=str(job))
+    job.refresh_from_db()
+    if job.state == JobState.CANCELLED:
+        ended(job)
     return job
 
 
@@ -234,8 +420,9 @@ def reap_expired() -> list[Job]:
                 lease_until=None,
                 worker="",
                 error=f"{note}; trying again",
-                log=f"{job.log}\n{note}; trying again".lstrip("\n"),
             ):
+                append_line(job.pk, f"{note}; trying again")
+                Job.objects.filter(pk=job.pk).update(log=log_text(job))
                 log.warning("job %s requeued: worker %s is gone", job, job.worker)
                 job.refresh_from_db()
                 reaped.append(job)
@@ -247,9 +434,10 @@ def reap_expired() -> list[Job]:
             lease_until=None,
         )
         if n == 1:
+            Job.objects.filter(pk=job.pk).update(log=log_text(job))
             job.refresh_from_db()
             log.warning("job %s interrupted: worker %s is gone", job, job.worker)
-            alert_job_failure(job)
+            ended(job)
             reaped.append(job)
     return reaped
 

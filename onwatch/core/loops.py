@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from onwatch.core import jobs, scheduler
+from onwatch.core.pool import Pool
 
 log = logging.getLogger("onwatch.loops")
 
@@ -51,12 +52,19 @@ def forever(step: Callable[[], bool], idle_seconds: float, stopper: Stopper) -> 
 def run_worker() -> None:
     stopper = Stopper()
     name = jobs.worker_name()
-    log.info("worker %s ready", name)
+    pool = Pool(name, settings.JOB_QUEUES)
+    slots = ", ".join(f"{queue} {n}" for queue, n in pool.sizes.items())
+    log.info("worker %s ready (slots: %s)", name, slots)
 
     def step() -> bool:
-        return jobs.work_once(name) is not None
+        return pool.fill() > 0
 
-    forever(step, settings.JOB_POLL_SECONDS, stopper)
+    try:
+        forever(step, settings.JOB_POLL_SECONDS, stopper)
+    finally:
+        if pool.running():
+            log.info("waiting for %d running job(s) to finish", pool.running())
+        pool.close()
 
 
 def run_scheduler() -> None:

@@ -140,6 +140,11 @@ class JobState(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+# States a job does not leave: the ones after which nothing more runs.
+ENDED = (JobState.SUCCEEDED, JobState.FAILED, JobState.INTERRUPTED, JobState.CANCELLED)
 
 
 class Schedule(models.Model):
@@ -172,6 +177,8 @@ class Schedule(models.Model):
 class Job(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True)
     kind = models.CharField(max_length=60)
+    # Set from the kind's handler when queued (jobs.enqueue): which slots may run it.
+    queue = models.CharField(max_length=20, default="short")
     payload = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=12, choices=JobState.choices, default=JobState.QUEUED)
     schedule = models.ForeignKey(Schedule, on_delete=models.SET_NULL, null=True, blank=True)
@@ -188,10 +195,16 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
     alerted = models.BooleanField(default=False)
+    # Who asked to cancel it while it ran; its worker sees this and stops the job.
+    cancel_requested_by = models.CharField(max_length=200, blank=True)
+    # Not started before this job ends succeeded (a deploy waits for its pipeline).
+    after = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="waiters"
+    )
 
     class Meta:
         indexes = [
-            models.Index(fields=["state", "run_after"], name="job_claim"),
+            models.Index(fields=["state", "queue", "run_after"], name="job_claim_queue"),
             models.Index(fields=["state", "lease_until"], name="job_lease"),
         ]
 
@@ -203,3 +216,16 @@ class Job(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class JobLogLine(models.Model):
+    """One line of a job's log, appended as it is written: a long log costs one insert a
+    line, and a page following the job asks for the lines after the last id it has.
+    Job.log holds the whole text once the job ends (or waits to be tried again)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_lines")
+    at = models.DateTimeField(default=timezone.now)
+    text = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "id"], name="job_log_line")]

@@ -4,10 +4,10 @@ real workers (each run leaves a line naming its worker, so a double run shows)."
 from __future__ import annotations
 
 import os
-import time
+import subprocess
 from typing import Any
 
-from onwatch.core.jobs import JobContext, handler
+from onwatch.core.jobs import JobContext, JobFailed, handler
 
 MAX_SLEEP_SECONDS = 3600.0
 
@@ -23,10 +23,19 @@ def noop(ctx: JobContext) -> dict[str, Any]:
     return _ran(ctx)
 
 
-@handler("core.sleep")
+@handler("core.sleep", queue="long")
 def sleep(ctx: JobContext) -> dict[str, Any]:
-    """Holds a worker for payload["seconds"]: a stand-in for a long backup or drill."""
+    """Holds a worker for payload["seconds"]: a stand-in for a long backup or drill. With
+    payload["program"], the wait is a `sleep` program it starts, as a backup starts restic
+    (proves a cancel stops a job's processes); either way a cancel ends it early."""
     seconds = min(float(ctx.job.payload.get("seconds", 1)), MAX_SLEEP_SECONDS)
-    ctx.log(f"sleeping {seconds:g} s")
-    time.sleep(seconds)
+    ctx.on_end(lambda: ctx.log("cleaned up"))
+    if ctx.job.payload.get("program"):
+        child = subprocess.Popen(["sleep", f"{seconds:g}"])
+        ctx.log(f"sleeping {seconds:g} s in process {child.pid}")
+        if child.wait() != 0:
+            raise JobFailed(f"the sleep program ended with {child.returncode}")
+    else:
+        ctx.log(f"sleeping {seconds:g} s")
+        ctx.wait(seconds)
     return {**_ran(ctx), "slept": seconds}

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -16,7 +16,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from onwatch.core import audit
-from onwatch.core.decorators import require
+from onwatch.core import jobs as jobqueue
+from onwatch.core.decorators import can, require
 from onwatch.core.forms import (
     InviteForm,
     MemberError,
@@ -29,6 +30,7 @@ from onwatch.core.forms import (
     revoke_token,
 )
 from onwatch.core.models import (
+    ENDED,
     ApiToken,
     AuditEntry,
     Invite,
@@ -41,6 +43,7 @@ from onwatch.core.roles import has_permission, roles_grantable_by
 
 AUDIT_PAGE_SIZE = 50
 JOBS_PAGE_SIZE = 100
+LOG_LINES_PER_ANSWER = 500
 
 
 def _membership(request: HttpRequest) -> Membership:
@@ -220,4 +223,60 @@ def coming_up(request: HttpRequest) -> list[Schedule]:
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(org_jobs(request), pk=pk)
     result = json.dumps(job.result, indent=2, sort_keys=True, default=str) if job.result else ""
-    return render(request, "core/job.html", {"job": job, "result": result})
+    lines = list(job.log_lines.order_by("id").values_list("id", "text"))
+    ctx = {
+        "job": job,
+        "result": result,
+        "log": "\n".join(text for _, text in lines) if lines else job.log,
+        "last_line": lines[-1][0] if lines else 0,
+        "ended": job.state in ENDED,
+        "can_cancel": can_cancel(request, job),
+    }
+    return render(request, "core/job.html", ctx)
+
+
+def can_cancel(request: HttpRequest, job: Job) -> bool:
+    # Install-wide jobs (deliveries for everyone, the weekly reclaim) are no one
+    # organization's to stop.
+    mine = job.org_id is not None and job.org_id == _membership(request).org_id
+    asked = bool(job.cancel_requested_by)  # already being stopped
+    return mine and not asked and job.state not in ENDED and can(request, "jobs.cancel")
+
+
+@require("jobs.view")
+def job_log(request: HttpRequest, pk: int) -> JsonResponse:
+    """The log lines after `?after=<line id>`, for the page that follows a running job."""
+    job = get_object_or_404(org_jobs(request), pk=pk)
+    after = request.GET.get("after", "0")
+    if not after.isdigit():
+        return JsonResponse({"error": "after must be the number of a log line"}, status=400)
+    rows = list(
+        job.log_lines.filter(id__gt=int(after))
+        .order_by("id")
+        .values_list("id", "text")[:LOG_LINES_PER_ANSWER]
+    )
+    more = len(rows) == LOG_LINES_PER_ANSWER
+    return JsonResponse(
+        {
+            "lines": [text for _, text in rows],
+            "after": rows[-1][0] if rows else int(after),
+            "state": job.state,
+            "ended": job.state in ENDED and not more,
+        }
+    )
+
+
+@require("jobs.cancel")
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=pk, org=_membership(request).org)
+    try:
+        done = jobqueue.cancel(job, request.user.get_username(), request=request)
+    except jobqueue.NotCancellable as e:
+        messages.error(request, str(e))
+    else:
+        if done.state == JobState.CANCELLED:
+            messages.success(request, f"Job #{job.pk} is cancelled; it will not run.")
+        else:
+            messages.success(request, f"Stopping job #{job.pk}; it ends within seconds.")
+    return redirect("job_detail", pk=job.pk)
