@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from onwatch.config import ConfigError
+from onwatch.config import ConfigError, unreachable_elsewhere
 from onwatch.startup import describe_database, fail, prepare
 
 Command = Callable[[argparse.Namespace], int]
@@ -32,6 +32,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
     for line in owner_notice():
         print(line)
+    warn_unreachable(settings)
     print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
     become_supervisor()
 
@@ -73,10 +74,17 @@ def owner_link(hours: int = 24) -> str:
     return settings.SITE_ROOT + reverse("invite", args=[token])
 
 
+def warn_unreachable(settings: Any) -> None:
+    line = unreachable_elsewhere(settings.HOST, settings.SITE)
+    if line:
+        print(line, flush=True)
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings()
+    warn_unreachable(settings)
     listen = (settings.HOST, settings.PORT)
     if settings.WEB_WORKERS > 1:
         prepare_apart(listen)
@@ -88,7 +96,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         port=settings.PORT,
         lifespan="off",
         proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        forwarded_allow_ips=settings.TRUSTED_PROXIES,
         timeout_graceful_shutdown=5,
         workers=settings.WEB_WORKERS,
         log_level="warning",

@@ -119,6 +119,20 @@ def plain_http_over_network(site: BaseUrl, allowed: bool) -> bool:
     return True
 
 
+def unreachable_elsewhere(listen_host: str, site: BaseUrl) -> str:
+    """A warning line when onwatch listens beyond this machine but believes it is reached
+    at a loopback address: browsers elsewhere would get "Bad Request" (their Host is not
+    one onwatch answers to). A warning, not a refusal: a container published on this
+    machine's localhost is a fair reason to listen on 0.0.0.0."""
+    if is_loopback(listen_host) or not is_loopback(site.host):
+        return ""
+    return (
+        f"onwatch: listening on {listen_host}, but ONWATCH_BASE_URL is {site.origin}: "
+        "browsers on other machines get 'Bad Request' until ONWATCH_BASE_URL names the "
+        "address they use (https://… through a proxy)"
+    )
+
+
 def database_from_url(url: str, sqlite_default: Path) -> dict[str, Any]:
     """Turn DATABASE_URL into a Django DATABASES entry; empty means SQLite in the data dir."""
     if not url:

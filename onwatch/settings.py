@@ -207,6 +207,11 @@ SECURE_HSTS_PRELOAD = env_bool("ONWATCH_HSTS_PRELOAD", True)
 SECURE_SSL_REDIRECT = SITE.https
 if env_bool("ONWATCH_BEHIND_PROXY", SITE.https):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Whose X-Forwarded-For names the client: the proxy on this machine by default. Without
+# it every sign-in, lock-out and audit entry would carry the proxy's address, and one
+# office's typos would pause sign-in for everyone behind it. A proxy on another machine
+# must be named here; anyone else's header is ignored (it could be forged).
+TRUSTED_PROXIES = env("ONWATCH_TRUSTED_PROXIES", "127.0.0.1,::1")
 
 SECURE_CSP = {
     "default-src": [CSP.SELF],

@@ -18,3 +18,6 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
 ]
+
+# A Host onwatch does not answer to gets a page that says which address it does answer to.
+handler400 = "onwatch.web.views.bad_request"

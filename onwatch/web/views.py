@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.views import defaults
 
 from onwatch.alerts.models import Channel, Delivery
 from onwatch.core.decorators import public, require
@@ -36,3 +39,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @public("load balancers and `onwatch up` ask whether the web process answers")
 def health(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's handler400 (no permission check: it answers requests no view was chosen
+    for). A Host onwatch does not answer to says which one it does and how to change it,
+    instead of a bare "Bad Request"."""
+    if not isinstance(exception, DisallowedHost):
+        return defaults.bad_request(request, exception)
+    asked = request.META.get("HTTP_HOST", "")
+    return HttpResponseBadRequest(
+        f"This onwatch answers at {settings.SITE_ROOT}, not at {asked}. To use this "
+        "address, set ONWATCH_BASE_URL to it (or add the name to ONWATCH_ALLOWED_HOSTS) "
+        "and restart onwatch.\n",
+        content_type="text/plain; charset=utf-8",
+    )
