@@ -229,6 +229,7 @@ def test_entries_stay_verifiable_across_a_key_rotation(
         write(actor="after")
         assert list(AuditEntry.objects.order_by("seq").values_list("key_id", flat=True)) == [1, 2]
         assert audit.verify().ok
+        assert marked(settings.KEY_FILE)  # a rotation rewrites the key file and keeps the note
     finally:
         keyring.forget_keyring()
 
