@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from tests.procs import django, isolated, run
 
@@ -222,6 +228,53 @@ def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path:
         truncated = run(["audit", "verify"], env)
     assert truncated.returncode == 1
     assert "entry 3 is missing from the end" in truncated.stderr
+
+
+@contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """No new files in the folder; root passes permission checks, so it is made immutable."""
+    folder.chmod(0o500)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    try:
+        try:
+            (folder / "probe").touch()
+        except OSError:
+            yield
+            return
+        (folder / "probe").unlink()
+        pytest.skip("cannot make a folder unwritable here")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o700)
+
+
+def test_a_key_file_that_cannot_take_the_keyed_note_stops_migrate_with_one_line(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    with isolated(tmp_path, ONWATCH_KEY_FILE=str(keys / "keyring.json")) as env:
+        write_entries(env, 2)
+        # A key file from the release before the note, on a folder onwatch cannot write.
+        django(
+            """
+            from onwatch.core.keyring import get_keyring
+            ring = get_keyring()
+            ring.audit_keyed = False
+            ring.save()
+            """,
+            env,
+        )
+        with unwritable(keys):
+            refused = run(["migrate"], env)
+        migrated = run(["migrate"], env)
+    assert refused.returncode == 2
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert refused.stderr.startswith(f"onwatch: The key file {keys / 'keyring.json'} cannot be")
+    assert refused.stderr.strip().endswith("let it write the file for one `onwatch migrate`")
+    assert (migrated.returncode, migrated.stderr) == (0, "")
+    assert json.loads((keys / "keyring.json").read_text())["audit_keyed"] is True
 
 
 def test_an_unwritable_head_file_folder_stops_onwatch_with_one_line(tmp_path: Path) -> None:
