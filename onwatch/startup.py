@@ -190,8 +190,13 @@ def check_key_file(path: Path) -> None:
 def seal_earlier_audit_entries(prepared: Prepared) -> None:
     """Entries from before the audit chain was keyed get sealed with the key, once."""
     from onwatch.core.audit import seal_legacy
+    from onwatch.core.keyring import KeyringError
 
-    sealed = seal_legacy()
+    try:
+        sealed = seal_legacy()
+    except KeyringError as e:
+        # Noting in the key file that the log is keyed failed (a read-only key file, say).
+        raise ConfigError(str(e)) from None
     if sealed:
         prepared.created.append(f"key seals for the {sealed} earlier audit log entries")
 

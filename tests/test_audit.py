@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.test import RequestFactory
 
-from onwatch.core import audit, keyring
+from onwatch.core import audit, keyring, keys
 from onwatch.core.audit_head import Head, read_head
 from onwatch.core.keyring import Keyring
 from onwatch.core.models import AuditEntry
@@ -66,6 +66,20 @@ def legacy_chain(n: int) -> None:
         e.scheme, e.prev_hash = 1, prev
         e.hash = prev = audit.entry_hash(prev, audit._fields(e))
         e.save()
+
+
+@pytest.fixture
+def before_the_key(settings: Any, tmp_path: Path) -> Iterator[Path]:
+    """A key file from before the audit log was keyed: no marker in it."""
+    settings.KEY_FILE = tmp_path / "keyring.json"
+    Keyring.create(settings.KEY_FILE, audit_keyed=False)
+    keyring.forget_keyring()
+    yield settings.KEY_FILE
+    keyring.forget_keyring()
+
+
+def marked(key_file: Path) -> bool:
+    return Keyring.load(key_file).audit_keyed
 
 
 def raw_rows() -> str:
@@ -127,14 +141,52 @@ def test_it_reports_a_chain_rewritten_without_the_key(write: Write) -> None:
 
 @pytest.mark.django_db
 def test_it_reports_a_chain_rewritten_as_old_unkeyed_entries(write: Write) -> None:
-    # Passing the forgery off as entries from before the key: the head file still names
-    # the hash onwatch wrote for entry 3.
+    # Passing the forgery off as entries from before the key: the key file says the log
+    # has been keyed, so no unkeyed entry can be genuine.
+    for i in range(3):
+        write(actor="tester", target=f"t{i}")
+    unkeyed_rewrite(scheme=1, actor="mallory")
+    verdict = audit.verify()
+    assert verdict.first_bad == 1
+    assert verdict.reason == "entry 1 was changed after it was written"
+
+
+@pytest.mark.django_db
+def test_it_reports_a_chain_rewritten_as_old_unkeyed_entries_without_the_head_file(
+    write: Write, head_file: Path
+) -> None:
+    for i in range(3):
+        write(actor="tester", target=f"t{i}")
+    unkeyed_rewrite(scheme=1, actor="mallory")
+    head_file.unlink()
+    verdict = audit.verify()
+    assert verdict.first_bad == 1
+    assert verdict.reason == "entry 1 was changed after it was written"
+
+
+@pytest.mark.django_db
+def test_without_the_marker_the_head_file_still_names_the_rewritten_entry(
+    write: Write, before_the_key: Path
+) -> None:
     for i in range(3):
         write(actor="tester", target=f"t{i}")
     unkeyed_rewrite(scheme=1, actor="mallory")
     verdict = audit.verify()
     assert verdict.first_bad == 3
     assert "the log was rewritten" in verdict.reason
+
+
+@pytest.mark.django_db
+def test_an_unkeyed_log_without_its_head_file_cannot_be_fully_checked(
+    before_the_key: Path, head_file: Path
+) -> None:
+    # A machine that never wrote an entry (another PostgreSQL client, say) has no head
+    # file: a log rewritten as old unkeyed entries must not pass as intact there.
+    legacy_chain(3)
+    verdict = audit.verify()
+    assert not verdict.ok and verdict.first_bad is None
+    assert f"the head file {head_file} is missing" in verdict.unchecked
+    assert "the whole log rewritten" in verdict.unchecked
 
 
 @pytest.mark.django_db
@@ -177,6 +229,7 @@ def test_entries_stay_verifiable_across_a_key_rotation(
         write(actor="after")
         assert list(AuditEntry.objects.order_by("seq").values_list("key_id", flat=True)) == [1, 2]
         assert audit.verify().ok
+        assert marked(settings.KEY_FILE)  # a rotation rewrites the key file and keeps the note
     finally:
         keyring.forget_keyring()
 
@@ -230,12 +283,13 @@ def test_erasing_needs_a_real_identifier() -> None:
 
 @pytest.mark.django_db
 def test_entries_from_before_the_key_verify_and_are_sealed_once(
-    write: Write, django_capture_on_commit_callbacks: Capture
+    write: Write, django_capture_on_commit_callbacks: Capture, before_the_key: Path
 ) -> None:
     legacy_chain(3)
-    assert audit.verify().ok
+    assert audit.verify(with_head=False).ok
     with django_capture_on_commit_callbacks(execute=True):
         assert audit.seal_legacy() == 3
+    assert marked(before_the_key)
     assert audit.seal_legacy() == 0
     write(actor="new")
     assert set(AuditEntry.objects.values_list("scheme", flat=True)) == {2}
@@ -249,12 +303,81 @@ def test_entries_from_before_the_key_verify_and_are_sealed_once(
 
 
 @pytest.mark.django_db
-def test_a_broken_chain_from_before_the_key_is_left_as_evidence() -> None:
+def test_an_upgraded_log_already_keyed_gets_the_marker_once(
+    write: Write, django_capture_on_commit_callbacks: Capture, before_the_key: Path
+) -> None:
+    # Installed by a release that keyed the log but kept no marker: nothing to seal.
+    write(actor="tester")
+    with django_capture_on_commit_callbacks(execute=True) as marking:
+        assert audit.seal_legacy() == 0
+    assert marked(before_the_key) and len(marking) == 1
+    with django_capture_on_commit_callbacks(execute=True) as again:
+        audit.seal_legacy()
+    assert again == []
+
+
+@pytest.mark.django_db
+def test_a_marked_key_file_never_lets_a_forgery_be_sealed(
+    write: Write, head_file: Path, django_capture_on_commit_callbacks: Capture
+) -> None:
+    # The reviewer's attack: rewrite the log as old unkeyed entries, move the head file
+    # away, and let `onwatch up` seal the forgery with the real key.
+    for i in range(3):
+        write(actor="tester", target=f"t{i}")
+    unkeyed_rewrite(scheme=1, actor="mallory")
+    head_file.unlink()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert audit.seal_legacy() == 0
+    assert set(AuditEntry.objects.values_list("scheme", flat=True)) == {1}
+    assert not head_file.exists()
+    assert audit.verify().reason == "entry 1 was changed after it was written"
+
+
+@pytest.mark.django_db
+def test_a_new_install_has_the_marker_from_the_start(settings: Any, tmp_path: Path) -> None:
+    settings.KEY_FILE = tmp_path / "keyring.json"
+    try:
+        keys.ensure_keyring()
+        assert marked(settings.KEY_FILE)
+    finally:
+        keyring.forget_keyring()
+
+
+@pytest.mark.django_db
+def test_a_key_file_made_for_an_unkeyed_log_waits_for_the_sealing(
+    settings: Any, tmp_path: Path
+) -> None:
+    legacy_chain(2)
+    settings.KEY_FILE = tmp_path / "keyring.json"
+    try:
+        keys.ensure_keyring()
+        assert not marked(settings.KEY_FILE)
+    finally:
+        keyring.forget_keyring()
+
+
+@pytest.mark.django_db
+def test_old_entries_followed_by_keyed_ones_are_left_unmarked(
+    write: Write, django_capture_on_commit_callbacks: Capture, before_the_key: Path
+) -> None:
+    # A worker of the new release wrote before `onwatch migrate` sealed: marking now would
+    # make the old entries look forged, so the log keeps relying on its head file.
+    legacy_chain(2)
+    write(actor="new")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert audit.seal_legacy() == 0
+    assert not marked(before_the_key)
+    assert audit.verify().ok
+
+
+@pytest.mark.django_db
+def test_a_broken_chain_from_before_the_key_is_left_as_evidence(before_the_key: Path) -> None:
     legacy_chain(3)
     AuditEntry.objects.filter(seq=2).update(actor="mallory")
     assert audit.seal_legacy() == 0
     assert set(AuditEntry.objects.values_list("scheme", flat=True)) == {1}
     assert audit.verify().reason == "entry 2 was changed after it was written"
+    assert not marked(before_the_key)
 
 
 @pytest.mark.django_db

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from tests.procs import django, isolated, run
 
@@ -126,6 +133,55 @@ def test_audit_verify_names_a_chain_rewritten_by_a_database_writer(tmp_path: Pat
     )
 
 
+DOWNGRADE = """
+    from django.db import connection
+    from onwatch.core.audit import GENESIS, _fields, entry_hash
+    from onwatch.core.models import AuditEntry
+    prev = GENESIS
+    for e in AuditEntry.objects.order_by("seq"):
+        e.actor = "mallory"
+        h = entry_hash(prev, _fields(e))
+        with connection.cursor() as c:
+            c.execute(
+                "UPDATE core_auditentry SET actor = %s, prev_hash = %s, hash = %s, scheme = 1, "
+                "key_id = NULL, seals = '{}' WHERE seq = %s",
+                ["mallory", prev, h, e.seq],
+            )
+        prev = h
+    """
+
+
+def test_a_log_passed_off_as_from_before_the_key_is_caught_without_the_head_file(
+    tmp_path: Path,
+) -> None:
+    with isolated(tmp_path) as env:
+        write_entries(env, 3)
+        # Rewritten as old unkeyed entries, on a machine with no head file (as every
+        # PostgreSQL client that never wrote an entry is).
+        django(DOWNGRADE, env)
+        (tmp_path / "data" / "audit-head.json").unlink()
+        rewritten = run(["audit", "verify"], env)
+        # `onwatch migrate` (and `up`) must not seal the forgery with the real key.
+        migrated = run(["migrate"], env)
+        after = run(["audit", "verify"], env)
+    assert rewritten.returncode == 1
+    assert rewritten.stderr.strip() == (
+        "onwatch: audit log tampered: entry 1 was changed after it was written"
+    )
+    assert (migrated.returncode, migrated.stderr) == (0, "")
+    assert "key seals" not in migrated.stdout
+    assert (after.returncode, after.stderr) == (rewritten.returncode, rewritten.stderr)
+
+
+def test_a_log_without_its_head_file_cannot_be_fully_checked(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        write_entries(env, 2)
+        (tmp_path / "data" / "audit-head.json").unlink()
+        unchecked = run(["audit", "verify"], env)
+    assert unchecked.returncode == 1
+    assert unchecked.stderr.startswith("onwatch: audit log cannot be fully checked: the head file")
+
+
 def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path: Path) -> None:
     with isolated(tmp_path) as env:
         # An install from before the key: its tables as they were, three unkeyed entries.
@@ -150,11 +206,19 @@ def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path:
                         [seq, connection.ops.adapt_datetimefield_value(at), prev, h],
                     )
                 prev = h
+            # Its key file, from before the audit log was keyed: no marker.
+            from onwatch.core.keyring import get_keyring
+            ring = get_keyring()
+            ring.audit_keyed = False
+            ring.save()
             """,
             env,
             migrate=True,
         )
+        key_file = tmp_path / "data" / "keyring.json"
+        assert json.loads(key_file.read_text())["audit_keyed"] is False
         migrated = run(["migrate"], env)
+        assert json.loads(key_file.read_text())["audit_keyed"] is True
         assert (migrated.returncode, migrated.stderr) == (0, "")
         intact = run(["audit", "verify"], env)
         assert (intact.returncode, intact.stderr) == (0, "")
@@ -164,6 +228,53 @@ def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path:
         truncated = run(["audit", "verify"], env)
     assert truncated.returncode == 1
     assert "entry 3 is missing from the end" in truncated.stderr
+
+
+@contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """No new files in the folder; root passes permission checks, so it is made immutable."""
+    folder.chmod(0o500)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    try:
+        try:
+            (folder / "probe").touch()
+        except OSError:
+            yield
+            return
+        (folder / "probe").unlink()
+        pytest.skip("cannot make a folder unwritable here")
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o700)
+
+
+def test_a_key_file_that_cannot_take_the_keyed_note_stops_migrate_with_one_line(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "keys"
+    with isolated(tmp_path, ONWATCH_KEY_FILE=str(keys / "keyring.json")) as env:
+        write_entries(env, 2)
+        # A key file from the release before the note, on a folder onwatch cannot write.
+        django(
+            """
+            from onwatch.core.keyring import get_keyring
+            ring = get_keyring()
+            ring.audit_keyed = False
+            ring.save()
+            """,
+            env,
+        )
+        with unwritable(keys):
+            refused = run(["migrate"], env)
+        migrated = run(["migrate"], env)
+    assert refused.returncode == 2
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert refused.stderr.startswith(f"onwatch: The key file {keys / 'keyring.json'} cannot be")
+    assert refused.stderr.strip().endswith("let it write the file for one `onwatch migrate`")
+    assert (migrated.returncode, migrated.stderr) == (0, "")
+    assert json.loads((keys / "keyring.json").read_text())["audit_keyed"] is True
 
 
 def test_an_unwritable_head_file_folder_stops_onwatch_with_one_line(tmp_path: Path) -> None:

@@ -1,5 +1,9 @@
 """The audit log: append-only, hash-chained under a key from the key file, its newest entry
-witnessed by a head file outside the database; `onwatch audit verify` checks all three."""
+witnessed by a head file outside the database; `onwatch audit verify` checks all three.
+
+Entries from before the key (scheme 1) carry a hash anyone can recompute. Once the key file
+is marked keyed (from the start on a new install, by seal_legacy() after an upgrade), such
+an entry can only be a forgery, and nothing is ever sealed again."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from onwatch.core import audit_head
+from onwatch.core import audit_head, keyring
 from onwatch.core.audit_head import Head, HeadFileError, head_path, read_head
 from onwatch.core.audit_seal import (
     ERASED,
@@ -145,7 +149,8 @@ def _entry_problem(e: AuditEntry, walk: _Walk, head: Head | None) -> str | None:
         return f"entry {e.seq} does not follow entry {e.seq - 1}"
     if e.scheme == SCHEME_KEYED:
         problem = _keyed_problem(e)
-    # An unkeyed entry after a keyed one is a forgery: sealing never goes backwards.
+    # An unkeyed entry after a keyed one, or in a log marked keyed, is a forgery: sealing
+    # never goes backwards.
     elif walk.keyed or e.scheme != SCHEME_LEGACY or entry_hash(e.prev_hash, _fields(e)) != e.hash:
         problem = f"entry {e.seq} was changed after it was written"
     else:
@@ -159,14 +164,15 @@ def _entry_problem(e: AuditEntry, walk: _Walk, head: Head | None) -> str | None:
 
 
 def _tail_verdict(walk: _Walk, head: Head | None) -> Verdict:
-    if head is None and walk.keyed:
+    # Keyed or not: without the head, a log rewritten or cut short cannot be told apart.
+    if head is None and walk.seq:
         return Verdict(
             walk.seq,
             None,
             "",
-            unchecked=f"the head file {head_path()} is missing, so deleted newest entries "
-            "would go unnoticed; put it back from this machine's backup, or point "
-            "ONWATCH_AUDIT_HEAD_FILE at it",
+            unchecked=f"the head file {head_path()} is missing, so newest entries deleted, or "
+            "the whole log rewritten, would go unnoticed; put it back from this machine's "
+            "backup, or point ONWATCH_AUDIT_HEAD_FILE at it",
         )
     if head is None or head.seq <= walk.seq:
         return Verdict(walk.seq, None, "")
@@ -185,9 +191,9 @@ def _tail_verdict(walk: _Walk, head: Head | None) -> Verdict:
 def verify(with_head: bool = True) -> Verdict:
     try:
         head = read_head() if with_head else None
-    except HeadFileError as err:
+        walk = _Walk(keyed=keyring.get_keyring().audit_keyed)
+    except (HeadFileError, KeyringError) as err:
         return Verdict(0, None, "", unchecked=str(err))
-    walk = _Walk()
     for e in AuditEntry.objects.order_by("seq").iterator(chunk_size=2000):
         problem = _entry_problem(e, walk, head)
         if problem is not None:
@@ -225,35 +231,51 @@ def accept_restored(actor: str = "cli") -> tuple[Head | None, AuditEntry]:
 
 
 def seal_legacy() -> int:
-    """Seal an intact chain of entries written before the key (scheme 1) with the key.
+    """Seal an intact chain of entries written before the key (scheme 1) with the key, then
+    mark the key file keyed; once it is marked, this never seals anything again.
 
-    Run by `onwatch migrate` once the key file is proven. The old unkeyed hashes stopped no
-    database writer, so nothing is lost by replacing them; what is gained is that those
-    entries too are covered by the head file and can have a person erased from them. A
-    chain that does not verify is left exactly as it is: it is evidence.
+    Run by `onwatch migrate`. The old unkeyed hashes stopped no database writer, so nothing
+    is lost by replacing them; what is gained is that those entries too are covered by the
+    head file and can have a person erased from them. A chain that does not verify is left
+    exactly as it is: it is evidence.
     """
+    if keyring.get_keyring().audit_keyed:
+        # Any scheme 1 entry now is a forgery: sealing it would make it pass as genuine.
+        return 0
     with transaction.atomic():
         _serialise()
-        if AuditEntry.objects.filter(scheme=SCHEME_KEYED).exists():
-            return 0
         entries = list(AuditEntry.objects.order_by("seq"))
-        if not entries:
+        legacy = [e for e in entries if e.scheme == SCHEME_LEGACY]
+        problem = _unsealable(entries, legacy)
+        if problem:
+            log.warning("audit log: not sealed with the key, %s", problem)
             return 0
-        verdict = verify()
-        if verdict.first_bad is not None:
-            log.warning(
-                "audit log: not sealed with the key, as it does not verify: %s", verdict.reason
-            )
-            return 0
-        prev = GENESIS
-        for e in entries:
-            e.prev_hash = prev
-            seal(e)
-            prev = e.hash
-        fields = ["scheme", "key_id", "seals", "prev_hash", "hash"]
-        AuditEntry.objects.bulk_update(entries, fields, batch_size=500)
-        transaction.on_commit(partial(audit_head.reset, Head(entries[-1].seq, prev)))
-    return len(entries)
+        if legacy:
+            _seal_all(legacy)
+        transaction.on_commit(keyring.mark_audit_keyed)
+    return len(legacy)
+
+
+def _unsealable(entries: list[AuditEntry], legacy: list[AuditEntry]) -> str:
+    verdict = verify()
+    if verdict.first_bad is not None:
+        return f"as it does not verify: {verdict.reason}"
+    if legacy and len(legacy) < len(entries):
+        # Resealing would rewrite keyed entries and drop their erasures; marking would
+        # make the old ones look forged. The head file still guards this log.
+        return "as old unkeyed entries are followed by keyed ones"
+    return ""
+
+
+def _seal_all(entries: list[AuditEntry]) -> None:
+    prev = GENESIS
+    for e in entries:
+        e.prev_hash = prev
+        seal(e)
+        prev = e.hash
+    fields = ["scheme", "key_id", "seals", "prev_hash", "hash"]
+    AuditEntry.objects.bulk_update(entries, fields, batch_size=500)
+    transaction.on_commit(partial(audit_head.reset, Head(entries[-1].seq, prev)))
 
 
 def _names_person(value: Any, wanted: list[re.Pattern[str]]) -> bool:

@@ -1,6 +1,9 @@
 """Encryption at rest: versioned AES-256-GCM keys in a key file outside the database.
 
-The key file is JSON, mode 0600: {"format": 1, "current": 2, "keys": {"1": "<b64>", ...}}.
+The key file is JSON, mode 0600: {"format": 1, "current": 2, "keys": {"1": "<b64>", ...},
+"audit_keyed": true}. The last is a one-way marker that the audit log is sealed with these
+keys: kept here, outside the database, so a database writer cannot pass entries off as
+ones from before the key (see onwatch.core.audit).
 A secret is stored as ``ow1:<key id>:<base64(nonce || ciphertext+tag)>``; the column it
 belongs to is bound in as associated data, so a ciphertext copied into another column
 does not decrypt.
@@ -31,6 +34,7 @@ class Keyring:
     path: Path
     keys: dict[int, bytes] = field(default_factory=dict)
     current: int = 0
+    audit_keyed: bool = False
 
     @classmethod
     def load(cls, path: Path) -> Keyring:
@@ -48,6 +52,7 @@ class Keyring:
             doc = json.loads(raw)
             keys = {int(k): base64.b64decode(v, validate=True) for k, v in doc["keys"].items()}
             current = int(doc["current"])
+            audit_keyed = doc.get("audit_keyed") is True
         except (ValueError, KeyError, TypeError, AttributeError):  # UnicodeError is a ValueError
             raise KeyringError(
                 f"The key file {path} is damaged (not onwatch key-file JSON); "
@@ -55,11 +60,12 @@ class Keyring:
             ) from None
         if current not in keys or any(len(k) != 32 for k in keys.values()):
             raise KeyringError(f"The key file {path} is damaged (bad key); restore it")
-        return cls(path, keys, current)
+        return cls(path, keys, current, audit_keyed)
 
     @classmethod
-    def create(cls, path: Path) -> Keyring:
-        ring = cls(path)
+    def create(cls, path: Path, audit_keyed: bool = True) -> Keyring:
+        """A new key file; marked keyed unless an audit log from before the key awaits sealing."""
+        ring = cls(path, audit_keyed=audit_keyed)
         ring.add_key()
         try:
             ring.save(exclusive=True)
@@ -85,6 +91,7 @@ class Keyring:
             "format": 1,
             "current": self.current,
             "keys": {str(k): base64.b64encode(v).decode() for k, v in self.keys.items()},
+            "audit_keyed": self.audit_keyed,
         }
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keyring-")
         try:
@@ -168,6 +175,29 @@ def get_keyring() -> Keyring:
     if _ring is None or _ring.path != path:
         _ring = Keyring.load(path)
     return _ring
+
+
+def mark_audit_keyed() -> None:
+    """Note in the key file, for good, that the audit log is sealed with its keys.
+
+    Read afresh and written whole, so a key added meanwhile by another process is kept.
+    """
+    from django.conf import settings
+
+    path = Path(settings.KEY_FILE)
+    ring = Keyring.load(path)
+    if ring.audit_keyed:
+        return
+    ring.audit_keyed = True
+    try:
+        ring.save()
+    except OSError as e:
+        raise KeyringError(
+            f"The key file {path} cannot be written ({e.strerror}); onwatch must note in it, "
+            "once, that the audit log is now sealed with its keys: let it write the file for "
+            "one `onwatch migrate`"
+        ) from None
+    forget_keyring()
 
 
 def forget_keyring() -> None:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from onwatch.core import keyring
 from onwatch.core.fields import encrypted_fields
 from onwatch.core.keyring import Keyring, KeyringError
-from onwatch.core.models import KeyCheck
+from onwatch.core.models import AuditEntry, KeyCheck
 
 CANARY = "onwatch key check"
 
@@ -74,7 +74,8 @@ def ensure_keyring() -> Keyring:
     if not keyring.key_file_exists(path):
         if database_has_secrets():
             raise _missing(path)
-        Keyring.create(path)
+        # A log already there is from before the key: marked once `migrate` has sealed it.
+        Keyring.create(path, audit_keyed=not AuditEntry.objects.exists())
     keyring.forget_keyring()
     ring = keyring.get_keyring()
     check = KeyCheck.objects.first()
