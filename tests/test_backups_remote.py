@@ -13,8 +13,9 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from onwatch.backups import remote, restic, services, ssh
+from onwatch.backups import remote, restic, services
 from onwatch.backups.models import Repository, RunCopy, SourceKind
+from onwatch.core import ssh
 from onwatch.core.models import AuditEntry, JobState, Organization
 from tests.fixtures import signed_in
 from tests.procs import argv_of

@@ -12,6 +12,7 @@ from onwatch.backups import restic
 from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
 from onwatch.backups.runs import snapshot_name
 from onwatch.backups.services import verified_copies
+from onwatch.core import ssh
 
 KEY_FILE, KNOWN_HOSTS_FILE = "onwatch-sftp-key", "onwatch-known-hosts"
 
@@ -29,12 +30,9 @@ def restic_command(repository: Repository) -> str:
     target = restic.sftp_target(repository.url)
     if target is None or not repository.ssh_key:
         return base
-    ssh = ["ssh", "-i", KEY_FILE, "-o", "IdentitiesOnly=yes"]
-    if repository.known_hosts:
-        ssh += ["-o", f"UserKnownHostsFile={KNOWN_HOSTS_FILE}", "-o", "StrictHostKeyChecking=yes"]
-    ssh += [*(["-p", str(target.port)] if target.port else [])]
-    ssh += [*(["-l", target.user] if target.user else []), "-s", target.host, "sftp"]
-    return f"{base} -o sftp.command={shlex.quote(' '.join(ssh))}"
+    known_hosts = KNOWN_HOSTS_FILE if repository.known_hosts else None
+    command = ssh.by_hand_command(target.endpoint, KEY_FILE, known_hosts, "sftp", subsystem=True)
+    return f"{base} -o sftp.command={shlex.quote(command)}"
 
 
 def setup_block(repository: Repository) -> str:
