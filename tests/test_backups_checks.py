@@ -14,8 +14,8 @@ import pytest
 
 from onwatch.backups import services
 from onwatch.backups.checks import check_source
-from onwatch.backups.conf import pg_tool
 from onwatch.backups.models import Source, SourceKind
+from onwatch.core import postgres
 from onwatch.core.models import Organization
 from tests.procs import free_port
 from tests.test_backups_support import PgSource, pg_db, pg_parts, sqlite_file
@@ -35,7 +35,7 @@ def password_pg() -> Iterator[tuple[int, str]]:
     if as_postgres:
         shutil.chown(root, "postgres")
         shutil.chown(root / "pw", "postgres")
-    bin_dir = Path(pg_tool("pg_dump")).parent
+    bin_dir = Path(postgres.tool("pg_dump")).parent
     data, port = str(root / "data"), free_port()
 
     def tool(name: str, *args: str) -> None:

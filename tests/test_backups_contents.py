@@ -15,6 +15,7 @@ from onwatch.backups.contents import checksum_checks
 from onwatch.backups.drills import run_drill
 from onwatch.backups.models import Outcome, SourceKind
 from onwatch.backups.runs import run_backup, snapshot_name
+from onwatch.core import postgres
 from onwatch.core.models import Organization
 from tests.test_backups_support import PgSource, local_repo, pg_db, pg_parts, pg_source, plan_for
 
@@ -44,9 +45,9 @@ ODD_SESSION = [
 ]
 
 
-def server_of(db: PgSource) -> pg.Server:
+def server_of(db: PgSource) -> postgres.Server:
     host, port, user = pg_parts()
-    return pg.Server(host, port, user, "", db.name)
+    return postgres.Server(host, port, user, "", db.name)
 
 
 def test_checksums_do_not_depend_on_row_order_or_session_settings(pg_db: PgSource) -> None:

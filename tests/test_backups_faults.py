@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 from onwatch.backups import services
-from onwatch.backups.conf import pg_tool
 from onwatch.backups.models import Outcome, SourceKind
+from onwatch.core import postgres
 from onwatch.core.models import JobState, Organization
 from tests.procs import free_port
 from tests.test_backups_runs import assert_failed_with_alert, backup, drill
@@ -150,7 +150,7 @@ def small_pg_server(tmp_path: Path) -> Iterator[SmallServer]:
     free after initdb) and whose WAL sits on an ordinary disk: the data disk fills up,
     the server itself keeps running, as on a scratch server short of room."""
     base = Path(tempfile.mkdtemp(prefix="onwatch-small-pg-"))
-    bin_dir = Path(pg_tool("initdb")).parent
+    bin_dir = Path(postgres.tool("initdb")).parent
     try:
         with tmpfs(base / "data", "40m") as data:
             shutil.chown(base, "postgres")

@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from onwatch.backups import checks, mariadb, restic, restores, services, targets
-from onwatch.backups.mariadb import Version
 from onwatch.backups.models import Outcome, RunCopy, Source, SourceKind
+from onwatch.core.mariadb import (
+    Version,
+    drop_database,
+    parse_version,
+    tool,
+    tool_version,
+    version_problem,
+)
 from onwatch.core.models import JobState, Organization
 from tests.mariadb_server import MariaDB, mariadb_server
 from tests.procs import free_port, run
@@ -98,7 +105,7 @@ def wrapped_tools(tmp_path: Path, dump_body: str, client_body: str = "") -> Path
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for kind, body in (("dump", dump_body), ("client", client_body)):
-        real = mariadb.tool(kind)
+        real = tool(kind)
         assert real is not None
         script = bin_dir / Path(real).name
         script.write_text(f'#!/bin/sh\nreal="{real}"\n{body or 'exec $real "$@"'}\n')
@@ -345,27 +352,27 @@ def test_check_source_passes_a_good_source_and_explains_bad_ones(
 def test_check_source_explains_an_old_or_foreign_dump_tool(
     org: Organization, maria_db: MariaSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert mariadb.version_problem(Version("MariaDB", 10, 11), Version("MariaDB", 10, 11)) is None
-    assert mariadb.version_problem(Version("MariaDB", 11, 4), Version("MariaDB", 10, 11)) is None
-    older = mariadb.version_problem(Version("MariaDB", 10, 5), Version("MariaDB", 10, 11))
+    assert version_problem(Version("MariaDB", 10, 11), Version("MariaDB", 10, 11)) is None
+    assert version_problem(Version("MariaDB", 11, 4), Version("MariaDB", 10, 11)) is None
+    older = version_problem(Version("MariaDB", 10, 5), Version("MariaDB", 10, 11))
     assert older == (
         "the dump tool is from MariaDB 10.5 but the server runs MariaDB 10.11; install the "
         "MariaDB 10.11 client tools (or newer) or point ONWATCH_MARIADB_BIN_DIR at them"
     )
-    mysql8 = mariadb.version_problem(Version("MariaDB", 10, 11), Version("MySQL", 8, 0))
+    mysql8 = version_problem(Version("MariaDB", 10, 11), Version("MySQL", 8, 0))
     assert mysql8 is not None and "does not dump MySQL 8 faithfully" in mysql8
-    mysqldump = mariadb.version_problem(Version("MySQL", 8, 0), Version("MariaDB", 10, 11))
+    mysqldump = version_problem(Version("MySQL", 8, 0), Version("MariaDB", 10, 11))
     assert mysqldump is not None and "fails on MariaDB servers" in mysqldump
-    assert mariadb.version_problem(None, Version("MariaDB", 10, 11)) is not None
+    assert version_problem(None, Version("MariaDB", 10, 11)) is not None
 
     # The versions as the real tool and server print them.
-    server = mariadb.parse_version(maria_db.server.version)
+    server = parse_version(maria_db.server.version)
     assert server is not None and server.flavour == "MariaDB"
-    assert mariadb.tool_version("dump") == server
-    assert mariadb.parse_version("mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL …)") == Version(
+    assert tool_version("dump") == server
+    assert parse_version("mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL …)") == Version(
         "MySQL", 8, 0
     )
-    assert mariadb.parse_version("8.0.36-0ubuntu0.22.04.1") == Version("MySQL", 8, 0)
+    assert parse_version("8.0.36-0ubuntu0.22.04.1") == Version("MySQL", 8, 0)
 
     # An older mariadb-dump in front of the real server is caught before any run.
     old = 'case "$1" in --version) echo "mariadb-dump  Ver 10.19 Distrib 10.5.23-MariaDB";; esac'
@@ -425,7 +432,7 @@ def test_a_drill_copy_gets_the_sources_events_switched_off(
                 )
                 assert cur.fetchall() == (("tick ENABLE DO", status), ("tidy", status))
         finally:
-            mariadb.drop_database(server, name)
+            drop_database(server, name)
 
     job, d = drill(plan)
     assert job.state == JobState.SUCCEEDED and d.verified, job.error + job.log

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,9 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from onwatch.backups import remote, restic, services, ssh
+from onwatch.backups import kit, remote, restic, services
 from onwatch.backups.models import Repository, RunCopy, SourceKind
+from onwatch.core import ssh
 from onwatch.core.models import AuditEntry, JobState, Organization
 from tests.fixtures import signed_in
 from tests.procs import argv_of
@@ -109,8 +111,9 @@ def test_the_private_key_is_a_0600_file_only_while_restic_runs(
     r, w = os.pipe()
     running = restic.start_backup_stdin(services.repo_of(repository), "x", [], stdin=r)
     os.close(r)
-    assert running.connection.dir is not None
-    key = running.connection.dir / "key"
+    session = running.connection.session
+    assert session is not None
+    key = session.key
     assert key.stat().st_mode & 0o777 == 0o600 and key.read_text() == repository.ssh_key
     cmdline = argv_of(running.proc.pid, "restic")
     os.write(w, b"over sftp")
@@ -119,7 +122,48 @@ def test_the_private_key_is_a_0600_file_only_while_restic_runs(
     assert summary.files == 1
     assert "StrictHostKeyChecking=yes" in cmdline and f"-i {key}" in cmdline
     assert repository.password not in cmdline and "PRIVATE KEY" not in cmdline
-    assert not running.connection.dir.exists(), "the key outlived the call"
+    assert not session.dir.exists(), "the key outlived the call"
+
+
+def test_the_recovery_kits_sftp_command_reaches_the_server_by_hand(
+    org: Organization, sshd: SshServer, tmp_path: Path
+) -> None:
+    """The kit's `restic -r … -o sftp.command=…` line, run by a shell in a directory holding
+    the key and host key files the kit tells people to save, as on a fresh machine."""
+    repository = connected_sftp(org, sshd, tmp_path)
+    fresh = tmp_path / "fresh-machine"
+    fresh.mkdir()
+    (fresh / kit.KEY_FILE).write_text(repository.ssh_key.strip() + "\n")
+    (fresh / kit.KEY_FILE).chmod(0o600)
+    (fresh / kit.KNOWN_HOSTS_FILE).write_text(repository.known_hosts)
+    line = f"{kit.restic_command(repository)} snapshots --json"
+    assert "StrictHostKeyChecking=yes" in line
+    done = subprocess.run(
+        ["sh", "-c", line],
+        cwd=fresh,
+        env={"PATH": os.environ["PATH"], "RESTIC_PASSWORD": repository.password},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+    # The server's host key changed since it was pinned: the same line refuses it.
+    sshd.stop()
+    sshd.new_host_key()
+    sshd.start()
+    refused = subprocess.run(
+        ["sh", "-c", line],
+        cwd=fresh,
+        env={"PATH": os.environ["PATH"], "RESTIC_PASSWORD": repository.password},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    # restic passes on ssh's first line only: the banner of its changed-host-key warning.
+    assert "subprocess ssh: @@@@@@@@" in refused.stderr
+    assert "unable to open repository" in refused.stderr
 
 
 def test_a_changed_host_key_a_removed_key_and_a_stopped_server_fail_the_run(

@@ -25,7 +25,7 @@ from onwatch.backups.kit import recovery_kit
 from onwatch.backups.models import Plan, Repository, Restore, SourceKind
 from onwatch.backups.restore_views import snapshot_rows
 from onwatch.backups.runs import snapshot_name
-from onwatch.core import jobs
+from onwatch.core import jobs, postgres
 from onwatch.core.models import JobState, Organization
 from tests.fixtures import signed_in
 from tests.mariadb_server import mariadb_server
@@ -251,14 +251,13 @@ def test_onwatch_restore_passes_over_a_newer_snapshot_onwatch_never_verified(
 def stopping_pg_restore(tmp_path: Path) -> Path:
     """A bin directory whose pg_restore is the real one, given only the first 20 KB of the
     dump: it creates the tables, then stops with an error, as a cut-off download would."""
-    from onwatch.backups.conf import pg_tool
 
     bin_dir = tmp_path / "stopping-bin"
     bin_dir.mkdir()
     script = bin_dir / "pg_restore"
-    script.write_text(f'#!/bin/sh\nhead -c 20000 | "{pg_tool("pg_restore")}" "$@"\n')
+    script.write_text(f'#!/bin/sh\nhead -c 20000 | "{postgres.tool("pg_restore")}" "$@"\n')
     script.chmod(0o755)
-    (bin_dir / "pg_dump").symlink_to(pg_tool("pg_dump"))
+    (bin_dir / "pg_dump").symlink_to(postgres.tool("pg_dump"))
     return bin_dir
 
 

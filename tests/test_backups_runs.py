@@ -13,7 +13,7 @@ import pytest
 
 from onwatch.backups import restic, runs, services
 from onwatch.backups.models import BackupRun, Drill, Outcome, Plan, RunCopy, SourceKind
-from onwatch.core import jobs
+from onwatch.core import jobs, postgres
 from onwatch.core.models import Job, JobState, Organization
 from tests.fixtures import make_member, signed_in
 from tests.test_backups_restic import corrupt_packs, hold_lock
@@ -164,15 +164,14 @@ def test_a_plan_whose_copies_sit_with_the_source_is_not_offsite(
 def killing_pg_dump(tmp_path: Path) -> Path:
     """A bin directory whose pg_dump is the real one cut off after 4 KiB and then killed,
     as the OOM killer or a crash would."""
-    from onwatch.backups.conf import pg_tool
 
-    real = pg_tool("pg_dump")
+    real = postgres.tool("pg_dump")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "pg_dump"
     script.write_text(f'#!/bin/sh\n"{real}" "$@" | head -c 4096\nkill -9 $$\n')
     script.chmod(0o755)
-    (bin_dir / "pg_restore").symlink_to(pg_tool("pg_restore"))
+    (bin_dir / "pg_restore").symlink_to(postgres.tool("pg_restore"))
     return bin_dir
 
 
@@ -388,19 +387,18 @@ def test_restic_never_sees_the_source_password_in_argv(
     from onwatch.backups import pg
 
     source = pg_source(org, pg_db, password="pg-secret-pw")
-    cmd = pg.dump_command(pg.source_server(source), "00000003-1")
+    cmd = postgres.dump_command(pg.source_server(source), "00000003-1")
     assert not any("pg-secret-pw" in a for a in cmd)
     assert pg.source_server(source).tool_env()["PGPASSWORD"] == "pg-secret-pw"
     assert subprocess.run([cmd[0], "--version"], capture_output=True).returncode == 0
 
 
 def test_an_older_pg_dump_than_the_server_is_explained_before_dumping() -> None:
-    from onwatch.backups import pg
 
-    assert pg.tool_major("pg_dump") >= 10
-    problem = pg.version_problem(client=15, server=16)
+    assert postgres.tool_major("pg_dump") >= 10
+    problem = postgres.version_problem(client=15, server=16)
     assert problem is not None and "install the PostgreSQL 16 client tools" in problem
-    assert pg.version_problem(client=16, server=15) is None
+    assert postgres.version_problem(client=16, server=15) is None
 
 
 def test_smoke_queries_only_read(org: Organization, pg_db: PgSource, tmp_path: Path) -> None:

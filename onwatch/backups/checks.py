@@ -17,8 +17,16 @@ from pathlib import Path
 import psycopg
 
 from onwatch.backups import mariadb, pg
-from onwatch.backups.conf import pg_tool
 from onwatch.backups.models import Source, SourceKind
+from onwatch.core import postgres
+from onwatch.core.mariadb import (
+    MariaDBError,
+    missing_tool,
+    query,
+    server_version,
+    tool_version,
+    version_problem,
+)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -34,7 +42,7 @@ def check_source(source: Source) -> list[str]:
 
 
 def check_postgresql(source: Source) -> list[str]:
-    if not shutil.which(pg_tool("pg_dump")):
+    if not shutil.which(postgres.tool("pg_dump")):
         return [
             "pg_dump is not installed on this machine; install the PostgreSQL client tools "
             "(Debian/Ubuntu: apt install postgresql-client) or set ONWATCH_PG_BIN_DIR"
@@ -47,7 +55,7 @@ def check_postgresql(source: Source) -> list[str]:
             major = conn.info.server_version // 10000
     except psycopg.OperationalError as e:
         return [pg_connection_problem(server, e)]
-    problems = [p for p in [pg.version_problem(pg.tool_major("pg_dump"), major)] if p]
+    problems = [p for p in [postgres.version_problem(postgres.tool_major("pg_dump"), major)] if p]
     if source.scratch_url:
         scratch = pg.scratch_server(source)
         try:
@@ -57,7 +65,7 @@ def check_postgresql(source: Source) -> list[str]:
     return problems
 
 
-def pg_connection_problem(server: pg.Server, e: psycopg.OperationalError) -> str:
+def pg_connection_problem(server: postgres.Server, e: psycopg.OperationalError) -> str:
     text, where = str(e), f"{server.host}:{server.port}"
     if "password authentication failed" in text:
         return f"the server at {where} refused user {server.user} with this password; check them"
@@ -95,19 +103,19 @@ def has_reload(grants: list[str]) -> bool:
 
 
 def check_mariadb(source: Source) -> list[str]:
-    client = mariadb.tool_version("dump")
+    client = tool_version("dump")
     if client is None:
-        return [mariadb.missing_tool("dump")]
+        return [missing_tool("dump")]
     if not source.database:
         return ["name the database to back up"]
     server = mariadb.source_server(source)
     try:
         with server.connect() as conn, server.explained(server.database):
-            version = mariadb.server_version(conn)
-            grants = [str(r[0]) for r in mariadb.query(conn, "SHOW GRANTS")]
-    except mariadb.MariaDBError as e:
+            version = server_version(conn)
+            grants = [str(r[0]) for r in query(conn, "SHOW GRANTS")]
+    except MariaDBError as e:
         return [str(e)]
-    problems = [p for p in [mariadb.version_problem(client, version)] if p]
+    problems = [p for p in [version_problem(client, version)] if p]
     if not has_reload(grants):
         problems.append(
             f"user {server.user} lacks the RELOAD privilege, which onwatch needs to hold "
@@ -117,7 +125,7 @@ def check_mariadb(source: Source) -> list[str]:
         scratch = mariadb.scratch_server(source)
         try:
             scratch.connect("").close()
-        except mariadb.MariaDBError as e:
+        except MariaDBError as e:
             problems.append(f"scratch server for drills: {e}")
     return problems
 

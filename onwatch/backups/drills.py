@@ -20,6 +20,7 @@ from onwatch.backups import files, mariadb, pg, restic, scratch, targets
 from onwatch.backups.contents import checksum_checks
 from onwatch.backups.models import Drill, Outcome, Plan, RunCopy, SourceKind
 from onwatch.backups.services import drill_repository, newest_good_copy, repo_of
+from onwatch.core.mariadb import MariaDBError, drop_database, query, quote
 from onwatch.core.models import Job
 
 Log = Callable[[str], None]
@@ -70,7 +71,7 @@ def smoke_checks(queries: list[dict[str, Any]], query: Query) -> list[Check]:
         try:
             # Through JSON, so dates and decimals compare as the user wrote them.
             got = json.loads(json.dumps(query(q["sql"]), default=str))
-        except (psycopg.Error, sqlite3.Error, mariadb.MariaDBError) as e:
+        except (psycopg.Error, sqlite3.Error, MariaDBError) as e:
             found.append(check(f"smoke query {q['sql']!r}", False, f"failed: {e}"))
             continue
         ok = got == q.get("expect")
@@ -112,7 +113,7 @@ def drill_postgresql(
             checks = count_checks(contents.get("tables", {}), found.rows)
             checks += checksum_checks(contents.get("checksums", {}), found.checksums)
 
-            def query(q: str) -> list[list[Any]]:
+            def ask(q: str) -> list[list[Any]]:
                 rows: list[list[Any]] = []
                 with conn.transaction():
                     conn.execute("SET TRANSACTION READ ONLY")
@@ -120,7 +121,7 @@ def drill_postgresql(
                     raise psycopg.Rollback()
                 return rows
 
-            checks += smoke_checks(plan.source.smoke_queries, query)
+            checks += smoke_checks(plan.source.smoke_queries, ask)
         return timings, time.monotonic() - started, checks
     finally:
         log(pg.discard_scratch(server, name))
@@ -138,28 +139,28 @@ def drill_mariadb(
         with server.connect(name) as conn:
             # Belt and braces: an event written in a form the rewrite did not know.
             for event in mariadb.enabled_events(conn, name):
-                mariadb.query(conn, f"ALTER EVENT {mariadb.quote(event)} DISABLE")
+                query(conn, f"ALTER EVENT {quote(event)} DISABLE")
                 log(f"switched off event {event} in the scratch copy")
             with server.explained(name):
                 found = mariadb.table_contents(conn, name)
             checks = count_checks(contents.get("tables", {}), found.rows)
             checks += checksum_checks(contents.get("checksums", {}), found.checksums)
 
-            def query(q: str) -> list[list[Any]]:
+            def ask(q: str) -> list[list[Any]]:
                 with server.explained(name):
-                    mariadb.query(conn, "START TRANSACTION READ ONLY")
+                    query(conn, "START TRANSACTION READ ONLY")
                     try:
-                        return mariadb.query(conn, q)
+                        return query(conn, q)
                     finally:
-                        mariadb.query(conn, "ROLLBACK")
+                        query(conn, "ROLLBACK")
 
-            checks += smoke_checks(plan.source.smoke_queries, query)
+            checks += smoke_checks(plan.source.smoke_queries, ask)
         return timings, time.monotonic() - started, checks
     finally:
         try:
-            mariadb.drop_database(server, name)
+            drop_database(server, name)
             log(f"dropped scratch database {name}")
-        except mariadb.MariaDBError as e:
+        except MariaDBError as e:
             # The drill's own verdict stands; the leftover is for people to remove.
             log(f"could not drop scratch database {name} ({e}); drop it by hand")
 
@@ -262,7 +263,7 @@ def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:
         restic.ResticError,
         OSError,
         psycopg.Error,
-        mariadb.MariaDBError,
+        MariaDBError,
         sqlite3.Error,
     ) as e:
         drill.error = str(e).strip() or type(e).__name__

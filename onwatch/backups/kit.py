@@ -8,10 +8,12 @@ import json
 import shlex
 from datetime import datetime
 
-from onwatch.backups import restic
+from onwatch.backups import mariadb, pg, restic
 from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
 from onwatch.backups.runs import snapshot_name
 from onwatch.backups.services import verified_copies
+from onwatch.core import mariadb as mariadb_tools
+from onwatch.core import postgres, ssh
 
 KEY_FILE, KNOWN_HOSTS_FILE = "onwatch-sftp-key", "onwatch-known-hosts"
 
@@ -29,12 +31,9 @@ def restic_command(repository: Repository) -> str:
     target = restic.sftp_target(repository.url)
     if target is None or not repository.ssh_key:
         return base
-    ssh = ["ssh", "-i", KEY_FILE, "-o", "IdentitiesOnly=yes"]
-    if repository.known_hosts:
-        ssh += ["-o", f"UserKnownHostsFile={KNOWN_HOSTS_FILE}", "-o", "StrictHostKeyChecking=yes"]
-    ssh += [*(["-p", str(target.port)] if target.port else [])]
-    ssh += [*(["-l", target.user] if target.user else []), "-s", target.host, "sftp"]
-    return f"{base} -o sftp.command={shlex.quote(' '.join(ssh))}"
+    known_hosts = KNOWN_HOSTS_FILE if repository.known_hosts else None
+    command = ssh.by_hand_command(target.endpoint, KEY_FILE, known_hosts, "sftp", subsystem=True)
+    return f"{base} -o sftp.command={shlex.quote(command)}"
 
 
 def setup_block(repository: Repository) -> str:
@@ -97,36 +96,36 @@ def restore_steps(plan: Plan, command: str, snapshot: str) -> list[str]:
     source = plan.source
     name = snapshot_name(plan)
     if source.kind == SourceKind.POSTGRESQL:
-        server = f"-h {shlex.quote(source.host or '127.0.0.1')} -p {source.port or 5432}"
-        server += f" -U {shlex.quote(source.username or 'postgres')}"
+        pg_server = pg.source_server(source)
         return [
             "The newest verified backup into a new database called `restored` (never over "
             "the live one; `pg_restore` and `createdb` come with the PostgreSQL client tools):",
             "",
             "```sh",
-            f"createdb {server} restored",
-            f"{command} dump {snapshot} /{name} | pg_restore --no-owner --no-privileges "
-            f"--exit-on-error {server} -d restored",
+            postgres.by_hand_create_database(pg_server, "restored"),
+            f"{command} dump {snapshot} /{name} | "
+            f"{postgres.by_hand_restore_command(pg_server, 'restored')}",
             "```",
             "",
             "If it stops with an error, the database `restored` holds only part of the "
-            f"backup: remove it with `dropdb {server} restored` before you try another one.",
+            f"backup: remove it with `{postgres.by_hand_drop_database(pg_server, 'restored')}` "
+            "before you try another one.",
         ]
     if source.kind == SourceKind.MARIADB:
-        server = f"-h {shlex.quote(source.host or '127.0.0.1')} -P {source.port or 3306}"
-        server += f" -u {shlex.quote(source.username or 'root')} -p"
+        server = mariadb.source_server(source)
         return [
             "The newest verified backup into a new database called `restored` (never over "
             "the live one):",
             "",
             "```sh",
-            f"mariadb {server} -e 'CREATE DATABASE restored'",
-            f"{command} dump {snapshot} /{name} | mariadb {server} restored",
+            mariadb_tools.by_hand_create_database(server, "restored"),
+            f"{command} dump {snapshot} /{name} | "
+            f"{mariadb_tools.by_hand_restore_command(server, 'restored')}",
             "```",
             "",
             "If it stops with an error, the database `restored` holds only part of the "
-            f"backup: remove it with `mariadb {server} -e 'DROP DATABASE restored'` before "
-            "you try another one.",
+            f"backup: remove it with `{mariadb_tools.by_hand_drop_database(server, 'restored')}` "
+            "before you try another one.",
         ]
     if source.kind == SourceKind.SQLITE:
         return [

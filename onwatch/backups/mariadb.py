@@ -1,7 +1,6 @@
-"""MariaDB and MySQL sources and scratch targets: connections, row counts and checksums,
-mariadb-dump and mariadb command lines. Passwords reach the tools through a 0600 option
-file given with --defaults-file, never argv (MYSQL_PWD is deprecated and shows in
-/proc/PID/environ to the same user anyway).
+"""MariaDB and MySQL sources and scratch targets: where a source's server is, row counts
+and checksums, scratch databases, and the dump lined up with the recorded counts. The
+tools themselves (mariadb-dump, mariadb), connections and versions are core/mariadb.py's.
 
 Lining the recorded counts up with the dump. MariaDB cannot hand one transaction's
 snapshot to another connection (PostgreSQL's pg_export_snapshot), so onwatch makes two
@@ -29,95 +28,41 @@ drill names the table, and `ALTER TABLE … FORCE` on the source settles it.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import shutil
 import subprocess
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pymysql
 from pymysql.connections import Connection
 
 from onwatch.backups.contents import Contents
 from onwatch.backups.models import Source
-from onwatch.config import env
+from onwatch.core.mariadb import (
+    MariaDBError,
+    Server,
+    Version,
+    create_database,
+    dump_command,
+    last_error,
+    option_file,
+    query,
+    quote,
+    server_version,
+    tool_env,
+    tool_version,
+    url_server,
+    version_problem,
+)
 
-SCHEMES = ("mariadb", "mysql")
 # How long commits may stay blocked while mariadb-dump connects and opens its transaction.
 START_TIMEOUT = 30.0
-TOOLS = {"dump": ("mariadb-dump", "mysqldump"), "client": ("mariadb", "mysql")}
 
 
-class MariaDBError(Exception):
-    """The server or a tool refused; the message is for people."""
-
-
-class DatabaseExists(MariaDBError):
-    """CREATE DATABASE found one of that name."""
-
-
-# --- servers and connections ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Server:
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def connect(self, database: str | None = None) -> Connection[Any]:
-        """To `database`, else the server's own; "" for none."""
-        db = self.database if database is None else database
-        with self.explained(db):
-            return pymysql.connect(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                password=self.password,
-                database=db or None,
-                autocommit=True,
-                connect_timeout=10,
-                charset="utf8mb4",
-            )
-
-    @contextmanager
-    def explained(self, database: str = "") -> Iterator[None]:
-        """pymysql's errors, said in plain words."""
-        try:
-            yield
-        except pymysql.MySQLError as e:
-            raise MariaDBError(self.explain(e, database)) from e
-
-    def explain(self, e: pymysql.MySQLError, database: str = "") -> str:
-        code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
-        detail = str(e.args[1]) if len(e.args) > 1 else str(e)
-        if code == 1045:
-            return (
-                f"the server at {self.where} refused user {self.user} with this password; "
-                "check the user name and password"
-            )
-        if code in (2002, 2003, 2006, 2013):
-            return (
-                f"cannot reach the database server at {self.where} ({detail}); check the "
-                "host and port and that the server is running"
-            )
-        if code == 1049:
-            return f"there is no database {database} on {self.where}; check its name"
-        return f"the server at {self.where} said: {detail}"
+# --- where a source is -----------------------------------------------------------------------
 
 
 def source_server(source: Source) -> Server:
@@ -130,34 +75,12 @@ def source_server(source: Source) -> Server:
     )
 
 
-def url_server(url: str) -> Server:
-    """mariadb://user:password@host:3306/database (mysql:// too)."""
-    u = urlsplit(url)
-    return Server(
-        host=u.hostname or "127.0.0.1",
-        port=u.port or 3306,
-        user=unquote(u.username or "root"),
-        password=unquote(u.password or ""),
-        database=unquote(u.path.lstrip("/")),
-    )
-
-
 def scratch_server(source: Source) -> Server:
     """Where drills restore: scratch_url's server, else the source's own (always in a new
     database, never the source database)."""
     if not source.scratch_url:
         return source_server(source)
     return url_server(source.scratch_url)
-
-
-def quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def query(conn: Connection[Any], sql: str, args: tuple[Any, ...] = ()) -> list[list[Any]]:
-    with conn.cursor() as cur:
-        cur.execute(sql, args or None)
-        return [list(r) for r in cur.fetchall()]
 
 
 # --- what is in a database ------------------------------------------------------------------
@@ -196,87 +119,7 @@ def table_contents(conn: Connection[Any], database: str) -> Contents:
     return Contents(table_counts(conn, database), table_checksums(conn, database))
 
 
-# --- tools ------------------------------------------------------------------------------------
-
-
-def tool(kind: str) -> str | None:
-    """mariadb-dump (or mysqldump) and mariadb (or mysql): from ONWATCH_MARIADB_BIN_DIR,
-    else PATH; None when neither is installed."""
-    names = TOOLS[kind]
-    configured = env("ONWATCH_MARIADB_BIN_DIR", "")
-    if configured:
-        found = [Path(configured) / n for n in names if (Path(configured) / n).exists()]
-        return str(found[0]) if found else None
-    for name in names:
-        if path := shutil.which(name):
-            return path
-    return None
-
-
-def needed_tool(kind: str) -> str:
-    path = tool(kind)
-    if path is None:
-        raise MariaDBError(missing_tool(kind))
-    return path
-
-
-def missing_tool(kind: str) -> str:
-    return (
-        f"{TOOLS[kind][0]} is not installed on this machine; install the MariaDB client "
-        "tools (Debian/Ubuntu: apt install mariadb-client) or set ONWATCH_MARIADB_BIN_DIR"
-    )
-
-
-@contextmanager
-def option_file(server: Server) -> Iterator[str]:
-    """A private (0600) option file holding the connection and the password, removed when
-    the tool is done."""
-
-    def value(v: str) -> str:
-        escaped = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-
-    fd, path = tempfile.mkstemp(prefix="onwatch-my-", suffix=".cnf")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(
-                "[client]\n"
-                f"host={value(server.host)}\n"
-                f"port={server.port}\n"
-                f"user={value(server.user)}\n"
-                f"password={value(server.password)}\n"
-                "protocol=TCP\n"
-                # Only the mariadb client knows this option; mariadb-dump would refuse it.
-                "[mysql]\n"
-                "connect-timeout=10\n"
-            )
-        yield path
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def tool_env() -> dict[str, str]:
-    # MYSQL_HOST, MYSQL_PWD, MYSQL_TCP_PORT… from onwatch's own environment must not
-    # redirect or authenticate the tools.
-    return {k: v for k, v in os.environ.items() if not k.startswith("MYSQL")}
-
-
-def dump_command(options: str, database: str) -> list[str]:
-    return [
-        needed_tool("dump"),
-        f"--defaults-file={options}",  # must come first
-        "--single-transaction",
-        "--routines",
-        "--triggers",
-        "--events",
-        "--hex-blob",
-        "--default-character-set=utf8mb4",
-        # Progress on stderr, unbuffered: how onwatch sees the dump's transaction begin.
-        "--verbose",
-        "--",
-        database,
-    ]
+# --- dumps and drills ---------------------------------------------------------------------------
 
 
 # How mariadb-dump (and mysqldump) writes a scheduled event, up to its status:
@@ -308,108 +151,10 @@ def enabled_events(conn: Connection[Any], database: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def restore_command(options: str, database: str) -> list[str]:
-    return [
-        needed_tool("client"),
-        f"--defaults-file={options}",
-        "--batch",
-        "--default-character-set=utf8mb4",
-        f"--database={database}",
-    ]
-
-
-def last_error(lines: list[str]) -> str:
-    """The tool's own error line (its --verbose progress lines start with "-- ")."""
-    errors = [line for line in lines if line.strip() and not line.startswith("-- ")]
-    return errors[-1].strip() if errors else "no error output"
-
-
-def create_database(server: Server, name: str) -> None:
-    with server.connect("") as conn:
-        try:
-            query(conn, f"CREATE DATABASE {quote(name)} CHARACTER SET utf8mb4")
-        except pymysql.err.ProgrammingError as e:
-            if e.args and e.args[0] == 1007:
-                raise DatabaseExists(f"the database {name} exists already") from e
-            raise MariaDBError(server.explain(e, name)) from e
-        except pymysql.MySQLError as e:
-            raise MariaDBError(server.explain(e, name)) from e
-
-
 def create_scratch(server: Server) -> str:
     name = f"onwatch_drill_{secrets.token_hex(6)}"
     create_database(server, name)
     return name
-
-
-def drop_database(server: Server, name: str) -> None:
-    with server.connect("") as conn, server.explained():
-        query(conn, f"DROP DATABASE IF EXISTS {quote(name)}")
-
-
-# --- versions --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, order=True)
-class Version:
-    flavour: str  # "MariaDB" or "MySQL"
-    major: int
-    minor: int
-
-    def __str__(self) -> str:
-        return f"{self.flavour} {self.major}.{self.minor}"
-
-
-def parse_version(text: str) -> Version | None:
-    """From SELECT VERSION() ("10.11.19-MariaDB-0+deb12u1", "8.0.36") or a tool's
-    --version ("… Distrib 10.11.19-MariaDB, …", "mysqldump  Ver 8.0.36 for Linux …")."""
-    if found := re.search(r"(\d+)\.(\d+)\.\d+-MariaDB", text):
-        return Version("MariaDB", int(found.group(1)), int(found.group(2)))
-    found = re.search(r"Distrib (\d+)\.(\d+)", text) or re.search(r"(\d+)\.(\d+)\.\d+", text)
-    return Version("MySQL", int(found.group(1)), int(found.group(2))) if found else None
-
-
-def tool_version(kind: str = "dump") -> Version | None:
-    path = tool(kind)
-    if path is None:
-        return None
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None  # said as "not installed or not working" by the callers
-    return parse_version(done.stdout)
-
-
-def server_version(conn: Connection[Any]) -> Version | None:
-    return parse_version(str(query(conn, "SELECT VERSION()")[0][0]))
-
-
-def version_problem(client: Version | None, server: Version | None) -> str | None:
-    """Say before the first run when the dump tool cannot faithfully dump this server."""
-    if client is None:
-        return missing_tool("dump")
-    if server is None:
-        return None
-    if server.flavour == "MariaDB" and client.flavour == "MySQL":
-        return (
-            f"the server runs {server} but the dump tool is MySQL's mysqldump "
-            f"{client.major}.{client.minor}, which fails on MariaDB servers; install the "
-            "MariaDB client tools (apt install mariadb-client) or point "
-            "ONWATCH_MARIADB_BIN_DIR at them"
-        )
-    if server.flavour == "MySQL" and client.flavour == "MariaDB" and server.major >= 8:
-        return (
-            f"the server runs {server} but the dump tool is MariaDB's mariadb-dump "
-            f"({client.major}.{client.minor}), which does not dump MySQL 8 faithfully; "
-            f"install MySQL {server.major}.{server.minor}'s client tools (mysqldump) and "
-            "point ONWATCH_MARIADB_BIN_DIR at them"
-        )
-    if client.flavour == server.flavour and client < server:
-        return (
-            f"the dump tool is from {client} but the server runs {server}; install the "
-            f"{server} client tools (or newer) or point ONWATCH_MARIADB_BIN_DIR at them"
-        )
-    return None
 
 
 # --- the dump, lined up with our counts ---------------------------------------------------------

@@ -1,57 +1,20 @@
-"""PostgreSQL sources and scratch targets: connections, row counts, pg_dump and pg_restore
-command lines. Passwords go to the tools through PGPASSWORD, never argv."""
+"""PostgreSQL sources and scratch targets: where a source's server is, row counts and
+checksums, scratch databases for drills. The tools themselves (pg_dump, pg_restore) and
+connections are core/postgres.py's."""
 
 from __future__ import annotations
 
-import os
-import re
 import secrets
-import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg import sql
 
-from onwatch.backups.conf import pg_tool
 from onwatch.backups.contents import Contents
 from onwatch.backups.models import Source
-
-
-@dataclass(frozen=True)
-class Server:
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
-
-    def connect(self, database: str | None = None, autocommit: bool = True) -> psycopg.Connection:
-        return psycopg.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password or None,
-            dbname=database or self.database,
-            autocommit=autocommit,
-            connect_timeout=10,
-        )
-
-    def tool_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        if self.password:
-            env["PGPASSWORD"] = self.password
-        return env
-
-    def tool_args(self, database: str) -> list[str]:
-        return [
-            f"--host={self.host}",
-            f"--port={self.port}",
-            f"--username={self.user}",
-            f"--dbname={database}",
-            "--no-password",
-        ]
+from onwatch.core import postgres
+from onwatch.core.postgres import Server
 
 
 def source_server(source: Source) -> Server:
@@ -201,45 +164,10 @@ def export_snapshot(conn: psycopg.Connection) -> str:
     return str(row[0])
 
 
-def dump_command(server: Server, snapshot: str) -> list[str]:
-    return [
-        pg_tool("pg_dump"),
-        "--format=custom",
-        f"--snapshot={snapshot}",
-        *server.tool_args(server.database),
-    ]
-
-
-def restore_command(server: Server, database: str) -> list[str]:
-    # No owners or grants: the scratch server need not have the source's roles.
-    return [
-        pg_tool("pg_restore"),
-        "--no-owner",
-        "--no-privileges",
-        "--exit-on-error",
-        *server.tool_args(database),
-    ]
-
-
-def last_error(lines: list[str]) -> str:
-    """The line of pg_restore's output that says what failed: its context and hints
-    follow it, so the last line alone is often just "CONTEXT: COPY …"."""
-    errors = [ln for ln in lines if "error:" in ln.lower()]
-    return (errors or lines or [""])[-1].strip()[:300]
-
-
 def create_scratch(server: Server) -> str:
     name = f"onwatch_drill_{secrets.token_hex(6)}"
-    with server.connect() as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    postgres.create_database(server, name)
     return name
-
-
-def drop_database(server: Server, name: str) -> None:
-    with server.connect() as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def discard_scratch(server: Server, name: str) -> str:
@@ -254,7 +182,7 @@ def discard_scratch(server: Server, name: str) -> str:
     except psycopg.Error:
         pass  # best effort: DROP DATABASE below removes them as well
     try:
-        drop_database(server, name)
+        postgres.drop_database(server, name)
     except psycopg.Error as e:
         return (
             f"could not drop the scratch database {name} on {server.host}:{server.port} "
@@ -268,19 +196,3 @@ _SCHEMAS = """
     WHERE nspname NOT IN ('pg_catalog', 'information_schema')
       AND nspname NOT LIKE 'pg_toast%%' AND nspname NOT LIKE 'pg_temp%%'
 """
-
-
-def tool_major(tool: str) -> int:
-    out = subprocess.run([pg_tool(tool), "--version"], capture_output=True, text=True).stdout
-    found = re.search(r"(\d+)(?:\.\d+)?", out)
-    return int(found.group(1)) if found else 0
-
-
-def version_problem(client: int, server: int) -> str | None:
-    """pg_dump refuses servers newer than itself; say so before the first run."""
-    if client and server and client < server:
-        return (
-            f"pg_dump is version {client} but the server runs PostgreSQL {server}; install "
-            f"the PostgreSQL {server} client tools or point ONWATCH_PG_BIN_DIR at them"
-        )
-    return None

@@ -4,13 +4,18 @@ those that were never reached."""
 
 from __future__ import annotations
 
-from onwatch.backups import restic, ssh
+from onwatch.backups import restic
 from onwatch.backups.models import Repository
 from onwatch.backups.services import repo_of
+from onwatch.core import ssh
 
 
 class NotConnected(restic.ResticError):
     """The repository has not been reached once yet."""
+
+
+class HostKeysUnavailable(restic.RepositoryUnreachable):
+    """The SFTP server could not be asked for its host keys."""
 
 
 def connect_repository(repository: Repository) -> None:
@@ -23,11 +28,19 @@ def connect_repository(repository: Repository) -> None:
     if target is not None and not repository.known_hosts.strip():
         # Trust on first use: pinned before anything else, so later attempts (the key may
         # not be authorized yet) are checked against this key rather than scanned again.
-        repository.known_hosts = ssh.scan_host_keys(target.host, target.port)
+        repository.known_hosts = _scan_host_keys(target)
         repository.save(update_fields=["known_hosts"])
     restic.init_or_open(repo_of(repository))
     repository.ready = True
     repository.save(update_fields=["ready"])
+
+
+def _scan_host_keys(target: restic.SftpTarget) -> str:
+    try:
+        return ssh.scan_host_keys(target.host, target.port, what="SFTP server")
+    except ssh.HostKeysUnavailable as e:
+        # Callers handle restic.ResticError: an unreachable server is one of them.
+        raise HostKeysUnavailable(str(e)) from e
 
 
 def forget_host_key(repository: Repository) -> None:

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import urllib.error
@@ -27,6 +26,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from onwatch.config import env
+from onwatch.core import ssh
 from onwatch.core.network import is_loopback
 
 Version = tuple[int, int, int]
@@ -212,9 +212,9 @@ class SftpTarget:
     port: int | None
     path: str
 
-
-_SAFE_HOST = re.compile(r"[A-Za-z0-9_.\[\]:%-]+")
-_SAFE_USER = re.compile(r"[A-Za-z0-9_.@+-]*")
+    @property
+    def endpoint(self) -> ssh.Endpoint:
+        return ssh.Endpoint(self.host, self.port, self.user)
 
 
 def sftp_target(url: str) -> SftpTarget | None:
@@ -234,10 +234,7 @@ def sftp_target(url: str) -> SftpTarget | None:
         return None
     if not target.host or not target.path:
         raise ValueError(f"{url} needs a host and a path, as in sftp:user@host:/srv/backups")
-    if target.host.startswith("-") or not _SAFE_HOST.fullmatch(target.host):
-        raise ValueError(f"{target.host!r} is not a host name")
-    if target.user.startswith("-") or not _SAFE_USER.fullmatch(target.user):
-        raise ValueError(f"{target.user!r} is not a user name")
+    ssh.endpoint(target.host, target.port, target.user)  # ValueError for option-like parts
     return target
 
 
@@ -493,42 +490,29 @@ class Repo:
 
 class Connection:
     """How restic reaches one repository during one call: for SFTP with a key of its own,
-    ssh with that key and the pinned host keys only, from a private temporary directory
-    that close() removes. ssh logs to a file there, because restic may exit before it
-    has passed ssh's own error on."""
+    ssh with that key and the pinned host keys only (core.ssh.Session, removed by
+    close())."""
 
     def __init__(self, repo: Repo) -> None:
-        self.dir: Path | None = None
+        self.session: ssh.Session | None = None
         self.flags: list[str] = []
         target = sftp_target(repo.url)
         if target is None or not repo.ssh_key:
             return
-        self.dir = Path(tempfile.mkdtemp(prefix="onwatch-ssh-"))  # 0700
+        self.session = ssh.Session(repo.ssh_key, repo.known_hosts)
         try:
-            key = self.dir / "key"
-            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(repo.ssh_key.strip() + "\n")
-            known = self.dir / "known_hosts"
-            known.write_text(repo.known_hosts.strip() + "\n" if repo.known_hosts.strip() else "")
-            self.flags = ["-o", f"sftp.command={ssh_command(target, key, known, self.log)}"]
+            args = self.session.args(target.endpoint, "sftp", subsystem=True)
+            self.flags = ["-o", f"sftp.command={ssh_command(args)}"]
         except BaseException:
             self.close()
             raise
 
-    @property
-    def log(self) -> Path:
-        assert self.dir is not None
-        return self.dir / "ssh.log"
-
     def ssh_log(self) -> str:
-        if self.dir is None or not self.log.exists():
-            return ""
-        return self.log.read_text(errors="replace")
+        return "" if self.session is None else self.session.log_text()
 
     def close(self) -> None:
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        if self.session is not None:
+            self.session.close()
 
     def __enter__(self) -> Connection:
         return self
@@ -537,51 +521,12 @@ class Connection:
         self.close()
 
 
-def ssh_command(target: SftpTarget, key: Path, known_hosts: Path, log: Path) -> str:
+def ssh_command(args: list[str]) -> str:
     """The ssh command line for restic's sftp.command (restic splits it as a shell would)."""
-    args = [
-        "ssh",
-        "-F",
-        "/dev/null",  # no user or system ssh_config can loosen what follows
-        "-E",
-        str(log),
-        "-i",
-        str(key),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "UpdateHostKeys=no",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=30",
-        "-o",
-        "ServerAliveInterval=15",
-        "-o",
-        "ServerAliveCountMax=4",
-    ]
-    if target.port:
-        args += ["-p", str(target.port)]
-    if target.user:
-        args += ["-l", target.user]
-    args += ["-s", "--", target.host, "sftp"]
-    return " ".join(_quote(a) for a in args)
-
-
-def _quote(arg: str) -> str:
-    if re.fullmatch(r"[\w@%+=:,./\[\]-]+", arg):
-        return arg
-    if "'" in arg:
-        raise ResticFailed(f"cannot pass {arg!r} to ssh through restic; use another path")
-    return f"'{arg}'"
+    try:
+        return ssh.split_safe_join(args, through="restic")
+    except ValueError as e:
+        raise ResticFailed(str(e)) from None
 
 
 class Running:

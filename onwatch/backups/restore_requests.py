@@ -21,10 +21,11 @@ import psycopg
 from django.db import transaction
 from django.utils import timezone
 
-from onwatch.backups import mariadb, pg, restic, restores, targets
+from onwatch.backups import restic, restores, targets
 from onwatch.backups.models import Outcome, Plan, Repository, Restore, Source, SourceKind
-from onwatch.core import jobs
+from onwatch.core import jobs, postgres
 from onwatch.core.jobs import JobContext, JobFailed
+from onwatch.core.mariadb import MariaDBError, Server, query
 
 DATABASE_KINDS = (SourceKind.POSTGRESQL, SourceKind.MARIADB)
 SCHEME = {SourceKind.POSTGRESQL: "postgresql", SourceKind.MARIADB: "mariadb"}
@@ -114,18 +115,18 @@ def restore_to(source: Source, target: Target) -> str:
 
 def database_exists(source: Source, target: Target) -> bool:
     """Whether the database is there already (the restore itself refuses one too, later).
-    Raises psycopg.Error or mariadb.MariaDBError."""
+    Raises psycopg.Error or MariaDBError."""
     where = login(source, target.server)
     if source.kind == SourceKind.MARIADB:
-        maria = mariadb.Server(where.host, where.port, where.user or "root", where.password, "")
+        maria = Server(where.host, where.port, where.user or "root", where.password, "")
         with maria.connect("") as conn, maria.explained():
-            found = mariadb.query(
+            found = query(
                 conn,
                 "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s",
                 (target.database,),
             )
         return bool(found)
-    server = pg.Server(where.host, where.port, where.user or "postgres", where.password, "")
+    server = postgres.Server(where.host, where.port, where.user or "postgres", where.password, "")
     with server.connect(where.database or "postgres") as conn:
         row = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", [target.database]
@@ -163,7 +164,7 @@ FAILURES = (
     targets.RestoreFailed,
     restic.ResticError,
     psycopg.Error,
-    mariadb.MariaDBError,
+    MariaDBError,
     sqlite3.Error,
     OSError,
 )

@@ -16,12 +16,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from onwatch.backups import mariadb, restic, restores
+from onwatch.backups import restic, restores
 from onwatch.backups import restore_requests as asked
 from onwatch.backups.models import Drill, Outcome, Plan, Repository, Restore, SourceKind
 from onwatch.backups.services import drill_repository
 from onwatch.core import audit
 from onwatch.core.decorators import require
+from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import JobState, Organization
 
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -146,7 +147,7 @@ class RestoreForm(forms.Form):
             return
         try:
             exists = asked.database_exists(self.source, target)
-        except (psycopg.Error, mariadb.MariaDBError) as e:
+        except (psycopg.Error, MariaDBError) as e:
             message = asked.scrub(
                 str(e).strip().splitlines()[0] if str(e).strip() else "", self.source
             )

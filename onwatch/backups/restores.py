@@ -12,10 +12,11 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from onwatch.backups import mariadb, pg, restic, targets
+from onwatch.backups import restic, targets
 from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
 from onwatch.backups.services import drill_repository, repo_of, verified_copies
-from onwatch.core import audit
+from onwatch.core import audit, postgres
+from onwatch.core import mariadb as mariadb_tools
 
 
 class RestoreRefused(Exception):
@@ -153,7 +154,7 @@ def into_new_database(repo: restic.Repo, snap: restic.Snapshot, url: str) -> Non
             f"{shown_target(url)} is not a PostgreSQL URL with a database name; use "
             "postgresql://user@host:5432/new_database"
         )
-    server = pg.Server(
+    server = postgres.Server(
         host=parts.hostname or "127.0.0.1",
         port=parts.port or 5432,
         user=unquote(parts.username or "postgres"),
@@ -169,30 +170,30 @@ def into_new_database(repo: restic.Repo, snap: restic.Snapshot, url: str) -> Non
         ) from None
     what = f"the half-restored database {name} on {server.host}:{server.port}"
     drop = f'drop it with the SQL DROP DATABASE "{name}";'
-    with removed_on_failure(lambda: pg.drop_database(server, name), what, drop):
+    with removed_on_failure(lambda: postgres.drop_database(server, name), what, drop):
         targets.to_postgresql(repo, snap, server, name)
 
 
 def into_new_mariadb(repo: restic.Repo, snap: restic.Snapshot, url: str) -> None:
     """MariaDB targets too are a URL naming a database onwatch creates."""
-    server = mariadb.url_server(url)
-    if urlsplit(url).scheme not in mariadb.SCHEMES or not server.database:
+    server = mariadb_tools.url_server(url)
+    if urlsplit(url).scheme not in mariadb_tools.SCHEMES or not server.database:
         raise RestoreRefused(
             f"{shown_target(url)} is not a MariaDB URL with a database name; use "
             "mariadb://user:password@host:3306/new_database"
         )
     try:
-        mariadb.create_database(server, server.database)
-    except mariadb.DatabaseExists:
+        mariadb_tools.create_database(server, server.database)
+    except mariadb_tools.DatabaseExists:
         raise RestoreRefused(
             f"the database {server.database} exists already; restore into a new name"
         ) from None
-    except mariadb.MariaDBError as e:
+    except mariadb_tools.MariaDBError as e:
         raise RestoreRefused(str(e)) from None
     name = server.database
     what = f"the half-restored database {name} on {server.where}"
     drop = f"drop it with the SQL DROP DATABASE `{name}`;"
-    with removed_on_failure(lambda: mariadb.drop_database(server, name), what, drop):
+    with removed_on_failure(lambda: mariadb_tools.drop_database(server, name), what, drop):
         targets.to_mariadb(repo, snap, server, name)
 
 
@@ -207,7 +208,7 @@ def removed_on_failure(remove: Callable[[], None], what: str, how: str) -> Itera
         try:
             remove()
             left = f"nothing is left behind: onwatch removed {what}"
-        except (psycopg.Error, mariadb.MariaDBError, OSError) as gone:
+        except (psycopg.Error, mariadb_tools.MariaDBError, OSError) as gone:
             left = f"{what} is still there (removing it failed: {str(gone).strip()}); {how}"
         if not isinstance(e, Exception):
             raise

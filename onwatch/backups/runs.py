@@ -24,6 +24,8 @@ from onwatch.backups import files, mariadb, pg, remote, restic, services
 from onwatch.backups.contents import Contents
 from onwatch.backups.models import BackupRun, Outcome, Plan, Repository, RunCopy, SourceKind
 from onwatch.backups.services import private_path_problem, repo_of
+from onwatch.core import postgres
+from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import Job
 
 Log = Callable[[str], None]
@@ -116,7 +118,8 @@ def backup_postgresql(plan: Plan, copies: list[Repository], tags: list[str], log
     server = pg.source_server(plan.source)
     out = Outcomes()
     with server.connect() as conn:
-        problem = pg.version_problem(pg.tool_major("pg_dump"), conn.info.server_version // 10000)
+        major = conn.info.server_version // 10000
+        problem = postgres.version_problem(postgres.tool_major("pg_dump"), major)
         if problem:
             raise DumpFailed(problem)
         snapshot = pg.export_snapshot(conn)
@@ -124,7 +127,7 @@ def backup_postgresql(plan: Plan, copies: list[Repository], tags: list[str], log
         measuring = pg.start_contents(server, snapshot)
         with tempfile.TemporaryFile("w+") as err:
             dump = subprocess.Popen(
-                pg.dump_command(server, snapshot),
+                postgres.dump_command(server, snapshot),
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env=server.tool_env(),
@@ -169,7 +172,7 @@ def backup_mariadb(plan: Plan, copies: list[Repository], tags: list[str], log: L
             found = dump.recorded()
             out.contents = found.as_json()
             log(f"counted and checksummed {len(found.rows)} tables")
-        except mariadb.MariaDBError as e:
+        except MariaDBError as e:
             out.dump_error = str(e)  # a copy that cannot be verified is not good
         if code != 0:
             out.dump_error = f"mariadb-dump {describe_exit(code)} ({dump.error_line()})"
@@ -408,7 +411,7 @@ def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
             errors += backup_into(plan, run, copies, log, may_retry=True)
         if not plan.copies.exists():
             errors.append("the plan has no copies; add a repository to it")
-    except (DumpFailed, OSError, psycopg.Error, restic.ResticError, mariadb.MariaDBError) as e:
+    except (DumpFailed, OSError, psycopg.Error, restic.ResticError, MariaDBError) as e:
         errors.append(str(e).strip() or type(e).__name__)
     run.seconds = time.monotonic() - started
     run.finished_at = timezone.now()

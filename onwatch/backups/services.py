@@ -10,10 +10,10 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from onwatch.backups import restic, ssh
+from onwatch.backups import restic
 from onwatch.backups.conf import restic_cache
 from onwatch.backups.models import Plan, Repository, RunCopy, Source, SourceKind
-from onwatch.core import audit
+from onwatch.core import audit, ssh
 from onwatch.core.models import Job, Organization, Schedule
 
 LOOPBACK = {"", "localhost", "::1", "[::1]"}

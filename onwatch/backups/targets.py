@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from onwatch.backups import files, mariadb, pg, restic
+from onwatch.backups import files, mariadb, restic
+from onwatch.core import mariadb as mariadb_tools
+from onwatch.core import postgres
 
 Rewrite = Callable[[bytes], bytes]
 # How long a loader may take to exit once restic has died writing to it.
@@ -38,31 +40,37 @@ def describe_exit(code: int) -> str:
 
 
 def to_postgresql(
-    repo: restic.Repo, snap: restic.Snapshot, server: pg.Server, database: str
+    repo: restic.Repo, snap: restic.Snapshot, server: postgres.Server, database: str
 ) -> Timings:
     """Stream `restic dump` into pg_restore, as `restic dump … | pg_restore` would."""
-    command = pg.restore_command(server, database)
-    return stream_into(repo, snap, command, server.tool_env(), "pg_restore", pg.last_error)
+    command = postgres.restore_command(server, database)
+    return stream_into(repo, snap, command, server.tool_env(), "pg_restore", postgres.last_error)
 
 
 def to_mariadb(
     repo: restic.Repo,
     snap: restic.Snapshot,
-    server: mariadb.Server,
+    server: mariadb_tools.Server,
     database: str,
     events_off: bool = False,
 ) -> Timings:
     """Stream `restic dump` into the mariadb client, which stops at the first error.
     With events_off the dump's scheduled events arrive switched off (for drills: a copy
     must not run the source's jobs)."""
-    with mariadb.option_file(server) as options:
+    with mariadb_tools.option_file(server) as options:
         try:
-            command = mariadb.restore_command(options, database)
-        except mariadb.MariaDBError as e:
+            command = mariadb_tools.restore_command(options, database)
+        except mariadb_tools.MariaDBError as e:
             raise RestoreFailed(str(e)) from e
         rewrite = mariadb.switch_off_events if events_off else None
         return stream_into(
-            repo, snap, command, mariadb.tool_env(), "mariadb", mariadb.last_error, rewrite
+            repo,
+            snap,
+            command,
+            mariadb_tools.tool_env(),
+            "mariadb",
+            mariadb_tools.last_error,
+            rewrite,
         )
 
 

@@ -1,0 +1,259 @@
+"""OpenSSH for the whole project: key pairs onwatch makes, a server's host keys fetched
+once with ssh-keyscan and pinned, and the ssh command lines that use them. Backups reach
+SFTP repositories through it (restic runs the command line as its sftp.command); deploys
+reach hosts the same way. Nothing here knows about backups: callers pass plain data."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from onwatch.config import env
+
+KEYSCAN_SECONDS = 15
+
+
+class SshError(Exception):
+    """ssh could not be used as asked; the message says what to do."""
+
+
+class HostKeysUnavailable(SshError):
+    """The server could not be asked for its host keys."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where ssh connects: a host, an optional port (22 when None) and login user."""
+
+    host: str
+    port: int | None = None
+    user: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port or 22}"
+
+
+_SAFE_HOST = re.compile(r"[A-Za-z0-9_.\[\]:%-]+")
+_SAFE_USER = re.compile(r"[A-Za-z0-9_.@+-]*")
+
+
+def endpoint(host: str, port: int | None = None, user: str = "") -> Endpoint:
+    """An Endpoint, or ValueError for a host or user that ssh could read as an option."""
+    if host.startswith("-") or not _SAFE_HOST.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name")
+    if user.startswith("-") or not _SAFE_USER.fullmatch(user):
+        raise ValueError(f"{user!r} is not a user name")
+    return Endpoint(host, port, user)
+
+
+# --- keys --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: str  # OpenSSH format, unencrypted: callers store it encrypted
+    public: str  # one authorized_keys line
+
+
+def new_key_pair(comment: str) -> KeyPair:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    # One line: a newline in the comment would split the authorized_keys entry.
+    return KeyPair(private, f"{public.decode()} {' '.join(comment.split())}".strip())
+
+
+# --- host keys ---------------------------------------------------------------------------
+
+
+def keyscan() -> str:
+    return env("ONWATCH_SSH_KEYSCAN", "ssh-keyscan")
+
+
+def scan_host_keys(host: str, port: int | None = None, what: str = "SSH server") -> str:
+    """The server's host key lines, in known_hosts format ("[host]:port type key").
+    `what` names the server in errors ("SFTP server", "host")."""
+    args = [keyscan(), "-T", str(KEYSCAN_SECONDS)]
+    if port:
+        args += ["-p", str(port)]
+    where = f"the {what} {host}:{port or 22}"
+    try:
+        done = subprocess.run(
+            [*args, "--", host],
+            capture_output=True,
+            text=True,
+            timeout=KEYSCAN_SECONDS + 15,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise HostKeysUnavailable(
+            "ssh-keyscan is not installed; install the OpenSSH client (apt install openssh-client)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise HostKeysUnavailable(
+            f"{where} gave no answer within {KEYSCAN_SECONDS} s; check the address, the port "
+            "and the firewall"
+        ) from None
+    return _host_key_lines(done, where)
+
+
+def _host_key_lines(done: subprocess.CompletedProcess[str], where: str) -> str:
+    lines = [ln.strip() for ln in done.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        said = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith("#")]
+        why = f" ({said[-1].strip()[:200]})" if said else ""
+        raise HostKeysUnavailable(
+            f"{where} did not show its host key{why}; check the address, the port and that "
+            "sshd runs there"
+        )
+    return "\n".join(sorted(lines)) + "\n"
+
+
+def fingerprints(known_hosts: str) -> list[str]:
+    """ "ssh-ed25519 SHA256:…" for each pinned key, as `ssh-keygen -lf` shows them, for
+    people to compare with what the server's administrator reads on the server."""
+    found = []
+    for line in known_hosts.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or line.startswith("#"):
+            continue
+        blob = base64.b64decode(parts[2])
+        digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+        found.append(f"{parts[1]} SHA256:{digest}")
+    return found
+
+
+# --- command lines -----------------------------------------------------------------------
+
+
+def locked_down_args(
+    where: Endpoint, key: Path, known_hosts: Path, log: Path, *remote: str, subsystem: bool = False
+) -> list[str]:
+    """ssh with this key and the pinned host keys only, never asking anything, logging to
+    `log`; `remote` is the command (or with subsystem=True, the subsystem, e.g. "sftp")."""
+    args = [
+        "ssh",
+        "-F",
+        "/dev/null",  # no user or system ssh_config can loosen what follows
+        "-E",
+        str(log),
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "UpdateHostKeys=no",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=30",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+    ]
+    return args + _destination(where, remote, subsystem)
+
+
+def _destination(where: Endpoint, remote: tuple[str, ...], subsystem: bool) -> list[str]:
+    args = ["-p", str(where.port)] if where.port else []
+    args += ["-l", where.user] if where.user else []
+    return [*args, *(["-s"] if subsystem else []), "--", where.host, *remote]
+
+
+def by_hand_command(
+    where: Endpoint, key_file: str, known_hosts_file: str | None, *remote: str, subsystem: bool
+) -> str:
+    """The short ssh command line a person runs on a fresh machine (a recovery kit), with
+    the key and host key files saved beside it; the host key is checked when one is given."""
+    args = ["ssh", "-i", key_file, "-o", "IdentitiesOnly=yes"]
+    if known_hosts_file:
+        args += ["-o", f"UserKnownHostsFile={known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+    args += ["-p", str(where.port)] if where.port else []
+    args += ["-l", where.user] if where.user else []
+    return " ".join([*args, *(["-s"] if subsystem else []), where.host, *remote])
+
+
+def split_safe_join(args: list[str], through: str) -> str:
+    """One string that a shell-like splitter (restic's sftp.command, named by `through`)
+    turns back into `args`. ValueError for an argument such a splitter cannot get back."""
+    return " ".join(_quote(a, through) for a in args)
+
+
+def _quote(arg: str, through: str) -> str:
+    if re.fullmatch(r"[\w@%+=:,./\[\]-]+", arg):
+        return arg
+    if "'" in arg:
+        raise ValueError(f"cannot pass {arg!r} to ssh through {through}; use another path")
+    return f"'{arg}'"
+
+
+class Session:
+    """One private temporary directory (0700) holding a private key, the pinned host keys
+    and ssh's log, for the ssh processes of one call; close() removes it, key and all.
+    ssh logs to a file because the program running it may exit before passing ssh's own
+    error on."""
+
+    def __init__(self, private_key: str, known_hosts: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="onwatch-ssh-"))
+        try:
+            fd = os.open(self.key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(private_key.strip() + "\n")
+            self.known_hosts.write_text(known_hosts.strip() + "\n" if known_hosts.strip() else "")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def key(self) -> Path:
+        return self.dir / "key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "ssh.log"
+
+    def args(self, where: Endpoint, *remote: str, subsystem: bool = False) -> list[str]:
+        return locked_down_args(
+            where, self.key, self.known_hosts, self.log, *remote, subsystem=subsystem
+        )
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
