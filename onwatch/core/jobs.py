@@ -309,7 +309,10 @@ def run(job: Job, worker: str) -> Job:
     # Cancelled when the cancel reached the handler (its processes were stopped) or made it
     # fail; a handler that finished its work before the cancel came has succeeded.
     if asked and (ctx.cancelled.is_set() or outcome.state != JobState.SUCCEEDED):
-        outcome = Outcome(JobState.CANCELLED, f"cancelled by {asked}")
+        # The handler's words stay: its clean-up may say what it left behind and how to
+        # remove it ("cancelled by ana; … the database x is still there; drop it …").
+        said = f"; {outcome.error}" if outcome.error not in ("", "cancelled") else ""
+        outcome = Outcome(JobState.CANCELLED, f"cancelled by {asked}{said}")
     if outcome.retry and job.attempts < job.max_attempts:
         requeue(job, worker, outcome)
     else:
