@@ -64,6 +64,20 @@ def test_jobs_include_the_install_wide_ones_and_not_other_organizations(
     assert missing.status_code == 404 and "No job" in missing.json()["error"]
 
 
+def test_a_running_jobs_detail_carries_the_lines_it_wrote_so_far(
+    members: dict[str, Any],
+) -> None:
+    from onwatch.core import jobs
+
+    owner = members["owner"]
+    jobs.enqueue("core.sleep", {}, org=org_of(owner))
+    running = jobs.claim("test-worker", ["core.sleep"])
+    assert running is not None
+    jobs.JobContext(running).log("step one of two done")
+    detail = get(f"/api/v1/jobs/{running.pk}/", token_for(owner, ["jobs:read"])).json()
+    assert detail["state"] == "running" and "step one of two done" in detail["log"]
+
+
 def test_bad_parameters_get_a_400_that_says_what_is_allowed(members: dict[str, Any]) -> None:
     raw = token_for(members["admin"], ["jobs:read", "audit:read"])
     for path, words in (
