@@ -383,10 +383,28 @@ class NotCancellable(Exception):
     pass
 
 
-def cancel(job: Job, actor: str, request: HttpRequest | None = None) -> Job:
+class CancelForbidden(Exception):
+    """The actor may cancel jobs but not this one (it sends alerts)."""
+
+
+def sends_alerts(job: Job) -> bool:
+    return job.queue == "alerts" or QUEUE_OF.get(job.kind) == "alerts"
+
+
+def cancel(
+    job: Job, actor: str, request: HttpRequest | None = None, may_stop_alerts: bool = False
+) -> Job:
     """Cancel a queued job at once; ask the worker of a running one to stop it (it ends
     cancelled within seconds, its processes stopped and its cleanups run). Audited.
-    Raises NotCancellable for a job that has already ended."""
+    Raises NotCancellable for a job that has already ended, CancelForbidden for one that
+    sends alerts unless `may_stop_alerts` (the actor may manage alert channels)."""
+    if sends_alerts(job) and not may_stop_alerts:
+        # Cancelled deliveries do not alert: whoever may only cancel jobs must not be able
+        # to silence an outage notice.
+        raise CancelForbidden(
+            f"job #{job.pk} sends an alert; only someone who may manage alert channels "
+            "can cancel it"
+        )
     if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
         state=JobState.CANCELLED,
         cancel_requested_by=actor,
