@@ -267,7 +267,9 @@ def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:
     ) as e:
         drill.error = str(e).strip() or type(e).__name__
     drill.state = Outcome.FAILED if drill.error else Outcome.SUCCEEDED
-    if drill.error and (who := cancelled_by(job)):
+    # Only one the cancel stopped before it measured anything: a finished drill's verdict
+    # (too slow, a bad table) stands, however late a cancel came.
+    if drill.error and drill.rto_seconds is None and (who := cancelled_by(job)):
         drill.state, drill.error = Outcome.CANCELLED, f"cancelled by {who}; {drill.error}"
     drill.finished_at = timezone.now()
     drill.save()
