@@ -297,9 +297,13 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
         fail(f"there is no job #{args.id}; see the Jobs page for their numbers")
         return 2
     try:
-        done = jobs.cancel(job, "cli")
+        done = jobs.cancel(job, "cli", may_stop_alerts=args.alerts_too)
     except jobs.NotCancellable as e:
         fail(str(e))
+        return 2
+    except jobs.CancelForbidden as e:
+        # Whoever runs the CLI may do anything, but silencing an alert must be meant.
+        fail(f"{e}; add --alerts-too if you mean to stop it")
         return 2
     if done.state == JobState.CANCELLED:
         print(f"onwatch: job #{done.pk} ({done.kind}) cancelled; it will not run")
@@ -494,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     cancel = add("cancel", cmd_jobs_cancel, "Cancel a queued or running job.", jobs_sub)
     cancel.add_argument("id", type=int, metavar="ID", help="the job's number (#ID on its page)")
+    cancel.add_argument(
+        "--alerts-too", action="store_true", help="also cancel a job that sends an alert"
+    )
 
     restore = add("restore", cmd_restore, "Restore a backup snapshot into a new target.")
     restore.add_argument("plan", help="the backup plan's name")

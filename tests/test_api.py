@@ -64,6 +64,34 @@ def test_jobs_include_the_install_wide_ones_and_not_other_organizations(
     assert missing.status_code == 404 and "No job" in missing.json()["error"]
 
 
+def test_a_running_jobs_detail_carries_the_lines_it_wrote_so_far(
+    members: dict[str, Any],
+) -> None:
+    from onwatch.core import jobs
+
+    owner = members["owner"]
+    jobs.enqueue("core.sleep", {}, org=org_of(owner))
+    running = jobs.claim("test-worker", ["core.sleep"])
+    assert running is not None
+    jobs.JobContext(running).log("step one of two done")
+    detail = get(f"/api/v1/jobs/{running.pk}/", token_for(owner, ["jobs:read"])).json()
+    assert detail["state"] == "running" and "step one of two done" in detail["log"]
+
+
+def test_a_jobs_cancel_token_cannot_silence_an_alert_unless_its_owner_manages_channels(
+    members: dict[str, Any],
+) -> None:
+    deployer, admin = members["deployer"], members["admin"]
+    job = Job.objects.create(org=org_of(deployer), kind="alerts.deliver", queue="alerts")
+    url = f"/api/v1/jobs/{job.pk}/cancel/"
+    headers = {"authorization": f"Bearer {token_for(deployer, ['jobs:cancel'])}"}
+    r = Client().post(url, headers=headers)
+    assert r.status_code == 403 and "sends an alert" in r.json()["error"], r.content
+    assert Job.objects.get(pk=job.pk).state == JobState.QUEUED
+    headers = {"authorization": f"Bearer {token_for(admin, ['jobs:cancel'])}"}
+    assert Client().post(url, headers=headers).json()["state"] == "cancelled"
+
+
 def test_bad_parameters_get_a_400_that_says_what_is_allowed(members: dict[str, Any]) -> None:
     raw = token_for(members["admin"], ["jobs:read", "audit:read"])
     for path, words in (

@@ -603,6 +603,20 @@ def test_a_sqlite_restore_from_the_ui_runs_as_a_job_into_a_new_file(
     assert str(target) in page(client, "backup_plan", plan.pk)  # in the plan's restores
 
 
+def test_a_running_restore_shows_the_lines_its_job_wrote_so_far(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    plan = sqlite_plan(org, tmp_path)
+    job = jobs.enqueue("backups.restore", {"plan": plan.pk}, org=org)
+    claimed = jobs.claim("test-worker", ["backups.restore"])
+    assert claimed is not None and claimed.pk == job.pk
+    restore = Restore.objects.create(plan=plan, target=str(tmp_path / "new.sqlite3"), job=job)
+    jobs.JobContext(claimed).log("restoring into the new file; this can take a while")
+    shown = page(signed_in(members["viewer"]), "backup_restore", restore.pk)
+    assert "Restoring…" in shown and "restoring into the new file" in shown
+    assert "Nothing yet." not in shown
+
+
 def test_a_restore_whose_target_appeared_meanwhile_fails_and_says_why(
     org: Organization, members: dict[str, Any], tmp_path: Path
 ) -> None:

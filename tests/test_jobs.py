@@ -194,9 +194,41 @@ def test_a_cancelled_delivery_says_so_on_its_row_instead_of_looking_pending() ->
     org = Organization.objects.create(name="Acme")
     delivery = deliver(add_channel(org, "ops", "json://127.0.0.1:9/hook"), "Shop is down", "")
     assert delivery.job is not None
-    jobs.cancel(delivery.job, "ana@example.com")
+    jobs.cancel(delivery.job, "ana@example.com", may_stop_alerts=True)
     delivery.refresh_from_db()
     assert (delivery.state, delivery.error) == (
         DeliveryState.FAILED,
         "cancelled by ana@example.com",
     )
+
+
+@pytest.mark.django_db
+def test_a_job_told_to_wait_for_one_that_already_failed_ends_cancelled_saying_why() -> None:
+    failing = jobs.enqueue("tests.boom")
+    [done] = jobs.run_pending(kinds=["tests.boom"])
+    assert done.state == JobState.FAILED
+    late = jobs.enqueue("tests.ok", after=failing)
+    assert late.state == JobState.CANCELLED
+    assert late.error == f"not started: job #{failing.pk} (tests.boom) it waits for ended failed"
+    assert jobs.run_pending(kinds=["tests.ok"]) == []
+
+
+@pytest.mark.django_db
+def test_a_job_whose_cancel_was_asked_ends_cancelled_when_its_worker_dies() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = jobs.enqueue("tests.ok", max_attempts=3)
+    waiter = jobs.enqueue("tests.ok", after=job)
+    claimed = jobs.claim("dead-worker", ["tests.ok"])
+    assert claimed is not None and claimed.pk == job.pk
+    jobs.cancel(claimed, "ana@example.com")
+    Job.objects.filter(pk=job.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    [reaped] = jobs.reap_expired()
+    assert (reaped.pk, reaped.state, reaped.attempts) == (job.pk, JobState.CANCELLED, 1)
+    assert reaped.error.startswith("cancelled by ana@example.com; the worker dead-worker")
+    assert not reaped.alerted
+    waiter.refresh_from_db()
+    assert waiter.state == JobState.CANCELLED
+    assert jobs.run_pending(kinds=["tests.ok"]) == []

@@ -180,3 +180,19 @@ def test_a_deployer_cancels_a_queued_job_from_its_page_and_a_viewer_sees_no_butt
     )
     wide = Job.objects.create(org=None, kind="core.sleep")
     assert deployer.post(reverse("job_cancel", args=[wide.pk])).status_code == 404
+
+
+def test_a_deployer_cannot_cancel_an_alert_and_an_admin_can(members: dict[str, Any]) -> None:
+    org = Membership.objects.get(user=members["deployer"]).org
+    job = jobqueue.enqueue("alerts.deliver", {}, org=org, queue="alerts")
+    page = reverse("job_detail", args=[job.pk])
+    deployer = signed_in(members["deployer"])
+    assert "Cancel this job" not in deployer.get(page).content.decode()
+    r = deployer.post(reverse("job_cancel", args=[job.pk]), follow=True)
+    said = f"job #{job.pk} sends an alert; only someone who may manage alert channels"
+    assert said in r.content.decode()
+    assert Job.objects.get(pk=job.pk).state == JobState.QUEUED
+    admin = signed_in(members["admin"])
+    assert "Cancel this job" in admin.get(page).content.decode()
+    admin.post(reverse("job_cancel", args=[job.pk]))
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED

@@ -181,9 +181,38 @@ def test_onwatch_jobs_cancel_stops_a_running_job_and_its_processes(tmp_path: Pat
     assert cancelled.returncode == 0, cancelled.stderr
     assert f"stopping job #{job_id} (core.sleep)" in cancelled.stdout
     state, error, log, alerted = json.loads(out)
-    assert (state, error, alerted) == ("cancelled", "cancelled by cli", False)
+    # Who cancelled, then what the handler said when its program was stopped.
+    assert (state, alerted) == ("cancelled", False)
+    assert error == "cancelled by cli; the sleep program ended with -15", error
     assert "cli cancelled the job; stopping it" in log and "cleaned up" in log
     assert not child_alive, "the job's sleep program outlived the cancel"
     assert took < 15
     assert again.returncode == 2
     assert f"job #{job_id} has already ended (cancelled); nothing to cancel" in again.stderr
+
+
+def test_onwatch_jobs_cancel_refuses_to_silence_an_alert_unless_told_it_is_meant(
+    tmp_path: Path,
+) -> None:
+    with isolated(tmp_path) as env:
+        job_id = django(
+            """
+            from onwatch.core import jobs
+            print(jobs.enqueue("alerts.deliver", {}).pk)
+            """,
+            env,
+            migrate=True,
+        ).strip()
+        refused = run(["jobs", "cancel", job_id], env)
+        state = django(
+            f"""
+            from onwatch.core.models import Job
+            print(Job.objects.get(pk={job_id}).state)
+            """,
+            env,
+        ).strip()
+        meant = run(["jobs", "cancel", "--alerts-too", job_id], env)
+    assert refused.returncode == 2 and state == "queued"
+    [line] = refused.stderr.strip().splitlines()
+    assert f"job #{job_id} sends an alert" in line and "add --alerts-too" in line
+    assert meant.returncode == 0 and "cancelled; it will not run" in meant.stdout

@@ -19,7 +19,7 @@ from django.utils import timezone
 from onwatch.backups import files, mariadb, pg, restic, scratch, targets
 from onwatch.backups.contents import checksum_checks
 from onwatch.backups.models import Drill, Outcome, Plan, RunCopy, SourceKind
-from onwatch.backups.services import drill_repository, newest_good_copy, repo_of
+from onwatch.backups.services import cancelled_by, drill_repository, newest_good_copy, repo_of
 from onwatch.core.mariadb import MariaDBError, drop_database, query, quote
 from onwatch.core.models import Job
 
@@ -268,6 +268,10 @@ def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:
     ) as e:
         drill.error = str(e).strip() or type(e).__name__
     drill.state = Outcome.FAILED if drill.error else Outcome.SUCCEEDED
+    # Only one the cancel stopped before it measured anything: a finished drill's verdict
+    # (too slow, a bad table) stands, however late a cancel came.
+    if drill.error and drill.rto_seconds is None and (who := cancelled_by(job)):
+        drill.state, drill.error = Outcome.CANCELLED, f"cancelled by {who}; {drill.error}"
     drill.finished_at = timezone.now()
     drill.save()
     return drill

@@ -142,6 +142,8 @@ class Outcome(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Stopped by someone: neither a failure (no alert, no lost proof) nor a success.
+    CANCELLED = "cancelled"
 
 
 class BackupRun(models.Model):
@@ -230,6 +232,9 @@ class Restore(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     seconds = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # A failed or cancelled restore whose half-built target onwatch could not remove: the
+    # error says what is left and how to remove it, and a cancel of it still alerts.
+    left_behind = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-started_at", "-id"]

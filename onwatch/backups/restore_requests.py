@@ -26,6 +26,7 @@ from onwatch.backups.models import Outcome, Plan, Repository, Restore, Source, S
 from onwatch.core import jobs, postgres
 from onwatch.core.jobs import JobContext, JobFailed
 from onwatch.core.mariadb import MariaDBError, Server, query
+from onwatch.core.models import Job
 
 DATABASE_KINDS = (SourceKind.POSTGRESQL, SourceKind.MARIADB)
 SCHEME = {SourceKind.POSTGRESQL: "postgresql", SourceKind.MARIADB: "mariadb"}
@@ -201,11 +202,26 @@ def run(ctx: JobContext) -> dict[str, Any]:
     except FAILURES as e:
         error = scrub(str(e).strip() or type(e).__name__, source)
         ctx.log(f"failed: {error}")
-        finish(restore, Outcome.FAILED, time.monotonic() - started, error)
+        ended_badly(
+            ctx, restore, time.monotonic() - started, error, isinstance(e, restores.LeftBehind)
+        )
         raise JobFailed(f"Restore of {plan.name} into {restore.target} failed: {error}") from None
     ctx.log(f"restored into {restore.target} in {done.seconds:.1f} s")
     finish(restore, Outcome.SUCCEEDED, done.seconds, "")
     return {"restore": restore.pk, "snapshot": done.snapshot_id, "seconds": round(done.seconds, 3)}
+
+
+def ended_badly(
+    ctx: JobContext, restore: Restore, seconds: float, error: str, left_behind: bool
+) -> None:
+    """A restore stopped by a cancel is cancelled, not failed; either way its row keeps
+    what the clean-up said (what is left, how to remove it)."""
+    if ctx.cancelled.is_set():
+        who = Job.objects.filter(pk=ctx.job.pk).values_list("cancel_requested_by", flat=True)
+        error = f"cancelled by {who.first() or 'someone'}; {error}"
+        finish(restore, Outcome.CANCELLED, seconds, error, left_behind)
+    else:
+        finish(restore, Outcome.FAILED, seconds, error, left_behind)
 
 
 def scrub(text: str, source: Source) -> str:
@@ -216,7 +232,13 @@ def scrub(text: str, source: Source) -> str:
     return text
 
 
-def finish(restore: Restore, state: str, seconds: float, error: str) -> None:
+def finish(
+    restore: Restore, state: str, seconds: float, error: str, left_behind: bool = False
+) -> None:
     Restore.objects.filter(pk=restore.pk).update(
-        state=state, finished_at=timezone.now(), seconds=seconds, error=error
+        state=state,
+        finished_at=timezone.now(),
+        seconds=seconds,
+        error=error,
+        left_behind=left_behind,
     )

@@ -20,7 +20,7 @@ from onwatch.backups import restic, restores
 from onwatch.backups import restore_requests as asked
 from onwatch.backups.models import Drill, Outcome, Plan, Repository, Restore, SourceKind
 from onwatch.backups.services import drill_repository
-from onwatch.core import audit
+from onwatch.core import audit, jobs
 from onwatch.core.decorators import require
 from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import JobState, Organization
@@ -278,5 +278,7 @@ def restore_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "refresh": REFRESH_SECONDS,
         "is_database": restore.plan.source.kind in asked.DATABASE_KINDS,
         "is_sqlite": restore.plan.source.kind == SourceKind.SQLITE,
+        # The appended lines: Job.log is only written once the job ends.
+        "log": jobs.log_text(job) if job is not None else "",
     }
     return render(request, "backups/restore.html", ctx)

@@ -23,6 +23,10 @@ class RestoreRefused(Exception):
     """The restore would be unsafe or cannot start; the message is for people."""
 
 
+class LeftBehind(targets.RestoreFailed):
+    """The restore failed and onwatch could not remove what it had half built."""
+
+
 @dataclass(frozen=True)
 class Chosen:
     repository: Repository
@@ -205,11 +209,13 @@ def removed_on_failure(remove: Callable[[], None], what: str, how: str) -> Itera
     try:
         yield
     except BaseException as e:
+        failed: type[targets.RestoreFailed] = targets.RestoreFailed
         try:
             remove()
             left = f"nothing is left behind: onwatch removed {what}"
         except (psycopg.Error, mariadb_tools.MariaDBError, OSError) as gone:
             left = f"{what} is still there (removing it failed: {str(gone).strip()}); {how}"
+            failed = LeftBehind
         if not isinstance(e, Exception):
             raise
-        raise targets.RestoreFailed(f"{str(e).strip() or type(e).__name__}; {left}") from e
+        raise failed(f"{str(e).strip() or type(e).__name__}; {left}") from e

@@ -417,6 +417,8 @@ def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
     run.finished_at = timezone.now()
     run.state = Outcome.FAILED if errors else Outcome.SUCCEEDED
     run.error = "; ".join(errors)
+    if errors and (who := services.cancelled_by(job)):
+        run.state, run.error = Outcome.CANCELLED, f"cancelled by {who}; {run.error}"
     run.save()
     return run
 

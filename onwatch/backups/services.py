@@ -235,3 +235,12 @@ def last_reclaim(repository: Repository) -> Job | None:
         .first()
     )
     return found
+
+
+def cancelled_by(job: Job | None) -> str:
+    """Who asked to cancel the job a run or drill belongs to ("" for nobody): a run its
+    cancel stopped is cancelled, not failed, and takes back no earlier proof."""
+    if job is None:
+        return ""
+    asked = Job.objects.filter(pk=job.pk).values_list("cancel_requested_by", flat=True)
+    return asked.first() or ""

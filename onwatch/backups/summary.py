@@ -86,9 +86,10 @@ def rpo_age(plan: Plan, now: datetime) -> timedelta | None:
 def row(plan: Plan, now: datetime | None = None) -> PlanRow:
     return PlanRow(
         plan=plan,
-        last_run=plan.runs.first(),
+        # A cancelled run or drill says nothing about the data: it neither fails nor proves.
+        last_run=plan.runs.exclude(state=Outcome.CANCELLED).first(),
         last_proven=last_proven(plan),
-        last_drill=plan.drills.exclude(state=Outcome.RUNNING).first(),
+        last_drill=plan.drills.exclude(state__in=[Outcome.RUNNING, Outcome.CANCELLED]).first(),
         rpo_now=rpo_age(plan, now or timezone.now()),
         not_offsite=not_offsite(plan),
     )

@@ -6,13 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.urls import reverse
 from django.utils import timezone
 
+from onwatch.alerts.services import raise_alert
 from onwatch.backups import restore_requests, runs
 from onwatch.backups.drills import run_drill
-from onwatch.backups.models import Outcome, Plan, Repository, Restore
+from onwatch.backups.models import BackupRun, Drill, Outcome, Plan, Repository, Restore
 from onwatch.backups.runs import run_backup
-from onwatch.core.jobs import JobContext, JobFailed, enqueue, handler, when_cancelled
+from onwatch.core.jobs import (
+    JobCancelled,
+    JobContext,
+    JobFailed,
+    enqueue,
+    handler,
+    when_cancelled,
+)
 from onwatch.core.models import Job
 
 
@@ -45,6 +54,8 @@ def backup(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"backing up {plan.source.name} ({plan.source.kind}) for plan {plan.name}")
     run = run_backup(plan, ctx.log, job=ctx.job)
+    if run.state == Outcome.CANCELLED:
+        raise JobCancelled("cancelled")
     if run.state != Outcome.SUCCEEDED:
         raise JobFailed(f"Backup of {plan.name} failed: {run.error}")
     ctx.log(f"done in {run.seconds:.1f} s")
@@ -99,6 +110,8 @@ def drill(ctx: JobContext) -> dict[str, Any]:
     d = run_drill(plan, ctx.log, job=ctx.job)
     for c in d.checks:
         ctx.log(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['detail']}")
+    if d.state == Outcome.CANCELLED:
+        raise JobCancelled("cancelled")
     if d.state != Outcome.SUCCEEDED:
         raise JobFailed(f"Restore drill of {plan.name} failed: {d.error}")
     ctx.log(f"restorable: RTO {d.rto_seconds:.1f} s (target {plan.rto_minutes} min)")
@@ -112,10 +125,44 @@ def restore(ctx: JobContext) -> dict[str, Any]:
 
 
 def restore_cancelled(job: Job) -> None:
-    """A restore cancelled before or while it ran says so, instead of looking under way."""
-    Restore.objects.filter(job=job).update(
-        state=Outcome.FAILED, error=job.error, finished_at=timezone.now()
+    """A restore cancelled before it started says so, instead of looking under way. One
+    the handler ended keeps what it recorded (a restore that succeeded stays succeeded, a
+    stopped one says what its clean-up left); one that left something behind alerts, as
+    cancelled jobs otherwise do not."""
+    Restore.objects.filter(job=job, state=Outcome.RUNNING).update(
+        state=Outcome.CANCELLED, error=job.error, finished_at=timezone.now()
+    )
+    for left in Restore.objects.filter(job=job, state=Outcome.CANCELLED, left_behind=True):
+        alert_left_behind(job, left)
+
+
+def alert_left_behind(job: Job, restore: Restore) -> None:
+    raise_alert(
+        org=job.org,
+        title=f"A cancelled restore of {restore.plan.name} left something behind",
+        body="\n".join(
+            [
+                f"What is wrong: {restore.error}",
+                "What to do: remove it as the line above says, so nobody takes it for a "
+                "finished restore.",
+            ]
+        ),
+        link=reverse("backup_restore", args=[restore.pk]),
     )
 
 
+def rows_cancelled(model: type[BackupRun] | type[Drill]) -> Callable[[Job], None]:
+    """A run or drill its handler could not end (it crashed on the way) says cancelled
+    rather than looking under way for ever; one the handler ended keeps its verdict."""
+
+    def cancelled(job: Job) -> None:
+        model.objects.filter(job=job, state=Outcome.RUNNING).update(
+            state=Outcome.CANCELLED, error=job.error, finished_at=timezone.now()
+        )
+
+    return cancelled
+
+
 when_cancelled("backups.restore", restore_cancelled)
+when_cancelled("backups.run", rows_cancelled(BackupRun))
+when_cancelled("backups.drill", rows_cancelled(Drill))

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from onwatch.alerts.models import Channel
 from onwatch.core import jobs as jobs_
-from onwatch.core.decorators import api, api_error
+from onwatch.core.decorators import api, api_error, can
 from onwatch.core.models import AuditEntry, Job, JobState
 
 MAX_LIMIT = 500
@@ -60,7 +60,8 @@ def _job(job: Job, full: bool = False) -> dict[str, Any]:
         "after": job.after_id,
     }
     if full:
-        out |= {"log": job.log, "error": job.error, "result": job.result}
+        # The appended lines: Job.log is only written once the job ends.
+        out |= {"log": jobs_.log_text(job), "error": job.error, "result": job.result}
     return out
 
 
@@ -97,9 +98,12 @@ def job_cancel(request: HttpRequest, pk: int) -> JsonResponse:
     if found is None:
         return api_error(404, f"No job {pk} of this organization; list them at /api/v1/jobs/")
     try:
-        done = jobs_.cancel(found, request.user.get_username(), request=request)
+        may = can(request, "channels.manage")
+        done = jobs_.cancel(found, request.user.get_username(), request, may_stop_alerts=may)
     except jobs_.NotCancellable as e:
         return api_error(409, str(e))
+    except jobs_.CancelForbidden as e:
+        return api_error(403, str(e))
     return JsonResponse(_job(done) | {"cancel_requested_by": done.cancel_requested_by})
 
 

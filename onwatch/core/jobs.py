@@ -20,12 +20,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -146,7 +146,7 @@ def enqueue(
     delay: float = 0,
     **kwargs: Any,
 ) -> Job:
-    return Job.objects.create(
+    job = Job.objects.create(
         kind=kind,
         queue=kwargs.pop("queue", QUEUE_OF.get(kind, DEFAULT_QUEUE)),
         payload=payload or {},
@@ -155,6 +155,12 @@ def enqueue(
         run_after=timezone.now() + timedelta(seconds=delay),
         **kwargs,
     )
+    after = Job.objects.filter(pk=job.after_id).first() if job.after_id else None
+    if after is not None and after.state in ENDED and after.state != JobState.SUCCEEDED:
+        # Its end released the waiters it had then, not this one: it would wait for ever.
+        release_waiters(after)
+        job.refresh_from_db()
+    return job
 
 
 def worker_name() -> str:
@@ -309,7 +315,10 @@ def run(job: Job, worker: str) -> Job:
     # Cancelled when the cancel reached the handler (its processes were stopped) or made it
     # fail; a handler that finished its work before the cancel came has succeeded.
     if asked and (ctx.cancelled.is_set() or outcome.state != JobState.SUCCEEDED):
-        outcome = Outcome(JobState.CANCELLED, f"cancelled by {asked}")
+        # The handler's words stay: its clean-up may say what it left behind and how to
+        # remove it ("cancelled by ana; … the database x is still there; drop it …").
+        said = f"; {outcome.error}" if outcome.error not in ("", "cancelled") else ""
+        outcome = Outcome(JobState.CANCELLED, f"cancelled by {asked}{said}")
     if outcome.retry and job.attempts < job.max_attempts:
         requeue(job, worker, outcome)
     else:
@@ -380,10 +389,28 @@ class NotCancellable(Exception):
     pass
 
 
-def cancel(job: Job, actor: str, request: HttpRequest | None = None) -> Job:
+class CancelForbidden(Exception):
+    """The actor may cancel jobs but not this one (it sends alerts)."""
+
+
+def sends_alerts(job: Job) -> bool:
+    return job.queue == "alerts" or QUEUE_OF.get(job.kind) == "alerts"
+
+
+def cancel(
+    job: Job, actor: str, request: HttpRequest | None = None, may_stop_alerts: bool = False
+) -> Job:
     """Cancel a queued job at once; ask the worker of a running one to stop it (it ends
     cancelled within seconds, its processes stopped and its cleanups run). Audited.
-    Raises NotCancellable for a job that has already ended."""
+    Raises NotCancellable for a job that has already ended, CancelForbidden for one that
+    sends alerts unless `may_stop_alerts` (the actor may manage alert channels)."""
+    if sends_alerts(job) and not may_stop_alerts:
+        # Cancelled deliveries do not alert: whoever may only cancel jobs must not be able
+        # to silence an outage notice.
+        raise CancelForbidden(
+            f"job #{job.pk} sends an alert; only someone who may manage alert channels "
+            "can cancel it"
+        )
     if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
         state=JobState.CANCELLED,
         cancel_requested_by=actor,
@@ -412,6 +439,11 @@ def reap_expired() -> list[Job]:
     expired = Job.objects.filter(state=JobState.RUNNING, lease_until__lt=now)
     for job in expired:
         still = Job.objects.filter(pk=job.pk, state=JobState.RUNNING, lease_until__lt=now)
+        if job.cancel_requested_by:
+            # Someone asked it to stop: trying it again would run what they cancelled.
+            if reap_cancelled(job, still, now):
+                reaped.append(job)
+            continue
         if job.attempts < job.max_attempts:
             note = f"the worker {job.worker} stopped answering during attempt {job.attempts}"
             if still.update(
@@ -440,6 +472,20 @@ def reap_expired() -> list[Job]:
             ended(job)
             reaped.append(job)
     return reaped
+
+
+def reap_cancelled(job: Job, still: QuerySet[Job], now: datetime) -> bool:
+    why = (
+        f"cancelled by {job.cancel_requested_by}; the worker {job.worker} stopped answering "
+        "before the job ended, so its clean-up may not have run"
+    )
+    if not still.update(state=JobState.CANCELLED, finished_at=now, error=why, lease_until=None):
+        return False
+    append_line(job.pk, why)
+    Job.objects.filter(pk=job.pk).update(log=log_text(job))
+    job.refresh_from_db()
+    ended(job)
+    return True
 
 
 def alert_job_failure(job: Job) -> None:

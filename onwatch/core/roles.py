@@ -40,7 +40,8 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
         "Add, change and remove public status pages and choose what they show",
     ),
     "jobs.view": (Role.VIEWER, "See background jobs and their logs"),
-    "jobs.cancel": (Role.DEPLOYER, "Cancel a queued or running background job"),
+    # A job that sends an alert also needs channels.manage (jobs.cancel, may_stop_alerts).
+    "jobs.cancel": (Role.DEPLOYER, "Cancel a queued or running background job, except alerts"),
     "backups.view": (Role.VIEWER, "See backup plans, runs, restore drills, RPO and RTO"),
     "backups.run": (Role.DEPLOYER, "Start a backup or a restore drill now"),
     "backups.manage": (Role.ADMIN, "Add, change and remove backup sources, repositories and plans"),

@@ -240,7 +240,10 @@ def can_cancel(request: HttpRequest, job: Job) -> bool:
     # organization's to stop.
     mine = job.org_id is not None and job.org_id == _membership(request).org_id
     asked = bool(job.cancel_requested_by)  # already being stopped
-    return mine and not asked and job.state not in ENDED and can(request, "jobs.cancel")
+    allowed = can(request, "jobs.cancel") and (
+        not jobqueue.sends_alerts(job) or can(request, "channels.manage")
+    )
+    return mine and not asked and job.state not in ENDED and allowed
 
 
 @require("jobs.view")
@@ -271,8 +274,9 @@ def job_log(request: HttpRequest, pk: int) -> JsonResponse:
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=pk, org=_membership(request).org)
     try:
-        done = jobqueue.cancel(job, request.user.get_username(), request=request)
-    except jobqueue.NotCancellable as e:
+        may = can(request, "channels.manage")
+        done = jobqueue.cancel(job, request.user.get_username(), request, may_stop_alerts=may)
+    except (jobqueue.NotCancellable, jobqueue.CancelForbidden) as e:
         messages.error(request, str(e))
     else:
         if done.state == JobState.CANCELLED:
