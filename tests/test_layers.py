@@ -75,3 +75,17 @@ def test_an_alert_nobody_carries_is_logged_as_an_error(
         hooks.alert(None, "Backup of shop failed", "disk full")
     assert "no app carries alerts" in caplog.text
     assert "Backup of shop failed" in caplog.text
+
+
+def test_each_app_exports_its_router_and_the_api_mounts_it() -> None:
+    from django.urls import resolve
+
+    mounted = {prefix: mount.router for prefix, mount in hooks.ROUTERS.items()}
+    assert mounted == {
+        "/monitors/": "onwatch.uptime.api:monitors",
+        "/policies/": "onwatch.alerts.api:policies",
+        "/incidents/": "onwatch.alerts.api:incidents",
+        "/maintenance/": "onwatch.alerts.api:maintenance",
+    }
+    for prefix in mounted:
+        assert resolve(f"/api/v1{prefix}").url_name
