@@ -89,3 +89,18 @@ def test_each_app_exports_its_router_and_the_api_mounts_it() -> None:
     }
     for prefix in mounted:
         assert resolve(f"/api/v1{prefix}").url_name
+
+
+@pytest.mark.parametrize(
+    ("argv", "app"),
+    [
+        (["monitors", "export"], "uptime"),
+        (["notify", "test"], "alerts"),
+        (["restore", "shop", "--to", "/tmp/x"], "backups"),
+    ],
+)
+def test_apps_contribute_their_own_commands(argv: list[str], app: str) -> None:
+    from onwatch.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.func.__module__ == f"onwatch.{app}.cli"
