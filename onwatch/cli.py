@@ -8,14 +8,15 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from pathlib import Path
+from importlib import import_module
 from typing import Any, NoReturn
 
 from onwatch.config import ConfigError, unreachable_elsewhere
+from onwatch.core.commands import Command, RegisterCommands
 from onwatch.startup import describe_database, fail, prepare
 
-Command = Callable[[argparse.Namespace], int]
+# The apps whose cli.py adds commands (`register(add)`), in the order help lists them.
+APPS_WITH_COMMANDS = ("onwatch.uptime", "onwatch.alerts", "onwatch.backups")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -252,41 +253,6 @@ def cmd_audit_accept_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_notify_test(args: argparse.Namespace) -> int:
-    prepare()
-    from onwatch.alerts.models import Channel, DeliveryState
-    from onwatch.alerts.services import send_test
-    from onwatch.core import audit
-    from onwatch.core.jobs import run_pending
-
-    channels = Channel.objects.select_related("org")
-    if args.channel:
-        key = args.channel
-        channels = channels.filter(pk=int(key)) if key.isdigit() else channels.filter(name=key)
-    chosen = list(channels)
-    if not chosen and args.channel:
-        fail(f"there is no channel {args.channel!r}; see the names under Alert channels")
-    if not chosen:
-        fail("there are no channels yet; add one in the web console under Alert channels")
-    sent = []
-    for ch in chosen:
-        sent.append(send_test(ch))
-        audit.record("channel-tested", actor="cli", org=ch.org, target=ch.name)
-    # Delivered right here rather than by the worker, so the answer is immediate; the rows
-    # are the same durable deliveries the worker makes, so a failed one is still retried.
-    run_pending(kinds=["alerts.deliver"])
-    failed = 0
-    for d in sent:
-        d.refresh_from_db()
-        if d.state == DeliveryState.DELIVERED:
-            print(f"{d.channel_name}: delivered")
-            continue
-        failed += 1
-        retry = " (the worker will try again)" if d.state == DeliveryState.RETRYING else ""
-        print(f"{d.channel_name}: {d.state}: {d.error}{retry}")
-    return 1 if failed else 0
-
-
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core import jobs
@@ -310,96 +276,6 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     else:
         print(f"onwatch: stopping job #{done.pk} ({done.kind}); its worker ends it within seconds")
     return 0
-
-
-def cmd_restore(args: argparse.Namespace) -> int:
-    prepare()
-    from onwatch.backups import restic
-    from onwatch.backups.models import Plan
-    from onwatch.backups.restores import RestoreRefused, choose, restore, shown_target
-    from onwatch.backups.targets import RestoreFailed
-
-    plan = Plan.objects.select_related("source", "org").filter(name=args.plan).first()
-    if plan is None:
-        fail(f"there is no backup plan {args.plan!r}; see the names under Backups")
-        return 2
-    repository = None
-    if args.repository:
-        repository = plan.copies.filter(name=args.repository).first()
-        if repository is None:
-            fail(f"{plan.name} has no copy named {args.repository!r}")
-    try:
-        chosen = choose(plan, args.snapshot, repository)
-        print(
-            f"onwatch: snapshot {chosen.snapshot.short_id} of {chosen.snapshot.time[:19]} "
-            f"(verified backup #{chosen.run_id}) from {chosen.repository.name} into "
-            f"{shown_target(args.to)}",
-            flush=True,
-        )
-        if not args.yes and not confirmed():
-            fail("nothing was restored (answer yes, or pass --yes)")
-        print("onwatch: restoring…", flush=True)
-        done = restore(plan, chosen, args.to)
-    except (RestoreRefused, RestoreFailed, restic.ResticError) as e:
-        fail(f"{e}")
-    print(f"onwatch: restored {done.snapshot_id[:8]} in {done.seconds:.1f} s")
-    return 0
-
-
-def confirmed() -> bool:
-    try:
-        return input("Restore? [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
-
-
-def cmd_monitors_export(args: argparse.Namespace) -> int:
-    prepare()
-    from onwatch.uptime import configio
-
-    try:
-        org = configio.organization(args.org)
-    except configio.Refusal as e:
-        fail(str(e))
-    sys.stdout.write(configio.export(org))
-    return 0
-
-
-def cmd_monitors_import(args: argparse.Namespace) -> int:
-    prepare()
-    from onwatch.uptime import configio
-
-    source = "<stdin>" if args.file == "-" else args.file
-    try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        org = configio.organization(args.org)
-    except OSError as e:
-        fail(f"cannot read {source}: {e.strerror or e}")
-    except UnicodeDecodeError:
-        fail(f"{source} is not UTF-8 text; save it as UTF-8 and try again")
-    except configio.Refusal as e:
-        fail(str(e))
-    report = configio.import_text(org, text, dry_run=args.dry_run)
-    if report.problems:
-        for problem in report.problems:
-            print(problem.show(source), file=sys.stderr)
-        count = len(report.problems)
-        fail(f"{count} problem{'s' if count > 1 else ''} in {source}; nothing was changed")
-    print(import_summary(report, args.dry_run))
-    return 0
-
-
-def import_summary(report: Any, dry_run: bool) -> str:
-    parts = []
-    if report.created:
-        parts.append(f"created {', '.join(report.created)}")
-    if report.changed:
-        parts.append(
-            "changed " + ", ".join(f"{n} ({', '.join(f)})" for n, f in report.changed.items())
-        )
-    parts.append(f"{len(report.unchanged)} unchanged")
-    tail = " (dry run: nothing was written)" if dry_run else ""
-    return f"onwatch: monitors: {'; '.join(parts)}{tail}"
 
 
 def _settings() -> Any:
@@ -474,26 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
         audit_sub,
     )
 
-    monitors = add("monitors", lambda a: 0, "Monitors as code (YAML).")
-    monitors_sub = monitors.add_subparsers(dest="monitors_command", required=True, metavar="ACTION")
-    export = add(
-        "export", cmd_monitors_export, "Print an organization's monitors as YAML.", monitors_sub
-    )
-    export.add_argument("--org", help="the organization's name (needed when there are several)")
-    imp = add(
-        "import", cmd_monitors_import, "Create or change monitors from a YAML file.", monitors_sub
-    )
-    imp.add_argument("file", metavar="FILE", help="the YAML file, or - for standard input")
-    imp.add_argument("--org", help="the organization's name (needed when there are several)")
-    imp.add_argument(
-        "--dry-run", action="store_true", help="report what would change, change nothing"
-    )
-
-    notify = add("notify", lambda a: 0, "Alert channels.")
-    notify_sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
-    test = add("test", cmd_notify_test, "Send a test notification to channels.", notify_sub)
-    test.add_argument("--channel", help="a channel's name or number (default: all)")
-
     jobs = add("jobs", lambda a: 0, "Background jobs.")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     cancel = add("cancel", cmd_jobs_cancel, "Cancel a queued or running job.", jobs_sub)
@@ -502,19 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--alerts-too", action="store_true", help="also cancel a job that sends an alert"
     )
 
-    restore = add("restore", cmd_restore, "Restore a backup snapshot into a new target.")
-    restore.add_argument("plan", help="the backup plan's name")
-    restore.add_argument(
-        "--to",
-        required=True,
-        help="a new PostgreSQL URL (postgresql://user@host/new_db), SQLite file or directory",
-    )
-    restore.add_argument(
-        "--snapshot", default="", help="a verified snapshot's id or prefix (default: the newest)"
-    )
-    restore.add_argument("--repository", help="the copy to restore from (default: offsite one)")
-    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    for register in app_commands():
+        register(add)
     return parser
+
+
+def app_commands() -> list[RegisterCommands]:
+    """Each app's own commands, from its cli.py; imported before Django is set up, so those
+    modules import Django and their app inside each command."""
+    return [import_module(f"{name}.cli").register for name in APPS_WITH_COMMANDS]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,11 +27,21 @@ from onwatch.alerts.models import (
     Incident,
     Maintenance,
 )
-from onwatch.api import ERRORS, MAX_ID, MAX_LIMIT, ErrorOut, Id, Text, not_found, operation, org_of
-from onwatch.api import unprocessable as refuse
 from onwatch.core import audit
 from onwatch.core.crons import validate_schedule, zone
 from onwatch.core.models import Organization
+from onwatch.core.rest import (
+    ERRORS,
+    MAX_ID,
+    MAX_LIMIT,
+    ErrorOut,
+    Id,
+    Text,
+    not_found,
+    operation,
+    org_of,
+)
+from onwatch.core.rest import unprocessable as refuse
 
 policies = Router()
 incidents = Router()

@@ -7,13 +7,35 @@ from typing import Any
 from django.db import transaction
 
 from onwatch.alerts import apprise
-from onwatch.alerts.models import Channel, Delivery, EscalationPolicy
+from onwatch.alerts.models import (
+    Channel,
+    Delivery,
+    EscalationPolicy,
+    Incident,
+    IncidentState,
+)
 from onwatch.core import jobs, links
 from onwatch.core.models import Organization
 
 DELIVERY_ATTEMPTS = 6
 TEST_TITLE = "onwatch test notification"
 TEST_BODY = "If you can read this, onwatch's alerts reach you on this channel."
+
+
+def channel_count(org: Organization) -> int:
+    return Channel.objects.filter(org=org).count()
+
+
+def recent_deliveries(org: Organization, shown: int) -> list[Delivery]:
+    return list(Delivery.objects.filter(org=org)[:shown])
+
+
+def unresolved_incident_count(org: Organization, source_prefix: str) -> int:
+    """Open or acknowledged incidents raised by one app (`source_prefix`, e.g. "uptime.")."""
+    unresolved = [IncidentState.OPEN, IncidentState.ACKNOWLEDGED]
+    return Incident.objects.filter(
+        org=org, state__in=unresolved, source__startswith=source_prefix
+    ).count()
 
 
 def add_channel(org: Organization, name: str, url: str, created_by: Any = None) -> Channel:

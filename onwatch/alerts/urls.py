@@ -10,6 +10,7 @@ urlpatterns = [
     path("channels/<int:pk>/delete/", views.channel_delete, name="channel_delete"),
     path("channels/<int:pk>/test/", views.channel_test, name="channel_test"),
     path("deliveries/", views.deliveries, name="deliveries"),
+    path("api/v1/channels/", views.api_channels, name="api_channels"),
 ]
 
 # Incidents, escalation policies and maintenance windows (incident_views.py).

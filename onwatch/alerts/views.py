@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.db.models import OuterRef, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from onwatch.alerts import services
 from onwatch.alerts.forms import ChannelForm
 from onwatch.alerts.models import Channel, Delivery, DeliveryState
 from onwatch.core import audit
-from onwatch.core.decorators import require
+from onwatch.core.decorators import api, require
 from onwatch.core.roles import has_permission
 
 
@@ -103,3 +103,11 @@ def deliveries(request: HttpRequest) -> HttpResponse:
         "failed": Delivery.objects.filter(org=org, state=DeliveryState.FAILED).count(),
     }
     return render(request, "alerts/deliveries.html", ctx)
+
+
+@api("channels:read")
+@require_GET
+def api_channels(request: HttpRequest) -> JsonResponse:
+    """Listed without their URLs: a channel URL may carry a secret."""
+    rows = Channel.objects.filter(org=request.org).values("id", "name", "service")  # type: ignore[attr-defined]
+    return JsonResponse({"channels": list(rows)})

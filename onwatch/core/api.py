@@ -1,5 +1,5 @@
-"""The JSON API, v1: views for scripts and dashboards, each behind one token scope (reading,
-and cancelling a job).
+"""The JSON API, v1: core's views for scripts and dashboards, each behind one token scope
+(reading, and cancelling a job). Other apps serve their own (alerts: api/v1/channels/).
 
 Nothing secret leaves through it: channels are listed without their URLs, jobs without
 their payloads (a payload may name what a job acts on, the log and error say what happened).
@@ -13,7 +13,6 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from onwatch.alerts.models import Channel
 from onwatch.core import jobs as jobs_
 from onwatch.core.decorators import api, api_error, can
 from onwatch.core.models import AuditEntry, Job, JobState
@@ -32,13 +31,6 @@ def _limit(request: HttpRequest) -> int | None:
 
 def _bad_limit() -> JsonResponse:
     return api_error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
-
-
-@api("channels:read")
-@require_GET
-def channels(request: HttpRequest) -> JsonResponse:
-    rows = Channel.objects.filter(org=request.org).values("id", "name", "service")  # type: ignore[attr-defined]
-    return JsonResponse({"channels": list(rows)})
 
 
 def _jobs(request: HttpRequest) -> QuerySet[Job]:

@@ -30,7 +30,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.core import audit, children
+from onwatch.core import audit, children, hooks
 from onwatch.core.models import ENDED, Job, JobLogLine, JobState, Organization
 
 log = logging.getLogger("onwatch.jobs")
@@ -491,14 +491,11 @@ def reap_cancelled(job: Job, still: QuerySet[Job], now: datetime) -> bool:
 def alert_job_failure(job: Job) -> None:
     if job.kind in QUIET_KINDS or job.alerted:
         return
-    # Imported here: alerts imports core, not the other way round at module load.
-    from onwatch.alerts.services import raise_alert
-
     if Job.objects.filter(pk=job.pk, alerted=False).update(alerted=True) != 1:
         return
     job.alerted = True
     verb = "was interrupted" if job.state == JobState.INTERRUPTED else "failed"
-    raise_alert(
+    hooks.alert(
         org=job.org,
         title=f"{describe_job(job)} {verb}",
         body=failure_text(job),

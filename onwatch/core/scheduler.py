@@ -11,7 +11,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.core import jobs
+from onwatch.core import hooks, jobs
 from onwatch.core.crons import next_after
 from onwatch.core.models import Schedule
 
@@ -94,11 +94,9 @@ def fire(schedule_id: int, now: datetime) -> int:
 def switch_off(schedule: Schedule, reason: str) -> None:
     """A schedule that can never run again (its expression or zone is bad, say after a raw
     UPDATE) is switched off and alerted on, in one transaction with the caller's."""
-    from onwatch.alerts.services import raise_alert
-
     Schedule.objects.filter(id=schedule.id).update(enabled=False, last_error=reason)
     log.error("schedule %r switched off: %s", schedule.name, reason)
-    raise_alert(
+    hooks.alert(
         org=schedule.org,
         title=f"Schedule {schedule.name!r} was switched off",
         body=f"{reason} Fix the schedule and switch it on again.",

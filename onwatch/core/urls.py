@@ -14,7 +14,6 @@ urlpatterns = [
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/log/", views.job_log, name="job_log"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
-    path("api/v1/channels/", api.channels, name="api_channels"),
     path("api/v1/jobs/", api.jobs, name="api_jobs"),
     path("api/v1/jobs/<int:pk>/", api.job, name="api_job"),
     path("api/v1/jobs/<int:pk>/cancel/", api.job_cancel, name="api_job_cancel"),

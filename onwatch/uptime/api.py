@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticError
 
 from onwatch.alerts.models import EscalationPolicy
-from onwatch.api import ERRORS, MAX_ID, MAX_LIMIT, Id, Text, not_found, operation, org_of
-from onwatch.api import unprocessable as refuse
 from onwatch.core import audit
 from onwatch.core.decorators import can
+from onwatch.core.rest import ERRORS, MAX_ID, MAX_LIMIT, Id, Text, not_found, operation, org_of
+from onwatch.core.rest import unprocessable as refuse
 from onwatch.uptime import configio, specs, state
 from onwatch.uptime.configio import MonitorFields, Refusal
 from onwatch.uptime.models import Kind, Monitor

@@ -6,8 +6,10 @@ class UptimeConfig(AppConfig):
     label = "uptime"
 
     def ready(self) -> None:
+        from onwatch.core.hooks import add_router
         from onwatch.core.scheduler import builtin_schedule, every_tick
         from onwatch.uptime import heartbeats, tasks  # noqa: F401  (job handlers)
 
         every_tick("uptime.heartbeats", heartbeats.check_overdue)
         builtin_schedule("History roll-up", "uptime.rollup", "7 * * * *")
+        add_router("/monitors/", "onwatch.uptime.api:monitors", "monitors")

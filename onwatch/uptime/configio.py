@@ -23,9 +23,9 @@ from pydantic import ValidationError as PydanticError
 from pydantic_core import ErrorDetails
 
 from onwatch.alerts.models import EscalationPolicy
-from onwatch.api import Text, plain_json
 from onwatch.core import audit
 from onwatch.core.models import Organization
+from onwatch.core.rest import Text, plain_json
 from onwatch.uptime import specs, state
 from onwatch.uptime.forms import heartbeat_alarm, pause, resume
 from onwatch.uptime.models import Kind, Monitor, State

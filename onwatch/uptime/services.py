@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import Count
 
-from onwatch.alerts.models import Incident, IncidentState
+from onwatch.alerts.services import unresolved_incident_count
 from onwatch.core.models import Organization
 from onwatch.uptime.models import Monitor, State
 
@@ -35,9 +35,5 @@ def summary(org: Organization) -> dict[str, Any]:
             .order_by("name", "id")
             .only("id", "name", "warning")[:DOWN_SHOWN]
         ),
-        "open_incidents": Incident.objects.filter(
-            org=org,
-            state__in=[IncidentState.OPEN, IncidentState.ACKNOWLEDGED],
-            source__startswith="uptime.",
-        ).count(),
+        "open_incidents": unresolved_incident_count(org, "uptime."),
     }

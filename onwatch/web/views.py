@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.views import defaults
 
-from onwatch.alerts.models import Channel, Delivery
+from onwatch.alerts.services import channel_count, recent_deliveries
 from onwatch.core.decorators import public, require
 from onwatch.core.models import AuditEntry, Job, Membership
 from onwatch.core.roles import has_permission
@@ -20,8 +20,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     role = request.membership.role  # type: ignore[attr-defined]
     jobs = Job.objects.filter(org=org) | Job.objects.filter(org=None)
     ctx = {
-        "channels": Channel.objects.filter(org=org).count(),
-        "deliveries": Delivery.objects.filter(org=org)[:5],
+        "channels": channel_count(org),
+        "deliveries": recent_deliveries(org, 5),
         "job_states": dict(
             jobs.values_list("state").annotate(n=Count("id")).values_list("state", "n")
         ),
