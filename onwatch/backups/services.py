@@ -12,7 +12,7 @@ from django.db import transaction
 
 from onwatch.backups import restic, ssh
 from onwatch.backups.conf import restic_cache
-from onwatch.backups.models import Plan, Repository, RunCopy, Source, SourceKind
+from onwatch.backups.models import Drill, Outcome, Plan, Repository, RunCopy, Source, SourceKind
 from onwatch.core import audit
 from onwatch.core.models import Job, Organization, Schedule
 
@@ -102,11 +102,53 @@ def newest_good_copy(plan: Plan, repository: Repository) -> RunCopy | None:
 
 def verified_copies(plan: Plan, repository: Repository) -> list[RunCopy]:
     """The plan's snapshots in `repository` that onwatch verified (the dump ended well and
-    its rows were counted), newest first: the only ones restores pick. A snapshot of a
-    cut-off dump that an append-only repository would not let onwatch remove is not here."""
+    its rows were counted) and that no drill has since proved broken, newest first: the
+    only ones restores (UI, CLI, recovery kit) pick. A snapshot of a cut-off dump that an
+    append-only repository would not let onwatch remove is not here."""
+    copies = good_copies(plan, repository)
+    broken = failed_drills(plan, repository, copies)
+    return [c for c in copies if c.run_id not in broken]
+
+
+def good_copies(plan: Plan, repository: Repository) -> list[RunCopy]:
     found = RunCopy.objects.filter(run__plan=plan, repository=repository, good=True)
     found = found.exclude(snapshot_id="").select_related("run")
     return list(found.order_by("-finished_at", "-id"))
+
+
+def failed_drills(plan: Plan, repository: Repository, copies: list[RunCopy]) -> dict[int, Drill]:
+    """Per backup run, the newest finished drill of its snapshot in `repository` when that
+    drill failed to bring the data back whole. A drill that restored and verified the data
+    but was over its RTO target proved the snapshot good, not broken; a cancelled one
+    proved nothing, so only passed and failed drills count, and a later passing drill
+    takes the snapshot back."""
+    drills = Drill.objects.filter(
+        plan=plan,
+        repository=repository,
+        run_id__in=[c.run_id for c in copies],
+        finished_at__isnull=False,
+        state__in=[Outcome.SUCCEEDED, Outcome.FAILED],
+    ).order_by("finished_at", "id")
+    newest = {d.run_id: d for d in drills if d.run_id is not None}
+    return {run: d for run, d in newest.items() if d.state == Outcome.FAILED and not d.verified}
+
+
+def left_out_copies(plan: Plan, repository: Repository) -> list[tuple[RunCopy, Drill]]:
+    """The verified snapshots that restores leave out because their newest drill failed,
+    newest first, with that drill: the restore page and the recovery kit say why."""
+    copies = good_copies(plan, repository)
+    broken = failed_drills(plan, repository, copies)
+    return [(c, broken[c.run_id]) for c in copies if c.run_id in broken]
+
+
+def why_left_out(copy: RunCopy, drill: Drill) -> str:
+    """One line for people: which backup, and which drill showed it cannot be restored."""
+    when = f"{drill.finished_at:%Y-%m-%d %H:%M}" if drill.finished_at else "?"
+    error = drill.error.splitlines()[0][:200] if drill.error else "it failed"
+    return (
+        f"backup #{copy.run_id} (snapshot {copy.snapshot_id[:8]}): the restore "
+        f"drill of {when} UTC could not bring it back whole ({error})"
+    )
 
 
 def add_repository(
