@@ -41,6 +41,7 @@ LIST_COLUMNS = (
     "last_latency_ms",
     "last_ping_at",
     "warning",
+    "cert_expires_at",
 )
 
 
