@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.urls import reverse
 
 from onwatch.backups import restic, ssh
 from onwatch.backups.conf import restic_cache
@@ -197,17 +198,22 @@ def add_repository(
         repository.ready = False
     elif initialise:
         restic.init_or_open(repo_of(repository))
-    if sftp is None and restic.deletes_refused(repo_of(repository)):
-        repository.append_only = True
+    found = not append_only and sftp is None and bool(restic.deletes_refused(repo_of(repository)))
+    repository.append_only = repository.append_only or found
     repository.save()
+    if found and not repository.pruned_by:
+        alert_nobody_prunes(repository, "the server refused a test deletion when it was added")
     return repository
 
 
 def mark_append_only(repository: Repository, why: str) -> None:
     """Found append-only while onwatch worked with it: say so on its page and in the audit
-    log, and leave old backups to its server from now on."""
-    Repository.objects.filter(pk=repository.pk).update(append_only=True)
+    log, leave old backups to its server from now on, and (once: the worker that flips the
+    flag is the one that tells) alert when nobody is named to remove them."""
+    first = Repository.objects.filter(pk=repository.pk, append_only=False).update(append_only=True)
     repository.append_only = True
+    if not first:
+        return  # another worker found it a moment ago, and told
     audit.record(
         "backup-repository-append-only",
         actor="onwatch",
@@ -215,6 +221,29 @@ def mark_append_only(repository: Repository, why: str) -> None:
         target=repository.name,
         id=repository.pk,
         why=why,
+    )
+    if not repository.pruned_by:
+        alert_nobody_prunes(repository, why)
+
+
+def alert_nobody_prunes(repository: Repository, why: str) -> None:
+    """An append-only copy found by onwatch has nobody named to remove its old backups:
+    it grows for ever unless someone is told to."""
+    from onwatch.alerts.services import raise_alert
+
+    raise_alert(
+        org=repository.org,
+        title=f"{repository.name} keeps every backup: name who removes old ones",
+        body=(
+            f"onwatch found that the server of the repository {repository.name} refuses "
+            f"deletions ({why}). That protects the backups, but onwatch can no longer "
+            "remove old ones there, so the repository grows until its disk or bill is full.\n"
+            "What to do: on the repository's page press Change and name who removes old "
+            "backups there (the person or job that runs its server), and have them do it "
+            "on a schedule."
+        ),
+        link=reverse("backup_repository", args=[repository.pk]),
+        notify_type="warning",
     )
 
 
