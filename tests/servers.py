@@ -187,6 +187,10 @@ class _Handler(BaseHTTPRequestHandler):
     def route_error(self) -> None:
         self.reply(500, b"Internal error: the database is down")
 
+    def route_binary_error(self) -> None:
+        # A crashed backend's 500 with a core dump or image where an error page should be.
+        self.reply(500, os.urandom(2048), "application/octet-stream")
+
     def route_json(self) -> None:
         self.reply(200, json.dumps(DOCUMENT).encode(), "application/json")
 

@@ -140,7 +140,7 @@ def test_a_failed_heartbeat_alert_carries_what_the_job_sent(org: Organization) -
     text = lines(hook)
     assert text[0] == "What is wrong: The job reported failure with exit status 3"
     assert "Exit status: 3" in text
-    assert text[text.index("What the job sent:") + 1] == output
+    assert text[text.index("What the job sent ended with:") + 1] == output
     assert f"Details: {SITE}/monitors/{hb.pk}/" in text
 
 
@@ -151,7 +151,31 @@ def test_a_fail_ping_without_exit_status_carries_its_output_too(org: Organizatio
         Client().post(f"/ping/{hb.ping_id}/fail", "disk full", content_type="text/plain")
         run_deliveries()
     text = lines(hooks.hooks[0])
-    assert text[text.index("What the job sent:") + 1] == "disk full"
+    assert text[text.index("What the job sent ended with:") + 1] == "disk full"
+
+
+def test_a_long_job_output_alerts_with_its_end_and_the_page_keeps_it_whole(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    hb = heartbeat(org)
+    progress = [f"dumping table public.t{i:03d}" for i in range(40)]
+    warning = "pg_dump: warning: " + "x" * 400
+    error = "pg_dump: error: could not write to output file: No space left"
+    output = "\n".join([*progress, warning, error])
+    with WebhookReceiver() as hooks:
+        add_channel(org, "hook", hooks.url())
+        Client().post(f"/ping/{hb.ping_id}/1", output, content_type="text/plain")
+        run_deliveries()
+    text = lines(hooks.hooks[0])
+    end = text.index("What the job sent ended with:")
+    # The error is the last line; the one before is cut to a readable length, and no
+    # line is shown from its middle.
+    assert text[end + 1 : end + 3] == [warning[:199] + "…", error]
+    assert not any(line.startswith(("g table", "table")) for line in text)
+    assert all(len(line) <= 220 for line in text), text
+    assert not any("public.t000" in line for line in text)
+    page = signed_in(members["viewer"]).get(f"/monitors/{hb.pk}/").content.decode()
+    assert "public.t000" in page and "No space left" in page
 
 
 @jobs.handler("tests.alerts-text-backup", describe=lambda job: "Backup of nightly")

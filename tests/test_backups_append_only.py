@@ -153,3 +153,43 @@ def test_a_server_that_refuses_the_forget_itself_is_marked_append_only_not_alert
     vault.refresh_from_db()
     assert vault.append_only
     assert any("vault: append-only; onwatch keeps every backup there" in ln for ln in lines)
+
+
+NOBODY = "name who removes old ones"
+
+
+def test_an_append_only_copy_found_with_nobody_to_prune_it_is_a_thing_to_do(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    source = services.add_source(
+        org, "uploads", SourceKind.DIRECTORY, path=str(directory(tmp_path / "up"))
+    )
+    with RestServer(tmp_path / "vault", append_only=True) as server:
+        vault = services.add_repository(org, "vault", server.url, provider="ovh")
+        # Found when added: told at once, with what to do and where.
+        [told] = alerts_titled(NOBODY)
+        assert told.title == f"vault keeps every backup: {NOBODY}"
+        assert "What to do: on the repository's page press Change" in told.body
+        assert f"/backups/repositories/{vault.pk}/" in told.body
+        # As it stands after the upgrade: not marked, found at its first retention, told
+        # once however many prunes follow.
+        Repository.objects.filter(pk=vault.pk).update(append_only=False)
+        plan = plan_for(source, [vault], keep_daily=0, keep_weekly=0, keep_monthly=0)
+        for _ in range(3):
+            assert backed_up(plan)
+            jobs.run_pending(kinds=["backups.prune"])
+    assert len(alerts_titled(NOBODY)) == 2
+    viewer, admin = signed_in(members["viewer"]), signed_in(members["admin"])
+    page = viewer.get(reverse("backup_repository", args=[vault.pk])).content.decode()
+    assert "To do:</strong> name who removes old backups there" in page
+    overview = viewer.get(reverse("backups")).content.decode()
+    assert "To do:</strong> name who removes old backups from this append-only" in overview
+    assert f'<a href="/backups/repositories/{vault.pk}/">vault</a>: name who' in overview
+
+    data = {"name": "vault", "provider": "ovh", "location": "", "url": "", "env": ""}
+    edit = reverse("backup_repository_edit", args=[vault.pk])
+    r = admin.post(edit, {**data, "append_only": "on", "pruned_by": "Sam, monthly"})
+    assert r.status_code == 302
+    page = viewer.get(reverse("backup_repository", args=[vault.pk])).content.decode()
+    assert "To do:" not in page and "Sam, monthly removes old ones" in page
+    assert "To do:" not in viewer.get(reverse("backups")).content.decode()

@@ -161,9 +161,10 @@ def local_repo(
     )
 
 
-def damage_data_packs(repo: Path) -> None:
-    """Flip bytes in the middle of every pack, as a failing disk or a bad upload would."""
-    for pack in (repo / "data").glob("*/*"):
+def damage_data_packs(repo: Path, only_not: frozenset[Path] = frozenset()) -> None:
+    """Flip bytes in the middle of every pack (but those in `only_not`), as a failing disk
+    or a bad upload would."""
+    for pack in set((repo / "data").glob("*/*")) - only_not:
         data = bytearray(pack.read_bytes())
         for i in range(len(data) // 3, len(data) // 3 + 64):
             data[i] ^= 0xFF

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,8 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.alerts.models import Delivery
-from onwatch.backups import rpo, services
+from onwatch.backups import restores, rpo, services
 from onwatch.backups.drills import run_drill
+from onwatch.backups.kit import recovery_kit
 from onwatch.backups.models import Plan, SourceKind
 from onwatch.backups.runs import run_backup
 from onwatch.core.models import Organization
@@ -142,3 +146,50 @@ def test_a_drill_that_failed_on_a_damaged_pack_is_the_problem_on_the_overview(
     # Both drills are dots on the RTO chart; the failed one is red, on the top edge.
     assert detail.count('class="drill ok"') == 1
     assert detail.count('class="drill bad failed"') == 1
+
+
+def test_a_snapshot_its_newest_drill_could_not_restore_is_offered_nowhere(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    """Restore page, `onwatch restore` (restores.choose) and the recovery kit all pass over
+    the newest backup once a drill failed on it, and say why."""
+    plan = dir_plan(org, tmp_path)
+    older = run_backup(plan, print).copies.get()
+    packs = frozenset((tmp_path / "repo" / "data").glob("*/*"))
+    (tmp_path / "up" / "new.bin").write_bytes(os.urandom(50000))
+    newer = run_backup(plan, print).copies.get()
+    # Only the newer backup's own packs rot: the older snapshot stays whole.
+    damage_data_packs(tmp_path / "repo", only_not=packs)
+    failed = run_drill(plan, print)
+    assert failed.state == "failed" and not failed.verified and failed.run_id == newer.run_id
+
+    chosen = restores.choose(plan)
+    assert chosen.run_id == older.run_id
+    with pytest.raises(restores.RestoreRefused, match="could not bring it back whole"):
+        restores.choose(plan, newer.snapshot_id[:8])
+    page = signed_in(members["admin"]).get(reverse("backup_restore_start", args=[plan.pk]))
+    html = page.content.decode()
+    assert re.search(rf'value="{chosen.snapshot.id}"[^>]*checked', html)
+    assert f'value="{newer.snapshot_id}' not in html
+    assert f"Backup #{newer.run_id} (snapshot {newer.snapshot_id[:8]}): the restore drill" in html
+    kit = recovery_kit(older.repository, timezone.now(), "test")
+    section = kit.split(f"### Plan {plan.name}", 1)[1]
+    assert f"`{newer.snapshot_id}`" not in section and f"`{older.snapshot_id}`" in section
+    assert f"Do not use backup #{newer.run_id} (snapshot {newer.snapshot_id[:8]})" in section
+
+
+def test_a_drill_that_passes_again_brings_the_snapshot_back(
+    org: Organization, tmp_path: Path
+) -> None:
+    plan = dir_plan(org, tmp_path)
+    run_backup(plan, print)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(tmp_path / "repo", pristine)
+    damage_data_packs(tmp_path / "repo")
+    assert run_drill(plan, print).state == "failed"
+    assert services.verified_copies(plan, plan.copies.get()) == []
+    # The repository is repaired (restored from its own copy): a passing drill counts again.
+    shutil.rmtree(tmp_path / "repo")
+    shutil.copytree(pristine, tmp_path / "repo")
+    assert run_drill(plan, print).verified
+    assert len(services.verified_copies(plan, plan.copies.get())) == 1

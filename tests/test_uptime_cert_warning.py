@@ -5,11 +5,14 @@ the monitor is listed, re-judged when its warning days change, and cleared by a 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from django.test import Client
 from django.utils import timezone
 
@@ -18,7 +21,7 @@ from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
 from onwatch.core.forms import issue_token
 from onwatch.core.models import Organization
-from onwatch.uptime import probes
+from onwatch.uptime import probes, state
 from onwatch.uptime.forms import save_monitor
 from onwatch.uptime.models import Kind, Monitor, State
 from onwatch.uptime.prober import Done, record
@@ -141,3 +144,29 @@ def test_an_expired_certificate_passed_without_verification_is_not_called_soon(
         assert check(m).warning.startswith("The certificate expired on ")
         deliveries()
     assert hooks.hooks[0].json["title"] == "test host: the certificate has expired"
+
+
+def test_a_warning_counts_its_days_when_shown_and_does_not_say_it_works_while_down(
+    org: Organization, members: dict[str, Any], pki: Pki
+) -> None:
+    viewer = signed_in(members["viewer"])
+    pem = x509.load_pem_x509_certificate(pki.expiring.cert_file.read_bytes())
+    der = pem.public_bytes(serialization.Encoding.DER)
+    with HttpServer(pki.expiring) as server:
+        m = tls_monitor(org, server.port, pki.ca_file, warn_days=14)
+        assert check(m).cert_expires_at == pem.not_valid_after_utc
+        # What a check three days ago left: the prober's own words, as of then.
+        then = timezone.now() - timedelta(days=3)
+        facts = probes.cert_facts(der, then)
+        facts["warning"] = probes.expiry_warning(facts, 14)
+        state.apply(m, Outcome(ok=True, latency_ms=5, details=facts), then)
+    assert m.warning.startswith("The certificate expires in 8 days")
+    # Since then, every check failed (the server is gone): the monitor goes down.
+    for _ in range(m.confirmations):
+        check(m)
+    assert m.state == State.DOWN and m.warning
+    for page in ("/monitors/", "/", f"/monitors/{m.pk}/"):
+        html = viewer.get(page).content.decode()
+        assert SHOWN in html and "8 days" not in html, page
+    detail = viewer.get(f"/monitors/{m.pk}/").content.decode()
+    assert "It still works" not in detail

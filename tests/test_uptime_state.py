@@ -65,9 +65,34 @@ def test_a_target_answering_random_bytes_alerts_in_one_short_line(org: Organizat
     # What the alert says: the error stays one short line, not a kilobyte of bytes.
     text = incident_text(incident)
     [wrong] = [line for line in text.splitlines() if line.startswith("What is wrong: ")]
-    assert len(wrong) <= len("What is wrong: ") + 200 and len(text) < 1000, text
+    assert len(wrong) <= len("What is wrong: ") + 200
+    assert_readable(text)
     # The whole text is evidence on the monitor's page, folded away.
     viewer = make_member(org, "viewer")
     html = signed_in(viewer).get(f"/monitors/{m.pk}/").content.decode()
     assert "Whole error text" in html
     assert len(m.changes.get().evidence["error_full"]) > 1000
+
+
+def assert_readable(text: str) -> None:
+    """An alert people can read: short lines, no raw bytes, and quoted bytes (\\x..) in
+    one short line at most (the error, which names what came back)."""
+    lines = text.splitlines()
+    assert all(len(line) <= 220 for line in lines), text
+    assert len([line for line in lines if "\\x" in line]) <= 1, text
+    assert all(ch.isprintable() and ch != "\ufffd" for line in lines for ch in line), text
+
+
+def test_a_500_answer_with_a_binary_body_alerts_without_the_junk(org: Organization) -> None:
+    with HttpServer() as web:
+        m = make_monitor(org, confirmations=1)
+        m.config = {"url": web.url("/binary-error")}
+        m.save()
+        outcome = probe("http", m.config)
+    apply(m, outcome, T0)
+    incident = Incident.objects.get()
+    assert incident.evidence["status"] == 500 and len(incident.evidence["body"]) == 500
+    text = incident_text(incident)
+    assert_readable(text)
+    assert "The answer is binary data, not text; the monitor's page keeps it." in text
+    assert "The answer began with:" not in text

@@ -272,6 +272,21 @@ def test_a_deployer_adds_an_http_monitor_and_it_is_audited_without_secrets(
     assert "Accept, Authorization" in html and "s3cret" not in html
 
 
+def test_a_viewer_never_sees_the_password_in_a_monitors_url(
+    org: Organization, members: Any
+) -> None:
+    m = make_monitor(
+        org,
+        config={"url": "https://shopper:S3cret@shop.example.com:8443/health", "body": "pw=S3cret"},
+    )
+    html = signed_in(members["viewer"]).get(f"/monitors/{m.pk}/").content.decode()
+    assert "S3cret" not in html
+    # What is checked stays plain: the user, host and path.
+    assert "GET https://shopper:(hidden)@shop.example.com:8443/health" in html
+    listed = signed_in(members["viewer"]).get("/monitors/").content.decode()
+    assert "S3cret" not in listed
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "message"),
     [

@@ -381,14 +381,36 @@ def since_note(incident: Incident) -> str:
     return f" (first failed check; confirmed {incident.opened_at.astimezone(UTC):%H:%M})"
 
 
+LINE_SHOWN = 200  # characters of one line of output in an alert, as of an error
+OUTPUT_LINES = 3  # a job's last lines in an alert: where its error usually is
+
+
 def output_lines(evidence: dict[str, Any]) -> list[str]:
     """What the job sent with its failure (a heartbeat), or how the answer began: the
-    first thing whoever fixes it needs to see."""
+    first thing whoever fixes it needs to see, cut to a few readable lines. The whole
+    of it stays on the monitor's page."""
     text = str(evidence.get("body") or "").strip()
     if not text:
         return []
-    heading = "What the job sent:" if evidence.get("ping") else "The answer began with:"
-    return [heading, text]
+    if looks_binary(text):
+        who = "What the job sent" if evidence.get("ping") else "The answer"
+        return [f"{who} is binary data, not text; the monitor's page keeps it."]
+    if not evidence.get("ping"):
+        return ["The answer began with:", one_line(text)]
+    shown = [one_line(line) for line in text.splitlines() if line.strip()]
+    return ["What the job sent ended with:", *shown[-OUTPUT_LINES:]]
+
+
+def one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= LINE_SHOWN else line[: LINE_SHOWN - 1].rstrip() + "…"
+
+
+def looks_binary(text: str) -> bool:
+    """Bytes that are not text (decoded, they turn into control and replacement
+    characters): naming them helps; quoting them fills the alert with junk."""
+    odd = sum(ch == "\ufffd" or not (ch.isprintable() or ch in "\t\r\n") for ch in text)
+    return odd * 10 > len(text)
 
 
 def link_lines(incident: Incident) -> list[str]:

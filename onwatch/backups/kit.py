@@ -11,7 +11,7 @@ from datetime import datetime
 from onwatch.backups import mariadb, pg, restic
 from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
 from onwatch.backups.runs import snapshot_name
-from onwatch.backups.services import verified_copies
+from onwatch.backups.services import left_out_copies, verified_copies, why_left_out
 from onwatch.core import mariadb as mariadb_tools
 from onwatch.core import postgres, ssh
 
@@ -149,11 +149,19 @@ def plan_section(plan: Plan, repository: Repository, command: str) -> list[str]:
     source = plan.source
     head = [f"### Plan {plan.name}: {source.name} ({source.get_kind_display()})", ""]
     verified = verified_copies(plan, repository)
+    left_out = left_out_lines(plan, repository)
     if not verified:
-        return [*head, "onwatch has verified no backup of this plan here yet.", ""]
+        return [*head, "onwatch has verified no backup of this plan here yet.", "", *left_out]
     steps = restore_steps(plan, command, verified[0].snapshot_id)
     older = "For an older backup, put its ID from the list above in place of the newest one's."
-    return [*head, *verified_list(verified), *steps, "", older, ""]
+    return [*head, *verified_list(verified), *left_out, *steps, "", older, ""]
+
+
+def left_out_lines(plan: Plan, repository: Repository) -> list[str]:
+    """Snapshots a drill could not restore: named with the reason, so nobody picks them
+    from restic's own list."""
+    lines = [f"- Do not use {why_left_out(c, d)}." for c, d in left_out_copies(plan, repository)]
+    return [*lines, ""] if lines else []
 
 
 def recovery_kit(repository: Repository, made_at: datetime, made_by: str) -> str:

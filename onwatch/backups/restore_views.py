@@ -19,7 +19,7 @@ from django.utils import timezone
 from onwatch.backups import restic, restores
 from onwatch.backups import restore_requests as asked
 from onwatch.backups.models import Drill, Outcome, Plan, Repository, Restore, SourceKind
-from onwatch.backups.services import drill_repository
+from onwatch.backups.services import drill_repository, left_out_copies, why_left_out
 from onwatch.core import audit, jobs
 from onwatch.core.decorators import require
 from onwatch.core.mariadb import MariaDBError
@@ -189,7 +189,9 @@ def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
     repository = repository or drill_repository(plan)
     rows: list[SnapshotRow] = []
     error = ""
+    left_out: list[str] = []
     if repository is not None:
+        left_out = [why_left_out(c, d) for c, d in left_out_copies(plan, repository)]
         try:
             rows = snapshot_rows(plan, repository)
         except restic.ResticError as e:
@@ -205,6 +207,7 @@ def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
         "copies": copies,
         "repository": repository,
         "rows": rows,
+        "left_out": left_out,
         "error": error,
         "form": form,
         "kind_is_database": plan.source.kind in asked.DATABASE_KINDS,

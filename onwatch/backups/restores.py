@@ -14,7 +14,13 @@ from psycopg import sql
 
 from onwatch.backups import restic, targets
 from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
-from onwatch.backups.services import drill_repository, repo_of, verified_copies
+from onwatch.backups.services import (
+    drill_repository,
+    left_out_copies,
+    repo_of,
+    verified_copies,
+    why_left_out,
+)
 from onwatch.core import audit, postgres
 from onwatch.core import mariadb as mariadb_tools
 
@@ -79,13 +85,20 @@ def not_verified(
 ) -> str:
     """Why nothing can be restored, and what can be instead."""
     if not snapshot:
-        return f"{repository.name} holds no verified backup of {plan.name}; run one first"
+        left = [why_left_out(c, d) for c, d in left_out_copies(plan, repository)]
+        reason = f" ({left[0]})" if left else ""
+        return f"{repository.name} holds no verified backup of {plan.name}{reason}; run one first"
     failed = next((c for c in bad_copies(plan, repository) if same(c.snapshot_id, snapshot)), None)
-    why = (
-        f"snapshot {snapshot} is from backup #{failed.run_id}, which failed; it is incomplete"
-        if failed
-        else f"{repository.name} holds no verified snapshot {snapshot!r} of {plan.name}"
-    )
+    drilled = [
+        why_left_out(c, d)
+        for c, d in left_out_copies(plan, repository)
+        if same(c.snapshot_id, snapshot)
+    ]
+    why = f"{repository.name} holds no verified snapshot {snapshot!r} of {plan.name}"
+    if failed:
+        why = f"snapshot {snapshot} is from backup #{failed.run_id}, which failed; it is incomplete"
+    elif drilled:
+        why = drilled[0]
     if verified:
         newest = verified[0].snapshot
         return f"{why}; the newest verified one is {newest.short_id} of {newest.time[:16]}"

@@ -9,10 +9,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.urls import reverse
 
 from onwatch.backups import restic
 from onwatch.backups.conf import restic_cache
-from onwatch.backups.models import Plan, Repository, RunCopy, Source, SourceKind
+from onwatch.backups.models import Drill, Outcome, Plan, Repository, RunCopy, Source, SourceKind
 from onwatch.core import audit, ssh
 from onwatch.core.models import Job, Organization, Schedule
 
@@ -102,11 +103,53 @@ def newest_good_copy(plan: Plan, repository: Repository) -> RunCopy | None:
 
 def verified_copies(plan: Plan, repository: Repository) -> list[RunCopy]:
     """The plan's snapshots in `repository` that onwatch verified (the dump ended well and
-    its rows were counted), newest first: the only ones restores pick. A snapshot of a
-    cut-off dump that an append-only repository would not let onwatch remove is not here."""
+    its rows were counted) and that no drill has since proved broken, newest first: the
+    only ones restores (UI, CLI, recovery kit) pick. A snapshot of a cut-off dump that an
+    append-only repository would not let onwatch remove is not here."""
+    copies = good_copies(plan, repository)
+    broken = failed_drills(plan, repository, copies)
+    return [c for c in copies if c.run_id not in broken]
+
+
+def good_copies(plan: Plan, repository: Repository) -> list[RunCopy]:
     found = RunCopy.objects.filter(run__plan=plan, repository=repository, good=True)
     found = found.exclude(snapshot_id="").select_related("run")
     return list(found.order_by("-finished_at", "-id"))
+
+
+def failed_drills(plan: Plan, repository: Repository, copies: list[RunCopy]) -> dict[int, Drill]:
+    """Per backup run, the newest finished drill of its snapshot in `repository` when that
+    drill failed to bring the data back whole. A drill that restored and verified the data
+    but was over its RTO target proved the snapshot good, not broken; a cancelled one
+    proved nothing, so only passed and failed drills count, and a later passing drill
+    takes the snapshot back."""
+    drills = Drill.objects.filter(
+        plan=plan,
+        repository=repository,
+        run_id__in=[c.run_id for c in copies],
+        finished_at__isnull=False,
+        state__in=[Outcome.SUCCEEDED, Outcome.FAILED],
+    ).order_by("finished_at", "id")
+    newest = {d.run_id: d for d in drills if d.run_id is not None}
+    return {run: d for run, d in newest.items() if d.state == Outcome.FAILED and not d.verified}
+
+
+def left_out_copies(plan: Plan, repository: Repository) -> list[tuple[RunCopy, Drill]]:
+    """The verified snapshots that restores leave out because their newest drill failed,
+    newest first, with that drill: the restore page and the recovery kit say why."""
+    copies = good_copies(plan, repository)
+    broken = failed_drills(plan, repository, copies)
+    return [(c, broken[c.run_id]) for c in copies if c.run_id in broken]
+
+
+def why_left_out(copy: RunCopy, drill: Drill) -> str:
+    """One line for people: which backup, and which drill showed it cannot be restored."""
+    when = f"{drill.finished_at:%Y-%m-%d %H:%M}" if drill.finished_at else "?"
+    error = drill.error.splitlines()[0][:200] if drill.error else "it failed"
+    return (
+        f"backup #{copy.run_id} (snapshot {copy.snapshot_id[:8]}): the restore "
+        f"drill of {when} UTC could not bring it back whole ({error})"
+    )
 
 
 def add_repository(
@@ -155,17 +198,22 @@ def add_repository(
         repository.ready = False
     elif initialise:
         restic.init_or_open(repo_of(repository))
-    if sftp is None and restic.deletes_refused(repo_of(repository)):
-        repository.append_only = True
+    found = not append_only and sftp is None and bool(restic.deletes_refused(repo_of(repository)))
+    repository.append_only = repository.append_only or found
     repository.save()
+    if found and not repository.pruned_by:
+        alert_nobody_prunes(repository, "the server refused a test deletion when it was added")
     return repository
 
 
 def mark_append_only(repository: Repository, why: str) -> None:
     """Found append-only while onwatch worked with it: say so on its page and in the audit
-    log, and leave old backups to its server from now on."""
-    Repository.objects.filter(pk=repository.pk).update(append_only=True)
+    log, leave old backups to its server from now on, and (once: the worker that flips the
+    flag is the one that tells) alert when nobody is named to remove them."""
+    first = Repository.objects.filter(pk=repository.pk, append_only=False).update(append_only=True)
     repository.append_only = True
+    if not first:
+        return  # another worker found it a moment ago, and told
     audit.record(
         "backup-repository-append-only",
         actor="onwatch",
@@ -173,6 +221,29 @@ def mark_append_only(repository: Repository, why: str) -> None:
         target=repository.name,
         id=repository.pk,
         why=why,
+    )
+    if not repository.pruned_by:
+        alert_nobody_prunes(repository, why)
+
+
+def alert_nobody_prunes(repository: Repository, why: str) -> None:
+    """An append-only copy found by onwatch has nobody named to remove its old backups:
+    it grows for ever unless someone is told to."""
+    from onwatch.alerts.services import raise_alert
+
+    raise_alert(
+        org=repository.org,
+        title=f"{repository.name} keeps every backup: name who removes old ones",
+        body=(
+            f"onwatch found that the server of the repository {repository.name} refuses "
+            f"deletions ({why}). That protects the backups, but onwatch can no longer "
+            "remove old ones there, so the repository grows until its disk or bill is full.\n"
+            "What to do: on the repository's page press Change and name who removes old "
+            "backups there (the person or job that runs its server), and have them do it "
+            "on a schedule."
+        ),
+        link=reverse("backup_repository", args=[repository.pk]),
+        notify_type="warning",
     )
 
 

@@ -42,7 +42,9 @@ def _plan(request: HttpRequest, pk: int) -> Plan:
 @require("backups.view")
 def plans(request: HttpRequest) -> HttpResponse:
     rows = [row(p) for p in Plan.objects.filter(org=_org(request)).select_related("source")]
-    ctx = {"rows": rows, "can_manage": can(request, "backups.manage")}
+    # Append-only copies nobody removes old backups from: they grow for ever.
+    unpruned = Repository.objects.filter(org=_org(request), append_only=True, pruned_by="")
+    ctx = {"rows": rows, "unpruned": list(unpruned), "can_manage": can(request, "backups.manage")}
     return render(request, "backups/plans.html", ctx)
 
 

@@ -8,6 +8,7 @@ stored encrypted, as every secret is: it may hold credentials.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db import models
 from django.utils import timezone
@@ -66,6 +67,9 @@ class Monitor(models.Model):
     # A problem short of an outage (a certificate about to expire), set and cleared by the
     # checks; shown wherever the monitor is listed and sent as a notice of its own.
     warning = models.CharField(max_length=300, blank=True)
+    # When the certificate the last check that got through saw expires: pages count the
+    # days left from it when they are shown, as checks may fail or be paused meanwhile.
+    cert_expires_at = models.DateTimeField(null=True, blank=True)
     # Probers claim due monitors for a short lease; a prober that dies lets it run out and
     # another one takes the monitors over.
     next_check_at = models.DateTimeField(default=timezone.now)
@@ -94,6 +98,25 @@ class Monitor(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def warning_now(self) -> str:
+        """The warning as of now: a certificate's days left are counted from its stored
+        expiry when the page is shown, not taken from the text of the last check that got
+        through (later checks may fail, or the monitor may be paused)."""
+        if self.warning and self.cert_expires_at is not None:
+            return cert_expiry_text(self.cert_expires_at, timezone.now())
+        return self.warning
+
+
+def cert_expiry_text(not_after: datetime, now: datetime) -> str:
+    """The same words as the prober's warning (probes.expiry_warning), for any moment."""
+    day = f"{not_after:%Y-%m-%d}"
+    if not_after <= now:
+        return f"The certificate expired on {day}; renew it"
+    # Whole days, counted towards zero, as the prober counts them.
+    days = int((not_after - now).total_seconds() / 86400)
+    return f"The certificate expires in {days} days, on {day}; renew it"
 
 
 class CheckResult(models.Model):

@@ -154,6 +154,15 @@ def seconds(t: timedelta) -> str:
     return f"{t.total_seconds():.1f}"
 
 
+def tail(text: str, limit: int) -> str:
+    """The last `limit` characters, from the start of a line when one begins in them."""
+    if len(text) <= limit:
+        return text
+    end = text[-limit:]
+    cut = end.find("\n")
+    return end[cut + 1 :] if 0 <= cut < len(end) - 1 else end
+
+
 def verdict(spec: HeartbeatSpec, got: Received, took: timedelta | None) -> Outcome:
     details: dict[str, Any] = {"ping": got.type}
     if got.exit_status is not None:
@@ -161,7 +170,9 @@ def verdict(spec: HeartbeatSpec, got: Received, took: timedelta | None) -> Outco
     if took is not None:
         details["duration_s"] = round(took.total_seconds(), 3)
     if got.body:
-        details["body"] = got.body[:500]
+        # The end of the output: where a job's error usually is. The whole of it (up to
+        # BODY_KEEP) stays with the ping, on the monitor's page.
+        details["body"] = tail(got.body, 500)
     error = ""
     if got.type == Ping.Type.FAIL:
         status = f" with exit status {got.exit_status}" if got.exit_status is not None else ""

@@ -405,7 +405,8 @@ async def check_http(spec: specs.HttpSpec, session: aiohttp.ClientSession) -> Ou
     error = _judge(spec, answer, outcome.latency_ms or 0)
     if error:
         outcome.ok, outcome.error = False, error
-        outcome.details["body"] = answer.text[:EXCERPT]
+        # PostgreSQL's jsonb cannot hold NUL: a binary answer would lose the whole outage.
+        outcome.details["body"] = answer.text[:EXCERPT].replace("\x00", "\ufffd")
     warning = expiry_warning(answer.cert, spec.cert_expiry_warn_days) if answer.cert else ""
     if warning:
         outcome.details["warning"] = warning

@@ -33,7 +33,7 @@ def summary(org: Organization) -> dict[str, Any]:
             Monitor.objects.filter(org=org)
             .exclude(warning="")
             .order_by("name", "id")
-            .only("id", "name", "warning")[:DOWN_SHOWN]
+            .only("id", "name", "warning", "cert_expires_at")[:DOWN_SHOWN]
         ),
         "open_incidents": unresolved_incident_count(org, "uptime."),
     }

@@ -81,12 +81,13 @@ def apply(monitor: Monitor, outcome: Outcome, now: datetime) -> StateChange | No
         # Only a check that got through judges the certificate; a failed one keeps the
         # warning it had (the outage is alerted on by itself).
         monitor.warning = str(outcome.details.get("warning", ""))[:300]
+        monitor.cert_expires_at = cert_expiry(outcome)
     monitor.last_checked_at = now
     monitor.last_latency_ms = outcome.latency_ms
     monitor.last_error = outcome.error[:1000]
     monitor.next_check_at = now + timedelta(seconds=wait)
     fields = ["failures", "last_checked_at", "last_latency_ms", "last_error", "next_check_at"]
-    fields += ["failing_since", "warning"]
+    fields += ["failing_since", "warning", "cert_expires_at"]
     change = None
     with transaction.atomic():
         if new != old:
@@ -101,6 +102,11 @@ def apply(monitor: Monitor, outcome: Outcome, now: datetime) -> StateChange | No
     if bool(warned) != bool(monitor.warning):
         on_warning(monitor, outcome, now)
     return change
+
+
+def cert_expiry(outcome: Outcome) -> datetime | None:
+    expires = outcome.details.get("expires")
+    return datetime.fromisoformat(expires) if isinstance(expires, str) else None
 
 
 def steady(monitor: Monitor, outcome: Outcome) -> bool:

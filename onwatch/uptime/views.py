@@ -20,7 +20,7 @@ from onwatch.alerts import incidents
 from onwatch.core import audit
 from onwatch.core.decorators import can, require
 from onwatch.core.models import Organization
-from onwatch.uptime import charts, pings, rollups, state
+from onwatch.uptime import charts, pings, rollups, specs, state
 from onwatch.uptime.forms import MonitorForm, initial_settings, pause, resume, save_monitor
 from onwatch.uptime.models import CheckResult, Kind, Monitor, Ping, State
 from onwatch.uptime.services import state_counts
@@ -41,6 +41,7 @@ LIST_COLUMNS = (
     "last_latency_ms",
     "last_ping_at",
     "warning",
+    "cert_expires_at",
 )
 
 
@@ -162,9 +163,11 @@ def chart_context(m: Monitor, now: datetime) -> dict[str, Any]:
 
 
 def describe(m: Monitor) -> list[tuple[str, str]]:
-    """What the monitor checks, for people. Header values are left out: they often hold
-    tokens."""
-    c = m.config
+    """What the monitor checks, for people. Built from the readers' copy of the settings
+    for everyone who opens the page: a password in the URL, header values and a request
+    body often hold credentials, and this page is open to viewers (managers see them in
+    the form)."""
+    c = specs.for_readers(m.kind, m.config)
     if m.kind == Kind.HTTP:
         rows = [("URL", f"{c.get('method', 'GET')} {c.get('url', '')}")]
         if c.get("headers"):
