@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from onwatch.core.models import AuditEntry, Invite, Membership, Organization
 from onwatch.core.roles import Role
-from tests.fixtures import make_org
+from tests.support.fixtures import make_org
 
 pytestmark = pytest.mark.django_db
 

@@ -25,8 +25,8 @@ from django.utils import timezone
 from onwatch.accounts.middleware import SIGNED_IN_AT
 from onwatch.core.models import AuditEntry
 from onwatch.core.roles import Role
-from tests.fixtures import PASSWORD, make_member, make_org
-from tests.totp import totp_now
+from tests.support.fixtures import PASSWORD, make_member, make_org
+from tests.support.totp import totp_now
 
 pytestmark = pytest.mark.django_db
 

@@ -27,8 +27,8 @@ from onwatch.core.keyring import KeyringError, get_keyring
 from onwatch.core.keys import rotate
 from onwatch.core.models import Organization
 from onwatch.core.roles import Role
-from tests.fixtures import PASSWORD, make_member, make_org
-from tests.totp import totp_now
+from tests.support.fixtures import PASSWORD, make_member, make_org
+from tests.support.totp import totp_now
 
 pytestmark = pytest.mark.django_db
 

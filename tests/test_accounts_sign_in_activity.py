@@ -19,9 +19,9 @@ from onwatch.core import jobs
 from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.core.roles import Role
-from tests.fixtures import PASSWORD, make_member, make_org, signed_in
-from tests.receivers import WebhookReceiver
-from tests.totp import totp_now
+from tests.support.fixtures import PASSWORD, make_member, make_org, signed_in
+from tests.support.receivers import WebhookReceiver
+from tests.support.totp import totp_now
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from onwatch.alerts.models import Delivery, DeliveryState
 from onwatch.alerts.services import DELIVERY_ATTEMPTS, add_channel, deliver
 from onwatch.core import jobs
 from onwatch.core.models import Job, JobState, Organization
-from tests.receivers import SmtpReceiver, WebhookReceiver
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 
 def run_deliveries() -> list[Job]:

@@ -26,8 +26,8 @@ from onwatch.alerts.services import add_channel
 from onwatch.alerts.tasks import on_tick
 from onwatch.core import jobs, scheduler
 from onwatch.core.models import JobState, Organization
-from tests.fixtures import make_org
-from tests.receivers import SmtpReceiver, WebhookReceiver
+from tests.support.fixtures import make_org
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SOURCE = "test:db-1"

@@ -12,7 +12,7 @@ from onwatch.core import jobs
 from onwatch.core.models import Organization
 from onwatch.uptime.models import Monitor, State
 from onwatch.uptime.state import Outcome, apply, source
-from tests.receivers import WebhookReceiver
+from tests.support.receivers import WebhookReceiver
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from onwatch.alerts.services import add_channel
 from onwatch.alerts.tasks import on_tick
 from onwatch.core import jobs
 from onwatch.core.models import Organization
-from tests.receivers import WebhookReceiver
+from tests.support.receivers import WebhookReceiver
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 SOURCE = "uptime.monitor:7"

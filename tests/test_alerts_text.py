@@ -23,9 +23,9 @@ from onwatch.uptime import heartbeats
 from onwatch.uptime.forms import pause, resume
 from onwatch.uptime.models import Kind, Monitor
 from onwatch.uptime.state import Outcome, apply, source
-from tests.fixtures import signed_in
-from tests.receivers import Hook, SmtpReceiver, WebhookReceiver
-from tests.test_backups_support import local_repo, plan_for, sqlite_file
+from tests.support.backups import local_repo, plan_for, sqlite_file
+from tests.support.fixtures import signed_in
+from tests.support.receivers import Hook, SmtpReceiver, WebhookReceiver
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SITE = "https://watch.acme.example"

@@ -9,8 +9,8 @@ from onwatch.alerts.models import Channel, Delivery, DeliveryState
 from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
 from onwatch.core.models import AuditEntry, Job, JobState, Organization
-from tests.fixtures import make_org, signed_in
-from tests.receivers import WebhookReceiver
+from tests.support.fixtures import make_org, signed_in
+from tests.support.receivers import WebhookReceiver
 
 TOKEN = "hunter2-very-secret-token"
 SECRET_URL = f"jsons://robot:{TOKEN}@hooks.example.com:8443/in/{TOKEN}"

@@ -13,7 +13,7 @@ from onwatch.alerts import services
 from onwatch.core import audit
 from onwatch.core.forms import issue_token
 from onwatch.core.models import ApiToken, Job, JobState, Membership, Organization
-from tests.fixtures import make_member, make_org
+from tests.support.fixtures import make_member, make_org
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from onwatch.alerts import apprise
-from tests.receivers import SmtpReceiver, WebhookReceiver, closed_port_url
+from tests.support.receivers import SmtpReceiver, WebhookReceiver, closed_port_url
 
 
 @pytest.mark.parametrize(

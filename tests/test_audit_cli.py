@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.procs import django, isolated, run
+from tests.support.procs import django, isolated, run
 
 
 def test_audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry(

@@ -10,7 +10,7 @@ from django.urls import reverse
 from onwatch.core import audit
 from onwatch.core.models import Membership
 from onwatch.core.views import AUDIT_PAGE_SIZE
-from tests.fixtures import make_org, signed_in
+from tests.support.fixtures import make_org, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

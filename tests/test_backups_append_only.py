@@ -15,8 +15,7 @@ from onwatch.backups import restic, runs, services
 from onwatch.backups.models import Plan, Repository, SourceKind
 from onwatch.core import jobs
 from onwatch.core.models import AuditEntry, JobState, Organization
-from tests.fixtures import signed_in
-from tests.test_backups_support import (
+from tests.support.backups import (
     RestServer,
     alerts_titled,
     channel,
@@ -24,6 +23,7 @@ from tests.test_backups_support import (
     local_repo,
     plan_for,
 )
+from tests.support.fixtures import signed_in
 
 pytestmark = [
     pytest.mark.django_db,

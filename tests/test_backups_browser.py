@@ -13,57 +13,16 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.browser import chromium, totp_now
-from tests.procs import ROOT, Running, django, isolated, wait_http
-
-EMAIL, PASSWORD = "owner@bakery.example", "a long and unusual passphrase 42"
-DRILLS = 3
-
-
-def seed(root: str, damage: bool = False) -> None:
-    """Run in a child process against the onwatch under test: an owner with TOTP, and a
-    SQLite plan backed up once and drilled three times with the real restic; with
-    `damage`, the repository's packs are then damaged and a fourth drill fails."""
-    from onwatch.startup import prepare
-
-    prepare(migrate=True)
-    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
-    from django.contrib.auth import get_user_model
-
-    from onwatch.backups import services
-    from onwatch.backups.drills import run_drill
-    from onwatch.backups.models import SourceKind
-    from onwatch.backups.runs import run_backup
-    from onwatch.core.models import Membership, Organization
-    from tests.test_backups_support import sqlite_file
-
-    org = Organization.objects.create(name="Bakery")
-    user = get_user_model().objects.create_user(username=EMAIL, email=EMAIL, password=PASSWORD)
-    Membership.objects.create(org=org, user=user, role="owner")
-    secret = generate_totp_secret()
-    TOTP.activate(user, secret)
-    base = Path(root)
-    source = services.add_source(
-        org, "orders db", SourceKind.SQLITE, path=str(sqlite_file(base / "orders.sqlite3"))
-    )
-    repository = services.add_repository(org, "nas", str(base / "repo"), provider="office")
-    plan = services.add_plan(source, "orders nightly", [repository])
-    run_backup(plan, print)
-    drills = [run_drill(plan, print) for _ in range(DRILLS)]
-    assert all(d.verified for d in drills)
-    if damage:
-        from tests.test_backups_support import damage_data_packs
-
-        damage_data_packs(base / "repo")
-        assert run_drill(plan, print).rto_seconds is None
-    print(json.dumps({"plan": plan.pk, "secret": secret}))
+from tests.support.browser import chromium, totp_now
+from tests.support.procs import ROOT, Running, django, isolated, wait_http
+from tests.support.seeds import DRILLS, EMAIL, PASSWORD
 
 
 def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
     tmp_path: Path,
 ) -> None:
     target = tmp_path / "restored" / "orders.sqlite3"
-    code = f"from tests.test_backups_browser import seed; seed({str(tmp_path)!r})"
+    code = f"from tests.support.seeds import seed_backups; seed_backups({str(tmp_path)!r})"
     with isolated(tmp_path) as env:
         made = subprocess.run(
             [sys.executable, "-c", code],
@@ -130,7 +89,8 @@ def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
 def test_a_failed_drill_is_a_red_dot_and_the_overview_says_the_data_is_not_safe(
     tmp_path: Path,
 ) -> None:
-    code = f"from tests.test_backups_browser import seed; seed({str(tmp_path)!r}, damage=True)"
+    code = "from tests.support.seeds import seed_backups; "
+    code += f"seed_backups({str(tmp_path)!r}, damage=True)"
     with isolated(tmp_path) as env:
         made = subprocess.run(
             [sys.executable, "-c", code],

@@ -13,9 +13,7 @@ from django.db import connection
 from onwatch.backups.models import Drill, Outcome
 from onwatch.core import jobs
 from onwatch.core.models import Job, JobLogLine, JobState, Organization
-from tests.procs import alive
-from tests.receivers import wait_until
-from tests.test_backups_support import (
+from tests.support.backups import (
     PgSource,
     channel,
     local_repo,
@@ -24,6 +22,8 @@ from tests.test_backups_support import (
     plan_for,
     scratch_databases,
 )
+from tests.support.procs import alive
+from tests.support.receivers import wait_until
 
 # The job's thread reads what this test's thread wrote: real commits, not one transaction.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]

@@ -17,8 +17,8 @@ from onwatch.backups.checks import check_source
 from onwatch.backups.conf import pg_tool
 from onwatch.backups.models import Source, SourceKind
 from onwatch.core.models import Organization
-from tests.procs import free_port
-from tests.test_backups_support import PgSource, pg_db, pg_parts, sqlite_file
+from tests.support.backups import PgSource, pg_db, pg_parts, sqlite_file
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.django_db
 __all__ = ["pg_db"]

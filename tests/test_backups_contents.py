@@ -16,7 +16,7 @@ from onwatch.backups.drills import run_drill
 from onwatch.backups.models import Outcome, SourceKind
 from onwatch.backups.runs import run_backup, snapshot_name
 from onwatch.core.models import Organization
-from tests.test_backups_support import PgSource, local_repo, pg_db, pg_parts, pg_source, plan_for
+from tests.support.backups import PgSource, local_repo, pg_db, pg_parts, pg_source, plan_for
 
 pytestmark = pytest.mark.django_db
 __all__ = ["pg_db"]

@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,30 +25,24 @@ from onwatch.backups import services
 from onwatch.backups.conf import pg_tool
 from onwatch.backups.models import Outcome, SourceKind
 from onwatch.core.models import JobState, Organization
-from tests.procs import free_port
-from tests.test_backups_runs import assert_failed_with_alert, backup, drill
-from tests.test_backups_support import (
+from tests.support.backups import (
     PgSource,
     RestServer,
+    assert_failed_with_alert,
+    backup,
+    big_sqlite,
     channel,
+    drill,
     local_repo,
     pg_db,
     pg_source,
     plan_for,
+    tmpfs,
 )
+from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
 __all__ = ["channel", "pg_db"]
-
-
-@contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 def used(path: Path) -> int:
@@ -64,15 +58,6 @@ def small_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     with tmpfs(tmp_path / "scratch", "1m") as path:
         monkeypatch.setenv("ONWATCH_SCRATCH_DIR", str(path))
         yield path
-
-
-def big_sqlite(path: Path) -> Path:
-    """About 3 MB of incompressible rows."""
-    with closing(sqlite3.connect(path)) as db:
-        db.execute("CREATE TABLE blobs (id integer primary key, data blob)")
-        db.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(100_000),)] * 30)
-        db.commit()
-    return path
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,7 @@ from onwatch.backups.models import Plan, Repository, Restore, Source, SourceKind
 from onwatch.backups.runs import run_backup
 from onwatch.core import jobs
 from onwatch.core.models import AuditEntry, Job, JobState, Organization, Schedule
-from tests.fixtures import signed_in
-from tests.mariadb_server import MariaDB, mariadb_server
-from tests.procs import free_port
-from tests.test_backups_support import (
+from tests.support.backups import (
     PgSource,
     admin,
     directory,
@@ -35,8 +31,13 @@ from tests.test_backups_support import (
     pg_db,
     pg_parts,
     pg_source,
+    run_kit,
+    shell_blocks,
     sqlite_file,
 )
+from tests.support.fixtures import signed_in
+from tests.support.mariadb import MariaDB, mariadb_server
+from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 __all__ = ["mariadb_server", "pg_db"]
@@ -694,27 +695,6 @@ def test_a_mariadb_restore_signs_in_with_the_stored_password_into_a_new_database
 
 
 # --- the recovery kit ----------------------------------------------------------------------
-
-
-def shell_blocks(text: str, heading: str) -> list[str]:
-    """The ```sh blocks under a heading, up to the next heading."""
-    section = re.split(r"\n#+ ", text.split(heading + "\n", 1)[1], maxsplit=1)[0]
-    return re.findall(r"```sh\n(.*?)```", section, re.S)
-
-
-def run_kit(script: str, cwd: Path) -> str:
-    """In a shell with no onwatch and no restic variables: only what the kit says."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "AWS_"))}
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=cwd,
-        env={**env, "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / "cache")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_the_recovery_kit_restores_every_kind_with_restic_alone(

@@ -13,72 +13,28 @@ import pytest
 
 from onwatch.backups import checks, mariadb, restic, restores, services, targets
 from onwatch.backups.mariadb import Version
-from onwatch.backups.models import Outcome, RunCopy, Source, SourceKind
+from onwatch.backups.models import Outcome, RunCopy, SourceKind
 from onwatch.core.models import JobState, Organization
-from tests.mariadb_server import MariaDB, mariadb_server
-from tests.procs import free_port, run
-from tests.test_backups_cli import env, make_plan
-from tests.test_backups_runs import assert_failed_with_alert, backup, drill
-from tests.test_backups_support import channel, local_repo, plan_for
+from tests.support.backups import (
+    assert_failed_with_alert,
+    backup,
+    channel,
+    drill,
+    local_repo,
+    make_plan,
+    plan_for,
+)
+from tests.support.mariadb import (
+    MariaDB,
+    MariaSource,
+    maria_source,
+    mariadb_server,
+    wrapped_tools,
+)
+from tests.support.procs import free_port, run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
-__all__ = ["channel", "env", "mariadb_server"]
-
-
-class MariaSource:
-    def __init__(self, server: MariaDB, name: str) -> None:
-        self.server, self.name = server, name
-
-    def execute(self, *statements: str) -> list[list[object]]:
-        with self.server.connect(self.name) as c, c.cursor() as cur:
-            for s in statements:
-                cur.execute(s)
-            return [list(r) for r in cur.fetchall()]
-
-
-@pytest.fixture
-def maria_db(mariadb_server: MariaDB) -> Iterator[MariaSource]:
-    """A source database: customers (3 rows), orders (250), a view, a trigger, a procedure."""
-    name = f"bk_src_{secrets.token_hex(5)}"
-    with mariadb_server.connect() as c, c.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    db = MariaSource(mariadb_server, name)
-    try:
-        db.execute(
-            "CREATE TABLE customers (id int primary key, name varchar(20), seen datetime(3))",
-            "INSERT INTO customers VALUES (1, 'ada', '2024-01-02 03:04:05.678'), "
-            "(2, 'bob', NULL), (3, 'çy', '1999-12-31 23:59:59')",
-            "CREATE TABLE orders (id int auto_increment primary key, customer int, "
-            "total decimal(10,2), note blob)",
-            "INSERT INTO orders (customer, total, note) SELECT seq % 3 + 1, seq / 7, "
-            "unhex(md5(seq)) FROM seq_1_to_250",
-            "CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 30",
-            "CREATE TRIGGER no_negative BEFORE INSERT ON orders FOR EACH ROW "
-            "SET NEW.total = greatest(NEW.total, 0)",
-            "CREATE PROCEDURE order_count() SELECT count(*) FROM orders",
-        )
-        yield db
-    finally:
-        with mariadb_server.connect() as c, c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name}")
-
-
-def maria_source(org: Organization, db: MariaSource, **fields: object) -> Source:
-    s = db.server
-    return services.add_source(
-        org,
-        "shop db",
-        SourceKind.MARIADB,
-        **{
-            "host": s.host,
-            "port": s.port,
-            "database": db.name,
-            "username": s.user,
-            "password": s.password,
-            "provider": "hetzner",
-            **fields,
-        },
-    )
+__all__ = ["channel", "mariadb_server"]
 
 
 def scratch_databases(server: MariaDB) -> set[str]:
@@ -90,20 +46,6 @@ def scratch_databases(server: MariaDB) -> set[str]:
 def live_checksums(db: MariaSource) -> dict[str, str]:
     rows = db.execute(f"CHECKSUM TABLE {db.name}.customers, {db.name}.orders")
     return {str(r[0]).split(".", 1)[1]: str(r[1]) for r in rows}
-
-
-def wrapped_tools(tmp_path: Path, dump_body: str, client_body: str = "") -> Path:
-    """A bin directory whose mariadb-dump and mariadb are shell scripts around the real
-    ones ($real is the real tool)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for kind, body in (("dump", dump_body), ("client", client_body)):
-        real = mariadb.tool(kind)
-        assert real is not None
-        script = bin_dir / Path(real).name
-        script.write_text(f'#!/bin/sh\nreal="{real}"\n{body or 'exec $real "$@"'}\n')
-        script.chmod(0o755)
-    return bin_dir
 
 
 # --- backups and drills ---------------------------------------------------------------------
@@ -287,11 +229,11 @@ def test_a_user_without_reload_is_told_before_the_first_run_and_by_the_run(
 
 
 def test_onwatch_restore_makes_a_new_mariadb_database(
-    env: dict[str, str], tmp_path: Path, maria_db: MariaSource
+    migrated_env: dict[str, str], tmp_path: Path, maria_db: MariaSource
 ) -> None:
     s = maria_db.server
     make_plan(
-        env,
+        migrated_env,
         "mariadb",
         tmp_path / "repo",
         host=s.host,
@@ -303,7 +245,7 @@ def test_onwatch_restore_makes_a_new_mariadb_database(
     name = f"bk_restored_{secrets.token_hex(4)}"
     url = s.url(name)
     try:
-        done = run(["restore", "nightly", "--to", url, "--yes"], env)
+        done = run(["restore", "nightly", "--to", url, "--yes"], migrated_env)
         assert done.returncode == 0, done.stderr
         assert s.password not in done.stdout + done.stderr
         restored = MariaSource(s, name)

@@ -16,11 +16,18 @@ from django.urls import reverse
 from onwatch.backups import remote, restic, services, ssh
 from onwatch.backups.models import Repository, RunCopy, SourceKind
 from onwatch.core.models import AuditEntry, JobState, Organization
-from tests.fixtures import signed_in
-from tests.procs import argv_of
-from tests.remote_servers import S3Server, SshServer, s3_server, sshd
-from tests.test_backups_runs import assert_failed_with_alert, backup, drill
-from tests.test_backups_support import channel, directory, plan_for, sqlite_file
+from tests.support.backups import (
+    assert_failed_with_alert,
+    backup,
+    channel,
+    directory,
+    drill,
+    plan_for,
+    sqlite_file,
+)
+from tests.support.fixtures import signed_in
+from tests.support.procs import argv_of
+from tests.support.remote_servers import S3Server, SshServer, s3_server, sshd
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
 __all__ = ["channel", "s3_server", "sshd"]

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from onwatch.backups import restic
-from tests.procs import argv_of, free_port
-from tests.test_backups_support import RestServer
+from tests.support.backups import RestServer, backup_text, corrupt_packs, hold_lock
+from tests.support.procs import argv_of, free_port
 
 
 def new_repo(tmp_path: Path, password: str = "s3cret-pass") -> restic.Repo:  # noqa: S107
     repo = restic.Repo(str(tmp_path / "repo"), password, tmp_path / "cache")
     restic.init(repo)
     return repo
-
-
-def backup_text(repo: restic.Repo, text: bytes, tags: list[str]) -> restic.BackupSummary:
-    r, w = os.pipe()
-    running = restic.start_backup_stdin(repo, "x.txt", tags, stdin=r)
-    os.close(r)
-    os.write(w, text)
-    os.close(w)
-    return restic.finish_backup(running)
 
 
 def test_it_reads_the_installed_version_and_parses_others() -> None:
@@ -116,22 +105,6 @@ def test_forget_keeps_the_data_and_prune_frees_it(tmp_path: Path) -> None:
     assert restic.prune(repo).freed == "0 B"
 
 
-def hold_lock(repo: restic.Repo) -> subprocess.Popen[bytes]:
-    """A real restic that takes the repository lock and then waits on its stdin."""
-    proc = subprocess.Popen(
-        [restic.binary(), "backup", "--stdin"],
-        env=restic.restic_env(repo),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not restic.locks(repo):
-        assert time.monotonic() < deadline, "restic took no lock"
-        time.sleep(0.02)
-    return proc
-
-
 def test_unlock_removes_a_dead_process_lock_but_not_a_live_one(tmp_path: Path) -> None:
     repo = new_repo(tmp_path)
     backup_text(repo, b"x", ["plan:1"])
@@ -149,16 +122,6 @@ def test_unlock_removes_a_dead_process_lock_but_not_a_live_one(tmp_path: Path) -
     restic.unlock(repo)
     assert restic.locks(repo) == []
     restic.forget_policy(repo, ["plan:1"], restic.Retention(1, 0, 0))
-
-
-def corrupt_packs(repo_dir: Path) -> int:
-    packs = [p for p in (repo_dir / "data").rglob("*") if p.is_file()]
-    for p in packs:
-        p.chmod(0o600)
-        data = bytearray(p.read_bytes())
-        data[40:56] = b"X" * 16
-        p.write_bytes(bytes(data))
-    return len(packs)
 
 
 def test_a_corrupted_pack_fails_check_as_damage(tmp_path: Path) -> None:

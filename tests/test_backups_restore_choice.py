@@ -27,29 +27,32 @@ from onwatch.backups.restore_views import snapshot_rows
 from onwatch.backups.runs import snapshot_name
 from onwatch.core import jobs
 from onwatch.core.models import JobState, Organization
-from tests.fixtures import signed_in
-from tests.mariadb_server import mariadb_server
-from tests.procs import django, free_port, isolated, run
-from tests.remote_servers import wait_port
-from tests.test_backups_cli import make_plan
-from tests.test_backups_faults import big_sqlite, tmpfs
-from tests.test_backups_forms import run_kit, shell_blocks
-from tests.test_backups_mariadb import MariaSource, maria_db, maria_source, wrapped_tools
-from tests.test_backups_runs import assert_failed_with_alert, backup, killing_pg_dump
-from tests.test_backups_support import (
+from tests.support.backups import (
     RCLONE,
     PgSource,
     RestServer,
     admin,
     alerts_titled,
+    assert_failed_with_alert,
+    backup,
+    big_sqlite,
     channel,
+    killing_pg_dump,
     local_repo,
+    make_plan,
     pg_db,
     pg_parts,
     pg_source,
     plan_for,
+    run_kit,
+    shell_blocks,
     sqlite_file,
+    tmpfs,
 )
+from tests.support.fixtures import signed_in
+from tests.support.mariadb import MariaSource, maria_db, maria_source, mariadb_server, wrapped_tools
+from tests.support.procs import django, free_port, isolated, run
+from tests.support.remote_servers import wait_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
 __all__ = ["channel", "maria_db", "mariadb_server", "pg_db"]

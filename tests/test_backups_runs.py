@@ -12,17 +12,20 @@ from pathlib import Path
 import pytest
 
 from onwatch.backups import restic, runs, services
-from onwatch.backups.models import BackupRun, Drill, Outcome, Plan, RunCopy, SourceKind
+from onwatch.backups.models import Outcome, RunCopy, SourceKind
 from onwatch.core import jobs
 from onwatch.core.models import Job, JobState, Organization
-from tests.fixtures import make_member, signed_in
-from tests.test_backups_restic import corrupt_packs, hold_lock
-from tests.test_backups_support import (
+from tests.support.backups import (
     PgSource,
     RestServer,
-    alerts_titled,
+    assert_failed_with_alert,
+    backup,
     channel,
+    corrupt_packs,
     directory,
+    drill,
+    hold_lock,
+    killing_pg_dump,
     local_repo,
     pg_db,
     pg_source,
@@ -31,34 +34,10 @@ from tests.test_backups_support import (
     scratch_databases,
     sqlite_file,
 )
+from tests.support.fixtures import make_member, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
 __all__ = ["channel", "pg_db", "rest_server"]
-
-
-def run_job(kind: str, plan: Plan) -> Job:
-    jobs.enqueue(kind, {"plan": plan.pk}, org=plan.org)
-    [job] = jobs.run_pending(kinds=[kind])
-    return job
-
-
-def backup(plan: Plan) -> tuple[Job, BackupRun]:
-    job = run_job("backups.run", plan)
-    return job, BackupRun.objects.get(job=job)
-
-
-def drill(plan: Plan) -> tuple[Job, Drill]:
-    job = run_job("backups.drill", plan)
-    return job, Drill.objects.get(job=job)
-
-
-def assert_failed_with_alert(job: Job, words: str) -> None:
-    assert job.state == JobState.FAILED, job.log
-    assert words in job.error, job.error
-    assert job.alerted
-    # Named by its work ("Backup of nightly failed"), linking the job's page.
-    assert alerts_titled(f"/jobs/{job.pk}/"), "no alert was raised"
-    assert all(d.title.endswith(" failed") for d in alerts_titled(f"/jobs/{job.pk}/"))
 
 
 # --- happy paths ----------------------------------------------------------------------------
@@ -159,21 +138,6 @@ def test_a_plan_whose_copies_sit_with_the_source_is_not_offsite(
 
 
 # --- faults: each one a failed run or drill, plus an alert -----------------------------------
-
-
-def killing_pg_dump(tmp_path: Path) -> Path:
-    """A bin directory whose pg_dump is the real one cut off after 4 KiB and then killed,
-    as the OOM killer or a crash would."""
-    from onwatch.backups.conf import pg_tool
-
-    real = pg_tool("pg_dump")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "pg_dump"
-    script.write_text(f'#!/bin/sh\n"{real}" "$@" | head -c 4096\nkill -9 $$\n')
-    script.chmod(0o755)
-    (bin_dir / "pg_restore").symlink_to(pg_tool("pg_restore"))
-    return bin_dir
 
 
 def test_a_dump_killed_mid_stream_leaves_no_snapshot_that_looks_good(

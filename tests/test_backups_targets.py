@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from onwatch.backups import mariadb, restic, targets
-from tests.test_backups_restic import backup_text
-from tests.test_backups_support import TEMPLATE_PASSWORD, repo_template
+from tests.support.backups import TEMPLATE_PASSWORD, backup_text, repo_template
 
 GIVE_UP = ["sh", "-c", "echo 'ERROR: the disk is full' >&2; exit 3"]
 

@@ -16,8 +16,8 @@ from onwatch.backups.drills import run_drill
 from onwatch.backups.models import Plan, SourceKind
 from onwatch.backups.runs import run_backup
 from onwatch.core.models import Organization
-from tests.fixtures import signed_in
-from tests.test_backups_support import channel, damage_data_packs, directory, local_repo
+from tests.support.backups import channel, damage_data_packs, directory, local_repo
+from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 __all__ = ["channel"]

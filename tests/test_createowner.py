@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from tests.procs import isolated, run
+from tests.support.procs import isolated, run
 
 GOOD_PASSWORD = "plum kettle orbit 58"
 

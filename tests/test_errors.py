@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import onwatch_env, run
+from tests.support.procs import onwatch_env, run
 
 SERVERS = ["up", "web", "worker", "migrate"]
 

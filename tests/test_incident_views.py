@@ -18,7 +18,7 @@ from onwatch.alerts.models import (
 )
 from onwatch.alerts.services import add_channel
 from onwatch.core.models import AuditEntry, Organization
-from tests.fixtures import make_org, signed_in
+from tests.support.fixtures import make_org, signed_in
 
 # Argon2 for four members per test adds up; these tests are not about passwords.
 pytestmark = pytest.mark.usefixtures("fast_passwords")

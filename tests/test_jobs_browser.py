@@ -10,38 +10,15 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.browser import chromium, totp_now
-from tests.procs import ROOT, Running, django, isolated, wait_http
-
-EMAIL, PASSWORD = "owner@bakery.example", "a long and unusual passphrase 42"
-
-
-def seed() -> None:
-    """Run in a child process against the onwatch under test: an owner with TOTP and a
-    job that runs (no worker: the test writes its lines) with one line logged."""
-    from onwatch.startup import prepare
-
-    prepare(migrate=True)
-    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
-    from django.contrib.auth import get_user_model
-
-    from onwatch.core import jobs
-    from onwatch.core.models import Job, JobState, Membership, Organization
-
-    org = Organization.objects.create(name="Bakery")
-    user = get_user_model().objects.create_user(username=EMAIL, email=EMAIL, password=PASSWORD)
-    Membership.objects.create(org=org, user=user, role="owner")
-    secret = generate_totp_secret()
-    TOTP.activate(user, secret)
-    job = Job.objects.create(org=org, kind="core.sleep", queue="long", state=JobState.RUNNING)
-    jobs.append_line(job.pk, "10:00:00 copying the first table")
-    print(json.dumps({"job": job.pk, "secret": secret}))
+from tests.support.browser import chromium, totp_now
+from tests.support.procs import ROOT, Running, django, isolated, wait_http
+from tests.support.seeds import EMAIL, PASSWORD
 
 
 def test_a_running_jobs_log_grows_on_its_page_without_a_reload_and_it_can_be_stopped(
     tmp_path: Path,
 ) -> None:
-    code = "from tests.test_jobs_browser import seed; seed()"
+    code = "from tests.support.seeds import seed_jobs; seed_jobs()"
     with isolated(tmp_path) as env:
         made = subprocess.run(
             [sys.executable, "-c", code],

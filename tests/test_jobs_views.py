@@ -12,7 +12,7 @@ from django.utils import timezone
 from onwatch.core import jobs as jobqueue
 from onwatch.core import tasks as _core_tasks  # noqa: F401  (registers core.* handlers, as workers do)
 from onwatch.core.models import Job, JobState, Membership
-from tests.fixtures import make_org, signed_in
+from tests.support.fixtures import make_org, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from onwatch.core.keyring import Keyring
-from tests.procs import django, isolated, run
-from tests.receivers import WebhookReceiver, add_channels
+from tests.support.procs import django, isolated, run
+from tests.support.receivers import WebhookReceiver, add_channels
 
 TOKEN = "xoxb-7f3c9a1e5d-super-secret"
 PASSWORD = "mail-p4ssw0rd-do-not-leak"

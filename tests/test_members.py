@@ -12,7 +12,7 @@ from django.urls import reverse
 from onwatch.core.forms import MemberError, change_role, issue_token, remove_member
 from onwatch.core.models import ApiToken, AuditEntry, Invite, Membership, hash_token
 from onwatch.core.roles import Role, role_change_refusal
-from tests.fixtures import make_member, make_org, signed_in
+from tests.support.fixtures import make_member, make_org, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser import chromium
-from tests.procs import Running, isolated, run, wait_http
-from tests.test_passkeys_browser import sign_up
-from tests.totp import totp_now
+from tests.support.browser import chromium, sign_up
+from tests.support.procs import Running, isolated, run, wait_http
+from tests.support.totp import totp_now
 
 
 @contextmanager

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import isolated, run
-from tests.receivers import SmtpReceiver, WebhookReceiver, add_channels, closed_port_url
+from tests.support.procs import isolated, run
+from tests.support.receivers import SmtpReceiver, WebhookReceiver, add_channels, closed_port_url
 
 
 @pytest.fixture

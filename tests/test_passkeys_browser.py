@@ -8,11 +8,8 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser import chromium
-from tests.procs import Running, isolated, run, wait_http
-
-EMAIL = "owner@acme.example"
-PASSWORD = "a long and unusual passphrase 42"
+from tests.support.browser import EMAIL, PASSWORD, chromium, sign_up
+from tests.support.procs import Running, isolated, run, wait_http
 
 
 def plug_in_a_passkey_device(page: Page) -> None:
@@ -27,15 +24,6 @@ def plug_in_a_passkey_device(page: Page) -> None:
         "automaticPresenceSimulation": True,
     }
     cdp.send("WebAuthn.addVirtualAuthenticator", {"options": options})
-
-
-def sign_up(page: Page, link: str) -> None:
-    page.goto(link)
-    page.get_by_label("Organization name").fill("Acme Bakery")
-    page.get_by_label("Email").fill(EMAIL)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Password again").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
 
 
 def sign_out(page: Page, base: str) -> None:

@@ -29,7 +29,7 @@ from onwatch.core.forms import issue_token
 from onwatch.core.models import Invite, Job, Membership, Organization
 from onwatch.core.roles import PERMISSIONS, SCOPES, Role, has_permission
 from onwatch.uptime.models import Monitor
-from tests.fixtures import signed_in
+from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.browser import chromium
-from tests.procs import Running, isolated, run, wait_http
+from tests.support.browser import chromium
+from tests.support.procs import Running, isolated, run, wait_http
 
 HOST = "onwatch.lan"
 PASSWORD = "a long and unusual passphrase 42"

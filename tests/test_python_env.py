@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT
+from tests.support.procs import ROOT
 
 # An old Python pyenv keeps beside the new ones, or the system's (stock Debian 12 has 3.11).
 PYENV = sorted(Path.home().glob(".pyenv/versions/3.*/bin/python3"), reverse=True)

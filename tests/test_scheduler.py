@@ -15,8 +15,8 @@ from onwatch.alerts.services import add_channel
 from onwatch.core import scheduler
 from onwatch.core.models import Job, Organization, Schedule
 from onwatch.core.scheduler import fire, tick
-from tests.fixtures import make_org
-from tests.procs import Running, django, free_port, isolated
+from tests.support.fixtures import make_org
+from tests.support.procs import Running, django, free_port, isolated
 
 WINTER_NOON = datetime(2025, 1, 10, 12, 0, tzinfo=UTC)
 

@@ -18,8 +18,8 @@ from django.urls import reverse
 from onwatch.backups.models import Repository
 from onwatch.core.models import Organization
 from onwatch.uptime.models import Monitor
-from tests.fixtures import PASSWORD, signed_in
-from tests.test_backups_support import PgSource, pg_db, pg_parts
+from tests.support.backups import PgSource, pg_db, pg_parts
+from tests.support.fixtures import PASSWORD, signed_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
 __all__ = ["pg_db"]

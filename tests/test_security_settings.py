@@ -14,8 +14,8 @@ from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
 from django.test import Client
 
 from onwatch.core.roles import Role
-from tests.fixtures import PASSWORD, make_member, make_org, signed_in
-from tests.procs import ROOT, onwatch_env
+from tests.support.fixtures import PASSWORD, make_member, make_org, signed_in
+from tests.support.procs import ROOT, onwatch_env
 
 # Inline code the policy would block: a <script> with a body and no nonce, or a style="".
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\b(?:src|nonce)=)(?![^>]*application/json)[^>]*>")

@@ -13,44 +13,13 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.browser import chromium
-from tests.procs import ROOT, Running, isolated, wait_http
+from tests.support.browser import chromium
+from tests.support.procs import ROOT, Running, isolated, wait_http
+from tests.support.seeds import RED_DAYS
 
 GREEN = (0x2E, 0x7D, 0x32)  # status_page.COLOURS["good"]
 RED = (0xC6, 0x28, 0x28)  # status_page.COLOURS["bad"]
 GREY = (0xC5, 0xCC, 0xD3)  # status_page.COLOURS["none"]
-# Bars (by days ago) the seed makes red for the API; every other day of the last 60 is
-# green for both services, and older days have no data.
-RED_DAYS = (3, 10, 11)
-
-
-def seed() -> None:
-    """Run in a child process against the onwatch under test: migrate its database, then
-    make a status page with two services and 60 days of daily rollups."""
-    from onwatch.startup import prepare
-
-    prepare(migrate=True)
-    from django.utils import timezone
-
-    from onwatch.core.models import Organization
-    from onwatch.uptime import status_page
-    from onwatch.uptime.models import Monitor, Rollup, StatusPage, StatusPageItem
-
-    org = Organization.objects.create(name="Acme")
-    page = StatusPage.objects.create(org=org, slug="acme", title="Acme status")
-    days = status_page.bar_days(timezone.now())
-    for n, (name, label, state) in enumerate(
-        [("shop-internal", "Web shop", "up"), ("api-internal", "Public API", "down")]
-    ):
-        m = Monitor.objects.create(org=org, name=name, kind="http", state=state)
-        StatusPageItem.objects.create(page=page, monitor=m, label=label, position=n)
-        for ago in range(1, 61):
-            bad = label == "Public API" and ago in RED_DAYS
-            Rollup.objects.create(
-                monitor=m, period=Rollup.DAY, start=days[-1 - ago], checks=1440,
-                failures=720 if bad else 0,
-            )  # fmt: skip
-    print(json.dumps({"slug": page.slug}))
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -113,7 +82,7 @@ def near(found: tuple[int, ...], wanted: tuple[int, int, int]) -> bool:
 def test_the_bars_are_drawn_green_and_red_in_a_real_browser(tmp_path: Path) -> None:
     with isolated(tmp_path) as env:
         made = subprocess.run(
-            [sys.executable, "-c", "from tests.test_status_page_browser import seed; seed()"],
+            [sys.executable, "-c", "from tests.support.seeds import seed_status_page as s; s()"],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert made.returncode == 0, made.stderr

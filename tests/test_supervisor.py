@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from onwatch.supervisor import MAX_BACKOFF, STABLE_SECONDS, Child, Supervisor
-from tests.procs import Running, alive, children_pids, isolated, started_pids, wait_http
+from tests.support.procs import Running, alive, children_pids, isolated, started_pids, wait_http
 
 
 def crashing(code: str = "raise SystemExit(3)") -> Child:

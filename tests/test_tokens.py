@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from onwatch.core.forms import issue_token
 from onwatch.core.models import ApiToken, AuditEntry, Membership
-from tests.fixtures import signed_in
+from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

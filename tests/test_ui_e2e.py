@@ -8,25 +8,9 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser import chromium, totp_now
-from tests.procs import Running, isolated, wait_http
-from tests.receivers import WebhookReceiver, wait_until
-
-PASSWORD = "a long and unusual passphrase 42"
-
-
-def sign_up_and_enrol(page: Page, link: str) -> None:
-    page.goto(link)
-    page.get_by_label("Organization name").fill("Acme Bakery")
-    page.get_by_label("Email").fill("owner@acme.example")
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Password again").fill(PASSWORD)
-    page.get_by_role("button", name="Create account").click()
-    # Nothing but enrolment is reachable before a second factor exists.
-    assert "/accounts/2fa/totp/activate" in page.url
-    secret = page.locator("#authenticator_secret").input_value()
-    page.get_by_label("Authenticator code").fill(totp_now(secret))
-    page.get_by_role("button", name="Activate").click()
+from tests.support.browser import chromium, sign_up_and_enrol
+from tests.support.procs import Running, isolated, wait_http
+from tests.support.receivers import WebhookReceiver, wait_until
 
 
 def add_channel_and_send_a_test(page: Page, base: str, url: str) -> None:

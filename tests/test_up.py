@@ -12,7 +12,7 @@ import pytest
 from django.test import Client
 
 from onwatch.cli import owner_notice
-from tests.procs import Running, alive, children_pids, free_port, isolated, wait_http
+from tests.support.procs import Running, alive, children_pids, free_port, isolated, wait_http
 
 
 def status_of(url: str) -> int:

@@ -18,7 +18,7 @@ from onwatch.core.models import ApiToken, AuditEntry, Membership, Organization
 from onwatch.core.roles import SCOPES, Role
 from onwatch.uptime import state
 from onwatch.uptime.models import Monitor, State, StateChange
-from tests.fixtures import make_member, make_org
+from tests.support.fixtures import make_member, make_org
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

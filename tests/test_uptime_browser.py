@@ -8,10 +8,9 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from tests.browser import chromium
-from tests.procs import Running, isolated, wait_http
-from tests.servers import HttpServer
-from tests.test_ui_e2e import sign_up_and_enrol
+from tests.support.browser import chromium, sign_up_and_enrol
+from tests.support.procs import Running, isolated, wait_http
+from tests.support.servers import HttpServer
 
 
 def test_a_new_monitor_shows_its_first_check_at_once(tmp_path: Path) -> None:

@@ -23,9 +23,9 @@ from onwatch.uptime.forms import save_monitor
 from onwatch.uptime.models import Kind, Monitor, State
 from onwatch.uptime.prober import Done, record
 from onwatch.uptime.state import Outcome
-from tests.fixtures import signed_in
-from tests.receivers import WebhookReceiver
-from tests.servers import HttpServer, Pki, make_pki
+from tests.support.fixtures import signed_in
+from tests.support.receivers import WebhookReceiver
+from tests.support.servers import HttpServer, Pki, make_pki
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser import chromium
-from tests.procs import Running, isolated, wait_http
-from tests.receivers import WebhookReceiver, add_channels, wait_until
-from tests.servers import HttpServer, make_pki
-from tests.test_ui_e2e import sign_up_and_enrol
+from tests.support.browser import chromium, sign_up_and_enrol
+from tests.support.procs import Running, isolated, wait_http
+from tests.support.receivers import WebhookReceiver, add_channels, wait_until
+from tests.support.servers import HttpServer, make_pki
 
 SHOWN = "Warning: The certificate expires in 5 days"
 

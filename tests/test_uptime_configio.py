@@ -14,8 +14,8 @@ from onwatch.alerts.models import EscalationPolicy
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.uptime import configio
 from onwatch.uptime.models import Monitor, State
-from tests.fixtures import make_org
-from tests.procs import django, isolated, run
+from tests.support.fixtures import make_org
+from tests.support.procs import django, isolated, run
 
 pytestmark = [pytest.mark.django_db]
 

@@ -30,8 +30,8 @@ from onwatch.alerts.models import Incident, IncidentState
 from onwatch.uptime import heartbeats, pings
 from onwatch.uptime.fastping import FAILED, FastPings, Writer, timed_out
 from onwatch.uptime.models import Kind, Monitor, Ping, State
-from tests.fixtures import make_org
-from tests.procs import Running, django, free_port, isolated, wait_http
+from tests.support.fixtures import make_org
+from tests.support.procs import Running, django, free_port, isolated, wait_http
 
 inprocess = pytest.mark.django_db(transaction=True)
 django_app = get_asgi_application()

@@ -22,9 +22,9 @@ from onwatch.core.models import Organization
 from onwatch.uptime import state
 from onwatch.uptime.models import CheckResult, Monitor, State, StateChange
 from onwatch.uptime.prober import Prober, Tuning
-from tests.fixtures import make_org
-from tests.procs import Running, django, free_port, isolated
-from tests.servers import HttpServer
+from tests.support.fixtures import make_org
+from tests.support.procs import Running, django, free_port, isolated
+from tests.support.servers import HttpServer
 
 # Short ticks and leases keep each test to seconds.
 FAST = Tuning(tick=0.2, horizon=1.0, lease=5.0, stop_grace=1.0)

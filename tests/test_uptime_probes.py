@@ -14,15 +14,15 @@ import pytest
 
 from onwatch.uptime import probes
 from onwatch.uptime.state import Outcome
-from tests.servers import DnsServer, HttpServer, Pki, SilentServer, closed_port, make_pki
-
-
-def probe(kind: str, config: dict[str, Any], timeout: float = 5.0) -> Outcome:
-    async def go() -> Outcome:
-        async with aiohttp.ClientSession() as session:
-            return await probes.run(kind, config, timeout, session)
-
-    return asyncio.run(go())
+from tests.support.servers import (
+    DnsServer,
+    HttpServer,
+    Pki,
+    SilentServer,
+    closed_port,
+    make_pki,
+    probe,
+)
 
 
 def timed(kind: str, config: dict[str, Any], timeout: float) -> tuple[Outcome, float]:

@@ -9,9 +9,8 @@ from onwatch.alerts.models import EscalationPolicy, Incident, IncidentState
 from onwatch.core.models import Organization
 from onwatch.uptime.models import Kind, Monitor, State
 from onwatch.uptime.state import Outcome, apply
-from tests.fixtures import make_member, signed_in
-from tests.servers import HttpServer
-from tests.test_uptime_probes import probe
+from tests.support.fixtures import make_member, signed_in
+from tests.support.servers import HttpServer, probe
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 pytestmark = pytest.mark.django_db

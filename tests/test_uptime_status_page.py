@@ -19,7 +19,7 @@ from onwatch.core.models import AuditEntry, Organization
 from onwatch.uptime import status_page
 from onwatch.uptime.models import Monitor, Rollup, State, StatusPage, StatusPageItem
 from onwatch.uptime.state import Outcome, apply, source
-from tests.fixtures import make_org, signed_in
+from tests.support.fixtures import make_org, signed_in
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 

@@ -22,7 +22,7 @@ from onwatch.core.models import AuditEntry, Organization
 from onwatch.uptime import charts, rollups, state
 from onwatch.uptime.forms import PICKER_LIMIT, MonitorForm, initial_settings
 from onwatch.uptime.models import CheckResult, Kind, Monitor, Ping, Rollup, State, StateChange
-from tests.fixtures import make_org, signed_in
+from tests.support.fixtures import make_org, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 

@@ -8,7 +8,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.procs import Running, alive, django, isolated, wait_http
+from tests.support.procs import Running, alive, django, isolated, wait_http
 
 SETUP = """
 from onwatch.core.models import Organization

@@ -9,8 +9,8 @@ import signal
 import time
 from pathlib import Path
 
-from tests.procs import Running, alive, django, free_port, isolated, run
-from tests.receivers import WebhookReceiver, add_channels, wait_until
+from tests.support.procs import Running, alive, django, free_port, isolated, run
+from tests.support.receivers import WebhookReceiver, add_channels, wait_until
 
 JOBS = 200
 

@@ -19,7 +19,10 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from tests.procs import free_port
+from onwatch.backups import mariadb, services
+from onwatch.backups.models import Source, SourceKind
+from onwatch.core.models import Organization
+from tests.support.procs import free_port
 
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
@@ -140,3 +143,73 @@ def running_mariadb() -> Iterator[MariaDB]:
             proc.kill()
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+class MariaSource:
+    def __init__(self, server: MariaDB, name: str) -> None:
+        self.server, self.name = server, name
+
+    def execute(self, *statements: str) -> list[list[object]]:
+        with self.server.connect(self.name) as c, c.cursor() as cur:
+            for s in statements:
+                cur.execute(s)
+            return [list(r) for r in cur.fetchall()]
+
+
+@pytest.fixture
+def maria_db(mariadb_server: MariaDB) -> Iterator[MariaSource]:
+    """A source database: customers (3 rows), orders (250), a view, a trigger, a procedure."""
+    name = f"bk_src_{secrets.token_hex(5)}"
+    with mariadb_server.connect() as c, c.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    db = MariaSource(mariadb_server, name)
+    try:
+        db.execute(
+            "CREATE TABLE customers (id int primary key, name varchar(20), seen datetime(3))",
+            "INSERT INTO customers VALUES (1, 'ada', '2024-01-02 03:04:05.678'), "
+            "(2, 'bob', NULL), (3, 'çy', '1999-12-31 23:59:59')",
+            "CREATE TABLE orders (id int auto_increment primary key, customer int, "
+            "total decimal(10,2), note blob)",
+            "INSERT INTO orders (customer, total, note) SELECT seq % 3 + 1, seq / 7, "
+            "unhex(md5(seq)) FROM seq_1_to_250",
+            "CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 30",
+            "CREATE TRIGGER no_negative BEFORE INSERT ON orders FOR EACH ROW "
+            "SET NEW.total = greatest(NEW.total, 0)",
+            "CREATE PROCEDURE order_count() SELECT count(*) FROM orders",
+        )
+        yield db
+    finally:
+        with mariadb_server.connect() as c, c.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def maria_source(org: Organization, db: MariaSource, **fields: object) -> Source:
+    s = db.server
+    return services.add_source(
+        org,
+        "shop db",
+        SourceKind.MARIADB,
+        **{
+            "host": s.host,
+            "port": s.port,
+            "database": db.name,
+            "username": s.user,
+            "password": s.password,
+            "provider": "hetzner",
+            **fields,
+        },
+    )
+
+
+def wrapped_tools(tmp_path: Path, dump_body: str, client_body: str = "") -> Path:
+    """A bin directory whose mariadb-dump and mariadb are shell scripts around the real
+    ones ($real is the real tool)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for kind, body in (("dump", dump_body), ("client", client_body)):
+        real = mariadb.tool(kind)
+        assert real is not None
+        script = bin_dir / Path(real).name
+        script.write_text(f'#!/bin/sh\nreal="{real}"\n{body or 'exec $real "$@"'}\n')
+        script.chmod(0o755)
+    return bin_dir

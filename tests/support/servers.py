@@ -5,6 +5,7 @@ or for the wrong name), and a small UDP DNS server answering from a dict."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import dns.message
 import dns.rcode
 import dns.rdataclass
@@ -28,6 +30,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from onwatch.uptime import probes
+from onwatch.uptime.state import Outcome
 
 # --- certificates ------------------------------------------------------------------------
 
@@ -378,3 +383,11 @@ class DnsServer:
         self._stopping.set()
         self._thread.join()
         self._sock.close()
+
+
+def probe(kind: str, config: dict[str, Any], timeout: float = 5.0) -> Outcome:
+    async def go() -> Outcome:
+        async with aiohttp.ClientSession() as session:
+            return await probes.run(kind, config, timeout, session)
+
+    return asyncio.run(go())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -15,10 +16,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -28,9 +30,18 @@ from psycopg import sql
 from onwatch.alerts.models import Delivery
 from onwatch.alerts.services import add_channel
 from onwatch.backups import restic, services
-from onwatch.backups.models import Plan, Repository, Source, SourceKind
-from onwatch.core.models import Organization
-from tests.procs import free_port
+from onwatch.backups.conf import pg_tool
+from onwatch.backups.models import (
+    BackupRun,
+    Drill,
+    Plan,
+    Repository,
+    Source,
+    SourceKind,
+)
+from onwatch.core import jobs
+from onwatch.core.models import Job, JobState, Organization
+from tests.support.procs import django, free_port, isolated, run
 
 
 def _pg_server() -> str:
@@ -170,7 +181,7 @@ def damage_data_packs(repo: Path) -> None:
         pack.write_bytes(bytes(data))
 
 
-def plan_for(source: Source, copies: list[Repository], **fields: object) -> Plan:
+def plan_for(source: Source, copies: list[Repository], **fields: Any) -> Plan:
     return services.add_plan(source, "nightly", copies, **fields)
 
 
@@ -224,3 +235,144 @@ def channel(org: Organization) -> object:
 
 def alerts_titled(text: str) -> list[Delivery]:
     return [d for d in Delivery.objects.all() if text in d.title or text in d.body]
+
+
+def run_job(kind: str, plan: Plan) -> Job:
+    jobs.enqueue(kind, {"plan": plan.pk}, org=plan.org)
+    [job] = jobs.run_pending(kinds=[kind])
+    return job
+
+
+def backup(plan: Plan) -> tuple[Job, BackupRun]:
+    job = run_job("backups.run", plan)
+    return job, BackupRun.objects.get(job=job)
+
+
+def drill(plan: Plan) -> tuple[Job, Drill]:
+    job = run_job("backups.drill", plan)
+    return job, Drill.objects.get(job=job)
+
+
+def assert_failed_with_alert(job: Job, words: str) -> None:
+    assert job.state == JobState.FAILED, job.log
+    assert words in job.error, job.error
+    assert job.alerted
+    # Named by its work ("Backup of nightly failed"), linking the job's page.
+    assert alerts_titled(f"/jobs/{job.pk}/"), "no alert was raised"
+    assert all(d.title.endswith(" failed") for d in alerts_titled(f"/jobs/{job.pk}/"))
+
+
+def killing_pg_dump(tmp_path: Path) -> Path:
+    """A bin directory whose pg_dump is the real one cut off after 4 KiB and then killed,
+    as the OOM killer or a crash would."""
+
+    real = pg_tool("pg_dump")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "pg_dump"
+    script.write_text(f'#!/bin/sh\n"{real}" "$@" | head -c 4096\nkill -9 $$\n')
+    script.chmod(0o755)
+    (bin_dir / "pg_restore").symlink_to(pg_tool("pg_restore"))
+    return bin_dir
+
+
+def backup_text(repo: restic.Repo, text: bytes, tags: list[str]) -> restic.BackupSummary:
+    r, w = os.pipe()
+    running = restic.start_backup_stdin(repo, "x.txt", tags, stdin=r)
+    os.close(r)
+    os.write(w, text)
+    os.close(w)
+    return restic.finish_backup(running)
+
+
+def hold_lock(repo: restic.Repo) -> subprocess.Popen[bytes]:
+    """A real restic that takes the repository lock and then waits on its stdin."""
+    proc = subprocess.Popen(
+        [restic.binary(), "backup", "--stdin"],
+        env=restic.restic_env(repo),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not restic.locks(repo):
+        assert time.monotonic() < deadline, "restic took no lock"
+        time.sleep(0.02)
+    return proc
+
+
+def corrupt_packs(repo_dir: Path) -> int:
+    packs = [p for p in (repo_dir / "data").rglob("*") if p.is_file()]
+    for p in packs:
+        p.chmod(0o600)
+        data = bytearray(p.read_bytes())
+        data[40:56] = b"X" * 16
+        p.write_bytes(bytes(data))
+    return len(packs)
+
+
+@pytest.fixture
+def migrated_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An isolated onwatch environment whose database is migrated."""
+    with isolated(tmp_path) as env:
+        done = run(["migrate"], env)
+        assert done.returncode == 0, done.stderr
+        yield env
+
+
+def make_plan(env: dict[str, str], kind: str, repo: Path, **source: object) -> None:
+    """A plan and one good backup of it, made the way onwatch makes them."""
+    django(
+        f"""
+        from onwatch.backups import services
+        from onwatch.backups.runs import run_backup
+        from onwatch.core.models import Organization
+        org = Organization.objects.create(name="Acme")
+        repository = services.add_repository(org, "local", {str(repo)!r}, provider="here")
+        source = services.add_source(org, "app", {kind!r}, **{source!r})
+        plan = services.add_plan(source, "nightly", [repository])
+        run = run_backup(plan, print)
+        assert run.state == "succeeded", run.error
+        """,
+        env,
+    )
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def big_sqlite(path: Path) -> Path:
+    """About 3 MB of incompressible rows."""
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE blobs (id integer primary key, data blob)")
+        db.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(100_000),)] * 30)
+        db.commit()
+    return path
+
+
+def shell_blocks(text: str, heading: str) -> list[str]:
+    """The ```sh blocks under a heading, up to the next heading."""
+    section = re.split(r"\n#+ ", text.split(heading + "\n", 1)[1], maxsplit=1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)
+
+
+def run_kit(script: str, cwd: Path) -> str:
+    """In a shell with no onwatch and no restic variables: only what the kit says."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "AWS_"))}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env={**env, "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

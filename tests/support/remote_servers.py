@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import free_port
-from tests.test_backups_support import RCLONE
+from tests.support.backups import RCLONE
+from tests.support.procs import free_port
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
