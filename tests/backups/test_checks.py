@@ -1,5 +1,5 @@
 """checks.check_source for PostgreSQL, SQLite and directory sources (MariaDB's are in
-test_backups_mariadb.py): the problems a form shows before the first run."""
+tests/backups/test_mariadb.py): the problems a form shows before the first run."""
 
 from __future__ import annotations
 

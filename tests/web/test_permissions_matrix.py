@@ -33,7 +33,7 @@ from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "permissions.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "permissions.md"
 ROLES = [r.value for r in Role]
 
 # allauth's own pages that anyone may open: signing in and the steps around it. Every other
@@ -305,7 +305,7 @@ def url_of(route: Route, w: World, method: str = "GET") -> str:
             build = ARGS.get(route.name or "")
             assert build, (
                 f"{route.pattern} takes {route.params}: add how to build them from real "
-                "objects to ARGS in tests/test_permissions_matrix.py"
+                "objects to ARGS in tests/web/test_permissions_matrix.py"
             )
             kwargs = build(w)
     else:

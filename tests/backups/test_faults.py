@@ -1,4 +1,4 @@
-"""Faults beyond those in test_backups_runs.py (dump killed mid-stream, wrong repository
+"""Faults beyond those in test_runs.py (dump killed mid-stream, wrong repository
 password, stale and live locks, unreachable offsite copy, corrupted pack, restored
 database missing a table, dump of a missing database): a scratch target that runs out of
 disk, a restored copy whose rows differ from the backup's, and a drill whose repository
