@@ -4,34 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.procs import django, isolated, run
+from tests.support.child import audit as child_audit
+from tests.support.child import call
+from tests.support.procs import isolated, run
 
 
 def test_audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry(
     tmp_path: Path,
 ) -> None:
     with isolated(tmp_path) as env:
-        django(
-            """
-            from onwatch.core import audit
-            for n in range(5):
-                audit.record("thing-done", actor=f"person{n}", target=str(n))
-            """,
-            env,
-            migrate=True,
-        )
+        call(child_audit.write_entries, env, 5, migrate=True)
         intact = run(["audit", "verify"], env)
         assert (intact.returncode, intact.stderr) == (0, "")
         assert "audit log intact (5 entries)" in intact.stdout
 
         # Behind onwatch's back, as someone with database access would.
-        django(
-            """
-            from django.db import connection
-            with connection.cursor() as c:
-                c.execute("UPDATE core_auditentry SET actor = 'mallory' WHERE seq IN (3, 4)")
-            """,
+        call(
+            child_audit.run_sql,
             env,
+            "UPDATE core_auditentry SET actor = 'mallory' WHERE seq IN (3, 4)",
         )
         tampered = run(["audit", "verify"], env)
     assert tampered.returncode == 1
@@ -41,26 +32,11 @@ def test_audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry(
 
 
 def write_entries(env: dict[str, str], n: int) -> None:
-    django(
-        f"""
-        from onwatch.core import audit
-        for n in range({n}):
-            audit.record("thing-done", actor=f"person{{n}}", target=str(n))
-        """,
-        env,
-        migrate=True,
-    )
+    call(child_audit.write_entries, env, n, migrate=True)
 
 
 def sql(env: dict[str, str], statement: str) -> None:
-    django(
-        f"""
-        from django.db import connection
-        with connection.cursor() as c:
-            c.execute({statement!r})
-        """,
-        env,
-    )
+    call(child_audit.run_sql, env, statement)
 
 
 def test_audit_verify_names_deleted_newest_entries(tmp_path: Path) -> None:
@@ -100,25 +76,7 @@ def test_audit_verify_names_a_chain_rewritten_by_a_database_writer(tmp_path: Pat
         write_entries(env, 3)
         # Everything a database writer can do: change the actors and recompute every hash
         # the way an unkeyed chain computes them.
-        django(
-            """
-            from django.db import connection
-            from onwatch.core.audit import GENESIS, _fields, entry_hash
-            from onwatch.core.models import AuditEntry
-            prev = GENESIS
-            for e in AuditEntry.objects.order_by("seq"):
-                e.actor = "mallory"
-                h = entry_hash(prev, _fields(e))
-                with connection.cursor() as c:
-                    c.execute(
-                        "UPDATE core_auditentry SET actor = %s, prev_hash = %s, hash = %s "
-                        "WHERE seq = %s",
-                        ["mallory", prev, h, e.seq],
-                    )
-                prev = h
-            """,
-            env,
-        )
+        call(child_audit.rewrite_chain, env, "mallory")
         rewritten = run(["audit", "verify"], env)
     assert rewritten.returncode == 1
     assert rewritten.stderr.strip() == (
@@ -129,31 +87,7 @@ def test_audit_verify_names_a_chain_rewritten_by_a_database_writer(tmp_path: Pat
 def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path: Path) -> None:
     with isolated(tmp_path) as env:
         # An install from before the key: its tables as they were, three unkeyed entries.
-        django(
-            """
-            from datetime import UTC, datetime
-            from django.core.management import call_command
-            from django.db import connection
-            from onwatch.core.audit import GENESIS, entry_hash
-            call_command("migrate", "core", "0001", verbosity=0)
-            prev = GENESIS
-            for seq in (1, 2, 3):
-                at = datetime(2026, 1, seq, 9, 0, tzinfo=UTC)
-                fields = {"seq": seq, "at": at.isoformat(), "org": None, "actor": "old@x.io",
-                          "action": "thing-done", "target": "", "ip": "", "data": {}}
-                h = entry_hash(prev, fields)
-                with connection.cursor() as c:
-                    c.execute(
-                        "INSERT INTO core_auditentry (seq, at, actor, action, target, ip, data, "
-                        "prev_hash, hash) VALUES (%s, %s, 'old@x.io', 'thing-done', '', '', "
-                        "'{}', %s, %s)",
-                        [seq, connection.ops.adapt_datetimefield_value(at), prev, h],
-                    )
-                prev = h
-            """,
-            env,
-            migrate=True,
-        )
+        call(child_audit.install_unkeyed_log, env, migrate=True)
         migrated = run(["migrate"], env)
         assert (migrated.returncode, migrated.stderr) == (0, "")
         intact = run(["audit", "verify"], env)

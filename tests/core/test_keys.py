@@ -17,7 +17,10 @@ import psycopg
 import pytest
 
 from onwatch.core.keyring import Keyring
-from tests.support.procs import django, isolated, run
+from tests.support.child import call
+from tests.support.child import core as child_core
+from tests.support.child import uptime as child_uptime
+from tests.support.procs import isolated, run
 from tests.support.receivers import WebhookReceiver, add_channels
 
 TOKEN = "xoxb-7f3c9a1e5d-super-secret"
@@ -167,17 +170,11 @@ def test_another_installs_key_file_stops_every_command_and_changes_nothing(
     assert key_file(installed).read_bytes() == wrong
 
 
-ROLL_BACK_ALERTS = """
-from django.core.management import call_command
-call_command("migrate", "alerts", "0001", verbosity=0)
-"""
-
-
 def test_a_pending_migration_waits_until_the_key_file_fits(
     installed: dict[str, str], tmp_path: Path
 ) -> None:
     # As after an upgrade: the newest alerts migration has not run yet.
-    django(ROLL_BACK_ALERTS, installed)
+    call(child_core.migrate_back, installed, "alerts", "0001")
     real = key_file(installed).read_bytes()
     before = snapshot(installed)
 
@@ -261,19 +258,10 @@ def test_a_key_file_folder_onwatch_may_not_write_stops_a_first_start_before_anyt
 
 
 MONITOR_TOKEN = "mon-Bearer-7d1e-secret"
-ADD_MONITOR = f"""
-from onwatch.core.models import Organization
-from onwatch.uptime.models import Monitor
-org = Organization.objects.get(name="Acme")
-Monitor.objects.create(org=org, name="api", kind="http", config={{
-    "url": "https://bot:{PASSWORD}@api.example.com/", "headers": {{"X-Token": "{MONITOR_TOKEN}"}}
-}})
-"""
-READ_MONITOR = """
-import json
-from onwatch.uptime.models import Monitor
-print(json.dumps(Monitor.objects.get(name="api").config))
-"""
+MONITOR_CONFIG = {
+    "url": f"https://bot:{PASSWORD}@api.example.com/",
+    "headers": {"X-Token": MONITOR_TOKEN},
+}
 
 
 def raw_config(env: dict[str, str]) -> str:
@@ -284,7 +272,7 @@ def raw_config(env: dict[str, str]) -> str:
 def test_monitor_settings_are_encrypted_and_rotated_with_every_other_secret(
     installed: dict[str, str],
 ) -> None:
-    django(ADD_MONITOR, installed)
+    call(child_uptime.add_monitor, installed, "Acme", "api", "http", MONITOR_CONFIG)
     before = raw_config(installed)
     assert before.startswith("ow1:1:") and MONITOR_TOKEN not in before
     done = run(["keys", "rotate"], installed)
@@ -292,23 +280,17 @@ def test_monitor_settings_are_encrypted_and_rotated_with_every_other_secret(
     assert "key 2 is now current; 4 secrets re-encrypted" in done.stdout
     after = raw_config(installed)
     assert after.startswith("ow1:2:") and PASSWORD not in after
-    config = json.loads(django(READ_MONITOR, installed))
+    config = json.loads(call(child_uptime.print_monitor_config, installed, "api"))
     assert config["headers"] == {"X-Token": MONITOR_TOKEN}
     assert config["url"] == f"https://bot:{PASSWORD}@api.example.com/"
-
-
-ROLL_BACK_UPTIME = """
-from django.core.management import call_command
-call_command("migrate", "uptime", "0003", verbosity=0)
-"""
 
 
 def test_the_upgrade_encrypts_the_settings_of_existing_monitors(
     installed: dict[str, str],
 ) -> None:
-    django(ADD_MONITOR, installed)
+    call(child_uptime.add_monitor, installed, "Acme", "api", "http", MONITOR_CONFIG)
     # As before the upgrade: the settings lay in the database as plain JSON.
-    django(ROLL_BACK_UPTIME, installed)
+    call(child_core.migrate_back, installed, "uptime", "0003")
     assert MONITOR_TOKEN in raw_config(installed)
     done = run(["migrate"], installed)
     assert done.returncode == 0, done.stderr
@@ -320,5 +302,5 @@ def test_the_upgrade_encrypts_the_settings_of_existing_monitors(
         files = [sqlite, sqlite.with_name(sqlite.name + "-wal")]
         on_disk = b"".join(f.read_bytes() for f in files if f.exists())
         assert b"Acme" in on_disk and MONITOR_TOKEN.encode() not in on_disk
-    config = json.loads(django(READ_MONITOR, installed))
+    config = json.loads(call(child_uptime.print_monitor_config, installed, "api"))
     assert config["headers"] == {"X-Token": MONITOR_TOKEN}

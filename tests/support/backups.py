@@ -41,7 +41,9 @@ from onwatch.backups.models import (
 )
 from onwatch.core import jobs
 from onwatch.core.models import Job, JobState, Organization
-from tests.support.procs import django, free_port, isolated, run
+from tests.support.child import backups as child_backups
+from tests.support.child import call
+from tests.support.procs import free_port, isolated, run
 
 
 def _pg_server() -> str:
@@ -322,20 +324,7 @@ def migrated_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 def make_plan(env: dict[str, str], kind: str, repo: Path, **source: object) -> None:
     """A plan and one good backup of it, made the way onwatch makes them."""
-    django(
-        f"""
-        from onwatch.backups import services
-        from onwatch.backups.runs import run_backup
-        from onwatch.core.models import Organization
-        org = Organization.objects.create(name="Acme")
-        repository = services.add_repository(org, "local", {str(repo)!r}, provider="here")
-        source = services.add_source(org, "app", {kind!r}, **{source!r})
-        plan = services.add_plan(source, "nightly", [repository])
-        run = run_backup(plan, print)
-        assert run.state == "succeeded", run.error
-        """,
-        env,
-    )
+    call(child_backups.make_plan, env, kind, str(repo), dict(source))
 
 
 @contextmanager

@@ -17,7 +17,9 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from tests.support.procs import django, free_port
+from tests.support.child import alerts as child_alerts
+from tests.support.child import call
+from tests.support.procs import free_port
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
@@ -156,14 +158,4 @@ def add_channels(
     """Add channels (name -> Apprise URL) to a real onwatch's database the way onwatch
     itself does, after its start-up checks (and migrations, with `migrate`): the key file
     is checked, the URLs encrypted."""
-    django(
-        f"""
-        from onwatch.alerts.services import add_channel
-        from onwatch.core.models import Organization
-        org, _ = Organization.objects.get_or_create(name={org!r})
-        for name, url in {urls!r}.items():
-            add_channel(org, name, url)
-        """,
-        env,
-        migrate=migrate,
-    )
+    call(child_alerts.add_channels, env, org, dict(urls), migrate=migrate)
