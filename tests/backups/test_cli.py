@@ -8,7 +8,9 @@ from pathlib import Path
 from psycopg import sql
 
 from tests.support.backups import PgSource, admin, make_plan, pg_db, pg_parts, sqlite_file
-from tests.support.procs import django, run
+from tests.support.child import backups as child_backups
+from tests.support.child import call
+from tests.support.procs import run
 
 __all__ = ["pg_db"]
 
@@ -26,14 +28,7 @@ def test_it_restores_a_sqlite_snapshot_with_yes_and_audits_it(
 
     with sqlite3.connect(target) as c:
         assert c.execute("SELECT count(*) FROM notes").fetchone() == (40,)
-    out = django(
-        """
-        from onwatch.core.models import AuditEntry
-        e = AuditEntry.objects.get(action="backup-restored")
-        print(e.actor, e.target, e.data["to"])
-        """,
-        migrated_env,
-    )
+    out = call(child_backups.print_restore_audit, migrated_env)
     assert out.split() == ["cli", "nightly", str(target)]
 
 

@@ -49,9 +49,11 @@ from tests.support.backups import (
     sqlite_file,
     tmpfs,
 )
+from tests.support.child import backups as child_backups
+from tests.support.child import call
 from tests.support.fixtures import signed_in
 from tests.support.mariadb import MariaSource, maria_db, maria_source, mariadb_server, wrapped_tools
-from tests.support.procs import django, free_port, isolated, run
+from tests.support.procs import free_port, isolated, run
 from tests.support.remote_servers import wait_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
@@ -224,22 +226,7 @@ def test_onwatch_restore_passes_over_a_newer_snapshot_onwatch_never_verified(
         assert run(["migrate"], env).returncode == 0
         make_plan(env, "sqlite", tmp_path / "repo", path=str(sqlite_file(tmp_path / "app.db")))
         # What a worker killed mid-run leaves: the plan's tags on a file that is no database.
-        django(
-            """
-            import tempfile
-            from onwatch.backups import restic, services
-            from onwatch.backups.models import Plan
-            from onwatch.backups.runs import snapshot_name
-            plan = Plan.objects.get()
-            with tempfile.TemporaryFile() as f:
-                f.write(b"not a database" * 1000)
-                f.seek(0)
-                repo = services.repo_of(plan.copies.get())
-                name, tags = snapshot_name(plan), ["onwatch", plan.tag, "run:99"]
-                restic.finish_backup(restic.start_backup_stdin(repo, name, tags, f))
-            """,
-            env,
-        )
+        call(child_backups.add_unverified_snapshot, env)
         target = tmp_path / "restored.sqlite3"
         done = run(["restore", "nightly", "--to", str(target), "--yes"], env)
     assert done.returncode == 0, done.stderr

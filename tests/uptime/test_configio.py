@@ -14,8 +14,10 @@ from onwatch.alerts.models import EscalationPolicy
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.uptime import configio
 from onwatch.uptime.models import Monitor, State
+from tests.support.child import call
+from tests.support.child import uptime as child_uptime
 from tests.support.fixtures import make_org
-from tests.support.procs import django, isolated, run
+from tests.support.procs import isolated, run
 
 pytestmark = [pytest.mark.django_db]
 
@@ -309,14 +311,13 @@ def test_the_organization_is_named_when_there_are_several(org: Organization) -> 
 
 def test_the_commands_as_people_run_them(tmp_path: Path) -> None:
     with isolated(tmp_path) as env:
-        django(
-            """
-            from onwatch.core.models import Organization
-            from onwatch.uptime.models import Monitor
-            org = Organization.objects.create(name="Acme")
-            Monitor.objects.create(org=org, name="db", kind="tcp", config={"host": "db", "port": 5})
-            """,
+        call(
+            child_uptime.add_monitor,
             env,
+            "Acme",
+            "db",
+            "tcp",
+            {"host": "db", "port": 5},
             migrate=True,
         )
         exported = run(["monitors", "export"], env)

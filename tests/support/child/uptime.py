@@ -11,7 +11,7 @@ from onwatch.uptime.models import Monitor
 
 def add_monitor(org_name: str, name: str, kind: str, config: Any) -> None:
     # Any: the encrypted field is typed by what it stores (text), set by what it holds.
-    org = Organization.objects.get(name=org_name)
+    org, _ = Organization.objects.get_or_create(name=org_name)
     Monitor.objects.create(org=org, name=name, kind=kind, config=config)
 
 
