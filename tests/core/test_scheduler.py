@@ -15,8 +15,10 @@ from onwatch.alerts.services import add_channel
 from onwatch.core import scheduler
 from onwatch.core.models import Job, Organization, Schedule
 from onwatch.core.scheduler import fire, tick
+from tests.support.child import call
+from tests.support.child import scheduler as child_scheduler
 from tests.support.fixtures import make_org
-from tests.support.procs import Running, django, free_port, isolated
+from tests.support.procs import Running, free_port, isolated
 
 WINTER_NOON = datetime(2025, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -143,38 +145,14 @@ def test_a_bad_row_is_switched_off_and_alerted_while_the_others_still_fire(
 
 def test_a_real_scheduler_process_fires_due_schedules_past_a_broken_one(tmp_path: Path) -> None:
     with isolated(tmp_path, ONWATCH_SCHEDULER_TICK_SECONDS="1") as env:
-        django(
-            f"""
-            from datetime import timedelta
-            from django.utils import timezone
-            from onwatch.alerts.services import add_channel
-            from onwatch.core.models import Organization, Schedule
-            org = Organization.objects.create(name="Acme")
-            add_channel(org, "ops", "json://127.0.0.1:{free_port()}/")
-            due = timezone.now() - timedelta(minutes=1)
-            for name in ("broken", "fine"):
-                Schedule.objects.create(
-                    org=org, name=name, kind="core.noop", cron="0 3 * * *", next_run_at=due
-                )
-            Schedule.objects.filter(name="broken").update(cron="0 3 * *")
-            """,
+        call(
+            child_scheduler.add_due_schedules_one_broken,
             env,
+            f"json://127.0.0.1:{free_port()}/",
             migrate=True,
         )
         with Running(["scheduler"], env) as scheduler:
-            out = django(
-                """
-                from onwatch.alerts.models import Delivery
-                from onwatch.core.models import Job, Schedule
-                fired = Job.objects.filter(kind="core.noop")
-                wait_until(lambda: fired.exists() and Delivery.objects.exists())
-                broken = Schedule.objects.get(name="broken")
-                alerts = list(Delivery.objects.values_list("title", flat=True))
-                names = list(fired.values_list("schedule__name", flat=True))
-                print(json.dumps([broken.enabled, broken.last_error, names, alerts]))
-                """,
-                env,
-            )
+            out = call(child_scheduler.print_what_fired, env)
             scheduler.wait_for("schedule 'broken' switched off")
             assert scheduler.proc.poll() is None
     enabled, error, fired, alerts = json.loads(out)
