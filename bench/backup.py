@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.procs import django, free_port, isolated  # noqa: E402
+from tests.support.procs import django, free_port, isolated  # noqa: E402
 
 TARGET_RATIO = 1.15
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]

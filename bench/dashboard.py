@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.procs import Running, django, isolated, wait_http  # noqa: E402
+from tests.support.procs import Running, django, isolated, wait_http  # noqa: E402
 
 TARGET_P95_MS = 500.0
 

@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.procs import Running, django, free_port, isolated, wait_http  # noqa: E402
+from tests.support.procs import Running, django, free_port, isolated, wait_http  # noqa: E402
 
 SETUP = """
 from onwatch.core.models import Organization

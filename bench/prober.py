@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.procs import Running, django, free_port, isolated  # noqa: E402
+from tests.support.procs import Running, django, free_port, isolated  # noqa: E402
 
 TARGET = """
 from aiohttp import web

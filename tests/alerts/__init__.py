@@ -1,0 +1,1 @@
+"""Tests of onwatch's alerts app."""

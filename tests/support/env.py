@@ -1,0 +1,24 @@
+"""The test session's own data directory, key file and secret key, set before Django reads
+its settings.
+
+Loaded with `-p tests.support.env` (pytest's addopts), so it is imported while pytest
+parses its options: before pytest-django sets Django up and before any conftest, which
+would be too late for settings derived from these at import (the audit head file, the
+SQLite path). Never the developer's real data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="onwatch-tests-"))
+os.environ["ONWATCH_DATA_DIR"] = str(SESSION_DIR)
+os.environ["ONWATCH_KEY_FILE"] = str(SESSION_DIR / "keyring.json")
+os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)
+
+# After the variables: nothing onwatch imports may read the settings before they are set.
+from onwatch.core.keyring import Keyring  # noqa: E402
+
+Keyring.create(SESSION_DIR / "keyring.json")

@@ -1,0 +1,83 @@
+"""Which addresses onwatch answers at and sees. Behind a proxy, sign-ins, lock-outs,
+audit entries and pings carry the client's address: X-Forwarded-For counts from the
+proxies named in ONWATCH_TRUSTED_PROXIES, never from anyone else (a client could write the
+header itself)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import Running, django, isolated, wait_http
+
+SETUP = """
+from onwatch.core.models import Organization
+from onwatch.uptime.models import Kind, Monitor
+org = Organization.objects.create(name="Acme")
+m = Monitor.objects.create(org=org, name="nightly", kind=Kind.HEARTBEAT, confirmations=1,
+                           config={"period": 3600, "grace": 300})
+print(json.dumps(str(m.ping_id)))
+"""
+
+ADDRESSES = """
+from onwatch.uptime.models import Ping
+print(json.dumps(list(Ping.objects.order_by("id").values_list("remote_addr", flat=True))))
+"""
+
+
+def ping_through(base_url: str, ping_id: str, forwarded_for: str) -> None:
+    request = urllib.request.Request(
+        f"{base_url}/ping/{ping_id}", headers={"X-Forwarded-For": forwarded_for}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+@pytest.mark.parametrize(
+    ("trusted", "seen"),
+    [
+        (None, "192.0.2.7"),  # the default: a proxy on this machine (Caddy) is believed
+        ("192.0.2.1", "127.0.0.1"),  # a proxy elsewhere is named: this machine's header is not
+    ],
+)
+def test_the_client_address_comes_from_trusted_proxies_only(
+    tmp_path: Path, trusted: str | None, seen: str
+) -> None:
+    extra = {"ONWATCH_WEB_WORKERS": "1"}
+    if trusted:
+        extra["ONWATCH_TRUSTED_PROXIES"] = trusted
+    with isolated(tmp_path, **extra) as env:
+        ping_id = json.loads(django(SETUP, env, migrate=True))
+        with Running(["web"], env) as web:
+            wait_http(web.base_url + "/health/", timeout=60)
+            # The first ping brings the heartbeat up through Django, the second takes the
+            # fast path: both must see the same address.
+            ping_through(web.base_url, ping_id, "192.0.2.7")
+            ping_through(web.base_url, ping_id, "192.0.2.7")
+        assert json.loads(django(ADDRESSES, env)) == [seen, seen]
+
+
+def test_listening_beyond_this_machine_with_a_local_base_url_is_explained(
+    tmp_path: Path,
+) -> None:
+    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_HOST="0.0.0.0") as env:
+        django("", env, migrate=True)
+        with Running(["web"], env) as web:
+            line = web.wait_for("listening on 0.0.0.0", timeout=60)
+            assert f"ONWATCH_BASE_URL is {web.base_url}" in line, line
+            wait_http(web.base_url + "/health/", timeout=60)
+            # What a browser on another machine sends: the address it typed.
+            port = env["ONWATCH_PORT"]
+            asked = urllib.request.Request(
+                f"{web.base_url}/", headers={"Host": f"192.0.2.9:{port}"}
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(asked, timeout=10)
+            assert refused.value.code == 400
+            text = refused.value.read().decode()
+            assert f"answers at {web.base_url}, not at 192.0.2.9:{port}" in text, text
+            assert "set ONWATCH_BASE_URL to it" in text
