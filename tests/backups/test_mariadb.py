@@ -158,6 +158,16 @@ def test_a_restored_database_missing_a_table_or_rows_fails_the_drill(
     plan = plan_for(maria_source(org, maria_db), [local_repo(org, tmp_path / "repo")])
     job, run = backup(plan)
     assert job.state == JobState.SUCCEEDED, job.error
+    # A real restore never goes into a database that exists, such as the source itself.
+    chosen = restores.choose(plan)
+    with pytest.raises(restores.RestoreRefused) as refused:
+        restores.restore(plan, chosen, maria_db.server.url(maria_db.name))
+    assert (
+        str(refused.value)
+        == f"the database {maria_db.name} exists already; restore into a new name"
+    )
+    assert maria_db.execute("SELECT count(*) FROM orders") == [[250]]
+
     # The run recorded a table the snapshot does not hold, and other orders.
     run.contents["tables"]["invoices"] = 12
     run.contents["checksums"]["orders"] = "12345"
@@ -169,15 +179,9 @@ def test_a_restored_database_missing_a_table_or_rows_fails_the_drill(
     assert bad == ["rows in invoices", "checksum of orders"]
     assert scratch_databases(maria_db.server) == set()
 
-    # A real restore never goes into a database that exists, such as the source itself.
-    chosen = restores.choose(plan)
-    with pytest.raises(restores.RestoreRefused) as refused:
-        restores.restore(plan, chosen, maria_db.server.url(maria_db.name))
-    assert (
-        str(refused.value)
-        == f"the database {maria_db.name} exists already; restore into a new name"
-    )
-    assert maria_db.execute("SELECT count(*) FROM orders") == [[250]]
+    # A snapshot its newest drill could not bring back whole is offered to no restore.
+    with pytest.raises(restores.RestoreRefused, match="could not bring it back whole"):
+        restores.choose(plan)
 
 
 def test_a_dump_killed_mid_stream_leaves_no_snapshot_that_looks_good(
