@@ -10,35 +10,48 @@ import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from tests.support.browser import chromium, totp_now
 from tests.support.procs import ROOT, Running, django, isolated, wait_http
 from tests.support.seeds import DRILLS, EMAIL, PASSWORD
 
 
+def seed(tmp_path: Path, env: dict[str, str], damage: bool = False) -> dict[str, Any]:
+    """The seeded owner, plan and drills (tests.support.seeds), made in a child process."""
+    code = "from tests.support.seeds import seed_backups; "
+    code += f"seed_backups({str(tmp_path)!r}, damage={damage!r})"
+    made = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    seeded: dict[str, Any] = json.loads(made.stdout.strip().splitlines()[-1])
+    return seeded
+
+
+def sign_in(page: Page, secret: str) -> None:
+    """The seeded owner, on the sign-in page the first visit was sent to."""
+    page.locator("input[name=login]").fill(EMAIL)
+    page.locator("input[name=password]").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In", exact=True).click()
+    page.locator("input[name=code]").fill(totp_now(secret))
+    page.get_by_role("button", name="Sign In", exact=True).click()
+
+
 def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
     tmp_path: Path,
 ) -> None:
     target = tmp_path / "restored" / "orders.sqlite3"
-    code = f"from tests.support.seeds import seed_backups; seed_backups({str(tmp_path)!r})"
     with isolated(tmp_path) as env:
-        made = subprocess.run(
-            [sys.executable, "-c", code],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        seeded = json.loads(made.stdout.strip().splitlines()[-1])
+        seeded = seed(tmp_path, env)
         with Running(["web"], env) as web, chromium() as browser:
             wait_http(web.base_url + "/health/")
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(f"{web.base_url}/backups/plans/{seeded['plan']}/")
-            page.locator("input[name=login]").fill(EMAIL)
-            page.locator("input[name=password]").fill(PASSWORD)
-            page.get_by_role("button", name="Sign In", exact=True).click()
-            page.locator("input[name=code]").fill(totp_now(seeded["secret"]))
-            page.get_by_role("button", name="Sign In", exact=True).click()
+            sign_in(page, seeded["secret"])
 
             expect(page.get_by_role("heading", name="orders nightly")).to_be_visible()
             chart = page.locator("svg.rto-chart")
@@ -89,24 +102,13 @@ def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
 def test_a_failed_drill_is_a_red_dot_and_the_overview_says_the_data_is_not_safe(
     tmp_path: Path,
 ) -> None:
-    code = "from tests.support.seeds import seed_backups; "
-    code += f"seed_backups({str(tmp_path)!r}, damage=True)"
     with isolated(tmp_path) as env:
-        made = subprocess.run(
-            [sys.executable, "-c", code],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        seeded = json.loads(made.stdout.strip().splitlines()[-1])
+        seeded = seed(tmp_path, env, damage=True)
         with Running(["web"], env) as web, chromium() as browser:
             wait_http(web.base_url + "/health/")
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(f"{web.base_url}/backups/")
-            page.locator("input[name=login]").fill(EMAIL)
-            page.locator("input[name=password]").fill(PASSWORD)
-            page.get_by_role("button", name="Sign In", exact=True).click()
-            page.locator("input[name=code]").fill(totp_now(seeded["secret"]))
-            page.get_by_role("button", name="Sign In", exact=True).click()
+            sign_in(page, seeded["secret"])
 
             row = page.locator("table.backups tbody tr", has_text="orders nightly")
             expect(row.locator("td.verdict")).to_contain_text("No: last restore drill failed")
