@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from allauth.account.models import EmailAddress
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.http import HttpRequest
@@ -123,21 +122,19 @@ def alert_if_repeated(org: Organization, email: str) -> bool:
 
     title, body = alert_text(email, failures)
     audit.record("sign-in-alert", actor="system", org=org, target=email, failures=len(failures))
-    raise_alert(org, title, body)
+    raise_alert(org, title, body, link=reverse("sign_in_activity"))
     return True
 
 
 def alert_text(email: str, failures: list[AuditEntry]) -> tuple[str, str]:
     since = timezone.localtime(failures[0].at)
     last = failures[-1].ip or "an unknown address"
-    page = settings.SITE_ROOT + reverse("sign_in_activity")
     title = f"Repeated failed sign-ins to {email}"
     body = (
         f"{len(failures)} failed sign-in attempts to {email} since "
         f"{since:%Y-%m-%d %H:%M %Z}, the latest from {last}.\n"
         f"If {email} has not just forgotten their password, someone may be guessing it: "
         "ask them to choose a new password and to check that their second factor is still "
-        "theirs. onwatch already pauses sign-in to the account after repeated wrong tries.\n"
-        f"Sign-in activity: {page}"
+        "theirs. onwatch already pauses sign-in to the account after repeated wrong tries."
     )
     return title, body
