@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -168,9 +169,22 @@ def test_the_recovery_kits_sftp_command_reaches_the_server_by_hand(
         timeout=120,
     )
     assert refused.returncode != 0
-    # restic passes on ssh's first line only: the banner of its changed-host-key warning.
-    assert "subprocess ssh: @@@@@@@@" in refused.stderr
     assert "unable to open repository" in refused.stderr
+    # restic relays ssh's first line only when it arrives before the session ends, so the
+    # reason is read from the kit's own ssh command, run the same way.
+    words = shlex.split(line)
+    command = words[words.index("-o") + 1].removeprefix("sftp.command=")
+    reason = subprocess.run(
+        ["sh", "-c", command],
+        cwd=fresh,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert reason.returncode != 0
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in reason.stderr, reason.stderr
 
 
 def test_a_changed_host_key_a_removed_key_and_a_stopped_server_fail_the_run(
