@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +15,11 @@ from typing import Any
 import psycopg
 from django.utils import timezone
 
-from onwatch.backups import files, mariadb, pg, restic, scratch, targets
-from onwatch.backups.contents import checksum_checks
-from onwatch.backups.models import Drill, Outcome, Plan, RunCopy, SourceKind
+from onwatch.backups import files, restic, scratch, targets
+from onwatch.backups.kinds import kind_of
+from onwatch.backups.models import Drill, Outcome, Plan, RunCopy
 from onwatch.backups.services import cancelled_by, drill_repository, newest_good_copy, repo_of
-from onwatch.core.mariadb import MariaDBError, drop_database, query, quote
+from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import Job
 
 Log = Callable[[str], None]
@@ -94,112 +93,8 @@ def hash_checks(expected: dict[str, Any], root: Path) -> list[Check]:
     return found
 
 
-# --- per kind --------------------------------------------------------------------------------
-
+# What a kind's drill gives back: restore timings, seconds spent checking, the checks.
 Phases = tuple[targets.Timings, float, list[Check]]
-
-
-def drill_postgresql(
-    plan: Plan, repo: restic.Repo, snap: restic.Snapshot, contents: dict[str, Any], log: Log
-) -> Phases:
-    server = pg.scratch_server(plan.source)
-    name = pg.create_scratch(server)
-    log(f"created scratch database {name} on {server.host}:{server.port}")
-    try:
-        timings = targets.to_postgresql(repo, snap, server, name)
-        started = time.monotonic()
-        with server.connect(name) as conn:
-            found = pg.table_contents(conn, contents.get("checksums"))
-            checks = count_checks(contents.get("tables", {}), found.rows)
-            checks += checksum_checks(contents.get("checksums", {}), found.checksums)
-
-            def ask(q: str) -> list[list[Any]]:
-                rows: list[list[Any]] = []
-                with conn.transaction():
-                    conn.execute("SET TRANSACTION READ ONLY")
-                    rows = [list(r) for r in conn.execute(q).fetchall()]
-                    raise psycopg.Rollback()
-                return rows
-
-            checks += smoke_checks(plan.source.smoke_queries, ask)
-        return timings, time.monotonic() - started, checks
-    finally:
-        log(pg.discard_scratch(server, name))
-
-
-def drill_mariadb(
-    plan: Plan, repo: restic.Repo, snap: restic.Snapshot, contents: dict[str, Any], log: Log
-) -> Phases:
-    server = mariadb.scratch_server(plan.source)
-    name = mariadb.create_scratch(server)
-    log(f"created scratch database {name} on {server.where}")
-    try:
-        timings = targets.to_mariadb(repo, snap, server, name, events_off=True)
-        started = time.monotonic()
-        with server.connect(name) as conn:
-            # Belt and braces: an event written in a form the rewrite did not know.
-            for event in mariadb.enabled_events(conn, name):
-                query(conn, f"ALTER EVENT {quote(event)} DISABLE")
-                log(f"switched off event {event} in the scratch copy")
-            with server.explained(name):
-                found = mariadb.table_contents(conn, name)
-            checks = count_checks(contents.get("tables", {}), found.rows)
-            checks += checksum_checks(contents.get("checksums", {}), found.checksums)
-
-            def ask(q: str) -> list[list[Any]]:
-                with server.explained(name):
-                    query(conn, "START TRANSACTION READ ONLY")
-                    try:
-                        return query(conn, q)
-                    finally:
-                        query(conn, "ROLLBACK")
-
-            checks += smoke_checks(plan.source.smoke_queries, ask)
-        return timings, time.monotonic() - started, checks
-    finally:
-        try:
-            drop_database(server, name)
-            log(f"dropped scratch database {name}")
-        except MariaDBError as e:
-            # The drill's own verdict stands; the leftover is for people to remove.
-            log(f"could not drop scratch database {name} ({e}); drop it by hand")
-
-
-def drill_sqlite(
-    plan: Plan, repo: restic.Repo, snap: restic.Snapshot, contents: dict[str, Any], log: Log
-) -> Phases:
-    with tempfile.TemporaryDirectory(prefix="onwatch-drill-", dir=scratch.root()) as tmp:
-        target = Path(tmp) / "scratch.sqlite3"
-        timings = targets.to_sqlite(repo, snap, target)
-        started = time.monotonic()
-        integrity = files.sqlite_integrity(target)
-        checks = [check("PRAGMA integrity_check", integrity == "ok", integrity[:200])]
-        found = files.sqlite_contents(target)
-        checks += count_checks(contents.get("tables", {}), found.rows)
-        checks += checksum_checks(contents.get("checksums", {}), found.checksums)
-        checks += smoke_checks(plan.source.smoke_queries, lambda q: files.sqlite_query(target, q))
-        return timings, time.monotonic() - started, checks
-
-
-def drill_directory(
-    plan: Plan, repo: restic.Repo, snap: restic.Snapshot, contents: dict[str, Any], log: Log
-) -> Phases:
-    with tempfile.TemporaryDirectory(prefix="onwatch-drill-", dir=scratch.root()) as tmp:
-        target = Path(tmp) / "restored"
-        timings = targets.to_directory(repo, snap, target)
-        started = time.monotonic()
-        checks = hash_checks(contents, target)
-        return timings, time.monotonic() - started, checks
-
-
-DRILL_BY_KIND: dict[
-    str, Callable[[Plan, restic.Repo, restic.Snapshot, dict[str, Any], Log], Phases]
-] = {
-    SourceKind.POSTGRESQL: drill_postgresql,
-    SourceKind.MARIADB: drill_mariadb,
-    SourceKind.SQLITE: drill_sqlite,
-    SourceKind.DIRECTORY: drill_directory,
-}
 
 
 # --- the drill -------------------------------------------------------------------------------
@@ -248,8 +143,8 @@ def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:
         repo, snap, contents = pick(drill, log)
         looked_up = time.monotonic() - started
         with scratch.full_disk_explained(plan):
-            by_kind = DRILL_BY_KIND[plan.source.kind]
-            timings, verify, checks = by_kind(plan, repo, snap, contents, log)
+            kind = kind_of(plan.source)
+            timings, verify, checks = kind.drill(plan, repo, snap, contents, log)
         drill.fetch_seconds = looked_up + timings.fetch
         drill.restore_seconds, drill.verify_seconds = timings.restore, verify
         drill.rto_seconds = drill.fetch_seconds + timings.restore + verify

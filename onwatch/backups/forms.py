@@ -17,9 +17,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 
-from onwatch.backups import restic, services
+from onwatch.backups import kinds, restic, services
 from onwatch.backups.drills import read_only_problem
-from onwatch.backups.models import Plan, Repository, Source, SourceKind
+from onwatch.backups.models import Plan, Repository, Source
 from onwatch.backups.services import private_path_problem
 from onwatch.core.crons import validate_schedule
 from onwatch.core.models import Organization, Schedule
@@ -27,12 +27,6 @@ from onwatch.core.models import Organization, Schedule
 # restic's backends onwatch offers; a URL starting with "/" is a path on this machine.
 SCHEMES = ("sftp", "rest", "s3", "b2", "azure", "gs", "swift", "rclone")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DATABASE_KINDS = (SourceKind.POSTGRESQL, SourceKind.MARIADB)
-DEFAULT_PORT: dict[str, int] = {SourceKind.POSTGRESQL: 5432, SourceKind.MARIADB: 3306}
-URL_SCHEMES: dict[str, tuple[str, ...]] = {
-    SourceKind.POSTGRESQL: ("postgresql", "postgres"),
-    SourceKind.MARIADB: ("mariadb", "mysql"),
-}
 SMOKE_EXAMPLE = "select count(*) from orders => 250"
 KEEP = "Leave empty to keep the one stored."
 
@@ -360,7 +354,9 @@ def smoke_text(queries: list[dict[str, Any]]) -> str:
 def validate_scratch_url(kind: str, url: str) -> str:
     url = url.strip()
     parts = urlsplit(url)
-    schemes = URL_SCHEMES.get(kind, ())
+    schemes = kinds.named(kind).SCHEMES
+    if not schemes:
+        raise ValidationError("Sources of this kind have no server for restore drills.")
     if parts.scheme not in schemes or not parts.hostname:
         raise ValidationError(
             f"Write it as {schemes[0]}://user:password@host:port/ — a server where drills "
@@ -369,31 +365,6 @@ def validate_scratch_url(kind: str, url: str) -> str:
     return url
 
 
-# Which fields each kind of source has.
-KIND_FIELDS: dict[str, tuple[str, ...]] = {
-    SourceKind.POSTGRESQL: (
-        "host",
-        "port",
-        "database",
-        "username",
-        "password",
-        "provider",
-        "scratch_url",
-        "smoke_queries",
-    ),
-    SourceKind.MARIADB: (
-        "host",
-        "port",
-        "database",
-        "username",
-        "password",
-        "provider",
-        "scratch_url",
-        "smoke_queries",
-    ),
-    SourceKind.SQLITE: ("path", "provider", "smoke_queries"),
-    SourceKind.DIRECTORY: ("path", "provider"),
-}
 SECRETS = ("password", "scratch_url")
 
 
@@ -455,21 +426,22 @@ class SourceForm(forms.Form):
     ) -> None:
         super().__init__(data, initial=initial)
         self.org, self.kind, self.source = org, kind, source
-        wanted = ("name", *KIND_FIELDS[kind])
-        for name in list(self.fields):
-            if name not in wanted:
-                del self.fields[name]
-        if "port" in self.fields:
-            self.fields["port"].initial = DEFAULT_PORT[kind]
-        if kind == SourceKind.SQLITE:
-            self.fields["path"].help_text = "The database file's full path, starting with /."
-        if kind == SourceKind.DIRECTORY:
-            self.fields["path"].help_text = "The directory's full path, starting with /."
+        self.kind_fields(kinds.named(kind))
         if source is not None:
             if source.password and "password" in self.fields:
                 self.fields["password"].help_text = f"A password is stored. {KEEP}"
             if source.scratch_url and "scratch_url" in self.fields:
                 self.fields["scratch_url"].help_text = f"A drill server is set. {KEEP}"
+
+    def kind_fields(self, kind: kinds.Kind) -> None:
+        """Only the fields the kind asks for, with its own help texts."""
+        for name in list(self.fields):
+            if name not in ("name", *kind.FIELDS):
+                del self.fields[name]
+        if "port" in self.fields:
+            self.fields["port"].initial = kind.DEFAULT_PORT
+        for name, text in kind.FIELD_HELP.items():
+            self.fields[name].help_text = text
 
     def clean_name(self) -> str:
         return unique_name(
@@ -512,7 +484,7 @@ class SourceForm(forms.Form):
     def fields_of(self) -> dict[str, Any]:
         """The model fields to store: secrets left blank keep what is stored."""
         data = self.cleaned_data
-        found = {n: data[n] for n in ("name", *KIND_FIELDS[self.kind])}
+        found = {n: data[n] for n in ("name", *kinds.named(self.kind).FIELDS)}
         for secret in SECRETS:
             if secret in found and not found[secret] and self.source is not None:
                 del found[secret]

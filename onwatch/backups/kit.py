@@ -8,12 +8,11 @@ import json
 import shlex
 from datetime import datetime
 
-from onwatch.backups import mariadb, pg, restic
-from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
-from onwatch.backups.runs import snapshot_name
+from onwatch.backups import restic
+from onwatch.backups.kinds import kind_of
+from onwatch.backups.models import Plan, Repository, RunCopy
 from onwatch.backups.services import left_out_copies, verified_copies, why_left_out
-from onwatch.core import mariadb as mariadb_tools
-from onwatch.core import postgres, ssh
+from onwatch.core import ssh
 
 KEY_FILE, KNOWN_HOSTS_FILE = "onwatch-sftp-key", "onwatch-known-hosts"
 
@@ -92,59 +91,6 @@ def verified_list(verified: list[RunCopy]) -> list[str]:
     ]
 
 
-def restore_steps(plan: Plan, command: str, snapshot: str) -> list[str]:
-    source = plan.source
-    name = snapshot_name(plan)
-    if source.kind == SourceKind.POSTGRESQL:
-        pg_server = pg.source_server(source)
-        return [
-            "The newest verified backup into a new database called `restored` (never over "
-            "the live one; `pg_restore` and `createdb` come with the PostgreSQL client tools):",
-            "",
-            "```sh",
-            postgres.by_hand_create_database(pg_server, "restored"),
-            f"{command} dump {snapshot} /{name} | "
-            f"{postgres.by_hand_restore_command(pg_server, 'restored')}",
-            "```",
-            "",
-            "If it stops with an error, the database `restored` holds only part of the "
-            f"backup: remove it with `{postgres.by_hand_drop_database(pg_server, 'restored')}` "
-            "before you try another one.",
-        ]
-    if source.kind == SourceKind.MARIADB:
-        server = mariadb.source_server(source)
-        return [
-            "The newest verified backup into a new database called `restored` (never over "
-            "the live one):",
-            "",
-            "```sh",
-            mariadb_tools.by_hand_create_database(server, "restored"),
-            f"{command} dump {snapshot} /{name} | "
-            f"{mariadb_tools.by_hand_restore_command(server, 'restored')}",
-            "```",
-            "",
-            "If it stops with an error, the database `restored` holds only part of the "
-            f"backup: remove it with `{mariadb_tools.by_hand_drop_database(server, 'restored')}` "
-            "before you try another one.",
-        ]
-    if source.kind == SourceKind.SQLITE:
-        return [
-            "The newest verified backup as the file `restored.sqlite3` in the current directory:",
-            "",
-            "```sh",
-            f"{command} dump {snapshot} /{name} > restored.sqlite3",
-            "```",
-        ]
-    return [
-        "The newest verified backup into the directory `restored` (the files land under "
-        f"`restored{source.path}`):",
-        "",
-        "```sh",
-        f"{command} restore {snapshot} --target restored",
-        "```",
-    ]
-
-
 def plan_section(plan: Plan, repository: Repository, command: str) -> list[str]:
     source = plan.source
     head = [f"### Plan {plan.name}: {source.name} ({source.get_kind_display()})", ""]
@@ -152,7 +98,7 @@ def plan_section(plan: Plan, repository: Repository, command: str) -> list[str]:
     left_out = left_out_lines(plan, repository)
     if not verified:
         return [*head, "onwatch has verified no backup of this plan here yet.", "", *left_out]
-    steps = restore_steps(plan, command, verified[0].snapshot_id)
+    steps = kind_of(source).kit_steps(plan, command, verified[0].snapshot_id)
     older = "For an older backup, put its ID from the list above in place of the newest one's."
     return [*head, *verified_list(verified), *left_out, *steps, "", older, ""]
 

@@ -22,15 +22,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from onwatch.backups import restic, restores, targets
-from onwatch.backups.models import Outcome, Plan, Repository, Restore, Source, SourceKind
-from onwatch.core import jobs, postgres
+from onwatch.backups.kinds import kind_of
+from onwatch.backups.models import Outcome, Plan, Repository, Restore, Source
+from onwatch.core import jobs
 from onwatch.core.jobs import JobContext, JobFailed
-from onwatch.core.mariadb import MariaDBError, Server, query
+from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import Job
 
-DATABASE_KINDS = (SourceKind.POSTGRESQL, SourceKind.MARIADB)
-SCHEME = {SourceKind.POSTGRESQL: "postgresql", SourceKind.MARIADB: "mariadb"}
-DEFAULT_PORT = {SourceKind.POSTGRESQL: 5432, SourceKind.MARIADB: 3306}
 SOURCE_SERVER, SCRATCH_SERVER = "source", "scratch"
 
 
@@ -74,7 +72,7 @@ def taken_at(text: str) -> datetime | None:
 
 def login(source: Source, server: str) -> Login:
     """How to reach the server a database restore goes to."""
-    default = DEFAULT_PORT.get(SourceKind(source.kind), 5432)
+    default = kind_of(source).DEFAULT_PORT
     if server == SCRATCH_SERVER and source.scratch_url:
         u = urlsplit(source.scratch_url)
         return Login(
@@ -110,29 +108,14 @@ def restore_to(source: Source, target: Target) -> str:
     auth = quote(where.user, safe="")
     if where.password:
         auth += ":" + quote(where.password, safe="")
-    scheme = SCHEME[SourceKind(source.kind)]
+    scheme = kind_of(source).SCHEMES[0]
     return f"{scheme}://{auth}@{where.host}:{where.port}/{target.database}"
 
 
-def database_exists(source: Source, target: Target) -> bool:
-    """Whether the database is there already (the restore itself refuses one too, later).
-    Raises psycopg.Error or MariaDBError."""
-    where = login(source, target.server)
-    if source.kind == SourceKind.MARIADB:
-        maria = Server(where.host, where.port, where.user or "root", where.password, "")
-        with maria.connect("") as conn, maria.explained():
-            found = query(
-                conn,
-                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s",
-                (target.database,),
-            )
-        return bool(found)
-    server = postgres.Server(where.host, where.port, where.user or "postgres", where.password, "")
-    with server.connect(where.database or "postgres") as conn:
-        row = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [target.database]
-        ).fetchone()
-    return row is not None
+def target_taken(source: Source, target: Target) -> bool:
+    """Whether the database or path is there already (the restore itself refuses one too,
+    later). Raises psycopg.Error or MariaDBError."""
+    return kind_of(source).target_taken(source, target)
 
 
 def path_taken(target: Target) -> bool:

@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from onwatch.backups import restic, restores
 from onwatch.backups import restore_requests as asked
-from onwatch.backups.models import Drill, Outcome, Plan, Repository, Restore, SourceKind
+from onwatch.backups.kinds import on_server
+from onwatch.backups.models import Drill, Outcome, Plan, Repository, Restore
 from onwatch.backups.services import drill_repository, left_out_copies, why_left_out
 from onwatch.core import audit, jobs
 from onwatch.core.decorators import require
@@ -87,7 +88,7 @@ class RestoreForm(forms.Form):
         super().__init__(data, **kw)
         self.plan, self.source, self.rows = plan, plan.source, rows
         self.fields["snapshot"].choices = [(r.snapshot.id, r.label) for r in rows]  # type: ignore[attr-defined]
-        if self.source.kind in asked.DATABASE_KINDS:
+        if on_server(self.source):
             del self.fields["path"]
             here = asked.login(self.source, asked.SOURCE_SERVER)
             servers = [(asked.SOURCE_SERVER, f"the source's server, {here.host}:{here.port}")]
@@ -146,7 +147,7 @@ class RestoreForm(forms.Form):
             self.add_error("database", "That is the source database itself; pick a new name.")
             return
         try:
-            exists = asked.database_exists(self.source, target)
+            exists = asked.target_taken(self.source, target)
         except (psycopg.Error, MariaDBError) as e:
             message = asked.scrub(
                 str(e).strip().splitlines()[0] if str(e).strip() else "", self.source
@@ -174,7 +175,7 @@ class RestoreForm(forms.Form):
 def suggestion(plan: Plan) -> dict[str, str]:
     day = f"{timezone.localdate():%Y%m%d}"
     source = plan.source
-    if source.kind in asked.DATABASE_KINDS:
+    if on_server(source):
         base = (source.database or "restored")[:40]
         return {"database": f"{base}_restored_{day}"}
     return {"path": f"{source.path.rstrip('/')}-restored-{day}"}
@@ -210,7 +211,7 @@ def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
         "left_out": left_out,
         "error": error,
         "form": form,
-        "kind_is_database": plan.source.kind in asked.DATABASE_KINDS,
+        "kind_is_database": on_server(plan.source),
     }
     if data is None:
         return render(request, "backups/restore_start.html", ctx)
@@ -279,8 +280,7 @@ def restore_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "stopped": stopped,
         "queued": busy and job is not None and job.state == JobState.QUEUED,
         "refresh": REFRESH_SECONDS,
-        "is_database": restore.plan.source.kind in asked.DATABASE_KINDS,
-        "is_sqlite": restore.plan.source.kind == SourceKind.SQLITE,
+        "is_database": on_server(restore.plan.source),
         # The appended lines: Job.log is only written once the job ends.
         "log": jobs.log_text(job) if job is not None else "",
     }

@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
 
 from onwatch.backups import restic, targets
-from onwatch.backups.models import Plan, Repository, RunCopy, SourceKind
+from onwatch.backups.kinds import kind_of
+from onwatch.backups.models import Plan, Repository, RunCopy
 from onwatch.backups.services import (
     drill_repository,
     left_out_copies,
@@ -21,7 +21,7 @@ from onwatch.backups.services import (
     verified_copies,
     why_left_out,
 )
-from onwatch.core import audit, postgres
+from onwatch.core import audit
 from onwatch.core import mariadb as mariadb_tools
 
 
@@ -124,22 +124,7 @@ def shown_target(target: str) -> str:
 
 def restore(plan: Plan, chosen: Chosen, target: str, actor: str = "cli") -> Restored:
     started = time.monotonic()
-    repo = repo_of(chosen.repository)
-    kind = plan.source.kind
-    if kind == SourceKind.POSTGRESQL:
-        into_new_database(repo, chosen.snapshot, target)
-    elif kind == SourceKind.MARIADB:
-        into_new_mariadb(repo, chosen.snapshot, target)
-    else:
-        path = Path(target).expanduser().absolute()
-        if path.exists() and (path.is_file() or any(path.iterdir())):
-            raise RestoreRefused(f"{path} exists and is not empty; choose a new place")
-        if kind == SourceKind.SQLITE:
-            what, how = f"the half-written file {path}", f"delete it with rm {path}"
-            with removed_on_failure(lambda: remove_sqlite(path), what, how):
-                targets.to_sqlite(repo, chosen.snapshot, path)
-        else:
-            targets.to_directory(repo, chosen.snapshot, path)
+    kind_of(plan.source).restore(repo_of(chosen.repository), chosen.snapshot, target)
     seconds = time.monotonic() - started
     audit.record(
         "backup-restored",
@@ -154,64 +139,12 @@ def restore(plan: Plan, chosen: Chosen, target: str, actor: str = "cli") -> Rest
     return Restored(chosen.snapshot.id, seconds)
 
 
-def remove_sqlite(path: Path) -> None:
-    """The file and what SQLite keeps beside it while writing (a full disk leaves its
-    rollback journal)."""
-    for suffix in ("", "-journal", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def into_new_database(repo: restic.Repo, snap: restic.Snapshot, url: str) -> None:
-    """PostgreSQL targets are a URL whose database must not exist yet: onwatch creates it,
-    so a restore can never mix into (or overwrite) a live database."""
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    if parts.scheme not in ("postgres", "postgresql") or not name:
-        raise RestoreRefused(
-            f"{shown_target(url)} is not a PostgreSQL URL with a database name; use "
-            "postgresql://user@host:5432/new_database"
-        )
-    server = postgres.Server(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        user=unquote(parts.username or "postgres"),
-        password=unquote(parts.password or ""),
-        database="postgres",
-    )
-    try:
-        with server.connect() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.errors.DuplicateDatabase:
-        raise RestoreRefused(
-            f"the database {name} exists already; restore into a new name"
-        ) from None
-    what = f"the half-restored database {name} on {server.host}:{server.port}"
-    drop = f'drop it with the SQL DROP DATABASE "{name}";'
-    with removed_on_failure(lambda: postgres.drop_database(server, name), what, drop):
-        targets.to_postgresql(repo, snap, server, name)
-
-
-def into_new_mariadb(repo: restic.Repo, snap: restic.Snapshot, url: str) -> None:
-    """MariaDB targets too are a URL naming a database onwatch creates."""
-    server = mariadb_tools.url_server(url)
-    if urlsplit(url).scheme not in mariadb_tools.SCHEMES or not server.database:
-        raise RestoreRefused(
-            f"{shown_target(url)} is not a MariaDB URL with a database name; use "
-            "mariadb://user:password@host:3306/new_database"
-        )
-    try:
-        mariadb_tools.create_database(server, server.database)
-    except mariadb_tools.DatabaseExists:
-        raise RestoreRefused(
-            f"the database {server.database} exists already; restore into a new name"
-        ) from None
-    except mariadb_tools.MariaDBError as e:
-        raise RestoreRefused(str(e)) from None
-    name = server.database
-    what = f"the half-restored database {name} on {server.where}"
-    drop = f"drop it with the SQL DROP DATABASE `{name}`;"
-    with removed_on_failure(lambda: mariadb_tools.drop_database(server, name), what, drop):
-        targets.to_mariadb(repo, snap, server, name)
+def new_path(target: str) -> Path:
+    """Where a restore into files goes: a path that is missing or an empty folder."""
+    path = Path(target).expanduser().absolute()
+    if path.exists() and (path.is_file() or any(path.iterdir())):
+        raise RestoreRefused(f"{path} exists and is not empty; choose a new place")
+    return path
 
 
 @contextmanager

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import psycopg
 from django.utils import timezone
 
-from onwatch.backups import files, mariadb, pg, remote, restic, services
-from onwatch.backups.contents import Contents
-from onwatch.backups.models import BackupRun, Outcome, Plan, Repository, RunCopy, SourceKind
-from onwatch.backups.services import private_path_problem, repo_of
-from onwatch.core import postgres
+from onwatch.backups import remote, restic, services
+from onwatch.backups.kinds import kind_of
+from onwatch.backups.models import BackupRun, Outcome, Plan, Repository, RunCopy
+from onwatch.backups.services import repo_of
 from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import Job
 
@@ -45,12 +41,8 @@ class Outcomes:
 
 
 def snapshot_name(plan: Plan) -> str:
-    suffix: dict[str, str] = {
-        SourceKind.POSTGRESQL: "pgdump",
-        SourceKind.MARIADB: "sql",
-        SourceKind.SQLITE: "sqlite3",
-    }
-    return f"onwatch-source-{plan.source_id}.{suffix.get(plan.source.kind, 'data')}"
+    """The file name of a dump taken as one stream."""
+    return f"onwatch-source-{plan.source_id}.{kind_of(plan.source).SUFFIX}"
 
 
 def tags_for(plan: Plan, run: BackupRun) -> list[str]:
@@ -109,110 +101,6 @@ def finish_all(running: dict[int, restic.Running]) -> dict[int, Result]:
         except restic.ResticError as e:
             results[pk] = e
     return results
-
-
-# --- per kind --------------------------------------------------------------------------------
-
-
-def backup_postgresql(plan: Plan, copies: list[Repository], tags: list[str], log: Log) -> Outcomes:
-    server = pg.source_server(plan.source)
-    out = Outcomes()
-    with server.connect() as conn:
-        major = conn.info.server_version // 10000
-        problem = postgres.version_problem(postgres.tool_major("pg_dump"), major)
-        if problem:
-            raise DumpFailed(problem)
-        snapshot = pg.export_snapshot(conn)
-        # Counted and checksummed beside the dump, in its snapshot: same rows, less wait.
-        measuring = pg.start_contents(server, snapshot)
-        with tempfile.TemporaryFile("w+") as err:
-            dump = subprocess.Popen(
-                postgres.dump_command(server, snapshot),
-                stdout=subprocess.PIPE,
-                stderr=err,
-                env=server.tool_env(),
-            )
-            assert dump.stdout is not None
-            running = stream(dump.stdout, copies, snapshot_name(plan), tags)
-            code = dump.wait()
-            out.results = finish_all(running)
-            err.seek(0)
-            message = err.read().strip().splitlines()
-        out.contents, unmeasured = measured(measuring, snapshot, log)
-        conn.execute("COMMIT")
-    if code != 0:
-        why = message[-1] if message else "no error output"
-        out.dump_error = f"pg_dump {describe_exit(code)} ({why})"
-    out.dump_error = out.dump_error or unmeasured
-    return out
-
-
-def measured(measuring: Future[Contents], snapshot: str, log: Log) -> tuple[dict[str, Any], str]:
-    """The counts and checksums, or why there are none: a copy without them cannot be
-    verified, so it does not count as good."""
-    try:
-        found = measuring.result()
-    except psycopg.Error as e:
-        return {}, f"counting the tables in snapshot {snapshot} failed ({str(e).strip()})"
-    log(f"counted and checksummed {len(found.rows)} tables in snapshot {snapshot}")
-    return found.as_json(), ""
-
-
-def backup_mariadb(plan: Plan, copies: list[Repository], tags: list[str], log: Log) -> Outcomes:
-    """mariadb-dump streamed into every copy; counts and checksums come from a snapshot
-    lined up with the dump's (see mariadb.py)."""
-    out = Outcomes()
-    with mariadb.Dump(mariadb.source_server(plan.source)) as dump:
-        log("mariadb-dump opened its transaction; counting and checksumming beside it")
-        assert dump.proc.stdout is not None
-        running = stream(dump.proc.stdout, copies, snapshot_name(plan), tags)
-        code = dump.proc.wait()
-        out.results = finish_all(running)
-        try:
-            found = dump.recorded()
-            out.contents = found.as_json()
-            log(f"counted and checksummed {len(found.rows)} tables")
-        except MariaDBError as e:
-            out.dump_error = str(e)  # a copy that cannot be verified is not good
-        if code != 0:
-            out.dump_error = f"mariadb-dump {describe_exit(code)} ({dump.error_line()})"
-    return out
-
-
-def backup_sqlite(plan: Plan, copies: list[Repository], tags: list[str], log: Log) -> Outcomes:
-    out = Outcomes()
-    with tempfile.TemporaryDirectory(prefix="onwatch-sqlite-") as tmp:
-        copy = Path(tmp) / "copy.sqlite3"
-        files.sqlite_copy(Path(plan.source.path), copy)
-        out.contents = files.sqlite_contents(copy).as_json()
-        log(f"copied {plan.source.path} with the online backup API ({copy.stat().st_size} bytes)")
-        for c in copies:
-            with copy.open("rb") as f:
-                running = restic.start_backup_stdin(repo_of(c), snapshot_name(plan), tags, f)
-                out.results.update(finish_all({c.pk: running}))
-    return out
-
-
-def backup_directory(plan: Plan, copies: list[Repository], tags: list[str], log: Log) -> Outcomes:
-    root = Path(plan.source.path)
-    out = Outcomes(contents=files.manifest(root))
-    log(f"{out.contents['files']} files, {out.contents['bytes']} bytes in {root}")
-    for c in copies:
-        try:
-            out.results[c.pk] = restic.backup_paths(repo_of(c), [str(root)], tags)
-        except restic.IncompleteBackup as e:
-            out.results[c.pk] = e
-        except restic.ResticError as e:
-            out.results[c.pk] = e
-    return out
-
-
-BACKUP_BY_KIND: dict[str, Callable[[Plan, list[Repository], list[str], Log], Outcomes]] = {
-    SourceKind.POSTGRESQL: backup_postgresql,
-    SourceKind.MARIADB: backup_mariadb,
-    SourceKind.SQLITE: backup_sqlite,
-    SourceKind.DIRECTORY: backup_directory,
-}
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -426,17 +314,10 @@ def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
 def backup_into(
     plan: Plan, run: BackupRun, copies: list[Repository], log: Log, may_retry: bool = False
 ) -> list[str]:
-    local = plan.source.kind in (SourceKind.SQLITE, SourceKind.DIRECTORY)
-    if local and (problem := private_path_problem(plan.source.path)):
-        raise DumpFailed(problem)
-    tags = tags_for(plan, run)
-    out = BACKUP_BY_KIND[plan.source.kind](plan, copies, tags, log)
+    kind = kind_of(plan.source)
+    out = kind.backup(plan, copies, tags_for(plan, run), log)
     # Where the data sits inside the snapshot: drills restore it without listing snapshots.
-    out.contents["snapshot_path"] = (
-        str(Path(plan.source.path))
-        if plan.source.kind == SourceKind.DIRECTORY
-        else f"/{snapshot_name(plan)}"
-    )
+    out.contents["snapshot_path"] = kind.snapshot_path(plan)
     locked = [c for c in copies if isinstance(out.results.get(c.pk), restic.RepositoryLocked)]
     if may_retry and locked and stale_locks_cleared(locked, log):
         # No lock check before every run (each restic call costs a key derivation, some

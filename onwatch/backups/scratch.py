@@ -17,7 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from onwatch.backups import conf
-from onwatch.backups.models import Plan, Source, SourceKind
+from onwatch.backups.kinds import on_server
+from onwatch.backups.models import Plan, Source
 
 # The words of a full disk, most telling first (PostgreSQL's names the file it could not
 # grow, restic's the file it could not write).
@@ -53,9 +54,6 @@ def disk_full(error: BaseException) -> str | None:
     return None
 
 
-ON_DISK = (SourceKind.SQLITE, SourceKind.DIRECTORY)
-
-
 def server_of(source: Source) -> str:
     """host:port of the server drills restore into (the source's own when none is set)."""
     if source.scratch_url:
@@ -67,7 +65,7 @@ def server_of(source: Source) -> str:
 
 
 def where(plan: Plan) -> str:
-    if plan.source.kind not in ON_DISK:
+    if on_server(plan.source):
         return f"the data disk of the scratch server {server_of(plan.source)}"
     path = root()
     try:
@@ -78,7 +76,7 @@ def where(plan: Plan) -> str:
 
 
 def advice(plan: Plan) -> str:
-    if plan.source.kind not in ON_DISK:
+    if on_server(plan.source):
         return "free space there or give the source a scratch server with more room"
     return "free space there or point ONWATCH_SCRATCH_DIR at a disk with more room"
 

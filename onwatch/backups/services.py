@@ -13,7 +13,8 @@ from django.urls import reverse
 
 from onwatch.backups import restic
 from onwatch.backups.conf import restic_cache
-from onwatch.backups.models import Drill, Outcome, Plan, Repository, RunCopy, Source, SourceKind
+from onwatch.backups.kinds import on_server
+from onwatch.backups.models import Drill, Outcome, Plan, Repository, RunCopy, Source
 from onwatch.core import audit, ssh
 from onwatch.core.models import Job, Organization, Schedule
 
@@ -64,7 +65,7 @@ def host_of_url(url: str) -> str:
 
 
 def source_host(source: Source) -> str:
-    if source.kind in (SourceKind.POSTGRESQL, SourceKind.MARIADB):
+    if on_server(source):
         return "" if this_machine(source.host) else source.host.lower()
     return ""
 

@@ -23,6 +23,7 @@ from onwatch.backups.forms import (
     source_draft,
     source_initial,
 )
+from onwatch.backups.kinds import named
 from onwatch.backups.kit import recovery_kit
 from onwatch.backups.models import Repository, Source, SourceKind
 from onwatch.core import audit
@@ -198,18 +199,10 @@ def sources(request: HttpRequest) -> HttpResponse:
     return render(request, "backups/sources.html", ctx)
 
 
-KIND_HELP: dict[str, str] = {
-    SourceKind.POSTGRESQL: "a PostgreSQL database, dumped with pg_dump",
-    SourceKind.MARIADB: "a MariaDB or MySQL database, dumped with mariadb-dump",
-    SourceKind.SQLITE: "a SQLite database file on this machine, copied safely while in use",
-    SourceKind.DIRECTORY: "a directory on this machine: uploads, documents, configuration",
-}
-
-
 @require("backups.manage")
 def source_add(request: HttpRequest) -> HttpResponse:
     """Pick a kind first: the form then shows only that kind's fields (no JavaScript)."""
-    kinds = [(value, label, KIND_HELP[value]) for value, label in SourceKind.choices]
+    kinds = [(value, label, named(value).HELP) for value, label in SourceKind.choices]
     return render(request, "backups/source_add.html", {"kinds": kinds})
 
 
