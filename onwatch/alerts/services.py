@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from onwatch.alerts import apprise
 from onwatch.alerts.models import (
@@ -135,3 +136,16 @@ def send_notice(
     """A notice that is not an outage (a certificate expires soon, and later: renewed):
     sent once to whoever would hear first, without escalation or reminders."""
     return [deliver(ch, title, body, notify_type=notify_type) for ch in first_told(org, policy)]
+
+
+# --- what other apps read of escalation policies (uptime's pickers in its form, API and
+# YAML import): through here, never alerts' models.
+
+
+def policies(org: Organization) -> QuerySet[EscalationPolicy]:
+    return EscalationPolicy.objects.filter(org=org).order_by("name", "id")
+
+
+def policy_of(org: Organization, pk: int) -> EscalationPolicy | None:
+    """The organization's policy with this id; None for another organization's."""
+    return EscalationPolicy.objects.filter(org=org, pk=pk).first()
