@@ -290,31 +290,32 @@ def test_form_api_and_yaml_write_the_same_rows_and_audit_entries(tmp_path: Path)
         assert notes(surface.org) == [("resolved", surface.actor[0], "shop was paused.")]
 
 
-def test_the_changes_that_matter_to_the_checks_are_in_every_surfaces_rows(
-    tmp_path: Path,
-) -> None:
-    """What the comparison above holds the form to, spelled out: a shorter interval
-    brings the next check closer, a new address is checked at once and its failures
-    start over, and pausing through the API is recorded as done by the token's owner."""
-    due = timezone.now() + timedelta(hours=1)
-    org = setting_up("Acme", due)
-    admin = make_member(org, "admin")
-    form, api = Form(org, admin), Rest(org, admin, patch_enabled=True)
-    shop = Monitor.objects.get(org=org, name="shop")
+# What the comparison above holds the form and the API to, spelled out.
 
-    form.change({**SHOP, "interval": 30})
-    shop.refresh_from_db()
+
+def test_the_form_brings_the_next_check_closer_when_the_interval_gets_shorter() -> None:
+    org = setting_up("Acme", timezone.now() + timedelta(hours=1))
+    Form(org, make_member(org, "admin")).change({**SHOP, "interval": 30})
+    shop = Monitor.objects.get(org=org, name="shop")
     assert shop.next_check_at <= timezone.now() + timedelta(seconds=30)
     assert shop.failures == 2  # the same address: its failures still count
 
-    form.change({**SHOP, "interval": 30, "config": {"url": "https://shop.example.com/v2"}})
-    shop.refresh_from_db()
+
+def test_the_form_checks_a_new_address_at_once_and_forgets_the_old_ones_failures() -> None:
+    org = setting_up("Acme", timezone.now() + timedelta(hours=1))
+    Form(org, make_member(org, "admin")).change(SHOP_V2)
+    shop = Monitor.objects.get(org=org, name="shop")
     assert shop.failures == 0 and shop.next_check_at <= timezone.now()
 
-    api.pause("shop")
+
+def test_pausing_through_the_api_is_recorded_as_done_by_the_tokens_owner() -> None:
+    org = setting_up("Acme", timezone.now())
+    admin = make_member(org, "admin")
+    Rest(org, admin, patch_enabled=True).pause("shop")
     paused = AuditEntry.objects.filter(org=org).order_by("-seq").first()
     assert paused is not None and paused.action == "monitor-paused"
-    assert (paused.actor, paused.target) == (admin.email, "shop")
+    assert (paused.actor, paused.ip, paused.target) == (admin.email, LOCAL, "shop")
+    # A paused monitor cannot recover: its incident is resolved in the name of who paused it.
     assert notes(org) == [("resolved", admin.email, "shop was paused.")]
 
 
