@@ -246,8 +246,8 @@ class MonitorForm(forms.Form):
         label="Depends on",
         help_text="While that monitor is down, this one's alerts are held back.",
     )
-    policy = forms.ModelChoiceField(
-        queryset=Monitor.objects.none(),  # the organization's policies, set in __init__
+    policy: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
+        queryset=None,  # the organization's policies, set in __init__
         required=False,
         empty_label="none: every channel at once",
         label="Escalation policy",
@@ -311,7 +311,8 @@ class MonitorForm(forms.Form):
             data["config"] = services.settle(self.org, data["input"], self.monitor)["config"]
         except PydanticError as e:
             for error in e.errors():
-                self.refused(services.Refusal(*reversed(services.sentence(error))), config)
+                field, message = services.sentence(error)
+                self.refused(services.Refusal(message, field), config)
         except services.Refusal as e:
             self.refused(e, config)
         return data

@@ -404,6 +404,9 @@ class StatusPageInput:
     items: tuple[tuple[int, str], ...] = ()
 
 
+SLUG_TAKEN = "Another status page already uses this address; pick another."
+
+
 def status_slug_taken(slug: str, page: StatusPage | None) -> bool:
     # Addresses are unique across organizations: the URL carries no organization.
     taken = StatusPage.objects.filter(slug=slug.lower())
@@ -436,7 +439,7 @@ def _page_rows(org: Organization, data: StatusPageInput) -> list[tuple[Monitor, 
 
 def _save_page(page: StatusPage, data: StatusPageInput, actor: Actor, action: str) -> StatusPage:
     if status_slug_taken(data.slug, page if page.pk else None):
-        raise Refusal("Another status page already uses this address; pick another.", "slug")
+        raise Refusal(SLUG_TAKEN, "slug")
     rows = _page_rows(page.org, data)
     page.title, page.slug, page.intro = data.title, data.slug.lower(), data.intro
     page.show_incidents = data.show_incidents

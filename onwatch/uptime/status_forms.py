@@ -43,7 +43,7 @@ class StatusPageForm(forms.Form):
     def clean_slug(self) -> str:
         slug: str = self.cleaned_data["slug"].lower()
         if services.status_slug_taken(slug, self.page):
-            raise ValidationError("Another status page already uses this address; pick another.")
+            raise ValidationError(services.SLUG_TAKEN)
         return slug
 
 
