@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q, QuerySet
 
 from onwatch.alerts import apprise
 from onwatch.alerts.models import (
@@ -13,8 +17,10 @@ from onwatch.alerts.models import (
     EscalationPolicy,
     Incident,
     IncidentState,
+    Maintenance,
 )
 from onwatch.core import jobs, links
+from onwatch.core.crons import next_after
 from onwatch.core.models import Organization
 
 DELIVERY_ATTEMPTS = 6
@@ -135,3 +141,92 @@ def send_notice(
     """A notice that is not an outage (a certificate expires soon, and later: renewed):
     sent once to whoever would hear first, without escalation or reminders."""
     return [deliver(ch, title, body, notify_type=notify_type) for ch in first_told(org, policy)]
+
+
+# --- what other apps read of alerts' objects: escalation policies (uptime's pickers in its
+# form, API and YAML import), incidents and maintenance windows (its public status pages).
+# Through here, never alerts' models.
+
+
+def policies(org: Organization) -> QuerySet[EscalationPolicy]:
+    return EscalationPolicy.objects.filter(org=org).order_by("name", "id")
+
+
+def policy_of(org: Organization, pk: int) -> EscalationPolicy | None:
+    """The organization's policy with this id; None for another organization's."""
+    return EscalationPolicy.objects.filter(org=org, pk=pk).first()
+
+
+@dataclass(frozen=True)
+class IncidentFacts:
+    """What a public page may show of an incident: never its title, evidence or notes,
+    which name internals."""
+
+    source: str
+    state: str
+    opened_at: datetime
+    resolved_at: datetime | None
+
+    @property
+    def ongoing(self) -> bool:
+        return self.state != IncidentState.RESOLVED
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.state == IncidentState.ACKNOWLEDGED
+
+
+def incident_facts(
+    org_id: int, sources: list[str], since: datetime, limit: int
+) -> list[IncidentFacts]:
+    """The incidents of `sources` opened since `since`, and any still unresolved; newest
+    first."""
+    unresolved = [IncidentState.OPEN, IncidentState.ACKNOWLEDGED]
+    rows = (
+        Incident.objects.filter(org_id=org_id, source__in=sources)
+        .filter(Q(opened_at__gte=since) | Q(state__in=unresolved))
+        .order_by("-opened_at", "-id")
+        .values_list("source", "state", "opened_at", "resolved_at")[:limit]
+    )
+    return [IncidentFacts(source, str(state), at, end) for source, state, at, end in rows]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A public maintenance window's current or next occurrence."""
+
+    name: str
+    sources: list[str]  # empty: everything
+    start: datetime
+    end: datetime
+    recurring: bool
+
+
+def public_windows(org_id: int, now: datetime, ahead: timedelta) -> list[Window]:
+    """The public maintenance windows in progress, or starting within `ahead`."""
+    found = []
+    for m in Maintenance.objects.filter(org_id=org_id, public=True):
+        window = current_or_next_window(m, now)
+        if window is not None and window[0] < now + ahead:
+            found.append(Window(m.name, list(m.sources), *window, recurring=bool(m.cron)))
+    return found
+
+
+def current_or_next_window(m: Maintenance, now: datetime) -> tuple[datetime, datetime] | None:
+    # Imported here: incidents imports this module (to deliver its alerts).
+    from onwatch.alerts.incidents import last_start
+
+    if m.cron:
+        if not m.duration_minutes:
+            return None
+        length = timedelta(minutes=m.duration_minutes)
+        start = last_start(m, now)
+        if start is None or now >= start + length:
+            try:
+                start = next_after(m.cron, m.tz, now)
+            except ValidationError:
+                return None  # a broken expression announces nothing
+        return start, start + length
+    if m.starts_at is not None and m.ends_at is not None and now < m.ends_at:
+        return m.starts_at, m.ends_at
+    return None

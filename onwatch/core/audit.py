@@ -66,6 +66,22 @@ def _serialise() -> None:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_LOCK])
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, as the audit log records it: a person (signed in, or the owner
+    of an API token) with the address the request came from, or a command ("cli")."""
+
+    name: str
+    ip: str = ""
+
+    @classmethod
+    def of(cls, request: HttpRequest) -> Actor:
+        return cls(*actor_of(request))
+
+
+CLI = Actor("cli")
+
+
 def actor_of(request: HttpRequest | None) -> tuple[str, str]:
     if request is None:
         return "system", ""
@@ -78,12 +94,14 @@ def record(
     action: str,
     *,
     request: HttpRequest | None = None,
-    actor: str | None = None,
+    actor: str | Actor | None = None,
     org: Organization | None = None,
     target: str = "",
     **data: Any,
 ) -> AuditEntry:
     who, ip = actor_of(request)
+    if isinstance(actor, Actor):
+        (who, ip), actor = (actor.name, actor.ip), None
     if org is None and request is not None:
         org = getattr(request, "org", None)
     with transaction.atomic():

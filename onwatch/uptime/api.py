@@ -1,7 +1,7 @@
 """Monitors in the JSON API: list with filters, read, create, change, pause, resume, remove.
 
-The checks are those of YAML import (configio.py): kind-specific settings through
-specs.validate, names unique in the organization, no circular dependencies.
+Only parses: the rules, the writing and the audit entry are services.py's, as for the
+form and YAML import.
 """
 
 from __future__ import annotations
@@ -13,19 +13,17 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticError
 
-from onwatch.alerts.models import EscalationPolicy
-from onwatch.core import audit
+from onwatch.core.audit import Actor
 from onwatch.core.decorators import can
 from onwatch.core.rest import ERRORS, MAX_ID, MAX_LIMIT, Id, Text, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
-from onwatch.uptime import configio, specs, state
-from onwatch.uptime.configio import MonitorFields, Refusal
+from onwatch.uptime import services, specs
 from onwatch.uptime.models import Kind, Monitor
+from onwatch.uptime.services import Config, MonitorFields, MonitorInput, Refusal
 
 monitors = Router()
 
@@ -84,7 +82,7 @@ class MonitorPatch(BaseModel):
 
     name: Text | None = Field(default=None, min_length=1, max_length=100)
     kind: KindName | None = None
-    config: configio.Config | None = None
+    config: Config | None = None
     enabled: bool | None = None
     interval: int | None = None
     retry_interval: int | None = None
@@ -132,39 +130,6 @@ def find(request: HttpRequest, pk: int) -> Monitor:
     return found
 
 
-def _policy(request: HttpRequest, pk: int | None) -> EscalationPolicy | None:
-    if pk is None:
-        return None
-    found = EscalationPolicy.objects.filter(org=org_of(request), pk=pk).first()
-    if found is None:
-        raise refuse(f"No escalation policy {pk} in this organization; see /api/v1/policies/")
-    return found
-
-
-def _parent(request: HttpRequest, pk: int | None) -> Monitor | None:
-    if pk is None:
-        return None
-    found = Monitor.objects.filter(org=org_of(request), pk=pk).first()
-    if found is None:
-        raise refuse(f"No monitor {pk} in this organization to depend on")
-    return found
-
-
-def _settled(
-    request: HttpRequest, fields: MonitorFields, monitor: Monitor | None, refs: MonitorIn
-) -> dict[str, Any]:
-    try:
-        return configio.settle(
-            org_of(request),
-            fields,
-            monitor,
-            _policy(request, refs.policy_id),
-            _parent(request, refs.parent_id),
-        )
-    except Refusal as e:
-        raise refuse(str(e)) from None
-
-
 @operation(monitors, "GET", "", "monitors:read", response={200: MonitorList, **ERRORS})
 def monitor_list(request: HttpRequest, filters: Query[MonitorFilters]) -> dict[str, Any]:
     """The organization's monitors by name; filter by kind, state, enabled or a part of
@@ -185,9 +150,11 @@ def monitor_list(request: HttpRequest, filters: Query[MonitorFilters]) -> dict[s
 @operation(monitors, "POST", "", "monitors:write", response={201: MonitorOut, **ERRORS})
 def monitor_create(request: HttpRequest, body: MonitorIn) -> Status[dict[str, Any]]:
     """Add a monitor. `config` holds the kind's own settings (url, host, port, period...)."""
-    values = _settled(request, body, None, body)
-    monitor = configio.create(org_of(request), values, timezone.now())
-    audit.record("monitor-added", request=request, target=monitor.name, kind=monitor.kind)
+    data = MonitorInput(body, policy_id=body.policy_id, parent_id=body.parent_id)
+    try:
+        monitor = services.add_monitor(org_of(request), data, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
     return Status(201, out(monitor, request))
 
 
@@ -205,36 +172,27 @@ def monitor_update(request: HttpRequest, monitor_id: int, body: MonitorPatch) ->
     given = body.model_dump(exclude_unset=True)
     own = {name: value for name, value in given.items() if name in MonitorFields.model_fields}
     current = {name: getattr(monitor, name) for name in MonitorFields.model_fields}
-    refs = {"policy_id": monitor.policy_id, "parent_id": monitor.parent_id}
     try:
         fields = MonitorFields.model_validate(current | own)
-        wanted = MonitorIn.model_validate(fields.model_dump() | refs | given)
     except PydanticError as e:
-        raise refuse(configio.sentence(e.errors()[0])[1]) from None
-    changed = configio.update(monitor, _settled(request, fields, monitor, wanted), timezone.now())
-    if changed:
-        audit.record("monitor-changed", request=request, target=monitor.name, fields=changed)
+        raise refuse(services.sentence(e.errors()[0])[1]) from None
+    data = MonitorInput(
+        fields,
+        policy_id=given.get("policy_id", monitor.policy_id),
+        parent_id=given.get("parent_id", monitor.parent_id),
+    )
+    try:
+        services.change_monitor(monitor, data, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
     return out(monitor, request)
 
 
 @operation(monitors, "DELETE", "{monitor_id}/", "monitors:write", response={204: None, **ERRORS})
 def monitor_delete(request: HttpRequest, monitor_id: int) -> Status[None]:
     """Remove a monitor with its history."""
-    monitor = find(request, monitor_id)
-    name = monitor.name
-    state.close_incident(monitor, request.user.get_username(), f"{name} was removed.")
-    monitor.delete()
-    audit.record("monitor-removed", request=request, target=name, id=monitor_id)
+    services.remove_monitor(find(request, monitor_id), Actor.of(request))
     return Status(204, None)
-
-
-def _set_enabled(request: HttpRequest, monitor_id: int, enabled: bool) -> dict[str, Any]:
-    monitor = find(request, monitor_id)
-    who = request.user.get_username()
-    if configio.set_enabled(monitor, enabled, timezone.now(), actor=who):
-        action = "monitor-resumed" if enabled else "monitor-paused"
-        audit.record(action, request=request, target=monitor.name, id=monitor_id)
-    return out(monitor, request)
 
 
 @operation(
@@ -243,7 +201,9 @@ def _set_enabled(request: HttpRequest, monitor_id: int, enabled: bool) -> dict[s
 def monitor_pause(request: HttpRequest, monitor_id: int) -> dict[str, Any]:
     """Stop checking (or expecting pings); its open incident, if any, is resolved.
     Pausing twice is harmless."""
-    return _set_enabled(request, monitor_id, False)
+    monitor = find(request, monitor_id)
+    services.pause_monitor(monitor, Actor.of(request))
+    return out(monitor, request)
 
 
 @operation(
@@ -251,4 +211,6 @@ def monitor_pause(request: HttpRequest, monitor_id: int) -> dict[str, Any]:
 )
 def monitor_resume(request: HttpRequest, monitor_id: int) -> dict[str, Any]:
     """Check again from now on; a heartbeat waits for its next ping."""
-    return _set_enabled(request, monitor_id, True)
+    monitor = find(request, monitor_id)
+    services.resume_monitor(monitor, Actor.of(request))
+    return out(monitor, request)

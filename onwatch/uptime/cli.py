@@ -31,10 +31,11 @@ def register(add: AddCommand) -> None:
 def cmd_monitors_export(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.uptime import configio
+    from onwatch.uptime.services import Refusal
 
     try:
         org = configio.organization(args.org)
-    except configio.Refusal as e:
+    except Refusal as e:
         fail(str(e))
     sys.stdout.write(configio.export(org))
     return 0
@@ -42,7 +43,9 @@ def cmd_monitors_export(args: argparse.Namespace) -> int:
 
 def cmd_monitors_import(args: argparse.Namespace) -> int:
     prepare()
+    from onwatch.core.audit import CLI
     from onwatch.uptime import configio
+    from onwatch.uptime.services import Refusal
 
     source = "<stdin>" if args.file == "-" else args.file
     try:
@@ -52,9 +55,9 @@ def cmd_monitors_import(args: argparse.Namespace) -> int:
         fail(f"cannot read {source}: {e.strerror or e}")
     except UnicodeDecodeError:
         fail(f"{source} is not UTF-8 text; save it as UTF-8 and try again")
-    except configio.Refusal as e:
+    except Refusal as e:
         fail(str(e))
-    report = configio.import_text(org, text, dry_run=args.dry_run)
+    report = configio.import_text(org, text, CLI, dry_run=args.dry_run)
     if report.problems:
         for problem in report.problems:
             print(problem.show(source), file=sys.stderr)

@@ -1,5 +1,6 @@
-"""Monitors as documents: the checks every write path (API, YAML import) applies, and
-`onwatch monitors export/import`.
+"""Monitors as documents: `onwatch monitors export/import`. Importing only parses and
+finds each problem's line; the rules and the writing are services.py's, as for the form
+and the API.
 
 An export lists an organization's monitors by name, with parents and escalation policies
 by name too, leaving defaults out; importing it changes nothing, and exporting again gives
@@ -12,207 +13,33 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any
 
 import yaml
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from pydantic import ValidationError as PydanticError
-from pydantic_core import ErrorDetails
 
-from onwatch.alerts.models import EscalationPolicy
+from onwatch.alerts.services import policies
 from onwatch.core import audit
+from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
-from onwatch.core.rest import Text, plain_json
-from onwatch.uptime import specs, state
-from onwatch.uptime.forms import heartbeat_alarm, pause, resume
-from onwatch.uptime.models import Kind, Monitor, State
+from onwatch.core.rest import Text
+from onwatch.uptime import services
+from onwatch.uptime.models import Kind, Monitor
+from onwatch.uptime.services import (
+    MonitorFields,
+    MonitorInput,
+    Refusal,
+    check_config,
+    default_of,
+    sentence,
+)
 
-# The bounds of the monitor form (uptime/forms.py), so every path accepts the same.
-MIN_INTERVAL = 20
-MIN_RETRY = 10
-DAY = 86400
-MAX_TIMEOUT = 120
-MAX_CONFIRMATIONS = 10
-SLUG = r"^[A-Za-z0-9_-]*$"  # as the ping URLs accept (uptime/urls.py)
 # Settings a document leaves out when they hold the model's default.
 TUNABLES = ("enabled", "interval", "retry_interval", "timeout", "confirmations")
-
-
-def _default(name: str) -> Any:
-    found = Monitor._meta.get_field(name)
-    assert isinstance(found, models.Field)
-    return found.default
-
-
-Config = Annotated[dict[str, Any], AfterValidator(plain_json)]
-
-
-class MonitorFields(BaseModel):
-    """A monitor's own settings, as the API and YAML take them; `config` is checked per
-    kind by specs.validate."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    name: Text = Field(min_length=1, max_length=100)
-    kind: Literal["http", "tcp", "dns", "tls", "heartbeat"]
-    config: Config = Field(default_factory=dict)
-    enabled: bool = True
-    interval: int = Field(default=_default("interval"), ge=MIN_INTERVAL, le=DAY)
-    retry_interval: int = Field(default=_default("retry_interval"), ge=MIN_RETRY, le=DAY)
-    timeout: int = Field(default=_default("timeout"), ge=1, le=MAX_TIMEOUT)
-    confirmations: int = Field(default=_default("confirmations"), ge=1, le=MAX_CONFIRMATIONS)
-    slug: Text = Field(default="", max_length=100, pattern=SLUG)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MonitorFields:
-        if self.timeout >= self.interval:
-            raise ValueError("'timeout' must be shorter than 'interval'")
-        if self.slug and self.kind != "heartbeat":
-            raise ValueError("'slug' is for heartbeats only (pinged at /ping/<key>/<slug>/)")
-        return self
-
-
-class Refusal(ValueError):
-    """A monitor cannot be saved like this; the message is for people, `field` names the
-    setting at fault (YAML errors point at its line)."""
-
-    def __init__(self, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def sentence(error: ErrorDetails | dict[str, Any]) -> tuple[str, str]:
-    """A pydantic error as (field, one sentence for people)."""
-    loc = [str(p) for p in error.get("loc", ())]
-    name = ".".join(loc)
-    kind = error.get("type")
-    if kind == "missing":
-        return name, f"'{name}' is required"
-    if kind == "extra_forbidden":
-        return name, f"'{name}' is not a setting of a monitor; remove it"
-    message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
-    if kind == "value_error" and "'" in message:
-        return name, message  # our validators name the field themselves
-    return name, f"'{name or 'monitor'}' is not valid: {message[:1].lower()}{message[1:]}"
-
-
-def check_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return specs.validate(kind, config)
-    except specs.SpecError as e:
-        raise Refusal(str(e), "config") from None
-
-
-def check_unique(org: Organization, fields: MonitorFields, monitor: Monitor | None) -> None:
-    others = Monitor.objects.filter(org=org)
-    if monitor is not None:
-        others = others.exclude(pk=monitor.pk)
-    if others.filter(name=fields.name).exists():
-        raise Refusal(
-            f"Another monitor is already called {fields.name!r}; names tell monitors apart",
-            "name",
-        )
-    if fields.slug and others.filter(slug=fields.slug).exists():
-        raise Refusal(f"Another monitor already has the slug {fields.slug!r}", "slug")
-
-
-def check_parent(monitor: Monitor | None, parent: Monitor | None) -> None:
-    """A parent may not be the monitor itself or one of its own descendants."""
-    seen: set[int] = set()
-    step = parent
-    while step is not None and step.pk not in seen:
-        if monitor is not None and step.pk == monitor.pk:
-            raise Refusal("A monitor cannot depend on itself, not even through others", "parent")
-        seen.add(step.pk)
-        step = step.parent
-
-
-def settle(
-    org: Organization,
-    fields: MonitorFields,
-    monitor: Monitor | None,
-    policy: EscalationPolicy | None,
-    parent: Monitor | None,
-) -> dict[str, Any]:
-    """The values to store for a monitor, or Refusal."""
-    config = check_config(fields.kind, fields.config)
-    check_unique(org, fields, monitor)
-    check_parent(monitor, parent)
-    return own_values(fields) | {"config": config, "policy": policy, "parent": parent}
-
-
-def own_values(fields: MonitorFields) -> dict[str, Any]:
-    values = fields.model_dump(include=set(MonitorFields.model_fields))
-    if fields.kind == "heartbeat":
-        values["confirmations"] = 1  # one missed ping is confirmed already (heartbeats.apply)
-    return values
-
-
-def create(org: Organization, values: dict[str, Any], now: datetime) -> Monitor:
-    enabled = values["enabled"]
-    monitor = Monitor(
-        org=org,
-        **values,
-        state=State.PENDING if enabled else State.PAUSED,
-        state_since=now,
-        next_check_at=now,
-    )
-    monitor.save()
-    return monitor
-
-
-def changes(monitor: Monitor, values: dict[str, Any]) -> list[str]:
-    """The names of the settings `values` would change."""
-    found = []
-    for name, value in values.items():
-        current = getattr(monitor, f"{name}_id" if name in ("policy", "parent") else name)
-        wanted = value.pk if isinstance(value, (EscalationPolicy, Monitor)) else value
-        if current != wanted:
-            found.append(name)
-    return found
-
-
-def update(monitor: Monitor, values: dict[str, Any], now: datetime) -> list[str]:
-    """Apply `values`; returns what changed (nothing is written when nothing did).
-
-    Only the changed columns are written: a prober may be saving this row's state at the
-    same moment, and must not have it overwritten with what was loaded here.
-    """
-    changed = changes(monitor, values)
-    columns = [name for name in changed if name != "enabled"]
-    for name in columns:
-        setattr(monitor, name, values[name])
-    if {"kind", "config"} & set(changed):
-        # New settings are worth trying at once; failures counted under the old ones say
-        # nothing about them.
-        monitor.failures, monitor.next_check_at = 0, now
-        heartbeat = monitor.kind == Kind.HEARTBEAT
-        monitor.alarm_at = heartbeat_alarm(monitor) if heartbeat else None
-        columns += ["failures", "next_check_at", "alarm_at"]
-    elif "interval" in changed:
-        monitor.next_check_at = min(
-            monitor.next_check_at, now + timedelta(seconds=monitor.interval)
-        )
-        columns.append("next_check_at")
-    with transaction.atomic():
-        if columns:
-            monitor.save(update_fields=columns)
-        if "enabled" in changed:
-            set_enabled(monitor, values["enabled"], now, actor="cli")
-    return changed
-
-
-def set_enabled(monitor: Monitor, enabled: bool, now: datetime, actor: str) -> bool:
-    """Pause or resume as the monitor pages do; False when it already was. A paused
-    monitor cannot recover, so its open incident is resolved, with the reason noted."""
-    done = resume(monitor, now) if enabled else pause(monitor, now)
-    if done and not enabled:
-        state.close_incident(monitor, actor, f"{monitor.name} was paused.")
-    monitor.refresh_from_db()
-    return done
 
 
 # --- documents -------------------------------------------------------------------------
@@ -226,7 +53,7 @@ def document(monitor: Monitor) -> dict[str, Any]:
     for name in TUNABLES:
         if name == "confirmations" and monitor.kind == Kind.HEARTBEAT:
             continue  # always 1 (heartbeats.apply); no use repeating it
-        if getattr(monitor, name) != _default(name):
+        if getattr(monitor, name) != default_of(name):
             doc[name] = getattr(monitor, name)
     if monitor.slug:
         doc["slug"] = monitor.slug
@@ -411,8 +238,7 @@ class Plan:
         self.items = items
         self.problems: list[Problem] = []
         self.existing = {m.name: m for m in Monitor.objects.filter(org=org)}
-        self.policies = {p.name: p for p in EscalationPolicy.objects.filter(org=org)}
-        self.configs: dict[str, dict[str, Any]] = {}
+        self.policies = {p.name: p.pk for p in policies(org)}
 
     def problem(self, item: Item, field: str, message: str) -> None:
         line = _config_line(item, message) if field == "config" else item.at(field)
@@ -435,7 +261,7 @@ class Plan:
     def _check_one(self, item: Item) -> None:
         e = item.entry
         try:
-            self.configs[e.name] = check_config(e.kind, e.config)
+            check_config(e.kind, e.config)
         except Refusal as r:
             self.problem(item, "config", str(r))
         if e.policy is not None and e.policy not in self.policies:
@@ -471,35 +297,62 @@ class Plan:
                 seen.add(step)
                 step = parents.get(step)
 
-    def apply(self, now: datetime, report: Report) -> None:
+    def apply(self, now: datetime, report: Report, actor: Actor) -> None:
+        """Each monitor through services.py, parents before the monitors that depend on
+        them, so each is written once, with its parent, as the form or the API would."""
         saved: dict[str, Monitor] = dict(self.existing)
-        for item in self.items:
+        for item in self.in_order():
             e = item.entry
-            values = own_values(e)
-            values["config"] = self.configs[e.name]
-            values["policy"] = self.policies[e.policy] if e.policy else None
-            if e.ping_id is not None:
-                values["ping_id"] = e.ping_id
+            data = MonitorInput(
+                MonitorFields.model_validate(e.model_dump(include=set(services.OWN))),
+                policy_id=self.policies[e.policy] if e.policy else None,
+                parent_id=saved[e.parent].pk if e.parent else None,
+                ping_id=e.ping_id,
+            )
             mine = self.existing.get(e.name)
-            if mine is None:
-                saved[e.name] = create(self.org, values, now)
-                report.created.append(e.name)
-            elif done := update(mine, values, now):
-                report.changed[e.name] = done
-        for item in self.items:
-            e = item.entry
-            monitor = saved[e.name]
-            parent = saved[e.parent] if e.parent else None
-            if monitor.parent_id != (parent.pk if parent else None):
-                Monitor.objects.filter(pk=monitor.pk).update(parent=parent)
-                if e.name not in report.created:
-                    report.changed.setdefault(e.name, []).append("parent")
+            try:
+                if mine is None:
+                    saved[e.name] = services.add_monitor(self.org, data, actor, now)
+                    report.created.append(e.name)
+                elif done := services.change_monitor(mine, data, actor, now):
+                    report.changed[e.name] = done
+            except Refusal as r:
+                raise Invalid([Problem(item.at(r.field), f"monitor {e.name!r}: {r}")]) from None
+        # Reported in the file's order, whatever order they were written in.
+        order = {i.entry.name: n for n, i in enumerate(self.items)}
+        report.created.sort(key=order.__getitem__)
+        report.changed = dict(sorted(report.changed.items(), key=lambda kv: order[kv[0]]))
         done_names = set(report.created) | set(report.changed)
         report.unchanged = [i.entry.name for i in self.items if i.entry.name not in done_names]
 
+    def in_order(self) -> list[Item]:
+        """The file's monitors, each after its parent when that is in the file too (the
+        file has no circles: check() found them)."""
+        by_name = {i.entry.name: i for i in self.items}
+        ordered: list[Item] = []
+        placed: set[str] = set()
+
+        def place(item: Item) -> None:
+            if item.entry.name in placed:
+                return
+            placed.add(item.entry.name)
+            parent = by_name.get(item.entry.parent or "")
+            if parent is not None:
+                place(parent)
+            ordered.append(item)
+
+        for item in self.items:
+            place(item)
+        return ordered
+
 
 def import_text(
-    org: Organization, text: str, *, dry_run: bool = False, now: datetime | None = None
+    org: Organization,
+    text: str,
+    actor: Actor,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
 ) -> Report:
     """Apply a monitors file to `org`: all of it, or (with problems) none of it. A dry run
     does the whole import and then rolls it back, so it reports exactly what would change."""
@@ -516,11 +369,11 @@ def import_text(
         return report
     try:
         with transaction.atomic():
-            plan.apply(now, report)
+            plan.apply(now, report, actor)
             if report.created or report.changed:
                 audit.record(
                     "monitors-imported",
-                    actor="cli",
+                    actor=actor,
                     org=org,
                     created=report.created,
                     changed=report.changed,
@@ -528,6 +381,9 @@ def import_text(
                 )
             if dry_run:
                 transaction.set_rollback(True)
+    except Invalid as e:
+        # Found only while writing (something changed in between): nothing was written.
+        return Report(problems=e.problems)
     except IntegrityError as e:
         # Something changed in between (another import, the API): nothing was written.
         return Report(problems=[Problem(1, f"the database refused the change ({e}); try again")])

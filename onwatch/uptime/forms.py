@@ -1,7 +1,7 @@
 """The monitor form: common fields, plus the kind's settings as fields generated from its
 spec (specs.py; heartbeats.py for heartbeats), so a new setting shows up in the form
-without touching it. specs.validate stays the one gate; its message lands on the field
-it names.
+without touching it. It only parses: the rules are services.py's, whose message lands on
+the field it names, and saving is services.add_monitor / change_monitor.
 """
 
 from __future__ import annotations
@@ -9,21 +9,20 @@ from __future__ import annotations
 import json
 import re
 import types
-from datetime import datetime
 from typing import Any, Literal, Union, get_args, get_origin
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import QuerySet
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 from pydantic.fields import FieldInfo
 
-from onwatch.alerts.models import EscalationPolicy
+from onwatch.alerts.services import policies
 from onwatch.core.models import Organization
-from onwatch.uptime import heartbeats, specs
-from onwatch.uptime.models import Kind, Monitor, State
+from onwatch.uptime import heartbeats, services, specs
+from onwatch.uptime.models import Kind, Monitor
+from onwatch.uptime.services import MonitorFields, MonitorInput
 
 PREFIX = "config_"
 # The common fields heartbeats have no use for: they are pushed, not checked, and one
@@ -247,8 +246,8 @@ class MonitorForm(forms.Form):
         label="Depends on",
         help_text="While that monitor is down, this one's alerts are held back.",
     )
-    policy = forms.ModelChoiceField(
-        queryset=EscalationPolicy.objects.none(),
+    policy: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
+        queryset=None,  # the organization's policies, set in __init__
         required=False,
         empty_label="none: every channel at once",
         label="Escalation policy",
@@ -280,7 +279,7 @@ class MonitorForm(forms.Form):
             self.fields["parent"] = ParentByName(others)
             if isinstance(self.initial.get("parent"), int):
                 self.initial["parent"] = others.get(pk=self.initial["parent"]).name
-        self.fields["policy"].queryset = EscalationPolicy.objects.filter(org=org)  # type: ignore[attr-defined]
+        self.fields["policy"].queryset = policies(org)  # type: ignore[attr-defined]
         if kind == Kind.HEARTBEAT:
             for name in PROBE_ONLY:
                 del self.fields[name]
@@ -298,48 +297,50 @@ class MonitorForm(forms.Form):
     def setting_fields(self) -> list[forms.BoundField]:
         return [self[name] for name in self.fields if name.startswith(PREFIX)]
 
-    def clean_parent(self) -> Monitor | None:
-        parent: Monitor | None = self.cleaned_data.get("parent")
-        if isinstance(parent, str):
-            parent = None
-        if parent is not None and self.monitor is not None:
-            # Walk up from the chosen parent: meeting this monitor means a loop, in which
-            # each would hold back the other's alerts for ever.
-            at: int | None = parent.pk
-            for _ in range(1000):
-                if at is None:
-                    break
-                if at == self.monitor.pk:
-                    raise ValidationError(
-                        f"{parent.name} already depends on this monitor; pick another."
-                    )
-                at = Monitor.objects.filter(pk=at).values_list("parent_id", flat=True).first()
-        return parent
-
-    def clean_slug(self) -> str:
-        slug: str = self.cleaned_data.get("slug", "")
-        taken = Monitor.objects.filter(org=self.org, slug=slug)
-        if self.monitor is not None:
-            taken = taken.exclude(pk=self.monitor.pk)
-        if slug and taken.exists():
-            raise ValidationError("Another monitor already uses this slug; pick another.")
-        return slug
-
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        interval, timeout = data.get("interval"), data.get("timeout")
-        if interval is not None and timeout is not None and timeout >= interval:
-            self.add_error("timeout", "The timeout must be shorter than the interval.")
-        if any(name.startswith(PREFIX) for name in self.errors):
+        if self.errors:
             return data  # a setting that is not even a number needs no second message
+        config = self.raw_config(data)
+        if self.errors:
+            return data
+        # The rules are those of every other surface: services.settle applies them; here
+        # its message is only put on the field it is about.
         try:
-            config = self.raw_config(data)
-            data["config"] = specs.validate(self.kind, config)
-        except ValidationError as e:
-            self.add_error(None, e)
-        except specs.SpecError as e:
-            self.add_error(self.field_of(config, str(e)), str(e))
+            data["input"] = self.monitor_input(data, config)
+            data["config"] = services.settle(self.org, data["input"], self.monitor)["config"]
+        except PydanticError as e:
+            for error in e.errors():
+                field, message = services.sentence(error)
+                self.refused(services.Refusal(message, field), config)
+        except services.Refusal as e:
+            self.refused(e, config)
         return data
+
+    def monitor_input(self, data: dict[str, Any], config: dict[str, Any]) -> MonitorInput:
+        """The form's values as every surface hands them over; what the form does not show
+        (heartbeats have no interval, nothing here pauses) keeps its value."""
+        shown = {name: data[name] for name in ("name", *PROBE_ONLY, "slug") if name in self.fields}
+        kept = {}
+        if self.monitor is not None:
+            kept = {name: getattr(self.monitor, name) for name in services.OWN}
+        fields = MonitorFields.model_validate(
+            {**kept, **shown, "kind": self.kind, "config": config}
+        )
+        policy, parent = data.get("policy"), data.get("parent")
+        return MonitorInput(
+            fields,
+            policy_id=policy.pk if policy is not None else None,
+            parent_id=parent.pk if parent is not None else None,
+        )
+
+    def refused(self, refusal: services.Refusal, config: dict[str, Any]) -> None:
+        """Put a refusal's message on the field it names, or above the form."""
+        message = str(refusal)
+        if refusal.field == "config":
+            self.add_error(self.field_of(config, message), message)
+        else:
+            self.add_error(refusal.field if refusal.field in self.fields else None, message)
 
     def raw_config(self, data: dict[str, Any]) -> dict[str, Any]:
         """The settings as typed: blanks left out, so the spec's defaults apply."""
@@ -377,81 +378,3 @@ class MonitorForm(forms.Form):
             found = re.match(r"'(\w+)'", message)
             name = PREFIX + found.group(1) if found else ""
         return name if name in self.fields else None
-
-
-def changed_fields(monitor: Monitor, data: dict[str, Any]) -> list[str]:
-    names = [n for n in (*COMMON, "config") if n in data]
-    return [n for n in names if getattr(monitor, n) != data[n]]
-
-
-def save_monitor(
-    org: Organization, kind: str, monitor: Monitor | None, data: dict[str, Any], now: datetime
-) -> tuple[Monitor, list[str]]:
-    """Create or change a monitor from a valid form; returns it and what changed.
-
-    Only the edited columns are written: a prober may be saving this row's state at the
-    same moment, and must not have it overwritten with what the form loaded.
-    """
-    fresh = monitor is None
-    target = monitor or Monitor(org=org, kind=kind, state=State.PENDING, state_since=now)
-    fields = [n for n in (*COMMON, "config") if n in data]
-    changed = fields if fresh else changed_fields(target, data)
-    for name in fields:
-        setattr(target, name, data[name])
-    if kind == Kind.HEARTBEAT:
-        target.confirmations = 1  # one missed ping is confirmed already
-        fields.append("confirmations")
-        if not fresh and "config" in changed:
-            target.alarm_at = heartbeat_alarm(target)
-            fields.append("alarm_at")
-    elif "config" in changed or fresh:
-        # New settings are worth trying at once rather than an interval later.
-        target.next_check_at = now
-        fields.append("next_check_at")
-    with transaction.atomic():
-        if fresh:
-            target.save()
-        else:
-            target.save(update_fields=fields)
-    return target, changed
-
-
-def heartbeat_alarm(monitor: Monitor) -> datetime | None:
-    """When the changed schedule expects the next ping (plus grace), counted from the last
-    one; a heartbeat that never pinged, or is paused, waits for its first ping."""
-    if monitor.last_ping_at is None or not monitor.enabled:
-        return None
-    spec = heartbeats.parse(monitor.config)
-    due = heartbeats.next_due(spec, monitor.last_ping_at, None)
-    return heartbeats.alarm_at(spec, due, monitor.last_start_at)
-
-
-def pause(monitor: Monitor, now: datetime) -> bool:
-    """Stop checking (or expecting pings); False if it was paused already."""
-    if monitor.state == State.PAUSED:
-        return False
-    old = monitor.state
-    with transaction.atomic():
-        Monitor.objects.filter(pk=monitor.pk).update(
-            enabled=False,
-            state=State.PAUSED,
-            state_since=now,
-            failures=0,
-            alarm_at=None,
-            claimed_by="",
-            claimed_until=None,
-        )
-        monitor.changes.create(at=now, old=old, new=State.PAUSED, evidence={})
-    return True
-
-
-def resume(monitor: Monitor, now: datetime) -> bool:
-    """Check again at once (heartbeats: wait for the next ping); False if not paused."""
-    if monitor.state != State.PAUSED:
-        return False
-    with transaction.atomic():
-        Monitor.objects.filter(pk=monitor.pk).update(
-            enabled=True, state=State.PENDING, state_since=now, failures=0, next_check_at=now
-        )
-        monitor.changes.create(at=now, old=State.PAUSED, new=State.PENDING, evidence={})
-    return True

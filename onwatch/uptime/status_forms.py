@@ -1,4 +1,5 @@
-"""Forms for status pages: the page itself, and one row per monitor shown on it."""
+"""Forms for status pages: the page itself, and one row per monitor shown on it. They only
+parse: the rules are services.py's, which saves the page."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import transaction
 
 from onwatch.core.models import Organization
-from onwatch.uptime.models import Monitor, StatusPage, StatusPageItem
+from onwatch.uptime import services
+from onwatch.uptime.models import Monitor, StatusPage
+from onwatch.uptime.services import StatusPageInput
 
 # Blank rows offered under the chosen monitors: the page works without JavaScript, so
 # there is no "add a row" button; saving offers new blank rows.
@@ -40,12 +42,8 @@ class StatusPageForm(forms.Form):
 
     def clean_slug(self) -> str:
         slug: str = self.cleaned_data["slug"].lower()
-        taken = StatusPage.objects.filter(slug=slug)
-        if self.page is not None:
-            taken = taken.exclude(pk=self.page.pk)
-        if taken.exists():
-            # Addresses are unique across organizations: the URL carries no organization.
-            raise ValidationError("Another status page already uses this address; pick another.")
+        if services.status_slug_taken(slug, self.page):
+            raise ValidationError(services.SLUG_TAKEN)
         return slug
 
 
@@ -79,13 +77,10 @@ class BaseItemFormSet(forms.BaseFormSet):  # type: ignore[type-arg]
     def clean(self) -> None:
         if any(self.errors):
             return
-        seen: set[int] = set()
-        for monitor, _ in self.rows():
-            if monitor.pk in seen:
-                raise ValidationError(f"{monitor.name} is listed twice; show each monitor once.")
-            seen.add(monitor.pk)
-        if not seen:
-            raise ValidationError("Pick at least one monitor to show on the page.")
+        try:
+            services.check_items(self.rows())
+        except services.Refusal as e:
+            raise ValidationError(str(e)) from None
 
     def rows(self) -> list[tuple[Monitor, str]]:
         """Filled rows as (monitor, label) in display order: by the order given, rows
@@ -114,28 +109,12 @@ def item_formset(data: Any, org: Organization, page: StatusPage | None) -> BaseI
     return cast(BaseItemFormSet, formset)
 
 
-@transaction.atomic
-def save_page(
-    org: Organization, page: StatusPage | None, form: StatusPageForm, items: BaseItemFormSet
-) -> StatusPage:
+def page_input(form: StatusPageForm, items: BaseItemFormSet) -> StatusPageInput:
     data = form.cleaned_data
-    if page is None:
-        page = StatusPage(org=org)
-    page.title, page.slug, page.intro = data["title"], data["slug"], data["intro"]
-    page.show_incidents = data["show_incidents"]
-    page.save()
-    # Items are updated in place, not replaced: their ids are in badge URLs people have
-    # embedded elsewhere, which must keep working after an edit.
-    existing = {i.monitor_id: i for i in page.items.all()}
-    rows = items.rows()
-    page.items.exclude(monitor__in=[m for m, _ in rows]).delete()
-    for position, (monitor, label) in enumerate(rows):
-        item = existing.get(monitor.pk) or StatusPageItem(page=page, monitor=monitor)
-        item.label, item.position = label, position
-        item.save()
-    return page
-
-
-def describe_items(page: StatusPage) -> list[str]:
-    """One line per item, public name and the monitor behind it: for the audit log."""
-    return [f"{i.label} = {i.monitor.name}" for i in page.items.select_related("monitor")]
+    return StatusPageInput(
+        title=data["title"],
+        slug=data["slug"],
+        intro=data["intro"],
+        show_incidents=data["show_incidents"],
+        items=tuple((monitor.pk, label) for monitor, label in items.rows()),
+    )

@@ -10,13 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
-from django.core.exceptions import ValidationError
-from django.db.models import Q
 from django.utils import timezone
 
-from onwatch.alerts.incidents import UNRESOLVED, last_start
-from onwatch.alerts.models import Incident, IncidentState, Maintenance
-from onwatch.core.crons import next_after
+from onwatch.alerts.services import incident_facts, public_windows
 from onwatch.uptime import rollups
 from onwatch.uptime.models import Monitor, Rollup, State, StatusPage, StatusPageItem
 from onwatch.uptime.state import source
@@ -103,13 +99,10 @@ class PublicItem:
 @dataclass(frozen=True)
 class PublicIncident:
     label: str
-    state: str
     opened_at: datetime
     resolved_at: datetime | None
-
-    @property
-    def ongoing(self) -> bool:
-        return self.state != IncidentState.RESOLVED
+    ongoing: bool
+    acknowledged: bool
 
     @property
     def title(self) -> str:
@@ -118,7 +111,7 @@ class PublicIncident:
 
     @property
     def status_text(self) -> str:
-        if self.state == IncidentState.ACKNOWLEDGED:
+        if self.acknowledged:
             return "Ongoing, being worked on"
         return "Ongoing" if self.ongoing else "Resolved"
 
@@ -259,21 +252,15 @@ def incident_history(
 ) -> list[PublicIncident]:
     """The page's monitors' incidents of the last INCIDENT_DAYS, and any still open."""
     since = now - timedelta(days=INCIDENT_DAYS)
-    rows = (
-        Incident.objects.filter(org_id=org_id, source__in=list(by_source))
-        .filter(Q(opened_at__gte=since) | Q(state__in=UNRESOLVED))
-        # Never the title, evidence or notes: those name internals.
-        .only("source", "state", "opened_at", "resolved_at")
-        .order_by("-opened_at", "-id")[:INCIDENT_LIMIT]
-    )
     return [
         PublicIncident(
-            label=by_source[r.source].label,
-            state=str(r.state),
-            opened_at=r.opened_at,
-            resolved_at=r.resolved_at,
+            label=by_source[i.source].label,
+            opened_at=i.opened_at,
+            resolved_at=i.resolved_at,
+            ongoing=i.ongoing,
+            acknowledged=i.acknowledged,
         )
-        for r in rows
+        for i in incident_facts(org_id, list(by_source), since, INCIDENT_LIMIT)
     ]
 
 
@@ -283,46 +270,23 @@ def maintenance_notices(
     """Public windows covering any of the page's monitors (or everything), in progress or
     starting within MAINTENANCE_AHEAD, soonest first."""
     notices = []
-    for m in Maintenance.objects.filter(org_id=org_id, public=True):
-        covered = [by_source[s] for s in m.sources if s in by_source]
-        if m.sources and not covered:
+    for w in public_windows(org_id, now, MAINTENANCE_AHEAD):
+        covered = [by_source[s] for s in w.sources if s in by_source]
+        if w.sources and not covered:
             continue
-        window = current_or_next_window(m, now)
-        if window is None:
-            continue
-        start, end = window
         items = covered or list(by_source.values())
         notices.append(
             Notice(
-                name=m.name,
-                starts_at=start,
-                ends_at=end,
-                active=start <= now < end,
-                recurring=bool(m.cron),
+                name=w.name,
+                starts_at=w.start,
+                ends_at=w.end,
+                active=w.start <= now < w.end,
+                recurring=w.recurring,
                 labels=[i.label for i in sorted(covered, key=lambda i: (i.position, i.pk))],
                 item_ids=frozenset(i.pk for i in items),
             )
         )
     return sorted(notices, key=lambda n: (n.starts_at, n.name))
-
-
-def current_or_next_window(m: Maintenance, now: datetime) -> tuple[datetime, datetime] | None:
-    if m.cron:
-        if not m.duration_minutes:
-            return None
-        length = timedelta(minutes=m.duration_minutes)
-        start = last_start(m, now)
-        if start is None or now >= start + length:
-            try:
-                start = next_after(m.cron, m.tz, now)
-            except ValidationError:
-                return None  # a broken expression announces nothing
-        end = start + length
-    elif m.starts_at is not None and m.ends_at is not None and now < m.ends_at:
-        start, end = m.starts_at, m.ends_at
-    else:
-        return None
-    return (start, end) if start < now + MAINTENANCE_AHEAD else None
 
 
 # --- one item, for badges -----------------------------------------------------------------

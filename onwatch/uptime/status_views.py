@@ -12,11 +12,11 @@ from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_POST, require_safe
 
-from onwatch.core import audit
+from onwatch.core.audit import Actor
 from onwatch.core.decorators import public, require
-from onwatch.uptime import badges, status_page
+from onwatch.uptime import badges, services, status_page
 from onwatch.uptime.models import Monitor, StatusPage, StatusPageItem
-from onwatch.uptime.status_forms import StatusPageForm, describe_items, item_formset, save_page
+from onwatch.uptime.status_forms import StatusPageForm, item_formset, page_input
 
 # Badges are fetched by README renderers and image proxies on every view: a minute is
 # fresh enough for a state, and spares the database.
@@ -92,19 +92,25 @@ def _page_form(request: HttpRequest, page: StatusPage | None) -> HttpResponse:
     form = StatusPageForm(data, page=page, initial=initial)
     items = item_formset(data, org, page)
     if data is not None and form.is_valid() and items.is_valid():
-        saved = save_page(org, page, form, items)
-        audit.record(
-            "status-page-added" if page is None else "status-page-changed",
-            request=request,
-            target=saved.title,
-            slug=saved.slug,
-            show_incidents=saved.show_incidents,
-            items=describe_items(saved),
-        )
-        messages.success(request, f"Status page {saved.title} saved; it is public now.")
-        return redirect("status_page_edit", pk=saved.pk)
+        try:
+            saved = _save(request, page, page_input(form, items))
+        except services.Refusal as e:
+            # Checked by the forms a moment ago; something changed in between.
+            form.add_error("slug" if e.field == "slug" else None, str(e))
+        else:
+            messages.success(request, f"Status page {saved.title} saved; it is public now.")
+            return redirect("status_page_edit", pk=saved.pk)
     ctx = {"form": form, "items": items, "page": page, "badges": _badges(request, page)}
     return render(request, "uptime/status/form.html", ctx)
+
+
+def _save(
+    request: HttpRequest, page: StatusPage | None, data: services.StatusPageInput
+) -> StatusPage:
+    if page is None:
+        org = request.org  # type: ignore[attr-defined]
+        return services.add_status_page(org, data, Actor.of(request))
+    return services.change_status_page(page, data, Actor.of(request))
 
 
 def _badges(request: HttpRequest, page: StatusPage | None) -> list[tuple[str, str, str]]:
@@ -130,8 +136,7 @@ def page_delete(request: HttpRequest, pk: int) -> HttpResponse:
     org = request.org  # type: ignore[attr-defined]
     page = get_object_or_404(StatusPage, pk=pk, org=org)
     title, slug = page.title, page.slug
-    page.delete()
-    audit.record("status-page-removed", request=request, target=title, slug=slug)
+    services.remove_status_page(page, Actor.of(request))
     messages.success(
         request, f"Status page {title} removed; /status/{slug}/ and its badges are gone."
     )

@@ -1,6 +1,6 @@
 """Monitors: the list, one monitor's history and charts, and adding, changing, pausing and
-removing them. Thin: uptime and charts come from rollups.py and charts.py, saving from
-forms.py."""
+removing them. Thin: uptime and charts come from rollups.py and charts.py, every change
+goes through services.py."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from onwatch.alerts import incidents
-from onwatch.core import audit
+from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.models import Organization
-from onwatch.uptime import charts, pings, rollups, specs, state
-from onwatch.uptime.forms import MonitorForm, initial_settings, pause, resume, save_monitor
+from onwatch.uptime import charts, pings, rollups, services, specs, state
+from onwatch.uptime.forms import MonitorForm, initial_settings
 from onwatch.uptime.models import CheckResult, Kind, Monitor, Ping, State
 from onwatch.uptime.services import state_counts
 
@@ -281,25 +281,30 @@ def _monitor_form(request: HttpRequest, kind: str, m: Monitor | None) -> HttpRes
     data = request.POST if request.method == "POST" else None
     form = MonitorForm(data, org=org, kind=kind, monitor=m, initial=_initial(m))
     if data is not None and form.is_valid():
-        saved, changed = save_monitor(org, kind, m, form.cleaned_data, timezone.now())
-        # Names of what changed, not the values: settings may hold tokens (headers).
-        action = "monitor-added" if m is None else "monitor-changed"
-        audit.record(
-            action, request=request, target=saved.name, id=saved.pk, kind=kind, changed=changed
-        )
-        messages.success(request, f"Monitor {saved.name} saved.")
-        return redirect("monitor_detail", pk=saved.pk)
+        try:
+            saved = _save(request, m, form.cleaned_data["input"])
+        except services.Refusal as e:
+            # Checked by the form a moment ago; something changed in between.
+            form.refused(e, form.cleaned_data["input"].fields.config)
+        else:
+            messages.success(request, f"Monitor {saved.name} saved.")
+            return redirect("monitor_detail", pk=saved.pk)
     ctx = {"form": form, "m": m, "kind": kind, "kind_label": Kind(kind).label}
     return render(request, "uptime/form.html", ctx)
+
+
+def _save(request: HttpRequest, m: Monitor | None, data: services.MonitorInput) -> Monitor:
+    if m is None:
+        return services.add_monitor(_org(request), data, Actor.of(request))
+    services.change_monitor(m, data, Actor.of(request))
+    return m
 
 
 @require("monitors.manage")
 @require_POST
 def monitor_pause(request: HttpRequest, pk: int) -> HttpResponse:
     m = _monitor(request, pk)
-    if pause(m, timezone.now()):
-        state.close_incident(m, request.user.get_username(), f"{m.name} was paused.")
-        audit.record("monitor-paused", request=request, target=m.name, id=m.pk)
+    if services.pause_monitor(m, Actor.of(request)):
         messages.success(request, f"{m.name} is paused: no checks and no alerts until resumed.")
     else:
         messages.error(request, f"{m.name} is paused already; nothing to do.")
@@ -310,8 +315,7 @@ def monitor_pause(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def monitor_resume(request: HttpRequest, pk: int) -> HttpResponse:
     m = _monitor(request, pk)
-    if resume(m, timezone.now()):
-        audit.record("monitor-resumed", request=request, target=m.name, id=m.pk)
+    if services.resume_monitor(m, Actor.of(request)):
         waits = "waits for its next ping" if m.kind == Kind.HEARTBEAT else "is checked at once"
         messages.success(request, f"{m.name} is resumed and {waits}.")
     else:
@@ -323,9 +327,6 @@ def monitor_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def monitor_delete(request: HttpRequest, pk: int) -> HttpResponse:
     m = _monitor(request, pk)
-    name, kind = m.name, m.kind
-    state.close_incident(m, request.user.get_username(), f"{m.name} was removed.")
-    m.delete()
-    audit.record("monitor-removed", request=request, target=name, id=pk, kind=kind)
-    messages.success(request, f"Monitor {name} removed, with its history.")
+    services.remove_monitor(m, Actor.of(request))
+    messages.success(request, f"Monitor {m.name} removed, with its history.")
     return redirect("monitors")

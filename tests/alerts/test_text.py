@@ -20,8 +20,8 @@ from onwatch.config import BaseUrl
 from onwatch.core import jobs
 from onwatch.core.models import Organization
 from onwatch.uptime import heartbeats
-from onwatch.uptime.forms import pause, resume
 from onwatch.uptime.models import Kind, Monitor
+from onwatch.uptime.services import pause, resume
 from onwatch.uptime.state import Outcome, apply, source
 from tests.support.backups import local_repo, plan_for, sqlite_file
 from tests.support.fixtures import signed_in

@@ -97,7 +97,7 @@ def test_a_monitor_is_created_read_listed_changed_and_removed(
     assert owner("GET", f"monitors/{pk}/").status_code == 404
     assert actions(org)[-3:] == ["monitor-added", "monitor-changed", "monitor-removed"]
     change = AuditEntry.objects.get(action="monitor-changed")
-    assert change.data["fields"] == ["config", "interval"] and change.actor == "owner@acme.example"
+    assert change.data["changed"] == ["config", "interval"] and change.actor == "owner@acme.example"
 
 
 def test_the_list_filters_by_kind_state_enabled_and_name_and_pages(

@@ -19,12 +19,13 @@ from django.utils import timezone
 from onwatch.alerts.models import Incident
 from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
+from onwatch.core.audit import CLI
 from onwatch.core.forms import issue_token
 from onwatch.core.models import Organization
 from onwatch.uptime import probes, state
-from onwatch.uptime.forms import save_monitor
 from onwatch.uptime.models import Kind, Monitor, State
 from onwatch.uptime.prober import Done, record
+from onwatch.uptime.services import OWN, MonitorFields, MonitorInput, change_monitor
 from onwatch.uptime.state import Outcome
 from tests.support.fixtures import signed_in
 from tests.support.receivers import WebhookReceiver
@@ -104,6 +105,11 @@ def test_a_certificate_about_to_expire_is_told_once_shown_everywhere_and_cleared
         assert SHOWN not in viewer.get(page).content.decode(), page
 
 
+def change_config(m: Monitor, config: dict[str, Any]) -> None:
+    fields = MonitorFields.model_validate({n: getattr(m, n) for n in OWN} | {"config": config})
+    change_monitor(m, MonitorInput(fields, m.policy_id, m.parent_id), CLI)
+
+
 def test_changing_the_warning_days_judges_the_certificate_again(
     org: Organization, pki: Pki
 ) -> None:
@@ -111,11 +117,11 @@ def test_changing_the_warning_days_judges_the_certificate_again(
         m = check(tls_monitor(org, server.port, pki.ca_file))  # 14 days by default
         assert m.warning.startswith(SOON)
         config = {**m.config, "warn_days": 3}
-        save_monitor(org, Kind.TLS, m, {"config": config}, timezone.now())
+        change_config(m, config)
         m.refresh_from_db()
         assert m.next_check_at <= timezone.now()  # checked again at once
         assert check(m).warning == ""
-        save_monitor(org, Kind.TLS, m, {"config": {**config, "warn_days": 7}}, timezone.now())
+        change_config(m, {**config, "warn_days": 7})
         assert check(m).warning.startswith(SOON)
 
 

@@ -11,9 +11,11 @@ import pytest
 from django.utils import timezone
 
 from onwatch.alerts.models import EscalationPolicy
+from onwatch.core.audit import CLI
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.uptime import configio
 from onwatch.uptime.models import Monitor, State
+from onwatch.uptime.services import Refusal
 from tests.support.child import call
 from tests.support.child import uptime as child_uptime
 from tests.support.fixtures import make_org
@@ -85,7 +87,7 @@ def test_export_then_import_changes_nothing_and_exports_the_same_text(org: Organ
     exported = configio.export(org)
     before, entries = snapshot(org), AuditEntry.objects.count()
 
-    report = configio.import_text(org, exported)
+    report = configio.import_text(org, exported, CLI)
 
     assert not report.problems and not report.created and not report.changed
     assert len(report.unchanged) == 6
@@ -100,7 +102,7 @@ def test_an_export_rebuilds_the_same_monitors_heartbeat_urls_included(org: Organ
     before = snapshot(org)
     Monitor.objects.filter(org=org).delete()
 
-    report = configio.import_text(org, exported)
+    report = configio.import_text(org, exported, CLI)
 
     assert not report.problems and sorted(report.created) == sorted(m["name"] for m in before)
     ignore = {"next_check_at"}
@@ -163,7 +165,7 @@ def test_an_import_creates_and_changes_monitors_by_name(org: Organization) -> No
     untouched = Monitor.objects.create(org=org, name="not in the file", kind="tcp")
     now = timezone.now()
 
-    report = configio.import_text(org, FILE, now=now)
+    report = configio.import_text(org, FILE, CLI, now=now)
 
     assert not report.problems
     assert (report.created, report.unchanged) == (["lb", "cron"], [])
@@ -179,7 +181,7 @@ def test_an_import_creates_and_changes_monitors_by_name(org: Organization) -> No
     assert entry.actor == "cli" and entry.data["created"] == ["lb", "cron"]
 
     # Changing the file back and forth: only what differs changes, resuming included.
-    again = configio.import_text(org, FILE.replace("  enabled: false\n", ""))
+    again = configio.import_text(org, FILE.replace("  enabled: false\n", ""), CLI)
     assert again.changed == {"lb": ["enabled"]} and again.created == []
     lb.refresh_from_db()
     assert (lb.enabled, lb.state) == (True, State.PENDING)
@@ -211,7 +213,7 @@ def test_mistakes_are_reported_with_their_lines_and_nothing_changes(org: Organiz
     db = Monitor.objects.create(org=org, name="db", kind="tcp", config={"host": "x", "port": 1})
     before = snapshot(org)
 
-    report = configio.import_text(org, BROKEN)
+    report = configio.import_text(org, BROKEN, CLI)
 
     shown = [p.show("monitors.yaml") for p in report.problems]
     # What reading the file finds comes first; names, policies and parents are looked up
@@ -229,7 +231,7 @@ def test_mistakes_are_reported_with_their_lines_and_nothing_changes(org: Organiz
     readable = BROKEN
     for line in ("  interval: 5\n", "  colour: blue\n", "  name: again\n"):
         readable = readable.replace(line, "")
-    report = configio.import_text(org, readable)
+    report = configio.import_text(org, readable, CLI)
     shown = [p.show("monitors.yaml") for p in report.problems]
     assert shown == [
         "monitors.yaml:6: monitor 'api': 'methd' is not a setting of an HTTP check; remove it",
@@ -259,7 +261,7 @@ def test_files_that_are_not_a_list_of_monitors_are_refused_with_a_line(
     org: Organization, text: str, expected: str
 ) -> None:
     Monitor.objects.create(org=org, name="kept", kind="tcp")
-    report = configio.import_text(org, text)
+    report = configio.import_text(org, text, CLI)
     assert report.problems, text
     assert report.problems[0].show("f").startswith(expected), report.problems[0].show("f")
     assert list(Monitor.objects.values_list("name", flat=True)) == ["kept"]
@@ -271,7 +273,7 @@ monitors:
 - {name: a, kind: tcp, config: {host: a, port: 1}, parent: b}
 - {name: b, kind: tcp, config: {host: b, port: 1}, parent: a}
 """
-    report = configio.import_text(org, text)
+    report = configio.import_text(org, text, CLI)
     assert [p.show("f") for p in report.problems] == [
         "f:2: monitor 'a': monitors may not depend on each other in a circle",
         "f:3: monitor 'b': monitors may not depend on each other in a circle",
@@ -282,7 +284,7 @@ monitors:
 def test_a_heartbeat_id_of_another_organization_is_refused(org: Organization) -> None:
     theirs = Monitor.objects.create(org=make_org("Other"), name="job", kind="heartbeat")
     text = f"monitors:\n- name: job\n  kind: heartbeat\n  ping_id: {theirs.ping_id}\n"
-    report = configio.import_text(org, text)
+    report = configio.import_text(org, text, CLI)
     assert [p.show("f") for p in report.problems] == [
         "f:4: monitor 'job': this 'ping_id' belongs to another monitor"
     ]
@@ -293,7 +295,7 @@ def test_a_dry_run_reports_the_changes_and_writes_nothing(org: Organization) -> 
     Monitor.objects.create(org=org, name="api", kind="http", config={"url": "https://a.org/"})
     before, entries = snapshot(org), AuditEntry.objects.count()
 
-    report = configio.import_text(org, FILE, dry_run=True)
+    report = configio.import_text(org, FILE, CLI, dry_run=True)
 
     assert report.created == ["lb", "cron"] and "api" in report.changed
     assert snapshot(org) == before and AuditEntry.objects.count() == entries
@@ -302,10 +304,10 @@ def test_a_dry_run_reports_the_changes_and_writes_nothing(org: Organization) -> 
 def test_the_organization_is_named_when_there_are_several(org: Organization) -> None:
     assert configio.organization(None) == org
     make_org("Other")
-    with pytest.raises(configio.Refusal, match=r"several organizations.*--org NAME"):
+    with pytest.raises(Refusal, match=r"several organizations.*--org NAME"):
         configio.organization(None)
     assert configio.organization("Other").name == "Other"
-    with pytest.raises(configio.Refusal, match="no organization 'Nope'"):
+    with pytest.raises(Refusal, match="no organization 'Nope'"):
         configio.organization("Nope")
 
 

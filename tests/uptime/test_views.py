@@ -303,7 +303,7 @@ def test_a_viewer_never_sees_the_password_in_a_monitors_url(
             "'600' must lie between 100 and 599",
         ),
         ({"config_headers": "no colon here"}, "config_headers", "Write each header as Name: value"),
-        ({"timeout": "60"}, "timeout", "The timeout must be shorter than the interval."),
+        ({"timeout": "60"}, "timeout", "'timeout' must be shorter than 'interval'"),
         ({"config_url": ""}, "config_url", "This field is required."),
     ],
 )
@@ -387,10 +387,12 @@ def test_an_edit_writes_only_what_the_form_holds_and_audits_the_change(
     m.refresh_from_db()
     assert m.name == "Shop front" and m.policy == policy
     assert m.config["url"] == "https://shop.example.com/v2"
-    # The prober's columns are left as they were.
-    assert (m.state, m.state_since, m.failures, m.last_latency_ms) == (State.DOWN, since, 4, 9)
+    # The prober's columns are left as they were, but for its count of failures, which
+    # counted the old address's answers: a new target starts over, checked at once.
+    assert (m.state, m.state_since, m.last_latency_ms) == (State.DOWN, since, 9)
+    assert m.failures == 0 and m.next_check_at <= timezone.now()
     entry = AuditEntry.objects.get(action="monitor-changed")
-    assert entry.data["changed"] == ["name", "policy", "config"]
+    assert entry.data["changed"] == ["name", "config", "policy"]
 
 
 def test_a_monitor_cannot_depend_on_one_that_depends_on_it(org: Organization, members: Any) -> None:
