@@ -74,16 +74,40 @@ def actor_of(request: HttpRequest | None) -> tuple[str, str]:
     return who, request.META.get("REMOTE_ADDR", "")
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, as its audit entry names them: a person through the pages or a
+    token (with the address the request came from), or a command run on the server."""
+
+    name: str
+    ip: str = ""
+    # The account behind a person's change (None for the command line and onwatch itself).
+    user: Any = None
+
+    @classmethod
+    def of(cls, request: HttpRequest) -> Actor:
+        who, ip = actor_of(request)
+        user = getattr(request, "user", None)
+        return cls(who, ip, user if user is not None and user.is_authenticated else None)
+
+
+CLI = Actor("cli")
+SYSTEM = Actor("system")
+
+
 def record(
     action: str,
     *,
     request: HttpRequest | None = None,
-    actor: str | None = None,
+    actor: str | Actor | None = None,
     org: Organization | None = None,
     target: str = "",
     **data: Any,
 ) -> AuditEntry:
     who, ip = actor_of(request)
+    if isinstance(actor, Actor):
+        # A change made through services.py: the actor already holds name and address.
+        who, ip, actor = actor.name, actor.ip, None
     if org is None and request is not None:
         org = getattr(request, "org", None)
     with transaction.atomic():
