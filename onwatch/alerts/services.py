@@ -61,7 +61,13 @@ class Refused(ValueError):
 
 
 def _refuse(message: str, field: str) -> None:
+    """Refuse with `message` unless it is empty (a `..._refusal` function's answer)."""
     if message:
+        raise Refused(message, field)
+
+
+def _require(ok: object, message: str, field: str) -> None:
+    if not ok:
         raise Refused(message, field)
 
 
@@ -174,21 +180,19 @@ def policy_name_refusal(
 def _step_channels(org: Organization, ids: tuple[int, ...]) -> list[Channel]:
     found = {c.pk: c for c in Channel.objects.filter(org=org, pk__in=ids)}
     missing = [pk for pk in ids if pk not in found]
-    _refuse(
-        f"No channel {missing[0]} in this organization; see /api/v1/channels/" if missing else "",
-        "steps",
-    )
+    if missing:
+        raise Refused(
+            f"No channel {missing[0]} in this organization; see /api/v1/channels/", "steps"
+        )
     return [found[pk] for pk in dict.fromkeys(ids)]
 
 
 def _policy_steps(org: Organization, spec: PolicySpec) -> list[tuple[int, list[Channel]]]:
     steps = [s for s in spec.steps if s.channel_ids]
-    _refuse(
-        "" if steps else "Give at least one step a channel; a policy without steps tells nobody.",
-        "steps",
-    )
+    nobody = "Give at least one step a channel; a policy without steps tells nobody."
+    _require(steps, nobody, "steps")
     for s in steps:
-        _refuse("" if 0 <= s.after_minutes <= WEEK_MINUTES else STEP_MINUTES, "steps")
+        _require(0 <= s.after_minutes <= WEEK_MINUTES, STEP_MINUTES, "steps")
     # Sorted by delay: open incidents count steps by position (next_step), and the sorted
     # order keeps that meaning.
     ordered = sorted(steps, key=lambda s: s.after_minutes)
@@ -201,9 +205,9 @@ def save_policy(
 ) -> EscalationPolicy:
     """Add a policy (`policy` None) or replace one whole, steps included."""
     name = spec.name.strip()
-    _refuse("" if name else "Give the policy a name.", "name")
+    _require(name, "Give the policy a name.", "name")
     _refuse(policy_name_refusal(org, name, policy), "name")
-    _refuse("" if 0 <= spec.repeat_minutes <= WEEK_MINUTES else REPEAT_MINUTES, "repeat_minutes")
+    _require(0 <= spec.repeat_minutes <= WEEK_MINUTES, REPEAT_MINUTES, "repeat_minutes")
     steps = _policy_steps(org, spec)
     added = policy is None
     policy = policy or EscalationPolicy(org=org)
@@ -267,54 +271,48 @@ def check_maintenance(spec: MaintenanceSpec) -> MaintenanceSpec:
     """The window as it will be saved (times in UTC, the other kind's fields cleared);
     raises Refused with the first thing wrong."""
     name = spec.name.strip()
-    _refuse("" if name else "Give the window a name.", "name")
+    _require(name, "Give the window a name.", "name")
     tz = spec.tz.strip()
     try:
         zone(tz)
     except ValidationError as e:
         raise Refused(e.messages[0], "tz") from None
     sources = tuple(sorted({s.strip() for s in spec.sources if s.strip()}))
-    _refuse(
-        "" if all(len(s) <= 200 for s in sources) else "Each source is at most 200 characters.",
-        "sources",
-    )
+    too_long = "Each source is at most 200 characters."
+    _require(all(len(s) <= 200 for s in sources), too_long, "sources")
     checked = replace(spec, name=name, tz=tz, sources=sources)
     return _recurring(checked) if spec.recurring else _once(checked)
 
 
 def _recurring(spec: MaintenanceSpec) -> MaintenanceSpec:
     cron = spec.cron.strip()
-    _refuse("" if cron else "Give a cron expression for a recurring window.", "cron")
+    _require(cron, "Give a cron expression for a recurring window.", "cron")
     try:
         validate_schedule(cron, spec.tz)
     except ValidationError as e:
         raise Refused(e.messages[0], "cron") from None
     minutes = spec.duration_minutes
-    _refuse("" if minutes else "Say how many minutes each window lasts.", "duration_minutes")
-    _refuse("" if 1 <= minutes <= WEEK_MINUTES else WINDOW_MINUTES, "duration_minutes")
+    _require(minutes, "Say how many minutes each window lasts.", "duration_minutes")
+    _require(1 <= minutes <= WEEK_MINUTES, WINDOW_MINUTES, "duration_minutes")
     return replace(spec, cron=cron, starts_at=None, ends_at=None)
 
 
 def _once(spec: MaintenanceSpec) -> MaintenanceSpec:
-    _refuse("" if spec.starts_at else "Say when the window starts.", "starts_at")
-    _refuse("" if spec.ends_at else "Say when the window ends.", "ends_at")
+    _require(spec.starts_at, "Say when the window starts.", "starts_at")
+    _require(spec.ends_at, "Say when the window ends.", "ends_at")
     assert spec.starts_at is not None and spec.ends_at is not None
     starts, ends = (
         _in_utc(spec.starts_at, spec.tz, "starts_at"),
         _in_utc(spec.ends_at, spec.tz, "ends_at"),
     )
-    _refuse("" if ends > starts else "The window must end after it starts.", "ends_at")
+    _require(ends > starts, "The window must end after it starts.", "ends_at")
     return replace(spec, starts_at=starts, ends_at=ends, cron="", duration_minutes=0)
 
 
 def _in_utc(value: datetime, tz: str, field: str) -> datetime:
     # Checked before any arithmetic: far from today, time zone arithmetic can overflow.
-    _refuse(
-        ""
-        if EARLIEST <= value.year < LATEST
-        else f"Times must lie between the years {EARLIEST} and {LATEST}.",
-        field,
-    )
+    years = f"Times must lie between the years {EARLIEST} and {LATEST}."
+    _require(EARLIEST <= value.year < LATEST, years, field)
     local = value if value.tzinfo else value.replace(tzinfo=zone(tz))
     return local.astimezone(UTC)
 
@@ -381,12 +379,8 @@ def acknowledge_incident(incident: Incident, actor: Actor) -> None:
 
 def add_incident_note(incident: Incident, text: str, actor: Actor) -> None:
     text = text.strip()
-    _refuse(
-        ""
-        if 0 < len(text) <= NOTE_LENGTH
-        else "The note was empty or too long; write up to 4,000 characters.",
-        "text",
-    )
+    wrong = "The note was empty or too long; write up to 4,000 characters."
+    _require(0 < len(text) <= NOTE_LENGTH, wrong, "text")
     from onwatch.alerts import incidents  # it imports deliver() from here
 
     with transaction.atomic():
