@@ -95,6 +95,12 @@ def record_sign_in(
             alert_if_repeated(org, email)
 
 
+def record_mfa_change(action: str, request: HttpRequest, user: Any, kind: str) -> None:
+    """allauth has added, removed or reset a second factor of `user`: "mfa-added",
+    "mfa-removed" or "mfa-reset"."""
+    audit.record(action, request=request, target=user.email, kind=kind)
+
+
 def record_pause(request: HttpRequest | None, email: str, step: str, pause: Pause | None) -> None:
     until = pause.until.isoformat(timespec="seconds") if pause else ""
     per = pause.per if pause else "unknown"

@@ -15,8 +15,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from onwatch.accounts.middleware import SIGNED_IN_AT, has_second_factor
-from onwatch.accounts.services import record_sign_in
-from onwatch.core import audit
+from onwatch.accounts.services import record_mfa_change, record_sign_in
 
 
 @receiver(user_logged_in)
@@ -53,19 +52,19 @@ def sign_in_failed(
 
 @receiver(mfa_signals.authenticator_added)
 def mfa_added(sender: Any, request: HttpRequest, user: Any, authenticator: Any, **kw: Any) -> None:
-    audit.record("mfa-added", request=request, target=user.email, kind=authenticator.type)
+    record_mfa_change("mfa-added", request, user, authenticator.type)
 
 
 @receiver(mfa_signals.authenticator_removed)
 def mfa_removed(
     sender: Any, request: HttpRequest, user: Any, authenticator: Any, **kw: Any
 ) -> None:
-    audit.record("mfa-removed", request=request, target=user.email, kind=authenticator.type)
+    record_mfa_change("mfa-removed", request, user, authenticator.type)
 
 
 @receiver(mfa_signals.authenticator_reset)
 def mfa_reset(sender: Any, request: HttpRequest, user: Any, authenticator: Any, **kw: Any) -> None:
-    audit.record("mfa-reset", request=request, target=user.email, kind=authenticator.type)
+    record_mfa_change("mfa-reset", request, user, authenticator.type)
 
 
 @receiver(mfa_signals.authentication_failed)

@@ -1,35 +1,26 @@
 """Escalation policies, incidents and maintenance windows in the JSON API.
 
-The rules are those of the pages (incident_forms.py): a policy has at least one step with
-a channel, a maintenance window is one-off (start before end) or recurring (cron, time
-zone and duration), and every change is written to the audit log.
+The schemas here only parse; the rules and the audit entry are the services' (services.py),
+the very ones the pages use: a policy has at least one step with a channel, a maintenance
+window is one-off (start before end) or recurring (cron, time zone and duration).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
-from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema, Status
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from ninja.errors import HttpError
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from onwatch.alerts import incidents as incident_service
-from onwatch.alerts.incident_forms import describe_maintenance, describe_policy
-from onwatch.alerts.models import (
-    Channel,
-    EscalationPolicy,
-    EscalationStep,
-    Incident,
-    Maintenance,
-)
-from onwatch.core import audit
-from onwatch.core.crons import validate_schedule, zone
-from onwatch.core.models import Organization
+from onwatch.alerts import services
+from onwatch.alerts.models import EscalationPolicy, Incident, Maintenance
+from onwatch.core.audit import Actor
 from onwatch.core.rest import (
     ERRORS,
     MAX_ID,
@@ -47,7 +38,12 @@ policies = Router()
 incidents = Router()
 maintenance = Router()
 
-WEEK_MINUTES = 10080
+WEEK_MINUTES = services.WEEK_MINUTES
+
+
+def refused(e: services.Refused) -> HttpError:
+    """The services' own message, led by the field it is about as the API's errors are."""
+    return refuse(f"'{e.field}': {e}" if e.field else str(e))
 
 
 class Page(Schema):
@@ -116,46 +112,18 @@ def policy_out(p: EscalationPolicy) -> dict[str, Any]:
     }
 
 
-def _channels(org: Organization, ids: list[int]) -> list[Channel]:
-    found = {c.pk: c for c in Channel.objects.filter(org=org, pk__in=ids)}
-    missing = [pk for pk in ids if pk not in found]
-    if missing:
-        raise refuse(f"No channel {missing[0]} in this organization; see /api/v1/channels/")
-    return [found[pk] for pk in dict.fromkeys(ids)]
+def policy_spec(body: PolicyIn) -> services.PolicySpec:
+    steps = tuple(services.StepSpec(s.after_minutes, tuple(s.channel_ids)) for s in body.steps)
+    return services.PolicySpec(body.name, body.repeat_minutes, body.notify_recovery, steps)
 
 
-@transaction.atomic
 def save_policy(
-    org: Organization, policy: EscalationPolicy | None, body: PolicyIn
+    request: HttpRequest, policy: EscalationPolicy | None, body: PolicyIn
 ) -> EscalationPolicy:
-    taken = EscalationPolicy.objects.filter(org=org, name__iexact=body.name)
-    if policy is not None:
-        taken = taken.exclude(pk=policy.pk)
-    if taken.exists():
-        raise refuse(f"Another policy is already called {body.name!r}; pick another name")
-    steps = [(s.after_minutes, _channels(org, s.channel_ids)) for s in body.steps]
-    policy = policy or EscalationPolicy(org=org)
-    policy.name, policy.repeat_minutes = body.name, body.repeat_minutes
-    policy.notify_recovery = body.notify_recovery
-    policy.save()
-    # Replaced whole and sorted by delay, as the page does: open incidents count steps by
-    # position, and the sorted order keeps that meaning.
-    policy.steps.all().delete()
-    for position, (after, channels) in enumerate(sorted(steps, key=lambda s: s[0])):
-        step = EscalationStep.objects.create(policy=policy, position=position, after_minutes=after)
-        step.channels.set(channels)
-    return policy
-
-
-def _record_policy(request: HttpRequest, action: str, policy: EscalationPolicy) -> None:
-    audit.record(
-        action,
-        request=request,
-        target=policy.name,
-        repeat_minutes=policy.repeat_minutes,
-        notify_recovery=policy.notify_recovery,
-        steps=describe_policy(policy),
-    )
+    try:
+        return services.save_policy(org_of(request), policy, policy_spec(body), Actor.of(request))
+    except services.Refused as e:
+        raise refused(e) from None
 
 
 def _policy(request: HttpRequest, pk: int) -> EscalationPolicy:
@@ -174,9 +142,7 @@ def policy_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
 def policy_create(request: HttpRequest, body: PolicyIn) -> Status[dict[str, Any]]:
     """Add a policy: ordered steps (which channels, after how many minutes unacknowledged),
     reminders, and whether a recovery notice goes out."""
-    policy = save_policy(org_of(request), None, body)
-    _record_policy(request, "policy-added", policy)
-    return Status(201, policy_out(policy))
+    return Status(201, policy_out(save_policy(request, None, body)))
 
 
 @operation(policies, "GET", "{policy_id}/", "policies:read", response={200: PolicyOut, **ERRORS})
@@ -187,18 +153,13 @@ def policy_get(request: HttpRequest, policy_id: int) -> dict[str, Any]:
 @operation(policies, "PUT", "{policy_id}/", "policies:write", response={200: PolicyOut, **ERRORS})
 def policy_replace(request: HttpRequest, policy_id: int, body: PolicyIn) -> dict[str, Any]:
     """Replace a policy whole, steps included."""
-    policy = save_policy(org_of(request), _policy(request, policy_id), body)
-    _record_policy(request, "policy-changed", policy)
-    return policy_out(policy)
+    return policy_out(save_policy(request, _policy(request, policy_id), body))
 
 
 @operation(policies, "DELETE", "{policy_id}/", "policies:write", response={204: None, **ERRORS})
 def policy_delete(request: HttpRequest, policy_id: int) -> Status[None]:
     """Remove a policy; monitors and incidents that used it notify every channel instead."""
-    policy = _policy(request, policy_id)
-    name = policy.name
-    policy.delete()
-    audit.record("policy-removed", request=request, target=name)
+    services.remove_policy(_policy(request, policy_id), Actor.of(request))
     return Status(204, None)
 
 
@@ -293,10 +254,10 @@ def incident_get(request: HttpRequest, incident_id: int) -> dict[str, Any]:
 def incident_acknowledge(request: HttpRequest, incident_id: int) -> Status[dict[str, Any]]:
     """Someone is on it: escalation and reminders stop. 409 unless it is open."""
     incident = _incident(request, incident_id)
-    who = request.user.get_username()
-    if not incident_service.acknowledge(incident, who, user=request.user):
-        return Status(409, {"error": f"This incident is already {incident.state}; nothing to do"})
-    audit.record("incident-acknowledged", request=request, target=incident.title, id=incident_id)
+    try:
+        services.acknowledge_incident(incident, Actor.of(request))
+    except services.Refused as e:
+        return Status(409, {"error": str(e)})
     return Status(200, incident_out(incident, timeline=True))
 
 
@@ -310,15 +271,14 @@ def incident_acknowledge(request: HttpRequest, incident_id: int) -> Status[dict[
 def incident_note(request: HttpRequest, incident_id: int, body: NoteIn) -> Status[dict[str, Any]]:
     """Add a note to the timeline."""
     incident = _incident(request, incident_id)
-    incident_service.add_note(incident, request.user.get_username(), body.text)
-    audit.record("incident-note-added", request=request, target=incident.title, id=incident_id)
+    try:
+        services.add_incident_note(incident, body.text, Actor.of(request))
+    except services.Refused as e:
+        raise refused(e) from None
     return Status(201, incident_out(incident, timeline=True))
 
 
 # --- maintenance windows -----------------------------------------------------------------
-
-# Far enough either way for any real window; beyond, time zone arithmetic can overflow.
-EARLIEST, LATEST = 2000, 2200
 
 
 class MaintenanceOut(Schema):
@@ -370,62 +330,26 @@ class MaintenanceIn(BaseModel):
     duration_minutes: int | None = Field(default=None, ge=1, le=WEEK_MINUTES)
     public: bool = Field(default=True, description="shown on the status page")
 
-    @field_validator("sources")
-    @classmethod
-    def _sources(cls, value: list[str]) -> list[str]:
-        if any(len(s) > 200 for s in value):
-            raise ValueError("each of 'sources' must be at most 200 characters")
-        return sorted({s.strip() for s in value if s.strip()})
-
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        try:
-            zone(value)
-        except ValidationError as e:
-            raise ValueError(e.messages[0]) from None
-        return value
-
-    @field_validator("starts_at", "ends_at")
-    @classmethod
-    def _year(cls, value: datetime | None) -> datetime | None:
-        if value is not None and not EARLIEST <= value.year < LATEST:
-            raise ValueError(f"times must lie between the years {EARLIEST} and {LATEST}")
-        return value
-
     @model_validator(mode="after")
     def _kind(self) -> MaintenanceIn:
-        if self.cron:
-            self._recurring()
-        else:
-            self._once()
-        return self
-
-    def _recurring(self) -> None:
-        if self.starts_at or self.ends_at:
+        if self.cron and (self.starts_at or self.ends_at):
             raise ValueError(
                 "give either 'cron' with 'duration_minutes' or 'starts_at' and 'ends_at'"
             )
-        if not self.duration_minutes:
-            raise ValueError(
-                "'duration_minutes' is required with 'cron': how long each window lasts"
-            )
-        try:
-            validate_schedule(self.cron, self.tz)
-        except ValidationError as e:
-            raise ValueError(e.messages[0]) from None
+        return self
 
-    def _once(self) -> None:
-        if self.starts_at is None or self.ends_at is None:
-            raise ValueError("give 'starts_at' and 'ends_at', or 'cron' with 'duration_minutes'")
-        self.starts_at, self.ends_at = self._aware(self.starts_at), self._aware(self.ends_at)
-        if self.ends_at <= self.starts_at:
-            raise ValueError("'ends_at' must come after 'starts_at'")
-        self.duration_minutes = None
-
-    def _aware(self, value: datetime) -> datetime:
-        local = value if value.tzinfo else value.replace(tzinfo=zone(self.tz))
-        return local.astimezone(UTC)
+    def spec(self) -> services.MaintenanceSpec:
+        return services.MaintenanceSpec(
+            name=self.name,
+            recurring=bool(self.cron),
+            tz=self.tz,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            cron=self.cron,
+            duration_minutes=self.duration_minutes or 0,
+            sources=tuple(self.sources),
+            public=self.public,
+        )
 
 
 def maintenance_out(m: Maintenance, now: datetime) -> dict[str, Any]:
@@ -434,24 +358,13 @@ def maintenance_out(m: Maintenance, now: datetime) -> dict[str, Any]:
     return found | {"active": incident_service.maintenance_active(m, now)}
 
 
-def save_maintenance(org: Organization, m: Maintenance | None, body: MaintenanceIn) -> Maintenance:
-    m = m or Maintenance(org=org)
-    m.name, m.sources, m.tz, m.public = body.name, body.sources, body.tz, body.public
-    m.cron, m.duration_minutes = body.cron, body.duration_minutes or 0
-    m.starts_at, m.ends_at = body.starts_at, body.ends_at
-    m.save()
-    return m
-
-
-def _record_window(request: HttpRequest, action: str, m: Maintenance) -> None:
-    audit.record(
-        action,
-        request=request,
-        target=m.name,
-        when=describe_maintenance(m),
-        sources=m.sources,
-        public=m.public,
-    )
+def save_maintenance(
+    request: HttpRequest, m: Maintenance | None, body: MaintenanceIn
+) -> Maintenance:
+    try:
+        return services.save_maintenance(org_of(request), m, body.spec(), Actor.of(request))
+    except services.Refused as e:
+        raise refused(e) from None
 
 
 def _window(request: HttpRequest, pk: int) -> Maintenance:
@@ -473,8 +386,7 @@ def maintenance_list(request: HttpRequest, page: Query[Page]) -> dict[str, Any]:
 @operation(maintenance, "POST", "", "maintenance:write", response={201: MaintenanceOut, **ERRORS})
 def maintenance_create(request: HttpRequest, body: MaintenanceIn) -> Status[dict[str, Any]]:
     """Plan a window in which alerts are held back."""
-    m = save_maintenance(org_of(request), None, body)
-    _record_window(request, "maintenance-added", m)
+    m = save_maintenance(request, None, body)
     return Status(201, maintenance_out(m, timezone.now()))
 
 
@@ -496,8 +408,7 @@ def maintenance_replace(
     request: HttpRequest, window_id: int, body: MaintenanceIn
 ) -> dict[str, Any]:
     """Replace a window whole."""
-    m = save_maintenance(org_of(request), _window(request, window_id), body)
-    _record_window(request, "maintenance-changed", m)
+    m = save_maintenance(request, _window(request, window_id), body)
     return maintenance_out(m, timezone.now())
 
 
@@ -506,8 +417,5 @@ def maintenance_replace(
 )
 def maintenance_delete(request: HttpRequest, window_id: int) -> Status[None]:
     """Remove a window; alerts it held go out on the next tick."""
-    m = _window(request, window_id)
-    name = m.name
-    m.delete()
-    audit.record("maintenance-removed", request=request, target=name)
+    services.remove_maintenance(_window(request, window_id), Actor.of(request))
     return Status(204, None)

@@ -19,7 +19,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.alerts.models import Channel, DeliveryState
     from onwatch.alerts.services import send_test
-    from onwatch.core import audit
+    from onwatch.core.audit import CLI
     from onwatch.core.jobs import run_pending
 
     channels = Channel.objects.select_related("org")
@@ -33,8 +33,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
         fail("there are no channels yet; add one in the web console under Alert channels")
     sent = []
     for ch in chosen:
-        sent.append(send_test(ch))
-        audit.record("channel-tested", actor="cli", org=ch.org, target=ch.name)
+        sent.append(send_test(ch, CLI))
     # Delivered right here rather than by the worker, so the answer is immediate; the rows
     # are the same durable deliveries the worker makes, so a failed one is still retried.
     run_pending(kinds=["alerts.deliver"])

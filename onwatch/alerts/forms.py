@@ -4,7 +4,7 @@ from typing import Any
 
 from django import forms
 
-from onwatch.alerts import apprise
+from onwatch.alerts import apprise, services
 from onwatch.alerts.models import Channel
 from onwatch.core.models import Organization
 
@@ -41,11 +41,9 @@ class ChannelForm(forms.Form):
 
     def clean_name(self) -> str:
         name: str = self.cleaned_data["name"].strip()
-        taken = Channel.objects.filter(org=self.org, name__iexact=name)
-        if self.channel is not None:
-            taken = taken.exclude(pk=self.channel.pk)
-        if taken.exists():
-            raise forms.ValidationError("Another channel already has this name; pick another.")
+        refusal = services.channel_name_refusal(self.org, name, self.channel)
+        if refusal:
+            raise forms.ValidationError(refusal)
         return name
 
     def clean_url(self) -> str:

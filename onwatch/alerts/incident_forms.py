@@ -7,11 +7,11 @@ from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.utils import timezone
 
-from onwatch.alerts.models import Channel, EscalationPolicy, EscalationStep, Maintenance
-from onwatch.core.crons import validate_schedule, zone
+from onwatch.alerts import services
+from onwatch.alerts.models import Channel, EscalationPolicy, Maintenance
+from onwatch.core.crons import zone
 from onwatch.core.models import Organization
 
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
@@ -50,11 +50,9 @@ class PolicyForm(forms.Form):
 
     def clean_name(self) -> str:
         name: str = self.cleaned_data["name"].strip()
-        taken = EscalationPolicy.objects.filter(org=self.org, name__iexact=name)
-        if self.policy is not None:
-            taken = taken.exclude(pk=self.policy.pk)
-        if taken.exists():
-            raise ValidationError("Another policy already has this name; pick another.")
+        refusal = services.policy_name_refusal(self.org, name, self.policy)
+        if refusal:
+            raise ValidationError(refusal)
         return name
 
 
@@ -111,32 +109,17 @@ def step_formset(data: Any, org: Organization, policy: EscalationPolicy | None) 
     return cast(BaseStepFormSet, formset)
 
 
-@transaction.atomic
-def save_policy(
-    org: Organization, policy: EscalationPolicy | None, form: PolicyForm, steps: BaseStepFormSet
-) -> EscalationPolicy:
+def policy_spec(form: PolicyForm, steps: BaseStepFormSet) -> services.PolicySpec:
     data = form.cleaned_data
-    if policy is None:
-        policy = EscalationPolicy(org=org)
-    policy.name = data["name"]
-    policy.repeat_minutes = data["repeat_minutes"]
-    policy.notify_recovery = data["notify_recovery"]
-    policy.save()
-    # Steps are replaced whole: open incidents keep counting by position (next_step), and
-    # the sorted rows keep that meaning.
-    policy.steps.all().delete()
-    for position, (after, channels) in enumerate(steps.steps()):
-        step = EscalationStep.objects.create(policy=policy, position=position, after_minutes=after)
-        step.channels.set(channels)
-    return policy
-
-
-def describe_policy(policy: EscalationPolicy) -> list[str]:
-    """One line per step, for the audit log and the list page."""
-    return [
-        f"after {s.after_minutes} min: {', '.join(ch.name for ch in s.channels.all())}"
-        for s in policy.steps.all()
-    ]
+    return services.PolicySpec(
+        name=data["name"],
+        repeat_minutes=data["repeat_minutes"],
+        notify_recovery=data["notify_recovery"],
+        steps=tuple(
+            services.StepSpec(after, tuple(ch.pk for ch in channels))
+            for after, channels in steps.steps()
+        ),
+    )
 
 
 class MaintenanceForm(forms.Form):
@@ -183,55 +166,35 @@ class MaintenanceForm(forms.Form):
     )
     public = forms.BooleanField(label="Show on the status page", required=False, initial=True)
 
-    def clean_tz(self) -> str:
-        tz: str = self.cleaned_data["tz"].strip()
-        try:
-            zone(tz)
-        except ValidationError as e:
-            raise ValidationError(e.messages[0]) from None
-        return tz
-
-    def clean_sources(self) -> list[str]:
-        lines = self.cleaned_data["sources"].splitlines()
-        return sorted({line.strip() for line in lines if line.strip()})
-
+    # The rules are the services' (check_maintenance); a refusal shows at its field.
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if data.get("kind") == "cron":
-            self._clean_recurring(data)
-        elif data.get("kind") == "once":
-            self._clean_once(data)
+        if self.errors:
+            return data
+        try:
+            services.check_maintenance(maintenance_spec(data))
+        except services.Refused as e:
+            self.add_error(e.field if e.field in self.fields else None, str(e))
         return data
 
-    def _clean_recurring(self, data: dict[str, Any]) -> None:
-        expr = (data.get("cron") or "").strip()
-        data["cron"] = expr
-        if not expr:
-            self.add_error("cron", "Give a cron expression for a recurring window.")
-        elif "tz" in data:
-            try:
-                validate_schedule(expr, data["tz"])
-            except ValidationError as e:
-                self.add_error("cron", e.messages[0])
-        if not data.get("duration_minutes"):
-            self.add_error("duration_minutes", "Say how many minutes each window lasts.")
 
-    def _clean_once(self, data: dict[str, Any]) -> None:
-        starts, ends = data.get("starts_at"), data.get("ends_at")
-        if starts is None:
-            self.add_error("starts_at", "Say when the window starts.")
-        if ends is None:
-            self.add_error("ends_at", "Say when the window ends.")
-        if starts is None or ends is None or "tz" not in data:
-            return
-        data["starts_at"], data["ends_at"] = in_zone(starts, data["tz"]), in_zone(ends, data["tz"])
-        if data["ends_at"] <= data["starts_at"]:
-            self.add_error("ends_at", "The window must end after it starts.")
+def maintenance_spec(data: dict[str, Any]) -> services.MaintenanceSpec:
+    def wall_clock(value: datetime | None) -> datetime | None:
+        # The form read the time in the site's zone; the window's own zone reads it.
+        return timezone.make_naive(value) if value is not None else None
 
-
-def in_zone(value: datetime, tz: str) -> datetime:
-    """The form read a wall-clock time in the site's zone; read it in `tz` instead."""
-    return timezone.make_naive(value).replace(tzinfo=zone(tz))
+    recurring = data["kind"] == "cron"
+    return services.MaintenanceSpec(
+        name=data["name"],
+        recurring=recurring,
+        tz=data["tz"],
+        starts_at=None if recurring else wall_clock(data.get("starts_at")),
+        ends_at=None if recurring else wall_clock(data.get("ends_at")),
+        cron=(data.get("cron") or "") if recurring else "",
+        duration_minutes=(data.get("duration_minutes") or 0) if recurring else 0,
+        sources=tuple(data["sources"].splitlines()),
+        public=data["public"],
+    )
 
 
 def maintenance_initial(m: Maintenance) -> dict[str, Any]:
@@ -247,28 +210,3 @@ def maintenance_initial(m: Maintenance) -> dict[str, Any]:
         "sources": "\n".join(m.sources),
         "public": m.public,
     }
-
-
-def save_maintenance(
-    org: Organization, m: Maintenance | None, form: MaintenanceForm
-) -> Maintenance:
-    data = form.cleaned_data
-    if m is None:
-        m = Maintenance(org=org)
-    recurring = data["kind"] == "cron"
-    m.name, m.tz, m.sources, m.public = data["name"], data["tz"], data["sources"], data["public"]
-    m.cron = data["cron"] if recurring else ""
-    m.duration_minutes = data["duration_minutes"] if recurring else 0
-    m.starts_at = None if recurring else data["starts_at"]
-    m.ends_at = None if recurring else data["ends_at"]
-    m.save()
-    return m
-
-
-def describe_maintenance(m: Maintenance) -> str:
-    if m.cron:
-        return f"{m.cron} ({m.tz}) for {m.duration_minutes} min"
-    local = zone(m.tz)
-    assert m.starts_at is not None and m.ends_at is not None
-    start, end = m.starts_at.astimezone(local), m.ends_at.astimezone(local)
-    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({m.tz})"

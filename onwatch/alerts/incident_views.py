@@ -10,16 +10,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from onwatch.alerts import incidents
+from onwatch.alerts import incidents, services
 from onwatch.alerts.incident_forms import (
     MaintenanceForm,
     NoteForm,
     PolicyForm,
-    describe_maintenance,
-    describe_policy,
     maintenance_initial,
-    save_maintenance,
-    save_policy,
+    maintenance_spec,
+    policy_spec,
     step_formset,
 )
 from onwatch.alerts.models import (
@@ -29,7 +27,8 @@ from onwatch.alerts.models import (
     IncidentState,
     Maintenance,
 )
-from onwatch.core import audit
+from onwatch.alerts.services import Refused, describe_maintenance, describe_policy
+from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 
 LIST_LIMIT = 200
@@ -74,13 +73,12 @@ def incident_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require("incidents.respond")
 @require_POST
 def incident_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
-    incident = _incident(request, pk)
-    who = request.user.get_username()
-    if incidents.acknowledge(incident, who, user=request.user):
-        audit.record("incident-acknowledged", request=request, target=incident.title, id=pk)
-        messages.success(request, "Acknowledged: escalation and reminders have stopped.")
+    try:
+        services.acknowledge_incident(_incident(request, pk), Actor.of(request))
+    except Refused as e:
+        messages.error(request, str(e))
     else:
-        messages.error(request, f"This incident is already {incident.state}; nothing to do.")
+        messages.success(request, "Acknowledged: escalation and reminders have stopped.")
     return redirect("incident_detail", pk=pk)
 
 
@@ -88,12 +86,12 @@ def incident_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def incident_note(request: HttpRequest, pk: int) -> HttpResponse:
     incident = _incident(request, pk)
-    form = NoteForm(request.POST)
-    if form.is_valid():
-        incidents.add_note(incident, request.user.get_username(), form.cleaned_data["text"])
-        messages.success(request, "Note added to the timeline.")
+    try:
+        services.add_incident_note(incident, request.POST.get("text", ""), Actor.of(request))
+    except Refused as e:
+        messages.error(request, str(e))
     else:
-        messages.error(request, "The note was empty or too long; write up to 4,000 characters.")
+        messages.success(request, "Note added to the timeline.")
     return redirect("incident_detail", pk=pk)
 
 
@@ -133,18 +131,13 @@ def _policy_form(request: HttpRequest, policy: EscalationPolicy | None) -> HttpR
     form = PolicyForm(data, org=org, policy=policy, initial=initial)
     steps = step_formset(data, org, policy)
     if data is not None and form.is_valid() and steps.is_valid():
-        saved = save_policy(org, policy, form, steps)
-        action = "policy-added" if policy is None else "policy-changed"
-        audit.record(
-            action,
-            request=request,
-            target=saved.name,
-            repeat_minutes=saved.repeat_minutes,
-            notify_recovery=saved.notify_recovery,
-            steps=describe_policy(saved),
-        )
-        messages.success(request, f"Escalation policy {saved.name} saved.")
-        return redirect("policies")
+        try:
+            saved = services.save_policy(org, policy, policy_spec(form, steps), Actor.of(request))
+        except Refused as e:
+            form.add_error(e.field if e.field in form.fields else None, str(e))
+        else:
+            messages.success(request, f"Escalation policy {saved.name} saved.")
+            return redirect("policies")
     ctx = {"form": form, "steps": steps, "policy": policy}
     return render(request, "alerts/policies/form.html", ctx)
 
@@ -154,11 +147,9 @@ def _policy_form(request: HttpRequest, policy: EscalationPolicy | None) -> HttpR
 def policy_delete(request: HttpRequest, pk: int) -> HttpResponse:
     org = request.org  # type: ignore[attr-defined]
     policy = get_object_or_404(EscalationPolicy, pk=pk, org=org)
-    name = policy.name
-    policy.delete()
-    audit.record("policy-removed", request=request, target=name)
+    services.remove_policy(policy, Actor.of(request))
     messages.success(
-        request, f"Policy {name} removed; incidents that used it now notify every channel."
+        request, f"Policy {policy.name} removed; incidents that used it now notify every channel."
     )
     return redirect("policies")
 
@@ -188,16 +179,8 @@ def _maintenance_form(request: HttpRequest, m: Maintenance | None) -> HttpRespon
     data = request.POST if request.method == "POST" else None
     form = MaintenanceForm(data, initial=maintenance_initial(m) if m else None)
     if data is not None and form.is_valid():
-        saved = save_maintenance(org, m, form)
-        action = "maintenance-added" if m is None else "maintenance-changed"
-        audit.record(
-            action,
-            request=request,
-            target=saved.name,
-            when=describe_maintenance(saved),
-            sources=saved.sources,
-            public=saved.public,
-        )
+        spec = maintenance_spec(form.cleaned_data)
+        saved = services.save_maintenance(org, m, spec, Actor.of(request))
         messages.success(request, f"Maintenance window {saved.name} saved.")
         return redirect("maintenance")
     return render(request, "alerts/maintenance/form.html", {"form": form, "window": m})
@@ -208,10 +191,8 @@ def _maintenance_form(request: HttpRequest, m: Maintenance | None) -> HttpRespon
 def maintenance_delete(request: HttpRequest, pk: int) -> HttpResponse:
     org = request.org  # type: ignore[attr-defined]
     m = get_object_or_404(Maintenance, pk=pk, org=org)
-    name = m.name
-    m.delete()
-    audit.record("maintenance-removed", request=request, target=name)
+    services.remove_maintenance(m, Actor.of(request))
     messages.success(
-        request, f"Maintenance window {name} removed; alerts it held go out on the next tick."
+        request, f"Maintenance window {m.name} removed; alerts it held go out on the next tick."
     )
     return redirect("maintenance")

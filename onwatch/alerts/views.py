@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 from onwatch.alerts import services
 from onwatch.alerts.forms import ChannelForm
 from onwatch.alerts.models import Channel, Delivery, DeliveryState
-from onwatch.core import audit
+from onwatch.core.audit import Actor
 from onwatch.core.decorators import api, require
 from onwatch.core.roles import has_permission
 
@@ -41,30 +41,32 @@ def channel_add(request: HttpRequest) -> HttpResponse:
     org = request.org  # type: ignore[attr-defined]
     form = ChannelForm(request.POST or None, org=org)
     if request.method == "POST" and form.is_valid():
-        ch = services.add_channel(
-            org, form.cleaned_data["name"], form.cleaned_data["url"], request.user
-        )
-        audit.record("channel-added", request=request, target=ch.name, service=ch.service)
-        messages.success(request, f"Channel {ch.name} added. Send it a test to be sure.")
-        return redirect("channels")
+        data = form.cleaned_data
+        try:
+            ch = services.add_channel(org, data["name"], data["url"], Actor.of(request))
+        except services.Refused as e:  # the name was taken since the form checked it
+            form.add_error("name", str(e))
+        else:
+            messages.success(request, f"Channel {ch.name} added. Send it a test to be sure.")
+            return redirect("channels")
     return render(request, "alerts/channel_form.html", {"form": form, "channel": None})
 
 
 @require("channels.manage")
 def channel_edit(request: HttpRequest, pk: int) -> HttpResponse:
     ch = _channel(request, pk)
-    old_name = ch.name
     data = request.POST if request.method == "POST" else None
     form = ChannelForm(data, org=ch.org, channel=ch, initial={"name": ch.name})
     if request.method == "POST" and form.is_valid():
-        changed = services.change_channel(ch, form.cleaned_data["name"], form.cleaned_data["url"])
-        if changed:
-            # Which fields changed, never their values: the URL is a secret.
-            audit.record(
-                "channel-changed", request=request, target=ch.name, was=old_name, changed=changed
-            )
-            messages.success(request, f"Channel {ch.name} saved.")
-        return redirect("channels")
+        name, url = form.cleaned_data["name"], form.cleaned_data["url"]
+        try:
+            changed = services.change_channel(ch, name, url, Actor.of(request))
+        except services.Refused as e:  # the name was taken since the form checked it
+            form.add_error("name", str(e))
+        else:
+            if changed:
+                messages.success(request, f"Channel {ch.name} saved.")
+            return redirect("channels")
     return render(request, "alerts/channel_form.html", {"form": form, "channel": ch})
 
 
@@ -72,10 +74,8 @@ def channel_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def channel_delete(request: HttpRequest, pk: int) -> HttpResponse:
     ch = _channel(request, pk)
-    name = ch.name
-    ch.delete()
-    audit.record("channel-removed", request=request, target=name)
-    messages.success(request, f"Channel {name} removed; its past deliveries stay in the log.")
+    services.remove_channel(ch, Actor.of(request))
+    messages.success(request, f"Channel {ch.name} removed; its past deliveries stay in the log.")
     return redirect("channels")
 
 
@@ -83,8 +83,7 @@ def channel_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def channel_test(request: HttpRequest, pk: int) -> HttpResponse:
     ch = _channel(request, pk)
-    services.send_test(ch)
-    audit.record("channel-tested", request=request, target=ch.name)
+    services.send_test(ch, Actor.of(request))
     messages.success(request, f"Test notification queued for {ch.name}; its outcome appears below.")
     return redirect("deliveries")
 

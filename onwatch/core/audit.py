@@ -66,28 +66,33 @@ def _serialise() -> None:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [_PG_LOCK])
 
 
-@dataclass(frozen=True)
-class Actor:
-    """Who makes a change, as the audit log records it: a person (signed in, or the owner
-    of an API token) with the address the request came from, or a command ("cli")."""
-
-    name: str
-    ip: str = ""
-
-    @classmethod
-    def of(cls, request: HttpRequest) -> Actor:
-        return cls(*actor_of(request))
-
-
-CLI = Actor("cli")
-
-
 def actor_of(request: HttpRequest | None) -> tuple[str, str]:
     if request is None:
         return "system", ""
     user = getattr(request, "user", None)
     who = user.get_username() if user is not None and user.is_authenticated else "anonymous"
     return who, request.META.get("REMOTE_ADDR", "")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change, as its audit entry names them: a person through the pages or a
+    token (with the address the request came from), or a command run on the server."""
+
+    name: str
+    ip: str = ""
+    # The account behind a person's change (None for the command line and onwatch itself).
+    user: Any = None
+
+    @classmethod
+    def of(cls, request: HttpRequest) -> Actor:
+        who, ip = actor_of(request)
+        user = getattr(request, "user", None)
+        return cls(who, ip, user if user is not None and user.is_authenticated else None)
+
+
+CLI = Actor("cli")
+SYSTEM = Actor("system")
 
 
 def record(
@@ -101,7 +106,8 @@ def record(
 ) -> AuditEntry:
     who, ip = actor_of(request)
     if isinstance(actor, Actor):
-        (who, ip), actor = (actor.name, actor.ip), None
+        # A change made through services.py: the actor already holds name and address.
+        who, ip, actor = actor.name, actor.ip, None
     if org is None and request is not None:
         org = getattr(request, "org", None)
     with transaction.atomic():

@@ -15,20 +15,11 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from onwatch.core import audit
 from onwatch.core import jobs as jobqueue
+from onwatch.core import services
+from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
-from onwatch.core.forms import (
-    InviteForm,
-    MemberError,
-    RoleForm,
-    TokenForm,
-    change_role,
-    issue_invite,
-    issue_token,
-    remove_member,
-    revoke_token,
-)
+from onwatch.core.forms import InviteForm, RoleForm, TokenForm
 from onwatch.core.models import (
     ENDED,
     ApiToken,
@@ -40,6 +31,7 @@ from onwatch.core.models import (
     Schedule,
 )
 from onwatch.core.roles import has_permission, roles_grantable_by
+from onwatch.core.services import MemberError
 
 AUDIT_PAGE_SIZE = 50
 JOBS_PAGE_SIZE = 100
@@ -96,11 +88,10 @@ def member_invite(request: HttpRequest) -> HttpResponse:
         return _members_page(request, invite_form=form)
     role, email = form.cleaned_data["role"], form.cleaned_data["email"]
     try:
-        invite, raw = issue_invite(me, role, email)
+        invite, raw = services.issue_invite(me, role, email, Actor.of(request))
     except MemberError as e:
         messages.error(request, str(e))
         return redirect("members")
-    audit.record("invite-created", request=request, target=email or role, role=role)
     # Shown in this response only: the database keeps just the link's hash.
     link = settings.SITE_ROOT + reverse("invite", args=[raw])
     return _members_page(request, new_invite=invite, invite_link=link)
@@ -116,14 +107,11 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("members")
     new = form.cleaned_data["role"]
     try:
-        old = change_role(_membership(request), target, new)
+        old = services.change_role(_membership(request), target, new, Actor.of(request))
     except MemberError as e:
         messages.error(request, str(e))
         return redirect("members")
     if old != new:
-        audit.record(
-            "member-role-changed", request=request, target=target.user.email, was=old, now=new
-        )
         messages.success(request, f"{target.user.email} is now {new}.")
     return redirect("members")
 
@@ -133,11 +121,10 @@ def member_role(request: HttpRequest, pk: int) -> HttpResponse:
 def member_remove(request: HttpRequest, pk: int) -> HttpResponse:
     target = _member(request, pk)
     try:
-        remove_member(_membership(request), target)
+        services.remove_member(_membership(request), target, Actor.of(request))
     except MemberError as e:
         messages.error(request, str(e))
         return redirect("members")
-    audit.record("member-removed", request=request, target=target.user.email, role=target.role)
     messages.success(
         request, f"{target.user.email} is no longer a member; their tokens are revoked."
     )
@@ -157,14 +144,8 @@ def tokens(request: HttpRequest) -> HttpResponse:
     new = None
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
-        new = issue_token(me.user, me.org, d["name"], d["scopes"], d["days"])
-        audit.record(
-            "token-created",
-            request=request,
-            target=f"{new.token.name} ({new.token.prefix})",
-            scopes=new.token.scopes,
-            expires=new.token.expires_at,
-        )
+        by = Actor.of(request)
+        new = services.issue_token(me.user, me.org, d["name"], d["scopes"], d["days"], by)
         # The raw token is in this response only; a fresh form so it is not resubmitted.
         form = TokenForm(role=me.role)
     ctx = {"form": form, "new": new, "tokens": _own_tokens(request), "now": timezone.now()}
@@ -176,8 +157,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     # Only one's own tokens: anyone else's is a 404, not a 403, so ids reveal nothing.
     token = get_object_or_404(_own_tokens(request), pk=pk)
-    if revoke_token(token):
-        audit.record("token-revoked", request=request, target=f"{token.name} ({token.prefix})")
+    if services.revoke_token(token, Actor.of(request)):
         messages.success(request, f"Token {token.name} revoked; it no longer works.")
     return redirect("tokens")
 

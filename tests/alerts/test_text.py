@@ -18,6 +18,7 @@ from onwatch.backups import services
 from onwatch.backups.models import SourceKind
 from onwatch.config import BaseUrl
 from onwatch.core import jobs
+from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
 from onwatch.uptime import heartbeats
 from onwatch.uptime.models import Kind, Monitor
@@ -203,7 +204,7 @@ def test_a_failed_job_alert_names_the_work_links_its_page_and_is_a_failure(
 
 def test_a_test_notification_stays_information(org: Organization) -> None:
     with WebhookReceiver() as hooks:
-        send_test(add_channel(org, "hook", hooks.url()))
+        send_test(add_channel(org, "hook", hooks.url()), SYSTEM)
         run_deliveries()
     assert hooks.hooks[0].json["type"] == "info"
 

@@ -109,7 +109,7 @@ def test_removing_a_channel_keeps_its_deliveries_and_is_audited(
     assert not Channel.objects.exists()
     kept = Delivery.objects.get()
     assert kept.channel is None and kept.channel_name == "ops"
-    assert audit_actions(org) == ["channel-removed"]
+    assert audit_actions(org) == ["channel-added", "channel-removed"]
     assert "(removed)" in client.get("/deliveries/").content.decode()
 
 
@@ -127,7 +127,7 @@ def test_send_a_test_queues_a_durable_delivery_that_reaches_the_receiver(
         assert d.job.state == JobState.QUEUED
         page = client.get("/deliveries/").content.decode()
         assert "Test notification queued for ops" in page and "pending" in page
-        assert audit_actions(org) == ["channel-tested"]
+        assert audit_actions(org) == ["channel-added", "channel-tested"]
 
         jobs.run_pending(kinds=["alerts.deliver"])
     [hook] = hooks.hooks

@@ -430,10 +430,10 @@ def test_maintenance_windows_one_off_and_recurring(org: Organization, owner: Api
     assert always.status_code == 201 and always.json()["active"] is True
     for body, words in [
         ({"name": "x", "cron": "61 * * * *", "duration_minutes": 5}, "not a valid cron"),
-        ({"name": "x", "cron": "0 3 * * *"}, "'duration_minutes' is required"),
+        ({"name": "x", "cron": "0 3 * * *"}, "'duration_minutes': Say how many minutes"),
         (
             {"name": "x", "starts_at": "2030-01-01T10:00", "ends_at": "2030-01-01T09:00"},
-            "'ends_at' must come after",
+            "'ends_at': The window must end after it starts",
         ),
         (
             {"name": "x", "tz": "Mars/Base", "cron": "0 3 * * *", "duration_minutes": 5},

@@ -11,3 +11,17 @@ def add_channels(org_name: str, urls: dict[str, str]) -> None:
     org, _ = Organization.objects.get_or_create(name=org_name)
     for name, url in urls.items():
         add_channel(org, name, url)
+
+
+def test_deliveries(org_name: str) -> None:
+    """Print the test deliveries and the newest "channel-tested" audit entry, as JSON."""
+    import json
+
+    from onwatch.alerts.models import Delivery
+    from onwatch.core.models import AuditEntry
+
+    fields = ["channel_name", "title", "body", "is_test", "notify_type"]
+    rows = Delivery.objects.filter(org__name=org_name, is_test=True).values(*fields)
+    e = AuditEntry.objects.filter(action="channel-tested").order_by("-seq").first()
+    tested = e and {"actor": e.actor, "ip": e.ip, "target": e.target, "data": e.data}
+    print(json.dumps({"deliveries": list(rows), "tested": tested}))
