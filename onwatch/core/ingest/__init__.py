@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 class Answer:
     status: int
     body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # beside the ones Django's answer shows
 
 
 @dataclass(frozen=True, slots=True)

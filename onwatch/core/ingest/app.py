@@ -10,9 +10,9 @@ from onwatch.core.ingest.limits import COUNTED
 from onwatch.core.ingest.request import (
     App,
     Headers,
+    Learned,
     Message,
     Receive,
-    Request,
     Scope,
     Send,
     read_body,
@@ -21,14 +21,13 @@ from onwatch.core.ingest.request import (
     screen,
 )
 from onwatch.core.ingest.writer import Job, Writer, expire
-from onwatch.core.middleware import REQUEST_ID_HEADER, request_id
+from onwatch.core.middleware import request_id
 
 log = logging.getLogger("onwatch.ingest")
 
 # Longer than SQLite's busy timeout (20 s), so a locked database answers with its own error.
 WAIT_SECONDS = 30.0
 LEARNED_MAX = 64  # distinct hosts and schemes per route whose answer headers are kept
-ID_HEADER = REQUEST_ID_HEADER.encode()
 
 
 class Ingest:
@@ -46,7 +45,7 @@ class Ingest:
         self.wait = wait
         self.routes = routes() if fast is None else fast
         self.prefixes = tuple(r.prefix for r in self.routes)
-        self.answers: dict[tuple[str, tuple[bytes, ...]], Headers] = {}
+        self.answers: dict[tuple[str, tuple[bytes, ...]], Learned] = {}
         self.served = 0  # requests answered here, not by Django (for tests and curiosity)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,46 +67,21 @@ class Ingest:
         if accepted is None:
             await self.app(scope, replayed(replay, receive), send)
             return
-        await self.take(route, found, accepted, (scope, replayed(replay, receive), send), headers)
+        rid = request_id(found.incoming_id)
+        answer = refused(route, accepted) or await self.store(route, accepted, rid)
+        if answer is None:
+            scope[COUNTED] = True  # Django's view must not count it again
+            await self.app(scope, replayed(replay, receive), send)
+            return
+        if answer.status < 400:
+            self.served += 1
+        await respond(send, answer, headers, rid.encode("latin-1"))
 
     def route_of(self, scope: Scope) -> Route | None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
             return None
         path = scope["path"]
         return next(r for r in self.routes if path.startswith(r.prefix))
-
-    async def take(
-        self,
-        route: Route,
-        found: Request,
-        accepted: Accepted,
-        django: tuple[Scope, Receive, Send],
-        headers: Headers,
-    ) -> None:
-        scope, receive, send = django
-        rid = request_id(found.incoming_id)
-        if not route.limit.allow(accepted.key):
-            limited = Answer(429, route.too_many().encode() + b"\n")
-            await self.answer(send, limited, headers, rid, ((b"retry-after", b"1"),))
-            return
-        answer = await self.store(route, accepted, rid)
-        if answer is None:
-            scope[COUNTED] = True  # Django's view must not count it again
-            await self.app(scope, receive, send)
-            return
-        if answer.status < 400:
-            self.served += 1
-        await self.answer(send, answer, headers, rid)
-
-    async def answer(
-        self,
-        send: Send,
-        answer: Answer,
-        headers: Headers,
-        rid: str,
-        extra: tuple[tuple[bytes, bytes], ...] = (),
-    ) -> None:
-        await respond(send, answer.status, headers, answer.body, rid.encode("latin-1"), extra)
 
     async def store(self, route: Route, accepted: Accepted, rid: str) -> Answer | None:
         loop = asyncio.get_running_loop()
@@ -142,11 +116,15 @@ class Ingest:
         return forward
 
     def learn(self, key: tuple[str, tuple[bytes, ...]], headers: Headers) -> None:
-        names = {name.lower() for name, _ in headers}
-        if b"set-cookie" in names:
+        if any(name.lower() == b"set-cookie" for name, _ in headers):
             return  # an answer for one client only
-        if ID_HEADER.lower() not in names:
-            headers.append((ID_HEADER, b""))  # filled in per answer
-        self.answers[key] = headers
+        self.answers[key] = Learned.of(headers)
         scheme, proto, host = (part.decode("latin-1") for part in key[1])
         log.info("%s to %s://%s are now taken ahead of Django", key[0], proto or scheme, host)
+
+
+def refused(route: Route, accepted: Accepted) -> Answer | None:
+    """The answer to a request over its route's rate limit; None when it may go on."""
+    if route.limit.allow(accepted.key):
+        return None
+    return Answer(429, route.too_many().encode() + b"\n", ((b"Retry-After", b"1"),))

@@ -35,13 +35,14 @@ class Limit:
         full = max(1.0, rate * self.burst)
         now = time.monotonic()
         with self.lock:
-            tokens, then = self.buckets.pop(key, (full, now))
+            tokens, then = self.buckets.get(key) or (full, now)
             tokens = min(full, tokens + (now - then) * rate)
             allowed = tokens >= 1.0
-            # Re-inserted at the end: the dict's order is the order of last use.
             self.buckets[key] = (tokens - 1.0 if allowed else tokens, now)
             if len(self.buckets) > MAX_KEYS:
-                self.buckets.pop(next(iter(self.buckets)))
+                # The longest known goes: it starts again with a full bucket (too lenient
+                # for a moment, never too strict).
+                del self.buckets[next(iter(self.buckets))]
         return allowed
 
     def allow_request(self, scope: Any, key: str) -> bool:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onwatch.core.ingest import Answer
 
 Scope = dict[str, Any]
 Message = Mapping[str, Any]
@@ -101,26 +104,31 @@ def replayed(messages: list[Message], receive: Receive) -> Receive:
     return again
 
 
-async def respond(
-    send: Send,
-    status: int,
-    learned: Headers,
-    body: bytes,
-    request_id: bytes,
-    extra: tuple[tuple[bytes, bytes], ...] = (),
-) -> None:
-    """Answer with Django's headers (learned), this answer's length and request ID."""
-    length = str(len(body)).encode()
-    # In Django's order, so an answer from here is byte for byte an answer from Django.
-    headers = [(k, own(k, length, request_id) or v) for k, v in learned]
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra]})
-    await send({"type": "http.response.body", "body": body})
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """The headers of Django's answer, and where in them this answer's own go."""
+
+    headers: Headers
+    length_at: int
+    id_at: int
+
+    @classmethod
+    def of(cls, headers: Headers) -> Learned:
+        headers = list(headers)
+        names = [name.lower() for name, _ in headers]
+        for name in (b"Content-Length", b"X-Request-ID"):
+            if name.lower() not in names:
+                headers.append((name, b""))  # filled in per answer
+                names.append(name.lower())
+        return cls(headers, names.index(b"content-length"), names.index(b"x-request-id"))
 
 
-def own(name: bytes, length: bytes, request_id: bytes) -> bytes | None:
-    lower = name.lower()
-    if lower == b"content-length":
-        return length
-    if lower == b"x-request-id":
-        return request_id
-    return None
+async def respond(send: Send, answer: Answer, learned: Learned, request_id: bytes) -> None:
+    """Answer with Django's headers, in Django's order (so an answer from here is byte for
+    byte an answer from Django), with this answer's length and request ID."""
+    headers = learned.headers.copy()
+    headers[learned.length_at] = (headers[learned.length_at][0], b"%d" % len(answer.body))
+    headers[learned.id_at] = (headers[learned.id_at][0], request_id)
+    headers += answer.headers
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})

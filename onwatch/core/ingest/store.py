@@ -18,6 +18,8 @@ from typing import Any
 from django.db import connections
 from django.db.models import Field, Model
 
+PLAIN = frozenset((type(None), bool, int, str))
+
 
 class Table:
     """The statements of one model on one connection."""
@@ -30,7 +32,9 @@ class Table:
         }
         self.table = store.quote(str(model._meta.db_table))
         self.selects: dict[tuple[str, tuple[str, ...]], tuple[str, list[Any], list[str]]] = {}
-        self.updates: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self.updates: dict[
+            tuple[tuple[str, ...], tuple[str, ...]], tuple[str, list[Field[Any, Any]]]
+        ] = {}
         meta = model._meta
         # Every column the ORM would insert: all but a generated one and the auto id.
         self.inserted = [
@@ -56,13 +60,18 @@ class Table:
             self.selects[key] = (self.store.prepared(sql), converters, [f.attname for f in read])
         return self.selects[key]
 
-    def update_sql(self, names: tuple[str, ...], where: tuple[str, ...]) -> str:
+    def update_sql(
+        self, names: tuple[str, ...], where: tuple[str, ...]
+    ) -> tuple[str, list[Field[Any, Any]]]:
+        """The UPDATE setting `names` where every field of `where` equals its value, and
+        the fields of its parameters in order."""
         key = (names, where)
         if key not in self.updates:
             sets = ", ".join(f"{self.column(n)} = %s" for n in names)
             cond = " AND ".join(f"{self.column(n)} = %s" for n in where)
             sql = f"UPDATE {self.table} SET {sets} WHERE {cond}"  # noqa: S608  (names from the model)
-            self.updates[key] = self.store.prepared(sql)
+            fields = [self.fields[n] for n in (*names, *where)]
+            self.updates[key] = (self.store.prepared(sql), fields)
         return self.updates[key]
 
     def prep(self, name: str, value: Any) -> Any:
@@ -147,22 +156,21 @@ class Store:
 
     def update(self, model: type[Model], values: dict[str, Any], where: dict[str, Any]) -> int:
         """UPDATE the rows matching every field of `where` (by equality); how many."""
-        t = self.table(model)
-        sql = t.update_sql(tuple(values), tuple(where))
-        # Most values of one request are the same few datetimes: converted once each.
+        sql, fields = self.table(model).update_sql(tuple(values), tuple(where))
+        connection = self.connection
+        # Most values of one request are the same datetime or two: converted once each.
         seen: dict[tuple[int, type], Any] = {}
-        params = [self._prep(t, n, v, seen) for n, v in (*values.items(), *where.items())]
+        params = []
+        for f, value in zip(fields, (*values.values(), *where.values()), strict=True):
+            if value.__class__ in PLAIN:
+                params.append(f.get_db_prep_save(value, connection))
+                continue
+            key = (id(value), f.__class__)
+            if key not in seen:
+                seen[key] = f.get_db_prep_save(value, connection)
+            params.append(seen[key])
         changed = self.execute(sql, params)
         return changed if isinstance(changed, int) else 0
-
-    @staticmethod
-    def _prep(t: Table, name: str, value: Any, seen: dict[tuple[int, type], Any]) -> Any:
-        if value is None or isinstance(value, (int, str)):
-            return t.prep(name, value)
-        key = (id(value), type(t.fields[name]))
-        if key not in seen:
-            seen[key] = t.prep(name, value)
-        return seen[key]
 
     def add(self, row: Model) -> None:
         """A new row, inserted with the others of its model when the batch is written."""
