@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.core.asgi import get_asgi_application
@@ -43,6 +43,7 @@ with isolate_apps("onwatch.core"):
         key = models.CharField(max_length=40)
         at = models.DateTimeField()
         source = models.CharField(max_length=20, default="added later")
+        objects: ClassVar[models.Manager[Event]] = models.Manager()
 
         class Meta:
             app_label = "core"
@@ -112,12 +113,13 @@ def app() -> Iterator[Ingest]:
 
 
 def heartbeat(name: str) -> Monitor:
+    config: Any = heartbeats.validate({"period": 3600, "grace": 60})  # stored encrypted
     return Monitor.objects.create(
         org=make_org(),
         name=name,
         kind=Kind.HEARTBEAT,
         confirmations=1,
-        config=heartbeats.validate({"period": 3600, "grace": 60}),
+        config=config,
         state=State.UP,
     )
 
