@@ -13,8 +13,9 @@ stored pings are counted, so an "accepted" ping is one the database really holds
 For scale, the same load is first fired at a do-nothing ASGI app under the same uvicorn
 (`noop`): the ceiling of the HTTP server alone on this machine at this moment, and its CPU
 per answer beside the web process's CPU per ping (children included, if any). Success
-pings of heartbeats that are up take the hot path ahead of Django
-(onwatch/uptime/fastping.py); the warm-up pings that bring them up go through Django.
+pings of heartbeats that are up take the fast route of the ingest layer ahead of Django
+(onwatch/core/ingest, onwatch/uptime/fastping.py); the warm-up pings that bring them up
+go through Django.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onwatch.settings")
 django_application = get_asgi_application()
 
-# Imported once Django is set up: the hot path of heartbeat pings, in front of Django.
-from onwatch.uptime.fastping import FastPings  # noqa: E402
+# Imported once Django is set up: the fast routes the apps registered (heartbeat pings),
+# in front of Django.
+from onwatch.core.ingest.app import Ingest  # noqa: E402
 
-application = FastPings(django_application)
+application = Ingest(django_application)
 
 # Everything loaded so far lives as long as the process: out of the collector's sight,
 # so a full collection under load walks only what requests made, not all of Django

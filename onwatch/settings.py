@@ -30,6 +30,8 @@ PORT = env_int("ONWATCH_PORT", 8000, minimum=1, maximum=65535)
 # a small 2-core machine, where one process tops out near 1,500-2,000/s), each costing
 # some 80 MB; one on a single-core machine.
 WEB_WORKERS = env_int("ONWATCH_WEB_WORKERS", min(2, os.cpu_count() or 1), minimum=1, maximum=32)
+# Pings a second one heartbeat may send (with bursts of ten seconds' worth), per web process.
+PING_RATE_LIMIT = env_int("ONWATCH_PING_RATE_LIMIT", 10, minimum=1)
 SITE = base_url(f"http://localhost:{PORT}")
 SITE_ROOT = SITE.origin
 # Refused unless chosen: then cookies go without Secure and every page carries a warning.
@@ -75,6 +77,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "onwatch.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
@@ -26,3 +28,31 @@ class OrganizationMiddleware:
                 request.org = m.org  # type: ignore[attr-defined]
                 request.membership = m  # type: ignore[attr-defined]
         return self.get_response(request)
+
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# An ID from a proxy in front (Caddy's {http.request.uuid}, for one) is kept so its log and
+# ours name the same request; anything else is replaced, since it ends up in our log lines.
+WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:-]{8,100}")
+
+
+def request_id(incoming: str | None) -> str:
+    """The request's ID: the one it came with when well formed, a new one otherwise."""
+    if incoming and WELL_FORMED_ID.fullmatch(incoming):
+        return incoming
+    return os.urandom(16).hex()  # as random as a uuid4, without making one
+
+
+class RequestIdMiddleware:
+    """Gives every request an ID (request.id) and answers with it in X-Request-ID, so a
+    report of a failed request can be found in the server's log. The ingest layer
+    (onwatch/core/ingest) does the same for the requests it answers itself."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.id = request_id(request.headers.get(REQUEST_ID_HEADER))  # type: ignore[attr-defined]
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request.id  # type: ignore[attr-defined]
+        return response

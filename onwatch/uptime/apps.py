@@ -6,6 +6,7 @@ class UptimeConfig(AppConfig):
     label = "uptime"
 
     def ready(self) -> None:
+        from onwatch.core import ingest
         from onwatch.core.hooks import add_router
         from onwatch.core.scheduler import builtin_schedule, every_tick
         from onwatch.uptime import heartbeats, tasks  # noqa: F401  (job handlers)
@@ -13,3 +14,4 @@ class UptimeConfig(AppConfig):
         every_tick("uptime.heartbeats", heartbeats.check_overdue)
         builtin_schedule("History roll-up", "uptime.rollup", "7 * * * *")
         add_router("/monitors/", "onwatch.uptime.api:monitors", "monitors")
+        ingest.register("onwatch.uptime.fastping:ROUTE")

@@ -72,6 +72,10 @@ def take(
         return text(e.status, str(e))
     if monitor is None:
         return text(404, "not found")
+    if not pings.LIMIT.allow_request(getattr(request, "scope", None), str(monitor.ping_id)):
+        answer = text(429, pings.too_many())
+        answer["Retry-After"] = "1"
+        return answer
     pings.record(monitor, got, timezone.now())
     return text(201, "Created") if created else text(200, "OK")
 

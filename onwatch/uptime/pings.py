@@ -18,8 +18,10 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from onwatch.core.ingest.limits import Limit
 from onwatch.core.models import Organization
 from onwatch.uptime import heartbeats
 from onwatch.uptime.heartbeats import HeartbeatSpec
@@ -32,6 +34,16 @@ log = logging.getLogger("onwatch.pings")
 BODY_KEEP = 10 * 1024  # kept with the ping, like Healthchecks' PING_BODY_LIMIT
 BODY_REFUSE = 100 * 1024  # larger bodies are refused outright (413)
 ACTIONS = {"start": Ping.Type.START, "fail": Ping.Type.FAIL, "log": Ping.Type.LOG}
+# Per heartbeat, counted on both paths (Django's view and the ingest layer's fast route):
+# a script pinging in a loop is told to slow down before it fills the database.
+LIMIT = Limit(lambda: float(settings.PING_RATE_LIMIT))
+
+
+def too_many() -> str:
+    return (
+        f"Too many pings for this heartbeat: onwatch takes {settings.PING_RATE_LIMIT} a "
+        "second (more in short bursts); send fewer, or wait a moment"
+    )
 
 
 class PingError(Exception):
@@ -236,22 +248,27 @@ def record(monitor: Monitor, got: Received, now: datetime) -> Ping:
     """Store a ping and apply what it means to its heartbeat."""
     with transaction.atomic():
         done = effect(monitor, got, now) if got.type != Ping.Type.LOG else None
-        took = done.duration if done else None
-        ping = Ping.objects.create(
-            monitor=monitor,
-            at=now,
-            type=got.type,
-            exit_status=got.exit_status,
-            run_id=got.run_id,
-            duration_ms=int(took.total_seconds() * 1000) if took is not None else None,
-            body=got.body,
-            remote_addr=got.remote_addr[:45],
-            method=got.method[:8],
-            user_agent=got.user_agent[:200],
-        )
+        ping = new_ping(monitor, got, now, done.duration if done else None)
+        ping.save(force_insert=True)
         if done is not None and not quick_update(monitor, done, now):
             slow_update(monitor.pk, got, now)
     return ping
+
+
+def new_ping(monitor: Monitor, got: Received, now: datetime, took: timedelta | None) -> Ping:
+    """The row a ping is kept as (not saved yet: the ingest layer inserts many at once)."""
+    return Ping(
+        monitor_id=monitor.pk,
+        at=now,
+        type=got.type,
+        exit_status=got.exit_status,
+        run_id=got.run_id,
+        duration_ms=int(took.total_seconds() * 1000) if took is not None else None,
+        body=got.body,
+        remote_addr=got.remote_addr[:45],
+        method=got.method[:8],
+        user_agent=got.user_agent[:200],
+    )
 
 
 def quick_update(monitor: Monitor, done: Effect, now: datetime) -> bool:

@@ -1,4 +1,5 @@
-"""The hot path of heartbeat pings (onwatch/uptime/fastping.py) against Django's own path.
+"""The fast route of heartbeat pings (onwatch/uptime/fastping.py, through the ingest layer
+of onwatch/core/ingest) against Django's own path.
 
 The comparisons run real uvicorn servers in this process — one serving Django alone, one
 serving the fast path in front of it — on the test database, and compare the bytes on
@@ -10,74 +11,45 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import psycopg
 import pytest
-import uvicorn
 from django.core.asgi import get_asgi_application
 
 from onwatch.alerts.models import Incident, IncidentState
-from onwatch.uptime import heartbeats, pings
-from onwatch.uptime.fastping import FAILED, FastPings, Writer, timed_out
+from onwatch.core.ingest.app import Ingest
+from onwatch.core.ingest.writer import Writer, failed, timed_out
+from onwatch.uptime import fastping, heartbeats, pings
 from onwatch.uptime.models import Kind, Monitor, Ping, State
+from tests.support.asgi import http, serving, status
+from tests.support.child import call
+from tests.support.child import uptime as child_uptime
 from tests.support.fixtures import make_org
-from tests.support.procs import Running, django, free_port, isolated, wait_http
+from tests.support.procs import Running, isolated, wait_http
 
 inprocess = pytest.mark.django_db(transaction=True)
 django_app = get_asgi_application()
 
 
-@contextmanager
-def serving(app: Any) -> Iterator[int]:
-    """A real uvicorn server for `app` on a free port, in a thread of this process."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def ingest(writer: Writer, wait: float = 30.0) -> Ingest:
+    """The ingest layer in front of Django, with the heartbeat route only."""
+    return Ingest(django_app, writer, wait, fast=[fastping.ROUTE])
 
 
 @pytest.fixture
-def fast() -> Iterator[FastPings]:
-    app = FastPings(django_app, Writer())
+def fast() -> Iterator[Ingest]:
+    app = ingest(Writer())
     yield app
     app.writer.stop()  # closes its connection, so the test database can be dropped
-
-
-def http(port: int, method: str, path: str, body: bytes = b"", *headers: str) -> bytes:
-    """One request on its own connection, as curl sends it; the raw answer less its Date."""
-    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "User-Agent: curl/8.5.0", *headers]
-    if body or method == "POST":
-        head.append(f"Content-Length: {len(body)}")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall("\r\n".join([*head, "Connection: close", "", ""]).encode() + body)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
-    return b"\r\n".join(line for line in answer.split(b"\r\n") if not line.startswith(b"date:"))
-
-
-def status(answer: bytes) -> int:
-    return int(answer.split(b" ", 2)[1])
 
 
 def heartbeat(org: Any, name: str) -> Monitor:
@@ -135,7 +107,7 @@ FORMS = [
 @inprocess
 @pytest.mark.parametrize(("method", "suffix", "body", "headers"), FORMS)
 def test_the_fast_path_answers_and_stores_what_django_does(
-    fast: FastPings, method: str, suffix: str, body: bytes, headers: tuple[str, ...]
+    fast: Ingest, method: str, suffix: str, body: bytes, headers: tuple[str, ...]
 ) -> None:
     org = make_org()
     by_django, by_fast, teacher = (heartbeat(org, n) for n in ("a", "b", "c"))
@@ -152,7 +124,7 @@ def test_the_fast_path_answers_and_stores_what_django_does(
 
 
 @inprocess
-def test_an_upper_case_uuid_takes_the_fast_path(fast: FastPings) -> None:
+def test_an_upper_case_uuid_takes_the_fast_path(fast: Ingest) -> None:
     m = heartbeat(make_org(), "a")
     with serving(fast) as port:
         http(port, "GET", f"/ping/{m.ping_id}")
@@ -162,7 +134,7 @@ def test_an_upper_case_uuid_takes_the_fast_path(fast: FastPings) -> None:
 
 
 @inprocess
-def test_unusual_pings_are_left_to_django(fast: FastPings) -> None:
+def test_unusual_pings_are_left_to_django(fast: Ingest) -> None:
     org = make_org()
     up, down = heartbeat(org, "up"), heartbeat(org, "down")
     with serving(fast) as port:
@@ -201,7 +173,7 @@ def test_a_stalled_database_thread_answers_503_instead_of_hanging() -> None:
         return timezone.now()
 
     m = heartbeat(make_org(), "a")
-    app = FastPings(django_app, Writer(clock=clock), wait=0.5)
+    app = ingest(Writer(clock=clock), wait=0.5)
     try:
         with serving(app) as port:
             http(port, "GET", f"/ping/{m.ping_id}")
@@ -209,7 +181,7 @@ def test_a_stalled_database_thread_answers_503_instead_of_hanging() -> None:
             answer = http(port, "GET", f"/ping/{m.ping_id}")
             assert time.monotonic() - started < 5
             assert status(answer) == 503
-            assert answer.endswith(timed_out(0.5).encode() + b"\n")
+            assert answer.endswith(timed_out(0.5, "ping").encode() + b"\n")
             assert stalled.is_set()
             go_on.set()
             # Once free, the thread finishes the ping it held (stop waits for that).
@@ -224,25 +196,6 @@ def test_a_stalled_database_thread_answers_503_instead_of_hanging() -> None:
 
 
 # A real `onwatch web`
-
-SETUP = """
-from onwatch.core.models import Organization
-from onwatch.uptime.models import Kind, Monitor
-org = Organization.objects.create(name="Load")
-made = [
-    Monitor.objects.create(org=org, name=f"job {i}", kind=Kind.HEARTBEAT, config={"period": 3600})
-    for i in range(%d)
-]
-print(json.dumps([str(m.ping_id) for m in made]))
-"""
-
-COUNTS = """
-from django.db.models import Count
-from onwatch.uptime.models import Monitor, Ping, State
-per = dict(Ping.objects.values_list("monitor__ping_id").annotate(n=Count("id")))
-up = Monitor.objects.filter(state=State.UP).count()
-print(json.dumps([{str(k): v for k, v in per.items()}, up]))
-"""
 
 
 async def ping_all(port: int, paths: list[str], concurrency: int) -> list[int]:
@@ -270,7 +223,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     """One `onwatch web` for the tests below (starting one takes seconds), with heartbeats
     that the first pings have brought up, and the answer headers learned."""
     with isolated(tmp_path_factory.mktemp("web")) as env:
-        ids = json.loads(django(SETUP % 41, env, migrate=True))
+        ids = json.loads(call(child_uptime.add_heartbeats, env, 41, migrate=True))
         with Running(["web"], env) as running:
             port = int(env["ONWATCH_PORT"])
             wait_http(f"http://127.0.0.1:{port}/health/")
@@ -280,7 +233,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
 
 
 def counts(env: dict[str, str]) -> tuple[dict[str, int], int]:
-    per, up = json.loads(django(COUNTS, env))
+    per, up = json.loads(call(child_uptime.print_ping_counts, env))
     return per, up
 
 
@@ -335,7 +288,7 @@ def test_a_database_failure_is_answered_503_with_a_reason(
     finally:
         rename(env, "gone", "uptime_ping")
     assert status(answer) == 503
-    assert answer.endswith(FAILED.encode() + b"\n")
+    assert answer.endswith(failed("ping").encode() + b"\n")
     assert status(http(port, "GET", f"/ping/{code}")) == 200
     web.process.wait_for("could not be stored")  # with the reason, for whoever runs onwatch
     per, _ = counts(env)

@@ -1,0 +1,130 @@
+"""The ASGI app in front of Django: the fast routes, everything else to Django unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from onwatch.core.ingest import Accepted, Answer, Route, routes
+from onwatch.core.ingest.limits import COUNTED
+from onwatch.core.ingest.request import (
+    App,
+    Headers,
+    Learned,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    replayed,
+    respond,
+    screen,
+)
+from onwatch.core.ingest.writer import Job, Writer, expire
+from onwatch.core.middleware import request_id
+
+log = logging.getLogger("onwatch.ingest")
+
+# Longer than SQLite's busy timeout (20 s), so a locked database answers with its own error.
+WAIT_SECONDS = 30.0
+LEARNED_MAX = 64  # distinct hosts and schemes per route whose answer headers are kept
+
+
+class Ingest:
+    """`app` (Django) behind the fast routes given, or else those registered."""
+
+    def __init__(
+        self,
+        app: App,
+        writer: Writer | None = None,
+        wait: float = WAIT_SECONDS,
+        fast: list[Route] | None = None,
+    ) -> None:
+        self.app = app
+        self.writer = writer or Writer()
+        self.wait = wait
+        self.routes = routes() if fast is None else fast
+        self.prefixes = tuple(r.prefix for r in self.routes)
+        self.answers: dict[tuple[str, tuple[bytes, ...]], Learned] = {}
+        self.served = 0  # requests answered here, not by Django (for tests and curiosity)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.route_of(scope)
+        found = screen(scope, route.methods, route.max_body) if route is not None else None
+        if route is None or found is None:
+            await self.app(scope, receive, send)
+            return
+        headers = self.answers.get((route.name, found.host))
+        if headers is None:
+            # Django answers until it has shown the headers of a successful answer here.
+            await self.app(scope, receive, self.learning(route, found.host, send))
+            return
+        received = await read_body(receive, found.declared, route.max_body)
+        if received is None:
+            return  # the client went away before it finished sending
+        body, replay = received
+        accepted = route.accept(found, body) if body is not None else None
+        if accepted is None:
+            await self.app(scope, replayed(replay, receive), send)
+            return
+        rid = request_id(found.incoming_id)
+        answer = refused(route, accepted) or await self.store(route, accepted, rid)
+        if answer is None:
+            scope[COUNTED] = True  # Django's view must not count it again
+            await self.app(scope, replayed(replay, receive), send)
+            return
+        if answer.status < 400:
+            self.served += 1
+        await respond(send, answer, headers, rid.encode("latin-1"))
+
+    def route_of(self, scope: Scope) -> Route | None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+            return None
+        path = scope["path"]
+        return next(r for r in self.routes if path.startswith(r.prefix))
+
+    async def store(self, route: Route, accepted: Accepted, rid: str) -> Answer | None:
+        loop = asyncio.get_running_loop()
+        job = Job(route, accepted.item, rid, loop, loop.create_future())
+        self.writer.submit(job)
+        # A timer rather than wait_for: no task per request, and the job is never cancelled.
+        timer = loop.call_later(self.wait, expire, job, self.wait)
+        try:
+            return await job.future
+        finally:
+            timer.cancel()
+
+    def learning(self, route: Route, host: tuple[bytes, ...], send: Send) -> Send:
+        """`send` that keeps the headers of Django's successful answer on this route."""
+        started: list[Message] = []
+        key = (route.name, host)
+
+        async def forward(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.append(message)
+            elif (
+                started
+                and started[0]["status"] == 200
+                and message.get("body") == route.teach
+                and not message.get("more_body")
+                and key not in self.answers
+                and len(self.answers) < LEARNED_MAX * len(self.routes)
+            ):
+                self.learn(key, list(started[0]["headers"]))
+            await send(message)
+
+        return forward
+
+    def learn(self, key: tuple[str, tuple[bytes, ...]], headers: Headers) -> None:
+        if any(name.lower() == b"set-cookie" for name, _ in headers):
+            return  # an answer for one client only
+        self.answers[key] = Learned.of(headers)
+        scheme, proto, host = (part.decode("latin-1") for part in key[1])
+        log.info("%s to %s://%s are now taken ahead of Django", key[0], proto or scheme, host)
+
+
+def refused(route: Route, accepted: Accepted) -> Answer | None:
+    """The answer to a request over its route's rate limit; None when it may go on."""
+    if route.limit.allow(accepted.key):
+        return None
+    return Answer(429, route.too_many().encode() + b"\n", ((b"Retry-After", b"1"),))

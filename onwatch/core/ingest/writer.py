@@ -1,0 +1,230 @@
+"""One writer thread per process: the items of every fast route, written in group commits.
+
+All items waiting when the thread is free are written in one transaction on one
+long-lived connection, so each is stored before it is answered and the commit is shared;
+while one batch is written the next queues up, so batches grow with the load by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from queue import SimpleQueue
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.utils import timezone
+
+from onwatch.core.ingest import Answer, Route
+from onwatch.core.ingest.store import Store
+
+log = logging.getLogger("onwatch.ingest")
+
+MAX_BATCH = 500
+
+
+def failed(noun: str) -> str:
+    return (
+        f"onwatch could not store the {noun}: its database failed (see the server log); "
+        "send it again"
+    )
+
+
+def timed_out(seconds: float, noun: str) -> str:
+    return (
+        f"onwatch's database did not answer within {seconds:g} s; the {noun} may not be "
+        "stored, send it again"
+    )
+
+
+@dataclass(slots=True)
+class Job:
+    route: Route
+    item: Any
+    request_id: str
+    loop: asyncio.AbstractEventLoop
+    # The route's answer; None: Django takes the request.
+    future: asyncio.Future[Answer | None] = field(repr=False)
+
+
+class Writer:
+    """One thread, one connection: takes the jobs waiting, writes them in one transaction,
+    answers each through its future."""
+
+    def __init__(
+        self, alias: str = "default", clock: Callable[[], datetime] = timezone.now
+    ) -> None:
+        self.alias = alias
+        self.clock = clock
+        self.jobs: SimpleQueue[Job | None] = SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+        self.store: Store | None = None
+        self.lock_file: int | None = None
+
+    def submit(self, job: Job) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            with self.lock:
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(target=self.run, name="ingest", daemon=True)
+                    self.thread.start()
+        self.jobs.put(job)
+
+    def stop(self) -> None:
+        """Finish the jobs already submitted, close the connection and end the thread."""
+        if self.thread is not None and self.thread.is_alive():
+            self.jobs.put(None)
+            self.thread.join()
+
+    def run(self) -> None:
+        while batch := self.next_batch():
+            try:
+                answers = self.write(batch)
+            except BaseException:
+                # Whatever went wrong, the thread lives on and nobody waits forever.
+                log.exception("ingest: %d requests could not be written", len(batch))
+                answers = [Answer(503, failed(job.route.noun).encode() + b"\n") for job in batch]
+            deliver(batch, answers)
+        connections[self.alias].close()
+
+    def next_batch(self) -> list[Job]:
+        """The jobs waiting now (at least one; none at the end)."""
+        batch: list[Job] = []
+        job = self.jobs.get()
+        while job is not None:
+            batch.append(job)
+            if len(batch) == MAX_BATCH or self.jobs.empty():
+                return batch
+            job = self.jobs.get()
+        if batch:
+            self.jobs.put(None)  # the end came mid-batch: write this one, then end
+        return batch
+
+    def write(self, batch: list[Job], again: bool = True) -> list[Answer | None]:
+        """One transaction for the batch. If it fails, each job again alone on a fresh
+        connection: a dropped connection costs nothing, a bad item only its own answer."""
+        try:
+            with self.turn(), transaction.atomic(using=self.alias):
+                store = self.opened()
+                answers = [job.route.write(store, job.item, self.clock()) for job in batch]
+                store.flush()
+                return answers
+        except Exception:
+            if self.store is not None:
+                self.store.discard()
+            self.store = None
+            with suppress(Exception):
+                connections[self.alias].close()
+            if not again:
+                job = batch[0]
+                log.exception(
+                    "ingest: %s %s could not be stored (request %s)",
+                    job.route.noun,
+                    job.item,
+                    job.request_id,
+                )
+                return [Answer(503, failed(job.route.noun).encode() + b"\n")]
+        return [self.write([job], again=False)[0] for job in batch]
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """On SQLite, web processes (ONWATCH_WEB_WORKERS) take turns at writing through a
+        file lock: the kernel wakes the next one the moment the last is done, where
+        SQLite's busy handler would sleep and poll (1, 2, 5, 10 … ms), idling the cores
+        and stretching the slowest answers."""
+        if connections[self.alias].vendor != "sqlite":
+            yield
+            return
+        if self.lock_file is None:
+            path = Path(settings.DATA_DIR) / "ingest.lock"
+            self.lock_file = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.lock_file, fcntl.LOCK_UN)
+
+    def opened(self) -> Store:
+        if self.store is None:
+            self.store = Store(self.alias)
+            if self.store.sqlite:
+                without_autocheckpoint(self.store)
+        return self.store
+
+
+def deliver(batch: list[Job], answers: list[Answer | None]) -> None:
+    """Hand the answers to their event loops, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Answer | None], Any]]] = {}
+    for job, answer in zip(batch, answers, strict=True):
+        by_loop.setdefault(job.loop, []).append((job.future, answer))
+    for loop, results in by_loop.items():
+        # A loop closed while its items were written has nobody waiting.
+        with suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, results)
+
+
+def expire(job: Job, seconds: float) -> None:
+    if not job.future.done():
+        log.error(
+            "ingest: no answer from the database in %g s for %s %s (request %s)",
+            seconds,
+            job.route.noun,
+            job.item,
+            job.request_id,
+        )
+        job.future.set_result(Answer(503, timed_out(seconds, job.route.noun).encode() + b"\n"))
+
+
+def settle(results: list[tuple[asyncio.Future[Answer | None], Answer | None]]) -> None:
+    for future, answer in results:
+        if not future.done():
+            future.set_result(answer)
+
+
+def without_autocheckpoint(store: Store) -> None:
+    """No checkpoint inside a batch's transaction: copying the WAL back into the database
+    and its fsync would hold every waiting request for tens of ms. checkpoints() does it
+    beside the writer."""
+    raw = store.connection.connection
+    # The file behind the connection ("" for a database in memory, as in tests).
+    path = str(raw.execute("PRAGMA database_list").fetchone()[2] or "")
+    if path:
+        raw.execute("PRAGMA wal_autocheckpoint=0")
+        checkpoints(path)
+
+
+CHECKPOINT_SECONDS = 1.0
+_checkpointing: set[str] = set()
+_checkpointing_lock = threading.Lock()
+
+
+def checkpoints(path: str) -> None:
+    """A thread that checkpoints the SQLite WAL every second (PASSIVE: it never waits for
+    or blocks a writer), once per database file and process."""
+    with _checkpointing_lock:
+        if path in _checkpointing:
+            return
+        _checkpointing.add(path)
+    threading.Thread(target=_checkpoint_loop, args=(str(path),), name="wal", daemon=True).start()
+
+
+def _checkpoint_loop(path: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=0, check_same_thread=False, isolation_level=None)
+    while True:
+        time.sleep(CHECKPOINT_SECONDS)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            log.warning("ingest: a WAL checkpoint failed; trying again", exc_info=True)

@@ -1,0 +1,231 @@
+"""The ingest layer (onwatch/core/ingest): fast routes ahead of Django, one writer.
+
+Real uvicorn servers in this process serve the layer in front of Django on the test
+database; a test-only model and route stand in for the next ingest (error events).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, ClassVar
+
+import pytest
+from django.core.asgi import get_asgi_application
+from django.db import connection, models
+from django.test import Client
+from django.test.utils import isolate_apps
+
+from onwatch.core.ingest import Accepted, Answer, Route
+from onwatch.core.ingest.app import Ingest
+from onwatch.core.ingest.limits import Limit
+from onwatch.core.ingest.request import Request
+from onwatch.core.ingest.store import Store
+from onwatch.core.ingest.writer import Job, Writer
+from onwatch.uptime import fastping, heartbeats
+from onwatch.uptime.models import Kind, Monitor, Ping, State
+from tests.support.asgi import header, header_names, raw, serving, status
+from tests.support.fixtures import make_org
+
+inprocess = pytest.mark.django_db(transaction=True)
+django_app = get_asgi_application()
+
+with isolate_apps("onwatch.core"):
+
+    class Event(models.Model):
+        """A test-only table: `source` stands for a column added after the route was
+        written, NOT NULL with a default only the model knows."""
+
+        key = models.CharField(max_length=40)
+        at = models.DateTimeField()
+        source = models.CharField(max_length=20, default="added later")
+        objects: ClassVar[models.Manager[Event]] = models.Manager()
+
+        class Meta:
+            app_label = "core"
+            db_table = "test_ingest_event"
+
+
+EVENT_PATH = re.compile(r"/health/event/([a-z0-9]+)")
+writers: list[threading.Thread] = []  # the threads the test route's rows were written in
+
+
+def accept_event(request: Request, body: bytes) -> Accepted | None:
+    found = EVENT_PATH.fullmatch(request.path)
+    return Accepted(found.group(1), found.group(1)) if found else None
+
+
+def write_event(store: Store, key: str, now: datetime) -> Answer | None:
+    writers.append(threading.current_thread())
+    store.add(Event(key=key, at=now))  # `source` is never named here
+    return Answer(200, b"stored\n")
+
+
+# Django's /health/ answers "ok": its headers are the ones this route's answers reuse.
+EVENTS = Route(
+    name="test events",
+    noun="event",
+    prefix="/health/",
+    accept=accept_event,
+    write=write_event,
+    limit=Limit(lambda: 1000.0),
+    teach=b"ok",
+)
+
+
+@pytest.fixture
+def event_table() -> Iterator[None]:
+    with connection.schema_editor() as editor:
+        editor.create_model(Event)
+    yield
+    with connection.schema_editor() as editor:
+        editor.delete_model(Event)
+
+
+class Recording(Writer):
+    """A writer that notes which routes each batch held, and can be held at its clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.holding = threading.Event()
+
+    def write(self, batch: list[Job], again: bool = True) -> list[Answer | None]:
+        self.batches.append([job.route.name for job in batch])
+        self.holding.set()
+        self.hold.wait(30)
+        return super().write(batch, again)
+
+
+@pytest.fixture
+def app() -> Iterator[Ingest]:
+    made = Ingest(django_app, Recording(), fast=[fastping.ROUTE, EVENTS])
+    writers.clear()
+    yield made
+    made.writer.hold.set()  # type: ignore[attr-defined]
+    made.writer.stop()
+
+
+def heartbeat(name: str) -> Monitor:
+    config: Any = heartbeats.validate({"period": 3600, "grace": 60})  # stored encrypted
+    return Monitor.objects.create(
+        org=make_org(),
+        name=name,
+        kind=Kind.HEARTBEAT,
+        confirmations=1,
+        config=config,
+        state=State.UP,
+    )
+
+
+@inprocess
+def test_rows_are_built_from_the_model_so_a_column_no_route_names_is_filled(
+    app: Ingest, event_table: None
+) -> None:
+    with serving(app) as port:
+        assert status(raw(port, "GET", "/health/")) == 200  # Django shows its headers
+        answer = raw(port, "GET", "/health/event/abc")
+    assert (status(answer), answer.endswith(b"\r\n\r\nstored\n")) == (200, True)
+    assert app.served == 1
+    assert list(Event.objects.values_list("key", "source")) == [("abc", "added later")]
+
+
+@inprocess
+def test_a_second_route_shares_the_one_writer_and_its_batches(
+    app: Ingest, event_table: None
+) -> None:
+    m = heartbeat("a")
+    writer: Any = app.writer
+    with serving(app) as port, ThreadPoolExecutor(4) as pool:
+        raw(port, "GET", f"/ping/{m.ping_id}")  # each route learns Django's headers
+        raw(port, "GET", "/health/")
+        writer.hold.clear()
+        writer.holding.clear()
+        first = pool.submit(raw, port, "GET", f"/ping/{m.ping_id}")
+        assert writer.holding.wait(10)  # the writer holds the first ping's batch
+        waiting = [
+            pool.submit(raw, port, "GET", f"/ping/{m.ping_id}"),
+            pool.submit(raw, port, "GET", "/health/event/one"),
+        ]
+        while writer.jobs.qsize() < 2:
+            threading.Event().wait(0.01)
+        writer.hold.set()
+        answers = [f.result(10) for f in (first, *waiting)]
+    assert [status(a) for a in answers] == [200, 200, 200]
+    assert sorted(writer.batches[-1]) == ["heartbeat pings", "test events"]
+    assert writers == [writer.thread]
+    assert Ping.objects.filter(monitor=m).count() == 3
+    assert Event.objects.filter(key="one").exists()
+
+
+@inprocess
+def test_fast_answers_carry_a_request_id_and_djangos_security_headers(app: Ingest) -> None:
+    m = heartbeat("a")
+    with serving(django_app) as plain, serving(app) as front:
+        by_django = raw(plain, "GET", f"/ping/{m.ping_id}")
+        raw(front, "GET", f"/ping/{m.ping_id}")
+        fast = [raw(front, "GET", f"/ping/{m.ping_id}") for _ in range(2)]
+        given = raw(front, "GET", f"/ping/{m.ping_id}", b"", "X-Request-ID: from-caddy-1234")
+        forged = raw(front, "GET", f"/ping/{m.ping_id}", b"", "X-Request-ID: a\tb c")
+    assert app.served == 4
+    for name in (
+        "x-content-type-options",
+        "referrer-policy",
+        "cross-origin-opener-policy",
+        "x-frame-options",
+        "x-request-id",
+    ):
+        assert header(by_django, name) is not None, name
+        assert header(fast[0], name) == header(by_django, name) or name == "x-request-id"
+    assert header_names(fast[0]) == header_names(by_django)
+    ids = [header(a, "X-Request-ID") for a in fast]
+    assert all(i and re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert ids[0] != ids[1]
+    assert header(given, "X-Request-ID") == "from-caddy-1234"
+    assert re.fullmatch(r"[0-9a-f]{32}", header(forged, "X-Request-ID") or "")
+
+
+@pytest.mark.django_db
+def test_djangos_answers_carry_a_request_id(client: Client) -> None:
+    first, second = client.get("/health/"), client.get("/health/")
+    assert re.fullmatch(r"[0-9a-f]{32}", first["X-Request-ID"])
+    assert first["X-Request-ID"] != second["X-Request-ID"]
+    given = client.get("/health/", headers={"X-Request-ID": "from-caddy-1234"})
+    assert given["X-Request-ID"] == "from-caddy-1234"
+    forged = client.get("/health/", headers={"X-Request-ID": "x" * 500})
+    assert re.fullmatch(r"[0-9a-f]{32}", forged["X-Request-ID"])
+
+
+@inprocess
+def test_the_rate_limit_applies_on_the_fast_path_as_on_djangos(app: Ingest, settings: Any) -> None:
+    # Two pings in a burst, then one every five seconds: the test is done well before.
+    settings.PING_RATE_LIMIT = 0.2
+    fast, slow = heartbeat("fast"), heartbeat("slow")
+    rid = f"?rid={uuid.uuid4()}"  # a run id takes Django's path
+    with serving(app) as port:
+        assert status(raw(port, "GET", f"/ping/{fast.ping_id}")) == 200  # Django's
+        assert status(raw(port, "GET", f"/ping/{fast.ping_id}")) == 200  # the fast path
+        assert app.served == 1
+        over = raw(port, "GET", f"/ping/{fast.ping_id}")
+        over_django = raw(port, "GET", f"/ping/{fast.ping_id}{rid}")
+        by_django = [status(raw(port, "GET", f"/ping/{slow.ping_id}{rid}")) for _ in range(3)]
+    assert (status(over), status(over_django), by_django) == (429, 429, [200, 200, 429])
+    assert app.served == 1
+    assert header(over, "Retry-After") == header(over_django, "Retry-After") == "1"
+    assert header(over, "X-Request-ID") is not None
+    assert b"Too many pings for this heartbeat" in over
+    assert over.split(b"\r\n\r\n", 1)[1] == over_django.split(b"\r\n\r\n", 1)[1]
+    assert Ping.objects.filter(monitor=fast).count() == 2
+    assert Ping.objects.filter(monitor=slow).count() == 2
+
+
+def test_a_route_is_registered_by_its_import_path_and_loaded_by_the_web_process() -> None:
+    from onwatch.core import ingest
+
+    assert fastping.ROUTE in ingest.routes()
