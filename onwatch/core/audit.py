@@ -81,9 +81,13 @@ def record(
     actor: str | None = None,
     org: Organization | None = None,
     target: str = "",
+    ip: str | None = None,
     **data: Any,
 ) -> AuditEntry:
-    who, ip = actor_of(request)
+    """`ip` is the address of a person acting without `request` at hand (a services
+    function given their actor)."""
+    who, request_ip = actor_of(request)
+    ip = request_ip if ip is None else ip
     if org is None and request is not None:
         org = getattr(request, "org", None)
     with transaction.atomic():
