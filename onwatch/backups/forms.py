@@ -22,6 +22,7 @@ from onwatch.backups.drills import read_only_problem
 from onwatch.backups.models import Plan, Repository, Source, SourceKind
 from onwatch.backups.services import Actor, private_path_problem
 from onwatch.backups.services.plans import drill_from_problem
+from onwatch.backups.services.repositories import pruner_problem
 from onwatch.core.crons import validate_schedule
 from onwatch.core.models import Organization
 
@@ -193,12 +194,8 @@ class RepositoryForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data: dict[str, Any] = super().clean() or {}
-        if data.get("append_only") and not data.get("pruned_by", "").strip():
-            self.add_error(
-                "pruned_by",
-                "Say who removes old backups from this append-only copy: onwatch will not, "
-                "and without anyone it grows for ever.",
-            )
+        if problem := pruner_problem(bool(data.get("append_only")), data.get("pruned_by", "")):
+            self.add_error("pruned_by", problem)
         return data
 
     def clean_env(self) -> dict[str, str] | None:

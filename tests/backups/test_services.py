@@ -305,6 +305,9 @@ def test_services_refuse_what_the_forms_refuse(org: Organization, tmp_path: Path
             org, "here", str(tmp_path / "c"), "office"
         ),
         "Another plan is called nightly": lambda: services.add_plan(source, "nightly", [here]),
+        "Say who removes old backups": lambda: services.add_repository(
+            org, "vault", str(tmp_path / "c"), "office", append_only=True
+        ),
         "is not a cron expression": lambda: services.add_plan(
             source, "hourly", [here], cron="every hour"
         ),

@@ -27,6 +27,17 @@ class InUse(Refused):
     """The object is still part of a plan."""
 
 
+def pruner_problem(append_only: bool, pruned_by: str) -> str | None:
+    """An append-only copy needs someone named to remove its old backups: onwatch will
+    not, and without anyone it grows for ever."""
+    if append_only and not pruned_by.strip():
+        return (
+            "Say who removes old backups from this append-only copy: onwatch will not, "
+            "and without anyone it grows for ever."
+        )
+    return None
+
+
 def add_repository(
     org: Organization,
     name: str,
@@ -51,6 +62,7 @@ def add_repository(
     name, url = name.strip(), url.strip()
     problem = (
         name_problem(Repository, org, name)
+        or pruner_problem(append_only, pruned_by)
         or restic.env_problem(env or {})
         or restic.plain_http_problem(url)
     )
@@ -117,8 +129,10 @@ def change_repository(repository: Repository, change: RepositoryChange, actor: A
     new credentials must reach the repository before they are kept: a typo would otherwise
     stop every backup. Raises InvalidRepository, restic.ResticError."""
     name = change.name.strip()
-    problem = name_problem(Repository, repository.org, name, repository) or (
-        restic.env_problem(change.env) if change.env else None
+    problem = (
+        name_problem(Repository, repository.org, name, repository)
+        or pruner_problem(change.append_only, change.pruned_by)
+        or (restic.env_problem(change.env) if change.env else None)
     )
     if problem:
         raise InvalidRepository(problem)
