@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import time
+from typing import TYPE_CHECKING
 
 from onwatch.core.commands import AddCommand
 from onwatch.startup import fail, prepare
+
+if TYPE_CHECKING:
+    from onwatch.backups.models import Plan
+    from onwatch.backups.restores import Chosen, Restored
 
 
 def register(add: AddCommand) -> None:
@@ -27,7 +33,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.backups import restic
     from onwatch.backups.models import Plan
-    from onwatch.backups.restores import RestoreRefused, choose, restore, shown_target
+    from onwatch.backups.restores import RestoreRefused, choose, shown_target
     from onwatch.backups.targets import RestoreFailed
 
     plan = Plan.objects.select_related("source", "org").filter(name=args.plan).first()
@@ -50,11 +56,36 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if not args.yes and not confirmed():
             fail("nothing was restored (answer yes, or pass --yes)")
         print("onwatch: restoring…", flush=True)
-        done = restore(plan, chosen, args.to)
+        done = restore_in_foreground(plan, chosen, args.to)
     except (RestoreRefused, RestoreFailed, restic.ResticError) as e:
         fail(f"{e}")
     print(f"onwatch: restored {done.snapshot_id[:8]} in {done.seconds:.1f} s")
     return 0
+
+
+def restore_in_foreground(plan: Plan, chosen: Chosen, to: str) -> Restored:
+    """The restore as the UI asks for one (the same row on the plan's page, the same audit
+    entry, by "cli"), run here rather than by a worker: the target URL may carry a
+    password, which a job's payload must not."""
+    from onwatch.backups import services
+    from onwatch.backups.models import Outcome
+    from onwatch.backups.restore_requests import finish
+    from onwatch.backups.restores import LeftBehind, restore, shown_target
+
+    row = services.restore_here(
+        plan, chosen.repository, chosen.snapshot.id, shown_target(to), services.CLI
+    )
+    started = time.monotonic()
+    try:
+        done = restore(plan, chosen, to)
+    except BaseException as e:
+        # Ctrl+C stops it as a cancel stops a job: cancelled, not failed.
+        state = Outcome.FAILED if isinstance(e, Exception) else Outcome.CANCELLED
+        error = str(e).strip() or type(e).__name__
+        finish(row, state, time.monotonic() - started, error, isinstance(e, LeftBehind))
+        raise
+    finish(row, Outcome.SUCCEEDED, done.seconds, "")
+    return done
 
 
 def confirmed() -> bool:

@@ -1,4 +1,5 @@
-"""The forms for repositories, sources and plans, and the functions that save them.
+"""The forms for repositories, sources and plans, and what they parse into for
+services.py, which saves them.
 
 Secrets (repository URLs that may carry credentials, environment credentials, database
 passwords, scratch server URLs) are write-only: no form shows a stored one back, and a
@@ -14,15 +15,16 @@ from urllib.parse import urlsplit
 
 from django import forms
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import QuerySet
 
 from onwatch.backups import kinds, restic, services
 from onwatch.backups.drills import read_only_problem
 from onwatch.backups.models import Plan, Repository, Source
-from onwatch.backups.services import private_path_problem
+from onwatch.backups.services import Actor, private_path_problem
+from onwatch.backups.services.plans import drill_from_problem
+from onwatch.backups.services.repositories import pruner_problem
 from onwatch.core.crons import validate_schedule
-from onwatch.core.models import Organization, Schedule
+from onwatch.core.models import Organization
 
 # restic's backends onwatch offers; a URL starting with "/" is a path on this machine.
 SCHEMES = ("sftp", "rest", "s3", "b2", "azure", "gs", "swift", "rclone")
@@ -50,11 +52,10 @@ class WriteOnlyTextarea(forms.Textarea):
 
 
 def unique_name(model: Any, org: Organization, name: str, current: Any, what: str) -> str:
-    taken = model.objects.filter(org=org, name=name)
-    if current is not None:
-        taken = taken.exclude(pk=current.pk)
-    if taken.exists():
-        raise ValidationError(f"Another {what} is called {name}; pick another name.")
+    # `what` is the model's verbose name, which services.name_problem uses.
+    problem = services.name_problem(model, org, name, current)
+    if problem:
+        raise ValidationError(problem)
     return name
 
 
@@ -187,12 +188,8 @@ class RepositoryForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data: dict[str, Any] = super().clean() or {}
-        if data.get("append_only") and not data.get("pruned_by", "").strip():
-            self.add_error(
-                "pruned_by",
-                "Say who removes old backups from this append-only copy: onwatch will not, "
-                "and without anyone it grows for ever.",
-            )
+        if problem := pruner_problem(bool(data.get("append_only")), data.get("pruned_by", "")):
+            self.add_error("pruned_by", problem)
         return data
 
     def clean_env(self) -> dict[str, str] | None:
@@ -212,75 +209,34 @@ def repository_initial(repository: Repository) -> dict[str, Any]:
     }
 
 
-def create_repository(org: Organization, data: dict[str, Any]) -> Repository:
-    """restic initialises it (an SFTP one waits until connected). Raises restic.ResticError."""
-    extra: dict[str, Any] = {"env": data["env"]} if data.get("env") else {}
+def create_repository(org: Organization, data: dict[str, Any], actor: Actor) -> Repository:
+    """restic initialises it (an SFTP one waits until connected). Raises
+    restic.ResticError, services.InvalidRepository."""
     return services.add_repository(
         org,
         data["name"],
         data["url"],
         data["provider"],
         data.get("location", ""),
+        env=data.get("env") or None,
         append_only=bool(data.get("append_only")),
         pruned_by=data.get("pruned_by", ""),
-        **extra,
+        actor=actor,
     )
 
 
-def change_repository(repository: Repository, data: dict[str, Any]) -> list[str]:
-    """Apply a valid change form; the names of what changed (never the values). A new
-    address or new credentials must reach the repository before they are kept: a typo
-    would otherwise stop every backup. Raises restic.ResticError."""
-    data = {
-        **data,
-        "append_only": bool(data.get("append_only")),
-        "pruned_by": data.get("pruned_by", "").strip(),
-    }
-    fields = ("name", "provider", "location", "append_only", "pruned_by")
-    changed = [n for n in fields if getattr(repository, n) != data[n]]
-    for name in changed:
-        setattr(repository, name, data[name])
-    reach = False
-    if data.get("url") and data["url"] != repository.url:
-        move_to(repository, data["url"])
-        changed += ["url"]
-        reach = True
-    if data.get("env") is not None:
-        repository.env = json.dumps(data["env"])
-        changed.append("env")
-        reach = True
-    elif data.get("clear_env") and repository.env:
-        repository.env = ""
-        changed.append("env")
-        reach = True
-    if reach and repository.ready:
-        restic.snapshots(services.repo_of(repository))
-    repository.save()
-    return changed
-
-
-def move_to(repository: Repository, url: str) -> None:
-    """The same repository at a new address. An SFTP one at another server must have its
-    host key pinned again: it waits, not ready, until connected."""
-    before, after = restic.sftp_target(repository.url), restic.sftp_target(url)
-    if (before is None) != (after is None):
-        raise restic.ResticError(
-            "a repository cannot move between SFTP and another kind of storage; add a new "
-            "repository instead"
-        )
-    if (
-        before is not None
-        and after is not None
-        and (before.host, before.port)
-        != (
-            after.host,
-            after.port,
-        )
-    ):
-        repository.known_hosts, repository.ready = "", False
-    repository.url = url
-    repository.shown_url = restic.redact(url)
-    repository.host = services.host_of_url(url)
+def repository_change(data: dict[str, Any]) -> services.RepositoryChange:
+    """A valid change form as services.change_repository takes it."""
+    return services.RepositoryChange(
+        name=data["name"],
+        provider=data["provider"],
+        location=data.get("location", ""),
+        append_only=bool(data.get("append_only")),
+        pruned_by=data.get("pruned_by", ""),
+        url=data.get("url", ""),
+        env=data.get("env"),
+        clear_env=bool(data.get("clear_env")),
+    )
 
 
 # --- sources -------------------------------------------------------------------------------
@@ -512,21 +468,6 @@ def source_draft(
     return draft
 
 
-def save_source(
-    org: Organization, kind: str, source: Source | None, fields: dict[str, Any]
-) -> tuple[Source, list[str]]:
-    """Create or change a source from a valid form; it and the names of what changed."""
-    if source is None:
-        name = fields.pop("name")
-        return services.add_source(org, name, kind, **fields), ["name", *fields]
-    changed = [n for n, v in fields.items() if getattr(source, n) != v]
-    for name in changed:
-        setattr(source, name, fields[name])
-    if changed:
-        source.save(update_fields=changed)
-    return source, changed
-
-
 # --- plans ---------------------------------------------------------------------------------
 
 
@@ -621,10 +562,8 @@ class PlanForm(forms.Form):
                     if e.code == "tz":
                         break
         drill_from, copies = data.get("drill_from"), data.get("copies")
-        if drill_from is not None and copies is not None and drill_from not in copies:
-            self.add_error(
-                "drill_from", f"{drill_from.name} is not one of the copies; tick it above."
-            )
+        if copies is not None and (problem := drill_from_problem(drill_from, list(copies))):
+            self.add_error("drill_from", problem)
         return data
 
 
@@ -645,79 +584,15 @@ def plan_initial(plan: Plan) -> dict[str, Any]:
     }
 
 
-def create_plan(data: dict[str, Any]) -> Plan:
-    return services.add_plan(
-        data["source"],
-        data["name"],
-        list(data["copies"]),
+def plan_fields(data: dict[str, Any]) -> services.PlanFields:
+    """A valid plan form as services.add_plan and change_plan take it."""
+    return services.PlanFields(
+        name=data["name"],
+        source=data["source"],
+        copies=list(data["copies"]),
         cron=data["cron"].strip(),
         tz=data["tz"].strip(),
         drill_cron=data["drill_cron"].strip(),
         drill_from=data.get("drill_from"),
         **{n: data[n] for n in PLAN_NUMBERS},
     )
-
-
-def change_plan(plan: Plan, data: dict[str, Any]) -> list[str]:
-    """Apply a valid change form to the plan and its two schedules; what changed."""
-    before = plan_initial(plan)
-    after = {
-        **data,
-        "source": data["source"].pk,
-        "copies": [c.pk for c in data["copies"]],
-        "drill_from": data["drill_from"].pk if data.get("drill_from") else None,
-        "cron": data["cron"].strip(),
-        "tz": data["tz"].strip(),
-        "drill_cron": data["drill_cron"].strip(),
-    }
-    changed = [n for n in before if sorted_if_list(before[n]) != sorted_if_list(after[n])]
-    with transaction.atomic():
-        plan.name, plan.source, plan.drill_from = (
-            data["name"],
-            data["source"],
-            data.get("drill_from"),
-        )
-        for n in PLAN_NUMBERS:
-            setattr(plan, n, data[n])
-        plan.save()
-        plan.copies.set(data["copies"])
-        plan.schedule = set_schedule(
-            plan, plan.schedule, "backups.run", f"Backup {plan.name}", after["cron"], after["tz"]
-        )
-        plan.drill_schedule = set_schedule(
-            plan,
-            plan.drill_schedule,
-            "backups.drill",
-            f"Restore drill {plan.name}",
-            after["drill_cron"],
-            after["tz"],
-        )
-        plan.save(update_fields=["schedule", "drill_schedule"])
-    return changed
-
-
-def sorted_if_list(value: Any) -> Any:
-    return sorted(value) if isinstance(value, list) else value
-
-
-def set_schedule(
-    plan: Plan, schedule: Schedule | None, kind: str, name: str, cron: str, tz: str
-) -> Schedule:
-    if schedule is None:
-        return Schedule.objects.create(
-            org=plan.org, name=name, kind=kind, payload={"plan": plan.pk}, cron=cron, tz=tz
-        )
-    if (schedule.cron, schedule.tz) != (cron, tz):
-        # The scheduler places a schedule without a next time afresh, without running it.
-        schedule.next_run_at = None
-    schedule.name, schedule.cron, schedule.tz = name, cron, tz
-    schedule.save()
-    return schedule
-
-
-def remove_plan(plan: Plan) -> None:
-    """The plan, its history and its schedules; the snapshots stay in the repositories."""
-    with transaction.atomic():
-        ids = [s for s in (plan.schedule_id, plan.drill_schedule_id) if s]
-        plan.delete()
-        Schedule.objects.filter(pk__in=ids).delete()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from onwatch.backups import restic
 from onwatch.backups.models import Repository
-from onwatch.backups.services import repo_of
 from onwatch.core import ssh
 
 
@@ -18,21 +17,14 @@ class HostKeysUnavailable(restic.RepositoryUnreachable):
     """The SFTP server could not be asked for its host keys."""
 
 
-def connect_repository(repository: Repository) -> None:
-    """Reach the repository and mark it ready. For SFTP, the server's host key is pinned
-    on the first connection (and checked on every one after, this one too when already
-    pinned). restic then creates the repository, or opens the one already there with the
-    stored password. Raises restic.ResticError (SshKeyRefused, HostKeyChanged,
-    WrongPassword, RepositoryUnreachable, …) whose message says what to do."""
+def host_keys_to_pin(repository: Repository) -> str:
+    """The SFTP server's host key line(s) to pin when none are pinned yet, else "":
+    services.connect_repository() pins them before restic first reaches the server.
+    Raises HostKeysUnavailable."""
     target = restic.sftp_target(repository.url)
-    if target is not None and not repository.known_hosts.strip():
-        # Trust on first use: pinned before anything else, so later attempts (the key may
-        # not be authorized yet) are checked against this key rather than scanned again.
-        repository.known_hosts = _scan_host_keys(target)
-        repository.save(update_fields=["known_hosts"])
-    restic.init_or_open(repo_of(repository))
-    repository.ready = True
-    repository.save(update_fields=["ready"])
+    if target is None or repository.known_hosts.strip():
+        return ""
+    return _scan_host_keys(target)
 
 
 def _scan_host_keys(target: restic.SftpTarget) -> str:
@@ -41,14 +33,6 @@ def _scan_host_keys(target: restic.SftpTarget) -> str:
     except ssh.HostKeysUnavailable as e:
         # Callers handle restic.ResticError: an unreachable server is one of them.
         raise HostKeysUnavailable(str(e)) from e
-
-
-def forget_host_key(repository: Repository) -> None:
-    """For a server rebuilt on purpose: the next connect_repository() pins its new key.
-    Runs skip the repository until then."""
-    repository.known_hosts = ""
-    repository.ready = False
-    repository.save(update_fields=["known_hosts", "ready"])
 
 
 def require_ready(repository: Repository) -> None:

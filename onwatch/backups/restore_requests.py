@@ -1,5 +1,5 @@
-"""Restores asked for in the UI: where they go, the Restore row and its job, and the job
-that runs restores.restore with its progress in the job log.
+"""Restores asked for in the UI: where they go, and the job that runs restores.restore
+with its progress in the job log (services.request_restore makes the row and the job).
 
 The job's payload says where to restore (a database name and which server, or a path),
 never how to sign in there: the password is read from the source when the job runs, so
@@ -18,13 +18,11 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
-from django.db import transaction
 from django.utils import timezone
 
 from onwatch.backups import restic, restores, targets
 from onwatch.backups.kinds import kind_of
-from onwatch.backups.models import Outcome, Plan, Repository, Restore, Source
-from onwatch.core import jobs
+from onwatch.backups.models import Outcome, Restore, Source
 from onwatch.core.jobs import JobContext, JobFailed
 from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import Job
@@ -120,27 +118,6 @@ def target_taken(source: Source, target: Target) -> bool:
 
 def path_taken(target: Target) -> bool:
     return bool(target.path) and Path(target.path).exists()
-
-
-def start(
-    plan: Plan, repository: Repository, snapshot_id: str, target: Target, requested_by: str
-) -> Restore:
-    """The Restore row and its queued job, together or not at all."""
-    with transaction.atomic():
-        restore = Restore.objects.create(
-            plan=plan,
-            repository=repository,
-            snapshot_id=snapshot_id,
-            target=shown(plan.source, target),
-            requested_by=requested_by,
-        )
-        restore.job = jobs.enqueue(
-            "backups.restore",
-            {"plan": plan.pk, "restore": restore.pk, **target.payload()},
-            org=plan.org,
-        )
-        restore.save(update_fields=["job"])
-    return restore
 
 
 FAILURES = (

@@ -20,8 +20,14 @@ from onwatch.backups import restic, restores
 from onwatch.backups import restore_requests as asked
 from onwatch.backups.kinds import on_server
 from onwatch.backups.models import Drill, Outcome, Plan, Repository, Restore
-from onwatch.backups.services import drill_repository, left_out_copies, why_left_out
-from onwatch.core import audit, jobs
+from onwatch.backups.services import (
+    Actor,
+    drill_repository,
+    left_out_copies,
+    request_restore,
+    why_left_out,
+)
+from onwatch.core import jobs
 from onwatch.core.decorators import require
 from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import JobState, Organization
@@ -224,16 +230,8 @@ def restore_start(request: HttpRequest, pk: int) -> HttpResponse:
     target = form.target()
     chosen = form.chosen_row()
     chosen_repository: Repository = form.cleaned_data["repository"]
-    who = request.user.get_username()
-    restore = asked.start(plan, chosen_repository, chosen.snapshot.id, target, who)
-    audit.record(
-        "backup-restore-requested",
-        request=request,
-        target=plan.name,
-        restore=restore.pk,
-        snapshot=chosen.snapshot.id,
-        repository=chosen_repository.name,
-        to=restore.target,
+    restore = request_restore(
+        plan, chosen_repository, chosen.snapshot.id, target, Actor.of(request)
     )
     return redirect("backup_restore", pk=restore.pk)
 

@@ -3,8 +3,7 @@ sources (what gets backed up). Secrets are write-only throughout: see forms.py."
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
@@ -16,16 +15,17 @@ from onwatch.backups import restic, services
 from onwatch.backups.forms import (
     RepositoryForm,
     SourceForm,
-    change_repository,
     create_repository,
+    repository_change,
     repository_initial,
-    save_source,
     source_draft,
     source_initial,
 )
 from onwatch.backups.kinds import named
 from onwatch.backups.kit import recovery_kit
 from onwatch.backups.models import Repository, Source, SourceKind
+from onwatch.backups.services import Actor, Refused, SourceFields
+from onwatch.backups.services.repositories import InUse
 from onwatch.core import audit
 from onwatch.core.decorators import can, require
 from onwatch.core.models import Organization
@@ -84,26 +84,16 @@ def _repository_form(request: HttpRequest, repository: Repository | None) -> Htt
     initial = repository_initial(repository) if repository is not None else None
     form = RepositoryForm(data, org=org, repository=repository, initial=initial)
     if data is not None and form.is_valid():
+        actor = Actor.of(request)
         try:
             if repository is None:
-                saved, changed = create_repository(org, form.cleaned_data), ["all"]
+                saved = create_repository(org, form.cleaned_data, actor)
             else:
-                saved, changed = repository, change_repository(repository, form.cleaned_data)
+                saved = repository
+                services.change_repository(repository, repository_change(form.cleaned_data), actor)
         except (restic.ResticError, services.InvalidRepository) as e:
             form.add_error(None, f"It cannot be used: {e}.")
         else:
-            # What changed by name, never the values: the URL and credentials are secrets.
-            action = (
-                "backup-repository-added" if repository is None else "backup-repository-changed"
-            )
-            audit.record(
-                action,
-                request=request,
-                target=saved.name,
-                id=saved.pk,
-                provider=saved.provider,
-                changed=changed,
-            )
             messages.success(request, f"Repository {saved.name} saved.")
             return redirect("backup_repository", pk=saved.pk)
     ctx = {"form": form, "repository": repository}
@@ -114,28 +104,16 @@ def _repository_form(request: HttpRequest, repository: Repository | None) -> Htt
 @require_POST
 def repository_delete(request: HttpRequest, pk: int) -> HttpResponse:
     repository = _repository(request, pk)
-    users = [p.name for p in repository.plans.all()]
-    if users:
-        messages.error(
-            request,
-            f"{repository.name} keeps copies for {', '.join(users)}; take it out of "
-            "those plans first.",
-        )
-        return redirect("backup_repository", pk=pk)
     name = repository.name
-    repository.delete()
-    audit.record("backup-repository-removed", request=request, target=name, id=pk)
+    try:
+        services.remove_repository(repository, Actor.of(request))
+    except InUse as e:
+        messages.error(request, str(e))
+        return redirect("backup_repository", pk=pk)
     messages.success(
         request, f"Repository {name} removed from onwatch. The backups in it are not deleted."
     )
     return redirect("backup_repositories")
-
-
-def connector() -> Callable[[Repository], Any]:
-    """remote.connect_repository: reaches an SFTP server with the key onwatch made."""
-    from onwatch.backups.remote import connect_repository
-
-    return connect_repository
 
 
 @require("backups.manage")
@@ -143,12 +121,11 @@ def connector() -> Callable[[Repository], Any]:
 def repository_connect(request: HttpRequest, pk: int) -> HttpResponse:
     repository = _repository(request, pk)
     try:
-        connector()(repository)
-    except Exception as e:  # remote.py's typed errors carry a message for people
+        services.connect_repository(repository, Actor.of(request))
+    except restic.ResticError as e:  # typed errors carry a message for people
         messages.error(request, f"Could not connect to {repository.name}: {e}")
     else:
         repository.refresh_from_db()
-        audit.record("backup-repository-connected", request=request, target=repository.name, id=pk)
         if repository.ready:
             messages.success(request, f"{repository.name} is connected; backups go there now.")
         else:
@@ -160,13 +137,8 @@ def repository_connect(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def repository_forget_host_key(request: HttpRequest, pk: int) -> HttpResponse:
     """For an SFTP server rebuilt on purpose: the next Connect pins its new host key."""
-    from onwatch.backups.remote import forget_host_key
-
     repository = _repository(request, pk)
-    forget_host_key(repository)
-    audit.record(
-        "backup-repository-host-key-forgotten", request=request, target=repository.name, id=pk
-    )
+    services.forget_host_key(repository, Actor.of(request))
     messages.warning(
         request,
         f"The host key of {repository.name} is forgotten; press Connect to pin the server's "
@@ -236,21 +208,15 @@ def _source_form(request: HttpRequest, kind: str, source: Source | None) -> Http
         fields = form.fields_of()
         problems = problems_with(source_draft(org, kind, source, fields))
         if not problems or data.get("save_anyway"):
-            saved, changed = save_source(org, kind, source, fields)
-            action = "backup-source-added" if source is None else "backup-source-changed"
-            audit.record(
-                action,
-                request=request,
-                target=saved.name,
-                id=saved.pk,
-                kind=kind,
-                changed=changed,
-                problems=len(problems),
-            )
-            messages.success(request, f"Source {saved.name} saved.")
-            for problem in problems:
-                messages.warning(request, f"{saved.name}: {problem}")
-            return redirect("backup_sources")
+            try:
+                saved = save_source(request, kind, source, fields, problems)
+            except Refused as e:
+                form.add_error(None, str(e))
+            else:
+                messages.success(request, f"Source {saved.name} saved.")
+                for problem in problems:
+                    messages.warning(request, f"{saved.name}: {problem}")
+                return redirect("backup_sources")
     ctx = {
         "form": form,
         "source": source,
@@ -261,19 +227,33 @@ def _source_form(request: HttpRequest, kind: str, source: Source | None) -> Http
     return render(request, "backups/source_form.html", ctx)
 
 
+def save_source(
+    request: HttpRequest,
+    kind: str,
+    source: Source | None,
+    fields: dict[str, Any],
+    problems: list[str],
+) -> Source:
+    """Raises services.Refused."""
+    actor = Actor.of(request)
+    if source is None:
+        name = fields.pop("name")
+        return services.add_source(
+            _org(request), name, kind, actor=actor, known_problems=problems, **fields
+        )
+    services.change_source(source, cast(SourceFields, fields), actor, problems)
+    return source
+
+
 @require("backups.manage")
 @require_POST
 def source_delete(request: HttpRequest, pk: int) -> HttpResponse:
     source = _source(request, pk)
-    users = [p.name for p in source.plans.all()]
-    if users:
-        messages.error(
-            request,
-            f"{source.name} is backed up by {', '.join(users)}; remove those plans first.",
-        )
-        return redirect("backup_source_edit", pk=pk)
     name = source.name
-    source.delete()
-    audit.record("backup-source-removed", request=request, target=name, id=pk)
+    try:
+        services.remove_source(source, Actor.of(request))
+    except InUse as e:
+        messages.error(request, str(e))
+        return redirect("backup_source_edit", pk=pk)
     messages.success(request, f"Source {name} removed. Nothing on its server was touched.")
     return redirect("backup_sources")

@@ -11,10 +11,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from onwatch.backups import charts
-from onwatch.backups.forms import PlanForm, change_plan, create_plan, plan_initial, remove_plan
+from onwatch.backups import charts, services
+from onwatch.backups.forms import PlanForm, plan_fields, plan_initial
 from onwatch.backups.models import Drill, Outcome, Plan, Repository
-from onwatch.backups.services import is_offsite, not_offsite
+from onwatch.backups.services import Actor, Refused, is_offsite, not_offsite
 from onwatch.backups.summary import row
 from onwatch.core import audit, jobs
 from onwatch.core.decorators import can, require
@@ -128,18 +128,11 @@ def _plan_form(request: HttpRequest, plan: Plan | None) -> HttpResponse:
     initial = plan_initial(plan) if plan is not None else None
     form = PlanForm(data, org=org, plan=plan, initial=initial)
     if data is not None and form.is_valid():
-        if plan is None:
-            saved, changed = create_plan(form.cleaned_data), ["all"]
-            audit.record("backup-plan-added", request=request, target=saved.name, id=saved.pk)
-        else:
-            saved, changed = plan, change_plan(plan, form.cleaned_data)
-            audit.record(
-                "backup-plan-changed",
-                request=request,
-                target=saved.name,
-                id=saved.pk,
-                changed=changed,
-            )
+        try:
+            saved = save_plan(request, plan, plan_fields(form.cleaned_data))
+        except Refused as e:
+            form.add_error(None, str(e))
+            return render(request, "backups/plan_form.html", plan_form_context(form, plan))
         messages.success(request, f"Plan {saved.name} saved.")
         if not_offsite(saved):
             messages.warning(
@@ -149,13 +142,25 @@ def _plan_form(request: HttpRequest, plan: Plan | None) -> HttpResponse:
                 "Add a repository somewhere else.",
             )
         return redirect("backup_plan", pk=saved.pk)
-    ctx = {
+    return render(request, "backups/plan_form.html", plan_form_context(form, plan))
+
+
+def plan_form_context(form: PlanForm, plan: Plan | None) -> dict[str, Any]:
+    return {
         "form": form,
         "plan": plan,
         "has_sources": form.fields["source"].queryset.exists(),  # type: ignore[attr-defined]
         "has_repositories": form.fields["copies"].queryset.exists(),  # type: ignore[attr-defined]
     }
-    return render(request, "backups/plan_form.html", ctx)
+
+
+def save_plan(request: HttpRequest, plan: Plan | None, fields: services.PlanFields) -> Plan:
+    """Raises services.Refused."""
+    actor = Actor.of(request)
+    if plan is None:
+        return services.create_plan(fields, actor)
+    services.change_plan(plan, fields, actor)
+    return plan
 
 
 @require("backups.manage")
@@ -163,8 +168,7 @@ def _plan_form(request: HttpRequest, plan: Plan | None) -> HttpResponse:
 def plan_delete(request: HttpRequest, pk: int) -> HttpResponse:
     plan = _plan(request, pk)
     name = plan.name
-    remove_plan(plan)
-    audit.record("backup-plan-removed", request=request, target=name, id=pk)
+    services.remove_plan(plan, Actor.of(request))
     messages.success(
         request, f"Plan {name} removed, with its history. Its backups stay in the repositories."
     )

@@ -90,6 +90,9 @@ class Actor:
         user = getattr(request, "user", None)
         return cls(who, ip, user if user is not None and user.is_authenticated else None)
 
+    def record(self, action: str, org: Organization, target: str, **data: Any) -> AuditEntry:
+        return record(action, actor=self, org=org, target=target, **data)
+
 
 CLI = Actor("cli")
 SYSTEM = Actor("system")

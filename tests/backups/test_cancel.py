@@ -120,8 +120,8 @@ def cancelled_restore(
     """A restore of `plan` into `into`, cancelled by ana while restic fetches the file."""
     chosen = restores.choose(plan)
     target = restore_requests.Target(path=str(into))
-    asked = restore_requests.start(
-        plan, chosen.repository, chosen.snapshot.id, target, "ana@example.com"
+    asked = services.request_restore(
+        plan, chosen.repository, chosen.snapshot.id, target, services.Actor("ana@example.com")
     )
     restic = slow_restic(tmp_path)
     monkeypatch.setenv("ONWATCH_RESTIC", str(restic))
@@ -178,7 +178,9 @@ def test_a_restore_that_succeeded_stays_succeeded_when_a_cancel_comes_in_its_las
     plan = sqlite_plan(org, tmp_path)
     chosen = restores.choose(plan)
     target = restore_requests.Target(path=str(tmp_path / "restored.sqlite3"))
-    restore_requests.start(plan, chosen.repository, chosen.snapshot.id, target, "ana")
+    services.request_restore(
+        plan, chosen.repository, chosen.snapshot.id, target, services.Actor("ana")
+    )
     [job] = jobs.run_pending(kinds=["backups.restore"])
     assert job.state == JobState.SUCCEEDED, job.error + job.log
     # What run() records when the heartbeat saw the cancel as the handler returned.

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from onwatch.backups import services
 from onwatch.backups.checks import check_source
 from onwatch.backups.models import Source, SourceKind
 from onwatch.core import postgres
@@ -52,9 +51,11 @@ def password_pg() -> Iterator[tuple[int, str]]:
 
 
 def pg_source(org: Organization, db: PgSource, **fields: object) -> Source:
+    """The source unsaved, as the source form has it checked before saving: these tests
+    try many variants of one source, which could not all be saved under one name."""
     host, port, user = pg_parts()
     found: dict[str, object] = {"host": host, "port": port, "database": db.name, "username": user}
-    return services.add_source(org, "shop db", SourceKind.POSTGRESQL, **{**found, **fields})
+    return Source(org=org, name="shop db", kind=SourceKind.POSTGRESQL, **{**found, **fields})
 
 
 def test_a_good_postgresql_source_has_no_problems(org: Organization, pg_db: PgSource) -> None:
@@ -68,10 +69,10 @@ def test_a_wrong_postgresql_password_is_one_clear_line(
 
     def source(pw: str) -> list[str]:
         return check_source(
-            services.add_source(
-                org,
-                "db",
-                SourceKind.POSTGRESQL,
+            Source(
+                org=org,
+                name="db",
+                kind=SourceKind.POSTGRESQL,
                 host="127.0.0.1",
                 port=port,
                 database="postgres",
@@ -125,7 +126,7 @@ def test_a_pg_dump_older_than_the_server_is_explained(
 
 def test_sqlite_and_directory_sources_are_looked_at(org: Organization, tmp_path: Path) -> None:
     def problems(kind: str, path: Path) -> list[str]:
-        return check_source(services.add_source(org, "x", kind, path=str(path)))
+        return check_source(Source(org=org, name="x", kind=kind, path=str(path)))
 
     db = sqlite_file(tmp_path / "app.sqlite3")
     (tmp_path / "notes.txt").write_text("not a database, but long enough to have a header")

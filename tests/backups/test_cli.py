@@ -30,6 +30,9 @@ def test_it_restores_a_sqlite_snapshot_with_yes_and_audits_it(
         assert c.execute("SELECT count(*) FROM notes").fetchone() == (40,)
     out = call(child_backups.print_restore_audit, migrated_env)
     assert out.split() == ["cli", "nightly", str(target)]
+    # On the plan's page like a restore asked for in the UI, asked for by "cli".
+    rows = call(child_backups.print_restore_rows, migrated_env)
+    assert rows.split() == ["cli", "succeeded", str(target), "cli"]
 
 
 def test_without_yes_it_asks_and_a_no_restores_nothing(
@@ -67,6 +70,8 @@ def test_it_restores_postgresql_into_a_new_database_only(
         again = run(["restore", "nightly", "--to", url, "--yes"], migrated_env)
         assert again.returncode == 2
         assert f"the database {name} exists already" in again.stderr
+        rows = call(child_backups.print_restore_rows, migrated_env).splitlines()
+        assert [r.split()[1] for r in rows] == ["succeeded", "failed"]  # not silently
     finally:
         with admin() as conn:
             conn.execute(

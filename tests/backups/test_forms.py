@@ -280,7 +280,10 @@ def test_a_source_in_onwatchs_own_folder_made_behind_the_forms_back_fails_its_ru
     org: Organization, tmp_path: Path
 ) -> None:
     own = Path(settings.DATA_DIR) / "onwatch.sqlite3"
-    source = services.add_source(org, "own", SourceKind.SQLITE, path=str(own))
+    with pytest.raises(services.Refused, match="own data folder"):
+        services.add_source(org, "own", SourceKind.SQLITE, path=str(own))
+    # As one saved before the rule, or written to the database by hand.
+    source = Source.objects.create(org=org, name="own", kind=SourceKind.SQLITE, path=str(own))
     plan = services.add_plan(source, "own", [local_repo(org, tmp_path / "repo")])
     run = run_backup(plan, print)
     assert run.state == "failed" and "own data folder" in run.error

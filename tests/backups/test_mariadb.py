@@ -33,6 +33,7 @@ from tests.support.backups import (
 from tests.support.mariadb import (
     MariaDB,
     MariaSource,
+    maria_draft,
     maria_source,
     mariadb_server,
     wrapped_tools,
@@ -273,21 +274,21 @@ def test_onwatch_restore_makes_a_new_mariadb_database(
 def test_check_source_passes_a_good_source_and_explains_bad_ones(
     org: Organization, maria_db: MariaSource
 ) -> None:
-    assert checks.check_source(maria_source(org, maria_db)) == []
-    wrong = checks.check_source(maria_source(org, maria_db, password="nope"))
+    assert checks.check_source(maria_draft(org, maria_db)) == []
+    wrong = checks.check_source(maria_draft(org, maria_db, password="nope"))
     assert wrong == [
         f"the server at 127.0.0.1:{maria_db.server.port} refused user onwatch with this "
         "password; check the user name and password"
     ]
-    [missing] = checks.check_source(maria_source(org, maria_db, database="no_such_db"))
+    [missing] = checks.check_source(maria_draft(org, maria_db, database="no_such_db"))
     assert (
         missing
         == f"there is no database no_such_db on 127.0.0.1:{maria_db.server.port}; check its name"
     )
-    [unreachable] = checks.check_source(maria_source(org, maria_db, port=free_port()))
+    [unreachable] = checks.check_source(maria_draft(org, maria_db, port=free_port()))
     assert unreachable.startswith("cannot reach the database server at 127.0.0.1:")
     [scratch] = checks.check_source(
-        maria_source(
+        maria_draft(
             org, maria_db, scratch_url=f"mariadb://onwatch:bad@127.0.0.1:{maria_db.server.port}/"
         )
     )
@@ -322,10 +323,10 @@ def test_check_source_explains_an_old_or_foreign_dump_tool(
     # An older mariadb-dump in front of the real server is caught before any run.
     old = 'case "$1" in --version) echo "mariadb-dump  Ver 10.19 Distrib 10.5.23-MariaDB";; esac'
     monkeypatch.setenv("ONWATCH_MARIADB_BIN_DIR", str(wrapped_tools(tmp_path, old)))
-    [problem] = checks.check_source(maria_source(org, maria_db))
+    [problem] = checks.check_source(maria_draft(org, maria_db))
     assert problem.startswith(f"the dump tool is from MariaDB 10.5 but the server runs {server};")
     monkeypatch.setenv("ONWATCH_MARIADB_BIN_DIR", str(tmp_path))
-    [problem] = checks.check_source(maria_source(org, maria_db))
+    [problem] = checks.check_source(maria_draft(org, maria_db))
     assert problem.startswith("mariadb-dump is not installed on this machine")
 
 

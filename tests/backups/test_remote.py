@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from onwatch.backups import kit, remote, restic, services
+from onwatch.backups import kit, restic, services
 from onwatch.backups.models import Repository, RunCopy, SourceKind
 from onwatch.core import ssh
 from onwatch.core.models import AuditEntry, JobState, Organization
@@ -51,7 +51,7 @@ def connected_sftp(org: Organization, sshd: SshServer, tmp_path: Path) -> Reposi
         org, "storagebox", sshd.url(tmp_path / "sftp-repo"), provider="hetzner-storage"
     )
     sshd.authorize(repository.ssh_public_key)
-    remote.connect_repository(repository)
+    services.connect_repository(repository)
     return repository
 
 
@@ -82,7 +82,7 @@ def test_an_sftp_repository_waits_for_its_key_then_backs_up_and_drills(
 
     # The key is not on the server yet: refused, but the host key is pinned already.
     with pytest.raises(restic.SshKeyRefused) as refused:
-        remote.connect_repository(repository)
+        services.connect_repository(repository)
     assert str(refused.value) == (
         "the SFTP server 127.0.0.1 refused onwatch's key; add this repository's public key "
         f"to ~/.ssh/authorized_keys of {sshd.user} on 127.0.0.1, then connect the repository "
@@ -94,7 +94,7 @@ def test_an_sftp_repository_waits_for_its_key_then_backs_up_and_drills(
     assert ssh.fingerprints(repository.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
 
     sshd.authorize(repository.ssh_public_key)
-    remote.connect_repository(repository)
+    services.connect_repository(repository)
     repository.refresh_from_db()
     assert repository.ready
     assert (tmp_path / "sftp-repo" / "config").is_file(), "restic init did not reach the server"
@@ -109,7 +109,7 @@ def test_an_sftp_repository_waits_for_its_key_then_backs_up_and_drills(
     assert {"check": "PRAGMA integrity_check", "ok": True, "detail": "ok"} in d.checks
 
     # Connecting again opens the repository that is there (the password checked), no init.
-    remote.connect_repository(repository)
+    services.connect_repository(repository)
 
 
 def test_the_private_key_is_a_0600_file_only_while_restic_runs(
@@ -201,7 +201,7 @@ def test_a_changed_host_key_a_removed_key_and_a_stopped_server_fail_the_run(
     job, _ = backup(plan)
     assert_failed_with_alert(job, "showed a different host key than the one onwatch pinned")
     with pytest.raises(restic.HostKeyChanged, match="forget the pinned host key"):
-        remote.connect_repository(repository)
+        services.connect_repository(repository)
     repository.refresh_from_db()
     assert repository.known_hosts == pinned, "a changed host key must not be pinned silently"
 
@@ -215,7 +215,7 @@ def test_a_changed_host_key_a_removed_key_and_a_stopped_server_fail_the_run(
     repository.refresh_from_db()
     assert repository.known_hosts == "" and not repository.ready
     assert AuditEntry.objects.filter(action="backup-repository-host-key-forgotten").exists()
-    remote.connect_repository(repository)
+    services.connect_repository(repository)
     assert ssh.fingerprints(repository.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
     assert backup(plan)[0].state == JobState.SUCCEEDED
 

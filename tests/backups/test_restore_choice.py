@@ -268,7 +268,7 @@ def test_a_restore_that_fails_half_way_drops_the_database_it_made(
     who = members["admin"].email
     with monkeypatch.context() as m:
         m.setenv("ONWATCH_PG_BIN_DIR", str(stopping_pg_restore(tmp_path)))
-        restore_requests.start(plan, repository, snapshot, target, who)
+        services.request_restore(plan, repository, snapshot, target, services.Actor(who))
         [job] = jobs.run_pending(kinds=["backups.restore"])
     failed = Restore.objects.get()
     assert job.state == JobState.FAILED and failed.state == "failed"
@@ -277,7 +277,7 @@ def test_a_restore_that_fails_half_way_drops_the_database_it_made(
     assert not database_exists(new_database)
 
     # Nothing is in the way of trying again with the same name.
-    restore_requests.start(plan, repository, snapshot, target, who)
+    services.request_restore(plan, repository, snapshot, target, services.Actor(who))
     [job] = jobs.run_pending(kinds=["backups.restore"])
     assert job.state == JobState.SUCCEEDED, job.error + job.log
     assert rows_in(new_database, "orders") == 5250

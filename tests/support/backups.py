@@ -114,7 +114,7 @@ def scratch_databases() -> set[str]:
         return {r[0] for r in rows}
 
 
-def pg_source(org: Organization, db: PgSource, **fields: object) -> Source:
+def pg_source(org: Organization, db: PgSource, **fields: Any) -> Source:
     host, port, user = pg_parts()
     return services.add_source(
         org,

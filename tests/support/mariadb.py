@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -184,22 +185,27 @@ def maria_db(mariadb_server: MariaDB) -> Iterator[MariaSource]:
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
-def maria_source(org: Organization, db: MariaSource, **fields: object) -> Source:
+def maria_source(org: Organization, db: MariaSource, **fields: Any) -> Source:
+    return services.add_source(org, "shop db", SourceKind.MARIADB, **maria_fields(db, **fields))
+
+
+def maria_draft(org: Organization, db: MariaSource, **fields: Any) -> Source:
+    """The source unsaved, as the source form has it checked before saving: checks tests
+    try many variants of one source, which could not all be saved under one name."""
+    return Source(org=org, name="shop db", kind=SourceKind.MARIADB, **maria_fields(db, **fields))
+
+
+def maria_fields(db: MariaSource, **fields: Any) -> dict[str, Any]:
     s = db.server
-    return services.add_source(
-        org,
-        "shop db",
-        SourceKind.MARIADB,
-        **{
-            "host": s.host,
-            "port": s.port,
-            "database": db.name,
-            "username": s.user,
-            "password": s.password,
-            "provider": "hetzner",
-            **fields,
-        },
-    )
+    return {
+        "host": s.host,
+        "port": s.port,
+        "database": db.name,
+        "username": s.user,
+        "password": s.password,
+        "provider": "hetzner",
+        **fields,
+    }
 
 
 def wrapped_tools(tmp_path: Path, dump_body: str, client_body: str = "") -> Path:

@@ -6,7 +6,7 @@ import tempfile
 from typing import Any
 
 from onwatch.backups import restic, services
-from onwatch.backups.models import Plan
+from onwatch.backups.models import Plan, Restore
 from onwatch.backups.runs import run_backup, snapshot_name
 from onwatch.core.models import AuditEntry, Organization
 
@@ -26,6 +26,14 @@ def print_restore_audit() -> None:
     """Who restored what where, from the audit entry: "actor target to"."""
     e = AuditEntry.objects.get(action="backup-restored")
     print(e.actor, e.target, e.data["to"])
+
+
+def print_restore_rows() -> None:
+    """Each restore on the plan's page, and who asked for it in the audit log:
+    "requested_by state target asked_by"."""
+    for restore in Restore.objects.order_by("pk"):
+        asked = AuditEntry.objects.get(action="backup-restore-requested", data__restore=restore.pk)
+        print(restore.requested_by, restore.state, restore.target, asked.actor)
 
 
 def add_unverified_snapshot() -> None:

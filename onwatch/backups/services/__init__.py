@@ -1,22 +1,23 @@
-"""What the rest of onwatch calls: repositories, sources and plans, and where copies sit."""
+"""What the rest of onwatch calls: repositories, sources and plans, and where copies sit.
+
+This package is the only code that creates, changes or removes them (and asks for
+restores): each function takes typed input and the actor, applies the rules once and
+writes the audit entry once, whatever the surface (a form, the CLI, a test) that parsed
+the input. The writes live in the modules beside this one and are imported here."""
 
 from __future__ import annotations
 
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.urls import reverse
 
 from onwatch.backups import restic
 from onwatch.backups.conf import restic_cache
 from onwatch.backups.kinds import on_server
 from onwatch.backups.models import Drill, Outcome, Plan, Repository, RunCopy, Source
-from onwatch.core import audit, ssh
-from onwatch.core.models import Job, Organization, Schedule
+from onwatch.core.models import Job, Organization
 
 LOOPBACK = {"", "localhost", "::1", "[::1]"}
 
@@ -28,8 +29,24 @@ def this_machine(host: str) -> bool:
 WEEKLY_DRILL = "0 4 * * 0"
 
 
-class InvalidRepository(ValueError):
+class Refused(ValueError):
+    """A change the rules do not allow; the message is for people, whatever the surface."""
+
+
+class InvalidRepository(Refused):
     """The repository's address or credentials cannot be used; the message is for people."""
+
+
+def name_problem(model: Any, org: Organization, name: str, current: Any = None) -> str | None:
+    """Names are unique per organization and kind of object: people pick by name (the
+    plan list, `onwatch restore PLAN`). None when `name` is free."""
+    taken = model.objects.filter(org=org, name=name)
+    if current is not None:
+        taken = taken.exclude(pk=current.pk)
+    if not taken.exists():
+        return None
+    what = model._meta.verbose_name
+    return f"Another {what} is called {name}; pick another name."
 
 
 def repo_of(repository: Repository) -> restic.Repo:
@@ -153,137 +170,6 @@ def why_left_out(copy: RunCopy, drill: Drill) -> str:
     )
 
 
-def add_repository(
-    org: Organization,
-    name: str,
-    url: str,
-    provider: str,
-    location: str = "",
-    password: str | None = None,
-    initialise: bool = True,
-    env: dict[str, str] | None = None,
-    append_only: bool = False,
-    pruned_by: str = "",
-) -> Repository:
-    """A new repository with a password onwatch generates (unless one is given for an
-    existing repository), initialised by restic (or, already there, opened with that
-    password). An SFTP one gets a key pair of its own instead and waits, not ready, until
-    its public key is on the server and remote.connect_repository() has reached it.
-    A REST server that refuses deletions is found append-only here, before any backup.
-    Raises InvalidRepository for a URL or env that cannot be used, restic.ResticError when
-    restic cannot initialise it."""
-    url = url.strip()
-    problem = restic.env_problem(env or {}) or restic.plain_http_problem(url)
-    if problem:
-        raise InvalidRepository(problem)
-    try:
-        sftp = restic.sftp_target(url)
-    except ValueError as e:
-        raise InvalidRepository(str(e)) from None
-    repository = Repository(
-        org=org,
-        name=name,
-        url=url,
-        shown_url=restic.redact(url),
-        host=host_of_url(url),
-        password=password or secrets.token_urlsafe(32),
-        provider=provider,
-        location=location,
-        env=json.dumps(env) if env else "",
-        append_only=append_only,
-        pruned_by=pruned_by.strip(),
-    )
-    if sftp is not None:
-        keys = ssh.new_key_pair(f"onwatch repository {name}")
-        repository.ssh_key, repository.ssh_public_key = keys.private, keys.public
-        repository.ready = False
-    elif initialise:
-        restic.init_or_open(repo_of(repository))
-    found = not append_only and sftp is None and bool(restic.deletes_refused(repo_of(repository)))
-    repository.append_only = repository.append_only or found
-    repository.save()
-    if found and not repository.pruned_by:
-        alert_nobody_prunes(repository, "the server refused a test deletion when it was added")
-    return repository
-
-
-def mark_append_only(repository: Repository, why: str) -> None:
-    """Found append-only while onwatch worked with it: say so on its page and in the audit
-    log, leave old backups to its server from now on, and (once: the worker that flips the
-    flag is the one that tells) alert when nobody is named to remove them."""
-    first = Repository.objects.filter(pk=repository.pk, append_only=False).update(append_only=True)
-    repository.append_only = True
-    if not first:
-        return  # another worker found it a moment ago, and told
-    audit.record(
-        "backup-repository-append-only",
-        actor="onwatch",
-        org=repository.org,
-        target=repository.name,
-        id=repository.pk,
-        why=why,
-    )
-    if not repository.pruned_by:
-        alert_nobody_prunes(repository, why)
-
-
-def alert_nobody_prunes(repository: Repository, why: str) -> None:
-    """An append-only copy found by onwatch has nobody named to remove its old backups:
-    it grows for ever unless someone is told to."""
-    from onwatch.alerts.services import raise_alert
-
-    raise_alert(
-        org=repository.org,
-        title=f"{repository.name} keeps every backup: name who removes old ones",
-        body=(
-            f"onwatch found that the server of the repository {repository.name} refuses "
-            f"deletions ({why}). That protects the backups, but onwatch can no longer "
-            "remove old ones there, so the repository grows until its disk or bill is full.\n"
-            "What to do: on the repository's page press Change and name who removes old "
-            "backups there (the person or job that runs its server), and have them do it "
-            "on a schedule."
-        ),
-        link=reverse("backup_repository", args=[repository.pk]),
-        notify_type="warning",
-    )
-
-
-def add_source(org: Organization, name: str, kind: str, **fields: Any) -> Source:
-    return Source.objects.create(org=org, name=name, kind=kind, **fields)
-
-
-def add_plan(
-    source: Source,
-    name: str,
-    copies: list[Repository],
-    cron: str = "0 3 * * *",
-    tz: str = "UTC",
-    drill_cron: str = WEEKLY_DRILL,
-    **fields: Any,
-) -> Plan:
-    with transaction.atomic():
-        plan = Plan.objects.create(org=source.org, source=source, name=name, **fields)
-        plan.copies.set(copies)
-        plan.schedule = Schedule.objects.create(
-            org=source.org,
-            name=f"Backup {name}",
-            kind="backups.run",
-            payload={"plan": plan.pk},
-            cron=cron,
-            tz=tz,
-        )
-        plan.drill_schedule = Schedule.objects.create(
-            org=source.org,
-            name=f"Restore drill {name}",
-            kind="backups.drill",
-            payload={"plan": plan.pk},
-            cron=drill_cron,
-            tz=tz,
-        )
-        plan.save(update_fields=["schedule", "drill_schedule"])
-    return plan
-
-
 def private_path_problem(path: str) -> str | None:
     """onwatch's own database, secret key and key file are not a backup source: a source
     there would let those who manage backups read sessions and secrets through its drills.
@@ -316,3 +202,59 @@ def cancelled_by(job: Job | None) -> str:
         return ""
     asked = Job.objects.filter(pk=job.pk).values_list("cancel_requested_by", flat=True)
     return asked.first() or ""
+
+
+# The writes. Imported last: they use the helpers above.
+from onwatch.backups.services.actors import CLI, SYSTEM, Actor  # noqa: E402
+from onwatch.backups.services.plans import (  # noqa: E402
+    PlanFields,
+    add_plan,
+    change_plan,
+    create_plan,
+    remove_plan,
+)
+from onwatch.backups.services.repositories import (  # noqa: E402
+    RepositoryChange,
+    add_repository,
+    alert_nobody_prunes,
+    change_repository,
+    connect_repository,
+    forget_host_key,
+    mark_append_only,
+    remove_repository,
+)
+from onwatch.backups.services.restore_requests import (  # noqa: E402
+    request_restore,
+    restore_here,
+)
+from onwatch.backups.services.sources import (  # noqa: E402
+    SourceFields,
+    add_source,
+    change_source,
+    remove_source,
+)
+
+__all__ = [
+    "CLI",
+    "SYSTEM",
+    "Actor",
+    "PlanFields",
+    "RepositoryChange",
+    "SourceFields",
+    "add_plan",
+    "add_repository",
+    "add_source",
+    "alert_nobody_prunes",
+    "change_plan",
+    "change_repository",
+    "change_source",
+    "connect_repository",
+    "create_plan",
+    "forget_host_key",
+    "mark_append_only",
+    "remove_plan",
+    "remove_repository",
+    "remove_source",
+    "request_restore",
+    "restore_here",
+]
