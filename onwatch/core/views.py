@@ -186,7 +186,8 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 def audit_log(request: HttpRequest) -> HttpResponse:
     entries = AuditEntry.objects.filter(org=_membership(request).org).order_by("-seq")
     page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "core/audit.html", {"page": page})
+    ctx = {"page": page, "unchecked": audit.unmarked_problem()}
+    return render(request, "core/audit.html", ctx)
 
 
 def org_jobs(request: HttpRequest) -> QuerySet[Job]:
