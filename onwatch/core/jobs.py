@@ -450,6 +450,7 @@ def reap_expired() -> list[Job]:
         still = Job.objects.filter(pk=job.pk, state=JobState.RUNNING, lease_until__lt=now)
         if job.cancel_requested_by:
             # Someone asked it to stop: trying it again would run what they cancelled.
+            # Interrupted, not cancelled, and alerted: see reap_cancelled.
             if reap_cancelled(job, still, now):
                 reaped.append(job)
             continue
@@ -484,11 +485,15 @@ def reap_expired() -> list[Job]:
 
 
 def reap_cancelled(job: Job, still: QuerySet[Job], now: datetime) -> bool:
+    """Its clean-up (a scratch database to drop, a lock to release) lived in the dead
+    worker and cannot run here, so the job is not quietly cancelled: it ends interrupted
+    and alerts, so that someone looks for what it may have left."""
     why = (
-        f"cancelled by {job.cancel_requested_by}; the worker {job.worker} stopped answering "
-        "before the job ended, so its clean-up may not have run"
+        f"cancelled by {job.cancel_requested_by}, but the worker {job.worker} stopped "
+        "answering before the job ended, so its clean-up may not have run; look for what "
+        "it leaves while it works (a scratch database, a lock, a half-written file)"
     )
-    if not still.update(state=JobState.CANCELLED, finished_at=now, error=why, lease_until=None):
+    if not still.update(state=JobState.INTERRUPTED, finished_at=now, error=why, lease_until=None):
         return False
     append_line(job.pk, why)
     Job.objects.filter(pk=job.pk).update(log=log_text(job))
