@@ -238,7 +238,11 @@ def cmd_audit_accept_restore(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core import audit
 
-    if audit.verify().ok:
+    found = audit.verify()
+    if found.first_bad is None and found.unchecked and found.unchecked == audit.unmarked_problem():
+        # A key file without its keyed mark is no restore to accept.
+        fail(f"there is nothing to accept, but {found.unchecked}")
+    if found.ok:
         print("onwatch: the audit log is intact; there is nothing to accept")
         return 0
     try:

@@ -189,16 +189,17 @@ def check_key_file(path: Path) -> None:
 
 def seal_earlier_audit_entries(prepared: Prepared) -> None:
     """Entries from before the audit chain was keyed get sealed with the key, once."""
-    from onwatch.core.audit import seal_legacy
-    from onwatch.core.keyring import KeyringError
+    from onwatch.core.audit import seal_legacy, unmarked_problem
 
-    try:
-        sealed = seal_legacy()
-    except KeyringError as e:
-        # Noting in the key file that the log is keyed failed (a read-only key file, say).
-        raise ConfigError(str(e)) from None
+    sealed = seal_legacy()
     if sealed:
         prepared.created.append(f"key seals for the {sealed} earlier audit log entries")
+    # A key file that cannot take the keyed mark (a read-only folder, say) does not stop
+    # onwatch: it says so here, on the audit page and in `onwatch audit verify`.
+    if problem := unmarked_problem():
+        print(
+            f"onwatch: warning: the audit log cannot be fully checked: {problem}", file=sys.stderr
+        )
 
 
 def verify_key_file_before_migrating(settings: Any) -> None:

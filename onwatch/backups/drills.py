@@ -19,8 +19,8 @@ from onwatch.backups import files, restic, scratch, targets
 from onwatch.backups.kinds import kind_of
 from onwatch.backups.models import Drill, Outcome, Plan, RunCopy
 from onwatch.backups.services import cancelled_by, drill_repository, newest_good_copy, repo_of
+from onwatch.core.jobs import JobContext
 from onwatch.core.mariadb import MariaDBError
-from onwatch.core.models import Job
 
 Log = Callable[[str], None]
 Check = dict[str, Any]
@@ -136,8 +136,8 @@ def gone(copy: RunCopy) -> str:
     )
 
 
-def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:
-    drill = Drill.objects.create(plan=plan, job=job)
+def run_drill(plan: Plan, log: Log, ctx: JobContext | None = None) -> Drill:
+    drill = Drill.objects.create(plan=plan, job=ctx.job if ctx else None)
     started = time.monotonic()
     try:
         repo, snap, contents = pick(drill, log)
@@ -164,8 +164,10 @@ def run_drill(plan: Plan, log: Log, job: Job | None = None) -> Drill:
         drill.error = str(e).strip() or type(e).__name__
     drill.state = Outcome.FAILED if drill.error else Outcome.SUCCEEDED
     # Only one the cancel stopped before it measured anything: a finished drill's verdict
-    # (too slow, a bad table) stands, however late a cancel came.
-    if drill.error and drill.rto_seconds is None and (who := cancelled_by(job)):
+    # (too slow, a bad table) stands, however late a cancel came, and so does a failure
+    # the cancel did not cause (the snapshot it could not bring back is no longer offered).
+    if drill.error and drill.rto_seconds is None and ctx and ctx.cancelled.is_set():
+        who = cancelled_by(ctx.job) or "someone"
         drill.state, drill.error = Outcome.CANCELLED, f"cancelled by {who}; {drill.error}"
     drill.finished_at = timezone.now()
     drill.save()

@@ -21,8 +21,8 @@ from onwatch.backups import remote, restic, services
 from onwatch.backups.kinds import kind_of
 from onwatch.backups.models import BackupRun, Outcome, Plan, Repository, RunCopy
 from onwatch.backups.services import repo_of
+from onwatch.core.jobs import JobContext
 from onwatch.core.mariadb import MariaDBError
-from onwatch.core.models import Job
 
 Log = Callable[[str], None]
 CHUNK = 1 << 20
@@ -288,9 +288,9 @@ def reachable_copies(plan: Plan, run: BackupRun, log: Log) -> tuple[list[Reposit
     return ready, errors
 
 
-def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
+def run_backup(plan: Plan, log: Log, ctx: JobContext | None = None) -> BackupRun:
     """Back `plan` up to every copy; the run ends succeeded only if every copy is good."""
-    run = BackupRun.objects.create(plan=plan, job=job)
+    run = BackupRun.objects.create(plan=plan, job=ctx.job if ctx else None)
     started = time.monotonic()
     errors: list[str] = []
     try:
@@ -305,7 +305,10 @@ def run_backup(plan: Plan, log: Log, job: Job | None = None) -> BackupRun:
     run.finished_at = timezone.now()
     run.state = Outcome.FAILED if errors else Outcome.SUCCEEDED
     run.error = "; ".join(errors)
-    if errors and (who := services.cancelled_by(job)):
+    # Cancelled only when the cancel stopped its processes: a failure of its own while a
+    # cancel was on its way stays a failure, and alerts.
+    if errors and ctx and ctx.cancelled.is_set():
+        who = services.cancelled_by(ctx.job) or "someone"
         run.state, run.error = Outcome.CANCELLED, f"cancelled by {who}; {run.error}"
     run.save()
     return run

@@ -53,7 +53,7 @@ def of_repository(job: Job) -> str:
 def backup(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"backing up {plan.source.name} ({plan.source.kind}) for plan {plan.name}")
-    run = run_backup(plan, ctx.log, job=ctx.job)
+    run = run_backup(plan, ctx.log, ctx=ctx)
     if run.state == Outcome.CANCELLED:
         raise JobCancelled("cancelled")
     if run.state != Outcome.SUCCEEDED:
@@ -107,7 +107,7 @@ def reclaim(ctx: JobContext) -> dict[str, Any]:
 def drill(ctx: JobContext) -> dict[str, Any]:
     plan = plan_of(ctx)
     ctx.log(f"restore drill of {plan.name}")
-    d = run_drill(plan, ctx.log, job=ctx.job)
+    d = run_drill(plan, ctx.log, ctx=ctx)
     for c in d.checks:
         ctx.log(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['detail']}")
     if d.state == Outcome.CANCELLED:

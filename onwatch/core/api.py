@@ -1,5 +1,6 @@
 """The JSON API, v1: core's views for scripts and dashboards, each behind one token scope
-(reading, and cancelling a job). Other apps serve their own (alerts: api/v1/channels/).
+(reading, and cancelling a job other than an alert delivery). Other apps serve their own
+(alerts: api/v1/channels/).
 
 Nothing secret leaves through it: channels are listed without their URLs, jobs without
 their payloads (a payload may name what a job acts on, the log and error say what happened).
@@ -14,7 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from onwatch.core import jobs as jobs_
-from onwatch.core.decorators import api, api_error, can
+from onwatch.core.decorators import api, api_error
 from onwatch.core.models import AuditEntry, Job, JobState
 
 MAX_LIMIT = 500
@@ -89,13 +90,20 @@ def job_cancel(request: HttpRequest, pk: int) -> JsonResponse:
     found = Job.objects.filter(org=request.org, pk=pk).first()  # type: ignore[attr-defined]
     if found is None:
         return api_error(404, f"No job {pk} of this organization; list them at /api/v1/jobs/")
+    if jobs_.sends_alerts(found):
+        # A token does only what its scopes say, and no scope stands for silencing an
+        # outage notice: a leaked jobs:cancel token must not be able to. People who may
+        # manage channels stop a stuck delivery on its page or with the CLI.
+        return api_error(
+            403,
+            f"job #{pk} sends an alert, and the API never cancels one; someone who may "
+            f"manage alert channels can cancel it on its page or with "
+            f"`onwatch jobs cancel {pk} --alerts-too`",
+        )
     try:
-        may = can(request, "channels.manage")
-        done = jobs_.cancel(found, request.user.get_username(), request, may_stop_alerts=may)
+        done = jobs_.cancel(found, request.user.get_username(), request)
     except jobs_.NotCancellable as e:
         return api_error(409, str(e))
-    except jobs_.CancelForbidden as e:
-        return api_error(403, str(e))
     return JsonResponse(_job(done) | {"cancel_requested_by": done.cancel_requested_by})
 
 

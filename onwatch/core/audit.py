@@ -216,6 +216,8 @@ def _tail_verdict(walk: _Walk, head: Head | None) -> Verdict:
 
 
 def verify(with_head: bool = True) -> Verdict:
+    """With the head file, the whole check: also whether the key file carries the keyed
+    mark it should (without it the walk cannot tell old entries from forged ones)."""
     try:
         head = read_head() if with_head else None
         walk = _Walk(keyed=keyring.get_keyring().audit_keyed)
@@ -227,7 +229,47 @@ def verify(with_head: bool = True) -> Verdict:
             bad = e.seq if e.seq == walk.seq + 1 else walk.seq + 1
             return Verdict(walk.seq, bad, problem)
         walk.step(e)
-    return _tail_verdict(walk, head) if with_head else Verdict(walk.seq, None, "")
+    if not with_head:
+        return Verdict(walk.seq, None, "")
+    verdict = _tail_verdict(walk, head)
+    if verdict.ok:
+        verdict.unchecked = unmarked_problem()
+    return verdict
+
+
+UNMARKED = "audit-key-file-not-marked"
+
+
+def unmarked_problem() -> str:
+    """Why the log cannot be fully checked when the key file lacks the keyed mark though
+    every entry is sealed with the key ("" when nothing is wrong). Cheap: the audit page
+    shows it on every load."""
+    ring = keyring.get_keyring()
+    if ring.audit_keyed or not AuditEntry.objects.exists():
+        return ""
+    if AuditEntry.objects.filter(scheme=SCHEME_LEGACY).exists():
+        return ""  # not sealed yet (before `onwatch migrate`), or a log that must not be
+    note = AuditEntry.objects.filter(action=UNMARKED).order_by("-seq").first()
+    why = note.data.get("reason") if note else "onwatch has not written the mark yet"
+    return (
+        f"the key file {ring.path} could not be marked as sealing the audit log, because "
+        f"{why}; until it is, an entry forged to look older than the key would pass as "
+        f"genuine. Fix: let onwatch write to {ring.path.parent}, then run `onwatch migrate` "
+        "once"
+    )
+
+
+def mark_keyed_or_note() -> None:
+    """Mark the key file keyed; when it cannot take the mark (a read-only folder, say),
+    onwatch still starts, and the log records why: `unmarked_problem` says so to people
+    until the mark is written."""
+    try:
+        keyring.mark_audit_keyed()
+    except keyring.UnmarkedKeyFile as e:
+        # No log line here: `onwatch migrate` and `up` print the one warning people need.
+        last = AuditEntry.objects.filter(action=UNMARKED).order_by("-seq").first()
+        if last is None or last.data.get("reason") != e.why:
+            record(UNMARKED, actor="system", reason=e.why)
 
 
 def accept_restored(actor: str = "cli") -> tuple[Head | None, AuditEntry]:
@@ -279,7 +321,7 @@ def seal_legacy() -> int:
             return 0
         if legacy:
             _seal_all(legacy)
-        transaction.on_commit(keyring.mark_audit_keyed)
+        transaction.on_commit(mark_keyed_or_note)
     return len(legacy)
 
 

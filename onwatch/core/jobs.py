@@ -59,6 +59,9 @@ class JobContext:
     # they started are stopped for them (see Heartbeat).
     cancelled: threading.Event = field(default_factory=threading.Event)
     cleanups: list[Callable[[], object]] = field(default_factory=list)
+    # Whether the cancel had reached the handler when it ended: only then is the cancel
+    # what ended it. A failure of its own while a cancel was on its way stays a failure.
+    stopped_by_cancel: bool = False
 
     def log(self, line: str) -> None:
         append_line(self.job.pk, f"{timezone.now().strftime('%H:%M:%S')} {line}")
@@ -286,7 +289,12 @@ def call_handler(ctx: JobContext, worker: str) -> Outcome:
         if fn is None:
             raise JobFailed(f"no handler for job kind {job.kind!r}; is onwatch up to date?")
         with Heartbeat(ctx, worker):
-            return Outcome(result=fn(ctx) or {})
+            try:
+                return Outcome(result=fn(ctx) or {})
+            finally:
+                # Read before the heartbeat stops: it may still see the cancel in its
+                # last second, after the handler has ended on its own.
+                ctx.stopped_by_cancel = ctx.cancelled.is_set()
     except RetryLater as e:
         return Outcome(JobState.FAILED, str(e), retry=True, retry_delay=e.delay)
     except (JobFailed, JobCancelled) as e:
@@ -312,9 +320,10 @@ def run(job: Job, worker: str) -> Job:
     outcome = call_handler(ctx, worker)
     run_cleanups(ctx)
     asked = Job.objects.filter(pk=job.pk).values_list("cancel_requested_by", flat=True).first()
-    # Cancelled when the cancel reached the handler (its processes were stopped) or made it
-    # fail; a handler that finished its work before the cancel came has succeeded.
-    if asked and (ctx.cancelled.is_set() or outcome.state != JobState.SUCCEEDED):
+    # Cancelled when the cancel reached the handler (its processes were stopped) before it
+    # ended. A cancel still on its way neither hides a real failure (it alerts) nor takes
+    # a finished job's success.
+    if asked and ctx.stopped_by_cancel:
         # The handler's words stay: its clean-up may say what it left behind and how to
         # remove it ("cancelled by ana; … the database x is still there; drop it …").
         said = f"; {outcome.error}" if outcome.error not in ("", "cancelled") else ""
@@ -441,6 +450,7 @@ def reap_expired() -> list[Job]:
         still = Job.objects.filter(pk=job.pk, state=JobState.RUNNING, lease_until__lt=now)
         if job.cancel_requested_by:
             # Someone asked it to stop: trying it again would run what they cancelled.
+            # Interrupted, not cancelled, and alerted: see reap_cancelled.
             if reap_cancelled(job, still, now):
                 reaped.append(job)
             continue
@@ -475,11 +485,15 @@ def reap_expired() -> list[Job]:
 
 
 def reap_cancelled(job: Job, still: QuerySet[Job], now: datetime) -> bool:
+    """Its clean-up (a scratch database to drop, a lock to release) lived in the dead
+    worker and cannot run here, so the job is not quietly cancelled: it ends interrupted
+    and alerts, so that someone looks for what it may have left."""
     why = (
-        f"cancelled by {job.cancel_requested_by}; the worker {job.worker} stopped answering "
-        "before the job ended, so its clean-up may not have run"
+        f"cancelled by {job.cancel_requested_by}, but the worker {job.worker} stopped "
+        "answering before the job ended, so its clean-up may not have run; look for what "
+        "it leaves while it works (a scratch database, a lock, a half-written file)"
     )
-    if not still.update(state=JobState.CANCELLED, finished_at=now, error=why, lease_until=None):
+    if not still.update(state=JobState.INTERRUPTED, finished_at=now, error=why, lease_until=None):
         return False
     append_line(job.pk, why)
     Job.objects.filter(pk=job.pk).update(log=log_text(job))

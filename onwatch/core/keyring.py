@@ -29,6 +29,14 @@ class KeyringError(Exception):
     """The key file is missing, unreadable or does not fit this database. For people."""
 
 
+class UnmarkedKeyFile(KeyringError):
+    """The key file could not take the note that the audit log is keyed; `why` in words."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
 @dataclass
 class Keyring:
     path: Path
@@ -192,10 +200,13 @@ def mark_audit_keyed() -> None:
     try:
         ring.save()
     except OSError as e:
-        raise KeyringError(
+        # Written whole through a new file in its folder: the folder must take new files.
+        why = f"its folder {path.parent} does not let onwatch write there ({e.strerror})"
+        raise UnmarkedKeyFile(
             f"The key file {path} cannot be written ({e.strerror}); onwatch must note in it, "
             "once, that the audit log is now sealed with its keys: let it write the file for "
-            "one `onwatch migrate`"
+            "one `onwatch migrate`",
+            why,
         ) from None
     forget_keyring()
 

@@ -18,7 +18,21 @@ from psycopg import sql
 
 from onwatch.config import env
 
-PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+def bin_dirs(root: Path) -> list[Path]:
+    """root/N/bin (9.6 before version 10), newest first: by number, since "9.6" sorts after
+    "17" as text."""
+    versions = {d: _version(d.parent.name) for d in root.glob("*/bin")}
+    found = [d for d, v in versions.items() if v]
+    return sorted(found, key=lambda d: versions[d], reverse=True)
+
+
+def _version(name: str) -> tuple[int, ...]:
+    parts = name.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
+
+
+PG_BIN_DIRS = bin_dirs(Path("/usr/lib/postgresql"))
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from onwatch.core import audit, services
 from onwatch.core import jobs as jobqueue
-from onwatch.core import services
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.forms import InviteForm, RoleForm, TokenForm
@@ -166,7 +166,8 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 def audit_log(request: HttpRequest) -> HttpResponse:
     entries = AuditEntry.objects.filter(org=_membership(request).org).order_by("-seq")
     page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "core/audit.html", {"page": page})
+    ctx = {"page": page, "unchecked": audit.unmarked_problem()}
+    return render(request, "core/audit.html", ctx)
 
 
 def org_jobs(request: HttpRequest) -> QuerySet[Job]:

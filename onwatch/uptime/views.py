@@ -20,6 +20,7 @@ from onwatch.alerts import incidents
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.models import Organization
+from onwatch.core.snapshot import one_snapshot
 from onwatch.uptime import charts, pings, rollups, services, specs, state
 from onwatch.uptime.forms import MonitorForm, initial_settings
 from onwatch.uptime.models import CheckResult, Kind, Monitor, Ping, State
@@ -100,28 +101,32 @@ def list_rows(monitors: list[Monitor], now: datetime) -> list[dict[str, Any]]:
 
 @require("monitors.view")
 def monitor_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    m = _monitor(request, pk)
-    now = timezone.now()
-    ctx: dict[str, Any] = {
-        "m": m,
-        "target": describe(m),
-        "uptime": uptimes(m, now),
-        "changes": [(c, evidence_of(c.evidence)) for c in m.changes.all()[:CHANGES_SHOWN]],
-        "incident": incidents.current(m.org, state.source(m)),
-        "can_manage": can(request, "monitors.manage"),
-        **chart_context(m, now),
-    }
-    if m.kind == Kind.HEARTBEAT:
-        ctx.update(heartbeat_context(m))
-    else:
-        ctx.update(checks_context(m))
+    # One snapshot and one `now` for every read: the figures, the state and the checks
+    # listed agree, however many checks land while the page is put together.
+    with one_snapshot():
+        m = _monitor(request, pk)
+        now = timezone.now()
+        ctx: dict[str, Any] = {
+            "m": m,
+            "target": describe(m),
+            "uptime": uptimes(m, now),
+            "changes": [(c, evidence_of(c.evidence)) for c in m.changes.all()[:CHANGES_SHOWN]],
+            "incident": incidents.current(m.org, state.source(m)),
+            "can_manage": can(request, "monitors.manage"),
+            **chart_context(m, now),
+        }
+        if m.kind == Kind.HEARTBEAT:
+            ctx.update(heartbeat_context(m, now))
+        else:
+            ctx.update(checks_context(m, now))
     return render(request, "uptime/detail.html", ctx)
 
 
-def checks_context(m: Monitor) -> dict[str, Any]:
+def checks_context(m: Monitor, now: datetime) -> dict[str, Any]:
     """The last checks one by one: failures that did not reach the down threshold show
-    here, so a service that flaps does not look healthy."""
-    recent = list(CheckResult.objects.filter(monitor=m).order_by("-at", "-id")[:CHECKS_SHOWN])
+    here, so a service that flaps does not look healthy. Up to `now`, as the figures."""
+    found = CheckResult.objects.filter(monitor=m, at__lt=now).order_by("-at", "-id")
+    recent = list(found[:CHECKS_SHOWN])
     return {"checks": recent, "checks_failed": sum(not r.ok for r in recent)}
 
 
@@ -219,13 +224,13 @@ def evidence_of(evidence: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def heartbeat_context(m: Monitor) -> dict[str, Any]:
+def heartbeat_context(m: Monitor, now: datetime) -> dict[str, Any]:
     root = settings.SITE_ROOT
     urls = [root + reverse("ping", kwargs={"code": str(m.ping_id)})]
     if m.slug:
         key = pings.ping_key(m.org)
         urls.append(root + reverse("ping-slug", kwargs={"key": key, "slug": m.slug}))
-    recent = Ping.objects.filter(monitor=m).order_by("-at", "-id")[:PINGS_SHOWN]
+    recent = Ping.objects.filter(monitor=m, at__lt=now).order_by("-at", "-id")[:PINGS_SHOWN]
     return {"ping_urls": urls, "pings": list(recent)}
 
 

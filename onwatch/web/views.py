@@ -10,6 +10,7 @@ from django.views import defaults
 from onwatch.alerts.services import channel_count, recent_deliveries
 from onwatch.core.decorators import public, require
 from onwatch.core.models import AuditEntry, Job, Membership
+from onwatch.core.network import is_loopback
 from onwatch.core.roles import has_permission
 from onwatch.uptime.services import summary as uptime_summary
 
@@ -44,8 +45,13 @@ def health(request: HttpRequest) -> HttpResponse:
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Django's handler400 (no permission check: it answers requests no view was chosen
     for). A Host onwatch does not answer to says which one it does and how to change it,
-    instead of a bare "Bad Request"."""
+    instead of a bare "Bad Request" — to someone on this machine only: the address and
+    settings of an installation are nobody else's business."""
     if not isinstance(exception, DisallowedHost):
+        return defaults.bad_request(request, exception)
+    # REMOTE_ADDR is the client's own: the web server takes X-Forwarded-For from trusted
+    # proxies only (ONWATCH_TRUSTED_PROXIES), so a local Caddy does not make all local.
+    if not is_loopback(request.META.get("REMOTE_ADDR", "")):
         return defaults.bad_request(request, exception)
     asked = request.META.get("HTTP_HOST", "")
     return HttpResponseBadRequest(

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 from tests.support.child import audit as child_audit
 from tests.support.child import call
+from tests.support.folders import unwritable
 from tests.support.procs import django, isolated, run
 
 
@@ -159,27 +154,7 @@ def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path:
     assert "entry 3 is missing from the end" in truncated.stderr
 
 
-@contextmanager
-def unwritable(folder: Path) -> Iterator[None]:
-    """No new files in the folder; root passes permission checks, so it is made immutable."""
-    folder.chmod(0o500)
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
-    try:
-        try:
-            (folder / "probe").touch()
-        except OSError:
-            yield
-            return
-        (folder / "probe").unlink()
-        pytest.skip("cannot make a folder unwritable here")
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-        folder.chmod(0o700)
-
-
-def test_a_key_file_that_cannot_take_the_keyed_note_stops_migrate_with_one_line(
+def test_a_key_file_that_cannot_take_the_keyed_note_warns_and_is_never_called_intact(
     tmp_path: Path,
 ) -> None:
     keys = tmp_path / "keys"
@@ -196,14 +171,29 @@ def test_a_key_file_that_cannot_take_the_keyed_note_stops_migrate_with_one_line(
             env,
         )
         with unwritable(keys):
-            refused = run(["migrate"], env)
+            started = run(["migrate"], env)
+            unchecked = run(["audit", "verify"], env)
+            accepting = run(["audit", "accept-restore"], env)
         migrated = run(["migrate"], env)
-    assert refused.returncode == 2
-    assert len(refused.stderr.strip().splitlines()) == 1
-    assert refused.stderr.startswith(f"onwatch: The key file {keys / 'keyring.json'} cannot be")
-    assert refused.stderr.strip().endswith("let it write the file for one `onwatch migrate`")
+        intact = run(["audit", "verify"], env)
+    # onwatch starts, and says once what is wrong and what to do.
+    assert started.returncode == 0 and "database is up to date" in started.stdout
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1, started.stderr
+    warning = lines[0]
+    said = (
+        f"the key file {keys / 'keyring.json'} could not be marked as sealing the audit log, "
+        f"because its folder {keys} does not let onwatch write there"
+    )
+    assert warning.startswith(f"onwatch: warning: the audit log cannot be fully checked: {said}")
+    assert warning.endswith(f"Fix: let onwatch write to {keys}, then run `onwatch migrate` once")
+    assert unchecked.returncode == 1 and "intact" not in unchecked.stdout + unchecked.stderr
+    assert unchecked.stderr.startswith(f"onwatch: audit log cannot be fully checked: {said}")
+    assert accepting.returncode == 2 and "intact" not in accepting.stdout + accepting.stderr
     assert (migrated.returncode, migrated.stderr) == (0, "")
     assert json.loads((keys / "keyring.json").read_text())["audit_keyed"] is True
+    assert (intact.returncode, intact.stderr) == (0, "")
+    assert "audit log intact (3 entries)" in intact.stdout
 
 
 def test_an_unwritable_head_file_folder_stops_onwatch_with_one_line(tmp_path: Path) -> None:

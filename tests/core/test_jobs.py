@@ -214,7 +214,7 @@ def test_a_job_told_to_wait_for_one_that_already_failed_ends_cancelled_saying_wh
 
 
 @pytest.mark.django_db
-def test_a_job_whose_cancel_was_asked_ends_cancelled_when_its_worker_dies() -> None:
+def test_a_job_whose_cancel_was_asked_ends_interrupted_and_alerted_when_its_worker_dies() -> None:
     from datetime import timedelta
 
     from django.utils import timezone
@@ -226,9 +226,9 @@ def test_a_job_whose_cancel_was_asked_ends_cancelled_when_its_worker_dies() -> N
     jobs.cancel(claimed, "ana@example.com")
     Job.objects.filter(pk=job.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
     [reaped] = jobs.reap_expired()
-    assert (reaped.pk, reaped.state, reaped.attempts) == (job.pk, JobState.CANCELLED, 1)
-    assert reaped.error.startswith("cancelled by ana@example.com; the worker dead-worker")
-    assert not reaped.alerted
+    assert (reaped.pk, reaped.state, reaped.attempts) == (job.pk, JobState.INTERRUPTED, 1)
+    assert reaped.error.startswith("cancelled by ana@example.com, but the worker dead-worker")
+    assert reaped.alerted
     waiter.refresh_from_db()
     assert waiter.state == JobState.CANCELLED
     assert jobs.run_pending(kinds=["tests.ok"]) == []

@@ -199,6 +199,15 @@ def restore(repo: restic.Repo, snap: restic.Snapshot, target: str) -> None:
         raise restores.RestoreRefused(
             f"the database {name} exists already; restore into a new name"
         ) from None
+    except psycopg.Error as e:
+        # The server is down or unreachable, or the user may not create databases: nothing
+        # was made, so nothing is left to remove.
+        said = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise restores.RestoreRefused(
+            f"cannot create the database {name} on the PostgreSQL server at {server.where} "
+            f"({said}); check that it runs and that the URL is right, then try again — "
+            "nothing was restored or changed"
+        ) from None
     what = f"the half-restored database {name} on {server.host}:{server.port}"
     drop = f'drop it with the SQL DROP DATABASE "{name}";'
     with restores.removed_on_failure(lambda: postgres.drop_database(server, name), what, drop):

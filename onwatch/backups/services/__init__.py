@@ -196,8 +196,9 @@ def last_reclaim(repository: Repository) -> Job | None:
 
 
 def cancelled_by(job: Job | None) -> str:
-    """Who asked to cancel the job a run or drill belongs to ("" for nobody): a run its
-    cancel stopped is cancelled, not failed, and takes back no earlier proof."""
+    """Who asked to cancel the job a run or drill belongs to ("" for nobody), for the
+    words of one its cancel stopped. Whether the cancel stopped it is the job context's
+    to say (ctx.cancelled), not this: asking is not stopping."""
     if job is None:
         return ""
     asked = Job.objects.filter(pk=job.pk).values_list("cancel_requested_by", flat=True)
