@@ -68,8 +68,12 @@ def print_once_alerted(job_id: int) -> None:
     print(json.dumps([job.state, job.error, job.alerted, titles]))
 
 
-def print_once_stopped(job_id: int) -> None:
-    """Once the job no longer runs: its state, error, log and alerted flag, as JSON."""
+def print_once_stopped(job_id: int, asked: str) -> None:
+    """Once the job no longer runs: its state, error, log and alerted flag, and the
+    seconds from the log line that contains `asked` to the job's end, as JSON."""
     wait_until(lambda: Job.objects.get(pk=job_id).state != JobState.RUNNING)
     job = Job.objects.get(pk=job_id)
-    print(json.dumps([job.state, job.error, job.log, job.alerted]))
+    line = job.log_lines.filter(text__contains=asked).order_by("id").first()
+    assert line is not None and job.finished_at is not None, (line, job.finished_at)
+    took = (job.finished_at - line.at).total_seconds()
+    print(json.dumps([job.state, job.error, job.log, job.alerted, took]))
