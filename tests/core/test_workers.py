@@ -35,6 +35,24 @@ def test_two_workers_run_each_of_200_jobs_exactly_once(tmp_path: Path) -> None:
     assert {r["result"]["pid"] for r in runs} == {w1.proc.pid, w2.proc.pid}
 
 
+def test_a_freed_slot_takes_the_next_queued_job_at_once_not_a_poll_later(
+    tmp_path: Path,
+) -> None:
+    poll = 20
+    slots = {"ONWATCH_JOB_POLL_SECONDS": str(poll), "ONWATCH_QUEUE_LONG": "2"}
+    with isolated(tmp_path, **slots) as env:
+        # Queued before the worker starts, so its first look finds them.
+        short = {"seconds": 0.01}
+        ids = json.loads(call(child_core.enqueue, env, "core.sleep", short, 6, migrate=True))
+        with Running(["worker"], env) as worker:
+            worker.wait_for("ready")
+            wait = 3 * poll + 30  # enough for the rounds to wait a poll each, to say so
+            span = float(call(child_core.print_run_span, env, ids, wait, timeout=wait + 30))
+    # Three rounds of two slots, each started as the one before ended: a round that waited
+    # for the worker's next poll would alone take the whole span.
+    assert span < poll, f"six jobs of 10 ms in two slots took {span:.1f} s"
+
+
 def test_a_worker_killed_mid_job_leaves_it_interrupted_and_alerted(tmp_path: Path) -> None:
     fast = {"ONWATCH_JOB_LEASE_SECONDS": "3", "ONWATCH_SCHEDULER_TICK_SECONDS": "1"}
     with isolated(tmp_path, **fast) as env:

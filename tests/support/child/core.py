@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.core.management import call_command
+from django.db.models import Max, Min
 
 from onwatch.alerts.models import Delivery
 from onwatch.core import jobs
@@ -77,3 +78,12 @@ def print_once_stopped(job_id: int, asked: str) -> None:
     assert line is not None and job.finished_at is not None, (line, job.finished_at)
     took = (job.finished_at - line.at).total_seconds()
     print(json.dumps([job.state, job.error, job.log, job.alerted, took]))
+
+
+def print_run_span(ids: list[int], timeout: float) -> None:
+    """Once these jobs all succeeded: the seconds from the first one's start to the last
+    one's end."""
+    done = Job.objects.filter(pk__in=ids, state=JobState.SUCCEEDED)
+    wait_until(lambda: done.count() == len(ids), timeout)
+    span = done.aggregate(first=Min("started_at"), last=Max("finished_at"))
+    print((span["last"] - span["first"]).total_seconds())
