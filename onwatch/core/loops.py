@@ -20,12 +20,23 @@ log = logging.getLogger("onwatch.loops")
 class Stopper:
     def __init__(self) -> None:
         self.event = threading.Event()
+        self._wake = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s, finishing", signal.Signals(signum).name)
         self.event.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """End the current idle wait early: there may be work now (a slot freed)."""
+        self._wake.set()
+
+    def idle(self, seconds: float) -> None:
+        # A wake that came while the loop was busy ends this wait at once: none is lost.
+        self._wake.wait(seconds)
+        self._wake.clear()
 
     @property
     def stopping(self) -> bool:
@@ -45,14 +56,17 @@ def forever(step: Callable[[], bool], idle_seconds: float, stopper: Stopper) -> 
             failures += 1
             log.exception("loop step failed (%d in a row)", failures)
             busy = False
-        if not busy:
-            stopper.event.wait(idle_seconds * (min(failures, 5) + 1))
+        if failures:
+            stopper.event.wait(idle_seconds * (min(failures, 5) + 1))  # backing off
+        elif not busy:
+            stopper.idle(idle_seconds)
 
 
 def run_worker() -> None:
     stopper = Stopper()
     name = jobs.worker_name()
-    pool = Pool(name, settings.JOB_QUEUES)
+    # A job that ends frees a slot: the next queued job starts then, not a poll later.
+    pool = Pool(name, settings.JOB_QUEUES, on_free=stopper.wake)
     slots = ", ".join(f"{queue} {n}" for queue, n in pool.sizes.items())
     log.info("worker %s ready (slots: %s)", name, slots)
 

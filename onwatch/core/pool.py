@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connection
@@ -17,8 +18,11 @@ log = logging.getLogger("onwatch.worker")
 
 
 class Pool:
-    def __init__(self, name: str, sizes: dict[str, int]) -> None:
+    def __init__(
+        self, name: str, sizes: dict[str, int], on_free: Callable[[], None] = lambda: None
+    ) -> None:
         self.name = name
+        self.on_free = on_free
         self.sizes = {queue: n for queue, n in sizes.items() if n > 0}
         self.busy = dict.fromkeys(self.sizes, 0)
         self.lock = threading.Lock()
@@ -59,6 +63,7 @@ class Pool:
             connection.close()
             with self.lock:
                 self.busy[job.queue] -= 1
+            self.on_free()
 
     def running(self) -> int:
         with self.lock:

@@ -9,7 +9,10 @@ import signal
 import time
 from pathlib import Path
 
-from tests.support.procs import Running, alive, django, free_port, isolated, run
+from tests.support.child import alerts as child_alerts
+from tests.support.child import call
+from tests.support.child import core as child_core
+from tests.support.procs import Running, alive, free_port, isolated, run
 from tests.support.receivers import WebhookReceiver, add_channels, wait_until
 
 JOBS = 200
@@ -17,22 +20,12 @@ JOBS = 200
 
 def test_two_workers_run_each_of_200_jobs_exactly_once(tmp_path: Path) -> None:
     with isolated(tmp_path) as env:
-        django("", env, migrate=True)
+        call(child_core.start_up, env, migrate=True)
         with Running(["worker"], env) as w1, Running(["worker"], env) as w2:
             w1.wait_for("ready")
             w2.wait_for("ready")
             # A short sleep per job keeps both workers busy at once, so they contend.
-            out = django(
-                f"""
-                from onwatch.core.models import Job, JobState
-                Job.objects.bulk_create(
-                    Job(kind="core.sleep", payload={{"seconds": 0.01}}) for _ in range({JOBS})
-                )
-                wait_until(lambda: not Job.objects.exclude(state=JobState.SUCCEEDED).exists())
-                print(json.dumps(list(Job.objects.values("attempts", "log", "worker", "result"))))
-                """,
-                env,
-            )
+            out = call(child_core.run_short_jobs, env, JOBS)
     runs = json.loads(out)
     assert len(runs) == JOBS
     assert all(r["attempts"] == 1 for r in runs)
@@ -42,44 +35,37 @@ def test_two_workers_run_each_of_200_jobs_exactly_once(tmp_path: Path) -> None:
     assert {r["result"]["pid"] for r in runs} == {w1.proc.pid, w2.proc.pid}
 
 
+def test_a_freed_slot_takes_the_next_queued_job_at_once_not_a_poll_later(
+    tmp_path: Path,
+) -> None:
+    poll = 20
+    slots = {"ONWATCH_JOB_POLL_SECONDS": str(poll), "ONWATCH_QUEUE_LONG": "2"}
+    with isolated(tmp_path, **slots) as env:
+        # Queued before the worker starts, so its first look finds them.
+        short = {"seconds": 0.01}
+        ids = json.loads(call(child_core.enqueue, env, "core.sleep", short, 6, migrate=True))
+        with Running(["worker"], env) as worker:
+            worker.wait_for("ready")
+            wait = 3 * poll + 30  # enough for the rounds to wait a poll each, to say so
+            span = float(call(child_core.print_run_span, env, ids, wait, timeout=wait + 30))
+    # Three rounds of two slots, each started as the one before ended: a round that waited
+    # for the worker's next poll would alone take the whole span.
+    assert span < poll, f"six jobs of 10 ms in two slots took {span:.1f} s"
+
+
 def test_a_worker_killed_mid_job_leaves_it_interrupted_and_alerted(tmp_path: Path) -> None:
     fast = {"ONWATCH_JOB_LEASE_SECONDS": "3", "ONWATCH_SCHEDULER_TICK_SECONDS": "1"}
     with isolated(tmp_path, **fast) as env:
-        job_id = django(
-            f"""
-            from onwatch.alerts.services import add_channel
-            from onwatch.core import jobs
-            from onwatch.core.models import Organization
-            org = Organization.objects.create(name="Acme")
-            add_channel(org, "ops", "json://127.0.0.1:{free_port()}/")
-            print(jobs.enqueue("core.sleep", {{"seconds": 600}}, org=org).pk)
-            """,
-            env,
-            migrate=True,
-        ).strip()
+        add_channels(env, {"ops": f"json://127.0.0.1:{free_port()}/"}, migrate=True)
+        [job_id] = json.loads(
+            call(child_core.enqueue, env, "core.sleep", {"seconds": 600}, 1, "Acme")
+        )
         with Running(["worker"], env) as worker, Running(["scheduler"], env):
-            django(
-                f"""
-                from onwatch.core.models import JobLogLine
-                lines = JobLogLine.objects.filter(job_id={job_id}, text__contains="sleeping")
-                wait_until(lines.exists)
-                """,
-                env,
-            )
+            call(child_core.print_log_line, env, job_id, "sleeping")
             os.kill(worker.proc.pid, signal.SIGKILL)
             worker.proc.wait()
             killed = time.monotonic()
-            out = django(
-                f"""
-                from onwatch.alerts.models import Delivery
-                from onwatch.core.models import Job
-                wait_until(lambda: Delivery.objects.filter(title__contains="#{job_id} ").exists())
-                job = Job.objects.get(pk={job_id})
-                titles = list(Delivery.objects.values_list("title", "channel_name"))
-                print(json.dumps([job.state, job.error, job.alerted, titles]))
-                """,
-                env,
-            )
+            out = call(child_core.print_once_alerted, env, job_id)
             noticed = time.monotonic() - killed
     state, error, alerted, deliveries = json.loads(out)
     assert state == "interrupted"
@@ -97,45 +83,15 @@ def test_an_incident_is_notified_within_5_s_while_long_jobs_fill_every_long_slot
     with WebhookReceiver() as receiver, isolated(tmp_path, **slots) as env:
         add_channels(env, {"ops": receiver.url()}, migrate=True)
         # Three hours of long work for two long slots: two run, one waits for a slot.
-        long_ids = django(
-            """
-            from onwatch.core import jobs
-            print(json.dumps([jobs.enqueue("core.sleep", {"seconds": 3600}).pk for _ in range(3)]))
-            """,
-            env,
-        ).strip()
+        long_ids = json.loads(call(child_core.enqueue, env, "core.sleep", {"seconds": 3600}, 3))
         with Running(["worker"], env) as worker:
             worker.wait_for("ready")
-            django(
-                f"""
-                from onwatch.core.models import Job
-                running = Job.objects.filter(pk__in={long_ids}, state="running")
-                wait_until(lambda: running.count() == 2)
-                """,
-                env,
-            )
-            due = float(
-                django(
-                    """
-                    from onwatch.alerts.incidents import open_incident
-                    from onwatch.core.models import Organization
-                    org = Organization.objects.get(name="Acme")
-                    incident = open_incident(org, "monitor:1", "Shop is down", {})
-                    print(incident.opened_at.timestamp())
-                    """,
-                    env,
-                )
-            )
+            call(child_core.wait_for_running, env, long_ids, 2)
+            opened = call(child_alerts.open_incident, env, "Acme", "monitor:1", "Shop is down")
+            due = float(opened)
             wait_until(lambda: bool(receiver.hooks), timeout=30, what="the notification")
             reached = time.time() - due
-            states = django(
-                f"""
-                from onwatch.core.models import Job
-                print(json.dumps(list(Job.objects.filter(pk__in={long_ids})
-                                      .order_by("pk").values_list("state", flat=True))))
-                """,
-                env,
-            )
+            states = call(child_core.print_states, env, long_ids)
     assert "Shop is down" in receiver.hooks[0].body.decode()
     assert reached < 5, f"the notification reached the receiver {reached:.1f} s after it was due"
     # Every long slot was still taken when the notification went out.
@@ -144,43 +100,22 @@ def test_an_incident_is_notified_within_5_s_while_long_jobs_fill_every_long_slot
 
 def test_onwatch_jobs_cancel_stops_a_running_job_and_its_processes(tmp_path: Path) -> None:
     with isolated(tmp_path) as env:
-        job_id = django(
-            """
-            from onwatch.core import jobs
-            print(jobs.enqueue("core.sleep", {"seconds": 600, "program": True}).pk)
-            """,
-            env,
-            migrate=True,
-        ).strip()
+        sleep = {"seconds": 600, "program": True}
+        [job_id] = json.loads(call(child_core.enqueue, env, "core.sleep", sleep, migrate=True))
         with Running(["worker"], env) as worker:
             worker.wait_for("ready")
-            line = django(
-                f"""
-                from onwatch.core.models import JobLogLine
-                lines = JobLogLine.objects.filter(job_id={job_id}, text__contains="in process")
-                print(wait_until(lines.first).text)
-                """,
-                env,
-            )
+            line = call(child_core.print_log_line, env, job_id, "in process")
             child = int(line.split("in process ")[1])
             assert alive(child)
-            asked = time.monotonic()
-            cancelled = run(["jobs", "cancel", job_id], env)
-            out = django(
-                f"""
-                from onwatch.core.models import Job
-                wait_until(lambda: Job.objects.get(pk={job_id}).state != "running")
-                job = Job.objects.get(pk={job_id})
-                print(json.dumps([job.state, job.error, job.log, job.alerted]))
-                """,
-                env,
-            )
-            took = time.monotonic() - asked
+            cancelled = run(["jobs", "cancel", str(job_id)], env)
+            # Timed by onwatch's own records, from the cancel the command logged to the
+            # job's end: the start-up of the command and of this helper is no part of it.
+            out = call(child_core.print_once_stopped, env, job_id, "cli cancelled the job")
             child_alive = alive(child)
-            again = run(["jobs", "cancel", job_id], env)
+            again = run(["jobs", "cancel", str(job_id)], env)
     assert cancelled.returncode == 0, cancelled.stderr
     assert f"stopping job #{job_id} (core.sleep)" in cancelled.stdout
-    state, error, log, alerted = json.loads(out)
+    state, error, log, alerted, took = json.loads(out)
     # Who cancelled, then what the handler said when its program was stopped.
     assert (state, alerted) == ("cancelled", False)
     assert error == "cancelled by cli; the sleep program ended with -15", error
@@ -195,23 +130,10 @@ def test_onwatch_jobs_cancel_refuses_to_silence_an_alert_unless_told_it_is_meant
     tmp_path: Path,
 ) -> None:
     with isolated(tmp_path) as env:
-        job_id = django(
-            """
-            from onwatch.core import jobs
-            print(jobs.enqueue("alerts.deliver", {}).pk)
-            """,
-            env,
-            migrate=True,
-        ).strip()
-        refused = run(["jobs", "cancel", job_id], env)
-        state = django(
-            f"""
-            from onwatch.core.models import Job
-            print(Job.objects.get(pk={job_id}).state)
-            """,
-            env,
-        ).strip()
-        meant = run(["jobs", "cancel", "--alerts-too", job_id], env)
+        [job_id] = json.loads(call(child_core.enqueue, env, "alerts.deliver", {}, migrate=True))
+        refused = run(["jobs", "cancel", str(job_id)], env)
+        [state] = json.loads(call(child_core.print_states, env, [job_id]))
+        meant = run(["jobs", "cancel", "--alerts-too", str(job_id)], env)
     assert refused.returncode == 2 and state == "queued"
     [line] = refused.stderr.strip().splitlines()
     assert f"job #{job_id} sends an alert" in line and "add --alerts-too" in line
