@@ -135,9 +135,12 @@ def prepare_apart(listen: tuple[str, int]) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     prepare()
-    from onwatch.core.loops import run_worker
+    from onwatch.core.loops import run_worker, run_worker_and_scheduler
 
-    run_worker()
+    if args.with_scheduler:
+        run_worker_and_scheduler()
+    else:
+        run_worker()
     return 0
 
 
@@ -326,7 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = add("up", cmd_up, "Start everything: web, worker, scheduler and prober (the usual way).")
     add_place_options(up)
     add_place_options(add("web", cmd_web, "Run only the web server (UI, API, ingest)."))
-    add("worker", cmd_worker, "Run only a worker that takes background jobs.")
+    worker = add("worker", cmd_worker, "Run only a worker that takes background jobs.")
+    worker.add_argument(
+        "--with-scheduler",
+        action="store_true",
+        help="also run the scheduler in this process, as `onwatch up` does",
+    )
     add("scheduler", cmd_scheduler, "Run only the scheduler that turns schedules into jobs.")
     add("prober", cmd_prober, "Run only a prober that makes the uptime checks.")
     add("migrate", cmd_migrate, "Create or update the database tables.")

@@ -1,5 +1,5 @@
-"""`onwatch up`: run web, worker, scheduler and prober as children, restart the ones that
-crash (with back-off) and stop them all on SIGTERM or SIGINT."""
+"""`onwatch up`: run web, worker (with the scheduler on a thread) and prober as children,
+restart the ones that crash (with back-off) and stop them all on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -133,8 +133,14 @@ class Supervisor:
 
 
 def children() -> list[Child]:
+    """Three processes: each costs a Python and Django (~50 MiB) of its own, so the
+    scheduler, which only turns schedules into jobs, runs on a thread of the worker."""
     me = [sys.executable, "-m", "onwatch"]
-    return [Child(name, [*me, name]) for name in ("web", "worker", "scheduler", "prober")]
+    return [
+        Child("web", [*me, "web"]),
+        Child("worker", [*me, "worker", "--with-scheduler"]),
+        Child("prober", [*me, "prober"]),
+    ]
 
 
 def main() -> None:

@@ -109,7 +109,7 @@ def test_a_child_killed_with_sigkill_is_restarted_with_back_off(tmp_path: Path) 
         up.wait_for(f"worker (pid {second}) was killed by SIGKILL; restarting it in 2 s")
         up.wait_for("worker started (pid ", nth=3)
         wait_http(up.base_url + "/health/")
-        assert [len(started_pids(up, name)) for name in ("web", "scheduler")] == [1, 1]
+        assert [len(started_pids(up, name)) for name in ("web", "prober")] == [1, 1]
 
 
 def test_ctrl_c_stops_every_process_within_10_s(tmp_path: Path) -> None:
