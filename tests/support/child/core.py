@@ -4,7 +4,26 @@ from __future__ import annotations
 
 from django.core.management import call_command
 
+from onwatch.core import jobs
+from onwatch.core.models import Job, JobState
+
 
 def migrate_back(app: str, to: str) -> None:
     """As before an upgrade: `app` migrated back to migration `to`."""
     call_command("migrate", app, to, verbosity=0)
+
+
+def append_job_line(job: int, line: str) -> None:
+    """As a running job logs: one line appended to its log."""
+    jobs.append_line(job, line)
+
+
+def mark_job_cancelled(job: int) -> None:
+    """As the worker does once it has stopped a cancelled job."""
+    Job.objects.filter(pk=job).update(state=JobState.CANCELLED)
+
+
+def run_pending_job(kind: str) -> None:
+    """As a worker would: run the one queued job of `kind`, which must succeed."""
+    [job] = jobs.run_pending(kinds=[kind])
+    assert job.state == JobState.SUCCEEDED, job.error

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from onwatch.core.models import Organization
-from onwatch.uptime.models import Monitor
+from onwatch.uptime.models import Kind, Monitor, Ping
 
 
 def add_monitor(org_name: str, name: str, kind: str, config: Any) -> None:
@@ -18,3 +18,22 @@ def add_monitor(org_name: str, name: str, kind: str, config: Any) -> None:
 def print_monitor_config(name: str) -> None:
     """The monitor's settings as JSON on stdout, decrypted as onwatch reads them."""
     print(json.dumps(Monitor.objects.get(name=name).config))
+
+
+def add_heartbeat(org_name: str, name: str) -> None:
+    """A heartbeat that one ping brings up; its ping id as JSON on stdout."""
+    org, _ = Organization.objects.get_or_create(name=org_name)
+    config: Any = {"period": 3600, "grace": 300}  # as in add_monitor
+    m = Monitor.objects.create(
+        org=org, name=name, kind=Kind.HEARTBEAT, confirmations=1, config=config
+    )
+    print(json.dumps(str(m.ping_id)))
+
+
+def print_ping_count() -> None:
+    print(json.dumps(Ping.objects.count()))
+
+
+def print_ping_addresses() -> None:
+    """The address each stored ping came from, oldest first, as JSON."""
+    print(json.dumps(list(Ping.objects.order_by("id").values_list("remote_addr", flat=True))))
