@@ -72,7 +72,10 @@ def owner_link(hours: int = 24) -> str:
     # One live link at a time: a new start makes the previous unused ones useless.
     Invite.objects.filter(org=None, role=Role.OWNER, used_at=None).delete()
     _, token = Invite.issue(Role.OWNER, None, hours=hours)
-    return settings.SITE_ROOT + reverse("invite", args=[token])
+    # The accounts URLs sit at the root of onwatch/urls.py, so this is the same path; the
+    # whole URLconf would import every view and the API's schemas (~1 s of a start) in a
+    # process that is about to become the supervisor.
+    return settings.SITE_ROOT + reverse("invite", args=[token], urlconf="onwatch.accounts.urls")
 
 
 def warn_unreachable(settings: Any) -> None:
