@@ -35,10 +35,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(line)
     warn_unreachable(settings)
     print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
-    become_supervisor()
+    become_supervisor(settings.HOST, settings.PORT)
 
 
-def become_supervisor() -> NoReturn:
+def become_supervisor(host: str, port: int) -> NoReturn:
     """Replace this process (same pid, so signals and service managers still reach it)
     with the supervisor alone: Django stays loaded only in the children that use it,
     which keeps some 65 MiB out of the process that idles all day."""
@@ -47,7 +47,8 @@ def become_supervisor() -> NoReturn:
     connections.close_all()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "onwatch.supervisor"])  # noqa: S606  (fixed argv)
+    argv = [sys.executable, "-m", "onwatch.supervisor", host, str(port)]
+    os.execv(sys.executable, argv)  # noqa: S606  (our own argv)
 
 
 def owner_notice() -> list[str]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import signal
 import time
 import urllib.error
@@ -10,8 +11,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
+from django.urls import resolve
 
 from onwatch.cli import owner_notice
+from tests.support.child import call
+from tests.support.child import core as child_core
 from tests.support.procs import Running, alive, children_pids, free_port, isolated, wait_http
 
 
@@ -116,3 +120,13 @@ def test_up_idles_in_four_processes_within_250_mib(tmp_path: Path) -> None:
         assert len(pids) == 4, names
         mib = sum(proportional_kib(pid) for pid in pids) / 1024
         assert mib <= 250, f"{mib:.0f} MiB in {names}"
+
+
+def test_the_owner_link_is_made_without_importing_every_view_and_the_api(tmp_path: Path) -> None:
+    # `onwatch up` makes it in the process that then becomes the supervisor: the whole
+    # URLconf would be some 0.3 s of CPU of every start wasted.
+    with isolated(tmp_path) as env:
+        out = call(child_core.print_owner_link_and_what_it_imported, env, migrate=True)
+    link, imported = json.loads(out)
+    assert resolve(urlsplit(link).path).url_name == "invite"
+    assert imported == []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 from django.core.management import call_command
 
 from onwatch.core import jobs
@@ -27,3 +30,12 @@ def run_pending_job(kind: str) -> None:
     """As a worker would: run the one queued job of `kind`, which must succeed."""
     [job] = jobs.run_pending(kinds=[kind])
     assert job.state == JobState.SUCCEEDED, job.error
+
+
+def print_owner_link_and_what_it_imported() -> None:
+    """The owner's link `onwatch up` prints, and whether making it imported the whole
+    URLconf or the API, as JSON."""
+    from onwatch.cli import owner_link
+
+    link = owner_link()
+    print(json.dumps([link, [m for m in ("onwatch.urls", "onwatch.api") if m in sys.modules]]))
