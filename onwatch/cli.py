@@ -35,10 +35,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(line)
     warn_unreachable(settings)
     print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
-    become_supervisor()
+    become_supervisor(settings.HOST, settings.PORT)
 
 
-def become_supervisor() -> NoReturn:
+def become_supervisor(host: str, port: int) -> NoReturn:
     """Replace this process (same pid, so signals and service managers still reach it)
     with the supervisor alone: Django stays loaded only in the children that use it,
     which keeps some 65 MiB out of the process that idles all day."""
@@ -47,7 +47,8 @@ def become_supervisor() -> NoReturn:
     connections.close_all()
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "onwatch.supervisor"])  # noqa: S606  (fixed argv)
+    argv = [sys.executable, "-m", "onwatch.supervisor", host, str(port)]
+    os.execv(sys.executable, argv)  # noqa: S606  (our own argv)
 
 
 def owner_notice() -> list[str]:
@@ -72,7 +73,10 @@ def owner_link(hours: int = 24) -> str:
     # One live link at a time: a new start makes the previous unused ones useless.
     Invite.objects.filter(org=None, role=Role.OWNER, used_at=None).delete()
     _, token = Invite.issue(Role.OWNER, None, hours=hours)
-    return settings.SITE_ROOT + reverse("invite", args=[token])
+    # The accounts URLs sit at the root of onwatch/urls.py, so this is the same path; the
+    # whole URLconf would import every view and the API's schemas (~1 s of a start) in a
+    # process that is about to become the supervisor.
+    return settings.SITE_ROOT + reverse("invite", args=[token], urlconf="onwatch.accounts.urls")
 
 
 def warn_unreachable(settings: Any) -> None:
@@ -135,9 +139,12 @@ def prepare_apart(listen: tuple[str, int]) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     prepare()
-    from onwatch.core.loops import run_worker
+    from onwatch.core.loops import run_worker, run_worker_and_scheduler
 
-    run_worker()
+    if args.with_scheduler:
+        run_worker_and_scheduler()
+    else:
+        run_worker()
     return 0
 
 
@@ -330,7 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = add("up", cmd_up, "Start everything: web, worker, scheduler and prober (the usual way).")
     add_place_options(up)
     add_place_options(add("web", cmd_web, "Run only the web server (UI, API, ingest)."))
-    add("worker", cmd_worker, "Run only a worker that takes background jobs.")
+    worker = add("worker", cmd_worker, "Run only a worker that takes background jobs.")
+    worker.add_argument(
+        "--with-scheduler",
+        action="store_true",
+        help="also run the scheduler in this process, as `onwatch up` does",
+    )
     add("scheduler", cmd_scheduler, "Run only the scheduler that turns schedules into jobs.")
     add("prober", cmd_prober, "Run only a prober that makes the uptime checks.")
     add("migrate", cmd_migrate, "Create or update the database tables.")

@@ -6,7 +6,6 @@ secret key and key file before Django starts (see onwatch/startup.py).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from django.utils.csp import CSP
@@ -26,10 +25,11 @@ DATA_DIR = data_dir()
 
 HOST = env("ONWATCH_HOST", "127.0.0.1")
 PORT = env_int("ONWATCH_PORT", 8000, minimum=1, maximum=65535)
-# Web processes sharing the port: two take heartbeat pings on two cores (some 2,000/s on
-# a small 2-core machine, where one process tops out near 1,500-2,000/s), each costing
-# some 80 MB; one on a single-core machine.
-WEB_WORKERS = env_int("ONWATCH_WEB_WORKERS", min(2, os.cpu_count() or 1), minimum=1, maximum=32)
+# Web processes sharing the port. One by default: on a small 2-core machine a second one
+# adds few pings per second (the worker and prober want the other core, and SQLite takes
+# one writer at a time) yet costs some 80 MB and a slower start. More cores, more pings:
+# raise it.
+WEB_WORKERS = env_int("ONWATCH_WEB_WORKERS", 1, minimum=1, maximum=32)
 # Pings a second one heartbeat may send (with bursts of ten seconds' worth), per web process.
 PING_RATE_LIMIT = env_int("ONWATCH_PING_RATE_LIMIT", 10, minimum=1)
 SITE = base_url(f"http://localhost:{PORT}")

@@ -1,5 +1,5 @@
-"""`onwatch up`: run web, worker, scheduler and prober as children, restart the ones that
-crash (with back-off) and stop them all on SIGTERM or SIGINT."""
+"""`onwatch up`: run web, worker (with the scheduler on a thread) and prober as children,
+restart the ones that crash (with back-off) and stop them all on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,9 @@ MAX_BACKOFF = 30.0
 STOP_GRACE = 8.0
 PR_SET_PDEATHSIG = 1
 PARENT_VARIABLE = "ONWATCH_SUPERVISOR_PID"
+# A child that waits for another starts once that one is up or this long after start-up,
+# whichever comes first: waiting must never keep a part of onwatch from running.
+WAIT_LIMIT = 10.0
 
 
 def follow_parent() -> None:
@@ -54,6 +58,9 @@ class Child:
     backoff: float = FIRST_BACKOFF
     restart_at: float | None = None
     restarts: int = 0
+    # Started only once this holds (see WAIT_LIMIT); None: at once.
+    waits_for: Callable[[], bool] | None = None
+    waiting: bool = False
 
     def start(self, now: float) -> None:
         self.proc = subprocess.Popen(
@@ -87,6 +94,7 @@ class Supervisor:
     children: list[Child]
     stopping: bool = False
     clock: Callable[[], float] = field(default=time.monotonic)
+    began: float = 0.0
 
     def handle_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -94,23 +102,38 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.handle_signal)
-        for child in self.children:
-            child.start(self.clock())
+        self.begin(self.clock())
         while not self.stopping:
             self.step(self.clock())
             time.sleep(0.2)
         return self.stop_all()
+
+    def begin(self, now: float) -> None:
+        self.began = now
+        for child in self.children:
+            child.waiting = child.waits_for is not None
+            if not child.waiting:
+                child.start(now)
 
     def step(self, now: float) -> None:
         for child in self.children:
             # On Ctrl+C the children get SIGINT too and exit: that is no crash to restart.
             if self.stopping:
                 return
+            if child.waiting:
+                self.start_when_due(child, now)
+                continue
             child.reap(now)
             if child.proc is None and child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
                 log.warning("%s restarting (restart %d)", child.name, child.restarts)
                 child.start(now)
+
+    def start_when_due(self, child: Child, now: float) -> None:
+        assert child.waits_for is not None
+        if now - self.began >= WAIT_LIMIT or child.waits_for():
+            child.waiting = False
+            child.start(now)
 
     def stop_all(self) -> int:
         log.info("stopping")
@@ -132,9 +155,31 @@ class Supervisor:
         return 0
 
 
-def children() -> list[Child]:
+def listening(host: str, port: int) -> Callable[[], bool]:
+    """Whether a server accepts connections on host:port (a wildcard: on this machine)."""
+    target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+
+    def check() -> bool:
+        try:
+            socket.create_connection((target, port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    return check
+
+
+def children(web: tuple[str, int] | None = None) -> list[Child]:
+    """Three processes: each costs a Python and Django (~50 MiB) of its own, so the
+    scheduler, which only turns schedules into jobs, runs on a thread of the worker.
+    Given web's address, the prober starts once web listens: on 2 cores three starting
+    processes would slow the pages, and a check made a second later costs nothing."""
     me = [sys.executable, "-m", "onwatch"]
-    return [Child(name, [*me, name]) for name in ("web", "worker", "scheduler", "prober")]
+    return [
+        Child("web", [*me, "web"]),
+        Child("worker", [*me, "worker", "--with-scheduler"]),
+        Child("prober", [*me, "prober"], waits_for=listening(*web) if web else None),
+    ]
 
 
 def main() -> None:
@@ -144,7 +189,9 @@ def main() -> None:
         level=os.environ.get("ONWATCH_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    raise SystemExit(Supervisor(children()).run())
+    # `onwatch up` passes web's address: `python -m onwatch.supervisor HOST PORT`.
+    web = (sys.argv[1], int(sys.argv[2])) if len(sys.argv) == 3 else None
+    raise SystemExit(Supervisor(children(web)).run())
 
 
 if __name__ == "__main__":

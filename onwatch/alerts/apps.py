@@ -6,7 +6,7 @@ class AlertsConfig(AppConfig):
     label = "alerts"
 
     def ready(self) -> None:
-        from onwatch.alerts import services, tasks
+        from onwatch.alerts import cards, services, tasks
         from onwatch.core.hooks import add_router, on_alert
         from onwatch.core.scheduler import every_tick
 
@@ -16,3 +16,4 @@ class AlertsConfig(AppConfig):
         add_router("/policies/", "onwatch.alerts.api:policies", "escalation policies")
         add_router("/incidents/", "onwatch.alerts.api:incidents", "incidents")
         add_router("/maintenance/", "onwatch.alerts.api:maintenance", "maintenance windows")
+        cards.register()

@@ -7,4 +7,6 @@ class CoreConfig(AppConfig):
     verbose_name = "onwatch core"
 
     def ready(self) -> None:
-        from onwatch.core import checks, tasks  # noqa: F401  (system checks, job handlers)
+        from onwatch.core import cards, checks, tasks  # noqa: F401  (system checks, job handlers)
+
+        cards.register()

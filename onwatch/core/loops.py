@@ -9,7 +9,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from onwatch.core import jobs, scheduler
 from onwatch.core.pool import Pool
@@ -62,8 +62,8 @@ def forever(step: Callable[[], bool], idle_seconds: float, stopper: Stopper) -> 
             stopper.idle(idle_seconds)
 
 
-def run_worker() -> None:
-    stopper = Stopper()
+def run_worker(stopper: Stopper | None = None) -> None:
+    stopper = stopper or Stopper()
     name = jobs.worker_name()
     # A job that ends frees a slot: the next queued job starts then, not a poll later.
     pool = Pool(name, settings.JOB_QUEUES, on_free=stopper.wake)
@@ -81,8 +81,8 @@ def run_worker() -> None:
         pool.close()
 
 
-def run_scheduler() -> None:
-    stopper = Stopper()
+def run_scheduler(stopper: Stopper | None = None) -> None:
+    stopper = stopper or Stopper()
     made = scheduler.ensure_builtin()
     log.info("scheduler ready (%d built-in schedules added)", made)
 
@@ -91,3 +91,24 @@ def run_scheduler() -> None:
         return False
 
     forever(step, settings.SCHEDULER_TICK_SECONDS, stopper)
+
+
+def run_worker_and_scheduler() -> None:
+    """What `onwatch up` runs: the scheduler on a thread of the worker's process. Its tick
+    is a few queries a second, not worth a Python and Django of its own (~50 MiB); the
+    jobs it makes still wait in their queues for a slot, so nothing changes for them."""
+    stopper = Stopper()
+    ticking = threading.Thread(target=_scheduler_thread, args=(stopper,), name="scheduler")
+    ticking.start()
+    try:
+        run_worker(stopper)
+    finally:
+        stopper.event.set()  # the worker may also end on an error of its own
+        ticking.join()
+
+
+def _scheduler_thread(stopper: Stopper) -> None:
+    try:
+        run_scheduler(stopper)
+    finally:
+        connection.close()  # this thread's own; the worker's closes with its process

@@ -2,38 +2,20 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.views import defaults
 
-from onwatch.alerts.services import channel_count, recent_deliveries
+from onwatch.core.dashboard import cards_for
 from onwatch.core.decorators import public, require
-from onwatch.core.models import AuditEntry, Job, Membership
 from onwatch.core.network import is_loopback
-from onwatch.core.roles import has_permission
-from onwatch.uptime.services import summary as uptime_summary
 
 
 @require("dashboard.view")
 def dashboard(request: HttpRequest) -> HttpResponse:
     org = request.org  # type: ignore[attr-defined]
     role = request.membership.role  # type: ignore[attr-defined]
-    jobs = Job.objects.filter(org=org) | Job.objects.filter(org=None)
-    ctx = {
-        "channels": channel_count(org),
-        "deliveries": recent_deliveries(org, 5),
-        "job_states": dict(
-            jobs.values_list("state").annotate(n=Count("id")).values_list("state", "n")
-        ),
-        "recent_jobs": jobs.order_by("-created_at", "-id")[:5],
-        "members": Membership.objects.filter(org=org).count(),
-        # From the monitors' state columns and the incidents: never the raw results.
-        "uptime": uptime_summary(org) if has_permission(role, "monitors.view") else None,
-        "audit": (
-            AuditEntry.objects.filter(org=org)[:5] if has_permission(role, "audit.view") else None
-        ),
-    }
+    ctx = {"top": cards_for(org, role, "top"), "sections": cards_for(org, role, "section")}
     return render(request, "web/dashboard.html", ctx)
 
 

@@ -6,29 +6,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from tests.support import seeds
 from tests.support.browser import chromium, totp_now
-from tests.support.procs import ROOT, Running, django, isolated, wait_http
+from tests.support.child import call
+from tests.support.child import core as child_core
+from tests.support.procs import Running, isolated, wait_http
 from tests.support.seeds import DRILLS, EMAIL, PASSWORD
 
 
 def seed(tmp_path: Path, env: dict[str, str], damage: bool = False) -> dict[str, Any]:
     """The seeded owner, plan and drills (tests.support.seeds), made in a child process."""
-    code = "from tests.support.seeds import seed_backups; "
-    code += f"seed_backups({str(tmp_path)!r}, damage={damage!r})"
-    made = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    seeded: dict[str, Any] = json.loads(made.stdout.strip().splitlines()[-1])
+    made = call(seeds.seed_backups, env, str(tmp_path), damage, migrate=True, timeout=240)
+    seeded: dict[str, Any] = json.loads(made.strip().splitlines()[-1])
     return seeded
 
 
@@ -86,12 +81,7 @@ def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
             expect(page.get_by_role("heading", name="Restore of orders nightly")).to_be_visible()
             expect(page.get_by_role("status")).to_contain_text("Waiting for a worker")
             # A worker runs the job; the page refreshes itself until it shows the result.
-            django(
-                "from onwatch.core import jobs\n"
-                "[job] = jobs.run_pending(kinds=['backups.restore'])\n"
-                "assert job.state == 'succeeded', job.error\n",
-                env,
-            )
+            call(child_core.run_pending_job, env, "backups.restore")
             expect(page.get_by_role("status")).to_contain_text("Restored.", timeout=20_000)
             expect(page.locator("pre.log")).to_contain_text("restored into")
             page.screenshot(path=str(tmp_path / "restore.png"), full_page=True)

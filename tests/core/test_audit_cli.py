@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.support.child import audit as child_audit
 from tests.support.child import call
 from tests.support.folders import unwritable
-from tests.support.procs import django, isolated, run
+from tests.support.procs import isolated, run
 
 
 def test_audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry(
@@ -86,24 +86,6 @@ def test_audit_verify_names_a_chain_rewritten_by_a_database_writer(tmp_path: Pat
     )
 
 
-DOWNGRADE = """
-    from django.db import connection
-    from onwatch.core.audit import GENESIS, _fields, entry_hash
-    from onwatch.core.models import AuditEntry
-    prev = GENESIS
-    for e in AuditEntry.objects.order_by("seq"):
-        e.actor = "mallory"
-        h = entry_hash(prev, _fields(e))
-        with connection.cursor() as c:
-            c.execute(
-                "UPDATE core_auditentry SET actor = %s, prev_hash = %s, hash = %s, scheme = 1, "
-                "key_id = NULL, seals = '{}' WHERE seq = %s",
-                ["mallory", prev, h, e.seq],
-            )
-        prev = h
-    """
-
-
 def test_a_log_passed_off_as_from_before_the_key_is_caught_without_the_head_file(
     tmp_path: Path,
 ) -> None:
@@ -111,7 +93,7 @@ def test_a_log_passed_off_as_from_before_the_key_is_caught_without_the_head_file
         write_entries(env, 3)
         # Rewritten as old unkeyed entries, on a machine with no head file (as every
         # PostgreSQL client that never wrote an entry is).
-        django(DOWNGRADE, env)
+        call(child_audit.pass_off_as_unkeyed, env, "mallory")
         (tmp_path / "data" / "audit-head.json").unlink()
         rewritten = run(["audit", "verify"], env)
         # `onwatch migrate` (and `up`) must not seal the forgery with the real key.
@@ -161,15 +143,7 @@ def test_a_key_file_that_cannot_take_the_keyed_note_warns_and_is_never_called_in
     with isolated(tmp_path, ONWATCH_KEY_FILE=str(keys / "keyring.json")) as env:
         write_entries(env, 2)
         # A key file from the release before the note, on a folder onwatch cannot write.
-        django(
-            """
-            from onwatch.core.keyring import get_keyring
-            ring = get_keyring()
-            ring.audit_keyed = False
-            ring.save()
-            """,
-            env,
-        )
+        call(child_audit.unmark_keyed_log, env)
         with unwritable(keys):
             started = run(["migrate"], env)
             unchecked = run(["audit", "verify"], env)

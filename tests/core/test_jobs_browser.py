@@ -4,28 +4,24 @@ lines appear as the job writes them, without reloading, and the job can be stopp
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from playwright.sync_api import expect
 
+from tests.support import seeds
 from tests.support.browser import chromium, totp_now
-from tests.support.procs import ROOT, Running, django, isolated, wait_http
+from tests.support.child import call
+from tests.support.child import core as child_core
+from tests.support.procs import Running, isolated, wait_http
 from tests.support.seeds import EMAIL, PASSWORD
 
 
 def test_a_running_jobs_log_grows_on_its_page_without_a_reload_and_it_can_be_stopped(
     tmp_path: Path,
 ) -> None:
-    code = "from tests.support.seeds import seed_jobs; seed_jobs()"
     with isolated(tmp_path) as env:
-        made = subprocess.run(
-            [sys.executable, "-c", code],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        seeded = json.loads(made.stdout.strip().splitlines()[-1])
+        made = call(seeds.seed_jobs, env, migrate=True, timeout=120)
+        seeded = json.loads(made.strip().splitlines()[-1])
         job = seeded["job"]
         with Running(["web"], env) as web, chromium() as browser:
             wait_http(web.base_url + "/health/")
@@ -41,13 +37,7 @@ def test_a_running_jobs_log_grows_on_its_page_without_a_reload_and_it_can_be_sto
             expect(log).to_have_text("10:00:00 copying the first table")
             # A mark on the window survives only if the page is never loaded again.
             page.evaluate("window.stillThisPage = true")
-            django(
-                f"""
-                from onwatch.core import jobs
-                jobs.append_line({job}, "10:00:05 copying the second table")
-                """,
-                env,
-            )
+            call(child_core.append_job_line, env, job, "10:00:05 copying the second table")
             expect(log).to_contain_text("10:00:05 copying the second table", timeout=10_000)
             assert page.evaluate("window.stillThisPage === true")
 
@@ -55,12 +45,6 @@ def test_a_running_jobs_log_grows_on_its_page_without_a_reload_and_it_can_be_sto
             stopping = page.get_by_text(f"Stopping job #{job}; it ends within seconds.")
             expect(stopping).to_be_visible()
             expect(page.get_by_text("cancelled this job; it is being stopped")).to_be_visible()
-            django(
-                f"""
-                from onwatch.core.models import Job
-                Job.objects.filter(pk={job}).update(state="cancelled")
-                """,
-                env,
-            )
+            call(child_core.mark_job_cancelled, env, job)
             expect(page.locator("#job-state")).to_have_text("cancelled", timeout=10_000)
             expect(page.locator("#job-follow-note")).to_contain_text("The job has ended")

@@ -50,6 +50,17 @@ def test_core_imports_no_other_app_not_even_inside_a_function() -> None:
     assert wrong == []
 
 
+def test_web_imports_no_app_it_shows_their_dashboard_cards_through_core() -> None:
+    graph = grimp.build_graph("onwatch", cache_dir=None)
+    wrong = [
+        (importer, imported)
+        for importer in graph.find_descendants("onwatch.web")
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if imported.split(".")[1:2] and imported.split(".")[1] in OTHER_APPS[:-1]
+    ]
+    assert wrong == []
+
+
 def test_a_wrong_import_fails_the_check(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "onwatch", tmp_path / "onwatch", ignore=shutil.ignore_patterns("*.pyc"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")

@@ -143,7 +143,11 @@ def test_a_bad_row_is_switched_off_and_alerted_while_the_others_still_fire(
     assert Delivery.objects.count() == 1
 
 
-def test_a_real_scheduler_process_fires_due_schedules_past_a_broken_one(tmp_path: Path) -> None:
+# `onwatch up` runs the scheduler on a thread of its worker: the same, one process fewer.
+@pytest.mark.parametrize("command", [["scheduler"], ["worker", "--with-scheduler"]])
+def test_a_real_scheduler_process_fires_due_schedules_past_a_broken_one(
+    tmp_path: Path, command: list[str]
+) -> None:
     with isolated(tmp_path, ONWATCH_SCHEDULER_TICK_SECONDS="1") as env:
         call(
             child_scheduler.add_due_schedules_one_broken,
@@ -151,7 +155,7 @@ def test_a_real_scheduler_process_fires_due_schedules_past_a_broken_one(tmp_path
             f"json://127.0.0.1:{free_port()}/",
             migrate=True,
         )
-        with Running(["scheduler"], env) as scheduler:
+        with Running(command, env) as scheduler:
             out = call(child_scheduler.print_what_fired, env)
             scheduler.wait_for("schedule 'broken' switched off")
             assert scheduler.proc.poll() is None

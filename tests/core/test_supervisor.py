@@ -6,13 +6,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from onwatch.supervisor import MAX_BACKOFF, STABLE_SECONDS, Child, Supervisor
+from onwatch.supervisor import (
+    MAX_BACKOFF,
+    STABLE_SECONDS,
+    WAIT_LIMIT,
+    Child,
+    Supervisor,
+    listening,
+)
 from tests.support.procs import Running, alive, children_pids, isolated, started_pids, wait_http
 
 
@@ -94,6 +103,46 @@ def test_nothing_is_restarted_once_stopping() -> None:
     assert child.restarts == 0 and child.restart_at is None
 
 
+def sleeper(waits_for: Callable[[], bool]) -> Child:
+    return Child("late", [sys.executable, "-c", "import time; time.sleep(60)"], waits_for=waits_for)
+
+
+def test_a_child_that_waits_starts_once_its_condition_holds() -> None:
+    ready = False
+    child = sleeper(lambda: ready)
+    sup = Supervisor([child])
+    sup.begin(0.0)
+    sup.step(1.0)
+    assert child.proc is None
+    ready = True
+    sup.step(1.2)
+    assert child.proc is not None and child.restarts == 0
+    child.proc.kill()
+    child.proc.wait()
+
+
+def test_a_child_that_waits_starts_after_the_wait_limit_whatever_happens() -> None:
+    child = sleeper(lambda: False)
+    sup = Supervisor([child])
+    sup.begin(100.0)
+    sup.step(100.0 + WAIT_LIMIT - 0.1)
+    assert child.proc is None
+    sup.step(100.0 + WAIT_LIMIT)
+    assert child.proc is not None
+    child.proc.kill()
+    child.proc.wait()
+
+
+def test_listening_is_true_only_while_a_server_accepts_on_the_port() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        assert not listening("127.0.0.1", port)()
+        server.listen()
+        assert listening("127.0.0.1", port)()
+        assert listening("0.0.0.0", port)()
+
+
 def test_a_child_killed_with_sigkill_is_restarted_with_back_off(tmp_path: Path) -> None:
     with isolated(tmp_path) as env, Running(["up"], env) as up:
         wait_http(up.base_url + "/health/", timeout=60)
@@ -109,7 +158,7 @@ def test_a_child_killed_with_sigkill_is_restarted_with_back_off(tmp_path: Path) 
         up.wait_for(f"worker (pid {second}) was killed by SIGKILL; restarting it in 2 s")
         up.wait_for("worker started (pid ", nth=3)
         wait_http(up.base_url + "/health/")
-        assert [len(started_pids(up, name)) for name in ("web", "scheduler")] == [1, 1]
+        assert [len(started_pids(up, name)) for name in ("web", "prober")] == [1, 1]
 
 
 def test_ctrl_c_stops_every_process_within_10_s(tmp_path: Path) -> None:

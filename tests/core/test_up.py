@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import signal
 import time
 import urllib.error
@@ -10,8 +11,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.test import Client
+from django.urls import resolve
 
 from onwatch.cli import owner_notice
+from tests.support.child import call
+from tests.support.child import core as child_core
 from tests.support.procs import Running, alive, children_pids, free_port, isolated, wait_http
 
 
@@ -88,3 +92,41 @@ def test_each_start_without_an_owner_prints_a_new_link_and_voids_the_old_one() -
 
 def test_once_there_is_an_owner_up_prints_no_link(members: dict[str, Any]) -> None:
     assert owner_notice() == []
+
+
+def process_tree(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for kid in (task / "children").read_text().split():
+            found += process_tree(int(kid))
+    return found
+
+
+def proportional_kib(pid: int) -> int:
+    """PSS: the shared interpreter and libraries split between the processes using them,
+    so the sum over a tree is what the machine spends on it."""
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    return next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+
+
+def test_up_idles_in_four_processes_within_250_mib(tmp_path: Path) -> None:
+    # Each process costs a Python and Django of its own (~50 MiB): `onwatch up` used to
+    # idle at some 330 MiB in 8 (two web workers and their manager, a scheduler apart).
+    with isolated(tmp_path) as env, Running(["up"], env) as up:
+        wait_http(up.base_url + "/health/", timeout=60)
+        up.wait_for(" ready", nth=3, timeout=60)  # the worker, scheduler and prober
+        pids = process_tree(up.proc.pid)
+        names = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[2:4] for pid in pids]
+        assert len(pids) == 4, names
+        mib = sum(proportional_kib(pid) for pid in pids) / 1024
+        assert mib <= 250, f"{mib:.0f} MiB in {names}"
+
+
+def test_the_owner_link_is_made_without_importing_every_view_and_the_api(tmp_path: Path) -> None:
+    # `onwatch up` makes it in the process that then becomes the supervisor: the whole
+    # URLconf would be some 0.3 s of CPU of every start wasted.
+    with isolated(tmp_path) as env:
+        out = call(child_core.print_owner_link_and_what_it_imported, env, migrate=True)
+    link, imported = json.loads(out)
+    assert resolve(urlsplit(link).path).url_name == "invite"
+    assert imported == []

@@ -8,21 +8,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support.procs import Running, alive, django, isolated, wait_http
-
-SETUP = """
-from onwatch.core.models import Organization
-from onwatch.uptime.models import Kind, Monitor
-org = Organization.objects.create(name="Acme")
-m = Monitor.objects.create(org=org, name="nightly", kind=Kind.HEARTBEAT, confirmations=1,
-                           config={"period": 3600, "grace": 300})
-print(json.dumps(str(m.ping_id)))
-"""
-
-COUNT = """
-from onwatch.uptime.models import Ping
-print(json.dumps(Ping.objects.count()))
-"""
+from tests.support.child import call
+from tests.support.child import uptime as child_uptime
+from tests.support.procs import Running, alive, isolated, wait_http
 
 
 def web_workers(pid: int) -> list[int]:
@@ -46,7 +34,7 @@ def test_two_web_workers_share_the_port_store_every_ping_and_stop_together(
     tmp_path: Path,
 ) -> None:
     with isolated(tmp_path, ONWATCH_WEB_WORKERS="2") as env:
-        ping_id = json.loads(django(SETUP, env, migrate=True))
+        ping_id = json.loads(call(child_uptime.add_heartbeat, env, "Acme", "nightly", migrate=True))
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)
             workers = web_workers(web.proc.pid)
@@ -67,7 +55,7 @@ def test_two_web_workers_share_the_port_store_every_ping_and_stop_together(
             for _ in range(40):
                 with urllib.request.urlopen(f"{web.base_url}/ping/{ping_id}", timeout=10) as r:
                     assert r.status == 200
-            assert json.loads(django(COUNT, env)) == 40
+            assert json.loads(call(child_uptime.print_ping_count, env)) == 40
             started = time.monotonic()
             web.proc.send_signal(signal.SIGTERM)
             web.proc.wait(timeout=15)

@@ -1,5 +1,7 @@
 """Seeds run in a child process against the onwatch under test (it holds the database),
-for the browser tests: each prepares onwatch, writes its objects and prints their ids as JSON."""
+for the browser tests: each writes its objects and prints their ids as JSON. seed_backups
+and seed_jobs run through tests.support.child.call(..., migrate=True), which prepares
+onwatch first; seed_status_page prepares it itself."""
 
 from __future__ import annotations
 
@@ -15,9 +17,6 @@ def seed_backups(root: str, damage: bool = False) -> None:
     """Run in a child process against the onwatch under test: an owner with TOTP, and a
     SQLite plan backed up once and drilled three times with the real restic; with
     `damage`, the repository's packs are then damaged and a fourth drill fails."""
-    from onwatch.startup import prepare
-
-    prepare(migrate=True)
     from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
     from django.contrib.auth import get_user_model
 
@@ -53,9 +52,6 @@ def seed_backups(root: str, damage: bool = False) -> None:
 def seed_jobs() -> None:
     """Run in a child process against the onwatch under test: an owner with TOTP and a
     job that runs (no worker: the test writes its lines) with one line logged."""
-    from onwatch.startup import prepare
-
-    prepare(migrate=True)
     from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
     from django.contrib.auth import get_user_model
 

@@ -12,21 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import Running, django, isolated, wait_http
-
-SETUP = """
-from onwatch.core.models import Organization
-from onwatch.uptime.models import Kind, Monitor
-org = Organization.objects.create(name="Acme")
-m = Monitor.objects.create(org=org, name="nightly", kind=Kind.HEARTBEAT, confirmations=1,
-                           config={"period": 3600, "grace": 300})
-print(json.dumps(str(m.ping_id)))
-"""
-
-ADDRESSES = """
-from onwatch.uptime.models import Ping
-print(json.dumps(list(Ping.objects.order_by("id").values_list("remote_addr", flat=True))))
-"""
+from tests.support.child import call
+from tests.support.child import uptime as child_uptime
+from tests.support.procs import Running, isolated, run, wait_http
 
 
 def ping_through(base_url: str, ping_id: str, forwarded_for: str) -> None:
@@ -51,21 +39,21 @@ def test_the_client_address_comes_from_trusted_proxies_only(
     if trusted:
         extra["ONWATCH_TRUSTED_PROXIES"] = trusted
     with isolated(tmp_path, **extra) as env:
-        ping_id = json.loads(django(SETUP, env, migrate=True))
+        ping_id = json.loads(call(child_uptime.add_heartbeat, env, "Acme", "nightly", migrate=True))
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)
             # The first ping brings the heartbeat up through Django, the second takes the
             # fast path: both must see the same address.
             ping_through(web.base_url, ping_id, "192.0.2.7")
             ping_through(web.base_url, ping_id, "192.0.2.7")
-        assert json.loads(django(ADDRESSES, env)) == [seen, seen]
+        assert json.loads(call(child_uptime.print_ping_addresses, env)) == [seen, seen]
 
 
 def test_listening_beyond_this_machine_with_a_local_base_url_is_explained(
     tmp_path: Path,
 ) -> None:
     with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_HOST="0.0.0.0") as env:
-        django("", env, migrate=True)
+        assert run(["migrate"], env).returncode == 0
         with Running(["web"], env) as web:
             line = web.wait_for("listening on 0.0.0.0", timeout=60)
             assert f"ONWATCH_BASE_URL is {web.base_url}" in line, line

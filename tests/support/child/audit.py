@@ -64,3 +64,26 @@ def install_unkeyed_log() -> None:
     ring = get_keyring()
     ring.audit_keyed = False
     ring.save()
+
+
+def pass_off_as_unkeyed(actor: str) -> None:
+    """Rewrite every entry's actor and pass the log off as one from before the key: hashes
+    recomputed the unkeyed way, scheme 1, no key id and no seals."""
+    prev = GENESIS
+    for e in AuditEntry.objects.order_by("seq"):
+        e.actor = actor
+        h = entry_hash(prev, _fields(e))
+        with connection.cursor() as c:
+            c.execute(
+                "UPDATE core_auditentry SET actor = %s, prev_hash = %s, hash = %s, scheme = 1, "
+                "key_id = NULL, seals = '{}' WHERE seq = %s",
+                [actor, prev, h, e.seq],
+            )
+        prev = h
+
+
+def unmark_keyed_log() -> None:
+    """The key file as the release before the note wrote it: no "audit log keyed" mark."""
+    ring = get_keyring()
+    ring.audit_keyed = False
+    ring.save()

@@ -91,3 +91,22 @@ def kill_while_holding(name: str, pid: int) -> None:
     time.sleep(0.5)  # dead for sure: what it held now stays held until the lease runs out
     until = dict(held.values_list("id", "claimed_until"))
     print(json.dumps({"killed": killed, "held": until}, default=datetime.timestamp))
+
+
+def add_heartbeat(org_name: str, name: str) -> None:
+    """A heartbeat that one ping brings up; its ping id as JSON on stdout."""
+    org, _ = Organization.objects.get_or_create(name=org_name)
+    config: Any = {"period": 3600, "grace": 300}  # as in add_monitor
+    m = Monitor.objects.create(
+        org=org, name=name, kind=Kind.HEARTBEAT, confirmations=1, config=config
+    )
+    print(json.dumps(str(m.ping_id)))
+
+
+def print_ping_count() -> None:
+    print(json.dumps(Ping.objects.count()))
+
+
+def print_ping_addresses() -> None:
+    """The address each stored ping came from, oldest first, as JSON."""
+    print(json.dumps(list(Ping.objects.order_by("id").values_list("remote_addr", flat=True))))
