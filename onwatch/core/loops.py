@@ -18,34 +18,48 @@ log = logging.getLogger("onwatch.loops")
 
 
 class Stopper:
+    """SIGTERM/SIGINT end every loop of the process; each loop idles on a wake-up of its
+    own (`waker()`), so one loop taking a wake-up never costs another its own."""
+
     def __init__(self) -> None:
         self.event = threading.Event()
-        self._wake = threading.Event()
+        self._wakers: list[threading.Event] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.stop)
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s, finishing", signal.Signals(signum).name)
+        self.halt()
+
+    def halt(self) -> None:
+        """End every loop: their current step finishes, their idle waits end at once."""
         self.event.set()
-        self._wake.set()
+        for wake in self._wakers:
+            wake.set()
 
-    def wake(self) -> None:
-        """End the current idle wait early: there may be work now (a slot freed)."""
-        self._wake.set()
-
-    def idle(self, seconds: float) -> None:
-        # A wake that came while the loop was busy ends this wait at once: none is lost.
-        self._wake.wait(seconds)
-        self._wake.clear()
+    def waker(self) -> threading.Event:
+        """A loop's own wake-up: set it to end that loop's idle wait early."""
+        wake = threading.Event()
+        self._wakers.append(wake)
+        if self.stopping:
+            wake.set()
+        return wake
 
     @property
     def stopping(self) -> bool:
         return self.event.is_set()
 
 
-def forever(step: Callable[[], bool], idle_seconds: float, stopper: Stopper) -> None:
-    """Call step() until stopped; sleep when it reports no work. Errors are logged and the
-    loop backs off instead of dying (the database may be restarting)."""
+def forever(
+    step: Callable[[], bool],
+    idle_seconds: float,
+    stopper: Stopper,
+    wake: threading.Event | None = None,
+) -> None:
+    """Call step() until stopped; sleep when it reports no work (or until `wake` is set).
+    Errors are logged and the loop backs off instead of dying (the database may be
+    restarting)."""
+    wake = wake or stopper.waker()
     failures = 0
     while not stopper.stopping:
         close_old_connections()
@@ -59,14 +73,17 @@ def forever(step: Callable[[], bool], idle_seconds: float, stopper: Stopper) -> 
         if failures:
             stopper.event.wait(idle_seconds * (min(failures, 5) + 1))  # backing off
         elif not busy:
-            stopper.idle(idle_seconds)
+            # A wake-up that came while the step ran ends this wait at once: none is lost.
+            wake.wait(idle_seconds)
+            wake.clear()
 
 
 def run_worker(stopper: Stopper | None = None) -> None:
     stopper = stopper or Stopper()
     name = jobs.worker_name()
     # A job that ends frees a slot: the next queued job starts then, not a poll later.
-    pool = Pool(name, settings.JOB_QUEUES, on_free=stopper.wake)
+    wake = stopper.waker()
+    pool = Pool(name, settings.JOB_QUEUES, on_free=wake.set)
     slots = ", ".join(f"{queue} {n}" for queue, n in pool.sizes.items())
     log.info("worker %s ready (slots: %s)", name, slots)
 
@@ -74,7 +91,7 @@ def run_worker(stopper: Stopper | None = None) -> None:
         return pool.fill() > 0
 
     try:
-        forever(step, settings.JOB_POLL_SECONDS, stopper)
+        forever(step, settings.JOB_POLL_SECONDS, stopper, wake)
     finally:
         if pool.running():
             log.info("waiting for %d running job(s) to finish", pool.running())
@@ -83,10 +100,15 @@ def run_worker(stopper: Stopper | None = None) -> None:
 
 def run_scheduler(stopper: Stopper | None = None) -> None:
     stopper = stopper or Stopper()
-    made = scheduler.ensure_builtin()
-    log.info("scheduler ready (%d built-in schedules added)", made)
+    ready = False
 
     def step() -> bool:
+        # In the step, so a database that is not there yet is retried like any tick.
+        nonlocal ready
+        if not ready:
+            made = scheduler.ensure_builtin()
+            log.info("scheduler ready (%d built-in schedules added)", made)
+            ready = True
         scheduler.tick()
         return False
 
@@ -97,18 +119,29 @@ def run_worker_and_scheduler() -> None:
     """What `onwatch up` runs: the scheduler on a thread of the worker's process. Its tick
     is a few queries a second, not worth a Python and Django of its own (~50 MiB); the
     jobs it makes still wait in their queues for a slot, so nothing changes for them."""
-    stopper = Stopper()
-    ticking = threading.Thread(target=_scheduler_thread, args=(stopper,), name="scheduler")
+    stopper, died = Stopper(), threading.Event()
+    ticking = threading.Thread(target=_scheduler_thread, args=(stopper, died), name="scheduler")
     ticking.start()
     try:
         run_worker(stopper)
     finally:
-        stopper.event.set()  # the worker may also end on an error of its own
+        stopper.halt()  # the worker may also end on an error of its own
         ticking.join()
+    if died.is_set():
+        # Exit non-zero: the supervisor starts worker and scheduler again.
+        raise SystemExit(1)
 
 
-def _scheduler_thread(stopper: Stopper) -> None:
+def _scheduler_thread(stopper: Stopper, died: threading.Event) -> None:
+    """The scheduler must never stop alone while the worker goes on (no overdue
+    heartbeats, escalations or schedules, and nobody told): if its loop ends for any
+    reason but a stop, the whole process ends so the supervisor starts it again."""
     try:
         run_scheduler(stopper)
+    except BaseException:
+        log.exception("the scheduler stopped; ending the worker so both start again")
     finally:
         connection.close()  # this thread's own; the worker's closes with its process
+        if not stopper.stopping:
+            died.set()
+            stopper.halt()
