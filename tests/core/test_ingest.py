@@ -229,3 +229,61 @@ def test_a_route_is_registered_by_its_import_path_and_loaded_by_the_web_process(
     from onwatch.core import ingest
 
     assert fastping.ROUTE in ingest.routes()
+
+
+@inprocess
+def test_a_request_answered_send_again_is_not_stored_later_as_well() -> None:
+    """Its wait ran out while the writer was stuck: it was told "may not be stored, send
+    it again", so the writer must not store it when it comes free (twice, once resent)."""
+    writer = Recording()
+    app = Ingest(django_app, writer, wait=0.5, fast=[fastping.ROUTE])
+    m = heartbeat("a")
+    try:
+        with serving(app) as port, ThreadPoolExecutor(2) as pool:
+            assert status(raw(port, "GET", f"/ping/{m.ping_id}")) == 200  # Django's
+            writer.hold.clear()
+            writer.holding.clear()
+            held = pool.submit(raw, port, "GET", f"/ping/{m.ping_id}")
+            assert writer.holding.wait(10)  # its batch is being written
+            late = raw(port, "GET", f"/ping/{m.ping_id}")  # waits behind it, runs out
+            writer.hold.set()
+            first = held.result(10)
+            writer.stop()
+    finally:
+        writer.hold.set()
+    assert status(late) == 503 and b"send it again" in late
+    assert status(first) in (200, 503)  # written either way; its answer may have run out
+    assert Ping.objects.filter(monitor=m).count() == 2  # Django's and the held one
+
+
+@inprocess
+def test_too_many_waiting_requests_are_turned_away_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from onwatch.core.ingest import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "MAX_WAITING", 1)
+    writer = Recording()
+    app = Ingest(django_app, writer, fast=[fastping.ROUTE])
+    m = heartbeat("a")
+    try:
+        with serving(app) as port, ThreadPoolExecutor(2) as pool:
+            assert status(raw(port, "GET", f"/ping/{m.ping_id}")) == 200  # Django's
+            writer.hold.clear()
+            writer.holding.clear()
+            held = pool.submit(raw, port, "GET", f"/ping/{m.ping_id}")
+            assert writer.holding.wait(10)
+            waiting = pool.submit(raw, port, "GET", f"/ping/{m.ping_id}")
+            while writer.jobs.qsize() < 1:
+                threading.Event().wait(0.01)
+            refused = raw(port, "GET", f"/ping/{m.ping_id}")
+            writer.hold.set()
+            answers = [held.result(10), waiting.result(10)]
+            writer.stop()
+    finally:
+        writer.hold.set()
+    assert status(refused) == 503 and header(refused, "Retry-After") == "5"
+    assert b"busy writing" in refused and b"not stored" in refused
+    assert [status(a) for a in answers] == [200, 200]
+    assert app.turned_away == 1
+    assert Ping.objects.filter(monitor=m).count() == 3

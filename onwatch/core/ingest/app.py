@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from onwatch.core.ingest import Accepted, Answer, Route, routes
 from onwatch.core.ingest.limits import COUNTED
@@ -20,7 +21,7 @@ from onwatch.core.ingest.request import (
     respond,
     screen,
 )
-from onwatch.core.ingest.writer import Job, Writer, expire
+from onwatch.core.ingest.writer import Job, Writer, busy, expire
 from onwatch.core.middleware import request_id
 
 log = logging.getLogger("onwatch.ingest")
@@ -47,6 +48,8 @@ class Ingest:
         self.prefixes = tuple(r.prefix for r in self.routes)
         self.answers: dict[tuple[str, tuple[bytes, ...]], Learned] = {}
         self.served = 0  # requests answered here, not by Django (for tests and curiosity)
+        self.turned_away = 0  # refused because too many waited for the writer
+        self.warned_at = float("-inf")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.route_of(scope)
@@ -86,13 +89,27 @@ class Ingest:
     async def store(self, route: Route, accepted: Accepted, rid: str) -> Answer | None:
         loop = asyncio.get_running_loop()
         job = Job(route, accepted.item, rid, loop, loop.create_future())
-        self.writer.submit(job)
+        if not self.writer.submit(job):
+            self.overloaded()
+            return Answer(503, busy(route.noun).encode() + b"\n", ((b"Retry-After", b"5"),))
         # A timer rather than wait_for: no task per request, and the job is never cancelled.
         timer = loop.call_later(self.wait, expire, job, self.wait)
         try:
             return await job.future
         finally:
             timer.cancel()
+
+    def overloaded(self) -> None:
+        """Count a request turned away; say so in the log at most every ten seconds."""
+        self.turned_away += 1
+        now = time.monotonic()
+        if now - self.warned_at >= 10:
+            self.warned_at = now
+            log.warning(
+                "ingest: too many requests wait for the database; %d turned away so far "
+                "(answered 503, send again)",
+                self.turned_away,
+            )
 
     def learning(self, route: Route, host: tuple[bytes, ...], send: Send) -> Send:
         """`send` that keeps the headers of Django's successful answer on this route."""

@@ -31,6 +31,10 @@ from onwatch.core.ingest.store import Store
 log = logging.getLogger("onwatch.ingest")
 
 MAX_BATCH = 500
+# Requests waiting for the writer beyond this are refused at once (503, Retry-After)
+# rather than queued without end while the database is stuck: some 10 s of ingest at full
+# speed, a few MB of memory.
+MAX_WAITING = 20_000
 
 
 def failed(noun: str) -> str:
@@ -38,6 +42,10 @@ def failed(noun: str) -> str:
         f"onwatch could not store the {noun}: its database failed (see the server log); "
         "send it again"
     )
+
+
+def busy(noun: str) -> str:
+    return f"onwatch is busy writing; the {noun} was not stored, send it again in a few seconds"
 
 
 def timed_out(seconds: float, noun: str) -> str:
@@ -72,13 +80,17 @@ class Writer:
         self.store: Store | None = None
         self.lock_file: int | None = None
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job) -> bool:
+        """Queue the job; False (and nothing queued) when too many wait already."""
+        if self.jobs.qsize() >= MAX_WAITING:
+            return False
         if self.thread is None or not self.thread.is_alive():
             with self.lock:
                 if self.thread is None or not self.thread.is_alive():
                     self.thread = threading.Thread(target=self.run, name="ingest", daemon=True)
                     self.thread.start()
         self.jobs.put(job)
+        return True
 
     def stop(self) -> None:
         """Finish the jobs already submitted, close the connection and end the thread."""
@@ -88,6 +100,11 @@ class Writer:
 
     def run(self) -> None:
         while batch := self.next_batch():
+            # One whose wait ran out was answered "not stored, send it again": storing it
+            # now would store it twice when its sender does.
+            batch = [job for job in batch if not job.future.done()]
+            if not batch:
+                continue
             try:
                 answers = self.write(batch)
             except BaseException:
