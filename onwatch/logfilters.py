@@ -4,6 +4,20 @@ before the apps are)."""
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
+
+# The ID of the request being answered (core.middleware.RequestIdMiddleware sets it).
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
+
+
+class RequestId(logging.Filter):
+    """Gives every record `request_id`: " [request <id>]" while a request is answered, else
+    "" — so a traceback in the log can be found from the X-Request-ID a person reports."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = REQUEST_ID.get()
+        record.request_id = f" [request {rid}]" if rid else ""
+        return True
 
 
 class QuietPingRefusals(logging.Filter):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 from onwatch.core.models import Membership
+from onwatch.logfilters import REQUEST_ID
 
 
 class OrganizationMiddleware:
@@ -52,7 +53,13 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.id = request_id(request.headers.get(REQUEST_ID_HEADER))  # type: ignore[attr-defined]
-        response = self.get_response(request)
-        response[REQUEST_ID_HEADER] = request.id  # type: ignore[attr-defined]
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        request.id = rid  # type: ignore[attr-defined]
+        # Every log line written while answering (a traceback among them) names it.
+        token = REQUEST_ID.set(rid)
+        try:
+            response = self.get_response(request)
+        finally:
+            REQUEST_ID.reset(token)
+        response[REQUEST_ID_HEADER] = rid
         return response
