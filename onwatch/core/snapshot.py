@@ -14,7 +14,10 @@ def one_snapshot() -> Iterator[None]:
     """A read-only transaction around the reads inside: REPEATABLE READ on PostgreSQL, a
     deferred one on SQLite (its snapshot is taken at the first read). Deferred on purpose:
     onwatch's SQLite transactions are IMMEDIATE, and a page must not wait for the write
-    lock. Inside a transaction already, its own isolation applies."""
+    lock. Inside a transaction already, its own isolation applies.
+
+    Reads only: Django does not know about this transaction, so a `transaction.atomic()`
+    inside fails loudly (a nested BEGIN) rather than writing half outside it."""
     if connection.in_atomic_block or not connection.get_autocommit():
         yield
         return
