@@ -55,12 +55,18 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def start_and_measure(data_dir: Path, idle: float) -> tuple[float, tuple[int, int], int]:
+def start_and_measure(
+    data_dir: Path, idle: float, web_workers: int
+) -> tuple[float, tuple[int, int], int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONWATCH_")}
     env.pop("DATABASE_URL", None)
     env.pop("SECRET_KEY", None)
-    env.update(ONWATCH_DATA_DIR=str(data_dir), ONWATCH_PORT=str(port))
+    env.update(
+        ONWATCH_DATA_DIR=str(data_dir),
+        ONWATCH_PORT=str(port),
+        ONWATCH_WEB_WORKERS=str(web_workers),
+    )
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "onwatch", "up"],
@@ -93,14 +99,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=5.0)
+    parser.add_argument(
+        "--web-workers", type=int, default=1, help="ONWATCH_WEB_WORKERS (onwatch's default: 1)"
+    )
     args = parser.parse_args()
     first, again, rss, pss = [], [], [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "data"
-            t, _, _ = start_and_measure(data, 0)
+            t, _, _ = start_and_measure(data, 0, args.web_workers)
             first.append(t)
-            t, (r, p), n = start_and_measure(data, args.idle)
+            t, (r, p), n = start_and_measure(data, args.idle, args.web_workers)
             again.append(t)
             rss.append(r)
             pss.append(p)
