@@ -24,6 +24,17 @@ if TYPE_CHECKING:
     from onwatch.backups.runs import Outcomes
 
 Log = Callable[[str], None]
+# What the form asks of a database on a server, whichever server it is.
+SERVER_FIELDS: tuple[str, ...] = (
+    "host",
+    "port",
+    "database",
+    "username",
+    "password",
+    "provider",
+    "scratch_url",
+    "smoke_queries",
+)
 
 
 class UnknownKind(Exception):

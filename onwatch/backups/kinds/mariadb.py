@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from onwatch.backups import drills, restic, restores, runs, targets
 from onwatch.backups import mariadb as maria
 from onwatch.backups.contents import checksum_checks
-from onwatch.backups.kinds import Log
+from onwatch.backups.kinds import SERVER_FIELDS, Log
 from onwatch.backups.models import Plan, Repository, Source, SourceKind
 from onwatch.backups.restore_requests import Target, login
 from onwatch.core import mariadb as tools
@@ -21,16 +21,7 @@ from onwatch.core.mariadb import MariaDBError, query, quote
 
 KIND: str = SourceKind.MARIADB
 HELP: str = "a MariaDB or MySQL database, dumped with mariadb-dump"
-FIELDS: tuple[str, ...] = (
-    "host",
-    "port",
-    "database",
-    "username",
-    "password",
-    "provider",
-    "scratch_url",
-    "smoke_queries",
-)
+FIELDS: tuple[str, ...] = SERVER_FIELDS
 FIELD_HELP: dict[str, str] = {}
 SCHEMES: tuple[str, ...] = ("mariadb", "mysql")
 DEFAULT_PORT: int = 3306

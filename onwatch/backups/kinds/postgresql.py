@@ -17,23 +17,14 @@ from psycopg import sql
 
 from onwatch.backups import drills, pg, restic, restores, runs, targets
 from onwatch.backups.contents import Contents, checksum_checks
-from onwatch.backups.kinds import Log
+from onwatch.backups.kinds import SERVER_FIELDS, Log
 from onwatch.backups.models import Plan, Repository, Source, SourceKind
 from onwatch.backups.restore_requests import Target, login
 from onwatch.core import postgres
 
 KIND: str = SourceKind.POSTGRESQL
 HELP: str = "a PostgreSQL database, dumped with pg_dump"
-FIELDS: tuple[str, ...] = (
-    "host",
-    "port",
-    "database",
-    "username",
-    "password",
-    "provider",
-    "scratch_url",
-    "smoke_queries",
-)
+FIELDS: tuple[str, ...] = SERVER_FIELDS
 FIELD_HELP: dict[str, str] = {}
 SCHEMES: tuple[str, ...] = ("postgresql", "postgres")
 DEFAULT_PORT: int = 5432
