@@ -144,12 +144,15 @@ class Outcome(models.TextChoices):
     FAILED = "failed"
     # Stopped by someone: neither a failure (no alert, no lost proof) nor a success.
     CANCELLED = "cancelled"
+    # Its worker died before it ended (the job was reaped): it proved nothing either way,
+    # and nothing it made is used. Its job's alert says so.
+    INTERRUPTED = "interrupted"
 
 
 class BackupRun(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="runs")
     job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True)
-    state = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
+    state = models.CharField(max_length=12, choices=Outcome.choices, default=Outcome.RUNNING)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     seconds = models.FloatField(null=True, blank=True)
@@ -188,7 +191,7 @@ class Drill(models.Model):
         BackupRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="drills"
     )
     snapshot_id = models.CharField(max_length=64, blank=True)
-    state = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
+    state = models.CharField(max_length=12, choices=Outcome.choices, default=Outcome.RUNNING)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     fetch_seconds = models.FloatField(null=True, blank=True)
@@ -227,7 +230,7 @@ class Restore(models.Model):
     # The target as people may see it (no password): a database name or a path.
     target = models.CharField(max_length=1000)
     requested_by = models.CharField(max_length=200, blank=True)
-    state = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
+    state = models.CharField(max_length=12, choices=Outcome.choices, default=Outcome.RUNNING)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     seconds = models.FloatField(null=True, blank=True)

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.backups.models import Plan, RunCopy
-from onwatch.backups.services import offsite_copies
+from onwatch.backups.models import Plan
+from onwatch.backups.services import good_copy_rows, offsite_copies
 
 
 def newest_good(plan: Plan) -> datetime | None:
@@ -17,7 +17,9 @@ def newest_good(plan: Plan) -> datetime | None:
     any (a copy on the same machine does not survive losing it)."""
     repositories = offsite_copies(plan) or list(plan.copies.all())
     copy = (
-        RunCopy.objects.filter(run__plan=plan, repository__in=repositories, good=True)
+        good_copy_rows(plan)
+        .filter(repository__in=repositories)
+        .select_related("run")
         .order_by("-finished_at")
         .first()
     )

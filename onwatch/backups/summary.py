@@ -19,7 +19,9 @@ class PlanRow:
     plan: Plan
     last_run: BackupRun | None
     last_proven: Drill | None  # the newest drill that verified the restored data
-    last_drill: Drill | None
+    last_drill: Drill | None  # the newest drill that ended with a verdict
+    # The newest drill when its worker died, newer than last_drill: shown, never counted.
+    drill_interrupted: Drill | None
     # None: no good copy yet, so a disaster now would lose everything.
     rpo_now: timedelta | None
     not_offsite: bool
@@ -55,6 +57,8 @@ class PlanRow:
             found.append("newest backup older than the target")
         if self.last_run is not None and self.last_run.state == Outcome.FAILED:
             found.append("last backup failed")
+        elif self.last_run is not None and self.last_run.state == Outcome.INTERRUPTED:
+            found.append("last backup did not finish")
         if self.drill_failed:
             found.append("last restore drill failed")
         if self.last_proven is None:
@@ -78,6 +82,16 @@ def last_proven(plan: Plan) -> Drill | None:
     return found
 
 
+# Drills that say nothing about the data: under way, stopped by someone, or cut short
+# when their worker died.
+NO_VERDICT = [Outcome.RUNNING, Outcome.CANCELLED, Outcome.INTERRUPTED]
+
+
+def interrupted_drill(plan: Plan) -> Drill | None:
+    newest = plan.drills.exclude(state__in=[Outcome.RUNNING, Outcome.CANCELLED]).first()
+    return newest if newest is not None and newest.state == Outcome.INTERRUPTED else None
+
+
 def rpo_age(plan: Plan, now: datetime) -> timedelta | None:
     good = newest_good(plan)
     return None if good is None else now - good
@@ -87,9 +101,11 @@ def row(plan: Plan, now: datetime | None = None) -> PlanRow:
     return PlanRow(
         plan=plan,
         # A cancelled run or drill says nothing about the data: it neither fails nor proves.
+        # An interrupted run does count: the plan's newest backup did not happen.
         last_run=plan.runs.exclude(state=Outcome.CANCELLED).first(),
         last_proven=last_proven(plan),
-        last_drill=plan.drills.exclude(state__in=[Outcome.RUNNING, Outcome.CANCELLED]).first(),
+        last_drill=plan.drills.exclude(state__in=NO_VERDICT).first(),
+        drill_interrupted=interrupted_drill(plan),
         rpo_now=rpo_age(plan, now or timezone.now()),
         not_offsite=not_offsite(plan),
     )

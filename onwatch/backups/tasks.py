@@ -21,6 +21,7 @@ from onwatch.core.jobs import (
     enqueue,
     handler,
     when_cancelled,
+    when_interrupted,
 )
 from onwatch.core.models import Job
 
@@ -163,6 +164,34 @@ def rows_cancelled(model: type[BackupRun] | type[Drill]) -> Callable[[Job], None
     return cancelled
 
 
+# What a run, drill or restore cut short by a dead worker means, after its job's error.
+WHAT_INTERRUPTED_MEANS = {
+    BackupRun: "nothing it made is used for restores",
+    Drill: "it proved nothing either way about the backup it was restoring",
+    Restore: (
+        "its clean-up did not run, so part of the restore may be left in its target; "
+        "remove it before you restore there again"
+    ),
+}
+
+
+def rows_interrupted(model: type[BackupRun] | type[Drill] | type[Restore]) -> Callable[[Job], None]:
+    """A run, drill or restore whose worker died says interrupted rather than looking
+    under way for ever. No alert of its own: the job's interruption alert is the one."""
+
+    def interrupted(job: Job) -> None:
+        model.objects.filter(job=job, state=Outcome.RUNNING).update(
+            state=Outcome.INTERRUPTED,
+            error=f"{job.error}; {WHAT_INTERRUPTED_MEANS[model]}",
+            finished_at=job.finished_at or timezone.now(),
+        )
+
+    return interrupted
+
+
 when_cancelled("backups.restore", restore_cancelled)
 when_cancelled("backups.run", rows_cancelled(BackupRun))
 when_cancelled("backups.drill", rows_cancelled(Drill))
+when_interrupted("backups.restore", rows_interrupted(Restore))
+when_interrupted("backups.run", rows_interrupted(BackupRun))
+when_interrupted("backups.drill", rows_interrupted(Drill))

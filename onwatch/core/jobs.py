@@ -107,6 +107,10 @@ QUEUE_OF: dict[str, str] = {}
 # otherwise look pending for ever); called with the ended job.
 CancelHook = Callable[[Job], object]
 ON_CANCEL: dict[str, CancelHook] = {}
+# What a kind does when the reaper ends its job interrupted (its worker died): the kind's
+# own rows (a backup run, a drill) would otherwise say "running" for ever. Called with the
+# ended job, before its alert; it records, it does not alert (the job's alert is the one).
+ON_INTERRUPT: dict[str, CancelHook] = {}
 # Kinds whose failure must not raise an alert through the alert system itself (a failing
 # delivery is already visible in the delivery log; alerting on it would loop).
 QUIET_KINDS: set[str] = set()
@@ -118,6 +122,10 @@ DESCRIBERS: dict[str, Describe] = {}
 
 def when_cancelled(kind: str, hook: CancelHook) -> None:
     ON_CANCEL[kind] = hook
+
+
+def when_interrupted(kind: str, hook: CancelHook) -> None:
+    ON_INTERRUPT[kind] = hook
 
 
 def handler(
@@ -366,18 +374,28 @@ def finish(job: Job, worker: str, outcome: Outcome) -> None:
 
 
 def ended(job: Job) -> None:
-    """What follows a job's end: its alert if it failed, its kind's own records if it was
-    cancelled, and the jobs waiting for it."""
+    """What follows a job's end: its kind's own records if it was cancelled or
+    interrupted, its alert if it failed, and the jobs waiting for it."""
+    # Records first: the alert's link then leads to pages that already say how it ended.
+    if job.state == JobState.CANCELLED:
+        call_hook(ON_CANCEL, job, "cancel")
+    if job.state == JobState.INTERRUPTED:
+        call_hook(ON_INTERRUPT, job, "interruption")
     if job.state in (JobState.FAILED, JobState.INTERRUPTED):
         alert_job_failure(job)
-    hook = ON_CANCEL.get(job.kind)
-    if job.state == JobState.CANCELLED and hook is not None:
-        try:
-            hook(job)
-        except Exception:
-            log.exception("job %s: recording its cancel failed", job)
     if job.state in ENDED and job.state != JobState.SUCCEEDED:
         release_waiters(job)
+
+
+def call_hook(hooks_of: dict[str, CancelHook], job: Job, what: str) -> None:
+    hook = hooks_of.get(job.kind)
+    if hook is None:
+        return
+    try:
+        hook(job)
+    except Exception:
+        # The alert and the waiting jobs matter more than the kind's own record of it.
+        log.exception("job %s: recording its %s failed", job, what)
 
 
 def release_waiters(job: Job) -> None:

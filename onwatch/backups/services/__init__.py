@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 
 from onwatch.backups import restic
 from onwatch.backups.conf import restic_cache
@@ -110,9 +111,18 @@ def drill_repository(plan: Plan) -> Repository | None:
     return offsite[0] if offsite else plan.copies.first()
 
 
+def good_copy_rows(plan: Plan) -> QuerySet[RunCopy]:
+    """The plan's good copies of runs that ended. A run that is still going, or whose
+    worker died, has not recorded what is in its snapshots (drills compare against that),
+    so its copies are neither restored, drilled nor counted for the RPO."""
+    found = RunCopy.objects.filter(run__plan=plan, good=True)
+    return found.exclude(run__state__in=[Outcome.RUNNING, Outcome.INTERRUPTED])
+
+
 def newest_good_copy(plan: Plan, repository: Repository) -> RunCopy | None:
     return (
-        RunCopy.objects.filter(run__plan=plan, repository=repository, good=True)
+        good_copy_rows(plan)
+        .filter(repository=repository)
         .select_related("run")
         .order_by("-finished_at", "-id")
         .first()
@@ -130,7 +140,7 @@ def verified_copies(plan: Plan, repository: Repository) -> list[RunCopy]:
 
 
 def good_copies(plan: Plan, repository: Repository) -> list[RunCopy]:
-    found = RunCopy.objects.filter(run__plan=plan, repository=repository, good=True)
+    found = good_copy_rows(plan).filter(repository=repository)
     found = found.exclude(snapshot_id="").select_related("run")
     return list(found.order_by("-finished_at", "-id"))
 
