@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -132,16 +133,53 @@ def run_worker_and_scheduler() -> None:
         raise SystemExit(1)
 
 
+# A scheduler loop that ends is started again on its thread after a pause: ending the
+# process instead would wait for its running jobs (a two-hour backup), two hours without
+# heartbeat checks, escalations or schedules. Only when it keeps ending does the process end.
+SCHEDULER_RESTART_PAUSE = 5.0
+SCHEDULER_RESTARTS = 5  # at most this many within the window below…
+SCHEDULER_RESTART_WINDOW = 600.0  # …seconds, then the process ends
+
+
 def _scheduler_thread(stopper: Stopper, died: threading.Event) -> None:
     """The scheduler must never stop alone while the worker goes on (no overdue
     heartbeats, escalations or schedules, and nobody told): if its loop ends for any
-    reason but a stop, the whole process ends so the supervisor starts it again."""
+    reason but a stop, it is started again; if it keeps ending, the whole process ends
+    so the supervisor starts it again."""
+    ended: list[float] = []
+    try:
+        while not stopper.stopping:
+            _run_scheduler_once(stopper)
+            if stopper.stopping:
+                return
+            now = time.monotonic()
+            ended = [t for t in ended if now - t < SCHEDULER_RESTART_WINDOW] + [now]
+            if len(ended) > SCHEDULER_RESTARTS:
+                log.error(
+                    "the scheduler stopped %d times in %.0f s; ending the worker so both "
+                    "start again",
+                    len(ended),
+                    SCHEDULER_RESTART_WINDOW,
+                )
+                died.set()
+                return
+            log.warning(
+                "the scheduler stopped; starting it again in %.0f s (%d of %d restarts "
+                "allowed in %.0f s)",
+                SCHEDULER_RESTART_PAUSE,
+                len(ended),
+                SCHEDULER_RESTARTS,
+                SCHEDULER_RESTART_WINDOW,
+            )
+            stopper.event.wait(SCHEDULER_RESTART_PAUSE)
+    finally:
+        stopper.halt()  # the worker ends with it: stopping, or a scheduler that gave up
+
+
+def _run_scheduler_once(stopper: Stopper) -> None:
     try:
         run_scheduler(stopper)
     except BaseException:
-        log.exception("the scheduler stopped; ending the worker so both start again")
+        log.exception("the scheduler's loop ended on an error")
     finally:
         connection.close()  # this thread's own; the worker's closes with its process
-        if not stopper.stopping:
-            died.set()
-            stopper.halt()

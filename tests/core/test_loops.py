@@ -40,14 +40,51 @@ def test_a_scheduler_whose_first_step_fails_tries_again_instead_of_ending(
     assert tries == ["ensure", "ensure", "tick", "tick"]
 
 
-def test_the_worker_process_ends_with_its_scheduler_so_both_are_started_again(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_scheduler_that_dies_is_started_again_while_the_worker_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A scheduler thread that dies must not leave a worker running without it: the
-    process exits non-zero (the supervisor restarts it) once the worker has stopped."""
-    worker_stopped = threading.Event()
+    """Ending the process would first wait for its running jobs (a two-hour backup): the
+    scheduler's loop is started again on its thread instead, after a pause, and says so."""
+    monkeypatch.setattr(loops, "SCHEDULER_RESTART_PAUSE", 0.01)
+    worker_running = threading.Event()
+    starts: list[bool] = []  # whether the worker was running at each start
 
     def run_scheduler(stopper: loops.Stopper) -> None:
+        starts.append(worker_running.wait(5) and not stopper.stopping)
+        if len(starts) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        stopper.halt()  # the second one runs until the process is stopped
+
+    def run_worker(stopper: loops.Stopper) -> None:
+        worker_running.set()
+        stopper.waker().wait(10)  # as a worker with a long job waits
+        worker_running.clear()
+
+    monkeypatch.setattr(loops, "run_scheduler", run_scheduler)
+    monkeypatch.setattr(loops, "run_worker", run_worker)
+    with caplog.at_level("WARNING", logger="onwatch.loops"):
+        loops.run_worker_and_scheduler()  # no SystemExit: nothing had to start again
+    assert starts == [True, True]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("server closed the connection" in (r.exc_text or "") for r in caplog.records)
+    assert [m for m in said if "starting it again" in m] == [
+        "the scheduler stopped; starting it again in 0 s (1 of 5 restarts allowed in 600 s)"
+    ]
+
+
+def test_the_worker_process_ends_when_its_scheduler_keeps_dying(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheduler that dies again and again must not leave a worker running without it:
+    after the restarts allowed in the window, the process exits non-zero (the supervisor
+    restarts it) once the worker has stopped."""
+    monkeypatch.setattr(loops, "SCHEDULER_RESTART_PAUSE", 0.01)
+    monkeypatch.setattr(loops, "SCHEDULER_RESTARTS", 2)
+    worker_stopped = threading.Event()
+    starts: list[int] = []
+
+    def run_scheduler(stopper: loops.Stopper) -> None:
+        starts.append(1)
         raise MemoryError("as anything the loop itself does not catch")
 
     def run_worker(stopper: loops.Stopper) -> None:
@@ -58,10 +95,14 @@ def test_the_worker_process_ends_with_its_scheduler_so_both_are_started_again(
 
     monkeypatch.setattr(loops, "run_scheduler", run_scheduler)
     monkeypatch.setattr(loops, "run_worker", run_worker)
-    with pytest.raises(SystemExit) as ended:
+    with caplog.at_level("WARNING", logger="onwatch.loops"), pytest.raises(SystemExit) as ended:
         loops.run_worker_and_scheduler()
     assert ended.value.code == 1
     assert worker_stopped.is_set()
+    assert len(starts) == 3
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "starting it again" in m]) == 2
+    assert "the scheduler stopped 3 times in 600 s; ending the worker so both start again" in said
 
 
 def test_a_wake_up_for_one_loop_is_never_taken_by_another() -> None:
