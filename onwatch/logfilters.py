@@ -15,8 +15,10 @@ class RequestId(logging.Filter):
     "" — so a traceback in the log can be found from the X-Request-ID a person reports."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        rid = REQUEST_ID.get()
-        record.request_id = f" [request {rid}]" if rid else ""
+        # Django logs a 4xx answer ("Not Found: /x") after the middleware has returned and
+        # reset the context; such lines carry the request itself, which holds its ID.
+        rid = REQUEST_ID.get() or getattr(getattr(record, "request", None), "id", "")
+        record.request_id = f" [request {rid}]" if isinstance(rid, str) and rid else ""
         return True
 
 

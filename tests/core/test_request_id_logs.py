@@ -45,6 +45,15 @@ def test_a_failed_requests_traceback_names_the_request(
     assert "RuntimeError: boom for the test" in text
 
 
+def test_a_not_found_line_names_the_request(members: dict[str, Any], logged: io.StringIO) -> None:
+    """Django writes it once the middleware has answered (and let go of the ID): the
+    line still carries the ID the person saw."""
+    answer = signed_in(members["owner"]).get("/no-such-page/")
+    assert answer.status_code == 404
+    rid = answer["X-Request-ID"]
+    assert f"WARNING django.request [request {rid}]: Not Found: /no-such-page/" in logged.getvalue()
+
+
 def test_a_line_outside_any_request_has_no_request_tag(logged: io.StringIO) -> None:
     logging.getLogger("django.request").warning("outside")
     assert re.search(r"WARNING django\.request: outside$", logged.getvalue().strip())
