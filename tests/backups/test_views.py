@@ -17,9 +17,10 @@ from onwatch.alerts.models import Delivery
 from onwatch.backups import restores, rpo, services
 from onwatch.backups.drills import run_drill
 from onwatch.backups.kit import recovery_kit
-from onwatch.backups.models import Plan, SourceKind
+from onwatch.backups.models import BackupRun, Drill, Plan, Restore, RunCopy, SourceKind
 from onwatch.backups.runs import run_backup
-from onwatch.core.models import Organization
+from onwatch.core import jobs
+from onwatch.core.models import Job, Organization
 from tests.support.backups import channel, damage_data_packs, directory, local_repo
 from tests.support.fixtures import signed_in
 
@@ -193,3 +194,55 @@ def test_a_drill_that_passes_again_brings_the_snapshot_back(
     shutil.copytree(pristine, tmp_path / "repo")
     assert run_drill(plan, print).verified
     assert len(services.verified_copies(plan, plan.copies.get())) == 1
+
+
+def dead_workers_job(kind: str, plan: Plan) -> Job:
+    """A job of `plan` a worker claimed and then stopped answering for (its lease ran out)."""
+    queued = jobs.enqueue(kind, {"plan": plan.pk}, org=plan.org)
+    claimed = jobs.claim("gone:1:1", [kind])
+    assert claimed is not None and claimed.pk == queued.pk
+    Job.objects.filter(pk=claimed.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    return claimed
+
+
+@pytest.mark.usefixtures("channel")
+def test_runs_drills_and_restores_whose_worker_died_say_so_on_every_page(
+    org: Organization, members: dict[str, Any], tmp_path: Path
+) -> None:
+    plan = dir_plan(org, tmp_path)
+    good = run_backup(plan, print)
+    proof = run_drill(plan, print)
+    # What a worker leaves when it dies mid-way: its rows say running.
+    cut = BackupRun.objects.create(plan=plan, job=dead_workers_job("backups.run", plan))
+    # It died after its copy was stored, before it recorded what was in it.
+    RunCopy.objects.create(
+        run=cut, repository=plan.copies.get(), snapshot_id="c0ffee" * 6, good=True
+    )
+    halted = Drill.objects.create(plan=plan, job=dead_workers_job("backups.drill", plan))
+    stuck = Restore.objects.create(
+        plan=plan, job=dead_workers_job("backups.restore", plan), target="/srv/put-back"
+    )
+    assert len(jobs.reap_expired()) == 3
+    client = signed_in(members["viewer"])
+    row = overview_row(client, plan.name)
+    assert "last backup did not finish" in row and "interrupted" in row
+    assert f"(the drill of {halted.started_at:%Y-%m-%d %H:%M} did not finish)" in row
+    # It proved nothing: the proof and the drill's verdict are the last good drill's.
+    assert f'class="proven">{proof.started_at:%Y-%m-%d %H:%M}<' in row
+    assert f"{proof.rto_seconds:.1f} s" in row
+    detail = client.get(reverse("backup_plan", args=[plan.pk])).content.decode()
+    assert detail.count('<td class="state-interrupted">interrupted:') == 3
+    assert "nothing it made is used for restores" in detail
+    assert detail.count('class="drill ok"') == 1 and 'class="drill bad' not in detail
+    page = client.get(reverse("backup_restore", args=[stuck.pk])).content.decode()
+    assert "The restore did not finish:" in page and "remove it before you restore" in page
+    # One alert per job, the job's own.
+    assert sorted(Delivery.objects.values_list("title", flat=True)) == [
+        "Backup of uploads nightly was interrupted",
+        "Restore drill of uploads nightly was interrupted",
+        "Restore of uploads nightly was interrupted",
+    ]
+    assert "c0ffeec0 (not used)" in detail
+    # Restores, drills and the RPO pass its copy by.
+    assert [c.run_id for c in services.verified_copies(plan, plan.copies.get())] == [good.pk]
+    assert rpo.newest_good(plan) == good.started_at
