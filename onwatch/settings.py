@@ -247,6 +247,9 @@ USE_TZ = True
 JOB_LEASE_SECONDS = env_int("ONWATCH_JOB_LEASE_SECONDS", 30, minimum=3)
 JOB_POLL_SECONDS = env_int("ONWATCH_JOB_POLL_SECONDS", 1, minimum=1)
 SCHEDULER_TICK_SECONDS = env_int("ONWATCH_SCHEDULER_TICK_SECONDS", 5, minimum=1)
+# The log lines of jobs that ended longer ago than this are removed each night (their
+# state, error and result stay).
+JOB_LOG_DAYS = env_int("ONWATCH_JOB_LOG_DAYS", 30, minimum=1, maximum=3650)
 # Slots per job queue in every worker (threads): deliveries mostly wait on the network;
 # long work (backups, drills, restores) is heavy, so one at a time on a small machine.
 # Alerts always keep a slot; 0 leaves a queue to the workers of other machines.

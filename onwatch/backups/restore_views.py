@@ -27,7 +27,6 @@ from onwatch.backups.services import (
     request_restore,
     why_left_out,
 )
-from onwatch.core import jobs
 from onwatch.core.decorators import require
 from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import JobState, Organization
@@ -279,7 +278,7 @@ def restore_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "queued": busy and job is not None and job.state == JobState.QUEUED,
         "refresh": REFRESH_SECONDS,
         "is_database": on_server(restore.plan.source),
-        # The appended lines: Job.log is only written once the job ends.
-        "log": jobs.log_text(job) if job is not None else "",
+        # Its lines, as they are appended: a running job's log so far.
+        "log": job.log if job is not None else "",
     }
     return render(request, "backups/restore.html", ctx)

@@ -53,8 +53,8 @@ def _job(job: Job, full: bool = False) -> dict[str, Any]:
         "after": job.after_id,
     }
     if full:
-        # The appended lines: Job.log is only written once the job ends.
-        out |= {"log": jobs_.log_text(job), "error": job.error, "result": job.result}
+        # Its lines, as they are appended: a running job's log so far.
+        out |= {"log": job.log, "error": job.error, "result": job.result}
     return out
 
 

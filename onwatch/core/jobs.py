@@ -88,12 +88,6 @@ def append_line(job_id: int, text: str) -> None:
     JobLogLine.objects.create(job_id=job_id, text=text)
 
 
-def log_text(job: Job) -> str:
-    """The whole log: its lines while the job runs, Job.log for jobs from before lines."""
-    lines = list(job.log_lines.order_by("id").values_list("text", flat=True))
-    return "\n".join(lines) if lines else job.log
-
-
 CANCEL_POLL_SECONDS = 1.0
 Handler = Callable[[JobContext], dict[str, Any] | None]
 HANDLERS: dict[str, Handler] = {}
@@ -352,7 +346,6 @@ def requeue(job: Job, worker: str, outcome: Outcome) -> None:
         state=JobState.QUEUED,
         run_after=timezone.now() + timedelta(seconds=delay),
         error=outcome.error,
-        log=log_text(job),
         lease_until=None,
         worker="",
     )
@@ -365,8 +358,6 @@ def finish(job: Job, worker: str, outcome: Outcome) -> None:
         state=outcome.state,
         error=outcome.error,
         result=outcome.result,
-        # Written once, at the end: the lines were appended one by one as they came.
-        log=log_text(job),
         finished_at=timezone.now(),
         lease_until=None,
         progress=1.0 if outcome.state == JobState.SUCCEEDED else F("progress"),
@@ -405,7 +396,7 @@ def release_waiters(job: Job) -> None:
     for waiter in waiting:
         why = f"not started: job #{job.pk} ({job.kind}) it waits for ended {job.state}"
         if Job.objects.filter(pk=waiter.pk, state=JobState.QUEUED).update(
-            state=JobState.CANCELLED, error=why, log=why, finished_at=timezone.now()
+            state=JobState.CANCELLED, error=why, finished_at=timezone.now()
         ):
             append_line(waiter.pk, why)
             waiter.refresh_from_db()
@@ -445,7 +436,6 @@ def cancel(
         finished_at=timezone.now(),
     ):
         append_line(job.pk, f"cancelled by {actor} before it started")
-        Job.objects.filter(pk=job.pk).update(log=log_text(job))
     elif Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(cancel_requested_by=actor):
         append_line(job.pk, f"{actor} cancelled the job; stopping it")
     else:
@@ -482,7 +472,6 @@ def reap_expired() -> list[Job]:
                 error=f"{note}; trying again",
             ):
                 append_line(job.pk, f"{note}; trying again")
-                Job.objects.filter(pk=job.pk).update(log=log_text(job))
                 log.warning("job %s requeued: worker %s is gone", job, job.worker)
                 job.refresh_from_db()
                 reaped.append(job)
@@ -494,7 +483,6 @@ def reap_expired() -> list[Job]:
             lease_until=None,
         )
         if n == 1:
-            Job.objects.filter(pk=job.pk).update(log=log_text(job))
             job.refresh_from_db()
             log.warning("job %s interrupted: worker %s is gone", job, job.worker)
             ended(job)
@@ -514,7 +502,6 @@ def reap_cancelled(job: Job, still: QuerySet[Job], now: datetime) -> bool:
     if not still.update(state=JobState.INTERRUPTED, finished_at=now, error=why, lease_until=None):
         return False
     append_line(job.pk, why)
-    Job.objects.filter(pk=job.pk).update(log=log_text(job))
     job.refresh_from_db()
     ended(job)
     return True
@@ -557,6 +544,19 @@ def failure_text(job: Job) -> str:
             "failure), fix the cause, and run it again.",
         ]
     )
+
+
+def age_out_logs(now: datetime, days: int) -> int:
+    """Remove the log lines of jobs that ended more than `days` ago (a nightly backup
+    writes dozens, a delivery a few, every day); the job keeps its state, error and
+    result, and its log says where the lines went. Returns the jobs whose lines went."""
+    old = Job.objects.filter(finished_at__lt=now - timedelta(days=days))
+    with transaction.atomic():
+        ids = list(old.filter(log_lines__isnull=False).distinct().values_list("id", flat=True))
+        note = f"(the log of this job was removed {days} days after it ended)"
+        Job.objects.filter(id__in=ids).update(old_log=note)
+        JobLogLine.objects.filter(job_id__in=ids).delete()
+    return len(ids)
 
 
 def work_once(worker: str, kinds: list[str] | None = None) -> Job | None:

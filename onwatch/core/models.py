@@ -191,7 +191,10 @@ class Job(models.Model):
     worker = models.CharField(max_length=100, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     progress = models.FloatField(null=True, blank=True)
-    log = models.TextField(blank=True)
+    # The log lives in JobLogLine rows, one place for a running job and an ended one
+    # (see `log`). This column holds only the whole log of jobs from before those rows,
+    # and the note left when an old job's lines are aged out (jobs.age_out_logs).
+    old_log = models.TextField(blank=True, db_column="log")
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
     alerted = models.BooleanField(default=False)
@@ -212,6 +215,12 @@ class Job(models.Model):
         return f"{self.kind} #{self.pk}"
 
     @property
+    def log(self) -> str:
+        """The whole log: its lines (one query), else what old_log says."""
+        lines = list(self.log_lines.order_by("id").values_list("text", flat=True))
+        return "\n".join(lines) if lines else self.old_log
+
+    @property
     def duration(self) -> timedelta | None:
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
@@ -220,8 +229,9 @@ class Job(models.Model):
 
 class JobLogLine(models.Model):
     """One line of a job's log, appended as it is written: a long log costs one insert a
-    line, and a page following the job asks for the lines after the last id it has.
-    Job.log holds the whole text once the job ends (or waits to be tried again)."""
+    line, and a page following the job asks for the lines after the last id it has. The
+    lines are the log of a running and an ended job alike; the housekeeping ages out the
+    lines of jobs ended long ago (jobs.age_out_logs)."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_lines")
     at = models.DateTimeField(default=timezone.now)

@@ -7,7 +7,10 @@ import os
 import subprocess
 from typing import Any
 
-from onwatch.core.jobs import JobContext, JobFailed, handler
+from django.conf import settings
+from django.utils import timezone
+
+from onwatch.core.jobs import JobContext, JobFailed, age_out_logs, handler
 
 MAX_SLEEP_SECONDS = 3600.0
 
@@ -39,3 +42,12 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
         ctx.log(f"sleeping {seconds:g} s")
         ctx.wait(seconds)
     return {**_ran(ctx), "slept": seconds}
+
+
+@handler("core.age_out_logs")
+def age_out_job_logs(ctx: JobContext) -> dict[str, Any]:
+    """The nightly clean-up of old jobs' log lines (settings.JOB_LOG_DAYS)."""
+    removed = age_out_logs(timezone.now(), settings.JOB_LOG_DAYS)
+    days = settings.JOB_LOG_DAYS
+    ctx.log(f"removed the log lines of {removed} job(s) ended over {days} days ago")
+    return {"jobs": removed, "days": days}

@@ -208,7 +208,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ctx = {
         "job": job,
         "result": result,
-        "log": "\n".join(text for _, text in lines) if lines else job.log,
+        "log": "\n".join(text for _, text in lines) if lines else job.old_log,
         "last_line": lines[-1][0] if lines else 0,
         "ended": job.state in ENDED,
         "can_cancel": can_cancel(request, job),

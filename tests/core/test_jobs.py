@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
-from onwatch.core import jobs
-from onwatch.core.models import Job, JobState
+from onwatch.core import jobs, scheduler
+from onwatch.core.models import Job, JobState, Schedule
 
 
 @jobs.handler("tests.ok")
@@ -112,20 +114,54 @@ def _chatty(ctx: jobs.JobContext) -> dict[str, Any]:
         ctx.log(f"line {n}")
     # Mid-run: each line is a row of its own and the whole text is not rewritten.
     job = Job.objects.get(pk=ctx.job.pk)
-    return {"lines": job.log_lines.count(), "log_while_running": job.log}
+    return {"lines": job.log_lines.count(), "log_while_running": job.log.count("line ")}
 
 
 @pytest.mark.django_db
-def test_log_lines_are_appended_one_row_each_and_the_whole_log_is_written_once_at_the_end() -> None:
+def test_a_jobs_log_is_its_lines_stored_once_while_it_runs_and_after() -> None:
     jobs.enqueue("tests.chatty")
     [done] = jobs.run_pending(kinds=["tests.chatty"])
-    assert done.result == {"lines": 3, "log_while_running": ""}
+    assert done.result == {"lines": 3, "log_while_running": 3}
     assert [line.split(" ", 1)[1] for line in done.log.splitlines()] == [
         "line 0",
         "line 1",
         "line 2",
     ]
-    assert jobs.log_text(done) == done.log
+    # Not copied into the job's row at the end: the lines are the one place.
+    assert Job.objects.filter(pk=done.pk).values_list("old_log", flat=True).get() == ""
+
+
+@pytest.mark.django_db
+def test_the_log_lines_of_jobs_ended_long_ago_are_aged_out_with_a_note() -> None:
+    now = timezone.now()
+    old, recent, running = (jobs.enqueue("tests.chatty") for _ in range(3))
+    for job in (old, recent, running):
+        jobs.append_line(job.pk, "12:00:00 copying files")
+    Job.objects.filter(pk=old.pk).update(
+        state=JobState.FAILED, finished_at=now - timedelta(days=31)
+    )
+    Job.objects.filter(pk=recent.pk).update(
+        state=JobState.FAILED, finished_at=now - timedelta(days=29)
+    )
+    Job.objects.filter(pk=running.pk).update(
+        state=JobState.RUNNING, started_at=now - timedelta(days=40)
+    )
+    assert jobs.age_out_logs(now, 30) == 1
+    old.refresh_from_db()
+    assert old.log == "(the log of this job was removed 30 days after it ended)"
+    assert not old.log_lines.exists()
+    assert recent.log == running.log == "12:00:00 copying files"
+    assert jobs.age_out_logs(now, 30) == 0
+
+
+@pytest.mark.django_db
+def test_the_nightly_clean_up_of_job_logs_is_a_built_in_schedule() -> None:
+    scheduler.ensure_builtin()
+    made = Schedule.objects.get(org=None, name="Job log clean-up")
+    assert (made.kind, made.cron, made.tz) == ("core.age_out_logs", "17 4 * * *", "UTC")
+    jobs.enqueue(made.kind)
+    [done] = jobs.run_pending(kinds=[made.kind])
+    assert done.state == JobState.SUCCEEDED and done.result == {"jobs": 0, "days": 30}
 
 
 @pytest.mark.django_db

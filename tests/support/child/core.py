@@ -37,7 +37,11 @@ def run_short_jobs(n: int) -> None:
     work would; once every one succeeded, what each run recorded, as JSON."""
     Job.objects.bulk_create(Job(kind="core.sleep", payload={"seconds": 0.01}) for _ in range(n))
     wait_until(lambda: not Job.objects.exclude(state=JobState.SUCCEEDED).exists())
-    print(json.dumps(list(Job.objects.values("attempts", "log", "worker", "result"))))
+    ran = [
+        {"attempts": j.attempts, "log": j.log, "worker": j.worker, "result": j.result}
+        for j in Job.objects.all()
+    ]
+    print(json.dumps(ran))
 
 
 def print_log_line(job_id: int, text: str) -> None:
