@@ -147,7 +147,7 @@ def test_an_endless_loop_is_stopped_at_the_time_limit(workspace: Path) -> None:
 
 def test_a_fork_bomb_is_stopped_at_the_process_limit(workspace: Path) -> None:
     word = marker()
-    bomb = f"b() {{ b | b & }}; b # {word}"
+    bomb = f"b() {{ b | b & }}; b; sleep 60 # {word}"
     done = sandbox.run(bash(bomb, workspace), Output())
     assert_stopped(done, "started more than 40 processes, the step's limit", word, 0)
 

@@ -3,6 +3,7 @@ the time each chunk came, and the processes of a step found on the host by a mar
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -16,8 +17,11 @@ from secrets import token_hex
 @contextmanager
 def reachable_root() -> Iterator[Path]:
     """A folder others may pass through (pytest's tmp_path is closed to them): when tests
-    run as root, the step user must reach the workspaces made in it."""
-    root = Path(tempfile.mkdtemp(prefix="onwatch-steps-"))
+    run as root, the step user must reach the workspaces made in it. Outside /tmp where
+    it can be: a step gets a /tmp of its own, which would hide what is in the host's even
+    if the sandbox showed the whole machine."""
+    base = "/srv" if os.access("/srv", os.W_OK) else None
+    root = Path(tempfile.mkdtemp(prefix="onwatch-steps-", dir=base))
     root.chmod(0o711)
     try:
         yield root
