@@ -33,7 +33,7 @@ from pathlib import Path
 from django.conf import settings
 
 from onwatch.config import env
-from onwatch.deploys import cgroups
+from onwatch.deploys import cgroups, pidns
 
 # The outer programs (sh, prlimit, setpriv, bwrap) get only this; the step's own
 # environment travels to bubblewrap through a file descriptor, never through argv (which
@@ -64,6 +64,7 @@ ETC_FILES = (
     "/etc/mime.types",
 )
 POLL_MS = 100
+NPROC_HEADROOM = 64
 
 
 class SandboxError(Exception):
@@ -258,7 +259,11 @@ def _rlimits(limits: Limits, group: cgroups.Group) -> list[str]:
         # than they use and fail under an address-space limit; DATA counts what is written.
         args.append(f"--data={limits.memory_bytes}")
     if "pids" not in group.dirs:
-        args.append(f"--nproc={limits.processes}")
+        # RLIMIT_NPROC counts every process of the user on the machine (bwrap outside the
+        # sandbox, onwatch itself when steps run as its user, other steps), so the step
+        # would be refused short of its limit, unseen. The watch over its pid namespace
+        # stops it at the limit; the rlimit is the backstop should that be too slow.
+        args.append(f"--nproc={limits.processes + NPROC_HEADROOM}")
     return args
 
 
@@ -271,6 +276,7 @@ class _Launch:
         self.output_bytes = 0
         self.info = b""
         self.sandbox_pidfd: int | None = None
+        self.pid_ns = 0
 
     def __enter__(self) -> _Launch:
         out_r, out_w = os.pipe()
@@ -352,11 +358,17 @@ class _Launch:
         return None
 
     def _limit_hit(self) -> str | None:
-        limits = self.step.limits
-        if self.group.oom_kills():
-            return f"used more than {_size(limits.memory_bytes)} of memory, the step's limit"
-        if self.group.forks_refused():
+        limits, group = self.step.limits, self.group
+        # Without a cgroup, the rlimits refuse memory and processes but nothing tells
+        # whether they did: the step's pid namespace shows how far it got. (Its processes
+        # together, too: RLIMIT_DATA bounds each one alone.)
+        tree = pidns.members(self.pid_ns) if self.pid_ns and len(group.dirs) < 2 else []
+        at_most = "pids" not in group.dirs and len(tree) >= limits.processes
+        if group.forks_refused() or at_most:
             return f"started more than {limits.processes} processes, the step's limit"
+        over = "memory" not in group.dirs and pidns.private_bytes(tree) > limits.memory_bytes
+        if group.oom_kills() or over:
+            return f"used more than {_size(limits.memory_bytes)} of memory, the step's limit"
         return None
 
     def _output(self, chunk: bytes, on_output: Callable[[bytes], None]) -> str | None:
@@ -373,8 +385,9 @@ class _Launch:
         """bwrap names the sandbox's pid 1 once it is set up: killing it kills the rest."""
         self.info += chunk
         with contextlib.suppress(ValueError, KeyError, TypeError, ProcessLookupError):
-            pid = int(json.loads(self.info)["child-pid"])
-            self.sandbox_pidfd = os.pidfd_open(pid)
+            info = json.loads(self.info)
+            self.pid_ns = int(info["pid-namespace"])
+            self.sandbox_pidfd = os.pidfd_open(int(info["child-pid"]))
 
     def _stop(self) -> None:
         """Kill whatever is left, and wait until it is gone."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from onwatch.deploys import sandbox
+from onwatch.deploys import cgroups, sandbox
 from onwatch.deploys.sandbox import Limits, SandboxError, Step
 from tests.support.steps import Output, folder, marker, processes_with, reachable_root, uids
 
@@ -136,6 +136,9 @@ def assert_stopped(done: sandbox.Outcome, reason: str, word: str, limit_s: float
     assert len(bytearray(64 * 1024**2)) == 64 * 1024**2
 
 
+HOG = "python3 -c 'b = []\nwhile True: b.append(b\"x\" * 2**20)' {word}"
+
+
 def test_an_endless_loop_is_stopped_at_the_time_limit(workspace: Path) -> None:
     word = marker()
     limits = Limits(seconds=2)
@@ -152,16 +155,54 @@ def test_a_fork_bomb_is_stopped_at_the_process_limit(workspace: Path) -> None:
     assert_stopped(done, "started more than 40 processes, the step's limit", word, 0)
 
 
-def test_a_memory_hog_is_stopped_at_the_memory_limit(workspace: Path) -> None:
+@pytest.fixture
+def without_cgroups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """As on a machine where onwatch cannot make a cgroup: rlimits and the pid namespace."""
+    monkeypatch.setattr(cgroups, "create", lambda *limits: cgroups.Group())
+    sandbox.memory_enforced_by.cache_clear()
+    yield
+    sandbox.memory_enforced_by.cache_clear()
+
+
+def test_without_cgroups_a_fork_bomb_is_stopped_at_the_process_limit(
+    workspace: Path, without_cgroups: None
+) -> None:
+    assert sandbox.memory_enforced_by() == "rlimit"
     word = marker()
-    hog = f"python3 -c 'b = []\nwhile True: b.append(b\"x\" * 2**20)' {word}"
-    done = sandbox.run(bash(f"{hog}; sleep 60", workspace), Output())
-    expected = (
-        "used more than 64 MiB of memory, the step's limit"
-        if sandbox.memory_enforced_by() == "cgroup"
-        else "exited with 1"
+    bomb = f"b() {{ b | b & }}; b; sleep 60 # {word}"
+    done = sandbox.run(bash(bomb, workspace), Output())
+    assert_stopped(done, "started more than 40 processes, the step's limit", word, 0)
+
+
+def test_without_cgroups_each_process_has_the_memory_limit(
+    workspace: Path, without_cgroups: None
+) -> None:
+    word, out = marker(), Output()
+    done = sandbox.run(bash(HOG.format(word=word), workspace), out)
+    assert (done.exit_code, done.reason) == (1, "exited with 1")
+    assert "MemoryError" in out.text
+    assert done.seconds < 5
+    assert processes_with(word) == []
+
+
+def test_without_cgroups_processes_together_have_the_memory_limit(
+    workspace: Path, without_cgroups: None
+) -> None:
+    word = marker()
+    # Each holds 40 MiB, under the limit alone; four of them are not.
+    one = "python3 -c 'import time; b = b\"x\" * 40 * 2**20; time.sleep(60)'"
+    done = sandbox.run(
+        bash(f"for i in 1 2 3 4; do {one} & done; wait # {word}", workspace), Output()
     )
-    assert_stopped(done, expected, word, 0)
+    assert_stopped(done, "used more than 64 MiB of memory, the step's limit", word, 0)
+
+
+def test_a_memory_hog_is_stopped_at_the_memory_limit(workspace: Path) -> None:
+    if sandbox.memory_enforced_by() != "cgroup":
+        pytest.skip("onwatch cannot make a memory cgroup here")
+    word = marker()
+    done = sandbox.run(bash(HOG.format(word=word) + "; sleep 60", workspace), Output())
+    assert_stopped(done, "used more than 64 MiB of memory, the step's limit", word, 0)
 
 
 def test_a_step_printing_gigabytes_is_stopped_at_the_output_limit(workspace: Path) -> None:
