@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -100,6 +101,10 @@ class Outcome:
 
 def problem() -> str | None:
     """None when steps can run here; else what is missing and what to do, in one line."""
+    return _missing() or _trial()
+
+
+def _missing() -> str | None:
     if shutil.which("bwrap", path=LAUNCH_ENV["PATH"]) is None:
         return "install bubblewrap: apt-get install bubblewrap"
     if os.geteuid() == 0:
@@ -108,6 +113,28 @@ def problem() -> str | None:
         except SandboxError as e:
             return str(e)
     return None
+
+
+_trial_passed = False
+
+
+def _trial() -> str | None:
+    """bubblewrap may be there but not allowed to make namespaces: Ubuntu's AppArmor,
+    a sysctl or a container can forbid it. Once it has worked, it is not tried again."""
+    global _trial_passed
+    if _trial_passed:
+        return None
+    out = bytearray()
+    with tempfile.TemporaryDirectory(prefix="onwatch-sandbox-trial-") as tmp:
+        done = run(Step(["true"], Path(tmp), {}, limits=Limits(seconds=30)), out.extend)
+    if done.exit_code == 0:
+        _trial_passed = True
+        return None
+    said = (out.decode(errors="replace").strip().splitlines() or [done.reason or ""])[-1]
+    return (
+        f"bubblewrap cannot make a sandbox here ({said}); let unprivileged users make user "
+        "namespaces (on Ubuntu: sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+    )
 
 
 @cache
@@ -122,7 +149,7 @@ def run(
     step: Step, on_output: Callable[[bytes], None], cancelled: threading.Event | None = None
 ) -> Outcome:
     """Run one step; on_output gets its stdout and stderr, merged, as they come."""
-    if missing := problem():
+    if missing := _missing():
         raise SandboxError(missing)
     _refuse_exposing(step)
     user = _step_user() if os.geteuid() == 0 else None

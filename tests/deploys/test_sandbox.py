@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -225,6 +226,13 @@ def test_cancel_stops_the_step_at_once(workspace: Path) -> None:
     assert_stopped(done, "cancelled", word, 0)
 
 
+def test_a_step_cancelled_before_it_started_leaves_nothing(workspace: Path) -> None:
+    word, cancelled = marker(), threading.Event()
+    cancelled.set()
+    done = sandbox.run(bash(f"sleep 60 # {word}", workspace), Output(), cancelled)
+    assert_stopped(done, "cancelled", word, 0)
+
+
 def test_without_bubblewrap_it_says_what_to_install(
     workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,6 +240,38 @@ def test_without_bubblewrap_it_says_what_to_install(
     assert sandbox.problem() == "install bubblewrap: apt-get install bubblewrap"
     with pytest.raises(SandboxError, match="install bubblewrap"):
         sandbox.run(bash("true", workspace), Output())
+
+
+def test_where_steps_can_run_there_is_no_problem() -> None:
+    assert sandbox.problem() is None
+
+
+def test_when_bubblewrap_may_not_make_namespaces_it_says_so(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What bwrap says where AppArmor forbids user namespaces (Ubuntu 24.04).
+    tools = folder(root, "bin")
+    bwrap = tools / "bwrap"
+    bwrap.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    bwrap.chmod(0o755)
+    for tool in ("sh", "prlimit", "setpriv"):
+        (tools / tool).symlink_to(shutil.which(tool) or tool)
+    monkeypatch.setitem(sandbox.LAUNCH_ENV, "PATH", str(tools))
+    monkeypatch.setattr(sandbox, "_trial_passed", False)
+    assert sandbox.problem() == (
+        "bubblewrap cannot make a sandbox here (bwrap: setting up uid map: Permission denied); "
+        "let unprivileged users make user namespaces "
+        "(on Ubuntu: sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs steps as another user")
+def test_as_root_it_names_a_step_user_that_does_not_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONWATCH_STEP_USER", "onwatch-no-such-user")
+    assert sandbox.problem() == (
+        "ONWATCH_STEP_USER=onwatch-no-such-user is not a user on this machine; create it "
+        "(adduser --system onwatch-steps) or name another unprivileged user"
+    )
 
 
 def test_it_refuses_a_workspace_that_holds_onwatch_data(root: Path) -> None:
