@@ -66,6 +66,7 @@ ETC_FILES = (
 )
 POLL_MS = 100
 NPROC_HEADROOM = 64
+STOP_SECONDS = 10
 
 
 class SandboxError(Exception):
@@ -332,10 +333,12 @@ class _Launch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop()
-        for fd in (self.out_r, self.info_r, self.sandbox_pidfd):
-            if fd is not None:
-                os.close(fd)
+        try:
+            self._stop()
+        finally:
+            for fd in (self.out_r, self.info_r, self.sandbox_pidfd):
+                if fd is not None:
+                    os.close(fd)
 
     def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
         reason = self._pump(on_output, cancelled)
@@ -425,11 +428,15 @@ class _Launch:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self._drain_info()
-        if self.sandbox_pidfd is not None:
-            # Readable once pid 1 has exited, which it does after the kernel killed and
-            # reaped every other process of its pid namespace.
-            select.select([self.sandbox_pidfd], [], [], 10)
-        self.group.kill()
+        pidfd = self.sandbox_pidfd
+        # Readable once pid 1 has exited, which it does after the kernel killed and
+        # reaped every other process of its pid namespace.
+        gone = pidfd is None or bool(select.select([pidfd], [], [], STOP_SECONDS)[0])
+        if not (self.group.kill(STOP_SECONDS) and gone):
+            raise SandboxError(
+                f"processes of the step did not stop within {STOP_SECONDS} s of being "
+                "killed; they may be stuck on a hung disk or network mount"
+            )
 
     def _drain_info(self) -> None:
         """The pid 1 of a step stopped before its info was read (cancelled at once)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -125,6 +126,24 @@ def test_a_step_writes_only_its_workspace_caches_and_private_tmp(
     assert not Path(f"/usr/{name}").exists()
     assert not Path(f"/etc/{name}").exists()
     assert out.text.count("Read-only file system") + out.text.count("No such file") == 3
+
+
+def test_a_step_reaches_the_network_and_resolves_names(workspace: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"hello from the network\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        out = Output()
+        script = f"getent hosts localhost; read -r line < /dev/tcp/127.0.0.1/{port}; echo $line"
+        done = sandbox.run(bash(script, workspace), out)
+    assert done.exit_code == 0, out.text
+    assert "localhost" in out.text
+    assert out.text.endswith("hello from the network\n")
 
 
 def assert_stopped(done: sandbox.Outcome, reason: str, word: str, limit_s: float) -> None:
