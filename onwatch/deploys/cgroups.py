@@ -19,6 +19,7 @@ from pathlib import Path
 from secrets import token_hex
 
 CONTROLLERS = ("memory", "pids")
+PREFIX = "onwatch-step-"
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,21 @@ def _own_paths() -> dict[str, str]:
     return paths
 
 
-def _make(parent: Path, name: str, hierarchy: Hierarchy, controller: str) -> Path | None:
-    if hierarchy.v2:
+def _sweep(parent: Path) -> None:
+    """Remove the groups of steps whose onwatch died (its steps died with it: bwrap's
+    --die-with-parent), so they do not pile up over restarts."""
+    for d in parent.glob(f"{PREFIX}*"):
+        try:
+            os.kill(int(d.name.removeprefix(PREFIX).split("-")[0]), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):  # not empty after all: left alone
+                d.rmdir()
+        except (ValueError, PermissionError):
+            continue
+
+
+def _make(parent: Path, name: str, v2: bool, controller: str) -> Path | None:
+    if v2:
         available = (parent / "cgroup.controllers").read_text().split()
         if controller not in available:
             return None
@@ -157,37 +171,36 @@ def _limit(group: Group, controller: str, value: int) -> None:
             (d / "memory.memsw.limit_in_bytes").write_text(str(value))
 
 
+def parents() -> dict[str, tuple[Path, bool]]:
+    """controller -> (onwatch's own group in its hierarchy, whether that is v2): where
+    the groups of steps are made."""
+    found, own = {}, _own_paths()
+    for controller, hierarchy in _hierarchies().items():
+        path = own.get("" if hierarchy.v2 else controller)
+        if path is not None:
+            found[controller] = (hierarchy.own_group(path), hierarchy.v2)
+    return found
+
+
 def create(memory_bytes: int, processes: int) -> Group:
     """A new group with the limits it could take; empty (no dirs) when it could take none."""
-    group, name = Group(), f"onwatch-step-{token_hex(6)}"
+    # The creator's pid in the name: groups left by an onwatch that died are found by it.
+    group, name = Group(), f"{PREFIX}{os.getpid()}-{token_hex(4)}"
     limits = {"memory": memory_bytes, "pids": processes}
-    own, hierarchies = _own_paths(), _hierarchies()
-    for controller, hierarchy in hierarchies.items():
-        path = own.get("" if hierarchy.v2 else controller)
-        if path is None:
-            continue
+    where = parents()
+    for controller, (parent, v2) in where.items():
         try:
-            made = _make(hierarchy.own_group(path), name, hierarchy, controller)
+            _sweep(parent)
+            made = _make(parent, name, v2, controller)
             if made is None:
                 continue
-            group.dirs[controller], group.v2[controller] = made, hierarchy.v2
+            group.dirs[controller], group.v2[controller] = made, v2
             _limit(group, controller, limits[controller])
         except OSError:
             group.dirs.pop(controller, None)
-    _drop_unused(group, hierarchies, name, own)
-    return group
-
-
-def _drop_unused(
-    group: Group, hierarchies: dict[str, Hierarchy], name: str, own: dict[str, str]
-) -> None:
-    """Remove directories made for a controller that then refused its limit."""
-    used = set(group.dirs.values())
-    for controller, hierarchy in hierarchies.items():
-        path = own.get("" if hierarchy.v2 else controller)
-        if path is None:
-            continue
-        d = hierarchy.own_group(path) / name
-        if d not in used:
+    # Made for a controller that then refused its limit: not used.
+    for parent, _v2 in where.values():
+        if (parent / name) not in group.dirs.values():
             with contextlib.suppress(OSError):
-                d.rmdir()
+                (parent / name).rmdir()
+    return group

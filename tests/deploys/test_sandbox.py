@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from django.test import override_settings
 
 from onwatch.deploys import cgroups, sandbox
 from onwatch.deploys.sandbox import Limits, SandboxError, Step
+from tests.support.child import steps
+from tests.support.procs import ROOT
 from tests.support.steps import Output, folder, marker, processes_with, reachable_root, uids
 
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -250,6 +253,28 @@ def test_a_step_cancelled_before_it_started_leaves_nothing(workspace: Path) -> N
     cancelled.set()
     done = sandbox.run(bash(f"sleep 60 # {word}", workspace), Output(), cancelled)
     assert_stopped(done, "cancelled", word, 0)
+
+
+def test_when_onwatch_dies_its_step_dies_too_and_leaves_no_cgroup(workspace: Path) -> None:
+    word = marker()
+    argv = [sys.executable, "-m", steps.__name__, str(workspace), word]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "onwatch.settings"}
+    worker = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == "running\n"
+        assert processes_with(word)
+    finally:
+        worker.kill()
+        worker.wait()
+    deadline = time.monotonic() + 5
+    while processes_with(word):
+        assert time.monotonic() < deadline, "the step outlived the onwatch that ran it"
+        time.sleep(0.05)
+    # The next step sweeps away the cgroups the dead one left.
+    assert sandbox.run(bash("true", workspace), Output()).exit_code == 0
+    for parent, _v2 in cgroups.parents().values():
+        assert not list(parent.glob(f"{cgroups.PREFIX}{worker.pid}-*"))
 
 
 def test_without_bubblewrap_it_says_what_to_install(
