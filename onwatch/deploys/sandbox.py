@@ -140,7 +140,8 @@ def _trial() -> str | None:
 
 @cache
 def memory_enforced_by() -> str:
-    """ "cgroup" (the whole step's memory together) or "rlimit" (each process on its own)."""
+    """What holds a step to its memory limit here: "cgroup" (all its processes together,
+    enforced by the kernel) or "rlimit" (each process alone, and their sum watched)."""
     group = cgroups.create(Limits().memory_bytes, Limits().processes)
     group.remove()
     return "cgroup" if "memory" in group.dirs else "rlimit"
