@@ -67,6 +67,7 @@ ETC_FILES = (
 POLL_MS = 100
 NPROC_HEADROOM = 64
 STOP_SECONDS = 10
+MIN_VERSION = (0, 8)
 
 
 class SandboxError(Exception):
@@ -106,14 +107,30 @@ def problem() -> str | None:
 
 
 def _missing() -> str | None:
-    if shutil.which("bwrap", path=LAUNCH_ENV["PATH"]) is None:
+    bwrap = shutil.which("bwrap", path=LAUNCH_ENV["PATH"])
+    if bwrap is None:
         return "install bubblewrap: apt-get install bubblewrap"
+    if (version := _version(bwrap)) < MIN_VERSION:
+        have, need = (".".join(map(str, v)) for v in (version, MIN_VERSION))
+        return (
+            f"bubblewrap {have} is too old for onwatch's sandbox (--size, --disable-userns); "
+            f"install {need} or newer (Debian 12, Ubuntu 24.04)"
+        )
     if os.geteuid() == 0:
         try:
             _step_user()
         except SandboxError as e:
             return str(e)
     return None
+
+
+@cache
+def _version(bwrap: str) -> tuple[int, ...]:
+    said = subprocess.run([bwrap, "--version"], capture_output=True, text=True, env=LAUNCH_ENV)
+    try:  # "bubblewrap 0.8.0"
+        return tuple(int(n) for n in said.stdout.split()[-1].split("."))
+    except (IndexError, ValueError):
+        return (0,)
 
 
 _trial_passed = False

@@ -296,7 +296,10 @@ def test_when_bubblewrap_may_not_make_namespaces_it_says_so(
     # What bwrap says where AppArmor forbids user namespaces (Ubuntu 24.04).
     tools = folder(root, "bin")
     bwrap = tools / "bwrap"
-    bwrap.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    bwrap.write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && echo bubblewrap 0.8.0 && exit\n'
+        "echo 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n"
+    )
     bwrap.chmod(0o755)
     for tool in ("sh", "prlimit", "setpriv"):
         (tools / tool).symlink_to(shutil.which(tool) or tool)
@@ -306,6 +309,17 @@ def test_when_bubblewrap_may_not_make_namespaces_it_says_so(
         "bubblewrap cannot make a sandbox here (bwrap: setting up uid map: Permission denied); "
         "let unprivileged users make user namespaces "
         "(on Ubuntu: sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+    )
+
+
+def test_an_old_bubblewrap_is_named(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = folder(root, "bin")
+    (tools / "bwrap").write_text("#!/bin/sh\necho bubblewrap 0.6.1\n")  # Ubuntu 22.04's
+    (tools / "bwrap").chmod(0o755)
+    monkeypatch.setitem(sandbox.LAUNCH_ENV, "PATH", str(tools))
+    assert sandbox.problem() == (
+        "bubblewrap 0.6.1 is too old for onwatch's sandbox (--size, --disable-userns); "
+        "install 0.8 or newer (Debian 12, Ubuntu 24.04)"
     )
 
 
