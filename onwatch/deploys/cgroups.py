@@ -130,15 +130,17 @@ def _own_paths() -> dict[str, str]:
     return paths
 
 
-def _sweep(parent: Path) -> None:
-    """Remove the groups of steps whose onwatch died (its steps died with it: bwrap's
-    --die-with-parent), so they do not pile up over restarts."""
+def _sweep(controller: str, parent: Path, v2: bool) -> None:
+    """Remove the groups of steps whose onwatch died, so they do not pile up over
+    restarts. Its steps died with it (bwrap's --die-with-parent), or are dying: whatever is
+    left is killed first."""
     for d in parent.glob(f"{PREFIX}*"):
         try:
             os.kill(int(d.name.removeprefix(PREFIX).split("-")[0]), 0)
         except ProcessLookupError:
-            with contextlib.suppress(OSError):  # not empty after all: left alone
-                d.rmdir()
+            orphan = Group({controller: d}, {controller: v2})
+            orphan.kill(timeout=2)
+            orphan.remove()
         except (ValueError, PermissionError):
             continue
 
@@ -190,7 +192,7 @@ def create(memory_bytes: int, processes: int) -> Group:
     where = parents()
     for controller, (parent, v2) in where.items():
         try:
-            _sweep(parent)
+            _sweep(controller, parent, v2)
             made = _make(parent, name, v2, controller)
             if made is None:
                 continue
