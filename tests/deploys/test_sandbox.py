@@ -59,6 +59,19 @@ def test_the_step_gets_exactly_its_environment(workspace: Path) -> None:
     assert sorted(out.data.split(b"\0")[:-1]) == sorted(expected)
 
 
+def test_the_step_environment_is_on_no_command_line(workspace: Path) -> None:
+    """ps shows every command line to every user; secrets travel another way."""
+    secret, seen = marker(), list[int]()
+
+    def look(chunk: bytes) -> None:
+        seen.extend(processes_with(secret))
+
+    env = {"PATH": "/usr/bin", "TOKEN": secret}
+    done = sandbox.run(Step(["bash", "-c", "echo ready; sleep 0.3"], workspace, env), look)
+    assert done.exit_code == 0
+    assert seen == []
+
+
 def test_output_reaches_the_caller_in_chunks_while_the_step_runs(workspace: Path) -> None:
     out = Output()
     started = time.monotonic()
