@@ -11,6 +11,14 @@ outside the sandbox, and a user namespace mapped to root never exists.
 Limits: time (the whole tree is killed at the deadline), output size, memory and
 processes (a cgroup where onwatch can make one, else rlimits; memory_enforced_by() says
 which). `run` returns only when nothing of the step is left running.
+
+For callers: the workspace and caches are existing folders, seen at the same paths inside
+(so UV_CACHE_DIR, HOME or a JUnit path may name them), and must not hold the data
+directory, the key file or the system; when onwatch runs as root they become the step
+user's and must sit under folders others may pass through (0711), so not in the data
+directory. A step given otherwise raises SandboxError with the fix, before anything runs.
+The network is shared with the machine, loopback included: a service on 127.0.0.1 that
+trusts local connections without a password trusts the steps too.
 """
 
 from __future__ import annotations
