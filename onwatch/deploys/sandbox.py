@@ -1,0 +1,494 @@
+"""bubblewrap, the sandbox every pipeline step runs in: the only module that runs it.
+
+A step sees a read-only system (/usr and the few files of /etc that name resolution, TLS
+and user names need), its own workspace and dependency caches (writable), a private /tmp,
+/proc and a minimal /dev, and the network. It does not see onwatch's data directory, its
+key file or anything else on the machine. It runs in new user, pid, mount, ipc and uts
+namespaces, as an unprivileged user: when onwatch runs as root, as ONWATCH_STEP_USER
+(nobody) — bubblewrap then runs as that user too, so no process of the step is root
+outside the sandbox, and a user namespace mapped to root never exists.
+
+Limits: time (the whole tree is killed at the deadline), output size, memory and
+processes (a cgroup where onwatch can make one, else rlimits; memory_enforced_by() says
+which). `run` returns only when nothing of the step is left running.
+
+For callers: the workspace and caches are existing folders, seen at the same paths inside
+(so UV_CACHE_DIR, HOME or a JUnit path may name them), and must not hold the data
+directory, the key file or the system; when onwatch runs as root they become the step
+user's and must sit under folders others may pass through (0711), so not in the data
+directory. A step given otherwise raises SandboxError with the fix, before anything runs.
+The network is shared with the machine, loopback included: a service on 127.0.0.1 that
+trusts local connections without a password trusts the steps too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+
+from onwatch.config import env
+from onwatch.deploys import cgroups, pidns
+
+# The outer programs (sh, prlimit, setpriv, bwrap) get only this; the step's own
+# environment travels to bubblewrap through a file descriptor, never through argv (which
+# `ps` shows) or the outer programs' environment (LD_PRELOAD would act on them).
+LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What DNS, TLS, user names, time zones and the dynamic linker read; nothing else of /etc.
+ETC_FILES = (
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/host.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/ca-certificates",
+    "/etc/pki/tls/certs",
+    "/etc/mime.types",
+)
+POLL_MS = 100
+NPROC_HEADROOM = 64
+STOP_SECONDS = 10
+MIN_VERSION = (0, 8)
+
+
+class SandboxError(Exception):
+    """The step cannot be run as given; the message is for people."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    seconds: float = 1800.0  # wall clock
+    memory_bytes: int = 2 * 1024**3
+    processes: int = 512  # processes and threads, as the kernel counts them
+    output_bytes: int = 50 * 1024**2
+
+
+@dataclass(frozen=True)
+class Step:
+    argv: Sequence[str]
+    # Checkout, writable, the step's working directory; seen at the same path inside.
+    workspace: Path
+    env: Mapping[str, str]  # the whole environment of the step: nothing is inherited
+    # name -> host folder, writable, at the same path inside (point UV_CACHE_DIR at it).
+    caches: Mapping[str, Path] = field(default_factory=dict)
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int | None  # None when the sandbox stopped it
+    reason: str | None  # one plain line unless it ended by itself with 0
+    seconds: float
+    output_bytes: int
+
+
+def problem() -> str | None:
+    """None when steps can run here; else what is missing and what to do, in one line."""
+    return _missing() or _trial()
+
+
+def _missing() -> str | None:
+    bwrap = shutil.which("bwrap", path=LAUNCH_ENV["PATH"])
+    if bwrap is None:
+        return "install bubblewrap: apt-get install bubblewrap"
+    if (version := _version(bwrap)) < MIN_VERSION:
+        have, need = (".".join(map(str, v)) for v in (version, MIN_VERSION))
+        return (
+            f"bubblewrap {have} is too old for onwatch's sandbox (--size, --disable-userns); "
+            f"install {need} or newer (Debian 12, Ubuntu 24.04)"
+        )
+    if os.geteuid() == 0:
+        try:
+            _step_user()
+        except SandboxError as e:
+            return str(e)
+    return None
+
+
+@cache
+def _version(bwrap: str) -> tuple[int, ...]:
+    said = subprocess.run([bwrap, "--version"], capture_output=True, text=True, env=LAUNCH_ENV)
+    try:  # "bubblewrap 0.8.0"
+        return tuple(int(n) for n in said.stdout.split()[-1].split("."))
+    except (IndexError, ValueError):
+        return (0,)
+
+
+_trial_passed = False
+
+
+def _trial() -> str | None:
+    """bubblewrap may be there but not allowed to make namespaces: Ubuntu's AppArmor,
+    a sysctl or a container can forbid it. Once it has worked, it is not tried again."""
+    global _trial_passed
+    if _trial_passed:
+        return None
+    out = bytearray()
+    with tempfile.TemporaryDirectory(prefix="onwatch-sandbox-trial-") as tmp:
+        done = run(Step(["true"], Path(tmp), {}, limits=Limits(seconds=30)), out.extend)
+    if done.exit_code == 0:
+        _trial_passed = True
+        return None
+    said = (out.decode(errors="replace").strip().splitlines() or [done.reason or ""])[-1]
+    return (
+        f"bubblewrap cannot make a sandbox here ({said}); let unprivileged users make user "
+        "namespaces (on Ubuntu: sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+    )
+
+
+@cache
+def memory_enforced_by() -> str:
+    """What holds a step to its memory limit here: "cgroup" (all its processes together,
+    enforced by the kernel) or "rlimit" (each process alone, and their sum watched)."""
+    group = cgroups.create(Limits().memory_bytes, Limits().processes)
+    group.remove()
+    return "cgroup" if "memory" in group.dirs else "rlimit"
+
+
+def run(
+    step: Step, on_output: Callable[[bytes], None], cancelled: threading.Event | None = None
+) -> Outcome:
+    """Run one step; on_output gets its stdout and stderr, merged, as they come."""
+    if missing := _missing():
+        raise SandboxError(missing)
+    _refuse_exposing(step)
+    user = _step_user() if os.geteuid() == 0 else None
+    if user is not None:
+        _hand_over(step, user)
+    group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
+    try:
+        with _Launch(step, user, group) as launch:
+            return launch.watch(on_output, cancelled or threading.Event())
+    finally:
+        group.remove()
+
+
+def _step_user() -> tuple[int, int]:
+    name = env("ONWATCH_STEP_USER", "nobody")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise SandboxError(
+            f"ONWATCH_STEP_USER={name} is not a user on this machine; create it "
+            "(adduser --system onwatch-steps) or name another unprivileged user"
+        ) from None
+    if entry.pw_uid == 0:
+        raise SandboxError(f"ONWATCH_STEP_USER={name} is root; name an unprivileged user")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _secrets() -> list[Path]:
+    return [Path(settings.DATA_DIR), Path(settings.KEY_FILE), Path(settings.AUDIT_HEAD_FILE)]
+
+
+def _writable(step: Step) -> dict[str, Path]:
+    return {"workspace": step.workspace, **{f"cache {k}": v for k, v in step.caches.items()}}
+
+
+def _refuse_exposing(step: Step) -> None:
+    """A workspace or cache that holds onwatch's data, its keys or the system would hand
+    them to the step (writable, and when root, owned)."""
+    for what, path in _writable(step).items():
+        if not path.is_absolute() or not path.is_dir():
+            raise SandboxError(f"the step's {what} {path} is not an existing absolute folder")
+        real = path.resolve()
+        # A folder inside the data directory is fine: only that folder is mounted.
+        hidden = [(s.resolve(), False) for s in _secrets()]
+        hidden += [(Path(d).resolve(), True) for d in (*SYSTEM_DIRS, "/etc")]
+        for other, nor_inside in hidden:
+            if real == other or real in other.parents or (nor_inside and other in real.parents):
+                raise SandboxError(
+                    f"the step's {what} {path} would expose {other}, which steps must not "
+                    "change or see; give it a folder of its own"
+                )
+
+
+def _hand_over(step: Step, user: tuple[int, int]) -> None:
+    """Make the workspace and caches the step user's, who must also be able to reach them:
+    bubblewrap runs as that user and opens them by path."""
+    uid, gid = user
+    for what, path in _writable(step).items():
+        _check_reachable(what, path.resolve(), uid, gid)
+        os.chown(path, uid, gid, follow_symlinks=False)
+        # fwalk with dir_fd: a step of another run sharing the cache cannot swap a folder
+        # for a symlink mid-walk and have root chown what it points to.
+        for _root, dirs, files, root_fd in os.fwalk(path, follow_symlinks=False):
+            for name in dirs + files:
+                os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
+
+
+def _check_reachable(what: str, path: Path, uid: int, gid: int) -> None:
+    for parent in path.parents:
+        st = parent.stat()
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            raise SandboxError(
+                f"the step's {what} {path} is out of the step user's reach: {parent} is "
+                f"closed to other users; keep workspaces and caches under a folder others "
+                f"may pass through (chmod o+x {parent}), or run onwatch as its own user"
+            )
+
+
+def _mounts(step: Step) -> list[str]:
+    args: list[str] = []
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in ETC_FILES:
+        args += ["--ro-bind-try", f, f]
+    size = str(step.limits.memory_bytes)
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    # tmpfs is memory: sized so a step cannot fill it past its memory limit.
+    for tmp in ("/tmp", "/var/tmp"):  # noqa: S108 (the sandbox's own, fresh and private)
+        args += ["--size", size, "--tmpfs", tmp]
+    for path in _writable(step).values():
+        args += ["--bind", str(path), str(path)]
+    # The sandbox's own root (where bwrap made /etc and the mount points) read-only too.
+    return [*args, "--remount-ro", "/"]
+
+
+def _bwrap_args(step: Step, info_fd: int) -> list[str]:
+    args = ["--unshare-all", "--unshare-user", "--share-net", "--disable-userns"]
+    args += ["--die-with-parent", "--new-session", "--hostname", "step"]
+    args += ["--info-fd", str(info_fd), *_mounts(step), "--chdir", str(step.workspace)]
+    args += ["--clearenv"]
+    for key, value in step.env.items():
+        args += ["--setenv", key, value]
+    return args
+
+
+def _outer_argv(
+    step: Step, user: tuple[int, int] | None, group: cgroups.Group, fd: int
+) -> list[str]:
+    """sh joins the step's cgroups (as root, before anything of the step exists), prlimit
+    sets the rlimits, setpriv drops root, then bwrap reads its arguments from fd."""
+    # The command stays on the command line: bwrap takes only options from --args.
+    argv = ["bwrap", "--args", str(fd), "--", *step.argv]
+    if user is not None:
+        uid, gid = user
+        drop = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all"]
+        argv = ["setpriv", *drop, "--", *argv]
+    argv = ["prlimit", *_rlimits(step.limits, group), "--", *argv]
+    if files := group.procs_files():
+        # The file names ride as arguments, up to "--"; what follows is the command.
+        join = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
+        argv = ["sh", "-c", join, "sh", *map(str, files), "--", *argv]
+    return argv
+
+
+def _rlimits(limits: Limits, group: cgroups.Group) -> list[str]:
+    # No core files: a crashing test would write its memory into the workspace.
+    args = ["--core=0"]
+    if "memory" not in group.dirs:
+        # RLIMIT_DATA, not RLIMIT_AS: Go, Node and the JVM reserve far more address space
+        # than they use and fail under an address-space limit; DATA counts what is written.
+        args.append(f"--data={limits.memory_bytes}")
+    if "pids" not in group.dirs:
+        # RLIMIT_NPROC counts every process of the user on the machine (bwrap outside the
+        # sandbox, onwatch itself when steps run as its user, other steps), so the step
+        # would be refused short of its limit, unseen. The watch over its pid namespace
+        # stops it at the limit; the rlimit is the backstop should that be too slow.
+        args.append(f"--nproc={limits.processes + NPROC_HEADROOM}")
+    return args
+
+
+class _Launch:
+    """One running step: the outer process, its output pipe and the sandbox's pid 1."""
+
+    def __init__(self, step: Step, user: tuple[int, int] | None, group: cgroups.Group) -> None:
+        self.step, self.user, self.group = step, user, group
+        self.started = time.monotonic()
+        self.output_bytes = 0
+        self.info = b""
+        self.sandbox_pidfd: int | None = None
+        self.pid_ns = 0
+
+    def __enter__(self) -> _Launch:
+        out_r, out_w = os.pipe()
+        info_r, info_w = os.pipe()
+        args_fd = os.memfd_create("bwrap-args")
+        try:
+            os.write(args_fd, b"".join(a.encode() + b"\0" for a in _bwrap_args(self.step, info_w)))
+            os.lseek(args_fd, 0, os.SEEK_SET)
+            self.proc = subprocess.Popen(
+                _outer_argv(self.step, self.user, self.group, args_fd),
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=out_w,
+                env=LAUNCH_ENV,
+                pass_fds=(args_fd, info_w),
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(out_r)
+            os.close(info_r)
+            raise
+        finally:
+            for fd in (out_w, info_w, args_fd):
+                os.close(fd)
+        self.out_r, self.info_r = out_r, info_r
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._stop()
+        finally:
+            for fd in (self.out_r, self.info_r, self.sandbox_pidfd):
+                if fd is not None:
+                    os.close(fd)
+
+    def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+        reason = self._pump(on_output, cancelled)
+        if reason is None and self.info == b"":
+            reason = "the sandbox could not start (its message is in the output)"
+        # The kernel may have killed a process for memory while the step went on.
+        reason = reason or self._limit_hit()
+        code = None if reason else self.proc.wait()
+        if code:
+            reason = f"exited with {code}"
+        return Outcome(code, reason, time.monotonic() - self.started, self.output_bytes)
+
+    def _pump(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> str | None:
+        """Pass output on until the step ends (None) or must be stopped (why)."""
+        poller = select.poll()
+        poller.register(self.out_r, select.POLLIN)
+        poller.register(self.info_r, select.POLLIN)
+        open_fds = {self.out_r, self.info_r}
+        deadline, next_check = self.started + self.step.limits.seconds, 0.0
+        while open_fds or self.proc.poll() is None:
+            # Not on every chunk: a step printing fast would have us read sysfs 10,000
+            # times a second.
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + POLL_MS / 1000
+                if reason := self._limit_hit() or self._time_or_cancel(deadline, cancelled):
+                    return reason
+            if not open_fds:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(POLL_MS / 1000)
+                continue
+            for fd, _event in poller.poll(POLL_MS):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+                elif fd == self.info_r:
+                    self._sandbox_info(chunk)
+                elif reason := self._output(chunk, on_output):
+                    return reason
+        return None
+
+    def _time_or_cancel(self, deadline: float, cancelled: threading.Event) -> str | None:
+        if cancelled.is_set():
+            return "cancelled"
+        if time.monotonic() >= deadline:
+            return f"stopped after {_duration(self.step.limits.seconds)}, the step's time limit"
+        return None
+
+    def _limit_hit(self) -> str | None:
+        limits, group = self.step.limits, self.group
+        # Without a cgroup, the rlimits refuse memory and processes but nothing tells
+        # whether they did: the step's pid namespace shows how far it got. (Its processes
+        # together, too: RLIMIT_DATA bounds each one alone.)
+        tree = pidns.members(self.pid_ns) if self.pid_ns and len(group.dirs) < 2 else []
+        at_most = "pids" not in group.dirs and len(tree) >= limits.processes
+        if group.forks_refused() or at_most:
+            return f"started more than {limits.processes} processes, the step's limit"
+        over = "memory" not in group.dirs and pidns.private_bytes(tree) > limits.memory_bytes
+        if group.oom_kills() or over:
+            return f"used more than {_size(limits.memory_bytes)} of memory, the step's limit"
+        return None
+
+    def _output(self, chunk: bytes, on_output: Callable[[bytes], None]) -> str | None:
+        limit = self.step.limits.output_bytes
+        room = limit - self.output_bytes
+        self.output_bytes += len(chunk)
+        if chunk[:room]:
+            on_output(chunk[:room])
+        if self.output_bytes > limit:
+            return f"printed more than {_size(limit)}, the step's limit"
+        return None
+
+    def _sandbox_info(self, chunk: bytes) -> None:
+        """bwrap names the sandbox's pid 1 once it is set up: killing it kills the rest."""
+        self.info += chunk
+        with contextlib.suppress(ValueError, KeyError, TypeError, ProcessLookupError):
+            info = json.loads(self.info)
+            self.pid_ns = int(info["pid-namespace"])
+            self.sandbox_pidfd = os.pidfd_open(int(info["child-pid"]))
+
+    def _stop(self) -> None:
+        """Kill whatever is left, and wait until it is gone."""
+        if self.sandbox_pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.sandbox_pidfd, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._drain_info()
+        pidfd = self.sandbox_pidfd
+        # Readable once pid 1 has exited, which it does after the kernel killed and
+        # reaped every other process of its pid namespace.
+        gone = pidfd is None or bool(select.select([pidfd], [], [], STOP_SECONDS)[0])
+        if not (self.group.kill(STOP_SECONDS) and gone):
+            raise SandboxError(
+                f"processes of the step did not stop within {STOP_SECONDS} s of being "
+                "killed; they may be stuck on a hung disk or network mount"
+            )
+
+    def _drain_info(self) -> None:
+        """The pid 1 of a step stopped before its info was read (cancelled at once)."""
+        if self.sandbox_pidfd is not None:
+            return
+        # Everything that held its other end is dead by now, so the end comes at once.
+        while select.select([self.info_r], [], [], 5)[0]:
+            if not (chunk := os.read(self.info_r, 65536)):
+                break
+            self._sandbox_info(chunk)
+        if self.sandbox_pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.sandbox_pidfd, signal.SIGKILL)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:.3g} min"
+
+
+def _size(n: int) -> str:
+    for unit, name in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if n >= unit:
+            value = n / unit
+            return f"{value:g} {name}" if value == int(value) else f"{value:.1f} {name}"
+    return f"{n} bytes"

@@ -1,0 +1,361 @@
+"""The pipeline step sandbox, with real bubblewrap and real processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from onwatch.deploys import cgroups, sandbox
+from onwatch.deploys.sandbox import Limits, SandboxError, Step
+from tests.support.child import steps
+from tests.support.procs import ROOT
+from tests.support.steps import Output, folder, marker, processes_with, reachable_root, uids
+
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+# Small limits, so each test ends within seconds of one.
+SMALL = Limits(seconds=20, memory_bytes=64 * 1024**2, processes=40, output_bytes=1024**2)
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    with reachable_root() as path:
+        yield path
+
+
+@pytest.fixture
+def workspace(root: Path) -> Path:
+    return folder(root, "workspace")
+
+
+def bash(
+    script: str, workspace: Path, limits: Limits = SMALL, caches: dict[str, Path] | None = None
+) -> Step:
+    return Step(["bash", "-c", script], workspace, ENV, caches=caches or {}, limits=limits)
+
+
+def test_it_passes_exit_codes_through(workspace: Path) -> None:
+    failed = sandbox.run(bash("exit 3", workspace), Output())
+    assert (failed.exit_code, failed.reason) == (3, "exited with 3")
+    passed = sandbox.run(bash("true", workspace), Output())
+    assert (passed.exit_code, passed.reason) == (0, None)
+
+
+def test_the_step_gets_exactly_its_environment(workspace: Path) -> None:
+    out = Output()
+    env = {"PATH": "/usr/bin", "SECRET": "two\nlines"}
+    assert sandbox.run(Step(["env", "-0"], workspace, env), out).exit_code == 0
+    # bwrap adds the working directory, as a shell would.
+    expected = [b"PATH=/usr/bin", b"SECRET=two\nlines", f"PWD={workspace}".encode()]
+    assert sorted(out.data.split(b"\0")[:-1]) == sorted(expected)
+
+
+def test_the_step_environment_is_on_no_command_line(workspace: Path) -> None:
+    """ps shows every command line to every user; secrets travel another way."""
+    secret, seen = marker(), list[int]()
+
+    def look(chunk: bytes) -> None:
+        seen.extend(processes_with(secret))
+
+    env = {"PATH": "/usr/bin", "TOKEN": secret}
+    done = sandbox.run(Step(["bash", "-c", "echo ready; sleep 0.3"], workspace, env), look)
+    assert done.exit_code == 0
+    assert seen == []
+
+
+def test_output_reaches_the_caller_in_chunks_while_the_step_runs(workspace: Path) -> None:
+    out = Output()
+    started = time.monotonic()
+    done = sandbox.run(bash("echo one; echo err >&2; sleep 1; echo two", workspace), out)
+    ended = time.monotonic()
+    assert done.exit_code == 0
+    assert out.data == b"one\nerr\ntwo\n"
+    assert done.output_bytes == len(out.data)
+    # The first lines came before the sleep ended, not with the rest at the end.
+    first_at = out.chunks[0][0]
+    assert first_at - started < 0.9, f"first chunk {first_at - started:.2f} s after start"
+    assert ended - first_at > 0.8
+
+
+def test_the_step_runs_as_an_unprivileged_user(workspace: Path) -> None:
+    word, seen = marker(), list[list[int]]()
+
+    def look(chunk: bytes) -> None:
+        seen.extend(uids(pid) for pid in processes_with(word))
+
+    done = sandbox.run(bash(f"echo ready; : {word}; sleep 0.5", workspace), look)
+    assert done.exit_code == 0
+    assert seen, "no process of the step was found on the host"
+    assert all(0 not in ids for ids in seen), seen
+
+
+def test_a_step_sees_neither_onwatch_data_nor_key_file_nor_another_workspace(
+    root: Path, workspace: Path
+) -> None:
+    # World-readable on purpose: only the sandbox's mounts keep them from the step.
+    data = folder(root, "data")
+    (data / "db.sqlite3").write_text("rows")
+    key_file = folder(root, "keys") / "keyring.json"
+    key_file.write_text("the-keys")
+    other = folder(root, "other-service")
+    (other / "secret.env").write_text("other-secret")
+    for f in (data / "db.sqlite3", key_file, other / "secret.env"):
+        f.chmod(0o644)
+    out = Output()
+    script = f"cat {key_file} {data}/db.sqlite3 {other}/secret.env; ls {data} {root}"
+    with override_settings(DATA_DIR=data, KEY_FILE=key_file):
+        done = sandbox.run(bash(script, workspace), out)
+    assert done.exit_code != 0
+    for secret in ("the-keys", "rows", "other-secret"):
+        assert secret not in out.text
+    assert out.text.count("No such file or directory") == 4, out.text
+    # Of the folder that holds them all, the step sees its own workspace only.
+    assert out.text.endswith(f"{root}:\nworkspace\n"), out.text
+
+
+def test_a_step_writes_only_its_workspace_caches_and_private_tmp(
+    root: Path, workspace: Path
+) -> None:
+    cache = folder(root, "uv-cache")
+    open_to_all = folder(root, "open", mode=0o777)
+    name = marker()
+    script = (
+        f"echo w > {workspace}/built; echo c > {cache}/wheel; echo t > /tmp/{name}; "
+        f"echo x > {open_to_all}/evil; echo x > /usr/{name}; echo x > /etc/{name}; true"
+    )
+    out = Output()
+    done = sandbox.run(bash(script, workspace, caches={"uv": cache}), out)
+    assert done.exit_code == 0, out.text
+    assert (workspace / "built").read_text() == "w\n"
+    assert (cache / "wheel").read_text() == "c\n"
+    assert not (open_to_all / "evil").exists()
+    assert not Path(f"/tmp/{name}").exists()
+    assert not Path(f"/usr/{name}").exists()
+    assert not Path(f"/etc/{name}").exists()
+    assert out.text.count("Read-only file system") + out.text.count("No such file") == 3
+
+
+def test_a_step_reaches_the_network_and_resolves_names(workspace: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"hello from the network\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        out = Output()
+        script = f"getent hosts localhost; read -r line < /dev/tcp/127.0.0.1/{port}; echo $line"
+        done = sandbox.run(bash(script, workspace), out)
+    assert done.exit_code == 0, out.text
+    assert "localhost" in out.text
+    assert out.text.endswith("hello from the network\n")
+
+
+def assert_stopped(done: sandbox.Outcome, reason: str, word: str, limit_s: float) -> None:
+    assert done.exit_code is None
+    assert done.reason == reason
+    assert done.seconds < limit_s + 5, f"took {done.seconds:.1f} s"
+    assert processes_with(word) == [], "something of the step is still running"
+    # The test process itself can still start processes and allocate memory.
+    assert subprocess.run(["true"], check=False).returncode == 0
+    assert len(bytearray(64 * 1024**2)) == 64 * 1024**2
+
+
+HOG = "python3 -c 'b = []\nwhile True: b.append(b\"x\" * 2**20)' {word}"
+
+
+def test_an_endless_loop_is_stopped_at_the_time_limit(workspace: Path) -> None:
+    word = marker()
+    limits = Limits(seconds=2)
+    step = bash(f"while :; do :; done # {word}", workspace, limits)
+    done = sandbox.run(step, Output())
+    assert_stopped(done, "stopped after 2 s, the step's time limit", word, 2)
+    assert done.seconds >= 2
+
+
+def test_a_fork_bomb_is_stopped_at_the_process_limit(workspace: Path) -> None:
+    word = marker()
+    bomb = f"b() {{ b | b & }}; b; sleep 60 # {word}"
+    done = sandbox.run(bash(bomb, workspace), Output())
+    assert_stopped(done, "started more than 40 processes, the step's limit", word, 0)
+
+
+@pytest.fixture
+def without_cgroups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """As on a machine where onwatch cannot make a cgroup: rlimits and the pid namespace."""
+    monkeypatch.setattr(cgroups, "create", lambda *limits: cgroups.Group())
+    sandbox.memory_enforced_by.cache_clear()
+    yield
+    sandbox.memory_enforced_by.cache_clear()
+
+
+def test_without_cgroups_a_fork_bomb_is_stopped_at_the_process_limit(
+    workspace: Path, without_cgroups: None
+) -> None:
+    assert sandbox.memory_enforced_by() == "rlimit"
+    word = marker()
+    bomb = f"b() {{ b | b & }}; b; sleep 60 # {word}"
+    done = sandbox.run(bash(bomb, workspace), Output())
+    assert_stopped(done, "started more than 40 processes, the step's limit", word, 0)
+
+
+def test_without_cgroups_each_process_has_the_memory_limit(
+    workspace: Path, without_cgroups: None
+) -> None:
+    word, out = marker(), Output()
+    done = sandbox.run(bash(HOG.format(word=word), workspace), out)
+    assert (done.exit_code, done.reason) == (1, "exited with 1")
+    assert "MemoryError" in out.text
+    assert done.seconds < 5
+    assert processes_with(word) == []
+
+
+def test_without_cgroups_processes_together_have_the_memory_limit(
+    workspace: Path, without_cgroups: None
+) -> None:
+    word = marker()
+    # Each holds 40 MiB, under the limit alone; four of them are not.
+    one = "python3 -c 'import time; b = b\"x\" * 40 * 2**20; time.sleep(60)'"
+    done = sandbox.run(
+        bash(f"for i in 1 2 3 4; do {one} & done; wait # {word}", workspace), Output()
+    )
+    assert_stopped(done, "used more than 64 MiB of memory, the step's limit", word, 0)
+
+
+def test_a_memory_hog_is_stopped_at_the_memory_limit(workspace: Path) -> None:
+    if sandbox.memory_enforced_by() != "cgroup":
+        pytest.skip("onwatch cannot make a memory cgroup here")
+    word = marker()
+    done = sandbox.run(bash(HOG.format(word=word) + "; sleep 60", workspace), Output())
+    assert_stopped(done, "used more than 64 MiB of memory, the step's limit", word, 0)
+
+
+def test_a_step_printing_gigabytes_is_stopped_at_the_output_limit(workspace: Path) -> None:
+    word = marker()
+    out = Output()
+    done = sandbox.run(bash(f"head -c 5G /dev/zero # {word}", workspace), out)
+    assert_stopped(done, "printed more than 1 MiB, the step's limit", word, 0)
+    assert len(out.data) == 1024**2
+    assert done.output_bytes > 1024**2
+
+
+def test_cancel_stops_the_step_at_once(workspace: Path) -> None:
+    word, cancelled = marker(), threading.Event()
+
+    def cancel_on_output(chunk: bytes) -> None:
+        cancelled.set()
+
+    step = bash(f"echo started; sleep 60 & sleep 60 # {word}", workspace)
+    done = sandbox.run(step, cancel_on_output, cancelled)
+    assert_stopped(done, "cancelled", word, 0)
+
+
+def test_a_step_cancelled_before_it_started_leaves_nothing(workspace: Path) -> None:
+    word, cancelled = marker(), threading.Event()
+    cancelled.set()
+    done = sandbox.run(bash(f"sleep 60 # {word}", workspace), Output(), cancelled)
+    assert_stopped(done, "cancelled", word, 0)
+
+
+def test_when_onwatch_dies_its_step_dies_too_and_leaves_no_cgroup(workspace: Path) -> None:
+    word = marker()
+    argv = [sys.executable, "-m", steps.__name__, str(workspace), word]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "onwatch.settings"}
+    worker = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == "running\n"
+        assert processes_with(word)
+    finally:
+        worker.kill()
+        worker.wait()
+    deadline = time.monotonic() + 5
+    while processes_with(word):
+        assert time.monotonic() < deadline, "the step outlived the onwatch that ran it"
+        time.sleep(0.05)
+    # The next step sweeps away the cgroups the dead one left.
+    assert sandbox.run(bash("true", workspace), Output()).exit_code == 0
+    for parent, _v2 in cgroups.parents().values():
+        assert not list(parent.glob(f"{cgroups.PREFIX}{worker.pid}-*"))
+
+
+def test_without_bubblewrap_it_says_what_to_install(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sandbox.LAUNCH_ENV, "PATH", str(tmp_path))
+    assert sandbox.problem() == "install bubblewrap: apt-get install bubblewrap"
+    with pytest.raises(SandboxError, match="install bubblewrap"):
+        sandbox.run(bash("true", workspace), Output())
+
+
+def test_where_steps_can_run_there_is_no_problem() -> None:
+    assert sandbox.problem() is None
+
+
+def test_when_bubblewrap_may_not_make_namespaces_it_says_so(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What bwrap says where AppArmor forbids user namespaces (Ubuntu 24.04).
+    tools = folder(root, "bin")
+    bwrap = tools / "bwrap"
+    bwrap.write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && echo bubblewrap 0.8.0 && exit\n'
+        "echo 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n"
+    )
+    bwrap.chmod(0o755)
+    for tool in ("sh", "prlimit", "setpriv"):
+        (tools / tool).symlink_to(shutil.which(tool) or tool)
+    monkeypatch.setitem(sandbox.LAUNCH_ENV, "PATH", str(tools))
+    monkeypatch.setattr(sandbox, "_trial_passed", False)
+    assert sandbox.problem() == (
+        "bubblewrap cannot make a sandbox here (bwrap: setting up uid map: Permission denied); "
+        "let unprivileged users make user namespaces "
+        "(on Ubuntu: sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+    )
+
+
+def test_an_old_bubblewrap_is_named(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tools = folder(root, "bin")
+    (tools / "bwrap").write_text("#!/bin/sh\necho bubblewrap 0.6.1\n")  # Ubuntu 22.04's
+    (tools / "bwrap").chmod(0o755)
+    monkeypatch.setitem(sandbox.LAUNCH_ENV, "PATH", str(tools))
+    assert sandbox.problem() == (
+        "bubblewrap 0.6.1 is too old for onwatch's sandbox (--size, --disable-userns); "
+        "install 0.8 or newer (Debian 12, Ubuntu 24.04)"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs steps as another user")
+def test_as_root_it_names_a_step_user_that_does_not_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONWATCH_STEP_USER", "onwatch-no-such-user")
+    assert sandbox.problem() == (
+        "ONWATCH_STEP_USER=onwatch-no-such-user is not a user on this machine; create it "
+        "(adduser --system onwatch-steps) or name another unprivileged user"
+    )
+
+
+def test_it_refuses_a_workspace_that_holds_onwatch_data(root: Path) -> None:
+    data = folder(root, "data")
+    with override_settings(DATA_DIR=data), pytest.raises(SandboxError, match="would expose"):
+        sandbox.run(bash("true", root), Output())
+    with pytest.raises(SandboxError, match="would expose /usr"):
+        sandbox.run(bash("true", Path("/usr/share")), Output())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands workspaces to the step user")
+def test_as_root_it_says_when_the_step_user_cannot_reach_the_workspace(root: Path) -> None:
+    closed = folder(root, "closed", mode=0o700)
+    workspace = folder(closed, "workspace")
+    with pytest.raises(SandboxError, match=f"{closed} is closed to other users"):
+        sandbox.run(bash("true", workspace), Output())
