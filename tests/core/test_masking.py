@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import random
 import re
 from urllib.parse import quote, quote_plus
 
@@ -114,6 +115,21 @@ def test_a_cut_anywhere_inside_any_form_still_hides_it() -> None:
             assert f"[secret {name}]" in expected and form not in expected
             for cut in range(len(data) + 1):
                 assert stream(Masker(secrets), data, [cut]) == expected, (form, cut)
+
+
+def test_a_long_log_read_in_pieces_of_any_size_shows_no_part_of_a_key() -> None:
+    key = pem_key()
+    secrets = {"DEPLOY_KEY": key, "API_TOKEN": TOKEN, "DB_PASSWORD": PASSWORD}
+    printed = [key, base64.b64encode(key.encode()).decode(), json.dumps(key), quote(PASSWORD)]
+    log = "".join(f"step {i}: {printed[i % 4]} done\n" for i in range(40)).encode()
+    expected = Masker(secrets).mask(log.decode())
+    for seed in range(20):
+        rng = random.Random(seed)
+        cuts = [rng.randrange(len(log)) for _ in range(rng.randrange(1, 200))]
+        assert stream(Masker(secrets), log, cuts) == expected, seed
+    body = [line for line in key.splitlines() if "-----" not in line]
+    assert not [line for line in body if line in expected]
+    assert expected.count("[secret DEPLOY_KEY]") >= 30
 
 
 def test_output_is_held_back_only_while_it_may_be_the_start_of_a_secret() -> None:
