@@ -7,7 +7,8 @@ a secret, raw, base64 or URL-encoded), and `--secrets` service secrets: API toke
 with punctuation and one RSA private key in PEM. Times `Masker.feed` over the output in
 chunks of 64 KiB (what a pipe read gives under load) and 4 KiB, and `Masker.mask` over it at
 once; prints MB/s for each and for the baseline (UTF-8 decoding alone), and checks that no
-planted secret is left in the output. The machine's load average is printed too.
+planted secret is left in the output. Then the worst case: as much random base64 (a step
+printing a blob), where any character may begin a secret. The load average is printed too.
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ def main() -> None:
     text = data.decode()
     spent, out = timed(lambda: Masker(secrets).mask(text))
     print(f"mask, whole text: {mb / spent:.0f} MB/s; labels in output: {out.count('[secret ')}")
+    # The worst case: every character may start a secret's anchor (a step printing a blob).
+    noise = base64.b64encode(rng.randbytes(len(data) * 3 // 4))
+    spent, _ = timed(partial(stream, partial(Masker, secrets), noise, 65536))
+    print(f"feed, 64 KiB chunks of base64 noise: {len(noise) / 1_000_000 / spent:.0f} MB/s")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,8 @@ A secret is hidden in every form a program is likely to print it in: as it is, l
 base64 text), URL-encoded and JSON-escaped. Each is replaced by `[secret NAME]`, so people
 can tell that something was hidden, and what.
 
-Matching is plain `str.find` over the first HEAD characters of each form: C-speed scans, far
-faster than one big regex alternation (which Python tries branch by branch at every
-character), and overlapping finds come for free, so two secrets that overlap are both hidden.
+Every place a form starts is found, overlapping ones too, so two secrets that overlap are
+both hidden; a log masked as it streams hides the same characters as the whole text would.
 """
 
 from __future__ import annotations
@@ -15,13 +14,18 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
 # Shorter values are not hidden: they would hide ordinary words and numbers all over the log
 # while adding little protection. Masker.unmasked() names them so the page can say so.
 MIN_LENGTH = 4
-HEAD = 16
+ANCHOR = 8
+SPAN = 16
+# Characters from the most to the least common in build output (English text, paths,
+# numbers, then capitals); any other character is rarer still.
+COMMON = " etaoinsrlcdhupmfgybwvkxjqz./-_:=,()[]'\"\n0123456789ETAOINSRLCDHUPMFGYBWVKXJQZ"
 
 type Hit = tuple[int, int, str]  # start, end, name
 
@@ -37,8 +41,7 @@ class Masker:
                 self._unmasked.append(name)
             for form in forms(value):
                 names.setdefault(form, name)
-        self._by_head = _group_by_head(names)
-        self._head_prefixes = {head[:k] for head in self._by_head for k in range(1, len(head))}
+        self._finder = _Finder(names)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""
 
@@ -50,7 +53,7 @@ class Masker:
         """The text of `chunk` that is safe to show now; a tail that may be the start of a
         secret is held back until the next chunk shows whether it is."""
         text = self._held + self._decoder.decode(chunk)
-        hits, cut = self._scan(text)
+        hits, cut = self._finder.scan(text)
         # A secret found whole but running past the cut waits too, or its end would be shown
         # without it next time.
         cut = min([start for start, end, _ in hits if start < cut < end], default=cut)
@@ -64,30 +67,89 @@ class Masker:
         return self.mask(text)
 
     def mask(self, text: str) -> str:
-        return _replace(text, self._scan(text)[0])
+        return _replace(text, self._finder.scan(text)[0])
 
-    def _scan(self, text: str) -> tuple[list[Hit], int]:
+
+class _Finder:
+    """Finds forms by an anchor: ANCHOR characters of each form, starting at its rarest
+    character among the first SPAN. One regex of all anchors, grouped by their first
+    character, lets Python's re skip every character no anchor starts with in C, which is
+    most of a log; a form is then checked whole where its anchor is."""
+
+    def __init__(self, names: Mapping[str, str]) -> None:
+        self.anchors: dict[str, list[tuple[str, int, str]]] = {}  # anchor -> form, offset, name
+        for form in sorted(names, key=len, reverse=True):
+            offset = _anchor_offset(form)
+            anchor = form[offset : offset + ANCHOR]
+            self.anchors.setdefault(anchor, []).append((form, offset, names[form]))
+        self.by_first: dict[str, list[str]] = {}
+        for anchor in self.anchors:
+            self.by_first.setdefault(anchor[0], []).append(anchor)
+        self.regex = _regex(self.by_first)
+        # The starts of forms seen before their anchor is whole, for a text that ends there.
+        self.starts = {
+            form[:end]
+            for group in self.anchors.values()
+            for form, offset, _ in group
+            for end in range(1, offset + ANCHOR)
+        }
+
+    def scan(self, text: str) -> tuple[list[Hit], int]:
         """Every form found whole, and where the earliest form that `text` may yet complete
         starts (len(text) when none)."""
         hits: list[Hit] = []
-        unfinished = self._unfinished_head(text)
-        for head, group in self._by_head.items():
-            at = text.find(head)
-            while at >= 0:
-                hit = _longest_at(text, at, group)
-                if hit is not None:
-                    hits.append(hit)
-                if at < unfinished and _may_finish(text, at, group):
-                    unfinished = at
-                at = text.find(head, at + 1)
+        unfinished = self._unfinished_start(text)
+        found = self.regex.search(text) if self.regex else None
+        while found is not None:
+            at = found.start()
+            for anchor in self.by_first[text[at]]:
+                if text.startswith(anchor, at):
+                    unfinished = min(unfinished, _check(text, at, self.anchors[anchor], hits))
+            found = self.regex.search(text, at + 1) if self.regex else None
         return hits, unfinished
 
-    def _unfinished_head(self, text: str) -> int:
-        """Where the longest end of `text` that begins a form's head starts."""
-        for start in range(max(0, len(text) - HEAD + 1), len(text)):
-            if text[start:] in self._head_prefixes:
+    def _unfinished_start(self, text: str) -> int:
+        """Where the longest end of `text` that may begin a form (its anchor not yet whole)
+        starts."""
+        for start in range(max(0, len(text) - SPAN - ANCHOR), len(text)):
+            if text[start:] in self.starts:
                 return start
         return len(text)
+
+
+def _anchor_offset(form: str) -> int:
+    last = min(len(form) - min(len(form), ANCHOR), SPAN - 1)
+    return max(range(last + 1), key=lambda i: (_rarity(form[i]), -i))
+
+
+def _rarity(char: str) -> int:
+    found = COMMON.find(char)
+    return len(COMMON) if found < 0 else found
+
+
+def _regex(by_first: Mapping[str, list[str]]) -> re.Pattern[str] | None:
+    if not by_first:
+        return None
+    branches = (
+        re.escape(first) + "(?:" + "|".join(re.escape(a[1:]) for a in anchors) + ")"
+        for first, anchors in by_first.items()
+    )
+    return re.compile("|".join(branches))
+
+
+def _check(text: str, at: int, group: list[tuple[str, int, str]], hits: list[Hit]) -> int:
+    """Adds the forms whose anchor is at `at` and that are whole in `text` to `hits`;
+    returns where the earliest that `text` may yet complete starts (len(text) when none)."""
+    unfinished = len(text)
+    for form, offset, name in group:
+        start = at - offset
+        if start < 0:
+            continue
+        if text.startswith(form, start):
+            hits.append((start, start + len(form), name))
+        elif len(text) - start < len(form) and form.startswith(text[start:]):
+            unfinished = min(unfinished, start)
+    return unfinished
 
 
 def forms(value: str) -> set[str]:
@@ -152,29 +214,6 @@ def _base64_forms(data: bytes) -> set[str]:
             end = 8 * (shift + len(data)) // 6  # ... and the last with none of those after
             found.add(encoded[first:end])
     return found
-
-
-def _group_by_head(names: Mapping[str, str]) -> dict[str, list[tuple[str, str]]]:
-    """Forms under their first HEAD characters, longest first (it wins where several fit)."""
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for form in sorted(names, key=len, reverse=True):
-        groups.setdefault(form[:HEAD], []).append((form, names[form]))
-    return groups
-
-
-def _longest_at(text: str, at: int, group: list[tuple[str, str]]) -> Hit | None:
-    for form, name in group:
-        if text.startswith(form, at):
-            return at, at + len(form), name
-    return None
-
-
-def _may_finish(text: str, at: int, group: list[tuple[str, str]]) -> bool:
-    """Whether the end of `text`, from `at`, is the unfinished start of a form."""
-    if len(text) - at >= len(group[0][0]):  # longest first: every form fits, found or not
-        return False
-    tail = text[at:]
-    return any(len(form) > len(tail) and form.startswith(tail) for form, _ in group)
 
 
 def _replace(text: str, hits: Iterable[Hit]) -> str:
