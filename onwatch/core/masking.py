@@ -22,6 +22,8 @@ from urllib.parse import quote, quote_plus
 # while adding little protection. Masker.unmasked() names them so the page can say so.
 MIN_LENGTH = 4
 ANCHOR = 8
+# Where base64 tools break lines: `base64` and Python's encodebytes, `openssl base64` and PEM.
+WRAP_WIDTHS = (76, 64)
 SPAN = 16
 # Characters from the most to the least common in build output (English text, paths,
 # numbers, then capitals); any other character is rarer still.
@@ -202,12 +204,15 @@ def _json_forms(value: str) -> set[str]:
 
 
 def _base64_forms(data: bytes) -> set[str]:
-    """The whole encoding, padded or not, and the characters made of the value's bits alone
-    at each of the three offsets it can have inside a longer encoded text."""
+    """The whole encoding, padded or not, and in lines (long values), and the characters
+    made of the value's bits alone at each of the three offsets it can have inside a longer
+    encoded text."""
     found: set[str] = set()
     for encode in (base64.b64encode, base64.urlsafe_b64encode):
         whole = encode(data).decode()
         found |= {whole, whole.rstrip("=")}
+        for width in WRAP_WIDTHS:
+            found |= {whole[i : i + width] for i in range(0, len(whole), width)}
         for shift in range(3):
             encoded = encode(bytes(shift) + data).decode()
             first = -(-8 * shift // 6)  # the first character with no bit of the bytes before

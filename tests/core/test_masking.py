@@ -80,6 +80,16 @@ def test_base64_of_a_secret_is_hidden_alone_and_inside_a_longer_text_at_every_of
                     assert len(kept_after) <= -(-8 * len(after) // 6) + 1, shown
 
 
+def test_a_long_value_in_base64_broken_into_lines_shows_no_line_of_it() -> None:
+    key = pem_key()
+    encoded = base64.b64encode(key.encode()).decode()
+    masker = Masker({"DEPLOY_KEY": key})
+    for width in (76, 64):
+        lines = [encoded[i : i + width] for i in range(0, len(encoded), width)]
+        shown = masker.mask("\n".join(lines) + "\n")
+        assert shown.splitlines() == ["[secret DEPLOY_KEY]"] * len(lines)
+
+
 def test_url_encoded_forms_are_hidden_whole() -> None:
     masker = Masker({"DB_PASSWORD": PASSWORD})
     encoded = [
