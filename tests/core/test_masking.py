@@ -167,6 +167,8 @@ def test_values_too_short_to_hide_are_named_and_left_alone() -> None:
     masker = Masker({"PIN": "123", "EMPTY": "", "PADDED": " ab \n", "TOKEN": "long-enough"})
     assert masker.unmasked() == ["PIN", "PADDED"]
     assert masker.mask("pin 123, token long-enough") == "pin 123, token [secret TOKEN]"
+    nothing_to_hide = Masker({"PIN": "123"})
+    assert nothing_to_hide.feed(b"pin 12") == "pin 12"  # held back for nothing
 
 
 def test_an_invalid_byte_is_shown_as_a_replacement_character_not_dropped() -> None:

@@ -118,6 +118,24 @@ def test_a_report_of_several_suites_names_the_failures_of_each(tmp_path: Path) -
     assert report.seconds == 1234.5 + 0.5
 
 
+def test_nested_suites_name_the_innermost_and_count_time_once(tmp_path: Path) -> None:
+    """PHPUnit and Mocha nest suites; a case belongs to the innermost one."""
+    nested = (
+        '<testsuites><testsuite name="All" tests="2" time="2.0">'
+        '<testsuite name="CartTest" time="1.5"><testcase name="testAdd" time="1.5"/>'
+        "</testsuite>"
+        '<testsuite name="PriceTest" time="0.5"><testcase name="testVat" time="0.5">'
+        '<error message="TypeError: null"/></testcase></testsuite>'
+        "</testsuite></testsuites>"
+    )
+    report = junit.read(write(tmp_path, nested))
+    assert [(c.suite, c.name, c.outcome) for c in report.cases] == [
+        ("CartTest", "testAdd", "passed"),
+        ("PriceTest", "testVat", "error"),
+    ]
+    assert (report.errors, report.seconds) == (1, 2.0)
+
+
 def test_a_long_message_is_cut_to_its_first_line_and_200_characters(tmp_path: Path) -> None:
     message = "x" * 300 + "&#10;second line"
     report = junit.read(
