@@ -21,9 +21,10 @@ from urllib.parse import quote, quote_plus
 # Shorter values are not hidden: they would hide ordinary words and numbers all over the log
 # while adding little protection. Masker.unmasked() names them so the page can say so.
 MIN_LENGTH = 4
-ANCHOR = 8
 # Where base64 tools break lines: `base64` and Python's encodebytes, `openssl base64` and PEM.
 WRAP_WIDTHS = (76, 64)
+# A form is looked for by ANCHOR of its characters, from its rarest among the first SPAN.
+ANCHOR = 8
 SPAN = 16
 # Characters from the most to the least common in build output (English text, paths,
 # numbers, then capitals); any other character is rarer still.
@@ -107,7 +108,7 @@ class _Finder:
             for anchor in self.by_first[text[at]]:
                 if text.startswith(anchor, at):
                     unfinished = min(unfinished, _check(text, at, self.anchors[anchor], hits))
-            found = self.regex.search(text, at + 1) if self.regex else None
+            found = found.re.search(text, at + 1)  # anchors may overlap
         return hits, unfinished
 
     def _unfinished_start(self, text: str) -> int:
