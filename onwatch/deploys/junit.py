@@ -10,6 +10,7 @@ and no test runner writes one. defusedxml would do the same but is not a depende
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +72,13 @@ def read(path: Path, *, max_bytes: int = MAX_BYTES) -> Report:
 def _load(path: Path, max_bytes: int) -> bytes:
     try:
         with path.open("rb") as report:
-            data = report.read(max_bytes + 1)
+            # The size first, so a huge report is refused unread; the read is bounded too,
+            # for a report still growing.
+            too_big = os.fstat(report.fileno()).st_size > max_bytes
+            data = b"" if too_big else report.read(max_bytes + 1)
     except OSError as error:
         raise JUnitError(f"cannot read the test report {path}: {error.strerror}") from None
-    if len(data) > max_bytes:
+    if too_big or len(data) > max_bytes:
         raise JUnitError(
             f"the test report {path} is larger than the {_size(max_bytes)} onwatch reads: "
             "write one report per test suite"
