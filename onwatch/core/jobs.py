@@ -98,15 +98,19 @@ CANCEL_POLL_SECONDS = 1.0
 Handler = Callable[[JobContext], dict[str, Any] | None]
 HANDLERS: dict[str, Handler] = {}
 # alerts: deliveries, which mostly wait on the network; short: housekeeping of seconds;
-# long: backups, drills, restores (later pipelines, deploys), which may take hours.
-# Slots per queue are settings.JOB_QUEUES.
-QUEUES = ("alerts", "short", "long")
+# long: backups, drills, restores (later deploys), which may take hours; pipelines: the
+# tests of the team's services, so a push is tested while a two-hour backup runs, and a
+# pipeline never holds a backup back either. Slots per queue are settings.JOB_QUEUES.
+QUEUES = ("alerts", "short", "long", "pipelines")
 DEFAULT_QUEUE = "short"
 QUEUE_OF: dict[str, str] = {}
 # What a kind does when its job ends cancelled (a delivery or a restore whose own row would
 # otherwise look pending for ever); called with the ended job.
 CancelHook = Callable[[Job], object]
 ON_CANCEL: dict[str, CancelHook] = {}
+# What a kind does when its job ends interrupted (its worker died): its own rows would
+# otherwise say "running" for ever. Called with the ended job, before its alert.
+ON_INTERRUPT: dict[str, CancelHook] = {}
 # Kinds whose failure must not raise an alert through the alert system itself (a failing
 # delivery is already visible in the delivery log; alerting on it would loop).
 QUIET_KINDS: set[str] = set()
@@ -118,6 +122,10 @@ DESCRIBERS: dict[str, Describe] = {}
 
 def when_cancelled(kind: str, hook: CancelHook) -> None:
     ON_CANCEL[kind] = hook
+
+
+def when_interrupted(kind: str, hook: CancelHook) -> None:
+    ON_INTERRUPT[kind] = hook
 
 
 def handler(
@@ -367,17 +375,25 @@ def finish(job: Job, worker: str, outcome: Outcome) -> None:
 
 def ended(job: Job) -> None:
     """What follows a job's end: its alert if it failed, its kind's own records if it was
-    cancelled, and the jobs waiting for it."""
+    cancelled or interrupted, and the jobs waiting for it."""
+    if job.state == JobState.INTERRUPTED:
+        call_hook(ON_INTERRUPT, job, "its interruption")
     if job.state in (JobState.FAILED, JobState.INTERRUPTED):
         alert_job_failure(job)
-    hook = ON_CANCEL.get(job.kind)
-    if job.state == JobState.CANCELLED and hook is not None:
-        try:
-            hook(job)
-        except Exception:
-            log.exception("job %s: recording its cancel failed", job)
+    if job.state == JobState.CANCELLED:
+        call_hook(ON_CANCEL, job, "its cancel")
     if job.state in ENDED and job.state != JobState.SUCCEEDED:
         release_waiters(job)
+
+
+def call_hook(hooks_of: dict[str, CancelHook], job: Job, what: str) -> None:
+    hook = hooks_of.get(job.kind)
+    if hook is None:
+        return
+    try:
+        hook(job)
+    except Exception:
+        log.exception("job %s: recording %s failed", job, what)
 
 
 def release_waiters(job: Job) -> None:

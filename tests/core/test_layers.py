@@ -17,7 +17,7 @@ from onwatch.core import hooks
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-OTHER_APPS = ("accounts", "alerts", "uptime", "backups", "web")
+OTHER_APPS = ("accounts", "alerts", "uptime", "backups", "deploys", "web")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
