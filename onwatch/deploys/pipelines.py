@@ -190,10 +190,11 @@ class Run:
         step, log = self.current, self.log
         assert step is not None and log is not None
         if self.ctx.cancelled.is_set() and state != State.SUCCEEDED:
-            state, reason = State.CANCELLED, "cancelled"
-        if reason:
-            log.say(reason)
+            # Stopped, not ended by itself: whatever code the kill left says nothing.
+            state, reason, exit_code = State.CANCELLED, "cancelled", None
         log.close()
+        if reason and log.last(1) != [reason]:
+            log.say(reason)
         step.state, step.reason, step.exit_code = state, reason, exit_code
         step.ended_at = timezone.now()
         assert step.started_at is not None

@@ -99,6 +99,8 @@ def syntax_error(message: str) -> str:
     if not found:
         return f"{FILE}: {message}"
     what = message[: found.start()]
+    if what == "Illegal character '\\n'":
+        what = "a quoted text is not closed on its line (a quote is missing)"
     return f"{FILE} line {found.group(1)}: {what[:1].lower()}{what[1:]} (column {found.group(2)})"
 
 
