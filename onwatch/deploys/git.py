@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -103,8 +104,11 @@ def git(args: list[str], env: dict[str, str], seconds: float) -> subprocess.Comp
         ) from None
 
 
-def fetch(workspace: Path, url: str, branch: str, env: dict[str, str]) -> str:
-    """Fetch `branch` of `url` into a new repository at `workspace`; git's own words."""
+def fetch(
+    workspace: Path, url: str, branch: str, env: dict[str, str], ssh_log: Callable[[], str] = str
+) -> str:
+    """Fetch `branch` of `url` into a new repository at `workspace`; git's own words.
+    `ssh_log` reads what ssh said: it logs to a file (core/ssh.py), not to git's stderr."""
     workspace.mkdir(parents=True, exist_ok=True)
     ran = git(["init", "--quiet", str(workspace)], env, LOCAL_SECONDS)
     if ran.returncode != 0:
@@ -114,7 +118,7 @@ def fetch(workspace: Path, url: str, branch: str, env: dict[str, str]) -> str:
         ["-C", str(workspace), "fetch", "--no-tags", "--quiet", "--", url, ref], env, FETCH_SECONDS
     )
     if ran.returncode != 0:
-        raise GitError(fetch_failure(ran, url, branch))
+        raise GitError(fetch_failure(ran, url, branch, ssh_log()))
     return (ran.stdout + ran.stderr).strip()
 
 
@@ -134,13 +138,20 @@ def checkout(workspace: Path, branch: str, commit: str, env: dict[str, str]) -> 
     return Commit(sha.strip(), author.strip(), message.strip())
 
 
-def last_line(ran: subprocess.CompletedProcess[str]) -> str:
+def last_line(ran: subprocess.CompletedProcess[str], also: str = "") -> str:
     lines = [ln.strip() for ln in (ran.stderr or ran.stdout).splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else f"git exited with {ran.returncode}"
+    # git follows a failed connection with advice ("Please make sure you have the correct
+    # access rights"); what went wrong is its fatal line, or what ssh said.
+    fatal = [ln for ln in lines if ln.startswith("fatal:") and "Could not read from" not in ln]
+    said_by_ssh = [ln.strip() for ln in also.splitlines() if ln.strip()]
+    found = fatal or said_by_ssh or lines
+    return found[-1][:300] if found else f"git exited with {ran.returncode}"
 
 
-def fetch_failure(ran: subprocess.CompletedProcess[str], url: str, branch: str) -> str:
-    said = ran.stderr + ran.stdout
+def fetch_failure(
+    ran: subprocess.CompletedProcess[str], url: str, branch: str, ssh_said: str = ""
+) -> str:
+    said = ran.stderr + ran.stdout + ssh_said
     if "couldn't find remote ref" in said:
         return f"the branch {branch} does not exist in {url}; check the service's branch"
     if "Permission denied (publickey" in said:
@@ -153,4 +164,5 @@ def fetch_failure(ran: subprocess.CompletedProcess[str], url: str, branch: str) 
             f"the SSH server of {url} no longer shows the host key onwatch pinned; if its key "
             "changed on purpose, pin the new one on the service's page"
         )
-    return f"could not fetch {url}: {last_line(ran)}; check the address and that its server is up"
+    why = last_line(ran, ssh_said)
+    return f"could not fetch {url}: {why}; check the address and that its server is up"

@@ -81,7 +81,8 @@ class Run:
         log.say(f"fetching branch {self.pipeline.branch} of {service.git_url}")
         with self.ssh_session() as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
-            said = git.fetch(self.workspace, service.git_url, self.pipeline.branch, env)
+            ssh_log = session.log_text if session else str
+            said = git.fetch(self.workspace, service.git_url, self.pipeline.branch, env, ssh_log)
             if said:
                 log.say(said)
             commit = git.checkout(self.workspace, self.pipeline.branch, self.pipeline.commit, env)

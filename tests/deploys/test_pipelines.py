@@ -13,16 +13,17 @@ from django.conf import settings
 from django.db import connection
 
 from onwatch.alerts.models import Delivery
-from onwatch.core import jobs
+from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.deploys import services
 from onwatch.deploys.models import Pipeline, State
 from onwatch.deploys.pipelines import workspace_of
 from tests.support.backups import alerts_titled
-from tests.support.deploys import TOML, commit, project, service_for
+from tests.support.deploys import commit, project, service_for
 from tests.support.procs import alive
 from tests.support.receivers import wait_until
+from tests.support.remote_servers import SshServer
 
 # The job's heartbeat thread reads what this test wrote: real commits, not one transaction.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
@@ -257,4 +258,26 @@ def test_pipelines_have_a_queue_of_their_own_with_one_slot_by_default() -> None:
     assert jobs.QUEUE_OF[services.KIND] == "pipelines"
 
 
-__all__ = ["TOML"]
+def test_an_ssh_repository_pins_its_host_key_on_first_use_and_needs_the_deploy_key(
+    org: Organization, tmp_path: Path, sshd: SshServer
+) -> None:
+    sha = commit(tmp_path / "repo", project(), "Start")
+    url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{tmp_path / 'repo'}"
+    service = service_for(org, url)
+    refused = run(services.run_pipeline(service, SYSTEM, "ui"))
+    [checkout] = refused.steps.all()
+    assert checkout.reason == (
+        f"{url} refused onwatch's deploy key; add the public key shown on the service's page "
+        "to the repository's deploy keys"
+    )
+    service.refresh_from_db()
+    assert ssh.fingerprints(service.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
+    assert f"pinned the server's host key ssh-ed25519 {sshd.fingerprint()}" in checkout.tail
+    sshd.authorize(service.deploy_public_key)
+    green = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert (green.state, green.commit) == (State.SUCCEEDED, sha), log_of(green)
+    sshd.restart_with_new_host_key()
+    changed = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert changed.steps.get().reason.startswith(
+        f"the SSH server of {url} no longer shows the host key onwatch pinned"
+    )
