@@ -35,6 +35,9 @@ def url_problem(url: str) -> str | None:
     if url.startswith("/"):
         return None
     parts = urlsplit(url)
+    if parts.password:
+        # It would be stored and shown as the address; the deploy key is the way in.
+        return "put no password or token in the address; use its SSH address and the deploy key"
     if parts.scheme in ("https", "ssh", "file"):
         return None if parts.scheme == "file" or parts.hostname else "the address names no host"
     if parts.scheme in ("http", "git"):
@@ -162,7 +165,7 @@ def fetch_failure(
     if "Host key verification failed" in said or "REMOTE HOST IDENTIFICATION" in said:
         return (
             f"the SSH server of {url} no longer shows the host key onwatch pinned; if its key "
-            "changed on purpose, pin the new one on the service's page"
+            "changed on purpose, forget the pinned key on the service's page and run it again"
         )
     why = last_line(ran, ssh_said)
     return f"could not fetch {url}: {why}; check the address and that its server is up"

@@ -13,6 +13,11 @@ urlpatterns = [
         views.service_secret_remove,
         name="service_secret_remove",
     ),
+    path(
+        "services/<int:pk>/forget-host-key/",
+        views.service_forget_host_key,
+        name="service_forget_host_key",
+    ),
     path("services/<int:pk>/run/", views.service_run, name="service_run"),
     path("pipelines/<int:pk>/", views.pipeline_detail, name="pipeline_detail"),
 ]

@@ -106,6 +106,17 @@ def service_secret_remove(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("service_edit", pk=service.pk)
 
 
+@require("services.manage")
+@require_POST
+def service_forget_host_key(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    services.forget_host_keys(service, Actor.of(request))
+    messages.success(
+        request, "Forgot the server's host key; the next pipeline pins the one it shows then."
+    )
+    return redirect("service_detail", pk=service.pk)
+
+
 @require("services.view")
 def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     service = _service(request, pk)

@@ -21,6 +21,7 @@ from onwatch.deploys.models import Pipeline, State
 from onwatch.deploys.pipelines import workspace_of
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit, project, service_for
+from tests.support.fixtures import make_member, signed_in
 from tests.support.procs import alive
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
@@ -281,3 +282,11 @@ def test_an_ssh_repository_pins_its_host_key_on_first_use_and_needs_the_deploy_k
     assert changed.steps.get().reason.startswith(
         f"the SSH server of {url} no longer shows the host key onwatch pinned"
     )
+    # Changed on purpose: an admin forgets the old key, and the next run pins the new one.
+    admin = signed_in(make_member(org, "admin"))
+    admin.post(f"/services/{service.pk}/forget-host-key/")
+    pinned_again = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pinned_again.state == State.SUCCEEDED, log_of(pinned_again)
+    service.refresh_from_db()
+    assert ssh.fingerprints(service.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
+    assert AuditEntry.objects.filter(action="service-host-key-forgotten").count() == 1

@@ -73,6 +73,7 @@ def test_the_page_refuses_an_address_git_must_not_fetch(members: dict[str, Any])
         ("-uhelp", False),
         ("shop.git", False),
         ("https://", False),
+        ("https://ana:ghp_token@github.com/acme/shop.git", False),
     ],
 )
 def test_which_addresses_a_service_may_use(url: str, ok: bool) -> None:
