@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -71,9 +72,9 @@ class Run:
 
     def all(self) -> None:
         self.step("checkout", self.service.git_url, self.checkout)
-        project = self.read_project()
+        project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
         for name, command in project.steps():
-            self.step(name, command, lambda c=command: self.sandboxed(c))
+            self.step(name, command, partial(self.sandboxed, command))
 
     def checkout(self) -> None:
         service, log = self.service, self.log
@@ -109,26 +110,20 @@ class Run:
             yield session
 
     def read_project(self) -> projectfile.Project:
-        found: list[projectfile.Project] = []
-
-        def read() -> None:
-            assert self.log is not None
-            try:
-                project = projectfile.read(self.workspace)
-            except projectfile.ProjectError as e:
-                for line in e.lines:
-                    self.log.say(line)
-                raise StepFailed(e.lines[0]) from None
-            self.log.say(f"commands from {project.source}")
-            for name, command in project.steps():
-                self.log.say(f"{name}: {command}")
-            missing = [n for n in project.env_names if n not in self.service.secrets]
-            if missing:
-                self.log.say(f"note: the service has no secret for {', '.join(missing)}")
-            found.append(project)
-
-        self.step("read onwatch.toml", projectfile.FILE, read)
-        return found[0]
+        assert self.log is not None
+        try:
+            project = projectfile.read(self.workspace)
+        except projectfile.ProjectError as e:
+            for line in e.lines:
+                self.log.say(line)
+            raise StepFailed(e.lines[0]) from None
+        self.log.say(f"commands from {project.source}")
+        for name, command in project.steps():
+            self.log.say(f"{name}: {command}")
+        missing = [n for n in project.env_names if n not in self.service.secrets]
+        if missing:
+            self.log.say(f"note: the service has no secret for {', '.join(missing)}")
+        return project
 
     def sandboxed(self, command: str) -> None:
         problem = sandbox.problem()
@@ -161,7 +156,8 @@ class Run:
 
     # --- one step ---------------------------------------------------------------------------
 
-    def step(self, name: str, command: str, body: object) -> None:
+    def step[T](self, name: str, command: str, body: Callable[[], T]) -> T:
+        """Run `body` as the pipeline's next step, recorded with its state and duration."""
         self.position += 1
         self.current = PipelineStep.objects.create(
             pipeline=self.pipeline,
@@ -174,8 +170,7 @@ class Run:
         self.log = StepLog(self.ctx.job.pk)
         self.ctx.log(f"step {self.position}: {name}")
         try:
-            assert callable(body)
-            body()
+            done = body()
         except StepFailed as e:
             self.end_step(State.FAILED, str(e), e.exit_code)
             raise
@@ -186,6 +181,7 @@ class Run:
             self.end_step(State.FAILED, f"onwatch could not run this step: {type(e).__name__}: {e}")
             raise
         self.end_step(State.SUCCEEDED, "", self.current.exit_code)
+        return done
 
     def end_step(self, state: str, reason: str, exit_code: int | None = None) -> None:
         step, log = self.current, self.log

@@ -15,11 +15,11 @@ from django.views.decorators.http import require_POST
 from onwatch.core import ssh
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
-from onwatch.core.models import JobState
+from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.rest import org_of
 from onwatch.deploys import sandbox, services
 from onwatch.deploys.forms import SecretForm, ServiceForm
-from onwatch.deploys.models import ENDED, Pipeline, Service
+from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Refusal, ServiceFields
 
 PIPELINES_SHOWN = 50
@@ -159,7 +159,7 @@ def pipeline_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "job": job,
         "log": "\n".join(t for _, t in lines) if lines else (job.log if job else ""),
         "last_line": lines[-1][0] if lines else 0,
-        "ended": pipeline.state in ENDED
-        or (job is not None and job.state != JobState.RUNNING and job.state != JobState.QUEUED),
+        # Followed live while its job may still write lines.
+        "ended": job is None or job.state in JOB_ENDED,
     }
     return render(request, "deploys/pipeline.html", ctx)
