@@ -92,7 +92,7 @@ class Run:
         )
         self.pipeline.commit, self.pipeline.author = commit.sha, commit.author
         self.pipeline.message = commit.message
-        log.say(f"commit {commit.sha[:12]} by {commit.author}: {commit.message.splitlines()[0]}")
+        log.say(commit_line(self.pipeline))
 
     @contextmanager
     def ssh_session(self) -> Iterator[ssh.Session | None]:
@@ -167,7 +167,7 @@ class Run:
             state=State.RUNNING,
             started_at=timezone.now(),
         )
-        self.log = StepLog(self.ctx.job.pk)
+        self.log = StepLog(self.ctx.job.pk, self.service.secrets)
         self.ctx.log(f"step {self.position}: {name}")
         try:
             done = body()

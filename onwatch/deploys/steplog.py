@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 from collections import deque
+from collections.abc import Mapping
 
 from onwatch.core import jobs
 
@@ -16,8 +17,11 @@ TAIL_LINES = 200
 
 
 class StepLog:
-    def __init__(self, job_id: int, prefix: str = "") -> None:
+    def __init__(self, job_id: int, secrets: Mapping[str, str], prefix: str = "") -> None:
         self.job_id = job_id
+        # What the step must never show (the service's secrets): for the masker that
+        # `_text` and `_rest` will pass every byte through.
+        self.secrets = secrets
         self.prefix = prefix
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.partial = ""
