@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from onwatch.deploys.models import Service
 
 POLL_SECONDS = 0.5
+# Still queued after this long: say so, so nobody waits on a worker that is not running.
+QUEUED_NOTE_SECONDS = 10.0
 
 
 def register(add: AddCommand) -> None:
@@ -118,9 +120,18 @@ def follow(pipeline_id: int) -> int:
     from onwatch.core.models import JobLogLine
     from onwatch.deploys.models import ENDED, Pipeline, State
 
-    after = 0
+    after, noted, since = 0, False, time.monotonic()
     while True:
         pipeline = Pipeline.objects.get(pk=pipeline_id)
+        waited = time.monotonic() - since
+        if not noted and pipeline.state == State.QUEUED and waited > QUEUED_NOTE_SECONDS:
+            print(
+                f"onwatch: pipeline #{pipeline.pk} is still queued; it starts once a worker "
+                "has a free pipelines slot (is `onwatch up` or `onwatch worker` running?)",
+                file=sys.stderr,
+                flush=True,
+            )
+            noted = True
         assert pipeline.job_id is not None  # run_pipeline queues its job with it
         rows = list(
             JobLogLine.objects.filter(job_id=pipeline.job_id, id__gt=after)
