@@ -8,6 +8,9 @@ their values, and nothing but a pipeline's steps reads them.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
+from statistics import median
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -18,7 +21,7 @@ from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.models import Organization
 from onwatch.core.rest import Text
 from onwatch.deploys import git
-from onwatch.deploys.models import Pipeline, Service, Trigger
+from onwatch.deploys.models import Pipeline, Service, State, Trigger
 
 KIND = "deploys.pipeline"
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
@@ -171,6 +174,36 @@ def forget_host_keys(service: Service, actor: Actor) -> None:
         Service.objects.filter(pk=service.pk).update(known_hosts="")
         actor.record("service-host-key-forgotten", service.org, service.name, id=service.pk)
     service.known_hosts = ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the readiness board shows of a service: when its tests last passed on its own
+    branch, how long its pipeline takes and how often it fails (of its last runs)."""
+
+    last_passed: datetime | None
+    median_seconds: float | None
+    failed: int
+    counted: int
+
+
+EVIDENCE_RUNS = 20
+
+
+def evidence(service: Service) -> Evidence:
+    ended = list(
+        Pipeline.objects.filter(service=service, branch=service.branch)
+        .filter(state__in=[State.SUCCEEDED, State.FAILED, State.INTERRUPTED])
+        .order_by("-pk")[:EVIDENCE_RUNS]
+    )
+    passed = [p for p in ended if p.state == State.SUCCEEDED]
+    took = [p.seconds for p in passed if p.seconds is not None]
+    return Evidence(
+        last_passed=passed[0].ended_at if passed else None,
+        median_seconds=median(took) if took else None,
+        failed=len(ended) - len(passed),
+        counted=len(ended),
+    )
 
 
 def run_pipeline(service: Service, actor: Actor, trigger: str) -> Pipeline:

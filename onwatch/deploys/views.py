@@ -129,6 +129,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "service": service,
         "branches": branches,
         "fingerprints": ssh.fingerprints(service.known_hosts),
+        "evidence": services.evidence(service),
         "memory_by": sandbox.memory_enforced_by(),
         "sandbox_problem": sandbox.problem(),
         "can_run": can(request, "pipelines.run"),

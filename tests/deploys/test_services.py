@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Job, Organization
@@ -149,3 +150,27 @@ def test_the_api_adds_a_service_runs_it_and_never_answers_a_secret_value(
     [added] = entries("service-added")
     assert added.actor == members["admin"].username
     assert added.data["secrets"] == ["API_TOKEN"] and SECRET not in json.dumps(added.data)
+
+
+def test_a_service_changed_on_its_page_moves_on_to_a_new_server_and_is_audited(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    fields = services.ServiceFields(name="shop", git_url="git@git.example.com:acme/shop.git")
+    service = services.add_service(org, fields, SYSTEM)
+    host_key = " ".join(ssh.new_key_pair("").public.split()[:2])
+    services.pin_host_keys(service, f"git.example.com {host_key}\n")
+    admin = signed_in(members["admin"])
+    form = {"name": "shop", "git_url": "git@git.example.com:acme/shop.git", "branch": "next"}
+    assert admin.post(f"/services/{service.pk}/edit/", form).status_code == 302
+    service.refresh_from_db()
+    assert service.branch == "next" and service.known_hosts  # same server: key kept
+    form["git_url"] = "git@other.example.com:acme/shop.git"
+    admin.post(f"/services/{service.pk}/edit/", form)
+    service.refresh_from_db()
+    # Another server's key is pinned anew on its first use, never the old one trusted.
+    assert service.known_hosts == ""
+    changes = [e.data["changed"] for e in entries("service-changed")]
+    assert changes == [["branch"], ["git_url", "known_hosts"]]
+    assert all(e.actor == members["admin"].username for e in entries("service-changed"))
+    page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert "never yet" in page and "no pipeline has ended yet" in page
