@@ -116,6 +116,30 @@ def service_get(request: HttpRequest, service_id: int) -> dict[str, Any]:
     return service_out(find(request, service_id))
 
 
+class SecretIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = Field(min_length=1, max_length=100)
+    value: Text = Field(description="Stored encrypted; never answered again")
+
+
+@operation(
+    services,
+    "POST",
+    "{service_id}/secrets/",
+    "services:write",
+    response={200: ServiceOut, **ERRORS},
+)
+def service_secret_set(request: HttpRequest, service_id: int, body: SecretIn) -> dict[str, Any]:
+    """Add a secret, or replace the value of one of that name."""
+    service = find(request, service_id)
+    try:
+        writer.set_secret(service, body.name, body.value, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return service_out(service)
+
+
 @operation(
     services, "POST", "{service_id}/run/", "pipelines:run", response={202: PipelineOut, **ERRORS}
 )

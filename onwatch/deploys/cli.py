@@ -27,6 +27,12 @@ def register(add: AddCommand) -> None:
     adding.add_argument("git_url", metavar="URL", help="any address git can fetch")
     adding.add_argument("--branch", default="main", help="the branch to test (default: main)")
     adding.add_argument("--org", help="the organization's name (needed when there are several)")
+    secret = add(
+        "secret", cmd_services_secret, "Set a secret of a service (its value from stdin).", sub
+    )
+    secret.add_argument("service", help="the service's name")
+    secret.add_argument("name", help="the environment variable the steps read it from")
+    secret.add_argument("--org", help="the organization's name (needed when there are several)")
     listing = add("list", cmd_services_list, "List the services and their last pipeline.", sub)
     listing.add_argument("--org", help="the organization's name (needed when there are several)")
     group = add("pipelines", lambda a: 0, "Pipelines: a service's tests, run by a worker.")
@@ -77,6 +83,25 @@ def cmd_services_add(args: argparse.Namespace) -> int:
         fail(str(e))
     print(f"onwatch: added {made.name}; give its repository this deploy key:")
     print(made.deploy_public_key)
+    return 0
+
+
+def cmd_services_secret(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core.audit import CLI
+    from onwatch.deploys import services
+
+    service = find_service(organization(args.org), args.service)
+    # From stdin, never the command line: that would leave it in the shell's history and
+    # in every process listing.
+    value = sys.stdin.read().removesuffix("\n")
+    if not value:
+        fail("give the secret's value on standard input, e.g. onwatch services secret … < file")
+    try:
+        services.set_secret(service, args.name, value, CLI)
+    except services.Refusal as e:
+        fail(str(e))
+    print(f"onwatch: saved the secret {args.name} of {service.name}")
     return 0
 
 

@@ -19,6 +19,7 @@ def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(
     with isolated(tmp_path) as env:
         call(child_deploys.make_org, env, "Acme", migrate=True)
         added = run(["services", "add", "shop", str(repo)], env)
+        secret = run(["services", "secret", "shop", "API_TOKEN"], env, input="cli-secret-9\n")
         listed = run(["services", "list"], env)
         unknown = run(["pipelines", "run", "nope"], env)
         bad = run(["services", "add", "other", "ext::sh -c id"], env)
@@ -29,6 +30,7 @@ def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(
             green = run(["pipelines", "run", "shop", "--wait"], env, timeout=120)
     assert added.returncode == 0, added.stderr
     assert "onwatch: added shop" in added.stdout and "ssh-ed25519 " in added.stdout
+    assert secret.returncode == 0 and "saved the secret API_TOKEN of shop" in secret.stdout
     assert listed.stdout.startswith(f"shop\t{repo}\tmain\tno pipeline yet")
     assert unknown.returncode == 2
     assert unknown.stderr == "onwatch: there is no service 'nope' (there are: shop)\n"

@@ -147,6 +147,14 @@ def test_the_api_adds_a_service_runs_it_and_never_answers_a_secret_value(
     got = api.call("GET", f"/api/v1/services/pipelines/{ran.json()['id']}/")
     assert got.status_code == 200 and got.json()["trigger"] == "api"
     assert Job.objects.get(pk=got.json()["job_id"]).kind == services.KIND
+    secret = {"name": "OTHER", "value": "another-secret"}
+    r = api.call("POST", f"/api/v1/services/{made['id']}/secrets/", secret)
+    assert r.status_code == 200 and r.json()["secret_names"] == ["API_TOKEN", "OTHER"]
+    assert "another-secret" not in r.content.decode()
+    bad = api.call(
+        "POST", f"/api/v1/services/{made['id']}/secrets/", {"name": "PATH", "value": "x"}
+    )
+    assert bad.status_code == 422 and "onwatch sets PATH for every step" in bad.json()["error"]
     [added] = entries("service-added")
     assert added.actor == members["admin"].username
     assert added.data["secrets"] == ["API_TOKEN"] and SECRET not in json.dumps(added.data)

@@ -210,6 +210,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "pipeline_detail": lambda w: {"pk": pipeline(w).pk},
     "api:service_get": lambda w: {"service_id": service(w).pk},
     "api:service_run": lambda w: {"service_id": service(w).pk},
+    "api:service_secret_set": lambda w: {"service_id": service(w).pk},
     "api:pipeline_get": lambda w: {"pipeline_id": pipeline(w).pk},
 }
 
