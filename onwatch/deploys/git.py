@@ -17,7 +17,11 @@ FETCH_SECONDS = 600
 LOCAL_SECONDS = 60
 # What a pipeline may fetch from: never git's "ext::" (it runs a command) or other helpers.
 PROTOCOLS = "file:https:http:ssh:git"
-SCP_LIKE = re.compile(r"^(?:(?P<user>[A-Za-z0-9_.+-]+)@)?(?P<host>[A-Za-z0-9_.-]+):(?P<path>.+)$")
+# Neither user nor host may start with "-": ssh would read it as an option.
+SCP_LIKE = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.+-]*)@)?(?P<host>[A-Za-z0-9_][A-Za-z0-9_.-]*)"
+    r":(?P<path>.+)$"
+)
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -44,7 +48,7 @@ def url_problem(url: str) -> str | None:
         if parts.hostname in LOOPBACK:
             return None
         return f"{parts.scheme}:// sends the code unencrypted; use https:// or ssh://"
-    if not parts.scheme and SCP_LIKE.match(url) and "::" not in url:
+    if scp_like(url):
         return None
     return (
         "use an address git can fetch: https://host/path, ssh://user@host/path, "
@@ -57,10 +61,16 @@ def ssh_endpoint(url: str) -> ssh.Endpoint | None:
     parts = urlsplit(url)
     if parts.scheme == "ssh" and parts.hostname:
         return ssh.endpoint(parts.hostname, parts.port, parts.username or "")
-    found = SCP_LIKE.match(url) if not parts.scheme or "@" in url.split(":", 1)[0] else None
-    if found and not url.startswith("/"):
-        return ssh.endpoint(found.group("host"), None, found.group("user") or "")
-    return None
+    found = scp_like(url)
+    return ssh.endpoint(found.group("host"), None, found.group("user") or "") if found else None
+
+
+def scp_like(url: str) -> re.Match[str] | None:
+    """`[user@]host:path`, as git reads an address with a colon before any slash and no
+    "://". Never "transport::address": git hands that to a helper (ext:: runs commands)."""
+    if "://" in url or "::" in url or url.startswith("/"):
+        return None
+    return SCP_LIKE.match(url)
 
 
 @dataclass(frozen=True)

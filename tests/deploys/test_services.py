@@ -66,12 +66,14 @@ def test_the_page_refuses_an_address_git_must_not_fetch(members: dict[str, Any])
         ("https://github.com/acme/shop.git", True),
         ("ssh://git@git.example.com:2222/acme/shop.git", True),
         ("git@github.com:acme/shop.git", True),
+        ("github.com:acme/shop.git", True),
         ("/srv/git/shop.git", True),
         ("file:///srv/git/shop.git", True),
         ("http://127.0.0.1:3000/shop.git", True),
         ("http://git.example.com/shop.git", False),
         ("ext::sh -c id", False),
         ("-uhelp", False),
+        ("git@-oProxyCommand=touch:x", False),
         ("shop.git", False),
         ("https://", False),
         ("https://ana:ghp_token@github.com/acme/shop.git", False),
@@ -86,6 +88,9 @@ def test_ssh_addresses_are_where_host_keys_are_pinned() -> None:
     assert scp is not None and (scp.host, scp.port, scp.user) == ("github.com", None, "git")
     url = git.ssh_endpoint("ssh://deploy@git.example.com:2222/shop.git")
     assert url is not None and (url.host, url.port, url.user) == ("git.example.com", 2222, "deploy")
+    bare = git.ssh_endpoint("github.com:acme/shop.git")
+    assert bare is not None and (bare.host, bare.user) == ("github.com", "")
+    assert git.ssh_endpoint("ext::ssh -o ProxyCommand=x host:path") is None
     assert git.ssh_endpoint("https://github.com/acme/shop.git") is None
     assert git.ssh_endpoint("/srv/git/shop.git") is None
 
