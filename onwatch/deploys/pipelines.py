@@ -24,6 +24,8 @@ from onwatch.deploys.models import Pipeline, PipelineStep, Service, State
 from onwatch.deploys.steplog import StepLog
 
 ALERT_LINES = 20
+# The shell's exit code for a command it did not find (uv or npm not installed here).
+NOT_FOUND = 127
 STEP_PATH = git.SYSTEM_PATH
 
 
@@ -148,9 +150,7 @@ class Run:
         outcome = sandbox.run(step, self.log.write, self.ctx.cancelled)
         self.log.close()
         if outcome.reason is not None or outcome.exit_code != 0:
-            raise StepFailed(
-                outcome.reason or f"exited with {outcome.exit_code}", outcome.exit_code
-            )
+            raise StepFailed(failure_reason(outcome), outcome.exit_code)
         assert self.current is not None
         self.current.exit_code = outcome.exit_code
 
@@ -198,6 +198,16 @@ class Run:
         step.seconds = (step.ended_at - step.started_at).total_seconds()
         step.tail = "\n".join(log.last(ALERT_LINES * 5))
         step.save()
+
+
+def failure_reason(outcome: sandbox.Outcome) -> str:
+    reason = outcome.reason or f"exited with {outcome.exit_code}"
+    if outcome.exit_code == NOT_FOUND:
+        reason += (
+            ": a program it runs was not found (its name is in the output above); install it "
+            "where onwatch runs, or change the command"
+        )
+    return reason
 
 
 def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:

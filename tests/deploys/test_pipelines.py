@@ -141,6 +141,18 @@ def test_a_repository_onwatch_cannot_read_says_what_to_add_in_one_line(
     assert pipeline.reason == step.reason
 
 
+def test_a_program_that_is_not_installed_is_named_as_the_cause(
+    org: Organization, tmp_path: Path
+) -> None:
+    toml = '[test]\ncommand = "no-such-tool run"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Use a tool")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    test = pipeline.steps.get(name="test")
+    assert (test.state, test.exit_code) == (State.FAILED, 127)
+    assert test.reason.startswith("exited with 127: a program it runs was not found")
+    assert "no-such-tool: command not found" in test.tail
+
+
 def test_a_branch_that_does_not_exist_ends_the_checkout_with_one_line(
     org: Organization, tmp_path: Path
 ) -> None:
