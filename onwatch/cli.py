@@ -16,7 +16,7 @@ from onwatch.core.commands import Command, RegisterCommands
 from onwatch.startup import describe_database, fail, prepare
 
 # The apps whose cli.py adds commands (`register(add)`), in the order help lists them.
-APPS_WITH_COMMANDS = ("onwatch.uptime", "onwatch.alerts", "onwatch.backups")
+APPS_WITH_COMMANDS = ("onwatch.uptime", "onwatch.alerts", "onwatch.backups", "onwatch.deploys")
 
 
 def cmd_up(args: argparse.Namespace) -> int:

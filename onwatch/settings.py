@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "onwatch.alerts",
     "onwatch.uptime",
     "onwatch.backups",
+    "onwatch.deploys",
     "onwatch.web",
 ]
 
@@ -257,6 +258,8 @@ JOB_QUEUES = {
     "alerts": env_int("ONWATCH_QUEUE_ALERTS", 4, minimum=1, maximum=64),
     "short": env_int("ONWATCH_QUEUE_SHORT", 2, minimum=0, maximum=64),
     "long": env_int("ONWATCH_QUEUE_LONG", 1, minimum=0, maximum=64),
+    # Pipelines run the team's tests: one at a time on a small machine, beside the others.
+    "pipelines": env_int("ONWATCH_QUEUE_PIPELINES", 1, minimum=0, maximum=64),
 }
 # Probers hold each due monitor under a lease they renew every LEASE/3 seconds; a prober
 # that dies lets its leases run out and another one takes its monitors over.

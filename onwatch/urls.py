@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("onwatch.core.urls")),
     path("", include("onwatch.uptime.urls")),
     path("", include("onwatch.backups.urls")),
+    path("", include("onwatch.deploys.urls")),
     # The typed API (monitors, policies, incidents, maintenance) beside the plain views
     # of core/urls.py at api/v1/channels|jobs|audit/.
     path("api/v1/", api.urls()),

@@ -50,6 +50,11 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
         Role.OWNER,
         "Download a repository's recovery kit (its URL, password and restic commands)",
     ),
+    "services.view": (Role.VIEWER, "See services, their pipelines, steps and logs"),
+    # Deployers ship the services, so they run their tests; what a service fetches and
+    # which secrets its steps get stays with admins.
+    "pipelines.run": (Role.DEPLOYER, "Run a service's pipeline now"),
+    "services.manage": (Role.ADMIN, "Add and change services, their deploy keys and secrets"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),
@@ -73,6 +78,9 @@ SCOPES: dict[str, str] = {
     "policies:write": "policies.manage",
     "maintenance:read": "incidents.view",
     "maintenance:write": "maintenance.manage",
+    "services:read": "services.view",
+    "services:write": "services.manage",
+    "pipelines:run": "pipelines.run",
 }
 
 

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -147,7 +148,13 @@ def locked_down_args(
 ) -> list[str]:
     """ssh with this key and the pinned host keys only, never asking anything, logging to
     `log`; `remote` is the command (or with subsystem=True, the subsystem, e.g. "sftp")."""
-    args = [
+    return locked_down_options(key, known_hosts, log) + _destination(where, remote, subsystem)
+
+
+def locked_down_options(key: Path, known_hosts: Path, log: Path) -> list[str]:
+    """ssh and the options of locked_down_args, without a destination: for programs that
+    add the host and command themselves (git's GIT_SSH_COMMAND)."""
+    return [
         "ssh",
         "-F",
         "/dev/null",  # no user or system ssh_config can loosen what follows
@@ -176,7 +183,6 @@ def locked_down_args(
         "-o",
         "ServerAliveCountMax=4",
     ]
-    return args + _destination(where, remote, subsystem)
 
 
 def _destination(where: Endpoint, remote: tuple[str, ...], subsystem: bool) -> list[str]:
@@ -245,6 +251,11 @@ class Session:
         return locked_down_args(
             where, self.key, self.known_hosts, self.log, *remote, subsystem=subsystem
         )
+
+    def git_command(self) -> str:
+        """GIT_SSH_COMMAND for git to reach a repository with this key and the pinned host
+        keys only (git runs it through a shell and adds the host and command)."""
+        return shlex.join(locked_down_options(self.key, self.known_hosts, self.log))
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

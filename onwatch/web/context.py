@@ -22,6 +22,7 @@ SECTIONS = [
     ("Maintenance", "maintenance", "incidents.view"),
     ("Status pages", "status_pages", "statuspages.manage"),
     ("Backups", "backups", "backups.view"),
+    ("Services", "services", "services.view"),
     ("Jobs", "jobs", "jobs.view"),
     ("Members", "members", "members.view"),
     ("API tokens", "tokens", "tokens.manage"),

@@ -268,3 +268,25 @@ def test_a_job_whose_cancel_was_asked_ends_interrupted_and_alerted_when_its_work
     waiter.refresh_from_db()
     assert waiter.state == JobState.CANCELLED
     assert jobs.run_pending(kinds=["tests.ok"]) == []
+
+
+@pytest.mark.django_db
+def test_a_kind_hears_when_its_job_is_interrupted_so_its_own_rows_stop_saying_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    heard: list[tuple[int, str, bool]] = []
+    monkeypatch.setitem(
+        jobs.ON_INTERRUPT, "tests.ok", lambda job: heard.append((job.pk, job.state, job.alerted))
+    )
+    jobs.enqueue("tests.ok")
+    claimed = jobs.claim("dead-worker", ["tests.ok"])
+    assert claimed is not None
+    Job.objects.filter(pk=claimed.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    [reaped] = jobs.reap_expired()
+    # Before the job's alert: the kind's rows say interrupted by the time anyone looks.
+    assert heard == [(claimed.pk, JobState.INTERRUPTED, False)]
+    assert reaped.alerted

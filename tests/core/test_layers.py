@@ -17,7 +17,7 @@ from onwatch.core import hooks
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-OTHER_APPS = ("accounts", "alerts", "uptime", "backups", "web")
+OTHER_APPS = ("accounts", "alerts", "uptime", "backups", "deploys", "web")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
@@ -97,6 +97,7 @@ def test_each_app_exports_its_router_and_the_api_mounts_it() -> None:
         "/policies/": "onwatch.alerts.api:policies",
         "/incidents/": "onwatch.alerts.api:incidents",
         "/maintenance/": "onwatch.alerts.api:maintenance",
+        "/services/": "onwatch.deploys.api:services",
     }
     for prefix in mounted:
         assert resolve(f"/api/v1{prefix}").url_name
@@ -108,6 +109,7 @@ def test_each_app_exports_its_router_and_the_api_mounts_it() -> None:
         (["monitors", "export"], "uptime"),
         (["notify", "test"], "alerts"),
         (["restore", "shop", "--to", "/tmp/x"], "backups"),
+        (["pipelines", "run", "shop"], "deploys"),
     ],
 )
 def test_apps_contribute_their_own_commands(argv: list[str], app: str) -> None:

@@ -25,6 +25,7 @@ from onwatch.alerts import services
 from onwatch.alerts.models import EscalationPolicy, Incident, Maintenance
 from onwatch.backups import services as backup_services
 from onwatch.core import roles
+from onwatch.core.audit import SYSTEM
 from onwatch.core.forms import issue_token
 from onwatch.core.models import Invite, Job, Membership, Organization
 from onwatch.core.roles import PERMISSIONS, SCOPES, Role, has_permission
@@ -200,7 +201,42 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "monitor_pause": lambda w: {"pk": monitor(w).pk},
     "monitor_resume": lambda w: {"pk": monitor(w).pk},
     "monitor_delete": lambda w: {"pk": monitor(w).pk},
+    "service_detail": lambda w: {"pk": service(w).pk},
+    "service_edit": lambda w: {"pk": service(w).pk},
+    "service_secret": lambda w: {"pk": service(w).pk},
+    "service_secret_remove": lambda w: {"pk": service(w).pk},
+    "service_run": lambda w: {"pk": service(w).pk},
+    "service_forget_host_key": lambda w: {"pk": service(w).pk},
+    "pipeline_detail": lambda w: {"pk": pipeline(w).pk},
+    "api:service_get": lambda w: {"service_id": service(w).pk},
+    "api:service_run": lambda w: {"service_id": service(w).pk},
+    "api:service_secret_set": lambda w: {"service_id": service(w).pk},
+    "api:pipeline_get": lambda w: {"pipeline_id": pipeline(w).pk},
 }
+
+
+def service(w: World) -> Any:
+    """A service of the organization (never fetched: no route here runs git on GET), made
+    on first use by the service routes."""
+    if "service" not in w.objects:
+        from onwatch.deploys import services as deploy_services
+
+        w.objects["service"] = deploy_services.add_service(
+            w.org,
+            deploy_services.ServiceFields(name="matrix", git_url="/nonexistent/matrix.git"),
+            SYSTEM,
+            {"MATRIX_TOKEN": "matrix-secret-value"},
+        )
+    return w.objects["service"]
+
+
+def pipeline(w: World) -> Any:
+    """A queued pipeline of the world's service, made on first use."""
+    if "pipeline" not in w.objects:
+        from onwatch.deploys import services as deploy_services
+
+        w.objects["pipeline"] = deploy_services.run_pipeline(service(w), SYSTEM, "ui")
+    return w.objects["pipeline"]
 
 
 def monitor(w: World) -> Any:

@@ -1,0 +1,166 @@
+"""Services and pipelines in the JSON API: list, read and add services, run a pipeline
+now, read a pipeline with its steps. Only parses: services.py decides and writes.
+Secret values go in (on create) and never come out: answers name secrets only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Schema, Status
+from pydantic import ConfigDict, Field
+
+from onwatch.core.audit import Actor
+from onwatch.core.rest import ERRORS, MAX_ID, Text, not_found, operation, org_of
+from onwatch.core.rest import unprocessable as refuse
+from onwatch.deploys import services as writer
+from onwatch.deploys.models import Pipeline, Service
+from onwatch.deploys.services import Refusal, ServiceFields
+
+services = Router()
+LISTING = "/api/v1/services/"
+
+
+class ServiceOut(Schema):
+    id: int
+    name: str
+    git_url: str
+    branch: str
+    deploy_public_key: str = Field(description="Add it to the repository's deploy keys")
+    secret_names: list[str] = Field(description="Names only: values are never shown")
+
+
+class ServiceList(Schema):
+    services: list[ServiceOut]
+
+
+class ServiceIn(ServiceFields):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "shop", "git_url": "git@github.com:acme/shop.git"}]
+        }
+    )
+
+    secrets: dict[Text, Text] = Field(
+        default_factory=dict, description="name -> value, given to the steps as environment"
+    )
+
+
+class StepOut(Schema):
+    position: int
+    name: str
+    command: str
+    state: str
+    exit_code: int | None
+    reason: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    seconds: float | None
+
+
+class PipelineOut(Schema):
+    id: int
+    service_id: int
+    branch: str
+    commit: str
+    author: str
+    message: str
+    trigger: str
+    state: str
+    reason: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    job_id: int | None
+    steps: list[StepOut]
+
+
+def service_out(s: Service) -> dict[str, Any]:
+    shown = {name: getattr(s, name) for name in ServiceOut.model_fields}
+    return shown
+
+
+def pipeline_out(p: Pipeline) -> dict[str, Any]:
+    shown = {name: getattr(p, name) for name in PipelineOut.model_fields if name != "steps"}
+    steps = [{name: getattr(s, name) for name in StepOut.model_fields} for s in p.steps.all()]
+    return shown | {"steps": steps}
+
+
+def find(request: HttpRequest, pk: int) -> Service:
+    found = Service.objects.filter(org=org_of(request), pk=pk).first() if pk <= MAX_ID else None
+    if found is None:
+        raise not_found("service", pk, LISTING)
+    return found
+
+
+@operation(services, "GET", "", "services:read", response={200: ServiceList, **ERRORS})
+def service_list(request: HttpRequest) -> dict[str, Any]:
+    """The organization's services by name."""
+    return {"services": [service_out(s) for s in Service.objects.filter(org=org_of(request))]}
+
+
+@operation(services, "POST", "", "services:write", response={201: ServiceOut, **ERRORS})
+def service_create(request: HttpRequest, body: ServiceIn) -> Status[dict[str, Any]]:
+    """Add a service; onwatch makes its deploy key (the answer shows the public half)."""
+    fields = ServiceFields(**body.model_dump(exclude={"secrets"}))
+    try:
+        made = writer.add_service(org_of(request), fields, Actor.of(request), body.secrets)
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return Status(201, service_out(made))
+
+
+@operation(services, "GET", "{service_id}/", "services:read", response={200: ServiceOut, **ERRORS})
+def service_get(request: HttpRequest, service_id: int) -> dict[str, Any]:
+    return service_out(find(request, service_id))
+
+
+class SecretIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = Field(min_length=1, max_length=100)
+    value: Text = Field(description="Stored encrypted; never answered again")
+
+
+@operation(
+    services,
+    "POST",
+    "{service_id}/secrets/",
+    "services:write",
+    response={200: ServiceOut, **ERRORS},
+)
+def service_secret_set(request: HttpRequest, service_id: int, body: SecretIn) -> dict[str, Any]:
+    """Add a secret, or replace the value of one of that name."""
+    service = find(request, service_id)
+    try:
+        writer.set_secret(service, body.name, body.value, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return service_out(service)
+
+
+@operation(
+    services, "POST", "{service_id}/run/", "pipelines:run", response={202: PipelineOut, **ERRORS}
+)
+def service_run(request: HttpRequest, service_id: int) -> Status[dict[str, Any]]:
+    """Queue a pipeline of the service's branch now; follow it at pipelines/{id}/."""
+    pipeline = writer.run_pipeline(find(request, service_id), Actor.of(request), "api")
+    return Status(202, pipeline_out(pipeline))
+
+
+@operation(
+    services,
+    "GET",
+    "pipelines/{pipeline_id}/",
+    "services:read",
+    response={200: PipelineOut, **ERRORS},
+)
+def pipeline_get(request: HttpRequest, pipeline_id: int) -> dict[str, Any]:
+    """A pipeline with its steps: states, exit codes, reasons and durations."""
+    found = None
+    if pipeline_id <= MAX_ID:
+        found = Pipeline.objects.filter(service__org=org_of(request), pk=pipeline_id).first()
+    if found is None:
+        raise not_found("pipeline", pipeline_id, LISTING)
+    return pipeline_out(found)

@@ -1,0 +1,181 @@
+"""git, the one place that builds its command lines and reads its failures: which URLs a
+service may use, and fetching one commit of a branch into a fresh workspace."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from onwatch.core import ssh
+
+FETCH_SECONDS = 600
+LOCAL_SECONDS = 60
+# What a pipeline may fetch from: never git's "ext::" (it runs a command) or other helpers.
+PROTOCOLS = "file:https:http:ssh:git"
+# Neither user nor host may start with "-": ssh would read it as an option.
+SCP_LIKE = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.+-]*)@)?(?P<host>[A-Za-z0-9_][A-Za-z0-9_.-]*)"
+    r":(?P<path>.+)$"
+)
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class GitError(Exception):
+    """git could not do what was asked; the message is one line that says what to do."""
+
+
+def url_problem(url: str) -> str | None:
+    """Why git must not fetch `url`, or None when it may."""
+    if not url or url != url.strip() or any(c in url for c in "\n\r\x00"):
+        return "the repository's address must be one line without spaces around it"
+    if url.startswith("-"):
+        return "a repository's address cannot start with -"
+    if url.startswith("/"):
+        return None
+    parts = urlsplit(url)
+    if parts.password:
+        # It would be stored and shown as the address; the deploy key is the way in.
+        return "put no password or token in the address; use its SSH address and the deploy key"
+    if parts.scheme in ("https", "ssh", "file"):
+        return None if parts.scheme == "file" or parts.hostname else "the address names no host"
+    if parts.scheme in ("http", "git"):
+        if parts.hostname in LOOPBACK:
+            return None
+        return f"{parts.scheme}:// sends the code unencrypted; use https:// or ssh://"
+    if scp_like(url):
+        return None
+    return (
+        "use an address git can fetch: https://host/path, ssh://user@host/path, "
+        "user@host:path or a path on this machine"
+    )
+
+
+def ssh_endpoint(url: str) -> ssh.Endpoint | None:
+    """Where an SSH address connects (for its host key), or None for other addresses."""
+    parts = urlsplit(url)
+    if parts.scheme == "ssh" and parts.hostname:
+        return ssh.endpoint(parts.hostname, parts.port, parts.username or "")
+    found = scp_like(url)
+    return ssh.endpoint(found.group("host"), None, found.group("user") or "") if found else None
+
+
+def scp_like(url: str) -> re.Match[str] | None:
+    """`[user@]host:path`, as git reads an address with a colon before any slash and no
+    "://". Never "transport::address": git hands that to a helper (ext:: runs commands)."""
+    if "://" in url or "::" in url or url.startswith("/"):
+        return None
+    return SCP_LIKE.match(url)
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    author: str
+    message: str
+
+
+def environment(home: Path, ssh_command: str = "") -> dict[str, str]:
+    """Everything git sees: no prompts, no user or system configuration, English words."""
+    env = {
+        "PATH": os.environ.get("PATH", SYSTEM_PATH),
+        "HOME": str(home),
+        "LANG": "C",
+        "LC_ALL": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ALLOW_PROTOCOL": PROTOCOLS,
+    }
+    if ssh_command:
+        env["GIT_SSH_COMMAND"] = ssh_command
+    return env
+
+
+def git(args: list[str], env: dict[str, str], seconds: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            ["git", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=seconds,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise GitError("git is not installed; install it (apt install git)") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(
+            f"git {args[0] if args[0] != '-C' else args[2]} gave no answer within "
+            f"{seconds:g} s; check that the repository's server is up"
+        ) from None
+
+
+def fetch(
+    workspace: Path, url: str, branch: str, env: dict[str, str], ssh_log: Callable[[], str] = str
+) -> str:
+    """Fetch `branch` of `url` into a new repository at `workspace`; git's own words.
+    `ssh_log` reads what ssh said: it logs to a file (core/ssh.py), not to git's stderr."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    ran = git(["init", "--quiet", str(workspace)], env, LOCAL_SECONDS)
+    if ran.returncode != 0:
+        raise GitError(f"could not make the workspace: {last_line(ran)}")
+    ref = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
+    ran = git(
+        ["-C", str(workspace), "fetch", "--no-tags", "--quiet", "--", url, ref], env, FETCH_SECONDS
+    )
+    if ran.returncode != 0:
+        raise GitError(fetch_failure(ran, url, branch, ssh_log()))
+    return (ran.stdout + ran.stderr).strip()
+
+
+def checkout(workspace: Path, branch: str, commit: str, env: dict[str, str]) -> Commit:
+    """Check out `commit` (the branch's newest when empty) and say what it is."""
+    wanted = commit or f"refs/remotes/origin/{branch}"
+    quiet = ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach"]
+    ran = git(["-C", str(workspace), *quiet, wanted, "--"], env, LOCAL_SECONDS)
+    if ran.returncode != 0:
+        raise GitError(f"commit {commit} is not on branch {branch}: {last_line(ran)}")
+    shown = git(
+        ["-C", str(workspace), "log", "-1", "--format=%H%x00%an <%ae>%x00%B"], env, LOCAL_SECONDS
+    )
+    if shown.returncode != 0:
+        raise GitError(f"could not read the commit: {last_line(shown)}")
+    sha, author, message = [*shown.stdout.split("\x00"), "", ""][:3]
+    return Commit(sha.strip(), author.strip(), message.strip())
+
+
+def last_line(ran: subprocess.CompletedProcess[str], also: str = "") -> str:
+    lines = [ln.strip() for ln in (ran.stderr or ran.stdout).splitlines() if ln.strip()]
+    # git follows a failed connection with advice ("Please make sure you have the correct
+    # access rights"); what went wrong is its fatal line, or what ssh said.
+    fatal = [ln for ln in lines if ln.startswith("fatal:") and "Could not read from" not in ln]
+    said_by_ssh = [ln.strip() for ln in also.splitlines() if ln.strip()]
+    found = fatal or said_by_ssh or lines
+    return found[-1][:300] if found else f"git exited with {ran.returncode}"
+
+
+def fetch_failure(
+    ran: subprocess.CompletedProcess[str], url: str, branch: str, ssh_said: str = ""
+) -> str:
+    said = ran.stderr + ran.stdout + ssh_said
+    if "couldn't find remote ref" in said:
+        return f"the branch {branch} does not exist in {url}; check the service's branch"
+    if "Permission denied (publickey" in said:
+        return (
+            f"{url} refused onwatch's deploy key; add the public key shown on the service's "
+            "page to the repository's deploy keys"
+        )
+    if "Host key verification failed" in said or "REMOTE HOST IDENTIFICATION" in said:
+        return (
+            f"the SSH server of {url} no longer shows the host key onwatch pinned; if its key "
+            "changed on purpose, forget the pinned key on the service's page and run it again"
+        )
+    why = last_line(ran, ssh_said)
+    return f"could not fetch {url}: {why}; check the address and that its server is up"

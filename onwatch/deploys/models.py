@@ -1,0 +1,112 @@
+"""Services (the team's apps: a git repository and a branch) and the pipelines that test
+them. services.py is the only code that writes these rows."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from onwatch.core.fields import EncryptedJSONField, EncryptedTextField
+from onwatch.core.models import Job, Organization
+
+
+class Service(models.Model):
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="services")
+    name = models.CharField(max_length=100)
+    # Any URL git can fetch: a path, file://, https://, ssh:// or user@host:path.
+    git_url = models.CharField(max_length=500)
+    branch = models.CharField(max_length=200, default="main")
+    # The deploy key onwatch made: its public half goes to the repository's deploy keys.
+    deploy_key = EncryptedTextField()
+    deploy_public_key = models.TextField()
+    # The SSH server's host keys, pinned the first time a pipeline reaches it.
+    known_hosts = models.TextField(blank=True)
+    # name -> value, given to the steps as environment variables; never shown again.
+    secrets = EncryptedJSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["org", "name"], name="service_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def secret_names(self) -> list[str]:
+        return sorted(self.secrets or {})
+
+
+class State(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    # A step that never ran because one before it failed or the pipeline was stopped.
+    SKIPPED = "skipped"
+
+
+ENDED = (State.SUCCEEDED, State.FAILED, State.CANCELLED, State.INTERRUPTED, State.SKIPPED)
+
+
+class Trigger(models.TextChoices):
+    UI = "ui", "run now (page)"
+    API = "api", "run now (API)"
+    CLI = "cli", "run now (command line)"
+
+
+class Pipeline(models.Model):
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="pipelines")
+    branch = models.CharField(max_length=200)
+    # Filled by the checkout step: the exact commit tested, and who made it.
+    commit = models.CharField(max_length=64, blank=True)
+    author = models.CharField(max_length=300, blank=True)
+    message = models.TextField(blank=True)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    triggered_by = models.CharField(max_length=200, blank=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.QUEUED)
+    # One line: why it did not succeed.
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["service", "branch", "-id"], name="pipeline_branch")]
+
+    def __str__(self) -> str:
+        return f"pipeline #{self.pk} of {self.service.name}"
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+
+class PipelineStep(models.Model):
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=60)
+    command = models.TextField(blank=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.QUEUED)
+    exit_code = models.IntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    # The step's last lines of output (the whole output is in the job's log).
+    tail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "position"], name="step_position_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} of pipeline #{self.pipeline_id}"

@@ -1,0 +1,302 @@
+"""A pipeline's run: check out the exact commit into a fresh workspace, read how the
+service is built and tested, run those steps in the sandbox, and say how it went. The
+workspace is removed at the end whatever happens; a failed pipeline alerts with the step
+that failed and its last lines, and the next green one says it is fixed."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils import timezone
+
+from onwatch.alerts.services import raise_alert
+from onwatch.core import ssh
+from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
+from onwatch.deploys import git, projectfile, sandbox, services
+from onwatch.deploys.models import Pipeline, PipelineStep, Service, State
+from onwatch.deploys.steplog import StepLog
+
+ALERT_LINES = 20
+# The shell's exit code for a command it did not find (uv or npm not installed here).
+NOT_FOUND = 127
+STEP_PATH = git.SYSTEM_PATH
+
+
+class StepFailed(Exception):
+    """The step ended without success; the message is its one-line reason."""
+
+    def __init__(self, reason: str, exit_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.exit_code = exit_code
+
+
+def workspace_of(pipeline: Pipeline) -> Path:
+    return Path(settings.DATA_DIR) / "workspaces" / str(pipeline.service_id) / str(pipeline.pk)
+
+
+def caches_of(service: Service) -> dict[str, Path]:
+    root = Path(settings.DATA_DIR) / "caches" / str(service.pk)
+    found = {name: root / name for name in ("uv", "npm")}
+    for path in found.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return found
+
+
+def remove_workspace(path: Path) -> None:
+    def writable(fn: object, p: str, exc: BaseException) -> None:
+        # Tools leave read-only files and folders (Go's module cache, git's objects).
+        Path(p).parent.chmod(stat.S_IRWXU)
+        Path(p).chmod(stat.S_IRWXU)
+        shutil.rmtree(p) if Path(p).is_dir() else Path(p).unlink()
+
+    if path.exists():
+        shutil.rmtree(path, onexc=writable)
+
+
+class Run:
+    def __init__(self, ctx: JobContext, pipeline: Pipeline) -> None:
+        self.ctx = ctx
+        self.pipeline = pipeline
+        self.service = pipeline.service
+        self.workspace = workspace_of(pipeline)
+        self.position = 0
+        self.current: PipelineStep | None = None
+        self.log: StepLog | None = None
+
+    # --- the steps ------------------------------------------------------------------------
+
+    def all(self) -> None:
+        self.step("checkout", self.service.git_url, self.checkout)
+        project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
+        for name, command in project.steps():
+            self.step(name, command, partial(self.sandboxed, command))
+
+    def checkout(self) -> None:
+        service, log = self.service, self.log
+        assert log is not None
+        log.say(f"fetching branch {self.pipeline.branch} of {service.git_url}")
+        with self.ssh_session() as session:
+            env = git.environment(self.workspace, session.git_command() if session else "")
+            ssh_log = session.log_text if session else str
+            said = git.fetch(self.workspace, service.git_url, self.pipeline.branch, env, ssh_log)
+            if said:
+                log.say(said)
+            commit = git.checkout(self.workspace, self.pipeline.branch, self.pipeline.commit, env)
+        Pipeline.objects.filter(pk=self.pipeline.pk).update(
+            commit=commit.sha, author=commit.author, message=commit.message
+        )
+        self.pipeline.commit, self.pipeline.author = commit.sha, commit.author
+        self.pipeline.message = commit.message
+        log.say(commit_line(self.pipeline))
+
+    @contextmanager
+    def ssh_session(self) -> Iterator[ssh.Session | None]:
+        where = git.ssh_endpoint(self.service.git_url)
+        if where is None:
+            yield None
+            return
+        if not self.service.known_hosts.strip():
+            keys = ssh.scan_host_keys(where.host, where.port, what="git server")
+            services.pin_host_keys(self.service, keys)
+            assert self.log is not None
+            for fp in ssh.fingerprints(self.service.known_hosts):
+                self.log.say(f"pinned the server's host key {fp} (first use)")
+        with ssh.Session(self.service.deploy_key, self.service.known_hosts) as session:
+            yield session
+
+    def read_project(self) -> projectfile.Project:
+        assert self.log is not None
+        try:
+            project = projectfile.read(self.workspace)
+        except projectfile.ProjectError as e:
+            for line in e.lines:
+                self.log.say(line)
+            raise StepFailed(e.lines[0]) from None
+        self.log.say(f"commands from {project.source}")
+        for name, command in project.steps():
+            self.log.say(f"{name}: {command}")
+        missing = [n for n in project.env_names if n not in self.service.secrets]
+        if missing:
+            self.log.say(f"note: the service has no secret for {', '.join(missing)}")
+        return project
+
+    def sandboxed(self, command: str) -> None:
+        problem = sandbox.problem()
+        if problem:
+            raise StepFailed(problem)
+        assert self.log is not None
+        self.log.say(f"$ {command}")
+        env = {
+            "PATH": STEP_PATH,
+            "HOME": str(self.workspace / ".home"),
+            "LANG": "C.UTF-8",
+            "CI": "true",
+            "ONWATCH_PIPELINE": str(self.pipeline.pk),
+            **self.service.secrets,
+        }
+        step = sandbox.Step(
+            argv=["bash", "-c", command],
+            workspace=self.workspace,
+            env=env,
+            caches=caches_of(self.service),
+        )
+        outcome = sandbox.run(step, self.log.write, self.ctx.cancelled)
+        self.log.close()
+        if outcome.reason is not None or outcome.exit_code != 0:
+            raise StepFailed(failure_reason(outcome), outcome.exit_code)
+        assert self.current is not None
+        self.current.exit_code = outcome.exit_code
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def step[T](self, name: str, command: str, body: Callable[[], T]) -> T:
+        """Run `body` as the pipeline's next step, recorded with its state and duration."""
+        self.position += 1
+        self.current = PipelineStep.objects.create(
+            pipeline=self.pipeline,
+            position=self.position,
+            name=name,
+            command=command,
+            state=State.RUNNING,
+            started_at=timezone.now(),
+        )
+        self.log = StepLog(self.ctx.job.pk, self.service.secrets)
+        self.ctx.log(f"step {self.position}: {name}")
+        try:
+            done = body()
+        except StepFailed as e:
+            self.end_step(State.FAILED, str(e), e.exit_code)
+            raise
+        except (git.GitError, ssh.SshError) as e:
+            self.end_step(State.FAILED, str(e))
+            raise StepFailed(str(e)) from None
+        except BaseException as e:
+            self.end_step(State.FAILED, f"onwatch could not run this step: {type(e).__name__}: {e}")
+            raise
+        self.end_step(State.SUCCEEDED, "", self.current.exit_code)
+        return done
+
+    def end_step(self, state: str, reason: str, exit_code: int | None = None) -> None:
+        step, log = self.current, self.log
+        assert step is not None and log is not None
+        if self.ctx.cancelled.is_set() and state != State.SUCCEEDED:
+            # Stopped, not ended by itself: whatever code the kill left says nothing.
+            state, reason, exit_code = State.CANCELLED, "cancelled", None
+        log.close()
+        if reason and log.last(1) != [reason]:
+            log.say(reason)
+        step.state, step.reason, step.exit_code = state, reason, exit_code
+        step.ended_at = timezone.now()
+        assert step.started_at is not None
+        step.seconds = (step.ended_at - step.started_at).total_seconds()
+        step.tail = "\n".join(log.last(ALERT_LINES * 5))
+        step.save()
+
+
+def failure_reason(outcome: sandbox.Outcome) -> str:
+    reason = outcome.reason or f"exited with {outcome.exit_code}"
+    if outcome.exit_code == NOT_FOUND:
+        reason += (
+            ": a program it runs was not found (its name is in the output above); install it "
+            "where onwatch runs, or change the command"
+        )
+    return reason
+
+
+def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
+    """The pipeline's job: runs it to its end state, which the job's state follows."""
+    Pipeline.objects.filter(pk=pipeline.pk).update(state=State.RUNNING, started_at=timezone.now())
+    pipeline.refresh_from_db()
+    run = Run(ctx, pipeline)
+    ctx.on_end(lambda: remove_workspace(run.workspace))
+    try:
+        run.all()
+    except StepFailed as e:
+        if ctx.cancelled.is_set():
+            end(pipeline, State.CANCELLED, "cancelled")
+            raise JobCancelled("cancelled") from None
+        end(pipeline, State.FAILED, str(e))
+        alert_failed(pipeline)
+        raise JobFailed(f"{describe(pipeline)} failed at {failing_step(pipeline)}: {e}") from None
+    except BaseException as e:
+        end(pipeline, State.FAILED, f"onwatch could not run the pipeline: {type(e).__name__}: {e}")
+        alert_failed(pipeline)
+        raise
+    end(pipeline, State.SUCCEEDED, "")
+    alert_if_fixed(pipeline)
+    return {"pipeline": pipeline.pk, "commit": pipeline.commit}
+
+
+def end(pipeline: Pipeline, state: str, reason: str) -> None:
+    Pipeline.objects.filter(pk=pipeline.pk).update(
+        state=state, reason=reason, ended_at=timezone.now()
+    )
+    pipeline.refresh_from_db()
+
+
+def describe(pipeline: Pipeline) -> str:
+    return f"Pipeline #{pipeline.pk} of {pipeline.service.name} ({pipeline.branch})"
+
+
+def failing_step(pipeline: Pipeline) -> str:
+    step = pipeline.steps.exclude(state=State.SUCCEEDED).order_by("position").first()
+    return step.name if step else "its start"
+
+
+def alert_failed(pipeline: Pipeline, verb: str = "failed") -> None:
+    step = pipeline.steps.exclude(state=State.SUCCEEDED).order_by("position").first()
+    lines = step.tail.splitlines()[-ALERT_LINES:] if step else []
+    body = [
+        f"What is wrong: {step.name + ': ' if step else ''}{pipeline.reason or verb}",
+        commit_line(pipeline),
+        "What to do: read the step's output below (the whole log is on the pipeline's page), "
+        "fix the cause and push again, or run the pipeline again.",
+    ]
+    if lines:
+        body += ["", f"Last {len(lines)} lines of {step.name if step else 'the log'}:", *lines]
+    raise_alert(
+        org=pipeline.service.org,
+        title=f"{describe(pipeline)} {verb} at {step.name if step else 'its start'}",
+        body="\n".join(body),
+        link=reverse("pipeline_detail", args=[pipeline.pk]),
+    )
+
+
+def commit_line(pipeline: Pipeline) -> str:
+    if not pipeline.commit:
+        return f"Commit: not checked out (branch {pipeline.branch})"
+    subject = pipeline.message.splitlines()[0] if pipeline.message else ""
+    return f"Commit: {pipeline.commit[:12]} by {pipeline.author}: {subject}"
+
+
+def alert_if_fixed(pipeline: Pipeline) -> None:
+    """The first green pipeline after a red one (of the same branch) says so."""
+    before = (
+        Pipeline.objects.filter(
+            service=pipeline.service, branch=pipeline.branch, pk__lt=pipeline.pk
+        )
+        .filter(state__in=[State.SUCCEEDED, State.FAILED, State.INTERRUPTED])
+        .order_by("-pk")
+        .first()
+    )
+    if before is None or before.state == State.SUCCEEDED:
+        return
+    raise_alert(
+        org=pipeline.service.org,
+        title=f"{describe(pipeline)} passes again: fixed",
+        body="\n".join(
+            [
+                f"The tests pass again after pipeline #{before.pk} {before.state}.",
+                commit_line(pipeline),
+            ]
+        ),
+        link=reverse("pipeline_detail", args=[pipeline.pk]),
+        notify_type="success",
+    )

@@ -1,0 +1,231 @@
+"""Services and their pipelines: the one place that creates and changes them, with the
+audit entry. The pages, the API and the CLI parse what they are given and call these.
+
+Secret values go in and never come out again here: audit entries name secrets, never
+their values, and nothing but a pipeline's steps reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from statistics import median
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from pydantic import BaseModel, ConfigDict, Field
+
+from onwatch.core import jobs, ssh
+from onwatch.core.audit import SYSTEM, Actor
+from onwatch.core.models import Organization
+from onwatch.core.rest import Text
+from onwatch.deploys import git
+from onwatch.deploys.models import Pipeline, Service, State, Trigger
+
+KIND = "deploys.pipeline"
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+# Names onwatch sets for every step itself: a secret of that name would break the step.
+RESERVED = {"PATH", "HOME", "LANG", "LC_ALL", "CI", "TMPDIR", "PWD", "ONWATCH_PIPELINE"}
+MAX_SECRET = 64 * 1024
+BRANCH = r"^[A-Za-z0-9._/-]+$"
+
+
+class Refusal(ValueError):
+    """The service cannot be saved like this; `field` names the setting at fault."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ServiceFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: Text = Field(min_length=1, max_length=100)
+    git_url: Text = Field(min_length=1, max_length=500)
+    branch: Text = Field(default="main", min_length=1, max_length=200, pattern=BRANCH)
+
+
+def check(org: Organization, fields: ServiceFields, service: Service | None) -> None:
+    problem = git.url_problem(fields.git_url)
+    if problem:
+        raise Refusal(f"The repository's address is not usable: {problem}", "git_url")
+    if ".." in fields.branch or fields.branch.startswith(("-", "/")):
+        raise Refusal("That is not a branch name git accepts", "branch")
+    others = Service.objects.filter(org=org, name=fields.name)
+    if service is not None:
+        others = others.exclude(pk=service.pk)
+    if others.exists():
+        raise Refusal(f"Another service is already called {fields.name!r}", "name")
+
+
+def check_secret(name: str, value: str) -> None:
+    if not SECRET_NAME.fullmatch(name):
+        raise Refusal(
+            f"{name!r} cannot be an environment variable's name: use letters, digits and _, "
+            "not starting with a digit",
+            "secret_name",
+        )
+    if name.upper() in RESERVED:
+        raise Refusal(f"onwatch sets {name} for every step itself; pick another name", "name")
+    if "\x00" in value or len(value.encode()) > MAX_SECRET:
+        raise Refusal("A secret's value must be text of at most 64 KiB", "secret_value")
+
+
+def add_service(
+    org: Organization, fields: ServiceFields, actor: Actor, secrets: dict[str, str] | None = None
+) -> Service:
+    check(org, fields, None)
+    for name, value in (secrets or {}).items():
+        check_secret(name, value)
+    pair = ssh.new_key_pair(f"onwatch deploy key for {fields.name}")
+    values: dict[str, Any] = {**fields.model_dump(), "secrets": dict(secrets or {})}
+    service = Service(org=org, deploy_key=pair.private, deploy_public_key=pair.public, **values)
+    try:
+        with transaction.atomic():
+            service.save()
+            actor.record(
+                "service-added",
+                org,
+                service.name,
+                id=service.pk,
+                git_url=service.git_url,
+                branch=service.branch,
+                secrets=service.secret_names,
+            )
+    except IntegrityError:
+        raise Refusal(f"Another service is already called {fields.name!r}", "name") from None
+    return service
+
+
+def change_service(service: Service, fields: ServiceFields, actor: Actor) -> list[str]:
+    check(service.org, fields, service)
+    changed = [k for k, v in fields.model_dump().items() if getattr(service, k) != v]
+    if not changed:
+        return []
+    moved = "git_url" in changed and git.ssh_endpoint(service.git_url) != git.ssh_endpoint(
+        fields.git_url
+    )
+    for name, value in fields.model_dump().items():
+        setattr(service, name, value)
+    if moved:
+        # Another server: its host key is pinned anew on first use.
+        service.known_hosts = ""
+        changed.append("known_hosts")
+    with transaction.atomic():
+        service.save()
+        actor.record("service-changed", service.org, service.name, id=service.pk, changed=changed)
+    return changed
+
+
+def set_secret(service: Service, name: str, value: str, actor: Actor) -> None:
+    check_secret(name, value)
+    with transaction.atomic():
+        locked = Service.objects.select_for_update().get(pk=service.pk)
+        replaced = name in locked.secrets
+        locked.secrets = {**locked.secrets, name: value}
+        locked.save(update_fields=["secrets"])
+        # The name only: the value never reaches the audit log.
+        actor.record(
+            "service-secret-replaced" if replaced else "service-secret-added",
+            service.org,
+            service.name,
+            id=service.pk,
+            secret=name,
+        )
+    service.secrets = locked.secrets
+
+
+def remove_secret(service: Service, name: str, actor: Actor) -> bool:
+    with transaction.atomic():
+        locked = Service.objects.select_for_update().get(pk=service.pk)
+        if name not in locked.secrets:
+            return False
+        locked.secrets = {k: v for k, v in locked.secrets.items() if k != name}
+        locked.save(update_fields=["secrets"])
+        actor.record(
+            "service-secret-removed", service.org, service.name, id=service.pk, secret=name
+        )
+    service.secrets = locked.secrets
+    return True
+
+
+def pin_host_keys(service: Service, known_hosts: str, actor: Actor = SYSTEM) -> None:
+    """Pinned once, on the first fetch over SSH; later fetches accept only these keys."""
+    with transaction.atomic():
+        if not Service.objects.filter(pk=service.pk, known_hosts="").update(
+            known_hosts=known_hosts
+        ):
+            service.refresh_from_db(fields=["known_hosts"])
+            return
+        actor.record(
+            "service-host-key-pinned",
+            service.org,
+            service.name,
+            id=service.pk,
+            fingerprints=ssh.fingerprints(known_hosts),
+        )
+    service.known_hosts = known_hosts
+
+
+def forget_host_keys(service: Service, actor: Actor) -> None:
+    with transaction.atomic():
+        Service.objects.filter(pk=service.pk).update(known_hosts="")
+        actor.record("service-host-key-forgotten", service.org, service.name, id=service.pk)
+    service.known_hosts = ""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the readiness board shows of a service: when its tests last passed on its own
+    branch, how long its pipeline takes and how often it fails (of its last runs)."""
+
+    last_passed: datetime | None
+    median_seconds: float | None
+    failed: int
+    counted: int
+
+
+EVIDENCE_RUNS = 20
+
+
+def evidence(service: Service) -> Evidence:
+    ended = list(
+        Pipeline.objects.filter(service=service, branch=service.branch)
+        .filter(state__in=[State.SUCCEEDED, State.FAILED, State.INTERRUPTED])
+        .order_by("-pk")[:EVIDENCE_RUNS]
+    )
+    passed = [p for p in ended if p.state == State.SUCCEEDED]
+    took = [p.seconds for p in passed if p.seconds is not None]
+    return Evidence(
+        last_passed=passed[0].ended_at if passed else None,
+        median_seconds=median(took) if took else None,
+        failed=len(ended) - len(passed),
+        counted=len(ended),
+    )
+
+
+def run_pipeline(service: Service, actor: Actor, trigger: str) -> Pipeline:
+    """Queue a pipeline of the service's branch now; a worker runs it in the pipelines
+    queue, where it never waits behind a backup."""
+    with transaction.atomic():
+        pipeline = Pipeline.objects.create(
+            service=service,
+            branch=service.branch,
+            trigger=Trigger(trigger),
+            triggered_by=actor.name,
+        )
+        job = jobs.enqueue(KIND, {"pipeline": pipeline.pk}, org=service.org)
+        Pipeline.objects.filter(pk=pipeline.pk).update(job=job)
+        pipeline.job = job
+        actor.record(
+            "pipeline-run",
+            service.org,
+            service.name,
+            id=pipeline.pk,
+            branch=pipeline.branch,
+            trigger=trigger,
+            job=job.pk,
+        )
+    return pipeline

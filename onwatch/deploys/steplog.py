@@ -1,0 +1,57 @@
+"""Every byte a step prints passes through StepLog: decoded, split into lines, appended to
+the job's log line by line (its page follows it live) and kept per step (its tail).
+
+The one seam for masking secrets: `_text` and `_rest` turn bytes into text that is safe to
+store; everything written anywhere comes from them.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections import deque
+from collections.abc import Mapping
+
+from onwatch.core import jobs
+
+TAIL_LINES = 200
+
+
+class StepLog:
+    def __init__(self, job_id: int, secrets: Mapping[str, str], prefix: str = "") -> None:
+        self.job_id = job_id
+        # What the step must never show (the service's secrets): for the masker that
+        # `_text` and `_rest` will pass every byte through.
+        self.secrets = secrets
+        self.prefix = prefix
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.partial = ""
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def _text(self, chunk: bytes) -> str:
+        return self.decoder.decode(chunk)
+
+    def _rest(self) -> str:
+        return self.decoder.decode(b"", final=True)
+
+    def write(self, chunk: bytes) -> None:
+        *lines, self.partial = (self.partial + self._text(chunk)).split("\n")
+        for line in lines:
+            self._line(line)
+
+    def say(self, text: str) -> None:
+        """A line of onwatch's own about the step (what it runs, why it failed)."""
+        self.write(text.encode() + b"\n")
+
+    def close(self) -> None:
+        rest = self.partial + self._rest()
+        self.partial = ""
+        for line in rest.split("\n") if rest else []:
+            self._line(line)
+
+    def _line(self, line: str) -> None:
+        line = line.rstrip("\r")
+        self.tail.append(line)
+        jobs.append_line(self.job_id, f"{self.prefix}{line}")
+
+    def last(self, n: int) -> list[str]:
+        return list(self.tail)[-n:]

@@ -1,0 +1,63 @@
+"""The pipeline job, and what a pipeline says when its job is cancelled before it started
+or its worker died while it ran."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from onwatch.core.jobs import JobContext, JobFailed, handler, when_cancelled, when_interrupted
+from onwatch.core.models import Job
+from onwatch.deploys import pipelines
+from onwatch.deploys.models import Pipeline, PipelineStep, State
+from onwatch.deploys.services import KIND
+
+UNDER_WAY = (State.QUEUED, State.RUNNING)
+
+
+def of_pipeline(job: Job) -> str:
+    found = Pipeline.objects.select_related("service").filter(pk=job.payload.get("pipeline"))
+    pipeline = found.first()
+    return pipelines.describe(pipeline) if pipeline else "A pipeline"
+
+
+# Quiet: a pipeline raises its own alert (the failing step, its last lines, a link to the
+# pipeline's page) for a failure or an interruption, so the job's own would say it twice.
+@handler(KIND, queue="pipelines", quiet=True, describe=of_pipeline)
+def run_pipeline(ctx: JobContext) -> dict[str, Any]:
+    found = Pipeline.objects.select_related("service", "service__org")
+    pipeline = found.filter(pk=ctx.job.payload.get("pipeline")).first()
+    if pipeline is None:
+        raise JobFailed("the pipeline or its service was removed; nothing to do")
+    return pipelines.execute(ctx, pipeline)
+
+
+def stop_rows(job: Job, state: str, reason: str) -> list[Pipeline]:
+    """Pipelines (and their steps) of `job` still under way end in `state`."""
+    now = timezone.now()
+    stopped = list(Pipeline.objects.filter(job=job, state__in=UNDER_WAY).select_related("service"))
+    for pipeline in stopped:
+        PipelineStep.objects.filter(pipeline=pipeline, state=State.RUNNING).update(
+            state=state, reason=reason, ended_at=now
+        )
+        Pipeline.objects.filter(pk=pipeline.pk).update(state=state, reason=reason, ended_at=now)
+        pipeline.refresh_from_db()
+    return stopped
+
+
+def cancelled(job: Job) -> None:
+    stop_rows(job, State.CANCELLED, job.error or "cancelled")
+
+
+def interrupted(job: Job) -> None:
+    """Its worker died: the pipeline says so and alerts (the job is quiet), and the
+    workspace the dead worker could not remove is removed here."""
+    reason = "onwatch stopped while the pipeline ran (its worker stopped answering); run it again"
+    for pipeline in stop_rows(job, State.INTERRUPTED, reason):
+        pipelines.remove_workspace(pipelines.workspace_of(pipeline))
+        pipelines.alert_failed(pipeline, verb="was interrupted")
+
+
+when_cancelled(KIND, cancelled)
+when_interrupted(KIND, interrupted)

@@ -1,0 +1,23 @@
+from django.urls import path
+
+from onwatch.deploys import views
+
+urlpatterns = [
+    path("services/", views.service_list, name="services"),
+    path("services/add/", views.service_add, name="service_add"),
+    path("services/<int:pk>/", views.service_detail, name="service_detail"),
+    path("services/<int:pk>/edit/", views.service_edit, name="service_edit"),
+    path("services/<int:pk>/secrets/", views.service_secret, name="service_secret"),
+    path(
+        "services/<int:pk>/secrets/remove/",
+        views.service_secret_remove,
+        name="service_secret_remove",
+    ),
+    path(
+        "services/<int:pk>/forget-host-key/",
+        views.service_forget_host_key,
+        name="service_forget_host_key",
+    ),
+    path("services/<int:pk>/run/", views.service_run, name="service_run"),
+    path("pipelines/<int:pk>/", views.pipeline_detail, name="pipeline_detail"),
+]

@@ -1,0 +1,166 @@
+"""Services and pipelines: the list, a service (its key, secrets' names, last pipelines per
+branch and "run now"), adding and changing one, and a pipeline's steps and log. Thin:
+every change goes through services.py."""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from onwatch.core import ssh
+from onwatch.core.audit import Actor
+from onwatch.core.decorators import can, require
+from onwatch.core.models import ENDED as JOB_ENDED
+from onwatch.core.rest import org_of
+from onwatch.deploys import sandbox, services
+from onwatch.deploys.forms import SecretForm, ServiceForm
+from onwatch.deploys.models import Pipeline, Service
+from onwatch.deploys.services import Refusal, ServiceFields
+
+PIPELINES_SHOWN = 50
+PER_BRANCH = 10
+
+
+def _service(request: HttpRequest, pk: int) -> Service:
+    # Scoped to the member's organization: another organization's service is a 404.
+    return get_object_or_404(Service, pk=pk, org=org_of(request))
+
+
+@require("services.view")
+def service_list(request: HttpRequest) -> HttpResponse:
+    rows = []
+    for service in Service.objects.filter(org=org_of(request)):
+        rows.append({"service": service, "last": service.pipelines.first()})
+    ctx = {"rows": rows, "can_manage": can(request, "services.manage")}
+    return render(request, "deploys/list.html", ctx)
+
+
+def save_form(request: HttpRequest, form: ServiceForm, service: Service | None) -> Service | None:
+    """The service saved from a valid form, or None with the refusal on the form."""
+    if not form.is_valid():
+        return None
+    try:
+        fields = ServiceFields(**form.cleaned_data)
+        if service is None:
+            return services.add_service(org_of(request), fields, Actor.of(request))
+        services.change_service(service, fields, Actor.of(request))
+        return service
+    except Refusal as e:
+        form.add_error(e.field if e.field in form.fields else None, str(e))
+    return None
+
+
+@require("services.manage")
+def service_add(request: HttpRequest) -> HttpResponse:
+    form = ServiceForm(request.POST or None)
+    if request.method == "POST" and (saved := save_form(request, form, None)):
+        messages.success(request, f"Added {saved.name}. Give the repository its deploy key.")
+        return redirect("service_detail", pk=saved.pk)
+    return render(request, "deploys/form.html", {"form": form, "service": None})
+
+
+@require("services.manage")
+def service_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    initial = {"name": service.name, "git_url": service.git_url, "branch": service.branch}
+    form = ServiceForm(request.POST or None, initial=initial)
+    if request.method == "POST" and save_form(request, form, service):
+        messages.success(request, f"Saved {service.name}.")
+        return redirect("service_detail", pk=service.pk)
+    ctx = {"form": form, "service": service, "secret_form": SecretForm()}
+    return render(request, "deploys/form.html", ctx)
+
+
+@require("services.manage")
+@require_POST
+def service_secret(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    form = SecretForm(request.POST)
+    if form.is_valid():
+        try:
+            name = form.cleaned_data["name"].strip()
+            services.set_secret(service, name, form.cleaned_data["value"], Actor.of(request))
+        except Refusal as e:
+            messages.error(request, str(e))
+        else:
+            messages.success(request, f"Saved the secret {name}; its value is not shown again.")
+    else:
+        messages.error(request, "Give the secret a name and a value.")
+    return redirect("service_edit", pk=service.pk)
+
+
+@require("services.manage")
+@require_POST
+def service_secret_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    name = request.POST.get("name", "")
+    if services.remove_secret(service, name, Actor.of(request)):
+        messages.success(request, f"Removed the secret {name}.")
+    else:
+        messages.error(request, f"{service.name} has no secret {name!r}.")
+    return redirect("service_edit", pk=service.pk)
+
+
+@require("services.manage")
+@require_POST
+def service_forget_host_key(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    services.forget_host_keys(service, Actor.of(request))
+    messages.success(
+        request, "Forgot the server's host key; the next pipeline pins the one it shows then."
+    )
+    return redirect("service_detail", pk=service.pk)
+
+
+@require("services.view")
+def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    recent = list(service.pipelines.order_by("branch", "-id")[:PIPELINES_SHOWN])
+    branches = [
+        {"branch": branch, "pipelines": list(rows)[:PER_BRANCH]}
+        for branch, rows in groupby(recent, key=lambda p: p.branch)
+    ]
+    ctx: dict[str, Any] = {
+        "service": service,
+        "branches": branches,
+        "fingerprints": ssh.fingerprints(service.known_hosts),
+        "evidence": services.evidence(service),
+        "memory_by": sandbox.memory_enforced_by(),
+        "sandbox_problem": sandbox.problem(),
+        "can_run": can(request, "pipelines.run"),
+        "can_manage": can(request, "services.manage"),
+    }
+    return render(request, "deploys/detail.html", ctx)
+
+
+@require("pipelines.run")
+@require_POST
+def service_run(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    pipeline = services.run_pipeline(service, Actor.of(request), "ui")
+    messages.success(request, f"Pipeline #{pipeline.pk} is queued; it starts when a slot is free.")
+    return redirect("pipeline_detail", pk=pipeline.pk)
+
+
+@require("services.view")
+def pipeline_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    pipeline = get_object_or_404(
+        Pipeline.objects.select_related("service", "job"), pk=pk, service__org=org_of(request)
+    )
+    job = pipeline.job
+    lines = list(job.log_lines.order_by("id").values_list("id", "text")) if job else []
+    ctx = {
+        "pipeline": pipeline,
+        "steps": list(pipeline.steps.all()),
+        "job": job,
+        "log": "\n".join(t for _, t in lines) if lines else (job.log if job else ""),
+        "last_line": lines[-1][0] if lines else 0,
+        # Followed live while its job may still write lines.
+        "ended": job is None or job.state in JOB_ENDED,
+    }
+    return render(request, "deploys/pipeline.html", ctx)

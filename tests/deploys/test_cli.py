@@ -1,0 +1,42 @@
+"""`onwatch services add|list` and `onwatch pipelines run --wait` against a real worker
+process: the output streams back, and the exit code says whether the tests passed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.child import call
+from tests.support.child import deploys as child_deploys
+from tests.support.deploys import commit, project
+from tests.support.procs import Running, isolated, run
+
+
+def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    commit(repo, project(passing=False), "Break the sum")
+    with isolated(tmp_path) as env:
+        call(child_deploys.make_org, env, "Acme", migrate=True)
+        added = run(["services", "add", "shop", str(repo)], env)
+        secret = run(["services", "secret", "shop", "API_TOKEN"], env, input="cli-secret-9\n")
+        listed = run(["services", "list"], env)
+        unknown = run(["pipelines", "run", "nope"], env)
+        bad = run(["services", "add", "other", "ext::sh -c id"], env)
+        with Running(["worker"], env) as worker:
+            worker.wait_for("ready")
+            red = run(["pipelines", "run", "shop", "--wait"], env, timeout=120)
+            commit(repo, project(passing=True), "Fix the sum")
+            green = run(["pipelines", "run", "shop", "--wait"], env, timeout=120)
+    assert added.returncode == 0, added.stderr
+    assert "onwatch: added shop" in added.stdout and "ssh-ed25519 " in added.stdout
+    assert secret.returncode == 0 and "saved the secret API_TOKEN of shop" in secret.stdout
+    assert listed.stdout.startswith(f"shop\t{repo}\tmain\tno pipeline yet")
+    assert unknown.returncode == 2
+    assert unknown.stderr == "onwatch: there is no service 'nope' (there are: shop)\n"
+    assert bad.returncode == 2 and "The repository's address is not usable" in bad.stderr
+    assert red.returncode == 1, red.stdout + red.stderr
+    assert "AssertionError: 2 != 3" in red.stdout  # the step's own output, streamed
+    assert red.stderr.strip().endswith("failed: exited with 1")
+    assert green.returncode == 0, green.stdout + green.stderr
+    assert "OK" in green.stdout and green.stderr.strip().endswith("succeeded")

@@ -1,0 +1,313 @@
+"""Pipelines against real git repositories: a tiny Python project whose test passes or
+fails, checked out at the exact commit into a fresh workspace and tested by a real
+process, with the states, steps, exit codes, alerts and log people read."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from onwatch.alerts.models import Delivery
+from onwatch.core import jobs, ssh
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
+from onwatch.deploys import services
+from onwatch.deploys.models import Pipeline, State
+from onwatch.deploys.pipelines import workspace_of
+from tests.support.backups import alerts_titled
+from tests.support.deploys import commit, project, service_for
+from tests.support.fixtures import make_member, signed_in
+from tests.support.procs import alive
+from tests.support.receivers import wait_until
+from tests.support.remote_servers import SshServer
+
+# The job's heartbeat thread reads what this test wrote: real commits, not one transaction.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
+
+
+def run(pipeline: Pipeline) -> Pipeline:
+    [job] = jobs.run_pending(kinds=[services.KIND])
+    assert pipeline.job is not None and job.pk == pipeline.job.pk
+    pipeline.refresh_from_db()
+    return pipeline
+
+
+def steps_of(p: Pipeline) -> list[tuple[str, str, int | None, str]]:
+    return [(s.name, s.state, s.exit_code, s.reason) for s in p.steps.all()]
+
+
+def log_of(p: Pipeline) -> str:
+    return "\n".join(JobLogLine.objects.filter(job=p.job).values_list("text", flat=True))
+
+
+def test_a_green_pipeline_tests_the_exact_commit_in_a_workspace_it_then_removes(
+    org: Organization, tmp_path: Path
+) -> None:
+    sha = commit(tmp_path / "repo", project(passing=True), "Add the sum\n\nWith a test.")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "cli"))
+    assert pipeline.state == State.SUCCEEDED, (steps_of(pipeline), log_of(pipeline))
+    assert (pipeline.commit, pipeline.author) == (sha, "Ana Dev <ana@example.com>")
+    assert pipeline.message == "Add the sum\n\nWith a test."
+    assert steps_of(pipeline) == [
+        ("checkout", State.SUCCEEDED, None, ""),
+        ("read onwatch.toml", State.SUCCEEDED, None, ""),
+        ("test", State.SUCCEEDED, 0, ""),
+    ]
+    assert all(s.seconds is not None and s.seconds >= 0 for s in pipeline.steps.all())
+    test = pipeline.steps.get(name="test")
+    assert test.command == "python3 -m unittest -v"
+    assert "test_sum (test_app.AppTest" in test.tail and "OK" in test.tail
+    # The output went to the job's log line by line too: its page follows it live.
+    assert "test_sum (test_app.AppTest" in log_of(pipeline)
+    assert pipeline.job is not None and pipeline.job.state == JobState.SUCCEEDED
+    assert Job.objects.get(pk=pipeline.job.pk).queue == "pipelines"
+    assert not workspace_of(pipeline).exists()
+    assert Delivery.objects.count() == 0
+    page = signed_in(make_member(org, "viewer")).get(f"/pipelines/{pipeline.pk}/")
+    shown = page.content.decode()
+    assert sha in shown and "python3 -m unittest -v" in shown and "test_sum" in shown
+    # The pipeline and each of its three steps; ended, so the log is not followed.
+    assert shown.count('class="state-succeeded"') == 4 and "follow.js" not in shown
+
+
+def test_a_red_pipeline_fails_at_its_test_and_alerts_then_the_next_green_one_says_fixed(
+    org: Organization, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    commit(repo, project(passing=False), "Break the sum")
+    service = service_for(org, str(repo))
+    red = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert red.state == State.FAILED
+    assert steps_of(red)[-1] == ("test", State.FAILED, 1, "exited with 1")
+    assert red.reason == "exited with 1"
+    assert red.job is not None
+    red.job.refresh_from_db()
+    assert red.job.state == JobState.FAILED and "failed at test: exited with 1" in red.job.error
+    [alert] = alerts_titled(f"Pipeline #{red.pk} of shop (main) failed at test")
+    assert "What is wrong: test: exited with 1" in alert.body
+    assert "AssertionError: 2 != 3" in alert.body  # the step's last lines
+    assert f"/pipelines/{red.pk}/" in alert.body
+    # One alert, the pipeline's own: the job's generic one would say it twice.
+    assert Delivery.objects.count() == 1
+    assert not workspace_of(red).exists()
+
+    commit(repo, project(passing=True), "Fix the sum")
+    green = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert green.state == State.SUCCEEDED
+    [fixed] = alerts_titled(f"Pipeline #{green.pk} of shop (main) passes again: fixed")
+    assert f"after pipeline #{red.pk} failed" in fixed.body and "Fix the sum" in fixed.body
+    again = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert again.state == State.SUCCEEDED
+    assert Delivery.objects.count() == 2, "a green pipeline after a green one said something"
+    # The numbers the readiness board shows: last green, how long, how often red.
+    evidence = services.evidence(service)
+    assert (evidence.last_passed, evidence.failed, evidence.counted) == (again.ended_at, 1, 3)
+    assert evidence.median_seconds is not None and evidence.median_seconds > 0
+
+
+def test_a_malformed_onwatch_toml_fails_the_first_step_with_numbered_lines(
+    org: Organization, tmp_path: Path
+) -> None:
+    toml = '[build]\ncommand = "true"\n\n[test]\ncommand = 3\n[web]\nport = 80\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Configure")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.FAILED
+    first = "onwatch.toml line 5: test.command must be text, got a number"
+    assert steps_of(pipeline)[1:] == [("read onwatch.toml", State.FAILED, None, first)]
+    tail = pipeline.steps.get(name="read onwatch.toml").tail
+    assert "onwatch.toml line 7: web.port is not a setting of [web] (it has: command)" in tail
+    broken = "[test]\ncommand = 'x'\ncommand = 'y'\n"
+    commit(tmp_path / "repo", {"onwatch.toml": broken}, "Twice")
+    again = run(services.run_pipeline(pipeline.service, SYSTEM, "ui"))
+    reason = again.steps.get(name="read onwatch.toml").reason
+    assert reason.startswith("onwatch.toml line 3: "), reason
+
+
+def test_a_repository_onwatch_cannot_read_says_what_to_add_in_one_line(
+    org: Organization, tmp_path: Path
+) -> None:
+    commit(tmp_path / "repo", {"README.md": "# shop\n"}, "Start")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    step = pipeline.steps.get(name="read onwatch.toml")
+    assert step.state == State.FAILED
+    assert step.reason.startswith("no onwatch.toml and nothing onwatch recognises")
+    assert "add an onwatch.toml" in step.reason and "\n" not in step.reason
+    assert pipeline.reason == step.reason
+
+
+def test_a_program_that_is_not_installed_is_named_as_the_cause(
+    org: Organization, tmp_path: Path
+) -> None:
+    toml = '[test]\ncommand = "no-such-tool run"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Use a tool")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    test = pipeline.steps.get(name="test")
+    assert (test.state, test.exit_code) == (State.FAILED, 127)
+    assert test.reason.startswith("exited with 127: a program it runs was not found")
+    assert "no-such-tool: command not found" in test.tail
+
+
+def test_a_branch_that_does_not_exist_ends_the_checkout_with_one_line(
+    org: Organization, tmp_path: Path
+) -> None:
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"), branch="release")
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    [checkout] = pipeline.steps.all()
+    assert (checkout.name, checkout.state) == ("checkout", State.FAILED)
+    assert checkout.reason == (
+        f"the branch release does not exist in {tmp_path / 'repo'}; check the service's branch"
+    )
+    assert not workspace_of(pipeline).exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["/nonexistent/shop.git", "https://127.0.0.1:9/shop.git"], ids=["path", "https"]
+)
+def test_an_unreachable_repository_ends_the_checkout_with_one_line(
+    org: Organization, url: str
+) -> None:
+    pipeline = run(services.run_pipeline(service_for(org, url), SYSTEM, "ui"))
+    [checkout] = pipeline.steps.all()
+    assert checkout.state == State.FAILED
+    assert checkout.reason.startswith(f"could not fetch {url}: ")
+    assert checkout.reason.endswith("; check the address and that its server is up")
+    assert "\n" not in checkout.reason
+    assert alerts_titled(f"Pipeline #{pipeline.pk} of shop (main) failed at checkout")
+
+
+def test_secrets_are_stored_encrypted_and_given_to_the_steps_as_environment(
+    org: Organization, tmp_path: Path
+) -> None:
+    value = "s3cr3t-token-9f8e7d\nsecond line"
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    # The step proves it got the value without printing it (masking is not this test's).
+    check = (
+        "import hashlib, os\n"
+        'print("digest", hashlib.sha256(os.environ["API_TOKEN"].encode()).hexdigest())\n'
+    )
+    toml = '[test]\ncommand = "python3 check_env.py"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml, "check_env.py": check}, "Use it")
+    service = service_for(org, str(tmp_path / "repo"), secrets={"API_TOKEN": value})
+    services.set_secret(service, "OTHER", "another-secret-value", SYSTEM)
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert f"digest {digest}" in log_of(pipeline)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secrets, deploy_key FROM deploys_service")
+        stored = " ".join(str(c) for row in cursor.fetchall() for c in row)
+    for plain in ("s3cr3t-token-9f8e7d", "another-secret-value", "API_TOKEN", "OPENSSH"):
+        assert plain not in stored
+    audit = " ".join(str(e.data) for e in AuditEntry.objects.all())
+    assert "API_TOKEN" in audit and "OTHER" in audit  # names are audited
+    assert "s3cr3t" not in audit and "another-secret-value" not in audit
+
+
+def run_in_thread(job: Job) -> threading.Thread:
+    def work() -> None:
+        try:
+            jobs.run(job, "test-worker")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread
+
+
+def test_cancel_stops_the_running_step_and_ends_the_pipeline_cancelled(
+    org: Organization, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "step.pid"
+    slow = f'[test]\ncommand = "echo $$ > {pid_file}; exec sleep 600"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": slow}, "Slow")
+    pipeline = services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui")
+    job = jobs.claim("test-worker", [services.KIND])
+    assert job is not None
+    thread = run_in_thread(job)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 60, "the step")
+    step_pid = int(pid_file.read_text())
+    assert workspace_of(pipeline).exists()
+    jobs.cancel(job, "ana@example.com")
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the pipeline did not end after the cancel"
+    pipeline.refresh_from_db()
+    job.refresh_from_db()
+    assert (job.state, pipeline.state) == (JobState.CANCELLED, State.CANCELLED)
+    assert steps_of(pipeline)[-1] == ("test", State.CANCELLED, None, "cancelled")
+    assert not alive(step_pid), "the step outlived the cancel"
+    assert not workspace_of(pipeline).exists()
+    assert Delivery.objects.count() == 0
+
+
+def test_a_pipeline_cancelled_before_it_started_says_so(org: Organization) -> None:
+    pipeline = services.run_pipeline(service_for(org, "/nonexistent/x.git"), SYSTEM, "ui")
+    assert pipeline.job is not None
+    jobs.cancel(pipeline.job, "ana@example.com")
+    pipeline.refresh_from_db()
+    assert (pipeline.state, pipeline.reason) == (State.CANCELLED, "cancelled by ana@example.com")
+
+
+def test_a_pipeline_whose_worker_died_ends_interrupted_and_alerts(
+    org: Organization, tmp_path: Path
+) -> None:
+    pipeline = services.run_pipeline(service_for(org, "/nonexistent/x.git"), SYSTEM, "ui")
+    job = jobs.claim("gone-worker", [services.KIND])
+    assert job is not None
+    # What the dead worker had done: the pipeline running, a step under way, a workspace.
+    Pipeline.objects.filter(pk=pipeline.pk).update(state=State.RUNNING)
+    pipeline.steps.create(position=1, name="checkout", state=State.RUNNING)
+    workspace_of(pipeline).mkdir(parents=True)
+    Job.objects.filter(pk=job.pk).update(lease_until=job.started_at)
+    [reaped] = jobs.reap_expired()
+    pipeline.refresh_from_db()
+    assert reaped.state == JobState.INTERRUPTED
+    assert pipeline.state == State.INTERRUPTED and "run it again" in pipeline.reason
+    assert steps_of(pipeline) == [("checkout", State.INTERRUPTED, None, pipeline.reason)]
+    assert not workspace_of(pipeline).exists()
+    [alert] = Delivery.objects.all()
+    assert alert.title == f"Pipeline #{pipeline.pk} of shop (main) was interrupted at checkout"
+
+
+def test_pipelines_have_a_queue_of_their_own_with_one_slot_by_default() -> None:
+    assert settings.JOB_QUEUES["pipelines"] == 1
+    assert jobs.QUEUE_OF[services.KIND] == "pipelines"
+
+
+def test_an_ssh_repository_pins_its_host_key_on_first_use_and_needs_the_deploy_key(
+    org: Organization, tmp_path: Path, sshd: SshServer
+) -> None:
+    sha = commit(tmp_path / "repo", project(), "Start")
+    url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{tmp_path / 'repo'}"
+    service = service_for(org, url)
+    refused = run(services.run_pipeline(service, SYSTEM, "ui"))
+    [checkout] = refused.steps.all()
+    assert checkout.reason == (
+        f"{url} refused onwatch's deploy key; add the public key shown on the service's page "
+        "to the repository's deploy keys"
+    )
+    service.refresh_from_db()
+    assert ssh.fingerprints(service.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
+    assert f"pinned the server's host key ssh-ed25519 {sshd.fingerprint()}" in checkout.tail
+    sshd.authorize(service.deploy_public_key)
+    green = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert (green.state, green.commit) == (State.SUCCEEDED, sha), log_of(green)
+    sshd.restart_with_new_host_key()
+    changed = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert changed.steps.get().reason.startswith(
+        f"the SSH server of {url} no longer shows the host key onwatch pinned"
+    )
+    # Changed on purpose: an admin forgets the old key, and the next run pins the new one.
+    admin = signed_in(make_member(org, "admin"))
+    admin.post(f"/services/{service.pk}/forget-host-key/")
+    pinned_again = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pinned_again.state == State.SUCCEEDED, log_of(pinned_again)
+    service.refresh_from_db()
+    assert ssh.fingerprints(service.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
+    assert AuditEntry.objects.filter(action="service-host-key-forgotten").count() == 1

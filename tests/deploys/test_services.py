@@ -1,0 +1,189 @@
+"""Services through the pages and the API: one write path (services.py), a deploy key
+onwatch makes and shows, secrets whose values are never shown again, and "run now"."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from onwatch.core import ssh
+from onwatch.core.audit import SYSTEM
+from onwatch.core.forms import issue_token
+from onwatch.core.models import AuditEntry, Job, Organization
+from onwatch.deploys import git, services
+from onwatch.deploys.models import Pipeline, Service
+from tests.support.fixtures import signed_in
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
+SECRET = "pw-7f3a9c-never-shown"
+
+
+def entries(action: str) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(action=action).order_by("seq"))
+
+
+def test_a_service_added_on_its_page_gets_a_deploy_key_and_secrets_never_shown_again(
+    members: dict[str, Any],
+) -> None:
+    admin = signed_in(members["admin"])
+    form = {"name": "shop", "git_url": "git@github.com:acme/shop.git", "branch": "main"}
+    r = admin.post("/services/add/", form)
+    service = Service.objects.get(name="shop")
+    assert r.status_code == 302 and r["Location"] == f"/services/{service.pk}/"
+    assert service.deploy_public_key.startswith("ssh-ed25519 ")
+    assert "BEGIN OPENSSH PRIVATE KEY" in service.deploy_key
+    page = admin.get(f"/services/{service.pk}/").content.decode()
+    assert service.deploy_public_key in page and "PRIVATE KEY" not in page
+    r = admin.post(f"/services/{service.pk}/secrets/", {"name": "API_TOKEN", "value": SECRET})
+    assert r.status_code == 302
+    service.refresh_from_db()
+    assert service.secrets == {"API_TOKEN": SECRET}
+    for url in (f"/services/{service.pk}/", f"/services/{service.pk}/edit/", "/services/"):
+        shown = admin.get(url).content.decode()
+        assert SECRET not in shown
+    assert "API_TOKEN" in admin.get(f"/services/{service.pk}/edit/").content.decode()
+    [added] = entries("service-secret-added")
+    assert added.data["secret"] == "API_TOKEN" and SECRET not in json.dumps(added.data)
+    admin.post(f"/services/{service.pk}/secrets/remove/", {"name": "API_TOKEN"})
+    service.refresh_from_db()
+    assert service.secrets == {} and entries("service-secret-removed")
+
+
+def test_the_page_refuses_an_address_git_must_not_fetch(members: dict[str, Any]) -> None:
+    admin = signed_in(members["admin"])
+    form = {"name": "shop", "git_url": "ext::sh -c touch% /tmp/pwned", "branch": "main"}
+    r = admin.post("/services/add/", form)
+    assert r.status_code == 200 and not Service.objects.exists()
+    assert "The repository&#x27;s address is not usable" in r.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://github.com/acme/shop.git", True),
+        ("ssh://git@git.example.com:2222/acme/shop.git", True),
+        ("git@github.com:acme/shop.git", True),
+        ("github.com:acme/shop.git", True),
+        ("/srv/git/shop.git", True),
+        ("file:///srv/git/shop.git", True),
+        ("http://127.0.0.1:3000/shop.git", True),
+        ("http://git.example.com/shop.git", False),
+        ("ext::sh -c id", False),
+        ("-uhelp", False),
+        ("git@-oProxyCommand=touch:x", False),
+        ("shop.git", False),
+        ("https://", False),
+        ("https://ana:ghp_token@github.com/acme/shop.git", False),
+    ],
+)
+def test_which_addresses_a_service_may_use(url: str, ok: bool) -> None:
+    assert (git.url_problem(url) is None) == ok, git.url_problem(url)
+
+
+def test_ssh_addresses_are_where_host_keys_are_pinned() -> None:
+    scp = git.ssh_endpoint("git@github.com:acme/shop.git")
+    assert scp is not None and (scp.host, scp.port, scp.user) == ("github.com", None, "git")
+    url = git.ssh_endpoint("ssh://deploy@git.example.com:2222/shop.git")
+    assert url is not None and (url.host, url.port, url.user) == ("git.example.com", 2222, "deploy")
+    bare = git.ssh_endpoint("github.com:acme/shop.git")
+    assert bare is not None and (bare.host, bare.user) == ("github.com", "")
+    assert git.ssh_endpoint("ext::ssh -o ProxyCommand=x host:path") is None
+    assert git.ssh_endpoint("https://github.com/acme/shop.git") is None
+    assert git.ssh_endpoint("/srv/git/shop.git") is None
+
+
+def test_run_now_from_the_page_queues_a_pipeline_a_deployer_may_start(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service = services.add_service(
+        org, services.ServiceFields(name="shop", git_url="/srv/git/shop.git"), SYSTEM
+    )
+    page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert "Run pipeline now" not in page
+    deployer = signed_in(members["deployer"])
+    assert "Run pipeline now" in deployer.get(f"/services/{service.pk}/").content.decode()
+    r = deployer.post(f"/services/{service.pk}/run/")
+    pipeline = Pipeline.objects.get()
+    assert r["Location"] == f"/pipelines/{pipeline.pk}/"
+    assert (pipeline.state, pipeline.trigger, pipeline.branch) == ("queued", "ui", "main")
+    assert pipeline.triggered_by == members["deployer"].username
+    assert pipeline.job is not None and pipeline.job.queue == "pipelines"
+    shown = deployer.get(f"/pipelines/{pipeline.pk}/").content.decode()
+    # The log is followed live by the job page's script while the pipeline is under way.
+    assert f'data-follow="/jobs/{pipeline.job.pk}/log/"' in shown and "follow.js" in shown
+    listed = deployer.get(f"/services/{service.pk}/").content.decode()
+    assert "Branch main" in listed and f"/pipelines/{pipeline.pk}/" in listed
+    [entry] = entries("pipeline-run")
+    assert entry.actor == members["deployer"].username and entry.data["trigger"] == "ui"
+
+
+class Api:
+    def __init__(self, member: Any, org: Organization, scopes: list[str]) -> None:
+        raw = issue_token(member, org, "test", scopes, 1).raw
+        self.client, self.auth = Client(), {"authorization": f"Bearer {raw}"}
+
+    def call(self, method: str, url: str, body: Any = None) -> Any:
+        data = json.dumps(body) if body is not None else ""
+        return self.client.generic(
+            method, url, data=data, content_type="application/json", headers=self.auth
+        )
+
+
+def test_the_api_adds_a_service_runs_it_and_never_answers_a_secret_value(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    api = Api(members["admin"], org, ["services:read", "services:write", "pipelines:run"])
+    body = {"name": "shop", "git_url": "/srv/git/shop.git", "secrets": {"API_TOKEN": SECRET}}
+    r = api.call("POST", "/api/v1/services/", body)
+    assert r.status_code == 201, r.content
+    made = r.json()
+    assert made["secret_names"] == ["API_TOKEN"] and made["branch"] == "main"
+    assert made["deploy_public_key"].startswith("ssh-ed25519 ")
+    again = api.call("POST", "/api/v1/services/", body)
+    assert again.status_code == 422
+    assert again.json() == {"error": "Another service is already called 'shop'"}
+    listed = api.call("GET", "/api/v1/services/")
+    assert SECRET not in listed.content.decode() and len(listed.json()["services"]) == 1
+    ran = api.call("POST", f"/api/v1/services/{made['id']}/run/")
+    assert ran.status_code == 202 and ran.json()["state"] == "queued"
+    got = api.call("GET", f"/api/v1/services/pipelines/{ran.json()['id']}/")
+    assert got.status_code == 200 and got.json()["trigger"] == "api"
+    assert Job.objects.get(pk=got.json()["job_id"]).kind == services.KIND
+    secret = {"name": "OTHER", "value": "another-secret"}
+    r = api.call("POST", f"/api/v1/services/{made['id']}/secrets/", secret)
+    assert r.status_code == 200 and r.json()["secret_names"] == ["API_TOKEN", "OTHER"]
+    assert "another-secret" not in r.content.decode()
+    bad = api.call(
+        "POST", f"/api/v1/services/{made['id']}/secrets/", {"name": "PATH", "value": "x"}
+    )
+    assert bad.status_code == 422 and "onwatch sets PATH for every step" in bad.json()["error"]
+    [added] = entries("service-added")
+    assert added.actor == members["admin"].username
+    assert added.data["secrets"] == ["API_TOKEN"] and SECRET not in json.dumps(added.data)
+
+
+def test_a_service_changed_on_its_page_moves_on_to_a_new_server_and_is_audited(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    fields = services.ServiceFields(name="shop", git_url="git@git.example.com:acme/shop.git")
+    service = services.add_service(org, fields, SYSTEM)
+    host_key = " ".join(ssh.new_key_pair("").public.split()[:2])
+    services.pin_host_keys(service, f"git.example.com {host_key}\n")
+    admin = signed_in(members["admin"])
+    form = {"name": "shop", "git_url": "git@git.example.com:acme/shop.git", "branch": "next"}
+    assert admin.post(f"/services/{service.pk}/edit/", form).status_code == 302
+    service.refresh_from_db()
+    assert service.branch == "next" and service.known_hosts  # same server: key kept
+    form["git_url"] = "git@other.example.com:acme/shop.git"
+    admin.post(f"/services/{service.pk}/edit/", form)
+    service.refresh_from_db()
+    # Another server's key is pinned anew on its first use, never the old one trusted.
+    assert service.known_hosts == ""
+    changes = [e.data["changed"] for e in entries("service-changed")]
+    assert changes == [["branch"], ["git_url", "known_hosts"]]
+    assert all(e.actor == members["admin"].username for e in entries("service-changed"))
+    page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert "never yet" in page and "no pipeline has ended yet" in page

@@ -1,0 +1,62 @@
+"""Real git repositories for pipeline tests: a tiny Python project whose test passes or
+fails, committed on a branch, in a temporary directory."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import Organization
+from onwatch.deploys import services
+from onwatch.deploys.models import Service
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Ana Dev",
+    "GIT_AUTHOR_EMAIL": "ana@example.com",
+    "GIT_COMMITTER_NAME": "Ana Dev",
+    "GIT_COMMITTER_EMAIL": "ana@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/nonexistent",
+}
+TOML = '[test]\ncommand = "python3 -m unittest -v"\n'
+
+
+def project(passing: bool = True, extra: str = "") -> dict[str, str]:
+    """A Python project tested by `python3 -m unittest` (no network needed)."""
+    check = "1 + 1, 2" if passing else "1 + 1, 3"
+    return {
+        "onwatch.toml": TOML,
+        "test_app.py": (
+            "import unittest\n\n\nclass AppTest(unittest.TestCase):\n"
+            f"    def test_sum(self):\n{extra}        self.assertEqual({check})\n"
+        ),
+    }
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env=GIT_ENV, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def commit(repo: Path, files: dict[str, str], message: str, branch: str = "main") -> str:
+    """Write `files` into `repo` (made on first use) and commit them on `branch`; the sha."""
+    if not (repo / ".git").exists():
+        repo.mkdir(parents=True, exist_ok=True)
+        git(repo, "init", "--quiet", "--initial-branch", branch)
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def service_for(
+    org: Organization, url: str, branch: str = "main", secrets: dict[str, str] | None = None
+) -> Service:
+    fields = services.ServiceFields(name="shop", git_url=url, branch=branch)
+    return services.add_service(org, fields, SYSTEM, secrets)
