@@ -47,6 +47,10 @@ if not SECRET_KEY:
 # Left empty when neither exists: Django then refuses to start rather than sign with a
 # guessable key.
 
+# Pipelines' workspaces and dependency caches: outside the data directory (0700), which
+# the sandbox's step user must never reach, yet a folder that user may pass through.
+WORK_DIR = Path(env("ONWATCH_WORK_DIR", f"{DATA_DIR}-work")).expanduser().absolute()
+
 KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()
 # The audit log's newest entry, witnessed outside the database (core/audit_head.py).
 AUDIT_HEAD_FILE = (

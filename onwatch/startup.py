@@ -136,6 +136,7 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
     check_data_dir(
         Path(settings.AUDIT_HEAD_FILE).parent, "audit head file's folder", "ONWATCH_AUDIT_HEAD_FILE"
     )
+    check_work_dir(settings)
     check_database(settings)
     if not migrate:
         check_sqlite_exists(settings)
@@ -171,6 +172,25 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
     if migrate:
         seal_earlier_audit_entries(prepared)
     return prepared
+
+
+def check_work_dir(settings: Any) -> None:
+    """Pipelines' workspaces and caches are handed to the steps (and, as root, to the step
+    user): a work folder holding the data directory or the key file would hand those over
+    too, and one inside the data directory is out of the step user's reach."""
+    work, data = Path(settings.WORK_DIR), Path(settings.DATA_DIR)
+    for what, other in (("data directory", data), ("key file", Path(settings.KEY_FILE))):
+        if other == work or work in other.parents:
+            raise ConfigError(
+                f"ONWATCH_WORK_DIR={work} holds onwatch's {what} {other}, which pipeline steps "
+                f"must never see; set it to a folder of its own, e.g. {data}-work"
+            )
+    if data in work.parents:
+        raise ConfigError(
+            f"ONWATCH_WORK_DIR={work} is inside the data directory {data}, which pipeline "
+            f"steps must never reach; set it to a folder outside it, e.g. {data}-work"
+        )
+    check_data_dir(work, "pipelines' work folder", "ONWATCH_WORK_DIR")
 
 
 def check_key_file(path: Path) -> None:

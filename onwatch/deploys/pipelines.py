@@ -5,8 +5,12 @@ that failed and its last lines, and the next green one says it is fixed."""
 
 from __future__ import annotations
 
+import fcntl
+import importlib
+import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -27,6 +31,7 @@ ALERT_LINES = 20
 # The shell's exit code for a command it did not find (uv or npm not installed here).
 NOT_FOUND = 127
 STEP_PATH = git.SYSTEM_PATH
+LOCK_POLL_SECONDS = 0.5
 
 
 class StepFailed(Exception):
@@ -37,16 +42,70 @@ class StepFailed(Exception):
         self.exit_code = exit_code
 
 
+# Folders of the work directory the step user passes through but cannot list.
+PASS_THROUGH = 0o711
+CACHES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
+
+
+def work_folder(*parts: str) -> Path:
+    """A folder of ONWATCH_WORK_DIR, made on first use: outside the data directory, and
+    open to the step user to pass through (as root, steps run as another user)."""
+    root = Path(settings.WORK_DIR)
+    path = root.joinpath(*parts)
+    for folder in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(PASS_THROUGH)
+    return path
+
+
 def workspace_of(pipeline: Pipeline) -> Path:
-    return Path(settings.DATA_DIR) / "workspaces" / str(pipeline.service_id) / str(pipeline.pk)
+    return Path(settings.WORK_DIR) / "workspaces" / str(pipeline.service_id) / str(pipeline.pk)
 
 
 def caches_of(service: Service) -> dict[str, Path]:
-    root = Path(settings.DATA_DIR) / "caches" / str(service.pk)
-    found = {name: root / name for name in ("uv", "npm")}
-    for path in found.values():
-        path.mkdir(parents=True, exist_ok=True)
-    return found
+    """The service's dependency caches, shared by its runs one at a time (cache_lock)."""
+    return {name: work_folder("caches", str(service.pk), name) for name in CACHES}
+
+
+def cache_env(caches: dict[str, Path]) -> dict[str, str]:
+    env = {variable: str(caches[name]) for name, variable in CACHES.items()}
+    # A Python uv fetches for the project is kept with the cache, not in a per-run HOME.
+    env["UV_PYTHON_INSTALL_DIR"] = str(caches["uv"] / "python")
+    return env
+
+
+def step_problem() -> str | None:
+    """Why no step can run here, in one line (the service page shows it, the pipeline's
+    first step fails with it), or None."""
+    return sandbox.problem() or sandbox.out_of_reach(work_folder("workspaces") / "x")
+
+
+def onwatch_uv() -> Path | None:
+    """The uv onwatch itself runs with: on its PATH, or the `uv` package of its Python."""
+    if found := shutil.which("uv"):
+        return Path(found).resolve()
+    try:
+        return Path(importlib.import_module("uv").find_uv_bin()).resolve()
+    except (ImportError, FileNotFoundError):
+        return None
+
+
+def tools_folder() -> Path | None:
+    """A read-only folder for the steps with onwatch's own uv in its bin/: the uv projects
+    onwatch recognises need it, and the one onwatch runs with may sit where the step user
+    cannot reach (root's home) or outside the sandbox's system folders."""
+    uv = onwatch_uv()
+    if uv is None:
+        return None
+    copy = work_folder("tools", "bin") / "uv"
+    if not copy.exists() or copy.stat().st_size != uv.stat().st_size:
+        fd, temporary = tempfile.mkstemp(dir=copy.parent, prefix=".uv-")
+        os.close(fd)
+        shutil.copyfile(uv, temporary)
+        Path(temporary).chmod(0o755)
+        os.replace(temporary, copy)  # whole or not at all, for a step starting meanwhile
+    return copy.parent.parent
 
 
 def remove_workspace(path: Path) -> None:
@@ -75,12 +134,36 @@ class Run:
     def all(self) -> None:
         self.step("checkout", self.service.git_url, self.checkout)
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
-        for name, command in project.steps():
-            self.step(name, command, partial(self.sandboxed, command))
+        with self.caches_held():
+            for name, command in project.steps():
+                self.step(name, command, partial(self.sandboxed, command))
+
+    @contextmanager
+    def caches_held(self) -> Iterator[None]:
+        """The service's caches are written by one of its pipelines at a time (uv and npm
+        do not expect two writers); a second one waits here, and says so."""
+        path = work_folder("caches") / f"{self.service.pk}.lock"
+        with path.open("a") as held:
+            said = False
+            while not self.ctx.cancelled.is_set():
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not said:
+                        self.ctx.log("waiting for another pipeline of this service to finish")
+                        said = True
+                    self.ctx.cancelled.wait(LOCK_POLL_SECONDS)
+            else:
+                raise StepFailed("cancelled")
+            yield  # closing the file releases the lock
 
     def checkout(self) -> None:
         service, log = self.service, self.log
         assert log is not None
+        # Said before anything is fetched: every step after would fail the same way.
+        if problem := step_problem():
+            raise StepFailed(problem)
         log.say(f"fetching branch {self.pipeline.branch} of {service.git_url}")
         with self.ssh_session() as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
@@ -128,24 +211,25 @@ class Run:
         return project
 
     def sandboxed(self, command: str) -> None:
-        problem = sandbox.problem()
-        if problem:
-            raise StepFailed(problem)
         assert self.log is not None
         self.log.say(f"$ {command}")
+        caches = caches_of(self.service)
+        tools = tools_folder()
         env = {
-            "PATH": STEP_PATH,
+            "PATH": f"{tools / 'bin'}:{STEP_PATH}" if tools else STEP_PATH,
             "HOME": str(self.workspace / ".home"),
             "LANG": "C.UTF-8",
             "CI": "true",
             "ONWATCH_PIPELINE": str(self.pipeline.pk),
+            **cache_env(caches),
             **self.service.secrets,
         }
         step = sandbox.Step(
             argv=["bash", "-c", command],
             workspace=self.workspace,
             env=env,
-            caches=caches_of(self.service),
+            caches=caches,
+            readonly=[tools] if tools else [],
         )
         outcome = sandbox.run(step, self.log.write, self.ctx.cancelled)
         self.log.close()
@@ -174,7 +258,7 @@ class Run:
         except StepFailed as e:
             self.end_step(State.FAILED, str(e), e.exit_code)
             raise
-        except (git.GitError, ssh.SshError) as e:
+        except (git.GitError, ssh.SshError, sandbox.SandboxError) as e:
             self.end_step(State.FAILED, str(e))
             raise StepFailed(str(e)) from None
         except BaseException as e:

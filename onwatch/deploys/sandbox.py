@@ -99,6 +99,9 @@ class Step:
     # name -> host folder, writable, at the same path inside (point UV_CACHE_DIR at it).
     caches: Mapping[str, Path] = field(default_factory=dict)
     limits: Limits = Limits()
+    # Host folders the step may read but not change (tools onwatch gives it, like uv), at
+    # the same path inside; they stay their owner's.
+    readonly: Sequence[Path] = ()
 
 
 @dataclass(frozen=True)
@@ -212,10 +215,24 @@ def _writable(step: Step) -> dict[str, Path]:
     return {"workspace": step.workspace, **{f"cache {k}": v for k, v in step.caches.items()}}
 
 
+def out_of_reach(path: Path) -> str | None:
+    """Why the step user could not reach `path` (a workspace or cache would sit there), in
+    one line; None when it can, or when steps run as onwatch's own user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        uid, gid = _step_user()
+        _check_reachable("folder", path, uid, gid)
+    except SandboxError as e:
+        return str(e)
+    return None
+
+
 def _refuse_exposing(step: Step) -> None:
     """A workspace or cache that holds onwatch's data, its keys or the system would hand
     them to the step (writable, and when root, owned)."""
-    for what, path in _writable(step).items():
+    shown = {**_writable(step), **{f"tool folder {p}": p for p in step.readonly}}
+    for what, path in shown.items():
         if not path.is_absolute() or not path.is_dir():
             raise SandboxError(f"the step's {what} {path} is not an existing absolute folder")
         real = path.resolve()
@@ -272,6 +289,8 @@ def _mounts(step: Step) -> list[str]:
         args += ["--size", size, "--tmpfs", tmp]
     for path in _writable(step).values():
         args += ["--bind", str(path), str(path)]
+    for path in step.readonly:
+        args += ["--ro-bind", str(path), str(path)]
     # The sandbox's own root (where bwrap made /etc and the mount points) read-only too.
     return [*args, "--remount-ro", "/"]
 

@@ -17,7 +17,7 @@ from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.rest import org_of
-from onwatch.deploys import sandbox, services
+from onwatch.deploys import pipelines, sandbox, services
 from onwatch.deploys.forms import SecretForm, ServiceForm
 from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Refusal, ServiceFields
@@ -131,7 +131,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "fingerprints": ssh.fingerprints(service.known_hosts),
         "evidence": services.evidence(service),
         "memory_by": sandbox.memory_enforced_by(),
-        "sandbox_problem": sandbox.problem(),
+        "sandbox_problem": pipelines.step_problem(),
         "can_run": can(request, "pipelines.run"),
         "can_manage": can(request, "services.manage"),
     }

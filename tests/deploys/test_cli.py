@@ -23,6 +23,8 @@ def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(
         listed = run(["services", "list"], env)
         unknown = run(["pipelines", "run", "nope"], env)
         bad = run(["services", "add", "other", "ext::sh -c id"], env)
+        inside = str(Path(env["ONWATCH_DATA_DIR"]) / "work")
+        hidden_work = run(["services", "list"], {**env, "ONWATCH_WORK_DIR": inside})
         with Running(["worker"], env) as worker:
             worker.wait_for("ready")
             red = run(["pipelines", "run", "shop", "--wait"], env, timeout=120)
@@ -35,6 +37,10 @@ def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(
     assert unknown.returncode == 2
     assert unknown.stderr == "onwatch: there is no service 'nope' (there are: shop)\n"
     assert bad.returncode == 2 and "The repository's address is not usable" in bad.stderr
+    # Workspaces in the data directory would be out of the step user's reach, and near
+    # what steps must never see: refused before anything starts.
+    assert hidden_work.returncode == 2 and hidden_work.stderr.count("\n") == 1
+    assert hidden_work.stderr.startswith(f"onwatch: ONWATCH_WORK_DIR={inside} is inside the data")
     assert red.returncode == 1, red.stdout + red.stderr
     assert "AssertionError: 2 != 3" in red.stdout  # the step's own output, streamed
     assert red.stderr.strip().endswith("failed: exited with 1")

@@ -14,13 +14,14 @@ from tests.support.child import deploys as child_deploys
 from tests.support.deploys import commit
 from tests.support.procs import Running, free_port, isolated, run
 from tests.support.receivers import add_channels, wait_until
+from tests.support.steps import marker, processes_with
 
 
 def test_a_pipeline_whose_worker_is_killed_ends_interrupted_and_alerts_once(
     tmp_path: Path,
 ) -> None:
-    pid_file = tmp_path / "step.pid"
-    slow = f'[test]\ncommand = "echo $$ > {pid_file}; exec sleep 600"\n'
+    word = marker()
+    slow = f'[test]\ncommand = "touch started; exec -a {word} sleep 600"\n'
     commit(tmp_path / "repo", {"onwatch.toml": slow}, "Slow")
     fast = {"ONWATCH_JOB_LEASE_SECONDS": "3", "ONWATCH_SCHEDULER_TICK_SECONDS": "1"}
     try:
@@ -30,17 +31,20 @@ def test_a_pipeline_whose_worker_is_killed_ends_interrupted_and_alerts_once(
             with Running(["worker"], env) as worker:
                 worker.wait_for("ready")
                 assert run(["pipelines", "run", "shop"], env).returncode == 0
-                wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 60)
+                work = Path(env["ONWATCH_WORK_DIR"]) / "workspaces"
+                wait_until(lambda: any(work.glob("*/*/started")), 60)
                 os.kill(worker.proc.pid, signal.SIGKILL)
                 worker.proc.wait()
             with Running(["scheduler"], env):
                 out = call(child_deploys.print_once_interrupted, env, "shop")
-            workspaces = list((Path(env["ONWATCH_DATA_DIR"]) / "workspaces").glob("*/*"))
+            workspaces = list(work.glob("*/*"))
+            left = processes_with(word)
     finally:
-        # The stand-in sandbox runs steps in a session of their own without
-        # --die-with-parent (the bubblewrap one has it): do not leave its sleep behind.
-        with contextlib.suppress(OSError, ValueError):
-            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        # Should --die-with-parent ever fail: do not leave the step's sleep behind.
+        for pid in processes_with(word):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert left == [], "the step outlived its worker"
     state, reason, steps, titles = json.loads(out)
     assert state == "interrupted"
     assert reason.startswith("onwatch stopped while the pipeline ran")

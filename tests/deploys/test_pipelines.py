@@ -16,15 +16,15 @@ from onwatch.alerts.models import Delivery
 from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
-from onwatch.deploys import services
+from onwatch.deploys import sandbox, services
 from onwatch.deploys.models import Pipeline, State
 from onwatch.deploys.pipelines import workspace_of
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit, project, service_for
 from tests.support.fixtures import make_member, signed_in
-from tests.support.procs import alive
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
+from tests.support.steps import marker, processes_with
 
 # The job's heartbeat thread reads what this test wrote: real commits, not one transaction.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
@@ -224,15 +224,17 @@ def run_in_thread(job: Job) -> threading.Thread:
 def test_cancel_stops_the_running_step_and_ends_the_pipeline_cancelled(
     org: Organization, tmp_path: Path
 ) -> None:
-    pid_file = tmp_path / "step.pid"
-    slow = f'[test]\ncommand = "echo $$ > {pid_file}; exec sleep 600"\n'
+    # In its workspace: the sandbox shows the step nothing else of the machine.
+    word = marker()
+    slow = f'[test]\ncommand = "touch started; exec -a {word} sleep 600"\n'
     commit(tmp_path / "repo", {"onwatch.toml": slow}, "Slow")
     pipeline = services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui")
+    started = workspace_of(pipeline) / "started"
     job = jobs.claim("test-worker", [services.KIND])
     assert job is not None
     thread = run_in_thread(job)
-    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 60, "the step")
-    step_pid = int(pid_file.read_text())
+    wait_until(started.exists, 60, "the step")
+    assert processes_with(word)
     assert workspace_of(pipeline).exists()
     jobs.cancel(job, "ana@example.com")
     thread.join(timeout=30)
@@ -241,7 +243,7 @@ def test_cancel_stops_the_running_step_and_ends_the_pipeline_cancelled(
     job.refresh_from_db()
     assert (job.state, pipeline.state) == (JobState.CANCELLED, State.CANCELLED)
     assert steps_of(pipeline)[-1] == ("test", State.CANCELLED, None, "cancelled")
-    assert not alive(step_pid), "the step outlived the cancel"
+    assert not processes_with(word), "the step outlived the cancel"
     assert not workspace_of(pipeline).exists()
     assert Delivery.objects.count() == 0
 
@@ -311,3 +313,22 @@ def test_an_ssh_repository_pins_its_host_key_on_first_use_and_needs_the_deploy_k
     service.refresh_from_db()
     assert ssh.fingerprints(service.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
     assert AuditEntry.objects.filter(action="service-host-key-forgotten").count() == 1
+
+
+def test_where_steps_cannot_run_the_first_step_says_why_and_so_does_the_service_page(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"))
+    monkeypatch.setenv("ONWATCH_STEP_USER", "no-such-step-user")
+    why = (
+        "ONWATCH_STEP_USER=no-such-step-user is not a user on this machine; create it "
+        "(adduser --system onwatch-steps) or name another unprivileged user"
+    )
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert steps_of(pipeline) == [("checkout", State.FAILED, None, why)]
+    assert pipeline.reason == why and "Traceback" not in log_of(pipeline)
+    page = signed_in(make_member(org, "viewer")).get(f"/services/{service.pk}/").content.decode()
+    assert f"Steps cannot run on this machine: {why}" in page
+    by = sandbox.memory_enforced_by()
+    assert ("enforced by the kernel (cgroups)" if by == "cgroup" else "(rlimits)") in page

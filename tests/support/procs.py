@@ -69,9 +69,13 @@ def onwatch_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[
 
 @contextmanager
 def isolated(tmp_path: Path, **extra: str) -> Iterator[dict[str, str]]:
-    """Environment for a real onwatch: its own data dir, port and database."""
-    with fresh_database() as url:
-        yield onwatch_env(tmp_path / "data", url, **extra)
+    """Environment for a real onwatch: its own data dir, port and database, and a work
+    folder for pipelines that the step user can reach (tmp_path is closed to others)."""
+    from tests.support.steps import reachable_root
+
+    with fresh_database() as url, reachable_root() as reachable:
+        work = {"ONWATCH_WORK_DIR": str(reachable / "work"), **extra}
+        yield onwatch_env(tmp_path / "data", url, **work)
 
 
 def run(
