@@ -6,14 +6,15 @@ that failed and its last lines, and the next green one says it is fixed."""
 from __future__ import annotations
 
 import fcntl
-import importlib
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from django.conf import settings
@@ -45,6 +46,8 @@ class StepFailed(Exception):
 # Folders of the work directory the step user passes through but cannot list.
 PASS_THROUGH = 0o711
 CACHES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
+SYSTEM_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
+CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS")
 
 
 def work_folder(*parts: str) -> Path:
@@ -68,10 +71,15 @@ def caches_of(service: Service) -> dict[str, Path]:
     return {name: work_folder("caches", str(service.pk), name) for name in CACHES}
 
 
-def cache_env(caches: dict[str, Path]) -> dict[str, str]:
+def tool_env(caches: dict[str, Path]) -> dict[str, str]:
     env = {variable: str(caches[name]) for name, variable in CACHES.items()}
     # A Python uv fetches for the project is kept with the cache, not in a per-run HOME.
     env["UV_PYTHON_INSTALL_DIR"] = str(caches["uv"] / "python")
+    if Path(SYSTEM_CERTIFICATES).is_file():
+        # The machine's trusted certificates (the sandbox shows /etc/ssl/certs), not the
+        # list each tool carries: behind a company's TLS proxy, only these reach PyPI/npm.
+        env |= {name: SYSTEM_CERTIFICATES for name in CERTIFICATE_VARIABLES}
+        env["UV_NATIVE_TLS"] = "true"
     return env
 
 
@@ -81,14 +89,24 @@ def step_problem() -> str | None:
     return sandbox.problem() or sandbox.out_of_reach(work_folder("workspaces") / "x")
 
 
+@cache
 def onwatch_uv() -> Path | None:
-    """The uv onwatch itself runs with: on its PATH, or the `uv` package of its Python."""
+    """The uv onwatch itself runs with: on its PATH, the `uv` package of its Python, or
+    that of the Python its virtualenv was made from (how scripts/python-env.sh finds it)."""
     if found := shutil.which("uv"):
         return Path(found).resolve()
-    try:
-        return Path(importlib.import_module("uv").find_uv_bin()).resolve()
-    except (ImportError, FileNotFoundError):
-        return None
+    for python in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", "")]):
+        if not python:
+            continue
+        asked = subprocess.run(
+            [python, "-c", "import uv; print(uv.find_uv_bin())"],
+            capture_output=True,
+            text=True,
+            env=sandbox.LAUNCH_ENV,
+        )
+        if asked.returncode == 0 and asked.stdout.strip():
+            return Path(asked.stdout.strip()).resolve()
+    return None
 
 
 def tools_folder() -> Path | None:
@@ -221,7 +239,7 @@ class Run:
             "LANG": "C.UTF-8",
             "CI": "true",
             "ONWATCH_PIPELINE": str(self.pipeline.pk),
-            **cache_env(caches),
+            **tool_env(caches),
             **self.service.secrets,
         }
         step = sandbox.Step(

@@ -4,6 +4,7 @@ process, with the states, steps, exit codes, alerts and log people read."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import threading
 from pathlib import Path
@@ -18,9 +19,9 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.deploys import sandbox, services
 from onwatch.deploys.models import Pipeline, State
-from onwatch.deploys.pipelines import workspace_of
+from onwatch.deploys.pipelines import caches_of, work_folder, workspace_of
 from tests.support.backups import alerts_titled
-from tests.support.deploys import commit, project, service_for
+from tests.support.deploys import commit, project, service_for, uv_project
 from tests.support.fixtures import make_member, signed_in
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
@@ -332,3 +333,41 @@ def test_where_steps_cannot_run_the_first_step_says_why_and_so_does_the_service_
     assert f"Steps cannot run on this machine: {why}" in page
     by = sandbox.memory_enforced_by()
     assert ("enforced by the kernel (cgroups)" if by == "cgroup" else "(rlimits)") in page
+
+
+def test_a_uv_project_syncs_and_runs_pytest_with_onwatchs_uv_and_a_cache_of_its_own(
+    org: Organization, tmp_path: Path
+) -> None:
+    commit(tmp_path / "repo", uv_project(), "A uv project")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    names = [s.name for s in pipeline.steps.all()]
+    assert names == ["checkout", "read onwatch.toml", "build", "test"], log_of(pipeline)
+    build, test = pipeline.steps.get(name="build"), pipeline.steps.get(name="test")
+    assert (build.command, build.state) == ("uv sync --frozen", State.SUCCEEDED), log_of(pipeline)
+    assert test.state == State.FAILED and test.exit_code == 1
+    assert "1 failed, 1 passed" in test.tail
+    # The service's uv cache kept what was downloaded, outside the removed workspace.
+    uv_cache = caches_of(service)["uv"]
+    assert any(uv_cache.rglob("pytest*")), "nothing was cached"
+    assert not workspace_of(pipeline).exists()
+
+
+def test_a_services_caches_are_used_by_one_of_its_pipelines_at_a_time(
+    org: Organization, tmp_path: Path
+) -> None:
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = services.run_pipeline(service, SYSTEM, "ui")
+    job = jobs.claim("test-worker", [services.KIND])
+    assert job is not None
+    # What another pipeline of the service (another worker, same machine) holds.
+    with (work_folder("caches") / f"{service.pk}.lock").open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        thread = run_in_thread(job)
+        waiting = "waiting for another pipeline of this service to finish"
+        wait_until(lambda: waiting in log_of(pipeline), 60, "the wait")
+        assert not pipeline.steps.filter(name="test").exists()
+    thread.join(timeout=60)
+    pipeline.refresh_from_db()
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)

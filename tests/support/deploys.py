@@ -3,12 +3,14 @@ fails, committed on a branch, in a temporary directory."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import services
+from onwatch.deploys import pipelines, services
 from onwatch.deploys.models import Service
 
 GIT_ENV = {
@@ -60,3 +62,31 @@ def service_for(
 ) -> Service:
     fields = services.ServiceFields(name="shop", git_url=url, branch=branch)
     return services.add_service(org, fields, SYSTEM, secrets)
+
+
+PYPROJECT = """[project]
+name = "shop"
+version = "0.1.0"
+requires-python = ">=3.11"
+
+[dependency-groups]
+dev = ["pytest"]
+"""
+PYTESTS = (
+    "def test_sum():\n    assert 1 + 1 == 2\n\n\n"
+    "def test_total():\n    assert sum([1, 2]) == 4, 'the total is off'\n"
+)
+
+
+def uv_project() -> dict[str, str]:
+    """A uv project with no onwatch.toml (detected: uv sync, uv run pytest) whose pytest
+    run has one passing and one failing test. Its uv.lock is made by onwatch's own uv,
+    which asks PyPI (the one network access tests need)."""
+    uv = pipelines.onwatch_uv()
+    assert uv is not None, "no uv where onwatch runs"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pyproject.toml").write_text(PYPROJECT)
+        env = {**os.environ, "UV_CACHE_DIR": str(Path(tmp) / "cache")}
+        subprocess.run([uv, "lock", "--quiet"], cwd=tmp, env=env, check=True)
+        lock = (Path(tmp) / "uv.lock").read_text()
+    return {"pyproject.toml": PYPROJECT, "uv.lock": lock, "test_app.py": PYTESTS}
