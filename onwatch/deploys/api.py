@@ -12,6 +12,7 @@ from ninja import Router, Schema, Status
 from pydantic import ConfigDict, Field
 
 from onwatch.core.audit import Actor
+from onwatch.core.masking import Masker
 from onwatch.core.rest import ERRORS, MAX_ID, Text, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
 from onwatch.deploys import services as writer
@@ -82,8 +83,14 @@ def service_out(s: Service) -> dict[str, Any]:
 
 
 def pipeline_out(p: Pipeline) -> dict[str, Any]:
-    shown = {name: getattr(p, name) for name in PipelineOut.model_fields if name != "steps"}
-    steps = [{name: getattr(s, name) for name in StepOut.model_fields} for s in p.steps.all()]
+    # Stored masked already; masked again as it leaves, with the secrets as they are now.
+    masker = Masker(p.service.secrets)
+
+    def masked(value: object) -> object:
+        return masker.mask(value) if isinstance(value, str) else value
+
+    shown = {name: masked(getattr(p, name)) for name in PipelineOut.model_fields}
+    steps = [{n: masked(getattr(s, n)) for n in StepOut.model_fields} for s in p.steps.all()]
     return shown | {"steps": steps}
 
 

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache, partial
@@ -22,8 +23,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.alerts.services import raise_alert
-from onwatch.core import ssh
+from onwatch.core import jobs, ssh
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
+from onwatch.core.masking import Masker
 from onwatch.deploys import git, projectfile, sandbox, services
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State
 from onwatch.deploys.steplog import StepLog
@@ -146,6 +148,7 @@ class Run:
         self.position = 0
         self.current: PipelineStep | None = None
         self.log: StepLog | None = None
+        self.masker = Masker(self.service.secrets)
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -190,11 +193,13 @@ class Run:
             if said:
                 log.say(said)
             commit = git.checkout(self.workspace, self.pipeline.branch, self.pipeline.commit, env)
+        # A commit message may quote a secret too (a config pasted in).
+        author, message = self.masker.mask(commit.author), self.masker.mask(commit.message)
         Pipeline.objects.filter(pk=self.pipeline.pk).update(
-            commit=commit.sha, author=commit.author, message=commit.message
+            commit=commit.sha, author=author, message=message
         )
-        self.pipeline.commit, self.pipeline.author = commit.sha, commit.author
-        self.pipeline.message = commit.message
+        self.pipeline.commit, self.pipeline.author = commit.sha, author
+        self.pipeline.message = message
         log.say(commit_line(self.pipeline))
 
     @contextmanager
@@ -265,7 +270,7 @@ class Run:
             pipeline=self.pipeline,
             position=self.position,
             name=name,
-            command=command,
+            command=self.masker.mask(command),
             state=State.RUNNING,
             started_at=timezone.now(),
         )
@@ -288,6 +293,7 @@ class Run:
     def end_step(self, state: str, reason: str, exit_code: int | None = None) -> None:
         step, log = self.current, self.log
         assert step is not None and log is not None
+        reason = self.masker.mask(reason)
         if self.ctx.cancelled.is_set() and state != State.SUCCEEDED:
             # Stopped, not ended by itself: whatever code the kill left says nothing.
             state, reason, exit_code = State.CANCELLED, "cancelled", None
@@ -326,17 +332,23 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
             raise JobCancelled("cancelled") from None
         end(pipeline, State.FAILED, str(e))
         alert_failed(pipeline)
-        raise JobFailed(f"{describe(pipeline)} failed at {failing_step(pipeline)}: {e}") from None
-    except BaseException as e:
-        end(pipeline, State.FAILED, f"onwatch could not run the pipeline: {type(e).__name__}: {e}")
+        said = f"{describe(pipeline)} failed at {failing_step(pipeline)}: {e}"
+        raise JobFailed(run.masker.mask(said)) from None
+    except Exception as e:
+        # Said here, masked, rather than by the job's own handling: its message and
+        # traceback may quote what a step printed.
+        jobs.append_line(ctx.job.pk, run.masker.mask(traceback.format_exc()))
+        said = f"onwatch could not run the pipeline: {type(e).__name__}: {e}"
+        end(pipeline, State.FAILED, said)
         alert_failed(pipeline)
-        raise
+        raise JobFailed(run.masker.mask(said)) from None
     end(pipeline, State.SUCCEEDED, "")
     alert_if_fixed(pipeline)
     return {"pipeline": pipeline.pk, "commit": pipeline.commit}
 
 
 def end(pipeline: Pipeline, state: str, reason: str) -> None:
+    reason = Masker(pipeline.service.secrets).mask(reason)
     Pipeline.objects.filter(pk=pipeline.pk).update(
         state=state, reason=reason, ended_at=timezone.now()
     )
@@ -363,10 +375,12 @@ def alert_failed(pipeline: Pipeline, verb: str = "failed") -> None:
     ]
     if lines:
         body += ["", f"Last {len(lines)} lines of {step.name if step else 'the log'}:", *lines]
+    # What the rows hold is masked already; the alert leaves the machine, so once more.
+    masker = Masker(pipeline.service.secrets)
     raise_alert(
         org=pipeline.service.org,
-        title=f"{describe(pipeline)} {verb} at {step.name if step else 'its start'}",
-        body="\n".join(body),
+        title=masker.mask(f"{describe(pipeline)} {verb} at {step.name if step else 'its start'}"),
+        body=masker.mask("\n".join(body)),
         link=reverse("pipeline_detail", args=[pipeline.pk]),
     )
 

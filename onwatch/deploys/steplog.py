@@ -7,11 +7,11 @@ store; everything written anywhere comes from them.
 
 from __future__ import annotations
 
-import codecs
 from collections import deque
 from collections.abc import Mapping
 
 from onwatch.core import jobs
+from onwatch.core.masking import Masker
 
 TAIL_LINES = 200
 
@@ -19,19 +19,22 @@ TAIL_LINES = 200
 class StepLog:
     def __init__(self, job_id: int, secrets: Mapping[str, str], prefix: str = "") -> None:
         self.job_id = job_id
-        # What the step must never show (the service's secrets): for the masker that
-        # `_text` and `_rest` will pass every byte through.
-        self.secrets = secrets
+        # The service's secrets, in every form a program may print them, never leave here:
+        # a secret split across chunks is held back until the next chunk shows it whole.
+        self.masker = Masker(secrets)
         self.prefix = prefix
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.partial = ""
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def _text(self, chunk: bytes) -> str:
-        return self.decoder.decode(chunk)
+        return self.masker.feed(chunk)
 
     def _rest(self) -> str:
-        return self.decoder.decode(b"", final=True)
+        return self.masker.flush()
+
+    def mask(self, text: str) -> str:
+        """A one-line reason or error, which may quote the step's output."""
+        return self.masker.mask(text)
 
     def write(self, chunk: bytes) -> None:
         *lines, self.partial = (self.partial + self._text(chunk)).split("\n")

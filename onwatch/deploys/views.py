@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from onwatch.core import ssh
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
+from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.rest import org_of
 from onwatch.deploys import pipelines, sandbox, services
@@ -132,6 +133,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "evidence": services.evidence(service),
         "memory_by": sandbox.memory_enforced_by(),
         "sandbox_problem": pipelines.step_problem(),
+        "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),
         "can_manage": can(request, "services.manage"),
     }

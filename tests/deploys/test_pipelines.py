@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import html
 import threading
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test import Client
 
 from onwatch.alerts.models import Delivery
 from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM
+from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
+from onwatch.core.services import issue_token
 from onwatch.deploys import sandbox, services
+from onwatch.deploys.cli import follow
 from onwatch.deploys.models import Pipeline, State
 from onwatch.deploys.pipelines import caches_of, work_folder, workspace_of
+from tests.support import leaky_step
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit, project, service_for, uv_project
 from tests.support.fixtures import make_member, signed_in
@@ -371,3 +377,59 @@ def test_a_services_caches_are_used_by_one_of_its_pipelines_at_a_time(
     thread.join(timeout=60)
     pipeline.refresh_from_db()
     assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+
+
+SIGNING_KEY = (
+    "-----BEGIN TEST PRIVATE KEY-----\n"
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n"
+    "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n"
+    "Qx9z\n"
+    "-----END TEST PRIVATE KEY-----"
+)
+
+
+def every_text_onwatch_keeps(pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> str:
+    """Every place onwatch stores or shows text about the pipeline, as one text."""
+    assert pipeline.job is not None
+    rows = [
+        *JobLogLine.objects.filter(job=pipeline.job).values_list("text", flat=True),
+        *map(str, Job.objects.filter(pk=pipeline.job.pk).values()),
+        *map(str, Pipeline.objects.filter(pk=pipeline.pk).values()),
+        *map(str, pipeline.steps.values()),
+        *map(str, Delivery.objects.values()),
+        *map(str, AuditEntry.objects.values()),
+    ]
+    viewer = make_member(pipeline.service.org, "viewer")
+    pages = [signed_in(viewer).get(f"/pipelines/{pipeline.pk}/").content.decode()]
+    pages.append(signed_in(viewer).get(f"/services/{pipeline.service.pk}/").content.decode())
+    raw = issue_token(viewer, pipeline.service.org, "test", ["services:read"], 1).raw
+    answer = Client().get(
+        f"/api/v1/services/pipelines/{pipeline.pk}/", headers={"authorization": f"Bearer {raw}"}
+    )
+    assert answer.status_code == 200
+    assert follow(pipeline.pk) == 1  # what `onwatch pipelines run --wait` prints
+    cli = capsys.readouterr()
+    return "\n".join([*rows, *pages, answer.content.decode(), cli.out, cli.err])
+
+
+def test_no_form_of_a_secret_survives_anywhere_onwatch_keeps_or_shows_text(
+    org: Organization, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = '[test]\ncommand = "python3 leaky_step.py"\n'
+    files = {"onwatch.toml": toml, "leaky_step.py": Path(leaky_step.__file__).read_text()}
+    # The commit message quotes a line of the key too (a config pasted in by mistake).
+    commit(tmp_path / "repo", files, f"Add the key {SIGNING_KEY.splitlines()[1]}")
+    secrets = {"SIGNING_KEY": SIGNING_KEY, "PIN": "7q9"}
+    pipeline = run(
+        services.run_pipeline(
+            service_for(org, str(tmp_path / "repo"), secrets=secrets), SYSTEM, "ui"
+        )
+    )
+    assert pipeline.state == State.FAILED
+    seen = every_text_onwatch_keeps(pipeline, capsys)
+    assert seen.count("[secret SIGNING_KEY]") >= 15  # every form was printed, and hidden
+    for form in forms(SIGNING_KEY):
+        assert form not in seen and html.escape(form) not in seen, form
+    # Too short to hide: printed as it is, and the service's page says so.
+    assert "form 16: 7q9" in seen
+    assert "<code>PIN</code>: too short to hide in logs" in seen
