@@ -60,6 +60,12 @@ class StepOut(Schema):
     seconds: float | None
 
 
+class FailingTestOut(Schema):
+    name: str
+    classname: str
+    message: str = Field(description="The first line of its failure, secrets masked")
+
+
 class PipelineOut(Schema):
     id: int
     service_id: int
@@ -74,6 +80,11 @@ class PipelineOut(Schema):
     started_at: datetime | None
     ended_at: datetime | None
     job_id: int | None
+    tests_total: int | None = Field(description="From the test step's JUnit report; null: none")
+    tests_failed: int
+    tests_errors: int
+    tests_skipped: int
+    failing_tests: list[FailingTestOut]
     steps: list[StepOut]
 
 

@@ -73,6 +73,13 @@ class Pipeline(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True)
+    # From the test step's JUnit report; tests_total is None when none was read.
+    tests_total = models.IntegerField(null=True, blank=True)
+    tests_failed = models.IntegerField(default=0)
+    tests_errors = models.IntegerField(default=0)
+    tests_skipped = models.IntegerField(default=0)
+    # [{"name", "classname", "message"}] of the tests that failed or errored, masked.
+    failing_tests = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

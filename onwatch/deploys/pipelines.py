@@ -26,11 +26,12 @@ from onwatch.alerts.services import raise_alert
 from onwatch.core import jobs, ssh
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
 from onwatch.core.masking import Masker
-from onwatch.deploys import git, projectfile, sandbox, services
+from onwatch.deploys import git, junit, projectfile, sandbox, services
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State
 from onwatch.deploys.steplog import StepLog
 
 ALERT_LINES = 20
+ALERT_TESTS = 10
 # The shell's exit code for a command it did not find (uv or npm not installed here).
 NOT_FOUND = 127
 STEP_PATH = git.SYSTEM_PATH
@@ -157,7 +158,29 @@ class Run:
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
         with self.caches_held():
             for name, command in project.steps():
-                self.step(name, command, partial(self.sandboxed, command))
+                try:
+                    self.step(name, command, partial(self.sandboxed, command))
+                finally:
+                    if name == "test" and project.report and not self.ctx.cancelled.is_set():
+                        self.read_report(project.report)
+
+    def read_report(self, relative: str) -> None:
+        """The test step's JUnit report; one that is missing or unreadable is a line in the
+        log, never a failure of its own (the step's exit code says whether tests passed)."""
+        path = (self.workspace / relative).resolve()
+        try:
+            if self.workspace.resolve() not in path.parents:
+                raise junit.JUnitError(f"the test report {relative} leads out of the checkout")
+            report = junit.read(path)
+        except junit.JUnitError as e:
+            self.ctx.log(self.masker.mask(f"no test results: {e}"))
+            return
+        services.record_tests(self.pipeline, report, self.masker.mask)
+        p = self.pipeline
+        self.ctx.log(
+            f"test report: {p.tests_total} tests, {p.tests_failed} failed, "
+            f"{p.tests_errors} errors, {p.tests_skipped} skipped"
+        )
 
     @contextmanager
     def caches_held(self) -> Iterator[None]:
@@ -373,6 +396,10 @@ def alert_failed(pipeline: Pipeline, verb: str = "failed") -> None:
         "What to do: read the step's output below (the whole log is on the pipeline's page), "
         "fix the cause and push again, or run the pipeline again.",
     ]
+    if failing := pipeline.failing_tests:
+        names = [t["name"] for t in failing[:ALERT_TESTS]]
+        more = pipeline.tests_failed + pipeline.tests_errors - len(names)
+        body += ["", f"Failing tests: {', '.join(names)}{f' and {more} more' if more > 0 else ''}"]
     if lines:
         body += ["", f"Last {len(lines)} lines of {step.name if step else 'the log'}:", *lines]
     # What the rows hold is masked already; the alert leaves the machine, so once more.

@@ -16,7 +16,7 @@ TEXT = ("text", str)
 NAMES = ("a list of texts", list)
 SETTINGS: dict[str, dict[str, tuple[str, type]]] = {
     "build": {"command": TEXT},
-    "test": {"command": TEXT},
+    "test": {"command": TEXT, "report": TEXT},
     "release": {"command": TEXT},
     "web": {"command": TEXT},
     "health": {"path": TEXT},
@@ -51,6 +51,8 @@ class Project:
     web: str = ""
     health: str = ""
     env_names: list[str] = field(default_factory=list)
+    # The test step's JUnit XML report, relative to the checkout ("" when none).
+    report: str = ""
 
     def steps(self) -> list[tuple[str, str]]:
         """(name, command) of the steps a pipeline runs, in order."""
@@ -85,12 +87,26 @@ def parse(raw: bytes) -> Project:
         web=found["web"].get("command", ""),
         health=found["health"].get("path", ""),
         env_names=list(found["env"].get("names", [])),
+        report=found["test"].get("report", ""),
     )
+    if project.report and not report_path_ok(project.report):
+        line = Locator(text).key("test", "report")
+        raise ProjectError(
+            [
+                f"{FILE} line {line}: test.report must be a path inside the repository "
+                f'(e.g. "reports/junit.xml"), not {project.report!r}'
+            ]
+        )
     if not project.steps():
         raise ProjectError(
             [f'{FILE} says neither how to build nor how to test; add [test] command = "…"']
         )
     return project
+
+
+def report_path_ok(path: str) -> bool:
+    parts = Path(path).parts
+    return bool(parts) and not Path(path).is_absolute() and ".." not in parts
 
 
 def syntax_error(message: str) -> str:
@@ -194,10 +210,18 @@ DETECTED = [
 ]
 
 
+# Where detected pytest runs write their JUnit report, for the pipeline to read.
+DETECTED_REPORT = ".onwatch/junit.xml"
+
+
 def detect(workspace: Path) -> Project:
     for marker, what, build, test in DETECTED:
         if (workspace / marker).is_file():
-            return Project(source=f"no {FILE}: {what}", build=build, test=test)
+            report = ""
+            if test.endswith("pytest"):
+                report = DETECTED_REPORT
+                test += f" --junitxml={workspace / DETECTED_REPORT}"
+            return Project(source=f"no {FILE}: {what}", build=build, test=test, report=report)
     raise ProjectError(
         [
             f"no {FILE} and nothing onwatch recognises (uv.lock, requirements.txt or "

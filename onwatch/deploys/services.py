@@ -8,6 +8,7 @@ their values, and nothing but a pipeline's steps reads them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from statistics import median
@@ -20,7 +21,7 @@ from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.models import Organization
 from onwatch.core.rest import Text
-from onwatch.deploys import git
+from onwatch.deploys import git, junit
 from onwatch.deploys.models import Pipeline, Service, State, Trigger
 
 KIND = "deploys.pipeline"
@@ -229,3 +230,25 @@ def run_pipeline(service: Service, actor: Actor, trigger: str) -> Pipeline:
             job=job.pk,
         )
     return pipeline
+
+
+FAILING_KEPT = 100
+
+
+def record_tests(pipeline: Pipeline, report: junit.Report, mask: Callable[[str], str]) -> None:
+    """The counts of the test step's report and the tests that failed (their messages
+    masked: they quote the test's output), kept with the pipeline."""
+    failing = [
+        {"name": mask(c.name), "classname": mask(c.classname), "message": mask(c.message)}
+        for c in report.cases
+        if c.outcome in ("failed", "error")
+    ][:FAILING_KEPT]
+    counts = {
+        "tests_total": report.total,
+        "tests_failed": report.failed,
+        "tests_errors": report.errors,
+        "tests_skipped": report.skipped,
+    }
+    Pipeline.objects.filter(pk=pipeline.pk).update(failing_tests=failing, **counts)
+    for name, value in {**counts, "failing_tests": failing}.items():
+        setattr(pipeline, name, value)

@@ -22,12 +22,13 @@ from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.core.services import issue_token
 from onwatch.deploys import sandbox, services
+from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
 from onwatch.deploys.models import Pipeline, State
 from onwatch.deploys.pipelines import caches_of, work_folder, workspace_of
 from tests.support import leaky_step
 from tests.support.backups import alerts_titled
-from tests.support.deploys import commit, project, service_for, uv_project
+from tests.support.deploys import TOML, commit, project, service_for, uv_project
 from tests.support.fixtures import make_member, signed_in
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
@@ -341,7 +342,7 @@ def test_where_steps_cannot_run_the_first_step_says_why_and_so_does_the_service_
     assert ("enforced by the kernel (cgroups)" if by == "cgroup" else "(rlimits)") in page
 
 
-def test_a_uv_project_syncs_and_runs_pytest_with_onwatchs_uv_and_a_cache_of_its_own(
+def test_a_uv_project_runs_pytest_with_onwatchs_uv_a_cache_and_names_its_failing_test(
     org: Organization, tmp_path: Path
 ) -> None:
     commit(tmp_path / "repo", uv_project(), "A uv project")
@@ -357,6 +358,29 @@ def test_a_uv_project_syncs_and_runs_pytest_with_onwatchs_uv_and_a_cache_of_its_
     uv_cache = caches_of(service)["uv"]
     assert any(uv_cache.rglob("pytest*")), "nothing was cached"
     assert not workspace_of(pipeline).exists()
+    # pytest's JUnit report, read: counts and the failing test by name.
+    counts = (pipeline.tests_total, pipeline.tests_failed, pipeline.tests_errors)
+    assert counts == (2, 1, 0), log_of(pipeline)
+    [failing] = pipeline.failing_tests
+    assert (failing["name"], failing["classname"]) == ("test_total", "test_app")
+    assert failing["message"].startswith("AssertionError: the total is off")
+    page = signed_in(make_member(org, "viewer")).get(f"/pipelines/{pipeline.pk}/")
+    assert "<li><code>test_total</code> (test_app): AssertionError" in page.content.decode()
+    [alert] = alerts_titled(f"Pipeline #{pipeline.pk} of shop (main) failed at test")
+    assert "Failing tests: test_total\n" in alert.body
+    api = pipeline_out(pipeline)
+    assert api["tests_total"] == 2 and api["failing_tests"] == [failing]
+
+
+def test_a_missing_test_report_is_a_line_in_the_log_not_a_failure(
+    org: Organization, tmp_path: Path
+) -> None:
+    files = {**project(), "onwatch.toml": TOML + 'report = "reports/junit.xml"\n'}
+    commit(tmp_path / "repo", files, "Name a report")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert "no test results: cannot read the test report " in log_of(pipeline)
+    assert pipeline.tests_total is None and pipeline.failing_tests == []
 
 
 def test_a_services_caches_are_used_by_one_of_its_pipelines_at_a_time(

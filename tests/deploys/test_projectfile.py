@@ -15,6 +15,7 @@ command = "uv sync --frozen"
 
 [test]
 command = "uv run pytest --junitxml=report.xml"
+report = "report.xml"
 
 [release]
 command = "uv run manage.py migrate"
@@ -46,6 +47,7 @@ def test_every_section_is_read() -> None:
         web="uv run gunicorn shop.wsgi --bind 127.0.0.1:$PORT",
         health="/healthz",
         env_names=["DATABASE_URL", "SECRET_KEY"],
+        report="report.xml",
     )
     assert project.steps() == [("build", project.build), ("test", project.test)]
 
@@ -91,11 +93,11 @@ def test_text_that_is_not_utf8_is_refused_in_words() -> None:
 @pytest.mark.parametrize(
     ("marker", "build", "test"),
     [
-        ("uv.lock", "uv sync --frozen", "uv run pytest"),
+        ("uv.lock", "uv sync --frozen", "uv run pytest --junitxml={}/.onwatch/junit.xml"),
         (
             "requirements.txt",
             "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt pytest",
-            ".venv/bin/python -m pytest",
+            ".venv/bin/python -m pytest --junitxml={}/.onwatch/junit.xml",
         ),
         ("package-lock.json", "npm ci", "npm test"),
     ],
@@ -105,5 +107,14 @@ def test_projects_without_the_file_are_recognised(
 ) -> None:
     (tmp_path / marker).write_text("")
     project = detect(tmp_path)
-    assert (project.build, project.test) == (build, test)
+    assert (project.build, project.test) == (build, test.format(tmp_path))
+    assert project.report == (".onwatch/junit.xml" if "pytest" in test else "")
     assert project.source.startswith("no onwatch.toml: ")
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../other/junit.xml"])
+def test_a_report_outside_the_repository_is_refused_with_its_line(path: str) -> None:
+    assert problems(f'[test]\ncommand = "make test"\nreport = "{path}"\n') == [
+        f'onwatch.toml line 3: test.report must be a path inside the repository (e.g. "reports/'
+        f"junit.xml\"), not '{path}'"
+    ]
