@@ -89,7 +89,7 @@ def tool_env(caches: dict[str, Path]) -> dict[str, str]:
 def step_problem() -> str | None:
     """Why no step can run here, in one line (the service page shows it, the pipeline's
     first step fails with it), or None."""
-    return sandbox.problem() or sandbox.out_of_reach(work_folder("workspaces") / "x")
+    return sandbox.problem() or sandbox.out_of_reach("folder", work_folder("workspaces"))
 
 
 @cache
@@ -120,13 +120,18 @@ def tools_folder() -> Path | None:
     if uv is None:
         return None
     copy = work_folder("tools", "bin") / "uv"
-    if not copy.exists() or copy.stat().st_size != uv.stat().st_size:
+    if not copy.exists() or _version_of(copy) != _version_of(uv):
         fd, temporary = tempfile.mkstemp(dir=copy.parent, prefix=".uv-")
         os.close(fd)
-        shutil.copyfile(uv, temporary)
+        shutil.copy2(uv, temporary)  # with its modification time, which says its version
         Path(temporary).chmod(0o755)
         os.replace(temporary, copy)  # whole or not at all, for a step starting meanwhile
     return copy.parent.parent
+
+
+def _version_of(binary: Path) -> tuple[int, int]:
+    st = binary.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def remove_workspace(path: Path) -> None:

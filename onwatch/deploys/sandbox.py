@@ -215,14 +215,14 @@ def _writable(step: Step) -> dict[str, Path]:
     return {"workspace": step.workspace, **{f"cache {k}": v for k, v in step.caches.items()}}
 
 
-def out_of_reach(path: Path) -> str | None:
-    """Why the step user could not reach `path` (a workspace or cache would sit there), in
-    one line; None when it can, or when steps run as onwatch's own user."""
+def out_of_reach(what: str, path: Path) -> str | None:
+    """Why the step user could not pass through the folder `path` (workspaces or caches
+    would sit in it), in one line; None when it can, or when steps run as onwatch's user."""
     if os.geteuid() != 0:
         return None
     try:
         uid, gid = _step_user()
-        _check_reachable("folder", path, uid, gid)
+        _check_reachable(what, path, uid, gid, itself=True)
     except SandboxError as e:
         return str(e)
     return None
@@ -261,8 +261,8 @@ def _hand_over(step: Step, user: tuple[int, int]) -> None:
                 os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
 
 
-def _check_reachable(what: str, path: Path, uid: int, gid: int) -> None:
-    for parent in path.parents:
+def _check_reachable(what: str, path: Path, uid: int, gid: int, itself: bool = False) -> None:
+    for parent in [path, *path.parents] if itself else path.parents:
         st = parent.stat()
         bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
         if not st.st_mode & bit:

@@ -359,3 +359,17 @@ def test_as_root_it_says_when_the_step_user_cannot_reach_the_workspace(root: Pat
     workspace = folder(closed, "workspace")
     with pytest.raises(SandboxError, match=f"{closed} is closed to other users"):
         sandbox.run(bash("true", workspace), Output())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands workspaces to the step user")
+def test_as_root_it_says_when_a_folder_for_workspaces_is_closed_to_the_step_user(
+    root: Path,
+) -> None:
+    closed = folder(root, "work", mode=0o700)
+    assert sandbox.out_of_reach("folder", closed) == (
+        f"the step's folder {closed} is out of the step user's reach: {closed} is closed to "
+        f"other users; keep workspaces and caches under a folder others may pass through "
+        f"(chmod o+x {closed}), or run onwatch as its own user"
+    )
+    closed.chmod(0o711)
+    assert sandbox.out_of_reach("folder", closed) is None
