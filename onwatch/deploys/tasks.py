@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from onwatch.core.jobs import JobContext, JobFailed, handler, when_cancelled, when_interrupted
 from onwatch.core.models import Job
-from onwatch.deploys import pipelines
+from onwatch.deploys import pipelines, workdir
 from onwatch.deploys.models import Pipeline, PipelineStep, State
 from onwatch.deploys.services import KIND
 
@@ -55,7 +55,7 @@ def interrupted(job: Job) -> None:
     workspace the dead worker could not remove is removed here."""
     reason = "onwatch stopped while the pipeline ran (its worker stopped answering); run it again"
     for pipeline in stop_rows(job, State.INTERRUPTED, reason):
-        pipelines.remove_workspace(pipelines.workspace_of(pipeline))
+        workdir.remove_workspace(workdir.workspace_of(pipeline))
         pipelines.alert_failed(pipeline, verb="was interrupted")
 
 

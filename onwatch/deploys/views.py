@@ -18,7 +18,7 @@ from onwatch.core.decorators import can, require
 from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.rest import org_of
-from onwatch.deploys import pipelines, sandbox, services
+from onwatch.deploys import sandbox, services, workdir
 from onwatch.deploys.forms import SecretForm, ServiceForm
 from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Refusal, ServiceFields
@@ -132,7 +132,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "fingerprints": ssh.fingerprints(service.known_hosts),
         "evidence": services.evidence(service),
         "memory_by": sandbox.memory_enforced_by(),
-        "sandbox_problem": pipelines.step_problem(),
+        "sandbox_problem": workdir.step_problem(),
         "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),
         "can_manage": can(request, "services.manage"),

@@ -25,7 +25,7 @@ from onwatch.deploys import sandbox, services
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
 from onwatch.deploys.models import Pipeline, State
-from onwatch.deploys.pipelines import caches_of, work_folder, workspace_of
+from onwatch.deploys.workdir import caches_of, work_folder, workspace_of
 from tests.support import leaky_step
 from tests.support.backups import alerts_titled
 from tests.support.deploys import TOML, commit, project, service_for, uv_project

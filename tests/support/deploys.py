@@ -10,7 +10,7 @@ from pathlib import Path
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import pipelines, services
+from onwatch.deploys import services, workdir
 from onwatch.deploys.models import Service
 
 GIT_ENV = {
@@ -82,7 +82,7 @@ def uv_project() -> dict[str, str]:
     """A uv project with no onwatch.toml (detected: uv sync, uv run pytest) whose pytest
     run has one passing and one failing test. Its uv.lock is made by onwatch's own uv,
     which asks PyPI (the one network access tests need)."""
-    uv = pipelines.onwatch_uv()
+    uv = workdir.onwatch_uv()
     assert uv is not None, "no uv where onwatch runs"
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "pyproject.toml").write_text(PYPROJECT)

@@ -1,0 +1,118 @@
+"""Where pipelines work on this machine (ONWATCH_WORK_DIR): each run's workspace, each
+service's dependency caches, and the tools onwatch lends the steps (its own uv). Outside
+the data directory, in folders the step user may pass through (as root, steps run as
+another user, who must reach them and nothing else of onwatch's)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+
+from django.conf import settings
+
+from onwatch.deploys import sandbox
+from onwatch.deploys.models import Pipeline, Service
+
+# Folders of the work directory the step user passes through but cannot list.
+PASS_THROUGH = 0o711
+CACHES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
+SYSTEM_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
+CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS")
+
+
+def work_folder(*parts: str) -> Path:
+    """A folder of ONWATCH_WORK_DIR, made on first use: outside the data directory, and
+    open to the step user to pass through (as root, steps run as another user)."""
+    root = Path(settings.WORK_DIR)
+    path = root.joinpath(*parts)
+    for folder in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(PASS_THROUGH)
+    return path
+
+
+def workspace_of(pipeline: Pipeline) -> Path:
+    return Path(settings.WORK_DIR) / "workspaces" / str(pipeline.service_id) / str(pipeline.pk)
+
+
+def caches_of(service: Service) -> dict[str, Path]:
+    """The service's dependency caches, shared by its runs one at a time (Run.caches_held)."""
+    return {name: work_folder("caches", str(service.pk), name) for name in CACHES}
+
+
+def tool_env(caches: dict[str, Path]) -> dict[str, str]:
+    env = {variable: str(caches[name]) for name, variable in CACHES.items()}
+    # A Python uv fetches for the project is kept with the cache, not in a per-run HOME.
+    env["UV_PYTHON_INSTALL_DIR"] = str(caches["uv"] / "python")
+    if Path(SYSTEM_CERTIFICATES).is_file():
+        # The machine's trusted certificates (the sandbox shows /etc/ssl/certs), not the
+        # list each tool carries: behind a company's TLS proxy, only these reach PyPI/npm.
+        env |= {name: SYSTEM_CERTIFICATES for name in CERTIFICATE_VARIABLES}
+        env["UV_NATIVE_TLS"] = "true"
+    return env
+
+
+def step_problem() -> str | None:
+    """Why no step can run here, in one line (the service page shows it, the pipeline's
+    first step fails with it), or None."""
+    return sandbox.problem() or sandbox.out_of_reach("folder", work_folder("workspaces"))
+
+
+@cache
+def onwatch_uv() -> Path | None:
+    """The uv onwatch itself runs with: on its PATH, the `uv` package of its Python, or
+    that of the Python its virtualenv was made from (how scripts/python-env.sh finds it)."""
+    if found := shutil.which("uv"):
+        return Path(found).resolve()
+    for python in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", "")]):
+        if not python:
+            continue
+        asked = subprocess.run(
+            [python, "-c", "import uv; print(uv.find_uv_bin())"],
+            capture_output=True,
+            text=True,
+            env=sandbox.LAUNCH_ENV,
+        )
+        if asked.returncode == 0 and asked.stdout.strip():
+            return Path(asked.stdout.strip()).resolve()
+    return None
+
+
+def tools_folder() -> Path | None:
+    """A read-only folder for the steps with onwatch's own uv in its bin/: the uv projects
+    onwatch recognises need it, and the one onwatch runs with may sit where the step user
+    cannot reach (root's home) or outside the sandbox's system folders."""
+    uv = onwatch_uv()
+    if uv is None:
+        return None
+    copy = work_folder("tools", "bin") / "uv"
+    if not copy.exists() or _version_of(copy) != _version_of(uv):
+        fd, temporary = tempfile.mkstemp(dir=copy.parent, prefix=".uv-")
+        os.close(fd)
+        shutil.copy2(uv, temporary)  # with its modification time, which says its version
+        Path(temporary).chmod(0o755)
+        os.replace(temporary, copy)  # whole or not at all, for a step starting meanwhile
+    return copy.parent.parent
+
+
+def _version_of(binary: Path) -> tuple[int, int]:
+    st = binary.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def remove_workspace(path: Path) -> None:
+    def writable(fn: object, p: str, exc: BaseException) -> None:
+        # Tools leave read-only files and folders (Go's module cache, git's objects).
+        Path(p).parent.chmod(stat.S_IRWXU)
+        Path(p).chmod(stat.S_IRWXU)
+        shutil.rmtree(p) if Path(p).is_dir() else Path(p).unlink()
+
+    if path.exists():
+        shutil.rmtree(path, onexc=writable)
