@@ -62,7 +62,14 @@ def tool_env(caches: dict[str, Path]) -> dict[str, str]:
 def step_problem() -> str | None:
     """Why no step can run here, in one line (the service page shows it, the pipeline's
     first step fails with it), or None."""
-    return sandbox.problem() or sandbox.out_of_reach("folder", work_folder("workspaces"))
+    try:
+        workspaces = work_folder("workspaces")
+    except OSError as e:
+        return (
+            f"onwatch cannot make its work folder {settings.WORK_DIR} ({e.strerror}); set "
+            "ONWATCH_WORK_DIR to a folder it can write"
+        )
+    return sandbox.problem() or sandbox.out_of_reach("folder", workspaces)
 
 
 @cache

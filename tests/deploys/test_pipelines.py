@@ -9,6 +9,7 @@ import hashlib
 import html
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -457,3 +458,13 @@ def test_no_form_of_a_secret_survives_anywhere_onwatch_keeps_or_shows_text(
     # Too short to hide: printed as it is, and the service's page says so.
     assert "form 16: 7q9" in seen
     assert "<code>PIN</code>: too short to hide in logs" in seen
+
+
+def test_a_work_folder_onwatch_cannot_make_is_named_on_the_service_page(
+    org: Organization, tmp_path: Path, settings: Any
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    settings.WORK_DIR = tmp_path / "a-file" / "work"
+    service = service_for(org, "/nonexistent/shop.git")
+    page = signed_in(make_member(org, "viewer")).get(f"/services/{service.pk}/").content.decode()
+    assert f"onwatch cannot make its work folder {settings.WORK_DIR} (Not a directory)" in page
