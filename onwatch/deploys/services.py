@@ -338,10 +338,9 @@ def tested(service: Service, sha: str) -> Pipeline | None:
     return found.order_by("-pk").first()
 
 
-def note_poll(service: Service, sha: str = "", error: str = "") -> Service:
-    """Record a poll's answer: the branch's newest commit, or why asking failed (failures
-    counted in a row, since when)."""
-    now = timezone.now()
+def note_poll(service: Service, now: datetime, sha: str = "", error: str = "") -> Service:
+    """Record the answer of the poll due at `now`: the branch's newest commit, or why
+    asking failed (failures counted in a row, since when)."""
     with transaction.atomic():
         locked = Service.objects.select_for_update().get(pk=service.pk)
         locked.polled_at = now
