@@ -8,14 +8,16 @@ import hashlib
 import hmac
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.http import HttpResponse
 from django.test import Client
+from django.utils import timezone
 
 from onwatch.core.models import Organization
-from onwatch.deploys import webhooks
+from onwatch.deploys import services, webhooks
 from onwatch.deploys.models import Pipeline, Service, Trigger, WebhookDelivery
 from tests.support.deploys import service_for
 from tests.support.fixtures import signed_in
@@ -221,3 +223,14 @@ def test_an_unknown_service_and_a_get_are_answered_plainly(service: Service) -> 
     r = Client().post("/hooks/deploys/999999/", push(), content_type="application/json")
     assert r.status_code == 404 and "copy it from the service's page" in said(r)
     assert Client().get(f"/hooks/deploys/{service.pk}/").status_code == 405
+
+
+def test_delivery_ids_are_kept_thirty_days_then_aged_out(service: Service) -> None:
+    headers = github(service.webhook_secret, push())
+    assert send(service, push(), headers).status_code == 201
+    old = timezone.now() - services.DELIVERIES_KEPT - timedelta(minutes=1)
+    WebhookDelivery.objects.update(received_at=old)
+    other = push(ref="refs/heads/feature")
+    send(service, other, github(service.webhook_secret, other))  # ages out the old one
+    assert WebhookDelivery.objects.count() == 1
+    assert send(service, push(), headers).status_code == 201
