@@ -30,6 +30,8 @@ class ServiceOut(Schema):
     branch: str
     deploy_public_key: str = Field(description="Add it to the repository's deploy keys")
     secret_names: list[str] = Field(description="Names only: values are never shown")
+    supersede: bool = Field(description="A newer pipeline of the branch cancels the older one")
+    poll_minutes: int | None = Field(description="Checks for new commits this often; null: never")
 
 
 class ServiceList(Schema):

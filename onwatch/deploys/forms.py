@@ -16,6 +16,19 @@ class ServiceForm(forms.Form):
         "git@host:team/app.git or a path on this machine.",
     )
     branch = forms.RegexField(regex=BRANCH, max_length=200, initial="main")
+    supersede = forms.BooleanField(
+        label="A newer push cancels the older run",
+        required=False,
+        initial=True,
+        help_text="Only the branch's newest commit is tested; untick to test every push.",
+    )
+    poll_minutes = forms.IntegerField(
+        label="Check for new commits every (minutes)",
+        required=False,
+        min_value=1,
+        max_value=1440,
+        help_text="For a repository that cannot send webhooks; leave empty to never check.",
+    )
 
 
 class SecretForm(forms.Form):

@@ -179,3 +179,20 @@ def fetch_failure(
         )
     why = last_line(ran, ssh_said)
     return f"could not fetch {url}: {why}; check the address and that its server is up"
+
+
+LS_REMOTE_SECONDS = 30
+
+
+def newest_commit(
+    url: str, branch: str, env: dict[str, str], ssh_log: Callable[[], str] = str
+) -> str:
+    """The commit `branch` of `url` points at now (`git ls-remote`), without fetching."""
+    ran = git(["ls-remote", "--heads", "--", url, f"refs/heads/{branch}"], env, LS_REMOTE_SECONDS)
+    if ran.returncode != 0:
+        raise GitError(fetch_failure(ran, url, branch, ssh_log()))
+    for line in ran.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref.strip() == f"refs/heads/{branch}":
+            return sha.strip()
+    raise GitError(f"the branch {branch} does not exist in {url}; check the service's branch")

@@ -23,6 +23,19 @@ class Service(models.Model):
     known_hosts = models.TextField(blank=True)
     # name -> value, given to the steps as environment variables; never shown again.
     secrets = EncryptedJSONField(default=dict, blank=True)
+    # Signs the forge's webhooks (GitLab sends it as is); made by onwatch, shown to admins.
+    webhook_secret = EncryptedTextField(blank=True)
+    # A newer pipeline of the same branch cancels the older one still queued or running.
+    supersede = models.BooleanField(default=True)
+    # Ask the repository for the branch's newest commit every so many minutes; None: never.
+    poll_minutes = models.PositiveIntegerField(null=True, blank=True)
+    polled_at = models.DateTimeField(null=True, blank=True)
+    polled_sha = models.CharField(max_length=64, blank=True)
+    # Failed polls in a row, since when, the last one's reason, and whether it was alerted.
+    poll_failures = models.PositiveIntegerField(default=0)
+    poll_failing_since = models.DateTimeField(null=True, blank=True)
+    poll_error = models.TextField(blank=True)
+    poll_alerted = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -55,6 +68,8 @@ class Trigger(models.TextChoices):
     UI = "ui", "run now (page)"
     API = "api", "run now (API)"
     CLI = "cli", "run now (command line)"
+    WEBHOOK = "webhook", "push (webhook)"
+    POLL = "poll", "push (found by polling)"
 
 
 class Pipeline(models.Model):
@@ -117,3 +132,28 @@ class PipelineStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} of pipeline #{self.pipeline_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One webhook request to a service, whatever became of it: the service's page lists
+    them, so a refused or ignored delivery is seen, never silently dropped."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="deliveries")
+    received_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=20, blank=True)
+    event = models.CharField(max_length=60, blank=True)
+    delivery_id = models.CharField(max_length=200, blank=True)
+    # Set only on the delivery that was let in: unique, so the same id again is a replay.
+    claimed_id = models.CharField(max_length=200, null=True, blank=True)
+    status = models.PositiveSmallIntegerField()
+    outcome = models.TextField()
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.SET_NULL, null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "claimed_id"], name="delivery_id_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.delivery_id or '(no id)'} to {self.service.name}"

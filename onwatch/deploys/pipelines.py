@@ -258,7 +258,9 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
         run.all()
     except StepFailed as e:
         if ctx.cancelled.is_set():
-            end(pipeline, State.CANCELLED, "cancelled")
+            # A reason given with the cancel (superseded by pipeline #N) is kept.
+            given = Pipeline.objects.filter(pk=pipeline.pk).values_list("reason", flat=True)
+            end(pipeline, State.CANCELLED, given.first() or "cancelled")
             raise JobCancelled("cancelled") from None
         end(pipeline, State.FAILED, str(e))
         alert_failed(pipeline)

@@ -8,13 +8,15 @@ their values, and nothing but a pipeline's steps reads them.
 from __future__ import annotations
 
 import re
+import secrets as tokens
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
 from onwatch.core import jobs, ssh
@@ -22,13 +24,15 @@ from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.models import Organization
 from onwatch.core.rest import Text
 from onwatch.deploys import git, junit
-from onwatch.deploys.models import Pipeline, Service, State, Trigger
+from onwatch.deploys.models import Pipeline, Service, State, Trigger, WebhookDelivery
 
 KIND = "deploys.pipeline"
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 # Names onwatch sets for every step itself: a secret of that name would break the step.
 RESERVED = {"PATH", "HOME", "LANG", "LC_ALL", "CI", "TMPDIR", "PWD", "ONWATCH_PIPELINE"}
 MAX_SECRET = 64 * 1024
+# Webhook deliveries (and the ids that refuse a replay) are kept this long.
+DELIVERIES_KEPT = timedelta(days=30)
 BRANCH = r"^[A-Za-z0-9._/-]+$"
 
 
@@ -46,6 +50,12 @@ class ServiceFields(BaseModel):
     name: Text = Field(min_length=1, max_length=100)
     git_url: Text = Field(min_length=1, max_length=500)
     branch: Text = Field(default="main", min_length=1, max_length=200, pattern=BRANCH)
+    supersede: bool = Field(
+        default=True, description="A newer pipeline of the branch cancels the older one"
+    )
+    poll_minutes: int | None = Field(
+        default=None, ge=1, le=1440, description="Ask the repository for new commits this often"
+    )
 
 
 def check(org: Organization, fields: ServiceFields, service: Service | None) -> None:
@@ -82,7 +92,13 @@ def add_service(
         check_secret(name, value)
     pair = ssh.new_key_pair(f"onwatch deploy key for {fields.name}")
     values: dict[str, Any] = {**fields.model_dump(), "secrets": dict(secrets or {})}
-    service = Service(org=org, deploy_key=pair.private, deploy_public_key=pair.public, **values)
+    service = Service(
+        org=org,
+        deploy_key=pair.private,
+        deploy_public_key=pair.public,
+        webhook_secret=new_secret(),
+        **values,
+    )
     try:
         with transaction.atomic():
             service.save()
@@ -152,6 +168,21 @@ def remove_secret(service: Service, name: str, actor: Actor) -> bool:
     return True
 
 
+def new_secret() -> str:
+    return tokens.token_urlsafe(32)
+
+
+def renew_webhook_secret(service: Service, actor: Actor) -> str:
+    """A new webhook secret (the old one stops working at once); the caller shows it."""
+    secret = new_secret()
+    with transaction.atomic():
+        Service.objects.filter(pk=service.pk).update(webhook_secret="")
+        service.webhook_secret = secret
+        service.save(update_fields=["webhook_secret"])
+        actor.record("service-webhook-secret-renewed", service.org, service.name, id=service.pk)
+    return secret
+
+
 def pin_host_keys(service: Service, known_hosts: str, actor: Actor = SYSTEM) -> None:
     """Pinned once, on the first fetch over SSH; later fetches accept only these keys."""
     with transaction.atomic():
@@ -207,15 +238,29 @@ def evidence(service: Service) -> Evidence:
     )
 
 
-def run_pipeline(service: Service, actor: Actor, trigger: str) -> Pipeline:
-    """Queue a pipeline of the service's branch now; a worker runs it in the pipelines
-    queue, where it never waits behind a backup."""
+@dataclass(frozen=True)
+class Push:
+    """What a trigger knows of the commit to test; author and message are a hint until
+    the checkout records the commit's own."""
+
+    commit: str = ""
+    author: str = ""
+    message: str = ""
+
+
+def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push()) -> Pipeline:
+    """Queue a pipeline of the service's branch now (of `push.commit` when given, else the
+    branch's newest); a worker runs it in the pipelines queue, where it never waits behind
+    a backup. It supersedes older ones of the branch unless the service says not to."""
     with transaction.atomic():
         pipeline = Pipeline.objects.create(
             service=service,
             branch=service.branch,
+            commit=push.commit,
+            author=push.author[:300],
+            message=push.message[:2000],
             trigger=Trigger(trigger),
-            triggered_by=actor.name,
+            triggered_by=actor.name[:200],
         )
         job = jobs.enqueue(KIND, {"pipeline": pipeline.pk}, org=service.org)
         Pipeline.objects.filter(pk=pipeline.pk).update(job=job)
@@ -227,8 +272,11 @@ def run_pipeline(service: Service, actor: Actor, trigger: str) -> Pipeline:
             id=pipeline.pk,
             branch=pipeline.branch,
             trigger=trigger,
+            commit=push.commit,
             job=job.pk,
         )
+    if service.supersede:
+        supersede_older(pipeline)
     return pipeline
 
 
@@ -252,3 +300,86 @@ def record_tests(pipeline: Pipeline, report: junit.Report, mask: Callable[[str],
     Pipeline.objects.filter(pk=pipeline.pk).update(failing_tests=failing, **counts)
     for name, value in {**counts, "failing_tests": failing}.items():
         setattr(pipeline, name, value)
+
+
+UNDER_WAY = (State.QUEUED, State.RUNNING)
+
+
+def supersede_older(newer: Pipeline) -> list[Pipeline]:
+    """Cancel the branch's older pipelines still queued or running: their commit is no
+    longer the branch's newest, so their result would say nothing people need."""
+    older = Pipeline.objects.filter(
+        service_id=newer.service_id, branch=newer.branch, pk__lt=newer.pk, state__in=UNDER_WAY
+    ).select_related("job")
+    sha = newer.commit[:7] or "the branch's newest commit"
+    reason = f"superseded by pipeline #{newer.pk} for {sha}"
+    stopped = []
+    for pipeline in older:
+        # Said first: the cancel hooks and a running pipeline's end keep a reason given.
+        if not Pipeline.objects.filter(pk=pipeline.pk, state__in=UNDER_WAY).update(reason=reason):
+            continue
+        if pipeline.job is not None:
+            try:
+                jobs.cancel(pipeline.job, actor=f"pipeline #{newer.pk}")
+            except jobs.NotCancellable:
+                continue  # it ended meanwhile: its own outcome stands
+        stopped.append(pipeline)
+    return stopped
+
+
+def claim_delivery(service: Service, delivery: WebhookDelivery) -> bool:
+    """Save a signed delivery with its id claimed; False when that id came before (a
+    replay), in which case nothing is saved."""
+    delivery.service = service
+    delivery.claimed_id = delivery.delivery_id
+    try:
+        with transaction.atomic():
+            delivery.save()
+    except IntegrityError:
+        delivery.pk = None
+        delivery.claimed_id = None
+        return False
+    return True
+
+
+def note_delivery(service: Service, delivery: WebhookDelivery) -> None:
+    """Save (or update) a delivery's outcome; those older than DELIVERIES_KEPT go."""
+    delivery.service = service
+    delivery.save()
+    WebhookDelivery.objects.filter(
+        service=service, received_at__lt=timezone.now() - DELIVERIES_KEPT
+    ).delete()
+
+
+def first_delivery(service: Service, delivery_id: str) -> WebhookDelivery | None:
+    return WebhookDelivery.objects.filter(service=service, claimed_id=delivery_id).first()
+
+
+def tested(service: Service, sha: str) -> Pipeline | None:
+    """The branch's newest pipeline of commit `sha`, if any."""
+    found = Pipeline.objects.filter(service=service, branch=service.branch, commit=sha)
+    return found.order_by("-pk").first()
+
+
+def note_poll(service: Service, now: datetime, sha: str = "", error: str = "") -> Service:
+    """Record the answer of the poll due at `now`: the branch's newest commit, or why
+    asking failed (failures counted in a row, since when)."""
+    with transaction.atomic():
+        locked = Service.objects.select_for_update().get(pk=service.pk)
+        locked.polled_at = now
+        if error:
+            locked.poll_failures += 1
+            locked.poll_failing_since = locked.poll_failing_since or now
+            locked.poll_error = error[:2000]
+        else:
+            locked.polled_sha = sha
+            locked.poll_failures = 0
+            locked.poll_failing_since = None
+            locked.poll_error = ""
+        locked.save()
+    return locked
+
+
+def note_poll_alerted(service: Service, alerted: bool) -> None:
+    Service.objects.filter(pk=service.pk).update(poll_alerted=alerted)
+    service.poll_alerted = alerted

@@ -33,21 +33,23 @@ def run_pipeline(ctx: JobContext) -> dict[str, Any]:
     return pipelines.execute(ctx, pipeline)
 
 
-def stop_rows(job: Job, state: str, reason: str) -> list[Pipeline]:
-    """Pipelines (and their steps) of `job` still under way end in `state`."""
+def stop_rows(job: Job, state: str, reason: str, keep_reason: bool = False) -> list[Pipeline]:
+    """Pipelines (and their steps) of `job` still under way end in `state`; with
+    `keep_reason`, a reason a pipeline already has (superseded by …) stays."""
     now = timezone.now()
     stopped = list(Pipeline.objects.filter(job=job, state__in=UNDER_WAY).select_related("service"))
     for pipeline in stopped:
         PipelineStep.objects.filter(pipeline=pipeline, state=State.RUNNING).update(
             state=state, reason=reason, ended_at=now
         )
-        Pipeline.objects.filter(pk=pipeline.pk).update(state=state, reason=reason, ended_at=now)
+        said = (keep_reason and pipeline.reason) or reason
+        Pipeline.objects.filter(pk=pipeline.pk).update(state=state, reason=said, ended_at=now)
         pipeline.refresh_from_db()
     return stopped
 
 
 def cancelled(job: Job) -> None:
-    stop_rows(job, State.CANCELLED, job.error or "cancelled")
+    stop_rows(job, State.CANCELLED, job.error or "cancelled", keep_reason=True)
 
 
 def interrupted(job: Job) -> None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from onwatch.deploys import views
+from onwatch.deploys import views, webhooks
 
 urlpatterns = [
     path("services/", views.service_list, name="services"),
@@ -19,5 +19,11 @@ urlpatterns = [
         name="service_forget_host_key",
     ),
     path("services/<int:pk>/run/", views.service_run, name="service_run"),
+    path(
+        "services/<int:pk>/webhook-secret/",
+        views.service_webhook_secret,
+        name="service_webhook_secret",
+    ),
     path("pipelines/<int:pk>/", views.pipeline_detail, name="pipeline_detail"),
+    path("hooks/deploys/<int:pk>/", webhooks.hook, name="deploy_hook"),
 ]

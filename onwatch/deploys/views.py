@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from onwatch.core import ssh
+from onwatch.core import links, ssh
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.masking import Masker
@@ -25,6 +25,7 @@ from onwatch.deploys.services import Refusal, ServiceFields
 
 PIPELINES_SHOWN = 50
 PER_BRANCH = 10
+DELIVERIES_SHOWN = 10
 
 
 def _service(request: HttpRequest, pk: int) -> Service:
@@ -68,7 +69,10 @@ def service_add(request: HttpRequest) -> HttpResponse:
 @require("services.manage")
 def service_edit(request: HttpRequest, pk: int) -> HttpResponse:
     service = _service(request, pk)
-    initial = {"name": service.name, "git_url": service.git_url, "branch": service.branch}
+    initial = {
+        name: getattr(service, name)
+        for name in ("name", "git_url", "branch", "supersede", "poll_minutes")
+    }
     form = ServiceForm(request.POST or None, initial=initial)
     if request.method == "POST" and save_form(request, form, service):
         messages.success(request, f"Saved {service.name}.")
@@ -118,6 +122,17 @@ def service_forget_host_key(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("service_detail", pk=service.pk)
 
 
+@require("services.manage")
+@require_POST
+def service_webhook_secret(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    services.renew_webhook_secret(service, Actor.of(request))
+    messages.success(
+        request, "Made a new webhook secret; put it in the repository's webhook settings."
+    )
+    return redirect("service_detail", pk=service.pk)
+
+
 @require("services.view")
 def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     service = _service(request, pk)
@@ -136,6 +151,8 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),
         "can_manage": can(request, "services.manage"),
+        "hook_url": links.page("deploy_hook", service.pk),
+        "deliveries": list(service.deliveries.select_related("pipeline")[:DELIVERIES_SHOWN]),
     }
     return render(request, "deploys/detail.html", ctx)
 

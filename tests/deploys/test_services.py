@@ -174,6 +174,7 @@ def test_a_service_changed_on_its_page_moves_on_to_a_new_server_and_is_audited(
     services.pin_host_keys(service, f"git.example.com {host_key}\n")
     admin = signed_in(members["admin"])
     form = {"name": "shop", "git_url": "git@git.example.com:acme/shop.git", "branch": "next"}
+    form["supersede"] = "on"  # the box is ticked on the page, as it was saved
     assert admin.post(f"/services/{service.pk}/edit/", form).status_code == 302
     service.refresh_from_db()
     assert service.branch == "next" and service.known_hosts  # same server: key kept

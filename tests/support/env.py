@@ -14,6 +14,9 @@ import tempfile
 from pathlib import Path
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="onwatch-tests-"))
+# Passable (not readable) by others: pipeline steps run as another user and must reach
+# their workspace inside it, as sandbox.py asks of a data directory.
+SESSION_DIR.chmod(0o711)
 os.environ["ONWATCH_DATA_DIR"] = str(SESSION_DIR)
 os.environ["ONWATCH_KEY_FILE"] = str(SESSION_DIR / "keyring.json")
 os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)

@@ -207,6 +207,8 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "service_secret_remove": lambda w: {"pk": service(w).pk},
     "service_run": lambda w: {"pk": service(w).pk},
     "service_forget_host_key": lambda w: {"pk": service(w).pk},
+    "service_webhook_secret": lambda w: {"pk": service(w).pk},
+    "deploy_hook": lambda w: {"pk": service(w).pk},
     "pipeline_detail": lambda w: {"pk": pipeline(w).pk},
     "api:service_get": lambda w: {"service_id": service(w).pk},
     "api:service_run": lambda w: {"service_id": service(w).pk},
