@@ -2,8 +2,8 @@
 
 This process imports Django, the settings, every app and view once, binds the port, then
 forks the web workers from itself: what they inherit stays one copy in memory (copy on
-write) until a worker changes it, so a second web process costs some 20 MiB, not the
-~75 MiB of an interpreter that imports everything again. The workers share the listening
+write) until a worker changes it, so a second web process costs some 15 MiB when idle,
+not the ~75 MiB of an interpreter that imports everything again. The workers share the listening
 socket and the kernel spreads connections between them. This process serves nothing:
 it restarts a worker that dies (the supervisor's back-off) and, on SIGTERM or SIGINT,
 stops them all.
@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from onwatch.supervisor import Child, Supervisor, die_with_parent
 
@@ -75,12 +75,11 @@ def forker(config: uvicorn.Config, sock: socket.socket) -> Callable[[], Forked]:
         if pid:
             return Forked(pid)
         serve_forked(config, sock, parent)
-        raise AssertionError("unreachable")  # serve_forked ends the process
 
     return fork
 
 
-def serve_forked(config: uvicorn.Config, sock: socket.socket, parent: int) -> None:
+def serve_forked(config: uvicorn.Config, sock: socket.socket, parent: int) -> NoReturn:
     """In the forked child: serve until told to stop, then end the process (never return
     into the parent's code)."""
     import uvicorn
