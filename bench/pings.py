@@ -250,7 +250,7 @@ def main() -> None:
         help="load generator: wrk (apt install wrk; the default when installed) or Python",
     )
     parser.add_argument(
-        "--web-workers", type=int, default=1, help="ONWATCH_WEB_WORKERS (onwatch's default: 1)"
+        "--web-workers", type=int, default=2, help="ONWATCH_WEB_WORKERS (onwatch's default: 2)"
     )
     args = parser.parse_args()
 

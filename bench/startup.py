@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=5.0)
     parser.add_argument(
-        "--web-workers", type=int, default=1, help="ONWATCH_WEB_WORKERS (onwatch's default: 1)"
+        "--web-workers", type=int, default=2, help="ONWATCH_WEB_WORKERS (onwatch's default: 2)"
     )
     args = parser.parse_args()
     first, again, rss, pss = [], [], [], []

@@ -2,6 +2,7 @@ import gc
 import os
 
 from django.core.asgi import get_asgi_application
+from django.urls import get_resolver
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onwatch.settings")
 django_application = get_asgi_application()
@@ -11,6 +12,10 @@ django_application = get_asgi_application()
 from onwatch.core.ingest.app import Ingest  # noqa: E402
 
 application = Ingest(django_application)
+
+# Every view, loaded now rather than by the first request: with several web workers they
+# are then forked from this one copy and share it (onwatch/prefork.py).
+get_resolver().url_patterns  # noqa: B018  (a cached property: reading it imports them)
 
 # Everything loaded so far lives as long as the process: out of the collector's sight,
 # so a full collection under load walks only what requests made, not all of Django

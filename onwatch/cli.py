@@ -7,7 +7,6 @@ import getpass
 import logging
 import os
 import sys
-import traceback
 from importlib import import_module
 from typing import Any, NoReturn
 
@@ -90,12 +89,8 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     settings = _settings()
     warn_unreachable(settings)
-    listen = (settings.HOST, settings.PORT)
-    if settings.WEB_WORKERS > 1:
-        prepare_apart(listen)
-    else:
-        prepare(listen=listen)
-    uvicorn.run(
+    prepare(listen=(settings.HOST, settings.PORT))
+    config = uvicorn.Config(
         "onwatch.asgi:application",
         host=settings.HOST,
         port=settings.PORT,
@@ -110,31 +105,13 @@ def cmd_web(args: argparse.Namespace) -> int:
         # request while a handler exists; off, that work goes too (it shows at ping rates).
         access_log=False,
     )
-    return 0
+    if settings.WEB_WORKERS > 1:
+        from onwatch.prefork import serve
 
-
-def prepare_apart(listen: tuple[str, int]) -> None:
-    """The start-up checks in a child that ends after them: with several web workers this
-    process only manages them, and without Django's apps loaded it stays some 70 MB
-    smaller. The child's failure is this command's, in the same words and exit code."""
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            prepare(listen=listen)
-        except ConfigError as e:
-            print(f"onwatch: {e}", file=sys.stderr)
-            code = 2
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code:
-        raise SystemExit(code)
+        return serve(config, settings.WEB_WORKERS)
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1  # it could not listen: uvicorn logged why
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

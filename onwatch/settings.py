@@ -25,11 +25,11 @@ DATA_DIR = data_dir()
 
 HOST = env("ONWATCH_HOST", "127.0.0.1")
 PORT = env_int("ONWATCH_PORT", 8000, minimum=1, maximum=65535)
-# Web processes sharing the port. One by default: on a small 2-core machine a second one
-# adds few pings per second (the worker and prober want the other core, and SQLite takes
-# one writer at a time) yet costs some 80 MB and a slower start. More cores, more pings:
-# raise it.
-WEB_WORKERS = env_int("ONWATCH_WEB_WORKERS", 1, minimum=1, maximum=32)
+# Web processes sharing the port. Two by default: on 2 cores two take some 2,400 pings a
+# second where one takes 1,500-1,900, and being forked from one parent that loaded Django
+# (onwatch/prefork.py) the second costs only what it changes of that memory. More cores,
+# more pings: raise it.
+WEB_WORKERS = env_int("ONWATCH_WEB_WORKERS", 2, minimum=1, maximum=32)
 # Pings a second one heartbeat may send (with bursts of ten seconds' worth), per web process.
 PING_RATE_LIMIT = env_int("ONWATCH_PING_RATE_LIMIT", 10, minimum=1)
 SITE = base_url(f"http://localhost:{PORT}")

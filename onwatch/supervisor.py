@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 log = logging.getLogger("onwatch.up")
 
@@ -33,10 +34,16 @@ def follow_parent() -> None:
     """In a child of `onwatch up`: have the kernel send SIGTERM when the supervisor dies
     (SIGKILL, OOM killer), so no orphan keeps the port or holds jobs."""
     parent = os.environ.pop(PARENT_VARIABLE, "")
-    if not parent.isdigit() or sys.platform != "linux":
+    if parent.isdigit():
+        die_with_parent(int(parent))
+
+
+def die_with_parent(parent: int) -> None:
+    """Get SIGTERM from the kernel when the process `parent` (ours) dies."""
+    if sys.platform != "linux":
         return
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != int(parent):
+    if os.getppid() != parent:
         raise SystemExit(0)  # it died before the request was in place
 
 
@@ -49,11 +56,24 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+class Process(Protocol):
+    """What the supervisor uses of a child: a subprocess.Popen, or a forked web worker
+    (onwatch/prefork.py)."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
 @dataclass
 class Child:
     name: str
     argv: list[str]
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Process | None = None
     started: float = 0.0
     backoff: float = FIRST_BACKOFF
     restart_at: float | None = None
@@ -61,27 +81,34 @@ class Child:
     # Started only once this holds (see WAIT_LIMIT); None: at once.
     waits_for: Callable[[], bool] | None = None
     waiting: bool = False
+    # Starts the child instead of running argv (a fork of this process, say).
+    spawn: Callable[[], Process] | None = None
+    log: logging.Logger = log
 
     def start(self, now: float) -> None:
-        self.proc = subprocess.Popen(
-            self.argv, env={**os.environ, PARENT_VARIABLE: str(os.getpid())}
-        )
+        if self.spawn is not None:
+            self.proc = self.spawn()
+        else:
+            self.proc = subprocess.Popen(
+                self.argv, env={**os.environ, PARENT_VARIABLE: str(os.getpid())}
+            )
         self.started = now
         self.restart_at = None
-        log.info("%s started (pid %d)", self.name, self.proc.pid)
+        self.log.info("%s started (pid %d)", self.name, self.proc.pid)
 
     def reap(self, now: float) -> bool:
         """True when the child has exited: schedule its restart after the back-off."""
-        if self.proc is None or self.proc.poll() is None:
+        code = self.proc.poll() if self.proc is not None else None
+        if self.proc is None or code is None:
             return False
         if now - self.started >= STABLE_SECONDS:
             self.backoff = FIRST_BACKOFF
         self.restart_at = now + self.backoff
-        log.warning(
+        self.log.warning(
             "%s (pid %d) %s; restarting it in %.0f s",
             self.name,
             self.proc.pid,
-            describe_exit(self.proc.returncode),
+            describe_exit(code),
             self.backoff,
         )
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
@@ -95,6 +122,7 @@ class Supervisor:
     stopping: bool = False
     clock: Callable[[], float] = field(default=time.monotonic)
     began: float = 0.0
+    log: logging.Logger = log
 
     def handle_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -126,7 +154,7 @@ class Supervisor:
             child.reap(now)
             if child.proc is None and child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
-                log.warning("%s restarting (restart %d)", child.name, child.restarts)
+                self.log.warning("%s restarting (restart %d)", child.name, child.restarts)
                 child.start(now)
 
     def start_when_due(self, child: Child, now: float) -> None:
@@ -136,7 +164,7 @@ class Supervisor:
             child.start(now)
 
     def stop_all(self) -> int:
-        log.info("stopping")
+        self.log.info("stopping")
         running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
         for child in running:
             assert child.proc is not None
@@ -148,10 +176,10 @@ class Supervisor:
             try:
                 child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", child.name)
+                self.log.warning("%s did not stop in time; killing it", child.name)
                 child.proc.kill()
                 child.proc.wait()
-        log.info("stopped")
+        self.log.info("stopped")
         return 0
 
 

@@ -10,9 +10,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from django.utils import timezone
 
 from onwatch.backups import files, restic, scratch, targets
@@ -20,7 +19,15 @@ from onwatch.backups.kinds import kind_of
 from onwatch.backups.models import Drill, Outcome, Plan, RunCopy
 from onwatch.backups.services import cancelled_by, drill_repository, newest_good_copy, repo_of
 from onwatch.core.jobs import JobContext
+from onwatch.core.lazy import lazy_module
 from onwatch.core.mariadb import MariaDBError
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    psycopg = lazy_module("psycopg")
 
 Log = Callable[[str], None]
 Check = dict[str, Any]

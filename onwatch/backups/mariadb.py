@@ -34,13 +34,11 @@ import subprocess
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
-
-import pymysql
-from pymysql.connections import Connection
+from typing import TYPE_CHECKING, Any
 
 from onwatch.backups.contents import Contents
 from onwatch.backups.models import Source
+from onwatch.core.lazy import lazy_module
 from onwatch.core.mariadb import (
     MariaDBError,
     Server,
@@ -57,6 +55,14 @@ from onwatch.core.mariadb import (
     url_server,
     version_problem,
 )
+
+if TYPE_CHECKING:
+    import pymysql
+    from pymysql.connections import Connection
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    pymysql = lazy_module("pymysql")
 
 # How long commits may stay blocked while mariadb-dump connects and opens its transaction.
 START_TIMEOUT = 30.0

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import psycopg
-from psycopg import sql
 
 from onwatch.backups.contents import Contents
 from onwatch.backups.models import Source
 from onwatch.core import postgres
+from onwatch.core.lazy import lazy_module
 from onwatch.core.postgres import Server
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    psycopg = lazy_module("psycopg")
+    sql = lazy_module("psycopg.sql")
 
 
 def source_server(source: Source) -> Server:

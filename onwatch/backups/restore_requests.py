@@ -14,18 +14,25 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
-import psycopg
 from django.utils import timezone
 
 from onwatch.backups import restic, restores, targets
 from onwatch.backups.kinds import kind_of
 from onwatch.backups.models import Outcome, Restore, Source
 from onwatch.core.jobs import JobContext, JobFailed
+from onwatch.core.lazy import lazy_module
 from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import Job
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    psycopg = lazy_module("psycopg")
 
 SOURCE_SERVER, SCRATCH_SERVER = "source", "scratch"
 
@@ -120,15 +127,18 @@ def path_taken(target: Target) -> bool:
     return bool(target.path) and Path(target.path).exists()
 
 
-FAILURES = (
-    restores.RestoreRefused,
-    targets.RestoreFailed,
-    restic.ResticError,
-    psycopg.Error,
-    MariaDBError,
-    sqlite3.Error,
-    OSError,
-)
+def failures() -> tuple[type[Exception], ...]:
+    """What a restore can fail with; a function, so psycopg is imported only when a
+    restore fails, not by every process that imports this module."""
+    return (
+        restores.RestoreRefused,
+        targets.RestoreFailed,
+        restic.ResticError,
+        psycopg.Error,
+        MariaDBError,
+        sqlite3.Error,
+        OSError,
+    )
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
@@ -159,7 +169,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         if target.path:
             Path(target.path).parent.mkdir(parents=True, exist_ok=True)
         done = restores.restore(plan, chosen, restore_to(source, target), restore.requested_by)
-    except FAILURES as e:
+    except failures() as e:
         error = scrub(str(e).strip() or type(e).__name__, source)
         ctx.log(f"failed: {error}")
         ended_badly(

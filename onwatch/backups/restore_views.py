@@ -7,9 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from django import forms
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -28,8 +27,16 @@ from onwatch.backups.services import (
     why_left_out,
 )
 from onwatch.core.decorators import require
+from onwatch.core.lazy import lazy_module
 from onwatch.core.mariadb import MariaDBError
 from onwatch.core.models import JobState, Organization
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    psycopg = lazy_module("psycopg")
 
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 REFRESH_SECONDS = 3

@@ -7,9 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-import psycopg
 
 from onwatch.backups import restic, targets
 from onwatch.backups.kinds import kind_of
@@ -23,6 +22,14 @@ from onwatch.backups.services import (
 )
 from onwatch.core import audit
 from onwatch.core import mariadb as mariadb_tools
+from onwatch.core.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    psycopg = lazy_module("psycopg")
 
 
 class RestoreRefused(Exception):

@@ -12,9 +12,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import psycopg
 from django.utils import timezone
 
 from onwatch.backups import remote, restic, services
@@ -22,7 +21,15 @@ from onwatch.backups.kinds import kind_of
 from onwatch.backups.models import BackupRun, Outcome, Plan, Repository, RunCopy
 from onwatch.backups.services import repo_of
 from onwatch.core.jobs import JobContext
+from onwatch.core.lazy import lazy_module
 from onwatch.core.mariadb import MariaDBError
+
+if TYPE_CHECKING:
+    import psycopg
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    psycopg = lazy_module("psycopg")
 
 Log = Callable[[str], None]
 CHUNK = 1 << 20

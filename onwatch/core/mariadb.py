@@ -17,13 +17,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import pymysql
-from pymysql.connections import Connection
-
 from onwatch.config import env
+from onwatch.core.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pymysql
+    from pymysql.connections import Connection
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    pymysql = lazy_module("pymysql")
 
 SCHEMES = ("mariadb", "mysql")
 TOOLS = {"dump": ("mariadb-dump", "mysqldump"), "client": ("mariadb", "mysql")}

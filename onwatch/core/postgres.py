@@ -12,11 +12,19 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING
 
 from onwatch.config import env
+from onwatch.core.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    psycopg = lazy_module("psycopg")
+    sql = lazy_module("psycopg.sql")
 
 
 def bin_dirs(root: Path) -> list[Path]:

@@ -12,15 +12,22 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import psycopg
-from psycopg import sql
-
 from onwatch.backups import drills, pg, restic, restores, runs, targets
 from onwatch.backups.contents import Contents, checksum_checks
 from onwatch.backups.kinds import SERVER_FIELDS, Log
 from onwatch.backups.models import Plan, Repository, Source, SourceKind
 from onwatch.backups.restore_requests import Target, login
 from onwatch.core import postgres
+from onwatch.core.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+else:
+    # Imported on first use: an install on SQLite never talks to this server, and the
+    # module would cost every onwatch process memory and start-up time.
+    psycopg = lazy_module("psycopg")
+    sql = lazy_module("psycopg.sql")
 
 KIND: str = SourceKind.POSTGRESQL
 HELP: str = "a PostgreSQL database, dumped with pg_dump"
