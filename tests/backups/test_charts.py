@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from onwatch.backups.charts import BOTTOM, HEIGHT, TOP, Point, rto_trend
+
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 T0 = datetime(2026, 11, 1, 4, tzinfo=UTC)
 

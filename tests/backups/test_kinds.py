@@ -8,8 +8,13 @@ import re
 import types
 from pathlib import Path
 
+import pytest
+
 from onwatch.backups import kinds
 from onwatch.backups.models import SourceKind
+
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 ONWATCH = Path(kinds.__file__).parents[2]
 KINDS_DIR = Path(kinds.__file__).parent

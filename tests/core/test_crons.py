@@ -7,6 +7,9 @@ from django.core.exceptions import ValidationError
 
 from onwatch.core.crons import next_after, validate_schedule
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 
 def utc(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=UTC)

@@ -7,6 +7,9 @@ import pytest
 
 from onwatch.core.keyring import Keyring, KeyringError
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 
 def test_it_creates_a_key_file_readable_only_by_its_owner(tmp_path: Path) -> None:
     ring = Keyring.create(tmp_path / "keys.json")

@@ -15,6 +15,9 @@ import pytest
 
 from onwatch.core import hooks
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 OTHER_APPS = ("accounts", "alerts", "uptime", "backups", "deploys", "web")

@@ -9,12 +9,16 @@ import random
 import re
 from urllib.parse import quote, quote_plus
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onwatch.core.masking import Masker, forms
+
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 TOKEN = "tok_9fQz?>Lw7é€xY2~"  # base64 of it has + and /, its UTF-8 multibyte characters
 PASSWORD = "p@ss w/rd&?=é!'()*~"

@@ -13,6 +13,9 @@ import onwatch
 from onwatch.core import ssh
 from tests.support.remote_servers import SshServer, sshd
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 __all__ = ["sshd"]
 
 ONWATCH = Path(onwatch.__file__).parent

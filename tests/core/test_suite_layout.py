@@ -9,7 +9,11 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from django.conf import settings
+
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 TESTS = Path(__file__).resolve().parents[1]
 IMPORT_IN_CODE = re.compile(r"(?:from|import)\s+(tests\.[\w.]+)")

@@ -13,6 +13,9 @@ import pytest
 from onwatch.deploys import junit
 from onwatch.deploys.junit import JUnitError
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 SAMPLE = Path(__file__).parent / "junit_sample" / "sample_checks.py"
 
 SEVERAL_SUITES = """<?xml version="1.0" encoding="UTF-8"?>

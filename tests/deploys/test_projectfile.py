@@ -9,6 +9,9 @@ import pytest
 
 from onwatch.deploys.projectfile import Project, ProjectError, detect, parse
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 FULL = b"""# how shop is built, tested and run
 [build]
 command = "uv sync --frozen"

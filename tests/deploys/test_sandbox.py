@@ -21,6 +21,9 @@ from tests.support.child import steps
 from tests.support.procs import ROOT
 from tests.support.steps import Output, folder, marker, processes_with, reachable_root, uids
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 # Small limits, so each test ends within seconds of one.
 SMALL = Limits(seconds=20, memory_bytes=64 * 1024**2, processes=40, output_bytes=1024**2)

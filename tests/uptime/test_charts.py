@@ -12,6 +12,9 @@ import pytest
 from onwatch.uptime import charts
 from onwatch.uptime.rollups import Point
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 NS = {"svg": charts.SVG_NS}
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -24,6 +24,9 @@ from tests.support.servers import (
     probe,
 )
 
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 
 def timed(kind: str, config: dict[str, Any], timeout: float) -> tuple[Outcome, float]:
     started = time.monotonic()
