@@ -9,8 +9,10 @@ and no test runner writes one. defusedxml would do the same but is not a depende
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +73,21 @@ def read(path: Path, *, max_bytes: int = MAX_BYTES) -> Report:
 
 def _load(path: Path, max_bytes: int) -> bytes:
     try:
-        with path.open("rb") as report:
+        # Not blocking and not following a link: a step can leave a FIFO here (open() would
+        # wait for a writer for ever, holding the pipelines slot) or a link to onwatch's files.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise JUnitError(f"the test report {path} is a link, not a file") from None
+        raise JUnitError(f"cannot read the test report {path}: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "rb") as report:
+            status = os.fstat(report.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise JUnitError(f"the test report {path} is not a regular file")
             # The size first, so a huge report is refused unread; the read is bounded too,
             # for a report still growing.
-            too_big = os.fstat(report.fileno()).st_size > max_bytes
+            too_big = status.st_size > max_bytes
             data = b"" if too_big else report.read(max_bytes + 1)
     except OSError as error:
         raise JUnitError(f"cannot read the test report {path}: {error.strerror}") from None

@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
 from django.urls import reverse
 from django.utils import timezone
@@ -47,6 +48,20 @@ class StepFailed(Exception):
         self.exit_code = exit_code
 
 
+def report_path(workspace: Path, relative: str) -> Path:
+    """The report's path in the checkout, refused when a folder on the way is a link: the
+    step wrote them and a link could lead to onwatch's own files (the file itself is opened
+    without following a link)."""
+    if not projectfile.report_path_ok(relative):
+        raise junit.JUnitError(f"the test report {relative} leads out of the checkout")
+    path = workspace
+    for part in Path(relative).parts[:-1]:
+        path = path / part
+        if path.is_symlink():
+            raise junit.JUnitError(f"the test report {relative} leads out of the checkout")
+    return workspace / relative
+
+
 class Run:
     def __init__(self, ctx: JobContext, pipeline: Pipeline) -> None:
         self.ctx = ctx
@@ -74,11 +89,8 @@ class Run:
     def read_report(self, relative: str) -> None:
         """The test step's JUnit report; one that is missing or unreadable is a line in the
         log, never a failure of its own (the step's exit code says whether tests passed)."""
-        path = (self.workspace / relative).resolve()
         try:
-            if self.workspace.resolve() not in path.parents:
-                raise junit.JUnitError(f"the test report {relative} leads out of the checkout")
-            report = junit.read(path)
+            report = junit.read(report_path(self.workspace, relative))
         except junit.JUnitError as e:
             self.ctx.log(self.masker.mask(f"no test results: {e}"))
             return

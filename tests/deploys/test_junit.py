@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from onwatch.deploys import junit
 from onwatch.deploys.junit import JUnitError
+from onwatch.deploys.pipelines import report_path
 
 # Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
 pytestmark = pytest.mark.once
@@ -200,3 +202,37 @@ def test_a_file_that_is_not_junit_is_refused_with_one_line(tmp_path: Path) -> No
 
 def test_a_missing_report_is_refused_with_one_line(tmp_path: Path) -> None:
     assert "No such file or directory" in refusal(tmp_path / "nowhere.xml")
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    # A step that leaves a FIFO must not freeze onwatch in open(): run the read in a thread
+    # so a regression fails here instead of hanging the test run.
+    os.mkfifo(tmp_path / "junit.xml")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(refusal, tmp_path / "junit.xml")
+        try:
+            message = reading.result(timeout=10)
+        except concurrent.futures.TimeoutError:
+            with open(tmp_path / "junit.xml", "wb"):  # lets the stuck open() return
+                pass
+            pytest.fail("reading a FIFO report waited for a writer")
+    assert message.endswith("junit.xml is not a regular file")
+
+
+def test_a_link_is_refused_not_followed(tmp_path: Path) -> None:
+    target = write(tmp_path, SEVERAL_SUITES)
+    (tmp_path / "junit.xml").symlink_to(target)
+    assert refusal(tmp_path / "junit.xml").endswith("junit.xml is a link, not a file")
+
+
+def test_a_report_under_a_linked_folder_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write(outside, SEVERAL_SUITES)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "reports").symlink_to(outside)
+    with pytest.raises(JUnitError, match="leads out of the checkout"):
+        report_path(workspace, "reports/report.xml")
+    (workspace / "real").mkdir()
+    assert report_path(workspace, "real/report.xml") == workspace / "real" / "report.xml"
