@@ -145,6 +145,9 @@ class WebhookDelivery(models.Model):
     delivery_id = models.CharField(max_length=200, blank=True)
     # Set only on the delivery that was let in: unique, so the same id again is a replay.
     claimed_id = models.CharField(max_length=200, null=True, blank=True)
+    # The sha256 of the body, set likewise: forges sign the body but not the id header, so a
+    # captured push re-sent with a new id is a replay too.
+    body_sha256 = models.CharField(max_length=64, null=True, blank=True)
     status = models.PositiveSmallIntegerField()
     outcome = models.TextField()
     pipeline = models.ForeignKey(Pipeline, on_delete=models.SET_NULL, null=True, blank=True)
@@ -152,7 +155,8 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-received_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["service", "claimed_id"], name="delivery_id_unique")
+            models.UniqueConstraint(fields=["service", "claimed_id"], name="delivery_id_unique"),
+            models.UniqueConstraint(fields=["service", "body_sha256"], name="delivery_body_unique"),
         ]
 
     def __str__(self) -> str:

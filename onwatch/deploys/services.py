@@ -328,8 +328,8 @@ def supersede_older(newer: Pipeline) -> list[Pipeline]:
 
 
 def claim_delivery(service: Service, delivery: WebhookDelivery) -> bool:
-    """Save a signed delivery with its id claimed; False when that id came before (a
-    replay), in which case nothing is saved."""
+    """Save a signed delivery with its id and its body's hash claimed; False when either
+    came before (a replay), in which case nothing is saved."""
     delivery.service = service
     delivery.claimed_id = delivery.delivery_id
     try:
@@ -338,6 +338,7 @@ def claim_delivery(service: Service, delivery: WebhookDelivery) -> bool:
     except IntegrityError:
         delivery.pk = None
         delivery.claimed_id = None
+        delivery.body_sha256 = None
         return False
     return True
 
@@ -353,6 +354,10 @@ def note_delivery(service: Service, delivery: WebhookDelivery) -> None:
 
 def first_delivery(service: Service, delivery_id: str) -> WebhookDelivery | None:
     return WebhookDelivery.objects.filter(service=service, claimed_id=delivery_id).first()
+
+
+def first_delivery_of_body(service: Service, body_sha256: str) -> WebhookDelivery | None:
+    return WebhookDelivery.objects.filter(service=service, body_sha256=body_sha256).first()
 
 
 def tested(service: Service, sha: str) -> Pipeline | None:

@@ -100,11 +100,27 @@ def receive(request: HttpRequest, service: Service, delivery: WebhookDelivery) -
         raise Refused(401, problem)
     if not delivery.delivery_id:
         raise Refused(400, "The delivery has no id header, so a replay could not be told apart")
+    body_sha256 = hashlib.sha256(body).hexdigest()
+    delivery.body_sha256 = body_sha256
     if not services.claim_delivery(service, delivery):
-        first = services.first_delivery(service, delivery.delivery_id)
-        when = f" at {first.received_at:%Y-%m-%d %H:%M:%S} UTC" if first else ""
-        raise Refused(409, f"Delivery {delivery.delivery_id} was already received{when}")
+        raise Refused(409, replay(service, delivery.delivery_id, body_sha256))
     return act(service, source, delivery, body)
+
+
+def replay(service: Service, delivery_id: str, body_sha256: str) -> str:
+    first = services.first_delivery(service, delivery_id)
+    if first:
+        return f"Delivery {delivery_id} was already received{_at(first)}"
+    first = services.first_delivery_of_body(service, body_sha256)
+    earlier = f" as delivery {first.delivery_id}" if first else ""
+    return (
+        f"Delivery {delivery_id} repeats one already received{_at(first)}{earlier}: "
+        "the same signed content with a new id"
+    )
+
+
+def _at(delivery: WebhookDelivery | None) -> str:
+    return f" at {delivery.received_at:%Y-%m-%d %H:%M:%S} UTC" if delivery else ""
 
 
 def read_body(request: HttpRequest) -> bytes:
@@ -182,6 +198,11 @@ def act(service: Service, source: str, delivery: WebhookDelivery, body: bytes) -
         return 202, f"Ignored: branch {service.branch} was deleted"
     if not SHA.fullmatch(sha):
         raise Refused(400, "The push names no commit (its 'after' is not a commit id)")
+    earlier = services.tested(service, sha)
+    if earlier:
+        # As polling does: a commit tested once is not queued again (and so cannot
+        # supersede a newer commit's run).
+        return 202, f"Already tested: pipeline #{earlier.pk} for {sha[:7]}"
     actor = Actor(f"webhook from {source}")
     pipeline = services.run_pipeline(service, actor, "webhook", hint(payload, sha))
     delivery.pipeline = pipeline

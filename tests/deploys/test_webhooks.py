@@ -170,6 +170,36 @@ def test_a_replayed_delivery_is_refused_and_queues_nothing(service: Service) -> 
     assert [d.status for d in WebhookDelivery.objects.order_by("pk")] == [201, 409]
 
 
+def test_a_signed_body_replayed_with_a_new_id_is_refused_and_queues_nothing(
+    service: Service,
+) -> None:
+    first = github(service.webhook_secret, push())
+    assert send(service, push(), first).status_code == 201
+    again = github(service.webhook_secret, push())  # the same signature, a fresh id
+    r = send(service, push(), again)
+    assert r.status_code == 409
+    assert said(r).startswith(f"Delivery {again['HTTP_X_GITHUB_DELIVERY']} repeats one")
+    assert f"as delivery {first['HTTP_X_GITHUB_DELIVERY']}" in said(r)
+    assert Pipeline.objects.count() == 1
+    assert [d.status for d in WebhookDelivery.objects.order_by("pk")] == [201, 409]
+
+
+def test_a_push_of_a_commit_already_tested_on_the_branch_queues_nothing(
+    service: Service,
+) -> None:
+    assert send(service, push(), github(service.webhook_secret, push())).status_code == 201
+    newer = push(after="b" * 40)
+    assert send(service, newer, github(service.webhook_secret, newer)).status_code == 201
+    [old, new] = Pipeline.objects.order_by("pk")
+    # Another body (a forge may add fields) naming the old commit again.
+    body = json.dumps({"ref": "refs/heads/main", "after": SHA, "forced": True}).encode()
+    r = send(service, body, github(service.webhook_secret, body))
+    assert (r.status_code, said(r)) == (202, f"Already tested: pipeline #{old.pk} for 3f78685")
+    assert Pipeline.objects.count() == 2
+    new.refresh_from_db()
+    assert new.state == "queued"  # not superseded by the old commit
+
+
 def test_a_body_over_a_mebibyte_is_refused_before_it_is_read(service: Service) -> None:
     body = push()[:-1] + b', "padding": "' + b"x" * webhooks.MAX_BODY + b'"}'
     r = send(service, body, github(service.webhook_secret, body))
@@ -228,9 +258,11 @@ def test_an_unknown_service_and_a_get_are_answered_plainly(service: Service) -> 
 def test_delivery_ids_are_kept_thirty_days_then_aged_out(service: Service) -> None:
     headers = github(service.webhook_secret, push())
     assert send(service, push(), headers).status_code == 201
+    old_pk = Pipeline.objects.get().pk
     old = timezone.now() - services.DELIVERIES_KEPT - timedelta(minutes=1)
     WebhookDelivery.objects.update(received_at=old)
     other = push(ref="refs/heads/feature")
     send(service, other, github(service.webhook_secret, other))  # ages out the old one
     assert WebhookDelivery.objects.count() == 1
-    assert send(service, push(), headers).status_code == 201
+    r = send(service, push(), headers)  # its id and body are no longer known: not a replay
+    assert (r.status_code, said(r)) == (202, f"Already tested: pipeline #{old_pk} for 3f78685")
