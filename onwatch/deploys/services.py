@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM, Actor
+from onwatch.core.masking import Masker
 from onwatch.core.models import Organization
 from onwatch.core.rest import Text
 from onwatch.deploys import git, junit
@@ -252,13 +253,16 @@ def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push
     """Queue a pipeline of the service's branch now (of `push.commit` when given, else the
     branch's newest); a worker runs it in the pipelines queue, where it never waits behind
     a backup. It supersedes older ones of the branch unless the service says not to."""
+    # Masked before they are kept (and before they are cut, so no part of a secret stays):
+    # a webhook says what it likes, and a pipeline that never checks out shows them as sent.
+    mask = Masker(service.secrets).mask
     with transaction.atomic():
         pipeline = Pipeline.objects.create(
             service=service,
             branch=service.branch,
             commit=push.commit,
-            author=push.author[:300],
-            message=push.message[:2000],
+            author=mask(push.author)[:300],
+            message=mask(push.message)[:2000],
             trigger=Trigger(trigger),
             triggered_by=actor.name[:200],
         )

@@ -266,3 +266,18 @@ def test_delivery_ids_are_kept_thirty_days_then_aged_out(service: Service) -> No
     assert WebhookDelivery.objects.count() == 1
     r = send(service, push(), headers)  # its id and body are no longer known: not a replay
     assert (r.status_code, said(r)) == (202, f"Already tested: pipeline #{old_pk} for 3f78685")
+
+
+def test_a_secret_in_the_pushed_author_or_message_is_masked_before_it_is_kept(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    token = "tok-9f2c41d7e5a3b8"
+    service = service_for(org, "/srv/git/shop.git", secrets={"DEPLOY_TOKEN": token})
+    commit = {"id": SHA, "message": f"Use {token} for now", "author": {"name": f"ci {token}"}}
+    body = json.dumps({"ref": "refs/heads/main", "after": SHA, "head_commit": commit}).encode()
+    assert send(service, body, github(service.webhook_secret, body)).status_code == 201
+    pipeline = Pipeline.objects.get()
+    assert pipeline.message == "Use [secret DEPLOY_TOKEN] for now"
+    assert pipeline.author == "ci [secret DEPLOY_TOKEN]"
+    page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert token not in page
