@@ -115,11 +115,24 @@ def _version_of(binary: Path) -> tuple[int, int]:
 
 
 def remove_workspace(path: Path) -> None:
-    def writable(fn: object, p: str, exc: BaseException) -> None:
-        # Tools leave read-only files and folders (Go's module cache, git's objects).
-        Path(p).parent.chmod(stat.S_IRWXU)
-        Path(p).chmod(stat.S_IRWXU)
-        shutil.rmtree(p) if Path(p).is_dir() else Path(p).unlink()
-
     if path.exists():
-        shutil.rmtree(path, onexc=writable)
+        shutil.rmtree(path, onexc=_make_removable)
+
+
+def _make_removable(fn: object, p: str, exc: BaseException) -> None:
+    """Tools leave read-only files and folders (Go's module cache, git's objects): open the
+    folder holding `p` (and `p`, a folder) to onwatch, then remove it. Links are never
+    followed: the step made them, and one could lead to onwatch's own files."""
+    parent = os.path.dirname(p)
+    if not stat.S_ISDIR(os.lstat(parent).st_mode):
+        raise exc
+    os.chmod(parent, stat.S_IRWXU)
+    try:
+        mode = os.lstat(p).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        os.chmod(p, stat.S_IRWXU)
+        shutil.rmtree(p, onexc=_make_removable)
+    else:
+        os.unlink(p)  # a link itself, not what it leads to

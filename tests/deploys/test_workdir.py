@@ -1,0 +1,72 @@
+"""Workspaces removed after a run, whatever the step left in them."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onwatch.deploys.workdir import remove_workspace
+
+# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
+
+@pytest.fixture
+def unprivileged() -> Iterator[tuple[Path, int]]:
+    """A folder owned by an ordinary user, and that user: read-only folders stop only a
+    user who is not root, so as root the removal runs as that user (like onwatch)."""
+    user = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else os.geteuid()
+    root = Path(tempfile.mkdtemp(prefix="onwatch-workdir-"))
+    os.chown(root, user, -1)
+    root.chmod(0o755)
+    yield root, user
+    shutil.rmtree(root)
+
+
+def as_user(user: int, path: Path) -> int:
+    """remove_workspace(path) in a child process running as `user`; its exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if os.geteuid() != user:
+                os.setgroups([])
+                os.setresuid(user, user, user)
+            remove_workspace(path)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_read_only_folders_are_removed_without_changing_what_a_link_leads_to(
+    unprivileged: tuple[Path, int],
+) -> None:
+    root, user = unprivileged
+    precious = root / "key"  # stands for a file of onwatch's
+    precious.write_text("secret")
+    precious.chmod(0o600)
+    workspace = root / "workspace"
+    (workspace / "ro" / "sub").mkdir(parents=True)
+    (workspace / "ro" / "sub" / "file").write_text("x")
+    (workspace / "ro" / "link").symlink_to(precious)
+    (workspace / "ro" / "dirlink").symlink_to(root)
+    for path in [precious, *workspace.rglob("*"), workspace]:
+        os.chown(path, user, -1, follow_symlinks=False)
+    (workspace / "ro" / "sub").chmod(0o555)
+    (workspace / "ro").chmod(0o555)
+
+    code = as_user(user, workspace)
+
+    assert stat.S_IMODE(precious.stat().st_mode) == 0o600
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    assert precious.read_text() == "secret"
+    assert (code, workspace.exists()) == (0, False)
