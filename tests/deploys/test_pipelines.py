@@ -384,6 +384,25 @@ def test_a_missing_test_report_is_a_line_in_the_log_not_a_failure(
     assert pipeline.tests_total is None and pipeline.failing_tests == []
 
 
+def test_a_test_command_that_exits_0_with_failures_in_its_report_fails_the_test_step(
+    org: Organization, tmp_path: Path
+) -> None:
+    report = (
+        '<testsuite name="s"><testcase name="test_ok"/>'
+        '<testcase name="test_total"><failure message="off by one"/></testcase>'
+        '<testcase name="test_io"><error message="no disk"/></testcase></testsuite>'
+    )
+    toml = '[test]\ncommand = "cp junit.xml.txt junit.xml"\nreport = "junit.xml"\n'
+    files = {"onwatch.toml": toml, "junit.xml.txt": report}
+    commit(tmp_path / "repo", files, "Tests that fail quietly")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.FAILED, log_of(pipeline)
+    reason = "the test report lists 2 failing tests though the command exited 0"
+    assert steps_of(pipeline)[-1] == ("test", State.FAILED, 0, reason)
+    assert (pipeline.tests_total, pipeline.tests_failed, pipeline.tests_errors) == (3, 1, 1)
+    assert alerts_titled(f"Pipeline #{pipeline.pk} of shop (main) failed at test")
+
+
 def test_a_services_caches_are_used_by_one_of_its_pipelines_at_a_time(
     org: Organization, tmp_path: Path
 ) -> None:
