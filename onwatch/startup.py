@@ -190,7 +190,13 @@ def check_work_dir(settings: Any) -> None:
             f"ONWATCH_WORK_DIR={work} is inside the data directory {data}, which pipeline "
             f"steps must never reach; set it to a folder outside it, e.g. {data}-work"
         )
-    check_data_dir(work, "pipelines' work folder", "ONWATCH_WORK_DIR")
+    # Only pipelines need it, and each of them fails its first step saying why (so does the
+    # service page): a folder that cannot be made, e.g. /var/lib/onwatch-work next to an
+    # onwatch-owned data directory in a root-owned /var/lib, must not stop every command.
+    try:
+        check_data_dir(work, "pipelines' work folder", "ONWATCH_WORK_DIR")
+    except ConfigError as e:
+        print(f"onwatch: warning: {e} (pipelines cannot run until then)", file=sys.stderr)
 
 
 def check_key_file(path: Path) -> None:

@@ -46,3 +46,17 @@ def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(
     assert red.stderr.strip().endswith("failed: exited with 1")
     assert green.returncode == 0, green.stdout + green.stderr
     assert "OK" in green.stdout and green.stderr.strip().endswith("succeeded")
+
+
+def test_a_work_folder_that_cannot_be_made_is_a_warning_not_a_refusal(tmp_path: Path) -> None:
+    with isolated(tmp_path) as env:
+        call(child_deploys.make_org, env, "Acme", migrate=True)
+        (tmp_path / "a-file").write_text("")
+        work = str(tmp_path / "a-file" / "work")
+        listed = run(["services", "list"], {**env, "ONWATCH_WORK_DIR": work})
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.count("\n") == 1
+    assert listed.stderr.startswith(
+        f"onwatch: warning: The pipelines' work folder {work} cannot be made: "
+    )
+    assert listed.stderr.endswith("(pipelines cannot run until then)\n")
