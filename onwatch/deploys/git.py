@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from onwatch.core import ssh
 
@@ -54,6 +54,14 @@ def url_problem(url: str) -> str | None:
         "use an address git can fetch: https://host/path, ssh://user@host/path, "
         "user@host:path or a path on this machine"
     )
+
+
+def local_path(url: str) -> Path | None:
+    """The folder on this machine a plain path or file:// address names, or None."""
+    if url.startswith("/"):
+        return Path(url)
+    parts = urlsplit(url)
+    return Path(unquote(parts.path)) if parts.scheme == "file" else None
 
 
 def ssh_endpoint(url: str) -> ssh.Endpoint | None:

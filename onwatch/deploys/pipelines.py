@@ -143,6 +143,9 @@ class Run:
         # Said before anything is fetched: every step after would fail the same way.
         if problem := step_problem():
             raise StepFailed(problem)
+        # Again here: a link on the way may have changed since the address was saved.
+        if problem := services.local_repository_problem(service.git_url):
+            raise StepFailed(f"the repository's address is not usable: {problem}")
         log.say(f"fetching branch {self.pipeline.branch} of {service.git_url}")
         with self.ssh_session() as session:
             env = git.environment(self.workspace, session.git_command() if session else "")

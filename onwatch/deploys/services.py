@@ -7,14 +7,17 @@ their values, and nothing but a pipeline's steps reads them.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets as tokens
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from statistics import median
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,9 +62,26 @@ class ServiceFields(BaseModel):
     )
 
 
+def local_repository_problem(url: str) -> str | None:
+    """A repository on this machine is fetched by onwatch itself, outside the sandbox: never
+    one in its work folder (another service's workspace) or data directory (its own files).
+    Links are followed, as git would."""
+    path = git.local_path(url)
+    if path is None:
+        return None
+    real = Path(os.path.realpath(path))
+    for what, folder in (("work folder", settings.WORK_DIR), ("data directory", settings.DATA_DIR)):
+        top = Path(os.path.realpath(folder))
+        if real == top or top in real.parents:
+            return f"{path} is in onwatch's {what}, which no service may read"
+    return None
+
+
 def check(org: Organization, fields: ServiceFields, service: Service | None) -> None:
     problem = git.url_problem(fields.git_url)
     if problem:
+        raise Refusal(f"The repository's address is not usable: {problem}", "git_url")
+    if problem := local_repository_problem(fields.git_url):
         raise Refusal(f"The repository's address is not usable: {problem}", "git_url")
     if ".." in fields.branch or fields.branch.startswith(("-", "/")):
         raise Refusal("That is not a branch name git accepts", "branch")

@@ -4,6 +4,7 @@ onwatch makes and shows, secrets whose values are never shown again, and "run no
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,6 +59,30 @@ def test_the_page_refuses_an_address_git_must_not_fetch(members: dict[str, Any])
     r = admin.post("/services/add/", form)
     assert r.status_code == 200 and not Service.objects.exists()
     assert "The repository&#x27;s address is not usable" in r.content.decode()
+
+
+def test_a_repository_in_onwatchs_own_folders_is_refused_on_the_page_and_the_api(
+    org: Organization, members: dict[str, Any], settings: Any, tmp_path: Path
+) -> None:
+    settings.WORK_DIR, settings.DATA_DIR = str(tmp_path / "work"), str(tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "elsewhere.git").symlink_to(tmp_path / "data")
+    workspace = tmp_path / "work" / "workspaces" / "1" / "2"
+    admin = signed_in(members["admin"])
+    form = {"name": "shop", "git_url": f"file://{workspace}", "branch": "main"}
+    page = admin.post("/services/add/", form).content.decode()
+    assert f"{workspace} is in onwatch&#x27;s work folder, which no service may read" in page
+    api = Api(members["admin"], org, ["services:read", "services:write"])
+    for url in [str(tmp_path / "data"), str(tmp_path / "elsewhere.git")]:
+        r = api.call("POST", "/api/v1/services/", {"name": "shop", "git_url": url})
+        assert r.status_code == 422
+        assert r.json() == {
+            "error": f"The repository's address is not usable: {url} is in onwatch's "
+            "data directory, which no service may read"
+        }
+    assert not Service.objects.exists()
+    ok = api.call("POST", "/api/v1/services/", {"name": "shop", "git_url": str(tmp_path / "r")})
+    assert ok.status_code == 201, ok.content
 
 
 @pytest.mark.parametrize(
