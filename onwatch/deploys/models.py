@@ -151,6 +151,8 @@ class WebhookDelivery(models.Model):
     status = models.PositiveSmallIntegerField()
     outcome = models.TextField()
     pipeline = models.ForeignKey(Pipeline, on_delete=models.SET_NULL, null=True, blank=True)
+    # Signed with the service's secret: unsigned ones anyone can send, so few are kept.
+    signed = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-received_at", "-id"]

@@ -376,6 +376,21 @@ def note_delivery(service: Service, delivery: WebhookDelivery) -> None:
     ).delete()
 
 
+UNSIGNED_KEPT_PER_HOUR = 50
+
+
+def note_unsigned(service: Service, delivery: WebhookDelivery) -> bool:
+    """Save a delivery refused before it proved it was signed, unless the service's page
+    lists UNSIGNED_KEPT_PER_HOUR of those from the last hour already: anyone can send them,
+    and must not fill the table. False when not saved."""
+    hour_ago = timezone.now() - timedelta(hours=1)
+    recent = WebhookDelivery.objects.filter(service=service, signed=False, received_at__gt=hour_ago)
+    if recent.count() >= UNSIGNED_KEPT_PER_HOUR:
+        return False
+    note_delivery(service, delivery)
+    return True
+
+
 def first_delivery(service: Service, delivery_id: str) -> WebhookDelivery | None:
     return WebhookDelivery.objects.filter(service=service, claimed_id=delivery_id).first()
 

@@ -82,7 +82,17 @@ def hook(request: HttpRequest, pk: int) -> HttpResponse:
         log.exception("webhook delivery to service %s failed", service.pk)
         delivery.status = 500
         delivery.outcome = f"onwatch could not handle it ({type(e).__name__}); send it again"
-    services.note_delivery(service, delivery)
+    if delivery.signed:
+        services.note_delivery(service, delivery)
+    elif not services.note_unsigned(service, delivery):
+        # Past the hourly limit of listed ones: the log alone counts them.
+        log.warning(
+            "webhook to service %s refused, not listed (over %s unsigned in the last hour): %s %s",
+            service.pk,
+            services.UNSIGNED_KEPT_PER_HOUR,
+            delivery.status,
+            delivery.outcome,
+        )
     return text(delivery.status, delivery.outcome)
 
 
@@ -98,6 +108,7 @@ def receive(request: HttpRequest, service: Service, delivery: WebhookDelivery) -
     problem = signature_problem(source, meta, body, service.webhook_secret)
     if problem:
         raise Refused(401, problem)
+    delivery.signed = True
     if not delivery.delivery_id:
         raise Refused(400, "The delivery has no id header, so a replay could not be told apart")
     body_sha256 = hashlib.sha256(body).hexdigest()

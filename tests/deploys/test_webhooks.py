@@ -281,3 +281,26 @@ def test_a_secret_in_the_pushed_author_or_message_is_masked_before_it_is_kept(
     assert pipeline.author == "ci [secret DEPLOY_TOKEN]"
     page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
     assert token not in page
+
+
+def test_unsigned_deliveries_are_listed_up_to_fifty_an_hour_then_only_logged(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    hour_ago = timezone.now() - timedelta(hours=1, minutes=1)
+    old = [
+        WebhookDelivery(service=service, received_at=hour_ago, status=401, outcome="old")
+        for _ in range(50)
+    ]
+    WebhookDelivery.objects.bulk_create(old)  # older than an hour: they do not count
+    forged = github("not-the-secret", push())
+    for _ in range(50 + 3):
+        assert send(service, push(), forged).status_code == 401
+    assert send(service, b"{}", {"HTTP_X_SOMETHING": "x"}).status_code == 400
+    recent = WebhookDelivery.objects.filter(received_at__gt=hour_ago)
+    assert recent.count() == 50
+    dropped = [r for r in caplog.records if "not listed" in r.getMessage()]
+    assert len(dropped) == 4
+    assert "The signature does not match" in dropped[0].getMessage()
+    # A signed delivery is still listed, whatever was refused before it.
+    assert send(service, push(), github(service.webhook_secret, push())).status_code == 201
+    assert WebhookDelivery.objects.filter(status=201, signed=True).count() == 1
