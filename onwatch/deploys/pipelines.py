@@ -147,7 +147,7 @@ class Run:
         if problem := services.local_repository_problem(service.git_url):
             raise StepFailed(f"the repository's address is not usable: {problem}")
         log.say(f"fetching branch {self.pipeline.branch} of {service.git_url}")
-        with self.ssh_session() as session:
+        with services.ssh_session(self.service, self.said_pinned) as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
             ssh_log = session.log_text if session else str
             said = git.fetch(self.workspace, service.git_url, self.pipeline.branch, env, ssh_log)
@@ -163,20 +163,9 @@ class Run:
         self.pipeline.message = message
         log.say(commit_line(self.pipeline))
 
-    @contextmanager
-    def ssh_session(self) -> Iterator[ssh.Session | None]:
-        where = git.ssh_endpoint(self.service.git_url)
-        if where is None:
-            yield None
-            return
-        if not self.service.known_hosts.strip():
-            keys = ssh.scan_host_keys(where.host, where.port, what="git server")
-            services.pin_host_keys(self.service, keys)
-            assert self.log is not None
-            for fp in ssh.fingerprints(self.service.known_hosts):
-                self.log.say(f"pinned the server's host key {fp} (first use)")
-        with ssh.Session(self.service.deploy_key, self.service.known_hosts) as session:
-            yield session
+    def said_pinned(self, fingerprint: str) -> None:
+        assert self.log is not None
+        self.log.say(f"pinned the server's host key {fingerprint} (first use)")
 
     def read_project(self) -> projectfile.Project:
         assert self.log is not None

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -77,26 +75,11 @@ def poll(service: Service, now: datetime) -> Pipeline | None:
 def ask(service: Service) -> str:
     with (
         tempfile.TemporaryDirectory(prefix="onwatch-poll-") as home,
-        ssh_session(service) as session,
+        services.ssh_session(service) as session,
     ):
         env = git.environment(Path(home), session.git_command() if session else "")
         ssh_log = session.log_text if session else str
         return git.newest_commit(service.git_url, service.branch, env, ssh_log)
-
-
-@contextmanager
-def ssh_session(service: Service) -> Iterator[ssh.Session | None]:
-    """The deploy key and the pinned host key, as the checkout uses them (pinned here on
-    first use when polling reaches the server before any pipeline)."""
-    where = git.ssh_endpoint(service.git_url)
-    if where is None:
-        yield None
-        return
-    if not service.known_hosts.strip():
-        keys = ssh.scan_host_keys(where.host, where.port, what="git server")
-        services.pin_host_keys(service, keys)
-    with ssh.Session(service.deploy_key, service.known_hosts) as session:
-        yield session
 
 
 def failed(service: Service) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import secrets as tokens
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -220,6 +221,25 @@ def pin_host_keys(service: Service, known_hosts: str, actor: Actor = SYSTEM) -> 
             fingerprints=ssh.fingerprints(known_hosts),
         )
     service.known_hosts = known_hosts
+
+
+@contextmanager
+def ssh_session(
+    service: Service, pinned: Callable[[str], object] = str
+) -> Iterator[ssh.Session | None]:
+    """The deploy key and the pinned host key, for git over SSH (None for other addresses).
+    The host key is pinned on first use; `pinned` hears each new fingerprint."""
+    where = git.ssh_endpoint(service.git_url)
+    if where is None:
+        yield None
+        return
+    if not service.known_hosts.strip():
+        keys = ssh.scan_host_keys(where.host, where.port, what="git server")
+        pin_host_keys(service, keys)
+        for fp in ssh.fingerprints(service.known_hosts):
+            pinned(fp)
+    with ssh.Session(service.deploy_key, service.known_hosts) as session:
+        yield session
 
 
 def forget_host_keys(service: Service, actor: Actor) -> None:
