@@ -29,7 +29,7 @@ from onwatch.deploys.models import Pipeline, State
 from onwatch.deploys.workdir import caches_of, work_folder, workspace_of
 from tests.support import leaky_step
 from tests.support.backups import alerts_titled
-from tests.support.deploys import TOML, commit, project, service_for, uv_project
+from tests.support.deploys import TOML, beside_a_writer, commit, project, service_for, uv_project
 from tests.support.fixtures import make_member, signed_in
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
@@ -245,7 +245,7 @@ def test_cancel_stops_the_running_step_and_ends_the_pipeline_cancelled(
     wait_until(started.exists, 60, "the step")
     assert processes_with(word)
     assert workspace_of(pipeline).exists()
-    jobs.cancel(job, "ana@example.com")
+    beside_a_writer(lambda: jobs.cancel(job, "ana@example.com"))
     thread.join(timeout=30)
     assert not thread.is_alive(), "the pipeline did not end after the cancel"
     pipeline.refresh_from_db()

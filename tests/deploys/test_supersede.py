@@ -16,7 +16,7 @@ from onwatch.core.models import Job, JobState, Organization
 from onwatch.deploys import services
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State
 from onwatch.deploys.services import Push, ServiceFields
-from tests.support.deploys import commit, service_for
+from tests.support.deploys import beside_a_writer, commit, service_for
 from tests.support.receivers import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
@@ -75,7 +75,7 @@ def test_a_newer_push_stops_the_running_older_pipeline(org: Organization, tmp_pa
     thread = run_in_thread(job)
     testing = PipelineStep.objects.filter(pipeline=older, name="test", state=State.RUNNING)
     wait_until(testing.exists, 60, "the step")
-    newer = queue(service, NEWER)
+    newer = beside_a_writer(lambda: queue(service, NEWER))
     thread.join(timeout=30)
     assert not thread.is_alive(), "the older pipeline did not stop"
     older.refresh_from_db()

@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+from django.db import OperationalError
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
@@ -90,3 +94,16 @@ def uv_project() -> dict[str, str]:
         subprocess.run([uv, "lock", "--quiet"], cwd=tmp, env=env, check=True)
         lock = (Path(tmp) / "uv.lock").read_text()
     return {"pyproject.toml": PYPROJECT, "uv.lock": lock, "test_app.py": PYTESTS}
+
+
+def beside_a_writer[T](call: Callable[[], T]) -> T:
+    """`call` while a job thread writes: the SQLite test database is shared-cache in memory,
+    which answers "table is locked" at once instead of waiting as onwatch's WAL file does."""
+    for _ in range(40):
+        try:
+            return call()
+        except OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            time.sleep(0.05)
+    return call()
