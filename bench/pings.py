@@ -76,6 +76,27 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(child)) for child in children)
 
 
+def tree(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid] + [p for child in children for p in tree(int(child))]
+
+
+def pss_mib(pid: int) -> float:
+    """Memory of a process and its children, shared pages counted once (PSS), in MiB."""
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
 class Tally:
     def __init__(self) -> None:
         self.latencies: list[float] = []
@@ -268,11 +289,13 @@ def main() -> None:
             # slow path); the figures are for the steady state of heartbeats that are up.
             asyncio.run(warm(port, ids, args.concurrency))
             cpu_before = cpu_seconds(web.proc.pid)
+            memory_before = pss_mib(web.proc.pid)
             stored_before = json.loads(django(COUNT, env))[0]
             started = time.monotonic()
             tally = load(args, port, ids)
             elapsed = time.monotonic() - started
             server_cpu = cpu_seconds(web.proc.pid) - cpu_before
+            memory_after = pss_mib(web.proc.pid)
         stored, up = json.loads(django(COUNT, env))
     stored -= stored_before
     accepted = tally.statuses.get(200, 0)
@@ -294,6 +317,10 @@ def main() -> None:
     print(f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {tally.latency(1):.1f} ms")
     per_ping = server_cpu / accepted * 1e6 if accepted else float("nan")
     print(f"web process CPU: {server_cpu / elapsed:.0%} of a core, {per_ping:.0f} µs per ping")
+    print(
+        f"web processes' memory (PSS): {memory_before:.0f} MiB before the load, "
+        f"{memory_after:.0f} MiB after"
+    )
     verdict = "met" if rate >= 2000 and p99 < 50 else "missed"
     print(
         f"summary: {rate:.0f} pings/s accepted, p50 {p50:.1f} ms, p99 {p99:.1f} ms on "

@@ -6,8 +6,12 @@ database; a test-only model and route stand in for the next ingest (error events
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +29,7 @@ from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.limits import Limit
 from onwatch.core.ingest.request import Request
 from onwatch.core.ingest.store import Store
-from onwatch.core.ingest.writer import Job, Writer
+from onwatch.core.ingest.writer import SWITCH_SECONDS, Job, Writer
 from onwatch.uptime import fastping, heartbeats
 from onwatch.uptime.models import Kind, Monitor, Ping, State
 from tests.support.asgi import header, header_names, raw, serving, status
@@ -287,3 +291,56 @@ def test_too_many_waiting_requests_are_turned_away_at_once(
     assert [status(a) for a in answers] == [200, 200]
     assert app.turned_away == 1
     assert Ping.objects.filter(monitor=m).count() == 3
+
+
+@pytest.mark.once
+def test_a_writer_that_just_wrote_lets_the_waiting_one_of_another_process_go_first(
+    settings: Any, tmp_path: Any
+) -> None:
+    """Without the hand-off, the web process that just released the lock takes it again
+    before the woken one runs, and under load the other's pings waited 300 ms."""
+    settings.DATA_DIR = tmp_path
+    # Each writer opens the lock files itself, so they lock against each other as the
+    # writers of two web processes do.
+    first, second = Writer(), Writer()
+    order: list[str] = []
+
+    def second_writes() -> None:
+        with second.turn():
+            order.append("second")
+
+    probe = os.open(tmp_path / "ingest.waiting", os.O_RDWR | os.O_CREAT, 0o600)
+    with first.turn():
+        order.append("first")
+        other = threading.Thread(target=second_writes)
+        other.start()
+        waits = False
+        for _ in range(500):  # until the second says it waits (holds the waiting lock)
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                time.sleep(0.01)
+            except BlockingIOError:
+                waits = True
+                break
+        assert waits
+    with first.turn():
+        order.append("first again")
+    other.join(10)
+    assert order == ["first", "second", "first again"]
+
+
+@inprocess
+def test_the_writer_gets_the_gil_back_quickly_in_a_busy_web_process(app: Ingest) -> None:
+    m = heartbeat("a")
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)  # Python's default
+        with serving(app) as port:
+            raw(port, "GET", f"/ping/{m.ping_id}")  # the route learns Django's headers
+            assert status(raw(port, "GET", f"/ping/{m.ping_id}")) == 200
+        assert app.served == 1
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_SECONDS)
+        assert SWITCH_SECONDS <= 0.001
+    finally:
+        sys.setswitchinterval(before)
