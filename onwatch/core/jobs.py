@@ -30,7 +30,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.core import audit, children, hooks
+from onwatch.core import audit, children, hooks, wakeup
 from onwatch.core.models import ENDED, Job, JobLogLine, JobState, Organization
 
 log = logging.getLogger("onwatch.jobs")
@@ -166,6 +166,9 @@ def enqueue(
         # Its end released the waiters it had then, not this one: it would wait for ever.
         release_waiters(after)
         job.refresh_from_db()
+    # Workers here start it at once, not at their next poll; only once it is committed,
+    # or they would look before they can see it.
+    transaction.on_commit(wakeup.poke, robust=True)
     return job
 
 

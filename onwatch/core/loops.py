@@ -12,7 +12,7 @@ from types import FrameType
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from onwatch.core import jobs, scheduler
+from onwatch.core import jobs, scheduler, wakeup
 from onwatch.core.pool import Pool
 
 log = logging.getLogger("onwatch.loops")
@@ -84,6 +84,8 @@ def run_worker(stopper: Stopper | None = None) -> None:
     name = jobs.worker_name()
     # A job that ends frees a slot: the next queued job starts then, not a poll later.
     wake = stopper.waker()
+    # And so does a job queued by another process of this machine.
+    listener = wakeup.Listener(wake)
     pool = Pool(name, settings.JOB_QUEUES, on_free=wake.set)
     slots = ", ".join(f"{queue} {n}" for queue, n in pool.sizes.items())
     log.info("worker %s ready (slots: %s)", name, slots)
@@ -97,6 +99,7 @@ def run_worker(stopper: Stopper | None = None) -> None:
         if pool.running():
             log.info("waiting for %d running job(s) to finish", pool.running())
         pool.close()
+        listener.close()
 
 
 def run_scheduler(stopper: Stopper | None = None) -> None:

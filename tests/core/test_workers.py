@@ -53,6 +53,23 @@ def test_a_freed_slot_takes_the_next_queued_job_at_once_not_a_poll_later(
     assert span < poll, f"six jobs of 10 ms in two slots took {span:.1f} s"
 
 
+def test_a_job_queued_by_another_process_starts_at_once_not_a_poll_later(
+    tmp_path: Path,
+) -> None:
+    poll = 20
+    with isolated(tmp_path, ONWATCH_JOB_POLL_SECONDS=str(poll)) as env:
+        call(child_core.start_up, env, migrate=True)
+        with Running(["worker"], env) as worker:
+            worker.wait_for("ready")
+            ids = []
+            for _ in range(3):  # the worker idles in its poll wait each time
+                time.sleep(0.5)
+                ids += json.loads(call(child_core.enqueue, env, "core.sleep", {"seconds": 0}))
+            waits = json.loads(call(child_core.print_queue_waits, env, ids, 3 * poll + 30))
+    # Found at the worker's next poll, each would wait up to 20 s.
+    assert max(waits) < 2, f"queued jobs waited {waits} s to start"
+
+
 def test_a_worker_killed_mid_job_leaves_it_interrupted_and_alerted(tmp_path: Path) -> None:
     fast = {"ONWATCH_JOB_LEASE_SECONDS": "3", "ONWATCH_SCHEDULER_TICK_SECONDS": "1"}
     with isolated(tmp_path, **fast) as env:

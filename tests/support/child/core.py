@@ -117,3 +117,11 @@ def print_owner_link_and_what_it_imported() -> None:
 
     link = owner_link()
     print(json.dumps([link, [m for m in ("onwatch.urls", "onwatch.api") if m in sys.modules]]))
+
+
+def print_queue_waits(ids: list[int], timeout: float) -> None:
+    """Once these jobs all succeeded: the seconds each waited from being queued to its
+    start, as JSON."""
+    done = Job.objects.filter(pk__in=ids, state=JobState.SUCCEEDED)
+    wait_until(lambda: done.count() == len(ids), timeout)
+    print(json.dumps([(j.started_at - j.created_at).total_seconds() for j in done]))
