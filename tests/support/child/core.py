@@ -124,4 +124,5 @@ def print_queue_waits(ids: list[int], timeout: float) -> None:
     start, as JSON."""
     done = Job.objects.filter(pk__in=ids, state=JobState.SUCCEEDED)
     wait_until(lambda: done.count() == len(ids), timeout)
-    print(json.dumps([(j.started_at - j.created_at).total_seconds() for j in done]))
+    waits = [(j.started_at - j.created_at).total_seconds() for j in done if j.started_at]
+    print(json.dumps(waits))
