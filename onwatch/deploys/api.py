@@ -102,6 +102,10 @@ class PipelineOut(Schema):
     author: str
     message: str
     trigger: str
+    pushed_by: str = Field(
+        description="Who pushed or ran it: a member's name and e-mail, or an e-mail that is "
+        "no member's, followed by '(not a member)'; empty when not known"
+    )
     state: str
     reason: str
     created_at: datetime

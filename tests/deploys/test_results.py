@@ -20,6 +20,7 @@ from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.models import Organization
 from onwatch.deploys import services
+from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.models import Pipeline, Service
 from tests.support.deploys import commit, project
 from tests.support.fixtures import make_member, signed_in
@@ -137,6 +138,8 @@ def test_a_webhook_push_alerts_the_member_with_the_pushers_email_or_says_they_ar
             "Pushed by: stranger@elsewhere.example, who is not a member of Acme "
             "(so only the service's channels hear about it)"
         ) in said
+    assert pipeline_out(second)["pushed_by"] == "stranger@elsewhere.example (not a member)"
+    assert pipeline_out(red)["pushed_by"] == "dee@acme.example"
     page = signed_in(viewer).get(f"/services/{service.pk}/").content.decode()
     assert '<td class="pushed-by">dee@acme.example</td>' in page
     assert '<td class="pushed-by">stranger@elsewhere.example (not a member)</td>' in page
