@@ -55,3 +55,22 @@ class ChannelForm(forms.Form):
         except apprise.ChannelError as e:
             raise forms.ValidationError(str(e)) from None
         return url
+
+
+class OwnChannelForm(forms.Form):
+    url = forms.CharField(
+        label="Apprise URL",
+        max_length=2000,
+        widget=SecretInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        help_text="Where you hear about failed and fixed pipelines of your own pushes, e.g. "
+        "mailto://user:password@example.com or a chat's URL. Stored encrypted, never shown "
+        "again.",
+    )
+
+    def clean_url(self) -> str:
+        url: str = self.cleaned_data["url"].strip()
+        try:
+            apprise.service_of(url)
+        except apprise.ChannelError as e:
+            raise forms.ValidationError(str(e)) from None
+        return url

@@ -11,8 +11,17 @@ from onwatch.core.fields import EncryptedTextField
 from onwatch.core.models import Job, JobState, Organization
 
 
+class SharedChannels(models.Manager["Channel"]):
+    """The organization's channels: a member's own channel is left out of every list,
+    picker and organization-wide alert, so it only ever hears of that member's pushes."""
+
+    def get_queryset(self) -> models.QuerySet[Channel]:
+        return super().get_queryset().filter(owner=None)
+
+
 class Channel(models.Model):
-    """Where alerts go: an Apprise URL (kept encrypted, it holds tokens and passwords)."""
+    """Where alerts go: an Apprise URL (kept encrypted, it holds tokens and passwords).
+    One with an owner is that member's own: where they hear about their own pushes."""
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="channels")
     name = models.CharField(max_length=100)
@@ -26,9 +35,23 @@ class Channel(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
     )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+
+    # `objects` leaves members' own channels out (see SharedChannels). Django's own default
+    # and base managers see every row: key rotation re-encrypts own channels' URLs too, and
+    # a delivery still finds its channel.
+    objects = SharedChannels()
+    every = models.Manager()
 
     class Meta:
         ordering = ["name", "id"]
+        default_manager_name = "every"
+        base_manager_name = "every"
+        constraints = [
+            models.UniqueConstraint(fields=["org", "owner"], name="one_own_channel_per_member")
+        ]
 
     @property
     def crosses_network_unencrypted(self) -> bool:

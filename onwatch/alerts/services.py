@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -11,7 +12,9 @@ from django.db.models import Q, QuerySet
 
 from onwatch.alerts import apprise
 from onwatch.alerts.models import (
-    Channel,
+    Channel as Channel,  # re-exported: other apps name it in their types, through here
+)
+from onwatch.alerts.models import (
     Delivery,
     EscalationPolicy,
     EscalationStep,
@@ -147,6 +150,51 @@ def send_test(channel: Channel, actor: Actor) -> Delivery:
         delivery = deliver(channel, TEST_TITLE, TEST_BODY, is_test=True)
         audit.record("channel-tested", actor=actor, org=channel.org, target=channel.name)
     return delivery
+
+
+# --- a member's own channel: where they hear about their own pushes ------------------------
+
+OWN_CHANNEL_NAME = "own channel of {who}"
+
+
+def own_channel(org: Organization, user: Any) -> Channel | None:
+    """The member's own channel in `org`, if they set one and are still a member."""
+    if user is None or not getattr(user, "pk", None):
+        return None
+    return Channel.every.filter(org=org, owner=user, owner__memberships__org=org).first()
+
+
+def set_own_channel(org: Organization, user: Any, url: str, actor: Actor) -> Channel:
+    """Set (or replace) where `user` hears about their own pushes. Raises
+    apprise.ChannelError for a URL Apprise does not understand."""
+    summary = apprise.summarize(url)
+    name = OWN_CHANNEL_NAME.format(who=user.email or user.get_username())[:100]
+    with transaction.atomic():
+        channel = own_channel(org, user) or Channel(org=org, owner=user, created_by=actor.user)
+        added = channel.pk is None
+        channel.name, channel.url = name, url.strip()
+        channel.service, channel.location = summary.service, summary.location
+        channel.save()
+        # Which channel changed, never its URL: it is a secret.
+        audit.record(
+            "own-channel-set" if added else "own-channel-changed",
+            actor=actor,
+            org=org,
+            target=channel.name,
+            service=channel.service,
+        )
+    return channel
+
+
+def remove_own_channel(org: Organization, user: Any, actor: Actor) -> bool:
+    """False when the member had none. Its past deliveries stay in the log."""
+    with transaction.atomic():
+        channel = own_channel(org, user)
+        if channel is None:
+            return False
+        channel.delete()
+        audit.record("own-channel-removed", actor=actor, org=org, target=channel.name)
+    return True
 
 
 # --- escalation policies -----------------------------------------------------------------
@@ -438,6 +486,37 @@ def raise_alert(
         body = f"{body}\nDetails: {links.absolute(link)}"
     channels = Channel.objects.all() if org is None else Channel.objects.filter(org=org)
     return [deliver(ch, title, body, notify_type=notify_type) for ch in channels]
+
+
+def channels_of(org: Organization, ids: list[int]) -> list[Channel]:
+    """The organization's channels with these ids (never a member's own); raises Refused
+    naming the first id that is not one of them."""
+    found = {c.pk: c for c in Channel.objects.filter(org=org, pk__in=ids)}
+    missing = [pk for pk in ids if pk not in found]
+    if missing:
+        raise Refused(
+            f"No channel {missing[0]} in this organization; see /api/v1/channels/", "channels"
+        )
+    return [found[pk] for pk in dict.fromkeys(ids)]
+
+
+def organization_channels(org: Organization) -> list[Channel]:
+    return list(Channel.objects.filter(org=org))
+
+
+def alert_channels(
+    channels: list[Channel],
+    title: str,
+    body: str,
+    link: str = "",
+    notify_type: apprise.NotifyType = "failure",
+) -> list[Delivery]:
+    """Send to these channels (each once): an app that chooses who hears, as a service
+    does for its pipelines (its channels and the pusher's own)."""
+    if link:
+        body = f"{body}\nDetails: {links.absolute(link)}"
+    unique = list({ch.pk: ch for ch in channels}.values())
+    return [deliver(ch, title, body, notify_type=notify_type) for ch in unique]
 
 
 def first_told(org: Organization, policy: EscalationPolicy | None) -> list[Channel]:

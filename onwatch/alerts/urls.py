@@ -6,6 +6,9 @@ from onwatch.alerts import views
 urlpatterns = [
     path("channels/", views.channels, name="channels"),
     path("channels/add/", views.channel_add, name="channel_add"),
+    path("channels/mine/", views.own_channel, name="own_channel"),
+    path("channels/mine/test/", views.own_channel_test, name="own_channel_test"),
+    path("channels/mine/remove/", views.own_channel_remove, name="own_channel_remove"),
     path("channels/<int:pk>/", views.channel_edit, name="channel_edit"),
     path("channels/<int:pk>/delete/", views.channel_delete, name="channel_delete"),
     path("channels/<int:pk>/test/", views.channel_test, name="channel_test"),

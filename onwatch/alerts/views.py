@@ -6,8 +6,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from onwatch.alerts import services
-from onwatch.alerts.forms import ChannelForm
+from onwatch.alerts import apprise, services
+from onwatch.alerts.forms import ChannelForm, OwnChannelForm
 from onwatch.alerts.models import Channel, Delivery, DeliveryState
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import api, require
@@ -110,3 +110,45 @@ def api_channels(request: HttpRequest) -> JsonResponse:
     """Listed without their URLs: a channel URL may carry a secret."""
     rows = Channel.objects.filter(org=request.org).values("id", "name", "service")  # type: ignore[attr-defined]
     return JsonResponse({"channels": list(rows)})
+
+
+@require("ownchannel.manage")
+def own_channel(request: HttpRequest) -> HttpResponse:
+    """Where the member hears about their own pushes: one Apprise URL of their own."""
+    org = request.org  # type: ignore[attr-defined]
+    form = OwnChannelForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.set_own_channel(org, request.user, form.cleaned_data["url"], Actor.of(request))
+        except apprise.ChannelError as e:
+            form.add_error("url", str(e))
+        else:
+            messages.success(request, "Saved your own channel. Send it a test to be sure.")
+            return redirect("own_channel")
+    mine = services.own_channel(org, request.user)
+    last = Delivery.objects.filter(channel=mine).first() if mine else None
+    ctx = {"form": form, "channel": mine, "last": last}
+    return render(request, "alerts/own_channel.html", ctx)
+
+
+@require("ownchannel.manage")
+@require_POST
+def own_channel_test(request: HttpRequest) -> HttpResponse:
+    mine = services.own_channel(request.org, request.user)  # type: ignore[attr-defined]
+    if mine is None:
+        messages.error(request, "You have no channel of your own yet; set one first.")
+        return redirect("own_channel")
+    services.send_test(mine, Actor.of(request))
+    messages.success(request, "Test notification queued for your own channel.")
+    return redirect("own_channel")
+
+
+@require("ownchannel.manage")
+@require_POST
+def own_channel_remove(request: HttpRequest) -> HttpResponse:
+    org = request.org  # type: ignore[attr-defined]
+    if services.remove_own_channel(org, request.user, Actor.of(request)):
+        messages.success(request, "Removed your own channel; the service's channels still hear.")
+    else:
+        messages.error(request, "You have no channel of your own.")
+    return redirect("own_channel")

@@ -24,6 +24,11 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     "channels.view": (Role.VIEWER, "See alert channels and the delivery log"),
     "channels.test": (Role.DEPLOYER, "Send a test notification"),
     "channels.manage": (Role.ADMIN, "Add, change and remove alert channels"),
+    # Where one hears of one's own pushes is one's own business, like one's API tokens.
+    "ownchannel.manage": (
+        Role.VIEWER,
+        "Set, test and remove one's own channel (where one hears about one's own pushes)",
+    ),
     "incidents.view": (
         Role.VIEWER,
         "See incidents and their timelines, escalation policies and maintenance windows",

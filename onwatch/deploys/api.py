@@ -32,6 +32,32 @@ class ServiceOut(Schema):
     secret_names: list[str] = Field(description="Names only: values are never shown")
     supersede: bool = Field(description="A newer pipeline of the branch cancels the older one")
     poll_minutes: int | None = Field(description="Checks for new commits this often; null: never")
+    alert_channels: list[int] | None = Field(
+        description="Channels that hear about its pipelines (and whoever pushed); null: every one"
+    )
+
+
+class RateOut(Schema):
+    failed: int
+    counted: int = Field(description="Ended pipelines counted (cancelled ones are not)")
+    percent: float | None = Field(description="null: too few pipelines for a rate")
+    text: str
+
+
+class EvidenceOut(Schema):
+    last_passed: datetime | None = Field(description="When its tests last passed on its branch")
+    median_seconds: float | None = Field(
+        description="Median duration of the last 10 green pipelines; null: too few yet"
+    )
+    previous_median_seconds: float | None = Field(description="Of the 10 green ones before")
+    change_percent: float | None = Field(description="Slower (+) or faster (-) than before")
+    duration_text: str
+    last_30_pipelines: RateOut
+    last_30_days: RateOut
+
+
+class ServiceDetailOut(ServiceOut):
+    evidence: EvidenceOut = Field(description="What the readiness board shows of it")
 
 
 class ServiceList(Schema):
@@ -76,6 +102,10 @@ class PipelineOut(Schema):
     author: str
     message: str
     trigger: str
+    pushed_by: str = Field(
+        description="Who pushed or ran it: a member's name and e-mail, or an e-mail that is "
+        "no member's, followed by '(not a member)'; empty when not known"
+    )
     state: str
     reason: str
     created_at: datetime
@@ -91,8 +121,29 @@ class PipelineOut(Schema):
 
 
 def service_out(s: Service) -> dict[str, Any]:
-    shown = {name: getattr(s, name) for name in ServiceOut.model_fields}
-    return shown
+    shown = {name: getattr(s, name) for name in ServiceOut.model_fields if name != "alert_channels"}
+    return shown | {"alert_channels": writer.channels_chosen(s)}
+
+
+def rate_out(rate: writer.Rate) -> dict[str, Any]:
+    return {
+        "failed": rate.failed,
+        "counted": rate.counted,
+        "percent": rate.percent,
+        "text": rate.text,
+    }
+
+
+def evidence_out(e: writer.Evidence) -> dict[str, Any]:
+    return {
+        "last_passed": e.last_passed,
+        "median_seconds": e.median_seconds,
+        "previous_median_seconds": e.previous_median_seconds,
+        "change_percent": e.change_percent,
+        "duration_text": e.duration_text,
+        "last_30_pipelines": rate_out(e.recent),
+        "last_30_days": rate_out(e.month),
+    }
 
 
 def pipeline_out(p: Pipeline) -> dict[str, Any]:
@@ -131,9 +182,14 @@ def service_create(request: HttpRequest, body: ServiceIn) -> Status[dict[str, An
     return Status(201, service_out(made))
 
 
-@operation(services, "GET", "{service_id}/", "services:read", response={200: ServiceOut, **ERRORS})
+@operation(
+    services, "GET", "{service_id}/", "services:read", response={200: ServiceDetailOut, **ERRORS}
+)
 def service_get(request: HttpRequest, service_id: int) -> dict[str, Any]:
-    return service_out(find(request, service_id))
+    """A service with its evidence: when its tests last passed, how long its pipeline
+    takes against before, and how often it fails (the same figures as its page)."""
+    service = find(request, service_id)
+    return service_out(service) | {"evidence": evidence_out(writer.evidence(service))}
 
 
 class SecretIn(Schema):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
+from onwatch.alerts import services as alert_services
+from onwatch.core.models import Organization
 from onwatch.deploys.services import BRANCH
 
 
@@ -29,6 +33,31 @@ class ServiceForm(forms.Form):
         max_value=1440,
         help_text="For a repository that cannot send webhooks; leave empty to never check.",
     )
+    # Unticked (or not sent at all) means every channel, as before there was a choice.
+    only_chosen = forms.BooleanField(
+        label="Tell only the channels ticked below",
+        required=False,
+        help_text="Otherwise failed and fixed pipelines go to every alert channel. Whoever "
+        "pushed hears too, on their own channel (Alert channels → My own channel).",
+    )
+    alert_channels = forms.TypedMultipleChoiceField(
+        label="Channels that hear about its pipelines",
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    def __init__(self, *args: Any, org: Organization, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        channels = alert_services.organization_channels(org)
+        self.fields["alert_channels"].choices = [(c.pk, c.name) for c in channels]  # type: ignore[attr-defined]
+
+    def service_fields(self) -> dict[str, Any]:
+        """The cleaned data as services.ServiceFields takes it: None for every channel."""
+        data = dict(self.cleaned_data)
+        only_chosen = data.pop("only_chosen")
+        data["alert_channels"] = list(data["alert_channels"]) if only_chosen else None
+        return data
 
 
 class SecretForm(forms.Form):

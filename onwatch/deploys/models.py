@@ -3,6 +3,7 @@ them. services.py is the only code that writes these rows."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -36,6 +37,10 @@ class Service(models.Model):
     poll_failing_since = models.DateTimeField(null=True, blank=True)
     poll_error = models.TextField(blank=True)
     poll_alerted = models.BooleanField(default=False)
+    # Which of the organization's channels hear about its pipelines: every one (also those
+    # added later) unless the service names some.
+    all_channels = models.BooleanField(default=True)
+    channels = models.ManyToManyField("alerts.Channel", blank=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -81,6 +86,12 @@ class Pipeline(models.Model):
     message = models.TextField(blank=True)
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     triggered_by = models.CharField(max_length=200, blank=True)
+    # Who pushed: the member who ran it or whose key pushed, or the member whose e-mail the
+    # webhook names; pusher_email is the e-mail a webhook named (kept when no member has it).
+    pusher = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    pusher_email = models.CharField(max_length=254, blank=True)
     state = models.CharField(max_length=12, choices=State.choices, default=State.QUEUED)
     # One line: why it did not succeed.
     reason = models.TextField(blank=True)
@@ -102,6 +113,18 @@ class Pipeline(models.Model):
 
     def __str__(self) -> str:
         return f"pipeline #{self.pk} of {self.service.name}"
+
+    @property
+    def pushed_by(self) -> str:
+        """Who pushed, in words: a member by name and e-mail, else the e-mail a webhook
+        named (not a member's), else empty (a command, polling, onwatch itself)."""
+        if self.pusher is not None:
+            name = self.pusher.get_full_name().strip()
+            email = self.pusher.email
+            return f"{name} <{email}>" if name and email else name or email
+        if self.pusher_email:
+            return f"{self.pusher_email} (not a member)"
+        return ""
 
     @property
     def seconds(self) -> float | None:

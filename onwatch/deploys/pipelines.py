@@ -15,12 +15,12 @@ from pathlib import Path
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.alerts.services import raise_alert
+from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs, ssh
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
 from onwatch.core.masking import Masker
 from onwatch.deploys import git, junit, projectfile, sandbox, services
-from onwatch.deploys.models import Pipeline, PipelineStep, State
+from onwatch.deploys.models import Pipeline, PipelineStep, State, Trigger
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     caches_of,
@@ -322,6 +322,7 @@ def alert_failed(pipeline: Pipeline, verb: str = "failed") -> None:
     body = [
         f"What is wrong: {step.name + ': ' if step else ''}{pipeline.reason or verb}",
         commit_line(pipeline),
+        pusher_line(pipeline),
         "What to do: read the step's output below (the whole log is on the pipeline's page), "
         "fix the cause and push again, or run the pipeline again.",
     ]
@@ -333,8 +334,8 @@ def alert_failed(pipeline: Pipeline, verb: str = "failed") -> None:
         body += ["", f"Last {len(lines)} lines of {step.name if step else 'the log'}:", *lines]
     # What the rows hold is masked already; the alert leaves the machine, so once more.
     masker = Masker(pipeline.service.secrets)
-    raise_alert(
-        org=pipeline.service.org,
+    alert_channels(
+        services.who_hears(pipeline),
         title=masker.mask(f"{describe(pipeline)} {verb} at {step.name if step else 'its start'}"),
         body=masker.mask("\n".join(body)),
         link=reverse("pipeline_detail", args=[pipeline.pk]),
@@ -346,6 +347,22 @@ def commit_line(pipeline: Pipeline) -> str:
         return f"Commit: not checked out (branch {pipeline.branch})"
     subject = pipeline.message.splitlines()[0] if pipeline.message else ""
     return f"Commit: {pipeline.commit[:12]} by {pipeline.author}: {subject}"
+
+
+RUN_NOW = (Trigger.UI, Trigger.API, Trigger.CLI)
+
+
+def pusher_line(pipeline: Pipeline) -> str:
+    """Who pushed (or ran it now), so the alert reaches and names the person to act."""
+    said = "Started by" if pipeline.trigger in RUN_NOW else "Pushed by"
+    if pipeline.pusher is not None:
+        return f"{said}: {pipeline.pushed_by}"
+    if pipeline.pusher_email:
+        return (
+            f"{said}: {pipeline.pusher_email}, who is not a member of "
+            f"{pipeline.service.org.name} (so only the service's channels hear about it)"
+        )
+    return f"{said}: {pipeline.triggered_by or 'onwatch'} ({pipeline.get_trigger_display()})"
 
 
 def alert_if_fixed(pipeline: Pipeline) -> None:
@@ -360,13 +377,15 @@ def alert_if_fixed(pipeline: Pipeline) -> None:
     )
     if before is None or before.state == State.SUCCEEDED:
         return
-    raise_alert(
-        org=pipeline.service.org,
+    # To the same people as the failure: the service's channels and whoever pushed it.
+    alert_channels(
+        services.who_hears(before),
         title=f"{describe(pipeline)} passes again: fixed",
         body="\n".join(
             [
                 f"The tests pass again after pipeline #{before.pk} {before.state}.",
                 commit_line(pipeline),
+                pusher_line(pipeline),
             ]
         ),
         link=reverse("pipeline_detail", args=[pipeline.pk]),

@@ -16,18 +16,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Annotated, Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
+from onwatch.alerts import services as alert_services
 from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.masking import Masker
 from onwatch.core.models import Organization
-from onwatch.core.rest import Text
+from onwatch.core.rest import MAX_ID, Text
 from onwatch.deploys import git, junit
 from onwatch.deploys.models import Pipeline, Service, State, Trigger, WebhookDelivery
 
@@ -61,6 +64,27 @@ class ServiceFields(BaseModel):
     poll_minutes: int | None = Field(
         default=None, ge=1, le=1440, description="Ask the repository for new commits this often"
     )
+    alert_channels: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="Ids of the organization's channels that hear about its pipelines; "
+        "null: every channel, also those added later",
+    )
+
+
+# Kept apart from the service's own columns: a many-to-many and a flag.
+CHANNEL_FIELDS = {"alert_channels"}
+
+
+def channels_chosen(service: Service) -> list[int] | None:
+    """The ids of the channels the service chose, or None for every channel."""
+    return None if service.all_channels else sorted(c.pk for c in service.channels.all())
+
+
+def _set_channels(service: Service, chosen: list[alert_services.Channel] | None) -> None:
+    service.all_channels = chosen is None
+    service.save(update_fields=["all_channels"])
+    service.channels.set(chosen or [])
 
 
 def local_repository_problem(url: str) -> str | None:
@@ -76,6 +100,23 @@ def local_repository_problem(url: str) -> str | None:
         if real == top or top in real.parents:
             return f"{path} is in onwatch's {what}, which no service may read"
     return None
+
+
+def _chosen_channels(
+    org: Organization, fields: ServiceFields
+) -> list[alert_services.Channel] | None:
+    if fields.alert_channels is None:
+        return None
+    if not fields.alert_channels:
+        raise Refusal(
+            "Choose at least one channel, or every channel: with none, a failed pipeline "
+            "would reach only a pusher who set a channel of their own",
+            "alert_channels",
+        )
+    try:
+        return alert_services.channels_of(org, fields.alert_channels)
+    except alert_services.Refused as e:
+        raise Refusal(str(e), "alert_channels") from None
 
 
 def check(org: Organization, fields: ServiceFields, service: Service | None) -> None:
@@ -110,10 +151,12 @@ def add_service(
     org: Organization, fields: ServiceFields, actor: Actor, secrets: dict[str, str] | None = None
 ) -> Service:
     check(org, fields, None)
+    chosen = _chosen_channels(org, fields)
     for name, value in (secrets or {}).items():
         check_secret(name, value)
     pair = ssh.new_key_pair(f"onwatch deploy key for {fields.name}")
-    values: dict[str, Any] = {**fields.model_dump(), "secrets": dict(secrets or {})}
+    columns = fields.model_dump(exclude=CHANNEL_FIELDS)
+    values: dict[str, Any] = {**columns, "secrets": dict(secrets or {})}
     service = Service(
         org=org,
         deploy_key=pair.private,
@@ -124,6 +167,7 @@ def add_service(
     try:
         with transaction.atomic():
             service.save()
+            _set_channels(service, chosen)
             actor.record(
                 "service-added",
                 org,
@@ -132,6 +176,7 @@ def add_service(
                 git_url=service.git_url,
                 branch=service.branch,
                 secrets=service.secret_names,
+                alert_channels=channels_chosen(service),
             )
     except IntegrityError:
         raise Refusal(f"Another service is already called {fields.name!r}", "name") from None
@@ -140,13 +185,17 @@ def add_service(
 
 def change_service(service: Service, fields: ServiceFields, actor: Actor) -> list[str]:
     check(service.org, fields, service)
-    changed = [k for k, v in fields.model_dump().items() if getattr(service, k) != v]
+    chosen = _chosen_channels(service.org, fields)
+    columns = fields.model_dump(exclude=CHANNEL_FIELDS)
+    changed = [k for k, v in columns.items() if getattr(service, k) != v]
+    if channels_chosen(service) != (sorted(c.pk for c in chosen) if chosen is not None else None):
+        changed.append("alert_channels")
     if not changed:
         return []
     moved = "git_url" in changed and git.ssh_endpoint(service.git_url) != git.ssh_endpoint(
         fields.git_url
     )
-    for name, value in fields.model_dump().items():
+    for name, value in columns.items():
         setattr(service, name, value)
     if moved:
         # Another server: its host key is pinned anew on first use.
@@ -154,6 +203,7 @@ def change_service(service: Service, fields: ServiceFields, actor: Actor) -> lis
         changed.append("known_hosts")
     with transaction.atomic():
         service.save()
+        _set_channels(service, chosen)
         actor.record("service-changed", service.org, service.name, id=service.pk, changed=changed)
     return changed
 
@@ -250,32 +300,145 @@ def forget_host_keys(service: Service, actor: Actor) -> None:
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """What the readiness board shows of a service: when its tests last passed on its own
-    branch, how long its pipeline takes and how often it fails (of its last runs)."""
+class Rate:
+    """How many of `counted` ended pipelines failed (cancelled ones are neither)."""
 
-    last_passed: datetime | None
-    median_seconds: float | None
     failed: int
     counted: int
 
+    @property
+    def percent(self) -> float | None:
+        # Too few runs make a rate that says nothing: 1 of 2 is not "50 % of the time".
+        return 100 * self.failed / self.counted if self.counted >= RATE_MIN_RUNS else None
 
-EVIDENCE_RUNS = 20
+    @property
+    def text(self) -> str:
+        if not self.counted:
+            return "no pipeline has ended yet"
+        said = f"{self.failed} of {self.counted} failed"
+        if self.percent is None:
+            return f"{said} (not enough runs yet for a rate)"
+        return f"{said} ({self.percent:.0f} %)"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the readiness board shows of a service: when its tests last passed on its own
+    branch, how long its pipeline takes and whether that grows, and how often it fails.
+    A figure with too few runs behind it is None, never a guess."""
+
+    last_passed: datetime | None
+    # The median of the last TREND_RUNS green pipelines, and of the TREND_RUNS before.
+    median_seconds: float | None
+    previous_median_seconds: float | None
+    green_runs: int
+    recent: Rate  # the last RATE_RUNS ended pipelines
+    month: Rate  # those that ended in the last RATE_DAYS days
+
+    @property
+    def change_percent(self) -> float | None:
+        if self.median_seconds is None or not self.previous_median_seconds:
+            return None
+        return 100 * (self.median_seconds / self.previous_median_seconds - 1)
+
+    @property
+    def duration_text(self) -> str:
+        if self.median_seconds is None:
+            return "not enough runs yet"
+        took = f"{self.median_seconds:.1f} s"
+        change = self.change_percent
+        if change is None:
+            return f"{took} (not enough runs yet for a trend)"
+        if round(change) == 0:
+            return f"{took}, as before"
+        return f"{took}, {abs(change):.0f} % {'slower' if change > 0 else 'faster'} than before"
+
+
+TREND_RUNS = 10
+# A median of fewer green runs than this is not shown: one slow run would be the figure.
+TREND_MIN_RUNS = 3
+RATE_RUNS = 30
+RATE_DAYS = 30
+RATE_MIN_RUNS = 5
+COUNTED = (State.SUCCEEDED, State.FAILED, State.INTERRUPTED)
+
+
+def _median_of(pipelines: list[Pipeline]) -> float | None:
+    took = [p.seconds for p in pipelines if p.seconds is not None]
+    return median(took) if len(took) >= TREND_MIN_RUNS else None
 
 
 def evidence(service: Service) -> Evidence:
-    ended = list(
-        Pipeline.objects.filter(service=service, branch=service.branch)
-        .filter(state__in=[State.SUCCEEDED, State.FAILED, State.INTERRUPTED])
-        .order_by("-pk")[:EVIDENCE_RUNS]
+    """One function for the service's page, the API and the readiness board."""
+    ended = Pipeline.objects.filter(service=service, branch=service.branch, state__in=COUNTED)
+    green = list(
+        ended.filter(
+            state=State.SUCCEEDED, started_at__isnull=False, ended_at__isnull=False
+        ).order_by("-ended_at", "-pk")[: 2 * TREND_RUNS]
     )
-    passed = [p for p in ended if p.state == State.SUCCEEDED]
-    took = [p.seconds for p in passed if p.seconds is not None]
+    recent = list(ended.order_by("-pk").values_list("state", flat=True)[:RATE_RUNS])
+    since = timezone.now() - timedelta(days=RATE_DAYS)
+    # Counted by the database: a busy month holds many more than RATE_RUNS.
+    month = ended.filter(ended_at__gte=since).aggregate(
+        counted=Count("pk"), failed=Count("pk", filter=~Q(state=State.SUCCEEDED))
+    )
+    last = ended.filter(state=State.SUCCEEDED).order_by("-ended_at", "-pk").first()
     return Evidence(
-        last_passed=passed[0].ended_at if passed else None,
-        median_seconds=median(took) if took else None,
-        failed=len(ended) - len(passed),
-        counted=len(ended),
+        last_passed=last.ended_at if last else None,
+        median_seconds=_median_of(green[:TREND_RUNS]),
+        previous_median_seconds=_median_of(green[TREND_RUNS:]),
+        green_runs=len(green),
+        recent=Rate(sum(s != State.SUCCEEDED for s in recent), len(recent)),
+        month=Rate(month["failed"], month["counted"]),
+    )
+
+
+@dataclass(frozen=True)
+class Spark:
+    """A branch's last pipelines' durations as a small inline chart: the points of its
+    line, the failed ones to mark, and the words that say the same to who cannot see it."""
+
+    points: str
+    failed: list[tuple[str, str]]  # each failed run's point, formatted for the SVG
+    text: str
+    width: int = 120
+    height: int = 24
+
+
+SPARK_RUNS = 30
+
+
+def sparkline(service: Service, branch: str) -> Spark | None:
+    """The durations of the branch's last SPARK_RUNS ended pipelines, oldest first; None
+    when fewer than two have a duration (a line needs two points)."""
+    rows = Pipeline.objects.filter(
+        service=service,
+        branch=branch,
+        state__in=COUNTED,
+        started_at__isnull=False,
+        ended_at__isnull=False,
+    ).order_by("-pk")[:SPARK_RUNS]
+    runs = [(p.seconds or 0.0, p.state != State.SUCCEEDED) for p in reversed(rows)]
+    if len(runs) < 2:
+        return None
+    return _spark(runs)
+
+
+def _spark(runs: list[tuple[float, bool]]) -> Spark:
+    top = max(s for s, _ in runs) or 1.0
+    w, h, pad = 120, 24, 2
+    step = (w - 2 * pad) / (len(runs) - 1)
+    xy = [(pad + i * step, h - pad - (s / top) * (h - 2 * pad)) for i, (s, _) in enumerate(runs)]
+    took = [s for s, _ in runs]
+    failed = sum(f for _, f in runs)
+    text = (
+        f"Durations of the last {len(runs)} pipelines: shortest {min(took):.1f} s, "
+        f"median {median(took):.1f} s, longest {max(took):.1f} s; {failed} failed"
+    )
+    return Spark(
+        points=" ".join(f"{x:.1f},{y:.1f}" for x, y in xy),
+        failed=[(f"{x:.1f}", f"{y:.1f}") for (x, y), (_, f) in zip(xy, runs, strict=True) if f],
+        text=text,
     )
 
 
@@ -287,6 +450,41 @@ class Push:
     commit: str = ""
     author: str = ""
     message: str = ""
+    # E-mails the push names, the pusher's first, then the commit author's (a webhook's):
+    # the member with one of them is who pushed.
+    emails: tuple[str, ...] = ()
+
+
+def member_with_email(org: Organization, email: str) -> Any:
+    """The organization's member whose account has this e-mail (any case), or None."""
+    if not email.strip():
+        return None
+    members = get_user_model().objects.filter(memberships__org=org)
+    return members.filter(email__iexact=email.strip()).order_by("pk").first()
+
+
+def who_pushed(org: Organization, actor: Actor, push: Push) -> tuple[Any, str]:
+    """The member who pushed (None when not known), and the e-mail the push named when no
+    member has it: a person running it now or pushing with their key is the actor; a
+    webhook names e-mails, matched to members."""
+    user = actor.user
+    if user is not None and get_user_model().objects.filter(pk=user.pk, memberships__org=org):
+        return user, ""
+    for email in push.emails:
+        if member := member_with_email(org, email):
+            return member, ""
+    return None, next((e.strip()[:254] for e in push.emails if e.strip()), "")
+
+
+def who_hears(pipeline: Pipeline) -> list[alert_services.Channel]:
+    """Who hears about a pipeline: the service's channels and the pusher's own."""
+    service = pipeline.service
+    if service.all_channels:
+        told = alert_services.organization_channels(service.org)
+    else:
+        told = list(service.channels.all())
+    own = alert_services.own_channel(service.org, pipeline.pusher)
+    return told + ([own] if own else [])
 
 
 def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push()) -> Pipeline:
@@ -296,8 +494,11 @@ def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push
     # Masked before they are kept (and before they are cut, so no part of a secret stays):
     # a webhook says what it likes, and a pipeline that never checks out shows them as sent.
     mask = Masker(service.secrets).mask
+    pusher, pusher_email = who_pushed(service.org, actor, push)
     with transaction.atomic():
         pipeline = Pipeline.objects.create(
+            pusher=pusher,
+            pusher_email=mask(pusher_email)[:254],
             service=service,
             branch=service.branch,
             commit=push.commit,

@@ -47,7 +47,7 @@ def save_form(request: HttpRequest, form: ServiceForm, service: Service | None) 
     if not form.is_valid():
         return None
     try:
-        fields = ServiceFields(**form.cleaned_data)
+        fields = ServiceFields(**form.service_fields())
         if service is None:
             return services.add_service(org_of(request), fields, Actor.of(request))
         services.change_service(service, fields, Actor.of(request))
@@ -59,7 +59,7 @@ def save_form(request: HttpRequest, form: ServiceForm, service: Service | None) 
 
 @require("services.manage")
 def service_add(request: HttpRequest) -> HttpResponse:
-    form = ServiceForm(request.POST or None)
+    form = ServiceForm(request.POST or None, org=org_of(request))
     if request.method == "POST" and (saved := save_form(request, form, None)):
         messages.success(request, f"Added {saved.name}. Give the repository its deploy key.")
         return redirect("service_detail", pk=saved.pk)
@@ -73,7 +73,9 @@ def service_edit(request: HttpRequest, pk: int) -> HttpResponse:
         name: getattr(service, name)
         for name in ("name", "git_url", "branch", "supersede", "poll_minutes")
     }
-    form = ServiceForm(request.POST or None, initial=initial)
+    chosen = services.channels_chosen(service)
+    initial |= {"only_chosen": chosen is not None, "alert_channels": chosen or []}
+    form = ServiceForm(request.POST or None, initial=initial, org=service.org)
     if request.method == "POST" and save_form(request, form, service):
         messages.success(request, f"Saved {service.name}.")
         return redirect("service_detail", pk=service.pk)
@@ -136,16 +138,21 @@ def service_webhook_secret(request: HttpRequest, pk: int) -> HttpResponse:
 @require("services.view")
 def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     service = _service(request, pk)
-    recent = list(service.pipelines.order_by("branch", "-id")[:PIPELINES_SHOWN])
+    recent = service.pipelines.select_related("pusher").order_by("branch", "-id")
     branches = [
-        {"branch": branch, "pipelines": list(rows)[:PER_BRANCH]}
-        for branch, rows in groupby(recent, key=lambda p: p.branch)
+        {
+            "branch": branch,
+            "pipelines": list(rows)[:PER_BRANCH],
+            "spark": services.sparkline(service, branch),
+        }
+        for branch, rows in groupby(recent[:PIPELINES_SHOWN], key=lambda p: p.branch)
     ]
     ctx: dict[str, Any] = {
         "service": service,
         "branches": branches,
         "fingerprints": ssh.fingerprints(service.known_hosts),
         "evidence": services.evidence(service),
+        "alert_channels": None if service.all_channels else list(service.channels.all()),
         "memory_by": sandbox.memory_enforced_by(),
         "sandbox_problem": workdir.step_problem(),
         "too_short": Masker(service.secrets).unmasked(),

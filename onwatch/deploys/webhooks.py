@@ -242,4 +242,14 @@ def hint(payload: dict[str, Any], sha: str) -> Push:
         author = {}
     name, email = str(author.get("name") or ""), str(author.get("email") or "")
     who = f"{name} <{email}>" if name and email else name or email
-    return Push(commit=sha, author=who, message=str(head.get("message") or ""))
+    emails = tuple(e for e in (pusher_email(payload), email) if e)
+    return Push(commit=sha, author=who, message=str(head.get("message") or ""), emails=emails)
+
+
+def pusher_email(payload: dict[str, Any]) -> str:
+    """Who pushed, as the forge says: GitHub, Gitea and Forgejo send a `pusher` with an
+    e-mail, GitLab a `user_email` (blank or "[REDACTED]" when the user hides it)."""
+    pusher = payload.get("pusher")
+    found = pusher.get("email") if isinstance(pusher, dict) else payload.get("user_email")
+    found = str(found or "").strip()
+    return found if "@" in found else ""

@@ -213,3 +213,47 @@ def test_a_service_changed_on_its_page_moves_on_to_a_new_server_and_is_audited(
     assert all(e.actor == members["admin"].username for e in entries("service-changed"))
     page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
     assert "never yet" in page and "no pipeline has ended yet" in page
+
+
+def test_a_service_chooses_which_channels_hear_of_its_pipelines_on_its_page_and_the_api(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    from onwatch.alerts.services import add_channel, set_own_channel
+
+    team = add_channel(org, "team", "json://127.0.0.1:9/team")
+    add_channel(org, "everyone", "json://127.0.0.1:9/all")
+    mine = set_own_channel(org, members["admin"], "json://127.0.0.1:9/mine", SYSTEM)
+    api = Api(members["admin"], org, ["services:read", "services:write"])
+    body: dict[str, Any] = {"name": "shop", "git_url": "/srv/git/shop.git"}
+    made = api.call("POST", "/api/v1/services/", body).json()
+    # Every channel, as before there was a choice.
+    assert made["alert_channels"] is None
+    # A member's own channel is not one the service can choose, and nobody is refused too.
+    for ids, wrong in (
+        ([mine.pk], f"No channel {mine.pk} in this organization"),
+        ([], "Choose at least one channel, or every channel"),
+    ):
+        r = api.call("POST", "/api/v1/services/", body | {"name": "cart", "alert_channels": ids})
+        assert r.status_code == 422 and r.json()["error"].startswith(wrong)
+    r = api.call("POST", "/api/v1/services/", body | {"name": "cart", "alert_channels": [team.pk]})
+    assert r.status_code == 201 and r.json()["alert_channels"] == [team.pk]
+    got = api.call("GET", f"/api/v1/services/{r.json()['id']}/").json()
+    assert got["alert_channels"] == [team.pk] and "evidence" in got
+    [added] = [e for e in entries("service-added") if e.target == "cart"]
+    assert added.data["alert_channels"] == [team.pk]
+
+    admin = signed_in(members["admin"])
+    edit = admin.get(f"/services/{made['id']}/edit/").content.decode()
+    assert "team" in edit and "everyone" in edit and mine.name not in edit
+    form = {"name": "shop", "git_url": "/srv/git/shop.git", "branch": "main", "supersede": "on"}
+    chosen = form | {"only_chosen": "on", "alert_channels": [str(team.pk)]}
+    assert admin.post(f"/services/{made['id']}/edit/", chosen).status_code == 302
+    service = Service.objects.get(pk=made["id"])
+    assert services.channels_chosen(service) == [team.pk]
+    page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert "<dt>Alerts go to</dt><dd>team, and to whoever pushed" in page
+    assert entries("service-changed")[-1].data["changed"] == ["alert_channels"]
+    refused = admin.post(f"/services/{made['id']}/edit/", form | {"only_chosen": "on"})
+    assert "Choose at least one channel" in refused.content.decode()
+    assert admin.post(f"/services/{made['id']}/edit/", form).status_code == 302
+    assert services.channels_chosen(Service.objects.get(pk=made["id"])) is None
