@@ -147,6 +147,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "fingerprints": ssh.fingerprints(service.known_hosts),
         "evidence": services.evidence(service),
         "memory_by": sandbox.memory_enforced_by(),
+        "network_isolated": sandbox.network_isolated(),
         "sandbox_problem": workdir.step_problem(),
         "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),
