@@ -193,6 +193,9 @@ class Run:
             "HOME": str(self.workspace / ".home"),
             "LANG": "C.UTF-8",
             "CI": "true",
+            # Python otherwise holds its output back in blocks when it goes to a pipe: it
+            # would show late, and out of order with what it prints to stderr.
+            "PYTHONUNBUFFERED": "1",
             "ONWATCH_PIPELINE": str(self.pipeline.pk),
             **tool_env(caches),
             **self.service.secrets,

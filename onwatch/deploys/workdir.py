@@ -5,8 +5,10 @@ another user, who must reach them and nothing else of onwatch's)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -17,7 +19,9 @@ from pathlib import Path
 from django.conf import settings
 
 from onwatch.deploys import sandbox
-from onwatch.deploys.models import Pipeline, Service
+from onwatch.deploys.models import Pipeline, Service, State
+
+log = logging.getLogger("onwatch.workdir")
 
 # Folders of the work directory the step user passes through but cannot list.
 PASS_THROUGH = 0o711
@@ -136,3 +140,36 @@ def _make_removable(fn: object, p: str, exc: BaseException) -> None:
         shutil.rmtree(p, onexc=_make_removable)
     else:
         os.unlink(p)  # a link itself, not what it leads to
+
+
+def remove_leftovers() -> list[Path]:
+    """Workspaces a worker of this machine that died could not remove (a killed worker
+    runs no clean-up, and the reaper that marks its pipeline interrupted may run on
+    another machine): those of pipelines that ended or are gone, and of pipelines whose
+    worker was a process of this machine that no longer exists. Those of pipelines still
+    running in another worker here stay. Returns what was removed."""
+    top = Path(settings.WORK_DIR) / "workspaces"
+    found = {int(p.name): p for p in top.glob("*/*") if p.is_dir() and p.name.isdigit()}
+    running = Pipeline.objects.filter(pk__in=found, state__in=(State.QUEUED, State.RUNNING))
+    alive = {p.pk for p in running.select_related("job") if not _worker_died(p)}
+    removed = [path for pk, path in found.items() if pk not in alive]
+    for path in removed:
+        log.info("removing the workspace %s left by a worker that stopped", path)
+        remove_workspace(path)
+    return removed
+
+
+def _worker_died(pipeline: Pipeline) -> bool:
+    """Whether its job's worker was a process of this machine that is gone (a worker's
+    name is host:pid:thread)."""
+    host, _, rest = (pipeline.job.worker if pipeline.job else "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -7,6 +7,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import html
+import os
+import socket
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from django.db import connection
 from django.test import Client
 
 from onwatch.alerts.models import Delivery
-from onwatch.core import jobs, ssh
+from onwatch.core import jobs, loops, ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
@@ -284,6 +287,56 @@ def test_a_pipeline_whose_worker_died_ends_interrupted_and_alerts(
     assert not workspace_of(pipeline).exists()
     [alert] = Delivery.objects.all()
     assert alert.title == f"Pipeline #{pipeline.pk} of shop (main) was interrupted at checkout"
+
+
+def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other(
+    org: Organization,
+) -> None:
+    """A killed worker runs no clean-up, and the reaper that ends its pipeline may run on
+    another machine: the next worker here removes what it left, but not the workspace of a
+    pipeline another worker of this machine is running."""
+    service = service_for(org, "/nonexistent/x.git")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here = socket.gethostname()
+    workers = {"ended": "", "dead": f"{here}:{dead.pid}:1", "alive": f"{here}:{os.getpid()}:1"}
+    made = {}
+    for name, worker in workers.items():
+        pipeline = services.run_pipeline(service, SYSTEM, "ui")
+        assert pipeline.job is not None
+        Job.objects.filter(pk=pipeline.job.pk).update(worker=worker, state=JobState.RUNNING)
+        state = State.FAILED if name == "ended" else State.RUNNING
+        Pipeline.objects.filter(pk=pipeline.pk).update(state=state)
+        made[name] = workspace_of(pipeline)
+        (made[name] / "src").mkdir(parents=True)
+    made["gone"] = made["ended"].parent / "999999"
+    made["gone"].mkdir()
+    stopper = loops.Stopper()
+    stopper.halt()
+    loops.run_worker(stopper)
+    assert {name: path.exists() for name, path in made.items()} == {
+        "ended": False,
+        "dead": False,
+        "alive": True,
+        "gone": False,
+    }
+
+
+def test_python_output_reaches_the_log_as_printed_in_order_with_stderr(
+    org: Organization, tmp_path: Path
+) -> None:
+    """Without PYTHONUNBUFFERED, Python holds stdout back in blocks when it goes to a pipe,
+    and every stderr line would come before it."""
+    script = (
+        "import sys\nfor i in range(3):\n"
+        "    print('out', i)\n    print('err', i, file=sys.stderr)\n"
+    )
+    files = {"onwatch.toml": '[test]\ncommand = "python3 order.py"\n', "order.py": script}
+    commit(tmp_path / "repo", files, "Print in order")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    printed = [line for line in log_of(pipeline).splitlines() if line[:4] in ("out ", "err ")]
+    assert printed == ["out 0", "err 0", "out 1", "err 1", "out 2", "err 2"]
 
 
 def test_pipelines_have_a_queue_of_their_own_with_one_slot_by_default() -> None:
