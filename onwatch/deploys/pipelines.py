@@ -5,6 +5,7 @@ that failed and its last lines, and the next green one says it is fixed."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import traceback
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from onwatch.deploys.models import Pipeline, PipelineStep, State
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     caches_of,
+    disk_full,
     remove_workspace,
     step_problem,
     tool_env,
@@ -232,16 +234,23 @@ class Run:
         try:
             done = body()
         except StepFailed as e:
-            self.end_step(State.FAILED, str(e), e.exit_code)
-            raise
+            failed = StepFailed(full_disk_or(str(e)), e.exit_code)
         except (git.GitError, ssh.SshError, sandbox.SandboxError) as e:
-            self.end_step(State.FAILED, str(e))
-            raise StepFailed(str(e)) from None
+            failed = StepFailed(full_disk_or(str(e)))
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                said = f"onwatch could not run this step: {type(e).__name__}: {e}"
+                self.end_step(State.FAILED, said)
+                raise
+            failed = StepFailed(full_disk_or(str(e)))
         except BaseException as e:
             self.end_step(State.FAILED, f"onwatch could not run this step: {type(e).__name__}: {e}")
             raise
-        self.end_step(State.SUCCEEDED, "", self.current.exit_code)
-        return done
+        else:
+            self.end_step(State.SUCCEEDED, "", self.current.exit_code)
+            return done
+        self.end_step(State.FAILED, str(failed), failed.exit_code)
+        raise failed from None
 
     def end_step(self, state: str, reason: str, exit_code: int | None = None) -> None:
         step, log = self.current, self.log
@@ -259,6 +268,14 @@ class Run:
         step.seconds = (step.ended_at - step.started_at).total_seconds()
         step.tail = "\n".join(log.last(ALERT_LINES * 5))
         step.save()
+
+
+def full_disk_or(reason: str) -> str:
+    """A step that failed because the work folder's disk filled up (a build writing into
+    its workspace, git checking out) fails saying so, whatever it printed about it."""
+    if reason.startswith("the disk holding onwatch's work folder is full"):
+        return reason
+    return disk_full() or reason
 
 
 def failure_reason(outcome: sandbox.Outcome) -> str:

@@ -502,7 +502,7 @@ class _Launch:
             return f"started more than {limits.processes} processes, the step's limit"
         over = "memory" not in group.dirs and pidns.private_bytes(tree) > limits.memory_bytes
         if group.oom_kills() or over:
-            return f"used more than {_size(limits.memory_bytes)} of memory, the step's limit"
+            return f"used more than {size(limits.memory_bytes)} of memory, the step's limit"
         return None
 
     def _output(self, chunk: bytes, on_output: Callable[[bytes], None]) -> str | None:
@@ -512,7 +512,7 @@ class _Launch:
         if chunk[:room]:
             on_output(chunk[:room])
         if self.output_bytes > limit:
-            return f"printed more than {_size(limit)}, the step's limit"
+            return f"printed more than {size(limit)}, the step's limit"
         return None
 
     def _sandbox_info(self, chunk: bytes) -> None:
@@ -567,7 +567,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.3g} min"
 
 
-def _size(n: int) -> str:
+def size(n: int) -> str:
     for unit, name in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
         if n >= unit:
             value = n / unit

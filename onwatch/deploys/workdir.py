@@ -5,6 +5,7 @@ another user, who must reach them and nothing else of onwatch's)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -69,11 +70,40 @@ def step_problem() -> str | None:
     try:
         workspaces = work_folder("workspaces")
     except OSError as e:
+        if e.errno == errno.ENOSPC:
+            return disk_full(FULL_BYTES + 1)
         return (
             f"onwatch cannot make its work folder {settings.WORK_DIR} ({e.strerror}); set "
             "ONWATCH_WORK_DIR to a folder it can write"
         )
-    return sandbox.problem() or sandbox.out_of_reach("folder", workspaces)
+    floor = settings.WORK_MIN_FREE_MB * 1024**2
+    return (
+        disk_full(floor, needed=True)
+        or sandbox.problem()
+        or sandbox.out_of_reach("folder", workspaces)
+    )
+
+
+# Less than this left after a step failed: the disk filled up, whatever the step printed.
+FULL_BYTES = 1024**2
+
+
+def disk_full(floor: int = FULL_BYTES, needed: bool = False) -> str | None:
+    """The one line for a work folder whose disk has less than `floor` bytes free (with
+    `needed`, naming the floor a pipeline needs to start), or None."""
+    try:
+        st = os.statvfs(settings.WORK_DIR)
+    except OSError:
+        return None
+    # What an unprivileged user may still write: the step user's share, not root's.
+    free = st.f_bavail * st.f_frsize
+    if free >= floor:
+        return None
+    least = f", less than the {sandbox.size(floor)} a pipeline needs to start" if needed else ""
+    return (
+        f"the disk holding onwatch's work folder is full: {settings.WORK_DIR} has "
+        f"{sandbox.size(free)} free{least}; free space and run again"
+    )
 
 
 @cache

@@ -8,9 +8,11 @@ import fcntl
 import hashlib
 import html
 import os
+import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from tests.support.deploys import TOML, beside_a_writer, commit, project, servic
 from tests.support.fixtures import make_member, signed_in
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
-from tests.support.steps import marker, processes_with
+from tests.support.steps import folder, marker, processes_with, reachable_root
 
 # The job's heartbeat thread reads what this test wrote: real commits, not one transaction.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
@@ -337,6 +339,68 @@ def test_python_output_reaches_the_log_as_printed_in_order_with_stderr(
     assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
     printed = [line for line in log_of(pipeline).splitlines() if line[:4] in ("out ", "err ")]
     assert printed == ["out 0", "err 0", "out 1", "err 1", "out 2", "err 2"]
+
+
+@pytest.fixture
+def small_disk(settings: Any) -> Iterator[Path]:
+    """A real 96 MiB filesystem (tmpfs) as the work folder, unmounted afterwards: room for
+    the uv onwatch lends the steps (~40 MB) and a little more. Needs root, as onwatch's
+    tests run in CI."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    with reachable_root() as root:
+        disk = folder(root, "disk", 0o711)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=96m,mode=711", "tmpfs", str(disk)], check=True
+        )
+        settings.WORK_DIR = disk
+        settings.WORK_MIN_FREE_MB = 16
+        try:
+            yield disk
+        finally:
+            subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+DISK_FULL = "the disk holding onwatch's work folder is full: {} has {} free"
+
+
+def test_a_build_that_fills_the_disk_fails_in_one_line_and_its_workspace_goes(
+    org: Organization, tmp_path: Path, small_disk: Path
+) -> None:
+    word = marker()
+    toml = f'[build]\ncommand = "head -c 200M /dev/zero > big # {word}"\n' + TOML
+    commit(tmp_path / "repo", {**project(), "onwatch.toml": toml}, "Fill the disk")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    line = DISK_FULL.format(small_disk, "0 bytes") + "; free space and run again"
+    assert pipeline.state == State.FAILED, log_of(pipeline)
+    assert pipeline.reason == line
+    assert steps_of(pipeline)[-1] == ("build", State.FAILED, 1, line)
+    assert processes_with(word) == []
+    # The workspace is gone, so is the space it took; the next pipeline has it back.
+    assert not workspace_of(pipeline).exists()
+    assert shutil.disk_usage(small_disk).free > 50 * 1024**2
+    commit(tmp_path / "repo", project(), "Fill it no more")
+    again = run(services.run_pipeline(pipeline.service, SYSTEM, "ui"))
+    assert again.state == State.SUCCEEDED, log_of(again)
+
+
+def test_a_pipeline_does_not_start_with_less_free_space_than_its_floor(
+    org: Organization, tmp_path: Path, small_disk: Path
+) -> None:
+    commit(tmp_path / "repo", project(), "Start")
+    with (small_disk / "filler").open("wb") as filler:
+        filler.write(b"\0" * 85 * 1024**2)
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    free = sandbox.size(shutil.disk_usage(small_disk).free)
+    line = (
+        DISK_FULL.format(small_disk, free)
+        + ", less than the 16 MiB a pipeline needs to start; free space and run again"
+    )
+    assert (pipeline.state, pipeline.reason) == (State.FAILED, line)
+    assert steps_of(pipeline) == [("checkout", State.FAILED, None, line)]
+    assert not pipeline.commit, "it fetched though it said it would not start"
+    page = signed_in(make_member(org, "viewer")).get(f"/services/{pipeline.service_id}/")
+    assert html.escape(line) in page.content.decode()
 
 
 def test_pipelines_have_a_queue_of_their_own_with_one_slot_by_default() -> None:
