@@ -11,5 +11,5 @@ class DeploysConfig(AppConfig):
         from onwatch.deploys import polling, tasks, workdir  # noqa: F401  (job handlers)
 
         add_router("/services/", "onwatch.deploys.api:services", "services")
-        every_tick("deploys.poll", polling.poll_all)
+        every_tick("deploys.poll", polling.queue_due)
         on_worker_start("deploys.leftover-workspaces", workdir.remove_leftovers)
