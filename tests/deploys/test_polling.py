@@ -110,6 +110,8 @@ def test_polling_is_at_most_once_a_minute() -> None:
         ServiceFields(name="shop", git_url="/srv/git/shop.git", poll_minutes=0)
 
 
+# The tick runs on a thread of its own, which sees only what was committed.
+@pytest.mark.django_db(transaction=True)
 def test_a_remote_that_never_answers_delays_neither_the_tick_nor_a_second_poll(
     org: Organization,
 ) -> None:
@@ -123,6 +125,7 @@ def test_a_remote_that_never_answers_delays_neither_the_tick_nor_a_second_poll(
         ticked.start()
         ticked.join(5)
         assert not ticked.is_alive(), "the tick waited for the remote"
+        assert Job.objects.filter(kind=polls.KIND).count() == 1
         for minute in (1, 2):
             scheduler.tick(now + minute * MINUTE)
         [job] = Job.objects.filter(kind=polls.KIND)
