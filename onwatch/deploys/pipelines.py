@@ -267,7 +267,8 @@ class Run:
         assert step.started_at is not None
         step.seconds = (step.ended_at - step.started_at).total_seconds()
         step.tail = "\n".join(log.last(ALERT_LINES * 5))
-        step.save()
+        if Pipeline.objects.filter(pk=step.pipeline_id).exists():  # its service may be gone
+            step.save()
 
 
 def full_disk_or(reason: str) -> str:
@@ -321,10 +322,11 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
 
 def end(pipeline: Pipeline, state: str, reason: str) -> None:
     reason = Masker(pipeline.service.secrets).mask(reason)
-    Pipeline.objects.filter(pk=pipeline.pk).update(
+    if Pipeline.objects.filter(pk=pipeline.pk).update(
         state=state, reason=reason, ended_at=timezone.now()
-    )
-    pipeline.refresh_from_db()
+    ):
+        pipeline.refresh_from_db()
+    # else its service was deleted while it ran: there is nothing left to record it in.
 
 
 def describe(pipeline: Pipeline) -> str:

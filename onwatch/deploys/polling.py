@@ -20,7 +20,7 @@ from onwatch.deploys import git, services
 from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Push
 
-KIND = "deploys.poll"
+KIND = services.POLL_KIND
 ALERT_AFTER = 3
 POLLER = Actor("polling")
 

@@ -472,6 +472,9 @@ class _Launch:
                 return  # bwrap ended before its sandbox was set up: its output says why
             self._sandbox_info(chunk)
         if self.sandbox_pidfd is None:
+            self._late(f"named no process within {slirp.READY_SECONDS} s")
+            return
+        if not self._set_up(deadline):
             return
         try:
             self.network = slirp.Network(self.child_pid, self.user)
@@ -483,6 +486,28 @@ class _Launch:
             os.write(self.block_w, b"1")
         os.close(self.block_w)
         self.block_w = None
+
+    def _set_up(self, deadline: float) -> bool:
+        """Whether the sandbox's pid 1 finished setting itself up, its own loopback
+        included: it names itself before that, and slirp4netns bringing the loopback up
+        meanwhile would make bubblewrap's setup of it fail. Its last act before it waits
+        for us is to drop its capabilities, which /proc shows anyone."""
+        status = Path(f"/proc/{self.child_pid}/status")
+        while time.monotonic() < deadline:
+            try:
+                caps = [ln for ln in status.read_text().splitlines() if ln.startswith("CapEff:")]
+            except (FileNotFoundError, ProcessLookupError):
+                return False  # it ended: its output says why
+            if caps and int(caps[0].split()[1], 16) == 0:
+                return True
+            time.sleep(0.005)
+        self._late(f"was not set up within {slirp.READY_SECONDS} s")
+        return False
+
+    def _late(self, what: str) -> None:
+        """A sandbox still starting this late would wait for its network for ever."""
+        if self.proc.poll() is None:
+            raise SandboxError(f"the sandbox {what}; the machine may be overloaded, run it again")
 
     def _time_or_cancel(self, deadline: float, cancelled: threading.Event) -> str | None:
         if cancelled.is_set():

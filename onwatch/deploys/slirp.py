@@ -15,6 +15,7 @@ dies.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import shutil
@@ -30,6 +31,7 @@ RESOLV_CONF = b"nameserver 10.0.2.3\n"
 # The largest it takes: far fewer packets for a download than the default 1500.
 MTU = 65520
 READY_SECONDS = 10
+NS_GET_USERNS = 0xB701  # ioctl of linux/nsfs.h: the user namespace owning a namespace
 STOP_SECONDS = 5
 
 
@@ -51,9 +53,15 @@ class Network:
         # Read only when it fails; closed by stop().
         self.output: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         # Opened here, where the sandbox's /proc entries are ours to open; slirp4netns
-        # gets them as paths of its own descriptors.
-        userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+        # gets them as paths of its own descriptors. The user namespace is the one that
+        # owns the network namespace: the sandbox's own may be a nested one by now
+        # (bubblewrap's --disable-userns), in which slirp4netns could not configure it.
         netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            userns = fcntl.ioctl(netns, NS_GET_USERNS)
+        except OSError:
+            os.close(netns)
+            raise
         ready_r, ready_w = os.pipe()
         self.exit_r, self.exit_w = os.pipe()
         try:

@@ -177,12 +177,20 @@ def remove_leftovers() -> list[Path]:
     runs no clean-up, and the reaper that marks its pipeline interrupted may run on
     another machine): those of pipelines that ended or are gone, and of pipelines whose
     worker was a process of this machine that no longer exists. Those of pipelines still
-    running in another worker here stay. Returns what was removed."""
+    running in another worker here stay; so do the caches of services that still exist.
+    Returns what was removed."""
     top = Path(settings.WORK_DIR) / "workspaces"
     found = {int(p.name): p for p in top.glob("*/*") if p.is_dir() and p.name.isdigit()}
     running = Pipeline.objects.filter(pk__in=found, state__in=(State.QUEUED, State.RUNNING))
     alive = {p.pk for p in running.select_related("job") if not _worker_died(p)}
     removed = [path for pk, path in found.items() if pk not in alive]
+    caches = {
+        int(p.name): p
+        for p in (Path(settings.WORK_DIR) / "caches").glob("*")
+        if p.is_dir() and p.name.isdigit()
+    }
+    kept = set(Service.objects.filter(pk__in=caches).values_list("pk", flat=True))
+    removed += [path for pk, path in caches.items() if pk not in kept]  # deleted services'
     for path in removed:
         log.info("removing the workspace %s left by a worker that stopped", path)
         remove_workspace(path)
@@ -203,3 +211,12 @@ def _worker_died(pipeline: Pipeline) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def remove_service_folders(service_id: int) -> None:
+    """A deleted service's workspaces and dependency caches on this machine (those on
+    other machines go when a worker starts there, see remove_leftovers)."""
+    top = Path(settings.WORK_DIR)
+    for path in (top / "workspaces" / str(service_id), top / "caches" / str(service_id)):
+        remove_workspace(path)
+    (top / "caches" / f"{service_id}.lock").unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from onwatch.core.services import issue_token
 from onwatch.deploys import sandbox, services
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
-from onwatch.deploys.models import Pipeline, State
+from onwatch.deploys.models import Pipeline, Service, State
 from onwatch.deploys.workdir import caches_of, work_folder, workspace_of
 from tests.support import leaky_step
 from tests.support.backups import alerts_titled
@@ -260,6 +260,58 @@ def test_cancel_stops_the_running_step_and_ends_the_pipeline_cancelled(
     assert not processes_with(word), "the step outlived the cancel"
     assert not workspace_of(pipeline).exists()
     assert Delivery.objects.count() == 0
+
+
+def test_deleting_a_service_stops_its_pipelines_and_removes_all_it_had(
+    org: Organization, tmp_path: Path
+) -> None:
+    """On its page, confirmed with its name: its running pipeline is stopped, its
+    workspaces, caches, secrets and history (pipelines, steps, logs) are gone, and the
+    audit log says who did it. Another service keeps all it has."""
+    other = services.add_service(
+        org, services.ServiceFields(name="blog", git_url="/srv/git/blog.git"), SYSTEM
+    )
+    kept = Pipeline.objects.create(service=other, branch="main", trigger="ui")
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"), secrets={"API_TOKEN": "s3cret-value"})
+    done = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert done.state == State.SUCCEEDED, (steps_of(done), log_of(done))
+    assert caches_of(service)["uv"].is_dir()
+    word = marker()
+    slow = f'[test]\ncommand = "touch started; exec -a {word} sleep 600"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": slow}, "Slow")
+    running = services.run_pipeline(service, SYSTEM, "ui")
+    job = jobs.claim("test-worker", [services.KIND])
+    assert job is not None and job.pk == running.job_id
+    thread = run_in_thread(job)
+    wait_until((workspace_of(running) / "started").exists, 60, "the step")
+    admin = signed_in(make_member(org, "admin"))
+    page = admin.get(f"/services/{service.pk}/delete/")
+    assert "Type <strong>shop</strong> to confirm" in page.content.decode()
+    wrong = beside_a_writer(
+        lambda: admin.post(f"/services/{service.pk}/delete/", {"confirm": "blog"})
+    )
+    assert wrong.status_code == 400
+    assert "Type the service&#x27;s name, shop, to delete it" in wrong.content.decode()
+    assert Service.objects.filter(pk=service.pk).exists() and processes_with(word)
+    gone = beside_a_writer(
+        lambda: admin.post(f"/services/{service.pk}/delete/", {"confirm": "shop"})
+    )
+    assert gone.status_code == 302 and gone["Location"] == "/services/"
+    thread.join(timeout=30)
+    assert not thread.is_alive() and not processes_with(word)
+    assert not Service.objects.filter(pk=service.pk).exists()
+    assert list(Pipeline.objects.values_list("pk", flat=True)) == [kept.pk]
+    # Its pipelines' jobs and their logs went with it (the running one ended first).
+    assert not Job.objects.filter(pk__in=[done.job_id, job.pk]).exists()
+    assert not JobLogLine.objects.filter(job_id__in=[done.job_id, job.pk]).exists()
+    work = Path(settings.WORK_DIR)
+    assert not (work / "workspaces" / str(service.pk)).exists()
+    assert not (work / "caches" / str(service.pk)).exists()
+    [entry] = AuditEntry.objects.filter(action="service-deleted")
+    assert entry.target == "shop" and entry.data["cancelled"] == [running.pk]
+    assert entry.data["pipelines"] == 2 and "s3cret-value" not in str(entry.data)
+    assert Service.objects.get(pk=other.pk).pipelines.count() == 1
 
 
 def test_a_pipeline_cancelled_before_it_started_says_so(org: Organization) -> None:

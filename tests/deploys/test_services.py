@@ -213,3 +213,24 @@ def test_a_service_changed_on_its_page_moves_on_to_a_new_server_and_is_audited(
     assert all(e.actor == members["admin"].username for e in entries("service-changed"))
     page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
     assert "never yet" in page and "no pipeline has ended yet" in page
+
+
+def test_the_api_deletes_a_service_only_when_told_its_name(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    api = Api(members["admin"], org, ["services:read", "services:write", "pipelines:run"])
+    made = api.call("POST", "/api/v1/services/", {"name": "shop", "git_url": "/srv/git/x.git"})
+    url = f"/api/v1/services/{made.json()['id']}/"
+    queued = api.call("POST", f"{url}run/").json()
+    wrong = api.call("DELETE", f"{url}?confirm=blog")
+    assert wrong.status_code == 422
+    assert wrong.json() == {"error": "Type the service's name, shop, to delete it"}
+    assert api.call("GET", url).status_code == 200
+    gone = api.call("DELETE", f"{url}?confirm=shop")
+    assert gone.status_code == 200, gone.content
+    # The queued pipeline was cancelled, then went with the rest of its history.
+    assert gone.json() == {"pipelines": 1, "cancelled": [queued["id"]]}
+    assert api.call("GET", url).status_code == 404
+    assert not Pipeline.objects.exists() and not Job.objects.filter(pk=queued["job_id"]).exists()
+    [deleted] = entries("service-deleted")
+    assert deleted.actor == members["admin"].username and deleted.target == "shop"
