@@ -40,6 +40,9 @@ ALERT_TESTS = 10
 NOT_FOUND = 127
 STEP_PATH = git.SYSTEM_PATH
 LOCK_POLL_SECONDS = 0.5
+# What each step may take: time, memory, processes, output (the service page says which
+# enforces memory).
+STEP_LIMITS = sandbox.Limits()
 
 
 class StepFailed(Exception):
@@ -208,6 +211,7 @@ class Run:
             env=env,
             caches=caches,
             readonly=[tools] if tools else [],
+            limits=STEP_LIMITS,
         )
         outcome = sandbox.run(step, self.log.write, self.ctx.cancelled)
         self.log.close()
@@ -281,6 +285,9 @@ def full_disk_or(reason: str) -> str:
 
 def failure_reason(outcome: sandbox.Outcome) -> str:
     reason = outcome.reason or f"exited with {outcome.exit_code}"
+    if reason.endswith("the step's time limit"):
+        # Usually a test waiting for something that never comes (a server, input).
+        reason += "; its last lines show where it hung: make it finish, or stop what it waits for"
     if outcome.exit_code == NOT_FOUND:
         reason += (
             ": a program it runs was not found (its name is in the output above); install it "

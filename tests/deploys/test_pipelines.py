@@ -27,7 +27,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.core.services import issue_token
-from onwatch.deploys import sandbox, services
+from onwatch.deploys import pipelines, sandbox, services
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
 from onwatch.deploys.models import Pipeline, Service, State
@@ -194,6 +194,26 @@ def test_an_unreachable_repository_ends_the_checkout_with_one_line(
     assert checkout.reason.endswith("; check the address and that its server is up")
     assert "\n" not in checkout.reason
     assert alerts_titled(f"Pipeline #{pipeline.pk} of shop (main) failed at checkout")
+
+
+def test_a_step_that_hangs_is_stopped_at_its_time_limit_with_one_line_and_nothing_left(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipelines, "STEP_LIMITS", sandbox.Limits(seconds=3))
+    word = marker()
+    hangs = f'[test]\ncommand = "echo waiting for the server; exec -a {word} sleep 600"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": hangs}, "Hang")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    line = (
+        "stopped after 3 s, the step's time limit; its last lines show where it hung: make "
+        "it finish, or stop what it waits for"
+    )
+    assert (pipeline.state, pipeline.reason) == (State.FAILED, line)
+    assert steps_of(pipeline)[-1] == ("test", State.FAILED, None, line)
+    assert processes_with(word) == [], "the hung step is still running"
+    assert not workspace_of(pipeline).exists()
+    [alert] = alerts_titled(f"Pipeline #{pipeline.pk} of shop (main) failed at test")
+    assert line in alert.body and "waiting for the server" in alert.body
 
 
 def test_secrets_are_stored_encrypted_and_given_to_the_steps_as_environment(

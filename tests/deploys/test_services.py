@@ -14,7 +14,7 @@ from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Job, Organization
-from onwatch.deploys import git, services
+from onwatch.deploys import git, services, slirp
 from onwatch.deploys.models import Pipeline, Service
 from tests.support.fixtures import signed_in
 
@@ -234,3 +234,18 @@ def test_the_api_deletes_a_service_only_when_told_its_name(
     assert not Pipeline.objects.exists() and not Job.objects.filter(pk=queued["job_id"]).exists()
     [deleted] = entries("service-deleted")
     assert deleted.actor == members["admin"].username and deleted.target == "shop"
+
+
+def test_the_page_says_whether_steps_have_a_network_of_their_own(
+    org: Organization, members: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = services.add_service(
+        org, services.ServiceFields(name="shop", git_url="/srv/git/shop.git"), SYSTEM
+    )
+    viewer = signed_in(members["viewer"])
+    own = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert "their own: they reach the internet (package downloads), but not what" in own
+    monkeypatch.setattr(slirp, "PATH", "/nonexistent")
+    shared = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert "shared with this machine: a step can reach what listens only here" in shared
+    assert "apt-get install slirp4netns" in shared
