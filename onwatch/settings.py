@@ -50,6 +50,8 @@ if not SECRET_KEY:
 # Pipelines' workspaces and dependency caches: outside the data directory (0700), which
 # the sandbox's step user must never reach, yet a folder that user may pass through.
 WORK_DIR = Path(env("ONWATCH_WORK_DIR", f"{DATA_DIR}-work")).expanduser().absolute()
+# A pipeline does not start with less free space than this on the work folder's disk.
+WORK_MIN_FREE_MB = env_int("ONWATCH_WORK_MIN_FREE_MB", 500)
 
 KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()
 # The audit log's newest entry, witnessed outside the database (core/audit_head.py).

@@ -177,15 +177,18 @@ def prepare(listen: tuple[str, int] | None = None, migrate: bool = False) -> Pre
 def check_work_dir(settings: Any) -> None:
     """Pipelines' workspaces and caches are handed to the steps (and, as root, to the step
     user): a work folder holding the data directory or the key file would hand those over
-    too, and one inside the data directory is out of the step user's reach."""
+    too, and one inside the data directory is out of the step user's reach. Compared as
+    resolved paths: a link or a `..` on the way must not hide that they overlap."""
     work, data = Path(settings.WORK_DIR), Path(settings.DATA_DIR)
+    real_work, real_data = work.resolve(), data.resolve()
     for what, other in (("data directory", data), ("key file", Path(settings.KEY_FILE))):
-        if other == work or work in other.parents:
+        real = other.resolve()
+        if real == real_work or real_work in real.parents:
             raise ConfigError(
                 f"ONWATCH_WORK_DIR={work} holds onwatch's {what} {other}, which pipeline steps "
                 f"must never see; set it to a folder of its own, e.g. {data}-work"
             )
-    if data in work.parents:
+    if real_data == real_work or real_data in real_work.parents:
         raise ConfigError(
             f"ONWATCH_WORK_DIR={work} is inside the data directory {data}, which pipeline "
             f"steps must never reach; set it to a folder outside it, e.g. {data}-work"

@@ -9,6 +9,7 @@ scheduler's tick hooks (`every_tick`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,3 +54,21 @@ ROUTERS: dict[str, Mount] = {}
 def add_router(prefix: str, router: str, tag: str) -> None:
     """Mount an app's router (`"onwatch.uptime.api:monitors"`) at /api/v1/<prefix>."""
     ROUTERS[prefix] = Mount(prefix, router, tag)
+
+
+# Tidying a worker does once when it starts, before it takes a job (a worker that died
+# left things behind on this machine that only a worker here can remove).
+WORKER_START: dict[str, Callable[[], object]] = {}
+
+
+def on_worker_start(name: str, hook: Callable[[], object]) -> None:
+    WORKER_START[name] = hook
+
+
+def worker_started() -> None:
+    """Run every start hook; one that fails is logged and never stops the worker."""
+    for name, hook in WORKER_START.items():
+        try:
+            hook()
+        except Exception:
+            log.exception("worker start step %s failed", name)

@@ -550,6 +550,14 @@ def failure_text(job: Job) -> str:
     )
 
 
+def forget(job_ids: list[int]) -> int:
+    """Remove these jobs with their logs once they have ended (their owner, say a deleted
+    service, takes its history with it); one still running stays, for its worker to end.
+    Returns how many went."""
+    gone = Job.objects.filter(id__in=job_ids, state__in=ENDED).delete()[1]
+    return gone.get(Job._meta.label, 0)
+
+
 def age_out_logs(now: datetime, days: int) -> int:
     """Remove the log lines of jobs that ended more than `days` ago (a nightly backup
     writes dozens, a delivery a few, every day); the job keeps its state, error and

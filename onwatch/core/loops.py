@@ -12,7 +12,7 @@ from types import FrameType
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from onwatch.core import jobs, scheduler, wakeup
+from onwatch.core import hooks, jobs, scheduler, wakeup
 from onwatch.core.pool import Pool
 
 log = logging.getLogger("onwatch.loops")
@@ -82,6 +82,7 @@ def forever(
 def run_worker(stopper: Stopper | None = None) -> None:
     stopper = stopper or Stopper()
     name = jobs.worker_name()
+    hooks.worker_started()
     # A job that ends frees a slot: the next queued job starts then, not a poll later.
     wake = stopper.waker()
     # And so does a job queued by another process of this machine.

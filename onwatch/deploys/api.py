@@ -192,6 +192,24 @@ def service_get(request: HttpRequest, service_id: int) -> dict[str, Any]:
     return service_out(service) | {"evidence": evidence_out(writer.evidence(service))}
 
 
+class DeletedOut(Schema):
+    pipelines: int = Field(description="Its pipelines, removed with it")
+    cancelled: list[int] = Field(description="Those that were still queued or running")
+
+
+@operation(
+    services, "DELETE", "{service_id}/", "services:write", response={200: DeletedOut, **ERRORS}
+)
+def service_delete(request: HttpRequest, service_id: int, confirm: str = "") -> dict[str, Any]:
+    """Delete the service with its pipelines, logs, secrets and caches; its running
+    pipelines are stopped. `confirm` must be the service's name."""
+    try:
+        gone = writer.delete_service(find(request, service_id), confirm, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return {"pipelines": gone.pipelines, "cancelled": gone.cancelled}
+
+
 class SecretIn(Schema):
     model_config = ConfigDict(extra="forbid")
 

@@ -6,9 +6,10 @@ class DeploysConfig(AppConfig):
     label = "deploys"
 
     def ready(self) -> None:
-        from onwatch.core.hooks import add_router
+        from onwatch.core.hooks import add_router, on_worker_start
         from onwatch.core.scheduler import every_tick
-        from onwatch.deploys import polling, tasks  # noqa: F401  (job handlers)
+        from onwatch.deploys import polling, tasks, workdir  # noqa: F401  (job handlers)
 
         add_router("/services/", "onwatch.deploys.api:services", "services")
-        every_tick("deploys.poll", polling.poll_all)
+        every_tick("deploys.poll", polling.queue_due)
+        on_worker_start("deploys.leftover-workspaces", workdir.remove_leftovers)

@@ -1,4 +1,4 @@
-"""`onwatch services add|list` and `onwatch pipelines run SERVICE [--wait]`."""
+"""`onwatch services add|list|secret|delete` and `onwatch pipelines run SERVICE [--wait]`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ def register(add: AddCommand) -> None:
     secret.add_argument("service", help="the service's name")
     secret.add_argument("name", help="the environment variable the steps read it from")
     secret.add_argument("--org", help="the organization's name (needed when there are several)")
+    delete = add(
+        "delete",
+        cmd_services_delete,
+        "Delete a service, its pipelines, logs, secrets and caches (stops its running ones).",
+        sub,
+    )
+    delete.add_argument("service", help="the service's name")
+    delete.add_argument(
+        "--confirm", metavar="NAME", help="the service's name again (asked for when not given)"
+    )
+    delete.add_argument("--org", help="the organization's name (needed when there are several)")
     listing = add("list", cmd_services_list, "List the services and their last pipeline.", sub)
     listing.add_argument("--org", help="the organization's name (needed when there are several)")
     group = add("pipelines", lambda a: 0, "Pipelines: a service's tests, run by a worker.")
@@ -102,6 +113,30 @@ def cmd_services_secret(args: argparse.Namespace) -> int:
     except services.Refusal as e:
         fail(str(e))
     print(f"onwatch: saved the secret {args.name} of {service.name}")
+    return 0
+
+
+def cmd_services_delete(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core.audit import CLI
+    from onwatch.deploys import services
+
+    service = find_service(organization(args.org), args.service)
+    confirm = args.confirm
+    if confirm is None:
+        print(
+            f"Delete {service.name} with its pipelines, logs, secrets and caches? "
+            "Type its name to confirm: ",
+            end="",
+            flush=True,
+        )
+        confirm = sys.stdin.readline().strip()
+    try:
+        gone = services.delete_service(service, confirm, CLI)
+    except services.Refusal as e:
+        fail(f"{e}; nothing was deleted")
+    stopped = f" ({len(gone.cancelled)} stopped)" if gone.cancelled else ""
+    print(f"onwatch: deleted {service.name} and its {gone.pipelines} pipelines{stopped}")
     return 0
 
 

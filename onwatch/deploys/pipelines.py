@@ -5,6 +5,7 @@ that failed and its last lines, and the next green one says it is fixed."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import traceback
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from onwatch.deploys.models import Pipeline, PipelineStep, State, Trigger
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     caches_of,
+    disk_full,
     remove_workspace,
     step_problem,
     tool_env,
@@ -38,6 +40,9 @@ ALERT_TESTS = 10
 NOT_FOUND = 127
 STEP_PATH = git.SYSTEM_PATH
 LOCK_POLL_SECONDS = 0.5
+# What each step may take: time, memory, processes, output (the service page says which
+# enforces memory).
+STEP_LIMITS = sandbox.Limits()
 
 
 class StepFailed(Exception):
@@ -193,6 +198,9 @@ class Run:
             "HOME": str(self.workspace / ".home"),
             "LANG": "C.UTF-8",
             "CI": "true",
+            # Python otherwise holds its output back in blocks when it goes to a pipe: it
+            # would show late, and out of order with what it prints to stderr.
+            "PYTHONUNBUFFERED": "1",
             "ONWATCH_PIPELINE": str(self.pipeline.pk),
             **tool_env(caches),
             **self.service.secrets,
@@ -203,6 +211,7 @@ class Run:
             env=env,
             caches=caches,
             readonly=[tools] if tools else [],
+            limits=STEP_LIMITS,
         )
         outcome = sandbox.run(step, self.log.write, self.ctx.cancelled)
         self.log.close()
@@ -229,16 +238,23 @@ class Run:
         try:
             done = body()
         except StepFailed as e:
-            self.end_step(State.FAILED, str(e), e.exit_code)
-            raise
+            failed = StepFailed(full_disk_or(str(e)), e.exit_code)
         except (git.GitError, ssh.SshError, sandbox.SandboxError) as e:
-            self.end_step(State.FAILED, str(e))
-            raise StepFailed(str(e)) from None
+            failed = StepFailed(full_disk_or(str(e)))
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                said = f"onwatch could not run this step: {type(e).__name__}: {e}"
+                self.end_step(State.FAILED, said)
+                raise
+            failed = StepFailed(full_disk_or(str(e)))
         except BaseException as e:
             self.end_step(State.FAILED, f"onwatch could not run this step: {type(e).__name__}: {e}")
             raise
-        self.end_step(State.SUCCEEDED, "", self.current.exit_code)
-        return done
+        else:
+            self.end_step(State.SUCCEEDED, "", self.current.exit_code)
+            return done
+        self.end_step(State.FAILED, str(failed), failed.exit_code)
+        raise failed from None
 
     def end_step(self, state: str, reason: str, exit_code: int | None = None) -> None:
         step, log = self.current, self.log
@@ -255,11 +271,23 @@ class Run:
         assert step.started_at is not None
         step.seconds = (step.ended_at - step.started_at).total_seconds()
         step.tail = "\n".join(log.last(ALERT_LINES * 5))
-        step.save()
+        if Pipeline.objects.filter(pk=step.pipeline_id).exists():  # its service may be gone
+            step.save()
+
+
+def full_disk_or(reason: str) -> str:
+    """A step that failed because the work folder's disk filled up (a build writing into
+    its workspace, git checking out) fails saying so, whatever it printed about it."""
+    if reason.startswith("the disk holding onwatch's work folder is full"):
+        return reason
+    return disk_full() or reason
 
 
 def failure_reason(outcome: sandbox.Outcome) -> str:
     reason = outcome.reason or f"exited with {outcome.exit_code}"
+    if reason.endswith("the step's time limit"):
+        # Usually a test waiting for something that never comes (a server, input).
+        reason += "; its last lines show where it hung: make it finish, or stop what it waits for"
     if outcome.exit_code == NOT_FOUND:
         reason += (
             ": a program it runs was not found (its name is in the output above); install it "
@@ -301,10 +329,11 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
 
 def end(pipeline: Pipeline, state: str, reason: str) -> None:
     reason = Masker(pipeline.service.secrets).mask(reason)
-    Pipeline.objects.filter(pk=pipeline.pk).update(
+    if Pipeline.objects.filter(pk=pipeline.pk).update(
         state=state, reason=reason, ended_at=timezone.now()
-    )
-    pipeline.refresh_from_db()
+    ):
+        pipeline.refresh_from_db()
+    # else its service was deleted while it ran: there is nothing left to record it in.
 
 
 def describe(pipeline: Pipeline) -> str:

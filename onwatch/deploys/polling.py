@@ -1,26 +1,26 @@
 """Polling, the fallback for a repository that cannot send webhooks: every few minutes
-(the service's choice) ask for its branch's newest commit and queue a pipeline when it
-moved. Polls that keep failing alert once, and say so when polling works again."""
+(the service's choice) ask for its branch's newest commit, in a job of its own, and queue a
+pipeline when it moved. Polls that keep failing alert once, and say so when polling works again."""
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 
 from onwatch.alerts.services import raise_alert
-from onwatch.core import ssh
+from onwatch.core import jobs, ssh
 from onwatch.core.audit import Actor
+from onwatch.core.models import Job, JobState
 from onwatch.deploys import git, services
 from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Push
 
-log = logging.getLogger("onwatch.polling")
-
+KIND = services.POLL_KIND
 ALERT_AFTER = 3
 POLLER = Actor("polling")
 
@@ -36,18 +36,27 @@ def is_due(service: Service, now: datetime) -> bool:
     return service.polled_at + timedelta(minutes=service.poll_minutes) <= now
 
 
-def poll_all(now: datetime) -> int:
-    """The scheduler's tick: poll every due service; one failing never stops the others.
-    Returns the pipelines queued."""
+def queue_due(now: datetime) -> int:
+    """The scheduler's tick: one poll job per due service, in the short queue, so a slow
+    remote holds up its own poll only, never the tick (escalations, heartbeats) nor other
+    services' polls. None for a service whose last poll is still queued or running. Returns
+    the jobs queued."""
     queued = 0
     for service in due(now):
-        if not claim(service, now):
-            continue  # another scheduler polls it
-        try:
-            queued += poll(service, now) is not None
-        except Exception:
-            log.exception("polling service %s failed", service.pk)
+        if under_way(service):
+            continue
+        with transaction.atomic():
+            if not claim(service, now):
+                continue  # another scheduler queued it
+            payload = {"service": service.pk, "due": now.isoformat()}
+            jobs.enqueue(KIND, payload, org=service.org)
+        queued += 1
     return queued
+
+
+def under_way(service: Service) -> bool:
+    mine = Job.objects.filter(kind=KIND, payload__service=service.pk)
+    return mine.filter(state__in=(JobState.QUEUED, JobState.RUNNING)).exists()
 
 
 def claim(service: Service, now: datetime) -> bool:

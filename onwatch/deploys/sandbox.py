@@ -2,8 +2,9 @@
 
 A step sees a read-only system (/usr and the few files of /etc that name resolution, TLS
 and user names need), its own workspace and dependency caches (writable), a private /tmp,
-/proc and a minimal /dev, and the network. It does not see onwatch's data directory, its
-key file or anything else on the machine. It runs in new user, pid, mount, ipc and uts
+/proc and a minimal /dev, and a network of its own (slirp.py) with outbound access but not
+this machine's loopback. It does not see onwatch's data directory, its key file or
+anything else on the machine. It runs in new user, pid, mount, ipc, uts and network
 namespaces, as an unprivileged user: when onwatch runs as root, as ONWATCH_STEP_USER
 (nobody) — bubblewrap then runs as that user too, so no process of the step is root
 outside the sandbox, and a user namespace mapped to root never exists.
@@ -17,8 +18,9 @@ For callers: the workspace and caches are existing folders, seen at the same pat
 directory, the key file or the system; when onwatch runs as root they become the step
 user's and must sit under folders others may pass through (0711), so not in the data
 directory. A step given otherwise raises SandboxError with the fix, before anything runs.
-The network is shared with the machine, loopback included: a service on 127.0.0.1 that
-trusts local connections without a password trusts the steps too.
+Where slirp4netns is not installed, the network is shared with the machine, loopback
+included (network_isolated() says which): a service on 127.0.0.1 that trusts local
+connections without a password trusts the steps too.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from pathlib import Path
 from django.conf import settings
 
 from onwatch.config import env
-from onwatch.deploys import cgroups, pidns
+from onwatch.deploys import cgroups, pidns, slirp
 
 # The outer programs (sh, prlimit, setpriv, bwrap) get only this; the step's own
 # environment travels to bubblewrap through a file descriptor, never through argv (which
@@ -155,7 +157,10 @@ def _trial() -> str | None:
         return None
     out = bytearray()
     with tempfile.TemporaryDirectory(prefix="onwatch-sandbox-trial-") as tmp:
-        done = run(Step(["true"], Path(tmp), {}, limits=Limits(seconds=30)), out.extend)
+        try:
+            done = run(Step(["true"], Path(tmp), {}, limits=Limits(seconds=30)), out.extend)
+        except SandboxError as e:
+            return str(e)
     if done.exit_code == 0:
         _trial_passed = True
         return None
@@ -164,6 +169,12 @@ def _trial() -> str | None:
         f"bubblewrap cannot make a sandbox here ({said}); let unprivileged users make user "
         "namespaces (on Ubuntu: sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
     )
+
+
+def network_isolated() -> bool:
+    """Whether steps have a network of their own, this machine's loopback out of reach
+    (slirp4netns is installed), or share the machine's."""
+    return slirp.missing() is None
 
 
 @cache
@@ -281,7 +292,8 @@ def _mounts(step: Step) -> list[str]:
         elif os.path.isdir(d):
             args += ["--ro-bind", d, d]
     for f in ETC_FILES:
-        args += ["--ro-bind-try", f, f]
+        if not (network_isolated() and f == "/etc/resolv.conf"):
+            args += ["--ro-bind-try", f, f]
     size = str(step.limits.memory_bytes)
     args += ["--proc", "/proc", "--dev", "/dev"]
     # tmpfs is memory: sized so a step cannot fill it past its memory limit.
@@ -295,10 +307,18 @@ def _mounts(step: Step) -> list[str]:
     return [*args, "--remount-ro", "/"]
 
 
-def _bwrap_args(step: Step, info_fd: int) -> list[str]:
-    args = ["--unshare-all", "--unshare-user", "--share-net", "--disable-userns"]
+def _bwrap_args(step: Step, info_fd: int, network_fds: tuple[int, int] | None) -> list[str]:
+    """network_fds: the pipe the step waits on until its network is up, and the file that
+    names its DNS server; None shares the machine's network."""
+    args = ["--unshare-all", "--unshare-user", "--disable-userns"]
     args += ["--die-with-parent", "--new-session", "--hostname", "step"]
-    args += ["--info-fd", str(info_fd), *_mounts(step), "--chdir", str(step.workspace)]
+    args += ["--info-fd", str(info_fd)]
+    if network_fds is None:
+        args.append("--share-net")
+    else:
+        block, resolv = network_fds
+        args += ["--block-fd", str(block), "--ro-bind-data", str(resolv), "/etc/resolv.conf"]
+    args += [*_mounts(step), "--chdir", str(step.workspace)]
     args += ["--clearenv"]
     for key, value in step.env.items():
         args += ["--setenv", key, value]
@@ -349,14 +369,27 @@ class _Launch:
         self.output_bytes = 0
         self.info = b""
         self.sandbox_pidfd: int | None = None
+        self.child_pid = 0
         self.pid_ns = 0
+        self.network: slirp.Network | None = None
+        self.block_w: int | None = None
 
     def __enter__(self) -> _Launch:
         out_r, out_w = os.pipe()
         info_r, info_w = os.pipe()
         args_fd = os.memfd_create("bwrap-args")
+        passed = [out_w, info_w, args_fd]
+        network_fds = None
+        if network_isolated():
+            block_r, self.block_w = os.pipe()
+            resolv = os.memfd_create("resolv.conf")
+            os.write(resolv, slirp.RESOLV_CONF)
+            os.lseek(resolv, 0, os.SEEK_SET)
+            network_fds = (block_r, resolv)
+            passed += network_fds
         try:
-            os.write(args_fd, b"".join(a.encode() + b"\0" for a in _bwrap_args(self.step, info_w)))
+            args = _bwrap_args(self.step, info_w, network_fds)
+            os.write(args_fd, b"".join(a.encode() + b"\0" for a in args))
             os.lseek(args_fd, 0, os.SEEK_SET)
             self.proc = subprocess.Popen(
                 _outer_argv(self.step, self.user, self.group, args_fd),
@@ -364,15 +397,16 @@ class _Launch:
                 stdout=out_w,
                 stderr=out_w,
                 env=LAUNCH_ENV,
-                pass_fds=(args_fd, info_w),
+                pass_fds=passed[1:],
                 start_new_session=True,
             )
         except BaseException:
-            os.close(out_r)
-            os.close(info_r)
+            for fd in (out_r, info_r, self.block_w):
+                if fd is not None:
+                    os.close(fd)
             raise
         finally:
-            for fd in (out_w, info_w, args_fd):
+            for fd in passed:
                 os.close(fd)
         self.out_r, self.info_r = out_r, info_r
         return self
@@ -381,11 +415,13 @@ class _Launch:
         try:
             self._stop()
         finally:
-            for fd in (self.out_r, self.info_r, self.sandbox_pidfd):
+            for fd in (self.out_r, self.info_r, self.sandbox_pidfd, self.block_w):
                 if fd is not None:
                     os.close(fd)
 
     def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+        if self.block_w is not None:
+            self._connect()
         reason = self._pump(on_output, cancelled)
         if reason is None and self.info == b"":
             reason = "the sandbox could not start (its message is in the output)"
@@ -425,6 +461,54 @@ class _Launch:
                     return reason
         return None
 
+    def _connect(self) -> None:
+        """Give the sandbox its network, then let the step start: bwrap holds it back
+        (--block-fd) until then, so its first connection already has somewhere to go."""
+        deadline = time.monotonic() + slirp.READY_SECONDS
+        while self.sandbox_pidfd is None and time.monotonic() < deadline:
+            if not select.select([self.info_r], [], [], POLL_MS / 1000)[0]:
+                continue
+            if not (chunk := os.read(self.info_r, 65536)):
+                return  # bwrap ended before its sandbox was set up: its output says why
+            self._sandbox_info(chunk)
+        if self.sandbox_pidfd is None:
+            self._late(f"named no process within {slirp.READY_SECONDS} s")
+            return
+        if not self._set_up(deadline):
+            return
+        try:
+            self.network = slirp.Network(self.child_pid, self.user)
+        except slirp.NetworkError as e:
+            raise SandboxError(str(e)) from None
+        assert self.block_w is not None
+        # A sandbox that failed to set itself up is gone already: its output says why.
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self.block_w, b"1")
+        os.close(self.block_w)
+        self.block_w = None
+
+    def _set_up(self, deadline: float) -> bool:
+        """Whether the sandbox's pid 1 finished setting itself up, its own loopback
+        included: it names itself before that, and slirp4netns bringing the loopback up
+        meanwhile would make bubblewrap's setup of it fail. Its last act before it waits
+        for us is to drop its capabilities, which /proc shows anyone."""
+        status = Path(f"/proc/{self.child_pid}/status")
+        while time.monotonic() < deadline:
+            try:
+                caps = [ln for ln in status.read_text().splitlines() if ln.startswith("CapEff:")]
+            except (FileNotFoundError, ProcessLookupError):
+                return False  # it ended: its output says why
+            if caps and int(caps[0].split()[1], 16) == 0:
+                return True
+            time.sleep(0.005)
+        self._late(f"was not set up within {slirp.READY_SECONDS} s")
+        return False
+
+    def _late(self, what: str) -> None:
+        """A sandbox still starting this late would wait for its network for ever."""
+        if self.proc.poll() is None:
+            raise SandboxError(f"the sandbox {what}; the machine may be overloaded, run it again")
+
     def _time_or_cancel(self, deadline: float, cancelled: threading.Event) -> str | None:
         if cancelled.is_set():
             return "cancelled"
@@ -443,7 +527,7 @@ class _Launch:
             return f"started more than {limits.processes} processes, the step's limit"
         over = "memory" not in group.dirs and pidns.private_bytes(tree) > limits.memory_bytes
         if group.oom_kills() or over:
-            return f"used more than {_size(limits.memory_bytes)} of memory, the step's limit"
+            return f"used more than {size(limits.memory_bytes)} of memory, the step's limit"
         return None
 
     def _output(self, chunk: bytes, on_output: Callable[[bytes], None]) -> str | None:
@@ -453,7 +537,7 @@ class _Launch:
         if chunk[:room]:
             on_output(chunk[:room])
         if self.output_bytes > limit:
-            return f"printed more than {_size(limit)}, the step's limit"
+            return f"printed more than {size(limit)}, the step's limit"
         return None
 
     def _sandbox_info(self, chunk: bytes) -> None:
@@ -462,7 +546,8 @@ class _Launch:
         with contextlib.suppress(ValueError, KeyError, TypeError, ProcessLookupError):
             info = json.loads(self.info)
             self.pid_ns = int(info["pid-namespace"])
-            self.sandbox_pidfd = os.pidfd_open(int(info["child-pid"]))
+            self.child_pid = int(info["child-pid"])
+            self.sandbox_pidfd = os.pidfd_open(self.child_pid)
 
     def _stop(self) -> None:
         """Kill whatever is left, and wait until it is gone."""
@@ -473,6 +558,8 @@ class _Launch:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self._drain_info()
+        if self.network is not None:
+            self.network.stop()
         pidfd = self.sandbox_pidfd
         # Readable once pid 1 has exited, which it does after the kernel killed and
         # reaped every other process of its pid namespace.
@@ -505,7 +592,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.3g} min"
 
 
-def _size(n: int) -> str:
+def size(n: int) -> str:
     for unit, name in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
         if n >= unit:
             value = n / unit

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets as tokens
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,12 +30,14 @@ from onwatch.alerts import services as alert_services
 from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.masking import Masker
-from onwatch.core.models import Organization
+from onwatch.core.models import ENDED as JOB_ENDED
+from onwatch.core.models import Job, Organization
 from onwatch.core.rest import MAX_ID, Text
-from onwatch.deploys import git, junit
+from onwatch.deploys import git, junit, workdir
 from onwatch.deploys.models import Pipeline, Service, State, Trigger, WebhookDelivery
 
 KIND = "deploys.pipeline"
+POLL_KIND = "deploys.poll"
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 # Names onwatch sets for every step itself: a secret of that name would break the step.
 RESERVED = {"PATH", "HOME", "LANG", "LC_ALL", "CI", "TMPDIR", "PWD", "ONWATCH_PIPELINE"}
@@ -238,6 +241,72 @@ def remove_secret(service: Service, name: str, actor: Actor) -> bool:
         )
     service.secrets = locked.secrets
     return True
+
+
+# How long deleting a service waits for its running pipelines to stop (they stop within
+# seconds of the cancel; one stuck on a hung mount is left to its worker).
+STOP_WAIT_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Deleted:
+    pipelines: int  # its pipelines, whose history went with it
+    cancelled: list[int]  # those that were still queued or running
+
+
+def delete_service(service: Service, confirm: str, actor: Actor) -> Deleted:
+    """Remove the service and all it has: its queued and running pipelines are cancelled
+    (their steps stopped), its workspaces and dependency caches on this machine removed,
+    its secrets and deploy key deleted, and its history (pipelines, their steps and logs,
+    webhook deliveries, polls) with it. `confirm` must be its name, so a slip on the wrong
+    page or a wrong id in a script deletes nothing."""
+    if confirm.strip() != service.name:
+        raise Refusal(f"Type the service's name, {service.name}, to delete it", "confirm")
+    cancelled = cancel_under_way(service, actor)
+    wait_ended([p.job_id for p in cancelled if p.job_id is not None])
+    mine = Job.objects.filter(kind=POLL_KIND, payload__service=service.pk)
+    job_ids = [
+        *service.pipelines.exclude(job=None).values_list("job_id", flat=True),
+        *mine.values_list("id", flat=True),
+    ]
+    count = service.pipelines.count()
+    with transaction.atomic():
+        Service.objects.filter(pk=service.pk).delete()
+        jobs.forget([j for j in job_ids if j is not None])
+        actor.record(
+            "service-deleted",
+            service.org,
+            service.name,
+            id=service.pk,
+            git_url=service.git_url,
+            pipelines=count,
+            cancelled=[p.pk for p in cancelled],
+        )
+    workdir.remove_service_folders(service.pk)
+    return Deleted(count, [p.pk for p in cancelled])
+
+
+def cancel_under_way(service: Service, actor: Actor) -> list[Pipeline]:
+    stopped = []
+    reason = f"cancelled: the service was deleted by {actor.name}"
+    for pipeline in service.pipelines.filter(state__in=UNDER_WAY).select_related("job"):
+        Pipeline.objects.filter(pk=pipeline.pk).update(reason=reason)
+        if pipeline.job is not None:
+            try:
+                jobs.cancel(pipeline.job, actor=actor.name)
+            except jobs.NotCancellable:
+                continue  # it ended meanwhile
+        stopped.append(pipeline)
+    return stopped
+
+
+def wait_ended(job_ids: list[int]) -> None:
+    """Until the workers of these jobs have stopped them (their steps killed, their
+    workspaces removed), or STOP_WAIT_SECONDS."""
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    running = Job.objects.filter(id__in=job_ids).exclude(state__in=JOB_ENDED)
+    while running.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def new_secret() -> str:

@@ -3,14 +3,15 @@ or its worker died while it ran."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
 
 from onwatch.core.jobs import JobContext, JobFailed, handler, when_cancelled, when_interrupted
 from onwatch.core.models import Job
-from onwatch.deploys import pipelines, workdir
-from onwatch.deploys.models import Pipeline, PipelineStep, State
+from onwatch.deploys import pipelines, polling, workdir
+from onwatch.deploys.models import Pipeline, PipelineStep, Service, State
 from onwatch.deploys.services import KIND
 
 UNDER_WAY = (State.QUEUED, State.RUNNING)
@@ -31,6 +32,22 @@ def run_pipeline(ctx: JobContext) -> dict[str, Any]:
     if pipeline is None:
         raise JobFailed("the pipeline or its service was removed; nothing to do")
     return pipelines.execute(ctx, pipeline)
+
+
+def of_poll(job: Job) -> str:
+    service = Service.objects.filter(pk=job.payload.get("service")).first()
+    return f"Checking {service.name if service else 'a service'} for new commits"
+
+
+@handler(polling.KIND, queue="short", describe=of_poll)
+def poll_service(ctx: JobContext) -> dict[str, Any]:
+    """One service's poll, queued by the scheduler's tick when it was due (at "due")."""
+    found = Service.objects.select_related("org").filter(pk=ctx.job.payload.get("service"))
+    service = found.first()
+    if service is None:
+        return {"pipeline": None, "note": "the service was removed; nothing to check"}
+    pipeline = polling.poll(service, datetime.fromisoformat(ctx.job.payload["due"]))
+    return {"pipeline": pipeline.pk if pipeline else None}
 
 
 def stop_rows(job: Job, state: str, reason: str, keep_reason: bool = False) -> list[Pipeline]:

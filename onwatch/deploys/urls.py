@@ -18,6 +18,7 @@ urlpatterns = [
         views.service_forget_host_key,
         name="service_forget_host_key",
     ),
+    path("services/<int:pk>/delete/", views.service_delete, name="service_delete"),
     path("services/<int:pk>/run/", views.service_run, name="service_run"),
     path(
         "services/<int:pk>/webhook-secret/",

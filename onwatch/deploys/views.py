@@ -135,6 +135,32 @@ def service_webhook_secret(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("service_detail", pk=service.pk)
 
 
+@require("services.manage")
+def service_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    error = ""
+    if request.method == "POST":
+        try:
+            gone = services.delete_service(
+                service, request.POST.get("confirm", ""), Actor.of(request)
+            )
+        except Refusal as e:
+            error = str(e)
+        else:
+            stopped = f", {len(gone.cancelled)} running or queued stopped" if gone.cancelled else ""
+            messages.success(
+                request, f"Deleted {service.name} and its {gone.pipelines} pipelines{stopped}."
+            )
+            return redirect("services")
+    ctx = {
+        "service": service,
+        "error": error,
+        "pipelines": service.pipelines.count(),
+        "under_way": service.pipelines.filter(state__in=services.UNDER_WAY).count(),
+    }
+    return render(request, "deploys/delete.html", ctx, status=400 if error else 200)
+
+
 @require("services.view")
 def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     service = _service(request, pk)
@@ -154,6 +180,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "evidence": services.evidence(service),
         "alert_channels": None if service.all_channels else list(service.channels.all()),
         "memory_by": sandbox.memory_enforced_by(),
+        "network_isolated": sandbox.network_isolated(),
         "sandbox_problem": workdir.step_problem(),
         "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),

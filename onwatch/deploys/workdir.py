@@ -5,8 +5,11 @@ another user, who must reach them and nothing else of onwatch's)."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -17,7 +20,9 @@ from pathlib import Path
 from django.conf import settings
 
 from onwatch.deploys import sandbox
-from onwatch.deploys.models import Pipeline, Service
+from onwatch.deploys.models import Pipeline, Service, State
+
+log = logging.getLogger("onwatch.workdir")
 
 # Folders of the work directory the step user passes through but cannot list.
 PASS_THROUGH = 0o711
@@ -65,11 +70,40 @@ def step_problem() -> str | None:
     try:
         workspaces = work_folder("workspaces")
     except OSError as e:
+        if e.errno == errno.ENOSPC:
+            return disk_full(FULL_BYTES + 1)
         return (
             f"onwatch cannot make its work folder {settings.WORK_DIR} ({e.strerror}); set "
             "ONWATCH_WORK_DIR to a folder it can write"
         )
-    return sandbox.problem() or sandbox.out_of_reach("folder", workspaces)
+    floor = settings.WORK_MIN_FREE_MB * 1024**2
+    return (
+        disk_full(floor, needed=True)
+        or sandbox.problem()
+        or sandbox.out_of_reach("folder", workspaces)
+    )
+
+
+# Less than this left after a step failed: the disk filled up, whatever the step printed.
+FULL_BYTES = 1024**2
+
+
+def disk_full(floor: int = FULL_BYTES, needed: bool = False) -> str | None:
+    """The one line for a work folder whose disk has less than `floor` bytes free (with
+    `needed`, naming the floor a pipeline needs to start), or None."""
+    try:
+        st = os.statvfs(settings.WORK_DIR)
+    except OSError:
+        return None
+    # What an unprivileged user may still write: the step user's share, not root's.
+    free = st.f_bavail * st.f_frsize
+    if free >= floor:
+        return None
+    least = f", less than the {sandbox.size(floor)} a pipeline needs to start" if needed else ""
+    return (
+        f"the disk holding onwatch's work folder is full: {settings.WORK_DIR} has "
+        f"{sandbox.size(free)} free{least}; free space and run again"
+    )
 
 
 @cache
@@ -136,3 +170,53 @@ def _make_removable(fn: object, p: str, exc: BaseException) -> None:
         shutil.rmtree(p, onexc=_make_removable)
     else:
         os.unlink(p)  # a link itself, not what it leads to
+
+
+def remove_leftovers() -> list[Path]:
+    """Workspaces a worker of this machine that died could not remove (a killed worker
+    runs no clean-up, and the reaper that marks its pipeline interrupted may run on
+    another machine): those of pipelines that ended or are gone, and of pipelines whose
+    worker was a process of this machine that no longer exists. Those of pipelines still
+    running in another worker here stay; so do the caches of services that still exist.
+    Returns what was removed."""
+    top = Path(settings.WORK_DIR) / "workspaces"
+    found = {int(p.name): p for p in top.glob("*/*") if p.is_dir() and p.name.isdigit()}
+    running = Pipeline.objects.filter(pk__in=found, state__in=(State.QUEUED, State.RUNNING))
+    alive = {p.pk for p in running.select_related("job") if not _worker_died(p)}
+    removed = [path for pk, path in found.items() if pk not in alive]
+    caches = {
+        int(p.name): p
+        for p in (Path(settings.WORK_DIR) / "caches").glob("*")
+        if p.is_dir() and p.name.isdigit()
+    }
+    kept = set(Service.objects.filter(pk__in=caches).values_list("pk", flat=True))
+    removed += [path for pk, path in caches.items() if pk not in kept]  # deleted services'
+    for path in removed:
+        log.info("removing the workspace %s left by a worker that stopped", path)
+        remove_workspace(path)
+    return removed
+
+
+def _worker_died(pipeline: Pipeline) -> bool:
+    """Whether its job's worker was a process of this machine that is gone (a worker's
+    name is host:pid:thread)."""
+    host, _, rest = (pipeline.job.worker if pipeline.job else "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def remove_service_folders(service_id: int) -> None:
+    """A deleted service's workspaces and dependency caches on this machine (those on
+    other machines go when a worker starts there, see remove_leftovers)."""
+    top = Path(settings.WORK_DIR)
+    for path in (top / "workspaces" / str(service_id), top / "caches" / str(service_id)):
+        remove_workspace(path)
+    (top / "caches" / f"{service_id}.lock").unlink(missing_ok=True)

@@ -60,3 +60,27 @@ def test_a_work_folder_that_cannot_be_made_is_a_warning_not_a_refusal(tmp_path: 
         f"onwatch: warning: The pipelines' work folder {work} cannot be made: "
     )
     assert listed.stderr.endswith("(pipelines cannot run until then)\n")
+
+
+def test_services_delete_asks_for_the_name_and_deletes_nothing_without_it(
+    tmp_path: Path,
+) -> None:
+    with isolated(tmp_path) as env:
+        call(child_deploys.make_org, env, "Acme", migrate=True)
+        run(["services", "add", "shop", str(tmp_path / "repo")], env)
+        refused = run(["services", "delete", "shop"], env, input="blog\n")
+        still = run(["services", "list"], env)
+        deleted = run(["services", "delete", "shop"], env, input="shop\n")
+        scripted = run(["services", "add", "blog", str(tmp_path / "repo")], env)
+        confirmed = run(["services", "delete", "blog", "--confirm", "blog"], env)
+        left = run(["services", "list"], env)
+    assert refused.returncode == 2, refused.stderr
+    assert "Type its name to confirm: " in refused.stdout
+    assert refused.stderr == (
+        "onwatch: Type the service's name, shop, to delete it; nothing was deleted\n"
+    )
+    assert still.stdout.startswith("shop\t")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.endswith("onwatch: deleted shop and its 0 pipelines\n")
+    assert scripted.returncode == 0 and confirmed.returncode == 0, confirmed.stderr
+    assert left.stdout == ""

@@ -7,7 +7,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import html
+import os
+import shutil
+import socket
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +22,15 @@ from django.db import connection
 from django.test import Client
 
 from onwatch.alerts.models import Delivery
-from onwatch.core import jobs, ssh
+from onwatch.core import jobs, loops, ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.core.services import issue_token
-from onwatch.deploys import sandbox, services
+from onwatch.deploys import pipelines, sandbox, services
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
-from onwatch.deploys.models import Pipeline, State
+from onwatch.deploys.models import Pipeline, Service, State
 from onwatch.deploys.workdir import caches_of, work_folder, workspace_of
 from tests.support import leaky_step
 from tests.support.backups import alerts_titled
@@ -33,7 +38,7 @@ from tests.support.deploys import TOML, beside_a_writer, commit, project, servic
 from tests.support.fixtures import make_member, signed_in
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
-from tests.support.steps import marker, processes_with
+from tests.support.steps import folder, marker, processes_with, reachable_root
 
 # The job's heartbeat thread reads what this test wrote: real commits, not one transaction.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
@@ -193,6 +198,26 @@ def test_an_unreachable_repository_ends_the_checkout_with_one_line(
     assert alerts_titled(f"Pipeline #{pipeline.pk} of shop (main) failed at checkout")
 
 
+def test_a_step_that_hangs_is_stopped_at_its_time_limit_with_one_line_and_nothing_left(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipelines, "STEP_LIMITS", sandbox.Limits(seconds=3))
+    word = marker()
+    hangs = f'[test]\ncommand = "echo waiting for the server; exec -a {word} sleep 600"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": hangs}, "Hang")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    line = (
+        "stopped after 3 s, the step's time limit; its last lines show where it hung: make "
+        "it finish, or stop what it waits for"
+    )
+    assert (pipeline.state, pipeline.reason) == (State.FAILED, line)
+    assert steps_of(pipeline)[-1] == ("test", State.FAILED, None, line)
+    assert processes_with(word) == [], "the hung step is still running"
+    assert not workspace_of(pipeline).exists()
+    [alert] = alerts_titled(f"Pipeline #{pipeline.pk} of shop (main) failed at test")
+    assert line in alert.body and "waiting for the server" in alert.body
+
+
 def test_secrets_are_stored_encrypted_and_given_to_the_steps_as_environment(
     org: Organization, tmp_path: Path
 ) -> None:
@@ -259,6 +284,58 @@ def test_cancel_stops_the_running_step_and_ends_the_pipeline_cancelled(
     assert Delivery.objects.count() == 0
 
 
+def test_deleting_a_service_stops_its_pipelines_and_removes_all_it_had(
+    org: Organization, tmp_path: Path
+) -> None:
+    """On its page, confirmed with its name: its running pipeline is stopped, its
+    workspaces, caches, secrets and history (pipelines, steps, logs) are gone, and the
+    audit log says who did it. Another service keeps all it has."""
+    other = services.add_service(
+        org, services.ServiceFields(name="blog", git_url="/srv/git/blog.git"), SYSTEM
+    )
+    kept = Pipeline.objects.create(service=other, branch="main", trigger="ui")
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"), secrets={"API_TOKEN": "s3cret-value"})
+    done = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert done.state == State.SUCCEEDED, (steps_of(done), log_of(done))
+    assert caches_of(service)["uv"].is_dir()
+    word = marker()
+    slow = f'[test]\ncommand = "touch started; exec -a {word} sleep 600"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": slow}, "Slow")
+    running = services.run_pipeline(service, SYSTEM, "ui")
+    job = jobs.claim("test-worker", [services.KIND])
+    assert job is not None and job.pk == running.job_id
+    thread = run_in_thread(job)
+    wait_until((workspace_of(running) / "started").exists, 60, "the step")
+    admin = signed_in(make_member(org, "admin"))
+    page = admin.get(f"/services/{service.pk}/delete/")
+    assert "Type <strong>shop</strong> to confirm" in page.content.decode()
+    wrong = beside_a_writer(
+        lambda: admin.post(f"/services/{service.pk}/delete/", {"confirm": "blog"})
+    )
+    assert wrong.status_code == 400
+    assert "Type the service&#x27;s name, shop, to delete it" in wrong.content.decode()
+    assert Service.objects.filter(pk=service.pk).exists() and processes_with(word)
+    gone = beside_a_writer(
+        lambda: admin.post(f"/services/{service.pk}/delete/", {"confirm": "shop"})
+    )
+    assert gone.status_code == 302 and gone["Location"] == "/services/"
+    thread.join(timeout=30)
+    assert not thread.is_alive() and not processes_with(word)
+    assert not Service.objects.filter(pk=service.pk).exists()
+    assert list(Pipeline.objects.values_list("pk", flat=True)) == [kept.pk]
+    # Its pipelines' jobs and their logs went with it (the running one ended first).
+    assert not Job.objects.filter(pk__in=[done.job_id, job.pk]).exists()
+    assert not JobLogLine.objects.filter(job_id__in=[done.job_id, job.pk]).exists()
+    work = Path(settings.WORK_DIR)
+    assert not (work / "workspaces" / str(service.pk)).exists()
+    assert not (work / "caches" / str(service.pk)).exists()
+    [entry] = AuditEntry.objects.filter(action="service-deleted")
+    assert entry.target == "shop" and entry.data["cancelled"] == [running.pk]
+    assert entry.data["pipelines"] == 2 and "s3cret-value" not in str(entry.data)
+    assert Service.objects.get(pk=other.pk).pipelines.count() == 1
+
+
 def test_a_pipeline_cancelled_before_it_started_says_so(org: Organization) -> None:
     pipeline = services.run_pipeline(service_for(org, "/nonexistent/x.git"), SYSTEM, "ui")
     assert pipeline.job is not None
@@ -286,6 +363,118 @@ def test_a_pipeline_whose_worker_died_ends_interrupted_and_alerts(
     assert not workspace_of(pipeline).exists()
     [alert] = Delivery.objects.all()
     assert alert.title == f"Pipeline #{pipeline.pk} of shop (main) was interrupted at checkout"
+
+
+def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other(
+    org: Organization,
+) -> None:
+    """A killed worker runs no clean-up, and the reaper that ends its pipeline may run on
+    another machine: the next worker here removes what it left, but not the workspace of a
+    pipeline another worker of this machine is running."""
+    service = service_for(org, "/nonexistent/x.git")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here = socket.gethostname()
+    workers = {"ended": "", "dead": f"{here}:{dead.pid}:1", "alive": f"{here}:{os.getpid()}:1"}
+    made = {}
+    for name, worker in workers.items():
+        pipeline = services.run_pipeline(service, SYSTEM, "ui")
+        assert pipeline.job is not None
+        Job.objects.filter(pk=pipeline.job.pk).update(worker=worker, state=JobState.RUNNING)
+        state = State.FAILED if name == "ended" else State.RUNNING
+        Pipeline.objects.filter(pk=pipeline.pk).update(state=state)
+        made[name] = workspace_of(pipeline)
+        (made[name] / "src").mkdir(parents=True)
+    made["gone"] = made["ended"].parent / "999999"
+    made["gone"].mkdir()
+    stopper = loops.Stopper()
+    stopper.halt()
+    loops.run_worker(stopper)
+    assert {name: path.exists() for name, path in made.items()} == {
+        "ended": False,
+        "dead": False,
+        "alive": True,
+        "gone": False,
+    }
+
+
+def test_python_output_reaches_the_log_as_printed_in_order_with_stderr(
+    org: Organization, tmp_path: Path
+) -> None:
+    """Without PYTHONUNBUFFERED, Python holds stdout back in blocks when it goes to a pipe,
+    and every stderr line would come before it."""
+    script = (
+        "import sys\nfor i in range(3):\n"
+        "    print('out', i)\n    print('err', i, file=sys.stderr)\n"
+    )
+    files = {"onwatch.toml": '[test]\ncommand = "python3 order.py"\n', "order.py": script}
+    commit(tmp_path / "repo", files, "Print in order")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    printed = [line for line in log_of(pipeline).splitlines() if line[:4] in ("out ", "err ")]
+    assert printed == ["out 0", "err 0", "out 1", "err 1", "out 2", "err 2"]
+
+
+@pytest.fixture
+def small_disk(settings: Any) -> Iterator[Path]:
+    """A real 96 MiB filesystem (tmpfs) as the work folder, unmounted afterwards: room for
+    the uv onwatch lends the steps (~40 MB) and a little more. Needs root, as onwatch's
+    tests run in CI."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    with reachable_root() as root:
+        disk = folder(root, "disk", 0o711)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=96m,mode=711", "tmpfs", str(disk)], check=True
+        )
+        settings.WORK_DIR = disk
+        settings.WORK_MIN_FREE_MB = 16
+        try:
+            yield disk
+        finally:
+            subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+DISK_FULL = "the disk holding onwatch's work folder is full: {} has {} free"
+
+
+def test_a_build_that_fills_the_disk_fails_in_one_line_and_its_workspace_goes(
+    org: Organization, tmp_path: Path, small_disk: Path
+) -> None:
+    word = marker()
+    toml = f'[build]\ncommand = "head -c 200M /dev/zero > big # {word}"\n' + TOML
+    commit(tmp_path / "repo", {**project(), "onwatch.toml": toml}, "Fill the disk")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    line = DISK_FULL.format(small_disk, "0 bytes") + "; free space and run again"
+    assert pipeline.state == State.FAILED, log_of(pipeline)
+    assert pipeline.reason == line
+    assert steps_of(pipeline)[-1] == ("build", State.FAILED, 1, line)
+    assert processes_with(word) == []
+    # The workspace is gone, so is the space it took; the next pipeline has it back.
+    assert not workspace_of(pipeline).exists()
+    assert shutil.disk_usage(small_disk).free > 50 * 1024**2
+    commit(tmp_path / "repo", project(), "Fill it no more")
+    again = run(services.run_pipeline(pipeline.service, SYSTEM, "ui"))
+    assert again.state == State.SUCCEEDED, log_of(again)
+
+
+def test_a_pipeline_does_not_start_with_less_free_space_than_its_floor(
+    org: Organization, tmp_path: Path, small_disk: Path
+) -> None:
+    commit(tmp_path / "repo", project(), "Start")
+    with (small_disk / "filler").open("wb") as filler:
+        filler.write(b"\0" * 85 * 1024**2)
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    free = sandbox.size(shutil.disk_usage(small_disk).free)
+    line = (
+        DISK_FULL.format(small_disk, free)
+        + ", less than the 16 MiB a pipeline needs to start; free space and run again"
+    )
+    assert (pipeline.state, pipeline.reason) == (State.FAILED, line)
+    assert steps_of(pipeline) == [("checkout", State.FAILED, None, line)]
+    assert not pipeline.commit, "it fetched though it said it would not start"
+    page = signed_in(make_member(org, "viewer")).get(f"/services/{pipeline.service_id}/")
+    assert html.escape(line) in page.content.decode()
 
 
 def test_pipelines_have_a_queue_of_their_own_with_one_slot_by_default() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -10,12 +11,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from django.test import override_settings
 
-from onwatch.deploys import cgroups, sandbox
+from onwatch.deploys import cgroups, sandbox, slirp
 from onwatch.deploys.sandbox import Limits, SandboxError, Step
 from tests.support.child import steps
 from tests.support.procs import ROOT
@@ -147,22 +149,105 @@ def test_a_step_writes_only_its_workspace_caches_and_private_tmp(
     assert out.text.count("Read-only file system") + out.text.count("No such file") == 3
 
 
-def test_a_step_reaches_the_network_and_resolves_names(workspace: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
+def machine_address() -> str:
+    """An IPv4 address of this machine other than loopback: what a step reaches it by."""
+    said = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True
+    )
+    found = [line.split()[3].split("/")[0] for line in said.stdout.splitlines()]
+    if not found:
+        pytest.skip("this machine has no IPv4 address but loopback")
+    return found[0]
+
+
+@contextmanager
+def answering(host: str) -> Iterator[int]:
+    """A server on host that says hello to whoever connects; its port."""
+    with socket.create_server((host, 0)) as server:
+        server.settimeout(30)
 
         def answer() -> None:
-            conn, _ = server.accept()
-            with conn:
-                conn.sendall(b"hello from the network\n")
+            with contextlib.suppress(OSError):
+                while True:
+                    conn, _ = server.accept()
+                    with conn:
+                        conn.sendall(b"hello from " + host.encode() + b"\n")
 
         threading.Thread(target=answer, daemon=True).start()
+        yield server.getsockname()[1]
+
+
+def test_a_step_cannot_reach_the_machines_loopback_but_reaches_its_other_addresses(
+    workspace: Path,
+) -> None:
+    """Where the machine has an address besides loopback, a step connects to it as a
+    registry's download would (this machine reaches no other host but package registries,
+    so its own address stands in for the outside); what listens on 127.0.0.1 here (onwatch's
+    web port, a local database, Caddy's admin API) stays out of reach, by that address, by
+    localhost and by slirp4netns's gateway, which would otherwise lead to it."""
+    assert sandbox.network_isolated(), "slirp4netns is not installed: apt-get install slirp4netns"
+    outside = machine_address()
+    with answering("127.0.0.1") as local, answering(outside) as public:
+        script = (
+            f"for to in 127.0.0.1/{local} localhost/{local} 10.0.2.2/{local} {outside}/{public}; "
+            'do if read -r line < /dev/tcp/$to; then echo "$to: $line"; '
+            'else echo "$to: refused"; fi; done 2>/dev/null; getent hosts localhost'
+        )
         out = Output()
-        script = f"getent hosts localhost; read -r line < /dev/tcp/127.0.0.1/{port}; echo $line"
         done = sandbox.run(bash(script, workspace), out)
     assert done.exit_code == 0, out.text
-    assert "localhost" in out.text
-    assert out.text.endswith("hello from the network\n")
+    lines = out.text.splitlines()
+    assert lines[:4] == [
+        f"127.0.0.1/{local}: refused",
+        f"localhost/{local}: refused",
+        f"10.0.2.2/{local}: refused",
+        f"{outside}/{public}: hello from {outside}",
+    ]
+    assert "localhost" in lines[4]
+
+
+def test_a_step_resolves_names_through_its_own_network(workspace: Path) -> None:
+    """The machine's resolver may sit on its loopback (systemd-resolved's 127.0.0.53), out
+    of the step's reach: the step asks slirp4netns's, which forwards to it."""
+    out = Output()
+    done = sandbox.run(bash("cat /etc/resolv.conf", workspace), out)
+    assert done.exit_code == 0, out.text
+    assert out.text == "nameserver 10.0.2.3\n"
+
+
+def test_steps_started_side_by_side_all_get_their_network(workspace: Path) -> None:
+    """slirp4netns is attached only once bubblewrap has set up the step's own loopback:
+    attached earlier, it brought the loopback up first and bubblewrap's setup failed
+    ("loopback: Failed RTM_NEWADDR"), some 1 step in 40 here."""
+    failures: list[str] = []
+
+    def steps() -> None:
+        for _ in range(30):
+            out = Output()
+            done = sandbox.run(bash("exec 3<>/dev/tcp/127.0.0.1/9 || true", workspace), out)
+            if done.exit_code != 0:
+                failures.append(out.text)
+
+    threads = [threading.Thread(target=steps) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_without_slirp4netns_steps_share_the_machines_network(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slirp, "PATH", "/nonexistent")
+    assert not sandbox.network_isolated()
+    with answering("127.0.0.1") as local:
+        out = Output()
+        done = sandbox.run(
+            bash(f"read -r line < /dev/tcp/127.0.0.1/{local}; echo $line", workspace), out
+        )
+    assert done.exit_code == 0, out.text
+    assert out.text == "hello from 127.0.0.1\n"
 
 
 def assert_stopped(done: sandbox.Outcome, reason: str, word: str, limit_s: float) -> None:

@@ -14,7 +14,7 @@ from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Job, Organization
-from onwatch.deploys import git, services
+from onwatch.deploys import git, services, slirp
 from onwatch.deploys.models import Pipeline, Service
 from tests.support.fixtures import signed_in
 
@@ -257,3 +257,39 @@ def test_a_service_chooses_which_channels_hear_of_its_pipelines_on_its_page_and_
     assert "Choose at least one channel" in refused.content.decode()
     assert admin.post(f"/services/{made['id']}/edit/", form).status_code == 302
     assert services.channels_chosen(Service.objects.get(pk=made["id"])) is None
+
+
+def test_the_api_deletes_a_service_only_when_told_its_name(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    api = Api(members["admin"], org, ["services:read", "services:write", "pipelines:run"])
+    made = api.call("POST", "/api/v1/services/", {"name": "shop", "git_url": "/srv/git/x.git"})
+    url = f"/api/v1/services/{made.json()['id']}/"
+    queued = api.call("POST", f"{url}run/").json()
+    wrong = api.call("DELETE", f"{url}?confirm=blog")
+    assert wrong.status_code == 422
+    assert wrong.json() == {"error": "Type the service's name, shop, to delete it"}
+    assert api.call("GET", url).status_code == 200
+    gone = api.call("DELETE", f"{url}?confirm=shop")
+    assert gone.status_code == 200, gone.content
+    # The queued pipeline was cancelled, then went with the rest of its history.
+    assert gone.json() == {"pipelines": 1, "cancelled": [queued["id"]]}
+    assert api.call("GET", url).status_code == 404
+    assert not Pipeline.objects.exists() and not Job.objects.filter(pk=queued["job_id"]).exists()
+    [deleted] = entries("service-deleted")
+    assert deleted.actor == members["admin"].username and deleted.target == "shop"
+
+
+def test_the_page_says_whether_steps_have_a_network_of_their_own(
+    org: Organization, members: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = services.add_service(
+        org, services.ServiceFields(name="shop", git_url="/srv/git/shop.git"), SYSTEM
+    )
+    viewer = signed_in(members["viewer"])
+    own = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert "their own: they reach the internet (package downloads), but not what" in own
+    monkeypatch.setattr(slirp, "PATH", "/nonexistent")
+    shared = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert "shared with this machine: a step can reach what listens only here" in shared
+    assert "apt-get install slirp4netns" in shared

@@ -9,10 +9,13 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from onwatch.config import ConfigError
 from onwatch.deploys.workdir import remove_workspace
+from onwatch.startup import check_work_dir
 
 # Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
 pytestmark = pytest.mark.once
@@ -70,3 +73,23 @@ def test_read_only_folders_are_removed_without_changing_what_a_link_leads_to(
     assert stat.S_IMODE(root.stat().st_mode) == 0o755
     assert precious.read_text() == "secret"
     assert (code, workspace.exists()) == (0, False)
+
+
+def settings_for(work: Path, data: Path) -> SimpleNamespace:
+    return SimpleNamespace(WORK_DIR=str(work), DATA_DIR=str(data), KEY_FILE=str(data / "key"))
+
+
+@pytest.mark.parametrize("how", ["link", "dot-dot"])
+def test_a_work_folder_that_is_the_data_directory_by_another_path_is_refused(
+    tmp_path: Path, how: str
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "link").symlink_to(data)
+    inside = tmp_path / "link" / "work" if how == "link" else data / ".." / "data" / "work"
+    with pytest.raises(ConfigError, match="is inside the data directory"):
+        check_work_dir(settings_for(inside, data))
+    holding = tmp_path / "link" if how == "link" else data / ".." / "data"
+    with pytest.raises(ConfigError, match="holds onwatch's data directory"):
+        check_work_dir(settings_for(holding, data))
+    check_work_dir(settings_for(tmp_path / "work", data))  # beside it: fine

@@ -206,6 +206,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "service_secret": lambda w: {"pk": service(w).pk},
     "service_secret_remove": lambda w: {"pk": service(w).pk},
     "service_run": lambda w: {"pk": service(w).pk},
+    "service_delete": lambda w: {"pk": service(w).pk},
     "service_forget_host_key": lambda w: {"pk": service(w).pk},
     "service_webhook_secret": lambda w: {"pk": service(w).pk},
     "deploy_hook": lambda w: {"pk": service(w).pk},
