@@ -51,6 +51,12 @@ if not SECRET_KEY:
 # the sandbox's step user must never reach, yet a folder that user may pass through.
 WORK_DIR = Path(env("ONWATCH_WORK_DIR", f"{DATA_DIR}-work")).expanduser().absolute()
 
+# The authorized_keys file of the user onwatch runs as: people's keys for `git push`
+# (only the block between the "# onwatch" marker lines is onwatch's; see core/pushkeys.py).
+AUTHORIZED_KEYS = (
+    Path(env("ONWATCH_AUTHORIZED_KEYS", "~/.ssh/authorized_keys")).expanduser().absolute()
+)
+
 KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()
 # The audit log's newest entry, witnessed outside the database (core/audit_head.py).
 AUDIT_HEAD_FILE = (

@@ -9,6 +9,7 @@ urlpatterns = [
     path("members/<int:pk>/remove/", views.member_remove, name="member_remove"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("ssh-keys/", views.ssh_keys, name="ssh_keys"),
     path("audit/", views.audit_log, name="audit_log"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
