@@ -287,6 +287,8 @@ class Push:
     commit: str = ""
     author: str = ""
     message: str = ""
+    # The branch pushed (a `git push` may push any); the service's own when empty.
+    branch: str = ""
 
 
 def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push()) -> Pipeline:
@@ -299,7 +301,7 @@ def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push
     with transaction.atomic():
         pipeline = Pipeline.objects.create(
             service=service,
-            branch=service.branch,
+            branch=push.branch or service.branch,
             commit=push.commit,
             author=mask(push.author)[:300],
             message=mask(push.message)[:2000],
@@ -322,6 +324,18 @@ def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push
     if service.supersede:
         supersede_older(pipeline)
     return pipeline
+
+
+def pushed_repository(service: Service) -> Path:
+    """The bare repository people `git push` the service to (deploys/gitserve.py)."""
+    return Path(settings.DATA_DIR) / "git" / f"{service.pk}.git"
+
+
+def source_url(pipeline: Pipeline) -> str:
+    """Where a pipeline fetches its commit from: a pushed one from onwatch's own copy."""
+    if pipeline.trigger == Trigger.PUSH:
+        return str(pushed_repository(pipeline.service))
+    return pipeline.service.git_url
 
 
 FAILING_KEPT = 100
