@@ -83,6 +83,7 @@ SCOPES: dict[str, str] = {
     "services:read": "services.view",
     "services:write": "services.manage",
     "pipelines:run": "pipelines.run",
+    "sshkeys:write": "sshkeys.manage",
 }
 
 

@@ -19,4 +19,6 @@ urlpatterns = [
     path("api/v1/jobs/<int:pk>/", api.job, name="api_job"),
     path("api/v1/jobs/<int:pk>/cancel/", api.job_cancel, name="api_job_cancel"),
     path("api/v1/audit/", api.audit, name="api_audit"),
+    path("api/v1/ssh-keys/", api.ssh_keys, name="api_ssh_keys"),
+    path("api/v1/ssh-keys/<int:pk>/remove/", api.ssh_key_remove, name="api_ssh_key_remove"),
 ]

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 
 from onwatch.core import pushkeys, ssh
 from onwatch.core.models import AuditEntry, Organization, SshKey
-from onwatch.core.services import KeyRefused, add_ssh_key, remove_ssh_key
-from tests.support.fixtures import make_member
+from onwatch.core.services import KeyRefused, add_ssh_key, issue_token, remove_ssh_key
+from tests.support.fixtures import make_member, signed_in
 
 OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVYpRBhC7Eoc5m+Xz2Pmg1VtLb5R4hJvPgCuj7sOv5N admin"
 
@@ -103,3 +105,33 @@ def test_a_file_onwatch_cannot_write_is_said_in_one_line(
     ana = make_member(org, "deployer", mfa=False)
     with pytest.raises(pushkeys.KeyFileError, match=r"onwatch could not write .* set ONWATCH_AUTH"):
         add_ssh_key(ana, new_key(tmp_path / "ana"))
+
+
+@pytest.mark.django_db
+def test_people_add_and_remove_their_own_keys_on_their_page_and_with_the_api(
+    org: Organization, tmp_path: Path, fast_passwords: None
+) -> None:
+    ana, bob = make_member(org, "viewer"), make_member(org, "deployer")
+    page = signed_in(ana)
+    added = page.post(reverse("ssh_keys"), {"key": new_key(tmp_path / "ana"), "name": "laptop"})
+    assert added.status_code == 302
+    [key] = SshKey.objects.filter(user=ana)
+    shown = page.get(reverse("ssh_keys")).content.decode()
+    assert "laptop" in shown and key.fingerprint in shown
+    bad = page.post(reverse("ssh_keys"), {"key": "hello"}).content.decode()
+    assert "That is not an SSH public key" in bad
+    # Someone else's key: not found, and still there.
+    assert signed_in(bob).post(reverse("ssh_keys"), {"remove": key.pk}).status_code == 404
+    assert page.post(reverse("ssh_keys"), {"remove": key.pk}).status_code == 302
+    assert not SshKey.objects.exists()
+
+    raw = issue_token(bob, org, "ci", ["sshkeys:write"], 1).raw
+    api = Client(headers={"authorization": f"Bearer {raw}"})
+    url = reverse("api_ssh_keys")
+    made = api.post(url, {"key": new_key(tmp_path / "bob")}, content_type="application/json")
+    assert made.status_code == 201 and made.json()["name"] == "ana@laptop"
+    assert [k["id"] for k in api.get(url).json()["ssh_keys"]] == [made.json()["id"]]
+    refused = api.post(url, {"key": "ssh-rsa AAAA"}, content_type="application/json")
+    assert refused.status_code == 400 and "damaged" in refused.json()["error"]
+    gone = api.post(reverse("api_ssh_key_remove", args=[made.json()["id"]]))
+    assert gone.status_code == 200 and not SshKey.objects.exists()
