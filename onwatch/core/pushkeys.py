@@ -10,6 +10,7 @@ never reads half of it.
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
 import shlex
@@ -31,6 +32,12 @@ PASSED_ON = ("DATABASE_URL", "SECRET_KEY", "XDG_DATA_HOME", "PATH", "LANG")
 
 class KeyFileError(Exception):
     """The authorized_keys file could not be written; the message says what to do."""
+
+
+def remote(service: str = "SERVICE") -> str:
+    """The address people give `git remote add onwatch`: the user onwatch runs as (whose
+    authorized_keys this is) on the host people reach onwatch at."""
+    return f"{getpass.getuser()}@{settings.SITE.host}:{service}"
 
 
 def env_file() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from typing import Any
 
@@ -33,7 +32,7 @@ from onwatch.core.models import (
     Schedule,
     SshKey,
 )
-from onwatch.core.pushkeys import KeyFileError
+from onwatch.core.pushkeys import KeyFileError, remote
 from onwatch.core.roles import has_permission, roles_grantable_by
 from onwatch.core.services import MemberError
 
@@ -180,7 +179,7 @@ def ssh_keys(request: HttpRequest) -> HttpResponse:
             return redirect("ssh_keys")
     ctx = {
         "keys": SshKey.objects.filter(user=me),
-        "remote": f"{getpass.getuser()}@{settings.SITE.host}",
+        "remote": remote(),
         "pasted": request.POST.get("key", ""),
     }
     return render(request, "core/ssh_keys.html", ctx)

@@ -147,7 +147,7 @@ class Run:
         pushed = url != service.git_url
         # Again here: a link on the way may have changed since the address was saved. A
         # pushed commit comes from onwatch's own copy, which is in its data directory.
-        if not pushed and (problem := services.local_repository_problem(url)):
+        if not pushed and (problem := services.local_repository_problem(url, service)):
             raise StepFailed(f"the repository's address is not usable: {problem}")
         log.say(f"fetching branch {self.pipeline.branch} of {'the pushed copy' if pushed else url}")
         opened: AbstractContextManager[ssh.Session | None] = (

@@ -63,14 +63,16 @@ class ServiceFields(BaseModel):
     )
 
 
-def local_repository_problem(url: str) -> str | None:
+def local_repository_problem(url: str, own: Service | None = None) -> str | None:
     """A repository on this machine is fetched by onwatch itself, outside the sandbox: never
-    one in its work folder (another service's workspace) or data directory (its own files).
-    Links are followed, as git would."""
+    one in its work folder (another service's workspace) or data directory (its own files),
+    but for the copy of `own` that people push to onwatch. Links are followed, as git would."""
     path = git.local_path(url)
     if path is None:
         return None
     real = Path(os.path.realpath(path))
+    if own is not None and own.pk and real == Path(os.path.realpath(pushed_repository(own))):
+        return None
     for what, folder in (("work folder", settings.WORK_DIR), ("data directory", settings.DATA_DIR)):
         top = Path(os.path.realpath(folder))
         if real == top or top in real.parents:
@@ -82,7 +84,7 @@ def check(org: Organization, fields: ServiceFields, service: Service | None) -> 
     problem = git.url_problem(fields.git_url)
     if problem:
         raise Refusal(f"The repository's address is not usable: {problem}", "git_url")
-    if problem := local_repository_problem(fields.git_url):
+    if problem := local_repository_problem(fields.git_url, service):
         raise Refusal(f"The repository's address is not usable: {problem}", "git_url")
     if ".." in fields.branch or fields.branch.startswith(("-", "/")):
         raise Refusal("That is not a branch name git accepts", "branch")

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
 from tests.support.deploys import GIT_ENV, commit, git, project
-from tests.support.procs import Running, isolated
+from tests.support.procs import Running, isolated, run
 from tests.support.remote_servers import SshServer
 
 FOREIGN = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVYpRBhC7Eoc5m+Xz2Pmg1VtLb5R4hJvPgCuj7sOv5N admin"
@@ -91,6 +91,9 @@ def test_a_push_runs_the_pipeline_streams_its_output_and_exits_as_it_ended(
                 ana.push("shop", "feature")
                 deleted = ana.push("shop", ":feature")
                 nothing_to_run = docs.push("shop", "docs")
+                # The pushed copy as the service's repository: "run now" tests it too.
+                call(child_deploys.use_pushed_copy, env, "shop")
+                run_now = run(["pipelines", "run", "shop", "--wait"], env, timeout=120)
             git(work, "commit", "--quiet", "--allow-empty", "-m", "While no worker runs")
             no_worker = ana.push("shop", "main")
         finally:
@@ -123,18 +126,21 @@ def test_a_push_runs_the_pipeline_streams_its_output_and_exits_as_it_ended(
     )
     assert nothing_to_run.returncode == 1
     assert "no onwatch.toml and nothing onwatch recognises" in nothing_to_run.stdout
+    assert run_now.returncode == 0, run_now.stdout + run_now.stderr
+    assert "fetching branch main of /" in run_now.stdout and "Fix the sum" in run_now.stdout
     assert no_worker.returncode == 1
     assert "no worker started pipeline" in no_worker.stdout
     # Who pushed what: a pipeline per pushed branch, none for the viewer or the deletion.
     ana_push = ["push", "ana@acme.example"]
-    assert [p[:3] + p[4:] for p in pipelines[:4]] == [
+    assert [p[:3] + p[4:] for p in pipelines[:5]] == [
         [*ana_push, "main", "failed"],
         [*ana_push, "main", "succeeded"],
         [*ana_push, "feature", "succeeded"],
         [*ana_push, "docs", "failed"],
+        ["cli", "cli", "main", "succeeded"],
     ]
     assert [p[3] for p in pipelines[:2]] == [red, green]
-    assert len(pipelines) == 5 and pipelines[4][4] == "queued"
+    assert len(pipelines) == 6 and pipelines[5][4] == "queued"
     # The administrator's own lines stay; each person's key may run git-serve only.
     assert keys_file.startswith(f"# the administrator's own\n{FOREIGN}\n# onwatch: keys")
     assert keys_file.count("restrict,command=") == 2

@@ -213,3 +213,17 @@ def test_a_service_changed_on_its_page_moves_on_to_a_new_server_and_is_audited(
     assert all(e.actor == members["admin"].username for e in entries("service-changed"))
     page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
     assert "never yet" in page and "no pipeline has ended yet" in page
+
+
+def test_a_service_may_use_its_own_pushed_copy_as_its_repository_but_no_other(
+    org: Organization, tmp_path: Path
+) -> None:
+    def fields(name: str, url: str) -> services.ServiceFields:
+        return services.ServiceFields(name=name, git_url=url)
+
+    shop = services.add_service(org, fields("shop", str(tmp_path / "shop")), SYSTEM)
+    blog = services.add_service(org, fields("blog", str(tmp_path / "blog")), SYSTEM)
+    own = str(services.pushed_repository(shop))
+    assert services.change_service(shop, fields("shop", own), SYSTEM) == ["git_url"]
+    with pytest.raises(services.Refusal, match="is in onwatch's data directory"):
+        services.change_service(blog, fields("blog", own), SYSTEM)

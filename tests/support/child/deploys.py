@@ -60,3 +60,15 @@ def print_pipelines(service: str) -> None:
 
     found = Pipeline.objects.filter(service__name=service).order_by("pk")
     print(json.dumps([[p.trigger, p.triggered_by, p.branch, p.commit, p.state] for p in found]))
+
+
+def use_pushed_copy(name: str) -> None:
+    """The service takes the copy people push to onwatch as its repository."""
+    from onwatch.core.audit import SYSTEM
+    from onwatch.deploys import services
+    from onwatch.deploys.models import Service
+
+    service = Service.objects.get(name=name)
+    copy = str(services.pushed_repository(service))
+    fields = services.ServiceFields(name=service.name, git_url=copy, branch=service.branch)
+    services.change_service(service, fields, SYSTEM)
