@@ -29,8 +29,9 @@ from onwatch.core.services import note_key_used
 from onwatch.deploys import git, services
 from onwatch.deploys.models import ENDED, Pipeline, Service, State, Trigger
 
-# What each git command needs: pushing runs the service's pipeline, fetching reads code.
-PROGRAMS = {"git-receive-pack": "pipelines.run", "git-upload-pack": "services.view"}
+# What each git command needs: those who may push may fetch back what was pushed; viewers
+# see pipelines, never the code itself.
+PROGRAMS = {"git-receive-pack": "pipelines.run", "git-upload-pack": "pipelines.run"}
 ZERO = "0" * 40
 POLL_SECONDS = 0.3
 # A pipeline no worker starts in this long, while none runs, has no worker to run it.

@@ -4,13 +4,22 @@ commit, a real worker runs the pipeline, and its output comes back into the push
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from onwatch.core.audit import Actor
+from onwatch.core.models import Organization
+from onwatch.core.services import add_ssh_key
+from onwatch.deploys import gitserve
+from onwatch.deploys.models import Pipeline, State
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
-from tests.support.deploys import GIT_ENV, commit, git, project
+from tests.support.deploys import GIT_ENV, commit, git, project, service_for
+from tests.support.fixtures import make_member
 from tests.support.procs import Running, isolated, run
 from tests.support.remote_servers import SshServer
 
@@ -145,3 +154,86 @@ def test_a_push_runs_the_pipeline_streams_its_output_and_exits_as_it_ended(
     assert keys_file.startswith(f"# the administrator's own\n{FOREIGN}\n# onwatch: keys")
     assert keys_file.count("restrict,command=") == 2
     assert ana_pub.split()[1] in keys_file and bob_pub.split()[1] in keys_file
+
+
+@pytest.mark.once
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("", "this key only pushes with git: git remote add onwatch <user>@<server>:SERVICE"),
+        ("ls -la", "onwatch only takes git push and git fetch over SSH, not 'ls -la'"),
+        ("git-receive-pack 'shop' x", "onwatch only takes git push and git fetch over SSH"),
+        ("git-receive-pack 'shop", "onwatch only takes git push and git fetch over SSH"),
+        ("git-receive-pack '/.git'", "name the service after the colon"),
+    ],
+)
+def test_anything_but_a_git_push_or_fetch_is_refused_in_one_line(command: str, said: str) -> None:
+    with pytest.raises(gitserve.Refused) as e:
+        gitserve.parse_command(command)
+    assert str(e.value).startswith(said) and "\n" not in str(e.value)
+
+
+@pytest.mark.once
+def test_the_service_is_named_as_git_sends_it() -> None:
+    assert gitserve.parse_command("git-receive-pack 'shop'") == ("git-receive-pack", "shop")
+    assert gitserve.parse_command("git-upload-pack '/shop.git'") == ("git-upload-pack", "shop")
+
+
+@pytest.mark.django_db
+def test_who_may_push_or_fetch_where(org: Organization, tmp_path: Path) -> None:
+    other = Organization.objects.create(name="Other")
+    service_for(org, str(tmp_path / "repo"))
+    keys = {}
+    for who, (where, role) in {
+        "dev": (org, "deployer"),
+        "viewer": (org, "viewer"),
+        "stranger": (other, "owner"),
+    }.items():
+        user = make_member(where, role, mfa=False)
+        keys[who] = add_ssh_key(user, new_key(tmp_path / who))
+    asked = gitserve.request(keys["dev"].pk, "git-receive-pack 'shop'", "192.0.2.7")
+    assert (asked.service.name, asked.actor.name, asked.actor.ip) == (
+        "shop",
+        "deployer@acme.example",
+        "192.0.2.7",
+    )
+    for program in ("git-receive-pack", "git-upload-pack"):
+        with pytest.raises(gitserve.Refused, match="your role in Acme is viewer"):
+            gitserve.request(keys["viewer"].pk, f"{program} 'shop'", "")
+    with pytest.raises(gitserve.Refused, match=r"there is no service 'shop' \(yours: none yet\)"):
+        gitserve.request(keys["stranger"].pk, "git-receive-pack 'shop'", "")
+    with pytest.raises(gitserve.Refused, match="this SSH key is no longer known to onwatch"):
+        gitserve.request(keys["dev"].pk + 100, "git-receive-pack 'shop'", "")
+
+
+@pytest.mark.django_db
+def test_a_newer_push_supersedes_the_older_run_and_a_deleted_branch_starts_nothing(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No worker runs here: each push says so at once instead of after the usual wait.
+    monkeypatch.setattr(gitserve, "NO_WORKER_SECONDS", 0.0)
+    service = service_for(org, str(tmp_path / "repo"))
+    user = make_member(org, "deployer", mfa=False)
+    asked = gitserve.Request("git-receive-pack", service, Actor("ana", "", user))
+    out = io.StringIO()
+    first = gitserve.run_pushed(asked, f"{'0' * 40} {'a' * 40} refs/heads/main\n", out)
+    second = gitserve.run_pushed(
+        asked,
+        f"{'a' * 40} {'b' * 40} refs/heads/main\n"
+        f"{'c' * 40} {'0' * 40} refs/heads/old\n"
+        f"{'0' * 40} {'d' * 40} refs/tags/v1\n",
+        out,
+    )
+    assert (first, second) == (1, 1)
+    older, newer = Pipeline.objects.order_by("pk")
+    superseded = f"superseded by pipeline #{newer.pk} for bbbbbbb"
+    assert (older.state, older.reason) == (State.CANCELLED, superseded)
+    assert (newer.trigger, newer.triggered_by, newer.branch, newer.commit) == (
+        "push",
+        "ana",
+        "main",
+        "b" * 40,
+    )
+    said = out.getvalue()
+    assert "onwatch: branch old was deleted; nothing to test" in said
+    assert said.count("no worker started pipeline") == 2
