@@ -28,6 +28,8 @@ END = "# onwatch: end"
 # What a git-serve started by sshd needs to find onwatch's database and key file: sshd
 # gives it a bare environment.
 PASSED_ON = ("DATABASE_URL", "SECRET_KEY", "XDG_DATA_HOME", "PATH", "LANG")
+# Read once by `onwatch createowner`: nothing git-serve needs, so never kept in a file.
+KEPT_OUT = ("ONWATCH_OWNER_PASSWORD",)
 
 
 class KeyFileError(Exception):
@@ -76,7 +78,11 @@ def merged(current: str, keys: Iterable[SshKey]) -> str:
 def write_env_file() -> None:
     """The settings the web, worker and CLI run with, for git-serve (0600: they may hold
     the database's password)."""
-    passed = {k: v for k, v in os.environ.items() if k.startswith("ONWATCH_") or k in PASSED_ON}
+    passed = {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith("ONWATCH_") or k in PASSED_ON) and k not in KEPT_OUT
+    }
     passed |= {f"{k}_FILE": os.environ[f"{k}_FILE"] for k in PASSED_ON if f"{k}_FILE" in os.environ}
     passed["ONWATCH_DATA_DIR"] = str(settings.DATA_DIR)
     atomic_write(env_file(), json.dumps(passed, indent=1, sort_keys=True) + "\n")

@@ -3,6 +3,7 @@ written into the managed block of the authorized_keys file, whose other lines st
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,9 @@ def test_the_managed_block_keeps_foreign_lines_and_is_replaced_in_place() -> Non
 
 @pytest.mark.django_db
 def test_a_key_is_one_persons_written_at_once_and_audited(
-    org: Organization, tmp_path: Path, settings: Any
+    org: Organization, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ONWATCH_OWNER_PASSWORD", "owner-password-never-kept")
     path = tmp_path / "ssh" / "authorized_keys"
     settings.AUTHORIZED_KEYS = path
     ana, bob = make_member(org, "deployer", mfa=False), make_member(org, "viewer", mfa=False)
@@ -92,8 +94,12 @@ def test_a_key_is_one_persons_written_at_once_and_audited(
     remove_ssh_key(key)
     assert text.split()[1] not in path.read_text()
     assert AuditEntry.objects.filter(action="ssh-key-removed").count() == 1
-    env = (settings.DATA_DIR / "git-serve.env").stat()
-    assert env.st_mode & 0o777 == 0o600
+    # What git-serve runs with, for sshd passes on nothing; readable by onwatch's user only.
+    env = settings.DATA_DIR / "git-serve.env"
+    assert env.stat().st_mode & 0o777 == 0o600
+    kept = json.loads(env.read_text())
+    assert kept["ONWATCH_DATA_DIR"] == str(settings.DATA_DIR)
+    assert "ONWATCH_OWNER_PASSWORD" not in kept and "ONWATCH_KEY_FILE" in kept
 
 
 @pytest.mark.django_db
