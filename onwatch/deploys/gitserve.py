@@ -21,6 +21,7 @@ from typing import TextIO
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 
 from onwatch.core.audit import Actor
 from onwatch.core.models import Job, JobLogLine, JobState, Membership, SshKey
@@ -194,8 +195,10 @@ def follow(pipeline: Pipeline, out: TextIO) -> int:
 
 def no_worker(pipeline: Pipeline, since: float) -> bool:
     """Still queued after a while, and no pipeline runs anywhere: no worker takes them. One
-    that waits behind another service's running pipeline has a worker, and waits."""
+    that waits behind another service's running pipeline has a worker, and waits; a
+    running one whose lease ran out lost its worker, so it counts for none."""
     if pipeline.state != State.QUEUED or time.monotonic() - since < NO_WORKER_SECONDS:
         return False
-    busy = Job.objects.filter(queue="pipelines", state=JobState.RUNNING).exists()
+    running = Job.objects.filter(queue="pipelines", state=JobState.RUNNING)
+    busy = running.filter(lease_until__gt=timezone.now()).exists()
     return not busy

@@ -7,14 +7,16 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
-from onwatch.core.audit import Actor
-from onwatch.core.models import Organization
+from onwatch.core.audit import SYSTEM, Actor
+from onwatch.core.models import Job, JobState, Organization
 from onwatch.core.services import add_ssh_key
-from onwatch.deploys import gitserve
+from onwatch.deploys import gitserve, services
 from onwatch.deploys.models import Pipeline, State
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
@@ -237,3 +239,16 @@ def test_a_newer_push_supersedes_the_older_run_and_a_deleted_branch_starts_nothi
     said = out.getvalue()
     assert "onwatch: branch old was deleted; nothing to test" in said
     assert said.count("no worker started pipeline") == 2
+
+
+@pytest.mark.django_db
+def test_a_queued_push_waits_while_a_worker_runs_a_pipeline_but_not_for_a_dead_one(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gitserve, "NO_WORKER_SECONDS", 0.0)
+    service = service_for(org, str(tmp_path / "repo"))
+    queued = services.run_pipeline(service, SYSTEM, "push", services.Push(branch="main"))
+    other = Job.objects.create(kind=services.KIND, queue="pipelines", state=JobState.RUNNING)
+    for lease, waits in ((timedelta(seconds=20), True), (timedelta(seconds=-1), False)):
+        Job.objects.filter(pk=other.pk).update(lease_until=timezone.now() + lease)
+        assert gitserve.no_worker(queued, 0.0) is not waits
