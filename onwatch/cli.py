@@ -30,7 +30,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "onwatch: keep a copy of the key file somewhere safe and apart from this "
             "machine's backups; without it the stored secrets cannot be read"
         )
-    for line in owner_notice():
+    for line in owner_notice() + push_keys_notice():
         print(line)
     warn_unreachable(settings)
     print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
@@ -60,6 +60,21 @@ def owner_notice() -> list[str]:
         "onwatch: no owner yet. Open this one-time link to create the owner account:",
         f"  {owner_link()}",
     ]
+
+
+def push_keys_notice() -> list[str]:
+    """People's keys and git-serve's settings, written again at each start: a changed
+    setting (another database) or a moved onwatch reaches `git push` to onwatch too."""
+    from onwatch.core import pushkeys
+    from onwatch.core.models import SshKey
+
+    if not SshKey.objects.exists():
+        return []  # nobody pushes: the user's authorized_keys stays untouched
+    try:
+        pushkeys.sync()
+    except pushkeys.KeyFileError as e:
+        return [f"onwatch: warning: git push to onwatch cannot work until this is fixed: {e}"]
+    return []
 
 
 def owner_link(hours: int = 24) -> str:

@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from onwatch.cli import push_keys_notice
 from onwatch.core import pushkeys, ssh
 from onwatch.core.models import AuditEntry, Organization, SshKey
 from onwatch.core.services import KeyRefused, add_ssh_key, issue_token, remove_ssh_key
@@ -141,3 +142,23 @@ def test_people_add_and_remove_their_own_keys_on_their_page_and_with_the_api(
     assert refused.status_code == 400 and "damaged" in refused.json()["error"]
     gone = api.post(reverse("api_ssh_key_remove", args=[made.json()["id"]]))
     assert gone.status_code == 200 and not SshKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_each_start_writes_the_keys_and_settings_again(
+    org: Organization, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.AUTHORIZED_KEYS = tmp_path / "authorized_keys"
+    env = settings.DATA_DIR / "git-serve.env"
+    assert push_keys_notice() == []
+    assert not settings.AUTHORIZED_KEYS.exists()  # nobody pushes: the file stays untouched
+    add_ssh_key(make_member(org, "deployer", mfa=False), new_key(tmp_path / "ana"))
+    # Started again with another setting: git-serve must run with it too.
+    monkeypatch.setenv("ONWATCH_JOB_LEASE_SECONDS", "45")
+    assert push_keys_notice() == []
+    assert json.loads(env.read_text())["ONWATCH_JOB_LEASE_SECONDS"] == "45"
+    settings.AUTHORIZED_KEYS.unlink()
+    settings.AUTHORIZED_KEYS.mkdir()
+    [warning] = push_keys_notice()
+    assert warning.startswith("onwatch: warning: git push to onwatch cannot work until this is")
+    assert "onwatch could not write" in warning
