@@ -30,7 +30,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "onwatch: keep a copy of the key file somewhere safe and apart from this "
             "machine's backups; without it the stored secrets cannot be read"
         )
-    for line in owner_notice():
+    for line in owner_notice() + push_keys_notice():
         print(line)
     warn_unreachable(settings)
     print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
@@ -60,6 +60,21 @@ def owner_notice() -> list[str]:
         "onwatch: no owner yet. Open this one-time link to create the owner account:",
         f"  {owner_link()}",
     ]
+
+
+def push_keys_notice() -> list[str]:
+    """People's keys and git-serve's settings, written again at each start: a changed
+    setting (another database) or a moved onwatch reaches `git push` to onwatch too."""
+    from onwatch.core import pushkeys
+    from onwatch.core.models import SshKey
+
+    if not SshKey.objects.exists():
+        return []  # nobody pushes: the user's authorized_keys stays untouched
+    try:
+        pushkeys.sync()
+    except pushkeys.KeyFileError as e:
+        return [f"onwatch: warning: git push to onwatch cannot work until this is fixed: {e}"]
+    return []
 
 
 def owner_link(hours: int = 24) -> str:
@@ -266,6 +281,55 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ssh_keys_add(args: argparse.Namespace) -> int:
+    prepare()
+    from django.contrib.auth import get_user_model
+
+    from onwatch.core.audit import CLI
+    from onwatch.core.pushkeys import KeyFileError
+    from onwatch.core.services import KeyRefused, add_ssh_key
+
+    user = get_user_model().objects.filter(email__iexact=args.email).first()
+    if user is None:
+        fail(f"there is no account {args.email!r}")
+    try:
+        key = add_ssh_key(user, sys.stdin.read(), args.name or "", CLI)
+    except KeyRefused as e:
+        fail(str(e))
+    except KeyFileError as e:
+        fail(f"the key is saved, but {e}")
+    print(f"onwatch: added key #{key.pk} {key.fingerprint} of {args.email}; it can git push now")
+    return 0
+
+
+def cmd_ssh_keys_list(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core.models import SshKey
+
+    for key in SshKey.objects.select_related("user"):
+        print(f"{key.pk}\t{key.user.get_username()}\t{key.fingerprint}\t{key.name}")
+    return 0
+
+
+def cmd_ssh_keys_remove(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core.audit import CLI
+    from onwatch.core.models import SshKey
+    from onwatch.core.pushkeys import KeyFileError
+    from onwatch.core.services import remove_ssh_key
+
+    key = SshKey.objects.select_related("user").filter(pk=args.id).first()
+    if key is None:
+        fail(f"there is no SSH key #{args.id}; onwatch ssh-keys list shows them")
+    assert key is not None
+    try:
+        remove_ssh_key(key, CLI)
+    except KeyFileError as e:
+        fail(f"the key is removed from onwatch, but {e}")
+    print(f"onwatch: removed key #{args.id} {key.fingerprint}")
+    return 0
+
+
 def _settings() -> Any:
     from onwatch.startup import load_settings
 
@@ -307,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Command, help: str, parent: Any = sub) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        # A command run by other programs only (git-serve, by sshd) is left out of --help.
+        shown = {} if help == argparse.SUPPRESS else {"help": help, "description": help}
+        p: argparse.ArgumentParser = parent.add_parser(name, **shown)
         p.set_defaults(func=fn)
         return p
 
@@ -350,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument(
         "--alerts-too", action="store_true", help="also cancel a job that sends an alert"
     )
+
+    keys = add("ssh-keys", lambda a: 0, "People's SSH keys, for git push to onwatch.")
+    keys_sub = keys.add_subparsers(dest="ssh_keys_command", required=True, metavar="ACTION")
+    adding = add("add", cmd_ssh_keys_add, "Add a person's public key (read from stdin).", keys_sub)
+    adding.add_argument("email", help="the person's account (their email)")
+    adding.add_argument("--name", help="a name for the key (default: its comment)")
+    add("list", cmd_ssh_keys_list, "List the SSH keys and whose they are.", keys_sub)
+    removing = add("remove", cmd_ssh_keys_remove, "Remove an SSH key.", keys_sub)
+    removing.add_argument("id", type=int, metavar="ID", help="the key's number (from list)")
 
     for register in app_commands():
         register(add)

@@ -53,6 +53,12 @@ WORK_DIR = Path(env("ONWATCH_WORK_DIR", f"{DATA_DIR}-work")).expanduser().absolu
 # A pipeline does not start with less free space than this on the work folder's disk.
 WORK_MIN_FREE_MB = env_int("ONWATCH_WORK_MIN_FREE_MB", 500)
 
+# The authorized_keys file of the user onwatch runs as: people's keys for `git push`
+# (only the block between the "# onwatch" marker lines is onwatch's; see core/pushkeys.py).
+AUTHORIZED_KEYS = (
+    Path(env("ONWATCH_AUTHORIZED_KEYS", "~/.ssh/authorized_keys")).expanduser().absolute()
+)
+
 KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()
 # The audit log's newest entry, witnessed outside the database (core/audit_head.py).
 AUDIT_HEAD_FILE = (

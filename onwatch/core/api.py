@@ -8,6 +8,7 @@ their payloads (a payload may name what a job acts on, the log and error say wha
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -15,8 +16,11 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from onwatch.core import jobs as jobs_
+from onwatch.core import services
+from onwatch.core.audit import Actor
 from onwatch.core.decorators import api, api_error
-from onwatch.core.models import AuditEntry, Job, JobState
+from onwatch.core.models import AuditEntry, Job, JobState, Membership, SshKey
+from onwatch.core.pushkeys import KeyFileError
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
@@ -122,3 +126,54 @@ def audit(request: HttpRequest) -> JsonResponse:
         rows = rows.filter(seq__lt=int(before))
     fields = ("seq", "at", "actor", "action", "target", "ip", "data")
     return JsonResponse({"entries": list(rows.values(*fields)[:limit])})
+
+
+def _me(request: HttpRequest) -> Any:
+    member: Membership = request.membership  # type: ignore[attr-defined]
+    return member.user
+
+
+def _ssh_key(key: SshKey) -> dict[str, Any]:
+    return {
+        "id": key.pk,
+        "name": key.name,
+        "public_key": key.public_key,
+        "fingerprint": key.fingerprint,
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+    }
+
+
+@api("sshkeys:write")
+def ssh_keys(request: HttpRequest) -> JsonResponse:
+    """The token owner's own SSH keys (GET), or add one (POST {"key": "...", "name": ""})."""
+    if request.method == "GET":
+        own = SshKey.objects.filter(user=_me(request))
+        return JsonResponse({"ssh_keys": [_ssh_key(k) for k in own]})
+    if request.method != "POST":
+        return api_error(405, "GET lists your SSH keys, POST adds one")
+    try:
+        body = json.loads(request.body or b"{}")
+        text, name = str(body["key"]), str(body.get("name") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return api_error(400, 'Send JSON: {"key": "ssh-ed25519 AAAA… you@laptop", "name": ""}')
+    try:
+        key = services.add_ssh_key(_me(request), text, name, Actor.of(request))
+    except services.KeyRefused as e:
+        return api_error(400, str(e))
+    except KeyFileError as e:
+        return api_error(500, f"The key is saved, but {e}")
+    return JsonResponse(_ssh_key(key), status=201)
+
+
+@api("sshkeys:write")
+@require_POST
+def ssh_key_remove(request: HttpRequest, pk: int) -> JsonResponse:
+    key = SshKey.objects.filter(user=_me(request), pk=pk).first()
+    if key is None:
+        return api_error(404, f"You have no SSH key {pk}; list them at /api/v1/ssh-keys/")
+    try:
+        services.remove_ssh_key(key, Actor.of(request))
+    except KeyFileError as e:
+        return api_error(500, f"The key is removed from onwatch, but {e}")
+    return JsonResponse({"removed": pk})

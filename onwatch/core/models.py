@@ -92,6 +92,28 @@ class ApiToken(models.Model):
         return self.revoked_at is None and self.expires_at > timezone.now()
 
 
+class SshKey(models.Model):
+    """A person's SSH public key: with it they `git push` to onwatch (core/pushkeys.py
+    writes it into the authorized_keys file), acting as themselves."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_keys"
+    )
+    name = models.CharField(max_length=100)
+    # "type base64": no options and no comment (onwatch writes the options itself).
+    public_key = models.TextField()
+    # Unique: a key belongs to one person only, so a push names who pushed.
+    fingerprint = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"
+
+
 class AuditEntry(models.Model):
     """Append-only and hash-chained: each entry's hash covers its content and the previous
     entry's hash, so editing or deleting any entry breaks every hash after it. The hash is

@@ -63,6 +63,8 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),
+    # Only one's own; what a key may then do (push, fetch) is the role's, checked per push.
+    "sshkeys.manage": (Role.VIEWER, "Add and remove one's own SSH keys (for git push)"),
     "audit.view": (Role.ADMIN, "Read the audit log"),
     "org.manage": (Role.OWNER, "Rename the organization, make or remove owners"),
 }
@@ -86,6 +88,7 @@ SCOPES: dict[str, str] = {
     "services:read": "services.view",
     "services:write": "services.manage",
     "pipelines:run": "pipelines.run",
+    "sshkeys:write": "sshkeys.manage",
 }
 
 

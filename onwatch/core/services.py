@@ -15,9 +15,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from onwatch.core import audit
+from onwatch.core import audit, pushkeys, ssh
 from onwatch.core.audit import Actor
-from onwatch.core.models import ApiToken, Invite, Membership, Organization, hash_token
+from onwatch.core.models import ApiToken, Invite, Membership, Organization, SshKey, hash_token
 from onwatch.core.roles import Role, role_change_refusal, roles_grantable_by
 
 
@@ -189,3 +189,56 @@ def revoke_token(token: ApiToken, by: Actor | None = None) -> bool:
             target=f"{token.name} ({token.prefix})",
         )
     return True
+
+
+class KeyRefused(ValueError):
+    """The SSH key cannot be added; the message is one line saying why."""
+
+
+def add_ssh_key(user: Any, text: str, name: str = "", by: Actor | None = None) -> SshKey:
+    """A person's public key for `git push`, written into the authorized_keys file at
+    once. KeyRefused for a key that is not one, or that someone already added (a key
+    names one person); KeyFileError when it is saved but the file could not be written."""
+    try:
+        key = ssh.parse_public_key(text)
+    except ssh.SshError as e:
+        raise KeyRefused(str(e)) from None
+    label = " ".join((name or key.comment or key.kind).split())[:100]
+    with transaction.atomic():
+        if SshKey.objects.filter(fingerprint=key.fingerprint).exists():
+            raise KeyRefused(
+                f"the key {key.fingerprint} is already added (a key belongs to one person); "
+                "make a key of your own with ssh-keygen -t ed25519"
+            )
+        row = SshKey.objects.create(
+            user=user, name=label, public_key=key.line, fingerprint=key.fingerprint
+        )
+        _record_key("ssh-key-added", row, by)
+    pushkeys.sync()
+    return row
+
+
+def remove_ssh_key(key: SshKey, by: Actor | None = None) -> None:
+    with transaction.atomic():
+        SshKey.objects.filter(pk=key.pk).delete()
+        _record_key("ssh-key-removed", key, by)
+    pushkeys.sync()
+
+
+def note_key_used(key: SshKey) -> None:
+    SshKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+
+
+def _record_key(action: str, key: SshKey, by: Actor | None) -> None:
+    # A key is a person's, not an organization's: each organization they are in sees it.
+    orgs: list[Organization | None] = [
+        m.org for m in Membership.objects.filter(user=key.user).select_related("org")
+    ]
+    for org in orgs or [None]:
+        audit.record(
+            action,
+            actor=by or person(key.user),
+            org=org,
+            target=f"{key.name} ({key.fingerprint})",
+            user=key.user.get_username(),
+        )

@@ -80,6 +80,75 @@ def new_key_pair(comment: str) -> KeyPair:
     return KeyPair(private, f"{public.decode()} {' '.join(comment.split())}".strip())
 
 
+# Key types OpenSSH accepts for signing in; DSA is gone from OpenSSH, small RSA is weak.
+PUBLIC_KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+MIN_RSA_BITS = 2048
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    kind: str
+    blob: str  # base64, as in an authorized_keys line
+    comment: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.kind} {self.blob}"
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(base64.b64decode(self.blob)).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def parse_public_key(text: str) -> PublicKey:
+    """One public key as `ssh-keygen` writes it ("type base64 comment"), checked so that
+    sshd will take it; SshError with one line saying what is wrong. Options before the
+    type ("command=…") are refused: onwatch writes a key's options itself."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if len(lines) != 1:
+        raise SshError("give exactly one public key, the one line of your .pub file")
+    parts = lines[0].split(None, 2)
+    if len(parts) < 2 or parts[0] not in PUBLIC_KEY_TYPES:
+        raise SshError(
+            "that is not an SSH public key: paste the line of your ~/.ssh/id_ed25519.pub "
+            "(it starts with ssh-ed25519, ecdsa-sha2-… or ssh-rsa), never the private key"
+        )
+    key = PublicKey(parts[0], parts[1], " ".join(parts[2:]).strip())
+    _check_blob(key)
+    return key
+
+
+def _check_blob(key: PublicKey) -> None:
+    try:
+        blob = base64.b64decode(key.blob, validate=True)
+        inner_len = int.from_bytes(blob[:4], "big")
+        inner = blob[4 : 4 + inner_len].decode()
+    except ValueError:
+        raise SshError("the public key is damaged (its base64 part does not decode)") from None
+    if inner != key.kind:
+        raise SshError(f"the public key is damaged (it says {key.kind} but holds another type)")
+    if key.kind.startswith("sk-"):
+        return  # security-key types: cryptography cannot load them; sshd checks them
+    try:
+        loaded = serialization.load_ssh_public_key(key.line.encode())
+    except (ValueError, TypeError):
+        raise SshError("the public key is damaged: it does not hold a valid key") from None
+    bits = getattr(loaded, "key_size", None)
+    if key.kind == "ssh-rsa" and bits is not None and bits < MIN_RSA_BITS:
+        raise SshError(
+            f"an RSA key of {bits} bits is too weak; make an ed25519 key (ssh-keygen -t ed25519)"
+        )
+
+
 # --- host keys ---------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("members/<int:pk>/remove/", views.member_remove, name="member_remove"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
+    path("ssh-keys/", views.ssh_keys, name="ssh_keys"),
     path("audit/", views.audit_log, name="audit_log"),
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
@@ -18,4 +19,6 @@ urlpatterns = [
     path("api/v1/jobs/<int:pk>/", api.job, name="api_job"),
     path("api/v1/jobs/<int:pk>/cancel/", api.job_cancel, name="api_job_cancel"),
     path("api/v1/audit/", api.audit, name="api_audit"),
+    path("api/v1/ssh-keys/", api.ssh_keys, name="api_ssh_keys"),
+    path("api/v1/ssh-keys/<int:pk>/remove/", api.ssh_key_remove, name="api_ssh_key_remove"),
 ]

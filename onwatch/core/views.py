@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
@@ -29,7 +30,9 @@ from onwatch.core.models import (
     JobState,
     Membership,
     Schedule,
+    SshKey,
 )
+from onwatch.core.pushkeys import KeyFileError, remote
 from onwatch.core.roles import has_permission, roles_grantable_by
 from onwatch.core.services import MemberError
 
@@ -160,6 +163,37 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     if services.revoke_token(token, Actor.of(request)):
         messages.success(request, f"Token {token.name} revoked; it no longer works.")
     return redirect("tokens")
+
+
+@require("sshkeys.manage")
+def ssh_keys(request: HttpRequest) -> HttpResponse:
+    """One's own SSH keys: add one (pasted), or remove one."""
+    me = _membership(request).user
+    if request.method == "POST":
+        try:
+            said = _change_ssh_keys(request, me)
+        except (services.KeyRefused, KeyFileError) as e:
+            messages.error(request, str(e)[:1].upper() + str(e)[1:])
+        else:
+            messages.success(request, said)
+            return redirect("ssh_keys")
+    ctx = {
+        "keys": SshKey.objects.filter(user=me),
+        "remote": remote(),
+        "pasted": request.POST.get("key", ""),
+    }
+    return render(request, "core/ssh_keys.html", ctx)
+
+
+def _change_ssh_keys(request: HttpRequest, me: Any) -> str:
+    by = Actor.of(request)
+    if "remove" in request.POST:
+        # Only one's own: anyone else's is a 404, so ids reveal nothing.
+        key = get_object_or_404(SshKey, user=me, pk=request.POST.get("remove") or 0)
+        services.remove_ssh_key(key, by)
+        return f"Key {key.name} removed; it no longer signs in."
+    key = services.add_ssh_key(me, request.POST.get("key", ""), request.POST.get("name", ""), by)
+    return f"Key {key.name} added: you can git push with it now."
 
 
 @require("audit.view")

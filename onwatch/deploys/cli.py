@@ -51,6 +51,9 @@ def register(add: AddCommand) -> None:
     run = add("run", cmd_pipelines_run, "Run a service's pipeline now.", sub)
     run.add_argument("service", help="the service's name")
     run.add_argument("--org", help="the organization's name (needed when there are several)")
+    serve = add("git-serve", cmd_git_serve, argparse.SUPPRESS)
+    serve.add_argument("--env-file", required=True, help="the settings to run with (JSON)")
+    serve.add_argument("key_id", type=int, help="the SSH key the person signed in with")
     run.add_argument(
         "--wait",
         action="store_true",
@@ -208,3 +211,25 @@ def follow(pipeline_id: int) -> int:
     said = f": {pipeline.reason}" if pipeline.reason else ""
     print(f"onwatch: pipeline #{pipeline.pk} {pipeline.state}{said}", file=sys.stderr)
     return 0 if pipeline.state == State.SUCCEEDED else 1
+
+
+def cmd_git_serve(args: argparse.Namespace) -> int:
+    """Run by sshd for a `git push` to onwatch (core/pushkeys.py writes the command): the
+    settings come from the file onwatch wrote, as sshd passes on no environment."""
+    import json
+    import os
+    from pathlib import Path
+
+    try:
+        os.environ.update(json.loads(Path(args.env_file).read_text()))
+    except (OSError, ValueError) as e:
+        fail(f"cannot read onwatch's settings for git push ({e}); add your SSH key again")
+    prepare()
+    from onwatch.deploys import git, gitserve
+
+    address = os.environ.get("SSH_CONNECTION", "").split(" ")[0]
+    try:
+        return gitserve.serve(args.key_id, os.environ.get("SSH_ORIGINAL_COMMAND", ""), address)
+    except (gitserve.Refused, git.GitError) as e:
+        fail(str(e))
+    return 2

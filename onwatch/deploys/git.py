@@ -204,3 +204,35 @@ def newest_commit(
         if ref.strip() == f"refs/heads/{branch}":
             return sha.strip()
     raise GitError(f"the branch {branch} does not exist in {url}; check the service's branch")
+
+
+# Written into each pushed repository: tells git-serve which refs the push changed (its
+# "old new ref" lines), in a file it names; without one (git run by hand) it does nothing.
+POST_RECEIVE = """#!/bin/sh
+# Written by onwatch: hands the pushed refs to the onwatch git-serve that runs this push.
+if [ -n "$ONWATCH_PUSHED_REFS" ]; then cat >> "$ONWATCH_PUSHED_REFS"; fi
+exit 0
+"""
+
+
+def init_bare(path: Path) -> None:
+    """A bare repository at `path` (0700), made if missing, with onwatch's hook."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not (path / "HEAD").exists():
+        ran = git(["init", "--quiet", "--bare", str(path)], environment(path.parent), LOCAL_SECONDS)
+        if ran.returncode != 0:
+            raise GitError(f"could not make the repository {path}: {last_line(ran)}")
+        path.chmod(0o700)
+    hook = path / "hooks" / "post-receive"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(POST_RECEIVE)
+    hook.chmod(0o700)
+
+
+def serve_pack(program: str, path: Path, env: dict[str, str]) -> int:
+    """`git receive-pack` or `git upload-pack` of `path` speaking git's protocol on this
+    process's own stdin and stdout (the SSH connection); its exit code."""
+    try:
+        return subprocess.run(["git", program, str(path)], env=env).returncode
+    except FileNotFoundError:
+        raise GitError("git is not installed on the onwatch server (apt install git)") from None

@@ -75,6 +75,7 @@ class Trigger(models.TextChoices):
     CLI = "cli", "run now (command line)"
     WEBHOOK = "webhook", "push (webhook)"
     POLL = "poll", "push (found by polling)"
+    PUSH = "push", "git push"
 
 
 class Pipeline(models.Model):

@@ -9,7 +9,7 @@ import errno
 import fcntl
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -148,14 +148,20 @@ class Run:
         # Said before anything is fetched: every step after would fail the same way.
         if problem := step_problem():
             raise StepFailed(problem)
-        # Again here: a link on the way may have changed since the address was saved.
-        if problem := services.local_repository_problem(service.git_url):
+        url = services.source_url(self.pipeline)
+        pushed = url != service.git_url
+        # Again here: a link on the way may have changed since the address was saved. A
+        # pushed commit comes from onwatch's own copy, which is in its data directory.
+        if not pushed and (problem := services.local_repository_problem(url, service)):
             raise StepFailed(f"the repository's address is not usable: {problem}")
-        log.say(f"fetching branch {self.pipeline.branch} of {service.git_url}")
-        with services.ssh_session(self.service, self.said_pinned) as session:
+        log.say(f"fetching branch {self.pipeline.branch} of {'the pushed copy' if pushed else url}")
+        opened: AbstractContextManager[ssh.Session | None] = (
+            nullcontext() if pushed else services.ssh_session(self.service, self.said_pinned)
+        )
+        with opened as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
             ssh_log = session.log_text if session else str
-            said = git.fetch(self.workspace, service.git_url, self.pipeline.branch, env, ssh_log)
+            said = git.fetch(self.workspace, url, self.pipeline.branch, env, ssh_log)
             if said:
                 log.say(said)
             commit = git.checkout(self.workspace, self.pipeline.branch, self.pipeline.commit, env)

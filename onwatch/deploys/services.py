@@ -90,14 +90,16 @@ def _set_channels(service: Service, chosen: list[alert_services.Channel] | None)
     service.channels.set(chosen or [])
 
 
-def local_repository_problem(url: str) -> str | None:
+def local_repository_problem(url: str, own: Service | None = None) -> str | None:
     """A repository on this machine is fetched by onwatch itself, outside the sandbox: never
-    one in its work folder (another service's workspace) or data directory (its own files).
-    Links are followed, as git would."""
+    one in its work folder (another service's workspace) or data directory (its own files),
+    but for the copy of `own` that people push to onwatch. Links are followed, as git would."""
     path = git.local_path(url)
     if path is None:
         return None
     real = Path(os.path.realpath(path))
+    if own is not None and own.pk and real == Path(os.path.realpath(pushed_repository(own))):
+        return None
     for what, folder in (("work folder", settings.WORK_DIR), ("data directory", settings.DATA_DIR)):
         top = Path(os.path.realpath(folder))
         if real == top or top in real.parents:
@@ -126,7 +128,7 @@ def check(org: Organization, fields: ServiceFields, service: Service | None) -> 
     problem = git.url_problem(fields.git_url)
     if problem:
         raise Refusal(f"The repository's address is not usable: {problem}", "git_url")
-    if problem := local_repository_problem(fields.git_url):
+    if problem := local_repository_problem(fields.git_url, service):
         raise Refusal(f"The repository's address is not usable: {problem}", "git_url")
     if ".." in fields.branch or fields.branch.startswith(("-", "/")):
         raise Refusal("That is not a branch name git accepts", "branch")
@@ -522,6 +524,8 @@ class Push:
     # E-mails the push names, the pusher's first, then the commit author's (a webhook's):
     # the member with one of them is who pushed.
     emails: tuple[str, ...] = ()
+    # The branch pushed (a `git push` may push any); the service's own when empty.
+    branch: str = ""
 
 
 def member_with_email(org: Organization, email: str) -> Any:
@@ -569,7 +573,7 @@ def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push
             pusher=pusher,
             pusher_email=mask(pusher_email)[:254],
             service=service,
-            branch=service.branch,
+            branch=push.branch or service.branch,
             commit=push.commit,
             author=mask(push.author)[:300],
             message=mask(push.message)[:2000],
@@ -592,6 +596,18 @@ def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push
     if service.supersede:
         supersede_older(pipeline)
     return pipeline
+
+
+def pushed_repository(service: Service) -> Path:
+    """The bare repository people `git push` the service to (deploys/gitserve.py)."""
+    return Path(settings.DATA_DIR) / "git" / f"{service.pk}.git"
+
+
+def source_url(pipeline: Pipeline) -> str:
+    """Where a pipeline fetches its commit from: a pushed one from onwatch's own copy."""
+    if pipeline.trigger == Trigger.PUSH:
+        return str(pushed_repository(pipeline.service))
+    return pipeline.service.git_url
 
 
 FAILING_KEPT = 100

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from onwatch.core import links, ssh
+from onwatch.core import links, pushkeys, ssh
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.masking import Masker
@@ -186,6 +186,8 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_run": can(request, "pipelines.run"),
         "can_manage": can(request, "services.manage"),
         "hook_url": links.page("deploy_hook", service.pk),
+        "push_remote": pushkeys.remote(service.name),
+        "pushed_copy": services.pushed_repository(service),
         "deliveries": list(service.deliveries.select_related("pipeline")[:DELIVERIES_SHOWN]),
     }
     return render(request, "deploys/detail.html", ctx)

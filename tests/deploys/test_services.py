@@ -293,3 +293,17 @@ def test_the_page_says_whether_steps_have_a_network_of_their_own(
     shared = viewer.get(f"/services/{service.pk}/").content.decode()
     assert "shared with this machine: a step can reach what listens only here" in shared
     assert "apt-get install slirp4netns" in shared
+
+
+def test_a_service_may_use_its_own_pushed_copy_as_its_repository_but_no_other(
+    org: Organization, tmp_path: Path
+) -> None:
+    def fields(name: str, url: str) -> services.ServiceFields:
+        return services.ServiceFields(name=name, git_url=url)
+
+    shop = services.add_service(org, fields("shop", str(tmp_path / "shop")), SYSTEM)
+    blog = services.add_service(org, fields("blog", str(tmp_path / "blog")), SYSTEM)
+    own = str(services.pushed_repository(shop))
+    assert services.change_service(shop, fields("shop", own), SYSTEM) == ["git_url"]
+    with pytest.raises(services.Refusal, match="is in onwatch's data directory"):
+        services.change_service(blog, fields("blog", own), SYSTEM)

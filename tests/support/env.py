@@ -19,6 +19,8 @@ SESSION_DIR = Path(tempfile.mkdtemp(prefix="onwatch-tests-"))
 SESSION_DIR.chmod(0o711)
 os.environ["ONWATCH_DATA_DIR"] = str(SESSION_DIR)
 os.environ["ONWATCH_KEY_FILE"] = str(SESSION_DIR / "keyring.json")
+# Never the tester's own ~/.ssh/authorized_keys.
+os.environ["ONWATCH_AUTHORIZED_KEYS"] = str(SESSION_DIR / "authorized_keys")
 os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)
 
 # After the variables: nothing onwatch imports may read the settings before they are set.

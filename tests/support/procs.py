@@ -58,6 +58,8 @@ def onwatch_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[
     }
     env.update(
         ONWATCH_DATA_DIR=str(data_dir),
+        # Never the tester's own ~/.ssh/authorized_keys.
+        ONWATCH_AUTHORIZED_KEYS=str(data_dir / "authorized_keys"),
         ONWATCH_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
     )

@@ -177,6 +177,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "backup_source_delete": lambda w: {"pk": w.objects["backup_plan"].source.pk},
     "api_job": lambda w: {"pk": w.objects["job"].pk},
     "api_job_cancel": lambda w: {"pk": w.objects["job"].pk},
+    "api_ssh_key_remove": lambda w: {"pk": 1},
     "ping": lambda w: {"code": str(uuid.uuid4())},
     "ping-slug": lambda w: {"key": "somekey", "slug": "nightly-backup"},
     "api:monitor_get": lambda w: {"monitor_id": monitor(w).pk},

@@ -30,3 +30,45 @@ def print_once_interrupted(service: str) -> None:
     steps = [[s.name, s.state] for s in pipeline.steps.all()]
     titles = sorted(Delivery.objects.values_list("title", flat=True))
     print(json.dumps([pipeline.state, pipeline.reason, steps, titles]))
+
+
+def add_pusher(org_name: str, email: str, role: str, public_key: str) -> None:
+    """A member of `org_name` in `role` with `public_key` for git push, added as the page
+    and the CLI add one (so onwatch writes its authorized_keys file)."""
+    from django.contrib.auth import get_user_model
+
+    from onwatch.core.models import Membership
+    from onwatch.core.services import add_ssh_key
+
+    org = Organization.objects.get(name=org_name)
+    user = get_user_model().objects.create_user(username=email, email=email)
+    Membership.objects.create(org=org, user=user, role=role)
+    add_ssh_key(user, public_key)
+
+
+def add_service(org_name: str, name: str, url: str) -> None:
+    from onwatch.core.audit import SYSTEM
+    from onwatch.deploys import services
+
+    org = Organization.objects.get(name=org_name)
+    services.add_service(org, services.ServiceFields(name=name, git_url=url), SYSTEM)
+
+
+def print_pipelines(service: str) -> None:
+    """The service's pipelines, oldest first: [trigger, triggered_by, branch, commit, state]."""
+    from onwatch.deploys.models import Pipeline
+
+    found = Pipeline.objects.filter(service__name=service).order_by("pk")
+    print(json.dumps([[p.trigger, p.triggered_by, p.branch, p.commit, p.state] for p in found]))
+
+
+def use_pushed_copy(name: str) -> None:
+    """The service takes the copy people push to onwatch as its repository."""
+    from onwatch.core.audit import SYSTEM
+    from onwatch.deploys import services
+    from onwatch.deploys.models import Service
+
+    service = Service.objects.get(name=name)
+    copy = str(services.pushed_repository(service))
+    fields = services.ServiceFields(name=service.name, git_url=copy, branch=service.branch)
+    services.change_service(service, fields, SYSTEM)
