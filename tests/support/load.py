@@ -19,14 +19,18 @@ class Tally:
     slow_ok: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)
+    # (when the request was sent, monotonic; which release answered), if asked for.
+    log: list[tuple[float, str]] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def count(self, status: int, text: str, slow: bool = False) -> None:
+    def count(self, sent: float, status: int, text: str, slow: bool = False) -> None:
         with self.lock:
             if status == 200:
                 self.ok += 1
                 self.slow_ok += slow
                 self.answers[text.split()[0]] += 1
+                if self.log is not None:
+                    self.log.append((sent, text.split()[0]))
             else:
                 self.failed += 1
                 self.errors[f"HTTP {status} {text[:60]}"] += 1
@@ -49,9 +53,10 @@ class Load:
         posts: int = 1,
         slow: int = 2,
         slow_seconds: float = 1.0,
+        keep_log: bool = False,
     ) -> None:
         self.port, self.domain, self.slow_seconds = port, domain, slow_seconds
-        self.tally = Tally()
+        self.tally = Tally(log=[] if keep_log else None)
         self.done = threading.Event()
         kinds = [("GET", "/", True)] * kept_alive + [("GET", "/", False)] * fresh
         kinds += [("POST", "/", True)] * posts + [("GET", f"/slow?s={slow_seconds}", True)] * slow
@@ -94,10 +99,11 @@ class Load:
     ) -> None:
         headers = {"Host": self.domain, "Connection": "keep-alive" if keep_alive else "close"}
         body = b"x" * 512 if method == "POST" else None
+        sent = time.monotonic()
         connection.request(method, path, body=body, headers=headers)
         answer = connection.getresponse()
         text = answer.read().decode(errors="replace")
-        self.tally.count(answer.status, text, slow=path.startswith("/slow"))
+        self.tally.count(sent, answer.status, text, slow=path.startswith("/slow"))
 
 
 def fetch(port: int, domain: str, path: str = "/") -> tuple[int, str]:
