@@ -4,7 +4,8 @@
 
 Runs the small app of tests/support/switch_app.py under onwatch's supervisord behind its
 Caddy (both in a temporary folder, on free loopback ports), sends requests without pause
-(kept-alive GETs, a new connection per GET, POSTs, and 1.5 s requests always in flight),
+(kept-alive GETs, a new connection per GET, POSTs, 1.5 s requests always in flight,
+and kept-alive connections idle 0.2 s between requests, as a browser's are),
 and switches the site to a new release --switches times, with --broken releases that
 never get healthy in between. Prints requests answered, failed requests (target 0),
 answers from an old release after its switch had ended (target 0), and how long the
@@ -31,7 +32,9 @@ from tests.support.switching import listen_port, own_machine, release, site  # n
 
 
 def switches(machine: Machine, shop: caddy.Site, count: int, broken: int) -> None:
-    load = Load(listen_port(machine), shop.domain, 4, 2, 2, 2, 1.5, keep_log=True).start()
+    load = Load(
+        listen_port(machine), shop.domain, 4, 2, 2, 2, 1.5, keep_log=True, pausing=8
+    ).start()
     done: list[tuple[float, Switch]] = []
     refused: list[float] = []
     broken_every = count // broken if broken else 0
@@ -87,7 +90,7 @@ def report(tally: Tally, done: list[tuple[float, Switch]], refused: list[float])
 
 
 def reloads(machine: Machine, shop: caddy.Site, count: int) -> None:
-    load = Load(listen_port(machine), shop.domain, 4, 2, 2, 2, 1.5).start()
+    load = Load(listen_port(machine), shop.domain, 4, 2, 2, 2, 1.5, pausing=8).start()
     try:
         for n in range(count):
             path = "/health" if n % 2 else "/health?reload"

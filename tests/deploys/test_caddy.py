@@ -109,3 +109,19 @@ def test_a_slot_whose_process_died_takes_no_traffic(machine: Machine) -> None:
     machine.supervisor.remove(program_name(shop.ports[0]))
     time.sleep(caddy.SETTLE_SECONDS)
     assert {fetch(listen_port(machine), shop.domain)[1] for _ in range(5)} == {"green"}
+
+
+def test_a_config_change_closes_idle_connections_which_slots_avoid(machine: Machine) -> None:
+    """Why a switch only turns slots on and off: what a reload does to a browser's
+    kept-alive connection (the test above shows a switch does not)."""
+    shop = site(machine)
+    machine.caddy.put_site(shop)
+    run_release(machine, shop.ports[0], "blue")
+    machine.caddy.turn_on(shop.ports[0], "blue")
+    time.sleep(caddy.SETTLE_SECONDS)
+    kept = http.client.HTTPConnection("127.0.0.1", listen_port(machine), timeout=10)
+    assert answers(kept, shop.domain) == "blue"
+    assert machine.caddy.put_site(caddy.Site(shop.domain, shop.ports, "/health?changed"))
+    time.sleep(0.5)
+    with pytest.raises(http.client.RemoteDisconnected):
+        answers(kept, shop.domain)

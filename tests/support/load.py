@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+PAUSE = 0.2
+
 
 @dataclass
 class Tally:
@@ -54,12 +56,17 @@ class Load:
         slow: int = 2,
         slow_seconds: float = 1.0,
         keep_log: bool = False,
+        pausing: int = 0,
     ) -> None:
         self.port, self.domain, self.slow_seconds = port, domain, slow_seconds
         self.tally = Tally(log=[] if keep_log else None)
         self.done = threading.Event()
-        kinds = [("GET", "/", True)] * kept_alive + [("GET", "/", False)] * fresh
-        kinds += [("POST", "/", True)] * posts + [("GET", f"/slow?s={slow_seconds}", True)] * slow
+        slow_path = f"/slow?s={slow_seconds}"
+        kinds: list[tuple[str, str, bool, float]] = [("GET", "/", True, 0)] * kept_alive
+        kinds += [("GET", "/", False, 0)] * fresh + [("POST", "/", True, 0)] * posts
+        kinds += [("GET", slow_path, True, 0)] * slow
+        # Browsers keep a connection open between clicks: idle when Caddy reloads.
+        kinds += [("GET", "/", True, PAUSE)] * pausing
         self.threads = [
             threading.Thread(target=self._client, args=kind, daemon=True) for kind in kinds
         ]
@@ -75,7 +82,7 @@ class Load:
             thread.join(timeout=self.slow_seconds + 30)
         return self.tally
 
-    def _client(self, method: str, path: str, keep_alive: bool) -> None:
+    def _client(self, method: str, path: str, keep_alive: bool, pause: float = 0) -> None:
         connection: http.client.HTTPConnection | None = None
         while not self.done.is_set():
             if connection is None:
@@ -91,6 +98,7 @@ class Load:
             if not keep_alive:
                 connection.close()
                 connection = None
+            self.done.wait(pause)
         if connection is not None:
             connection.close()
 
