@@ -132,7 +132,7 @@ class Caddy:
     def answers(self) -> bool:
         try:
             self._admin("GET", "/config/")
-        except (OSError, CaddyError):
+        except CaddyError:
             return False
         return True
 
@@ -233,6 +233,11 @@ class Caddy:
             connection.request(method, path, body=body, headers=headers)
             answer = connection.getresponse()
             text = answer.read().decode(errors="replace")
+        except OSError as e:
+            raise CaddyError(
+                f"Caddy does not answer on {self.socket} ({e.strerror or e}); deploy again: "
+                "onwatch starts it when it is not running"
+            ) from e
         finally:
             connection.close()
         if answer.status >= 400:

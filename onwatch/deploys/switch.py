@@ -19,6 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
+
+from django.conf import settings
 
 from onwatch.deploys import caddy, procman
 
@@ -99,6 +102,11 @@ class Machine:
         self.caddy.ensure_running(self.supervisor)
 
 
+def this_machine() -> Machine:
+    options = caddy.Options(settings.CADDY_LISTEN, settings.CADDY_HEALTH_PORT)
+    return Machine(Path(settings.DATA_DIR) / "deploys", options)
+
+
 def program_name(port: int) -> str:
     """The supervisord program of a slot: ports belong to one site each (caddy.put_site)."""
     return f"slot-{port}"
@@ -114,20 +122,42 @@ def switch(
     """Make `release` the live one of `site`; SwitchFailed when it cannot, with the old
     release still serving."""
     with _only_switch_of(machine, site):
-        machine.ensure_running()
-        live = [p for p in site.ports if machine.caddy.live_label(p) is not None]
-        old = live[0] if live else None
-        new = site.ports[1] if old == site.ports[0] else site.ports[0]
-        record = Switch(site.domain, release.label, new, machine.caddy.live_label(old or new))
-        if len(live) > 1:
-            # A switch was cut short: `first` load balancing means the first slot serves.
-            _retire(machine, record, live[1], on_step, "tidy up")
-        _start(machine, site, release, record, on_step)
-        _gate(machine, site, release, record, on_step, gate)
-        _move(machine, release, record, on_step)
-        if old is not None:
-            _retire(machine, record, old, on_step, "drain")
+        record = Switch(site.domain, release.label, site.ports[0])
+        try:
+            _switch(machine, site, release, record, on_step, gate)
+        except (caddy.CaddyError, procman.ProcmanError) as e:
+            record.previous = _serving(machine, site)
+            _fail(record, f"the switch to {release.label} stopped half-way: {e}")
         return record
+
+
+def _switch(
+    machine: Machine,
+    site: caddy.Site,
+    release: Release,
+    record: Switch,
+    on_step: Callable[[Step], None],
+    gate: Gate,
+) -> None:
+    machine.ensure_running()
+    live = [p for p in site.ports if machine.caddy.live_label(p) is not None]
+    old = live[0] if live else None
+    record.port = site.ports[1] if old == site.ports[0] else site.ports[0]
+    record.previous = _serving(machine, site)
+    if len(live) > 1:
+        # A switch was cut short: `first` load balancing means the first slot serves.
+        _retire(machine, record, live[1], on_step, "tidy up")
+    _start(machine, site, release, record, on_step)
+    _gate(machine, site, release, record, on_step, gate)
+    _move(machine, release, record, on_step)
+    if old is not None:
+        _retire(machine, record, old, on_step, "drain")
+
+
+def _serving(machine: Machine, site: caddy.Site) -> str | None:
+    """What serves the site now: the label of its live slot (the first, if both are)."""
+    labels = [label for p in site.ports if (label := machine.caddy.live_label(p))]
+    return labels[0] if labels else None
 
 
 def _start(
@@ -242,7 +272,7 @@ def _retire(
         step.ok = not running
 
 
-def _fail(record: Switch, message: str) -> None:
+def _fail(record: Switch, message: str) -> NoReturn:
     serving = record.previous or "nothing"
     raise SwitchFailed(f"{message}; {serving} still serves {record.domain}", record)
 

@@ -4,6 +4,8 @@ supervisord, behind Caddy, with clients sending requests without pause throughou
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +135,41 @@ def test_two_switches_of_one_site_never_interleave(machine: Machine, shop: caddy
         "another deploy of shop.test is switching now; wait for it to end",
         "switched",
     ]
+
+
+def test_a_switch_cut_short_says_what_serves_and_the_next_one_finishes(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    first = switch(machine, shop, release("r1"))
+
+    def stop_caddy(step: Step) -> None:
+        if step.name == "switch" and step.ended:
+            machine.supervisor.stop(caddy.PROGRAM)
+
+    with pytest.raises(SwitchFailed) as failed:
+        switch(machine, shop, release("r2"), stop_caddy)
+    assert str(failed.value).startswith("the switch to r2 stopped half-way: Caddy does not answer")
+    assert str(failed.value).endswith("; r2 still serves shop.test")
+    assert [s.name for s in failed.value.record.steps][-1] == "drain"
+    # The next deploy starts Caddy again and leaves one release running.
+    record = switch(machine, shop, release("r3"))
+    assert record.port == first.port
+    assert fetch(listen_port(machine), shop.domain) == (200, "r3")
+    running = {s.name for s in machine.supervisor.all() if s.running}
+    assert running == {caddy.PROGRAM, program_name(first.port)}
+
+
+def test_this_machine_keeps_caddy_and_supervisord_in_the_data_dir(
+    settings: Any, tmp_path: Path
+) -> None:
+    from onwatch.deploys.switch import this_machine
+
+    settings.DATA_DIR = tmp_path
+    settings.CADDY_LISTEN = (":8080",)
+    settings.CADDY_HEALTH_PORT = 3020
+    machine = this_machine()
+    assert machine.caddy.socket == tmp_path / "deploys" / "caddy" / "admin.sock"
+    assert machine.supervisor.socket == tmp_path / "deploys" / "supervisor" / "supervisor.sock"
+    config = machine.caddy.config()
+    assert config["admin"]["listen"] == f"unix/{tmp_path}/deploys/caddy/admin.sock"
+    assert config["apps"]["http"]["servers"]["slots"]["listen"] == ["127.0.0.1:3020"]
