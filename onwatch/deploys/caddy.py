@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -109,7 +110,7 @@ class Caddy:
     def program(self) -> procman.Program:
         return procman.Program(
             name=PROGRAM,
-            command=f"exec {_caddy()} run --config {self.config_file}",
+            command=shlex.join(["exec", _caddy(), "run", "--config", str(self.config_file)]),
             directory=self.root,
             # Caddy keeps its certificates and state under these, in onwatch's data dir.
             env={
