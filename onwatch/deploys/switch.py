@@ -127,7 +127,7 @@ def switch(
             _switch(machine, site, release, record, on_step, gate)
         except (caddy.CaddyError, procman.ProcmanError) as e:
             record.previous = _serving(machine, site)
-            _fail(record, f"the switch to {release.label} stopped half-way: {e}")
+            _fail(record, f"the switch to {release.label} did not finish: {e}", still=False)
         return record
 
 
@@ -272,9 +272,10 @@ def _retire(
         step.ok = not running
 
 
-def _fail(record: Switch, message: str) -> NoReturn:
+def _fail(record: Switch, message: str, still: bool = True) -> NoReturn:
     serving = record.previous or "nothing"
-    raise SwitchFailed(f"{message}; {serving} still serves {record.domain}", record)
+    now = f"{serving} still serves" if still else f"{serving} serves"
+    raise SwitchFailed(f"{message}; {now} {record.domain}", record)
 
 
 @contextmanager
