@@ -50,11 +50,12 @@ if not SECRET_KEY:
 # Pipelines' workspaces and dependency caches: outside the data directory (0700), which
 # the sandbox's step user must never reach, yet a folder that user may pass through.
 WORK_DIR = Path(env("ONWATCH_WORK_DIR", f"{DATA_DIR}-work")).expanduser().absolute()
-# Caddy in front of the services deployed on this machine (deploys/caddy.py): where it takes
+
+# Caddy in front of the services deployed on this machine (deploys/caddy.py): its ports for
 # their traffic, and the loopback port of its slot health server.
-CADDY_LISTEN = tuple(
-    a.strip() for a in env("ONWATCH_CADDY_LISTEN", ":80,:443").split(",") if a.strip()
-)
+CADDY_HTTPS = env_bool("ONWATCH_CADDY_HTTPS", True)
+CADDY_HTTP_PORT = env_int("ONWATCH_CADDY_HTTP_PORT", 80, minimum=1, maximum=65535)
+CADDY_HTTPS_PORT = env_int("ONWATCH_CADDY_HTTPS_PORT", 443, minimum=1, maximum=65535)
 CADDY_HEALTH_PORT = env_int("ONWATCH_CADDY_HEALTH_PORT", 2020, minimum=1, maximum=65535)
 
 KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()

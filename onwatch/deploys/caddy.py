@@ -56,12 +56,20 @@ class Site:
 
 @dataclass(frozen=True)
 class Options:
-    """Where Caddy listens for the services' traffic, and the loopback port of its health
-    server. Automatic HTTPS needs the domains to point here and ports 80 and 443."""
+    """How Caddy takes the services' traffic. With `https`, Caddy gets each domain a
+    certificate by itself (from Let's Encrypt for public names, from its own local
+    authority for names like shop.localhost) and sends plain http on to https; the
+    domains must point at this machine. `bind` empty means every address."""
 
-    listen: tuple[str, ...] = (":80", ":443")
+    https: bool = True
+    http_port: int = 80
+    https_port: int = 443
     health_port: int = 2020
-    automatic_https: bool = True
+    bind: str = ""
+
+    @property
+    def port(self) -> int:
+        return self.https_port if self.https else self.http_port
 
 
 def site_problem(site: Site) -> str | None:
@@ -94,9 +102,7 @@ class Caddy:
             return
         if why := path_problem(str(self.socket)):
             raise CaddyError(why)
-        for folder in (self.root, self.slots_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-            folder.chmod(0o700)
+        self._make_folders()
         self._write_config()
         supervisor.ensure_running()
         if supervisor.status(PROGRAM) is None:
@@ -106,6 +112,12 @@ class Caddy:
         except procman.ProcmanError as e:
             raise CaddyError(f"Caddy did not start: {supervisor.log_tail(PROGRAM, 2)}") from e
         self._wait_until_up(supervisor)
+
+    def _make_folders(self) -> None:
+        for folder in (self.root, self.slots_dir):
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(0o700)
 
     def program(self) -> procman.Program:
         return procman.Program(
@@ -161,6 +173,7 @@ class Caddy:
         return self._save_sites([s for s in self.sites() if s.domain != domain])
 
     def _save_sites(self, sites: list[Site]) -> bool:
+        self._make_folders()
         listed = [
             {"domain": s.domain, "ports": list(s.ports), "health_path": s.health_path}
             for s in sites
@@ -182,6 +195,7 @@ class Caddy:
     def turn_on(self, port: int, label: str) -> None:
         """Let `port` take traffic once its health path answers; `label` names what runs
         there (a release), for live_label."""
+        self._make_folders()
         procman.write_private(self.slots_dir / str(port), label.strip() + "\n")
 
     def turn_off(self, port: int) -> None:
@@ -204,11 +218,11 @@ class Caddy:
     # --- configuration ---------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
-        sites = self.sites()
+        sites, options = self.sites(), self.options
         plain = {"automatic_https": {"disable": True}}
         servers: dict[str, Any] = {
             "slots": {
-                "listen": [f"127.0.0.1:{self.options.health_port}"],
+                "listen": [f"127.0.0.1:{options.health_port}"],
                 "routes": [
                     *(_slot_route(p, self.slots_dir) for s in sites for p in s.ports),
                     _off(),
@@ -218,13 +232,22 @@ class Caddy:
         }
         if sites:
             servers["sites"] = {
-                "listen": list(self.options.listen),
-                "routes": [_site_route(s, self.options.health_port) for s in sites],
-                **({} if self.options.automatic_https else plain),
+                "listen": [f"{options.bind}:{options.port}"],
+                "routes": [_site_route(s, options.health_port) for s in sites],
+                **({} if options.https else plain),
             }
         return {
             "admin": {"listen": f"unix/{self.socket}", "config": {"persist": False}},
-            "apps": {"http": {"servers": servers}},
+            "apps": {
+                "http": {
+                    "http_port": options.http_port,
+                    "https_port": options.https_port,
+                    "servers": servers,
+                },
+                # Caddy's local authority signs certificates for local names; it must never
+                # add itself to the machine's trusted certificates (its default, as root).
+                "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
+            },
         }
 
     def _admin(self, method: str, path: str, body: str | None = None) -> str:

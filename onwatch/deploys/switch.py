@@ -103,7 +103,12 @@ class Machine:
 
 
 def this_machine() -> Machine:
-    options = caddy.Options(settings.CADDY_LISTEN, settings.CADDY_HEALTH_PORT)
+    options = caddy.Options(
+        settings.CADDY_HTTPS,
+        settings.CADDY_HTTP_PORT,
+        settings.CADDY_HTTPS_PORT,
+        settings.CADDY_HEALTH_PORT,
+    )
     return Machine(Path(settings.DATA_DIR) / "deploys", options)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +128,37 @@ def test_a_config_change_closes_idle_connections_which_slots_avoid(machine: Mach
     time.sleep(0.5)
     with pytest.raises(http.client.RemoteDisconnected):
         answers(kept, shop.domain)
+
+
+def test_https_with_a_certificate_of_caddys_own_for_a_local_name() -> None:
+    with own_machine(https=True) as machine:
+        machine.ensure_running()
+        shop = caddy.Site("shop.localhost", site(machine).ports)
+        machine.caddy.put_site(shop)
+        run_release(machine, shop.ports[0], "blue")
+        machine.caddy.turn_on(shop.ports[0], "blue")
+        authority = machine.caddy.root / "data/caddy/pki/authorities/local/root.crt"
+        context = ssl.create_default_context()
+        deadline = time.monotonic() + 30
+        while not authority.exists():
+            assert time.monotonic() < deadline, "Caddy made no local authority"
+            time.sleep(0.1)
+        context.load_verify_locations(authority)
+        time.sleep(caddy.SETTLE_SECONDS)
+        secure = http.client.HTTPSConnection(
+            "127.0.0.1", machine.options.https_port, timeout=10, context=context
+        )
+        # The certificate is checked against the name asked for (SNI), as a browser does.
+        secure.sock = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", machine.options.https_port), timeout=10),
+            server_hostname="shop.localhost",
+        )
+        assert answers(secure, shop.domain) == "blue"
+        plain = http.client.HTTPConnection("127.0.0.1", machine.options.http_port, timeout=10)
+        plain.request("GET", "/", headers={"Host": "shop.localhost"})
+        moved = plain.getresponse()
+        assert moved.status == 308
+        # (Caddy names no port in it: in use that is 443.)
+        assert moved.getheader("Location") == "https://shop.localhost/"
+        # Caddy's authority stayed out of the machine's trusted certificates.
+        assert "Caddy Local Authority" not in Path("/etc/ssl/certs/ca-certificates.crt").read_text()

@@ -165,7 +165,8 @@ def test_this_machine_keeps_caddy_and_supervisord_in_the_data_dir(
     from onwatch.deploys.switch import this_machine
 
     settings.DATA_DIR = tmp_path
-    settings.CADDY_LISTEN = (":8080",)
+    settings.CADDY_HTTPS = False
+    settings.CADDY_HTTP_PORT = 8080
     settings.CADDY_HEALTH_PORT = 3020
     machine = this_machine()
     assert machine.caddy.socket == tmp_path / "deploys" / "caddy" / "admin.sock"
@@ -173,3 +174,6 @@ def test_this_machine_keeps_caddy_and_supervisord_in_the_data_dir(
     config = machine.caddy.config()
     assert config["admin"]["listen"] == f"unix/{tmp_path}/deploys/caddy/admin.sock"
     assert config["apps"]["http"]["servers"]["slots"]["listen"] == ["127.0.0.1:3020"]
+    machine.caddy.put_site(caddy.Site("shop.test", (20001, 20002)))
+    sites = machine.caddy.config()["apps"]["http"]["servers"]["sites"]
+    assert sites["listen"] == [":8080"] and sites["automatic_https"] == {"disable": True}

@@ -21,10 +21,14 @@ APP = Path(__file__).with_name("switch_app.py")
 
 
 @contextmanager
-def own_machine() -> Iterator[Machine]:
+def own_machine(https: bool = False) -> Iterator[Machine]:
     root = Path(tempfile.mkdtemp(prefix="ow-sw-"))
     options = caddy.Options(
-        listen=(f"127.0.0.1:{free_port()}",), health_port=free_port(), automatic_https=False
+        https=https,
+        http_port=free_port(),
+        https_port=free_port(),
+        health_port=free_port(),
+        bind="127.0.0.1",
     )
     machine = Machine(root, options)
     try:
@@ -62,4 +66,4 @@ def release(label: str, **env: str) -> Release:
 
 
 def listen_port(machine: Machine) -> int:
-    return int(machine.options.listen[0].rsplit(":", 1)[1])
+    return machine.options.port
