@@ -82,11 +82,26 @@ def report(tally: Tally, done: list[tuple[float, Switch]], refused: list[float])
             f"max {max(seconds):.2f} s"
         )
         print(f"drains                       {sorted(set(drains))[:3]}")
+        print(f"steps, median                {step_medians([r for _, r in done[1:]])}")
     if refused:
         print(
             f"never-healthy releases       {len(refused)} refused, "
             f"median {statistics.median(refused):.1f} s each (gate 5 s)"
         )
+
+
+def step_medians(records: list[Switch]) -> str:
+    names = [s.name for s in records[0].steps]
+    took = {
+        name: statistics.median(
+            (s.ended - s.started).total_seconds()
+            for r in records
+            for s in r.steps
+            if s.name == name and s.ended
+        )
+        for name in names
+    }
+    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in took.items())
 
 
 def reloads(machine: Machine, shop: caddy.Site, count: int) -> None:

@@ -4,13 +4,14 @@ socket in onwatch's data directory): the proxy in front of every service on this
 Each service's domain goes to two fixed slots, two loopback ports its releases take turns
 on, with `first` load balancing: traffic goes to the first slot Caddy finds healthy. A
 switch never changes Caddy's configuration, because every change through the admin API is
-a full reload and a reload closes idle keep-alive connections of clients (measured: see
-/work/shared/deploy-switch-facts.md). Which slot is live is instead decided by a file per
-slot: Caddy's active health checks of a slot go to a small loopback server inside Caddy
-that answers from the slot's own health path only while the slot's file exists, and 503
-otherwise. So the switch, not the app, decides when a release stops getting new requests
-(an app cannot be trusted to drain by itself), a crashed release still reads as unhealthy,
-and all of it keeps working while onwatch is down: Caddy only reads files.
+a full reload and a reload closes idle keep-alive connections of clients (bench/switch.py:
+69 failed requests in 10 reloads, none in 20 switches, under the same load). Which slot
+is live is instead decided by a file per slot: Caddy's active health checks of a slot go
+to a small loopback server inside Caddy that answers from the slot's own health path only
+while the slot's file exists, and 503 otherwise. So the switch, not the app, decides when
+a release stops getting new requests (an app cannot be trusted to drain by itself), a
+crashed release still reads as unhealthy, and all of it keeps working while onwatch is
+down: Caddy only reads files.
 
 Caddy runs under supervisord (procman.py), which restarts it if it dies; it starts again
 from the configuration file written here."""
