@@ -65,7 +65,7 @@ class Stream:
                 setattr(event, name, value)
 
     def events(self, n: int, timeout: float = 10) -> list[Event]:
-        got = []
+        got: list[Event] = []
         deadline = time.monotonic() + timeout
         while len(got) < n:
             event = self.next(max(0.1, deadline - time.monotonic()))

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from onwatch.core import jobs
-from onwatch.core.models import Job, JobState, Membership, Organization
+from onwatch.core.models import Job, JobLogLine, JobState, Membership, Organization
 
 
 def seed_streams() -> None:
@@ -49,3 +49,23 @@ def append_paced(job: int, n: int, every: float) -> None:
     for i in range(n):
         jobs.append_line(job, f"paced {i} {time.time()}")
         time.sleep(every)
+
+
+def seed_long_log(lines: int, state: str) -> None:
+    """A job of the (only) organization with `lines` lines, written in bulk as a long
+    step would have; every 10,000th says "needle". Prints its id."""
+    org = Organization.objects.get()
+    job = Job.objects.create(org=org, kind="core.sleep", queue="long", state=state)
+    add_lines(job.pk, 1, lines)
+    print(job.pk)
+
+
+def add_lines(job: int, first: int, count: int) -> None:
+    def text(i: int) -> str:
+        return f"needle at line {i}" if i % 10_000 == 0 else f"line {i} of the long log"
+
+    for start in range(first, first + count, 5000):
+        end = min(start + 5000, first + count)
+        JobLogLine.objects.bulk_create(
+            JobLogLine(job_id=job, text=text(i)) for i in range(start, end)
+        )
