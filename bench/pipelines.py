@@ -1,0 +1,237 @@
+"""Pipelines end to end: pushes of a small real Python project (uv + pytest) tested by a
+real `onwatch worker`, one after another, against the same commands run by hand.
+
+    .venv/bin/python bench/pipelines.py [--pushes 20]
+
+Starts `onwatch web` and `onwatch worker` on a data directory of their own (SQLite, or a
+fresh PostgreSQL database when DATABASE_URL is set, as the tests do) with one service: a
+git repository holding a uv project (its lock made by onwatch's uv, which asks PyPI once)
+whose build is `uv sync --frozen` and whose test is `uv run pytest -q` followed by a
+script that prints the time five times. One pipeline and one run by hand warm the caches
+first. Then each push commits a change and queues a pipeline (`onwatch pipelines run`),
+follows its log over server-sent events like a browser, and when it has ended runs the
+same commands by hand (a fresh clone at the commit, the same uv, a warm cache of its own).
+
+Prints: queue-to-start latency (pipeline queued → started by the worker), onwatch's
+overhead (pipeline wall time, checkout included, over the by-hand time: target ≤ 1.10)
+and log latency (a line printed by the step → its event at the viewer: p99 target ≤ 1 s).
+The load average is printed too: this machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.procs import Running, django, isolated, run, wait_http  # noqa: E402
+from tests.support.sse import Stream  # noqa: E402
+
+GIT = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@example.com"]
+PYPROJECT = """[project]
+name = "shop"
+version = "0.1.0"
+requires-python = ">=3.11"
+
+[dependency-groups]
+dev = ["pytest"]
+"""
+TESTS = (
+    "def test_sum():\n    assert 1 + 1 == 2\n\n\ndef test_total():\n    assert sum([1, 2]) == 3\n"
+)
+STAMP = (
+    "import time\n\nfor _ in range(5):\n"
+    "    print(f'stamp {time.time()}', flush=True)\n    time.sleep(0.1)\n"
+)
+TOML = """[build]
+command = "uv sync --frozen"
+
+[test]
+command = "uv run pytest -q && uv run python stamp.py"
+"""
+BY_HAND = ["uv sync --frozen", "uv run pytest -q && uv run python stamp.py"]
+SETUP = """
+from django.contrib.auth import get_user_model
+from django.test import Client
+from onwatch.core.models import Membership, Organization
+org = Organization.objects.create(name="Bench")
+user = get_user_model().objects.create_user(username="v@bench.example", password="x" * 20)
+Membership.objects.create(org=org, user=user, role="viewer")
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+TOTP.activate(user, generate_totp_secret())
+client = Client()
+client.force_login(user)
+print(client.cookies["sessionid"].value)
+"""
+TIMES = """
+from onwatch.deploys.models import Pipeline
+print(json.dumps([
+    [p.pk, p.state, (p.started_at - p.created_at).total_seconds(),
+     (p.ended_at - p.started_at).total_seconds()]
+    for p in Pipeline.objects.order_by("pk")
+]))
+"""
+
+
+def find_uv() -> str:
+    """onwatch's uv, found the way onwatch finds it (deploys/workdir.onwatch_uv)."""
+    for python in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", "")]):
+        asked = subprocess.run(
+            [python, "-c", "import uv; print(uv.find_uv_bin())"], capture_output=True, text=True
+        )
+        if asked.returncode == 0:
+            return asked.stdout.strip()
+    raise SystemExit("bench: no uv where onwatch runs")
+
+
+def make_repo(repo: Path, uv: str) -> None:
+    repo.mkdir()
+    files = {"pyproject.toml": PYPROJECT, "test_app.py": TESTS, "stamp.py": STAMP}
+    files["onwatch.toml"] = TOML
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    subprocess.run([uv, "lock", "--quiet"], cwd=repo, check=True)
+    subprocess.run(["git", "init", "--quiet", "--initial-branch", "main"], cwd=repo, check=True)
+    push(repo, 0)
+
+
+def push(repo: Path, n: int) -> str:
+    (repo / "CHANGES").write_text(f"change {n}\n")
+    subprocess.run([*GIT, "add", "--all"], cwd=repo, check=True)
+    subprocess.run([*GIT, "commit", "--quiet", "-m", f"Change {n}"], cwd=repo, check=True)
+    return head(repo)
+
+
+def head(repo: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def by_hand(repo: Path, sha: str, uv: str, cache: Path, scratch: Path) -> float:
+    """Seconds for the pipeline's commands run directly: clone, checkout, build, test."""
+    work = scratch / f"hand-{sha[:12]}-{time.monotonic_ns()}"
+    env = {**os.environ, "UV_CACHE_DIR": str(cache), "PATH": f"{Path(uv).parent}:/usr/bin:/bin"}
+    started = time.monotonic()
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(work)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", sha], cwd=work, check=True)
+    for command in BY_HAND:
+        subprocess.run(["bash", "-c", command], cwd=work, env=env, check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def follow(base_url: str, cookie: str, pipeline: int, delays: list[float]) -> None:
+    """As a browser on the pipeline's page: its job's events until the end, noting how long
+    each stamp the step printed took to arrive. Stamps printed before the stream opened are
+    not counted (they come with the page)."""
+    job = 0
+    while not job:
+        page = page_of(base_url, f"/pipelines/{pipeline}/", cookie)
+        found = re.search(r"/jobs/(\d+)/events/", page)
+        job = int(found[1]) if found else 0
+        if not job:
+            if "/jobs/" in page and "data-events" not in page:
+                return  # ended before it could be followed
+            time.sleep(0.05)
+    stream = Stream(base_url, f"/jobs/{job}/events/?after=0", cookie, timeout=120)
+    opened = time.time()
+    while (event := stream.next(120)) is not None and event.event != "end":
+        if event.data and "stamp " in event.data:
+            printed = float(json.loads(event.data)["html"].split()[-1])
+            if printed > opened:
+                delays.append(event.at - printed)
+    stream.close()
+
+
+def page_of(base_url: str, path: str, cookie: str) -> str:
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", path, headers={"Cookie": f"sessionid={cookie}"})
+    page = conn.getresponse().read().decode()
+    conn.close()
+    return page
+
+
+def pipeline_of(output: str) -> int:
+    found = re.search(r"pipeline #(\d+)", output)
+    if not found:
+        raise SystemExit(f"bench: could not queue a pipeline: {output}")
+    return int(found[1])
+
+
+def run_pipeline(env: dict[str, str], base_url: str, cookie: str, delays: list[float]) -> int:
+    queued = run(["pipelines", "run", "shop"], env)
+    pipeline = pipeline_of(queued.stdout + queued.stderr)
+    follow(base_url, cookie, pipeline, delays)
+    return pipeline
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pushes", type=int, default=20)
+    args = parser.parse_args()
+    uv = find_uv()
+    with tempfile.TemporaryDirectory() as tmp, isolated(Path(tmp)) as env:
+        scratch = Path(tmp)
+        repo = scratch / "repo"
+        make_repo(repo, uv)
+        cookie = django(SETUP, env, migrate=True).split()[-1]
+        added = run(["services", "add", "shop", str(repo)], env)
+        assert added.returncode == 0, added.stderr
+        with Running(["web"], env) as web, Running(["worker"], env) as worker:
+            wait_http(web.base_url + "/health/")
+            worker.wait_for("ready")
+            hand: list[float] = []
+            delays: list[float] = []
+            # Warm: the service's cache (a pipeline) and the one used by hand.
+            run_pipeline(env, web.base_url, cookie, [])
+            by_hand(repo, head(repo), uv, scratch / "hand-cache", scratch)
+            for n in range(1, args.pushes + 1):
+                sha = push(repo, n)
+                run_pipeline(env, web.base_url, cookie, delays)
+                hand.append(by_hand(repo, sha, uv, scratch / "hand-cache", scratch))
+            times = json.loads(django(TIMES, env).splitlines()[-1])[1:]  # without the warm-up
+        report(times, hand, delays)
+
+
+def report(times: list[list[object]], hand: list[float], delays: list[float]) -> None:
+    failed = [t[0] for t in times if t[1] != "succeeded"]
+    queued = [float(t[2]) for t in times]  # type: ignore[arg-type]
+    wall = [float(t[3]) for t in times]  # type: ignore[arg-type]
+    print(f"{len(times)} pipelines, {len(failed)} not succeeded {failed or ''}")
+    print(
+        f"queue → start: p50 {statistics.median(queued):.2f} s, "
+        f"p95 {percentile(queued, 0.95):.2f} s, max {max(queued):.2f} s"
+    )
+    ratio = statistics.median(wall) / statistics.median(hand)
+    print(
+        f"pipeline wall time p50 {statistics.median(wall):.2f} s vs by hand p50 "
+        f"{statistics.median(hand):.2f} s: overhead ratio {ratio:.2f} (target ≤ 1.10); "
+        f"totals {sum(wall):.1f} s / {sum(hand):.1f} s = {sum(wall) / sum(hand):.2f}"
+    )
+    p50, p99 = percentile(delays, 0.5) * 1000, percentile(delays, 0.99) * 1000
+    print(
+        f"log latency (print → event at the viewer) over {len(delays)} lines: "
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"max {max(delays, default=float('nan')) * 1000:.0f} ms (target p99 ≤ 1 s)"
+    )
+    print(f"load average {os.getloadavg()[0]:.1f} (2 cores, shared)")
+
+
+if __name__ == "__main__":
+    main()
