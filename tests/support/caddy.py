@@ -22,7 +22,8 @@ CADDYFILE = """{{
 	storage file_system {home}/data
 }}
 
-http://127.0.0.1:{port} {{
+http://:{port} {{
+	bind 127.0.0.1
 	reverse_proxy 127.0.0.1:{upstream}
 }}
 """
@@ -38,7 +39,8 @@ class Proxy:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        # localhost: the browser keeps onwatch's secure cookies there over plain http.
+        return f"http://localhost:{self.port}"
 
     def start(self) -> None:
         # Its own HOME and XDG folders: nothing of the machine's Caddy is read or written.
