@@ -78,10 +78,15 @@ TIMES = """
 from onwatch.deploys.models import Pipeline
 print(json.dumps([
     [p.pk, p.state, (p.started_at - p.created_at).total_seconds(),
-     (p.ended_at - p.started_at).total_seconds()]
+     (p.ended_at - p.started_at).total_seconds(),
+     {s.name: s.seconds for s in p.steps.all()}]
     for p in Pipeline.objects.order_by("pk")
 ]))
 """
+
+
+# What the steps warned about (uv's "falling back to full copy", say): where time may go.
+WARNINGS: set[str] = set()
 
 
 def find_uv() -> str:
@@ -146,10 +151,13 @@ def follow(base_url: str, cookie: str, pipeline: int, delays: list[float]) -> No
     stream = Stream(base_url, f"/jobs/{job}/events/?after=0", cookie, timeout=120)
     opened = time.time()
     while (event := stream.next(120)) is not None and event.event != "end":
-        if event.data and "stamp " in event.data:
-            printed = float(json.loads(event.data)["html"].split()[-1])
+        text = json.loads(event.data)["html"] if event.data else ""
+        if text.startswith("stamp "):
+            printed = float(text.split()[-1])
             if printed > opened:
                 delays.append(event.at - printed)
+        elif "warning" in text.lower():
+            WARNINGS.add(text)
     stream.close()
 
 
@@ -218,6 +226,12 @@ def report(times: list[list[object]], hand: list[float], delays: list[float]) ->
         f"queue → start: p50 {statistics.median(queued):.2f} s, "
         f"p95 {percentile(queued, 0.95):.2f} s, max {max(queued):.2f} s"
     )
+    steps: dict[str, list[float]] = {}
+    for t in times:
+        for name, seconds in t[4].items():  # type: ignore[attr-defined]
+            steps.setdefault(name, []).append(seconds or 0.0)
+    said = ", ".join(f"{name} {statistics.median(s):.2f} s" for name, s in steps.items())
+    print(f"steps, p50 each: {said}")
     ratio = statistics.median(wall) / statistics.median(hand)
     print(
         f"pipeline wall time p50 {statistics.median(wall):.2f} s vs by hand p50 "
@@ -230,6 +244,8 @@ def report(times: list[list[object]], hand: list[float], delays: list[float]) ->
         f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
         f"max {max(delays, default=float('nan')) * 1000:.0f} ms (target p99 ≤ 1 s)"
     )
+    for warning in sorted(WARNINGS):
+        print(f"a step warned: {warning}")
     print(f"load average {os.getloadavg()[0]:.1f} (2 cores, shared)")
 
 
