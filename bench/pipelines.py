@@ -1,232 +1,252 @@
-"""Pipelines: 20 pushes of a small real Python project (uv + pytest), one after another.
+"""Pipelines end to end: pushes of a small real Python project (uv + pytest) tested by a
+real `onwatch worker`, one after another, against the same commands run by hand.
 
     .venv/bin/python bench/pipelines.py [--pushes 20]
 
-Makes a small project in a git repository of its own (a module, 30 pytest tests, a
-`uv.lock` with pytest in it, an `onwatch.toml` whose build is `uv sync --frozen` and whose
-test is `uv run pytest`), starts a real `onwatch worker` on a data directory of its own
-(SQLite, or a fresh PostgreSQL database when DATABASE_URL is set, as the tests do) with the
-service pointing at that repository, then per push: commits a change, queues a pipeline as
-a push does (`services.run_pipeline`, timed from the moment it is queued) and waits for it to
-end; and right after it, the same commands by hand — `git clone`, `uv sync --frozen`,
-`uv run pytest` in a fresh folder with a uv cache of their own, warmed the same way.
+Starts `onwatch web` and `onwatch worker` on a data directory of their own (SQLite, or a
+fresh PostgreSQL database when DATABASE_URL is set, as the tests do) with one service: a
+git repository holding a uv project (its lock made by onwatch's uv, which asks PyPI once)
+whose build is `uv sync --frozen` and whose test is `uv run pytest -q` followed by a
+script that prints the time five times. One pipeline and one run by hand warm the caches
+first. Then each push commits a change and queues a pipeline (`onwatch pipelines run`),
+follows its log over server-sent events like a browser, and when it has ended runs the
+same commands by hand (a fresh clone at the commit, the same uv, a warm cache of its own).
 
-Prints per push the queue-to-start latency (queued → the worker starts it), the pipeline's
-wall time (queued → ended) and the by-hand time, then medians and onwatch's overhead as a
-ratio: pipeline / by hand, over the pushes with warm caches (all but the first; target
-≤ 1.10). The machine's load average is printed too: the figures are only as quiet as the
-machine.
+Prints: queue-to-start latency (pipeline queued → started by the worker), onwatch's
+overhead (pipeline wall time, checkout included, over the by-hand time: target ≤ 1.10)
+and log latency (a line printed by the step → its event at the viewer: p99 target ≤ 1 s).
+The load average is printed too: this machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
-import shutil
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.procs import Running, django, isolated  # noqa: E402
+from tests.support.procs import Running, django, isolated, run, wait_http  # noqa: E402
+from tests.support.sse import Stream  # noqa: E402
 
-PYPROJECT = """\
-[project]
+GIT = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@example.com"]
+PYPROJECT = """[project]
 name = "shop"
 version = "0.1.0"
 requires-python = ">=3.11"
-dependencies = []
 
 [dependency-groups]
-dev = ["pytest>=8"]
-
-[tool.pytest.ini_options]
-pythonpath = ["."]
+dev = ["pytest"]
 """
-
-ONWATCH_TOML = """\
-[build]
+TESTS = (
+    "def test_sum():\n    assert 1 + 1 == 2\n\n\ndef test_total():\n    assert sum([1, 2]) == 3\n"
+)
+STAMP = (
+    "import time\n\nfor _ in range(5):\n"
+    "    print(f'stamp {time.time()}', flush=True)\n    time.sleep(0.1)\n"
+)
+TOML = """[build]
 command = "uv sync --frozen"
 
 [test]
-command = "uv run pytest -q"
+command = "uv run pytest -q && uv run python stamp.py"
 """
-
-MODULE = """\
-def total(prices: list[int], discount: int = {n}) -> int:
-    return max(0, sum(prices) - discount)
-"""
-
-TESTS = """\
-import pytest
-
-from shop import total
-
-
-@pytest.mark.parametrize("n", range(30))
-def test_total(n: int) -> None:
-    assert total([n, 100]) == max(0, n + 100 - {n})
-"""
-
+BY_HAND = ["uv sync --frozen", "uv run pytest -q && uv run python stamp.py"]
 SETUP = """
-from onwatch.core.audit import CLI
-from onwatch.core.models import Organization
-from onwatch.deploys import services
+from django.contrib.auth import get_user_model
+from django.test import Client
+from onwatch.core.models import Membership, Organization
 org = Organization.objects.create(name="Bench")
-services.add_service(org, services.ServiceFields(name="shop", git_url={url!r}, branch="main"), CLI)
-print(json.dumps("ok"))
+user = get_user_model().objects.create_user(username="v@bench.example", password="x" * 20)
+Membership.objects.create(org=org, user=user, role="viewer")
+from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+TOTP.activate(user, generate_totp_secret())
+client = Client()
+client.force_login(user)
+print(client.cookies["sessionid"].value)
 """
-
-PUSH = """
-from onwatch.core.audit import CLI
-from onwatch.deploys import services
-from onwatch.deploys.models import ENDED, Pipeline, Service
-service = Service.objects.get(name="shop")
-p = services.run_pipeline(service, CLI, "cli", services.Push(commit={commit!r}))
-while p.state not in ENDED:
-    time.sleep(0.05)
-    p.refresh_from_db()
-steps = [(s.name, s.state, s.seconds) for s in p.steps.order_by("position")]
-print(json.dumps({{
-    "state": p.state, "reason": p.reason,
-    "queued": p.created_at.timestamp(),
-    "started": p.started_at.timestamp() if p.started_at else None,
-    "ended": p.ended_at.timestamp() if p.ended_at else None,
-    "steps": steps,
-    "tail": "\\n".join(s.tail for s in p.steps.exclude(state="succeeded")),
-}}))
+TIMES = """
+from onwatch.deploys.models import Pipeline
+print(json.dumps([
+    [p.pk, p.state, (p.started_at - p.created_at).total_seconds(),
+     (p.ended_at - p.started_at).total_seconds(),
+     {s.name: s.seconds for s in p.steps.all()}]
+    for p in Pipeline.objects.order_by("pk")
+]))
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
+# What the steps warned about (uv's "falling back to full copy", say): where time may go.
+WARNINGS: set[str] = set()
 
 
-def uv() -> list[str]:
-    """The uv onwatch itself runs with, found as onwatch finds it (its steps get the same
-    one): on the PATH, or the `uv` package of this Python or of the one its venv came from."""
-    if found := shutil.which("uv"):
-        return [found]
+def find_uv() -> str:
+    """onwatch's uv, found the way onwatch finds it (deploys/workdir.onwatch_uv)."""
     for python in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", "")]):
         asked = subprocess.run(
             [python, "-c", "import uv; print(uv.find_uv_bin())"], capture_output=True, text=True
         )
-        if asked.returncode == 0 and asked.stdout.strip():
-            return [asked.stdout.strip()]
-    raise SystemExit("bench: no uv found (scripts/python-env.sh says how onwatch finds one)")
+        if asked.returncode == 0:
+            return asked.stdout.strip()
+    raise SystemExit("bench: no uv where onwatch runs")
 
 
-def make_project(repo: Path) -> None:
+def make_repo(repo: Path, uv: str) -> None:
     repo.mkdir()
-    (repo / "pyproject.toml").write_text(PYPROJECT)
-    (repo / "onwatch.toml").write_text(ONWATCH_TOML)
-    (repo / "shop.py").write_text(MODULE.format(n=0))
-    (repo / "tests").mkdir()
-    (repo / "tests" / "test_shop.py").write_text(TESTS.format(n=0))
-    subprocess.run([*uv(), "lock", "--quiet"], cwd=repo, check=True)
-    git(repo, "init", "--quiet", "--initial-branch=main")
-    git(repo, "add", "-A")
-    git(
-        repo,
-        "-c",
-        "user.name=Bench",
-        "-c",
-        "user.email=bench@example.org",
-        "commit",
-        "-qm",
-        "start",
-    )
+    files = {"pyproject.toml": PYPROJECT, "test_app.py": TESTS, "stamp.py": STAMP}
+    files["onwatch.toml"] = TOML
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    subprocess.run([uv, "lock", "--quiet"], cwd=repo, check=True)
+    subprocess.run(["git", "init", "--quiet", "--initial-branch", "main"], cwd=repo, check=True)
+    push(repo, 0)
 
 
 def push(repo: Path, n: int) -> str:
-    """One change to code and tests, committed; its commit."""
-    (repo / "shop.py").write_text(MODULE.format(n=n))
-    (repo / "tests" / "test_shop.py").write_text(TESTS.format(n=n))
-    git(
-        repo,
-        "-c",
-        "user.name=Bench",
-        "-c",
-        "user.email=bench@example.org",
-        "commit",
-        "-qam",
-        f"discount {n}",
-    )
-    return git(repo, "rev-parse", "HEAD")
+    (repo / "CHANGES").write_text(f"change {n}\n")
+    subprocess.run([*GIT, "add", "--all"], cwd=repo, check=True)
+    subprocess.run([*GIT, "commit", "--quiet", "-m", f"Change {n}"], cwd=repo, check=True)
+    return head(repo)
 
 
-def by_hand(repo: Path, commit: str, cache: Path, scratch: Path) -> float:
-    """The pipeline's commands by hand in a fresh folder: seconds."""
-    folder = scratch / f"hand-{commit[:12]}"
-    env = {**os.environ, "UV_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
-    env.pop("VIRTUAL_ENV", None)
+def head(repo: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def by_hand(repo: Path, sha: str, uv: str, cache: Path, scratch: Path) -> float:
+    """Seconds for the pipeline's commands run directly: clone, checkout, build, test."""
+    work = scratch / f"hand-{sha[:12]}-{time.monotonic_ns()}"
+    env = {**os.environ, "UV_CACHE_DIR": str(cache), "PATH": f"{Path(uv).parent}:/usr/bin:/bin"}
     started = time.monotonic()
-    subprocess.run(["git", "clone", "--quiet", str(repo), str(folder)], check=True)
-    subprocess.run(["git", "-C", str(folder), "checkout", "--quiet", commit], check=True)
-    for command in (["sync", "--frozen", "--quiet"], ["run", "--quiet", "pytest", "-q"]):
-        subprocess.run([*uv(), *command], cwd=folder, env=env, check=True, capture_output=True)
-    took = time.monotonic() - started
-    subprocess.run(["rm", "-rf", str(folder)], check=True)
-    return took
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(work)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", sha], cwd=work, check=True)
+    for command in BY_HAND:
+        subprocess.run(["bash", "-c", command], cwd=work, env=env, check=True, capture_output=True)
+    return time.monotonic() - started
+
+
+def follow(base_url: str, cookie: str, pipeline: int, delays: list[float]) -> None:
+    """As a browser on the pipeline's page: its job's events until the end, noting how long
+    each stamp the step printed took to arrive. Stamps printed before the stream opened are
+    not counted (they come with the page)."""
+    job = 0
+    while not job:
+        page = page_of(base_url, f"/pipelines/{pipeline}/", cookie)
+        found = re.search(r"/jobs/(\d+)/events/", page)
+        job = int(found[1]) if found else 0
+        if not job:
+            if "/jobs/" in page and "data-events" not in page:
+                return  # ended before it could be followed
+            time.sleep(0.05)
+    stream = Stream(base_url, f"/jobs/{job}/events/?after=0", cookie, timeout=120)
+    opened = time.time()
+    while (event := stream.next(120)) is not None and event.event != "end":
+        text = json.loads(event.data)["html"] if event.data else ""
+        if text.startswith("stamp "):
+            printed = float(text.split()[-1])
+            if printed > opened:
+                delays.append(event.at - printed)
+        elif "warning" in text.lower():
+            WARNINGS.add(text)
+    stream.close()
+
+
+def page_of(base_url: str, path: str, cookie: str) -> str:
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", path, headers={"Cookie": f"sessionid={cookie}"})
+    page = conn.getresponse().read().decode()
+    conn.close()
+    return page
+
+
+def pipeline_of(output: str) -> int:
+    found = re.search(r"pipeline #(\d+)", output)
+    if not found:
+        raise SystemExit(f"bench: could not queue a pipeline: {output}")
+    return int(found[1])
+
+
+def run_pipeline(env: dict[str, str], base_url: str, cookie: str, delays: list[float]) -> int:
+    queued = run(["pipelines", "run", "shop"], env)
+    pipeline = pipeline_of(queued.stdout + queued.stderr)
+    follow(base_url, cookie, pipeline, delays)
+    return pipeline
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pushes", type=int, default=20)
     args = parser.parse_args()
-
+    uv = find_uv()
     with tempfile.TemporaryDirectory() as tmp, isolated(Path(tmp)) as env:
         scratch = Path(tmp)
-        repo = scratch / "shop"
-        make_project(repo)
-        django(SETUP.format(url=str(repo)), env, migrate=True)
-        cache = scratch / "hand-cache"
-        rows = []
-        with Running(["worker"], env):
+        repo = scratch / "repo"
+        make_repo(repo, uv)
+        cookie = django(SETUP, env, migrate=True).split()[-1]
+        added = run(["services", "add", "shop", str(repo)], env)
+        assert added.returncode == 0, added.stderr
+        with Running(["web"], env) as web, Running(["worker"], env) as worker:
+            wait_http(web.base_url + "/health/")
+            worker.wait_for("ready")
+            hand: list[float] = []
+            delays: list[float] = []
+            # Warm: the service's cache (a pipeline) and the one used by hand.
+            run_pipeline(env, web.base_url, cookie, [])
+            by_hand(repo, head(repo), uv, scratch / "hand-cache", scratch)
             for n in range(1, args.pushes + 1):
-                commit = push(repo, n)
-                got = json.loads(django(PUSH.format(commit=commit), env, timeout=600))
-                if got["state"] != "succeeded":
-                    raise SystemExit(f"pipeline {n} {got['state']}: {got['reason']}\n{got['tail']}")
-                hand = by_hand(repo, commit, cache, scratch)
-                queue = got["started"] - got["queued"]
-                wall = got["ended"] - got["queued"]
-                rows.append((queue, wall, hand))
-                steps = ", ".join(f"{name} {sec:.2f} s" for name, _, sec in got["steps"])
-                print(
-                    f"push {n:2}: queued→started {queue * 1000:5.0f} ms, pipeline {wall:5.2f} s, "
-                    f"by hand {hand:5.2f} s ({steps})",
-                    flush=True,
-                )
-    warm = rows[1:] or rows
-    queue = statistics.median(r[0] for r in rows) * 1000
-    worst = max(r[0] for r in rows) * 1000
-    wall = statistics.median(r[1] for r in warm)
-    hand = statistics.median(r[2] for r in warm)
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+                sha = push(repo, n)
+                run_pipeline(env, web.base_url, cookie, delays)
+                hand.append(by_hand(repo, sha, uv, scratch / "hand-cache", scratch))
+            times = json.loads(django(TIMES, env).splitlines()[-1])[1:]  # without the warm-up
+        report(times, hand, delays)
+
+
+def report(times: list[list[object]], hand: list[float], delays: list[float]) -> None:
+    failed = [t[0] for t in times if t[1] != "succeeded"]
+    queued = [float(t[2]) for t in times]  # type: ignore[arg-type]
+    wall = [float(t[3]) for t in times]  # type: ignore[arg-type]
+    print(f"{len(times)} pipelines, {len(failed)} not succeeded {failed or ''}")
     print(
-        textwrap.dedent(
-            f"""\
-            queue to start: median {queue:.0f} ms, worst {worst:.0f} ms
-            first push (cold caches): pipeline {rows[0][1]:.2f} s, by hand {rows[0][2]:.2f} s
-            warm caches, median of {len(warm)}: pipeline {wall:.2f} s, by hand {hand:.2f} s"""
-        )
+        f"queue → start: p50 {statistics.median(queued):.2f} s, "
+        f"p95 {percentile(queued, 0.95):.2f} s, max {max(queued):.2f} s"
     )
-    verdict = "met" if wall / hand <= 1.10 else "missed"
+    steps: dict[str, list[float]] = {}
+    for t in times:
+        for name, seconds in t[4].items():  # type: ignore[attr-defined]
+            steps.setdefault(name, []).append(seconds or 0.0)
+    said = ", ".join(f"{name} {statistics.median(s):.2f} s" for name, s in steps.items())
+    print(f"steps, p50 each: {said}")
+    ratio = statistics.median(wall) / statistics.median(hand)
     print(
-        f"summary: onwatch overhead {wall / hand:.2f}× by hand with warm caches "
-        f"(target ≤ 1.10: {verdict})"
+        f"pipeline wall time p50 {statistics.median(wall):.2f} s vs by hand p50 "
+        f"{statistics.median(hand):.2f} s: overhead ratio {ratio:.2f} (target ≤ 1.10); "
+        f"totals {sum(wall):.1f} s / {sum(hand):.1f} s = {sum(wall) / sum(hand):.2f}"
     )
+    p50, p99 = percentile(delays, 0.5) * 1000, percentile(delays, 0.99) * 1000
+    print(
+        f"log latency (print → event at the viewer) over {len(delays)} lines: "
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+        f"max {max(delays, default=float('nan')) * 1000:.0f} ms (target p99 ≤ 1 s)"
+    )
+    for warning in sorted(WARNINGS):
+        print(f"a step warned: {warning}")
+    print(f"load average {os.getloadavg()[0]:.1f} (2 cores, shared)")
 
 
 if __name__ == "__main__":

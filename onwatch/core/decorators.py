@@ -12,14 +12,16 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.http import HttpRequest, HttpResponseForbidden, JsonResponse
+from django.http.response import HttpResponseBase
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from onwatch.core.models import ApiToken, Membership, hash_token
 from onwatch.core.roles import PERMISSIONS, SCOPES, has_permission
 
-View = TypeVar("View", bound=Callable[..., HttpResponse])
+# HttpResponseBase: a streamed answer (server-sent events) is a view's answer too.
+View = TypeVar("View", bound=Callable[..., HttpResponseBase])
 
 
 def require(permission: str) -> Callable[[View], View]:
@@ -29,7 +31,7 @@ def require(permission: str) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path(), settings.LOGIN_URL)
             membership: Membership | None = getattr(request, "membership", None)
@@ -72,7 +74,7 @@ def api(scope: str) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             header = request.META.get("HTTP_AUTHORIZATION", "")
             if not header.startswith("Bearer "):
                 return api_error(401, "Send an API token: Authorization: Bearer <token>")

@@ -14,6 +14,7 @@ urlpatterns = [
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/log/", views.job_log, name="job_log"),
+    path("jobs/<int:pk>/events/", views.job_events, name="job_events"),
     path("jobs/<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
     path("api/v1/jobs/", api.jobs, name="api_jobs"),
     path("api/v1/jobs/<int:pk>/", api.job, name="api_job"),

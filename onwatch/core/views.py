@@ -9,14 +9,15 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from onwatch.core import audit, services
+from onwatch.core import audit, logpages, logstream, services
 from onwatch.core import jobs as jobqueue
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
@@ -238,12 +239,10 @@ def coming_up(request: HttpRequest) -> list[Schedule]:
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(org_jobs(request), pk=pk)
     result = json.dumps(job.result, indent=2, sort_keys=True, default=str) if job.result else ""
-    lines = list(job.log_lines.order_by("id").values_list("id", "text"))
     ctx = {
         "job": job,
         "result": result,
-        "log": "\n".join(text for _, text in lines) if lines else job.old_log,
-        "last_line": lines[-1][0] if lines else 0,
+        "log": logpages.for_request(job, request.GET.dict()),
         "ended": job.state in ENDED,
         "can_cancel": can_cancel(request, job),
     }
@@ -282,6 +281,27 @@ def job_log(request: HttpRequest, pk: int) -> JsonResponse:
             "ended": job.state in ENDED and not more,
         }
     )
+
+
+@require("jobs.view")
+def job_events(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """The job's log lines after `Last-Event-ID` (a reconnecting browser) or `?after=`
+    (the last line the page showed), as server-sent events (core/logstream.py)."""
+    job = get_object_or_404(org_jobs(request), pk=pk)
+    after = request.headers.get("Last-Event-ID") or request.GET.get("after", "0")
+    if not after.isdigit():
+        return HttpResponse(
+            "after (or Last-Event-ID) must be the number of a log line\n",
+            status=400,
+            content_type="text/plain",
+        )
+    response = StreamingHttpResponse(
+        logstream.events(job.pk, int(after)), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    # nginx buffers a response unless told not to; Caddy passes event streams on at once.
+    response["X-Accel-Buffering"] = "no"
+    return response
 
 
 @require("jobs.cancel")

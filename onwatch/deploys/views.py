@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from onwatch.core import links, pushkeys, ssh
+from onwatch.core import links, logpages, pushkeys, ssh
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.masking import Masker
@@ -208,13 +208,11 @@ def pipeline_detail(request: HttpRequest, pk: int) -> HttpResponse:
         Pipeline.objects.select_related("service", "job"), pk=pk, service__org=org_of(request)
     )
     job = pipeline.job
-    lines = list(job.log_lines.order_by("id").values_list("id", "text")) if job else []
     ctx = {
         "pipeline": pipeline,
         "steps": list(pipeline.steps.all()),
         "job": job,
-        "log": "\n".join(t for _, t in lines) if lines else (job.log if job else ""),
-        "last_line": lines[-1][0] if lines else 0,
+        "log": logpages.for_request(job, request.GET.dict()) if job else None,
         # Followed live while its job may still write lines.
         "ended": job is None or job.state in JOB_ENDED,
     }

@@ -147,7 +147,8 @@ def test_a_running_jobs_page_follows_its_log_from_the_last_line_shown(
     body = client.get(reverse("job_detail", args=[job.pk])).content.decode()
     last = job.log_lines.get().pk
     assert f'data-after="{last}"' in body and "12:00:00 first" in body
-    assert 'src="/static/onwatch/follow.js"' in body
+    assert f'data-events="/jobs/{job.pk}/events/"' in body
+    assert 'src="/static/onwatch/logstream.js"' in body
     jobqueue.append_line(job.pk, "12:00:01 second")
     url = reverse("job_log", args=[job.pk])
     answer = client.get(url, {"after": last}).json()

@@ -137,8 +137,9 @@ def test_run_now_from_the_page_queues_a_pipeline_a_deployer_may_start(
     assert pipeline.triggered_by == members["deployer"].username
     assert pipeline.job is not None and pipeline.job.queue == "pipelines"
     shown = deployer.get(f"/pipelines/{pipeline.pk}/").content.decode()
-    # The log is followed live by the job page's script while the pipeline is under way.
-    assert f'data-follow="/jobs/{pipeline.job.pk}/log/"' in shown and "follow.js" in shown
+    # The log is followed live (server-sent events) while the pipeline is under way.
+    assert f'data-events="/jobs/{pipeline.job.pk}/events/"' in shown
+    assert "logstream.js" in shown
     listed = deployer.get(f"/services/{service.pk}/").content.decode()
     assert "Branch main" in listed and f"/pipelines/{pipeline.pk}/" in listed
     [entry] = entries("pipeline-run")

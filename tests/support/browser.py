@@ -62,3 +62,12 @@ def sign_up_and_enrol(page: Page, link: str) -> None:
     secret = page.locator("#authenticator_secret").input_value()
     page.get_by_label("Authenticator code").fill(totp_now(secret))
     page.get_by_role("button", name="Activate").click()
+
+
+def sign_in(page: Page, email: str, password: str, totp_secret: str) -> None:
+    """On the sign-in page a protected page sent us to: password, then the TOTP code."""
+    page.locator("input[name=login]").fill(email)
+    page.locator("input[name=password]").fill(password)
+    page.get_by_role("button", name="Sign In", exact=True).click()
+    page.locator("input[name=code]").fill(totp_now(totp_secret))
+    page.get_by_role("button", name="Sign In", exact=True).click()

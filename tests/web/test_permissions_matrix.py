@@ -158,6 +158,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "token_revoke": lambda w: {"pk": w.objects["token"].pk},
     "job_detail": lambda w: {"pk": w.objects["job"].pk},
     "job_log": lambda w: {"pk": w.objects["job"].pk},
+    "job_events": lambda w: {"pk": w.objects["job"].pk},
     "job_cancel": lambda w: {"pk": w.objects["job"].pk},
     "backup_plan": lambda w: {"pk": w.objects["backup_plan"].pk},
     "backup_plan_edit": lambda w: {"pk": w.objects["backup_plan"].pk},
