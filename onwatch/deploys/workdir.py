@@ -56,6 +56,9 @@ def tool_env(caches: dict[str, Path]) -> dict[str, str]:
     env = {variable: str(caches[name]) for name, variable in CACHES.items()}
     # A Python uv fetches for the project is kept with the cache, not in a per-run HOME.
     env["UV_PYTHON_INSTALL_DIR"] = str(caches["uv"] / "python")
+    # The cache and the workspace are separate mounts in the sandbox, where hard links
+    # cannot cross: uv would try, fail and say so in every build's log before copying.
+    env["UV_LINK_MODE"] = "copy"
     if Path(SYSTEM_CERTIFICATES).is_file():
         # The machine's trusted certificates (the sandbox shows /etc/ssl/certs), not the
         # list each tool carries: behind a company's TLS proxy, only these reach PyPI/npm.
