@@ -63,7 +63,7 @@ def tool_env(caches: dict[str, Path]) -> dict[str, str]:
         # The machine's trusted certificates (the sandbox shows /etc/ssl/certs), not the
         # list each tool carries: behind a company's TLS proxy, only these reach PyPI/npm.
         env |= {name: SYSTEM_CERTIFICATES for name in CERTIFICATE_VARIABLES}
-        env["UV_NATIVE_TLS"] = "true"
+        env[uv_certificates_variable()] = "true"
     return env
 
 
@@ -107,6 +107,19 @@ def disk_full(floor: int = FULL_BYTES, needed: bool = False) -> str | None:
         f"the disk holding onwatch's work folder is full: {settings.WORK_DIR} has "
         f"{sandbox.size(free)} free{least}; free space and run again"
     )
+
+
+@cache
+def uv_certificates_variable() -> str:
+    """How onwatch's uv is told to trust the machine's certificates: newer ones call it
+    UV_SYSTEM_CERTS and print a warning into every build's log for the older name."""
+    uv = onwatch_uv()
+    if uv is None:
+        return "UV_NATIVE_TLS"
+    asked = subprocess.run(
+        [str(uv), "help", "sync"], capture_output=True, text=True, env=sandbox.LAUNCH_ENV
+    )
+    return "UV_SYSTEM_CERTS" if "UV_SYSTEM_CERTS" in asked.stdout else "UV_NATIVE_TLS"
 
 
 @cache
