@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from onwatch.core.ansi import stylesheet, to_html
+
+pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
 ESC = "\x1b"
 STATIC = Path(__file__).resolve().parents[2] / "onwatch" / "static" / "onwatch" / "ansi.css"

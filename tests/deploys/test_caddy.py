@@ -19,6 +19,8 @@ from onwatch.deploys.switch import Machine, program_name
 from tests.support.load import fetch
 from tests.support.switching import APP, listen_port, own_machine, release, site
 
+pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+
 
 @pytest.fixture
 def machine() -> Iterator[Machine]:

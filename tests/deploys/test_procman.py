@@ -15,6 +15,8 @@ from onwatch.deploys.procman import Program, Supervisor
 from onwatch.deploys.switch import Machine
 from tests.support.switching import own_machine
 
+pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -14,6 +14,8 @@ from onwatch.deploys.switch import Gate, Machine, Step, SwitchFailed, program_na
 from tests.support.load import Load, fetch
 from tests.support.switching import listen_port, own_machine, release, site
 
+pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+
 
 @pytest.fixture
 def machine() -> Iterator[Machine]:
