@@ -20,7 +20,8 @@ def register(add: AddCommand) -> None:
     sub = group.add_subparsers(dest="hosts_command", required=True, metavar="ACTION")
     adding = add("add", cmd_add, "Add an SSH host (user@host[:port]); pins its host key.", sub)
     adding.add_argument("address", help="user@host or user@host:port")
-    adding.add_argument("--port", type=int, help="the SSH port, when not 22")
+    # Not args.port: that is onwatch's own --port (ONWATCH_PORT) where a command takes it.
+    adding.add_argument("--port", dest="ssh_port", type=int, help="the SSH port, when not 22")
     adding.add_argument("--provider", default="", help="own server, a VPS provider or a cloud")
     adding.add_argument("--monthly-cost", help="what it costs a month, e.g. 12.50EUR")
     adding.add_argument(
@@ -70,7 +71,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         cost, currency = services.parse_cost(args.monthly_cost) if args.monthly_cost else (None, "")
         fields = services.HostFields(
             address=args.address,
-            port=args.port,
+            port=args.ssh_port,
             provider=args.provider,
             monthly_cost=cost,
             currency=currency,
