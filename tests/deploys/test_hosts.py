@@ -152,10 +152,13 @@ def test_viewers_see_hosts_and_admins_change_them(
     page = viewer.get(f"/hosts/{host.pk}/").content.decode()
     assert services.host_key(org).public_key in page and sshd.fingerprint() in page
     assert "Check now" not in page and "PRIVATE KEY" not in page
+    run_check(host)  # the key is not on the host yet: the page says what to do
+    page = viewer.get(f"/hosts/{host.pk}/").content.decode()
+    assert "not ready" in page and "refused onwatch&#x27;s key: put the key shown" in page
     for url in (f"/hosts/{host.pk}/check/", f"/hosts/{host.pk}/remove/", "/hosts/add/"):
         assert viewer.post(url).status_code == 403
     assert admin.post(f"/hosts/{host.pk}/check/").status_code == 302
-    assert Job.objects.filter(kind=HOST_CHECK_KIND, payload__host=host.pk).count() == 1
+    assert Job.objects.filter(kind=HOST_CHECK_KIND, payload__host=host.pk).count() == 2
     edit = {"provider": "Hetzner", "monthly_cost": "4.51", "currency": "EUR", "allow_sudo": "on"}
     assert admin.post(f"/hosts/{host.pk}/edit/", edit).status_code == 302
     host.refresh_from_db()
