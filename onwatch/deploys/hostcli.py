@@ -25,6 +25,9 @@ def register(add: AddCommand) -> None:
     adding.add_argument("--provider", default="", help="own server, a VPS provider or a cloud")
     adding.add_argument("--monthly-cost", help="what it costs a month, e.g. 12.50EUR")
     adding.add_argument(
+        "--prepare", action="store_true", help="install what onwatch can once it signs in"
+    )
+    adding.add_argument(
         "--allow-sudo", action="store_true", help="the deploy user may be root (on purpose)"
     )
     listing = add("list", cmd_list, "List the hosts and whether each is ready.", sub)
@@ -63,6 +66,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     prepare()
     from pydantic import ValidationError
 
+    from onwatch.core import ssh
     from onwatch.core.audit import CLI
     from onwatch.deploys import services
 
@@ -83,12 +87,27 @@ def cmd_add(args: argparse.Namespace) -> int:
         fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
     except services.Refusal as e:
         fail(str(e))
-    key = services.host_key(org).public_key
-    print(
-        f"onwatch: added {host.name}; put this line in {host.user}'s ~/.ssh/authorized_keys there:"
-    )
-    print(key)
-    print(f"then run: onwatch hosts check {host.name} --prepare")
+    print(f"onwatch: added {host.name} (host key {', '.join(ssh.fingerprints(host.known_hosts))})")
+    return first_check(host, args.prepare)
+
+
+def first_check(host: Host, prepare: bool) -> int:
+    """Check (and prepare) the host at once when onwatch's key is already on it; else say
+    where the key goes. 0 either way: the host is added."""
+    from onwatch.deploys import hostchecks, hosts, services
+
+    try:
+        found = hostchecks.check(host, prepare=prepare)
+    except hosts.KeyRefused:
+        print(f"Put this line in {host.user}'s ~/.ssh/authorized_keys on the host:")
+        print(services.host_key(host.org).public_key)
+        print(f"then run: onwatch hosts check {host.name} --prepare")
+        return 0
+    except hosts.HostError as e:
+        print(f"onwatch: could not check it yet: {e}")
+        return 0
+    for f in found:
+        print(f"{'ok' if f.ok else 'missing'}: {f.line}")
     return 0
 
 

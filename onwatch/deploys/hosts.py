@@ -30,6 +30,10 @@ class HostKeyChanged(HostError):
     pass
 
 
+class KeyRefused(HostError):
+    pass
+
+
 @dataclass(frozen=True)
 class Target:
     """How to run a script on a host: locally (endpoint None) or over ssh with this key
@@ -113,7 +117,7 @@ def classify(name: str, said: str) -> HostError:
             "then check again"
         )
     if "Permission denied" in said:
-        return HostError(
+        return KeyRefused(
             f"{name} refused onwatch's key: put the key shown on the host's page (or by "
             "`onwatch hosts key`) in that user's ~/.ssh/authorized_keys, then check again"
         )

@@ -16,6 +16,7 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
 ) -> None:
     name = f"{sshd.user}@127.0.0.1:{sshd.port}"
     closed = free_port()
+    first_key = sshd.fingerprint()
     with isolated(tmp_path) as env:
         call(child_deploys.make_org, env, "Acme", migrate=True)
         added = run(
@@ -36,7 +37,7 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
         bad_cost = run(["hosts", "add", "deploy@127.0.0.1", "--monthly-cost", "lots"], env)
         unreachable = run(["hosts", "add", f"deploy@127.0.0.1:{closed}"], env)
         refused = run(["hosts", "check", name], env)
-        key = added.stdout.splitlines()[1]
+        key = added.stdout.splitlines()[2]
         sshd.authorize(key)
         checked = run(["hosts", "check", name], env)
         listed = run(["hosts", "list"], env)
@@ -47,8 +48,13 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
         local = run(["hosts", "remove", "this machine"], env)
         removed = run(["hosts", "remove", name], env)
         unknown = run(["hosts", "check", name], env)
+        # onwatch's key is on the host already: adding it checks it at once.
+        readded = run(["hosts", "add", name], env)
     assert added.returncode == 0, added.stderr
-    assert added.stdout.startswith(f"onwatch: added {name}; put this line in {sshd.user}'s")
+    assert added.stdout.splitlines()[:2] == [
+        f"onwatch: added {name} (host key ssh-ed25519 {first_key})",
+        f"Put this line in {sshd.user}'s ~/.ssh/authorized_keys on the host:",
+    ]
     assert key.startswith("ssh-ed25519 ")
     assert added.stdout.endswith(f"then run: onwatch hosts check {name} --prepare\n")
     for bad in (malformed, bad_cost, unreachable, refused, changed, local, unknown):
@@ -74,3 +80,7 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
     assert "This machine is always a host" in local.stderr
     assert removed.returncode == 0 and removed.stdout == f"onwatch: removed {name}\n"
     assert f"there is no host {name!r} (there are: this machine)" in unknown.stderr
+    assert readded.returncode == 0, readded.stderr
+    assert readded.stdout.splitlines()[0].startswith(f"onwatch: added {name} (host key ")
+    assert readded.stdout.splitlines()[1].startswith("ok: Python 3.")
+    assert "missing: No process manager" in readded.stdout
