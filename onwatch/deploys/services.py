@@ -931,10 +931,14 @@ def pin_host_key(host: Host, known_hosts: str) -> None:
 
 
 def queue_host_check(host: Host, actor: Actor, prepare: bool = False) -> Job:
-    """A check (and with `prepare`, installing what onwatch can) as a job in the short
-    queue; its result is stored on the host."""
+    """A check (and with `prepare`, installing what onwatch can) as a job; its result is
+    stored on the host."""
     with transaction.atomic():
-        job = jobs.enqueue(HOST_CHECK_KIND, {"host": host.pk, "prepare": prepare}, org=host.org)
+        # Preparing downloads packages for minutes: in the long queue, never holding up
+        # the short one's polls and checks.
+        queue = "long" if prepare else "short"
+        payload = {"host": host.pk, "prepare": prepare}
+        job = jobs.enqueue(HOST_CHECK_KIND, payload, org=host.org, queue=queue)
         actor.record(
             "host-check-queued", host.org, host.name, id=host.pk, prepare=prepare, job=job.pk
         )

@@ -60,6 +60,7 @@ def test_a_host_is_added_with_its_host_key_pinned_and_its_check_says_what_is_mis
     # onwatch's key is not in the host's authorized_keys yet: said, stored, alerted once.
     refused = run_check(host)
     assert refused.state == JobState.FAILED and "refused onwatch's key" in refused.error
+    assert refused.queue == "short"
     assert host.ready is False and "authorized_keys" in host.check_error
     assert len(alerts_titled(f"Host {host.name} is not ready")) == 1
     authorized(org, sshd)
@@ -237,7 +238,8 @@ def test_prepare_installs_supervisord_and_caddy_in_a_venv_and_the_host_becomes_r
     assert host.ready is False and not lines(host)["process manager"][0]
     [alert] = alerts_titled(f"Host {host.name} is not ready")
     assert "No process manager" in alert.body and f"/hosts/{host.pk}/" in alert.body
-    assert run_check(host, prepare=True).state == JobState.SUCCEEDED
+    prepared = run_check(host, prepare=True)
+    assert prepared.state == JobState.SUCCEEDED and prepared.queue == "long"
     found = lines(host)
     assert host.ready is True, host.findings
     assert found["process manager"] == (
