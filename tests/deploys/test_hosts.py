@@ -166,6 +166,10 @@ def test_viewers_see_hosts_and_admins_change_them(
     assert (host.provider, host.cost_text, host.allow_sudo) == ("Hetzner", "4.51 EUR a month", True)
     bad = admin.post("/hosts/add/", {"address": "no-user-here"}).content.decode()
     assert "is not user@host or user@host:port" in bad
+    here = services.this_machine(org)
+    assert "The machine onwatch runs on" in viewer.get(f"/hosts/{here.pk}/").content.decode()
+    kept = admin.post(f"/hosts/{here.pk}/remove/", follow=True).content.decode()
+    assert "This machine is always a host" in kept and Host.objects.filter(pk=here.pk).exists()
     assert admin.post(f"/hosts/{host.pk}/remove/").status_code == 302
     assert not Host.objects.filter(pk=host.pk).exists()
     assert AuditEntry.objects.filter(action="host-removed", target=host.name).exists()
