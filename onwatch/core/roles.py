@@ -60,6 +60,9 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     # which secrets its steps get stays with admins.
     "pipelines.run": (Role.DEPLOYER, "Run a service's pipeline now"),
     "services.manage": (Role.ADMIN, "Add and change services, their deploy keys and secrets"),
+    "hosts.view": (Role.VIEWER, "See hosts, their checks, provider and monthly cost"),
+    # Installing tools on a host and choosing its rights stay with admins.
+    "hosts.manage": (Role.ADMIN, "Add, check, prepare, change and remove hosts"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),
@@ -89,6 +92,8 @@ SCOPES: dict[str, str] = {
     "services:write": "services.manage",
     "pipelines:run": "pipelines.run",
     "sshkeys:write": "sshkeys.manage",
+    "hosts:read": "hosts.view",
+    "hosts:write": "hosts.manage",
 }
 
 

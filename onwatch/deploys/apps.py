@@ -11,5 +11,6 @@ class DeploysConfig(AppConfig):
         from onwatch.deploys import polling, tasks, workdir  # noqa: F401  (job handlers)
 
         add_router("/services/", "onwatch.deploys.api:services", "services")
+        add_router("/hosts/", "onwatch.deploys.hostapi:hosts", "hosts")
         every_tick("deploys.poll", polling.queue_due)
         on_worker_start("deploys.leftover-workspaces", workdir.remove_leftovers)

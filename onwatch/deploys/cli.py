@@ -20,6 +20,9 @@ QUEUED_NOTE_SECONDS = 10.0
 
 
 def register(add: AddCommand) -> None:
+    from onwatch.deploys import hostcli
+
+    hostcli.register(add)
     group = add("services", lambda a: 0, "The team's apps whose tests onwatch runs.")
     sub = group.add_subparsers(dest="services_command", required=True, metavar="ACTION")
     adding = add("add", cmd_services_add, "Add a service (a git repository and branch).", sub)

@@ -71,3 +71,37 @@ class SecretForm(forms.Form):
         help_text="Saved encrypted and never shown again; save it again under the same name "
         "to replace it.",
     )
+
+
+class HostForm(forms.Form):
+    """An SSH host (add) or its details (change: no address)."""
+
+    address = forms.CharField(
+        label="Address",
+        max_length=300,
+        help_text="user@host or user@host:port, e.g. deploy@203.0.113.7; the user releases "
+        "run as (no root needed).",
+    )
+    provider = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="Where it runs: your own server, a VPS provider or a cloud.",
+        widget=forms.TextInput(attrs={"list": "providers"}),
+    )
+    monthly_cost = forms.DecimalField(
+        label="Monthly cost", required=False, min_value=0, max_digits=9, decimal_places=2
+    )
+    currency = forms.RegexField(
+        regex=r"^[A-Za-z]{3}$", max_length=3, required=False, help_text="e.g. EUR or USD"
+    )
+    allow_sudo = forms.BooleanField(
+        label="May use root",
+        required=False,
+        help_text="Tick only on purpose: onwatch needs no root, and a deploy user that is root "
+        "or uses sudo without a password is otherwise reported as a problem.",
+    )
+
+    def __init__(self, *args: Any, adding: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not adding:
+            del self.fields["address"]

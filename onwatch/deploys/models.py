@@ -187,3 +187,61 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery {self.delivery_id or '(no id)'} to {self.service.name}"
+
+
+class HostKey(models.Model):
+    """The key pair onwatch signs in to the organization's SSH hosts with: one per
+    organization, made on first use; its public half goes in each host's authorized_keys."""
+
+    org = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="host_key")
+    private_key = EncryptedTextField()
+    public_key = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"host key of {self.org}"
+
+
+THIS_MACHINE = "this machine"
+
+
+class Host(models.Model):
+    """Where a service's releases run: this machine (always there) or an SSH host that
+    onwatch signs in to with the organization's key, its host key pinned on first use."""
+
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="hosts")
+    # "this machine", or user@address[:port] as people typed it (the port only when not 22).
+    name = models.CharField(max_length=300)
+    local = models.BooleanField(default=False)
+    user = models.CharField(max_length=100, blank=True)
+    address = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    known_hosts = models.TextField(blank=True)
+    # Where it runs, and what it costs a month: shown beside its incidents (readiness board).
+    provider = models.CharField(max_length=100, blank=True)
+    monthly_cost = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    # An admin allowed the deploy user to be root or use sudo without a password.
+    allow_sudo = models.BooleanField(default=False)
+    # The last check: when, whether all was there (None: never checked), one line per thing.
+    checked_at = models.DateTimeField(null=True, blank=True)
+    ready = models.BooleanField(null=True, blank=True)
+    findings = models.JSONField(default=list, blank=True)
+    # Why the last check could not connect (empty when it could).
+    check_error = models.TextField(blank=True)
+    # A failed check alerts once; the next good one says so and clears this.
+    alerted = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-local", "name", "id"]
+        constraints = [models.UniqueConstraint(fields=["org", "name"], name="host_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def cost_text(self) -> str:
+        if self.monthly_cost is None:
+            return ""
+        return f"{self.monthly_cost} {self.currency} a month".strip()

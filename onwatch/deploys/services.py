@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from statistics import median
 from typing import Annotated, Any
@@ -33,8 +34,17 @@ from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.models import Job, Organization
 from onwatch.core.rest import MAX_ID, Text
-from onwatch.deploys import git, junit, workdir
-from onwatch.deploys.models import Pipeline, Service, State, Trigger, WebhookDelivery
+from onwatch.deploys import git, hosts, junit, workdir
+from onwatch.deploys.models import (
+    THIS_MACHINE,
+    Host,
+    HostKey,
+    Pipeline,
+    Service,
+    State,
+    Trigger,
+    WebhookDelivery,
+)
 
 KIND = "deploys.pipeline"
 POLL_KIND = "deploys.poll"
@@ -733,3 +743,217 @@ def note_poll(service: Service, now: datetime, sha: str = "", error: str = "") -
 def note_poll_alerted(service: Service, alerted: bool) -> None:
     Service.objects.filter(pk=service.pk).update(poll_alerted=alerted)
     service.poll_alerted = alerted
+
+
+# --- hosts -------------------------------------------------------------------------------
+
+HOST_CHECK_KIND = "deploys.host_check"
+PROVIDERS = [
+    "own server",
+    "Hetzner",
+    "OVHcloud",
+    "DigitalOcean",
+    "Scaleway",
+    "AWS",
+    "Google Cloud",
+    "Azure",
+]
+_COST = re.compile(r"(?P<amount>\d{1,7}(?:\.\d{1,2})?)\s*(?P<currency>[A-Za-z]{3})")
+
+
+class HostFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    address: Text = Field(min_length=1, max_length=300, description="user@host or user@host:port")
+    port: int | None = Field(default=None, ge=1, le=65535, description="When not in the address")
+    provider: Text = Field(
+        default="", max_length=100, description="Own server, a VPS provider or a cloud"
+    )
+    monthly_cost: Decimal | None = Field(
+        default=None, ge=0, max_digits=9, decimal_places=2, description="What it costs a month"
+    )
+    currency: Text = Field(default="", pattern=r"^([A-Za-z]{3})?$", description="e.g. EUR")
+    allow_sudo: bool = Field(
+        default=False, description="The deploy user may be root or use sudo without a password"
+    )
+
+
+def parse_cost(text: str) -> tuple[Decimal, str]:
+    """ "12.50EUR" or "12.50 EUR"; Refusal for anything else."""
+    found = _COST.fullmatch(text.strip())
+    if found is None:
+        raise Refusal(f"{text!r} is not a monthly cost like 12.50EUR", "monthly_cost")
+    return Decimal(found["amount"]), found["currency"].upper()
+
+
+def host_key(org: Organization) -> HostKey:
+    """The key pair onwatch signs in to the organization's hosts with, made on first use."""
+    found = HostKey.objects.filter(org=org).first()
+    if found is not None:
+        return found
+    pair = ssh.new_key_pair(f"onwatch hosts {org.name}")
+    with transaction.atomic():
+        made, created = HostKey.objects.get_or_create(
+            org=org, defaults={"private_key": pair.private, "public_key": pair.public}
+        )
+        if created:
+            SYSTEM.record("host-key-made", org, "hosts", public_key=pair.public)
+    return made
+
+
+def this_machine(org: Organization) -> Host:
+    """The machine onwatch runs on: always a host, made on first use."""
+    found = Host.objects.filter(org=org, local=True).first()
+    if found is not None:
+        return found
+    with transaction.atomic():
+        made, created = Host.objects.get_or_create(
+            org=org, name=THIS_MACHINE, defaults={"local": True}
+        )
+        if created:
+            SYSTEM.record("host-added", org, made.name, id=made.pk, local=True)
+    return made
+
+
+def _cost_of(fields: HostFields) -> tuple[Decimal | None, str]:
+    if fields.monthly_cost is not None and not fields.currency:
+        raise Refusal("Give the monthly cost's currency too, e.g. EUR", "currency")
+    return fields.monthly_cost, fields.currency.upper() if fields.monthly_cost is not None else ""
+
+
+def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
+    """An SSH host, its host key fetched now and pinned: later connections accept only
+    that key. Refusal (nothing saved) for a malformed address, a name taken, or a host
+    that does not answer."""
+    try:
+        where = hosts.parse_address(fields.address, fields.port)
+    except ValueError as e:
+        raise Refusal(str(e), "address") from None
+    name = hosts.name_of(where)
+    if Host.objects.filter(org=org, name=name).exists():
+        raise Refusal(f"{name} is a host already", "address")
+    cost, currency = _cost_of(fields)
+    try:
+        known = ssh.scan_host_keys(where.host, where.port, what="host")
+    except ssh.SshError as e:
+        raise Refusal(f"{e}; nothing was saved", "address") from None
+    host_key(org)
+    with transaction.atomic():
+        host = Host.objects.create(
+            org=org,
+            name=name,
+            user=where.user,
+            address=where.host,
+            port=where.port,
+            known_hosts=known,
+            provider=fields.provider,
+            monthly_cost=cost,
+            currency=currency,
+            allow_sudo=fields.allow_sudo,
+        )
+        actor.record(
+            "host-added",
+            org,
+            name,
+            id=host.pk,
+            provider=host.provider,
+            monthly_cost=str(cost) if cost is not None else None,
+            currency=currency,
+            allow_sudo=host.allow_sudo,
+            fingerprints=ssh.fingerprints(known),
+        )
+    return host
+
+
+def change_host(host: Host, fields: HostFields, actor: Actor) -> list[str]:
+    """Provider, cost and whether root is allowed; the address stays (remove and add)."""
+    cost, currency = _cost_of(fields)
+    wanted = {
+        "provider": fields.provider,
+        "monthly_cost": cost,
+        "currency": currency,
+        "allow_sudo": fields.allow_sudo,
+    }
+    changed = [k for k, v in wanted.items() if getattr(host, k) != v]
+    if not changed:
+        return []
+    for name, value in wanted.items():
+        setattr(host, name, value)
+    with transaction.atomic():
+        host.save(update_fields=changed)
+        actor.record("host-changed", host.org, host.name, id=host.pk, changed=changed)
+    return changed
+
+
+def remove_host(host: Host, actor: Actor) -> None:
+    if host.local:
+        raise Refusal("This machine is always a host: onwatch runs on it", "host")
+    with transaction.atomic():
+        Host.objects.filter(pk=host.pk).delete()
+        jobs.forget(
+            list(
+                Job.objects.filter(kind=HOST_CHECK_KIND, payload__host=host.pk).values_list(
+                    "id", flat=True
+                )
+            )
+        )
+        actor.record("host-removed", host.org, host.name, id=host.pk)
+
+
+def forget_host_key(host: Host, actor: Actor) -> None:
+    """For a host reinstalled on purpose: its next check pins the key it shows then."""
+    with transaction.atomic():
+        Host.objects.filter(pk=host.pk).update(known_hosts="")
+        actor.record(
+            "host-key-forgotten",
+            host.org,
+            host.name,
+            id=host.pk,
+            fingerprints=ssh.fingerprints(host.known_hosts),
+        )
+    host.known_hosts = ""
+
+
+def pin_host_key(host: Host, known_hosts: str) -> None:
+    """Pinned on first use only: a key already pinned is never replaced here."""
+    with transaction.atomic():
+        if not Host.objects.filter(pk=host.pk, known_hosts="").update(known_hosts=known_hosts):
+            host.refresh_from_db(fields=["known_hosts"])
+            return
+        SYSTEM.record(
+            "host-key-pinned",
+            host.org,
+            host.name,
+            id=host.pk,
+            fingerprints=ssh.fingerprints(known_hosts),
+        )
+    host.known_hosts = known_hosts
+
+
+def queue_host_check(host: Host, actor: Actor, prepare: bool = False) -> Job:
+    """A check (and with `prepare`, installing what onwatch can) as a job; its result is
+    stored on the host."""
+    with transaction.atomic():
+        # Preparing downloads packages for minutes: in the long queue, never holding up
+        # the short one's polls and checks.
+        queue = "long" if prepare else "short"
+        payload = {"host": host.pk, "prepare": prepare}
+        job = jobs.enqueue(HOST_CHECK_KIND, payload, org=host.org, queue=queue)
+        actor.record(
+            "host-check-queued", host.org, host.name, id=host.pk, prepare=prepare, job=job.pk
+        )
+    return job
+
+
+def record_host_check(
+    host: Host, ready: bool, found: list[dict[str, Any]], error: str = ""
+) -> Host:
+    host.checked_at = timezone.now()
+    host.ready, host.findings, host.check_error = ready, found, error[:2000]
+    host.save(update_fields=["checked_at", "ready", "findings", "check_error"])
+    return host
+
+
+def note_host_alerted(host: Host, alerted: bool) -> None:
+    Host.objects.filter(pk=host.pk).update(alerted=alerted)
+    host.alerted = alerted

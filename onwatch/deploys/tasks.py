@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from onwatch.core.jobs import JobContext, JobFailed, handler, when_cancelled, when_interrupted
 from onwatch.core.models import Job
-from onwatch.deploys import pipelines, polling, workdir
-from onwatch.deploys.models import Pipeline, PipelineStep, Service, State
-from onwatch.deploys.services import KIND
+from onwatch.deploys import hostchecks, hosts, pipelines, polling, workdir
+from onwatch.deploys.models import Host, Pipeline, PipelineStep, Service, State
+from onwatch.deploys.services import HOST_CHECK_KIND, KIND
 
 UNDER_WAY = (State.QUEUED, State.RUNNING)
 
@@ -48,6 +48,27 @@ def poll_service(ctx: JobContext) -> dict[str, Any]:
         return {"pipeline": None, "note": "the service was removed; nothing to check"}
     pipeline = polling.poll(service, datetime.fromisoformat(ctx.job.payload["due"]))
     return {"pipeline": pipeline.pk if pipeline else None}
+
+
+def of_host_check(job: Job) -> str:
+    host = Host.objects.filter(pk=job.payload.get("host")).first()
+    doing = "Preparing" if job.payload.get("prepare") else "Checking"
+    return f"{doing} host {host.name if host else '(removed)'}"
+
+
+# Quiet: the check alerts itself, once, when a host stops being ready.
+@handler(HOST_CHECK_KIND, queue="short", quiet=True, describe=of_host_check)
+def check_host(ctx: JobContext) -> dict[str, Any]:
+    host = Host.objects.select_related("org").filter(pk=ctx.job.payload.get("host")).first()
+    if host is None:
+        return {"note": "the host was removed; nothing to check"}
+    try:
+        found = hostchecks.check(host, prepare=bool(ctx.job.payload.get("prepare")))
+    except hosts.HostError as e:
+        raise JobFailed(str(e)) from None
+    for f in found:
+        ctx.log(("ok: " if f.ok else "missing: ") + f.line)
+    return {"ready": all(f.ok for f in found)}
 
 
 def stop_rows(job: Job, state: str, reason: str, keep_reason: bool = False) -> list[Pipeline]:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from onwatch.deploys import views, webhooks
+from onwatch.deploys import hostviews, views, webhooks
 
 urlpatterns = [
     path("services/", views.service_list, name="services"),
@@ -27,4 +27,11 @@ urlpatterns = [
     ),
     path("pipelines/<int:pk>/", views.pipeline_detail, name="pipeline_detail"),
     path("hooks/deploys/<int:pk>/", webhooks.hook, name="deploy_hook"),
+    path("hosts/", hostviews.host_list, name="hosts"),
+    path("hosts/add/", hostviews.host_add, name="host_add"),
+    path("hosts/<int:pk>/", hostviews.host_detail, name="host_detail"),
+    path("hosts/<int:pk>/edit/", hostviews.host_edit, name="host_edit"),
+    path("hosts/<int:pk>/check/", hostviews.host_check, name="host_check"),
+    path("hosts/<int:pk>/forget-key/", hostviews.host_forget_key, name="host_forget_key"),
+    path("hosts/<int:pk>/remove/", hostviews.host_remove, name="host_remove"),
 ]

@@ -23,6 +23,7 @@ SECTIONS = [
     ("Status pages", "status_pages", "statuspages.manage"),
     ("Backups", "backups", "backups.view"),
     ("Services", "services", "services.view"),
+    ("Hosts", "hosts", "hosts.view"),
     ("Jobs", "jobs", "jobs.view"),
     ("Members", "members", "members.view"),
     ("API tokens", "tokens", "tokens.manage"),

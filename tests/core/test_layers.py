@@ -101,6 +101,7 @@ def test_each_app_exports_its_router_and_the_api_mounts_it() -> None:
         "/incidents/": "onwatch.alerts.api:incidents",
         "/maintenance/": "onwatch.alerts.api:maintenance",
         "/services/": "onwatch.deploys.api:services",
+        "/hosts/": "onwatch.deploys.hostapi:hosts",
     }
     for prefix in mounted:
         assert resolve(f"/api/v1{prefix}").url_name

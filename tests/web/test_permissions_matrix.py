@@ -29,6 +29,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.forms import issue_token
 from onwatch.core.models import Invite, Job, Membership, Organization
 from onwatch.core.roles import PERMISSIONS, SCOPES, Role, has_permission
+from onwatch.deploys.models import Host
 from onwatch.uptime.models import Monitor
 from tests.support.fixtures import signed_in
 
@@ -217,7 +218,26 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "api:service_run": lambda w: {"service_id": service(w).pk},
     "api:service_secret_set": lambda w: {"service_id": service(w).pk},
     "api:pipeline_get": lambda w: {"pipeline_id": pipeline(w).pk},
+    "host_detail": lambda w: {"pk": host(w).pk},
+    "host_edit": lambda w: {"pk": host(w).pk},
+    "host_check": lambda w: {"pk": host(w).pk},
+    "host_forget_key": lambda w: {"pk": host(w).pk},
+    "host_remove": lambda w: {"pk": host(w).pk},
+    "api:host_get": lambda w: {"host_id": host(w).pk},
+    "api:host_check": lambda w: {"host_id": host(w).pk},
 }
+
+
+def host(w: World) -> Any:
+    """An SSH host of the organization (never reached: no route here connects on GET, and a
+    check is only queued), made on first use by the host routes."""
+    if "host" not in w.objects:
+        from onwatch.deploys.models import Host
+
+        w.objects["host"] = Host.objects.create(
+            org=w.org, name="deploy@192.0.2.1", user="deploy", address="192.0.2.1"
+        )
+    return w.objects["host"]
 
 
 def service(w: World) -> Any:
@@ -299,6 +319,9 @@ def status_item(w: World) -> Any:
 # API operations that remove what they are given get an object of their own, so the
 # operations checked after them still find theirs.
 SPARE_FOR_DELETE: dict[str, Callable[[World], dict[str, Any]]] = {
+    "api:host_get": lambda w: {
+        "host_id": Host.objects.create(org=w.org, name=f"spare-{uuid.uuid4()}", address="h").pk
+    },
     "api:monitor_get": lambda w: {
         "monitor_id": Monitor.objects.create(org=w.org, name="spare", kind="tcp").pk
     },

