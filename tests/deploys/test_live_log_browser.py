@@ -78,5 +78,10 @@ def test_a_printed_line_reaches_the_pipeline_page_within_a_second_in_colour(
             assert "\x1b" not in log.inner_text()
             assert log.locator(".line", has_text=re.compile(r"^red alert then blue$")).count() == 1
 
-            note = page.locator("#job-follow-note")
-            expect(note).to_contain_text("The job has ended (succeeded)", timeout=30_000)
+            # At its end the page shows the result by itself: state and steps, not "running".
+            page.evaluate("window.stillThisPage = true")
+            state = page.locator("dd.state-succeeded")
+            expect(state).to_have_text("succeeded", timeout=30_000)
+            assert page.evaluate("window.stillThisPage === undefined")  # loaded again
+            steps = page.locator("table.steps span.state-succeeded")
+            expect(steps).to_have_count(3)

@@ -63,6 +63,13 @@
       state.textContent = name;
       state.className = "state-" + name;
     }
+    if (log.dataset.reloadWhenEnded) {
+      // The steps, their states and the test results above the log changed too: show
+      // them, rather than a page that still says "running".
+      if (note) note.textContent = "It has ended (" + name + "); showing the result…";
+      window.setTimeout(function () { window.location.reload(); }, 300);
+      return;
+    }
     if (note) note.textContent = "The job has ended (" + name + "). Reload the page for its result.";
   }
 
