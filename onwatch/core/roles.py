@@ -60,6 +60,10 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     # which secrets its steps get stays with admins.
     "pipelines.run": (Role.DEPLOYER, "Run a service's pipeline now"),
     "services.manage": (Role.ADMIN, "Add and change services, their deploy keys and secrets"),
+    "errors.view": (Role.VIEWER, "See error projects, their issues and events"),
+    # A DSN lets anyone send events into the project, so making and rotating them is
+    # the admins', as channels are.
+    "errors.manage": (Role.ADMIN, "Add error projects, change them, rotate and revoke their DSN"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),

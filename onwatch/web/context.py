@@ -23,6 +23,7 @@ SECTIONS = [
     ("Status pages", "status_pages", "statuspages.manage"),
     ("Backups", "backups", "backups.view"),
     ("Services", "services", "services.view"),
+    ("Errors", "errors_projects", "errors.view"),
     ("Jobs", "jobs", "jobs.view"),
     ("Members", "members", "members.view"),
     ("API tokens", "tokens", "tokens.manage"),
