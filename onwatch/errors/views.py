@@ -126,17 +126,49 @@ def project_revoke_key(request: HttpRequest, pk: int) -> HttpResponse:
 
 def in_app_first(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The frames, innermost first (where it happened), the app's own before libraries'."""
-    ordered = list(reversed(frames))
-    return [f for f in ordered if f.get("in_app") is True] + [
-        f for f in ordered if f.get("in_app") is not True
+    ordered = [shown(f) for f in reversed(frames)]
+    return [f for f in ordered if f["in_app"]] + [f for f in ordered if not f["in_app"]]
+
+
+def shown(frame: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows of a frame, every field present (SDKs leave out what they lack)."""
+    return {
+        "where": str(frame.get("module") or frame.get("filename") or frame.get("abs_path") or "?"),
+        "function": str(frame.get("function") or "?"),
+        "lineno": frame.get("lineno") if isinstance(frame.get("lineno"), int) else None,
+        "context_line": str(frame.get("context_line") or ""),
+        "in_app": frame.get("in_app") is True,
+    }
+
+
+def crumbs_of(data: dict[str, Any]) -> list[str]:
+    found = data.get("breadcrumbs")
+    values = found.get("values") if isinstance(found, dict) else found
+    if not isinstance(values, list):
+        return []
+    return [
+        " ".join(str(c.get(k) or "") for k in ("timestamp", "category", "message")).strip()
+        for c in values
+        if isinstance(c, dict)
     ]
+
+
+def request_line(data: dict[str, Any]) -> str:
+    found = data.get("request")
+    if not isinstance(found, dict):
+        return ""
+    return f"{found.get('method') or ''} {found.get('url') or ''}".strip()
 
 
 def stack_of(event: dict[str, Any]) -> list[dict[str, Any]]:
     from onwatch.errors.grouping import exceptions, frames
 
     return [
-        {"type": e.get("type"), "value": e.get("value"), "frames": in_app_first(frames(e))}
+        {
+            "type": str(e.get("type") or "Error"),
+            "value": str(e.get("value") or ""),
+            "frames": in_app_first(frames(e)),
+        }
         for e in reversed(exceptions(event))
     ]
 
@@ -146,13 +178,12 @@ def issue_detail(request: HttpRequest, pk: int) -> HttpResponse:
     issue = get_object_or_404(Issue, pk=pk, project__org=org_of(request))
     latest = issue.events.first()
     data: dict[str, Any] = latest.data if latest is not None else {}
-    crumbs = data.get("breadcrumbs")
     ctx = {
         "issue": issue,
         "event": latest,
         "exceptions": stack_of(data),
-        "breadcrumbs": crumbs.get("values", []) if isinstance(crumbs, dict) else crumbs or [],
-        "request_data": data.get("request") if isinstance(data.get("request"), dict) else None,
+        "breadcrumbs": crumbs_of(data),
+        "request_line": request_line(data),
         "tags": _pairs(data.get("tags")),
         "user": _pairs(data.get("user")),
     }
