@@ -93,6 +93,8 @@ SCOPES: dict[str, str] = {
     "services:write": "services.manage",
     "pipelines:run": "pipelines.run",
     "sshkeys:write": "sshkeys.manage",
+    "errors:read": "errors.view",
+    "errors:write": "errors.manage",
 }
 
 

@@ -25,25 +25,25 @@ def register(add: AddCommand) -> None:
 def cmd_add_project(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core.audit import CLI
-    from onwatch.errors import services, views
+    from onwatch.errors import services
 
     org = organization(args.org)
     try:
         made = services.add_project(org, args.name, CLI)
     except services.Refusal as e:
         fail(str(e))
-    print(views.dsn(made))
+    print(services.dsn(made))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     prepare()
-    from onwatch.errors import views
+    from onwatch.errors import services
     from onwatch.errors.models import Project
 
     org = organization(args.org)
     for project in Project.objects.filter(org=org):
-        state = "DSN revoked" if project.key_revoked else views.dsn(project)
+        state = "DSN revoked" if project.key_revoked else services.dsn(project)
         print(f"{project.name}\t{state}")
     return 0
 

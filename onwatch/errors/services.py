@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 
 from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
-from onwatch.errors import grouping, scrub
+from onwatch.errors import grouping, protocol, scrub
 from onwatch.errors.models import Attachment, Event, IpMode, Issue, Project, Tally, new_key
 
 if TYPE_CHECKING:
@@ -38,6 +40,12 @@ REASONS = {
     "over_quota": "over the hourly quota",
     "disk_full": "the server's disk is nearly full",
 }
+
+
+def dsn(project: Project) -> str:
+    """What the app's SDK is given: onwatch's address with the project's key and id."""
+    site = urlsplit(settings.SITE_ROOT)
+    return protocol.dsn(site.scheme, site.netloc, project.public_key, project.pk)
 
 
 def add_project(org: Organization, name: str, actor: Actor) -> Project:

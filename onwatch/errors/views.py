@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.contrib import messages
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse
@@ -18,16 +16,11 @@ from django.views.decorators.http import require_POST
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
-from onwatch.errors import protocol, services
+from onwatch.errors import services
 from onwatch.errors.models import Issue, Project, Tally
 
 ISSUES_SHOWN = 200
 DAYS_COUNTED = 7
-
-
-def dsn(project: Project) -> str:
-    site = urlsplit(settings.SITE_ROOT)
-    return protocol.dsn(site.scheme, site.netloc, project.public_key, project.pk)
 
 
 def _project(request: HttpRequest, pk: int) -> Project:
@@ -90,7 +83,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     counted = tallies(project, services.hour_of(now) - timedelta(days=DAYS_COUNTED))
     ctx = {
         "project": project,
-        "dsn": dsn(project),
+        "dsn": services.dsn(project),
         "refused": services.refused_last_hour(project, now),
         "refused_since": services.hour_of(now) - timedelta(hours=1),
         "dropped": counted.get("sdk-dropped", []),

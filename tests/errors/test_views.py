@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
@@ -95,3 +96,24 @@ def test_the_issue_page_shows_the_app_frames_first_and_the_user(
     assert "GET /cart" in page and "region" in page
     listing = signed_in(members["viewer"]).get(f"/errors/{project.pk}/").content.decode()
     assert "<td>3</td><td>2</td>" in listing
+
+
+def test_projects_are_listed_and_added_through_the_api(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    from onwatch.core.forms import issue_token
+
+    raw = issue_token(members["admin"], org, "ci", ["errors:read", "errors:write"], 1).raw
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    made = client.post(
+        "/api/v1/errors/projects/", {"name": "shop"}, content_type="application/json"
+    )
+    assert made.status_code == 201, made.content
+    project = Project.objects.get()
+    assert made.json()["dsn"] == f"http://{project.public_key}@localhost:8000/{project.pk}"
+    again = client.post(
+        "/api/v1/errors/projects/", {"name": "shop"}, content_type="application/json"
+    )
+    assert again.status_code == 422
+    listed = client.get("/api/v1/errors/projects/").json()["projects"]
+    assert [p["name"] for p in listed] == ["shop"]
