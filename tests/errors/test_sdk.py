@@ -29,6 +29,7 @@ django_app = get_asgi_application()
 @pytest.fixture(autouse=True)
 def fresh_limits() -> None:
     intake.LIMIT.buckets.clear()  # project ids repeat from one test to the next
+    intake._disk = (float("-inf"), False)  # looked at again, with this test's setting
 
 
 @pytest.fixture
@@ -226,3 +227,34 @@ def test_secrets_never_reach_the_stored_event(
         assert secret not in stored, secret
     assert sentry_send.NOT_A_CARD in stored  # not Luhn-valid: not a card
     assert "203.0.113.0" in stored  # the network part of the address stays
+
+
+def test_a_nearly_full_disk_refuses_with_429_and_counts_it(
+    project: Project, onwatch: tuple[int, Ingest], settings: Any
+) -> None:
+    port, _ = onwatch
+    settings.ERRORS_MIN_FREE_MB = 2**40  # more than any disk has
+    answer = post(port, project, envelope(({"type": "event"}, b'{"message": "hello"}')))
+    assert status(answer) == 429
+    assert header(answer, "X-Sentry-Rate-Limits") == "60::project:disk_full"
+    assert not Event.objects.exists()
+    assert Tally.objects.get(what="refused").detail == "disk_full"
+
+
+def test_over_size_events_and_attachments_get_413(
+    project: Project, onwatch: tuple[int, Ingest]
+) -> None:
+    port, _ = onwatch
+    big = json.dumps({"message": "x" * (1024 * 1024)}).encode()
+    assert status(post(port, project, envelope(({"type": "event"}, big)))) == 413
+    packed = gzip.compress(envelope(({"type": "event"}, big)))
+    assert status(post(port, project, packed, "Content-Encoding: gzip")) == 413
+    attached = ({"type": "attachment", "length": len(big)}, big)
+    small = ({"type": "event"}, b'{"message": "hello"}')
+    assert (
+        status(
+            post(port, project, gzip.compress(envelope(small, attached)), "Content-Encoding: gzip")
+        )
+        == 413
+    )
+    assert not Event.objects.exists()
