@@ -17,7 +17,7 @@ from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
 from onwatch.errors import services
-from onwatch.errors.models import Issue, Project, Tally
+from onwatch.errors.models import IpMode, Issue, Project, Tally
 
 ISSUES_SHOWN = 200
 DAYS_COUNTED = 7
@@ -93,8 +93,27 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "days": DAYS_COUNTED,
         "issues": Issue.objects.filter(project=project)[:ISSUES_SHOWN],
         "can_manage": can(request, "errors.manage"),
+        "ip_modes": IpMode.choices,
     }
     return render(request, "errors/project.html", ctx)
+
+
+@require("errors.manage")
+@require_POST
+def project_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _project(request, pk)
+    quota = request.POST.get("hourly_quota", "")
+    try:
+        if not quota.isdigit():
+            raise services.Refusal("The hourly quota must be a whole number of events")
+        services.change_project(
+            project, request.POST.get("ip_mode", ""), int(quota), Actor.of(request)
+        )
+    except services.Refusal as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, "Saved. Events from now on follow these settings.")
+    return redirect("errors_project", pk=project.pk)
 
 
 @require("errors.manage")

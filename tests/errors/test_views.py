@@ -15,7 +15,7 @@ from django.utils import timezone
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.errors import intake, services
-from onwatch.errors.models import Issue, Project
+from onwatch.errors.models import Event, Issue, Project
 from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
@@ -117,3 +117,22 @@ def test_projects_are_listed_and_added_through_the_api(
     assert again.status_code == 422
     listed = client.get("/api/v1/errors/projects/").json()["projects"]
     assert [p["name"] for p in listed] == ["shop"]
+
+
+def test_ip_addresses_are_kept_whole_only_when_the_project_says_so(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    project = services.add_project(org, "shop", SYSTEM)
+    send(project, {"user": {"ip_address": "{{auto}}"}})
+    client = signed_in(members["admin"])
+    saved = client.post(
+        f"/errors/{project.pk}/settings/", {"ip_mode": "keep", "hourly_quota": "50"}
+    )
+    assert saved.status_code == 302
+    project.refresh_from_db()
+    assert (project.ip_mode, project.hourly_quota) == ("keep", 50)
+    send(project, {"user": {"ip_address": "{{auto}}"}})
+    assert sorted(Event.objects.values_list("user_ip", flat=True)) == ["192.0.2.0", "192.0.2.9"]
+    client.post(f"/errors/{project.pk}/settings/", {"ip_mode": "keep", "hourly_quota": "none"})
+    project.refresh_from_db()
+    assert project.hourly_quota == 50

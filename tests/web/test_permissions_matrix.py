@@ -218,6 +218,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "api:pipeline_get": lambda w: {"pipeline_id": pipeline(w).pk},
     "errors_project": lambda w: {"pk": error_project(w).pk},
     "errors_rotate_key": lambda w: {"pk": error_project(w).pk},
+    "errors_settings": lambda w: {"pk": error_project(w).pk},
     "errors_revoke_key": lambda w: {"pk": error_project(w).pk},
     "errors_issue": lambda w: {"pk": error_issue(w).pk},
     "errors_envelope": lambda w: {"project_id": error_project(w).pk},
