@@ -258,3 +258,18 @@ def test_over_size_events_and_attachments_get_413(
         == 413
     )
     assert not Event.objects.exists()
+
+
+def test_a_flood_from_one_project_leaves_the_other_its_events(
+    project: Project, onwatch: tuple[int, Ingest], settings: Any
+) -> None:
+    port, _ = onwatch
+    settings.ERRORS_RATE_LIMIT = 1  # a burst of ten, then one a second, per project
+    other = services.add_project(project.org, "blog", SYSTEM)
+    event = envelope(({"type": "event"}, b'{"message": "hello"}'))
+    flood = [status(post(port, project, event)) for _ in range(30)]
+    calm = [status(post(port, other, event)) for _ in range(5)]
+    assert flood.count(429) >= 15
+    assert calm == [200] * 5
+    assert Event.objects.filter(project=other).count() == 5
+    assert Event.objects.filter(project=project).count() == flood.count(200)
