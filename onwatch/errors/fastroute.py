@@ -19,6 +19,7 @@ from onwatch.core.ingest.store import Store
 from onwatch.errors import intake, protocol
 from onwatch.errors.intake import Incoming
 from onwatch.errors.protocol import ProtocolError
+from onwatch.errors.services import REASONS
 
 PATH = re.compile(r"/api/(\d{1,18})/(envelope|store)/")
 # The rate limit is intake's, per project, counted once the request was read; the layer's
@@ -50,6 +51,15 @@ def write(store: Store, item: Incoming, now: datetime) -> Answer | None:
     return intake.write(item, now)
 
 
+def busy() -> Answer:
+    """Too many requests wait for the database: 429, so SDKs wait before sending more.
+    Counted in the server log (the ingest layer's "turned away"), not on the project page:
+    counting it there would add to the very writes that are behind."""
+    return intake.refusal(
+        429, f"refused: {REASONS['queue_full']}; send again later", "queue_full", 5
+    )
+
+
 ROUTE = Route(
     name="error events",
     noun="event",
@@ -60,4 +70,5 @@ ROUTE = Route(
     teach=intake.OK.body,
     methods=frozenset(("POST",)),
     max_body=protocol.MAX_BODY,
+    busy=busy,
 )

@@ -39,6 +39,7 @@ REASONS = {
     "rate_limited": "sent faster than the rate limit",
     "over_quota": "over the hourly quota",
     "disk_full": "the server's disk is nearly full",
+    "queue_full": "the server is busy writing",
 }
 
 

@@ -7,14 +7,18 @@ import gzip
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from django.core.asgi import get_asgi_application
 
 from onwatch.core.audit import SYSTEM
+from onwatch.core.ingest import Answer
 from onwatch.core.ingest.app import Ingest
+from onwatch.core.ingest.writer import Job, Writer
 from onwatch.errors import fastroute, intake, services
 from onwatch.errors.models import Event, Issue, Project, Tally
 from tests.support import sentry_send
@@ -273,3 +277,48 @@ def test_a_flood_from_one_project_leaves_the_other_its_events(
     assert calm == [200] * 5
     assert Event.objects.filter(project=other).count() == 5
     assert Event.objects.filter(project=project).count() == flood.count(200)
+
+
+class Held(Writer):
+    """A real writer that can be held before it writes a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = threading.Event()
+        self.hold.set()
+        self.holding = threading.Event()
+
+    def write(self, batch: list[Job], again: bool = True) -> list[Answer | None]:
+        self.holding.set()
+        self.hold.wait(30)
+        return super().write(batch, again)
+
+
+def test_too_many_waiting_for_the_database_get_429_the_sdks_honour(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onwatch.core.ingest import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "MAX_WAITING", 1)
+    writer = Held()
+    app = Ingest(django_app, writer, fast=[fastroute.ROUTE])
+    event = envelope(({"type": "event"}, b'{"message": "hello"}'))
+    try:
+        with serving(app) as port, ThreadPoolExecutor(2) as pool:
+            assert status(post(port, project, event)) == 200  # Django's
+            writer.hold.clear()
+            held = pool.submit(post, port, project, event)
+            assert writer.holding.wait(10)
+            waiting = pool.submit(post, port, project, event)
+            while writer.jobs.qsize() < 1:
+                threading.Event().wait(0.01)
+            refused = post(port, project, event)
+            writer.hold.set()
+            answers = [held.result(10), waiting.result(10)]
+            writer.stop()
+    finally:
+        writer.hold.set()
+    assert status(refused) == 429
+    assert header(refused, "X-Sentry-Rate-Limits") == "5::project:queue_full"
+    assert [status(a) for a in answers] == [200, 200]
+    assert Event.objects.count() == 3
