@@ -37,7 +37,18 @@ def _card(match: re.Match[str]) -> str:
     return FILTERED if luhn(digits) else match.group(0)
 
 
+def storable(value: str) -> str:
+    """Without what JSON may carry but databases refuse: NUL (PostgreSQL) and lone
+    surrogates (not UTF-8). Left in, one such event would fail its whole batch."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode(errors="replace").decode()
+    return value.replace("\x00", "")
+
+
 def text(value: str) -> str:
+    value = storable(value)
     if "KEY-----" in value:
         value = PEM.sub(FILTERED, value)
     return CARD.sub(_card, value)
@@ -55,7 +66,9 @@ def scrubbed(value: Any, depth: int = 0) -> Any:
         return _query(value) if "=" in value and "&" in value else text(value)
     if isinstance(value, dict):
         return {
-            k: FILTERED if secret_key(k) and v not in (None, "") else scrubbed(v, depth + 1)
+            storable(k): FILTERED
+            if secret_key(k) and v not in (None, "")
+            else scrubbed(v, depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list):

@@ -54,3 +54,7 @@ def test_ip_addresses_are_kept_or_truncated() -> None:
     kept = {"user": {"ip_address": "198.51.100.23"}}
     scrub.addresses(kept, "", keep=True)
     assert kept == {"user": {"ip_address": "198.51.100.23"}}
+
+
+def test_what_databases_refuse_is_taken_out() -> None:
+    assert scrub.scrubbed({"a\x00b": "c\x00d", "e": "\ud800f"}) == {"ab": "cd", "e": "?f"}

@@ -322,3 +322,12 @@ def test_too_many_waiting_for_the_database_get_429_the_sdks_honour(
     assert header(refused, "X-Sentry-Rate-Limits") == "5::project:queue_full"
     assert [status(a) for a in answers] == [200, 200]
     assert Event.objects.count() == 3
+
+
+def test_an_event_with_nul_and_lone_surrogates_is_stored(
+    project: Project, onwatch: tuple[int, Ingest]
+) -> None:
+    port, _ = onwatch
+    body = b'{"message": "a\\u0000b \\ud800", "extra": {"k\\u0000": 1}}'
+    assert status(post(port, project, envelope(({"type": "event"}, body)))) == 200
+    assert Event.objects.get().data["message"] == "ab ?"
