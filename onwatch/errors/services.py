@@ -14,6 +14,7 @@ from django.db.models import F, Sum
 
 from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
+from onwatch.core.rest import MAX_ID
 from onwatch.errors import grouping, protocol, scrub
 from onwatch.errors.models import Attachment, Event, IpMode, Issue, Project, Tally, new_key
 
@@ -111,7 +112,9 @@ def add_tallies(project: Project, hour: datetime, tallies: Tallies) -> None:
 
 def take(incoming: Incoming, now: datetime) -> None:
     """Store what an SDK sent, or raise Refused (counted) without storing any of it."""
-    project = Project.objects.filter(pk=incoming.project_id).first()
+    # An id past the database's integers is no project (and must not reach the query).
+    fits = incoming.project_id <= MAX_ID
+    project = Project.objects.filter(pk=incoming.project_id).first() if fits else None
     if project is None or project.public_key != incoming.key:
         raise Refused(403, "unknown project or key: check the DSN")
     if project.key_revoked:

@@ -137,6 +137,9 @@ def test_a_wrong_missing_or_revoked_key_is_refused(
     assert status(post(port, project, event, key="0" * 32)) == 403
     no_key = raw(port, "POST", f"/api/{project.pk}/envelope/", event)
     assert status(no_key) == 401
+    auth = f"X-Sentry-Auth: Sentry sentry_key={project.public_key}"
+    huge = raw(port, "POST", f"/api/{'9' * 30}/envelope/", event, auth)
+    assert status(huge) == 403
     services.revoke_key(project, SYSTEM)
     revoked = post(port, project, event)
     assert status(revoked) == 403
