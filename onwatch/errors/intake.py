@@ -104,7 +104,7 @@ def counted(tallies: Tallies, item: Item) -> None:
     """Items onwatch counts rather than stores."""
     if item.type == "client_report":
         report = protocol.json_object(item.payload, "client report")
-        for d in report.get("discarded_events") or []:
+        for d in _list(report.get("discarded_events")):
             if isinstance(d, dict) and isinstance(d.get("quantity"), int):
                 what = f"{d.get('reason')} ({d.get('category')})"[:200]
                 tallies["sdk-dropped", what] += max(0, d["quantity"])
@@ -134,12 +134,16 @@ def sessions(tallies: Tallies, session: dict[str, Any]) -> None:
 
 def aggregates(tallies: Tallies, data: dict[str, Any]) -> None:
     release = release_of(data)
-    for bucket in data.get("aggregates") or []:
+    for bucket in _list(data.get("aggregates")):
         if not isinstance(bucket, dict):
             continue
         started = sum(_int(bucket.get(k)) for k in ("exited", "errored", "crashed", "abnormal"))
         tallies["sessions", release] += started
         tallies["crashed", release] += _int(bucket.get("crashed")) + _int(bucket.get("abnormal"))
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _int(value: object) -> int:
