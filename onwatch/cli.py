@@ -15,7 +15,13 @@ from onwatch.core.commands import Command, RegisterCommands
 from onwatch.startup import describe_database, fail, prepare
 
 # The apps whose cli.py adds commands (`register(add)`), in the order help lists them.
-APPS_WITH_COMMANDS = ("onwatch.uptime", "onwatch.alerts", "onwatch.backups", "onwatch.deploys")
+APPS_WITH_COMMANDS = (
+    "onwatch.uptime",
+    "onwatch.alerts",
+    "onwatch.backups",
+    "onwatch.deploys",
+    "onwatch.errors",
+)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

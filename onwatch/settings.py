@@ -32,6 +32,10 @@ PORT = env_int("ONWATCH_PORT", 8000, minimum=1, maximum=65535)
 WEB_WORKERS = env_int("ONWATCH_WEB_WORKERS", 2, minimum=1, maximum=32)
 # Pings a second one heartbeat may send (with bursts of ten seconds' worth), per web process.
 PING_RATE_LIMIT = env_int("ONWATCH_PING_RATE_LIMIT", 10, minimum=1)
+# Error events a second per project (each web process counts its own), and the free disk
+# below which events are refused with 429 rather than risk a full disk.
+ERRORS_RATE_LIMIT = env_int("ONWATCH_ERRORS_RATE_LIMIT", 100, minimum=1)
+ERRORS_MIN_FREE_MB = env_int("ONWATCH_ERRORS_MIN_FREE_MB", 500)
 SITE = base_url(f"http://localhost:{PORT}")
 SITE_ROOT = SITE.origin
 # Refused unless chosen: then cookies go without Secure and every page carries a warning.
@@ -93,6 +97,7 @@ INSTALLED_APPS = [
     "onwatch.uptime",
     "onwatch.backups",
     "onwatch.deploys",
+    "onwatch.errors",
     "onwatch.web",
 ]
 

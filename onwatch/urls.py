@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("onwatch.uptime.urls")),
     path("", include("onwatch.backups.urls")),
     path("", include("onwatch.deploys.urls")),
+    path("", include("onwatch.errors.urls")),
     # The typed API (monitors, policies, incidents, maintenance) beside the plain views
     # of core/urls.py at api/v1/channels|jobs|audit/.
     path("api/v1/", api.urls()),

@@ -63,6 +63,10 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     "hosts.view": (Role.VIEWER, "See hosts, their checks, provider and monthly cost"),
     # Installing tools on a host and choosing its rights stay with admins.
     "hosts.manage": (Role.ADMIN, "Add, check, prepare, change and remove hosts"),
+    "errors.view": (Role.VIEWER, "See error projects, their issues and events"),
+    # A DSN lets anyone send events into the project, so making and rotating them is
+    # the admins', as channels are.
+    "errors.manage": (Role.ADMIN, "Add error projects, change them, rotate and revoke their DSN"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),
@@ -94,6 +98,8 @@ SCOPES: dict[str, str] = {
     "sshkeys:write": "sshkeys.manage",
     "hosts:read": "hosts.view",
     "hosts:write": "hosts.manage",
+    "errors:read": "errors.view",
+    "errors:write": "errors.manage",
 }
 
 

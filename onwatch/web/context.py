@@ -24,6 +24,7 @@ SECTIONS = [
     ("Backups", "backups", "backups.view"),
     ("Services", "services", "services.view"),
     ("Hosts", "hosts", "hosts.view"),
+    ("Errors", "errors_projects", "errors.view"),
     ("Jobs", "jobs", "jobs.view"),
     ("Members", "members", "members.view"),
     ("API tokens", "tokens", "tokens.manage"),

@@ -102,6 +102,7 @@ def test_each_app_exports_its_router_and_the_api_mounts_it() -> None:
         "/maintenance/": "onwatch.alerts.api:maintenance",
         "/services/": "onwatch.deploys.api:services",
         "/hosts/": "onwatch.deploys.hostapi:hosts",
+        "/errors/projects/": "onwatch.errors.api:projects",
     }
     for prefix in mounted:
         assert resolve(f"/api/v1{prefix}").url_name
@@ -114,6 +115,7 @@ def test_each_app_exports_its_router_and_the_api_mounts_it() -> None:
         (["notify", "test"], "alerts"),
         (["restore", "shop", "--to", "/tmp/x"], "backups"),
         (["pipelines", "run", "shop"], "deploys"),
+        (["errors", "add-project", "shop"], "errors"),
     ],
 )
 def test_apps_contribute_their_own_commands(argv: list[str], app: str) -> None:

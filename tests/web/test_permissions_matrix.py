@@ -225,6 +225,13 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "host_remove": lambda w: {"pk": host(w).pk},
     "api:host_get": lambda w: {"host_id": host(w).pk},
     "api:host_check": lambda w: {"host_id": host(w).pk},
+    "errors_project": lambda w: {"pk": error_project(w).pk},
+    "errors_rotate_key": lambda w: {"pk": error_project(w).pk},
+    "errors_settings": lambda w: {"pk": error_project(w).pk},
+    "errors_revoke_key": lambda w: {"pk": error_project(w).pk},
+    "errors_issue": lambda w: {"pk": error_issue(w).pk},
+    "errors_envelope": lambda w: {"project_id": error_project(w).pk},
+    "errors_store": lambda w: {"project_id": error_project(w).pk},
 }
 
 
@@ -238,6 +245,32 @@ def host(w: World) -> Any:
             org=w.org, name="deploy@192.0.2.1", user="deploy", address="192.0.2.1"
         )
     return w.objects["host"]
+
+
+def error_project(w: World) -> Any:
+    """An error-tracking project of the organization, made on first use."""
+    if "error_project" not in w.objects:
+        from onwatch.errors import services as error_services
+
+        w.objects["error_project"] = error_services.add_project(w.org, "matrix", SYSTEM)
+    return w.objects["error_project"]
+
+
+def error_issue(w: World) -> Any:
+    """An issue of the world's error project, with one event, made on first use."""
+    if "error_issue" not in w.objects:
+        from onwatch.errors import intake
+        from onwatch.errors import services as error_services
+        from onwatch.errors.models import Issue
+
+        project = error_project(w)
+        event = {"event_id": "c" * 32, "message": "matrix"}
+        error_services.take(
+            intake.Incoming(project.pk, project.public_key, "127.0.0.1", [event]),
+            timezone.now(),
+        )
+        w.objects["error_issue"] = Issue.objects.get(project=project)
+    return w.objects["error_issue"]
 
 
 def service(w: World) -> Any:

@@ -65,6 +65,9 @@ class Route:
     max_body: int = 100 * 1024
     # The answer to a request over the rate limit.
     too_many: Callable[[], str] = lambda: "Too many requests; wait a moment and send again"
+    # The answer when too many requests wait for the writer; None: 503 with Retry-After.
+    # (Sentry's SDKs back off on 429 with X-Sentry-Rate-Limits, not on 503.)
+    busy: Callable[[], Answer] | None = None
 
 
 # "module:attribute" paths, in registration order: imported when the ASGI app is built, so

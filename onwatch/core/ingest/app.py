@@ -91,6 +91,8 @@ class Ingest:
         job = Job(route, accepted.item, rid, loop, loop.create_future())
         if not self.writer.submit(job):
             self.overloaded()
+            if route.busy is not None:
+                return route.busy()
             return Answer(503, busy(route.noun).encode() + b"\n", ((b"Retry-After", b"5"),))
         # A timer rather than wait_for: no task per request, and the job is never cancelled.
         timer = loop.call_later(self.wait, expire, job, self.wait)

@@ -29,6 +29,7 @@ class Request:
     declared: int | None  # Content-Length
     incoming_id: str | None  # X-Request-ID, as sent
     host: tuple[bytes, ...]  # the host and scheme its answer headers were learned for
+    headers: Headers  # all of them, as the ASGI scope has them (names in lower case)
 
 
 def screen(scope: Scope, methods: frozenset[str], max_body: int) -> Request | None:
@@ -68,6 +69,7 @@ def screen(scope: Scope, methods: frozenset[str], max_body: int) -> Request | No
         declared,
         incoming,
         key,
+        scope["headers"],
     )
 
 

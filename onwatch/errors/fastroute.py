@@ -1,0 +1,74 @@
+"""The envelope and store endpoints as a fast route of the ingest layer
+(onwatch/core/ingest): read and scrubbed in the event loop, stored in the writer's group
+commits — grouping included, in the same transaction, so an event answered 200 is in
+its issue the moment the answer leaves (no digest queue that could lag or lose it).
+
+Anything `intake.accept` cannot read goes to Django's view, which runs the same code and
+answers with the reason, so bad input costs the fast path nothing and has one answer.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from onwatch.core.ingest import Accepted, Answer, Route
+from onwatch.core.ingest.limits import Limit
+from onwatch.core.ingest.request import Request
+from onwatch.core.ingest.store import Store
+from onwatch.errors import intake, protocol
+from onwatch.errors.intake import Incoming
+from onwatch.errors.protocol import ProtocolError
+from onwatch.errors.services import REASONS
+
+PATH = re.compile(r"/api/(\d{1,18})/(envelope|store)/")
+# The rate limit is intake's, per project, counted once the request was read; the layer's
+# own would answer 429 without the headers SDKs read and without counting the refusal.
+UNLIMITED = Limit(lambda: 1e12)
+
+
+def accept(request: Request, body: bytes) -> Accepted | None:
+    found = PATH.fullmatch(request.path)
+    if found is None or request.method != "POST":
+        return None
+    headers = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in request.headers
+        if name in (b"x-sentry-auth", b"content-encoding")
+    }
+    try:
+        incoming = intake.accept(
+            int(found.group(1)), found.group(2), headers, request.query, body, request.remote_addr
+        )
+    except ProtocolError:
+        return None  # Django's view answers with the reason
+    return Accepted(found.group(1), incoming)
+
+
+def write(store: Store, item: Incoming, now: datetime) -> Answer | None:
+    # Through the ORM on the writer's connection, inside its transaction: an event is a
+    # handful of rows across tables whose ids depend on each other.
+    return intake.write(item, now)
+
+
+def busy() -> Answer:
+    """Too many requests wait for the database: 429, so SDKs wait before sending more.
+    Counted in the server log (the ingest layer's "turned away"), not on the project page:
+    counting it there would add to the very writes that are behind."""
+    return intake.refusal(
+        429, f"refused: {REASONS['queue_full']}; send again later", "queue_full", 5
+    )
+
+
+ROUTE = Route(
+    name="error events",
+    noun="event",
+    prefix="/api/",
+    accept=accept,
+    write=write,
+    limit=UNLIMITED,
+    teach=intake.OK.body,
+    methods=frozenset(("POST",)),
+    max_body=protocol.MAX_BODY,
+    busy=busy,
+)

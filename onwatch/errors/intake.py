@@ -1,0 +1,182 @@
+"""What the envelope and store endpoints do, for the Django views and the ingest layer's
+fast route alike: `accept` reads and scrubs a request without the database (in the event
+loop), `write` stores it (in the writer's batch, or in the view's transaction).
+
+Every answer in 2xx means stored: whatever cannot be taken is refused before, with 413
+or 429 and the reason counted on the project page — never answered 200 and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+
+from onwatch.core.ingest import Answer
+from onwatch.core.ingest.limits import Limit
+from onwatch.errors import protocol, scrub
+from onwatch.errors.protocol import Item, ProtocolError
+
+# Fixed, so the ingest layer can tell this answer from any other under /api/ when it
+# learns the headers of Django's answer (SDKs read only the status).
+OK = Answer(200, b'{"stored":true}')
+LIMIT = Limit(lambda: float(settings.ERRORS_RATE_LIMIT))
+RATE_RETRY_SECONDS = 1
+DISK_RETRY_SECONDS = 60
+Tallies = Counter[tuple[str, str]]  # (Tally.What, detail): count
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A request read and scrubbed, not yet stored. IP addresses are still whole: whether
+    to keep them is the project's setting, applied in `write`."""
+
+    project_id: int
+    key: str
+    remote_addr: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[Item] = field(default_factory=list)
+    tallies: Tallies = field(default_factory=Counter)
+    refused: str = ""  # why it must be refused before storing: rate_limited, disk_full
+
+
+def accept(
+    project_id: int, kind: str, headers: dict[str, str], query: bytes, body: bytes, remote: str
+) -> Incoming:
+    """The request read; ProtocolError (400, 401, 413) when it cannot be."""
+    key = protocol.sentry_key(headers.get("x-sentry-auth", ""), query)
+    if key is None:
+        raise ProtocolError("no key: send X-Sentry-Auth or ?sentry_key= (see the DSN)", 401)
+    if len(body) > protocol.MAX_BODY:
+        raise ProtocolError(f"the body is over {protocol.MAX_BODY // 1024} KiB", 413)
+    data = protocol.unpacked(body, headers.get("content-encoding", ""))
+    incoming = Incoming(project_id, key, remote)
+    if kind == "store":
+        incoming.events.append(event_of(data))
+    else:
+        read_envelope(incoming, data)
+    # Counted only once it was read: a request handed on to Django is not counted twice.
+    if not LIMIT.allow(str(project_id)):
+        incoming.refused = "rate_limited"
+    elif disk_low():
+        incoming.refused = "disk_full"
+    return incoming
+
+
+def event_of(data: bytes) -> dict[str, Any]:
+    if len(data) > protocol.MAX_EVENT:
+        raise ProtocolError(f"an event is over {protocol.MAX_EVENT // 1024} KiB", 413)
+    event: dict[str, Any] = scrub.scrubbed(protocol.json_object(data, "event"))
+    found = event.get("event_id")
+    if not (isinstance(found, str) and len(found.replace("-", "")) == 32):
+        event["event_id"] = uuid.uuid4().hex
+    event["event_id"] = str(event["event_id"]).replace("-", "").lower()
+    return event
+
+
+def read_envelope(incoming: Incoming, data: bytes) -> None:
+    header, items = protocol.envelope(data)
+    for item in items:
+        if item.type == "event":
+            event = event_of(item.payload)
+            if isinstance(header.get("event_id"), str) and "event_id" not in item.headers:
+                event.setdefault("event_id", header["event_id"])
+            incoming.events.append(event)
+        elif item.type == "attachment":
+            if len(item.payload) > protocol.MAX_ATTACHMENT:
+                raise ProtocolError(
+                    f"an attachment is over {protocol.MAX_ATTACHMENT // 1024} KiB", 413
+                )
+            incoming.attachments.append(item)
+        else:
+            counted(incoming.tallies, item)  # unknown types are skipped, as Sentry does
+
+
+def counted(tallies: Tallies, item: Item) -> None:
+    """Items onwatch counts rather than stores."""
+    if item.type == "client_report":
+        report = protocol.json_object(item.payload, "client report")
+        for d in _list(report.get("discarded_events")):
+            if isinstance(d, dict) and isinstance(d.get("quantity"), int):
+                what = f"{d.get('reason')} ({d.get('category')})"[:200]
+                tallies["sdk-dropped", what] += max(0, d["quantity"])
+    elif item.type == "session":
+        sessions(tallies, protocol.json_object(item.payload, "session"))
+    elif item.type == "sessions":
+        aggregates(tallies, protocol.json_object(item.payload, "sessions"))
+    elif item.type == "check_in":
+        check_in = protocol.json_object(item.payload, "check-in")
+        tallies["check-ins", str(check_in.get("monitor_slug") or "")[:200]] += 1
+    elif item.type == "transaction":
+        tallies["transactions", ""] += 1
+
+
+def release_of(data: dict[str, Any]) -> str:
+    attrs = data.get("attrs")
+    return str(attrs.get("release") or "")[:200] if isinstance(attrs, dict) else ""
+
+
+def sessions(tallies: Tallies, session: dict[str, Any]) -> None:
+    release = release_of(session)
+    if session.get("init") is True:
+        tallies["sessions", release] += 1
+    if session.get("status") in ("crashed", "abnormal"):
+        tallies["crashed", release] += 1
+
+
+def aggregates(tallies: Tallies, data: dict[str, Any]) -> None:
+    release = release_of(data)
+    for bucket in _list(data.get("aggregates")):
+        if not isinstance(bucket, dict):
+            continue
+        started = sum(_int(bucket.get(k)) for k in ("exited", "errored", "crashed", "abnormal"))
+        tallies["sessions", release] += started
+        tallies["crashed", release] += _int(bucket.get("crashed")) + _int(bucket.get("abnormal"))
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+_disk: tuple[float, bool] = (float("-inf"), False)
+_disk_lock = threading.Lock()
+
+
+def disk_low() -> bool:
+    """Whether the data folder's disk is under ERRORS_MIN_FREE_MB, looked at once a second."""
+    global _disk
+    now = time.monotonic()
+    with _disk_lock:
+        if now - _disk[0] >= 1.0:
+            free = shutil.disk_usage(settings.DATA_DIR).free
+            _disk = (now, free < settings.ERRORS_MIN_FREE_MB * 2**20)
+        return _disk[1]
+
+
+def write(incoming: Incoming, now: datetime) -> Answer:
+    """Store what was accepted, or refuse it; in the caller's transaction."""
+    from onwatch.errors import services
+
+    try:
+        services.take(incoming, now)
+    except services.Refused as e:
+        return refusal(e.status, str(e), e.reason, e.retry_after)
+    return OK
+
+
+def refusal(status: int, message: str, reason: str = "", retry_after: int = 0) -> Answer:
+    body = json.dumps({"detail": message}).encode()
+    headers = protocol.rate_limits(retry_after, reason) if status == 429 else ()
+    return Answer(status, body, headers)

@@ -1,0 +1,116 @@
+"""Server-side scrubbing, before anything is stored: values under secret-sounding keys,
+card numbers, PEM keys; IP addresses kept or truncated per project.
+
+SDKs scrub too, but only when configured to, and each its own way: what reaches the
+database must not depend on how a team set up its SDK.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+FILTERED = "[Filtered]"
+SECRET_KEYS = re.compile(
+    r"password|secret|passwd|api_key|apikey|auth|credentials|mysql_pwd|privatekey"
+    r"|private_key|token|bearer|session|cookie",
+    re.IGNORECASE,
+)
+# 13 to 19 digits, maybe grouped by spaces or dashes; Luhn decides.
+CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*KEY-----.*?(?:-----END [A-Z0-9 ]*KEY-----|\Z)", re.DOTALL)
+MAX_DEPTH = 64  # deeper data is cut: nobody reads it, and it must not exhaust the stack
+
+
+def luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def _card(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    return FILTERED if luhn(digits) else match.group(0)
+
+
+def storable(value: str) -> str:
+    """Without what JSON may carry but databases refuse: NUL (PostgreSQL) and lone
+    surrogates (not UTF-8). Left in, one such event would fail its whole batch."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode(errors="replace").decode()
+    return value.replace("\x00", "")
+
+
+def text(value: str) -> str:
+    value = storable(value)
+    if "KEY-----" in value:
+        value = PEM.sub(FILTERED, value)
+    return CARD.sub(_card, value)
+
+
+def secret_key(key: object) -> bool:
+    return isinstance(key, str) and SECRET_KEYS.search(key) is not None
+
+
+def scrubbed(value: Any, depth: int = 0) -> Any:
+    """`value` (decoded JSON) with every secret replaced by "[Filtered]"."""
+    if depth > MAX_DEPTH:
+        return FILTERED
+    if isinstance(value, str):
+        return _query(value) if "=" in value and "&" in value else text(value)
+    if isinstance(value, dict):
+        return {
+            storable(k): FILTERED
+            if secret_key(k) and v not in (None, "")
+            else scrubbed(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        if value and all(_pair(v) for v in value):
+            # Headers and query strings come as [[name, value], …] too.
+            return [[k, FILTERED if secret_key(k) else scrubbed(v, depth + 1)] for k, v in value]
+        return [scrubbed(v, depth + 1) for v in value]
+    return value
+
+
+def _pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+
+
+def _query(value: str) -> str:
+    """A query string or form body (`a=1&password=x`) with secret fields filtered."""
+    pairs = parse_qsl(value, keep_blank_values=True)
+    if not pairs or any(" " in k for k, _ in pairs):
+        return text(value)
+    return urlencode([(k, FILTERED if secret_key(k) else text(v)) for k, v in pairs])
+
+
+def ip(address: str, keep: bool) -> str:
+    """The address, or its network part when not `keep` (IPv4 /24, IPv6 /48)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    if keep:
+        return str(parsed)
+    prefix = 24 if parsed.version == 4 else 48
+    return str(ipaddress.ip_network(f"{parsed}/{prefix}", strict=False).network_address)
+
+
+def addresses(event: dict[str, Any], remote_addr: str, keep: bool) -> None:
+    """Resolve "{{auto}}" to the sender's address and keep or truncate every IP address
+    the event carries where SDKs put them (user, request env)."""
+    user = event.get("user")
+    if isinstance(user, dict) and isinstance(user.get("ip_address"), str):
+        found = user["ip_address"]
+        user["ip_address"] = ip(remote_addr if found == "{{auto}}" else found, keep)
+    request = event.get("request")
+    env = request.get("env") if isinstance(request, dict) else None
+    if isinstance(env, dict) and isinstance(env.get("REMOTE_ADDR"), str):
+        env["REMOTE_ADDR"] = ip(env["REMOTE_ADDR"], keep)
