@@ -60,6 +60,7 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     # which secrets its steps get stays with admins.
     "pipelines.run": (Role.DEPLOYER, "Run a service's pipeline now"),
     "services.manage": (Role.ADMIN, "Add and change services, their deploy keys and secrets"),
+    "deploys.run": (Role.DEPLOYER, "Deploy a service's commit, or roll it back to a kept release"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),
@@ -88,6 +89,7 @@ SCOPES: dict[str, str] = {
     "services:read": "services.view",
     "services:write": "services.manage",
     "pipelines:run": "pipelines.run",
+    "deploys:run": "deploys.run",
     "sshkeys:write": "sshkeys.manage",
 }
 

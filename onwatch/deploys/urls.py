@@ -1,6 +1,6 @@
 from django.urls import path
 
-from onwatch.deploys import views, webhooks
+from onwatch.deploys import deploy_views, views, webhooks
 
 urlpatterns = [
     path("services/", views.service_list, name="services"),
@@ -25,6 +25,10 @@ urlpatterns = [
         views.service_webhook_secret,
         name="service_webhook_secret",
     ),
+    path("services/<int:pk>/domain/", deploy_views.service_domain, name="service_domain"),
+    path("services/<int:pk>/deploy/", deploy_views.service_deploy, name="service_deploy"),
+    path("services/<int:pk>/rollback/", deploy_views.service_rollback, name="service_rollback"),
     path("pipelines/<int:pk>/", views.pipeline_detail, name="pipeline_detail"),
+    path("deploys/<int:pk>/", deploy_views.deploy_detail, name="deploy_detail"),
     path("hooks/deploys/<int:pk>/", webhooks.hook, name="deploy_hook"),
 ]

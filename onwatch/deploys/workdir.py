@@ -47,6 +47,11 @@ def workspace_of(pipeline: Pipeline) -> Path:
     return Path(settings.WORK_DIR) / "workspaces" / str(pipeline.service_id) / str(pipeline.pk)
 
 
+def release_folder(service_id: int, release_id: int) -> Path:
+    """A release's own folder: its checkout, built once, then never changed by onwatch."""
+    return work_folder("releases", str(service_id)) / str(release_id)
+
+
 def caches_of(service: Service) -> dict[str, Path]:
     """The service's dependency caches, shared by its runs one at a time (Run.caches_held)."""
     return {name: work_folder("caches", str(service.pk), name) for name in CACHES}

@@ -212,6 +212,10 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "service_webhook_secret": lambda w: {"pk": service(w).pk},
     "deploy_hook": lambda w: {"pk": service(w).pk},
     "pipeline_detail": lambda w: {"pk": pipeline(w).pk},
+    "service_domain": lambda w: {"pk": service(w).pk},
+    "service_deploy": lambda w: {"pk": service(w).pk},
+    "service_rollback": lambda w: {"pk": service(w).pk},
+    "deploy_detail": lambda w: {"pk": deploy(w).pk},
     "api:service_get": lambda w: {"service_id": service(w).pk},
     "api:service_run": lambda w: {"service_id": service(w).pk},
     "api:service_secret_set": lambda w: {"service_id": service(w).pk},
@@ -241,6 +245,16 @@ def pipeline(w: World) -> Any:
 
         w.objects["pipeline"] = deploy_services.run_pipeline(service(w), SYSTEM, "ui")
     return w.objects["pipeline"]
+
+
+def deploy(w: World) -> Any:
+    """A queued deploy of the world's service (given a domain), made on first use."""
+    if "deploy" not in w.objects:
+        from onwatch.deploys import services as deploy_services
+
+        deploy_services.set_domain(service(w), "matrix.test", False, SYSTEM)
+        w.objects["deploy"] = deploy_services.queue_deploy(service(w), SYSTEM, "ui")
+    return w.objects["deploy"]
 
 
 def monitor(w: World) -> Any:
