@@ -916,6 +916,8 @@ def queue_rollback(service: Service, actor: Actor, trigger: str, to: int | None 
 
 
 def mark_no_rollback_past(release: Release, why: str, actor: Actor, on: bool = True) -> None:
+    if on and not why.strip():
+        raise Refusal("Say why (what its release command changed), for whoever tries", "why")
     with transaction.atomic():
         release.no_rollback_past, release.no_rollback_why = on, why.strip()[:500] if on else ""
         release.save(update_fields=["no_rollback_past", "no_rollback_why"])
