@@ -220,6 +220,12 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "api:service_run": lambda w: {"service_id": service(w).pk},
     "api:service_secret_set": lambda w: {"service_id": service(w).pk},
     "api:pipeline_get": lambda w: {"pipeline_id": pipeline(w).pk},
+    "api:service_domain_set": lambda w: {"service_id": service(w).pk},
+    "api:service_deploy": lambda w: {"service_id": service(w).pk},
+    "api:service_rollback": lambda w: {"service_id": service(w).pk},
+    "api:service_releases": lambda w: {"service_id": service(w).pk},
+    "api:deploy_get": lambda w: {"deploy_id": deploy(w).pk},
+    "api:release_no_rollback": lambda w: {"release_id": release(w).pk},
 }
 
 
@@ -255,6 +261,15 @@ def deploy(w: World) -> Any:
         deploy_services.set_domain(service(w), "matrix.test", False, SYSTEM)
         w.objects["deploy"] = deploy_services.queue_deploy(service(w), SYSTEM, "ui")
     return w.objects["deploy"]
+
+
+def release(w: World) -> Any:
+    """A release row of the world's deploy (never built: no route here builds on GET)."""
+    if "release" not in w.objects:
+        from onwatch.deploys import services as deploy_services
+
+        w.objects["release"] = deploy_services.new_release(deploy(w), "")
+    return w.objects["release"]
 
 
 def monitor(w: World) -> Any:
