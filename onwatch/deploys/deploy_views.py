@@ -3,21 +3,38 @@ what ran when, how long, ok or not, and why). Thin: every change goes through se
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from onwatch.core.audit import Actor
-from onwatch.core.decorators import require
+from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
 from onwatch.deploys import services
-from onwatch.deploys.models import Deploy, Service
+from onwatch.deploys.models import Deploy, Release, ReleaseState, Service
 from onwatch.deploys.services import Refusal
+
+DEPLOYS_SHOWN = 10
 
 
 def _service(request: HttpRequest, pk: int) -> Service:
     return get_object_or_404(Service, pk=pk, org=org_of(request))
+
+
+def context(request: HttpRequest, service: Service) -> dict[str, Any]:
+    """The service page's part about its domain, releases and deploys."""
+    live = services.live_release(service)
+    return {
+        "releases": list(service.releases.order_by("-pk")),
+        "live_release": live,
+        "previous_release": services.previous_release(service),
+        "deploys": list(service.deploys.select_related("release")[:DEPLOYS_SHOWN]),
+        "can_deploy": can(request, "deploys.run"),
+        "ready": ReleaseState.READY,
+    }
 
 
 @require("services.manage")
@@ -70,3 +87,15 @@ def deploy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     found = Deploy.objects.select_related("service", "release", "pipeline", "job")
     deploy = get_object_or_404(found, pk=pk, service__org=org_of(request))
     return render(request, "deploys/deploy.html", {"deploy": deploy})
+
+
+@require("deploys.run")
+@require_POST
+def release_no_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    release = get_object_or_404(Release, pk=pk, service__org=org_of(request))
+    on = request.POST.get("on") != "off"
+    try:
+        services.mark_no_rollback_past(release, request.POST.get("why", ""), Actor.of(request), on)
+    except Refusal as e:
+        messages.error(request, str(e))
+    return redirect("service_detail", pk=release.service_id)

@@ -30,5 +30,10 @@ urlpatterns = [
     path("services/<int:pk>/rollback/", deploy_views.service_rollback, name="service_rollback"),
     path("pipelines/<int:pk>/", views.pipeline_detail, name="pipeline_detail"),
     path("deploys/<int:pk>/", deploy_views.deploy_detail, name="deploy_detail"),
+    path(
+        "releases/<int:pk>/no-rollback/",
+        deploy_views.release_no_rollback,
+        name="release_no_rollback",
+    ),
     path("hooks/deploys/<int:pk>/", webhooks.hook, name="deploy_hook"),
 ]

@@ -216,6 +216,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "service_deploy": lambda w: {"pk": service(w).pk},
     "service_rollback": lambda w: {"pk": service(w).pk},
     "deploy_detail": lambda w: {"pk": deploy(w).pk},
+    "release_no_rollback": lambda w: {"pk": release(w).pk},
     "api:service_get": lambda w: {"service_id": service(w).pk},
     "api:service_run": lambda w: {"service_id": service(w).pk},
     "api:service_secret_set": lambda w: {"service_id": service(w).pk},
