@@ -279,7 +279,7 @@ def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     now = f"{live} still serves {deploy.service.domain}" if live != "nothing" else "nothing serves"
     reason = why if now in why else f"{why}; {now}"
     services.deploy_ended(deploy, state, reason, live)
-    alert_failed(deploy)
+    alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
 
 
 def alert_failed(deploy: Deploy, verb: str = "failed") -> None:

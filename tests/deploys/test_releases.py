@@ -4,21 +4,26 @@ Caddy, with clients sending requests without pause while it switches."""
 
 from __future__ import annotations
 
+import fcntl
+import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import AuditEntry, Organization
+from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.deploys import releases, services, switch
 from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
-from tests.support.deploys import commit, service_for
+from tests.support.deploys import beside_a_writer, commit, service_for
 from tests.support.load import Load, fetch
+from tests.support.receivers import wait_until
 from tests.support.releases import RELEASE_FAILS, app_files, built_marker
 from tests.support.switching import listen_port, own_machine
 
@@ -221,3 +226,61 @@ def test_old_releases_are_pruned_but_never_the_live_or_previous_one(
     assert Path(first.release.directory).is_dir()  # type: ignore[union-attr]
     with pytest.raises(services.Refusal, match="it is pruned"):
         services.queue_rollback(shop, SYSTEM, "cli", to=second.release.pk)  # type: ignore[union-attr]
+
+
+def test_a_deploy_whose_worker_died_ends_interrupted_with_the_live_release_serving(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    live = services.live_release(shop)
+    commit(tmp_path / "repo", app_files("v2"), "Version v2")
+    deploy = services.queue_deploy(shop, SYSTEM, "cli")
+    # Its worker claimed it, started, and then stopped answering (killed, machine down).
+    services.deploy_started(deploy)
+    gone = timezone.now() - timedelta(minutes=1)
+    Job.objects.filter(pk=deploy.job_id).update(
+        state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
+    )
+    [reaped] = jobs.reap_expired()
+    deploy.refresh_from_db()
+    assert (reaped.pk, reaped.state) == (deploy.job_id, JobState.INTERRUPTED)
+    assert deploy.state == State.INTERRUPTED
+    assert deploy.reason == (
+        "onwatch stopped while the deploy ran (its worker stopped answering); deploy again; "
+        f"{live} still serves shop.test"
+    )
+    assert answers(machine) == {"v1"} and deploy.live_after == str(live)
+    [alert] = alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted")
+    assert "What to do:" in alert.body
+    # A rerun continues cleanly.
+    again = services.queue_deploy(shop, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    again.refresh_from_db()
+    assert again.state == State.SUCCEEDED, again.reason
+    assert answers(machine) == {"v2"}
+
+
+def test_a_second_deploy_of_a_service_waits_for_the_first(machine: Machine, shop: Service) -> None:
+    deploy = services.queue_deploy(shop, SYSTEM, "cli")
+    lock = machine.root / "locks" / f"service-{shop.pk}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        # Another deploy of the service (another worker) holds it.
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=jobs.run_pending, kwargs={"kinds": KINDS})
+        worker.start()
+        waiting = "waiting for another deploy of this service to finish"
+        assert deploy.job is not None
+        wait_until(lambda: waiting in log_text(deploy.job_id), 30, "the wait")
+        assert beside_a_writer(lambda: Deploy.objects.get(pk=deploy.pk).steps) == []
+    worker.join(timeout=120)
+    deploy.refresh_from_db()
+    assert deploy.state == State.SUCCEEDED, deploy.reason
+    assert answers(machine) == {"v1"}
+
+
+def log_text(job_id: int | None) -> str:
+    lines = beside_a_writer(
+        lambda: list(JobLogLine.objects.filter(job_id=job_id).values_list("text", flat=True))
+    )
+    return "\n".join(lines)
