@@ -264,6 +264,10 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
         services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
         raise
     except DeployFailed as e:
+        if ctx.cancelled.is_set():
+            # Stopped by a person, not failed by itself: the step's own end says nothing.
+            services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
+            raise JobCancelled("cancelled") from None
         fail(deploy, str(e))
         raise JobFailed(deploy.reason) from None
     except Exception as e:

@@ -284,3 +284,23 @@ def log_text(job_id: int | None) -> str:
         lambda: list(JobLogLine.objects.filter(job_id=job_id).values_list("text", flat=True))
     )
     return "\n".join(lines)
+
+
+def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_serving(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    commit(tmp_path / "repo", app_files("v2", release="sleep 60"), "Slow migration")
+    deploy = services.queue_deploy(shop, SYSTEM, "cli")
+    worker = threading.Thread(target=jobs.run_pending, kwargs={"kinds": KINDS})
+    started = time.monotonic()
+    worker.start()
+    wait_until(lambda: "$ sleep 60" in log_text(deploy.job_id), 60, "the release command")
+    assert deploy.job is not None
+    beside_a_writer(lambda: jobs.cancel(deploy.job, "test"))
+    worker.join(timeout=60)
+    deploy.refresh_from_db()
+    assert (deploy.state, deploy.reason) == (State.CANCELLED, "cancelled")
+    assert time.monotonic() - started < 50  # the release command was stopped, not waited for
+    assert answers(machine) == {"v1"}
+    assert not [a for a in alerts_titled(f"#{deploy.pk} of shop")]
