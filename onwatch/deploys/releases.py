@@ -308,6 +308,20 @@ def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
     )
 
 
+def stop_serving(service: Service) -> None:
+    """A deleted service's releases stop and its domain leaves Caddy (a reload, once)."""
+    if not service.domain or len(service.slot_ports) != 2:
+        return
+    here = machine()
+    if not here.supervisor.answers():
+        return  # nothing runs: supervisord (and so Caddy) is not running
+    for port in service.slot_ports:
+        here.caddy.turn_off(port)
+        here.supervisor.remove(switch.program_name(port))
+    if here.caddy.answers():
+        here.caddy.remove_site(service.domain)
+
+
 def prune(service: Service) -> list[Release]:
     """Remove the folders of releases beyond those kept (services.releases_to_prune)."""
     pruned = services.releases_to_prune(service)

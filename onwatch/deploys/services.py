@@ -277,10 +277,16 @@ def delete_service(service: Service, confirm: str, actor: Actor) -> Deleted:
     if confirm.strip() != service.name:
         raise Refusal(f"Type the service's name, {service.name}, to delete it", "confirm")
     cancelled = cancel_under_way(service, actor)
-    wait_ended([p.job_id for p in cancelled if p.job_id is not None])
+    deploy_jobs = cancel_deploys(service, actor)
+    wait_ended([p.job_id for p in cancelled if p.job_id is not None] + deploy_jobs)
+    # Imported here: releases.py writes through this module.
+    from onwatch.deploys import releases
+
+    releases.stop_serving(service)
     mine = Job.objects.filter(kind=POLL_KIND, payload__service=service.pk)
     job_ids = [
         *service.pipelines.exclude(job=None).values_list("job_id", flat=True),
+        *service.deploys.exclude(job=None).values_list("job_id", flat=True),
         *mine.values_list("id", flat=True),
     ]
     count = service.pipelines.count()
@@ -312,6 +318,19 @@ def cancel_under_way(service: Service, actor: Actor) -> list[Pipeline]:
                 continue  # it ended meanwhile
         stopped.append(pipeline)
     return stopped
+
+
+def cancel_deploys(service: Service, actor: Actor) -> list[int]:
+    """Stop the service's queued and running deploys; the ids of their jobs."""
+    ids = []
+    for deploy in service.deploys.filter(state__in=UNDER_WAY).select_related("job"):
+        if deploy.job is not None:
+            ids.append(deploy.job.pk)
+            try:
+                jobs.cancel(deploy.job, actor=actor.name)
+            except jobs.NotCancellable:
+                continue  # it ended meanwhile
+    return ids
 
 
 def wait_ended(job_ids: list[int]) -> None:

@@ -219,9 +219,9 @@ def _worker_died(pipeline: Pipeline) -> bool:
 
 
 def remove_service_folders(service_id: int) -> None:
-    """A deleted service's workspaces and dependency caches on this machine (those on
+    """A deleted service's workspaces, dependency caches and releases on this machine (those on
     other machines go when a worker starts there, see remove_leftovers)."""
     top = Path(settings.WORK_DIR)
-    for path in (top / "workspaces" / str(service_id), top / "caches" / str(service_id)):
-        remove_workspace(path)
+    for kind in ("workspaces", "caches", "releases"):
+        remove_workspace(top / kind / str(service_id))
     (top / "caches" / f"{service_id}.lock").unlink(missing_ok=True)

@@ -304,3 +304,16 @@ def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_
     assert time.monotonic() - started < 50  # the release command was stopped, not waited for
     assert answers(machine) == {"v1"}
     assert not [a for a in alerts_titled(f"#{deploy.pk} of shop")]
+
+
+def test_deleting_a_service_stops_its_release_and_takes_its_domain_off(
+    machine: Machine, shop: Service
+) -> None:
+    first = deployed_after_pipeline(shop)
+    assert first.release is not None and Path(first.release.directory).is_dir()
+    services.delete_service(shop, "shop", SYSTEM)
+    assert [s.name for s in machine.supervisor.all() if s.name.startswith("slot-")] == []
+    assert not Path(first.release.directory).exists()
+    assert [s.domain for s in machine.caddy.sites()] == []
+    with pytest.raises(OSError):
+        fetch(listen_port(machine), "shop.test")
