@@ -67,6 +67,7 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     # A DSN lets anyone send events into the project, so making and rotating them is
     # the admins', as channels are.
     "errors.manage": (Role.ADMIN, "Add error projects, change them, rotate and revoke their DSN"),
+    "deploys.run": (Role.DEPLOYER, "Deploy a service's commit, or roll it back to a kept release"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
     "tokens.manage": (Role.VIEWER, "Create and revoke one's own API tokens"),
@@ -95,6 +96,7 @@ SCOPES: dict[str, str] = {
     "services:read": "services.view",
     "services:write": "services.manage",
     "pipelines:run": "pipelines.run",
+    "deploys:run": "deploys.run",
     "sshkeys:write": "sshkeys.manage",
     "hosts:read": "hosts.view",
     "hosts:write": "hosts.manage",

@@ -1,5 +1,6 @@
 """Services and pipelines in the JSON API: list, read and add services, run a pipeline
-now, read a pipeline with its steps. Only parses: services.py decides and writes.
+now, read a pipeline with its steps; a service's domain, deploys, rollbacks and releases.
+Only parses: services.py decides and writes.
 Secret values go in (on create) and never come out: answers name secrets only."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from onwatch.core.masking import Masker
 from onwatch.core.rest import ERRORS, MAX_ID, Text, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
 from onwatch.deploys import services as writer
-from onwatch.deploys.models import Pipeline, Service
+from onwatch.deploys.models import Deploy, Pipeline, Release, Service
 from onwatch.deploys.services import Refusal, ServiceFields
 
 services = Router()
@@ -35,6 +36,8 @@ class ServiceOut(Schema):
     alert_channels: list[int] | None = Field(
         description="Channels that hear about its pipelines (and whoever pushed); null: every one"
     )
+    domain: str = Field(description="Where it answers through onwatch's Caddy; empty: nowhere")
+    auto_deploy: bool = Field(description="Each green pipeline of its branch deploys by itself")
 
 
 class RateOut(Schema):
@@ -258,3 +261,174 @@ def pipeline_get(request: HttpRequest, pipeline_id: int) -> dict[str, Any]:
     if found is None:
         raise not_found("pipeline", pipeline_id, LISTING)
     return pipeline_out(found)
+
+
+# --- domains, deploys, rollbacks, releases -------------------------------------------------
+
+
+class DomainIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    domain: Text = Field(max_length=253, description="e.g. shop.example.com; empty takes it off")
+    auto_deploy: bool = Field(default=True, description="Deploy each green pipeline by itself")
+
+
+class DeployIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    commit: Text = Field(default="", max_length=64, description="Empty: the branch's newest")
+
+
+class RollbackIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    to: int | None = Field(default=None, ge=1, le=MAX_ID, description="null: the previous one")
+
+
+class NoRollbackIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    why: Text = Field(default="", max_length=500, description="What its release changed")
+    on: bool = Field(default=True, description="false takes the mark off")
+
+
+class DeployStepOut(Schema):
+    name: str
+    started: datetime
+    ended: datetime | None
+    seconds: float | None
+    ok: bool
+    detail: str = Field(description="What it did, or why it failed, in one line")
+
+
+class DeployOut(Schema):
+    id: int
+    service_id: int
+    kind: str = Field(description="deploy or rollback")
+    release_id: int | None
+    pipeline_id: int | None = Field(description="The pipeline it waits for (automatic)")
+    commit: str
+    trigger: str
+    state: str
+    reason: str
+    live_after: str = Field(description="What serves the domain once it ended")
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    job_id: int | None
+    steps: list[DeployStepOut] = Field(description="Its timeline")
+
+
+class ReleaseOut(Schema):
+    id: int
+    commit: str
+    state: str
+    reason: str
+    created_at: datetime
+    live: bool
+    no_rollback_past: bool
+    no_rollback_why: str
+
+
+class ReleaseList(Schema):
+    releases: list[ReleaseOut]
+
+
+def deploy_out(d: Deploy) -> dict[str, Any]:
+    return {name: getattr(d, name) for name in DeployOut.model_fields}
+
+
+def release_out(r: Release, live: Release | None) -> dict[str, Any]:
+    shown = {name: getattr(r, name) for name in ReleaseOut.model_fields if name != "live"}
+    return shown | {"live": r == live}
+
+
+@operation(
+    services, "PUT", "{service_id}/domain/", "services:write", response={200: ServiceOut, **ERRORS}
+)
+def service_domain_set(request: HttpRequest, service_id: int, body: DomainIn) -> dict[str, Any]:
+    """Where the service answers, and whether green pipelines deploy by themselves."""
+    service = find(request, service_id)
+    try:
+        writer.set_domain(service, body.domain, body.auto_deploy, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return service_out(service)
+
+
+@operation(
+    services, "POST", "{service_id}/deploy/", "deploys:run", response={202: DeployOut, **ERRORS}
+)
+def service_deploy(request: HttpRequest, service_id: int, body: DeployIn) -> Status[dict[str, Any]]:
+    """Build a commit and make it live; follow it at deploys/{id}/."""
+    try:
+        deploy = writer.queue_deploy(
+            find(request, service_id), Actor.of(request), "api", body.commit
+        )
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return Status(202, deploy_out(deploy))
+
+
+@operation(
+    services, "POST", "{service_id}/rollback/", "deploys:run", response={202: DeployOut, **ERRORS}
+)
+def service_rollback(
+    request: HttpRequest, service_id: int, body: RollbackIn
+) -> Status[dict[str, Any]]:
+    """Make the previous (or a chosen kept) release live again, without a rebuild."""
+    try:
+        deploy = writer.queue_rollback(find(request, service_id), Actor.of(request), "api", body.to)
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return Status(202, deploy_out(deploy))
+
+
+@operation(
+    services,
+    "GET",
+    "{service_id}/releases/",
+    "services:read",
+    response={200: ReleaseList, **ERRORS},
+)
+def service_releases(request: HttpRequest, service_id: int) -> dict[str, Any]:
+    """The service's releases, newest first, and which one is live."""
+    service = find(request, service_id)
+    live = writer.live_release(service)
+    return {"releases": [release_out(r, live) for r in service.releases.order_by("-pk")]}
+
+
+@operation(
+    services,
+    "POST",
+    "releases/{release_id}/no-rollback/",
+    "deploys:run",
+    response={200: ReleaseOut, **ERRORS},
+)
+def release_no_rollback(
+    request: HttpRequest, release_id: int, body: NoRollbackIn
+) -> dict[str, Any]:
+    """Mark a release "no rollback past this" (its release command changed data for good)."""
+    found = None
+    if release_id <= MAX_ID:
+        found = Release.objects.filter(service__org=org_of(request), pk=release_id).first()
+    if found is None:
+        raise not_found("release", release_id, LISTING)
+    try:
+        writer.mark_no_rollback_past(found, body.why, Actor.of(request), body.on)
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return release_out(found, writer.live_release(found.service))
+
+
+@operation(
+    services, "GET", "deploys/{deploy_id}/", "services:read", response={200: DeployOut, **ERRORS}
+)
+def deploy_get(request: HttpRequest, deploy_id: int) -> dict[str, Any]:
+    """A deploy or rollback with its timeline and what serves the domain now."""
+    found = None
+    if deploy_id <= MAX_ID:
+        found = Deploy.objects.filter(service__org=org_of(request), pk=deploy_id).first()
+    if found is None:
+        raise not_found("deploy", deploy_id, LISTING)
+    return deploy_out(found)

@@ -1,4 +1,5 @@
-"""`onwatch services add|list|secret|delete` and `onwatch pipelines run SERVICE [--wait]`."""
+"""`onwatch services add|list|secret|delete` and `onwatch pipelines run SERVICE [--wait]`;
+`services domain`, `deploy` and `rollback` are in deploy_cli.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from onwatch.core.commands import AddCommand
+from onwatch.deploys import deploy_cli
 from onwatch.startup import fail, prepare
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ def register(add: AddCommand) -> None:
     delete.add_argument("--org", help="the organization's name (needed when there are several)")
     listing = add("list", cmd_services_list, "List the services and their last pipeline.", sub)
     listing.add_argument("--org", help="the organization's name (needed when there are several)")
+    deploy_cli.register(add, sub)
     group = add("pipelines", lambda a: 0, "Pipelines: a service's tests, run by a worker.")
     sub = group.add_subparsers(dest="pipelines_command", required=True, metavar="ACTION")
     run = add("run", cmd_pipelines_run, "Run a service's pipeline now.", sub)

@@ -41,6 +41,12 @@ class Service(models.Model):
     # added later) unless the service names some.
     all_channels = models.BooleanField(default=True)
     channels = models.ManyToManyField("alerts.Channel", blank=True, related_name="+")
+    # Where the service answers, through onwatch's Caddy; empty: it is not deployed.
+    domain = models.CharField(max_length=253, blank=True)
+    # Deploy each green pipeline of the service's branch by itself (once it has a domain).
+    auto_deploy = models.BooleanField(default=True)
+    # The two loopback ports its releases take turns on (caddy.Site), chosen with the domain.
+    slot_ports = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -245,3 +251,84 @@ class Host(models.Model):
         if self.monthly_cost is None:
             return ""
         return f"{self.monthly_cost} {self.currency} a month".strip()
+
+
+class ReleaseState(models.TextChoices):
+    BUILDING = "building"
+    READY = "ready"  # built, its release command ran: it can be made live
+    FAILED = "failed"
+    PRUNED = "pruned"  # its directory was removed to make room; it cannot come back
+
+
+class Release(models.Model):
+    """One commit of a service built into a directory of its own that never changes
+    afterwards, so making it live again (a rollback) needs no rebuild."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="releases")
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.SET_NULL, null=True, blank=True)
+    commit = models.CharField(max_length=64, blank=True)
+    message = models.TextField(blank=True)
+    state = models.CharField(
+        max_length=10, choices=ReleaseState.choices, default=ReleaseState.BUILDING
+    )
+    reason = models.TextField(blank=True)
+    directory = models.CharField(max_length=1000, blank=True)
+    # Its release command changed the data so that an older release cannot run on it.
+    no_rollback_past = models.BooleanField(default=False)
+    no_rollback_why = models.TextField(blank=True)
+    # The web command and health path read from its onwatch.toml when it was built.
+    web_command = models.TextField(blank=True)
+    health_path = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """How Caddy's slot file and people name it (releases.live_release reads it back)."""
+        return f"release {self.pk} ({self.commit[:7] or 'no commit'})"
+
+
+class DeployKind(models.TextChoices):
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+
+
+class Deploy(models.Model):
+    """One attempt to make a release live: its timeline (steps) and how it ended."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="deploys")
+    kind = models.CharField(max_length=10, choices=DeployKind.choices, default=DeployKind.DEPLOY)
+    release = models.ForeignKey(Release, on_delete=models.SET_NULL, null=True, blank=True)
+    # The pipeline it waits for (an automatic deploy), and the commit asked for.
+    pipeline = models.ForeignKey(Pipeline, on_delete=models.SET_NULL, null=True, blank=True)
+    commit = models.CharField(max_length=64, blank=True)
+    # How it was asked for: ui, api, cli, or "pipeline" (after a green one, by itself).
+    trigger = models.CharField(max_length=10)
+    triggered_by = models.CharField(max_length=200, blank=True)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.QUEUED)
+    reason = models.TextField(blank=True)
+    # What serves the domain once it ended, in words ("release 4 (1a2b3c4)").
+    live_after = models.CharField(max_length=300, blank=True)
+    # [{"name", "started", "ended", "seconds", "ok", "detail"}], in order.
+    steps = models.JSONField(default=list, blank=True)
+    job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} of {self.service.name}"
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None

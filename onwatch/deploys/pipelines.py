@@ -21,7 +21,7 @@ from onwatch.core import jobs, ssh
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
 from onwatch.core.masking import Masker
 from onwatch.deploys import git, junit, projectfile, sandbox, services
-from onwatch.deploys.models import Pipeline, PipelineStep, State, Trigger
+from onwatch.deploys.models import Pipeline, PipelineStep, Service, State, Trigger
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     caches_of,
@@ -65,6 +65,44 @@ def report_path(workspace: Path, relative: str) -> Path:
         if path.is_symlink():
             raise junit.JUnitError(f"the test report {relative} leads out of the checkout")
     return workspace / relative
+
+
+@contextmanager
+def caches_held(ctx: JobContext, service: Service, what: str = "pipeline") -> Iterator[None]:
+    """The service's caches are written by one of its pipelines (or release builds) at a
+    time (uv and npm do not expect two writers); a second one waits here, and says so."""
+    path = work_folder("caches") / f"{service.pk}.lock"
+    with path.open("a") as held:
+        said = False
+        while not ctx.cancelled.is_set():
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not said:
+                    ctx.log(f"waiting for another {what} of this service to finish")
+                    said = True
+                ctx.cancelled.wait(LOCK_POLL_SECONDS)
+        else:
+            raise StepFailed("cancelled")
+        yield  # closing the file releases the lock
+
+
+def step_env(service: Service, workspace: Path, marker: dict[str, str]) -> dict[str, str]:
+    """The whole environment of a step in the sandbox (nothing is inherited)."""
+    tools = tools_folder()
+    return {
+        "PATH": f"{tools / 'bin'}:{STEP_PATH}" if tools else STEP_PATH,
+        "HOME": str(workspace / ".home"),
+        "LANG": "C.UTF-8",
+        "CI": "true",
+        # Python otherwise holds its output back in blocks when it goes to a pipe: it
+        # would show late, and out of order with what it prints to stderr.
+        "PYTHONUNBUFFERED": "1",
+        **marker,
+        **tool_env(caches_of(service)),
+        **service.secrets,
+    }
 
 
 class Run:
@@ -122,25 +160,8 @@ class Run:
             f"{p.tests_errors} errors, {p.tests_skipped} skipped"
         )
 
-    @contextmanager
-    def caches_held(self) -> Iterator[None]:
-        """The service's caches are written by one of its pipelines at a time (uv and npm
-        do not expect two writers); a second one waits here, and says so."""
-        path = work_folder("caches") / f"{self.service.pk}.lock"
-        with path.open("a") as held:
-            said = False
-            while not self.ctx.cancelled.is_set():
-                try:
-                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not said:
-                        self.ctx.log("waiting for another pipeline of this service to finish")
-                        said = True
-                    self.ctx.cancelled.wait(LOCK_POLL_SECONDS)
-            else:
-                raise StepFailed("cancelled")
-            yield  # closing the file releases the lock
+    def caches_held(self) -> AbstractContextManager[None]:
+        return caches_held(self.ctx, self.service)
 
     def checkout(self) -> None:
         service, log = self.service, self.log
@@ -199,18 +220,7 @@ class Run:
         self.log.say(f"$ {command}")
         caches = caches_of(self.service)
         tools = tools_folder()
-        env = {
-            "PATH": f"{tools / 'bin'}:{STEP_PATH}" if tools else STEP_PATH,
-            "HOME": str(self.workspace / ".home"),
-            "LANG": "C.UTF-8",
-            "CI": "true",
-            # Python otherwise holds its output back in blocks when it goes to a pipe: it
-            # would show late, and out of order with what it prints to stderr.
-            "PYTHONUNBUFFERED": "1",
-            "ONWATCH_PIPELINE": str(self.pipeline.pk),
-            **tool_env(caches),
-            **self.service.secrets,
-        }
+        env = step_env(self.service, self.workspace, {"ONWATCH_PIPELINE": str(self.pipeline.pk)})
         step = sandbox.Step(
             argv=["bash", "-c", command],
             workspace=self.workspace,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets as tokens
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,12 +35,16 @@ from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.models import Job, Organization
 from onwatch.core.rest import MAX_ID, Text
-from onwatch.deploys import git, hosts, junit, workdir
+from onwatch.deploys import caddy, git, hosts, junit, workdir
 from onwatch.deploys.models import (
     THIS_MACHINE,
+    Deploy,
+    DeployKind,
     Host,
     HostKey,
     Pipeline,
+    Release,
+    ReleaseState,
     Service,
     State,
     Trigger,
@@ -47,6 +52,7 @@ from onwatch.deploys.models import (
 )
 
 KIND = "deploys.pipeline"
+DEPLOY_KIND = "deploys.deploy"
 POLL_KIND = "deploys.poll"
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 # Names onwatch sets for every step itself: a secret of that name would break the step.
@@ -275,10 +281,16 @@ def delete_service(service: Service, confirm: str, actor: Actor) -> Deleted:
     if confirm.strip() != service.name:
         raise Refusal(f"Type the service's name, {service.name}, to delete it", "confirm")
     cancelled = cancel_under_way(service, actor)
-    wait_ended([p.job_id for p in cancelled if p.job_id is not None])
+    deploy_jobs = cancel_deploys(service, actor)
+    wait_ended([p.job_id for p in cancelled if p.job_id is not None] + deploy_jobs)
+    # Imported here: releases.py writes through this module.
+    from onwatch.deploys import releases
+
+    releases.stop_serving(service)
     mine = Job.objects.filter(kind=POLL_KIND, payload__service=service.pk)
     job_ids = [
         *service.pipelines.exclude(job=None).values_list("job_id", flat=True),
+        *service.deploys.exclude(job=None).values_list("job_id", flat=True),
         *mine.values_list("id", flat=True),
     ]
     count = service.pipelines.count()
@@ -310,6 +322,19 @@ def cancel_under_way(service: Service, actor: Actor) -> list[Pipeline]:
                 continue  # it ended meanwhile
         stopped.append(pipeline)
     return stopped
+
+
+def cancel_deploys(service: Service, actor: Actor) -> list[int]:
+    """Stop the service's queued and running deploys; the ids of their jobs."""
+    ids = []
+    for deploy in service.deploys.filter(state__in=UNDER_WAY).select_related("job"):
+        if deploy.job is not None:
+            ids.append(deploy.job.pk)
+            try:
+                jobs.cancel(deploy.job, actor=actor.name)
+            except jobs.NotCancellable:
+                continue  # it ended meanwhile
+    return ids
 
 
 def wait_ended(job_ids: list[int]) -> None:
@@ -605,6 +630,8 @@ def run_pipeline(service: Service, actor: Actor, trigger: str, push: Push = Push
         )
     if service.supersede:
         supersede_older(pipeline)
+    if service.domain and service.auto_deploy and pipeline.branch == service.branch:
+        queue_deploy(service, SYSTEM, "pipeline", pipeline=pipeline)
     return pipeline
 
 
@@ -957,3 +984,267 @@ def record_host_check(
 def note_host_alerted(host: Host, alerted: bool) -> None:
     Host.objects.filter(pk=host.pk).update(alerted=alerted)
     host.alerted = alerted
+
+
+# --- domains, releases, deploys and rollbacks ----------------------------------------------
+
+# Releases kept ready for a rollback; the live one and the one live before it always are.
+KEEP_RELEASES = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _slot_ports() -> list[int]:
+    """Two loopback ports no other service's releases use (caddy.put_site checks again)."""
+    taken = {p for ports in Service.objects.values_list("slot_ports", flat=True) for p in ports}
+    chosen: list[int] = []
+    while len(chosen) < 2:
+        port = _free_port()
+        if port not in taken and port not in chosen:
+            chosen.append(port)
+    return chosen
+
+
+def set_domain(service: Service, domain: str, auto_deploy: bool, actor: Actor) -> None:
+    """Where the service answers; "" takes it off (its running release is not stopped)."""
+    domain = domain.strip().lower().rstrip(".")
+    if domain and (why := caddy.site_problem(caddy.Site(domain, (1024, 1025)))):
+        raise Refusal(why[:1].upper() + why[1:], "domain")
+    if domain and Service.objects.filter(domain=domain).exclude(pk=service.pk).exists():
+        raise Refusal(f"Another service already answers at {domain}", "domain")
+    with transaction.atomic():
+        service.domain, service.auto_deploy = domain, auto_deploy
+        if domain and not service.slot_ports:
+            service.slot_ports = _slot_ports()
+        service.save(update_fields=["domain", "auto_deploy", "slot_ports"])
+        actor.record(
+            "service-domain-set",
+            service.org,
+            service.name,
+            id=service.pk,
+            domain=domain,
+            auto_deploy=auto_deploy,
+        )
+
+
+def queue_deploy(
+    service: Service,
+    actor: Actor,
+    trigger: str,
+    commit: str = "",
+    pipeline: Pipeline | None = None,
+) -> Deploy:
+    """Build a release of `commit` (the pipeline's, else the branch's newest) and make it
+    live; a deploy after a pipeline waits for it and is cancelled when it does not pass."""
+    if not service.domain:
+        raise Refusal(f"{service.name} has no domain yet; set one before deploying", "domain")
+    if commit and not re.fullmatch(r"[0-9a-fA-F]{4,64}", commit):
+        raise Refusal(f"{commit!r} is not a commit id (hexadecimal, 4 to 64 digits)", "commit")
+    with transaction.atomic():
+        deploy = Deploy.objects.create(
+            service=service,
+            pipeline=pipeline,
+            commit=commit.lower(),
+            trigger=trigger,
+            triggered_by=actor.name[:200],
+        )
+        after = pipeline.job if pipeline is not None else None
+        _enqueue_deploy(deploy, after)
+        actor.record(
+            "deploy-queued",
+            service.org,
+            service.name,
+            id=deploy.pk,
+            commit=commit,
+            pipeline=pipeline.pk if pipeline else None,
+            job=deploy.job_id,
+        )
+    return deploy
+
+
+def _enqueue_deploy(deploy: Deploy, after: Job | None) -> None:
+    job = jobs.enqueue(DEPLOY_KIND, {"deploy": deploy.pk}, org=deploy.service.org, after=after)
+    Deploy.objects.filter(pk=deploy.pk).update(job=job)
+    deploy.job = job
+
+
+def live_release(service: Service) -> Release | None:
+    """The release the last finished switch made live (the deploy's state is in the
+    database, what serves is in Caddy: switch.py reads that one)."""
+    done = service.deploys.filter(state=State.SUCCEEDED, release__isnull=False)
+    last = done.order_by("-ended_at", "-pk").select_related("release").first()
+    return last.release if last else None
+
+
+def previous_release(service: Service) -> Release | None:
+    """The release that was live before the live one."""
+    live = live_release(service)
+    done = service.deploys.filter(state=State.SUCCEEDED, release__isnull=False)
+    for deploy in done.order_by("-ended_at", "-pk").select_related("release"):
+        if deploy.release is not None and deploy.release != live:
+            return deploy.release
+    return None
+
+
+def rollback_target(service: Service, to: int | None) -> Release:
+    """The release a rollback makes live, or Refusal saying in one line why none can be."""
+    live = live_release(service)
+    if live is None:
+        raise Refusal(f"{service.name} has no live release to roll back from", "to")
+    target = service.releases.filter(pk=to).first() if to is not None else previous_release(service)
+    if target is None:
+        said = f"{service.name} has no release {to}" if to else "there is no earlier release"
+        raise Refusal(f"Cannot roll back: {said}", "to")
+    if target == live:
+        raise Refusal(f"Cannot roll back: {target.label} is the live release already", "to")
+    if target.state != ReleaseState.READY:
+        raise Refusal(
+            f"Cannot roll back to {target.label}: it is {target.state} "
+            f"({target.reason or 'not kept'}); deploy its commit again instead",
+            "to",
+        )
+    _check_no_rollback_past(live, target)
+    return target
+
+
+def _check_no_rollback_past(live: Release, target: Release) -> None:
+    low, high = sorted((live.pk, target.pk))
+    if target.pk > live.pk:
+        return  # forward to a newer kept release: nothing to undo
+    blocking = live.service.releases.filter(pk__gt=low, pk__lte=high, no_rollback_past=True)
+    found = blocking.order_by("pk").first()
+    if found is not None:
+        why = found.no_rollback_why or "its release command changed the data for good"
+        raise Refusal(
+            f"Cannot roll back to {target.label}: {found.label} is marked "
+            f'"no rollback past this" ({why}); older code may not run on the data it '
+            "changed. Deploy a fixed commit instead.",
+            "to",
+        )
+
+
+def queue_rollback(service: Service, actor: Actor, trigger: str, to: int | None = None) -> Deploy:
+    """Make the previous (or chosen kept) release live again, without a rebuild."""
+    target = rollback_target(service, to)
+    with transaction.atomic():
+        deploy = Deploy.objects.create(
+            service=service,
+            kind=DeployKind.ROLLBACK,
+            release=target,
+            commit=target.commit,
+            trigger=trigger,
+            triggered_by=actor.name[:200],
+        )
+        _enqueue_deploy(deploy, None)
+        actor.record(
+            "rollback-queued",
+            service.org,
+            service.name,
+            id=deploy.pk,
+            release=target.pk,
+            commit=target.commit,
+            job=deploy.job_id,
+        )
+    return deploy
+
+
+def mark_no_rollback_past(release: Release, why: str, actor: Actor, on: bool = True) -> None:
+    if on and not why.strip():
+        raise Refusal("Say why (what its release command changed), for whoever tries", "why")
+    with transaction.atomic():
+        release.no_rollback_past, release.no_rollback_why = on, why.strip()[:500] if on else ""
+        release.save(update_fields=["no_rollback_past", "no_rollback_why"])
+        actor.record(
+            "release-no-rollback-past" if on else "release-rollback-allowed",
+            release.service.org,
+            release.service.name,
+            id=release.pk,
+            why=release.no_rollback_why,
+        )
+
+
+def new_release(deploy: Deploy, commit: str) -> Release:
+    """The row of a release about to be built, with the folder it is built in."""
+    with transaction.atomic():
+        release = Release.objects.create(
+            service=deploy.service, pipeline=deploy.pipeline, commit=commit
+        )
+        release.directory = str(workdir.release_folder(deploy.service_id, release.pk))
+        release.save(update_fields=["directory"])
+        Deploy.objects.filter(pk=deploy.pk).update(release=release, commit=commit)
+    deploy.release, deploy.commit = release, commit
+    return release
+
+
+def release_checked_out(release: Release, sha: str, message: str) -> None:
+    release.commit, release.message = sha, message[:2000]
+    release.save(update_fields=["commit", "message"])
+    Deploy.objects.filter(release=release, commit="").update(commit=sha)
+
+
+def release_built(release: Release, web_command: str, health_path: str) -> None:
+    release.state, release.web_command = ReleaseState.READY, web_command
+    release.health_path = health_path
+    release.save(update_fields=["state", "web_command", "health_path"])
+
+
+def release_failed(release: Release, reason: str) -> None:
+    release.state, release.reason = ReleaseState.FAILED, reason[:2000]
+    release.save(update_fields=["state", "reason"])
+
+
+def releases_to_prune(service: Service) -> list[Release]:
+    """Built releases beyond the newest KEEP_RELEASES, never the live one nor the one live
+    before it (which a rollback brings back)."""
+    keep = {r.pk for r in (live_release(service), previous_release(service)) if r is not None}
+    built = service.releases.filter(state__in=[ReleaseState.READY, ReleaseState.FAILED])
+    old = list(built.order_by("-pk")[KEEP_RELEASES:])
+    return [r for r in old if r.pk not in keep]
+
+
+def release_pruned(release: Release) -> None:
+    with transaction.atomic():
+        release.state = ReleaseState.PRUNED
+        release.reason = f"removed after {KEEP_RELEASES} newer releases were kept"
+        release.save(update_fields=["state", "reason"])
+        SYSTEM.record(
+            "release-pruned",
+            release.service.org,
+            release.service.name,
+            id=release.pk,
+            directory=release.directory,
+        )
+
+
+def deploy_started(deploy: Deploy) -> None:
+    Deploy.objects.filter(pk=deploy.pk).update(state=State.RUNNING, started_at=timezone.now())
+    deploy.refresh_from_db()
+
+
+def deploy_step(deploy: Deploy, step: dict[str, Any]) -> None:
+    """Add or update (by its start) one step of the deploy's timeline."""
+    steps = [s for s in deploy.steps if s["started"] != step["started"]]
+    deploy.steps = sorted([*steps, step], key=lambda s: str(s["started"]))
+    Deploy.objects.filter(pk=deploy.pk).update(steps=deploy.steps)
+
+
+def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> None:
+    """The deploy's end, with what serves the domain now; written by onwatch itself."""
+    with transaction.atomic():
+        Deploy.objects.filter(pk=deploy.pk).update(
+            state=state, reason=reason[:4000], live_after=live_after[:300], ended_at=timezone.now()
+        )
+        deploy.refresh_from_db()
+        SYSTEM.record(
+            f"{deploy.kind}-{state}",
+            deploy.service.org,
+            deploy.service.name,
+            id=deploy.pk,
+            release=deploy.release_id,
+            reason=reason[:500],
+            live=live_after,
+        )

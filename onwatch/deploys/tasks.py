@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from onwatch.core.jobs import JobContext, JobFailed, handler, when_cancelled, when_interrupted
 from onwatch.core.models import Job
-from onwatch.deploys import hostchecks, hosts, pipelines, polling, workdir
-from onwatch.deploys.models import Host, Pipeline, PipelineStep, Service, State
-from onwatch.deploys.services import HOST_CHECK_KIND, KIND
+from onwatch.deploys import hostchecks, hosts, pipelines, polling, releases, services, workdir
+from onwatch.deploys.models import Deploy, Host, Pipeline, PipelineStep, Service, State
+from onwatch.deploys.services import DEPLOY_KIND, HOST_CHECK_KIND, KIND
 
 UNDER_WAY = (State.QUEUED, State.RUNNING)
 
@@ -101,3 +101,49 @@ def interrupted(job: Job) -> None:
 
 when_cancelled(KIND, cancelled)
 when_interrupted(KIND, interrupted)
+
+
+def of_deploy(job: Job) -> str:
+    deploy = Deploy.objects.select_related("service").filter(pk=job.payload.get("deploy")).first()
+    if deploy is None:
+        return "A deploy"
+    return f"{deploy.kind.capitalize()} #{deploy.pk} of {deploy.service.name}"
+
+
+# Builds run in the sandbox as pipelines do, so deploys share their queue: never behind a
+# backup. Quiet: a deploy alerts by itself, with what serves now and what to do.
+@handler(DEPLOY_KIND, queue="pipelines", quiet=True, describe=of_deploy)
+def run_deploy(ctx: JobContext) -> dict[str, Any]:
+    found = Deploy.objects.select_related("service", "service__org", "pipeline", "release")
+    deploy = found.filter(pk=ctx.job.payload.get("deploy")).first()
+    if deploy is None:
+        raise JobFailed("the deploy or its service was removed; nothing to do")
+    return releases.execute(ctx, deploy)
+
+
+def deploy_cancelled(job: Job) -> None:
+    """Cancelled before it ran: by a person, or because the pipeline it waited for did not
+    pass (which alerts by itself)."""
+    for deploy in Deploy.objects.filter(job=job, state__in=UNDER_WAY).select_related("pipeline"):
+        pipeline = deploy.pipeline
+        why = (
+            f"pipeline #{pipeline.pk} did not pass ({pipeline.state}), so nothing was deployed"
+            if pipeline is not None and pipeline.state != State.SUCCEEDED
+            else job.error or "cancelled"
+        )
+        services.deploy_ended(deploy, State.CANCELLED, why, releases.serving(deploy.service))
+
+
+def deploy_interrupted(job: Job) -> None:
+    """Its worker died mid-deploy: the release that served keeps serving (the switch moves
+    traffic only to a healthy release, and stops the old one last)."""
+    for deploy in Deploy.objects.filter(job=job, state__in=UNDER_WAY).select_related("service"):
+        releases.fail(
+            deploy,
+            "onwatch stopped while the deploy ran (its worker stopped answering); deploy again",
+            State.INTERRUPTED,
+        )
+
+
+when_cancelled(DEPLOY_KIND, deploy_cancelled)
+when_interrupted(DEPLOY_KIND, deploy_interrupted)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from onwatch.deploys import hostviews, views, webhooks
+from onwatch.deploys import deploy_views, hostviews, views, webhooks
 
 urlpatterns = [
     path("services/", views.service_list, name="services"),
@@ -25,7 +25,16 @@ urlpatterns = [
         views.service_webhook_secret,
         name="service_webhook_secret",
     ),
+    path("services/<int:pk>/domain/", deploy_views.service_domain, name="service_domain"),
+    path("services/<int:pk>/deploy/", deploy_views.service_deploy, name="service_deploy"),
+    path("services/<int:pk>/rollback/", deploy_views.service_rollback, name="service_rollback"),
     path("pipelines/<int:pk>/", views.pipeline_detail, name="pipeline_detail"),
+    path("deploys/<int:pk>/", deploy_views.deploy_detail, name="deploy_detail"),
+    path(
+        "releases/<int:pk>/no-rollback/",
+        deploy_views.release_no_rollback,
+        name="release_no_rollback",
+    ),
     path("hooks/deploys/<int:pk>/", webhooks.hook, name="deploy_hook"),
     path("hosts/", hostviews.host_list, name="hosts"),
     path("hosts/add/", hostviews.host_add, name="host_add"),

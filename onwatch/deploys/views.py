@@ -18,7 +18,7 @@ from onwatch.core.decorators import can, require
 from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.rest import org_of
-from onwatch.deploys import sandbox, services, workdir
+from onwatch.deploys import deploy_views, sandbox, services, workdir
 from onwatch.deploys.forms import SecretForm, ServiceForm
 from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Refusal, ServiceFields
@@ -189,6 +189,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "push_remote": pushkeys.remote(service.name),
         "pushed_copy": services.pushed_repository(service),
         "deliveries": list(service.deliveries.select_related("pipeline")[:DELIVERIES_SHOWN]),
+        **deploy_views.context(request, service),
     }
     return render(request, "deploys/detail.html", ctx)
 

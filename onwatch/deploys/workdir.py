@@ -47,6 +47,11 @@ def workspace_of(pipeline: Pipeline) -> Path:
     return Path(settings.WORK_DIR) / "workspaces" / str(pipeline.service_id) / str(pipeline.pk)
 
 
+def release_folder(service_id: int, release_id: int) -> Path:
+    """A release's own folder: its checkout, built once, then never changed by onwatch."""
+    return work_folder("releases", str(service_id)) / str(release_id)
+
+
 def caches_of(service: Service) -> dict[str, Path]:
     """The service's dependency caches, shared by its runs one at a time (Run.caches_held)."""
     return {name: work_folder("caches", str(service.pk), name) for name in CACHES}
@@ -230,9 +235,9 @@ def _worker_died(pipeline: Pipeline) -> bool:
 
 
 def remove_service_folders(service_id: int) -> None:
-    """A deleted service's workspaces and dependency caches on this machine (those on
+    """A deleted service's workspaces, dependency caches and releases on this machine (those on
     other machines go when a worker starts there, see remove_leftovers)."""
     top = Path(settings.WORK_DIR)
-    for path in (top / "workspaces" / str(service_id), top / "caches" / str(service_id)):
-        remove_workspace(path)
+    for kind in ("workspaces", "caches", "releases"):
+        remove_workspace(top / kind / str(service_id))
     (top / "caches" / f"{service_id}.lock").unlink(missing_ok=True)

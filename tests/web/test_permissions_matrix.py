@@ -214,6 +214,11 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "service_webhook_secret": lambda w: {"pk": service(w).pk},
     "deploy_hook": lambda w: {"pk": service(w).pk},
     "pipeline_detail": lambda w: {"pk": pipeline(w).pk},
+    "service_domain": lambda w: {"pk": service(w).pk},
+    "service_deploy": lambda w: {"pk": service(w).pk},
+    "service_rollback": lambda w: {"pk": service(w).pk},
+    "deploy_detail": lambda w: {"pk": deploy(w).pk},
+    "release_no_rollback": lambda w: {"pk": release(w).pk},
     "api:service_get": lambda w: {"service_id": service(w).pk},
     "api:service_run": lambda w: {"service_id": service(w).pk},
     "api:service_secret_set": lambda w: {"service_id": service(w).pk},
@@ -232,6 +237,12 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "errors_issue": lambda w: {"pk": error_issue(w).pk},
     "errors_envelope": lambda w: {"project_id": error_project(w).pk},
     "errors_store": lambda w: {"project_id": error_project(w).pk},
+    "api:service_domain_set": lambda w: {"service_id": service(w).pk},
+    "api:service_deploy": lambda w: {"service_id": service(w).pk},
+    "api:service_rollback": lambda w: {"service_id": service(w).pk},
+    "api:service_releases": lambda w: {"service_id": service(w).pk},
+    "api:deploy_get": lambda w: {"deploy_id": deploy(w).pk},
+    "api:release_no_rollback": lambda w: {"release_id": release(w).pk},
 }
 
 
@@ -295,6 +306,25 @@ def pipeline(w: World) -> Any:
 
         w.objects["pipeline"] = deploy_services.run_pipeline(service(w), SYSTEM, "ui")
     return w.objects["pipeline"]
+
+
+def deploy(w: World) -> Any:
+    """A queued deploy of the world's service (given a domain), made on first use."""
+    if "deploy" not in w.objects:
+        from onwatch.deploys import services as deploy_services
+
+        deploy_services.set_domain(service(w), "matrix.test", False, SYSTEM)
+        w.objects["deploy"] = deploy_services.queue_deploy(service(w), SYSTEM, "ui")
+    return w.objects["deploy"]
+
+
+def release(w: World) -> Any:
+    """A release row of the world's deploy (never built: no route here builds on GET)."""
+    if "release" not in w.objects:
+        from onwatch.deploys import services as deploy_services
+
+        w.objects["release"] = deploy_services.new_release(deploy(w), "")
+    return w.objects["release"]
 
 
 def monitor(w: World) -> Any:

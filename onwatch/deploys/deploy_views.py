@@ -1,0 +1,101 @@
+"""A service's domain, "deploy this commit", rollback, and a deploy's page (its timeline:
+what ran when, how long, ok or not, and why). Thin: every change goes through services.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from onwatch.core.audit import Actor
+from onwatch.core.decorators import can, require
+from onwatch.core.rest import org_of
+from onwatch.deploys import services
+from onwatch.deploys.models import Deploy, Release, ReleaseState, Service
+from onwatch.deploys.services import Refusal
+
+DEPLOYS_SHOWN = 10
+
+
+def _service(request: HttpRequest, pk: int) -> Service:
+    return get_object_or_404(Service, pk=pk, org=org_of(request))
+
+
+def context(request: HttpRequest, service: Service) -> dict[str, Any]:
+    """The service page's part about its domain, releases and deploys."""
+    live = services.live_release(service)
+    return {
+        "releases": list(service.releases.order_by("-pk")),
+        "live_release": live,
+        "previous_release": services.previous_release(service),
+        "deploys": list(service.deploys.select_related("release")[:DEPLOYS_SHOWN]),
+        "can_deploy": can(request, "deploys.run"),
+        "ready": ReleaseState.READY,
+    }
+
+
+@require("services.manage")
+@require_POST
+def service_domain(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    domain = request.POST.get("domain", "")
+    auto = request.POST.get("auto_deploy") == "on"
+    try:
+        services.set_domain(service, domain, auto, Actor.of(request))
+    except Refusal as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"{service.name} answers at {domain}" if domain else "Saved.")
+    return redirect("service_detail", pk=pk)
+
+
+@require("deploys.run")
+@require_POST
+def service_deploy(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    try:
+        deploy = services.queue_deploy(
+            service, Actor.of(request), "ui", commit=request.POST.get("commit", "").strip()
+        )
+    except Refusal as e:
+        messages.error(request, str(e))
+        return redirect("service_detail", pk=pk)
+    messages.success(request, f"Deploy #{deploy.pk} is queued.")
+    return redirect("deploy_detail", pk=deploy.pk)
+
+
+@require("deploys.run")
+@require_POST
+def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    chosen = request.POST.get("to", "").strip()
+    try:
+        to = int(chosen) if chosen else None
+        deploy = services.queue_rollback(service, Actor.of(request), "ui", to=to)
+    except ValueError as e:  # Refusal is one too
+        messages.error(request, str(e) if isinstance(e, Refusal) else "Choose a kept release")
+        return redirect("service_detail", pk=pk)
+    messages.success(request, f"Rollback #{deploy.pk} is queued.")
+    return redirect("deploy_detail", pk=deploy.pk)
+
+
+@require("services.view")
+def deploy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    found = Deploy.objects.select_related("service", "release", "pipeline", "job")
+    deploy = get_object_or_404(found, pk=pk, service__org=org_of(request))
+    return render(request, "deploys/deploy.html", {"deploy": deploy})
+
+
+@require("deploys.run")
+@require_POST
+def release_no_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    release = get_object_or_404(Release, pk=pk, service__org=org_of(request))
+    on = request.POST.get("on") != "off"
+    try:
+        services.mark_no_rollback_past(release, request.POST.get("why", ""), Actor.of(request), on)
+    except Refusal as e:
+        messages.error(request, str(e))
+    return redirect("service_detail", pk=release.service_id)

@@ -1,0 +1,332 @@
+"""A deploy's run on this machine: build the commit into a release directory of its own
+(checkout and build command, in the sandbox as pipelines run), run its release command
+once before any traffic moves, then switch.py's gated switch. A rollback makes a kept
+release live through the same switch, without building anything.
+
+Whatever fails, the release that served before still serves, and the deploy says so in
+one line and alerts with what is live now and what to do. The deploy's timeline (each
+step: when, how long, ok or not, why) is kept on its row as it happens."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+
+from onwatch.alerts.services import alert_channels, organization_channels
+from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
+from onwatch.core.masking import Masker
+from onwatch.deploys import caddy, git, pipelines, procman, projectfile, sandbox, services, switch
+from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State
+from onwatch.deploys.steplog import StepLog
+from onwatch.deploys.workdir import caches_of, remove_workspace, tools_folder, work_folder
+
+# A release command (migrations) that runs longer than this is stopped and fails.
+RELEASE_COMMAND_SECONDS = 1800.0
+LOCK_POLL_SECONDS = 0.5
+GATE = switch.Gate()
+
+
+class DeployFailed(Exception):
+    """The deploy stopped; the message says why (what serves is added by its end)."""
+
+
+def machine() -> switch.Machine:
+    """Where the service runs: this machine (SSH hosts later take their own)."""
+    return switch.this_machine()
+
+
+def site_of(service: Service, release: Release) -> caddy.Site:
+    ports = service.slot_ports
+    return caddy.Site(service.domain, (ports[0], ports[1]), release.health_path or "/")
+
+
+class Run:
+    def __init__(self, ctx: JobContext, deploy: Deploy) -> None:
+        self.ctx, self.deploy, self.service = ctx, deploy, deploy.service
+        self.machine = machine()
+        self.masker = Masker(self.service.secrets)
+
+    # --- the whole run -------------------------------------------------------------------
+
+    def all(self) -> Release:
+        with self.only_deploy():
+            services.deploy_started(self.deploy)
+            if self.deploy.kind == DeployKind.ROLLBACK:
+                release = self.deploy.release
+                assert release is not None
+            else:
+                release = self.build()
+            self.make_live(release)
+        return release
+
+    @contextmanager
+    def only_deploy(self) -> Iterator[None]:
+        """Two deploys of one service never interleave: the second waits here, and says so."""
+        locks = self.machine.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with (locks / f"service-{self.service.pk}.lock").open("a") as held:
+            said = False
+            while True:
+                self.ctx.check()
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not said:
+                        self.ctx.log("waiting for another deploy of this service to finish")
+                        said = True
+                    self.ctx.cancelled.wait(LOCK_POLL_SECONDS)
+            yield
+
+    # --- building ------------------------------------------------------------------------
+
+    def build(self) -> Release:
+        commit = self.deploy.commit or (self.deploy.pipeline.commit if self.deploy.pipeline else "")
+        release = services.new_release(self.deploy, commit)
+        folder = Path(release.directory)
+        try:
+            self.step("checkout", lambda: self.checkout(release, folder, commit))
+            project = self.step("read onwatch.toml", lambda: self.read_project(folder))
+            if project.build:
+                with pipelines.caches_held(self.ctx, self.service, "pipeline or build"):
+                    self.step("build", lambda: self.sandboxed(project.build, folder))
+            if project.release:
+                self.step("release command", lambda: self.release_command(project, folder))
+        except DeployFailed as e:
+            services.release_failed(release, str(e))
+            raise
+        services.release_built(release, project.web, project.health or "/")
+        return release
+
+    def checkout(self, release: Release, folder: Path, commit: str) -> str:
+        service = self.service
+        url = services.source_url(self.deploy.pipeline) if self.deploy.pipeline else service.git_url
+        if problem := services.local_repository_problem(url, service):
+            raise DeployFailed(f"the repository's address is not usable: {problem}")
+        home = work_folder("releases", str(service.pk), f".home-{release.pk}")
+        try:
+            with services.ssh_session(service) as session:
+                env = git.environment(home, session.git_command() if session else "")
+                git.fetch(folder, url, service.branch, env)
+                found = git.checkout(folder, service.branch, commit, env)
+        except git.GitError as e:
+            raise DeployFailed(str(e)) from None
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        message = self.masker.mask(found.message)
+        services.release_checked_out(release, found.sha, message)
+        return f"{found.sha[:12]}: {message.splitlines()[0] if message else ''}"
+
+    def read_project(self, folder: Path) -> projectfile.Project:
+        try:
+            project = projectfile.read(folder)
+        except projectfile.ProjectError as e:
+            raise DeployFailed(e.lines[0]) from None
+        if not project.web:
+            raise DeployFailed(
+                f"{projectfile.FILE} has no [web] command, so there is nothing to run: add "
+                '[web] command = "… --bind 127.0.0.1:$PORT"'
+            )
+        return project
+
+    def sandboxed(self, command: str, folder: Path) -> str:
+        log = StepLog(self.ctx.job.pk, self.service.secrets)
+        log.say(f"$ {command}")
+        tools = tools_folder()
+        step = sandbox.Step(
+            argv=["bash", "-c", command],
+            workspace=folder,
+            env=pipelines.step_env(self.service, folder, {"ONWATCH_DEPLOY": str(self.deploy.pk)}),
+            caches=caches_of(self.service),
+            readonly=[tools] if tools else [],
+            limits=pipelines.STEP_LIMITS,
+        )
+        try:
+            outcome = sandbox.run(step, log.write, self.ctx.cancelled)
+        except sandbox.SandboxError as e:
+            raise DeployFailed(str(e)) from None
+        log.close()
+        if outcome.reason is not None or outcome.exit_code != 0:
+            raise DeployFailed(f"{pipelines.failure_reason(outcome)}: {' | '.join(log.last(3))}")
+        return f"exited with 0 in {outcome.seconds:.1f} s"
+
+    def release_command(self, project: projectfile.Project, folder: Path) -> str:
+        """Run once, before any traffic moves, as the web process will run: on this machine
+        with the service's secrets (it reaches the app's database, which the sandbox would
+        not), in the release's directory."""
+        log = StepLog(self.ctx.job.pk, self.service.secrets)
+        log.say(f"$ {project.release}")
+        env = {"PATH": procman.BASE_PATH, "LANG": "C.UTF-8", "HOME": str(folder)}
+        try:
+            ran = subprocess.run(
+                ["/bin/sh", "-c", project.release],
+                cwd=folder,
+                env={**env, **self.service.secrets},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=RELEASE_COMMAND_SECONDS,
+            )
+        except subprocess.TimeoutExpired:
+            raise DeployFailed(
+                f"the release command ran longer than {RELEASE_COMMAND_SECONDS:g} s and was stopped"
+            ) from None
+        log.write(ran.stdout)
+        log.close()
+        self.ctx.check()
+        if ran.returncode != 0:
+            said = " | ".join(log.last(3)) or "nothing"
+            raise DeployFailed(f"the release command exited with {ran.returncode}: {said}")
+        return "exited with 0"
+
+    # --- switching -----------------------------------------------------------------------
+
+    def make_live(self, release: Release) -> None:
+        if not Path(release.directory).is_dir():
+            raise DeployFailed(f"{release.label} is no longer on this machine (its folder is gone)")
+        site = site_of(self.service, release)
+        self.step("prepare Caddy", lambda: self.prepare(site))
+        target = switch.Release(
+            release.label, release.web_command, Path(release.directory), self.service.secrets
+        )
+        try:
+            switch.switch(self.machine, site, target, self.on_switch_step, GATE)
+        except switch.SwitchFailed as e:
+            raise DeployFailed(self.masker.mask(str(e))) from None
+
+    def prepare(self, site: caddy.Site) -> str:
+        """Caddy and supervisord running, and the domain sent to the service's two slots.
+        Changed only when the site is new or changed (a reload closes idle connections)."""
+        try:
+            self.machine.ensure_running()
+            changed = self.machine.caddy.put_site(site)
+        except (caddy.CaddyError, procman.ProcmanError, ValueError) as e:
+            raise DeployFailed(str(e)) from None
+        return f"{site.domain} set up in Caddy" if changed else f"{site.domain} was set up"
+
+    def on_switch_step(self, step: switch.Step) -> None:
+        services.deploy_step(self.deploy, step_row(step))
+
+    # --- one step of the timeline --------------------------------------------------------
+
+    def step[T](self, name: str, body: Callable[[], T]) -> T:
+        record = switch.Step(name, timezone.now())
+        self.on_switch_step(record)
+        self.ctx.log(f"{name}")
+        try:
+            done: T = body()
+        except BaseException as e:
+            record.ok, record.detail = False, self.masker.mask(str(e))
+            raise
+        finally:
+            record.ended = timezone.now()
+            self.on_switch_step(record)
+        record.detail = self.masker.mask(done) if isinstance(done, str) else record.detail
+        self.on_switch_step(record)
+        return done
+
+
+def step_row(step: switch.Step) -> dict[str, Any]:
+    took = (step.ended - step.started).total_seconds() if step.ended else None
+    return {
+        "name": step.name,
+        "started": step.started.isoformat(),
+        "ended": step.ended.isoformat() if step.ended else None,
+        "seconds": took,
+        "ok": step.ok,
+        "detail": step.detail,
+    }
+
+
+def serving(service: Service) -> str:
+    """What serves the service's domain now, read from Caddy's slot files."""
+    if not service.domain or len(service.slot_ports) != 2:
+        return "nothing"
+    caddy_ = machine().caddy
+    labels = [label for p in service.slot_ports if (label := caddy_.live_label(p))]
+    return labels[0] if labels else "nothing"
+
+
+def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
+    run = Run(ctx, deploy)
+    try:
+        release = run.all()
+    except JobCancelled:
+        services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
+        raise
+    except DeployFailed as e:
+        if ctx.cancelled.is_set():
+            # Stopped by a person, not failed by itself: the step's own end says nothing.
+            services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
+            raise JobCancelled("cancelled") from None
+        fail(deploy, str(e))
+        raise JobFailed(deploy.reason) from None
+    except Exception as e:
+        fail(deploy, f"onwatch could not finish the {deploy.kind}: {type(e).__name__}: {e}")
+        raise JobFailed(deploy.reason) from None
+    services.deploy_ended(deploy, State.SUCCEEDED, "", release.label)
+    prune(deploy.service)
+    return {"deploy": deploy.pk, "release": release.pk}
+
+
+def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
+    live = serving(deploy.service)
+    now = f"{live} still serves {deploy.service.domain}" if live != "nothing" else "nothing serves"
+    reason = why if now in why else f"{why}; {now}"
+    services.deploy_ended(deploy, state, reason, live)
+    alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
+
+
+def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
+    service = deploy.service
+    what = "Rollback" if deploy.kind == DeployKind.ROLLBACK else "Deploy"
+    body = [
+        f"What is wrong: {deploy.reason}",
+        f"What serves {service.domain} now: {deploy.live_after or 'nothing'}",
+        "What to do: read the deploy's timeline (linked below); fix the cause and deploy "
+        "again, or roll back to an earlier release (onwatch rollback "
+        f"{service.name}).",
+    ]
+    channels = (
+        organization_channels(service.org) if service.all_channels else list(service.channels.all())
+    )
+    masker = Masker(service.secrets)
+    alert_channels(
+        channels,
+        title=masker.mask(f"{what} #{deploy.pk} of {service.name} {verb}"),
+        body=masker.mask("\n".join(body)),
+        link=reverse("deploy_detail", args=[deploy.pk]),
+    )
+
+
+def stop_serving(service: Service) -> None:
+    """A deleted service's releases stop and its domain leaves Caddy (a reload, once)."""
+    if not service.domain or len(service.slot_ports) != 2:
+        return
+    here = machine()
+    if not here.supervisor.answers():
+        return  # nothing runs: supervisord (and so Caddy) is not running
+    for port in service.slot_ports:
+        here.caddy.turn_off(port)
+        here.supervisor.remove(switch.program_name(port))
+    if here.caddy.answers():
+        here.caddy.remove_site(service.domain)
+
+
+def prune(service: Service) -> list[Release]:
+    """Remove the folders of releases beyond those kept (services.releases_to_prune)."""
+    pruned = services.releases_to_prune(service)
+    for release in pruned:
+        if release.directory and os.path.isdir(release.directory):
+            remove_workspace(Path(release.directory))
+        services.release_pruned(release)
+    return pruned

@@ -1,0 +1,96 @@
+"""The deploy operations of the JSON API: set a domain, deploy, roll back, list releases,
+mark one "no rollback past this", read a deploy. Deploys themselves run in
+test_releases.py with real components; here, what the API takes, refuses and answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import Job, Organization
+from onwatch.core.services import issue_token
+from onwatch.deploys import services
+from onwatch.deploys.models import Deploy, Service, State
+from tests.support.deploys import service_for
+
+SCOPES = ["services:read", "services:write", "deploys:run"]
+
+
+class Api:
+    def __init__(self, member: Any, org: Organization, scopes: list[str]) -> None:
+        raw = issue_token(member, org, "test", scopes, 1).raw
+        self.client, self.auth = Client(), {"authorization": f"Bearer {raw}"}
+
+    def call(self, method: str, url: str, body: Any = None) -> Any:
+        data = json.dumps(body) if body is not None else ""
+        return self.client.generic(
+            method, url, data=data, content_type="application/json", headers=self.auth
+        )
+
+
+def made_live(service: Service, commit: str) -> Deploy:
+    """A deploy that ended with its release live, written as the deploy job writes it."""
+    deploy = services.queue_deploy(service, SYSTEM, "cli", commit)
+    release = services.new_release(deploy, commit)
+    services.release_built(release, "python3 app.py", "/health")
+    services.deploy_ended(deploy, State.SUCCEEDED, "", release.label)
+    return deploy
+
+
+def test_the_api_sets_a_domain_deploys_and_rolls_back_or_says_why_not(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    api = Api(members["admin"], org, SCOPES)
+    base = f"/api/v1/services/{service.pk}"
+    early = api.call("POST", f"{base}/deploy/", {})
+    assert early.status_code == 422
+    assert "shop has no domain yet; set one before deploying" in early.content.decode()
+    bad = api.call("PUT", f"{base}/domain/", {"domain": "not a domain"})
+    assert bad.status_code == 422, bad.content
+    put = api.call("PUT", f"{base}/domain/", {"domain": "Shop.Example.com", "auto_deploy": False})
+    assert put.status_code == 200, put.content
+    assert (put.json()["domain"], put.json()["auto_deploy"]) == ("shop.example.com", False)
+    queued = api.call("POST", f"{base}/deploy/", {"commit": "abc1234"})
+    assert queued.status_code == 202, queued.content
+    body = queued.json()
+    assert (body["kind"], body["state"], body["commit"]) == ("deploy", "queued", "abc1234")
+    assert Job.objects.get(pk=body["job_id"]).kind == services.DEPLOY_KIND
+    assert api.call("POST", f"{base}/rollback/", {}).status_code == 422
+    Deploy.objects.filter(pk=body["id"]).delete()
+    service.refresh_from_db()
+    first, second = made_live(service, "a" * 40), made_live(service, "b" * 40)
+    assert first.release is not None and second.release is not None
+    listed = api.call("GET", f"{base}/releases/").json()["releases"]
+    assert [(r["id"], r["live"]) for r in listed] == [
+        (second.release.pk, True),
+        (first.release.pk, False),
+    ]
+    mark = f"/api/v1/services/releases/{second.release.pk}/no-rollback/"
+    assert api.call("POST", mark, {}).status_code == 422  # a reason is needed
+    marked = api.call("POST", mark, {"why": "drops the orders table"})
+    assert marked.status_code == 200 and marked.json()["no_rollback_past"] is True
+    refused = api.call("POST", f"{base}/rollback/", {})
+    assert refused.status_code == 422
+    assert "drops the orders table" in refused.content.decode()
+    api.call("POST", mark, {"on": False})
+    back = api.call("POST", f"{base}/rollback/", {"to": first.release.pk})
+    assert back.status_code == 202, back.content
+    assert (back.json()["kind"], back.json()["release_id"]) == ("rollback", first.release.pk)
+    got = api.call("GET", f"/api/v1/services/deploys/{back.json()['id']}/")
+    assert got.status_code == 200 and got.json()["steps"] == []
+
+
+@pytest.mark.parametrize("scopes", [["services:read"], ["services:read", "services:write"]])
+def test_deploying_needs_the_deploys_scope(
+    org: Organization, members: dict[str, Any], scopes: list[str]
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    api = Api(members["admin"], org, scopes)
+    assert api.call("POST", f"/api/v1/services/{service.pk}/deploy/", {}).status_code == 403
+    assert not Deploy.objects.exists()

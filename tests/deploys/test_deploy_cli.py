@@ -1,0 +1,92 @@
+"""`onwatch services domain`, `deploy`, `rollback` and `releases` as people run them: each
+command its own process, against a real worker (stopped and started again between the
+deploy and the rollback, as an onwatch restart would), supervisord and Caddy."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from onwatch.deploys.switch import Machine
+from tests.support.child import call
+from tests.support.child import deploys as child_deploys
+from tests.support.deploys import commit
+from tests.support.load import fetch
+from tests.support.procs import Running, free_port, isolated, run
+from tests.support.releases import app_files
+from tests.support.switching import stop_everything
+
+
+def test_deploy_then_rollback_after_a_worker_restart_from_the_command_line(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    commit(repo, app_files("v1"), "First")
+    port = free_port()
+    caddy = {
+        "ONWATCH_CADDY_HTTPS": "false",
+        "ONWATCH_CADDY_HTTP_PORT": str(port),
+        "ONWATCH_CADDY_HTTPS_PORT": str(free_port()),
+        "ONWATCH_CADDY_HEALTH_PORT": str(free_port()),
+    }
+    # Short: supervisord's and Caddy's unix sockets live in the data directory.
+    short = Path(tempfile.mkdtemp(prefix="ow-cli-"))
+    try:
+        with isolated(short, **caddy) as env:
+            call(child_deploys.make_org, env, "Acme", migrate=True)
+            run(["services", "add", "shop", str(repo)], env)
+            log = str(tmp_path / "release.log")
+            run(["services", "secret", "shop", "RELEASE_LOG"], env, input=log)
+            early = run(["deploy", "shop"], env)
+            bad_domain = run(["services", "domain", "shop", "not a domain"], env)
+            domain = run(["services", "domain", "shop", "shop.test", "--no-auto-deploy"], env)
+            bad_commit = run(["deploy", "shop", "--commit", "main;rm"], env)
+            no_rollback = run(["rollback", "shop"], env)
+            with Running(["worker"], env) as worker:
+                worker.wait_for("ready")
+                first = run(["deploy", "shop", "--wait"], env, timeout=180)
+                v1 = fetch(port, "shop.test")
+                commit(repo, app_files("v2"), "Second")
+                second = run(["deploy", "shop", "--wait"], env, timeout=180)
+                v2 = fetch(port, "shop.test")
+            marked = run(["releases", "no-rollback", "shop", "2", "--why", "drops a table"], env)
+            listed = run(["releases", "list", "shop"], env)
+            refused = run(["rollback", "shop"], env)
+            run(["releases", "no-rollback", "shop", "2", "--off"], env)
+            with Running(["worker"], env) as worker:
+                worker.wait_for("ready")
+                back = run(["rollback", "shop", "--wait"], env, timeout=180)
+                after = fetch(port, "shop.test")
+    finally:
+        stop_everything(Machine(short / "data" / "deploys"))
+        shutil.rmtree(short, ignore_errors=True)
+    assert early.returncode == 2
+    assert early.stderr == "onwatch: shop has no domain yet; set one before deploying\n"
+    assert bad_domain.returncode == 2 and bad_domain.stderr.count("\n") == 1
+    assert domain.returncode == 0, domain.stderr
+    assert domain.stdout == "onwatch: shop answers at shop.test; deploy by hand\n"
+    assert bad_commit.returncode == 2 and "is not a commit id" in bad_commit.stderr
+    assert no_rollback.returncode == 2
+    assert no_rollback.stderr == "onwatch: shop has no live release to roll back from\n"
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "health gate\t" in first.stdout and "\tok\t" in first.stdout
+    assert first.stderr == f"onwatch: deploy #1 succeeded; release 1 ({first_sha(repo)} is live\n"
+    assert v1 == (200, "v1") and v2 == (200, "v2"), (v1, v2, second.stderr)
+    assert marked.returncode == 0, marked.stderr
+    assert listed.stdout.splitlines()[0].endswith(
+        "\tready\tlive; no rollback past this: drops a table"
+    )
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("onwatch: Cannot roll back to release 1 (")
+    assert ') is marked "no rollback past this" (drops a table)' in refused.stderr
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "build" not in back.stdout  # nothing rebuilt
+    assert after == (200, "v1")
+    assert Path(log).read_text().split() == ["v1", "v2"]
+
+
+def first_sha(repo: Path) -> str:
+    from tests.support.deploys import git
+
+    return git(repo, "rev-list", "--max-parents=0", "HEAD")[:7] + ")"

@@ -1,0 +1,319 @@
+"""Releases, deploys and rollbacks with real components: a small app in a real git
+repository, tested by a real pipeline, built in the sandbox, run by supervisord behind
+Caddy, with clients sending requests without pause while it switches."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from onwatch.core import jobs
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
+from onwatch.deploys import releases, services, switch
+from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State
+from onwatch.deploys.switch import Machine
+from tests.support.backups import alerts_titled
+from tests.support.deploys import beside_a_writer, commit, service_for
+from tests.support.load import Load, fetch
+from tests.support.receivers import wait_until
+from tests.support.releases import RELEASE_FAILS, app_files, built_marker
+from tests.support.switching import listen_port, own_machine
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
+KINDS = [services.KIND, services.DEPLOY_KIND]
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
+    with own_machine() as m:
+        monkeypatch.setattr(releases, "machine", lambda: m)
+        yield m
+
+
+@pytest.fixture
+def shop(org: Organization, tmp_path: Path) -> Service:
+    commit(tmp_path / "repo", app_files("v1"), "First version")
+    service = service_for(org, str(tmp_path / "repo"))
+    services.set_secret(service, "RELEASE_LOG", str(tmp_path / "release.log"), SYSTEM)
+    services.set_domain(service, "shop.test", True, SYSTEM)
+    return service
+
+
+def deployed(service: Service) -> Deploy:
+    """Run what is queued (a pipeline, then the deploy that waited for it)."""
+    jobs.run_pending(kinds=KINDS)
+    deploy = service.deploys.order_by("-pk").first()
+    assert deploy is not None
+    return deploy
+
+
+def push_and_deploy(service: Service, repo: Path, version: str, **files: str) -> Deploy:
+    commit(repo, app_files(version, **files), f"Version {version}")
+    services.run_pipeline(service, SYSTEM, "cli")
+    return deployed(service)
+
+
+def answers(machine: Machine, times: int = 5) -> set[str]:
+    return {fetch(listen_port(machine), "shop.test")[1] for _ in range(times)}
+
+
+def releases_log(tmp_path: Path) -> list[str]:
+    path = tmp_path / "release.log"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_green_pipeline_deploys_and_the_next_one_switches_under_load_with_no_failure(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    first = deployed_after_pipeline(shop)
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    assert answers(machine) == {"v1"}
+    load = Load(listen_port(machine), "shop.test").start()
+    try:
+        second = push_and_deploy(shop, tmp_path / "repo", "v2")
+    finally:
+        tally = load.stop()
+    assert second.state == State.SUCCEEDED, (second.reason, second.steps)
+    assert tally.failed == 0, tally.errors
+    assert {"v1", "v2"} <= set(tally.answers) and tally.ok > 50
+    assert answers(machine) == {"v2"}
+    # Each release is built once into a folder of its own, its release command run once.
+    assert releases_log(tmp_path) == ["v1", "v2"]
+    release = second.release
+    assert release is not None and release.state == ReleaseState.READY
+    assert built_marker(release.directory).exists()
+    assert release.directory != first.release.directory  # type: ignore[union-attr]
+    # The timeline: what ran, in order, each ended ok with its time.
+    names = [s["name"] for s in second.steps]
+    assert names == [
+        "checkout",
+        "read onwatch.toml",
+        "build",
+        "release command",
+        "prepare Caddy",
+        "start",
+        "health gate",
+        "switch",
+        "drain",
+    ]
+    assert all(s["ok"] and s["seconds"] is not None for s in second.steps), second.steps
+    assert second.live_after == release.label
+
+
+def deployed_after_pipeline(service: Service) -> Deploy:
+    pipeline = services.run_pipeline(service, SYSTEM, "cli")
+    deploy = service.deploys.get()
+    assert deploy.pipeline == pipeline and deploy.state == State.QUEUED
+    assert deploy.job is not None and deploy.job.after_id == pipeline.job_id
+    return deployed(service)
+
+
+def test_a_failing_release_command_leaves_the_old_release_serving(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    live = services.live_release(shop)
+    failed = push_and_deploy(shop, tmp_path / "repo", "v2", release=RELEASE_FAILS)
+    assert failed.state == State.FAILED
+    assert failed.reason == (
+        "the release command exited with 3: $ echo migration 0003 cannot add the column "
+        f">&2; exit 3 | migration 0003 cannot add the column; {live} still serves shop.test"
+    )
+    assert [s["name"] for s in failed.steps][-1] == "release command"
+    assert not failed.steps[-1]["ok"]
+    assert answers(machine) == {"v1"} and failed.live_after == str(live)
+    assert failed.release is not None and failed.release.state == ReleaseState.FAILED
+    [alert] = alerts_titled(f"Deploy #{failed.pk} of shop failed")
+    assert f"What serves shop.test now: {live}" in alert.body
+
+
+def test_a_release_that_never_gets_healthy_is_stopped_and_the_old_one_serves(
+    machine: Machine, shop: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    failed = push_and_deploy(shop, tmp_path / "repo", "v2", health="fail")
+    assert failed.state == State.FAILED
+    assert "never answered 200 3 times in a row on /health within 4 s" in failed.reason
+    assert failed.reason.endswith(f"{services.live_release(shop)} still serves shop.test")
+    assert answers(machine) == {"v1"}
+    # Its release command ran (before traffic could move), its process is gone.
+    assert releases_log(tmp_path) == ["v1", "v2"]
+    assert len([s for s in machine.supervisor.all() if s.name.startswith("slot-")]) == 1
+
+
+def test_rollback_brings_back_the_previous_release_without_a_rebuild(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    first = deployed_after_pipeline(shop)
+    push_and_deploy(shop, tmp_path / "repo", "v2")
+    assert answers(machine) == {"v2"}
+    load = Load(listen_port(machine), "shop.test").start()
+    started = time.monotonic()
+    try:
+        rollback = services.queue_rollback(shop, SYSTEM, "cli")
+        jobs.run_pending(kinds=KINDS)
+        took = time.monotonic() - started
+    finally:
+        tally = load.stop()
+    rollback.refresh_from_db()
+    assert rollback.state == State.SUCCEEDED, (rollback.reason, rollback.steps)
+    assert rollback.release == first.release
+    assert tally.failed == 0, tally.errors
+    assert answers(machine) == {"v1"}
+    # No checkout, no build, no release command: the kept folder was started again.
+    assert [s["name"] for s in rollback.steps] == [
+        "prepare Caddy",
+        "start",
+        "health gate",
+        "switch",
+        "drain",
+    ]
+    assert releases_log(tmp_path) == ["v1", "v2"]
+    assert services.live_release(shop) == first.release
+    # The figure, with -s: the whole job, and until the kept release took requests.
+    live_in = sum(s["seconds"] for s in rollback.steps[:4])
+    print(f"rollback took {took:.2f} s; the old release took requests after {live_in:.2f} s")
+    assert AuditEntry.objects.filter(action="rollback-queued").count() == 1
+
+
+def test_no_rollback_past_a_marked_release_refuses_and_says_why(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    deployed_after_pipeline(shop)
+    second = push_and_deploy(shop, tmp_path / "repo", "v2")
+    assert second.release is not None
+    services.mark_no_rollback_past(second.release, "drops the old orders table", SYSTEM)
+    with pytest.raises(services.Refusal) as refused:
+        services.queue_rollback(shop, SYSTEM, "cli")
+    assert str(refused.value) == (
+        f"Cannot roll back to {Release.objects.order_by('pk').first()}: {second.release} is "
+        'marked "no rollback past this" (drops the old orders table); older code may not '
+        "run on the data it changed. Deploy a fixed commit instead."
+    )
+    assert not shop.deploys.filter(kind="rollback").exists()
+    assert answers(machine) == {"v2"}
+
+
+def test_old_releases_are_pruned_but_never_the_live_or_previous_one(
+    machine: Machine, shop: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "KEEP_RELEASES", 1)
+    first = deployed_after_pipeline(shop)
+    second = push_and_deploy(shop, tmp_path / "repo", "v2")
+    # Back to the first: the live one is now the oldest, the second was live before it.
+    services.queue_rollback(shop, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    assert answers(machine) == {"v1"}
+    third = push_and_deploy(shop, tmp_path / "repo", "v3")
+    assert third.state == State.SUCCEEDED
+    kept = {r.pk: r.state for r in shop.releases.all()}
+    # Keep 1: the third (live); the first was live before it; the second goes.
+    assert kept == {
+        first.release.pk: ReleaseState.READY,  # type: ignore[union-attr]
+        second.release.pk: ReleaseState.PRUNED,  # type: ignore[union-attr]
+        third.release.pk: ReleaseState.READY,  # type: ignore[union-attr]
+    }
+    assert not Path(second.release.directory).exists()  # type: ignore[union-attr]
+    assert Path(first.release.directory).is_dir()  # type: ignore[union-attr]
+    with pytest.raises(services.Refusal, match="it is pruned"):
+        services.queue_rollback(shop, SYSTEM, "cli", to=second.release.pk)  # type: ignore[union-attr]
+
+
+def test_a_deploy_whose_worker_died_ends_interrupted_with_the_live_release_serving(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    live = services.live_release(shop)
+    commit(tmp_path / "repo", app_files("v2"), "Version v2")
+    deploy = services.queue_deploy(shop, SYSTEM, "cli")
+    # Its worker claimed it, started, and then stopped answering (killed, machine down).
+    services.deploy_started(deploy)
+    gone = timezone.now() - timedelta(minutes=1)
+    Job.objects.filter(pk=deploy.job_id).update(
+        state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
+    )
+    [reaped] = jobs.reap_expired()
+    deploy.refresh_from_db()
+    assert (reaped.pk, reaped.state) == (deploy.job_id, JobState.INTERRUPTED)
+    assert deploy.state == State.INTERRUPTED
+    assert deploy.reason == (
+        "onwatch stopped while the deploy ran (its worker stopped answering); deploy again; "
+        f"{live} still serves shop.test"
+    )
+    assert answers(machine) == {"v1"} and deploy.live_after == str(live)
+    [alert] = alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted")
+    assert "What to do:" in alert.body
+    # A rerun continues cleanly.
+    again = services.queue_deploy(shop, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    again.refresh_from_db()
+    assert again.state == State.SUCCEEDED, again.reason
+    assert answers(machine) == {"v2"}
+
+
+def test_a_second_deploy_of_a_service_waits_for_the_first(machine: Machine, shop: Service) -> None:
+    deploy = services.queue_deploy(shop, SYSTEM, "cli")
+    lock = machine.root / "locks" / f"service-{shop.pk}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        # Another deploy of the service (another worker) holds it.
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=jobs.run_pending, kwargs={"kinds": KINDS})
+        worker.start()
+        waiting = "waiting for another deploy of this service to finish"
+        assert deploy.job is not None
+        wait_until(lambda: waiting in log_text(deploy.job_id), 30, "the wait")
+        assert beside_a_writer(lambda: Deploy.objects.get(pk=deploy.pk).steps) == []
+    worker.join(timeout=120)
+    deploy.refresh_from_db()
+    assert deploy.state == State.SUCCEEDED, deploy.reason
+    assert answers(machine) == {"v1"}
+
+
+def log_text(job_id: int | None) -> str:
+    lines = beside_a_writer(
+        lambda: list(JobLogLine.objects.filter(job_id=job_id).values_list("text", flat=True))
+    )
+    return "\n".join(lines)
+
+
+def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_serving(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    commit(tmp_path / "repo", app_files("v2", release="sleep 60"), "Slow migration")
+    deploy = services.queue_deploy(shop, SYSTEM, "cli")
+    worker = threading.Thread(target=jobs.run_pending, kwargs={"kinds": KINDS})
+    started = time.monotonic()
+    worker.start()
+    wait_until(lambda: "$ sleep 60" in log_text(deploy.job_id), 60, "the release command")
+    assert deploy.job is not None
+    beside_a_writer(lambda: jobs.cancel(deploy.job, "test"))
+    worker.join(timeout=60)
+    deploy.refresh_from_db()
+    assert (deploy.state, deploy.reason) == (State.CANCELLED, "cancelled")
+    assert time.monotonic() - started < 50  # the release command was stopped, not waited for
+    assert answers(machine) == {"v1"}
+    assert not [a for a in alerts_titled(f"#{deploy.pk} of shop")]
+
+
+def test_deleting_a_service_stops_its_release_and_takes_its_domain_off(
+    machine: Machine, shop: Service
+) -> None:
+    first = deployed_after_pipeline(shop)
+    assert first.release is not None and Path(first.release.directory).is_dir()
+    services.delete_service(shop, "shop", SYSTEM)
+    assert [s.name for s in machine.supervisor.all() if s.name.startswith("slot-")] == []
+    assert not Path(first.release.directory).exists()
+    assert [s.domain for s in machine.caddy.sites()] == []
+    with pytest.raises(OSError):
+        fetch(listen_port(machine), "shop.test")
