@@ -15,8 +15,9 @@ from onwatch.core.roles import has_permission
 
 
 def _channel(request: HttpRequest, pk: int) -> Channel:
-    # Scoped to the member's organization: another organization's channel is a 404.
-    return get_object_or_404(Channel, pk=pk, org=request.org)  # type: ignore[attr-defined]
+    # Scoped to the member's organization: another organization's channel is a 404; so is
+    # a member's own channel (Channel.objects leaves them out), which is theirs alone.
+    return get_object_or_404(Channel.objects, pk=pk, org=request.org)  # type: ignore[attr-defined]
 
 
 @require("channels.view")

@@ -101,7 +101,8 @@ def _extended(codes: list[int], i: int) -> tuple[int | None, int]:
 def _codes(params: str) -> list[int]:
     # `38:2::r:g:b` (ITU form, with an empty colour-space field) reads like `38;2;r;g;b`.
     parts = params.replace("::", ":").replace(":", ";").split(";")
-    return [int(p) if p.isdigit() else 0 for p in parts]
+    # At most 3 digits count (no code is larger): a step may print any number of them.
+    return [int(p[:3]) if p.isdecimal() and p.isascii() else 0 for p in parts]
 
 
 def apply(style: Style, params: str) -> Style:

@@ -265,7 +265,7 @@ def job_log(request: HttpRequest, pk: int) -> JsonResponse:
     """The log lines after `?after=<line id>`, for the page that follows a running job."""
     job = get_object_or_404(org_jobs(request), pk=pk)
     after = request.GET.get("after", "0")
-    if not after.isdigit():
+    if not (after.isascii() and after.isdecimal() and len(after) <= 18):
         return JsonResponse({"error": "after must be the number of a log line"}, status=400)
     rows = list(
         job.log_lines.filter(id__gt=int(after))

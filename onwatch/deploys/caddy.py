@@ -38,7 +38,9 @@ HEALTH_INTERVAL = 0.5
 # Caddy sees a slot turned on or off within one health check (interval plus the check's
 # own time); twice the interval and a margin is when its choice has surely followed.
 SETTLE_SECONDS = 2 * HEALTH_INTERVAL + 0.25
-DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9*]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
+# No wildcards: `*.example.com` would take the requests of another organization's
+# `shop.example.com` (routes are tried in order).
+DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/?%-]*")
 
 

@@ -280,7 +280,8 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
 
 def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     live = serving(deploy.service)
-    now = f"{live} still serves {deploy.service.domain}" if live != "nothing" else "nothing serves"
+    domain = deploy.service.domain
+    now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
     reason = why if now in why else f"{why}; {now}"
     services.deploy_ended(deploy, state, reason, live)
     alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")

@@ -278,8 +278,9 @@ def _retire(
 
 
 def _fail(record: Switch, message: str, still: bool = True) -> NoReturn:
-    serving = record.previous or "nothing"
-    now = f"{serving} still serves" if still else f"{serving} serves"
+    if record.previous is None:
+        raise SwitchFailed(f"{message}; nothing serves {record.domain} yet", record)
+    now = f"{record.previous} still serves" if still else f"{record.previous} serves"
     raise SwitchFailed(f"{message}; {now} {record.domain}", record)
 
 

@@ -80,6 +80,11 @@ def test_an_own_channel_is_not_one_of_the_organizations_channels(
     listed = signed_in(members["admin"]).get("/channels/").content.decode()
     assert "ops" in listed and mine.name not in listed
     assert services.channel_count(org) == 1
+    # Not even an admin reaches a member's own channel by its number: it is theirs alone.
+    owner = signed_in(members["owner"])
+    assert owner.get(f"/channels/{mine.pk}/").status_code == 404
+    for path in ("", "test/", "delete/"):
+        assert owner.post(f"/channels/{mine.pk}/{path}").status_code == 404
     with pytest.raises(services.Refused):
         services.channels_of(org, [mine.pk])
     # Still a channel with an encrypted URL: the key rotation re-encrypts it too.

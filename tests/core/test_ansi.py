@@ -58,6 +58,12 @@ def test_other_escape_sequences_and_control_characters_are_dropped() -> None:
     assert to_html("10%\r55%\r100%\r") == "100%"
 
 
+def test_a_line_of_any_numbers_renders_without_failing() -> None:
+    # A step prints what it likes: a parameter of 5,000 digits once ended the page in an
+    # error and the live stream in a loop.
+    assert to_html(f"{ESC}[{'9' * 5000}mtext{ESC}[0m") == "text"
+
+
 def test_the_static_stylesheet_is_the_generated_one() -> None:
     css = stylesheet()
     assert STATIC.read_text() == css, "run: python -c 'from onwatch.core import ansi; ...'"

@@ -99,6 +99,8 @@ def test_the_stream_is_the_organizations_own_and_refuses_a_bad_position(
         bad = Stream(web.base_url, f"/jobs/{job}/events/", cookie, last_id="x")
         assert bad.status == 400
         assert bad.response.read() == b"after (or Last-Event-ID) must be the number of a log line\n"
+        for odd in ("%C2%B2", "9" * 5000):  # a digit to Python, or too long for one
+            assert Stream(web.base_url, f"/jobs/{job}/events/?after={odd}", cookie).status == 400
         started = time.monotonic()
         # The first bytes come at once, before any line: a proxy passes the stream on.
         quiet = Stream(web.base_url, f"/jobs/{job}/events/?after=999999", cookie)

@@ -94,3 +94,13 @@ def test_deploying_needs_the_deploys_scope(
     api = Api(members["admin"], org, scopes)
     assert api.call("POST", f"/api/v1/services/{service.pk}/deploy/", {}).status_code == 403
     assert not Deploy.objects.exists()
+
+
+def test_a_wildcard_domain_is_refused(org: Organization) -> None:
+    # `*.example.com` would take another organization's `shop.example.com`: Caddy tries
+    # routes in order, and `*` sorts first.
+    service = service_for(org, "/srv/git/shop.git")
+    with pytest.raises(services.Refusal):
+        services.set_domain(service, "*.example.com", True, SYSTEM)
+    service.refresh_from_db()
+    assert service.domain == ""

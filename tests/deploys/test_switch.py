@@ -99,7 +99,7 @@ def test_a_release_that_exits_at_once_is_refused_quickly(
         switch(machine, shop, broken, gate=Gate(seconds=30))
     assert "crash did not start" in str(failed.value)
     assert "no module named shop" in str(failed.value)
-    assert str(failed.value).endswith("nothing still serves shop.test")
+    assert str(failed.value).endswith("nothing serves shop.test yet")
     assert fetch(listen_port(machine), shop.domain)[0] == 503
 
 
