@@ -289,7 +289,7 @@ def job_events(request: HttpRequest, pk: int) -> HttpResponseBase:
     (the last line the page showed), as server-sent events (core/logstream.py)."""
     job = get_object_or_404(org_jobs(request), pk=pk)
     after = request.headers.get("Last-Event-ID") or request.GET.get("after", "0")
-    if not after.isdigit():
+    if not (after.isascii() and after.isdecimal() and len(after) <= 18):
         return HttpResponse(
             "after (or Last-Event-ID) must be the number of a log line\n",
             status=400,

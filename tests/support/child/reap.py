@@ -27,10 +27,15 @@ def wait_running(job_id: int) -> None:
 def ended(job_id: int) -> None:
     """Once the job has ended: its state, error, whether it alerted, and the alerts' titles."""
     from onwatch.alerts.models import Delivery
-    from onwatch.core.models import ENDED, Job
+    from onwatch.core.jobs import QUIET_KINDS
+    from onwatch.core.models import ENDED, Job, JobState
 
     wait_until(Job.objects.filter(pk=job_id, state__in=ENDED).exists)
     job = Job.objects.get(pk=job_id)
+    if job.state in (JobState.FAILED, JobState.INTERRUPTED) and job.kind not in QUIET_KINDS:
+        # Its end is written first, its alert just after (jobs.ended): wait for that too.
+        wait_until(Job.objects.filter(pk=job_id, alerted=True).exists)
+        job.refresh_from_db()
     if job.alerted:
         wait_until(Delivery.objects.filter(title__contains=f"#{job_id} ").exists)
     titles = list(Delivery.objects.values_list("title", flat=True))
@@ -70,10 +75,15 @@ def ended_with_alerts(job_id: int) -> None:
     """Once the job has ended (and its alert, if any, is recorded): its state, error, and
     the titles of every alert raised."""
     from onwatch.alerts.models import Delivery
-    from onwatch.core.models import ENDED, Job
+    from onwatch.core.jobs import QUIET_KINDS
+    from onwatch.core.models import ENDED, Job, JobState
 
     wait_until(Job.objects.filter(pk=job_id, state__in=ENDED).exists)
     job = Job.objects.get(pk=job_id)
+    if job.state in (JobState.FAILED, JobState.INTERRUPTED) and job.kind not in QUIET_KINDS:
+        # Its end is written first, its alert just after (jobs.ended): wait for that too.
+        wait_until(Job.objects.filter(pk=job_id, alerted=True).exists)
+        job.refresh_from_db()
     if job.alerted:
         wait_until(Delivery.objects.exists)
     titles = list(Delivery.objects.values_list("title", flat=True))
