@@ -89,7 +89,9 @@ def test_a_cancelled_drill_stops_restic_and_drops_its_scratch_database(
     assert (job.state, job.error) == (JobState.CANCELLED, "cancelled by ana@example.com")
     assert not job.alerted
     assert not alive(stuck), "restic outlived the cancel"
-    assert scratch_databases() == before, f"the scratch database was left behind: {job.log}"
+    # Only this drill's: a drill of another test on the same server may come and go meanwhile.
+    left = scratch_databases() - before
+    assert left == set(), f"the scratch database was left behind: {job.log}"
     lines = list(JobLogLine.objects.filter(job=job).values_list("text", flat=True))
     assert any("dropped scratch database" in line or "discard" in line for line in lines), lines
     drill = Drill.objects.get(job=job)
