@@ -114,6 +114,15 @@ def scratch_databases() -> set[str]:
         return {r[0] for r in rows}
 
 
+def own_scratch_database(job: Job) -> str:
+    """The scratch database this drill made, by the line its log ends it with. Other tests'
+    drills on the shared server come and go meanwhile, so a before/after count of every
+    scratch database is not this drill's."""
+    found = re.findall(r"dropped scratch database (onwatch_drill_[0-9a-f]+)", job.log)
+    assert len(found) == 1, f"no single 'dropped scratch database' line: {job.log}"
+    return str(found[0])
+
+
 def pg_source(org: Organization, db: PgSource, **fields: Any) -> Source:
     host, port, user = pg_parts()
     return services.add_source(
