@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.browser import EMAIL, PASSWORD, chromium, sign_up
 from tests.support.procs import Running, isolated, run, wait_http
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 
 def plug_in_a_passkey_device(page: Page) -> None:

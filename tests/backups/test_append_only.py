@@ -25,7 +25,10 @@ from tests.support.backups import (
 )
 from tests.support.fixtures import signed_in
 
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
 pytestmark = [
+    pytest.mark.once,
     pytest.mark.django_db,
     pytest.mark.usefixtures("channel", "fast_passwords"),
 ]

@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support import seeds
@@ -18,6 +19,10 @@ from tests.support.child import call
 from tests.support.child import core as child_core
 from tests.support.procs import Running, isolated, wait_http
 from tests.support.seeds import DRILLS, EMAIL, PASSWORD
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 
 def seed(tmp_path: Path, env: dict[str, str], damage: bool = False) -> dict[str, Any]:

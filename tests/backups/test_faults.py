@@ -41,7 +41,9 @@ from tests.support.backups import (
 )
 from tests.support.procs import free_port
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = [pytest.mark.once, pytest.mark.django_db, pytest.mark.usefixtures("channel")]
 __all__ = ["channel", "pg_db"]
 
 

@@ -32,7 +32,9 @@ from tests.support.fixtures import signed_in
 from tests.support.procs import argv_of
 from tests.support.remote_servers import S3Server, SshServer, s3_server, sshd
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel")]
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = [pytest.mark.once, pytest.mark.django_db, pytest.mark.usefixtures("channel")]
 __all__ = ["channel", "s3_server", "sshd"]
 
 

@@ -11,6 +11,10 @@ from onwatch.backups import restic
 from tests.support.backups import RestServer, backup_text, corrupt_packs, hold_lock
 from tests.support.procs import argv_of, free_port
 
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 
 def new_repo(tmp_path: Path, password: str = "s3cret-pass") -> restic.Repo:  # noqa: S107
     repo = restic.Repo(str(tmp_path / "repo"), password, tmp_path / "cache")

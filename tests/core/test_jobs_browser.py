@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.support import seeds
@@ -14,6 +15,10 @@ from tests.support.child import call
 from tests.support.child import core as child_core
 from tests.support.procs import Running, isolated, wait_http
 from tests.support.seeds import EMAIL, PASSWORD
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 
 def test_a_running_jobs_log_grows_on_its_page_without_a_reload_and_it_can_be_stopped(

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.support import seeds
@@ -17,6 +18,10 @@ from tests.support.child import call
 from tests.support.child import logs as child_logs
 from tests.support.procs import Running, isolated, wait_http
 from tests.support.seeds import EMAIL, PASSWORD
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 LINES = 100_000
 # Opening the page or searching such a log, on a shared and busy 2-core test machine.

@@ -13,11 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.caddy import reverse_proxy
 from tests.support.child import call
 from tests.support.child import logs as child_logs
 from tests.support.procs import Running, isolated, wait_http
 from tests.support.sse import Event, Stream
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 # The bound: a printed line is on the page within 1 s.
 PROMPT_SECONDS = 1.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.support import seeds
@@ -16,6 +17,10 @@ from tests.support.child import call
 from tests.support.child import logs as child_logs
 from tests.support.procs import Running, isolated, wait_http
 from tests.support.seeds import EMAIL, PASSWORD
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 
 def test_the_page_resumes_every_line_after_caddy_drops_the_stream(tmp_path: Path) -> None:

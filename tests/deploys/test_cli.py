@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
 from tests.support.deploys import commit, project
 from tests.support.procs import Running, isolated, run
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 
 def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(

@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from onwatch.deploys.switch import Machine
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
@@ -16,6 +18,10 @@ from tests.support.load import fetch
 from tests.support.procs import Running, free_port, isolated, run
 from tests.support.releases import app_files
 from tests.support.switching import stop_everything
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 
 def test_deploy_then_rollback_after_a_worker_restart_from_the_command_line(

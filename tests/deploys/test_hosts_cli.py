@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
 from tests.support.procs import free_port, isolated, run
 from tests.support.remote_servers import SshServer
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 
 def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_line(

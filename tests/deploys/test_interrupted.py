@@ -9,12 +9,18 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
 from tests.support.deploys import commit
 from tests.support.procs import Running, free_port, isolated, run
 from tests.support.receivers import add_channels, wait_until
 from tests.support.steps import marker, processes_with
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 
 def test_a_pipeline_whose_worker_is_killed_ends_interrupted_and_alerts_once(

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.support import seeds
@@ -16,6 +17,10 @@ from tests.support.child import call
 from tests.support.deploys import commit
 from tests.support.procs import Running, isolated, run, wait_http
 from tests.support.seeds import EMAIL, PASSWORD
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 PROMPT_SECONDS = 1.0
 # The step prints when it printed (its own clock, the machine's), sleeps, and again.

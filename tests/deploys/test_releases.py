@@ -27,7 +27,13 @@ from tests.support.receivers import wait_until
 from tests.support.releases import RELEASE_FAILS, app_files, built_marker
 from tests.support.switching import listen_port, own_machine
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = [
+    pytest.mark.once,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel"),
+]
 KINDS = [services.KIND, services.DEPLOY_KIND]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import ssl
 import threading
@@ -232,8 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def route_noise(self) -> None:
-        # A kilobyte of random bytes where an answer should be (not even a status line).
-        self.wfile.write(os.urandom(1024))
+        # A kilobyte of random bytes where an answer should be (not even a status line), the
+        # same on every run and with no line break: how much of it the HTTP parser quotes
+        # depends on where the first line ends, and os.urandom's sometimes ended it early.
+        noise = bytes(b for b in random.Random(1024).randbytes(4096) if b not in b"\r\n")
+        self.wfile.write(noise[:1024])
         self.close_connection = True
 
     def route_huge(self) -> None:

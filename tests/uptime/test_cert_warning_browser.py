@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.browser import chromium, sign_up_and_enrol
 from tests.support.procs import Running, isolated, wait_http
 from tests.support.receivers import WebhookReceiver, add_channels, wait_until
 from tests.support.servers import HttpServer, make_pki
+
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
 
 SHOWN = "Warning: The certificate expires in 5 days"
 

@@ -16,6 +16,10 @@ from tests.support.child import call
 from tests.support.child import uptime as child_uptime
 from tests.support.procs import Running, isolated, run, wait_http
 
+# Its subject lies outside onwatch's own database (processes, a browser, outside tools):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 
 def ping_through(base_url: str, ping_id: str, forwarded_for: str) -> None:
     request = urllib.request.Request(
