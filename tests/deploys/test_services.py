@@ -14,7 +14,7 @@ from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Job, Organization
-from onwatch.deploys import git, services, slirp
+from onwatch.deploys import git, netguard, services, slirp
 from onwatch.deploys.models import Pipeline, Service
 from tests.support.fixtures import signed_in
 
@@ -288,8 +288,15 @@ def test_the_page_says_whether_steps_have_a_network_of_their_own(
         org, services.ServiceFields(name="shop", git_url="/srv/git/shop.git"), SYSTEM
     )
     viewer = signed_in(members["viewer"])
+    monkeypatch.setattr(netguard, "as_root", lambda: True)
     own = viewer.get(f"/services/{service.pk}/").content.decode()
     assert "their own: they reach the internet (package downloads), but not what" in own
+    assert "nor this machine by its other addresses, nor link-local addresses" in own
+    # onwatch not running as root cannot set the routes that block those: the page says so.
+    monkeypatch.setattr(netguard, "as_root", lambda: False)
+    plain = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert "they still reach this machine by its other addresses" in plain
+    assert "onwatch blocks those only when it runs as root" in plain
     monkeypatch.setattr(slirp, "PATH", "/nonexistent")
     shared = viewer.get(f"/services/{service.pk}/").content.decode()
     assert "shared with this machine: a step can reach what listens only here" in shared
