@@ -217,8 +217,9 @@ def test_a_service_changed_on_its_page_moves_on_to_a_new_server_and_is_audited(
 
 
 def test_a_service_chooses_which_channels_hear_of_its_pipelines_on_its_page_and_the_api(
-    org: Organization, members: dict[str, Any]
+    org: Organization, members: dict[str, Any], settings: Any
 ) -> None:
+    settings.OWN_CHANNELS_PRIVATE = True  # its URLs are on this machine
     from onwatch.alerts.services import add_channel, set_own_channel
 
     team = add_channel(org, "team", "json://127.0.0.1:9/team")
