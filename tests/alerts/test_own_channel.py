@@ -128,6 +128,7 @@ def test_an_own_channel_inside_the_network_is_refused_with_one_line(
     r = signed_in(members["viewer"]).post("/channels/mine/", {"url": url})
     assert r.status_code == 200
     page = r.content.decode()
+    assert "at a public address (not this machine or its local network)" in page
     assert "is inside the network (this machine, a private or a link-local address)" in page
     assert "an admin can add it as one of the organization" in page
     assert not Channel.every.exists()
