@@ -112,7 +112,7 @@ def send(
             title=title, body=body or title, notify_type=notify_type, body_format="text"
         )
     if refused:
-        raise ChannelError(f"Not sent: {refused[0]} {INSIDE}")
+        raise InsideNetwork(f"Not sent: {refused[0]} {INSIDE}")
     if not result:
         reasons = _reasons(result)
         reason = reasons[-1] if reasons else "the service refused it"
@@ -130,6 +130,11 @@ def send(
 # while it is delivered is checked too: the address actually connected to, after
 # resolution, whichever library of Apprise's makes it. The organization's channels, which
 # only admins set, may go anywhere (a team's chat server on its own network).
+
+
+class InsideNetwork(ChannelError):
+    """A member's own channel led inside the network: trying again will not help."""
+
 
 INSIDE = (
     "is inside the network (this machine, a private or a link-local address), and a "
@@ -208,4 +213,4 @@ def refuse_inside(url: str) -> None:
     inside = sorted(a for a in found if not is_public(a))
     if inside:
         shown = host if inside == [host] else f"{host} ({inside[0]})"
-        raise ChannelError(f"{shown} {INSIDE}")
+        raise InsideNetwork(f"{shown} {INSIDE}")

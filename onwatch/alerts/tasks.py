@@ -32,13 +32,16 @@ def deliver(ctx: JobContext) -> dict[str, Any]:
             and not services.own_channels_reach_inside(),
         )
     except apprise.ChannelError as e:
-        last = attempt >= ctx.job.max_attempts
+        # A refused address stays refused: failed at once, not retried for an hour.
+        last = attempt >= ctx.job.max_attempts or isinstance(e, apprise.InsideNetwork)
         Delivery.objects.filter(pk=delivery.pk).update(
             state=DeliveryState.FAILED if last else DeliveryState.RETRYING,
             attempts=attempt,
             error=str(e),
             finished_at=timezone.now() if last else None,
         )
+        if isinstance(e, apprise.InsideNetwork):
+            raise JobFailed(str(e)) from e
         raise RetryLater(str(e)) from e
     Delivery.objects.filter(pk=delivery.pk).update(
         state=DeliveryState.DELIVERED, attempts=attempt, error="", finished_at=timezone.now()
