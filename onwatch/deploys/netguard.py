@@ -26,6 +26,7 @@ import subprocess
 PROGRAM = "ip"
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 LINK_LOCAL = "169.254.0.0/16"
+SLIRP_NETWORK = "10.0.2.0/24"  # slirp4netns's default --cidr, which slirp.py keeps
 SECONDS = 10
 
 
@@ -70,8 +71,13 @@ def machine_addresses() -> list[str]:
 
 
 def blocked() -> list[str]:
-    """What a step may not reach, as networks: the link-local range and each address."""
-    return [LINK_LOCAL, *(f"{a}/32" for a in machine_addresses())]
+    """What a step may not reach, as networks: the link-local range and each address.
+    One inside slirp4netns's own network (a VirtualBox guest's 10.0.2.15) is left out:
+    there slirp4netns answers only for its own gateway and DNS server, which a route
+    would take away."""
+    slirp_net = ipaddress.ip_network(SLIRP_NETWORK)
+    own = [a for a in machine_addresses() if ipaddress.ip_address(a) not in slirp_net]
+    return [LINK_LOCAL, *(f"{a}/32" for a in own)]
 
 
 def apply(pid: int) -> list[str]:

@@ -209,11 +209,16 @@ def test_a_step_reaches_neither_this_machine_nor_link_local_addresses_but_regist
     assert "localhost" in lines[6]
 
 
-def test_the_blocked_addresses_are_this_machines_own_and_link_local() -> None:
+def test_the_blocked_addresses_are_this_machines_own_and_link_local(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     blocked = netguard.blocked()
     assert blocked[0] == "169.254.0.0/16"
     assert f"{machine_address()}/32" in blocked
     assert not any(b.startswith("127.") for b in blocked)
+    # An address in slirp4netns's own network would take its DNS server away: left out.
+    monkeypatch.setattr(netguard, "machine_addresses", lambda: ["192.0.2.9", "10.0.2.3"])
+    assert netguard.blocked() == ["169.254.0.0/16", "192.0.2.9/32"]
 
 
 def test_a_step_resolves_names_through_its_own_network(workspace: Path) -> None:
