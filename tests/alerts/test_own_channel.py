@@ -152,8 +152,11 @@ def test_an_own_channel_is_checked_again_at_every_delivery(
         [refused] = Delivery.objects.all()
         assert refused.state == DeliveryState.FAILED  # at once: trying again will not help
         assert refused.error.startswith("Not sent: 127.0.0.1 is inside the network")
-        # mailto's server named by ?smtp=: the host before it is a public name.
-        by_smtp = f"mailtos://me:pw@example.com?smtp=127.0.0.1&port={smtp.port}&to=me@example.com"
+        # mailto's server named by ?smtp=: the host before it is a public address.
+        by_smtp = (
+            f"mailtos://me:pw@8.8.8.8?smtp=127.0.0.1&port={smtp.port}"
+            "&from=me@example.com&to=me@example.com"
+        )
         services.set_own_channel(org, members["viewer"], by_smtp, SYSTEM)
         services.send_test(services.own_channel(org, members["viewer"]), SYSTEM)  # type: ignore[arg-type]
         jobs.run_pending(kinds=["alerts.deliver"])
