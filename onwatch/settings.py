@@ -261,6 +261,9 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 DEFAULT_FROM_EMAIL = env("ONWATCH_FROM_EMAIL", "onwatch@localhost")
+# Any member sets their own alert channel: by default it may reach public addresses only,
+# not this machine or its network (alerts/apprise.py says why). The operator may allow it.
+OWN_CHANNELS_PRIVATE = env_bool("ONWATCH_OWN_CHANNELS_PRIVATE", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("ONWATCH_TIME_ZONE", "UTC")

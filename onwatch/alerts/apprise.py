@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
+import errno
+import ipaddress
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -89,15 +97,120 @@ NotifyType = Literal["info", "success", "warning", "failure"]
 NOTIFY_TYPES: tuple[NotifyType, ...] = ("info", "success", "warning", "failure")
 
 
-def send(url: str, title: str, body: str, notify_type: NotifyType = "info") -> None:
-    """Deliver one notification; raise ChannelError with Apprise's own reason on failure."""
+def send(
+    url: str, title: str, body: str, notify_type: NotifyType = "info", public_only: bool = False
+) -> None:
+    """Deliver one notification; raise ChannelError with Apprise's own reason on failure.
+    public_only: connect to public addresses only (a member's own channel)."""
     ap = apprise.Apprise()
     if not ap.add(url.strip()):
         raise ChannelError("Apprise does not understand this channel's URL")
-    # Alert bodies are plain text, one fact a line: said so, Apprise turns them into HTML
-    # for services that want it; unsaid, a mail showed them run together on one line.
-    result = ap.notify(title=title, body=body or title, notify_type=notify_type, body_format="text")
+    with _public_only(public_only) as refused:
+        # Alert bodies are plain text, one fact a line: said so, Apprise turns them into
+        # HTML for services that want it; unsaid, a mail showed them run together.
+        result = ap.notify(
+            title=title, body=body or title, notify_type=notify_type, body_format="text"
+        )
+    if refused:
+        raise InsideNetwork(f"Not sent: {refused[0]} {INSIDE}")
     if not result:
         reasons = _reasons(result)
         reason = reasons[-1] if reasons else "the service refused it"
         raise ChannelError(f"Delivery failed: {reason}")
+
+
+# --- a member's own channel reaches public addresses only ---------------------------------
+#
+# Any member, a viewer too, sets their own channel and sends it a test: were any address
+# allowed, that would let them make onwatch request what only it can reach (the cloud
+# metadata service at 169.254.169.254, an admin port on 127.0.0.1, a 10.x service). So an
+# own channel's host is refused when saved if it is (or resolves to) such an address, and,
+# since a name can resolve elsewhere by the time it is used (DNS rebinding) and some
+# services take their server from a parameter (mailto's smtp=), every connection made
+# while it is delivered is checked too: the address actually connected to, after
+# resolution, whichever library of Apprise's makes it. The organization's channels, which
+# only admins set, may go anywhere (a team's chat server on its own network).
+
+
+class InsideNetwork(ChannelError):
+    """A member's own channel led inside the network: trying again will not help."""
+
+
+INSIDE = (
+    "is inside the network (this machine, a private or a link-local address), and a "
+    "member's own channel may only reach public addresses; an admin can add it as one of "
+    "the organization's channels instead"
+)
+# The refused addresses of the delivery under way in this context; None when unguarded.
+# Apprise hands its worker threads a copy of the caller's context, so they see it too.
+_REFUSED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "onwatch_own_channel_refused", default=None
+)
+_hook_lock = threading.Lock()
+_hooked = False
+
+
+def is_public(host: str) -> bool:
+    """Whether `host` is a public IP address; names and everything else are not."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    return ip.is_global
+
+
+def _on_audit(event: str, args: tuple[Any, ...]) -> None:
+    if event != "socket.connect":
+        return
+    refused = _REFUSED.get()
+    if refused is None:
+        return
+    address = args[1]
+    host = str(address[0] if isinstance(address, tuple) and address else address)
+    if not is_public(host):
+        refused.append(host)
+        raise PermissionError(errno.EACCES, f"onwatch refuses to connect to {host}")
+
+
+def _install_hook() -> None:
+    # An audit hook sees every connection the process makes, by any library, with the
+    # address it really goes to; it cannot be removed, so it is added once, and does
+    # nothing outside a guarded delivery.
+    global _hooked
+    with _hook_lock:
+        if not _hooked:
+            sys.addaudithook(_on_audit)
+            _hooked = True
+
+
+@contextmanager
+def _public_only(guarded: bool) -> Iterator[list[str]]:
+    refused: list[str] = []
+    if not guarded:
+        yield refused
+        return
+    _install_hook()
+    token = _REFUSED.set(refused)
+    try:
+        yield refused
+    finally:
+        _REFUSED.reset(token)
+
+
+def refuse_inside(url: str) -> None:
+    """Raise ChannelError when the URL's host is, or resolves to, an address that is not
+    public. A name that does not resolve (some services' "host" is a token) passes here;
+    the delivery checks every connection it makes anyway."""
+    host = str(getattr(_plugin(url), "host", "") or "").strip("[]")
+    if not host:
+        return
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return
+    inside = sorted(a for a in found if not is_public(a))
+    if inside:
+        shown = host if inside == [host] else f"{host} ({inside[0]})"
+        raise InsideNetwork(f"{shown} {INSIDE}")

@@ -63,9 +63,16 @@ class OwnChannelForm(forms.Form):
         max_length=2000,
         widget=SecretInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
         help_text="Where you hear about failed and fixed pipelines of your own pushes, e.g. "
-        "mailto://user:password@example.com or a chat's URL. Stored encrypted, never shown "
-        "again.",
+        "mailto://user:password@example.com or a chat's URL, at a public address (not this "
+        "machine or its local network). Stored encrypted, never shown again.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if services.own_channels_reach_inside():  # the operator allowed any address
+            self.fields["url"].help_text = self.fields["url"].help_text.replace(
+                ", at a public address (not this machine or its local network)", ""
+            )
 
     def clean_url(self) -> str:
         url: str = self.cleaned_data["url"].strip()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -164,10 +165,19 @@ def own_channel(org: Organization, user: Any) -> Channel | None:
     return Channel.every.filter(org=org, owner=user, owner__memberships__org=org).first()
 
 
+def own_channels_reach_inside() -> bool:
+    """Whether the operator let members' own channels reach addresses inside the network
+    (ONWATCH_OWN_CHANNELS_PRIVATE); off by default: see apprise.refuse_inside."""
+    return bool(settings.OWN_CHANNELS_PRIVATE)
+
+
 def set_own_channel(org: Organization, user: Any, url: str, actor: Actor) -> Channel:
     """Set (or replace) where `user` hears about their own pushes. Raises
-    apprise.ChannelError for a URL Apprise does not understand."""
+    apprise.ChannelError for a URL Apprise does not understand, or one that leads inside
+    the network."""
     summary = apprise.summarize(url)
+    if not own_channels_reach_inside():
+        apprise.refuse_inside(url)
     name = OWN_CHANNEL_NAME.format(who=user.email or user.get_username())[:100]
     with transaction.atomic():
         channel = own_channel(org, user) or Channel(org=org, owner=user, created_by=actor.user)

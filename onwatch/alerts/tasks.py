@@ -5,7 +5,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from onwatch.alerts import apprise, incidents
+from onwatch.alerts import apprise, incidents, services
 from onwatch.alerts.models import Delivery, DeliveryState
 from onwatch.core.jobs import JobContext, JobFailed, RetryLater, handler, when_cancelled
 from onwatch.core.models import Job
@@ -22,15 +22,26 @@ def deliver(ctx: JobContext) -> dict[str, Any]:
     attempt = ctx.job.attempts
     ctx.log(f"attempt {attempt}: sending to {delivery.channel_name} ({delivery.channel.service})")
     try:
-        apprise.send(delivery.channel.url, delivery.title, delivery.body, kind_of(delivery))
+        apprise.send(
+            delivery.channel.url,
+            delivery.title,
+            delivery.body,
+            kind_of(delivery),
+            # Checked again at every delivery, not only when saved: see apprise.py.
+            public_only=delivery.channel.owner_id is not None
+            and not services.own_channels_reach_inside(),
+        )
     except apprise.ChannelError as e:
-        last = attempt >= ctx.job.max_attempts
+        # A refused address stays refused: failed at once, not retried for an hour.
+        last = attempt >= ctx.job.max_attempts or isinstance(e, apprise.InsideNetwork)
         Delivery.objects.filter(pk=delivery.pk).update(
             state=DeliveryState.FAILED if last else DeliveryState.RETRYING,
             attempts=attempt,
             error=str(e),
             finished_at=timezone.now() if last else None,
         )
+        if isinstance(e, apprise.InsideNetwork):
+            raise JobFailed(str(e)) from e
         raise RetryLater(str(e)) from e
     Delivery.objects.filter(pk=delivery.pk).update(
         state=DeliveryState.DELIVERED, attempts=attempt, error="", finished_at=timezone.now()

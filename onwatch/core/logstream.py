@@ -7,6 +7,10 @@ it). When the job has ended and every line is out, an `end` event gives its stat
 stream closes. A comment goes out when nothing else has for a while, so proxies (Caddy,
 nginx) keep the connection open.
 
+Whether the viewer may still see the job is asked again every RECHECK_SECONDS (a stream
+may stay open for hours): once they signed out, lost their session, left the organization
+or lost the permission, a `closed` event says so and the stream ends.
+
 The stream is an async generator served by the ASGI handler itself: a viewer holds no
 thread while it waits. One Follower per job and web process asks the database for the
 job's new lines a few times a second, however many people watch it, and keeps the recent
@@ -31,6 +35,7 @@ from onwatch.core.models import ENDED, Job, JobLogLine
 
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
+RECHECK_SECONDS = 15.0
 BATCH = 500
 KEEP = 2000  # recent lines a follower holds for its viewers
 # How soon a browser tries again after the connection drops (EventSource's default is 3 s).
@@ -160,6 +165,16 @@ def event(pk: int, n: int, text: str) -> str:
     return f"id: {pk}\ndata: {data}\n\n"
 
 
+# Sent once the viewer may no longer see the job; the page stops following and says why.
+CLOSED_EVENT = (
+    "event: closed\ndata: "
+    + json.dumps(
+        {"reason": "You can no longer see this job: you were signed out or your access changed."}
+    )
+    + "\n\n"
+).encode()
+
+
 def end_event(state: str | None) -> bytes:
     data = json.dumps({"state": state or "removed"})
     return f"event: end\ndata: {data}\n\n".encode()
@@ -171,14 +186,25 @@ async def behind(job_id: int, after: int, n: int) -> list[Row]:
     return [(pk, n + i + 1, text) for i, (pk, text) in enumerate(found)]
 
 
-async def events(job_id: int, after: int) -> AsyncIterator[bytes]:
-    """The events of the job's lines after line id `after`, until it has ended."""
+async def events(
+    job_id: int, after: int, allowed: Callable[[], bool] = lambda: True
+) -> AsyncIterator[bytes]:
+    """The events of the job's lines after line id `after`, until it has ended or
+    `allowed` (a database read, asked every RECHECK_SECONDS) says the viewer may no longer
+    see it."""
     # Sent at once, so the response starts (and a proxy passes it on) before any line.
     yield f"retry: {RETRY_MS}\n: following job {job_id}\n\n".encode()
     n = await _db(partial(lines_up_to, job_id, after))
     follower = await follower_of(job_id)
+    loop = asyncio.get_running_loop()
+    recheck_at = loop.time() + RECHECK_SECONDS
     try:
         while True:
+            if loop.time() >= recheck_at:
+                if not await _db(allowed):
+                    yield CLOSED_EVENT
+                    return
+                recheck_at = loop.time() + RECHECK_SECONDS
             changed = follower.changed  # taken first: a change after the look below wakes it
             rows = follower.since(after)
             if rows is None:
@@ -193,7 +219,8 @@ async def events(job_id: int, after: int) -> AsyncIterator[bytes]:
                 yield end_event(follower.state)
                 return
             try:
-                await asyncio.wait_for(changed.wait(), HEARTBEAT_SECONDS)
+                wait = min(HEARTBEAT_SECONDS, recheck_at - loop.time())
+                await asyncio.wait_for(changed.wait(), max(wait, 0.0))
             except TimeoutError:
                 yield b": still running\n\n"
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +18,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from onwatch.core import audit, logpages, logstream, services
+from onwatch.core import access, audit, logpages, logstream, services
 from onwatch.core import jobs as jobqueue
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
@@ -295,8 +296,16 @@ def job_events(request: HttpRequest, pk: int) -> HttpResponseBase:
             status=400,
             content_type="text/plain",
         )
+    # Asked again while the stream stays open, with what identifies the viewer now.
+    allowed = partial(
+        access.still_allowed,
+        request.session.session_key,
+        request.user.pk,
+        _membership(request).org_id,
+        "jobs.view",
+    )
     response = StreamingHttpResponse(
-        logstream.events(job.pk, int(after)), content_type="text/event-stream"
+        logstream.events(job.pk, int(after), allowed), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     # nginx buffers a response unless told not to; Caddy passes event streams on at once.

@@ -3,8 +3,9 @@
 A step sees a read-only system (/usr and the few files of /etc that name resolution, TLS
 and user names need), its own workspace and dependency caches (writable), a private /tmp,
 /proc and a minimal /dev, and a network of its own (slirp.py) with outbound access but not
-this machine's loopback. It does not see onwatch's data directory, its key file or
-anything else on the machine. It runs in new user, pid, mount, ipc, uts and network
+to this machine (by loopback or any of its addresses) nor to link-local addresses such as
+the cloud metadata service (netguard.py). It does not see onwatch's data directory, its
+key file or anything else on the machine. It runs in new user, pid, mount, ipc, uts and network
 namespaces, as an unprivileged user: when onwatch runs as root, as ONWATCH_STEP_USER
 (nobody) — bubblewrap then runs as that user too, so no process of the step is root
 outside the sandbox, and a user namespace mapped to root never exists.
@@ -44,7 +45,7 @@ from pathlib import Path
 from django.conf import settings
 
 from onwatch.config import env
-from onwatch.deploys import cgroups, pidns, slirp
+from onwatch.deploys import cgroups, netguard, pidns, slirp
 
 # The outer programs (sh, prlimit, setpriv, bwrap) get only this; the step's own
 # environment travels to bubblewrap through a file descriptor, never through argv (which
@@ -129,6 +130,8 @@ def _missing() -> str | None:
             f"bubblewrap {have} is too old for onwatch's sandbox (--size, --disable-userns); "
             f"install {need} or newer (Debian 12, Ubuntu 24.04)"
         )
+    if network_isolated() and (guard := netguard.missing()):
+        return guard
     if os.geteuid() == 0:
         try:
             _step_user()
@@ -175,6 +178,12 @@ def network_isolated() -> bool:
     """Whether steps have a network of their own, this machine's loopback out of reach
     (slirp4netns is installed), or share the machine's."""
     return slirp.missing() is None
+
+
+def network_guarded() -> bool:
+    """Whether steps are also kept off this machine's other addresses and link-local ones
+    (netguard.py: onwatch runs as root)."""
+    return network_isolated() and netguard.applies()
 
 
 @cache
@@ -478,7 +487,8 @@ class _Launch:
             return
         try:
             self.network = slirp.Network(self.child_pid, self.user)
-        except slirp.NetworkError as e:
+            netguard.apply(self.child_pid)
+        except (slirp.NetworkError, netguard.GuardError) as e:
             raise SandboxError(str(e)) from None
         assert self.block_w is not None
         # A sandbox that failed to set itself up is gone already: its output says why.

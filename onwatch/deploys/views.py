@@ -181,6 +181,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "alert_channels": None if service.all_channels else list(service.channels.all()),
         "memory_by": sandbox.memory_enforced_by(),
         "network_isolated": sandbox.network_isolated(),
+        "network_guarded": sandbox.network_guarded(),
         "sandbox_problem": workdir.step_problem(),
         "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),

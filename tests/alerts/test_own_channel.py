@@ -10,12 +10,12 @@ import pytest
 from django.db import connection
 
 from onwatch.alerts import services
-from onwatch.alerts.models import Channel
+from onwatch.alerts.models import Channel, Delivery, DeliveryState
 from onwatch.core import jobs, keys
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Membership, Organization
 from tests.support.fixtures import signed_in
-from tests.support.receivers import WebhookReceiver
+from tests.support.receivers import SmtpReceiver, WebhookReceiver
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 TOKEN = "my-own-very-secret-token"
@@ -29,8 +29,9 @@ def raw_url(channel: Channel) -> str:
 
 
 def test_a_viewer_sets_tests_and_removes_a_channel_of_their_own(
-    org: Organization, members: dict[str, Any]
+    org: Organization, members: dict[str, Any], settings: Any
 ) -> None:
+    settings.OWN_CHANNELS_PRIVATE = True  # the receiver listens on this machine
     viewer = signed_in(members["viewer"])
     with WebhookReceiver() as hooks:
         url = hooks.url(f"/mine/{TOKEN}")
@@ -70,8 +71,9 @@ def test_a_url_apprise_does_not_know_is_one_line_on_the_form(members: dict[str, 
 
 
 def test_an_own_channel_is_not_one_of_the_organizations_channels(
-    org: Organization, members: dict[str, Any]
+    org: Organization, members: dict[str, Any], settings: Any
 ) -> None:
+    settings.OWN_CHANNELS_PRIVATE = True  # its URL is on this machine
     shared = services.add_channel(org, "ops", "json://127.0.0.1:9/ops")
     mine = services.set_own_channel(org, members["admin"], "json://127.0.0.1:9/mine", SYSTEM)
     # Organization-wide alerts, the channel list, the API and the pickers leave it out.
@@ -95,9 +97,74 @@ def test_an_own_channel_is_not_one_of_the_organizations_channels(
 
 
 def test_a_former_member_no_longer_hears_on_their_own_channel(
-    org: Organization, members: dict[str, Any]
+    org: Organization, members: dict[str, Any], settings: Any
 ) -> None:
+    settings.OWN_CHANNELS_PRIVATE = True  # its URL is on this machine
     services.set_own_channel(org, members["deployer"], "json://127.0.0.1:9/mine", SYSTEM)
     assert services.own_channel(org, members["deployer"]) is not None
     Membership.objects.filter(org=org, user=members["deployer"]).delete()
     assert services.own_channel(org, members["deployer"]) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "jsons://169.254.169.254/latest/meta-data/",  # the cloud metadata service
+        "jsons://10.0.0.5/hook",
+        "jsons://192.168.1.10:8443/hook",
+        "json://127.0.0.1:8000/admin",
+        "jsons://localhost:2019/config/",  # a name: resolved, it is this machine
+        "jsons://[::1]:2019/config/",
+        "jsons://[::ffff:127.0.0.1]/x",
+        "jsons://[fd00::1]/x",
+        "mailtos://user:pass@172.16.0.3",
+    ],
+)
+def test_an_own_channel_inside_the_network_is_refused_with_one_line(
+    members: dict[str, Any], url: str
+) -> None:
+    """Any member sets their own channel, a viewer too: it must not let them make onwatch
+    request the metadata service, this machine's admin ports or the local network."""
+    r = signed_in(members["viewer"]).post("/channels/mine/", {"url": url})
+    assert r.status_code == 200
+    page = r.content.decode()
+    assert "at a public address (not this machine or its local network)" in page
+    assert "is inside the network (this machine, a private or a link-local address)" in page
+    assert "an admin can add it as one of the organization" in page
+    assert not Channel.every.exists()
+
+
+def test_an_own_channel_is_checked_again_at_every_delivery(
+    org: Organization, members: dict[str, Any], settings: Any
+) -> None:
+    """A name can resolve elsewhere by the time it is used, and mailto takes its server
+    from a parameter: the address each delivery really connects to is checked. The
+    organization's channels, which admins set, still reach this machine."""
+    viewer = signed_in(members["viewer"])
+    with WebhookReceiver() as hooks, SmtpReceiver() as smtp:
+        # Saved while the operator allowed it (or while its name resolved elsewhere).
+        settings.OWN_CHANNELS_PRIVATE = True
+        services.set_own_channel(org, members["viewer"], hooks.url(f"/mine/{TOKEN}"), SYSTEM)
+        settings.OWN_CHANNELS_PRIVATE = False
+        assert viewer.post("/channels/mine/test/").status_code == 302
+        jobs.run_pending(kinds=["alerts.deliver"])
+        assert hooks.hooks == []
+        [refused] = Delivery.objects.all()
+        assert refused.state == DeliveryState.FAILED  # at once: trying again will not help
+        assert refused.error.startswith("Not sent: 127.0.0.1 is inside the network")
+        # mailto's server named by ?smtp=: the host before it is a public address.
+        by_smtp = (
+            f"mailtos://me:pw@8.8.8.8?smtp=127.0.0.1&port={smtp.port}"
+            "&from=me@example.com&to=me@example.com"
+        )
+        services.set_own_channel(org, members["viewer"], by_smtp, SYSTEM)
+        services.send_test(services.own_channel(org, members["viewer"]), SYSTEM)  # type: ignore[arg-type]
+        jobs.run_pending(kinds=["alerts.deliver"])
+        assert smtp.mails == []
+        last = Delivery.objects.order_by("-id").first()
+        assert last is not None and "Not sent: 127.0.0.1 is inside the network" in last.error
+        # The organization's channel to the same receiver, set by an admin, is delivered.
+        shared = services.add_channel(org, "ops", hooks.url("/ops"))
+        services.send_test(shared, SYSTEM)
+        jobs.run_pending(kinds=["alerts.deliver"])
+        assert [h.path for h in hooks.hooks] == ["/ops"]

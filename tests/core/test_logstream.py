@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from onwatch.core import logstream
 from tests.support.caddy import reverse_proxy
 from tests.support.child import call
 from tests.support.child import logs as child_logs
@@ -113,6 +114,46 @@ def test_the_stream_is_the_organizations_own_and_refuses_a_bad_position(
         event = quiet.next(2)
         assert event is not None and event.comments == [f"following job {job}"]
         assert time.monotonic() - started < 2
+
+
+def test_a_stream_ends_once_its_viewer_signed_out_or_left_the_organization(
+    tmp_path: Path,
+) -> None:
+    """Permission is asked again while the stream stays open, not only when it opened: a
+    member removed from the organization, or signed out, stops getting lines within
+    RECHECK_SECONDS; a viewer who still may see the job keeps getting them."""
+    with web_with_job(tmp_path) as (web, seeded):
+        job, cookie = seeded["job"], seeded["cookie"]
+        path = f"/jobs/{job}/events/?after=0"
+        removed = call(child_logs.add_viewer, web.env, "removed@bakery.example").strip()
+        leaving = call(child_logs.add_viewer, web.env, "leaving@bakery.example").strip()
+        streams = {
+            who: Stream(web.base_url, path, c, timeout=60)
+            for who, c in (("kept", cookie), ("removed", removed), ("signed out", leaving))
+        }
+        for stream in streams.values():
+            assert len(stream.events(3)) == 3
+        call(child_logs.remove_member, web.env, "removed@bakery.example")
+        call(child_logs.sign_out, web.env, leaving)
+        changed = time.monotonic()
+        append(web, job, "after the change")
+        kept = streams["kept"].events(1)
+        assert json.loads(kept[0].data)["html"] == "after the change"
+        for who in ("removed", "signed out"):
+            events = streams[who].events(2, timeout=logstream.RECHECK_SECONDS + 30)
+            # The line written just after the change may still go out before the check.
+            closed = events[-1] if events[-1].event == "closed" else streams[who].events(1)[0]
+            assert closed.event == "closed", who
+            assert "You can no longer see this job" in json.loads(closed.data)["reason"]
+            assert time.monotonic() - changed < logstream.RECHECK_SECONDS + 10, who
+            assert streams[who].next(5) is None, f"{who}: the stream went on"
+        # The one still allowed went through the same checks and still follows.
+        append(web, job, "still here")
+        [line] = streams["kept"].events(1)
+        assert json.loads(line.data)["html"] == "still here"
+        # Reconnecting (as EventSource does) is refused outright.
+        assert Stream(web.base_url, path, leaving).status == 302
+        assert Stream(web.base_url, path, removed).status == 403
 
 
 def test_through_caddy_lines_arrive_promptly_and_resume_after_caddy_drops_them(

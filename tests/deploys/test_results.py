@@ -54,8 +54,9 @@ def add_service(org: Organization, repo: Path, channel_ids: list[int] | None) ->
 
 
 def test_a_failed_pipeline_tells_who_ran_it_and_the_services_channels_and_fixed_the_same(
-    org: Organization, tmp_path: Path
+    org: Organization, tmp_path: Path, settings: Any
 ) -> None:
+    settings.OWN_CHANNELS_PRIVATE = True  # the receivers listen on this machine
     deployer = make_member(org, "deployer", email="dee@acme.example")
     deployer.first_name, deployer.last_name = "Dee", "Ploy"
     deployer.save()
@@ -105,8 +106,9 @@ def github_push(service: Service, sha: str, pusher: str, author: str) -> Any:
 
 
 def test_a_webhook_push_alerts_the_member_with_the_pushers_email_or_says_they_are_none(
-    org: Organization, tmp_path: Path
+    org: Organization, tmp_path: Path, settings: Any
 ) -> None:
+    settings.OWN_CHANNELS_PRIVATE = True  # the receivers listen on this machine
     member = make_member(org, "deployer", email="dee@acme.example")
     viewer = make_member(org, "viewer")
     repo = tmp_path / "repo"

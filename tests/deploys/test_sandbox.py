@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from onwatch.deploys import cgroups, sandbox, slirp
+from onwatch.deploys import cgroups, netguard, sandbox, slirp
 from onwatch.deploys.sandbox import Limits, SandboxError, Step
 from tests.support.child import steps
 from tests.support.procs import ROOT
@@ -177,33 +177,48 @@ def answering(host: str) -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-def test_a_step_cannot_reach_the_machines_loopback_but_reaches_its_other_addresses(
+def test_a_step_reaches_neither_this_machine_nor_link_local_addresses_but_registries(
     workspace: Path,
 ) -> None:
-    """Where the machine has an address besides loopback, a step connects to it as a
-    registry's download would (this machine reaches no other host but package registries,
-    so its own address stands in for the outside); what listens on 127.0.0.1 here (onwatch's
-    web port, a local database, Caddy's admin API) stays out of reach, by that address, by
-    localhost and by slirp4netns's gateway, which would otherwise lead to it."""
+    """What listens here (onwatch's web port, a local database, Caddy's admin API) stays out
+    of a step's reach by 127.0.0.1, localhost and slirp4netns's gateway, and what listens
+    on every address by this machine's other addresses (its LAN address) too; so does the
+    cloud metadata service at 169.254.169.254. A package registry (pypi.org, the one host
+    this machine reaches outside) stays reachable."""
     assert sandbox.network_isolated(), "slirp4netns is not installed: apt-get install slirp4netns"
     outside = machine_address()
-    with answering("127.0.0.1") as local, answering(outside) as public:
+    with answering("127.0.0.1") as local, answering(outside) as lan:
         script = (
-            f"for to in 127.0.0.1/{local} localhost/{local} 10.0.2.2/{local} {outside}/{public}; "
-            'do if read -r line < /dev/tcp/$to; then echo "$to: $line"; '
+            f"for to in 127.0.0.1/{local} localhost/{local} 10.0.2.2/{local} {outside}/{lan} "
+            "169.254.169.254/80 pypi.org/443; "
+            'do if timeout 10 bash -c "exec 3<>/dev/tcp/$to"; then echo "$to: open"; '
             'else echo "$to: refused"; fi; done 2>/dev/null; getent hosts localhost'
         )
         out = Output()
         done = sandbox.run(bash(script, workspace), out)
     assert done.exit_code == 0, out.text
     lines = out.text.splitlines()
-    assert lines[:4] == [
+    assert lines[:6] == [
         f"127.0.0.1/{local}: refused",
         f"localhost/{local}: refused",
         f"10.0.2.2/{local}: refused",
-        f"{outside}/{public}: hello from {outside}",
+        f"{outside}/{lan}: refused",
+        "169.254.169.254/80: refused",
+        "pypi.org/443: open",
     ]
-    assert "localhost" in lines[4]
+    assert "localhost" in lines[6]
+
+
+def test_the_blocked_addresses_are_this_machines_own_and_link_local(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blocked = netguard.blocked()
+    assert blocked[0] == "169.254.0.0/16"
+    assert f"{machine_address()}/32" in blocked
+    assert not any(b.startswith("127.") for b in blocked)
+    # An address in slirp4netns's own network would take its DNS server away: left out.
+    monkeypatch.setattr(netguard, "machine_addresses", lambda: ["192.0.2.9", "10.0.2.3"])
+    assert netguard.blocked() == ["169.254.0.0/16", "192.0.2.9/32"]
 
 
 def test_a_step_resolves_names_through_its_own_network(workspace: Path) -> None:

@@ -14,7 +14,7 @@ from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Job, Organization
-from onwatch.deploys import git, services, slirp
+from onwatch.deploys import git, netguard, services, slirp
 from onwatch.deploys.models import Pipeline, Service
 from tests.support.fixtures import signed_in
 
@@ -217,8 +217,9 @@ def test_a_service_changed_on_its_page_moves_on_to_a_new_server_and_is_audited(
 
 
 def test_a_service_chooses_which_channels_hear_of_its_pipelines_on_its_page_and_the_api(
-    org: Organization, members: dict[str, Any]
+    org: Organization, members: dict[str, Any], settings: Any
 ) -> None:
+    settings.OWN_CHANNELS_PRIVATE = True  # its URLs are on this machine
     from onwatch.alerts.services import add_channel, set_own_channel
 
     team = add_channel(org, "team", "json://127.0.0.1:9/team")
@@ -288,8 +289,15 @@ def test_the_page_says_whether_steps_have_a_network_of_their_own(
         org, services.ServiceFields(name="shop", git_url="/srv/git/shop.git"), SYSTEM
     )
     viewer = signed_in(members["viewer"])
+    monkeypatch.setattr(netguard, "as_root", lambda: True)
     own = viewer.get(f"/services/{service.pk}/").content.decode()
     assert "their own: they reach the internet (package downloads), but not what" in own
+    assert "nor this machine by its other addresses, nor link-local addresses" in own
+    # onwatch not running as root cannot set the routes that block those: the page says so.
+    monkeypatch.setattr(netguard, "as_root", lambda: False)
+    plain = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert "they still reach this machine by its other addresses" in plain
+    assert "onwatch blocks those only when it runs as root" in plain
     monkeypatch.setattr(slirp, "PATH", "/nonexistent")
     shared = viewer.get(f"/services/{service.pk}/").content.decode()
     assert "shared with this machine: a step can reach what listens only here" in shared

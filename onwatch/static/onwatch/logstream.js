@@ -82,6 +82,12 @@
     flush();
     ended(JSON.parse(e.data).state);
   });
+  source.addEventListener("closed", function (e) {
+    // The server stopped: this viewer may no longer see the job (signed out, removed).
+    source.close();
+    flush();
+    if (note) note.textContent = JSON.parse(e.data).reason;
+  });
   source.onopen = function () {
     if (note) note.textContent = following;
   };

@@ -69,3 +69,30 @@ def add_lines(job: int, first: int, count: int) -> None:
         JobLogLine.objects.bulk_create(
             JobLogLine(job_id=job, text=text(i)) for i in range(start, end)
         )
+
+
+def add_viewer(email: str) -> None:
+    """Another viewer of the (first) organization, with a second factor and a session;
+    prints its session cookie."""
+    from allauth.mfa.totp.internal.auth import TOTP, generate_totp_secret
+
+    org = Organization.objects.order_by("id")[0]
+    user = get_user_model().objects.create_user(username=email, email=email, password="x" * 20)
+    Membership.objects.create(org=org, user=user, role="viewer")
+    TOTP.activate(user, generate_totp_secret())
+    client = Client()
+    client.force_login(user)
+    print(client.cookies["sessionid"].value)
+
+
+def remove_member(email: str) -> None:
+    Membership.objects.filter(user__email=email).delete()
+
+
+def sign_out(cookie: str) -> None:
+    """What signing out does to the session on the server: it is gone."""
+    from importlib import import_module
+
+    from django.conf import settings
+
+    import_module(settings.SESSION_ENGINE).SessionStore(cookie).delete()
