@@ -22,7 +22,7 @@ from django.conf import settings
 
 from onwatch.core.ingest import Answer
 from onwatch.core.ingest.limits import Limit
-from onwatch.errors import protocol, scrub
+from onwatch.errors import keys, protocol, scrub
 from onwatch.errors.protocol import Item, ProtocolError
 
 # Fixed, so the ingest layer can tell this answer from any other under /api/ when it
@@ -51,14 +51,19 @@ class Incoming:
 def accept(
     project_id: int, kind: str, headers: dict[str, str], query: bytes, body: bytes, remote: str
 ) -> Incoming:
-    """The request read; ProtocolError (400, 401, 413) when it cannot be."""
+    """The request read; ProtocolError (400, 401, 403, 413) when it cannot be.
+
+    The key is checked first and the request counted against its project's rate limit
+    only then: a wrong key costs no decompression, and cannot use up a project's rate."""
+    encoding = headers.get("content-encoding", "")
     key = protocol.sentry_key(headers.get("x-sentry-auth", ""), query)
-    if key is None:
-        raise ProtocolError("no key: send X-Sentry-Auth or ?sentry_key= (see the DSN)", 401)
+    if key is None and kind == "envelope":
+        key = protocol.envelope_key(body, encoding)
+    keys.check(project_id, key)
     if len(body) > protocol.MAX_BODY:
         raise ProtocolError(f"the body is over {protocol.MAX_BODY // 1024} KiB", 413)
-    data = protocol.unpacked(body, headers.get("content-encoding", ""))
-    incoming = Incoming(project_id, key, remote)
+    data = protocol.unpacked(body, encoding)
+    incoming = Incoming(project_id, str(key), remote)
     if kind == "store":
         incoming.events.append(event_of(data))
     else:

@@ -15,7 +15,7 @@ from django.db.models import F, Sum
 from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
 from onwatch.core.rest import MAX_ID
-from onwatch.errors import grouping, protocol, scrub
+from onwatch.errors import grouping, keys, protocol, scrub
 from onwatch.errors.models import Attachment, Event, IpMode, Issue, Project, Tally, new_key
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ def add_project(org: Organization, name: str, actor: Actor) -> Project:
             actor.record("errors-project-added", org, name, id=project.pk)
     except IntegrityError:
         raise Refusal(f"Another project is already called {name!r}") from None
+    keys.forget(project.pk)  # an id once unknown (or a deleted project's) is looked up again
     return project
 
 
@@ -70,6 +71,7 @@ def rotate_key(project: Project, actor: Actor) -> None:
         project.key_revoked = False
         project.save(update_fields=["public_key", "key_revoked"])
         actor.record("errors-key-rotated", project.org, project.name, id=project.pk)
+    keys.forget(project.pk)  # the old key is refused at once, before its body is read
 
 
 def revoke_key(project: Project, actor: Actor) -> None:
@@ -77,6 +79,7 @@ def revoke_key(project: Project, actor: Actor) -> None:
         project.key_revoked = True
         project.save(update_fields=["key_revoked"])
         actor.record("errors-key-revoked", project.org, project.name, id=project.pk)
+    keys.forget(project.pk)
 
 
 def change_project(project: Project, ip_mode: str, hourly_quota: int, actor: Actor) -> None:
