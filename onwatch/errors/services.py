@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Model, Sum
 
 from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
@@ -109,8 +109,23 @@ def add_tallies(project: Project, hour: datetime, tallies: Tallies) -> None:
         if count <= 0:
             continue
         found = Tally.objects.filter(project=project, hour=hour, what=what, detail=detail)
-        if not found.update(count=F("count") + count):
-            Tally.objects.create(project=project, hour=hour, what=what, detail=detail, count=count)
+        if found.update(count=F("count") + count):
+            continue
+        row = Tally(project=project, hour=hour, what=what, detail=detail, count=count)
+        if not inserted(row):  # another sender's, made meanwhile
+            found.update(count=F("count") + count)
+
+
+def inserted(row: Model) -> bool:
+    """Whether `row` was inserted; False when another transaction inserted the same first:
+    the unique constraint decides (on PostgreSQL our insert waits for the other to commit,
+    then fails), in a savepoint so ours goes on and counts it as an update."""
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError:
+        return False
+    return True
 
 
 def take(incoming: Incoming, now: datetime) -> None:
@@ -201,7 +216,7 @@ def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
         project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
     ).first()
     if issue is None:
-        return Issue.objects.create(
+        made = Issue(
             project=project,
             grouping_hash=found.hash,
             grouping_version=grouping.VERSION,
@@ -213,6 +228,12 @@ def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
             first_release=release,
             last_release=release,
             event_count=1,
+        )
+        if inserted(made):
+            return made
+        # Made by another sender meanwhile: this event is one more of it.
+        issue = Issue.objects.get(
+            project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
         )
     Issue.objects.filter(pk=issue.pk).update(
         last_seen=now, last_release=release, event_count=F("event_count") + 1
