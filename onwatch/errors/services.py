@@ -20,6 +20,7 @@ from onwatch.errors.models import Attachment, Event, IpMode, Issue, Project, Tal
 
 if TYPE_CHECKING:
     from onwatch.errors.intake import Incoming, Tallies
+    from onwatch.errors.protocol import Item
 
 
 class Refusal(Exception):
@@ -41,6 +42,7 @@ REASONS = {
     "over_quota": "over the hourly quota",
     "disk_full": "the server's disk is nearly full",
     "queue_full": "the server is busy writing",
+    "no_event": "attachments came before their event",
 }
 
 
@@ -149,8 +151,12 @@ def take(incoming: Incoming, now: datetime) -> None:
     if incoming.events and stored_this_hour(project, hour) >= project.hourly_quota:
         left = int((hour + timedelta(hours=1) - now).total_seconds()) + 1
         refuse(project, hour, incoming, "over_quota", left)
+    earlier = events_of_attachments(project, incoming, hour)
     for event in incoming.events:
         store_event(project, event, incoming, now)
+    for target, item in incoming.attachments:
+        if target in earlier:
+            attach(earlier[target], item)
     add_tallies(project, hour, incoming.tallies)
     if incoming.events:
         add_tallies(project, hour, _one("stored", "", len(incoming.events)))
@@ -199,14 +205,33 @@ def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now
         user_ip=who["ip_address"][:45],
         data=event,
     )
-    for item in incoming.attachments:
-        if item.headers.get("event_id", event_id) == event_id:
-            Attachment.objects.create(
-                event=stored,
-                filename=str(item.headers.get("filename") or "attachment")[:255],
-                content_type=str(item.headers.get("content_type") or "")[:100],
-                content=item.payload,
-            )
+    for target, item in incoming.attachments:
+        if target == event_id:
+            attach(stored, item)
+
+
+def events_of_attachments(project: Project, incoming: Incoming, hour: datetime) -> dict[str, Event]:
+    """The events stored before that the attachments sent without them belong to; Refused
+    (and counted) when one of them is not stored: an attachment is never taken and lost."""
+    sent_with = {str(event["event_id"]) for event in incoming.events}
+    wanted = {target for target, _ in incoming.attachments} - sent_with
+    if not wanted:
+        return {}
+    found = {e.event_id: e for e in Event.objects.filter(project=project, event_id__in=wanted)}
+    missing = sum(1 for target, _ in incoming.attachments if target in wanted - found.keys())
+    if missing:
+        add_tallies(project, hour, _one("refused", "no_event", missing))
+        raise Refused(400, f"refused: {REASONS['no_event']}; send them with their event")
+    return found
+
+
+def attach(event: Event, item: Item) -> None:
+    Attachment.objects.create(
+        event=event,
+        filename=str(item.headers.get("filename") or "attachment")[:255],
+        content_type=str(item.headers.get("content_type") or "")[:100],
+        content=item.payload,
+    )
 
 
 def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
