@@ -19,6 +19,8 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.ingest.app import Ingest
 from onwatch.errors import fastroute, intake, keys, protocol, services
 from onwatch.errors.models import Event, Project
+from onwatch.uptime import fastping, heartbeats
+from onwatch.uptime.models import Kind, Monitor, Ping
 from tests.support.asgi import raw, serving, status
 from tests.support.fixtures import make_org
 
@@ -42,7 +44,7 @@ def project() -> Project:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    app = Ingest(django_app, fast=[fastroute.ROUTE])
+    app = Ingest(django_app, fast=[fastroute.ROUTE, fastping.ROUTE])
     with serving(app) as port:
         yield port
         app.writer.stop()
@@ -116,7 +118,7 @@ def test_requests_with_a_wrong_key_do_not_use_up_the_projects_rate(
     assert Event.objects.count() == 6
 
 
-def test_other_events_are_answered_while_a_large_body_is_read(
+def test_other_events_and_pings_are_answered_while_a_large_body_is_read(
     project: Project, port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reading, done_reading = threading.Event(), threading.Event()
@@ -130,15 +132,25 @@ def test_other_events_are_answered_while_a_large_body_is_read(
 
     monkeypatch.setattr(protocol, "envelope", slow)
     assert status(post(port, project, EVENT)) == 200  # Django's; the fast route's next
+    beat = Monitor.objects.create(
+        org=project.org,
+        name="nightly",
+        kind=Kind.HEARTBEAT,
+        config=heartbeats.validate({"period": 3600, "grace": 60}),
+    )
+    ping = f"/ping/{beat.ping_id}"
+    assert status(raw(port, "GET", ping)) == 200  # Django's; the fast route's next
     large = b'{}\n{"type": "event"}\n' + json.dumps({"message": "x" * 500_000}).encode()
     with ThreadPoolExecutor(1) as pool:
         try:
             held = pool.submit(post, port, project, large)
             assert reading.wait(10)
             others = [status(post(port, project, EVENT)) for _ in range(3)]
+            others += [status(raw(port, "GET", ping)) for _ in range(3)]
             assert not held.done(), "the large one was still being read"
         finally:
             done_reading.set()
         assert status(held.result(10)) == 200
-    assert others == [200] * 3
+    assert others == [200] * 6
     assert Event.objects.count() == 5
+    assert Ping.objects.filter(monitor=beat).count() == 4
