@@ -66,7 +66,7 @@ def envelope_key(body: bytes, encoding: str) -> str | None:
         header = json.loads(line)
         dsn = header.get("dsn") if isinstance(header, dict) else None
         key = urlsplit(dsn).username if isinstance(dsn, str) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return key or None
 
