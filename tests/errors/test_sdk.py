@@ -19,7 +19,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.ingest import Answer
 from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.writer import Job, Writer
-from onwatch.errors import fastroute, intake, services
+from onwatch.errors import fastroute, intake, keys, services
 from onwatch.errors.models import Attachment, Event, Issue, Project, Tally
 from tests.support import sentry_send
 from tests.support.asgi import header, raw, serving, status
@@ -33,6 +33,7 @@ django_app = get_asgi_application()
 @pytest.fixture(autouse=True)
 def fresh_limits() -> None:
     intake.LIMIT.buckets.clear()  # project ids repeat from one test to the next
+    keys.forget_all()
     intake._disk = (float("-inf"), False)  # looked at again, with this test's setting
 
 
