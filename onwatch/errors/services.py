@@ -153,7 +153,7 @@ def take(incoming: Incoming, now: datetime) -> None:
         refuse(project, hour, incoming, "over_quota", left)
     earlier = events_of_attachments(project, incoming, hour)
     for event in incoming.events:
-        store_event(project, event, incoming, now)
+        stored_once(project, event, incoming, now)
     for target, item in incoming.attachments:
         if target in earlier:
             attach(earlier[target], item)
@@ -177,6 +177,17 @@ def _one(what: str, detail: str, count: int) -> Tallies:
 def stored_this_hour(project: Project, hour: datetime) -> int:
     found = Tally.objects.filter(project=project, hour=hour, what="stored").first()
     return found.count if found is not None else 0
+
+
+def stored_once(project: Project, event: dict[str, Any], incoming: Incoming, now: datetime) -> None:
+    try:
+        with transaction.atomic():  # a savepoint: a twin undoes this event's rows only
+            store_event(project, event, incoming, now)
+    except IntegrityError:
+        # The same event sent twice at once (an SDK's retry): the other sender stored it
+        # and counted it in its issue.
+        if not Event.objects.filter(project=project, event_id=str(event["event_id"])).exists():
+            raise
 
 
 def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now: datetime) -> None:

@@ -32,6 +32,10 @@ pytestmark = [
 ]
 django_app = get_asgi_application()
 EVENT = b'{}\n{"type": "event"}\n{"message": "the first of its kind"}\n'
+# The same event (one id) from two senders, as an SDK's retry while the first is in flight.
+TWIN = (
+    b'{"event_id": "dddddddddddddddddddddddddddddddd"}\n{"type": "event"}\n{"message": "twice"}\n'
+)
 SESSION = (
     b'{}\n{"type": "session"}\n'
     + json.dumps({"sid": "a", "init": True, "attrs": {"release": "shop@9"}}).encode()
@@ -57,15 +61,20 @@ def port() -> Iterator[int]:
         app.writer.stop()
 
 
+def stored(project: Project, body: bytes) -> None:
+    auth = {"x-sentry-auth": f"Sentry sentry_key={project.public_key}"}
+    incoming = intake.accept(project.pk, "envelope", auth, b"", body, "127.0.0.1")
+    with transaction.atomic():
+        assert intake.write(incoming, timezone.now()).status == 200
+
+
 def stored_and_held(project: Project, body: bytes, holding: threading.Event,
                     release: threading.Event) -> None:  # fmt: skip
     """One sender: `body` read and stored by the real intake, its transaction held open
     until `release`."""
-    auth = {"x-sentry-auth": f"Sentry sentry_key={project.public_key}"}
     try:
         with transaction.atomic():
-            incoming = intake.accept(project.pk, "envelope", auth, b"", body, "127.0.0.1")
-            assert intake.write(incoming, timezone.now()).status == 200
+            stored(project, body)
             holding.set()
             release.wait(30)
     finally:
@@ -81,10 +90,12 @@ def waits_on_a_lock() -> bool:
         return bool(cursor.fetchone()[0])
 
 
-@pytest.mark.parametrize("body", [EVENT, SESSION], ids=["new issue", "new tally"])
+@pytest.mark.parametrize("body", [EVENT, SESSION, TWIN], ids=["new issue", "new tally", "twin"])
 def test_two_senders_of_a_new_issue_at_once_are_both_stored(
     project: Project, port: int, body: bytes
 ) -> None:
+    if body is TWIN:  # its issue made before, so the twins meet at the event's own row
+        stored(project, b'{}\n{"type": "event"}\n{"message": "twice"}\n')
     holding, release = threading.Event(), threading.Event()
     first = threading.Thread(target=stored_and_held, args=(project, body, holding, release))
     first.start()
@@ -108,5 +119,8 @@ def test_two_senders_of_a_new_issue_at_once_are_both_stored(
         assert Issue.objects.get().event_count == 2
         assert Event.objects.count() == 2
         assert Tally.objects.get(what="stored").count == 2
-    else:
+    elif body is SESSION:
         assert Tally.objects.get(what="sessions").count == 2
+    else:  # one event, counted once in its issue
+        assert Event.objects.filter(event_id="d" * 32).count() == 1
+        assert Issue.objects.get().event_count == 2
