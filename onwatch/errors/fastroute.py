@@ -1,5 +1,6 @@
 """The envelope and store endpoints as a fast route of the ingest layer
-(onwatch/core/ingest): read and scrubbed in the event loop, stored in the writer's group
+(onwatch/core/ingest): key checked, read and scrubbed in a thread of the layer (a big body
+must not hold the event loop), stored in the writer's group
 commits — grouping included, in the same transaction, so an event answered 200 is in
 its issue the moment the answer leaves (no digest queue that could lag or lose it).
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+
+from django.db import connection
 
 from onwatch.core.ingest import Accepted, Answer, Route
 from onwatch.core.ingest.limits import Limit
@@ -42,6 +45,10 @@ def accept(request: Request, body: bytes) -> Accepted | None:
         )
     except ProtocolError:
         return None  # Django's view answers with the reason
+    finally:
+        # The key's lookup opened a connection in this thread of the layer, which Django's
+        # request cycle will never close.
+        connection.close()
     return Accepted(found.group(1), incoming)
 
 
@@ -71,4 +78,5 @@ ROUTE = Route(
     methods=frozenset(("POST",)),
     max_body=protocol.MAX_BODY,
     busy=busy,
+    threaded=True,
 )

@@ -22,7 +22,7 @@ from django.conf import settings
 
 from onwatch.core.ingest import Answer
 from onwatch.core.ingest.limits import Limit
-from onwatch.errors import protocol, scrub
+from onwatch.errors import keys, protocol, scrub
 from onwatch.errors.protocol import Item, ProtocolError
 
 # Fixed, so the ingest layer can tell this answer from any other under /api/ when it
@@ -43,7 +43,8 @@ class Incoming:
     key: str
     remote_addr: str
     events: list[dict[str, Any]] = field(default_factory=list)
-    attachments: list[Item] = field(default_factory=list)
+    # Each with the id of its event: in this envelope, or stored before.
+    attachments: list[tuple[str, Item]] = field(default_factory=list)
     tallies: Tallies = field(default_factory=Counter)
     refused: str = ""  # why it must be refused before storing: rate_limited, disk_full
 
@@ -51,14 +52,19 @@ class Incoming:
 def accept(
     project_id: int, kind: str, headers: dict[str, str], query: bytes, body: bytes, remote: str
 ) -> Incoming:
-    """The request read; ProtocolError (400, 401, 413) when it cannot be."""
+    """The request read; ProtocolError (400, 401, 403, 413) when it cannot be.
+
+    The key is checked first and the request counted against its project's rate limit
+    only then: a wrong key costs no decompression, and cannot use up a project's rate."""
+    encoding = headers.get("content-encoding", "")
     key = protocol.sentry_key(headers.get("x-sentry-auth", ""), query)
-    if key is None:
-        raise ProtocolError("no key: send X-Sentry-Auth or ?sentry_key= (see the DSN)", 401)
+    if key is None and kind == "envelope":
+        key = protocol.envelope_key(body, encoding)
+    keys.check(project_id, key)
     if len(body) > protocol.MAX_BODY:
         raise ProtocolError(f"the body is over {protocol.MAX_BODY // 1024} KiB", 413)
-    data = protocol.unpacked(body, headers.get("content-encoding", ""))
-    incoming = Incoming(project_id, key, remote)
+    data = protocol.unpacked(body, encoding)
+    incoming = Incoming(project_id, str(key), remote)
     if kind == "store":
         incoming.events.append(event_of(data))
     else:
@@ -71,33 +77,46 @@ def accept(
     return incoming
 
 
-def event_of(data: bytes) -> dict[str, Any]:
+def event_of(data: bytes, envelope_id: str = "") -> dict[str, Any]:
+    """The event, scrubbed, with its id: its own, else its envelope's, else a new one."""
     if len(data) > protocol.MAX_EVENT:
         raise ProtocolError(f"an event is over {protocol.MAX_EVENT // 1024} KiB", 413)
     event: dict[str, Any] = scrub.scrubbed(protocol.json_object(data, "event"))
-    found = event.get("event_id")
-    if not (isinstance(found, str) and len(found.replace("-", "")) == 32):
-        event["event_id"] = uuid.uuid4().hex
-    event["event_id"] = str(event["event_id"]).replace("-", "").lower()
+    event["event_id"] = event_id(event.get("event_id")) or envelope_id or uuid.uuid4().hex
     return event
+
+
+def event_id(found: object) -> str:
+    """The id as stored (32 hex digits, no dashes), or "" when it is none."""
+    if not isinstance(found, str):
+        return ""
+    found = found.replace("-", "").lower()
+    return found if len(found) == 32 and all(c in "0123456789abcdef" for c in found) else ""
 
 
 def read_envelope(incoming: Incoming, data: bytes) -> None:
     header, items = protocol.envelope(data)
+    envelope_id = event_id(header.get("event_id"))
+    attachments: list[Item] = []
     for item in items:
         if item.type == "event":
-            event = event_of(item.payload)
-            if isinstance(header.get("event_id"), str) and "event_id" not in item.headers:
-                event.setdefault("event_id", header["event_id"])
-            incoming.events.append(event)
+            incoming.events.append(event_of(item.payload, envelope_id))
         elif item.type == "attachment":
             if len(item.payload) > protocol.MAX_ATTACHMENT:
                 raise ProtocolError(
                     f"an attachment is over {protocol.MAX_ATTACHMENT // 1024} KiB", 413
                 )
-            incoming.attachments.append(item)
+            attachments.append(item)
         else:
             counted(incoming.tallies, item)  # unknown types are skipped, as Sentry does
+    # An attachment belongs to the envelope's event (its header says which), or to the
+    # only event sent with it.
+    alone = incoming.events[0]["event_id"] if len(incoming.events) == 1 else ""
+    for item in attachments:
+        target = event_id(item.headers.get("event_id")) or envelope_id or alone
+        if not target:
+            raise ProtocolError("an attachment does not say which event it belongs to")
+        incoming.attachments.append((target, item))
 
 
 def counted(tallies: Tallies, item: Item) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 FILTERED = "[Filtered]"
 SECRET_KEYS = re.compile(
@@ -18,6 +18,13 @@ SECRET_KEYS = re.compile(
     r"|private_key|token|bearer|session|cookie",
     re.IGNORECASE,
 )
+# `name=value` inside any text: a URL's query (`?token=…`), a message, an exception's value.
+# A name starts where a run of name characters does and takes all of it (possessive): no
+# backtracking, so a long run without "=" costs one pass, not one per character.
+IN_TEXT = re.compile(r"(?<![\w.\-\[\]%])([\w.\-\[\]%]++)=([^&#\s\"'<>]+)")
+# A string that is a query string or form body as a whole (`a=1&password=x`, `token=x`),
+# not a URL or a sentence that holds one.
+PLAIN_KEY = re.compile(r"[\w.\-\[\]%+]+")
 # 13 to 19 digits, maybe grouped by spaces or dashes; Luhn decides.
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*KEY-----.*?(?:-----END [A-Z0-9 ]*KEY-----|\Z)", re.DOTALL)
@@ -51,7 +58,14 @@ def text(value: str) -> str:
     value = storable(value)
     if "KEY-----" in value:
         value = PEM.sub(FILTERED, value)
+    if "=" in value:
+        value = IN_TEXT.sub(_in_text, value)
     return CARD.sub(_card, value)
+
+
+def _in_text(match: re.Match[str]) -> str:
+    name = match.group(1)
+    return f"{name}={FILTERED}" if secret_key(unquote_plus(name)) else match.group(0)
 
 
 def secret_key(key: object) -> bool:
@@ -63,7 +77,7 @@ def scrubbed(value: Any, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         return FILTERED
     if isinstance(value, str):
-        return _query(value) if "=" in value and "&" in value else text(value)
+        return _query(value) if "=" in value else text(value)
     if isinstance(value, dict):
         return {
             storable(k): FILTERED
@@ -84,11 +98,15 @@ def _pair(value: Any) -> bool:
 
 
 def _query(value: str) -> str:
-    """A query string or form body (`a=1&password=x`) with secret fields filtered."""
-    pairs = parse_qsl(value, keep_blank_values=True)
-    if not pairs or any(" " in k for k, _ in pairs):
+    """A query string or form body (`a=1&password=x`) with secret fields filtered, the rest
+    as it was; any other text with `password=…` inside filtered by `text`."""
+    fields = [part.partition("=") for part in value.split("&")]
+    if not all(PLAIN_KEY.fullmatch(k) for k, _, _ in fields):
         return text(value)
-    return urlencode([(k, FILTERED if secret_key(k) else text(v)) for k, v in pairs])
+    return "&".join(
+        f"{k}={FILTERED}" if eq and secret_key(unquote_plus(k)) else text(k + eq + v)
+        for k, eq, v in fields
+    )
 
 
 def ip(address: str, keep: bool) -> str:

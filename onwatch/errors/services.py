@@ -10,16 +10,17 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import F, Model, Sum
 
 from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
 from onwatch.core.rest import MAX_ID
-from onwatch.errors import grouping, protocol, scrub
+from onwatch.errors import grouping, keys, protocol, scrub
 from onwatch.errors.models import Attachment, Event, IpMode, Issue, Project, Tally, new_key
 
 if TYPE_CHECKING:
     from onwatch.errors.intake import Incoming, Tallies
+    from onwatch.errors.protocol import Item
 
 
 class Refusal(Exception):
@@ -41,6 +42,7 @@ REASONS = {
     "over_quota": "over the hourly quota",
     "disk_full": "the server's disk is nearly full",
     "queue_full": "the server is busy writing",
+    "no_event": "attachments came before their event",
 }
 
 
@@ -60,6 +62,7 @@ def add_project(org: Organization, name: str, actor: Actor) -> Project:
             actor.record("errors-project-added", org, name, id=project.pk)
     except IntegrityError:
         raise Refusal(f"Another project is already called {name!r}") from None
+    keys.forget(project.pk)  # an id once unknown (or a deleted project's) is looked up again
     return project
 
 
@@ -70,6 +73,7 @@ def rotate_key(project: Project, actor: Actor) -> None:
         project.key_revoked = False
         project.save(update_fields=["public_key", "key_revoked"])
         actor.record("errors-key-rotated", project.org, project.name, id=project.pk)
+    keys.forget(project.pk)  # the old key is refused at once, before its body is read
 
 
 def revoke_key(project: Project, actor: Actor) -> None:
@@ -77,6 +81,7 @@ def revoke_key(project: Project, actor: Actor) -> None:
         project.key_revoked = True
         project.save(update_fields=["key_revoked"])
         actor.record("errors-key-revoked", project.org, project.name, id=project.pk)
+    keys.forget(project.pk)
 
 
 def change_project(project: Project, ip_mode: str, hourly_quota: int, actor: Actor) -> None:
@@ -106,8 +111,23 @@ def add_tallies(project: Project, hour: datetime, tallies: Tallies) -> None:
         if count <= 0:
             continue
         found = Tally.objects.filter(project=project, hour=hour, what=what, detail=detail)
-        if not found.update(count=F("count") + count):
-            Tally.objects.create(project=project, hour=hour, what=what, detail=detail, count=count)
+        if found.update(count=F("count") + count):
+            continue
+        row = Tally(project=project, hour=hour, what=what, detail=detail, count=count)
+        if not inserted(row):  # another sender's, made meanwhile
+            found.update(count=F("count") + count)
+
+
+def inserted(row: Model) -> bool:
+    """Whether `row` was inserted; False when another transaction inserted the same first:
+    the unique constraint decides (on PostgreSQL our insert waits for the other to commit,
+    then fails), in a savepoint so ours goes on and counts it as an update."""
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError:
+        return False
+    return True
 
 
 def take(incoming: Incoming, now: datetime) -> None:
@@ -131,8 +151,12 @@ def take(incoming: Incoming, now: datetime) -> None:
     if incoming.events and stored_this_hour(project, hour) >= project.hourly_quota:
         left = int((hour + timedelta(hours=1) - now).total_seconds()) + 1
         refuse(project, hour, incoming, "over_quota", left)
+    earlier = events_of_attachments(project, incoming, hour)
     for event in incoming.events:
-        store_event(project, event, incoming, now)
+        stored_once(project, event, incoming, now)
+    for target, item in incoming.attachments:
+        if target in earlier:
+            attach(earlier[target], item)
     add_tallies(project, hour, incoming.tallies)
     if incoming.events:
         add_tallies(project, hour, _one("stored", "", len(incoming.events)))
@@ -153,6 +177,17 @@ def _one(what: str, detail: str, count: int) -> Tallies:
 def stored_this_hour(project: Project, hour: datetime) -> int:
     found = Tally.objects.filter(project=project, hour=hour, what="stored").first()
     return found.count if found is not None else 0
+
+
+def stored_once(project: Project, event: dict[str, Any], incoming: Incoming, now: datetime) -> None:
+    try:
+        with transaction.atomic():  # a savepoint: a twin undoes this event's rows only
+            store_event(project, event, incoming, now)
+    except IntegrityError:
+        # The same event sent twice at once (an SDK's retry): the other sender stored it
+        # and counted it in its issue.
+        if not Event.objects.filter(project=project, event_id=str(event["event_id"])).exists():
+            raise
 
 
 def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now: datetime) -> None:
@@ -181,14 +216,33 @@ def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now
         user_ip=who["ip_address"][:45],
         data=event,
     )
-    for item in incoming.attachments:
-        if item.headers.get("event_id", event_id) == event_id:
-            Attachment.objects.create(
-                event=stored,
-                filename=str(item.headers.get("filename") or "attachment")[:255],
-                content_type=str(item.headers.get("content_type") or "")[:100],
-                content=item.payload,
-            )
+    for target, item in incoming.attachments:
+        if target == event_id:
+            attach(stored, item)
+
+
+def events_of_attachments(project: Project, incoming: Incoming, hour: datetime) -> dict[str, Event]:
+    """The events stored before that the attachments sent without them belong to; Refused
+    (and counted) when one of them is not stored: an attachment is never taken and lost."""
+    sent_with = {str(event["event_id"]) for event in incoming.events}
+    wanted = {target for target, _ in incoming.attachments} - sent_with
+    if not wanted:
+        return {}
+    found = {e.event_id: e for e in Event.objects.filter(project=project, event_id__in=wanted)}
+    missing = sum(1 for target, _ in incoming.attachments if target in wanted - found.keys())
+    if missing:
+        add_tallies(project, hour, _one("refused", "no_event", missing))
+        raise Refused(400, f"refused: {REASONS['no_event']}; send them with their event")
+    return found
+
+
+def attach(event: Event, item: Item) -> None:
+    Attachment.objects.create(
+        event=event,
+        filename=str(item.headers.get("filename") or "attachment")[:255],
+        content_type=str(item.headers.get("content_type") or "")[:100],
+        content=item.payload,
+    )
 
 
 def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
@@ -198,7 +252,7 @@ def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
         project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
     ).first()
     if issue is None:
-        return Issue.objects.create(
+        made = Issue(
             project=project,
             grouping_hash=found.hash,
             grouping_version=grouping.VERSION,
@@ -210,6 +264,12 @@ def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
             first_release=release,
             last_release=release,
             event_count=1,
+        )
+        if inserted(made):
+            return made
+        # Made by another sender meanwhile: this event is one more of it.
+        issue = Issue.objects.get(
+            project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
         )
     Issue.objects.filter(pk=issue.pk).update(
         last_seen=now, last_release=release, event_count=F("event_count") + 1

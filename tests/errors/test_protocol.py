@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import zlib
+from typing import Any
 
 import brotli
 import pytest
@@ -25,6 +27,32 @@ def test_the_key_comes_from_the_auth_header_or_the_query() -> None:
     assert protocol.sentry_key(header, b"") == "abc123"
     assert protocol.sentry_key("", b"sentry_version=7&sentry_key=def456") == "def456"
     assert protocol.sentry_key("Sentry sentry_version=7", b"") is None
+
+
+@pytest.mark.parametrize(
+    "pack",
+    [
+        lambda b: (b, ""),
+        lambda b: (gzip.compress(b), "gzip"),
+        lambda b: (zlib.compress(b), "deflate"),
+        lambda b: (brotli.compress(b), "br"),
+        lambda b: (zstandard.ZstdCompressor().compress(b), "zstd"),
+    ],
+    ids=["plain", "gzip", "deflate", "br", "zstd"],
+)
+def test_the_key_in_the_envelope_header_is_read_from_its_first_line_alone(pack: Any) -> None:
+    header = json.dumps({"dsn": "https://abc123@errors.example/7"}).encode()
+    body, encoding = pack(header + b"\n" + b"\n" * protocol.MAX_UNPACKED)
+    assert protocol.envelope_key(body, encoding) == "abc123"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 10_000, b'{"dsn": "http://[::1/7"}', b'{"dsn": 7}', b"{}", b"\xff\xfe", b""],
+)
+def test_an_envelope_header_without_a_usable_dsn_has_no_key(body: bytes) -> None:
+    assert protocol.envelope_key(body, "") is None
+    assert protocol.envelope_key(gzip.compress(body)[:-5], "gzip") is None
 
 
 @pytest.mark.parametrize(
@@ -99,3 +127,11 @@ def test_fuzzed_envelopes_parse_or_are_refused_with_400(lines: list[bytes]) -> N
         return
     assert isinstance(header, dict)
     assert all(isinstance(i.type, str) and isinstance(i.payload, bytes) for i in items)
+
+
+def test_millions_of_blank_lines_between_items_are_skipped_at_once() -> None:
+    body = b"{}\n" + b"\n" * (18 * 2**20) + b'{"type": "event"}\n{}\n'
+    started = time.monotonic()
+    _, items = protocol.envelope(body)
+    assert [item.type for item in items] == ["event"]
+    assert time.monotonic() - started < 2  # one by one, it took seconds

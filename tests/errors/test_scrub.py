@@ -28,7 +28,7 @@ def test_header_pairs_query_strings_cards_and_pem_keys() -> None:
     }
     assert scrub.scrubbed(event) == {
         "headers": [["Cookie", FILTERED], ["Accept", "*/*"]],
-        "query_string": "page=2&token=%5BFiltered%5D",
+        "query_string": f"page=2&token={FILTERED}",
         "message": f"card {FILTERED} and 1234 5678 9012 3456",  # the second fails Luhn
         "note": f"{FILTERED} done",
     }
@@ -58,3 +58,26 @@ def test_ip_addresses_are_kept_or_truncated() -> None:
 
 def test_what_databases_refuse_is_taken_out() -> None:
     assert scrub.scrubbed({"a\x00b": "c\x00d", "e": "\ud800f"}) == {"ab": "cd", "e": "?f"}
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("password=hunter2", f"password={FILTERED}"),
+        ("pass%77ord=hunter2&page=2", f"pass%77ord={FILTERED}&page=2"),
+        ([["password", "hunter2"]], [["password", FILTERED]]),
+        ({"password": "hunter2"}, {"password": FILTERED}),
+        ("https://shop.example/pay?token=hunter2", f"https://shop.example/pay?token={FILTERED}"),
+        ("login failed: password=hunter2 (twice)", f"login failed: password={FILTERED} (twice)"),
+        ("GET /x?a=1&api_key=hunter2#top", f"GET /x?a=1&api_key={FILTERED}#top"),
+    ],
+)
+def test_secrets_in_query_strings_urls_and_messages_are_filtered(
+    sent: object, kept: object
+) -> None:
+    assert scrub.scrubbed({"query_string": sent}) == {"query_string": kept}
+
+
+@pytest.mark.parametrize("sent", ["x=a b", "1+1=2", "level=high and rising", "page=2&sort=-id"])
+def test_text_with_other_equals_signs_stays_as_it_was(sent: str) -> None:
+    assert scrub.scrubbed(sent) == sent

@@ -43,18 +43,25 @@ def test_no_secret_sent_through_the_sdk_reaches_the_database_files(tmp_path: Pat
         assert dsn.startswith("http://") and dsn.endswith("/1"), dsn
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)
-            for _ in range(2):  # through Django, then through the fast route
+            for scenario in ("secrets", "secrets", "in-text", "in-text"):
+                # The first through Django (its first answer), the others the fast route.
                 sent = subprocess.run(
-                    [sys.executable, "-m", "tests.support.sentry_send", dsn, "secrets"],
+                    [sys.executable, "-m", "tests.support.sentry_send", dsn, scenario],
                     cwd=ROOT, capture_output=True, text=True, timeout=120,
                 )  # fmt: skip
                 assert sent.returncode == 0 and "flushed" in sent.stdout, sent.stderr
+                assert len(sent.stdout.split()) == (2 if scenario == "secrets" else 4)
             listed = run(["errors", "list"], env)
         stored = stored_bytes(env)
     assert b"could not be paid" in stored, "the events were stored"
     assert stored.count(b"ada@example.com") >= 2, "both events were stored"
     for secret in sentry_send.ALL:
         assert secret.encode() not in stored, secret
+    assert b"login failed: password=" in stored, "the in-text events were stored"
+    assert b"could not fetch https://pay.example/charge?password=" in stored
+    assert b"https://api.example/stock?api_key=" in stored, "with their breadcrumbs"
+    for kind, secret in sentry_send.IN_TEXT.items():
+        assert secret.encode() not in stored, kind
     assert sentry_send.NOT_A_CARD.encode() in stored
     assert listed.stdout.strip() == f"shop\t{dsn}"
 

@@ -19,8 +19,8 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.ingest import Answer
 from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.writer import Job, Writer
-from onwatch.errors import fastroute, intake, services
-from onwatch.errors.models import Event, Issue, Project, Tally
+from onwatch.errors import fastroute, intake, keys, services
+from onwatch.errors.models import Attachment, Event, Issue, Project, Tally
 from tests.support import sentry_send
 from tests.support.asgi import header, raw, serving, status
 from tests.support.fixtures import make_org
@@ -33,6 +33,7 @@ django_app = get_asgi_application()
 @pytest.fixture(autouse=True)
 def fresh_limits() -> None:
     intake.LIMIT.buckets.clear()  # project ids repeat from one test to the next
+    keys.forget_all()
     intake._disk = (float("-inf"), False)  # looked at again, with this test's setting
 
 
@@ -187,6 +188,26 @@ def test_items_with_and_without_length_unknown_types_and_counts(
     assert counted[("sdk-dropped", "queue_overflow (error)")] == 7
     assert counted[("sessions", "shop@2")] == 1
     assert counted[("crashed", "shop@2")] == 1
+
+
+def test_an_attachment_is_stored_with_its_event_or_refused_never_dropped(
+    project: Project, onwatch: tuple[int, Ingest]
+) -> None:
+    port, _ = onwatch
+    attached = ({"type": "attachment", "length": 4, "filename": "late.txt"}, b"late")
+    early = post(port, project, envelope(attached, event_id="c" * 32))
+    assert status(early) == 400, early
+    assert b"attachments came before their event" in early
+    assert Tally.objects.get(what="refused").detail == "no_event"
+    assert not Attachment.objects.exists()
+    # Its event, without an id of its own: the envelope's is its id.
+    event = ({"type": "event"}, b'{"message": "with a late attachment"}')
+    assert status(post(port, project, envelope(event, event_id="c" * 32))) == 200
+    assert status(post(port, project, envelope(attached, event_id="c" * 32))) == 200
+    stored = Event.objects.get(event_id="c" * 32)
+    assert [a.content for a in stored.attachments.all()] == [b"late"]
+    assert status(post(port, project, envelope(attached))) == 400  # whose is it?
+    assert Attachment.objects.count() == 1
 
 
 def test_browser_sdks_may_post_from_any_origin(

@@ -3,7 +3,9 @@
 
 Scenarios: `crash` (an exception from an in-app frame, N times, each with another order
 number and from another line), `secrets` (every kind of secret onwatch must scrub, with the
-SDK's own scrubbing turned off), `message` (N plain messages). Prints one line per event
+SDK's own scrubbing turned off), `in-text` (three events with `password=…` and the like in
+query strings of each form, URLs, breadcrumbs, a message and an exception's value, the
+SDK's scrubbing off too), `message` (N plain messages). Prints one line per event
 id sent, then "flushed".
 """
 
@@ -43,6 +45,17 @@ USER_IP = "203.0.113.77"
 LOCAL_SECRET = "local-9c3e7a"
 ALL = [*KEYED_SECRETS.values(), CARD, PEM_BODY, "hdr-6f2b8d", "hdrcookie-1e5c9a",
        QUERY_SECRET, USER_IP, LOCAL_SECRET]  # fmt: skip
+# `password=…` and the like inside text rather than under a key (scenario `in-text`).
+IN_TEXT = {
+    "query string": "qs1-5e8c2a",
+    "query pairs": "qs2-9a4d1f",
+    "query dict": "qs3-2f7b6e",
+    "url": "url-8d3f1c",
+    "breadcrumb url": "bcu-4b9e7a",
+    "breadcrumb data": "bcd-7c2a5f",
+    "message": "msg-1e6d9b",
+    "exception value": "exc-3a8f4c",
+}
 
 
 def checkout(order: int) -> None:
@@ -64,20 +77,60 @@ def with_secrets(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+sent: list[dict[str, Any]] = []  # by query_forms, which picks the next form by it
+
+
+def query_forms(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+    """Each event another form of query string: a string, pairs, a dict."""
+    forms: list[Any] = [
+        f"password={IN_TEXT['query string']}",
+        [["password", IN_TEXT["query pairs"]]],
+        {"password": IN_TEXT["query dict"]},
+    ]
+    event["request"] = {
+        "method": "GET",
+        "url": f"https://shop.example/orders?token={IN_TEXT['url']}",
+        "query_string": forms[len(sent) % len(forms)],
+    }
+    sent.append(event)
+    return event
+
+
+def in_text() -> None:
+    sentry_sdk.add_breadcrumb(
+        category="http",
+        message=f"GET https://api.example/stock?api_key={IN_TEXT['breadcrumb url']}",
+        data={
+            "url": f"https://api.example/stock?api_key={IN_TEXT['breadcrumb url']}",
+            "body": f"user=ada&password={IN_TEXT['breadcrumb data']}",
+        },
+    )
+    print(sentry_sdk.capture_message(f"login failed: password={IN_TEXT['message']}"), flush=True)
+    sentry_sdk.flush(5)
+    try:
+        raise ConnectionError(
+            f"could not fetch https://pay.example/charge?password={IN_TEXT['exception value']}"
+        )
+    except ConnectionError:
+        print(sentry_sdk.capture_exception(), flush=True)
+    sentry_sdk.flush(5)
+    print(sentry_sdk.capture_message("a third form of query string"), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("dsn")
-    parser.add_argument("scenario", choices=["crash", "secrets", "message"])
+    parser.add_argument("scenario", choices=["crash", "secrets", "message", "in-text"])
     parser.add_argument("--compression", default="gzip")
     parser.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
     options: dict[str, Any] = {}
-    if args.scenario == "secrets":
+    if args.scenario in ("secrets", "in-text"):
         # The SDK's own scrubbing off: what reaches the database is onwatch's doing.
         options = {
             "send_default_pii": True,
             "event_scrubber": EventScrubber(denylist=[], send_default_pii=True),
-            "before_send": with_secrets,
+            "before_send": with_secrets if args.scenario == "secrets" else query_forms,
         }
     sentry_sdk.init(
         args.dsn,
@@ -89,7 +142,9 @@ def main() -> None:
         _experiments={"transport_compression_algo": args.compression},
         **options,
     )
-    for n in range(args.count):
+    if args.scenario == "in-text":
+        in_text()
+    for n in range(args.count if args.scenario != "in-text" else 0):
         if args.scenario == "message":
             print(sentry_sdk.capture_message(f"disk {n} is full"), flush=True)
             continue

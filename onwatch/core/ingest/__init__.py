@@ -5,8 +5,8 @@ An app registers a fast route (`register("onwatch.uptime.fastping:ROUTE")`, in i
 AppConfig.ready; imported only when the web process builds its ASGI app). For a request
 under the route's prefix, the layer
   1. screens it (method, size, no cookie or streamed body) and asks the route's `accept`
-     to parse it; anything either declines goes to Django untouched, so Django's answers
-     stay the reference;
+     to parse it (in a thread for a route that asks for one); anything either declines
+     goes to Django untouched, so Django's answers stay the reference;
   2. counts it against the route's rate limit (429 when over it, as Django's view does);
   3. hands the parsed item to the writer: one thread and one connection per process that
      writes all items waiting in one transaction (a group commit) through the route's
@@ -52,7 +52,8 @@ class Route:
     name: str  # in log lines
     noun: str  # in answers: "onwatch could not store the <noun>"
     prefix: str  # only paths that start with it are offered to `accept`
-    # In the event loop, with the whole body: what to write, or None for Django.
+    # With the whole body: what to write, or None for Django. In the event loop, or in a
+    # thread when `threaded`.
     accept: Callable[[Request, bytes], Accepted | None]
     # In the writer thread, inside the batch's transaction: the answer, or None when
     # Django must take the request after all (nothing written by then).
@@ -68,6 +69,10 @@ class Route:
     # The answer when too many requests wait for the writer; None: 503 with Retry-After.
     # (Sentry's SDKs back off on 429 with X-Sentry-Rate-Limits, not on 503.)
     busy: Callable[[], Answer] | None = None
+    # `accept` runs in a thread of its own (ACCEPTING in app.py): it may decompress and
+    # parse a large body or look something up, which in the event loop would hold every
+    # other request of the process meanwhile.
+    threaded: bool = False
 
 
 # "module:attribute" paths, in registration order: imported when the ASGI app is built, so

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from onwatch.core.ingest import Accepted, Answer, Route, routes
 from onwatch.core.ingest.limits import COUNTED
@@ -14,6 +15,7 @@ from onwatch.core.ingest.request import (
     Learned,
     Message,
     Receive,
+    Request,
     Scope,
     Send,
     read_body,
@@ -29,6 +31,9 @@ log = logging.getLogger("onwatch.ingest")
 # Longer than SQLite's busy timeout (20 s), so a locked database answers with its own error.
 WAIT_SECONDS = 30.0
 LEARNED_MAX = 64  # distinct hosts and schemes per route whose answer headers are kept
+# The threads of routes whose `accept` must not run in the event loop. A few: a big body
+# takes one of them, the others keep taking requests.
+ACCEPTING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-accept")
 
 
 class Ingest:
@@ -66,7 +71,7 @@ class Ingest:
         if received is None:
             return  # the client went away before it finished sending
         body, replay = received
-        accepted = route.accept(found, body) if body is not None else None
+        accepted = await accepting(route, found, body) if body is not None else None
         if accepted is None:
             await self.app(scope, replayed(replay, receive), send)
             return
@@ -140,6 +145,12 @@ class Ingest:
         self.answers[key] = Learned.of(headers)
         scheme, proto, host = (part.decode("latin-1") for part in key[1])
         log.info("%s to %s://%s are now taken ahead of Django", key[0], proto or scheme, host)
+
+
+async def accepting(route: Route, request: Request, body: bytes) -> Accepted | None:
+    if not route.threaded:
+        return route.accept(request, body)
+    return await asyncio.get_running_loop().run_in_executor(ACCEPTING, route.accept, request, body)
 
 
 def refused(route: Route, accepted: Accepted) -> Answer | None:
