@@ -14,9 +14,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from onwatch.config import ConfigError, redact
+from onwatch.core.commands import refuse
 
 
 @dataclass
@@ -269,6 +270,5 @@ def describe_database(settings: Any) -> str:
     return f"PostgreSQL {redact(os.environ.get('DATABASE_URL', ''))}"
 
 
-def fail(message: str) -> None:
-    print(f"onwatch: {message}", file=sys.stderr)
-    raise SystemExit(2)
+def fail(message: str) -> NoReturn:
+    refuse(message)

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from onwatch.core.commands import AddCommand
+from onwatch.core.commands import AddCommand, organization
 from onwatch.deploys import deploy_cli
 from onwatch.startup import fail, prepare
 
@@ -65,24 +65,6 @@ def register(add: AddCommand) -> None:
         action="store_true",
         help="print its log as it runs; exit 0 when it succeeds, 1 when it does not",
     )
-
-
-def organization(name: str | None) -> Organization:
-    from onwatch.core.models import Organization
-
-    orgs = list(Organization.objects.order_by("id"))
-    if name is not None:
-        found = [o for o in orgs if o.name == name]
-        if not found:
-            fail(
-                f"there is no organization {name!r} (there are: {', '.join(o.name for o in orgs)})"
-            )
-        return found[0]
-    if not orgs:
-        fail("there is no organization yet; create the owner with onwatch createowner")
-    if len(orgs) > 1:
-        fail(f"there are several organizations ({', '.join(o.name for o in orgs)}); add --org")
-    return orgs[0]
 
 
 def cmd_services_add(args: argparse.Namespace) -> int:

@@ -66,8 +66,9 @@ def register(add: AddCommand, services_sub: Any) -> None:
 def cmd_services_domain(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core.audit import CLI
+    from onwatch.core.commands import organization
     from onwatch.deploys import services
-    from onwatch.deploys.cli import find_service, organization
+    from onwatch.deploys.cli import find_service
 
     service = find_service(organization(args.org), args.service)
     try:
@@ -83,8 +84,9 @@ def cmd_services_domain(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core.audit import CLI
+    from onwatch.core.commands import organization
     from onwatch.deploys import services
-    from onwatch.deploys.cli import find_service, organization
+    from onwatch.deploys.cli import find_service
 
     service = find_service(organization(args.org), args.service)
     try:
@@ -98,8 +100,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core.audit import CLI
+    from onwatch.core.commands import organization
     from onwatch.deploys import services
-    from onwatch.deploys.cli import find_service, organization
+    from onwatch.deploys.cli import find_service
 
     service = find_service(organization(args.org), args.service)
     try:
@@ -129,8 +132,9 @@ def follow(deploy_id: int) -> int:
 
 def cmd_releases_list(args: argparse.Namespace) -> int:
     prepare()
+    from onwatch.core.commands import organization
     from onwatch.deploys import services
-    from onwatch.deploys.cli import find_service, organization
+    from onwatch.deploys.cli import find_service
 
     service = find_service(organization(args.org), args.service)
     live = services.live_release(service)
@@ -144,8 +148,9 @@ def cmd_releases_list(args: argparse.Namespace) -> int:
 def cmd_releases_no_rollback(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core.audit import CLI
+    from onwatch.core.commands import organization
     from onwatch.deploys import services
-    from onwatch.deploys.cli import find_service, organization
+    from onwatch.deploys.cli import find_service
 
     service = find_service(organization(args.org), args.service)
     release = service.releases.filter(pk=args.release).first()

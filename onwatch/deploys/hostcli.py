@@ -44,7 +44,7 @@ def register(add: AddCommand) -> None:
 
 
 def _org(args: argparse.Namespace) -> Organization:
-    from onwatch.deploys.cli import organization
+    from onwatch.core.commands import organization
 
     return organization(args.org)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from onwatch.core.commands import AddCommand
+from onwatch.core.commands import AddCommand, organization
 from onwatch.startup import fail, prepare
 
 if TYPE_CHECKING:
-    from onwatch.core.models import Organization
+    pass
 
 
 def register(add: AddCommand) -> None:
@@ -46,18 +46,3 @@ def cmd_list(args: argparse.Namespace) -> int:
         state = "DSN revoked" if project.key_revoked else services.dsn(project)
         print(f"{project.name}\t{state}")
     return 0
-
-
-def organization(name: str | None) -> Organization:
-    """The one organization, or the one named; fail() with what there is otherwise."""
-    from onwatch.core.models import Organization
-
-    orgs = list(Organization.objects.order_by("id"))
-    found = [o for o in orgs if name is None or o.name == name]
-    if not orgs:
-        fail("there is no organization yet; create the owner with onwatch createowner")
-    if not found:
-        fail(f"there is no organization {name!r} (there are: {', '.join(o.name for o in orgs)})")
-    if len(found) > 1:
-        fail(f"there are several organizations ({', '.join(o.name for o in orgs)}); add --org")
-    return found[0]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onwatch.core.commands import AddCommand
+from onwatch.core.commands import AddCommand, organization
 from onwatch.startup import fail, prepare
 
 
@@ -31,12 +31,8 @@ def register(add: AddCommand) -> None:
 def cmd_monitors_export(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.uptime import configio
-    from onwatch.uptime.services import Refusal
 
-    try:
-        org = configio.organization(args.org)
-    except Refusal as e:
-        fail(str(e))
+    org = organization(args.org)
     sys.stdout.write(configio.export(org))
     return 0
 
@@ -45,18 +41,15 @@ def cmd_monitors_import(args: argparse.Namespace) -> int:
     prepare()
     from onwatch.core.audit import CLI
     from onwatch.uptime import configio
-    from onwatch.uptime.services import Refusal
 
     source = "<stdin>" if args.file == "-" else args.file
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        org = configio.organization(args.org)
     except OSError as e:
         fail(f"cannot read {source}: {e.strerror or e}")
     except UnicodeDecodeError:
         fail(f"{source} is not UTF-8 text; save it as UTF-8 and try again")
-    except Refusal as e:
-        fail(str(e))
+    org = organization(args.org)
     report = configio.import_text(org, text, CLI, dry_run=args.dry_run)
     if report.problems:
         for problem in report.problems:

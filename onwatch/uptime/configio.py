@@ -388,20 +388,3 @@ def import_text(
         # Something changed in between (another import, the API): nothing was written.
         return Report(problems=[Problem(1, f"the database refused the change ({e}); try again")])
     return report
-
-
-def organization(name: str | None) -> Organization:
-    """The organization meant by `--org`, or Refusal saying how to name it."""
-    orgs = list(Organization.objects.order_by("id"))
-    if name is not None:
-        found = [o for o in orgs if o.name == name]
-        if not found:
-            names = ", ".join(o.name for o in orgs) or "none yet"
-            raise Refusal(f"there is no organization {name!r} (there are: {names})")
-        return found[0]
-    if not orgs:
-        raise Refusal("there is no organization yet; create the owner with onwatch createowner")
-    if len(orgs) > 1:
-        names = ", ".join(o.name for o in orgs)
-        raise Refusal(f"there are several organizations ({names}); say which with --org NAME")
-    return orgs[0]

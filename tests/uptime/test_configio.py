@@ -15,7 +15,6 @@ from onwatch.core.audit import CLI
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.uptime import configio
 from onwatch.uptime.models import Monitor, State
-from onwatch.uptime.services import Refusal
 from tests.support.child import call
 from tests.support.child import uptime as child_uptime
 from tests.support.fixtures import make_org
@@ -299,16 +298,6 @@ def test_a_dry_run_reports_the_changes_and_writes_nothing(org: Organization) -> 
 
     assert report.created == ["lb", "cron"] and "api" in report.changed
     assert snapshot(org) == before and AuditEntry.objects.count() == entries
-
-
-def test_the_organization_is_named_when_there_are_several(org: Organization) -> None:
-    assert configio.organization(None) == org
-    make_org("Other")
-    with pytest.raises(Refusal, match=r"several organizations.*--org NAME"):
-        configio.organization(None)
-    assert configio.organization("Other").name == "Other"
-    with pytest.raises(Refusal, match="no organization 'Nope'"):
-        configio.organization("Nope")
 
 
 def test_the_commands_as_people_run_them(tmp_path: Path) -> None:
