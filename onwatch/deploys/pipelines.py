@@ -20,7 +20,7 @@ from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs, ssh
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
 from onwatch.core.masking import Masker
-from onwatch.deploys import git, junit, projectfile, sandbox, services
+from onwatch.deploys import git, junit, phases, projectfile, sandbox, services
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State, Trigger
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
@@ -167,7 +167,9 @@ class Run:
         service, log = self.service, self.log
         assert log is not None
         # Said before anything is fetched: every step after would fail the same way.
-        if problem := step_problem():
+        with phases.timed("checkout: can steps run"):
+            problem = step_problem()
+        if problem:
             raise StepFailed(problem)
         url = services.source_url(self.pipeline)
         pushed = url != service.git_url
@@ -182,10 +184,13 @@ class Run:
         with opened as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
             ssh_log = session.log_text if session else str
-            said = git.fetch(self.workspace, url, self.pipeline.branch, env, ssh_log)
+            with phases.timed("checkout: git fetch"):
+                said = git.fetch(self.workspace, url, self.pipeline.branch, env, ssh_log)
             if said:
                 log.say(said)
-            commit = git.checkout(self.workspace, self.pipeline.branch, self.pipeline.commit, env)
+            with phases.timed("checkout: git checkout"):
+                p = self.pipeline
+                commit = git.checkout(self.workspace, p.branch, p.commit, env)
         # A commit message may quote a secret too (a config pasted in).
         author, message = self.masker.mask(commit.author), self.masker.mask(commit.message)
         Pipeline.objects.filter(pk=self.pipeline.pk).update(
@@ -218,9 +223,11 @@ class Run:
     def sandboxed(self, command: str) -> None:
         assert self.log is not None
         self.log.say(f"$ {command}")
-        caches = caches_of(self.service)
-        tools = tools_folder()
-        env = step_env(self.service, self.workspace, {"ONWATCH_PIPELINE": str(self.pipeline.pk)})
+        with phases.timed("step: environment"):
+            caches = caches_of(self.service)
+            tools = tools_folder()
+            marker = {"ONWATCH_PIPELINE": str(self.pipeline.pk)}
+            env = step_env(self.service, self.workspace, marker)
         step = sandbox.Step(
             argv=["bash", "-c", command],
             workspace=self.workspace,
@@ -229,28 +236,34 @@ class Run:
             readonly=[tools] if tools else [],
             limits=STEP_LIMITS,
         )
-        outcome = sandbox.run(step, self.log.write, self.ctx.cancelled)
+        outcome = sandbox.run(step, self.write, self.ctx.cancelled)
         self.log.close()
         if outcome.reason is not None or outcome.exit_code != 0:
             raise StepFailed(failure_reason(outcome), outcome.exit_code)
         assert self.current is not None
         self.current.exit_code = outcome.exit_code
 
+    def write(self, chunk: bytes) -> None:
+        assert self.log is not None
+        with phases.timed("step: output logged"):
+            self.log.write(chunk)
+
     # --- one step ---------------------------------------------------------------------------
 
     def step[T](self, name: str, command: str, body: Callable[[], T]) -> T:
         """Run `body` as the pipeline's next step, recorded with its state and duration."""
         self.position += 1
-        self.current = PipelineStep.objects.create(
-            pipeline=self.pipeline,
-            position=self.position,
-            name=name,
-            command=self.masker.mask(command),
-            state=State.RUNNING,
-            started_at=timezone.now(),
-        )
-        self.log = StepLog(self.ctx.job.pk, self.service.secrets)
-        self.ctx.log(f"step {self.position}: {name}")
+        with phases.timed("step: recorded as started"):
+            self.current = PipelineStep.objects.create(
+                pipeline=self.pipeline,
+                position=self.position,
+                name=name,
+                command=self.masker.mask(command),
+                state=State.RUNNING,
+                started_at=timezone.now(),
+            )
+            self.log = StepLog(self.ctx.job.pk, self.service.secrets)
+            self.ctx.log(f"step {self.position}: {name}")
         try:
             done = body()
         except StepFailed as e:
@@ -267,7 +280,8 @@ class Run:
             self.end_step(State.FAILED, f"onwatch could not run this step: {type(e).__name__}: {e}")
             raise
         else:
-            self.end_step(State.SUCCEEDED, "", self.current.exit_code)
+            with phases.timed("step: recorded as ended"):
+                self.end_step(State.SUCCEEDED, "", self.current.exit_code)
             return done
         self.end_step(State.FAILED, str(failed), failed.exit_code)
         raise failed from None
@@ -314,10 +328,27 @@ def failure_reason(outcome: sandbox.Outcome) -> str:
 
 def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
     """The pipeline's job: runs it to its end state, which the job's state follows."""
-    Pipeline.objects.filter(pk=pipeline.pk).update(state=State.RUNNING, started_at=timezone.now())
-    pipeline.refresh_from_db()
-    run = Run(ctx, pipeline)
-    ctx.on_end(lambda: remove_workspace(run.workspace))
+    seconds: dict[str, float] = {}
+    # Registered first, so it runs last: after the workspace is removed.
+    ctx.on_end(lambda: phases.report(pipeline.pk, seconds))
+    with phases.recording(seconds):
+        with phases.timed("start: recorded as running"):
+            Pipeline.objects.filter(pk=pipeline.pk).update(
+                state=State.RUNNING, started_at=timezone.now()
+            )
+            pipeline.refresh_from_db()
+            run = Run(ctx, pipeline)
+        ctx.on_end(lambda: removed(run.workspace, seconds))
+        return run_to_end(ctx, run)
+
+
+def removed(workspace: Path, seconds: dict[str, float]) -> None:
+    with phases.recording(seconds), phases.timed("end: workspace removed"):
+        remove_workspace(workspace)
+
+
+def run_to_end(ctx: JobContext, run: Run) -> dict[str, object]:
+    pipeline = run.pipeline
     try:
         run.all()
     except StepFailed as e:
@@ -338,8 +369,10 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
         end(pipeline, State.FAILED, said)
         alert_failed(pipeline)
         raise JobFailed(run.masker.mask(said)) from None
-    end(pipeline, State.SUCCEEDED, "")
-    alert_if_fixed(pipeline)
+    with phases.timed("end: recorded"):
+        end(pipeline, State.SUCCEEDED, "")
+    with phases.timed("end: fixed or not"):
+        alert_if_fixed(pipeline)
     return {"pipeline": pipeline.pk, "commit": pipeline.commit}
 
 

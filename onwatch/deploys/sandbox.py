@@ -44,7 +44,7 @@ from pathlib import Path
 from django.conf import settings
 
 from onwatch.config import env
-from onwatch.deploys import cgroups, pidns, slirp
+from onwatch.deploys import cgroups, phases, pidns, slirp
 
 # The outer programs (sh, prlimit, setpriv, bwrap) get only this; the step's own
 # environment travels to bubblewrap through a file descriptor, never through argv (which
@@ -190,18 +190,22 @@ def run(
     step: Step, on_output: Callable[[bytes], None], cancelled: threading.Event | None = None
 ) -> Outcome:
     """Run one step; on_output gets its stdout and stderr, merged, as they come."""
-    if missing := _missing():
-        raise SandboxError(missing)
-    _refuse_exposing(step)
-    user = _step_user() if os.geteuid() == 0 else None
+    with phases.timed("sandbox: checks"):
+        if missing := _missing():
+            raise SandboxError(missing)
+        _refuse_exposing(step)
+        user = _step_user() if os.geteuid() == 0 else None
     if user is not None:
-        _hand_over(step, user)
-    group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
+        with phases.timed("sandbox: hand over to the step user"):
+            _hand_over(step, user)
+    with phases.timed("sandbox: cgroup made"):
+        group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
     try:
         with _Launch(step, user, group) as launch:
             return launch.watch(on_output, cancelled or threading.Event())
     finally:
-        group.remove()
+        with phases.timed("sandbox: cgroup removed"):
+            group.remove()
 
 
 def _step_user() -> tuple[int, int]:
@@ -375,6 +379,10 @@ class _Launch:
         self.block_w: int | None = None
 
     def __enter__(self) -> _Launch:
+        with phases.timed("sandbox: bwrap started"):
+            return self._start()
+
+    def _start(self) -> _Launch:
         out_r, out_w = os.pipe()
         info_r, info_w = os.pipe()
         args_fd = os.memfd_create("bwrap-args")
@@ -413,7 +421,8 @@ class _Launch:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._stop()
+            with phases.timed("sandbox: stopped"):
+                self._stop()
         finally:
             for fd in (self.out_r, self.info_r, self.sandbox_pidfd, self.block_w):
                 if fd is not None:
@@ -422,7 +431,8 @@ class _Launch:
     def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
         if self.block_w is not None:
             self._connect()
-        reason = self._pump(on_output, cancelled)
+        with phases.timed("command"):
+            reason = self._pump(on_output, cancelled)
         if reason is None and self.info == b"":
             reason = "the sandbox could not start (its message is in the output)"
         # The kernel may have killed a process for memory while the step went on.
@@ -464,18 +474,26 @@ class _Launch:
     def _connect(self) -> None:
         """Give the sandbox its network, then let the step start: bwrap holds it back
         (--block-fd) until then, so its first connection already has somewhere to go."""
+        with phases.timed("sandbox: set up by bwrap"):
+            ready = self._wait_set_up()
+        if ready:
+            with phases.timed("sandbox: network"):
+                self._network()
+
+    def _wait_set_up(self) -> bool:
         deadline = time.monotonic() + slirp.READY_SECONDS
         while self.sandbox_pidfd is None and time.monotonic() < deadline:
             if not select.select([self.info_r], [], [], POLL_MS / 1000)[0]:
                 continue
             if not (chunk := os.read(self.info_r, 65536)):
-                return  # bwrap ended before its sandbox was set up: its output says why
+                return False  # bwrap ended before its sandbox was set up: its output says why
             self._sandbox_info(chunk)
         if self.sandbox_pidfd is None:
             self._late(f"named no process within {slirp.READY_SECONDS} s")
-            return
-        if not self._set_up(deadline):
-            return
+            return False
+        return self._set_up(deadline)
+
+    def _network(self) -> None:
         try:
             self.network = slirp.Network(self.child_pid, self.user)
         except slirp.NetworkError as e:
