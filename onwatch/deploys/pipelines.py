@@ -27,6 +27,7 @@ from onwatch.deploys.workdir import (
     caches_of,
     disk_full,
     remove_workspace,
+    service_folder,
     step_problem,
     tool_env,
     tools_folder,
@@ -88,8 +89,11 @@ def caches_held(ctx: JobContext, service: Service, what: str = "pipeline") -> It
         yield  # closing the file releases the lock
 
 
-def step_env(service: Service, workspace: Path, marker: dict[str, str]) -> dict[str, str]:
-    """The whole environment of a step in the sandbox (nothing is inherited)."""
+def step_env(
+    service: Service, workspace: Path, marker: dict[str, str], linked: bool = False
+) -> dict[str, str]:
+    """The whole environment of a step in the sandbox (nothing is inherited); linked: see
+    tool_env."""
     tools = tools_folder()
     return {
         "PATH": f"{tools / 'bin'}:{STEP_PATH}" if tools else STEP_PATH,
@@ -100,7 +104,7 @@ def step_env(service: Service, workspace: Path, marker: dict[str, str]) -> dict[
         # would show late, and out of order with what it prints to stderr.
         "PYTHONUNBUFFERED": "1",
         **marker,
-        **tool_env(caches_of(service)),
+        **tool_env(caches_of(service), linked),
         **service.secrets,
     }
 
@@ -227,7 +231,8 @@ class Run:
             caches = caches_of(self.service)
             tools = tools_folder()
             marker = {"ONWATCH_PIPELINE": str(self.pipeline.pk)}
-            env = step_env(self.service, self.workspace, marker)
+            linked = sandbox.shares_root()
+            env = step_env(self.service, self.workspace, marker, linked)
         step = sandbox.Step(
             argv=["bash", "-c", command],
             workspace=self.workspace,
@@ -235,6 +240,7 @@ class Run:
             caches=caches,
             readonly=[tools] if tools else [],
             limits=STEP_LIMITS,
+            shared_root=service_folder(self.service.pk) if linked else None,
         )
         outcome = sandbox.run(step, self.write, self.ctx.cancelled)
         self.log.close()

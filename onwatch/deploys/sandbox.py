@@ -104,6 +104,12 @@ class Step:
     # Host folders the step may read but not change (tools onwatch gives it, like uv), at
     # the same path inside; they stay their owner's.
     readonly: Sequence[Path] = ()
+    # A folder holding the workspace and the caches, bound whole instead of each of them:
+    # one mount, so a tool may hard-link from a cache into the workspace (uv does; across
+    # mounts it copies every file). Whatever else it holds is hidden, empty and read-only.
+    # Only where steps run as their own user (shares_root()): the folder and those on the
+    # way to the workspace and caches must be onwatch's, which the step cannot change.
+    shared_root: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,13 @@ def _trial() -> str | None:
         f"bubblewrap cannot make a sandbox here ({said}); let unprivileged users make user "
         "namespaces (on Ubuntu: sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
     )
+
+
+def shares_root() -> bool:
+    """Whether a Step's shared_root is used here: when steps run as a user of their own,
+    who cannot add, move or replace what onwatch's folders hold. As onwatch's own user
+    they could (a link where the next workspace will be made), so each is bound alone."""
+    return os.geteuid() == 0
 
 
 def network_isolated() -> bool:
@@ -247,6 +260,10 @@ def _refuse_exposing(step: Step) -> None:
     """A workspace or cache that holds onwatch's data, its keys or the system would hand
     them to the step (writable, and when root, owned)."""
     shown = {**_writable(step), **{f"tool folder {p}": p for p in step.readonly}}
+    if (root := step.shared_root) is not None:
+        if any(root not in path.parents for path in _writable(step).values()):
+            raise SandboxError(f"the step's workspace and caches must be inside {root}")
+        shown["shared folder"] = root
     for what, path in shown.items():
         if not path.is_absolute() or not path.is_dir():
             raise SandboxError(f"the step's {what} {path} is not an existing absolute folder")
@@ -273,7 +290,15 @@ def _hand_over(step: Step, user: tuple[int, int]) -> None:
         # for a symlink mid-walk and have root chown what it points to.
         for _root, dirs, files, root_fd in os.fwalk(path, follow_symlinks=False):
             for name in dirs + files:
-                os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
+                _chown(name, root_fd, uid, gid)
+
+
+def _chown(name: str, dir_fd: int, uid: int, gid: int) -> None:
+    """Only what is not the step user's yet: a chown that changes nothing still writes the
+    inode, and the caches (hundreds of files) are handed over again at every step."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def _check_reachable(what: str, path: Path, uid: int, gid: int, itself: bool = False) -> None:
@@ -303,12 +328,40 @@ def _mounts(step: Step) -> list[str]:
     # tmpfs is memory: sized so a step cannot fill it past its memory limit.
     for tmp in ("/tmp", "/var/tmp"):  # noqa: S108 (the sandbox's own, fresh and private)
         args += ["--size", size, "--tmpfs", tmp]
-    for path in _writable(step).values():
-        args += ["--bind", str(path), str(path)]
+    args += _writable_mounts(step)
     for path in step.readonly:
         args += ["--ro-bind", str(path), str(path)]
     # The sandbox's own root (where bwrap made /etc and the mount points) read-only too.
     return [*args, "--remount-ro", "/"]
+
+
+def _writable_mounts(step: Step) -> list[str]:
+    wanted = list(_writable(step).values())
+    if step.shared_root is None or not shares_root():
+        return [arg for path in wanted for arg in ("--bind", str(path), str(path))]
+    root = step.shared_root
+    args = ["--bind", str(root), str(root)]
+    for other in _others_in(root, wanted):
+        args += ["--tmpfs", str(other), "--remount-ro", str(other)]
+    return args
+
+
+def _others_in(root: Path, wanted: list[Path]) -> list[Path]:
+    """What the shared root holds besides the wanted folders: the entries of it and of its
+    folders on the way to them that are neither wanted nor on the way (other pipelines'
+    workspaces)."""
+    on_the_way = {p for path in wanted for p in path.parents if p == root or root in p.parents}
+    others = []
+    for folder in on_the_way:
+        for entry in os.scandir(folder):
+            path = Path(entry.path)
+            if path in wanted or path in on_the_way:
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                # A mount over a link would land where it leads; onwatch makes only folders.
+                raise SandboxError(f"{path} is not a folder of onwatch's; remove it")
+            others.append(path)
+    return others
 
 
 def _bwrap_args(step: Step, info_fd: int, network_fds: tuple[int, int] | None) -> list[str]:
@@ -518,7 +571,8 @@ class _Launch:
                 return False  # it ended: its output says why
             if caps and int(caps[0].split()[1], 16) == 0:
                 return True
-            time.sleep(0.005)
+            # Each step waits here: a coarser poll costs every step its granularity.
+            time.sleep(0.001)
         self._late(f"was not set up within {slirp.READY_SECONDS} s")
         return False
 
