@@ -264,13 +264,13 @@ def _refuse_exposing(step: Step) -> None:
         if any(root not in path.parents for path in _writable(step).values()):
             raise SandboxError(f"the step's workspace and caches must be inside {root}")
         shown["shared folder"] = root
+    # A folder inside the data directory is fine: only that folder is mounted.
+    hidden = [(s.resolve(), False) for s in _secrets()]
+    hidden += [(Path(d).resolve(), True) for d in (*SYSTEM_DIRS, "/etc")]
     for what, path in shown.items():
         if not path.is_absolute() or not path.is_dir():
             raise SandboxError(f"the step's {what} {path} is not an existing absolute folder")
         real = path.resolve()
-        # A folder inside the data directory is fine: only that folder is mounted.
-        hidden = [(s.resolve(), False) for s in _secrets()]
-        hidden += [(Path(d).resolve(), True) for d in (*SYSTEM_DIRS, "/etc")]
         for other, nor_inside in hidden:
             if real == other or real in other.parents or (nor_inside and other in real.parents):
                 raise SandboxError(
