@@ -9,7 +9,7 @@ import errno
 import fcntl
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -119,18 +119,22 @@ class Run:
         self.current: PipelineStep | None = None
         self.log: StepLog | None = None
         self.masker = Masker(self.service.secrets)
+        # The service's caches, held from its first sandboxed step until its workspace is
+        # removed: the next pipeline's sandbox, bound to the service's folder, hides the
+        # workspaces beside its own, and one vanishing half-way would fail its step.
+        self.held = ExitStack()
 
     # --- the steps ------------------------------------------------------------------------
 
     def all(self) -> None:
         self.step("checkout", self.service.git_url, self.checkout)
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
-        with self.caches_held():
-            for name, command in project.steps():
-                if name == "test" and project.report:
-                    self.step(name, command, partial(self.tested, command, project.report))
-                else:
-                    self.step(name, command, partial(self.sandboxed, command))
+        self.held.enter_context(self.caches_held())
+        for name, command in project.steps():
+            if name == "test" and project.report:
+                self.step(name, command, partial(self.tested, command, project.report))
+            else:
+                self.step(name, command, partial(self.sandboxed, command))
 
     def tested(self, command: str, report: str) -> None:
         """The test step with its report read, whatever the command's end: a command that
@@ -344,6 +348,8 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
             )
             pipeline.refresh_from_db()
             run = Run(ctx, pipeline)
+        # Last registered runs first: the workspace goes, then the caches are let go.
+        ctx.on_end(run.held.close)
         ctx.on_end(lambda: removed(run.workspace, seconds))
         return run_to_end(ctx, run)
 

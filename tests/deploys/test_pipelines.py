@@ -640,6 +640,32 @@ def test_a_services_caches_are_used_by_one_of_its_pipelines_at_a_time(
     assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
 
 
+def test_a_pipeline_lets_its_services_caches_go_only_once_its_workspace_is_removed(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next pipeline of the service binds the service's folder and hides the
+    workspaces beside its own: one vanishing while its sandbox starts would fail it."""
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"))
+    held_then: list[bool] = []
+
+    def removing(path: Path) -> None:
+        with (work_folder("caches") / f"{service.pk}.lock").open("a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held_then.append(False)
+            except BlockingIOError:
+                held_then.append(True)
+        shutil.rmtree(path)
+
+    monkeypatch.setattr(pipelines, "remove_workspace", removing)
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert held_then == [True] and not workspace_of(pipeline).exists()
+    with (work_folder("caches") / f"{service.pk}.lock").open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and let go after
+
+
 SIGNING_KEY = (
     "-----BEGIN TEST PRIVATE KEY-----\n"
     "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n"
