@@ -1,7 +1,7 @@
 """Pipelines end to end: pushes of a small real Python project (uv + pytest) tested by a
 real `onwatch worker`, one after another, against the same commands run by hand.
 
-    .venv/bin/python bench/pipelines.py [--pushes 20]
+    .venv/bin/python bench/pipelines.py [--pushes 20] [--phases] [--baseline DIR]
 
 Starts `onwatch web` and `onwatch worker` on a data directory of their own (SQLite, or a
 fresh PostgreSQL database when DATABASE_URL is set, as the tests do) with one service: a
@@ -16,6 +16,14 @@ Prints: queue-to-start latency (pipeline queued → started by the worker), onwa
 overhead (pipeline wall time, checkout included, over the by-hand time: target ≤ 1.10)
 and log latency (a line printed by the step → its event at the viewer: p99 target ≤ 1 s).
 The load average is printed too: this machine is shared.
+
+--phases: where each pipeline's time went besides its commands (checkout, each step's
+sandbox and network set-up and teardown, what onwatch records; the worker logs them at
+DEBUG), and the by-hand run's own parts, medians over the pushes.
+
+--baseline DIR: the same pushes also through a worker of the onwatch checked out in DIR
+(`git worktree add /tmp/main main`), in turns of a few pushes each, so both figures come
+from the same run under the same load. Its database must have the same migrations.
 """
 
 from __future__ import annotations
@@ -30,13 +38,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.procs import Running, django, isolated, run, wait_http  # noqa: E402
 from tests.support.sse import Stream  # noqa: E402
+
+# How the worker's log line with a pipeline's phases starts (onwatch/deploys/phases.py;
+# not imported: a baseline checkout may have none).
+PHASES = "phases of pipeline #"
 
 GIT = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@example.com"]
 PYPROJECT = """[project]
@@ -123,16 +139,31 @@ def head(repo: Path) -> str:
     return done.stdout.strip()
 
 
-def by_hand(repo: Path, sha: str, uv: str, cache: Path, scratch: Path) -> float:
-    """Seconds for the pipeline's commands run directly: clone, checkout, build, test."""
+def by_hand(
+    repo: Path, sha: str, uv: str, cache: Path, scratch: Path, parts: dict[str, list[float]]
+) -> float:
+    """Seconds for the pipeline's commands run directly: clone, checkout, build, test;
+    each part's seconds are added to `parts`."""
     work = scratch / f"hand-{sha[:12]}-{time.monotonic_ns()}"
     env = {**os.environ, "UV_CACHE_DIR": str(cache), "PATH": f"{Path(uv).parent}:/usr/bin:/bin"}
     started = time.monotonic()
-    subprocess.run(["git", "clone", "--quiet", str(repo), str(work)], check=True)
-    subprocess.run(["git", "checkout", "--quiet", sha], cwd=work, check=True)
-    for command in BY_HAND:
-        subprocess.run(["bash", "-c", command], cwd=work, env=env, check=True, capture_output=True)
+    with timed(parts, "clone"):
+        subprocess.run(["git", "clone", "--quiet", str(repo), str(work)], check=True)
+    with timed(parts, "checkout"):
+        subprocess.run(["git", "checkout", "--quiet", sha], cwd=work, check=True)
+    for name, command in zip(("build", "test"), BY_HAND, strict=True):
+        with timed(parts, name):
+            subprocess.run(
+                ["bash", "-c", command], cwd=work, env=env, check=True, capture_output=True
+            )
     return time.monotonic() - started
+
+
+@contextmanager
+def timed(parts: dict[str, list[float]], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    parts.setdefault(name, []).append(time.monotonic() - started)
 
 
 def follow(base_url: str, cookie: str, pipeline: int, delays: list[float]) -> None:
@@ -189,10 +220,67 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
 
 
+@dataclass
+class Side:
+    """One onwatch's pipelines (this checkout's, or the baseline's) and the same pushes
+    by hand, run in the same turns."""
+
+    label: str
+    cwd: Path
+    pipelines: list[int] = field(default_factory=list)
+    hand: list[float] = field(default_factory=list)
+    hand_parts: dict[str, list[float]] = field(default_factory=dict)
+    phases: list[dict[str, float]] = field(default_factory=list)
+
+
+TURN = 5  # pushes per worker before the other one takes over
+
+
+@dataclass
+class Bench:
+    env: dict[str, str]
+    base_url: str
+    cookie: str
+    repo: Path
+    uv: str
+    scratch: Path
+    pushed: int = 0
+    delays: list[float] = field(default_factory=list)
+
+    def by_hand(self, sha: str, parts: dict[str, list[float]]) -> float:
+        return by_hand(self.repo, sha, self.uv, self.scratch / "hand-cache", self.scratch, parts)
+
+    def pipeline(self, delays: list[float] | None = None) -> int:
+        return run_pipeline(
+            self.env, self.base_url, self.cookie, self.delays if delays is None else delays
+        )
+
+    def pushes(self, side: Side, count: int) -> None:
+        """`count` pushes through a worker of `side`'s onwatch, each also run by hand,
+        after one pipeline that warms the worker (not counted)."""
+        with Running(["worker"], self.env, cwd=side.cwd) as worker:
+            worker.wait_for("ready")
+            self.pipeline([])
+            for _ in range(count):
+                self.pushed += 1
+                sha = push(self.repo, self.pushed)
+                side.pipelines.append(self.pipeline())
+                side.hand.append(self.by_hand(sha, side.hand_parts))
+            worker.stop()
+            side.phases += phases_logged(worker.lines, side.pipelines[-count:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pushes", type=int, default=20)
+    parser.add_argument("--phases", action="store_true", help="where each pipeline's time went")
+    parser.add_argument("--baseline", type=Path, help="a checkout of onwatch to compare with")
     args = parser.parse_args()
+    sides = [Side("this onwatch", ROOT)]
+    if args.baseline:
+        if not (args.baseline / "onwatch" / "__main__.py").is_file():
+            raise SystemExit(f"bench: {args.baseline} is not a checkout of onwatch")
+        sides.append(Side(f"baseline {args.baseline}", args.baseline.resolve()))
     uv = find_uv()
     with tempfile.TemporaryDirectory() as tmp, isolated(Path(tmp)) as env:
         scratch = Path(tmp)
@@ -201,26 +289,37 @@ def main() -> None:
         cookie = django(SETUP, env, migrate=True).split()[-1]
         added = run(["services", "add", "shop", str(repo)], env)
         assert added.returncode == 0, added.stderr
-        with Running(["web"], env) as web, Running(["worker"], env) as worker:
+        if args.phases:
+            env = {**env, "ONWATCH_LOG_LEVEL": "DEBUG"}
+        with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/")
-            worker.wait_for("ready")
-            hand: list[float] = []
-            delays: list[float] = []
-            # Warm: the service's cache (a pipeline) and the one used by hand.
-            run_pipeline(env, web.base_url, cookie, [])
-            by_hand(repo, head(repo), uv, scratch / "hand-cache", scratch)
-            for n in range(1, args.pushes + 1):
-                sha = push(repo, n)
-                run_pipeline(env, web.base_url, cookie, delays)
-                hand.append(by_hand(repo, sha, uv, scratch / "hand-cache", scratch))
-            times = json.loads(django(TIMES, env).splitlines()[-1])[1:]  # without the warm-up
-        report(times, hand, delays)
+            bench = Bench(env, web.base_url, cookie, repo, uv, scratch)
+            bench.by_hand(head(repo), {})  # warms the cache used by hand
+            while bench.pushed < args.pushes * len(sides):
+                turn = min(TURN, args.pushes - bench.pushed // len(sides))
+                for side in sides:
+                    bench.pushes(side, turn)
+            times = {t[0]: t for t in json.loads(django(TIMES, env).splitlines()[-1])}
+    for side in sides:
+        report(side, [times[pk] for pk in side.pipelines], args.phases)
+    report_latency(bench.delays)
 
 
-def report(times: list[list[object]], hand: list[float], delays: list[float]) -> None:
+def phases_logged(lines: list[str], pipelines: list[int]) -> list[dict[str, float]]:
+    found: dict[int, dict[str, float]] = {}
+    for line in lines:
+        if PHASES in line:
+            pk, _, seconds = line.split(PHASES, 1)[1].partition(" ")
+            found[int(pk)] = json.loads(seconds)
+    return [found[pk] for pk in pipelines if pk in found]
+
+
+def report(side: Side, times: list[list[Any]], phases: bool) -> None:
+    print(f"--- {side.label}")
     failed = [t[0] for t in times if t[1] != "succeeded"]
-    queued = [float(t[2]) for t in times]  # type: ignore[arg-type]
-    wall = [float(t[3]) for t in times]  # type: ignore[arg-type]
+    queued = [float(t[2]) for t in times]
+    wall = [float(t[3]) for t in times]
+    hand = side.hand
     print(f"{len(times)} pipelines, {len(failed)} not succeeded {failed or ''}")
     print(
         f"queue → start: p50 {statistics.median(queued):.2f} s, "
@@ -228,16 +327,38 @@ def report(times: list[list[object]], hand: list[float], delays: list[float]) ->
     )
     steps: dict[str, list[float]] = {}
     for t in times:
-        for name, seconds in t[4].items():  # type: ignore[attr-defined]
+        for name, seconds in t[4].items():
             steps.setdefault(name, []).append(seconds or 0.0)
-    said = ", ".join(f"{name} {statistics.median(s):.2f} s" for name, s in steps.items())
-    print(f"steps, p50 each: {said}")
+    print(f"steps, p50 each: {medians(steps)}")
+    print(f"by hand, p50 each: {medians(side.hand_parts)}")
     ratio = statistics.median(wall) / statistics.median(hand)
     print(
         f"pipeline wall time p50 {statistics.median(wall):.2f} s vs by hand p50 "
         f"{statistics.median(hand):.2f} s: overhead ratio {ratio:.2f} (target ≤ 1.10); "
         f"totals {sum(wall):.1f} s / {sum(hand):.1f} s = {sum(wall) / sum(hand):.2f}"
     )
+    if phases:
+        report_phases(side.phases)
+
+
+def report_phases(logged: list[dict[str, float]]) -> None:
+    if not logged:
+        print("phases: none logged (a baseline without onwatch/deploys/phases.py logs none)")
+        return
+    names = list(dict.fromkeys(name for one in logged for name in one))
+    per = {name: [one.get(name, 0.0) for one in logged] for name in names}
+    print(f"phases over {len(logged)} pipelines, p50 each (summed over a pipeline's steps):")
+    for name, seconds in per.items():
+        print(f"  {name:<40} {statistics.median(seconds) * 1000:7.1f} ms")
+    outside = [sum(v for k, v in one.items() if k != "command") for one in logged]
+    print(f"  {'all but the commands':<40} {statistics.median(outside) * 1000:7.1f} ms")
+
+
+def medians(values: dict[str, list[float]]) -> str:
+    return ", ".join(f"{name} {statistics.median(s):.2f} s" for name, s in values.items())
+
+
+def report_latency(delays: list[float]) -> None:
     p50, p99 = percentile(delays, 0.5) * 1000, percentile(delays, 0.99) * 1000
     print(
         f"log latency (print → event at the viewer) over {len(delays)} lines: "

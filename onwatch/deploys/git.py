@@ -135,9 +135,10 @@ def fetch(
     if ran.returncode != 0:
         raise GitError(f"could not make the workspace: {last_line(ran)}")
     ref = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
-    ran = git(
-        ["-C", str(workspace), "fetch", "--no-tags", "--quiet", "--", url, ref], env, FETCH_SECONDS
-    )
+    # One pack as it came, not a file per object: below 100 objects git writes each one
+    # apart, which took a small repository's checkout some 100 ms more.
+    fetch = ["-c", "fetch.unpackLimit=1", "fetch", "--no-tags", "--quiet"]
+    ran = git(["-C", str(workspace), *fetch, "--", url, ref], env, FETCH_SECONDS)
     if ran.returncode != 0:
         raise GitError(fetch_failure(ran, url, branch, ssh_log()))
     return (ran.stdout + ran.stderr).strip()

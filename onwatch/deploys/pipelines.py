@@ -9,7 +9,7 @@ import errno
 import fcntl
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -20,13 +20,14 @@ from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs, ssh
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
 from onwatch.core.masking import Masker
-from onwatch.deploys import git, junit, projectfile, sandbox, services
+from onwatch.deploys import git, junit, phases, projectfile, sandbox, services
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State, Trigger
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     caches_of,
     disk_full,
     remove_workspace,
+    service_folder,
     step_problem,
     tool_env,
     tools_folder,
@@ -88,8 +89,11 @@ def caches_held(ctx: JobContext, service: Service, what: str = "pipeline") -> It
         yield  # closing the file releases the lock
 
 
-def step_env(service: Service, workspace: Path, marker: dict[str, str]) -> dict[str, str]:
-    """The whole environment of a step in the sandbox (nothing is inherited)."""
+def step_env(
+    service: Service, workspace: Path, marker: dict[str, str], linked: bool = False
+) -> dict[str, str]:
+    """The whole environment of a step in the sandbox (nothing is inherited); linked: see
+    tool_env."""
     tools = tools_folder()
     return {
         "PATH": f"{tools / 'bin'}:{STEP_PATH}" if tools else STEP_PATH,
@@ -100,7 +104,7 @@ def step_env(service: Service, workspace: Path, marker: dict[str, str]) -> dict[
         # would show late, and out of order with what it prints to stderr.
         "PYTHONUNBUFFERED": "1",
         **marker,
-        **tool_env(caches_of(service)),
+        **tool_env(caches_of(service), linked),
         **service.secrets,
     }
 
@@ -115,18 +119,22 @@ class Run:
         self.current: PipelineStep | None = None
         self.log: StepLog | None = None
         self.masker = Masker(self.service.secrets)
+        # The service's caches, held from its first sandboxed step until its workspace is
+        # removed: the next pipeline's sandbox, bound to the service's folder, hides the
+        # workspaces beside its own, and one vanishing half-way would fail its step.
+        self.held = ExitStack()
 
     # --- the steps ------------------------------------------------------------------------
 
     def all(self) -> None:
         self.step("checkout", self.service.git_url, self.checkout)
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
-        with self.caches_held():
-            for name, command in project.steps():
-                if name == "test" and project.report:
-                    self.step(name, command, partial(self.tested, command, project.report))
-                else:
-                    self.step(name, command, partial(self.sandboxed, command))
+        self.held.enter_context(self.caches_held())
+        for name, command in project.steps():
+            if name == "test" and project.report:
+                self.step(name, command, partial(self.tested, command, project.report))
+            else:
+                self.step(name, command, partial(self.sandboxed, command))
 
     def tested(self, command: str, report: str) -> None:
         """The test step with its report read, whatever the command's end: a command that
@@ -167,7 +175,9 @@ class Run:
         service, log = self.service, self.log
         assert log is not None
         # Said before anything is fetched: every step after would fail the same way.
-        if problem := step_problem():
+        with phases.timed("checkout: can steps run"):
+            problem = step_problem()
+        if problem:
             raise StepFailed(problem)
         url = services.source_url(self.pipeline)
         pushed = url != service.git_url
@@ -182,10 +192,13 @@ class Run:
         with opened as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
             ssh_log = session.log_text if session else str
-            said = git.fetch(self.workspace, url, self.pipeline.branch, env, ssh_log)
+            with phases.timed("checkout: git fetch"):
+                said = git.fetch(self.workspace, url, self.pipeline.branch, env, ssh_log)
             if said:
                 log.say(said)
-            commit = git.checkout(self.workspace, self.pipeline.branch, self.pipeline.commit, env)
+            with phases.timed("checkout: git checkout"):
+                p = self.pipeline
+                commit = git.checkout(self.workspace, p.branch, p.commit, env)
         # A commit message may quote a secret too (a config pasted in).
         author, message = self.masker.mask(commit.author), self.masker.mask(commit.message)
         Pipeline.objects.filter(pk=self.pipeline.pk).update(
@@ -218,9 +231,12 @@ class Run:
     def sandboxed(self, command: str) -> None:
         assert self.log is not None
         self.log.say(f"$ {command}")
-        caches = caches_of(self.service)
-        tools = tools_folder()
-        env = step_env(self.service, self.workspace, {"ONWATCH_PIPELINE": str(self.pipeline.pk)})
+        with phases.timed("step: environment"):
+            caches = caches_of(self.service)
+            tools = tools_folder()
+            marker = {"ONWATCH_PIPELINE": str(self.pipeline.pk)}
+            linked = sandbox.shares_root()
+            env = step_env(self.service, self.workspace, marker, linked)
         step = sandbox.Step(
             argv=["bash", "-c", command],
             workspace=self.workspace,
@@ -228,29 +244,36 @@ class Run:
             caches=caches,
             readonly=[tools] if tools else [],
             limits=STEP_LIMITS,
+            shared_root=service_folder(self.service.pk) if linked else None,
         )
-        outcome = sandbox.run(step, self.log.write, self.ctx.cancelled)
+        outcome = sandbox.run(step, self.write, self.ctx.cancelled)
         self.log.close()
         if outcome.reason is not None or outcome.exit_code != 0:
             raise StepFailed(failure_reason(outcome), outcome.exit_code)
         assert self.current is not None
         self.current.exit_code = outcome.exit_code
 
+    def write(self, chunk: bytes) -> None:
+        assert self.log is not None
+        with phases.timed("step: output logged"):
+            self.log.write(chunk)
+
     # --- one step ---------------------------------------------------------------------------
 
     def step[T](self, name: str, command: str, body: Callable[[], T]) -> T:
         """Run `body` as the pipeline's next step, recorded with its state and duration."""
         self.position += 1
-        self.current = PipelineStep.objects.create(
-            pipeline=self.pipeline,
-            position=self.position,
-            name=name,
-            command=self.masker.mask(command),
-            state=State.RUNNING,
-            started_at=timezone.now(),
-        )
-        self.log = StepLog(self.ctx.job.pk, self.service.secrets)
-        self.ctx.log(f"step {self.position}: {name}")
+        with phases.timed("step: recorded as started"):
+            self.current = PipelineStep.objects.create(
+                pipeline=self.pipeline,
+                position=self.position,
+                name=name,
+                command=self.masker.mask(command),
+                state=State.RUNNING,
+                started_at=timezone.now(),
+            )
+            self.log = StepLog(self.ctx.job.pk, self.service.secrets)
+            self.ctx.log(f"step {self.position}: {name}")
         try:
             done = body()
         except StepFailed as e:
@@ -267,7 +290,8 @@ class Run:
             self.end_step(State.FAILED, f"onwatch could not run this step: {type(e).__name__}: {e}")
             raise
         else:
-            self.end_step(State.SUCCEEDED, "", self.current.exit_code)
+            with phases.timed("step: recorded as ended"):
+                self.end_step(State.SUCCEEDED, "", self.current.exit_code)
             return done
         self.end_step(State.FAILED, str(failed), failed.exit_code)
         raise failed from None
@@ -314,10 +338,29 @@ def failure_reason(outcome: sandbox.Outcome) -> str:
 
 def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
     """The pipeline's job: runs it to its end state, which the job's state follows."""
-    Pipeline.objects.filter(pk=pipeline.pk).update(state=State.RUNNING, started_at=timezone.now())
-    pipeline.refresh_from_db()
-    run = Run(ctx, pipeline)
-    ctx.on_end(lambda: remove_workspace(run.workspace))
+    seconds: dict[str, float] = {}
+    # Registered first, so it runs last: after the workspace is removed.
+    ctx.on_end(lambda: phases.report(pipeline.pk, seconds))
+    with phases.recording(seconds):
+        with phases.timed("start: recorded as running"):
+            Pipeline.objects.filter(pk=pipeline.pk).update(
+                state=State.RUNNING, started_at=timezone.now()
+            )
+            pipeline.refresh_from_db()
+            run = Run(ctx, pipeline)
+        # Last registered runs first: the workspace goes, then the caches are let go.
+        ctx.on_end(run.held.close)
+        ctx.on_end(lambda: removed(run.workspace, seconds))
+        return run_to_end(ctx, run)
+
+
+def removed(workspace: Path, seconds: dict[str, float]) -> None:
+    with phases.recording(seconds), phases.timed("end: workspace removed"):
+        remove_workspace(workspace)
+
+
+def run_to_end(ctx: JobContext, run: Run) -> dict[str, object]:
+    pipeline = run.pipeline
     try:
         run.all()
     except StepFailed as e:
@@ -338,8 +381,10 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
         end(pipeline, State.FAILED, said)
         alert_failed(pipeline)
         raise JobFailed(run.masker.mask(said)) from None
-    end(pipeline, State.SUCCEEDED, "")
-    alert_if_fixed(pipeline)
+    with phases.timed("end: recorded"):
+        end(pipeline, State.SUCCEEDED, "")
+    with phases.timed("end: fixed or not"):
+        alert_if_fixed(pipeline)
     return {"pipeline": pipeline.pk, "commit": pipeline.commit}
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from django.conf import settings
 
 from onwatch.config import env
-from onwatch.deploys import cgroups, netguard, pidns, slirp
+from onwatch.deploys import cgroups, netguard, phases, pidns, slirp
 
 # The outer programs (sh, prlimit, setpriv, bwrap) get only this; the step's own
 # environment travels to bubblewrap through a file descriptor, never through argv (which
@@ -105,6 +105,12 @@ class Step:
     # Host folders the step may read but not change (tools onwatch gives it, like uv), at
     # the same path inside; they stay their owner's.
     readonly: Sequence[Path] = ()
+    # A folder holding the workspace and the caches, bound whole instead of each of them:
+    # one mount, so a tool may hard-link from a cache into the workspace (uv does; across
+    # mounts it copies every file). Whatever else it holds is hidden, empty and read-only.
+    # Only where steps run as their own user (shares_root()): the folder and those on the
+    # way to the workspace and caches must be onwatch's, which the step cannot change.
+    shared_root: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,13 @@ def _trial() -> str | None:
     )
 
 
+def shares_root() -> bool:
+    """Whether a Step's shared_root is used here: when steps run as a user of their own,
+    who cannot add, move or replace what onwatch's folders hold. As onwatch's own user
+    they could (a link where the next workspace will be made), so each is bound alone."""
+    return os.geteuid() == 0
+
+
 def network_isolated() -> bool:
     """Whether steps have a network of their own, this machine's loopback out of reach
     (slirp4netns is installed), or share the machine's."""
@@ -199,18 +212,22 @@ def run(
     step: Step, on_output: Callable[[bytes], None], cancelled: threading.Event | None = None
 ) -> Outcome:
     """Run one step; on_output gets its stdout and stderr, merged, as they come."""
-    if missing := _missing():
-        raise SandboxError(missing)
-    _refuse_exposing(step)
-    user = _step_user() if os.geteuid() == 0 else None
+    with phases.timed("sandbox: checks"):
+        if missing := _missing():
+            raise SandboxError(missing)
+        _refuse_exposing(step)
+        user = _step_user() if os.geteuid() == 0 else None
     if user is not None:
-        _hand_over(step, user)
-    group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
+        with phases.timed("sandbox: hand over to the step user"):
+            _hand_over(step, user)
+    with phases.timed("sandbox: cgroup made"):
+        group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
     try:
         with _Launch(step, user, group) as launch:
             return launch.watch(on_output, cancelled or threading.Event())
     finally:
-        group.remove()
+        with phases.timed("sandbox: cgroup removed"):
+            group.remove()
 
 
 def _step_user() -> tuple[int, int]:
@@ -252,13 +269,17 @@ def _refuse_exposing(step: Step) -> None:
     """A workspace or cache that holds onwatch's data, its keys or the system would hand
     them to the step (writable, and when root, owned)."""
     shown = {**_writable(step), **{f"tool folder {p}": p for p in step.readonly}}
+    if (root := step.shared_root) is not None:
+        if any(root not in path.parents for path in _writable(step).values()):
+            raise SandboxError(f"the step's workspace and caches must be inside {root}")
+        shown["shared folder"] = root
+    # A folder inside the data directory is fine: only that folder is mounted.
+    hidden = [(s.resolve(), False) for s in _secrets()]
+    hidden += [(Path(d).resolve(), True) for d in (*SYSTEM_DIRS, "/etc")]
     for what, path in shown.items():
         if not path.is_absolute() or not path.is_dir():
             raise SandboxError(f"the step's {what} {path} is not an existing absolute folder")
         real = path.resolve()
-        # A folder inside the data directory is fine: only that folder is mounted.
-        hidden = [(s.resolve(), False) for s in _secrets()]
-        hidden += [(Path(d).resolve(), True) for d in (*SYSTEM_DIRS, "/etc")]
         for other, nor_inside in hidden:
             if real == other or real in other.parents or (nor_inside and other in real.parents):
                 raise SandboxError(
@@ -278,7 +299,15 @@ def _hand_over(step: Step, user: tuple[int, int]) -> None:
         # for a symlink mid-walk and have root chown what it points to.
         for _root, dirs, files, root_fd in os.fwalk(path, follow_symlinks=False):
             for name in dirs + files:
-                os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
+                _chown(name, root_fd, uid, gid)
+
+
+def _chown(name: str, dir_fd: int, uid: int, gid: int) -> None:
+    """Only what is not the step user's yet: a chown that changes nothing still writes the
+    inode, and the caches (hundreds of files) are handed over again at every step."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def _check_reachable(what: str, path: Path, uid: int, gid: int, itself: bool = False) -> None:
@@ -308,12 +337,40 @@ def _mounts(step: Step) -> list[str]:
     # tmpfs is memory: sized so a step cannot fill it past its memory limit.
     for tmp in ("/tmp", "/var/tmp"):  # noqa: S108 (the sandbox's own, fresh and private)
         args += ["--size", size, "--tmpfs", tmp]
-    for path in _writable(step).values():
-        args += ["--bind", str(path), str(path)]
+    args += _writable_mounts(step)
     for path in step.readonly:
         args += ["--ro-bind", str(path), str(path)]
     # The sandbox's own root (where bwrap made /etc and the mount points) read-only too.
     return [*args, "--remount-ro", "/"]
+
+
+def _writable_mounts(step: Step) -> list[str]:
+    wanted = list(_writable(step).values())
+    if step.shared_root is None or not shares_root():
+        return [arg for path in wanted for arg in ("--bind", str(path), str(path))]
+    root = step.shared_root
+    args = ["--bind", str(root), str(root)]
+    for other in _others_in(root, wanted):
+        args += ["--tmpfs", str(other), "--remount-ro", str(other)]
+    return args
+
+
+def _others_in(root: Path, wanted: list[Path]) -> list[Path]:
+    """What the shared root holds besides the wanted folders: the entries of it and of its
+    folders on the way to them that are neither wanted nor on the way (other pipelines'
+    workspaces)."""
+    on_the_way = {p for path in wanted for p in path.parents if p == root or root in p.parents}
+    others = []
+    for folder in on_the_way:
+        for entry in os.scandir(folder):
+            path = Path(entry.path)
+            if path in wanted or path in on_the_way:
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                # A mount over a link would land where it leads; onwatch makes only folders.
+                raise SandboxError(f"{path} is not a folder of onwatch's; remove it")
+            others.append(path)
+    return others
 
 
 def _bwrap_args(step: Step, info_fd: int, network_fds: tuple[int, int] | None) -> list[str]:
@@ -384,6 +441,10 @@ class _Launch:
         self.block_w: int | None = None
 
     def __enter__(self) -> _Launch:
+        with phases.timed("sandbox: bwrap started"):
+            return self._start()
+
+    def _start(self) -> _Launch:
         out_r, out_w = os.pipe()
         info_r, info_w = os.pipe()
         args_fd = os.memfd_create("bwrap-args")
@@ -422,7 +483,8 @@ class _Launch:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._stop()
+            with phases.timed("sandbox: stopped"):
+                self._stop()
         finally:
             for fd in (self.out_r, self.info_r, self.sandbox_pidfd, self.block_w):
                 if fd is not None:
@@ -431,7 +493,8 @@ class _Launch:
     def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
         if self.block_w is not None:
             self._connect()
-        reason = self._pump(on_output, cancelled)
+        with phases.timed("command"):
+            reason = self._pump(on_output, cancelled)
         if reason is None and self.info == b"":
             reason = "the sandbox could not start (its message is in the output)"
         # The kernel may have killed a process for memory while the step went on.
@@ -473,18 +536,26 @@ class _Launch:
     def _connect(self) -> None:
         """Give the sandbox its network, then let the step start: bwrap holds it back
         (--block-fd) until then, so its first connection already has somewhere to go."""
+        with phases.timed("sandbox: set up by bwrap"):
+            ready = self._wait_set_up()
+        if ready:
+            with phases.timed("sandbox: network"):
+                self._network()
+
+    def _wait_set_up(self) -> bool:
         deadline = time.monotonic() + slirp.READY_SECONDS
         while self.sandbox_pidfd is None and time.monotonic() < deadline:
             if not select.select([self.info_r], [], [], POLL_MS / 1000)[0]:
                 continue
             if not (chunk := os.read(self.info_r, 65536)):
-                return  # bwrap ended before its sandbox was set up: its output says why
+                return False  # bwrap ended before its sandbox was set up: its output says why
             self._sandbox_info(chunk)
         if self.sandbox_pidfd is None:
             self._late(f"named no process within {slirp.READY_SECONDS} s")
-            return
-        if not self._set_up(deadline):
-            return
+            return False
+        return self._set_up(deadline)
+
+    def _network(self) -> None:
         try:
             self.network = slirp.Network(self.child_pid, self.user)
             netguard.apply(self.child_pid)
@@ -510,7 +581,8 @@ class _Launch:
                 return False  # it ended: its output says why
             if caps and int(caps[0].split()[1], 16) == 0:
                 return True
-            time.sleep(0.005)
+            # Each step waits here: a coarser poll costs every step its granularity.
+            time.sleep(0.001)
         self._late(f"was not set up within {slirp.READY_SECONDS} s")
         return False
 

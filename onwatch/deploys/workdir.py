@@ -44,7 +44,14 @@ def work_folder(*parts: str) -> Path:
 
 
 def workspace_of(pipeline: Pipeline) -> Path:
-    return Path(settings.WORK_DIR) / "workspaces" / str(pipeline.service_id) / str(pipeline.pk)
+    return service_folder(pipeline.service_id) / str(pipeline.pk)
+
+
+def service_folder(service_id: int) -> Path:
+    """The service's pipelines' workspaces and its dependency caches, side by side: a
+    sandbox that binds it whole lets uv hard-link from its cache into a workspace (a
+    mount between them would make it copy every file, a second or more per build)."""
+    return Path(settings.WORK_DIR) / "workspaces" / str(service_id)
 
 
 def release_folder(service_id: int, release_id: int) -> Path:
@@ -54,16 +61,19 @@ def release_folder(service_id: int, release_id: int) -> Path:
 
 def caches_of(service: Service) -> dict[str, Path]:
     """The service's dependency caches, shared by its runs one at a time (Run.caches_held)."""
-    return {name: work_folder("caches", str(service.pk), name) for name in CACHES}
+    return {name: work_folder("workspaces", str(service.pk), "caches", name) for name in CACHES}
 
 
-def tool_env(caches: dict[str, Path]) -> dict[str, str]:
+def tool_env(caches: dict[str, Path], linked: bool = False) -> dict[str, str]:
+    """linked: the cache and the workspace are on one mount in the sandbox (sandbox.Step's
+    shared_root), so uv may hard-link its files rather than copy them."""
     env = {variable: str(caches[name]) for name, variable in CACHES.items()}
     # A Python uv fetches for the project is kept with the cache, not in a per-run HOME.
     env["UV_PYTHON_INSTALL_DIR"] = str(caches["uv"] / "python")
-    # The cache and the workspace are separate mounts in the sandbox, where hard links
-    # cannot cross: uv would try, fail and say so in every build's log before copying.
-    env["UV_LINK_MODE"] = "copy"
+    # Else they are separate mounts, where hard links cannot cross: uv would try, fail
+    # and say so in every build's log before copying. A release's build copies anyway:
+    # its folder outlives the run, and must not change with the cache.
+    env["UV_LINK_MODE"] = "hardlink" if linked else "copy"
     if Path(SYSTEM_CERTIFICATES).is_file():
         # The machine's trusted certificates (the sandbox shows /etc/ssl/certs), not the
         # list each tool carries: behind a company's TLS proxy, only these reach PyPI/npm.
@@ -205,13 +215,11 @@ def remove_leftovers() -> list[Path]:
     running = Pipeline.objects.filter(pk__in=found, state__in=(State.QUEUED, State.RUNNING))
     alive = {p.pk for p in running.select_related("job") if not _worker_died(p)}
     removed = [path for pk, path in found.items() if pk not in alive]
-    caches = {
-        int(p.name): p
-        for p in (Path(settings.WORK_DIR) / "caches").glob("*")
-        if p.is_dir() and p.name.isdigit()
-    }
-    kept = set(Service.objects.filter(pk__in=caches).values_list("pk", flat=True))
-    removed += [path for pk, path in caches.items() if pk not in kept]  # deleted services'
+    folders = {int(p.name): p for p in top.glob("*") if p.is_dir() and p.name.isdigit()}
+    kept = set(Service.objects.filter(pk__in=folders).values_list("pk", flat=True))
+    removed += [path for pk, path in folders.items() if pk not in kept]  # deleted services'
+    # Caches where onwatch kept them before they moved beside the workspaces.
+    removed += [p for p in (Path(settings.WORK_DIR) / "caches").glob("*") if p.is_dir()]
     for path in removed:
         log.info("removing the workspace %s left by a worker that stopped", path)
         remove_workspace(path)

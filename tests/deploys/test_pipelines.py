@@ -568,6 +568,28 @@ def test_a_uv_project_runs_pytest_with_onwatchs_uv_a_cache_and_names_its_failing
     assert api["tests_total"] == 2 and api["failing_tests"] == [failing]
 
 
+@pytest.mark.skipif(not sandbox.shares_root(), reason="steps run as onwatch's own user")
+def test_uv_hard_links_from_the_services_cache_into_the_workspace(
+    org: Organization, tmp_path: Path
+) -> None:
+    """Not a copy of every file per build (a second or more): the cache and the workspace
+    are on one mount in the sandbox, and uv is told to link."""
+    site = ".venv/lib/python3*/site-packages/pytest/__init__.py"
+    toml = (
+        f'[build]\ncommand = "uv sync --frozen"\n[test]\ncommand = "stat -c \'links %h\' {site}"\n'
+    )
+    commit(tmp_path / "repo", {**uv_project(), "onwatch.toml": toml}, "A uv project")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert "links 2" in pipeline.steps.get(name="test").tail, log_of(pipeline)
+    assert "warning" not in log_of(pipeline).lower()
+    # The cache outlives the workspace, beside which it is kept.
+    assert any(caches_of(service)["uv"].rglob("pytest*")), "nothing was cached"
+    assert caches_of(service)["uv"].parent.parent == workspace_of(pipeline).parent
+    assert not workspace_of(pipeline).exists()
+
+
 def test_a_missing_test_report_is_a_line_in_the_log_not_a_failure(
     org: Organization, tmp_path: Path
 ) -> None:
@@ -616,6 +638,32 @@ def test_a_services_caches_are_used_by_one_of_its_pipelines_at_a_time(
     thread.join(timeout=60)
     pipeline.refresh_from_db()
     assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+
+
+def test_a_pipeline_lets_its_services_caches_go_only_once_its_workspace_is_removed(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next pipeline of the service binds the service's folder and hides the
+    workspaces beside its own: one vanishing while its sandbox starts would fail it."""
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"))
+    held_then: list[bool] = []
+
+    def removing(path: Path) -> None:
+        with (work_folder("caches") / f"{service.pk}.lock").open("a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held_then.append(False)
+            except BlockingIOError:
+                held_then.append(True)
+        shutil.rmtree(path)
+
+    monkeypatch.setattr(pipelines, "remove_workspace", removing)
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert held_then == [True] and not workspace_of(pipeline).exists()
+    with (work_folder("caches") / f"{service.pk}.lock").open("a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and let go after
 
 
 SIGNING_KEY = (

@@ -149,6 +149,50 @@ def test_a_step_writes_only_its_workspace_caches_and_private_tmp(
     assert out.text.count("Read-only file system") + out.text.count("No such file") == 3
 
 
+def shared_root(root: Path) -> tuple[Path, Path, Path]:
+    """A service's folder as onwatch makes it: a workspace and a cache side by side, and
+    another pipeline's workspace with a file in it. The folders are root's, the workspace
+    and cache the step user's once handed over."""
+    service = folder(root, "service", mode=0o711)
+    cache = folder(folder(service, "caches", mode=0o711), "uv")
+    (cache / "wheel.py").write_text("cached\n")
+    other = folder(service, "6")
+    (other / "secret").write_text("other-pipelines-file\n")
+    return service, folder(service, "7"), cache
+
+
+@pytest.mark.skipif(not sandbox.shares_root(), reason="steps run as onwatch's own user")
+def test_in_a_shared_root_a_step_hard_links_from_its_cache_and_sees_nothing_else(
+    root: Path,
+) -> None:
+    """uv hard-links from its cache into the workspace where both are on one mount (else
+    it copies every file); the rest of the folder that holds them stays out of reach."""
+    service, workspace, cache = shared_root(root)
+    script = (
+        f"ln {cache}/wheel.py {workspace}/wheel.py && stat -c 'links %h' {workspace}/wheel.py; "
+        f"ls -A {service}/6; cat {service}/6/secret; touch {service}/6/x {service}/new; true"
+    )
+    step = Step(["bash", "-c", script], workspace, ENV, {"uv": cache}, SMALL, shared_root=service)
+    out = Output()
+    assert sandbox.run(step, out).exit_code == 0, out.text
+    assert "links 2\n" in out.text
+    assert (workspace / "wheel.py").stat().st_ino == (cache / "wheel.py").stat().st_ino
+    assert "other-pipelines-file" not in out.text and "No such file" in out.text
+    assert sorted(p.name for p in (service / "6").iterdir()) == ["secret"]
+    assert not (service / "new").exists()
+
+
+def test_a_shared_root_must_hold_the_workspace_and_only_folders(root: Path) -> None:
+    service, workspace, cache = shared_root(root)
+    outside = folder(root, "elsewhere")
+    with pytest.raises(SandboxError, match="must be inside"):
+        sandbox.run(Step(["true"], outside, ENV, {"uv": cache}, shared_root=service), Output())
+    if sandbox.shares_root():
+        (service / "link").symlink_to("/etc")
+        with pytest.raises(SandboxError, match="link is not a folder of onwatch's"):
+            sandbox.run(Step(["true"], workspace, ENV, shared_root=service), Output())
+
+
 def machine_address() -> str:
     """An IPv4 address of this machine other than loopback: what a step reaches it by."""
     said = subprocess.run(

@@ -98,12 +98,13 @@ def run(
 class Running:
     """A background onwatch process whose output lines are collected as they come."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
+        """cwd: the checkout whose onwatch runs (a bench compares another's, e.g. main's)."""
         self.env = env
         self.proc = subprocess.Popen(
             [*ONWATCH, *args],
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
