@@ -145,7 +145,11 @@ class Event(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "event_id"], name="errors_event_id_unique")
         ]
-        indexes = [models.Index(fields=["issue", "user_key"], name="errors_event_issue_user")]
+        indexes = [
+            models.Index(fields=["issue", "user_key"], name="errors_event_issue_user"),
+            # An issue's latest events, and how many came within the last minutes.
+            models.Index(fields=["issue", "received_at"], name="errors_event_issue_time"),
+        ]
         ordering = ["-received_at"]
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from onwatch.errors import order
-from onwatch.errors.models import Issue, IssueState, Project
+from onwatch.errors.models import Event, Issue, IssueState, Project
 
 # The first digest follows an alert this long after it; each next one waits twice as long
 # (a crash loop that goes on all day sends a handful of messages, not one per minute).
@@ -69,23 +69,36 @@ def back_to_unresolved(now: datetime) -> dict[str, Any]:
 
 
 def volume(project: Project, issue: Issue, now: datetime) -> Outcome:
-    """The issue's count in its volume window; an alert when it reaches the threshold."""
-    window = timedelta(minutes=project.volume_minutes)
-    if issue.window_start is None or now - issue.window_start > window:
-        start, events = now, 1
-    else:
-        start, events = issue.window_start, issue.window_events + 1
-    found = Outcome({"window_start": start, "window_events": events})
-    if project.volume_events and events == project.volume_events:
-        found.alert = "volume"
-    return found
+    """An alert when the issue had volume_events events within volume_minutes.
+
+    window_events counts the events since window_start: never fewer than those within
+    the last volume_minutes, so the events are counted exactly (one indexed query) only
+    once that count reaches the threshold, not on every event."""
+    events = issue.window_events + 1
+    found = Outcome({"window_events": events})
+    if issue.window_start is None:
+        found.fields["window_start"] = now
+    threshold = project.volume_events
+    # While a digest is pending its alert would be held back anyway: no need to count.
+    if not threshold or events < threshold or issue.digest_due is not None:
+        return found
+    since = now - timedelta(minutes=project.volume_minutes)
+    exact = Event.objects.filter(issue=issue, received_at__gt=since).count() + 1
+    if exact >= threshold:
+        # The next alert needs as many events again.
+        return Outcome({"window_start": now, "window_events": 0}, "volume")
+    return Outcome({"window_start": since, "window_events": exact})
 
 
 def decide(
     project: Project, issue: Issue, created: bool, release: str, now: datetime, hour: datetime
 ) -> Outcome:
     if created:
-        return Outcome(alert="new" if project.alert_new_issues else "")
+        # Its first event starts the volume window too; "new" tells of it already.
+        found = volume(project, issue, now)
+        if project.alert_new_issues:
+            found.alert = "new"
+        return found
     if issue.state in (IssueState.RESOLVED, IssueState.RESOLVED_NEXT):
         if not reopens(project, issue, release):
             return Outcome()
