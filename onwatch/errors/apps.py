@@ -11,4 +11,5 @@ class ErrorsConfig(AppConfig):
         from onwatch.errors import tasks  # noqa: F401  (job handlers)
 
         add_router("/errors/projects/", "onwatch.errors.api:projects", "errors")
+        add_router("/errors/issues/", "onwatch.errors.api:issues", "errors")
         ingest.register("onwatch.errors.fastroute:ROUTE")

@@ -425,20 +425,24 @@ ACTIONS = ("resolve", "resolve-next", "unresolve", "ignore")
 
 
 def apply(issues: list[Issue], action: str, actor: Actor, now: datetime, **how: Any) -> int:
-    """One action on several issues (the list's bulk actions); how many it changed."""
+    """One action on several issues (the list's bulk actions), all or none; how many."""
     if action not in ACTIONS:
         raise Refusal(f"Choose what to do: {', '.join(ACTIONS)}")
-    live = [i for i in issues if i.state != IssueState.MERGED]
-    for issue in live:
-        if action == "resolve":
-            resolve(issue, how.get("release", ""), actor, now)
-        elif action == "resolve-next":
-            resolve_in_next_release(issue, actor, now)
-        elif action == "unresolve":
-            unresolve(issue, actor, now)
-        else:
-            ignore(issue, how.get("until") or Ignore(), actor, now)
-    return len(live)
+    with transaction.atomic():
+        for issue in issues:
+            _apply_one(issue, action, actor, now, how)
+    return len(issues)
+
+
+def _apply_one(issue: Issue, action: str, actor: Actor, now: datetime, how: dict[str, Any]) -> None:
+    if action == "resolve":
+        resolve(issue, how.get("release", ""), actor, now)
+    elif action == "resolve-next":
+        resolve_in_next_release(issue, actor, now)
+    elif action == "unresolve":
+        unresolve(issue, actor, now)
+    else:
+        ignore(issue, how.get("until") or Ignore(), actor, now)
 
 
 def recount(issue: Issue) -> None:
