@@ -99,6 +99,10 @@ def register_issues(add: AddCommand, sub: argparse._SubParsersAction[Any]) -> No
     splitting.add_argument("event_id", help="an event of the group (its id as the SDK gave it)")
 
 
+def _events(n: int) -> str:
+    return f"{n} event{'' if n == 1 else 's'}"
+
+
 def issue_of(pk: int) -> Issue:
     from onwatch.errors.models import Issue
 
@@ -121,7 +125,9 @@ def cmd_issues(args: argparse.Namespace) -> int:
         fail(f"there is no project {args.project!r}; see onwatch errors list")
     found = Issue.objects.filter(project=project, state__in=STATE_FILTERS[args.state])
     for i in found:
-        print(f"{i.pk}\t{i.state}\t{i.event_count} events\t{i.last_seen:%Y-%m-%d %H:%M}\t{i.title}")
+        print(
+            f"{i.pk}\t{i.state}\t{_events(i.event_count)}\t{i.last_seen:%Y-%m-%d %H:%M}\t{i.title}"
+        )
     return 0
 
 
@@ -183,7 +189,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         kept = services.merge(found[0], found[1:], CLI)
     except services.Refusal as e:
         fail(str(e))
-    print(f"{kept.pk}\t{kept.event_count} events\t{kept.title}")
+    print(f"{kept.pk}\t{_events(kept.event_count)}\t{kept.title}")
     return 0
 
 
@@ -203,5 +209,5 @@ def cmd_split(args: argparse.Namespace) -> int:
         group = services.split(event, CLI, timezone.now())
     except services.Refusal as e:
         fail(str(e))
-    print(f"{group.pk}\t{group.event_count} events\t{group.title}")
+    print(f"{group.pk}\t{_events(group.event_count)}\t{group.title}")
     return 0
