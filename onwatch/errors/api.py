@@ -67,7 +67,7 @@ def errors_project_create(request: HttpRequest, body: ProjectIn) -> Status[dict[
 # --- issues: list them by state, change their state, merge and split ----------------------
 
 issues = Router()
-ISSUE_LISTING = "/api/v1/errors/projects/<id>/issues/"
+ISSUE_LISTING = "/api/v1/errors/issues/"
 
 
 class IssueOut(Schema):
@@ -119,23 +119,22 @@ def find_issue(request: HttpRequest, pk: int) -> Issue:
     return found
 
 
-@operation(
-    projects, "GET", "/{project_id}/issues/", "errors:read", response={200: IssueList, **ERRORS}
-)
+@operation(issues, "GET", "", "errors:read", response={200: IssueList, **ERRORS})
 def errors_issue_list(
-    request: HttpRequest, project_id: Id, state: str = "unresolved"
+    request: HttpRequest, project: Id | None = None, state: str = "unresolved"
 ) -> dict[str, Any]:
-    """The project's issues in one state (unresolved by default; `all` for every one but
-    the merged), most recently seen first."""
+    """The issues in one state (unresolved by default; `all` for every one but the
+    merged), of one project with `?project=<id>`, most recently seen first."""
     from onwatch.errors.issue_views import STATE_FILTERS
 
-    project = Project.objects.filter(org=org_of(request), pk=project_id).first()
-    if project is None:
-        raise not_found("project", project_id, "/api/v1/errors/projects/")
     if state not in STATE_FILTERS:
         raise refuse(f"state must be one of: {', '.join(STATE_FILTERS)}")
-    found = Issue.objects.filter(project=project, state__in=STATE_FILTERS[state])[:1000]
-    return {"issues": [issue_out(i) for i in found]}
+    found = Issue.objects.filter(project__org=org_of(request), state__in=STATE_FILTERS[state])
+    if project is not None:
+        if not Project.objects.filter(org=org_of(request), pk=project).exists():
+            raise not_found("project", project, "/api/v1/errors/projects/")
+        found = found.filter(project_id=project)
+    return {"issues": [issue_out(i) for i in found[:1000]]}
 
 
 @operation(

@@ -145,7 +145,7 @@ def test_issues_are_listed_resolved_merged_and_split_through_the_api(
     scopes = ["errors:read", "errors:triage"]
     raw = issue_token(members["deployer"], org, "ci", scopes, 1).raw
     api = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    listed = api.get(f"/api/v1/errors/projects/{project.pk}/issues/").json()["issues"]
+    listed = api.get(f"/api/v1/errors/issues/?project={project.pk}").json()["issues"]
     assert sorted(i["title"] for i in listed) == [
         "KeyError: boom",
         "OSError: boom",
@@ -179,6 +179,6 @@ def test_issues_are_listed_resolved_merged_and_split_through_the_api(
         content_type="application/json",
     )
     assert split.status_code == 200 and split.json()["id"] == other.pk
-    resolved = api.get(f"/api/v1/errors/projects/{project.pk}/issues/?state=resolved").json()
+    resolved = api.get(f"/api/v1/errors/issues/?project={project.pk}&state=resolved").json()
     assert [i["title"] for i in resolved["issues"]] == ["KeyError: boom"]
-    assert api.get(f"/api/v1/errors/projects/{project.pk}/issues/?state=x").status_code == 422
+    assert api.get("/api/v1/errors/issues/?state=x").status_code == 422

@@ -239,7 +239,6 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "errors_issues_bulk": lambda w: {"pk": error_project(w).pk},
     "errors_issue_state": lambda w: {"pk": error_issue(w).pk},
     "errors_issue_split": lambda w: {"pk": error_issue(w).pk},
-    "api:errors_issue_list": lambda w: {"project_id": error_project(w).pk},
     "api:errors_issue_state": lambda w: {"issue_id": error_issue(w).pk},
     "api:errors_issue_split": lambda w: {"issue_id": error_issue(w).pk},
     "errors_envelope": lambda w: {"project_id": error_project(w).pk},
