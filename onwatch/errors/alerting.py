@@ -48,6 +48,8 @@ def send(kind: str, issue: Issue, project: Project, release: str, more: int = 0)
         f"Since: {_when(issue.first_seen)}"
         + (f", in {issue.first_release}" if issue.first_release else "")
     )
+    if kind == "regression" and issue.regressed_at is not None:
+        lines.append(f"Back since: {_when(issue.regressed_at)}")
     if kind == "regression":
         lines.append(
             f"Regressed in: {release or '(no release named)'}; "

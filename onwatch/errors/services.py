@@ -289,7 +289,7 @@ def issue_changed(
     """Apply what the event does to its issue's state, and raise its alert if any."""
     outcome = states.decide(project, issue, created, release, now, hour_of(now))
     digest = states.grouped(issue, outcome, now)
-    if not outcome.alert and issue.digest_due is not None:
+    if not outcome.alert and states.digest_pending(issue, now):
         outcome.fields["digest_events"] = F("digest_events") + 1
     if outcome.fields:
         Issue.objects.filter(pk=issue.pk).update(**outcome.fields)

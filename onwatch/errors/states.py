@@ -16,6 +16,13 @@ from onwatch.errors.models import Event, Issue, IssueState, Project
 # (a crash loop that goes on all day sends a handful of messages, not one per minute).
 DIGEST_MINUTES = 10
 DIGEST_MAX_MINUTES = 24 * 60
+# A digest this late did not run (its job failed or was cancelled): alerts are no longer
+# held back for it, so one lost job cannot silence an issue for ever.
+DIGEST_STALE = timedelta(hours=1)
+
+
+def digest_pending(issue: Issue, now: datetime) -> bool:
+    return issue.digest_due is not None and issue.digest_due > now - DIGEST_STALE
 
 
 @dataclass
@@ -80,7 +87,7 @@ def volume(project: Project, issue: Issue, now: datetime) -> Outcome:
         found.fields["window_start"] = now
     threshold = project.volume_events
     # While a digest is pending its alert would be held back anyway: no need to count.
-    if not threshold or events < threshold or issue.digest_due is not None:
+    if not threshold or events < threshold or digest_pending(issue, now):
         return found
     since = now - timedelta(minutes=project.volume_minutes)
     exact = Event.objects.filter(issue=issue, received_at__gt=since).count() + 1
@@ -116,7 +123,7 @@ def grouped(issue: Issue, outcome: Outcome, now: datetime) -> bool:
     goes out). True when a digest is to be scheduled."""
     if not outcome.alert:
         return False
-    if issue.digest_due is not None:
+    if digest_pending(issue, now):
         if outcome.alert != "regression":
             outcome.alert = ""
         return False

@@ -144,3 +144,37 @@ def test_a_slow_trickle_stays_under_the_volume_threshold(
         send(project, crash(), at=later + timedelta(minutes=n))
     deliver()
     assert [h.json["title"] for h in hooks.hooks] == ["shop: KeyError: boom: 5 events in 10 min"]
+
+
+def test_an_ignored_issue_that_comes_back_is_alerted(
+    project: Project, hooks: WebhookReceiver
+) -> None:
+    project.alert_new_issues = False
+    project.save()
+    send(project, crash())
+    issue = Issue.objects.get()
+    services.ignore(issue, services.Ignore(events=2), SYSTEM, timezone.now())
+    send(project, crash())
+    deliver()
+    assert hooks.hooks == []
+    send(project, crash())
+    deliver()
+    [hook] = hooks.hooks
+    assert hook.json["title"] == "shop: KeyError: boom is back"
+    assert "it was ignored until now" in hook.json["message"]
+
+
+def test_a_digest_that_never_ran_does_not_silence_the_issue_for_ever(
+    project: Project, hooks: WebhookReceiver
+) -> None:
+    services.change_alerts(project, True, True, 3, 10, SYSTEM)
+    long_ago = timezone.now() - timedelta(hours=3)
+    send(project, crash(), at=long_ago)
+    deliver()
+    Job.objects.filter(kind=services.DIGEST_KIND).delete()  # as if it failed
+    send(project, *[crash() for _ in range(3)])
+    deliver()
+    assert [h.json["title"] for h in hooks.hooks] == [
+        "shop: new error KeyError: boom",
+        "shop: KeyError: boom: 3 events in 10 min",
+    ]
