@@ -175,8 +175,10 @@ def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now
         return  # sent again (a retry): it is stored already
     scrub.addresses(event, incoming.remote_addr, keep=project.ip_mode == IpMode.KEEP)
     release = str(event.get("release") or "")[:200]
-    note_release(project, release, now)
     issue, created, merged_from = issue_for(project, event, now)
+    # The issue's own last release is noted already: no query for the usual event.
+    if (created or release != issue.last_release) and note_release(project, release, now):
+        issue.refresh_from_db()  # the new release resolved it: decide on that state
     issue_changed(project, issue, created, release, now)
     found = event.get("user")
     user: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -259,19 +261,21 @@ def refused_last_hour(project: Project, now: datetime) -> list[tuple[str, int]]:
 # --- issue states, regressions and alerts: what each event does to its issue -------------
 
 
-def note_release(project: Project, release: str, now: datetime) -> None:
+def note_release(project: Project, release: str, now: datetime) -> int:
     """Remember when the project's events first named `release`; a release newer than the
-    one an issue was "resolved in the next release" after resolves it in that release."""
+    one an issue was "resolved in the next release" after resolves it in that release.
+    Returns how many issues that resolved."""
     if not release or Release.objects.filter(project=project, name=release).exists():
-        return
+        return 0
     Release.objects.create(project=project, name=release, first_seen=now)
-    waiting = Issue.objects.filter(project=project, state=IssueState.RESOLVED_NEXT)
-    for issue in waiting:
+    resolved = 0
+    for issue in Issue.objects.filter(project=project, state=IssueState.RESOLVED_NEXT):
         after = issue.resolved_after
         if not after or (release != after and order.at_or_after(project, release, after)):
-            Issue.objects.filter(pk=issue.pk).update(
+            resolved += Issue.objects.filter(pk=issue.pk).update(
                 state=IssueState.RESOLVED, resolved_in=release, state_changed_at=now
             )
+    return resolved
 
 
 def kept_issue(issue: Issue) -> Issue:

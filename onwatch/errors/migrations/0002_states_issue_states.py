@@ -4,6 +4,21 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def note_releases(apps, schema_editor):
+    """The releases events named before releases were noted, in the order first seen."""
+    Event = apps.get_model("errors", "Event")
+    Release = apps.get_model("errors", "Release")
+    rows = (
+        Event.objects.exclude(release="")
+        .values("project_id", "release")
+        .annotate(first=models.Min("received_at"))
+    )
+    Release.objects.bulk_create(
+        Release(project_id=r["project_id"], name=r["release"], first_seen=r["first"])
+        for r in rows
+    )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -151,4 +166,5 @@ class Migration(migrations.Migration):
             model_name='release',
             constraint=models.UniqueConstraint(fields=('project', 'name'), name='errors_release_unique'),
         ),
+        migrations.RunPython(note_releases, migrations.RunPython.noop),
     ]
