@@ -193,3 +193,20 @@ def test_ignoring_until_a_past_time_is_refused(project: Project) -> None:
         services.ignore(issue, services.Ignore(until=now - timedelta(minutes=1)), SYSTEM, now)
     issue.refresh_from_db()
     assert issue.state == "unresolved"
+
+
+def test_the_migration_notes_the_releases_earlier_events_named(project: Project) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    from onwatch.errors.models import Release
+
+    migration = importlib.import_module("onwatch.errors.migrations.0002_states_issue_states")
+    start = timezone.now()
+    send(project, crash("blue"), at=start)
+    send(project, crash("green"), crash("blue"), at=start + timedelta(minutes=1))
+    Release.objects.all().delete()  # as before the migration: events, no releases noted
+    migration.note_releases(apps, None)
+    noted = Release.objects.filter(project=project).values_list("name", "first_seen")
+    assert list(noted) == [("blue", start), ("green", start + timedelta(minutes=1))]
