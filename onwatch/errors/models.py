@@ -100,11 +100,12 @@ class Issue(models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged"
     )
     # Alerts: the volume window, and the digest of events after an alert (one later
-    # message instead of one per event: a crash loop sends one alert and digests).
+    # message instead of one per event: a crash loop sends one alert and digests). Both
+    # are kept as event_count at a moment, so the usual event writes nothing more.
     window_start = models.DateTimeField(null=True, blank=True)
-    window_events = models.PositiveIntegerField(default=0)
+    window_start_count = models.PositiveIntegerField(default=0)
     digest_due = models.DateTimeField(null=True, blank=True)
-    digest_events = models.PositiveIntegerField(default=0)
+    alerted_count = models.PositiveIntegerField(default=0)
     alerted_at = models.DateTimeField(null=True, blank=True)
 
     objects: ClassVar[models.Manager[Issue]] = models.Manager()

@@ -1,6 +1,7 @@
-"""The only code that writes the errors app's objects: projects (with their audit
-entries) and what SDKs send (events, issues, tallies; not audited: they are data, not
-changes anyone made)."""
+"""The only code that writes the errors app's objects: projects and what people do with
+issues (resolve, ignore, merge, split; each with its audit entry), and what SDKs send
+(events, issues, tallies, and what each event does to its issue's state and alerts; not
+audited: they are data, not changes anyone made)."""
 
 from __future__ import annotations
 
@@ -292,9 +293,8 @@ def issue_changed(
 ) -> None:
     """Apply what the event does to its issue's state, and raise its alert if any."""
     outcome = states.decide(project, issue, created, release, now, hour_of(now))
-    digest = states.grouped(issue, outcome, now)
-    if not outcome.alert and states.digest_pending(issue, now):
-        outcome.fields["digest_events"] = F("digest_events") + 1
+    count = issue.event_count if created else issue.event_count + 1
+    digest = states.grouped(issue, outcome, count, now)
     if outcome.fields:
         Issue.objects.filter(pk=issue.pk).update(**outcome.fields)
     if outcome.alert:
@@ -316,13 +316,16 @@ def send_digest(issue_id: int, minutes: int, now: datetime) -> int:
         issue = Issue.objects.select_for_update().filter(pk=issue_id).first()
         if issue is None or issue.digest_due is None:
             return 0
-        more = issue.digest_events
+        # A merge or split since may have changed the count: never a negative number.
+        more = max(0, issue.event_count - issue.alerted_count)
         if not more:
             Issue.objects.filter(pk=issue.pk).update(digest_due=None)
             return 0
         later = min(minutes * 2, states.DIGEST_MAX_MINUTES)
         Issue.objects.filter(pk=issue.pk).update(
-            digest_events=0, alerted_at=now, digest_due=now + timedelta(minutes=later)
+            alerted_count=issue.event_count,
+            alerted_at=now,
+            digest_due=now + timedelta(minutes=later),
         )
         alerting.send("digest", issue, issue.project, issue.last_release, more)
         jobs.enqueue(

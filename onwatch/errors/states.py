@@ -75,34 +75,36 @@ def back_to_unresolved(now: datetime) -> dict[str, Any]:
     }
 
 
-def volume(project: Project, issue: Issue, now: datetime) -> Outcome:
+def volume(project: Project, issue: Issue, count: int, now: datetime) -> Outcome:
     """An alert when the issue had volume_events events within volume_minutes.
 
-    window_events counts the events since window_start: never fewer than those within
-    the last volume_minutes, so the events are counted exactly (one indexed query) only
-    once that count reaches the threshold, not on every event."""
-    events = issue.window_events + 1
-    found = Outcome({"window_events": events})
+    `count` - window_start_count is the number of events since window_start: never fewer
+    than those within the last volume_minutes, so the events are counted exactly (one
+    indexed query) only once that number reaches the threshold, not on every event."""
+    base, fields = issue.window_start_count, {}
     if issue.window_start is None:
-        found.fields["window_start"] = now
+        base = count - 1
+        fields = {"window_start": now, "window_start_count": base}
     threshold = project.volume_events
     # While a digest is pending its alert would be held back anyway: no need to count.
-    if not threshold or events < threshold or digest_pending(issue, now):
-        return found
-    since = now - timedelta(minutes=project.volume_minutes)
-    exact = Event.objects.filter(issue=issue, received_at__gt=since).count() + 1
+    if not threshold or count - base < threshold or digest_pending(issue, now):
+        return Outcome(fields)
+    start = now - timedelta(minutes=project.volume_minutes)
+    exact = Event.objects.filter(issue=issue, received_at__gt=start).count() + 1
     if exact >= threshold:
         # The next alert needs as many events again.
-        return Outcome({"window_start": now, "window_events": 0}, "volume")
-    return Outcome({"window_start": since, "window_events": exact})
+        return Outcome({"window_start": now, "window_start_count": count}, "volume")
+    return Outcome({"window_start": start, "window_start_count": count - exact})
 
 
 def decide(
     project: Project, issue: Issue, created: bool, release: str, now: datetime, hour: datetime
 ) -> Outcome:
+    # The issue's events with this one (an issue just made counts it already).
+    count = issue.event_count if created else issue.event_count + 1
     if created:
         # Its first event starts the volume window too; "new" tells of it already.
-        found = volume(project, issue, now)
+        found = volume(project, issue, count, now)
         if project.alert_new_issues:
             found.alert = "new"
         return found
@@ -114,10 +116,10 @@ def decide(
     if issue.state == IssueState.IGNORED:
         ends, counted = ignore_ends(issue, now, hour)
         return Outcome(back_to_unresolved(now), "back") if ends else Outcome(counted)
-    return volume(project, issue, now)
+    return volume(project, issue, count, now)
 
 
-def grouped(issue: Issue, outcome: Outcome, now: datetime) -> bool:
+def grouped(issue: Issue, outcome: Outcome, count: int, now: datetime) -> bool:
     """Hold a volume or comeback alert back while a digest of the issue is pending (its
     events go into that digest; a regression, which someone's "resolved" made news, still
     goes out). True when a digest is to be scheduled."""
@@ -130,6 +132,6 @@ def grouped(issue: Issue, outcome: Outcome, now: datetime) -> bool:
     outcome.fields.update(
         alerted_at=now,
         digest_due=now + timedelta(minutes=DIGEST_MINUTES),
-        digest_events=0,
+        alerted_count=count,
     )
     return True
