@@ -166,5 +166,10 @@ class Migration(migrations.Migration):
             model_name='release',
             constraint=models.UniqueConstraint(fields=('project', 'name'), name='errors_release_unique'),
         ),
+        migrations.AlterField(
+            model_name='event',
+            name='issue',
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='events', to='errors.issue'),
+        ),
         migrations.RunPython(note_releases, migrations.RunPython.noop),
     ]
