@@ -67,6 +67,8 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
     # A DSN lets anyone send events into the project, so making and rotating them is
     # the admins', as channels are.
     "errors.manage": (Role.ADMIN, "Add error projects, change them, rotate and revoke their DSN"),
+    # Those who ship the fixes say what is fixed; nothing here changes what is collected.
+    "errors.triage": (Role.DEPLOYER, "Resolve, ignore, merge and split error issues"),
     "deploys.run": (Role.DEPLOYER, "Deploy a service's commit, or roll it back to a kept release"),
     "members.view": (Role.VIEWER, "See who is a member and in which role"),
     "members.manage": (Role.ADMIN, "Invite members, change roles, remove members"),
@@ -102,6 +104,7 @@ SCOPES: dict[str, str] = {
     "hosts:write": "hosts.manage",
     "errors:read": "errors.view",
     "errors:write": "errors.manage",
+    "errors:triage": "errors.triage",
 }
 
 

@@ -1248,3 +1248,27 @@ def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> No
             reason=reason[:500],
             live=live_after,
         )
+
+
+# --- what the errors app reads: which releases went live, in order --------------------------
+
+
+def service_choices(org: Organization) -> list[tuple[int, str]]:
+    """(id, name) of the organization's services, for linking an error project to one."""
+    return list(Service.objects.filter(org=org).values_list("id", "name"))
+
+
+def deployed_commits(service_id: int) -> list[str]:
+    """The commits the service's deploys made live, in the order each first went live (a
+    rollback makes an older one live again, but does not make it newer)."""
+    rows = (
+        Deploy.objects.filter(
+            service_id=service_id,
+            kind=DeployKind.DEPLOY,
+            state=State.SUCCEEDED,
+            release__isnull=False,
+        )
+        .order_by("ended_at", "id")
+        .values_list("release__commit", flat=True)
+    )
+    return list(dict.fromkeys(c for c in rows if c))

@@ -30,6 +30,16 @@ class Project(models.Model):
     ip_mode = models.CharField(max_length=10, choices=IpMode.choices, default=IpMode.TRUNCATE)
     hourly_quota = models.PositiveIntegerField(default=10_000)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The deploys service whose releases this project's events name: onwatch then knows
+    # their order (the order it made them live), not only their version numbers.
+    service = models.ForeignKey(
+        "deploys.Service", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    alert_new_issues = models.BooleanField(default=True)
+    alert_regressions = models.BooleanField(default=True)
+    # One issue with this many events within volume_minutes is alerted; 0: never.
+    volume_events = models.PositiveIntegerField(default=100)
+    volume_minutes = models.PositiveIntegerField(default=60)
 
     objects: ClassVar[models.Manager[Project]] = models.Manager()
 
@@ -41,6 +51,16 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class IssueState(models.TextChoices):
+    UNRESOLVED = "unresolved", "Unresolved"
+    RESOLVED = "resolved", "Resolved"
+    # Fixed in a release not made yet: it becomes resolved in the first release newer than
+    # resolved_after, and only events of that release or a later one reopen it.
+    RESOLVED_NEXT = "resolved-next", "Resolved in the next release"
+    IGNORED = "ignored", "Ignored"
+    MERGED = "merged", "Merged into another issue"
 
 
 class Issue(models.Model):
@@ -58,6 +78,35 @@ class Issue(models.Model):
     last_release = models.CharField(max_length=200, blank=True)
     event_count = models.PositiveIntegerField(default=0)
     users_affected = models.PositiveIntegerField(default=0)
+    state = models.CharField(
+        max_length=20, choices=IssueState.choices, default=IssueState.UNRESOLVED, db_index=True
+    )
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    # Resolved: the release it was fixed in ("": none known, so any event reopens it).
+    resolved_in = models.CharField(max_length=200, blank=True)
+    # Resolved in the next release: the newest release seen when it was marked so.
+    resolved_after = models.CharField(max_length=200, blank=True)
+    regressed_in = models.CharField(max_length=200, blank=True)
+    regressed_at = models.DateTimeField(null=True, blank=True)
+    # Ignored until a time, until event_count reaches a number, or until more than a
+    # number of events come in one hour (counted in rate_hour/rate_events).
+    ignored_until = models.DateTimeField(null=True, blank=True)
+    ignored_until_count = models.PositiveIntegerField(null=True, blank=True)
+    ignored_rate = models.PositiveIntegerField(null=True, blank=True)
+    rate_hour = models.DateTimeField(null=True, blank=True)
+    rate_events = models.PositiveIntegerField(default=0)
+    # Merged: its events and any new ones of its grouping go to this issue.
+    merged_into = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="merged"
+    )
+    # Alerts: the volume window, and the digest of events after an alert (one later
+    # message instead of one per event: a crash loop sends one alert and digests). Both
+    # are kept as event_count at a moment, so the usual event writes nothing more.
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_start_count = models.PositiveIntegerField(default=0)
+    digest_due = models.DateTimeField(null=True, blank=True)
+    alerted_count = models.PositiveIntegerField(default=0)
+    alerted_at = models.DateTimeField(null=True, blank=True)
 
     objects: ClassVar[models.Manager[Issue]] = models.Manager()
 
@@ -73,7 +122,10 @@ class Issue(models.Model):
 
 class Event(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the two below begin with it (one index less per event written).
+    issue = models.ForeignKey(
+        Issue, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     event_id = models.CharField(max_length=32)
     received_at = models.DateTimeField()
     level = models.CharField(max_length=20, blank=True)
@@ -85,6 +137,11 @@ class Event(models.Model):
     user_email = models.CharField(max_length=255, blank=True, db_index=True)
     user_ip = models.CharField(max_length=45, blank=True, db_index=True)
     data = models.JSONField()  # the event, scrubbed
+    # The issue its grouping made, when that issue was merged into the one it is now in:
+    # splitting it back out moves exactly these events.
+    merged_from = models.ForeignKey(
+        Issue, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     objects: ClassVar[models.Manager[Event]] = models.Manager()
 
@@ -92,8 +149,29 @@ class Event(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "event_id"], name="errors_event_id_unique")
         ]
-        indexes = [models.Index(fields=["issue", "user_key"], name="errors_event_issue_user")]
+        indexes = [
+            models.Index(fields=["issue", "user_key"], name="errors_event_issue_user"),
+            # An issue's latest events, and how many came within the last minutes.
+            models.Index(fields=["issue", "received_at"], name="errors_event_issue_time"),
+        ]
         ordering = ["-received_at"]
+
+
+class Release(models.Model):
+    """A release named by the project's events, and when it was first seen: the order of
+    last resort for releases neither deployed by onwatch nor numbered."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+    first_seen = models.DateTimeField()
+
+    objects: ClassVar[models.Manager[Release]] = models.Manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="errors_release_unique")
+        ]
+        ordering = ["first_seen", "id"]
 
 
 class Attachment(models.Model):

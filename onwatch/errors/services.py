@@ -1,22 +1,35 @@
-"""The only code that writes the errors app's objects: projects (with their audit
-entries) and what SDKs send (events, issues, tallies; not audited: they are data, not
-changes anyone made)."""
+"""The only code that writes the errors app's objects: projects and what people do with
+issues (resolve, ignore, merge, split; each with its audit entry), and what SDKs send
+(events, issues, tallies, and what each event does to its issue's state and alerts; not
+audited: they are data, not changes anyone made)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Model, Sum
+from django.db.models import Count, F, Max, Min, Model, Sum
 
+from onwatch.core import jobs
 from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
 from onwatch.core.rest import MAX_ID
-from onwatch.errors import grouping, keys, protocol, scrub
-from onwatch.errors.models import Attachment, Event, IpMode, Issue, Project, Tally, new_key
+from onwatch.errors import alerting, grouping, keys, order, protocol, scrub, states
+from onwatch.errors.models import (
+    Attachment,
+    Event,
+    IpMode,
+    Issue,
+    IssueState,
+    Project,
+    Release,
+    Tally,
+    new_key,
+)
 
 if TYPE_CHECKING:
     from onwatch.errors.intake import Incoming, Tallies
@@ -36,6 +49,8 @@ class Refused(Exception):
         self.reason = reason
         self.retry_after = retry_after
 
+
+DIGEST_KIND = "errors.digest"
 
 REASONS = {
     "rate_limited": "sent faster than the rate limit",
@@ -195,7 +210,12 @@ def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now
     if Event.objects.filter(project=project, event_id=event_id).exists():
         return  # sent again (a retry): it is stored already
     scrub.addresses(event, incoming.remote_addr, keep=project.ip_mode == IpMode.KEEP)
-    issue = issue_for(project, event, now)
+    release = str(event.get("release") or "")[:200]
+    issue, created, merged_from = issue_for(project, event, now)
+    # The issue's own last release is noted already: no query for the usual event.
+    if (created or release != issue.last_release) and note_release(project, release, now):
+        issue.refresh_from_db()  # the new release resolved it: decide on that state
+    issue_changed(project, issue, created, release, now)
     found = event.get("user")
     user: dict[str, Any] = found if isinstance(found, dict) else {}
     who = {k: str(user.get(k) or "")[:255] for k in ("id", "email", "ip_address")}
@@ -215,6 +235,7 @@ def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now
         user_email=who["email"],
         user_ip=who["ip_address"][:45],
         data=event,
+        merged_from=merged_from,
     )
     for target, item in incoming.attachments:
         if target == event_id:
@@ -245,12 +266,19 @@ def attach(event: Event, item: Item) -> None:
     )
 
 
-def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
+def issue_for(
+    project: Project, event: dict[str, Any], now: datetime
+) -> tuple[Issue, bool, Issue | None]:
+    """The event's issue, whether it was made now, and the merged issue its grouping
+    made when that was merged into another (its events go to the one kept)."""
     found = grouping.grouping(event)
     release = str(event.get("release") or "")[:200]
     issue = Issue.objects.filter(
         project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
     ).first()
+    merged_from = None
+    if issue is not None and issue.merged_into_id is not None:
+        merged_from, issue = issue, kept_issue(issue)
     if issue is None:
         made = Issue(
             project=project,
@@ -266,7 +294,7 @@ def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
             event_count=1,
         )
         if inserted(made):
-            return made
+            return made, True, None
         # Made by another sender meanwhile: this event is one more of it.
         issue = Issue.objects.get(
             project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
@@ -274,7 +302,7 @@ def issue_for(project: Project, event: dict[str, Any], now: datetime) -> Issue:
     Issue.objects.filter(pk=issue.pk).update(
         last_seen=now, last_release=release, event_count=F("event_count") + 1
     )
-    return issue
+    return issue, False, merged_from
 
 
 def refused_last_hour(project: Project, now: datetime) -> list[tuple[str, int]]:
@@ -288,3 +316,307 @@ def refused_last_hour(project: Project, now: datetime) -> list[tuple[str, int]]:
         .order_by("-total")
     )
     return [(REASONS.get(r["detail"], r["detail"]), int(r["total"])) for r in rows]
+
+
+# --- issue states, regressions and alerts: what each event does to its issue -------------
+
+
+def note_release(project: Project, release: str, now: datetime) -> int:
+    """Remember when the project's events first named `release`; a release newer than the
+    one an issue was "resolved in the next release" after resolves it in that release.
+    Returns how many issues that resolved."""
+    if not release or Release.objects.filter(project=project, name=release).exists():
+        return 0
+    Release.objects.create(project=project, name=release, first_seen=now)
+    resolved = 0
+    for issue in Issue.objects.filter(project=project, state=IssueState.RESOLVED_NEXT):
+        after = issue.resolved_after
+        if not after or (release != after and order.at_or_after(project, release, after)):
+            resolved += Issue.objects.filter(pk=issue.pk).update(
+                state=IssueState.RESOLVED, resolved_in=release, state_changed_at=now
+            )
+    return resolved
+
+
+def kept_issue(issue: Issue) -> Issue:
+    """The issue a merged one went into, following merges of merges."""
+    seen = {issue.pk}
+    while issue.merged_into_id is not None and issue.merged_into_id not in seen:
+        seen.add(issue.merged_into_id)
+        issue = Issue.objects.get(pk=issue.merged_into_id)
+    return issue
+
+
+def issue_changed(
+    project: Project, issue: Issue, created: bool, release: str, now: datetime
+) -> None:
+    """Apply what the event does to its issue's state, and raise its alert if any."""
+    outcome = states.decide(project, issue, created, release, now, hour_of(now))
+    count = issue.event_count if created else issue.event_count + 1
+    digest = states.grouped(issue, outcome, count, now)
+    if outcome.fields:
+        Issue.objects.filter(pk=issue.pk).update(**outcome.fields)
+    if outcome.alert:
+        issue.refresh_from_db()
+        alerting.send(outcome.alert, issue, project, release)
+    if digest:
+        jobs.enqueue(
+            DIGEST_KIND,
+            {"issue": issue.pk, "minutes": states.DIGEST_MINUTES},
+            org=project.org,
+            delay=states.DIGEST_MINUTES * 60,
+        )
+
+
+def send_digest(issue_id: int, minutes: int, now: datetime) -> int:
+    """The events of an issue since its last alert, in one message; the next digest waits
+    twice as long. Returns how many events it told of (0: none came, no message)."""
+    with transaction.atomic():
+        issue = Issue.objects.select_for_update().filter(pk=issue_id).first()
+        if issue is None or issue.digest_due is None:
+            return 0
+        # A merge or split since may have changed the count: never a negative number.
+        more = max(0, issue.event_count - issue.alerted_count)
+        if not more:
+            Issue.objects.filter(pk=issue.pk).update(digest_due=None)
+            return 0
+        later = min(minutes * 2, states.DIGEST_MAX_MINUTES)
+        Issue.objects.filter(pk=issue.pk).update(
+            alerted_count=issue.event_count,
+            alerted_at=now,
+            digest_due=now + timedelta(minutes=later),
+        )
+        alerting.send("digest", issue, issue.project, issue.last_release, more)
+        jobs.enqueue(
+            DIGEST_KIND,
+            {"issue": issue.pk, "minutes": later},
+            org=issue.project.org,
+            delay=later * 60,
+        )
+    return more
+
+
+# --- what people do with issues: resolve, ignore, merge, split (each audited) ------------
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Until one of: a time, this many more events, more than this many events an hour."""
+
+    until: datetime | None = None
+    events: int | None = None
+    per_hour: int | None = None
+
+
+def _record(actor: Actor, action: str, issue: Issue, **data: Any) -> None:
+    actor.record(action, issue.project.org, issue.title[:200], id=issue.pk, **data)
+
+
+def _set_state(issue: Issue, now: datetime, **fields: Any) -> None:
+    fields = {
+        "state_changed_at": now,
+        "ignored_until": None,
+        "ignored_until_count": None,
+        "ignored_rate": None,
+        **fields,
+    }
+    Issue.objects.filter(pk=issue.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(issue, name, value)
+
+
+def _open(issue: Issue) -> None:
+    if issue.state == IssueState.MERGED:
+        raise Refusal("This issue was merged into another; change that one instead")
+
+
+def resolve(issue: Issue, release: str, actor: Actor, now: datetime) -> None:
+    """Resolved in `release` (default: the newest release it was seen in): later events
+    of an older release leave it resolved."""
+    _open(issue)
+    release = (release.strip() or issue.last_release)[:200]
+    with transaction.atomic():
+        _set_state(issue, now, state=IssueState.RESOLVED, resolved_in=release, resolved_after="")
+        _record(actor, "errors-issue-resolved", issue, release=release)
+
+
+def resolve_in_next_release(issue: Issue, actor: Actor, now: datetime) -> None:
+    """Fixed in a release not made yet: resolved in the first release newer than the
+    newest one the project has seen."""
+    _open(issue)
+    after = order.newest(issue.project)
+    with transaction.atomic():
+        _set_state(issue, now, state=IssueState.RESOLVED_NEXT, resolved_in="", resolved_after=after)
+        _record(actor, "errors-issue-resolved-next", issue, after=after)
+
+
+def unresolve(issue: Issue, actor: Actor, now: datetime) -> None:
+    _open(issue)
+    with transaction.atomic():
+        _set_state(issue, now, state=IssueState.UNRESOLVED)
+        _record(actor, "errors-issue-unresolved", issue)
+
+
+def ignore(issue: Issue, until: Ignore, actor: Actor, now: datetime) -> None:
+    _open(issue)
+    if until.until is not None and until.until <= now:
+        raise Refusal("Ignore it until a time in the future")
+    if (until.events is not None and until.events < 1) or (
+        until.per_hour is not None and until.per_hour < 1
+    ):
+        raise Refusal("Give a number of events of at least 1")
+    count = issue.event_count + until.events if until.events is not None else None
+    with transaction.atomic():
+        _set_state(
+            issue,
+            now,
+            state=IssueState.IGNORED,
+            ignored_until=until.until,
+            ignored_until_count=count,
+            ignored_rate=until.per_hour,
+            rate_hour=None,
+            rate_events=0,
+        )
+        _record(
+            actor,
+            "errors-issue-ignored",
+            issue,
+            until=until.until.isoformat() if until.until else None,
+            events=until.events,
+            per_hour=until.per_hour,
+        )
+
+
+ACTIONS = ("resolve", "resolve-next", "unresolve", "ignore")
+
+
+def apply(issues: list[Issue], action: str, actor: Actor, now: datetime, **how: Any) -> int:
+    """One action on several issues (the list's bulk actions), all or none; how many."""
+    if action not in ACTIONS:
+        raise Refusal(f"Choose what to do: {', '.join(ACTIONS)}")
+    with transaction.atomic():
+        for issue in issues:
+            _apply_one(issue, action, actor, now, how)
+    return len(issues)
+
+
+def _apply_one(issue: Issue, action: str, actor: Actor, now: datetime, how: dict[str, Any]) -> None:
+    if action == "resolve":
+        resolve(issue, how.get("release", ""), actor, now)
+    elif action == "resolve-next":
+        resolve_in_next_release(issue, actor, now)
+    elif action == "unresolve":
+        unresolve(issue, actor, now)
+    else:
+        ignore(issue, how.get("until") or Ignore(), actor, now)
+
+
+def recount(issue: Issue) -> None:
+    """The issue's counts and dates again from its events (after a merge or a split)."""
+    events = Event.objects.filter(issue=issue)
+    found = events.aggregate(n=Count("id"), first=Min("received_at"), last=Max("received_at"))
+    users = events.exclude(user_key="").values("user_key").distinct().count()
+    fields: dict[str, Any] = {"event_count": found["n"] or 0, "users_affected": users}
+    if found["n"]:
+        first, last = events.order_by("received_at", "id").first(), events.first()
+        assert first is not None and last is not None
+        fields.update(
+            first_seen=found["first"],
+            last_seen=found["last"],
+            first_release=first.release,
+            last_release=last.release,
+        )
+    Issue.objects.filter(pk=issue.pk).update(**fields)
+    issue.refresh_from_db()
+
+
+def merge(kept: Issue, others: list[Issue], actor: Actor) -> Issue:
+    """Move the others' events into `kept`; events their groupings make later land there
+    too. Each event remembers the issue it came from, so it can be split out again."""
+    others = [o for o in others if o.pk != kept.pk]
+    if kept.state == IssueState.MERGED or any(o.state == IssueState.MERGED for o in others):
+        raise Refusal("One of these issues was merged already; merge the one it went into")
+    if not others:
+        raise Refusal("Choose at least two issues to merge")
+    if any(o.project_id != kept.project_id for o in others):
+        raise Refusal("Only issues of the same project can be merged")
+    with transaction.atomic():
+        for other in others:
+            Event.objects.filter(issue=other, merged_from__isnull=True).update(merged_from=other)
+            Event.objects.filter(issue=other).update(issue=kept)
+            Issue.objects.filter(merged_into=other).update(merged_into=kept)
+            Issue.objects.filter(pk=other.pk).update(
+                state=IssueState.MERGED, merged_into=kept, event_count=0, users_affected=0
+            )
+        recount(kept)
+        _record(actor, "errors-issues-merged", kept, merged=[o.pk for o in others])
+    return kept
+
+
+def split(event: Event, actor: Actor, now: datetime) -> Issue:
+    """Take the group `event` came from back out of the issue it was merged into: that
+    group's events, and its future ones, belong to its own issue again."""
+    group = event.merged_from
+    if group is None:
+        raise Refusal("This event was not merged in from another issue; nothing to split")
+    kept = event.issue
+    with transaction.atomic():
+        Event.objects.filter(issue=kept, merged_from=group).update(issue=group, merged_from=None)
+        Issue.objects.filter(pk=group.pk).update(
+            merged_into=None, state=IssueState.UNRESOLVED, state_changed_at=now
+        )
+        recount(kept)
+        recount(group)
+        _record(actor, "errors-issue-split", group, out_of=kept.pk)
+    return group
+
+
+def change_alerts(
+    project: Project,
+    new_issues: bool,
+    regressions: bool,
+    volume_events: int,
+    volume_minutes: int,
+    actor: Actor,
+) -> None:
+    if volume_events < 0 or not 1 <= volume_minutes <= 24 * 60:
+        raise Refusal("Count 0 or more events within 1 to 1,440 minutes")
+    with transaction.atomic():
+        project.alert_new_issues, project.alert_regressions = new_issues, regressions
+        project.volume_events, project.volume_minutes = volume_events, volume_minutes
+        project.save(
+            update_fields=[
+                "alert_new_issues",
+                "alert_regressions",
+                "volume_events",
+                "volume_minutes",
+            ]
+        )
+        actor.record(
+            "errors-alerts-changed",
+            project.org,
+            project.name,
+            id=project.pk,
+            new_issues=new_issues,
+            regressions=regressions,
+            volume=f"{volume_events} in {volume_minutes} min",
+        )
+
+
+def link_service(project: Project, service_id: int | None, actor: Actor) -> None:
+    """Order the project's releases by the deploys of this service (None: by versions)."""
+    from onwatch.deploys import services as deploys
+
+    names = dict(deploys.service_choices(project.org))
+    if service_id is not None and service_id not in names:
+        raise Refusal("There is no such service in this organization")
+    with transaction.atomic():
+        project.service_id = service_id
+        project.save(update_fields=["service"])
+        actor.record(
+            "errors-service-linked",
+            project.org,
+            project.name,
+            id=project.pk,
+            service=names.get(service_id) if service_id is not None else None,
+        )

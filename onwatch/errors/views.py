@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
-from django.db.models import Sum
+from django.db.models import Count, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -91,11 +91,32 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "transactions": sum(n for _, n in counted.get("transactions", [])),
         "sessions": crash_free(counted),
         "days": DAYS_COUNTED,
-        "issues": Issue.objects.filter(project=project)[:ISSUES_SHOWN],
         "can_manage": can(request, "errors.manage"),
         "ip_modes": IpMode.choices,
+        **issue_list(request, project),
     }
     return render(request, "errors/project.html", ctx)
+
+
+def issue_list(request: HttpRequest, project: Project) -> dict[str, Any]:
+    """The project's issues in the state asked for (?state=, unresolved by default), with
+    how many there are in each, and what the list's bulk actions need."""
+    from onwatch.deploys import services as deploys
+    from onwatch.errors.issue_views import STATE_FILTERS
+
+    shown = request.GET.get("state", "")
+    shown = shown if shown in STATE_FILTERS else "unresolved"
+    issues = Issue.objects.filter(project=project)
+    counted = dict(issues.values_list("state").annotate(n=Count("id")).order_by())
+    return {
+        "issues": issues.filter(state__in=STATE_FILTERS[shown])[:ISSUES_SHOWN],
+        "shown": shown,
+        "filters": [
+            (name, sum(counted.get(s, 0) for s in states)) for name, states in STATE_FILTERS.items()
+        ],
+        "can_triage": can(request, "errors.triage"),
+        "service_choices": deploys.service_choices(project.org),
+    }
 
 
 @require("errors.manage")
@@ -192,6 +213,8 @@ def issue_detail(request: HttpRequest, pk: int) -> HttpResponse:
     data: dict[str, Any] = latest.data if latest is not None else {}
     ctx = {
         "issue": issue,
+        "can_triage": can(request, "errors.triage"),
+        "merged_groups": merged_groups(issue),
         "event": latest,
         "exceptions": stack_of(data),
         "breadcrumbs": crumbs_of(data),
@@ -200,6 +223,16 @@ def issue_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "user": _pairs(data.get("user")),
     }
     return render(request, "errors/issue.html", ctx)
+
+
+def merged_groups(issue: Issue) -> list[tuple[Issue, int]]:
+    """The issues merged into this one, each with one of its events (to split it out by)."""
+    found = []
+    for group in Issue.objects.filter(merged_into=issue):
+        event = issue.events.filter(merged_from=group).values_list("pk", flat=True).first()
+        if event is not None:
+            found.append((group, event))
+    return found
 
 
 def _pairs(value: Any) -> list[tuple[str, str]]:

@@ -103,6 +103,7 @@ def test_each_app_exports_its_router_and_the_api_mounts_it() -> None:
         "/services/": "onwatch.deploys.api:services",
         "/hosts/": "onwatch.deploys.hostapi:hosts",
         "/errors/projects/": "onwatch.errors.api:projects",
+        "/errors/issues/": "onwatch.errors.api:issues",
     }
     for prefix in mounted:
         assert resolve(f"/api/v1{prefix}").url_name

@@ -1,0 +1,91 @@
+"""Which of two releases of a project is the newer, so an event from an older release
+never reopens an issue resolved in a newer one. In order of trust: the order onwatch made
+the linked service's releases live (an SDK names them by commit), then version numbers
+(PEP 440 or semver-ish: "1.2.0", "v1.2.1", "shop@2.0.0-rc.1"), then the order the
+project's events first named them."""
+
+from __future__ import annotations
+
+import re
+
+from onwatch.errors.models import Project, Release
+
+VERSION = re.compile(
+    r"^v?(?P<nums>\d+(?:\.\d+)*)"
+    r"(?:[-.]?(?P<pre>a|alpha|b|beta|c|rc|pre|preview|dev)[-.]?(?P<n>\d*))?"
+    r"(?:\+[\w.-]*)?$",
+    re.IGNORECASE,
+)
+PRE_RANK = {"dev": 0, "a": 1, "alpha": 1, "b": 2, "beta": 2, "c": 3, "rc": 3, "pre": 3}
+Key = tuple[object, ...]
+
+
+def version_key(release: str) -> Key | None:
+    """A sortable key of a numbered release; None for a name that is not a version."""
+    name = release.rsplit("@", 1)[-1]  # "shop@1.2.0": Sentry's package@version
+    found = VERSION.match(name.strip())
+    if found is None:
+        return None
+    nums = [int(n) for n in found["nums"].split(".")]
+    while len(nums) > 1 and nums[-1] == 0:
+        nums.pop()  # 1.2 == 1.2.0
+    pre = (found["pre"] or "").lower()
+    # A pre-release sorts before its release: 1.2.0rc1 < 1.2.0.
+    stage = (PRE_RANK.get(pre, 3), int(found["n"] or 0)) if pre else (9, 0)
+    return (tuple(nums), stage)
+
+
+def deployed_index(commits: list[str], release: str) -> int | None:
+    """Where `release` (a commit, whole or its first 7+ characters) is in the deploy order."""
+    for i, commit in enumerate(commits):
+        if release == commit or (len(release) >= 7 and commit.startswith(release)):
+            return i
+    return None
+
+
+def deployed_commits(project: Project) -> list[str]:
+    if project.service_id is None:
+        return []
+    from onwatch.deploys import services as deploys
+
+    return deploys.deployed_commits(project.service_id)
+
+
+def at_or_after(
+    project: Project, release: str, than: str, commits: list[str] | None = None
+) -> bool:
+    """Whether `release` is `than` or a later release of the project (`commits`: the
+    deploy order, when the caller has it already)."""
+    if release == than:
+        return True
+    commits = deployed_commits(project) if commits is None else commits
+    a, b = deployed_index(commits, release), deployed_index(commits, than)
+    if a is not None and b is not None:
+        return a >= b
+    va, vb = version_key(release), version_key(than)
+    if va is not None and vb is not None:
+        return va >= vb
+    first = first_seen_order(project, [release, than])
+    return first[release] >= first[than]
+
+
+def first_seen_order(project: Project, names: list[str]) -> dict[str, int]:
+    """Each name's place in the order the project's events first named them; a name not
+    seen yet comes last (it is being seen now)."""
+    seen = {
+        name: i
+        for i, name in enumerate(
+            Release.objects.filter(project=project, name__in=names).values_list("name", flat=True)
+        )
+    }
+    return {n: seen.get(n, len(names)) for n in names}
+
+
+def newest(project: Project) -> str:
+    """The newest release the project's events named; "" when none did."""
+    names = list(Release.objects.filter(project=project).values_list("name", flat=True))
+    commits, best = deployed_commits(project), ""
+    for name in names:
+        if not best or at_or_after(project, name, best, commits):
+            best = name
+    return best

@@ -1,0 +1,96 @@
+"""Merging issues by hand and splitting a group back out (services.merge and split)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import AuditEntry, Organization
+from onwatch.errors import intake, services
+from onwatch.errors.models import Event, Issue, Project
+
+pytestmark = pytest.mark.django_db
+
+
+def crash(kind: str, user: str = "", release: str = "1.0") -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "release": release,
+        "exception": {"values": [{"type": kind, "value": "boom"}]},
+        "user": {"id": user} if user else {},
+    }
+
+
+def send(project: Project, *events: dict[str, Any]) -> None:
+    incoming = intake.Incoming(project.pk, project.public_key, "192.0.2.9", list(events))
+    services.take(incoming, timezone.now())
+
+
+@pytest.fixture
+def project(org: Organization) -> Project:
+    made = services.add_project(org, "shop", SYSTEM)
+    made.alert_new_issues = False
+    made.save()
+    return made
+
+
+def issues(project: Project) -> tuple[Issue, Issue]:
+    send(project, crash("KeyError", "ann"), crash("KeyError", "bob"))
+    send(project, crash("ValueError", "ann", release="0.9"), crash("ValueError", "cy"))
+    return Issue.objects.get(title="KeyError: boom"), Issue.objects.get(title="ValueError: boom")
+
+
+def test_merging_moves_the_events_and_counts_and_new_events_follow(project: Project) -> None:
+    kept, other = issues(project)
+    services.merge(kept, [other], SYSTEM)
+    kept.refresh_from_db()
+    other.refresh_from_db()
+    assert (kept.event_count, kept.users_affected, kept.first_release) == (4, 3, "1.0")
+    assert (other.state, other.merged_into_id, other.event_count) == ("merged", kept.pk, 0)
+    assert Event.objects.filter(issue=kept).count() == 4
+    send(project, crash("ValueError", "dee"))  # the merged grouping lands in the kept issue
+    kept.refresh_from_db()
+    assert (kept.event_count, kept.users_affected) == (5, 4)
+    assert Issue.objects.filter(state="merged").count() == 1
+    entry = AuditEntry.objects.get(action="errors-issues-merged")
+    assert entry.data["merged"] == [other.pk]
+
+
+def test_splitting_an_event_takes_its_group_back_out(project: Project) -> None:
+    kept, other = issues(project)
+    services.merge(kept, [other], SYSTEM)
+    send(project, crash("ValueError", "dee"))
+    moved = Event.objects.filter(issue=kept, merged_from=other).first()
+    assert moved is not None
+    services.split(moved, SYSTEM, timezone.now())
+    kept.refresh_from_db()
+    other.refresh_from_db()
+    assert (kept.event_count, kept.users_affected) == (2, 2)
+    assert (other.state, other.merged_into_id, other.event_count) == ("unresolved", None, 3)
+    send(project, crash("ValueError"))  # its own again
+    other.refresh_from_db()
+    assert other.event_count == 4
+    assert AuditEntry.objects.filter(action="errors-issue-split", data__out_of=kept.pk)
+
+
+def test_an_event_of_the_kept_issue_itself_cannot_be_split(project: Project) -> None:
+    kept, other = issues(project)
+    services.merge(kept, [other], SYSTEM)
+    own = Event.objects.filter(issue=kept, merged_from=None).first()
+    assert own is not None
+    with pytest.raises(services.Refusal, match="not merged in"):
+        services.split(own, SYSTEM, timezone.now())
+
+
+def test_a_merged_issue_cannot_be_merged_or_resolved_again(project: Project) -> None:
+    kept, other = issues(project)
+    services.merge(kept, [other], SYSTEM)
+    other.refresh_from_db()
+    with pytest.raises(services.Refusal, match="merged"):
+        services.merge(other, [kept], SYSTEM)
+    with pytest.raises(services.Refusal, match="merged"):
+        services.resolve(other, "", SYSTEM, timezone.now())
