@@ -21,7 +21,7 @@ from typing import Any
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.alerts.services import alert_channels, organization_channels
+from onwatch.alerts.services import Channel, alert_channels, organization_channels
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
 from onwatch.core.masking import Masker
 from onwatch.deploys import caddy, git, pipelines, procman, projectfile, sandbox, services, switch
@@ -54,6 +54,8 @@ class Run:
         self.ctx, self.deploy, self.service = ctx, deploy, deploy.service
         self.machine = machine()
         self.masker = Masker(self.service.secrets)
+        # What a person should hear about a deploy that made its release live anyway.
+        self.warning = ""
 
     # --- the whole run -------------------------------------------------------------------
 
@@ -199,9 +201,10 @@ class Run:
             release.label, release.web_command, Path(release.directory), self.service.secrets
         )
         try:
-            switch.switch(self.machine, site, target, self.on_switch_step, GATE)
+            record = switch.switch(self.machine, site, target, self.on_switch_step, GATE)
         except switch.SwitchFailed as e:
             raise DeployFailed(self.masker.mask(str(e))) from None
+        self.warning = self.masker.mask(record.warning)
 
     def prepare(self, site: caddy.Site) -> str:
         """Caddy and supervisord running, and the domain sent to the service's two slots.
@@ -273,7 +276,9 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
     except Exception as e:
         fail(deploy, f"onwatch could not finish the {deploy.kind}: {type(e).__name__}: {e}")
         raise JobFailed(deploy.reason) from None
-    services.deploy_ended(deploy, State.SUCCEEDED, "", release.label)
+    services.deploy_ended(deploy, State.SUCCEEDED, run.warning, release.label)
+    if run.warning:
+        alert_warning(deploy)
     prune(deploy.service)
     return {"deploy": deploy.pk, "release": release.pk}
 
@@ -297,16 +302,38 @@ def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
         "again, or roll back to an earlier release (onwatch rollback "
         f"{service.name}).",
     ]
-    channels = (
-        organization_channels(service.org) if service.all_channels else list(service.channels.all())
-    )
     masker = Masker(service.secrets)
     alert_channels(
-        channels,
+        channels_of(service),
         title=masker.mask(f"{what} #{deploy.pk} of {service.name} {verb}"),
         body=masker.mask("\n".join(body)),
         link=reverse("deploy_detail", args=[deploy.pk]),
     )
+
+
+def alert_warning(deploy: Deploy) -> None:
+    """A deploy that made its release live but left something behind (its reason)."""
+    service = deploy.service
+    what = "Rollback" if deploy.kind == DeployKind.ROLLBACK else "Deploy"
+    body = [
+        f"What is wrong: {deploy.reason}",
+        f"What serves {service.domain} now: {deploy.live_after}",
+        f"What to do: nothing is urgent, the new release serves. The next deploy of "
+        f"{service.name} stops the old process; to stop it sooner, deploy again.",
+    ]
+    masker = Masker(service.secrets)
+    alert_channels(
+        channels_of(service),
+        title=masker.mask(f"{what} #{deploy.pk} of {service.name} succeeded with a warning"),
+        body=masker.mask("\n".join(body)),
+        link=reverse("deploy_detail", args=[deploy.pk]),
+    )
+
+
+def channels_of(service: Service) -> list[Channel]:
+    if service.all_channels:
+        return list(organization_channels(service.org))
+    return list(service.channels.all())
 
 
 def stop_serving(service: Service) -> None:

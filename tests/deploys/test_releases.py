@@ -5,11 +5,13 @@ Caddy, with clients sending requests without pause while it switches."""
 from __future__ import annotations
 
 import fcntl
+import html
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -17,11 +19,12 @@ from django.utils import timezone
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
-from onwatch.deploys import releases, services, switch
+from onwatch.deploys import procman, releases, services, switch
 from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import beside_a_writer, commit, service_for
+from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.receivers import wait_until
 from tests.support.releases import RELEASE_FAILS, app_files, built_marker
@@ -317,3 +320,42 @@ def test_deleting_a_service_stops_its_release_and_takes_its_domain_off(
     assert [s.domain for s in machine.caddy.sites()] == []
     with pytest.raises(OSError):
         fetch(listen_port(machine), "shop.test")
+
+
+def test_an_old_release_that_cannot_be_stopped_leaves_a_succeeded_deploy_with_a_warning(
+    machine: Machine,
+    shop: Service,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    members: dict[str, Any],
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    [old_port] = [p for p in shop.slot_ports if machine.caddy.live_label(p)]
+    old_program = switch.program_name(old_port)
+    real_remove = procman.Supervisor.remove
+
+    def remove(supervisor: procman.Supervisor, name: str) -> None:
+        if name == old_program:  # the fault: supervisord stops answering just then
+            raise procman.ProcmanError(f"supervisord does not answer on {supervisor.socket}")
+        real_remove(supervisor, name)
+
+    monkeypatch.setattr(procman.Supervisor, "remove", remove)
+    second = push_and_deploy(shop, tmp_path / "repo", "v2")
+    live = services.live_release(shop)
+    assert second.state == State.SUCCEEDED, (second.reason, second.steps)
+    assert live == second.release and second.live_after == str(live)
+    assert answers(machine) == {"v2"}
+    assert second.reason.startswith(f"{live} serves shop.test, but ")
+    assert f"on port {old_port} could not be stopped (supervisord does not answer" in second.reason
+    assert "it gets no new requests but may still run" in second.reason
+    assert [(s["name"], s["ok"]) for s in second.steps][-2:] == [("switch", True), ("drain", False)]
+    [alert] = alerts_titled(f"Deploy #{second.pk} of shop succeeded with a warning")
+    assert second.reason in alert.body and "What to do:" in alert.body
+    page = signed_in(members["viewer"]).get(f"/deploys/{second.pk}/").content.decode()
+    assert html.escape(second.reason) in page
+    # Once supervisord answers again, the next deploy stops what was left.
+    monkeypatch.setattr(procman.Supervisor, "remove", real_remove)
+    third = push_and_deploy(shop, tmp_path / "repo", "v3")
+    assert (third.state, third.reason) == (State.SUCCEEDED, "")
+    assert len([s for s in machine.supervisor.all() if s.name.startswith("slot-")]) == 1
+    assert answers(machine) == {"v3"}
