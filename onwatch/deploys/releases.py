@@ -44,6 +44,50 @@ def machine() -> switch.Machine:
     return switch.this_machine()
 
 
+def deploy_lock(here: switch.Machine, service: Service) -> Path:
+    """The file a deploy of `service` holds locked while it runs (flock)."""
+    locks = here.root / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return locks / f"service-{service.pk}.lock"
+
+
+def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> None:
+    """Make `change` (the service's new domain, saved) and send the new domain to the
+    slots the old one went to: what is live keeps serving, at the new domain only. With
+    no new domain the site leaves Caddy (its release keeps running). Refused while a
+    deploy of the service runs: it would set up the old domain again."""
+    here = machine()
+    with deploy_lock(here, service).open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise services.Refusal(
+                f"A deploy of {service.name} is running; change the domain once it has ended",
+                "domain",
+            ) from None
+        change()
+        try:
+            _move_site(here, service, old_domain)
+        except (caddy.CaddyError, ValueError) as e:
+            raise services.Refusal(f"Caddy did not take the new domain: {e}", "domain") from None
+
+
+def _move_site(here: switch.Machine, service: Service, old_domain: str) -> None:
+    found = [s for s in here.caddy.sites() if s.domain == old_domain]
+    live = services.live_release(service)
+    if found:
+        health = found[0].health_path
+    elif live is not None and serving(service) != "nothing":
+        health = live.health_path or "/"  # taken off before, still running
+    else:
+        return  # never deployed: its first deploy sets the site up
+    if not service.domain:
+        here.caddy.remove_site(old_domain)
+        return
+    ports = (service.slot_ports[0], service.slot_ports[1])
+    here.caddy.put_site(caddy.Site(service.domain, ports, health), replacing=old_domain)
+
+
 def site_of(service: Service, release: Release) -> caddy.Site:
     ports = service.slot_ports
     return caddy.Site(service.domain, (ports[0], ports[1]), release.health_path or "/")
@@ -61,6 +105,8 @@ class Run:
 
     def all(self) -> Release:
         with self.only_deploy():
+            # Its domain may have changed while it waited (set_domain waits for no deploy).
+            self.service.refresh_from_db()
             services.deploy_started(self.deploy)
             if self.deploy.kind == DeployKind.ROLLBACK:
                 release = self.deploy.release
@@ -73,9 +119,7 @@ class Run:
     @contextmanager
     def only_deploy(self) -> Iterator[None]:
         """Two deploys of one service never interleave: the second waits here, and says so."""
-        locks = self.machine.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with (locks / f"service-{self.service.pk}.lock").open("a") as held:
+        with deploy_lock(self.machine, self.service).open("a") as held:
             said = False
             while True:
                 self.ctx.check()

@@ -1010,13 +1010,16 @@ def _slot_ports() -> list[int]:
 
 
 def set_domain(service: Service, domain: str, auto_deploy: bool, actor: Actor) -> None:
-    """Where the service answers; "" takes it off (its running release is not stopped)."""
+    """Where the service answers; "" takes it off Caddy (its running release is not
+    stopped). A live release moves to the new domain at once."""
     domain = domain.strip().lower().rstrip(".")
     if domain and (why := caddy.site_problem(caddy.Site(domain, (1024, 1025)))):
         raise Refusal(why[:1].upper() + why[1:], "domain")
     if domain and Service.objects.filter(domain=domain).exclude(pk=service.pk).exists():
         raise Refusal(f"Another service already answers at {domain}", "domain")
-    with transaction.atomic():
+    old_domain = service.domain
+
+    def change() -> None:
         service.domain, service.auto_deploy = domain, auto_deploy
         if domain and not service.slot_ports:
             service.slot_ports = _slot_ports()
@@ -1029,6 +1032,20 @@ def set_domain(service: Service, domain: str, auto_deploy: bool, actor: Actor) -
             domain=domain,
             auto_deploy=auto_deploy,
         )
+
+    # Imported here: releases.py writes through this module.
+    from onwatch.deploys import releases
+
+    try:
+        with transaction.atomic():
+            if domain == old_domain:
+                change()
+            else:
+                # What serves moves with the domain, so the old one leaves Caddy with it.
+                releases.move_site(service, old_domain, change)
+    except Refusal:
+        service.refresh_from_db()
+        raise
 
 
 def queue_deploy(

@@ -19,7 +19,7 @@ from django.utils import timezone
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
-from onwatch.deploys import procman, releases, services, switch
+from onwatch.deploys import caddy, procman, releases, services, switch
 from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
@@ -359,3 +359,40 @@ def test_an_old_release_that_cannot_be_stopped_leaves_a_succeeded_deploy_with_a_
     assert (third.state, third.reason) == (State.SUCCEEDED, "")
     assert len([s for s in machine.supervisor.all() if s.name.startswith("slot-")]) == 1
     assert answers(machine) == {"v3"}
+
+
+def test_a_new_domain_takes_the_live_release_along_and_later_deploys_work(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    first = deployed_after_pipeline(shop)
+    assert first.state == State.SUCCEEDED, first.reason
+    services.set_domain(shop, "new-shop.test", True, SYSTEM)
+    # The same slots, now under the new domain alone: what served goes on serving.
+    assert machine.caddy.sites() == [
+        caddy.Site("new-shop.test", (shop.slot_ports[0], shop.slot_ports[1]), "/health")
+    ]
+    assert fetch(listen_port(machine), "new-shop.test") == (200, "v1")
+    assert fetch(listen_port(machine), "shop.test")[1] != "v1"
+    second = push_and_deploy(shop, tmp_path / "repo", "v2")
+    assert second.state == State.SUCCEEDED, second.reason
+    assert {fetch(listen_port(machine), "new-shop.test")[1] for _ in range(5)} == {"v2"}
+    # Taken off, the site leaves Caddy; given a domain again, the live release is back.
+    services.set_domain(shop, "", False, SYSTEM)
+    assert machine.caddy.sites() == []
+    services.set_domain(shop, "shop.test", True, SYSTEM)
+    assert answers(machine) == {"v2"}
+
+
+def test_the_domain_does_not_change_while_a_deploy_runs(machine: Machine, shop: Service) -> None:
+    lock = machine.root / "locks" / f"service-{shop.pk}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a deploy of the service runs
+        with pytest.raises(services.Refusal) as refused:
+            services.set_domain(shop, "new-shop.test", True, SYSTEM)
+    assert str(refused.value) == (
+        "A deploy of shop is running; change the domain once it has ended"
+    )
+    shop.refresh_from_db()
+    assert shop.domain == "shop.test"
+    assert AuditEntry.objects.filter(action="service-domain-set").count() == 1  # the fixture's
