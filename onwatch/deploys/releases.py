@@ -381,17 +381,54 @@ def channels_of(service: Service) -> list[Channel]:
 
 
 def stop_serving(service: Service) -> None:
-    """A deleted service's releases stop and its domain leaves Caddy (a reload, once)."""
-    if not service.domain or len(service.slot_ports) != 2:
-        return
+    """A deleted service's releases stop and its sites leave Caddy (a reload, once).
+    Caddy and supervisord are started for it when they do not answer (never leaving a site
+    that points at a removed release); Refusal, saying what to do, when they cannot be."""
+    ports = set(service.slot_ports)
+    with _reaching(service) as here:
+        if here is None:
+            return
+        for port in ports:
+            here.caddy.turn_off(port)
+            here.supervisor.remove(switch.program_name(port))
+        for site in here.caddy.sites():
+            if ports & set(site.ports):
+                here.caddy.remove_site(site.domain)
+
+
+def check_can_stop_serving(service: Service) -> None:
+    """Refusal now, before anything of the service is stopped, when stop_serving could not
+    do its work."""
+    with _reaching(service):
+        pass
+
+
+@contextmanager
+def _reaching(service: Service) -> Iterator[switch.Machine | None]:
+    """This machine with Caddy and supervisord running, or None when nothing of the
+    service is set up in them."""
     here = machine()
-    if not here.supervisor.answers():
-        return  # nothing runs: supervisord (and so Caddy) is not running
-    for port in service.slot_ports:
-        here.caddy.turn_off(port)
-        here.supervisor.remove(switch.program_name(port))
-    if here.caddy.answers():
-        here.caddy.remove_site(service.domain)
+    if not _left_behind(here, service):
+        yield None
+        return
+    try:
+        here.ensure_running()
+        yield here
+    except (caddy.CaddyError, procman.ProcmanError) as e:
+        raise services.Refusal(
+            f"{service.name}'s releases could not be stopped and its domain taken off "
+            f"Caddy: {e}; when that works again, delete it again",
+            "confirm",
+        ) from None
+
+
+def _left_behind(here: switch.Machine, service: Service) -> bool:
+    """Whether anything of the service is set up in Caddy or supervisord on this machine."""
+    ports = set(service.slot_ports)
+    return any(ports & set(site.ports) for site in here.caddy.sites()) or any(
+        here.caddy.live_label(p) is not None or here.supervisor.has(switch.program_name(p))
+        for p in ports
+    )
 
 
 def prune(service: Service) -> list[Release]:

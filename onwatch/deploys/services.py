@@ -280,12 +280,14 @@ def delete_service(service: Service, confirm: str, actor: Actor) -> Deleted:
     page or a wrong id in a script deletes nothing."""
     if confirm.strip() != service.name:
         raise Refusal(f"Type the service's name, {service.name}, to delete it", "confirm")
-    cancelled = cancel_under_way(service, actor)
-    deploy_jobs = cancel_deploys(service, actor)
-    wait_ended([p.job_id for p in cancelled if p.job_id is not None] + deploy_jobs)
     # Imported here: releases.py writes through this module.
     from onwatch.deploys import releases
 
+    # Before anything is stopped: a refusal leaves all as it was.
+    releases.check_can_stop_serving(service)
+    cancelled = cancel_under_way(service, actor)
+    deploy_jobs = cancel_deploys(service, actor)
+    wait_ended([p.job_id for p in cancelled if p.job_id is not None] + deploy_jobs)
     releases.stop_serving(service)
     mine = Job.objects.filter(kind=POLL_KIND, payload__service=service.pk)
     job_ids = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import html
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -396,3 +397,47 @@ def test_the_domain_does_not_change_while_a_deploy_runs(machine: Machine, shop: 
     shop.refresh_from_db()
     assert shop.domain == "shop.test"
     assert AuditEntry.objects.filter(action="service-domain-set").count() == 1  # the fixture's
+
+
+def test_deleting_a_service_while_supervisord_is_down_still_stops_its_release(
+    machine: Machine, shop: Service
+) -> None:
+    first = deployed_after_pipeline(shop)
+    assert first.state == State.SUCCEEDED, first.reason
+    machine.supervisor.shutdown()  # supervisord, Caddy and the release all stopped
+    assert not machine.supervisor.answers()
+    services.delete_service(shop, "shop", SYSTEM)
+    # supervisord and Caddy were started again to remove the service from both.
+    assert machine.supervisor.answers()
+    assert [s.name for s in machine.supervisor.all() if s.name.startswith("slot-")] == []
+    assert not any(machine.supervisor.has(switch.program_name(p)) for p in shop.slot_ports)
+    assert [s.domain for s in machine.caddy.sites()] == []
+    assert all(machine.caddy.live_label(p) is None for p in shop.slot_ports)
+    with pytest.raises(OSError):
+        fetch(listen_port(machine), "shop.test")
+
+
+def test_deleting_a_service_is_refused_while_caddy_cannot_start(
+    machine: Machine, shop: Service
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    machine.supervisor.shutdown()
+    with socket.socket() as taken:
+        # The fault: another program holds the port Caddy needs, so it cannot start.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", machine.options.health_port))
+        taken.listen()
+        with pytest.raises(services.Refusal) as refused:
+            services.delete_service(shop, "shop", SYSTEM)
+    message = str(refused.value)
+    assert message.startswith(
+        "shop's releases could not be stopped and its domain taken off Caddy: Caddy did not"
+    )
+    assert message.endswith("; when that works again, delete it again") and "\n" not in message
+    # Nothing was deleted: the service, its site and its release are all still there.
+    assert Service.objects.filter(pk=shop.pk).exists()
+    assert [s.domain for s in machine.caddy.sites()] == ["shop.test"]
+    # With the port free again, the delete goes through.
+    services.delete_service(shop, "shop", SYSTEM)
+    assert [s.domain for s in machine.caddy.sites()] == []
+    assert not Service.objects.filter(pk=shop.pk).exists()
