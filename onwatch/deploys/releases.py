@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.alerts.services import Channel, alert_channels, organization_channels
-from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
+from onwatch.core.jobs import JobCancelled, JobContext, JobFailed, WaitLater
 from onwatch.core.masking import Masker
 from onwatch.deploys import caddy, git, pipelines, procman, projectfile, sandbox, services, switch
 from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State
@@ -31,7 +31,8 @@ from onwatch.deploys.workdir import caches_of, remove_workspace, tools_folder, w
 
 # A release command (migrations) that runs longer than this is stopped and fails.
 RELEASE_COMMAND_SECONDS = 1800.0
-LOCK_POLL_SECONDS = 0.5
+# A deploy that must wait for another of its service looks again this often.
+WAIT_SECONDS = 2.0
 GATE = switch.Gate()
 
 
@@ -118,19 +119,22 @@ class Run:
 
     @contextmanager
     def only_deploy(self) -> Iterator[None]:
-        """Two deploys of one service never interleave: the second waits here, and says so."""
+        """Two deploys of one service never interleave, and start in the order they were
+        asked for. One that must wait gives its slot back meanwhile (WaitLater), so that
+        pipelines run in it (a deploy held a slot of the pipelines queue while it waited,
+        and a worker's only one starved every pipeline until the other deploy ended)."""
         with deploy_lock(self.machine, self.service).open("a") as held:
-            said = False
-            while True:
-                self.ctx.check()
-                try:
-                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not said:
-                        self.ctx.log("waiting for another deploy of this service to finish")
-                        said = True
-                    self.ctx.cancelled.wait(LOCK_POLL_SECONDS)
+            self.ctx.check()
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WaitLater(
+                    "waiting for another deploy of this service to finish", WAIT_SECONDS
+                ) from None
+            if services.older_deploy_due(self.deploy):
+                raise WaitLater(
+                    "waiting for an older deploy of this service to go first", WAIT_SECONDS
+                )
             yield
 
     # --- building ------------------------------------------------------------------------
@@ -307,6 +311,8 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
     run = Run(ctx, deploy)
     try:
         release = run.all()
+    except WaitLater:
+        raise  # not started: back to the queue
     except JobCancelled:
         services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
         raise

@@ -33,7 +33,7 @@ from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
-from onwatch.core.models import Job, Organization
+from onwatch.core.models import Job, JobState, Organization
 from onwatch.core.rest import MAX_ID, Text
 from onwatch.deploys import caddy, git, hosts, junit, workdir
 from onwatch.deploys.models import (
@@ -1089,6 +1089,19 @@ def _enqueue_deploy(deploy: Deploy, after: Job | None) -> None:
     job = jobs.enqueue(DEPLOY_KIND, {"deploy": deploy.pk}, org=deploy.service.org, after=after)
     Deploy.objects.filter(pk=deploy.pk).update(job=job)
     deploy.job = job
+
+
+def older_deploy_due(deploy: Deploy) -> bool:
+    """Whether an older deploy of the service is queued and could start now (not waiting
+    for its pipeline): it goes first, so a newer commit is never replaced by an older one."""
+    older = Deploy.objects.filter(
+        service_id=deploy.service_id,
+        pk__lt=deploy.pk,
+        state=State.QUEUED,
+        job__state=JobState.QUEUED,
+    )
+    due = Q(job__after__isnull=True) | Q(job__after__state=JobState.SUCCEEDED)
+    return older.filter(due).exists()
 
 
 def live_release(service: Service) -> Release | None:

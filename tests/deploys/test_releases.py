@@ -10,18 +10,20 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
-from onwatch.core import jobs
+from onwatch.core import jobs, loops
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.deploys import caddy, procman, releases, services, switch
-from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State
+from onwatch.deploys.models import Deploy, Pipeline, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import beside_a_writer, commit, service_for
@@ -266,21 +268,70 @@ def test_a_deploy_whose_worker_died_ends_interrupted_with_the_live_release_servi
 
 def test_a_second_deploy_of_a_service_waits_for_the_first(machine: Machine, shop: Service) -> None:
     deploy = services.queue_deploy(shop, SYSTEM, "cli")
-    lock = machine.root / "locks" / f"service-{shop.pk}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as held:
-        # Another deploy of the service (another worker) holds it.
-        fcntl.flock(held, fcntl.LOCK_EX)
-        worker = threading.Thread(target=jobs.run_pending, kwargs={"kinds": KINDS})
-        worker.start()
-        waiting = "waiting for another deploy of this service to finish"
-        assert deploy.job is not None
-        wait_until(lambda: waiting in log_text(deploy.job_id), 30, "the wait")
-        assert beside_a_writer(lambda: Deploy.objects.get(pk=deploy.pk).steps) == []
-    worker.join(timeout=120)
+    assert deploy.job is not None
+    waiting = "waiting for another deploy of this service to finish"
+    with holding_the_deploy_lock(machine, shop):
+        # Another deploy of the service (another worker) holds it: this one goes back to
+        # the queue, not started, with no attempt counted, and says so once.
+        for _ in range(2):
+            jobs.run_pending(kinds=KINDS)
+            Job.objects.filter(pk=deploy.job_id).update(run_after=timezone.now())
+        job = Job.objects.get(pk=deploy.job_id)
+        assert (job.state, job.attempts, job.error) == (JobState.QUEUED, 0, waiting)
+        assert log_text(deploy.job_id).count(waiting) == 1
+        deploy.refresh_from_db()
+        assert (deploy.state, deploy.steps) == (State.QUEUED, [])
+    jobs.run_pending(kinds=KINDS)
     deploy.refresh_from_db()
     assert deploy.state == State.SUCCEEDED, deploy.reason
     assert answers(machine) == {"v1"}
+
+
+@contextmanager
+def holding_the_deploy_lock(machine: Machine, service: Service) -> Iterator[None]:
+    """As a deploy of the service that another worker runs holds it."""
+    lock = machine.root / "locks" / f"service-{service.pk}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+def test_a_waiting_deploy_leaves_the_real_workers_pipeline_slot_to_pipelines(
+    machine: Machine, shop: Service, org: Organization, tmp_path: Path
+) -> None:
+    assert settings.JOB_QUEUES["pipelines"] == 1  # the default: one at a time
+    commit(tmp_path / "other", app_files("o1"), "Other service")
+    other = services.add_service(
+        org, services.ServiceFields(name="other", git_url=str(tmp_path / "other")), SYSTEM
+    )
+    stopper = loops.Stopper()
+    worker = threading.Thread(target=loops.run_worker, args=(stopper,))
+    try:
+        with holding_the_deploy_lock(machine, shop):
+            deploy = services.queue_deploy(shop, SYSTEM, "cli")
+            worker.start()
+            waiting = "waiting for another deploy of this service to finish"
+            wait_until(lambda: waiting in log_text(deploy.job_id), 60, "the deploy to wait")
+            # Its slot is free while it waits: a pipeline queued after it runs to its end.
+            pipeline = beside_a_writer(lambda: services.run_pipeline(other, SYSTEM, "cli"))
+            wait_until(lambda: ended(pipeline), 180, "the pipeline")
+            pipeline.refresh_from_db()
+            assert pipeline.state == State.SUCCEEDED, pipeline.reason
+            assert beside_a_writer(lambda: Deploy.objects.get(pk=deploy.pk).state) == State.QUEUED
+        # The other deploy ended: this one starts within seconds, on the same worker.
+        wait_until(lambda: ended(deploy), 180, "the deploy")
+    finally:
+        stopper.halt()
+        worker.join(timeout=120)
+    deploy.refresh_from_db()
+    assert deploy.state == State.SUCCEEDED, deploy.reason
+    assert answers(machine) == {"v1"}
+
+
+def ended(row: Deploy | Pipeline) -> bool:
+    found = beside_a_writer(lambda: type(row).objects.filter(pk=row.pk).first())
+    return found is not None and found.state not in (State.QUEUED, State.RUNNING)
 
 
 def log_text(job_id: int | None) -> str:
