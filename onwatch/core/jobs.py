@@ -48,6 +48,16 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+class WaitLater(Exception):
+    """Raised by a handler that cannot begin yet, before it did any work: something it needs
+    is held by another job. It goes back to the queue for `delay` seconds with no attempt
+    counted, so its slot runs other jobs meanwhile (perhaps the very one it waits for)."""
+
+    def __init__(self, message: str, delay: float = 2.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
 class JobCancelled(Exception):
     """Raised in a handler (by ctx.check) once someone cancelled its job."""
 
@@ -286,6 +296,8 @@ class Outcome:
     # RetryLater without a delay means "back off": a None delay must still retry.
     retry: bool = False
     retry_delay: float | None = None
+    # WaitLater: back to the queue, not an attempt.
+    wait: bool = False
 
 
 def call_handler(ctx: JobContext, worker: str) -> Outcome:
@@ -303,6 +315,8 @@ def call_handler(ctx: JobContext, worker: str) -> Outcome:
                 ctx.stopped_by_cancel = ctx.cancelled.is_set()
     except RetryLater as e:
         return Outcome(JobState.FAILED, str(e), retry=True, retry_delay=e.delay)
+    except WaitLater as e:
+        return Outcome(JobState.QUEUED, str(e), wait=True, retry_delay=e.delay)
     except (JobFailed, JobCancelled) as e:
         return Outcome(JobState.FAILED, str(e))
     except Exception as e:
@@ -329,12 +343,15 @@ def run(job: Job, worker: str) -> Job:
     # Cancelled when the cancel reached the handler (its processes were stopped) before it
     # ended. A cancel still on its way neither hides a real failure (it alerts) nor takes
     # a finished job's success.
-    if asked and ctx.stopped_by_cancel:
+    if asked and (ctx.stopped_by_cancel or outcome.wait):
         # The handler's words stay: its clean-up may say what it left behind and how to
         # remove it ("cancelled by ana; … the database x is still there; drop it …").
         said = f"; {outcome.error}" if outcome.error not in ("", "cancelled") else ""
+        said = "" if outcome.wait else said  # why it waited is no longer news
         outcome = Outcome(JobState.CANCELLED, f"cancelled by {asked}{said}")
-    if outcome.retry and job.attempts < job.max_attempts:
+    if outcome.wait and outcome.state == JobState.QUEUED:
+        wait(job, worker, outcome)
+    elif outcome.retry and job.attempts < job.max_attempts:
         requeue(job, worker, outcome)
     else:
         finish(job, worker, outcome)
@@ -352,6 +369,22 @@ def requeue(job: Job, worker: str, outcome: Outcome) -> None:
         error=outcome.error,
         lease_until=None,
         worker="",
+    )
+
+
+def wait(job: Job, worker: str, outcome: Outcome) -> None:
+    """Back to the queue, not started: the log says why once, not at every look."""
+    said = Job.objects.filter(pk=job.pk).values_list("error", flat=True).first()
+    if said != outcome.error:
+        append_line(job.pk, outcome.error)
+    Job.objects.filter(pk=job.pk, worker=worker, state=JobState.RUNNING).update(
+        state=JobState.QUEUED,
+        run_after=timezone.now() + timedelta(seconds=outcome.retry_delay or 0),
+        error=outcome.error,
+        lease_until=None,
+        worker="",
+        started_at=None,
+        attempts=F("attempts") - 1,
     )
 
 

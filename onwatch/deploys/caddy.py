@@ -160,13 +160,14 @@ class Caddy:
         saved = json.loads(self.sites_file.read_text())
         return [Site(s["domain"], (s["ports"][0], s["ports"][1]), s["health_path"]) for s in saved]
 
-    def put_site(self, site: Site) -> bool:
-        """Add or change `site`; True when Caddy's configuration changed (a reload, which
-        closes idle keep-alive connections: done when a service is set up, never in a
-        switch). ValueError for a site that cannot be."""
+    def put_site(self, site: Site, replacing: str = "") -> bool:
+        """Add or change `site` (in place of the site of domain `replacing`, in the same
+        reload); True when Caddy's configuration changed (a reload, which closes idle
+        keep-alive connections: done when a service is set up, never in a switch).
+        ValueError for a site that cannot be."""
         if why := site_problem(site):
             raise ValueError(why)
-        others = [s for s in self.sites() if s.domain != site.domain]
+        others = [s for s in self.sites() if s.domain not in (site.domain, replacing)]
         taken = {p for s in others for p in s.ports} & set(site.ports)
         if taken:
             raise ValueError(f"port {min(taken)} already belongs to another site")

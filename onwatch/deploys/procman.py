@@ -213,6 +213,10 @@ class Supervisor:
                 raise ProcmanError(f"could not remove {name}: {e.faultString}") from e
         self._call("reloadConfig")
 
+    def has(self, name: str) -> bool:
+        """Whether `name` is set up here, read from the files (supervisord may be down)."""
+        return (self.programs_dir / f"{name}.conf").exists()
+
     def status(self, name: str) -> Status | None:
         try:
             info = self._call("getProcessInfo", name)

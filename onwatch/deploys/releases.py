@@ -21,8 +21,8 @@ from typing import Any
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.alerts.services import alert_channels, organization_channels
-from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
+from onwatch.alerts.services import Channel, alert_channels, organization_channels
+from onwatch.core.jobs import JobCancelled, JobContext, JobFailed, WaitLater
 from onwatch.core.masking import Masker
 from onwatch.deploys import caddy, git, pipelines, procman, projectfile, sandbox, services, switch
 from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State
@@ -31,7 +31,8 @@ from onwatch.deploys.workdir import caches_of, remove_workspace, tools_folder, w
 
 # A release command (migrations) that runs longer than this is stopped and fails.
 RELEASE_COMMAND_SECONDS = 1800.0
-LOCK_POLL_SECONDS = 0.5
+# A deploy that must wait for another of its service looks again this often.
+WAIT_SECONDS = 2.0
 GATE = switch.Gate()
 
 
@@ -44,6 +45,50 @@ def machine() -> switch.Machine:
     return switch.this_machine()
 
 
+def deploy_lock(here: switch.Machine, service: Service) -> Path:
+    """The file a deploy of `service` holds locked while it runs (flock)."""
+    locks = here.root / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return locks / f"service-{service.pk}.lock"
+
+
+def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> None:
+    """Make `change` (the service's new domain, saved) and send the new domain to the
+    slots the old one went to: what is live keeps serving, at the new domain only. With
+    no new domain the site leaves Caddy (its release keeps running). Refused while a
+    deploy of the service runs: it would set up the old domain again."""
+    here = machine()
+    with deploy_lock(here, service).open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise services.Refusal(
+                f"A deploy of {service.name} is running; change the domain once it has ended",
+                "domain",
+            ) from None
+        change()
+        try:
+            _move_site(here, service, old_domain)
+        except (caddy.CaddyError, ValueError) as e:
+            raise services.Refusal(f"Caddy did not take the new domain: {e}", "domain") from None
+
+
+def _move_site(here: switch.Machine, service: Service, old_domain: str) -> None:
+    found = [s for s in here.caddy.sites() if s.domain == old_domain]
+    live = services.live_release(service)
+    if found:
+        health = found[0].health_path
+    elif live is not None and serving(service) != "nothing":
+        health = live.health_path or "/"  # taken off before, still running
+    else:
+        return  # never deployed: its first deploy sets the site up
+    if not service.domain:
+        here.caddy.remove_site(old_domain)
+        return
+    ports = (service.slot_ports[0], service.slot_ports[1])
+    here.caddy.put_site(caddy.Site(service.domain, ports, health), replacing=old_domain)
+
+
 def site_of(service: Service, release: Release) -> caddy.Site:
     ports = service.slot_ports
     return caddy.Site(service.domain, (ports[0], ports[1]), release.health_path or "/")
@@ -54,11 +99,15 @@ class Run:
         self.ctx, self.deploy, self.service = ctx, deploy, deploy.service
         self.machine = machine()
         self.masker = Masker(self.service.secrets)
+        # What a person should hear about a deploy that made its release live anyway.
+        self.warning = ""
 
     # --- the whole run -------------------------------------------------------------------
 
     def all(self) -> Release:
         with self.only_deploy():
+            # Its domain may have changed while it waited (set_domain waits for no deploy).
+            self.service.refresh_from_db()
             services.deploy_started(self.deploy)
             if self.deploy.kind == DeployKind.ROLLBACK:
                 release = self.deploy.release
@@ -70,21 +119,22 @@ class Run:
 
     @contextmanager
     def only_deploy(self) -> Iterator[None]:
-        """Two deploys of one service never interleave: the second waits here, and says so."""
-        locks = self.machine.root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with (locks / f"service-{self.service.pk}.lock").open("a") as held:
-            said = False
-            while True:
-                self.ctx.check()
-                try:
-                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not said:
-                        self.ctx.log("waiting for another deploy of this service to finish")
-                        said = True
-                    self.ctx.cancelled.wait(LOCK_POLL_SECONDS)
+        """Two deploys of one service never interleave, and start in the order they were
+        asked for. One that must wait gives its slot back meanwhile (WaitLater), so that
+        pipelines run in it (a deploy held a slot of the pipelines queue while it waited,
+        and a worker's only one starved every pipeline until the other deploy ended)."""
+        with deploy_lock(self.machine, self.service).open("a") as held:
+            self.ctx.check()
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WaitLater(
+                    "waiting for another deploy of this service to finish", WAIT_SECONDS
+                ) from None
+            if services.older_deploy_due(self.deploy):
+                raise WaitLater(
+                    "waiting for an older deploy of this service to go first", WAIT_SECONDS
+                )
             yield
 
     # --- building ------------------------------------------------------------------------
@@ -199,9 +249,10 @@ class Run:
             release.label, release.web_command, Path(release.directory), self.service.secrets
         )
         try:
-            switch.switch(self.machine, site, target, self.on_switch_step, GATE)
+            record = switch.switch(self.machine, site, target, self.on_switch_step, GATE)
         except switch.SwitchFailed as e:
             raise DeployFailed(self.masker.mask(str(e))) from None
+        self.warning = self.masker.mask(record.warning)
 
     def prepare(self, site: caddy.Site) -> str:
         """Caddy and supervisord running, and the domain sent to the service's two slots.
@@ -260,6 +311,8 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
     run = Run(ctx, deploy)
     try:
         release = run.all()
+    except WaitLater:
+        raise  # not started: back to the queue
     except JobCancelled:
         services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
         raise
@@ -273,7 +326,9 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
     except Exception as e:
         fail(deploy, f"onwatch could not finish the {deploy.kind}: {type(e).__name__}: {e}")
         raise JobFailed(deploy.reason) from None
-    services.deploy_ended(deploy, State.SUCCEEDED, "", release.label)
+    services.deploy_ended(deploy, State.SUCCEEDED, run.warning, release.label)
+    if run.warning:
+        alert_warning(deploy)
     prune(deploy.service)
     return {"deploy": deploy.pk, "release": release.pk}
 
@@ -297,30 +352,89 @@ def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
         "again, or roll back to an earlier release (onwatch rollback "
         f"{service.name}).",
     ]
-    channels = (
-        organization_channels(service.org) if service.all_channels else list(service.channels.all())
-    )
     masker = Masker(service.secrets)
     alert_channels(
-        channels,
+        channels_of(service),
         title=masker.mask(f"{what} #{deploy.pk} of {service.name} {verb}"),
         body=masker.mask("\n".join(body)),
         link=reverse("deploy_detail", args=[deploy.pk]),
     )
 
 
+def alert_warning(deploy: Deploy) -> None:
+    """A deploy that made its release live but left something behind (its reason)."""
+    service = deploy.service
+    what = "Rollback" if deploy.kind == DeployKind.ROLLBACK else "Deploy"
+    body = [
+        f"What is wrong: {deploy.reason}",
+        f"What serves {service.domain} now: {deploy.live_after}",
+        f"What to do: nothing is urgent, the new release serves. The next deploy of "
+        f"{service.name} stops the old process; to stop it sooner, deploy again.",
+    ]
+    masker = Masker(service.secrets)
+    alert_channels(
+        channels_of(service),
+        title=masker.mask(f"{what} #{deploy.pk} of {service.name} succeeded with a warning"),
+        body=masker.mask("\n".join(body)),
+        link=reverse("deploy_detail", args=[deploy.pk]),
+    )
+
+
+def channels_of(service: Service) -> list[Channel]:
+    if service.all_channels:
+        return list(organization_channels(service.org))
+    return list(service.channels.all())
+
+
 def stop_serving(service: Service) -> None:
-    """A deleted service's releases stop and its domain leaves Caddy (a reload, once)."""
-    if not service.domain or len(service.slot_ports) != 2:
-        return
+    """A deleted service's releases stop and its sites leave Caddy (a reload, once).
+    Caddy and supervisord are started for it when they do not answer (never leaving a site
+    that points at a removed release); Refusal, saying what to do, when they cannot be."""
+    ports = set(service.slot_ports)
+    with _reaching(service) as here:
+        if here is None:
+            return
+        for port in ports:
+            here.caddy.turn_off(port)
+            here.supervisor.remove(switch.program_name(port))
+        for site in here.caddy.sites():
+            if ports & set(site.ports):
+                here.caddy.remove_site(site.domain)
+
+
+def check_can_stop_serving(service: Service) -> None:
+    """Refusal now, before anything of the service is stopped, when stop_serving could not
+    do its work."""
+    with _reaching(service):
+        pass
+
+
+@contextmanager
+def _reaching(service: Service) -> Iterator[switch.Machine | None]:
+    """This machine with Caddy and supervisord running, or None when nothing of the
+    service is set up in them."""
     here = machine()
-    if not here.supervisor.answers():
-        return  # nothing runs: supervisord (and so Caddy) is not running
-    for port in service.slot_ports:
-        here.caddy.turn_off(port)
-        here.supervisor.remove(switch.program_name(port))
-    if here.caddy.answers():
-        here.caddy.remove_site(service.domain)
+    if not _left_behind(here, service):
+        yield None
+        return
+    try:
+        here.ensure_running()
+        yield here
+    except (caddy.CaddyError, procman.ProcmanError) as e:
+        raise services.Refusal(
+            f"{service.name}'s releases could not be stopped and its domain taken off "
+            f"Caddy: {e}; when that works again, delete it again",
+            "confirm",
+        ) from None
+
+
+def _left_behind(here: switch.Machine, service: Service) -> bool:
+    """Whether anything of the service is set up in Caddy or supervisord on this machine."""
+    ports = set(service.slot_ports)
+    return any(ports & set(site.ports) for site in here.caddy.sites()) or any(
+        here.caddy.live_label(p) is not None or here.supervisor.has(switch.program_name(p))
+        for p in ports
+    )
 
 
 def prune(service: Service) -> list[Release]:

@@ -33,7 +33,7 @@ from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
-from onwatch.core.models import Job, Organization
+from onwatch.core.models import Job, JobState, Organization
 from onwatch.core.rest import MAX_ID, Text
 from onwatch.deploys import caddy, git, hosts, junit, workdir
 from onwatch.deploys.models import (
@@ -280,12 +280,14 @@ def delete_service(service: Service, confirm: str, actor: Actor) -> Deleted:
     page or a wrong id in a script deletes nothing."""
     if confirm.strip() != service.name:
         raise Refusal(f"Type the service's name, {service.name}, to delete it", "confirm")
-    cancelled = cancel_under_way(service, actor)
-    deploy_jobs = cancel_deploys(service, actor)
-    wait_ended([p.job_id for p in cancelled if p.job_id is not None] + deploy_jobs)
     # Imported here: releases.py writes through this module.
     from onwatch.deploys import releases
 
+    # Before anything is stopped: a refusal leaves all as it was.
+    releases.check_can_stop_serving(service)
+    cancelled = cancel_under_way(service, actor)
+    deploy_jobs = cancel_deploys(service, actor)
+    wait_ended([p.job_id for p in cancelled if p.job_id is not None] + deploy_jobs)
     releases.stop_serving(service)
     mine = Job.objects.filter(kind=POLL_KIND, payload__service=service.pk)
     job_ids = [
@@ -1010,13 +1012,16 @@ def _slot_ports() -> list[int]:
 
 
 def set_domain(service: Service, domain: str, auto_deploy: bool, actor: Actor) -> None:
-    """Where the service answers; "" takes it off (its running release is not stopped)."""
+    """Where the service answers; "" takes it off Caddy (its running release is not
+    stopped). A live release moves to the new domain at once."""
     domain = domain.strip().lower().rstrip(".")
     if domain and (why := caddy.site_problem(caddy.Site(domain, (1024, 1025)))):
         raise Refusal(why[:1].upper() + why[1:], "domain")
     if domain and Service.objects.filter(domain=domain).exclude(pk=service.pk).exists():
         raise Refusal(f"Another service already answers at {domain}", "domain")
-    with transaction.atomic():
+    old_domain = service.domain
+
+    def change() -> None:
         service.domain, service.auto_deploy = domain, auto_deploy
         if domain and not service.slot_ports:
             service.slot_ports = _slot_ports()
@@ -1029,6 +1034,20 @@ def set_domain(service: Service, domain: str, auto_deploy: bool, actor: Actor) -
             domain=domain,
             auto_deploy=auto_deploy,
         )
+
+    # Imported here: releases.py writes through this module.
+    from onwatch.deploys import releases
+
+    try:
+        with transaction.atomic():
+            if domain == old_domain:
+                change()
+            else:
+                # What serves moves with the domain, so the old one leaves Caddy with it.
+                releases.move_site(service, old_domain, change)
+    except Refusal:
+        service.refresh_from_db()
+        raise
 
 
 def queue_deploy(
@@ -1070,6 +1089,19 @@ def _enqueue_deploy(deploy: Deploy, after: Job | None) -> None:
     job = jobs.enqueue(DEPLOY_KIND, {"deploy": deploy.pk}, org=deploy.service.org, after=after)
     Deploy.objects.filter(pk=deploy.pk).update(job=job)
     deploy.job = job
+
+
+def older_deploy_due(deploy: Deploy) -> bool:
+    """Whether an older deploy of the service is queued and could start now (not waiting
+    for its pipeline): it goes first, so a newer commit is never replaced by an older one."""
+    older = Deploy.objects.filter(
+        service_id=deploy.service_id,
+        pk__lt=deploy.pk,
+        state=State.QUEUED,
+        job__state=JobState.QUEUED,
+    )
+    due = Q(job__after__isnull=True) | Q(job__after__state=JobState.SUCCEEDED)
+    return older.filter(due).exists()
 
 
 def live_release(service: Service) -> Release | None:

@@ -69,6 +69,9 @@ class Switch:
     port: int
     previous: str | None = None
     steps: list[Step] = field(default_factory=list)
+    # Set when the switch happened but something after it did not (the old release could
+    # not be stopped): the new release serves, and a person should hear what is left.
+    warning: str = ""
 
     @property
     def seconds(self) -> float:
@@ -156,7 +159,7 @@ def _switch(
     _gate(machine, site, release, record, on_step, gate)
     _move(machine, release, record, on_step)
     if old is not None:
-        _retire(machine, record, old, on_step, "drain")
+        _retire_old(machine, record, old, on_step)
 
 
 def _serving(machine: Machine, site: caddy.Site) -> str | None:
@@ -253,6 +256,26 @@ def _move(
         machine.caddy.turn_on(record.port, release.label)
         time.sleep(caddy.SETTLE_SECONDS)
         step.detail = f"{release.label} takes requests on port {record.port}"
+
+
+def _retire_old(
+    machine: Machine, record: Switch, port: int, on_step: Callable[[Step], None]
+) -> None:
+    """The new release serves already: the old one failing to stop does not undo that, so
+    it is a warning saying what is left, not a failed switch."""
+    try:
+        _retire(machine, record, port, on_step, "drain")
+    except (caddy.CaddyError, procman.ProcmanError, OSError) as e:
+        old = record.previous or "the old release"
+        still = (
+            "it may still take requests too"
+            if machine.caddy.live_label(port) is not None
+            else "it gets no new requests but may still run"
+        )
+        record.warning = (
+            f"{record.release} serves {record.domain}, but {old} on port {port} could not be "
+            f"stopped ({e}); {still}. The next deploy or rollback of the service stops it"
+        )
 
 
 def _retire(

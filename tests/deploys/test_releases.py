@@ -5,23 +5,29 @@ Caddy, with clients sending requests without pause while it switches."""
 from __future__ import annotations
 
 import fcntl
+import html
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
-from onwatch.core import jobs
+from onwatch.core import jobs, loops
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
-from onwatch.deploys import releases, services, switch
-from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State
+from onwatch.deploys import caddy, procman, releases, services, switch
+from onwatch.deploys.models import Deploy, Pipeline, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import beside_a_writer, commit, service_for
+from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.receivers import wait_until
 from tests.support.releases import RELEASE_FAILS, app_files, built_marker
@@ -268,21 +274,70 @@ def test_a_deploy_whose_worker_died_ends_interrupted_with_the_live_release_servi
 
 def test_a_second_deploy_of_a_service_waits_for_the_first(machine: Machine, shop: Service) -> None:
     deploy = services.queue_deploy(shop, SYSTEM, "cli")
-    lock = machine.root / "locks" / f"service-{shop.pk}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as held:
-        # Another deploy of the service (another worker) holds it.
-        fcntl.flock(held, fcntl.LOCK_EX)
-        worker = threading.Thread(target=jobs.run_pending, kwargs={"kinds": KINDS})
-        worker.start()
-        waiting = "waiting for another deploy of this service to finish"
-        assert deploy.job is not None
-        wait_until(lambda: waiting in log_text(deploy.job_id), 30, "the wait")
-        assert beside_a_writer(lambda: Deploy.objects.get(pk=deploy.pk).steps) == []
-    worker.join(timeout=120)
+    assert deploy.job is not None
+    waiting = "waiting for another deploy of this service to finish"
+    with holding_the_deploy_lock(machine, shop):
+        # Another deploy of the service (another worker) holds it: this one goes back to
+        # the queue, not started, with no attempt counted, and says so once.
+        for _ in range(2):
+            jobs.run_pending(kinds=KINDS)
+            Job.objects.filter(pk=deploy.job_id).update(run_after=timezone.now())
+        job = Job.objects.get(pk=deploy.job_id)
+        assert (job.state, job.attempts, job.error) == (JobState.QUEUED, 0, waiting)
+        assert log_text(deploy.job_id).count(waiting) == 1
+        deploy.refresh_from_db()
+        assert (deploy.state, deploy.steps) == (State.QUEUED, [])
+    jobs.run_pending(kinds=KINDS)
     deploy.refresh_from_db()
     assert deploy.state == State.SUCCEEDED, deploy.reason
     assert answers(machine) == {"v1"}
+
+
+@contextmanager
+def holding_the_deploy_lock(machine: Machine, service: Service) -> Iterator[None]:
+    """As a deploy of the service that another worker runs holds it."""
+    lock = machine.root / "locks" / f"service-{service.pk}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+def test_a_waiting_deploy_leaves_the_real_workers_pipeline_slot_to_pipelines(
+    machine: Machine, shop: Service, org: Organization, tmp_path: Path
+) -> None:
+    assert settings.JOB_QUEUES["pipelines"] == 1  # the default: one at a time
+    commit(tmp_path / "other", app_files("o1"), "Other service")
+    other = services.add_service(
+        org, services.ServiceFields(name="other", git_url=str(tmp_path / "other")), SYSTEM
+    )
+    stopper = loops.Stopper()
+    worker = threading.Thread(target=loops.run_worker, args=(stopper,))
+    try:
+        with holding_the_deploy_lock(machine, shop):
+            deploy = services.queue_deploy(shop, SYSTEM, "cli")
+            worker.start()
+            waiting = "waiting for another deploy of this service to finish"
+            wait_until(lambda: waiting in log_text(deploy.job_id), 60, "the deploy to wait")
+            # Its slot is free while it waits: a pipeline queued after it runs to its end.
+            pipeline = beside_a_writer(lambda: services.run_pipeline(other, SYSTEM, "cli"))
+            wait_until(lambda: ended(pipeline), 180, "the pipeline")
+            pipeline.refresh_from_db()
+            assert pipeline.state == State.SUCCEEDED, pipeline.reason
+            assert beside_a_writer(lambda: Deploy.objects.get(pk=deploy.pk).state) == State.QUEUED
+        # The other deploy ended: this one starts within seconds, on the same worker.
+        wait_until(lambda: ended(deploy), 180, "the deploy")
+    finally:
+        stopper.halt()
+        worker.join(timeout=120)
+    deploy.refresh_from_db()
+    assert deploy.state == State.SUCCEEDED, deploy.reason
+    assert answers(machine) == {"v1"}
+
+
+def ended(row: Deploy | Pipeline) -> bool:
+    found = beside_a_writer(lambda: type(row).objects.filter(pk=row.pk).first())
+    return found is not None and found.state not in (State.QUEUED, State.RUNNING)
 
 
 def log_text(job_id: int | None) -> str:
@@ -323,3 +378,123 @@ def test_deleting_a_service_stops_its_release_and_takes_its_domain_off(
     assert [s.domain for s in machine.caddy.sites()] == []
     with pytest.raises(OSError):
         fetch(listen_port(machine), "shop.test")
+
+
+def test_an_old_release_that_cannot_be_stopped_leaves_a_succeeded_deploy_with_a_warning(
+    machine: Machine,
+    shop: Service,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    members: dict[str, Any],
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    [old_port] = [p for p in shop.slot_ports if machine.caddy.live_label(p)]
+    old_program = switch.program_name(old_port)
+    real_remove = procman.Supervisor.remove
+
+    def remove(supervisor: procman.Supervisor, name: str) -> None:
+        if name == old_program:  # the fault: supervisord stops answering just then
+            raise procman.ProcmanError(f"supervisord does not answer on {supervisor.socket}")
+        real_remove(supervisor, name)
+
+    monkeypatch.setattr(procman.Supervisor, "remove", remove)
+    second = push_and_deploy(shop, tmp_path / "repo", "v2")
+    live = services.live_release(shop)
+    assert second.state == State.SUCCEEDED, (second.reason, second.steps)
+    assert live == second.release and second.live_after == str(live)
+    assert answers(machine) == {"v2"}
+    assert second.reason.startswith(f"{live} serves shop.test, but ")
+    assert f"on port {old_port} could not be stopped (supervisord does not answer" in second.reason
+    assert "it gets no new requests but may still run" in second.reason
+    assert [(s["name"], s["ok"]) for s in second.steps][-2:] == [("switch", True), ("drain", False)]
+    [alert] = alerts_titled(f"Deploy #{second.pk} of shop succeeded with a warning")
+    assert second.reason in alert.body and "What to do:" in alert.body
+    page = signed_in(members["viewer"]).get(f"/deploys/{second.pk}/").content.decode()
+    assert html.escape(second.reason) in page
+    # Once supervisord answers again, the next deploy stops what was left.
+    monkeypatch.setattr(procman.Supervisor, "remove", real_remove)
+    third = push_and_deploy(shop, tmp_path / "repo", "v3")
+    assert (third.state, third.reason) == (State.SUCCEEDED, "")
+    assert len([s for s in machine.supervisor.all() if s.name.startswith("slot-")]) == 1
+    assert answers(machine) == {"v3"}
+
+
+def test_a_new_domain_takes_the_live_release_along_and_later_deploys_work(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    first = deployed_after_pipeline(shop)
+    assert first.state == State.SUCCEEDED, first.reason
+    services.set_domain(shop, "new-shop.test", True, SYSTEM)
+    # The same slots, now under the new domain alone: what served goes on serving.
+    assert machine.caddy.sites() == [
+        caddy.Site("new-shop.test", (shop.slot_ports[0], shop.slot_ports[1]), "/health")
+    ]
+    assert fetch(listen_port(machine), "new-shop.test") == (200, "v1")
+    assert fetch(listen_port(machine), "shop.test")[1] != "v1"
+    second = push_and_deploy(shop, tmp_path / "repo", "v2")
+    assert second.state == State.SUCCEEDED, second.reason
+    assert {fetch(listen_port(machine), "new-shop.test")[1] for _ in range(5)} == {"v2"}
+    # Taken off, the site leaves Caddy; given a domain again, the live release is back.
+    services.set_domain(shop, "", False, SYSTEM)
+    assert machine.caddy.sites() == []
+    services.set_domain(shop, "shop.test", True, SYSTEM)
+    assert answers(machine) == {"v2"}
+
+
+def test_the_domain_does_not_change_while_a_deploy_runs(machine: Machine, shop: Service) -> None:
+    lock = machine.root / "locks" / f"service-{shop.pk}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a deploy of the service runs
+        with pytest.raises(services.Refusal) as refused:
+            services.set_domain(shop, "new-shop.test", True, SYSTEM)
+    assert str(refused.value) == (
+        "A deploy of shop is running; change the domain once it has ended"
+    )
+    shop.refresh_from_db()
+    assert shop.domain == "shop.test"
+    assert AuditEntry.objects.filter(action="service-domain-set").count() == 1  # the fixture's
+
+
+def test_deleting_a_service_while_supervisord_is_down_still_stops_its_release(
+    machine: Machine, shop: Service
+) -> None:
+    first = deployed_after_pipeline(shop)
+    assert first.state == State.SUCCEEDED, first.reason
+    machine.supervisor.shutdown()  # supervisord, Caddy and the release all stopped
+    assert not machine.supervisor.answers()
+    services.delete_service(shop, "shop", SYSTEM)
+    # supervisord and Caddy were started again to remove the service from both.
+    assert machine.supervisor.answers()
+    assert [s.name for s in machine.supervisor.all() if s.name.startswith("slot-")] == []
+    assert not any(machine.supervisor.has(switch.program_name(p)) for p in shop.slot_ports)
+    assert [s.domain for s in machine.caddy.sites()] == []
+    assert all(machine.caddy.live_label(p) is None for p in shop.slot_ports)
+    with pytest.raises(OSError):
+        fetch(listen_port(machine), "shop.test")
+
+
+def test_deleting_a_service_is_refused_while_caddy_cannot_start(
+    machine: Machine, shop: Service
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    machine.supervisor.shutdown()
+    with socket.socket() as taken:
+        # The fault: another program holds the port Caddy needs, so it cannot start.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", machine.options.health_port))
+        taken.listen()
+        with pytest.raises(services.Refusal) as refused:
+            services.delete_service(shop, "shop", SYSTEM)
+    message = str(refused.value)
+    assert message.startswith(
+        "shop's releases could not be stopped and its domain taken off Caddy: Caddy did not"
+    )
+    assert message.endswith("; when that works again, delete it again") and "\n" not in message
+    # Nothing was deleted: the service, its site and its release are all still there.
+    assert Service.objects.filter(pk=shop.pk).exists()
+    assert [s.domain for s in machine.caddy.sites()] == ["shop.test"]
+    # With the port free again, the delete goes through.
+    services.delete_service(shop, "shop", SYSTEM)
+    assert [s.domain for s in machine.caddy.sites()] == []
+    assert not Service.objects.filter(pk=shop.pk).exists()

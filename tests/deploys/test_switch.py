@@ -139,7 +139,7 @@ def test_two_switches_of_one_site_never_interleave(machine: Machine, shop: caddy
     ]
 
 
-def test_a_switch_cut_short_says_what_serves_and_the_next_one_finishes(
+def test_a_switch_cut_short_after_the_move_warns_and_the_next_one_finishes(
     machine: Machine, shop: caddy.Site
 ) -> None:
     first = switch(machine, shop, release("r1"))
@@ -148,11 +148,17 @@ def test_a_switch_cut_short_says_what_serves_and_the_next_one_finishes(
         if step.name == "switch" and step.ended:
             machine.supervisor.stop(caddy.PROGRAM)
 
-    with pytest.raises(SwitchFailed) as failed:
-        switch(machine, shop, release("r2"), stop_caddy)
-    assert str(failed.value).startswith("the switch to r2 did not finish: Caddy does not answer")
-    assert str(failed.value).endswith("; r2 serves shop.test")
-    assert [s.name for s in failed.value.record.steps][-1] == "drain"
+    # The new release took the traffic: what failed after that is a warning, not a failure.
+    cut = switch(machine, shop, release("r2"), stop_caddy)
+    assert cut.warning.startswith(
+        f"r2 serves shop.test, but r1 on port {first.port} could not be stopped "
+        "(Caddy does not answer"
+    )
+    assert cut.warning.endswith(
+        "it gets no new requests but may still run. The next deploy or rollback of the "
+        "service stops it"
+    )
+    assert [(s.name, s.ok) for s in cut.steps][-2:] == [("switch", True), ("drain", False)]
     # The next deploy starts Caddy again and leaves one release running.
     record = switch(machine, shop, release("r3"))
     assert record.port == first.port
