@@ -30,7 +30,6 @@ from onwatch.deploys.workdir import caches_of, remove_workspace, tools_folder, w
 
 # A release command (migrations) that runs longer than this is stopped and fails.
 RELEASE_COMMAND_SECONDS = 1800.0
-RELEASE_LIMITS = sandbox.Limits(seconds=RELEASE_COMMAND_SECONDS)
 LOCK_POLL_SECONDS = 0.5
 GATE = switch.Gate()
 
@@ -151,7 +150,9 @@ class Run:
             env=pipelines.step_env(self.service, folder, {"ONWATCH_DEPLOY": str(self.deploy.pk)}),
             caches=caches_of(self.service),
             readonly=[tools] if tools else [],
-            limits=RELEASE_LIMITS if release else pipelines.STEP_LIMITS,
+            limits=sandbox.Limits(seconds=RELEASE_COMMAND_SECONDS)
+            if release
+            else pipelines.STEP_LIMITS,
             # The release command (migrations) must reach the service's database, which is
             # usually on this machine (127.0.0.1 or a socket file): it shares this machine's
             # network, loopback included, which the build does not.

@@ -20,7 +20,7 @@ from django.utils import timezone
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
-from onwatch.deploys import releases, sandbox, services, switch
+from onwatch.deploys import releases, services, switch
 from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
@@ -291,8 +291,9 @@ def log_text(job_id: int | None) -> str:
     return "\n".join(lines)
 
 
-# A slow migration with a grandchild: a shell it started that sleeps on its own.
-SLOW_RELEASE = "sh -c 'sleep 4321' & echo migrating 0001; sleep 4322"
+# A slow migration with a grandchild: a shell it started that sleeps on its own. What it
+# prints ("migrating 1001") is not in the command line, which the log shows first.
+SLOW_RELEASE = "sh -c 'sleep 4321' & echo migrating $((1000 + 1)); sleep 4322"
 
 
 def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_serving(
@@ -305,7 +306,7 @@ def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_
     started = time.monotonic()
     worker.start()
     # Its lines reach the deploy's log while it runs, not when it ends.
-    wait_until(lambda: "migrating 0001" in log_text(deploy.job_id), 60, "the release command")
+    wait_until(lambda: "migrating 1001" in log_text(deploy.job_id), 60, "the release command")
     wait_until(lambda: sleeping() == {"sleep 4321", "sleep 4322"}, 30, "its processes")
     assert deploy.job is not None
     beside_a_writer(lambda: jobs.cancel(deploy.job, "test"))
@@ -326,9 +327,12 @@ def sleeping() -> set[str]:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue  # it ended meanwhile
-        if argv[:1] == [b"sleep"] and argv[1:2] in ([b"4321"], [b"4322"]):
+        if argv[:1] == [b"sleep"] and argv[1:2] in ([b"4321"], [b"4322"], [b"41"], [b"42"]):
             found.add(" ".join(a.decode() for a in argv[:2]))
     return found
+
+
+LIMITED_RELEASE = SLOW_RELEASE.replace("4321", "41").replace("4322", "42")
 
 
 def test_a_release_command_over_its_time_limit_is_stopped_with_its_children(
@@ -336,14 +340,17 @@ def test_a_release_command_over_its_time_limit_is_stopped_with_its_children(
 ) -> None:
     assert deployed_after_pipeline(shop).state == State.SUCCEEDED
     live = services.live_release(shop)
-    monkeypatch.setattr(releases, "RELEASE_LIMITS", sandbox.Limits(seconds=3))
-    failed = push_and_deploy(shop, tmp_path / "repo", "v2", release=SLOW_RELEASE)
+    monkeypatch.setattr(releases, "RELEASE_COMMAND_SECONDS", 3)
+    started = time.monotonic()
+    failed = push_and_deploy(shop, tmp_path / "repo", "v2", release=LIMITED_RELEASE)
+    # Not held up by the grandchild, which is stopped with the rest.
+    assert time.monotonic() - started < 30
     assert failed.state == State.FAILED
     assert failed.reason.startswith(
         "the release command stopped after 3 s, the step's time limit; its last lines show "
         "where it hung"
     ), failed.reason
-    assert "migrating 0001" in failed.reason
+    assert "migrating 1001" in failed.reason
     assert failed.reason.endswith(f"{live} still serves shop.test")
     assert sleeping() == set()
     assert answers(machine) == {"v1"}
