@@ -20,7 +20,8 @@ user's and must sit under folders others may pass through (0711), so not in the 
 directory. A step given otherwise raises SandboxError with the fix, before anything runs.
 Where slirp4netns is not installed, the network is shared with the machine, loopback
 included (network_isolated() says which): a service on 127.0.0.1 that trusts local
-connections without a password trusts the steps too.
+connections without a password trusts the steps too. A step given host_network (a
+release command, which must reach the app's database) always shares it.
 """
 
 from __future__ import annotations

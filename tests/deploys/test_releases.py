@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pwd
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -367,12 +368,17 @@ def test_the_release_command_and_the_web_process_run_as_the_step_user_away_from_
     machine: Machine, shop: Service, tmp_path: Path
 ) -> None:
     probe = PROBE.format(key=settings.KEY_FILE, data=settings.DATA_DIR)
-    files = app_files("v1", release=probe)
+    # The release command reaches a server on this machine's loopback, as a database.
+    database = socket.create_server(("127.0.0.1", 0))
+    reach = f"; echo > /dev/tcp/127.0.0.1/{database.getsockname()[1]} && echo reached it"
+    files = app_files("v1", release=probe + reach)
     files["onwatch.toml"] = files["onwatch.toml"].replace(
         'command = "RELEASE=', f'command = "{probe}; RELEASE='
     )
     commit(tmp_path / "repo", files, "Probe")
-    deploy = deployed_after_pipeline(shop)
+    with database:
+        deploy = deployed_after_pipeline(shop)
+    assert "reached it" in log_text(deploy.job_id).splitlines()
     # The web process read its own release folder (its VERSION, its app) and serves.
     assert deploy.state == State.SUCCEEDED, (deploy.reason, deploy.steps)
     assert answers(machine) == {"v1"}
