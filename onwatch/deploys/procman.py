@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,9 @@ class Program:
     # How long a stopped process may take to finish its requests before it is killed.
     stop_seconds: int = 30
     restart_on_exit: bool = True
+    # What the command runs under, e.g. setpriv dropping root to the step user: the script
+    # stays root's (supervisord reads it, the secrets in it are no one else's to read).
+    wrapper: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -297,7 +300,8 @@ def _script(program: Program) -> str:
     `exec` makes the web process supervisord's own child (dash runs a simple command of
     `sh -c` in place too), so a stop signal reaches it and not only a shell."""
     exports = [f"export {name}={shlex.quote(value)}" for name, value in program.env.items()]
-    return "\n".join([*exports, f"exec /bin/sh -c {shlex.quote(program.command)}"]) + "\n"
+    run = shlex.join([*program.wrapper, "/bin/sh", "-c", program.command])
+    return "\n".join([*exports, f"exec {run}"]) + "\n"
 
 
 def _ini(value: str) -> str:

@@ -1,6 +1,7 @@
 """A deploy's run on this machine: build the commit into a release directory of its own
 (checkout and build command, in the sandbox as pipelines run), run its release command
-once before any traffic moves, then switch.py's gated switch. A rollback makes a kept
+once before any traffic moves (in the sandbox too, on this machine's network), then
+switch.py's gated switch, whose web process runs as the step user. A rollback makes a kept
 release live through the same switch, without building anything.
 
 Whatever fails, the release that served before still serves, and the deploy says so in
@@ -12,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,8 +149,8 @@ class Run:
             if project.build:
                 with pipelines.caches_held(self.ctx, self.service, "pipeline or build"):
                     self.step("build", lambda: self.sandboxed(project.build, folder))
-            if project.release:
-                self.step("release command", lambda: self.release_command(project, folder))
+            if release_line := project.release:
+                self.step("release command", lambda: self.release_command(release_line, folder))
         except DeployFailed as e:
             services.release_failed(release, str(e))
             raise
@@ -188,7 +188,10 @@ class Run:
             )
         return project
 
-    def sandboxed(self, command: str, folder: Path) -> str:
+    def sandboxed(self, command: str, folder: Path, release: bool = False) -> str:
+        """Run `command` in the release's folder as pipeline steps run: in the sandbox, as
+        the step user, its lines streamed masked into the deploy's log, stopped (its whole
+        tree) when the deploy is cancelled or at its time limit."""
         log = StepLog(self.ctx.job.pk, self.service.secrets)
         log.say(f"$ {command}")
         tools = tools_folder()
@@ -198,7 +201,13 @@ class Run:
             env=pipelines.step_env(self.service, folder, {"ONWATCH_DEPLOY": str(self.deploy.pk)}),
             caches=caches_of(self.service),
             readonly=[tools] if tools else [],
-            limits=pipelines.STEP_LIMITS,
+            limits=sandbox.Limits(seconds=RELEASE_COMMAND_SECONDS)
+            if release
+            else pipelines.STEP_LIMITS,
+            # The release command (migrations) must reach the service's database, which is
+            # usually on this machine (127.0.0.1 or a socket file): it shares this machine's
+            # network, loopback included, which the build does not.
+            host_network=release,
         )
         try:
             outcome = sandbox.run(step, log.write, self.ctx.cancelled)
@@ -206,37 +215,16 @@ class Run:
             raise DeployFailed(str(e)) from None
         log.close()
         if outcome.reason is not None or outcome.exit_code != 0:
-            raise DeployFailed(f"{pipelines.failure_reason(outcome)}: {' | '.join(log.last(3))}")
+            said = " | ".join(log.last(3)) or "nothing"
+            what = "the release command " if release else ""
+            raise DeployFailed(f"{what}{pipelines.failure_reason(outcome)}: {said}")
         return f"exited with 0 in {outcome.seconds:.1f} s"
 
-    def release_command(self, project: projectfile.Project, folder: Path) -> str:
-        """Run once, before any traffic moves, as the web process will run: on this machine
-        with the service's secrets (it reaches the app's database, which the sandbox would
-        not), in the release's directory."""
-        log = StepLog(self.ctx.job.pk, self.service.secrets)
-        log.say(f"$ {project.release}")
-        env = {"PATH": procman.BASE_PATH, "LANG": "C.UTF-8", "HOME": str(folder)}
-        try:
-            ran = subprocess.run(
-                ["/bin/sh", "-c", project.release],
-                cwd=folder,
-                env={**env, **self.service.secrets},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                timeout=RELEASE_COMMAND_SECONDS,
-            )
-        except subprocess.TimeoutExpired:
-            raise DeployFailed(
-                f"the release command ran longer than {RELEASE_COMMAND_SECONDS:g} s and was stopped"
-            ) from None
-        log.write(ran.stdout)
-        log.close()
-        self.ctx.check()
-        if ran.returncode != 0:
-            said = " | ".join(log.last(3)) or "nothing"
-            raise DeployFailed(f"the release command exited with {ran.returncode}: {said}")
-        return "exited with 0"
+    def release_command(self, command: str, folder: Path) -> str:
+        """Run once, before any traffic moves, with the service's secrets. It may change
+        the dependency caches (uv run syncs), which one run of the service writes at a time."""
+        with pipelines.caches_held(self.ctx, self.service, "pipeline or build"):
+            return self.sandboxed(command, folder, release=True)
 
     # --- switching -----------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ user's and must sit under folders others may pass through (0711), so not in the 
 directory. A step given otherwise raises SandboxError with the fix, before anything runs.
 Where slirp4netns is not installed, the network is shared with the machine, loopback
 included (network_isolated() says which): a service on 127.0.0.1 that trusts local
-connections without a password trusts the steps too.
+connections without a password trusts the steps too. A step given host_network (a
+release command, which must reach the app's database) always shares it.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ POLL_MS = 100
 NPROC_HEADROOM = 64
 STOP_SECONDS = 10
 MIN_VERSION = (0, 8)
+# Where PostgreSQL and MariaDB/MySQL keep their socket files on Debian and its kin.
+DATABASE_SOCKETS = ("/run/postgresql", "/var/run/postgresql", "/run/mysqld", "/var/run/mysqld")
 
 
 class SandboxError(Exception):
@@ -111,6 +114,9 @@ class Step:
     # Only where steps run as their own user (shares_root()): the folder and those on the
     # way to the workspace and caches must be onwatch's, which the step cannot change.
     shared_root: Path | None = None
+    # This machine's network, loopback and local database sockets included, instead of one
+    # of its own: for a release command (migrations), whose database is usually here.
+    host_network: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,21 @@ def run(
             group.remove()
 
 
+def as_step_user() -> list[str]:
+    """What a command line outside the sandbox (a release's web process) is prefixed with
+    to run as the step user: setpriv, which drops root and every capability and then runs
+    the command in its own place (signals reach it directly). Nothing when onwatch runs as
+    its own user, which is then the one the command runs as."""
+    if os.geteuid() != 0:
+        return []
+    uid, gid = _step_user()
+    return ["setpriv", *_drop(uid, gid), "--"]
+
+
+def _drop(uid: int, gid: int) -> list[str]:
+    return [f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all"]
+
+
 def _step_user() -> tuple[int, int]:
     name = env("ONWATCH_STEP_USER", "nobody")
     try:
@@ -330,8 +351,12 @@ def _mounts(step: Step) -> list[str]:
         elif os.path.isdir(d):
             args += ["--ro-bind", d, d]
     for f in ETC_FILES:
-        if not (network_isolated() and f == "/etc/resolv.conf"):
+        if not (_own_network(step) and f == "/etc/resolv.conf"):
             args += ["--ro-bind-try", f, f]
+    if step.host_network:
+        # A database on this machine is often reached through its socket file, not a port.
+        for folder in DATABASE_SOCKETS:
+            args += ["--ro-bind-try", folder, folder]
     size = str(step.limits.memory_bytes)
     args += ["--proc", "/proc", "--dev", "/dev"]
     # tmpfs is memory: sized so a step cannot fill it past its memory limit.
@@ -373,6 +398,10 @@ def _others_in(root: Path, wanted: list[Path]) -> list[Path]:
     return others
 
 
+def _own_network(step: Step) -> bool:
+    return network_isolated() and not step.host_network
+
+
 def _bwrap_args(step: Step, info_fd: int, network_fds: tuple[int, int] | None) -> list[str]:
     """network_fds: the pipe the step waits on until its network is up, and the file that
     names its DNS server; None shares the machine's network."""
@@ -399,9 +428,7 @@ def _outer_argv(
     # The command stays on the command line: bwrap takes only options from --args.
     argv = ["bwrap", "--args", str(fd), "--", *step.argv]
     if user is not None:
-        uid, gid = user
-        drop = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all"]
-        argv = ["setpriv", *drop, "--", *argv]
+        argv = ["setpriv", *_drop(*user), "--", *argv]
     argv = ["prlimit", *_rlimits(step.limits, group), "--", *argv]
     if files := group.procs_files():
         # The file names ride as arguments, up to "--"; what follows is the command.
@@ -450,7 +477,7 @@ class _Launch:
         args_fd = os.memfd_create("bwrap-args")
         passed = [out_w, info_w, args_fd]
         network_fds = None
-        if network_isolated():
+        if _own_network(self.step):
             block_r, self.block_w = os.pipe()
             resolv = os.memfd_create("resolv.conf")
             os.write(resolv, slirp.RESOLV_CONF)

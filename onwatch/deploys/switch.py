@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from django.conf import settings
 
-from onwatch.deploys import caddy, procman
+from onwatch.deploys import caddy, procman, sandbox
 
 GATE_PASSES = 3
 GATE_SECONDS = 60.0
@@ -184,20 +184,30 @@ def _start(
                 f"port {port} of {site.domain} is taken by a program onwatch did not start; "
                 f"stop it (ss -ltnp shows which) and deploy again",
             )
-        program = procman.Program(
-            name,
-            release.command,
-            release.directory,
-            {**release.env, "PORT": str(port)},
-            stop_seconds=release.stop_seconds,
-        )
         try:
+            program = _program(name, release, port)
             machine.supervisor.add(program)
             machine.supervisor.start(name)
-        except (procman.ProcmanError, ValueError) as e:
+        except (procman.ProcmanError, sandbox.SandboxError, ValueError) as e:
             machine.supervisor.remove(name)
             _fail(record, f"{release.label} did not start: {e}")
         step.detail = f"{release.label} runs on port {port}"
+
+
+def _program(name: str, release: Release, port: int) -> procman.Program:
+    """The web process runs as the step user, like the steps that built it: it reads its
+    own release folder (the step user's) and nothing of onwatch's (data directory, key
+    file). Its HOME is its folder: onwatch's own is out of its reach."""
+    wrapper = sandbox.as_step_user()
+    home = {"HOME": str(release.directory)} if wrapper else {}
+    return procman.Program(
+        name,
+        release.command,
+        release.directory,
+        {**home, **release.env, "PORT": str(port)},
+        stop_seconds=release.stop_seconds,
+        wrapper=wrapper,
+    )
 
 
 def _gate(

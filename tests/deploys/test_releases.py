@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import fcntl
 import html
+import os
+import pwd
 import socket
 import threading
 import time
@@ -54,7 +56,6 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
 def shop(org: Organization, tmp_path: Path) -> Service:
     commit(tmp_path / "repo", app_files("v1"), "First version")
     service = service_for(org, str(tmp_path / "repo"))
-    services.set_secret(service, "RELEASE_LOG", str(tmp_path / "release.log"), SYSTEM)
     services.set_domain(service, "shop.test", True, SYSTEM)
     return service
 
@@ -77,9 +78,12 @@ def answers(machine: Machine, times: int = 5) -> set[str]:
     return {fetch(listen_port(machine), "shop.test")[1] for _ in range(times)}
 
 
-def releases_log(tmp_path: Path) -> list[str]:
-    path = tmp_path / "release.log"
-    return path.read_text().split() if path.exists() else []
+def releases_log(service: Service) -> list[str]:
+    """The versions the service's release commands migrated, deploy after deploy."""
+    jobs_ = list(service.deploys.values_list("job_id", flat=True))
+    found = JobLogLine.objects.filter(job_id__in=jobs_).order_by("pk")
+    lines = found.values_list("text", flat=True)
+    return [line.split()[1] for line in lines if line.startswith("migrated ")]
 
 
 def test_a_green_pipeline_deploys_and_the_next_one_switches_under_load_with_no_failure(
@@ -98,7 +102,7 @@ def test_a_green_pipeline_deploys_and_the_next_one_switches_under_load_with_no_f
     assert {"v1", "v2"} <= set(tally.answers) and tally.ok > 50
     assert answers(machine) == {"v2"}
     # Each release is built once into a folder of its own, its release command run once.
-    assert releases_log(tmp_path) == ["v1", "v2"]
+    assert releases_log(shop) == ["v1", "v2"]
     release = second.release
     assert release is not None and release.state == ReleaseState.READY
     assert built_marker(release.directory).exists()
@@ -158,7 +162,7 @@ def test_a_release_that_never_gets_healthy_is_stopped_and_the_old_one_serves(
     assert failed.reason.endswith(f"{services.live_release(shop)} still serves shop.test")
     assert answers(machine) == {"v1"}
     # Its release command ran (before traffic could move), its process is gone.
-    assert releases_log(tmp_path) == ["v1", "v2"]
+    assert releases_log(shop) == ["v1", "v2"]
     assert len([s for s in machine.supervisor.all() if s.name.startswith("slot-")]) == 1
 
 
@@ -189,7 +193,7 @@ def test_rollback_brings_back_the_previous_release_without_a_rebuild(
         "switch",
         "drain",
     ]
-    assert releases_log(tmp_path) == ["v1", "v2"]
+    assert releases_log(shop) == ["v1", "v2"]
     assert services.live_release(shop) == first.release
     # The figure, with -s: the whole job, and until the kept release took requests.
     live_in = sum(s["seconds"] for s in rollback.steps[:4])
@@ -347,24 +351,106 @@ def log_text(job_id: int | None) -> str:
     return "\n".join(lines)
 
 
+# A slow migration with a grandchild: a shell it started that sleeps on its own. What it
+# prints ("migrating 1001") is not in the command line, which the log shows first.
+SLOW_RELEASE = "sh -c 'sleep 4321' & echo migrating $((1000 + 1)); sleep 4322"
+
+
 def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_serving(
     machine: Machine, shop: Service, tmp_path: Path
 ) -> None:
     assert deployed_after_pipeline(shop).state == State.SUCCEEDED
-    commit(tmp_path / "repo", app_files("v2", release="sleep 60"), "Slow migration")
+    commit(tmp_path / "repo", app_files("v2", release=SLOW_RELEASE), "Slow migration")
     deploy = services.queue_deploy(shop, SYSTEM, "cli")
     worker = threading.Thread(target=jobs.run_pending, kwargs={"kinds": KINDS})
     started = time.monotonic()
     worker.start()
-    wait_until(lambda: "$ sleep 60" in log_text(deploy.job_id), 60, "the release command")
+    # Its lines reach the deploy's log while it runs, not when it ends.
+    wait_until(lambda: "migrating 1001" in log_text(deploy.job_id), 60, "the release command")
+    wait_until(lambda: sleeping() == {"sleep 4321", "sleep 4322"}, 30, "its processes")
     assert deploy.job is not None
     beside_a_writer(lambda: jobs.cancel(deploy.job, "test"))
     worker.join(timeout=60)
     deploy.refresh_from_db()
     assert (deploy.state, deploy.reason) == (State.CANCELLED, "cancelled")
     assert time.monotonic() - started < 50  # the release command was stopped, not waited for
+    assert sleeping() == set()  # its whole tree is gone, the grandchild too
     assert answers(machine) == {"v1"}
     assert not [a for a in alerts_titled(f"#{deploy.pk} of shop")]
+
+
+def sleeping() -> set[str]:
+    """The slow release command's processes still running on this machine."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # it ended meanwhile
+        if argv[:1] == [b"sleep"] and argv[1:2] in ([b"4321"], [b"4322"], [b"41"], [b"42"]):
+            found.add(" ".join(a.decode() for a in argv[:2]))
+    return found
+
+
+LIMITED_RELEASE = SLOW_RELEASE.replace("4321", "41").replace("4322", "42")
+
+
+def test_a_release_command_over_its_time_limit_is_stopped_with_its_children(
+    machine: Machine, shop: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert deployed_after_pipeline(shop).state == State.SUCCEEDED
+    live = services.live_release(shop)
+    monkeypatch.setattr(releases, "RELEASE_COMMAND_SECONDS", 3)
+    started = time.monotonic()
+    failed = push_and_deploy(shop, tmp_path / "repo", "v2", release=LIMITED_RELEASE)
+    # Not held up by the grandchild, which is stopped with the rest.
+    assert time.monotonic() - started < 30
+    assert failed.state == State.FAILED
+    assert failed.reason.startswith(
+        "the release command stopped after 3 s, the step's time limit; its last lines show "
+        "where it hung"
+    ), failed.reason
+    assert "migrating 1001" in failed.reason
+    assert failed.reason.endswith(f"{live} still serves shop.test")
+    assert sleeping() == set()
+    assert answers(machine) == {"v1"}
+
+
+PROBE = (
+    "id -u; cat {key} || echo the key file is out of reach; "
+    "ls {data} || echo the data directory is out of reach"
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs releases as another user")
+def test_the_release_command_and_the_web_process_run_as_the_step_user_away_from_onwatchs_files(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    probe = PROBE.format(key=settings.KEY_FILE, data=settings.DATA_DIR)
+    # The release command reaches a server on this machine's loopback, as a database.
+    database = socket.create_server(("127.0.0.1", 0))
+    reach = f"; echo > /dev/tcp/127.0.0.1/{database.getsockname()[1]} && echo reached it"
+    files = app_files("v1", release=probe + reach)
+    files["onwatch.toml"] = files["onwatch.toml"].replace(
+        'command = "RELEASE=', f'command = "{probe}; RELEASE='
+    )
+    commit(tmp_path / "repo", files, "Probe")
+    with database:
+        deploy = deployed_after_pipeline(shop)
+    assert "reached it" in log_text(deploy.job_id).splitlines()
+    # The web process read its own release folder (its VERSION, its app) and serves.
+    assert deploy.state == State.SUCCEEDED, (deploy.reason, deploy.steps)
+    assert answers(machine) == {"v1"}
+    step_uid = str(pwd.getpwnam(os.environ.get("ONWATCH_STEP_USER", "nobody")).pw_uid)
+    key = settings.KEY_FILE.read_text()
+    [slot] = [s.name for s in machine.supervisor.all() if s.name.startswith("slot-")]
+    web = machine.supervisor.log_of(slot).read_text()
+    for said in (log_text(deploy.job_id), web):
+        lines = said.splitlines()
+        assert step_uid in lines and "0" not in lines
+        assert "the key file is out of reach" in lines
+        assert "the data directory is out of reach" in lines
+        assert key.strip() not in said
 
 
 def test_deleting_a_service_stops_its_release_and_takes_its_domain_off(

@@ -23,8 +23,9 @@ command = "RELEASE=$(cat VERSION) exec python3 app.py"
 [health]
 path = "/health"
 """
-# The release command leaves a line per run in a file the test names (a service secret).
-RELEASE_OK = 'echo $(cat VERSION) >> \\"$RELEASE_LOG\\"'
+# The release command says which version it migrated, in the deploy's log (it runs in the
+# sandbox, which sees nothing of the test's own folders).
+RELEASE_OK = "echo migrated $(cat VERSION)"
 RELEASE_FAILS = "echo migration 0003 cannot add the column >&2; exit 3"
 
 

@@ -4,13 +4,14 @@ everything they started stopped afterwards, also when the test fails."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import cache
 from pathlib import Path
 
 from onwatch.deploys import caddy
@@ -56,13 +57,26 @@ def site(machine: Machine, domain: str = "shop.test") -> caddy.Site:
 
 
 def release(label: str, **env: str) -> Release:
+    """The app run by the machine's python3 (stdlib only) from a folder of its own: as root,
+    web processes run as the step user, who cannot reach the tests' Python and checkout
+    (under /root on most runners), as a real release's are built where that user can."""
     return Release(
         label,
-        f"exec {sys.executable} {APP}",
-        APP.parent,
+        f"exec python3 {APP.name}",
+        app_folder(),
         {"RELEASE": label, **env},
         stop_seconds=10,
     )
+
+
+@cache
+def app_folder() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="ow-app-"))
+    folder.chmod(0o755)
+    shutil.copy(APP, folder / APP.name)
+    (folder / APP.name).chmod(0o644)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def listen_port(machine: Machine) -> int:
