@@ -49,6 +49,19 @@ def exceptions(event: dict[str, Any]) -> list[dict[str, Any]]:
     return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
 
 
+def raised(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The exceptions less those the SDK made up to carry a stack (`synthetic`):
+    @sentry/node sends one with every captureMessage, its stack only where it was called.
+    Such an event is its message, grouped and titled by it; else every message sent from
+    one logging helper would be one issue. Its culprit and page still show that stack."""
+    return [e for e in exceptions(event) if not synthetic(e)]
+
+
+def synthetic(exception: dict[str, Any]) -> bool:
+    mechanism = exception.get("mechanism")
+    return isinstance(mechanism, dict) and mechanism.get("synthetic") is True
+
+
 def frames(exception: dict[str, Any]) -> list[dict[str, Any]]:
     trace = exception.get("stacktrace")
     found = trace.get("frames") if isinstance(trace, dict) else None
@@ -75,7 +88,7 @@ def message_of(event: dict[str, Any]) -> tuple[str, str]:
 
 
 def default_parts(event: dict[str, Any]) -> tuple[str, list[str]]:
-    chain = exceptions(event)
+    chain = raised(event)
     stack = [part for exc in chain for part in (str(exc.get("type")), *in_app(exc))]
     if any(in_app(exc) for exc in chain):
         return "in-app frames", stack
@@ -99,7 +112,7 @@ def grouping(event: dict[str, Any]) -> Grouping:
 
 
 def title(event: dict[str, Any]) -> str:
-    chain = exceptions(event)
+    chain = raised(event)
     if chain:
         last = chain[-1]
         value = str(last.get("value") or "")
@@ -110,7 +123,7 @@ def title(event: dict[str, Any]) -> str:
 
 
 def culprit(event: dict[str, Any]) -> str:
-    for exc in reversed(exceptions(event)):
+    for exc in reversed(exceptions(event)):  # a message's made-up stack says where, too
         for f in reversed(frames(exc)):
             if f.get("in_app") is True:
                 return (

@@ -53,3 +53,19 @@ def test_messages_group_by_template() -> None:
 def test_variable_parts_are_replaced() -> None:
     text = "id 550e8400-e29b-41d4-a716-446655440000 from 10.0.0.1 at 0xff hash deadbeef12 'q' 42"
     assert normalised(text) == "id <uuid> from <ip> at <address> hash <hex> <quoted> <n>"
+
+
+def test_a_message_with_the_stack_the_sdk_made_up_groups_by_its_message() -> None:
+    # As @sentry/node sends every captureMessage: a synthetic exception, no type, whose
+    # stack is where it was called; two messages from one line are two issues.
+    def sent(text: str) -> dict[str, Any]:
+        made_up = {"mechanism": {"type": "generic", "synthetic": True}}
+        return {"message": text, **crash(text, 12)} | {
+            "exception": {"values": [crash(text, 12)["exception"]["values"][0] | made_up]}
+        }
+
+    a, b = grouping(sent("export of 3 orders failed")), grouping(sent("the cache is cold"))
+    assert a.by == "message" and a.hash != b.hash
+    assert a.title == "export of 3 orders failed"
+    assert a.culprit == "shop.pay in charge"  # where it was sent from, still
+    assert grouping(sent("export of 7 orders failed")).hash == a.hash
