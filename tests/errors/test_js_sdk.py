@@ -1,0 +1,132 @@
+"""The real JavaScript SDKs against a real uvicorn serving onwatch (the ingest layer in
+front of Django) on the test database: @sentry/node in a Node process of its own, and
+@sentry/browser on a page of another origin in Chromium. Both from tests/errors/js, which
+scripts/test installs with `npm ci`."""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.asgi import get_asgi_application
+
+from onwatch.core.audit import SYSTEM
+from onwatch.core.ingest.app import Ingest
+from onwatch.errors import fastroute, intake, keys, services
+from onwatch.errors.models import Event, Issue, Project, Tally
+from tests.support.asgi import serving
+from tests.support.fixtures import make_org
+
+pytestmark = pytest.mark.django_db(transaction=True)
+django_app = get_asgi_application()
+JS = Path(__file__).parent / "js"
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits() -> None:
+    assert (JS / "node_modules").is_dir(), "the SDKs are missing: run `npm ci` in tests/errors/js"
+    intake.LIMIT.buckets.clear()  # project ids repeat from one test to the next
+    keys.forget_all()
+    intake._disk = (float("-inf"), False)
+
+
+@pytest.fixture
+def project() -> Project:
+    return services.add_project(make_org(), "shop", SYSTEM)
+
+
+@pytest.fixture
+def onwatch(project: Project) -> Iterator[tuple[int, Ingest]]:
+    app = Ingest(django_app, fast=[fastroute.ROUTE])
+    with serving(app) as port:
+        taught(port, project)
+        yield port, app
+        app.writer.stop()
+
+
+def taught(port: int, project: Project) -> None:
+    """One envelope through Django first, so the SDK's events take the ingest layer's fast
+    route, as they do once onwatch has answered its first: the JS SDKs send several at once,
+    and Django's path, one transaction per request, meets the test database's shared-cache
+    SQLite, which answers "table is locked" at once where onwatch's WAL file waits."""
+    nothing = b'{}\n{"type": "client_report"}\n{"discarded_events": []}\n'
+    url = f"http://127.0.0.1:{port}/api/{project.pk}/envelope/?sentry_key={project.public_key}"
+    with urllib.request.urlopen(urllib.request.Request(url, nothing), timeout=10) as answer:
+        assert answer.status == 200
+
+
+def dsn(project: Project, port: int) -> str:
+    return f"http://{project.public_key}@127.0.0.1:{port}/{project.pk}"
+
+
+def node(dsn: str, scenario: str, count: int = 1) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["node", "send.mjs", dsn, scenario, str(count)],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def sent_ids(done: subprocess.CompletedProcess[str]) -> list[str]:
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split()
+    assert lines[-1] == "flushed", done.stdout
+    return lines[:-1]
+
+
+def test_node_exceptions_and_a_message_arrive_grouped_by_in_app_frames(
+    project: Project, onwatch: tuple[int, Ingest]
+) -> None:
+    port, app = onwatch
+    sent = sent_ids(node(dsn(project, port), "crash", 4))
+    assert len(sent) == 5
+    assert sorted(Event.objects.values_list("event_id", flat=True)) == sorted(sent)
+    # Four exceptions from two lines of checkout(), with four order numbers: one issue.
+    crash = Issue.objects.get(grouped_by="in-app frames")
+    assert crash.event_count == 4
+    assert crash.title.startswith("TypeError: order")
+    assert crash.culprit == "send in checkout"
+    assert crash.first_release == "shop@2.0.1"
+    # The SDK sends a message with a made-up exception to carry its stack: still a message.
+    message = Issue.objects.get(grouped_by="message")
+    assert message.title == "the nightly export found 3 orders without an invoice"
+    assert message.culprit == "send in ?"  # the top level of send.mjs
+    for event in Event.objects.all():
+        assert event.data["environment"] == "staging"
+        assert event.data["release"] == "shop@2.0.1"
+        assert event.data["platform"] == "node"
+    # @sentry/node sends its bodies chunked, without a Content-Length: the fast route
+    # takes them all the same.
+    assert app.served >= 5
+
+
+def test_node_reports_an_uncaught_error_before_it_exits(
+    project: Project, onwatch: tuple[int, Ingest]
+) -> None:
+    done = node(dsn(project, onwatch[0]), "uncaught")
+    assert done.returncode == 1, done.stderr  # Node's own exit for an uncaught error
+    [sent] = done.stdout.split()
+    event = Event.objects.get(event_id=sent)
+    [exception] = event.data["exception"]["values"]
+    assert exception["type"] == "TypeError"
+    assert exception["mechanism"]["handled"] is False
+    assert event.issue.culprit == "send in checkout"
+
+
+def test_node_honours_the_429_of_an_exhausted_quota(
+    project: Project, onwatch: tuple[int, Ingest]
+) -> None:
+    project.hourly_quota = 2
+    project.save()
+    sent = sent_ids(node(dsn(project, onwatch[0]), "quota", 6))
+    assert len(sent) == 6  # the SDK made six events...
+    assert Event.objects.count() == 2
+    # ...sent the third, was refused with Retry-After and X-Sentry-Rate-Limits, and sent
+    # none of the three after it.
+    refused = Tally.objects.get(what="refused")
+    assert (refused.detail, refused.count) == ("over_quota", 1)
