@@ -5,10 +5,14 @@ scripts/test installs with `npm ci`."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.asgi import get_asgi_application
@@ -18,6 +22,7 @@ from onwatch.core.ingest.app import Ingest
 from onwatch.errors import fastroute, intake, keys, services
 from onwatch.errors.models import Event, Issue, Project, Tally
 from tests.support.asgi import serving
+from tests.support.browser import chromium
 from tests.support.fixtures import make_org
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,6 +41,21 @@ def fresh_limits() -> None:
 @pytest.fixture
 def project() -> Project:
     return services.add_project(make_org(), "shop", SYSTEM)
+
+
+class Seen:
+    """The requests onwatch got (method, path, query, headers), ahead of everything."""
+
+    def __init__(self, app: Ingest) -> None:
+        self.app = app
+        self.requests: list[tuple[str, str, str, dict[str, str]]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}
+            query = scope["query_string"].decode("latin-1")
+            self.requests.append((scope["method"], scope["path"], query, headers))
+        await self.app(scope, receive, send)
 
 
 @pytest.fixture
@@ -130,3 +150,67 @@ def test_node_honours_the_429_of_an_exhausted_quota(
     # none of the three after it.
     refused = Tally.objects.get(what="refused")
     assert (refused.detail, refused.count) == ("over_quota", 1)
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def shop() -> Iterator[int]:
+    """The shop's own site: tests/errors/js (its page and node_modules) on a port of its
+    own, so the page's origin is not onwatch's and the browser applies CORS."""
+    site = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(JS)))
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    yield site.server_port
+    site.shutdown()
+    site.server_close()
+
+
+@pytest.mark.once  # about the browser's side; the node tests cover both databases
+@pytest.mark.parametrize("preflight", [False, True], ids=["simple", "preflight"])
+def test_the_browser_sdk_reports_an_error_from_a_page_of_another_origin(
+    project: Project, shop: int, preflight: bool
+) -> None:
+    seen = Seen(Ingest(django_app, fast=[fastroute.ROUTE]))
+    troubles: list[str] = []
+    with serving(seen) as port:
+        taught(port, project)
+        seen.requests.clear()
+        # The ORM only once the browser is closed: Playwright's loop runs in this thread.
+        with chromium() as browser:
+            page = browser.new_page()
+            page.on("requestfailed", lambda r: troubles.append(f"{r.url}: {r.failure}"))
+            page.on("console", lambda m: troubles.extend([m.text] if m.type == "error" else []))
+            query = f"dsn={dsn(project, port)}" + ("&header=1" if preflight else "")
+            page.goto(f"http://127.0.0.1:{shop}/page.html?{query}")
+            page.wait_for_selector("body[data-ready=yes]", timeout=30_000)
+            page.click("#buy")  # an error nothing catches
+            assert page.evaluate("window.flush()") is True
+            [sent] = page.evaluate("window.sent")
+        event = Event.objects.get(event_id=sent)
+        seen.app.writer.stop()
+    [exception] = event.data["exception"]["values"]
+    assert (exception["type"], exception["value"]) == ("RangeError", "basket total is -3.50")
+    assert exception["mechanism"]["handled"] is False
+    # The browser's own stack: the page's function, where it threw.
+    [top] = [f for f in exception["stacktrace"]["frames"] if f.get("function") == "placeOrder"]
+    assert top["filename"].startswith(f"http://127.0.0.1:{shop}/page.html")
+    assert top["lineno"] > 0 and top["in_app"] is True
+    assert event.data["release"] == "shop-web@3.1.0"
+    assert event.data["request"]["url"].startswith(f"http://127.0.0.1:{shop}/page.html")
+    assert event.issue.grouped_by == "in-app frames"
+    posts = [r for r in seen.requests if r[0] == "POST"]
+    # As the SDK sends it: the key in the query, from the shop's origin, no CSRF token.
+    assert posts and all(f"sentry_key={project.public_key}" in q for _, _, q, _ in posts)
+    assert all(h["origin"] == f"http://127.0.0.1:{shop}" for *_, h in posts)
+    asked = [r for r in seen.requests if r[0] == "OPTIONS"]
+    if preflight:
+        assert asked and "x-shop-build" in asked[0][3]["access-control-request-headers"]
+        assert all(h["x-shop-build"] == "42" for *_, h in posts)
+    else:
+        assert not asked  # text/plain and no header of its own: no preflight
+    # A refused CORS answer shows only in the browser: a failed request, a console error.
+    assert not troubles

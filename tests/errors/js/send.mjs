@@ -14,6 +14,8 @@ Sentry.init({
   // Nothing but errors: no traces, no sessions, no client reports in between.
   tracesSampleRate: 0,
   sendClientReports: false,
+  // A stack with messages too, as many apps ask: the SDK sends it as a made-up exception.
+  attachStacktrace: true,
   autoSessionTracking: false,
   beforeSend(event) {
     console.log(event.event_id);
