@@ -70,10 +70,21 @@ def frames(exception: dict[str, Any]) -> list[dict[str, Any]]:
 
 def in_app(exception: dict[str, Any]) -> list[str]:
     return [
-        f"{f.get('module') or f.get('filename') or '?'}.{f.get('function') or '?'}"
+        f"{where(f)}.{f.get('function') or '?'}"
         for f in frames(exception)
         if f.get("in_app") is True
     ]
+
+
+def where(frame: dict[str, Any]) -> str:
+    """The frame's module, else its file. A browser's file is a URL: only its path counts,
+    so one error stays one issue on every host name, page query and cache-busting ?v=."""
+    module, filename = frame.get("module"), frame.get("filename")
+    if module or not isinstance(filename, str):
+        return str(module or "?")
+    if "://" in filename:
+        filename = "/" + filename.split("://", 1)[1].partition("/")[2]
+    return filename.split("?", 1)[0].split("#", 1)[0] or "?"
 
 
 def message_of(event: dict[str, Any]) -> tuple[str, str]:
@@ -126,10 +137,6 @@ def culprit(event: dict[str, Any]) -> str:
     for exc in reversed(exceptions(event)):  # a message's made-up stack says where, too
         for f in reversed(frames(exc)):
             if f.get("in_app") is True:
-                return (
-                    f"{f.get('module') or f.get('filename') or '?'} in {f.get('function') or '?'}"[
-                        :255
-                    ]
-                )
+                return f"{where(f)} in {f.get('function') or '?'}"[:255]
     transaction = event.get("transaction")
     return str(transaction)[:255] if transaction else ""

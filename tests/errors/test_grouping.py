@@ -69,3 +69,17 @@ def test_a_message_with_the_stack_the_sdk_made_up_groups_by_its_message() -> Non
     assert a.title == "export of 3 orders failed"
     assert a.culprit == "shop.pay in charge"  # where it was sent from, still
     assert grouping(sent("export of 7 orders failed")).hash == a.hash
+
+
+def test_a_browser_frame_counts_by_the_path_of_its_url() -> None:
+    def sent(url: str, lineno: int) -> dict[str, Any]:
+        frame = {"filename": url, "function": "placeOrder", "lineno": lineno, "in_app": True}
+        exc = {"type": "RangeError", "value": "negative", "stacktrace": {"frames": [frame]}}
+        return {"exception": {"values": [exc]}}
+
+    a = grouping(sent("https://shop.example/static/app.js?v=1", 3))
+    b = grouping(sent("https://www.shop.example:8443/static/app.js?v=2#top", 9))
+    assert a.hash == b.hash and a.by == "in-app frames"
+    assert a.culprit == "/static/app.js in placeOrder"
+    assert grouping(sent("https://shop.example/static/cart.js", 3)).hash != a.hash
+    assert grouping(sent("app.js", 3)).culprit == "app.js in placeOrder"

@@ -202,6 +202,7 @@ def test_the_browser_sdk_reports_an_error_from_a_page_of_another_origin(
     assert event.data["release"] == "shop-web@3.1.0"
     assert event.data["request"]["url"].startswith(f"http://127.0.0.1:{shop}/page.html")
     assert event.issue.grouped_by == "in-app frames"
+    assert event.issue.culprit == "/page.html in placeOrder"  # not the page's query (the DSN)
     posts = [r for r in seen.requests if r[0] == "POST"]
     # As the SDK sends it: the key in the query, from the shop's origin, no CSRF token.
     assert posts and all(f"sentry_key={project.public_key}" in q for _, _, q, _ in posts)
