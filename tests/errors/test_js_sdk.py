@@ -125,6 +125,14 @@ def test_node_exceptions_and_a_message_arrive_grouped_by_in_app_frames(
     assert app.served >= 5
 
 
+def test_node_sends_a_big_event_gzipped_and_it_arrives_whole(
+    project: Project, onwatch: tuple[int, Ingest]
+) -> None:
+    [sent] = sent_ids(node(dsn(project, onwatch[0]), "big"))
+    event = Event.objects.get(event_id=sent)
+    assert event.data["extra"]["basket"] == "a line of the basket\n" * 2400
+
+
 def test_node_reports_an_uncaught_error_before_it_exits(
     project: Project, onwatch: tuple[int, Ingest]
 ) -> None:

@@ -2,7 +2,8 @@
 // Prints one line per event the SDK sends (its id), then "flushed" - or, for `uncaught`,
 // lets an error escape, which the SDK reports before Node exits with 1.
 // Scenarios: `crash` (COUNT exceptions from checkout(), then a message), `uncaught`,
-// `quota` (COUNT exceptions, each flushed before the next, so a 429 is seen in between).
+// `quota` (COUNT exceptions, each flushed before the next, so a 429 is seen in between),
+// `big` (an exception with 48 KB of extra data: over 32 KB the SDK sends it gzipped).
 import * as Sentry from "@sentry/node";
 
 const [dsn, scenario, count = "1"] = process.argv.slice(2);
@@ -57,6 +58,11 @@ if (scenario === "crash") {
   Sentry.captureMessage("the nightly export found 3 orders without an invoice");
 } else if (scenario === "quota") {
   await quota(Number(count));
+} else if (scenario === "big") {
+  Sentry.withScope((scope) => {
+    scope.setExtra("basket", "a line of the basket\n".repeat(2400));
+    payAll(1);
+  });
 } else if (scenario === "uncaught") {
   setTimeout(() => checkout(7), 0);
 } else {
