@@ -223,3 +223,29 @@ def test_the_browser_sdk_reports_an_error_from_a_page_of_another_origin(
         assert not asked  # text/plain and no header of its own: no preflight
     # A refused CORS answer shows only in the browser: a failed request, a console error.
     assert not troubles
+
+
+@pytest.mark.once  # about the browser's side; the node tests cover both databases
+def test_the_browser_sdk_reads_the_429_across_origins_and_waits(
+    project: Project, shop: int
+) -> None:
+    project.hourly_quota = 1
+    project.save()
+    app = Ingest(django_app, fast=[fastroute.ROUTE])
+    with serving(app) as port:
+        taught(port, project)
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{shop}/page.html?dsn={dsn(project, port)}")
+            page.wait_for_selector("body[data-ready=yes]", timeout=30_000)
+            for _ in range(4):
+                page.click("#buy")
+                page.evaluate("window.flush()")
+            made = page.evaluate("window.sent.length")
+        app.writer.stop()
+    assert made == 4
+    assert Event.objects.count() == 1
+    # The page can read the 429 only when it carries onwatch's CORS headers too (else the
+    # SDK sees a network error and sends on): one refusal, then nothing more sent.
+    refused = Tally.objects.get(what="refused")
+    assert (refused.detail, refused.count) == ("over_quota", 1)
