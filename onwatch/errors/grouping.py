@@ -49,6 +49,19 @@ def exceptions(event: dict[str, Any]) -> list[dict[str, Any]]:
     return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
 
 
+def raised(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The exceptions less those the SDK made up to carry a stack (`synthetic`):
+    @sentry/node sends one with every captureMessage, its stack only where it was called.
+    Such an event is its message, grouped and titled by it; else every message sent from
+    one logging helper would be one issue. Its culprit and page still show that stack."""
+    return [e for e in exceptions(event) if not synthetic(e)]
+
+
+def synthetic(exception: dict[str, Any]) -> bool:
+    mechanism = exception.get("mechanism")
+    return isinstance(mechanism, dict) and mechanism.get("synthetic") is True
+
+
 def frames(exception: dict[str, Any]) -> list[dict[str, Any]]:
     trace = exception.get("stacktrace")
     found = trace.get("frames") if isinstance(trace, dict) else None
@@ -57,10 +70,21 @@ def frames(exception: dict[str, Any]) -> list[dict[str, Any]]:
 
 def in_app(exception: dict[str, Any]) -> list[str]:
     return [
-        f"{f.get('module') or f.get('filename') or '?'}.{f.get('function') or '?'}"
+        f"{where(f)}.{f.get('function') or '?'}"
         for f in frames(exception)
         if f.get("in_app") is True
     ]
+
+
+def where(frame: dict[str, Any]) -> str:
+    """The frame's module, else its file. A browser's file is a URL: only its path counts,
+    so one error stays one issue on every host name, page query and cache-busting ?v=."""
+    module, filename = frame.get("module"), frame.get("filename")
+    if module or not isinstance(filename, str):
+        return str(module or "?")
+    if "://" in filename:
+        filename = "/" + filename.split("://", 1)[1].partition("/")[2]
+    return filename.split("?", 1)[0].split("#", 1)[0] or "?"
 
 
 def message_of(event: dict[str, Any]) -> tuple[str, str]:
@@ -75,7 +99,7 @@ def message_of(event: dict[str, Any]) -> tuple[str, str]:
 
 
 def default_parts(event: dict[str, Any]) -> tuple[str, list[str]]:
-    chain = exceptions(event)
+    chain = raised(event)
     stack = [part for exc in chain for part in (str(exc.get("type")), *in_app(exc))]
     if any(in_app(exc) for exc in chain):
         return "in-app frames", stack
@@ -99,7 +123,7 @@ def grouping(event: dict[str, Any]) -> Grouping:
 
 
 def title(event: dict[str, Any]) -> str:
-    chain = exceptions(event)
+    chain = raised(event)
     if chain:
         last = chain[-1]
         value = str(last.get("value") or "")
@@ -110,13 +134,9 @@ def title(event: dict[str, Any]) -> str:
 
 
 def culprit(event: dict[str, Any]) -> str:
-    for exc in reversed(exceptions(event)):
+    for exc in reversed(exceptions(event)):  # a message's made-up stack says where, too
         for f in reversed(frames(exc)):
             if f.get("in_app") is True:
-                return (
-                    f"{f.get('module') or f.get('filename') or '?'} in {f.get('function') or '?'}"[
-                        :255
-                    ]
-                )
+                return f"{where(f)} in {f.get('function') or '?'}"[:255]
     transaction = event.get("transaction")
     return str(transaction)[:255] if transaction else ""

@@ -53,3 +53,33 @@ def test_messages_group_by_template() -> None:
 def test_variable_parts_are_replaced() -> None:
     text = "id 550e8400-e29b-41d4-a716-446655440000 from 10.0.0.1 at 0xff hash deadbeef12 'q' 42"
     assert normalised(text) == "id <uuid> from <ip> at <address> hash <hex> <quoted> <n>"
+
+
+def test_a_message_with_the_stack_the_sdk_made_up_groups_by_its_message() -> None:
+    # As @sentry/node sends every captureMessage: a synthetic exception, no type, whose
+    # stack is where it was called; two messages from one line are two issues.
+    def sent(text: str) -> dict[str, Any]:
+        made_up = {"mechanism": {"type": "generic", "synthetic": True}}
+        return {"message": text, **crash(text, 12)} | {
+            "exception": {"values": [crash(text, 12)["exception"]["values"][0] | made_up]}
+        }
+
+    a, b = grouping(sent("export of 3 orders failed")), grouping(sent("the cache is cold"))
+    assert a.by == "message" and a.hash != b.hash
+    assert a.title == "export of 3 orders failed"
+    assert a.culprit == "shop.pay in charge"  # where it was sent from, still
+    assert grouping(sent("export of 7 orders failed")).hash == a.hash
+
+
+def test_a_browser_frame_counts_by_the_path_of_its_url() -> None:
+    def sent(url: str, lineno: int) -> dict[str, Any]:
+        frame = {"filename": url, "function": "placeOrder", "lineno": lineno, "in_app": True}
+        exc = {"type": "RangeError", "value": "negative", "stacktrace": {"frames": [frame]}}
+        return {"exception": {"values": [exc]}}
+
+    a = grouping(sent("https://shop.example/static/app.js?v=1", 3))
+    b = grouping(sent("https://www.shop.example:8443/static/app.js?v=2#top", 9))
+    assert a.hash == b.hash and a.by == "in-app frames"
+    assert a.culprit == "/static/app.js in placeOrder"
+    assert grouping(sent("https://shop.example/static/cart.js", 3)).hash != a.hash
+    assert grouping(sent("app.js", 3)).culprit == "app.js in placeOrder"

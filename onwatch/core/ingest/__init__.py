@@ -4,7 +4,7 @@ lines next) answered ahead of Django, stored in group commits by one writer thre
 An app registers a fast route (`register("onwatch.uptime.fastping:ROUTE")`, in its
 AppConfig.ready; imported only when the web process builds its ASGI app). For a request
 under the route's prefix, the layer
-  1. screens it (method, size, no cookie or streamed body) and asks the route's `accept`
+  1. screens it (method, size, no cookie) and asks the route's `accept`
      to parse it (in a thread for a route that asks for one); anything either declines
      goes to Django untouched, so Django's answers stay the reference;
   2. counts it against the route's rate limit (429 when over it, as Django's view does);

@@ -33,8 +33,8 @@ class Request:
 
 
 def screen(scope: Scope, methods: frozenset[str], max_body: int) -> Request | None:
-    """The request, or None when Django must take it: another method, a session cookie, a
-    streamed or oversized body, an application mounted under a path."""
+    """The request, or None when Django must take it: another method, a session cookie, an
+    oversized body, an application mounted under a path."""
     method = scope["method"].upper()
     client = scope.get("client")
     if method not in methods or scope.get("root_path") or not client:
@@ -55,8 +55,8 @@ def screen(scope: Scope, methods: frozenset[str], max_body: int) -> Request | No
             if not value.isdigit() or declared is not None:
                 return None
             declared = int(value)
-        elif name in (b"cookie", b"transfer-encoding"):
-            return None  # sessions and streamed bodies: Django's business
+        elif name == b"cookie":
+            return None  # sessions: Django's business
     if declared is not None and declared > max_body:
         return None  # Django refuses it with its reason
     key = (scope["scheme"].encode(), proto, host)
@@ -91,8 +91,10 @@ async def read_body(
         if not message.get("more_body"):
             break
     body = b"".join(m.get("body", b"") for m in replay)
-    # Django reads exactly Content-Length bytes, and none without it.
-    if len(body) != (declared or 0):
+    # A body that is not what Content-Length said: Django judges it. Without one the body
+    # was chunked (the server has joined it, and Django would read it all the same), as
+    # @sentry/node sends every event: taken here, capped at max_body as it came.
+    if declared is not None and len(body) != declared:
         return None, replay
     return body, replay
 
