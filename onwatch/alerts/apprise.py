@@ -161,13 +161,20 @@ def is_public(host: str) -> bool:
     return ip.is_global
 
 
+# Where a socket sends: a connection, or a datagram with its own address (syslog over UDP
+# never connects). Each event's arguments are (socket, address).
+_SENDING = frozenset({"socket.connect", "socket.sendto", "socket.sendmsg"})
+
+
 def _on_audit(event: str, args: tuple[Any, ...]) -> None:
-    if event != "socket.connect":
+    if event not in _SENDING:
         return
     refused = _REFUSED.get()
     if refused is None:
         return
     address = args[1]
+    if address is None:
+        return  # sendmsg on a connected socket: its connect was checked
     host = str(address[0] if isinstance(address, tuple) and address else address)
     if not is_public(host):
         refused.append(host)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from onwatch.core.ingest import Accepted, Answer, Route
 from onwatch.core.ingest.limits import Limit
@@ -45,6 +45,10 @@ def accept(request: Request, body: bytes) -> Accepted | None:
         )
     except ProtocolError:
         return None  # Django's view answers with the reason
+    except DatabaseError:
+        # The key's lookup met a database that does not answer (restarting, busy): Django's
+        # view answers as it does for any request then, not a bare 500 of the server.
+        return None
     finally:
         # The key's lookup opened a connection in this thread of the layer, which Django's
         # request cycle will never close.

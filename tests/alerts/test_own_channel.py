@@ -168,3 +168,24 @@ def test_an_own_channel_is_checked_again_at_every_delivery(
         services.send_test(shared, SYSTEM)
         jobs.run_pending(kinds=["alerts.deliver"])
         assert [h.path for h in hooks.hooks] == ["/ops"]
+
+
+def test_a_datagram_of_an_own_channel_to_an_inside_address_is_not_sent() -> None:
+    # Syslog over UDP sends each message with its address and never connects: the guard
+    # must see the datagram, not only connections.
+    import socket
+
+    from onwatch.alerts import apprise
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(1.0)
+        port = listener.getsockname()[1]
+        url = f"rsyslog://127.0.0.1:{port}/"
+        with pytest.raises(apprise.InsideNetwork, match=r"127\.0\.0\.1 is inside the network"):
+            apprise.send(url, "shop is down", "since 12:00", public_only=True)
+        with pytest.raises(TimeoutError):
+            listener.recvfrom(65536)
+        # Unguarded (an organization's channel) it goes: the listener is a real receiver.
+        apprise.send(url, "shop is down", "since 12:00")
+        assert b"shop is down" in listener.recvfrom(65536)[0]

@@ -154,3 +154,32 @@ def test_other_events_and_pings_are_answered_while_a_large_body_is_read(
     assert others == [200] * 6
     assert Event.objects.count() == 5
     assert Ping.objects.filter(monitor=beat).count() == 4
+
+
+def test_a_database_that_does_not_answer_the_key_lookup_leaves_the_request_to_django(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # PostgreSQL restarting, SQLite busy past its wait: the fast route steps aside, so
+    # Django answers as it does for any request then, never a bare 500 of the server.
+    from django.db import OperationalError
+
+    from onwatch.core.ingest.request import Request
+    from onwatch.errors import fastroute, keys
+
+    def down(project_id: int) -> None:
+        raise OperationalError("the database system is starting up")
+
+    monkeypatch.setattr(keys, "_from_database", down)
+    keys.forget_all()
+    request = Request(
+        method="POST",
+        path="/api/7/envelope/",
+        query=b"sentry_key=abc",
+        remote_addr="192.0.2.1",
+        user_agent="sentry.python/2",
+        declared=2,
+        incoming_id=None,
+        host=(),
+        headers=[],
+    )
+    assert fastroute.accept(request, b"{}") is None
