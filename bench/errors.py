@@ -58,7 +58,7 @@ from sentry_sdk.transport import Transport
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pings import pss_mib, tree  # noqa: E402
+from bench.pings import cpu_seconds, pss_mib  # noqa: E402
 from tests.support.procs import Running, django, free_port, isolated, wait_http  # noqa: E402
 
 KB = 1024
@@ -214,7 +214,7 @@ class Target:
     database: str
     count: Callable[[], int]  # events stored, read from its database
     issues: Callable[[], int]  # issues they were grouped into
-    pids: Callable[[], list[int]]  # its processes now
+    roots: Callable[[], list[int]]  # the processes it started, whose children are its own
 
 
 @dataclass
@@ -268,6 +268,7 @@ class PeakMemory:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
+        self.peak = max(self.peak, memory(self.pids()))
         while not self._stop.wait(0.2):
             self.peak = max(self.peak, memory(self.pids()))
 
@@ -278,10 +279,12 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.peak = max(self.peak, memory(self.pids()))  # a load shorter than one sample
 
 
-def memory(pids: list[int]) -> float:
-    return sum(pss_mib(pid) for pid in pids)
+def memory(roots: list[int]) -> float:
+    """PSS (MiB) of the processes and their children: each shared page counted once."""
+    return sum(pss_mib(pid) for pid in roots)
 
 
 @dataclass
@@ -294,6 +297,8 @@ class Figures:
     stored: int
     seconds_to_store: float
     peak_mib: float
+    server_cpu: float  # seconds, all its processes, from the first send to the last stored
+    own_cpu: float  # seconds of this process (the load generator) meanwhile
 
     @property
     def accept_rate(self) -> float:
@@ -321,7 +326,9 @@ class Figures:
             f"{self.target:8} {self.size:6} accepted {self.accept_rate:6.0f}/s, "
             f"digested {self.digest_rate:6.1f}/s, p50 {p50:6.1f} ms, p99 {p99:6.1f} ms, "
             f"peak {self.peak_mib:5.0f} MiB, lost {self.lost}, "
-            f"refused {self.refused}{refusals}{errors}"
+            f"refused {self.refused}{refusals}{errors}; CPU per event: server "
+            f"{self.server_cpu / max(self.stored, 1) * 1e3:.1f} ms, "
+            f"load generator {self.own_cpu / max(self.sent, 1) * 1e3:.1f} ms"
         )
 
 
@@ -334,14 +341,21 @@ def measure(
     target: Target, size: str, bodies: list[bytes], concurrency: int, wait: float
 ) -> Figures:
     before = target.count()
-    with PeakMemory(target.pids) as peak:
+    with PeakMemory(target.roots) as peak:
+        cpu = server_cpu(target), time.process_time()
         started = time.monotonic()
         load = asyncio.run(send(target, bodies, concurrency))
         answered = load.last_answer - started if load.last_answer else float("nan")
         stored, at = wait_stored(target, before + load.accepted, wait)
+        used = server_cpu(target) - cpu[0], time.process_time() - cpu[1]
     return Figures(
-        target.name, size, len(bodies), load, answered, stored - before, at - started, peak.peak
-    )
+        target.name, size, len(bodies), load, answered, stored - before, at - started,
+        peak.peak, *used,
+    )  # fmt: skip
+
+
+def server_cpu(target: Target) -> float:
+    return sum(cpu_seconds(pid) for pid in target.roots())
 
 
 def wait_stored(target: Target, wanted: int, patience: float) -> tuple[int, float]:
@@ -399,7 +413,7 @@ def onwatch(tmp: Path, web_workers: int) -> Iterator[Target]:
                 "PostgreSQL" if url else "SQLite",
                 counter("errors_event"),
                 counter("errors_issue"),
-                lambda: tree(web.proc.pid),
+                lambda: [web.proc.pid],
             )
 
 
@@ -471,7 +485,7 @@ def bugsink(tmp: Path, workers: int) -> Iterator[Target]:
             "SQLite",
             sqlite_count(tmp / "db.sqlite3", "events_event"),
             sqlite_count(tmp / "db.sqlite3", "issues_issue"),
-            lambda: tree(web.pid) + tree(digester.pid),
+            lambda: [web.pid, digester.pid],
         )
     finally:
         for proc in (web, digester):
@@ -487,14 +501,14 @@ def run_target(
 ) -> tuple[list[Figures], float, float]:
     """Figures per event size, and idle memory (MiB) before and after the load."""
     time.sleep(1)  # start-up settled
-    idle_before = memory(target.pids())
+    idle_before = memory(target.roots())
     figures = [
         measure(target, size, bodies, args.concurrency, args.patience)
         for size, bodies in events.items()
         if bodies
     ]
     time.sleep(1)
-    return figures, idle_before, memory(target.pids())
+    return figures, idle_before, memory(target.roots())
 
 
 def load_average() -> str:
@@ -519,6 +533,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.issues <= 512:
         parser.error("--issues must be between 1 and 512")
+    if args.events < 1 or args.large < 0 or args.concurrency < 1:
+        parser.error("--events and --concurrency must be at least 1, --large at least 0")
 
     events = make_events(args)
     sizes = {
@@ -555,6 +571,9 @@ def main() -> None:
             print(f.line())
     report(results)
     print(f"load average after: {load_average()}")
+    lost = sum(f.lost for f in results["onwatch"])
+    if lost:
+        raise SystemExit(f"onwatch answered 2xx to {lost} events it did not store")
 
 
 def report(results: dict[str, list[Figures]]) -> None:
