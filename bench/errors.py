@@ -20,6 +20,11 @@ Both are told to take the whole load: onwatch's per-project rate limit
 (ONWATCH_ERRORS_RATE_LIMIT) and hourly quota, and Bugsink's quotas (which, past them,
 answer 200 and drop), are raised above it; everything else is each one's default.
 
+A last set of 8 KB events is sent at a steady `--rate` (100/s by default, for
+`--paced-seconds`): answer times under a load the server keeps up with, where the sets
+before show them at its limit (16 clients waiting on a server that digests 200/s wait
+~80 ms each, whatever it does).
+
 Prints, per server and event size: events accepted per second (answered 2xx, from the
 first send to the last answer), events digested per second end to end (from the first
 send until the database holds the last accepted event, grouped into its issue — each
@@ -62,6 +67,7 @@ from bench.pings import cpu_seconds, pss_mib  # noqa: E402
 from tests.support.procs import Running, django, free_port, isolated, wait_http  # noqa: E402
 
 KB = 1024
+PACED = "8 KB paced"  # the set sent at --rate, for answer times under a steady load
 BASE_PYTHON: str = getattr(sys, "_base_executable", sys.executable)  # the venv's own Python
 SETUP = """
 from onwatch.core.audit import SYSTEM
@@ -197,9 +203,11 @@ def make_events(args: argparse.Namespace) -> dict[str, list[bytes]]:
         default_integrations=False,
         max_breadcrumbs=100,
     )
+    # Each set its own events: one sent again would be a retry, stored once.
     return {
         "8 KB": build(args.events, args.issues, 8 * KB, 0),
         "50 KB": build(args.large, args.issues, 50 * KB, args.events),
+        PACED: build(round(args.rate * args.paced_seconds), args.issues, 8 * KB, 10**6),
     }
 
 
@@ -229,9 +237,13 @@ class Load:
         return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
 
 
-async def send(target: Target, bodies: list[bytes], concurrency: int) -> Load:
+async def send(target: Target, bodies: list[bytes], concurrency: int, rate: float) -> Load:
+    """Each client sends its next event when the last one was answered; with a `rate`,
+    not before that event's time in an even schedule of `rate` events a second."""
     load = Load()
-    pending = iter(bodies)
+    pending = iter(enumerate(bodies))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     headers = {
         "Content-Type": "application/x-sentry-envelope",
         "Content-Encoding": "gzip",
@@ -240,7 +252,9 @@ async def send(target: Target, bodies: list[bytes], concurrency: int) -> Load:
     }
 
     async def client(session: aiohttp.ClientSession) -> None:
-        for body in pending:
+        for n, body in pending:
+            if rate:
+                await asyncio.sleep(start + n / rate - loop.time())
             started = time.perf_counter()
             try:
                 async with session.post(target.url, data=body, headers=headers) as answer:
@@ -323,7 +337,7 @@ class Figures:
         refusals = f" {other}" if other else ""
         errors = f", {self.load.errors} connection errors" if self.load.errors else ""
         return (
-            f"{self.target:8} {self.size:6} accepted {self.accept_rate:6.0f}/s, "
+            f"{self.target:8} {self.size:10} accepted {self.accept_rate:6.0f}/s, "
             f"digested {self.digest_rate:6.1f}/s, p50 {p50:6.1f} ms, p99 {p99:6.1f} ms, "
             f"peak {self.peak_mib:5.0f} MiB, lost {self.lost}, "
             f"refused {self.refused}{refusals}{errors}; CPU per event: server "
@@ -337,16 +351,15 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000 if ordered else 0.0
 
 
-def measure(
-    target: Target, size: str, bodies: list[bytes], concurrency: int, wait: float
-) -> Figures:
+def measure(target: Target, size: str, bodies: list[bytes], args: argparse.Namespace) -> Figures:
+    rate = args.rate if size == PACED else 0
     before = target.count()
     with PeakMemory(target.roots) as peak:
         cpu = server_cpu(target), time.process_time()
         started = time.monotonic()
-        load = asyncio.run(send(target, bodies, concurrency))
+        load = asyncio.run(send(target, bodies, args.concurrency, rate))
         answered = load.last_answer - started if load.last_answer else float("nan")
-        stored, at = wait_stored(target, before + load.accepted, wait)
+        stored, at = wait_stored(target, before + load.accepted, args.patience)
         used = server_cpu(target) - cpu[0], time.process_time() - cpu[1]
     return Figures(
         target.name, size, len(bodies), load, answered, stored - before, at - started,
@@ -502,11 +515,7 @@ def run_target(
     """Figures per event size, and idle memory (MiB) before and after the load."""
     time.sleep(1)  # start-up settled
     idle_before = memory(target.roots())
-    figures = [
-        measure(target, size, bodies, args.concurrency, args.patience)
-        for size, bodies in events.items()
-        if bodies
-    ]
+    figures = [measure(target, size, bodies, args) for size, bodies in events.items() if bodies]
     time.sleep(1)
     return figures, idle_before, memory(target.roots())
 
@@ -529,12 +538,19 @@ def main() -> None:
         "--patience", type=float, default=30, help="seconds without a new event stored that "
         "end the wait for the rest (what is still missing then is lost)",
     )  # fmt: skip
+    parser.add_argument(
+        "--rate", type=float, default=100,
+        help="events a second of a last, paced load of 8 KB events (0: none)",
+    )  # fmt: skip
+    parser.add_argument("--paced-seconds", type=float, default=5, help="how long it lasts")
     parser.add_argument("--no-bugsink", action="store_true", help="onwatch alone")
     args = parser.parse_args()
     if not 1 <= args.issues <= 512:
         parser.error("--issues must be between 1 and 512")
-    if args.events < 1 or args.large < 0 or args.concurrency < 1:
-        parser.error("--events and --concurrency must be at least 1, --large at least 0")
+    if args.events < 1 or args.concurrency < 1:
+        parser.error("--events and --concurrency must be at least 1")
+    if min(args.large, args.rate, args.paced_seconds) < 0:
+        parser.error("--large, --rate and --paced-seconds cannot be negative")
 
     events = make_events(args)
     sizes = {
@@ -547,7 +563,8 @@ def main() -> None:
     print(
         f"events: {args.events} of ~{sizes.get('8 KB', 0) / KB:.1f} KB and {args.large} of "
         f"~{sizes.get('50 KB', 0) / KB:.1f} KB (median), {args.issues} issues, built by "
-        f"sentry-sdk {sentry_sdk.VERSION}; {args.concurrency} keep-alive clients"
+        f"sentry-sdk {sentry_sdk.VERSION}; {args.concurrency} keep-alive clients, as fast "
+        f"as answered; then {len(events[PACED])} more 8 KB events at {args.rate:g}/s (paced)"
     )
     results: dict[str, list[Figures]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -569,14 +586,14 @@ def main() -> None:
     for figures in results.values():
         for f in figures:
             print(f.line())
-    report(results)
+    report(results, args)
     print(f"load average after: {load_average()}")
     lost = sum(f.lost for f in results["onwatch"])
     if lost:
         raise SystemExit(f"onwatch answered 2xx to {lost} events it did not store")
 
 
-def report(results: dict[str, list[Figures]]) -> None:
+def report(results: dict[str, list[Figures]], args: argparse.Namespace) -> None:
     ours = results["onwatch"][0]
     p99 = percentile(ours.load.latencies, 0.99)
     verdicts = [
@@ -585,6 +602,11 @@ def report(results: dict[str, list[Figures]]) -> None:
         f"p99 {p99:.1f} ms (< 50)",
         f"lost {sum(f.lost for f in results['onwatch'])} (0)",
     ]
+    paced = [f for f in results["onwatch"] if f.size == PACED]
+    if paced:
+        verdicts.append(
+            f"p99 at {args.rate:g}/s {percentile(paced[0].load.latencies, 0.99):.1f} ms"
+        )
     if "Bugsink" in results:
         theirs = results["Bugsink"][0]
         ratio = ours.digest_rate / theirs.digest_rate if theirs.digest_rate else float("inf")
