@@ -214,7 +214,9 @@ def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now
     issue, created, merged_from = issue_for(project, event, now)
     # The issue's own last release is noted already: no query for the usual event.
     if (created or release != issue.last_release) and note_release(project, release, now):
-        issue.refresh_from_db()  # the new release resolved it: decide on that state
+        # The new release may have resolved it: decide on that state, with the count as
+        # it was before this event (which decide and issue_changed add themselves).
+        issue.refresh_from_db(fields=["state", "resolved_in", "state_changed_at"])
     issue_changed(project, issue, created, release, now)
     found = event.get("user")
     user: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -331,7 +333,11 @@ def note_release(project: Project, release: str, now: datetime) -> int:
     resolved = 0
     for issue in Issue.objects.filter(project=project, state=IssueState.RESOLVED_NEXT):
         after = issue.resolved_after
-        if not after or (release != after and order.at_or_after(project, release, after)):
+        # Only a release known to be newer (deployed later, or a higher version): a name
+        # seen for the first time may be an old client's (a commit onwatch never deployed).
+        if not after or (
+            release != after and order.known_at_or_after(project, release, after) is True
+        ):
             resolved += Issue.objects.filter(pk=issue.pk).update(
                 state=IssueState.RESOLVED, resolved_in=release, state_changed_at=now
             )
@@ -434,10 +440,17 @@ def resolve(issue: Issue, release: str, actor: Actor, now: datetime) -> None:
     """Resolved in `release` (default: the newest release it was seen in): later events
     of an older release leave it resolved."""
     _open(issue)
-    release = (release.strip() or issue.last_release)[:200]
+    release = (release.strip() or newest_seen_in(issue))[:200]
     with transaction.atomic():
         _set_state(issue, now, state=IssueState.RESOLVED, resolved_in=release, resolved_after="")
         _record(actor, "errors-issue-resolved", issue, release=release)
+
+
+def newest_seen_in(issue: Issue) -> str:
+    """The newest release the issue's events named, by the release order (not the release
+    of its latest event: an old client may have sent that one)."""
+    names = Event.objects.filter(issue=issue).exclude(release="").values_list("release")
+    return order.newest_of(issue.project, sorted({name for (name,) in names}))
 
 
 def resolve_in_next_release(issue: Issue, actor: Actor, now: datetime) -> None:
