@@ -56,6 +56,18 @@ def at_or_after(
 ) -> bool:
     """Whether `release` is `than` or a later release of the project (`commits`: the
     deploy order, when the caller has it already)."""
+    known = known_at_or_after(project, release, than, commits)
+    if known is not None:
+        return known
+    first = first_seen_order(project, [release, than])
+    return first[release] >= first[than]
+
+
+def known_at_or_after(
+    project: Project, release: str, than: str, commits: list[str] | None = None
+) -> bool | None:
+    """As at_or_after, by the deploy order or version numbers only; None when neither
+    orders the two (only the order they were first seen in would)."""
     if release == than:
         return True
     commits = deployed_commits(project) if commits is None else commits
@@ -65,8 +77,7 @@ def at_or_after(
     va, vb = version_key(release), version_key(than)
     if va is not None and vb is not None:
         return va >= vb
-    first = first_seen_order(project, [release, than])
-    return first[release] >= first[than]
+    return None
 
 
 def first_seen_order(project: Project, names: list[str]) -> dict[str, int]:
@@ -83,7 +94,13 @@ def first_seen_order(project: Project, names: list[str]) -> dict[str, int]:
 
 def newest(project: Project) -> str:
     """The newest release the project's events named; "" when none did."""
-    names = list(Release.objects.filter(project=project).values_list("name", flat=True))
+    return newest_of(
+        project, list(Release.objects.filter(project=project).values_list("name", flat=True))
+    )
+
+
+def newest_of(project: Project, names: list[str]) -> str:
+    """The newest of these releases of the project; "" when there are none."""
     commits, best = deployed_commits(project), ""
     for name in names:
         if not best or at_or_after(project, name, best, commits):

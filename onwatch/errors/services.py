@@ -214,7 +214,9 @@ def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now
     issue, created, merged_from = issue_for(project, event, now)
     # The issue's own last release is noted already: no query for the usual event.
     if (created or release != issue.last_release) and note_release(project, release, now):
-        issue.refresh_from_db()  # the new release resolved it: decide on that state
+        # The new release may have resolved it: decide on that state, with the count as
+        # it was before this event (which decide and issue_changed add themselves).
+        issue.refresh_from_db(fields=["state", "resolved_in", "state_changed_at"])
     issue_changed(project, issue, created, release, now)
     found = event.get("user")
     user: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -276,9 +278,6 @@ def issue_for(
     issue = Issue.objects.filter(
         project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
     ).first()
-    merged_from = None
-    if issue is not None and issue.merged_into_id is not None:
-        merged_from, issue = issue, kept_issue(issue)
     if issue is None:
         made = Issue(
             project=project,
@@ -299,10 +298,48 @@ def issue_for(
         issue = Issue.objects.get(
             project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
         )
-    Issue.objects.filter(pk=issue.pk).update(
-        last_seen=now, last_release=release, event_count=F("event_count") + 1
+    kept, merged_from = counted_in(issue, release, now)
+    return kept, False, merged_from
+
+
+# A merge or a split changing the same issues again each time this event looks: it gives
+# up (the sender gets an error and sends again) rather than loop.
+COUNT_TRIES = 10
+
+
+def counted_in(own: Issue, release: str, now: datetime) -> tuple[Issue, Issue | None]:
+    """Count an event of `own`'s grouping in the issue it belongs to now: `own`, or the
+    issue it was merged into (then also returned as the one the event came from).
+
+    The row counted stays locked until the event is stored, and a merge or a split locks
+    the issues it changes before it moves events, so each waits for the other and sees its
+    events: a merge committed meanwhile leaves no row to count (`merged_into` is set), a
+    split committed meanwhile is seen when `own` is read again."""
+    for _ in range(COUNT_TRIES):
+        if own.merged_into_id is None:
+            if _count(own.pk, release, now):
+                return own, None
+        else:
+            kept = _locked(kept_issue(own).pk)
+            own.refresh_from_db(fields=["merged_into"])  # read after the lock: split since?
+            if kept is not None and kept_issue(own).pk == kept.pk:
+                _count(kept.pk, release, now)
+                return kept, own
+        own.refresh_from_db()
+    raise RuntimeError(f"issue {own.pk} kept being merged or split while an event came in")
+
+
+def _locked(issue_id: int) -> Issue | None:
+    """The issue read again once no merge or split of it is under way; None if merged."""
+    return Issue.objects.select_for_update().filter(pk=issue_id, merged_into=None).first()
+
+
+def _count(issue_id: int, release: str, now: datetime) -> bool:
+    return bool(
+        Issue.objects.filter(pk=issue_id, merged_into=None).update(
+            last_seen=now, last_release=release, event_count=F("event_count") + 1
+        )
     )
-    return issue, False, merged_from
 
 
 def refused_last_hour(project: Project, now: datetime) -> list[tuple[str, int]]:
@@ -331,7 +368,11 @@ def note_release(project: Project, release: str, now: datetime) -> int:
     resolved = 0
     for issue in Issue.objects.filter(project=project, state=IssueState.RESOLVED_NEXT):
         after = issue.resolved_after
-        if not after or (release != after and order.at_or_after(project, release, after)):
+        # Only a release known to be newer (deployed later, or a higher version): a name
+        # seen for the first time may be an old client's (a commit onwatch never deployed).
+        if not after or (
+            release != after and order.known_at_or_after(project, release, after) is True
+        ):
             resolved += Issue.objects.filter(pk=issue.pk).update(
                 state=IssueState.RESOLVED, resolved_in=release, state_changed_at=now
             )
@@ -434,10 +475,17 @@ def resolve(issue: Issue, release: str, actor: Actor, now: datetime) -> None:
     """Resolved in `release` (default: the newest release it was seen in): later events
     of an older release leave it resolved."""
     _open(issue)
-    release = (release.strip() or issue.last_release)[:200]
+    release = (release.strip() or newest_seen_in(issue))[:200]
     with transaction.atomic():
         _set_state(issue, now, state=IssueState.RESOLVED, resolved_in=release, resolved_after="")
         _record(actor, "errors-issue-resolved", issue, release=release)
+
+
+def newest_seen_in(issue: Issue) -> str:
+    """The newest release the issue's events named, by the release order (not the release
+    of its latest event: an old client may have sent that one)."""
+    names = Event.objects.filter(issue=issue).exclude(release="").values_list("release")
+    return order.newest_of(issue.project, sorted({name for (name,) in names}))
 
 
 def resolve_in_next_release(issue: Issue, actor: Actor, now: datetime) -> None:
@@ -530,6 +578,13 @@ def recount(issue: Issue) -> None:
     issue.refresh_from_db()
 
 
+def lock(issues: list[Issue]) -> list[Issue]:
+    """The issues read again and locked, in one order (two merges at once cannot each
+    hold what the other waits for)."""
+    found = Issue.objects.select_for_update().filter(pk__in=[i.pk for i in issues])
+    return list(found.order_by("pk"))
+
+
 def merge(kept: Issue, others: list[Issue], actor: Actor) -> Issue:
     """Move the others' events into `kept`; events their groupings make later land there
     too. Each event remembers the issue it came from, so it can be split out again."""
@@ -541,6 +596,10 @@ def merge(kept: Issue, others: list[Issue], actor: Actor) -> Issue:
     if any(o.project_id != kept.project_id for o in others):
         raise Refusal("Only issues of the same project can be merged")
     with transaction.atomic():
+        # Locked first: an event being stored in one of them is waited for and moved too,
+        # and an event of theirs stored meanwhile waits, then finds them merged.
+        if any(i.state == IssueState.MERGED for i in lock([kept, *others])):
+            raise Refusal("One of these issues was merged already; merge the one it went into")
         for other in others:
             Event.objects.filter(issue=other, merged_from__isnull=True).update(merged_from=other)
             Event.objects.filter(issue=other).update(issue=kept)
@@ -561,6 +620,11 @@ def split(event: Event, actor: Actor, now: datetime) -> Issue:
         raise Refusal("This event was not merged in from another issue; nothing to split")
     kept = event.issue
     with transaction.atomic():
+        # Locked first, as merge does: an event of the group being stored in `kept` is
+        # waited for and moved out too.
+        lock([kept, group])
+        if not Issue.objects.filter(pk=group.pk, merged_into=kept).exists():
+            raise Refusal("This group was split out already")
         Event.objects.filter(issue=kept, merged_from=group).update(issue=group, merged_from=None)
         Issue.objects.filter(pk=group.pk).update(
             merged_into=None, state=IssueState.UNRESOLVED, state_changed_at=now

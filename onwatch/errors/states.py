@@ -45,8 +45,10 @@ def reopens(project: Project, issue: Issue, release: str) -> bool:
             return False
         if not issue.resolved_after:
             return True
+        # Only a release known to be newer: one merely seen for the first time may be an
+        # old client's, and leaves it waiting (as note_release does).
         after = issue.resolved_after
-        return release != after and order.at_or_after(project, release, after)
+        return release != after and order.known_at_or_after(project, release, after) is True
     return False
 
 

@@ -1,11 +1,16 @@
-"""Merging issues by hand and splitting a group back out (services.merge and split)."""
+"""Merging issues by hand and splitting a group back out (services.merge and split),
+also while events of those issues are being stored."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
@@ -94,3 +99,110 @@ def test_a_merged_issue_cannot_be_merged_or_resolved_again(project: Project) -> 
         services.merge(other, [kept], SYSTEM)
     with pytest.raises(services.Refusal, match="merged"):
         services.resolve(other, "", SYSTEM, timezone.now())
+
+
+# --- merging and splitting while an event of the same issues is being stored ---------------
+# On PostgreSQL one side's transaction is held open while the other starts: the second must
+# wait for the first and then see what it did. SQLite writes one transaction at a time.
+committing = pytest.mark.django_db(transaction=True)
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite writes one transaction at a time"
+)
+
+
+def held(work: Callable[[], object], holding: threading.Event, go_on: threading.Event) -> None:
+    try:
+        with transaction.atomic():
+            work()
+            holding.set()
+            go_on.wait(30)
+    finally:
+        connections.close_all()
+
+
+def alone(work: Callable[[], object], failed: list[BaseException]) -> None:
+    try:
+        work()
+    except BaseException as e:  # reported by the test, not lost in the thread
+        failed.append(e)
+    finally:
+        connections.close_all()
+
+
+def waits_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        found = cursor.fetchone()
+        return bool(found and found[0])
+
+
+def first_then(first: Callable[[], object], second: Callable[[], object]) -> None:
+    """`first` in a transaction held open until `second` waits for it; both must succeed."""
+    holding, go_on, failed = threading.Event(), threading.Event(), list[BaseException]()
+    one = threading.Thread(target=held, args=(first, holding, go_on))
+    one.start()
+    two = threading.Thread(target=alone, args=(second, failed))
+    try:
+        assert holding.wait(10)
+        two.start()
+        deadline = time.monotonic() + 10
+        while not waits_on_a_lock():
+            assert time.monotonic() < deadline, "the second never waited for the first"
+            time.sleep(0.02)
+    finally:
+        go_on.set()
+        one.join(10)
+    two.join(10)
+    assert failed == []
+
+
+@pytest.mark.parametrize("event_first", [True, False], ids=["event first", "merge first"])
+@committing
+@postgresql_only
+def test_an_event_stored_while_its_issue_is_merged_lands_in_the_kept_issue(
+    project: Project, event_first: bool
+) -> None:
+    kept, other = issues(project)
+
+    def event() -> None:
+        send(project, crash("ValueError", "dee"))
+
+    def merging() -> None:
+        services.merge(kept, [other], SYSTEM)
+
+    first_then(*((event, merging) if event_first else (merging, event)))
+    kept.refresh_from_db()
+    other.refresh_from_db()
+    assert not Event.objects.filter(issue=other).exists()  # none stranded in the merged one
+    assert (kept.event_count, kept.users_affected) == (5, 4)
+    assert (other.state, other.event_count) == ("merged", 0)
+    assert Event.objects.filter(issue=kept, merged_from=other).count() == 3
+
+
+@pytest.mark.parametrize("event_first", [True, False], ids=["event first", "split first"])
+@committing
+@postgresql_only
+def test_an_event_stored_while_its_group_is_split_lands_in_its_own_issue(
+    project: Project, event_first: bool
+) -> None:
+    kept, other = issues(project)
+    services.merge(kept, [other], SYSTEM)
+    moved = Event.objects.filter(issue=kept, merged_from=other).first()
+    assert moved is not None
+
+    def event() -> None:
+        send(project, crash("ValueError", "dee"))
+
+    def splitting() -> None:
+        services.split(moved, SYSTEM, timezone.now())
+
+    first_then(*((event, splitting) if event_first else (splitting, event)))
+    kept.refresh_from_db()
+    other.refresh_from_db()
+    assert not Event.objects.filter(issue=kept, merged_from=other).exists()
+    assert (kept.event_count, other.event_count) == (2, 3)
+    assert (other.state, other.merged_into_id) == ("unresolved", None)
+    assert Event.objects.filter(issue=other).count() == 3

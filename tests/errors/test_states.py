@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from onwatch.alerts.models import Incident
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.deploys.models import Deploy, Release, State
 from onwatch.errors import intake, services
 from onwatch.errors.models import Issue, Project
 from tests.support.deploys import service_for
+from tests.support.fixtures import signed_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
 
 def crash(release: str = "", message: str = "boom", **more: Any) -> dict[str, Any]:
@@ -210,3 +212,52 @@ def test_the_migration_notes_the_releases_earlier_events_named(project: Project)
     migration.note_releases(apps, None)
     noted = Release.objects.filter(project=project).values_list("name", "first_seen")
     assert list(noted) == [("blue", start), ("green", start + timedelta(minutes=1))]
+
+
+def test_a_release_seen_for_the_first_time_does_not_resolve_the_next_release_issue(
+    project: Project, members: dict[str, Any]
+) -> None:
+    # Releases named by commit, with no linked service: onwatch cannot order them.
+    project.alert_regressions = True
+    project.save()
+    send(project, crash("a" * 40))
+    issue = Issue.objects.get()
+    services.resolve_in_next_release(issue, SYSTEM, timezone.now())
+    send(project, crash("b" * 40))  # an old client's first report, or the fix: unknown
+    issue.refresh_from_db()
+    assert (issue.state, issue.resolved_in, issue.regressed_in) == ("resolved-next", "", "")
+    assert not Incident.objects.exists()  # no false "regressed" alert
+    page = signed_in(members["viewer"]).get(f"/errors/issues/{issue.pk}/").content.decode()
+    assert f"waiting for a release onwatch can order after {'a' * 40}" in page
+    send(project, crash("1.0.0", message="other"), crash("2.0.0", message="other"))
+    issue.refresh_from_db()
+    assert issue.state == "resolved-next"  # versions are not ordered after a commit either
+
+
+def test_resolving_without_a_release_takes_the_newest_it_was_seen_in(project: Project) -> None:
+    send(project, crash("1.0.0"), crash("1.2.0"))
+    send(project, crash("1.1.0"))  # the latest event, from an older client
+    issue = Issue.objects.get()
+    services.resolve(issue, "", SYSTEM, timezone.now())
+    issue.refresh_from_db()
+    assert (issue.state, issue.resolved_in) == ("resolved", "1.2.0")
+    send(project, crash("1.1.5"))
+    issue.refresh_from_db()
+    assert issue.state == "resolved"
+
+
+def test_an_event_of_a_release_that_resolved_another_issue_is_counted_once(
+    project: Project,
+) -> None:
+    send(project, crash("1.0.0"), crash("1.0.0", message="other"))
+    ignored, waiting = Issue.objects.order_by("pk")
+    services.ignore(ignored, services.Ignore(events=2), SYSTEM, timezone.now())
+    services.resolve_in_next_release(waiting, SYSTEM, timezone.now())
+    send(project, crash("1.1.0"))  # 1.1.0 resolves the other issue: one more event here
+    ignored.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (waiting.state, waiting.resolved_in) == ("resolved", "1.1.0")
+    assert (ignored.state, ignored.event_count) == ("ignored", 2)
+    send(project, crash("1.1.0"))  # the second more: it comes back now
+    ignored.refresh_from_db()
+    assert (ignored.state, ignored.event_count) == ("unresolved", 3)
