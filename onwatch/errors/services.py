@@ -149,7 +149,13 @@ def take(incoming: Incoming, now: datetime) -> None:
     """Store what an SDK sent, or raise Refused (counted) without storing any of it."""
     # An id past the database's integers is no project (and must not reach the query).
     fits = incoming.project_id <= MAX_ID
-    project = Project.objects.filter(pk=incoming.project_id).first() if fits else None
+    # Locked first, for the rest of the writer's transaction: every sender's writes to the
+    # project's rows (its issues, then the hourly tallies every event adds to) then come
+    # one after the other in the same order. Taken in the order each sender met them, two
+    # web processes' batches locked an issue and the tally in opposite orders and one was
+    # aborted as a deadlock (a 503 for its events) on PostgreSQL.
+    found = Project.objects.select_for_update(no_key=True).filter(pk=incoming.project_id)
+    project = found.first() if fits else None
     if project is None or project.public_key != incoming.key:
         raise Refused(403, "unknown project or key: check the DSN")
     if project.key_revoked:
@@ -364,7 +370,8 @@ def note_release(project: Project, release: str, now: datetime) -> int:
     Returns how many issues that resolved."""
     if not release or Release.objects.filter(project=project, name=release).exists():
         return 0
-    Release.objects.create(project=project, name=release, first_seen=now)
+    if not inserted(Release(project=project, name=release, first_seen=now)):
+        return 0  # another sender's event named it first, at the same moment: it decided
     resolved = 0
     for issue in Issue.objects.filter(project=project, state=IssueState.RESOLVED_NEXT):
         after = issue.resolved_after
