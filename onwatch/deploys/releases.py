@@ -332,37 +332,43 @@ def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
 
 def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
     service = deploy.service
-    what = "Rollback" if deploy.kind == DeployKind.ROLLBACK else "Deploy"
-    body = [
-        f"What is wrong: {deploy.reason}",
+    _alert(
+        deploy,
+        verb,
         f"What serves {service.domain} now: {deploy.live_after or 'nothing'}",
         "What to do: read the deploy's timeline (linked below); fix the cause and deploy "
-        "again, or roll back to an earlier release (onwatch rollback "
-        f"{service.name}).",
-    ]
-    masker = Masker(service.secrets)
-    alert_channels(
-        channels_of(service),
-        title=masker.mask(f"{what} #{deploy.pk} of {service.name} {verb}"),
-        body=masker.mask("\n".join(body)),
-        link=reverse("deploy_detail", args=[deploy.pk]),
+        f"again, or roll back to an earlier release (onwatch rollback {service.name}).",
     )
 
 
 def alert_warning(deploy: Deploy) -> None:
     """A deploy that made its release live but left something behind (its reason)."""
     service = deploy.service
+    _alert(
+        deploy,
+        "succeeded with a warning",
+        f"What serves {service.domain} now: {deploy.live_after}",
+        "What to do: nothing is urgent, the new release serves. The next deploy of "
+        f"{service.name} stops the old process; to stop it sooner, deploy again.",
+    )
+
+
+def _alert(deploy: Deploy, verb: str, serves: str, to_do: str) -> None:
+    """To the service's channels: what, since when, what serves, what to do, and the link;
+    masked, as a deploy's text may hold the service's secrets."""
+    service = deploy.service
     what = "Rollback" if deploy.kind == DeployKind.ROLLBACK else "Deploy"
+    since = deploy.started_at or deploy.created_at
     body = [
         f"What is wrong: {deploy.reason}",
-        f"What serves {service.domain} now: {deploy.live_after}",
-        f"What to do: nothing is urgent, the new release serves. The next deploy of "
-        f"{service.name} stops the old process; to stop it sooner, deploy again.",
+        f"Since: {since:%Y-%m-%d %H:%M} UTC",
+        serves,
+        to_do,
     ]
     masker = Masker(service.secrets)
     alert_channels(
         channels_of(service),
-        title=masker.mask(f"{what} #{deploy.pk} of {service.name} succeeded with a warning"),
+        title=masker.mask(f"{what} #{deploy.pk} of {service.name} {verb}"),
         body=masker.mask("\n".join(body)),
         link=reverse("deploy_detail", args=[deploy.pk]),
     )

@@ -4,32 +4,18 @@ test_releases.py with real components; here, what the API takes, refuses and ans
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, Organization
-from onwatch.core.services import issue_token
 from onwatch.deploys import services
 from onwatch.deploys.models import Deploy, Service, State
 from tests.support.deploys import service_for
+from tests.support.fixtures import TokenApi
 
 SCOPES = ["services:read", "services:write", "deploys:run"]
-
-
-class Api:
-    def __init__(self, member: Any, org: Organization, scopes: list[str]) -> None:
-        raw = issue_token(member, org, "test", scopes, 1).raw
-        self.client, self.auth = Client(), {"authorization": f"Bearer {raw}"}
-
-    def call(self, method: str, url: str, body: Any = None) -> Any:
-        data = json.dumps(body) if body is not None else ""
-        return self.client.generic(
-            method, url, data=data, content_type="application/json", headers=self.auth
-        )
 
 
 def made_live(service: Service, commit: str) -> Deploy:
@@ -45,7 +31,7 @@ def test_the_api_sets_a_domain_deploys_and_rolls_back_or_says_why_not(
     org: Organization, members: dict[str, Any]
 ) -> None:
     service = service_for(org, "/srv/git/shop.git")
-    api = Api(members["admin"], org, SCOPES)
+    api = TokenApi(members["admin"], org, SCOPES)
     base = f"/api/v1/services/{service.pk}"
     early = api.call("POST", f"{base}/deploy/", {})
     assert early.status_code == 422
@@ -91,7 +77,7 @@ def test_deploying_needs_the_deploys_scope(
 ) -> None:
     service = service_for(org, "/srv/git/shop.git")
     services.set_domain(service, "shop.example.com", True, SYSTEM)
-    api = Api(members["admin"], org, scopes)
+    api = TokenApi(members["admin"], org, scopes)
     assert api.call("POST", f"/api/v1/services/{service.pk}/deploy/", {}).status_code == 403
     assert not Deploy.objects.exists()
 

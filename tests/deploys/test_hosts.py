@@ -4,23 +4,20 @@ a changed host key refused until forgotten on purpose, removed; pages and the AP
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Job, JobState, Organization
 from onwatch.deploys import hostchecks, hosts, services
 from onwatch.deploys.models import Host
 from onwatch.deploys.services import HOST_CHECK_KIND, HostFields, Refusal
 from tests.support.backups import alerts_titled
-from tests.support.fixtures import signed_in
+from tests.support.fixtures import TokenApi, signed_in
 from tests.support.procs import free_port
 from tests.support.remote_servers import SshServer
 
@@ -175,22 +172,10 @@ def test_viewers_see_hosts_and_admins_change_them(
     assert AuditEntry.objects.filter(action="host-removed", target=host.name).exists()
 
 
-class Api:
-    def __init__(self, member: Any, org: Organization, scopes: list[str]) -> None:
-        raw = issue_token(member, org, "test", scopes, 1).raw
-        self.client, self.auth = Client(), {"authorization": f"Bearer {raw}"}
-
-    def call(self, method: str, url: str, body: Any = None) -> Any:
-        data = json.dumps(body) if body is not None else ""
-        return self.client.generic(
-            method, url, data=data, content_type="application/json", headers=self.auth
-        )
-
-
 def test_the_api_adds_checks_and_removes_a_host(
     org: Organization, members: dict[str, Any], sshd: SshServer
 ) -> None:
-    api = Api(members["admin"], org, ["hosts:read", "hosts:write"])
+    api = TokenApi(members["admin"], org, ["hosts:read", "hosts:write"])
     body = {
         "address": address(sshd),
         "provider": "OVHcloud",
@@ -217,7 +202,7 @@ def test_the_api_adds_checks_and_removes_a_host(
     assert got["checked_at"] and got["check_error"] == ""
     assert {f["what"] for f in got["findings"]} >= {"python", "process manager", "caddy"}
     assert api.call("DELETE", f"/api/v1/hosts/{made['id']}/").json() == {"removed": address(sshd)}
-    reader = Api(members["viewer"], org, ["hosts:read", "hosts:write"])
+    reader = TokenApi(members["viewer"], org, ["hosts:read", "hosts:write"])
     assert reader.call("POST", "/api/v1/hosts/", body).status_code == 403
 
 

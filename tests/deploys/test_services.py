@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
-from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Job, Organization
 from onwatch.deploys import git, netguard, services, slirp
 from onwatch.deploys.models import Pipeline, Service
-from tests.support.fixtures import signed_in
+from tests.support.fixtures import TokenApi, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 SECRET = "pw-7f3a9c-never-shown"
@@ -72,7 +70,7 @@ def test_a_repository_in_onwatchs_own_folders_is_refused_on_the_page_and_the_api
     form = {"name": "shop", "git_url": f"file://{workspace}", "branch": "main"}
     page = admin.post("/services/add/", form).content.decode()
     assert f"{workspace} is in onwatch&#x27;s work folder, which no service may read" in page
-    api = Api(members["admin"], org, ["services:read", "services:write"])
+    api = TokenApi(members["admin"], org, ["services:read", "services:write"])
     for url in [str(tmp_path / "data"), str(tmp_path / "elsewhere.git")]:
         r = api.call("POST", "/api/v1/services/", {"name": "shop", "git_url": url})
         assert r.status_code == 422
@@ -146,22 +144,10 @@ def test_run_now_from_the_page_queues_a_pipeline_a_deployer_may_start(
     assert entry.actor == members["deployer"].username and entry.data["trigger"] == "ui"
 
 
-class Api:
-    def __init__(self, member: Any, org: Organization, scopes: list[str]) -> None:
-        raw = issue_token(member, org, "test", scopes, 1).raw
-        self.client, self.auth = Client(), {"authorization": f"Bearer {raw}"}
-
-    def call(self, method: str, url: str, body: Any = None) -> Any:
-        data = json.dumps(body) if body is not None else ""
-        return self.client.generic(
-            method, url, data=data, content_type="application/json", headers=self.auth
-        )
-
-
 def test_the_api_adds_a_service_runs_it_and_never_answers_a_secret_value(
     org: Organization, members: dict[str, Any]
 ) -> None:
-    api = Api(members["admin"], org, ["services:read", "services:write", "pipelines:run"])
+    api = TokenApi(members["admin"], org, ["services:read", "services:write", "pipelines:run"])
     body = {"name": "shop", "git_url": "/srv/git/shop.git", "secrets": {"API_TOKEN": SECRET}}
     r = api.call("POST", "/api/v1/services/", body)
     assert r.status_code == 201, r.content
@@ -225,7 +211,7 @@ def test_a_service_chooses_which_channels_hear_of_its_pipelines_on_its_page_and_
     team = add_channel(org, "team", "json://127.0.0.1:9/team")
     add_channel(org, "everyone", "json://127.0.0.1:9/all")
     mine = set_own_channel(org, members["admin"], "json://127.0.0.1:9/mine", SYSTEM)
-    api = Api(members["admin"], org, ["services:read", "services:write"])
+    api = TokenApi(members["admin"], org, ["services:read", "services:write"])
     body: dict[str, Any] = {"name": "shop", "git_url": "/srv/git/shop.git"}
     made = api.call("POST", "/api/v1/services/", body).json()
     # Every channel, as before there was a choice.
@@ -264,7 +250,7 @@ def test_a_service_chooses_which_channels_hear_of_its_pipelines_on_its_page_and_
 def test_the_api_deletes_a_service_only_when_told_its_name(
     org: Organization, members: dict[str, Any]
 ) -> None:
-    api = Api(members["admin"], org, ["services:read", "services:write", "pipelines:run"])
+    api = TokenApi(members["admin"], org, ["services:read", "services:write", "pipelines:run"])
     made = api.call("POST", "/api/v1/services/", {"name": "shop", "git_url": "/srv/git/x.git"})
     url = f"/api/v1/services/{made.json()['id']}/"
     queued = api.call("POST", f"{url}run/").json()

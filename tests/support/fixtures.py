@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -55,3 +56,19 @@ def members(org: Organization) -> dict[str, Any]:
 
 
 __all__ = ["PASSWORD", "Authenticator", "make_member", "make_org", "signed_in"]
+
+
+class TokenApi:
+    """A test client holding one bearer token of `member` with `scopes`."""
+
+    def __init__(self, member: Any, org: Organization, scopes: list[str]) -> None:
+        from onwatch.core.services import issue_token
+
+        raw = issue_token(member, org, "test", scopes, 1).raw
+        self.client, self.auth = Client(), {"authorization": f"Bearer {raw}"}
+
+    def call(self, method: str, url: str, body: Any = None) -> Any:
+        data = json.dumps(body) if body is not None else ""
+        return self.client.generic(
+            method, url, data=data, content_type="application/json", headers=self.auth
+        )
