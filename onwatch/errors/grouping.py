@@ -2,7 +2,12 @@
 frames of its stack (module and function, never line numbers, so an edit above the crash
 does not make a new issue), the exception type with its message normalised, the message
 template. VERSION is stored on each issue: new rules get a new number, so they can never
-silently split or merge the issues made under the old ones."""
+silently split or merge the issues made under the old ones.
+
+Version 2 left out the exception an SDK makes up to carry a message's stack (`synthetic`)
+and counts a browser frame by its URL's path. An event whose version-2 grouping finds no
+issue joins the issue its version-1 grouping made, if there is one (`Grouping.earlier`), as
+Sentry's fallback grouping does: the issues made before the change go on, not split."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-VERSION = 1
+VERSION = 2
 
 # Order matters: quoted values first (they may hold anything), numbers last.
 VARIABLE_PARTS = [
@@ -35,6 +40,7 @@ class Grouping:
     by: str  # what decided it, shown on the issue
     title: str
     culprit: str
+    earlier: str = ""  # the hash by the rules of VERSION - 1
 
 
 def normalised(message: str) -> str:
@@ -68,12 +74,16 @@ def frames(exception: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
 
 
-def in_app(exception: dict[str, Any]) -> list[str]:
+def in_app(exception: dict[str, Any], version: int = VERSION) -> list[str]:
     return [
-        f"{where(f)}.{f.get('function') or '?'}"
+        f"{where(f) if version >= 2 else where_v1(f)}.{f.get('function') or '?'}"
         for f in frames(exception)
         if f.get("in_app") is True
     ]
+
+
+def where_v1(frame: dict[str, Any]) -> str:
+    return str(frame.get("module") or frame.get("filename") or "?")
 
 
 def where(frame: dict[str, Any]) -> str:
@@ -98,10 +108,10 @@ def message_of(event: dict[str, Any]) -> tuple[str, str]:
     return "", ""
 
 
-def default_parts(event: dict[str, Any]) -> tuple[str, list[str]]:
-    chain = raised(event)
-    stack = [part for exc in chain for part in (str(exc.get("type")), *in_app(exc))]
-    if any(in_app(exc) for exc in chain):
+def default_parts(event: dict[str, Any], version: int = VERSION) -> tuple[str, list[str]]:
+    chain = raised(event) if version >= 2 else exceptions(event)
+    stack = [part for exc in chain for part in (str(exc.get("type")), *in_app(exc, version))]
+    if any(in_app(exc, version) for exc in chain):
         return "in-app frames", stack
     if chain:
         last = chain[-1]
@@ -113,13 +123,19 @@ def default_parts(event: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def grouping(event: dict[str, Any]) -> Grouping:
-    by, parts = default_parts(event)
+    digest, by = hashed(event, VERSION)
+    earlier, _ = hashed(event, VERSION - 1)
+    return Grouping(digest, by, title(event), culprit(event), earlier)
+
+
+def hashed(event: dict[str, Any], version: int) -> tuple[str, str]:
+    """The event's grouping hash by the rules of `version`, and what decided it."""
+    by, parts = default_parts(event, version)
     fingerprint = event.get("fingerprint")
     if isinstance(fingerprint, list) and fingerprint and fingerprint != [DEFAULT]:
         by = "fingerprint"
         parts = [p for item in fingerprint for p in (parts if item == DEFAULT else [str(item)])]
-    digest = hashlib.sha256("\x00".join([by, *parts]).encode()).hexdigest()
-    return Grouping(digest, by, title(event), culprit(event))
+    return hashlib.sha256("\x00".join([by, *parts]).encode()).hexdigest(), by
 
 
 def title(event: dict[str, Any]) -> str:

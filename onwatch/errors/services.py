@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Max, Min, Model, Sum
+from django.db.models import Count, F, Max, Min, Model, Q, Sum
 
 from onwatch.core import jobs
 from onwatch.core.audit import Actor
@@ -281,9 +281,7 @@ def issue_for(
     made when that was merged into another (its events go to the one kept)."""
     found = grouping.grouping(event)
     release = str(event.get("release") or "")[:200]
-    issue = Issue.objects.filter(
-        project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash
-    ).first()
+    issue = grouped_issue(project, found)
     if issue is None:
         made = Issue(
             project=project,
@@ -306,6 +304,17 @@ def issue_for(
         )
     kept, merged_from = counted_in(issue, release, now)
     return kept, False, merged_from
+
+
+def grouped_issue(project: Project, found: grouping.Grouping) -> Issue | None:
+    """The issue the previous rules made of this event, else the one these rules made (in
+    one query). The earlier one first: when the new rules join what the old kept apart (a
+    browser's frames on two host names), each old issue still gets all its events rather
+    than lose them to a new issue made by the first event of another host."""
+    mine = Q(grouping_version=grouping.VERSION, grouping_hash=found.hash)
+    earlier = Q(grouping_version=grouping.VERSION - 1, grouping_hash=found.earlier)
+    candidates = Issue.objects.filter(mine | earlier, project=project)
+    return candidates.order_by("grouping_version").first()
 
 
 # A merge or a split changing the same issues again each time this event looks: it gives
