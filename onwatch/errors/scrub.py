@@ -28,6 +28,18 @@ PLAIN_KEY = re.compile(r"[\w.\-\[\]%+]+")
 # 13 to 19 digits, maybe grouped by spaces or dashes; Luhn decides.
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*KEY-----.*?(?:-----END [A-Z0-9 ]*KEY-----|\Z)", re.DOTALL)
+# In source code and values shown as code (a frame's context lines, its local variables'
+# reprs): a secret-sounding name given a value, `password = "x"`, `"api_key": 'x'`,
+# `token: str = "x"`, `password == "x"`, `Login(password='x')`. The value is a quoted
+# literal or a bare word; a call, attribute or index (`get_token()`) is code, kept.
+IN_CODE = re.compile(
+    r"""(?<![\w$])([\w$]++)((?:["'`]\]?|\])?\s*+"""
+    r"""(?::\s*+[\w.|\[\], ]{1,80}?\s*+=(?!=)|:=|[=!]==?|=>|=|:)\s*+[rbfuRBFU]{0,2})"""
+    r"""("(?:[^"\\]|\\.)*+"?|'(?:[^'\\]|\\.)*+'?|`(?:[^`\\]|\\.)*+`?"""
+    r"""|[^\s,;()\[\]{}<>"'`]++(?![(\[.]))"""
+)
+# Where an event carries code: the lines around each frame, and its variables.
+CODE_KEYS = frozenset(("pre_context", "context_line", "post_context", "vars"))
 MAX_DEPTH = 64  # deeper data is cut: nobody reads it, and it must not exhaust the stack
 
 
@@ -63,6 +75,22 @@ def text(value: str) -> str:
     return CARD.sub(_card, value)
 
 
+def code(value: str) -> str:
+    """A line of code or a value's repr: the rules of `text`, and a secret-sounding
+    name's value in the forms code writes it."""
+    value = text(value)
+    return IN_CODE.sub(_in_code, value) if SECRET_KEYS.search(value) else value
+
+
+def _in_code(match: re.Match[str]) -> str:
+    name, between, value = match.groups()
+    if not secret_key(name):
+        return match.group(0)
+    quote = value[:1] if value[:1] in "\"'`" else ""
+    closed = quote if len(value) > 1 and value.endswith(quote) else ""
+    return f"{name}{between}{quote}{FILTERED}{closed}"
+
+
 def _in_text(match: re.Match[str]) -> str:
     name = match.group(1)
     return f"{name}={FILTERED}" if secret_key(unquote_plus(name)) else match.group(0)
@@ -72,24 +100,29 @@ def secret_key(key: object) -> bool:
     return isinstance(key, str) and SECRET_KEYS.search(key) is not None
 
 
-def scrubbed(value: Any, depth: int = 0) -> Any:
-    """`value` (decoded JSON) with every secret replaced by "[Filtered]"."""
+def scrubbed(value: Any, depth: int = 0, in_code: bool = False) -> Any:
+    """`value` (decoded JSON) with every secret replaced by "[Filtered]"; `in_code`: it
+    is (part of) a frame's code or variables."""
     if depth > MAX_DEPTH:
         return FILTERED
     if isinstance(value, str):
-        return _query(value) if "=" in value else text(value)
+        found = _query(value) if "=" in value else text(value)
+        return code(found) if in_code else found
     if isinstance(value, dict):
         return {
             storable(k): FILTERED
             if secret_key(k) and v not in (None, "")
-            else scrubbed(v, depth + 1)
+            else scrubbed(v, depth + 1, in_code or k in CODE_KEYS)
             for k, v in value.items()
         }
     if isinstance(value, list):
         if value and all(_pair(v) for v in value):
             # Headers and query strings come as [[name, value], …] too.
-            return [[k, FILTERED if secret_key(k) else scrubbed(v, depth + 1)] for k, v in value]
-        return [scrubbed(v, depth + 1) for v in value]
+            return [
+                [k, FILTERED if secret_key(k) else scrubbed(v, depth + 1, in_code)]
+                for k, v in value
+            ]
+        return [scrubbed(v, depth + 1, in_code) for v in value]
     return value
 
 

@@ -81,3 +81,40 @@ def test_secrets_in_query_strings_urls_and_messages_are_filtered(
 @pytest.mark.parametrize("sent", ["x=a b", "1+1=2", "level=high and rising", "page=2&sort=-id"])
 def test_text_with_other_equals_signs_stays_as_it_was(sent: str) -> None:
     assert scrub.scrubbed(sent) == sent
+
+
+@pytest.mark.parametrize(
+    ("line", "kept"),
+    [
+        ('    password = "hunter2"', '    password = "[Filtered]"'),
+        ("login(user='ada', password='hunter2')", "login(user='ada', password='[Filtered]')"),
+        ('{"api_key": "hunter2", "user": "ada"}', '{"api_key": "[Filtered]", "user": "ada"}'),
+        ('token: str = "hunter2"', 'token: str = "[Filtered]"'),
+        ('if password == "hunter2":', 'if password == "[Filtered]":'),
+        ("const apiKey = 'hunter2';", "const apiKey = '[Filtered]';"),
+        ("os.environ['API_KEY'] = 'hunter2'", "os.environ['API_KEY'] = '[Filtered]'"),
+        ("password = hunter2", "password = [Filtered]"),
+        # Code that only reads a secret shows no value: it stays readable.
+        ("password = request.POST['password']", "password = request.POST['password']"),
+        ("token = get_token()", "token = get_token()"),
+        ("username = 'ada'", "username = 'ada'"),
+    ],
+)
+def test_a_secret_in_a_line_of_code_is_filtered(line: str, kept: str) -> None:
+    frame = {"pre_context": [line], "context_line": line, "post_context": [line, "x = 1"]}
+    assert scrub.scrubbed(frame) == {
+        "pre_context": [kept],
+        "context_line": kept,
+        "post_context": [kept, "x = 1"],
+    }
+
+
+def test_a_local_variables_value_is_scrubbed_as_code() -> None:
+    frame = {"vars": {"login": "Login(user='ada', password='hunter2')", "n": "3"}}
+    assert scrub.scrubbed(frame) == {
+        "vars": {"login": "Login(user='ada', password='[Filtered]')", "n": "3"}
+    }
+    # Elsewhere text stays as written: only `name=value` is a secret there.
+    assert scrub.scrubbed({"message": 'password = "is required"'}) == {
+        "message": 'password = "is required"'
+    }

@@ -12,6 +12,7 @@ id sent, then "flushed".
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Any
 
 import sentry_sdk
@@ -43,8 +44,11 @@ COOKIE = "sid=hdrcookie-1e5c9a"
 QUERY_SECRET = "qs-4d8b2f"
 USER_IP = "203.0.113.77"
 LOCAL_SECRET = "local-9c3e7a"
+# Written as a literal in checkout() too: the SDK sends that line of code with the frame.
+CONTEXT_SECRET = "ctx-5b1e8d"
+REPR_SECRET = "repr-2d7f4b"  # in a local variable's repr: Login(user='ada', password='…')
 ALL = [*KEYED_SECRETS.values(), CARD, PEM_BODY, "hdr-6f2b8d", "hdrcookie-1e5c9a",
-       QUERY_SECRET, USER_IP, LOCAL_SECRET]  # fmt: skip
+       QUERY_SECRET, USER_IP, LOCAL_SECRET, CONTEXT_SECRET, REPR_SECRET]  # fmt: skip
 # `password=…` and the like inside text rather than under a key (scenario `in-text`).
 IN_TEXT = {
     "query string": "qs1-5e8c2a",
@@ -58,8 +62,16 @@ IN_TEXT = {
 }
 
 
+@dataclass
+class Login:
+    user: str
+    password: str
+
+
 def checkout(order: int) -> None:
     password = LOCAL_SECRET  # a local variable the SDK sends with the frame  # noqa: F841
+    db_password = "ctx-5b1e8d"  # a line of code the SDK sends with the frame  # noqa: F841
+    login = Login("ada", REPR_SECRET)  # noqa: F841  (the SDK sends its repr)
     if order % 2:
         raise ValueError(f"order {order} could not be paid")  # another line than below
     raise ValueError(f"order {order} could not be paid")
