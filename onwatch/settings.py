@@ -102,6 +102,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: its headers go on every answer to browser SDKs, another middleware's too.
+    "onwatch.errors.middleware.SdkCorsMiddleware",
     "onwatch.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",

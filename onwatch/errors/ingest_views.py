@@ -14,12 +14,7 @@ from onwatch.core.ingest import Answer
 from onwatch.errors import intake, protocol
 from onwatch.errors.protocol import ProtocolError
 
-# Browser SDKs send from the app's own origin: any origin may post, with the key as the
-# credential (no cookies are read here, so no CSRF to fear).
-CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "X-Sentry-Error, X-Sentry-Rate-Limits, Retry-After",
-}
+# The CORS headers of every answer here are added by middleware.SdkCorsMiddleware.
 PREFLIGHT = {
     "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Max-Age": "3600",
@@ -76,14 +71,12 @@ def answered(answer: Answer) -> HttpResponse:
         response[raw_name.decode()] = raw_value.decode()
     if answer.status >= 400:
         response["X-Sentry-Error"] = answer.body.decode(errors="replace")
-    for name, value in CORS.items():
-        response[name] = value
     return response
 
 
 def preflight(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(status=200)
-    for name, value in (CORS | PREFLIGHT).items():
+    for name, value in PREFLIGHT.items():
         response[name] = value
     asked = request.headers.get("Access-Control-Request-Headers", "")
     response["Access-Control-Allow-Headers"] = asked or "content-type, x-sentry-auth"
