@@ -89,7 +89,9 @@ class Issue(models.Model):
     regressed_in = models.CharField(max_length=200, blank=True)
     regressed_at = models.DateTimeField(null=True, blank=True)
     # Ignored until a time, until event_count reaches a number, or until more than a
-    # number of events come in one hour (counted in rate_hour/rate_events).
+    # number of events come in one hour (counted in rate_hour/rate_events). An unresolved
+    # issue keeps ignored_until after its time ended the ignoring, until its next event
+    # (alerted as back).
     ignored_until = models.DateTimeField(null=True, blank=True)
     ignored_until_count = models.PositiveIntegerField(null=True, blank=True)
     ignored_rate = models.PositiveIntegerField(null=True, blank=True)

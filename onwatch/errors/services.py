@@ -5,6 +5,8 @@ audited: they are data, not changes anyone made)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Min, Model, Q, Sum
 
 from onwatch.core import jobs
-from onwatch.core.audit import Actor
+from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.models import Organization
 from onwatch.core.rest import MAX_ID
 from onwatch.errors import alerting, grouping, keys, order, protocol, scrub, states
@@ -50,6 +52,7 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
+log = logging.getLogger(__name__)
 DIGEST_KIND = "errors.digest"
 
 REASONS = {
@@ -453,6 +456,73 @@ def send_digest(issue_id: int, minutes: int, now: datetime) -> int:
     return more
 
 
+# --- what time and deploys do to issues, on the scheduler's tick (audited as the system) --
+
+
+def end_ignoring(now: datetime) -> int:
+    """Unresolve the issues ignored until a time now past: the list shows them again
+    without waiting for their next event. Their time is kept, so that event is alerted as
+    the issue being back. Returns how many; one bad row is logged and skipped."""
+    due = Issue.objects.filter(state=IssueState.IGNORED, ignored_until__lte=now)
+    return sum(_each(_end_ignoring, pk, now) for pk in due.values_list("pk", flat=True))
+
+
+def _end_ignoring(issue_id: int, now: datetime) -> int:
+    with transaction.atomic():
+        found = Issue.objects.select_for_update().filter(
+            pk=issue_id, state=IssueState.IGNORED, ignored_until__lte=now
+        )
+        issue = found.select_related("project__org").first()
+        if issue is None or issue.ignored_until is None:
+            return 0  # an event or a person got there first
+        Issue.objects.filter(pk=issue.pk).update(
+            state=IssueState.UNRESOLVED,
+            state_changed_at=issue.ignored_until,
+            ignored_until_count=None,
+            ignored_rate=None,
+        )
+        _record(SYSTEM, "errors-issue-unignored", issue, until=issue.ignored_until.isoformat())
+    return 1
+
+
+def resolve_deployed(now: datetime) -> int:
+    """Resolve the issues "resolved in the next release" of projects linked to a service
+    once onwatch deployed a release after the one they wait on: a fix that works sends no
+    event to name its release. Returns how many; one bad row is logged and skipped."""
+    waiting = Issue.objects.filter(
+        state=IssueState.RESOLVED_NEXT, project__service__isnull=False
+    ).exclude(resolved_after="")
+    return sum(_each(_resolve_deployed, pk, now) for pk in waiting.values_list("pk", flat=True))
+
+
+def _resolve_deployed(issue_id: int, now: datetime) -> int:
+    with transaction.atomic():
+        found = Issue.objects.select_for_update().filter(
+            pk=issue_id, state=IssueState.RESOLVED_NEXT
+        )
+        issue = found.select_related("project__org").first()
+        if issue is None:
+            return 0
+        commits = order.deployed_commits(issue.project)
+        at = order.deployed_index(commits, issue.resolved_after)
+        if at is None or at + 1 >= len(commits):
+            return 0  # not deployed by onwatch, or nothing deployed after it yet
+        release = commits[at + 1]
+        Issue.objects.filter(pk=issue.pk).update(
+            state=IssueState.RESOLVED, resolved_in=release, state_changed_at=now
+        )
+        _record(SYSTEM, "errors-issue-resolved", issue, release=release, by="deploy")
+    return 1
+
+
+def _each(step: Callable[[int, datetime], int], issue_id: int, now: datetime) -> int:
+    try:
+        return step(issue_id, now)
+    except Exception:
+        log.exception("issue %s: %s failed", issue_id, step.__name__)
+        return 0
+
+
 # --- what people do with issues: resolve, ignore, merge, split (each audited) ------------
 
 
@@ -642,8 +712,15 @@ def split(event: Event, actor: Actor, now: datetime) -> Issue:
         if not Issue.objects.filter(pk=group.pk, merged_into=kept).exists():
             raise Refusal("This group was split out already")
         Event.objects.filter(issue=kept, merged_from=group).update(issue=group, merged_from=None)
+        # With no ignoring left over from before the merge (an ignored_until would
+        # alert its next event as back).
         Issue.objects.filter(pk=group.pk).update(
-            merged_into=None, state=IssueState.UNRESOLVED, state_changed_at=now
+            merged_into=None,
+            state=IssueState.UNRESOLVED,
+            state_changed_at=now,
+            ignored_until=None,
+            ignored_until_count=None,
+            ignored_rate=None,
         )
         recount(kept)
         recount(group)

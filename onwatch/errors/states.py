@@ -118,6 +118,10 @@ def decide(
     if issue.state == IssueState.IGNORED:
         ends, counted = ignore_ends(issue, now, hour)
         return Outcome(back_to_unresolved(now), "back") if ends else Outcome(counted)
+    if issue.ignored_until is not None:
+        # Its ignoring ended with its time (services.end_ignoring): this is the first event
+        # since, and news, as when the event itself had ended it.
+        return Outcome({"ignored_until": None}, "back")
     return volume(project, issue, count, now)
 
 
