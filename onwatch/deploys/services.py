@@ -1290,6 +1290,15 @@ def service_choices(org: Organization) -> list[tuple[int, str]]:
     return list(Service.objects.filter(org=org).values_list("id", "name"))
 
 
+def channels_hearing(service_id: int) -> list[alert_services.Channel]:
+    """Who hears about the service: the channels it chose, or every channel of its
+    organization (an error project linked to it alerts the same people)."""
+    service = Service.objects.get(pk=service_id)
+    if service.all_channels:
+        return alert_services.organization_channels(service.org)
+    return list(service.channels.all())
+
+
 def deployed_commits(service_id: int) -> list[str]:
     """The commits the service's deploys made live, in the order each first went live (a
     rollback makes an older one live again, but does not make it newer)."""

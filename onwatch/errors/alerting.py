@@ -1,5 +1,6 @@
 """The alerts the errors app raises, through the alerts app: what happened (the error's
-type and message), since when, what to do, and a link to the issue's page."""
+type and message), since when, what to do, and a link to the issue's page; to the
+channels of the service the project is linked to, else to the organization's."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import datetime
 
 from django.urls import reverse
 
-from onwatch.alerts.services import raise_alert
+from onwatch.alerts.services import Channel, alert_channels, organization_channels
 from onwatch.errors.models import Issue, Project
 
 TODO = {
@@ -59,10 +60,23 @@ def send(kind: str, issue: Issue, project: Project, release: str, more: int = 0)
         lines.append(f"Since the last message: {more:,} more event{'s' if more != 1 else ''}")
     lines.append(f"Events so far: {issue.event_count:,}")
     lines.append(f"What to do: {TODO[kind]}")
-    raise_alert(
-        project.org,
+    alert_channels(
+        who_hears(project),
         headline(kind, issue, project, release)[:200],
         "\n".join(lines),
         link=reverse("errors_issue", args=[issue.pk]),
         notify_type="info" if kind == "digest" else "failure",
     )
+
+
+def who_hears(project: Project) -> list[Channel]:
+    """A project linked to a service alerts whoever hears about the service; any other,
+    or one whose service's chosen channels are all gone, every channel of its organization
+    (never nobody)."""
+    if project.service_id is not None:
+        from onwatch.deploys import services as deploys
+
+        chosen = deploys.channels_hearing(project.service_id)
+        if chosen:
+            return chosen
+    return organization_channels(project.org)
