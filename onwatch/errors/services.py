@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -464,15 +465,19 @@ def end_ignoring(now: datetime) -> int:
     without waiting for their next event. Their time is kept, so that event is alerted as
     the issue being back. Returns how many; one bad row is logged and skipped."""
     due = Issue.objects.filter(state=IssueState.IGNORED, ignored_until__lte=now)
-    return sum(_each(_end_ignoring, pk, now) for pk in due.values_list("pk", flat=True))
+    pks = due.values_list("pk", flat=True)
+    return sum(_each(pk, partial(_end_ignoring, pk, now)) for pk in pks)
 
 
 def _end_ignoring(issue_id: int, now: datetime) -> int:
     with transaction.atomic():
-        found = Issue.objects.select_for_update().filter(
-            pk=issue_id, state=IssueState.IGNORED, ignored_until__lte=now
+        # The issue's row only: the project's is every event writer's to lock.
+        issue = (
+            Issue.objects.select_for_update(of=("self",))
+            .filter(pk=issue_id, state=IssueState.IGNORED, ignored_until__lte=now)
+            .select_related("project__org")
+            .first()
         )
-        issue = found.select_related("project__org").first()
         if issue is None or issue.ignored_until is None:
             return 0  # an event or a person got there first
         Issue.objects.filter(pk=issue.pk).update(
@@ -489,37 +494,40 @@ def resolve_deployed(now: datetime) -> int:
     """Resolve the issues "resolved in the next release" of projects linked to a service
     once onwatch deployed a release after the one they wait on: a fix that works sends no
     event to name its release. Returns how many; one bad row is logged and skipped."""
-    waiting = Issue.objects.filter(
-        state=IssueState.RESOLVED_NEXT, project__service__isnull=False
-    ).exclude(resolved_after="")
-    return sum(_each(_resolve_deployed, pk, now) for pk in waiting.values_list("pk", flat=True))
+    waiting = (
+        Issue.objects.filter(state=IssueState.RESOLVED_NEXT, project__service__isnull=False)
+        .exclude(resolved_after="")
+        .select_related("project")
+    )
+    commits: dict[int, list[str]] = {}  # the deploy order, read once per project
+    resolved = 0
+    for issue in waiting:
+        if issue.project_id not in commits:
+            commits[issue.project_id] = order.deployed_commits(issue.project)
+        deployed = commits[issue.project_id]
+        at = order.deployed_index(deployed, issue.resolved_after)
+        if at is not None and at + 1 < len(deployed):  # else nothing deployed after it yet
+            fix = deployed[at + 1]
+            resolved += _each(issue.pk, partial(_resolve_deployed, issue, fix, now))
+    return resolved
 
 
-def _resolve_deployed(issue_id: int, now: datetime) -> int:
+def _resolve_deployed(issue: Issue, release: str, now: datetime) -> int:
     with transaction.atomic():
-        found = Issue.objects.select_for_update().filter(
-            pk=issue_id, state=IssueState.RESOLVED_NEXT
-        )
-        issue = found.select_related("project__org").first()
-        if issue is None:
-            return 0
-        commits = order.deployed_commits(issue.project)
-        at = order.deployed_index(commits, issue.resolved_after)
-        if at is None or at + 1 >= len(commits):
-            return 0  # not deployed by onwatch, or nothing deployed after it yet
-        release = commits[at + 1]
-        Issue.objects.filter(pk=issue.pk).update(
-            state=IssueState.RESOLVED, resolved_in=release, state_changed_at=now
-        )
-        _record(SYSTEM, "errors-issue-resolved", issue, release=release, by="deploy")
-    return 1
+        # Still waiting on the same release (nobody changed it meanwhile): resolved in it.
+        changed = Issue.objects.filter(
+            pk=issue.pk, state=IssueState.RESOLVED_NEXT, resolved_after=issue.resolved_after
+        ).update(state=IssueState.RESOLVED, resolved_in=release, state_changed_at=now)
+        if changed:
+            _record(SYSTEM, "errors-issue-resolved", issue, release=release, by="deploy")
+    return changed
 
 
-def _each(step: Callable[[int, datetime], int], issue_id: int, now: datetime) -> int:
+def _each(issue_id: int, step: Callable[[], int]) -> int:
     try:
-        return step(issue_id, now)
+        return step()
     except Exception:
-        log.exception("issue %s: %s failed", issue_id, step.__name__)
+        log.exception("issue %s could not be brought up to date", issue_id)
         return 0
 
 
