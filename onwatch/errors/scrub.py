@@ -13,11 +13,14 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 FILTERED = "[Filtered]"
-SECRET_KEYS = re.compile(
-    r"password|secret|passwd|api_key|apikey|auth|credentials|mysql_pwd|privatekey"
-    r"|private_key|token|bearer|session|cookie",
-    re.IGNORECASE,
-)
+SECRET_WORDS = (
+    "password", "secret", "passwd", "api_key", "apikey", "auth", "credentials", "mysql_pwd",
+    "privatekey", "private_key", "token", "bearer", "session", "cookie",
+)  # fmt: skip
+SECRET_KEYS = re.compile("|".join(SECRET_WORDS), re.IGNORECASE)
+# The same on text case-folded first: about ten times faster than the case-blind search
+# on a line of code, most of which name no secret.
+FOLDED_SECRET = re.compile("|".join(SECRET_WORDS))
 # `name=value` inside any text: a URL's query (`?token=…`), a message, an exception's value.
 # A name starts where a run of name characters does and takes all of it (possessive): no
 # backtracking, so a long run without "=" costs one pass, not one per character.
@@ -76,10 +79,11 @@ def text(value: str) -> str:
 
 
 def code(value: str) -> str:
-    """A line of code or a value's repr: the rules of `text`, and a secret-sounding
+    """A line of code or a value's repr (scrubbed as text already): a secret-sounding
     name's value in the forms code writes it."""
-    value = text(value)
-    return IN_CODE.sub(_in_code, value) if SECRET_KEYS.search(value) else value
+    if FOLDED_SECRET.search(value.casefold()) is None:
+        return value
+    return IN_CODE.sub(_in_code, value)
 
 
 def _in_code(match: re.Match[str]) -> str:
