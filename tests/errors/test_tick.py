@@ -60,13 +60,15 @@ def test_an_issue_ignored_until_a_past_time_is_unresolved_by_the_tick(
     scheduler.tick(now + timedelta(minutes=59))
     issue.refresh_from_db()
     assert issue.state == "ignored"
+    viewer = signed_in(members["viewer"])
+    link = f"/errors/issues/{issue.pk}/"
+    assert link not in viewer.get(f"/errors/{project.pk}/").content.decode()
     scheduler.tick(now + timedelta(minutes=61))
     issue.refresh_from_db()
     assert (issue.state, issue.state_changed_at) == ("unresolved", until)
     entry = AuditEntry.objects.get(action="errors-issue-unignored")
     assert (entry.actor, entry.data["until"]) == ("system", until.isoformat())
-    listed = signed_in(members["viewer"]).get(f"/errors/{project.pk}/").content.decode()
-    assert f"/errors/issues/{issue.pk}/" in listed  # the list shows unresolved issues
+    assert link in viewer.get(f"/errors/{project.pk}/").content.decode()  # unresolved, listed
     scheduler.tick(now + timedelta(minutes=62))
     assert AuditEntry.objects.filter(action="errors-issue-unignored").count() == 1
     # Its next event is news, as it was when the event itself ended the ignoring.
