@@ -315,10 +315,11 @@ def grouped_issue(project: Project, found: grouping.Grouping) -> Issue | None:
     one query). The earlier one first: when the new rules join what the old kept apart (a
     browser's frames on two host names), each old issue still gets all its events rather
     than lose them to a new issue made by the first event of another host."""
-    mine = Q(grouping_version=grouping.VERSION, grouping_hash=found.hash)
-    earlier = Q(grouping_version=grouping.VERSION - 1, grouping_hash=found.earlier)
-    candidates = Issue.objects.filter(mine | earlier, project=project)
-    return candidates.order_by("grouping_version").first()
+    # The project in each branch: each is then one lookup of the unique index (with it
+    # outside, SQLite reads every issue of the project).
+    mine = Q(project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash)
+    earlier = Q(project=project, grouping_version=grouping.VERSION - 1, grouping_hash=found.earlier)
+    return Issue.objects.filter(mine | earlier).order_by("grouping_version").first()
 
 
 # A merge or a split changing the same issues again each time this event looks: it gives
