@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from onwatch.core.ingest import Answer, Route
 from onwatch.core.ingest.store import Store
+from onwatch.core.ingest.timings import Batch, Recorder, now
 
 log = logging.getLogger("onwatch.ingest")
 
@@ -64,6 +65,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     # The route's answer; None: Django takes the request.
     future: asyncio.Future[Answer | None] = field(repr=False)
+    queued: float = field(default_factory=now, repr=False)
 
 
 class Writer:
@@ -80,6 +82,8 @@ class Writer:
         self.lock = threading.Lock()
         self.store: Store | None = None
         self.lock_files: tuple[int, int] | None = None
+        self.recorder: Recorder | None = None  # ONWATCH_INGEST_TIMINGS (timings.py)
+        self.timing: Batch | None = None  # the batch being written, when measured
 
     def submit(self, job: Job) -> bool:
         """Queue the job; False (and nothing queued) when too many wait already."""
@@ -101,9 +105,13 @@ class Writer:
             self.thread.join()
 
     def run(self) -> None:
+        if settings.INGEST_TIMINGS and self.recorder is None:
+            self.recorder = Recorder(settings.INGEST_TIMINGS)
         ended = False
         while not ended and (first := self.jobs.get()) is not None:
+            self.timing = Batch(queued=first.queued, taken=now()) if self.recorder else None
             with self.turn():
+                self.mark("turn")
                 # Gathered once it is this process's turn: what arrived during the wait
                 # shares the transaction, rather than waiting for another turn.
                 batch, ended = self.gather(first)
@@ -111,8 +119,19 @@ class Writer:
                 # it now would store it twice when its sender does.
                 batch = [job for job in batch if not job.future.done()]
                 answers = self.written(batch)
-            deliver(batch, answers)
+            deliver(batch, answers, self.measured(len(batch)))
         connections[self.alias].close()
+
+    def mark(self, moment: str) -> None:
+        if self.timing is not None:
+            setattr(self.timing, moment, now())
+
+    def measured(self, size: int) -> Measured | None:
+        """The batch's timing and where to record it once answered, when measured."""
+        if self.timing is None or self.recorder is None or not size:
+            return None
+        self.timing.size = size
+        return Measured(self.timing, self.recorder)
 
     def gather(self, first: Job) -> tuple[list[Job], bool]:
         """`first` and the jobs waiting behind it (MAX_BATCH at most); True when the end
@@ -140,10 +159,13 @@ class Writer:
         connection: a dropped connection costs nothing, a bad item only its own answer."""
         try:
             with transaction.atomic(using=self.alias):
+                self.mark("began")  # BEGIN IMMEDIATE: SQLite's write lock is held
                 store = self.opened()
                 answers = [job.route.write(store, job.item, self.clock()) for job in batch]
                 store.flush()
-                return answers
+                self.mark("written")
+            self.mark("committed")
+            return answers
         except Exception:
             if self.store is not None:
                 self.store.discard()
@@ -198,7 +220,7 @@ class Writer:
         if self.store is None:
             self.store = Store(self.alias)
             if self.store.sqlite:
-                without_autocheckpoint(self.store)
+                without_autocheckpoint(self.store, self.recorder)
         return self.store
 
 
@@ -218,15 +240,31 @@ def quick_turns() -> None:
     sys.setswitchinterval(SWITCH_SECONDS)
 
 
-def deliver(batch: list[Job], answers: list[Answer | None]) -> None:
+@dataclass(slots=True)
+class Measured:
+    """A batch's timing, recorded when the last of its event loops took its answers."""
+
+    timing: Batch
+    recorder: Recorder
+    loops: int = 0
+
+    def answered(self) -> None:
+        self.timing.answered.append(now())
+        if len(self.timing.answered) == self.loops:
+            self.recorder.record(self.timing)
+
+
+def deliver(batch: list[Job], answers: list[Answer | None], measured: Measured | None) -> None:
     """Hand the answers to their event loops, one wake-up per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Answer | None], Any]]] = {}
     for job, answer in zip(batch, answers, strict=True):
         by_loop.setdefault(job.loop, []).append((job.future, answer))
+    if measured is not None:
+        measured.loops = len(by_loop)
     for loop, results in by_loop.items():
         # A loop closed while its items were written has nobody waiting.
         with suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, results)
+            loop.call_soon_threadsafe(settle, results, measured)
 
 
 def expire(job: Job, seconds: float) -> None:
@@ -241,13 +279,18 @@ def expire(job: Job, seconds: float) -> None:
         job.future.set_result(Answer(503, timed_out(seconds, job.route.noun).encode() + b"\n"))
 
 
-def settle(results: list[tuple[asyncio.Future[Answer | None], Answer | None]]) -> None:
+def settle(
+    results: list[tuple[asyncio.Future[Answer | None], Answer | None]],
+    measured: Measured | None = None,
+) -> None:
     for future, answer in results:
         if not future.done():
             future.set_result(answer)
+    if measured is not None:
+        measured.answered()
 
 
-def without_autocheckpoint(store: Store) -> None:
+def without_autocheckpoint(store: Store, recorder: Recorder | None = None) -> None:
     """No checkpoint inside a batch's transaction: copying the WAL back into the database
     and its fsync would hold every waiting request for tens of ms. checkpoints() does it
     beside the writer."""
@@ -256,7 +299,7 @@ def without_autocheckpoint(store: Store) -> None:
     path = str(raw.execute("PRAGMA database_list").fetchone()[2] or "")
     if path:
         raw.execute("PRAGMA wal_autocheckpoint=0")
-        checkpoints(path)
+        checkpoints(path, recorder)
 
 
 CHECKPOINT_SECONDS = 1.0
@@ -264,23 +307,34 @@ _checkpointing: set[str] = set()
 _checkpointing_lock = threading.Lock()
 
 
-def checkpoints(path: str) -> None:
+def checkpoints(path: str, recorder: Recorder | None = None) -> None:
     """A thread that checkpoints the SQLite WAL every second (PASSIVE: it never waits for
     or blocks a writer), once per database file and process."""
     with _checkpointing_lock:
         if path in _checkpointing:
             return
         _checkpointing.add(path)
-    threading.Thread(target=_checkpoint_loop, args=(str(path),), name="wal", daemon=True).start()
+    args = (str(path), recorder)
+    threading.Thread(target=_checkpoint_loop, args=args, name="wal", daemon=True).start()
 
 
-def _checkpoint_loop(path: str) -> None:
+def _checkpoint_loop(path: str, recorder: Recorder | None) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path, timeout=0, check_same_thread=False, isolation_level=None)
     while True:
         time.sleep(CHECKPOINT_SECONDS)
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            checkpoint(conn, recorder)
         except sqlite3.Error:
             log.warning("ingest: a WAL checkpoint failed; trying again", exc_info=True)
+
+
+def checkpoint(conn: Any, recorder: Recorder | None = None) -> None:
+    """One PASSIVE checkpoint on `conn` (a sqlite3 connection), noted when measured."""
+    started = now()
+    # Its frames in the WAL, and those copied into the database (-1 each when another
+    # process's checkpoint ran at the same moment).
+    _, _, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if recorder is not None:
+        recorder.checkpointed(started, copied)
