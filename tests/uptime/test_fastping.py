@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -28,7 +29,7 @@ from django.core.asgi import get_asgi_application
 
 from onwatch.alerts.models import Incident, IncidentState
 from onwatch.core.ingest.app import Ingest
-from onwatch.core.ingest.writer import Writer, failed, timed_out
+from onwatch.core.ingest.writer import CHECKPOINT_NICE, Writer, failed, timed_out
 from onwatch.uptime import fastping, heartbeats, pings
 from onwatch.uptime.models import Kind, Monitor, Ping, State
 from tests.support.asgi import http, raw, serving, status
@@ -328,3 +329,31 @@ def held_then_pinged(web: Web, seconds: float) -> float:
         waited = time.monotonic() - released
     assert status(answer) == 200
     return waited
+
+
+def test_the_wal_checkpoint_runs_below_the_threads_that_answer(web: Web) -> None:
+    """Copying the WAL into the database took the CPU from the writer and the event loop:
+    batches written meanwhile were far more often slow."""
+    if "DATABASE_URL" in web.env:
+        pytest.skip("SQLite's WAL")
+    port = int(web.env["ONWATCH_PORT"])
+    # Both web processes write a batch, which starts their checkpoint thread.
+    assert set(asyncio.run(ping_all(port, [f"/ping/{web.ids[0]}"] * 50, 20))) == {200}
+    lowered = [
+        nice(pid, tid)
+        for pid in children(web.process.proc.pid)
+        for tid in os.listdir(f"/proc/{pid}/task")
+        if nice(pid, tid) != 0
+    ]
+    assert lowered and set(lowered) == {CHECKPOINT_NICE}
+    assert len(lowered) <= len(children(web.process.proc.pid))  # one thread per process
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def nice(pid: int, tid: str) -> int:
+    """A thread's nice value (the 19th field of its stat, after the name in brackets)."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
