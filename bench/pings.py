@@ -16,12 +16,18 @@ per answer beside the web process's CPU per ping (children included, if any). Su
 pings of heartbeats that are up take the fast route of the ingest layer ahead of Django
 (onwatch/core/ingest, onwatch/uptime/fastping.py); the warm-up pings that bring them up
 go through Django.
+
+Where the time of the fast route's batches went (waiting for the writer thread, for the
+other web process's writer, for SQLite's write lock, writing, committing, answering) is
+printed after the figures, from the web processes' own measurements
+(ONWATCH_INGEST_TIMINGS, onwatch/core/ingest/timings.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import shutil
@@ -29,12 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from onwatch.core.ingest import timings  # noqa: E402
 from tests.support.procs import Running, django, free_port, isolated, wait_http  # noqa: E402
 
 SETUP = """
@@ -220,7 +228,14 @@ def load(args: argparse.Namespace, port: int, ids: list[str]) -> Tally:
     return asyncio.run(fire(port, ids, args.seconds, args.concurrency, args.keepalive))
 
 
-def percentile(values: list[float], p: float) -> float:
+def prioritise(pid: int, nice: int) -> None:
+    """`nice` alone does not reach `onwatch web`: it runs in a session of its own, and with
+    Linux's autogroups a session shares the CPU as one group whatever its processes' nice
+    values. So the group's own nice value is set."""
+    Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
+def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
 
@@ -273,17 +288,29 @@ def main() -> None:
     parser.add_argument(
         "--web-workers", type=int, default=2, help="ONWATCH_WEB_WORKERS (onwatch's default: 2)"
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        help="run the web processes' scheduling group at this nice value (below 0 needs "
+        "root), for figures on a machine shared with other work",
+    )
     args = parser.parse_args()
 
     noop_rate, noop_p99, noop_cpu = baseline(args)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        isolated(Path(tmp), ONWATCH_WEB_WORKERS=str(args.web_workers)) as env,
+        isolated(
+            Path(tmp),
+            ONWATCH_WEB_WORKERS=str(args.web_workers),
+            ONWATCH_INGEST_TIMINGS=str(Path(tmp) / "timings"),
+        ) as env,
     ):
         ids = json.loads(django(SETUP.format(n=args.monitors), env, migrate=True))
         database = "PostgreSQL" if "DATABASE_URL" in env else "SQLite"
         with Running(["web"], env) as web:
             port = int(env["ONWATCH_PORT"])
+            if args.nice is not None:
+                prioritise(web.proc.pid, args.nice)
             wait_http(f"http://127.0.0.1:{port}/health/")
             # One ping each first: the first ping of a new heartbeat changes its state (the
             # slow path); the figures are for the steady state of heartbeats that are up.
@@ -291,11 +318,13 @@ def main() -> None:
             cpu_before = cpu_seconds(web.proc.pid)
             memory_before = pss_mib(web.proc.pid)
             stored_before = json.loads(django(COUNT, env))[0]
+            Path(env["ONWATCH_INGEST_TIMINGS"]).open("w").close()  # the load's batches only
             started = time.monotonic()
             tally = load(args, port, ids)
             elapsed = time.monotonic() - started
             server_cpu = cpu_seconds(web.proc.pid) - cpu_before
             memory_after = pss_mib(web.proc.pid)
+            spent = timings.read(env["ONWATCH_INGEST_TIMINGS"])
         stored, up = json.loads(django(COUNT, env))
     stored -= stored_before
     accepted = tally.statuses.get(200, 0)
@@ -327,10 +356,62 @@ def main() -> None:
         f"{database}; do-nothing baseline {noop_rate:.0f}/s "
         f"(target 2000/s with p99 < 50 ms: {verdict})"
     )
+    where_time_went(spent)
     # wrk stops on the clock with pings in flight: stored, but their answers not counted.
     in_flight = args.concurrency if args.client == "wrk" else 0
     if not accepted <= stored <= accepted + in_flight:
         raise SystemExit(f"the database holds {stored} new pings but {accepted} were accepted")
+
+
+def where_time_went(spent: timings.Spent) -> None:
+    """The batches' time per stage, and how long their oldest request took in the server,
+    apart for batches written while a WAL checkpoint ran."""
+    if not spent.batches:
+        print("ingest batches: none measured")
+        return
+    sizes = [size for _, size, _ in spent.batches]
+    print(
+        f"ingest batches: {len(sizes)}, requests per batch: p50 {percentile(sizes, 0.5):.0f}, "
+        f"max {max(sizes)}"
+    )
+    print("  per batch, ms:  p50    p99     max   (over 20 ms)")
+    for stage in timings.STAGES:
+        got = spent.stage(stage)
+        over = sum(1 for v in got if v > 20)
+        print(
+            f"  {stage:<12}{percentile(got, 0.5):6.1f} {percentile(got, 0.99):6.1f} "
+            f"{max(got):7.1f}   ({over})"
+        )
+    totals = [sum(spans) for _, _, spans in spent.batches]
+    during = spent.during_checkpoint()
+    took = [t for _, t, _ in spent.checkpoints]
+    if took:
+        print(
+            f"  WAL checkpoints: {len(took)}, ms: p50 {percentile(took, 0.5):.1f}, "
+            f"max {max(took):.1f}"
+        )
+    for name, which in (("during a checkpoint", True), ("otherwise", False)):
+        print(
+            f"  oldest request's time in the server, {name}: "
+            + histogram([t for t, d in zip(totals, during, strict=True) if d == which])
+        )
+
+
+BUCKETS = (5, 10, 20, 50, 100)  # ms
+
+
+def histogram(values: list[float]) -> str:
+    """How many values fall between the BUCKETS' edges, in words."""
+    edges = (0, *BUCKETS, float("inf"))
+    counts = [sum(1 for v in values if lo <= v < hi) for lo, hi in itertools.pairwise(edges)]
+    names = [
+        f"<{BUCKETS[0]}",
+        *(f"{lo}-{hi}" for lo, hi in itertools.pairwise(BUCKETS)),
+        f"≥{BUCKETS[-1]}",
+    ]
+    return f"{len(values)} batches, ms " + ", ".join(
+        f"{name}: {n}" for name, n in zip(names, counts, strict=True)
+    )
 
 
 async def warm(port: int, ids: list[str], concurrency: int) -> None:

@@ -297,6 +297,9 @@ PROBER_CONCURRENCY = env_int("ONWATCH_PROBER_CONCURRENCY", 500, minimum=1, maxim
 # Monitors one prober holds claimed at once: past this, the rest is left to other probers.
 PROBER_BACKLOG = env_int("ONWATCH_PROBER_BACKLOG", 2000, minimum=10)
 API_TOKEN_DEFAULT_DAYS = env_int("ONWATCH_API_TOKEN_DAYS", 90, minimum=1, maximum=3650)
+# A file each web process appends where its ingest batches spent their time (core/ingest/
+# timings.py; bench/pings.py sets it); empty: nothing measured.
+INGEST_TIMINGS = env("ONWATCH_INGEST_TIMINGS", "")
 
 LOGGING = {
     "version": 1,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import sqlite3
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -24,12 +26,12 @@ from django.db import connection, models
 from django.test import Client
 from django.test.utils import isolate_apps
 
-from onwatch.core.ingest import Accepted, Answer, Route
+from onwatch.core.ingest import Accepted, Answer, Route, timings
 from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.limits import Limit
 from onwatch.core.ingest.request import Request
 from onwatch.core.ingest.store import Store
-from onwatch.core.ingest.writer import SWITCH_SECONDS, Job, Writer
+from onwatch.core.ingest.writer import SWITCH_SECONDS, Job, Writer, checkpoint
 from onwatch.uptime import fastping, heartbeats
 from onwatch.uptime.models import Kind, Monitor, Ping, State
 from tests.support.asgi import header, header_names, raw, serving, status
@@ -344,3 +346,45 @@ def test_the_writer_gets_the_gil_back_quickly_in_a_busy_web_process(app: Ingest)
         assert SWITCH_SECONDS <= 0.001
     finally:
         sys.setswitchinterval(before)
+
+
+@inprocess
+def test_with_ingest_timings_set_each_batch_says_where_its_time_went(
+    app: Ingest, settings: Any, tmp_path: Any
+) -> None:
+    settings.INGEST_TIMINGS = str(tmp_path / "timings")
+    m = heartbeat("a")
+    with serving(app) as port:
+        raw(port, "GET", f"/ping/{m.ping_id}")  # Django's: the route learns its headers
+        started = timings.now()
+        answers = [raw(port, "GET", f"/ping/{m.ping_id}") for _ in range(3)]
+        ended = timings.now()
+    assert [status(a) for a in answers] == [200, 200, 200]
+    spent = timings.read(settings.INGEST_TIMINGS)
+    assert [size for _, size, _ in spent.batches] == [1, 1, 1]
+    for at, _, spans in spent.batches:
+        assert started <= at <= ended
+        assert len(spans) == len(timings.STAGES)
+        assert all(span >= 0 for span in spans)
+        assert at + sum(spans) / 1000 <= ended  # recorded before its answer went out
+    assert spent.checkpoints == []  # the test database lives in memory: no WAL
+
+
+def test_a_measured_checkpoint_is_recorded_with_what_it_copied(tmp_path: Any) -> None:
+    path = tmp_path / "wal.sqlite3"
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (1)")
+        recorder = timings.Recorder(str(tmp_path / "timings"))
+        checkpoint(db, recorder)
+        checkpoint(db, recorder)
+    spent = timings.read(str(tmp_path / "timings"))
+    # The WAL's frames that are in the database file by then: all, both times.
+    copied = [pages for _, _, pages in spent.checkpoints]
+    assert copied[0] == copied[1] > 0
+    first, second = spent.checkpoints
+    assert first[0] < second[0] and first[1] >= 0
+    # A batch whose oldest request waited while a checkpoint ran is told apart.
+    spent.batches = [(first[0] - 1, 1, [1.0] * 6), (first[0], 1, [1.0] * 6)]
+    assert spent.during_checkpoint() == [False, True]

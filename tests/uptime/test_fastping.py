@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,10 +29,10 @@ from django.core.asgi import get_asgi_application
 
 from onwatch.alerts.models import Incident, IncidentState
 from onwatch.core.ingest.app import Ingest
-from onwatch.core.ingest.writer import Writer, failed, timed_out
+from onwatch.core.ingest.writer import CHECKPOINT_NICE, Writer, failed, timed_out
 from onwatch.uptime import fastping, heartbeats, pings
 from onwatch.uptime.models import Kind, Monitor, Ping, State
-from tests.support.asgi import http, serving, status
+from tests.support.asgi import http, raw, serving, status
 from tests.support.child import call
 from tests.support.child import uptime as child_uptime
 from tests.support.fixtures import make_org
@@ -293,3 +295,65 @@ def test_a_database_failure_is_answered_503_with_a_reason(
     web.process.wait_for("could not be stored")  # with the reason, for whoever runs onwatch
     per, _ = counts(env)
     assert per[code] == 2
+
+
+def test_a_ping_is_stored_the_moment_another_writer_lets_go_of_the_database(
+    web: Web,
+) -> None:
+    """Another process's write (a page, the worker) holds SQLite's write lock a while.
+    SQLite's own busy handler sleeps 1, 2, 5 … 100 ms between tries, so after the first
+    quarter second it tries again only every 100 ms: with the lock let go at five points
+    spread over those 100 ms, half the pings waited 40 ms or more after it was free."""
+    if "DATABASE_URL" in web.env:
+        pytest.skip("SQLite's write lock")
+    waits = [held_then_pinged(web, seconds) for seconds in (0.35, 0.37, 0.39, 0.41, 0.43)]
+    assert sorted(waits)[2] < 0.025, [f"{w * 1000:.0f} ms" for w in waits]
+
+
+def held_then_pinged(web: Web, seconds: float) -> float:
+    """How long after the lock was free, held `seconds` by another connection, the ping
+    was answered."""
+    code, port = web.ids[40], int(web.env["ONWATCH_PORT"])
+    db = Path(web.env["ONWATCH_DATA_DIR"]) / "onwatch.sqlite3"
+    with (
+        closing(sqlite3.connect(db, isolation_level=None)) as other,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        other.execute("BEGIN IMMEDIATE")
+        ping = pool.submit(raw, port, "GET", f"/ping/{code}")
+        time.sleep(seconds)
+        assert not ping.done()  # it waits for the lock
+        other.execute("COMMIT")
+        released = time.monotonic()
+        answer = ping.result(10)
+        waited = time.monotonic() - released
+    assert status(answer) == 200
+    return waited
+
+
+def test_the_wal_checkpoint_runs_below_the_threads_that_answer(web: Web) -> None:
+    """Copying the WAL into the database took the CPU from the writer and the event loop:
+    batches written meanwhile were far more often slow."""
+    if "DATABASE_URL" in web.env:
+        pytest.skip("SQLite's WAL")
+    port = int(web.env["ONWATCH_PORT"])
+    # Both web processes write a batch, which starts their checkpoint thread.
+    assert set(asyncio.run(ping_all(port, [f"/ping/{web.ids[0]}"] * 50, 20))) == {200}
+    lowered = [
+        nice(pid, tid)
+        for pid in children(web.process.proc.pid)
+        for tid in os.listdir(f"/proc/{pid}/task")
+        if nice(pid, tid) != 0
+    ]
+    assert lowered and set(lowered) == {CHECKPOINT_NICE}
+    assert len(lowered) <= len(children(web.process.proc.pid))  # one thread per process
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def nice(pid: int, tid: str) -> int:
+    """A thread's nice value (the 19th field of its stat, after the name in brackets)."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])

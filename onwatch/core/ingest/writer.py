@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,11 +23,12 @@ from queue import SimpleQueue
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from onwatch.core.ingest import Answer, Route
 from onwatch.core.ingest.store import Store
+from onwatch.core.ingest.timings import Batch, Recorder, now
 
 log = logging.getLogger("onwatch.ingest")
 
@@ -64,6 +65,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     # The route's answer; None: Django takes the request.
     future: asyncio.Future[Answer | None] = field(repr=False)
+    queued: float = field(default_factory=now, repr=False)
 
 
 class Writer:
@@ -80,6 +82,9 @@ class Writer:
         self.lock = threading.Lock()
         self.store: Store | None = None
         self.lock_files: tuple[int, int] | None = None
+        self.recorder: Recorder | None = None  # ONWATCH_INGEST_TIMINGS (timings.py)
+        self.timing: Batch | None = None  # the batch being written, when measured
+        self.tuned: object = None  # the SQLite connection whose busy handler is off
 
     def submit(self, job: Job) -> bool:
         """Queue the job; False (and nothing queued) when too many wait already."""
@@ -101,9 +106,13 @@ class Writer:
             self.thread.join()
 
     def run(self) -> None:
+        if settings.INGEST_TIMINGS and self.recorder is None:
+            self.recorder = Recorder(settings.INGEST_TIMINGS)
         ended = False
         while not ended and (first := self.jobs.get()) is not None:
+            self.timing = Batch(queued=first.queued, taken=now()) if self.recorder else None
             with self.turn():
+                self.mark("turn")
                 # Gathered once it is this process's turn: what arrived during the wait
                 # shares the transaction, rather than waiting for another turn.
                 batch, ended = self.gather(first)
@@ -111,8 +120,19 @@ class Writer:
                 # it now would store it twice when its sender does.
                 batch = [job for job in batch if not job.future.done()]
                 answers = self.written(batch)
-            deliver(batch, answers)
+            deliver(batch, answers, self.measured(len(batch)))
         connections[self.alias].close()
+
+    def mark(self, moment: str) -> None:
+        if self.timing is not None:
+            setattr(self.timing, moment, now())
+
+    def measured(self, size: int) -> Measured | None:
+        """The batch's timing and where to record it once answered, when measured."""
+        if self.timing is None or self.recorder is None or not size:
+            return None
+        self.timing.size = size
+        return Measured(self.timing, self.recorder)
 
     def gather(self, first: Job) -> tuple[list[Job], bool]:
         """`first` and the jobs waiting behind it (MAX_BATCH at most); True when the end
@@ -139,11 +159,14 @@ class Writer:
         """One transaction for the batch. If it fails, each job again alone on a fresh
         connection: a dropped connection costs nothing, a bad item only its own answer."""
         try:
-            with transaction.atomic(using=self.alias):
+            with self.write_lock():
+                self.mark("began")  # BEGIN IMMEDIATE: SQLite's write lock is held
                 store = self.opened()
                 answers = [job.route.write(store, job.item, self.clock()) for job in batch]
                 store.flush()
-                return answers
+                self.mark("written")
+            self.mark("committed")
+            return answers
         except Exception:
             if self.store is not None:
                 self.store.discard()
@@ -160,6 +183,39 @@ class Writer:
                 )
                 return [Answer(503, failed(job.route.noun).encode() + b"\n")]
         return [self.write([job], again=False)[0] for job in batch]
+
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """transaction.atomic, begun the moment SQLite's write lock is free.
+
+        Another process's write (a page, the worker, the scheduler) holds it now and then.
+        SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms between tries: every request
+        waiting then waited on after the lock was free (measured: 10 ms more after a lock
+        held 30 ms, 99 ms more after one held 330 ms). The writer's connection has it off
+        and tries again every half ms."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        self.without_busy_handler()
+        with ExitStack() as stack:
+            while True:
+                try:
+                    stack.enter_context(transaction.atomic(using=self.alias))
+                    break
+                except OperationalError as error:
+                    # SQLite's SQLITE_BUSY; PostgreSQL waits for its locks by itself.
+                    locked = "database is locked" in str(error)
+                    if not locked or time.monotonic() >= deadline:
+                        raise
+                time.sleep(LOCK_POLL_SECONDS)
+            yield
+
+    def without_busy_handler(self) -> None:
+        connection = connections[self.alias]
+        if connection.vendor != "sqlite":
+            return
+        connection.ensure_connection()
+        if connection.connection is not self.tuned:  # a new connection after a failure
+            connection.connection.execute("PRAGMA busy_timeout=0")
+            self.tuned = connection.connection
 
     @contextmanager
     def turn(self) -> Iterator[None]:
@@ -198,9 +254,14 @@ class Writer:
         if self.store is None:
             self.store = Store(self.alias)
             if self.store.sqlite:
-                without_autocheckpoint(self.store)
+                without_autocheckpoint(self.store, self.recorder)
         return self.store
 
+
+# How long the writer waits for SQLite's write lock: as long as onwatch's other
+# connections do (their busy timeout, config.py); and how often it tries meanwhile.
+LOCK_WAIT_SECONDS = 20.0
+LOCK_POLL_SECONDS = 0.0005
 
 # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
 SWITCH_SECONDS = 0.0005
@@ -218,15 +279,31 @@ def quick_turns() -> None:
     sys.setswitchinterval(SWITCH_SECONDS)
 
 
-def deliver(batch: list[Job], answers: list[Answer | None]) -> None:
+@dataclass(slots=True)
+class Measured:
+    """A batch's timing, recorded when the last of its event loops took its answers."""
+
+    timing: Batch
+    recorder: Recorder
+    loops: int = 0
+
+    def answered(self) -> None:
+        self.timing.answered.append(now())
+        if len(self.timing.answered) == self.loops:
+            self.recorder.record(self.timing)
+
+
+def deliver(batch: list[Job], answers: list[Answer | None], measured: Measured | None) -> None:
     """Hand the answers to their event loops, one wake-up per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Answer | None], Any]]] = {}
     for job, answer in zip(batch, answers, strict=True):
         by_loop.setdefault(job.loop, []).append((job.future, answer))
+    if measured is not None:
+        measured.loops = len(by_loop)
     for loop, results in by_loop.items():
         # A loop closed while its items were written has nobody waiting.
         with suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, results)
+            loop.call_soon_threadsafe(settle, results, measured)
 
 
 def expire(job: Job, seconds: float) -> None:
@@ -241,13 +318,18 @@ def expire(job: Job, seconds: float) -> None:
         job.future.set_result(Answer(503, timed_out(seconds, job.route.noun).encode() + b"\n"))
 
 
-def settle(results: list[tuple[asyncio.Future[Answer | None], Answer | None]]) -> None:
+def settle(
+    results: list[tuple[asyncio.Future[Answer | None], Answer | None]],
+    measured: Measured | None = None,
+) -> None:
     for future, answer in results:
         if not future.done():
             future.set_result(answer)
+    if measured is not None:
+        measured.answered()
 
 
-def without_autocheckpoint(store: Store) -> None:
+def without_autocheckpoint(store: Store, recorder: Recorder | None = None) -> None:
     """No checkpoint inside a batch's transaction: copying the WAL back into the database
     and its fsync would hold every waiting request for tens of ms. checkpoints() does it
     beside the writer."""
@@ -256,31 +338,48 @@ def without_autocheckpoint(store: Store) -> None:
     path = str(raw.execute("PRAGMA database_list").fetchone()[2] or "")
     if path:
         raw.execute("PRAGMA wal_autocheckpoint=0")
-        checkpoints(path)
+        checkpoints(path, recorder)
 
 
 CHECKPOINT_SECONDS = 1.0
+CHECKPOINT_NICE = 10
 _checkpointing: set[str] = set()
 _checkpointing_lock = threading.Lock()
 
 
-def checkpoints(path: str) -> None:
+def checkpoints(path: str, recorder: Recorder | None = None) -> None:
     """A thread that checkpoints the SQLite WAL every second (PASSIVE: it never waits for
     or blocks a writer), once per database file and process."""
     with _checkpointing_lock:
         if path in _checkpointing:
             return
         _checkpointing.add(path)
-    threading.Thread(target=_checkpoint_loop, args=(str(path),), name="wal", daemon=True).start()
+    args = (str(path), recorder)
+    threading.Thread(target=_checkpoint_loop, args=args, name="wal", daemon=True).start()
 
 
-def _checkpoint_loop(path: str) -> None:
+def _checkpoint_loop(path: str, recorder: Recorder | None) -> None:
     import sqlite3
 
+    # Below the threads that answer: copying the WAL into the database is never urgent,
+    # and at their priority it took the CPU from them, so batches written while one ran
+    # were 3-5 times as often over 20 ms (bench/pings.py).
+    with suppress(OSError):  # Linux: the priority of this thread alone
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
     conn = sqlite3.connect(path, timeout=0, check_same_thread=False, isolation_level=None)
     while True:
         time.sleep(CHECKPOINT_SECONDS)
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            checkpoint(conn, recorder)
         except sqlite3.Error:
             log.warning("ingest: a WAL checkpoint failed; trying again", exc_info=True)
+
+
+def checkpoint(conn: Any, recorder: Recorder | None = None) -> None:
+    """One PASSIVE checkpoint on `conn` (a sqlite3 connection), noted when measured."""
+    started = now()
+    # Its frames in the WAL, and those copied into the database (-1 each when another
+    # process's checkpoint ran at the same moment).
+    _, _, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if recorder is not None:
+        recorder.checkpointed(started, copied)
