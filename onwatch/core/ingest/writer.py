@@ -141,7 +141,7 @@ class Writer:
         try:
             with transaction.atomic(using=self.alias):
                 store = self.opened()
-                answers = [job.route.write(store, job.item, self.clock()) for job in batch]
+                answers = written_by_route(store, batch, self.clock)
                 store.flush()
                 return answers
         except Exception:
@@ -200,6 +200,26 @@ class Writer:
             if self.store.sqlite:
                 without_autocheckpoint(self.store)
         return self.store
+
+
+def written_by_route(
+    store: Store, batch: list[Job], clock: Callable[[], datetime]
+) -> list[Answer | None]:
+    """Each job's answer: a route with `write_all` writes its jobs of the batch at once."""
+    answers: list[Answer | None] = [None] * len(batch)
+    together: dict[int, list[int]] = {}
+    for i, job in enumerate(batch):
+        if job.route.write_all is None:
+            answers[i] = job.route.write(store, job.item, clock())
+        else:
+            together.setdefault(id(job.route), []).append(i)
+    for places in together.values():
+        write_all = batch[places[0]].route.write_all
+        assert write_all is not None
+        found = write_all(store, [batch[i].item for i in places], clock())
+        for i, answer in zip(places, found, strict=True):
+            answers[i] = answer
+    return answers
 
 
 # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
