@@ -461,7 +461,7 @@ def new_events(project: Project, incomings: list[Incoming]) -> list[Sent]:
     """The requests' events that are not stored yet (an SDK's retry is), scrubbed of
     what the project does not keep, each once."""
     ids = {str(e["event_id"]) for i in incomings for e in i.events}
-    stored = Event.objects.filter(project=project, event_id__in=ids)
+    stored = Event.objects.filter(project=project, event_id__in=ids).order_by()
     known = set(stored.values_list("event_id", flat=True))
     sent = []
     for incoming in incomings:
@@ -478,7 +478,7 @@ def new_events(project: Project, incomings: list[Incoming]) -> list[Sent]:
 
 def known_releases(project: Project, sent: list[Sent]) -> set[str]:
     names = {s.release for s in sent if s.release}
-    found = Release.objects.filter(project=project, name__in=names)
+    found = Release.objects.filter(project=project, name__in=names).order_by()
     return set(found.values_list("name", flat=True))
 
 
@@ -531,7 +531,8 @@ def users_seen(issues: list[Issue], sent: list[Sent]) -> set[tuple[int, str]]:
     keys = {s.user_key for s in sent if s.user_key}
     if not keys:
         return set()
-    rows = Event.objects.filter(issue__in=[i.pk for i in issues], user_key__in=keys)
+    # No ordering: with the model's (by time) DISTINCT would be per event, not per user.
+    rows = Event.objects.filter(issue__in=[i.pk for i in issues], user_key__in=keys).order_by()
     return set(rows.values_list("issue_id", "user_key").distinct())
 
 
