@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Max, Min, Model, Sum
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Count, F, Field, Max, Min, Model, Sum
 
 from onwatch.core import jobs
 from onwatch.core.audit import Actor
@@ -450,9 +450,8 @@ def store_events(project: Project, incomings: list[Incoming], now: datetime) -> 
         count_event(project, issues[s.group.hash], s, seen, now)
     Event.objects.bulk_create([event_row(project, s, now) for s in fast])
     counted = [c for c in issues.values() if c.changed]
-    changed = sorted(set().union(*(c.changed for c in counted)))
     if counted:
-        Issue.objects.bulk_update([c.issue for c in counted], changed)
+        write_issues([c.issue for c in counted], set().union(*(c.changed for c in counted)))
     for s in slow:
         stored_once(project, s.event, s.incoming, now)
 
@@ -566,6 +565,34 @@ def count_event(
             org=project.org,
             delay=states.DIGEST_MINUTES * 60,
         )
+
+
+def write_issues(issues: list[Issue], names: set[str]) -> None:
+    """One UPDATE for the batch's issues (their rows are locked, so the values in memory
+    are the ones to write): a field with one value for all as it is, each other one by
+    issue (CASE). Not bulk_update: building its CASE expressions cost more than all the
+    rest of the batch's statements (measured: 37 ms of a batch of 8 events)."""
+    meta, db = Issue._meta, connections[Issue.objects.db]
+    quote = db.ops.quote_name
+    pk = quote("id")
+    sets, params = [], []
+    for name in sorted(names):
+        found = meta.get_field(name)
+        assert isinstance(found, Field)
+        values = [found.get_db_prep_save(getattr(i, found.attname), db) for i in issues]
+        if all(v == values[0] for v in values):
+            sets.append(f"{quote(str(found.column))} = %s")
+            params.append(values[0])
+            continue
+        case = "CASE " + pk + " WHEN %s THEN %s" * len(issues) + " END"
+        if db.features.requires_casted_case_in_updates:  # PostgreSQL: typed, not text
+            case = f"CAST({case} AS {found.cast_db_type(db)})"
+        sets.append(f"{quote(str(found.column))} = {case}")
+        params += [x for i, v in zip(issues, values, strict=True) for x in (i.pk, v)]
+    marks = ", ".join(["%s"] * len(issues))
+    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {pk} IN ({marks})"  # noqa: S608  (names from the model)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [*params, *(i.pk for i in issues)])
 
 
 def event_row(project: Project, s: Sent, now: datetime) -> Event:
