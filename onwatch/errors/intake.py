@@ -22,7 +22,8 @@ from django.conf import settings
 
 from onwatch.core.ingest import Answer
 from onwatch.core.ingest.limits import Limit
-from onwatch.errors import keys, protocol, scrub
+from onwatch.errors import grouping, keys, protocol, scrub
+from onwatch.errors.grouping import Grouping
 from onwatch.errors.protocol import Item, ProtocolError
 
 # Fixed, so the ingest layer can tell this answer from any other under /api/ when it
@@ -46,6 +47,9 @@ class Incoming:
     # Each with the id of its event: in this envelope, or stored before.
     attachments: list[tuple[str, Item]] = field(default_factory=list)
     tallies: Tallies = field(default_factory=Counter)
+    # Each event's grouping, worked out here rather than in the writer's transaction
+    # (empty: the writer works it out).
+    groups: list[Grouping] = field(default_factory=list)
     refused: str = ""  # why it must be refused before storing: rate_limited, disk_full
 
 
@@ -69,6 +73,7 @@ def accept(
         incoming.events.append(event_of(data))
     else:
         read_envelope(incoming, data)
+    incoming.groups = [grouping.grouping(event) for event in incoming.events]
     # Counted only once it was read: a request handed on to Django is not counted twice.
     if not LIMIT.allow(str(project_id)):
         incoming.refused = "rate_limited"
@@ -186,13 +191,18 @@ def disk_low() -> bool:
 
 def write(incoming: Incoming, now: datetime) -> Answer:
     """Store what was accepted, or refuse it; in the caller's transaction."""
+    return write_all([incoming], now)[0]
+
+
+def write_all(incomings: list[Incoming], now: datetime) -> list[Answer]:
+    """Store a batch of what was accepted, refusing what cannot be taken; in the caller's
+    transaction."""
     from onwatch.errors import services
 
-    try:
-        services.take(incoming, now)
-    except services.Refused as e:
-        return refusal(e.status, str(e), e.reason, e.retry_after)
-    return OK
+    return [
+        OK if e is None else refusal(e.status, str(e), e.reason, e.retry_after)
+        for e in services.take_all(incomings, now)
+    ]
 
 
 def refusal(status: int, message: str, reason: str = "", retry_after: int = 0) -> Answer:

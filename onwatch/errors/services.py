@@ -6,16 +6,17 @@ audited: they are data, not changes anyone made)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Max, Min, Model, Q, Sum
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Count, F, Field, Max, Min, Model, Q, Sum
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM, Actor
@@ -151,46 +152,101 @@ def inserted(row: Model) -> bool:
 
 def take(incoming: Incoming, now: datetime) -> None:
     """Store what an SDK sent, or raise Refused (counted) without storing any of it."""
+    refused = take_all([incoming], now)[0]
+    if refused is not None:
+        raise refused
+
+
+def take_all(incomings: list[Incoming], now: datetime) -> list[Refused | None]:
+    """Store what SDKs sent (a batch of the writer, in its transaction): for each, None
+    when it is stored, or why it was refused (counted) without storing any of it."""
+    found: list[Refused | None] = [None] * len(incomings)
+    by_project: dict[int, list[int]] = {}
+    for i, incoming in enumerate(incomings):
+        by_project.setdefault(incoming.project_id, []).append(i)
+    # Projects locked in one order: two batches cannot each hold a project the other waits for.
+    for project_id in sorted(by_project):
+        places = by_project[project_id]
+        answers = take_project(project_id, [incomings[i] for i in places], now)
+        for i, answer in zip(places, answers, strict=True):
+            found[i] = answer
+    return found
+
+
+def take_project(project_id: int, incomings: list[Incoming], now: datetime) -> list[Refused | None]:
     # An id past the database's integers is no project (and must not reach the query).
-    fits = incoming.project_id <= MAX_ID
+    fits = project_id <= MAX_ID
     # Locked first, for the rest of the writer's transaction: every sender's writes to the
     # project's rows (its issues, then the hourly tallies every event adds to) then come
     # one after the other in the same order. Taken in the order each sender met them, two
     # web processes' batches locked an issue and the tally in opposite orders and one was
     # aborted as a deadlock (a 503 for its events) on PostgreSQL.
-    found = Project.objects.select_for_update(no_key=True).filter(pk=incoming.project_id)
+    found = Project.objects.select_for_update(no_key=True).filter(pk=project_id)
     project = found.first() if fits else None
-    if project is None or project.public_key != incoming.key:
-        raise Refused(403, "unknown project or key: check the DSN")
-    if project.key_revoked:
-        raise Refused(403, "this project's key was revoked: use its new DSN")
     hour = hour_of(now)
+    tallies: Tallies = Counter()
+    stored = stored_this_hour(project, hour) if project is not None else 0
+    answers: list[Refused | None] = []
+    fast: list[Incoming] = []
+    for incoming in incomings:
+        refused = admitted(project, incoming, now, stored, tallies)
+        answers.append(refused)
+        if refused is None and project is not None:
+            stored += len(incoming.events)
+            fast.append(incoming)
+    if project is not None:
+        store_events(project, [i for i in fast if not i.attachments], now)
+        for n, incoming in enumerate(incomings):
+            if answers[n] is None and incoming.attachments:
+                answers[n] = with_attachments(project, incoming, now, tallies)
+        add_tallies(project, hour, tallies)
+    return answers
+
+
+def admitted(
+    project: Project | None, incoming: Incoming, now: datetime, stored: int, tallies: Tallies
+) -> Refused | None:
+    """Why the request cannot be stored (its refusal counted in `tallies`), or None;
+    `stored`: the project's events stored this hour, with the batch's so far."""
+    if project is None or project.public_key != incoming.key:
+        return Refused(403, "unknown project or key: check the DSN")
+    if project.key_revoked:
+        return Refused(403, "this project's key was revoked: use its new DSN")
     if incoming.refused:
-        refuse(
-            project,
-            hour,
-            incoming,
-            incoming.refused,
-            1 if incoming.refused == "rate_limited" else 60,
-        )
-    if incoming.events and stored_this_hour(project, hour) >= project.hourly_quota:
-        left = int((hour + timedelta(hours=1) - now).total_seconds()) + 1
-        refuse(project, hour, incoming, "over_quota", left)
-    earlier = events_of_attachments(project, incoming, hour)
+        retry = 1 if incoming.refused == "rate_limited" else 60
+        return refuse(incoming, incoming.refused, retry, tallies)
+    if incoming.events and stored >= project.hourly_quota:
+        left = int((hour_of(now) + timedelta(hours=1) - now).total_seconds()) + 1
+        return refuse(incoming, "over_quota", left, tallies)
+    if incoming.events:
+        tallies["stored", ""] += len(incoming.events)
+    tallies.update(incoming.tallies)
+    return None
+
+
+def with_attachments(
+    project: Project, incoming: Incoming, now: datetime, tallies: Tallies
+) -> Refused | None:
+    """The slower way, one event at a time, for the rare request with attachments: they
+    may belong to an event stored before."""
+    try:
+        earlier = events_of_attachments(project, incoming, hour_of(now))
+    except Refused as e:
+        tallies["stored", ""] -= len(incoming.events)
+        tallies.subtract(incoming.tallies)
+        return e
     for event in incoming.events:
         stored_once(project, event, incoming, now)
     for target, item in incoming.attachments:
         if target in earlier:
             attach(earlier[target], item)
-    add_tallies(project, hour, incoming.tallies)
-    if incoming.events:
-        add_tallies(project, hour, _one("stored", "", len(incoming.events)))
+    return None
 
 
-def refuse(project: Project, hour: datetime, incoming: Incoming, reason: str, retry: int) -> None:
+def refuse(incoming: Incoming, reason: str, retry: int, tallies: Tallies) -> Refused:
     # Counted in this transaction, which commits: the refusal is the answer, not a failure.
-    add_tallies(project, hour, _one("refused", reason, max(1, len(incoming.events))))
-    raise Refused(429, f"refused: {REASONS[reason]}; send again later", reason, retry)
+    tallies["refused", reason] += max(1, len(incoming.events))
+    return Refused(429, f"refused: {REASONS[reason]}; send again later", reason, retry)
 
 
 def _one(what: str, detail: str, count: int) -> Tallies:
@@ -359,6 +415,233 @@ def _count(issue_id: int, release: str, now: datetime) -> bool:
         Issue.objects.filter(pk=issue_id, merged_into=None).update(
             last_seen=now, last_release=release, event_count=F("event_count") + 1
         )
+    )
+
+
+# --- a batch's events: one query per table, whatever the number of events ------------
+
+
+@dataclass(slots=True)
+class Sent:
+    """An event of the batch not stored before, and where it goes."""
+
+    event: dict[str, Any]
+    incoming: Incoming
+    group: grouping.Grouping
+    release: str
+    user_key: str = ""
+    issue: Issue | None = None
+
+
+@dataclass(slots=True)
+class Counting:
+    """An issue as its events of the batch change it, written once at the end."""
+
+    issue: Issue
+    created: bool
+    unsaved: int = 0  # its events of the batch so far, not in the table yet
+    changed: set[str] = field(default_factory=set)
+
+
+def store_events(project: Project, incomings: list[Incoming], now: datetime) -> None:
+    """The events of these requests, in the order sent: read and grouped before (in
+    `intake.accept`), so here one query per table for the whole batch — which events are
+    stored already, their releases, issues and users — then each event's effect on its
+    issue decided in memory, and the events and issues written with one statement each.
+    An event of a merged issue takes the slower way of one event at a time."""
+    sent = new_events(project, incomings)
+    if not sent:
+        return
+    known = known_releases(project, sent)
+    for release in dict.fromkeys(s.release for s in sent if s.release):
+        if release not in known:
+            note_release(project, release, now)
+    issues = issues_of(project, sent, now)
+    slow = [s for s in sent if issues[s.group].issue.merged_into_id is not None]
+    fast = [s for s in sent if issues[s.group].issue.merged_into_id is None]
+    # One Counting per issue, though several groupings may lead to it (version 1's).
+    countings = list({id(c): c for c in issues.values()}.values())
+    seen = users_seen([c.issue for c in countings], fast)
+    for s in fast:
+        count_event(project, issues[s.group], s, seen, now)
+    Event.objects.bulk_create([event_row(project, s, now) for s in fast])
+    counted = [c for c in countings if c.changed]
+    if counted:
+        write_issues([c.issue for c in counted], set().union(*(c.changed for c in counted)))
+    for s in slow:
+        stored_once(project, s.event, s.incoming, now)
+
+
+def new_events(project: Project, incomings: list[Incoming]) -> list[Sent]:
+    """The requests' events that are not stored yet (an SDK's retry is), scrubbed of
+    what the project does not keep, each once."""
+    ids = {str(e["event_id"]) for i in incomings for e in i.events}
+    stored = Event.objects.filter(project=project, event_id__in=ids).order_by()
+    known = set(stored.values_list("event_id", flat=True))
+    sent = []
+    for incoming in incomings:
+        groups = incoming.groups or [grouping.grouping(e) for e in incoming.events]
+        for event, group in zip(incoming.events, groups, strict=True):
+            if str(event["event_id"]) in known:
+                continue
+            known.add(str(event["event_id"]))
+            scrub.addresses(event, incoming.remote_addr, keep=project.ip_mode == IpMode.KEEP)
+            release = str(event.get("release") or "")[:200]
+            sent.append(Sent(event, incoming, group, release))
+    return sent
+
+
+def known_releases(project: Project, sent: list[Sent]) -> set[str]:
+    names = {s.release for s in sent if s.release}
+    found = Release.objects.filter(project=project, name__in=names).order_by()
+    return set(found.values_list("name", flat=True))
+
+
+def issues_of(
+    project: Project, sent: list[Sent], now: datetime
+) -> dict[grouping.Grouping, Counting]:
+    """The issue of each grouping in the batch, read locked (in one order, as merges lock
+    them) or made now from its first event. As `grouped_issue` decides for one event: the
+    issue the previous rules made first, else the one these rules made."""
+    mine = {s.group.hash for s in sent}
+    earlier = {s.group.earlier for s in sent if s.group.earlier}
+    found = Issue.objects.select_for_update().filter(
+        Q(project=project, grouping_version=grouping.VERSION, grouping_hash__in=mine)
+        | Q(project=project, grouping_version=grouping.VERSION - 1, grouping_hash__in=earlier)
+    )
+    by_version = {
+        (i.grouping_version, i.grouping_hash): Counting(i, False) for i in found.order_by("pk")
+    }
+    issues: dict[grouping.Grouping, Counting] = {}
+    for s in sent:
+        if s.group in issues:
+            continue
+        counting = by_version.get((grouping.VERSION - 1, s.group.earlier)) or by_version.get(
+            (grouping.VERSION, s.group.hash)
+        )
+        if counting is None:
+            counting = by_version[grouping.VERSION, s.group.hash] = made_issue(project, s, now)
+        issues[s.group] = counting
+    return issues
+
+
+def made_issue(project: Project, s: Sent, now: datetime) -> Counting:
+    made = Issue(
+        project=project,
+        grouping_hash=s.group.hash,
+        grouping_version=grouping.VERSION,
+        grouped_by=s.group.by,
+        title=s.group.title,
+        culprit=s.group.culprit,
+        first_seen=now,
+        last_seen=now,
+        first_release=s.release,
+        last_release=s.release,
+        event_count=1,
+    )
+    if inserted(made):
+        return Counting(made, True)
+    # Made by another sender meanwhile (the Django view's, which locks the project too,
+    # made it before this batch began: this is the unique constraint's last word).
+    return Counting(
+        Issue.objects.select_for_update().get(
+            project=project, grouping_version=grouping.VERSION, grouping_hash=s.group.hash
+        ),
+        False,
+    )
+
+
+def users_seen(issues: list[Issue], sent: list[Sent]) -> set[tuple[int, str]]:
+    """(issue, user) of the events stored before, for the users each event adds."""
+    for s in sent:
+        found = s.event.get("user")
+        user: dict[str, Any] = found if isinstance(found, dict) else {}
+        s.user_key = next((str(user.get(k) or "")[:255] for k in USER_KEYS if user.get(k)), "")
+    keys = {s.user_key for s in sent if s.user_key}
+    if not keys:
+        return set()
+    # No ordering: with the model's (by time) DISTINCT would be per event, not per user.
+    rows = Event.objects.filter(issue__in=[i.pk for i in issues], user_key__in=keys).order_by()
+    return set(rows.values_list("issue_id", "user_key").distinct())
+
+
+USER_KEYS = ("id", "email", "ip_address")
+
+
+def count_event(
+    project: Project, counting: Counting, s: Sent, seen: set[tuple[int, str]], now: datetime
+) -> None:
+    """What one event does to its issue (counts, state, alerts), in memory."""
+    issue, created = counting.issue, counting.created and counting.unsaved == 0
+    counting.unsaved += 1
+    outcome = states.decide(project, issue, created, s.release, now, hour_of(now), counting.unsaved)
+    # The issue's events with this one: an issue made now counts its first already.
+    count = issue.event_count if created else issue.event_count + 1
+    digest = states.grouped(issue, outcome, count, now)
+    fields = {"event_count": count, "last_seen": now, "last_release": s.release, **outcome.fields}
+    if s.user_key and (issue.pk, s.user_key) not in seen:
+        seen.add((issue.pk, s.user_key))
+        fields["users_affected"] = issue.users_affected + 1
+    for name, value in fields.items():
+        setattr(issue, name, value)
+    counting.changed.update(fields)
+    s.issue = issue
+    if outcome.alert:
+        alerting.send(outcome.alert, issue, project, s.release)
+    if digest:
+        jobs.enqueue(
+            DIGEST_KIND,
+            {"issue": issue.pk, "minutes": states.DIGEST_MINUTES},
+            org=project.org,
+            delay=states.DIGEST_MINUTES * 60,
+        )
+
+
+def write_issues(issues: list[Issue], names: set[str]) -> None:
+    """One UPDATE for the batch's issues (their rows are locked, so the values in memory
+    are the ones to write): a field with one value for all as it is, each other one by
+    issue (CASE). Not bulk_update: building its CASE expressions cost more than all the
+    rest of the batch's statements (measured: 37 ms of a batch of 8 events)."""
+    meta, db = Issue._meta, connections[Issue.objects.db]
+    quote = db.ops.quote_name
+    pk = quote("id")
+    sets, params = [], []
+    for name in sorted(names):
+        found = meta.get_field(name)
+        assert isinstance(found, Field)
+        values = [found.get_db_prep_save(getattr(i, found.attname), db) for i in issues]
+        if all(v == values[0] for v in values):
+            sets.append(f"{quote(str(found.column))} = %s")
+            params.append(values[0])
+            continue
+        case = "CASE " + pk + " WHEN %s THEN %s" * len(issues) + " END"
+        if db.features.requires_casted_case_in_updates:  # PostgreSQL: typed, not text
+            case = f"CAST({case} AS {found.cast_db_type(db)})"
+        sets.append(f"{quote(str(found.column))} = {case}")
+        params += [x for i, v in zip(issues, values, strict=True) for x in (i.pk, v)]
+    marks = ", ".join(["%s"] * len(issues))
+    sql = f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {pk} IN ({marks})"  # noqa: S608  (names from the model)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [*params, *(i.pk for i in issues)])
+
+
+def event_row(project: Project, s: Sent, now: datetime) -> Event:
+    found = s.event.get("user")
+    user: dict[str, Any] = found if isinstance(found, dict) else {}
+    who = {k: str(user.get(k) or "")[:255] for k in USER_KEYS}
+    return Event(
+        project=project,
+        issue=s.issue,
+        event_id=str(s.event["event_id"]),
+        received_at=now,
+        level=str(s.event.get("level") or "error")[:20],
+        release=s.release,
+        environment=str(s.event.get("environment") or "")[:64],
+        user_key=s.user_key,
+        user_id=who["id"],
+        user_email=who["email"],
+        user_ip=who["ip_address"][:45],
+        data=s.event,
     )
 
 

@@ -77,12 +77,14 @@ def back_to_unresolved(now: datetime) -> dict[str, Any]:
     }
 
 
-def volume(project: Project, issue: Issue, count: int, now: datetime) -> Outcome:
+def volume(project: Project, issue: Issue, count: int, now: datetime, unsaved: int = 1) -> Outcome:
     """An alert when the issue had volume_events events within volume_minutes.
 
     `count` - window_start_count is the number of events since window_start: never fewer
     than those within the last volume_minutes, so the events are counted exactly (one
-    indexed query) only once that number reaches the threshold, not on every event."""
+    indexed query) only once that number reaches the threshold, not on every event.
+    `unsaved`: the issue's events not in the table yet (this one, and the ones before it
+    in the batch being written), all within the window."""
     base, fields = issue.window_start_count, {}
     if issue.window_start is None:
         base = count - 1
@@ -92,7 +94,7 @@ def volume(project: Project, issue: Issue, count: int, now: datetime) -> Outcome
     if not threshold or count - base < threshold or digest_pending(issue, now):
         return Outcome(fields)
     start = now - timedelta(minutes=project.volume_minutes)
-    exact = Event.objects.filter(issue=issue, received_at__gt=start).count() + 1
+    exact = Event.objects.filter(issue=issue, received_at__gt=start).count() + unsaved
     if exact >= threshold:
         # The next alert needs as many events again.
         return Outcome({"window_start": now, "window_start_count": count}, "volume")
@@ -100,13 +102,19 @@ def volume(project: Project, issue: Issue, count: int, now: datetime) -> Outcome
 
 
 def decide(
-    project: Project, issue: Issue, created: bool, release: str, now: datetime, hour: datetime
+    project: Project,
+    issue: Issue,
+    created: bool,
+    release: str,
+    now: datetime,
+    hour: datetime,
+    unsaved: int = 1,
 ) -> Outcome:
     # The issue's events with this one (an issue just made counts it already).
     count = issue.event_count if created else issue.event_count + 1
     if created:
         # Its first event starts the volume window too; "new" tells of it already.
-        found = volume(project, issue, count, now)
+        found = volume(project, issue, count, now, unsaved)
         if project.alert_new_issues:
             found.alert = "new"
         return found
@@ -122,7 +130,7 @@ def decide(
         # Its ignoring ended with its time (services.end_ignoring): this is the first event
         # since, and news, as when the event itself had ended it.
         return Outcome({"ignored_until": None}, "back")
-    return volume(project, issue, count, now)
+    return volume(project, issue, count, now, unsaved)
 
 
 def grouped(issue: Issue, outcome: Outcome, count: int, now: datetime) -> bool:

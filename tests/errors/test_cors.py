@@ -56,7 +56,7 @@ def test_djangos_own_404_and_500_carry_cors(
     def broken(*args: object) -> None:
         raise RuntimeError("the database went away")  # any failure while storing
 
-    monkeypatch.setattr(services, "take", broken)
+    monkeypatch.setattr(services, "take_all", broken)
     query = f"?sentry_key={project.public_key}"
     failed = client.post(f"/api/{project.pk}/envelope/{query}", EVENT, content_type="text/plain")
     assert failed.status_code == 500

@@ -73,6 +73,10 @@ class Route:
     # parse a large body or look something up, which in the event loop would hold every
     # other request of the process meanwhile.
     threaded: bool = False
+    # When given, used instead of `write` for all of the route's items of a batch at once
+    # (one answer each, in order): a route whose item is many rows across tables can then
+    # write each table once per batch rather than once per item.
+    write_all: Callable[[Store, list[Any], datetime], list[Answer | None]] | None = None
 
 
 # "module:attribute" paths, in registration order: imported when the ASGI app is built, so

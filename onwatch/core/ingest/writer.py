@@ -162,7 +162,7 @@ class Writer:
             with self.write_lock():
                 self.mark("began")  # BEGIN IMMEDIATE: SQLite's write lock is held
                 store = self.opened()
-                answers = [job.route.write(store, job.item, self.clock()) for job in batch]
+                answers = written_by_route(store, batch, self.clock)
                 store.flush()
                 self.mark("written")
             self.mark("committed")
@@ -262,6 +262,27 @@ class Writer:
 # connections do (their busy timeout, config.py); and how often it tries meanwhile.
 LOCK_WAIT_SECONDS = 20.0
 LOCK_POLL_SECONDS = 0.0005
+
+
+def written_by_route(
+    store: Store, batch: list[Job], clock: Callable[[], datetime]
+) -> list[Answer | None]:
+    """Each job's answer: a route with `write_all` writes its jobs of the batch at once."""
+    answers: list[Answer | None] = [None] * len(batch)
+    together: dict[int, list[int]] = {}
+    for i, job in enumerate(batch):
+        if job.route.write_all is None:
+            answers[i] = job.route.write(store, job.item, clock())
+        else:
+            together.setdefault(id(job.route), []).append(i)
+    for places in together.values():
+        write_all = batch[places[0]].route.write_all
+        assert write_all is not None
+        found = write_all(store, [batch[i].item for i in places], clock())
+        for i, answer in zip(places, found, strict=True):
+            answers[i] = answer
+    return answers
+
 
 # How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
 SWITCH_SECONDS = 0.0005
