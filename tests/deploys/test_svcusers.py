@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,13 +17,13 @@ from django.conf import settings
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import JobLogLine, Organization
-from onwatch.deploys import caddy, procman, releases, services, svcusers, workdir
+from onwatch.deploys import procman, releases, services, svcusers, workdir
 from onwatch.deploys.models import Deploy, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.deploys import beside_a_writer, commit
 from tests.support.load import Load, fetch
 from tests.support.releases import app_files
-from tests.support.switching import listen_port, own_machine
+from tests.support.switching import caddy_tcp_ports, listen_port, own_machine
 
 pytestmark = [
     pytest.mark.once,
@@ -124,13 +123,6 @@ def test_each_service_runs_as_its_own_user_out_of_anothers_files_secrets_and_cad
     options = machine.caddy.options
     assert ports and ports <= {options.http_port, options.https_port, options.health_port}
     assert machine.caddy.answers()
-
-
-def caddy_tcp_ports(machine: Machine) -> set[int]:
-    [pid] = [s.pid for s in machine.supervisor.all() if s.name == caddy.PROGRAM]
-    said = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True)
-    mine = [line.split() for line in said.stdout.splitlines() if f"pid={pid}," in line]
-    return {int(fields[3].rsplit(":", 1)[1]) for fields in mine}
 
 
 def test_a_service_deployed_with_the_shared_step_user_moves_to_its_own_on_its_next_deploy(
