@@ -1,8 +1,8 @@
 """A deploy's run on this machine: build the commit into a release directory of its own
 (checkout and build command, in the sandbox as pipelines run), run its release command
 once before any traffic moves (in the sandbox too, on this machine's network), then
-switch.py's gated switch, whose web process runs as the step user. A rollback makes a kept
-release live through the same switch, without building anything.
+switch.py's gated switch, whose web process runs as the service's user (svcusers.py). A
+rollback makes a kept release live through the same switch, without building anything.
 
 Whatever fails, the release that served before still serves, and the deploy says so in
 one line and alerts with what is live now and what to do. The deploy's timeline (each

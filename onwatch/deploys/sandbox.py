@@ -6,9 +6,10 @@ and user names need), its own workspace and dependency caches (writable), a priv
 to this machine (by loopback or any of its addresses) nor to link-local addresses such as
 the cloud metadata service (netguard.py). It does not see onwatch's data directory, its
 key file or anything else on the machine. It runs in new user, pid, mount, ipc, uts and network
-namespaces, as an unprivileged user: when onwatch runs as root, as ONWATCH_STEP_USER
-(nobody) — bubblewrap then runs as that user too, so no process of the step is root
-outside the sandbox, and a user namespace mapped to root never exists.
+namespaces, as an unprivileged user: when onwatch runs as root, as the Step's user (its
+service's own, svcusers.py) or else ONWATCH_STEP_USER (nobody) — bubblewrap then runs as
+that user too, so no process of the step is root outside the sandbox, and a user
+namespace mapped to root never exists.
 
 Limits: time (the whole tree is killed at the deadline), output size, memory and
 processes (a cgroup where onwatch can make one, else rlimits; memory_enforced_by() says
