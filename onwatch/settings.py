@@ -69,6 +69,8 @@ CADDY_HTTPS = env_bool("ONWATCH_CADDY_HTTPS", True)
 CADDY_HTTP_PORT = env_int("ONWATCH_CADDY_HTTP_PORT", 80, minimum=1, maximum=65535)
 CADDY_HTTPS_PORT = env_int("ONWATCH_CADDY_HTTPS_PORT", 443, minimum=1, maximum=65535)
 CADDY_HEALTH_PORT = env_int("ONWATCH_CADDY_HEALTH_PORT", 2020, minimum=1, maximum=65535)
+# As root, each service's processes run as a system user of its own: this and its id.
+SERVICE_USER_PREFIX = env("ONWATCH_SERVICE_USER_PREFIX", "onwatch-svc-")
 
 KEY_FILE = Path(env("ONWATCH_KEY_FILE", str(DATA_DIR / "keyring.json"))).expanduser().absolute()
 # The audit log's newest entry, witnessed outside the database (core/audit_head.py).

@@ -101,11 +101,11 @@ class Caddy:
 
     def ensure_running(self, supervisor: procman.Supervisor) -> None:
         """Start Caddy under `supervisor` unless it already answers."""
-        if self.answers():
-            return
         if why := path_problem(str(self.socket)):
             raise CaddyError(why)
         self._make_folders()
+        if self.answers():
+            return
         self._write_config()
         supervisor.ensure_running()
         if supervisor.status(PROGRAM) is None:
@@ -121,6 +121,10 @@ class Caddy:
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
                 folder.chmod(0o700)
+        # The admin socket in it rewrites every site's routes: whoever passes through the
+        # folder can open it (Caddy makes it by the umask), so only onwatch's user may.
+        if self.root.stat().st_mode & 0o077:
+            self.root.chmod(0o700)
 
     def program(self) -> procman.Program:
         return procman.Program(

@@ -28,6 +28,7 @@ from onwatch.deploys.workdir import (
     disk_full,
     remove_workspace,
     service_folder,
+    service_user,
     step_problem,
     tool_env,
     tools_folder,
@@ -245,6 +246,7 @@ class Run:
             readonly=[tools] if tools else [],
             limits=STEP_LIMITS,
             shared_root=service_folder(self.service.pk) if linked else None,
+            user=service_user(self.service.pk),
         )
         outcome = sandbox.run(step, self.write, self.ctx.cancelled)
         self.log.close()

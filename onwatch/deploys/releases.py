@@ -1,8 +1,8 @@
 """A deploy's run on this machine: build the commit into a release directory of its own
 (checkout and build command, in the sandbox as pipelines run), run its release command
 once before any traffic moves (in the sandbox too, on this machine's network), then
-switch.py's gated switch, whose web process runs as the step user. A rollback makes a kept
-release live through the same switch, without building anything.
+switch.py's gated switch, whose web process runs as the service's user (svcusers.py). A
+rollback makes a kept release live through the same switch, without building anything.
 
 Whatever fails, the release that served before still serves, and the deploy says so in
 one line and alerts with what is live now and what to do. The deploy's timeline (each
@@ -27,7 +27,15 @@ from onwatch.core.masking import Masker
 from onwatch.deploys import caddy, git, pipelines, procman, projectfile, sandbox, services, switch
 from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State
 from onwatch.deploys.steplog import StepLog
-from onwatch.deploys.workdir import caches_of, remove_workspace, tools_folder, work_folder
+from onwatch.deploys.workdir import (
+    caches_of,
+    close_to,
+    hand_to,
+    remove_workspace,
+    service_user,
+    tools_folder,
+    work_folder,
+)
 
 # A release command (migrations) that runs longer than this is stopped and fails.
 RELEASE_COMMAND_SECONDS = 1800.0
@@ -101,6 +109,8 @@ class Run:
         self.masker = Masker(self.service.secrets)
         # What a person should hear about a deploy that made its release live anyway.
         self.warning = ""
+        # Who its build, release command and web process run as (svcusers.py).
+        self.user = ""
 
     # --- the whole run -------------------------------------------------------------------
 
@@ -109,13 +119,39 @@ class Run:
             # Its domain may have changed while it waited (set_domain waits for no deploy).
             self.service.refresh_from_db()
             services.deploy_started(self.deploy)
+            self.own_user()
             if self.deploy.kind == DeployKind.ROLLBACK:
                 release = self.deploy.release
                 assert release is not None
             else:
                 release = self.build()
             self.make_live(release)
+            self.own_releases()
         return release
+
+    def own_user(self) -> None:
+        try:
+            self.user = service_user(self.service.pk)
+        except sandbox.SandboxError as e:
+            raise DeployFailed(str(e)) from None
+        if self.user and services.live_release(self.service) is None:
+            # Nothing of the service runs as another user: its releases are closed at once.
+            close_to(self.releases_folder(), self.user)
+
+    def own_releases(self) -> None:
+        """Once the release serves, what ran as the step user every service shared (an
+        older onwatch) has stopped: the kept releases become the service's user's, and
+        their folder is closed to every other."""
+        if not self.user:
+            return
+        folder = self.releases_folder()
+        for kept in folder.iterdir():
+            if kept.name.isdigit():
+                hand_to(kept, self.user)
+        close_to(folder, self.user)
+
+    def releases_folder(self) -> Path:
+        return work_folder("releases", str(self.service.pk))
 
     @contextmanager
     def only_deploy(self) -> Iterator[None]:
@@ -208,6 +244,7 @@ class Run:
             # usually on this machine (127.0.0.1 or a socket file): it shares this machine's
             # network, loopback included, which the build does not.
             host_network=release,
+            user=self.user,
         )
         try:
             outcome = sandbox.run(step, log.write, self.ctx.cancelled)
@@ -233,8 +270,15 @@ class Run:
             raise DeployFailed(f"{release.label} is no longer on this machine (its folder is gone)")
         site = site_of(self.service, release)
         self.step("prepare Caddy", lambda: self.prepare(site))
+        if self.user:
+            # Kept from before the service had a user of its own (a rollback): its now too.
+            hand_to(Path(release.directory), self.user)
         target = switch.Release(
-            release.label, release.web_command, Path(release.directory), self.service.secrets
+            release.label,
+            release.web_command,
+            Path(release.directory),
+            self.service.secrets,
+            user=self.user,
         )
         try:
             record = switch.switch(self.machine, site, target, self.on_switch_step, GATE)

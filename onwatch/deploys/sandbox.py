@@ -6,9 +6,10 @@ and user names need), its own workspace and dependency caches (writable), a priv
 to this machine (by loopback or any of its addresses) nor to link-local addresses such as
 the cloud metadata service (netguard.py). It does not see onwatch's data directory, its
 key file or anything else on the machine. It runs in new user, pid, mount, ipc, uts and network
-namespaces, as an unprivileged user: when onwatch runs as root, as ONWATCH_STEP_USER
-(nobody) — bubblewrap then runs as that user too, so no process of the step is root
-outside the sandbox, and a user namespace mapped to root never exists.
+namespaces, as an unprivileged user: when onwatch runs as root, as the Step's user (its
+service's own, svcusers.py) or else ONWATCH_STEP_USER (nobody) — bubblewrap then runs as
+that user too, so no process of the step is root outside the sandbox, and a user
+namespace mapped to root never exists.
 
 Limits: time (the whole tree is killed at the deadline), output size, memory and
 processes (a cgroup where onwatch can make one, else rlimits; memory_enforced_by() says
@@ -117,6 +118,9 @@ class Step:
     # This machine's network, loopback and local database sockets included, instead of one
     # of its own: for a release command (migrations), whose database is usually here.
     host_network: bool = False
+    # The user it runs as when onwatch runs as root: the service's own (svcusers.py);
+    # empty, the step user every service shares (ONWATCH_STEP_USER).
+    user: str = ""
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ def run(
         if missing := _missing():
             raise SandboxError(missing)
         _refuse_exposing(step)
-        user = _step_user() if os.geteuid() == 0 else None
+        user = _step_user(step.user) if os.geteuid() == 0 else None
     if user is not None:
         with phases.timed("sandbox: hand over to the step user"):
             _hand_over(step, user)
@@ -236,14 +240,14 @@ def run(
             group.remove()
 
 
-def as_step_user() -> list[str]:
+def as_step_user(name: str = "") -> list[str]:
     """What a command line outside the sandbox (a release's web process) is prefixed with
-    to run as the step user: setpriv, which drops root and every capability and then runs
-    the command in its own place (signals reach it directly). Nothing when onwatch runs as
-    its own user, which is then the one the command runs as."""
+    to run as the step user (`name`, else the shared one): setpriv, which drops root and
+    every capability and then runs the command in its own place (signals reach it
+    directly). Nothing when onwatch runs as its own user, which the command then runs as."""
     if os.geteuid() != 0:
         return []
-    uid, gid = _step_user()
+    uid, gid = _step_user(name)
     return ["setpriv", *_drop(uid, gid), "--"]
 
 
@@ -251,11 +255,14 @@ def _drop(uid: int, gid: int) -> list[str]:
     return [f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--inh-caps=-all"]
 
 
-def _step_user() -> tuple[int, int]:
-    name = env("ONWATCH_STEP_USER", "nobody")
+def _step_user(own: str = "") -> tuple[int, int]:
+    name = own or env("ONWATCH_STEP_USER", "nobody")
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
+        if own:
+            gone = f"the service's user {own} is gone; run again to remake it"
+            raise SandboxError(gone) from None
         raise SandboxError(
             f"ONWATCH_STEP_USER={name} is not a user on this machine; create it "
             "(adduser --system onwatch-steps) or name another unprivileged user"

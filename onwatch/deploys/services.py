@@ -35,7 +35,7 @@ from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.models import Job, JobState, Organization
 from onwatch.core.rest import MAX_ID, Text
-from onwatch.deploys import caddy, git, hosts, junit, workdir
+from onwatch.deploys import caddy, git, hosts, junit, svcusers, workdir
 from onwatch.deploys.models import (
     THIS_MACHINE,
     Deploy,
@@ -309,6 +309,7 @@ def delete_service(service: Service, confirm: str, actor: Actor) -> Deleted:
             cancelled=[p.pk for p in cancelled],
         )
     workdir.remove_service_folders(service.pk)
+    svcusers.remove(service.pk)
     return Deleted(count, [p.pk for p in cancelled])
 
 

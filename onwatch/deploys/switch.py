@@ -51,6 +51,9 @@ class Release:
     directory: Path
     env: Mapping[str, str] = field(default_factory=dict)
     stop_seconds: int = 30
+    # The user it runs as when onwatch runs as root: its service's own; empty, the step
+    # user every service shares.
+    user: str = ""
 
 
 @dataclass
@@ -195,10 +198,10 @@ def _start(
 
 
 def _program(name: str, release: Release, port: int) -> procman.Program:
-    """The web process runs as the step user, like the steps that built it: it reads its
-    own release folder (the step user's) and nothing of onwatch's (data directory, key
-    file). Its HOME is its folder: onwatch's own is out of its reach."""
-    wrapper = sandbox.as_step_user()
+    """The web process runs as its service's user, like the steps that built it: it reads
+    its own release folder (that user's) and nothing of onwatch's (data directory, key
+    file) nor of other services'. Its HOME is its folder: onwatch's own is out of reach."""
+    wrapper = sandbox.as_step_user(release.user)
     home = {"HOME": str(release.directory)} if wrapper else {}
     return procman.Program(
         name,

@@ -18,7 +18,7 @@ from onwatch.core.decorators import can, require
 from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.rest import org_of
-from onwatch.deploys import deploy_views, sandbox, services, workdir
+from onwatch.deploys import deploy_views, sandbox, services, svcusers, workdir
 from onwatch.deploys.forms import SecretForm, ServiceForm
 from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Refusal, ServiceFields
@@ -182,6 +182,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "memory_by": sandbox.memory_enforced_by(),
         "network_isolated": sandbox.network_isolated(),
         "network_guarded": sandbox.network_guarded(),
+        "own_user": svcusers.name_of(service.pk) if svcusers.applies() else "",
         "sandbox_problem": workdir.step_problem(),
         "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),

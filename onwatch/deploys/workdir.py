@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import shutil
 import socket
 import stat
@@ -19,13 +20,16 @@ from pathlib import Path
 
 from django.conf import settings
 
-from onwatch.deploys import sandbox
+from onwatch.deploys import sandbox, svcusers
 from onwatch.deploys.models import Pipeline, Service, State
 
 log = logging.getLogger("onwatch.workdir")
 
 # Folders of the work directory the step user passes through but cannot list.
 PASS_THROUGH = 0o711
+# A service's own folders, where it runs as a user of its own: onwatch's, passed through by
+# that user's group only.
+SERVICE_ONLY = 0o710
 CACHES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
 SYSTEM_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
 CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS")
@@ -57,6 +61,43 @@ def service_folder(service_id: int) -> Path:
 def release_folder(service_id: int, release_id: int) -> Path:
     """A release's own folder: its checkout, built once, then never changed by onwatch."""
     return work_folder("releases", str(service_id)) / str(release_id)
+
+
+def service_user(service_id: int) -> str:
+    """The user the service's steps and processes run as (svcusers.ensure), its
+    workspaces and caches closed to every other: "" where services share one user."""
+    try:
+        user = svcusers.ensure(service_id)
+    except svcusers.UserError as e:
+        raise sandbox.SandboxError(str(e)) from None
+    if user:
+        close_to(work_folder("workspaces", str(service_id)), user)
+    return user
+
+
+def close_to(folder: Path, user: str) -> None:
+    """Only onwatch and `user` may pass through `folder`, which stays onwatch's: the
+    service's processes cannot replace what it holds."""
+    gid = pwd.getpwnam(user).pw_gid
+    st = folder.stat()
+    if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (0, gid, SERVICE_ONLY):
+        os.chown(folder, 0, gid)
+        folder.chmod(SERVICE_ONLY)
+
+
+def hand_to(folder: Path, user: str) -> None:
+    """Make `folder` and all it holds `user`'s: a release built when every service ran as
+    one step user becomes its service's own. Links are changed, never followed."""
+    entry = pwd.getpwnam(user)
+    owner = (entry.pw_uid, entry.pw_gid)
+    st = folder.lstat()
+    if (st.st_uid, st.st_gid) == owner or not stat.S_ISDIR(st.st_mode):
+        return  # built as its user: all it holds is that user's already
+    os.chown(folder, *owner, follow_symlinks=False)
+    # dir_fd: a folder swapped for a link mid-walk cannot lead the chown elsewhere.
+    for _root, dirs, files, root_fd in os.fwalk(folder, follow_symlinks=False):
+        for name in dirs + files:
+            os.chown(name, *owner, dir_fd=root_fd, follow_symlinks=False)
 
 
 def caches_of(service: Service) -> dict[str, Path]:

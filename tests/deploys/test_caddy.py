@@ -7,6 +7,8 @@ import http.client
 import os
 import socket
 import ssl
+import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from onwatch.deploys import caddy
 from onwatch.deploys.procman import Program
 from onwatch.deploys.switch import Machine, program_name
 from tests.support.load import fetch
-from tests.support.switching import APP, listen_port, own_machine, release, site
+from tests.support.switching import APP, caddy_tcp_ports, listen_port, own_machine, release, site
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
@@ -164,3 +166,22 @@ def test_https_with_a_certificate_of_caddys_own_for_a_local_name() -> None:
         assert moved.getheader("Location") == "https://shop.localhost/"
         # Caddy's authority stayed out of the machine's trusted certificates.
         assert "Caddy Local Authority" not in Path("/etc/ssl/certs/ca-certificates.crt").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs another user to try")
+def test_only_onwatchs_user_can_open_the_admin_api_and_it_has_no_port(machine: Machine) -> None:
+    machine.root.chmod(0o711)  # onwatch's data directory may be passable by others
+    machine.caddy.root.chmod(0o755)  # someone opened Caddy's folder
+    machine.ensure_running()
+    machine.caddy.put_site(site(machine))
+    assert stat.S_IMODE(machine.caddy.root.stat().st_mode) == 0o700
+    admin = str(machine.caddy.socket)
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=65534", "--clear-groups"]
+    connect = f"import socket; socket.socket(socket.AF_UNIX).connect({admin!r})"
+    argv = [*as_nobody, "/usr/bin/python3", "-c", connect]
+    tried = subprocess.run(argv, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert tried.returncode != 0 and "PermissionError" in tried.stderr, tried.stderr
+    # Caddy listens on TCP for the sites and its loopback slot checks only.
+    options = machine.caddy.options
+    assert caddy_tcp_ports(machine) == {options.http_port, options.health_port}
+    assert machine.caddy.answers()  # onwatch still drives it

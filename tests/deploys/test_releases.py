@@ -24,7 +24,7 @@ from django.utils import timezone
 from onwatch.core import jobs, loops
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
-from onwatch.deploys import caddy, procman, releases, services, switch
+from onwatch.deploys import caddy, procman, releases, services, svcusers, switch
 from onwatch.deploys.models import Deploy, Pipeline, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
@@ -423,7 +423,7 @@ PROBE = (
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs releases as another user")
-def test_the_release_command_and_the_web_process_run_as_the_step_user_away_from_onwatchs_files(
+def test_the_release_command_and_the_web_process_run_as_the_services_user_away_from_onwatchs_files(
     machine: Machine, shop: Service, tmp_path: Path
 ) -> None:
     probe = PROBE.format(key=settings.KEY_FILE, data=settings.DATA_DIR)
@@ -441,7 +441,7 @@ def test_the_release_command_and_the_web_process_run_as_the_step_user_away_from_
     # The web process read its own release folder (its VERSION, its app) and serves.
     assert deploy.state == State.SUCCEEDED, (deploy.reason, deploy.steps)
     assert answers(machine) == {"v1"}
-    step_uid = str(pwd.getpwnam(os.environ.get("ONWATCH_STEP_USER", "nobody")).pw_uid)
+    step_uid = str(pwd.getpwnam(svcusers.name_of(shop.pk)).pw_uid)  # the service's own
     key = settings.KEY_FILE.read_text()
     [slot] = [s.name for s in machine.supervisor.all() if s.name.startswith("slot-")]
     web = machine.supervisor.log_of(slot).read_text()

@@ -12,7 +12,7 @@ import pytest
 from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, Organization
-from onwatch.deploys import git, netguard, services, slirp
+from onwatch.deploys import git, netguard, services, slirp, svcusers
 from onwatch.deploys.models import Pipeline, Service
 from tests.support.fixtures import TokenApi, signed_in
 
@@ -288,6 +288,23 @@ def test_the_page_says_whether_steps_have_a_network_of_their_own(
     shared = viewer.get(f"/services/{service.pk}/").content.decode()
     assert "shared with this machine: a step can reach what listens only here" in shared
     assert "apt-get install slirp4netns" in shared
+
+
+def test_the_page_says_whether_the_service_runs_as_a_user_of_its_own(
+    org: Organization, members: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = services.add_service(
+        org, services.ServiceFields(name="shop", git_url="/srv/git/shop.git"), SYSTEM
+    )
+    viewer = signed_in(members["viewer"])
+    monkeypatch.setattr(svcusers, "applies", lambda: True)
+    own = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert f"a user of its own on this machine (<code>{svcusers.name_of(service.pk)}</code>)" in own
+    # Run as a plain user, onwatch cannot make users: every service shares one, and it says so.
+    monkeypatch.setattr(svcusers, "applies", lambda: False)
+    shared = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert "the same user as every other service's steps and web processes" in shared
+    assert "onwatch gives each service a user of its own only when it runs as root" in shared
 
 
 def test_a_service_may_use_its_own_pushed_copy_as_its_repository_but_no_other(

@@ -9,7 +9,10 @@ SQLite path). Never the developer's real data directory.
 
 from __future__ import annotations
 
+import atexit
 import os
+import pwd
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -22,8 +25,24 @@ os.environ["ONWATCH_KEY_FILE"] = str(SESSION_DIR / "keyring.json")
 # Never the tester's own ~/.ssh/authorized_keys.
 os.environ["ONWATCH_AUTHORIZED_KEYS"] = str(SESSION_DIR / "authorized_keys")
 os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)
+# As root, each service gets a user of its own (deploys/svcusers.py), named after its id:
+# names of this process only, so test sessions running side by side (and their service
+# ids, which repeat) never share one; those left are removed when the session ends.
+os.environ["ONWATCH_SERVICE_USER_PREFIX"] = f"owt{os.getpid()}-"
 
 # After the variables: nothing onwatch imports may read the settings before they are set.
 from onwatch.core.keyring import Keyring  # noqa: E402
 
 Keyring.create(SESSION_DIR / "keyring.json")
+
+
+def _remove_service_users() -> None:
+    if os.geteuid() != 0:
+        return
+    prefix = os.environ["ONWATCH_SERVICE_USER_PREFIX"]
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix):
+            subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
+
+
+atexit.register(_remove_service_users)

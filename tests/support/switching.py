@@ -8,6 +8,7 @@ import atexit
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -81,3 +82,11 @@ def app_folder() -> Path:
 
 def listen_port(machine: Machine) -> int:
     return machine.options.port
+
+
+def caddy_tcp_ports(machine: Machine) -> set[int]:
+    """The TCP ports Caddy listens on (ss)."""
+    [pid] = [s.pid for s in machine.supervisor.all() if s.name == caddy.PROGRAM]
+    said = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True)
+    mine = [line.split() for line in said.stdout.splitlines() if f"pid={pid}," in line]
+    return {int(fields[3].rsplit(":", 1)[1]) for fields in mine}
