@@ -5,6 +5,7 @@ another user, who must reach them and nothing else of onwatch's)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -29,6 +30,9 @@ PASS_THROUGH = 0o711
 CACHES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
 SYSTEM_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
 CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS")
+# In a service's bytecode cache: the one folder every workspace's place leads to.
+SHARED_BYTECODE = ".workspace"
+NO_FOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 def work_folder(*parts: str) -> Path:
@@ -62,6 +66,76 @@ def release_folder(service_id: int, release_id: int) -> Path:
 def caches_of(service: Service) -> dict[str, Path]:
     """The service's dependency caches, shared by its runs one at a time (Run.caches_held)."""
     return {name: work_folder("workspaces", str(service.pk), "caches", name) for name in CACHES}
+
+
+def bytecode_cache(service: Service) -> Path:
+    """Python's compiled files of the service's pipelines (PYTHONPYCACHEPREFIX): kept
+    between its runs, never seen by another service's steps (it is in its folder)."""
+    return work_folder("workspaces", str(service.pk), "caches", "bytecode")
+
+
+def share_bytecode(cache: Path, workspace: Path) -> None:
+    """Python keeps a file's bytecode in the cache at the file's own path, and each
+    workspace has a path of its own: the workspace's place there becomes a link to one
+    folder, so the next pipeline finds what this one compiled. Its dependencies' files are
+    hard links from uv's cache with the same times, so that bytecode is still valid there
+    (Python compares the time and size); its own checked-out files are compiled again.
+    Made without following links: the step user owns the cache and may have left some."""
+    os.close(_inside(cache, Path("/", SHARED_BYTECODE)))
+    fd = _inside(cache, workspace.parent)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            _unlink(workspace.name, fd)
+        os.symlink(cache / SHARED_BYTECODE, workspace.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def unshare_bytecode(cache: Path, workspace: Path) -> None:
+    """The workspace's link in the cache, gone with the workspace (the folder stays)."""
+    try:
+        fd = _inside(cache, workspace.parent, make=False)
+    except OSError:
+        return  # never made, or not a way of folders: nothing of onwatch's to remove
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            _unlink(workspace.name, fd)
+    finally:
+        os.close(fd)
+
+
+def _inside(cache: Path, folder: Path, make: bool = True) -> int:
+    """An open descriptor of `folder`'s mirror in `cache`, each folder on the way opened
+    (and made) without following a link; anything else in the way is removed."""
+    fd = os.open(cache, NO_FOLLOW)
+    for part in folder.relative_to(folder.anchor).parts:
+        try:
+            below = _folder_in(fd, part, make)
+        finally:
+            os.close(fd)
+        fd = below
+    return fd
+
+
+def _folder_in(fd: int, name: str, make: bool) -> int:
+    try:
+        return os.open(name, NO_FOLLOW, dir_fd=fd)
+    except OSError as e:
+        # Missing, or a link or a file where a folder should be.
+        if not make or e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
+    with contextlib.suppress(FileNotFoundError):
+        _unlink(name, fd)
+    os.mkdir(name, dir_fd=fd)
+    return os.open(name, NO_FOLLOW, dir_fd=fd)
+
+
+def _unlink(name: str, dir_fd: int) -> None:
+    """A link or file, or a folder the step made there (with all it holds)."""
+    if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def tool_env(caches: dict[str, Path], linked: bool = False) -> dict[str, str]:

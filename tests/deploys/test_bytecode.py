@@ -1,0 +1,102 @@
+"""Python's bytecode kept between a service's pipelines, in the service's own cache: the
+next pipeline does not compile its dependencies again, and another service's steps can
+neither read nor change it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from onwatch.core import jobs
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import JobLogLine, Organization
+from onwatch.deploys import services
+from onwatch.deploys.models import Pipeline, State
+from onwatch.deploys.workdir import bytecode_cache, share_bytecode, unshare_bytecode, workspace_of
+from tests.support.deploys import commit, service_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
+
+# A module with a fixed time, as a dependency's file hard-linked from uv's cache has:
+# its bytecode stays valid from one workspace to the next.
+PROBE = """set -e
+touch -d @1000000000 m.py poison.py
+python3 -c "import importlib.util as u, os; p = u.cache_from_source(os.path.abspath('m.py')); \
+print('bytecode', 'found' if os.path.exists(p) else 'missing')"
+python3 -c "import m; print('X is', m.X)"
+if [ -n "$POISON" ]; then
+  python3 -c "import importlib.util as u, os, py_compile; \
+py_compile.compile('poison.py', cfile=u.cache_from_source(os.path.abspath('m.py')))"
+fi
+ls "$OTHER" 2>&1 | tail -1 || true
+"""
+
+
+def files(poison: bool = False, other: str = "") -> dict[str, str]:
+    env = ("POISON=1 " if poison else "") + f"OTHER={other} "
+    return {
+        "onwatch.toml": f'[test]\ncommand = "{env}bash probe.sh"\n',
+        "probe.sh": PROBE,
+        "m.py": "X = 1\n",
+        # As long as m.py: its bytecode passes for m.py's (same time, same size).
+        "poison.py": "X = 6\n",
+    }
+
+
+def run(pipeline: Pipeline) -> str:
+    [job] = jobs.run_pending(kinds=[services.KIND])
+    pipeline.refresh_from_db()
+    log = "\n".join(JobLogLine.objects.filter(job=job).values_list("text", flat=True))
+    assert pipeline.state == State.SUCCEEDED, log
+    assert not workspace_of(pipeline).exists()
+    return log
+
+
+def test_the_next_pipeline_of_a_service_finds_the_bytecode_the_last_one_compiled(
+    org: Organization, tmp_path: Path
+) -> None:
+    commit(tmp_path / "repo", files(), "Probe")
+    service = service_for(org, str(tmp_path / "repo"))
+    first = run(services.run_pipeline(service, SYSTEM, "cli"))
+    assert "bytecode missing" in first and "X is 1" in first
+    second = run(services.run_pipeline(service, SYSTEM, "cli"))
+    assert "bytecode found" in second and "X is 1" in second
+    # Kept in the service's cache, not in the workspace; the workspace's link goes with it.
+    cache = bytecode_cache(service)
+    assert list(cache.rglob("m.cpython-*.pyc"))
+    assert [p.name for p in cache.rglob("*") if p.is_symlink()] == []
+
+
+def test_another_services_steps_neither_read_nor_poison_a_services_bytecode(
+    org: Organization, tmp_path: Path
+) -> None:
+    commit(tmp_path / "a", files(poison=True), "Leaves bytecode that says 6")
+    a = service_for(org, str(tmp_path / "a"))
+    run(services.run_pipeline(a, SYSTEM, "cli"))
+    theirs = bytecode_cache(a)
+    commit(tmp_path / "b", files(other=str(theirs)), "Probe")
+    fields = services.ServiceFields(name="till", git_url=str(tmp_path / "b"), branch="main")
+    b = services.add_service(org, fields, SYSTEM)
+    log = run(services.run_pipeline(b, SYSTEM, "cli"))
+    assert "bytecode missing" in log and "X is 1" in log
+    assert f"ls: cannot access '{theirs}': No such file or directory" in log
+
+
+def test_a_link_left_in_the_cache_is_replaced_not_followed(tmp_path: Path) -> None:
+    """The step user owns the cache: whatever it left on the way is removed, never
+    written through (onwatch may be root)."""
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    cache.mkdir()
+    outside.mkdir()
+    workspace = Path("/work/workspaces/7/41")
+    (cache / "work").symlink_to(outside)
+    (cache / ".workspace").symlink_to(outside)
+    share_bytecode(cache, workspace)
+    assert list(outside.iterdir()) == []
+    mirror = cache / "work" / "workspaces" / "7" / "41"
+    assert os.readlink(mirror) == str(cache / ".workspace")
+    assert (cache / ".workspace").is_dir() and not (cache / ".workspace").is_symlink()
+    unshare_bytecode(cache, workspace)
+    assert not mirror.exists() and (cache / "work" / "workspaces" / "7").is_dir()
