@@ -30,8 +30,9 @@ PASS_THROUGH = 0o711
 CACHES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
 SYSTEM_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
 CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS")
-# In a service's bytecode cache: the one folder every workspace's place leads to.
-SHARED_BYTECODE = ".workspace"
+# In a service's bytecode cache: the one folder every workspace's virtualenv leads to.
+SHARED_BYTECODE = ".venv"
+VENV = ".venv"  # where uv makes a project's virtualenv, and `uv run` finds it
 NO_FOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
@@ -76,23 +77,31 @@ def bytecode_cache(service: Service) -> Path:
 
 def share_bytecode(cache: Path, workspace: Path) -> None:
     """Python keeps a file's bytecode in the cache at the file's own path, and each
-    workspace has a path of its own: the workspace's place there becomes a link to one
-    folder, so the next pipeline finds what this one compiled. Its dependencies' files are
-    hard links from uv's cache with the same times, so that bytecode is still valid there
-    (Python compares the time and size); its own checked-out files are compiled again.
-    Made without following links: the step user owns the cache and may have left some."""
+    workspace has a path of its own: in the workspace's place there (a fresh folder), its
+    virtualenv's is a link to one folder all its pipelines share, so the next one finds
+    the dependencies' bytecode this one compiled. They are hard links from uv's cache, with
+    the times they were unpacked, which Python checks with the size. The checkout's own
+    files are not shared: another commit's file of the same size, checked out within the
+    same second, would pass for this one. Made without following links: the step user
+    owns the cache and may have left some."""
     os.close(_inside(cache, Path("/", SHARED_BYTECODE)))
     fd = _inside(cache, workspace.parent)
     try:
         with contextlib.suppress(FileNotFoundError):
             _unlink(workspace.name, fd)
-        os.symlink(cache / SHARED_BYTECODE, workspace.name, dir_fd=fd)
+        os.mkdir(workspace.name, dir_fd=fd)
+        mirror = os.open(workspace.name, NO_FOLLOW, dir_fd=fd)
     finally:
         os.close(fd)
+    try:
+        os.symlink(cache / SHARED_BYTECODE, VENV, dir_fd=mirror)
+    finally:
+        os.close(mirror)
 
 
 def unshare_bytecode(cache: Path, workspace: Path) -> None:
-    """The workspace's link in the cache, gone with the workspace (the folder stays)."""
+    """The workspace's place in the cache, gone with the workspace (the shared folder
+    stays)."""
     try:
         fd = _inside(cache, workspace.parent, make=False)
     except OSError:

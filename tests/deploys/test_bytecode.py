@@ -19,28 +19,37 @@ from tests.support.deploys import commit, service_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
 
-# A module with a fixed time, as a dependency's file hard-linked from uv's cache has:
-# its bytecode stays valid from one workspace to the next.
+# A module in the virtualenv with a fixed time, as a dependency hard-linked from uv's
+# cache has: its bytecode stays valid from one workspace to the next. The checkout's own
+# m.py is given a fixed time too: a commit's file checked out in the same second as the
+# last one's.
 PROBE = """set -e
-touch -d @1000000000 m.py poison.py
-python3 -c "import importlib.util as u, os; p = u.cache_from_source(os.path.abspath('m.py')); \
-print('bytecode', 'found' if os.path.exists(p) else 'missing')"
-python3 -c "import m; print('X is', m.X)"
-if [ -n "$POISON" ]; then
-  python3 -c "import importlib.util as u, os, py_compile; \
-py_compile.compile('poison.py', cfile=u.cache_from_source(os.path.abspath('m.py')))"
-fi
+mkdir -p .venv/lib
+cp dep.txt .venv/lib/dep.py
+touch -d @1000000000 .venv/lib/dep.py poison.py m.py
+python3 probe.py
+PYTHONPATH=.venv/lib python3 -c "import dep, m; print('dep is', dep.X, 'and m is', m.X)"
 ls "$OTHER" 2>&1 | tail -1 || true
+"""
+# Whether dep.py's bytecode is there before anything imports it; with POISON, bytecode
+# that says 6 left where dep.py's goes.
+PY = """import importlib.util, os, py_compile
+cached = importlib.util.cache_from_source(os.path.abspath(".venv/lib/dep.py"))
+print("bytecode", "found" if os.path.exists(cached) else "missing")
+if os.environ.get("POISON"):
+    py_compile.compile("poison.py", cfile=cached)
 """
 
 
-def files(poison: bool = False, other: str = "") -> dict[str, str]:
+def files(poison: bool = False, other: str = "", m: int = 1) -> dict[str, str]:
     env = ("POISON=1 " if poison else "") + f"OTHER={other} "
     return {
         "onwatch.toml": f'[test]\ncommand = "{env}bash probe.sh"\n',
         "probe.sh": PROBE,
-        "m.py": "X = 1\n",
-        # As long as m.py: its bytecode passes for m.py's (same time, same size).
+        "probe.py": PY,
+        "dep.txt": "X = 1\n",
+        "m.py": f"X = {m}\n",
+        # As long as dep.py: its bytecode passes for dep.py's (same time, same size).
         "poison.py": "X = 6\n",
     }
 
@@ -54,19 +63,23 @@ def run(pipeline: Pipeline) -> str:
     return log
 
 
-def test_the_next_pipeline_of_a_service_finds_the_bytecode_the_last_one_compiled(
+def test_the_next_pipeline_of_a_service_finds_the_bytecode_of_its_dependencies(
     org: Organization, tmp_path: Path
 ) -> None:
     commit(tmp_path / "repo", files(), "Probe")
     service = service_for(org, str(tmp_path / "repo"))
     first = run(services.run_pipeline(service, SYSTEM, "cli"))
-    assert "bytecode missing" in first and "X is 1" in first
+    assert "bytecode missing" in first and "dep is 1 and m is 1" in first
+    # The checkout's own file changed, same size, same time: compiled again, not taken
+    # for the last commit's.
+    commit(tmp_path / "repo", files(m=2), "m is 2")
     second = run(services.run_pipeline(service, SYSTEM, "cli"))
-    assert "bytecode found" in second and "X is 1" in second
-    # Kept in the service's cache, not in the workspace; the workspace's link goes with it.
+    assert "bytecode found" in second and "dep is 1 and m is 2" in second
+    # Kept in the service's cache, not in the workspace; the workspace's place goes with it.
     cache = bytecode_cache(service)
-    assert list(cache.rglob("m.cpython-*.pyc"))
-    assert [p.name for p in cache.rglob("*") if p.is_symlink()] == []
+    assert [p.name for p in cache.rglob("dep.cpython-*.pyc")]
+    assert [p for p in cache.rglob("*") if p.is_symlink()] == []
+    assert [p.name for p in cache.rglob("m.cpython-*.pyc")] == []
 
 
 def test_another_services_steps_neither_read_nor_poison_a_services_bytecode(
@@ -80,7 +93,7 @@ def test_another_services_steps_neither_read_nor_poison_a_services_bytecode(
     fields = services.ServiceFields(name="till", git_url=str(tmp_path / "b"), branch="main")
     b = services.add_service(org, fields, SYSTEM)
     log = run(services.run_pipeline(b, SYSTEM, "cli"))
-    assert "bytecode missing" in log and "X is 1" in log
+    assert "bytecode missing" in log and "dep is 1" in log
     assert f"ls: cannot access '{theirs}': No such file or directory" in log
 
 
@@ -92,11 +105,13 @@ def test_a_link_left_in_the_cache_is_replaced_not_followed(tmp_path: Path) -> No
     outside.mkdir()
     workspace = Path("/work/workspaces/7/41")
     (cache / "work").symlink_to(outside)
-    (cache / ".workspace").symlink_to(outside)
+    (cache / ".venv").symlink_to(outside)
     share_bytecode(cache, workspace)
     assert list(outside.iterdir()) == []
     mirror = cache / "work" / "workspaces" / "7" / "41"
-    assert os.readlink(mirror) == str(cache / ".workspace")
-    assert (cache / ".workspace").is_dir() and not (cache / ".workspace").is_symlink()
+    assert mirror.is_dir() and not mirror.is_symlink()
+    assert os.readlink(mirror / ".venv") == str(cache / ".venv")
+    assert (cache / ".venv").is_dir() and not (cache / ".venv").is_symlink()
     unshare_bytecode(cache, workspace)
     assert not mirror.exists() and (cache / "work" / "workspaces" / "7").is_dir()
+    assert (cache / ".venv").is_dir()
