@@ -20,7 +20,7 @@ from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs, ssh
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
 from onwatch.core.masking import Masker
-from onwatch.deploys import git, junit, phases, projectfile, sandbox, services
+from onwatch.deploys import git, junit, phases, projectfile, sandbox, services, workdir
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State, Trigger
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
@@ -129,6 +129,7 @@ class Run:
         self.masker = Masker(self.service.secrets)
         # Pipelines only: a release's build is kept, and its web process runs without it.
         self.bytecode = bytecode_cache(self.service)
+        self.pycache: Path | None = None  # this pipeline's, in it (share_bytecode)
         # The service's caches, held from its first sandboxed step until its workspace is
         # removed: the next pipeline's sandbox, bound to the service's folder, hides the
         # workspaces beside its own, and one vanishing half-way would fail its step.
@@ -141,7 +142,8 @@ class Run:
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
         self.held.enter_context(self.caches_held())
         with phases.timed("start: bytecode shared"):
-            share_bytecode(self.bytecode, self.workspace)
+            uv_python = workdir.uv_python(caches_of(self.service))
+            self.pycache = share_bytecode(self.bytecode, self.workspace, uv_python)
         for name, command in project.steps():
             if name == "test" and project.report:
                 self.step(name, command, partial(self.tested, command, project.report))
@@ -248,7 +250,7 @@ class Run:
             tools = tools_folder()
             marker = {"ONWATCH_PIPELINE": str(self.pipeline.pk)}
             linked = sandbox.shares_root()
-            env = step_env(self.service, self.workspace, marker, linked, self.bytecode)
+            env = step_env(self.service, self.workspace, marker, linked, self.pycache)
         step = sandbox.Step(
             argv=["bash", "-c", command],
             workspace=self.workspace,

@@ -30,8 +30,8 @@ PASS_THROUGH = 0o711
 CACHES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
 SYSTEM_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
 CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS")
-# In a service's bytecode cache: the one folder every workspace's virtualenv leads to.
-SHARED_BYTECODE = ".venv"
+# In a service's bytecode cache: a folder of each pipeline's own, by its workspace's name.
+PIPELINES_BYTECODE = ".pipelines"
 VENV = ".venv"  # where uv makes a project's virtualenv, and `uv run` finds it
 NO_FOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
@@ -75,35 +75,41 @@ def bytecode_cache(service: Service) -> Path:
     return work_folder("workspaces", str(service.pk), "caches", "bytecode")
 
 
-def share_bytecode(cache: Path, workspace: Path) -> None:
-    """Python keeps a file's bytecode in the cache at the file's own path, and each
-    workspace has a path of its own: in the workspace's place there (a fresh folder), its
-    virtualenv's is a link to one folder all its pipelines share, so the next one finds
-    the dependencies' bytecode this one compiled. They are hard links from uv's cache, with
-    the times they were unpacked, which Python checks with the size. The checkout's own
-    files are not shared: another commit's file of the same size, checked out within the
-    same second, would pass for this one. Made without following links: the step user
-    owns the cache and may have left some."""
-    os.close(_inside(cache, Path("/", SHARED_BYTECODE)))
-    fd = _inside(cache, workspace.parent)
+def share_bytecode(cache: Path, workspace: Path, uv_python: Path) -> Path:
+    """Where a pipeline's Python keeps what it compiles (PYTHONPYCACHEPREFIX): a fresh
+    folder in the service's cache, the bytecode of each file at the file's own path,
+    removed with the workspace. Only folders whose files stay as they were are shared with
+    the service's next pipelines, by links to the cache's own mirror of them: the system's
+    (read-only in the sandbox), uv's Python and the workspace's virtualenv, whose files are
+    hard links from uv's cache with the times they were unpacked (Python checks time and
+    size). Not the checkout or /tmp: another commit's file of the same size written within
+    the same second would pass for the last one. Made without following links: the step
+    user owns the cache and may have left some."""
+    fd = _inside(cache, Path("/", PIPELINES_BYTECODE))
     try:
         with contextlib.suppress(FileNotFoundError):
             _unlink(workspace.name, fd)
         os.mkdir(workspace.name, dir_fd=fd)
-        mirror = os.open(workspace.name, NO_FOLLOW, dir_fd=fd)
     finally:
         os.close(fd)
-    try:
-        os.symlink(cache / SHARED_BYTECODE, VENV, dir_fd=mirror)
-    finally:
-        os.close(mirror)
+    prefix = Path("/", PIPELINES_BYTECODE, workspace.name)
+    shared = {Path(d): Path(d) for d in (*sandbox.SYSTEM_DIRS, uv_python)}
+    # One for every workspace: its path differs from one pipeline to the next.
+    shared[workspace / VENV] = Path("/", VENV)
+    for folder, kept in shared.items():
+        os.close(_inside(cache, kept))
+        fd = _inside(cache, prefix / folder.parent.relative_to("/"))
+        try:
+            os.symlink(cache / kept.relative_to("/"), folder.name, dir_fd=fd)
+        finally:
+            os.close(fd)
+    return cache / prefix.relative_to("/")
 
 
 def unshare_bytecode(cache: Path, workspace: Path) -> None:
-    """The workspace's place in the cache, gone with the workspace (the shared folder
-    stays)."""
+    """The pipeline's own bytecode, gone with its workspace (what is shared stays)."""
     try:
-        fd = _inside(cache, workspace.parent, make=False)
+        fd = _inside(cache, Path("/", PIPELINES_BYTECODE), make=False)
     except OSError:
         return  # never made, or not a way of folders: nothing of onwatch's to remove
     try:
@@ -147,12 +153,16 @@ def _unlink(name: str, dir_fd: int) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
+def uv_python(caches: dict[str, Path]) -> Path:
+    return caches["uv"] / "python"
+
+
 def tool_env(caches: dict[str, Path], linked: bool = False) -> dict[str, str]:
     """linked: the cache and the workspace are on one mount in the sandbox (sandbox.Step's
     shared_root), so uv may hard-link its files rather than copy them."""
     env = {variable: str(caches[name]) for name, variable in CACHES.items()}
     # A Python uv fetches for the project is kept with the cache, not in a per-run HOME.
-    env["UV_PYTHON_INSTALL_DIR"] = str(caches["uv"] / "python")
+    env["UV_PYTHON_INSTALL_DIR"] = str(uv_python(caches))
     # Else they are separate mounts, where hard links cannot cross: uv would try, fail
     # and say so in every build's log before copying. A release's build copies anyway:
     # its folder outlives the run, and must not change with the cache.

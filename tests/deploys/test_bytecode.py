@@ -21,14 +21,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 # A module in the virtualenv with a fixed time, as a dependency hard-linked from uv's
 # cache has: its bytecode stays valid from one workspace to the next. The checkout's own
-# m.py is given a fixed time too: a commit's file checked out in the same second as the
-# last one's.
+# m.py, and a copy in /tmp, are given a fixed time too: a commit's file written in the
+# same second as the last one's.
 PROBE = """set -e
 mkdir -p .venv/lib
 cp dep.txt .venv/lib/dep.py
-touch -d @1000000000 .venv/lib/dep.py poison.py m.py
+cp m.py /tmp/t.py
+touch -d @1000000000 .venv/lib/dep.py poison.py m.py /tmp/t.py
 python3 probe.py
-PYTHONPATH=.venv/lib python3 -c "import dep, m; print('dep is', dep.X, 'and m is', m.X)"
+PYTHONPATH=.venv/lib:/tmp python3 -c "import dep, m, t; print('dep', dep.X, 'm', m.X, t.X)"
 ls "$OTHER" 2>&1 | tail -1 || true
 """
 # Whether dep.py's bytecode is there before anything imports it; with POISON, bytecode
@@ -69,12 +70,12 @@ def test_the_next_pipeline_of_a_service_finds_the_bytecode_of_its_dependencies(
     commit(tmp_path / "repo", files(), "Probe")
     service = service_for(org, str(tmp_path / "repo"))
     first = run(services.run_pipeline(service, SYSTEM, "cli"))
-    assert "bytecode missing" in first and "dep is 1 and m is 1" in first
+    assert "bytecode missing" in first and "dep 1 m 1 1" in first
     # The checkout's own file changed, same size, same time: compiled again, not taken
     # for the last commit's.
     commit(tmp_path / "repo", files(m=2), "m is 2")
     second = run(services.run_pipeline(service, SYSTEM, "cli"))
-    assert "bytecode found" in second and "dep is 1 and m is 2" in second
+    assert "bytecode found" in second and "dep 1 m 2 2" in second
     # Kept in the service's cache, not in the workspace; the workspace's place goes with it.
     cache = bytecode_cache(service)
     assert [p.name for p in cache.rglob("dep.cpython-*.pyc")]
@@ -93,7 +94,7 @@ def test_another_services_steps_neither_read_nor_poison_a_services_bytecode(
     fields = services.ServiceFields(name="till", git_url=str(tmp_path / "b"), branch="main")
     b = services.add_service(org, fields, SYSTEM)
     log = run(services.run_pipeline(b, SYSTEM, "cli"))
-    assert "bytecode missing" in log and "dep is 1" in log
+    assert "bytecode missing" in log and "dep 1 m 1 1" in log
     assert f"ls: cannot access '{theirs}': No such file or directory" in log
 
 
@@ -104,14 +105,16 @@ def test_a_link_left_in_the_cache_is_replaced_not_followed(tmp_path: Path) -> No
     cache.mkdir()
     outside.mkdir()
     workspace = Path("/work/workspaces/7/41")
-    (cache / "work").symlink_to(outside)
+    (cache / ".pipelines").symlink_to(outside)
     (cache / ".venv").symlink_to(outside)
-    share_bytecode(cache, workspace)
+    (cache / "usr").write_text("not a folder")
+    prefix = share_bytecode(cache, workspace, Path("/work/workspaces/7/caches/uv/python"))
     assert list(outside.iterdir()) == []
-    mirror = cache / "work" / "workspaces" / "7" / "41"
-    assert mirror.is_dir() and not mirror.is_symlink()
-    assert os.readlink(mirror / ".venv") == str(cache / ".venv")
-    assert (cache / ".venv").is_dir() and not (cache / ".venv").is_symlink()
+    assert prefix == cache / ".pipelines" / "41" and not prefix.is_symlink()
+    venv = prefix / "work" / "workspaces" / "7" / "41" / ".venv"
+    assert os.readlink(venv) == str(cache / ".venv")
+    assert os.readlink(prefix / "usr") == str(cache / "usr")
+    for shared in (".venv", "usr", "work/workspaces/7/caches/uv/python"):
+        assert (cache / shared).is_dir() and not (cache / shared).is_symlink()
     unshare_bytecode(cache, workspace)
-    assert not mirror.exists() and (cache / "work" / "workspaces" / "7").is_dir()
-    assert (cache / ".venv").is_dir()
+    assert not prefix.exists() and (cache / ".venv").is_dir()
