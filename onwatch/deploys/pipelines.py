@@ -20,7 +20,7 @@ from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs, ssh
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed
 from onwatch.core.masking import Masker
-from onwatch.deploys import git, junit, phases, projectfile, sandbox, services, workdir
+from onwatch.deploys import git, junit, phases, projectfile, sandbox, services
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State, Trigger
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
@@ -34,6 +34,7 @@ from onwatch.deploys.workdir import (
     tool_env,
     tools_folder,
     unshare_bytecode,
+    uv_python,
     work_folder,
     workspace_of,
 )
@@ -142,8 +143,8 @@ class Run:
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
         self.held.enter_context(self.caches_held())
         with phases.timed("start: bytecode shared"):
-            uv_python = workdir.uv_python(caches_of(self.service))
-            self.pycache = share_bytecode(self.bytecode, self.workspace, uv_python)
+            uv = uv_python(caches_of(self.service))
+            self.pycache = share_bytecode(self.bytecode, self.workspace, uv)
         for name, command in project.steps():
             if name == "test" and project.report:
                 self.step(name, command, partial(self.tested, command, project.report))
