@@ -307,7 +307,7 @@ def remove_leftovers() -> list[Path]:
     found = {int(p.name): p for p in top.glob("*/*") if p.is_dir() and p.name.isdigit()}
     running = Pipeline.objects.filter(pk__in=found, state__in=(State.QUEUED, State.RUNNING))
     alive = {p.pk for p in running.select_related("job") if not _worker_died(p)}
-    removed = [path for pk, path in found.items() if pk not in alive]
+    removed = workspaces = [path for pk, path in found.items() if pk not in alive]
     folders = {int(p.name): p for p in top.glob("*") if p.is_dir() and p.name.isdigit()}
     kept = set(Service.objects.filter(pk__in=folders).values_list("pk", flat=True))
     removed += [path for pk, path in folders.items() if pk not in kept]  # deleted services'
@@ -316,6 +316,8 @@ def remove_leftovers() -> list[Path]:
     for path in removed:
         log.info("removing the workspace %s left by a worker that stopped", path)
         remove_workspace(path)
+    for path in workspaces:  # their pipelines' own bytecode, if their service is kept
+        unshare_bytecode(path.parent / "caches" / "bytecode", path)
     return removed
 
 

@@ -14,7 +14,14 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import JobLogLine, Organization
 from onwatch.deploys import services
 from onwatch.deploys.models import Pipeline, State
-from onwatch.deploys.workdir import bytecode_cache, share_bytecode, unshare_bytecode, workspace_of
+from onwatch.deploys.workdir import (
+    bytecode_cache,
+    remove_leftovers,
+    service_folder,
+    share_bytecode,
+    unshare_bytecode,
+    workspace_of,
+)
 from tests.support.deploys import commit, service_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
@@ -118,3 +125,13 @@ def test_a_link_left_in_the_cache_is_replaced_not_followed(tmp_path: Path) -> No
         assert (cache / shared).is_dir() and not (cache / shared).is_symlink()
     unshare_bytecode(cache, workspace)
     assert not prefix.exists() and (cache / ".venv").is_dir()
+
+
+def test_a_dead_workers_pipeline_leaves_no_bytecode_of_its_own(org: Organization) -> None:
+    service = service_for(org, "/nonexistent")
+    workspace = service_folder(service.pk) / "999"
+    workspace.mkdir(parents=True)
+    prefix = share_bytecode(bytecode_cache(service), workspace, Path("/opt/uv-python"))
+    assert prefix.is_dir()
+    assert workspace in remove_leftovers()
+    assert not prefix.exists() and (bytecode_cache(service) / ".venv").is_dir()
