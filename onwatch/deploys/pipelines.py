@@ -24,14 +24,18 @@ from onwatch.deploys import git, junit, phases, projectfile, sandbox, services
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State, Trigger
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
+    bytecode_cache,
     caches_of,
     disk_full,
     remove_workspace,
     service_folder,
     service_user,
+    share_bytecode,
     step_problem,
     tool_env,
     tools_folder,
+    unshare_bytecode,
+    uv_python,
     work_folder,
     workspace_of,
 )
@@ -91,10 +95,14 @@ def caches_held(ctx: JobContext, service: Service, what: str = "pipeline") -> It
 
 
 def step_env(
-    service: Service, workspace: Path, marker: dict[str, str], linked: bool = False
+    service: Service,
+    workspace: Path,
+    marker: dict[str, str],
+    linked: bool = False,
+    bytecode: Path | None = None,
 ) -> dict[str, str]:
     """The whole environment of a step in the sandbox (nothing is inherited); linked: see
-    tool_env."""
+    tool_env; bytecode: where Python keeps what it compiles (see share_bytecode)."""
     tools = tools_folder()
     return {
         "PATH": f"{tools / 'bin'}:{STEP_PATH}" if tools else STEP_PATH,
@@ -105,6 +113,7 @@ def step_env(
         # would show late, and out of order with what it prints to stderr.
         "PYTHONUNBUFFERED": "1",
         **marker,
+        **({"PYTHONPYCACHEPREFIX": str(bytecode)} if bytecode else {}),
         **tool_env(caches_of(service), linked),
         **service.secrets,
     }
@@ -120,6 +129,9 @@ class Run:
         self.current: PipelineStep | None = None
         self.log: StepLog | None = None
         self.masker = Masker(self.service.secrets)
+        # Pipelines only: a release's build is kept, and its web process runs without it.
+        self.bytecode = bytecode_cache(self.service)
+        self.pycache: Path | None = None  # this pipeline's, in it (share_bytecode)
         # The service's caches, held from its first sandboxed step until its workspace is
         # removed: the next pipeline's sandbox, bound to the service's folder, hides the
         # workspaces beside its own, and one vanishing half-way would fail its step.
@@ -131,6 +143,9 @@ class Run:
         self.step("checkout", self.service.git_url, self.checkout)
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
         self.held.enter_context(self.caches_held())
+        with phases.timed("start: bytecode shared"):
+            uv = uv_python(caches_of(self.service))
+            self.pycache = share_bytecode(self.bytecode, self.workspace, uv)
         for name, command in project.steps():
             if name == "test" and project.report:
                 self.step(name, command, partial(self.tested, command, project.report))
@@ -233,11 +248,11 @@ class Run:
         assert self.log is not None
         self.log.say(f"$ {command}")
         with phases.timed("step: environment"):
-            caches = caches_of(self.service)
+            caches = {**caches_of(self.service), "bytecode": self.bytecode}
             tools = tools_folder()
             marker = {"ONWATCH_PIPELINE": str(self.pipeline.pk)}
             linked = sandbox.shares_root()
-            env = step_env(self.service, self.workspace, marker, linked)
+            env = step_env(self.service, self.workspace, marker, linked, self.pycache)
         step = sandbox.Step(
             argv=["bash", "-c", command],
             workspace=self.workspace,
@@ -352,13 +367,15 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
             run = Run(ctx, pipeline)
         # Last registered runs first: the workspace goes, then the caches are let go.
         ctx.on_end(run.held.close)
-        ctx.on_end(lambda: removed(run.workspace, seconds))
+        ctx.on_end(lambda: removed(run, seconds))
         return run_to_end(ctx, run)
 
 
-def removed(workspace: Path, seconds: dict[str, float]) -> None:
+def removed(run: Run, seconds: dict[str, float]) -> None:
     with phases.recording(seconds), phases.timed("end: workspace removed"):
-        remove_workspace(workspace)
+        remove_workspace(run.workspace)
+        # Before the caches are let go: the next pipeline's step may be writing there.
+        unshare_bytecode(run.bytecode, run.workspace)
 
 
 def run_to_end(ctx: JobContext, run: Run) -> dict[str, object]:

@@ -5,6 +5,7 @@ another user, who must reach them and nothing else of onwatch's)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -33,6 +34,10 @@ SERVICE_ONLY = 0o710
 CACHES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
 SYSTEM_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
 CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "NODE_EXTRA_CA_CERTS")
+# In a service's bytecode cache: a folder of each pipeline's own, by its workspace's name.
+PIPELINES_BYTECODE = ".pipelines"
+VENV = ".venv"  # where uv makes a project's virtualenv, and `uv run` finds it
+NO_FOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 def work_folder(*parts: str) -> Path:
@@ -105,12 +110,100 @@ def caches_of(service: Service) -> dict[str, Path]:
     return {name: work_folder("workspaces", str(service.pk), "caches", name) for name in CACHES}
 
 
+def bytecode_cache(service: Service) -> Path:
+    """Python's compiled files of the service's pipelines (PYTHONPYCACHEPREFIX): kept
+    between its runs, never seen by another service's steps (it is in its folder)."""
+    return work_folder("workspaces", str(service.pk), "caches", "bytecode")
+
+
+def share_bytecode(cache: Path, workspace: Path, uv_python: Path) -> Path:
+    """Where a pipeline's Python keeps what it compiles (PYTHONPYCACHEPREFIX): a fresh
+    folder in the service's cache, the bytecode of each file at the file's own path,
+    removed with the workspace. Only folders whose files stay as they were are shared with
+    the service's next pipelines, by links to the cache's own mirror of them: the system's
+    (read-only in the sandbox), uv's Python and the workspace's virtualenv, whose files are
+    hard links from uv's cache with the times they were unpacked (Python checks time and
+    size). Not the checkout or /tmp: another commit's file of the same size written within
+    the same second would pass for the last one. Made without following links: the step
+    user owns the cache and may have left some."""
+    fd = _inside(cache, Path("/", PIPELINES_BYTECODE))
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            _unlink(workspace.name, fd)
+        os.mkdir(workspace.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    prefix = Path("/", PIPELINES_BYTECODE, workspace.name)
+    shared = {Path(d): Path(d) for d in (*sandbox.SYSTEM_DIRS, uv_python)}
+    # One for every workspace: its path differs from one pipeline to the next.
+    shared[workspace / VENV] = Path("/", VENV)
+    for folder, kept in shared.items():
+        os.close(_inside(cache, kept))
+        fd = _inside(cache, prefix / folder.parent.relative_to("/"))
+        try:
+            os.symlink(cache / kept.relative_to("/"), folder.name, dir_fd=fd)
+        finally:
+            os.close(fd)
+    return cache / prefix.relative_to("/")
+
+
+def unshare_bytecode(cache: Path, workspace: Path) -> None:
+    """The pipeline's own bytecode, gone with its workspace (what is shared stays)."""
+    try:
+        fd = _inside(cache, Path("/", PIPELINES_BYTECODE), make=False)
+    except OSError:
+        return  # never made, or not a way of folders: nothing of onwatch's to remove
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            _unlink(workspace.name, fd)
+    finally:
+        os.close(fd)
+
+
+def _inside(cache: Path, folder: Path, make: bool = True) -> int:
+    """An open descriptor of `folder`'s mirror in `cache`, each folder on the way opened
+    (and made) without following a link; anything else in the way is removed."""
+    fd = os.open(cache, NO_FOLLOW)
+    for part in folder.relative_to(folder.anchor).parts:
+        try:
+            below = _folder_in(fd, part, make)
+        finally:
+            os.close(fd)
+        fd = below
+    return fd
+
+
+def _folder_in(fd: int, name: str, make: bool) -> int:
+    try:
+        return os.open(name, NO_FOLLOW, dir_fd=fd)
+    except OSError as e:
+        # Missing, or a link or a file where a folder should be.
+        if not make or e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
+    with contextlib.suppress(FileNotFoundError):
+        _unlink(name, fd)
+    os.mkdir(name, dir_fd=fd)
+    return os.open(name, NO_FOLLOW, dir_fd=fd)
+
+
+def _unlink(name: str, dir_fd: int) -> None:
+    """A link or file, or a folder the step made there (with all it holds)."""
+    if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def uv_python(caches: dict[str, Path]) -> Path:
+    return caches["uv"] / "python"
+
+
 def tool_env(caches: dict[str, Path], linked: bool = False) -> dict[str, str]:
     """linked: the cache and the workspace are on one mount in the sandbox (sandbox.Step's
     shared_root), so uv may hard-link its files rather than copy them."""
     env = {variable: str(caches[name]) for name, variable in CACHES.items()}
     # A Python uv fetches for the project is kept with the cache, not in a per-run HOME.
-    env["UV_PYTHON_INSTALL_DIR"] = str(caches["uv"] / "python")
+    env["UV_PYTHON_INSTALL_DIR"] = str(uv_python(caches))
     # Else they are separate mounts, where hard links cannot cross: uv would try, fail
     # and say so in every build's log before copying. A release's build copies anyway:
     # its folder outlives the run, and must not change with the cache.
@@ -255,7 +348,7 @@ def remove_leftovers() -> list[Path]:
     found = {int(p.name): p for p in top.glob("*/*") if p.is_dir() and p.name.isdigit()}
     running = Pipeline.objects.filter(pk__in=found, state__in=(State.QUEUED, State.RUNNING))
     alive = {p.pk for p in running.select_related("job") if not _worker_died(p)}
-    removed = [path for pk, path in found.items() if pk not in alive]
+    removed = workspaces = [path for pk, path in found.items() if pk not in alive]
     folders = {int(p.name): p for p in top.glob("*") if p.is_dir() and p.name.isdigit()}
     kept = set(Service.objects.filter(pk__in=folders).values_list("pk", flat=True))
     removed += [path for pk, path in folders.items() if pk not in kept]  # deleted services'
@@ -264,6 +357,8 @@ def remove_leftovers() -> list[Path]:
     for path in removed:
         log.info("removing the workspace %s left by a worker that stopped", path)
         remove_workspace(path)
+    for path in workspaces:  # their pipelines' own bytecode, if their service is kept
+        unshare_bytecode(path.parent / "caches" / "bytecode", path)
     return removed
 
 
