@@ -26,7 +26,7 @@ def query(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
 
 
 def test_it_creates_the_owner_and_the_organization(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         done = run(
             ["createowner", "--email", "Ada@Pelican.example", "--org", "Pelican Bakery"],
             env | {"ONWATCH_OWNER_PASSWORD": GOOD_PASSWORD},
@@ -48,7 +48,7 @@ def test_it_creates_the_owner_and_the_organization(tmp_path: Path) -> None:
 
 
 def test_a_weak_password_exits_2_with_one_line_and_creates_nothing(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         done = run(
             ["createowner", "--email", "ada@pelican.example"],
             env | {"ONWATCH_OWNER_PASSWORD": "password1234"},
@@ -63,7 +63,7 @@ def test_a_weak_password_exits_2_with_one_line_and_creates_nothing(tmp_path: Pat
 
 
 def test_a_bad_email_exits_2_and_creates_nothing(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         done = run(
             ["createowner", "--email", "not-an-address"],
             env | {"ONWATCH_OWNER_PASSWORD": GOOD_PASSWORD},
@@ -76,7 +76,7 @@ def test_a_bad_email_exits_2_and_creates_nothing(tmp_path: Path) -> None:
 
 
 def test_link_prints_a_one_time_owner_link(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         done = run(["createowner", "--link", "--hours", "2"], env)
         assert done.returncode == 0, done.stderr
         port = env["ONWATCH_PORT"]
@@ -89,7 +89,7 @@ def test_link_prints_a_one_time_owner_link(tmp_path: Path) -> None:
 
 
 def test_with_an_owner_already_it_adds_one_to_the_same_organization(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         secret = env | {"ONWATCH_OWNER_PASSWORD": GOOD_PASSWORD}
         assert run(["createowner", "--email", "ada@pelican.example"], secret).returncode == 0
         again = run(["createowner", "--email", "bo@pelican.example", "--org", "Other"], secret)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.once
 @contextmanager
 def enrolling(tmp_path: Path) -> Iterator[tuple[str, BrowserContext, Page]]:
     """A new owner, signed up in Chromium and looking at the enrolment page."""
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         made = run(["createowner", "--link"], env)
         assert made.returncode == 0, made.stderr
         link = made.stdout.strip().splitlines()[-1]

@@ -37,7 +37,7 @@ def sign_out(page: Page, base: str) -> None:
 
 
 def test_a_passkey_enrols_and_signs_in_with_and_without_a_password(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         made = run(["createowner", "--link"], env)
         assert made.returncode == 0, made.stderr
         link = made.stdout.strip().splitlines()[-1]

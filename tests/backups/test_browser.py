@@ -45,7 +45,7 @@ def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
     tmp_path: Path,
 ) -> None:
     target = tmp_path / "restored" / "orders.sqlite3"
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         seeded = seed(tmp_path, env)
         with Running(["web"], env) as web, chromium() as browser:
             wait_http(web.base_url + "/health/")
@@ -97,7 +97,7 @@ def test_an_owner_sees_the_rto_chart_and_restores_through_the_confirmation(
 def test_a_failed_drill_is_a_red_dot_and_the_overview_says_the_data_is_not_safe(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         seeded = seed(tmp_path, env, damage=True)
         with Running(["web"], env) as web, chromium() as browser:
             wait_http(web.base_url + "/health/")

@@ -58,7 +58,7 @@ def reaped(env: dict[str, str], job_id: int) -> tuple[str, str, list[str]]:
 def test_a_backup_whose_worker_died_ends_interrupted_and_is_never_restored(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path, **FAST) as env:
+    with isolated(tmp_path, migrated=True, **FAST) as env:
         db = str(sqlite_file(tmp_path / "app.sqlite3"))
         plan_id = int(call(child.backed_up_plan, env, free_port(), db, str(tmp_path / "repo"),
                            migrate=True))  # fmt: skip
@@ -81,7 +81,7 @@ def test_a_backup_whose_worker_died_ends_interrupted_and_is_never_restored(
 def test_a_drill_whose_worker_died_ends_interrupted_and_leaves_the_proof_alone(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path, **FAST) as env:
+    with isolated(tmp_path, migrated=True, **FAST) as env:
         db = str(sqlite_file(tmp_path / "app.sqlite3"))
         plan_id = int(call(child.backed_up_plan, env, free_port(), db, str(tmp_path / "repo"),
                            migrate=True))  # fmt: skip

@@ -222,7 +222,7 @@ def unrecorded_snapshot(plan: Plan, repository: Repository, tmp_path: Path) -> s
 def test_onwatch_restore_passes_over_a_newer_snapshot_onwatch_never_verified(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         assert run(["migrate"], env).returncode == 0
         make_plan(env, "sqlite", tmp_path / "repo", path=str(sqlite_file(tmp_path / "app.db")))
         # What a worker killed mid-run leaves: the plan's tags on a file that is no database.

@@ -14,7 +14,7 @@ from tests.support.procs import isolated, run
 def test_audit_verify_passes_an_intact_log_and_names_the_first_tampered_entry(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         call(child_audit.write_entries, env, 5, migrate=True)
         intact = run(["audit", "verify"], env)
         assert (intact.returncode, intact.stderr) == (0, "")
@@ -42,7 +42,7 @@ def sql(env: dict[str, str], statement: str) -> None:
 
 
 def test_audit_verify_names_deleted_newest_entries(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         write_entries(env, 5)
         # Behind onwatch's back: the rest of the chain still links up.
         sql(env, "DELETE FROM core_auditentry WHERE seq >= 4")
@@ -56,7 +56,7 @@ def test_audit_verify_names_deleted_newest_entries(tmp_path: Path) -> None:
 
 
 def test_accept_restore_takes_an_older_copy_of_the_database_on_purpose(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         write_entries(env, 5)
         sql(env, "DELETE FROM core_auditentry WHERE seq >= 4")
         accepted = run(["audit", "accept-restore"], env)
@@ -74,7 +74,7 @@ def test_accept_restore_takes_an_older_copy_of_the_database_on_purpose(tmp_path:
 
 
 def test_audit_verify_names_a_chain_rewritten_by_a_database_writer(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         write_entries(env, 3)
         # Everything a database writer can do: change the actors and recompute every hash
         # the way an unkeyed chain computes them.
@@ -89,7 +89,7 @@ def test_audit_verify_names_a_chain_rewritten_by_a_database_writer(tmp_path: Pat
 def test_a_log_passed_off_as_from_before_the_key_is_caught_without_the_head_file(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         write_entries(env, 3)
         # Rewritten as old unkeyed entries, on a machine with no head file (as every
         # PostgreSQL client that never wrote an entry is).
@@ -109,7 +109,7 @@ def test_a_log_passed_off_as_from_before_the_key_is_caught_without_the_head_file
 
 
 def test_a_log_without_its_head_file_cannot_be_fully_checked(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         write_entries(env, 2)
         (tmp_path / "data" / "audit-head.json").unlink()
         unchecked = run(["audit", "verify"], env)
@@ -118,7 +118,7 @@ def test_a_log_without_its_head_file_cannot_be_fully_checked(tmp_path: Path) -> 
 
 
 def test_an_existing_unkeyed_log_is_sealed_by_migrate_and_then_guarded(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         # An install from before the key: its tables as they were, three unkeyed entries.
         call(child_audit.install_unkeyed_log, env, migrate=True)
         key_file = tmp_path / "data" / "keyring.json"
@@ -140,7 +140,7 @@ def test_a_key_file_that_cannot_take_the_keyed_note_warns_and_is_never_called_in
     tmp_path: Path,
 ) -> None:
     keys = tmp_path / "keys"
-    with isolated(tmp_path, ONWATCH_KEY_FILE=str(keys / "keyring.json")) as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_KEY_FILE=str(keys / "keyring.json")) as env:
         write_entries(env, 2)
         # A key file from the release before the note, on a folder onwatch cannot write.
         call(child_audit.unmark_keyed_log, env)

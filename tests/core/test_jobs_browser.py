@@ -24,7 +24,7 @@ pytestmark = pytest.mark.once
 def test_a_running_jobs_log_grows_on_its_page_without_a_reload_and_it_can_be_stopped(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         made = call(seeds.seed_jobs, env, migrate=True, timeout=120)
         seeded = json.loads(made.strip().splitlines()[-1])
         job = seeded["job"]

@@ -78,14 +78,14 @@ def hooks() -> Iterator[WebhookReceiver]:
 @pytest.fixture
 def installed(tmp_path: Path, hooks: WebhookReceiver) -> Iterator[dict[str, str]]:
     """A migrated onwatch holding two channels whose URLs carry a token and a password."""
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         # Migrated by the same start-up code as `onwatch migrate`, in the same process.
         add_channels(env, secret_urls(hooks.url()), migrate=True)
         yield env
 
 
 def test_channel_urls_reach_the_disk_only_encrypted(tmp_path: Path, hooks: WebhookReceiver) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         assert run(["migrate"], env).returncode == 0
         sqlite = None if env.get("DATABASE_URL") else data_dir(env) / "onwatch.sqlite3"
         if sqlite is not None:

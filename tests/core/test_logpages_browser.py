@@ -32,7 +32,7 @@ KEPT = 5000  # logstream.js keeps this many lines on the page
 def test_a_100000_line_log_opens_searches_and_follows_without_freezing(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         seeded = json.loads(call(seeds.seed_jobs, env, migrate=True, timeout=120).split("\n")[-2])
         job = int(call(child_logs.seed_long_log, env, LINES, "running", timeout=180))
         with Running(["web"], env) as web, chromium() as browser:

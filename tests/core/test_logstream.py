@@ -32,7 +32,7 @@ PROMPT_SECONDS = 1.0
 
 @contextmanager
 def web_with_job(tmp_path: Path) -> Iterator[tuple[Running, dict[str, Any]]]:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         seeded = json.loads(call(child_logs.seed_streams, env, migrate=True, timeout=120))
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.once
 
 
 def test_the_page_resumes_every_line_after_caddy_drops_the_stream(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         seeded = json.loads(call(seeds.seed_jobs, env, migrate=True, timeout=120).split("\n")[-2])
         job = seeded["job"]
         with (

@@ -18,7 +18,7 @@ def test_a_job_cancelled_after_its_worker_died_ends_interrupted_and_alerts(
     tmp_path: Path,
 ) -> None:
     fast = {"ONWATCH_JOB_LEASE_SECONDS": "3", "ONWATCH_SCHEDULER_TICK_SECONDS": "1"}
-    with isolated(tmp_path, **fast) as env:
+    with isolated(tmp_path, migrated=True, **fast) as env:
         job_id = int(call(child.sleeping_job, env, free_port(), migrate=True))
         with Running(["worker"], env) as worker:
             call(child.wait_running, env, job_id)

@@ -148,7 +148,7 @@ def test_a_bad_row_is_switched_off_and_alerted_while_the_others_still_fire(
 def test_a_real_scheduler_process_fires_due_schedules_past_a_broken_one(
     tmp_path: Path, command: list[str]
 ) -> None:
-    with isolated(tmp_path, ONWATCH_SCHEDULER_TICK_SECONDS="1") as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_SCHEDULER_TICK_SECONDS="1") as env:
         call(
             child_scheduler.add_due_schedules_one_broken,
             env,

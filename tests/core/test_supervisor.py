@@ -144,7 +144,7 @@ def test_listening_is_true_only_while_a_server_accepts_on_the_port() -> None:
 
 
 def test_a_child_killed_with_sigkill_is_restarted_with_back_off(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env, Running(["up"], env) as up:
+    with isolated(tmp_path, migrated=True) as env, Running(["up"], env) as up:
         wait_http(up.base_url + "/health/", timeout=60)
         up.wait_for("worker started (pid ")
         [first] = started_pids(up, "worker")
@@ -164,7 +164,7 @@ def test_a_child_killed_with_sigkill_is_restarted_with_back_off(tmp_path: Path) 
 def test_ctrl_c_stops_every_process_within_10_s(tmp_path: Path) -> None:
     # SIGTERM to `onwatch up` alone is tested in test_up.py; Ctrl+C in a terminal sends
     # SIGINT to the whole process group, children included, and none may be restarted.
-    with isolated(tmp_path) as env, Running(["up"], env) as up:
+    with isolated(tmp_path, migrated=True) as env, Running(["up"], env) as up:
         wait_http(up.base_url + "/health/", timeout=60)
         up.wait_for(" ready", nth=2)  # "worker <name> ready" and "scheduler ready"
         kids = children_pids(up)
@@ -179,7 +179,7 @@ def test_ctrl_c_stops_every_process_within_10_s(tmp_path: Path) -> None:
 
 
 def test_the_children_stop_when_onwatch_up_itself_is_killed(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env, Running(["up"], env) as up:
+    with isolated(tmp_path, migrated=True) as env, Running(["up"], env) as up:
         wait_http(up.base_url + "/health/", timeout=60)
         up.wait_for(" ready", nth=2)
         kids = children_pids(up)

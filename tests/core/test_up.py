@@ -118,7 +118,7 @@ def test_up_idles_in_six_processes_within_250_mib(tmp_path: Path) -> None:
     # used to idle at some 330 MiB in 8 (two web workers and their manager, a scheduler
     # apart). Now two web workers are forked from a parent that loaded Django once, and an
     # install on SQLite never loads the PostgreSQL or MariaDB drivers.
-    with isolated(tmp_path) as env, Running(["up"], env) as up:
+    with isolated(tmp_path, migrated=True) as env, Running(["up"], env) as up:
         wait_http(up.base_url + "/health/", timeout=60)
         up.wait_for(" ready", nth=3, timeout=60)  # the worker, scheduler and prober
         pids = process_tree(up.proc.pid)
@@ -134,7 +134,7 @@ def test_up_idles_in_six_processes_within_250_mib(tmp_path: Path) -> None:
 def test_the_owner_link_is_made_without_importing_every_view_and_the_api(tmp_path: Path) -> None:
     # `onwatch up` makes it in the process that then becomes the supervisor: the whole
     # URLconf would be some 0.3 s of CPU of every start wasted.
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         out = call(child_core.print_owner_link_and_what_it_imported, env, migrate=True)
     link, imported = json.loads(out)
     assert resolve(urlsplit(link).path).url_name == "invite"

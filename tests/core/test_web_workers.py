@@ -52,7 +52,7 @@ def ping_ok(base_url: str, ping_id: str) -> None:
 def test_two_web_workers_share_the_port_store_every_ping_and_stop_together(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="2") as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_WEB_WORKERS="2") as env:
         ping_id = json.loads(call(child_uptime.add_heartbeat, env, "Acme", "nightly", migrate=True))
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)
@@ -72,7 +72,7 @@ def test_forked_web_workers_share_the_memory_of_what_their_parent_loaded(
 ) -> None:
     # Spawned anew, each worker imported Python, Django and every app itself: some 70 MiB
     # of its own. Forked after the parent loaded them, a worker owns only what it changed.
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="2") as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_WEB_WORKERS="2") as env:
         ping_id = json.loads(call(child_uptime.add_heartbeat, env, "Acme", "nightly", migrate=True))
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)
@@ -90,7 +90,7 @@ def test_forked_web_workers_share_the_memory_of_what_their_parent_loaded(
 
 
 def test_a_crashed_web_worker_is_replaced_and_the_port_keeps_answering(tmp_path: Path) -> None:
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="2") as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_WEB_WORKERS="2") as env:
         ping_id = json.loads(call(child_uptime.add_heartbeat, env, "Acme", "nightly", migrate=True))
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)
@@ -113,7 +113,7 @@ def test_a_crashed_web_worker_is_replaced_and_the_port_keeps_answering(tmp_path:
 
 
 def test_web_workers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="2") as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_WEB_WORKERS="2") as env:
         assert run(["migrate"], env).returncode == 0
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)

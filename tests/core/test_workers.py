@@ -19,7 +19,7 @@ JOBS = 200
 
 
 def test_two_workers_run_each_of_200_jobs_exactly_once(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         call(child_core.start_up, env, migrate=True)
         with Running(["worker"], env) as w1, Running(["worker"], env) as w2:
             w1.wait_for("ready")
@@ -40,7 +40,7 @@ def test_a_freed_slot_takes_the_next_queued_job_at_once_not_a_poll_later(
 ) -> None:
     poll = 20
     slots = {"ONWATCH_JOB_POLL_SECONDS": str(poll), "ONWATCH_QUEUE_LONG": "2"}
-    with isolated(tmp_path, **slots) as env:
+    with isolated(tmp_path, migrated=True, **slots) as env:
         # Queued before the worker starts, so its first look finds them.
         short = {"seconds": 0.01}
         ids = json.loads(call(child_core.enqueue, env, "core.sleep", short, 6, migrate=True))
@@ -57,7 +57,7 @@ def test_a_job_queued_by_another_process_starts_at_once_not_a_poll_later(
     tmp_path: Path,
 ) -> None:
     poll = 20
-    with isolated(tmp_path, ONWATCH_JOB_POLL_SECONDS=str(poll)) as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_JOB_POLL_SECONDS=str(poll)) as env:
         call(child_core.start_up, env, migrate=True)
         with Running(["worker"], env) as worker:
             worker.wait_for("ready")
@@ -72,7 +72,7 @@ def test_a_job_queued_by_another_process_starts_at_once_not_a_poll_later(
 
 def test_a_worker_killed_mid_job_leaves_it_interrupted_and_alerted(tmp_path: Path) -> None:
     fast = {"ONWATCH_JOB_LEASE_SECONDS": "3", "ONWATCH_SCHEDULER_TICK_SECONDS": "1"}
-    with isolated(tmp_path, **fast) as env:
+    with isolated(tmp_path, migrated=True, **fast) as env:
         add_channels(env, {"ops": f"json://127.0.0.1:{free_port()}/"}, migrate=True)
         [job_id] = json.loads(
             call(child_core.enqueue, env, "core.sleep", {"seconds": 600}, 1, "Acme")
@@ -97,7 +97,7 @@ def test_an_incident_is_notified_within_5_s_while_long_jobs_fill_every_long_slot
     tmp_path: Path,
 ) -> None:
     slots = {"ONWATCH_QUEUE_LONG": "2", "ONWATCH_QUEUE_ALERTS": "1"}
-    with WebhookReceiver() as receiver, isolated(tmp_path, **slots) as env:
+    with WebhookReceiver() as receiver, isolated(tmp_path, migrated=True, **slots) as env:
         add_channels(env, {"ops": receiver.url()}, migrate=True)
         # Three hours of long work for two long slots: two run, one waits for a slot.
         long_ids = json.loads(call(child_core.enqueue, env, "core.sleep", {"seconds": 3600}, 3))
@@ -116,7 +116,7 @@ def test_an_incident_is_notified_within_5_s_while_long_jobs_fill_every_long_slot
 
 
 def test_onwatch_jobs_cancel_stops_a_running_job_and_its_processes(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         sleep = {"seconds": 600, "program": True}
         [job_id] = json.loads(call(child_core.enqueue, env, "core.sleep", sleep, migrate=True))
         with Running(["worker"], env) as worker:
@@ -146,7 +146,7 @@ def test_onwatch_jobs_cancel_stops_a_running_job_and_its_processes(tmp_path: Pat
 def test_onwatch_jobs_cancel_refuses_to_silence_an_alert_unless_told_it_is_meant(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         [job_id] = json.loads(call(child_core.enqueue, env, "alerts.deliver", {}, migrate=True))
         refused = run(["jobs", "cancel", str(job_id)], env)
         [state] = json.loads(call(child_core.print_states, env, [job_id]))

@@ -22,7 +22,7 @@ def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(
 ) -> None:
     repo = tmp_path / "repo"
     commit(repo, project(passing=False), "Break the sum")
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         call(child_deploys.make_org, env, "Acme", migrate=True)
         added = run(["services", "add", "shop", str(repo)], env)
         secret = run(["services", "secret", "shop", "API_TOKEN"], env, input="cli-secret-9\n")
@@ -55,7 +55,7 @@ def test_pipelines_run_wait_streams_the_log_and_exits_non_zero_when_it_fails(
 
 
 def test_a_work_folder_that_cannot_be_made_is_a_warning_not_a_refusal(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         call(child_deploys.make_org, env, "Acme", migrate=True)
         (tmp_path / "a-file").write_text("")
         work = str(tmp_path / "a-file" / "work")
@@ -71,7 +71,7 @@ def test_a_work_folder_that_cannot_be_made_is_a_warning_not_a_refusal(tmp_path: 
 def test_services_delete_asks_for_the_name_and_deletes_nothing_without_it(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         call(child_deploys.make_org, env, "Acme", migrate=True)
         run(["services", "add", "shop", str(tmp_path / "repo")], env)
         refused = run(["services", "delete", "shop"], env, input="blog\n")

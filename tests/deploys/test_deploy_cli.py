@@ -39,7 +39,7 @@ def test_deploy_then_rollback_after_a_worker_restart_from_the_command_line(
     # Short: supervisord's and Caddy's unix sockets live in the data directory.
     short = Path(tempfile.mkdtemp(prefix="ow-cli-"))
     try:
-        with isolated(short, **caddy) as env:
+        with isolated(short, migrated=True, **caddy) as env:
             call(child_deploys.make_org, env, "Acme", migrate=True)
             run(["services", "add", "shop", str(repo)], env)
             early = run(["deploy", "shop"], env)

@@ -83,7 +83,9 @@ def test_a_push_runs_the_pipeline_streams_its_output_and_exits_as_it_ended(
     bob = Pusher(sshd, tmp_path / "bob", work)
     commit(tmp_path / "docs", {"README.md": "Only words\n"}, "Docs", branch="docs")
     docs = Pusher(sshd, tmp_path / "ana", tmp_path / "docs")
-    with isolated(tmp_path, ONWATCH_AUTHORIZED_KEYS=str(sshd.authorized_keys)) as env:
+    with isolated(
+        tmp_path, migrated=True, ONWATCH_AUTHORIZED_KEYS=str(sshd.authorized_keys)
+    ) as env:
         call(child_deploys.make_org, env, "Acme", migrate=True)
         call(child_deploys.add_service, env, "Acme", "shop", str(tmp_path / "elsewhere"))
         call(child_deploys.add_pusher, env, "Acme", "ana@acme.example", "deployer", ana_pub)

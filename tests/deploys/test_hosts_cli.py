@@ -23,7 +23,7 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
     name = f"{sshd.user}@127.0.0.1:{sshd.port}"
     closed = free_port()
     first_key = sshd.fingerprint()
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         call(child_deploys.make_org, env, "Acme", migrate=True)
         added = run(
             [

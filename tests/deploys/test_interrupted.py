@@ -31,7 +31,7 @@ def test_a_pipeline_whose_worker_is_killed_ends_interrupted_and_alerts_once(
     commit(tmp_path / "repo", {"onwatch.toml": slow}, "Slow")
     fast = {"ONWATCH_JOB_LEASE_SECONDS": "3", "ONWATCH_SCHEDULER_TICK_SECONDS": "1"}
     try:
-        with isolated(tmp_path, **fast) as env:
+        with isolated(tmp_path, migrated=True, **fast) as env:
             add_channels(env, {"ops": f"json://127.0.0.1:{free_port()}/"}, migrate=True)
             assert run(["services", "add", "shop", str(tmp_path / "repo")], env).returncode == 0
             with Running(["worker"], env) as worker:

@@ -49,7 +49,7 @@ def test_a_printed_line_reaches_the_pipeline_page_within_a_second_in_colour(
     tmp_path: Path,
 ) -> None:
     commit(tmp_path / "repo", {"onwatch.toml": STEP}, "Print slowly")
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         seeded = json.loads(call(seeds.seed_jobs, env, migrate=True, timeout=120).split("\n")[-2])
         assert run(["services", "add", "shop", str(tmp_path / "repo")], env).returncode == 0
         with (

@@ -12,9 +12,11 @@ from __future__ import annotations
 import atexit
 import os
 import pwd
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="onwatch-tests-"))
 # Passable (not readable) by others: pipeline steps run as another user and must reach
@@ -29,6 +31,12 @@ os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)
 # names of this process only, so test sessions running side by side (and their service
 # ids, which repeat) never share one; those left are removed when the session ends.
 os.environ["ONWATCH_SERVICE_USER_PREFIX"] = f"owt{os.getpid()}-"
+
+# One folder for the whole run, shared by its xdist workers (they inherit the variable from
+# the main process, which imports this first): the migrated template of tests.support.template.
+_OWN_RUN_DIR = "OW_TESTS_RUN_DIR" not in os.environ
+if _OWN_RUN_DIR:
+    os.environ["OW_TESTS_RUN_DIR"] = tempfile.mkdtemp(prefix="onwatch-run-")
 
 # After the variables: nothing onwatch imports may read the settings before they are set.
 from onwatch.core.keyring import Keyring  # noqa: E402
@@ -46,3 +54,15 @@ def _remove_service_users() -> None:
 
 
 atexit.register(_remove_service_users)
+
+
+def pytest_unconfigure(config: Any) -> None:
+    """The run's template goes with the process that made its folder (the main one)."""
+    if not _OWN_RUN_DIR:
+        return
+    from tests.support import template
+
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgres") and (template.run_dir() / "template-postgresql").exists():
+        template.drop(url)
+    shutil.rmtree(template.run_dir(), ignore_errors=True)

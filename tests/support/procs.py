@@ -17,8 +17,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parents[2]
 ONWATCH = [sys.executable, "-m", "onwatch"]
 
@@ -31,18 +29,24 @@ def free_port() -> int:
 
 
 @contextmanager
-def fresh_database() -> Iterator[str | None]:
-    """A new empty PostgreSQL database when the suite runs on PostgreSQL, else None."""
+def fresh_database(template: str | None = None) -> Iterator[str | None]:
+    """A new PostgreSQL database (empty, or a copy of `template`) when the suite runs on
+    PostgreSQL, else None."""
     base = os.environ.get("DATABASE_URL", "")
     if not base.startswith("postgres"):
         yield None
         return
+    # Imported here, not above: every child process of tests.support.child imports this
+    # module, and on SQLite the driver alone was a quarter second of CPU each.
+    import psycopg
+
     name = f"ow_{secrets.token_hex(6)}"
     parts = urlsplit(base)
     # The server's maintenance database always exists; the one DATABASE_URL names (whose
     # test_ twin pytest-django makes) need not.
     admin = psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
+    copy = f' TEMPLATE "{template}"' if template else ""
+    admin.execute(f'CREATE DATABASE "{name}"{copy}')
     try:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
@@ -70,14 +74,25 @@ def onwatch_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[
 
 
 @contextmanager
-def isolated(tmp_path: Path, **extra: str) -> Iterator[dict[str, str]]:
+def isolated(tmp_path: Path, migrated: bool = False, **extra: str) -> Iterator[dict[str, str]]:
     """Environment for a real onwatch: its own data dir, port and database, and a work
-    folder for pipelines that the step user can reach (tmp_path is closed to others)."""
+    folder for pipelines that the step user can reach (tmp_path is closed to others).
+
+    migrated: start from a copy of the run's migrated onwatch (tests.support.template), as
+    `onwatch migrate` leaves a new install, for tests whose subject is not the first start
+    or the migrations; else from nothing at all."""
+    from tests.support import template
     from tests.support.steps import reachable_root
 
-    with fresh_database() as url, reachable_root() as reachable:
+    base = os.environ.get("DATABASE_URL", "")
+    made = template.migrated(base if base.startswith("postgres") else None) if migrated else None
+    with fresh_database(made.database if made else None) as url, reachable_root() as reachable:
         work = {"ONWATCH_WORK_DIR": str(reachable / "work"), **extra}
-        yield onwatch_env(tmp_path / "data", url, **work)
+        env = onwatch_env(tmp_path / "data", url, **work)
+        if made is not None:
+            key_file = env.get("ONWATCH_KEY_FILE") or str(tmp_path / "data" / "keyring.json")
+            template.copy_into(made, tmp_path / "data", Path(key_file))
+        yield env
 
 
 def run(

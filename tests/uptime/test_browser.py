@@ -16,7 +16,7 @@ from tests.support.servers import HttpServer
 def test_a_new_monitor_shows_its_first_check_at_once(tmp_path: Path) -> None:
     with (
         HttpServer() as web,
-        isolated(tmp_path) as env,
+        isolated(tmp_path, migrated=True) as env,
         Running(["up"], env) as up,
         chromium() as browser,
     ):

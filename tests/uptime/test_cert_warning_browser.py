@@ -34,7 +34,7 @@ def test_a_certificate_warning_is_told_shown_and_cleared_in_a_real_browser(
     with (
         HttpServer(pki.expiring) as server,
         WebhookReceiver() as hooks,
-        isolated(tmp_path) as env,
+        isolated(tmp_path, migrated=True) as env,
         Running(["up"], env) as up,
         chromium() as browser,
     ):

@@ -301,7 +301,7 @@ def test_a_dry_run_reports_the_changes_and_writes_nothing(org: Organization) -> 
 
 
 def test_the_commands_as_people_run_them(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         call(
             child_uptime.add_monitor,
             env,

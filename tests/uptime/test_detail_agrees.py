@@ -49,7 +49,7 @@ def test_a_check_landing_after_the_pages_moment_is_in_neither_figures_nor_list(
 
 def test_reads_in_one_snapshot_do_not_see_a_commit_between_them(tmp_path: Path) -> None:
     # In onwatch's own database (a WAL file on SQLite), not the tests' in-memory one.
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         out = call(child.counts_around_a_commit, env, migrate=True)
     before, during, after, waited = json.loads(out)
     assert not waited, "the writer waited for the page's reads"

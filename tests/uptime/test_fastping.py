@@ -224,7 +224,7 @@ class Web(NamedTuple):
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     """One `onwatch web` for the tests below (starting one takes seconds), with heartbeats
     that the first pings have brought up, and the answer headers learned."""
-    with isolated(tmp_path_factory.mktemp("web")) as env:
+    with isolated(tmp_path_factory.mktemp("web"), migrated=True) as env:
         ids = json.loads(call(child_uptime.add_heartbeats, env, 41, migrate=True))
         with Running(["web"], env) as running:
             port = int(env["ONWATCH_PORT"])

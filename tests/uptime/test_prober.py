@@ -253,7 +253,10 @@ def checks_made(proc: Running) -> int:
 
 def test_two_probers_share_200_monitors_and_no_slot_is_checked_twice(tmp_path: Path) -> None:
     # Each may hold 120 claims, so neither can take all 200 however fast it is.
-    with HttpServer() as web, isolated(tmp_path, ONWATCH_PROBER_BACKLOG="120") as env:
+    with (
+        HttpServer() as web,
+        isolated(tmp_path, migrated=True, ONWATCH_PROBER_BACKLOG="120") as env,
+    ):
         call(child_core.start_up, env, migrate=True)
         with Running(["prober"], env) as p1, Running(["prober"], env) as p2:
             p1.wait_for("ready")
@@ -282,7 +285,10 @@ def gaps_of(times: list[float]) -> list[float]:
 
 def test_a_killed_probers_monitors_are_taken_over_after_its_lease(tmp_path: Path) -> None:
     lease = 3
-    with HttpServer() as web, isolated(tmp_path, ONWATCH_PROBER_LEASE_SECONDS=str(lease)) as env:
+    with (
+        HttpServer() as web,
+        isolated(tmp_path, migrated=True, ONWATCH_PROBER_LEASE_SECONDS=str(lease)) as env,
+    ):
         call(child_core.start_up, env, migrate=True)
         with Running(["prober"], env) as doomed, Running(["prober"], env) as survivor:
             name = doomed.wait_for("ready").split("prober ")[-1].removesuffix(" ready")
@@ -308,7 +314,7 @@ def test_a_killed_probers_monitors_are_taken_over_after_its_lease(tmp_path: Path
 
 
 def test_onwatch_up_runs_a_prober(tmp_path: Path) -> None:
-    with HttpServer() as web, isolated(tmp_path) as env, Running(["up"], env) as up:
+    with HttpServer() as web, isolated(tmp_path, migrated=True) as env, Running(["up"], env) as up:
         up.wait_for("prober started (pid", timeout=60)
         call(child_uptime.add_http_monitors, env, web.url("/ok"), 3)
         call(child_uptime.wait_each_checked, env, 2)

@@ -80,7 +80,7 @@ def near(found: tuple[int, ...], wanted: tuple[int, int, int]) -> bool:
 
 
 def test_the_bars_are_drawn_green_and_red_in_a_real_browser(tmp_path: Path) -> None:
-    with isolated(tmp_path) as env:
+    with isolated(tmp_path, migrated=True) as env:
         made = subprocess.run(
             [sys.executable, "-c", "from tests.support.seeds import seed_status_page as s; s()"],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,

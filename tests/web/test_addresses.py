@@ -42,7 +42,7 @@ def test_the_client_address_comes_from_trusted_proxies_only(
     extra = {"ONWATCH_WEB_WORKERS": "1"}
     if trusted:
         extra["ONWATCH_TRUSTED_PROXIES"] = trusted
-    with isolated(tmp_path, **extra) as env:
+    with isolated(tmp_path, migrated=True, **extra) as env:
         ping_id = json.loads(call(child_uptime.add_heartbeat, env, "Acme", "nightly", migrate=True))
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)
@@ -56,7 +56,7 @@ def test_the_client_address_comes_from_trusted_proxies_only(
 def test_listening_beyond_this_machine_with_a_local_base_url_is_explained(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_HOST="0.0.0.0") as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_WEB_WORKERS="1", ONWATCH_HOST="0.0.0.0") as env:
         assert run(["migrate"], env).returncode == 0
         with Running(["web"], env) as web:
             line = web.wait_for("listening on 0.0.0.0", timeout=60)

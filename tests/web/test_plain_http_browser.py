@@ -37,7 +37,7 @@ def test_plain_http_to_another_machine_is_refused_in_one_line_naming_both_ways_o
 
 
 def test_chosen_plain_http_signs_in_in_a_browser_and_warns_on_every_page(tmp_path: Path) -> None:
-    with isolated(tmp_path, ONWATCH_ALLOW_PLAIN_HTTP="true") as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_ALLOW_PLAIN_HTTP="true") as env:
         base = network_url(env)
         env["ONWATCH_BASE_URL"] = base
         made = run(["createowner", "--link"], env)
