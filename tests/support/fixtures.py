@@ -6,6 +6,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from allauth.mfa.models import Authenticator
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from onwatch.core.models import Membership, Organization
 from onwatch.core.roles import Role
@@ -62,6 +64,16 @@ def django_db_modify_db_settings(
     db.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
     yield
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def midday(monkeypatch: pytest.MonkeyPatch) -> datetime:
+    """Noon today (UTC) is "now", for tests that make only daily rollups: in a day's first
+    hour, the day before is read from its hourly rollups and raw results (rollups.fresh_from
+    leaves the last hour to the raw ones), which such a test does not make."""
+    noon = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0)
+    monkeypatch.setattr(timezone, "now", lambda: noon)
+    return noon
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -78,9 +78,9 @@ def test_a_monitor_in_announced_maintenance_shows_maintenance(org: Organization)
     assert texts(svg)[1] == "down"
 
 
-def test_the_uptime_badge_reads_thirty_days_of_rollups(org: Organization) -> None:
+def test_the_uptime_badge_reads_thirty_days_of_rollups(org: Organization, midday: datetime) -> None:
     it = item(org, state=State.UP)
-    now = timezone.now()
+    now = midday
     days = status_page.bar_days(now)
     for ago, failures in ((1, 0), (2, 30), (29, 0)):
         Rollup.objects.create(

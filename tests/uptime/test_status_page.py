@@ -82,9 +82,9 @@ def go_down(m: Monitor, error: str, now: datetime) -> None:
 
 
 def test_anyone_sees_labels_states_and_ninety_daily_bars_coloured_by_uptime(
-    org: Organization,
+    org: Organization, midday: datetime
 ) -> None:
-    now = timezone.now()
+    now = midday
     shop = monitor(org, "shop-internal", state=State.UP)
     api = monitor(org, "api-internal", state=State.DOWN)
     daily(shop, day(now, 1), 1000)
