@@ -126,6 +126,7 @@ class Caddy:
         self._make_folders()
         if self.answers():
             return
+        _caddy()  # missing: said before supervisord is started for it
         self._write_config()
         supervisor.ensure_running()
         if supervisor.status(PROGRAM) is None:

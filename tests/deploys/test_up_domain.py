@@ -10,6 +10,9 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ import pytest
 
 from onwatch.deploys import caddy
 from onwatch.deploys.switch import Machine
-from tests.support.procs import Running, free_port, isolated, run
+from tests.support.procs import ROOT, Running, free_port, isolated, run
 from tests.support.switching import stop_everything
 
 DOMAIN = "onwatch.localhost"
@@ -197,3 +200,41 @@ def test_a_taken_https_port_is_refused_in_one_line_and_nothing_is_left_set_up(
     machine = machine_of(env)
     assert machine.caddy.own() is None
     assert DOMAIN not in machine.caddy.config_file.read_text()
+
+
+def test_without_caddy_the_domain_is_refused_in_one_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    python = venv_without_caddy(tmp_path / "venv")
+    path = os.pathsep.join(
+        d for d in env["PATH"].split(os.pathsep) if d and not (Path(d) / "caddy").exists()
+    )
+    done = subprocess.run(
+        [str(python), "-m", "onwatch", "up", "--domain", DOMAIN],
+        env={**env, "PATH": path},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"onwatch: onwatch cannot be put behind Caddy at {DOMAIN}: Caddy is not installed; "
+        "install onwatch with its dependencies"
+    ]
+    machine = machine_of(env)
+    assert machine.caddy.own() is None
+    assert not machine.supervisor.answers()  # nothing started for a Caddy that is not there
+
+
+def venv_without_caddy(folder: Path) -> Path:
+    """This virtualenv's packages under a Python whose folder holds no caddy."""
+    venv = Path(sys.prefix)
+    (folder / "bin").mkdir(parents=True)
+    shutil.copy(venv / "pyvenv.cfg", folder / "pyvenv.cfg")
+    lib = folder / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    lib.mkdir(parents=True)
+    (lib / "site-packages").symlink_to(Path(sysconfig.get_paths()["purelib"]))
+    python = folder / "bin" / "python"
+    python.symlink_to(Path(sys.executable).resolve())
+    return python
