@@ -13,6 +13,9 @@ a release stops getting new requests (an app cannot be trusted to drain by itsel
 crashed release still reads as unhealthy, and all of it keeps working while onwatch is
 down: Caddy only reads files.
 
+onwatch itself (`onwatch up --domain`) is one more route in the same configuration, first
+among the sites and straight to its loopback port, so the services' changes keep it.
+
 Caddy runs under supervisord (procman.py), which restarts it if it dies; it starts again
 from the configuration file written here."""
 

@@ -175,6 +175,15 @@ def test_a_domain_that_is_not_a_host_name_is_refused_in_one_line(
     assert not (Path(env["ONWATCH_DATA_DIR"]) / "deploys").exists()
 
 
+def test_a_domain_beside_another_base_url_is_refused(env: dict[str, str]) -> None:
+    done = run(["up", "--domain", DOMAIN], {**env, "ONWATCH_BASE_URL": "https://other.example"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"onwatch: ONWATCH_BASE_URL=https://other.example names another host than "
+        f"ONWATCH_DOMAIN={DOMAIN}; unset ONWATCH_BASE_URL (the domain sets it)"
+    ]
+
+
 def test_a_domain_with_onwatch_listening_beyond_loopback_is_refused(env: dict[str, str]) -> None:
     done = run(["up", "--domain", DOMAIN, "--host", "0.0.0.0"], env)
     assert done.returncode == 2
