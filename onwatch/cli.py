@@ -38,9 +38,28 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
     for line in owner_notice() + push_keys_notice():
         print(line)
+    for line in behind_caddy(settings):
+        print(line)
     warn_unreachable(settings)
     print(f"onwatch: running at {settings.SITE_ROOT} — press Ctrl+C to stop", flush=True)
     become_supervisor(settings.HOST, settings.PORT)
+
+
+def behind_caddy(settings: Any) -> list[str]:
+    """With a domain, onwatch's route in this machine's Caddy (one clear line and exit 2
+    when it cannot be); without, the route of an earlier start with one is taken away."""
+    from onwatch.config import proxy_token
+    from onwatch.deploys import services
+
+    try:
+        if not settings.DOMAIN:
+            services.stop_serving_onwatch()
+            return []
+        # The key may have been made by this very start: the token is derived from it now.
+        token = proxy_token(settings.SECRET_KEY)
+        return services.serve_onwatch_at(settings.DOMAIN, settings.HOST, settings.PORT, token)
+    except services.OwnDomainError as e:
+        fail(f"onwatch cannot be put behind Caddy at {settings.DOMAIN or 'its old domain'}: {e}")
 
 
 def become_supervisor(host: str, port: int) -> NoReturn:
@@ -350,7 +369,12 @@ def port_number(raw: str) -> str:
 
 # Each option stands for its environment variable, so the children of `onwatch up` and
 # the settings module see one value whichever way it was given.
-PLACE_OPTIONS = {"host": "ONWATCH_HOST", "port": "ONWATCH_PORT", "data_dir": "ONWATCH_DATA_DIR"}
+PLACE_OPTIONS = {
+    "host": "ONWATCH_HOST",
+    "port": "ONWATCH_PORT",
+    "data_dir": "ONWATCH_DATA_DIR",
+    "domain": "ONWATCH_DOMAIN",
+}
 
 
 def add_place_options(p: argparse.ArgumentParser) -> None:
@@ -385,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = add("up", cmd_up, "Start everything: web, worker, scheduler and prober (the usual way).")
     add_place_options(up)
+    up.add_argument(
+        "--domain",
+        help="serve onwatch at this name through this machine's Caddy, with automatic HTTPS "
+        "(ONWATCH_DOMAIN)",
+        metavar="NAME",
+    )
     add_place_options(add("web", cmd_web, "Run only the web server (UI, API, ingest)."))
     worker = add("worker", cmd_worker, "Run only a worker that takes background jobs.")
     worker.add_argument(

@@ -6,7 +6,11 @@ Each helper raises ConfigError with one line that says what is wrong and how to 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +135,57 @@ def unreachable_elsewhere(listen_host: str, site: BaseUrl) -> str:
         "browsers on other machines get 'Bad Request' until ONWATCH_BASE_URL names the "
         "address they use (https://… through a proxy)"
     )
+
+
+# A host name: labels of letters, digits and inner hyphens (or an IPv4 address); no
+# wildcard, no port, no scheme.
+HOST_NAME = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+# Caddy adds this to each request it sends on to onwatch (deploys/caddy.py), with
+# proxy_token's value: only requests that carry it count as HTTPS. Anyone on this machine
+# can reach onwatch's loopback port with a forged X-Forwarded-Proto; not this token.
+PROXY_HEADER = "X-Onwatch-Proxy"
+LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
+
+
+def own_domain(raw: str, listen_host: str) -> str:
+    """ONWATCH_DOMAIN (`onwatch up --domain`): the name onwatch is reached at through
+    Caddy, or "" for none. onwatch itself then stays on loopback, behind Caddy."""
+    domain = raw.strip().lower().rstrip(".")
+    if not domain:
+        return ""
+    numeric = domain.replace(".", "").isdigit()
+    if not HOST_NAME.fullmatch(domain) or (numeric and not _ipv4(domain)):
+        raise ConfigError(
+            f"ONWATCH_DOMAIN={raw!r} is not a host name; use a name like ops.example.com "
+            "(no https://, no port)"
+        )
+    if not is_loopback(listen_host):
+        raise ConfigError(
+            f"ONWATCH_HOST={listen_host} with a domain would let browsers around Caddy; "
+            "onwatch listens on 127.0.0.1 behind it: unset ONWATCH_HOST"
+        )
+    return domain
+
+
+def _ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_local_name(domain: str) -> bool:
+    """Names no public authority signs for: Caddy's own local authority does (`tls internal`)."""
+    return domain == "localhost" or domain.endswith(LOCAL_SUFFIXES) or _ipv4(domain)
+
+
+def proxy_token(secret_key: str) -> str:
+    """The value Caddy sends in PROXY_HEADER: derived from the secret key, so it needs no
+    file of its own and changes with it."""
+    return hmac.new(secret_key.encode(), b"onwatch-caddy-proxy", hashlib.sha256).hexdigest()
 
 
 def database_from_url(url: str, sqlite_default: Path) -> dict[str, Any]:

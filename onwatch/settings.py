@@ -11,13 +11,17 @@ from pathlib import Path
 from django.utils.csp import CSP
 
 from onwatch.config import (
+    PROXY_HEADER,
+    ConfigError,
     base_url,
     data_dir,
     database_from_url,
     env,
     env_bool,
     env_int,
+    own_domain,
     plain_http_over_network,
+    proxy_token,
 )
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -36,7 +40,21 @@ PING_RATE_LIMIT = env_int("ONWATCH_PING_RATE_LIMIT", 10, minimum=1)
 # below which events are refused with 429 rather than risk a full disk.
 ERRORS_RATE_LIMIT = env_int("ONWATCH_ERRORS_RATE_LIMIT", 100, minimum=1)
 ERRORS_MIN_FREE_MB = env_int("ONWATCH_ERRORS_MIN_FREE_MB", 500)
-SITE = base_url(f"http://localhost:{PORT}")
+# Caddy in front of the services deployed on this machine (deploys/caddy.py): its ports for
+# their traffic, and the loopback port of its slot health server.
+CADDY_HTTPS = env_bool("ONWATCH_CADDY_HTTPS", True)
+CADDY_HTTP_PORT = env_int("ONWATCH_CADDY_HTTP_PORT", 80, minimum=1, maximum=65535)
+CADDY_HTTPS_PORT = env_int("ONWATCH_CADDY_HTTPS_PORT", 443, minimum=1, maximum=65535)
+CADDY_HEALTH_PORT = env_int("ONWATCH_CADDY_HEALTH_PORT", 2020, minimum=1, maximum=65535)
+# `onwatch up --domain`: onwatch reached through that Caddy at this name, over HTTPS.
+DOMAIN = own_domain(env("ONWATCH_DOMAIN", ""), HOST)
+_caddy_port = "" if CADDY_HTTPS_PORT == 443 else f":{CADDY_HTTPS_PORT}"
+SITE = base_url(f"https://{DOMAIN}{_caddy_port}" if DOMAIN else f"http://localhost:{PORT}")
+if DOMAIN and SITE.host != DOMAIN:
+    raise ConfigError(
+        f"ONWATCH_BASE_URL={SITE.origin} names another host than ONWATCH_DOMAIN={DOMAIN}; "
+        "unset ONWATCH_BASE_URL (the domain sets it)"
+    )
 SITE_ROOT = SITE.origin
 # Refused unless chosen: then cookies go without Secure and every page carries a warning.
 PLAIN_HTTP = plain_http_over_network(SITE, env_bool("ONWATCH_ALLOW_PLAIN_HTTP", False))
@@ -63,12 +81,6 @@ AUTHORIZED_KEYS = (
     Path(env("ONWATCH_AUTHORIZED_KEYS", "~/.ssh/authorized_keys")).expanduser().absolute()
 )
 
-# Caddy in front of the services deployed on this machine (deploys/caddy.py): its ports for
-# their traffic, and the loopback port of its slot health server.
-CADDY_HTTPS = env_bool("ONWATCH_CADDY_HTTPS", True)
-CADDY_HTTP_PORT = env_int("ONWATCH_CADDY_HTTP_PORT", 80, minimum=1, maximum=65535)
-CADDY_HTTPS_PORT = env_int("ONWATCH_CADDY_HTTPS_PORT", 443, minimum=1, maximum=65535)
-CADDY_HEALTH_PORT = env_int("ONWATCH_CADDY_HEALTH_PORT", 2020, minimum=1, maximum=65535)
 # As root, each service's processes run as a system user of its own: this and its id.
 SERVICE_USER_PREFIX = env("ONWATCH_SERVICE_USER_PREFIX", "onwatch-svc-")
 
@@ -104,6 +116,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Before anything asks whether a request came over HTTPS.
+    "onwatch.core.middleware.ProxyTokenMiddleware",
     # First: its headers go on every answer to browser SDKs, another middleware's too.
     "onwatch.errors.middleware.SdkCorsMiddleware",
     "onwatch.core.middleware.RequestIdMiddleware",
@@ -237,8 +251,12 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ONWATCH_HSTS_INCLUDE_SUBDOMAINS", Tru
 # drops it.
 SECURE_HSTS_PRELOAD = env_bool("ONWATCH_HSTS_PRELOAD", True)
 SECURE_SSL_REDIRECT = SITE.https
-if env_bool("ONWATCH_BEHIND_PROXY", SITE.https):
+if DOMAIN:
+    # Only Caddy's token makes a request HTTPS (core/middleware.py's ProxyTokenMiddleware).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + PROXY_HEADER.upper().replace("-", "_"), "https")
+elif env_bool("ONWATCH_BEHIND_PROXY", SITE.https):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+PROXY_TOKEN = proxy_token(SECRET_KEY) if DOMAIN and SECRET_KEY else ""
 # Whose X-Forwarded-For names the client: the proxy on this machine by default. Without
 # it every sign-in, lock-out and audit entry would carry the proxy's address, and one
 # office's typos would pause sign-in for everyone behind it. A proxy on another machine

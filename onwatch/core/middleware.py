@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import hmac
 import os
 import re
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from onwatch.config import PROXY_HEADER
 from onwatch.core.models import Membership
 from onwatch.logfilters import REQUEST_ID
 
@@ -63,3 +66,23 @@ class RequestIdMiddleware:
             REQUEST_ID.reset(token)
         response[REQUEST_ID_HEADER] = rid
         return response
+
+
+PROXY_META = "HTTP_" + PROXY_HEADER.upper().replace("-", "_")
+
+
+class ProxyTokenMiddleware:
+    """Behind onwatch's own Caddy (`onwatch up --domain`), a request is HTTPS only when it
+    carries Caddy's token: the header is rewritten to "https" or "http", which is what
+    SECURE_PROXY_SSL_HEADER reads. Always present, so Django never falls back to the
+    scheme uvicorn took from a forged X-Forwarded-Proto on the loopback port."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if settings.DOMAIN:
+            given, token = request.META.get(PROXY_META, ""), settings.PROXY_TOKEN
+            by_caddy = bool(token) and hmac.compare_digest(given.encode(), token.encode())
+            request.META[PROXY_META] = "https" if by_caddy else "http"
+        return self.get_response(request)

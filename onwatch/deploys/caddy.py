@@ -13,6 +13,9 @@ a release stops getting new requests (an app cannot be trusted to drain by itsel
 crashed release still reads as unhealthy, and all of it keeps working while onwatch is
 down: Caddy only reads files.
 
+onwatch itself (`onwatch up --domain`) is one more route in the same configuration, first
+among the sites and straight to its loopback port, so the services' changes keep it.
+
 Caddy runs under supervisord (procman.py), which restarts it if it dies; it starts again
 from the configuration file written here."""
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from onwatch.config import PROXY_HEADER, is_local_name
 from onwatch.deploys import procman
 from onwatch.deploys.unixhttp import UnixConnection, path_problem
 
@@ -75,6 +79,20 @@ class Options:
         return self.https_port if self.https else self.http_port
 
 
+@dataclass(frozen=True)
+class Own:
+    """onwatch itself at `domain`, on its loopback address `dial` (host:port); `token` goes
+    with every request so onwatch knows it came through this Caddy."""
+
+    domain: str
+    dial: str
+    token: str
+
+    @property
+    def local(self) -> bool:
+        return is_local_name(self.domain)
+
+
 def site_problem(site: Site) -> str | None:
     if not DOMAIN.fullmatch(site.domain):
         return f"{site.domain!r} is not a domain name"
@@ -96,6 +114,11 @@ class Caddy:
         self.config_file = root / "caddy.json"
         self.sites_file = root / "sites.json"
         self.slots_dir = root / "slots"
+        self.own_file = root / "onwatch.json"
+        # Where Caddy's local authority keeps its root certificate (XDG_DATA_HOME below).
+        self.root_certificate = (
+            root / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+        )
 
     # --- Caddy itself ----------------------------------------------------------------------
 
@@ -106,6 +129,7 @@ class Caddy:
         self._make_folders()
         if self.answers():
             return
+        _caddy()  # missing: said before supervisord is started for it
         self._write_config()
         supervisor.ensure_running()
         if supervisor.status(PROGRAM) is None:
@@ -171,6 +195,8 @@ class Caddy:
         ValueError for a site that cannot be."""
         if why := site_problem(site):
             raise ValueError(why)
+        if (own := self.own()) and own.domain == site.domain.lower().rstrip("."):
+            raise ValueError(f"{site.domain} is onwatch's own domain; choose another")
         others = [s for s in self.sites() if s.domain not in (site.domain, replacing)]
         taken = {p for s in others for p in s.ports} & set(site.ports)
         if taken:
@@ -197,6 +223,47 @@ class Caddy:
         if self.answers():
             self._admin("POST", "/load", text)
         return True
+
+    # --- onwatch itself --------------------------------------------------------------------
+
+    def own(self) -> Own | None:
+        if not self.own_file.exists():
+            return None
+        saved = json.loads(self.own_file.read_text())
+        return Own(saved["domain"], saved["dial"], saved["token"])
+
+    def put_own(self, own: Own | None) -> bool:
+        """Send `own.domain` to onwatch itself (None: no longer), beside the services' sites
+        in the one configuration, so their changes keep it and a restarted Caddy reads it.
+        When Caddy refuses (a port taken), everything is left as it was."""
+        if own is not None and not self.options.https:
+            raise CaddyError("onwatch's domain needs HTTPS: unset ONWATCH_CADDY_HTTPS=false")
+        if own is not None and any(s.domain == own.domain for s in self.sites()):
+            raise CaddyError(f"{own.domain} is already a service's domain; choose another")
+        self._make_folders()
+        before = self.own_file.read_text() if self.own_file.exists() else None
+        config_before = self.config_file.read_text() if self.config_file.exists() else None
+        self._save_own(own)
+        try:
+            return self._write_config()
+        except CaddyError as e:
+            self._restore(self.own_file, before)
+            self._restore(self.config_file, config_before)
+            raise CaddyError(_bind_problem(str(e), self.options) or str(e)) from None
+
+    def _save_own(self, own: Own | None) -> None:
+        if own is None:
+            self.own_file.unlink(missing_ok=True)
+            return
+        saved = {"domain": own.domain, "dial": own.dial, "token": own.token}
+        procman.write_private(self.own_file, json.dumps(saved, indent=1) + "\n")
+
+    @staticmethod
+    def _restore(path: Path, text: str | None) -> None:
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            procman.write_private(path, text)
 
     # --- slots -----------------------------------------------------------------------------
 
@@ -238,12 +305,21 @@ class Caddy:
                 **plain,
             }
         }
-        if sites:
+        own = self.own()
+        if sites or own:
             servers["sites"] = {
                 "listen": [f"{options.bind}:{options.port}"],
-                "routes": [_site_route(s, options.health_port) for s in sites],
+                "routes": [
+                    *([_own_route(own)] if own else []),
+                    *(_site_route(s, options.health_port) for s in sites),
+                ],
                 **({} if options.https else plain),
             }
+        apps: dict[str, Any] = {}
+        if own and own.local:
+            # No public authority signs for a local name: Caddy's own one does.
+            policy = {"subjects": [own.domain], "issuers": [{"module": "internal"}]}
+            apps["tls"] = {"automation": {"policies": [policy]}}
         return {
             "admin": {"listen": f"unix/{self.socket}", "config": {"persist": False}},
             "apps": {
@@ -255,6 +331,7 @@ class Caddy:
                 # Caddy's local authority signs certificates for local names; it must never
                 # add itself to the machine's trusted certificates (its default, as root).
                 "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
+                **apps,
             },
         }
 
@@ -302,6 +379,35 @@ def _site_route(site: Site, health_port: int) -> dict[str, Any]:
         },
     }
     return {"match": [{"host": [site.domain]}], "handle": [proxy], "terminal": True}
+
+
+def _own_route(own: Own) -> dict[str, Any]:
+    proxy = {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": own.dial}],
+        # Set, not added: a token a client sends along is replaced by the real one.
+        "headers": {"request": {"set": {PROXY_HEADER: [own.token]}}},
+    }
+    return {"match": [{"host": [own.domain]}], "handle": [proxy], "terminal": True}
+
+
+def _bind_problem(error: str, options: Options) -> str | None:
+    """Caddy's words for a port it cannot take, as what to do about it."""
+    found = re.search(
+        r"listen tcp [^:]*:(\d+): bind: (address already in use|permission denied)", error
+    )
+    if not found:
+        return None
+    port, why = found.groups()
+    if why == "permission denied":
+        return (
+            f"Caddy may not take port {port}: run onwatch as root or give Caddy the right "
+            "(setcap cap_net_bind_service=+ep on it); nothing was changed"
+        )
+    return (
+        f"port {port} is taken by another program: stop it, or set ONWATCH_CADDY_HTTP_PORT/"
+        "ONWATCH_CADDY_HTTPS_PORT; nothing was changed"
+    )
 
 
 def _slot_route(port: int, slots_dir: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.models import Job, JobState, Organization
 from onwatch.core.rest import MAX_ID, Text
-from onwatch.deploys import caddy, git, hosts, junit, svcusers, workdir
+from onwatch.deploys import caddy, git, hosts, junit, procman, svcusers, workdir
 from onwatch.deploys.models import (
     THIS_MACHINE,
     Deploy,
@@ -1314,3 +1314,63 @@ def deployed_commits(service_id: int) -> list[str]:
         .values_list("release__commit", flat=True)
     )
     return list(dict.fromkeys(c for c in rows if c))
+
+
+# --- onwatch itself behind this machine's Caddy ----------------------------------------------
+
+
+class OwnDomainError(Exception):
+    """onwatch could not be put behind Caddy; the message says why and what to do."""
+
+
+def serve_onwatch_at(domain: str, host: str, port: int, token: str) -> list[str]:
+    """`onwatch up --domain`: Caddy (started when it is not running) sends `domain` to
+    onwatch on its loopback `host:port` over HTTPS, beside the services' sites; the lines
+    say how the certificate comes and, for a local name, which root a browser must trust.
+    A change of domain is written to the audit log."""
+    from onwatch.core import audit
+    from onwatch.deploys import switch
+
+    here = switch.this_machine()
+    dial = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    own = caddy.Own(domain, dial, token)
+    before = here.caddy.own()
+    try:
+        here.ensure_running()
+        here.caddy.put_own(own)
+    except (caddy.CaddyError, procman.ProcmanError) as e:
+        raise OwnDomainError(str(e)) from None
+    if before is None or before.domain != domain:
+        audit.record("onwatch-domain-set", actor=audit.CLI, target=domain)
+    return _own_lines(own, here.caddy, here.options.https_port)
+
+
+def _own_lines(own: caddy.Own, proxy: caddy.Caddy, https_port: int) -> list[str]:
+    port = "" if https_port == 443 else f":{https_port}"
+    if not own.local:
+        return [
+            f"onwatch: Caddy serves https://{own.domain}{port} with a certificate from Let's "
+            f"Encrypt (the name must point at this machine, ports 80 and 443 open)"
+        ]
+    root = proxy.root_certificate
+    return [
+        f"onwatch: Caddy serves https://{own.domain}{port} with a certificate of its own "
+        f"local authority (tls internal); to make browsers trust it, import {root}"
+    ]
+
+
+def stop_serving_onwatch() -> None:
+    """Without --domain onwatch takes its earlier domain off Caddy, if it had one (so
+    nothing answers there for an onwatch that no longer expects it)."""
+    from onwatch.core import audit
+    from onwatch.deploys import switch
+
+    here = switch.this_machine()
+    before = here.caddy.own()
+    if before is None:
+        return
+    try:
+        here.caddy.put_own(None)  # when Caddy is down, it starts from the file without it
+    except caddy.CaddyError as e:
+        raise OwnDomainError(str(e)) from None
+    audit.record("onwatch-domain-removed", actor=audit.CLI, target=before.domain)
