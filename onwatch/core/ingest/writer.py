@@ -364,13 +364,23 @@ def without_autocheckpoint(store: Store, recorder: Recorder | None = None) -> No
 
 CHECKPOINT_SECONDS = 1.0
 CHECKPOINT_NICE = 10
+# A PASSIVE checkpoint never catches up with a writer that keeps writing, and SQLite
+# starts the WAL over only after one that did: under steady pings it grew by some 25 MB
+# a second without end. Past this size it is emptied (TRUNCATE), looked at this often.
+WAL_RESTART_BYTES = 16 * 2**20
+WAL_LOOK_SECONDS = 0.1
+# TRUNCATE holds SQLite's write lock while it copies what the PASSIVE one before it left
+# and waits for readers to leave the WAL: given up after this (tried again next look),
+# so a long read never holds the pings for longer.
+TRUNCATE_WAIT_MS = 20
 _checkpointing: set[str] = set()
 _checkpointing_lock = threading.Lock()
 
 
 def checkpoints(path: str, recorder: Recorder | None = None) -> None:
     """A thread that checkpoints the SQLite WAL every second (PASSIVE: it never waits for
-    or blocks a writer), once per database file and process."""
+    or blocks a writer), and empties it once it passes WAL_RESTART_BYTES; once per
+    database file and process."""
     with _checkpointing_lock:
         if path in _checkpointing:
             return
@@ -388,12 +398,27 @@ def _checkpoint_loop(path: str, recorder: Recorder | None) -> None:
     with suppress(OSError):  # Linux: the priority of this thread alone
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
     conn = sqlite3.connect(path, timeout=0, check_same_thread=False, isolation_level=None)
+    wal = Path(f"{path}-wal")
+    last = time.monotonic()
     while True:
-        time.sleep(CHECKPOINT_SECONDS)
+        time.sleep(WAL_LOOK_SECONDS)
+        big = wal_bytes(wal) > WAL_RESTART_BYTES
+        if not big and time.monotonic() - last < CHECKPOINT_SECONDS:
+            continue
+        last = time.monotonic()
         try:
             checkpoint(conn, recorder)
+            if big:
+                truncate(conn, recorder)
         except sqlite3.Error:
             log.warning("ingest: a WAL checkpoint failed; trying again", exc_info=True)
+
+
+def wal_bytes(wal: Path) -> int:
+    try:
+        return wal.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def checkpoint(conn: Any, recorder: Recorder | None = None) -> None:
@@ -404,3 +429,17 @@ def checkpoint(conn: Any, recorder: Recorder | None = None) -> None:
     _, _, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     if recorder is not None:
         recorder.checkpointed(started, copied)
+
+
+def truncate(conn: Any, recorder: Recorder | None = None) -> bool:
+    """Copy the rest of the WAL and empty it, waiting TRUNCATE_WAIT_MS at most for the
+    writer and readers; whether it was emptied."""
+    started = now()
+    conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+    try:
+        busy, _, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
+    if recorder is not None:
+        recorder.checkpointed(started, copied)
+    return not busy
