@@ -29,13 +29,7 @@ from django.core.asgi import get_asgi_application
 
 from onwatch.alerts.models import Incident, IncidentState
 from onwatch.core.ingest.app import Ingest
-from onwatch.core.ingest.writer import (
-    CHECKPOINT_NICE,
-    WAL_RESTART_BYTES,
-    Writer,
-    failed,
-    timed_out,
-)
+from onwatch.core.ingest.writer import CHECKPOINT_NICE, Writer, failed, timed_out
 from onwatch.uptime import fastping, heartbeats, pings
 from onwatch.uptime.models import Kind, Monitor, Ping, State
 from tests.support.asgi import http, raw, serving, status
@@ -376,9 +370,9 @@ def nice(pid: int, tid: str) -> int:
     return int(fields[16])
 
 
-# Under this, whatever the rate: the WAL starts over once it passes WAL_RESTART_BYTES,
-# and it grows by a few MB between two looks of the checkpoint thread.
-WAL_BOUND = 3 * WAL_RESTART_BYTES
+# Under this, whatever the rate: the WAL is emptied once it passes its limit (16 MiB by
+# default), and it grows by a few MB between two looks of the checkpoint thread.
+WAL_BOUND = 48 * 2**20
 
 
 def test_the_wal_stays_bounded_under_sustained_pings_while_a_reader_polls(

@@ -366,8 +366,8 @@ CHECKPOINT_SECONDS = 1.0
 CHECKPOINT_NICE = 10
 # A PASSIVE checkpoint never catches up with a writer that keeps writing, and SQLite
 # starts the WAL over only after one that did: under steady pings it grew by some 25 MB
-# a second without end. Past this size it is emptied (TRUNCATE), looked at this often.
-WAL_RESTART_BYTES = 16 * 2**20
+# a second without end. Past ONWATCH_SQLITE_WAL_LIMIT_MB it is emptied (TRUNCATE); its
+# size is looked at this often.
 WAL_LOOK_SECONDS = 0.1
 # TRUNCATE holds SQLite's write lock while it copies what the PASSIVE one before it left
 # and waits for readers to leave the WAL: given up after this (tried again next look),
@@ -379,8 +379,8 @@ _checkpointing_lock = threading.Lock()
 
 def checkpoints(path: str, recorder: Recorder | None = None) -> None:
     """A thread that checkpoints the SQLite WAL every second (PASSIVE: it never waits for
-    or blocks a writer), and empties it once it passes WAL_RESTART_BYTES; once per
-    database file and process."""
+    or blocks a writer), and empties it once it passes ONWATCH_SQLITE_WAL_LIMIT_MB; once
+    per database file and process."""
     with _checkpointing_lock:
         if path in _checkpointing:
             return
@@ -399,10 +399,11 @@ def _checkpoint_loop(path: str, recorder: Recorder | None) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
     conn = sqlite3.connect(path, timeout=0, check_same_thread=False, isolation_level=None)
     wal = Path(f"{path}-wal")
+    limit = settings.SQLITE_WAL_LIMIT_MB * 2**20
     last = time.monotonic()
     while True:
         time.sleep(WAL_LOOK_SECONDS)
-        big = wal_bytes(wal) > WAL_RESTART_BYTES
+        big = wal_bytes(wal) > limit
         if not big and time.monotonic() - last < CHECKPOINT_SECONDS:
             continue
         last = time.monotonic()
