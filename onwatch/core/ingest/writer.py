@@ -373,6 +373,9 @@ WAL_LOOK_SECONDS = 0.1
 # and waits for readers to leave the WAL: given up after this (tried again next look),
 # so a long read never holds the pings for longer.
 TRUNCATE_WAIT_MS = 20
+# Before it, PASSIVE ones (PASSES at most) until this many pages are left to copy.
+TRUNCATE_LEFT_FRAMES = 256
+PASSES = 3
 _checkpointing: set[str] = set()
 _checkpointing_lock = threading.Lock()
 
@@ -408,8 +411,14 @@ def _checkpoint_loop(path: str, recorder: Recorder | None) -> None:
             continue
         last = time.monotonic()
         try:
-            checkpoint(conn, recorder)
+            left = checkpoint(conn, recorder)
             if big:
+                # What the writer added meanwhile is copied while it goes on writing, so
+                # that TRUNCATE, which holds it up, finds little left to copy.
+                for _ in range(PASSES):
+                    if left <= TRUNCATE_LEFT_FRAMES:
+                        break
+                    left = checkpoint(conn, recorder)
                 truncate(conn, recorder)
         except sqlite3.Error:
             log.warning("ingest: a WAL checkpoint failed; trying again", exc_info=True)
@@ -422,14 +431,17 @@ def wal_bytes(wal: Path) -> int:
         return 0
 
 
-def checkpoint(conn: Any, recorder: Recorder | None = None) -> None:
-    """One PASSIVE checkpoint on `conn` (a sqlite3 connection), noted when measured."""
+def checkpoint(conn: Any, recorder: Recorder | None = None) -> int:
+    """One PASSIVE checkpoint on `conn` (a sqlite3 connection), noted when measured; the
+    pages it left in the WAL uncopied."""
     started = now()
     # Its frames in the WAL, and those copied into the database (-1 each when another
     # process's checkpoint ran at the same moment).
-    _, _, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     if recorder is not None:
         recorder.checkpointed(started, copied)
+    left: int = max(0, frames - copied)
+    return left
 
 
 def truncate(conn: Any, recorder: Recorder | None = None) -> bool:
