@@ -1,7 +1,7 @@
 """Heartbeat ingest: how many pings a real `onwatch web` accepts per second, and how fast.
 
     .venv/bin/python bench/pings.py [--monitors 1000] [--seconds 20] [--concurrency 32]
-                                    [--keepalive]
+                                    [--keepalive] [--wal-limit-mb 16]
 
 Starts `onwatch web` on a data directory of its own (SQLite, or a fresh PostgreSQL
 database when DATABASE_URL is set, as the tests do), creates N heartbeats, then fires
@@ -20,7 +20,10 @@ go through Django.
 Where the time of the fast route's batches went (waiting for the writer thread, for the
 other web process's writer, for SQLite's write lock, writing, committing, answering) is
 printed after the figures, from the web processes' own measurements
-(ONWATCH_INGEST_TIMINGS, onwatch/core/ingest/timings.py).
+(ONWATCH_INGEST_TIMINGS, onwatch/core/ingest/timings.py). On SQLite the WAL file's
+largest size during the load is printed too; `--wal-limit-mb` sets the size past which
+onwatch empties it (ONWATCH_SQLITE_WAL_LIMIT_MB; a huge one compares with a WAL left to
+PASSIVE checkpoints alone).
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +233,29 @@ def load(args: argparse.Namespace, port: int, ids: list[str]) -> Tally:
     return asyncio.run(fire(port, ids, args.seconds, args.concurrency, args.keepalive))
 
 
+class Peak:
+    """The largest size a file reached, looked at every 10 ms from a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.bytes = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def watch(self) -> None:
+        while not self.done.wait(0.01):
+            with suppress(FileNotFoundError):
+                self.bytes = max(self.bytes, self.path.stat().st_size)
+
+    def __enter__(self) -> Peak:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
 def prioritise(pid: int, nice: int) -> None:
     """`nice` alone does not reach `onwatch web`: it runs in a session of its own, and with
     Linux's autogroups a session shares the CPU as one group whatever its processes' nice
@@ -289,6 +317,12 @@ def main() -> None:
         "--web-workers", type=int, default=2, help="ONWATCH_WEB_WORKERS (onwatch's default: 2)"
     )
     parser.add_argument(
+        "--wal-limit-mb",
+        type=int,
+        default=16,
+        help="ONWATCH_SQLITE_WAL_LIMIT_MB (onwatch's default: 16)",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         help="run the web processes' scheduling group at this nice value (below 0 needs "
@@ -303,6 +337,7 @@ def main() -> None:
             Path(tmp),
             ONWATCH_WEB_WORKERS=str(args.web_workers),
             ONWATCH_INGEST_TIMINGS=str(Path(tmp) / "timings"),
+            ONWATCH_SQLITE_WAL_LIMIT_MB=str(args.wal_limit_mb),
         ) as env,
     ):
         ids = json.loads(django(SETUP.format(n=args.monitors), env, migrate=True))
@@ -320,7 +355,8 @@ def main() -> None:
             stored_before = json.loads(django(COUNT, env))[0]
             Path(env["ONWATCH_INGEST_TIMINGS"]).open("w").close()  # the load's batches only
             started = time.monotonic()
-            tally = load(args, port, ids)
+            with Peak(Path(env["ONWATCH_DATA_DIR"]) / "onwatch.sqlite3-wal") as wal:
+                tally = load(args, port, ids)
             elapsed = time.monotonic() - started
             server_cpu = cpu_seconds(web.proc.pid) - cpu_before
             memory_after = pss_mib(web.proc.pid)
@@ -356,6 +392,11 @@ def main() -> None:
         f"{database}; do-nothing baseline {noop_rate:.0f}/s "
         f"(target 2000/s with p99 < 50 ms: {verdict})"
     )
+    if database == "SQLite":
+        print(
+            f"WAL file: largest {wal.bytes / 2**20:.1f} MiB during the load "
+            f"(emptied past {args.wal_limit_mb} MiB)"
+        )
     where_time_went(spent)
     # wrk stops on the clock with pings in flight: stored, but their answers not counted.
     in_flight = args.concurrency if args.client == "wrk" else 0

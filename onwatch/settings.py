@@ -320,6 +320,9 @@ API_TOKEN_DEFAULT_DAYS = env_int("ONWATCH_API_TOKEN_DAYS", 90, minimum=1, maximu
 # A file each web process appends where its ingest batches spent their time (core/ingest/
 # timings.py; bench/pings.py sets it); empty: nothing measured.
 INGEST_TIMINGS = env("ONWATCH_INGEST_TIMINGS", "")
+# SQLite's WAL is emptied once it passes this many MiB (core/ingest/writer.py), so steady
+# ingest does not fill the disk.
+SQLITE_WAL_LIMIT_MB = env_int("ONWATCH_SQLITE_WAL_LIMIT_MB", 16, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -31,7 +31,7 @@ from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.limits import Limit
 from onwatch.core.ingest.request import Request
 from onwatch.core.ingest.store import Store
-from onwatch.core.ingest.writer import SWITCH_SECONDS, Job, Writer, checkpoint
+from onwatch.core.ingest.writer import SWITCH_SECONDS, Job, Writer, checkpoint, truncate
 from onwatch.uptime import fastping, heartbeats
 from onwatch.uptime.models import Kind, Monitor, Ping, State
 from tests.support.asgi import header, header_names, raw, serving, status
@@ -388,3 +388,31 @@ def test_a_measured_checkpoint_is_recorded_with_what_it_copied(tmp_path: Any) ->
     # A batch whose oldest request waited while a checkpoint ran is told apart.
     spent.batches = [(first[0] - 1, 1, [1.0] * 6), (first[0], 1, [1.0] * 6)]
     assert spent.during_checkpoint() == [False, True]
+
+
+def test_the_wal_is_emptied_but_a_reader_holds_that_up_only_briefly(tmp_path: Any) -> None:
+    path = tmp_path / "wal.sqlite3"
+    wal = tmp_path / "wal.sqlite3-wal"
+    with (
+        closing(sqlite3.connect(path, isolation_level=None)) as db,
+        closing(sqlite3.connect(path, isolation_level=None)) as reader,
+        closing(sqlite3.connect(path, isolation_level=None, timeout=0)) as checkpointer,
+    ):
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("CREATE TABLE t (x)")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()  # a snapshot: it reads the WAL
+        db.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(1000)])
+        assert checkpoint(checkpointer) > 0  # pages the reader's snapshot keeps out
+        started = time.monotonic()
+        assert not truncate(checkpointer)
+        assert time.monotonic() - started < 0.5  # gives up rather than hold the writer
+        assert wal.stat().st_size > 0
+        db.execute("INSERT INTO t VALUES (-1)")  # the writer was not left locked out
+        reader.execute("COMMIT")
+        assert truncate(checkpointer)
+        assert wal.stat().st_size == 0
+        assert checkpoint(checkpointer) == 0
+    with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
+        assert file_only.execute("SELECT count(*) FROM t").fetchone()[0] == 1001

@@ -225,13 +225,26 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Web]:
     """One `onwatch web` for the tests below (starting one takes seconds), with heartbeats
     that the first pings have brought up, and the answer headers learned."""
     with isolated(tmp_path_factory.mktemp("web"), migrated=True) as env:
-        ids = json.loads(call(child_uptime.add_heartbeats, env, 41, migrate=True))
-        with Running(["web"], env) as running:
-            port = int(env["ONWATCH_PORT"])
-            wait_http(f"http://127.0.0.1:{port}/health/")
-            assert set(asyncio.run(ping_all(port, [f"/ping/{i}" for i in ids], 41))) == {200}
-            running.wait_for("are now taken ahead of Django")
-            yield Web(env, ids, running)
+        yield from started(env)
+
+
+def started(env: dict[str, str]) -> Iterator[Web]:
+    ids = json.loads(call(child_uptime.add_heartbeats, env, 41, migrate=True))
+    with Running(["web"], env) as running:
+        port = int(env["ONWATCH_PORT"])
+        wait_http(f"http://127.0.0.1:{port}/health/")
+        assert set(asyncio.run(ping_all(port, [f"/ping/{i}" for i in ids], 41))) == {200}
+        running.wait_for("are now taken ahead of Django")
+        yield Web(env, ids, running)
+
+
+@pytest.fixture
+def unlimited(tmp_path: Path) -> Iterator[Web]:
+    """`onwatch web` as above, without a rate limit a load from one client would reach."""
+    with isolated(tmp_path, migrated=True, ONWATCH_PING_RATE_LIMIT="1000000") as env:
+        if "DATABASE_URL" in env:
+            pytest.skip("SQLite's WAL")
+        yield from started(env)
 
 
 def counts(env: dict[str, str]) -> tuple[dict[str, int], int]:
@@ -357,3 +370,51 @@ def nice(pid: int, tid: str) -> int:
     """A thread's nice value (the 19th field of its stat, after the name in brackets)."""
     fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[16])
+
+
+# Under this, whatever the rate: the WAL is emptied once it passes its limit (16 MiB by
+# default), and it grows by a few MB between two looks of the checkpoint thread.
+WAL_BOUND = 48 * 2**20
+
+
+def test_the_wal_stays_bounded_under_sustained_pings_while_a_reader_polls(
+    unlimited: Web,
+) -> None:
+    """A PASSIVE checkpoint never catches up with a writer that keeps writing, and SQLite
+    starts the WAL over only after one that did: it grew by some 25 MB a second, for as
+    long as the pings kept coming."""
+    web = unlimited
+    port = int(web.env["ONWATCH_PORT"])
+    db = Path(web.env["ONWATCH_DATA_DIR"]) / "onwatch.sqlite3"
+    wal = db.with_name(db.name + "-wal")
+    stop = threading.Event()
+    read = 0
+
+    def poll() -> None:  # a page reading the pings meanwhile, as the dashboard does
+        nonlocal read
+        with closing(sqlite3.connect(db, isolation_level=None)) as reader:
+            while not stop.wait(0.05):
+                reader.execute("SELECT max(id) FROM uptime_ping").fetchone()
+                read += 1
+
+    def load() -> list[int]:
+        paths = [f"/ping/{web.ids[n % 40]}" for n in range(400)]
+        answers: list[int] = []
+        while not stop.is_set():
+            answers += asyncio.run(ping_all(port, paths, 32))
+        return answers
+
+    peak = 0
+    with ThreadPoolExecutor(2) as pool:
+        reading, pinging = pool.submit(poll), pool.submit(load)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            peak = max(peak, wal.stat().st_size if wal.exists() else 0)
+            time.sleep(0.01)
+        stop.set()
+        answers, _ = pinging.result(30), reading.result(30)
+    assert set(answers) == {200} and read > 20
+    mib = f"{peak / 2**20:.1f} MiB after {len(answers)} pings"
+    # Enough pings that an unbounded WAL would pass the bound several times over.
+    assert len(answers) * 19 * 4096 > 2 * WAL_BOUND, mib
+    assert peak < WAL_BOUND, mib

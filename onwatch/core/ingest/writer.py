@@ -364,13 +364,26 @@ def without_autocheckpoint(store: Store, recorder: Recorder | None = None) -> No
 
 CHECKPOINT_SECONDS = 1.0
 CHECKPOINT_NICE = 10
+# A PASSIVE checkpoint never catches up with a writer that keeps writing, and SQLite
+# starts the WAL over only after one that did: under steady pings it grew by some 25 MB
+# a second without end. Past ONWATCH_SQLITE_WAL_LIMIT_MB it is emptied (TRUNCATE); its
+# size is looked at this often.
+WAL_LOOK_SECONDS = 0.1
+# TRUNCATE holds SQLite's write lock while it copies what the PASSIVE one before it left
+# and waits for readers to leave the WAL: given up after this (tried again next look),
+# so a long read never holds the pings for longer.
+TRUNCATE_WAIT_MS = 20
+# Before it, PASSIVE ones (PASSES at most) until this many pages are left to copy.
+TRUNCATE_LEFT_FRAMES = 256
+PASSES = 3
 _checkpointing: set[str] = set()
 _checkpointing_lock = threading.Lock()
 
 
 def checkpoints(path: str, recorder: Recorder | None = None) -> None:
     """A thread that checkpoints the SQLite WAL every second (PASSIVE: it never waits for
-    or blocks a writer), once per database file and process."""
+    or blocks a writer), and empties it once it passes ONWATCH_SQLITE_WAL_LIMIT_MB; once
+    per database file and process."""
     with _checkpointing_lock:
         if path in _checkpointing:
             return
@@ -388,19 +401,58 @@ def _checkpoint_loop(path: str, recorder: Recorder | None) -> None:
     with suppress(OSError):  # Linux: the priority of this thread alone
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
     conn = sqlite3.connect(path, timeout=0, check_same_thread=False, isolation_level=None)
+    wal = Path(f"{path}-wal")
+    limit = settings.SQLITE_WAL_LIMIT_MB * 2**20
+    last = time.monotonic()
     while True:
-        time.sleep(CHECKPOINT_SECONDS)
+        time.sleep(WAL_LOOK_SECONDS)
+        big = wal_bytes(wal) > limit
+        if not big and time.monotonic() - last < CHECKPOINT_SECONDS:
+            continue
+        last = time.monotonic()
         try:
-            checkpoint(conn, recorder)
+            left = checkpoint(conn, recorder)
+            if big:
+                # What the writer added meanwhile is copied while it goes on writing, so
+                # that TRUNCATE, which holds it up, finds little left to copy.
+                for _ in range(PASSES):
+                    if left <= TRUNCATE_LEFT_FRAMES:
+                        break
+                    left = checkpoint(conn, recorder)
+                truncate(conn, recorder)
         except sqlite3.Error:
             log.warning("ingest: a WAL checkpoint failed; trying again", exc_info=True)
 
 
-def checkpoint(conn: Any, recorder: Recorder | None = None) -> None:
-    """One PASSIVE checkpoint on `conn` (a sqlite3 connection), noted when measured."""
+def wal_bytes(wal: Path) -> int:
+    try:
+        return wal.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def checkpoint(conn: Any, recorder: Recorder | None = None) -> int:
+    """One PASSIVE checkpoint on `conn` (a sqlite3 connection), noted when measured; the
+    pages it left in the WAL uncopied."""
     started = now()
     # Its frames in the WAL, and those copied into the database (-1 each when another
     # process's checkpoint ran at the same moment).
-    _, _, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     if recorder is not None:
         recorder.checkpointed(started, copied)
+    left: int = max(0, frames - copied)
+    return left
+
+
+def truncate(conn: Any, recorder: Recorder | None = None) -> bool:
+    """Copy the rest of the WAL and empty it, waiting TRUNCATE_WAIT_MS at most for the
+    writer and readers; whether it was emptied."""
+    started = now()
+    conn.execute(f"PRAGMA busy_timeout={TRUNCATE_WAIT_MS}")
+    try:
+        busy, _, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
+    if recorder is not None:
+        recorder.checkpointed(started, copied)
+    return not busy
