@@ -348,7 +348,8 @@ def remove_leftovers() -> list[Path]:
     found = {int(p.name): p for p in top.glob("*/*") if p.is_dir() and p.name.isdigit()}
     running = Pipeline.objects.filter(pk__in=found, state__in=(State.QUEUED, State.RUNNING))
     alive = {p.pk for p in running.select_related("job") if not _worker_died(p)}
-    removed = workspaces = [path for pk, path in found.items() if pk not in alive]
+    workspaces = [path for pk, path in found.items() if pk not in alive]
+    removed = list(workspaces)  # a copy: what follows adds folders that are not workspaces
     folders = {int(p.name): p for p in top.glob("*") if p.is_dir() and p.name.isdigit()}
     kept = set(Service.objects.filter(pk__in=folders).values_list("pk", flat=True))
     removed += [path for pk, path in folders.items() if pk not in kept]  # deleted services'
