@@ -685,8 +685,12 @@ def note_release(project: Project, release: str, now: datetime) -> int:
     if not inserted(Release(project=project, name=release, first_seen=now)):
         return 0  # another sender's event named it first, at the same moment: it decided
     resolved = 0
+    lives: dict[str, datetime | None] | None = None
     for issue in Issue.objects.filter(project=project, state=IssueState.RESOLVED_NEXT):
         after = issue.resolved_after
+        lives = order.first_live(project) if lives is None else lives
+        if order.live_by(lives, release, issue.state_changed_at):
+            continue  # out already when the issue was marked: not the next release
         # Only a release known to be newer (deployed later, or a higher version): a name
         # seen for the first time may be an old client's (a commit onwatch never deployed).
         if not after or (
@@ -798,17 +802,27 @@ def resolve_deployed(now: datetime) -> int:
         .exclude(resolved_after="")
         .select_related("project")
     )
-    commits: dict[int, list[str]] = {}  # the deploy order, read once per project
+    lives: dict[int, dict[str, datetime | None]] = {}  # the deploy order, once per project
     resolved = 0
     for issue in waiting:
-        if issue.project_id not in commits:
-            commits[issue.project_id] = order.deployed_commits(issue.project)
-        deployed = commits[issue.project_id]
-        at = order.deployed_index(deployed, issue.resolved_after)
-        if at is not None and at + 1 < len(deployed):  # else nothing deployed after it yet
-            fix = deployed[at + 1]
+        if issue.project_id not in lives:
+            lives[issue.project_id] = order.first_live(issue.project)
+        fix = next_deployed(lives[issue.project_id], issue)
+        if fix:
             resolved += _each(issue.pk, partial(_resolve_deployed, issue, fix, now))
     return resolved
+
+
+def next_deployed(lives: dict[str, datetime | None], issue: Issue) -> str:
+    """The first commit deployed after the one the issue waits on that went live after it
+    was marked ("" when none did yet): one live already when someone clicked "resolved in
+    the next release" is not that next release (its events would be false regressions)."""
+    deployed = list(lives)
+    at = order.deployed_index(deployed, issue.resolved_after)
+    if at is None:
+        return ""
+    later = (c for c in deployed[at + 1 :] if not order.live_by(lives, c, issue.state_changed_at))
+    return next(later, "")
 
 
 def _resolve_deployed(issue: Issue, release: str, now: datetime) -> int:
