@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ class Run:
         self.masker = Masker(self.service.secrets)
         # What a person should hear about a deploy that made its release live anyway.
         self.warning = ""
+        self.to_do: list[str] = []  # what a person can do about it, one line each
         # Who its build, release command and web process run as (svcusers.py).
         self.user = ""
 
@@ -141,14 +143,35 @@ class Run:
     def own_releases(self) -> None:
         """Once the release serves, what ran as the step user every service shared (an
         older onwatch) has stopped: the kept releases become the service's user's, and
-        their folder is closed to every other."""
+        their folder is closed to every other. The new release serves already: what
+        cannot be handed over is the deploy's warning, not a failed deploy."""
         if not self.user:
             return
         folder = self.releases_folder()
-        for kept in folder.iterdir():
+        left: list[str] = []
+        for kept in sorted(folder.iterdir()):
             if kept.name.isdigit():
-                hand_to(kept, self.user)
-        close_to(folder, self.user)
+                left += self.handed(kept, partial(hand_to, kept, self.user))
+        left += self.handed(folder, partial(close_to, folder, self.user))
+        if left:
+            self.warn(
+                f"The service's releases could not all be handed to its own user {self.user} "
+                f"({'; '.join(left)}): other services may still read them",
+                f"Deploy {self.service.name} again to hand its releases to its own user; if "
+                "this warning comes back, check those folders on this machine.",
+            )
+
+    def handed(self, path: Path, hand: Callable[[], None]) -> list[str]:
+        """[] when `hand` made `path` the service user's, else what went wrong."""
+        try:
+            hand()
+        except (OSError, KeyError) as e:
+            return [f"{path}: {e}"]
+        return []
+
+    def warn(self, text: str, to_do: str) -> None:
+        self.warning = f"{self.warning}; {text}" if self.warning else text
+        self.to_do.append(to_do)
 
     def releases_folder(self) -> Path:
         return work_folder("releases", str(self.service.pk))
@@ -284,7 +307,8 @@ class Run:
             record = switch.switch(self.machine, site, target, self.on_switch_step, GATE)
         except switch.SwitchFailed as e:
             raise DeployFailed(self.masker.mask(str(e))) from None
-        self.warning = self.masker.mask(record.warning)
+        if record.warning:
+            self.warn(self.masker.mask(record.warning), stop_old(self.service))
 
     def prepare(self, site: caddy.Site) -> str:
         """Caddy and supervisord running, and the domain sent to the service's two slots.
@@ -360,7 +384,7 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
         raise JobFailed(deploy.reason) from None
     services.deploy_ended(deploy, State.SUCCEEDED, run.warning, release.label)
     if run.warning:
-        alert_warning(deploy)
+        alert_warning(deploy, run.to_do)
     prune(deploy.service)
     return {"deploy": deploy.pk, "release": release.pk}
 
@@ -385,15 +409,22 @@ def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
     )
 
 
-def alert_warning(deploy: Deploy) -> None:
-    """A deploy that made its release live but left something behind (its reason)."""
+def alert_warning(deploy: Deploy, to_do: list[str] | None = None) -> None:
+    """A deploy that made its release live but left something behind (its reason);
+    `to_do`: what to do about each thing, else about an old process left running."""
     service = deploy.service
     _alert(
         deploy,
         "succeeded with a warning",
         f"What serves {service.domain} now: {deploy.live_after}",
-        "What to do: nothing is urgent, the new release serves. The next deploy of "
-        f"{service.name} stops the old process; to stop it sooner, deploy again.",
+        "What to do: nothing is urgent, the new release serves. "
+        + " ".join(to_do or [stop_old(service)]),
+    )
+
+
+def stop_old(service: Service) -> str:
+    return (
+        f"The next deploy of {service.name} stops the old process; to stop it sooner, deploy again."
     )
 
 

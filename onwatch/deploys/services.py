@@ -1303,6 +1303,12 @@ def channels_hearing(service_id: int) -> list[alert_services.Channel]:
 def deployed_commits(service_id: int) -> list[str]:
     """The commits the service's deploys made live, in the order each first went live (a
     rollback makes an older one live again, but does not make it newer)."""
+    return list(first_live(service_id))
+
+
+def first_live(service_id: int) -> dict[str, datetime | None]:
+    """When each commit the service's deploys made live first went live (its deploy's
+    end), in that order."""
     rows = (
         Deploy.objects.filter(
             service_id=service_id,
@@ -1311,9 +1317,13 @@ def deployed_commits(service_id: int) -> list[str]:
             release__isnull=False,
         )
         .order_by("ended_at", "id")
-        .values_list("release__commit", flat=True)
+        .values_list("release__commit", "ended_at")
     )
-    return list(dict.fromkeys(c for c in rows if c))
+    found: dict[str, datetime | None] = {}
+    for commit, ended in rows:
+        if commit:
+            found.setdefault(commit, ended)
+    return found
 
 
 # --- onwatch itself behind this machine's Caddy ----------------------------------------------

@@ -5,6 +5,7 @@ every change goes through services.py."""
 from __future__ import annotations
 
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
 from django.contrib import messages
@@ -161,6 +162,16 @@ def service_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "deploys/delete.html", ctx, status=400 if error else 200)
 
 
+def _own_user_now(service: Service) -> bool:
+    """Whether the service runs as its own user now: releases made live before it had one
+    run as the shared step user until its next deploy moves them (releases.own_releases)."""
+    if not svcusers.applies():
+        return False
+    live = services.live_release(service)
+    own = svcusers.name_of(service.pk)
+    return live is None or workdir.kept_for(Path(live.directory)) == own
+
+
 @require("services.view")
 def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
     service = _service(request, pk)
@@ -183,6 +194,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "network_isolated": sandbox.network_isolated(),
         "network_guarded": sandbox.network_guarded(),
         "own_user": svcusers.name_of(service.pk) if svcusers.applies() else "",
+        "own_user_now": _own_user_now(service),
         "sandbox_problem": workdir.step_problem(),
         "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),

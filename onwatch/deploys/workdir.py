@@ -90,6 +90,19 @@ def close_to(folder: Path, user: str) -> None:
         folder.chmod(SERVICE_ONLY)
 
 
+def kept_for(release: Path) -> str:
+    """The user a live release's processes run as, as its files show (make_live hands them
+    to that user), when the folder of the service's releases is closed to every other
+    (own_releases); else "": another service's processes could still read them."""
+    try:
+        st, top = release.lstat(), release.parent.stat()
+        name = pwd.getpwuid(st.st_uid).pw_name
+    except (OSError, KeyError):
+        return ""
+    closed = (top.st_uid, top.st_gid, stat.S_IMODE(top.st_mode)) == (0, st.st_gid, SERVICE_ONLY)
+    return name if closed else ""
+
+
 def hand_to(folder: Path, user: str) -> None:
     """Make `folder` and all it holds `user`'s: a release built when every service ran as
     one step user becomes its service's own. Links are changed, never followed."""
@@ -348,7 +361,8 @@ def remove_leftovers() -> list[Path]:
     found = {int(p.name): p for p in top.glob("*/*") if p.is_dir() and p.name.isdigit()}
     running = Pipeline.objects.filter(pk__in=found, state__in=(State.QUEUED, State.RUNNING))
     alive = {p.pk for p in running.select_related("job") if not _worker_died(p)}
-    removed = workspaces = [path for pk, path in found.items() if pk not in alive]
+    workspaces = [path for pk, path in found.items() if pk not in alive]
+    removed = list(workspaces)  # a copy: what follows adds folders that are not workspaces
     folders = {int(p.name): p for p in top.glob("*") if p.is_dir() and p.name.isdigit()}
     kept = set(Service.objects.filter(pk__in=folders).values_list("pk", flat=True))
     removed += [path for pk, path in folders.items() if pk not in kept]  # deleted services'

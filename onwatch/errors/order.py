@@ -7,6 +7,7 @@ project's events first named them."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from onwatch.errors.models import Project, Release
 
@@ -49,6 +50,25 @@ def deployed_commits(project: Project) -> list[str]:
     from onwatch.deploys import services as deploys
 
     return deploys.deployed_commits(project.service_id)
+
+
+def first_live(project: Project) -> dict[str, datetime | None]:
+    """When each commit of the linked service's deploy order first went live, in order."""
+    if project.service_id is None:
+        return {}
+    from onwatch.deploys import services as deploys
+
+    return deploys.first_live(project.service_id)
+
+
+def live_by(lives: dict[str, datetime | None], release: str, moment: datetime | None) -> bool:
+    """Whether `release` is a commit onwatch had made live by `moment` (`lives`: as
+    first_live gives): a release already out then, so not one made after it."""
+    if moment is None:
+        return False
+    at = deployed_index(list(lives), release)
+    went = list(lives.values())[at] if at is not None else None
+    return went is not None and went <= moment
 
 
 def at_or_after(

@@ -371,11 +371,30 @@ def grouped_issue(project: Project, found: grouping.Grouping) -> Issue | None:
     one query). The earlier one first: when the new rules join what the old kept apart (a
     browser's frames on two host names), each old issue still gets all its events rather
     than lose them to a new issue made by the first event of another host."""
+    rows = Issue.objects.filter(lookups(project, {found.hash}, {found.earlier}))
+    by_key = {(i.grouping_version, i.grouping_hash): i for i in rows}
+    return next((by_key[k] for k in candidates(found) if k in by_key), None)
+
+
+def lookups(project: Project, hashes: set[str], earlier: set[str]) -> Q:
+    """The issues that may hold events of these groupings (see `candidates`)."""
     # The project in each branch: each is then one lookup of the unique index (with it
     # outside, SQLite reads every issue of the project).
-    mine = Q(project=project, grouping_version=grouping.VERSION, grouping_hash=found.hash)
-    earlier = Q(project=project, grouping_version=grouping.VERSION - 1, grouping_hash=found.earlier)
-    return Issue.objects.filter(mine | earlier).order_by("grouping_version").first()
+    previous = grouping.VERSION - 1
+    return (
+        Q(project=project, grouping_version=previous, grouping_hash__in=earlier - {""})
+        | Q(project=project, grouping_version=previous, grouping_hash__in=hashes)
+        | Q(project=project, grouping_version=grouping.VERSION, grouping_hash__in=hashes)
+    )
+
+
+def candidates(found: grouping.Grouping) -> list[tuple[int, str]]:
+    """(version, hash) of the issue an event joins, first found first: the previous rules'
+    issue; then one stored as the previous version with today's hash (the release before
+    this one already grouped made-up stacks and browser URLs as version 2 does, but stored
+    them as version 1: those issues keep their events); then these rules' issue."""
+    previous = grouping.VERSION - 1
+    return [(previous, found.earlier), (previous, found.hash), (grouping.VERSION, found.hash)]
 
 
 # A merge or a split changing the same issues again each time this event looks: it gives
@@ -504,11 +523,8 @@ def issues_of(
     them) or made now from its first event. As `grouped_issue` decides for one event: the
     issue the previous rules made first, else the one these rules made."""
     mine = {s.group.hash for s in sent}
-    earlier = {s.group.earlier for s in sent if s.group.earlier}
-    found = Issue.objects.select_for_update().filter(
-        Q(project=project, grouping_version=grouping.VERSION, grouping_hash__in=mine)
-        | Q(project=project, grouping_version=grouping.VERSION - 1, grouping_hash__in=earlier)
-    )
+    earlier = {s.group.earlier for s in sent}
+    found = Issue.objects.select_for_update().filter(lookups(project, mine, earlier))
     by_version = {
         (i.grouping_version, i.grouping_hash): Counting(i, False) for i in found.order_by("pk")
     }
@@ -516,9 +532,8 @@ def issues_of(
     for s in sent:
         if s.group in issues:
             continue
-        counting = by_version.get((grouping.VERSION - 1, s.group.earlier)) or by_version.get(
-            (grouping.VERSION, s.group.hash)
-        )
+        keys = candidates(s.group)
+        counting = next((by_version[k] for k in keys if k in by_version), None)
         if counting is None:
             counting = by_version[grouping.VERSION, s.group.hash] = made_issue(project, s, now)
         issues[s.group] = counting
@@ -670,8 +685,12 @@ def note_release(project: Project, release: str, now: datetime) -> int:
     if not inserted(Release(project=project, name=release, first_seen=now)):
         return 0  # another sender's event named it first, at the same moment: it decided
     resolved = 0
+    lives: dict[str, datetime | None] | None = None
     for issue in Issue.objects.filter(project=project, state=IssueState.RESOLVED_NEXT):
         after = issue.resolved_after
+        lives = order.first_live(project) if lives is None else lives
+        if order.live_by(lives, release, issue.state_changed_at):
+            continue  # out already when the issue was marked: not the next release
         # Only a release known to be newer (deployed later, or a higher version): a name
         # seen for the first time may be an old client's (a commit onwatch never deployed).
         if not after or (
@@ -783,17 +802,27 @@ def resolve_deployed(now: datetime) -> int:
         .exclude(resolved_after="")
         .select_related("project")
     )
-    commits: dict[int, list[str]] = {}  # the deploy order, read once per project
+    lives: dict[int, dict[str, datetime | None]] = {}  # the deploy order, once per project
     resolved = 0
     for issue in waiting:
-        if issue.project_id not in commits:
-            commits[issue.project_id] = order.deployed_commits(issue.project)
-        deployed = commits[issue.project_id]
-        at = order.deployed_index(deployed, issue.resolved_after)
-        if at is not None and at + 1 < len(deployed):  # else nothing deployed after it yet
-            fix = deployed[at + 1]
+        if issue.project_id not in lives:
+            lives[issue.project_id] = order.first_live(issue.project)
+        fix = next_deployed(lives[issue.project_id], issue)
+        if fix:
             resolved += _each(issue.pk, partial(_resolve_deployed, issue, fix, now))
     return resolved
+
+
+def next_deployed(lives: dict[str, datetime | None], issue: Issue) -> str:
+    """The first commit deployed after the one the issue waits on that went live after it
+    was marked ("" when none did yet): one live already when someone clicked "resolved in
+    the next release" is not that next release (its events would be false regressions)."""
+    deployed = list(lives)
+    at = order.deployed_index(deployed, issue.resolved_after)
+    if at is None:
+        return ""
+    later = (c for c in deployed[at + 1 :] if not order.live_by(lives, c, issue.state_changed_at))
+    return next(later, "")
 
 
 def _resolve_deployed(issue: Issue, release: str, now: datetime) -> int:

@@ -31,7 +31,15 @@ from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.limits import Limit
 from onwatch.core.ingest.request import Request
 from onwatch.core.ingest.store import Store
-from onwatch.core.ingest.writer import SWITCH_SECONDS, Job, Writer, checkpoint, truncate
+from onwatch.core.ingest.writer import (
+    CHECKPOINT_SECONDS,
+    SWITCH_SECONDS,
+    Job,
+    Writer,
+    checkpoint,
+    checkpoints,
+    truncate,
+)
 from onwatch.uptime import fastping, heartbeats
 from onwatch.uptime.models import Kind, Monitor, Ping, State
 from tests.support.asgi import header, header_names, raw, serving, status
@@ -368,6 +376,44 @@ def test_with_ingest_timings_set_each_batch_says_where_its_time_went(
         assert all(span >= 0 for span in spans)
         assert at + sum(spans) / 1000 <= ended  # recorded before its answer went out
     assert spent.checkpoints == []  # the test database lives in memory: no WAL
+
+
+@inprocess
+def test_a_timings_file_that_cannot_be_opened_stops_only_the_timings(
+    app: Ingest, settings: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.INGEST_TIMINGS = str(tmp_path)  # a folder: no file can be opened there
+    m = heartbeat("a")
+    with serving(app) as port:
+        raw(port, "GET", f"/ping/{m.ping_id}")  # Django's: the route learns its headers
+        answers = [raw(port, "GET", f"/ping/{m.ping_id}") for _ in range(3)]
+    assert [status(a) for a in answers] == [200, 200, 200]
+    assert app.served == 3
+    assert Ping.objects.filter(monitor=m).count() == 4
+    [warned] = [r for r in caplog.records if "ingest timings" in r.getMessage()]
+    assert f"cannot write to {tmp_path}" in warned.getMessage()
+    assert "timings are no longer recorded" in warned.getMessage()
+
+
+def test_a_timings_file_that_cannot_be_written_stops_no_checkpoint(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "wal.sqlite3"
+    recorder = timings.Recorder("/dev/full")  # opens, but every write fails (ENOSPC)
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # as the writer's own: the thread's job
+        db.execute("CREATE TABLE t (x)")
+        checkpoints(str(path), recorder)
+        for n in range(3):  # each table's pages reach the database file by a checkpoint
+            before = path.stat().st_size
+            db.execute(f"CREATE TABLE t{n} AS SELECT randomblob(100000) AS x")
+            deadline = time.monotonic() + 10 * CHECKPOINT_SECONDS
+            while path.stat().st_size == before and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert path.stat().st_size > before, f"no checkpoint after the recorder failed ({n})"
+    warned = [r for r in caplog.records if "ingest timings" in r.getMessage()]
+    assert len(warned) == 1 and "/dev/full" in warned[0].getMessage()
 
 
 def test_a_measured_checkpoint_is_recorded_with_what_it_copied(tmp_path: Any) -> None:

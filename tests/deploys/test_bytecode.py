@@ -12,7 +12,7 @@ import pytest
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import JobLogLine, Organization
-from onwatch.deploys import services
+from onwatch.deploys import services, workdir
 from onwatch.deploys.models import Pipeline, State
 from onwatch.deploys.workdir import (
     bytecode_cache,
@@ -135,3 +135,27 @@ def test_a_dead_workers_pipeline_leaves_no_bytecode_of_its_own(org: Organization
     assert prefix.is_dir()
     assert workspace in remove_leftovers()
     assert not prefix.exists() and (bytecode_cache(service) / ".venv").is_dir()
+
+
+def test_only_workspaces_have_their_bytecode_unshared(
+    org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted service's folder and an old cache are removed, but they are not a
+    pipeline's workspace: no bytecode of a pipeline is looked for beside them."""
+    service = service_for(org, "/nonexistent")
+    workspace = service_folder(service.pk) / "999"
+    workspace.mkdir(parents=True)
+    gone = service_folder(service.pk + 1000)
+    gone.mkdir(parents=True)
+    unshared: list[Path] = []
+    real = workdir.unshare_bytecode
+
+    def spy(cache: Path, path: Path) -> None:
+        unshared.append(path)
+        real(cache, path)
+
+    monkeypatch.setattr(workdir, "unshare_bytecode", spy)
+    removed = remove_leftovers()
+    assert workspace in removed and gone in removed
+    assert gone not in unshared and workspace in unshared
+    assert all(path.parent.parent.name == "workspaces" for path in unshared)

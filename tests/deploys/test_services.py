@@ -4,16 +4,20 @@ onwatch makes and shows, secrets whose values are never shown again, and "run no
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, Organization
-from onwatch.deploys import git, netguard, services, slirp, svcusers
-from onwatch.deploys.models import Pipeline, Service
+from onwatch.deploys import git, netguard, services, slirp, svcusers, workdir
+from onwatch.deploys.models import Deploy, Pipeline, Release, Service, State
 from tests.support.fixtures import TokenApi, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
@@ -305,6 +309,43 @@ def test_the_page_says_whether_the_service_runs_as_a_user_of_its_own(
     shared = viewer.get(f"/services/{service.pk}/").content.decode()
     assert "the same user as every other service's steps and web processes" in shared
     assert "onwatch gives each service a user of its own only when it runs as root" in shared
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives services users of their own")
+def test_the_page_says_a_service_deployed_before_it_had_its_own_user_still_shares_one(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service = services.add_service(
+        org, services.ServiceFields(name="shop", git_url="/srv/git/shop.git"), SYSTEM
+    )
+    own = svcusers.ensure(service.pk)
+    try:
+        # Made live by an older onwatch: its files are the shared step user's.
+        folder = workdir.work_folder("releases", str(service.pk), "1")
+        step_user = pwd.getpwnam(os.environ.get("ONWATCH_STEP_USER", "nobody"))
+        os.chown(folder, step_user.pw_uid, step_user.pw_gid)
+        release = Release.objects.create(service=service, commit="a" * 40, directory=str(folder))
+        Deploy.objects.create(
+            service=service,
+            release=release,
+            trigger="cli",
+            state=State.SUCCEEDED,
+            ended_at=timezone.now(),
+        )
+        viewer = signed_in(members["viewer"])
+        before = viewer.get(f"/services/{service.pk}/").content.decode()
+        assert "for now, the same user as every other service's steps" in before
+        assert f"Its next deploy moves it to a user of its own (<code>{own}</code>)" in before
+        assert "cannot read other services' files" not in before
+        # What its next deploy does (make_live, then own_releases).
+        workdir.hand_to(folder, own)
+        workdir.close_to(folder.parent, own)
+        after = viewer.get(f"/services/{service.pk}/").content.decode()
+        assert f"a user of its own on this machine (<code>{own}</code>)" in after
+        assert "for now, the same user" not in after
+    finally:
+        shutil.rmtree(workdir.work_folder("releases", str(service.pk)))
+        svcusers.remove(service.pk)
 
 
 def test_a_service_may_use_its_own_pushed_copy_as_its_repository_but_no_other(

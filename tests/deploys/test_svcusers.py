@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from onwatch.alerts.models import Delivery
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import JobLogLine, Organization
@@ -158,6 +159,39 @@ def test_a_service_deployed_with_the_shared_step_user_moves_to_its_own_on_its_ne
         st = folder.stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, own.pw_gid, 0o710)
     assert owner(workdir.caches_of(shop)["uv"]) == own.pw_uid
+
+
+def test_a_release_that_cannot_be_handed_over_after_the_switch_is_a_warning_not_a_failure(
+    machine: Machine, org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop = add(org, "shop", tmp_path / "shop", app_files("v1"))
+    with monkeypatch.context() as older:
+        older.setattr(svcusers, "applies", lambda: False)
+        first = deploy(shop).release
+    assert first is not None
+    real = workdir.hand_to
+
+    def vanishing(folder: Path, user: str) -> None:
+        if folder == Path(first.directory):  # a file gone in the middle of its walk
+            raise FileNotFoundError(2, "No such file or directory", str(folder / "gone.txt"))
+        real(folder, user)
+
+    monkeypatch.setattr(releases, "hand_to", vanishing)
+    commit(tmp_path / "shop", app_files("v2"), "Version v2")
+    done = deploy(shop)  # succeeded, as its release serves
+    assert {fetch(listen_port(machine), "shop.test")[1] for _ in range(3)} == {"v2"}
+    assert done.release is not None and done.live_after == done.release.label
+    assert f"{first.directory}: [Errno 2] No such file or directory" in done.reason
+    assert "could not all be handed to its own user" in done.reason
+    assert services.deployed_commits(shop.pk)[-1] == done.release.commit
+    [alert] = Delivery.objects.filter(title__contains=f"#{done.pk}")
+    assert alert.title == f"Deploy #{done.pk} of shop succeeded with a warning"
+    assert "Deploy shop again to hand its releases to its own user" in alert.body
+    assert "stops the old process" not in alert.body
+    # What could be handed over was; the folder is closed to other services.
+    own = pwd.getpwnam(svcusers.name_of(shop.pk))
+    st = Path(first.directory).parent.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, own.pw_gid, 0o710)
 
 
 def owner(path: Path) -> int:

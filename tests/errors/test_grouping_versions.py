@@ -4,16 +4,22 @@ issue made under version 1 still gets every event that version 1 would have give
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
+from onwatch.alerts.services import add_channel
+from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
 from onwatch.errors import grouping, intake, services
 from onwatch.errors.models import Event, Issue, Project
+from tests.support.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +113,79 @@ def test_an_old_issue_keeps_its_events_when_version_2_joins_it_with_others(
     old.refresh_from_db()
     new = Issue.objects.get(grouping_version=2)
     assert (old.event_count, new.event_count) == (2, 1)
+
+
+def made_by_the_release_before(project: Project, event: dict[str, Any]) -> Issue:
+    """The issue the previous release of onwatch made: it grouped made-up stacks and
+    browser URLs as version 2 does (its hash is today's), but stored the issue as version 1."""
+    issue = made_by_version_1(project, event)
+    issue.grouping_hash = grouping.grouping(event).hash
+    issue.save()
+    return issue
+
+
+@pytest.fixture
+def alerted(project: Project, org: Organization) -> Iterator[WebhookReceiver]:
+    project.alert_new_issues = True
+    project.save()
+    with WebhookReceiver() as receiver:
+        add_channel(org, "hook", receiver.url("/in"))
+        yield receiver
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        message_with_made_up_stack("export of 3 orders failed"),
+        browser_crash("https://shop.example/static/app.js?v=1"),
+    ],
+    ids=["made-up stack", "browser url"],
+)
+def test_an_issue_of_the_release_before_keeps_its_events_through_the_view(
+    project: Project, event: dict[str, Any], alerted: WebhookReceiver
+) -> None:
+    old = made_by_the_release_before(project, event)
+    path = f"/api/{project.pk}/store/?sentry_key={project.public_key}"
+    for _ in range(2):
+        sent = {**event, "event_id": uuid.uuid4().hex}
+        answer = Client().post(path, json.dumps(sent).encode(), content_type="text/plain")
+        assert answer.status_code == 200
+    # With an attachment, the event takes the one-event path (services.issue_for).
+    attached = {"type": "attachment", "length": 5, "filename": "a.txt"}
+    body = b"\n".join(
+        [b"{}", b'{"type": "event"}', json.dumps(event).encode(), json.dumps(attached).encode()]
+    )
+    answer = Client().post(
+        f"/api/{project.pk}/envelope/?sentry_key={project.public_key}",
+        body + b"\nhello\n",
+        content_type="text/plain",
+    )
+    assert answer.status_code == 200
+    jobs.run_pending(kinds=["alerts.deliver"])
+    assert Issue.objects.count() == 1
+    old.refresh_from_db()
+    assert old.event_count == 4 and old.grouping_version == 1
+    assert set(Event.objects.values_list("issue_id", flat=True)) == {old.pk}
+    assert alerted.hooks == []
+
+
+def test_an_issue_of_the_release_before_keeps_its_events_in_a_batch(
+    project: Project, alerted: WebhookReceiver
+) -> None:
+    kept = message_with_made_up_stack("export of 3 orders failed")
+    old = made_by_the_release_before(project, kept)
+    older = made_by_version_1(project, browser_crash("https://shop.example/static/a.js"))
+
+    def incoming(*events: dict[str, Any]) -> intake.Incoming:
+        return intake.Incoming(project.pk, project.public_key, "192.0.2.9", list(events))
+
+    again = [message_with_made_up_stack("export of 3 orders failed") for _ in range(3)]
+    other = browser_crash("https://shop.example/static/a.js")
+    batch = [incoming(again[0], other), incoming(again[1], again[2])]
+    assert services.take_all(batch, timezone.now()) == [None, None]
+    jobs.run_pending(kinds=["alerts.deliver"])
+    assert Issue.objects.count() == 2
+    old.refresh_from_db()
+    older.refresh_from_db()
+    assert (old.event_count, older.event_count) == (4, 2)
+    assert alerted.hooks == []

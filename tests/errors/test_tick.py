@@ -101,7 +101,7 @@ def test_a_deployed_release_resolves_the_issue_waiting_for_the_next_release(
     deployed("a" * 40, 1)
     send(project, crash("a" * 12))  # as an SDK names a commit
     issue = Issue.objects.get()
-    services.resolve_in_next_release(issue, SYSTEM, timezone.now())
+    services.resolve_in_next_release(issue, SYSTEM, start + timedelta(minutes=90))
     scheduler.tick()
     issue.refresh_from_db()
     assert issue.state == "resolved-next"  # nothing deployed after it yet
@@ -117,3 +117,44 @@ def test_a_deployed_release_resolves_the_issue_waiting_for_the_next_release(
     send(project, crash("c" * 12))
     issue.refresh_from_db()
     assert (issue.state, issue.regressed_in) == ("unresolved", "c" * 12)
+
+
+@pytest.mark.parametrize("named_first_by", ["tick", "event"])
+def test_a_release_live_before_the_issue_was_marked_is_not_its_next_release(
+    project: Project, org: Organization, tmp_path: Path, named_first_by: str
+) -> None:
+    add_channel(org, "hook", "json://127.0.0.1:9/in")  # deliveries are rows until sent
+    project.alert_regressions = True
+    project.save()
+    service = service_for(org, str(tmp_path))
+    services.link_service(project, service.pk, SYSTEM)
+    now = timezone.now()
+
+    def deployed(commit: str, at: Any) -> None:
+        release = Release.objects.create(service=service, commit=commit)
+        Deploy.objects.create(
+            service=service, release=release, trigger="cli", state=State.SUCCEEDED, ended_at=at
+        )
+
+    deployed("a" * 40, now - timedelta(hours=2))
+    send(project, crash("a" * 12), at=now - timedelta(hours=1))
+    # C goes live; no event names it yet when someone marks the issue.
+    deployed("c" * 40, now - timedelta(minutes=30))
+    issue = Issue.objects.get()
+    services.resolve_in_next_release(issue, SYSTEM, now)
+    if named_first_by == "tick":
+        scheduler.tick(now + timedelta(minutes=1))
+        issue.refresh_from_db()
+        assert issue.state == "resolved-next"
+    send(project, crash("c" * 12), at=now + timedelta(minutes=2))
+    issue.refresh_from_db()
+    assert (issue.state, issue.regressed_in) == ("resolved-next", "")
+    assert not Delivery.objects.exists()
+    # The fix goes live after the click: that is the next release.
+    deployed("d" * 40, now + timedelta(minutes=10))
+    scheduler.tick(now + timedelta(minutes=11))
+    issue.refresh_from_db()
+    assert (issue.state, issue.resolved_in) == ("resolved", "d" * 40)
+    send(project, crash("c" * 12), at=now + timedelta(minutes=12))
+    issue.refresh_from_db()
+    assert issue.state == "resolved" and not Delivery.objects.exists()

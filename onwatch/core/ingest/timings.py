@@ -12,9 +12,13 @@ default: nothing is measured or written then.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
+
+log = logging.getLogger("onwatch.ingest")
 
 STAGES = ("queue", "turn", "begin", "write", "commit", "answer")
 
@@ -47,17 +51,43 @@ def now() -> float:
 
 class Recorder:
     """Appends a line per batch to the file; one write() each, so the lines of several
-    processes never interleave."""
+    processes never interleave. A file it cannot open or write is logged once and no
+    longer recorded to: measuring never stops the writer or the WAL checkpoints."""
 
     def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.path = path
+        self.fd: int | None = None
+        self.lock = threading.Lock()  # the writer's and the checkpoint thread's lines
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as e:
+            self.stopped(e)
 
     def record(self, batch: Batch) -> None:
-        os.write(self.fd, batch.line().encode())
+        self.write(batch.line())
 
     def checkpointed(self, started: float, pages: int) -> None:
         took = (now() - started) * 1000
-        os.write(self.fd, f"checkpoint {started:.6f} {took:.3f} {pages}\n".encode())
+        self.write(f"checkpoint {started:.6f} {took:.3f} {pages}\n")
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            if self.fd is None:
+                return
+            try:
+                os.write(self.fd, line.encode())
+            except OSError as e:
+                os.close(self.fd)
+                self.fd = None
+                self.stopped(e)
+
+    def stopped(self, error: OSError) -> None:
+        log.warning(
+            "ingest timings: cannot write to %s (%s); timings are no longer recorded, "
+            "ingest goes on. Set ONWATCH_INGEST_TIMINGS to a file onwatch can write",
+            self.path,
+            error,
+        )
 
 
 @dataclass
