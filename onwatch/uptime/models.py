@@ -170,11 +170,7 @@ class Ping(models.Model):
         FAIL = "fail"
         LOG = "log"
 
-    # No index of its own: ping_monitor_at starts with it and serves every lookup by
-    # monitor (the cascade's delete too); a second one cost every ping its pages.
-    monitor = models.ForeignKey(
-        Monitor, on_delete=models.CASCADE, related_name="pings", db_index=False
-    )
+    monitor = models.ForeignKey(Monitor, on_delete=models.CASCADE, related_name="pings")
     at = models.DateTimeField(default=timezone.now)
     type = models.CharField(max_length=8, choices=Type.choices)
     exit_status = models.SmallIntegerField(null=True)
