@@ -26,7 +26,7 @@ from django.db import connection, models
 from django.test import Client
 from django.test.utils import isolate_apps
 
-from onwatch.core.ingest import Accepted, Answer, Route, timings
+from onwatch.core.ingest import Accepted, Answer, Route, timings, writer
 from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.limits import Limit
 from onwatch.core.ingest.request import Request
@@ -375,7 +375,27 @@ def test_with_ingest_timings_set_each_batch_says_where_its_time_went(
         assert len(spans) == len(timings.STAGES)
         assert all(span >= 0 for span in spans)
         assert at + sum(spans) / 1000 <= ended  # recorded before its answer went out
-    assert spent.checkpoints == []  # the test database lives in memory: no WAL
+    # Writers in tests leave the WAL to SQLite (tests/support/fixtures.py): none recorded.
+    assert spent.checkpoints == []
+
+
+@inprocess
+def test_a_writer_in_tests_starts_no_checkpoint_thread_on_the_test_database(
+    app: Ingest,
+) -> None:
+    """The test database is one WAL file for the session: a thread started on it by one
+    test lived on through the others, recording into the first one's timings."""
+    if connection.vendor != "sqlite":
+        pytest.skip("only SQLite has a WAL")
+    m = heartbeat("a")
+    with serving(app) as port:
+        raw(port, "GET", f"/ping/{m.ping_id}")  # Django's: the route learns its headers
+        assert status(raw(port, "GET", f"/ping/{m.ping_id}")) == 200
+        assert app.served == 1
+        raw_connection = app.writer.store.connection.connection  # type: ignore[union-attr]
+        [(path,)] = [row[2:] for row in raw_connection.execute("PRAGMA database_list")]
+        assert raw_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 0
+    assert path and path not in writer._checkpointing
 
 
 @inprocess

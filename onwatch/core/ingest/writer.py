@@ -72,6 +72,11 @@ class Writer:
     """One thread, one connection: takes the jobs waiting, writes them in one transaction,
     answers each through its future."""
 
+    # Whether it leaves the WAL's checkpoints to its own thread (checkpoints()). Off in
+    # tests (tests/support/fixtures.py): their database is one file for the whole session,
+    # and the thread, once started on it, would outlive the test and record into its timings.
+    checkpoints: bool = True
+
     def __init__(
         self, alias: str = "default", clock: Callable[[], datetime] = timezone.now
     ) -> None:
@@ -253,7 +258,7 @@ class Writer:
     def opened(self) -> Store:
         if self.store is None:
             self.store = Store(self.alias)
-            if self.store.sqlite:
+            if self.store.sqlite and self.checkpoints:
                 without_autocheckpoint(self.store, self.recorder)
         return self.store
 
