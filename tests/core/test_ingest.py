@@ -533,6 +533,7 @@ def emptied(path: Any) -> bool:
     return wal.stat().st_size == 0
 
 
+@pytest.mark.once
 def test_a_long_read_does_not_hold_the_writer_up_again_and_again(
     tmp_path: Any, truncations: list[bool]
 ) -> None:
@@ -549,6 +550,7 @@ def test_a_long_read_does_not_hold_the_writer_up_again_and_again(
     assert truncations[-1] and len(truncations) <= 2
 
 
+@pytest.mark.once
 def test_tries_to_empty_the_wal_grow_apart_while_a_read_is_in_it(
     tmp_path: Any, truncations: list[bool]
 ) -> None:
