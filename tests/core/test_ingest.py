@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -26,7 +27,7 @@ from django.db import connection, models
 from django.test import Client
 from django.test.utils import isolate_apps
 
-from onwatch.core.ingest import Accepted, Answer, Route, timings
+from onwatch.core.ingest import Accepted, Answer, Route, timings, writer
 from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.limits import Limit
 from onwatch.core.ingest.request import Request
@@ -375,7 +376,27 @@ def test_with_ingest_timings_set_each_batch_says_where_its_time_went(
         assert len(spans) == len(timings.STAGES)
         assert all(span >= 0 for span in spans)
         assert at + sum(spans) / 1000 <= ended  # recorded before its answer went out
-    assert spent.checkpoints == []  # the test database lives in memory: no WAL
+    # Writers in tests leave the WAL to SQLite (tests/support/fixtures.py): none recorded.
+    assert spent.checkpoints == []
+
+
+@inprocess
+def test_a_writer_in_tests_starts_no_checkpoint_thread_on_the_test_database(
+    app: Ingest,
+) -> None:
+    """The test database is one WAL file for the session: a thread started on it by one
+    test lived on through the others, recording into the first one's timings."""
+    if connection.vendor != "sqlite":
+        pytest.skip("only SQLite has a WAL")
+    m = heartbeat("a")
+    with serving(app) as port:
+        raw(port, "GET", f"/ping/{m.ping_id}")  # Django's: the route learns its headers
+        assert status(raw(port, "GET", f"/ping/{m.ping_id}")) == 200
+        assert app.served == 1
+        raw_connection = app.writer.store.connection.connection  # type: ignore[union-attr]
+        [(path,)] = [row[2:] for row in raw_connection.execute("PRAGMA database_list")]
+        assert raw_connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 0
+    assert path and path not in writer._checkpointing
 
 
 @inprocess
@@ -462,3 +483,81 @@ def test_the_wal_is_emptied_but_a_reader_holds_that_up_only_briefly(tmp_path: An
         assert checkpoint(checkpointer) == 0
     with closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file_only:
         assert file_only.execute("SELECT count(*) FROM t").fetchone()[0] == 1001
+
+
+@pytest.fixture
+def truncations(settings: Any, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each TRUNCATE the checkpoint thread tries, and whether it emptied the WAL."""
+    settings.SQLITE_WAL_LIMIT_MB = 1
+    tried: list[bool] = []
+
+    def counted(conn: Any, recorder: timings.Recorder | None = None) -> bool:
+        tried.append(truncate(conn, recorder))
+        return tried[-1]
+
+    monkeypatch.setattr(writer, "truncate", counted)
+    return tried
+
+
+def read_while_written(path: Any, snapshot_first: bool, seconds: float, row: int) -> None:
+    """A WAL past its limit, written on for `seconds` (rows of `row` bytes) while a read
+    holds a snapshot, taken before the WAL grew or after; the read then ends."""
+    with (
+        closing(sqlite3.connect(path, isolation_level=None)) as db,
+        closing(sqlite3.connect(path, isolation_level=None)) as reader,
+    ):
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # as the writer's own: the thread's job
+        db.execute("CREATE TABLE t (x)")
+        if snapshot_first:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM t").fetchone()  # it reads the WAL
+        db.execute("INSERT INTO t VALUES (randomblob(2000000))")  # past the limit at once
+        if not snapshot_first:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM t").fetchone()
+        checkpoints(str(path))
+        held = time.monotonic() + seconds
+        while time.monotonic() < held:
+            db.execute("INSERT INTO t VALUES (randomblob(?))", (row,))
+            time.sleep(0.01)
+        assert Path(f"{path}-wal").stat().st_size > 2**20
+        reader.execute("COMMIT")
+
+
+def emptied(path: Any) -> bool:
+    wal = Path(f"{path}-wal")
+    deadline = time.monotonic() + 10 * CHECKPOINT_SECONDS
+    while wal.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return wal.stat().st_size == 0
+
+
+@pytest.mark.once
+def test_a_long_read_does_not_hold_the_writer_up_again_and_again(
+    tmp_path: Any, truncations: list[bool]
+) -> None:
+    """Each TRUNCATE holds SQLite's write lock while it waits for readers: tried every look
+    at the WAL while a read kept it, it held the pings 20 ms every 100 ms."""
+    path = tmp_path / "wal.sqlite3"
+    read_while_written(
+        path, snapshot_first=True, seconds=1.5, row=20000
+    )  # some 15 looks at the WAL
+    tried_while_read = len(truncations)
+    assert emptied(path)  # once the read ended
+    # The read kept what was written after its snapshot in the WAL: not worth trying.
+    assert tried_while_read == 0
+    assert truncations[-1] and len(truncations) <= 2
+
+
+@pytest.mark.once
+def test_tries_to_empty_the_wal_grow_apart_while_a_read_is_in_it(
+    tmp_path: Any, truncations: list[bool]
+) -> None:
+    path = tmp_path / "wal.sqlite3"
+    # Little is left to copy (small rows), yet each TRUNCATE waits for the read and fails.
+    read_while_written(path, snapshot_first=False, seconds=2, row=10)
+    tried_while_read = len(truncations)
+    assert emptied(path)
+    assert 1 <= tried_while_read <= 6  # 0.1, 0.2, 0.4, 0.8, then 1 s apart
+    assert not any(truncations[:tried_while_read]) and truncations[-1]

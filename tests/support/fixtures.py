@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
+from onwatch.core.ingest.writer import Writer
 from onwatch.core.models import Membership, Organization
 from onwatch.core.roles import Role
 
@@ -64,6 +65,16 @@ def django_db_modify_db_settings(
     db.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
     yield
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def writers_leave_the_wal_to_sqlite() -> Iterator[None]:
+    """The test database is one file for the session: a checkpoint thread started on it
+    by one test's writer would live on through the others (tests of it use files of their
+    own)."""
+    Writer.checkpoints = False
+    yield
+    Writer.checkpoints = True
 
 
 @pytest.fixture

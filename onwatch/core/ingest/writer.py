@@ -72,6 +72,11 @@ class Writer:
     """One thread, one connection: takes the jobs waiting, writes them in one transaction,
     answers each through its future."""
 
+    # Whether it leaves the WAL's checkpoints to its own thread (checkpoints()). Off in
+    # tests (tests/support/fixtures.py): their database is one file for the whole session,
+    # and the thread, once started on it, would outlive the test and record into its timings.
+    checkpoints: bool = True
+
     def __init__(
         self, alias: str = "default", clock: Callable[[], datetime] = timezone.now
     ) -> None:
@@ -253,7 +258,7 @@ class Writer:
     def opened(self) -> Store:
         if self.store is None:
             self.store = Store(self.alias)
-            if self.store.sqlite:
+            if self.store.sqlite and self.checkpoints:
                 without_autocheckpoint(self.store, self.recorder)
         return self.store
 
@@ -370,10 +375,12 @@ CHECKPOINT_NICE = 10
 # size is looked at this often.
 WAL_LOOK_SECONDS = 0.1
 # TRUNCATE holds SQLite's write lock while it copies what the PASSIVE one before it left
-# and waits for readers to leave the WAL: given up after this (tried again next look),
-# so a long read never holds the pings for longer.
+# and waits for readers to leave the WAL: given up after this, so a read never holds the
+# pings for longer.
 TRUNCATE_WAIT_MS = 20
-# Before it, PASSIVE ones (PASSES at most) until this many pages are left to copy.
+# Before it, PASSIVE ones (PASSES at most) until this many pages are left to copy. More
+# left means a read in progress (a backup, a report, a sqlite3 shell) keeps its snapshot's
+# pages in the WAL, and TRUNCATE would hold the writer TRUNCATE_WAIT_MS only to fail.
 TRUNCATE_LEFT_FRAMES = 256
 PASSES = 3
 _checkpointing: set[str] = set()
@@ -404,24 +411,39 @@ def _checkpoint_loop(path: str, recorder: Recorder | None) -> None:
     wal = Path(f"{path}-wal")
     limit = settings.SQLITE_WAL_LIMIT_MB * 2**20
     last = time.monotonic()
+    wait = WAL_LOOK_SECONDS  # before the WAL's size is acted on again
     while True:
         time.sleep(WAL_LOOK_SECONDS)
-        big = wal_bytes(wal) > limit
-        if not big and time.monotonic() - last < CHECKPOINT_SECONDS:
+        since = time.monotonic() - last
+        big = since >= wait and wal_bytes(wal) > limit
+        if not big and since < CHECKPOINT_SECONDS:
             continue
         last = time.monotonic()
         try:
-            left = checkpoint(conn, recorder)
             if big:
-                # What the writer added meanwhile is copied while it goes on writing, so
-                # that TRUNCATE, which holds it up, finds little left to copy.
-                for _ in range(PASSES):
-                    if left <= TRUNCATE_LEFT_FRAMES:
-                        break
-                    left = checkpoint(conn, recorder)
-                truncate(conn, recorder)
+                wait = emptying(conn, recorder, wait)
+            else:
+                checkpoint(conn, recorder)
         except sqlite3.Error:
             log.warning("ingest: a WAL checkpoint failed; trying again", exc_info=True)
+
+
+def emptying(conn: Any, recorder: Recorder | None, wait: float) -> float:
+    """Copy the WAL into the database and empty it if no read keeps it; how long before
+    the next try. Each TRUNCATE that fails has held the writer up for nothing, so tries
+    grow apart while a read goes on."""
+    left = checkpoint(conn, recorder)
+    # What the writer added meanwhile is copied while it goes on writing, so that
+    # TRUNCATE, which holds it up, finds little left to copy.
+    for _ in range(PASSES):
+        if left <= TRUNCATE_LEFT_FRAMES:
+            break
+        left = checkpoint(conn, recorder)
+    if left > TRUNCATE_LEFT_FRAMES:
+        return CHECKPOINT_SECONDS  # a long read keeps its snapshot's pages in the WAL
+    if truncate(conn, recorder):
+        return WAL_LOOK_SECONDS
+    return min(2 * wait, CHECKPOINT_SECONDS)  # a read was in the WAL: soon over, most likely
 
 
 def wal_bytes(wal: Path) -> int:
