@@ -305,7 +305,9 @@ class Caddy:
                 **plain,
             }
         }
-        own = self.own()
+        # Without HTTPS that server is plain HTTP: onwatch's route there would still carry
+        # the token, and onwatch would take plain requests (passwords, cookies) as HTTPS.
+        own = self.own() if options.https else None
         if sites or own:
             servers["sites"] = {
                 "listen": [f"{options.bind}:{options.port}"],
