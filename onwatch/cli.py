@@ -64,10 +64,10 @@ def behind_caddy(settings: Any) -> list[str]:
 
 
 def no_longer_behind_caddy(settings: Any) -> list[str]:
-    """A plain start loads the deploys app (its API schemas, ssh, git: memory and start
-    time the supervisor keeps all day) only when an earlier start left a route; a route it
-    cannot take away is said, and onwatch starts all the same."""
-    if not (Path(settings.DATA_DIR) / "deploys" / "onwatch.json").exists():
+    """A plain start asks the deploys app (and Caddy) only when an earlier start left a
+    route; a route it cannot take away is said, and onwatch starts all the same."""
+    # deploys/switch.py this_machine(): the Caddy folder of the data directory.
+    if not (Path(settings.DATA_DIR) / "deploys" / "caddy" / "onwatch.json").exists():
         return []
     from onwatch.deploys import services
 

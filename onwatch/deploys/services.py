@@ -1350,9 +1350,9 @@ def serve_onwatch_at(domain: str, host: str, port: int, token: str) -> list[str]
         raise OwnDomainError("onwatch's domain needs HTTPS: unset ONWATCH_CADDY_HTTPS=false")
     dial = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     own = caddy.Own(domain, dial, token)
-    before = here.caddy.own()
     supervisor_was_up, caddy_was_up = here.supervisor.answers(), here.caddy.answers()
     try:
+        before = here.caddy.own()
         here.ensure_running()
         here.caddy.put_own(own)
     except (caddy.CaddyError, procman.ProcmanError) as e:
@@ -1397,10 +1397,10 @@ def stop_serving_onwatch() -> None:
     from onwatch.deploys import switch
 
     here = switch.this_machine()
-    before = here.caddy.own()
-    if before is None:
-        return
     try:
+        before = here.caddy.own()
+        if before is None:
+            return
         here.caddy.put_own(None)  # when Caddy is down, it starts from the file without it
     except caddy.CaddyError as e:
         raise OwnDomainError(str(e)) from None
