@@ -1,6 +1,7 @@
 import gc
 import os
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.urls import get_resolver
 
@@ -10,8 +11,13 @@ django_application = get_asgi_application()
 # Imported once Django is set up: the fast routes the apps registered (heartbeat pings),
 # in front of Django.
 from onwatch.core.ingest.app import Ingest  # noqa: E402
+from onwatch.core.ingest.request import App  # noqa: E402
 
-application = Ingest(django_application)
+application: App = Ingest(django_application)
+if settings.DOMAIN:
+    from onwatch.core.proxied import ProxyGate
+
+    application = ProxyGate(application, settings.PROXY_TOKEN, settings.TRUSTED_PROXIES)
 
 # Every view, loaded now rather than by the first request: with several web workers they
 # are then forked from this one copy and share it (onwatch/prefork.py).

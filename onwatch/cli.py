@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from importlib import import_module
+from pathlib import Path
 from typing import Any, NoReturn
 
 from onwatch.config import ConfigError, unreachable_elsewhere
@@ -49,17 +50,32 @@ def behind_caddy(settings: Any) -> list[str]:
     """With a domain, onwatch's route in this machine's Caddy (one clear line and exit 2
     when it cannot be); without, the route of an earlier start with one is taken away."""
     from onwatch.config import proxy_token
+
+    if not settings.DOMAIN:
+        return no_longer_behind_caddy(settings)
     from onwatch.deploys import services
 
     try:
-        if not settings.DOMAIN:
-            services.stop_serving_onwatch()
-            return []
         # The key may have been made by this very start: the token is derived from it now.
         token = proxy_token(settings.SECRET_KEY)
         return services.serve_onwatch_at(settings.DOMAIN, settings.HOST, settings.PORT, token)
     except services.OwnDomainError as e:
-        fail(f"onwatch cannot be put behind Caddy at {settings.DOMAIN or 'its old domain'}: {e}")
+        fail(f"onwatch cannot be put behind Caddy at {settings.DOMAIN}: {e}")
+
+
+def no_longer_behind_caddy(settings: Any) -> list[str]:
+    """A plain start asks the deploys app (and Caddy) only when an earlier start left a
+    route; a route it cannot take away is said, and onwatch starts all the same."""
+    # deploys/switch.py this_machine(): the Caddy folder of the data directory.
+    if not (Path(settings.DATA_DIR) / "deploys" / "caddy" / "onwatch.json").exists():
+        return []
+    from onwatch.deploys import services
+
+    try:
+        services.stop_serving_onwatch()
+    except services.OwnDomainError as e:
+        return [f"onwatch: warning: Caddy still sends onwatch's old domain here: {e}"]
+    return []
 
 
 def become_supervisor(host: str, port: int) -> NoReturn:
@@ -135,7 +151,9 @@ def cmd_web(args: argparse.Namespace) -> int:
         host=settings.HOST,
         port=settings.PORT,
         lifespan="off",
-        proxy_headers=True,
+        # With a domain, only requests with Caddy's token may name their client and
+        # scheme: onwatch/asgi.py's ProxyGate reads the headers then.
+        proxy_headers=not settings.DOMAIN,
         forwarded_allow_ips=settings.TRUSTED_PROXIES,
         timeout_graceful_shutdown=5,
         workers=settings.WEB_WORKERS,

@@ -161,6 +161,13 @@ def own_domain(raw: str, listen_host: str) -> str:
             f"ONWATCH_DOMAIN={raw!r} is not a host name; use a name like ops.example.com "
             "(no https://, no port)"
         )
+    if domain == "localhost":
+        # HTTPS there would hold for every port of localhost (HSTS knows no ports): plain
+        # `onwatch up` and the user's other local servers would stop opening.
+        raise ConfigError(
+            "ONWATCH_DOMAIN=localhost would move every local server to HTTPS; "
+            "use onwatch.localhost instead"
+        )
     if not is_loopback(listen_host):
         raise ConfigError(
             f"ONWATCH_HOST={listen_host} with a domain would let browsers around Caddy; "

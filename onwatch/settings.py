@@ -19,6 +19,7 @@ from onwatch.config import (
     env,
     env_bool,
     env_int,
+    is_local_name,
     own_domain,
     plain_http_over_network,
     proxy_token,
@@ -244,14 +245,25 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # HSTS is only ever sent over HTTPS; behind Caddy (or any proxy) the scheme comes from it.
-SECURE_HSTS_SECONDS = env_int("ONWATCH_HSTS_SECONDS", 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ONWATCH_HSTS_INCLUDE_SUBDOMAINS", True)
+# A local name (tls internal) gets a day, for itself alone: its certificate lives only as
+# long as Caddy's data folder, and a browser told to insist on HTTPS for a year (and for
+# every name below it) would refuse the name after a reinstall or a plain restart.
+_public = not (DOMAIN and is_local_name(DOMAIN))
+SECURE_HSTS_SECONDS = env_int("ONWATCH_HSTS_SECONDS", 31536000 if _public else 86400)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _public and env_bool("ONWATCH_HSTS_INCLUDE_SUBDOMAINS", True)
 # The preload token alone changes nothing in browsers (a domain joins their lists only when
 # someone submits it), and it lets `check --deploy` pass clean; ONWATCH_HSTS_PRELOAD=false
 # drops it.
-SECURE_HSTS_PRELOAD = env_bool("ONWATCH_HSTS_PRELOAD", True)
+SECURE_HSTS_PRELOAD = _public and env_bool("ONWATCH_HSTS_PRELOAD", True)
 SECURE_SSL_REDIRECT = SITE.https
 if DOMAIN:
+    # Plain requests to the loopback port go to the site, not to the host they named
+    # (http://localhost:8000 would become https://localhost:8000, where nothing answers).
+    SECURE_SSL_HOST = SITE.origin.split("://", 1)[1]
+    # Ping URLs and DSNs handed out before the domain still name the loopback port: curl
+    # takes a redirect for success and SDKs do not follow one on POST, so those would be
+    # lost. onwatch listens on loopback alone here, so only this machine reaches them.
+    SECURE_REDIRECT_EXEMPT = [r"^ping/", r"^api/\d+/(envelope|store)/$"]
     # Only Caddy's token makes a request HTTPS (core/middleware.py's ProxyTokenMiddleware).
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + PROXY_HEADER.upper().replace("-", "_"), "https")
 elif env_bool("ONWATCH_BEHIND_PROXY", SITE.https):

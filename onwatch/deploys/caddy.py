@@ -229,8 +229,11 @@ class Caddy:
     def own(self) -> Own | None:
         if not self.own_file.exists():
             return None
-        saved = json.loads(self.own_file.read_text())
-        return Own(saved["domain"], saved["dial"], saved["token"])
+        try:
+            saved = json.loads(self.own_file.read_text())
+            return Own(saved["domain"], saved["dial"], saved["token"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CaddyError(f"{self.own_file} cannot be read ({e}): remove it") from None
 
     def put_own(self, own: Own | None) -> bool:
         """Send `own.domain` to onwatch itself (None: no longer), beside the services' sites
@@ -305,7 +308,9 @@ class Caddy:
                 **plain,
             }
         }
-        own = self.own()
+        # Without HTTPS that server is plain HTTP: onwatch's route there would still carry
+        # the token, and onwatch would take plain requests (passwords, cookies) as HTTPS.
+        own = self.own() if options.https else None
         if sites or own:
             servers["sites"] = {
                 "listen": [f"{options.bind}:{options.port}"],

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from statistics import median
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -50,6 +50,9 @@ from onwatch.deploys.models import (
     Trigger,
     WebhookDelivery,
 )
+
+if TYPE_CHECKING:
+    from onwatch.deploys.switch import Machine
 
 KIND = "deploys.pipeline"
 DEPLOY_KIND = "deploys.deploy"
@@ -1342,17 +1345,35 @@ def serve_onwatch_at(domain: str, host: str, port: int, token: str) -> list[str]
     from onwatch.deploys import switch
 
     here = switch.this_machine()
+    if not here.options.https:
+        # Said before anything starts: a refusal leaves nothing running.
+        raise OwnDomainError("onwatch's domain needs HTTPS: unset ONWATCH_CADDY_HTTPS=false")
     dial = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     own = caddy.Own(domain, dial, token)
-    before = here.caddy.own()
+    supervisor_was_up, caddy_was_up = here.supervisor.answers(), here.caddy.answers()
     try:
+        before = here.caddy.own()
         here.ensure_running()
         here.caddy.put_own(own)
     except (caddy.CaddyError, procman.ProcmanError) as e:
-        raise OwnDomainError(str(e)) from None
+        left = _stop_what_was_started(here, supervisor_was_up, caddy_was_up)
+        raise OwnDomainError(str(e) + left) from None
     if before is None or before.domain != domain:
         audit.record("onwatch-domain-set", actor=audit.CLI, target=domain)
     return _own_lines(own, here.caddy, here.options.https_port)
+
+
+def _stop_what_was_started(here: Machine, supervisor_was_up: bool, caddy_was_up: bool) -> str:
+    """A refused domain leaves the machine as it found it ("nothing was changed" holds for
+    processes too); "" when it does, else what is left running."""
+    try:
+        if not supervisor_was_up and here.supervisor.answers():
+            here.supervisor.shutdown()
+        elif not caddy_was_up and here.supervisor.has(caddy.PROGRAM):
+            here.supervisor.stop(caddy.PROGRAM)
+    except procman.ProcmanError as e:
+        return f" (but Caddy may still run: {e})"
+    return ""
 
 
 def _own_lines(own: caddy.Own, proxy: caddy.Caddy, https_port: int) -> list[str]:
@@ -1376,10 +1397,10 @@ def stop_serving_onwatch() -> None:
     from onwatch.deploys import switch
 
     here = switch.this_machine()
-    before = here.caddy.own()
-    if before is None:
-        return
     try:
+        before = here.caddy.own()
+        if before is None:
+            return
         here.caddy.put_own(None)  # when Caddy is down, it starts from the file without it
     except caddy.CaddyError as e:
         raise OwnDomainError(str(e)) from None

@@ -209,6 +209,57 @@ def test_a_taken_https_port_is_refused_in_one_line_and_nothing_is_left_set_up(
     machine = machine_of(env)
     assert machine.caddy.own() is None
     assert DOMAIN not in machine.caddy.config_file.read_text()
+    assert not machine.supervisor.answers()  # what this attempt started is stopped again
+
+
+def test_bare_localhost_is_refused_in_one_line(env: dict[str, str]) -> None:
+    # HSTS for localhost would hold for every port of it: plain `onwatch up` and the
+    # user's other local servers would stop opening in that browser.
+    done = run(["up", "--domain", "localhost"], env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "onwatch: ONWATCH_DOMAIN=localhost would move every local server to HTTPS; "
+        "use onwatch.localhost instead"
+    ]
+    assert not (Path(env["ONWATCH_DATA_DIR"]) / "deploys").exists()
+
+
+def test_a_domain_without_https_is_refused_before_anything_starts(env: dict[str, str]) -> None:
+    done = run(["up", "--domain", DOMAIN], {**env, "ONWATCH_CADDY_HTTPS": "false"}, timeout=90)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"onwatch: onwatch cannot be put behind Caddy at {DOMAIN}: onwatch's domain needs "
+        "HTTPS: unset ONWATCH_CADDY_HTTPS=false"
+    ]
+    machine = machine_of(env)
+    assert not machine.supervisor.answers()
+    assert not machine.caddy.config_file.exists()
+
+
+def test_caddy_without_https_leaves_onwatchs_route_out(tmp_path: Path) -> None:
+    # A route saved by an earlier start with HTTPS: a plain HTTP server with the token
+    # would make onwatch take plain requests (passwords, cookies) for HTTPS.
+    proxy = caddy.Caddy(tmp_path, caddy.Options(https=False))
+    proxy.own_file.write_text(json.dumps({"domain": DOMAIN, "dial": "127.0.0.1:1", "token": "t"}))
+    proxy.put_site(caddy.Site("shop.localhost", (free_port(), free_port())))
+    config = proxy.config()
+    assert DOMAIN not in json.dumps(config)
+    assert '"t"' not in json.dumps(config)
+    assert caddy.PROXY_HEADER not in json.dumps(config)
+
+
+def test_plain_up_with_an_unreadable_old_route_warns_and_starts(env: dict[str, str]) -> None:
+    own = machine_of(env).caddy.own_file
+    own.parent.mkdir(mode=0o700, parents=True)
+    own.write_text("{half written")
+    with Running(["up"], env) as plain:
+        warning = plain.wait_for("warning", timeout=90)
+        plain.wait_for("running at http://localhost")
+        assert warning == (
+            "onwatch: warning: Caddy still sends onwatch's old domain here: "
+            f"{own} cannot be read (Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1)): remove it"
+        )
 
 
 def test_without_caddy_the_domain_is_refused_in_one_line(

@@ -143,7 +143,7 @@ class Ingest:
         if any(name.lower() == b"set-cookie" for name, _ in headers):
             return  # an answer for one client only
         self.answers[key] = Learned.of(headers)
-        scheme, proto, host = (part.decode("latin-1") for part in key[1])
+        scheme, proto, host, _ = (part.decode("latin-1") for part in key[1])
         log.info("%s to %s://%s are now taken ahead of Django", key[0], proto or scheme, host)
 
 

@@ -59,7 +59,10 @@ def screen(scope: Scope, methods: frozenset[str], max_body: int) -> Request | No
             return None  # sessions: Django's business
     if declared is not None and declared > max_body:
         return None  # Django refuses it with its reason
-    key = (scope["scheme"].encode(), proto, host)
+    # Whether Caddy's token came with it (core/proxied.py): with a domain, headers learned
+    # for Caddy's requests are not given to requests straight to the loopback port.
+    proxied = b"proxied" if scope.get("onwatch.proxied") else b""
+    key = (scope["scheme"].encode(), proto, host, proxied)
     return Request(
         method,
         scope["path"],
