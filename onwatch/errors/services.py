@@ -604,12 +604,17 @@ def count_event(
     if outcome.alert:
         alerting.send(outcome.alert, issue, project, s.release)
     if digest:
-        jobs.enqueue(
-            DIGEST_KIND,
-            {"issue": issue.pk, "minutes": states.DIGEST_MINUTES},
-            org=project.org,
-            delay=states.DIGEST_MINUTES * 60,
-        )
+        digest_later(issue, project)
+
+
+def digest_later(issue: Issue, project: Project) -> None:
+    """The crash loop's digest, sent once its minutes have passed."""
+    jobs.enqueue(
+        DIGEST_KIND,
+        {"issue": issue.pk, "minutes": states.DIGEST_MINUTES},
+        org=project.org,
+        delay=states.DIGEST_MINUTES * 60,
+    )
 
 
 def write_issues(issues: list[Issue], names: set[str]) -> None:
@@ -724,12 +729,7 @@ def issue_changed(
         issue.refresh_from_db()
         alerting.send(outcome.alert, issue, project, release)
     if digest:
-        jobs.enqueue(
-            DIGEST_KIND,
-            {"issue": issue.pk, "minutes": states.DIGEST_MINUTES},
-            org=project.org,
-            delay=states.DIGEST_MINUTES * 60,
-        )
+        digest_later(issue, project)
 
 
 def send_digest(issue_id: int, minutes: int, now: datetime) -> int:
