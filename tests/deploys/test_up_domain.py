@@ -23,7 +23,7 @@ import pytest
 
 from onwatch.deploys import caddy
 from onwatch.deploys.switch import Machine
-from tests.support.procs import ROOT, Running, free_port, isolated, run
+from tests.support.procs import ROOT, Running, free_port, isolated, port_freed, run
 from tests.support.switching import stop_everything
 
 DOMAIN = "onwatch.localhost"
@@ -142,6 +142,7 @@ def test_up_with_a_domain_serves_onwatch_over_https_behind_caddy(env: dict[str, 
 
     # onwatch restarted: the route is still there, and the same.
     config = machine.caddy.config_file.read_text()
+    port_freed(int(env["ONWATCH_PORT"]))
     with Running(["up", "--domain", DOMAIN], env) as again:
         again.wait_for("running at https://")
         assert login_page(env).status == 200
@@ -153,6 +154,7 @@ def test_without_the_domain_again_onwatch_leaves_caddy(env: dict[str, str]) -> N
         up.wait_for("running at https://", timeout=90)
     machine = machine_of(env)
     assert DOMAIN in machine.caddy.config_file.read_text()
+    port_freed(int(env["ONWATCH_PORT"]))
     with Running(["up"], env) as plain:
         plain.wait_for("running at http://localhost")
     assert machine.caddy.own() is None

@@ -172,6 +172,20 @@ class Running:
             os.killpg(self.proc.pid, 9)
 
 
+def port_freed(port: int, timeout: float = 15) -> None:
+    """Wait until nothing listens on the loopback port: a stopped onwatch's web workers,
+    killed with its process group, may hold it for a moment after their parent is gone
+    (and a new `onwatch up` on it rightly refuses a port in use)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"port {port} still answers {timeout} s after onwatch stopped")
+        time.sleep(0.05)
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     import urllib.request
 
