@@ -182,3 +182,26 @@ def test_issues_are_listed_resolved_merged_and_split_through_the_api(
     resolved = api.get(f"/api/v1/errors/issues/?project={project.pk}&state=resolved").json()
     assert [i["title"] for i in resolved["issues"]] == ["KeyError: boom"]
     assert api.get("/api/v1/errors/issues/?state=x").status_code == 422
+
+
+def test_commit_ids_as_release_names_are_shown_short_and_versions_whole(
+    project: Project, members: dict[str, Any]
+) -> None:
+    """Apps deployed by onwatch often name their release by commit: 40 characters in every
+    column made the list unreadable. Pages show the first 12, as the deploy pages do; the
+    latest event keeps the whole id, and version names stay as they are."""
+    old, new = (
+        "804c312cedf452c3b68368307696442fd639d4ed",
+        "73d4baaa67784ace351d609c6e071aed4e0d2ca8",
+    )
+    sent = [crash("LookupError", release=old), crash("LookupError", release=new)]
+    services.take(intake.Incoming(project.pk, project.public_key, "", sent), timezone.now())
+    services.resolve(issue("LookupError"), new, SYSTEM, timezone.now())
+    viewer = signed_in(members["viewer"])
+    listed = viewer.get(f"/errors/{project.pk}/?state=all").content.decode()
+    assert f"{old[:12]} → {new[:12]}" in listed and old not in listed
+    assert "1.0.0" in listed  # a version name, whole
+    assert f"Resolved in {new[:12]}" in listed
+    page = viewer.get(f"/errors/issues/{issue('LookupError').pk}/").content.decode()
+    assert f"in {old[:12]}, last seen" in page
+    assert f"release {new}." in page  # the latest event: the whole id
