@@ -19,7 +19,7 @@ from onwatch.core.decorators import can, require
 from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.rest import org_of
-from onwatch.deploys import deploy_views, sandbox, services, svcusers, workdir
+from onwatch.deploys import deploy_views, git, sandbox, services, svcusers, workdir
 from onwatch.deploys.forms import SecretForm, ServiceForm
 from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Refusal, ServiceFields
@@ -62,7 +62,8 @@ def save_form(request: HttpRequest, form: ServiceForm, service: Service | None) 
 def service_add(request: HttpRequest) -> HttpResponse:
     form = ServiceForm(request.POST or None, org=org_of(request))
     if request.method == "POST" and (saved := save_form(request, form, None)):
-        messages.success(request, f"Added {saved.name}. Give the repository its deploy key.")
+        key = " Give the repository its deploy key." if git.ssh_endpoint(saved.git_url) else ""
+        messages.success(request, f"Added {saved.name}.{key}")
         return redirect("service_detail", pk=saved.pk)
     return render(request, "deploys/form.html", {"form": form, "service": None})
 
@@ -188,6 +189,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "service": service,
         "branches": branches,
         "fingerprints": ssh.fingerprints(service.known_hosts),
+        "uses_deploy_key": git.ssh_endpoint(service.git_url) is not None,
         "evidence": services.evidence(service),
         "alert_channels": None if service.all_channels else list(service.channels.all()),
         "memory_by": sandbox.memory_enforced_by(),

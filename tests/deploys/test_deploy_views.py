@@ -38,6 +38,8 @@ def test_a_deployer_deploys_from_the_page_and_reads_its_timeline(
     answer = deployer.post(f"{page}deploy/", {"commit": "abc1234"})
     deploy = Deploy.objects.get()
     assert answer.status_code == 302 and answer["Location"] == f"/deploys/{deploy.pk}/"
+    queued = deployer.get(f"/deploys/{deploy.pk}/").content.decode()
+    assert "its whole log; cancel it there" in queued
     started = timezone.now()
     services.deploy_step(deploy, step("start", started, 0.8, True, "release 1 runs on port 5"))
     services.deploy_step(
@@ -47,6 +49,7 @@ def test_a_deployer_deploys_from_the_page_and_reads_its_timeline(
     services.deploy_ended(deploy, State.FAILED, "it never got healthy", "nothing")
     timeline = html.unescape(deployer.get(f"/deploys/{deploy.pk}/").content.decode())
     assert "Deploy #" in timeline and "failed: it never got healthy" in timeline
+    assert "(its whole log)" in timeline and "cancel it there" not in timeline
     assert "0.8 s" in timeline and "ok</span>: release 1 runs on port 5" in timeline
     assert "4.0 s" in timeline and "failed</span>: release 1 never answered 200 3 times" in timeline
     refused = deployer.post(f"{page}rollback/", follow=True).content.decode()

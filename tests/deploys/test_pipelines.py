@@ -88,6 +88,7 @@ def test_a_green_pipeline_tests_the_exact_commit_in_a_workspace_it_then_removes(
     assert sha in shown and "python3 -m unittest -v" in shown and "test_sum" in shown
     # The pipeline and each of its three steps; ended, so the log is not followed.
     assert shown.count('class="state-succeeded"') == 4 and "logstream.js" not in shown
+    assert f"#{pipeline.job.pk}</a>" in shown and "cancel it there" not in shown
 
 
 def test_a_red_pipeline_fails_at_its_test_and_alerts_then_the_next_green_one_says_fixed(

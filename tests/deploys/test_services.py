@@ -55,6 +55,31 @@ def test_a_service_added_on_its_page_gets_a_deploy_key_and_secrets_never_shown_a
     assert service.secrets == {} and entries("service-secret-removed")
 
 
+@pytest.mark.parametrize(
+    ("git_url", "key_needed"),
+    [
+        ("git@github.com:acme/shop.git", True),
+        ("ssh://git@git.example.com:2222/acme/shop.git", True),
+        ("https://github.com/acme/shop.git", False),
+        ("/srv/git/shop.git", False),
+    ],
+)
+def test_the_deploy_key_is_asked_for_only_where_git_uses_it(
+    members: dict[str, Any], git_url: str, key_needed: bool
+) -> None:
+    """Only SSH addresses are fetched with the deploy key; for the others the page says it
+    is not needed (it is still shown, for a later move to SSH)."""
+    admin = signed_in(members["admin"])
+    r = admin.post(
+        "/services/add/", {"name": "shop", "git_url": git_url, "branch": "main"}, follow=True
+    )
+    page = r.content.decode()
+    service = Service.objects.get(name="shop")
+    assert service.deploy_public_key in page
+    assert ("Give the repository its deploy key." in page) is key_needed
+    assert ("Not needed: onwatch reads this repository without a key." in page) is not key_needed
+
+
 def test_the_page_refuses_an_address_git_must_not_fetch(members: dict[str, Any]) -> None:
     admin = signed_in(members["admin"])
     form = {"name": "shop", "git_url": "ext::sh -c touch% /tmp/pwned", "branch": "main"}
