@@ -65,6 +65,11 @@ def test_the_favicon_and_static_files_leave_the_enrolment_secret_alone(tmp_path:
         page.go_back()
         assert shown_secret(page) == secret
         enrol_with(page, secret)
+        # The recovery codes' two links read as two, not as one underlined line.
+        download = page.get_by_role("link", name="Download codes").bounding_box()
+        generate = page.get_by_role("link", name="Generate new codes").bounding_box()
+        assert download is not None and generate is not None
+        assert generate["x"] - (download["x"] + download["width"]) >= 16
         page.goto(base + "/")
         expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
