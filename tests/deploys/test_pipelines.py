@@ -218,6 +218,56 @@ def test_a_step_that_hangs_is_stopped_at_its_time_limit_with_one_line_and_nothin
     assert line in alert.body and "waiting for the server" in alert.body
 
 
+# Each misbehaving step, as its command in onwatch.toml, and the one line it fails with.
+RUNAWAYS = {
+    "fork bomb": (
+        "b() {{ b | b & }}; b; exec -a {word} sleep 60",
+        "started more than 64 processes",
+    ),
+    "memory hog": (
+        "exec -a {word} python3 -c \\\"b = [b'x' * 2**20 for _ in iter(int, 1)]\\\"",
+        "used more than 256 MiB of memory",
+    ),
+    # Long lines: each line is a row of the job's log, and 1 MiB of short ones (50,000 rows)
+    # takes half a minute to store on a loaded machine.
+    "flood": ("exec -a {word} yes $(printf %01000d 0)", "printed more than 1 MiB"),
+}
+
+
+def test_a_fork_bomb_a_memory_hog_and_a_flood_fail_their_step_while_another_pipeline_runs_on(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ends its pipeline as failed with the limit it hit, nothing of it left running,
+    while another service's pipeline, running all along, passes afterwards."""
+    limits = sandbox.Limits(memory_bytes=256 * 1024**2, processes=64, output_bytes=1024**2)
+    monkeypatch.setattr(pipelines, "STEP_LIMITS", limits)
+    waits = "touch started; until [ -e go ]; do sleep 0.1; done; python3 -m unittest"
+    waits = f'[test]\ncommand = "{waits}"\n'
+    commit(tmp_path / "blog", {**project(), "onwatch.toml": waits}, "Wait")
+    fields = services.ServiceFields(name="blog", git_url=str(tmp_path / "blog"), branch="main")
+    other = services.run_pipeline(services.add_service(org, fields, SYSTEM), SYSTEM, "ui")
+    job = jobs.claim("test-worker", [services.KIND])
+    assert job is not None
+    thread = run_in_thread(job)
+    wait_until((workspace_of(other) / "started").exists, 60, "the other pipeline's step")
+    service = service_for(org, str(tmp_path / "repo"))
+    for name, (command, said) in RUNAWAYS.items():
+        word = marker()
+        toml = f'[test]\ncommand = "{command.format(word=word)}"\n'
+        commit(tmp_path / "repo", {"onwatch.toml": toml}, name)
+        pipeline = beside_a_writer(lambda: run(services.run_pipeline(service, SYSTEM, "ui")))
+        line = f"{said}, the step's limit"
+        assert (pipeline.state, pipeline.reason) == (State.FAILED, line), name
+        assert steps_of(pipeline)[-1] == ("test", State.FAILED, None, line), name
+        assert processes_with(word) == [], f"something of the {name} is still running"
+        assert not workspace_of(pipeline).exists()
+    (workspace_of(other) / "go").touch()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the other pipeline did not end"
+    other.refresh_from_db()
+    assert other.state == State.SUCCEEDED, (steps_of(other), log_of(other))
+
+
 def test_secrets_are_stored_encrypted_and_given_to_the_steps_as_environment(
     org: Organization, tmp_path: Path
 ) -> None:
