@@ -10,7 +10,9 @@ whose build is `uv sync --frozen` and whose test is `uv run pytest -q` followed 
 script that prints the time five times. One pipeline and one run by hand warm the caches
 first. Then each push commits a change and queues a pipeline (`onwatch pipelines run`),
 follows its log over server-sent events like a browser, and when it has ended runs the
-same commands by hand (a fresh clone at the commit, the same uv, a warm cache of its own).
+same commands by hand: a fresh clone at the commit, the same uv, and what onwatch's steps
+get (their environment, not the caller's; a warm dependency cache and warm bytecode of
+their own, shared as onwatch shares them).
 
 Prints: queue-to-start latency (pipeline queued → started by the worker), onwatch's
 overhead (pipeline wall time, checkout included, over the by-hand time: target ≤ 1.10)
@@ -140,23 +142,80 @@ def head(repo: Path) -> str:
 
 
 def by_hand(
-    repo: Path, sha: str, uv: str, cache: Path, scratch: Path, parts: dict[str, list[float]]
+    repo: Path, sha: str, uv: str, caches: Path, scratch: Path, parts: dict[str, list[float]]
 ) -> float:
     """Seconds for the pipeline's commands run directly: clone, checkout, build, test;
-    each part's seconds are added to `parts`."""
+    each part's seconds are added to `parts`. They get what onwatch's steps get (hand_env),
+    with caches of their own kept warm between runs: dependencies and bytecode."""
     work = scratch / f"hand-{sha[:12]}-{time.monotonic_ns()}"
-    env = {**os.environ, "UV_CACHE_DIR": str(cache), "PATH": f"{Path(uv).parent}:/usr/bin:/bin"}
     started = time.monotonic()
     with timed(parts, "clone"):
         subprocess.run(["git", "clone", "--quiet", str(repo), str(work)], check=True)
     with timed(parts, "checkout"):
         subprocess.run(["git", "checkout", "--quiet", sha], cwd=work, check=True)
+    env = hand_env(work, uv, caches)
     for name, command in zip(("build", "test"), BY_HAND, strict=True):
         with timed(parts, name):
             subprocess.run(
                 ["bash", "-c", command], cwd=work, env=env, check=True, capture_output=True
             )
     return time.monotonic() - started
+
+
+# What onwatch's steps get for the same commands (deploys/pipelines.step_env and
+# workdir.tool_env), so the ratio measures onwatch and not a difference of conditions:
+# not the caller's environment (its PYTHONDONTWRITEBYTECODE would make Python compile
+# pytest at every run, its UV_* or VIRTUAL_ENV would point uv elsewhere, its HOME's uv
+# settings and Pythons would apply).
+CACHE_VARIABLES = {"uv": "UV_CACHE_DIR", "pip": "PIP_CACHE_DIR", "npm": "npm_config_cache"}
+# As root, onwatch's steps share one mount with their caches and uv hard-links from them;
+# otherwise it copies (workdir.tool_env).
+LINK_MODE = "hardlink" if os.geteuid() == 0 else "copy"
+SYSTEM_CERTIFICATES = "/etc/ssl/certs/ca-certificates.crt"
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def hand_env(work: Path, uv: str, caches: Path) -> dict[str, str]:
+    env = {name: str(caches / cache) for cache, name in CACHE_VARIABLES.items()}
+    return {
+        "PATH": f"{Path(uv).parent}:/usr/bin:/bin",
+        "HOME": str(work / ".home"),
+        "LANG": "C.UTF-8",
+        "CI": "true",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPYCACHEPREFIX": str(share_bytecode(caches / "bytecode", work, caches / "uv")),
+        **env,
+        "UV_PYTHON_INSTALL_DIR": str(caches / "uv" / "python"),
+        "UV_LINK_MODE": LINK_MODE,
+        **certificates(uv),
+    }
+
+
+def certificates(uv: str) -> dict[str, str]:
+    """The machine's trusted certificates, as onwatch names them to its steps (behind a
+    TLS proxy, only these reach PyPI)."""
+    if not Path(SYSTEM_CERTIFICATES).is_file():
+        return {}
+    said = subprocess.run([uv, "help", "sync"], capture_output=True, text=True).stdout
+    flag = "UV_SYSTEM_CERTS" if "UV_SYSTEM_CERTS" in said else "UV_NATIVE_TLS"
+    named = {name: SYSTEM_CERTIFICATES for name in ("SSL_CERT_FILE", "PIP_CERT")}
+    return {**named, "NODE_EXTRA_CA_CERTS": SYSTEM_CERTIFICATES, flag: "true"}
+
+
+def share_bytecode(cache: Path, work: Path, uv_cache: Path) -> Path:
+    """The bytecode a run by hand finds, as onwatch's steps find theirs (see
+    workdir.share_bytecode): a fresh folder per run, in which the system's, uv's Python's
+    and the virtualenv's bytecode are links to what earlier runs compiled; the checkout's
+    own is compiled again."""
+    prefix = cache / ".runs" / work.name
+    shared = {Path(d): Path(d) for d in (*SYSTEM_DIRS, uv_cache / "python")}
+    shared[work / ".venv"] = Path("/.venv")
+    for folder, kept in shared.items():
+        (cache / kept.relative_to("/")).mkdir(parents=True, exist_ok=True)
+        mirror = prefix / folder.relative_to("/")
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        mirror.symlink_to(cache / kept.relative_to("/"))
+    return prefix
 
 
 @contextmanager
@@ -248,7 +307,7 @@ class Bench:
     delays: list[float] = field(default_factory=list)
 
     def by_hand(self, sha: str, parts: dict[str, list[float]]) -> float:
-        return by_hand(self.repo, sha, self.uv, self.scratch / "hand-cache", self.scratch, parts)
+        return by_hand(self.repo, sha, self.uv, self.scratch / "hand-caches", self.scratch, parts)
 
     def pipeline(self, delays: list[float] | None = None) -> int:
         return run_pipeline(

@@ -219,6 +219,94 @@ def test_a_step_that_hangs_is_stopped_at_its_time_limit_with_one_line_and_nothin
     assert line in alert.body and "waiting for the server" in alert.body
 
 
+# Each misbehaving step, as its command in onwatch.toml, and the one line it fails with.
+RUNAWAYS = {
+    "fork bomb": (
+        "b() {{ b | b & }}; b; exec -a {word} sleep 60",
+        "started more than 64 processes",
+    ),
+    "memory hog": (
+        "exec -a {word} python3 -c \\\"b = [b'x' * 2**20 for _ in iter(int, 1)]\\\"",
+        "used more than 256 MiB of memory",
+    ),
+    # Long lines: each line is a row of the job's log, and 1 MiB of short ones (50,000 rows)
+    # takes half a minute to store on a loaded machine.
+    "flood": ("exec -a {word} yes $(printf %01000d 0)", "printed more than 1 MiB"),
+}
+
+
+def waiting_pipeline(
+    org: Organization, repo: Path, secrets: dict[str, str] | None = None
+) -> tuple[Pipeline, threading.Thread, str]:
+    """Another service's pipeline, running in a thread: its step waits until its workspace
+    holds a file named go, then passes. Also the word its step's processes are found by."""
+    word = marker()
+    waits = f"touch started; until [ -e go ]; do sleep 0.1; done; python3 -m unittest # {word}"
+    commit(repo, {**project(), "onwatch.toml": f'[test]\ncommand = "{waits}"\n'}, "Wait")
+    fields = services.ServiceFields(name="blog", git_url=str(repo), branch="main")
+    other = services.run_pipeline(services.add_service(org, fields, SYSTEM, secrets), SYSTEM, "ui")
+    job = jobs.claim("test-worker", [services.KIND])
+    assert job is not None
+    thread = run_in_thread(job)
+    wait_until((workspace_of(other) / "started").exists, 60, "the other pipeline's step")
+    return other, thread, word
+
+
+def passes_at_last(other: Pipeline, thread: threading.Thread) -> None:
+    (workspace_of(other) / "go").touch()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the other pipeline did not end"
+    other.refresh_from_db()
+    assert other.state == State.SUCCEEDED, (steps_of(other), log_of(other))
+
+
+def test_a_fork_bomb_a_memory_hog_and_a_flood_fail_their_step_while_another_pipeline_runs_on(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ends its pipeline as failed with the limit it hit, nothing of it left running,
+    while another service's pipeline, running all along, passes afterwards."""
+    limits = sandbox.Limits(memory_bytes=256 * 1024**2, processes=64, output_bytes=1024**2)
+    monkeypatch.setattr(pipelines, "STEP_LIMITS", limits)
+    other, thread, _ = waiting_pipeline(org, tmp_path / "blog")
+    service = service_for(org, str(tmp_path / "repo"))
+    for name, (command, said) in RUNAWAYS.items():
+        word = marker()
+        toml = f'[test]\ncommand = "{command.format(word=word)}"\n'
+        commit(tmp_path / "repo", {"onwatch.toml": toml}, name)
+        pipeline = beside_a_writer(lambda: run(services.run_pipeline(service, SYSTEM, "ui")))
+        line = f"{said}, the step's limit"
+        assert (pipeline.state, pipeline.reason) == (State.FAILED, line), name
+        assert steps_of(pipeline)[-1] == ("test", State.FAILED, None, line), name
+        assert processes_with(word) == [], f"something of the {name} is still running"
+        assert not workspace_of(pipeline).exists()
+    passes_at_last(other, thread)
+
+
+SNOOP = """for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < "$f"; done
+grep -l blog-token /proc/[0-9]*/environ
+echo done looking
+"""
+
+
+def test_a_step_cannot_read_the_secrets_of_another_services_running_step(
+    org: Organization, tmp_path: Path
+) -> None:
+    secret = "blog-token-5ca1ab1e"
+    other, thread, word = waiting_pipeline(org, tmp_path / "blog", {"BLOG_TOKEN": secret})
+    # There to be read: the other step's processes hold it in their environment.
+    held = [Path(f"/proc/{pid}/environ").read_bytes() for pid in processes_with(word)]
+    assert any(secret.encode() in environ for environ in held)
+    snoops = {"onwatch.toml": '[test]\ncommand = "bash snoop.sh"\n', "snoop.sh": SNOOP}
+    commit(tmp_path / "repo", snoops, "Look around")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = beside_a_writer(lambda: run(services.run_pipeline(service, SYSTEM, "ui")))
+    seen = log_of(pipeline)
+    # It read its own environment, and nothing of the other's.
+    assert f"ONWATCH_PIPELINE={pipeline.pk}" in seen and "done looking" in seen, seen
+    assert secret not in seen and "BLOG_TOKEN" not in seen
+    passes_at_last(other, thread)
+
+
 def test_secrets_are_stored_encrypted_and_given_to_the_steps_as_environment(
     org: Organization, tmp_path: Path
 ) -> None:
