@@ -100,7 +100,14 @@ def _uids_held() -> Iterator[set[int]]:
     """The uids given so far, while no other onwatch process of this data directory
     chooses or records one."""
     path = _used_file()
-    with path.open("a+") as held:
+    try:
+        held = path.open("a+")
+    except OSError as e:
+        raise UserError(
+            f"onwatch could not open {path}, where it keeps the ids given to services' users "
+            f"({e.strerror or e}); make the data directory writable for it"
+        ) from None
+    with held:
         fcntl.flock(held, fcntl.LOCK_EX)
         held.seek(0)
         yield {int(line) for line in held.read().split() if line.isdigit()}

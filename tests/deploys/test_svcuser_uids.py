@@ -82,3 +82,18 @@ def test_a_user_made_by_an_older_onwatch_is_remembered_when_used_or_removed(
     svcusers.remove(OLD)
     assert (data_dir / svcusers.USED_FILE).read_text().split() == [str(uid)]
     assert pwd.getpwnam(svcusers.ensure(NEW)).pw_uid != uid
+
+
+def test_a_data_directory_where_the_ids_cannot_be_kept_is_said_in_one_line(
+    settings: Any, tmp_path: Path
+) -> None:
+    settings.DATA_DIR = str(tmp_path / "gone")
+    with pytest.raises(svcusers.UserError) as refused:
+        svcusers.ensure(OLD)
+    assert str(refused.value) == (
+        f"onwatch could not open {tmp_path}/gone/service-uids, where it keeps the ids given "
+        "to services' users (No such file or directory); make the data directory writable "
+        "for it"
+    )
+    with pytest.raises(KeyError):
+        pwd.getpwnam(svcusers.name_of(OLD))  # nothing was made
