@@ -135,9 +135,21 @@ def owner_link(hours: int = 24) -> str:
 
 
 def warn_unreachable(settings: Any) -> None:
-    line = unreachable_elsewhere(settings.HOST, settings.SITE)
-    if line:
-        print(line, flush=True)
+    for line in (unreachable_elsewhere(settings.HOST, settings.SITE), proxy_unnamed(settings)):
+        if line:
+            print(line, flush=True)
+
+
+def proxy_unnamed(settings: Any) -> str:
+    """Reached over https without onwatch's own Caddy, a proxy of one's own sends people
+    here; its forwarded addresses count only once it is named (a warning line, or "")."""
+    if settings.DOMAIN or not settings.SITE.https or settings.TRUSTED_PROXIES.strip():
+        return ""
+    return (
+        f"onwatch: ONWATCH_BASE_URL is {settings.SITE.origin}, but no proxy is named in "
+        "ONWATCH_TRUSTED_PROXIES: sign-ins, lock-outs and the audit log record the proxy's "
+        "address, not each person's; name it (127.0.0.1 for one on this machine)"
+    )
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -152,8 +164,10 @@ def cmd_web(args: argparse.Namespace) -> int:
         port=settings.PORT,
         lifespan="off",
         # With a domain, only requests with Caddy's token may name their client and
-        # scheme: onwatch/asgi.py's ProxyGate reads the headers then.
-        proxy_headers=not settings.DOMAIN,
+        # scheme: onwatch/asgi.py's ProxyGate reads the headers then. Without, only the
+        # proxies named on purpose: uvicorn's default (loopback) would believe any program
+        # on this machine.
+        proxy_headers=not settings.DOMAIN and bool(settings.TRUSTED_PROXIES.strip()),
         forwarded_allow_ips=settings.TRUSTED_PROXIES,
         timeout_graceful_shutdown=5,
         workers=settings.WEB_WORKERS,

@@ -269,11 +269,11 @@ if DOMAIN:
 elif env_bool("ONWATCH_BEHIND_PROXY", SITE.https):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 PROXY_TOKEN = proxy_token(SECRET_KEY) if DOMAIN and SECRET_KEY else ""
-# Whose X-Forwarded-For names the client: the proxy on this machine by default. Without
-# it every sign-in, lock-out and audit entry would carry the proxy's address, and one
-# office's typos would pause sign-in for everyone behind it. A proxy on another machine
-# must be named here; anyone else's header is ignored (it could be forged).
-TRUSTED_PROXIES = env("ONWATCH_TRUSTED_PROXIES", "127.0.0.1,::1")
+# Whose X-Forwarded-For names the client besides onwatch's own Caddy (its requests carry
+# the token: core/proxied.py): nobody by default. Any program on this machine reaches the
+# loopback port, so trusting 127.0.0.1 would let it write the address that sign-in
+# lock-outs and the audit log record; a proxy of one's own is named here on purpose.
+TRUSTED_PROXIES = env("ONWATCH_TRUSTED_PROXIES", "")
 
 SECURE_CSP = {
     "default-src": [CSP.SELF],

@@ -15,6 +15,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from onwatch.config import PROXY_HEADER
 from onwatch.core.ingest.request import App, Receive, Scope, Send
 
+# Where Caddy's requests come from: onwatch listens on loopback behind it. Its address is
+# taken from the right of X-Forwarded-For past these (and ONWATCH_TRUSTED_PROXIES).
+CADDY_PEERS = "127.0.0.1,::1"
 # In the scope: whether the request carried Caddy's token (the fast routes keep apart what
 # they learned from each kind).
 PROXIED = "onwatch.proxied"
@@ -29,7 +32,8 @@ class ProxyGate:
     def __init__(self, app: App, token: str, trusted: str) -> None:
         self.app = app
         self.token = token.encode("latin-1")
-        self.forwarded = ProxyHeadersMiddleware(cast(ASGI3Application, app), trusted)
+        peers = ",".join(p for p in (CADDY_PEERS, trusted.strip()) if p)
+        self.forwarded = ProxyHeadersMiddleware(cast(ASGI3Application, app), peers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -314,6 +314,10 @@ class DeployOut(Schema):
     live_after: str = Field(description="What serves the domain once it ended")
     created_at: datetime
     started_at: datetime | None
+    switched_at: datetime | None = Field(
+        description="When its release went live (Caddy could send it requests); null when "
+        "its switch did not happen, or for a deploy from before onwatch kept it"
+    )
     ended_at: datetime | None
     job_id: int | None
     steps: list[DeployStepOut] = Field(description="Its timeline")

@@ -319,6 +319,9 @@ class Deploy(models.Model):
     job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When Caddy could first send its release requests (the switch step turned its slot
+    # on): when it went live. ended_at comes seconds later, after the old one drained.
+    switched_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -322,6 +322,8 @@ class Run:
 
     def on_switch_step(self, step: switch.Step) -> None:
         services.deploy_step(self.deploy, step_row(step))
+        if step.live_at is not None and self.deploy.switched_at is None:
+            services.deploy_switched(self.deploy, step.live_at)
 
     # --- one step of the timeline --------------------------------------------------------
 

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -1109,10 +1110,10 @@ def older_deploy_due(deploy: Deploy) -> bool:
 
 
 def live_release(service: Service) -> Release | None:
-    """The release the last finished switch made live (the deploy's state is in the
+    """The release the last successful switch made live (the deploy's state is in the
     database, what serves is in Caddy: switch.py reads that one)."""
     done = service.deploys.filter(state=State.SUCCEEDED, release__isnull=False)
-    last = done.order_by("-ended_at", "-pk").select_related("release").first()
+    last = done.order_by(went_live().desc(), "-pk").select_related("release").first()
     return last.release if last else None
 
 
@@ -1120,7 +1121,7 @@ def previous_release(service: Service) -> Release | None:
     """The release that was live before the live one."""
     live = live_release(service)
     done = service.deploys.filter(state=State.SUCCEEDED, release__isnull=False)
-    for deploy in done.order_by("-ended_at", "-pk").select_related("release"):
+    for deploy in done.order_by(went_live().desc(), "-pk").select_related("release"):
         if deploy.release is not None and deploy.release != live:
             return deploy.release
     return None
@@ -1268,6 +1269,13 @@ def deploy_step(deploy: Deploy, step: dict[str, Any]) -> None:
     Deploy.objects.filter(pk=deploy.pk).update(steps=deploy.steps)
 
 
+def deploy_switched(deploy: Deploy, at: datetime) -> None:
+    """Its release went live `at` (Caddy could send it requests from then on), while the
+    old one still drains: what "went live" means to people and to the errors app."""
+    Deploy.objects.filter(pk=deploy.pk).update(switched_at=at)
+    deploy.switched_at = at
+
+
 def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> None:
     """The deploy's end, with what serves the domain now; written by onwatch itself."""
     with transaction.atomic():
@@ -1309,18 +1317,27 @@ def deployed_commits(service_id: int) -> list[str]:
     return list(first_live(service_id))
 
 
+def went_live() -> Coalesce:
+    """When a deploy's release went live: its switch, or for a deploy from before onwatch
+    kept that moment, its end."""
+    return Coalesce("switched_at", "ended_at")
+
+
 def first_live(service_id: int) -> dict[str, datetime | None]:
-    """When each commit the service's deploys made live first went live (its deploy's
-    end), in that order."""
+    """When each commit the service's deploys made live first went live (its switch), in
+    that order. A deploy still draining the old release, or cut short after its switch,
+    made its release live all the same."""
+    switched = Q(switched_at__isnull=False) | Q(state=State.SUCCEEDED)
     rows = (
         Deploy.objects.filter(
+            switched,
             service_id=service_id,
             kind=DeployKind.DEPLOY,
-            state=State.SUCCEEDED,
             release__isnull=False,
         )
-        .order_by("ended_at", "id")
-        .values_list("release__commit", "ended_at")
+        .annotate(went=went_live())
+        .order_by("went", "id")
+        .values_list("release__commit", "went")
     )
     found: dict[str, datetime | None] = {}
     for commit, ended in rows:

@@ -6,17 +6,25 @@ web process run as a system user of its own (ONWATCH_SERVICE_USER_PREFIX and its
 user it cannot make users: every service then runs as that user (applies() says which).
 
 A deleted service's user is removed with it, after its processes were stopped and its
-folders removed: it then owns nothing, and an account left behind under a service's name
-would be taken over by a later service of the same id (a new database)."""
+folders removed: an account left behind under a service's name would be taken over by a
+later service of the same id (a new database). Its uid is never handed out again: useradd
+alone gives the highest free one, the one just freed, and the new service would own what
+the old one left where onwatch does not look (/tmp, caches, a workspace left behind).
+onwatch keeps every uid it gave in the data directory (USED_FILE) and names the next one."""
 
 from __future__ import annotations
 
+import fcntl
+import grp
 import logging
 import os
 import pwd
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from django.conf import settings
 
@@ -25,6 +33,11 @@ log = logging.getLogger("onwatch.svcusers")
 LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 # What useradd takes on every distribution (NAME_REGEX of Debian's adduser is stricter).
 NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# Every uid onwatch gave a service's user on this machine, one a line (in the data dir).
+USED_FILE = "service-uids"
+LOGIN_DEFS = Path("/etc/login.defs")
+# useradd's own range for system users when login.defs does not set one.
+SYS_UIDS = (100, 999)
 
 
 class UserError(Exception):
@@ -52,15 +65,19 @@ def ensure(service_id: int) -> str:
             f"{name} cannot be a user name; set ONWATCH_SERVICE_USER_PREFIX to lower-case "
             "letters, digits and '-' (the default is onwatch-svc-)"
         )
-    if _uid(name) is None:
-        _add(name, service_id)
-    if _uid(name) == 0:
+    with _uids_held() as used:
+        if _uid(name) is None:
+            _add(name, service_id, _unused_uid(used))
+        uid = _uid(name)
+        if uid is not None and uid not in used:
+            _remember(uid)  # made by an older onwatch, or just now
+    if uid == 0:
         raise UserError(f"the user {name} is root; remove it, onwatch makes its own")
     return name
 
 
-def _add(name: str, service_id: int) -> None:
-    argv = ["useradd", "--system", "--user-group", "--no-create-home"]
+def _add(name: str, service_id: int, uid: int) -> None:
+    argv = ["useradd", "--system", "--user-group", "--no-create-home", "--uid", str(uid)]
     argv += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"]
     argv += ["--comment", f"onwatch service {service_id}", name]
     done = subprocess.run(argv, capture_output=True, text=True, env=LAUNCH_ENV)
@@ -74,12 +91,82 @@ def _add(name: str, service_id: int) -> None:
         )
 
 
+def _used_file() -> Path:
+    return Path(settings.DATA_DIR) / USED_FILE
+
+
+@contextmanager
+def _uids_held() -> Iterator[set[int]]:
+    """The uids given so far, while no other onwatch process of this data directory
+    chooses or records one."""
+    path = _used_file()
+    try:
+        held = path.open("a+")
+    except OSError as e:
+        raise UserError(
+            f"onwatch could not open {path}, where it keeps the ids given to services' users "
+            f"({e.strerror or e}); make the data directory writable for it"
+        ) from None
+    with held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.seek(0)
+        yield {int(line) for line in held.read().split() if line.isdigit()}
+
+
+def _remember(uid: int) -> None:
+    with _used_file().open("a") as out:
+        out.write(f"{uid}\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _unused_uid(used: set[int]) -> int:
+    """The highest system uid (as useradd would choose) that no user or group has now and
+    no service of this onwatch ever had."""
+    low, high = _system_range()
+    for uid in range(high, low - 1, -1):
+        if uid not in used and not _taken(uid):
+            return uid
+    raise UserError(
+        f"every system user id ({low} to {high}) is taken or was a deleted service's, "
+        "whose files it may still own; widen SYS_UID_MIN/SYS_UID_MAX in /etc/login.defs"
+    )
+
+
+def _taken(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        try:
+            grp.getgrgid(uid)  # its group gets the same id
+        except KeyError:
+            return False
+    return True
+
+
+def _system_range() -> tuple[int, int]:
+    found = dict(zip(("SYS_UID_MIN", "SYS_UID_MAX"), SYS_UIDS, strict=True))
+    try:
+        lines = LOGIN_DEFS.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        words = line.split()
+        if len(words) == 2 and words[0] in found and words[1].isdigit():
+            found[words[0]] = int(words[1])
+    return found["SYS_UID_MIN"], found["SYS_UID_MAX"]
+
+
 def remove(service_id: int) -> None:
-    """Remove the deleted service's user; one that cannot be removed (a process of it
-    still runs) is left as it is, a system user nobody can sign in as, and logged."""
+    """Remove the deleted service's user (its uid stays remembered: never given again);
+    one that cannot be removed (a process of it still runs) is left as it is, a system
+    user nobody can sign in as, and logged."""
     name = name_of(service_id)
-    if not applies() or _uid(name) is None:
+    if not applies() or (uid := _uid(name)) is None:
         return
+    with _uids_held() as used:
+        if uid not in used:
+            _remember(uid)
     done = subprocess.run(["userdel", name], capture_output=True, text=True, env=LAUNCH_ENV)
     if done.returncode != 0:
         log.warning("could not remove the user %s: %s", name, done.stderr.strip())

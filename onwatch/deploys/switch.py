@@ -63,6 +63,8 @@ class Step:
     ended: datetime | None = None
     ok: bool = True
     detail: str = ""
+    # The switch step's: when Caddy could first send the new release requests.
+    live_at: datetime | None = None
 
 
 @dataclass
@@ -266,7 +268,10 @@ def _move(
 ) -> None:
     """The new slot on while the old one still serves: for a moment both do, never none."""
     with _step(record, "switch", on_step) as step:
+        # Taken before: no request can reach the release earlier than this moment.
+        at = datetime.now(UTC)
         machine.caddy.turn_on(record.port, release.label)
+        step.live_at = at
         time.sleep(caddy.SETTLE_SECONDS)
         step.detail = f"{release.label} takes requests on port {record.port}"
 

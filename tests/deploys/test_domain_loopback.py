@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.child import call
+from tests.support.child import signin as child_signin
 from tests.support.child import uptime as child_uptime
 from tests.support.procs import Running, django, isolated
+from tests.support.signin import wrong_password
 
 DOMAIN = "onwatch.localhost"
 CADDY_PORT = "8443"  # named in redirects only: no Caddy runs here
@@ -99,3 +101,22 @@ def test_forwarded_headers_count_only_with_caddys_token(
         assert other.status == 200
         assert other.headers["Strict-Transport-Security"] is None
     assert stored(env, ping_id) == ["203.0.113.9"] * 2 + ["127.0.0.1"] * 2
+
+
+def test_caddys_forwarded_address_is_what_sign_in_records(
+    web: tuple[dict[str, str], str],
+) -> None:
+    env, _ = web
+    token = django("from django.conf import settings\nprint(settings.PROXY_TOKEN)", env).strip()
+    site = f"https://{DOMAIN}:{CADDY_PORT}"
+    # What Caddy sends on: the person's address (after any they wrote themselves), HTTPS.
+    by_caddy = {
+        "Host": f"{DOMAIN}:{CADDY_PORT}",
+        "Origin": site,
+        "X-Forwarded-For": "198.51.100.1, 203.0.113.9",
+        "X-Forwarded-Proto": "https",
+        "X-Onwatch-Proxy": token,
+    }
+    assert wrong_password(int(env["ONWATCH_PORT"]), "nobody@example.com", **by_caddy) == 200
+    seen = json.loads(call(child_signin.print_failed_sign_in_addresses, env))
+    assert seen == {"audit": ["203.0.113.9"], "lockout": ["203.0.113.9"]}

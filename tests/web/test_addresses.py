@@ -9,12 +9,17 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from onwatch.cli import proxy_unnamed
+from onwatch.config import base_url
 from tests.support.child import call
+from tests.support.child import signin as child_signin
 from tests.support.child import uptime as child_uptime
 from tests.support.procs import Running, isolated, run, wait_http
+from tests.support.signin import wrong_password
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
 # scripts/test runs it in the SQLite pass only.
@@ -32,7 +37,9 @@ def ping_through(base_url: str, ping_id: str, forwarded_for: str) -> None:
 @pytest.mark.parametrize(
     ("trusted", "seen"),
     [
-        (None, "192.0.2.7"),  # the default: a proxy on this machine (Caddy) is believed
+        # The default: nobody (any program on this machine reaches the loopback port).
+        (None, "127.0.0.1"),
+        ("127.0.0.1", "192.0.2.7"),  # a proxy of one's own on this machine, named
         ("192.0.2.1", "127.0.0.1"),  # a proxy elsewhere is named: this machine's header is not
     ],
 )
@@ -51,6 +58,46 @@ def test_the_client_address_comes_from_trusted_proxies_only(
             ping_through(web.base_url, ping_id, "192.0.2.7")
             ping_through(web.base_url, ping_id, "192.0.2.7")
         assert json.loads(call(child_uptime.print_ping_addresses, env)) == [seen, seen]
+
+
+def test_a_forged_forwarded_address_from_this_machine_is_not_what_sign_in_records(
+    tmp_path: Path,
+) -> None:
+    # Two web workers: the forked ones (onwatch/prefork.py) take the same settings.
+    with isolated(tmp_path, migrated=True, ONWATCH_WEB_WORKERS="2") as env:
+        with Running(["web"], env) as web:
+            wait_http(web.base_url + "/health/", timeout=60)
+            port = int(env["ONWATCH_PORT"])
+            # As another program on this machine would try to dodge the per-address
+            # lock-out: a new address for each wrong password.
+            for n in (1, 2):
+                forged = {"X-Forwarded-For": f"203.0.113.{n}"}
+                assert wrong_password(port, f"nobody{n}@example.com", **forged) == 200
+        seen = json.loads(call(child_signin.print_failed_sign_in_addresses, env))
+    assert seen == {"audit": ["127.0.0.1", "127.0.0.1"], "lockout": ["127.0.0.1"]}
+
+
+@pytest.mark.parametrize(
+    ("base", "domain", "trusted", "warned"),
+    [
+        ("https://ops.example.com", "", "", True),  # a proxy of one's own, not named
+        ("https://ops.example.com", "", "127.0.0.1", False),
+        ("https://ops.example.com", "ops.example.com", "", False),  # onwatch's own Caddy
+        ("http://127.0.0.1:8000", "", "", False),  # no proxy
+    ],
+)
+def test_a_start_behind_an_unnamed_proxy_says_whose_address_is_recorded(
+    base: str, domain: str, trusted: str, warned: bool
+) -> None:
+    settings = SimpleNamespace(SITE=base_url(base), DOMAIN=domain, TRUSTED_PROXIES=trusted)
+    line = proxy_unnamed(settings)
+    assert bool(line) is warned
+    if warned:
+        assert line == (
+            "onwatch: ONWATCH_BASE_URL is https://ops.example.com, but no proxy is named in "
+            "ONWATCH_TRUSTED_PROXIES: sign-ins, lock-outs and the audit log record the "
+            "proxy's address, not each person's; name it (127.0.0.1 for one on this machine)"
+        )
 
 
 def test_listening_beyond_this_machine_with_a_local_base_url_is_explained(
