@@ -14,7 +14,7 @@ Two latencies, each of every answered ping, none left out:
 - the load's: from the moment a client sends a ping to the moment it has read the whole
   answer (with wrk, as wrk times it: connecting not included). wrk's own p99 is printed
   beside it but is not a measurement: it adds made-up samples for every slow answer
-  (see WRK_SCRIPT), and made 30 ms into several hundred.
+  (see WRK_SCRIPT): 150-530 ms where a probe beside it saw 25-32.
 - paced pings' (`--paced-ms`): one every 20 ms beside the load, each sent when due on a
   new connection whether or not the last was answered, as independent cron jobs send
   them; timed from the moment it was due, connecting included. The load's clients wait
@@ -197,9 +197,9 @@ async def fire(port: int, ids: list[str], seconds: float, concurrency: int, keep
 # coordinated omission" (stats_correct in its stats.c), adding for every answer slower than
 # two intervals (32 connections at 2,500/s: 13 ms) one made-up sample per interval below
 # it, as if every connection had waited as long as that one. Here one connection waits
-# while hundreds of others are answered, so a few slow answers made its p99 several
-# hundred ms where the answers on the wire had a p99 of 30. Its histogram cannot be read
-# from a script (this wrk's `latency[i]` is broken), so the script times each ping itself,
+# while hundreds of others are answered, so a few slow answers made its p99 273 ms where
+# the same answers captured on the wire (tcpdump) had a p99 of 101. Its histogram cannot
+# be read from a script (this wrk's `latency[i]` is broken), so the script times each ping,
 # from the moment wrk writes it (`request`, just before wrk starts its own clock) to the
 # moment wrk has read the whole answer (`response`), and tells them apart by the
 # X-Request-ID the answer echoes.
