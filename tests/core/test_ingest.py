@@ -6,6 +6,7 @@ database; a test-only model and route stand in for the next ingest (error events
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import re
@@ -204,6 +205,45 @@ def test_fast_answers_carry_a_request_id_and_djangos_security_headers(app: Inges
     assert ids[0] != ids[1]
     assert header(given, "X-Request-ID") == "from-caddy-1234"
     assert re.fullmatch(r"[0-9a-f]{32}", header(forged, "X-Request-ID") or "")
+
+
+async def slow_django(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Django as in a web process just started, whose first answers are slow."""
+    await asyncio.sleep(0.5)
+    await django_app(scope, receive, send)
+
+
+@pytest.fixture
+def cold() -> Iterator[Ingest]:
+    made = Ingest(slow_django, Writer(), fast=[fastping.ROUTE])
+    yield made
+    made.writer.stop()
+
+
+@inprocess
+def test_requests_that_come_while_django_shows_the_headers_then_take_the_fast_route(
+    cold: Ingest,
+) -> None:
+    m = heartbeat("a")
+    with serving(cold) as front, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: raw(front, "GET", f"/ping/{m.ping_id}"), range(8)))
+    assert [status(a) for a in answers] == [200] * 8
+    assert cold.served == 7  # one answered by Django, not all eight one after another
+    assert Ping.objects.filter(monitor=m).count() == 8
+
+
+@inprocess
+def test_when_djangos_answer_shows_no_headers_those_waiting_for_it_go_to_django(
+    cold: Ingest,
+) -> None:
+    m = heartbeat("a")
+    with serving(cold) as front, ThreadPoolExecutor(4) as pool:
+        unknown = pool.submit(raw, front, "GET", f"/ping/{uuid.uuid4()}")
+        time.sleep(0.2)  # the unknown heartbeat's ping is the one Django answers first
+        answers = list(pool.map(lambda _: raw(front, "GET", f"/ping/{m.ping_id}"), range(3)))
+        assert status(unknown.result()) == 404
+    assert [status(a) for a in answers] == [200] * 3
+    assert Ping.objects.filter(monitor=m).count() == 3
 
 
 @pytest.mark.django_db
