@@ -43,6 +43,11 @@ RELEASE_COMMAND_SECONDS = 1800.0
 # A deploy that must wait for another of its service looks again this often.
 WAIT_SECONDS = 2.0
 GATE = switch.Gate()
+FELT_TO_DO = (
+    "Read the deploy's timeline: errors from the app itself are the new release's to fix "
+    "(or roll back); requests no release answered mean a release stopped or failed its "
+    "health check during the switch."
+)
 
 
 class DeployFailed(Exception):
@@ -306,9 +311,23 @@ class Run:
         try:
             record = switch.switch(self.machine, site, target, self.on_switch_step, GATE)
         except switch.SwitchFailed as e:
+            self.felt(e.record)
             raise DeployFailed(self.masker.mask(str(e))) from None
         if record.warning:
             self.warn(self.masker.mask(record.warning), stop_old(self.service))
+        self.felt(record)
+
+    def felt(self, record: switch.Switch) -> None:
+        """What users felt, on the deploy; when they saw errors or the old version after
+        the switch, a person hears it (the new release serves: a warning)."""
+        if record.felt is None:
+            return
+        services.deploy_felt(self.deploy, record.felt)
+        if self.deploy.felt_bad:
+            self.warn(
+                f"Not every request went well during the switch: {self.deploy.felt_text}",
+                FELT_TO_DO,
+            )
 
     def prepare(self, site: caddy.Site) -> str:
         """Caddy and supervisord running, and the domain sent to the service's two slots.
