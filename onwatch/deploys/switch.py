@@ -358,6 +358,7 @@ def _counting(machine: Machine, site: caddy.Site, record: Switch) -> Iterator[Wi
     """Caddy counts the site's requests while the block runs; record.felt says what it
     counted, or why nothing could be (the switch goes on either way)."""
     window, unmeasured = Window(), ""
+    caddy_before = _caddy_pid(machine)
     try:
         machine.caddy.start_counting(site.domain)
     except (caddy.CaddyError, OSError) as e:
@@ -367,7 +368,18 @@ def _counting(machine: Machine, site: caddy.Site, record: Switch) -> Iterator[Wi
     finally:
         with suppress(OSError):
             machine.caddy.stop_counting(site.domain)
+        if not unmeasured and _caddy_pid(machine) != caddy_before:
+            # Requests refused while it was down never reached its log: "0 failed" could lie.
+            unmeasured = "Caddy was restarted during the switch"
         record.felt = _felt(machine, site, window, unmeasured)
+
+
+def _caddy_pid(machine: Machine) -> int | None:
+    try:
+        status = machine.supervisor.status(caddy.PROGRAM)
+    except procman.ProcmanError:
+        return None
+    return status.pid if status is not None and status.running else None
 
 
 def _felt(machine: Machine, site: caddy.Site, window: Window, unmeasured: str) -> Felt:

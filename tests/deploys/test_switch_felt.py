@@ -5,10 +5,11 @@ traffic until the old release has stopped (on_step), the window Caddy counts."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -144,9 +145,24 @@ def test_answers_of_the_old_release_after_the_switch_are_counted(
     assert felt.failed == tally.failed, tally.errors
 
 
-def test_a_caddy_without_request_logs_is_not_measured(
-    machine: Machine, shop: caddy.Site, tmp_path: Path
+def test_a_caddy_restarted_during_the_switch_is_not_measured(
+    machine: Machine, shop: caddy.Site
 ) -> None:
+    switch(machine, shop, release("r1"))
+    killed: list[int] = []
+
+    def kill_caddy(step: Step) -> None:
+        status = machine.supervisor.status(caddy.PROGRAM)
+        if step.name == "switch" and step.ended and status is not None:
+            os.kill(status.pid, signal.SIGKILL)  # supervisord starts it again
+            killed.append(status.pid)
+
+    record = switch(machine, shop, release("r2"), kill_caddy)
+    assert killed and record.felt is not None
+    assert record.felt.unmeasured == "Caddy was restarted during the switch"
+
+
+def test_a_caddy_without_request_logs_is_not_measured(machine: Machine, shop: caddy.Site) -> None:
     switch(machine, shop, release("r1"))
     machine.caddy.request_log(shop.domain).unlink()
     record = switch(machine, shop, release("r2"))
