@@ -11,6 +11,7 @@ step: when, how long, ok or not, why) is kept on its row as it happens."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from onwatch.deploys.workdir import (
 RELEASE_COMMAND_SECONDS = 1800.0
 # A deploy that must wait for another of its service looks again this often.
 WAIT_SECONDS = 2.0
+log = logging.getLogger(__name__)
 GATE = switch.Gate()
 FELT_TO_DO = (
     "Read the deploy's timeline: errors from the app itself are the new release's to fix "
@@ -409,12 +411,27 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
 
 
 def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
+    if state == State.INTERRUPTED:
+        stop_counting(deploy.service)
     live = serving(deploy.service)
     domain = deploy.service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
     reason = why if now in why else f"{why}; {now}"
     services.deploy_ended(deploy, state, reason, live)
     alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
+
+
+def stop_counting(service: Service) -> None:
+    """A worker that died mid-switch left Caddy logging every request of the site: on a
+    busy site that fills the disk until the next switch."""
+    if not service.domain:
+        return
+    proxy = machine().caddy
+    try:
+        proxy.stop_counting(service.domain)
+        proxy.forget_answers(service.domain)
+    except OSError as e:
+        log.warning("Caddy may still log each request of %s: %s", service.domain, e)
 
 
 def alert_failed(deploy: Deploy, verb: str = "failed") -> None:

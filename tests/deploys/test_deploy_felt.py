@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import Organization
+from onwatch.core.models import Job, JobState, Organization
 from onwatch.deploys import releases, services
 from onwatch.deploys.models import Deploy, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit, service_for
 from tests.support.fixtures import signed_in
-from tests.support.load import Load
+from tests.support.load import Load, fetch
 from tests.support.releases import app_files
 from tests.support.switching import listen_port, own_machine
 
@@ -177,3 +179,26 @@ def test_a_deploy_whose_users_got_errors_says_so_and_warns(
     own, listed = pages(broken, members["viewer"])
     assert f'class="felt warning">{broken.felt_text}' in own
     assert broken.felt_text in listed
+
+
+@pytest.mark.once
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("channel", "fast_passwords")
+def test_a_deploy_interrupted_mid_switch_leaves_caddy_logging_nothing(
+    machine: Machine, shop: Service
+) -> None:
+    assert deployed(shop, Path(shop.git_url), "v1").state == State.SUCCEEDED
+    # Its worker started counting the switch, then died (killed, machine down).
+    machine.caddy.start_counting("shop.test")
+    deploy = services.queue_deploy(shop, SYSTEM, "cli")
+    services.deploy_started(deploy)
+    gone = timezone.now() - timedelta(minutes=1)
+    Job.objects.filter(pk=deploy.job_id).update(
+        state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
+    )
+    fetch(listen_port(machine), "shop.test")
+    [reaped] = jobs.reap_expired()
+    assert reaped.state == JobState.INTERRUPTED
+    assert not list(machine.caddy.requests_dir.glob("*.on"))
+    assert fetch(listen_port(machine), "shop.test") == (200, "v1")
+    assert machine.caddy.request_log("shop.test").stat().st_size == 0
