@@ -369,8 +369,10 @@ class Deploy(models.Model):
             parts.append(
                 f"{_count(self.switch_mixed, 'answer')} from the old release after the switch"
             )
-        drained = self.drain_seconds
-        parts.append(f"drained in {drained:.1f} s" if drained is not None else "nothing to drain")
+        # None: nothing served before, or the old release could not be stopped (the
+        # deploy's warning says so); either way nothing drained.
+        if self.drain_seconds is not None:
+            parts.append(f"drained in {self.drain_seconds:.1f} s")
         return parts
 
     @property

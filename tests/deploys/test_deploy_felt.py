@@ -131,8 +131,11 @@ def test_a_deploy_under_load_reports_no_failed_request_from_caddys_count(
 ) -> None:
     first = deployed(shop, tmp_path / "repo", "v1")
     assert first.state == State.SUCCEEDED, (first.reason, first.steps)
-    # Nothing served before it: nothing to drain, whatever Caddy counted.
+    # Nothing served before it: nothing drained.
     assert first.switch_failed == 0 and first.drain_seconds is None
+    assert (
+        first.felt_text == f"0 failed requests during the switch, of {first.switch_served} served"
+    )
     load = Load(listen_port(machine), "shop.test").start()
     try:
         second = deployed(shop, tmp_path / "repo", "v2")

@@ -20,7 +20,7 @@ from tests.support.switching import listen_port, own_machine, release, site
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
-CLIENTS = 6  # Load's default: 3 kept alive, 1 new connection each time, 1 POST, 1 slow
+CLIENTS = 7  # Load's default: 3 kept alive, 1 new connection each time, 1 POST, 2 slow
 
 
 @pytest.fixture
