@@ -13,6 +13,15 @@ a release stops getting new requests (an app cannot be trusted to drain by itsel
 crashed release still reads as unhealthy, and all of it keeps working while onwatch is
 down: Caddy only reads files.
 
+What users felt during a switch is counted by Caddy itself, from a file too: while a
+site's counting file exists, Caddy writes one short JSON line per request of that site
+(its status, the slot that answered, the app's own status) to the site's request log;
+otherwise it skips the line. Caddy's metrics were not enough: they count requests by
+status but not by slot, nor tell a 502 Caddy made from one the app sent. Logging only
+while a switch counts keeps a busy site cheap (one file lookup per request otherwise, no
+disk filling up), and needs no reload; the log is appended to, so a reload or a restart of
+Caddy keeps what was written.
+
 onwatch itself (`onwatch up --domain`) is one more route in the same configuration, first
 among the sites and straight to its loopback port, so the services' changes keep it.
 
@@ -22,11 +31,13 @@ from the configuration file written here."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +49,8 @@ from onwatch.deploys.unixhttp import UnixConnection, path_problem
 PROGRAM = "onwatch-caddy"
 START_SECONDS = 15
 SLOT_HEADER = "X-Onwatch-Slot"
+ACCESS_LOGGER = "http.log.access"
+LOGGER_NAMES = "/config/apps/http/servers/sites/logs/logger_names"
 HEALTH_INTERVAL = 0.5
 # Caddy sees a slot turned on or off within one health check (interval plus the check's
 # own time); twice the interval and a margin is when its choice has surely followed.
@@ -50,6 +63,18 @@ HEALTH_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/?%-]*")
 
 class CaddyError(Exception):
     """Caddy could not do what was asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request of a site as Caddy logged it: when it started (Unix seconds), the status
+    the client got, the slot that answered ("127.0.0.1:port", empty when none was tried),
+    and the status the app itself sent (None when Caddy made the answer: no slot answered)."""
+
+    started: float
+    status: int
+    upstream: str
+    app_status: int | None
 
 
 @dataclass(frozen=True)
@@ -114,6 +139,7 @@ class Caddy:
         self.config_file = root / "caddy.json"
         self.sites_file = root / "sites.json"
         self.slots_dir = root / "slots"
+        self.requests_dir = root / "requests"
         self.own_file = root / "onwatch.json"
         # Where Caddy's local authority keeps its root certificate (XDG_DATA_HOME below).
         self.root_certificate = (
@@ -141,7 +167,7 @@ class Caddy:
         self._wait_until_up(supervisor)
 
     def _make_folders(self) -> None:
-        for folder in (self.root, self.slots_dir):
+        for folder in (self.root, self.slots_dir, self.requests_dir):
             if not folder.is_dir():
                 folder.mkdir(parents=True, exist_ok=True)
                 folder.chmod(0o700)
@@ -293,6 +319,46 @@ class Caddy:
             if u.get("address") == f"127.0.0.1:{port}"
         )
 
+    # --- what users felt ------------------------------------------------------------------
+
+    def request_log(self, domain: str) -> Path:
+        return self.requests_dir / f"{domain}.log"
+
+    def _counting_file(self, domain: str) -> Path:
+        return self.requests_dir / f"{domain}.on"
+
+    def start_counting(self, domain: str) -> None:
+        """Caddy logs each request of `domain` from now on, in a log emptied first; a
+        CaddyError when the running Caddy keeps no request log for it (an older
+        configuration), so that no count is read as zero when nothing was counted."""
+        named = json.loads(self._admin("GET", LOGGER_NAMES) or "null") or {}
+        log = self.request_log(domain)
+        if domain not in named or not log.exists():
+            raise CaddyError(f"Caddy keeps no request log for {domain}")
+        os.truncate(log, 0)
+        procman.write_private(self._counting_file(domain), "")
+
+    def stop_counting(self, domain: str) -> None:
+        """No new request of `domain` is logged; those running finish their lines."""
+        self._counting_file(domain).unlink(missing_ok=True)
+
+    def counted(self, domain: str) -> Iterator[Answer]:
+        """The requests logged since start_counting; CaddyError when the log cannot be read.
+        A last line still being written is left out."""
+        try:
+            with self.request_log(domain).open("rb") as log:
+                for line in log:
+                    if line.endswith(b"\n"):
+                        yield _answer(line)
+        except OSError as e:
+            raise CaddyError(f"Caddy's request log of {domain} cannot be read ({e})") from None
+
+    def forget_answers(self, domain: str) -> None:
+        """Empty the log once read: it holds the requests of one switch at most."""
+        log = self.request_log(domain)
+        if log.exists():
+            os.truncate(log, 0)
+
     # --- configuration ---------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
@@ -316,8 +382,14 @@ class Caddy:
                 "listen": [f"{options.bind}:{options.port}"],
                 "routes": [
                     *([_own_route(own)] if own else []),
-                    *(_site_route(s, options.health_port) for s in sites),
+                    *(_site_route(s, options.health_port, self.requests_dir) for s in sites),
                 ],
+                # Only the services' requests, each site's to its own log (onwatch's own
+                # and unknown names to none).
+                "logs": {
+                    "logger_names": {s.domain: [_logger(s.domain)] for s in sites},
+                    "skip_unmapped_hosts": True,
+                },
                 **({} if options.https else plain),
             }
         apps: dict[str, Any] = {}
@@ -327,6 +399,7 @@ class Caddy:
             apps["tls"] = {"automation": {"policies": [policy]}}
         return {
             "admin": {"listen": f"unix/{self.socket}", "config": {"persist": False}},
+            **({"logging": self._logging(sites)} if sites else {}),
             "apps": {
                 "http": {
                     "http_port": options.http_port,
@@ -339,6 +412,32 @@ class Caddy:
                 **apps,
             },
         }
+
+    def _logging(self, sites: list[Site]) -> dict[str, Any]:
+        logs: dict[str, Any] = {
+            "default": {"exclude": [f"{ACCESS_LOGGER}.{_logger(s.domain)}" for s in sites]}
+        }
+        for s in sites:
+            logs[_logger(s.domain)] = {
+                "include": [f"{ACCESS_LOGGER}.{_logger(s.domain)}"],
+                # Never rolled: onwatch empties it after each switch, and a rolled log would
+                # lose the lines of the switch being counted.
+                "writer": {
+                    "output": "file",
+                    "filename": str(self.request_log(s.domain)),
+                    "roll": False,
+                },
+                "encoder": {
+                    "format": "filter",
+                    "wrap": {"format": "json"},
+                    # Short lines: the request's and answer's headers are not needed.
+                    "fields": {
+                        "request": {"filter": "delete"},
+                        "resp_headers": {"filter": "delete"},
+                    },
+                },
+            }
+        return {"logs": logs}
 
     def _admin(self, method: str, path: str, body: str | None = None) -> str:
         connection = UnixConnection(str(self.socket), timeout=30)
@@ -359,7 +458,7 @@ class Caddy:
         return text
 
 
-def _site_route(site: Site, health_port: int) -> dict[str, Any]:
+def _site_route(site: Site, health_port: int, requests_dir: Path) -> dict[str, Any]:
     proxy = {
         "handler": "reverse_proxy",
         "upstreams": [{"dial": f"127.0.0.1:{p}"} for p in site.ports],
@@ -383,7 +482,51 @@ def _site_route(site: Site, health_port: int) -> dict[str, Any]:
             "passive": {"fail_duration": "2s"},
         },
     }
-    return {"match": [{"host": [site.domain]}], "handle": [proxy], "terminal": True}
+    # Logged only while the site's counting file exists (start_counting).
+    not_counting = {
+        "not": [{"file": {"root": str(requests_dir), "try_files": [f"/{site.domain}.on"]}}]
+    }
+    routes = [
+        {"match": [not_counting], "handle": [{"handler": "vars", "log_skip": True}]},
+        {
+            "handle": [
+                _log_append("upstream", "{http.reverse_proxy.upstream.hostport}"),
+                # Absent when Caddy made the answer itself (no slot answered in time).
+                _log_append("app_status", "{http.reverse_proxy.status_code}"),
+                proxy,
+            ]
+        },
+    ]
+    return {
+        "match": [{"host": [site.domain]}],
+        "handle": [{"handler": "subroute", "routes": routes}],
+        "terminal": True,
+    }
+
+
+def _log_append(key: str, value: str) -> dict[str, Any]:
+    return {"handler": "log_append", "key": key, "value": value}
+
+
+def _logger(domain: str) -> str:
+    """A site's logger: dots would make it a child of another's (a.b under a)."""
+    return "site_" + domain.lower().replace(".", "_")
+
+
+def _answer(line: bytes) -> Answer:
+    try:
+        logged = json.loads(line)
+        app_status = logged.get("app_status")
+        return Answer(
+            float(logged["ts"]) - float(logged["duration"]),
+            int(logged["status"]),
+            str(logged.get("upstream") or ""),
+            int(app_status) if app_status else None,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CaddyError(
+            f"Caddy's request log holds a line onwatch cannot read: {line[:100]!r}"
+        ) from None
 
 
 def _own_route(own: Own) -> dict[str, Any]:

@@ -323,6 +323,16 @@ class Deploy(models.Model):
     # on): when it went live. ended_at comes seconds later, after the old one drained.
     switched_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    # What users felt during the switch, as Caddy counted it (switch.Felt): requests
+    # answered, those Caddy answered itself because no release did, 5xx the app sent,
+    # answers of the old release after the switch, and the old release's drain. None when
+    # not counted: felt_unmeasured says why (empty too: the deploy never reached a switch).
+    switch_served = models.PositiveIntegerField(null=True, blank=True)
+    switch_failed = models.PositiveIntegerField(null=True, blank=True)
+    switch_app_errors = models.PositiveIntegerField(null=True, blank=True)
+    switch_mixed = models.PositiveIntegerField(null=True, blank=True)
+    drain_seconds = models.FloatField(null=True, blank=True)
+    felt_unmeasured = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -331,7 +341,49 @@ class Deploy(models.Model):
         return f"{self.kind} #{self.pk} of {self.service.name}"
 
     @property
+    def felt_text(self) -> str:
+        """What users felt during the switch, in one sentence ("0 failed requests during
+        the switch, of 1,204 served; drained in 4.2 s"); empty when no switch happened."""
+        if self.switch_served is None:
+            reached = any(s.get("name") == "switch" for s in self.steps)
+            if not (self.felt_unmeasured or reached):
+                return ""
+            why = f" ({self.felt_unmeasured})" if self.felt_unmeasured else ""
+            return f"Requests during the switch: not measured{why}"
+        return "; ".join(self._felt_parts())
+
+    @property
+    def felt_bad(self) -> bool:
+        """Users saw an error or the old version after the switch."""
+        counts = (self.switch_failed, self.switch_app_errors, self.switch_mixed)
+        return any(n for n in counts)
+
+    def _felt_parts(self) -> list[str]:
+        failed = self.switch_failed or 0
+        parts = [
+            f"{_count(failed, 'failed request')} during the switch "
+            f"(no release answered them), of {self.switch_served:,} served"
+            if failed
+            else f"0 failed requests during the switch, of {self.switch_served:,} served"
+        ]
+        if self.switch_app_errors:
+            parts.append(f"{_count(self.switch_app_errors, 'error')} sent by the app itself")
+        if self.switch_mixed:
+            parts.append(
+                f"{_count(self.switch_mixed, 'answer')} from the old release after the switch"
+            )
+        # None: nothing served before, or the old release could not be stopped (the
+        # deploy's warning says so); either way nothing drained.
+        if self.drain_seconds is not None:
+            parts.append(f"drained in {self.drain_seconds:.1f} s")
+        return parts
+
+    @property
     def seconds(self) -> float | None:
         if self.started_at and self.ended_at:
             return (self.ended_at - self.started_at).total_seconds()
         return None
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"

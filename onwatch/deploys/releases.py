@@ -11,6 +11,7 @@ step: when, how long, ok or not, why) is kept on its row as it happens."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -42,7 +43,13 @@ from onwatch.deploys.workdir import (
 RELEASE_COMMAND_SECONDS = 1800.0
 # A deploy that must wait for another of its service looks again this often.
 WAIT_SECONDS = 2.0
+log = logging.getLogger(__name__)
 GATE = switch.Gate()
+FELT_TO_DO = (
+    "Read the deploy's timeline: errors from the app itself are the new release's to fix "
+    "(or roll back); requests no release answered mean a release stopped or failed its "
+    "health check during the switch."
+)
 
 
 class DeployFailed(Exception):
@@ -306,9 +313,23 @@ class Run:
         try:
             record = switch.switch(self.machine, site, target, self.on_switch_step, GATE)
         except switch.SwitchFailed as e:
+            self.felt(e.record)
             raise DeployFailed(self.masker.mask(str(e))) from None
         if record.warning:
             self.warn(self.masker.mask(record.warning), stop_old(self.service))
+        self.felt(record)
+
+    def felt(self, record: switch.Switch) -> None:
+        """What users felt, on the deploy; when they saw errors or the old version after
+        the switch, a person hears it (the new release serves: a warning)."""
+        if record.felt is None:
+            return
+        services.deploy_felt(self.deploy, record.felt)
+        if self.deploy.felt_bad:
+            self.warn(
+                f"Not every request went well during the switch: {self.deploy.felt_text}",
+                FELT_TO_DO,
+            )
 
     def prepare(self, site: caddy.Site) -> str:
         """Caddy and supervisord running, and the domain sent to the service's two slots.
@@ -392,12 +413,27 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
 
 
 def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
+    if state == State.INTERRUPTED:
+        stop_counting(deploy.service)
     live = serving(deploy.service)
     domain = deploy.service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
     reason = why if now in why else f"{why}; {now}"
     services.deploy_ended(deploy, state, reason, live)
     alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
+
+
+def stop_counting(service: Service) -> None:
+    """A worker that died mid-switch left Caddy logging every request of the site: on a
+    busy site that fills the disk until the next switch."""
+    if not service.domain:
+        return
+    proxy = machine().caddy
+    try:
+        proxy.stop_counting(service.domain)
+        proxy.forget_answers(service.domain)
+    except OSError as e:
+        log.warning("Caddy may still log each request of %s: %s", service.domain, e)
 
 
 def alert_failed(deploy: Deploy, verb: str = "failed") -> None:

@@ -53,7 +53,7 @@ from onwatch.deploys.models import (
 )
 
 if TYPE_CHECKING:
-    from onwatch.deploys.switch import Machine
+    from onwatch.deploys.switch import Felt, Machine
 
 KIND = "deploys.pipeline"
 DEPLOY_KIND = "deploys.deploy"
@@ -1274,6 +1274,28 @@ def deploy_switched(deploy: Deploy, at: datetime) -> None:
     old one still drains: what "went live" means to people and to the errors app."""
     Deploy.objects.filter(pk=deploy.pk).update(switched_at=at)
     deploy.switched_at = at
+
+
+def deploy_felt(deploy: Deploy, felt: Felt) -> None:
+    """What users felt during the deploy's switch, as Caddy counted it."""
+    measured = not felt.unmeasured
+    deploy.switch_served = felt.served if measured else None
+    deploy.switch_failed = felt.failed if measured else None
+    deploy.switch_app_errors = felt.app_errors if measured else None
+    deploy.switch_mixed = felt.mixed if measured else None
+    deploy.drain_seconds = felt.drain_seconds
+    deploy.felt_unmeasured = felt.unmeasured[:300]
+    deploy.save(update_fields=[*FELT_FIELDS])
+
+
+FELT_FIELDS = (
+    "switch_served",
+    "switch_failed",
+    "switch_app_errors",
+    "switch_mixed",
+    "drain_seconds",
+    "felt_unmeasured",
+)
 
 
 def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> None:

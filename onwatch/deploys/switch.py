@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +68,24 @@ class Step:
 
 
 @dataclass
+class Felt:
+    """What users felt during a switch, from Caddy's own request log: from the moment the
+    new release could take traffic until the old one stopped. `unmeasured` says why the
+    counts could not be read; then the numbers mean nothing and must not be shown."""
+
+    served: int = 0
+    # Answers Caddy made itself (no release answered: 502, 503, 504), not the app's.
+    failed: int = 0
+    # 5xx answers the app itself sent.
+    app_errors: int = 0
+    # Requests the old release took after Caddy should have stopped sending it any.
+    mixed: int = 0
+    # How long the old release took to finish its running requests; None: no old release.
+    drain_seconds: float | None = None
+    unmeasured: str = ""
+
+
+@dataclass
 class Switch:
     domain: str
     release: str
@@ -77,6 +95,8 @@ class Switch:
     # Set when the switch happened but something after it did not (the old release could
     # not be stopped): the new release serves, and a person should hear what is left.
     warning: str = ""
+    # Set once traffic could move (None: the switch stopped before that).
+    felt: Felt | None = None
 
     @property
     def seconds(self) -> float:
@@ -162,9 +182,10 @@ def _switch(
         _retire(machine, record, live[1], on_step, "tidy up")
     _start(machine, site, release, record, on_step)
     _gate(machine, site, release, record, on_step, gate)
-    _move(machine, release, record, on_step)
-    if old is not None:
-        _retire_old(machine, record, old, on_step)
+    with _counting(machine, site, record) as window:
+        _move(machine, release, record, on_step)
+        if old is not None:
+            _retire_old(machine, record, old, on_step, window)
 
 
 def _serving(machine: Machine, site: caddy.Site) -> str | None:
@@ -277,12 +298,12 @@ def _move(
 
 
 def _retire_old(
-    machine: Machine, record: Switch, port: int, on_step: Callable[[Step], None]
+    machine: Machine, record: Switch, port: int, on_step: Callable[[Step], None], window: Window
 ) -> None:
     """The new release serves already: the old one failing to stop does not undo that, so
     it is a warning saying what is left, not a failed switch."""
     try:
-        _retire(machine, record, port, on_step, "drain")
+        window.drain_seconds = _retire(machine, record, port, on_step, "drain", window)
     except (caddy.CaddyError, procman.ProcmanError, OSError) as e:
         old = record.previous or "the old release"
         still = (
@@ -297,13 +318,21 @@ def _retire_old(
 
 
 def _retire(
-    machine: Machine, record: Switch, port: int, on_step: Callable[[Step], None], name: str
-) -> None:
-    """Send `port` no new requests, let it finish those it is running, then stop it."""
+    machine: Machine,
+    record: Switch,
+    port: int,
+    on_step: Callable[[Step], None],
+    name: str,
+    window: Window | None = None,
+) -> float:
+    """Send `port` no new requests, let it finish those it is running, then stop it; the
+    seconds that took. The `window` learns from when `port` should take no new request."""
     with _step(record, name, on_step) as step:
         started = time.monotonic()
         machine.caddy.turn_off(port)
         time.sleep(caddy.SETTLE_SECONDS)  # Caddy may still choose it until then
+        if window is not None:
+            window.old, window.old_off_at = f"127.0.0.1:{port}", time.time()
         running = machine.caddy.in_flight(port)
         while running and time.monotonic() - started < DRAIN_SECONDS + caddy.SETTLE_SECONDS:
             time.sleep(0.1)
@@ -316,6 +345,72 @@ def _retire(
             else f"{running} requests still running after {DRAIN_SECONDS:g} s were cut off"
         )
         step.ok = not running
+    return took
+
+
+@dataclass
+class Window:
+    """The switch as Caddy's counts need it: which slot was the old one (its upstream) and
+    from when (Unix seconds) Caddy had surely stopped choosing it."""
+
+    old: str = ""
+    old_off_at: float = float("inf")
+    drain_seconds: float | None = None
+
+
+@contextmanager
+def _counting(machine: Machine, site: caddy.Site, record: Switch) -> Iterator[Window]:
+    """Caddy counts the site's requests while the block runs; record.felt says what it
+    counted, or why nothing could be (the switch goes on either way)."""
+    window, unmeasured = Window(), ""
+    caddy_before = _caddy_pid(machine)
+    try:
+        machine.caddy.start_counting(site.domain)
+    except (caddy.CaddyError, OSError) as e:
+        unmeasured = str(e)
+    try:
+        yield window
+    finally:
+        with suppress(OSError):
+            machine.caddy.stop_counting(site.domain)
+        if not unmeasured and _caddy_pid(machine) != caddy_before:
+            # Requests refused while it was down never reached its log: "0 failed" could lie.
+            unmeasured = "Caddy was restarted during the switch"
+        record.felt = _felt(machine, site, window, unmeasured)
+
+
+def _caddy_pid(machine: Machine) -> int | None:
+    try:
+        status = machine.supervisor.status(caddy.PROGRAM)
+    except procman.ProcmanError:
+        return None
+    return status.pid if status is not None and status.running else None
+
+
+def _felt(machine: Machine, site: caddy.Site, window: Window, unmeasured: str) -> Felt:
+    felt = Felt(drain_seconds=window.drain_seconds, unmeasured=unmeasured)
+    if unmeasured:
+        return felt
+    try:
+        for answer in machine.caddy.counted(site.domain):
+            _tally(felt, answer, window)
+        machine.caddy.forget_answers(site.domain)
+    except (caddy.CaddyError, OSError) as e:
+        return Felt(drain_seconds=window.drain_seconds, unmeasured=str(e))
+    return felt
+
+
+def _tally(felt: Felt, answer: caddy.Answer, window: Window) -> None:
+    felt.served += 1
+    if answer.app_status is None and answer.status >= 500:
+        felt.failed += 1  # no release answered: Caddy made it (502, 503, 504)
+    elif answer.app_status is not None and answer.app_status >= 500:
+        felt.app_errors += 1
+    # A request still running on the old slot when it went off is its to finish; one it
+    # took afterwards went to the old version after the new one had taken over.
+    old = answer.upstream == window.old and answer.app_status is not None
+    if old and answer.started > window.old_off_at:
+        felt.mixed += 1
 
 
 def _fail(record: Switch, message: str, still: bool = True) -> NoReturn:

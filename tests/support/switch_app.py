@@ -1,8 +1,9 @@
 """A small web app for switch tests and the bench, run by supervisord as a release's web
 process: it answers its release name (RELEASE), on 127.0.0.1:$PORT, with keep-alive.
 /slow?s=1.5 answers after 1.5 s, POST answers the size of its body, /health answers 200
-(500 with HEALTH=fail). On SIGTERM /health turns 503 at once, the app keeps serving for
-DRAIN_SECONDS, then exits once its running requests have finished."""
+(500 with HEALTH=fail); every other answer has the status STATUS (200 by default). On
+SIGTERM /health turns 503 at once, the app keeps serving for DRAIN_SECONDS, then exits
+once its running requests have finished."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 RELEASE = os.environ.get("RELEASE", "unnamed")
+STATUS = int(os.environ.get("STATUS", "200"))
 draining = threading.Event()
 running = 0
 lock = threading.Lock()
@@ -49,12 +51,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         if parts.path == "/slow":
             time.sleep(float(parse_qs(parts.query).get("s", ["1"])[0]))
-        self._answer(200, RELEASE)
+        self._answer(STATUS, RELEASE)
 
     def do_POST(self) -> None:
         with busy():
             size = len(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            self._answer(200, f"{RELEASE} {size}")
+            self._answer(STATUS, f"{RELEASE} {size}")
 
     def _answer(self, status: int, text: str) -> None:
         body = text.encode()

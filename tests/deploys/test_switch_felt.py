@@ -1,0 +1,171 @@
+"""What users felt during a switch, as Caddy counted it, against what real clients sending
+requests without pause counted themselves: the small app of tests/support/switch_app.py
+under supervisord, behind a real Caddy. The clients run from the moment the switch moves
+traffic until the old release has stopped (on_step), the window Caddy counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from onwatch.deploys import caddy
+from onwatch.deploys.switch import Felt, Machine, Step, Switch, program_name, switch
+from tests.support.load import Load, Tally
+from tests.support.switching import listen_port, own_machine, release, site
+
+pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+
+CLIENTS = 7  # Load's default: 3 kept alive, 1 new connection each time, 1 POST, 2 slow
+
+
+@pytest.fixture
+def machine() -> Iterator[Machine]:
+    with own_machine() as m:
+        m.ensure_running()
+        yield m
+
+
+@pytest.fixture
+def shop(machine: Machine) -> caddy.Site:
+    s = site(machine)
+    machine.caddy.put_site(s)
+    return s
+
+
+class Clients:
+    """Load from the start of the switch step until the last step of the switch ended;
+    `during` runs at the switch step's start, once the clients send."""
+
+    def __init__(
+        self, machine: Machine, shop: caddy.Site, during: Callable[[], None] = lambda: None
+    ) -> None:
+        self.load = Load(listen_port(machine), shop.domain, slow_seconds=0.5)
+        self.during = during
+        self.tally: Tally | None = None
+
+    def on_step(self, step: Step) -> None:
+        if step.name == "switch" and not step.ended:
+            self.load.start()
+            time.sleep(0.5)
+            self.during()
+        if step.name == "drain" and step.ended:
+            self.tally = self.load.stop()
+
+    def counted(self) -> Tally:
+        assert self.tally is not None, "the switch ended before its drain"
+        return self.tally
+
+
+def felt_of(record: Switch) -> Felt:
+    assert record.felt is not None
+    assert record.felt.unmeasured == "", record.felt.unmeasured
+    return record.felt
+
+
+def test_caddy_counts_what_the_clients_counted_under_steady_load(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    switch(machine, shop, release("r1"))
+    clients = Clients(machine, shop)
+    record = switch(machine, shop, release("r2"), clients.on_step)
+    tally, felt = clients.counted(), felt_of(record)
+    assert tally.failed == 0, tally.errors
+    assert tally.ok > 50
+    # A client may read its last answer a moment before Caddy has logged it.
+    assert tally.ok - CLIENTS <= felt.served <= tally.ok
+    assert (felt.failed, felt.app_errors, felt.mixed) == (0, 0, 0)
+    drain = record.steps[-1]
+    assert drain.name == "drain" and felt.drain_seconds is not None
+    assert drain.detail == f"drained in {felt.drain_seconds:.1f} s"
+    # Each switch empties the log once counted: it never holds more than one switch's.
+    assert machine.caddy.request_log(shop.domain).stat().st_size == 0
+    assert not list(machine.caddy.requests_dir.glob("*.on"))
+
+
+def test_requests_no_release_answered_are_counted_as_failed(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    first = switch(machine, shop, release("r1"))
+
+    def old_stops_early() -> None:
+        # The old release gone before the new one takes traffic: Caddy holds requests 5 s
+        # (try_duration), then answers 503 itself.
+        machine.supervisor.stop(program_name(first.port))
+        time.sleep(7)
+
+    clients = Clients(machine, shop, old_stops_early)
+    record = switch(machine, shop, release("r2"), clients.on_step)
+    tally, felt = clients.counted(), felt_of(record)
+    assert tally.failed > 0 and all(e.startswith("HTTP 503") for e in tally.errors), tally.errors
+    assert felt.failed == tally.failed
+    assert felt.app_errors == 0
+    assert tally.ok + tally.failed - CLIENTS <= felt.served <= tally.ok + tally.failed
+
+
+def test_errors_the_app_sent_are_counted_apart(machine: Machine, shop: caddy.Site) -> None:
+    switch(machine, shop, release("r1"))
+    clients = Clients(machine, shop)
+    record = switch(machine, shop, release("r2", STATUS="500"), clients.on_step)
+    tally, felt = clients.counted(), felt_of(record)
+    app_errors = sum(n for e, n in tally.errors.items() if e.startswith("HTTP 500 r2"))
+    assert app_errors > 0 and app_errors == tally.failed, tally.errors
+    # Caddy logs the last answers a moment after the clients read them.
+    assert app_errors - CLIENTS <= felt.app_errors <= app_errors
+    assert felt.failed == 0
+
+
+def test_answers_of_the_old_release_after_the_switch_are_counted(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    first = switch(machine, shop, release("r1"))
+    assert first.port == shop.ports[0]  # first in Caddy's list: it takes all it can
+    slot = machine.caddy.slots_dir / str(first.port)
+    done = threading.Event()
+
+    def turned_on_again() -> None:
+        # As if Caddy had not heard the old release was off: it keeps choosing it.
+        while not done.is_set():
+            if not slot.exists():
+                slot.write_text("r1\n")
+            time.sleep(0.01)
+
+    keeper = threading.Thread(target=turned_on_again, daemon=True)
+    clients = Clients(machine, shop, keeper.start)
+    try:
+        record = switch(machine, shop, release("r2"), clients.on_step)
+    finally:
+        done.set()
+    tally, felt = clients.counted(), felt_of(record)
+    assert 0 < felt.mixed <= tally.answers["r1"]
+    assert felt.failed == tally.failed, tally.errors
+
+
+def test_a_caddy_restarted_during_the_switch_is_not_measured(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    switch(machine, shop, release("r1"))
+    killed: list[int] = []
+
+    def kill_caddy(step: Step) -> None:
+        status = machine.supervisor.status(caddy.PROGRAM)
+        if step.name == "switch" and step.ended and status is not None:
+            os.kill(status.pid, signal.SIGKILL)  # supervisord starts it again
+            killed.append(status.pid)
+
+    record = switch(machine, shop, release("r2"), kill_caddy)
+    assert killed and record.felt is not None
+    assert record.felt.unmeasured == "Caddy was restarted during the switch"
+
+
+def test_a_caddy_without_request_logs_is_not_measured(machine: Machine, shop: caddy.Site) -> None:
+    switch(machine, shop, release("r1"))
+    machine.caddy.request_log(shop.domain).unlink()
+    record = switch(machine, shop, release("r2"))
+    assert record.felt is not None
+    assert record.felt.unmeasured == "Caddy keeps no request log for shop.test"
+    assert [s.name for s in record.steps][-2:] == ["switch", "drain"]
