@@ -17,7 +17,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry
 from onwatch.errors import services
 from onwatch.errors.models import Event, Issue, Project
-from tests.support.errors import incoming
+from tests.support.errors import incoming, waits_on_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -120,16 +120,6 @@ def alone(work: Callable[[], object], failed: list[BaseException]) -> None:
         failed.append(e)
     finally:
         connections.close_all()
-
-
-def waits_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database()"
-        )
-        found = cursor.fetchone()
-        return bool(found and found[0])
 
 
 def first_then(first: Callable[[], object], second: Callable[[], object]) -> None:

@@ -20,7 +20,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.errors import intake, services
 from onwatch.errors.models import Event, Issue, Project, Tally
 from tests.support.asgi import raw, status
-from tests.support.errors import serving_intake
+from tests.support.errors import serving_intake, waits_on_a_lock
 from tests.support.fixtures import make_org
 
 pytestmark = [
@@ -70,15 +70,6 @@ def stored_and_held(project: Project, body: bytes, holding: threading.Event,
             release.wait(30)
     finally:
         connections.close_all()
-
-
-def waits_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database()"
-        )
-        return bool(cursor.fetchone()[0])
 
 
 @pytest.mark.parametrize("body", [EVENT, SESSION, TWIN], ids=["new issue", "new tally", "twin"])

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
+from django.db import connection
 from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
@@ -42,6 +43,18 @@ def incoming(project: Project, *events: dict[str, Any]) -> intake.Incoming:
 def send(project: Project, *events: dict[str, Any], at: datetime | None = None) -> None:
     """Store `events` of one request as the ingest writer does, received `at` (now)."""
     services.take(incoming(project, *events), at or timezone.now())
+
+
+def waits_on_a_lock() -> bool:
+    """Whether a connection to this PostgreSQL database waits for a lock (one sender's
+    write held up by another's transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        found = cursor.fetchone()
+        return bool(found and found[0])
 
 
 @cache
