@@ -7,6 +7,7 @@ secret key and key file before Django starts (see onwatch/startup.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.utils.csp import CSP
 
@@ -336,7 +337,7 @@ INGEST_TIMINGS = env("ONWATCH_INGEST_TIMINGS", "")
 # ingest does not fill the disk.
 SQLITE_WAL_LIMIT_MB = env_int("ONWATCH_SQLITE_WAL_LIMIT_MB", 16, minimum=1)
 
-LOGGING = {
+LOGGING: dict[str, Any] = {  # logging.config.dictConfig's schema
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {

@@ -5,6 +5,8 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.support.fixtures",
     "tests.support.backups",
+    "tests.support.errors",
     "tests.support.mariadb",
+    "tests.support.releases",
     "tests.support.remote_servers",
 ]

@@ -57,6 +57,11 @@ class EncryptedJSONField(EncryptedTextField):
     write a new ciphertext, so a changed document is never answered from the cache.
     """
 
+    # What django-stubs types its attribute and its create() argument by: a JSON document,
+    # not the str of the TextField it is stored in.
+    _pyi_private_set_type: Any
+    _pyi_private_get_type: Any
+
     def from_db_value(
         self, value: str | None, expression: Expression, connection: BaseDatabaseWrapper
     ) -> Any:

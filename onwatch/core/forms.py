@@ -10,17 +10,6 @@ from django.conf import settings
 
 from onwatch.core.roles import Role, roles_grantable_by, scopes_for
 
-# Importable from here as before services.py held them.
-from onwatch.core.services import (  # noqa: F401
-    MemberError,
-    NewToken,
-    change_role,
-    issue_invite,
-    issue_token,
-    remove_member,
-    revoke_token,
-)
-
 
 def _role_choices(actor_role: str) -> list[tuple[str, str]]:
     return [(r.value, r.label) for r in roles_grantable_by(actor_role)]

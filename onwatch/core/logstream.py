@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -188,7 +188,7 @@ async def behind(job_id: int, after: int, n: int) -> list[Row]:
 
 async def events(
     job_id: int, after: int, allowed: Callable[[], bool] = lambda: True
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The events of the job's lines after line id `after`, until it has ended or
     `allowed` (a database read, asked every RECHECK_SECONDS) says the viewer may no longer
     see it."""

@@ -9,9 +9,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from onwatch.core.forms import MemberError, change_role, issue_token, remove_member
 from onwatch.core.models import ApiToken, AuditEntry, Invite, Membership, hash_token
 from onwatch.core.roles import Role, role_change_refusal
+from onwatch.core.services import MemberError, change_role, issue_token, remove_member
 from tests.support.fixtures import make_member, make_org, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]

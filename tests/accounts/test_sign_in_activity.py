@@ -16,9 +16,9 @@ from django.urls import reverse
 from onwatch.accounts.services import ALERT_AFTER
 from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
-from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.core.roles import Role
+from onwatch.core.services import issue_token
 from tests.support.fixtures import PASSWORD, make_member, make_org, signed_in
 from tests.support.receivers import WebhookReceiver
 from tests.support.totp import totp_now

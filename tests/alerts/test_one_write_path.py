@@ -22,9 +22,9 @@ from onwatch.alerts.models import (
     Maintenance,
 )
 from onwatch.alerts.services import add_channel
-from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Membership, Organization
 from onwatch.core.roles import SCOPES
+from onwatch.core.services import issue_token
 from tests.support.child import alerts as child_alerts
 from tests.support.child import call
 from tests.support.fixtures import signed_in

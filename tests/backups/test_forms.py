@@ -418,7 +418,7 @@ def test_the_plan_form_checks_schedules_zones_and_copies(
     here = local_repo(org, tmp_path / "a", name="here")
     there = local_repo(org, tmp_path / "b", name="there")
     client = signed_in(members["admin"])
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"cron": "every night"}, "is not a cron expression"),
         ({"cron": "61 3 * * *"}, "is not a valid cron expression"),
         ({"drill_cron": "0 4 * *"}, "is not a cron expression"),
@@ -462,6 +462,7 @@ def test_a_plan_is_added_changed_with_its_schedules_and_removed(
     r = post(client, "backup_plan_edit", data, plan.pk)
     assert r.status_code == 302, errors_of(r)
     plan.refresh_from_db()
+    assert plan.schedule_id is not None
     schedule = Schedule.objects.get(pk=plan.schedule_id)
     assert (schedule.cron, schedule.next_run_at) == ("0 1 * * *", None)  # placed afresh
     assert set(plan.copies.all()) == {here, there} and plan.drill_from == there
@@ -473,6 +474,7 @@ def test_a_plan_is_added_changed_with_its_schedules_and_removed(
     # Both sit on this test machine: not offsite, whatever their providers say.
     assert shown.count('<span class="state-failed">no</span>') == 2 and "backblaze" in shown
 
+    assert plan.schedule_id is not None and plan.drill_schedule_id is not None
     ids = [plan.schedule_id, plan.drill_schedule_id]
     r = client.post(reverse("backup_plan_delete", args=[plan.pk]), follow=True)
     assert "stay in the repositories" in r.content.decode()

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from onwatch.alerts import services
 from onwatch.core import audit
-from onwatch.core.forms import issue_token
 from onwatch.core.models import ApiToken, AuditEntry, Job, JobState, Membership, Organization
+from onwatch.core.services import issue_token
 from tests.support.fixtures import make_member, make_org
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from onwatch.core.forms import change_role, issue_token, revoke_token
 from onwatch.core.models import ApiToken, AuditEntry, Membership
+from onwatch.core.services import change_role, issue_token, revoke_token
 from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]

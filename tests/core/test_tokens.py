@@ -14,8 +14,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from onwatch.core.forms import issue_token
 from onwatch.core.models import ApiToken, AuditEntry, Membership
+from onwatch.core.services import issue_token
 from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]

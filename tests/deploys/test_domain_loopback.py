@@ -90,14 +90,14 @@ def test_forwarded_headers_count_only_with_caddys_token(
     forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
     # Caddy's requests, twice: the fast route learns their answer (HSTS in it).
     for _ in range(2):
-        by_caddy = ask(env, "GET", f"/ping/{ping_id}", **forged, **{"X-Onwatch-Proxy": token})
+        by_caddy = ask(env, "GET", f"/ping/{ping_id}", b"", **forged, **{"X-Onwatch-Proxy": token})
         assert by_caddy.status == 200
         # A local name: HSTS for a day and for itself alone, never for names below it.
         assert by_caddy.headers["Strict-Transport-Security"] == "max-age=86400"
     # Another program on this machine, straight to the loopback port, with the same
     # headers and a wrong token: neither its address nor HTTPS is taken from it.
     for _ in range(2):
-        other = ask(env, "GET", f"/ping/{ping_id}", **forged, **{"X-Onwatch-Proxy": "guess"})
+        other = ask(env, "GET", f"/ping/{ping_id}", b"", **forged, **{"X-Onwatch-Proxy": "guess"})
         assert other.status == 200
         assert other.headers["Strict-Transport-Security"] is None
     assert stored(env, ping_id) == ["203.0.113.9"] * 2 + ["127.0.0.1"] * 2

@@ -50,7 +50,7 @@ def page_of(service: Service, member: Any) -> str:
 
 
 def api_evidence(service: Service, member: Any, org: Organization) -> dict[str, Any]:
-    from onwatch.core.forms import issue_token
+    from onwatch.core.services import issue_token
 
     raw = issue_token(member, org, "test", ["services:read"], 1).raw
     r = signed_in(member).get(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from onwatch.core import jobs
+from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobState, Organization
 from onwatch.deploys import hostchecks, hosts, services
@@ -104,7 +104,7 @@ def test_a_changed_host_key_is_refused_until_it_is_forgotten_on_purpose(
     assert host.known_hosts == before and host.findings == [] and host.ready is False
     services.forget_host_key(host, SYSTEM)
     assert run_check(host).state == JobState.SUCCEEDED
-    assert f"ssh-ed25519 {sshd.fingerprint()}" in services.ssh.fingerprints(host.known_hosts)
+    assert f"ssh-ed25519 {sshd.fingerprint()}" in ssh.fingerprints(host.known_hosts)
     assert lines(host)["python"][0]
     assert AuditEntry.objects.filter(action="host-key-pinned", target=host.name).exists()
 

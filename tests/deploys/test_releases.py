@@ -32,8 +32,8 @@ from tests.support.deploys import beside_a_writer, commit, service_for
 from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.receivers import wait_until
-from tests.support.releases import RELEASE_FAILS, app_files, built_marker
-from tests.support.switching import listen_port, own_machine
+from tests.support.releases import KINDS, RELEASE_FAILS, app_files, built_marker
+from tests.support.switching import listen_port
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
 # scripts/test runs it in the SQLite pass only.
@@ -42,14 +42,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("channel"),
 ]
-KINDS = [services.KIND, services.DEPLOY_KIND]
-
-
-@pytest.fixture
-def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
-    with own_machine() as m:
-        monkeypatch.setattr(releases, "machine", lambda: m)
-        yield m
 
 
 @pytest.fixture
@@ -254,6 +246,7 @@ def test_a_deploy_whose_worker_died_ends_interrupted_with_the_live_release_servi
     # Its worker claimed it, started, and then stopped answering (killed, machine down).
     services.deploy_started(deploy)
     gone = timezone.now() - timedelta(minutes=1)
+    assert deploy.job_id is not None
     Job.objects.filter(pk=deploy.job_id).update(
         state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
     )
@@ -285,8 +278,8 @@ def test_a_second_deploy_of_a_service_waits_for_the_first(machine: Machine, shop
         # the queue, not started, with no attempt counted, and says so once.
         for _ in range(2):
             jobs.run_pending(kinds=KINDS)
-            Job.objects.filter(pk=deploy.job_id).update(run_after=timezone.now())
-        job = Job.objects.get(pk=deploy.job_id)
+            Job.objects.filter(pk=deploy.job.pk).update(run_after=timezone.now())
+        job = Job.objects.get(pk=deploy.job.pk)
         assert (job.state, job.attempts, job.error) == (JobState.QUEUED, 0, waiting)
         assert log_text(deploy.job_id).count(waiting) == 1
         deploy.refresh_from_db()
@@ -345,6 +338,7 @@ def ended(row: Deploy | Pipeline) -> bool:
 
 
 def log_text(job_id: int | None) -> str:
+    assert job_id is not None, "no job"
     lines = beside_a_writer(
         lambda: list(JobLogLine.objects.filter(job_id=job_id).values_list("text", flat=True))
     )
@@ -368,8 +362,9 @@ def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_
     # Its lines reach the deploy's log while it runs, not when it ends.
     wait_until(lambda: "migrating 1001" in log_text(deploy.job_id), 60, "the release command")
     wait_until(lambda: sleeping() == {"sleep 4321", "sleep 4322"}, 30, "its processes")
-    assert deploy.job is not None
-    beside_a_writer(lambda: jobs.cancel(deploy.job, "test"))
+    job = deploy.job
+    assert job is not None
+    beside_a_writer(lambda: jobs.cancel(job, "test"))
     worker.join(timeout=60)
     deploy.refresh_from_db()
     assert (deploy.state, deploy.reason) == (State.CANCELLED, "cancelled")

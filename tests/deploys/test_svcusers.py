@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ from onwatch.deploys.models import Deploy, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.deploys import beside_a_writer, commit
 from tests.support.load import Load, fetch
-from tests.support.releases import app_files
-from tests.support.switching import caddy_tcp_ports, listen_port, own_machine
+from tests.support.releases import KINDS, app_files
+from tests.support.switching import caddy_tcp_ports, listen_port
 
 pytestmark = [
     pytest.mark.once,
@@ -32,14 +31,6 @@ pytestmark = [
     pytest.mark.usefixtures("channel"),
     pytest.mark.skipif(os.geteuid() != 0, reason="only root gives services users of their own"),
 ]
-KINDS = [services.KIND, services.DEPLOY_KIND]
-
-
-@pytest.fixture
-def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
-    with own_machine() as m:
-        monkeypatch.setattr(releases, "machine", lambda: m)
-        yield m
 
 
 def add(org: Organization, name: str, repo: Path, files: dict[str, str]) -> Service:
@@ -67,6 +58,7 @@ def probed(files: dict[str, str], probe: str) -> dict[str, str]:
 
 
 def lines_of(job_id: int | None) -> list[str]:
+    assert job_id is not None, "no job"
     found = JobLogLine.objects.filter(job_id=job_id).values_list("text", flat=True)
     return beside_a_writer(lambda: list(found))
 

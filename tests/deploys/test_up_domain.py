@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from onwatch.config import PROXY_HEADER
 from onwatch.deploys import caddy
 from onwatch.deploys.switch import Machine
 from tests.support.procs import ROOT, Running, free_port, isolated, port_freed, run
@@ -39,7 +40,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "ONWATCH_CADDY_HTTPS_PORT": str(free_port()),
         "ONWATCH_CADDY_HEALTH_PORT": str(free_port()),
     }
-    with isolated(tmp_path, ONWATCH_DATA_DIR=str(data), **ports) as e:
+    with isolated(tmp_path, migrated=False, ONWATCH_DATA_DIR=str(data), **ports) as e:
         try:
             yield e
         finally:
@@ -247,7 +248,7 @@ def test_caddy_without_https_leaves_onwatchs_route_out(tmp_path: Path) -> None:
     config = proxy.config()
     assert DOMAIN not in json.dumps(config)
     assert '"t"' not in json.dumps(config)
-    assert caddy.PROXY_HEADER not in json.dumps(config)
+    assert PROXY_HEADER not in json.dumps(config)
 
 
 def test_plain_up_with_an_unreadable_old_route_warns_and_starts(env: dict[str, str]) -> None:

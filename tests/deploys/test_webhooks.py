@@ -8,11 +8,11 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.http import HttpResponse
 from django.test import Client
 from django.utils import timezone
 
@@ -43,14 +43,16 @@ def github(secret: str, body: bytes, event: str = "push") -> dict[str, str]:
     }
 
 
-def send(service: Service, body: bytes, headers: dict[str, str]) -> HttpResponse:
+def send(service: Service, body: bytes, headers: dict[str, str]) -> Any:
     url = f"/hooks/deploys/{service.pk}/"
-    answer: HttpResponse = Client().post(url, body, content_type="application/json", **headers)
-    return answer
+    # WSGI environ keys (HTTP_X_…), never one of post()'s own arguments.
+    environ: dict[str, Any] = headers
+    return Client().post(url, body, content_type="application/json", **environ)
 
 
-def said(r: HttpResponse) -> str:
-    return r.content.decode().strip()
+def said(r: Any) -> str:
+    body: bytes = r.content
+    return body.decode().strip()
 
 
 @pytest.fixture
@@ -118,7 +120,7 @@ def unsigned(h: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in h.items() if k != "HTTP_X_HUB_SIGNATURE_256"}
 
 
-REFUSALS = {
+REFUSALS: dict[str, tuple[Callable[[str, bytes], dict[str, str]], int, str]] = {
     "missing signature": (
         lambda s, b: unsigned(github(s, b)),
         401,

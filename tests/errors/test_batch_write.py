@@ -18,6 +18,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
 from onwatch.errors import intake, services
 from onwatch.errors.models import Event, Issue, Project, Tally
+from tests.support.errors import incoming
 from tests.support.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.django_db
@@ -33,18 +34,6 @@ def crash(kind: str, user: str = "", event_id: str = "") -> dict[str, Any]:
     if user:
         event["user"] = {"id": user}
     return event
-
-
-def incoming(project: Project, *events: dict[str, Any]) -> intake.Incoming:
-    return intake.Incoming(project.pk, project.public_key, "192.0.2.9", list(events))
-
-
-@pytest.fixture
-def project(org: Organization) -> Project:
-    made = services.add_project(org, "shop", SYSTEM)
-    made.alert_new_issues = False
-    made.save()
-    return made
 
 
 def queries_for(project: Project, requests: int, per_request: int) -> int:

@@ -8,26 +8,18 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from django.core.asgi import get_asgi_application
 from django.test import Client
 
 from onwatch.core.audit import SYSTEM
-from onwatch.core.ingest.app import Ingest
-from onwatch.errors import fastroute, intake, keys, protocol, services
+from onwatch.errors import protocol, services
 from onwatch.errors.models import Project
-from tests.support.asgi import header, raw, serving, status
+from tests.support.asgi import header, raw, status
+from tests.support.errors import serving_intake
 from tests.support.fixtures import make_org
 
-pytestmark = pytest.mark.django_db(transaction=True)
-django_app = get_asgi_application()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_limits")]
 EVENT = b'{}\n{"type": "event"}\n{"message": "from a browser"}\n'
 ORIGIN = "https://shop.example"
-
-
-@pytest.fixture(autouse=True)
-def fresh_limits() -> None:
-    intake.LIMIT.buckets.clear()
-    keys.forget_all()
 
 
 @pytest.fixture
@@ -86,10 +78,8 @@ def test_refusals_carry_cors_on_both_endpoints(project: Project) -> None:
 
 @pytest.fixture
 def onwatch() -> Iterator[int]:
-    app = Ingest(django_app, fast=[fastroute.ROUTE])
-    with serving(app) as port:
+    with serving_intake() as port:
         yield port
-        app.writer.stop()
 
 
 def test_the_fast_routes_refusals_carry_cors(project: Project, onwatch: int) -> None:

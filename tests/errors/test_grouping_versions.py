@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
-from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
 from onwatch.errors import grouping, intake, services
 from onwatch.errors.models import Event, Issue, Project
+from tests.support.errors import send
 from tests.support.receivers import WebhookReceiver
 
 pytestmark = pytest.mark.django_db
@@ -42,11 +42,6 @@ def browser_crash(url: str) -> dict[str, Any]:
     return {"event_id": uuid.uuid4().hex, "exception": {"values": [exc]}}
 
 
-def send(project: Project, *events: dict[str, Any]) -> None:
-    incoming = intake.Incoming(project.pk, project.public_key, "192.0.2.9", list(events))
-    services.take(incoming, timezone.now())
-
-
 def made_by_version_1(project: Project, event: dict[str, Any]) -> Issue:
     """The issue the previous rules made of this event (as onwatch stored it then)."""
     digest, by = grouping.hashed(event, 1)
@@ -61,14 +56,6 @@ def made_by_version_1(project: Project, event: dict[str, Any]) -> Issue:
         last_seen=now,
         event_count=1,
     )
-
-
-@pytest.fixture
-def project(org: Organization) -> Project:
-    made = services.add_project(org, "shop", SYSTEM)
-    made.alert_new_issues = False
-    made.save()
-    return made
 
 
 @pytest.mark.parametrize(

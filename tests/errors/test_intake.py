@@ -4,6 +4,7 @@ a 4xx, never an exception the view would answer 500 to."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from unittest import mock
 
 import pytest
@@ -77,6 +78,6 @@ def test_counted_items_of_the_wrong_shape_are_skipped(item_type: str, payload: o
     assert not incoming.tallies
 
 
-def known_key() -> mock._patch[mock.MagicMock]:
+def known_key() -> mock._patch[Callable[[int], tuple[str, bool]]]:
     """Project 1 takes key "abc": the reading is under test here, not the key's lookup."""
     return mock.patch.object(project_keys, "lookup", lambda project_id: ("abc", False))

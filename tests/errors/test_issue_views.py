@@ -12,8 +12,8 @@ from django.test import Client
 from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
-from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Organization
+from onwatch.core.services import issue_token
 from onwatch.errors import intake, services
 from onwatch.errors.models import Event, Issue, Project
 from tests.support.fixtures import signed_in

@@ -14,9 +14,10 @@ from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import AuditEntry, Organization
-from onwatch.errors import intake, services
+from onwatch.core.models import AuditEntry
+from onwatch.errors import services
 from onwatch.errors.models import Event, Issue, Project
+from tests.support.errors import incoming, waits_on_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -31,17 +32,8 @@ def crash(kind: str, user: str = "", release: str = "1.0") -> dict[str, Any]:
 
 
 def send(project: Project, *events: dict[str, Any]) -> None:
-    incoming = intake.Incoming(project.pk, project.public_key, "192.0.2.9", list(events))
     with transaction.atomic():  # as the ingest writer and Django's view call it
-        services.take(incoming, timezone.now())
-
-
-@pytest.fixture
-def project(org: Organization) -> Project:
-    made = services.add_project(org, "shop", SYSTEM)
-    made.alert_new_issues = False
-    made.save()
-    return made
+        services.take(incoming(project, *events), timezone.now())
 
 
 def issues(project: Project) -> tuple[Issue, Issue]:
@@ -128,16 +120,6 @@ def alone(work: Callable[[], object], failed: list[BaseException]) -> None:
         failed.append(e)
     finally:
         connections.close_all()
-
-
-def waits_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database()"
-        )
-        found = cursor.fetchone()
-        return bool(found and found[0])
 
 
 def first_then(first: Callable[[], object], second: Callable[[], object]) -> None:

@@ -13,24 +13,23 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from django.core.asgi import get_asgi_application
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
-from onwatch.core.ingest.app import Ingest
-from onwatch.errors import fastroute, intake, keys, services
+from onwatch.errors import intake, services
 from onwatch.errors.models import Event, Issue, Project, Tally
-from tests.support.asgi import raw, serving, status
+from tests.support.asgi import raw, status
+from tests.support.errors import serving_intake, waits_on_a_lock
 from tests.support.fixtures import make_org
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fresh_limits"),
     pytest.mark.skipif(
         connection.vendor != "postgresql", reason="SQLite writes one transaction at a time"
     ),
 ]
-django_app = get_asgi_application()
 EVENT = b'{}\n{"type": "event"}\n{"message": "the first of its kind"}\n'
 # The same event (one id) from two senders, as an SDK's retry while the first is in flight.
 TWIN = (
@@ -42,12 +41,6 @@ SESSION = (
 )
 
 
-@pytest.fixture(autouse=True)
-def fresh_limits() -> None:
-    intake.LIMIT.buckets.clear()
-    keys.forget_all()
-
-
 @pytest.fixture
 def project() -> Project:
     return services.add_project(make_org(), "shop", SYSTEM)
@@ -55,10 +48,8 @@ def project() -> Project:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    app = Ingest(django_app, fast=[fastroute.ROUTE])
-    with serving(app) as port:
+    with serving_intake() as port:
         yield port
-        app.writer.stop()
 
 
 def stored(project: Project, body: bytes) -> None:
@@ -79,15 +70,6 @@ def stored_and_held(project: Project, body: bytes, holding: threading.Event,
             release.wait(30)
     finally:
         connections.close_all()
-
-
-def waits_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database()"
-        )
-        return bool(cursor.fetchone()[0])
 
 
 @pytest.mark.parametrize("body", [EVENT, SESSION, TWIN], ids=["new issue", "new tally", "twin"])

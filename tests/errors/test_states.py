@@ -3,7 +3,6 @@ release order, ignoring until a time, a count or a rate, resolving in the next r
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,26 +14,13 @@ from onwatch.alerts.models import Incident
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.deploys.models import Deploy, Release, State
-from onwatch.errors import intake, services
+from onwatch.errors import services
 from onwatch.errors.models import Issue, Project
 from tests.support.deploys import service_for
+from tests.support.errors import crash, send
 from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
-
-
-def crash(release: str = "", message: str = "boom", **more: Any) -> dict[str, Any]:
-    return {
-        "event_id": uuid.uuid4().hex,
-        "release": release,
-        "exception": {"values": [{"type": "KeyError", "value": message}]},
-        **more,
-    }
-
-
-def send(project: Project, *events: dict[str, Any], at: Any = None) -> None:
-    incoming = intake.Incoming(project.pk, project.public_key, "192.0.2.9", list(events))
-    services.take(incoming, at or timezone.now())
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ next release. Through core's real tick, with its registered hooks."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,33 +18,13 @@ from onwatch.core import scheduler
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.deploys.models import Deploy, Release, State
-from onwatch.errors import intake, services
+from onwatch.errors import services
 from onwatch.errors.models import Issue, Project
 from tests.support.deploys import service_for
+from tests.support.errors import crash, send
 from tests.support.fixtures import signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
-
-
-def crash(release: str = "") -> dict[str, Any]:
-    return {
-        "event_id": uuid.uuid4().hex,
-        "release": release,
-        "exception": {"values": [{"type": "KeyError", "value": "boom"}]},
-    }
-
-
-def send(project: Project, *events: dict[str, Any], at: Any = None) -> None:
-    incoming = intake.Incoming(project.pk, project.public_key, "192.0.2.9", list(events))
-    services.take(incoming, at or timezone.now())
-
-
-@pytest.fixture
-def project(org: Organization) -> Project:
-    made = services.add_project(org, "shop", SYSTEM)
-    made.alert_new_issues = False
-    made.save()
-    return made
 
 
 def test_an_issue_ignored_until_a_past_time_is_unresolved_by_the_tick(

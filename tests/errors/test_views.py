@@ -63,6 +63,7 @@ def test_the_project_page_shows_refusals_drops_and_crash_free_sessions(
         send(project, {"message": "x"}, refused="rate_limited")
     send(
         project,
+        refused="",
         **{"sdk-dropped:queue_overflow (error)": 7, "sessions:shop@2": 4, "crashed:shop@2": 1},
     )
     page = signed_in(members["viewer"]).get(f"/errors/{project.pk}/").content.decode()
@@ -101,7 +102,7 @@ def test_the_issue_page_shows_the_app_frames_first_and_the_user(
 def test_projects_are_listed_and_added_through_the_api(
     org: Organization, members: dict[str, Any]
 ) -> None:
-    from onwatch.core.forms import issue_token
+    from onwatch.core.services import issue_token
 
     raw = issue_token(members["admin"], org, "ci", ["errors:read", "errors:write"], 1).raw
     client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")

@@ -1,12 +1,21 @@
 """A small real web app in a git repository for deploy tests: tests/support/switch_app.py
 answering the VERSION of the commit it was built from, with a build, a release command
-and a health path in its onwatch.toml."""
+and a health path in its onwatch.toml; and the machine (registered for every test in
+tests/conftest.py) that such tests deploy it on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.switching import APP
+import pytest
+
+from onwatch.deploys import releases, services
+from onwatch.deploys.switch import Machine
+from tests.support.switching import APP, own_machine
+
+# The jobs a deploy runs through: its pipeline, then the deploy that waited for it.
+KINDS = [services.KIND, services.DEPLOY_KIND]
 
 TOML = """[build]
 command = "echo built > built.txt"
@@ -44,3 +53,11 @@ def app_files(version: str, release: str = RELEASE_OK, health: str = "") -> dict
 
 def built_marker(directory: str) -> Path:
     return Path(directory) / "built.txt"
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
+    """A machine of its own (supervisord and Caddy) that onwatch's deploys switch on."""
+    with own_machine() as m:
+        monkeypatch.setattr(releases, "machine", lambda: m)
+        yield m

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from onwatch.alerts import incidents, services
 from onwatch.alerts.models import EscalationPolicy, Incident, IncidentState, Maintenance
-from onwatch.core.forms import issue_token, revoke_token
 from onwatch.core.models import ApiToken, AuditEntry, Membership, Organization
 from onwatch.core.roles import SCOPES, Role
+from onwatch.core.services import issue_token, revoke_token
 from onwatch.uptime import state
 from onwatch.uptime.models import Monitor, State, StateChange
 from tests.support.fixtures import make_member, make_org

@@ -20,8 +20,8 @@ from onwatch.alerts.models import Incident
 from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
 from onwatch.core.audit import CLI
-from onwatch.core.forms import issue_token
 from onwatch.core.models import Organization
+from onwatch.core.services import issue_token
 from onwatch.uptime import probes, state
 from onwatch.uptime.models import Kind, Monitor, State
 from onwatch.uptime.prober import Done, record

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.support.browser import chromium, sign_up_and_enrol
 from tests.support.procs import Running, isolated, wait_http
@@ -56,7 +56,10 @@ def test_a_certificate_warning_is_told_shown_and_cleared_in_a_real_browser(
         # The prober checks it at once: up, with a warning everyone can see...
         wait_until(lambda: shows(page, detail, SHOWN), timeout=30, what="the warning")
         expect(page.locator(".monitor-state")).to_contain_text("up")
-        row = lambda: page.get_by_role("row", name="shop certificate")  # noqa: E731
+
+        def row() -> Locator:
+            return page.get_by_role("row", name="shop certificate")
+
         page.goto(up.base_url + "/monitors/")
         expect(row()).to_contain_text(SHOWN)
         page.goto(up.base_url + "/")

@@ -18,9 +18,9 @@ from onwatch.alerts import incidents
 from onwatch.alerts.models import EscalationPolicy, Incident
 from onwatch.cli import build_parser
 from onwatch.core.audit import Actor
-from onwatch.core.forms import issue_token
 from onwatch.core.models import AuditEntry, Organization
 from onwatch.core.roles import SCOPES
+from onwatch.core.services import issue_token
 from onwatch.uptime import cli as uptime_cli
 from onwatch.uptime import services, state
 from onwatch.uptime.models import Monitor, State, StatusPage
@@ -148,7 +148,7 @@ class YamlFile:
     def __init__(self, org: Organization, path: Path) -> None:
         self.org, self.path = org, path
         self.actor = ("cli", "")
-        self.monitors = {"db": dict(DB), "shop": dict(SHOP)}
+        self.monitors: dict[str, dict[str, Any]] = {"db": dict(DB), "shop": dict(SHOP)}
 
     def apply(self) -> None:
         self.path.write_text(yaml.safe_dump({"monitors": list(self.monitors.values())}))

@@ -26,9 +26,9 @@ from onwatch.alerts.models import EscalationPolicy, Incident, Maintenance
 from onwatch.backups import services as backup_services
 from onwatch.core import roles
 from onwatch.core.audit import SYSTEM
-from onwatch.core.forms import issue_token
 from onwatch.core.models import Invite, Job, Membership, Organization
 from onwatch.core.roles import PERMISSIONS, SCOPES, Role, has_permission
+from onwatch.core.services import issue_token
 from onwatch.deploys.models import Host
 from onwatch.uptime.models import Monitor
 from tests.support.fixtures import signed_in

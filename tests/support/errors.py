@@ -1,0 +1,89 @@
+"""Error projects, the events SDKs send and onwatch serving them, for the errors app's tests:
+plain functions, and the fixtures (registered for every test in tests/conftest.py) that
+those tests share. A test module's own fixture of the same name wins over these."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import pytest
+from django.core.asgi import get_asgi_application
+from django.core.handlers.asgi import ASGIHandler
+from django.db import connection
+from django.utils import timezone
+
+from onwatch.core.audit import SYSTEM
+from onwatch.core.ingest.app import Ingest
+from onwatch.core.models import Organization
+from onwatch.errors import fastroute, intake, keys, services
+from onwatch.errors.models import Project
+from tests.support.asgi import serving
+
+
+def crash(release: str = "", message: str = "boom", **more: Any) -> dict[str, Any]:
+    """An event of one KeyError, as an SDK sends it; `more` adds fields of the event."""
+    return {
+        "event_id": uuid.uuid4().hex,
+        "release": release,
+        "exception": {"values": [{"type": "KeyError", "value": message}]},
+        **more,
+    }
+
+
+def incoming(project: Project, *events: dict[str, Any]) -> intake.Incoming:
+    """`events` of one request, as the intake hands them on to be stored."""
+    return intake.Incoming(project.pk, project.public_key, "192.0.2.9", list(events))
+
+
+def send(project: Project, *events: dict[str, Any], at: datetime | None = None) -> None:
+    """Store `events` of one request as the ingest writer does, received `at` (now)."""
+    services.take(incoming(project, *events), at or timezone.now())
+
+
+def waits_on_a_lock() -> bool:
+    """Whether a connection to this PostgreSQL database waits for a lock (one sender's
+    write held up by another's transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        found = cursor.fetchone()
+        return bool(found and found[0])
+
+
+@cache
+def django_app() -> ASGIHandler:
+    return get_asgi_application()
+
+
+@contextmanager
+def serving_intake() -> Iterator[int]:
+    """A real uvicorn serving what SDKs send to as `onwatch web` does: the ingest layer with
+    the errors' fast route in front of Django. Its port; the layer's writer stopped after."""
+    app = Ingest(django_app(), fast=[fastroute.ROUTE])
+    with serving(app) as port:
+        yield port
+        app.writer.stop()
+
+
+@pytest.fixture
+def project(org: Organization) -> Project:
+    """A project whose new issues raise no alert: for tests of what becomes of events."""
+    made = services.add_project(org, "shop", SYSTEM)
+    made.alert_new_issues = False
+    made.save()
+    return made
+
+
+@pytest.fixture
+def fresh_limits() -> None:
+    """The intake's rate limits and known keys forgotten: tests with a transactional
+    database make projects of the same ids one after another."""
+    intake.LIMIT.buckets.clear()
+    keys.forget_all()
