@@ -196,6 +196,7 @@ def test_a_deploy_interrupted_mid_switch_leaves_caddy_logging_nothing(
     deploy = services.queue_deploy(shop, SYSTEM, "cli")
     services.deploy_started(deploy)
     gone = timezone.now() - timedelta(minutes=1)
+    assert deploy.job_id is not None
     Job.objects.filter(pk=deploy.job_id).update(
         state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
     )
