@@ -192,11 +192,16 @@ def _dict(value: dict[str, Any], depth: int, in_code: bool) -> dict[str, Any]:
     found = {}
     deep = depth >= MAX_DEPTH
     for k, v in value.items():
-        key, secret, code_here = _key(k)
+        key, secret, code_here = _known_key(k) if len(k) <= CACHED_KEY_LENGTH else _key_of(k)
         if secret and v is not None and v != "":
             found[key] = FILTERED
         elif type(v) is str and not deep:
-            found[key] = string(v, in_code or code_here)  # most values: no call of scrubbed
+            # Most values: the cache's answer without a call of scrubbed or string between.
+            code_now = in_code or code_here
+            if len(v) <= CACHED_STRING_LENGTH:
+                found[key] = _known_string(v, code_now)
+            else:
+                found[key] = _string_of(v, code_now)
         else:
             found[key] = scrubbed(v, depth + 1, in_code or code_here)
     return found
