@@ -72,22 +72,21 @@ def reason(answer: bytes) -> str:
 def test_the_fast_routes_rate_limit_and_quota_refusals_say_why(
     project: Project, served: tuple[int, Ingest], settings: Any
 ) -> None:
-    port, app = served
-    settings.ERRORS_RATE_LIMIT = 1  # a burst of ten, then one a second
-    answers = [post(port, project) for _ in range(12)]
-    assert [status(a) for a in answers[:10]] == [200] * 10
-    assert app.served >= 9, "the fast route answered"
-    assert status(answers[11]) == 429
-    assert json.loads(reason(answers[11])) == {
+    port, _ = served
+    settings.ERRORS_RATE_LIMIT = 0.1  # one at once, then one every ten seconds
+    assert status(post(port, project)) == 200  # Django's; the fast route takes the next
+    limited = post(port, project)
+    assert status(limited) == 429
+    assert json.loads(reason(limited)) == {
         "detail": "refused: sent faster than the rate limit; send again later"
     }
     settings.ERRORS_RATE_LIMIT = 1000
-    project.hourly_quota = 10
+    project.hourly_quota = 1
     project.save()
     over = post(port, project)
     assert status(over) == 429
     assert "over the hourly quota" in reason(over)
-    assert Event.objects.count() == 10
+    assert Event.objects.count() == 1
 
 
 def test_a_key_revoked_by_another_process_is_refused_with_why(
