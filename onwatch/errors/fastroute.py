@@ -89,4 +89,5 @@ ROUTE = Route(
     max_body=protocol.MAX_BODY,
     busy=busy,
     threaded=True,
+    error_header=intake.ERROR_HEADER,
 )

@@ -69,8 +69,6 @@ def answered(answer: Answer) -> HttpResponse:
     response = HttpResponse(answer.body, status=answer.status, content_type="application/json")
     for raw_name, raw_value in answer.headers:
         response[raw_name.decode()] = raw_value.decode()
-    if answer.status >= 400:
-        response["X-Sentry-Error"] = answer.body.decode(errors="replace")
     return response
 
 

@@ -30,6 +30,7 @@ from onwatch.errors.protocol import Item, ProtocolError
 # learns the headers of Django's answer (SDKs read only the status).
 OK = Answer(200, b'{"stored":true}')
 LIMIT = Limit(lambda: float(settings.ERRORS_RATE_LIMIT))
+ERROR_HEADER = b"X-Sentry-Error"
 RATE_RETRY_SECONDS = 1
 DISK_RETRY_SECONDS = 60
 Tallies = Counter[tuple[str, str]]  # (Tally.What, detail): count
@@ -206,6 +207,8 @@ def write_all(incomings: list[Incoming], now: datetime) -> list[Answer]:
 
 
 def refusal(status: int, message: str, reason: str = "", retry_after: int = 0) -> Answer:
+    """The answer to what cannot be stored: the reason in the body and in X-Sentry-Error
+    (where Sentry's SDKs and Relay read it), on the fast route as through Django."""
     body = json.dumps({"detail": message}).encode()
     headers = protocol.rate_limits(retry_after, reason) if status == 429 else ()
-    return Answer(status, body, headers)
+    return Answer(status, body, (*headers, (ERROR_HEADER, body)))

@@ -11,18 +11,24 @@ from datetime import datetime
 
 from onwatch.errors.models import Project, Release
 
+# A version: numbers, then a pre-release (semver's "-rc.1", "-canary.3", "-alpha.beta";
+# PEP 440's "rc1", ".dev3") and build metadata ("+42", which orders nothing).
 VERSION = re.compile(
     r"^v?(?P<nums>\d+(?:\.\d+)*)"
-    r"(?:[-.]?(?P<pre>a|alpha|b|beta|c|rc|pre|preview|dev)[-.]?(?P<n>\d*))?"
+    r"(?:-(?P<semver>[0-9a-z-]+(?:\.[0-9a-z-]+)*)"
+    r"|[-.]?(?P<pre>a|alpha|b|beta|c|rc|pre|preview|dev)[-.]?(?P<n>\d*))?"
     r"(?:\+[\w.-]*)?$",
     re.IGNORECASE,
 )
-PRE_RANK = {"dev": 0, "a": 1, "alpha": 1, "b": 2, "beta": 2, "c": 3, "rc": 3, "pre": 3}
+# PEP 440's spellings, as semver's words: "1.2.0rc1" is "1.2.0-rc.1"; "dev" comes first,
+# before "alpha", as in PEP 440.
+PRE_WORDS = {"a": "alpha", "b": "beta", "c": "rc", "pre": "rc", "preview": "rc", "dev": "0dev"}
 Key = tuple[object, ...]
 
 
 def version_key(release: str) -> Key | None:
-    """A sortable key of a numbered release; None for a name that is not a version."""
+    """A sortable key of a numbered release, in semantic-version order; None for a name
+    that is not a version."""
     name = release.rsplit("@", 1)[-1]  # "shop@1.2.0": Sentry's package@version
     found = VERSION.match(name.strip())
     if found is None:
@@ -30,10 +36,15 @@ def version_key(release: str) -> Key | None:
     nums = [int(n) for n in found["nums"].split(".")]
     while len(nums) > 1 and nums[-1] == 0:
         nums.pop()  # 1.2 == 1.2.0
-    pre = (found["pre"] or "").lower()
-    # A pre-release sorts before its release: 1.2.0rc1 < 1.2.0.
-    stage = (PRE_RANK.get(pre, 3), int(found["n"] or 0)) if pre else (9, 0)
-    return (tuple(nums), stage)
+    if found["semver"]:
+        words = found["semver"].lower().split(".")
+    elif found["pre"]:
+        words = [found["pre"].lower(), *([found["n"]] if found["n"] else [])]
+    else:
+        return (tuple(nums), (1,))  # a release comes after its pre-releases
+    words[0] = PRE_WORDS.get(words[0], words[0])
+    # Semver's rules: word by word, numbers by value and before words; more words later.
+    return (tuple(nums), (0, *((0, int(w), "") if w.isdigit() else (1, 0, w) for w in words)))
 
 
 def deployed_index(commits: list[str], release: str) -> int | None:
@@ -90,14 +101,32 @@ def known_at_or_after(
     orders the two (only the order they were first seen in would)."""
     if release == than:
         return True
+    found = known_order(project, release, than, commits)
+    return None if found is None else found >= 0
+
+
+def known_newer(project: Project, release: str, than: str) -> bool | None:
+    """Whether `release` is a later release than `than`: deployed after it, or a higher
+    version (not the same one spelt otherwise: "1.4.2+43" is 1.4.2); None when unknown."""
+    if release == than:
+        return False
+    found = known_order(project, release, than)
+    return None if found is None else found > 0
+
+
+def known_order(
+    project: Project, release: str, than: str, commits: list[str] | None = None
+) -> int | None:
+    """-1, 0 or 1 as `release` comes before, with or after `than` by the deploy order or
+    version numbers; None when neither orders them."""
     commits = deployed_commits(project) if commits is None else commits
     a, b = deployed_index(commits, release), deployed_index(commits, than)
     if a is not None and b is not None:
-        return a >= b
+        return (a > b) - (a < b)
     va, vb = version_key(release), version_key(than)
-    if va is not None and vb is not None:
-        return va >= vb
-    return None
+    if va is None or vb is None:
+        return None
+    return (va > vb) - (va < vb)
 
 
 def first_seen_order(project: Project, names: list[str]) -> dict[str, int]:

@@ -7,6 +7,7 @@ database must not depend on how a team set up its SDK.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -46,6 +47,18 @@ CODE_KEYS = frozenset(("pre_context", "context_line", "post_context", "vars"))
 MAX_DEPTH = 64  # deeper data is cut: nobody reads it, and it must not exhaust the stack
 
 
+# A shortest secret: "auth=x" in text or code. Shorter strings hold none of them.
+SHORTEST = 6
+CARD_DIGITS = 13  # a card number has at least this many digits
+NOT_DIGITS = bytes(set(range(128)) - set(b"0123456789"))
+# Keys seen lately and what scrubbing makes of them (the same few hundred names in every
+# event): looked up rather than searched.
+KEY_CACHE = 4096
+CACHED_KEY_LENGTH = 100
+STRING_CACHE = 8192
+CACHED_STRING_LENGTH = 200  # at most some 4 MB of strings kept
+
+
 def luhn(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -62,16 +75,35 @@ def _card(match: re.Match[str]) -> str:
 def storable(value: str) -> str:
     """Without what JSON may carry but databases refuse: NUL (PostgreSQL) and lone
     surrogates (not UTF-8). Left in, one such event would fail its whole batch."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        value = value.encode(errors="replace").decode()
-    return value.replace("\x00", "")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            value = value.encode(errors="replace").decode()
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+def quiet(value: str) -> bool:
+    """Whether `value` (storable) cannot hold a secret: no secret-sounding word, no
+    percent-encoded name that could spell one, no PEM key, too few digits for a card
+    number. Most strings of an event are such (names of files, functions, modules): they
+    cost a few scans in C rather than every pattern below. Only ASCII text is judged
+    here: a case-blind search matches some other letters to ASCII ones (the Kelvin sign
+    to k), which lower() would not."""
+    if len(value) < SHORTEST:
+        return True
+    if not value.isascii() or "%" in value or "-----BEGIN" in value:
+        return False
+    if FOLDED_SECRET.search(value.lower()) is not None:
+        return False
+    return len(value) < CARD_DIGITS or len(value.encode().translate(None, NOT_DIGITS)) < CARD_DIGITS
 
 
 def text(value: str) -> str:
     value = storable(value)
-    if "KEY-----" in value:
+    if quiet(value):
+        return value
+    if "-----BEGIN" in value:
         value = PEM.sub(FILTERED, value)
     if "=" in value:
         value = IN_TEXT.sub(_in_text, value)
@@ -101,7 +133,39 @@ def _in_text(match: re.Match[str]) -> str:
 
 
 def secret_key(key: object) -> bool:
-    return isinstance(key, str) and SECRET_KEYS.search(key) is not None
+    return isinstance(key, str) and _key(key)[1]
+
+
+def _key(key: str) -> tuple[str, bool, bool]:
+    """A dict key as stored, whether its value is a secret, whether its value is code."""
+    # Long keys are not kept: a few events of made-up megabyte keys must not fill memory.
+    return _known_key(key) if len(key) <= CACHED_KEY_LENGTH else _key_of(key)
+
+
+def _key_of(key: str) -> tuple[str, bool, bool]:
+    return storable(key), SECRET_KEYS.search(key) is not None, key in CODE_KEYS
+
+
+_known_key = functools.lru_cache(maxsize=KEY_CACHE)(_key_of)
+
+
+def string(value: str, in_code: bool) -> str:
+    # Most strings of an event are in every event of its kind (file and function names,
+    # lines of code): what they become is looked up rather than worked out again.
+    if len(value) <= CACHED_STRING_LENGTH:
+        return _known_string(value, in_code)
+    return _string_of(value, in_code)
+
+
+def _string_of(value: str, in_code: bool) -> str:
+    value = storable(value)
+    if quiet(value):
+        return value  # neither text nor code: a secret in code needs a secret word too
+    found = _query(value) if "=" in value else text(value)
+    return code(found) if in_code else found
+
+
+_known_string = functools.lru_cache(maxsize=STRING_CACHE)(_string_of)
 
 
 def scrubbed(value: Any, depth: int = 0, in_code: bool = False) -> Any:
@@ -110,17 +174,11 @@ def scrubbed(value: Any, depth: int = 0, in_code: bool = False) -> Any:
     if depth > MAX_DEPTH:
         return FILTERED
     if isinstance(value, str):
-        found = _query(value) if "=" in value else text(value)
-        return code(found) if in_code else found
+        return string(value, in_code)
     if isinstance(value, dict):
-        return {
-            storable(k): FILTERED
-            if secret_key(k) and v not in (None, "")
-            else scrubbed(v, depth + 1, in_code or k in CODE_KEYS)
-            for k, v in value.items()
-        }
+        return _dict(value, depth, in_code)
     if isinstance(value, list):
-        if value and all(_pair(v) for v in value):
+        if value and isinstance(value[0], list) and all(_pair(v) for v in value):
             # Headers and query strings come as [[name, value], …] too.
             return [
                 [k, FILTERED if secret_key(k) else scrubbed(v, depth + 1, in_code)]
@@ -128,6 +186,25 @@ def scrubbed(value: Any, depth: int = 0, in_code: bool = False) -> Any:
             ]
         return [scrubbed(v, depth + 1, in_code) for v in value]
     return value
+
+
+def _dict(value: dict[str, Any], depth: int, in_code: bool) -> dict[str, Any]:
+    found = {}
+    deep = depth >= MAX_DEPTH
+    for k, v in value.items():
+        key, secret, code_here = _known_key(k) if len(k) <= CACHED_KEY_LENGTH else _key_of(k)
+        if secret and v is not None and v != "":
+            found[key] = FILTERED
+        elif type(v) is str and not deep:
+            # Most values: the cache's answer without a call of scrubbed or string between.
+            code_now = in_code or code_here
+            if len(v) <= CACHED_STRING_LENGTH:
+                found[key] = _known_string(v, code_now)
+            else:
+                found[key] = _string_of(v, code_now)
+        else:
+            found[key] = scrubbed(v, depth + 1, in_code or code_here)
+    return found
 
 
 def _pair(value: Any) -> bool:

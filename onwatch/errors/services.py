@@ -698,9 +698,8 @@ def note_release(project: Project, release: str, now: datetime) -> int:
             continue  # out already when the issue was marked: not the next release
         # Only a release known to be newer (deployed later, or a higher version): a name
         # seen for the first time may be an old client's (a commit onwatch never deployed).
-        if not after or (
-            release != after and order.known_at_or_after(project, release, after) is True
-        ):
+        # The same version spelt otherwise ("1.4.2+43" after "1.4.2+42") is not newer.
+        if not after or order.known_newer(project, release, after) is True:
             resolved += Issue.objects.filter(pk=issue.pk).update(
                 state=IssueState.RESOLVED, resolved_in=release, state_changed_at=now
             )

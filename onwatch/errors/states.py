@@ -48,7 +48,7 @@ def reopens(project: Project, issue: Issue, release: str) -> bool:
         # Only a release known to be newer: one merely seen for the first time may be an
         # old client's, and leaves it waiting (as note_release does).
         after = issue.resolved_after
-        if release == after or order.known_at_or_after(project, release, after) is not True:
+        if order.known_newer(project, release, after) is not True:
             return False
         # A commit out already when the issue was marked is not the next release.
         return not order.live_by(order.first_live(project), release, issue.state_changed_at)

@@ -77,6 +77,16 @@ class Route:
     # (one answer each, in order): a route whose item is many rows across tables can then
     # write each table once per batch rather than once per item.
     write_all: Callable[[Store, list[Any], datetime], list[Answer | None]] | None = None
+    # When given, the layer's own refusals (busy, failed, no answer in time) carry their
+    # text under this header too, as the route's own refusals do (Sentry's SDKs and Relay
+    # say why from X-Sentry-Error).
+    error_header: bytes = b""
+
+    def refusal(self, status: int, text: str, *headers: tuple[bytes, bytes]) -> Answer:
+        """A refusal by the layer itself: `text` is the body, and the error header's."""
+        if self.error_header:
+            headers = (*headers, (self.error_header, text.encode()))
+        return Answer(status, text.encode() + b"\n", headers)
 
 
 # "module:attribute" paths, in registration order: imported when the ASGI app is built, so

@@ -106,7 +106,7 @@ class Ingest:
             self.overloaded()
             if route.busy is not None:
                 return route.busy()
-            return Answer(503, busy(route.noun).encode() + b"\n", ((b"Retry-After", b"5"),))
+            return route.refusal(503, busy(route.noun), (b"Retry-After", b"5"))
         # A timer rather than wait_for: no task per request, and the job is never cancelled.
         timer = loop.call_later(self.wait, expire, job, self.wait)
         try:
@@ -198,4 +198,4 @@ def refused(route: Route, accepted: Accepted) -> Answer | None:
     """The answer to a request over its route's rate limit; None when it may go on."""
     if route.limit.allow(accepted.key):
         return None
-    return Answer(429, route.too_many().encode() + b"\n", ((b"Retry-After", b"1"),))
+    return route.refusal(429, route.too_many(), (b"Retry-After", b"1"))

@@ -158,7 +158,7 @@ class Writer:
         except BaseException:
             # Whatever went wrong, the thread lives on and nobody waits forever.
             log.exception("ingest: %d requests could not be written", len(batch))
-            return [Answer(503, failed(job.route.noun).encode() + b"\n") for job in batch]
+            return [job.route.refusal(503, failed(job.route.noun)) for job in batch]
 
     def write(self, batch: list[Job], again: bool = True) -> list[Answer | None]:
         """One transaction for the batch. If it fails, each job again alone on a fresh
@@ -186,7 +186,7 @@ class Writer:
                     job.item,
                     job.request_id,
                 )
-                return [Answer(503, failed(job.route.noun).encode() + b"\n")]
+                return [job.route.refusal(503, failed(job.route.noun))]
         return [self.write([job], again=False)[0] for job in batch]
 
     @contextmanager
@@ -341,7 +341,7 @@ def expire(job: Job, seconds: float) -> None:
             job.item,
             job.request_id,
         )
-        job.future.set_result(Answer(503, timed_out(seconds, job.route.noun).encode() + b"\n"))
+        job.future.set_result(job.route.refusal(503, timed_out(seconds, job.route.noun)))
 
 
 def settle(
