@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from allauth.mfa.models import Authenticator
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.test import Client
 from django.utils import timezone
 
@@ -27,9 +29,24 @@ def make_org(name: str = "Acme") -> Organization:
     return Organization.objects.create(name=name)
 
 
+@functools.cache
+def _password_hash(hashers: tuple[str, ...]) -> str:
+    return make_password(PASSWORD)
+
+
+def password_hash() -> str:
+    """PASSWORD hashed as set_password would with the hashers in force: made once per
+    process and shared by every member, as Argon2 is slow on purpose (a quarter of a CPU
+    second each, four per `members`), and its salt is no subject of these tests. Sign-in
+    still checks it with the real hasher."""
+    from django.conf import settings
+
+    return _password_hash(tuple(settings.PASSWORD_HASHERS))
+
+
 def make_member(org: Organization, role: str, email: str | None = None, mfa: bool = True) -> Any:
     email = email or f"{role}@{org.name.lower()}.example"
-    user = get_user_model().objects.create_user(username=email, email=email, password=PASSWORD)
+    user = get_user_model().objects.create(username=email, email=email, password=password_hash())
     Membership.objects.create(org=org, user=user, role=role)
     if mfa:
         # A real TOTP authenticator row, as allauth stores it after enrolment.
