@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from django.utils import timezone
 from onwatch.core.ingest.writer import Writer
 from onwatch.core.models import Membership, Organization
 from onwatch.core.roles import Role
+from tests.support import template
 
 PASSWORD = "correct horse battery staple"
 
@@ -70,18 +72,32 @@ def django_db_modify_db_settings(
     pytest-django's shared-cache database in memory: there, a thread that touches a table
     while another (a worker thread beside the test) writes it gets "database table is
     locked" at once, as no busy timeout applies; with a file it waits its turn. In memory
-    still (tmpfs) where there is one: on disk, the syncs made the database tests 2.5x slower."""
+    still (tmpfs) where there is one: on disk, the syncs made the database tests 2.5x slower.
+    On both, a copy of the run's migrated test database (tests.support.template)."""
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     if not db["ENGINE"].endswith("sqlite3"):
+        url = os.environ["DATABASE_URL"]
+        name = db.get("TEST", {}).get("NAME") or f"test_{db['NAME']}"
+        template.copy_test_db(url, name)
         yield
+        template.drop_test_db(url, name)
         return
     shm = Path("/dev/shm")  # a folder of our own is made inside it
     folder = Path(tempfile.mkdtemp(prefix="onwatch-testdb-", dir=shm if shm.is_dir() else None))
     db.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
+    template.copy_test_db_file(folder / "test.sqlite3")
     yield
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_keepdb(django_db_modify_db_settings: None) -> bool:
+    """Always: the test database is a migrated copy of the run's (above), which Django's
+    create_test_db keeps (it still applies a migration the copy lacks); that fixture
+    removes it at the end."""
+    return True
 
 
 @pytest.fixture(autouse=True, scope="session")
