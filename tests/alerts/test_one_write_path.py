@@ -318,8 +318,6 @@ DELIVERY_FIELDS = ["channel_name", "title", "body", "is_test", "notify_type"]
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     with isolated(tmp_path, migrated=True) as env:
-        done = run(["migrate"], env)
-        assert done.returncode == 0, done.stderr
         yield env
 
 

@@ -24,6 +24,10 @@ from onwatch.supervisor import (
 )
 from tests.support.procs import Running, alive, children_pids, isolated, started_pids, wait_http
 
+# Its subject lies outside onwatch's own database (processes: back-off, restarts, stops):
+# scripts/test runs it in the SQLite pass only.
+pytestmark = pytest.mark.once
+
 
 def crashing(code: str = "raise SystemExit(3)") -> Child:
     return Child("crasher", [sys.executable, "-c", code])

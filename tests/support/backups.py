@@ -42,7 +42,7 @@ from onwatch.core import jobs, postgres
 from onwatch.core.models import Job, JobState, Organization
 from tests.support.child import backups as child_backups
 from tests.support.child import call
-from tests.support.procs import free_port, isolated, run
+from tests.support.procs import free_port, isolated
 
 
 def _pg_server() -> str:
@@ -324,10 +324,9 @@ def corrupt_packs(repo_dir: Path) -> int:
 
 @pytest.fixture
 def migrated_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """An isolated onwatch environment whose database is migrated."""
-    with isolated(tmp_path) as env:
-        done = run(["migrate"], env)
-        assert done.returncode == 0, done.stderr
+    """An isolated onwatch environment whose database is migrated: a copy of the run's
+    migrated onwatch (the subject of these tests is what comes after `onwatch migrate`)."""
+    with isolated(tmp_path, migrated=True) as env:
         yield env
 
 

@@ -63,6 +63,7 @@ def pytest_unconfigure(config: Any) -> None:
     from tests.support import template
 
     url = os.environ.get("DATABASE_URL", "")
-    if url.startswith("postgres") and (template.run_dir() / "template-postgresql").exists():
+    made = ("template-postgresql", "testdb-postgresql")
+    if url.startswith("postgres") and any((template.run_dir() / f).exists() for f in made):
         template.drop(url)
     shutil.rmtree(template.run_dir(), ignore_errors=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,12 +15,14 @@ from typing import Any
 import pytest
 from allauth.mfa.models import Authenticator
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.test import Client
 from django.utils import timezone
 
 from onwatch.core.ingest.writer import Writer
 from onwatch.core.models import Membership, Organization
 from onwatch.core.roles import Role
+from tests.support import template
 
 PASSWORD = "correct horse battery staple"
 
@@ -27,9 +31,24 @@ def make_org(name: str = "Acme") -> Organization:
     return Organization.objects.create(name=name)
 
 
+@functools.cache
+def _password_hash(hashers: tuple[str, ...]) -> str:
+    return make_password(PASSWORD)
+
+
+def password_hash() -> str:
+    """PASSWORD hashed as set_password would with the hashers in force: made once per
+    process and shared by every member, as Argon2 is slow on purpose (a quarter of a CPU
+    second each, four per `members`), and its salt is no subject of these tests. Sign-in
+    still checks it with the real hasher."""
+    from django.conf import settings
+
+    return _password_hash(tuple(settings.PASSWORD_HASHERS))
+
+
 def make_member(org: Organization, role: str, email: str | None = None, mfa: bool = True) -> Any:
     email = email or f"{role}@{org.name.lower()}.example"
-    user = get_user_model().objects.create_user(username=email, email=email, password=PASSWORD)
+    user = get_user_model().objects.create(username=email, email=email, password=password_hash())
     Membership.objects.create(org=org, user=user, role=role)
     if mfa:
         # A real TOTP authenticator row, as allauth stores it after enrolment.
@@ -53,18 +72,32 @@ def django_db_modify_db_settings(
     pytest-django's shared-cache database in memory: there, a thread that touches a table
     while another (a worker thread beside the test) writes it gets "database table is
     locked" at once, as no busy timeout applies; with a file it waits its turn. In memory
-    still (tmpfs) where there is one: on disk, the syncs made the database tests 2.5x slower."""
+    still (tmpfs) where there is one: on disk, the syncs made the database tests 2.5x slower.
+    On both, a copy of the run's migrated test database (tests.support.template)."""
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     if not db["ENGINE"].endswith("sqlite3"):
+        url = os.environ["DATABASE_URL"]
+        name = db.get("TEST", {}).get("NAME") or f"test_{db['NAME']}"
+        template.copy_test_db(url, name)
         yield
+        template.drop_test_db(url, name)
         return
     shm = Path("/dev/shm")  # a folder of our own is made inside it
     folder = Path(tempfile.mkdtemp(prefix="onwatch-testdb-", dir=shm if shm.is_dir() else None))
     db.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
+    template.copy_test_db_file(folder / "test.sqlite3")
     yield
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_keepdb(django_db_modify_db_settings: None) -> bool:
+    """Always: the test database is a migrated copy of the run's (above), which Django's
+    create_test_db keeps (it still applies a migration the copy lacks); that fixture
+    removes it at the end."""
+    return True
 
 
 @pytest.fixture(autouse=True, scope="session")
