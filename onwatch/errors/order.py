@@ -1,8 +1,8 @@
 """Which of two releases of a project is the newer, so an event from an older release
 never reopens an issue resolved in a newer one. In order of trust: the order onwatch made
 the linked service's releases live (an SDK names them by commit), then version numbers
-(PEP 440 or semver-ish: "1.2.0", "v1.2.1", "shop@2.0.0-rc.1"), then the order the
-project's events first named them."""
+(PEP 440 or semver-ish: "1.2.0", "v1.2.1", "shop@2.0.0-rc.1", git describe's
+"v1.2.1-3-gabc1234"), then the order the project's events first named them."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ VERSION = re.compile(
     r"(?:\+[\w.-]*)?$",
     re.IGNORECASE,
 )
+# `git describe`'s name of a build N commits after its tag: "v1.4.2-3-gabc1234". Without
+# this it would read as a pre-release of 1.4.2, before the tag it was built after.
+DESCRIBED = re.compile(r"-(?P<after>\d+)-g[0-9a-f]{7,}$", re.IGNORECASE)
+# A pre-release's words: its letter runs and number runs, so "rc10" is "rc" then 10, after
+# "rc9", and "rc1", "rc.1" and "rc-1" are one pre-release (as PEP 440 reads them).
+WORD = re.compile(r"\d+|[a-z]+")
 # PEP 440's spellings, as semver's words: "1.2.0rc1" is "1.2.0-rc.1"; "dev" comes first,
 # before "alpha", as in PEP 440.
 PRE_WORDS = {"a": "alpha", "b": "beta", "c": "rc", "pre": "rc", "preview": "rc", "dev": "0dev"}
@@ -29,22 +35,30 @@ Key = tuple[object, ...]
 def version_key(release: str) -> Key | None:
     """A sortable key of a numbered release, in semantic-version order; None for a name
     that is not a version."""
-    name = release.rsplit("@", 1)[-1]  # "shop@1.2.0": Sentry's package@version
-    found = VERSION.match(name.strip())
+    name = release.rsplit("@", 1)[-1].strip()  # "shop@1.2.0": Sentry's package@version
+    described = DESCRIBED.search(name)
+    after = int(described["after"]) if described else 0  # the tag itself is 0 after it
+    found = VERSION.match(name[: described.start()] if described else name)
     if found is None:
         return None
     nums = [int(n) for n in found["nums"].split(".")]
     while len(nums) > 1 and nums[-1] == 0:
         nums.pop()  # 1.2 == 1.2.0
-    if found["semver"]:
-        words = found["semver"].lower().split(".")
-    elif found["pre"]:
-        words = [found["pre"].lower(), *([found["n"]] if found["n"] else [])]
-    else:
-        return (tuple(nums), (1,))  # a release comes after its pre-releases
+    # "1.2.0rc1" (PEP 440) reads as "1.2.0-rc1".
+    label = found["semver"] or f"{found['pre'] or ''}{found['n'] or ''}"
+    words = WORD.findall(label.lower())
+    if label and not words:
+        return None  # "1.2.0--": a dash and nothing to order it by
+    return (tuple(nums), pre_release_key(words), after)
+
+
+def pre_release_key(words: list[str]) -> Key:
+    """Semver's rules over a pre-release's words: numbers by value and before words, words
+    in ASCII order, more words later; a release (no words) after its pre-releases."""
+    if not words:
+        return (1,)
     words[0] = PRE_WORDS.get(words[0], words[0])
-    # Semver's rules: word by word, numbers by value and before words; more words later.
-    return (tuple(nums), (0, *((0, int(w), "") if w.isdigit() else (1, 0, w) for w in words)))
+    return (0, *((0, int(w), "") if w.isdigit() else (1, 0, w) for w in words))
 
 
 def deployed_index(commits: list[str], release: str) -> int | None:

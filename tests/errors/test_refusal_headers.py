@@ -14,6 +14,7 @@ from django.core.asgi import get_asgi_application
 from onwatch.core.audit import SYSTEM
 from onwatch.core.ingest import Answer
 from onwatch.core.ingest.app import Ingest
+from onwatch.core.ingest.request import Receive, Scope, Send
 from onwatch.core.ingest.writer import Job, Writer
 from onwatch.errors import fastroute, intake, keys, services
 from onwatch.errors.models import Event, Project
@@ -47,9 +48,27 @@ class Failing(Writer):
         return super().write(batch, again)
 
 
+class Django:
+    """Django's app, counting the requests it answers: intake.refusal says why on both
+    paths, so only this count tells the fast route answered a refusal."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.answered += 1
+        await django_app(scope, receive, send)
+
+
 @pytest.fixture
-def served() -> Iterator[tuple[int, Ingest]]:
-    app = Ingest(django_app, Failing(), fast=[fastroute.ROUTE])
+def django() -> Django:
+    return Django()
+
+
+@pytest.fixture
+def served(django: Django) -> Iterator[tuple[int, Ingest]]:
+    app = Ingest(django, Failing(), fast=[fastroute.ROUTE])
     with serving(app) as port:
         yield port, app
         app.writer.stop()
@@ -70,13 +89,15 @@ def reason(answer: bytes) -> str:
 
 
 def test_the_fast_routes_rate_limit_and_quota_refusals_say_why(
-    project: Project, served: tuple[int, Ingest], settings: Any
+    project: Project, served: tuple[int, Ingest], django: Django, settings: Any
 ) -> None:
     port, _ = served
     settings.ERRORS_RATE_LIMIT = 0.1  # one at once, then one every ten seconds
     assert status(post(port, project)) == 200  # Django's; the fast route takes the next
+    assert django.answered == 1
     limited = post(port, project)
     assert status(limited) == 429
+    assert django.answered == 1
     assert json.loads(reason(limited)) == {
         "detail": "refused: sent faster than the rate limit; send again later"
     }
@@ -85,24 +106,27 @@ def test_the_fast_routes_rate_limit_and_quota_refusals_say_why(
     project.save()
     over = post(port, project)
     assert status(over) == 429
+    assert django.answered == 1
     assert "over the hourly quota" in reason(over)
     assert Event.objects.count() == 1
 
 
 def test_a_key_revoked_by_another_process_is_refused_with_why(
-    project: Project, served: tuple[int, Ingest]
+    project: Project, served: tuple[int, Ingest], django: Django
 ) -> None:
     port, _ = served
     assert status(post(port, project)) == 200  # Django's, and the key is known now
+    assert django.answered == 1
     # As another web process revokes it: this one still knows the key, its writer refuses.
     Project.objects.filter(pk=project.pk).update(key_revoked=True)
     revoked = post(port, project)
     assert status(revoked) == 403
+    assert django.answered == 1
     assert "revoked" in reason(revoked)
 
 
 def test_a_database_failure_on_the_fast_route_says_why(
-    project: Project, served: tuple[int, Ingest]
+    project: Project, served: tuple[int, Ingest], django: Django
 ) -> None:
     port, app = served
     assert status(post(port, project)) == 200  # Django's
@@ -110,10 +134,13 @@ def test_a_database_failure_on_the_fast_route_says_why(
     app.writer.failing = True
     failed = post(port, project)
     assert status(failed) == 503
+    assert django.answered == 1
     assert "could not store the event" in reason(failed)
 
 
-def test_djangos_refusals_say_why_as_before(project: Project, served: tuple[int, Ingest]) -> None:
+def test_djangos_refusals_say_why_as_before(
+    project: Project, served: tuple[int, Ingest], django: Django
+) -> None:
     port, _ = served
     wrong = post(port, project, key="0" * 32)
     assert status(wrong) == 403
@@ -121,3 +148,4 @@ def test_djangos_refusals_say_why_as_before(project: Project, served: tuple[int,
     big = raw(port, "POST", f"/api/{project.pk}/envelope/", b"x" * (2 * 2**20))
     assert status(big) == 413
     assert "over 1024 KiB" in reason(big)
+    assert django.answered == 2

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.errors import intake, services
+from onwatch.errors import intake, order, services, states
 from onwatch.errors.models import Issue, Project
 from onwatch.errors.order import version_key
 
@@ -91,3 +91,64 @@ def test_versions_sort_as_semver_says() -> None:
     assert ascending(["1.0.0.dev1", "1.0.0a1", "1.0.0b2", "1.0.0rc1", "1.0.0"])
     assert version_key("shop@1.4.2+43") == version_key("1.4.2+42") == version_key("v1.4.2.0")
     assert version_key("blue") is None and version_key("a" * 40) is None
+
+
+# Each pair older first. A pre-release's number is a number, however it is spelt; a build
+# `git describe` names ("v1.4.2-3-gabc1234": 3 commits after v1.4.2) comes after its tag,
+# by how many commits, and before the next version.
+OLDER_NEWER = [
+    ("1.2.0-rc9", "1.2.0-rc10"),
+    ("v2.0.0-beta2", "v2.0.0-beta10"),
+    ("1.2.0-rc1", "1.2.0-rc.2"),
+    ("1.2.0-rc.1", "1.2.0-rc2"),
+    ("1.2.0-rc10", "1.2.0"),
+    ("1.0.0-dev1", "1.0.0-alpha"),
+    ("v1.4.2", "v1.4.2-3-gabc1234"),
+    ("v1.4.2-3-gabc1234", "v1.4.2-12-g0123abcd"),
+    ("v1.4.2-12-g0123abcd", "v1.4.3-rc.1"),
+    ("shop@1.4.2-3-gabc1234", "shop@1.4.3"),
+    ("v2.0.0-rc.1", "v2.0.0-rc.1-2-gabc1234"),
+    ("v2.0.0-rc.1-2-gabc1234", "v2.0.0-rc.2"),
+]
+
+
+@pytest.mark.parametrize(("older", "newer"), OLDER_NEWER)
+def test_numbered_pre_releases_and_described_builds_sort_by_their_numbers(
+    project: Project, older: str, newer: str
+) -> None:
+    assert order.known_order(project, newer, older) == 1
+    assert order.known_order(project, older, newer) == -1
+    assert order.known_newer(project, newer, older) is True
+    assert order.known_newer(project, older, newer) is False
+    assert order.newest_of(project, [older, newer]) == newer
+    assert order.newest_of(project, [newer, older]) == newer
+
+
+@pytest.mark.parametrize(
+    "same", [("1.2.0-rc1", "1.2.0-rc.1", "1.2.0rc1", "1.2.0-rc-1"), ("v1.4.2", "v1.4.2-0-gabc1234")]
+)
+def test_spellings_of_one_release_are_the_same_release(project: Project, same: list[str]) -> None:
+    for a, b in pairwise(same):
+        assert order.known_order(project, a, b) == order.known_order(project, b, a) == 0
+
+
+@pytest.mark.parametrize(
+    ("resolved", "event", "reopens"),
+    [
+        ("1.2.0-rc9", "1.2.0-rc10", True),
+        ("1.2.0-rc10", "1.2.0-rc9", False),
+        ("v1.4.2", "v1.4.2-3-gabc1234", True),
+        ("v1.4.2-3-gabc1234", "v1.4.2", False),
+    ],
+)
+def test_a_resolved_issue_reopens_on_a_later_build_only(
+    project: Project, resolved: str, event: str, reopens: bool
+) -> None:
+    # Seen in the order that says the opposite: the order events first named the two
+    # releases (what decides for names that are not versions) must not decide here.
+    for name in [event, resolved] if reopens else [resolved, event]:
+        send(project, crash(name, message="another issue"))
+    send(project, crash("0.9.0"))
+    issue = Issue.objects.get(title="KeyError: boom")
+    services.resolve(issue, resolved, SYSTEM, timezone.now())
+    assert states.reopens(project, issue, event) is reopens
