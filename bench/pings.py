@@ -508,8 +508,15 @@ def main() -> None:
         f"{memory_after:.0f} MiB after"
     )
     # Both p99s: the load's (every ping of it) and the paced pings' (what a ping sent
-    # while the server is held up sees).
-    verdict = "met" if rate >= 2000 and max(p99, paced_p99) < 50 else "missed"
+    # while the server is held up sees). A ping refused or lost is no fast answer either:
+    # any answer but 200, or any connection error, and the target is missed.
+    refused = sum(n for code, n in tally.statuses.items() if code != 200) + tally.errors
+    refused += sum(n for code, n in paced.tally.statuses.items() if code != 200)
+    refused += paced.tally.errors
+    fast = rate >= 2000 and max(p99, paced_p99) < 50
+    verdict = "met" if fast and not refused else "missed"
+    if refused:
+        verdict += f": {refused} pings refused or lost"
     paced_text = f", paced p99 {paced_p99:.1f} ms" if args.paced_ms > 0 else ""
     print(
         f"summary: {rate:.0f} pings/s accepted, p50 {p50:.1f} ms, p99 {p99:.1f} ms"

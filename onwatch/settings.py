@@ -154,6 +154,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "onwatch.web.context.navigation",
                 "onwatch.web.context.plain_http",
+                "onwatch.web.context.unnamed_proxy",
             ],
         },
     },

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.urls import reverse
 
+from onwatch.core.network import through_unnamed_proxy
 from onwatch.core.roles import has_permission
 
 # (label, url name, permission). Later sections (uptime, backups, deploys, errors, logs,
@@ -48,3 +49,11 @@ def plain_http(request: HttpRequest) -> dict[str, Any]:
     """The owner chose plain HTTP on their network: every page, signed in or not, says what
     that costs for as long as it lasts."""
     return {"plain_http": settings.PLAIN_HTTP}
+
+
+def unnamed_proxy(request: HttpRequest) -> dict[str, Any]:
+    """Behind a proxy nobody named, every visitor looks like the proxy: sign-in limits
+    count them all as one and the audit log records no one's address. Every page says so
+    (signed in or not: the sign-in page is where the limits bite) until it is named."""
+    found = through_unnamed_proxy(request.META, settings.TRUSTED_PROXIES, settings.DOMAIN)
+    return {"unnamed_proxy": found}

@@ -8,7 +8,7 @@ from django.views import defaults
 
 from onwatch.core.dashboard import cards_for
 from onwatch.core.decorators import public, require
-from onwatch.core.network import is_loopback
+from onwatch.core.network import FORWARDING, is_loopback
 
 
 @require("dashboard.view")
@@ -32,8 +32,10 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if not isinstance(exception, DisallowedHost):
         return defaults.bad_request(request, exception)
     # REMOTE_ADDR is the client's own: the web server takes X-Forwarded-For from trusted
-    # proxies only (ONWATCH_TRUSTED_PROXIES), so a local Caddy does not make all local.
-    if not is_loopback(request.META.get("REMOTE_ADDR", "")):
+    # proxies only (ONWATCH_TRUSTED_PROXIES). A proxy nobody named arrives from loopback
+    # too, on behalf of anyone: its forwarding headers tell it apart from a local program.
+    local = is_loopback(request.META.get("REMOTE_ADDR", ""))
+    if not local or any(h in request.META for h in FORWARDING):
         return defaults.bad_request(request, exception)
     asked = request.META.get("HTTP_HOST", "")
     return HttpResponseBadRequest(

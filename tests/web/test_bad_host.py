@@ -11,8 +11,11 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 
-def asked_for_another_host(client_address: str) -> tuple[int, str]:
-    r = Client(REMOTE_ADDR=client_address).get("/", headers={"host": "elsewhere.example"})
+def asked_for_another_host(
+    client_address: str, forwarded: dict[str, str] | None = None
+) -> tuple[int, str]:
+    headers = {"host": "elsewhere.example", **(forwarded or {})}
+    r = Client(REMOTE_ADDR=client_address).get("/", headers=headers)
     return r.status_code, r.content.decode()
 
 
@@ -30,3 +33,21 @@ def test_anyone_else_gets_a_plain_400_without_the_address(client_address: str) -
     assert status == 400
     assert settings.SITE_ROOT not in text and "ONWATCH_" not in text, text
     assert "Bad Request" in text, text
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"x-forwarded-for": "198.51.100.7"},
+        {"forwarded": "for=198.51.100.7"},
+        {"x-real-ip": "198.51.100.7"},
+    ],
+)
+def test_someone_reaching_it_through_a_proxy_nobody_named_gets_the_plain_400(
+    forwarded: dict[str, str],
+) -> None:
+    """A proxy of one's own on this machine, not named in ONWATCH_TRUSTED_PROXIES, arrives
+    from loopback on behalf of anyone on the internet."""
+    status, text = asked_for_another_host("127.0.0.1", forwarded)
+    assert status == 400
+    assert settings.SITE_ROOT not in text and "ONWATCH_" not in text, text
