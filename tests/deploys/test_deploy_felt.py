@@ -6,7 +6,6 @@ themselves are real ones (a pipeline, a build, supervisord, Caddy) under steady 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from tests.support.deploys import commit, service_for
 from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.releases import app_files
-from tests.support.switching import listen_port, own_machine
+from tests.support.switching import listen_port
 
 KINDS = [services.KIND, services.DEPLOY_KIND]
 SWITCHED = [{"name": "switch", "started": "2026-12-07T03:00:00+00:00", "ok": True}]
@@ -92,21 +91,6 @@ def test_a_deploy_that_never_switched_says_nothing_of_requests(
 
 
 # --- real deploys ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
-    with own_machine() as m:
-        monkeypatch.setattr(releases, "machine", lambda: m)
-        yield m
-
-
-@pytest.fixture
-def shop(org: Organization, tmp_path: Path) -> Service:
-    commit(tmp_path / "repo", app_files("v1"), "First version")
-    service = service_for(org, str(tmp_path / "repo"))
-    services.set_domain(service, "shop.test", True, SYSTEM)
-    return service
 
 
 def deployed(service: Service, repo: Path, version: str, status: int = 200) -> Deploy:

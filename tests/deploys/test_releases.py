@@ -28,7 +28,7 @@ from onwatch.deploys import caddy, procman, releases, services, svcusers, switch
 from onwatch.deploys.models import Deploy, Pipeline, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
-from tests.support.deploys import beside_a_writer, commit, service_for
+from tests.support.deploys import beside_a_writer, commit
 from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.receivers import wait_until
@@ -42,14 +42,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("channel"),
 ]
-
-
-@pytest.fixture
-def shop(org: Organization, tmp_path: Path) -> Service:
-    commit(tmp_path / "repo", app_files("v1"), "First version")
-    service = service_for(org, str(tmp_path / "repo"))
-    services.set_domain(service, "shop.test", True, SYSTEM)
-    return service
 
 
 def deployed(service: Service) -> Deploy:

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import Organization
 from onwatch.deploys import releases, services
+from onwatch.deploys.models import Service
 from onwatch.deploys.switch import Machine
+from tests.support.deploys import commit, service_for
 from tests.support.switching import APP, own_machine
 
 # The jobs a deploy runs through: its pipeline, then the deploy that waited for it.
@@ -61,3 +65,12 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
     with own_machine() as m:
         monkeypatch.setattr(releases, "machine", lambda: m)
         yield m
+
+
+@pytest.fixture
+def shop(org: Organization, tmp_path: Path) -> Service:
+    """A service whose repository holds the switch app at "v1", deployed at shop.test."""
+    commit(tmp_path / "repo", app_files("v1"), "First version")
+    service = service_for(org, str(tmp_path / "repo"))
+    services.set_domain(service, "shop.test", True, SYSTEM)
+    return service
