@@ -428,10 +428,13 @@ def stop_counting(service: Service) -> None:
     busy site that fills the disk until the next switch."""
     if not service.domain:
         return
-    proxy = machine().caddy
+    here = machine()
     try:
-        proxy.stop_counting(service.domain)
-        proxy.forget_answers(service.domain)
+        with switch.site_lock(here, service.domain) as ours:
+            # Held: a live switch (a rollback, a newer deploy) counts now and stops itself.
+            if ours:
+                here.caddy.stop_counting(service.domain)
+                here.caddy.forget_answers(service.domain)
     except OSError as e:
         log.warning("Caddy may still log each request of %s: %s", service.domain, e)
 

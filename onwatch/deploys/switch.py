@@ -439,19 +439,30 @@ def _step(record: Switch, name: str, on_step: Callable[[Step], None]) -> Iterato
 @contextmanager
 def _only_switch_of(machine: Machine, site: caddy.Site) -> Iterator[None]:
     """One switch of a site at a time, across onwatch's processes."""
-    locks = machine.root / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / f"{site.domain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with site_lock(machine, site.domain) as ours:
+        if not ours:
             record = Switch(site.domain, "", site.ports[0])
             raise SwitchFailed(
                 f"another deploy of {site.domain} is switching now; wait for it to end",
                 record,
-            ) from None
+            )
         yield
+
+
+@contextmanager
+def site_lock(machine: Machine, domain: str) -> Iterator[bool]:
+    """The lock a switch of `domain` holds while it runs (flock, released when its process
+    ends): True when taken here, False when a running switch holds it."""
+    locks = machine.root / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{domain}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 

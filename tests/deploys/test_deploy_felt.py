@@ -16,7 +16,7 @@ from django.utils import timezone
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState, Organization
-from onwatch.deploys import releases, services
+from onwatch.deploys import releases, services, switch
 from onwatch.deploys.models import Deploy, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
@@ -24,7 +24,7 @@ from tests.support.deploys import commit, service_for
 from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.releases import app_files
-from tests.support.switching import listen_port
+from tests.support.switching import listen_port, release
 
 KINDS = [services.KIND, services.DEPLOY_KIND]
 SWITCHED = [{"name": "switch", "started": "2026-12-07T03:00:00+00:00", "ok": True}]
@@ -190,3 +190,33 @@ def test_a_deploy_interrupted_mid_switch_leaves_caddy_logging_nothing(
     assert not list(machine.caddy.requests_dir.glob("*.on"))
     assert fetch(listen_port(machine), "shop.test") == (200, "v1")
     assert machine.caddy.request_log("shop.test").stat().st_size == 0
+
+
+@pytest.mark.once
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("channel", "fast_passwords")
+def test_a_dead_deploy_marked_interrupted_leaves_a_live_switchs_count_alone(
+    machine: Machine, shop: Service
+) -> None:
+    assert deployed(shop, Path(shop.git_url), "v1").state == State.SUCCEEDED
+    dead = services.queue_deploy(shop, SYSTEM, "cli")
+    services.deploy_started(dead)
+    gone = timezone.now() - timedelta(minutes=1)
+    assert dead.job_id is not None
+    Job.objects.filter(pk=dead.job_id).update(
+        state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
+    )
+    reaped: list[Job] = []
+
+    def reaped_mid_switch(step: switch.Step) -> None:
+        # The scheduler notices the dead deploy while a rollback of the service switches.
+        if step.name == "switch" and step.ended:
+            reaped.extend(jobs.reap_expired())
+            for _ in range(3):
+                assert fetch(listen_port(machine), "shop.test")[0] == 200  # v1 or v2
+
+    [site] = [s for s in machine.caddy.sites() if s.domain == "shop.test"]
+    record = switch.switch(machine, site, release("v2"), reaped_mid_switch)
+    assert [r.state for r in reaped] == [JobState.INTERRUPTED]
+    assert record.felt is not None and record.felt.unmeasured == ""
+    assert record.felt.served >= 3 and record.felt.failed == 0
