@@ -373,10 +373,17 @@ def _counting(machine: Machine, site: caddy.Site, record: Switch) -> Iterator[Wi
     finally:
         with suppress(OSError):
             machine.caddy.stop_counting(site.domain)
-        if not unmeasured and _caddy_pid(machine) != caddy_before:
-            # Requests refused while it was down never reached its log: "0 failed" could lie.
-            unmeasured = "Caddy was restarted during the switch"
+        unmeasured = unmeasured or _restarted(caddy_before, _caddy_pid(machine))
         record.felt = _felt(machine, site, window, unmeasured)
+
+
+def _restarted(before: int | None, after: int | None) -> str:
+    """Why the count cannot be trusted, if Caddy may have restarted: requests refused while
+    it was down never reached its log, so "0 failed" could lie."""
+    if before is None or after is None:
+        # Not knowing (supervisord did not answer, Caddy was not running) is no "same".
+        return "whether Caddy restarted during the switch is unknown"
+    return "Caddy was restarted during the switch" if after != before else ""
 
 
 def _caddy_pid(machine: Machine) -> int | None:

@@ -169,3 +169,26 @@ def test_a_caddy_without_request_logs_is_not_measured(machine: Machine, shop: ca
     assert record.felt is not None
     assert record.felt.unmeasured == "Caddy keeps no request log for shop.test"
     assert [s.name for s in record.steps][-2:] == ["switch", "drain"]
+
+
+def test_a_switch_while_supervisord_does_not_answer_is_not_measured(
+    machine: Machine, shop: caddy.Site
+) -> None:
+    switch(machine, shop, release("r1"))
+    socket = machine.supervisor.socket
+    away = socket.with_name("away.sock")
+
+    def supervisord_unreachable(step: Step) -> None:
+        # Caddy serves on; only whether it restarted cannot be asked.
+        if step.name == "health gate" and step.ended:
+            socket.rename(away)
+
+    try:
+        record = switch(machine, shop, release("r2"), supervisord_unreachable)
+    finally:
+        if away.exists():
+            away.rename(socket)
+    assert record.felt is not None
+    assert record.felt.unmeasured == "whether Caddy restarted during the switch is unknown"
+    # The old release could not be stopped without supervisord: said, not hidden.
+    assert "could not be stopped" in record.warning
