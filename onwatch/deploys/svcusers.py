@@ -35,6 +35,10 @@ LAUNCH_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 # Every uid onwatch gave a service's user on this machine, one a line (in the data dir).
 USED_FILE = "service-uids"
+# useradd's exit code when the uid is in use, and how many free uids are tried before
+# onwatch gives up.
+USERADD_UID_IN_USE = 4
+ADD_TRIES = 5
 LOGIN_DEFS = Path("/etc/login.defs")
 # useradd's own range for system users when login.defs does not set one.
 SYS_UIDS = (100, 999)
@@ -66,8 +70,13 @@ def ensure(service_id: int) -> str:
             "letters, digits and '-' (the default is onwatch-svc-)"
         )
     with _uids_held() as used:
-        if _uid(name) is None:
-            _add(name, service_id, _unused_uid(used))
+        tried: set[int] = set()
+        # The lock is this data directory's: another onwatch on the machine (or a package's
+        # useradd) may take the chosen uid meanwhile; then the next free one.
+        while _uid(name) is None and len(tried) < ADD_TRIES:
+            chosen = _unused_uid(used | tried)
+            if not _add(name, service_id, chosen, last=len(tried) == ADD_TRIES - 1):
+                tried.add(chosen)
         uid = _uid(name)
         if uid is not None and uid not in used:
             _remember(uid)  # made by an older onwatch, or just now
@@ -76,11 +85,15 @@ def ensure(service_id: int) -> str:
     return name
 
 
-def _add(name: str, service_id: int, uid: int) -> None:
+def _add(name: str, service_id: int, uid: int, last: bool) -> bool:
+    """Make the user with `uid`; False when that uid was taken since it was chosen and
+    `last` is not set, for another try."""
     argv = ["useradd", "--system", "--user-group", "--no-create-home", "--uid", str(uid)]
     argv += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"]
     argv += ["--comment", f"onwatch service {service_id}", name]
     done = subprocess.run(argv, capture_output=True, text=True, env=LAUNCH_ENV)
+    if done.returncode == USERADD_UID_IN_USE and not last and _uid(name) is None:
+        return False
     # Another worker may have made it meanwhile: that one is as good.
     if done.returncode != 0 and _uid(name) is None:
         said = (done.stderr or done.stdout).strip().splitlines()
@@ -89,6 +102,7 @@ def _add(name: str, service_id: int, uid: int) -> None:
             f"({said[-1] if said else f'useradd exited with {done.returncode}'}); "
             "free the name or make room for system users, then run again"
         )
+    return True
 
 
 def _used_file() -> Path:

@@ -379,19 +379,23 @@ def _counting(machine: Machine, site: caddy.Site, record: Switch) -> Iterator[Wi
 
 def _restarted(before: int | None, after: int | None) -> str:
     """Why the count cannot be trusted, if Caddy may have restarted: requests refused while
-    it was down never reached its log, so "0 failed" could lie."""
+    it was down never reached its log, so "0 failed" could lie. A pid of 0 is a Caddy that
+    was not running (stopped, or still coming back up); None, supervisord not answering."""
     if before is None or after is None:
-        # Not knowing (supervisord did not answer, Caddy was not running) is no "same".
+        # Not knowing is no "same".
         return "whether Caddy restarted during the switch is unknown"
+    if not before and not after:
+        return "Caddy was not running during the switch"
     return "Caddy was restarted during the switch" if after != before else ""
 
 
 def _caddy_pid(machine: Machine) -> int | None:
+    """Caddy's pid, 0 when it is not running, None when supervisord cannot tell."""
     try:
         status = machine.supervisor.status(caddy.PROGRAM)
     except procman.ProcmanError:
         return None
-    return status.pid if status is not None and status.running else None
+    return status.pid if status is not None and status.running else 0
 
 
 def _felt(machine: Machine, site: caddy.Site, window: Window, unmeasured: str) -> Felt:

@@ -97,3 +97,22 @@ def test_a_data_directory_where_the_ids_cannot_be_kept_is_said_in_one_line(
     )
     with pytest.raises(KeyError):
         pwd.getpwnam(svcusers.name_of(OLD))  # nothing was made
+
+
+def test_a_uid_taken_between_choosing_and_useradd_makes_onwatch_take_the_next(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is one data directory's: another onwatch on this machine (or a package's
+    useradd) may take the uid meanwhile. Seen in the suite, where each worker has its own
+    data directory: the later useradd failed and so did its pipeline."""
+    taken = pwd.getpwnam("daemon").pw_uid  # a uid some system user surely has
+    chosen = svcusers._unused_uid
+    calls: list[set[int]] = []
+
+    def first_a_taken_one(used: set[int]) -> int:
+        calls.append(set(used))
+        return taken if len(calls) == 1 else chosen(used)
+
+    monkeypatch.setattr(svcusers, "_unused_uid", first_a_taken_one)
+    made = pwd.getpwnam(svcusers.ensure(NEW))
+    assert made.pw_uid != taken and len(calls) == 2 and taken in calls[1]
