@@ -109,7 +109,10 @@ def issue_list(request: HttpRequest, project: Project) -> dict[str, Any]:
     issues = Issue.objects.filter(project=project)
     counted = dict(issues.values_list("state").annotate(n=Count("id")).order_by())
     return {
-        "issues": issues.filter(state__in=STATE_FILTERS[shown])[:ISSUES_SHOWN],
+        # Each row's state names the rule of its project (linked to a service or not).
+        "issues": issues.filter(state__in=STATE_FILTERS[shown]).select_related("project")[
+            :ISSUES_SHOWN
+        ],
         "shown": shown,
         "filters": [
             (name, sum(counted.get(s, 0) for s in states)) for name, states in STATE_FILTERS.items()

@@ -100,7 +100,11 @@ def test_a_deployed_release_resolves_the_issue_waiting_for_the_next_release(
 
 @pytest.mark.parametrize("named_first_by", ["tick", "event"])
 def test_a_release_live_before_the_issue_was_marked_is_not_its_next_release(
-    project: Project, org: Organization, tmp_path: Path, named_first_by: str
+    project: Project,
+    org: Organization,
+    tmp_path: Path,
+    named_first_by: str,
+    members: dict[str, Any],
 ) -> None:
     add_channel(org, "hook", "json://127.0.0.1:9/in")  # deliveries are rows until sent
     project.alert_regressions = True
@@ -129,6 +133,11 @@ def test_a_release_live_before_the_issue_was_marked_is_not_its_next_release(
     issue.refresh_from_db()
     assert (issue.state, issue.regressed_in) == ("resolved-next", "")
     assert not Delivery.objects.exists()
+    # The pages say the rule that kept it waiting: C is newer, but was live already.
+    viewer = signed_in(members["viewer"])
+    rule = f"waiting for a release newer than {'a' * 12} that goes live after it was marked"
+    assert rule in viewer.get(f"/errors/issues/{issue.pk}/").content.decode()
+    assert rule in viewer.get(f"/errors/{project.pk}/?state=all").content.decode()
     # The fix goes live after the click: that is the next release.
     deployed("d" * 40, now + timedelta(minutes=10))
     scheduler.tick(now + timedelta(minutes=11))
