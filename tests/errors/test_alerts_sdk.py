@@ -17,7 +17,9 @@ PASSWORD = "a long enough password for the owner"
 def test_a_crash_loop_through_the_sdk_sends_one_alert_linking_the_issue(tmp_path: Path) -> None:
     with (
         WebhookReceiver() as hooks,
-        isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD) as env,
+        isolated(
+            tmp_path, migrated=True, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD
+        ) as env,
     ):
         made = run(["createowner", "--email", "owner@acme.example", "--org", "Acme"], env)
         assert made.returncode == 0, made.stderr

@@ -31,7 +31,9 @@ def store(base_url: str, dsn: str, kind: str, event_id: str) -> None:
 
 def test_issues_are_listed_resolved_ignored_merged_and_split(tmp_path: Path) -> None:
     moved = uuid.uuid4().hex
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
+    with isolated(
+        tmp_path, migrated=True, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD
+    ) as env:
         assert run(["createowner", "--email", "owner@acme.example"], env).returncode == 0
         dsn = run(["errors", "add-project", "shop"], env).stdout.strip()
         with Running(["web"], env) as web:

@@ -32,7 +32,11 @@ def store(base_url: str, dsn: str, kind: str, release: str) -> None:
 def test_issues_are_resolved_together_and_only_a_newer_release_reopens_one(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path) as env, Running(["up"], env) as up, chromium() as browser:
+    with (
+        isolated(tmp_path, migrated=True) as env,
+        Running(["up"], env) as up,
+        chromium() as browser,
+    ):
         link = up.wait_for("/invite/", timeout=60).strip()
         wait_http(up.base_url + "/health/")
         page = browser.new_page()

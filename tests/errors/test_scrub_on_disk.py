@@ -34,7 +34,9 @@ def stored_bytes(env: dict[str, str]) -> bytes:
 
 
 def test_no_secret_sent_through_the_sdk_reaches_the_database_files(tmp_path: Path) -> None:
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
+    with isolated(
+        tmp_path, migrated=True, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD
+    ) as env:
         made = run(["createowner", "--email", "owner@acme.example", "--org", "Acme"], env)
         assert made.returncode == 0, made.stderr
         added = run(["errors", "add-project", "shop"], env)
@@ -67,7 +69,7 @@ def test_no_secret_sent_through_the_sdk_reaches_the_database_files(tmp_path: Pat
 
 
 def test_adding_a_project_twice_is_one_clear_line(tmp_path: Path) -> None:
-    with isolated(tmp_path, ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
+    with isolated(tmp_path, migrated=True, ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
         assert run(["createowner", "--email", "owner@acme.example"], env).returncode == 0
         assert run(["errors", "add-project", "shop"], env).returncode == 0
         again = run(["errors", "add-project", "shop"], env)
