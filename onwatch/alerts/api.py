@@ -21,18 +21,9 @@ from onwatch.alerts import incidents as incident_service
 from onwatch.alerts import services
 from onwatch.alerts.models import EscalationPolicy, Incident, Maintenance
 from onwatch.core.audit import Actor
-from onwatch.core.rest import (
-    ERRORS,
-    MAX_ID,
-    MAX_LIMIT,
-    ErrorOut,
-    Id,
-    Text,
-    not_found,
-    operation,
-    org_of,
-)
+from onwatch.core.rest import ERRORS, MAX_LIMIT, ErrorOut, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
+from onwatch.core.validators import MAX_ID, Id, Text
 
 policies = Router()
 incidents = Router()

@@ -1,22 +1,21 @@
 """The shared pieces of the typed JSON API (django-ninja): token auth by scope, the error
-shapes, validators for text and ids. Each app exports its own router (registered with
-core/hooks.py `add_router`); onwatch/api.py mounts them at /api/v1/.
+shapes (the validators for text and ids are in core/validators.py). Each app exports its
+own router (registered with core/hooks.py `add_router`); onwatch/api.py mounts them at
+/api/v1/.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Router, Schema
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security.http import HttpBearer
-from pydantic import AfterValidator, Field
 
 from onwatch.core.decorators import api as token_gate
 from onwatch.core.decorators import api_error
@@ -25,38 +24,7 @@ from onwatch.core.roles import SCOPES
 
 Fn = TypeVar("Fn", bound=Callable[..., Any])
 
-# Database ids are 64-bit; a larger number reaching a query is an error in the driver (500),
-# so anything beyond is simply "not found".
-MAX_ID = 2**63 - 1
 MAX_LIMIT = 500
-
-
-def no_nul(value: str) -> str:
-    # PostgreSQL cannot store NUL in text; refuse it here rather than fail at the database.
-    if "\x00" in value:
-        raise ValueError("text may not contain NUL characters")
-    return value
-
-
-Text = Annotated[str, AfterValidator(no_nul)]
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-
-
-def plain_json(value: Any) -> Any:
-    """`value` if every string and number in it can be stored as JSON on any database;
-    raises ValueError otherwise (NUL in text, NaN or infinity)."""
-    if isinstance(value, str):
-        no_nul(value)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("numbers must be finite")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            no_nul(key)
-            plain_json(item)
-    elif isinstance(value, list):
-        for item in value:
-            plain_json(item)
-    return value
 
 
 class ErrorOut(Schema):

@@ -14,8 +14,9 @@ from pydantic import ConfigDict, Field
 
 from onwatch.core.audit import Actor
 from onwatch.core.masking import Masker
-from onwatch.core.rest import ERRORS, MAX_ID, Text, not_found, operation, org_of
+from onwatch.core.rest import ERRORS, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
+from onwatch.core.validators import MAX_ID, Text
 from onwatch.deploys import services as writer
 from onwatch.deploys.models import Deploy, Pipeline, Release, Service
 from onwatch.deploys.services import Refusal, ServiceFields

@@ -14,8 +14,9 @@ from pydantic import ConfigDict, Field
 
 from onwatch.core import ssh
 from onwatch.core.audit import Actor
-from onwatch.core.rest import ERRORS, MAX_ID, not_found, operation, org_of
+from onwatch.core.rest import ERRORS, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
+from onwatch.core.validators import MAX_ID
 from onwatch.deploys import services as writer
 from onwatch.deploys.models import Host
 from onwatch.deploys.services import HostFields, Refusal

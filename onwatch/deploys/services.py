@@ -35,7 +35,7 @@ from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.models import Job, JobState, Organization
-from onwatch.core.rest import MAX_ID, Text
+from onwatch.core.validators import MAX_ID, Text
 from onwatch.deploys import caddy, git, hosts, junit, procman, svcusers, workdir
 from onwatch.deploys.models import (
     THIS_MACHINE,

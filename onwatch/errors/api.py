@@ -13,8 +13,9 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from onwatch.core.audit import Actor
-from onwatch.core.rest import ERRORS, Id, Text, not_found, operation, org_of
+from onwatch.core.rest import ERRORS, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
+from onwatch.core.validators import Id, Text
 from onwatch.errors import services
 from onwatch.errors.models import Issue, Project
 

@@ -13,7 +13,7 @@ import hmac
 import threading
 import time
 
-from onwatch.core.rest import MAX_ID
+from onwatch.core.validators import MAX_ID
 from onwatch.errors.models import Project
 from onwatch.errors.protocol import ProtocolError
 

@@ -21,7 +21,7 @@ from django.db.models import Count, F, Field, Max, Min, Model, Q, Sum
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.models import Organization
-from onwatch.core.rest import MAX_ID
+from onwatch.core.validators import MAX_ID
 from onwatch.errors import alerting, grouping, keys, order, protocol, scrub, states
 from onwatch.errors.models import (
     Attachment,

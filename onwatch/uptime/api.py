@@ -19,8 +19,9 @@ from pydantic import ValidationError as PydanticError
 
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can
-from onwatch.core.rest import ERRORS, MAX_ID, MAX_LIMIT, Id, Text, not_found, operation, org_of
+from onwatch.core.rest import ERRORS, MAX_LIMIT, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
+from onwatch.core.validators import MAX_ID, Id, Text
 from onwatch.uptime import services, specs
 from onwatch.uptime.models import Kind, Monitor
 from onwatch.uptime.services import Config, MonitorFields, MonitorInput, Refusal

@@ -26,7 +26,7 @@ from onwatch.alerts.services import policies
 from onwatch.core import audit
 from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
-from onwatch.core.rest import Text
+from onwatch.core.validators import Text
 from onwatch.uptime import services
 from onwatch.uptime.models import Kind, Monitor
 from onwatch.uptime.services import (

@@ -26,7 +26,7 @@ from onwatch.alerts.services import policy_of, unresolved_incident_count
 from onwatch.core import audit
 from onwatch.core.audit import Actor
 from onwatch.core.models import Organization
-from onwatch.core.rest import Text, plain_json
+from onwatch.core.validators import Text, plain_json
 from onwatch.uptime import heartbeats, specs, state
 from onwatch.uptime.models import Kind, Monitor, State, StatusPage, StatusPageItem
 

@@ -124,3 +124,23 @@ def test_apps_contribute_their_own_commands(argv: list[str], app: str) -> None:
 
     args = build_parser().parse_args(argv)
     assert args.func.__module__ == f"onwatch.{app}.cli"
+
+
+def test_a_process_that_serves_no_api_never_loads_django_ninja(tmp_path: Path) -> None:
+    # Every worker, scheduler, prober and command sets Django up; the apps' services (loaded
+    # by their ready()) share validators with the API, and loading django-ninja with them
+    # was some 0.1-0.2 s of CPU of each such start.
+    code = (
+        "import json, sys, django; django.setup(); "
+        "print(json.dumps([m for m in ('ninja', 'onwatch.core.rest') if m in sys.modules]))"
+    )
+    env = os.environ | {
+        "DJANGO_SETTINGS_MODULE": "onwatch.settings",
+        "ONWATCH_DATA_DIR": str(tmp_path),
+        "SECRET_KEY": "imports-check",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
