@@ -330,6 +330,11 @@ PROBER_LEASE_SECONDS = env_int("ONWATCH_PROBER_LEASE_SECONDS", 30, minimum=3)
 PROBER_CONCURRENCY = env_int("ONWATCH_PROBER_CONCURRENCY", 500, minimum=1, maximum=10000)
 # Monitors one prober holds claimed at once: past this, the rest is left to other probers.
 PROBER_BACKLOG = env_int("ONWATCH_PROBER_BACKLOG", 2000, minimum=10)
+# How often a followed job's live log asks again whether its viewer may still see it (a
+# stream may stay open for hours; core/logstream.py).
+LOG_STREAM_RECHECK_SECONDS = env_int(
+    "ONWATCH_LOG_STREAM_RECHECK_SECONDS", 15, minimum=1, maximum=3600
+)
 API_TOKEN_DEFAULT_DAYS = env_int("ONWATCH_API_TOKEN_DAYS", 90, minimum=1, maximum=3650)
 # A file each web process appends where its ingest batches spent their time (core/ingest/
 # timings.py; bench/pings.py sets it); empty: nothing measured.

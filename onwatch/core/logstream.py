@@ -7,9 +7,10 @@ it). When the job has ended and every line is out, an `end` event gives its stat
 stream closes. A comment goes out when nothing else has for a while, so proxies (Caddy,
 nginx) keep the connection open.
 
-Whether the viewer may still see the job is asked again every RECHECK_SECONDS (a stream
-may stay open for hours): once they signed out, lost their session, left the organization
-or lost the permission, a `closed` event says so and the stream ends.
+Whether the viewer may still see the job is asked again every LOG_STREAM_RECHECK_SECONDS
+(settings; 15 by default, as a stream may stay open for hours): once they signed out, lost
+their session, left the organization or lost the permission, a `closed` event says so and
+the stream ends.
 
 The stream is an async generator served by the ASGI handler itself: a viewer holds no
 thread while it waits. One Follower per job and web process asks the database for the
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import DatabaseError, connection
 
 from onwatch.core import ansi
@@ -35,7 +37,6 @@ from onwatch.core.models import ENDED, Job, JobLogLine
 
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
-RECHECK_SECONDS = 15.0
 BATCH = 500
 KEEP = 2000  # recent lines a follower holds for its viewers
 # How soon a browser tries again after the connection drops (EventSource's default is 3 s).
@@ -190,21 +191,22 @@ async def events(
     job_id: int, after: int, allowed: Callable[[], bool] = lambda: True
 ) -> AsyncGenerator[bytes, None]:
     """The events of the job's lines after line id `after`, until it has ended or
-    `allowed` (a database read, asked every RECHECK_SECONDS) says the viewer may no longer
-    see it."""
+    `allowed` (a database read, asked every LOG_STREAM_RECHECK_SECONDS) says the viewer may
+    no longer see it."""
     # Sent at once, so the response starts (and a proxy passes it on) before any line.
     yield f"retry: {RETRY_MS}\n: following job {job_id}\n\n".encode()
     n = await _db(partial(lines_up_to, job_id, after))
     follower = await follower_of(job_id)
     loop = asyncio.get_running_loop()
-    recheck_at = loop.time() + RECHECK_SECONDS
+    recheck = settings.LOG_STREAM_RECHECK_SECONDS
+    recheck_at = loop.time() + recheck
     try:
         while True:
             if loop.time() >= recheck_at:
                 if not await _db(allowed):
                     yield CLOSED_EVENT
                     return
-                recheck_at = loop.time() + RECHECK_SECONDS
+                recheck_at = loop.time() + recheck
             changed = follower.changed  # taken first: a change after the look below wakes it
             rows = follower.since(after)
             if rows is None:
