@@ -272,8 +272,9 @@ if DOMAIN:
     SECURE_REDIRECT_EXEMPT += [r"^ping/", r"^api/\d+/(envelope|store)/$"]
     # Only Caddy's token makes a request HTTPS (core/middleware.py's ProxyTokenMiddleware).
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + PROXY_HEADER.upper().replace("-", "_"), "https")
-elif env_bool("ONWATCH_BEHIND_PROXY", SITE.https):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Without a domain, the scheme is the web server's own (cli.cmd_web): uvicorn takes
+# X-Forwarded-Proto from the proxies named in ONWATCH_TRUSTED_PROXIES alone. Django's
+# SECURE_PROXY_SSL_HEADER would take it from any program that reaches the port.
 PROXY_TOKEN = proxy_token(SECRET_KEY) if DOMAIN and SECRET_KEY else ""
 # Whose X-Forwarded-For names the client besides onwatch's own Caddy (its requests carry
 # the token: core/proxied.py): nobody by default. Any program on this machine reaches the
