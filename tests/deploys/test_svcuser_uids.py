@@ -35,7 +35,7 @@ def data_dir(settings: Any, tmp_path: Path) -> Iterator[Path]:
     # remove() keeps tombstones: the tests' own users go for good.
     for name in [*(svcusers.name_of(i) for i in (OLD, NEW, NEWER)), PACKAGE]:
         remove_users(name)
-    remove_users(svcusers.tombstone_of(0)[:-1])
+    remove_users(f"{settings.SERVICE_USER_PREFIX}gone-")  # every tombstone_of()
 
 
 def shadow(name: str) -> tuple[str, str]:
