@@ -142,12 +142,14 @@ def warn_unreachable(settings: Any) -> None:
 
 def proxy_unnamed(settings: Any) -> str:
     """Reached over https without onwatch's own Caddy, a proxy of one's own sends people
-    here; its forwarded addresses count only once it is named (a warning line, or "")."""
+    here; its forwarded scheme and addresses count only once it is named (a warning line,
+    or "")."""
     if settings.DOMAIN or not settings.SITE.https or settings.TRUSTED_PROXIES.strip():
         return ""
     return (
         f"onwatch: ONWATCH_BASE_URL is {settings.SITE.origin}, but no proxy is named in "
-        "ONWATCH_TRUSTED_PROXIES: sign-ins, lock-outs and the audit log record the proxy's "
+        "ONWATCH_TRUSTED_PROXIES: its requests do not count as HTTPS (pages send browsers "
+        "to https again and again) and sign-ins, lock-outs and the audit log record its "
         "address, not each person's; name it (127.0.0.1 for one on this machine)"
     )
 

@@ -258,6 +258,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = _public and env_bool("ONWATCH_HSTS_INCLUDE_SUBD
 # drops it.
 SECURE_HSTS_PRELOAD = _public and env_bool("ONWATCH_HSTS_PRELOAD", True)
 SECURE_SSL_REDIRECT = SITE.https
+# A monitoring probe on this machine asks http://127.0.0.1:PORT/health/ and takes a
+# redirect for a failure (or follows it to a name it cannot reach); the answer is "ok" and
+# nothing else, so plain HTTP gives nothing away. Through Caddy it is HTTPS anyway.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 if DOMAIN:
     # Plain requests to the loopback port go to the site, not to the host they named
     # (http://localhost:8000 would become https://localhost:8000, where nothing answers).
@@ -265,11 +269,12 @@ if DOMAIN:
     # Ping URLs and DSNs handed out before the domain still name the loopback port: curl
     # takes a redirect for success and SDKs do not follow one on POST, so those would be
     # lost. onwatch listens on loopback alone here, so only this machine reaches them.
-    SECURE_REDIRECT_EXEMPT = [r"^ping/", r"^api/\d+/(envelope|store)/$"]
+    SECURE_REDIRECT_EXEMPT += [r"^ping/", r"^api/\d+/(envelope|store)/$"]
     # Only Caddy's token makes a request HTTPS (core/middleware.py's ProxyTokenMiddleware).
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + PROXY_HEADER.upper().replace("-", "_"), "https")
-elif env_bool("ONWATCH_BEHIND_PROXY", SITE.https):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Without a domain, the scheme is the web server's own (cli.cmd_web): uvicorn takes
+# X-Forwarded-Proto from the proxies named in ONWATCH_TRUSTED_PROXIES alone. Django's
+# SECURE_PROXY_SSL_HEADER would take it from any program that reaches the port.
 PROXY_TOKEN = proxy_token(SECRET_KEY) if DOMAIN and SECRET_KEY else ""
 # Whose X-Forwarded-For names the client besides onwatch's own Caddy (its requests carry
 # the token: core/proxied.py): nobody by default. Any program on this machine reaches the

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.support.mariadb",
     "tests.support.releases",
     "tests.support.remote_servers",
+    "tests.support.svcusers",
 ]

@@ -1,16 +1,19 @@
-"""Each service's own user on this machine (useradd and userdel: the only module that runs
+"""Each service's own user on this machine (useradd and usermod: the only module that runs
 them). When onwatch runs as root, a service's pipeline steps, build, release command and
 web process run as a system user of its own (ONWATCH_SERVICE_USER_PREFIX and its id,
 `onwatch-svc-7`), so one service cannot read another's release folders or, through
 /proc, the environment (the secrets) of another's processes. Where onwatch runs as its own
 user it cannot make users: every service then runs as that user (applies() says which).
 
-A deleted service's user is removed with it, after its processes were stopped and its
-folders removed: an account left behind under a service's name would be taken over by a
-later service of the same id (a new database). Its uid is never handed out again: useradd
-alone gives the highest free one, the one just freed, and the new service would own what
-the old one left where onwatch does not look (/tmp, caches, a workspace left behind).
-onwatch keeps every uid it gave in the data directory (USED_FILE) and names the next one."""
+A deleted service's user is kept as a locked tombstone (remove), after its processes were
+stopped and its folders removed. Its uid is never handed out again: useradd alone gives the
+highest free one, the one just freed, and the new account (a later service's, or one a
+package makes with `useradd --system`) would own what the old one left where onwatch does
+not look (/tmp, caches, a workspace left behind). The tombstone holds the uid in
+/etc/passwd itself, which outlives a wiped or restored data directory; onwatch also keeps
+every uid it gave in the data directory (USED_FILE) and names the next one. It is renamed:
+an account left under a service's name would be taken over by a later service of the same
+id (a new database)"""
 
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ ADD_TRIES = 5
 LOGIN_DEFS = Path("/etc/login.defs")
 # useradd's own range for system users when login.defs does not set one.
 SYS_UIDS = (100, 999)
+# The comment of a deleted service's user, kept locked so that its uid is never reused.
+TOMBSTONE = "deleted onwatch service"
 
 
 class UserError(Exception):
@@ -70,6 +75,11 @@ def ensure(service_id: int) -> str:
             "letters, digits and '-' (the default is onwatch-svc-)"
         )
     with _uids_held() as used:
+        if _buried_here(name) and (why := _bury(name, _uid(name) or 0)):
+            raise UserError(
+                f"the user {name} belonged to a deleted service and could not be renamed "
+                f"({why}); stop its processes (pkill -u {name}) and run again"
+            )
         tried: set[int] = set()
         # The lock is this data directory's: another onwatch on the machine (or a package's
         # useradd) may take the chosen uid meanwhile; then the next free one.
@@ -141,10 +151,18 @@ def _unused_uid(used: set[int]) -> int:
     for uid in range(high, low - 1, -1):
         if uid not in used and not _taken(uid):
             return uid
+    # Said, as they are never freed: the range fills over the years of a busy machine.
+    held = len(used.union(_tombstones()).intersection(range(low, high + 1)))
+    kept = f", {held} of them kept for deleted services so that no new account owns what they left"
     raise UserError(
-        f"every system user id ({low} to {high}) is taken or was a deleted service's, "
-        "whose files it may still own; widen SYS_UID_MIN/SYS_UID_MAX in /etc/login.defs"
+        f"onwatch cannot make a user for the service: every system user id ({low} to "
+        f"{high}) is taken{kept if held else ''}; widen SYS_UID_MIN/SYS_UID_MAX in "
+        "/etc/login.defs"
     )
+
+
+def _tombstones() -> set[int]:
+    return {u.pw_uid for u in pwd.getpwall() if u.pw_gecos.startswith(TOMBSTONE)}
 
 
 def _taken(uid: int) -> bool:
@@ -172,18 +190,56 @@ def _system_range() -> tuple[int, int]:
 
 
 def remove(service_id: int) -> None:
-    """Remove the deleted service's user (its uid stays remembered: never given again);
-    one that cannot be removed (a process of it still runs) is left as it is, a system
-    user nobody can sign in as, and logged."""
+    """Keep the deleted service's user as a tombstone: locked, expired, no login shell, in
+    no group but its own, renamed so that its name is free for a later service of the same
+    id. /etc/passwd then holds its uid against a package's `useradd --system`, which would
+    otherwise give it to a new account owning what the service left; the data directory's
+    list is the backstop. What cannot be done (a process of it still runs) is logged, and
+    the renaming is done at the next ensure() of that id."""
     name = name_of(service_id)
     if not applies() or (uid := _uid(name)) is None:
         return
     with _uids_held() as used:
         if uid not in used:
             _remember(uid)
-    done = subprocess.run(["userdel", name], capture_output=True, text=True, env=LAUNCH_ENV)
-    if done.returncode != 0:
-        log.warning("could not remove the user %s: %s", name, done.stderr.strip())
+    argv = ["usermod", "--lock", "--expiredate", "1", "--shell", "/usr/sbin/nologin"]
+    argv += ["--groups", "", "--comment", f"{TOMBSTONE} {service_id}", name]
+    if why := _run(argv):
+        log.warning("could not lock the user %s: %s", name, why)
+    if why := _bury(name, uid):
+        log.warning("could not rename the user %s of a deleted service: %s", name, why)
+
+
+def tombstone_of(uid: int) -> str:
+    return f"{settings.SERVICE_USER_PREFIX}gone-{uid}"
+
+
+def _bury(name: str, uid: int) -> str:
+    """Rename the user and its own group to their tombstone's name; what failed, if any."""
+    gone = tombstone_of(uid)
+    try:
+        own = grp.getgrgid(pwd.getpwnam(name).pw_gid).gr_name == name
+    except KeyError:
+        own = False
+    if why := _run(["usermod", "--login", gone, name]):
+        return why
+    return _run(["groupmod", "--new-name", gone, name]) if own else ""
+
+
+def _buried_here(name: str) -> bool:
+    """Whether `name` is still a deleted service's locked user: its renaming failed."""
+    try:
+        return pwd.getpwnam(name).pw_gecos.startswith(TOMBSTONE)
+    except KeyError:
+        return False
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, env=LAUNCH_ENV)
+    if done.returncode == 0:
+        return ""
+    said = (done.stderr or done.stdout).strip().splitlines()
+    return said[-1] if said else f"{argv[0]} exited with {done.returncode}"
 
 
 def _uid(name: str) -> int | None:

@@ -6,12 +6,10 @@ themselves are real ones (a pipeline, a build, supervisord, Caddy) under steady 
 from __future__ import annotations
 
 import html
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
@@ -20,7 +18,7 @@ from onwatch.deploys import releases, services, switch
 from onwatch.deploys.models import Deploy, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
-from tests.support.deploys import commit, service_for
+from tests.support.deploys import commit, dead_deploy, service_for
 from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.releases import app_files
@@ -177,13 +175,7 @@ def test_a_deploy_interrupted_mid_switch_leaves_caddy_logging_nothing(
     assert deployed(shop, Path(shop.git_url), "v1").state == State.SUCCEEDED
     # Its worker started counting the switch, then died (killed, machine down).
     machine.caddy.start_counting("shop.test")
-    deploy = services.queue_deploy(shop, SYSTEM, "cli")
-    services.deploy_started(deploy)
-    gone = timezone.now() - timedelta(minutes=1)
-    assert deploy.job_id is not None
-    Job.objects.filter(pk=deploy.job_id).update(
-        state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
-    )
+    dead_deploy(shop)
     fetch(listen_port(machine), "shop.test")
     [reaped] = jobs.reap_expired()
     assert reaped.state == JobState.INTERRUPTED
@@ -199,13 +191,7 @@ def test_a_dead_deploy_marked_interrupted_leaves_a_live_switchs_count_alone(
     machine: Machine, shop: Service
 ) -> None:
     assert deployed(shop, Path(shop.git_url), "v1").state == State.SUCCEEDED
-    dead = services.queue_deploy(shop, SYSTEM, "cli")
-    services.deploy_started(dead)
-    gone = timezone.now() - timedelta(minutes=1)
-    assert dead.job_id is not None
-    Job.objects.filter(pk=dead.job_id).update(
-        state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
-    )
+    dead_deploy(shop)
     reaped: list[Job] = []
 
     def reaped_mid_switch(step: switch.Step) -> None:

@@ -120,3 +120,20 @@ def test_caddys_forwarded_address_is_what_sign_in_records(
     assert wrong_password(int(env["ONWATCH_PORT"]), "nobody@example.com", **by_caddy) == 200
     seen = json.loads(call(child_signin.print_failed_sign_in_addresses, env))
     assert seen == {"audit": ["203.0.113.9"], "lockout": ["203.0.113.9"]}
+
+
+def test_health_answers_a_probe_on_this_machine_without_a_redirect(
+    web: tuple[dict[str, str], str],
+) -> None:
+    env, _ = web
+    port = int(env["ONWATCH_PORT"])
+    probe = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    probe.request("GET", "/health/", headers={"Host": f"127.0.0.1:{port}"})
+    answer = probe.getresponse()
+    # As little as it ever said: no page, no cookie, and no HSTS over plain HTTP.
+    assert (answer.status, answer.read()) == (200, b"ok")
+    assert answer.headers["Content-Type"] == "text/plain"
+    assert answer.headers["Set-Cookie"] is None
+    assert answer.headers["Strict-Transport-Security"] is None
+    # Other pages still go to HTTPS.
+    assert ask(env, "GET", "/accounts/login/").status == 301

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from onwatch.deploys import caddy, procman, releases, services, svcusers, switch
 from onwatch.deploys.models import Deploy, Pipeline, Release, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
-from tests.support.deploys import beside_a_writer, commit
+from tests.support.deploys import beside_a_writer, commit, dead_deploy
 from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.receivers import wait_until
@@ -234,14 +233,7 @@ def test_a_deploy_whose_worker_died_ends_interrupted_with_the_live_release_servi
     assert deployed_after_pipeline(shop).state == State.SUCCEEDED
     live = services.live_release(shop)
     commit(tmp_path / "repo", app_files("v2"), "Version v2")
-    deploy = services.queue_deploy(shop, SYSTEM, "cli")
-    # Its worker claimed it, started, and then stopped answering (killed, machine down).
-    services.deploy_started(deploy)
-    gone = timezone.now() - timedelta(minutes=1)
-    assert deploy.job_id is not None
-    Job.objects.filter(pk=deploy.job_id).update(
-        state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
-    )
+    deploy = dead_deploy(shop)  # its worker stopped answering (killed, machine down)
     [reaped] = jobs.reap_expired()
     deploy.refresh_from_db()
     assert (reaped.pk, reaped.state) == (deploy.job_id, JobState.INTERRUPTED)

@@ -329,6 +329,7 @@ def test_the_page_says_whether_the_service_runs_as_a_user_of_its_own(
     monkeypatch.setattr(svcusers, "applies", lambda: True)
     own = viewer.get(f"/services/{service.pk}/").content.decode()
     assert f"a user of its own on this machine (<code>{svcusers.name_of(service.pk)}</code>)" in own
+    assert "Deleting the service keeps that user, locked and renamed, so that no new" in own
     # Run as a plain user, onwatch cannot make users: every service shares one, and it says so.
     monkeypatch.setattr(svcusers, "applies", lambda: False)
     shared = viewer.get(f"/services/{service.pk}/").content.decode()

@@ -190,14 +190,39 @@ def owner(path: Path) -> int:
     return path.lstat().st_uid
 
 
-def test_deleting_a_service_removes_its_user(
+def test_deleting_a_service_keeps_its_user_locked_under_another_name(
     machine: Machine, org: Organization, tmp_path: Path
 ) -> None:
     shop = add(org, "shop", tmp_path / "shop", app_files("v1"))
     deploy(shop)
     name = svcusers.name_of(shop.pk)
-    assert pwd.getpwnam(name).pw_uid != 0
+    uid = pwd.getpwnam(name).pw_uid
+    assert uid != 0
     services.delete_service(shop, "shop", SYSTEM)
     with pytest.raises(KeyError):
-        pwd.getpwnam(name)
-    assert settings.SERVICE_USER_PREFIX in name
+        pwd.getpwnam(name)  # free for a later service of the same id
+    kept = pwd.getpwuid(uid)  # its uid stays taken: no new account owns what it left
+    assert kept.pw_name == svcusers.tombstone_of(uid)
+    assert kept.pw_name.startswith(settings.SERVICE_USER_PREFIX)  # the tests remove it
+    assert kept.pw_shell == "/usr/sbin/nologin"
+    lines = Path("/etc/shadow").read_text().splitlines()
+    [shadow] = [line.split(":") for line in lines if line.startswith(f"{kept.pw_name}:")]
+    assert shadow[1].startswith("!") and shadow[7] == "1"  # locked, expired
+
+
+def test_a_full_system_uid_range_fails_the_pipeline_in_one_line(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login_defs = tmp_path / "login.defs"
+    login_defs.write_text("SYS_UID_MIN 0\nSYS_UID_MAX 0\n")  # root's only: taken
+    monkeypatch.setattr(svcusers, "LOGIN_DEFS", login_defs)
+    shop = add(org, "shop", tmp_path / "shop", app_files("v1"))
+    services.run_pipeline(shop, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    pipeline = shop.pipelines.get()
+    said = (
+        "onwatch cannot make a user for the service: every system user id (0 to 0) is "
+        "taken; widen SYS_UID_MIN/SYS_UID_MAX in /etc/login.defs"
+    )
+    assert pipeline.state == State.FAILED
+    assert said in pipeline.reason and "\n" not in pipeline.reason

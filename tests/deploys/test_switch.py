@@ -3,7 +3,6 @@ supervisord, behind Caddy, with clients sending requests without pause throughou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,50 +11,42 @@ import pytest
 from onwatch.deploys import caddy
 from onwatch.deploys.switch import Gate, Machine, Step, SwitchFailed, program_name, switch
 from tests.support.load import Load, fetch
-from tests.support.switching import listen_port, own_machine, release, site
+from tests.support.switching import listen_port, release
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
 
-@pytest.fixture
-def machine() -> Iterator[Machine]:
-    with own_machine() as m:
-        m.ensure_running()
-        yield m
-
-
-@pytest.fixture
-def shop(machine: Machine) -> caddy.Site:
-    s = site(machine)
-    machine.caddy.put_site(s)
-    return s
-
-
-def test_switches_under_load_fail_no_request(machine: Machine, shop: caddy.Site) -> None:
-    switch(machine, shop, release("r1"))
-    load = Load(listen_port(machine), shop.domain, slow_seconds=1.5).start()
+def test_switches_under_load_fail_no_request(
+    caddy_machine: Machine, caddy_site: caddy.Site
+) -> None:
+    switch(caddy_machine, caddy_site, release("r1"))
+    load = Load(listen_port(caddy_machine), caddy_site.domain, slow_seconds=1.5).start()
     try:
-        records = [switch(machine, shop, release(f"r{n}")) for n in (2, 3, 4)]
+        records = [switch(caddy_machine, caddy_site, release(f"r{n}")) for n in (2, 3, 4)]
     finally:
         tally = load.stop()
     assert tally.failed == 0, tally.errors
     assert tally.ok > 100 and tally.slow_ok > 0
     # Each release answered in turn, and the last one alone answers now.
     assert {"r1", "r2", "r3", "r4"} <= set(tally.answers)
-    assert {fetch(listen_port(machine), shop.domain)[1] for _ in range(10)} == {"r4"}
+    assert {fetch(listen_port(caddy_machine), caddy_site.domain)[1] for _ in range(10)} == {"r4"}
     for record in records:
         assert [s.name for s in record.steps] == ["start", "health gate", "switch", "drain"]
         assert all(s.ok and s.ended for s in record.steps), record.steps
     # The old releases were stopped and removed: Caddy and the live release run.
-    running = {s.name for s in machine.supervisor.all()}
+    running = {s.name for s in caddy_machine.supervisor.all()}
     assert running == {caddy.PROGRAM, program_name(records[-1].port)}
 
 
-def test_a_running_request_finishes_on_the_old_release(machine: Machine, shop: caddy.Site) -> None:
-    switch(machine, shop, release("old"))
-    load = Load(listen_port(machine), shop.domain, 0, 0, 0, slow=4, slow_seconds=3).start()
+def test_a_running_request_finishes_on_the_old_release(
+    caddy_machine: Machine, caddy_site: caddy.Site
+) -> None:
+    switch(caddy_machine, caddy_site, release("old"))
+    load = Load(
+        listen_port(caddy_machine), caddy_site.domain, 0, 0, 0, slow=4, slow_seconds=3
+    ).start()
     try:
-        record = switch(machine, shop, release("new"))
+        record = switch(caddy_machine, caddy_site, release("new"))
     finally:
         tally = load.stop()
     assert tally.failed == 0, tally.errors
@@ -65,14 +56,20 @@ def test_a_running_request_finishes_on_the_old_release(machine: Machine, shop: c
 
 
 def test_a_release_that_never_gets_healthy_leaves_the_old_one_serving(
-    machine: Machine, shop: caddy.Site
+    caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
-    first = switch(machine, shop, release("r1"))
+    first = switch(caddy_machine, caddy_site, release("r1"))
     steps: list[Step] = []
-    load = Load(listen_port(machine), shop.domain).start()
+    load = Load(listen_port(caddy_machine), caddy_site.domain).start()
     try:
         with pytest.raises(SwitchFailed) as failed:
-            switch(machine, shop, release("broken", HEALTH="fail"), steps.append, Gate(seconds=3))
+            switch(
+                caddy_machine,
+                caddy_site,
+                release("broken", HEALTH="fail"),
+                steps.append,
+                Gate(seconds=3),
+            )
     finally:
         tally = load.stop()
     message = str(failed.value)
@@ -85,45 +82,50 @@ def test_a_release_that_never_gets_healthy_leaves_the_old_one_serving(
     assert set(tally.answers) == {"r1"}
     gate = failed.value.record.steps[-1]
     assert gate.name == "health gate" and not gate.ok and gate in steps
-    assert machine.supervisor.status(program_name(failed.value.record.port)) is None
-    assert machine.caddy.live_label(first.port) == "r1"
-    assert machine.caddy.live_label(failed.value.record.port) is None
+    assert caddy_machine.supervisor.status(program_name(failed.value.record.port)) is None
+    assert caddy_machine.caddy.live_label(first.port) == "r1"
+    assert caddy_machine.caddy.live_label(failed.value.record.port) is None
 
 
 def test_a_release_that_exits_at_once_is_refused_quickly(
-    machine: Machine, shop: caddy.Site
+    caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
     broken = release("crash")
     broken = type(broken)("crash", "echo 'no module named shop' >&2; exit 3", broken.directory)
     with pytest.raises(SwitchFailed) as failed:
-        switch(machine, shop, broken, gate=Gate(seconds=30))
+        switch(caddy_machine, caddy_site, broken, gate=Gate(seconds=30))
     assert "crash did not start" in str(failed.value)
     assert "no module named shop" in str(failed.value)
     assert str(failed.value).endswith("nothing serves shop.test yet")
-    assert fetch(listen_port(machine), shop.domain)[0] == 503
+    assert fetch(listen_port(caddy_machine), caddy_site.domain)[0] == 503
 
 
-def test_a_port_taken_by_another_program_is_named(machine: Machine, shop: caddy.Site) -> None:
+def test_a_port_taken_by_another_program_is_named(
+    caddy_machine: Machine, caddy_site: caddy.Site
+) -> None:
     import socket
 
     with socket.socket() as other:
-        other.bind(("127.0.0.1", shop.ports[0]))
+        other.bind(("127.0.0.1", caddy_site.ports[0]))
         other.listen()
         with pytest.raises(SwitchFailed) as failed:
-            switch(machine, shop, release("r1"))
-    assert f"port {shop.ports[0]} of shop.test is taken by a program onwatch did not start" in (
-        str(failed.value)
+            switch(caddy_machine, caddy_site, release("r1"))
+    assert (
+        f"port {caddy_site.ports[0]} of shop.test is taken by a program onwatch did not start"
+        in (str(failed.value))
     )
 
 
-def test_two_switches_of_one_site_never_interleave(machine: Machine, shop: caddy.Site) -> None:
+def test_two_switches_of_one_site_never_interleave(
+    caddy_machine: Machine, caddy_site: caddy.Site
+) -> None:
     import threading
 
     outcomes: list[str] = []
 
     def run(label: str) -> None:
         try:
-            switch(machine, shop, release(label))
+            switch(caddy_machine, caddy_site, release(label))
             outcomes.append("switched")
         except SwitchFailed as e:
             outcomes.append(str(e))
@@ -140,16 +142,16 @@ def test_two_switches_of_one_site_never_interleave(machine: Machine, shop: caddy
 
 
 def test_a_switch_cut_short_after_the_move_warns_and_the_next_one_finishes(
-    machine: Machine, shop: caddy.Site
+    caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
-    first = switch(machine, shop, release("r1"))
+    first = switch(caddy_machine, caddy_site, release("r1"))
 
     def stop_caddy(step: Step) -> None:
         if step.name == "switch" and step.ended:
-            machine.supervisor.stop(caddy.PROGRAM)
+            caddy_machine.supervisor.stop(caddy.PROGRAM)
 
     # The new release took the traffic: what failed after that is a warning, not a failure.
-    cut = switch(machine, shop, release("r2"), stop_caddy)
+    cut = switch(caddy_machine, caddy_site, release("r2"), stop_caddy)
     assert cut.warning.startswith(
         f"r2 serves shop.test, but r1 on port {first.port} could not be stopped "
         "(Caddy does not answer"
@@ -160,10 +162,10 @@ def test_a_switch_cut_short_after_the_move_warns_and_the_next_one_finishes(
     )
     assert [(s.name, s.ok) for s in cut.steps][-2:] == [("switch", True), ("drain", False)]
     # The next deploy starts Caddy again and leaves one release running.
-    record = switch(machine, shop, release("r3"))
+    record = switch(caddy_machine, caddy_site, release("r3"))
     assert record.port == first.port
-    assert fetch(listen_port(machine), shop.domain) == (200, "r3")
-    running = {s.name for s in machine.supervisor.all() if s.running}
+    assert fetch(listen_port(caddy_machine), caddy_site.domain) == (200, "r3")
+    running = {s.name for s in caddy_machine.supervisor.all() if s.running}
     assert running == {caddy.PROGRAM, program_name(first.port)}
 
 

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -17,25 +17,11 @@ from onwatch.deploys import caddy
 from onwatch.deploys import switch as switching
 from onwatch.deploys.switch import Felt, Machine, Step, Switch, program_name, switch
 from tests.support.load import Load, Tally
-from tests.support.switching import listen_port, own_machine, release, site
+from tests.support.switching import listen_port, release
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
 CLIENTS = 7  # Load's default: 3 kept alive, 1 new connection each time, 1 POST, 2 slow
-
-
-@pytest.fixture
-def machine() -> Iterator[Machine]:
-    with own_machine() as m:
-        m.ensure_running()
-        yield m
-
-
-@pytest.fixture
-def shop(machine: Machine) -> caddy.Site:
-    s = site(machine)
-    machine.caddy.put_site(s)
-    return s
 
 
 class Clients:
@@ -69,11 +55,11 @@ def felt_of(record: Switch) -> Felt:
 
 
 def test_caddy_counts_what_the_clients_counted_under_steady_load(
-    machine: Machine, shop: caddy.Site
+    caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
-    switch(machine, shop, release("r1"))
-    clients = Clients(machine, shop)
-    record = switch(machine, shop, release("r2"), clients.on_step)
+    switch(caddy_machine, caddy_site, release("r1"))
+    clients = Clients(caddy_machine, caddy_site)
+    record = switch(caddy_machine, caddy_site, release("r2"), clients.on_step)
     tally, felt = clients.counted(), felt_of(record)
     assert tally.failed == 0, tally.errors
     assert tally.ok > 50
@@ -84,23 +70,23 @@ def test_caddy_counts_what_the_clients_counted_under_steady_load(
     assert drain.name == "drain" and felt.drain_seconds is not None
     assert drain.detail == f"drained in {felt.drain_seconds:.1f} s"
     # Each switch empties the log once counted: it never holds more than one switch's.
-    assert machine.caddy.request_log(shop.domain).stat().st_size == 0
-    assert not list(machine.caddy.requests_dir.glob("*.on"))
+    assert caddy_machine.caddy.request_log(caddy_site.domain).stat().st_size == 0
+    assert not list(caddy_machine.caddy.requests_dir.glob("*.on"))
 
 
 def test_requests_no_release_answered_are_counted_as_failed(
-    machine: Machine, shop: caddy.Site
+    caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
-    first = switch(machine, shop, release("r1"))
+    first = switch(caddy_machine, caddy_site, release("r1"))
 
     def old_stops_early() -> None:
         # The old release gone before the new one takes traffic: Caddy holds requests 5 s
         # (try_duration), then answers 503 itself.
-        machine.supervisor.stop(program_name(first.port))
+        caddy_machine.supervisor.stop(program_name(first.port))
         time.sleep(7)
 
-    clients = Clients(machine, shop, old_stops_early)
-    record = switch(machine, shop, release("r2"), clients.on_step)
+    clients = Clients(caddy_machine, caddy_site, old_stops_early)
+    record = switch(caddy_machine, caddy_site, release("r2"), clients.on_step)
     tally, felt = clients.counted(), felt_of(record)
     assert tally.failed > 0 and all(e.startswith("HTTP 503") for e in tally.errors), tally.errors
     assert felt.failed == tally.failed
@@ -108,10 +94,12 @@ def test_requests_no_release_answered_are_counted_as_failed(
     assert tally.ok + tally.failed - CLIENTS <= felt.served <= tally.ok + tally.failed
 
 
-def test_errors_the_app_sent_are_counted_apart(machine: Machine, shop: caddy.Site) -> None:
-    switch(machine, shop, release("r1"))
-    clients = Clients(machine, shop)
-    record = switch(machine, shop, release("r2", STATUS="500"), clients.on_step)
+def test_errors_the_app_sent_are_counted_apart(
+    caddy_machine: Machine, caddy_site: caddy.Site
+) -> None:
+    switch(caddy_machine, caddy_site, release("r1"))
+    clients = Clients(caddy_machine, caddy_site)
+    record = switch(caddy_machine, caddy_site, release("r2", STATUS="500"), clients.on_step)
     tally, felt = clients.counted(), felt_of(record)
     app_errors = sum(n for e, n in tally.errors.items() if e.startswith("HTTP 500 r2"))
     assert app_errors > 0 and app_errors == tally.failed, tally.errors
@@ -121,14 +109,14 @@ def test_errors_the_app_sent_are_counted_apart(machine: Machine, shop: caddy.Sit
 
 
 def test_answers_of_the_old_release_after_the_switch_are_counted(
-    machine: Machine, shop: caddy.Site, monkeypatch: pytest.MonkeyPatch
+    caddy_machine: Machine, caddy_site: caddy.Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The old release, chosen again and again, never drains: the drain waits its whole
     # limit, then cuts it off. A few seconds of it show the same as the real 30.
     monkeypatch.setattr(switching, "DRAIN_SECONDS", 3.0)
-    first = switch(machine, shop, release("r1"))
-    assert first.port == shop.ports[0]  # first in Caddy's list: it takes all it can
-    slot = machine.caddy.slots_dir / str(first.port)
+    first = switch(caddy_machine, caddy_site, release("r1"))
+    assert first.port == caddy_site.ports[0]  # first in Caddy's list: it takes all it can
+    slot = caddy_machine.caddy.slots_dir / str(first.port)
     done = threading.Event()
 
     def turned_on_again() -> None:
@@ -139,9 +127,9 @@ def test_answers_of_the_old_release_after_the_switch_are_counted(
             time.sleep(0.01)
 
     keeper = threading.Thread(target=turned_on_again, daemon=True)
-    clients = Clients(machine, shop, keeper.start)
+    clients = Clients(caddy_machine, caddy_site, keeper.start)
     try:
-        record = switch(machine, shop, release("r2"), clients.on_step)
+        record = switch(caddy_machine, caddy_site, release("r2"), clients.on_step)
     finally:
         done.set()
     tally, felt = clients.counted(), felt_of(record)
@@ -150,36 +138,38 @@ def test_answers_of_the_old_release_after_the_switch_are_counted(
 
 
 def test_a_caddy_restarted_during_the_switch_is_not_measured(
-    machine: Machine, shop: caddy.Site
+    caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
-    switch(machine, shop, release("r1"))
+    switch(caddy_machine, caddy_site, release("r1"))
     killed: list[int] = []
 
     def kill_caddy(step: Step) -> None:
-        status = machine.supervisor.status(caddy.PROGRAM)
+        status = caddy_machine.supervisor.status(caddy.PROGRAM)
         if step.name == "switch" and step.ended and status is not None:
             os.kill(status.pid, signal.SIGKILL)  # supervisord starts it again
             killed.append(status.pid)
 
-    record = switch(machine, shop, release("r2"), kill_caddy)
+    record = switch(caddy_machine, caddy_site, release("r2"), kill_caddy)
     assert killed and record.felt is not None
     assert record.felt.unmeasured == "Caddy was restarted during the switch"
 
 
-def test_a_caddy_without_request_logs_is_not_measured(machine: Machine, shop: caddy.Site) -> None:
-    switch(machine, shop, release("r1"))
-    machine.caddy.request_log(shop.domain).unlink()
-    record = switch(machine, shop, release("r2"))
+def test_a_caddy_without_request_logs_is_not_measured(
+    caddy_machine: Machine, caddy_site: caddy.Site
+) -> None:
+    switch(caddy_machine, caddy_site, release("r1"))
+    caddy_machine.caddy.request_log(caddy_site.domain).unlink()
+    record = switch(caddy_machine, caddy_site, release("r2"))
     assert record.felt is not None
     assert record.felt.unmeasured == "Caddy keeps no request log for shop.test"
     assert [s.name for s in record.steps][-2:] == ["switch", "drain"]
 
 
 def test_a_switch_while_supervisord_does_not_answer_is_not_measured(
-    machine: Machine, shop: caddy.Site
+    caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
-    switch(machine, shop, release("r1"))
-    socket = machine.supervisor.socket
+    switch(caddy_machine, caddy_site, release("r1"))
+    socket = caddy_machine.supervisor.socket
     away = socket.with_name("away.sock")
 
     def supervisord_unreachable(step: Step) -> None:
@@ -188,7 +178,7 @@ def test_a_switch_while_supervisord_does_not_answer_is_not_measured(
             socket.rename(away)
 
     try:
-        record = switch(machine, shop, release("r2"), supervisord_unreachable)
+        record = switch(caddy_machine, caddy_site, release("r2"), supervisord_unreachable)
     finally:
         if away.exists():
             away.rename(socket)

@@ -8,14 +8,16 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from django.db import OperationalError
+from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import Organization
+from onwatch.core.models import Job, JobState, Organization
 from onwatch.deploys import services, workdir
-from onwatch.deploys.models import Service
+from onwatch.deploys.models import Deploy, Service
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Ana Dev",
@@ -107,3 +109,16 @@ def beside_a_writer[T](call: Callable[[], T]) -> T:
                 raise
             time.sleep(0.05)
     return call()
+
+
+def dead_deploy(service: Service) -> Deploy:
+    """A deploy of `service` whose worker claimed it, started, then stopped answering
+    (killed, machine down): its job still RUNNING, its lease run out a minute ago."""
+    deploy = services.queue_deploy(service, SYSTEM, "cli")
+    services.deploy_started(deploy)
+    gone = timezone.now() - timedelta(minutes=1)
+    assert deploy.job_id is not None
+    Job.objects.filter(pk=deploy.job_id).update(
+        state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
+    )
+    return deploy

@@ -9,11 +9,8 @@ SQLite path). Never the developer's real data directory.
 
 from __future__ import annotations
 
-import atexit
 import os
-import pwd
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ os.environ["ONWATCH_AUTHORIZED_KEYS"] = str(SESSION_DIR / "authorized_keys")
 os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)
 # As root, each service gets a user of its own (deploys/svcusers.py), named after its id:
 # names of this process only, so test sessions running side by side (and their service
-# ids, which repeat) never share one; those left are removed when the session ends.
+# ids, which repeat) never share one; tests.support.svcusers removes them.
 os.environ["ONWATCH_SERVICE_USER_PREFIX"] = f"owt{os.getpid()}-"
 
 # One folder for the whole run, shared by its xdist workers (they inherit the variable from
@@ -42,18 +39,6 @@ if _OWN_RUN_DIR:
 from onwatch.core.keyring import Keyring  # noqa: E402
 
 Keyring.create(SESSION_DIR / "keyring.json")
-
-
-def _remove_service_users() -> None:
-    if os.geteuid() != 0:
-        return
-    prefix = os.environ["ONWATCH_SERVICE_USER_PREFIX"]
-    for entry in pwd.getpwall():
-        if entry.pw_name.startswith(prefix):
-            subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
-
-
-atexit.register(_remove_service_users)
 
 
 def pytest_unconfigure(config: Any) -> None:

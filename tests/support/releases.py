@@ -1,7 +1,8 @@
 """A small real web app in a git repository for deploy tests: tests/support/switch_app.py
 answering the VERSION of the commit it was built from, with a build, a release command
 and a health path in its onwatch.toml; and the machine (registered for every test in
-tests/conftest.py) that such tests deploy it on."""
+tests/conftest.py) that such tests deploy it on; and a machine for tests of the switch
+alone, with a site in its Caddy."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import pytest
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import releases, services
+from onwatch.deploys import caddy, releases, services
 from onwatch.deploys.models import Service
 from onwatch.deploys.switch import Machine
 from tests.support.deploys import commit, service_for
-from tests.support.switching import APP, own_machine
+from tests.support.switching import APP, own_machine, site
 
 # The jobs a deploy runs through: its pipeline, then the deploy that waited for it.
 KINDS = [services.KIND, services.DEPLOY_KIND]
@@ -65,6 +66,23 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine]:
     with own_machine() as m:
         monkeypatch.setattr(releases, "machine", lambda: m)
         yield m
+
+
+@pytest.fixture
+def caddy_machine() -> Iterator[Machine]:
+    """A machine of its own with supervisord and Caddy running, for tests of the switch
+    itself (deploys/switch.py): unlike `machine`, onwatch's deploys do not use it."""
+    with own_machine() as m:
+        m.ensure_running()
+        yield m
+
+
+@pytest.fixture
+def caddy_site(caddy_machine: Machine) -> caddy.Site:
+    """shop.test in that machine's Caddy, with two free slot ports and nothing live yet."""
+    s = site(caddy_machine)
+    caddy_machine.caddy.put_site(s)
+    return s
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ header itself)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -95,8 +96,9 @@ def test_a_start_behind_an_unnamed_proxy_says_whose_address_is_recorded(
     if warned:
         assert line == (
             "onwatch: ONWATCH_BASE_URL is https://ops.example.com, but no proxy is named in "
-            "ONWATCH_TRUSTED_PROXIES: sign-ins, lock-outs and the audit log record the "
-            "proxy's address, not each person's; name it (127.0.0.1 for one on this machine)"
+            "ONWATCH_TRUSTED_PROXIES: its requests do not count as HTTPS (pages send browsers "
+            "to https again and again) and sign-ins, lock-outs and the audit log record its "
+            "address, not each person's; name it (127.0.0.1 for one on this machine)"
         )
 
 
@@ -120,3 +122,38 @@ def test_listening_beyond_this_machine_with_a_local_base_url_is_explained(
             text = refused.value.read().decode()
             assert f"answers at {web.base_url}, not at 192.0.2.9:{port}" in text, text
             assert "set ONWATCH_BASE_URL to it" in text
+
+
+def scheme_seen(port: int, **headers: str) -> str:
+    """Where onwatch sends a request for its front page: "https" when it took the request
+    for HTTPS (on to the sign-in page), else the redirect to its https address."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/", headers={"Host": "ops.example.com", **headers})
+    answer = connection.getresponse()
+    answer.read()
+    location = answer.headers.get("Location", "")
+    return "https" if location.startswith("/") else location
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forged_is_https"),
+    [
+        (None, False),  # nobody named: any program on this machine reaches the port
+        ("192.0.2.1", False),  # a proxy elsewhere is named: this machine's header is not
+        ("127.0.0.1", True),  # a proxy of one's own on this machine, named
+    ],
+)
+def test_x_forwarded_proto_counts_from_trusted_proxies_only(
+    tmp_path: Path, trusted: str | None, forged_is_https: bool
+) -> None:
+    extra = {"ONWATCH_WEB_WORKERS": "1", "ONWATCH_BASE_URL": "https://ops.example.com"}
+    if trusted:
+        extra["ONWATCH_TRUSTED_PROXIES"] = trusted
+    with isolated(tmp_path, migrated=True, **extra) as env, Running(["web"], env):
+        port = int(env["ONWATCH_PORT"])
+        wait_http(f"http://127.0.0.1:{port}/health/", timeout=60)
+        said = scheme_seen(port, **{"X-Forwarded-Proto": "https"})
+        plain = scheme_seen(port)
+    # Taken for HTTPS, a request gets Secure cookies and HSTS and passes the redirect.
+    assert said == ("https" if forged_is_https else "https://ops.example.com/")
+    assert plain == "https://ops.example.com/"
