@@ -148,8 +148,8 @@ def proxy_unnamed(settings: Any) -> str:
         return ""
     return (
         f"onwatch: ONWATCH_BASE_URL is {settings.SITE.origin}, but no proxy is named in "
-        "ONWATCH_TRUSTED_PROXIES: its requests do not count as HTTPS (pages send browsers "
-        "to https again and again) and sign-ins, lock-outs and the audit log record its "
+        "ONWATCH_TRUSTED_PROXIES: its requests do not count as HTTPS (its pages answer only "
+        "with a line saying so) and sign-ins, lock-outs and the audit log record its "
         "address, not each person's; name it (127.0.0.1 for one on this machine)"
     )
 

@@ -123,6 +123,8 @@ MIDDLEWARE = [
     # First: its headers go on every answer to browser SDKs, another middleware's too.
     "onwatch.errors.middleware.SdkCorsMiddleware",
     "onwatch.core.middleware.RequestIdMiddleware",
+    # Before the HTTPS redirect it would otherwise loop on.
+    "onwatch.core.middleware.UnnamedProxyHttpsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

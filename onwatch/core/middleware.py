@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 
 from onwatch.config import PROXY_HEADER
 from onwatch.core.models import Membership
+from onwatch.core.network import through_unnamed_proxy
 from onwatch.logfilters import REQUEST_ID
 
 
@@ -31,6 +32,38 @@ class OrganizationMiddleware:
             if m is not None:
                 request.org = m.org  # type: ignore[attr-defined]
                 request.membership = m  # type: ignore[attr-defined]
+        return self.get_response(request)
+
+
+UNNAMED_PROXY_HTTPS = (
+    "onwatch cannot tell that this request came over HTTPS: it came through a proxy that "
+    "is not named in ONWATCH_TRUSTED_PROXIES, and sending you to https again would only "
+    "bring you back here. Name the proxy there (127.0.0.1 for one on this machine) and "
+    "restart onwatch.\n"
+)
+
+
+class UnnamedProxyHttpsMiddleware:
+    """With an https base URL, a proxy nobody named that says "this came over HTTPS" is
+    not believed (only named proxies are: cli.cmd_web), so every page would send the
+    browser to https again, in a loop. Say why once, in words, instead."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if (
+            settings.SECURE_SSL_REDIRECT
+            and not request.is_secure()
+            and request.META.get("HTTP_X_FORWARDED_PROTO", "").lower() == "https"
+            and through_unnamed_proxy(request.META, settings.TRUSTED_PROXIES, settings.DOMAIN)
+            and not any(
+                re.search(p, request.path_info.lstrip("/")) for p in settings.SECURE_REDIRECT_EXEMPT
+            )
+        ):
+            return HttpResponse(
+                UNNAMED_PROXY_HTTPS, status=421, content_type="text/plain; charset=utf-8"
+            )
         return self.get_response(request)
 
 

@@ -96,8 +96,8 @@ def test_a_start_behind_an_unnamed_proxy_says_whose_address_is_recorded(
     if warned:
         assert line == (
             "onwatch: ONWATCH_BASE_URL is https://ops.example.com, but no proxy is named in "
-            "ONWATCH_TRUSTED_PROXIES: its requests do not count as HTTPS (pages send browsers "
-            "to https again and again) and sign-ins, lock-outs and the audit log record its "
+            "ONWATCH_TRUSTED_PROXIES: its requests do not count as HTTPS (its pages answer only "
+            "with a line saying so) and sign-ins, lock-outs and the audit log record its "
             "address, not each person's; name it (127.0.0.1 for one on this machine)"
         )
 
