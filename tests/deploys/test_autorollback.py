@@ -38,6 +38,8 @@ pytestmark = [
     pytest.mark.usefixtures("channel"),
 ]
 
+# Caddy writes a request's line just after its answer went out: the client may be quicker.
+LOGGED_SECONDS = 0.5
 ENDED = (WatchState.PASSED, WatchState.NOT_JUDGED, WatchState.ROLLED_BACK, WatchState.FAILING)
 
 
@@ -166,6 +168,7 @@ def test_a_release_with_too_little_traffic_says_it_could_not_be_judged(
     second = deploy(shop, repo, "v2", fail_every=2)
     for _ in range(4):
         fetch(listen_port(machine), "shop.test")
+    time.sleep(LOGGED_SECONDS)
     watch = watched(second)
     assert watch.state == WatchState.NOT_JUDGED
     assert re.fullmatch(
@@ -214,6 +217,7 @@ def test_a_watch_goes_on_from_its_row_after_its_worker_died(
     second = deploy(shop, repo, "v2")
     for _ in range(3):
         fetch(listen_port(machine), "shop.test")
+    time.sleep(LOGGED_SECONDS)
     jobs.run_pending(kinds=[WATCH_KIND])  # one look: 3 requests counted, on the row
     assert Watch.objects.get(deploy=second).requests == 3
     # A worker took the next look and died (onwatch stopped): its lease ran out.
@@ -224,6 +228,7 @@ def test_a_watch_goes_on_from_its_row_after_its_worker_died(
     )
     assert jobs.reap_expired() == [job]
     fetch(listen_port(machine), "shop.test")
+    time.sleep(LOGGED_SECONDS)
     watch = watched(second)
     assert watch.state == WatchState.NOT_JUDGED
     assert watch.verdict.startswith("not enough traffic to judge: 4 requests in ")
