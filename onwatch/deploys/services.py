@@ -1362,6 +1362,18 @@ def set_watch(
 WATCH_FIELDS = ("watch_seconds", "watch_min_requests", "watch_error_percent", "watch_error_factor")
 
 
+def watch_rule(service: Service) -> str:
+    """The service's watch in one sentence."""
+    if not service.watch_seconds:
+        return "new releases are not watched: onwatch never rolls one back on its own"
+    return (
+        f"each new release is watched for {service.watch_seconds} s and rolled back when, "
+        f"with at least {service.watch_min_requests} requests answered, more than "
+        f"{service.watch_error_percent:g} % of them are errors (5xx) and over "
+        f"{service.watch_error_factor:g} times the share of the release before it"
+    )
+
+
 def watch_started(deploy: Deploy, previous: Release, upstream: str, base: Any) -> Watch:
     """Watch the deploy's release from now on; `base` (watch.Counts or None): the release
     before it, as counted before the switch. The job looks again and again (watch.py)."""
