@@ -40,7 +40,13 @@ pytestmark = [
 
 # Caddy writes a request's line just after its answer went out: the client may be quicker.
 LOGGED_SECONDS = 0.5
-ENDED = (WatchState.PASSED, WatchState.NOT_JUDGED, WatchState.ROLLED_BACK, WatchState.FAILING)
+ENDED = (
+    WatchState.PASSED,
+    WatchState.NOT_JUDGED,
+    WatchState.ROLLED_BACK,
+    WatchState.FAILING,
+    WatchState.REPLACED,
+)
 
 
 def deploy(service: Service, repo: Path, version: str, fail_every: int = 0) -> Deploy:
@@ -235,3 +241,20 @@ def test_a_watch_goes_on_from_its_row_after_its_worker_died(
     assert Job.objects.filter(kind=WATCH_KIND).count() == 2
     # The interrupted look alerts nobody: the watch went on by itself.
     assert not alerts_titled("watch")
+
+
+def test_a_newer_deploy_ends_the_watch_of_the_one_before_and_is_watched_itself(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    services.set_watch(shop, 3, 20, 5.0, 3.0, SYSTEM)
+    repo = tmp_path / "repo"
+    deploy(shop, repo, "v1")
+    second = deploy(shop, repo, "v2")
+    third = deploy(shop, repo, "v3")
+    old, new = watched(second), watched(third)
+    assert old.state == WatchState.REPLACED
+    assert old.verdict.startswith(f"ended early, as deploy #{third.pk} began: "), old.verdict
+    assert watch_step(second)["detail"] == old.verdict
+    # The newer one's count was left to it: it judged, and stopped the count at its end.
+    assert new.state == WatchState.NOT_JUDGED and new.previous == second.release
+    assert not machine.caddy.counting("shop.test")
