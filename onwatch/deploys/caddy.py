@@ -69,12 +69,14 @@ class CaddyError(Exception):
 class Answer:
     """One request of a site as Caddy logged it: when it started (Unix seconds), the status
     the client got, the slot that answered ("127.0.0.1:port", empty when none was tried),
-    and the status the app itself sent (None when Caddy made the answer: no slot answered)."""
+    and the status the app itself sent (None when Caddy made the answer: no slot answered);
+    `seconds`: how long the answer took."""
 
     started: float
     status: int
     upstream: str
     app_status: int | None
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,21 @@ class Caddy:
         except OSError as e:
             raise CaddyError(f"Caddy's request log of {domain} cannot be read ({e})") from None
 
+    def counting(self, domain: str) -> bool:
+        """Whether Caddy logs each request of `domain` now."""
+        return self._counting_file(domain).exists()
+
+    def counted_from(self, domain: str, offset: int) -> tuple[list[Answer], int]:
+        """The whole lines logged from byte `offset` on, and the offset after the last one:
+        a watch reads the log a piece at a time, never the same line twice."""
+        try:
+            with self.request_log(domain).open("rb") as log:
+                log.seek(offset)
+                lines = log.read().split(b"\n")[:-1]  # the last, unfinished, is left
+        except OSError as e:
+            raise CaddyError(f"Caddy's request log of {domain} cannot be read ({e})") from None
+        return [_answer(line) for line in lines], offset + sum(len(x) + 1 for x in lines)
+
     def forget_answers(self, domain: str) -> None:
         """Empty the log once read: it holds the requests of one switch at most."""
         log = self.request_log(domain)
@@ -522,6 +539,7 @@ def _answer(line: bytes) -> Answer:
             int(logged["status"]),
             str(logged.get("upstream") or ""),
             int(app_status) if app_status else None,
+            float(logged["duration"]),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise CaddyError(

@@ -30,6 +30,21 @@ def register(add: AddCommand, services_sub: Any) -> None:
         help="do not deploy each green pipeline of its branch by itself",
     )
     domain.add_argument("--org", help="the organization's name (needed when there are several)")
+    watch = add(
+        "watch",
+        cmd_services_watch,
+        "How long each new release is watched after its deploy, and what makes onwatch roll "
+        "it back on its own; without options, says what is set.",
+        services_sub,
+    )
+    watch.add_argument("service", help="the service's name")
+    watch.add_argument("--seconds", type=int, help="how long (0: no watch, no rollback)")
+    watch.add_argument("--min-requests", type=int, help="answers needed to judge")
+    watch.add_argument("--error-percent", type=float, help="5xx share it must exceed")
+    watch.add_argument(
+        "--error-factor", type=float, help="times the share of the release before it"
+    )
+    watch.add_argument("--org", help="the organization's name (needed when there are several)")
     deploy = add("deploy", cmd_deploy, "Build a commit of a service and make it live.")
     deploy.add_argument("service", help="the service's name")
     deploy.add_argument("--commit", default="", help="the commit (default: the branch's newest)")
@@ -78,6 +93,31 @@ def cmd_services_domain(args: argparse.Namespace) -> int:
     auto = "each green pipeline of its branch deploys" if service.auto_deploy else "deploy by hand"
     where = f"answers at {service.domain}" if service.domain else "has no domain"
     print(f"onwatch: {service.name} {where}; {auto}")
+    return 0
+
+
+def cmd_services_watch(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.core.audit import CLI
+    from onwatch.core.commands import organization
+    from onwatch.deploys import services
+    from onwatch.deploys.cli import find_service
+
+    service = find_service(organization(args.org), args.service)
+    chosen = (args.seconds, args.min_requests, args.error_percent, args.error_factor)
+    if any(v is not None for v in chosen):
+        try:
+            services.set_watch(
+                service,
+                service.watch_seconds if args.seconds is None else args.seconds,
+                service.watch_min_requests if args.min_requests is None else args.min_requests,
+                service.watch_error_percent if args.error_percent is None else args.error_percent,
+                service.watch_error_factor if args.error_factor is None else args.error_factor,
+                CLI,
+            )
+        except services.Refusal as e:
+            fail(str(e))
+    print(f"onwatch: {service.name}: {services.watch_rule(service)}")
     return 0
 
 

@@ -47,6 +47,14 @@ class Service(models.Model):
     auto_deploy = models.BooleanField(default=True)
     # The two loopback ports its releases take turns on (caddy.Site), chosen with the domain.
     slot_ports = models.JSONField(default=list, blank=True)
+    # After each deploy, its release is watched this long (0: not at all) and rolled back
+    # by onwatch when, with at least watch_min_requests answered, more than
+    # watch_error_percent of them are 5xx and over watch_error_factor times the share of
+    # the release before it (watch.py).
+    watch_seconds = models.PositiveIntegerField(default=300)
+    watch_min_requests = models.PositiveIntegerField(default=20)
+    watch_error_percent = models.FloatField(default=5.0)
+    watch_error_factor = models.FloatField(default=3.0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -387,3 +395,51 @@ class Deploy(models.Model):
 
 def _count(n: int, what: str) -> str:
     return f"{n:,} {what}{'' if n == 1 else 's'}"
+
+
+class WatchState(models.TextChoices):
+    WATCHING = "watching"
+    PASSED = "passed"
+    # Too few requests, or the count stopped: nothing could be said either way.
+    NOT_JUDGED = "not judged"
+    ROLLING_BACK = "rolling back"
+    ROLLED_BACK = "rolled back"
+    # Clearly worse, but not rolled back (no rollback past it, the rollback failed).
+    FAILING = "failing"
+    # A newer deploy or a rollback began before the watch ended.
+    REPLACED = "replaced"
+
+
+class Watch(models.Model):
+    """The watch of a deploy's release once it went live: its answers against those of the
+    release before it, as Caddy logged them (watch.py). Kept on the row, counts and how far
+    the log was read, so a watch goes on after onwatch restarts."""
+
+    deploy = models.OneToOneField(Deploy, on_delete=models.CASCADE, related_name="watch")
+    # The release live before the switch: the baseline, and what a rollback makes live.
+    previous = models.ForeignKey(Release, on_delete=models.SET_NULL, null=True, related_name="+")
+    state = models.CharField(max_length=12, choices=WatchState.choices, default=WatchState.WATCHING)
+    started_at = models.DateTimeField(default=timezone.now)
+    until = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # The slot the release answers from ("127.0.0.1:port"), and how far its log was read.
+    upstream = models.CharField(max_length=100)
+    offset = models.BigIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    # Seconds all its answers took together (their mean is the latency compared).
+    seconds = models.FloatField(default=0.0)
+    # The release before it, counted from the deploy's start until the switch; None: not
+    # counted (Caddy kept no log, or the deploy began with the count unavailable).
+    base_requests = models.PositiveIntegerField(null=True, blank=True)
+    base_errors = models.PositiveIntegerField(null=True, blank=True)
+    base_seconds = models.FloatField(null=True, blank=True)
+    # When it was found clearly worse, and the rollback onwatch asked for then.
+    detected_at = models.DateTimeField(null=True, blank=True)
+    rollback = models.ForeignKey(
+        Deploy, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    verdict = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"watch of deploy #{self.deploy_id}"

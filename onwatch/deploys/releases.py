@@ -26,7 +26,17 @@ from django.utils import timezone
 from onwatch.alerts.services import Channel, alert_channels, organization_channels
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed, WaitLater
 from onwatch.core.masking import Masker
-from onwatch.deploys import caddy, git, pipelines, procman, projectfile, sandbox, services, switch
+from onwatch.deploys import (
+    caddy,
+    git,
+    pipelines,
+    procman,
+    projectfile,
+    sandbox,
+    services,
+    switch,
+    watch,
+)
 from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
@@ -120,6 +130,14 @@ class Run:
         self.to_do: list[str] = []  # what a person can do about it, one line each
         # Who its build, release command and web process run as (svcusers.py).
         self.user = ""
+        # The release live before a deploy, which its own is watched against afterwards;
+        # whether Caddy counts the site's requests for that (from the deploy's start), and
+        # what it counted of the old release until the switch.
+        self.previous: Release | None = None
+        self.counting = False
+        self.base: watch.Counts | None = None
+        # The slot the new release answers from, once the switch kept Caddy counting.
+        self.watched = ""
 
     # --- the whole run -------------------------------------------------------------------
 
@@ -132,11 +150,39 @@ class Run:
             if self.deploy.kind == DeployKind.ROLLBACK:
                 release = self.deploy.release
                 assert release is not None
+                self.make_live(release)
             else:
-                release = self.build()
-            self.make_live(release)
+                self.count_before()
+                try:
+                    release = self.build()
+                    self.make_live(release)
+                finally:
+                    if self.counting and not self.watched:
+                        watch.stop_counting(self.machine, self.service.domain)
             self.own_releases()
         return release
+
+    def count_before(self) -> None:
+        """Caddy counts the live release's answers from now until the switch: the baseline
+        the new release is watched against (none when the service is not watched, nothing
+        serves yet, or Caddy keeps no log of the site: the watch then says so)."""
+        self.previous = services.live_release(self.service)
+        if not (self.service.watch_seconds and self.previous and self.service.domain):
+            return
+        try:
+            self.machine.caddy.start_counting(self.service.domain)
+        except (caddy.CaddyError, OSError) as e:
+            self.ctx.log(f"the release before is not counted, so nothing compares with it: {e}")
+            return
+        self.counting = True
+
+    def read_base(self) -> None:
+        if not self.counting:
+            return
+        try:
+            self.base = watch.counted(self.machine.caddy.counted(self.service.domain))
+        except caddy.CaddyError as e:
+            self.ctx.log(f"the release before could not be counted: {e}")
 
     def own_user(self) -> None:
         try:
@@ -310,11 +356,16 @@ class Run:
             self.service.secrets,
             user=self.user,
         )
+        self.read_base()
         try:
-            record = switch.switch(self.machine, site, target, self.on_switch_step, GATE)
+            record = switch.switch(
+                self.machine, site, target, self.on_switch_step, GATE, keep_counting=self.counting
+            )
         except switch.SwitchFailed as e:
             self.felt(e.record)
             raise DeployFailed(self.masker.mask(str(e))) from None
+        if record.still_counting:
+            self.watched = f"127.0.0.1:{record.port}"
         if record.warning:
             self.warn(self.masker.mask(record.warning), stop_old(self.service))
         self.felt(record)
@@ -406,6 +457,8 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
         fail(deploy, f"onwatch could not finish the {deploy.kind}: {type(e).__name__}: {e}")
         raise JobFailed(deploy.reason) from None
     services.deploy_ended(deploy, State.SUCCEEDED, run.warning, release.label)
+    if run.watched and run.previous is not None:
+        services.watch_started(deploy, run.previous, run.watched, run.base)
     if run.warning:
         alert_warning(deploy, run.to_do)
     prune(deploy.service)

@@ -49,6 +49,8 @@ from onwatch.deploys.models import (
     Service,
     State,
     Trigger,
+    Watch,
+    WatchState,
     WebhookDelivery,
 )
 
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
 KIND = "deploys.pipeline"
 DEPLOY_KIND = "deploys.deploy"
 POLL_KIND = "deploys.poll"
+WATCH_KIND = "deploys.watch"
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 # Names onwatch sets for every step itself: a secret of that name would break the step.
 RESERVED = {"PATH", "HOME", "LANG", "LC_ALL", "CI", "TMPDIR", "PWD", "ONWATCH_PIPELINE"}
@@ -1090,8 +1093,14 @@ def queue_deploy(
     return deploy
 
 
-def _enqueue_deploy(deploy: Deploy, after: Job | None) -> None:
-    job = jobs.enqueue(DEPLOY_KIND, {"deploy": deploy.pk}, org=deploy.service.org, after=after)
+def _enqueue_deploy(deploy: Deploy, after: Job | None, queue: str = "") -> None:
+    job = jobs.enqueue(
+        DEPLOY_KIND,
+        {"deploy": deploy.pk},
+        org=deploy.service.org,
+        after=after,
+        queue=queue or jobs.QUEUE_OF.get(DEPLOY_KIND, "pipelines"),
+    )
     Deploy.objects.filter(pk=deploy.pk).update(job=job)
     deploy.job = job
 
@@ -1164,8 +1173,11 @@ def _check_no_rollback_past(live: Release, target: Release) -> None:
         )
 
 
-def queue_rollback(service: Service, actor: Actor, trigger: str, to: int | None = None) -> Deploy:
-    """Make the previous (or chosen kept) release live again, without a rebuild."""
+def queue_rollback(
+    service: Service, actor: Actor, trigger: str, to: int | None = None, queue: str = ""
+) -> Deploy:
+    """Make the previous (or chosen kept) release live again, without a rebuild; in `queue`
+    rather than the deploys' own (an automatic rollback must not wait behind a pipeline)."""
     target = rollback_target(service, to)
     with transaction.atomic():
         deploy = Deploy.objects.create(
@@ -1176,7 +1188,7 @@ def queue_rollback(service: Service, actor: Actor, trigger: str, to: int | None 
             trigger=trigger,
             triggered_by=actor.name[:200],
         )
-        _enqueue_deploy(deploy, None)
+        _enqueue_deploy(deploy, None, queue)
         actor.record(
             "rollback-queued",
             service.org,
@@ -1314,6 +1326,124 @@ def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> No
             reason=reason[:500],
             live=live_after,
         )
+
+
+# --- the watch of a release after its deploy (watch.py) -------------------------------------
+
+
+def set_watch(
+    service: Service,
+    seconds: int,
+    min_requests: int,
+    error_percent: float,
+    error_factor: float,
+    actor: Actor,
+) -> None:
+    """How long each new release is watched (0: not) and what is clearly worse."""
+    if not 0 <= seconds <= 86400:
+        raise Refusal("Watch a release between 0 (not at all) and 86400 seconds", "watch_seconds")
+    if min_requests < 1:
+        raise Refusal("At least 1 request must be answered to judge a release", "min_requests")
+    if not 0 <= error_percent < 100 or error_factor < 1:
+        raise Refusal("The error share is a percentage below 100, the factor 1 or more", "errors")
+    with transaction.atomic():
+        service.watch_seconds, service.watch_min_requests = seconds, min_requests
+        service.watch_error_percent, service.watch_error_factor = error_percent, error_factor
+        service.save(update_fields=[*WATCH_FIELDS])
+        actor.record(
+            "service-watch-set",
+            service.org,
+            service.name,
+            id=service.pk,
+            **{f: getattr(service, f) for f in WATCH_FIELDS},
+        )
+
+
+WATCH_FIELDS = ("watch_seconds", "watch_min_requests", "watch_error_percent", "watch_error_factor")
+
+
+def watch_rule(service: Service) -> str:
+    """The service's watch in one sentence."""
+    if not service.watch_seconds:
+        return "new releases are not watched: onwatch never rolls one back on its own"
+    return (
+        f"each new release is watched for {service.watch_seconds} s and rolled back when, "
+        f"with at least {service.watch_min_requests} requests answered, more than "
+        f"{service.watch_error_percent:g} % of them are errors (5xx) and over "
+        f"{service.watch_error_factor:g} times the share of the release before it"
+    )
+
+
+def watch_started(deploy: Deploy, previous: Release, upstream: str, base: Any) -> Watch:
+    """Watch the deploy's release from now on; `base` (watch.Counts or None): the release
+    before it, as counted before the switch. The job looks again and again (watch.py)."""
+    with transaction.atomic():
+        watch = Watch.objects.create(
+            deploy=deploy,
+            previous=previous,
+            until=timezone.now() + timedelta(seconds=deploy.service.watch_seconds),
+            upstream=upstream,
+            base_requests=base.requests if base else None,
+            base_errors=base.errors if base else None,
+            base_seconds=base.seconds if base else None,
+        )
+        jobs.enqueue(WATCH_KIND, {"watch": watch.pk}, org=deploy.service.org)
+    return watch
+
+
+def watch_counted(watch: Watch, requests: int, errors: int, seconds: float, offset: int) -> None:
+    watch.requests, watch.errors, watch.seconds, watch.offset = requests, errors, seconds, offset
+    watch.save(update_fields=["requests", "errors", "seconds", "offset"])
+
+
+def watch_rolling_back(watch: Watch, rollback: Deploy, verdict: str) -> None:
+    watch.state, watch.rollback, watch.verdict = WatchState.ROLLING_BACK, rollback, verdict
+    watch.detected_at = watch.detected_at or timezone.now()
+    watch.save(update_fields=["state", "rollback", "verdict", "detected_at"])
+
+
+def watch_ended(watch: Watch, state: str, verdict: str) -> None:
+    """The watch's end, as the last step of its deploy's timeline too."""
+    now = timezone.now()
+    bad = state in (WatchState.FAILING, WatchState.ROLLED_BACK, WatchState.ROLLING_BACK)
+    if bad and watch.detected_at is None:
+        watch.detected_at = now
+    watch.state, watch.verdict, watch.ended_at = state, verdict[:4000], now
+    with transaction.atomic():
+        watch.save(update_fields=["state", "verdict", "ended_at", "detected_at"])
+        watch_step(watch, verdict, ok=not bad, ended=now)
+        SYSTEM.record(
+            "watch-ended",
+            watch.deploy.service.org,
+            watch.deploy.service.name,
+            id=watch.deploy_id,
+            state=state,
+            verdict=verdict[:500],
+        )
+
+
+def watch_step(watch: Watch, detail: str, ok: bool = True, ended: datetime | None = None) -> None:
+    """The "watch" step of the deploy's timeline: what is watched, then the verdict."""
+    took = (ended - watch.started_at).total_seconds() if ended else None
+    deploy_step(
+        watch.deploy,
+        {
+            "name": "watch",
+            "started": watch.started_at.isoformat(),
+            "ended": ended.isoformat() if ended else None,
+            "seconds": took,
+            "ok": ok,
+            "detail": detail,
+        },
+    )
+
+
+def newer_deploy_began(watch: Watch) -> Deploy | None:
+    """A deploy or rollback of the service that began after the watched one: its switch
+    replaces (or may replace) what is watched, and its count takes Caddy's log."""
+    deploy = watch.deploy
+    newer = Deploy.objects.filter(service_id=deploy.service_id, pk__gt=deploy.pk)
+    return newer.exclude(started_at=None).order_by("pk").first()
 
 
 # --- what the errors app reads: which releases went live, in order --------------------------

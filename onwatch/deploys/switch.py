@@ -97,6 +97,9 @@ class Switch:
     warning: str = ""
     # Set once traffic could move (None: the switch stopped before that).
     felt: Felt | None = None
+    # Caddy still logs the site's requests after the switch (keep_counting): for the watch
+    # of the new release, which reads them on from the log's start and stops the count.
+    still_counting: bool = False
 
     @property
     def seconds(self) -> float:
@@ -151,13 +154,15 @@ def switch(
     release: Release,
     on_step: Callable[[Step], None] = lambda step: None,
     gate: Gate = Gate(),
+    keep_counting: bool = False,
 ) -> Switch:
     """Make `release` the live one of `site`; SwitchFailed when it cannot, with the old
-    release still serving."""
+    release still serving. With `keep_counting`, a switch that happened leaves Caddy
+    logging the site's requests (record.still_counting says whether it does)."""
     with _only_switch_of(machine, site):
         record = Switch(site.domain, release.label, site.ports[0])
         try:
-            _switch(machine, site, release, record, on_step, gate)
+            _switch(machine, site, release, record, on_step, gate, keep_counting)
         except (caddy.CaddyError, procman.ProcmanError) as e:
             record.previous = _serving(machine, site)
             _fail(record, f"the switch to {release.label} did not finish: {e}", still=False)
@@ -171,6 +176,7 @@ def _switch(
     record: Switch,
     on_step: Callable[[Step], None],
     gate: Gate,
+    keep_counting: bool = False,
 ) -> None:
     machine.ensure_running()
     live = [p for p in site.ports if machine.caddy.live_label(p) is not None]
@@ -182,7 +188,7 @@ def _switch(
         _retire(machine, record, live[1], on_step, "tidy up")
     _start(machine, site, release, record, on_step)
     _gate(machine, site, release, record, on_step, gate)
-    with _counting(machine, site, record) as window:
+    with _counting(machine, site, record, keep_counting) as window:
         _move(machine, release, record, on_step)
         if old is not None:
             _retire_old(machine, record, old, on_step, window)
@@ -359,10 +365,13 @@ class Window:
 
 
 @contextmanager
-def _counting(machine: Machine, site: caddy.Site, record: Switch) -> Iterator[Window]:
+def _counting(
+    machine: Machine, site: caddy.Site, record: Switch, keep: bool = False
+) -> Iterator[Window]:
     """Caddy counts the site's requests while the block runs; record.felt says what it
-    counted, or why nothing could be (the switch goes on either way)."""
-    window, unmeasured = Window(), ""
+    counted, or why nothing could be (the switch goes on either way). With `keep`, a block
+    that ended well leaves the count running and the log as it is."""
+    window, unmeasured, done = Window(), "", False
     caddy_before = _caddy_pid(machine)
     try:
         machine.caddy.start_counting(site.domain)
@@ -370,11 +379,14 @@ def _counting(machine: Machine, site: caddy.Site, record: Switch) -> Iterator[Wi
         unmeasured = str(e)
     try:
         yield window
+        done = True
     finally:
-        with suppress(OSError):
-            machine.caddy.stop_counting(site.domain)
+        record.still_counting = keep and done and not unmeasured
+        if not record.still_counting:
+            with suppress(OSError):
+                machine.caddy.stop_counting(site.domain)
         unmeasured = unmeasured or _restarted(caddy_before, _caddy_pid(machine))
-        record.felt = _felt(machine, site, window, unmeasured)
+        record.felt = _felt(machine, site, window, unmeasured, not record.still_counting)
 
 
 def _restarted(before: int | None, after: int | None) -> str:
@@ -398,14 +410,17 @@ def _caddy_pid(machine: Machine) -> int | None:
     return status.pid if status is not None and status.running else 0
 
 
-def _felt(machine: Machine, site: caddy.Site, window: Window, unmeasured: str) -> Felt:
+def _felt(
+    machine: Machine, site: caddy.Site, window: Window, unmeasured: str, forget: bool = True
+) -> Felt:
     felt = Felt(drain_seconds=window.drain_seconds, unmeasured=unmeasured)
     if unmeasured:
         return felt
     try:
         for answer in machine.caddy.counted(site.domain):
             _tally(felt, answer, window)
-        machine.caddy.forget_answers(site.domain)
+        if forget:
+            machine.caddy.forget_answers(site.domain)
     except (caddy.CaddyError, OSError) as e:
         return Felt(drain_seconds=window.drain_seconds, unmeasured=str(e))
     return felt

@@ -8,11 +8,37 @@ from typing import Any
 
 from django.utils import timezone
 
-from onwatch.core.jobs import JobContext, JobFailed, handler, when_cancelled, when_interrupted
+from onwatch.core import jobs
+from onwatch.core.jobs import (
+    JobContext,
+    JobFailed,
+    WaitLater,
+    handler,
+    when_cancelled,
+    when_interrupted,
+)
 from onwatch.core.models import Job
-from onwatch.deploys import hostchecks, hosts, pipelines, polling, releases, services, workdir
-from onwatch.deploys.models import Deploy, Host, Pipeline, PipelineStep, Service, State
-from onwatch.deploys.services import DEPLOY_KIND, HOST_CHECK_KIND, KIND
+from onwatch.deploys import (
+    hostchecks,
+    hosts,
+    pipelines,
+    polling,
+    releases,
+    services,
+    watch,
+    workdir,
+)
+from onwatch.deploys.models import (
+    Deploy,
+    Host,
+    Pipeline,
+    PipelineStep,
+    Service,
+    State,
+    Watch,
+    WatchState,
+)
+from onwatch.deploys.services import DEPLOY_KIND, HOST_CHECK_KIND, KIND, WATCH_KIND
 
 UNDER_WAY = (State.QUEUED, State.RUNNING)
 
@@ -147,3 +173,38 @@ def deploy_interrupted(job: Job) -> None:
 
 when_cancelled(DEPLOY_KIND, deploy_cancelled)
 when_interrupted(DEPLOY_KIND, deploy_interrupted)
+
+
+def of_watch(job: Job) -> str:
+    found = Watch.objects.select_related("deploy__service").filter(pk=job.payload.get("watch"))
+    w = found.first()
+    return f"Watch of deploy #{w.deploy_id} of {w.deploy.service.name}" if w else "A watch"
+
+
+# Short: one look at what Caddy logged, then back to the queue until the next (WaitLater
+# keeps one job row for the whole watch and holds no slot between looks). Quiet: the watch
+# alerts by itself, through an incident, when its release is clearly worse.
+@handler(WATCH_KIND, queue="short", quiet=True, describe=of_watch)
+def run_watch(ctx: JobContext) -> dict[str, Any]:
+    found = Watch.objects.select_related("deploy__service__org", "deploy__release", "previous")
+    w = found.filter(pk=ctx.job.payload.get("watch")).first()
+    if w is None or w.state not in (WatchState.WATCHING, WatchState.ROLLING_BACK):
+        return {"note": "the watch ended or was removed; nothing to do"}
+    here = releases.machine()
+    if watch.look(w, here, releases.deploy_lock(here, w.deploy.service)):
+        raise WaitLater(
+            f"watching deploy #{w.deploy_id} until {w.until:%H:%M:%S}", watch.LOOK_SECONDS
+        )
+    return {"watch": w.pk, "state": w.state}
+
+
+def watch_interrupted(job: Job) -> None:
+    """Its worker died mid-look: the watch goes on from its row, in a job of its own."""
+    found = Watch.objects.filter(
+        pk=job.payload.get("watch"), state__in=[WatchState.WATCHING, WatchState.ROLLING_BACK]
+    )
+    for w in found:
+        jobs.enqueue(WATCH_KIND, {"watch": w.pk}, org=job.org)
+
+
+when_interrupted(WATCH_KIND, watch_interrupted)

@@ -1,12 +1,15 @@
 """A small web app for switch tests and the bench, run by supervisord as a release's web
 process: it answers its release name (RELEASE), on 127.0.0.1:$PORT, with keep-alive.
 /slow?s=1.5 answers after 1.5 s, POST answers the size of its body, /health answers 200
-(500 with HEALTH=fail); every other answer has the status STATUS (200 by default). On
+(500 with HEALTH=fail); every other answer has the status STATUS (200 by default), but
+every FAIL_EVERY-th of them (counted across all clients) 500: a release that fails some
+of its requests (FAIL_EVERY=5: 20 %). On
 SIGTERM /health turns 503 at once, the app keeps serving for DRAIN_SECONDS, then exits
 once its running requests have finished."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -18,6 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 
 RELEASE = os.environ.get("RELEASE", "unnamed")
 STATUS = int(os.environ.get("STATUS", "200"))
+FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+answered = itertools.count(1)
 draining = threading.Event()
 running = 0
 lock = threading.Lock()
@@ -36,6 +41,10 @@ def busy() -> Iterator[None]:
             running -= 1
 
 
+def status() -> int:
+    return 500 if FAIL_EVERY and next(answered) % FAIL_EVERY == 0 else STATUS
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -51,12 +60,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         if parts.path == "/slow":
             time.sleep(float(parse_qs(parts.query).get("s", ["1"])[0]))
-        self._answer(STATUS, RELEASE)
+        self._answer(status(), RELEASE)
 
     def do_POST(self) -> None:
         with busy():
             size = len(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            self._answer(STATUS, f"{RELEASE} {size}")
+            self._answer(status(), f"{RELEASE} {size}")
 
     def _answer(self, status: int, text: str) -> None:
         body = text.encode()

@@ -1,0 +1,315 @@
+"""The watch of a release after its deploy: for the service's watch window, its answers
+are compared with those of the release before it, both as Caddy logged them (caddy.py's
+request log, kept on from the deploy's start: before the switch it holds the old release's
+answers, the baseline; after it, the new one's). When the new release is clearly worse,
+onwatch makes the previous one live again through the same gated switch (a rollback
+deploy), opens an incident and alerts with the evidence; a release marked "no rollback past
+this" is not rolled back, and the incident says why.
+
+The watch is a short job that looks once and goes back to the queue (WaitLater), so it
+holds no worker's slot between looks; what it counted and how far it read the log are on
+its row, so it goes on where it was after onwatch restarts."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.urls import reverse
+from django.utils import timezone
+
+from onwatch.alerts import incidents
+from onwatch.core.audit import SYSTEM
+from onwatch.deploys import caddy, services
+from onwatch.deploys.models import ENDED, Deploy, Service, State, Watch, WatchState
+from onwatch.deploys.switch import Machine
+
+# Between two looks: a release that starts failing is found within a few of them.
+LOOK_SECONDS = 1.0
+# How long the watch waits for the rollback it asked for before it alerts anyway.
+ROLLBACK_WAIT_SECONDS = 120.0
+
+
+@dataclass
+class Counts:
+    """Answers of one release: how many, how many 5xx, and the seconds they took."""
+
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+    def add(self, answer: caddy.Answer) -> None:
+        self.requests += 1
+        self.errors += answer.status >= 500
+        self.seconds += answer.seconds
+
+    @property
+    def share(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def said(self) -> str:
+        """ "0.4 % of 250 requests", latency apart."""
+        return f"{percent(self.share)} of {self.requests:,} requests"
+
+    def latency(self) -> str:
+        mean = self.seconds / self.requests if self.requests else 0.0
+        return f"{mean * 1000:.0f} ms"
+
+
+def percent(share: float) -> str:
+    value = share * 100
+    text = f"{value:.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+    return f"{text} %"
+
+
+def counted(answers: Iterable[caddy.Answer]) -> Counts:
+    counts = Counts()
+    for answer in answers:
+        counts.add(answer)
+    return counts
+
+
+def of_release(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -> Counts:
+    """The answers that are the watched release's: those of its slot, and those Caddy made
+    itself once it was live (no slot answered: it is the live one that did not)."""
+    return counted(
+        a
+        for a in answers
+        if a.upstream == upstream or (a.app_status is None and a.started >= live_at)
+    )
+
+
+def clearly_worse(now: Counts, base: Counts | None, service: Service) -> bool:
+    """Enough requests, a share of errors over the service's threshold and over so many
+    times the share of the release before it. (Once error tracking exists, its rate of new
+    errors of the release joins here as a second reason, read through errors.services.)"""
+    if now.requests < service.watch_min_requests:
+        return False
+    over = now.share * 100 > service.watch_error_percent
+    return over and now.share > service.watch_error_factor * (base.share if base else 0.0)
+
+
+def base_of(watch: Watch) -> Counts | None:
+    if watch.base_requests is None:
+        return None
+    return Counts(watch.base_requests, watch.base_errors or 0, watch.base_seconds or 0.0)
+
+
+def now_of(watch: Watch) -> Counts:
+    return Counts(watch.requests, watch.errors, watch.seconds)
+
+
+# --- what is said ----------------------------------------------------------------------------
+
+
+def label_of(watch: Watch) -> str:
+    release = watch.deploy.release
+    return release.label if release else f"the release of deploy #{watch.deploy_id}"
+
+
+def previous_label(watch: Watch) -> str:
+    return watch.previous.label if watch.previous else "the release before it"
+
+
+def watched_seconds(watch: Watch) -> float:
+    since = watch.deploy.switched_at or watch.started_at
+    return max(0.0, (timezone.now() - since).total_seconds())
+
+
+def comparison(watch: Watch) -> str:
+    """ "release 7 answered 23 % of 130 requests with errors in its first 40 s, against
+    0.4 % of 250 requests for release 6; its answers took 12 ms on average (11 ms)"."""
+    now, base = now_of(watch), base_of(watch)
+    against = (
+        f"against {base.said()} for {previous_label(watch)}"
+        if base is not None and base.requests
+        else f"and no answer of {previous_label(watch)} was counted before the switch to compare"
+    )
+    took = f"its answers took {now.latency()} on average" if now.requests else ""
+    if took and base is not None and base.requests:
+        took += f" ({base.latency()} before)"
+    return (
+        f"{label_of(watch)} answered {now.said()} with errors in its first "
+        f"{watched_seconds(watch):.0f} s, {against}" + (f"; {took}" if took else "")
+    )
+
+
+def at(moment: datetime | None) -> str:
+    return f"{moment.astimezone(UTC):%H:%M:%S} UTC" if moment else "an unknown time"
+
+
+# --- one look --------------------------------------------------------------------------------
+
+
+def look(watch: Watch, machine: Machine, lock: Path) -> bool:
+    """Read what Caddy logged since the last look and judge; True when the watch goes on."""
+    if watch.state == WatchState.ROLLING_BACK:
+        return follow_rollback(watch)
+    if (newer := services.newer_deploy_began(watch)) is not None:
+        # Its count owns Caddy's log now: left alone.
+        services.watch_ended(
+            watch,
+            WatchState.REPLACED,
+            f"ended early, as {newer.kind} #{newer.pk} began: {comparison(watch)}",
+        )
+        return False
+    with lock.open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True  # a deploy is starting: the next look sees it
+        return _look(watch, machine)
+
+
+def _look(watch: Watch, machine: Machine) -> bool:
+    domain = watch.deploy.service.domain
+    if not any(s["name"] == "watch" for s in watch.deploy.steps):
+        services.watch_step(
+            watch,
+            f"watching the answers of {label_of(watch)} until {at(watch.until)}, against "
+            f"those of {previous_label(watch)}",
+        )
+    if not domain or not machine.caddy.counting(domain):
+        return _unjudged(watch, "Caddy stopped counting the site's requests")
+    try:
+        answers, offset = machine.caddy.counted_from(domain, watch.offset)
+    except caddy.CaddyError as e:
+        stop_counting(machine, domain)
+        return _unjudged(watch, str(e))
+    live_at = (watch.deploy.switched_at or watch.started_at).timestamp()
+    new = of_release(answers, watch.upstream, live_at)
+    now = now_of(watch)
+    services.watch_counted(
+        watch,
+        now.requests + new.requests,
+        now.errors + new.errors,
+        now.seconds + new.seconds,
+        offset,
+    )
+    if clearly_worse(now_of(watch), base_of(watch), watch.deploy.service):
+        stop_counting(machine, domain)
+        act(watch)
+        return watch.state == WatchState.ROLLING_BACK
+    if timezone.now() < watch.until:
+        return True
+    stop_counting(machine, domain)
+    judged(watch)
+    return False
+
+
+def stop_counting(machine: Machine, domain: str) -> None:
+    try:
+        machine.caddy.stop_counting(domain)
+        machine.caddy.forget_answers(domain)
+    except OSError:
+        pass  # the next switch empties it; the watch's verdict stands
+
+
+def _unjudged(watch: Watch, why: str) -> bool:
+    services.watch_ended(
+        watch, WatchState.NOT_JUDGED, f"not judged to the end ({why}): {comparison(watch)}"
+    )
+    return False
+
+
+def judged(watch: Watch) -> None:
+    """The window ended without a clearly worse release: passed, or too little to judge."""
+    service, now = watch.deploy.service, now_of(watch)
+    if now.requests < service.watch_min_requests:
+        services.watch_ended(
+            watch,
+            WatchState.NOT_JUDGED,
+            f"not enough traffic to judge: {now.requests:,} requests in "
+            f"{watched_seconds(watch):.0f} s (at least {service.watch_min_requests} are needed)",
+        )
+        return
+    services.watch_ended(watch, WatchState.PASSED, f"passed: {comparison(watch)}")
+
+
+# --- clearly worse ---------------------------------------------------------------------------
+
+
+def act(watch: Watch) -> None:
+    """Roll back to the release before it, unless a release marked "no rollback past this"
+    (or anything else) forbids it: then only the incident, saying why."""
+    service, evidence = watch.deploy.service, comparison(watch)
+    try:
+        if watch.previous is None:
+            raise services.Refusal("the release before it is no longer known", "to")
+        services.rollback_target(service, watch.previous.pk)
+        rollback = services.queue_rollback(
+            service, SYSTEM, "watch", to=watch.previous.pk, queue="short"
+        )
+    except services.Refusal as e:
+        verdict = f"{evidence}. onwatch did not roll back: {e}"
+        services.watch_ended(watch, WatchState.FAILING, verdict)
+        _incident(watch, f"{label_of(watch)} of {service.name} answers with errors", verdict)
+        return
+    services.watch_rolling_back(watch, rollback, evidence)
+    services.watch_step(
+        watch,
+        f"{evidence}; onwatch is making {previous_label(watch)} live again "
+        f"(rollback #{rollback.pk})",
+        ok=False,
+    )
+
+
+def follow_rollback(watch: Watch) -> bool:
+    """Once the rollback it asked for has ended, the incident says how; True: not yet."""
+    rollback = Deploy.objects.filter(pk=watch.rollback_id or 0).first()
+    service, evidence = watch.deploy.service, watch.verdict
+    if rollback is not None and rollback.state not in ENDED:
+        waited = (timezone.now() - (watch.detected_at or timezone.now())).total_seconds()
+        if waited < ROLLBACK_WAIT_SECONDS:
+            return True
+        said = f"its rollback #{rollback.pk} has not ended after {waited:.0f} s"
+    elif rollback is not None and rollback.state == State.SUCCEEDED:
+        verdict = (
+            f"{evidence}; onwatch made {previous_label(watch)} live again at "
+            f"{at(rollback.switched_at)}"
+        )
+        services.watch_ended(watch, WatchState.ROLLED_BACK, verdict)
+        _incident(
+            watch,
+            f"{service.name} was rolled back: {label_of(watch)} answered with errors",
+            verdict,
+        )
+        return False
+    else:
+        why = f"{rollback.state}: {rollback.reason}" if rollback else "it was removed"
+        said = f"onwatch could not make {previous_label(watch)} live again ({why})"
+    verdict = f"{evidence}; {said}"
+    services.watch_ended(watch, WatchState.FAILING, verdict)
+    _incident(watch, f"{label_of(watch)} of {service.name} answers with errors", verdict)
+    return False
+
+
+ADVICE = {
+    WatchState.ROLLED_BACK: (
+        "Nothing is urgent: the release before it serves again. Read the deploy's timeline "
+        "and the app's own logs, fix the cause and deploy again."
+    ),
+    WatchState.FAILING: (
+        "The failing release still serves: look now. Deploy a fixed commit, or roll back by "
+        "hand if that is safe for the data."
+    ),
+}
+
+
+def _incident(watch: Watch, title: str, verdict: str) -> None:
+    """One incident per watch, to the organization's channels: the evidence is its text."""
+    deploy = watch.deploy
+    incidents.open_incident(
+        deploy.service.org,
+        f"deploys.watch.{watch.pk}",
+        title,
+        {"error": verdict},
+        about=incidents.About(
+            began_at=watch.detected_at,
+            page=reverse("deploy_detail", args=[deploy.pk]),
+            advice=ADVICE.get(WatchState(watch.state), ""),
+        ),
+    )

@@ -1,0 +1,50 @@
+"""What the watch after a deploy calls clearly worse, and how it says so (watch.py), from
+answers as Caddy logs them."""
+
+from __future__ import annotations
+
+import pytest
+
+from onwatch.deploys import caddy, watch
+from onwatch.deploys.models import Service
+
+pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+
+SLOT = "127.0.0.1:4001"
+
+
+def answers(ok: int, failed: int, upstream: str = SLOT) -> list[caddy.Answer]:
+    good = [caddy.Answer(100.0, 200, upstream, 200, 0.01)] * ok
+    return good + [caddy.Answer(100.0, 500, upstream, 500, 0.02)] * failed
+
+
+def counts(ok: int, failed: int) -> watch.Counts:
+    return watch.counted(answers(ok, failed))
+
+
+def test_a_release_is_clearly_worse_only_with_enough_requests_over_both_thresholds() -> None:
+    service = Service()  # its defaults: 20 requests, over 5 %, over 3 times the baseline
+    healthy = counts(990, 10)  # 1 %
+    assert watch.clearly_worse(counts(80, 20), healthy, service)
+    assert not watch.clearly_worse(counts(16, 3), healthy, service)  # 19 requests
+    assert not watch.clearly_worse(counts(96, 4), healthy, service)  # 4 %: not over 5 %
+    # A release before it that failed as often: not worse by three times.
+    assert not watch.clearly_worse(counts(80, 20), counts(90, 10), service)
+    # No baseline (nothing counted before the switch): the share alone decides.
+    assert watch.clearly_worse(counts(80, 20), None, service)
+    service.watch_error_percent, service.watch_min_requests = 25.0, 5
+    assert not watch.clearly_worse(counts(80, 20), healthy, service)
+
+
+def test_answers_caddy_made_after_the_switch_count_against_the_live_release() -> None:
+    other = answers(5, 5, "127.0.0.1:4002")  # the old slot's, draining
+    made = [caddy.Answer(101.0, 502, "", None, 5.0), caddy.Answer(99.0, 502, "", None, 5.0)]
+    found = watch.of_release([*answers(3, 1), *other, *made], SLOT, live_at=100.5)
+    assert (found.requests, found.errors) == (5, 2)
+
+
+def test_shares_are_said_plainly() -> None:
+    assert counts(130 - 30, 30).said() == "23 % of 130 requests"
+    assert counts(996, 4).said() == "0.4 % of 1,000 requests"
+    assert counts(5, 0).said() == "0 % of 5 requests"
+    assert counts(3, 1).latency() == "12 ms"

@@ -1,0 +1,43 @@
+"""`onwatch services watch SERVICE`: what each new release's watch is, changed in part, and
+a value it cannot take refused in one line with exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.child import call
+from tests.support.child import deploys as child_deploys
+from tests.support.procs import isolated, run
+
+pytestmark = pytest.mark.once
+
+
+def test_the_watch_of_a_service_is_shown_set_in_part_and_bad_values_refused(
+    tmp_path: Path,
+) -> None:
+    with isolated(tmp_path, migrated=True) as env:
+        call(child_deploys.make_org, env, "Acme", migrate=True)
+        run(["services", "add", "shop", str(tmp_path)], env)
+        shown = run(["services", "watch", "shop"], env)
+        changed = run(
+            ["services", "watch", "shop", "--seconds", "60", "--error-percent", "2.5"], env
+        )
+        off = run(["services", "watch", "shop", "--seconds", "0"], env)
+        bad = run(["services", "watch", "shop", "--error-factor", "0.5"], env)
+    assert (shown.returncode, shown.stdout) == (
+        0,
+        "onwatch: shop: each new release is watched for 300 s and rolled back when, with at "
+        "least 20 requests answered, more than 5 % of them are errors (5xx) and over 3 times "
+        "the share of the release before it\n",
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert "watched for 60 s" in changed.stdout and "more than 2.5 % of them" in changed.stdout
+    assert off.stdout == (
+        "onwatch: shop: new releases are not watched: onwatch never rolls one back on its own\n"
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "onwatch: The error share is a percentage below 100, the factor 1 or more"
+    ]
