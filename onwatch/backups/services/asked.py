@@ -37,7 +37,7 @@ def plan_named(org: Organization, name: str) -> int:
     """The id of the organization's plan called `name`; Refused when there is none."""
     found = Plan.objects.filter(org=org, name=name).values_list("id", flat=True).first()
     if found is None:
-        raise Refused(f"There is no backup plan called {name!r}; see `onwatch backups plans`")
+        raise Refused(f"There is no backup plan called {name!r}; the Backups page lists the plans")
     return found
 
 
