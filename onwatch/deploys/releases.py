@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -44,8 +45,10 @@ from onwatch.deploys.workdir import (
 RELEASE_COMMAND_SECONDS = 1800.0
 # A deploy that must wait for another of its service looks again this often.
 WAIT_SECONDS = 2.0
-# A deploy waiting for its backup before migrations looks at it this often.
+# A deploy waiting for its backup before migrations looks at it this often, and says once
+# why it waits when the backup has not started after this long.
 BACKUP_POLL_SECONDS = 1.0
+BACKUP_START_SECONDS = 60.0
 log = logging.getLogger(__name__)
 GATE = switch.Gate()
 FELT_TO_DO = (
@@ -309,15 +312,7 @@ class Run:
         job_id = services.backup_before_migrations(self.deploy)
         assert job_id is not None
         self.ctx.log(f"backing up before the migrations: job #{job_id}")
-        state = backup_services.backup_state(job_id)
-        while not state.ended:
-            if self.ctx.cancelled.wait(BACKUP_POLL_SECONDS):
-                # A backup is never harmful, and one cut off would leave nothing: it goes on.
-                raise DeployFailed(
-                    f"cancelled while it waited for the backup before migrations; that "
-                    f"backup (job #{job_id}) goes on to its end"
-                )
-            state = backup_services.backup_state(job_id)
+        state = self.wait_for_backup(job_id)
         if not state.ok:
             raise DeployFailed(
                 f"the backup before migrations failed: {state.error}; nothing changed; fix "
@@ -326,6 +321,27 @@ class Run:
             )
         services.release_backed_up(release, state.snapshot, state.at)
         return release.backup_text
+
+    def wait_for_backup(self, job_id: int) -> backup_services.Asked:
+        """Until the backup ended; once, why it waits when it has not even started."""
+        state = backup_services.backup_state(job_id)
+        asked, said = time.monotonic(), False
+        while not state.ended:
+            if not (state.started or said) and time.monotonic() - asked > BACKUP_START_SECONDS:
+                said = True
+                self.ctx.log(
+                    f"the backup (job #{job_id}) has not started yet: it waits for a free slot "
+                    "of the backups' queue (another backup, drill or restore runs); cancel the "
+                    "deploy, or deploy with --skip-backup, rather than wait"
+                )
+            if self.ctx.cancelled.wait(BACKUP_POLL_SECONDS):
+                # A backup is never harmful, and one cut off would leave nothing: it goes on.
+                raise DeployFailed(
+                    f"cancelled while it waited for the backup before migrations; that "
+                    f"backup (job #{job_id}) goes on to its end"
+                )
+            state = backup_services.backup_state(job_id)
+        return state
 
     def release_command(self, command: str, folder: Path) -> str:
         """Run once, before any traffic moves, with the service's secrets. It may change

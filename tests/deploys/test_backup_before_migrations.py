@@ -18,8 +18,8 @@ from onwatch.backups import services as backup_services
 from onwatch.backups.models import BackupRun, Plan, SourceKind
 from onwatch.core import jobs, loops
 from onwatch.core.audit import CLI, SYSTEM
-from onwatch.core.models import AuditEntry, Job, JobState, Organization
-from onwatch.deploys import services
+from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
+from onwatch.deploys import releases, services
 from onwatch.deploys.models import Deploy, ReleaseState, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled, directory, local_repo, plan_for
@@ -93,6 +93,11 @@ def answers(machine: Machine) -> set[str]:
 
 def backup_jobs() -> list[Job]:
     return list(Job.objects.filter(kind="backups.run").order_by("pk"))
+
+
+def log_text(job_id: int | None) -> str:
+    lines = JobLogLine.objects.filter(job_id=job_id).values_list("text", flat=True)
+    return "\n".join(beside_a_writer(lambda: list(lines)))
 
 
 def names(deploy: Deploy) -> list[str]:
@@ -193,14 +198,18 @@ def test_a_release_without_a_release_command_deploys_without_a_backup(
 
 
 def test_a_deploy_cancelled_while_it_waits_for_its_backup_leaves_that_backup_to_finish(
-    machine: Machine, shop: Service, plan: Plan
+    machine: Machine, shop: Service, plan: Plan, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(releases, "BACKUP_START_SECONDS", 1.0)
     name_plan(shop, plan)
     deploy = services.queue_deploy(shop, SYSTEM, "cli")
     # Only the deploy's own queue runs: its backup stays queued, and the deploy waits.
     done = threading.Thread(target=jobs.run_pending, kwargs={"kinds": [services.DEPLOY_KIND]})
     done.start()
     wait_until(lambda: beside_a_writer(backup_jobs) != [], 120, "the backup to be started")
+    # A backup that does not start (its queue is busy) is said in the deploy's log, once.
+    waits = "has not started yet: it waits for a free slot of the backups' queue"
+    wait_until(lambda: waits in log_text(deploy.job_id), 30, "the deploy to say why it waits")
     job = deploy.job
     assert job is not None
     beside_a_writer(lambda: jobs.cancel(job, "test"))
@@ -211,6 +220,7 @@ def test_a_deploy_cancelled_while_it_waits_for_its_backup_leaves_that_backup_to_
     assert deploy.release is not None
     assert "that backup (job #" in deploy.release.reason
     assert "goes on to its end" in deploy.steps[-1]["detail"]
+    assert log_text(deploy.job_id).count(waits) == 1
     # The backup it started runs to its end, untouched by the cancel.
     [backup] = jobs.run_pending(kinds=["backups.run"])
     assert backup.state == JobState.SUCCEEDED

@@ -18,14 +18,16 @@ RUN_KIND = "backups.run"
 
 @dataclass(frozen=True)
 class Asked:
-    """How a backup started with `start_backup` stands: `ended`, and when it ended,
-    whether it is good (every copy), its first snapshot and when it ended, or why not."""
+    """How a backup started with `start_backup` stands: `ended` (else whether it has
+    `started`), and when it ended, whether it is good (every copy), its first snapshot and
+    when it ended, or why not."""
 
     ended: bool
     ok: bool = False
     snapshot: str = ""
     at: datetime | None = None
     error: str = ""
+    started: bool = True
 
 
 def plan_choices(org: Organization) -> list[tuple[int, str]]:
@@ -66,7 +68,7 @@ def backup_state(job_id: int) -> Asked:
     if job is None:
         return Asked(True, error=f"its job #{job_id} was removed")
     if job.state not in ENDED:
-        return Asked(False)
+        return Asked(False, started=job.state != JobState.QUEUED)
     run = BackupRun.objects.filter(job=job).order_by("-pk").first()
     if job.state != JobState.SUCCEEDED or run is None:
         said = (run.error if run is not None else "") or job.error
