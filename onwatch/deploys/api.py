@@ -39,6 +39,9 @@ class ServiceOut(Schema):
     )
     domain: str = Field(description="Where it answers through onwatch's Caddy; empty: nowhere")
     auto_deploy: bool = Field(description="Each green pipeline of its branch deploys by itself")
+    backup_plan_id: int | None = Field(
+        description="The backup plan backed up before a release's migrations; null: none"
+    )
 
 
 class RateOut(Schema):
@@ -278,6 +281,17 @@ class DeployIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     commit: Text = Field(default="", max_length=64, description="Empty: the branch's newest")
+    skip_backup: bool = Field(
+        default=False,
+        description="On purpose, without the backup before migrations of the service's plan "
+        "(audited)",
+    )
+
+
+class BackupPlanIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_id: int | None = Field(ge=1, le=MAX_ID, description="null: no backup before migrations")
 
 
 class RollbackIn(Schema):
@@ -310,6 +324,7 @@ class DeployOut(Schema):
     pipeline_id: int | None = Field(description="The pipeline it waits for (automatic)")
     commit: str
     trigger: str
+    skip_backup: bool = Field(description="Asked to go without the backup before migrations")
     state: str
     reason: str
     live_after: str = Field(description="What serves the domain once it ended")
@@ -333,6 +348,10 @@ class ReleaseOut(Schema):
     live: bool
     no_rollback_past: bool
     no_rollback_why: str
+    backup_snapshot: str = Field(
+        description="The snapshot backed up just before its release command; empty: none"
+    )
+    backed_up_at: datetime | None
 
 
 class ReleaseList(Schema):
@@ -362,13 +381,36 @@ def service_domain_set(request: HttpRequest, service_id: int, body: DomainIn) ->
 
 
 @operation(
+    services,
+    "PUT",
+    "{service_id}/backup-plan/",
+    "services:write",
+    response={200: ServiceOut, **ERRORS},
+)
+def service_backup_plan_set(
+    request: HttpRequest, service_id: int, body: BackupPlanIn
+) -> dict[str, Any]:
+    """The backup plan a deploy backs up before a release's migrations (null: none)."""
+    service = find(request, service_id)
+    try:
+        writer.set_backup_plan(service, body.plan_id, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return service_out(service)
+
+
+@operation(
     services, "POST", "{service_id}/deploy/", "deploys:run", response={202: DeployOut, **ERRORS}
 )
 def service_deploy(request: HttpRequest, service_id: int, body: DeployIn) -> Status[dict[str, Any]]:
     """Build a commit and make it live; follow it at deploys/{id}/."""
     try:
         deploy = writer.queue_deploy(
-            find(request, service_id), Actor.of(request), "api", body.commit
+            find(request, service_id),
+            Actor.of(request),
+            "api",
+            body.commit,
+            skip_backup=body.skip_backup,
         )
     except Refusal as e:
         raise refuse(str(e)) from None

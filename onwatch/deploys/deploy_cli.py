@@ -45,9 +45,23 @@ def register(add: AddCommand, services_sub: Any) -> None:
         "--error-factor", type=float, help="times the share of the release before it"
     )
     watch.add_argument("--org", help="the organization's name (needed when there are several)")
+    backup = add(
+        "backup-plan",
+        cmd_services_backup_plan,
+        "Name the backup plan a deploy runs before a release's migrations; '' for none.",
+        services_sub,
+    )
+    backup.add_argument("service", help="the service's name")
+    backup.add_argument("plan", help="the backup plan's name, or '' for none")
+    backup.add_argument("--org", help="the organization's name (needed when there are several)")
     deploy = add("deploy", cmd_deploy, "Build a commit of a service and make it live.")
     deploy.add_argument("service", help="the service's name")
     deploy.add_argument("--commit", default="", help="the commit (default: the branch's newest)")
+    deploy.add_argument(
+        "--skip-backup",
+        action="store_true",
+        help="on purpose, without the backup before migrations of the service's plan (audited)",
+    )
     rollback = add(
         "rollback", cmd_rollback, "Make the previous (or a chosen kept) release live again."
     )
@@ -130,11 +144,32 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     service = find_service(organization(args.org), args.service)
     try:
-        deploy = services.queue_deploy(service, CLI, "cli", commit=args.commit)
+        deploy = services.queue_deploy(
+            service, CLI, "cli", commit=args.commit, skip_backup=args.skip_backup
+        )
     except services.Refusal as e:
         fail(str(e))
     print(f"onwatch: deploy #{deploy.pk} of {service.name} is queued")
     return follow(deploy.pk) if args.wait else 0
+
+
+def cmd_services_backup_plan(args: argparse.Namespace) -> int:
+    prepare()
+    from onwatch.backups import services as backup_services
+    from onwatch.core.audit import CLI
+    from onwatch.core.commands import organization
+    from onwatch.deploys import services
+    from onwatch.deploys.cli import find_service
+
+    org = organization(args.org)
+    service = find_service(org, args.service)
+    try:
+        plan = backup_services.plan_named(org, args.plan.strip()) if args.plan.strip() else None
+        said = services.set_backup_plan(service, plan, CLI)
+    except (services.Refusal, backup_services.Refused) as e:
+        fail(str(e))
+    print(f"onwatch: {said}")
+    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

@@ -58,7 +58,11 @@ def service_deploy(request: HttpRequest, pk: int) -> HttpResponse:
     service = _service(request, pk)
     try:
         deploy = services.queue_deploy(
-            service, Actor.of(request), "ui", commit=request.POST.get("commit", "").strip()
+            service,
+            Actor.of(request),
+            "ui",
+            commit=request.POST.get("commit", "").strip(),
+            skip_backup=bool(request.POST.get("skip_backup")),
         )
     except Refusal as e:
         messages.error(request, str(e))

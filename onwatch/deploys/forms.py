@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from onwatch.alerts import services as alert_services
+from onwatch.backups import services as backup_services
 from onwatch.core.models import Organization
 from onwatch.deploys.services import BRANCH
 
@@ -46,11 +47,21 @@ class ServiceForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
     )
+    backup_plan_id = forms.TypedChoiceField(
+        label="Back up before migrations",
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text="When a release has a release command (migrations), a backup of this plan "
+        "runs first and must end well before they run.",
+    )
 
     def __init__(self, *args: Any, org: Organization, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         channels = alert_services.organization_channels(org)
         self.fields["alert_channels"].choices = [(c.pk, c.name) for c in channels]  # type: ignore[attr-defined]
+        plans = [("", "no backup first"), *backup_services.plan_choices(org)]
+        self.fields["backup_plan_id"].choices = plans  # type: ignore[attr-defined]
 
     def service_fields(self) -> dict[str, Any]:
         """The cleaned data as services.ServiceFields takes it: None for every channel."""

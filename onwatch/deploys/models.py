@@ -3,6 +3,8 @@ them. services.py is the only code that writes these rows."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -55,6 +57,11 @@ class Service(models.Model):
     watch_min_requests = models.PositiveIntegerField(default=20)
     watch_error_percent = models.FloatField(default=5.0)
     watch_error_factor = models.FloatField(default=3.0)
+    # The backup plan a deploy runs first when its release has migrations (a release
+    # command). A string reference: deploys imports nothing of backups but its services.
+    backup_plan = models.ForeignKey(
+        "backups.Plan", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -287,6 +294,10 @@ class Release(models.Model):
     # The web command and health path read from its onwatch.toml when it was built.
     web_command = models.TextField(blank=True)
     health_path = models.CharField(max_length=500, blank=True)
+    # The snapshot of the backup taken just before its release command ran, and when that
+    # backup ended: what to restore should its migrations go wrong.
+    backup_snapshot = models.CharField(max_length=64, blank=True)
+    backed_up_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -294,6 +305,15 @@ class Release(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+    @property
+    def backup_text(self) -> str:
+        """'backed up before its migrations: snapshot abc123 at 14:02', or ''."""
+        if not self.backup_snapshot or self.backed_up_at is None:
+            return ""
+        at = self.backed_up_at.astimezone(UTC)
+        snapshot = self.backup_snapshot[:8]
+        return f"backed up before its migrations: snapshot {snapshot} at {at:%H:%M} UTC"
 
     @property
     def label(self) -> str:
@@ -318,6 +338,8 @@ class Deploy(models.Model):
     # How it was asked for: ui, api, cli, or "pipeline" (after a green one, by itself).
     trigger = models.CharField(max_length=10)
     triggered_by = models.CharField(max_length=200, blank=True)
+    # Asked to deploy without the backup before migrations, on purpose (audited).
+    skip_backup = models.BooleanField(default=False)
     state = models.CharField(max_length=12, choices=State.choices, default=State.QUEUED)
     reason = models.TextField(blank=True)
     # What serves the domain once it ended, in words ("release 4 (1a2b3c4)").

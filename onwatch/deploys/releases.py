@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -24,6 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.alerts.services import Channel, alert_channels, organization_channels
+from onwatch.backups import services as backup_services
 from onwatch.core.jobs import JobCancelled, JobContext, JobFailed, WaitLater
 from onwatch.core.masking import Masker
 from onwatch.deploys import (
@@ -53,6 +55,10 @@ from onwatch.deploys.workdir import (
 RELEASE_COMMAND_SECONDS = 1800.0
 # A deploy that must wait for another of its service looks again this often.
 WAIT_SECONDS = 2.0
+# A deploy waiting for its backup before migrations looks at it this often, and says once
+# why it waits when the backup has not started after this long.
+BACKUP_POLL_SECONDS = 1.0
+BACKUP_START_SECONDS = 60.0
 log = logging.getLogger(__name__)
 GATE = switch.Gate()
 FELT_TO_DO = (
@@ -262,6 +268,7 @@ class Run:
                 with pipelines.caches_held(self.ctx, self.service, "pipeline or build"):
                     self.step("build", lambda: self.sandboxed(project.build, folder))
             if release_line := project.release:
+                self.backup_first(release)
                 self.step("release command", lambda: self.release_command(release_line, folder))
         except DeployFailed as e:
             services.release_failed(release, str(e))
@@ -332,6 +339,55 @@ class Run:
             what = "the release command " if release else ""
             raise DeployFailed(f"{what}{pipelines.failure_reason(outcome)}: {said}")
         return f"exited with 0 in {outcome.seconds:.1f} s"
+
+    def backup_first(self, release: Release) -> None:
+        """The release has migrations: when the service names a backup plan, a backup of
+        it runs (as a job of the backups app) and ends well before they run."""
+        if self.service.backup_plan_id is None:
+            return
+        if self.deploy.skip_backup:
+            by = self.deploy.triggered_by or "someone"
+            self.step("backup", lambda: f"skipped on purpose: {by} deployed without it")
+            return
+        self.step("backup", lambda: self.back_up(release))
+
+    def back_up(self, release: Release) -> str:
+        """Wait for the backup in this deploy's slot: the deploy holds its service's lock
+        and a built release, which giving the slot back (WaitLater) would let go. Backups
+        run in a queue of their own, so the wait never blocks the backup it waits for."""
+        job_id = services.backup_before_migrations(self.deploy)
+        assert job_id is not None
+        self.ctx.log(f"backing up before the migrations: job #{job_id}")
+        state = self.wait_for_backup(job_id)
+        if not state.ok:
+            raise DeployFailed(
+                f"the backup before migrations failed: {state.error}; nothing changed; fix "
+                f"the backup or deploy without it (onwatch deploy {self.service.name} "
+                "--skip-backup)"
+            )
+        services.release_backed_up(release, state.snapshot, state.at)
+        return release.backup_text
+
+    def wait_for_backup(self, job_id: int) -> backup_services.Asked:
+        """Until the backup ended; once, why it waits when it has not even started."""
+        state = backup_services.backup_state(job_id)
+        asked, said = time.monotonic(), False
+        while not state.ended:
+            if not (state.started or said) and time.monotonic() - asked > BACKUP_START_SECONDS:
+                said = True
+                self.ctx.log(
+                    f"the backup (job #{job_id}) has not started yet: it waits for a free slot "
+                    "of the backups' queue (another backup, drill or restore runs); cancel the "
+                    "deploy, or deploy with --skip-backup, rather than wait"
+                )
+            if self.ctx.cancelled.wait(BACKUP_POLL_SECONDS):
+                # A backup is never harmful, and one cut off would leave nothing: it goes on.
+                raise DeployFailed(
+                    f"cancelled while it waited for the backup before migrations; that "
+                    f"backup (job #{job_id}) goes on to its end"
+                )
+            state = backup_services.backup_state(job_id)
+        return state
 
     def release_command(self, command: str, folder: Path) -> str:
         """Run once, before any traffic moves, with the service's secrets. It may change

@@ -30,6 +30,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
 
 from onwatch.alerts import services as alert_services
+from onwatch.backups import services as backup_services
 from onwatch.core import jobs, ssh
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.masking import Masker
@@ -96,6 +97,13 @@ class ServiceFields(BaseModel):
         description="Ids of the organization's channels that hear about its pipelines; "
         "null: every channel, also those added later",
     )
+    backup_plan_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="The backup plan a deploy runs first when its release has migrations "
+        "(a release command); null: none",
+    )
 
 
 # Kept apart from the service's own columns: a many-to-many and a flag.
@@ -160,6 +168,10 @@ def check(org: Organization, fields: ServiceFields, service: Service | None) -> 
         others = others.exclude(pk=service.pk)
     if others.exists():
         raise Refusal(f"Another service is already called {fields.name!r}", "name")
+    if fields.backup_plan_id is not None and (
+        problem := backup_services.plan_problem(org, fields.backup_plan_id)
+    ):
+        raise Refusal(problem, "backup_plan_id")
 
 
 def check_secret(name: str, value: str) -> None:
@@ -205,6 +217,7 @@ def add_service(
                 branch=service.branch,
                 secrets=service.secret_names,
                 alert_channels=channels_chosen(service),
+                backup_plan=service.backup_plan_id,
             )
     except IntegrityError:
         raise Refusal(f"Another service is already called {fields.name!r}", "name") from None
@@ -234,6 +247,23 @@ def change_service(service: Service, fields: ServiceFields, actor: Actor) -> lis
         _set_channels(service, chosen)
         actor.record("service-changed", service.org, service.name, id=service.pk, changed=changed)
     return changed
+
+
+def set_backup_plan(service: Service, plan_id: int | None, actor: Actor) -> str:
+    """Name the backup plan (None: none) a deploy of the service runs before a release's
+    migrations. What it is now, in one line."""
+    if plan_id is not None and (problem := backup_services.plan_problem(service.org, plan_id)):
+        raise Refusal(problem, "backup_plan_id")
+    with transaction.atomic():
+        service.backup_plan_id = plan_id
+        service.save(update_fields=["backup_plan"])
+        actor.record(
+            "service-changed", service.org, service.name, id=service.pk, changed=["backup_plan_id"]
+        )
+    if plan_id is None:
+        return f"{service.name} deploys without a backup before migrations"
+    plan = backup_services.plan_name(plan_id)
+    return f"a deploy of {service.name} backs up plan {plan} before its migrations"
 
 
 def set_secret(service: Service, name: str, value: str, actor: Actor) -> None:
@@ -1064,9 +1094,11 @@ def queue_deploy(
     trigger: str,
     commit: str = "",
     pipeline: Pipeline | None = None,
+    skip_backup: bool = False,
 ) -> Deploy:
     """Build a release of `commit` (the pipeline's, else the branch's newest) and make it
-    live; a deploy after a pipeline waits for it and is cancelled when it does not pass."""
+    live; a deploy after a pipeline waits for it and is cancelled when it does not pass.
+    `skip_backup`: on purpose, without the backup before migrations (audited)."""
     if not service.domain:
         raise Refusal(f"{service.name} has no domain yet; set one before deploying", "domain")
     if commit and not re.fullmatch(r"[0-9a-fA-F]{4,64}", commit):
@@ -1078,6 +1110,7 @@ def queue_deploy(
             commit=commit.lower(),
             trigger=trigger,
             triggered_by=actor.name[:200],
+            skip_backup=skip_backup,
         )
         after = pipeline.job if pipeline is not None else None
         _enqueue_deploy(deploy, after)
@@ -1089,6 +1122,7 @@ def queue_deploy(
             commit=commit,
             pipeline=pipeline.pk if pipeline else None,
             job=deploy.job_id,
+            skip_backup=skip_backup,
         )
     return deploy
 
@@ -1239,6 +1273,21 @@ def release_built(release: Release, web_command: str, health_path: str) -> None:
     release.state, release.web_command = ReleaseState.READY, web_command
     release.health_path = health_path
     release.save(update_fields=["state", "web_command", "health_path"])
+
+
+def backup_before_migrations(deploy: Deploy) -> int | None:
+    """Start the backup a deploy takes before its release's migrations: the id of its
+    job, or None when the service names no plan or the deploy was asked to go without."""
+    plan = deploy.service.backup_plan_id
+    if plan is None or deploy.skip_backup:
+        return None
+    why = f"before the migrations of deploy #{deploy.pk} of {deploy.service.name}"
+    return backup_services.start_backup(plan, SYSTEM, why)
+
+
+def release_backed_up(release: Release, snapshot: str, at: datetime | None) -> None:
+    release.backup_snapshot, release.backed_up_at = snapshot[:64], at or timezone.now()
+    release.save(update_fields=["backup_snapshot", "backed_up_at"])
 
 
 def release_failed(release: Release, reason: str) -> None:

@@ -73,7 +73,7 @@ def service_edit(request: HttpRequest, pk: int) -> HttpResponse:
     service = _service(request, pk)
     initial = {
         name: getattr(service, name)
-        for name in ("name", "git_url", "branch", "supersede", "poll_minutes")
+        for name in ("name", "git_url", "branch", "supersede", "poll_minutes", "backup_plan_id")
     }
     chosen = services.channels_chosen(service)
     initial |= {"only_chosen": chosen is not None, "alert_channels": chosen or []}

@@ -244,6 +244,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "errors_envelope": lambda w: {"project_id": error_project(w).pk},
     "errors_store": lambda w: {"project_id": error_project(w).pk},
     "api:service_domain_set": lambda w: {"service_id": service(w).pk},
+    "api:service_backup_plan_set": lambda w: {"service_id": service(w).pk},
     "api:service_deploy": lambda w: {"service_id": service(w).pk},
     "api:service_rollback": lambda w: {"service_id": service(w).pk},
     "api:service_releases": lambda w: {"service_id": service(w).pk},

@@ -217,6 +217,15 @@ def cancelled_by(job: Job | None) -> str:
 
 # The writes. Imported last: they use the helpers above.
 from onwatch.backups.services.actors import CLI, SYSTEM, Actor  # noqa: E402
+from onwatch.backups.services.asked import (  # noqa: E402
+    Asked,
+    backup_state,
+    plan_choices,
+    plan_name,
+    plan_named,
+    plan_problem,
+    start_backup,
+)
 from onwatch.backups.services.plans import (  # noqa: E402
     PlanFields,
     add_plan,
@@ -249,6 +258,7 @@ __all__ = [
     "CLI",
     "SYSTEM",
     "Actor",
+    "Asked",
     "PlanFields",
     "RepositoryChange",
     "SourceFields",
@@ -256,6 +266,7 @@ __all__ = [
     "add_repository",
     "add_source",
     "alert_nobody_prunes",
+    "backup_state",
     "change_plan",
     "change_repository",
     "change_source",
@@ -263,9 +274,14 @@ __all__ = [
     "create_plan",
     "forget_host_key",
     "mark_append_only",
+    "plan_choices",
+    "plan_name",
+    "plan_named",
+    "plan_problem",
     "remove_plan",
     "remove_repository",
     "remove_source",
     "request_restore",
     "restore_here",
+    "start_backup",
 ]

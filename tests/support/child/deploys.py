@@ -72,3 +72,29 @@ def use_pushed_copy(name: str) -> None:
     copy = str(services.pushed_repository(service))
     fields = services.ServiceFields(name=service.name, git_url=copy, branch=service.branch)
     services.change_service(service, fields, SYSTEM)
+
+
+def add_backup_plan(org_name: str, folder: str) -> None:
+    """A backup plan "nightly" of a folder to a local restic repository, under `folder`."""
+    from pathlib import Path
+
+    from onwatch.backups import services
+    from tests.support.backups import directory, local_repo, plan_for
+
+    org = Organization.objects.get(name=org_name)
+    where = Path(folder)
+    source = services.add_source(
+        org, "uploads", "directory", path=str(directory(where / "uploads"))
+    )
+    plan_for(source, [local_repo(org, where / "restic")])
+
+
+def print_backup_settings(service: str) -> None:
+    """The service's backup plan and, per deploy-queued audit entry, its skip_backup."""
+    from onwatch.core.models import AuditEntry
+    from onwatch.deploys.models import Service
+
+    found = Service.objects.select_related("backup_plan").get(name=service)
+    print(found.backup_plan.name if found.backup_plan else "-")
+    for entry in AuditEntry.objects.filter(action="deploy-queued").order_by("seq"):
+        print(entry.actor, entry.data["skip_backup"])
