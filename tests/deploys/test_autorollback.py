@@ -89,7 +89,7 @@ def loaded(machine: Machine) -> Iterator[Load]:
 def watch_step(deploy: Deploy) -> dict[str, Any]:
     deploy.refresh_from_db()
     [step] = [s for s in deploy.steps if s["name"] == "watch"]
-    return step
+    return dict(step)
 
 
 def the_incident(watch: Watch) -> Incident:

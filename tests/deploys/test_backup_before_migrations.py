@@ -74,9 +74,9 @@ def ended(deploy: Deploy) -> bool:
     return found.state not in (State.QUEUED, State.RUNNING)
 
 
-def deploy_now(service: Service, **asked: bool) -> Deploy:
+def deploy_now(service: Service, skip_backup: bool = False) -> Deploy:
     """Deploy the branch's newest commit on the real worker, to its end."""
-    deploy = services.queue_deploy(service, CLI, "cli", **asked)
+    deploy = services.queue_deploy(service, CLI, "cli", skip_backup=skip_backup)
     with real_worker():
         wait_until(lambda: ended(deploy), 240, "the deploy")
     deploy.refresh_from_db()
@@ -96,6 +96,7 @@ def backup_jobs() -> list[Job]:
 
 
 def log_text(job_id: int | None) -> str:
+    assert job_id is not None
     lines = JobLogLine.objects.filter(job_id=job_id).values_list("text", flat=True)
     return "\n".join(beside_a_writer(lambda: list(lines)))
 
