@@ -403,6 +403,7 @@ def _felt(machine: Machine, site: caddy.Site, window: Window, unmeasured: str) -
     if unmeasured:
         return felt
     try:
+        machine.caddy.wait_for_lines(site.domain)
         for answer in machine.caddy.counted(site.domain):
             _tally(felt, answer, window)
         machine.caddy.forget_answers(site.domain)
