@@ -32,6 +32,7 @@ import http.client
 import importlib.util
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,8 @@ def client(port: int, stop: threading.Event, out: list[str]) -> None:
             connection.close()
             connection = None
         out.append(f"{sent:.6f} {time.perf_counter() - started:.6f} {status} {release}")
+        if not status:
+            stop.wait(0.01)  # Caddy not answering at all: no busy loop
 
 
 def clients_main(port: int, count: int, path: str) -> None:
@@ -149,14 +152,15 @@ def onwatch(folder: Path) -> Iterator[int]:
     }
     # Within a test run, from its migrated template, as the tests start (migrations take
     # most of a minute on a loaded machine); on its own, from nothing.
+    caller = dict(os.environ)
     with isolated(folder, RUN_VARIABLE in os.environ, **extra) as env:
         # Its whole environment: none of the caller's onwatch settings (a test's key file).
         os.environ.clear()
         os.environ.update(env)
         from onwatch.startup import prepare
 
-        prepare(migrate=True)
         try:
+            prepare(migrate=True)
             yield caddy_port
         finally:
             stop_machine()
@@ -164,6 +168,8 @@ def onwatch(folder: Path) -> Iterator[int]:
             from django.db import connections
 
             connections.close_all()
+            os.environ.clear()
+            os.environ.update(caller)
 
 
 def stop_machine() -> None:
@@ -358,6 +364,13 @@ def agreement(answers: Timeline, record: Switched) -> Agreement:
 def run(args: argparse.Namespace) -> list[str]:
     folder = Path(tempfile.mkdtemp(prefix="ow-bd-"))
     folder.chmod(0o711)
+    try:
+        return deploys_and_rollbacks(args, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def deploys_and_rollbacks(args: argparse.Namespace, folder: Path) -> list[str]:
     with onwatch(folder / "onwatch") as port:
         service = Shop(folder)
         service.deploy("v1")
@@ -377,15 +390,8 @@ def report(got: list[Answer], done: list[Switched], seconds: float, count: int) 
     late = late_answers(answers, done)
     inside, outside = latencies(answers, done)
     added = p(inside, 0.99) - p(outside, 0.99)
-    rollbacks = [r for r in done if r.kind == "rollback"]
-    to_live = [r.row.switched_at.timestamp() - r.row.created_at.timestamp() for r in rollbacks]
-    to_users = [only_new_from(answers, r) - r.row.created_at.timestamp() for r in rollbacks]
-    startup = [r.took("start") + r.took("health gate") for r in rollbacks]
-    beyond = [t - s for t, s in zip(to_users, startup, strict=True)]
-    agreements = [agreement(answers, r) for r in done]
-    agreeing = [a for a in agreements if a.agrees]
     print(f"load average                 {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"deploys, rollbacks           {len(done) - len(rollbacks)}, {len(rollbacks)}")
+    print(f"deploys, rollbacks           {len(done) // 2}, {len(done) // 2}")
     print(f"clients                      {count} kept alive, {seconds:.0f} s")
     print(f"requests served              {len(got) - len(failed)}")
     print(f"failed requests              {len(failed)} {errors(failed)}")
@@ -395,6 +401,22 @@ def report(got: list[Answer], done: list[Switched], seconds: float, count: int) 
         f"({len(inside)} requests), {ms(p(outside, 0.99))} outside ({len(outside)})"
     )
     print(f"p99 added during switches    {ms(added)}")
+    beyond = rollback_times(answers, [r for r in done if r.kind == "rollback"])
+    agreements = [agreement(answers, r) for r in done]
+    agreeing = [a for a in agreements if a.agrees]
+    print(f"onwatch's counts agree       {len(agreeing)} of {len(agreements)} switches")
+    for disagreeing in [a for a in agreements if not a.agrees][:5]:
+        print(f"  disagrees: {disagreeing}")
+    print(f"onwatch counted              {totals(done)}")
+    return verdicts(len(failed), late, added, beyond, len(agreeing) == len(agreements))
+
+
+def rollback_times(answers: Timeline, rollbacks: list[Switched]) -> float:
+    """Prints them; the longest beyond the release's own start-up, as the clients saw it."""
+    to_live = [r.row.switched_at.timestamp() - r.row.created_at.timestamp() for r in rollbacks]
+    to_users = [only_new_from(answers, r) - r.row.created_at.timestamp() for r in rollbacks]
+    startup = [r.took("start") + r.took("health gate") for r in rollbacks]
+    beyond = [t - s for t, s in zip(to_users, startup, strict=True)]
     print(f"rollback, queued to live     p50 {secs(p(to_live, 0.5))}, max {secs(max(to_live))}")
     print(
         f"  to only it answering       p50 {secs(p(to_users, 0.5))}, max {secs(max(to_users))}"
@@ -403,11 +425,7 @@ def report(got: list[Answer], done: list[Switched], seconds: float, count: int) 
     print(f"  of it the release start-up p50 {secs(p(startup, 0.5))}, max {secs(max(startup))}")
     print(f"  less its start-up          p50 {secs(p(beyond, 0.5))}, max {secs(max(beyond))}")
     print(f"rollback, queued to drained  p50 {secs(p(ended(rollbacks), 0.5))}")
-    print(f"onwatch's counts agree       {len(agreeing)} of {len(agreements)} switches")
-    for disagreeing in [a for a in agreements if not a.agrees][:5]:
-        print(f"  disagrees: {disagreeing}")
-    print(f"onwatch counted              {totals(done)}")
-    return verdicts(len(failed), late, added, max(beyond), len(agreeing) == len(agreements))
+    return max(beyond)
 
 
 def ended(done: list[Switched]) -> list[float]:
