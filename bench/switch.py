@@ -8,10 +8,11 @@ Caddy (both in a temporary folder, on free loopback ports), sends requests witho
 and kept-alive connections idle 0.2 s between requests, as a browser's are),
 and switches the site to a new release --switches times, with --broken releases that
 never get healthy in between. Prints requests answered, failed requests (target 0),
-answers from an old release after its switch had ended (target 0), and how long the
-switches took. Then, as the baseline the design avoids, changes Caddy's configuration
---reloads times under the same load (what a switch by admin API would do) and counts
-the failures that costs.
+answers from an old release after its switch had ended (target 0), how long the
+switches took, and beside them what onwatch itself counted during the switches (Caddy's
+counts, as each deploy records them). Then, as the baseline the design avoids, changes
+Caddy's configuration --reloads times under the same load (what a switch by admin API
+would do) and counts the failures that costs.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def report(tally: Tally, done: list[tuple[float, Switch]], refused: list[float])
     print(f"requests answered 200        {tally.ok} ({tally.slow_ok} of them 1.5 s long)")
     print(f"failed requests              {tally.failed} {dict(tally.errors) or ''}")
     print(f"old answers after a switch   {late_answers(tally, done)}")
+    print(f"onwatch counted              {felt_totals([record for _, record in done])}")
     if seconds:
         print(
             f"switch duration              median {statistics.median(seconds):.2f} s, "
@@ -88,6 +90,21 @@ def report(tally: Tally, done: list[tuple[float, Switch]], refused: list[float])
             f"never-healthy releases       {len(refused)} refused, "
             f"median {statistics.median(refused):.1f} s each (gate 5 s)"
         )
+
+
+def felt_totals(records: list[Switch]) -> str:
+    """What onwatch itself recorded of the switches (Caddy's counts, switch.Felt), to read
+    beside the clients' own: it counts only while a switch runs, the clients all along."""
+    felts = [r.felt for r in records if r.felt is not None]
+    measured = [f for f in felts if not f.unmeasured]
+    unmeasured = len(records) - len(measured)
+    return (
+        f"{sum(f.served for f in measured)} served during the switches, "
+        f"{sum(f.failed for f in measured)} failed, "
+        f"{sum(f.app_errors for f in measured)} app errors, "
+        f"{sum(f.mixed for f in measured)} mixed"
+        + (f"; {unmeasured} switches not measured" if unmeasured else "")
+    )
 
 
 def step_medians(records: list[Switch]) -> str:

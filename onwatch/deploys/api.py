@@ -337,6 +337,27 @@ class DeployOut(Schema):
     ended_at: datetime | None
     job_id: int | None
     steps: list[DeployStepOut] = Field(description="Its timeline")
+    # What users felt during its switch, as Caddy counted it: the same figures as its page.
+    switch_served: int | None = Field(
+        description="Requests answered from when its release could take requests until the "
+        "old one stopped; null when not counted (felt_unmeasured says why) or no switch"
+    )
+    switch_failed: int | None = Field(
+        description="Of them, those no release answered (Caddy answered 502, 503 or 504)"
+    )
+    switch_app_errors: int | None = Field(description="Of them, 5xx answers the app itself sent")
+    switch_mixed: int | None = Field(
+        description="Requests the old release took after the new one had taken over"
+    )
+    drain_seconds: float | None = Field(
+        description="How long the old release took to finish its running requests; null when "
+        "nothing served before or it could not be stopped"
+    )
+    felt_unmeasured: str = Field(description="Why the requests could not be counted, if so")
+    felt_text: str = Field(
+        description="The same in one sentence, e.g. '0 failed requests during the switch, "
+        "of 1,204 served; drained in 4.2 s'; empty when no switch happened"
+    )
 
 
 class ReleaseOut(Schema):

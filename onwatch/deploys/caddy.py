@@ -55,6 +55,11 @@ HEALTH_INTERVAL = 0.5
 # Caddy sees a slot turned on or off within one health check (interval plus the check's
 # own time); twice the interval and a margin is when its choice has surely followed.
 SETTLE_SECONDS = 2 * HEALTH_INTERVAL + 0.25
+# Caddy writes a request's line a moment after it answered (milliseconds; more on a busy
+# machine): a count is read once the log has not grown for this long, so the answers of
+# the switch's last moment are in it (a request running longer than that is left out).
+LOG_QUIET_SECONDS = 0.25
+LOG_WAIT_SECONDS = 2.0  # at most, should lines keep coming
 # No wildcards: `*.example.com` would take the requests of another organization's
 # `shop.example.com` (routes are tried in order).
 DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
@@ -344,6 +349,19 @@ class Caddy:
         """No new request of `domain` is logged; those running finish their lines."""
         self._counting_file(domain).unlink(missing_ok=True)
 
+    def wait_for_lines(self, domain: str) -> None:
+        """After stop_counting: return once the requests still running have written their
+        lines, as far as can be told (LOG_QUIET_SECONDS without a new one)."""
+        log = self.request_log(domain)
+        started = quiet_since = time.monotonic()
+        size = _size(log)
+        while time.monotonic() - quiet_since < LOG_QUIET_SECONDS:
+            if time.monotonic() - started > LOG_WAIT_SECONDS:
+                return
+            time.sleep(0.05)
+            if (now := _size(log)) != size:
+                size, quiet_since = now, time.monotonic()
+
     def counted(self, domain: str) -> Iterator[Answer]:
         """The requests logged since start_counting; CaddyError when the log cannot be read.
         A last line still being written is left out."""
@@ -528,6 +546,13 @@ def _log_append(key: str, value: str) -> dict[str, Any]:
 def _logger(domain: str) -> str:
     """A site's logger: dots would make it a child of another's (a.b under a)."""
     return "site_" + domain.lower().replace(".", "_")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1  # counted() says why it cannot be read
 
 
 def _answer(line: bytes) -> Answer:

@@ -417,6 +417,7 @@ def _felt(
     if unmeasured:
         return felt
     try:
+        machine.caddy.wait_for_lines(site.domain)
         for answer in machine.caddy.counted(site.domain):
             _tally(felt, answer, window)
         if forget:

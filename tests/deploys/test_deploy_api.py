@@ -1,21 +1,32 @@
 """The deploy operations of the JSON API: set a domain, deploy, roll back, list releases,
-mark one "no rollback past this", read a deploy. Deploys themselves run in
-test_releases.py with real components; here, what the API takes, refuses and answers."""
+mark one "no rollback past this", read a deploy with what users felt during its switch.
+Deploys themselves run in test_releases.py with real components; here, what the API
+takes, refuses and answers."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, Organization
-from onwatch.deploys import services
+from onwatch.deploys import releases, services, switch
 from onwatch.deploys.models import Deploy, Service, State
 from tests.support.deploys import service_for
 from tests.support.fixtures import TokenApi
 
 SCOPES = ["services:read", "services:write", "deploys:run"]
+FELT = [
+    "switch_served",
+    "switch_failed",
+    "switch_app_errors",
+    "switch_mixed",
+    "drain_seconds",
+    "felt_unmeasured",
+    "felt_text",
+]
 
 
 def made_live(service: Service, commit: str) -> Deploy:
@@ -90,3 +101,69 @@ def test_a_wildcard_domain_is_refused(org: Organization) -> None:
         services.set_domain(service, "*.example.com", True, SYSTEM)
     service.refresh_from_db()
     assert service.domain == ""
+
+
+@pytest.mark.parametrize(
+    ("counts", "said"),
+    [
+        (
+            {"switch_served": 1204, "switch_failed": 2, "switch_app_errors": 1, "switch_mixed": 0},
+            "2 failed requests during the switch (no release answered them), of 1,204 served; "
+            "1 error sent by the app itself; drained in 4.2 s",
+        ),
+        (
+            {"felt_unmeasured": "Caddy was restarted during the switch"},
+            "Requests during the switch: not measured (Caddy was restarted during the switch)",
+        ),
+    ],
+)
+def test_a_deploy_in_the_api_says_what_users_felt_during_its_switch(
+    org: Organization, members: dict[str, Any], counts: dict[str, Any], said: str
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    switched = datetime(2026, 12, 7, 3, 0, 0, 250000, tzinfo=UTC)
+    deploy = Deploy.objects.create(
+        service=service,
+        trigger="cli",
+        state=State.SUCCEEDED,
+        steps=[switch_step(switched)],
+        switched_at=switched,
+        drain_seconds=4.2,
+        **counts,
+    )
+    api = TokenApi(members["viewer"], org, ["services:read"])
+    got = api.call("GET", f"/api/v1/services/deploys/{deploy.pk}/")
+    assert got.status_code == 200, got.content
+    body = got.json()
+    felt = {name: body[name] for name in FELT}
+    assert felt == {
+        "switch_served": counts.get("switch_served"),
+        "switch_failed": counts.get("switch_failed"),
+        "switch_app_errors": counts.get("switch_app_errors"),
+        "switch_mixed": counts.get("switch_mixed"),
+        "drain_seconds": 4.2,
+        "felt_unmeasured": counts.get("felt_unmeasured", ""),
+        "felt_text": said,
+    }
+    assert datetime.fromisoformat(body["switched_at"]) == switched
+
+
+def switch_step(at: datetime) -> dict[str, Any]:
+    """A switch step as the deploy job records it."""
+    step = switch.Step("switch", at, at + timedelta(seconds=1.3), detail="r2 takes requests")
+    return releases.step_row(step)
+
+
+def test_a_deploy_that_never_switched_has_no_counts_in_the_api(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    deploy = Deploy.objects.create(service=service, trigger="cli", state=State.FAILED)
+    api = TokenApi(members["viewer"], org, ["services:read"])
+    body = api.call("GET", f"/api/v1/services/deploys/{deploy.pk}/").json()
+    assert {name: body[name] for name in FELT} == {
+        **dict.fromkeys(FELT[:5]),
+        "felt_unmeasured": "",
+        "felt_text": "",
+    }
+    assert body["switched_at"] is None

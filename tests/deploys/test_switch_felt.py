@@ -16,7 +16,7 @@ import pytest
 from onwatch.deploys import caddy
 from onwatch.deploys import switch as switching
 from onwatch.deploys.switch import Felt, Machine, Step, Switch, program_name, switch
-from tests.support.load import Load, Tally
+from tests.support.load import Load, Tally, fetch
 from tests.support.switching import listen_port, release
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
@@ -72,6 +72,33 @@ def test_caddy_counts_what_the_clients_counted_under_steady_load(
     # Each switch empties the log once counted: it never holds more than one switch's.
     assert caddy_machine.caddy.request_log(caddy_site.domain).stat().st_size == 0
     assert not list(caddy_machine.caddy.requests_dir.glob("*.on"))
+
+
+def test_a_request_still_running_when_the_count_stops_is_counted(
+    caddy_machine: Machine, caddy_site: caddy.Site
+) -> None:
+    # Caddy writes a request's line once it has answered: read at once, the count left
+    # out each answer of the switch's last moment (bench/deploys.py found one per client).
+    switch(caddy_machine, caddy_site, release("r1"))
+    answered: list[tuple[int, str]] = []
+    last = threading.Thread(
+        target=lambda: answered.append(
+            fetch(listen_port(caddy_machine), caddy_site.domain, "/slow?s=0.15")
+        )
+    )
+
+    def one_request_at_the_end(step: Step) -> None:
+        if step.name == "drain" and step.ended:
+            last.start()
+            deadline = time.monotonic() + 10
+            while not any(caddy_machine.caddy.in_flight(p) for p in caddy_site.ports):
+                assert time.monotonic() < deadline, "Caddy never took the request"
+                time.sleep(0.005)
+
+    record = switch(caddy_machine, caddy_site, release("r2"), one_request_at_the_end)
+    last.join()
+    assert answered == [(200, "r2")]
+    assert felt_of(record).served == 1
 
 
 def test_requests_no_release_answered_are_counted_as_failed(

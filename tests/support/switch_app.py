@@ -1,5 +1,6 @@
 """A small web app for switch tests and the bench, run by supervisord as a release's web
-process: it answers its release name (RELEASE), on 127.0.0.1:$PORT, with keep-alive.
+process: it answers its release name (RELEASE, also in its X-Release header), on
+127.0.0.1:$PORT, with keep-alive.
 /slow?s=1.5 answers after 1.5 s, POST answers the size of its body, /health answers 200
 (500 with HEALTH=fail); every other answer has the status STATUS (200 by default), but
 every FAIL_EVERY-th of them (counted across all clients) 500: a release that fails some
@@ -72,6 +73,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Release", RELEASE)
         self.end_headers()
         self.wfile.write(body)
 
