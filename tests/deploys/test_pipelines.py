@@ -282,6 +282,29 @@ def test_a_fork_bomb_a_memory_hog_and_a_flood_fail_their_step_while_another_pipe
     passes_at_last(other, thread)
 
 
+# 1 MiB of 21-byte lines: 50,000 rows of the job's log.
+SHORT_LINES = "yes 01234567890123456789"
+FLOOD_SECONDS = 10
+
+
+def test_a_flood_of_short_lines_is_stopped_at_the_output_limit_within_seconds(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each line is a row of the job's log; stored one by one they took half a minute
+    before the limit stopped the step, while it went on filling the database."""
+    monkeypatch.setattr(pipelines, "STEP_LIMITS", sandbox.Limits(output_bytes=1024**2))
+    toml = f'[test]\ncommand = "{SHORT_LINES}"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Flood")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    line = "printed more than 1 MiB, the step's limit"
+    assert (pipeline.state, pipeline.reason) == (State.FAILED, line)
+    test = pipeline.steps.get(name="test")
+    assert test.seconds is not None and test.seconds < FLOOD_SECONDS, test.seconds
+    # Every whole line it printed up to the limit is in the log, and no more.
+    stored = JobLogLine.objects.filter(job=pipeline.job, text="01234567890123456789")
+    assert stored.count() == 1024**2 // 21
+
+
 SNOOP = """for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < "$f"; done
 grep -l blog-token /proc/[0-9]*/environ
 echo done looking
