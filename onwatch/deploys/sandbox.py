@@ -121,6 +121,11 @@ class Step:
     # The user it runs as when onwatch runs as root: the service's own (svcusers.py);
     # empty, the step user every service shares (ONWATCH_STEP_USER).
     user: str = ""
+    # The workspace and caches are the step user's already: an earlier step of the same
+    # run handed them over, and nothing but that user's steps wrote there since. Walking
+    # them again (the caches and the workspace's virtualenv: thousands of files) costs
+    # every step tens of milliseconds.
+    handed_over: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,7 @@ def run(
             raise SandboxError(missing)
         _refuse_exposing(step)
         user = _step_user(step.user) if os.geteuid() == 0 else None
-    if user is not None:
+    if user is not None and not step.handed_over:
         with phases.timed("sandbox: hand over to the step user"):
             _hand_over(step, user)
     with phases.timed("sandbox: cgroup made"):

@@ -702,6 +702,32 @@ def test_uv_hard_links_from_the_services_cache_into_the_workspace(
     assert not workspace_of(pipeline).exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="steps run as onwatch's own user")
+def test_the_workspace_and_caches_are_handed_to_the_step_user_once_a_pipeline(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not again at every step (a walk of thousands of files each): the first step's hand
+    over holds for the next, which still writes both."""
+    walked: list[Path] = []
+    hand_over = sandbox._hand_over
+
+    def counted(step: sandbox.Step, user: tuple[int, int]) -> None:
+        walked.append(step.workspace)
+        hand_over(step, user)
+
+    monkeypatch.setattr(sandbox, "_hand_over", counted)
+    build = "mkdir -p $UV_CACHE_DIR/kept && touch built $UV_CACHE_DIR/kept/built"
+    test = "touch tested $UV_CACHE_DIR/kept/tested && echo wrote both"
+    toml = f'[build]\ncommand = "{build}"\n[test]\ncommand = "{test}"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Two steps")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert "wrote both" in log_of(pipeline)
+    assert walked == [workspace_of(pipeline)]
+    assert (caches_of(service)["uv"] / "kept" / "tested").exists()
+
+
 def test_a_missing_test_report_is_a_line_in_the_log_not_a_failure(
     org: Organization, tmp_path: Path
 ) -> None:
