@@ -724,7 +724,8 @@ def test_the_workspace_and_caches_are_handed_to_the_step_user_once_a_pipeline(
     pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
     assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
     assert "wrote both" in log_of(pipeline)
-    assert walked == [workspace_of(pipeline)]
+    # (The sandbox's trial, run once by a fresh onwatch, is handed over a folder of its own.)
+    assert walked.count(workspace_of(pipeline)) == 1, walked
     assert (caches_of(service)["uv"] / "kept" / "tested").exists()
 
 
