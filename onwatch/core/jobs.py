@@ -98,6 +98,27 @@ def append_line(job_id: int, text: str) -> None:
     JobLogLine.objects.create(job_id=job_id, text=text)
 
 
+def append_lines(job_id: int, texts: list[str]) -> None:
+    """Lines that came together, in one transaction: a program printing short lines fast
+    (50,000 a MiB) would otherwise cost a round trip, and on SQLite a commit, each. One
+    statement run for every line, not bulk_create: building a model instance and its SQL
+    per line took the ORM some 100 µs a line, far longer than storing it."""
+    if not texts:
+        return
+    at = JobLogLine._meta.get_field("at").get_db_prep_save(timezone.now(), connection)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(_log_insert(), [(job_id, at, text) for text in texts])
+
+
+def _log_insert() -> str:
+    """The INSERT of a log line, from the model's own table and column names."""
+    quote, meta = connection.ops.quote_name, JobLogLine._meta
+    column = {f.name: f.column or f.name for f in meta.concrete_fields}
+    columns = ", ".join(quote(column[name]) for name in ("job", "at", "text"))
+    # Names only, all the model's and quoted; the values go as parameters.
+    return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s, %s)"  # noqa: S608
+
+
 CANCEL_POLL_SECONDS = 1.0
 Handler = Callable[[JobContext], dict[str, Any] | None]
 HANDLERS: dict[str, Handler] = {}

@@ -136,6 +136,10 @@ class Run:
         # removed: the next pipeline's sandbox, bound to the service's folder, hides the
         # workspaces beside its own, and one vanishing half-way would fail its step.
         self.held = ExitStack()
+        # Whether a step ran in the sandbox yet: it handed the workspace and caches over to
+        # the step user, the only one to write there until the workspace is removed (the
+        # caches are held), so the next steps need not walk them again.
+        self.handed_over = False
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -262,8 +266,10 @@ class Run:
             limits=STEP_LIMITS,
             shared_root=service_folder(self.service.pk) if linked else None,
             user=service_user(self.service.pk),
+            handed_over=self.handed_over,
         )
         outcome = sandbox.run(step, self.write, self.ctx.cancelled)
+        self.handed_over = True
         self.log.close()
         if outcome.reason is not None or outcome.exit_code != 0:
             raise StepFailed(failure_reason(outcome), outcome.exit_code)

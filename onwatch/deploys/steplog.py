@@ -38,8 +38,7 @@ class StepLog:
 
     def write(self, chunk: bytes) -> None:
         *lines, self.partial = (self.partial + self._text(chunk)).split("\n")
-        for line in lines:
-            self._line(line)
+        self._lines(lines)
 
     def say(self, text: str) -> None:
         """A line of onwatch's own about the step (what it runs, why it failed)."""
@@ -48,13 +47,16 @@ class StepLog:
     def close(self) -> None:
         rest = self.partial + self._rest()
         self.partial = ""
-        for line in rest.split("\n") if rest else []:
-            self._line(line)
+        self._lines(rest.split("\n") if rest else [])
 
-    def _line(self, line: str) -> None:
-        line = line.rstrip("\r")
-        self.tail.append(line)
-        jobs.append_line(self.job_id, f"{self.prefix}{line}")
+    def _lines(self, lines: list[str]) -> None:
+        """The lines of one chunk, stored in one go: a row each, but not a round trip each
+        (a step printing short lines fast was stopped at its output limit only once they
+        all were stored, half a minute for 1 MiB). Never held back for a later chunk: the
+        page follows the log live."""
+        lines = [line.rstrip("\r") for line in lines]
+        self.tail.extend(lines)
+        jobs.append_lines(self.job_id, [f"{self.prefix}{line}" for line in lines])
 
     def last(self, n: int) -> list[str]:
         return list(self.tail)[-n:]

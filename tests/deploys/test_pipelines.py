@@ -282,6 +282,29 @@ def test_a_fork_bomb_a_memory_hog_and_a_flood_fail_their_step_while_another_pipe
     passes_at_last(other, thread)
 
 
+# 1 MiB of 21-byte lines: 50,000 rows of the job's log.
+SHORT_LINES = "yes 01234567890123456789"
+FLOOD_SECONDS = 10
+
+
+def test_a_flood_of_short_lines_is_stopped_at_the_output_limit_within_seconds(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each line is a row of the job's log; stored one by one they took half a minute
+    before the limit stopped the step, while it went on filling the database."""
+    monkeypatch.setattr(pipelines, "STEP_LIMITS", sandbox.Limits(output_bytes=1024**2))
+    toml = f'[test]\ncommand = "{SHORT_LINES}"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Flood")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    line = "printed more than 1 MiB, the step's limit"
+    assert (pipeline.state, pipeline.reason) == (State.FAILED, line)
+    test = pipeline.steps.get(name="test")
+    assert test.seconds is not None and test.seconds < FLOOD_SECONDS, test.seconds
+    # Every whole line it printed up to the limit is in the log, and no more.
+    stored = JobLogLine.objects.filter(job=pipeline.job, text="01234567890123456789")
+    assert stored.count() == 1024**2 // 21
+
+
 SNOOP = """for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < "$f"; done
 grep -l blog-token /proc/[0-9]*/environ
 echo done looking
@@ -677,6 +700,33 @@ def test_uv_hard_links_from_the_services_cache_into_the_workspace(
     assert any(caches_of(service)["uv"].rglob("pytest*")), "nothing was cached"
     assert caches_of(service)["uv"].parent.parent == workspace_of(pipeline).parent
     assert not workspace_of(pipeline).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="steps run as onwatch's own user")
+def test_the_workspace_and_caches_are_handed_to_the_step_user_once_a_pipeline(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not again at every step (a walk of thousands of files each): the first step's hand
+    over holds for the next, which still writes both."""
+    walked: list[Path] = []
+    hand_over = sandbox._hand_over
+
+    def counted(step: sandbox.Step, user: tuple[int, int]) -> None:
+        walked.append(step.workspace)
+        hand_over(step, user)
+
+    monkeypatch.setattr(sandbox, "_hand_over", counted)
+    build = "mkdir -p $UV_CACHE_DIR/kept && touch built $UV_CACHE_DIR/kept/built"
+    test = "touch tested $UV_CACHE_DIR/kept/tested && echo wrote both"
+    toml = f'[build]\ncommand = "{build}"\n[test]\ncommand = "{test}"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Two steps")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert "wrote both" in log_of(pipeline)
+    # (The sandbox's trial, run once by a fresh onwatch, is handed over a folder of its own.)
+    assert walked.count(workspace_of(pipeline)) == 1, walked
+    assert (caches_of(service)["uv"] / "kept" / "tested").exists()
 
 
 def test_a_missing_test_report_is_a_line_in_the_log_not_a_failure(

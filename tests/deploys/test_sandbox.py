@@ -405,6 +405,17 @@ def test_a_step_printing_gigabytes_is_stopped_at_the_output_limit(workspace: Pat
     assert done.output_bytes > 1024**2
 
 
+def test_a_step_printing_empty_lines_is_stopped_at_the_line_limit(workspace: Path) -> None:
+    """Each line is a row of the log: a flood of short ones is stopped by their number
+    long before their bytes reach the limit, and no line past it is passed on."""
+    word = marker()
+    out = Output()
+    limits = Limits(seconds=20, output_bytes=1024**2, output_lines=10_000)
+    done = sandbox.run(bash(f"yes '' # {word}", workspace, limits), out)
+    assert_stopped(done, "printed more than 10,000 lines, the step's limit", word, 0)
+    assert bytes(out.data) == b"\n" * 10_000
+
+
 def test_cancel_stops_the_step_at_once(workspace: Path) -> None:
     word, cancelled = marker(), threading.Event()
 
