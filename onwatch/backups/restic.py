@@ -636,6 +636,7 @@ def run_deleting(repo: Repo, args: Sequence[str]) -> str:
             stdout=out,  # a file, not a pipe: stderr alone is read as it comes
             stderr=subprocess.PIPE,
             text=True,
+            errors="replace",  # a file name in another encoding must not end the reading
         )
         err = _stderr_stopping_at_refusal(proc)
         if proc.returncode != 0:
