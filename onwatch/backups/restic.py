@@ -13,8 +13,10 @@ import base64
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -38,6 +40,12 @@ EXIT_CODES = (0, 17, 0)
 EXIT_NO_REPOSITORY, EXIT_LOCKED, EXIT_WRONG_PASSWORD = 10, 11, 12
 # restic backup's "snapshot saved, but some files could not be read".
 EXIT_INCOMPLETE = 3
+
+# A server that refuses to delete (rest-server and `rclone serve restic` with
+# --append-only) answers 403, on every one of restic's retries of the same delete.
+REFUSED_DELETE = r"not removed, server response: 403"
+# How long restic may take to remove its lock once interrupted, before it is killed.
+INTERRUPT_GRACE = 30.0
 
 
 class ResticError(Exception):
@@ -353,9 +361,7 @@ _PATTERNS: list[tuple[str, type[ResticError], str]] = [
         "network and that the repository was initialised",
     ),
     (
-        # rest-server and `rclone serve restic` with --append-only; restic 0.14 retries it
-        # for some 45 s before it gives up.
-        r"not removed, server response: 403",
+        REFUSED_DELETE,
         DeletesRefused,
         "{url} refused to delete ({detail}): it is append-only, so old backups there are "
         "removed by whoever runs that server, not by onwatch",
@@ -616,6 +622,54 @@ def run(repo: Repo, args: Sequence[str], timeout: float | None = None) -> str:
     return done.stdout
 
 
+def run_deleting(repo: Repo, args: Sequence[str]) -> str:
+    """Run a restic command that deletes (forget, prune); its stdout, or a typed error.
+    restic retries each refused delete for some 45 s, yet the server's answer will not
+    change: at the first refusal restic is interrupted (SIGINT, so that it removes its own
+    lock) and DeletesRefused is raised at once. Any other error keeps restic's retries."""
+    version()  # ResticMissing, with its explanation, before any process is started
+    with Connection(repo) as connection, tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            [binary(), *connection.flags, *args],
+            env=restic_env(repo),
+            stdin=subprocess.DEVNULL,
+            stdout=out,  # a file, not a pipe: stderr alone is read as it comes
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",  # a file name in another encoding must not end the reading
+        )
+        err = _stderr_stopping_at_refusal(proc)
+        if proc.returncode != 0:
+            raise classify(
+                err, proc.returncode, repo.url, version(), connection.ssh_log(), repo.secrets
+            )
+        out.seek(0)
+        return out.read()
+
+
+def _stderr_stopping_at_refusal(proc: subprocess.Popen[str]) -> str:
+    """restic's stderr, read to its end; restic is interrupted at the first refused delete
+    (and killed if it has not ended INTERRUPT_GRACE seconds later). Waits for restic."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    killer = threading.Timer(INTERRUPT_GRACE, proc.kill)
+    interrupted = False
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if not interrupted and re.search(REFUSED_DELETE, line, re.IGNORECASE):
+                proc.send_signal(signal.SIGINT)
+                killer.start()
+                interrupted = True
+        proc.wait()
+    finally:
+        killer.cancel()
+        if proc.poll() is None:  # an exception while reading: restic does not outlive it
+            proc.kill()
+            proc.wait()
+    return "".join(lines)
+
+
 def _lock_flags() -> list[str]:
     # Newer restic can wait for a lock briefly instead of failing at once.
     return ["--retry-lock", "30s"] if version() >= RETRY_LOCK else []
@@ -698,7 +752,7 @@ def check(repo: Repo, read_data_subset: str | None = None) -> None:
 
 def forget(repo: Repo, snapshot_ids: Sequence[str]) -> None:
     if snapshot_ids:
-        run(repo, ["forget", *_lock_flags(), "--", *snapshot_ids])
+        run_deleting(repo, ["forget", *_lock_flags(), "--", *snapshot_ids])
 
 
 @dataclass(frozen=True)
@@ -722,7 +776,7 @@ def forget_policy(repo: Repo, tags: Sequence[str], keep: Retention) -> list[str]
         f"--keep-weekly={keep.weekly}",
         f"--keep-monthly={keep.monthly}",
     ]
-    out = run(repo, args)
+    out = run_deleting(repo, args)
     removed: list[str] = []
     for line in out.splitlines():
         try:
@@ -772,7 +826,7 @@ def prune(repo: Repo) -> PruneSummary:
     """Delete the data no snapshot refers to any more. The slow part of retention: it
     reads every index and rewrites partly used packs (downloads and uploads on remote
     storage), so it runs on a schedule of its own, not after every backup."""
-    return parse_prune(run(repo, ["prune", *_lock_flags()]))
+    return parse_prune(run_deleting(repo, ["prune", *_lock_flags()]))
 
 
 def parse_prune(out: str) -> PruneSummary:

@@ -236,8 +236,8 @@ def prune(plan: Plan, log: Log) -> list[str]:
 
 def left_to_its_server(repository: Repository, log: Log) -> bool:
     """An append-only copy is neither forgotten nor pruned by onwatch: its server refuses
-    (after some 45 s of restic's retries) and whoever runs it removes old backups. Declared
-    on the repository, or found by asking a REST server before restic does."""
+    and whoever runs it removes old backups. Declared on the repository, or found by asking
+    a REST server before restic does."""
     if not repository.append_only and restic.deletes_refused(repo_of(repository)):
         services.mark_append_only(repository, "the server refused a test deletion")
     if repository.append_only:

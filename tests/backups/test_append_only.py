@@ -139,10 +139,10 @@ def test_a_server_that_refuses_the_forget_itself_is_marked_append_only_not_alert
     org: Organization, tmp_path: Path
 ) -> None:
     """Where asking first cannot tell (S3 object lock, a B2 key without delete), restic's
-    refused delete is understood: some 45 s of restic's retries, once, then never again."""
-    source = services.add_source(
-        org, "uploads", SourceKind.DIRECTORY, path=str(directory(tmp_path / "up"))
-    )
+    refused delete is understood: restic is stopped at its first refusal rather than left
+    to retry it for some 45 s, and its lock goes with it."""
+    up = directory(tmp_path / "up")
+    source = services.add_source(org, "uploads", SourceKind.DIRECTORY, path=str(up))
     with RestServer(tmp_path / "vault", append_only=True) as server:
         vault = services.add_repository(org, "vault", server.url, provider="ovh")
         Repository.objects.filter(pk=vault.pk).update(append_only=False)
@@ -151,8 +151,16 @@ def test_a_server_that_refuses_the_forget_itself_is_marked_append_only_not_alert
         for _ in range(2):
             runs.run_backup(plan, print)
         lines: list[str] = []
+        started = time.monotonic()
         assert runs.apply_retention(plan, vault, lines.append) == ""
+        took = time.monotonic() - started
         assert snapshot_count(vault) == 2
+        # Interrupted, restic removed its own lock: the next restic needs no unlock.
+        repo = services.repo_of(vault)
+        assert restic.locks(repo) == []
+        assert restic.backup_paths(repo, [str(up)], ["after"]).snapshot_id
+    # The refusal comes within a second; restic alone would retry it for some 45 s.
+    assert took < 10, f"{took:.1f} s"
     vault.refresh_from_db()
     assert vault.append_only
     assert any("vault: append-only; onwatch keeps every backup there" in ln for ln in lines)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from onwatch.backups import restic
 from tests.support.backups import RestServer, backup_text, corrupt_packs, hold_lock
+from tests.support.flaky_rest import FlakyDeletes
 from tests.support.procs import argv_of, free_port
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
@@ -144,3 +146,34 @@ def test_classify_uses_the_text_of_older_restic_and_codes_of_newer() -> None:
     assert isinstance(new, restic.RepositoryLocked)
     other = restic.classify("Fatal: disk on fire\n", 1, "/r", (0, 14, 0))
     assert isinstance(other, restic.ResticFailed) and "disk on fire" in str(other)
+
+
+def test_a_refused_forget_stops_restic_at_once_and_leaves_no_lock(tmp_path: Path) -> None:
+    with RestServer(tmp_path / "rest", append_only=True) as server:
+        repo = restic.Repo(server.url, "pw", tmp_path / "cache")
+        restic.init(repo)
+        saved = backup_text(repo, b"kept", ["plan:1"])
+        started = time.monotonic()
+        with pytest.raises(restic.DeletesRefused, match="append-only"):
+            restic.forget(repo, [saved.snapshot_id])
+        took = time.monotonic() - started
+        assert restic.locks(repo) == []
+        assert len(restic.snapshots(repo)) == 1
+    # restic alone retries a refused delete for some 45 s.
+    assert took < 10, f"{took:.1f} s"
+
+
+def test_a_delete_that_fails_for_a_while_keeps_restics_retries(tmp_path: Path) -> None:
+    """Only a refusal ends restic early: an error that may pass is retried as restic does."""
+    with (
+        RestServer(tmp_path / "rest") as server,
+        FlakyDeletes(server.port, failures=2, status=500) as flaky,
+    ):
+        repo = restic.Repo(flaky.url, "pw", tmp_path / "cache")
+        restic.init(repo)
+        first = backup_text(repo, b"one", ["plan:1"])
+        backup_text(repo, b"two", ["plan:1"])
+        removed = restic.forget_policy(repo, ["plan:1"], restic.Retention(0, 0, 0))
+        assert [r[:8] for r in removed] == [first.snapshot_id[:8]]
+        assert len(restic.snapshots(repo)) == 1
+    assert flaky.deletes == 3  # two failed, the third passed
