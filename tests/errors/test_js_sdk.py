@@ -23,6 +23,7 @@ from onwatch.errors import fastroute, intake, keys, services
 from onwatch.errors.models import Event, Issue, Project, Tally
 from tests.support.asgi import serving
 from tests.support.browser import chromium
+from tests.support.errors import digested
 from tests.support.fixtures import make_org
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,6 +97,7 @@ def sent_ids(done: subprocess.CompletedProcess[str]) -> list[str]:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     assert lines[-1] == "flushed", done.stdout
+    digested()
     return lines[:-1]
 
 

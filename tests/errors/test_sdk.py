@@ -23,6 +23,7 @@ from onwatch.errors import fastroute, intake, keys, services
 from onwatch.errors.models import Attachment, Event, Issue, Project, Tally
 from tests.support import sentry_send
 from tests.support.asgi import header, raw, serving, status
+from tests.support.errors import digested
 from tests.support.fixtures import make_org
 from tests.support.procs import ROOT
 
@@ -65,6 +66,7 @@ def send(dsn: str, scenario: str, *more: str) -> list[str]:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     assert lines[-1] == "flushed", done.stdout
+    digested()
     return lines[:-1]
 
 
@@ -78,7 +80,9 @@ def envelope(*items: tuple[dict[str, Any], bytes], event_id: str = "") -> bytes:
 
 def post(port: int, project: Project, body: bytes, *headers: str, key: str = "") -> bytes:
     auth = f"X-Sentry-Auth: Sentry sentry_version=7, sentry_key={key or project.public_key}"
-    return raw(port, "POST", f"/api/{project.pk}/envelope/", body, auth, *headers)
+    answer = raw(port, "POST", f"/api/{project.pk}/envelope/", body, auth, *headers)
+    digested()
+    return answer
 
 
 @pytest.mark.parametrize("compression", ["gzip", "br", "none"])

@@ -27,6 +27,7 @@ from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from onwatch.core.ingest import Answer, Route
+from onwatch.core.ingest.digester import Digester
 from onwatch.core.ingest.store import Store
 from onwatch.core.ingest.timings import Batch, Recorder, now
 
@@ -90,6 +91,7 @@ class Writer:
         self.recorder: Recorder | None = None  # ONWATCH_INGEST_TIMINGS (timings.py)
         self.timing: Batch | None = None  # the batch being written, when measured
         self.tuned: object = None  # the SQLite connection whose busy handler is off
+        self.digester = Digester()  # what follows the answers of routes that queue
 
     def submit(self, job: Job) -> bool:
         """Queue the job; False (and nothing queued) when too many wait already."""
@@ -109,6 +111,7 @@ class Writer:
         if self.thread is not None and self.thread.is_alive():
             self.jobs.put(None)
             self.thread.join()
+        self.digester.stop()
 
     def run(self) -> None:
         if settings.INGEST_TIMINGS and self.recorder is None:
@@ -126,6 +129,8 @@ class Writer:
                 batch = [job for job in batch if not job.future.done()]
                 answers = self.written(batch)
             deliver(batch, answers, self.measured(len(batch)))
+            if any(job.route.digest is not None for job in batch):
+                self.digester.wake()  # committed: the digest may take it
         connections[self.alias].close()
 
     def mark(self, moment: str) -> None:
