@@ -155,6 +155,7 @@ def test_other_events_and_pings_are_answered_while_a_large_body_is_read(
             done_reading.set()
         assert status(held.result(10)) == 200
     assert others == [200] * 6
+    digested()
     assert Event.objects.count() == 5
     assert Ping.objects.filter(monitor=beat).count() == 4
 
