@@ -6,7 +6,15 @@ ingest layer's digester thread in each web process."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
 
 from onwatch.errors import intake, protocol, services
 from onwatch.errors.intake import Incoming
@@ -23,10 +31,31 @@ BATCH = 100
 
 def digest() -> int:
     """One batch of the queue digested, oldest first; how many envelopes (0: none)."""
-    rows = list(Queued.objects.order_by("pk")[:BATCH])
-    if not rows:
-        return 0
-    return services.digest([(row, readable(row)) for row in rows])
+    if connection.vendor != "sqlite":
+        # The batch's rows locked for its transaction: the digests of other web processes
+        # (on any machine) take the next ones meanwhile.
+        with transaction.atomic():
+            claimed = Queued.objects.select_for_update(skip_locked=True)
+            return taken(list(claimed.order_by("pk")[:BATCH]))
+    # SQLite's transaction holds the one write lock the answers wait for: the envelopes
+    # are read before it, by one process at a time, so two do not read the same ones.
+    with one_at_a_time():
+        return taken(list(Queued.objects.order_by("pk")[:BATCH]))
+
+
+def taken(rows: list[Queued]) -> int:
+    return services.digest([(row, readable(row)) for row in rows]) if rows else 0
+
+
+@contextmanager
+def one_at_a_time() -> Iterator[None]:
+    """The digest's file lock in the data folder, held while it reads and stores a batch."""
+    fd = os.open(Path(settings.DATA_DIR) / "errors-digest.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # the lock with it
 
 
 def readable(row: Queued) -> Incoming | None:
