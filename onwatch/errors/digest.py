@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # Envelopes per transaction: enough to share the statements per table (services.
 # store_events), few enough that SQLite's write lock, which the answers wait for, is held
 # for tens of ms rather than hundreds.
-BATCH = 100
+BATCH = 25
 
 
 def digest() -> int:

@@ -91,12 +91,15 @@ class Writer:
         self.recorder: Recorder | None = None  # ONWATCH_INGEST_TIMINGS (timings.py)
         self.timing: Batch | None = None  # the batch being written, when measured
         self.tuned: object = None  # the SQLite connection whose busy handler is off
-        self.digester = Digester()  # what follows the answers of routes that queue
+        self.submitted = float("-inf")  # when the last job came (time.monotonic)
+        # What follows the answers of routes that queue, once requests pause.
+        self.digester = Digester(lambda: self.submitted)
 
     def submit(self, job: Job) -> bool:
         """Queue the job; False (and nothing queued) when too many wait already."""
         if self.jobs.qsize() >= MAX_WAITING:
             return False
+        self.submitted = time.monotonic()
         if self.thread is None or not self.thread.is_alive():
             with self.lock:
                 if self.thread is None or not self.thread.is_alive():
