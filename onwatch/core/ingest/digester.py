@@ -7,17 +7,17 @@ batch waits until no request has come to the writer for QUIET_SECONDS (the diges
 the process's GIL with the event loop, and SQLite's write lock with the writer; measured
 on the bench, digesting beside a burst held its answers at 190/s and p99 445 ms), but at
 most LONGEST_DEFER_SECONDS, so a load that never pauses is digested too (and a queue
-that still fills up is refused with 429 at ERRORS_QUEUE_MAX). Niced, for the same reason.
+that still fills up is refused with 429 at ERRORS_QUEUE_MAX). Not niced: the GIL, not
+the CPU, is what it takes from the answers, and the WAL checkpoint is the one thread of a
+web process below the others (tests/uptime/test_fastping.py).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
 
 from django.conf import settings
 from django.db import connections
@@ -28,7 +28,6 @@ IDLE_SECONDS = 1.0
 QUIET_SECONDS = 0.02
 LONGEST_DEFER_SECONDS = 1.0
 FAILED_SECONDS = 5.0  # after a digest failed (a database that does not answer): wait
-NICE = 5
 
 
 class Digester:
@@ -69,8 +68,6 @@ class Digester:
             self.thread.join()
 
     def run(self) -> None:
-        with suppress(OSError):  # Linux: the priority of this thread alone
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         try:
             while not self.stopping:
                 self.woken.clear()
