@@ -28,7 +28,8 @@ before show them at its limit (16 clients waiting on a server that digests 200/s
 Prints, per server and event size: events accepted per second (answered 2xx, from the
 first send to the last answer), events digested per second end to end (from the first
 send until the database holds the last accepted event, grouped into its issue — each
-database is polled), p50/p99 answer time, peak memory (PSS of all its processes), idle
+database is polled) and, for onwatch, the depth of its queue of envelopes answered and
+not yet digested over the run, p50/p99 answer time, peak memory (PSS of all its processes), idle
 memory, events lost (answered 2xx, never stored) and refused; and onwatch/Bugsink for
 the digest rate. The load average is printed too: this machine is shared.
 """
@@ -226,6 +227,8 @@ class Target:
     count: Callable[[], int]  # events stored, read from its database
     issues: Callable[[], int]  # issues they were grouped into
     roots: Callable[[], list[int]]  # the processes it started, whose children are its own
+    # Requests answered and not yet digested, read from its database (None: not known).
+    queued: Callable[[], int] | None = None
 
 
 @dataclass
@@ -275,6 +278,38 @@ async def send(target: Target, bodies: list[bytes], concurrency: int, rate: floa
     return load
 
 
+class QueueDepth:
+    """The depth of a target's queue (answered, not yet digested), every 0.5 s in a thread."""
+
+    def __init__(self, queued: Callable[[], int] | None) -> None:
+        self.queued = queued
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        assert self.queued is not None
+        started = time.monotonic()
+        while not self._stop.wait(0.5):
+            self.samples.append((time.monotonic() - started, self.queued()))
+
+    def __enter__(self) -> QueueDepth:
+        if self.queued is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.queued is not None:
+            self._thread.join()
+
+    def line(self) -> str:
+        """Every second's depth at most 20 times over the run."""
+        step = max(1, len(self.samples) // 20)
+        shown = ", ".join(f"{t:.1f}s {n}" for t, n in self.samples[::step])
+        return f"queue depth (envelopes answered, not yet digested): {shown or 'none sampled'}"
+
+
 class PeakMemory:
     """The highest PSS of a target's processes, sampled every 0.2 s in a thread."""
 
@@ -316,6 +351,7 @@ class Figures:
     peak_mib: float
     server_cpu: float  # seconds, all its processes, from the first send to the last stored
     own_cpu: float  # seconds of this process (the load generator) meanwhile
+    depth: QueueDepth | None = None
 
     @property
     def accept_rate(self) -> float:
@@ -357,7 +393,7 @@ def percentile(values: list[float], p: float) -> float:
 def measure(target: Target, size: str, bodies: list[bytes], args: argparse.Namespace) -> Figures:
     rate = args.rate if size == PACED else 0
     before = target.count()
-    with PeakMemory(target.roots) as peak:
+    with PeakMemory(target.roots) as peak, QueueDepth(target.queued) as depth:
         cpu = server_cpu(target), time.process_time()
         started = time.monotonic()
         load = asyncio.run(send(target, bodies, args.concurrency, rate))
@@ -366,7 +402,7 @@ def measure(target: Target, size: str, bodies: list[bytes], args: argparse.Names
         used = server_cpu(target) - cpu[0], time.process_time() - cpu[1]
     return Figures(
         target.name, size, len(bodies), load, answered, stored - before, at - started,
-        peak.peak, *used,
+        peak.peak, *used, depth,
     )  # fmt: skip
 
 
@@ -430,6 +466,7 @@ def onwatch(tmp: Path, web_workers: int) -> Iterator[Target]:
                 counter("errors_event"),
                 counter("errors_issue"),
                 lambda: [web.proc.pid],
+                counter("errors_queued"),
             )
 
 
@@ -600,6 +637,8 @@ def main() -> None:
     for figures in results.values():
         for f in figures:
             print(f.line())
+            if f.depth is not None and f.depth.queued is not None:
+                print(f"    {f.depth.line()}")
     report(results, args)
     print(f"load average after: {load_average()}")
     lost = sum(f.lost for f in results["onwatch"])

@@ -42,6 +42,12 @@ PING_RATE_LIMIT = env_int("ONWATCH_PING_RATE_LIMIT", 10, minimum=1)
 # below which events are refused with 429 rather than risk a full disk.
 ERRORS_RATE_LIMIT = env_int("ONWATCH_ERRORS_RATE_LIMIT", 100, minimum=1)
 ERRORS_MIN_FREE_MB = env_int("ONWATCH_ERRORS_MIN_FREE_MB", 500)
+# Envelopes answered 200 and waiting to be digested (errors/digest.py), at most: more are
+# refused with 429 until the digest catches up.
+ERRORS_QUEUE_MAX = env_int("ONWATCH_ERRORS_QUEUE_MAX", 20_000, minimum=1)
+# Whether this web process digests what its fast routes queued (core/ingest/digester.py):
+# off on web processes that should only take requests while others (on PostgreSQL) digest.
+INGEST_DIGEST = env_bool("ONWATCH_INGEST_DIGEST", True)
 # Caddy in front of the services deployed on this machine (deploys/caddy.py): its ports for
 # their traffic, and the loopback port of its slot health server.
 CADDY_HTTPS = env_bool("ONWATCH_CADDY_HTTPS", True)

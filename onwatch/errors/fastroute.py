@@ -1,11 +1,14 @@
 """The envelope and store endpoints as a fast route of the ingest layer
-(onwatch/core/ingest): key checked, read and scrubbed in a thread of the layer (a big body
-must not hold the event loop), stored in the writer's group
-commits — grouping included, in the same transaction, so an event answered 200 is in
-its issue the moment the answer leaves (no digest queue that could lag or lose it).
+(onwatch/core/ingest): key, size, rate limit and the envelope's framing checked in a
+thread of the layer (a big body must not hold the event loop), then the envelope queued
+as it came in the writer's group commit — "accepted" means queued durably, as with
+Sentry's Relay and Kafka. The digest (digest.py) reads, scrubs, groups and stores the
+queued envelopes in batches after the answer: a request costs the answer only the
+checks, and a burst waits in the queue rather than in the SDKs' connections.
 
-Anything `intake.accept` cannot read goes to Django's view, which runs the same code and
-answers with the reason, so bad input costs the fast path nothing and has one answer.
+Anything `intake.accept_or_queue` cannot read goes to Django's view, which runs the same
+code and answers with the reason, so bad input costs the fast path nothing and has one
+answer.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from onwatch.core.ingest import Accepted, Answer, Route
 from onwatch.core.ingest.limits import Limit
 from onwatch.core.ingest.request import Request
 from onwatch.core.ingest.store import Store
-from onwatch.errors import intake, protocol
-from onwatch.errors.intake import Incoming
+from onwatch.errors import digest, intake, protocol
+from onwatch.errors.intake import Incoming, Waiting
 from onwatch.errors.protocol import ProtocolError
 from onwatch.errors.services import REASONS
 
@@ -40,7 +43,7 @@ def accept(request: Request, body: bytes) -> Accepted | None:
         if name in (b"x-sentry-auth", b"content-encoding")
     }
     try:
-        incoming = intake.accept(
+        incoming = intake.accept_or_queue(
             int(found.group(1)), found.group(2), headers, request.query, body, request.remote_addr
         )
     except ProtocolError:
@@ -56,13 +59,13 @@ def accept(request: Request, body: bytes) -> Accepted | None:
     return Accepted(found.group(1), incoming)
 
 
-def write(store: Store, item: Incoming, now: datetime) -> Answer | None:
+def write(store: Store, item: Incoming | Waiting, now: datetime) -> Answer | None:
     # Through the ORM on the writer's connection, inside its transaction: an event is a
     # handful of rows across tables whose ids depend on each other.
     return intake.write(item, now)
 
 
-def write_all(store: Store, items: list[Incoming], now: datetime) -> list[Answer | None]:
+def write_all(store: Store, items: list[Incoming | Waiting], now: datetime) -> list[Answer | None]:
     # A batch's events at once: one statement per table rather than a handful per event.
     return list(intake.write_all(items, now))
 
@@ -90,4 +93,5 @@ ROUTE = Route(
     busy=busy,
     threaded=True,
     error_header=intake.ERROR_HEADER,
+    digest=digest.digest,
 )

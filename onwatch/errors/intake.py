@@ -1,9 +1,13 @@
 """What the envelope and store endpoints do, for the Django views and the ingest layer's
-fast route alike: `accept` reads and scrubs a request without the database (in the event
-loop), `write` stores it (in the writer's batch, or in the view's transaction).
+fast route alike: `accept` reads and scrubs a request without the database (in a thread
+of the layer), `write` stores it (in the writer's batch, or in the view's transaction);
+the fast route's `accept_or_queue` reads only an envelope's framing, and `write` queues
+it for the digest (digest.py).
 
-Every answer in 2xx means stored: whatever cannot be taken is refused before, with 413
-or 429 and the reason counted on the project page — never answered 200 and dropped.
+Every answer in 2xx means stored, or queued durably and then stored: whatever cannot be
+taken is refused before, with 413 or 429 and the reason counted on the project page —
+never answered 200 and dropped. (An envelope whose framing reads and whose event the
+digest finds malformed is the one exception: it is counted as refused and shown.)
 """
 
 from __future__ import annotations
@@ -54,6 +58,20 @@ class Incoming:
     refused: str = ""  # why it must be refused before storing: rate_limited, disk_full
 
 
+@dataclass(slots=True)
+class Waiting:
+    """An envelope to queue as it came (digest.py reads it): its key checked, its framing
+    and sizes read, nothing of its events parsed yet."""
+
+    project_id: int
+    key: str
+    remote_addr: str
+    encoding: str
+    body: bytes
+    events: int  # event items: counted against the quota when queued
+    refused: str = ""  # as Incoming.refused
+
+
 def accept(
     project_id: int, kind: str, headers: dict[str, str], query: bytes, body: bytes, remote: str
 ) -> Incoming:
@@ -61,6 +79,36 @@ def accept(
 
     The key is checked first and the request counted against its project's rate limit
     only then: a wrong key costs no decompression, and cannot use up a project's rate."""
+    encoding, key = opened(project_id, kind, headers, query, body)
+    return read(project_id, kind, key, protocol.unpacked(body, encoding), remote)
+
+
+def accept_or_queue(
+    project_id: int, kind: str, headers: dict[str, str], query: bytes, body: bytes, remote: str
+) -> Incoming | Waiting:
+    """What the fast route takes: an envelope of events (and counted items) to queue as
+    it came, once its framing reads; the rare rest (the legacy store endpoint, attachments,
+    which may belong to an event stored before and are refused at once when it is not)
+    read here as `accept` reads it."""
+    encoding, key = opened(project_id, kind, headers, query, body)
+    data = protocol.unpacked(body, encoding)
+    if kind != "envelope":
+        return read(project_id, kind, key, data, remote)
+    items = protocol.envelope(data)[1]
+    if any(item.type == "attachment" for item in items):
+        return read(project_id, kind, key, data, remote)
+    events = [item for item in items if item.type == "event"]
+    if any(len(item.payload) > protocol.MAX_EVENT for item in events):
+        raise ProtocolError(f"an event is over {protocol.MAX_EVENT // 1024} KiB", 413)
+    waiting = Waiting(project_id, key, remote, encoding, body, len(events))
+    waiting.refused = limited(project_id)
+    return waiting
+
+
+def opened(
+    project_id: int, kind: str, headers: dict[str, str], query: bytes, body: bytes
+) -> tuple[str, str]:
+    """The body's encoding and the key, checked; ProtocolError when either is wrong."""
     encoding = headers.get("content-encoding", "")
     key = protocol.sentry_key(headers.get("x-sentry-auth", ""), query)
     if key is None and kind == "envelope":
@@ -68,19 +116,36 @@ def accept(
     keys.check(project_id, key)
     if len(body) > protocol.MAX_BODY:
         raise ProtocolError(f"the body is over {protocol.MAX_BODY // 1024} KiB", 413)
-    data = protocol.unpacked(body, encoding)
-    incoming = Incoming(project_id, str(key), remote)
+    return encoding, str(key)
+
+
+def read(project_id: int, kind: str, key: str, data: bytes, remote: str) -> Incoming:
+    """The request's decompressed body read, scrubbed and grouped, and rate-limited."""
+    incoming = parsed(project_id, kind, key, data, remote)
+    incoming.refused = limited(project_id)
+    return incoming
+
+
+def parsed(project_id: int, kind: str, key: str, data: bytes, remote: str) -> Incoming:
+    """The decompressed body read, scrubbed and grouped (the digest's work, for a queued
+    envelope); ProtocolError when it cannot be."""
+    incoming = Incoming(project_id, key, remote)
     if kind == "store":
         incoming.events.append(event_of(data))
     else:
         read_envelope(incoming, data)
     incoming.groups = [grouping.grouping(event) for event in incoming.events]
-    # Counted only once it was read: a request handed on to Django is not counted twice.
-    if not LIMIT.allow(str(project_id)):
-        incoming.refused = "rate_limited"
-    elif disk_low():
-        incoming.refused = "disk_full"
     return incoming
+
+
+def limited(project_id: int) -> str:
+    """Why the project's request is refused before it is stored, or "". Counted only once
+    it was read: a request handed on to Django is not counted twice."""
+    if not LIMIT.allow(str(project_id)):
+        return "rate_limited"
+    if disk_low():  # queued envelopes take the disk too
+        return "disk_full"
+    return ""
 
 
 def event_of(data: bytes, envelope_id: str = "") -> dict[str, Any]:
@@ -190,20 +255,25 @@ def disk_low() -> bool:
         return _disk[1]
 
 
-def write(incoming: Incoming, now: datetime) -> Answer:
-    """Store what was accepted, or refuse it; in the caller's transaction."""
-    return write_all([incoming], now)[0]
+def write(taken: Incoming | Waiting, now: datetime) -> Answer:
+    """Store (or queue) what was accepted, or refuse it; in the caller's transaction."""
+    return write_all([taken], now)[0]
 
 
-def write_all(incomings: list[Incoming], now: datetime) -> list[Answer]:
-    """Store a batch of what was accepted, refusing what cannot be taken; in the caller's
-    transaction."""
+def write_all(taken: list[Incoming | Waiting], now: datetime) -> list[Answer]:
+    """Store (or queue, for the digest) a batch of what was accepted, refusing what cannot
+    be taken; in the caller's transaction."""
     from onwatch.errors import services
 
-    return [
-        OK if e is None else refusal(e.status, str(e), e.reason, e.retry_after)
-        for e in services.take_all(incomings, now)
-    ]
+    answers: list[Answer] = [OK] * len(taken)
+    read = [(i, t) for i, t in enumerate(taken) if isinstance(t, Incoming)]
+    waiting = [(i, t) for i, t in enumerate(taken) if isinstance(t, Waiting)]
+    found = services.take_all([t for _, t in read], now)
+    found += services.queue_all([t for _, t in waiting], now)
+    for (i, _), e in zip([*read, *waiting], found, strict=True):
+        if e is not None:
+            answers[i] = refusal(e.status, str(e), e.reason, e.retry_after)
+    return answers
 
 
 def refusal(status: int, message: str, reason: str = "", retry_after: int = 0) -> Answer:

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 from django.db import models
 
+from onwatch.core.fields import EncryptedTextField
 from onwatch.core.models import Organization
 
 
@@ -212,3 +213,16 @@ class Tally(models.Model):
                 fields=["project", "hour", "what", "detail"], name="errors_tally_unique"
             )
         ]
+
+
+class Queued(models.Model):
+    """An envelope answered 200 and not yet digested (digest.py): the body as it came
+    (still compressed, if it came so), encrypted with the keyring, since until it is
+    read and scrubbed it holds whatever secrets the SDK sent."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    received_at = models.DateTimeField()
+    encoding = models.CharField(max_length=20, blank=True)
+    remote_addr = models.CharField(max_length=45, blank=True)
+    events = models.PositiveIntegerField()  # counted against the quota when accepted
+    body = EncryptedTextField()  # base64 of the body, then encrypted

@@ -5,6 +5,7 @@ audited: they are data, not changes anyone made)."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -30,13 +31,14 @@ from onwatch.errors.models import (
     Issue,
     IssueState,
     Project,
+    Queued,
     Release,
     Tally,
     new_key,
 )
 
 if TYPE_CHECKING:
-    from onwatch.errors.intake import Incoming, Tallies
+    from onwatch.errors.intake import Incoming, Tallies, Waiting
     from onwatch.errors.protocol import Item
 
 
@@ -63,7 +65,10 @@ REASONS = {
     "disk_full": "the server's disk is nearly full",
     "queue_full": "the server is busy writing",
     "no_event": "attachments came before their event",
+    # Answered 200 (their envelope's framing read), then found malformed by the digest.
+    "unreadable": "accepted, then could not be read (not valid JSON or not an event)",
 }
+RETRY = {"rate_limited": 1, "queue_full": 5}  # seconds; others: 60
 
 
 def dsn(project: Project) -> str:
@@ -173,16 +178,20 @@ def take_all(incomings: list[Incoming], now: datetime) -> list[Refused | None]:
     return found
 
 
-def take_project(project_id: int, incomings: list[Incoming], now: datetime) -> list[Refused | None]:
+def locked_project(project_id: int) -> Project | None:
     # An id past the database's integers is no project (and must not reach the query).
-    fits = project_id <= MAX_ID
+    if project_id > MAX_ID:
+        return None
     # Locked first, for the rest of the writer's transaction: every sender's writes to the
     # project's rows (its issues, then the hourly tallies every event adds to) then come
     # one after the other in the same order. Taken in the order each sender met them, two
     # web processes' batches locked an issue and the tally in opposite orders and one was
     # aborted as a deadlock (a 503 for its events) on PostgreSQL.
-    found = Project.objects.select_for_update(no_key=True).filter(pk=project_id)
-    project = found.first() if fits else None
+    return Project.objects.select_for_update(no_key=True).filter(pk=project_id).first()
+
+
+def take_project(project_id: int, incomings: list[Incoming], now: datetime) -> list[Refused | None]:
+    project = locked_project(project_id)
     hour = hour_of(now)
     tallies: Tallies = Counter()
     stored = stored_this_hour(project, hour) if project is not None else 0
@@ -208,20 +217,125 @@ def admitted(
 ) -> Refused | None:
     """Why the request cannot be stored (its refusal counted in `tallies`), or None;
     `stored`: the project's events stored this hour, with the batch's so far."""
-    if project is None or project.public_key != incoming.key:
+    events = len(incoming.events)
+    refused = admission(project, incoming.key, incoming.refused, events, now, stored, tallies)
+    if refused is None:
+        tallies.update(incoming.tallies)
+    return refused
+
+
+def admission(
+    project: Project | None,
+    key: str,
+    why: str,
+    events: int,
+    now: datetime,
+    stored: int,
+    tallies: Tallies,
+) -> Refused | None:
+    """Why a request with this key and number of events cannot be taken (counted in
+    `tallies`; `why`: a reason found before), or None, its events counted as stored."""
+    if project is None or project.public_key != key:
         return Refused(403, "unknown project or key: check the DSN")
     if project.key_revoked:
         return Refused(403, "this project's key was revoked: use its new DSN")
-    if incoming.refused:
-        retry = 1 if incoming.refused == "rate_limited" else 60
-        return refuse(incoming, incoming.refused, retry, tallies)
-    if incoming.events and stored >= project.hourly_quota:
+    if why:
+        return refuse(events, why, RETRY.get(why, 60), tallies)
+    if events and stored >= project.hourly_quota:
         left = int((hour_of(now) + timedelta(hours=1) - now).total_seconds()) + 1
-        return refuse(incoming, "over_quota", left, tallies)
-    if incoming.events:
-        tallies["stored", ""] += len(incoming.events)
-    tallies.update(incoming.tallies)
+        return refuse(events, "over_quota", left, tallies)
+    if events:
+        tallies["stored", ""] += events
     return None
+
+
+def queue_all(waiting: list[Waiting], now: datetime) -> list[Refused | None]:
+    """Queue envelopes for the digest (a batch of the writer, in its transaction), counted
+    against their project's quota as if stored: None for each queued, or why it was
+    refused (counted) without queueing it."""
+    found: list[Refused | None] = [None] * len(waiting)
+    if not waiting:
+        return found
+    room = settings.ERRORS_QUEUE_MAX - Queued.objects.count()
+    by_project: dict[int, list[int]] = {}
+    for i, w in enumerate(waiting):
+        by_project.setdefault(w.project_id, []).append(i)
+    rows: list[Queued] = []
+    for project_id in sorted(by_project):  # locked in one order, as take_all does
+        project = locked_project(project_id)
+        hour, tallies = hour_of(now), Counter[tuple[str, str]]()
+        stored = stored_this_hour(project, hour) if project is not None else 0
+        for i in by_project[project_id]:
+            w = waiting[i]
+            why = w.refused or ("" if room > 0 else "queue_full")
+            found[i] = admission(project, w.key, why, w.events, now, stored, tallies)
+            if found[i] is None and project is not None:
+                stored += w.events
+                room -= 1
+                rows.append(queued_row(project, w, now))
+        if project is not None:
+            add_tallies(project, hour, tallies)
+    Queued.objects.bulk_create(rows)
+    return found
+
+
+def queued_row(project: Project, w: Waiting, now: datetime) -> Queued:
+    # base64: the keyring seals text.
+    body = base64.b64encode(w.body).decode()
+    return Queued(
+        project=project,
+        received_at=now,
+        encoding=w.encoding[:20],
+        remote_addr=w.remote_addr[:45],
+        events=w.events,
+        body=body,
+    )
+
+
+def digest(read: list[tuple[Queued, Incoming | None]]) -> int:
+    """Store the events of queued envelopes read since (None: one that could not be read,
+    counted as refused), and take them off the queue, in one transaction: a crash before
+    its commit leaves them all queued and nothing stored, after it none queued and all
+    stored. How many this call digested (another process's digest may have taken some).
+    """
+    with transaction.atomic():
+        ids = [row.pk for row, _ in read]
+        # PostgreSQL: rows another digest is at are skipped; both: rows it took are gone.
+        mine = set(
+            Queued.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids)
+            .values_list("pk", flat=True)
+        )
+        by_project: dict[int, list[tuple[Queued, Incoming | None]]] = {}
+        for row, incoming in read:
+            if row.pk in mine:
+                by_project.setdefault(row.project_id, []).append((row, incoming))
+        for project_id in sorted(by_project):
+            project = locked_project(project_id)
+            if project is not None:  # else deleted, and its queue with it
+                digest_project(project, by_project[project_id])
+        Queued.objects.filter(pk__in=mine).delete()
+    return len(mine)
+
+
+def digest_project(project: Project, read: list[tuple[Queued, Incoming | None]]) -> None:
+    # The time each was answered would be truer; the batch's last keeps it one batch.
+    when = max(row.received_at for row, _ in read)
+    tallies: Tallies = Counter()
+    taken = []
+    for row, incoming in read:
+        if incoming is None:
+            # Counted as stored when it was queued: now as refused, and on the page.
+            stored = Tally.objects.filter(
+                project=project, hour=hour_of(row.received_at), what="stored", detail=""
+            )
+            stored.update(count=F("count") - row.events)
+            tallies["refused", "unreadable"] += max(1, row.events)
+        else:
+            taken.append(incoming)
+            tallies.update(incoming.tallies)
+    store_events(project, taken, when)
+    add_tallies(project, hour_of(when), tallies)
 
 
 def with_attachments(
@@ -243,9 +357,9 @@ def with_attachments(
     return None
 
 
-def refuse(incoming: Incoming, reason: str, retry: int, tallies: Tallies) -> Refused:
+def refuse(events: int, reason: str, retry: int, tallies: Tallies) -> Refused:
     # Counted in this transaction, which commits: the refusal is the answer, not a failure.
-    tallies["refused", reason] += max(1, len(incoming.events))
+    tallies["refused", reason] += max(1, events)
     return Refused(429, f"refused: {REASONS[reason]}; send again later", reason, retry)
 
 

@@ -23,6 +23,7 @@ from onwatch.errors import fastroute, intake, keys, services
 from onwatch.errors.models import Event, Issue, Project, Tally
 from tests.support.asgi import serving
 from tests.support.browser import chromium
+from tests.support.errors import digested
 from tests.support.fixtures import make_org
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,6 +97,7 @@ def sent_ids(done: subprocess.CompletedProcess[str]) -> list[str]:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     assert lines[-1] == "flushed", done.stdout
+    digested()
     return lines[:-1]
 
 
@@ -139,6 +141,7 @@ def test_node_reports_an_uncaught_error_before_it_exits(
     done = node(dsn(project, onwatch[0]), "uncaught")
     assert done.returncode == 1, done.stderr  # Node's own exit for an uncaught error
     [sent] = done.stdout.split()
+    digested()
     event = Event.objects.get(event_id=sent)
     [exception] = event.data["exception"]["values"]
     assert exception["type"] == "TypeError"
@@ -198,6 +201,7 @@ def test_the_browser_sdk_reports_an_error_from_a_page_of_another_origin(
             page.click("#buy")  # an error nothing catches
             assert page.evaluate("window.flush()") is True
             [sent] = page.evaluate("window.sent")
+        digested()
         event = Event.objects.get(event_id=sent)
         seen.app.writer.stop()
     [exception] = event.data["exception"]["values"]
@@ -242,6 +246,7 @@ def test_the_browser_sdk_reads_the_429_across_origins_and_waits(
                 page.click("#buy")
                 page.evaluate("window.flush()")
             made = page.evaluate("window.sent.length")
+        digested()
         app.writer.stop()
     assert made == 4
     assert Event.objects.count() == 1

@@ -22,6 +22,7 @@ from onwatch.errors.models import Event, Project
 from onwatch.uptime import fastping, heartbeats
 from onwatch.uptime.models import Kind, Monitor, Ping
 from tests.support.asgi import raw, serving, status
+from tests.support.errors import digested
 from tests.support.fixtures import make_org
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,6 +103,7 @@ def test_the_key_in_the_envelope_header_alone_is_read_without_unpacking_the_rest
     right = gzip.compress(dsn(project.public_key) + EVENT[2:])
     for _ in range(2):  # through Django, then through the fast route
         assert status(raw(port, "POST", url, right, "Content-Encoding: gzip")) == 200
+    digested()
     assert Event.objects.count() == 2
     assert status(raw(port, "POST", url, EVENT)) == 401  # no key anywhere
 
@@ -115,6 +117,7 @@ def test_requests_with_a_wrong_key_do_not_use_up_the_projects_rate(
     right = [status(post(port, project, EVENT)) for _ in range(5)]
     assert wrong == [403] * 20
     assert right == [200] * 5
+    digested()
     assert Event.objects.count() == 6
 
 
@@ -152,6 +155,7 @@ def test_other_events_and_pings_are_answered_while_a_large_body_is_read(
             done_reading.set()
         assert status(held.result(10)) == 200
     assert others == [200] * 6
+    digested()
     assert Event.objects.count() == 5
     assert Ping.objects.filter(monitor=beat).count() == 4
 

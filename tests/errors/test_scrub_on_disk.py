@@ -11,7 +11,8 @@ import psycopg
 from psycopg import sql
 
 from tests.support import sentry_send
-from tests.support.procs import ROOT, Running, isolated, run, wait_http
+from tests.support.procs import ROOT, Running, django, isolated, run, wait_http
+from tests.support.receivers import wait_until
 
 PASSWORD = "a long enough password for the owner"
 
@@ -66,6 +67,43 @@ def test_no_secret_sent_through_the_sdk_reaches_the_database_files(tmp_path: Pat
         assert secret.encode() not in stored, kind
     assert sentry_send.NOT_A_CARD.encode() in stored
     assert listed.stdout.strip() == f"shop\t{dsn}"
+
+
+def send_all_scenarios(dsn: str) -> None:
+    for scenario in ("secrets", "secrets", "in-text", "in-text"):
+        sent = subprocess.run(
+            [sys.executable, "-m", "tests.support.sentry_send", dsn, scenario],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert sent.returncode == 0 and "flushed" in sent.stdout, sent.stderr
+
+
+def queued(env: dict[str, str]) -> int:
+    found = django("from onwatch.errors.models import Queued; print(Queued.objects.count())", env)
+    return int(found)
+
+
+def test_no_secret_reaches_the_files_while_events_wait_in_the_queue(tmp_path: Path) -> None:
+    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
+        assert run(["createowner", "--email", "owner@acme.example"], env).returncode == 0
+        added = run(["errors", "add-project", "shop"], env)
+        assert added.returncode == 0, added.stderr
+        # A web process that takes events and leaves them queued, undigested.
+        with Running(["web"], {**env, "ONWATCH_INGEST_DIGEST": "0"}) as web:
+            wait_http(web.base_url + "/health/", timeout=60)
+            send_all_scenarios(added.stdout.strip())
+        waiting = queued(env)
+        while_queued = stored_bytes(env)
+        with Running(["web"], env) as web:
+            wait_http(web.base_url + "/health/", timeout=60)  # the digest starts
+            wait_until(lambda: queued(env) == 0, timeout=60, what="the queue digested")
+        digested = stored_bytes(env)
+    # All but the first request (answered by Django, stored at once) waited in the queue.
+    assert waiting == 7  # 8 events, one envelope each
+    assert digested.count(b"login failed: password=") >= 2, "the queued events were stored"
+    for stored in (while_queued, digested):
+        for secret in (*sentry_send.ALL, *sentry_send.IN_TEXT.values()):
+            assert secret.encode() not in stored, secret
 
 
 def test_adding_a_project_twice_is_one_clear_line(tmp_path: Path) -> None:

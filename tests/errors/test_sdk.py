@@ -23,6 +23,7 @@ from onwatch.errors import fastroute, intake, keys, services
 from onwatch.errors.models import Attachment, Event, Issue, Project, Tally
 from tests.support import sentry_send
 from tests.support.asgi import header, raw, serving, status
+from tests.support.errors import digested
 from tests.support.fixtures import make_org
 from tests.support.procs import ROOT
 
@@ -65,6 +66,7 @@ def send(dsn: str, scenario: str, *more: str) -> list[str]:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split()
     assert lines[-1] == "flushed", done.stdout
+    digested()
     return lines[:-1]
 
 
@@ -76,9 +78,16 @@ def envelope(*items: tuple[dict[str, Any], bytes], event_id: str = "") -> bytes:
     return b"\n".join(parts) + b"\n"
 
 
-def post(port: int, project: Project, body: bytes, *headers: str, key: str = "") -> bytes:
+def post(
+    port: int, project: Project, body: bytes, *headers: str, key: str = "", settle: bool = True
+) -> bytes:
+    """The answer, once what was queued is digested (settle: a test of rate limits sends
+    as fast as it can, and waits for the digest before it reads what was stored)."""
     auth = f"X-Sentry-Auth: Sentry sentry_version=7, sentry_key={key or project.public_key}"
-    return raw(port, "POST", f"/api/{project.pk}/envelope/", body, auth, *headers)
+    answer = raw(port, "POST", f"/api/{project.pk}/envelope/", body, auth, *headers)
+    if settle:
+        digested()
+    return answer
 
 
 @pytest.mark.parametrize("compression", ["gzip", "br", "none"])
@@ -119,7 +128,8 @@ def test_a_429_says_when_to_come_back_and_is_counted(
     port, _ = onwatch
     settings.ERRORS_RATE_LIMIT = 1  # a burst of ten, then one a second
     event = envelope(({"type": "event"}, b'{"message": "hello"}'))
-    answers = [post(port, project, event) for _ in range(12)]
+    answers = [post(port, project, event, settle=False) for _ in range(12)]
+    digested()
     assert [status(a) for a in answers[:10]] == [200] * 10
     assert status(answers[11]) == 429
     assert header(answers[11], "Retry-After") == "1"
@@ -295,8 +305,9 @@ def test_a_flood_from_one_project_leaves_the_other_its_events(
     settings.ERRORS_RATE_LIMIT = 1  # a burst of ten, then one a second, per project
     other = services.add_project(project.org, "blog", SYSTEM)
     event = envelope(({"type": "event"}, b'{"message": "hello"}'))
-    flood = [status(post(port, project, event)) for _ in range(30)]
-    calm = [status(post(port, other, event)) for _ in range(5)]
+    flood = [status(post(port, project, event, settle=False)) for _ in range(30)]
+    calm = [status(post(port, other, event, settle=False)) for _ in range(5)]
+    digested()
     assert flood.count(429) >= 15
     assert calm == [200] * 5
     assert Event.objects.filter(project=other).count() == 5

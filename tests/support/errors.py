@@ -4,6 +4,7 @@ those tests share. A test module's own fixture of the same name wins over these.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.ingest.app import Ingest
 from onwatch.core.models import Organization
 from onwatch.errors import fastroute, intake, keys, services
-from onwatch.errors.models import Project
+from onwatch.errors.models import Project, Queued
 from tests.support.asgi import serving
 
 
@@ -55,6 +56,15 @@ def waits_on_a_lock() -> bool:
         )
         found = cursor.fetchone()
         return bool(found and found[0])
+
+
+def digested(timeout: float = 30.0) -> None:
+    """Wait until the digest has taken every queued envelope: a 200 of the fast route means
+    queued, and a test that reads what was stored reads it once digested."""
+    deadline = time.monotonic() + timeout
+    while Queued.objects.exists():
+        assert time.monotonic() < deadline, "queued envelopes were not digested in time"
+        time.sleep(0.01)
 
 
 @cache

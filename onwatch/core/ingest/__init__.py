@@ -81,6 +81,10 @@ class Route:
     # text under this header too, as the route's own refusals do (Sentry's SDKs and Relay
     # say why from X-Sentry-Error).
     error_header: bytes = b""
+    # When given, the work that follows the answer, for a route whose `write` queues what
+    # it takes: one batch of the queue done, how much (0: none waiting). Run by the
+    # digester's thread (digester.py), woken by each batch written.
+    digest: Callable[[], int] | None = None
 
     def refusal(self, status: int, text: str, *headers: tuple[bytes, bytes]) -> Answer:
         """A refusal by the layer itself: `text` is the body, and the error header's."""

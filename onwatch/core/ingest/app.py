@@ -63,8 +63,15 @@ class Ingest:
         self.served = 0  # requests answered here, not by Django (for tests and curiosity)
         self.turned_away = 0  # refused because too many waited for the writer
         self.warned_at = float("-inf")
+        for route in self.routes:
+            if route.digest is not None:
+                self.writer.digester.add(route.digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Started by the first request of the process (not when the app is built, which may
+        # be before the fork), so what a restart left queued is digested without waiting
+        # for new events.
+        self.writer.digester.ensure()
         route = self.route_of(scope)
         found = screen(scope, route.methods, route.max_body) if route is not None else None
         if route is None or found is None:

@@ -27,6 +27,7 @@ from django.db import OperationalError, connections, transaction
 from django.utils import timezone
 
 from onwatch.core.ingest import Answer, Route
+from onwatch.core.ingest.digester import Digester
 from onwatch.core.ingest.store import Store
 from onwatch.core.ingest.timings import Batch, Recorder, now
 
@@ -90,11 +91,15 @@ class Writer:
         self.recorder: Recorder | None = None  # ONWATCH_INGEST_TIMINGS (timings.py)
         self.timing: Batch | None = None  # the batch being written, when measured
         self.tuned: object = None  # the SQLite connection whose busy handler is off
+        self.submitted = float("-inf")  # when the last job came (time.monotonic)
+        # What follows the answers of routes that queue, once requests pause.
+        self.digester = Digester(lambda: self.submitted)
 
     def submit(self, job: Job) -> bool:
         """Queue the job; False (and nothing queued) when too many wait already."""
         if self.jobs.qsize() >= MAX_WAITING:
             return False
+        self.submitted = time.monotonic()
         if self.thread is None or not self.thread.is_alive():
             with self.lock:
                 if self.thread is None or not self.thread.is_alive():
@@ -109,6 +114,7 @@ class Writer:
         if self.thread is not None and self.thread.is_alive():
             self.jobs.put(None)
             self.thread.join()
+        self.digester.stop()
 
     def run(self) -> None:
         if settings.INGEST_TIMINGS and self.recorder is None:
@@ -126,6 +132,8 @@ class Writer:
                 batch = [job for job in batch if not job.future.done()]
                 answers = self.written(batch)
             deliver(batch, answers, self.measured(len(batch)))
+            if any(job.route.digest is not None for job in batch):
+                self.digester.wake()  # committed: the digest may take it
         connections[self.alias].close()
 
     def mark(self, moment: str) -> None:

@@ -1,0 +1,73 @@
+"""The digest of queued envelopes (fastroute.py queues them, answered 200): a batch read
+from the queue, each envelope decompressed, read, scrubbed and grouped outside any
+transaction, then stored and taken off the queue in one (services.digest). Run by the
+ingest layer's digester thread in each web process."""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from onwatch.errors import intake, protocol, services
+from onwatch.errors.intake import Incoming
+from onwatch.errors.models import Queued
+from onwatch.errors.protocol import ProtocolError
+
+log = logging.getLogger(__name__)
+
+# Envelopes per transaction: enough to share the statements per table (services.
+# store_events), few enough that SQLite's write lock, which the answers wait for, is held
+# for tens of ms rather than hundreds.
+BATCH = 25
+
+
+def digest() -> int:
+    """One batch of the queue digested, oldest first; how many envelopes (0: none)."""
+    if connection.vendor != "sqlite":
+        # The batch's rows locked for its transaction: the digests of other web processes
+        # (on any machine) take the next ones meanwhile.
+        with transaction.atomic():
+            claimed = Queued.objects.select_for_update(skip_locked=True)
+            return taken(list(claimed.order_by("pk")[:BATCH]))
+    # SQLite's transaction holds the one write lock the answers wait for: the envelopes
+    # are read before it, by one process at a time, so two do not read the same ones.
+    with one_at_a_time():
+        return taken(list(Queued.objects.order_by("pk")[:BATCH]))
+
+
+def taken(rows: list[Queued]) -> int:
+    return services.digest([(row, readable(row)) for row in rows]) if rows else 0
+
+
+@contextmanager
+def one_at_a_time() -> Iterator[None]:
+    """The digest's file lock in the data folder, held while it reads and stores a batch."""
+    fd = os.open(Path(settings.DATA_DIR) / "errors-digest.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # the lock with it
+
+
+def readable(row: Queued) -> Incoming | None:
+    """The envelope read, scrubbed and grouped; None when it cannot be (answered 200 when
+    its framing read, its events found malformed only now: counted and shown)."""
+    try:
+        data = protocol.unpacked(base64.b64decode(row.body), row.encoding)
+        return intake.parsed(row.project_id, "envelope", "", data, row.remote_addr)
+    except ProtocolError as e:
+        log.warning("errors: a queued envelope of project %d cannot be read: %s", row.project_id, e)
+    except Exception:
+        # A bug must cost this envelope (counted, shown, logged), not stop the digest of
+        # every other one behind it.
+        log.exception("errors: a queued envelope of project %d failed to read", row.project_id)
+    return None
