@@ -94,8 +94,30 @@ class JobContext:
         self.check()
 
 
+# Names the advisory locks (two-key form, apart from audit's one-key lock) that keep one
+# writer at a time on a job's log on PostgreSQL.
+_PG_LOG_LOCK = 0x6C6F67
+
+
+def _one_log_writer(job_id: int) -> None:
+    """Inside a transaction: wait for any other open write to this job's log to commit.
+    A page following the log reads the lines after the last id it saw, so the ids of a
+    job's lines must become visible in their order. On PostgreSQL ids come from a
+    sequence at insert time: a single line written while a batch of lines is still open
+    would commit a higher id first, and the follower would move past the batch for good.
+    Held until commit, the lock makes a later writer take its ids after the earlier one's
+    commit. SQLite has one writer at a time already."""
+    if connection.vendor == "postgresql":
+        # Ids past 2**31 share a key with a lower one: that only makes them wait longer.
+        key = job_id % 2**31
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_PG_LOG_LOCK, key])
+
+
 def append_line(job_id: int, text: str) -> None:
-    JobLogLine.objects.create(job_id=job_id, text=text)
+    with transaction.atomic():
+        _one_log_writer(job_id)
+        JobLogLine.objects.create(job_id=job_id, text=text)
 
 
 def append_lines(job_id: int, texts: list[str]) -> None:
@@ -107,6 +129,7 @@ def append_lines(job_id: int, texts: list[str]) -> None:
         return
     at = JobLogLine._meta.get_field("at").get_db_prep_save(timezone.now(), connection)
     with transaction.atomic(), connection.cursor() as cursor:
+        _one_log_writer(job_id)
         cursor.executemany(_log_insert(), [(job_id, at, text) for text in texts])
 
 

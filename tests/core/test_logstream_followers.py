@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection, transaction
 
 from onwatch.core import jobs, logstream
 from onwatch.core.models import Job, JobState, Organization
@@ -90,3 +92,58 @@ def test_a_quiet_stream_sends_a_comment_and_ends_with_the_jobs_state(
     assert chunks[1].startswith(b"id: ") and b'"n": 1' in chunks[1]
     assert chunks[2] == b": still running\n\n"
     assert chunks[-1] == b'event: end\ndata: {"state": "failed"}\n\n'
+
+
+def _in_own_connection(work: Callable[[], object]) -> threading.Thread:
+    def run() -> None:
+        try:
+            work()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_line_written_while_a_batch_is_open_does_not_make_the_stream_skip_the_batch() -> None:
+    # A step's output stored a chunk at a time while "ann cancelled the job" comes from the
+    # web process: on PostgreSQL the single line took a higher id and committed first, the
+    # follower moved past it and never showed the batch (a reload did).
+    job = running_job(0)
+    batch = [f"batch {i}" for i in range(1000)]
+    batch_open, release = threading.Event(), threading.Event()
+
+    def write_batch() -> None:
+        with transaction.atomic():
+            jobs.append_lines(job.pk, batch)
+            batch_open.set()
+            release.wait(10)  # held open while the single line is written and polled
+
+    async def watch() -> list[str]:
+        stream = logstream.events(job.pk, 0)
+        seen: list[str] = []
+
+        async def collect() -> None:
+            while True:
+                seen.extend(x["html"] for x in await next_lines(stream))
+
+        collecting = asyncio.create_task(collect())
+        await asyncio.sleep(2 * logstream.POLL_SECONDS)  # following, with no line yet
+        writers = [_in_own_connection(write_batch)]
+        assert await asyncio.to_thread(batch_open.wait, 10)
+        writers.append(_in_own_connection(lambda: jobs.append_line(job.pk, "ann cancelled")))
+        await asyncio.sleep(4 * logstream.POLL_SECONDS)  # the follower polls meanwhile
+        release.set()
+        for writer in writers:
+            await asyncio.to_thread(writer.join, 10)
+        for _ in range(40):
+            if len(seen) > len(batch):
+                break
+            await asyncio.sleep(logstream.POLL_SECONDS)
+        collecting.cancel()
+        await asyncio.gather(collecting, return_exceptions=True)
+        await stream.aclose()
+        return seen
+
+    assert asyncio.run(watch()) == [*batch, "ann cancelled"]
