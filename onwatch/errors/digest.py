@@ -9,12 +9,14 @@ import base64
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from onwatch.errors import intake, protocol, services
 from onwatch.errors.intake import Incoming
@@ -27,20 +29,47 @@ log = logging.getLogger(__name__)
 # store_events), few enough that SQLite's write lock, which the answers wait for, is held
 # for tens of ms rather than hundreds.
 BATCH = 25
+# How long attachments wait for their queued event to be digested (events_first).
+WAIT_SECONDS = 10.0
 
 
-def digest() -> int:
-    """One batch of the queue digested, oldest first; how many envelopes (0: none)."""
+def digest(queue: QuerySet[Queued] | None = None) -> int:
+    """One batch of the queue (or of its part `queue`) digested, oldest first; how many
+    envelopes (0: none)."""
+    queue = Queued.objects.all() if queue is None else queue
     if connection.vendor != "sqlite":
         # The batch's rows locked for its transaction: the digests of other web processes
         # (on any machine) take the next ones meanwhile.
         with transaction.atomic():
-            claimed = Queued.objects.select_for_update(skip_locked=True)
+            claimed = queue.select_for_update(skip_locked=True)
             return taken(list(claimed.order_by("pk")[:BATCH]))
     # SQLite's transaction holds the one write lock the answers wait for: the envelopes
     # are read before it, by one process at a time, so two do not read the same ones.
     with one_at_a_time():
-        return taken(list(Queued.objects.order_by("pk")[:BATCH]))
+        return taken(list(queue.order_by("pk")[:BATCH]))
+
+
+def events_first(incoming: Incoming) -> None:
+    """Attachments sent in an envelope of their own right after their event (answered 200
+    once queued): the project's envelopes queued so far digested first, so the
+    attachments find their event stored rather than being refused as early. Done here,
+    whether or not this process runs the digest (ONWATCH_INGEST_DIGEST), before the
+    writer's transaction, which must not wait for a digest. Ends when the events are
+    stored, the queue up to now is digested, or after WAIT_SECONDS (the attachments are
+    then refused, as before, never taken and dropped)."""
+    wanted = services.sent_before(incoming)
+    if not wanted or not services.not_stored(incoming.project_id, wanted):
+        return
+    queue = Queued.objects.filter(project_id=incoming.project_id)
+    last = queue.order_by("-pk").values_list("pk", flat=True).first()
+    ahead = queue.filter(pk__lte=last or 0)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while services.not_stored(incoming.project_id, wanted) and ahead.exists():
+        if time.monotonic() > deadline:
+            return
+        if not digest(ahead):
+            # PostgreSQL: another process's digest holds them; it commits soon.
+            time.sleep(0.02)
 
 
 def taken(rows: list[Queued]) -> int:

@@ -46,6 +46,8 @@ def accept(request: Request, body: bytes) -> Accepted | None:
         incoming = intake.accept_or_queue(
             int(found.group(1)), found.group(2), headers, request.query, body, request.remote_addr
         )
+        if isinstance(incoming, Incoming):
+            digest.events_first(incoming)
     except ProtocolError:
         return None  # Django's view answers with the reason
     except DatabaseError:

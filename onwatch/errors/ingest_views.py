@@ -11,7 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from onwatch.core.decorators import public
 from onwatch.core.ingest import Answer
-from onwatch.errors import intake, protocol
+from onwatch.errors import digest, intake, protocol
 from onwatch.errors.protocol import ProtocolError
 
 # The CORS headers of every answer here are added by middleware.SdkCorsMiddleware.
@@ -50,6 +50,7 @@ def receive(request: HttpRequest, project_id: int, kind: str) -> HttpResponse:
         )
     except ProtocolError as e:
         return answered(intake.refusal(e.status, str(e)))
+    digest.events_first(incoming)
     with transaction.atomic():
         return answered(intake.write(incoming, timezone.now()))
 

@@ -88,8 +88,8 @@ def accept_or_queue(
 ) -> Incoming | Waiting:
     """What the fast route takes: an envelope of events (and counted items) to queue as
     it came, once its framing reads; the rare rest (the legacy store endpoint, attachments,
-    which may belong to an event stored before and are refused at once when it is not)
-    read here as `accept` reads it."""
+    which may belong to an event stored or queued before, digest.events_first, and are
+    refused at once when it is neither) read here as `accept` reads it."""
     encoding, key = opened(project_id, kind, headers, query, body)
     data = protocol.unpacked(body, encoding)
     if kind != "envelope":

@@ -424,11 +424,21 @@ def store_event(project: Project, event: dict[str, Any], incoming: Incoming, now
             attach(stored, item)
 
 
+def sent_before(incoming: Incoming) -> set[str]:
+    """The ids of the events the attachments belong to that were sent before them."""
+    sent_with = {str(event["event_id"]) for event in incoming.events}
+    return {target for target, _ in incoming.attachments} - sent_with
+
+
+def not_stored(project_id: int, event_ids: set[str]) -> set[str]:
+    stored = Event.objects.filter(project_id=project_id, event_id__in=event_ids)
+    return event_ids - set(stored.values_list("event_id", flat=True))
+
+
 def events_of_attachments(project: Project, incoming: Incoming, hour: datetime) -> dict[str, Event]:
     """The events stored before that the attachments sent without them belong to; Refused
     (and counted) when one of them is not stored: an attachment is never taken and lost."""
-    sent_with = {str(event["event_id"]) for event in incoming.events}
-    wanted = {target for target, _ in incoming.attachments} - sent_with
+    wanted = sent_before(incoming)
     if not wanted:
         return {}
     found = {e.event_id: e for e in Event.objects.filter(project=project, event_id__in=wanted)}

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.test import Client
 
 from onwatch.core.audit import SYSTEM
 from onwatch.errors import intake, keys, services
@@ -84,6 +85,42 @@ def test_a_full_queue_answers_429_with_when_to_come_back(settings: Any) -> None:
     assert header(answers[-1], "X-Sentry-Rate-Limits") == "5::project:queue_full"
     assert Queued.objects.count() == 3
     assert Tally.objects.get(what="refused", detail="queue_full").count == 2
+
+
+def attachment_of(n: int) -> bytes:
+    """An envelope of one attachment of event `n`, sent on its own after the event."""
+    return (
+        f'{{"event_id": "{n:032x}"}}\n'.encode()
+        + b'{"type": "attachment", "length": 4, "filename": "late.txt"}\nlate\n'
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attachment_sent_after_its_queued_event_is_stored_with_it(settings: Any) -> None:
+    settings.INGEST_DIGEST = False  # the event stays queued when its attachment comes
+    project = services.add_project(make_org(), "shop", SYSTEM)
+    with serving_intake() as port:
+        assert status(post(port, project, envelope(1))) == 200  # Django's, teaching the route
+        assert status(post(port, project, envelope(2))) == 200
+        assert Queued.objects.count() == 1
+        answer = post(port, project, attachment_of(2))
+        assert status(answer) == 200, answer
+        # Through Django's view (the path of the first request from a host) alike.
+        assert status(post(port, project, envelope(3))) == 200
+        assert Queued.objects.count() == 1
+    auth = f"Sentry sentry_key={project.public_key}"
+    through_django = Client().post(
+        f"/api/{project.pk}/envelope/",
+        attachment_of(3),
+        content_type="application/x-sentry-envelope",
+        headers={"X-Sentry-Auth": auth},
+    )
+    assert through_django.status_code == 200, through_django.content
+    for n in (2, 3):
+        stored = Event.objects.get(event_id=f"{n:032x}")
+        assert [a.content for a in stored.attachments.all()] == [b"late"]
+    assert not Queued.objects.exists()
+    assert not Tally.objects.filter(what="refused").exists()
 
 
 def counts(env: dict[str, str]) -> tuple[int, int, int]:
