@@ -312,7 +312,11 @@ class DeployStepOut(Schema):
     started: datetime
     ended: datetime | None
     seconds: float | None
-    ok: bool
+    ok: bool = Field(description="False when it failed")
+    result: str = Field(
+        description='"ok", "failed", or "not judged" (a watch that could say neither: too '
+        "little traffic, or it ended early; ok is true then)"
+    )
     detail: str = Field(description="What it did, or why it failed, in one line")
 
 
@@ -380,7 +384,9 @@ class ReleaseList(Schema):
 
 
 def deploy_out(d: Deploy) -> dict[str, Any]:
-    return {name: getattr(d, name) for name in DeployOut.model_fields}
+    shown = {name: getattr(d, name) for name in DeployOut.model_fields}
+    steps = [s | {"result": writer.step_result(s)} for s in d.steps]
+    return shown | {"steps": steps}
 
 
 def release_out(r: Release, live: Release | None) -> dict[str, Any]:

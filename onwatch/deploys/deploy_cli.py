@@ -191,6 +191,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def follow(deploy_id: int) -> int:
     """Wait for the deploy's end, then print its timeline and how it ended."""
+    from onwatch.deploys import services
     from onwatch.deploys.models import ENDED, Deploy, State
 
     deploy = Deploy.objects.get(pk=deploy_id)
@@ -199,7 +200,7 @@ def follow(deploy_id: int) -> int:
         deploy.refresh_from_db()
     for step in deploy.steps:
         took = f"{step['seconds']:.1f} s" if step["seconds"] is not None else "—"
-        print(f"{step['name']}\t{took}\t{'ok' if step['ok'] else 'failed'}\t{step['detail']}")
+        print(f"{step['name']}\t{took}\t{services.step_result(step)}\t{step['detail']}")
     said = f": {deploy.reason}" if deploy.reason else f"; {deploy.live_after} is live"
     print(f"onwatch: {deploy.kind} #{deploy.pk} {deploy.state}{said}", file=sys.stderr)
     return 0 if deploy.state == State.SUCCEEDED else 1

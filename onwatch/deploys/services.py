@@ -1460,7 +1460,7 @@ def watch_ended(watch: Watch, state: str, verdict: str) -> None:
     watch.state, watch.verdict, watch.ended_at = state, verdict[:4000], now
     with transaction.atomic():
         watch.save(update_fields=["state", "verdict", "ended_at", "detected_at"])
-        watch_step(watch, verdict, ok=not bad, ended=now)
+        watch_step(watch, verdict, ok=not bad, ended=now, judged=state not in UNJUDGED)
         SYSTEM.record(
             "watch-ended",
             watch.deploy.service.org,
@@ -1471,20 +1471,36 @@ def watch_ended(watch: Watch, state: str, verdict: str) -> None:
         )
 
 
-def watch_step(watch: Watch, detail: str, ok: bool = True, ended: datetime | None = None) -> None:
+# A watch that ended so is neither passed nor failed: its step looks neutral, not "ok".
+UNJUDGED = (WatchState.NOT_JUDGED, WatchState.REPLACED)
+
+
+def watch_step(
+    watch: Watch,
+    detail: str,
+    ok: bool = True,
+    ended: datetime | None = None,
+    judged: bool = True,
+) -> None:
     """The "watch" step of the deploy's timeline: what is watched, then the verdict."""
     took = (ended - watch.started_at).total_seconds() if ended else None
-    deploy_step(
-        watch.deploy,
-        {
-            "name": "watch",
-            "started": watch.started_at.isoformat(),
-            "ended": ended.isoformat() if ended else None,
-            "seconds": took,
-            "ok": ok,
-            "detail": detail,
-        },
-    )
+    step = {
+        "name": "watch",
+        "started": watch.started_at.isoformat(),
+        "ended": ended.isoformat() if ended else None,
+        "seconds": took,
+        "ok": ok,
+        "detail": detail,
+    }
+    deploy_step(watch.deploy, step if judged else step | {"result": NOT_JUDGED})
+
+
+# A step's result as said everywhere (page, API, CLI): "ok", "failed", or "not judged".
+NOT_JUDGED = "not judged"
+
+
+def step_result(step: dict[str, Any]) -> str:
+    return str(step.get("result") or ("ok" if step["ok"] else "failed"))
 
 
 def newer_deploy_began(watch: Watch) -> Deploy | None:

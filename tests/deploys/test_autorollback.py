@@ -21,13 +21,13 @@ from onwatch.alerts.models import Incident
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState
-from onwatch.deploys import services
+from onwatch.deploys import deploy_cli, services
 from onwatch.deploys.models import Deploy, DeployKind, Service, State, Watch, WatchState
 from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
-from tests.support.fixtures import signed_in
+from tests.support.fixtures import TokenApi, signed_in
 from tests.support.load import Load, fetch
 from tests.support.releases import app_files
 from tests.support.switching import listen_port
@@ -166,7 +166,11 @@ def test_a_healthy_release_passes_its_watch_and_its_page_says_so(
 
 
 def test_a_release_with_too_little_traffic_says_it_could_not_be_judged(
-    machine: Machine, shop: Service, tmp_path: Path
+    machine: Machine,
+    shop: Service,
+    tmp_path: Path,
+    members: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     services.set_watch(shop, 3, 20, 5.0, 3.0, SYSTEM)
     repo = tmp_path / "repo"
@@ -184,6 +188,16 @@ def test_a_release_with_too_little_traffic_says_it_could_not_be_judged(
     assert watch_step(second)["detail"] == watch.verdict
     # Half its answers were errors, but 4 requests prove nothing either way.
     assert watch.errors == 2 and watch.rollback is None and not Incident.objects.exists()
+    # Nowhere does it look passed: its step is "not judged", neither ok nor failed.
+    assert watch_step(second)["result"] == "not judged"
+    page = signed_in(members["viewer"]).get(f"/deploys/{second.pk}/").content.decode()
+    assert '<span class="state-neutral">not judged</span>: not enough traffic' in page
+    api = TokenApi(members["viewer"], shop.org, ["services:read"])
+    steps = api.call("GET", f"/api/v1/services/deploys/{second.pk}/").json()["steps"]
+    assert [s["result"] for s in steps if s["name"] == "watch"] == ["not judged"]
+    deploy_cli.follow(second.pk)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[2] for line in printed if line.startswith("watch\t")] == ["not judged"]
 
 
 def test_a_release_marked_no_rollback_past_is_not_rolled_back_and_the_alert_says_why(
