@@ -1380,6 +1380,11 @@ def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> No
 # --- the watch of a release after its deploy (watch.py) -------------------------------------
 
 
+def deploy_channels(service: Service) -> list[alert_services.Channel] | None:
+    """The channels the service's deploys alert; None: every one of the organization."""
+    return None if service.all_channels else list(service.channels.all())
+
+
 def set_watch(
     service: Service,
     seconds: int,

@@ -300,7 +300,8 @@ ADVICE = {
 
 
 def _incident(watch: Watch, title: str, verdict: str) -> None:
-    """One incident per watch, to the organization's channels: the evidence is its text."""
+    """One incident per watch, to the channels of the service's deploy alerts (those the
+    service chose, or all): the evidence is its text."""
     deploy = watch.deploy
     incidents.open_incident(
         deploy.service.org,
@@ -312,4 +313,5 @@ def _incident(watch: Watch, title: str, verdict: str) -> None:
             page=reverse("deploy_detail", args=[deploy.pk]),
             advice=ADVICE.get(WatchState(watch.state), ""),
         ),
+        channels=services.deploy_channels(deploy.service),
     )

@@ -18,6 +18,7 @@ import pytest
 from django.utils import timezone
 
 from onwatch.alerts.models import Incident
+from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState
@@ -203,6 +204,12 @@ def test_a_release_with_too_little_traffic_says_it_could_not_be_judged(
 def test_a_release_marked_no_rollback_past_is_not_rolled_back_and_the_alert_says_why(
     machine: Machine, shop: Service, tmp_path: Path
 ) -> None:
+    # The service's deploy alerts go to its team's channel only, not to "ops" (fixture).
+    team = add_channel(shop.org, "shop team", "json://127.0.0.1:9/team")
+    fields = services.ServiceFields(
+        name=shop.name, git_url=shop.git_url, branch=shop.branch, alert_channels=[team.pk]
+    )
+    services.change_service(shop, fields, SYSTEM)
     repo = tmp_path / "repo"
     deploy(shop, repo, "v1")
     with loaded(machine):
@@ -226,6 +233,8 @@ def test_a_release_marked_no_rollback_past_is_not_rolled_back_and_the_alert_says
     assert (
         "no rollback past this" in alert.body and "The failing release still serves" in alert.body
     )
+    # The incident reaches the same people as the service's deploy alerts, and only them.
+    assert alert.channel == team and list(incident.channels.all()) == [team]
 
 
 def test_a_watch_goes_on_from_its_row_after_its_worker_died(
