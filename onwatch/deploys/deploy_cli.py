@@ -44,6 +44,12 @@ def register(add: AddCommand, services_sub: Any) -> None:
     watch.add_argument(
         "--error-factor", type=float, help="times the share of the release before it"
     )
+    watch.add_argument(
+        "--latency-factor",
+        type=float,
+        help="times the mean latency of the release before it (0: latency does not count)",
+    )
+    watch.add_argument("--latency-ms", type=int, help="mean latency (ms) it must exceed too")
     watch.add_argument("--org", help="the organization's name (needed when there are several)")
     backup = add(
         "backup-plan",
@@ -119,7 +125,7 @@ def cmd_services_watch(args: argparse.Namespace) -> int:
 
     service = find_service(organization(args.org), args.service)
     chosen = (args.seconds, args.min_requests, args.error_percent, args.error_factor)
-    if any(v is not None for v in chosen):
+    if any(v is not None for v in (*chosen, args.latency_factor, args.latency_ms)):
         try:
             services.set_watch(
                 service,
@@ -128,6 +134,8 @@ def cmd_services_watch(args: argparse.Namespace) -> int:
                 service.watch_error_percent if args.error_percent is None else args.error_percent,
                 service.watch_error_factor if args.error_factor is None else args.error_factor,
                 CLI,
+                latency_factor=args.latency_factor,
+                latency_ms=args.latency_ms,
             )
         except services.Refusal as e:
             fail(str(e))

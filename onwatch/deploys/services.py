@@ -1392,17 +1392,30 @@ def set_watch(
     error_percent: float,
     error_factor: float,
     actor: Actor,
+    *,
+    latency_factor: float | None = None,
+    latency_ms: int | None = None,
 ) -> None:
-    """How long each new release is watched (0: not) and what is clearly worse."""
+    """How long each new release is watched (0: not) and what is clearly worse; the
+    latency rule stays as it is unless given."""
+    latency_factor = service.watch_latency_factor if latency_factor is None else latency_factor
+    latency_ms = service.watch_latency_ms if latency_ms is None else latency_ms
     if not 0 <= seconds <= 86400:
         raise Refusal("Watch a release between 0 (not at all) and 86400 seconds", "watch_seconds")
     if min_requests < 1:
         raise Refusal("At least 1 request must be answered to judge a release", "min_requests")
     if not 0 <= error_percent < 100 or error_factor < 1:
         raise Refusal("The error share is a percentage below 100, the factor 1 or more", "errors")
+    if not (latency_factor == 0 or 1 <= latency_factor <= 1000) or not 0 <= latency_ms <= 600000:
+        raise Refusal(
+            "The latency factor is 0 (latency does not count) or 1 to 1000, its floor 0 to "
+            "600000 ms",
+            "latency",
+        )
     with transaction.atomic():
         service.watch_seconds, service.watch_min_requests = seconds, min_requests
         service.watch_error_percent, service.watch_error_factor = error_percent, error_factor
+        service.watch_latency_factor, service.watch_latency_ms = latency_factor, latency_ms
         service.save(update_fields=[*WATCH_FIELDS])
         actor.record(
             "service-watch-set",
@@ -1413,7 +1426,14 @@ def set_watch(
         )
 
 
-WATCH_FIELDS = ("watch_seconds", "watch_min_requests", "watch_error_percent", "watch_error_factor")
+WATCH_FIELDS = (
+    "watch_seconds",
+    "watch_min_requests",
+    "watch_error_percent",
+    "watch_error_factor",
+    "watch_latency_factor",
+    "watch_latency_ms",
+)
 
 
 def watch_rule(service: Service) -> str:
@@ -1425,6 +1445,16 @@ def watch_rule(service: Service) -> str:
         f"with at least {service.watch_min_requests} requests answered, more than "
         f"{service.watch_error_percent:g} % of them are errors (5xx) and over "
         f"{service.watch_error_factor:g} times the share of the release before it"
+        + latency_rule(service)
+    )
+
+
+def latency_rule(service: Service) -> str:
+    if not service.watch_latency_factor:
+        return "; how long they take does not count"
+    return (
+        f", or when they take over {service.watch_latency_ms} ms on average and over "
+        f"{service.watch_latency_factor:g} times as long as the release before it's"
     )
 
 

@@ -50,14 +50,14 @@ ENDED = (
 )
 
 
-def deploy(service: Service, repo: Path, version: str, fail_every: int = 0) -> Deploy:
-    """Commit `version` of the app (every `fail_every`-th answer a 500) and deploy it."""
+def deploy(
+    service: Service, repo: Path, version: str, fail_every: int = 0, slow_ms: int = 0
+) -> Deploy:
+    """Commit `version` of the app (every `fail_every`-th answer a 500, each `slow_ms`
+    longer) and deploy it."""
     files = app_files(version)
-    if fail_every:
-        toml = files["onwatch.toml"]
-        files["onwatch.toml"] = toml.replace(
-            "exec python3", f"FAIL_EVERY={fail_every} exec python3"
-        )
+    env = f"FAIL_EVERY={fail_every} SLOW_MS={slow_ms}"
+    files["onwatch.toml"] = files["onwatch.toml"].replace("exec python3", f"{env} exec python3")
     commit(repo, files, f"Version {version}")
     done = services.queue_deploy(service, SYSTEM, "cli")
     jobs.run_pending(kinds=[DEPLOY_KIND])
@@ -138,6 +138,33 @@ def test_a_release_that_fails_a_fifth_of_its_requests_is_rolled_back_within_the_
     assert not step["ok"] and step["detail"] == watch.verdict
     # The count was stopped: Caddy no longer logs each request of the site.
     assert not machine.caddy.counting("shop.test")
+
+
+def test_a_release_that_answers_but_slowly_is_rolled_back_and_the_evidence_says_so(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    first = deploy(shop, repo, "v1")
+    with loaded(machine):
+        time.sleep(1)
+        second = deploy(shop, repo, "v2", slow_ms=700)  # over the 500 ms floor, no errors
+        watch = watched(second)
+        assert watch.state == WatchState.ROLLED_BACK, (watch.verdict, watch.rollback)
+        assert {fetch(listen_port(machine), "shop.test")[1] for _ in range(5)} == {"v1"}
+    assert second.switched_at and watch.detected_at
+    detected = (watch.detected_at - second.switched_at).total_seconds()
+    print(f"slowness detected {detected:.1f} s after the switch")
+    v1, v2 = first.release, second.release
+    said = (
+        rf"{re.escape(str(v2))} took (7|8|9)\d\d ms on average to answer \d+ requests in its "
+        rf"first \d+ s, \d+ times as long as {re.escape(str(v1))} \(\d+ ms\); 0 % of them "
+        rf"were errors; onwatch made {re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC"
+    )
+    assert re.fullmatch(said, watch.verdict), watch.verdict
+    assert watch.errors == 0 and watch.requests >= shop.watch_min_requests
+    assert the_incident(watch).title == f"shop was rolled back: {v2} answered too slowly"
+    [alert] = alerts_titled("shop was rolled back")
+    assert watch.verdict in alert.body
 
 
 def test_a_healthy_release_passes_its_watch_and_its_page_says_so(
