@@ -96,12 +96,14 @@ def open_incident(
     policy: EscalationPolicy | None = None,
     held: str = "",
     about: About | None = None,
+    channels: list[Channel] | None = None,
 ) -> Incident:
     """Open an incident for `source`, or return the unresolved one it already has.
 
     `held` says why alerts are held back (a parent is down); maintenance windows hold them
     too. Held incidents are recorded but send nothing until released. `about` says when
     the trouble began, which page shows it and what to do: every alert carries them.
+    `channels`, without a policy: whom it reaches in place of every channel.
     """
     about = about or About()
     now = now or timezone.now()
@@ -125,7 +127,10 @@ def open_incident(
                 held=held[:200],
                 evidence=evidence,
                 next_action_at=None if held else now,
+                only_channels=channels is not None,
             )
+            if channels:
+                incident.channels.set(channels)
             IncidentEvent.objects.create(incident=incident, at=now, kind="opened", text=title)
             if held:
                 IncidentEvent.objects.create(incident=incident, at=now, kind="held", text=held)
@@ -296,7 +301,7 @@ def escalate(incident: Incident, now: datetime) -> None:
     nxt: datetime | None = None
     if policy is None:
         if next_step == 0:
-            notify(incident, list(Channel.objects.filter(org=incident.org)), now, "notified")
+            notify(incident, unpoliced_channels(incident), now, "notified")
             next_step = 1
     else:
         # Steps by their delay: a step placed before a shorter one must not block it.
@@ -312,6 +317,13 @@ def escalate(incident: Incident, now: datetime) -> None:
             nxt = min(nxt, reminder_at) if nxt else reminder_at
     Incident.objects.filter(pk=incident.pk).update(next_step=next_step, next_action_at=nxt)
     incident.next_step, incident.next_action_at = next_step, nxt
+
+
+def unpoliced_channels(incident: Incident) -> list[Channel]:
+    """Whom an incident without a policy reaches: those chosen at its opening, or all."""
+    if incident.only_channels:
+        return list(incident.channels.all())
+    return list(Channel.objects.filter(org=incident.org))
 
 
 def reminder_due(incident: Incident, every: int, now: datetime) -> datetime:

@@ -147,6 +147,10 @@ class Incident(models.Model):
         max_length=12, choices=IncidentState.choices, default=IncidentState.OPEN
     )
     policy = models.ForeignKey(EscalationPolicy, on_delete=models.SET_NULL, null=True, blank=True)
+    # Without a policy it reaches every channel of the organization, unless whatever opened
+    # it chose these (a service's deploy channels): the same people as its other alerts.
+    only_channels = models.BooleanField(default=False)
+    channels = models.ManyToManyField(Channel, blank=True, related_name="+")
     opened_at = models.DateTimeField(default=timezone.now)
     # When the trouble began (the first failed check), before it was confirmed and opened;
     # null means at the opening.

@@ -25,6 +25,24 @@ services = Router()
 LISTING = "/api/v1/services/"
 
 
+class WatchIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: int = Field(description="How long each new release is watched; 0: not at all")
+    min_requests: int = Field(description="Requests it must answer before it is judged")
+    error_percent: float = Field(description="Its share of errors (5xx) must exceed this")
+    error_factor: float = Field(description="and this many times the release before it's")
+    latency_factor: float = Field(
+        description="Or its mean latency this many times the release before it's (0: latency "
+        "does not count)"
+    )
+    latency_ms: int = Field(description="and over this many milliseconds")
+
+
+class WatchOut(WatchIn):
+    rule: str = Field(description="The same, in one sentence")
+
+
 class ServiceOut(Schema):
     id: int
     name: str
@@ -41,6 +59,9 @@ class ServiceOut(Schema):
     auto_deploy: bool = Field(description="Each green pipeline of its branch deploys by itself")
     backup_plan_id: int | None = Field(
         description="The backup plan backed up before a release's migrations; null: none"
+    )
+    watch: WatchOut = Field(
+        description="When onwatch rolls a new release back on its own (PUT .../watch/)"
     )
 
 
@@ -128,8 +149,14 @@ class PipelineOut(Schema):
 
 
 def service_out(s: Service) -> dict[str, Any]:
-    shown = {name: getattr(s, name) for name in ServiceOut.model_fields if name != "alert_channels"}
-    return shown | {"alert_channels": writer.channels_chosen(s)}
+    apart = ("alert_channels", "watch")
+    shown = {name: getattr(s, name) for name in ServiceOut.model_fields if name not in apart}
+    return shown | {"alert_channels": writer.channels_chosen(s), "watch": watch_out(s)}
+
+
+def watch_out(s: Service) -> dict[str, Any]:
+    rule = {name: getattr(s, f"watch_{name}") for name in WatchIn.model_fields}
+    return rule | {"rule": writer.watch_rule(s)}
 
 
 def rate_out(rate: writer.Rate) -> dict[str, Any]:
@@ -312,7 +339,11 @@ class DeployStepOut(Schema):
     started: datetime
     ended: datetime | None
     seconds: float | None
-    ok: bool
+    ok: bool = Field(description="False when it failed")
+    result: str = Field(
+        description='"ok", "failed", or "not judged" (a watch that could say neither: too '
+        "little traffic, or it ended early; ok is true then)"
+    )
     detail: str = Field(description="What it did, or why it failed, in one line")
 
 
@@ -380,7 +411,9 @@ class ReleaseList(Schema):
 
 
 def deploy_out(d: Deploy) -> dict[str, Any]:
-    return {name: getattr(d, name) for name in DeployOut.model_fields}
+    shown = {name: getattr(d, name) for name in DeployOut.model_fields}
+    steps = [s | {"result": writer.step_result(s)} for s in d.steps]
+    return shown | {"steps": steps}
 
 
 def release_out(r: Release, live: Release | None) -> dict[str, Any]:
@@ -415,6 +448,28 @@ def service_backup_plan_set(
     service = find(request, service_id)
     try:
         writer.set_backup_plan(service, body.plan_id, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return service_out(service)
+
+
+@operation(
+    services, "PUT", "{service_id}/watch/", "services:write", response={200: ServiceOut, **ERRORS}
+)
+def service_watch_set(request: HttpRequest, service_id: int, body: WatchIn) -> dict[str, Any]:
+    """How long each new release is watched, and what makes onwatch roll it back."""
+    service = find(request, service_id)
+    try:
+        writer.set_watch(
+            service,
+            body.seconds,
+            body.min_requests,
+            body.error_percent,
+            body.error_factor,
+            Actor.of(request),
+            latency_factor=body.latency_factor,
+            latency_ms=body.latency_ms,
+        )
     except Refusal as e:
         raise refuse(str(e)) from None
     return service_out(service)

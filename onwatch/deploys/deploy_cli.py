@@ -44,6 +44,12 @@ def register(add: AddCommand, services_sub: Any) -> None:
     watch.add_argument(
         "--error-factor", type=float, help="times the share of the release before it"
     )
+    watch.add_argument(
+        "--latency-factor",
+        type=float,
+        help="times the mean latency of the release before it (0: latency does not count)",
+    )
+    watch.add_argument("--latency-ms", type=int, help="mean latency (ms) it must exceed too")
     watch.add_argument("--org", help="the organization's name (needed when there are several)")
     backup = add(
         "backup-plan",
@@ -119,7 +125,7 @@ def cmd_services_watch(args: argparse.Namespace) -> int:
 
     service = find_service(organization(args.org), args.service)
     chosen = (args.seconds, args.min_requests, args.error_percent, args.error_factor)
-    if any(v is not None for v in chosen):
+    if any(v is not None for v in (*chosen, args.latency_factor, args.latency_ms)):
         try:
             services.set_watch(
                 service,
@@ -128,6 +134,8 @@ def cmd_services_watch(args: argparse.Namespace) -> int:
                 service.watch_error_percent if args.error_percent is None else args.error_percent,
                 service.watch_error_factor if args.error_factor is None else args.error_factor,
                 CLI,
+                latency_factor=args.latency_factor,
+                latency_ms=args.latency_ms,
             )
         except services.Refusal as e:
             fail(str(e))
@@ -191,6 +199,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def follow(deploy_id: int) -> int:
     """Wait for the deploy's end, then print its timeline and how it ended."""
+    from onwatch.deploys import services
     from onwatch.deploys.models import ENDED, Deploy, State
 
     deploy = Deploy.objects.get(pk=deploy_id)
@@ -199,7 +208,7 @@ def follow(deploy_id: int) -> int:
         deploy.refresh_from_db()
     for step in deploy.steps:
         took = f"{step['seconds']:.1f} s" if step["seconds"] is not None else "—"
-        print(f"{step['name']}\t{took}\t{'ok' if step['ok'] else 'failed'}\t{step['detail']}")
+        print(f"{step['name']}\t{took}\t{services.step_result(step)}\t{step['detail']}")
     said = f": {deploy.reason}" if deploy.reason else f"; {deploy.live_after} is live"
     print(f"onwatch: {deploy.kind} #{deploy.pk} {deploy.state}{said}", file=sys.stderr)
     return 0 if deploy.state == State.SUCCEEDED else 1

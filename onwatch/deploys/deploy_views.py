@@ -14,6 +14,7 @@ from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
 from onwatch.deploys import services
+from onwatch.deploys.forms import WatchForm
 from onwatch.deploys.models import Deploy, Release, ReleaseState, Service
 from onwatch.deploys.services import Refusal
 
@@ -49,6 +50,34 @@ def service_domain(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(e))
     else:
         messages.success(request, f"{service.name} answers at {domain}" if domain else "Saved.")
+    return redirect("service_detail", pk=pk)
+
+
+@require("services.manage")
+@require_POST
+def service_watch(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _service(request, pk)
+    form = WatchForm(request.POST)
+    if not form.is_valid():
+        field, [problem, *_] = next(iter(form.errors.items()))
+        messages.error(request, f"{form.fields[field].label}: {problem}")
+        return redirect("service_detail", pk=pk)
+    rule = form.cleaned_data
+    try:
+        services.set_watch(
+            service,
+            rule["seconds"],
+            rule["min_requests"],
+            rule["error_percent"],
+            rule["error_factor"],
+            Actor.of(request),
+            latency_factor=rule["latency_factor"],
+            latency_ms=rule["latency_ms"],
+        )
+    except Refusal as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, f"Saved: {services.watch_rule(service)}.")
     return redirect("service_detail", pk=pk)
 
 

@@ -116,3 +116,17 @@ class HostForm(forms.Form):
         super().__init__(*args, **kwargs)
         if not adding:
             del self.fields["address"]
+
+
+class WatchForm(forms.Form):
+    """The watch of each new release, a form of its own: the service form leaves it alone."""
+
+    seconds = forms.IntegerField(label="Watch each new release for (seconds; 0: not at all)")
+    min_requests = forms.IntegerField(label="Requests it must answer before it is judged")
+    error_percent = forms.FloatField(label="Roll back when errors (5xx) are over (%)")
+    error_factor = forms.FloatField(label="and over this many times the release before it's")
+    latency_factor = forms.FloatField(
+        label="or when its answers take this many times as long as the release before it's "
+        "(0: how long they take does not count)"
+    )
+    latency_ms = forms.IntegerField(label="and over this many milliseconds on average")

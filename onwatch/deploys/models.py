@@ -52,11 +52,14 @@ class Service(models.Model):
     # After each deploy, its release is watched this long (0: not at all) and rolled back
     # by onwatch when, with at least watch_min_requests answered, more than
     # watch_error_percent of them are 5xx and over watch_error_factor times the share of
-    # the release before it (watch.py).
+    # the release before it (watch.py); or when their mean latency is over watch_latency_ms
+    # and over watch_latency_factor (0: latency never counts) times the one before it.
     watch_seconds = models.PositiveIntegerField(default=300)
     watch_min_requests = models.PositiveIntegerField(default=20)
     watch_error_percent = models.FloatField(default=5.0)
     watch_error_factor = models.FloatField(default=3.0)
+    watch_latency_factor = models.FloatField(default=3.0)
+    watch_latency_ms = models.PositiveIntegerField(default=500)
     # The backup plan a deploy runs first when its release has migrations (a release
     # command). A string reference: deploys imports nothing of backups but its services.
     backup_plan = models.ForeignKey(

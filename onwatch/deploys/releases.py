@@ -600,9 +600,8 @@ def _alert(deploy: Deploy, verb: str, serves: str, to_do: str) -> None:
 
 
 def channels_of(service: Service) -> list[Channel]:
-    if service.all_channels:
-        return list(organization_channels(service.org))
-    return list(service.channels.all())
+    chosen = services.deploy_channels(service)
+    return list(organization_channels(service.org)) if chosen is None else chosen
 
 
 def stop_serving(service: Service) -> None:

@@ -1380,6 +1380,11 @@ def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> No
 # --- the watch of a release after its deploy (watch.py) -------------------------------------
 
 
+def deploy_channels(service: Service) -> list[alert_services.Channel] | None:
+    """The channels the service's deploys alert; None: every one of the organization."""
+    return None if service.all_channels else list(service.channels.all())
+
+
 def set_watch(
     service: Service,
     seconds: int,
@@ -1387,17 +1392,30 @@ def set_watch(
     error_percent: float,
     error_factor: float,
     actor: Actor,
+    *,
+    latency_factor: float | None = None,
+    latency_ms: int | None = None,
 ) -> None:
-    """How long each new release is watched (0: not) and what is clearly worse."""
+    """How long each new release is watched (0: not) and what is clearly worse; the
+    latency rule stays as it is unless given."""
+    latency_factor = service.watch_latency_factor if latency_factor is None else latency_factor
+    latency_ms = service.watch_latency_ms if latency_ms is None else latency_ms
     if not 0 <= seconds <= 86400:
         raise Refusal("Watch a release between 0 (not at all) and 86400 seconds", "watch_seconds")
     if min_requests < 1:
         raise Refusal("At least 1 request must be answered to judge a release", "min_requests")
     if not 0 <= error_percent < 100 or error_factor < 1:
         raise Refusal("The error share is a percentage below 100, the factor 1 or more", "errors")
+    if not (latency_factor == 0 or 1 <= latency_factor <= 1000) or not 0 <= latency_ms <= 600000:
+        raise Refusal(
+            "The latency factor is 0 (latency does not count) or 1 to 1000, its floor 0 to "
+            "600000 ms",
+            "latency",
+        )
     with transaction.atomic():
         service.watch_seconds, service.watch_min_requests = seconds, min_requests
         service.watch_error_percent, service.watch_error_factor = error_percent, error_factor
+        service.watch_latency_factor, service.watch_latency_ms = latency_factor, latency_ms
         service.save(update_fields=[*WATCH_FIELDS])
         actor.record(
             "service-watch-set",
@@ -1408,7 +1426,14 @@ def set_watch(
         )
 
 
-WATCH_FIELDS = ("watch_seconds", "watch_min_requests", "watch_error_percent", "watch_error_factor")
+WATCH_FIELDS = (
+    "watch_seconds",
+    "watch_min_requests",
+    "watch_error_percent",
+    "watch_error_factor",
+    "watch_latency_factor",
+    "watch_latency_ms",
+)
 
 
 def watch_rule(service: Service) -> str:
@@ -1420,6 +1445,16 @@ def watch_rule(service: Service) -> str:
         f"with at least {service.watch_min_requests} requests answered, more than "
         f"{service.watch_error_percent:g} % of them are errors (5xx) and over "
         f"{service.watch_error_factor:g} times the share of the release before it"
+        + latency_rule(service)
+    )
+
+
+def latency_rule(service: Service) -> str:
+    if not service.watch_latency_factor:
+        return "; how long they take does not count"
+    return (
+        f", or when they take over {service.watch_latency_ms} ms on average and over "
+        f"{service.watch_latency_factor:g} times as long as the release before it's"
     )
 
 
@@ -1460,7 +1495,7 @@ def watch_ended(watch: Watch, state: str, verdict: str) -> None:
     watch.state, watch.verdict, watch.ended_at = state, verdict[:4000], now
     with transaction.atomic():
         watch.save(update_fields=["state", "verdict", "ended_at", "detected_at"])
-        watch_step(watch, verdict, ok=not bad, ended=now)
+        watch_step(watch, verdict, ok=not bad, ended=now, judged=state not in UNJUDGED)
         SYSTEM.record(
             "watch-ended",
             watch.deploy.service.org,
@@ -1471,20 +1506,36 @@ def watch_ended(watch: Watch, state: str, verdict: str) -> None:
         )
 
 
-def watch_step(watch: Watch, detail: str, ok: bool = True, ended: datetime | None = None) -> None:
+# A watch that ended so is neither passed nor failed: its step looks neutral, not "ok".
+UNJUDGED = (WatchState.NOT_JUDGED, WatchState.REPLACED)
+
+
+def watch_step(
+    watch: Watch,
+    detail: str,
+    ok: bool = True,
+    ended: datetime | None = None,
+    judged: bool = True,
+) -> None:
     """The "watch" step of the deploy's timeline: what is watched, then the verdict."""
     took = (ended - watch.started_at).total_seconds() if ended else None
-    deploy_step(
-        watch.deploy,
-        {
-            "name": "watch",
-            "started": watch.started_at.isoformat(),
-            "ended": ended.isoformat() if ended else None,
-            "seconds": took,
-            "ok": ok,
-            "detail": detail,
-        },
-    )
+    step = {
+        "name": "watch",
+        "started": watch.started_at.isoformat(),
+        "ended": ended.isoformat() if ended else None,
+        "seconds": took,
+        "ok": ok,
+        "detail": detail,
+    }
+    deploy_step(watch.deploy, step if judged else step | {"result": NOT_JUDGED})
+
+
+# A step's result as said everywhere (page, API, CLI): "ok", "failed", or "not judged".
+NOT_JUDGED = "not judged"
+
+
+def step_result(step: dict[str, Any]) -> str:
+    return str(step.get("result") or ("ok" if step["ok"] else "failed"))
 
 
 def newer_deploy_began(watch: Watch) -> Deploy | None:

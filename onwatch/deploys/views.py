@@ -201,6 +201,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "too_short": Masker(service.secrets).unmasked(),
         "can_run": can(request, "pipelines.run"),
         "can_manage": can(request, "services.manage"),
+        "watch_rule": services.watch_rule(service),
         "hook_url": links.page("deploy_hook", service.pk),
         "push_remote": pushkeys.remote(service.name),
         "pushed_copy": services.pushed_repository(service),

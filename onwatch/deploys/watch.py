@@ -54,9 +54,12 @@ class Counts:
         """ "0.4 % of 250 requests", latency apart."""
         return f"{percent(self.share)} of {self.requests:,} requests"
 
+    @property
+    def mean_ms(self) -> float:
+        return self.seconds * 1000 / self.requests if self.requests else 0.0
+
     def latency(self) -> str:
-        mean = self.seconds / self.requests if self.requests else 0.0
-        return f"{mean * 1000:.0f} ms"
+        return f"{self.mean_ms:.0f} ms"
 
 
 def percent(share: float) -> str:
@@ -82,14 +85,36 @@ def of_release(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -
     )
 
 
+# Which rule found a release clearly worse: the evidence and the incident say it.
+ERRORS, SLOW = "errors", "slow"
+
+
 def clearly_worse(now: Counts, base: Counts | None, service: Service) -> bool:
-    """Enough requests, a share of errors over the service's threshold and over so many
-    times the share of the release before it. (Once error tracking exists, its rate of new
-    errors of the release joins here as a second reason, read through errors.services.)"""
+    return worse_by(now, base, service) is not None
+
+
+def worse_by(now: Counts, base: Counts | None, service: Service) -> str | None:
+    """With enough requests: errors (a share over the service's threshold and over so many
+    times the share of the release before it) first, else slowness. (Once error tracking
+    exists, its rate of new errors of the release joins here, read through
+    errors.services.)"""
     if now.requests < service.watch_min_requests:
-        return False
+        return None
     over = now.share * 100 > service.watch_error_percent
-    return over and now.share > service.watch_error_factor * (base.share if base else 0.0)
+    if over and now.share > service.watch_error_factor * (base.share if base else 0.0):
+        return ERRORS
+    return SLOW if slower(now, base, service) else None
+
+
+def slower(now: Counts, base: Counts | None, service: Service) -> bool:
+    """Mean latency over the floor and over so many times the release before it's. The mean,
+    as the watch keeps running sums on its row (it goes on after a restart): a p95 would
+    need every answer's time kept. The floor keeps 2 ms -> 7 ms from counting; without a
+    baseline it never counts, as an app may be slow by nature (errors need no baseline)."""
+    if not service.watch_latency_factor or base is None or not base.requests:
+        return False
+    over_floor = now.mean_ms > service.watch_latency_ms
+    return over_floor and now.mean_ms > service.watch_latency_factor * base.mean_ms
 
 
 def base_of(watch: Watch) -> Counts | None:
@@ -120,6 +145,25 @@ def watched_seconds(watch: Watch) -> float:
 
 
 def comparison(watch: Watch) -> str:
+    """What the watch saw, led by the rule that fired: slowness, or else errors."""
+    if worse_by(now_of(watch), base_of(watch), watch.deploy.service) == SLOW:
+        return slowness(watch)
+    return error_share(watch)
+
+
+def slowness(watch: Watch) -> str:
+    """ "release 7 took 850 ms on average to answer 130 requests in its first 40 s, 71
+    times as long as release 6 (12 ms); 0 % of them were errors"."""
+    now, base = now_of(watch), base_of(watch) or Counts()
+    times = now.mean_ms / base.mean_ms if base.mean_ms else 0.0
+    return (
+        f"{label_of(watch)} took {now.latency()} on average to answer {now.requests:,} "
+        f"requests in its first {watched_seconds(watch):.0f} s, {times:.0f} times as long as "
+        f"{previous_label(watch)} ({base.latency()}); {percent(now.share)} of them were errors"
+    )
+
+
+def error_share(watch: Watch) -> str:
     """ "release 7 answered 23 % of 130 requests with errors in its first 40 s, against
     0.4 % of 250 requests for release 6; its answers took 12 ms on average (11 ms)"."""
     now, base = now_of(watch), base_of(watch)
@@ -246,7 +290,7 @@ def act(watch: Watch) -> None:
     except services.Refusal as e:
         verdict = f"{evidence}. onwatch did not roll back: {e}"
         services.watch_ended(watch, WatchState.FAILING, verdict)
-        _incident(watch, f"{label_of(watch)} of {service.name} answers with errors", verdict)
+        _incident(watch, f"{label_of(watch)} of {service.name} answers {how(watch)}", verdict)
         return
     services.watch_rolling_back(watch, rollback, evidence)
     services.watch_step(
@@ -274,7 +318,7 @@ def follow_rollback(watch: Watch) -> bool:
         services.watch_ended(watch, WatchState.ROLLED_BACK, verdict)
         _incident(
             watch,
-            f"{service.name} was rolled back: {label_of(watch)} answered with errors",
+            f"{service.name} was rolled back: {label_of(watch)} answered {how(watch)}",
             verdict,
         )
         return False
@@ -283,8 +327,14 @@ def follow_rollback(watch: Watch) -> bool:
         said = f"onwatch could not make {previous_label(watch)} live again ({why})"
     verdict = f"{evidence}; {said}"
     services.watch_ended(watch, WatchState.FAILING, verdict)
-    _incident(watch, f"{label_of(watch)} of {service.name} answers with errors", verdict)
+    _incident(watch, f"{label_of(watch)} of {service.name} answers {how(watch)}", verdict)
     return False
+
+
+def how(watch: Watch) -> str:
+    """How it is worse, for titles: its counts no longer change once it was found so."""
+    slow = worse_by(now_of(watch), base_of(watch), watch.deploy.service) == SLOW
+    return "too slowly" if slow else "with errors"
 
 
 ADVICE = {
@@ -300,7 +350,8 @@ ADVICE = {
 
 
 def _incident(watch: Watch, title: str, verdict: str) -> None:
-    """One incident per watch, to the organization's channels: the evidence is its text."""
+    """One incident per watch, to the channels of the service's deploy alerts (those the
+    service chose, or all): the evidence is its text."""
     deploy = watch.deploy
     incidents.open_incident(
         deploy.service.org,
@@ -312,4 +363,5 @@ def _incident(watch: Watch, title: str, verdict: str) -> None:
             page=reverse("deploy_detail", args=[deploy.pk]),
             advice=ADVICE.get(WatchState(watch.state), ""),
         ),
+        channels=services.deploy_channels(deploy.service),
     )

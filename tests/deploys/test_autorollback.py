@@ -18,16 +18,17 @@ import pytest
 from django.utils import timezone
 
 from onwatch.alerts.models import Incident
+from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState
-from onwatch.deploys import services
+from onwatch.deploys import deploy_cli, services
 from onwatch.deploys.models import Deploy, DeployKind, Service, State, Watch, WatchState
 from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
-from tests.support.fixtures import signed_in
+from tests.support.fixtures import TokenApi, signed_in
 from tests.support.load import Load, fetch
 from tests.support.releases import app_files
 from tests.support.switching import listen_port
@@ -49,14 +50,14 @@ ENDED = (
 )
 
 
-def deploy(service: Service, repo: Path, version: str, fail_every: int = 0) -> Deploy:
-    """Commit `version` of the app (every `fail_every`-th answer a 500) and deploy it."""
+def deploy(
+    service: Service, repo: Path, version: str, fail_every: int = 0, slow_ms: int = 0
+) -> Deploy:
+    """Commit `version` of the app (every `fail_every`-th answer a 500, each `slow_ms`
+    longer) and deploy it."""
     files = app_files(version)
-    if fail_every:
-        toml = files["onwatch.toml"]
-        files["onwatch.toml"] = toml.replace(
-            "exec python3", f"FAIL_EVERY={fail_every} exec python3"
-        )
+    env = f"FAIL_EVERY={fail_every} SLOW_MS={slow_ms}"
+    files["onwatch.toml"] = files["onwatch.toml"].replace("exec python3", f"{env} exec python3")
     commit(repo, files, f"Version {version}")
     done = services.queue_deploy(service, SYSTEM, "cli")
     jobs.run_pending(kinds=[DEPLOY_KIND])
@@ -139,6 +140,33 @@ def test_a_release_that_fails_a_fifth_of_its_requests_is_rolled_back_within_the_
     assert not machine.caddy.counting("shop.test")
 
 
+def test_a_release_that_answers_but_slowly_is_rolled_back_and_the_evidence_says_so(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    first = deploy(shop, repo, "v1")
+    with loaded(machine):
+        time.sleep(1)
+        second = deploy(shop, repo, "v2", slow_ms=700)  # over the 500 ms floor, no errors
+        watch = watched(second)
+        assert watch.state == WatchState.ROLLED_BACK, (watch.verdict, watch.rollback)
+        assert {fetch(listen_port(machine), "shop.test")[1] for _ in range(5)} == {"v1"}
+    assert second.switched_at and watch.detected_at
+    detected = (watch.detected_at - second.switched_at).total_seconds()
+    print(f"slowness detected {detected:.1f} s after the switch")
+    v1, v2 = first.release, second.release
+    said = (
+        rf"{re.escape(str(v2))} took (7|8|9)\d\d ms on average to answer \d+ requests in its "
+        rf"first \d+ s, \d+ times as long as {re.escape(str(v1))} \(\d+ ms\); 0 % of them "
+        rf"were errors; onwatch made {re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC"
+    )
+    assert re.fullmatch(said, watch.verdict), watch.verdict
+    assert watch.errors == 0 and watch.requests >= shop.watch_min_requests
+    assert the_incident(watch).title == f"shop was rolled back: {v2} answered too slowly"
+    [alert] = alerts_titled("shop was rolled back")
+    assert watch.verdict in alert.body
+
+
 def test_a_healthy_release_passes_its_watch_and_its_page_says_so(
     machine: Machine, shop: Service, tmp_path: Path, members: dict[str, Any]
 ) -> None:
@@ -166,7 +194,11 @@ def test_a_healthy_release_passes_its_watch_and_its_page_says_so(
 
 
 def test_a_release_with_too_little_traffic_says_it_could_not_be_judged(
-    machine: Machine, shop: Service, tmp_path: Path
+    machine: Machine,
+    shop: Service,
+    tmp_path: Path,
+    members: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     services.set_watch(shop, 3, 20, 5.0, 3.0, SYSTEM)
     repo = tmp_path / "repo"
@@ -184,11 +216,27 @@ def test_a_release_with_too_little_traffic_says_it_could_not_be_judged(
     assert watch_step(second)["detail"] == watch.verdict
     # Half its answers were errors, but 4 requests prove nothing either way.
     assert watch.errors == 2 and watch.rollback is None and not Incident.objects.exists()
+    # Nowhere does it look passed: its step is "not judged", neither ok nor failed.
+    assert watch_step(second)["result"] == "not judged"
+    page = signed_in(members["viewer"]).get(f"/deploys/{second.pk}/").content.decode()
+    assert '<span class="state-neutral">not judged</span>: not enough traffic' in page
+    api = TokenApi(members["viewer"], shop.org, ["services:read"])
+    steps = api.call("GET", f"/api/v1/services/deploys/{second.pk}/").json()["steps"]
+    assert [s["result"] for s in steps if s["name"] == "watch"] == ["not judged"]
+    deploy_cli.follow(second.pk)
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[2] for line in printed if line.startswith("watch\t")] == ["not judged"]
 
 
 def test_a_release_marked_no_rollback_past_is_not_rolled_back_and_the_alert_says_why(
     machine: Machine, shop: Service, tmp_path: Path
 ) -> None:
+    # The service's deploy alerts go to its team's channel only, not to "ops" (fixture).
+    team = add_channel(shop.org, "shop team", "json://127.0.0.1:9/team")
+    fields = services.ServiceFields(
+        name=shop.name, git_url=shop.git_url, branch=shop.branch, alert_channels=[team.pk]
+    )
+    services.change_service(shop, fields, SYSTEM)
     repo = tmp_path / "repo"
     deploy(shop, repo, "v1")
     with loaded(machine):
@@ -212,6 +260,8 @@ def test_a_release_marked_no_rollback_past_is_not_rolled_back_and_the_alert_says
     assert (
         "no rollback past this" in alert.body and "The failing release still serves" in alert.body
     )
+    # The incident reaches the same people as the service's deploy alerts, and only them.
+    assert alert.channel == team and list(incident.channels.all()) == [team]
 
 
 def test_a_watch_goes_on_from_its_row_after_its_worker_died(

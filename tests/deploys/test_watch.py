@@ -13,13 +13,13 @@ pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs 
 SLOT = "127.0.0.1:4001"
 
 
-def answers(ok: int, failed: int, upstream: str = SLOT) -> list[caddy.Answer]:
-    good = [caddy.Answer(100.0, 200, upstream, 200, 0.01)] * ok
-    return good + [caddy.Answer(100.0, 500, upstream, 500, 0.02)] * failed
+def answers(ok: int, failed: int, upstream: str = SLOT, ms: float = 10) -> list[caddy.Answer]:
+    good = [caddy.Answer(100.0, 200, upstream, 200, ms / 1000)] * ok
+    return good + [caddy.Answer(100.0, 500, upstream, 500, 2 * ms / 1000)] * failed
 
 
-def counts(ok: int, failed: int) -> watch.Counts:
-    return watch.counted(answers(ok, failed))
+def counts(ok: int, failed: int, ms: float = 10) -> watch.Counts:
+    return watch.counted(answers(ok, failed, ms=ms))
 
 
 def test_a_release_is_clearly_worse_only_with_enough_requests_over_both_thresholds() -> None:
@@ -48,3 +48,22 @@ def test_shares_are_said_plainly() -> None:
     assert counts(996, 4).said() == "0.4 % of 1,000 requests"
     assert counts(5, 0).said() == "0 % of 5 requests"
     assert counts(3, 1).latency() == "12 ms"
+
+
+def test_a_release_is_clearly_slower_only_over_the_floor_and_the_factor_with_a_baseline() -> None:
+    service = Service()  # its defaults: 20 requests, over 500 ms, over 3 times the baseline
+    fast = counts(1000, 0, ms=100)
+    assert watch.worse_by(counts(100, 0, ms=600), fast, service) == watch.SLOW
+    assert watch.worse_by(counts(100, 0, ms=400), fast, service) is None  # under 500 ms
+    assert watch.worse_by(counts(100, 0, ms=600), counts(100, 0, ms=250), service) is None
+    assert watch.worse_by(counts(19, 0, ms=900), fast, service) is None  # 19 requests
+    # No baseline: an app may be slow by nature, so latency alone never rolls back.
+    assert watch.worse_by(counts(100, 0, ms=900), None, service) is None
+    # A low floor: 2 ms -> 7 ms is 3.5 times as long, yet nobody feels it.
+    service.watch_latency_ms = 20
+    assert watch.worse_by(counts(100, 0, ms=7), counts(100, 0, ms=2), service) is None
+    assert watch.worse_by(counts(100, 0, ms=70), counts(100, 0, ms=2), service) == watch.SLOW
+    # Errors come first when both rules fire; factor 0: latency does not count.
+    assert watch.worse_by(counts(80, 20, ms=70), counts(100, 0, ms=2), service) == watch.ERRORS
+    service.watch_latency_factor = 0
+    assert watch.worse_by(counts(100, 0, ms=70), counts(100, 0, ms=2), service) is None

@@ -4,7 +4,8 @@ process: it answers its release name (RELEASE, also in its X-Release header), on
 /slow?s=1.5 answers after 1.5 s, POST answers the size of its body, /health answers 200
 (500 with HEALTH=fail); every other answer has the status STATUS (200 by default), but
 every FAIL_EVERY-th of them (counted across all clients) 500: a release that fails some
-of its requests (FAIL_EVERY=5: 20 %). On
+of its requests (FAIL_EVERY=5: 20 %); with SLOW_MS every answer but /health's takes
+that much longer (a release that answers, but slowly). On
 SIGTERM /health turns 503 at once, the app keeps serving for DRAIN_SECONDS, then exits
 once its running requests have finished."""
 
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 RELEASE = os.environ.get("RELEASE", "unnamed")
 STATUS = int(os.environ.get("STATUS", "200"))
 FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
+SLOW_SECONDS = int(os.environ.get("SLOW_MS", "0")) / 1000
 answered = itertools.count(1)
 draining = threading.Event()
 running = 0
@@ -61,11 +63,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         if parts.path == "/slow":
             time.sleep(float(parse_qs(parts.query).get("s", ["1"])[0]))
+        time.sleep(SLOW_SECONDS)
         self._answer(status(), RELEASE)
 
     def do_POST(self) -> None:
         with busy():
             size = len(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            time.sleep(SLOW_SECONDS)
             self._answer(status(), f"{RELEASE} {size}")
 
     def _answer(self, status: int, text: str) -> None:
