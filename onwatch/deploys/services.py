@@ -627,10 +627,8 @@ def who_pushed(org: Organization, actor: Actor, push: Push) -> tuple[Any, str]:
 def who_hears(pipeline: Pipeline) -> list[alert_services.Channel]:
     """Who hears about a pipeline: the service's channels and the pusher's own."""
     service = pipeline.service
-    if service.all_channels:
-        told = alert_services.organization_channels(service.org)
-    else:
-        told = list(service.channels.all())
+    chosen = deploy_channels(service)
+    told = alert_services.organization_channels(service.org) if chosen is None else chosen
     own = alert_services.own_channel(service.org, pipeline.pusher)
     return told + ([own] if own else [])
 
@@ -1381,8 +1379,12 @@ def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> No
 
 
 def deploy_channels(service: Service) -> list[alert_services.Channel] | None:
-    """The channels the service's deploys alert; None: every one of the organization."""
-    return None if service.all_channels else list(service.channels.all())
+    """The channels the service's pipelines, deploys and watches alert; None: every one of
+    the organization, also when each channel it chose was deleted since (an alert then
+    reaches everyone rather than nobody)."""
+    if service.all_channels:
+        return None
+    return list(service.channels.all()) or None
 
 
 def set_watch(
@@ -1558,9 +1560,8 @@ def channels_hearing(service_id: int) -> list[alert_services.Channel]:
     """Who hears about the service: the channels it chose, or every channel of its
     organization (an error project linked to it alerts the same people)."""
     service = Service.objects.get(pk=service_id)
-    if service.all_channels:
-        return alert_services.organization_channels(service.org)
-    return list(service.channels.all())
+    chosen = deploy_channels(service)
+    return alert_services.organization_channels(service.org) if chosen is None else chosen
 
 
 def deployed_commits(service_id: int) -> list[str]:

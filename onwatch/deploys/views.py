@@ -191,7 +191,7 @@ def service_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "fingerprints": ssh.fingerprints(service.known_hosts),
         "uses_deploy_key": git.ssh_endpoint(service.git_url) is not None,
         "evidence": services.evidence(service),
-        "alert_channels": None if service.all_channels else list(service.channels.all()),
+        "alert_channels": services.deploy_channels(service),
         "memory_by": sandbox.memory_enforced_by(),
         "network_isolated": sandbox.network_isolated(),
         "network_guarded": sandbox.network_guarded(),

@@ -386,3 +386,23 @@ def test_a_service_may_use_its_own_pushed_copy_as_its_repository_but_no_other(
     assert services.change_service(shop, fields("shop", own), SYSTEM) == ["git_url"]
     with pytest.raises(services.Refusal, match="is in onwatch's data directory"):
         services.change_service(blog, fields("blog", own), SYSTEM)
+
+
+def test_a_service_whose_chosen_channels_were_all_deleted_alerts_everyone_not_nobody(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    from onwatch.alerts.services import add_channel, remove_channel
+
+    team = add_channel(org, "team", "json://127.0.0.1:9/team")
+    everyone = add_channel(org, "everyone", "json://127.0.0.1:9/all")
+    fields = {"name": "shop", "git_url": "/srv/git/shop.git", "alert_channels": [team.pk]}
+    api = TokenApi(members["admin"], org, ["services:read", "services:write"])
+    made = api.call("POST", "/api/v1/services/", fields).json()
+    service = Service.objects.get(pk=made["id"])
+    assert services.deploy_channels(service) == [team]
+    remove_channel(team, SYSTEM)
+    # Pipelines, deploys, their watches and linked error projects all ask the same function.
+    assert services.deploy_channels(service) is None
+    assert services.channels_hearing(service.pk) == [everyone]
+    page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert "every alert channel (each channel it chose was deleted" in page
