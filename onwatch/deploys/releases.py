@@ -154,8 +154,7 @@ class Run:
             services.deploy_started(self.deploy)
             self.own_user()
             if self.deploy.kind == DeployKind.ROLLBACK:
-                release = self.deploy.release
-                assert release is not None
+                release = self.rollback_target()
                 self.make_live(release)
             else:
                 self.count_before()
@@ -167,6 +166,12 @@ class Run:
                         watch.stop_counting(self.machine, self.service.domain)
             self.own_releases()
         return release
+
+    def rollback_target(self) -> Release:
+        try:
+            return services.rollback_still_wanted(self.deploy)
+        except services.Refusal as e:
+            raise DeployFailed(str(e)) from None
 
     def count_before(self) -> None:
         """Caddy counts the live release's answers from now until the switch: the baseline

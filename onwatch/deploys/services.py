@@ -1191,6 +1191,24 @@ def rollback_target(service: Service, to: int | None) -> Release:
     return target
 
 
+def rollback_still_wanted(rollback: Deploy) -> Release:
+    """What a rollback about to run makes live, checked again now: it may have waited behind
+    other deploys, and what it was asked against may have changed meanwhile (Refusal). A
+    watch's rollback runs only while the release it watched is the live one still: it must
+    never revert a newer deploy."""
+    target = rollback_target(rollback.service, rollback.release_id)
+    found = Watch.objects.filter(rollback=rollback).select_related("deploy__release").first()
+    watched = found.deploy.release if found else None
+    if found is not None and live_release(rollback.service) != watched:
+        label = watched.label if watched else f"the release of deploy #{found.deploy_id}"
+        raise Refusal(
+            f"Not rolled back: {label}, which the watch found answering with errors, is no "
+            "longer the live release (a newer deploy or rollback replaced it)",
+            "to",
+        )
+    return target
+
+
 def _check_no_rollback_past(live: Release, target: Release) -> None:
     low, high = sorted((live.pk, target.pk))
     if target.pk > live.pk:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.alerts import incidents
+from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.deploys import caddy, services
 from onwatch.deploys.models import ENDED, Deploy, Service, State, Watch, WatchState
@@ -265,7 +267,8 @@ def follow_rollback(watch: Watch) -> bool:
         waited = (timezone.now() - (watch.detected_at or timezone.now())).total_seconds()
         if waited < ROLLBACK_WAIT_SECONDS:
             return True
-        said = f"its rollback #{rollback.pk} has not ended after {waited:.0f} s"
+        gave_up(rollback, waited)
+        said = f"its rollback #{rollback.pk} had not ended after {waited:.0f} s and was cancelled"
     elif rollback is not None and rollback.state == State.SUCCEEDED:
         verdict = (
             f"{evidence}; onwatch made {previous_label(watch)} live again at "
@@ -285,6 +288,16 @@ def follow_rollback(watch: Watch) -> bool:
     services.watch_ended(watch, WatchState.FAILING, verdict)
     _incident(watch, f"{label_of(watch)} of {service.name} answers with errors", verdict)
     return False
+
+
+def gave_up(rollback: Deploy, waited: float) -> None:
+    """A rollback left queued would run whenever a slot frees, perhaps over a newer deploy:
+    the watch that asked for it no longer waits, so nor does it."""
+    if rollback.job is None:
+        return
+    # One that ended meanwhile says what it did on its own row.
+    with suppress(jobs.NotCancellable):
+        jobs.cancel(rollback.job, f"the watch, after {waited:.0f} s", may_stop_alerts=True)
 
 
 ADVICE = {

@@ -1,0 +1,88 @@
+"""The automatic rollback's defects a review found, each with real components as in
+test_autorollback.py: a real Caddy, supervisord and git repository, the watch's jobs and
+the deploys run here, one after another, as a worker would run them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onwatch.core import jobs
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import JobState
+from onwatch.deploys import services, watch
+from onwatch.deploys.models import Deploy, Service, State, Watch, WatchState
+from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
+from onwatch.deploys.switch import Machine
+from tests.deploys.test_autorollback import deploy
+from tests.support.load import fetch
+from tests.support.switching import listen_port
+
+pytestmark = [
+    pytest.mark.once,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel"),
+]
+
+
+def asked_by_watch(watched: Deploy, to: Deploy) -> Deploy:
+    """The rollback a watch asks for when it finds `watched`'s release clearly worse."""
+    assert to.release is not None
+    rollback = services.queue_rollback(
+        watched.service, SYSTEM, "watch", to=to.release.pk, queue="short"
+    )
+    services.watch_rolling_back(Watch.objects.get(deploy=watched), rollback, "clearly worse")
+    return rollback
+
+
+def ran(rollback: Deploy) -> Deploy:
+    jobs.run_pending(kinds=[DEPLOY_KIND])
+    rollback.refresh_from_db()
+    return rollback
+
+
+def test_a_rollback_that_waited_is_checked_again_before_it_runs(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    first = deploy(shop, repo, "v1")
+    second = deploy(shop, repo, "v2")
+    # The watch of v2 asked for its rollback, which waited while v3 was deployed: it must
+    # not revert v3.
+    third = deploy(shop, repo, "v3")
+    late = ran(asked_by_watch(second, first))
+    assert late.state == State.FAILED, late.reason
+    assert late.reason.startswith(
+        f"Not rolled back: {second.release}, which the watch found answering with errors, is "
+        "no longer the live release"
+    ), late.reason
+    assert fetch(listen_port(machine), "shop.test")[1] == "v3"
+    # A rollback asked for by hand, and v3 marked "no rollback past this" while it waited.
+    assert second.release is not None and third.release is not None
+    by_hand = services.queue_rollback(shop, SYSTEM, "cli", to=second.release.pk)
+    services.mark_no_rollback_past(third.release, "drops the old orders table", SYSTEM)
+    refused = ran(by_hand)
+    assert refused.state == State.FAILED
+    assert 'is marked "no rollback past this" (drops the old orders table)' in refused.reason
+    assert fetch(listen_port(machine), "shop.test")[1] == "v3"
+
+
+def test_a_watch_that_gives_up_waiting_for_its_rollback_cancels_it(
+    machine: Machine, shop: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    first = deploy(shop, repo, "v1")
+    second = deploy(shop, repo, "v2")
+    rollback = asked_by_watch(second, first)
+    monkeypatch.setattr(watch, "ROLLBACK_WAIT_SECONDS", 0.0)
+    jobs.run_pending(kinds=[WATCH_KIND])
+    ended = Watch.objects.get(deploy=second)
+    assert ended.state == WatchState.FAILING
+    assert f"its rollback #{rollback.pk} had not ended after" in ended.verdict
+    rollback.refresh_from_db()
+    assert rollback.job is not None and rollback.job.state == JobState.CANCELLED
+    assert rollback.state == State.CANCELLED
+    # It can no longer run later, over whatever is live then.
+    assert ran(rollback).state == State.CANCELLED
+    assert fetch(listen_port(machine), "shop.test")[1] == "v2"
