@@ -447,6 +447,9 @@ class Watch(models.Model):
     # The slot the release answers from ("127.0.0.1:port"), and how far its log was read.
     upstream = models.CharField(max_length=100)
     offset = models.BigIntegerField(default=0)
+    # When the watch started Caddy's count again, after a deploy that began after its own
+    # ended without a switch (None: its count is the one its own deploy started).
+    counting_since = models.DateTimeField(null=True, blank=True)
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     # Seconds all its answers took together (their mean is the latency compared).

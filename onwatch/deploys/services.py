@@ -1505,12 +1505,22 @@ def watch_step(watch: Watch, detail: str, ok: bool = True, ended: datetime | Non
     )
 
 
-def newer_deploy_began(watch: Watch) -> Deploy | None:
-    """A deploy or rollback of the service that began after the watched one: its switch
-    replaces (or may replace) what is watched, and its count takes Caddy's log."""
+def deploys_since(watch: Watch) -> list[Deploy]:
+    """The deploys and rollbacks of the service that began after the watch's count did,
+    whatever their number (an older deploy that waited for its pipeline starts later), its
+    own rollback apart: each took Caddy's count over, and one that switched replaced what
+    is watched. First those that switched."""
     deploy = watch.deploy
-    newer = Deploy.objects.filter(service_id=deploy.service_id, pk__gt=deploy.pk)
-    return newer.exclude(started_at=None).order_by("pk").first()
+    since = watch.counting_since or deploy.started_at or watch.started_at
+    found = Deploy.objects.filter(service_id=deploy.service_id, started_at__gt=since)
+    found = found.exclude(pk__in=[deploy.pk, watch.rollback_id or 0])
+    return sorted(found, key=lambda d: (d.switched_at is None, d.started_at))
+
+
+def watch_counting_again(watch: Watch) -> None:
+    """Caddy's count was started again by the watch: its log is read from its start."""
+    watch.counting_since, watch.offset = timezone.now(), 0
+    watch.save(update_fields=["counting_since", "offset"])
 
 
 # --- what the errors app reads: which releases went live, in order --------------------------

@@ -147,23 +147,49 @@ def at(moment: datetime | None) -> str:
 
 
 def look(watch: Watch, machine: Machine, lock: Path) -> bool:
-    """Read what Caddy logged since the last look and judge; True when the watch goes on."""
+    """Read what Caddy logged since the last look and judge; True when the watch goes on.
+    Only under the service's deploy lock, and only while no other deploy began since its
+    count did: the count is then the watch's own to read and stop."""
     if watch.state == WatchState.ROLLING_BACK:
         return follow_rollback(watch)
-    if (newer := services.newer_deploy_began(watch)) is not None:
-        # Its count owns Caddy's log now: left alone.
-        services.watch_ended(
-            watch,
-            WatchState.REPLACED,
-            f"ended early, as {newer.kind} #{newer.pk} began: {comparison(watch)}",
-        )
-        return False
     with lock.open("a") as held:
         try:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True  # a deploy is starting: the next look sees it
+            return True  # a deploy runs: the count is its own until it ends
+        # Another look (one reaped past its lease) may have judged meanwhile.
+        watch.refresh_from_db()
+        if watch.state != WatchState.WATCHING:
+            return watch.state == WatchState.ROLLING_BACK
+        if others := services.deploys_since(watch):
+            return _after(watch, machine, others[0])
         return _look(watch, machine)
+
+
+def _after(watch: Watch, machine: Machine, other: Deploy) -> bool:
+    """Another deploy began: once it made its release live, the watch has ended; until it
+    has ended, the watch waits; if it ended without a switch, the watched release still
+    serves and is watched on, from a count started again."""
+    if other.switched_at is not None:
+        services.watch_ended(
+            watch,
+            WatchState.REPLACED,
+            f"ended early, as {other.kind} #{other.pk} began: {comparison(watch)}",
+        )
+        return False
+    if other.state not in ENDED:
+        return True
+    domain = watch.deploy.service.domain
+    try:
+        machine.caddy.start_counting(domain)
+    except (caddy.CaddyError, OSError) as e:
+        return _unjudged(
+            watch,
+            f"Caddy's count could not start again after {other.kind} "
+            f"#{other.pk} ended without a switch: {e}",
+        )
+    services.watch_counting_again(watch)
+    return True
 
 
 def _look(watch: Watch, machine: Machine) -> bool:

@@ -4,19 +4,22 @@ the deploys run here, one after another, as a worker would run them."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import JobState
-from onwatch.deploys import services, watch
+from onwatch.core.models import Job, JobState
+from onwatch.deploys import polling, services, watch
 from onwatch.deploys.models import Deploy, Service, State, Watch, WatchState
 from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
 from onwatch.deploys.switch import Machine
-from tests.deploys.test_autorollback import deploy
+from tests.deploys.test_autorollback import deploy, loaded, watched
+from tests.support.deploys import commit
 from tests.support.load import fetch
+from tests.support.releases import app_files
 from tests.support.switching import listen_port
 
 pytestmark = [
@@ -86,3 +89,52 @@ def test_a_watch_that_gives_up_waiting_for_its_rollback_cancels_it(
     # It can no longer run later, over whatever is live then.
     assert ran(rollback).state == State.CANCELLED
     assert fetch(listen_port(machine), "shop.test")[1] == "v2"
+
+
+def test_a_deploy_that_fails_before_its_switch_leaves_the_release_before_it_watched(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    first = deploy(shop, repo, "v1")
+    with loaded(machine):
+        time.sleep(1)
+        second = deploy(shop, repo, "v2", fail_every=5)
+        # v3 has no [web] command: its deploy began (taking Caddy's count) and failed.
+        commit(repo, {**app_files("v3"), "onwatch.toml": "[build]\n"}, "Version 3, broken")
+        third = services.queue_deploy(shop, SYSTEM, "cli")
+        jobs.run_pending(kinds=[DEPLOY_KIND])
+        third.refresh_from_db()
+        assert third.state == State.FAILED and third.switched_at is None, third.reason
+        # The failing v2 still serves: its watch went on, and rolled it back.
+        ended = watched(second)
+    assert ended.state == WatchState.ROLLED_BACK, ended.verdict
+    assert ended.rollback is not None and ended.rollback.release == first.release
+    assert ended.counting_since is not None and ended.counting_since > third.started_at  # type: ignore[operator]
+    assert not machine.caddy.counting("shop.test")
+
+
+def test_an_older_deploy_that_starts_later_ends_the_watch_and_keeps_its_count(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    services.set_watch(shop, 3, 20, 5.0, 3.0, SYSTEM)
+    repo = tmp_path / "repo"
+    deploy(shop, repo, "v1")
+    # A deploy of v3 asked for first, waiting (as for its pipeline) while v2 is deployed.
+    sha = commit(repo, app_files("v3"), "Version 3")
+    older = services.queue_deploy(shop, SYSTEM, "cli", commit=sha)
+    waited_for = jobs.enqueue(polling.KIND, {"service": 0}, org=shop.org)
+    assert older.job is not None
+    Job.objects.filter(pk=older.job.pk).update(after=waited_for)
+    second = deploy(shop, repo, "v2")
+    assert older.pk < second.pk
+    Job.objects.filter(pk=waited_for.pk).update(state=JobState.SUCCEEDED)
+    jobs.run_pending(kinds=[DEPLOY_KIND])
+    assert fetch(listen_port(machine), "shop.test")[1] == "v3"
+    old = watched(second)
+    assert old.state == WatchState.REPLACED, old.verdict
+    assert old.verdict.startswith(f"ended early, as deploy #{older.pk} began: "), old.verdict
+    # The count was v3's watch's: it went on to its own end, and stopped it then.
+    assert machine.caddy.counting("shop.test")
+    new = watched(older)
+    assert new.state == WatchState.NOT_JUDGED and new.verdict.startswith("not enough traffic")
+    assert not machine.caddy.counting("shop.test")
