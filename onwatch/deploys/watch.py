@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.alerts import incidents
+from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.deploys import caddy, services
@@ -148,8 +149,52 @@ def at(moment: datetime | None) -> str:
 
 def look(watch: Watch, machine: Machine, lock: Path) -> bool:
     """Read what Caddy logged since the last look and judge; True when the watch goes on.
-    Only under the service's deploy lock, and only while no other deploy began since its
-    count did: the count is then the watch's own to read and stop."""
+    A look that fails ends the watch, saying why, and alerts: a watch that stopped must
+    not look like one that still guards the release."""
+    try:
+        return _look_held(watch, machine, lock)
+    except Exception as e:
+        stopped(watch, machine, lock, f"onwatch's watch failed: {type(e).__name__}: {e}")
+        alert_stopped(watch)
+        raise
+
+
+def stopped(watch: Watch, machine: Machine, lock: Path, why: str) -> None:
+    """The watch ends now, not judged, and Caddy's count stops if it is the watch's (no
+    deploy holds the lock, and none began since the watch's count did)."""
+    with lock.open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # a deploy runs: the count is its own
+        else:
+            if not services.deploys_since(watch) and watch.deploy.service.domain:
+                stop_counting(machine, watch.deploy.service.domain)
+    watch.refresh_from_db()
+    if watch.state in (WatchState.WATCHING, WatchState.ROLLING_BACK):
+        _unjudged(watch, why)
+
+
+def alert_stopped(watch: Watch) -> None:
+    service = watch.deploy.service
+    alert_channels(
+        services.channels_hearing(service.pk),
+        title=f"The watch of {label_of(watch)} of {service.name} stopped",
+        body="\n".join(
+            [
+                f"What happened: {watch.verdict}",
+                "onwatch no longer watches this release, and will not roll it back by itself.",
+                "What to do: check that the site answers well; if it does not, roll back by "
+                f"hand (onwatch rollback {service.name}).",
+            ]
+        ),
+        link=reverse("deploy_detail", args=[watch.deploy_id]),
+    )
+
+
+def _look_held(watch: Watch, machine: Machine, lock: Path) -> bool:
+    """Only under the service's deploy lock, and only while no other deploy began since
+    the watch's count did: the count is then the watch's own to read and stop."""
     if watch.state == WatchState.ROLLING_BACK:
         return follow_rollback(watch)
     with lock.open("a") as held:
@@ -273,8 +318,8 @@ def act(watch: Watch) -> None:
         )
     except services.Refusal as e:
         verdict = f"{evidence}. onwatch did not roll back: {e}"
-        services.watch_ended(watch, WatchState.FAILING, verdict)
-        _incident(watch, f"{label_of(watch)} of {service.name} answers with errors", verdict)
+        title = f"{label_of(watch)} of {service.name} answers with errors"
+        _ended_badly(watch, WatchState.FAILING, title, verdict)
         return
     services.watch_rolling_back(watch, rollback, evidence)
     services.watch_step(
@@ -300,20 +345,24 @@ def follow_rollback(watch: Watch) -> bool:
             f"{evidence}; onwatch made {previous_label(watch)} live again at "
             f"{at(rollback.switched_at)}"
         )
-        services.watch_ended(watch, WatchState.ROLLED_BACK, verdict)
-        _incident(
-            watch,
-            f"{service.name} was rolled back: {label_of(watch)} answered with errors",
-            verdict,
-        )
+        title = f"{service.name} was rolled back: {label_of(watch)} answered with errors"
+        _ended_badly(watch, WatchState.ROLLED_BACK, title, verdict)
         return False
     else:
         why = f"{rollback.state}: {rollback.reason}" if rollback else "it was removed"
         said = f"onwatch could not make {previous_label(watch)} live again ({why})"
     verdict = f"{evidence}; {said}"
-    services.watch_ended(watch, WatchState.FAILING, verdict)
-    _incident(watch, f"{label_of(watch)} of {service.name} answers with errors", verdict)
+    title = f"{label_of(watch)} of {service.name} answers with errors"
+    _ended_badly(watch, WatchState.FAILING, title, verdict)
     return False
+
+
+def _ended_badly(watch: Watch, state: str, title: str, verdict: str) -> None:
+    """The incident first, then the watch's end: a watch never ends "rolled back" or
+    "failing" with nobody told, even when opening the incident fails."""
+    watch.state = state  # the incident's advice follows it
+    _incident(watch, title, verdict)
+    services.watch_ended(watch, state, verdict)
 
 
 def gave_up(rollback: Deploy, waited: float) -> None:

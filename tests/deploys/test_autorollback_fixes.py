@@ -12,11 +12,12 @@ import pytest
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState
-from onwatch.deploys import polling, services, watch
+from onwatch.deploys import caddy, polling, services, watch
 from onwatch.deploys.models import Deploy, Service, State, Watch, WatchState
 from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
 from onwatch.deploys.switch import Machine
 from tests.deploys.test_autorollback import deploy, loaded, watched
+from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
 from tests.support.load import fetch
 from tests.support.releases import app_files
@@ -138,3 +139,35 @@ def test_an_older_deploy_that_starts_later_ends_the_watch_and_keeps_its_count(
     new = watched(older)
     assert new.state == WatchState.NOT_JUDGED and new.verdict.startswith("not enough traffic")
     assert not machine.caddy.counting("shop.test")
+
+
+def test_a_watch_cancelled_or_failing_says_so_alerts_and_stops_caddys_count(
+    machine: Machine, shop: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    deploy(shop, repo, "v1")
+    second = deploy(shop, repo, "v2")
+    assert machine.caddy.counting("shop.test")
+    [job] = Job.objects.filter(kind=WATCH_KIND, state=JobState.QUEUED)
+    jobs.cancel(job, "ana")
+    cancelled = Watch.objects.get(deploy=second)
+    assert cancelled.state == WatchState.NOT_JUDGED
+    assert cancelled.verdict.startswith("not judged to the end (the watch was cancelled by ana)")
+    assert not machine.caddy.counting("shop.test")
+    # A look that fails (here: reading Caddy's log breaks in a way nobody foresaw).
+    third = deploy(shop, repo, "v3")
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the disk went away")
+
+    monkeypatch.setattr(caddy.Caddy, "counted_from", broken)
+    [failed] = jobs.run_pending(kinds=[WATCH_KIND])
+    assert failed.state == JobState.FAILED
+    crashed = Watch.objects.get(deploy=third)
+    assert crashed.state == WatchState.NOT_JUDGED
+    assert crashed.verdict.startswith(
+        "not judged to the end (onwatch's watch failed: RuntimeError: the disk went away)"
+    ), crashed.verdict
+    assert not machine.caddy.counting("shop.test")
+    [alert] = alerts_titled(f"The watch of {third.release} of shop stopped")
+    assert "will not roll it back by itself" in alert.body
