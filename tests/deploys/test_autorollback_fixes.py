@@ -12,7 +12,7 @@ import pytest
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState
-from onwatch.deploys import caddy, polling, services, watch
+from onwatch.deploys import caddy, polling, releases, services, watch
 from onwatch.deploys.models import Deploy, Service, State, Watch, WatchState
 from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
 from onwatch.deploys.switch import Machine
@@ -149,11 +149,15 @@ def test_a_watch_cancelled_or_failing_says_so_alerts_and_stops_caddys_count(
     second = deploy(shop, repo, "v2")
     assert machine.caddy.counting("shop.test")
     [job] = Job.objects.filter(kind=WATCH_KIND, state=JobState.QUEUED)
+    stale = Watch.objects.get(deploy=second)
     jobs.cancel(job, "ana")
     cancelled = Watch.objects.get(deploy=second)
     assert cancelled.state == WatchState.NOT_JUDGED
     assert cancelled.verdict.startswith("not judged to the end (the watch was cancelled by ana)")
     assert not machine.caddy.counting("shop.test")
+    # A look with the row as it was before (one reaped past its lease) reads it again.
+    assert not watch.look(stale, machine, releases.deploy_lock(machine, shop))
+    assert Watch.objects.get(deploy=second).verdict == cancelled.verdict
     # A look that fails (here: reading Caddy's log breaks in a way nobody foresaw).
     third = deploy(shop, repo, "v3")
 
