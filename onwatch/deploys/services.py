@@ -7,6 +7,7 @@ their values, and nothing but a pipeline's steps reads them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets as tokens
@@ -1411,7 +1412,9 @@ def set_watch(
         raise Refusal("Watch a release between 0 (not at all) and 86400 seconds", "watch_seconds")
     if min_requests < 1:
         raise Refusal("At least 1 request must be answered to judge a release", "min_requests")
-    if not 0 <= error_percent < 100 or error_factor < 1:
+    # Not a number, or infinite (`--error-factor inf`): no share of errors could pass it.
+    finite = math.isfinite(error_percent) and math.isfinite(error_factor)
+    if not finite or not 0 <= error_percent < 100 or error_factor < 1:
         raise Refusal("The error share is a percentage below 100, the factor 1 or more", "errors")
     with transaction.atomic():
         service.watch_seconds, service.watch_min_requests = seconds, min_requests
