@@ -77,11 +77,13 @@ def counted(answers: Iterable[caddy.Answer]) -> Counts:
 
 def of_release(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -> Counts:
     """The answers that are the watched release's: those of its slot, and those Caddy made
-    itself once it was live (no slot answered: it is the live one that did not)."""
+    itself once it was live, when no slot or its own was tried (the old slot's failures
+    while it drained are not the new release's)."""
     return counted(
         a
         for a in answers
-        if a.upstream == upstream or (a.app_status is None and a.started >= live_at)
+        if a.upstream == upstream
+        or (a.upstream == "" and a.app_status is None and a.started >= live_at)
     )
 
 
