@@ -454,7 +454,7 @@ class Watch(models.Model):
     errors = models.PositiveIntegerField(default=0)
     # Seconds all its answers took together (their mean is the latency compared).
     seconds = models.FloatField(default=0.0)
-    # The release before it, counted from the deploy's start until the switch; None: not
+    # The release before it, counted from just before the switch until it; None: not
     # counted (Caddy kept no log, or the deploy began with the count unavailable).
     base_requests = models.PositiveIntegerField(null=True, blank=True)
     base_errors = models.PositiveIntegerField(null=True, blank=True)

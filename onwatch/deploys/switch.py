@@ -155,14 +155,17 @@ def switch(
     on_step: Callable[[Step], None] = lambda step: None,
     gate: Gate = Gate(),
     keep_counting: bool = False,
+    before_count: Callable[[], None] = lambda: None,
 ) -> Switch:
     """Make `release` the live one of `site`; SwitchFailed when it cannot, with the old
     release still serving. With `keep_counting`, a switch that happened leaves Caddy
-    logging the site's requests (record.still_counting says whether it does)."""
+    logging the site's requests (record.still_counting says whether it does);
+    `before_count` reads what Caddy logged until its own count starts (after the health
+    gate, just before traffic moves)."""
     with _only_switch_of(machine, site):
         record = Switch(site.domain, release.label, site.ports[0])
         try:
-            _switch(machine, site, release, record, on_step, gate, keep_counting)
+            _switch(machine, site, release, record, on_step, gate, keep_counting, before_count)
         except (caddy.CaddyError, procman.ProcmanError) as e:
             record.previous = _serving(machine, site)
             _fail(record, f"the switch to {release.label} did not finish: {e}", still=False)
@@ -177,6 +180,7 @@ def _switch(
     on_step: Callable[[Step], None],
     gate: Gate,
     keep_counting: bool = False,
+    before_count: Callable[[], None] = lambda: None,
 ) -> None:
     machine.ensure_running()
     live = [p for p in site.ports if machine.caddy.live_label(p) is not None]
@@ -188,6 +192,7 @@ def _switch(
         _retire(machine, record, live[1], on_step, "tidy up")
     _start(machine, site, release, record, on_step)
     _gate(machine, site, release, record, on_step, gate)
+    before_count()
     with _counting(machine, site, record, keep_counting) as window:
         _move(machine, release, record, on_step)
         if old is not None:

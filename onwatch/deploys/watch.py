@@ -1,6 +1,6 @@
 """The watch of a release after its deploy: for the service's watch window, its answers
 are compared with those of the release before it, both as Caddy logged them (caddy.py's
-request log, kept on from the deploy's start: before the switch it holds the old release's
+request log, kept on from just before the switch: before the switch it holds the old release's
 answers, the baseline; after it, the new one's). When the new release is clearly worse,
 onwatch makes the previous one live again through the same gated switch (a rollback
 deploy), opens an incident and alerts with the evidence; a release marked "no rollback past

@@ -175,3 +175,31 @@ def test_a_watch_cancelled_or_failing_says_so_alerts_and_stops_caddys_count(
     assert not machine.caddy.counting("shop.test")
     [alert] = alerts_titled(f"The watch of {third.release} of shop stopped")
     assert "will not roll it back by itself" in alert.body
+
+
+HIT = """import sys
+import urllib.request
+
+for _ in range(10):
+    url = f"http://127.0.0.1:{sys.argv[1]}/"
+    asked = urllib.request.Request(url, headers={"Host": "shop.test"})
+    urllib.request.urlopen(asked, timeout=10).read()
+"""
+
+
+def test_the_release_before_is_counted_only_after_the_release_command(
+    machine: Machine, shop: Service, tmp_path: Path
+) -> None:
+    services.set_watch(shop, 1, 20, 5.0, 3.0, SYSTEM)
+    repo = tmp_path / "repo"
+    deploy(shop, repo, "v1")
+    # Its release command (migrations, on this machine's network) sends v1 ten requests:
+    # they are answered while the data changes, before anything of the switch began.
+    files = app_files("v2", release=f"python3 hit.py {listen_port(machine)}")
+    commit(repo, {**files, "hit.py": HIT}, "Version 2")
+    second = services.queue_deploy(shop, SYSTEM, "cli")
+    jobs.run_pending(kinds=[DEPLOY_KIND])
+    second.refresh_from_db()
+    assert second.state == State.SUCCEEDED, (second.reason, second.steps)
+    counted = Watch.objects.get(deploy=second)
+    assert counted.base_requests is not None and counted.base_requests < 10, counted.base_requests
