@@ -359,6 +359,11 @@ def _retire(
     return took
 
 
+# How long what users felt waits for the lines of requests running as the switch ended,
+# when the count goes on for the watch.
+KEPT_WAIT = 0.5
+
+
 @dataclass
 class Window:
     """The switch as Caddy's counts need it: which slot was the old one (its upstream) and
@@ -367,6 +372,9 @@ class Window:
     old: str = ""
     old_off_at: float = float("inf")
     drain_seconds: float | None = None
+    # When the block ended (Unix seconds): with the count kept on for the watch, what
+    # users felt of the switch is the answers to requests started by then.
+    ended_at: float = float("inf")
 
 
 @contextmanager
@@ -386,6 +394,7 @@ def _counting(
         yield window
         done = True
     finally:
+        window.ended_at = time.time()
         record.still_counting = keep and done and not unmeasured
         if not record.still_counting:
             with suppress(OSError):
@@ -422,9 +431,12 @@ def _felt(
     if unmeasured:
         return felt
     try:
-        machine.caddy.wait_for_lines(site.domain)
+        # A count kept on never falls quiet on a busy site: the requests still running a
+        # moment after the switch are the watch's to count.
+        machine.caddy.wait_for_lines(site.domain, caddy.LOG_WAIT_SECONDS if forget else KEPT_WAIT)
         for answer in machine.caddy.counted(site.domain):
-            _tally(felt, answer, window)
+            if forget or answer.started <= window.ended_at:
+                _tally(felt, answer, window)
         if forget:
             machine.caddy.forget_answers(site.domain)
     except (caddy.CaddyError, OSError) as e:
