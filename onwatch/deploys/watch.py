@@ -316,7 +316,7 @@ def act(watch: Watch) -> None:
             raise services.Refusal("the release before it is no longer known", "to")
         services.rollback_target(service, watch.previous.pk)
         rollback = services.queue_rollback(
-            service, SYSTEM, "watch", to=watch.previous.pk, queue="short"
+            service, SYSTEM, "watch", to=watch.previous.pk, queue="rollbacks"
         )
     except services.Refusal as e:
         verdict = f"{evidence}. onwatch did not roll back: {e}"

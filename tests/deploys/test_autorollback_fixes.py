@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState
 from onwatch.deploys import caddy, polling, releases, services, watch
-from onwatch.deploys.models import Deploy, Service, State, Watch, WatchState
+from onwatch.deploys.models import Deploy, DeployKind, Service, State, Watch, WatchState
 from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
 from onwatch.deploys.switch import Machine
 from tests.deploys.test_autorollback import deploy, loaded, watched
@@ -34,7 +35,7 @@ def asked_by_watch(watched: Deploy, to: Deploy) -> Deploy:
     """The rollback a watch asks for when it finds `watched`'s release clearly worse."""
     assert to.release is not None
     rollback = services.queue_rollback(
-        watched.service, SYSTEM, "watch", to=to.release.pk, queue="short"
+        watched.service, SYSTEM, "watch", to=to.release.pk, queue="rollbacks"
     )
     services.watch_rolling_back(Watch.objects.get(deploy=watched), rollback, "clearly worse")
     return rollback
@@ -76,9 +77,13 @@ def test_a_watch_that_gives_up_waiting_for_its_rollback_cancels_it(
     machine: Machine, shop: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = tmp_path / "repo"
-    first = deploy(shop, repo, "v1")
+    deploy(shop, repo, "v1")
     second = deploy(shop, repo, "v2")
-    rollback = asked_by_watch(second, first)
+    watch.act(Watch.objects.get(deploy=second))  # as when it found v2 clearly worse
+    rollback = Deploy.objects.get(kind=DeployKind.ROLLBACK)
+    # In a queue of its own: never behind a pipeline, never holding the watches' looks.
+    assert rollback.job is not None and rollback.job.queue == "rollbacks"
+    assert settings.JOB_QUEUES["rollbacks"] == 1
     monkeypatch.setattr(watch, "ROLLBACK_WAIT_SECONDS", 0.0)
     jobs.run_pending(kinds=[WATCH_KIND])
     ended = Watch.objects.get(deploy=second)
