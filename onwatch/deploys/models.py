@@ -454,6 +454,10 @@ class Watch(models.Model):
     errors = models.PositiveIntegerField(default=0)
     # Seconds all its answers took together (their mean is the latency compared).
     seconds = models.FloatField(default=0.0)
+    # Its answers of the last RECENT_SECONDS (watch.py), by the second they started:
+    # [[unix second, requests, errors, seconds], …], so a release that fails after serving
+    # well for minutes is found as soon as it does.
+    recent = models.JSONField(default=list, blank=True)
     # The release before it, counted from just before the switch until it; None: not
     # counted (Caddy kept no log, or the deploy began with the count unavailable).
     base_requests = models.PositiveIntegerField(null=True, blank=True)

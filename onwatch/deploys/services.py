@@ -1461,9 +1461,17 @@ def watch_started(deploy: Deploy, previous: Release, upstream: str, base: Any) -
     return watch
 
 
-def watch_counted(watch: Watch, requests: int, errors: int, seconds: float, offset: int) -> None:
+def watch_counted(
+    watch: Watch,
+    requests: int,
+    errors: int,
+    seconds: float,
+    offset: int,
+    recent: list[list[float]] | None = None,
+) -> None:
     watch.requests, watch.errors, watch.seconds, watch.offset = requests, errors, seconds, offset
-    watch.save(update_fields=["requests", "errors", "seconds", "offset"])
+    watch.recent = watch.recent if recent is None else recent
+    watch.save(update_fields=["requests", "errors", "seconds", "offset", "recent"])
 
 
 def watch_rolling_back(watch: Watch, rollback: Deploy, verdict: str) -> None:

@@ -13,6 +13,7 @@ its row, so it goes on where it was after onwatch restarts."""
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from onwatch.deploys.switch import Machine
 
 # Between two looks: a release that starts failing is found within a few of them.
 LOOK_SECONDS = 1.0
+# The recent answers judged besides all since the switch: a release that fails after
+# serving well for minutes is caught within about this long.
+RECENT_SECONDS = 30.0
 # How long the watch waits for the rollback it asked for before it alerts anyway.
 ROLLBACK_WAIT_SECONDS = 120.0
 
@@ -76,15 +80,19 @@ def counted(answers: Iterable[caddy.Answer]) -> Counts:
 
 
 def of_release(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -> Counts:
+    return counted(mine(answers, upstream, live_at))
+
+
+def mine(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -> list[caddy.Answer]:
     """The answers that are the watched release's: those of its slot, and those Caddy made
     itself once it was live, when no slot or its own was tried (the old slot's failures
     while it drained are not the new release's)."""
-    return counted(
-        a
-        for a in answers
-        if a.upstream == upstream
-        or (a.upstream == "" and a.app_status is None and a.started >= live_at)
-    )
+    return [a for a in answers if _its_own(a, upstream, live_at)]
+
+
+def _its_own(answer: caddy.Answer, upstream: str, live_at: float) -> bool:
+    made = answer.upstream == "" and answer.app_status is None
+    return answer.upstream == upstream or (made and answer.started >= live_at)
 
 
 def clearly_worse(now: Counts, base: Counts | None, service: Service) -> bool:
@@ -95,6 +103,24 @@ def clearly_worse(now: Counts, base: Counts | None, service: Service) -> bool:
         return False
     over = now.share * 100 > service.watch_error_percent
     return over and now.share > service.watch_error_factor * (base.share if base else 0.0)
+
+
+def recent_after(
+    recent: list[list[float]], answers: Iterable[caddy.Answer], now: float
+) -> list[list[float]]:
+    """The recent window (Watch.recent) with `answers` added and what started more than
+    RECENT_SECONDS before `now` left out."""
+    buckets = {int(b[0]): list(b) for b in recent}
+    for a in answers:
+        second = int(a.started)
+        b = buckets.setdefault(second, [second, 0, 0, 0.0])
+        b[1], b[2], b[3] = b[1] + 1, b[2] + (a.status >= 500), b[3] + a.seconds
+    return [b for s, b in sorted(buckets.items()) if s > now - RECENT_SECONDS]
+
+
+def recent_of(watch: Watch) -> Counts:
+    r = watch.recent
+    return Counts(int(sum(b[1] for b in r)), int(sum(b[2] for b in r)), sum(b[3] for b in r))
 
 
 def base_of(watch: Watch) -> Counts | None:
@@ -255,18 +281,21 @@ def _look(watch: Watch, machine: Machine) -> bool:
         stop_counting(machine, domain)
         return _unjudged(watch, str(e))
     live_at = (watch.deploy.switched_at or watch.started_at).timestamp()
-    new = of_release(answers, watch.upstream, live_at)
-    now = now_of(watch)
+    its = mine(answers, watch.upstream, live_at)
+    new, now = counted(its), now_of(watch)
     services.watch_counted(
         watch,
         now.requests + new.requests,
         now.errors + new.errors,
         now.seconds + new.seconds,
         offset,
+        recent_after(watch.recent, its, time.time()),
     )
-    if clearly_worse(now_of(watch), base_of(watch), watch.deploy.service):
+    service, base = watch.deploy.service, base_of(watch)
+    late = recent_of(watch)
+    if clearly_worse(now_of(watch), base, service) or clearly_worse(late, base, service):
         stop_counting(machine, domain)
-        act(watch)
+        act(watch, "" if clearly_worse(now_of(watch), base, service) else lately(late))
         return watch.state == WatchState.ROLLING_BACK
     if timezone.now() < watch.until:
         return True
@@ -307,10 +336,15 @@ def judged(watch: Watch) -> None:
 # --- clearly worse ---------------------------------------------------------------------------
 
 
-def act(watch: Watch) -> None:
+def lately(late: Counts) -> str:
+    return f"; in its last {RECENT_SECONDS:.0f} s it answered {late.said()} with errors"
+
+
+def act(watch: Watch, recently: str = "") -> None:
     """Roll back to the release before it, unless a release marked "no rollback past this"
-    (or anything else) forbids it: then only the incident, saying why."""
-    service, evidence = watch.deploy.service, comparison(watch)
+    (or anything else) forbids it: then only the incident, saying why. `recently`: what
+    its last answers were, when those, not all since the switch, were clearly worse."""
+    service, evidence = watch.deploy.service, comparison(watch) + recently
     try:
         if watch.previous is None:
             raise services.Refusal("the release before it is no longer known", "to")

@@ -4,11 +4,14 @@ the deploys run here, one after another, as a worker would run them."""
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
@@ -208,3 +211,40 @@ def test_the_release_before_is_counted_only_after_the_release_command(
     assert second.state == State.SUCCEEDED, (second.reason, second.steps)
     counted = Watch.objects.get(deploy=second)
     assert counted.base_requests is not None and counted.base_requests < 10, counted.base_requests
+
+
+def test_a_release_that_fails_after_serving_well_is_caught_by_its_recent_answers(
+    shop: Service, tmp_path: Path
+) -> None:
+    # Caddy's count and log as a deploy leaves them, written here: 1,000 good answers were
+    # counted over five minutes, then v2 began failing half its requests.
+    here = Machine(tmp_path)
+    log = here.caddy.request_log("shop.test")
+    log.parent.mkdir(parents=True)
+    log.with_name("shop.test.on").write_text("")
+    slot, now = "127.0.0.1:4001", time.time()
+    lines = [
+        {"ts": now - 5 + i / 10, "duration": 0.01, "status": s, "app_status": s, "upstream": slot}
+        for i, s in enumerate([200, 500] * 20)
+    ]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    began = timezone.now() - timedelta(minutes=5)
+    done = Deploy.objects.create(
+        service=shop, state=State.SUCCEEDED, started_at=began, switched_at=began
+    )
+    looked = Watch.objects.create(
+        deploy=done,
+        until=timezone.now() + timedelta(minutes=5),
+        upstream=slot,
+        requests=1000,
+        seconds=10.0,
+        base_requests=200,
+        base_errors=0,
+        base_seconds=2.0,
+    )
+    assert not watch._look(looked, here)
+    looked.refresh_from_db()
+    # 20 of 1,040 since the switch (1.9 %) is under the service's 5 %: the last 30 s are not.
+    assert looked.state == WatchState.FAILING, looked.verdict
+    assert "; in its last 30 s it answered 50 % of 40 requests with errors" in looked.verdict
+    assert not here.caddy.counting("shop.test")

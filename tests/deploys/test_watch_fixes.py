@@ -66,3 +66,15 @@ def test_what_users_felt_with_the_count_kept_on_is_the_switchs_own_and_quickly_s
     # The answers to requests started after the switch ended are the watch's, not the switch's.
     assert (felt.served, felt.app_errors) == (2, 1)
     assert took < caddy.LOG_WAIT_SECONDS - 0.5, took
+
+
+def test_the_recent_window_keeps_only_its_last_seconds_by_the_second_they_started() -> None:
+    now = 1000.0
+    kept = watch.recent_after([[960, 50, 0, 0.5], [985, 10, 1, 0.1]], [], now)
+    assert kept == [[985, 10, 1, 0.1]]  # 960 started more than 30 s ago
+    added = watch.recent_after(
+        kept,
+        [caddy.Answer(985.5, 500, SLOT, 500, 0.2), caddy.Answer(999.2, 200, SLOT, 200, 0.1)],
+        now,
+    )
+    assert added == [[985, 11, 2, pytest.approx(0.3)], [999, 1, 0, 0.1]]
