@@ -336,6 +336,9 @@ JOB_QUEUES = {
     "long": env_int("ONWATCH_QUEUE_LONG", 1, minimum=0, maximum=64),
     # Pipelines run the team's tests: one at a time on a small machine, beside the others.
     "pipelines": env_int("ONWATCH_QUEUE_PIPELINES", 1, minimum=0, maximum=64),
+    # Automatic rollbacks: never behind a pipeline, and never holding the short queue's
+    # slots (every watch's looks) for the minute and more a switch takes.
+    "rollbacks": env_int("ONWATCH_QUEUE_ROLLBACKS", 1, minimum=0, maximum=64),
 }
 # Probers hold each due monitor under a lease they renew every LEASE/3 seconds; a prober
 # that dies lets its leases run out and another one takes its monitors over.

@@ -148,8 +148,9 @@ HANDLERS: dict[str, Handler] = {}
 # alerts: deliveries, which mostly wait on the network; short: housekeeping of seconds;
 # long: backups, drills, restores (later deploys), which may take hours; pipelines: the
 # tests of the team's services, so a push is tested while a two-hour backup runs, and a
-# pipeline never holds a backup back either. Slots per queue are settings.JOB_QUEUES.
-QUEUES = ("alerts", "short", "long", "pipelines")
+# pipeline never holds a backup back either; rollbacks: a watch's automatic rollback, as
+# soon as it is asked for. Slots per queue are settings.JOB_QUEUES.
+QUEUES = ("alerts", "short", "long", "pipelines", "rollbacks")
 DEFAULT_QUEUE = "short"
 QUEUE_OF: dict[str, str] = {}
 # What a kind does when its job ends cancelled (a delivery or a restore whose own row would

@@ -349,14 +349,15 @@ class Caddy:
         """No new request of `domain` is logged; those running finish their lines."""
         self._counting_file(domain).unlink(missing_ok=True)
 
-    def wait_for_lines(self, domain: str) -> None:
+    def wait_for_lines(self, domain: str, most: float = LOG_WAIT_SECONDS) -> None:
         """After stop_counting: return once the requests still running have written their
-        lines, as far as can be told (LOG_QUIET_SECONDS without a new one)."""
+        lines, as far as can be told (LOG_QUIET_SECONDS without a new one), or after `most`
+        seconds."""
         log = self.request_log(domain)
         started = quiet_since = time.monotonic()
         size = _size(log)
         while time.monotonic() - quiet_since < LOG_QUIET_SECONDS:
-            if time.monotonic() - started > LOG_WAIT_SECONDS:
+            if time.monotonic() - started > most:
                 return
             time.sleep(0.05)
             if (now := _size(log)) != size:

@@ -450,11 +450,18 @@ class Watch(models.Model):
     # The slot the release answers from ("127.0.0.1:port"), and how far its log was read.
     upstream = models.CharField(max_length=100)
     offset = models.BigIntegerField(default=0)
+    # When the watch started Caddy's count again, after a deploy that began after its own
+    # ended without a switch (None: its count is the one its own deploy started).
+    counting_since = models.DateTimeField(null=True, blank=True)
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     # Seconds all its answers took together (their mean is the latency compared).
     seconds = models.FloatField(default=0.0)
-    # The release before it, counted from the deploy's start until the switch; None: not
+    # Its answers of the last RECENT_SECONDS (watch.py), by the second they started:
+    # [[unix second, requests, errors, seconds], …], so a release that fails after serving
+    # well for minutes is found as soon as it does.
+    recent = models.JSONField(default=list, blank=True)
+    # The release before it, counted from just before the switch until it; None: not
     # counted (Caddy kept no log, or the deploy began with the count unavailable).
     base_requests = models.PositiveIntegerField(null=True, blank=True)
     base_errors = models.PositiveIntegerField(null=True, blank=True)

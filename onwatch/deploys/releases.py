@@ -137,7 +137,7 @@ class Run:
         # Who its build, release command and web process run as (svcusers.py).
         self.user = ""
         # The release live before a deploy, which its own is watched against afterwards;
-        # whether Caddy counts the site's requests for that (from the deploy's start), and
+        # whether Caddy counts the site's requests for that (from just before the switch), and
         # what it counted of the old release until the switch.
         self.previous: Release | None = None
         self.counting = False
@@ -154,13 +154,15 @@ class Run:
             services.deploy_started(self.deploy)
             self.own_user()
             if self.deploy.kind == DeployKind.ROLLBACK:
-                release = self.deploy.release
-                assert release is not None
+                release = self.rollback_target()
                 self.make_live(release)
             else:
-                self.count_before()
                 try:
                     release = self.build()
+                    # Only now: the build, a backup's wait and the migrations would grow the
+                    # log without bound, and the old release's errors while its data
+                    # changed under it would raise the bar the new one is judged against.
+                    self.count_before()
                     self.make_live(release)
                 finally:
                     if self.counting and not self.watched:
@@ -168,10 +170,17 @@ class Run:
             self.own_releases()
         return release
 
+    def rollback_target(self) -> Release:
+        try:
+            return services.rollback_still_wanted(self.deploy)
+        except services.Refusal as e:
+            raise DeployFailed(str(e)) from None
+
     def count_before(self) -> None:
-        """Caddy counts the live release's answers from now until the switch: the baseline
-        the new release is watched against (none when the service is not watched, nothing
-        serves yet, or Caddy keeps no log of the site: the watch then says so)."""
+        """Caddy counts the live release's answers from now (the release is built and its
+        release command ran) until the switch: the baseline the new release is watched
+        against (none when the service is not watched, nothing serves yet, or Caddy keeps
+        no log of the site: the watch then says so)."""
         self.previous = services.live_release(self.service)
         if not (self.service.watch_seconds and self.previous and self.service.domain):
             return
@@ -412,10 +421,16 @@ class Run:
             self.service.secrets,
             user=self.user,
         )
-        self.read_base()
         try:
             record = switch.switch(
-                self.machine, site, target, self.on_switch_step, GATE, keep_counting=self.counting
+                self.machine,
+                site,
+                target,
+                self.on_switch_step,
+                GATE,
+                keep_counting=self.counting,
+                # The old release's answers while the new one started and passed its gate.
+                before_count=self.read_base,
             )
         except switch.SwitchFailed as e:
             self.felt(e.record)

@@ -7,6 +7,7 @@ their values, and nothing but a pipeline's steps reads them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets as tokens
@@ -1189,6 +1190,24 @@ def rollback_target(service: Service, to: int | None) -> Release:
     return target
 
 
+def rollback_still_wanted(rollback: Deploy) -> Release:
+    """What a rollback about to run makes live, checked again now: it may have waited behind
+    other deploys, and what it was asked against may have changed meanwhile (Refusal). A
+    watch's rollback runs only while the release it watched is the live one still: it must
+    never revert a newer deploy."""
+    target = rollback_target(rollback.service, rollback.release_id)
+    found = Watch.objects.filter(rollback=rollback).select_related("deploy__release").first()
+    watched = found.deploy.release if found else None
+    if found is not None and live_release(rollback.service) != watched:
+        label = watched.label if watched else f"the release of deploy #{found.deploy_id}"
+        raise Refusal(
+            f"Not rolled back: {label}, which the watch found answering with errors, is no "
+            "longer the live release (a newer deploy or rollback replaced it)",
+            "to",
+        )
+    return target
+
+
 def _check_no_rollback_past(live: Release, target: Release) -> None:
     low, high = sorted((live.pk, target.pk))
     if target.pk > live.pk:
@@ -1406,7 +1425,9 @@ def set_watch(
         raise Refusal("Watch a release between 0 (not at all) and 86400 seconds", "watch_seconds")
     if min_requests < 1:
         raise Refusal("At least 1 request must be answered to judge a release", "min_requests")
-    if not 0 <= error_percent < 100 or error_factor < 1:
+    # Not a number, or infinite (`--error-factor inf`): no share of errors could pass it.
+    finite = math.isfinite(error_percent) and math.isfinite(error_factor)
+    if not finite or not 0 <= error_percent < 100 or error_factor < 1:
         raise Refusal("The error share is a percentage below 100, the factor 1 or more", "errors")
     if not (latency_factor == 0 or 1 <= latency_factor <= 1000) or not 0 <= latency_ms <= 600000:
         raise Refusal(
@@ -1477,9 +1498,17 @@ def watch_started(deploy: Deploy, previous: Release, upstream: str, base: Any) -
     return watch
 
 
-def watch_counted(watch: Watch, requests: int, errors: int, seconds: float, offset: int) -> None:
+def watch_counted(
+    watch: Watch,
+    requests: int,
+    errors: int,
+    seconds: float,
+    offset: int,
+    recent: list[list[float]] | None = None,
+) -> None:
     watch.requests, watch.errors, watch.seconds, watch.offset = requests, errors, seconds, offset
-    watch.save(update_fields=["requests", "errors", "seconds", "offset"])
+    watch.recent = watch.recent if recent is None else recent
+    watch.save(update_fields=["requests", "errors", "seconds", "offset", "recent"])
 
 
 def watch_rolling_back(watch: Watch, rollback: Deploy, verdict: str) -> None:
@@ -1540,12 +1569,22 @@ def step_result(step: dict[str, Any]) -> str:
     return str(step.get("result") or ("ok" if step["ok"] else "failed"))
 
 
-def newer_deploy_began(watch: Watch) -> Deploy | None:
-    """A deploy or rollback of the service that began after the watched one: its switch
-    replaces (or may replace) what is watched, and its count takes Caddy's log."""
+def deploys_since(watch: Watch) -> list[Deploy]:
+    """The deploys and rollbacks of the service that began after the watch's count did,
+    whatever their number (an older deploy that waited for its pipeline starts later), its
+    own rollback apart: each took Caddy's count over, and one that switched replaced what
+    is watched. First those that switched."""
     deploy = watch.deploy
-    newer = Deploy.objects.filter(service_id=deploy.service_id, pk__gt=deploy.pk)
-    return newer.exclude(started_at=None).order_by("pk").first()
+    since = watch.counting_since or deploy.started_at or watch.started_at
+    found = Deploy.objects.filter(service_id=deploy.service_id, started_at__gt=since)
+    found = found.exclude(pk__in=[deploy.pk, watch.rollback_id or 0])
+    return sorted(found, key=lambda d: (d.switched_at is None, d.started_at))
+
+
+def watch_counting_again(watch: Watch) -> None:
+    """Caddy's count was started again by the watch: its log is read from its start."""
+    watch.counting_since, watch.offset = timezone.now(), 0
+    watch.save(update_fields=["counting_since", "offset"])
 
 
 # --- what the errors app reads: which releases went live, in order --------------------------

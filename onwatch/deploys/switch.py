@@ -155,14 +155,17 @@ def switch(
     on_step: Callable[[Step], None] = lambda step: None,
     gate: Gate = Gate(),
     keep_counting: bool = False,
+    before_count: Callable[[], None] = lambda: None,
 ) -> Switch:
     """Make `release` the live one of `site`; SwitchFailed when it cannot, with the old
     release still serving. With `keep_counting`, a switch that happened leaves Caddy
-    logging the site's requests (record.still_counting says whether it does)."""
+    logging the site's requests (record.still_counting says whether it does);
+    `before_count` reads what Caddy logged until its own count starts (after the health
+    gate, just before traffic moves)."""
     with _only_switch_of(machine, site):
         record = Switch(site.domain, release.label, site.ports[0])
         try:
-            _switch(machine, site, release, record, on_step, gate, keep_counting)
+            _switch(machine, site, release, record, on_step, gate, keep_counting, before_count)
         except (caddy.CaddyError, procman.ProcmanError) as e:
             record.previous = _serving(machine, site)
             _fail(record, f"the switch to {release.label} did not finish: {e}", still=False)
@@ -177,6 +180,7 @@ def _switch(
     on_step: Callable[[Step], None],
     gate: Gate,
     keep_counting: bool = False,
+    before_count: Callable[[], None] = lambda: None,
 ) -> None:
     machine.ensure_running()
     live = [p for p in site.ports if machine.caddy.live_label(p) is not None]
@@ -188,6 +192,7 @@ def _switch(
         _retire(machine, record, live[1], on_step, "tidy up")
     _start(machine, site, release, record, on_step)
     _gate(machine, site, release, record, on_step, gate)
+    before_count()
     with _counting(machine, site, record, keep_counting) as window:
         _move(machine, release, record, on_step)
         if old is not None:
@@ -354,6 +359,11 @@ def _retire(
     return took
 
 
+# How long what users felt waits for the lines of requests running as the switch ended,
+# when the count goes on for the watch.
+KEPT_WAIT = 0.5
+
+
 @dataclass
 class Window:
     """The switch as Caddy's counts need it: which slot was the old one (its upstream) and
@@ -362,6 +372,9 @@ class Window:
     old: str = ""
     old_off_at: float = float("inf")
     drain_seconds: float | None = None
+    # When the block ended (Unix seconds): with the count kept on for the watch, what
+    # users felt of the switch is the answers to requests started by then.
+    ended_at: float = float("inf")
 
 
 @contextmanager
@@ -381,6 +394,7 @@ def _counting(
         yield window
         done = True
     finally:
+        window.ended_at = time.time()
         record.still_counting = keep and done and not unmeasured
         if not record.still_counting:
             with suppress(OSError):
@@ -417,9 +431,12 @@ def _felt(
     if unmeasured:
         return felt
     try:
-        machine.caddy.wait_for_lines(site.domain)
+        # A count kept on never falls quiet on a busy site: the requests still running a
+        # moment after the switch are the watch's to count.
+        machine.caddy.wait_for_lines(site.domain, caddy.LOG_WAIT_SECONDS if forget else KEPT_WAIT)
         for answer in machine.caddy.counted(site.domain):
-            _tally(felt, answer, window)
+            if forget or answer.started <= window.ended_at:
+                _tally(felt, answer, window)
         if forget:
             machine.caddy.forget_answers(site.domain)
     except (caddy.CaddyError, OSError) as e:

@@ -207,4 +207,17 @@ def watch_interrupted(job: Job) -> None:
         jobs.enqueue(WATCH_KIND, {"watch": w.pk}, org=job.org)
 
 
+def watch_cancelled(job: Job) -> None:
+    """Cancelled by a person: the watch ends, saying so, and Caddy's count with it (else
+    the site's every request would be logged until its next deploy)."""
+    here = releases.machine()
+    found = Watch.objects.select_related("deploy__service").filter(
+        pk=job.payload.get("watch"), state__in=[WatchState.WATCHING, WatchState.ROLLING_BACK]
+    )
+    for w in found:
+        why = job.error or "cancelled"
+        watch.stopped(w, here, releases.deploy_lock(here, w.deploy.service), f"the watch was {why}")
+
+
 when_interrupted(WATCH_KIND, watch_interrupted)
+when_cancelled(WATCH_KIND, watch_cancelled)

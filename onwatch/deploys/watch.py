@@ -1,6 +1,6 @@
 """The watch of a release after its deploy: for the service's watch window, its answers
 are compared with those of the release before it, both as Caddy logged them (caddy.py's
-request log, kept on from the deploy's start: before the switch it holds the old release's
+request log, kept on from just before the switch: before the switch it holds the old release's
 answers, the baseline; after it, the new one's). When the new release is clearly worse,
 onwatch makes the previous one live again through the same gated switch (a rollback
 deploy), opens an incident and alerts with the evidence; a release marked "no rollback past
@@ -13,7 +13,9 @@ its row, so it goes on where it was after onwatch restarts."""
 from __future__ import annotations
 
 import fcntl
+import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from onwatch.alerts import incidents
+from onwatch.alerts.services import alert_channels
+from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.deploys import caddy, services
 from onwatch.deploys.models import ENDED, Deploy, Service, State, Watch, WatchState
@@ -29,6 +33,9 @@ from onwatch.deploys.switch import Machine
 
 # Between two looks: a release that starts failing is found within a few of them.
 LOOK_SECONDS = 1.0
+# The recent answers judged besides all since the switch: a release that fails after
+# serving well for minutes is caught within about this long.
+RECENT_SECONDS = 30.0
 # How long the watch waits for the rollback it asked for before it alerts anyway.
 ROLLBACK_WAIT_SECONDS = 120.0
 
@@ -76,13 +83,19 @@ def counted(answers: Iterable[caddy.Answer]) -> Counts:
 
 
 def of_release(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -> Counts:
+    return counted(mine(answers, upstream, live_at))
+
+
+def mine(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -> list[caddy.Answer]:
     """The answers that are the watched release's: those of its slot, and those Caddy made
-    itself once it was live (no slot answered: it is the live one that did not)."""
-    return counted(
-        a
-        for a in answers
-        if a.upstream == upstream or (a.app_status is None and a.started >= live_at)
-    )
+    itself once it was live, when no slot or its own was tried (the old slot's failures
+    while it drained are not the new release's)."""
+    return [a for a in answers if _its_own(a, upstream, live_at)]
+
+
+def _its_own(answer: caddy.Answer, upstream: str, live_at: float) -> bool:
+    made = answer.upstream == "" and answer.app_status is None
+    return answer.upstream == upstream or (made and answer.started >= live_at)
 
 
 # Which rule found a release clearly worse: the evidence and the incident say it.
@@ -115,6 +128,24 @@ def slower(now: Counts, base: Counts | None, service: Service) -> bool:
         return False
     over_floor = now.mean_ms > service.watch_latency_ms
     return over_floor and now.mean_ms > service.watch_latency_factor * base.mean_ms
+
+
+def recent_after(
+    recent: list[list[float]], answers: Iterable[caddy.Answer], now: float
+) -> list[list[float]]:
+    """The recent window (Watch.recent) with `answers` added and what started more than
+    RECENT_SECONDS before `now` left out."""
+    buckets = {int(b[0]): list(b) for b in recent}
+    for a in answers:
+        second = int(a.started)
+        b = buckets.setdefault(second, [second, 0, 0, 0.0])
+        b[1], b[2], b[3] = b[1] + 1, b[2] + (a.status >= 500), b[3] + a.seconds
+    return [b for s, b in sorted(buckets.items()) if s > now - RECENT_SECONDS]
+
+
+def recent_of(watch: Watch) -> Counts:
+    r = watch.recent
+    return Counts(int(sum(b[1] for b in r)), int(sum(b[2] for b in r)), sum(b[3] for b in r))
 
 
 def base_of(watch: Watch) -> Counts | None:
@@ -189,23 +220,93 @@ def at(moment: datetime | None) -> str:
 
 
 def look(watch: Watch, machine: Machine, lock: Path) -> bool:
-    """Read what Caddy logged since the last look and judge; True when the watch goes on."""
-    if watch.state == WatchState.ROLLING_BACK:
-        return follow_rollback(watch)
-    if (newer := services.newer_deploy_began(watch)) is not None:
-        # Its count owns Caddy's log now: left alone.
-        services.watch_ended(
-            watch,
-            WatchState.REPLACED,
-            f"ended early, as {newer.kind} #{newer.pk} began: {comparison(watch)}",
-        )
-        return False
+    """Read what Caddy logged since the last look and judge; True when the watch goes on.
+    A look that fails ends the watch, saying why, and alerts: a watch that stopped must
+    not look like one that still guards the release."""
+    try:
+        return _look_held(watch, machine, lock)
+    except Exception as e:
+        stopped(watch, machine, lock, f"onwatch's watch failed: {type(e).__name__}: {e}")
+        alert_stopped(watch)
+        raise
+
+
+def stopped(watch: Watch, machine: Machine, lock: Path, why: str) -> None:
+    """The watch ends now, not judged, and Caddy's count stops if it is the watch's (no
+    deploy holds the lock, and none began since the watch's count did)."""
     with lock.open("a") as held:
         try:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True  # a deploy is starting: the next look sees it
+            pass  # a deploy runs: the count is its own
+        else:
+            if not services.deploys_since(watch) and watch.deploy.service.domain:
+                stop_counting(machine, watch.deploy.service.domain)
+    watch.refresh_from_db()
+    if watch.state in (WatchState.WATCHING, WatchState.ROLLING_BACK):
+        _unjudged(watch, why)
+
+
+def alert_stopped(watch: Watch) -> None:
+    service = watch.deploy.service
+    alert_channels(
+        services.channels_hearing(service.pk),
+        title=f"The watch of {label_of(watch)} of {service.name} stopped",
+        body="\n".join(
+            [
+                f"What happened: {watch.verdict}",
+                "onwatch no longer watches this release, and will not roll it back by itself.",
+                "What to do: check that the site answers well; if it does not, roll back by "
+                f"hand (onwatch rollback {service.name}).",
+            ]
+        ),
+        link=reverse("deploy_detail", args=[watch.deploy_id]),
+    )
+
+
+def _look_held(watch: Watch, machine: Machine, lock: Path) -> bool:
+    """Only under the service's deploy lock, and only while no other deploy began since
+    the watch's count did: the count is then the watch's own to read and stop."""
+    if watch.state == WatchState.ROLLING_BACK:
+        return follow_rollback(watch)
+    with lock.open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True  # a deploy runs: the count is its own until it ends
+        # Another look (one reaped past its lease) may have judged meanwhile.
+        watch.refresh_from_db()
+        if watch.state != WatchState.WATCHING:
+            return watch.state == WatchState.ROLLING_BACK
+        if others := services.deploys_since(watch):
+            return _after(watch, machine, others[0])
         return _look(watch, machine)
+
+
+def _after(watch: Watch, machine: Machine, other: Deploy) -> bool:
+    """Another deploy began: once it made its release live, the watch has ended; until it
+    has ended, the watch waits; if it ended without a switch, the watched release still
+    serves and is watched on, from a count started again."""
+    if other.switched_at is not None:
+        services.watch_ended(
+            watch,
+            WatchState.REPLACED,
+            f"ended early, as {other.kind} #{other.pk} began: {comparison(watch)}",
+        )
+        return False
+    if other.state not in ENDED:
+        return True
+    domain = watch.deploy.service.domain
+    try:
+        machine.caddy.start_counting(domain)
+    except (caddy.CaddyError, OSError) as e:
+        return _unjudged(
+            watch,
+            f"Caddy's count could not start again after {other.kind} "
+            f"#{other.pk} ended without a switch: {e}",
+        )
+    services.watch_counting_again(watch)
+    return True
 
 
 def _look(watch: Watch, machine: Machine) -> bool:
@@ -224,18 +325,22 @@ def _look(watch: Watch, machine: Machine) -> bool:
         stop_counting(machine, domain)
         return _unjudged(watch, str(e))
     live_at = (watch.deploy.switched_at or watch.started_at).timestamp()
-    new = of_release(answers, watch.upstream, live_at)
-    now = now_of(watch)
+    its = mine(answers, watch.upstream, live_at)
+    new, now = counted(its), now_of(watch)
     services.watch_counted(
         watch,
         now.requests + new.requests,
         now.errors + new.errors,
         now.seconds + new.seconds,
         offset,
+        recent_after(watch.recent, its, time.time()),
     )
-    if clearly_worse(now_of(watch), base_of(watch), watch.deploy.service):
+    service, base = watch.deploy.service, base_of(watch)
+    late = recent_of(watch)
+    if clearly_worse(now_of(watch), base, service) or clearly_worse(late, base, service):
         stop_counting(machine, domain)
-        act(watch)
+        total_worse = clearly_worse(now_of(watch), base, service)
+        act(watch, "" if total_worse else lately(late, worse_by(late, base, service)))
         return watch.state == WatchState.ROLLING_BACK
     if timezone.now() < watch.until:
         return True
@@ -276,21 +381,31 @@ def judged(watch: Watch) -> None:
 # --- clearly worse ---------------------------------------------------------------------------
 
 
-def act(watch: Watch) -> None:
+def lately(late: Counts, rule: str | None) -> str:
+    if rule == SLOW:
+        return (
+            f"; in its last {RECENT_SECONDS:.0f} s it took {late.latency()} on average to "
+            f"answer {late.requests:,} requests"
+        )
+    return f"; in its last {RECENT_SECONDS:.0f} s it answered {late.said()} with errors"
+
+
+def act(watch: Watch, recently: str = "") -> None:
     """Roll back to the release before it, unless a release marked "no rollback past this"
-    (or anything else) forbids it: then only the incident, saying why."""
-    service, evidence = watch.deploy.service, comparison(watch)
+    (or anything else) forbids it: then only the incident, saying why. `recently`: what
+    its last answers were, when those, not all since the switch, were clearly worse."""
+    service, evidence = watch.deploy.service, comparison(watch) + recently
     try:
         if watch.previous is None:
             raise services.Refusal("the release before it is no longer known", "to")
         services.rollback_target(service, watch.previous.pk)
         rollback = services.queue_rollback(
-            service, SYSTEM, "watch", to=watch.previous.pk, queue="short"
+            service, SYSTEM, "watch", to=watch.previous.pk, queue="rollbacks"
         )
     except services.Refusal as e:
         verdict = f"{evidence}. onwatch did not roll back: {e}"
-        services.watch_ended(watch, WatchState.FAILING, verdict)
-        _incident(watch, f"{label_of(watch)} of {service.name} answers {how(watch)}", verdict)
+        title = f"{label_of(watch)} of {service.name} answers {how(watch)}"
+        _ended_badly(watch, WatchState.FAILING, title, verdict)
         return
     services.watch_rolling_back(watch, rollback, evidence)
     services.watch_step(
@@ -309,32 +424,49 @@ def follow_rollback(watch: Watch) -> bool:
         waited = (timezone.now() - (watch.detected_at or timezone.now())).total_seconds()
         if waited < ROLLBACK_WAIT_SECONDS:
             return True
-        said = f"its rollback #{rollback.pk} has not ended after {waited:.0f} s"
+        gave_up(rollback, waited)
+        said = f"its rollback #{rollback.pk} had not ended after {waited:.0f} s and was cancelled"
     elif rollback is not None and rollback.state == State.SUCCEEDED:
         verdict = (
             f"{evidence}; onwatch made {previous_label(watch)} live again at "
             f"{at(rollback.switched_at)}"
         )
-        services.watch_ended(watch, WatchState.ROLLED_BACK, verdict)
-        _incident(
-            watch,
-            f"{service.name} was rolled back: {label_of(watch)} answered {how(watch)}",
-            verdict,
-        )
+        title = f"{service.name} was rolled back: {label_of(watch)} answered {how(watch)}"
+        _ended_badly(watch, WatchState.ROLLED_BACK, title, verdict)
         return False
     else:
         why = f"{rollback.state}: {rollback.reason}" if rollback else "it was removed"
         said = f"onwatch could not make {previous_label(watch)} live again ({why})"
     verdict = f"{evidence}; {said}"
-    services.watch_ended(watch, WatchState.FAILING, verdict)
-    _incident(watch, f"{label_of(watch)} of {service.name} answers {how(watch)}", verdict)
+    title = f"{label_of(watch)} of {service.name} answers {how(watch)}"
+    _ended_badly(watch, WatchState.FAILING, title, verdict)
     return False
 
 
 def how(watch: Watch) -> str:
-    """How it is worse, for titles: its counts no longer change once it was found so."""
-    slow = worse_by(now_of(watch), base_of(watch), watch.deploy.service) == SLOW
-    return "too slowly" if slow else "with errors"
+    """How it is worse, for titles (its counts no longer change once it was found so): by
+    all its answers since the switch, or else by its recent ones."""
+    service, base = watch.deploy.service, base_of(watch)
+    rule = worse_by(now_of(watch), base, service) or worse_by(recent_of(watch), base, service)
+    return "too slowly" if rule == SLOW else "with errors"
+
+
+def _ended_badly(watch: Watch, state: str, title: str, verdict: str) -> None:
+    """The incident first, then the watch's end: a watch never ends "rolled back" or
+    "failing" with nobody told, even when opening the incident fails."""
+    watch.state = state  # the incident's advice follows it
+    _incident(watch, title, verdict)
+    services.watch_ended(watch, state, verdict)
+
+
+def gave_up(rollback: Deploy, waited: float) -> None:
+    """A rollback left queued would run whenever a slot frees, perhaps over a newer deploy:
+    the watch that asked for it no longer waits, so nor does it."""
+    if rollback.job is None:
+        return
+    # One that ended meanwhile says what it did on its own row.
+    with suppress(jobs.NotCancellable):
+        jobs.cancel(rollback.job, f"the watch, after {waited:.0f} s", may_stop_alerts=True)
 
 
 ADVICE = {
