@@ -157,7 +157,9 @@ class Event(models.Model):
             # An issue's latest events, and how many came within the last minutes.
             models.Index(fields=["issue", "received_at"], name="errors_event_issue_time"),
         ]
-        ordering = ["-received_at"]
+        # Events of one batch share their arrival time (services.digest): the later stored
+        # counts as the later, not whichever the database happens to read first.
+        ordering = ["-received_at", "-id"]
 
 
 class Release(models.Model):
