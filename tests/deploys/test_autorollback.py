@@ -8,8 +8,6 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,14 +22,13 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState
 from onwatch.deploys import deploy_cli, services
 from onwatch.deploys.models import Deploy, DeployKind, Service, State, Watch, WatchState
-from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
+from onwatch.deploys.services import WATCH_KIND
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
-from tests.support.deploys import commit
 from tests.support.fixtures import TokenApi, signed_in
-from tests.support.load import Load, fetch
-from tests.support.releases import app_files
+from tests.support.load import fetch
 from tests.support.switching import listen_port
+from tests.support.watching import deploy, loaded, watched
 
 pytestmark = [
     pytest.mark.once,
@@ -41,50 +38,6 @@ pytestmark = [
 
 # Caddy writes a request's line just after its answer went out: the client may be quicker.
 LOGGED_SECONDS = 0.5
-ENDED = (
-    WatchState.PASSED,
-    WatchState.NOT_JUDGED,
-    WatchState.ROLLED_BACK,
-    WatchState.FAILING,
-    WatchState.REPLACED,
-)
-
-
-def deploy(
-    service: Service, repo: Path, version: str, fail_every: int = 0, slow_ms: int = 0
-) -> Deploy:
-    """Commit `version` of the app (every `fail_every`-th answer a 500, each `slow_ms`
-    longer) and deploy it."""
-    files = app_files(version)
-    env = f"FAIL_EVERY={fail_every} SLOW_MS={slow_ms}"
-    files["onwatch.toml"] = files["onwatch.toml"].replace("exec python3", f"{env} exec python3")
-    commit(repo, files, f"Version {version}")
-    done = services.queue_deploy(service, SYSTEM, "cli")
-    jobs.run_pending(kinds=[DEPLOY_KIND])
-    done.refresh_from_db()
-    assert done.state == State.SUCCEEDED, (done.reason, done.steps)
-    return done
-
-
-def watched(deploy: Deploy, seconds: float = 60) -> Watch:
-    """Run the watch's looks (and the rollback it asks for) until it has ended."""
-    watch = Watch.objects.get(deploy=deploy)
-    deadline = time.monotonic() + seconds
-    while watch.state not in ENDED and time.monotonic() < deadline:
-        jobs.run_pending(kinds=[WATCH_KIND, DEPLOY_KIND])
-        time.sleep(0.1)
-        watch.refresh_from_db()
-    assert watch.state in ENDED, (watch.state, watch.verdict)
-    return watch
-
-
-@contextmanager
-def loaded(machine: Machine) -> Iterator[Load]:
-    load = Load(listen_port(machine), "shop.test").start()
-    try:
-        yield load
-    finally:
-        load.stop()
 
 
 def watch_step(deploy: Deploy) -> dict[str, Any]:

@@ -20,12 +20,12 @@ from onwatch.deploys import caddy, polling, releases, services, watch
 from onwatch.deploys.models import Deploy, DeployKind, Service, State, Watch, WatchState
 from onwatch.deploys.services import DEPLOY_KIND, WATCH_KIND
 from onwatch.deploys.switch import Machine
-from tests.deploys.test_autorollback import deploy, loaded, watched
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
 from tests.support.load import fetch
 from tests.support.releases import app_files
 from tests.support.switching import listen_port
+from tests.support.watching import deploy, loaded, watched
 
 pytestmark = [
     pytest.mark.once,

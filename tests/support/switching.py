@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,15 +24,29 @@ from tests.support.procs import free_port
 APP = Path(__file__).with_name("switch_app.py")
 
 
+def below_ephemeral_port() -> int:
+    """A free port below the range the kernel hands out for bind(0) (32768 and up here):
+    Caddy binds the machine's ports only once it starts, and until then a service's slot
+    ports, chosen by bind(0) as onwatch does (services._slot_ports), could be the same."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
 @contextmanager
 def own_machine(https: bool = False) -> Iterator[Machine]:
     root = Path(tempfile.mkdtemp(prefix="ow-sw-"))
+    ports: list[int] = []
+    while len(ports) < 3:
+        if (port := below_ephemeral_port()) not in ports:
+            ports.append(port)
     options = caddy.Options(
-        https=https,
-        http_port=free_port(),
-        https_port=free_port(),
-        health_port=free_port(),
-        bind="127.0.0.1",
+        https=https, http_port=ports[0], https_port=ports[1], health_port=ports[2], bind="127.0.0.1"
     )
     machine = Machine(root, options)
     try:
