@@ -54,6 +54,11 @@ def current(org: Organization, source: str) -> Incident | None:
     return Incident.objects.filter(org=org, source=source, state__in=UNRESOLVED).first()
 
 
+def latest(org: Organization, source: str) -> Incident | None:
+    """The newest incident of `source`, resolved or not: for a page that links to it."""
+    return Incident.objects.filter(org=org, source=source).order_by("-opened_at", "-pk").first()
+
+
 def in_maintenance(org: Organization, source: str, now: datetime) -> Maintenance | None:
     for m in Maintenance.objects.filter(org=org):
         if m.sources and source not in m.sources:

@@ -13,9 +13,19 @@ from django.views.decorators.http import require_POST
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
-from onwatch.deploys import services
+from onwatch.deploys import services, watch
 from onwatch.deploys.forms import WatchForm
-from onwatch.deploys.models import Deploy, Release, ReleaseState, Service
+from onwatch.deploys.models import (
+    ENDED,
+    Deploy,
+    DeployKind,
+    Release,
+    ReleaseState,
+    Service,
+    State,
+    Watch,
+    WatchState,
+)
 from onwatch.deploys.services import Refusal
 
 DEPLOYS_SHOWN = 10
@@ -119,7 +129,28 @@ def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
 def deploy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     found = Deploy.objects.select_related("service", "release", "pipeline", "job")
     deploy = get_object_or_404(found, pk=pk, service__org=org_of(request))
-    return render(request, "deploys/deploy.html", {"deploy": deploy})
+    return render(request, "deploys/deploy.html", {"deploy": deploy, **deploy_facts(deploy)})
+
+
+# A deploy or its watch still going on: its page reloads by itself this often.
+REFRESH_SECONDS = 3
+
+
+def deploy_facts(deploy: Deploy) -> dict[str, Any]:
+    """What a person reading a deploy's page asks next: how its watch ended (and the
+    rollback and incident it led to), which watch asked for a rollback, what serves now."""
+    its_watch = Watch.objects.filter(deploy=deploy).select_related("rollback").first()
+    going_on = deploy.state not in ENDED or (
+        its_watch is not None and its_watch.state in (WatchState.WATCHING, WatchState.ROLLING_BACK)
+    )
+    return {
+        "watch": its_watch,
+        "watch_said": watch.said(its_watch) if its_watch else unwatched(deploy),
+        "incident_page": watch.incident_page(its_watch) if its_watch else "",
+        "asked_by": Watch.objects.filter(rollback=deploy).select_related("deploy").first(),
+        "live_now": services.live_release(deploy.service),
+        "refresh": REFRESH_SECONDS if going_on else 0,
+    }
 
 
 @require("deploys.run")
@@ -132,3 +163,15 @@ def release_no_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     except Refusal as e:
         messages.error(request, str(e))
     return redirect("service_detail", pk=release.service_id)
+
+
+def unwatched(deploy: Deploy) -> str:
+    """Why a deploy that made its release live has no watch; empty when that needs no word."""
+    if deploy.kind != DeployKind.DEPLOY or deploy.state != State.SUCCEEDED:
+        return ""
+    if not deploy.service.watch_seconds:
+        return "none: the service's releases are not watched (its watch is set to 0 s)"
+    earlier = deploy.service.deploys.filter(state=State.SUCCEEDED, pk__lt=deploy.pk)
+    if not earlier.exists():
+        return "none: the service's first release has nothing before it to compare with"
+    return ""

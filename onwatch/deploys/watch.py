@@ -216,6 +216,17 @@ def at(moment: datetime | None) -> str:
     return f"{moment.astimezone(UTC):%H:%M:%S} UTC" if moment else "an unknown time"
 
 
+def said(watch: Watch) -> str:
+    """The watch in one line for its deploy's page: how far it is, or how it ended."""
+    if watch.state == WatchState.WATCHING:
+        return (
+            f"watching until {at(watch.until)}: {watch.requests:,} requests answered so far, "
+            f"{watch.errors:,} of them errors"
+        )
+    verdict = watch.verdict or "no verdict was kept"
+    return verdict if verdict.startswith(watch.state) else f"{watch.state}: {verdict}"
+
+
 # --- one look --------------------------------------------------------------------------------
 
 
@@ -481,13 +492,24 @@ ADVICE = {
 }
 
 
+def incident_source(watch: Watch) -> str:
+    return f"deploys.watch.{watch.pk}"
+
+
+def incident_page(watch: Watch) -> str:
+    """The page of the incident the watch opened when it found its release clearly worse;
+    empty when it opened none."""
+    found = incidents.latest(watch.deploy.service.org, incident_source(watch))
+    return reverse("incident_detail", args=[found.pk]) if found else ""
+
+
 def _incident(watch: Watch, title: str, verdict: str) -> None:
     """One incident per watch, to the channels of the service's deploy alerts (those the
     service chose, or all): the evidence is its text."""
     deploy = watch.deploy
     incidents.open_incident(
         deploy.service.org,
-        f"deploys.watch.{watch.pk}",
+        incident_source(watch),
         title,
         {"error": verdict},
         about=incidents.About(

@@ -5,15 +5,16 @@ why not. The deploys themselves run with real components in test_releases.py."""
 from __future__ import annotations
 
 import html
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
 
+from onwatch.alerts import incidents
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import services
-from onwatch.deploys.models import Deploy, State
+from onwatch.deploys import services, watch
+from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State, WatchState
 from tests.support.deploys import service_for
 from tests.support.fixtures import signed_in
 
@@ -73,3 +74,64 @@ def test_a_viewer_sees_deploys_but_no_button(org: Organization, members: dict[st
     services.set_domain(service, "shop.example.com", False, SYSTEM)
     shown = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
     assert "deployed by hand only" in shown and "Deploy this commit" not in shown
+
+
+def live_deploy(service: Service, release: Release, at: datetime) -> Deploy:
+    return Deploy.objects.create(
+        service=service,
+        release=release,
+        trigger="ui",
+        state=State.SUCCEEDED,
+        switched_at=at,
+        ended_at=at,
+        drain_seconds=1.0,
+    )
+
+
+def test_a_deploy_rolled_back_by_its_watch_says_so_and_what_serves_now(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Read after an automatic rollback, the deploy's page once said "succeeded" and that
+    its release served the domain now (both true when it ended), with no word of its watch,
+    the rollback or the incident; the rollback's page said "watch by system"."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    now = timezone.now()
+    live_deploy(service, one, now - timedelta(minutes=5))
+    bad = live_deploy(service, two, now - timedelta(seconds=30))
+    its_watch = services.watch_started(bad, one, "127.0.0.1:9", None)
+    viewer = signed_in(members["viewer"])
+    watching = html.unescape(viewer.get(f"/deploys/{bad.pk}/").content.decode())
+    assert "watching until" in watching and '<meta http-equiv="refresh"' in watching
+    rollback = services.queue_rollback(service, SYSTEM, "watch", to=one.pk, queue="rollbacks")
+    services.watch_rolling_back(its_watch, rollback, "release 2 answered 20 % with errors")
+    Deploy.objects.filter(pk=rollback.pk).update(state=State.SUCCEEDED, switched_at=now)
+    incident = incidents.open_incident(
+        org, watch.incident_source(its_watch), "shop was rolled back", {"error": "20 %"}
+    )
+    services.watch_ended(its_watch, WatchState.ROLLED_BACK, "release 2 answered 20 % with errors")
+    shown = html.unescape(viewer.get(f"/deploys/{bad.pk}/").content.decode())
+    assert f'Serves shop.example.com now</dt><dd class="live-now">{one.label}' in shown
+    assert "rolled back: release 2 answered 20 % with errors" in shown
+    assert f'href="/deploys/{rollback.pk}/">rollback #{rollback.pk}</a>' in shown
+    assert f'href="/incidents/{incident.pk}/">its incident</a>' in shown
+    assert '<meta http-equiv="refresh"' not in shown
+    asked = html.unescape(viewer.get(f"/deploys/{rollback.pk}/").content.decode())
+    assert f'by the watch of <a href="/deploys/{bad.pk}/">deploy #{bad.pk}</a>' in asked
+
+
+def test_the_first_release_says_why_it_is_not_watched(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    release = Release.objects.create(service=service, commit="c" * 40, state=ReleaseState.READY)
+    first = live_deploy(service, release, timezone.now())
+    Deploy.objects.filter(pk=first.pk).update(drain_seconds=None)
+    shown = signed_in(members["viewer"]).get(f"/deploys/{first.pk}/").content.decode()
+    assert "the service&#x27;s first release has nothing before it to compare with" in shown
+    assert "the old release drained after" not in shown
