@@ -66,6 +66,13 @@ FELT_TO_DO = (
     "(or roll back); requests no release answered mean a release stopped or failed its "
     "health check during the switch."
 )
+# A rollback leaves a release that was answering badly: its last answers, as it drains,
+# are counted in the switch too, and are no news.
+ROLLBACK_FELT_TO_DO = (
+    "Read the rollback's timeline: errors from the app itself during its switch are most "
+    "likely the last answers of the release it replaced; requests no release answered mean "
+    "a release stopped or failed its health check during the switch."
+)
 
 
 class DeployFailed(Exception):
@@ -450,7 +457,7 @@ class Run:
         if self.deploy.felt_bad:
             self.warn(
                 f"Not every request went well during the switch: {self.deploy.felt_text}",
-                FELT_TO_DO,
+                ROLLBACK_FELT_TO_DO if self.deploy.kind == DeployKind.ROLLBACK else FELT_TO_DO,
             )
 
     def prepare(self, site: caddy.Site) -> str:
@@ -569,8 +576,22 @@ def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
         deploy,
         verb,
         f"What serves {service.domain} now: {deploy.live_after or 'nothing'}",
-        "What to do: read the deploy's timeline (linked below); fix the cause and deploy "
-        f"again, or roll back to an earlier release (onwatch rollback {service.name}).",
+        failed_to_do(deploy),
+    )
+
+
+def failed_to_do(deploy: Deploy) -> str:
+    """One that failed before its switch changed nothing users see: rolling back, as was
+    once advised for every failure, would take away the release that still serves well."""
+    if deploy.switched_at is None and deploy.live_after:
+        return (
+            f"What to do: nothing is urgent, {deploy.live_after} still serves as before. Read "
+            f"the {deploy.kind}'s timeline (linked below), fix the cause and deploy again."
+        )
+    return (
+        f"What to do: read the {deploy.kind}'s timeline (linked below); fix the cause and "
+        f"deploy again, or roll back to an earlier release (onwatch rollback "
+        f"{deploy.service.name})."
     )
 
 
@@ -582,9 +603,15 @@ def alert_warning(deploy: Deploy, to_do: list[str] | None = None) -> None:
         deploy,
         "succeeded with a warning",
         f"What serves {service.domain} now: {deploy.live_after}",
-        "What to do: nothing is urgent, the new release serves. "
+        f"What to do: nothing is urgent, {serving_well(deploy)}. "
         + " ".join(to_do or [stop_old(service)]),
     )
+
+
+def serving_well(deploy: Deploy) -> str:
+    if deploy.kind == DeployKind.ROLLBACK:
+        return f"{deploy.live_after or 'the release rolled back to'}, made live again, serves"
+    return "the new release serves"
 
 
 def stop_old(service: Service) -> str:

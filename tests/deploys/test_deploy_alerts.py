@@ -56,3 +56,27 @@ def test_a_warning_and_a_rollback_that_never_started_say_since_when(deploy: Depl
     assert "\nSince: 2026-03-02 09:00 UTC\n" in warned.body
     assert failed.title == f"Rollback #{deploy.pk} of {deploy.service.name} failed"
     assert "\nSince: 2026-03-02 08:59 UTC\n" in failed.body  # queued then, never started
+
+
+def test_a_failure_before_the_switch_does_not_advise_a_rollback(deploy: Deploy) -> None:
+    """A deploy stopped at its health gate left the old release serving: the alert said
+    to roll back, which would take that release away."""
+    deploy.live_after = "release 1 (bd5bd69)"
+    releases.alert_failed(deploy)
+    [alert] = Delivery.objects.all()
+    assert "What to do: nothing is urgent, release 1 (bd5bd69) still serves as before." in (
+        alert.body
+    )
+    assert "roll back" not in alert.body
+
+
+def test_a_rollback_warning_says_the_release_rolled_back_to_serves(deploy: Deploy) -> None:
+    """It said "the new release serves" and that the app's errors during the switch were
+    the new release's to fix: after an automatic rollback they are the bad release's last."""
+    deploy.kind, deploy.live_after = DeployKind.ROLLBACK, "release 1 (bd5bd69)"
+    deploy.state = State.SUCCEEDED
+    releases.alert_warning(deploy, [releases.ROLLBACK_FELT_TO_DO])
+    [alert] = Delivery.objects.all()
+    assert "nothing is urgent, release 1 (bd5bd69), made live again, serves." in alert.body
+    assert "the new release" not in alert.body
+    assert "the last answers of the release it replaced" in alert.body
