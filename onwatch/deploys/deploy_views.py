@@ -42,10 +42,20 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         "releases": list(service.releases.order_by("-pk")),
         "live_release": live,
         "previous_release": services.previous_release(service),
-        "deploys": list(service.deploys.select_related("release")[:DEPLOYS_SHOWN]),
+        "rollback_refused": rollback_refused(service),
+        "deploys": list(service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]),
         "can_deploy": can(request, "deploys.run"),
         "ready": ReleaseState.READY,
     }
+
+
+def rollback_refused(service: Service) -> str:
+    """Why "Roll back" (to the release before) would be refused now; empty when it would not."""
+    try:
+        services.rollback_target(service, None)
+    except Refusal as e:
+        return str(e)
+    return ""
 
 
 @require("services.manage")

@@ -135,3 +135,63 @@ def test_the_first_release_says_why_it_is_not_watched(
     shown = signed_in(members["viewer"]).get(f"/deploys/{first.pk}/").content.decode()
     assert "the service&#x27;s first release has nothing before it to compare with" in shown
     assert "the old release drained after" not in shown
+
+
+def rolled_back_by_its_watch(service: Service) -> tuple[Release, Release, Deploy]:
+    """Release 1 live, then release 2, which its watch rolled back: release 1 serves again."""
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    now = timezone.now()
+    live_deploy(service, one, now - timedelta(minutes=5))
+    bad = live_deploy(service, two, now - timedelta(minutes=1))
+    its_watch = services.watch_started(bad, one, "127.0.0.1:9", None)
+    rollback = services.queue_rollback(service, SYSTEM, "watch", to=one.pk, queue="rollbacks")
+    services.watch_rolling_back(its_watch, rollback, "release 2 answered 20 % with errors")
+    Deploy.objects.filter(pk=rollback.pk).update(state=State.SUCCEEDED, switched_at=now)
+    services.watch_ended(its_watch, WatchState.ROLLED_BACK, "release 2 answered 20 % with errors")
+    return one, two, rollback
+
+
+def test_roll_back_after_an_automatic_rollback_does_not_bring_back_the_bad_release(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """The release live before is then the one the watch rolled back: the page offered
+    "Roll back to" it, one click from serving errors again."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    one, two, rollback = rolled_back_by_its_watch(service)
+    deployer = signed_in(members["deployer"])
+    page = html.unescape(deployer.get(f"/services/{service.pk}/").content.decode())
+    assert f"Roll back to {two.label}" not in page
+    assert f"the release before, {two.label}, is the one its watch rolled back at" in page
+    assert f'watch: rolled back (<a href="/deploys/{rollback.pk}/">rollback #' in page
+    refused = deployer.post(f"/services/{service.pk}/rollback/", follow=True).content.decode()
+    assert f"onwatch rollback shop --to {two.pk}" in html.unescape(refused)
+    assert Deploy.objects.filter(kind="rollback").count() == 1
+    assert services.live_release(service) == one
+    # Named on purpose, it is made live again.
+    answer = deployer.post(f"/services/{service.pk}/rollback/", {"to": two.pk})
+    assert answer.status_code == 302 and Deploy.objects.filter(release=two).count() == 2
+
+
+def test_a_second_click_on_roll_back_does_not_queue_a_rollback_that_fails(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """A stale second tab queued the same rollback again; it failed ("is the live release
+    already") and alerted everyone."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    live_deploy(service, one, timezone.now() - timedelta(minutes=5))
+    live_deploy(service, two, timezone.now() - timedelta(minutes=1))
+    deployer = signed_in(members["deployer"])
+    first = deployer.post(f"/services/{service.pk}/rollback/")
+    again = deployer.post(f"/services/{service.pk}/rollback/", follow=True).content.decode()
+    [rollback] = Deploy.objects.filter(kind="rollback")
+    assert first["Location"] == f"/deploys/{rollback.pk}/"
+    assert f"Rollback #{rollback.pk} to {one.label} is on its way already" in html.unescape(again)
