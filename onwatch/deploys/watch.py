@@ -511,9 +511,10 @@ def _incident(watch: Watch, title: str, verdict: str) -> None:
         deploy.service.org,
         incident_source(watch),
         title,
-        {"error": verdict},
+        # The trouble began as the release went live, not when enough answers proved it.
+        {"error": verdict, "began": f"{label_of(watch)} went live"},
         about=incidents.About(
-            began_at=watch.detected_at,
+            began_at=deploy.switched_at or watch.detected_at,
             page=reverse("deploy_detail", args=[deploy.pk]),
             advice=ADVICE.get(WatchState(watch.state), ""),
         ),

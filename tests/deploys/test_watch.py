@@ -3,10 +3,19 @@ answers as Caddy logs them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import pytest
 
-from onwatch.deploys import caddy, watch
-from onwatch.deploys.models import Service
+from onwatch.alerts import incidents
+from onwatch.alerts.models import Incident
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import Organization
+from onwatch.deploys import caddy, services, watch
+from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State, Watch
+from tests.support.deploys import service_for
+from tests.support.fixtures import signed_in
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
@@ -67,3 +76,33 @@ def test_a_release_is_clearly_slower_only_over_the_floor_and_the_factor_with_a_b
     assert watch.worse_by(counts(80, 20, ms=70), counts(100, 0, ms=2), service) == watch.ERRORS
     service.watch_latency_factor = 0
     assert watch.worse_by(counts(100, 0, ms=70), counts(100, 0, ms=2), service) is None
+
+
+@pytest.mark.django_db
+def test_the_incident_of_a_rolled_back_release_began_when_it_went_live(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """It said the trouble began at the watch's verdict, "the first failed check" (a
+    monitor's words), seconds after users began to get errors."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    live_at = datetime(2026, 3, 2, 9, 0, 14, tzinfo=UTC)
+    for release in (one, two):
+        bad = Deploy.objects.create(
+            service=service, release=release, trigger="ui", state=State.SUCCEEDED
+        )
+    Deploy.objects.filter(pk=bad.pk).update(switched_at=live_at)
+    watched = services.watch_started(Deploy.objects.get(pk=bad.pk), one, SLOT, None)
+    rollback = services.queue_rollback(service, SYSTEM, "watch", to=one.pk, queue="rollbacks")
+    services.watch_rolling_back(watched, rollback, "release 2 answered 20 % with errors")
+    Deploy.objects.filter(pk=rollback.pk).update(state=State.SUCCEEDED, switched_at=live_at)
+    assert not watch.follow_rollback(Watch.objects.get(pk=watched.pk))
+    incident = Incident.objects.get(source=f"deploys.watch.{watched.pk}")
+    assert incident.began_at == live_at
+    page = signed_in(members["viewer"]).get(f"/incidents/{incident.pk}/").content.decode()
+    assert f"Trouble began 2026-03-02 09:00:14 ({two.label} went live)." in page
+    assert f"({two.label} went live; confirmed " in incidents.incident_text(incident)
