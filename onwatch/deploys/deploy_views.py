@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -43,10 +44,20 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         "live_release": live,
         "previous_release": services.previous_release(service),
         "rollback_refused": rollback_refused(service),
+        "site_url": site_url(service.domain) if service.domain else "",
         "deploys": list(service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]),
         "can_deploy": can(request, "deploys.run"),
         "ready": ReleaseState.READY,
     }
+
+
+def site_url(domain: str) -> str:
+    """Where people open the service through onwatch's Caddy: its scheme, and its port
+    when not the usual one (the page named the domain alone, on a machine whose Caddy
+    listens on other ports)."""
+    https = settings.CADDY_HTTPS
+    port, usual = (settings.CADDY_HTTPS_PORT, 443) if https else (settings.CADDY_HTTP_PORT, 80)
+    return f"{'https' if https else 'http'}://{domain}{'' if port == usual else f':{port}'}/"
 
 
 def rollback_refused(service: Service) -> str:

@@ -8,13 +8,22 @@ import html
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.test import override_settings
 from django.utils import timezone
 
 from onwatch.alerts import incidents
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
 from onwatch.deploys import services, watch
-from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State, WatchState
+from onwatch.deploys.models import (
+    Deploy,
+    Pipeline,
+    Release,
+    ReleaseState,
+    Service,
+    State,
+    WatchState,
+)
 from tests.support.deploys import service_for
 from tests.support.fixtures import signed_in
 
@@ -195,3 +204,25 @@ def test_a_second_click_on_roll_back_does_not_queue_a_rollback_that_fails(
     [rollback] = Deploy.objects.filter(kind="rollback")
     assert first["Location"] == f"/deploys/{rollback.pk}/"
     assert f"Rollback #{rollback.pk} to {one.label} is on its way already" in html.unescape(again)
+
+
+@override_settings(CADDY_HTTPS=False, CADDY_HTTP_PORT=21605)
+def test_the_pages_link_the_site_and_a_green_pipeline_its_deploy(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """The service page named the domain alone, on a Caddy listening on port 21605; a
+    green pipeline's page said nothing of the deploy it started, whose page said "pipeline
+    by system"."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    viewer = signed_in(members["viewer"])
+    page = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert '<a class="site-url" href="http://shop.example.com:21605/">' in page
+    green = Pipeline.objects.create(
+        service=service, branch="main", trigger="ui", state=State.SUCCEEDED
+    )
+    deploy = Deploy.objects.create(service=service, pipeline=green, trigger="pipeline")
+    shown = viewer.get(f"/pipelines/{green.pk}/").content.decode()
+    assert f'<a href="/deploys/{deploy.pk}/">deploy #{deploy.pk}</a>' in shown
+    asked = viewer.get(f"/deploys/{deploy.pk}/").content.decode()
+    assert "by itself, as its pipeline went green" in asked
