@@ -112,6 +112,7 @@ def test_a_deploy_rolled_back_by_its_watch_says_so_and_what_serves_now(
     now = timezone.now()
     live_deploy(service, one, now - timedelta(minutes=5))
     bad = live_deploy(service, two, now - timedelta(seconds=30))
+    Deploy.objects.filter(pk=bad.pk).update(reason="Not every request went well")
     its_watch = services.watch_started(bad, one, "127.0.0.1:9", None)
     viewer = signed_in(members["viewer"])
     watching = html.unescape(viewer.get(f"/deploys/{bad.pk}/").content.decode())
@@ -126,6 +127,8 @@ def test_a_deploy_rolled_back_by_its_watch_says_so_and_what_serves_now(
     shown = html.unescape(viewer.get(f"/deploys/{bad.pk}/").content.decode())
     assert f'Serves shop.example.com now</dt><dd class="live-now">{one.label}' in shown
     assert "rolled back: release 2 answered 20 % with errors" in shown
+    # Its warning is no longer shown in the green of "succeeded".
+    assert 'succeeded: <span class="warning">Not every request went well</span>' in shown
     assert f'href="/deploys/{rollback.pk}/">rollback #{rollback.pk}</a>' in shown
     assert f'href="/incidents/{incident.pk}/">its incident</a>' in shown
     assert '<meta http-equiv="refresh"' not in shown
