@@ -39,7 +39,7 @@ from onwatch.deploys import (
     switch,
     watch,
 )
-from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State
+from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State, Watch
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     caches_of,
@@ -538,7 +538,7 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
     if run.watched and run.previous is not None:
         services.watch_started(deploy, run.previous, run.watched, run.base)
     if run.warning:
-        alert_warning(deploy, run.to_do)
+        warn_people(deploy, run.to_do)
     prune(deploy.service)
     return {"deploy": deploy.pk, "release": release.pk}
 
@@ -595,6 +595,18 @@ def failed_to_do(deploy: Deploy) -> str:
     )
 
 
+def warn_people(deploy: Deploy, to_do: list[str]) -> None:
+    """The warning, unless it is only the app's errors during a watch's rollback: the last
+    answers of the release it rolled back, which the watch's incident tells of a moment
+    later (people got three alerts for one bad release)."""
+    only_errors = to_do == [ROLLBACK_FELT_TO_DO] and not (
+        deploy.switch_failed or deploy.switch_mixed
+    )
+    if deploy.trigger == "watch" and only_errors:
+        return
+    alert_warning(deploy, to_do)
+
+
 def alert_warning(deploy: Deploy, to_do: list[str] | None = None) -> None:
     """A deploy that made its release live but left something behind (its reason);
     `to_do`: what to do about each thing, else about an old process left running."""
@@ -603,9 +615,19 @@ def alert_warning(deploy: Deploy, to_do: list[str] | None = None) -> None:
         deploy,
         "succeeded with a warning",
         f"What serves {service.domain} now: {deploy.live_after}",
-        f"What to do: nothing is urgent, {serving_well(deploy)}. "
-        + " ".join(to_do or [stop_old(service)]),
+        f"What to do: {not_urgent(deploy)}. " + " ".join(to_do or [stop_old(service)]),
     )
+
+
+def not_urgent(deploy: Deploy) -> str:
+    """It said "nothing is urgent" seconds before the watch rolled the release back."""
+    if Watch.objects.filter(deploy=deploy).exists():
+        return (
+            f"nothing is urgent yet, {serving_well(deploy)}; onwatch watches it for "
+            f"{deploy.service.watch_seconds} s and rolls it back by itself if it answers "
+            "clearly worse than the release before it"
+        )
+    return f"nothing is urgent, {serving_well(deploy)}"
 
 
 def serving_well(deploy: Deploy) -> str:

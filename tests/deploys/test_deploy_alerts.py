@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from onwatch.alerts.models import Delivery
 from onwatch.alerts.services import add_channel
 from onwatch.core.models import Organization
 from onwatch.deploys import releases
-from onwatch.deploys.models import Deploy, DeployKind, State
+from onwatch.deploys.models import Deploy, DeployKind, State, Watch
 from tests.support.deploys import service_for
 
 pytestmark = pytest.mark.django_db
@@ -80,3 +81,34 @@ def test_a_rollback_warning_says_the_release_rolled_back_to_serves(deploy: Deplo
     assert "nothing is urgent, release 1 (bd5bd69), made live again, serves." in alert.body
     assert "the new release" not in alert.body
     assert "the last answers of the release it replaced" in alert.body
+
+
+def test_a_watched_deploys_warning_says_the_watch_may_still_roll_it_back(deploy: Deploy) -> None:
+    """It said "nothing is urgent" seconds before the watch rolled the release back."""
+    deploy.state, deploy.live_after = State.SUCCEEDED, "release 2 (1c83f7a)"
+    deploy.save()
+    Watch.objects.create(deploy=deploy, until=timezone.now(), upstream="127.0.0.1:9")
+    releases.alert_warning(deploy, [releases.FELT_TO_DO])
+    [alert] = Delivery.objects.all()
+    assert (
+        "What to do: nothing is urgent yet, the new release serves; onwatch watches it for "
+        "300 s and rolls it back by itself if it answers clearly worse" in alert.body
+    )
+
+
+def test_a_watchs_rollback_warns_of_nothing_but_the_bad_releases_last_errors(
+    deploy: Deploy,
+) -> None:
+    """One bad release sent three alerts: its deploy's warning, its rollback's warning (the
+    bad release's last errors, counted in the switch) and the incident. The second is gone;
+    a rollback by hand, or one whose switch failed requests, still warns."""
+    deploy.kind, deploy.trigger, deploy.state = DeployKind.ROLLBACK, "watch", State.SUCCEEDED
+    deploy.switch_failed, deploy.switch_app_errors, deploy.switch_mixed = 0, 1, 0
+    deploy.save()
+    releases.warn_people(deploy, [releases.ROLLBACK_FELT_TO_DO])
+    assert not Delivery.objects.exists()
+    deploy.switch_failed = 2
+    releases.warn_people(deploy, [releases.ROLLBACK_FELT_TO_DO])
+    deploy.switch_failed, deploy.trigger = 0, "ui"
+    releases.warn_people(deploy, [releases.ROLLBACK_FELT_TO_DO])
+    assert Delivery.objects.count() == 2
