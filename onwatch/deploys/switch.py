@@ -256,10 +256,17 @@ def _gate(
     gate: Gate,
 ) -> None:
     with _step(record, "health gate", on_step) as step:
+        # Said while it waits (up to a minute): the page showed a bare "running".
+        step.detail = (
+            f"waiting for {gate.passes} answers of 200 in a row on {site.health_path}, "
+            f"at most {gate.seconds:g} s"
+        )
+        on_step(step)
         started = time.monotonic()
         passed, why = _wait_healthy(machine, record.port, site.health_path, gate)
         if not passed:
             machine.supervisor.remove(program_name(record.port))
+            step.detail = ""  # the failure's own message takes its place
             _fail(
                 record,
                 f"{release.label} never answered 200 {gate.passes} times in a row on "
