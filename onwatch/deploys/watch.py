@@ -387,6 +387,28 @@ def judged(watch: Watch) -> None:
         )
         return
     services.watch_ended(watch, WatchState.PASSED, f"passed: {comparison(watch)}")
+    resolve_earlier(watch)
+
+
+# Earlier watches whose incidents a release that passed its watch may resolve: the newest.
+EARLIER_SHOWN = 50
+
+
+def resolve_earlier(watch: Watch) -> None:
+    """A release that passed its watch ends the incidents earlier watches of the service
+    opened (a release rolled back, or failing): nothing else ever resolved them, and the
+    incident page has no button to, so they stayed open for good. Whoever was told hears
+    that it is over."""
+    service = watch.deploy.service
+    bad = (WatchState.ROLLED_BACK, WatchState.FAILING)
+    earlier = Watch.objects.filter(deploy__service=service, state__in=bad, pk__lt=watch.pk)
+    for found in earlier.order_by("-pk")[:EARLIER_SHOWN]:
+        incidents.resolve_incident(
+            service.org,
+            incident_source(found),
+            {"error": watch.verdict},
+            title=f"{service.name} is well again: {label_of(watch)} passed its watch",
+        )
 
 
 # --- clearly worse ---------------------------------------------------------------------------
