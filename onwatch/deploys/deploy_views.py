@@ -139,6 +139,9 @@ def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         to = int(chosen) if chosen else None
         deploy = services.queue_rollback(service, Actor.of(request), "ui", to=to)
+    except services.OnItsWay as e:  # a second click, a stale tab: the one on its way
+        messages.info(request, str(e))
+        return redirect("deploy_detail", pk=e.deploy.pk)
     except ValueError as e:  # Refusal is one too
         messages.error(request, str(e) if isinstance(e, Refusal) else "Choose a kept release")
         return redirect("service_detail", pk=pk)

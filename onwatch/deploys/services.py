@@ -80,6 +80,14 @@ class Refusal(ValueError):
         self.field = field
 
 
+class OnItsWay(Refusal):
+    """The same rollback is queued or running already: `deploy` is that one."""
+
+    def __init__(self, message: str, deploy: Deploy) -> None:
+        super().__init__(message, "to")
+        self.deploy = deploy
+
+
 class ServiceFields(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -1283,11 +1291,7 @@ def _check_not_on_its_way(service: Service, target: Release) -> None:
         kind=DeployKind.ROLLBACK, release=target, state__in=[State.QUEUED, State.RUNNING]
     ).first()
     if pending is not None:
-        raise Refusal(
-            f"Rollback #{pending.pk} to {target.label} is on its way already; follow it on "
-            "its page",
-            "to",
-        )
+        raise OnItsWay(f"Rollback #{pending.pk} to {target.label} is on its way already", pending)
 
 
 def mark_no_rollback_past(release: Release, why: str, actor: Actor, on: bool = True) -> None:
