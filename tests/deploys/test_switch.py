@@ -82,7 +82,9 @@ def test_a_release_that_never_gets_healthy_leaves_the_old_one_serving(
     message = str(failed.value)
     assert "\n" not in message
     assert message == (
-        "broken never answered 200 3 times in a row on /health within 3 s (last: HTTP 500); "
+        # With what the app said: switch_app.py answers its health checks "health".
+        "broken never answered 200 3 times in a row on /health within 3 s (last: HTTP 500 "
+        "'health'); "
         "it was stopped; r1 still serves shop.test"
     )
     assert tally.failed == 0, tally.errors
