@@ -3,7 +3,7 @@ answers as Caddy logs them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -92,12 +92,15 @@ def rolled_back(org: Organization) -> tuple[Release, Release, Watch]:
         Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
         for c in "ab"
     )
-    for release in (one, two):
+    for release, live_at in ((one, LIVE_AT - timedelta(days=1)), (two, LIVE_AT)):
         bad = Deploy.objects.create(
-            service=service, release=release, trigger="ui", state=State.SUCCEEDED
+            service=service,
+            release=release,
+            trigger="ui",
+            state=State.SUCCEEDED,
+            switched_at=live_at,
         )
-    Deploy.objects.filter(pk=bad.pk).update(switched_at=LIVE_AT)
-    watched = services.watch_started(Deploy.objects.get(pk=bad.pk), one, SLOT, None)
+    watched = services.watch_started(bad, one, SLOT, None)
     rollback = services.queue_rollback(service, SYSTEM, "watch", to=one.pk, queue="rollbacks")
     services.watch_rolling_back(watched, rollback, "release 2 answered 20 % with errors")
     Deploy.objects.filter(pk=rollback.pk).update(state=State.SUCCEEDED, switched_at=LIVE_AT)
