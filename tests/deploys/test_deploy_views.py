@@ -60,6 +60,7 @@ def test_a_deployer_deploys_from_the_page_and_reads_its_timeline(
     timeline = html.unescape(deployer.get(f"/deploys/{deploy.pk}/").content.decode())
     assert "Deploy #" in timeline and "failed: it never got healthy" in timeline
     assert "(its whole log)" in timeline and "cancel it there" not in timeline
+    assert "<th>Started (UTC)</th>" in timeline  # the zone its times are in
     assert "0.8 s" in timeline and "ok</span>: release 1 runs on port 5" in timeline
     assert "4.0 s" in timeline and "failed</span>: release 1 never answered 200 3 times" in timeline
     refused = deployer.post(f"{page}rollback/", follow=True).content.decode()
@@ -223,6 +224,10 @@ def test_the_pages_link_the_site_and_a_green_pipeline_its_deploy(
     viewer = signed_in(members["viewer"])
     page = viewer.get(f"/services/{service.pk}/").content.decode()
     assert '<a class="site-url" href="http://shop.example.com:21605/">' in page
+    # At the top too, not only below fifteen rows of set-up.
+    assert (
+        '<dd class="serves-now">nothing yet at <a href="http://shop.example.com:21605/">'
+    ) in page
     green = Pipeline.objects.create(
         service=service, branch="main", trigger="ui", state=State.SUCCEEDED
     )
