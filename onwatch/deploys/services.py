@@ -1608,6 +1608,9 @@ NOT_JUDGED = "not judged"
 
 
 def step_result(step: dict[str, Any]) -> str:
+    """ "running" for a step still going on (a watch outlasts its deploy): it said "ok"."""
+    if step.get("seconds") is None and not step.get("ended") and not step.get("result"):
+        return "running"
     return str(step.get("result") or ("ok" if step["ok"] else "failed"))
 
 

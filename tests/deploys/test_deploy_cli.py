@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from onwatch.core.models import Organization
+from onwatch.deploys import deploy_cli, services
+from onwatch.deploys.models import Deploy, Release, ReleaseState, State, Watch
 from onwatch.deploys.switch import Machine
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
-from tests.support.deploys import commit
+from tests.support.deploys import commit, service_for
 from tests.support.load import fetch
 from tests.support.procs import Running, free_port, isolated, run
 from tests.support.releases import app_files
@@ -100,3 +104,24 @@ def first_sha(repo: Path) -> str:
     from tests.support.deploys import git
 
     return git(repo, "rev-list", "--max-parents=0", "HEAD")[:7] + ")"
+
+
+@pytest.mark.django_db
+def test_deploy_wait_says_the_watch_goes_on(
+    org: Organization, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`onwatch deploy --wait` ends with the deploy; it printed the watch still going on as
+    "ok" and said nothing of a rollback that might yet follow."""
+    service = service_for(org, "/srv/git/shop.git")
+    release = Release.objects.create(service=service, commit="a" * 40, state=ReleaseState.READY)
+    deploy = Deploy.objects.create(
+        service=service, release=release, trigger="cli", state=State.SUCCEEDED
+    )
+    until = datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
+    watch = Watch.objects.create(deploy=deploy, until=until, upstream="127.0.0.1:9")
+    services.watch_step(watch, "watching the answers of release 1 until 09:05:00 UTC")
+    assert deploy_cli.follow(deploy.pk) == 0
+    printed = capsys.readouterr()
+    [line] = [s for s in printed.out.splitlines() if s.startswith("watch\t")]
+    assert line.split("\t")[1:3] == ["—", "running"]
+    assert "its watch goes on until 09:05:00 UTC; onwatch rolls the release back" in printed.err
