@@ -50,6 +50,10 @@ def test_a_deployer_deploys_from_the_page_and_reads_its_timeline(
     assert answer.status_code == 302 and answer["Location"] == f"/deploys/{deploy.pk}/"
     queued = deployer.get(f"/deploys/{deploy.pk}/").content.decode()
     assert "its whole log; cancel it there" in queued
+    # Who asked, in words ("ui by …", and "cli by cli" from the command line, before).
+    assert f"on the service's page by {members['deployer'].email}" in queued
+    Deploy.objects.filter(pk=deploy.pk).update(trigger="cli", triggered_by="cli")
+    assert "from the command line, " in deployer.get(f"/deploys/{deploy.pk}/").content.decode()
     started = timezone.now()
     services.deploy_step(deploy, step("start", started, 0.8, True, "release 1 runs on port 5"))
     services.deploy_step(
