@@ -229,10 +229,11 @@ def cmd_releases_list(args: argparse.Namespace) -> int:
     from onwatch.deploys.cli import find_service
 
     service = find_service(organization(args.org), args.service)
-    live = services.live_release(service)
+    live, rolled_back = services.live_release(service), services.rolled_back_notes(service)
     for r in service.releases.order_by("-pk"):
         notes = ["live"] if r == live else []
         notes += [f"no rollback past this: {r.no_rollback_why}"] if r.no_rollback_past else []
+        notes += [rolled_back[r.pk]] if r.pk in rolled_back else []
         print(f"{r.pk}\t{r.commit[:12]}\t{r.state}\t{'; '.join(notes)}")
     return 0
 

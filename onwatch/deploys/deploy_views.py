@@ -39,8 +39,11 @@ def _service(request: HttpRequest, pk: int) -> Service:
 def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     """The service page's part about its domain, releases and deploys."""
     live = services.live_release(service)
+    releases = list(service.releases.order_by("-pk"))
+    notes = services.rolled_back_notes(service)
     return {
-        "releases": list(service.releases.order_by("-pk")),
+        "releases": releases,
+        "release_rows": [(r, notes.get(r.pk, "")) for r in releases],
         "live_release": live,
         "previous_release": services.previous_release(service),
         "rollback_refused": rollback_refused(service),

@@ -1167,6 +1167,21 @@ def live_release(service: Service) -> Release | None:
     return last.release if last else None
 
 
+def rolled_back_notes(service: Service) -> dict[int, str]:
+    """Each release of the service its watch rolled back, with when ("rolled back by its
+    watch at 09:22 UTC"): the releases list and page named none, with a button to make one
+    live again beside it."""
+    found = Watch.objects.filter(deploy__service=service, state=WatchState.ROLLED_BACK)
+    notes = {}
+    for w in found.select_related("deploy").order_by("pk"):
+        when = w.detected_at or w.ended_at or w.started_at
+        if w.deploy.release_id is not None:
+            notes[w.deploy.release_id] = (
+                f"rolled back by its watch at {when.astimezone(UTC):%H:%M} UTC"
+            )
+    return notes
+
+
 def previous_release(service: Service) -> Release | None:
     """The release that was live before the live one."""
     live = live_release(service)

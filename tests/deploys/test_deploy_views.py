@@ -183,6 +183,8 @@ def test_roll_back_after_an_automatic_rollback_does_not_bring_back_the_bad_relea
     page = html.unescape(deployer.get(f"/services/{service.pk}/").content.decode())
     assert f"Roll back to {two.label}" not in page
     assert f"the release before, {two.label}, is the one its watch rolled back at" in page
+    # Its row in the releases, beside "Make live again", says so too.
+    assert '<span class="warning rolled-back">rolled back by its watch at ' in page
     assert f'watch: rolled back (<a href="/deploys/{rollback.pk}/">rollback #' in page
     refused = deployer.post(f"/services/{service.pk}/rollback/", follow=True).content.decode()
     assert f"onwatch rollback shop --to {two.pk}" in html.unescape(refused)
