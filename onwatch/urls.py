@@ -7,6 +7,7 @@ from onwatch.web import views as web
 urlpatterns = [
     path("", web.dashboard, name="dashboard"),
     path("health/", web.health, name="health"),
+    path("favicon.ico", web.favicon, name="favicon"),
     path("", include("onwatch.accounts.urls")),
     path("", include("onwatch.alerts.urls")),
     path("", include("onwatch.core.urls")),

@@ -54,6 +54,11 @@ def current(org: Organization, source: str) -> Incident | None:
     return Incident.objects.filter(org=org, source=source, state__in=UNRESOLVED).first()
 
 
+def latest(org: Organization, source: str) -> Incident | None:
+    """The newest incident of `source`, resolved or not: for a page that links to it."""
+    return Incident.objects.filter(org=org, source=source).order_by("-opened_at", "-pk").first()
+
+
 def in_maintenance(org: Organization, source: str, now: datetime) -> Maintenance | None:
     for m in Maintenance.objects.filter(org=org):
         if m.sources and source not in m.sources:
@@ -390,7 +395,13 @@ def clock(at: datetime) -> str:
 def since_note(incident: Incident) -> str:
     if incident.began_at is None or incident.began_at >= incident.opened_at:
         return ""
-    return f" (first failed check; confirmed {incident.opened_at.astimezone(UTC):%H:%M})"
+    return f" ({began_what(incident)}; confirmed {incident.opened_at.astimezone(UTC):%H:%M})"
+
+
+def began_what(incident: Incident) -> str:
+    """What happened when the trouble began: a monitor's first failed check, unless the
+    raiser's evidence says ("began": "release 7 went live")."""
+    return str(incident.evidence.get("began") or "first failed check")
 
 
 LINE_SHOWN = 200  # characters of one line of output in an alert, as of an error

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC
 from typing import Any
 
 from onwatch.core.commands import AddCommand
@@ -200,7 +201,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def follow(deploy_id: int) -> int:
     """Wait for the deploy's end, then print its timeline and how it ended."""
     from onwatch.deploys import services
-    from onwatch.deploys.models import ENDED, Deploy, State
+    from onwatch.deploys.models import ENDED, Deploy, State, Watch, WatchState
 
     deploy = Deploy.objects.get(pk=deploy_id)
     while deploy.state not in ENDED:
@@ -211,6 +212,13 @@ def follow(deploy_id: int) -> int:
         print(f"{step['name']}\t{took}\t{services.step_result(step)}\t{step['detail']}")
     said = f": {deploy.reason}" if deploy.reason else f"; {deploy.live_after} is live"
     print(f"onwatch: {deploy.kind} #{deploy.pk} {deploy.state}{said}", file=sys.stderr)
+    if watching := Watch.objects.filter(deploy=deploy, state=WatchState.WATCHING).first():
+        # The command ends with the deploy, its watch does not: a rollback may yet follow.
+        print(
+            f"onwatch: its watch goes on until {watching.until.astimezone(UTC):%H:%M:%S} UTC; "
+            "onwatch rolls the release back by itself if it answers clearly worse",
+            file=sys.stderr,
+        )
     return 0 if deploy.state == State.SUCCEEDED else 1
 
 
@@ -221,10 +229,11 @@ def cmd_releases_list(args: argparse.Namespace) -> int:
     from onwatch.deploys.cli import find_service
 
     service = find_service(organization(args.org), args.service)
-    live = services.live_release(service)
+    live, rolled_back = services.live_release(service), services.rolled_back_notes(service)
     for r in service.releases.order_by("-pk"):
         notes = ["live"] if r == live else []
         notes += [f"no rollback past this: {r.no_rollback_why}"] if r.no_rollback_past else []
+        notes += [rolled_back[r.pk]] if r.pk in rolled_back else []
         print(f"{r.pk}\t{r.commit[:12]}\t{r.state}\t{'; '.join(notes)}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,9 +14,19 @@ from django.views.decorators.http import require_POST
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
-from onwatch.deploys import services
+from onwatch.deploys import services, watch
 from onwatch.deploys.forms import WatchForm
-from onwatch.deploys.models import Deploy, Release, ReleaseState, Service
+from onwatch.deploys.models import (
+    ENDED,
+    Deploy,
+    DeployKind,
+    Release,
+    ReleaseState,
+    Service,
+    State,
+    Watch,
+    WatchState,
+)
 from onwatch.deploys.services import Refusal
 
 DEPLOYS_SHOWN = 10
@@ -28,14 +39,37 @@ def _service(request: HttpRequest, pk: int) -> Service:
 def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     """The service page's part about its domain, releases and deploys."""
     live = services.live_release(service)
+    releases = list(service.releases.order_by("-pk"))
+    notes = services.rolled_back_notes(service)
     return {
-        "releases": list(service.releases.order_by("-pk")),
+        "releases": releases,
+        "release_rows": [(r, notes.get(r.pk, "")) for r in releases],
         "live_release": live,
         "previous_release": services.previous_release(service),
-        "deploys": list(service.deploys.select_related("release")[:DEPLOYS_SHOWN]),
+        "rollback_refused": rollback_refused(service),
+        "site_url": site_url(service.domain) if service.domain else "",
+        "deploys": list(service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]),
         "can_deploy": can(request, "deploys.run"),
         "ready": ReleaseState.READY,
     }
+
+
+def site_url(domain: str) -> str:
+    """Where people open the service through onwatch's Caddy: its scheme, and its port
+    when not the usual one (the page named the domain alone, on a machine whose Caddy
+    listens on other ports)."""
+    https = settings.CADDY_HTTPS
+    port, usual = (settings.CADDY_HTTPS_PORT, 443) if https else (settings.CADDY_HTTP_PORT, 80)
+    return f"{'https' if https else 'http'}://{domain}{'' if port == usual else f':{port}'}/"
+
+
+def rollback_refused(service: Service) -> str:
+    """Why "Roll back" (to the release before) would be refused now; empty when it would not."""
+    try:
+        services.rollback_target(service, None)
+    except Refusal as e:
+        return str(e)
+    return ""
 
 
 @require("services.manage")
@@ -108,6 +142,9 @@ def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         to = int(chosen) if chosen else None
         deploy = services.queue_rollback(service, Actor.of(request), "ui", to=to)
+    except services.OnItsWay as e:  # a second click, a stale tab: the one on its way
+        messages.info(request, str(e))
+        return redirect("deploy_detail", pk=e.deploy.pk)
     except ValueError as e:  # Refusal is one too
         messages.error(request, str(e) if isinstance(e, Refusal) else "Choose a kept release")
         return redirect("service_detail", pk=pk)
@@ -119,7 +156,28 @@ def service_rollback(request: HttpRequest, pk: int) -> HttpResponse:
 def deploy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     found = Deploy.objects.select_related("service", "release", "pipeline", "job")
     deploy = get_object_or_404(found, pk=pk, service__org=org_of(request))
-    return render(request, "deploys/deploy.html", {"deploy": deploy})
+    return render(request, "deploys/deploy.html", {"deploy": deploy, **deploy_facts(deploy)})
+
+
+# A deploy or its watch still going on: its page reloads by itself this often.
+REFRESH_SECONDS = 3
+
+
+def deploy_facts(deploy: Deploy) -> dict[str, Any]:
+    """What a person reading a deploy's page asks next: how its watch ended (and the
+    rollback and incident it led to), which watch asked for a rollback, what serves now."""
+    its_watch = Watch.objects.filter(deploy=deploy).select_related("rollback").first()
+    going_on = deploy.state not in ENDED or (
+        its_watch is not None and its_watch.state in (WatchState.WATCHING, WatchState.ROLLING_BACK)
+    )
+    return {
+        "watch": its_watch,
+        "watch_said": watch.said(its_watch) if its_watch else unwatched(deploy),
+        "incident_page": watch.incident_page(its_watch) if its_watch else "",
+        "asked_by": Watch.objects.filter(rollback=deploy).select_related("deploy").first(),
+        "live_now": services.live_release(deploy.service),
+        "refresh": REFRESH_SECONDS if going_on else 0,
+    }
 
 
 @require("deploys.run")
@@ -132,3 +190,15 @@ def release_no_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     except Refusal as e:
         messages.error(request, str(e))
     return redirect("service_detail", pk=release.service_id)
+
+
+def unwatched(deploy: Deploy) -> str:
+    """Why a deploy that made its release live has no watch; empty when that needs no word."""
+    if deploy.kind != DeployKind.DEPLOY or deploy.state != State.SUCCEEDED:
+        return ""
+    if not deploy.service.watch_seconds:
+        return "none: the service's releases are not watched (its watch is set to 0 s)"
+    earlier = deploy.service.deploys.filter(state=State.SUCCEEDED, pk__lt=deploy.pk)
+    if not earlier.exists():
+        return "none: the service's first release has nothing before it to compare with"
+    return ""

@@ -39,7 +39,7 @@ from onwatch.deploys import (
     switch,
     watch,
 )
-from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State
+from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State, Watch
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     caches_of,
@@ -65,6 +65,13 @@ FELT_TO_DO = (
     "Read the deploy's timeline: errors from the app itself are the new release's to fix "
     "(or roll back); requests no release answered mean a release stopped or failed its "
     "health check during the switch."
+)
+# A rollback leaves a release that was answering badly: its last answers, as it drains,
+# are counted in the switch too, and are no news.
+ROLLBACK_FELT_TO_DO = (
+    "Read the rollback's timeline: errors from the app itself during its switch are most "
+    "likely the last answers of the release it replaced; requests no release answered mean "
+    "a release stopped or failed its health check during the switch."
 )
 
 
@@ -450,7 +457,7 @@ class Run:
         if self.deploy.felt_bad:
             self.warn(
                 f"Not every request went well during the switch: {self.deploy.felt_text}",
-                FELT_TO_DO,
+                ROLLBACK_FELT_TO_DO if self.deploy.kind == DeployKind.ROLLBACK else FELT_TO_DO,
             )
 
     def prepare(self, site: caddy.Site) -> str:
@@ -531,7 +538,7 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
     if run.watched and run.previous is not None:
         services.watch_started(deploy, run.previous, run.watched, run.base)
     if run.warning:
-        alert_warning(deploy, run.to_do)
+        warn_people(deploy, run.to_do)
     prune(deploy.service)
     return {"deploy": deploy.pk, "release": release.pk}
 
@@ -569,9 +576,35 @@ def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
         deploy,
         verb,
         f"What serves {service.domain} now: {deploy.live_after or 'nothing'}",
-        "What to do: read the deploy's timeline (linked below); fix the cause and deploy "
-        f"again, or roll back to an earlier release (onwatch rollback {service.name}).",
+        failed_to_do(deploy),
     )
+
+
+def failed_to_do(deploy: Deploy) -> str:
+    """One that failed before its switch changed nothing users see: rolling back, as was
+    once advised for every failure, would take away the release that still serves well."""
+    if deploy.switched_at is None and deploy.live_after:
+        return (
+            f"What to do: nothing is urgent, {deploy.live_after} still serves as before. Read "
+            f"the {deploy.kind}'s timeline (linked below), fix the cause and deploy again."
+        )
+    return (
+        f"What to do: read the {deploy.kind}'s timeline (linked below); fix the cause and "
+        f"deploy again, or roll back to an earlier release (onwatch rollback "
+        f"{deploy.service.name})."
+    )
+
+
+def warn_people(deploy: Deploy, to_do: list[str]) -> None:
+    """The warning, unless it is only the app's errors during a watch's rollback: the last
+    answers of the release it rolled back, which the watch's incident tells of a moment
+    later (people got three alerts for one bad release)."""
+    only_errors = to_do == [ROLLBACK_FELT_TO_DO] and not (
+        deploy.switch_failed or deploy.switch_mixed
+    )
+    if deploy.trigger == "watch" and only_errors:
+        return
+    alert_warning(deploy, to_do)
 
 
 def alert_warning(deploy: Deploy, to_do: list[str] | None = None) -> None:
@@ -582,9 +615,25 @@ def alert_warning(deploy: Deploy, to_do: list[str] | None = None) -> None:
         deploy,
         "succeeded with a warning",
         f"What serves {service.domain} now: {deploy.live_after}",
-        "What to do: nothing is urgent, the new release serves. "
-        + " ".join(to_do or [stop_old(service)]),
+        f"What to do: {not_urgent(deploy)}. " + " ".join(to_do or [stop_old(service)]),
     )
+
+
+def not_urgent(deploy: Deploy) -> str:
+    """It said "nothing is urgent" seconds before the watch rolled the release back."""
+    if Watch.objects.filter(deploy=deploy).exists():
+        return (
+            f"nothing is urgent yet, {serving_well(deploy)}; onwatch watches it for "
+            f"{deploy.service.watch_seconds} s and rolls it back by itself if it answers "
+            "clearly worse than the release before it"
+        )
+    return f"nothing is urgent, {serving_well(deploy)}"
+
+
+def serving_well(deploy: Deploy) -> str:
+    if deploy.kind == DeployKind.ROLLBACK:
+        return f"{deploy.live_after or 'the release rolled back to'}, made live again, serves"
+    return "the new release serves"
 
 
 def stop_old(service: Service) -> str:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from statistics import median
@@ -78,6 +78,14 @@ class Refusal(ValueError):
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
         self.field = field
+
+
+class OnItsWay(Refusal):
+    """The same rollback is queued or running already: `deploy` is that one."""
+
+    def __init__(self, message: str, deploy: Deploy) -> None:
+        super().__init__(message, "to")
+        self.deploy = deploy
 
 
 class ServiceFields(BaseModel):
@@ -1159,6 +1167,21 @@ def live_release(service: Service) -> Release | None:
     return last.release if last else None
 
 
+def rolled_back_notes(service: Service) -> dict[int, str]:
+    """Each release of the service its watch rolled back, with when ("rolled back by its
+    watch at 09:22 UTC"): the releases list and page named none, with a button to make one
+    live again beside it."""
+    found = Watch.objects.filter(deploy__service=service, state=WatchState.ROLLED_BACK)
+    notes = {}
+    for w in found.select_related("deploy").order_by("pk"):
+        when = w.detected_at or w.ended_at or w.started_at
+        if w.deploy.release_id is not None:
+            notes[w.deploy.release_id] = (
+                f"rolled back by its watch at {when.astimezone(UTC):%H:%M} UTC"
+            )
+    return notes
+
+
 def previous_release(service: Service) -> Release | None:
     """The release that was live before the live one."""
     live = live_release(service)
@@ -1178,6 +1201,8 @@ def rollback_target(service: Service, to: int | None) -> Release:
     if target is None:
         said = f"{service.name} has no release {to}" if to else "there is no earlier release"
         raise Refusal(f"Cannot roll back: {said}", "to")
+    if to is None:
+        _check_not_rolled_back(target)
     if target == live:
         raise Refusal(f"Cannot roll back: {target.label} is the live release already", "to")
     if target.state != ReleaseState.READY:
@@ -1208,6 +1233,25 @@ def rollback_still_wanted(rollback: Deploy) -> Release:
     return target
 
 
+def _check_not_rolled_back(target: Release) -> None:
+    """ "Roll back" after the watch rolled a release back would make that very release live
+    again (it is the one live before): only when someone names it on purpose. A release
+    made live again by hand since is no longer the watch's to refuse."""
+    done = target.service.deploys.filter(state=State.SUCCEEDED, release=target)
+    last = done.order_by(went_live().desc(), "-pk").first()
+    found = Watch.objects.filter(deploy=last, state=WatchState.ROLLED_BACK).first()
+    if last is None or found is None:
+        return
+    when = (found.detected_at or found.ended_at or last.created_at).astimezone(UTC)
+    raise Refusal(
+        f"Cannot roll back: the release before, {target.label}, is the one its watch rolled "
+        f"back at {when:%H:%M} UTC (it answered worse than the release now live); to make it "
+        f"live anyway, name it (Make live again, or onwatch rollback {target.service.name} "
+        f"--to {target.pk})",
+        "to",
+    )
+
+
 def _check_no_rollback_past(live: Release, target: Release) -> None:
     low, high = sorted((live.pk, target.pk))
     if target.pk > live.pk:
@@ -1230,6 +1274,8 @@ def queue_rollback(
     """Make the previous (or chosen kept) release live again, without a rebuild; in `queue`
     rather than the deploys' own (an automatic rollback must not wait behind a pipeline)."""
     target = rollback_target(service, to)
+    if trigger != "watch":
+        _check_not_on_its_way(service, target)
     with transaction.atomic():
         deploy = Deploy.objects.create(
             service=service,
@@ -1250,6 +1296,17 @@ def queue_rollback(
             job=deploy.job_id,
         )
     return deploy
+
+
+def _check_not_on_its_way(service: Service, target: Release) -> None:
+    """A second click (a double click, a second tab's stale button) would queue the same
+    rollback again, which then failed, alerting, as its release was live already. (The
+    watch's own is not refused: it asks for the rollback of what it watched.)"""
+    pending = service.deploys.filter(
+        kind=DeployKind.ROLLBACK, release=target, state__in=[State.QUEUED, State.RUNNING]
+    ).first()
+    if pending is not None:
+        raise OnItsWay(f"Rollback #{pending.pk} to {target.label} is on its way already", pending)
 
 
 def mark_no_rollback_past(release: Release, why: str, actor: Actor, on: bool = True) -> None:
@@ -1566,6 +1623,9 @@ NOT_JUDGED = "not judged"
 
 
 def step_result(step: dict[str, Any]) -> str:
+    """ "running" for a step still going on (a watch outlasts its deploy): it said "ok"."""
+    if step.get("seconds") is None and not step.get("ended") and not step.get("result"):
+        return "running"
     return str(step.get("result") or ("ok" if step["ok"] else "failed"))
 
 

@@ -256,10 +256,17 @@ def _gate(
     gate: Gate,
 ) -> None:
     with _step(record, "health gate", on_step) as step:
+        # Said while it waits (up to a minute): the page showed a bare "running".
+        step.detail = (
+            f"waiting for {gate.passes} answers of 200 in a row on {site.health_path}, "
+            f"at most {gate.seconds:g} s"
+        )
+        on_step(step)
         started = time.monotonic()
         passed, why = _wait_healthy(machine, record.port, site.health_path, gate)
         if not passed:
             machine.supervisor.remove(program_name(record.port))
+            step.detail = ""  # the failure's own message takes its place
             _fail(
                 record,
                 f"{release.label} never answered 200 {gate.passes} times in a row on "
@@ -283,16 +290,29 @@ def _wait_healthy(machine: Machine, port: int, path: str, gate: Gate) -> tuple[b
     return False, why
 
 
+# Of a failing health answer, what the gate's failure quotes: its first line, this long.
+HEALTH_SAID = 120
+
+
 def _health(port: int, path: str) -> tuple[int, str]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         connection.request("GET", path)
-        status = connection.getresponse().status
+        answer = connection.getresponse()
+        status, body = answer.status, answer.read(4096)
     except OSError as e:
         return 0, str(e.strerror or e)
     finally:
         connection.close()
-    return status, f"HTTP {status}"
+    return status, f"HTTP {status}" + _first_line(body)
+
+
+def _first_line(body: bytes) -> str:
+    """What the app said with a failing answer ("database unreachable"): a person reading
+    why the gate gave up learns more from it than from the status alone."""
+    text = body.decode("utf-8", "replace").strip()
+    line = text.splitlines()[0][:HEALTH_SAID] if text else ""
+    return f" {line!r}" if line.isprintable() and line else ""
 
 
 def _move(

@@ -233,5 +233,8 @@ def pipeline_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "log": logpages.for_request(job, request.GET.dict()) if job else None,
         # Followed live while its job may still write lines.
         "ended": job is None or job.state in JOB_ENDED,
+        # The deploys that waited for it: a green pipeline of a service with a domain
+        # deploys by itself, and its page said nothing of it.
+        "deploys": list(pipeline.deploy_set.order_by("pk")),
     }
     return render(request, "deploys/pipeline.html", ctx)

@@ -216,6 +216,17 @@ def at(moment: datetime | None) -> str:
     return f"{moment.astimezone(UTC):%H:%M:%S} UTC" if moment else "an unknown time"
 
 
+def said(watch: Watch) -> str:
+    """The watch in one line for its deploy's page: how far it is, or how it ended."""
+    if watch.state == WatchState.WATCHING:
+        return (
+            f"watching until {at(watch.until)}: {watch.requests:,} requests answered so far, "
+            f"{watch.errors:,} of them errors"
+        )
+    verdict = watch.verdict or "no verdict was kept"
+    return verdict if verdict.startswith(watch.state) else f"{watch.state}: {verdict}"
+
+
 # --- one look --------------------------------------------------------------------------------
 
 
@@ -376,6 +387,28 @@ def judged(watch: Watch) -> None:
         )
         return
     services.watch_ended(watch, WatchState.PASSED, f"passed: {comparison(watch)}")
+    resolve_earlier(watch)
+
+
+# Earlier watches whose incidents a release that passed its watch may resolve: the newest.
+EARLIER_SHOWN = 50
+
+
+def resolve_earlier(watch: Watch) -> None:
+    """A release that passed its watch ends the incidents earlier watches of the service
+    opened (a release rolled back, or failing): nothing else ever resolved them, and the
+    incident page has no button to, so they stayed open for good. Whoever was told hears
+    that it is over."""
+    service = watch.deploy.service
+    bad = (WatchState.ROLLED_BACK, WatchState.FAILING)
+    earlier = Watch.objects.filter(deploy__service=service, state__in=bad, pk__lt=watch.pk)
+    for found in earlier.order_by("-pk")[:EARLIER_SHOWN]:
+        incidents.resolve_incident(
+            service.org,
+            incident_source(found),
+            {"error": watch.verdict},
+            title=f"{service.name} is well again: {label_of(watch)} passed its watch",
+        )
 
 
 # --- clearly worse ---------------------------------------------------------------------------
@@ -481,17 +514,29 @@ ADVICE = {
 }
 
 
+def incident_source(watch: Watch) -> str:
+    return f"deploys.watch.{watch.pk}"
+
+
+def incident_page(watch: Watch) -> str:
+    """The page of the incident the watch opened when it found its release clearly worse;
+    empty when it opened none."""
+    found = incidents.latest(watch.deploy.service.org, incident_source(watch))
+    return reverse("incident_detail", args=[found.pk]) if found else ""
+
+
 def _incident(watch: Watch, title: str, verdict: str) -> None:
     """One incident per watch, to the channels of the service's deploy alerts (those the
     service chose, or all): the evidence is its text."""
     deploy = watch.deploy
     incidents.open_incident(
         deploy.service.org,
-        f"deploys.watch.{watch.pk}",
+        incident_source(watch),
         title,
-        {"error": verdict},
+        # The trouble began as the release went live, not when enough answers proved it.
+        {"error": verdict, "began": f"{label_of(watch)} went live"},
         about=incidents.About(
-            began_at=watch.detected_at,
+            began_at=deploy.switched_at or watch.detected_at,
             page=reverse("deploy_detail", args=[deploy.pk]),
             advice=ADVICE.get(WatchState(watch.state), ""),
         ),

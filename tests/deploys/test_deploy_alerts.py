@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from onwatch.alerts.models import Delivery
 from onwatch.alerts.services import add_channel
 from onwatch.core.models import Organization
 from onwatch.deploys import releases
-from onwatch.deploys.models import Deploy, DeployKind, State
+from onwatch.deploys.models import Deploy, DeployKind, State, Watch
 from tests.support.deploys import service_for
 
 pytestmark = pytest.mark.django_db
@@ -56,3 +57,58 @@ def test_a_warning_and_a_rollback_that_never_started_say_since_when(deploy: Depl
     assert "\nSince: 2026-03-02 09:00 UTC\n" in warned.body
     assert failed.title == f"Rollback #{deploy.pk} of {deploy.service.name} failed"
     assert "\nSince: 2026-03-02 08:59 UTC\n" in failed.body  # queued then, never started
+
+
+def test_a_failure_before_the_switch_does_not_advise_a_rollback(deploy: Deploy) -> None:
+    """A deploy stopped at its health gate left the old release serving: the alert said
+    to roll back, which would take that release away."""
+    deploy.live_after = "release 1 (bd5bd69)"
+    releases.alert_failed(deploy)
+    [alert] = Delivery.objects.all()
+    assert "What to do: nothing is urgent, release 1 (bd5bd69) still serves as before." in (
+        alert.body
+    )
+    assert "roll back" not in alert.body
+
+
+def test_a_rollback_warning_says_the_release_rolled_back_to_serves(deploy: Deploy) -> None:
+    """It said "the new release serves" and that the app's errors during the switch were
+    the new release's to fix: after an automatic rollback they are the bad release's last."""
+    deploy.kind, deploy.live_after = DeployKind.ROLLBACK, "release 1 (bd5bd69)"
+    deploy.state = State.SUCCEEDED
+    releases.alert_warning(deploy, [releases.ROLLBACK_FELT_TO_DO])
+    [alert] = Delivery.objects.all()
+    assert "nothing is urgent, release 1 (bd5bd69), made live again, serves." in alert.body
+    assert "the new release" not in alert.body
+    assert "the last answers of the release it replaced" in alert.body
+
+
+def test_a_watched_deploys_warning_says_the_watch_may_still_roll_it_back(deploy: Deploy) -> None:
+    """It said "nothing is urgent" seconds before the watch rolled the release back."""
+    deploy.state, deploy.live_after = State.SUCCEEDED, "release 2 (1c83f7a)"
+    deploy.save()
+    Watch.objects.create(deploy=deploy, until=timezone.now(), upstream="127.0.0.1:9")
+    releases.alert_warning(deploy, [releases.FELT_TO_DO])
+    [alert] = Delivery.objects.all()
+    assert (
+        "What to do: nothing is urgent yet, the new release serves; onwatch watches it for "
+        "300 s and rolls it back by itself if it answers clearly worse" in alert.body
+    )
+
+
+def test_a_watchs_rollback_warns_of_nothing_but_the_bad_releases_last_errors(
+    deploy: Deploy,
+) -> None:
+    """One bad release sent three alerts: its deploy's warning, its rollback's warning (the
+    bad release's last errors, counted in the switch) and the incident. The second is gone;
+    a rollback by hand, or one whose switch failed requests, still warns."""
+    deploy.kind, deploy.trigger, deploy.state = DeployKind.ROLLBACK, "watch", State.SUCCEEDED
+    deploy.switch_failed, deploy.switch_app_errors, deploy.switch_mixed = 0, 1, 0
+    deploy.save()
+    releases.warn_people(deploy, [releases.ROLLBACK_FELT_TO_DO])
+    assert not Delivery.objects.exists()
+    deploy.switch_failed = 2
+    releases.warn_people(deploy, [releases.ROLLBACK_FELT_TO_DO])
+    deploy.switch_failed, deploy.trigger = 0, "ui"
+    releases.warn_people(deploy, [releases.ROLLBACK_FELT_TO_DO])
+    assert Delivery.objects.count() == 2

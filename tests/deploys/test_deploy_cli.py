@@ -4,16 +4,21 @@ deploy and the rollback, as an onwatch restart would), supervisord and Caddy."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from onwatch.core.models import Organization
+from onwatch.deploys import deploy_cli, services
+from onwatch.deploys.models import Deploy, Release, ReleaseState, State, Watch, WatchState
 from onwatch.deploys.switch import Machine
 from tests.support.child import call
 from tests.support.child import deploys as child_deploys
-from tests.support.deploys import commit
+from tests.support.deploys import commit, service_for
 from tests.support.load import fetch
 from tests.support.procs import Running, free_port, isolated, run
 from tests.support.releases import app_files
@@ -100,3 +105,51 @@ def first_sha(repo: Path) -> str:
     from tests.support.deploys import git
 
     return git(repo, "rev-list", "--max-parents=0", "HEAD")[:7] + ")"
+
+
+@pytest.mark.django_db
+def test_deploy_wait_says_the_watch_goes_on(
+    org: Organization, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`onwatch deploy --wait` ends with the deploy; it printed the watch still going on as
+    "ok" and said nothing of a rollback that might yet follow."""
+    service = service_for(org, "/srv/git/shop.git")
+    release = Release.objects.create(service=service, commit="a" * 40, state=ReleaseState.READY)
+    deploy = Deploy.objects.create(
+        service=service, release=release, trigger="cli", state=State.SUCCEEDED
+    )
+    until = datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
+    watch = Watch.objects.create(deploy=deploy, until=until, upstream="127.0.0.1:9")
+    services.watch_step(watch, "watching the answers of release 1 until 09:05:00 UTC")
+    assert deploy_cli.follow(deploy.pk) == 0
+    printed = capsys.readouterr()
+    [line] = [s for s in printed.out.splitlines() if s.startswith("watch\t")]
+    assert line.split("\t")[1:3] == ["—", "running"]
+    assert "its watch goes on until 09:05:00 UTC; onwatch rolls the release back" in printed.err
+
+
+@pytest.mark.django_db
+def test_releases_list_names_a_release_its_watch_rolled_back(
+    org: Organization, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It listed the release the watch rolled back as plain "ready", the one a bare
+    `onwatch rollback` would then have made live again."""
+    monkeypatch.setattr(deploy_cli, "prepare", lambda: None)  # the test's database is ready
+    service = service_for(org, "/srv/git/shop.git")
+    release = Release.objects.create(service=service, commit="b" * 40, state=ReleaseState.READY)
+    deploy = Deploy.objects.create(
+        service=service, release=release, trigger="cli", state=State.SUCCEEDED
+    )
+    found = datetime(2026, 3, 2, 9, 22, 19, tzinfo=UTC)
+    Watch.objects.create(
+        deploy=deploy,
+        until=found,
+        upstream="127.0.0.1:9",
+        state=WatchState.ROLLED_BACK,
+        detected_at=found,
+    )
+    assert deploy_cli.cmd_releases_list(argparse.Namespace(org=None, service="shop")) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{release.pk}\t") and line.endswith(
+        "; rolled back by its watch at 09:22 UTC"
+    ), line

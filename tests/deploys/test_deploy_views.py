@@ -5,15 +5,25 @@ why not. The deploys themselves run with real components in test_releases.py."""
 from __future__ import annotations
 
 import html
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.test import override_settings
 from django.utils import timezone
 
+from onwatch.alerts import incidents
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import services
-from onwatch.deploys.models import Deploy, State
+from onwatch.deploys import services, watch
+from onwatch.deploys.models import (
+    Deploy,
+    Pipeline,
+    Release,
+    ReleaseState,
+    Service,
+    State,
+    WatchState,
+)
 from tests.support.deploys import service_for
 from tests.support.fixtures import signed_in
 
@@ -40,6 +50,10 @@ def test_a_deployer_deploys_from_the_page_and_reads_its_timeline(
     assert answer.status_code == 302 and answer["Location"] == f"/deploys/{deploy.pk}/"
     queued = deployer.get(f"/deploys/{deploy.pk}/").content.decode()
     assert "its whole log; cancel it there" in queued
+    # Who asked, in words ("ui by …", and "cli by cli" from the command line, before).
+    assert f"on the service's page by {members['deployer'].email}" in queued
+    Deploy.objects.filter(pk=deploy.pk).update(trigger="cli", triggered_by="cli")
+    assert "from the command line, " in deployer.get(f"/deploys/{deploy.pk}/").content.decode()
     started = timezone.now()
     services.deploy_step(deploy, step("start", started, 0.8, True, "release 1 runs on port 5"))
     services.deploy_step(
@@ -50,6 +64,7 @@ def test_a_deployer_deploys_from_the_page_and_reads_its_timeline(
     timeline = html.unescape(deployer.get(f"/deploys/{deploy.pk}/").content.decode())
     assert "Deploy #" in timeline and "failed: it never got healthy" in timeline
     assert "(its whole log)" in timeline and "cancel it there" not in timeline
+    assert "<th>Started (UTC)</th>" in timeline  # the zone its times are in
     assert "0.8 s" in timeline and "ok</span>: release 1 runs on port 5" in timeline
     assert "4.0 s" in timeline and "failed</span>: release 1 never answered 200 3 times" in timeline
     refused = deployer.post(f"{page}rollback/", follow=True).content.decode()
@@ -73,3 +88,157 @@ def test_a_viewer_sees_deploys_but_no_button(org: Organization, members: dict[st
     services.set_domain(service, "shop.example.com", False, SYSTEM)
     shown = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
     assert "deployed by hand only" in shown and "Deploy this commit" not in shown
+
+
+def live_deploy(service: Service, release: Release, at: datetime) -> Deploy:
+    return Deploy.objects.create(
+        service=service,
+        release=release,
+        trigger="ui",
+        state=State.SUCCEEDED,
+        switched_at=at,
+        ended_at=at,
+        drain_seconds=1.0,
+    )
+
+
+def test_a_deploy_rolled_back_by_its_watch_says_so_and_what_serves_now(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Read after an automatic rollback, the deploy's page once said "succeeded" and that
+    its release served the domain now (both true when it ended), with no word of its watch,
+    the rollback or the incident; the rollback's page said "watch by system"."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    now = timezone.now()
+    live_deploy(service, one, now - timedelta(minutes=5))
+    bad = live_deploy(service, two, now - timedelta(seconds=30))
+    Deploy.objects.filter(pk=bad.pk).update(reason="Not every request went well")
+    its_watch = services.watch_started(bad, one, "127.0.0.1:9", None)
+    viewer = signed_in(members["viewer"])
+    watching = html.unescape(viewer.get(f"/deploys/{bad.pk}/").content.decode())
+    assert "watching until" in watching and '<meta http-equiv="refresh"' in watching
+    rollback = services.queue_rollback(service, SYSTEM, "watch", to=one.pk, queue="rollbacks")
+    services.watch_rolling_back(its_watch, rollback, "release 2 answered 20 % with errors")
+    Deploy.objects.filter(pk=rollback.pk).update(state=State.SUCCEEDED, switched_at=now)
+    incident = incidents.open_incident(
+        org, watch.incident_source(its_watch), "shop was rolled back", {"error": "20 %"}
+    )
+    services.watch_ended(its_watch, WatchState.ROLLED_BACK, "release 2 answered 20 % with errors")
+    shown = html.unescape(viewer.get(f"/deploys/{bad.pk}/").content.decode())
+    assert f'Serves shop.example.com now</dt><dd class="live-now">{one.label}' in shown
+    assert "rolled back: release 2 answered 20 % with errors" in shown
+    # Its warning is no longer shown in the green of "succeeded".
+    assert 'succeeded: <span class="warning">Not every request went well</span>' in shown
+    assert f'href="/deploys/{rollback.pk}/">rollback #{rollback.pk}</a>' in shown
+    assert f'href="/incidents/{incident.pk}/">its incident</a>' in shown
+    assert '<meta http-equiv="refresh"' not in shown
+    asked = html.unescape(viewer.get(f"/deploys/{rollback.pk}/").content.decode())
+    assert f'by the watch of <a href="/deploys/{bad.pk}/">deploy #{bad.pk}</a>' in asked
+
+
+def test_the_first_release_says_why_it_is_not_watched(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    release = Release.objects.create(service=service, commit="c" * 40, state=ReleaseState.READY)
+    first = live_deploy(service, release, timezone.now())
+    Deploy.objects.filter(pk=first.pk).update(drain_seconds=None)
+    shown = signed_in(members["viewer"]).get(f"/deploys/{first.pk}/").content.decode()
+    assert "the service&#x27;s first release has nothing before it to compare with" in shown
+    assert "the old release drained after" not in shown
+
+
+def rolled_back_by_its_watch(service: Service) -> tuple[Release, Release, Deploy]:
+    """Release 1 live, then release 2, which its watch rolled back: release 1 serves again."""
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    now = timezone.now()
+    live_deploy(service, one, now - timedelta(minutes=5))
+    bad = live_deploy(service, two, now - timedelta(minutes=1))
+    its_watch = services.watch_started(bad, one, "127.0.0.1:9", None)
+    rollback = services.queue_rollback(service, SYSTEM, "watch", to=one.pk, queue="rollbacks")
+    services.watch_rolling_back(its_watch, rollback, "release 2 answered 20 % with errors")
+    Deploy.objects.filter(pk=rollback.pk).update(state=State.SUCCEEDED, switched_at=now)
+    services.watch_ended(its_watch, WatchState.ROLLED_BACK, "release 2 answered 20 % with errors")
+    return one, two, rollback
+
+
+def test_roll_back_after_an_automatic_rollback_does_not_bring_back_the_bad_release(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """The release live before is then the one the watch rolled back: the page offered
+    "Roll back to" it, one click from serving errors again."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    one, two, rollback = rolled_back_by_its_watch(service)
+    deployer = signed_in(members["deployer"])
+    page = html.unescape(deployer.get(f"/services/{service.pk}/").content.decode())
+    assert f"Roll back to {two.label}" not in page
+    assert f"the release before, {two.label}, is the one its watch rolled back at" in page
+    # Its row in the releases, beside "Make live again", says so too.
+    assert '<span class="warning rolled-back">rolled back by its watch at ' in page
+    assert f'watch: rolled back (<a href="/deploys/{rollback.pk}/">rollback #' in page
+    refused = deployer.post(f"/services/{service.pk}/rollback/", follow=True).content.decode()
+    assert f"onwatch rollback shop --to {two.pk}" in html.unescape(refused)
+    assert Deploy.objects.filter(kind="rollback").count() == 1
+    assert services.live_release(service) == one
+    # Named on purpose, it is made live again.
+    answer = deployer.post(f"/services/{service.pk}/rollback/", {"to": two.pk})
+    assert answer.status_code == 302 and Deploy.objects.filter(release=two).count() == 2
+
+
+def test_a_second_click_on_roll_back_does_not_queue_a_rollback_that_fails(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """A stale second tab queued the same rollback again; it failed ("is the live release
+    already") and alerted everyone."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    live_deploy(service, one, timezone.now() - timedelta(minutes=5))
+    live_deploy(service, two, timezone.now() - timedelta(minutes=1))
+    deployer = signed_in(members["deployer"])
+    first = deployer.post(f"/services/{service.pk}/rollback/")
+    again = deployer.post(f"/services/{service.pk}/rollback/")
+    [rollback] = Deploy.objects.filter(kind="rollback")
+    # Both land on its page, the second told it was on its way already.
+    assert first["Location"] == again["Location"] == f"/deploys/{rollback.pk}/"
+    shown = html.unescape(deployer.get(again["Location"]).content.decode())
+    assert f"Rollback #{rollback.pk} to {one.label} is on its way already" in shown
+
+
+@override_settings(CADDY_HTTPS=False, CADDY_HTTP_PORT=21605)
+def test_the_pages_link_the_site_and_a_green_pipeline_its_deploy(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """The service page named the domain alone, on a Caddy listening on port 21605; a
+    green pipeline's page said nothing of the deploy it started, whose page said "pipeline
+    by system"."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    viewer = signed_in(members["viewer"])
+    page = viewer.get(f"/services/{service.pk}/").content.decode()
+    assert '<a class="site-url" href="http://shop.example.com:21605/">' in page
+    # At the top too, not only below fifteen rows of set-up.
+    assert (
+        '<dd class="serves-now">nothing yet at <a href="http://shop.example.com:21605/">'
+    ) in page
+    green = Pipeline.objects.create(
+        service=service, branch="main", trigger="ui", state=State.SUCCEEDED
+    )
+    deploy = Deploy.objects.create(service=service, pipeline=green, trigger="pipeline")
+    shown = viewer.get(f"/pipelines/{green.pk}/").content.decode()
+    assert f'<a href="/deploys/{deploy.pk}/">deploy #{deploy.pk}</a>' in shown
+    asked = viewer.get(f"/deploys/{deploy.pk}/").content.decode()
+    assert "by itself, as its pipeline went green" in asked

@@ -60,6 +60,13 @@ def test_a_release_that_never_gets_healthy_leaves_the_old_one_serving(
 ) -> None:
     first = switch(caddy_machine, caddy_site, release("r1"))
     steps: list[Step] = []
+    # What each call said at that moment (the step itself changes afterwards).
+    said: list[tuple[str, bool, str]] = []
+
+    def on_step(step: Step) -> None:
+        steps.append(step)
+        said.append((step.name, step.ended is None, step.detail))
+
     load = Load(listen_port(caddy_machine), caddy_site.domain).start()
     try:
         with pytest.raises(SwitchFailed) as failed:
@@ -67,7 +74,7 @@ def test_a_release_that_never_gets_healthy_leaves_the_old_one_serving(
                 caddy_machine,
                 caddy_site,
                 release("broken", HEALTH="fail"),
-                steps.append,
+                on_step,
                 Gate(seconds=3),
             )
     finally:
@@ -75,13 +82,18 @@ def test_a_release_that_never_gets_healthy_leaves_the_old_one_serving(
     message = str(failed.value)
     assert "\n" not in message
     assert message == (
-        "broken never answered 200 3 times in a row on /health within 3 s (last: HTTP 500); "
+        # With what the app said: switch_app.py answers its health checks "health".
+        "broken never answered 200 3 times in a row on /health within 3 s (last: HTTP 500 "
+        "'health'); "
         "it was stopped; r1 still serves shop.test"
     )
     assert tally.failed == 0, tally.errors
     assert set(tally.answers) == {"r1"}
     gate = failed.value.record.steps[-1]
     assert gate.name == "health gate" and not gate.ok and gate in steps
+    # While it waited, the deploy's page said for what and how long at most.
+    waiting = "waiting for 3 answers of 200 in a row on /health, at most 3 s"
+    assert ("health gate", True, waiting) in said and gate.detail == message
     assert caddy_machine.supervisor.status(program_name(failed.value.record.port)) is None
     assert caddy_machine.caddy.live_label(first.port) == "r1"
     assert caddy_machine.caddy.live_label(failed.value.record.port) is None

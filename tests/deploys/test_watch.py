@@ -3,10 +3,20 @@ answers as Caddy logs them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
 
-from onwatch.deploys import caddy, watch
-from onwatch.deploys.models import Service
+from onwatch.alerts import incidents
+from onwatch.alerts.models import Delivery, Incident
+from onwatch.alerts.services import add_channel
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import Organization
+from onwatch.deploys import caddy, services, watch
+from onwatch.deploys.models import Deploy, Release, ReleaseState, Service, State, Watch
+from tests.support.deploys import service_for
+from tests.support.fixtures import signed_in
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
@@ -67,3 +77,67 @@ def test_a_release_is_clearly_slower_only_over_the_floor_and_the_factor_with_a_b
     assert watch.worse_by(counts(80, 20, ms=70), counts(100, 0, ms=2), service) == watch.ERRORS
     service.watch_latency_factor = 0
     assert watch.worse_by(counts(100, 0, ms=70), counts(100, 0, ms=2), service) is None
+
+
+LIVE_AT = datetime(2026, 3, 2, 9, 0, 14, tzinfo=UTC)
+
+
+def rolled_back(org: Organization) -> tuple[Release, Release, Watch]:
+    """Release 1 live, then release 2 from LIVE_AT, which its watch found answering with
+    errors: its rollback made release 1 live again, and the watch followed it to its end."""
+    add_channel(org, "ops", "json://127.0.0.1:9/ops")  # deliveries stay rows: no worker
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    for release, live_at in ((one, LIVE_AT - timedelta(days=1)), (two, LIVE_AT)):
+        bad = Deploy.objects.create(
+            service=service,
+            release=release,
+            trigger="ui",
+            state=State.SUCCEEDED,
+            switched_at=live_at,
+        )
+    watched = services.watch_started(bad, one, SLOT, None)
+    rollback = services.queue_rollback(service, SYSTEM, "watch", to=one.pk, queue="rollbacks")
+    services.watch_rolling_back(watched, rollback, "release 2 answered 20 % with errors")
+    Deploy.objects.filter(pk=rollback.pk).update(state=State.SUCCEEDED, switched_at=LIVE_AT)
+    assert not watch.follow_rollback(Watch.objects.get(pk=watched.pk))
+    return one, two, Watch.objects.get(pk=watched.pk)
+
+
+@pytest.mark.django_db
+def test_the_incident_of_a_rolled_back_release_began_when_it_went_live(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """It said the trouble began at the watch's verdict, "the first failed check" (a
+    monitor's words), seconds after users began to get errors."""
+    _one, two, watched = rolled_back(org)
+    incident = Incident.objects.get(source=f"deploys.watch.{watched.pk}")
+    assert incident.began_at == LIVE_AT
+    page = signed_in(members["viewer"]).get(f"/incidents/{incident.pk}/").content.decode()
+    assert f"Trouble began 2026-03-02 09:00:14 ({two.label} went live)." in page
+    assert f"({two.label} went live; confirmed " in incidents.incident_text(incident)
+
+
+@pytest.mark.django_db
+def test_a_release_that_passes_its_watch_resolves_the_rolled_back_ones_incident(
+    org: Organization,
+) -> None:
+    """Nothing resolved a watch's incident, and its page has no button to: it stayed open
+    for good, and the dashboard counted it."""
+    _one, _two, watched = rolled_back(org)
+    service = watched.deploy.service
+    fixed = Release.objects.create(service=service, commit="f" * 40, state=ReleaseState.READY)
+    deploy = Deploy.objects.create(
+        service=service, release=fixed, trigger="ui", state=State.SUCCEEDED, switched_at=LIVE_AT
+    )
+    passing = services.watch_started(deploy, fixed, SLOT, None)
+    Watch.objects.filter(pk=passing.pk).update(requests=40, seconds=0.4)
+    watch.judged(Watch.objects.get(pk=passing.pk))
+    incident = Incident.objects.get(source=f"deploys.watch.{watched.pk}")
+    assert incident.state == "resolved"
+    [told] = Delivery.objects.filter(title__contains="is well again")
+    assert told.title == f"shop is well again: {fixed.label} passed its watch"

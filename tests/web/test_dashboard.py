@@ -32,6 +32,7 @@ def test_each_apps_cards_appear_in_their_order(members: Any) -> None:
     assert top_row(html) == ["alert channels", "members", "failed", "interrupted jobs"]
     assert headings(html) == [
         "Monitors",
+        "Services",
         "Recent deliveries",
         "Recent background jobs",
         "Latest audit entries",
