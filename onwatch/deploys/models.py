@@ -469,6 +469,8 @@ class Watch(models.Model):
     # [[unix second, requests, errors, seconds], …], so a release that fails after serving
     # well for minutes is found as soon as it does.
     recent = models.JSONField(default=list, blank=True)
+    # When it last read Caddy's log: its counts cover the serving until then.
+    looked_at = models.DateTimeField(null=True, blank=True)
     # The release before it, its baseline: what its tally held (Release.tally_*) with
     # what was counted from just before the switch until it; None: neither was counted.
     base_requests = models.PositiveBigIntegerField(null=True, blank=True)

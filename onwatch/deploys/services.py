@@ -1522,23 +1522,22 @@ def tallied(release_id: int, more: Tally) -> None:
 
 def kept_tally(release: Release) -> Tally | None:
     """What the release answered while it served: its tally, with what a watch of it still
-    going counted (that joins the tally only once it ends). The row is locked first, so a
-    watch that ends meanwhile is counted once: before it, or in it."""
+    going counted (that joins the tally only once the watch ends). The row is locked first,
+    so a watch that ends meanwhile is counted once: before it, or in it."""
     row = Release.objects.select_for_update().get(pk=release.pk)
     kept = tally_of(row)
     going = (WatchState.WATCHING, WatchState.ROLLING_BACK)
     for w in Watch.objects.filter(deploy__release=row, state__in=going).select_related("deploy"):
-        counted = Tally(w.requests, w.errors, w.seconds, counted_span(w, timezone.now()))
+        counted = Tally(w.requests, w.errors, w.seconds, counted_span(w))
         kept = counted if kept is None else kept + counted
     return kept
 
 
-def counted_span(watch: Watch, until: datetime) -> float:
-    """The seconds of serving a watch's counts cover: from the switch until `until`, or
-    until it was found clearly worse (its counts stop there)."""
+def counted_span(watch: Watch) -> float:
+    """The seconds of serving a watch's counts cover: from the switch to its last read of
+    Caddy's log (what was logged after it, while a newer deploy built, was never read)."""
     since = watch.deploy.switched_at or watch.started_at
-    end = min(until, watch.detected_at or until)
-    return max(0.0, (end - since).total_seconds())
+    return max(0.0, ((watch.looked_at or since) - since).total_seconds())
 
 
 def watch_started(deploy: Deploy, previous: Release, upstream: str, before: Tally | None) -> Watch:
@@ -1577,7 +1576,9 @@ def watch_counted(
 ) -> None:
     watch.requests, watch.errors, watch.seconds, watch.offset = requests, errors, seconds, offset
     watch.recent = watch.recent if recent is None else recent
-    watch.save(update_fields=["requests", "errors", "seconds", "offset", "recent"])
+    watch.looked_at = timezone.now()
+    fields = ["requests", "errors", "seconds", "offset", "recent", "looked_at"]
+    watch.save(update_fields=fields)
 
 
 def watch_rolling_back(watch: Watch, rollback: Deploy, verdict: str) -> None:
@@ -1586,12 +1587,9 @@ def watch_rolling_back(watch: Watch, rollback: Deploy, verdict: str) -> None:
     watch.save(update_fields=["state", "rollback", "verdict", "detected_at"])
 
 
-def watch_ended(
-    watch: Watch, state: str, verdict: str, counted_until: datetime | None = None
-) -> None:
+def watch_ended(watch: Watch, state: str, verdict: str) -> None:
     """The watch's end, as the last step of its deploy's timeline too; what it counted
-    joins its release's tally, the baseline of the release deployed after it.
-    `counted_until`: when its counts stopped, if before now (a newer deploy began)."""
+    joins its release's tally, the baseline of the release deployed after it."""
     now = timezone.now()
     bad = state in (WatchState.FAILING, WatchState.ROLLED_BACK, WatchState.ROLLING_BACK)
     if bad and watch.detected_at is None:
@@ -1601,10 +1599,8 @@ def watch_ended(
         watch.state, watch.verdict, watch.ended_at = state, verdict[:4000], now
         watch.save(update_fields=["state", "verdict", "ended_at", "detected_at"])
         if first and watch.deploy.release_id is not None:
-            span = counted_span(watch, counted_until or now)
-            tallied(
-                watch.deploy.release_id, Tally(watch.requests, watch.errors, watch.seconds, span)
-            )
+            counted = Tally(watch.requests, watch.errors, watch.seconds, counted_span(watch))
+            tallied(watch.deploy.release_id, counted)
         watch_step(watch, verdict, ok=not bad, ended=now, judged=state not in UNJUDGED)
         SYSTEM.record(
             "watch-ended",

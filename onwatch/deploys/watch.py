@@ -372,8 +372,6 @@ def _after(watch: Watch, machine: Machine, other: Deploy) -> bool:
             watch,
             WatchState.REPLACED,
             f"ended early, as {other.kind} #{other.pk} began: {comparison(watch)}",
-            # Its count stopped there: that deploy's own began.
-            counted_until=other.started_at,
         )
         return False
     if other.state not in ENDED:

@@ -320,14 +320,18 @@ def test_a_watch_still_going_when_a_newer_deploy_switches_is_counted_once(
     jobs.run_pending(kinds=[WATCH_KIND])  # one look: v2's 5 answers, on its watch's row
     third = deploy(shop, repo, "v3")
     newer = Watch.objects.get(deploy=third)
-    # v2's watch had not ended: what it counted so far is v3's baseline all the same.
-    assert newer.base_kept_requests == 5 and newer.base_kept_span
+    # v2's watch had not ended: what it counted so far is v3's baseline all the same, over
+    # the seconds from v2's switch to its one look.
+    looked = Watch.objects.get(deploy=second).looked_at
+    assert looked and second.switched_at and third.started_at and looked < third.started_at
+    counted = (looked - second.switched_at).total_seconds()
+    assert newer.base_kept_requests == 5
+    assert newer.base_kept_span == pytest.approx(counted, abs=0.01)
     before, before_span = watch.before_switch(newer)
     assert tally_of(second.release) == (before, 0)  # the seconds before the switch only
     replaced = watched(second)
     assert replaced.state == WatchState.REPLACED
-    # Ended, it added its 5 to v2's tally: once, over the seconds until v3's deploy began.
+    # Ended, it added its 5 to v2's tally: once.
     assert tally_of(second.release) == (before + 5, 0) == (newer.base_requests, 0)
-    assert second.release is not None and third.started_at and second.switched_at
-    began = (third.started_at - second.switched_at).total_seconds()
-    assert second.release.tally_span == pytest.approx(began + before_span, abs=0.01)
+    assert second.release is not None
+    assert second.release.tally_span == pytest.approx(counted + before_span, abs=0.01)
