@@ -335,3 +335,17 @@ def test_a_watch_still_going_when_a_newer_deploy_switches_is_counted_once(
     assert tally_of(second.release) == (before + 5, 0) == (newer.base_requests, 0)
     assert second.release is not None
     assert second.release.tally_span == pytest.approx(counted + before_span, abs=0.01)
+
+
+@pytest.mark.django_db
+def test_a_watch_adds_its_answers_to_its_releases_tally_once(shop: Service) -> None:
+    release = Release.objects.create(service=shop, commit="abc1234")
+    switched = timezone.now() - timedelta(minutes=5)
+    done = Deploy.objects.create(service=shop, release=release, switched_at=switched)
+    ended = Watch.objects.create(deploy=done, until=timezone.now(), upstream="127.0.0.1:4001")
+    services.watch_counted(ended, 1200, 6, 12.0, 0)  # its last look, five minutes in
+    services.watch_ended(ended, WatchState.PASSED, "passed")
+    # Ended again (a look reaped past its lease that judged meanwhile): not counted twice.
+    services.watch_ended(ended, WatchState.PASSED, "passed")
+    assert tally_of(release) == (1200, 6)
+    assert release.tally_span == pytest.approx(300, abs=1)
