@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
-from onwatch.deploys import services
+from onwatch.deploys import services, watch
 from onwatch.deploys.forms import WatchForm
 from onwatch.deploys.models import Deploy, Release, ReleaseState, Service
 from onwatch.deploys.services import Refusal
@@ -29,7 +29,8 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     """The service page's part about its domain, releases and deploys."""
     live = services.live_release(service)
     return {
-        "releases": list(service.releases.order_by("-pk")),
+        # Each with what it answered while it served: the baseline of a release after it.
+        "releases": [(r, watch.tally_said(r)) for r in service.releases.order_by("-pk")],
         "live_release": live,
         "previous_release": services.previous_release(service),
         "deploys": list(service.deploys.select_related("release")[:DEPLOYS_SHOWN]),

@@ -32,7 +32,7 @@ from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.deploys import caddy, services
-from onwatch.deploys.models import ENDED, Deploy, Service, State, Watch, WatchState
+from onwatch.deploys.models import ENDED, Deploy, Release, Service, State, Watch, WatchState
 from onwatch.deploys.switch import Machine
 
 # Between two looks: a release that starts failing is found within a few of them.
@@ -290,6 +290,17 @@ def span_text(seconds: float) -> str:
         return f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h" + (f" {minutes} min" if minutes else "")
+
+
+def tally_said(release: Release) -> str:
+    """What a release answered while it served, as its row keeps it (the baseline of the
+    release deployed after it)."""
+    tally = services.tally_of(release)
+    if tally is None:
+        return "its answers were never counted (it was never watched)"
+    counts = Counts(tally.requests, tally.errors, tally.seconds)
+    took = f", {counts.latency()} on average" if counts.requests else ""
+    return f"answered {counts.said()} with errors over {span_text(tally.span)} while counted" + took
 
 
 def at(moment: datetime | None) -> str:

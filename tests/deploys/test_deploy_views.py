@@ -13,7 +13,7 @@ from django.utils import timezone
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
 from onwatch.deploys import services
-from onwatch.deploys.models import Deploy, State
+from onwatch.deploys.models import Deploy, Release, State
 from tests.support.deploys import service_for
 from tests.support.fixtures import signed_in
 
@@ -73,3 +73,21 @@ def test_a_viewer_sees_deploys_but_no_button(org: Organization, members: dict[st
     services.set_domain(service, "shop.example.com", False, SYSTEM)
     shown = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
     assert "deployed by hand only" in shown and "Deploy this commit" not in shown
+
+
+def test_each_release_shows_what_it_answered_while_it_served(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    first = Release.objects.create(service=service, commit="abc1234")
+    watched = Release.objects.create(service=service, commit="def5678")
+    services.tallied(watched.pk, services.Tally(12_312, 49, 135.4, 306.0))
+    shown = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert (
+        "answered 0.4 % of 12,312 requests with errors over 5 min while counted, 11 ms on "
+        "average" in shown
+    )
+    # The first release, never watched: its row says so (and only its row).
+    assert shown.count("its answers were never counted (it was never watched)") == 1
+    assert first.tally_requests is None
