@@ -1,17 +1,19 @@
 """Automatic rollback: how soon onwatch finds a release that answers 20 % of its requests
 with 500, and how soon the release before it serves again.
 
-    .venv/bin/python bench/autorollback.py [--runs 3]
+    .venv/bin/python bench/autorollback.py [--runs 3] [--served 0]
 
 Sets up onwatch in this process on a data directory of its own (SQLite, or a fresh
 PostgreSQL database when DATABASE_URL is set, as the tests do), with its own supervisord
 and Caddy, and one service: the small app of tests/support/switch_app.py in a git
 repository. Clients send requests without pause (tests/support/load.py). Each run
-deploys a healthy release, then one that fails every fifth answer, and runs the jobs a
-worker would (the deploy, the watch's looks, the rollback it asks for) until the watch
-has ended. Prints, per run and as medians: detection (the failing release went live →
-the watch found it clearly worse; target ≤ 10 s) and restore (found → the release before
-it took requests again; target ≤ 5 s), and the evidence the watch gave.
+deploys a healthy release, lets its watch count its answers for --served seconds (its
+baseline, beside the second before the next switch), then deploys one that fails every
+fifth answer, and runs the jobs a worker would (the deploy, the watch's looks, the
+rollback it asks for) until the watch has ended. Prints, per run and as medians:
+detection (the failing release went live → the watch found it clearly worse; target
+≤ 10 s) and restore (found → the release before it took requests again; target ≤ 5 s),
+and the evidence the watch gave.
 
 bench/deploys.py imports `measure` (with onwatch already set up in its process, and a
 machine and service of its own, or none: then it makes them as this script does).
@@ -45,26 +47,30 @@ class Times:
 
 
 def measure(
-    runs: int = 3, machine: Any = None, service: Any = None, repo: Path | None = None
+    runs: int = 3,
+    machine: Any = None,
+    service: Any = None,
+    repo: Path | None = None,
+    served: float = 0.0,
 ) -> list[Times]:
-    """`runs` failing releases, each after a healthy one, under steady load; onwatch must be
-    set up in this process (django.setup, migrated). Without a machine and service, makes
-    its own (and stops what it started afterwards)."""
+    """`runs` failing releases, each after a healthy one watched for `served` seconds,
+    under steady load; onwatch must be set up in this process (django.setup, migrated).
+    Without a machine and service, makes its own (and stops what it started afterwards)."""
     with ExitStack() as stack:
         if machine is None or service is None or repo is None:
             machine, service, repo = stack.enter_context(_shop())
-        return [_one(machine, service, repo, n) for n in range(1, runs + 1)]
+        return [_one(machine, service, repo, n, served) for n in range(1, runs + 1)]
 
 
-def _one(machine: Any, service: Any, repo: Path, n: int) -> Times:
+def _one(machine: Any, service: Any, repo: Path, n: int, served: float) -> Times:
     from onwatch.deploys.models import WatchState
     from tests.support.load import Load
     from tests.support.switching import listen_port
 
     load = Load(listen_port(machine), service.domain).start()
     try:
-        _deploy(service, repo, f"good{n}", 0)
-        time.sleep(1)  # some answers of the healthy release: the baseline
+        _looked(_deploy(service, repo, f"good{n}", 0), served)
+        time.sleep(1)  # some answers of the healthy release just before the next switch
         failing = _deploy(service, repo, f"bad{n}", 5)
         watch = _watched(failing)
     finally:
@@ -117,6 +123,18 @@ def _watched(deploy: Any) -> Any:
     return watch
 
 
+def _looked(deploy: Any, seconds: float) -> None:
+    """The watch of the healthy release counts its answers for `seconds`, as a worker's
+    looks would: the minutes the failing release after it is judged against."""
+    from onwatch.core import jobs
+    from onwatch.deploys import services
+
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        jobs.run_pending(kinds=[services.WATCH_KIND])
+        time.sleep(0.2)
+
+
 @contextmanager
 def _shop() -> Iterator[tuple[Any, Any, Path]]:
     """A machine of its own (supervisord, Caddy) and a service "shop" at shop.test."""
@@ -161,9 +179,12 @@ def _onwatch() -> Iterator[None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    runs = parser.parse_args().runs
+    parser.add_argument(
+        "--served", type=float, default=0.0, help="seconds the healthy release is watched first"
+    )
+    args = parser.parse_args()
     with _onwatch():
-        found = measure(runs)
+        found = measure(args.runs, served=args.served)
     for n, t in enumerate(found, 1):
         print(
             f"run {n}: detected {t.detected:.1f} s after the switch, "

@@ -43,7 +43,9 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     notes = services.rolled_back_notes(service)
     return {
         "releases": releases,
-        "release_rows": [(r, notes.get(r.pk, "")) for r in releases],
+        # Each with what a watch said of it, and what it answered while it served (the
+        # baseline of a release after it).
+        "release_rows": [(r, notes.get(r.pk, ""), watch.tally_said(r)) for r in releases],
         "live_release": live,
         "previous_release": services.previous_release(service),
         "rollback_refused": rollback_refused(service),

@@ -302,6 +302,14 @@ class Release(models.Model):
     backup_snapshot = models.CharField(max_length=64, blank=True)
     backed_up_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Its answers as counted while it served: in its own watch after its switch, and just
+    # before each later switch away from it (watch.py). The baseline a release deployed
+    # after it is judged against; None: never counted (never watched). `tally_seconds`: the
+    # time all those answers took; `tally_span`: the seconds of serving they cover.
+    tally_requests = models.PositiveBigIntegerField(null=True, blank=True)
+    tally_errors = models.PositiveBigIntegerField(null=True, blank=True)
+    tally_seconds = models.FloatField(null=True, blank=True)
+    tally_span = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -461,11 +469,18 @@ class Watch(models.Model):
     # [[unix second, requests, errors, seconds], …], so a release that fails after serving
     # well for minutes is found as soon as it does.
     recent = models.JSONField(default=list, blank=True)
-    # The release before it, counted from just before the switch until it; None: not
-    # counted (Caddy kept no log, or the deploy began with the count unavailable).
-    base_requests = models.PositiveIntegerField(null=True, blank=True)
-    base_errors = models.PositiveIntegerField(null=True, blank=True)
+    # When it last read Caddy's log: its counts cover the serving until then.
+    looked_at = models.DateTimeField(null=True, blank=True)
+    # The release before it, its baseline: what its tally held (Release.tally_*) with
+    # what was counted from just before the switch until it; None: neither was counted.
+    base_requests = models.PositiveBigIntegerField(null=True, blank=True)
+    base_errors = models.PositiveBigIntegerField(null=True, blank=True)
     base_seconds = models.FloatField(null=True, blank=True)
+    # The seconds of serving the baseline covers, and the part of it (requests, seconds)
+    # kept in the release's tally from before this deploy; None: it had no tally.
+    base_span = models.FloatField(null=True, blank=True)
+    base_kept_requests = models.PositiveBigIntegerField(null=True, blank=True)
+    base_kept_span = models.FloatField(null=True, blank=True)
     # When it was found clearly worse, and the rollback onwatch asked for then.
     detected_at = models.DateTimeField(null=True, blank=True)
     rollback = models.ForeignKey(

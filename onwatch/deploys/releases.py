@@ -148,7 +148,8 @@ class Run:
         # what it counted of the old release until the switch.
         self.previous: Release | None = None
         self.counting = False
-        self.base: watch.Counts | None = None
+        self.count_began = 0.0  # time.monotonic() when Caddy's count began
+        self.base: services.Tally | None = None
         # The slot the new release answers from, once the switch kept Caddy counting.
         self.watched = ""
 
@@ -196,15 +197,20 @@ class Run:
         except (caddy.CaddyError, OSError) as e:
             self.ctx.log(f"the release before is not counted, so nothing compares with it: {e}")
             return
-        self.counting = True
+        self.counting, self.count_began = True, time.monotonic()
 
     def read_base(self) -> None:
+        """What the release before answered since the count began: it joins what it
+        answered while it was watched (services.watch_started)."""
         if not self.counting:
             return
         try:
-            self.base = watch.counted(self.machine.caddy.counted(self.service.domain))
+            counts = watch.counted(self.machine.caddy.counted(self.service.domain))
         except caddy.CaddyError as e:
             self.ctx.log(f"the release before could not be counted: {e}")
+            return
+        span = time.monotonic() - self.count_began
+        self.base = services.Tally(counts.requests, counts.errors, counts.seconds, span)
 
     def own_user(self) -> None:
         try:

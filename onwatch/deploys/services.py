@@ -1524,8 +1524,9 @@ def watch_rule(service: Service) -> str:
         f"each new release is watched for {service.watch_seconds} s and rolled back when, "
         f"with at least {service.watch_min_requests} requests answered, more than "
         f"{service.watch_error_percent:g} % of them are errors (5xx) and over "
-        f"{service.watch_error_factor:g} times the share of the release before it"
-        + latency_rule(service)
+        f"{service.watch_error_factor:g} times the share of the release before it while it "
+        f"served (the share alone when fewer than {service.watch_min_requests} of its answers "
+        "were counted)" + latency_rule(service)
     )
 
 
@@ -1538,10 +1539,72 @@ def latency_rule(service: Service) -> str:
     )
 
 
-def watch_started(deploy: Deploy, previous: Release, upstream: str, base: Any) -> Watch:
-    """Watch the deploy's release from now on; `base` (watch.Counts or None): the release
-    before it, as counted before the switch. The job looks again and again (watch.py)."""
+@dataclass(frozen=True)
+class Tally:
+    """Answers of a release: how many, how many 5xx, the seconds they took together, and
+    the seconds of its serving they were counted over (Release.tally_*)."""
+
+    requests: int
+    errors: int
+    seconds: float
+    span: float
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            self.seconds + other.seconds,
+            self.span + other.span,
+        )
+
+
+def tally_of(release: Release) -> Tally | None:
+    """What its row kept; None: it was never counted."""
+    if release.tally_requests is None:
+        return None
+    errors, seconds = release.tally_errors or 0, release.tally_seconds or 0.0
+    return Tally(release.tally_requests, errors, seconds, release.tally_span or 0.0)
+
+
+def tallied(release_id: int, more: Tally) -> None:
+    """Add answers to the release's tally, in the database: a watch that ends and a deploy
+    that counted the release before its switch may add at once."""
+    Release.objects.filter(pk=release_id).update(
+        tally_requests=Coalesce("tally_requests", 0) + more.requests,
+        tally_errors=Coalesce("tally_errors", 0) + more.errors,
+        tally_seconds=Coalesce("tally_seconds", 0.0) + more.seconds,
+        tally_span=Coalesce("tally_span", 0.0) + more.span,
+    )
+
+
+def kept_tally(release: Release) -> Tally | None:
+    """What the release answered while it served: its tally, with what a watch of it still
+    going counted (that joins the tally only once the watch ends). The row is locked first,
+    so a watch that ends meanwhile is counted once: before it, or in it."""
+    row = Release.objects.select_for_update().get(pk=release.pk)
+    kept = tally_of(row)
+    going = (WatchState.WATCHING, WatchState.ROLLING_BACK)
+    for w in Watch.objects.filter(deploy__release=row, state__in=going).select_related("deploy"):
+        counted = Tally(w.requests, w.errors, w.seconds, counted_span(w))
+        kept = counted if kept is None else kept + counted
+    return kept
+
+
+def counted_span(watch: Watch) -> float:
+    """The seconds of serving a watch's counts cover: from the switch to its last read of
+    Caddy's log (what was logged after it, while a newer deploy built, was never read)."""
+    since = watch.deploy.switched_at or watch.started_at
+    return max(0.0, ((watch.looked_at or since) - since).total_seconds())
+
+
+def watch_started(deploy: Deploy, previous: Release, upstream: str, before: Tally | None) -> Watch:
+    """Watch the deploy's release from now on, against the release before it: what that
+    one answered while it served (kept_tally) with `before`, what was counted of it from
+    just before the switch until it (None: nothing could be), which joins its tally. The
+    job looks again and again (watch.py)."""
     with transaction.atomic():
+        kept = kept_tally(previous)
+        base = kept + before if kept is not None and before is not None else kept or before
         watch = Watch.objects.create(
             deploy=deploy,
             previous=previous,
@@ -1550,7 +1613,12 @@ def watch_started(deploy: Deploy, previous: Release, upstream: str, base: Any) -
             base_requests=base.requests if base else None,
             base_errors=base.errors if base else None,
             base_seconds=base.seconds if base else None,
+            base_span=base.span if base else None,
+            base_kept_requests=kept.requests if kept else None,
+            base_kept_span=kept.span if kept else None,
         )
+        if before is not None:
+            tallied(previous.pk, before)
         jobs.enqueue(WATCH_KIND, {"watch": watch.pk}, org=deploy.service.org)
     return watch
 
@@ -1565,7 +1633,9 @@ def watch_counted(
 ) -> None:
     watch.requests, watch.errors, watch.seconds, watch.offset = requests, errors, seconds, offset
     watch.recent = watch.recent if recent is None else recent
-    watch.save(update_fields=["requests", "errors", "seconds", "offset", "recent"])
+    watch.looked_at = timezone.now()
+    fields = ["requests", "errors", "seconds", "offset", "recent", "looked_at"]
+    watch.save(update_fields=fields)
 
 
 def watch_rolling_back(watch: Watch, rollback: Deploy, verdict: str) -> None:
@@ -1575,14 +1645,19 @@ def watch_rolling_back(watch: Watch, rollback: Deploy, verdict: str) -> None:
 
 
 def watch_ended(watch: Watch, state: str, verdict: str) -> None:
-    """The watch's end, as the last step of its deploy's timeline too."""
+    """The watch's end, as the last step of its deploy's timeline too; what it counted
+    joins its release's tally, the baseline of the release deployed after it."""
     now = timezone.now()
     bad = state in (WatchState.FAILING, WatchState.ROLLED_BACK, WatchState.ROLLING_BACK)
     if bad and watch.detected_at is None:
         watch.detected_at = now
-    watch.state, watch.verdict, watch.ended_at = state, verdict[:4000], now
     with transaction.atomic():
+        first = Watch.objects.select_for_update().filter(pk=watch.pk, ended_at=None).exists()
+        watch.state, watch.verdict, watch.ended_at = state, verdict[:4000], now
         watch.save(update_fields=["state", "verdict", "ended_at", "detected_at"])
+        if first and watch.deploy.release_id is not None:
+            counted = Tally(watch.requests, watch.errors, watch.seconds, counted_span(watch))
+            tallied(watch.deploy.release_id, counted)
         watch_step(watch, verdict, ok=not bad, ended=now, judged=state not in UNJUDGED)
         SYSTEM.record(
             "watch-ended",

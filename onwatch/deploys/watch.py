@@ -1,7 +1,11 @@
 """The watch of a release after its deploy: for the service's watch window, its answers
 are compared with those of the release before it, both as Caddy logged them (caddy.py's
 request log, kept on from just before the switch: before the switch it holds the old release's
-answers, the baseline; after it, the new one's). When the new release is clearly worse,
+answers; after it, the new one's). The baseline is what the release before answered while it
+served: in its own watch window after its switch (kept on its row when that ended: minutes of
+traffic, where the seconds before a switch are often a handful of requests) and just before
+each later switch, this one's included. A baseline of fewer requests than a release needs to
+be judged proves nothing: the thresholds alone then judge. When the new release is clearly worse,
 onwatch makes the previous one live again through the same gated switch (a rollback
 deploy), opens an incident and alerts with the evidence; a release marked "no rollback past
 this" is not rolled back, and the incident says why.
@@ -28,7 +32,7 @@ from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.deploys import caddy, services
-from onwatch.deploys.models import ENDED, Deploy, Service, State, Watch, WatchState
+from onwatch.deploys.models import ENDED, Deploy, Release, Service, State, Watch, WatchState
 from onwatch.deploys.switch import Machine
 
 # Between two looks: a release that starts failing is found within a few of them.
@@ -71,7 +75,8 @@ class Counts:
 
 def percent(share: float) -> str:
     value = share * 100
-    text = f"{value:.0f}" if value >= 10 or value == 0 else f"{value:.1f}"
+    # 9.96 % is "10 %", not "10.0 %": decimals only below what rounds to 10.
+    text = f"{value:.0f}" if value >= 9.95 or value == 0 else f"{value:.1f}"
     return f"{text} %"
 
 
@@ -113,10 +118,18 @@ def worse_by(now: Counts, base: Counts | None, service: Service) -> str | None:
     errors.services.)"""
     if now.requests < service.watch_min_requests:
         return None
+    base = worth(base, service)
     over = now.share * 100 > service.watch_error_percent
     if over and now.share > service.watch_error_factor * (base.share if base else 0.0):
         return ERRORS
     return SLOW if slower(now, base, service) else None
+
+
+def worth(base: Counts | None, service: Service) -> Counts | None:
+    """The baseline when there is enough of it to compare with: as many requests as a release
+    needs to be judged (1 error in 8 requests would raise the bar to 38 %); else None, and
+    the thresholds alone judge."""
+    return base if base is not None and base.requests >= service.watch_min_requests else None
 
 
 def slower(now: Counts, base: Counts | None, service: Service) -> bool:
@@ -184,32 +197,110 @@ def comparison(watch: Watch) -> str:
 
 def slowness(watch: Watch) -> str:
     """ "release 7 took 850 ms on average to answer 130 requests in its first 40 s, 71
-    times as long as release 6 (12 ms); 0 % of them were errors"."""
+    times as long as release 6, which took 12 ms for 12,312 requests over 5 min (…); 0 %
+    of its answers were errors"."""
     now, base = now_of(watch), base_of(watch) or Counts()
     times = now.mean_ms / base.mean_ms if base.mean_ms else 0.0
     return (
         f"{label_of(watch)} took {now.latency()} on average to answer {now.requests:,} "
         f"requests in its first {watched_seconds(watch):.0f} s, {times:.0f} times as long as "
-        f"{previous_label(watch)} ({base.latency()}); {percent(now.share)} of them were errors"
+        f"{previous_label(watch)}, which took {base.latency()} for {base.requests:,} requests "
+        f"over {span_of(watch)} ({composition(watch)}); {percent(now.share)} of its answers "
+        "were errors"
     )
 
 
 def error_share(watch: Watch) -> str:
     """ "release 7 answered 23 % of 130 requests with errors in its first 40 s, against
-    0.4 % of 250 requests for release 6; its answers took 12 ms on average (11 ms)"."""
-    now, base = now_of(watch), base_of(watch)
-    against = (
-        f"against {base.said()} for {previous_label(watch)}"
-        if base is not None and base.requests
-        else f"and no answer of {previous_label(watch)} was counted before the switch to compare"
-    )
+    0.4 % of 12,312 requests over 5 min for release 6: 22 in the 6 s just before this
+    switch and the rest kept from when it served before; its answers took 12 ms on average
+    (11 ms before)"."""
+    now, base = now_of(watch), worth(base_of(watch), watch.deploy.service)
     took = f"its answers took {now.latency()} on average" if now.requests else ""
-    if took and base is not None and base.requests:
+    if took and base is not None:
         took += f" ({base.latency()} before)"
     return (
         f"{label_of(watch)} answered {now.said()} with errors in its first "
-        f"{watched_seconds(watch):.0f} s, {against}" + (f"; {took}" if took else "")
+        f"{watched_seconds(watch):.0f} s, {against(watch)}" + (f"; {took}" if took else "")
     )
+
+
+def against(watch: Watch) -> str:
+    """What the release is judged against, saying how much of it there was."""
+    base, service = base_of(watch), watch.deploy.service
+    if (worthy := worth(base, service)) is not None:
+        return (
+            f"against {worthy.said()} over {span_of(watch)} for {previous_label(watch)}: "
+            f"{composition(watch)}"
+        )
+    alone = "against the thresholds alone, as"
+    if base is None or not base.requests:
+        return (
+            f"{alone} no answer of {previous_label(watch)} was counted to compare with "
+            f"({none_counted(watch)})"
+        )
+    return (
+        f"{alone} {previous_label(watch)} answered only {base.requests:,} requests to compare "
+        f"with (at least {service.watch_min_requests} are needed): {composition(watch)}"
+    )
+
+
+def before_switch(watch: Watch) -> tuple[int, float]:
+    """The baseline's requests and seconds counted just before this switch; the rest was
+    kept on the release's row."""
+    kept, kept_span = watch.base_kept_requests or 0, watch.base_kept_span or 0.0
+    return (watch.base_requests or 0) - kept, max(0.0, (watch.base_span or 0.0) - kept_span)
+
+
+def composition(watch: Watch) -> str:
+    """Where the baseline's requests were counted."""
+    requests, seconds = before_switch(watch)
+    just = f"in the {span_text(seconds)} just before this switch"
+    if watch.base_span is None:
+        return "all just before this switch"  # a watch from before onwatch kept more
+    if watch.base_kept_requests is None:
+        return f"all {just}, as it was never watched"
+    if not watch.base_kept_requests:
+        return f"all {just}, none while it was watched"
+    if not requests:
+        return f"all kept from when it served before, none {just}"
+    return f"{requests:,} {just} and the rest kept from when it served before"
+
+
+def none_counted(watch: Watch) -> str:
+    if watch.base_requests is None:
+        return "Caddy could not count it before this switch"
+    none = f"none in the {span_text(before_switch(watch)[1])} just before this switch"
+    if watch.base_kept_requests is None:
+        return f"{none}, and it was never watched"
+    return f"{none}, nor while it was watched"
+
+
+def span_of(watch: Watch) -> str:
+    return span_text(watch.base_span) if watch.base_span is not None else "an unknown time"
+
+
+def span_text(seconds: float) -> str:
+    """ "6 s", "5 min", "3 h 20 min": how long, as a person says it."""
+    whole = round(seconds)
+    if whole < 100:
+        return f"{whole} s"
+    minutes = round(seconds / 60)
+    if minutes < 100:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h" + (f" {minutes} min" if minutes else "")
+
+
+def tally_said(release: Release) -> str:
+    """What a release answered while it served, as its row keeps it (the baseline of the
+    release deployed after it)."""
+    tally = services.tally_of(release)
+    if tally is None:
+        return "its answers were never counted (it was never watched)"
+    counts = Counts(tally.requests, tally.errors, tally.seconds)
+    took = f", {counts.latency()} on average" if counts.requests else ""
+    return f"answered {counts.said()} with errors over {span_text(tally.span)} while counted" + took
 
 
 def at(moment: datetime | None) -> str:
@@ -325,8 +416,8 @@ def _look(watch: Watch, machine: Machine) -> bool:
     if not any(s["name"] == "watch" for s in watch.deploy.steps):
         services.watch_step(
             watch,
-            f"watching the answers of {label_of(watch)} until {at(watch.until)}, against "
-            f"those of {previous_label(watch)}",
+            f"watching the answers of {label_of(watch)} until {at(watch.until)}, "
+            f"{judged_against(watch)}",
         )
     if not domain or not machine.caddy.counting(domain):
         return _unjudged(watch, "Caddy stopped counting the site's requests")
@@ -358,6 +449,14 @@ def _look(watch: Watch, machine: Machine) -> bool:
     stop_counting(machine, domain)
     judged(watch)
     return False
+
+
+def judged_against(watch: Watch) -> str:
+    """ "against those of release 6 (12,312 requests over 5 min)", or the thresholds."""
+    base, before = worth(base_of(watch), watch.deploy.service), previous_label(watch)
+    if base is None:
+        return f"against the thresholds alone: too few answers of {before} to compare with"
+    return f"against those of {before} ({base.requests:,} requests over {span_of(watch)})"
 
 
 def stop_counting(machine: Machine, domain: str) -> None:

@@ -73,13 +73,15 @@ def test_a_release_that_fails_a_fifth_of_its_requests_is_rolled_back_within_the_
         f"it); v1 served {restored:.1f} s later"
     )
     assert detected <= 10 and restored <= 5
-    # The evidence, in words: the share of errors against the release before it.
+    # The evidence, in words: the share of errors against the release before it, and how
+    # much of it there was (v1, the first, was never watched: the seconds before the switch).
     v1, v2 = first.release, second.release
     said = (
-        rf"{re.escape(str(v2))} answered (1[5-9]|2\d) % of \d+ requests with errors in its "
-        rf"first \d+ s, against 0 % of \d+ requests for {re.escape(str(v1))}; its answers "
-        rf"took \d+ ms on average \(\d+ ms before\); onwatch made {re.escape(str(v1))} live "
-        rf"again at \d\d:\d\d:\d\d UTC"
+        rf"{re.escape(str(v2))} answered (1[5-9]|2\d) % of [\d,]+ requests with errors in its "
+        rf"first \d+ s, against 0 % of {watch.base_requests:,} requests over \d+ s for "
+        rf"{re.escape(str(v1))}: all in the \d+ s just before this switch, as it was never "
+        rf"watched; its answers took \d+ ms on average \(\d+ ms before\); onwatch made "
+        rf"{re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC"
     )
     assert re.fullmatch(said, watch.verdict), watch.verdict
     incident = the_incident(watch)
@@ -109,9 +111,11 @@ def test_a_release_that_answers_but_slowly_is_rolled_back_and_the_evidence_says_
     print(f"slowness detected {detected:.1f} s after the switch")
     v1, v2 = first.release, second.release
     said = (
-        rf"{re.escape(str(v2))} took (7|8|9)\d\d ms on average to answer \d+ requests in its "
-        rf"first \d+ s, \d+ times as long as {re.escape(str(v1))} \(\d+ ms\); 0 % of them "
-        rf"were errors; onwatch made {re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC"
+        rf"{re.escape(str(v2))} took (7|8|9)\d\d ms on average to answer [\d,]+ requests in "
+        rf"its first \d+ s, \d+ times as long as {re.escape(str(v1))}, which took \d+ ms for "
+        rf"{watch.base_requests:,} requests over \d+ s \(all in the \d+ s just before this "
+        rf"switch, as it was never watched\); 0 % of its answers were errors; onwatch made "
+        rf"{re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC"
     )
     assert re.fullmatch(said, watch.verdict), watch.verdict
     assert watch.errors == 0 and watch.requests >= shop.watch_min_requests

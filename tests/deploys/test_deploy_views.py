@@ -242,3 +242,21 @@ def test_the_pages_link_the_site_and_a_green_pipeline_its_deploy(
     assert f'<a href="/deploys/{deploy.pk}/">deploy #{deploy.pk}</a>' in shown
     asked = viewer.get(f"/deploys/{deploy.pk}/").content.decode()
     assert "by itself, as its pipeline went green" in asked
+
+
+def test_each_release_shows_what_it_answered_while_it_served(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    first = Release.objects.create(service=service, commit="abc1234")
+    watched = Release.objects.create(service=service, commit="def5678")
+    services.tallied(watched.pk, services.Tally(12_312, 49, 135.4, 306.0))
+    shown = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert (
+        "answered 0.4 % of 12,312 requests with errors over 5 min while counted, 11 ms on "
+        "average" in shown
+    )
+    # The first release, never watched: its row says so (and only its row).
+    assert shown.count("its answers were never counted (it was never watched)") == 1
+    assert first.tally_requests is None

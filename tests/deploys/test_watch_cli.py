@@ -33,7 +33,8 @@ def test_the_watch_of_a_service_is_shown_set_in_part_and_bad_values_refused(
         0,
         "onwatch: shop: each new release is watched for 300 s and rolled back when, with at "
         "least 20 requests answered, more than 5 % of them are errors (5xx) and over 3 times "
-        "the share of the release before it, or when they take over 500 ms on average and "
+        "the share of the release before it while it served (the share alone when fewer than "
+        "20 of its answers were counted), or when they take over 500 ms on average and "
         "over 3 times as long as the release before it's\n",
     )
     assert changed.returncode == 0, changed.stderr
