@@ -35,6 +35,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -109,6 +110,8 @@ WARNINGS: set[str] = set()
 
 def find_uv() -> str:
     """onwatch's uv, found the way onwatch finds it (deploys/workdir.onwatch_uv)."""
+    if found := shutil.which("uv"):
+        return str(Path(found).resolve())
     for python in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", "")]):
         asked = subprocess.run(
             [python, "-c", "import uv; print(uv.find_uv_bin())"], capture_output=True, text=True

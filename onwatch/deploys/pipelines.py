@@ -140,6 +140,10 @@ class Run:
         # the step user, the only one to write there until the workspace is removed (the
         # caches are held), so the next steps need not walk them again.
         self.handed_over = False
+        # The commands of the sandboxed steps still to come, and the sandbox of the next
+        # one, made while the step before it runs (sandbox.Ahead).
+        self.upcoming: list[str] = []
+        self.ahead: sandbox.Ahead | None = None
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -150,6 +154,7 @@ class Run:
         with phases.timed("start: bytecode shared"):
             uv = uv_python(caches_of(self.service))
             self.pycache = share_bytecode(self.bytecode, self.workspace, uv)
+        self.upcoming = [command for _name, command in project.steps()]
         for name, command in project.steps():
             if name == "test" and project.report:
                 self.step(name, command, partial(self.tested, command, project.report))
@@ -251,13 +256,42 @@ class Run:
     def sandboxed(self, command: str) -> None:
         assert self.log is not None
         self.log.say(f"$ {command}")
+        made = self.made_for(command)
+        self.handed_over = True  # by making it
+        if self.upcoming and made.error is None:
+            self.ahead = sandbox.Ahead(self.sandbox_step(self.upcoming.pop(0)))
+        outcome = made.run(self.write, self.ctx.cancelled)
+        self.log.close()
+        if outcome.reason is not None or outcome.exit_code != 0:
+            raise StepFailed(failure_reason(outcome), outcome.exit_code)
+        assert self.current is not None
+        self.current.exit_code = outcome.exit_code
+
+    def made_for(self, command: str) -> sandbox.Ahead:
+        """The step's sandbox: the one made ahead, or else one made now."""
+        if command in self.upcoming:
+            self.upcoming.remove(command)
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and list(ahead.step.argv) == ["bash", "-c", command]:
+            return ahead
+        if ahead is not None:
+            ahead.close()
+        return sandbox.Ahead(self.sandbox_step(command), now=True)
+
+    def close_ahead(self) -> None:
+        """A sandbox made for a step that will not run (one before it failed)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.close()
+
+    def sandbox_step(self, command: str) -> sandbox.Step:
         with phases.timed("step: environment"):
             caches = {**caches_of(self.service), "bytecode": self.bytecode}
             tools = tools_folder()
             marker = {"ONWATCH_PIPELINE": str(self.pipeline.pk)}
             linked = sandbox.shares_root()
             env = step_env(self.service, self.workspace, marker, linked, self.pycache)
-        step = sandbox.Step(
+        return sandbox.Step(
             argv=["bash", "-c", command],
             workspace=self.workspace,
             env=env,
@@ -268,13 +302,6 @@ class Run:
             user=service_user(self.service.pk),
             handed_over=self.handed_over,
         )
-        outcome = sandbox.run(step, self.write, self.ctx.cancelled)
-        self.handed_over = True
-        self.log.close()
-        if outcome.reason is not None or outcome.exit_code != 0:
-            raise StepFailed(failure_reason(outcome), outcome.exit_code)
-        assert self.current is not None
-        self.current.exit_code = outcome.exit_code
 
     def write(self, chunk: bytes) -> None:
         assert self.log is not None
@@ -371,9 +398,11 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
             )
             pipeline.refresh_from_db()
             run = Run(ctx, pipeline)
-        # Last registered runs first: the workspace goes, then the caches are let go.
+        # Last registered runs first: a sandbox made for a step that did not run is
+        # stopped, the workspace goes, then the caches are let go.
         ctx.on_end(run.held.close)
         ctx.on_end(lambda: removed(run, seconds))
+        ctx.on_end(run.close_ahead)
         return run_to_end(ctx, run)
 
 

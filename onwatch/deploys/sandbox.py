@@ -39,7 +39,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -230,6 +231,14 @@ def run(
     step: Step, on_output: Callable[[bytes], None], cancelled: threading.Event | None = None
 ) -> Outcome:
     """Run one step; on_output gets its stdout and stderr, merged, as they come."""
+    with made(step) as launch:
+        return launch.watch(on_output, cancelled or threading.Event())
+
+
+@contextmanager
+def made(step: Step) -> Iterator[_Launch]:
+    """The step's sandbox, set up with its command held back until watch() lets it start;
+    on leaving, whatever of it is left is killed and waited for."""
     with phases.timed("sandbox: checks"):
         if missing := _missing():
             raise SandboxError(missing)
@@ -242,10 +251,65 @@ def run(
         group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
     try:
         with _Launch(step, user, group) as launch:
-            return launch.watch(on_output, cancelled or threading.Event())
+            yield launch
     finally:
         with phases.timed("sandbox: cgroup removed"):
             group.remove()
+
+
+class Ahead:
+    """A step's sandbox made while the step before it runs: its cgroup (moving a process
+    into one waits for the kernel's RCU, some 10 ms), namespaces, mounts and network cost
+    a step tens of milliseconds, which then overlap the step before. Its command starts
+    only when run() is called. Close it when it is not run."""
+
+    def __init__(self, step: Step, now: bool = False) -> None:
+        """Its processes are started here, in the caller's thread: bubblewrap dies with
+        the thread that started it (--die-with-parent), and this one runs the step.
+        Waiting for them to set up and giving them their network happens in a thread of
+        its own; now: here too, before this returns (nothing is left to overlap)."""
+        self.step = step
+        self.stack = ExitStack()
+        self.launch: _Launch | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._prepare, name="sandbox-ahead", daemon=True)
+        try:
+            self.launch = self.stack.enter_context(made(step))
+        except BaseException as e:  # raised where the step runs, as if made there
+            self.error = e
+            return
+        if now:
+            self._prepare()
+        else:
+            self.thread.start()
+
+    def _prepare(self) -> None:
+        assert self.launch is not None
+        try:
+            self.launch.prepare()
+        except BaseException as e:
+            self.error = e
+
+    def wait(self) -> None:
+        """Until it is ready to start (its network is up), or failed."""
+        if self.thread.is_alive():
+            with phases.timed("sandbox: made ahead, waited for"):
+                self.thread.join()
+
+    def run(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+        try:
+            self.wait()
+            if self.error is not None:
+                raise self.error
+            assert self.launch is not None
+            return self.launch.watch(on_output, cancelled)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.thread.join()
+        self.stack.close()
 
 
 def as_step_user(name: str = "") -> list[str]:
@@ -417,17 +481,17 @@ def _own_network(step: Step) -> bool:
     return network_isolated() and not step.host_network
 
 
-def _bwrap_args(step: Step, info_fd: int, network_fds: tuple[int, int] | None) -> list[str]:
-    """network_fds: the pipe the step waits on until its network is up, and the file that
-    names its DNS server; None shares the machine's network."""
+def _bwrap_args(step: Step, info_fd: int, block_fd: int, resolv_fd: int | None) -> list[str]:
+    """block_fd: the pipe the step waits on until it may start (its network is up, its
+    turn has come); resolv_fd: the file that names its DNS server, None to share the
+    machine's network."""
     args = ["--unshare-all", "--unshare-user", "--disable-userns"]
     args += ["--die-with-parent", "--new-session", "--hostname", "step"]
-    args += ["--info-fd", str(info_fd)]
-    if network_fds is None:
+    args += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
+    if resolv_fd is None:
         args.append("--share-net")
     else:
-        block, resolv = network_fds
-        args += ["--block-fd", str(block), "--ro-bind-data", str(resolv), "/etc/resolv.conf"]
+        args += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
     args += [*_mounts(step), "--chdir", str(step.workspace)]
     args += ["--clearenv"]
     for key, value in step.env.items():
@@ -482,6 +546,7 @@ class _Launch:
         self.pid_ns = 0
         self.network: slirp.Network | None = None
         self.block_w: int | None = None
+        self.prepared = False
 
     def __enter__(self) -> _Launch:
         with phases.timed("sandbox: bwrap started"):
@@ -490,18 +555,17 @@ class _Launch:
     def _start(self) -> _Launch:
         out_r, out_w = os.pipe()
         info_r, info_w = os.pipe()
+        block_r, self.block_w = os.pipe()
         args_fd = os.memfd_create("bwrap-args")
-        passed = [out_w, info_w, args_fd]
-        network_fds = None
+        passed = [out_w, info_w, args_fd, block_r]
+        resolv = None
         if _own_network(self.step):
-            block_r, self.block_w = os.pipe()
             resolv = os.memfd_create("resolv.conf")
             os.write(resolv, slirp.RESOLV_CONF)
             os.lseek(resolv, 0, os.SEEK_SET)
-            network_fds = (block_r, resolv)
-            passed += network_fds
+            passed.append(resolv)
         try:
-            args = _bwrap_args(self.step, info_w, network_fds)
+            args = _bwrap_args(self.step, info_w, block_r, resolv)
             os.write(args_fd, b"".join(a.encode() + b"\0" for a in args))
             os.lseek(args_fd, 0, os.SEEK_SET)
             self.proc = subprocess.Popen(
@@ -533,9 +597,17 @@ class _Launch:
                 if fd is not None:
                     os.close(fd)
 
-    def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
-        if self.block_w is not None:
+    def prepare(self) -> None:
+        """Everything up to the command's start: its network, where it has its own."""
+        if not self.prepared and _own_network(self.step):
             self._connect()
+        self.prepared = True
+
+    def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+        self.prepare()
+        self._let_start()
+        # Its limits count from here: it may have been made ahead, while another step ran.
+        self.started = time.monotonic()
         with phases.timed("command"):
             reason = self._pump(on_output, cancelled)
         if reason is None and self.info == b"":
@@ -577,8 +649,8 @@ class _Launch:
         return None
 
     def _connect(self) -> None:
-        """Give the sandbox its network, then let the step start: bwrap holds it back
-        (--block-fd) until then, so its first connection already has somewhere to go."""
+        """Give the sandbox its network before the step may start: bwrap holds it back
+        (--block-fd), so its first connection already has somewhere to go."""
         with phases.timed("sandbox: set up by bwrap"):
             ready = self._wait_set_up()
         if ready:
@@ -604,7 +676,10 @@ class _Launch:
             netguard.apply(self.child_pid)
         except (slirp.NetworkError, netguard.GuardError) as e:
             raise SandboxError(str(e)) from None
-        assert self.block_w is not None
+
+    def _let_start(self) -> None:
+        if self.block_w is None:
+            return
         # A sandbox that failed to set itself up is gone already: its output says why.
         with contextlib.suppress(BrokenPipeError):
             os.write(self.block_w, b"1")
