@@ -276,7 +276,7 @@ class Run:
             return ahead
         if ahead is not None:
             ahead.close()
-        return sandbox.Ahead(self.sandbox_step(command), now=True)
+        return sandbox.Ahead(self.sandbox_step(command))
 
     def close_ahead(self) -> None:
         """A sandbox made for a step that will not run (one before it failed)."""

@@ -29,6 +29,7 @@ release command, which must reach the app's database) always shares it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import pwd
@@ -245,8 +246,8 @@ def made(step: Step) -> Iterator[_Launch]:
         _refuse_exposing(step)
         user = _step_user(step.user) if os.geteuid() == 0 else None
     if user is not None and not step.handed_over:
-        with phases.timed("sandbox: hand over to the step user"):
-            _hand_over(step, user)
+        with phases.timed("sandbox: folders handed over"):
+            _hand_over_folders(step, user)
     with phases.timed("sandbox: cgroup made"):
         group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
     try:
@@ -260,33 +261,37 @@ def made(step: Step) -> Iterator[_Launch]:
 class Ahead:
     """A step's sandbox made while the step before it runs: its cgroup (moving a process
     into one waits for the kernel's RCU, some 10 ms), namespaces, mounts and network cost
-    a step tens of milliseconds, which then overlap the step before. Its command starts
-    only when run() is called. Close it when it is not run."""
+    a step tens of milliseconds, which then overlap the step before (the first step's
+    overlap the walk that hands its workspace and caches over). Its command starts only
+    when run() is called. Close it when it is not run."""
 
-    def __init__(self, step: Step, now: bool = False) -> None:
+    def __init__(self, step: Step) -> None:
         """Its processes are started here, in the caller's thread: bubblewrap dies with
         the thread that started it (--die-with-parent), and this one runs the step.
         Waiting for them to set up and giving them their network happens in a thread of
-        its own; now: here too, before this returns (nothing is left to overlap)."""
+        its own."""
         self.step = step
         self.stack = ExitStack()
         self.launch: _Launch | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._prepare, name="sandbox-ahead", daemon=True)
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._prepare,),
+            name="sandbox-ahead",
+            daemon=True,
+        )
         try:
             self.launch = self.stack.enter_context(made(step))
         except BaseException as e:  # raised where the step runs, as if made there
             self.error = e
             return
-        if now:
-            self._prepare()
-        else:
-            self.thread.start()
+        self.thread.start()
 
     def _prepare(self) -> None:
         assert self.launch is not None
         try:
-            self.launch.prepare()
+            with phases.overlapped():
+                self.launch.prepare()
         except BaseException as e:
             self.error = e
 
@@ -298,6 +303,8 @@ class Ahead:
 
     def run(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
         try:
+            if self.launch is not None and self.error is None:
+                self.launch.hand_over()
             self.wait()
             if self.error is not None:
                 raise self.error
@@ -388,13 +395,20 @@ def _refuse_exposing(step: Step) -> None:
                 )
 
 
-def _hand_over(step: Step, user: tuple[int, int]) -> None:
-    """Make the workspace and caches the step user's, who must also be able to reach them:
-    bubblewrap runs as that user and opens them by path."""
+def _hand_over_folders(step: Step, user: tuple[int, int]) -> None:
+    """Make the workspace and caches themselves the step user's, who must also be able to
+    reach them: bubblewrap runs as that user and opens them by path. What they hold is
+    handed over by _hand_over, which may run while the sandbox sets itself up."""
     uid, gid = user
     for what, path in _writable(step).items():
         _check_reachable(what, path.resolve(), uid, gid)
         os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def _hand_over(step: Step, user: tuple[int, int]) -> None:
+    """Make all the workspace and caches hold the step user's (before its command starts)."""
+    uid, gid = user
+    for path in _writable(step).values():
         # fwalk with dir_fd: a step of another run sharing the cache cannot swap a folder
         # for a symlink mid-walk and have root chown what it points to.
         for _root, dirs, files, root_fd in os.fwalk(path, follow_symlinks=False):
@@ -547,6 +561,7 @@ class _Launch:
         self.network: slirp.Network | None = None
         self.block_w: int | None = None
         self.prepared = False
+        self.handed_over = False
 
     def __enter__(self) -> _Launch:
         with phases.timed("sandbox: bwrap started"):
@@ -603,8 +618,17 @@ class _Launch:
             self._connect()
         self.prepared = True
 
+    def hand_over(self) -> None:
+        """What the workspace and caches hold, made the step user's (once) before its
+        command starts."""
+        if self.user is not None and not self.step.handed_over and not self.handed_over:
+            with phases.timed("sandbox: hand over to the step user"):
+                _hand_over(self.step, self.user)
+        self.handed_over = True
+
     def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
         self.prepare()
+        self.hand_over()
         self._let_start()
         # Its limits count from here: it may have been made ahead, while another step ran.
         self.started = time.monotonic()
