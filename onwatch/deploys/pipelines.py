@@ -26,8 +26,8 @@ from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     bytecode_cache,
     caches_of,
+    discard,
     disk_full,
-    remove_workspace,
     service_folder,
     service_user,
     share_bytecode,
@@ -408,7 +408,7 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
 
 def removed(run: Run, seconds: dict[str, float]) -> None:
     with phases.recording(seconds), phases.timed("end: workspace removed"):
-        remove_workspace(run.workspace)
+        discard(run.workspace)
         # Before the caches are let go: the next pipeline's step may be writing there.
         unshare_bytecode(run.bytecode, run.workspace)
 

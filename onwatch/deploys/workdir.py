@@ -16,6 +16,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from functools import cache
 from pathlib import Path
 
@@ -331,6 +333,37 @@ def remove_workspace(path: Path) -> None:
         shutil.rmtree(path, onexc=_make_removable)
 
 
+# Where discard() moves what it removes: onwatch's alone, outside every service's folder.
+TRASH = "trash"
+
+
+def discard(path: Path) -> None:
+    """Remove `path` (a workspace) from where it was at once, by moving it into the work
+    folder's trash, and then for good in a thread of its own: a large checkout takes its
+    time, which the worker would otherwise spend before its next job. The next pipeline
+    of the service finds it gone; what a worker that stopped left in the trash goes when
+    the next one starts (remove_leftovers)."""
+    if not path.exists():
+        return
+    trash = work_folder(TRASH)
+    trash.chmod(stat.S_IRWXU)
+    moved = trash / f"{path.parent.name}-{path.name}-{time.monotonic_ns()}"
+    try:
+        os.rename(path, moved)
+    except OSError:
+        remove_workspace(path)  # not on the trash's disk (a folder mounted there): here
+        return
+    threading.Thread(target=_remove_quietly, args=(moved,), name="workspace-removal").start()
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        remove_workspace(path)
+    except OSError:
+        # Nobody waits for it: said in onwatch's log, and tried again by the next worker.
+        log.exception("could not remove %s; remove it by hand if it stays", path)
+
+
 def _make_removable(fn: object, p: str, exc: BaseException) -> None:
     """Tools leave read-only files and folders (Go's module cache, git's objects): open the
     folder holding `p` (and `p`, a folder) to onwatch, then remove it. Links are never
@@ -368,9 +401,13 @@ def remove_leftovers() -> list[Path]:
     removed += [path for pk, path in folders.items() if pk not in kept]  # deleted services'
     # Caches where onwatch kept them before they moved beside the workspaces.
     removed += [p for p in (Path(settings.WORK_DIR) / "caches").glob("*") if p.is_dir()]
+    # What discard() moved away but a worker that stopped did not remove.
+    removed += [p for p in (Path(settings.WORK_DIR) / TRASH).glob("*") if p.is_dir()]
     for path in removed:
         log.info("removing the workspace %s left by a worker that stopped", path)
-        remove_workspace(path)
+        # Another worker of this machine may be removing it too (its trash).
+        with contextlib.suppress(FileNotFoundError):
+            remove_workspace(path)
     for path in workspaces:  # their pipelines' own bytecode, if their service is kept
         unshare_bytecode(path.parent / "caches" / "bytecode", path)
     return removed

@@ -27,7 +27,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.core.services import issue_token
-from onwatch.deploys import pipelines, sandbox, services
+from onwatch.deploys import pipelines, sandbox, services, workdir
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
 from onwatch.deploys.models import Pipeline, Service, State
@@ -499,6 +499,9 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
         (made[name] / "src").mkdir(parents=True)
     made["gone"] = made["ended"].parent / "999999"
     made["gone"].mkdir()
+    # Moved away by a worker that stopped before its removal was done.
+    made["trash"] = work_folder("trash") / f"{service.pk}-41-123"
+    (made["trash"] / "src").mkdir(parents=True)
     stopper = loops.Stopper()
     stopper.halt()
     loops.run_worker(stopper)
@@ -507,7 +510,41 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
         "dead": False,
         "alive": True,
         "gone": False,
+        "trash": False,
     }
+
+
+def test_the_worker_goes_on_while_a_workspace_is_removed_and_the_next_run_finds_it_gone(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large checkout takes its time to remove: the pipeline ends, and its worker takes
+    its next job, without waiting for it. The workspace has left the service's folder by
+    then, before the service's caches are let go."""
+    go_on = threading.Event()
+    removing = workdir._remove_quietly
+
+    def slow(path: Path) -> None:
+        go_on.wait(60)
+        removing(path)
+
+    monkeypatch.setattr(workdir, "_remove_quietly", slow)
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"))
+    trash = work_folder("trash")
+    try:
+        first = run(services.run_pipeline(service, SYSTEM, "ui"))
+        assert first.state == State.SUCCEEDED, log_of(first)
+        assert not workspace_of(first).exists()
+        [moved] = trash.iterdir()
+        assert moved.name.startswith(f"{service.pk}-{first.pk}-")
+        second = run(services.run_pipeline(service, SYSTEM, "ui"))
+        assert second.state == State.SUCCEEDED, log_of(second)
+        assert not workspace_of(second).exists()
+        assert len(list(trash.iterdir())) == 2  # neither removal done, nothing waited
+        assert sorted(p.name for p in workspace_of(first).parent.iterdir()) == ["caches"]
+    finally:
+        go_on.set()
+    wait_until(lambda: not any(trash.iterdir()), 60, "the removals")
 
 
 def test_python_output_reaches_the_log_as_printed_in_order_with_stderr(
@@ -797,7 +834,7 @@ def test_a_pipeline_lets_its_services_caches_go_only_once_its_workspace_is_remov
                 held_then.append(True)
         shutil.rmtree(path)
 
-    monkeypatch.setattr(pipelines, "remove_workspace", removing)
+    monkeypatch.setattr(pipelines, "discard", removing)
     pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
     assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
     assert held_then == [True] and not workspace_of(pipeline).exists()
