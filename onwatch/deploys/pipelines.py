@@ -256,11 +256,13 @@ class Run:
     def sandboxed(self, command: str) -> None:
         assert self.log is not None
         self.log.say(f"$ {command}")
-        made = self.made_for(command)
-        self.handed_over = True  # by making it
-        if self.upcoming and made.error is None:
-            self.ahead = sandbox.Ahead(self.sandbox_step(self.upcoming.pop(0)))
-        outcome = made.run(self.write, self.ctx.cancelled)
+        with self.made_for(command) as made:
+            self.handed_over = True  # by making it
+            made.start()
+            # Made once this step's command runs: it then costs this step nothing.
+            if self.upcoming:
+                self.ahead = sandbox.Ahead(self.sandbox_step(self.upcoming.pop(0)))
+            outcome = made.follow(self.write, self.ctx.cancelled)
         self.log.close()
         if outcome.reason is not None or outcome.exit_code != 0:
             raise StepFailed(failure_reason(outcome), outcome.exit_code)

@@ -263,7 +263,7 @@ class Ahead:
     into one waits for the kernel's RCU, some 10 ms), namespaces, mounts and network cost
     a step tens of milliseconds, which then overlap the step before (the first step's
     overlap the walk that hands its workspace and caches over). Its command starts only
-    when run() is called. Close it when it is not run."""
+    when start() is called; leaving it as a context (or close()) stops whatever is left."""
 
     def __init__(self, step: Step) -> None:
         """Its processes are started here, in the caller's thread: bubblewrap dies with
@@ -301,13 +301,20 @@ class Ahead:
             with phases.timed("sandbox: made ahead, waited for"):
                 self.thread.join()
 
-    def run(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+    def start(self) -> None:
+        """Let its command start (raises what making it raised): follow() then follows it."""
+        if self.launch is not None and self.error is None:
+            self.launch.hand_over()  # while its thread waits for the sandbox
+        self.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.launch is not None
+        self.launch.start()
+
+    def follow(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+        """Until its command has ended and nothing of it is left."""
         try:
-            if self.launch is not None and self.error is None:
-                self.launch.hand_over()
-            self.wait()
-            if self.error is not None:
-                raise self.error
+            self.start()
             assert self.launch is not None
             return self.launch.watch(on_output, cancelled)
         finally:
@@ -317,6 +324,12 @@ class Ahead:
         if self.thread.is_alive():
             self.thread.join()
         self.stack.close()
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def as_step_user(name: str = "") -> list[str]:
@@ -626,12 +639,18 @@ class _Launch:
                 _hand_over(self.step, self.user)
         self.handed_over = True
 
-    def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+    def start(self) -> None:
+        """Let the command start (once), its network up and its folders handed over."""
+        if self.block_w is None:
+            return
         self.prepare()
         self.hand_over()
         self._let_start()
         # Its limits count from here: it may have been made ahead, while another step ran.
         self.started = time.monotonic()
+
+    def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+        self.start()
         with phases.timed("command"):
             reason = self._pump(on_output, cancelled)
         if reason is None and self.info == b"":

@@ -434,6 +434,46 @@ def test_a_step_cancelled_before_it_started_leaves_nothing(workspace: Path) -> N
     assert_stopped(done, "cancelled", word, 0)
 
 
+def test_a_step_made_ahead_starts_its_command_only_when_started(workspace: Path) -> None:
+    """Made while another step runs: set up, networked, and waiting for its turn."""
+    step = bash("touch ran && echo ran", workspace)
+    with sandbox.Ahead(step) as ahead:
+        ahead.wait()
+        time.sleep(0.3)  # time enough to run it, were it let
+        assert not (workspace / "ran").exists()
+        out = Output()
+        done = ahead.follow(out, threading.Event())
+    assert (done.exit_code, done.reason) == (0, None), out.text
+    assert (workspace / "ran").exists() and out.text == "ran\n"
+
+
+def test_a_step_made_ahead_but_not_run_leaves_nothing(workspace: Path) -> None:
+    word = marker()
+    groups = {p: set(p.glob(f"{cgroups.PREFIX}*")) for p, _v2 in cgroups.parents().values()}
+    with sandbox.Ahead(bash(f"touch ran # {word}", workspace)) as ahead:
+        ahead.wait()
+        assert processes_with(word), "the sandbox was not made"
+    assert not processes_with(word) and not (workspace / "ran").exists()
+    assert groups == {p: set(p.glob(f"{cgroups.PREFIX}*")) for p in groups}
+
+
+def test_a_step_made_ahead_has_its_whole_time_limit_from_its_start(workspace: Path) -> None:
+    step = bash("sleep 1.5 && echo done", workspace, Limits(seconds=2))
+    with sandbox.Ahead(step) as ahead:
+        time.sleep(2.5)  # the step before it, running long
+        done = ahead.follow(Output(), threading.Event())
+    assert (done.exit_code, done.reason) == (0, None)
+    assert 1.5 <= done.seconds < 2
+
+
+def test_a_step_made_ahead_that_cannot_be_made_fails_when_it_starts(root: Path) -> None:
+    data = folder(root, "data")
+    with override_settings(DATA_DIR=str(data)):
+        ahead = sandbox.Ahead(bash("true", root))
+    with ahead, pytest.raises(SandboxError, match="would expose"):
+        ahead.start()
+
+
 def test_when_onwatch_dies_its_step_dies_too_and_leaves_no_cgroup(workspace: Path) -> None:
     word = marker()
     argv = [sys.executable, "-m", steps.__name__, str(workspace), word]
