@@ -28,6 +28,7 @@ from onwatch.deploys.workdir import (
     caches_of,
     discard,
     disk_full,
+    pipeline_bytecode,
     service_folder,
     service_user,
     share_bytecode,
@@ -131,7 +132,6 @@ class Run:
         self.masker = Masker(self.service.secrets)
         # Pipelines only: a release's build is kept, and its web process runs without it.
         self.bytecode = bytecode_cache(self.service)
-        self.pycache: Path | None = None  # this pipeline's, in it (share_bytecode)
         # The service's caches, held from its first sandboxed step until its workspace is
         # removed: the next pipeline's sandbox, bound to the service's folder, hides the
         # workspaces beside its own, and one vanishing half-way would fail its step.
@@ -150,10 +150,9 @@ class Run:
     def all(self) -> None:
         self.step("checkout", self.service.git_url, self.checkout)
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
-        self.held.enter_context(self.caches_held())
         with phases.timed("start: bytecode shared"):
             uv = uv_python(caches_of(self.service))
-            self.pycache = share_bytecode(self.bytecode, self.workspace, uv)
+            share_bytecode(self.bytecode, self.workspace, uv)
         self.upcoming = [command for _name, command in project.steps()]
         for name, command in project.steps():
             if name == "test" and project.report:
@@ -204,6 +203,7 @@ class Run:
             problem = step_problem()
         if problem:
             raise StepFailed(problem)
+        self.make_first_sandbox()
         url = services.source_url(self.pipeline)
         pushed = url != service.git_url
         # Again here: a link on the way may have changed since the address was saved. A
@@ -233,6 +233,15 @@ class Run:
         self.pipeline.message = message
         log.say(commit_line(self.pipeline))
 
+    def make_first_sandbox(self) -> None:
+        """The first step's sandbox, made while the checkout runs (its command is in the
+        files the checkout brings): with the service's caches held, as every sandbox of
+        its pipelines is (see Run.held)."""
+        self.held.enter_context(self.caches_held())
+        # Onwatch's until the step starts; the step user passes through to set up in it.
+        self.workspace.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.ahead = sandbox.Ahead(self.sandbox_step(None))
+
     def said_pinned(self, fingerprint: str) -> None:
         assert self.log is not None
         self.log.say(f"pinned the server's host key {fingerprint} (first use)")
@@ -257,8 +266,8 @@ class Run:
         assert self.log is not None
         self.log.say(f"$ {command}")
         with self.made_for(command) as made:
-            self.handed_over = True  # by making it
-            made.start()
+            self.handed_over = True  # by starting it
+            made.start(["bash", "-c", command] if made.step.argv == sandbox.LATER else ())
             # Made once this step's command runs: it then costs this step nothing.
             if self.upcoming:
                 self.ahead = sandbox.Ahead(self.sandbox_step(self.upcoming.pop(0)))
@@ -274,7 +283,7 @@ class Run:
         if command in self.upcoming:
             self.upcoming.remove(command)
         ahead, self.ahead = self.ahead, None
-        if ahead is not None and list(ahead.step.argv) == ["bash", "-c", command]:
+        if ahead is not None and ahead.step.argv in (sandbox.LATER, ["bash", "-c", command]):
             return ahead
         if ahead is not None:
             ahead.close()
@@ -286,15 +295,17 @@ class Run:
         if ahead is not None:
             ahead.close()
 
-    def sandbox_step(self, command: str) -> sandbox.Step:
+    def sandbox_step(self, command: str | None) -> sandbox.Step:
+        """command: None for a sandbox made before it is known (sandbox.LATER)."""
         with phases.timed("step: environment"):
             caches = {**caches_of(self.service), "bytecode": self.bytecode}
             tools = tools_folder()
             marker = {"ONWATCH_PIPELINE": str(self.pipeline.pk)}
             linked = sandbox.shares_root()
-            env = step_env(self.service, self.workspace, marker, linked, self.pycache)
+            pycache = pipeline_bytecode(self.bytecode, self.workspace)
+            env = step_env(self.service, self.workspace, marker, linked, pycache)
         return sandbox.Step(
-            argv=["bash", "-c", command],
+            argv=sandbox.LATER if command is None else ["bash", "-c", command],
             workspace=self.workspace,
             env=env,
             caches=caches,

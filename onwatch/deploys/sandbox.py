@@ -102,9 +102,15 @@ class Limits:
     output_lines: int = 200_000
 
 
+# Step.argv of a sandbox made before its command is known (during the checkout that brings
+# the file naming it): Ahead.start(argv) gives it.
+LATER: Sequence[str] = ()
+LATER_BYTES = 32 * 1024  # half what a pipe holds: written at once, before it is read
+
+
 @dataclass(frozen=True)
 class Step:
-    argv: Sequence[str]
+    argv: Sequence[str]  # LATER: given when it starts
     # Checkout, writable, the step's working directory; seen at the same path inside.
     workspace: Path
     env: Mapping[str, str]  # the whole environment of the step: nothing is inherited
@@ -246,8 +252,8 @@ def made(step: Step) -> Iterator[_Launch]:
         _refuse_exposing(step)
         user = _step_user(step.user) if os.geteuid() == 0 else None
     if user is not None and not step.handed_over:
-        with phases.timed("sandbox: folders handed over"):
-            _hand_over_folders(step, user)
+        with phases.timed("sandbox: checks"):
+            _check_reachable_folders(step, user)
     with phases.timed("sandbox: cgroup made"):
         group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
     try:
@@ -301,15 +307,16 @@ class Ahead:
             with phases.timed("sandbox: made ahead, waited for"):
                 self.thread.join()
 
-    def start(self) -> None:
-        """Let its command start (raises what making it raised): follow() then follows it."""
+    def start(self, argv: Sequence[str] = LATER) -> None:
+        """Let its command start (raises what making it raised): follow() then follows it.
+        argv: the command, for a step made without it (LATER)."""
         if self.launch is not None and self.error is None:
             self.launch.hand_over()  # while its thread waits for the sandbox
         self.wait()
         if self.error is not None:
             raise self.error
         assert self.launch is not None
-        self.launch.start()
+        self.launch.start(argv)
 
     def follow(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
         """Until its command has ended and nothing of it is left."""
@@ -408,20 +415,20 @@ def _refuse_exposing(step: Step) -> None:
                 )
 
 
-def _hand_over_folders(step: Step, user: tuple[int, int]) -> None:
-    """Make the workspace and caches themselves the step user's, who must also be able to
-    reach them: bubblewrap runs as that user and opens them by path. What they hold is
-    handed over by _hand_over, which may run while the sandbox sets itself up."""
-    uid, gid = user
+def _check_reachable_folders(step: Step, user: tuple[int, int]) -> None:
+    """The step user must be able to reach the workspace and caches: bubblewrap runs as
+    that user and opens them by path (they are handed over only when the step starts)."""
     for what, path in _writable(step).items():
-        _check_reachable(what, path.resolve(), uid, gid)
-        os.chown(path, uid, gid, follow_symlinks=False)
+        _check_reachable(what, path.resolve(), *user)
 
 
 def _hand_over(step: Step, user: tuple[int, int]) -> None:
-    """Make all the workspace and caches hold the step user's (before its command starts)."""
+    """Make the workspace and caches, and all they hold, the step user's: just before its
+    command starts, not when its sandbox is made (the checkout may still be writing, as
+    root, into a folder no process of that user must be able to change meanwhile)."""
     uid, gid = user
     for path in _writable(step).values():
+        os.chown(path, uid, gid, follow_symlinks=False)
         # fwalk with dir_fd: a step of another run sharing the cache cannot swap a folder
         # for a symlink mid-walk and have root chown what it points to.
         for _root, dirs, files, root_fd in os.fwalk(path, follow_symlinks=False):
@@ -526,13 +533,21 @@ def _bwrap_args(step: Step, info_fd: int, block_fd: int, resolv_fd: int | None) 
     return args
 
 
+def _later(fd: int) -> list[str]:
+    """The command of a step whose argv comes later: bash waits for it on fd (NUL
+    separated), then becomes it, fd closed."""
+    return ["bash", "-c", f'mapfile -d "" -u {fd} argv; exec {fd}<&-; exec "${{argv[@]}}"']
+
+
 def _outer_argv(
-    step: Step, user: tuple[int, int] | None, group: cgroups.Group, fd: int
+    step: Step, user: tuple[int, int] | None, group: cgroups.Group, fd: int, later: int | None
 ) -> list[str]:
     """sh joins the step's cgroups (as root, before anything of the step exists), prlimit
-    sets the rlimits, setpriv drops root, then bwrap reads its arguments from fd."""
+    sets the rlimits, setpriv drops root, then bwrap reads its arguments from fd; later:
+    where the command comes from when it is not known yet."""
     # The command stays on the command line: bwrap takes only options from --args.
-    argv = ["bwrap", "--args", str(fd), "--", *step.argv]
+    command = _later(later) if later is not None else step.argv
+    argv = ["bwrap", "--args", str(fd), "--", *command]
     if user is not None:
         argv = ["setpriv", *_drop(*user), "--", *argv]
     argv = ["prlimit", *_rlimits(step.limits, group), "--", *argv]
@@ -575,6 +590,7 @@ class _Launch:
         self.block_w: int | None = None
         self.prepared = False
         self.handed_over = False
+        self.later_w: int | None = None  # where a command given later is written
 
     def __enter__(self) -> _Launch:
         with phases.timed("sandbox: bwrap started"):
@@ -586,6 +602,10 @@ class _Launch:
         block_r, self.block_w = os.pipe()
         args_fd = os.memfd_create("bwrap-args")
         passed = [out_w, info_w, args_fd, block_r]
+        later_r = None
+        if self.step.argv == LATER:
+            later_r, self.later_w = os.pipe()
+            passed.append(later_r)
         resolv = None
         if _own_network(self.step):
             resolv = os.memfd_create("resolv.conf")
@@ -597,7 +617,7 @@ class _Launch:
             os.write(args_fd, b"".join(a.encode() + b"\0" for a in args))
             os.lseek(args_fd, 0, os.SEEK_SET)
             self.proc = subprocess.Popen(
-                _outer_argv(self.step, self.user, self.group, args_fd),
+                _outer_argv(self.step, self.user, self.group, args_fd, later_r),
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=out_w,
@@ -606,7 +626,7 @@ class _Launch:
                 start_new_session=True,
             )
         except BaseException:
-            for fd in (out_r, info_r, self.block_w):
+            for fd in (out_r, info_r, self.block_w, self.later_w):
                 if fd is not None:
                     os.close(fd)
             raise
@@ -621,7 +641,7 @@ class _Launch:
             with phases.timed("sandbox: stopped"):
                 self._stop()
         finally:
-            for fd in (self.out_r, self.info_r, self.sandbox_pidfd, self.block_w):
+            for fd in (self.out_r, self.info_r, self.sandbox_pidfd, self.block_w, self.later_w):
                 if fd is not None:
                     os.close(fd)
 
@@ -639,12 +659,19 @@ class _Launch:
                 _hand_over(self.step, self.user)
         self.handed_over = True
 
-    def start(self) -> None:
-        """Let the command start (once), its network up and its folders handed over."""
+    def start(self, argv: Sequence[str] = LATER) -> None:
+        """Let the command start (once), its network up and its folders handed over; argv:
+        the command, for a step made without it."""
         if self.block_w is None:
             return
+        if (self.later_w is None) != (argv == LATER):
+            raise ValueError("a step's command is given once: when it is made, or when it starts")
         self.prepare()
         self.hand_over()
+        if self.later_w is not None:
+            _write_argv(self.later_w, argv)
+            os.close(self.later_w)
+            self.later_w = None
         self._let_start()
         # Its limits count from here: it may have been made ahead, while another step ran.
         self.started = time.monotonic()
@@ -833,6 +860,15 @@ class _Launch:
         if self.sandbox_pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self.sandbox_pidfd, signal.SIGKILL)
+
+
+def _write_argv(fd: int, argv: Sequence[str]) -> None:
+    """NUL-separated; more than a pipe holds would block until bash reads it, which it
+    does only once it is let start: a command that long is refused."""
+    data = b"".join(a.encode() + b"\0" for a in argv)
+    if len(data) > LATER_BYTES:
+        raise SandboxError("the step's command is longer than 32 KiB; put it in a script")
+    os.write(fd, data)
 
 
 def _first_lines(chunk: bytes, room: int) -> tuple[bytes, bool]:

@@ -159,7 +159,12 @@ def share_bytecode(cache: Path, workspace: Path, uv_python: Path) -> Path:
             os.symlink(cache / kept.relative_to("/"), folder.name, dir_fd=fd)
         finally:
             os.close(fd)
-    return cache / prefix.relative_to("/")
+    return pipeline_bytecode(cache, workspace)
+
+
+def pipeline_bytecode(cache: Path, workspace: Path) -> Path:
+    """The folder share_bytecode makes for the pipeline of `workspace` (known before)."""
+    return cache / PIPELINES_BYTECODE / workspace.name
 
 
 def unshare_bytecode(cache: Path, workspace: Path) -> None:

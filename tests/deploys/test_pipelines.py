@@ -27,7 +27,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.core.services import issue_token
-from onwatch.deploys import pipelines, sandbox, services, workdir
+from onwatch.deploys import phases, pipelines, sandbox, services, workdir
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
 from onwatch.deploys.models import Pipeline, Service, State
@@ -764,6 +764,25 @@ def test_the_workspace_and_caches_are_handed_to_the_step_user_once_a_pipeline(
     # (The sandbox's trial, run once by a fresh onwatch, is handed over a folder of its own.)
     assert walked.count(workspace_of(pipeline)) == 1, walked
     assert (caches_of(service)["uv"] / "kept" / "tested").exists()
+
+
+def test_each_steps_sandbox_is_made_beside_the_pipelines_path(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first during the checkout (its command comes with it), each next one while the
+    step before runs: none is set up, nor given its network, between two steps."""
+    reported: list[dict[str, float]] = []
+    monkeypatch.setattr(phases, "report", lambda pk, seconds: reported.append(seconds))
+    assert sandbox.problem() is None  # its trial, once a process, would be on the path
+    toml = '[build]\ncommand = "echo built > built"\n[test]\ncommand = "cat built"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Two steps")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert "built" in pipeline.steps.get(name="test").tail
+    [seconds] = reported
+    assert "overlapped: sandbox: set up by bwrap" in seconds, seconds
+    assert "sandbox: set up by bwrap" not in seconds and "sandbox: network" not in seconds
+    assert not list(workspace_of(pipeline).parent.glob(f"{pipeline.pk}*"))
 
 
 def test_a_missing_test_report_is_a_line_in_the_log_not_a_failure(

@@ -447,14 +447,33 @@ def test_a_step_made_ahead_starts_its_command_only_when_started(workspace: Path)
     assert (workspace / "ran").exists() and out.text == "ran\n"
 
 
+def test_a_sandbox_made_before_its_command_is_known_runs_the_one_given_at_its_start(
+    workspace: Path,
+) -> None:
+    """A pipeline's first step: its sandbox is made while the checkout brings the file
+    that names its command. The step is that command, as if given from the start."""
+    step = Step(sandbox.LATER, workspace, ENV, limits=SMALL)
+    out = Output()
+    command = "echo $0: $(tr '\\0' ' ' < /proc/$$/cmdline); exit 4"
+    with sandbox.Ahead(step) as ahead:
+        ahead.start(["bash", "-c", command, "two words"])
+        done = ahead.follow(out, threading.Event())
+    assert (done.exit_code, done.reason) == (4, "exited with 4"), out.text
+    assert out.text == f"two words: bash -c {command} two words\n"
+    with sandbox.Ahead(step) as ahead, pytest.raises(SandboxError, match="longer than 32 KiB"):
+        ahead.start(["bash", "-c", "#" * 40_000])
+
+
 def test_a_step_made_ahead_but_not_run_leaves_nothing(workspace: Path) -> None:
     word = marker()
-    groups = {p: set(p.glob(f"{cgroups.PREFIX}*")) for p, _v2 in cgroups.parents().values()}
+    ours = f"{cgroups.PREFIX}{os.getpid()}-*"  # tests running beside it make their own
+    groups = {p: set(p.glob(ours)) for p, _v2 in cgroups.parents().values()}
     with sandbox.Ahead(bash(f"touch ran # {word}", workspace)) as ahead:
         ahead.wait()
         assert processes_with(word), "the sandbox was not made"
+        assert groups != {p: set(p.glob(ours)) for p in groups}
     assert not processes_with(word) and not (workspace / "ran").exists()
-    assert groups == {p: set(p.glob(f"{cgroups.PREFIX}*")) for p in groups}
+    assert groups == {p: set(p.glob(ours)) for p in groups}
 
 
 def test_a_step_made_ahead_has_its_whole_time_limit_from_its_start(workspace: Path) -> None:
