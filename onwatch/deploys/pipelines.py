@@ -150,9 +150,6 @@ class Run:
     def all(self) -> None:
         self.step("checkout", self.service.git_url, self.checkout)
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
-        with phases.timed("start: bytecode shared"):
-            uv = uv_python(caches_of(self.service))
-            share_bytecode(self.bytecode, self.workspace, uv)
         self.upcoming = [command for _name, command in project.steps()]
         for name, command in project.steps():
             if name == "test" and project.report:
@@ -238,6 +235,10 @@ class Run:
         files the checkout brings): with the service's caches held, as every sandbox of
         its pipelines is (see Run.held)."""
         self.held.enter_context(self.caches_held())
+        # Before the sandbox is made: it hands the caches over while it sets itself up.
+        with phases.timed("start: bytecode shared"):
+            uv = uv_python(caches_of(self.service))
+            share_bytecode(self.bytecode, self.workspace, uv)
         # Onwatch's until the step starts; the step user passes through to set up in it.
         self.workspace.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.ahead = sandbox.Ahead(self.sandbox_step(None))

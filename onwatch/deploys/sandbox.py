@@ -423,11 +423,21 @@ def _check_reachable_folders(step: Step, user: tuple[int, int]) -> None:
 
 
 def _hand_over(step: Step, user: tuple[int, int]) -> None:
-    """Make the workspace and caches, and all they hold, the step user's: just before its
-    command starts, not when its sandbox is made (the checkout may still be writing, as
-    root, into a folder no process of that user must be able to change meanwhile)."""
-    uid, gid = user
-    for path in _writable(step).values():
+    """Make the workspace, and all it holds, the step user's: just before its command
+    starts, not when its sandbox is made (the checkout may still be writing there, as
+    root, and no process of that user must be able to change the folder meanwhile)."""
+    _hand_over_paths([step.workspace], *user)
+
+
+def _hand_over_caches(step: Step, user: tuple[int, int]) -> None:
+    """The caches and all they hold (thousands of files): while the sandbox sets itself
+    up. Nothing but the service's steps writes there, one pipeline at a time (the caller
+    holds them), and none runs until the step starts."""
+    _hand_over_paths(list(step.caches.values()), *user)
+
+
+def _hand_over_paths(paths: list[Path], uid: int, gid: int) -> None:
+    for path in paths:
         os.chown(path, uid, gid, follow_symlinks=False)
         # fwalk with dir_fd: a step of another run sharing the cache cannot swap a folder
         # for a symlink mid-walk and have root chown what it points to.
@@ -646,15 +656,26 @@ class _Launch:
                     os.close(fd)
 
     def prepare(self) -> None:
-        """Everything up to the command's start: its network, where it has its own."""
-        if not self.prepared and _own_network(self.step):
+        """Everything up to the command's start but its workspace's hand-over: its
+        network, where it has its own, and the caches."""
+        if self.prepared:
+            return
+        if _own_network(self.step):
             self._connect()
+        if self._hands_over():
+            assert self.user is not None
+            with phases.timed("sandbox: caches handed to the step user"):
+                _hand_over_caches(self.step, self.user)
         self.prepared = True
 
+    def _hands_over(self) -> bool:
+        return self.user is not None and not self.step.handed_over
+
     def hand_over(self) -> None:
-        """What the workspace and caches hold, made the step user's (once) before its
-        command starts."""
-        if self.user is not None and not self.step.handed_over and not self.handed_over:
+        """What the workspace holds, made the step user's (once) before its command
+        starts."""
+        if self._hands_over() and not self.handed_over:
+            assert self.user is not None
             with phases.timed("sandbox: hand over to the step user"):
                 _hand_over(self.step, self.user)
         self.handed_over = True

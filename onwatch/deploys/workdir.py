@@ -249,6 +249,8 @@ def step_problem() -> str | None:
             "ONWATCH_WORK_DIR to a folder it can write"
         )
     floor = settings.WORK_MIN_FREE_MB * 1024**2
+    if disk_full(floor, needed=True):
+        removals_done()  # the space of a workspace still being removed is about to be free
     return (
         disk_full(floor, needed=True)
         or sandbox.problem()
@@ -358,7 +360,14 @@ def discard(path: Path) -> None:
     except OSError:
         remove_workspace(path)  # not on the trash's disk (a folder mounted there): here
         return
-    threading.Thread(target=_remove_quietly, args=(moved,), name="workspace-removal").start()
+    removal = threading.Thread(target=_remove_quietly, args=(moved,), name="workspace-removal")
+    with _removals_lock:
+        _removals.add(removal)
+    removal.start()
+
+
+_removals: set[threading.Thread] = set()
+_removals_lock = threading.Lock()
 
 
 def _remove_quietly(path: Path) -> None:
@@ -367,6 +376,20 @@ def _remove_quietly(path: Path) -> None:
     except OSError:
         # Nobody waits for it: said in onwatch's log, and tried again by the next worker.
         log.exception("could not remove %s; remove it by hand if it stays", path)
+    finally:
+        with _removals_lock:
+            _removals.discard(threading.current_thread())
+
+
+def removals_done(seconds: float = 60) -> bool:
+    """Wait (at most `seconds`) for what discard() is still removing in this process; whether
+    there was any."""
+    with _removals_lock:
+        pending = list(_removals)
+    deadline = time.monotonic() + seconds
+    for removal in pending:
+        removal.join(max(0.0, deadline - time.monotonic()))
+    return bool(pending)
 
 
 def _make_removable(fn: object, p: str, exc: BaseException) -> None:
