@@ -27,14 +27,23 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.core.services import issue_token
-from onwatch.deploys import phases, pipelines, sandbox, services, workdir
+from onwatch.deploys import phases, pipelines, projectfile, sandbox, services, workdir
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
 from onwatch.deploys.models import Pipeline, Service, State
 from onwatch.deploys.workdir import caches_of, work_folder, workspace_of
 from tests.support import leaky_step
 from tests.support.backups import alerts_titled
-from tests.support.deploys import TOML, beside_a_writer, commit, project, service_for, uv_project
+from tests.support.deploys import (
+    PYTESTS,
+    TOML,
+    beside_a_writer,
+    commit,
+    node_project,
+    project,
+    service_for,
+    uv_project,
+)
 from tests.support.fixtures import make_member, signed_in
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
@@ -717,6 +726,44 @@ def test_a_uv_project_runs_pytest_with_onwatchs_uv_a_cache_and_names_its_failing
     assert "Failing tests: test_total\n" in alert.body
     api = pipeline_out(pipeline)
     assert api["tests_total"] == 2 and api["failing_tests"] == [failing]
+
+
+def test_a_node_project_runs_npm_test_with_an_npm_cache_kept_for_its_service(
+    org: Organization, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    node_project(repo)
+    commit(repo, {}, "A Node project")
+    service = service_for(org, str(repo))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    steps = [(s.name, s.command) for s in pipeline.steps.all()]
+    read = ("read onwatch.toml", projectfile.FILE)
+    assert steps[1:] == [read, ("build", "npm ci"), ("test", "npm test")]
+    assert "no onwatch.toml: a Node project with package-lock.json" in log_of(pipeline)
+    test = pipeline.steps.get(name="test").tail
+    assert "ok 1 - pads the total" in test and "# pass 1" in test, test
+    # npm kept what it unpacked in the service's cache, outside the removed workspace.
+    assert any((caches_of(service)["npm"] / "_cacache").rglob("*")), "npm cached nothing"
+    assert not workspace_of(pipeline).exists()
+
+
+def test_a_requirements_txt_project_is_tested_by_pytest_and_its_failing_test_named(
+    org: Organization, tmp_path: Path
+) -> None:
+    files = {"requirements.txt": "# the standard library is enough\n", "test_app.py": PYTESTS}
+    commit(tmp_path / "repo", files, "A pip project")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert [s.name for s in pipeline.steps.all()][2:] == ["build", "test"], log_of(pipeline)
+    assert "no onwatch.toml: a Python project with requirements.txt" in log_of(pipeline)
+    assert pipeline.steps.get(name="build").state == State.SUCCEEDED, log_of(pipeline)
+    test = pipeline.steps.get(name="test")
+    assert (test.state, test.exit_code) == (State.FAILED, 1)
+    assert (pipeline.tests_total, pipeline.tests_failed) == (2, 1), log_of(pipeline)
+    assert [t["name"] for t in pipeline.failing_tests] == ["test_total"]
+    assert not workspace_of(pipeline).exists()
 
 
 @pytest.mark.skipif(not sandbox.shares_root(), reason="steps run as onwatch's own user")
