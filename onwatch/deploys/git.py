@@ -145,6 +145,25 @@ def fetch(
     return (ran.stdout + ran.stderr).strip()
 
 
+def update_mirror(
+    mirror: Path, url: str, branch: str, env: dict[str, str], ssh_log: Callable[[], str] = str
+) -> str:
+    """Fetch `branch` of `url` into `mirror`, a bare repository made on first use: the next
+    fetch brings only what is new, not the whole history again. Git's own words."""
+    if not (mirror / "HEAD").is_file():
+        ran = git(["init", "--quiet", "--bare", str(mirror)], env, LOCAL_SECONDS)
+        if ran.returncode != 0:
+            raise GitError(f"could not make the service's mirror: {last_line(ran)}")
+    ref = f"+refs/heads/{branch}:refs/heads/{branch}"
+    # Its packs are kept tidy as git sees fit, but now, not in a process left behind.
+    tidy = ["-c", "gc.autoDetach=false", "-c", "maintenance.autoDetach=false"]
+    fetch = [*tidy, "fetch", "--no-tags", "--quiet"]
+    ran = git(["-C", str(mirror), *fetch, "--", url, ref], env, FETCH_SECONDS)
+    if ran.returncode != 0:
+        raise GitError(fetch_failure(ran, url, branch, ssh_log()))
+    return (ran.stdout + ran.stderr).strip()
+
+
 def checkout(workspace: Path, branch: str, commit: str, env: dict[str, str]) -> Commit:
     """Check out `commit` (the branch's newest when empty) and say what it is."""
     wanted = commit or f"refs/remotes/origin/{branch}"

@@ -28,6 +28,7 @@ from onwatch.deploys.workdir import (
     caches_of,
     discard,
     disk_full,
+    mirror_of,
     pipeline_bytecode,
     service_folder,
     service_user,
@@ -215,7 +216,7 @@ class Run:
             env = git.environment(self.workspace, session.git_command() if session else "")
             ssh_log = session.log_text if session else str
             with phases.timed("checkout: git fetch"):
-                said = git.fetch(self.workspace, url, self.pipeline.branch, env, ssh_log)
+                said = self.fetch(url, pushed, env, ssh_log)
             if said:
                 log.say(said)
             with phases.timed("checkout: git checkout"):
@@ -229,6 +230,19 @@ class Run:
         self.pipeline.commit, self.pipeline.author = commit.sha, author
         self.pipeline.message = message
         log.say(commit_line(self.pipeline))
+
+    def fetch(self, url: str, pushed: bool, env: dict[str, str], ssh_log: Callable[[], str]) -> str:
+        """The branch into the workspace. A remote's is fetched into the service's mirror
+        first, so only what is new crosses the network; one pipeline of the service at a
+        time does (its caches are held). A repository on this machine (onwatch's pushed
+        copy, a path) is its own mirror."""
+        branch, said = self.pipeline.branch, ""
+        if not pushed and git.local_path(url) is None:
+            with phases.timed("checkout: mirror updated"):
+                mirror = mirror_of(self.service.pk)
+                said = git.update_mirror(mirror, url, branch, env, ssh_log)
+            url = str(mirror)
+        return "\n".join(filter(None, [said, git.fetch(self.workspace, url, branch, env)]))
 
     def make_first_sandbox(self) -> None:
         """The first step's sandbox, made while the checkout runs (its command is in the

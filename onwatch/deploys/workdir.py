@@ -65,6 +65,15 @@ def service_folder(service_id: int) -> Path:
     return Path(settings.WORK_DIR) / "workspaces" / str(service_id)
 
 
+def mirror_of(service_id: int) -> Path:
+    """The service's mirror of its remote repository (git.update_mirror): onwatch's alone,
+    in a folder no step user may pass through, and bound into no sandbox."""
+    mirrors = work_folder("mirrors")
+    if stat.S_IMODE(mirrors.stat().st_mode) != stat.S_IRWXU:
+        mirrors.chmod(stat.S_IRWXU)
+    return mirrors / f"{service_id}.git"
+
+
 def release_folder(service_id: int, release_id: int) -> Path:
     """A release's own folder: its checkout, built once, then never changed by onwatch."""
     return work_folder("releases", str(service_id)) / str(release_id)
@@ -429,6 +438,11 @@ def remove_leftovers() -> list[Path]:
     removed += [path for pk, path in folders.items() if pk not in kept]  # deleted services'
     # Caches where onwatch kept them before they moved beside the workspaces.
     removed += [p for p in (Path(settings.WORK_DIR) / "caches").glob("*") if p.is_dir()]
+    # Mirrors of deleted services' repositories.
+    found_mirrors = (Path(settings.WORK_DIR) / "mirrors").glob("*.git")
+    mirrors = {int(p.stem): p for p in found_mirrors if p.stem.isdigit()}
+    kept_mirrors = set(Service.objects.filter(pk__in=mirrors).values_list("pk", flat=True))
+    removed += [path for pk, path in mirrors.items() if pk not in kept_mirrors]
     # What discard() moved away but a worker that stopped did not remove.
     removed += [p for p in (Path(settings.WORK_DIR) / TRASH).glob("*") if p.is_dir()]
     for path in removed:
@@ -463,4 +477,5 @@ def remove_service_folders(service_id: int) -> None:
     top = Path(settings.WORK_DIR)
     for kind in ("workspaces", "caches", "releases"):
         remove_workspace(top / kind / str(service_id))
+    remove_workspace(top / "mirrors" / f"{service_id}.git")
     (top / "caches" / f"{service_id}.lock").unlink(missing_ok=True)

@@ -10,6 +10,7 @@ import html
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from tests.support.deploys import (
     TOML,
     beside_a_writer,
     commit,
+    git,
     node_project,
     project,
     service_for,
@@ -511,6 +513,10 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
     # Moved away by a worker that stopped before its removal was done.
     made["trash"] = work_folder("trash") / f"{service.pk}-41-123"
     (made["trash"] / "src").mkdir(parents=True)
+    made["mirror"] = workdir.mirror_of(service.pk)
+    made["deleted's mirror"] = workdir.mirror_of(999999)
+    for mirror in (made["mirror"], made["deleted's mirror"]):
+        (mirror / "objects").mkdir(parents=True)
     stopper = loops.Stopper()
     stopper.halt()
     loops.run_worker(stopper)
@@ -520,6 +526,8 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
         "alive": True,
         "gone": False,
         "trash": False,
+        "mirror": True,
+        "deleted's mirror": False,
     }
 
 
@@ -673,6 +681,38 @@ def test_an_ssh_repository_pins_its_host_key_on_first_use_and_needs_the_deploy_k
     service.refresh_from_db()
     assert ssh.fingerprints(service.known_hosts) == [f"ssh-ed25519 {sshd.fingerprint()}"]
     assert AuditEntry.objects.filter(action="service-host-key-forgotten").count() == 1
+
+
+def test_a_remote_repository_is_fetched_through_a_mirror_of_its_service_no_step_sees(
+    org: Organization, tmp_path: Path, sshd: SshServer
+) -> None:
+    """Only what is new crosses the network at each pipeline; the mirror is onwatch's
+    alone: no step, of this service or another, can see it."""
+    repo = tmp_path / "repo"
+    commit(repo, project(), "Start")
+    url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{repo}"
+    service = service_for(org, url)
+    sshd.authorize(service.deploy_public_key)
+    mirror = workdir.mirror_of(service.pk)
+    look = f'[test]\ncommand = "ls {mirror.parent} || echo no mirror here"\n'
+    first_sha = commit(repo, {"onwatch.toml": look}, "Look for the mirror")
+    first = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert (first.state, first.commit) == (State.SUCCEEDED, first_sha), log_of(first)
+    assert "no mirror here" in first.steps.get(name="test").tail
+    assert stat.S_IMODE(mirror.parent.stat().st_mode) == 0o700
+    assert git(mirror, "rev-parse", "refs/heads/main") == first_sha
+    objects = {p for p in (mirror / "objects").rglob("*") if p.is_file()}
+    second_sha = commit(repo, project(passing=False), "Break the sum")
+    second = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert (second.state, second.commit) == (State.FAILED, second_sha), log_of(second)
+    assert git(mirror, "rev-parse", "refs/heads/main") == second_sha
+    # What was new, added to what it had.
+    assert objects < {p for p in (mirror / "objects").rglob("*") if p.is_file()}
+    admin = signed_in(make_member(org, "admin"))
+    gone = beside_a_writer(
+        lambda: admin.post(f"/services/{service.pk}/delete/", {"confirm": "shop"})
+    )
+    assert gone.status_code == 302 and not mirror.exists()
 
 
 def test_where_steps_cannot_run_the_first_step_says_why_and_so_does_the_service_page(
