@@ -131,7 +131,8 @@ def fetch(
     """Fetch `branch` of `url` into a new repository at `workspace`; git's own words.
     `ssh_log` reads what ssh said: it logs to a file (core/ssh.py), not to git's stderr."""
     workspace.mkdir(parents=True, exist_ok=True)
-    ran = git(["init", "--quiet", str(workspace)], env, LOCAL_SECONDS)
+    # No template: its sample hooks are files to copy for a repository that runs none.
+    ran = git(["init", "--quiet", "--template=", str(workspace)], env, LOCAL_SECONDS)
     if ran.returncode != 0:
         raise GitError(f"could not make the workspace: {last_line(ran)}")
     ref = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"

@@ -5,10 +5,12 @@ that failed and its last lines, and the next green one says it is fixed."""
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import fcntl
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -201,7 +203,9 @@ class Run:
             problem = step_problem()
         if problem:
             raise StepFailed(problem)
-        self.make_first_sandbox()
+        # Before anything is fetched: one pipeline of the service at a time updates its
+        # mirror and binds its folder in a sandbox (see Run.held).
+        self.held.enter_context(self.caches_held())
         url = services.source_url(self.pipeline)
         pushed = url != service.git_url
         # Again here: a link on the way may have changed since the address was saved. A
@@ -215,8 +219,14 @@ class Run:
         with opened as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
             ssh_log = session.log_text if session else str
-            with phases.timed("checkout: git fetch"):
-                said = self.fetch(url, pushed, env, ssh_log)
+            # git in a thread of its own (it touches no database): the first step's
+            # sandbox is made meanwhile, in this one (bubblewrap dies with its thread).
+            with ThreadPoolExecutor(1, thread_name_prefix="fetch") as pool:
+                run_here = contextvars.copy_context().run
+                fetched = pool.submit(run_here, self.fetch, url, pushed, env, ssh_log)
+                self.make_first_sandbox()
+                with phases.timed("checkout: git fetch"):
+                    said = fetched.result()
             if said:
                 log.say(said)
             with phases.timed("checkout: git checkout"):
@@ -246,9 +256,7 @@ class Run:
 
     def make_first_sandbox(self) -> None:
         """The first step's sandbox, made while the checkout runs (its command is in the
-        files the checkout brings): with the service's caches held, as every sandbox of
-        its pipelines is (see Run.held)."""
-        self.held.enter_context(self.caches_held())
+        files the checkout brings)."""
         # Before the sandbox is made: it hands the caches over while it sets itself up.
         with phases.timed("start: bytecode shared"):
             uv = uv_python(caches_of(self.service))
