@@ -131,7 +131,8 @@ def fetch(
     """Fetch `branch` of `url` into a new repository at `workspace`; git's own words.
     `ssh_log` reads what ssh said: it logs to a file (core/ssh.py), not to git's stderr."""
     workspace.mkdir(parents=True, exist_ok=True)
-    ran = git(["init", "--quiet", str(workspace)], env, LOCAL_SECONDS)
+    # No template: its sample hooks are files to copy for a repository that runs none.
+    ran = git(["init", "--quiet", "--template=", str(workspace)], env, LOCAL_SECONDS)
     if ran.returncode != 0:
         raise GitError(f"could not make the workspace: {last_line(ran)}")
     ref = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
@@ -140,6 +141,25 @@ def fetch(
     # No maintenance either: the workspace is gone after the run, and it is a process more.
     fetch = ["-c", "fetch.unpackLimit=1", "fetch", "--no-tags", "--quiet", "--no-auto-maintenance"]
     ran = git(["-C", str(workspace), *fetch, "--", url, ref], env, FETCH_SECONDS)
+    if ran.returncode != 0:
+        raise GitError(fetch_failure(ran, url, branch, ssh_log()))
+    return (ran.stdout + ran.stderr).strip()
+
+
+def update_mirror(
+    mirror: Path, url: str, branch: str, env: dict[str, str], ssh_log: Callable[[], str] = str
+) -> str:
+    """Fetch `branch` of `url` into `mirror`, a bare repository made on first use: the next
+    fetch brings only what is new, not the whole history again. Git's own words."""
+    if not (mirror / "HEAD").is_file():
+        ran = git(["init", "--quiet", "--bare", str(mirror)], env, LOCAL_SECONDS)
+        if ran.returncode != 0:
+            raise GitError(f"could not make the service's mirror: {last_line(ran)}")
+    ref = f"+refs/heads/{branch}:refs/heads/{branch}"
+    # Its packs are kept tidy as git sees fit, but now, not in a process left behind.
+    tidy = ["-c", "gc.autoDetach=false", "-c", "maintenance.autoDetach=false"]
+    fetch = [*tidy, "fetch", "--no-tags", "--quiet"]
+    ran = git(["-C", str(mirror), *fetch, "--", url, ref], env, FETCH_SECONDS)
     if ran.returncode != 0:
         raise GitError(fetch_failure(ran, url, branch, ssh_log()))
     return (ran.stdout + ran.stderr).strip()

@@ -18,6 +18,8 @@ log = logging.getLogger("onwatch.deploys.phases")
 PREFIX = "phases of pipeline #"
 
 _seconds: ContextVar[dict[str, float] | None] = ContextVar("phases", default=None)
+_prefix: ContextVar[str] = ContextVar("phases prefix", default="")
+OVERLAPPED = "overlapped: "
 
 
 @contextmanager
@@ -33,6 +35,17 @@ def recording(seconds: dict[str, float] | None = None) -> Iterator[dict[str, flo
 
 
 @contextmanager
+def overlapped() -> Iterator[None]:
+    """Phases timed in this block ran beside the pipeline's own (in a thread of their own,
+    in a context copied from it): named with OVERLAPPED, they are not on its path."""
+    token = _prefix.set(OVERLAPPED)
+    try:
+        yield
+    finally:
+        _prefix.reset(token)
+
+
+@contextmanager
 def timed(name: str) -> Iterator[None]:
     seconds = _seconds.get()
     if seconds is None:
@@ -42,6 +55,7 @@ def timed(name: str) -> Iterator[None]:
     try:
         yield
     finally:
+        name = _prefix.get() + name
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
 
 

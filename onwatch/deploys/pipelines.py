@@ -5,10 +5,12 @@ that failed and its last lines, and the next green one says it is fixed."""
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import fcntl
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -26,8 +28,10 @@ from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     bytecode_cache,
     caches_of,
+    discard,
     disk_full,
-    remove_workspace,
+    mirror_of,
+    pipeline_bytecode,
     service_folder,
     service_user,
     share_bytecode,
@@ -131,7 +135,6 @@ class Run:
         self.masker = Masker(self.service.secrets)
         # Pipelines only: a release's build is kept, and its web process runs without it.
         self.bytecode = bytecode_cache(self.service)
-        self.pycache: Path | None = None  # this pipeline's, in it (share_bytecode)
         # The service's caches, held from its first sandboxed step until its workspace is
         # removed: the next pipeline's sandbox, bound to the service's folder, hides the
         # workspaces beside its own, and one vanishing half-way would fail its step.
@@ -140,16 +143,17 @@ class Run:
         # the step user, the only one to write there until the workspace is removed (the
         # caches are held), so the next steps need not walk them again.
         self.handed_over = False
+        # The commands of the sandboxed steps still to come, and the sandbox of the next
+        # one, made while the step before it runs (sandbox.Ahead).
+        self.upcoming: list[str] = []
+        self.ahead: sandbox.Ahead | None = None
 
     # --- the steps ------------------------------------------------------------------------
 
     def all(self) -> None:
         self.step("checkout", self.service.git_url, self.checkout)
         project = self.step("read onwatch.toml", projectfile.FILE, self.read_project)
-        self.held.enter_context(self.caches_held())
-        with phases.timed("start: bytecode shared"):
-            uv = uv_python(caches_of(self.service))
-            self.pycache = share_bytecode(self.bytecode, self.workspace, uv)
+        self.upcoming = [command for _name, command in project.steps()]
         for name, command in project.steps():
             if name == "test" and project.report:
                 self.step(name, command, partial(self.tested, command, project.report))
@@ -199,6 +203,9 @@ class Run:
             problem = step_problem()
         if problem:
             raise StepFailed(problem)
+        # Before anything is fetched: one pipeline of the service at a time updates its
+        # mirror and binds its folder in a sandbox (see Run.held).
+        self.held.enter_context(self.caches_held())
         url = services.source_url(self.pipeline)
         pushed = url != service.git_url
         # Again here: a link on the way may have changed since the address was saved. A
@@ -212,8 +219,14 @@ class Run:
         with opened as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
             ssh_log = session.log_text if session else str
-            with phases.timed("checkout: git fetch"):
-                said = git.fetch(self.workspace, url, self.pipeline.branch, env, ssh_log)
+            # git in a thread of its own (it touches no database): the first step's
+            # sandbox is made meanwhile, in this one (bubblewrap dies with its thread).
+            with ThreadPoolExecutor(1, thread_name_prefix="fetch") as pool:
+                run_here = contextvars.copy_context().run
+                fetched = pool.submit(run_here, self.fetch, url, pushed, env, ssh_log)
+                self.make_first_sandbox()
+                with phases.timed("checkout: git fetch"):
+                    said = fetched.result()
             if said:
                 log.say(said)
             with phases.timed("checkout: git checkout"):
@@ -227,6 +240,30 @@ class Run:
         self.pipeline.commit, self.pipeline.author = commit.sha, author
         self.pipeline.message = message
         log.say(commit_line(self.pipeline))
+
+    def fetch(self, url: str, pushed: bool, env: dict[str, str], ssh_log: Callable[[], str]) -> str:
+        """The branch into the workspace. A remote's is fetched into the service's mirror
+        first, so only what is new crosses the network; one pipeline of the service at a
+        time does (its caches are held). A repository on this machine (onwatch's pushed
+        copy, a path) is its own mirror."""
+        branch, said = self.pipeline.branch, ""
+        if not pushed and git.local_path(url) is None:
+            with phases.timed("checkout: mirror updated"):
+                mirror = mirror_of(self.service.pk)
+                said = git.update_mirror(mirror, url, branch, env, ssh_log)
+            url = str(mirror)
+        return "\n".join(filter(None, [said, git.fetch(self.workspace, url, branch, env)]))
+
+    def make_first_sandbox(self) -> None:
+        """The first step's sandbox, made while the checkout runs (its command is in the
+        files the checkout brings)."""
+        # Before the sandbox is made: it hands the caches over while it sets itself up.
+        with phases.timed("start: bytecode shared"):
+            uv = uv_python(caches_of(self.service))
+            share_bytecode(self.bytecode, self.workspace, uv)
+        # Onwatch's until the step starts; the step user passes through to set up in it.
+        self.workspace.mkdir(mode=0o711, parents=True, exist_ok=True)
+        self.ahead = sandbox.Ahead(self.sandbox_step(None))
 
     def said_pinned(self, fingerprint: str) -> None:
         assert self.log is not None
@@ -251,14 +288,47 @@ class Run:
     def sandboxed(self, command: str) -> None:
         assert self.log is not None
         self.log.say(f"$ {command}")
+        with self.made_for(command) as made:
+            self.handed_over = True  # by starting it
+            made.start(["bash", "-c", command] if made.step.argv == sandbox.LATER else ())
+            # Made once this step's command runs: it then costs this step nothing.
+            if self.upcoming:
+                self.ahead = sandbox.Ahead(self.sandbox_step(self.upcoming.pop(0)))
+            outcome = made.follow(self.write, self.ctx.cancelled)
+        self.log.close()
+        if outcome.reason is not None or outcome.exit_code != 0:
+            raise StepFailed(failure_reason(outcome), outcome.exit_code)
+        assert self.current is not None
+        self.current.exit_code = outcome.exit_code
+
+    def made_for(self, command: str) -> sandbox.Ahead:
+        """The step's sandbox: the one made ahead, or else one made now."""
+        if command in self.upcoming:
+            self.upcoming.remove(command)
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.step.argv in (sandbox.LATER, ["bash", "-c", command]):
+            return ahead
+        if ahead is not None:
+            ahead.close()
+        return sandbox.Ahead(self.sandbox_step(command))
+
+    def close_ahead(self) -> None:
+        """A sandbox made for a step that will not run (one before it failed)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.close()
+
+    def sandbox_step(self, command: str | None) -> sandbox.Step:
+        """command: None for a sandbox made before it is known (sandbox.LATER)."""
         with phases.timed("step: environment"):
             caches = {**caches_of(self.service), "bytecode": self.bytecode}
             tools = tools_folder()
             marker = {"ONWATCH_PIPELINE": str(self.pipeline.pk)}
             linked = sandbox.shares_root()
-            env = step_env(self.service, self.workspace, marker, linked, self.pycache)
-        step = sandbox.Step(
-            argv=["bash", "-c", command],
+            pycache = pipeline_bytecode(self.bytecode, self.workspace)
+            env = step_env(self.service, self.workspace, marker, linked, pycache)
+        return sandbox.Step(
+            argv=sandbox.LATER if command is None else ["bash", "-c", command],
             workspace=self.workspace,
             env=env,
             caches=caches,
@@ -268,13 +338,6 @@ class Run:
             user=service_user(self.service.pk),
             handed_over=self.handed_over,
         )
-        outcome = sandbox.run(step, self.write, self.ctx.cancelled)
-        self.handed_over = True
-        self.log.close()
-        if outcome.reason is not None or outcome.exit_code != 0:
-            raise StepFailed(failure_reason(outcome), outcome.exit_code)
-        assert self.current is not None
-        self.current.exit_code = outcome.exit_code
 
     def write(self, chunk: bytes) -> None:
         assert self.log is not None
@@ -371,15 +434,17 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
             )
             pipeline.refresh_from_db()
             run = Run(ctx, pipeline)
-        # Last registered runs first: the workspace goes, then the caches are let go.
+        # Last registered runs first: a sandbox made for a step that did not run is
+        # stopped, the workspace goes, then the caches are let go.
         ctx.on_end(run.held.close)
         ctx.on_end(lambda: removed(run, seconds))
+        ctx.on_end(run.close_ahead)
         return run_to_end(ctx, run)
 
 
 def removed(run: Run, seconds: dict[str, float]) -> None:
     with phases.recording(seconds), phases.timed("end: workspace removed"):
-        remove_workspace(run.workspace)
+        discard(run.workspace)
         # Before the caches are let go: the next pipeline's step may be writing there.
         unshare_bytecode(run.bytecode, run.workspace)
 

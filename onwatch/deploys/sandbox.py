@@ -29,6 +29,7 @@ release command, which must reach the app's database) always shares it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import pwd
@@ -39,7 +40,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -100,9 +102,15 @@ class Limits:
     output_lines: int = 200_000
 
 
+# Step.argv of a sandbox made before its command is known (during the checkout that brings
+# the file naming it): Ahead.start(argv) gives it.
+LATER: Sequence[str] = ()
+LATER_BYTES = 32 * 1024  # half what a pipe holds: written at once, before it is read
+
+
 @dataclass(frozen=True)
 class Step:
-    argv: Sequence[str]
+    argv: Sequence[str]  # LATER: given when it starts
     # Checkout, writable, the step's working directory; seen at the same path inside.
     workspace: Path
     env: Mapping[str, str]  # the whole environment of the step: nothing is inherited
@@ -230,22 +238,105 @@ def run(
     step: Step, on_output: Callable[[bytes], None], cancelled: threading.Event | None = None
 ) -> Outcome:
     """Run one step; on_output gets its stdout and stderr, merged, as they come."""
+    with made(step) as launch:
+        return launch.watch(on_output, cancelled or threading.Event())
+
+
+@contextmanager
+def made(step: Step) -> Iterator[_Launch]:
+    """The step's sandbox, set up with its command held back until watch() lets it start;
+    on leaving, whatever of it is left is killed and waited for."""
     with phases.timed("sandbox: checks"):
         if missing := _missing():
             raise SandboxError(missing)
         _refuse_exposing(step)
         user = _step_user(step.user) if os.geteuid() == 0 else None
     if user is not None and not step.handed_over:
-        with phases.timed("sandbox: hand over to the step user"):
-            _hand_over(step, user)
+        with phases.timed("sandbox: checks"):
+            _check_reachable_folders(step, user)
     with phases.timed("sandbox: cgroup made"):
         group = cgroups.create(step.limits.memory_bytes, step.limits.processes)
     try:
         with _Launch(step, user, group) as launch:
-            return launch.watch(on_output, cancelled or threading.Event())
+            yield launch
     finally:
         with phases.timed("sandbox: cgroup removed"):
             group.remove()
+
+
+class Ahead:
+    """A step's sandbox made while the step before it runs: its cgroup (moving a process
+    into one waits for the kernel's RCU, some 10 ms), namespaces, mounts and network cost
+    a step tens of milliseconds, which then overlap the step before (the first step's
+    overlap the walk that hands its workspace and caches over). Its command starts only
+    when start() is called; leaving it as a context (or close()) stops whatever is left."""
+
+    def __init__(self, step: Step) -> None:
+        """Its processes are started here, in the caller's thread: bubblewrap dies with
+        the thread that started it (--die-with-parent), and this one runs the step.
+        Waiting for them to set up and giving them their network happens in a thread of
+        its own."""
+        self.step = step
+        self.stack = ExitStack()
+        self.launch: _Launch | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._prepare,),
+            name="sandbox-ahead",
+            daemon=True,
+        )
+        try:
+            self.launch = self.stack.enter_context(made(step))
+        except BaseException as e:  # raised where the step runs, as if made there
+            self.error = e
+            return
+        self.thread.start()
+
+    def _prepare(self) -> None:
+        assert self.launch is not None
+        try:
+            with phases.overlapped():
+                self.launch.prepare()
+        except BaseException as e:
+            self.error = e
+
+    def wait(self) -> None:
+        """Until it is ready to start (its network is up), or failed."""
+        if self.thread.is_alive():
+            with phases.timed("sandbox: made ahead, waited for"):
+                self.thread.join()
+
+    def start(self, argv: Sequence[str] = LATER) -> None:
+        """Let its command start (raises what making it raised): follow() then follows it.
+        argv: the command, for a step made without it (LATER)."""
+        if self.launch is not None and self.error is None:
+            self.launch.hand_over()  # while its thread waits for the sandbox
+        self.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.launch is not None
+        self.launch.start(argv)
+
+    def follow(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+        """Until its command has ended and nothing of it is left."""
+        try:
+            self.start()
+            assert self.launch is not None
+            return self.launch.watch(on_output, cancelled)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.thread.join()
+        self.stack.close()
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def as_step_user(name: str = "") -> list[str]:
@@ -324,12 +415,29 @@ def _refuse_exposing(step: Step) -> None:
                 )
 
 
-def _hand_over(step: Step, user: tuple[int, int]) -> None:
-    """Make the workspace and caches the step user's, who must also be able to reach them:
-    bubblewrap runs as that user and opens them by path."""
-    uid, gid = user
+def _check_reachable_folders(step: Step, user: tuple[int, int]) -> None:
+    """The step user must be able to reach the workspace and caches: bubblewrap runs as
+    that user and opens them by path (they are handed over only when the step starts)."""
     for what, path in _writable(step).items():
-        _check_reachable(what, path.resolve(), uid, gid)
+        _check_reachable(what, path.resolve(), *user)
+
+
+def _hand_over(step: Step, user: tuple[int, int]) -> None:
+    """Make the workspace, and all it holds, the step user's: just before its command
+    starts, not when its sandbox is made (the checkout may still be writing there, as
+    root, and no process of that user must be able to change the folder meanwhile)."""
+    _hand_over_paths([step.workspace], *user)
+
+
+def _hand_over_caches(step: Step, user: tuple[int, int]) -> None:
+    """The caches and all they hold (thousands of files): while the sandbox sets itself
+    up. Nothing but the service's steps writes there, one pipeline at a time (the caller
+    holds them), and none runs until the step starts."""
+    _hand_over_paths(list(step.caches.values()), *user)
+
+
+def _hand_over_paths(paths: list[Path], uid: int, gid: int) -> None:
+    for path in paths:
         os.chown(path, uid, gid, follow_symlinks=False)
         # fwalk with dir_fd: a step of another run sharing the cache cannot swap a folder
         # for a symlink mid-walk and have root chown what it points to.
@@ -417,17 +525,17 @@ def _own_network(step: Step) -> bool:
     return network_isolated() and not step.host_network
 
 
-def _bwrap_args(step: Step, info_fd: int, network_fds: tuple[int, int] | None) -> list[str]:
-    """network_fds: the pipe the step waits on until its network is up, and the file that
-    names its DNS server; None shares the machine's network."""
+def _bwrap_args(step: Step, info_fd: int, block_fd: int, resolv_fd: int | None) -> list[str]:
+    """block_fd: the pipe the step waits on until it may start (its network is up, its
+    turn has come); resolv_fd: the file that names its DNS server, None to share the
+    machine's network."""
     args = ["--unshare-all", "--unshare-user", "--disable-userns"]
     args += ["--die-with-parent", "--new-session", "--hostname", "step"]
-    args += ["--info-fd", str(info_fd)]
-    if network_fds is None:
+    args += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
+    if resolv_fd is None:
         args.append("--share-net")
     else:
-        block, resolv = network_fds
-        args += ["--block-fd", str(block), "--ro-bind-data", str(resolv), "/etc/resolv.conf"]
+        args += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
     args += [*_mounts(step), "--chdir", str(step.workspace)]
     args += ["--clearenv"]
     for key, value in step.env.items():
@@ -435,13 +543,21 @@ def _bwrap_args(step: Step, info_fd: int, network_fds: tuple[int, int] | None) -
     return args
 
 
+def _later(fd: int) -> list[str]:
+    """The command of a step whose argv comes later: bash waits for it on fd (NUL
+    separated), then becomes it, fd closed."""
+    return ["bash", "-c", f'mapfile -d "" -u {fd} argv; exec {fd}<&-; exec "${{argv[@]}}"']
+
+
 def _outer_argv(
-    step: Step, user: tuple[int, int] | None, group: cgroups.Group, fd: int
+    step: Step, user: tuple[int, int] | None, group: cgroups.Group, fd: int, later: int | None
 ) -> list[str]:
     """sh joins the step's cgroups (as root, before anything of the step exists), prlimit
-    sets the rlimits, setpriv drops root, then bwrap reads its arguments from fd."""
+    sets the rlimits, setpriv drops root, then bwrap reads its arguments from fd; later:
+    where the command comes from when it is not known yet."""
     # The command stays on the command line: bwrap takes only options from --args.
-    argv = ["bwrap", "--args", str(fd), "--", *step.argv]
+    command = _later(later) if later is not None else step.argv
+    argv = ["bwrap", "--args", str(fd), "--", *command]
     if user is not None:
         argv = ["setpriv", *_drop(*user), "--", *argv]
     argv = ["prlimit", *_rlimits(step.limits, group), "--", *argv]
@@ -482,6 +598,9 @@ class _Launch:
         self.pid_ns = 0
         self.network: slirp.Network | None = None
         self.block_w: int | None = None
+        self.prepared = False
+        self.handed_over = False
+        self.later_w: int | None = None  # where a command given later is written
 
     def __enter__(self) -> _Launch:
         with phases.timed("sandbox: bwrap started"):
@@ -490,22 +609,25 @@ class _Launch:
     def _start(self) -> _Launch:
         out_r, out_w = os.pipe()
         info_r, info_w = os.pipe()
+        block_r, self.block_w = os.pipe()
         args_fd = os.memfd_create("bwrap-args")
-        passed = [out_w, info_w, args_fd]
-        network_fds = None
+        passed = [out_w, info_w, args_fd, block_r]
+        later_r = None
+        if self.step.argv == LATER:
+            later_r, self.later_w = os.pipe()
+            passed.append(later_r)
+        resolv = None
         if _own_network(self.step):
-            block_r, self.block_w = os.pipe()
             resolv = os.memfd_create("resolv.conf")
             os.write(resolv, slirp.RESOLV_CONF)
             os.lseek(resolv, 0, os.SEEK_SET)
-            network_fds = (block_r, resolv)
-            passed += network_fds
+            passed.append(resolv)
         try:
-            args = _bwrap_args(self.step, info_w, network_fds)
+            args = _bwrap_args(self.step, info_w, block_r, resolv)
             os.write(args_fd, b"".join(a.encode() + b"\0" for a in args))
             os.lseek(args_fd, 0, os.SEEK_SET)
             self.proc = subprocess.Popen(
-                _outer_argv(self.step, self.user, self.group, args_fd),
+                _outer_argv(self.step, self.user, self.group, args_fd, later_r),
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=out_w,
@@ -514,7 +636,7 @@ class _Launch:
                 start_new_session=True,
             )
         except BaseException:
-            for fd in (out_r, info_r, self.block_w):
+            for fd in (out_r, info_r, self.block_w, self.later_w):
                 if fd is not None:
                     os.close(fd)
             raise
@@ -529,13 +651,54 @@ class _Launch:
             with phases.timed("sandbox: stopped"):
                 self._stop()
         finally:
-            for fd in (self.out_r, self.info_r, self.sandbox_pidfd, self.block_w):
+            for fd in (self.out_r, self.info_r, self.sandbox_pidfd, self.block_w, self.later_w):
                 if fd is not None:
                     os.close(fd)
 
-    def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
-        if self.block_w is not None:
+    def prepare(self) -> None:
+        """Everything up to the command's start but its workspace's hand-over: its
+        network, where it has its own, and the caches."""
+        if self.prepared:
+            return
+        if _own_network(self.step):
             self._connect()
+        if self._hands_over():
+            assert self.user is not None
+            with phases.timed("sandbox: caches handed to the step user"):
+                _hand_over_caches(self.step, self.user)
+        self.prepared = True
+
+    def _hands_over(self) -> bool:
+        return self.user is not None and not self.step.handed_over
+
+    def hand_over(self) -> None:
+        """What the workspace holds, made the step user's (once) before its command
+        starts."""
+        if self._hands_over() and not self.handed_over:
+            assert self.user is not None
+            with phases.timed("sandbox: hand over to the step user"):
+                _hand_over(self.step, self.user)
+        self.handed_over = True
+
+    def start(self, argv: Sequence[str] = LATER) -> None:
+        """Let the command start (once), its network up and its folders handed over; argv:
+        the command, for a step made without it."""
+        if self.block_w is None:
+            return
+        if (self.later_w is None) != (argv == LATER):
+            raise ValueError("a step's command is given once: when it is made, or when it starts")
+        self.prepare()
+        self.hand_over()
+        if self.later_w is not None:
+            _write_argv(self.later_w, argv)
+            os.close(self.later_w)
+            self.later_w = None
+        self._let_start()
+        # Its limits count from here: it may have been made ahead, while another step ran.
+        self.started = time.monotonic()
+
+    def watch(self, on_output: Callable[[bytes], None], cancelled: threading.Event) -> Outcome:
+        self.start()
         with phases.timed("command"):
             reason = self._pump(on_output, cancelled)
         if reason is None and self.info == b"":
@@ -577,8 +740,8 @@ class _Launch:
         return None
 
     def _connect(self) -> None:
-        """Give the sandbox its network, then let the step start: bwrap holds it back
-        (--block-fd) until then, so its first connection already has somewhere to go."""
+        """Give the sandbox its network before the step may start: bwrap holds it back
+        (--block-fd), so its first connection already has somewhere to go."""
         with phases.timed("sandbox: set up by bwrap"):
             ready = self._wait_set_up()
         if ready:
@@ -604,7 +767,10 @@ class _Launch:
             netguard.apply(self.child_pid)
         except (slirp.NetworkError, netguard.GuardError) as e:
             raise SandboxError(str(e)) from None
-        assert self.block_w is not None
+
+    def _let_start(self) -> None:
+        if self.block_w is None:
+            return
         # A sandbox that failed to set itself up is gone already: its output says why.
         with contextlib.suppress(BrokenPipeError):
             os.write(self.block_w, b"1")
@@ -715,6 +881,15 @@ class _Launch:
         if self.sandbox_pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self.sandbox_pidfd, signal.SIGKILL)
+
+
+def _write_argv(fd: int, argv: Sequence[str]) -> None:
+    """NUL-separated; more than a pipe holds would block until bash reads it, which it
+    does only once it is let start: a command that long is refused."""
+    data = b"".join(a.encode() + b"\0" for a in argv)
+    if len(data) > LATER_BYTES:
+        raise SandboxError("the step's command is longer than 32 KiB; put it in a script")
+    os.write(fd, data)
 
 
 def _first_lines(chunk: bytes, room: int) -> tuple[bytes, bool]:

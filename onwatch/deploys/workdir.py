@@ -16,6 +16,8 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from functools import cache
 from pathlib import Path
 
@@ -61,6 +63,15 @@ def service_folder(service_id: int) -> Path:
     sandbox that binds it whole lets uv hard-link from its cache into a workspace (a
     mount between them would make it copy every file, a second or more per build)."""
     return Path(settings.WORK_DIR) / "workspaces" / str(service_id)
+
+
+def mirror_of(service_id: int) -> Path:
+    """The service's mirror of its remote repository (git.update_mirror): onwatch's alone,
+    in a folder no step user may pass through, and bound into no sandbox."""
+    mirrors = work_folder("mirrors")
+    if stat.S_IMODE(mirrors.stat().st_mode) != stat.S_IRWXU:
+        mirrors.chmod(stat.S_IRWXU)
+    return mirrors / f"{service_id}.git"
 
 
 def release_folder(service_id: int, release_id: int) -> Path:
@@ -157,7 +168,12 @@ def share_bytecode(cache: Path, workspace: Path, uv_python: Path) -> Path:
             os.symlink(cache / kept.relative_to("/"), folder.name, dir_fd=fd)
         finally:
             os.close(fd)
-    return cache / prefix.relative_to("/")
+    return pipeline_bytecode(cache, workspace)
+
+
+def pipeline_bytecode(cache: Path, workspace: Path) -> Path:
+    """The folder share_bytecode makes for the pipeline of `workspace` (known before)."""
+    return cache / PIPELINES_BYTECODE / workspace.name
 
 
 def unshare_bytecode(cache: Path, workspace: Path) -> None:
@@ -242,6 +258,8 @@ def step_problem() -> str | None:
             "ONWATCH_WORK_DIR to a folder it can write"
         )
     floor = settings.WORK_MIN_FREE_MB * 1024**2
+    if disk_full(floor, needed=True):
+        removals_done()  # the space of a workspace still being removed is about to be free
     return (
         disk_full(floor, needed=True)
         or sandbox.problem()
@@ -331,6 +349,58 @@ def remove_workspace(path: Path) -> None:
         shutil.rmtree(path, onexc=_make_removable)
 
 
+# Where discard() moves what it removes: onwatch's alone, outside every service's folder.
+TRASH = "trash"
+
+
+def discard(path: Path) -> None:
+    """Remove `path` (a workspace) from where it was at once, by moving it into the work
+    folder's trash, and then for good in a thread of its own: a large checkout takes its
+    time, which the worker would otherwise spend before its next job. The next pipeline
+    of the service finds it gone; what a worker that stopped left in the trash goes when
+    the next one starts (remove_leftovers)."""
+    if not path.exists():
+        return
+    trash = work_folder(TRASH)
+    trash.chmod(stat.S_IRWXU)
+    moved = trash / f"{path.parent.name}-{path.name}-{time.monotonic_ns()}"
+    try:
+        os.rename(path, moved)
+    except OSError:
+        remove_workspace(path)  # not on the trash's disk (a folder mounted there): here
+        return
+    removal = threading.Thread(target=_remove_quietly, args=(moved,), name="workspace-removal")
+    with _removals_lock:
+        _removals.add(removal)
+    removal.start()
+
+
+_removals: set[threading.Thread] = set()
+_removals_lock = threading.Lock()
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        remove_workspace(path)
+    except OSError:
+        # Nobody waits for it: said in onwatch's log, and tried again by the next worker.
+        log.exception("could not remove %s; remove it by hand if it stays", path)
+    finally:
+        with _removals_lock:
+            _removals.discard(threading.current_thread())
+
+
+def removals_done(seconds: float = 60) -> bool:
+    """Wait (at most `seconds`) for what discard() is still removing in this process; whether
+    there was any."""
+    with _removals_lock:
+        pending = list(_removals)
+    deadline = time.monotonic() + seconds
+    for removal in pending:
+        removal.join(max(0.0, deadline - time.monotonic()))
+    return bool(pending)
+
+
 def _make_removable(fn: object, p: str, exc: BaseException) -> None:
     """Tools leave read-only files and folders (Go's module cache, git's objects): open the
     folder holding `p` (and `p`, a folder) to onwatch, then remove it. Links are never
@@ -368,9 +438,18 @@ def remove_leftovers() -> list[Path]:
     removed += [path for pk, path in folders.items() if pk not in kept]  # deleted services'
     # Caches where onwatch kept them before they moved beside the workspaces.
     removed += [p for p in (Path(settings.WORK_DIR) / "caches").glob("*") if p.is_dir()]
+    # Mirrors of deleted services' repositories.
+    found_mirrors = (Path(settings.WORK_DIR) / "mirrors").glob("*.git")
+    mirrors = {int(p.stem): p for p in found_mirrors if p.stem.isdigit()}
+    kept_mirrors = set(Service.objects.filter(pk__in=mirrors).values_list("pk", flat=True))
+    removed += [path for pk, path in mirrors.items() if pk not in kept_mirrors]
+    # What discard() moved away but a worker that stopped did not remove.
+    removed += [p for p in (Path(settings.WORK_DIR) / TRASH).glob("*") if p.is_dir()]
     for path in removed:
         log.info("removing the workspace %s left by a worker that stopped", path)
-        remove_workspace(path)
+        # Another worker of this machine may be removing it too (its trash).
+        with contextlib.suppress(FileNotFoundError):
+            remove_workspace(path)
     for path in workspaces:  # their pipelines' own bytecode, if their service is kept
         unshare_bytecode(path.parent / "caches" / "bytecode", path)
     return removed
@@ -398,4 +477,5 @@ def remove_service_folders(service_id: int) -> None:
     top = Path(settings.WORK_DIR)
     for kind in ("workspaces", "caches", "releases"):
         remove_workspace(top / kind / str(service_id))
+    remove_workspace(top / "mirrors" / f"{service_id}.git")
     (top / "caches" / f"{service_id}.lock").unlink(missing_ok=True)

@@ -10,6 +10,7 @@ import html
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -27,14 +28,24 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.core.services import issue_token
-from onwatch.deploys import pipelines, sandbox, services
+from onwatch.deploys import phases, pipelines, projectfile, sandbox, services, workdir
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
 from onwatch.deploys.models import Pipeline, Service, State
 from onwatch.deploys.workdir import caches_of, work_folder, workspace_of
 from tests.support import leaky_step
 from tests.support.backups import alerts_titled
-from tests.support.deploys import TOML, beside_a_writer, commit, project, service_for, uv_project
+from tests.support.deploys import (
+    PYTESTS,
+    TOML,
+    beside_a_writer,
+    commit,
+    git,
+    node_project,
+    project,
+    service_for,
+    uv_project,
+)
 from tests.support.fixtures import make_member, signed_in
 from tests.support.receivers import wait_until
 from tests.support.remote_servers import SshServer
@@ -499,6 +510,13 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
         (made[name] / "src").mkdir(parents=True)
     made["gone"] = made["ended"].parent / "999999"
     made["gone"].mkdir()
+    # Moved away by a worker that stopped before its removal was done.
+    made["trash"] = work_folder("trash") / f"{service.pk}-41-123"
+    (made["trash"] / "src").mkdir(parents=True)
+    made["mirror"] = workdir.mirror_of(service.pk)
+    made["deleted's mirror"] = workdir.mirror_of(999999)
+    for mirror in (made["mirror"], made["deleted's mirror"]):
+        (mirror / "objects").mkdir(parents=True)
     stopper = loops.Stopper()
     stopper.halt()
     loops.run_worker(stopper)
@@ -507,7 +525,43 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
         "dead": False,
         "alive": True,
         "gone": False,
+        "trash": False,
+        "mirror": True,
+        "deleted's mirror": False,
     }
+
+
+def test_the_worker_goes_on_while_a_workspace_is_removed_and_the_next_run_finds_it_gone(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large checkout takes its time to remove: the pipeline ends, and its worker takes
+    its next job, without waiting for it. The workspace has left the service's folder by
+    then, before the service's caches are let go."""
+    go_on = threading.Event()
+    removing = workdir._remove_quietly
+
+    def slow(path: Path) -> None:
+        go_on.wait(60)
+        removing(path)
+
+    monkeypatch.setattr(workdir, "_remove_quietly", slow)
+    commit(tmp_path / "repo", project(), "Start")
+    service = service_for(org, str(tmp_path / "repo"))
+    trash = work_folder("trash")
+    try:
+        first = run(services.run_pipeline(service, SYSTEM, "ui"))
+        assert first.state == State.SUCCEEDED, log_of(first)
+        assert not workspace_of(first).exists()
+        [moved] = trash.iterdir()
+        assert moved.name.startswith(f"{service.pk}-{first.pk}-")
+        second = run(services.run_pipeline(service, SYSTEM, "ui"))
+        assert second.state == State.SUCCEEDED, log_of(second)
+        assert not workspace_of(second).exists()
+        assert len(list(trash.iterdir())) == 2  # neither removal done, nothing waited
+        assert sorted(p.name for p in workspace_of(first).parent.iterdir()) == ["caches"]
+    finally:
+        go_on.set()
+    wait_until(lambda: not any(trash.iterdir()), 60, "the removals")
 
 
 def test_python_output_reaches_the_log_as_printed_in_order_with_stderr(
@@ -562,12 +616,14 @@ def test_a_build_that_fills_the_disk_fails_in_one_line_and_its_workspace_goes(
     assert pipeline.reason == line
     assert steps_of(pipeline)[-1] == ("build", State.FAILED, 1, line)
     assert processes_with(word) == []
-    # The workspace is gone, so is the space it took; the next pipeline has it back.
+    # The workspace is gone, so is the space it took (it is removed beside the worker's
+    # path, which the next pipeline waits for when it needs the space).
     assert not workspace_of(pipeline).exists()
-    assert shutil.disk_usage(small_disk).free > 50 * 1024**2
     commit(tmp_path / "repo", project(), "Fill it no more")
     again = run(services.run_pipeline(pipeline.service, SYSTEM, "ui"))
     assert again.state == State.SUCCEEDED, log_of(again)
+    workdir.removals_done()
+    assert shutil.disk_usage(small_disk).free > 50 * 1024**2
 
 
 def test_a_pipeline_does_not_start_with_less_free_space_than_its_floor(
@@ -627,6 +683,38 @@ def test_an_ssh_repository_pins_its_host_key_on_first_use_and_needs_the_deploy_k
     assert AuditEntry.objects.filter(action="service-host-key-forgotten").count() == 1
 
 
+def test_a_remote_repository_is_fetched_through_a_mirror_of_its_service_no_step_sees(
+    org: Organization, tmp_path: Path, sshd: SshServer
+) -> None:
+    """Only what is new crosses the network at each pipeline; the mirror is onwatch's
+    alone: no step, of this service or another, can see it."""
+    repo = tmp_path / "repo"
+    commit(repo, project(), "Start")
+    url = f"ssh://{sshd.user}@127.0.0.1:{sshd.port}{repo}"
+    service = service_for(org, url)
+    sshd.authorize(service.deploy_public_key)
+    mirror = workdir.mirror_of(service.pk)
+    look = f'[test]\ncommand = "ls {mirror.parent} || echo no mirror here"\n'
+    first_sha = commit(repo, {"onwatch.toml": look}, "Look for the mirror")
+    first = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert (first.state, first.commit) == (State.SUCCEEDED, first_sha), log_of(first)
+    assert "no mirror here" in first.steps.get(name="test").tail
+    assert stat.S_IMODE(mirror.parent.stat().st_mode) == 0o700
+    assert git(mirror, "rev-parse", "refs/heads/main") == first_sha
+    objects = {p for p in (mirror / "objects").rglob("*") if p.is_file()}
+    second_sha = commit(repo, project(passing=False), "Break the sum")
+    second = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert (second.state, second.commit) == (State.FAILED, second_sha), log_of(second)
+    assert git(mirror, "rev-parse", "refs/heads/main") == second_sha
+    # What was new, added to what it had.
+    assert objects < {p for p in (mirror / "objects").rglob("*") if p.is_file()}
+    admin = signed_in(make_member(org, "admin"))
+    gone = beside_a_writer(
+        lambda: admin.post(f"/services/{service.pk}/delete/", {"confirm": "shop"})
+    )
+    assert gone.status_code == 302 and not mirror.exists()
+
+
 def test_where_steps_cannot_run_the_first_step_says_why_and_so_does_the_service_page(
     org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -680,6 +768,44 @@ def test_a_uv_project_runs_pytest_with_onwatchs_uv_a_cache_and_names_its_failing
     assert api["tests_total"] == 2 and api["failing_tests"] == [failing]
 
 
+def test_a_node_project_runs_npm_test_with_an_npm_cache_kept_for_its_service(
+    org: Organization, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    node_project(repo)
+    commit(repo, {}, "A Node project")
+    service = service_for(org, str(repo))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    steps = [(s.name, s.command) for s in pipeline.steps.all()]
+    read = ("read onwatch.toml", projectfile.FILE)
+    assert steps[1:] == [read, ("build", "npm ci"), ("test", "npm test")]
+    assert "no onwatch.toml: a Node project with package-lock.json" in log_of(pipeline)
+    test = pipeline.steps.get(name="test").tail
+    assert "ok 1 - pads the total" in test and "# pass 1" in test, test
+    # npm kept what it unpacked in the service's cache, outside the removed workspace.
+    assert any((caches_of(service)["npm"] / "_cacache").rglob("*")), "npm cached nothing"
+    assert not workspace_of(pipeline).exists()
+
+
+def test_a_requirements_txt_project_is_tested_by_pytest_and_its_failing_test_named(
+    org: Organization, tmp_path: Path
+) -> None:
+    files = {"requirements.txt": "# the standard library is enough\n", "test_app.py": PYTESTS}
+    commit(tmp_path / "repo", files, "A pip project")
+    service = service_for(org, str(tmp_path / "repo"))
+    pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
+    assert [s.name for s in pipeline.steps.all()][2:] == ["build", "test"], log_of(pipeline)
+    assert "no onwatch.toml: a Python project with requirements.txt" in log_of(pipeline)
+    assert pipeline.steps.get(name="build").state == State.SUCCEEDED, log_of(pipeline)
+    test = pipeline.steps.get(name="test")
+    assert (test.state, test.exit_code) == (State.FAILED, 1)
+    assert (pipeline.tests_total, pipeline.tests_failed) == (2, 1), log_of(pipeline)
+    assert [t["name"] for t in pipeline.failing_tests] == ["test_total"]
+    assert not workspace_of(pipeline).exists()
+
+
 @pytest.mark.skipif(not sandbox.shares_root(), reason="steps run as onwatch's own user")
 def test_uv_hard_links_from_the_services_cache_into_the_workspace(
     org: Organization, tmp_path: Path
@@ -727,6 +853,25 @@ def test_the_workspace_and_caches_are_handed_to_the_step_user_once_a_pipeline(
     # (The sandbox's trial, run once by a fresh onwatch, is handed over a folder of its own.)
     assert walked.count(workspace_of(pipeline)) == 1, walked
     assert (caches_of(service)["uv"] / "kept" / "tested").exists()
+
+
+def test_each_steps_sandbox_is_made_beside_the_pipelines_path(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first during the checkout (its command comes with it), each next one while the
+    step before runs: none is set up, nor given its network, between two steps."""
+    reported: list[dict[str, float]] = []
+    monkeypatch.setattr(phases, "report", lambda pk, seconds: reported.append(seconds))
+    assert sandbox.problem() is None  # its trial, once a process, would be on the path
+    toml = '[build]\ncommand = "echo built > built"\n[test]\ncommand = "cat built"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Two steps")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert "built" in pipeline.steps.get(name="test").tail
+    [seconds] = reported
+    assert "overlapped: sandbox: set up by bwrap" in seconds, seconds
+    assert "sandbox: set up by bwrap" not in seconds and "sandbox: network" not in seconds
+    assert not list(workspace_of(pipeline).parent.glob(f"{pipeline.pk}*"))
 
 
 def test_a_missing_test_report_is_a_line_in_the_log_not_a_failure(
@@ -797,7 +942,7 @@ def test_a_pipeline_lets_its_services_caches_go_only_once_its_workspace_is_remov
                 held_then.append(True)
         shutil.rmtree(path)
 
-    monkeypatch.setattr(pipelines, "remove_workspace", removing)
+    monkeypatch.setattr(pipelines, "discard", removing)
     pipeline = run(services.run_pipeline(service, SYSTEM, "ui"))
     assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
     assert held_then == [True] and not workspace_of(pipeline).exists()

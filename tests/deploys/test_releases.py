@@ -48,6 +48,9 @@ def deployed(service: Service) -> Deploy:
     jobs.run_pending(kinds=KINDS)
     deploy = service.deploys.order_by("-pk").first()
     assert deploy is not None
+    pipeline = deploy.pipeline
+    # A deploy waits for its pipeline: one that did not pass cancels it (say why).
+    assert pipeline is None or pipeline.state == "succeeded", (pipeline.state, pipeline.reason)
     return deploy
 
 

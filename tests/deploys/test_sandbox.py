@@ -434,6 +434,65 @@ def test_a_step_cancelled_before_it_started_leaves_nothing(workspace: Path) -> N
     assert_stopped(done, "cancelled", word, 0)
 
 
+def test_a_step_made_ahead_starts_its_command_only_when_started(workspace: Path) -> None:
+    """Made while another step runs: set up, networked, and waiting for its turn."""
+    step = bash("touch ran && echo ran", workspace)
+    with sandbox.Ahead(step) as ahead:
+        ahead.wait()
+        time.sleep(0.3)  # time enough to run it, were it let
+        assert not (workspace / "ran").exists()
+        out = Output()
+        done = ahead.follow(out, threading.Event())
+    assert (done.exit_code, done.reason) == (0, None), out.text
+    assert (workspace / "ran").exists() and out.text == "ran\n"
+
+
+def test_a_sandbox_made_before_its_command_is_known_runs_the_one_given_at_its_start(
+    workspace: Path,
+) -> None:
+    """A pipeline's first step: its sandbox is made while the checkout brings the file
+    that names its command. The step is that command, as if given from the start."""
+    step = Step(sandbox.LATER, workspace, ENV, limits=SMALL)
+    out = Output()
+    command = "echo $0: $(tr '\\0' ' ' < /proc/$$/cmdline); exit 4"
+    with sandbox.Ahead(step) as ahead:
+        ahead.start(["bash", "-c", command, "two words"])
+        done = ahead.follow(out, threading.Event())
+    assert (done.exit_code, done.reason) == (4, "exited with 4"), out.text
+    assert out.text == f"two words: bash -c {command} two words\n"
+    with sandbox.Ahead(step) as ahead, pytest.raises(SandboxError, match="longer than 32 KiB"):
+        ahead.start(["bash", "-c", "#" * 40_000])
+
+
+def test_a_step_made_ahead_but_not_run_leaves_nothing(workspace: Path) -> None:
+    word = marker()
+    ours = f"{cgroups.PREFIX}{os.getpid()}-*"  # tests running beside it make their own
+    groups = {p: set(p.glob(ours)) for p, _v2 in cgroups.parents().values()}
+    with sandbox.Ahead(bash(f"touch ran # {word}", workspace)) as ahead:
+        ahead.wait()
+        assert processes_with(word), "the sandbox was not made"
+        assert groups != {p: set(p.glob(ours)) for p in groups}
+    assert not processes_with(word) and not (workspace / "ran").exists()
+    assert groups == {p: set(p.glob(ours)) for p in groups}
+
+
+def test_a_step_made_ahead_has_its_whole_time_limit_from_its_start(workspace: Path) -> None:
+    step = bash("sleep 1.5 && echo done", workspace, Limits(seconds=2))
+    with sandbox.Ahead(step) as ahead:
+        time.sleep(2.5)  # the step before it, running long
+        done = ahead.follow(Output(), threading.Event())
+    assert (done.exit_code, done.reason) == (0, None)
+    assert 1.5 <= done.seconds < 2
+
+
+def test_a_step_made_ahead_that_cannot_be_made_fails_when_it_starts(root: Path) -> None:
+    data = folder(root, "data")
+    with override_settings(DATA_DIR=str(data)):
+        ahead = sandbox.Ahead(bash("true", root))
+    with ahead, pytest.raises(SandboxError, match="would expose"):
+        ahead.start()
+
+
 def test_when_onwatch_dies_its_step_dies_too_and_leaves_no_cgroup(workspace: Path) -> None:
     word = marker()
     argv = [sys.executable, "-m", steps.__name__, str(workspace), word]

@@ -7,15 +7,19 @@ import pwd
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from onwatch.config import ConfigError
+from onwatch.deploys import workdir
 from onwatch.deploys.workdir import remove_workspace
 from onwatch.startup import check_work_dir
+from tests.support.receivers import wait_until
 
 # Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
 pytestmark = pytest.mark.once
@@ -93,3 +97,33 @@ def test_a_work_folder_that_is_the_data_directory_by_another_path_is_refused(
     with pytest.raises(ConfigError, match="holds onwatch's data directory"):
         check_work_dir(settings_for(holding, data))
     check_work_dir(settings_for(tmp_path / "work", data))  # beside it: fine
+
+
+def test_a_discarded_workspace_leaves_its_place_at_once_and_is_removed_after(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker does not wait for a large checkout to go; the next run finds it gone."""
+    settings.WORK_DIR = str(tmp_path / "work")
+    workspace = tmp_path / "work" / "workspaces" / "3" / "17"
+    (workspace / "ro").mkdir(parents=True)
+    (workspace / "ro" / "file").write_text("x")
+    (workspace / "ro").chmod(0o555)  # what tools leave (git's objects)
+    go_on = threading.Event()
+    removing = workdir._remove_quietly
+
+    def slow(path: Path) -> None:
+        go_on.wait(30)
+        removing(path)
+
+    monkeypatch.setattr(workdir, "_remove_quietly", slow)
+    try:
+        workdir.discard(workspace)
+        assert not workspace.exists()
+        trash = tmp_path / "work" / workdir.TRASH
+        [moved] = trash.iterdir()  # still there: its removal waits
+        assert moved.name.startswith("3-17-") and (moved / "ro" / "file").exists()
+        assert stat.S_IMODE(trash.stat().st_mode) == 0o700  # no step user passes through
+    finally:
+        go_on.set()
+    wait_until(lambda: not any(trash.iterdir()), 30, "the removal")
+    workdir.discard(workspace)  # gone already: nothing to do, no error

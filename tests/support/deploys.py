@@ -3,6 +3,7 @@ fails, committed on a branch, in a temporary directory."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -96,6 +97,42 @@ def uv_project() -> dict[str, str]:
         subprocess.run([uv, "lock", "--quiet"], cwd=tmp, env=env, check=True)
         lock = (Path(tmp) / "uv.lock").read_text()
     return {"pyproject.toml": PYPROJECT, "uv.lock": lock, "test_app.py": PYTESTS}
+
+
+NODE_TEST = """const test = require('node:test');
+const assert = require('node:assert');
+const pad = require('pad-local');
+
+test('pads the total', () => { assert.strictEqual(pad('7', 3), '  7'); });
+"""
+
+
+def node_project(repo: Path) -> None:
+    """A Node project in `repo` with no onwatch.toml (detected: npm ci, npm test), whose
+    one dependency is a tarball in the repository: it installs without the internet. Its
+    package-lock.json is made by the real npm, offline."""
+    dep = repo / "vendor" / "pad-local"
+    dep.mkdir(parents=True)
+    (dep / "package.json").write_text('{"name": "pad-local", "version": "1.0.0"}\n')
+    (dep / "index.js").write_text("module.exports = (s, n) => String(s).padStart(n);\n")
+    npm = ["npm", "--offline", "--no-audit", "--no-fund", "--loglevel=error"]
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "npm_config_cache": cache}
+        subprocess.run([*npm, "pack", "--pack-destination", ".."], cwd=dep, env=env, check=True)
+        (dep / "package.json").unlink()
+        (dep / "index.js").unlink()
+        dep.rmdir()
+        package = {
+            "name": "shop",
+            "version": "1.0.0",
+            "private": True,
+            "scripts": {"test": "node --test"},
+            "dependencies": {"pad-local": "file:vendor/pad-local-1.0.0.tgz"},
+        }
+        (repo / "package.json").write_text(json.dumps(package, indent=2) + "\n")
+        (repo / "app.test.js").write_text(NODE_TEST)
+        lock = [*npm, "install", "--package-lock-only"]
+        subprocess.run(lock, cwd=repo, env=env, check=True, capture_output=True)
 
 
 def beside_a_writer[T](call: Callable[[], T]) -> T:
