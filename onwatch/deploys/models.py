@@ -271,6 +271,27 @@ class Host(models.Model):
         return f"{self.monthly_cost} {self.currency} a month".strip()
 
 
+class ServiceHost(models.Model):
+    """One of the hosts a service runs on, in the order its deploys go through them. A
+    service with none runs on this machine only, on its own slot_ports; an SSH host's two
+    slot ports are asked of the host on its first deploy there and kept."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="placements")
+    # A host a service runs on is never removed from under it (its releases run there).
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="placements")
+    position = models.PositiveIntegerField()
+    slot_ports = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "host"], name="service_host_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service.name} on {self.host.name}"
+
+
 class ReleaseState(models.TextChoices):
     BUILDING = "building"
     READY = "ready"  # built, its release command ran: it can be made live

@@ -49,6 +49,7 @@ from onwatch.deploys.models import (
     Release,
     ReleaseState,
     Service,
+    ServiceHost,
     State,
     Trigger,
     Watch,
@@ -954,6 +955,12 @@ def change_host(host: Host, fields: HostFields, actor: Actor) -> list[str]:
 def remove_host(host: Host, actor: Actor) -> None:
     if host.local:
         raise Refusal("This machine is always a host: onwatch runs on it", "host")
+    if names := list(host.placements.values_list("service__name", flat=True)):
+        raise Refusal(
+            f"{', '.join(names)} {'runs' if len(names) == 1 else 'run'} on {host.name}; take "
+            f"{host.name} out of their hosts (onwatch services hosts SERVICE HOST…) first",
+            "host",
+        )
     with transaction.atomic():
         Host.objects.filter(pk=host.pk).delete()
         jobs.forget(
@@ -1023,6 +1030,79 @@ def record_host_check(
 def note_host_alerted(host: Host, alerted: bool) -> None:
     Host.objects.filter(pk=host.pk).update(alerted=alerted)
     host.alerted = alerted
+
+
+# --- the hosts a service runs on ---------------------------------------------------------
+
+
+def placements(service: Service) -> list[ServiceHost]:
+    """The hosts the service runs on, in the order its deploys go through them; [] for this
+    machine only (as a service without hosts always ran)."""
+    return list(service.placements.select_related("host").order_by("position", "id"))
+
+
+def hosts_named(org: Organization, names: list[str]) -> list[Host]:
+    """The organization's hosts by name ("this machine" included), in the order given;
+    Refusal naming the first unknown one."""
+    found = {h.name: h for h in Host.objects.filter(org=org, name__in=names)}
+    if THIS_MACHINE in names and THIS_MACHINE not in found:
+        found[THIS_MACHINE] = this_machine(org)
+    for name in names:
+        if name not in found:
+            raise Refusal(
+                f"{name} is not a host of {org.name}; add it with onwatch hosts add", "hosts"
+            )
+    return [found[n] for n in names]
+
+
+def _check_placeable(service: Service, chosen: list[Host]) -> None:
+    seen: set[int] = set()
+    for host in chosen:
+        if host.org_id != service.org_id:
+            raise Refusal(f"{host.name} is not a host of {service.org.name}", "hosts")
+        if host.pk in seen:
+            raise Refusal(f"{host.name} is named twice; name each host once", "hosts")
+        seen.add(host.pk)
+        if not host.local and host.ready is not True:
+            raise Refusal(
+                f"{host.name} has not passed its check; run onwatch hosts check {host.name} "
+                "and fix what it says first",
+                "hosts",
+            )
+
+
+def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> list[ServiceHost]:
+    """The hosts the service runs on, in deploy order ([]: this machine only). A host kept
+    keeps its slot ports; the next deploy goes to the hosts as they are now. Refused while
+    a deploy of the service runs: it would end on the hosts it started with."""
+    _check_placeable(service, chosen)
+    if service.deploys.filter(state=State.RUNNING).exists():
+        raise Refusal(
+            f"A deploy of {service.name} is running; change its hosts once it has ended", "hosts"
+        )
+    kept = {p.host_id: p.slot_ports for p in placements(service)}
+    with transaction.atomic():
+        ServiceHost.objects.filter(service=service).delete()
+        made = [
+            ServiceHost.objects.create(
+                service=service, host=h, position=i, slot_ports=kept.get(h.pk, [])
+            )
+            for i, h in enumerate(chosen)
+        ]
+        actor.record(
+            "service-hosts-set",
+            service.org,
+            service.name,
+            id=service.pk,
+            hosts=[h.name for h in chosen],
+        )
+    return made
+
+
+def placement_ports(placement: ServiceHost, ports: list[int]) -> None:
+    """The slot ports a host gave for the service on its first deploy there: kept."""
+    placement.slot_ports = ports
+    placement.save(update_fields=["slot_ports"])
 
 
 # --- domains, releases, deploys and rollbacks ----------------------------------------------
@@ -1559,6 +1639,13 @@ def watch_step(
         "detail": detail,
     }
     deploy_step(watch.deploy, step if judged else step | {"result": NOT_JUDGED})
+
+
+def deploy_not_watched(deploy: Deploy, why: str) -> None:
+    """A "watch" step that judged nothing, saying why (a service on SSH hosts only)."""
+    now = timezone.now().isoformat()
+    step = {"name": "watch", "started": now, "ended": now, "seconds": 0.0, "ok": True}
+    deploy_step(deploy, step | {"detail": why, "result": NOT_JUDGED})
 
 
 # A step's result as said everywhere (page, API, CLI): "ok", "failed", or "not judged".

@@ -1,0 +1,195 @@
+"""A service on several hosts, all or nothing, with real components: two places on this
+machine (each its own supervisord and Caddy, tests/support/several.py) stand for two hosts;
+a real pipeline and build, the switch app behind both Caddies, clients sending requests
+without pause through the first while the deploy goes through them in turn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onwatch.core import jobs
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import JobLogLine, Organization
+from onwatch.deploys import releases, services, switch
+from onwatch.deploys.models import Deploy, Service, State
+from onwatch.deploys.switch import Machine
+from tests.support.backups import alerts_titled
+from tests.support.deploys import commit
+from tests.support.load import Load, fetch
+from tests.support.releases import KINDS, app_files
+from tests.support.several import SSH_HOST, Failing, ready_host, two_places
+from tests.support.switching import listen_port, own_machine
+
+pytestmark = [
+    pytest.mark.once,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel"),
+]
+
+
+@pytest.fixture
+def other() -> Iterator[Machine]:
+    """The second host's supervisord and Caddy."""
+    with own_machine() as m:
+        yield m
+
+
+@pytest.fixture
+def failing(monkeypatch: pytest.MonkeyPatch, machine: Machine, other: Machine) -> Failing:
+    chosen = Failing()
+    two_places(monkeypatch, other, chosen)
+    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    return chosen
+
+
+@pytest.fixture
+def on_two(org: Organization, shop: Service, failing: Failing) -> Service:
+    """The shop on this machine first, then on the SSH host."""
+    chosen = [services.this_machine(org), ready_host(org)]
+    services.set_service_hosts(shop, chosen, SYSTEM)
+    return shop
+
+
+def deployed(service: Service, repo: Path, version: str) -> Deploy:
+    commit(repo, app_files(version), f"Version {version}")
+    services.run_pipeline(service, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    deploy = service.deploys.order_by("-pk").first()
+    assert deploy is not None
+    return deploy
+
+
+def answers(machine: Machine) -> set[str]:
+    return {fetch(listen_port(machine), "shop.test")[1].split()[0] for _ in range(5)}
+
+
+def migrated(service: Service) -> list[str]:
+    """The versions the service's release commands migrated, deploy after deploy."""
+    found = JobLogLine.objects.filter(job_id__in=service.deploys.values_list("job_id"))
+    texts = found.order_by("pk").values_list("text", flat=True)
+    return [t.split()[1] for t in texts if t.startswith("migrated ")]
+
+
+def names(deploy: Deploy) -> list[str]:
+    return [s["name"] for s in deploy.steps]
+
+
+def test_a_deploy_goes_to_each_host_in_turn_and_migrates_once(
+    on_two: Service, machine: Machine, other: Machine, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    assert answers(machine) == answers(other) == {"v1"}
+    # The SSH host's slot ports were asked of it on this first deploy, and are kept.
+    [placement] = [p for p in services.placements(on_two) if not p.host.local]
+    assert len(placement.slot_ports) == 2 and set(placement.slot_ports) != set(on_two.slot_ports)
+    load = Load(listen_port(machine), "shop.test").start()
+    try:
+        second = deployed(on_two, tmp_path / "repo", "v2")
+    finally:
+        tally = load.stop()
+    assert second.state == State.SUCCEEDED, (second.reason, second.steps)
+    assert answers(machine) == answers(other) == {"v2"}
+    assert tally.failed == 0, tally.errors
+    assert {"v1", "v2"} <= set(tally.answers)
+    # Built once here, migrated once (on the first host), before any traffic moved.
+    assert migrated(on_two) == ["v1", "v2"]
+    here, there = "on this machine", f"on {SSH_HOST}"
+    assert names(second) == [
+        "checkout",
+        "read onwatch.toml",
+        f"build {here}",
+        f"release command {here}",
+        *(f"{n} {here}" for n in ("prepare Caddy", "start", "health gate", "switch", "drain")),
+        *(f"{n} {there}" for n in ("prepare Caddy", "start", "health gate", "switch", "drain")),
+    ]
+    assert all(s["ok"] for s in second.steps), second.steps
+    assert second.live_after == str(second.release)
+    assert releases.serving(on_two) == str(second.release)
+    # What users felt is summed over both switches (this machine's load, the other's none).
+    assert second.switch_served is not None and second.switch_served >= tally.ok // 10
+    assert second.switch_failed == 0
+
+
+def test_the_second_hosts_gate_failing_sends_the_first_back_with_no_failed_request(
+    on_two: Service, machine: Machine, other: Machine, failing: Failing, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    failing.there.add("v2")
+    load = Load(listen_port(machine), "shop.test").start()
+    try:
+        failed = deployed(on_two, tmp_path / "repo", "v2")
+    finally:
+        tally = load.stop()
+    assert failed.state == State.FAILED
+    v1 = str(first.release)
+    assert failed.reason.startswith(f"on {SSH_HOST}: {failed.release} never answered 200 3 times")
+    assert failed.reason.endswith(
+        f"switched back on this machine; what serves now: {v1} on every host "
+        f"(this machine, {SSH_HOST})"
+    ), failed.reason
+    # v2 served through this machine's Caddy until it went back; nobody got an error.
+    assert answers(machine) == answers(other) == {"v1"}
+    assert tally.failed == 0, tally.errors
+    assert tally.answers["v2"] > 0 and tally.answers["v1"] > 0
+    back = [s for s in failed.steps if s["name"] == "switch back on this machine"]
+    assert len(back) == 1 and back[0]["ok"], failed.steps
+    assert back[0]["detail"] == f"{v1} serves on this machine again"
+    assert failed.live_after == v1 and services.live_release(on_two) == first.release
+    [alert] = alerts_titled(f"Deploy #{failed.pk} of shop failed")
+    assert f"What serves shop.test now: {v1}" in alert.body
+    # The release command ran once, on the first host, before any traffic moved.
+    assert migrated(on_two) == ["v1", "v2"]
+
+
+def test_a_rollback_goes_back_on_every_host(
+    on_two: Service, machine: Machine, other: Machine, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert deployed(on_two, tmp_path / "repo", "v2").state == State.SUCCEEDED
+    load = Load(listen_port(other), "shop.test").start()
+    try:
+        rollback = services.queue_rollback(on_two, SYSTEM, "cli")
+        jobs.run_pending(kinds=KINDS)
+    finally:
+        tally = load.stop()
+    rollback.refresh_from_db()
+    assert rollback.state == State.SUCCEEDED, (rollback.reason, rollback.steps)
+    assert answers(machine) == answers(other) == {"v1"}
+    assert tally.failed == 0, tally.errors
+    # No build anywhere: the kept release started again on each host, in turn.
+    assert [n for n in names(rollback) if n.startswith("start")] == [
+        "start on this machine",
+        f"start on {SSH_HOST}",
+    ]
+    assert not [n for n in names(rollback) if "build" in n or "release command" in n]
+    assert releases.serving(on_two) == str(first.release)
+    assert migrated(on_two) == ["v1", "v2"]
+
+
+def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
+    on_two: Service, machine: Machine, other: Machine, failing: Failing, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    # v2 fails on the other host, and v1 no longer passes its gate here to come back.
+    failing.there.add("v2")
+    failing.here.add("v1")
+    failed = deployed(on_two, tmp_path / "repo", "v2")
+    assert failed.state == State.FAILED
+    v1, v2 = str(first.release), str(failed.release)
+    mix = f"{v2} on this machine, {v1} on {SSH_HOST}"
+    assert failed.reason.endswith(f"what serves now: {mix}"), failed.reason
+    assert (
+        f"going back failed (this machine: {v1} never answered 200 3 times in a row on "
+        "/health within 4 s"
+    ) in failed.reason
+    assert answers(machine) == {"v2"} and answers(other) == {"v1"}
+    assert releases.serving(on_two) == mix and failed.live_after == mix
+    [alert] = alerts_titled(f"shop serves a mix of releases after deploy #{failed.pk}")
+    assert f"What serves shop.test now: {mix}" in alert.body
+    assert "onwatch rollback shop" in alert.body
