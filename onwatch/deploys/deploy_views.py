@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
-from onwatch.deploys import services
+from onwatch.deploys import releases, services
 from onwatch.deploys.forms import WatchForm
 from onwatch.deploys.models import Deploy, Release, ReleaseState, Service
 from onwatch.deploys.services import Refusal
@@ -35,6 +35,8 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         "deploys": list(service.deploys.select_related("release")[:DEPLOYS_SHOWN]),
         "can_deploy": can(request, "deploys.run"),
         "ready": ReleaseState.READY,
+        "where": releases.where_it_runs(service),
+        "host_names": ", ".join(p.host.name for p in services.placements(service)),
     }
 
 
@@ -78,6 +80,23 @@ def service_watch(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(e))
     else:
         messages.success(request, f"Saved: {services.watch_rule(service)}.")
+    return redirect("service_detail", pk=pk)
+
+
+@require("services.manage")
+@require_POST
+def service_hosts(request: HttpRequest, pk: int) -> HttpResponse:
+    """The hosts, comma-separated in deploy order; empty: this machine only."""
+    service = _service(request, pk)
+    names = [n.strip() for n in request.POST.get("hosts", "").split(",") if n.strip()]
+    try:
+        chosen = services.hosts_named(service.org, names)
+        services.set_service_hosts(service, chosen, Actor.of(request))
+    except Refusal as e:
+        messages.error(request, str(e))
+    else:
+        said = ", then ".join(names) if names else "this machine only"
+        messages.success(request, f"{service.name} runs on {said}; its next deploy goes there.")
     return redirect("service_detail", pk=pk)
 
 

@@ -281,6 +281,10 @@ class ServiceHost(models.Model):
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="placements")
     position = models.PositiveIntegerField()
     slot_ports = models.JSONField(default=list, blank=True)
+    # What served the service there when onwatch last looked (each deploy's end), and when:
+    # the service page shows it without reaching every host.
+    serving = models.CharField(max_length=300, blank=True)
+    serving_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["position", "id"]

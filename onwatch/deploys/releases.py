@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -45,6 +46,7 @@ from onwatch.deploys import (
     watch,
 )
 from onwatch.deploys.models import (
+    THIS_MACHINE,
     Deploy,
     DeployKind,
     Host,
@@ -773,7 +775,8 @@ def step_row(step: switch.Step) -> dict[str, Any]:
 
 def serving(service: Service) -> str:
     """What serves the service's domain now, read from Caddy's slot files on each of its
-    places: one release's label, or each place's when they differ (never hidden)."""
+    places: one release's label, or each place's when they differ (never hidden). Noted
+    on each host's row too, for the service's page."""
     if not service.domain:
         return "nothing"
     try:
@@ -787,9 +790,35 @@ def serving(service: Service) -> str:
             t.place.close()
 
 
+@dataclass(frozen=True)
+class Where:
+    host: str
+    serving: str  # a release's label, "nothing", or "unknown (why)"
+    seen_at: datetime | None  # when that was read (None: just now)
+
+
+def where_it_runs(service: Service, look: bool = False) -> list[Where]:
+    """Each host of the service, in deploy order, with what serves there: as noted at
+    the last deploy's end, or, with `look` (and always for this machine alone), read now."""
+    rows = services.placements(service)
+    if not service.domain:
+        return [Where(r.host.name, "nothing", None) for r in rows] or [
+            Where(THIS_MACHINE, "nothing", None)
+        ]
+    if look or not rows:
+        said = serving(service)
+        if not rows:
+            return [Where(THIS_MACHINE, said, None)]
+        rows = services.placements(service)
+    return [Where(r.host.name, r.serving or "nothing yet", r.serving_at) for r in rows]
+
+
 def serving_of(service: Service, targets: list[Target], every: bool = False) -> str:
     """`every`: one release everywhere is said so ("release 4 (1a2b3c4) on every host")."""
     said = [(t.place.name, _serving_at(service, t)) for t in targets]
+    services.placements_serving(
+        {t.placement.pk: label for t, (_, label) in zip(targets, said, strict=True) if t.placement}
+    )
     labels = {label for _, label in said}
     if len(labels) == 1:
         label = labels.pop()

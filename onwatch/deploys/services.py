@@ -1076,6 +1076,8 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     keeps its slot ports; the next deploy goes to the hosts as they are now. Refused while
     a deploy of the service runs: it would end on the hosts it started with."""
     _check_placeable(service, chosen)
+    if len(chosen) == 1 and chosen[0].local:
+        chosen = []  # this machine alone: as a service without hosts runs
     if service.deploys.filter(state=State.RUNNING).exists():
         raise Refusal(
             f"A deploy of {service.name} is running; change its hosts once it has ended", "hosts"
@@ -1097,6 +1099,13 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
             hosts=[h.name for h in chosen],
         )
     return made
+
+
+def placements_serving(said: dict[int, str]) -> None:
+    """What serves on each host of a service (placement id -> label), as just read."""
+    now = timezone.now()
+    for pk, label in said.items():
+        ServiceHost.objects.filter(pk=pk).update(serving=label[:300], serving_at=now)
 
 
 def placement_ports(placement: ServiceHost, ports: list[int]) -> None:
