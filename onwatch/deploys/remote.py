@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from onwatch.core import ssh
-from onwatch.deploys import agent, caddy, hosts, switch
+from onwatch.deploys import agent, caddy, hostchecks, hosts, switch
+from onwatch.deploys.models import Host
 from onwatch.deploys.places import PlaceError, Ran
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -355,6 +356,13 @@ class RemotePlace:
         if self.session is not None:
             self.session.close()
             self.session = None
+
+
+def place_of(host: Host) -> RemotePlace:
+    """The SSH host as a Place, signed in to with the org's key and the pinned host keys;
+    HostError when its key is forgotten and it cannot be pinned again now."""
+    options = caddy.Options(host.caddy_https, host.http_port, host.https_port, host.health_port)
+    return RemotePlace(hostchecks.target(host), options)
 
 
 def pack(source: Path, tar_path: Path) -> None:

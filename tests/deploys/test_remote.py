@@ -14,9 +14,13 @@ from pathlib import Path
 import pytest
 
 from onwatch.core import ssh
-from onwatch.deploys import caddy, remote
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import Organization
+from onwatch.deploys import caddy, hostchecks, remote, services
+from onwatch.deploys.models import Host
 from onwatch.deploys.places import PlaceError
 from onwatch.deploys.remote import RemotePlace
+from onwatch.deploys.services import HostFields
 from onwatch.deploys.switch import Gate, Step, SwitchFailed, program_name
 from tests.support.load import Load, fetch
 from tests.support.ssh_hosts import HOST_PYTHON, SshHost, app_tree, release_in, ssh_host
@@ -235,3 +239,41 @@ def test_a_wrong_host_key_is_refused(host: SshHost) -> None:
     assert str(refused.value).startswith(
         f"{host.name} showed another host key than the one pinned, so onwatch did not sign in"
     )
+
+
+@pytest.mark.django_db
+def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
+    org: Organization, tmp_path: Path
+) -> None:
+    """Hosts added as people add them, with Caddy's ports of their own, checked for real,
+    then a release switched live on each."""
+    with ssh_host() as first, ssh_host() as second:
+        added = [added_host(org, made) for made in (first, second)]
+        for made, row in zip((first, second), added, strict=True):
+            found = {f.what: (f.ok, f.line) for f in hostchecks.check(row)}
+            assert found["ports"] == (True, f"Caddy may listen on port {made.options.http_port}")
+            assert all(ok for ok, _ in found.values()), found
+            place = remote.place_of(row)
+            try:
+                site = site_on(place, "both.test")
+                folder = app_release(place, tmp_path / row.name, 1)
+                place.switch(site, release_in(folder, f"on {made.sshd.port}"), print, Gate())
+            finally:
+                place.close()
+        for made in (first, second):
+            answer = fetch(made.options.http_port, "both.test")
+            assert answer == (200, f"on {made.sshd.port}")
+
+
+def added_host(org: Organization, made: SshHost) -> Host:
+    made.sshd.authorize(services.host_key(org).public_key)
+    options = made.options
+    fields = HostFields(
+        address=made.name,
+        allow_sudo=True,  # the tests sign in as whoever runs them: root in CI
+        caddy_https=False,
+        http_port=options.http_port,
+        https_port=options.https_port,
+        health_port=options.health_port,
+    )
+    return services.add_host(org, fields, SYSTEM)
