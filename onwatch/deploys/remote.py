@@ -87,8 +87,13 @@ def serve_command(digest: str) -> str:
 
 
 def upload_command(digest: str) -> str:
-    part = f'"$d/.agent-{digest}.part"'
-    return f'{HOST_DIR}; mkdir -p "$d" && cat > {part} && mv {part} "$d/agent-{digest}.pyz"'
+    """Copied in whole or not at all; the agents of older onwatch versions go (each agent
+    imports all it needs as it starts, so one still running is not disturbed)."""
+    part, made = f'"$d/.agent-{digest}.part"', f'"$d/agent-{digest}.pyz"'
+    return (
+        f'{HOST_DIR}; mkdir -p "$d" && cat > {part} && mv {part} {made} && '
+        f'for old in "$d"/agent-*.pyz; do [ "$old" = {made} ] || rm -f "$old"; done'
+    )
 
 
 class Link:

@@ -72,6 +72,7 @@ def test_the_agent_runs_on_the_hosts_python_without_django(tmp_path: Path) -> No
 def test_the_agent_is_uploaded_once_and_reused(host: SshHost) -> None:
     for old in host.dir.glob("agent-*.pyz"):
         old.unlink()
+    (host.dir / "agent-0ld0ld0ld0ld0ld0.pyz").write_bytes(b"an older onwatch's")
     digest, _ = remote.agent_archive()
     first = host.place()
     try:
@@ -139,6 +140,32 @@ def test_a_build_is_stopped_at_its_time_limit_or_when_cancelled(
     assert (ran.exit_code, ran.reason) == (None, "cancelled") and ran.seconds < 10
     # The place still answers: the connection outlives a stopped build.
     assert place.has_folder(folder)
+
+
+def test_a_full_disk_on_the_host_is_said_so(place: RemotePlace, tmp_path: Path) -> None:
+    """The host's releases of one service on a filesystem of 512 KB (a tmpfs: the tests
+    run as root, as in CI)."""
+    folder = place.release_folder(9, 1)
+    full = Path(folder).parent
+    full.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(full)], check=True)
+    try:
+        (tmp_path / "tree").mkdir()
+        (tmp_path / "tree" / "big").write_bytes(b"x" * 1024 * 1024)
+        with pytest.raises(PlaceError) as full_up:
+            place.receive(folder, tmp_path / "tree")
+        assert str(full_up.value) == (
+            f"{place.name}: the host ran out of disk space while the release's files were "
+            f"copied to {folder}: free some space there, then deploy again"
+        )
+        assert not place.has_folder(folder) and list(full.iterdir()) == []
+        (tmp_path / "tree" / "big").unlink()
+        place.receive(folder, tmp_path / "tree")  # the connection goes on
+        command = "head -c 1048576 /dev/zero > big"
+        ran = place.run(folder, command, {}, 30, lambda line: None, threading.Event())
+        assert ran.exit_code == 1 and ran.reason == "the host ran out of disk space", ran
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
 
 
 def test_folders_outside_the_releases_are_refused(place: RemotePlace) -> None:
