@@ -247,6 +247,12 @@ class Host(models.Model):
     currency = models.CharField(max_length=3, blank=True)
     # An admin allowed the deploy user to be root or use sudo without a password.
     allow_sudo = models.BooleanField(default=False)
+    # Its Caddy's ports (an SSH host's; this machine's come from the ONWATCH_CADDY_* settings):
+    # below 1024 they need a right the deploy user may lack (the host's check says so).
+    caddy_https = models.BooleanField(default=True)
+    http_port = models.PositiveIntegerField(default=80)
+    https_port = models.PositiveIntegerField(default=443)
+    health_port = models.PositiveIntegerField(default=2020)
     # The last check: when, whether all was there (None: never checked), one line per thing.
     checked_at = models.DateTimeField(null=True, blank=True)
     ready = models.BooleanField(null=True, blank=True)

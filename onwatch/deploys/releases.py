@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import importlib
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
@@ -36,10 +35,12 @@ from onwatch.core.masking import Masker
 from onwatch.deploys import (
     caddy,
     git,
+    hosts,
     pipelines,
     places,
     procman,
     projectfile,
+    remote,
     sandbox,
     services,
     switch,
@@ -98,13 +99,9 @@ def place_for(host: Host) -> places.Place:
     if host.local:
         return places.LocalPlace(machine())
     try:
-        remote = importlib.import_module("onwatch.deploys.remote")
-    except ImportError:
-        raise places.PlaceError(
-            f"this onwatch cannot deploy to SSH hosts yet; take {host.name} out of the "
-            "service's hosts (onwatch services hosts SERVICE HOST…)"
-        ) from None
-    return cast(places.Place, remote.RemotePlace(host))
+        return remote.place_of(host)
+    except hosts.HostError as e:
+        raise places.PlaceError(str(e)) from None
 
 
 @dataclass

@@ -843,6 +843,14 @@ class HostFields(BaseModel):
     allow_sudo: bool = Field(
         default=False, description="The deploy user may be root or use sudo without a password"
     )
+    caddy_https: bool = Field(
+        default=True, description="Caddy gets certificates and sends http on to https"
+    )
+    http_port: int = Field(default=80, ge=1, le=65535, description="Caddy's HTTP port")
+    https_port: int = Field(default=443, ge=1, le=65535, description="Caddy's HTTPS port")
+    health_port: int = Field(
+        default=2020, ge=1024, le=65535, description="Caddy's own loopback port for health checks"
+    )
 
 
 def parse_cost(text: str) -> tuple[Decimal, str]:
@@ -888,6 +896,20 @@ def _cost_of(fields: HostFields) -> tuple[Decimal | None, str]:
     return fields.monthly_cost, fields.currency.upper() if fields.monthly_cost is not None else ""
 
 
+HOST_PORTS = ("http_port", "https_port", "health_port")
+
+
+def _ports_of(fields: HostFields) -> dict[str, Any]:
+    """Caddy's settings on the host; Refusal when two of its ports are the same."""
+    ports = [getattr(fields, name) for name in HOST_PORTS]
+    if len(set(ports)) < len(ports):
+        given = ", ".join(map(str, ports))
+        raise Refusal(
+            f"Caddy's HTTP, HTTPS and health ports must differ (given: {given})", "http_port"
+        )
+    return {"caddy_https": fields.caddy_https, **dict(zip(HOST_PORTS, ports, strict=True))}
+
+
 def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
     """An SSH host, its host key fetched now and pinned: later connections accept only
     that key. Refusal (nothing saved) for a malformed address, a name taken, or a host
@@ -900,6 +922,7 @@ def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
     if Host.objects.filter(org=org, name=name).exists():
         raise Refusal(f"{name} is a host already", "address")
     cost, currency = _cost_of(fields)
+    caddy_settings = _ports_of(fields)
     try:
         known = ssh.scan_host_keys(where.host, where.port, what="host")
     except ssh.SshError as e:
@@ -917,6 +940,7 @@ def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
             monthly_cost=cost,
             currency=currency,
             allow_sudo=fields.allow_sudo,
+            **caddy_settings,
         )
         actor.record(
             "host-added",
@@ -927,19 +951,23 @@ def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
             monthly_cost=str(cost) if cost is not None else None,
             currency=currency,
             allow_sudo=host.allow_sudo,
+            **caddy_settings,
             fingerprints=ssh.fingerprints(known),
         )
     return host
 
 
 def change_host(host: Host, fields: HostFields, actor: Actor) -> list[str]:
-    """Provider, cost and whether root is allowed; the address stays (remove and add)."""
+    """Provider, cost, whether root is allowed and Caddy's ports; the address stays (remove
+    and add). New ports take effect at the host's next deploy, which writes Caddy's
+    configuration there again."""
     cost, currency = _cost_of(fields)
     wanted = {
         "provider": fields.provider,
         "monthly_cost": cost,
         "currency": currency,
         "allow_sudo": fields.allow_sudo,
+        **_ports_of(fields),
     }
     changed = [k for k, v in wanted.items() if getattr(host, k) != v]
     if not changed:

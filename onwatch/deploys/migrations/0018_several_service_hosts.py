@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deploys', '0016_autofix_watch_recent'),
+        ('deploys', '0017_remote_host_caddy_ports'),
     ]
 
     operations = [
