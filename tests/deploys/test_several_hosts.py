@@ -20,7 +20,15 @@ from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
 from tests.support.load import Load, fetch
 from tests.support.releases import KINDS, app_files
-from tests.support.several import SSH_HOST, Failing, ready_host, two_places
+from tests.support.several import (
+    SSH_HOST,
+    Failing,
+    checked_ssh_host,
+    ready_host,
+    ssh_places,
+    two_places,
+)
+from tests.support.ssh_hosts import ssh_host
 from tests.support.switching import listen_port, own_machine
 
 pytestmark = [
@@ -70,7 +78,9 @@ def migrated(service: Service) -> list[str]:
     """The versions the service's release commands migrated, deploy after deploy."""
     found = JobLogLine.objects.filter(job_id__in=service.deploys.values_list("job_id"))
     texts = found.order_by("pk").values_list("text", flat=True)
-    return [t.split()[1] for t in texts if t.startswith("migrated ")]
+    # A host's lines are its name in brackets, then what it said.
+    said = [t.split("] ", 1)[-1] for t in texts]
+    return [t.split()[1] for t in said if t.startswith("migrated ")]
 
 
 def names(deploy: Deploy) -> list[str]:
@@ -193,3 +203,63 @@ def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
     [alert] = alerts_titled(f"shop serves a mix of releases after deploy #{failed.pk}")
     assert f"What serves shop.test now: {mix}" in alert.body
     assert "onwatch rollback shop" in alert.body
+
+
+def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
+    org: Organization,
+    shop: Service,
+    machine: Machine,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """End to end: two real SSH hosts on loopback, each its agent, supervisord and Caddy;
+    built on each, migrated once on the first, switched in turn, and sent back."""
+    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    failing: dict[str, set[str]] = {}
+    ssh_places(monkeypatch, failing)
+    with ssh_host() as first, ssh_host() as second:
+        rows = [checked_ssh_host(org, made) for made in (first, second)]
+        services.set_service_hosts(shop, rows, SYSTEM)
+        v1 = deployed(shop, tmp_path / "repo", "v1")
+        assert v1.state == State.SUCCEEDED, (v1.reason, v1.steps)
+        assert fetch(first.options.http_port, "shop.test")[1].split()[0] == "v1"
+        assert fetch(second.options.http_port, "shop.test")[1].split()[0] == "v1"
+        a, b = first.name, second.name
+        assert names(v1)[:7] == [
+            "checkout",
+            "read onwatch.toml",
+            f"send to {a}",
+            f"send to {b}",
+            f"build on {a}",
+            f"build on {b}",
+            f"release command on {a}",
+        ]
+        failing[b] = {"v2"}
+        load = Load(first.options.http_port, "shop.test").start()
+        try:
+            v2 = deployed(shop, tmp_path / "repo", "v2")
+        finally:
+            tally = load.stop()
+        ports = [made.options.http_port for made in (first, second)]
+        served = {fetch(port, "shop.test")[1].split()[0] for port in ports}
+        placed = {p.host.name: p.serving for p in services.placements(shop)}
+        failing[b] = set()
+        v3 = deployed(shop, tmp_path / "repo", "v3")
+        now = {fetch(port, "shop.test")[1].split()[0] for port in ports}
+    assert v2.state == State.FAILED
+    assert v2.reason.startswith(f"on {b}: {v2.release} never answered 200 3 times"), v2.reason
+    assert v2.reason.endswith(
+        f"switched back on {a}; what serves now: {v1.release} on every host ({a}, {b})"
+    ), v2.reason
+    assert served == {"v1"}
+    assert tally.failed == 0, tally.errors
+    assert tally.answers["v2"] > 0  # it served on the first host until it went back
+    assert migrated(shop) == ["v1", "v2", "v3"]  # once each, on the first host
+    assert [s["ok"] for s in v2.steps if s["name"] == f"switch back on {a}"] == [True]
+    assert placed == {a: str(v1.release), b: str(v1.release)}
+    assert v3.state == State.SUCCEEDED, (v3.reason, v3.steps)
+    assert now == {"v3"} and v3.live_after == str(v3.release)
+    # Caddy's log is read on this machine only, which serves nothing of the shop.
+    [watch] = [s for s in v3.steps if s["name"] == "watch"]
+    assert services.step_result(watch) == "not judged"
+    assert watch["detail"].startswith("not judged: onwatch reads the answers Caddy logs on")

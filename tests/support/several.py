@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import caddy, places, releases, switch
+from onwatch.deploys import caddy, hostchecks, places, releases, remote, services, switch
 from onwatch.deploys.models import Host
+from onwatch.deploys.remote import RemotePlace
+from tests.support.ssh_hosts import SshHost
 
 SSH_HOST = "deploy@10.0.0.7"
 
@@ -70,3 +73,54 @@ def two_places(monkeypatch: pytest.MonkeyPatch, other: switch.Machine, failing: 
 
 def version_at(folder: str) -> str:
     return (Path(folder) / "VERSION").read_text().strip()
+
+
+class GatedRemote(RemotePlace):
+    """An SSH host whose releases built from a version in `failing` never pass the gate
+    (their process there answers 500 on its health path)."""
+
+    def __init__(self, made: RemotePlace, failing: set[str]) -> None:
+        super().__init__(made.target, made.options)
+        self.failing = failing
+
+    def switch(
+        self,
+        site: caddy.Site,
+        release: switch.Release,
+        on_step: Callable[[switch.Step], None],
+        gate: switch.Gate,
+        keep_counting: bool = False,
+        before_count: Callable[[], None] = lambda: None,
+    ) -> switch.Switch:
+        # The host is this machine in tests: its folder can be read here.
+        if (release.directory / "VERSION").read_text().strip() in self.failing:
+            release = dataclasses.replace(release, env={**release.env, "HEALTH": "fail"})
+        return super().switch(site, release, on_step, gate, keep_counting, before_count)
+
+
+def checked_ssh_host(org: Organization, made: SshHost) -> Host:
+    """The loopback host added as people add it (with Caddy's ports of its own) and
+    checked for real: ready for deploys."""
+    made.sshd.authorize(services.host_key(org).public_key)
+    fields = services.HostFields(
+        address=made.name,
+        allow_sudo=True,  # the tests sign in as whoever runs them: root in CI
+        caddy_https=False,
+        http_port=made.options.http_port,
+        https_port=made.options.https_port,
+        health_port=made.options.health_port,
+    )
+    host = services.add_host(org, fields, SYSTEM)
+    found = hostchecks.check(host)
+    assert all(f.ok for f in found), [f.line for f in found if not f.ok]
+    host.refresh_from_db()
+    return host
+
+
+def ssh_places(monkeypatch: pytest.MonkeyPatch, failing: dict[str, set[str]]) -> None:
+    """Each SSH host's place fails its gate for the versions `failing` names for it."""
+
+    def place_for(host: Host) -> places.Place:
+        return GatedRemote(remote.place_of(host), failing.get(host.name, set()))
+
+    monkeypatch.setattr(releases, "place_for", place_for)
