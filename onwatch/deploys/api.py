@@ -576,6 +576,11 @@ class WhereOut(Schema):
 
 class HostsOut(Schema):
     hosts: list[WhereOut] = Field(description="In the order its deploys go through them")
+    not_stopped: list[str] = Field(
+        default=[],
+        description="Hosts taken off where the service could not be stopped (it may still "
+        "serve there), one line each",
+    )
 
 
 def hosts_out(service: Service) -> dict[str, Any]:
@@ -599,7 +604,7 @@ def service_hosts_set(request: HttpRequest, service_id: int, body: HostsIn) -> d
     service = find(request, service_id)
     try:
         chosen = writer.hosts_named(service.org, list(body.hosts))
-        writer.set_service_hosts(service, chosen, Actor.of(request))
+        left = writer.set_service_hosts(service, chosen, Actor.of(request))
     except Refusal as e:
         raise refuse(str(e)) from None
-    return hosts_out(service)
+    return hosts_out(service) | {"not_stopped": left}

@@ -91,10 +91,12 @@ def service_hosts(request: HttpRequest, pk: int) -> HttpResponse:
     names = [n.strip() for n in request.POST.get("hosts", "").split(",") if n.strip()]
     try:
         chosen = services.hosts_named(service.org, names)
-        services.set_service_hosts(service, chosen, Actor.of(request))
+        left = services.set_service_hosts(service, chosen, Actor.of(request))
     except Refusal as e:
         messages.error(request, str(e))
     else:
+        for line in left:
+            messages.warning(request, line)
         said = ", then ".join(names) if names else "this machine only"
         messages.success(request, f"{service.name} runs on {said}; its next deploy goes there.")
     return redirect("service_detail", pk=pk)

@@ -4,6 +4,7 @@ its deploys go through them, and what serves on each; a refusal is one line, exi
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from onwatch.core.commands import AddCommand
@@ -36,9 +37,12 @@ def cmd_services_hosts(args: argparse.Namespace) -> int:
     service = find_service(org, args.service)
     if args.hosts:
         try:
-            services.set_service_hosts(service, services.hosts_named(org, args.hosts), CLI)
+            chosen = services.hosts_named(org, args.hosts)
+            left = services.set_service_hosts(service, chosen, CLI)
         except services.Refusal as e:
             fail(str(e))
+        for line in left:
+            print(f"onwatch: warning: {line}", file=sys.stderr)
     for where in releases.where_it_runs(service, look=True):
         print(f"{where.host}\t{where.serving}")
     if args.hosts:

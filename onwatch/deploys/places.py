@@ -184,6 +184,8 @@ class LocalPlace:
 
     def stop_serving(self, ports: set[int]) -> None:
         here = self.machine
+        if not self._left_behind(ports):
+            return  # Caddy and supervisord are not started for nothing
         with _said():
             here.ensure_running()
             for port in ports:
@@ -192,6 +194,15 @@ class LocalPlace:
             for site in here.caddy.sites():
                 if ports & set(site.ports):
                     here.caddy.remove_site(site.domain)
+
+    def _left_behind(self, ports: set[int]) -> bool:
+        """Whether anything of those slots is set up in Caddy or supervisord here."""
+        here = self.machine
+        with _said():
+            return any(ports & set(site.ports) for site in here.caddy.sites()) or any(
+                here.caddy.live_label(p) is not None or here.supervisor.has(switch.program_name(p))
+                for p in ports
+            )
 
     def close(self) -> None:
         pass

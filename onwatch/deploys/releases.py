@@ -129,10 +129,16 @@ def targets_of(service: Service) -> list[Target]:
     rows = services.placements(service)
     if not rows:
         return [Target(places.LocalPlace(machine()), list(service.slot_ports))]
-    return [
-        Target(place_for(r.host), list(service.slot_ports if r.host.local else r.slot_ports), r)
-        for r in rows
-    ]
+    return [target_of(service, r) for r in rows]
+
+
+def target_of(service: Service, row: ServiceHost) -> Target:
+    return Target(place_for(row.host), ports_of(service, row), row)
+
+
+def ports_of(service: Service, row: ServiceHost) -> list[int]:
+    """This machine's slots are the service's own; an SSH host's, those it gave."""
+    return list(service.slot_ports if row.host.local else row.slot_ports)
 
 
 def deploy_lock(here: switch.Machine, service: Service) -> Path:
@@ -146,7 +152,15 @@ def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> 
     """Make `change` (the service's new domain, saved) and send the new domain to the
     slots the old one went to: what is live keeps serving, at the new domain only. With
     no new domain the site leaves Caddy (its release keeps running). Refused while a
-    deploy of the service runs: it would set up the old domain again."""
+    deploy of the service runs: it would set up the old domain again. Refused too while
+    it has been deployed on SSH hosts: the seam to a host (places.py) cannot move a site."""
+    if on_hosts := [p.host.name for p in services.placements(service) if p.slot_ports]:
+        raise services.Refusal(
+            f"{service.name} runs on SSH hosts ({', '.join(on_hosts)}), where onwatch cannot "
+            "move its domain yet; take them off its hosts (onwatch services hosts "
+            f"{service.name} 'this machine'), change the domain, then set them again",
+            "domain",
+        )
     here = machine()
     with deploy_lock(here, service).open("a") as held:
         try:
@@ -1011,6 +1025,46 @@ def stop_serving(service: Service) -> None:
                 here.caddy.remove_site(site.domain)
 
 
+def stop_where_not(service: Service, chosen: list[Host]) -> list[str]:
+    """The service stops on each place it served on that is not among `chosen` ([]: this
+    machine only); what could not be stopped, one line a host (a host gone for good must
+    still be taken off). Only those are reached: a host kept is not asked anything."""
+    here = not chosen or any(h.local for h in chosen)
+    kept = {h.pk for h in chosen}
+    rows = services.placements(service)
+    if not rows:
+        return [] if here else _stopped(service, targets_of(service))
+    taken_off = [r for r in rows if not (here if r.host.local else r.host_id in kept)]
+    left: list[str] = []
+    for row in taken_off:
+        if len(ports_of(service, row)) != 2:
+            continue  # never deployed there
+        try:
+            left += _stopped(service, [target_of(service, row)])
+        except places.PlaceError as e:
+            left.append(_not_stopped(service, row.host.name, str(e)))
+    return left
+
+
+def _stopped(service: Service, targets: list[Target]) -> list[str]:
+    left: list[str] = []
+    for t in targets:
+        try:
+            t.place.stop_serving(set(t.ports))
+        except places.PlaceError as e:
+            left.append(_not_stopped(service, t.place.name, str(e)))
+        finally:
+            t.place.close()
+    return left
+
+
+def _not_stopped(service: Service, host: str, why: str) -> str:
+    return (
+        f"{service.name} could not be stopped on {host} ({why}); it may still serve there: "
+        "stop it there by hand, or set the host back and take it off again once it answers"
+    )
+
+
 def stop_on_hosts(service: Service) -> None:
     """Its releases stop on each SSH host it ran on; Refusal naming those that could not."""
     try:
@@ -1019,6 +1073,10 @@ def stop_on_hosts(service: Service) -> None:
         raise services.Refusal(
             f"{service.name}'s hosts cannot be reached: {e}", "confirm"
         ) from None
+    _stop_on(service, targets, "confirm", "delete it again")
+
+
+def _stop_on(service: Service, targets: list[Target], field: str, again: str) -> None:
     left: list[str] = []
     for t in targets:
         try:
@@ -1030,8 +1088,8 @@ def stop_on_hosts(service: Service) -> None:
     if left:
         raise services.Refusal(
             f"{service.name}'s releases could not be stopped on {'; '.join(left)}; when "
-            "that host answers again, delete it again",
-            "confirm",
+            f"that host answers again, {again}",
+            field,
         )
 
 

@@ -1099,10 +1099,12 @@ def _check_placeable(service: Service, chosen: list[Host]) -> None:
             )
 
 
-def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> list[ServiceHost]:
+def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
     """The hosts the service runs on, in deploy order ([]: this machine only). A host kept
-    keeps its slot ports; the next deploy goes to the hosts as they are now. Refused while
-    a deploy of the service runs: it would end on the hosts it started with."""
+    keeps its slot ports; on a host taken off, the service stops: what could not be
+    stopped (a host that does not answer) is returned, one line a host, for a person to
+    hear. The next deploy goes to the hosts as they are now. Refused while a deploy of the
+    service runs: it would end on the hosts it started with."""
     _check_placeable(service, chosen)
     if len(chosen) == 1 and chosen[0].local:
         chosen = []  # this machine alone: as a service without hosts runs
@@ -1110,23 +1112,26 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
         raise Refusal(
             f"A deploy of {service.name} is running; change its hosts once it has ended", "hosts"
         )
+    # Imported here: releases.py writes through this module.
+    from onwatch.deploys import releases
+
+    left = releases.stop_where_not(service, chosen)
     kept = {p.host_id: p.slot_ports for p in placements(service)}
     with transaction.atomic():
         ServiceHost.objects.filter(service=service).delete()
-        made = [
+        for i, h in enumerate(chosen):
             ServiceHost.objects.create(
                 service=service, host=h, position=i, slot_ports=kept.get(h.pk, [])
             )
-            for i, h in enumerate(chosen)
-        ]
         actor.record(
             "service-hosts-set",
             service.org,
             service.name,
             id=service.pk,
             hosts=[h.name for h in chosen],
+            not_stopped=left,
         )
-    return made
+    return left
 
 
 def placements_serving(said: dict[int, str]) -> None:

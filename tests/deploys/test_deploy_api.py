@@ -180,7 +180,10 @@ def test_the_api_sets_a_services_hosts_in_order_and_says_what_serves_on_each(
     api = TokenApi(members["admin"], org, SCOPES)
     url = f"/api/v1/services/{service.pk}/hosts/"
     alone = api.call("GET", url).json()
-    assert alone == {"hosts": [{"host": "this machine", "serving": "nothing", "seen_at": None}]}
+    assert alone == {
+        "hosts": [{"host": "this machine", "serving": "nothing", "seen_at": None}],
+        "not_stopped": [],
+    }
     put = api.call("PUT", url, {"hosts": ["deploy@10.0.0.7", "this machine"]})
     assert put.status_code == 200, put.content
     assert [h["host"] for h in put.json()["hosts"]] == ["deploy@10.0.0.7", "this machine"]

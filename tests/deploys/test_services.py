@@ -19,6 +19,7 @@ from onwatch.core.models import AuditEntry, Job, Organization
 from onwatch.deploys import git, netguard, services, slirp, svcusers, workdir
 from onwatch.deploys.models import Deploy, Pipeline, Release, Service, State
 from tests.support.fixtures import TokenApi, signed_in
+from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 SECRET = "pw-7f3a9c-never-shown"
@@ -413,7 +414,10 @@ def checked_host(org: Organization, name: str, ready: bool | None = True) -> Any
     from onwatch.deploys.models import Host
 
     user, address = name.split("@")
-    return Host.objects.create(org=org, name=name, user=user, address=address, ready=ready)
+    address, _, port = address.partition(":")
+    return Host.objects.create(
+        org=org, name=name, user=user, address=address, port=int(port or 22), ready=ready
+    )
 
 
 def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_on(
@@ -421,7 +425,9 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
 ) -> None:
     service = services.add_service(org, services.ServiceFields(name="shop", git_url="/x"), SYSTEM)
     here = services.this_machine(org)
-    web1, web2 = checked_host(org, "deploy@10.0.0.7"), checked_host(org, "deploy@10.0.0.8")
+    # The first answers nothing: taken off the service, it cannot be told to stop.
+    gone = f"deploy@127.0.0.1:{free_port()}"
+    web1, web2 = checked_host(org, gone), checked_host(org, "deploy@10.0.0.8")
     unchecked = checked_host(org, "deploy@10.0.0.9", ready=None)
     failing = checked_host(org, "deploy@10.0.0.10", ready=False)
     theirs = checked_host(Organization.objects.create(name="Other"), "deploy@10.0.0.11")
@@ -430,7 +436,7 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
     assert [p.host.name for p in services.placements(service)] == [
         "deploy@10.0.0.8",
         "this machine",
-        "deploy@10.0.0.7",
+        gone,
     ]
     refusals = {
         "deploy@10.0.0.9 has not passed its check; run onwatch hosts check deploy@10.0.0.9 "
@@ -438,7 +444,7 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
         "deploy@10.0.0.10 has not passed its check; run onwatch hosts check deploy@10.0.0.10 "
         "and fix what it says first": [web1, failing],
         "deploy@10.0.0.11 is not a host of Acme": [theirs],
-        "deploy@10.0.0.7 is named twice; name each host once": [web1, here, web1],
+        f"{gone} is named twice; name each host once": [web1, here, web1],
     }
     for said, chosen in refusals.items():
         with pytest.raises(services.Refusal) as refused:
@@ -447,24 +453,31 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
     # Refused: nothing changed.
     assert len(services.placements(service)) == 3
     with pytest.raises(services.Refusal) as unknown:
-        services.hosts_named(org, ["deploy@10.0.0.7", "deploy@nowhere"])
+        services.hosts_named(org, [gone, "deploy@nowhere"])
     assert (
         str(unknown.value) == "deploy@nowhere is not a host of Acme; add it with onwatch hosts add"
     )
     # A host kept keeps the slot ports it gave; this machine alone is no hosts at all.
     [kept] = [p for p in services.placements(service) if p.host == web1]
     services.placement_ports(kept, [41001, 41002])
-    services.set_service_hosts(service, [web1], SYSTEM)
+    assert services.set_service_hosts(service, [web1], SYSTEM) == []  # web2 never served
     assert [(p.host, p.slot_ports) for p in services.placements(service)] == [
         (web1, [41001, 41002])
     ]
-    services.set_service_hosts(service, [here], SYSTEM)
+    # A host gone for good is still taken off, and what may run there is said.
+    [left] = services.set_service_hosts(service, [here], SYSTEM)
+    assert left.startswith(f"shop could not be stopped on {gone} (")
+    assert left.endswith(
+        "it may still serve there: stop it there by hand, or set the host "
+        "back and take it off again once it answers"
+    )
     assert services.placements(service) == []
     assert [e.data["hosts"] for e in entries("service-hosts-set")] == [
-        ["deploy@10.0.0.8", "this machine", "deploy@10.0.0.7"],
-        ["deploy@10.0.0.7"],
+        ["deploy@10.0.0.8", "this machine", gone],
+        [gone],
         [],
     ]
+    assert entries("service-hosts-set")[-1].data["not_stopped"] == [left]
 
 
 def test_a_host_a_service_runs_on_is_not_removed_from_under_it(org: Organization) -> None:

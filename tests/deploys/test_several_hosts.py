@@ -179,6 +179,15 @@ def test_a_rollback_goes_back_on_every_host(
     assert not [n for n in names(rollback) if "build" in n or "release command" in n]
     assert releases.serving(on_two) == str(first.release)
     assert migrated(on_two) == ["v1", "v2"]
+    # A host's site cannot be moved through the seam: a new domain is refused, saying so.
+    with pytest.raises(services.Refusal) as refused:
+        services.set_domain(on_two, "shop2.test", True, SYSTEM)
+    assert str(refused.value).startswith(f"shop runs on SSH hosts ({SSH_HOST}), where onwatch")
+    # Taken off its hosts, the service stops there and serves here alone.
+    services.set_service_hosts(on_two, [services.this_machine(on_two.org)], SYSTEM)
+    assert answers(machine) == {"v1"}
+    assert other.caddy.sites() == []
+    assert not [s for s in other.supervisor.all() if s.name.startswith("slot-")]
 
 
 def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
@@ -244,7 +253,15 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
         served = {fetch(port, "shop.test")[1].split()[0] for port in ports}
         placed = {p.host.name: p.serving for p in services.placements(shop)}
         failing[b] = set()
+        monkeypatch.setattr(services, "KEEP_RELEASES", 1)
         v3 = deployed(shop, tmp_path / "repo", "v3")
+        # The same releases are kept on every host: v2 (failed) goes, v1 (live before) stays.
+        kept = {
+            (made.name, r.pk): bool(list(made.dir.rglob(f"releases/{shop.pk}/{r.pk}")))
+            for made in (first, second)
+            for r in (v1.release, v2.release)
+            if r is not None
+        }
         now = {fetch(port, "shop.test")[1].split()[0] for port in ports}
     assert v2.state == State.FAILED
     assert v2.reason.startswith(f"on {b}: {v2.release} never answered 200 3 times"), v2.reason
@@ -259,6 +276,13 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
     assert placed == {a: str(v1.release), b: str(v1.release)}
     assert v3.state == State.SUCCEEDED, (v3.reason, v3.steps)
     assert now == {"v3"} and v3.live_after == str(v3.release)
+    assert v1.release is not None and v2.release is not None
+    assert kept == {
+        (a, v1.release.pk): True,
+        (a, v2.release.pk): False,
+        (b, v1.release.pk): True,
+        (b, v2.release.pk): False,
+    }
     # Caddy's log is read on this machine only, which serves nothing of the shop.
     [watch] = [s for s in v3.steps if s["name"] == "watch"]
     assert services.step_result(watch) == "not judged"
