@@ -1073,7 +1073,11 @@ def stop_on_hosts(service: Service) -> None:
         raise services.Refusal(
             f"{service.name}'s hosts cannot be reached: {e}", "confirm"
         ) from None
-    _stop_on(service, targets, "confirm", "delete it again")
+    again = (
+        f"delete it again, or take that host off its hosts first (onwatch services hosts "
+        f"{service.name} 'this machine'), which says what may still run there"
+    )
+    _stop_on(service, targets, "confirm", again)
 
 
 def _stop_on(service: Service, targets: list[Target], field: str, again: str) -> None:

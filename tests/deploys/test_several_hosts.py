@@ -156,6 +156,24 @@ def test_the_second_hosts_gate_failing_sends_the_first_back_with_no_failed_reque
     assert migrated(on_two) == ["v1", "v2"]
 
 
+def test_a_host_failing_at_its_turn_sends_the_first_back(
+    on_two: Service, machine: Machine, failing: Failing, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    failing.gone = True
+    failed = deployed(on_two, tmp_path / "repo", "v2")
+    assert failed.state == State.FAILED
+    assert failed.reason.startswith(f"on {SSH_HOST}: "), failed.reason
+    assert "switched back on this machine; what serves now: " in failed.reason
+    assert answers(machine) == {"v1"}
+    assert [s["name"] for s in failed.steps if not s["ok"]] == [f"prepare Caddy on {SSH_HOST}"]
+    assert [s["ok"] for s in failed.steps if s["name"] == "switch back on this machine"] == [True]
+    # What each host says is shown (this stand-in for a gone host reads no slot files: it
+    # says nothing serves there), never hidden behind the release that serves here.
+    assert failed.live_after == f"{first.release} on this machine, nothing on {SSH_HOST}"
+
+
 def test_a_rollback_goes_back_on_every_host(
     on_two: Service, machine: Machine, other: Machine, tmp_path: Path
 ) -> None:

@@ -46,10 +46,12 @@ class GatedPlace(places.LocalPlace):
 
 @dataclasses.dataclass
 class Failing:
-    """The versions that fail their gate, on this machine and on the other host."""
+    """The versions that fail their gate, on this machine and on the other host; and
+    whether the other host is gone (its supervisord cannot start: every call fails)."""
 
     here: set[str] = dataclasses.field(default_factory=set)
     there: set[str] = dataclasses.field(default_factory=set)
+    gone: bool = False
 
 
 def ready_host(org: Organization, name: str = SSH_HOST) -> Host:
@@ -66,6 +68,11 @@ def two_places(monkeypatch: pytest.MonkeyPatch, other: switch.Machine, failing: 
     def place_for(host: Host) -> places.Place:
         if host.local:
             return GatedPlace(releases.machine(), host.name, failing.here)
+        if failing.gone:
+            # Under a file, where no folder can be made: nothing of it can start.
+            blocked = Path(other.root) / "blocked"
+            blocked.touch()
+            return GatedPlace(switch.Machine(blocked / "root", other.options), host.name, set())
         return GatedPlace(other, host.name, failing.there)
 
     monkeypatch.setattr(releases, "place_for", place_for)
