@@ -221,6 +221,8 @@ class Run:
         self.felts: list[tuple[str, switch.Felt]] = []
         # Why the new release is not watched although the service asks for it.
         self.unwatched = ""
+        # A place whose switch was cut off (the host lost): what served there before.
+        self.unsure: tuple[Target, str | None] | None = None
 
     # --- the whole run -------------------------------------------------------------------
 
@@ -588,7 +590,8 @@ class Run:
                 switched.append((t, self.switch_at(t, release)))
         except DeployFailed as e:
             self.sum_felt()
-            raise DeployFailed(self.went_back(switched, str(e))) from None
+            unsure = [self.unsure] if self.unsure else []
+            raise DeployFailed(self.went_back([*switched, *unsure], str(e))) from None
         self.sum_felt()
 
     def check_folders(self, release: Release) -> None:
@@ -635,6 +638,8 @@ class Run:
             self.keep_felt(target, e.record)
             raise DeployFailed(self.said_on(target, self.masker.mask(str(e)))) from None
         except places.PlaceError as e:
+            # Lost mid-switch: it may have moved, so it goes back with the others.
+            self.unsure = (target, before)
             raise DeployFailed(f"on {target.place.name}: {e}") from None
         if here and record.still_counting:
             self.watched = f"127.0.0.1:{record.port}"
@@ -702,6 +707,10 @@ class Run:
         return ""
 
     def back(self, target: Target, before: str | None) -> str:
+        site = caddy.Site(self.service.domain, (target.ports[0], target.ports[1]))
+        if target.place.serving(site) == before:
+            # A host lost mid-switch may not have moved: nothing to undo there.
+            return f"{before or 'nothing'} still serves on {target.place.name}"
         if before is None:
             target.place.stop_serving(set(target.ports))
             return f"nothing served on {target.place.name} before: the new release was stopped"

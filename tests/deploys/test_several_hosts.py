@@ -243,7 +243,8 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
     built on each, migrated once on the first, switched in turn, and sent back."""
     monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
     failing: dict[str, set[str]] = {}
-    ssh_places(monkeypatch, failing)
+    cut: dict[str, set[str]] = {}
+    ssh_places(monkeypatch, failing, cut)
     with ssh_host() as first, ssh_host() as second:
         rows = [checked_ssh_host(org, made) for made in (first, second)]
         services.set_service_hosts(shop, rows, SYSTEM)
@@ -281,6 +282,10 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
             if r is not None
         }
         now = {fetch(port, "shop.test")[1].split()[0] for port in ports}
+        # The second host goes away while v4 waits for its gate there.
+        cut[b] = {"v4"}
+        v4 = deployed(shop, tmp_path / "repo", "v4")
+        after = {fetch(port, "shop.test")[1].split()[0] for port in ports}
     assert v2.state == State.FAILED
     assert v2.reason.startswith(f"on {b}: {v2.release} never answered 200 3 times"), v2.reason
     assert v2.reason.endswith(
@@ -289,7 +294,7 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
     assert served == {"v1"}
     assert tally.failed == 0, tally.errors
     assert tally.answers["v2"] > 0  # it served on the first host until it went back
-    assert migrated(shop) == ["v1", "v2", "v3"]  # once each, on the first host
+    assert migrated(shop) == ["v1", "v2", "v3", "v4"]  # once each, on the first host
     assert [s["ok"] for s in v2.steps if s["name"] == f"switch back on {a}"] == [True]
     assert placed == {a: str(v1.release), b: str(v1.release)}
     assert v3.state == State.SUCCEEDED, (v3.reason, v3.steps)
@@ -302,6 +307,17 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
         (b, v2.release.pk): False,
     }
     # Caddy's log is read on this machine only, which serves nothing of the shop.
+    assert v4.state == State.FAILED
+    assert v4.reason.startswith(f"on {b}: {b} went away during the switch: "), v4.reason
+    assert v4.reason.endswith(
+        f"switched back on {a}, {b}; what serves now: {v3.release} on every host ({a}, {b})"
+    ), v4.reason
+    assert after == {"v3"}
+    backs = {s["name"]: (s["ok"], s["detail"]) for s in v4.steps if "back" in s["name"]}
+    assert backs == {
+        f"switch back on {b}": (True, f"{v3.release} still serves on {b}"),
+        f"switch back on {a}": (True, f"{v3.release} serves on {a} again"),
+    }
     [watch] = [s for s in v3.steps if s["name"] == "watch"]
     assert services.step_result(watch) == "not judged"
     assert watch["detail"].startswith("not judged: onwatch reads the answers Caddy logs on")

@@ -17,6 +17,7 @@ from onwatch.core.models import Organization
 from onwatch.deploys import caddy, hostchecks, places, releases, remote, services, switch
 from onwatch.deploys.models import Host
 from onwatch.deploys.remote import RemotePlace
+from onwatch.deploys.switch import Step
 from tests.support.ssh_hosts import SshHost
 
 SSH_HOST = "deploy@10.0.0.7"
@@ -84,11 +85,12 @@ def version_at(folder: str) -> str:
 
 class GatedRemote(RemotePlace):
     """An SSH host whose releases built from a version in `failing` never pass the gate
-    (their process there answers 500 on its health path)."""
+    (their process there answers 500 on its health path), and whose connection is cut
+    while a version in `cut` waits for its gate (as a network gone)."""
 
-    def __init__(self, made: RemotePlace, failing: set[str]) -> None:
+    def __init__(self, made: RemotePlace, failing: set[str], cut: set[str]) -> None:
         super().__init__(made.target, made.options)
-        self.failing = failing
+        self.failing, self.cut = failing, cut
 
     def switch(
         self,
@@ -100,9 +102,21 @@ class GatedRemote(RemotePlace):
         before_count: Callable[[], None] = lambda: None,
     ) -> switch.Switch:
         # The host is this machine in tests: its folder can be read here.
-        if (release.directory / "VERSION").read_text().strip() in self.failing:
+        version = (release.directory / "VERSION").read_text().strip()
+        if version in self.failing:
             release = dataclasses.replace(release, env={**release.env, "HEALTH": "fail"})
-        return super().switch(site, release, on_step, gate, keep_counting, before_count)
+        told = self.cutting(on_step) if version in self.cut else on_step
+        return super().switch(site, release, told, gate, keep_counting, before_count)
+
+    def cutting(self, on_step: Callable[[Step], None]) -> Callable[[Step], None]:
+        link = self.link
+
+        def cut(step: Step) -> None:
+            if step.name == "health gate" and step.ended is None and link is not None:
+                link.proc.kill()  # onwatch's end of ssh is no more
+            on_step(step)
+
+        return cut
 
 
 def checked_ssh_host(org: Organization, made: SshHost) -> Host:
@@ -124,10 +138,14 @@ def checked_ssh_host(org: Organization, made: SshHost) -> Host:
     return host
 
 
-def ssh_places(monkeypatch: pytest.MonkeyPatch, failing: dict[str, set[str]]) -> None:
-    """Each SSH host's place fails its gate for the versions `failing` names for it."""
+def ssh_places(
+    monkeypatch: pytest.MonkeyPatch, failing: dict[str, set[str]], cut: dict[str, set[str]]
+) -> None:
+    """Each SSH host's place fails its gate for the versions `failing` names for it, and
+    loses its connection mid-switch for those `cut` names."""
 
     def place_for(host: Host) -> places.Place:
-        return GatedRemote(remote.place_of(host), failing.get(host.name, set()))
+        made = remote.place_of(host)
+        return GatedRemote(made, failing.get(host.name, set()), cut.get(host.name, set()))
 
     monkeypatch.setattr(releases, "place_for", place_for)
