@@ -156,7 +156,9 @@ class LocalPlace:
         except sandbox.SandboxError as e:
             raise PlaceError(str(e)) from None
         lines.end()
-        return Ran(outcome.exit_code, outcome.reason, outcome.seconds, lines.last)
+        # The sandbox words an exit code as a reason too; a Ran's reason is an early end's.
+        early = outcome.reason if outcome.exit_code is None else None
+        return Ran(outcome.exit_code, early, outcome.seconds, lines.last)
 
     def switch(
         self,
