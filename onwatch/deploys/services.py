@@ -1116,12 +1116,19 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     from onwatch.deploys import releases
 
     left = releases.stop_where_not(service, chosen)
-    kept = {p.host_id: p.slot_ports for p in placements(service)}
+    # A host kept keeps its slots and what was seen serving there.
+    kept = {p.host_id: p for p in placements(service)}
     with transaction.atomic():
         ServiceHost.objects.filter(service=service).delete()
         for i, h in enumerate(chosen):
+            was = kept.get(h.pk) or ServiceHost()
             ServiceHost.objects.create(
-                service=service, host=h, position=i, slot_ports=kept.get(h.pk, [])
+                service=service,
+                host=h,
+                position=i,
+                slot_ports=was.slot_ports,
+                serving=was.serving,
+                serving_at=was.serving_at,
             )
         actor.record(
             "service-hosts-set",

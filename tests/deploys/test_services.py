@@ -460,9 +460,10 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
     # A host kept keeps the slot ports it gave; this machine alone is no hosts at all.
     [kept] = [p for p in services.placements(service) if p.host == web1]
     services.placement_ports(kept, [41001, 41002])
+    services.placements_serving({kept.pk: "release 4 (1a2b3c4)"})
     assert services.set_service_hosts(service, [web1], SYSTEM) == []  # web2 never served
-    assert [(p.host, p.slot_ports) for p in services.placements(service)] == [
-        (web1, [41001, 41002])
+    assert [(p.host, p.slot_ports, p.serving) for p in services.placements(service)] == [
+        (web1, [41001, 41002], "release 4 (1a2b3c4)")
     ]
     # A host gone for good is still taken off, and what may run there is said.
     [left] = services.set_service_hosts(service, [here], SYSTEM)
