@@ -1,8 +1,9 @@
-"""Deploys on an SSH host: RemotePlace does there what a deploy does on this machine, over
-one ssh connection per deploy, through the agent (agent.py) it runs on the host with the
-host venv's Python. The agent is a zipapp of onwatch's own Django-free modules (the switch,
-Caddy and supervisord ones), so a switch on a host is the same code as here; it is uploaded
-to `~/.onwatch/agent-<hash>.pyz` when the host has not that one yet.
+"""Deploys on an SSH host: RemotePlace (an SshPlace made from a Host) does there what a
+deploy does on this machine, over one ssh connection per deploy, through the agent
+(agent.py) it runs on the host with the host venv's Python. The agent is a zipapp of
+onwatch's own Django-free modules (the switch, Caddy and supervisord ones), so a switch on a
+host is the same code as here; it is uploaded to `~/.onwatch/agent-<hash>.pyz` when the host
+has not that one yet.
 
 The ssh command lines come from core/ssh.py (the org's key, the pinned host keys only), and
 ssh's own words become what to do through hosts.classify. A connection lost in the middle
@@ -170,9 +171,10 @@ class Link:
             self.proc.wait()
 
 
-class RemotePlace:
-    """An SSH host as a Place (places.py): its own supervisord and Caddy (with `options`:
-    its ports), its releases in its own folder."""
+class SshPlace:
+    """An SSH host as a Place (places.py), from plain data: how to sign in (`target`), and
+    its Caddy's `options` (its ports). Its own supervisord and Caddy, its releases in its
+    own folder. RemotePlace makes one from a Host."""
 
     def __init__(self, target: hosts.Target, options: caddy.Options) -> None:
         assert target.endpoint is not None, "this machine is LocalPlace's"
@@ -200,6 +202,7 @@ class RemotePlace:
         assert self.session is not None and self.target.endpoint is not None
         digest, _ = agent_archive()
         argv = self.session.args(self.target.endpoint, serve_command(digest))
+        self.session.log.write_text("")  # what ssh says is of this connection only
         link = Link(argv, self._stderr().open("ab"))
         try:
             said = link.ask("setup", {"options": asdict(self.options)})
@@ -251,7 +254,10 @@ class RemotePlace:
             )
         told = (said + self._stderr().read_text(errors="replace")).strip().splitlines()
         last = told[-1].strip()[:300] if told else "the connection ended"
-        return f"{self.name} went away during the {during}: {last}"
+        return (
+            f"{self.name} went away during the {during} ({last}); what runs there runs on "
+            "without onwatch: deploy again once the host answers"
+        )
 
     def _ask(
         self,
@@ -363,11 +369,21 @@ class RemotePlace:
             self.session = None
 
 
-def place_of(host: Host) -> RemotePlace:
-    """The SSH host as a Place, signed in to with the org's key and the pinned host keys;
-    HostError when its key is forgotten and it cannot be pinned again now."""
-    options = caddy.Options(host.caddy_https, host.http_port, host.https_port, host.health_port)
-    return RemotePlace(hostchecks.target(host), options)
+class RemotePlace(SshPlace):
+    """An SSH host as a Place: signed in to with the org's key and its pinned host keys,
+    its Caddy on the host's own ports. PlaceError when its host key was forgotten and
+    cannot be pinned again now."""
+
+    def __init__(self, host: Host) -> None:
+        try:
+            target = hostchecks.target(host)
+        except hosts.HostError as e:
+            raise PlaceError(str(e)) from None
+        super().__init__(target, options_of(host))
+
+
+def options_of(host: Host) -> caddy.Options:
+    return caddy.Options(host.caddy_https, host.http_port, host.https_port, host.health_port)
 
 
 def pack(source: Path, tar_path: Path) -> None:

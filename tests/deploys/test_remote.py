@@ -1,10 +1,12 @@
-"""RemotePlace against a real sshd on loopback, signing in as the user running the tests, on
-a host prepared for real (tests/support/ssh_hosts.py): the agent uploaded once, a tree
-received and built there, releases switched live through that host's own Caddy with zero
-failed requests, and a connection lost mid-switch said in one line while the host serves."""
+"""RemotePlace (SshPlace) against a real sshd on loopback, signing in as the user running
+the tests, on a host prepared for real (tests/support/ssh_hosts.py): the agent uploaded
+once, a tree received and built there, releases switched live through that host's own Caddy
+with zero failed requests, and a connection lost mid-switch said in one line while the host
+serves."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
 import time
@@ -19,7 +21,7 @@ from onwatch.core.models import Organization
 from onwatch.deploys import caddy, hostchecks, remote, services
 from onwatch.deploys.models import Host
 from onwatch.deploys.places import PlaceError
-from onwatch.deploys.remote import RemotePlace
+from onwatch.deploys.remote import RemotePlace, SshPlace
 from onwatch.deploys.services import HostFields
 from onwatch.deploys.switch import Gate, Step, SwitchFailed, program_name
 from tests.support.load import Load, fetch
@@ -35,7 +37,7 @@ def host() -> Iterator[SshHost]:
 
 
 @pytest.fixture
-def place(host: SshHost) -> Iterator[RemotePlace]:
+def place(host: SshHost) -> Iterator[SshPlace]:
     made = host.place()
     try:
         yield made
@@ -43,7 +45,7 @@ def place(host: SshHost) -> Iterator[RemotePlace]:
         made.close()
 
 
-def site_on(place: RemotePlace, domain: str) -> caddy.Site:
+def site_on(place: SshPlace, domain: str) -> caddy.Site:
     first, second = place.free_ports(2)
     site = caddy.Site(domain, (first, second), "/health")
     place.ensure_ready()
@@ -51,7 +53,7 @@ def site_on(place: RemotePlace, domain: str) -> caddy.Site:
     return site
 
 
-def app_release(place: RemotePlace, tmp_path: Path, number: int) -> str:
+def app_release(place: SshPlace, tmp_path: Path, number: int) -> str:
     folder = place.release_folder(1, number)
     place.receive(folder, app_tree(tmp_path / f"tree-{number}"))
     return folder
@@ -91,7 +93,7 @@ def test_the_agent_is_uploaded_once_and_reused(host: SshHost) -> None:
     assert [p.name for p in host.dir.glob("agent-*.pyz")] == [uploaded.name]
 
 
-def test_a_tree_is_received_fresh_and_built_there(place: RemotePlace, tmp_path: Path) -> None:
+def test_a_tree_is_received_fresh_and_built_there(place: SshPlace, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     (tree / ".git").mkdir(parents=True)
     (tree / "greeting").write_text("hello from the tree\n")
@@ -124,7 +126,7 @@ def test_a_tree_is_received_fresh_and_built_there(place: RemotePlace, tmp_path: 
 
 
 def test_a_build_is_stopped_at_its_time_limit_or_when_cancelled(
-    place: RemotePlace, tmp_path: Path
+    place: SshPlace, tmp_path: Path
 ) -> None:
     (tmp_path / "tree").mkdir()
     folder = place.release_folder(2, 2)
@@ -142,7 +144,7 @@ def test_a_build_is_stopped_at_its_time_limit_or_when_cancelled(
     assert place.has_folder(folder)
 
 
-def test_a_full_disk_on_the_host_is_said_so(place: RemotePlace, tmp_path: Path) -> None:
+def test_a_full_disk_on_the_host_is_said_so(place: SshPlace, tmp_path: Path) -> None:
     """The host's releases of one service on a filesystem of 512 KB (a tmpfs: the tests
     run as root, as in CI)."""
     folder = place.release_folder(9, 1)
@@ -168,14 +170,14 @@ def test_a_full_disk_on_the_host_is_said_so(place: RemotePlace, tmp_path: Path) 
         subprocess.run(["umount", str(full)], check=True)
 
 
-def test_folders_outside_the_releases_are_refused(place: RemotePlace) -> None:
+def test_folders_outside_the_releases_are_refused(place: SshPlace) -> None:
     with pytest.raises(PlaceError) as refused:
         place.remove_folders(["/etc"])
     assert str(refused.value) == f"{place.name}: /etc is not a release folder of {place.dir}"
 
 
 def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_it(
-    host: SshHost, place: RemotePlace, tmp_path: Path
+    host: SshHost, place: SshPlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "shop.test")
     first = place.switch(site, release_in(app_release(place, tmp_path, 1), "r1"), print, Gate())
@@ -203,7 +205,7 @@ def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_i
 
 
 def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
-    host: SshHost, place: RemotePlace, tmp_path: Path
+    host: SshHost, place: SshPlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "gate.test")
     folder = app_release(place, tmp_path, 3)
@@ -220,7 +222,7 @@ def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
 
 
 def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
-    host: SshHost, place: RemotePlace, tmp_path: Path
+    host: SshHost, place: SshPlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "lost.test")
     folder = app_release(place, tmp_path, 4)
@@ -236,8 +238,10 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
     try:
         with pytest.raises(PlaceError) as lost:
             place.switch(site, release_in(folder, "cut"), cut, Gate())
-        assert str(lost.value).startswith(f"{host.name} went away during the switch: ")
-        assert "\n" not in str(lost.value)
+        assert str(lost.value) == (
+            f"{host.name} went away during the switch (the connection ended); what runs "
+            "there runs on without onwatch: deploy again once the host answers"
+        )
         # The agent stops the new release once it finds nobody to switch for.
         new_slot = program_name(site.ports[1])
         deadline = time.monotonic() + 20
@@ -254,10 +258,60 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
         again.close()
 
 
+def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
+    host: SshHost, place: SshPlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "moved.test")
+    folder = app_release(place, tmp_path, 5)
+    first = place.switch(site, release_in(folder, "old"), print, Gate())
+    link = place.link
+    assert link is not None
+
+    def cut(step: Step) -> None:
+        if step.name == "drain" and step.ended is None:
+            link.proc.kill()
+
+    with pytest.raises(PlaceError, match="went away during the switch"):
+        place.switch(site, release_in(folder, "new"), cut, Gate())
+    # The old release is drained and stopped there all the same.
+    deadline = time.monotonic() + 20
+    while host.machine.supervisor.status(program_name(first.port)) is not None:
+        assert time.monotonic() < deadline, "the old release still runs"
+        time.sleep(0.2)
+    assert fetch(host.options.http_port, site.domain) == (200, "new")
+    again = host.place()
+    try:
+        assert again.serving(site) == "new"
+    finally:
+        again.close()
+
+
+def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
+    with ssh_host() as bare:
+        shutil.rmtree(bare.dir / "venv")
+        place = bare.place()
+        try:
+            with pytest.raises(PlaceError) as unprepared:
+                place.ensure_ready()
+            bare.sshd.stop()
+            with pytest.raises(PlaceError) as down:
+                place.ensure_ready()
+        finally:
+            place.close()
+    assert str(unprepared.value) == (
+        f"{bare.name} is not prepared for deploys: run `onwatch hosts check {bare.name} "
+        "--prepare`, then deploy again"
+    )
+    assert str(down.value) == (
+        f"{bare.name} cannot be reached (connection refused): check the address, the port "
+        "and that sshd runs there"
+    )
+
+
 def test_a_wrong_host_key_is_refused(host: SshHost) -> None:
     other = ssh.new_key_pair("someone else").public.split()
     forged = f"[127.0.0.1]:{host.sshd.port} {other[0]} {other[1]}\n"
-    place = RemotePlace(host.target(known_hosts=forged), host.options)
+    place = SshPlace(host.target(known_hosts=forged), host.options)
     try:
         with pytest.raises(PlaceError) as refused:
             place.free_ports(1)
@@ -280,7 +334,7 @@ def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
             found = {f.what: (f.ok, f.line) for f in hostchecks.check(row)}
             assert found["ports"] == (True, f"Caddy may listen on port {made.options.http_port}")
             assert all(ok for ok, _ in found.values()), found
-            place = remote.place_of(row)
+            place = RemotePlace(row)
             try:
                 site = site_on(place, "both.test")
                 folder = app_release(place, tmp_path / row.name, 1)
