@@ -119,8 +119,8 @@ class Agent:
                        "record": record_json(e.record)})  # fmt: skip
         except (Refused, caddy.CaddyError, procman.ProcmanError, ValueError, OSError) as e:
             self.send({"id": request.id, "error": "place", "message": _one_line(e)})
-        except ClientGone:
-            return
+        except (ClientGone, EOFError):
+            return  # nobody to answer
         except Exception as e:  # one bad request must not end the agent, nor go unsaid
             message = f"the agent failed: {type(e).__name__}: {e}"
             self.send({"id": request.id, "error": "place", "message": message})
@@ -277,31 +277,35 @@ def _wait(proc: subprocess.Popen[bytes], request: Request, seconds: float) -> st
 
 def receive(agent: Agent, request: Request) -> None:
     """The tar that follows, unpacked into the folder fresh (what was there is replaced).
-    All its bytes are read even when unpacking fails, so the next request is understood."""
+    All its bytes are read even when unpacking fails, so the next request is understood;
+    nothing half-unpacked is left, whatever stopped it (onwatch gone included)."""
     folder, size = agent.release_path(request.args["folder"]), int(request.args["size"])
     part = folder.with_name(f".{folder.name}.part")
     stream = Sized(agent.stdin, size)
     try:
-        shutil.rmtree(part, ignore_errors=True)
-        part.mkdir(parents=True, mode=0o700)
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                tar.extract(checked(member), part)
+        _unpack(stream, part)
         shutil.rmtree(folder, ignore_errors=True)
         part.rename(folder)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(part, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             raise Refused(
                 f"the host ran out of disk space while the release's files were copied to "
                 f"{folder}: free some space there, then deploy again"
             ) from None
+        if isinstance(e, tarfile.TarError):
+            raise Refused(f"the release's files came damaged ({e}); deploy again") from None
         raise
-    except tarfile.TarError as e:
-        shutil.rmtree(part, ignore_errors=True)
-        raise Refused(f"the release's files came damaged ({e}); deploy again") from None
     finally:
         stream.drain()
+
+
+def _unpack(stream: Sized, part: Path) -> None:
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True, mode=0o700)
+    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+        for member in tar:
+            tar.extract(checked(member), part)
 
 
 def checked(member: tarfile.TarInfo) -> tarfile.TarInfo:

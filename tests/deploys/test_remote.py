@@ -125,6 +125,25 @@ def test_a_tree_is_received_fresh_and_built_there(place: SshPlace, tmp_path: Pat
     assert not place.has_folder(folder)
 
 
+def test_links_that_leave_the_release_are_refused(place: SshPlace, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "conf").mkdir(parents=True)
+    (tree / "conf" / "app.ini").write_text("[app]\n")
+    (tree / "app.ini").symlink_to("conf/app.ini")
+    folder = place.release_folder(2, 3)
+    place.receive(folder, tree)
+    said: list[str] = []
+    place.run(folder, "cat app.ini", {}, 30, said.append, threading.Event())
+    assert said == ["[app]"]
+    (tree / "conf" / "keys").symlink_to("../../../../../../etc/ssh")
+    with pytest.raises(PlaceError) as refused:
+        place.receive(folder, tree)
+    assert str(refused.value) == (
+        f"{place.name}: the release holds conf/keys, which onwatch does not copy; remove it"
+    )
+    assert place.has_folder(folder)  # what was received before stays, whole
+
+
 def test_a_build_is_stopped_at_its_time_limit_or_when_cancelled(
     place: SshPlace, tmp_path: Path
 ) -> None:
