@@ -185,6 +185,26 @@ def stop_serving(agent: Agent, request: Request) -> None:
             here.caddy.remove_site(site.domain)
 
 
+def start_counting(agent: Agent, request: Request) -> None:
+    agent.machine.caddy.start_counting(request.args["domain"])
+
+
+def counting(agent: Agent, request: Request) -> bool:
+    return agent.machine.caddy.counting(request.args["domain"])
+
+
+def counted_from(agent: Agent, request: Request) -> dict[str, Any]:
+    args = request.args
+    answers, offset = agent.machine.caddy.counted_from(args["domain"], int(args["offset"]))
+    return {"answers": [asdict(a) for a in answers], "offset": offset}
+
+
+def stop_counting(agent: Agent, request: Request) -> None:
+    """No more lines, and those logged gone (as watch.stop_counting does here)."""
+    agent.machine.caddy.stop_counting(request.args["domain"])
+    agent.machine.caddy.forget_answers(request.args["domain"])
+
+
 def run_switch(agent: Agent, request: Request) -> dict[str, Any]:
     args = request.args
     site, release = site_of(args["site"]), release_of(args["release"])
@@ -364,6 +384,10 @@ OPS: dict[str, Callable[[Agent, Request], Any]] = {
     "serving": serving,
     "stop_serving": stop_serving,
     "switch": run_switch,
+    "start_counting": start_counting,
+    "counting": counting,
+    "counted_from": counted_from,
+    "stop_counting": stop_counting,
     "run": run_command,
 }
 

@@ -360,6 +360,21 @@ class SshPlace:
     def stop_serving(self, ports: set[int]) -> None:
         self._ask("stop_serving", {"ports": sorted(ports)}, "stop of the service")
 
+    # --- what the host's Caddy counted (caddy.py's counting, there), for the watch ----------
+
+    def start_counting(self, domain: str) -> None:
+        self._ask("start_counting", {"domain": domain}, "start of Caddy's count")
+
+    def counting(self, domain: str) -> bool:
+        return bool(self._ask("counting", {"domain": domain}, "look at Caddy's count"))
+
+    def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]:
+        said = self._ask("counted_from", {"domain": domain, "offset": offset}, "count's read")
+        return [caddy.Answer(**a) for a in said["answers"]], int(said["offset"])
+
+    def stop_counting(self, domain: str) -> None:
+        self._ask("stop_counting", {"domain": domain}, "end of Caddy's count")
+
     def close(self) -> None:
         if self.link is not None:
             self.link.close()

@@ -223,6 +223,31 @@ def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_i
     assert running == {caddy.PROGRAM, program_name(second.port)}
 
 
+def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
+    host: SshHost, place: SshPlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "counted.test")
+    record = place.switch(site, release_in(app_release(place, tmp_path, 6), "r1"), print, Gate())
+    assert not place.counting(site.domain)
+    place.start_counting(site.domain)
+    assert place.counting(site.domain)
+    for path in ("/", "/", "/missing"):
+        assert fetch(host.options.http_port, site.domain, path)[0] == 200
+    answers: list[caddy.Answer] = []
+    offset, deadline = 0, time.monotonic() + 10
+    while len(answers) < 3 and time.monotonic() < deadline:
+        more, offset = place.counted_from(site.domain, offset)
+        answers += more
+        time.sleep(0.1)
+    assert [(a.status, a.app_status, a.upstream) for a in answers] == [
+        (200, 200, f"127.0.0.1:{record.port}")
+    ] * 3
+    assert place.counted_from(site.domain, offset) == ([], offset)  # each line read once
+    place.stop_counting(site.domain)
+    assert not place.counting(site.domain)
+    assert place.counted_from(site.domain, 0) == ([], 0)
+
+
 def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
     host: SshHost, place: SshPlace, tmp_path: Path
 ) -> None:
