@@ -112,9 +112,11 @@ class Link:
         assert self.proc.stdout is not None
         for line in iter(self.proc.stdout.readline, b""):
             try:
-                self.inbox.put(json.loads(line))
+                message = json.loads(line)
             except ValueError:
                 continue  # what a login script printed: not the agent's
+            if isinstance(message, dict):
+                self.inbox.put(message)
         self.inbox.put(None)
 
     def send(self, message: dict[str, Any], payload: Path | None = None) -> None:

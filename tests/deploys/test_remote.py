@@ -352,6 +352,19 @@ def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
     )
 
 
+def test_what_a_login_script_prints_is_not_taken_for_the_agent(tmp_path: Path) -> None:
+    """bash runs ~/.bashrc before the command of an ssh session: a banner or a stray value
+    there is not the agent's."""
+    (tmp_path / ".bashrc").write_text('echo "Welcome to web1"; echo 42; echo \'["no"]\'\n')
+    with ssh_host(HOME=str(tmp_path)) as noisy:
+        place = noisy.place()
+        try:
+            assert len(place.free_ports(2)) == 2
+            assert place.release_folder(1, 1) == f"{noisy.dir}/releases/1/1"
+        finally:
+            place.close()
+
+
 def test_a_wrong_host_key_is_refused(host: SshHost) -> None:
     other = ssh.new_key_pair("someone else").public.split()
     forged = f"[127.0.0.1]:{host.sshd.port} {other[0]} {other[1]}\n"
