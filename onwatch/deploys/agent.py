@@ -42,6 +42,9 @@ from onwatch.deploys import caddy, procman, switch
 BASE_PATH = procman.BASE_PATH
 TAR_CHUNK = 1 << 16
 DISK_FULL = "No space left on device"
+# onwatch answers a switch's before_count within moments (it reads a log); far longer than
+# that, it is taken as gone.
+WAIT_SECONDS = 300.0
 
 
 class Refused(Exception):
@@ -62,8 +65,11 @@ class Request:
         self.agent.send({"id": self.id, "event": event, **data})
 
     def wait_for(self, op: str) -> None:
-        """Until onwatch sends `op` for this request; ClientGone when it went away."""
-        while not self.agent.gone.is_set():
+        """Until onwatch sends `op` for this request; ClientGone when it went away, or says
+        nothing for WAIT_SECONDS (a network that dropped without a word keeps an ssh
+        session open for as long as sshd is not told to look)."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not self.agent.gone.is_set() and time.monotonic() < deadline:
             with suppress(queue.Empty):
                 if self.answers.get(timeout=0.1) == op:
                     return

@@ -27,7 +27,7 @@ from contextlib import suppress
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from onwatch.core import ssh
 from onwatch.deploys import agent, caddy, hostchecks, hosts, switch
@@ -100,10 +100,12 @@ def upload_command(digest: str) -> str:
 class Link:
     """One ssh connection to the agent: JSON lines each way, read by a thread of its own."""
 
-    def __init__(self, argv: list[str], stderr: IO[bytes]) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
-        )
+    def __init__(self, argv: list[str], stderr: Path) -> None:
+        # What the agent's Python says if it fails (a traceback): why the connection ended.
+        with stderr.open("ab") as said:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=said
+            )
         self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.number = 0
         threading.Thread(target=self._read, daemon=True).start()
@@ -205,7 +207,7 @@ class SshPlace:
         digest, _ = agent_archive()
         argv = self.session.args(self.target.endpoint, serve_command(digest))
         self.session.log.write_text("")  # what ssh says is of this connection only
-        link = Link(argv, self._stderr().open("ab"))
+        link = Link(argv, self._stderr())
         try:
             said = link.ask("setup", {"options": asdict(self.options)})
         except Gone:
