@@ -155,12 +155,19 @@ def ensure_ready(agent: Agent, request: Request) -> None:
 
 
 def free_ports(agent: Agent, request: Request) -> list[int]:
-    """Bound all at once, so that no two are the same."""
+    """Bound all at once, so that no two are the same; never Caddy's own ports nor another
+    site's slots there, which may be free now only because nothing runs on them yet."""
+    options, count = agent.machine.options, int(request.args["count"])
+    taken = {options.http_port, options.https_port, options.health_port}
+    taken |= {p for site in agent.machine.caddy.sites() for p in site.ports}
     with ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(int(request.args["count"]))]
-        for s in sockets:
+        chosen: list[int] = []
+        while len(chosen) < count:
+            s = held.enter_context(socket.socket())
             s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
+            if (port := int(s.getsockname()[1])) not in taken:
+                chosen.append(port)
+        return chosen
 
 
 def put_site(agent: Agent, request: Request) -> bool:
