@@ -59,7 +59,7 @@ def connections(host: SshHost) -> None:
     print(f"agent: {len(remote.agent_archive()[1]) / 1024:.0f} KB")
 
 
-def round_trips(place: remote.SshPlace, asks: int) -> None:
+def round_trips(place: remote.RemotePlace, asks: int) -> None:
     folder = place.release_folder(1, 1)
     took = sorted(timed(lambda: place.has_folder(folder))[0] for _ in range(asks))
     p99 = took[min(len(took) - 1, int(len(took) * 0.99))]
@@ -67,7 +67,7 @@ def round_trips(place: remote.SshPlace, asks: int) -> None:
           f"p99 {p99 * 1000:.1f} ms")  # fmt: skip
 
 
-def receiving(place: remote.SshPlace, megabytes: int, scratch: Path) -> None:
+def receiving(place: remote.RemotePlace, megabytes: int, scratch: Path) -> None:
     tree = scratch / "big"
     tree.mkdir()
     for n in range(megabytes):
@@ -77,7 +77,7 @@ def receiving(place: remote.SshPlace, megabytes: int, scratch: Path) -> None:
 
 
 def remote_switches(
-    host: SshHost, place: remote.SshPlace, count: int, scratch: Path
+    host: SshHost, place: remote.RemotePlace, count: int, scratch: Path
 ) -> list[float]:
     first, second = place.free_ports(2)
     shop = caddy.Site("shop.test", (first, second), "/health")

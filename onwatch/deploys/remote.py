@@ -1,4 +1,4 @@
-"""Deploys on an SSH host: RemotePlace (an SshPlace made from a Host) does there what a
+"""Deploys on an SSH host: RemotePlace (place_of makes one of a Host) does there what a
 deploy does on this machine, over one ssh connection per deploy, through the agent
 (agent.py) it runs on the host with the host venv's Python. The agent is a zipapp of
 onwatch's own Django-free modules (the switch, Caddy and supervisord ones), so a switch on a
@@ -175,10 +175,10 @@ class Link:
             self.proc.wait()
 
 
-class SshPlace:
+class RemotePlace:
     """An SSH host as a Place (places.py), from plain data: how to sign in (`target`), and
     its Caddy's `options` (its ports). Its own supervisord and Caddy, its releases in its
-    own folder. RemotePlace makes one from a Host."""
+    own folder. place_of makes one from a Host."""
 
     def __init__(self, target: hosts.Target, options: caddy.Options) -> None:
         assert target.endpoint is not None, "this machine is LocalPlace's"
@@ -388,17 +388,11 @@ class SshPlace:
             self.session = None
 
 
-class RemotePlace(SshPlace):
-    """An SSH host as a Place: signed in to with the org's key and its pinned host keys,
-    its Caddy on the host's own ports. PlaceError when its host key was forgotten and
-    cannot be pinned again now."""
-
-    def __init__(self, host: Host) -> None:
-        try:
-            target = hostchecks.target(host)
-        except hosts.HostError as e:
-            raise PlaceError(str(e)) from None
-        super().__init__(target, options_of(host))
+def place_of(host: Host) -> RemotePlace:
+    """The SSH host as a Place, signed in to with the org's key and its pinned host keys,
+    its Caddy on the host's own ports; HostError when its host key was forgotten and cannot
+    be pinned again now."""
+    return RemotePlace(hostchecks.target(host), options_of(host))
 
 
 def options_of(host: Host) -> caddy.Options:

@@ -1,4 +1,4 @@
-"""RemotePlace (SshPlace) against a real sshd on loopback, signing in as the user running
+"""RemotePlace against a real sshd on loopback, signing in as the user running
 the tests, on a host prepared for real (tests/support/ssh_hosts.py): the agent uploaded
 once, a tree received and built there, releases switched live through that host's own Caddy
 with zero failed requests, and a connection lost mid-switch said in one line while the host
@@ -21,7 +21,7 @@ from onwatch.core.models import Organization
 from onwatch.deploys import caddy, hostchecks, remote, services
 from onwatch.deploys.models import Host
 from onwatch.deploys.places import PlaceError
-from onwatch.deploys.remote import RemotePlace, SshPlace
+from onwatch.deploys.remote import RemotePlace
 from onwatch.deploys.services import HostFields
 from onwatch.deploys.switch import Gate, Step, SwitchFailed, program_name
 from tests.support.load import Load, fetch
@@ -37,7 +37,7 @@ def host() -> Iterator[SshHost]:
 
 
 @pytest.fixture
-def place(host: SshHost) -> Iterator[SshPlace]:
+def place(host: SshHost) -> Iterator[RemotePlace]:
     made = host.place()
     try:
         yield made
@@ -45,7 +45,7 @@ def place(host: SshHost) -> Iterator[SshPlace]:
         made.close()
 
 
-def site_on(place: SshPlace, domain: str) -> caddy.Site:
+def site_on(place: RemotePlace, domain: str) -> caddy.Site:
     first, second = place.free_ports(2)
     site = caddy.Site(domain, (first, second), "/health")
     place.ensure_ready()
@@ -53,7 +53,7 @@ def site_on(place: SshPlace, domain: str) -> caddy.Site:
     return site
 
 
-def app_release(place: SshPlace, tmp_path: Path, number: int) -> str:
+def app_release(place: RemotePlace, tmp_path: Path, number: int) -> str:
     folder = place.release_folder(1, number)
     place.receive(folder, app_tree(tmp_path / f"tree-{number}"))
     return folder
@@ -93,7 +93,7 @@ def test_the_agent_is_uploaded_once_and_reused(host: SshHost) -> None:
     assert [p.name for p in host.dir.glob("agent-*.pyz")] == [uploaded.name]
 
 
-def test_a_tree_is_received_fresh_and_built_there(place: SshPlace, tmp_path: Path) -> None:
+def test_a_tree_is_received_fresh_and_built_there(place: RemotePlace, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     (tree / ".git").mkdir(parents=True)
     (tree / "greeting").write_text("hello from the tree\n")
@@ -125,7 +125,7 @@ def test_a_tree_is_received_fresh_and_built_there(place: SshPlace, tmp_path: Pat
     assert not place.has_folder(folder)
 
 
-def test_links_that_leave_the_release_are_refused(place: SshPlace, tmp_path: Path) -> None:
+def test_links_that_leave_the_release_are_refused(place: RemotePlace, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     (tree / "conf").mkdir(parents=True)
     (tree / "conf" / "app.ini").write_text("[app]\n")
@@ -145,7 +145,7 @@ def test_links_that_leave_the_release_are_refused(place: SshPlace, tmp_path: Pat
 
 
 def test_a_build_is_stopped_at_its_time_limit_or_when_cancelled(
-    place: SshPlace, tmp_path: Path
+    place: RemotePlace, tmp_path: Path
 ) -> None:
     (tmp_path / "tree").mkdir()
     folder = place.release_folder(2, 2)
@@ -163,7 +163,7 @@ def test_a_build_is_stopped_at_its_time_limit_or_when_cancelled(
     assert place.has_folder(folder)
 
 
-def test_a_full_disk_on_the_host_is_said_so(place: SshPlace, tmp_path: Path) -> None:
+def test_a_full_disk_on_the_host_is_said_so(place: RemotePlace, tmp_path: Path) -> None:
     """The host's releases of one service on a filesystem of 512 KB (a tmpfs: the tests
     run as root, as in CI)."""
     folder = place.release_folder(9, 1)
@@ -189,14 +189,14 @@ def test_a_full_disk_on_the_host_is_said_so(place: SshPlace, tmp_path: Path) -> 
         subprocess.run(["umount", str(full)], check=True)
 
 
-def test_folders_outside_the_releases_are_refused(place: SshPlace) -> None:
+def test_folders_outside_the_releases_are_refused(place: RemotePlace) -> None:
     with pytest.raises(PlaceError) as refused:
         place.remove_folders(["/etc"])
     assert str(refused.value) == f"{place.name}: /etc is not a release folder of {place.dir}"
 
 
 def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_it(
-    host: SshHost, place: SshPlace, tmp_path: Path
+    host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "shop.test")
     first = place.switch(site, release_in(app_release(place, tmp_path, 1), "r1"), print, Gate())
@@ -224,7 +224,7 @@ def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_i
 
 
 def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
-    host: SshHost, place: SshPlace, tmp_path: Path
+    host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "counted.test")
     record = place.switch(site, release_in(app_release(place, tmp_path, 6), "r1"), print, Gate())
@@ -249,7 +249,7 @@ def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
 
 
 def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
-    host: SshHost, place: SshPlace, tmp_path: Path
+    host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "gate.test")
     folder = app_release(place, tmp_path, 3)
@@ -266,7 +266,7 @@ def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
 
 
 def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
-    host: SshHost, place: SshPlace, tmp_path: Path
+    host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "lost.test")
     folder = app_release(place, tmp_path, 4)
@@ -303,7 +303,7 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
 
 
 def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
-    host: SshHost, place: SshPlace, tmp_path: Path
+    host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "moved.test")
     folder = app_release(place, tmp_path, 5)
@@ -368,7 +368,7 @@ def test_what_a_login_script_prints_is_not_taken_for_the_agent(tmp_path: Path) -
 def test_a_wrong_host_key_is_refused(host: SshHost) -> None:
     other = ssh.new_key_pair("someone else").public.split()
     forged = f"[127.0.0.1]:{host.sshd.port} {other[0]} {other[1]}\n"
-    place = SshPlace(host.target(known_hosts=forged), host.options)
+    place = RemotePlace(host.target(known_hosts=forged), host.options)
     try:
         with pytest.raises(PlaceError) as refused:
             place.free_ports(1)
@@ -391,7 +391,7 @@ def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
             found = {f.what: (f.ok, f.line) for f in hostchecks.check(row)}
             assert found["ports"] == (True, f"Caddy may listen on port {made.options.http_port}")
             assert all(ok for ok, _ in found.values()), found
-            place = RemotePlace(row)
+            place = remote.place_of(row)
             try:
                 site = site_on(place, "both.test")
                 folder = app_release(place, tmp_path / row.name, 1)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from onwatch.core import ssh
 from onwatch.deploys import caddy, hosts
-from onwatch.deploys.remote import SshPlace
+from onwatch.deploys.remote import RemotePlace
 from onwatch.deploys.switch import Machine, Release
 from tests.support.remote_servers import SshServer
 from tests.support.switching import APP, below_ephemeral_port, stop_everything
@@ -50,8 +50,8 @@ class SshHost:
             known_hosts = ssh.scan_host_keys("127.0.0.1", self.sshd.port)
         return hosts.Target(self.name, where, self.key.private, known_hosts)
 
-    def place(self) -> SshPlace:
-        return SshPlace(self.target(), self.options)
+    def place(self) -> RemotePlace:
+        return RemotePlace(self.target(), self.options)
 
 
 def prepare(folder: Path) -> None:
