@@ -223,6 +223,18 @@ def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_i
     assert running == {caddy.PROGRAM, program_name(second.port)}
 
 
+def test_a_service_stops_serving_on_the_host(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "gone.test")
+    assert place.put_site(site) is False  # unchanged: no reload
+    record = place.switch(site, release_in(app_release(place, tmp_path, 7), "r1"), print, Gate())
+    place.stop_serving(set(site.ports))
+    assert place.serving(site) is None
+    assert site.domain not in {s.domain for s in host.machine.caddy.sites()}
+    assert host.machine.supervisor.status(program_name(record.port)) is None
+
+
 def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
     host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
