@@ -336,9 +336,11 @@ def receive(agent: Agent, request: Request) -> None:
 def _unpack(stream: Sized, part: Path) -> None:
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True, mode=0o700)
+    # Where tarfile has its filters (3.11.4+), its own "data" one checks again.
+    filtered: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
         for member in tar:
-            tar.extract(checked(member), part)
+            tar.extract(checked(member), part, **filtered)
 
 
 def checked(member: tarfile.TarInfo) -> tarfile.TarInfo:
