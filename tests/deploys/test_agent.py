@@ -122,3 +122,16 @@ def test_a_switch_record_travels_whole() -> None:
     assert agent.site_of(json.loads(json.dumps(agent.site_json(site)))) == site
     release = switch.Release("r2", "run", Path("/srv/r2"), {"A": "1"}, 10, "")
     assert agent.release_of(json.loads(json.dumps(agent.release_json(release)))) == release
+
+
+def test_a_switch_waiting_for_onwatchs_word_takes_long_silence_as_onwatch_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent, "WAIT_SECONDS", 0.3)
+    here = agent.Agent(tmp_path, io.BytesIO(), io.BytesIO())
+    waiting = agent.Request(here, 1, {})
+    waiting.answers.put("something else")
+    with pytest.raises(agent.ClientGone):
+        waiting.wait_for("continue")
+    waiting.answers.put("continue")
+    waiting.wait_for("continue")  # said in time: it goes on
