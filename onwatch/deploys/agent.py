@@ -42,6 +42,9 @@ from onwatch.deploys import caddy, procman, switch
 BASE_PATH = procman.BASE_PATH
 TAR_CHUNK = 1 << 16
 DISK_FULL = "No space left on device"
+# onwatch answers a switch's before_count within moments (it reads a log); far longer than
+# that, it is taken as gone.
+WAIT_SECONDS = 300.0
 
 
 class Refused(Exception):
@@ -62,8 +65,11 @@ class Request:
         self.agent.send({"id": self.id, "event": event, **data})
 
     def wait_for(self, op: str) -> None:
-        """Until onwatch sends `op` for this request; ClientGone when it went away."""
-        while not self.agent.gone.is_set():
+        """Until onwatch sends `op` for this request; ClientGone when it went away, or says
+        nothing for WAIT_SECONDS (a network that dropped without a word keeps an ssh
+        session open for as long as sshd is not told to look)."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not self.agent.gone.is_set() and time.monotonic() < deadline:
             with suppress(queue.Empty):
                 if self.answers.get(timeout=0.1) == op:
                     return
@@ -119,8 +125,8 @@ class Agent:
                        "record": record_json(e.record)})  # fmt: skip
         except (Refused, caddy.CaddyError, procman.ProcmanError, ValueError, OSError) as e:
             self.send({"id": request.id, "error": "place", "message": _one_line(e)})
-        except ClientGone:
-            return
+        except (ClientGone, EOFError):
+            return  # nobody to answer
         except Exception as e:  # one bad request must not end the agent, nor go unsaid
             message = f"the agent failed: {type(e).__name__}: {e}"
             self.send({"id": request.id, "error": "place", "message": message})
@@ -149,12 +155,19 @@ def ensure_ready(agent: Agent, request: Request) -> None:
 
 
 def free_ports(agent: Agent, request: Request) -> list[int]:
-    """Bound all at once, so that no two are the same."""
+    """Bound all at once, so that no two are the same; never Caddy's own ports nor another
+    site's slots there, which may be free now only because nothing runs on them yet."""
+    options, count = agent.machine.options, int(request.args["count"])
+    taken = {options.http_port, options.https_port, options.health_port}
+    taken |= {p for site in agent.machine.caddy.sites() for p in site.ports}
     with ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(int(request.args["count"]))]
-        for s in sockets:
+        chosen: list[int] = []
+        while len(chosen) < count:
+            s = held.enter_context(socket.socket())
             s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
+            if (port := int(s.getsockname()[1])) not in taken:
+                chosen.append(port)
+        return chosen
 
 
 def put_site(agent: Agent, request: Request) -> bool:
@@ -183,6 +196,26 @@ def stop_serving(agent: Agent, request: Request) -> None:
     for site in here.caddy.sites():
         if ports & set(site.ports):
             here.caddy.remove_site(site.domain)
+
+
+def start_counting(agent: Agent, request: Request) -> None:
+    agent.machine.caddy.start_counting(request.args["domain"])
+
+
+def counting(agent: Agent, request: Request) -> bool:
+    return agent.machine.caddy.counting(request.args["domain"])
+
+
+def counted_from(agent: Agent, request: Request) -> dict[str, Any]:
+    args = request.args
+    answers, offset = agent.machine.caddy.counted_from(args["domain"], int(args["offset"]))
+    return {"answers": [asdict(a) for a in answers], "offset": offset}
+
+
+def stop_counting(agent: Agent, request: Request) -> None:
+    """No more lines, and those logged gone (as watch.stop_counting does here)."""
+    agent.machine.caddy.stop_counting(request.args["domain"])
+    agent.machine.caddy.forget_answers(request.args["domain"])
 
 
 def run_switch(agent: Agent, request: Request) -> dict[str, Any]:
@@ -277,31 +310,37 @@ def _wait(proc: subprocess.Popen[bytes], request: Request, seconds: float) -> st
 
 def receive(agent: Agent, request: Request) -> None:
     """The tar that follows, unpacked into the folder fresh (what was there is replaced).
-    All its bytes are read even when unpacking fails, so the next request is understood."""
+    All its bytes are read even when unpacking fails, so the next request is understood;
+    nothing half-unpacked is left, whatever stopped it (onwatch gone included)."""
     folder, size = agent.release_path(request.args["folder"]), int(request.args["size"])
     part = folder.with_name(f".{folder.name}.part")
     stream = Sized(agent.stdin, size)
     try:
-        shutil.rmtree(part, ignore_errors=True)
-        part.mkdir(parents=True, mode=0o700)
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-            for member in tar:
-                tar.extract(checked(member), part)
+        _unpack(stream, part)
         shutil.rmtree(folder, ignore_errors=True)
         part.rename(folder)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(part, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             raise Refused(
                 f"the host ran out of disk space while the release's files were copied to "
                 f"{folder}: free some space there, then deploy again"
             ) from None
+        if isinstance(e, tarfile.TarError):
+            raise Refused(f"the release's files came damaged ({e}); deploy again") from None
         raise
-    except tarfile.TarError as e:
-        shutil.rmtree(part, ignore_errors=True)
-        raise Refused(f"the release's files came damaged ({e}); deploy again") from None
     finally:
         stream.drain()
+
+
+def _unpack(stream: Sized, part: Path) -> None:
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True, mode=0o700)
+    # Where tarfile has its filters (3.11.4+), its own "data" one checks again.
+    filtered: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+        for member in tar:
+            tar.extract(checked(member), part, **filtered)
 
 
 def checked(member: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -360,6 +399,10 @@ OPS: dict[str, Callable[[Agent, Request], Any]] = {
     "serving": serving,
     "stop_serving": stop_serving,
     "switch": run_switch,
+    "start_counting": start_counting,
+    "counting": counting,
+    "counted_from": counted_from,
+    "stop_counting": stop_counting,
     "run": run_command,
 }
 

@@ -1,14 +1,18 @@
-"""Deploys on an SSH host: RemotePlace does there what a deploy does on this machine, over
-one ssh connection per deploy, through the agent (agent.py) it runs on the host with the
-host venv's Python. The agent is a zipapp of onwatch's own Django-free modules (the switch,
-Caddy and supervisord ones), so a switch on a host is the same code as here; it is uploaded
-to `~/.onwatch/agent-<hash>.pyz` when the host has not that one yet.
+"""Deploys on an SSH host: RemotePlace (place_of makes one of a Host) does there what a
+deploy does on this machine, over one ssh connection per deploy, through the agent
+(agent.py) it runs on the host with the host venv's Python. The agent is a zipapp of
+onwatch's own Django-free modules (the switch, Caddy and supervisord ones), so a switch on a
+host is the same code as here; it is uploaded to `~/.onwatch/agent-<hash>.pyz` when the host
+has not that one yet.
 
 The ssh command lines come from core/ssh.py (the org's key, the pinned host keys only), and
 ssh's own words become what to do through hosts.classify. A connection lost in the middle
 of a request is one PlaceError naming the host; what serves there keeps serving, since the
 host's supervisord and Caddy do not depend on the connection (agent.py says what becomes of
-the request itself)."""
+the request itself).
+
+On a host, builds and web processes run as the deploy user, without bubblewrap: the host is
+the service's own, and that user (no root, hostchecks.py) is the boundary there."""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from contextlib import suppress
 from dataclasses import asdict
 from functools import cache
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from onwatch.core import ssh
 from onwatch.deploys import agent, caddy, hostchecks, hosts, switch
@@ -99,10 +103,12 @@ def upload_command(digest: str) -> str:
 class Link:
     """One ssh connection to the agent: JSON lines each way, read by a thread of its own."""
 
-    def __init__(self, argv: list[str], stderr: IO[bytes]) -> None:
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
-        )
+    def __init__(self, argv: list[str], stderr: Path) -> None:
+        # What the agent's Python says if it fails (a traceback): why the connection ended.
+        with stderr.open("ab") as said:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=said
+            )
         self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.number = 0
         threading.Thread(target=self._read, daemon=True).start()
@@ -111,9 +117,11 @@ class Link:
         assert self.proc.stdout is not None
         for line in iter(self.proc.stdout.readline, b""):
             try:
-                self.inbox.put(json.loads(line))
+                message = json.loads(line)
             except ValueError:
                 continue  # what a login script printed: not the agent's
+            if isinstance(message, dict):
+                self.inbox.put(message)
         self.inbox.put(None)
 
     def send(self, message: dict[str, Any], payload: Path | None = None) -> None:
@@ -171,8 +179,9 @@ class Link:
 
 
 class RemotePlace:
-    """An SSH host as a Place (places.py): its own supervisord and Caddy (with `options`:
-    its ports), its releases in its own folder."""
+    """An SSH host as a Place (places.py), from plain data: how to sign in (`target`), and
+    its Caddy's `options` (its ports). Its own supervisord and Caddy, its releases in its
+    own folder. place_of makes one from a Host."""
 
     def __init__(self, target: hosts.Target, options: caddy.Options) -> None:
         assert target.endpoint is not None, "this machine is LocalPlace's"
@@ -200,7 +209,8 @@ class RemotePlace:
         assert self.session is not None and self.target.endpoint is not None
         digest, _ = agent_archive()
         argv = self.session.args(self.target.endpoint, serve_command(digest))
-        link = Link(argv, self._stderr().open("ab"))
+        self.session.log.write_text("")  # what ssh says is of this connection only
+        link = Link(argv, self._stderr())
         try:
             said = link.ask("setup", {"options": asdict(self.options)})
         except Gone:
@@ -251,7 +261,10 @@ class RemotePlace:
             )
         told = (said + self._stderr().read_text(errors="replace")).strip().splitlines()
         last = told[-1].strip()[:300] if told else "the connection ended"
-        return f"{self.name} went away during the {during}: {last}"
+        return (
+            f"{self.name} went away during the {during} ({last}); what runs there runs on "
+            "without onwatch: deploy again once the host answers"
+        )
 
     def _ask(
         self,
@@ -354,6 +367,21 @@ class RemotePlace:
     def stop_serving(self, ports: set[int]) -> None:
         self._ask("stop_serving", {"ports": sorted(ports)}, "stop of the service")
 
+    # --- what the host's Caddy counted (caddy.py's counting, there), for the watch ----------
+
+    def start_counting(self, domain: str) -> None:
+        self._ask("start_counting", {"domain": domain}, "start of Caddy's count")
+
+    def counting(self, domain: str) -> bool:
+        return bool(self._ask("counting", {"domain": domain}, "look at Caddy's count"))
+
+    def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]:
+        said = self._ask("counted_from", {"domain": domain, "offset": offset}, "count's read")
+        return [caddy.Answer(**a) for a in said["answers"]], int(said["offset"])
+
+    def stop_counting(self, domain: str) -> None:
+        self._ask("stop_counting", {"domain": domain}, "end of Caddy's count")
+
     def close(self) -> None:
         if self.link is not None:
             self.link.close()
@@ -364,10 +392,14 @@ class RemotePlace:
 
 
 def place_of(host: Host) -> RemotePlace:
-    """The SSH host as a Place, signed in to with the org's key and the pinned host keys;
-    HostError when its key is forgotten and it cannot be pinned again now."""
-    options = caddy.Options(host.caddy_https, host.http_port, host.https_port, host.health_port)
-    return RemotePlace(hostchecks.target(host), options)
+    """The SSH host as a Place, signed in to with the org's key and its pinned host keys,
+    its Caddy on the host's own ports; HostError when its host key was forgotten and cannot
+    be pinned again now."""
+    return RemotePlace(hostchecks.target(host), options_of(host))
+
+
+def options_of(host: Host) -> caddy.Options:
+    return caddy.Options(host.caddy_https, host.http_port, host.https_port, host.health_port)
 
 
 def pack(source: Path, tar_path: Path) -> None:

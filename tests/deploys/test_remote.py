@@ -1,10 +1,12 @@
-"""RemotePlace against a real sshd on loopback, signing in as the user running the tests, on
-a host prepared for real (tests/support/ssh_hosts.py): the agent uploaded once, a tree
-received and built there, releases switched live through that host's own Caddy with zero
-failed requests, and a connection lost mid-switch said in one line while the host serves."""
+"""RemotePlace against a real sshd on loopback, signing in as the user running
+the tests, on a host prepared for real (tests/support/ssh_hosts.py): the agent uploaded
+once, a tree received and built there, releases switched live through that host's own Caddy
+with zero failed requests, and a connection lost mid-switch said in one line while the host
+serves."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
 import time
@@ -123,6 +125,25 @@ def test_a_tree_is_received_fresh_and_built_there(place: RemotePlace, tmp_path: 
     assert not place.has_folder(folder)
 
 
+def test_links_that_leave_the_release_are_refused(place: RemotePlace, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "conf").mkdir(parents=True)
+    (tree / "conf" / "app.ini").write_text("[app]\n")
+    (tree / "app.ini").symlink_to("conf/app.ini")
+    folder = place.release_folder(2, 3)
+    place.receive(folder, tree)
+    said: list[str] = []
+    place.run(folder, "cat app.ini", {}, 30, said.append, threading.Event())
+    assert said == ["[app]"]
+    (tree / "conf" / "keys").symlink_to("../../../../../../etc/ssh")
+    with pytest.raises(PlaceError) as refused:
+        place.receive(folder, tree)
+    assert str(refused.value) == (
+        f"{place.name}: the release holds conf/keys, which onwatch does not copy; remove it"
+    )
+    assert place.has_folder(folder)  # what was received before stays, whole
+
+
 def test_a_build_is_stopped_at_its_time_limit_or_when_cancelled(
     place: RemotePlace, tmp_path: Path
 ) -> None:
@@ -202,6 +223,43 @@ def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_i
     assert running == {caddy.PROGRAM, program_name(second.port)}
 
 
+def test_a_service_stops_serving_on_the_host(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "gone.test")
+    assert place.put_site(site) is False  # unchanged: no reload
+    record = place.switch(site, release_in(app_release(place, tmp_path, 7), "r1"), print, Gate())
+    place.stop_serving(set(site.ports))
+    assert place.serving(site) is None
+    assert site.domain not in {s.domain for s in host.machine.caddy.sites()}
+    assert host.machine.supervisor.status(program_name(record.port)) is None
+
+
+def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "counted.test")
+    record = place.switch(site, release_in(app_release(place, tmp_path, 6), "r1"), print, Gate())
+    assert not place.counting(site.domain)
+    place.start_counting(site.domain)
+    assert place.counting(site.domain)
+    for path in ("/", "/", "/missing"):
+        assert fetch(host.options.http_port, site.domain, path)[0] == 200
+    answers: list[caddy.Answer] = []
+    offset, deadline = 0, time.monotonic() + 10
+    while len(answers) < 3 and time.monotonic() < deadline:
+        more, offset = place.counted_from(site.domain, offset)
+        answers += more
+        time.sleep(0.1)
+    assert [(a.status, a.app_status, a.upstream) for a in answers] == [
+        (200, 200, f"127.0.0.1:{record.port}")
+    ] * 3
+    assert place.counted_from(site.domain, offset) == ([], offset)  # each line read once
+    place.stop_counting(site.domain)
+    assert not place.counting(site.domain)
+    assert place.counted_from(site.domain, 0) == ([], 0)
+
+
 def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
     host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
@@ -236,8 +294,10 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
     try:
         with pytest.raises(PlaceError) as lost:
             place.switch(site, release_in(folder, "cut"), cut, Gate())
-        assert str(lost.value).startswith(f"{host.name} went away during the switch: ")
-        assert "\n" not in str(lost.value)
+        assert str(lost.value) == (
+            f"{host.name} went away during the switch (the connection ended); what runs "
+            "there runs on without onwatch: deploy again once the host answers"
+        )
         # The agent stops the new release once it finds nobody to switch for.
         new_slot = program_name(site.ports[1])
         deadline = time.monotonic() + 20
@@ -252,6 +312,69 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
         assert again.serving(site) == "kept"
     finally:
         again.close()
+
+
+def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "moved.test")
+    folder = app_release(place, tmp_path, 5)
+    first = place.switch(site, release_in(folder, "old"), print, Gate())
+    link = place.link
+    assert link is not None
+
+    def cut(step: Step) -> None:
+        if step.name == "drain" and step.ended is None:
+            link.proc.kill()
+
+    with pytest.raises(PlaceError, match="went away during the switch"):
+        place.switch(site, release_in(folder, "new"), cut, Gate())
+    # The old release is drained and stopped there all the same.
+    deadline = time.monotonic() + 20
+    while host.machine.supervisor.status(program_name(first.port)) is not None:
+        assert time.monotonic() < deadline, "the old release still runs"
+        time.sleep(0.2)
+    assert fetch(host.options.http_port, site.domain) == (200, "new")
+    again = host.place()
+    try:
+        assert again.serving(site) == "new"
+    finally:
+        again.close()
+
+
+def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
+    with ssh_host() as bare:
+        shutil.rmtree(bare.dir / "venv")
+        place = bare.place()
+        try:
+            with pytest.raises(PlaceError) as unprepared:
+                place.ensure_ready()
+            bare.sshd.stop()
+            with pytest.raises(PlaceError) as down:
+                place.ensure_ready()
+        finally:
+            place.close()
+    assert str(unprepared.value) == (
+        f"{bare.name} is not prepared for deploys: run `onwatch hosts check {bare.name} "
+        "--prepare`, then deploy again"
+    )
+    assert str(down.value) == (
+        f"{bare.name} cannot be reached (connection refused): check the address, the port "
+        "and that sshd runs there"
+    )
+
+
+def test_what_a_login_script_prints_is_not_taken_for_the_agent(tmp_path: Path) -> None:
+    """bash runs ~/.bashrc before the command of an ssh session: a banner or a stray value
+    there is not the agent's."""
+    (tmp_path / ".bashrc").write_text('echo "Welcome to web1"; echo 42; echo \'["no"]\'\n')
+    with ssh_host(HOME=str(tmp_path)) as noisy:
+        place = noisy.place()
+        try:
+            assert len(place.free_ports(2)) == 2
+            assert place.release_folder(1, 1) == f"{noisy.dir}/releases/1/1"
+        finally:
+            place.close()
 
 
 def test_a_wrong_host_key_is_refused(host: SshHost) -> None:

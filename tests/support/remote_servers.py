@@ -61,7 +61,8 @@ class SshServer:
             "KbdInteractiveAuthentication no\n"
             "PermitRootLogin prohibit-password\n"
             f"Subsystem sftp {SFTP_SERVER}\n"
-            + "".join(f"SetEnv {name}={value}\n" for name, value in (env or {}).items())
+            # One line: sshd takes the first SetEnv line only.
+            + ("SetEnv " + " ".join(f'"{k}={v}"' for k, v in env.items()) + "\n" if env else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.new_host_key()

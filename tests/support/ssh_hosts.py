@@ -70,10 +70,11 @@ def caddy_options() -> caddy.Options:
 
 
 @contextmanager
-def ssh_host() -> Iterator[SshHost]:
+def ssh_host(**env: str) -> Iterator[SshHost]:
+    """`env`: more of the sessions' environment (e.g. a HOME holding a .bashrc)."""
     root = Path(tempfile.mkdtemp(prefix="ow-h-"))  # short: unix socket paths are limited
     folder = root / "o"
-    sshd = SshServer(root / "sshd", env={"ONWATCH_HOST_DIR": str(folder)})
+    sshd = SshServer(root / "sshd", env={"ONWATCH_HOST_DIR": str(folder), **env})
     host = SshHost(sshd, folder, caddy_options(), ssh.new_key_pair("tests"))
     sshd.authorize(host.key.public)
     try:
