@@ -122,6 +122,11 @@ class Target:
         return caddy.Site(domain, (self.ports[0], self.ports[1]), release.health_path or "/")
 
 
+def at(target: Target, text: str) -> str:
+    """`text` naming the place it happened on (a host's own errors name it already)."""
+    return text if text.startswith(target.place.name) else f"on {target.place.name}: {text}"
+
+
 def targets_of(service: Service) -> list[Target]:
     """Where a deploy of the service goes, in order: its hosts, else this machine alone
     on the service's own slot ports (as before services had hosts). PlaceError when a
@@ -430,7 +435,7 @@ class Run:
         try:
             target.place.receive(there, folder)
         except places.PlaceError as e:
-            raise DeployFailed(f"on {target.place.name}: {e}") from None
+            raise DeployFailed(at(target, str(e))) from None
         return f"{there} on {target.place.name}"
 
     def run_at(self, target: Target, release: Release, command: str, once: bool = False) -> str:
@@ -446,7 +451,7 @@ class Run:
                 folder, command, env, seconds, lambda line: log.say(line), self.ctx.cancelled
             )
         except places.PlaceError as e:
-            raise DeployFailed(f"on {target.place.name}: {e}") from None
+            raise DeployFailed(at(target, str(e))) from None
         finally:
             log.close()
         if ran.reason is not None or ran.exit_code != 0:
@@ -604,7 +609,7 @@ class Run:
                     else t.place.has_folder(self.folder_at(t, release))
                 )
             except places.PlaceError as e:
-                raise DeployFailed(f"on {t.place.name}: {e}") from None
+                raise DeployFailed(at(t, str(e))) from None
             if not there:
                 raise DeployFailed(f"{release.label} is no longer on {where} (its folder is gone)")
 
@@ -622,7 +627,7 @@ class Run:
         try:
             before = target.place.serving(site)
         except places.PlaceError as e:
-            raise DeployFailed(f"on {target.place.name}: {e}") from None
+            raise DeployFailed(at(target, str(e))) from None
         here = target is self.here()
         try:
             record = target.place.switch(
@@ -640,7 +645,7 @@ class Run:
         except places.PlaceError as e:
             # Lost mid-switch: it may have moved, so it goes back with the others.
             self.unsure = (target, before)
-            raise DeployFailed(f"on {target.place.name}: {e}") from None
+            raise DeployFailed(at(target, str(e))) from None
         if here and record.still_counting:
             self.watched = f"127.0.0.1:{record.port}"
         if record.warning:
@@ -658,7 +663,7 @@ class Run:
         try:
             target.ports = target.place.free_ports(2)
         except places.PlaceError as e:
-            raise DeployFailed(f"on {target.place.name}: {e}") from None
+            raise DeployFailed(at(target, str(e))) from None
         if target.placement is not None:
             services.placement_ports(target.placement, target.ports)
 
