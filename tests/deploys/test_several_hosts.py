@@ -18,7 +18,7 @@ from onwatch.deploys.models import Deploy, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
-from tests.support.load import Load, fetch
+from tests.support.load import Load, Tally, fetch
 from tests.support.releases import KINDS, app_files
 from tests.support.several import (
     SSH_HOST,
@@ -81,6 +81,17 @@ def migrated(service: Service) -> list[str]:
     # A host's lines are its name in brackets, then what it said.
     said = [t.split("] ", 1)[-1] for t in texts]
     return [t.split()[1] for t in said if t.startswith("migrated ")]
+
+
+def figures(what: str, deploy: Deploy, tally: Tally) -> str:
+    """With -s: the requests through the first host's Caddy while the deploy went there,
+    back, and failed; how long it took, and how long the first host's going back took."""
+    back = [s["seconds"] for s in deploy.steps if s["name"].startswith("switch back on")]
+    return (
+        f"{what}: {tally.ok + tally.failed} requests, {tally.failed} failed, "
+        f"{tally.answers['v2']} from the new release before it went back; the deploy took "
+        f"{deploy.seconds:.1f} s, going back {sum(back):.1f} s"
+    )
 
 
 def names(deploy: Deploy) -> list[str]:
@@ -146,6 +157,7 @@ def test_the_second_hosts_gate_failing_sends_the_first_back_with_no_failed_reque
     assert answers(machine) == answers(other) == {"v1"}
     assert tally.failed == 0, tally.errors
     assert tally.answers["v2"] > 0 and tally.answers["v1"] > 0
+    print(figures("two places on this machine, the second's gate failing", failed, tally))
     back = [s for s in failed.steps if s["name"] == "switch back on this machine"]
     assert len(back) == 1 and back[0]["ok"], failed.steps
     assert back[0]["detail"] == f"{v1} serves on this machine again"
@@ -294,6 +306,7 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
     assert served == {"v1"}
     assert tally.failed == 0, tally.errors
     assert tally.answers["v2"] > 0  # it served on the first host until it went back
+    print(figures("two SSH hosts, the second's gate failing", v2, tally))
     assert migrated(shop) == ["v1", "v2", "v3", "v4"]  # once each, on the first host
     assert [s["ok"] for s in v2.steps if s["name"] == f"switch back on {a}"] == [True]
     assert placed == {a: str(v1.release), b: str(v1.release)}
