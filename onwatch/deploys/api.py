@@ -17,6 +17,7 @@ from onwatch.core.masking import Masker
 from onwatch.core.rest import ERRORS, not_found, operation, org_of
 from onwatch.core.rest import unprocessable as refuse
 from onwatch.core.validators import MAX_ID, Text
+from onwatch.deploys import releases
 from onwatch.deploys import services as writer
 from onwatch.deploys.models import Deploy, Pipeline, Release, Service
 from onwatch.deploys.services import Refusal, ServiceFields
@@ -555,3 +556,55 @@ def deploy_get(request: HttpRequest, deploy_id: int) -> dict[str, Any]:
     if found is None:
         raise not_found("deploy", deploy_id, LISTING)
     return deploy_out(found)
+
+
+class HostsIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    hosts: list[Text] = Field(
+        description="Host names in deploy order (as onwatch hosts lists them); [] or "
+        '["this machine"]: this machine only',
+        max_length=50,
+    )
+
+
+class WhereOut(Schema):
+    host: str
+    serving: str = Field(description="What serves the service there: a release, or nothing")
+    seen_at: datetime | None = Field(description="When that was read (null: just now)")
+
+
+class HostsOut(Schema):
+    hosts: list[WhereOut] = Field(description="In the order its deploys go through them")
+    not_stopped: list[str] = Field(
+        default=[],
+        description="Hosts taken off where the service could not be stopped (it may still "
+        "serve there), one line each",
+    )
+
+
+def hosts_out(service: Service) -> dict[str, Any]:
+    return {"hosts": [vars(w) for w in releases.where_it_runs(service)]}
+
+
+@operation(
+    services, "GET", "{service_id}/hosts/", "services:read", response={200: HostsOut, **ERRORS}
+)
+def service_hosts(request: HttpRequest, service_id: int) -> dict[str, Any]:
+    """The hosts the service runs on, in deploy order, and what serves on each."""
+    return hosts_out(find(request, service_id))
+
+
+@operation(
+    services, "PUT", "{service_id}/hosts/", "services:write", response={200: HostsOut, **ERRORS}
+)
+def service_hosts_set(request: HttpRequest, service_id: int, body: HostsIn) -> dict[str, Any]:
+    """Set the hosts the service runs on; its next deploy goes to each in turn, all or
+    nothing. Each must be a host of the organization that passed its check."""
+    service = find(request, service_id)
+    try:
+        chosen = writer.hosts_named(service.org, list(body.hosts))
+        left = writer.set_service_hosts(service, chosen, Actor.of(request))
+    except Refusal as e:
+        raise refuse(str(e)) from None
+    return hosts_out(service) | {"not_stopped": left}

@@ -17,6 +17,9 @@ POLL_SECONDS = 0.5
 
 
 def register(add: AddCommand, services_sub: Any) -> None:
+    from onwatch.deploys import placecli
+
+    placecli.register(add, services_sub)
     domain = add(
         "domain",
         cmd_services_domain,

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.rest import org_of
-from onwatch.deploys import services, watch
+from onwatch.deploys import releases, services, watch
 from onwatch.deploys.forms import WatchForm
 from onwatch.deploys.models import (
     ENDED,
@@ -39,13 +39,13 @@ def _service(request: HttpRequest, pk: int) -> Service:
 def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     """The service page's part about its domain, releases and deploys."""
     live = services.live_release(service)
-    releases = list(service.releases.order_by("-pk"))
+    kept = list(service.releases.order_by("-pk"))
     notes = services.rolled_back_notes(service)
     return {
-        "releases": releases,
+        "releases": kept,
         # Each with what a watch said of it, and what it answered while it served (the
         # baseline of a release after it).
-        "release_rows": [(r, notes.get(r.pk, ""), watch.tally_said(r)) for r in releases],
+        "release_rows": [(r, notes.get(r.pk, ""), watch.tally_said(r)) for r in kept],
         "live_release": live,
         "previous_release": services.previous_release(service),
         "rollback_refused": rollback_refused(service),
@@ -53,6 +53,8 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         "deploys": list(service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]),
         "can_deploy": can(request, "deploys.run"),
         "ready": ReleaseState.READY,
+        "where": releases.where_it_runs(service),
+        "host_names": ", ".join(p.host.name for p in services.placements(service)),
     }
 
 
@@ -114,6 +116,25 @@ def service_watch(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(e))
     else:
         messages.success(request, f"Saved: {services.watch_rule(service)}.")
+    return redirect("service_detail", pk=pk)
+
+
+@require("services.manage")
+@require_POST
+def service_hosts(request: HttpRequest, pk: int) -> HttpResponse:
+    """The hosts, comma-separated in deploy order; empty: this machine only."""
+    service = _service(request, pk)
+    names = [n.strip() for n in request.POST.get("hosts", "").split(",") if n.strip()]
+    try:
+        chosen = services.hosts_named(service.org, names)
+        left = services.set_service_hosts(service, chosen, Actor.of(request))
+    except Refusal as e:
+        messages.error(request, str(e))
+    else:
+        for line in left:
+            messages.warning(request, line)
+        said = ", then ".join(names) if names else "this machine only"
+        messages.success(request, f"{service.name} runs on {said}; its next deploy goes there.")
     return redirect("service_detail", pk=pk)
 
 

@@ -111,6 +111,34 @@ class HostForm(forms.Form):
         help_text="Tick only on purpose: onwatch needs no root, and a deploy user that is root "
         "or uses sudo without a password is otherwise reported as a problem.",
     )
+    caddy_https = forms.BooleanField(
+        label="HTTPS",
+        required=False,
+        initial=True,
+        help_text="Caddy gets each domain a certificate and sends http on to https; the "
+        "domains must point at the host.",
+    )
+    # Left empty: the host's own (or, for a new host, 80, 443 and 2020).
+    http_port = forms.IntegerField(
+        label="HTTP port", required=False, min_value=1, max_value=65535, initial=80
+    )
+    https_port = forms.IntegerField(
+        label="HTTPS port",
+        required=False,
+        min_value=1,
+        max_value=65535,
+        initial=443,
+        help_text="Below 1024 Caddy needs a right the deploy user may lack: the host's check "
+        "says what to do.",
+    )
+    health_port = forms.IntegerField(
+        label="Health check port",
+        required=False,
+        min_value=1024,
+        max_value=65535,
+        initial=2020,
+        help_text="Caddy's own, on the host's loopback: any free port.",
+    )
 
     def __init__(self, *args: Any, adding: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

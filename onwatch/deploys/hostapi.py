@@ -39,6 +39,10 @@ class HostOut(Schema):
     monthly_cost: Decimal | None
     currency: str
     allow_sudo: bool
+    caddy_https: bool
+    http_port: int
+    https_port: int
+    health_port: int
     host_key_fingerprints: list[str]
     public_key: str = Field(description="onwatch's key: put it in the host's authorized_keys")
     ready: bool | None = Field(description="null: never checked")
@@ -86,6 +90,10 @@ def host_out(host: Host) -> dict[str, Any]:
         "monthly_cost": host.monthly_cost,
         "currency": host.currency,
         "allow_sudo": host.allow_sudo,
+        "caddy_https": host.caddy_https,
+        "http_port": host.http_port,
+        "https_port": host.https_port,
+        "health_port": host.health_port,
         "host_key_fingerprints": ssh.fingerprints(host.known_hosts),
         "public_key": key,
         "ready": host.ready,

@@ -53,14 +53,22 @@ def _look(host: Host, prepare: bool) -> list[hosts.Finding]:
     where = target(host)
     name = shlex.quote(host.name)
     facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
-    found = hosts.findings(facts, host.allow_sudo, name)
+    found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host))
     packages = hosts.to_prepare(found)
     if not prepare or not packages or not found[0].ok:
         return found
     failed = hosts.prepare(where, hosts.python_path(facts), packages)
     facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
-    found = hosts.findings(facts, host.allow_sudo, name)
+    found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host))
     return found + [hosts.Finding("prepare", False, line) for line in failed]
+
+
+def caddy_ports(host: Host) -> tuple[int, ...]:
+    """The ports Caddy takes for the world on an SSH host (this machine's are settings,
+    and Caddy's own refusal there says what to do)."""
+    if host.local:
+        return ()
+    return (host.http_port, host.https_port) if host.caddy_https else (host.http_port,)
 
 
 def _alert_once(host: Host) -> None:

@@ -30,6 +30,14 @@ def register(add: AddCommand) -> None:
     adding.add_argument(
         "--allow-sudo", action="store_true", help="the deploy user may be root (on purpose)"
     )
+    adding.add_argument("--http-port", type=int, default=80, help="Caddy's HTTP port there")
+    adding.add_argument("--https-port", type=int, default=443, help="Caddy's HTTPS port there")
+    adding.add_argument(
+        "--health-port", type=int, default=2020, help="Caddy's loopback port for health checks"
+    )
+    adding.add_argument(
+        "--no-https", dest="https", action="store_false", help="plain HTTP only (no certificates)"
+    )
     listing = add("list", cmd_list, "List the hosts and whether each is ready.", sub)
     key = add("key", cmd_key, "Print onwatch's public key for the hosts' authorized_keys.", sub)
     check = add("check", cmd_check, "Check a host now: one line per thing deploys need.", sub)
@@ -80,6 +88,10 @@ def cmd_add(args: argparse.Namespace) -> int:
             monthly_cost=cost,
             currency=currency,
             allow_sudo=args.allow_sudo,
+            caddy_https=args.https,
+            http_port=args.http_port,
+            https_port=args.https_port,
+            health_port=args.health_port,
         )
         host = services.add_host(org, fields, CLI)
     except ValidationError as e:

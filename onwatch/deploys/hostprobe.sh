@@ -21,6 +21,16 @@ for c in "$venv/bin/caddy" "$(command -v caddy 2>/dev/null)"; do
   echo "caddy $("$c" version 2>/dev/null | cut -d' ' -f1) $c"
   break
 done
+# Ports below this need a right (root, or the capability on Caddy) to be listened on.
+echo "ports $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024)"
+for c in "$(command -v getcap 2>/dev/null)" /sbin/getcap /usr/sbin/getcap; do
+  [ -n "$c" ] && [ -x "$c" ] && [ -x "$venv/bin/caddy" ] || continue
+  case "$("$c" "$venv/bin/caddy" 2>/dev/null)" in
+    *cap_net_bind_service*) echo "caddycap yes" ;;
+    *) echo "caddycap no" ;;
+  esac
+  break
+done
 probe="$dir"
 while [ ! -d "$probe" ]; do probe=$(dirname "$probe"); done
 df -Pk "$probe" 2>/dev/null | awk -v at="$probe" 'NR == 2 { print "disk", $4, at }'

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,10 @@ def version(text: str) -> tuple[int, ...]:
     return tuple(int(n) for n in found.groups() if n is not None) if found else ()
 
 
-def findings(facts: dict[str, list[str]], allow_sudo: bool, check_name: str) -> list[Finding]:
+def findings(
+    facts: dict[str, list[str]], allow_sudo: bool, check_name: str, ports: Sequence[int] = ()
+) -> list[Finding]:
+    """`ports`: those Caddy listens on for the world there (none: not judged)."""
     venv = f"{_first(facts, 'dir') or '~/.onwatch'}/venv"
     prepare = f"`onwatch hosts check {check_name} --prepare` installs it in {venv}"
     return [
@@ -168,6 +172,7 @@ def findings(facts: dict[str, list[str]], allow_sudo: bool, check_name: str) -> 
         _caddy(facts, prepare),
         _disk(facts),
         _rights(facts, allow_sudo),
+        *([_ports(facts, ports, f"{venv}/caddy")] if ports else []),
     ]
 
 
@@ -266,6 +271,25 @@ def _rights(facts: dict[str, list[str]], allow_sudo: bool) -> Finding:
             'own, or allow it on purpose ("may use root" on the host\'s page)',
         )
     return Finding("rights", True, f"{user} has no root and no sudo without a password")
+
+
+def _ports(facts: dict[str, list[str]], ports: Sequence[int], caddy: str) -> Finding:
+    """Ports below the host's unprivileged start (1024 unless lowered) need root or the
+    capability on Caddy, which onwatch cannot give itself: it needs no root."""
+    said = _first(facts, "ports")
+    start = int(said) if said.isdigit() else 1024
+    uid, user = ([*facts.get("user", []), "", ""])[:2]
+    low = sorted(p for p in ports if p < start)
+    shown = " and ".join(map(str, ports))
+    if not low or uid == "0" or _first(facts, "caddycap") == "yes":
+        return Finding("ports", True, f"Caddy may listen on port {shown}")
+    return Finding(
+        "ports",
+        False,
+        f"Caddy may not listen on port {low[0]} as {user}: run `sudo setcap "
+        f"cap_net_bind_service=+ep {caddy}` on the host, or give the host HTTP/HTTPS ports "
+        f"from {start} up on its page, then check again",
+    )
 
 
 def to_prepare(found: list[Finding]) -> list[str]:

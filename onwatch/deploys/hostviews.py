@@ -35,8 +35,20 @@ def host_list(request: HttpRequest) -> HttpResponse:
     return render(request, "deploys/hosts.html", ctx)
 
 
+EDITABLE = (
+    "provider",
+    "monthly_cost",
+    "currency",
+    "allow_sudo",
+    "caddy_https",
+    *services.HOST_PORTS,
+)
+
+
 def _fields(form: HostForm, address: str) -> HostFields | None:
-    data = {k: v for k, v in form.cleaned_data.items() if k != "address"}
+    # A field left empty keeps what the host has (its initial value), else the default.
+    data = {k: form.initial.get(k) if v is None else v for k, v in form.cleaned_data.items()}
+    data.pop("address", None)
     try:
         return HostFields(address=address, **{k: v for k, v in data.items() if v is not None})
     except ValidationError as e:
@@ -68,7 +80,7 @@ def host_add(request: HttpRequest) -> HttpResponse:
 @require("hosts.manage")
 def host_edit(request: HttpRequest, pk: int) -> HttpResponse:
     host = _host(request, pk)
-    initial = {n: getattr(host, n) for n in ("provider", "monthly_cost", "currency", "allow_sudo")}
+    initial = {n: getattr(host, n) for n in EDITABLE}
     form = HostForm(request.POST or None, initial=initial, adding=False)
     if request.method == "POST" and form.is_valid():
         fields = _fields(form, host.name)

@@ -247,6 +247,12 @@ class Host(models.Model):
     currency = models.CharField(max_length=3, blank=True)
     # An admin allowed the deploy user to be root or use sudo without a password.
     allow_sudo = models.BooleanField(default=False)
+    # Its Caddy's ports (an SSH host's; this machine's come from the ONWATCH_CADDY_* settings):
+    # below 1024 they need a right the deploy user may lack (the host's check says so).
+    caddy_https = models.BooleanField(default=True)
+    http_port = models.PositiveIntegerField(default=80)
+    https_port = models.PositiveIntegerField(default=443)
+    health_port = models.PositiveIntegerField(default=2020)
     # The last check: when, whether all was there (None: never checked), one line per thing.
     checked_at = models.DateTimeField(null=True, blank=True)
     ready = models.BooleanField(null=True, blank=True)
@@ -269,6 +275,31 @@ class Host(models.Model):
         if self.monthly_cost is None:
             return ""
         return f"{self.monthly_cost} {self.currency} a month".strip()
+
+
+class ServiceHost(models.Model):
+    """One of the hosts a service runs on, in the order its deploys go through them. A
+    service with none runs on this machine only, on its own slot_ports; an SSH host's two
+    slot ports are asked of the host on its first deploy there and kept."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="placements")
+    # A host a service runs on is never removed from under it (its releases run there).
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="placements")
+    position = models.PositiveIntegerField()
+    slot_ports = models.JSONField(default=list, blank=True)
+    # What served the service there when onwatch last looked (each deploy's end), and when:
+    # the service page shows it without reaching every host.
+    serving = models.CharField(max_length=300, blank=True)
+    serving_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "host"], name="service_host_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service.name} on {self.host.name}"
 
 
 class ReleaseState(models.TextChoices):

@@ -10,13 +10,17 @@ step: when, how long, ok or not, why) is kept on its row as it happens."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,15 +35,29 @@ from onwatch.core.masking import Masker
 from onwatch.deploys import (
     caddy,
     git,
+    hosts,
     pipelines,
+    places,
     procman,
     projectfile,
+    remote,
     sandbox,
     services,
     switch,
     watch,
 )
-from onwatch.deploys.models import Deploy, DeployKind, Release, Service, State, Watch
+from onwatch.deploys.models import (
+    THIS_MACHINE,
+    Deploy,
+    DeployKind,
+    Host,
+    Release,
+    ReleaseState,
+    Service,
+    ServiceHost,
+    State,
+    Watch,
+)
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
     caches_of,
@@ -84,6 +102,58 @@ def machine() -> switch.Machine:
     return switch.this_machine()
 
 
+def place_for(host: Host) -> places.Place:
+    """This machine's place, or an SSH host's (remote.py: an agent on the host, over SSH)."""
+    if host.local:
+        return places.LocalPlace(machine())
+    try:
+        return remote.place_of(host)
+    except hosts.HostError as e:
+        raise places.PlaceError(str(e)) from None
+
+
+@dataclass
+class Target:
+    """One place a deploy of the service goes to, with its two slot ports (none yet: an SSH
+    host's first deploy asks the host for them) and the row that keeps them."""
+
+    place: places.Place
+    ports: list[int]
+    placement: ServiceHost | None = None
+
+    @property
+    def local(self) -> bool:
+        """Built by releases.py in the sandbox, in the folder it was checked out in."""
+        return isinstance(self.place, places.LocalPlace)
+
+    def site(self, domain: str, release: Release) -> caddy.Site:
+        return caddy.Site(domain, (self.ports[0], self.ports[1]), release.health_path or "/")
+
+
+def at(target: Target, text: str) -> str:
+    """`text` naming the place it happened on (a host's own errors name it already)."""
+    return text if text.startswith(target.place.name) else f"on {target.place.name}: {text}"
+
+
+def targets_of(service: Service) -> list[Target]:
+    """Where a deploy of the service goes, in order: its hosts, else this machine alone
+    on the service's own slot ports (as before services had hosts). PlaceError when a
+    host's place cannot be made."""
+    rows = services.placements(service)
+    if not rows:
+        return [Target(places.LocalPlace(machine()), list(service.slot_ports))]
+    return [target_of(service, r) for r in rows]
+
+
+def target_of(service: Service, row: ServiceHost) -> Target:
+    return Target(place_for(row.host), ports_of(service, row), row)
+
+
+def ports_of(service: Service, row: ServiceHost) -> list[int]:
+    """This machine's slots are the service's own; an SSH host's, those it gave."""
+    return list(service.slot_ports if row.host.local else row.slot_ports)
+
+
 def deploy_lock(here: switch.Machine, service: Service) -> Path:
     """The file a deploy of `service` holds locked while it runs (flock)."""
     locks = here.root / "locks"
@@ -95,7 +165,15 @@ def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> 
     """Make `change` (the service's new domain, saved) and send the new domain to the
     slots the old one went to: what is live keeps serving, at the new domain only. With
     no new domain the site leaves Caddy (its release keeps running). Refused while a
-    deploy of the service runs: it would set up the old domain again."""
+    deploy of the service runs: it would set up the old domain again. Refused too while
+    it has been deployed on SSH hosts: the seam to a host (places.py) cannot move a site."""
+    if on_hosts := [p.host.name for p in services.placements(service) if p.slot_ports]:
+        raise services.Refusal(
+            f"{service.name} runs on SSH hosts ({', '.join(on_hosts)}), where onwatch cannot "
+            "move its domain yet; take them off its hosts (onwatch services hosts "
+            f"{service.name} 'this machine'), change the domain, then set them again",
+            "domain",
+        )
     here = machine()
     with deploy_lock(here, service).open("a") as held:
         try:
@@ -152,6 +230,13 @@ class Run:
         self.base: services.Tally | None = None
         # The slot the new release answers from, once the switch kept Caddy counting.
         self.watched = ""
+        # Where it goes (places.py), in order, and what users felt at each switch there.
+        self.targets: list[Target] = []
+        self.felts: list[tuple[str, switch.Felt]] = []
+        # Why the new release is not watched although the service asks for it.
+        self.unwatched = ""
+        # A place whose switch was cut off (the host lost): what served there before.
+        self.unsure: tuple[Target, str | None] | None = None
 
     # --- the whole run -------------------------------------------------------------------
 
@@ -161,22 +246,56 @@ class Run:
             self.service.refresh_from_db()
             services.deploy_started(self.deploy)
             self.own_user()
-            if self.deploy.kind == DeployKind.ROLLBACK:
-                release = self.rollback_target()
-                self.make_live(release)
-            else:
-                try:
-                    release = self.build()
-                    # Only now: the build, a backup's wait and the migrations would grow the
-                    # log without bound, and the old release's errors while its data
-                    # changed under it would raise the bar the new one is judged against.
-                    self.count_before()
-                    self.make_live(release)
-                finally:
-                    if self.counting and not self.watched:
-                        watch.stop_counting(self.machine, self.service.domain)
+            self.targets = self.reach()
+            try:
+                release = self.kind_of_run()
+            finally:
+                for target in self.targets:
+                    target.place.close()
             self.own_releases()
         return release
+
+    def kind_of_run(self) -> Release:
+        if self.deploy.kind == DeployKind.ROLLBACK:
+            release = self.rollback_target()
+            self.make_live(release)
+            return release
+        try:
+            release = self.build()
+            # Only now: the build, a backup's wait and the migrations would grow the
+            # log without bound, and the old release's errors while its data
+            # changed under it would raise the bar the new one is judged against.
+            self.count_before()
+            self.make_live(release)
+        finally:
+            if self.counting and not self.watched:
+                watch.stop_counting(self.machine, self.service.domain)
+        return release
+
+    def reach(self) -> list[Target]:
+        try:
+            return targets_of(self.service)
+        except places.PlaceError as e:
+            raise DeployFailed(str(e)) from None
+
+    @property
+    def several(self) -> bool:
+        """Whether the service runs elsewhere than on this machine alone: its steps then
+        say where each ran."""
+        return len(self.targets) > 1 or self.targets[0].placement is not None
+
+    def on(self, name: str, target: Target) -> str:
+        return f"{name} on {target.place.name}" if self.several else name
+
+    def here(self) -> Target | None:
+        """This machine's place, whose Caddy the watch reads (watch.py)."""
+        for t in self.targets:
+            if isinstance(t.place, places.LocalPlace) and t.place.machine == self.machine:
+                return t
+        return None
+
+    def remote(self) -> list[Target]:
+        return [t for t in self.targets if not t.local]
 
     def rollback_target(self) -> Release:
         try:
@@ -192,6 +311,17 @@ class Run:
         self.previous = services.live_release(self.service)
         if not (self.service.watch_seconds and self.previous and self.service.domain):
             return
+        if self.here() is None:
+            # Caddy's log is read on this machine only (watch.py).
+            self.unwatched = (
+                "not judged: onwatch reads the answers Caddy logs on this machine only, and "
+                f"{self.service.name} runs on SSH hosts only"
+            )
+            return
+        if self.several:
+            self.ctx.log(
+                "the watch judges this machine's answers only: Caddy on SSH hosts is not read"
+            )
         try:
             self.machine.caddy.start_counting(self.service.domain)
         except (caddy.CaddyError, OSError) as e:
@@ -286,17 +416,64 @@ class Run:
         try:
             self.step("checkout", lambda: self.checkout(release, folder, commit))
             project = self.step("read onwatch.toml", lambda: self.read_project(folder))
+            # Sent before the build here changes the tree: each host builds its own.
+            for t in self.remote():
+                self.step(f"send to {t.place.name}", partial(self.send, t, release, folder))
             if project.build:
-                with pipelines.caches_held(self.ctx, self.service, "pipeline or build"):
-                    self.step("build", lambda: self.sandboxed(project.build, folder))
+                self.build_everywhere(release, folder, project.build)
             if release_line := project.release:
                 self.backup_first(release)
-                self.step("release command", lambda: self.release_command(release_line, folder))
+                first = self.targets[0]
+                self.step(
+                    self.on("release command", first),
+                    partial(self.release_command, release_line, folder)
+                    if first.local
+                    else partial(self.run_at, first, release, release_line, True),
+                )
         except DeployFailed as e:
             services.release_failed(release, str(e))
             raise
         services.release_built(release, project.web, project.health or "/")
         return release
+
+    def build_everywhere(self, release: Release, folder: Path, command: str) -> None:
+        """Here in the sandbox (once, for every place of this machine), then on each host."""
+        if local := [t for t in self.targets if t.local]:
+            with pipelines.caches_held(self.ctx, self.service, "pipeline or build"):
+                self.step(self.on("build", local[0]), lambda: self.sandboxed(command, folder))
+        for t in self.remote():
+            self.step(f"build on {t.place.name}", partial(self.run_at, t, release, command))
+
+    def send(self, target: Target, release: Release, folder: Path) -> str:
+        there = target.place.release_folder(self.service.pk, release.pk)
+        try:
+            target.place.receive(there, folder)
+        except places.PlaceError as e:
+            raise DeployFailed(at(target, str(e))) from None
+        return f"{there} on {target.place.name}"
+
+    def run_at(self, target: Target, release: Release, command: str, once: bool = False) -> str:
+        """A build (or, `once`, the release command) on an SSH host, its lines in the
+        deploy's log, stopped at its time limit or when the deploy is cancelled."""
+        log = StepLog(self.ctx.job.pk, self.service.secrets, prefix=f"[{target.place.name}] ")
+        log.say(f"$ {command}")
+        folder = target.place.release_folder(self.service.pk, release.pk)
+        env = {**self.service.secrets, "ONWATCH_DEPLOY": str(self.deploy.pk)}
+        seconds = RELEASE_COMMAND_SECONDS if once else pipelines.STEP_LIMITS.seconds
+        try:
+            ran = target.place.run(
+                folder, command, env, seconds, lambda line: log.say(line), self.ctx.cancelled
+            )
+        except places.PlaceError as e:
+            raise DeployFailed(at(target, str(e))) from None
+        finally:
+            log.close()
+        if ran.reason is not None or ran.exit_code != 0:
+            said = " | ".join(self.masker.mask(line) for line in ran.last_lines) or "nothing"
+            what = "the release command " if once else ""
+            why = ran.reason or f"exited with {ran.exit_code}"
+            raise DeployFailed(f"on {target.place.name}: {what}{why}: {said}")
+        return f"exited with 0 in {ran.seconds:.1f} s"
 
     def checkout(self, release: Release, folder: Path, commit: str) -> str:
         service = self.service
@@ -420,60 +597,183 @@ class Run:
     # --- switching -----------------------------------------------------------------------
 
     def make_live(self, release: Release) -> None:
-        if not Path(release.directory).is_dir():
-            raise DeployFailed(f"{release.label} is no longer on this machine (its folder is gone)")
-        site = site_of(self.service, release)
-        self.step("prepare Caddy", lambda: self.prepare(site))
-        if self.user:
+        """Switch each place in turn behind the same gate; when one fails, those switched
+        already go back to what they served before: no mix of releases stays live."""
+        self.check_folders(release)
+        if self.user and any(t.local for t in self.targets):
             # Kept from before the service had a user of its own (a rollback): its now too.
             hand_to(Path(release.directory), self.user)
-        target = switch.Release(
-            release.label,
-            release.web_command,
-            Path(release.directory),
-            self.service.secrets,
-            user=self.user,
-        )
+        switched: list[tuple[Target, str | None]] = []
         try:
-            record = switch.switch(
-                self.machine,
+            for t in self.targets:
+                switched.append((t, self.switch_at(t, release)))
+        except DeployFailed as e:
+            self.sum_felt()
+            unsure = [self.unsure] if self.unsure else []
+            raise DeployFailed(self.went_back([*switched, *unsure], str(e))) from None
+        self.sum_felt()
+
+    def check_folders(self, release: Release) -> None:
+        for t in self.targets:
+            where = "this machine" if not self.several else t.place.name
+            try:
+                there = (
+                    Path(release.directory).is_dir()
+                    if t.local
+                    else t.place.has_folder(self.folder_at(t, release))
+                )
+            except places.PlaceError as e:
+                raise DeployFailed(at(t, str(e))) from None
+            if not there:
+                raise DeployFailed(f"{release.label} is no longer on {where} (its folder is gone)")
+
+    def folder_at(self, target: Target, release: Release) -> str:
+        if target.local:
+            return release.directory
+        return target.place.release_folder(self.service.pk, release.pk)
+
+    def switch_at(self, target: Target, release: Release) -> str | None:
+        """Switch one place to `release`; what served there before (None: nothing). Once
+        its switch started (its slot ports asked for), a failure is DeployFailed."""
+        self.ensure_ports(target)
+        site = target.site(self.service.domain, release)
+        self.step(self.on("prepare Caddy", target), lambda: self.prepare(target, site))
+        try:
+            before = target.place.serving(site)
+        except places.PlaceError as e:
+            raise DeployFailed(at(target, str(e))) from None
+        here = target is self.here()
+        try:
+            record = target.place.switch(
                 site,
-                target,
-                self.on_switch_step,
+                self.release_at(target, release),
+                self.named(target),
                 GATE,
-                keep_counting=self.counting,
+                keep_counting=self.counting and here,
                 # The old release's answers while the new one started and passed its gate.
-                before_count=self.read_base,
+                before_count=self.read_base if here else lambda: None,
             )
         except switch.SwitchFailed as e:
-            self.felt(e.record)
-            raise DeployFailed(self.masker.mask(str(e))) from None
-        if record.still_counting:
+            self.keep_felt(target, e.record)
+            raise DeployFailed(self.said_on(target, self.masker.mask(str(e)))) from None
+        except places.PlaceError as e:
+            # Lost mid-switch: it may have moved, so it goes back with the others.
+            self.unsure = (target, before)
+            raise DeployFailed(at(target, str(e))) from None
+        if here and record.still_counting:
             self.watched = f"127.0.0.1:{record.port}"
         if record.warning:
             self.warn(self.masker.mask(record.warning), stop_old(self.service))
-        self.felt(record)
+        self.keep_felt(target, record)
+        return before
 
-    def felt(self, record: switch.Switch) -> None:
-        """What users felt, on the deploy; when they saw errors or the old version after
-        the switch, a person hears it (the new release serves: a warning)."""
-        if record.felt is None:
+    def said_on(self, target: Target, text: str) -> str:
+        return f"on {target.place.name}: {text}" if self.several else text
+
+    def ensure_ports(self, target: Target) -> None:
+        """An SSH host's slot ports, asked of it on the service's first deploy there."""
+        if len(target.ports) == 2:
             return
-        services.deploy_felt(self.deploy, record.felt)
+        try:
+            target.ports = target.place.free_ports(2)
+        except places.PlaceError as e:
+            raise DeployFailed(at(target, str(e))) from None
+        if target.placement is not None:
+            services.placement_ports(target.placement, target.ports)
+
+    def release_at(self, target: Target, release: Release) -> switch.Release:
+        return switch.Release(
+            release.label,
+            release.web_command,
+            Path(self.folder_at(target, release)),
+            self.service.secrets,
+            # The service's user is this machine's; a host's agent runs it as its own.
+            user=self.user if target.local else "",
+        )
+
+    def named(self, target: Target) -> Callable[[switch.Step], None]:
+        """The switch's steps on the timeline, named after their place when there are
+        several ("health gate on deploy@10.0.0.7")."""
+        if not self.several:
+            return self.on_switch_step
+
+        def on_step(step: switch.Step) -> None:
+            self.on_switch_step(dataclasses.replace(step, name=self.on(step.name, target)))
+
+        return on_step
+
+    # --- going back ----------------------------------------------------------------------
+
+    def went_back(self, switched: list[tuple[Target, str | None]], why: str) -> str:
+        """Every place switched already goes back to what it served before (last first);
+        the deploy's one line: why, and what serves now on every host."""
+        if not switched:
+            return f"{why}; what serves now: {self.now_serving()}" if self.several else why
+        stuck = [left for t, before in reversed(switched) if (left := self.switch_back(t, before))]
+        now = self.now_serving()
+        if stuck:
+            alert_mix(self.deploy, stuck, now)
+            return f"{why}; going back failed ({'; '.join(stuck)}); what serves now: {now}"
+        names = ", ".join(t.place.name for t, _ in switched)
+        return f"{why}; switched back on {names}; what serves now: {now}"
+
+    def switch_back(self, target: Target, before: str | None) -> str:
+        """'' when `target` serves `before` again, else what is left there, in words."""
+        try:
+            self.step(f"switch back on {target.place.name}", partial(self.back, target, before))
+        except Exception as e:  # whatever it was, the others still go back, and it is said
+            return f"{target.place.name}: {self.masker.mask(str(e))}"
+        return ""
+
+    def back(self, target: Target, before: str | None) -> str:
+        site = caddy.Site(self.service.domain, (target.ports[0], target.ports[1]))
+        if target.place.serving(site) == before:
+            # A host lost mid-switch may not have moved: nothing to undo there.
+            return f"{before or 'nothing'} still serves on {target.place.name}"
+        if before is None:
+            target.place.stop_serving(set(target.ports))
+            return f"nothing served on {target.place.name} before: the new release was stopped"
+        old = release_labelled(self.service, before)
+        if old is None or old.state != ReleaseState.READY:
+            raise DeployFailed(f"{before} is no longer kept, so it cannot serve again")
+        record = target.place.switch(
+            target.site(self.service.domain, old),
+            self.release_at(target, old),
+            lambda step: None,
+            GATE,
+        )
+        self.keep_felt(target, record)
+        return f"{old.label} serves on {target.place.name} again"
+
+    def now_serving(self) -> str:
+        return serving_of(self.service, self.targets, every=True)
+
+    # --- what users felt -----------------------------------------------------------------
+
+    def keep_felt(self, target: Target, record: switch.Switch) -> None:
+        if record.felt is not None:
+            self.felts.append((target.place.name, record.felt))
+
+    def sum_felt(self) -> None:
+        """What users felt, summed over every switch (back ones too), on the deploy; when
+        they saw errors or the old version after the switch, a person hears it."""
+        if not self.felts:
+            return
+        services.deploy_felt(self.deploy, summed(self.felts, self.several))
         if self.deploy.felt_bad:
             self.warn(
                 f"Not every request went well during the switch: {self.deploy.felt_text}",
                 ROLLBACK_FELT_TO_DO if self.deploy.kind == DeployKind.ROLLBACK else FELT_TO_DO,
             )
 
-    def prepare(self, site: caddy.Site) -> str:
+    def prepare(self, target: Target, site: caddy.Site) -> str:
         """Caddy and supervisord running, and the domain sent to the service's two slots.
         Changed only when the site is new or changed (a reload closes idle connections)."""
         try:
-            self.machine.ensure_running()
-            changed = self.machine.caddy.put_site(site)
-        except (caddy.CaddyError, procman.ProcmanError, ValueError) as e:
-            raise DeployFailed(str(e)) from None
+            target.place.ensure_ready()
+            changed = target.place.put_site(site)
+        except places.PlaceError as e:
+            raise DeployFailed(self.said_on(target, str(e))) from None
         return f"{site.domain} set up in Caddy" if changed else f"{site.domain} was set up"
 
     def on_switch_step(self, step: switch.Step) -> None:
@@ -513,12 +813,93 @@ def step_row(step: switch.Step) -> dict[str, Any]:
 
 
 def serving(service: Service) -> str:
-    """What serves the service's domain now, read from Caddy's slot files."""
-    if not service.domain or len(service.slot_ports) != 2:
+    """What serves the service's domain now, read from Caddy's slot files on each of its
+    places: one release's label, or each place's when they differ (never hidden). Noted
+    on each host's row too, for the service's page."""
+    if not service.domain:
         return "nothing"
-    caddy_ = machine().caddy
-    labels = [label for p in service.slot_ports if (label := caddy_.live_label(p))]
-    return labels[0] if labels else "nothing"
+    try:
+        targets = targets_of(service)
+    except places.PlaceError as e:
+        return f"unknown ({e})"[:300]
+    try:
+        return serving_of(service, targets)
+    finally:
+        for t in targets:
+            t.place.close()
+
+
+@dataclass(frozen=True)
+class Where:
+    host: str
+    serving: str  # a release's label, "nothing", or "unknown (why)"
+    seen_at: datetime | None  # when that was read (None: just now)
+
+
+def where_it_runs(service: Service, look: bool = False) -> list[Where]:
+    """Each host of the service, in deploy order, with what serves there: as noted at
+    the last deploy's end, or, with `look` (and always for this machine alone), read now."""
+    rows = services.placements(service)
+    if not service.domain:
+        return [Where(r.host.name, "nothing", None) for r in rows] or [
+            Where(THIS_MACHINE, "nothing", None)
+        ]
+    if look or not rows:
+        said = serving(service)
+        if not rows:
+            return [Where(THIS_MACHINE, said, None)]
+        rows = services.placements(service)
+    return [Where(r.host.name, r.serving or "nothing yet", r.serving_at) for r in rows]
+
+
+def serving_of(service: Service, targets: list[Target], every: bool = False) -> str:
+    """`every`: one release everywhere is said so ("release 4 (1a2b3c4) on every host")."""
+    said = [(t.place.name, _serving_at(service, t)) for t in targets]
+    services.placements_serving(
+        {t.placement.pk: label for t, (_, label) in zip(targets, said, strict=True) if t.placement}
+    )
+    labels = {label for _, label in said}
+    if len(labels) == 1:
+        label = labels.pop()
+        several = len(said) > 1 or targets[0].placement is not None
+        return (
+            f"{label} on every host ({', '.join(n for n, _ in said)})"
+            if every and several
+            else label
+        )
+    return ", ".join(f"{label} on {name}" for name, label in said)[:300]
+
+
+def _serving_at(service: Service, target: Target) -> str:
+    if len(target.ports) != 2:
+        return "nothing"
+    site = caddy.Site(service.domain, (target.ports[0], target.ports[1]))
+    try:
+        return target.place.serving(site) or "nothing"
+    except places.PlaceError as e:
+        return f"unknown ({e})"
+
+
+def release_labelled(service: Service, label: str) -> Release | None:
+    """The release a slot's label names (Release.label: "release 4 (1a2b3c4)")."""
+    found = re.match(r"release (\d+) ", label)
+    return service.releases.filter(pk=int(found[1])).first() if found else None
+
+
+def summed(felts: list[tuple[str, switch.Felt]], several: bool) -> switch.Felt:
+    """What users felt over every switch of a deploy; not measured when any was not."""
+    drains = [f.drain_seconds for _, f in felts if f.drain_seconds is not None]
+    unmeasured = [
+        f"{name}: {f.unmeasured}" if several else f.unmeasured for name, f in felts if f.unmeasured
+    ]
+    return switch.Felt(
+        served=sum(f.served for _, f in felts),
+        failed=sum(f.failed for _, f in felts),
+        app_errors=sum(f.app_errors for _, f in felts),
+        mixed=sum(f.mixed for _, f in felts),
+        drain_seconds=max(drains) if drains else None,
+        unmeasured="; ".join(unmeasured)[:300],
+    )
 
 
 def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
@@ -543,6 +924,8 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
     services.deploy_ended(deploy, State.SUCCEEDED, run.warning, release.label)
     if run.watched and run.previous is not None:
         services.watch_started(deploy, run.previous, run.watched, run.base)
+    elif run.unwatched:
+        services.deploy_not_watched(deploy, run.unwatched)
     if run.warning:
         warn_people(deploy, run.to_do)
     prune(deploy.service)
@@ -555,7 +938,8 @@ def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     live = serving(deploy.service)
     domain = deploy.service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
-    reason = why if now in why else f"{why}; {now}"
+    # A deploy to several places says itself what serves on each.
+    reason = why if now in why or "what serves now:" in why else f"{why}; {now}"
     services.deploy_ended(deploy, state, reason, live)
     alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
 
@@ -669,6 +1053,26 @@ def _alert(deploy: Deploy, verb: str, serves: str, to_do: str) -> None:
     )
 
 
+def alert_mix(deploy: Deploy, stuck: list[str], now: str) -> None:
+    """Going back failed on a place: more than one release may serve, which a person must
+    hear at once, with where and what to do."""
+    service = deploy.service
+    masker = Masker(service.secrets)
+    body = [
+        f"What is wrong: a {deploy.kind} of {service.name} failed, and going back to the "
+        f"release that served before failed on: {'; '.join(stuck)}",
+        f"What serves {service.domain} now: {now}",
+        f"What to do: roll back (onwatch rollback {service.name}) or deploy again once the "
+        "host answers; until then users may get different versions from different hosts.",
+    ]
+    alert_channels(
+        channels_of(service),
+        title=masker.mask(f"{service.name} serves a mix of releases after deploy #{deploy.pk}"),
+        body=masker.mask("\n".join(body)),
+        link=reverse("deploy_detail", args=[deploy.pk]),
+    )
+
+
 def channels_of(service: Service) -> list[Channel]:
     chosen = services.deploy_channels(service)
     return list(organization_channels(service.org)) if chosen is None else chosen
@@ -679,6 +1083,7 @@ def stop_serving(service: Service) -> None:
     Caddy and supervisord are started for it when they do not answer (never leaving a site
     that points at a removed release); Refusal, saying what to do, when they cannot be."""
     ports = set(service.slot_ports)
+    stop_on_hosts(service)
     with _reaching(service) as here:
         if here is None:
             return
@@ -688,6 +1093,78 @@ def stop_serving(service: Service) -> None:
         for site in here.caddy.sites():
             if ports & set(site.ports):
                 here.caddy.remove_site(site.domain)
+
+
+def stop_where_not(service: Service, chosen: list[Host]) -> list[str]:
+    """The service stops on each place it served on that is not among `chosen` ([]: this
+    machine only); what could not be stopped, one line a host (a host gone for good must
+    still be taken off). Only those are reached: a host kept is not asked anything."""
+    here = not chosen or any(h.local for h in chosen)
+    kept = {h.pk for h in chosen}
+    rows = services.placements(service)
+    if not rows:
+        return [] if here else _stopped(service, targets_of(service))
+    taken_off = [r for r in rows if not (here if r.host.local else r.host_id in kept)]
+    left: list[str] = []
+    for row in taken_off:
+        if len(ports_of(service, row)) != 2:
+            continue  # never deployed there
+        try:
+            left += _stopped(service, [target_of(service, row)])
+        except places.PlaceError as e:
+            left.append(_not_stopped(service, row.host.name, str(e)))
+    return left
+
+
+def _stopped(service: Service, targets: list[Target]) -> list[str]:
+    left: list[str] = []
+    for t in targets:
+        try:
+            t.place.stop_serving(set(t.ports))
+        except places.PlaceError as e:
+            left.append(_not_stopped(service, t.place.name, str(e)))
+        finally:
+            t.place.close()
+    return left
+
+
+def _not_stopped(service: Service, host: str, why: str) -> str:
+    return (
+        f"{service.name} could not be stopped on {host} ({why}); it may still serve there: "
+        "stop it there by hand, or set the host back and take it off again once it answers"
+    )
+
+
+def stop_on_hosts(service: Service) -> None:
+    """Its releases stop on each SSH host it ran on; Refusal naming those that could not."""
+    try:
+        targets = [t for t in targets_of(service) if not t.local and len(t.ports) == 2]
+    except places.PlaceError as e:
+        raise services.Refusal(
+            f"{service.name}'s hosts cannot be reached: {e}", "confirm"
+        ) from None
+    again = (
+        f"delete it again, or take that host off its hosts first (onwatch services hosts "
+        f"{service.name} 'this machine'), which says what may still run there"
+    )
+    _stop_on(service, targets, "confirm", again)
+
+
+def _stop_on(service: Service, targets: list[Target], field: str, again: str) -> None:
+    left: list[str] = []
+    for t in targets:
+        try:
+            t.place.stop_serving(set(t.ports))
+        except places.PlaceError as e:
+            left.append(f"{t.place.name}: {e}")
+        finally:
+            t.place.close()
+    if left:
+        raise services.Refusal(
+            f"{service.name}'s releases could not be stopped on {'; '.join(left)}; when "
+            f"that host answers again, {again}",
+            field,
+        )
 
 
 def check_can_stop_serving(service: Service) -> None:
@@ -732,4 +1209,24 @@ def prune(service: Service) -> list[Release]:
         if release.directory and os.path.isdir(release.directory):
             remove_workspace(Path(release.directory))
         services.release_pruned(release)
+    if pruned:
+        prune_on_hosts(service, pruned)
     return pruned
+
+
+def prune_on_hosts(service: Service, pruned: list[Release]) -> None:
+    """The same releases go on every SSH host: each keeps what this machine keeps. A host
+    that cannot be reached keeps them until a later prune (they only take room)."""
+    try:
+        targets = [t for t in targets_of(service) if not t.local]
+    except places.PlaceError as e:
+        log.warning("old releases of %s stay on its hosts: %s", service.name, e)
+        return
+    for t in targets:
+        folders = [t.place.release_folder(service.pk, r.pk) for r in pruned]
+        try:
+            t.place.remove_folders(folders)
+        except places.PlaceError as e:
+            log.warning("old releases of %s stay on %s: %s", service.name, t.place.name, e)
+        finally:
+            t.place.close()

@@ -49,6 +49,7 @@ from onwatch.deploys.models import (
     Release,
     ReleaseState,
     Service,
+    ServiceHost,
     State,
     Trigger,
     Watch,
@@ -850,6 +851,14 @@ class HostFields(BaseModel):
     allow_sudo: bool = Field(
         default=False, description="The deploy user may be root or use sudo without a password"
     )
+    caddy_https: bool = Field(
+        default=True, description="Caddy gets certificates and sends http on to https"
+    )
+    http_port: int = Field(default=80, ge=1, le=65535, description="Caddy's HTTP port")
+    https_port: int = Field(default=443, ge=1, le=65535, description="Caddy's HTTPS port")
+    health_port: int = Field(
+        default=2020, ge=1024, le=65535, description="Caddy's own loopback port for health checks"
+    )
 
 
 def parse_cost(text: str) -> tuple[Decimal, str]:
@@ -895,6 +904,20 @@ def _cost_of(fields: HostFields) -> tuple[Decimal | None, str]:
     return fields.monthly_cost, fields.currency.upper() if fields.monthly_cost is not None else ""
 
 
+HOST_PORTS = ("http_port", "https_port", "health_port")
+
+
+def _ports_of(fields: HostFields) -> dict[str, Any]:
+    """Caddy's settings on the host; Refusal when two of its ports are the same."""
+    ports = [getattr(fields, name) for name in HOST_PORTS]
+    if len(set(ports)) < len(ports):
+        given = ", ".join(map(str, ports))
+        raise Refusal(
+            f"Caddy's HTTP, HTTPS and health ports must differ (given: {given})", "http_port"
+        )
+    return {"caddy_https": fields.caddy_https, **dict(zip(HOST_PORTS, ports, strict=True))}
+
+
 def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
     """An SSH host, its host key fetched now and pinned: later connections accept only
     that key. Refusal (nothing saved) for a malformed address, a name taken, or a host
@@ -907,6 +930,7 @@ def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
     if Host.objects.filter(org=org, name=name).exists():
         raise Refusal(f"{name} is a host already", "address")
     cost, currency = _cost_of(fields)
+    caddy_settings = _ports_of(fields)
     try:
         known = ssh.scan_host_keys(where.host, where.port, what="host")
     except ssh.SshError as e:
@@ -924,6 +948,7 @@ def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
             monthly_cost=cost,
             currency=currency,
             allow_sudo=fields.allow_sudo,
+            **caddy_settings,
         )
         actor.record(
             "host-added",
@@ -934,19 +959,23 @@ def add_host(org: Organization, fields: HostFields, actor: Actor) -> Host:
             monthly_cost=str(cost) if cost is not None else None,
             currency=currency,
             allow_sudo=host.allow_sudo,
+            **caddy_settings,
             fingerprints=ssh.fingerprints(known),
         )
     return host
 
 
 def change_host(host: Host, fields: HostFields, actor: Actor) -> list[str]:
-    """Provider, cost and whether root is allowed; the address stays (remove and add)."""
+    """Provider, cost, whether root is allowed and Caddy's ports; the address stays (remove
+    and add). New ports take effect at the host's next deploy, which writes Caddy's
+    configuration there again."""
     cost, currency = _cost_of(fields)
     wanted = {
         "provider": fields.provider,
         "monthly_cost": cost,
         "currency": currency,
         "allow_sudo": fields.allow_sudo,
+        **_ports_of(fields),
     }
     changed = [k for k, v in wanted.items() if getattr(host, k) != v]
     if not changed:
@@ -962,6 +991,12 @@ def change_host(host: Host, fields: HostFields, actor: Actor) -> list[str]:
 def remove_host(host: Host, actor: Actor) -> None:
     if host.local:
         raise Refusal("This machine is always a host: onwatch runs on it", "host")
+    if names := list(host.placements.values_list("service__name", flat=True)):
+        raise Refusal(
+            f"{', '.join(names)} {'runs' if len(names) == 1 else 'run'} on {host.name}; take "
+            f"{host.name} out of their hosts (onwatch services hosts SERVICE HOST…) first",
+            "host",
+        )
     with transaction.atomic():
         Host.objects.filter(pk=host.pk).delete()
         jobs.forget(
@@ -1031,6 +1066,100 @@ def record_host_check(
 def note_host_alerted(host: Host, alerted: bool) -> None:
     Host.objects.filter(pk=host.pk).update(alerted=alerted)
     host.alerted = alerted
+
+
+# --- the hosts a service runs on ---------------------------------------------------------
+
+
+def placements(service: Service) -> list[ServiceHost]:
+    """The hosts the service runs on, in the order its deploys go through them; [] for this
+    machine only (as a service without hosts always ran)."""
+    return list(service.placements.select_related("host").order_by("position", "id"))
+
+
+def hosts_named(org: Organization, names: list[str]) -> list[Host]:
+    """The organization's hosts by name ("this machine" included), in the order given;
+    Refusal naming the first unknown one."""
+    found = {h.name: h for h in Host.objects.filter(org=org, name__in=names)}
+    if THIS_MACHINE in names and THIS_MACHINE not in found:
+        found[THIS_MACHINE] = this_machine(org)
+    for name in names:
+        if name not in found:
+            raise Refusal(
+                f"{name} is not a host of {org.name}; add it with onwatch hosts add", "hosts"
+            )
+    return [found[n] for n in names]
+
+
+def _check_placeable(service: Service, chosen: list[Host]) -> None:
+    seen: set[int] = set()
+    for host in chosen:
+        if host.org_id != service.org_id:
+            raise Refusal(f"{host.name} is not a host of {service.org.name}", "hosts")
+        if host.pk in seen:
+            raise Refusal(f"{host.name} is named twice; name each host once", "hosts")
+        seen.add(host.pk)
+        if not host.local and host.ready is not True:
+            raise Refusal(
+                f"{host.name} has not passed its check; run onwatch hosts check {host.name} "
+                "and fix what it says first",
+                "hosts",
+            )
+
+
+def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
+    """The hosts the service runs on, in deploy order ([]: this machine only). A host kept
+    keeps its slot ports; on a host taken off, the service stops: what could not be
+    stopped (a host that does not answer) is returned, one line a host, for a person to
+    hear. The next deploy goes to the hosts as they are now. Refused while a deploy of the
+    service runs: it would end on the hosts it started with."""
+    _check_placeable(service, chosen)
+    if len(chosen) == 1 and chosen[0].local:
+        chosen = []  # this machine alone: as a service without hosts runs
+    if service.deploys.filter(state=State.RUNNING).exists():
+        raise Refusal(
+            f"A deploy of {service.name} is running; change its hosts once it has ended", "hosts"
+        )
+    # Imported here: releases.py writes through this module.
+    from onwatch.deploys import releases
+
+    left = releases.stop_where_not(service, chosen)
+    # A host kept keeps its slots and what was seen serving there.
+    kept = {p.host_id: p for p in placements(service)}
+    with transaction.atomic():
+        ServiceHost.objects.filter(service=service).delete()
+        for i, h in enumerate(chosen):
+            was = kept.get(h.pk) or ServiceHost()
+            ServiceHost.objects.create(
+                service=service,
+                host=h,
+                position=i,
+                slot_ports=was.slot_ports,
+                serving=was.serving,
+                serving_at=was.serving_at,
+            )
+        actor.record(
+            "service-hosts-set",
+            service.org,
+            service.name,
+            id=service.pk,
+            hosts=[h.name for h in chosen],
+            not_stopped=left,
+        )
+    return left
+
+
+def placements_serving(said: dict[int, str]) -> None:
+    """What serves on each host of a service (placement id -> label), as just read."""
+    now = timezone.now()
+    for pk, label in said.items():
+        ServiceHost.objects.filter(pk=pk).update(serving=label[:300], serving_at=now)
+
+
+def placement_ports(placement: ServiceHost, ports: list[int]) -> None:
+    """The slot ports a host gave for the service on its first deploy there: kept."""
+    placement.slot_ports = ports
+    placement.save(update_fields=["slot_ports"])
 
 
 # --- domains, releases, deploys and rollbacks ----------------------------------------------
@@ -1691,6 +1820,13 @@ def watch_step(
         "detail": detail,
     }
     deploy_step(watch.deploy, step if judged else step | {"result": NOT_JUDGED})
+
+
+def deploy_not_watched(deploy: Deploy, why: str) -> None:
+    """A "watch" step that judged nothing, saying why (a service on SSH hosts only)."""
+    now = timezone.now().isoformat()
+    step = {"name": "watch", "started": now, "ended": now, "seconds": 0.0, "ok": True}
+    deploy_step(deploy, step | {"detail": why, "result": NOT_JUDGED})
 
 
 # A step's result as said everywhere (page, API, CLI): "ok", "failed", or "not judged".

@@ -14,16 +14,14 @@ import http.client
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from django.conf import settings
-
-from onwatch.deploys import caddy, procman, sandbox
+from onwatch.deploys import caddy, procman
 
 GATE_PASSES = 3
 GATE_SECONDS = 60.0
@@ -116,10 +114,14 @@ class Gate:
 
 @dataclass(frozen=True)
 class Machine:
-    """onwatch's Caddy and supervisord on this machine, kept under `root`."""
+    """onwatch's Caddy and supervisord on a machine, kept under `root`. `as_user` is what a
+    web process's command line is prefixed with to run as a release's user; None: as
+    pipeline steps run on onwatch's own machine (sandbox.as_step_user). An SSH host's
+    agent (agent.py) gives its own: there, the deploy user runs everything."""
 
     root: Path
     options: caddy.Options = field(default_factory=caddy.Options)
+    as_user: Callable[[str], Sequence[str]] | None = None
 
     @property
     def caddy(self) -> caddy.Caddy:
@@ -134,6 +136,9 @@ class Machine:
 
 
 def this_machine() -> Machine:
+    # Imported here: the agent on an SSH host runs this module without Django.
+    from django.conf import settings
+
     options = caddy.Options(
         settings.CADDY_HTTPS,
         settings.CADDY_HTTP_PORT,
@@ -167,7 +172,7 @@ def switch(
         try:
             _switch(machine, site, release, record, on_step, gate, keep_counting, before_count)
         except (caddy.CaddyError, procman.ProcmanError) as e:
-            record.previous = _serving(machine, site)
+            record.previous = serving(machine, site)
             _fail(record, f"the switch to {release.label} did not finish: {e}", still=False)
         return record
 
@@ -186,7 +191,7 @@ def _switch(
     live = [p for p in site.ports if machine.caddy.live_label(p) is not None]
     old = live[0] if live else None
     record.port = site.ports[1] if old == site.ports[0] else site.ports[0]
-    record.previous = _serving(machine, site)
+    record.previous = serving(machine, site)
     if len(live) > 1:
         # A switch was cut short: `first` load balancing means the first slot serves.
         _retire(machine, record, live[1], on_step, "tidy up")
@@ -199,7 +204,7 @@ def _switch(
             _retire_old(machine, record, old, on_step, window)
 
 
-def _serving(machine: Machine, site: caddy.Site) -> str | None:
+def serving(machine: Machine, site: caddy.Site) -> str | None:
     """What serves the site now: the label of its live slot (the first, if both are)."""
     labels = [label for p in site.ports if (label := machine.caddy.live_label(p))]
     return labels[0] if labels else None
@@ -222,20 +227,32 @@ def _start(
                 f"stop it (ss -ltnp shows which) and deploy again",
             )
         try:
-            program = _program(name, release, port)
+            program = _program(name, release, port, _wrapper(machine, release.user))
             machine.supervisor.add(program)
             machine.supervisor.start(name)
-        except (procman.ProcmanError, sandbox.SandboxError, ValueError) as e:
+        except (procman.ProcmanError, ValueError) as e:
             machine.supervisor.remove(name)
             _fail(record, f"{release.label} did not start: {e}")
         step.detail = f"{release.label} runs on port {port}"
 
 
-def _program(name: str, release: Release, port: int) -> procman.Program:
+def _wrapper(machine: Machine, user: str) -> Sequence[str]:
+    """ValueError when the release's user cannot be run as."""
+    if machine.as_user is not None:
+        return machine.as_user(user)
+    # Imported here: sandbox needs Django, which the agent on an SSH host has not.
+    from onwatch.deploys import sandbox
+
+    try:
+        return sandbox.as_step_user(user)
+    except sandbox.SandboxError as e:
+        raise ValueError(str(e)) from None
+
+
+def _program(name: str, release: Release, port: int, wrapper: Sequence[str]) -> procman.Program:
     """The web process runs as its service's user, like the steps that built it: it reads
     its own release folder (that user's) and nothing of onwatch's (data directory, key
     file) nor of other services'. Its HOME is its folder: onwatch's own is out of reach."""
-    wrapper = sandbox.as_step_user(release.user)
     home = {"HOME": str(release.directory)} if wrapper else {}
     return procman.Program(
         name,

@@ -27,6 +27,7 @@ urlpatterns = [
     ),
     path("services/<int:pk>/domain/", deploy_views.service_domain, name="service_domain"),
     path("services/<int:pk>/watch/", deploy_views.service_watch, name="service_watch"),
+    path("services/<int:pk>/hosts/", deploy_views.service_hosts, name="service_hosts"),
     path("services/<int:pk>/deploy/", deploy_views.service_deploy, name="service_deploy"),
     path("services/<int:pk>/rollback/", deploy_views.service_rollback, name="service_rollback"),
     path("pipelines/<int:pk>/", views.pipeline_detail, name="pipeline_detail"),

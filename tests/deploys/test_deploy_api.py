@@ -167,3 +167,37 @@ def test_a_deploy_that_never_switched_has_no_counts_in_the_api(
         "felt_text": "",
     }
     assert body["switched_at"] is None
+
+
+def test_the_api_sets_a_services_hosts_in_order_and_says_what_serves_on_each(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=True)
+    Host.objects.create(org=org, name="deploy@10.0.0.9", address="10.0.0.9", ready=False)
+    api = TokenApi(members["admin"], org, SCOPES)
+    url = f"/api/v1/services/{service.pk}/hosts/"
+    alone = api.call("GET", url).json()
+    assert alone == {
+        "hosts": [{"host": "this machine", "serving": "nothing", "seen_at": None}],
+        "not_stopped": [],
+    }
+    put = api.call("PUT", url, {"hosts": ["deploy@10.0.0.7", "this machine"]})
+    assert put.status_code == 200, put.content
+    assert [h["host"] for h in put.json()["hosts"]] == ["deploy@10.0.0.7", "this machine"]
+    assert {h["serving"] for h in put.json()["hosts"]} == {"nothing"}
+    for body, said in [
+        ({"hosts": ["deploy@10.0.0.9"]}, "deploy@10.0.0.9 has not passed its check"),
+        ({"hosts": ["deploy@nowhere"]}, "deploy@nowhere is not a host of"),
+        ({"hosts": ["this machine", "this machine"]}, "this machine is named twice"),
+    ]:
+        refused = api.call("PUT", url, body)
+        assert refused.status_code == 422 and said in refused.content.decode(), refused.content
+    reader = TokenApi(members["viewer"], org, ["services:read"])
+    assert reader.call("PUT", url, {"hosts": []}).status_code == 403
+    assert [h["host"] for h in reader.call("GET", url).json()["hosts"]] == [
+        "deploy@10.0.0.7",
+        "this machine",
+    ]

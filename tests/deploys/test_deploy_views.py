@@ -260,3 +260,29 @@ def test_each_release_shows_what_it_answered_while_it_served(
     # The first release, never watched: its row says so (and only its row).
     assert shown.count("its answers were never counted (it was never watched)") == 1
     assert first.tally_requests is None
+
+
+def test_the_service_page_sets_its_hosts_and_shows_what_serves_on_each(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    host = Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=True)
+    admin, viewer = signed_in(members["admin"]), signed_in(members["viewer"])
+    page = f"/services/{service.pk}/"
+    assert "<td>this machine</td><td>nothing</td>" in admin.get(page).content.decode()
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    done = admin.post(f"{page}hosts/", {"hosts": "this machine, deploy@10.0.0.7"})
+    assert done.status_code == 302
+    [here, there] = services.placements(service)
+    assert (here.host.name, there.host) == ("this machine", host)
+    services.placements_serving({here.pk: "release 4 (1a2b3c4)", there.pk: "release 3 (9f8e7d6)"})
+    shown = html.unescape(viewer.get(page).content.decode())
+    assert "<td>this machine</td><td>release 4 (1a2b3c4) <small>(at " in shown
+    assert "<td>deploy@10.0.0.7</td><td>release 3 (9f8e7d6) <small>(at " in shown
+    assert "if one fails, those switched already go back" in shown
+    assert "Save the hosts" not in shown  # a viewer changes nothing
+    refused = admin.post(f"{page}hosts/", {"hosts": "deploy@nowhere"}, follow=True)
+    assert "deploy@nowhere is not a host of" in html.unescape(refused.content.decode())
+    assert len(services.placements(service)) == 2

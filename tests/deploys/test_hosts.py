@@ -158,9 +158,18 @@ def test_viewers_see_hosts_and_admins_change_them(
     assert admin.post(f"/hosts/{host.pk}/check/").status_code == 302
     assert Job.objects.filter(kind=HOST_CHECK_KIND, payload__host=host.pk).count() == 2
     edit = {"provider": "Hetzner", "monthly_cost": "4.51", "currency": "EUR", "allow_sudo": "on"}
+    edit |= {"caddy_https": "on", "https_port": "8443"}  # the other ports left as they are
     assert admin.post(f"/hosts/{host.pk}/edit/", edit).status_code == 302
     host.refresh_from_db()
     assert (host.provider, host.cost_text, host.allow_sudo) == ("Hetzner", "4.51 EUR a month", True)
+    assert (host.caddy_https, host.http_port, host.https_port, host.health_port) == (
+        True,
+        80,
+        8443,
+        2020,
+    )
+    page = viewer.get(f"/hosts/{host.pk}/").content.decode()
+    assert "HTTPS on port 8443 (HTTP on 80 sends on to it)" in page
     bad = admin.post("/hosts/add/", {"address": "no-user-here"}).content.decode()
     assert "is not user@host or user@host:port" in bad
     here = services.this_machine(org)
@@ -269,3 +278,42 @@ def test_a_host_without_a_recent_python_is_told_what_to_run() -> None:
     sudo = hosts.parse("user 1000 deploy\nwritable yes\nsudo nopasswd\n")
     assert "may use sudo without a password" in hosts.findings(sudo, False, "web1")[4].line
     assert hosts.findings(sudo, True, "web1")[4].ok
+
+
+def test_low_ports_need_a_right_the_deploy_user_lacks_and_the_check_says_which(
+    org: Organization,
+) -> None:
+    facts = hosts.parse("dir /home/deploy/.onwatch\nuser 1000 deploy\nports 1024\ncaddycap no\n")
+    [*_, low] = hosts.findings(facts, False, "deploy@web1", (80, 443))
+    assert low == hosts.Finding(
+        "ports",
+        False,
+        "Caddy may not listen on port 80 as deploy: run `sudo setcap "
+        "cap_net_bind_service=+ep /home/deploy/.onwatch/venv/caddy` on the host, or give the "
+        "host HTTP/HTTPS ports from 1024 up on its page, then check again",
+    )
+    # The capability on Caddy, root, a lowered start or high ports: all fine.
+    for more, ports in (("caddycap yes", (80, 443)), ("ports 0", (80, 443)), ("", (8080, 8443))):
+        said = hosts.parse(f"user 1000 deploy\nports 1024\n{more}\n")
+        assert hosts.findings(said, False, "deploy@web1", ports)[-1].ok, (more, ports)
+    # This machine's ports are settings (no finding); an SSH host's are its own.
+    assert [f.what for f in hosts.findings(facts, False, "x")][-1] == "rights"
+
+
+def test_caddys_ports_are_set_per_host_and_must_differ(org: Organization, sshd: SshServer) -> None:
+    with pytest.raises(Refusal) as same:
+        add(org, sshd, http_port=8080, https_port=8080)
+    assert str(same.value) == (
+        "Caddy's HTTP, HTTPS and health ports must differ (given: 8080, 8080, 2020)"
+    )
+    host = add(org, sshd, caddy_https=False, http_port=8080, https_port=8443, health_port=9020)
+    assert (host.caddy_https, host.http_port, host.https_port, host.health_port) == (
+        False,
+        8080,
+        8443,
+        9020,
+    )
+    assert hostchecks.caddy_ports(host) == (8080,)
+    changed = services.change_host(host, HostFields(address=host.name, http_port=81), SYSTEM)
+    assert changed == ["caddy_https", "http_port", "https_port", "health_port"]
+    assert hostchecks.caddy_ports(host) == (81, 443)

@@ -36,10 +36,16 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
                 "Hetzner",
                 "--monthly-cost",
                 "12.50EUR",
+                "--no-https",
+                "--http-port",
+                "8080",
             ],
             env,
         )
         malformed = run(["hosts", "add", "example.org"], env)
+        same_ports = run(
+            ["hosts", "add", "deploy@127.0.0.1", "--http-port", "443", "--https-port", "443"], env
+        )
         bad_cost = run(["hosts", "add", "deploy@127.0.0.1", "--monthly-cost", "lots"], env)
         unreachable = run(["hosts", "add", f"deploy@127.0.0.1:{closed}"], env)
         refused = run(["hosts", "check", name], env)
@@ -63,17 +69,21 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
     ]
     assert key.startswith("ssh-ed25519 ")
     assert added.stdout.endswith(f"then run: onwatch hosts check {name} --prepare\n")
-    for bad in (malformed, bad_cost, unreachable, refused, changed, local, unknown):
+    for bad in (malformed, bad_cost, same_ports, unreachable, refused, changed, local, unknown):
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "'example.org' is not user@host or user@host:port" in malformed.stderr
     assert "'lots' is not a monthly cost like 12.50EUR" in bad_cost.stderr
+    assert "Caddy's HTTP, HTTPS and health ports must differ (given: 443, 443, 2020)" in (
+        same_ports.stderr
+    )
     assert f"127.0.0.1:{closed} did not show its host key" in unreachable.stderr
     assert f"{name} refused onwatch's key" in refused.stderr
     # Signed in: one line per thing, Python found, what is missing said; exit 1 as it is
     # not ready (no process manager on the test's sshd).
     assert checked.returncode == 1, checked.stderr
     out = checked.stdout.splitlines()
-    assert len(out) == 5 and out[0].startswith("ok: Python 3.")
+    assert len(out) == 6 and out[0].startswith("ok: Python 3.")
+    assert out[-1] == "ok: Caddy may listen on port 8080"  # plain HTTP, on a high port
     assert "missing: No process manager: systemd is not running" in checked.stdout
     assert listed.stdout.splitlines() == [
         "this machine\tnot checked yet\t-\t-",

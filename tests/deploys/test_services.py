@@ -19,6 +19,7 @@ from onwatch.core.models import AuditEntry, Job, Organization
 from onwatch.deploys import git, netguard, services, slirp, svcusers, workdir
 from onwatch.deploys.models import Deploy, Pipeline, Release, Service, State
 from tests.support.fixtures import TokenApi, signed_in
+from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 SECRET = "pw-7f3a9c-never-shown"
@@ -406,3 +407,90 @@ def test_a_service_whose_chosen_channels_were_all_deleted_alerts_everyone_not_no
     assert services.channels_hearing(service.pk) == [everyone]
     page = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
     assert "every alert channel (each channel it chose was deleted" in page
+
+
+def checked_host(org: Organization, name: str, ready: bool | None = True) -> Any:
+    """An SSH host as its check left it (never reached here)."""
+    from onwatch.deploys.models import Host
+
+    user, address = name.split("@")
+    address, _, port = address.partition(":")
+    return Host.objects.create(
+        org=org, name=name, user=user, address=address, port=int(port or 22), ready=ready
+    )
+
+
+def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_on(
+    org: Organization,
+) -> None:
+    service = services.add_service(org, services.ServiceFields(name="shop", git_url="/x"), SYSTEM)
+    here = services.this_machine(org)
+    # The first answers nothing: taken off the service, it cannot be told to stop.
+    gone = f"deploy@127.0.0.1:{free_port()}"
+    web1, web2 = checked_host(org, gone), checked_host(org, "deploy@10.0.0.8")
+    unchecked = checked_host(org, "deploy@10.0.0.9", ready=None)
+    failing = checked_host(org, "deploy@10.0.0.10", ready=False)
+    theirs = checked_host(Organization.objects.create(name="Other"), "deploy@10.0.0.11")
+    assert services.placements(service) == []  # this machine only, as always
+    services.set_service_hosts(service, [web2, here, web1], SYSTEM)
+    assert [p.host.name for p in services.placements(service)] == [
+        "deploy@10.0.0.8",
+        "this machine",
+        gone,
+    ]
+    refusals = {
+        "deploy@10.0.0.9 has not passed its check; run onwatch hosts check deploy@10.0.0.9 "
+        "and fix what it says first": [unchecked],
+        "deploy@10.0.0.10 has not passed its check; run onwatch hosts check deploy@10.0.0.10 "
+        "and fix what it says first": [web1, failing],
+        "deploy@10.0.0.11 is not a host of Acme": [theirs],
+        f"{gone} is named twice; name each host once": [web1, here, web1],
+    }
+    for said, chosen in refusals.items():
+        with pytest.raises(services.Refusal) as refused:
+            services.set_service_hosts(service, chosen, SYSTEM)
+        assert str(refused.value) == said
+    # Refused: nothing changed.
+    assert len(services.placements(service)) == 3
+    with pytest.raises(services.Refusal) as unknown:
+        services.hosts_named(org, [gone, "deploy@nowhere"])
+    assert (
+        str(unknown.value) == "deploy@nowhere is not a host of Acme; add it with onwatch hosts add"
+    )
+    # A host kept keeps the slot ports it gave; this machine alone is no hosts at all.
+    [kept] = [p for p in services.placements(service) if p.host == web1]
+    services.placement_ports(kept, [41001, 41002])
+    services.placements_serving({kept.pk: "release 4 (1a2b3c4)"})
+    assert services.set_service_hosts(service, [web1], SYSTEM) == []  # web2 never served
+    assert [(p.host, p.slot_ports, p.serving) for p in services.placements(service)] == [
+        (web1, [41001, 41002], "release 4 (1a2b3c4)")
+    ]
+    # A host gone for good is still taken off, and what may run there is said.
+    [left] = services.set_service_hosts(service, [here], SYSTEM)
+    assert left.startswith(f"shop could not be stopped on {gone} (")
+    assert left.endswith(
+        "it may still serve there: stop it there by hand, or set the host "
+        "back and take it off again once it answers"
+    )
+    assert services.placements(service) == []
+    assert [e.data["hosts"] for e in entries("service-hosts-set")] == [
+        ["deploy@10.0.0.8", "this machine", gone],
+        [gone],
+        [],
+    ]
+    assert entries("service-hosts-set")[-1].data["not_stopped"] == [left]
+
+
+def test_a_host_a_service_runs_on_is_not_removed_from_under_it(org: Organization) -> None:
+    service = services.add_service(org, services.ServiceFields(name="shop", git_url="/x"), SYSTEM)
+    host = checked_host(org, "deploy@10.0.0.7")
+    services.set_service_hosts(service, [host], SYSTEM)
+    with pytest.raises(services.Refusal) as refused:
+        services.remove_host(host, SYSTEM)
+    assert str(refused.value) == (
+        "shop runs on deploy@10.0.0.7; take deploy@10.0.0.7 out of their hosts "
+        "(onwatch services hosts SERVICE HOST…) first"
+    )
+    services.set_service_hosts(service, [], SYSTEM)
+    services.remove_host(host, SYSTEM)
+    assert not type(host).objects.filter(pk=host.pk).exists()

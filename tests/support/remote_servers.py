@@ -37,9 +37,10 @@ def wait_port(port: int, what: str, banner: bytes = b"", timeout: float = 15) ->
 
 class SshServer:
     """sshd with its own host key, config and authorized_keys, for the user running the
-    tests (root in CI). start() again after stop() listens on the same port."""
+    tests (root in CI). start() again after stop() listens on the same port. `env` is set
+    in every session (sshd's SetEnv): what a host's own configuration would give."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
         self.root = root
         root.mkdir(parents=True)
         self.port = free_port()
@@ -60,6 +61,8 @@ class SshServer:
             "KbdInteractiveAuthentication no\n"
             "PermitRootLogin prohibit-password\n"
             f"Subsystem sftp {SFTP_SERVER}\n"
+            # One line: sshd takes the first SetEnv line only.
+            + ("SetEnv " + " ".join(f'"{k}={v}"' for k, v in env.items()) + "\n" if env else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.new_host_key()

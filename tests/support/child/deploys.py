@@ -98,3 +98,12 @@ def print_backup_settings(service: str) -> None:
     print(found.backup_plan.name if found.backup_plan else "-")
     for entry in AuditEntry.objects.filter(action="deploy-queued").order_by("seq"):
         print(entry.actor, entry.data["skip_backup"])
+
+
+def add_checked_host(org_name: str, name: str, ready: bool) -> None:
+    """An SSH host as its check left it (`ready`: all there); never reached."""
+    from onwatch.deploys.models import Host
+
+    user, address = name.split("@")
+    org = Organization.objects.get(name=org_name)
+    Host.objects.create(org=org, name=name, user=user, address=address, ready=ready)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deploys', '0016_autofix_watch_recent'),
+        ('deploys', '0018_several_service_hosts'),
     ]
 
     operations = [

@@ -1,0 +1,241 @@
+"""Where a service's releases run: this machine or an SSH host, each a `Place` that a
+deploy asks to take a release's tree, build it, switch its site to it and say what serves
+there. releases.py deploys to every place of a service in turn, all or nothing; this module
+holds the seam and this machine's place (LocalPlace), which wraps switch.py's Machine. An
+SSH host's place is remote.py's RemotePlace (an agent on the host, over SSH)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from onwatch.deploys import caddy, procman, sandbox, switch, workdir
+
+
+class PlaceError(Exception):
+    """A place could not do what was asked; the message is one line: what, and what to do."""
+
+
+@dataclass(frozen=True)
+class Ran:
+    exit_code: int | None  # None: it did not run to its end
+    reason: str | None  # why it ended early ("timed out after 1800 s", "cancelled",
+    # "the host ran out of disk space"), else None
+    seconds: float
+    last_lines: list[str]  # its last 3 lines (the caller masks them)
+
+
+class Place(Protocol):
+    """Every method raises PlaceError (one line) when the place cannot be reached or
+    fails; `switch` raises switch.SwitchFailed as switch.switch does."""
+
+    name: str  # "this machine", or the host's name (user@address[:port])
+
+    # supervisord + Caddy running there
+    def ensure_ready(self) -> None: ...
+
+    # free loopback ports there (slots)
+    def free_ports(self, count: int) -> list[int]: ...
+
+    # as caddy.Caddy.put_site
+    def put_site(self, site: caddy.Site) -> bool: ...
+
+    def release_folder(self, service_id: int, release_id: int) -> str: ...
+
+    def has_folder(self, folder: str) -> bool: ...
+
+    # a checked-out tree (no .git), copied there fresh
+    def receive(self, folder: str, source: Path) -> None: ...
+
+    def run(
+        self,
+        folder: str,
+        command: str,
+        env: Mapping[str, str],
+        seconds: float,
+        on_line: Callable[[str], None],
+        cancelled: threading.Event,
+    ) -> Ran: ...
+
+    # as switch.switch: raises switch.SwitchFailed with its record
+    def switch(
+        self,
+        site: caddy.Site,
+        release: switch.Release,
+        on_step: Callable[[switch.Step], None],
+        gate: switch.Gate,
+        keep_counting: bool = False,
+        before_count: Callable[[], None] = lambda: None,
+    ) -> switch.Switch: ...
+
+    # label of what serves it there
+    def serving(self, site: caddy.Site) -> str | None: ...
+
+    def remove_folders(self, folders: list[str]) -> None: ...
+
+    # slots off, programs and sites gone
+    def stop_serving(self, ports: set[int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# Ports this process handed out as slots: two places on one machine (tests, a second
+# onwatch root) must not be given the same ones before either has bound them.
+_handed_out: set[int] = set()
+
+
+class LocalPlace:
+    """This machine (or a Machine of its own, with its own root and Caddy ports). Its
+    releases are built by releases.py in the sandbox, where they were checked out: its
+    `run` is there for a caller that has a tree and a command only."""
+
+    def __init__(self, machine: switch.Machine, name: str = "this machine") -> None:
+        self.machine, self.name = machine, name
+
+    def ensure_ready(self) -> None:
+        with _said():
+            self.machine.ensure_running()
+
+    def free_ports(self, count: int) -> list[int]:
+        chosen: list[int] = []
+        while len(chosen) < count:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                chosen.append(port)
+        return chosen
+
+    def put_site(self, site: caddy.Site) -> bool:
+        with _said():
+            return self.machine.caddy.put_site(site)
+
+    def release_folder(self, service_id: int, release_id: int) -> str:
+        return str(workdir.release_folder(service_id, release_id))
+
+    def has_folder(self, folder: str) -> bool:
+        return Path(folder).is_dir()
+
+    def receive(self, folder: str, source: Path) -> None:
+        """Nothing to copy when the tree was checked out in that very folder."""
+        if Path(folder).resolve() == source.resolve():
+            return
+        try:
+            workdir.remove_workspace(Path(folder))
+            shutil.copytree(source, folder, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        except OSError as e:
+            raise PlaceError(f"the release could not be copied to {folder}: {e}") from None
+
+    def run(
+        self,
+        folder: str,
+        command: str,
+        env: Mapping[str, str],
+        seconds: float,
+        on_line: Callable[[str], None],
+        cancelled: threading.Event,
+    ) -> Ran:
+        """In the sandbox, on this machine's network (as a release command runs)."""
+        lines = _Lines(on_line)
+        step = sandbox.Step(
+            argv=["bash", "-c", command],
+            workspace=Path(folder),
+            env=dict(env),
+            limits=sandbox.Limits(seconds=seconds),
+            host_network=True,
+        )
+        try:
+            outcome = sandbox.run(step, lines.feed, cancelled)
+        except sandbox.SandboxError as e:
+            raise PlaceError(str(e)) from None
+        lines.end()
+        # The sandbox words an exit code as a reason too; a Ran's reason is an early end's.
+        early = outcome.reason if outcome.exit_code is None else None
+        return Ran(outcome.exit_code, early, outcome.seconds, lines.last)
+
+    def switch(
+        self,
+        site: caddy.Site,
+        release: switch.Release,
+        on_step: Callable[[switch.Step], None],
+        gate: switch.Gate,
+        keep_counting: bool = False,
+        before_count: Callable[[], None] = lambda: None,
+    ) -> switch.Switch:
+        return switch.switch(
+            self.machine, site, release, on_step, gate, keep_counting, before_count
+        )
+
+    def serving(self, site: caddy.Site) -> str | None:
+        labels = [label for p in site.ports if (label := self.machine.caddy.live_label(p))]
+        return labels[0] if labels else None
+
+    def remove_folders(self, folders: list[str]) -> None:
+        for folder in folders:
+            try:
+                workdir.remove_workspace(Path(folder))
+            except OSError as e:
+                raise PlaceError(f"{folder} could not be removed: {e}") from None
+
+    def stop_serving(self, ports: set[int]) -> None:
+        here = self.machine
+        if not self._left_behind(ports):
+            return  # Caddy and supervisord are not started for nothing
+        with _said():
+            here.ensure_running()
+            for port in ports:
+                here.caddy.turn_off(port)
+                here.supervisor.remove(switch.program_name(port))
+            for site in here.caddy.sites():
+                if ports & set(site.ports):
+                    here.caddy.remove_site(site.domain)
+
+    def _left_behind(self, ports: set[int]) -> bool:
+        """Whether anything of those slots is set up in Caddy or supervisord here."""
+        here = self.machine
+        with _said():
+            return any(ports & set(site.ports) for site in here.caddy.sites()) or any(
+                here.caddy.live_label(p) is not None or here.supervisor.has(switch.program_name(p))
+                for p in ports
+            )
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def _said() -> Iterator[None]:
+    """Caddy's and supervisord's errors as PlaceError (their messages say what to do)."""
+    try:
+        yield
+    except (caddy.CaddyError, procman.ProcmanError, ValueError, OSError) as e:
+        raise PlaceError(str(e)) from None
+
+
+class _Lines:
+    """Bytes as they come, to whole lines for `on_line`, the last 3 kept."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.on_line, self.rest, self.last = on_line, b"", list[str]()
+
+    def feed(self, chunk: bytes) -> None:
+        *whole, self.rest = (self.rest + chunk).split(b"\n")
+        for line in whole:
+            self._one(line)
+
+    def end(self) -> None:
+        if self.rest:
+            self._one(self.rest)
+            self.rest = b""
+
+    def _one(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip("\r")
+        self.last = [*self.last, line][-3:]
+        self.on_line(line)

@@ -1,0 +1,417 @@
+"""Deploys on an SSH host: RemotePlace (place_of makes one of a Host) does there what a
+deploy does on this machine, over one ssh connection per deploy, through the agent
+(agent.py) it runs on the host with the host venv's Python. The agent is a zipapp of
+onwatch's own Django-free modules (the switch, Caddy and supervisord ones), so a switch on a
+host is the same code as here; it is uploaded to `~/.onwatch/agent-<hash>.pyz` when the host
+has not that one yet.
+
+The ssh command lines come from core/ssh.py (the org's key, the pinned host keys only), and
+ssh's own words become what to do through hosts.classify. A connection lost in the middle
+of a request is one PlaceError naming the host; what serves there keeps serving, since the
+host's supervisord and Caddy do not depend on the connection (agent.py says what becomes of
+the request itself).
+
+On a host, builds and web processes run as the deploy user, without bubblewrap: the host is
+the service's own, and that user (no root, hostchecks.py) is the boundary there."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import queue
+import subprocess
+import tarfile
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import asdict
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from onwatch.core import ssh
+from onwatch.deploys import agent, caddy, hostchecks, hosts, switch
+from onwatch.deploys.models import Host
+from onwatch.deploys.places import PlaceError, Ran
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the agent is made of: modules that import nothing of Django (lint-free to check:
+# building the archive imports none of them, the host's Python does).
+AGENT_MODULES = (
+    "onwatch/__init__.py",
+    "onwatch/config.py",
+    "onwatch/core/__init__.py",
+    "onwatch/core/network.py",
+    "onwatch/deploys/__init__.py",
+    "onwatch/deploys/agent.py",
+    "onwatch/deploys/caddy.py",
+    "onwatch/deploys/procman.py",
+    "onwatch/deploys/switch.py",
+    "onwatch/deploys/unixhttp.py",
+)
+MAIN = "from onwatch.deploys.agent import main\n\nraise SystemExit(main())\n"
+# The host's own folder for onwatch, as hostprobe.sh and hostprepare.sh find it.
+HOST_DIR = 'd="${ONWATCH_HOST_DIR:-$HOME/.onwatch}"'
+UPLOAD_SECONDS = 120
+CLOSE_SECONDS = 10
+POLL_SECONDS = 0.2
+
+
+class AgentMissing(Exception):
+    """The host has not this agent yet."""
+
+
+class Gone(Exception):
+    """The connection ended."""
+
+
+@cache
+def agent_archive() -> tuple[str, bytes]:
+    """The agent's zipapp and the start of its hash: the same bytes for the same code (no
+    timestamps in it), so a host keeps the one it has until onwatch changes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in AGENT_MODULES:
+            archive.writestr(zipfile.ZipInfo(name), (ROOT / name).read_bytes())
+        archive.writestr(zipfile.ZipInfo("__main__.py"), MAIN)
+    data = buffer.getvalue()
+    return hashlib.sha256(data).hexdigest()[:16], data
+
+
+def serve_command(digest: str) -> str:
+    return (
+        f'{HOST_DIR}; a="$d/agent-{digest}.pyz"; '
+        """[ -x "$d/venv/bin/python" ] || { echo '{"unprepared": true}'; exit 3; }; """
+        """[ -f "$a" ] || { echo '{"missing": true}'; exit 3; }; """
+        'exec "$d/venv/bin/python" "$a" serve "$d"'
+    )
+
+
+def upload_command(digest: str) -> str:
+    """Copied in whole or not at all; the agents of older onwatch versions go (each agent
+    imports all it needs as it starts, so one still running is not disturbed)."""
+    part, made = f'"$d/.agent-{digest}.part"', f'"$d/agent-{digest}.pyz"'
+    return (
+        f'{HOST_DIR}; mkdir -p "$d" && cat > {part} && mv {part} {made} && '
+        f'for old in "$d"/agent-*.pyz; do [ "$old" = {made} ] || rm -f "$old"; done'
+    )
+
+
+class Link:
+    """One ssh connection to the agent: JSON lines each way, read by a thread of its own."""
+
+    def __init__(self, argv: list[str], stderr: Path) -> None:
+        # What the agent's Python says if it fails (a traceback): why the connection ended.
+        with stderr.open("ab") as said:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=said
+            )
+        self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.number = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in iter(self.proc.stdout.readline, b""):
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue  # what a login script printed: not the agent's
+            if isinstance(message, dict):
+                self.inbox.put(message)
+        self.inbox.put(None)
+
+    def send(self, message: dict[str, Any], payload: Path | None = None) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+            if payload is not None:
+                with payload.open("rb") as f:
+                    while chunk := f.read(agent.TAR_CHUNK):
+                        self.proc.stdin.write(chunk)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise Gone() from None
+
+    def ask(
+        self,
+        op: str,
+        args: dict[str, Any],
+        on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+        cancelled: threading.Event | None = None,
+        payload: Path | None = None,
+    ) -> dict[str, Any]:
+        """The request's result message; its events go to on_event as they come."""
+        self.number += 1
+        number, asked_to_stop = self.number, False
+        self.send({"id": number, "op": op, "args": args}, payload)
+        while True:
+            if cancelled is not None and cancelled.is_set() and not asked_to_stop:
+                self.send({"id": number, "op": "cancel"})
+                asked_to_stop = True
+            try:
+                message = self.inbox.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if message is None:
+                raise Gone()
+            if message.get("missing"):
+                raise AgentMissing()
+            if message.get("id") != number:
+                continue
+            if "event" not in message:
+                return message
+            on_event(message)
+
+    def close(self) -> None:
+        """The agent ends when its stdin does; killed if it does not within seconds."""
+        if self.proc.stdin is not None:
+            with suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class RemotePlace:
+    """An SSH host as a Place (places.py), from plain data: how to sign in (`target`), and
+    its Caddy's `options` (its ports). Its own supervisord and Caddy, its releases in its
+    own folder. place_of makes one from a Host."""
+
+    def __init__(self, target: hosts.Target, options: caddy.Options) -> None:
+        assert target.endpoint is not None, "this machine is LocalPlace's"
+        self.name, self.target, self.options = target.name, target, options
+        self.session: ssh.Session | None = None
+        self.link: Link | None = None
+        self.dir = ""
+        self.uploaded = False  # whether this place had to upload the agent (tests, logs)
+
+    # --- the connection ----------------------------------------------------------------------
+
+    def _link(self) -> Link:
+        if self.link is not None:
+            return self.link
+        if self.session is None:
+            self.session = ssh.Session(self.target.private_key, self.target.known_hosts)
+        try:
+            self.link = self._connect()
+        except AgentMissing:
+            self._upload()
+            self.link = self._connect()
+        return self.link
+
+    def _connect(self) -> Link:
+        assert self.session is not None and self.target.endpoint is not None
+        digest, _ = agent_archive()
+        argv = self.session.args(self.target.endpoint, serve_command(digest))
+        self.session.log.write_text("")  # what ssh says is of this connection only
+        link = Link(argv, self._stderr())
+        try:
+            said = link.ask("setup", {"options": asdict(self.options)})
+        except Gone:
+            link.close()
+            raise PlaceError(self._why_gone(link, "connection")) from None
+        except AgentMissing:
+            link.close()
+            raise
+        self.dir = str(self._value(said)["dir"])
+        return link
+
+    def _upload(self) -> None:
+        assert self.session is not None and self.target.endpoint is not None
+        digest, data = agent_archive()
+        argv = self.session.args(self.target.endpoint, upload_command(digest))
+        try:
+            done = subprocess.run(argv, input=data, capture_output=True, timeout=UPLOAD_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise PlaceError(
+                f"onwatch's agent could not be copied to {self.name} within {UPLOAD_SECONDS} s; "
+                "check the connection and deploy again"
+            ) from None
+        if done.returncode == 255:
+            raise PlaceError(str(hosts.classify(self.name, self.session.log_text())))
+        if done.returncode != 0:
+            said = (done.stderr.decode(errors="replace").strip().splitlines() or ["no reason"])[-1]
+            raise PlaceError(f"onwatch's agent could not be copied to {self.name}: {said[:300]}")
+        self.uploaded = True
+
+    def _stderr(self) -> Path:
+        assert self.session is not None
+        return self.session.dir / "agent.log"
+
+    def _why_gone(self, link: Link, during: str) -> str:
+        """One line: what ssh or the host said when the connection ended."""
+        assert self.session is not None
+        try:
+            code = link.proc.wait(CLOSE_SECONDS)
+        except subprocess.TimeoutExpired:
+            code = None
+        said = self.session.log_text()
+        if code == 255 and said.strip():
+            return str(hosts.classify(self.name, said))
+        if code == 3:
+            return (
+                f"{self.name} is not prepared for deploys: run `onwatch hosts check "
+                f"{self.name} --prepare`, then deploy again"
+            )
+        told = (said + self._stderr().read_text(errors="replace")).strip().splitlines()
+        last = told[-1].strip()[:300] if told else "the connection ended"
+        return (
+            f"{self.name} went away during the {during} ({last}); what runs there runs on "
+            "without onwatch: deploy again once the host answers"
+        )
+
+    def _ask(
+        self,
+        op: str,
+        args: dict[str, Any],
+        during: str,
+        on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+        cancelled: threading.Event | None = None,
+        payload: Path | None = None,
+    ) -> Any:
+        link = self._link()
+        try:
+            said = link.ask(op, args, on_event, cancelled, payload)
+        except (Gone, AgentMissing):
+            self.link = None
+            link.close()
+            raise PlaceError(self._why_gone(link, during)) from None
+        return self._value(said)
+
+    def _value(self, said: dict[str, Any]) -> Any:
+        if said.get("error") == "switch":
+            raise switch.SwitchFailed(said["message"], agent.record_of(said["record"]))
+        if "error" in said:
+            raise PlaceError(f"{self.name}: {said['message']}")
+        return said.get("value")
+
+    # --- the Place ---------------------------------------------------------------------------
+
+    def ensure_ready(self) -> None:
+        self._ask("ensure_ready", {}, "start of its supervisord and Caddy")
+
+    def free_ports(self, count: int) -> list[int]:
+        return [int(p) for p in self._ask("free_ports", {"count": count}, "choice of ports")]
+
+    def put_site(self, site: caddy.Site) -> bool:
+        if why := caddy.site_problem(site):
+            raise PlaceError(why)
+        return bool(self._ask("put_site", {"site": agent.site_json(site)}, "change of Caddy"))
+
+    def release_folder(self, service_id: int, release_id: int) -> str:
+        self._link()
+        return f"{self.dir}/releases/{service_id}/{release_id}"
+
+    def has_folder(self, folder: str) -> bool:
+        return bool(self._ask("has_folder", {"folder": folder}, "look at its releases"))
+
+    def receive(self, folder: str, source: Path) -> None:
+        with tempfile.NamedTemporaryFile(prefix="onwatch-release-", suffix=".tar") as tar:
+            pack(source, Path(tar.name))
+            size = Path(tar.name).stat().st_size
+            args = {"folder": folder, "size": size}
+            self._ask("receive", args, "copy of the release's files", payload=Path(tar.name))
+
+    def run(
+        self,
+        folder: str,
+        command: str,
+        env: Mapping[str, str],
+        seconds: float,
+        on_line: Callable[[str], None],
+        cancelled: threading.Event,
+    ) -> Ran:
+        args = {"folder": folder, "command": command, "env": dict(env), "seconds": seconds}
+        ran = self._ask("run", args, "build", lambda event: on_line(str(event["text"])), cancelled)
+        return Ran(ran["exit_code"], ran["reason"], float(ran["seconds"]), ran["last_lines"])
+
+    def switch(
+        self,
+        site: caddy.Site,
+        release: switch.Release,
+        on_step: Callable[[switch.Step], None],
+        gate: switch.Gate,
+        keep_counting: bool = False,
+        before_count: Callable[[], None] = lambda: None,
+    ) -> switch.Switch:
+        args = {
+            "site": agent.site_json(site),
+            "release": agent.release_json(release),
+            "gate": asdict(gate),
+            "keep_counting": keep_counting,
+        }
+        link = self._link()
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["event"] == "step":
+                on_step(agent.step_of(event["step"]))
+            elif event["event"] == "before_count":
+                before_count()
+                link.send({"id": event["id"], "op": "continue"})
+
+        return agent.record_of(self._ask("switch", args, "switch", on_event))
+
+    def serving(self, site: caddy.Site) -> str | None:
+        said = self._ask("serving", {"site": agent.site_json(site)}, "look at what serves")
+        return None if said is None else str(said)
+
+    def remove_folders(self, folders: list[str]) -> None:
+        self._ask("remove_folders", {"folders": folders}, "removal of old releases")
+
+    def stop_serving(self, ports: set[int]) -> None:
+        self._ask("stop_serving", {"ports": sorted(ports)}, "stop of the service")
+
+    # --- what the host's Caddy counted (caddy.py's counting, there), for the watch ----------
+
+    def start_counting(self, domain: str) -> None:
+        self._ask("start_counting", {"domain": domain}, "start of Caddy's count")
+
+    def counting(self, domain: str) -> bool:
+        return bool(self._ask("counting", {"domain": domain}, "look at Caddy's count"))
+
+    def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]:
+        said = self._ask("counted_from", {"domain": domain, "offset": offset}, "count's read")
+        return [caddy.Answer(**a) for a in said["answers"]], int(said["offset"])
+
+    def stop_counting(self, domain: str) -> None:
+        self._ask("stop_counting", {"domain": domain}, "end of Caddy's count")
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def place_of(host: Host) -> RemotePlace:
+    """The SSH host as a Place, signed in to with the org's key and its pinned host keys,
+    its Caddy on the host's own ports; HostError when its host key was forgotten and cannot
+    be pinned again now."""
+    return RemotePlace(hostchecks.target(host), options_of(host))
+
+
+def options_of(host: Host) -> caddy.Options:
+    return caddy.Options(host.caddy_https, host.http_port, host.https_port, host.health_port)
+
+
+def pack(source: Path, tar_path: Path) -> None:
+    """The tree without its .git, owned by no one in particular: the host's deploy user
+    owns what it unpacks."""
+
+    def anonymous(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(tar_path, "w") as tar:
+        for child in sorted(source.iterdir()):
+            if child.name != ".git":
+                tar.add(child, arcname=child.name, filter=anonymous)

@@ -1,0 +1,429 @@
+"""RemotePlace against a real sshd on loopback, signing in as the user running
+the tests, on a host prepared for real (tests/support/ssh_hosts.py): the agent uploaded
+once, a tree received and built there, releases switched live through that host's own Caddy
+with zero failed requests, and a connection lost mid-switch said in one line while the host
+serves."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onwatch.core import ssh
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import Organization
+from onwatch.deploys import caddy, hostchecks, remote, services
+from onwatch.deploys.models import Host
+from onwatch.deploys.places import PlaceError
+from onwatch.deploys.remote import RemotePlace
+from onwatch.deploys.services import HostFields
+from onwatch.deploys.switch import Gate, Step, SwitchFailed, program_name
+from tests.support.load import Load, fetch
+from tests.support.ssh_hosts import HOST_PYTHON, SshHost, app_tree, release_in, ssh_host
+
+pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[SshHost]:
+    with ssh_host() as made:
+        yield made
+
+
+@pytest.fixture
+def place(host: SshHost) -> Iterator[RemotePlace]:
+    made = host.place()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def site_on(place: RemotePlace, domain: str) -> caddy.Site:
+    first, second = place.free_ports(2)
+    site = caddy.Site(domain, (first, second), "/health")
+    place.ensure_ready()
+    assert place.put_site(site) is True
+    return site
+
+
+def app_release(place: RemotePlace, tmp_path: Path, number: int) -> str:
+    folder = place.release_folder(1, number)
+    place.receive(folder, app_tree(tmp_path / f"tree-{number}"))
+    return folder
+
+
+def test_the_agent_runs_on_the_hosts_python_without_django(tmp_path: Path) -> None:
+    """What switch.py, caddy.py and procman.py import at their top must be in the agent:
+    the host has no Django (nor onwatch)."""
+    digest, data = remote.agent_archive()
+    assert remote.agent_archive()[0] == digest  # the same code, the same agent
+    (tmp_path / "agent.pyz").write_bytes(data)
+    done = subprocess.run(
+        [HOST_PYTHON, "-I", str(tmp_path / "agent.pyz")], capture_output=True, text=True
+    )
+    assert (done.returncode, done.stderr) == (2, "usage: agent.pyz serve DIR\n")
+
+
+def test_the_agent_is_uploaded_once_and_reused(host: SshHost) -> None:
+    for old in host.dir.glob("agent-*.pyz"):
+        old.unlink()
+    (host.dir / "agent-0ld0ld0ld0ld0ld0.pyz").write_bytes(b"an older onwatch's")
+    digest, _ = remote.agent_archive()
+    first = host.place()
+    try:
+        ports = first.free_ports(3)
+    finally:
+        first.close()
+    assert first.uploaded and len(set(ports)) == 3
+    uploaded = host.dir / f"agent-{digest}.pyz"
+    made = uploaded.stat().st_mtime_ns
+    again = host.place()
+    try:
+        assert again.release_folder(4, 9) == f"{host.dir}/releases/4/9"
+    finally:
+        again.close()
+    assert not again.uploaded and uploaded.stat().st_mtime_ns == made
+    assert [p.name for p in host.dir.glob("agent-*.pyz")] == [uploaded.name]
+
+
+def test_a_tree_is_received_fresh_and_built_there(place: RemotePlace, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / ".git").mkdir(parents=True)
+    (tree / "greeting").write_text("hello from the tree\n")
+    (tree / "old").write_text("")
+    folder = place.release_folder(2, 1)
+    place.receive(folder, tree)
+    assert place.has_folder(folder)
+    lines: list[str] = []
+    command = 'cat greeting; ls -a; echo "$WHO"; echo to stderr >&2; exit 3'
+    ran = place.run(folder, command, {"WHO": "the builder"}, 30, lines.append, threading.Event())
+    assert ran.exit_code == 3 and ran.reason is None
+    assert lines == [
+        "hello from the tree",
+        ".",
+        "..",
+        "greeting",
+        "old",
+        "the builder",
+        "to stderr",
+    ]
+    assert ran.last_lines == lines[-3:]
+    # Received again: what was there is gone.
+    (tree / "old").unlink()
+    place.receive(folder, tree)
+    listed: list[str] = []
+    place.run(folder, "ls", {}, 30, listed.append, threading.Event())
+    assert listed == ["greeting"]
+    place.remove_folders([folder])
+    assert not place.has_folder(folder)
+
+
+def test_links_that_leave_the_release_are_refused(place: RemotePlace, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "conf").mkdir(parents=True)
+    (tree / "conf" / "app.ini").write_text("[app]\n")
+    (tree / "app.ini").symlink_to("conf/app.ini")
+    folder = place.release_folder(2, 3)
+    place.receive(folder, tree)
+    said: list[str] = []
+    place.run(folder, "cat app.ini", {}, 30, said.append, threading.Event())
+    assert said == ["[app]"]
+    (tree / "conf" / "keys").symlink_to("../../../../../../etc/ssh")
+    with pytest.raises(PlaceError) as refused:
+        place.receive(folder, tree)
+    assert str(refused.value) == (
+        f"{place.name}: the release holds conf/keys, which onwatch does not copy; remove it"
+    )
+    assert place.has_folder(folder)  # what was received before stays, whole
+
+
+def test_a_build_is_stopped_at_its_time_limit_or_when_cancelled(
+    place: RemotePlace, tmp_path: Path
+) -> None:
+    (tmp_path / "tree").mkdir()
+    folder = place.release_folder(2, 2)
+    place.receive(folder, tmp_path / "tree")
+    lines: list[str] = []
+    started = time.monotonic()
+    ran = place.run(folder, "echo started; sleep 30", {}, 1, lines.append, threading.Event())
+    assert (ran.exit_code, ran.reason, lines) == (None, "timed out after 1 s", ["started"])
+    assert time.monotonic() - started < 10
+    cancelled = threading.Event()
+    threading.Timer(0.5, cancelled.set).start()
+    ran = place.run(folder, "sleep 30", {}, 60, lines.append, cancelled)
+    assert (ran.exit_code, ran.reason) == (None, "cancelled") and ran.seconds < 10
+    # The place still answers: the connection outlives a stopped build.
+    assert place.has_folder(folder)
+
+
+def test_a_full_disk_on_the_host_is_said_so(place: RemotePlace, tmp_path: Path) -> None:
+    """The host's releases of one service on a filesystem of 512 KB (a tmpfs: the tests
+    run as root, as in CI)."""
+    folder = place.release_folder(9, 1)
+    full = Path(folder).parent
+    full.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(full)], check=True)
+    try:
+        (tmp_path / "tree").mkdir()
+        (tmp_path / "tree" / "big").write_bytes(b"x" * 1024 * 1024)
+        with pytest.raises(PlaceError) as full_up:
+            place.receive(folder, tmp_path / "tree")
+        assert str(full_up.value) == (
+            f"{place.name}: the host ran out of disk space while the release's files were "
+            f"copied to {folder}: free some space there, then deploy again"
+        )
+        assert not place.has_folder(folder) and list(full.iterdir()) == []
+        (tmp_path / "tree" / "big").unlink()
+        place.receive(folder, tmp_path / "tree")  # the connection goes on
+        command = "head -c 1048576 /dev/zero > big"
+        ran = place.run(folder, command, {}, 30, lambda line: None, threading.Event())
+        assert ran.exit_code == 1 and ran.reason == "the host ran out of disk space", ran
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+
+
+def test_folders_outside_the_releases_are_refused(place: RemotePlace) -> None:
+    with pytest.raises(PlaceError) as refused:
+        place.remove_folders(["/etc"])
+    assert str(refused.value) == f"{place.name}: /etc is not a release folder of {place.dir}"
+
+
+def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_it(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "shop.test")
+    first = place.switch(site, release_in(app_release(place, tmp_path, 1), "r1"), print, Gate())
+    assert place.serving(site) == "r1" and first.previous is None
+    steps: list[Step] = []
+    load = Load(host.options.http_port, site.domain, slow_seconds=1.5).start()
+    try:
+        second = place.switch(
+            site, release_in(app_release(place, tmp_path, 2), "r2"), steps.append, Gate()
+        )
+    finally:
+        tally = load.stop()
+    assert tally.failed == 0, tally.errors
+    assert tally.ok > 20 and {"r1", "r2"} <= set(tally.answers)
+    assert [s.name for s in second.steps] == ["start", "health gate", "switch", "drain"]
+    assert all(s.ok and s.ended for s in second.steps), second.steps
+    # Each step was heard as it began and as it ended.
+    assert [s.name for s in steps] == [n for s in second.steps for n in (s.name, s.name)]
+    assert second.previous == "r1" and second.felt is not None
+    assert second.felt.failed == 0 and second.felt.served > 0, second.felt
+    assert place.serving(site) == "r2"
+    assert fetch(host.options.http_port, site.domain)[1] == "r2"
+    running = {s.name for s in host.machine.supervisor.all()}
+    assert running == {caddy.PROGRAM, program_name(second.port)}
+
+
+def test_a_service_stops_serving_on_the_host(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "gone.test")
+    assert place.put_site(site) is False  # unchanged: no reload
+    record = place.switch(site, release_in(app_release(place, tmp_path, 7), "r1"), print, Gate())
+    place.stop_serving(set(site.ports))
+    assert place.serving(site) is None
+    assert site.domain not in {s.domain for s in host.machine.caddy.sites()}
+    assert host.machine.supervisor.status(program_name(record.port)) is None
+
+
+def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "counted.test")
+    record = place.switch(site, release_in(app_release(place, tmp_path, 6), "r1"), print, Gate())
+    assert not place.counting(site.domain)
+    place.start_counting(site.domain)
+    assert place.counting(site.domain)
+    for path in ("/", "/", "/missing"):
+        assert fetch(host.options.http_port, site.domain, path)[0] == 200
+    answers: list[caddy.Answer] = []
+    offset, deadline = 0, time.monotonic() + 10
+    while len(answers) < 3 and time.monotonic() < deadline:
+        more, offset = place.counted_from(site.domain, offset)
+        answers += more
+        time.sleep(0.1)
+    assert [(a.status, a.app_status, a.upstream) for a in answers] == [
+        (200, 200, f"127.0.0.1:{record.port}")
+    ] * 3
+    assert place.counted_from(site.domain, offset) == ([], offset)  # each line read once
+    place.stop_counting(site.domain)
+    assert not place.counting(site.domain)
+    assert place.counted_from(site.domain, 0) == ([], 0)
+
+
+def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "gate.test")
+    folder = app_release(place, tmp_path, 3)
+    place.switch(site, release_in(folder, "good"), print, Gate())
+    with pytest.raises(SwitchFailed) as failed:
+        place.switch(site, release_in(folder, "broken", HEALTH="fail"), print, Gate(seconds=2))
+    assert str(failed.value) == (
+        "broken never answered 200 3 times in a row on /health within 2 s (last: HTTP 500); "
+        "it was stopped; good still serves gate.test"
+    )
+    assert failed.value.record.steps[-1].name == "health gate"
+    assert place.serving(site) == "good"
+    assert fetch(host.options.http_port, site.domain) == (200, "good")
+
+
+def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "lost.test")
+    folder = app_release(place, tmp_path, 4)
+    place.switch(site, release_in(folder, "kept"), print, Gate())
+    link = place.link
+    assert link is not None
+
+    def cut(step: Step) -> None:
+        if step.name == "health gate" and step.ended is None:
+            link.proc.kill()  # as a network gone: onwatch's end of ssh is no more
+
+    load = Load(host.options.http_port, site.domain).start()
+    try:
+        with pytest.raises(PlaceError) as lost:
+            place.switch(site, release_in(folder, "cut"), cut, Gate())
+        assert str(lost.value) == (
+            f"{host.name} went away during the switch (the connection ended); what runs "
+            "there runs on without onwatch: deploy again once the host answers"
+        )
+        # The agent stops the new release once it finds nobody to switch for.
+        new_slot = program_name(site.ports[1])
+        deadline = time.monotonic() + 20
+        while host.machine.supervisor.status(new_slot) is not None:
+            assert time.monotonic() < deadline, "the cut switch's release still runs"
+            time.sleep(0.2)
+    finally:
+        tally = load.stop()
+    assert tally.failed == 0 and set(tally.answers) == {"kept"}, tally.errors
+    again = host.place()
+    try:
+        assert again.serving(site) == "kept"
+    finally:
+        again.close()
+
+
+def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "moved.test")
+    folder = app_release(place, tmp_path, 5)
+    first = place.switch(site, release_in(folder, "old"), print, Gate())
+    link = place.link
+    assert link is not None
+
+    def cut(step: Step) -> None:
+        if step.name == "drain" and step.ended is None:
+            link.proc.kill()
+
+    with pytest.raises(PlaceError, match="went away during the switch"):
+        place.switch(site, release_in(folder, "new"), cut, Gate())
+    # The old release is drained and stopped there all the same.
+    deadline = time.monotonic() + 20
+    while host.machine.supervisor.status(program_name(first.port)) is not None:
+        assert time.monotonic() < deadline, "the old release still runs"
+        time.sleep(0.2)
+    assert fetch(host.options.http_port, site.domain) == (200, "new")
+    again = host.place()
+    try:
+        assert again.serving(site) == "new"
+    finally:
+        again.close()
+
+
+def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
+    with ssh_host() as bare:
+        shutil.rmtree(bare.dir / "venv")
+        place = bare.place()
+        try:
+            with pytest.raises(PlaceError) as unprepared:
+                place.ensure_ready()
+            bare.sshd.stop()
+            with pytest.raises(PlaceError) as down:
+                place.ensure_ready()
+        finally:
+            place.close()
+    assert str(unprepared.value) == (
+        f"{bare.name} is not prepared for deploys: run `onwatch hosts check {bare.name} "
+        "--prepare`, then deploy again"
+    )
+    assert str(down.value) == (
+        f"{bare.name} cannot be reached (connection refused): check the address, the port "
+        "and that sshd runs there"
+    )
+
+
+def test_what_a_login_script_prints_is_not_taken_for_the_agent(tmp_path: Path) -> None:
+    """bash runs ~/.bashrc before the command of an ssh session: a banner or a stray value
+    there is not the agent's."""
+    (tmp_path / ".bashrc").write_text('echo "Welcome to web1"; echo 42; echo \'["no"]\'\n')
+    with ssh_host(HOME=str(tmp_path)) as noisy:
+        place = noisy.place()
+        try:
+            assert len(place.free_ports(2)) == 2
+            assert place.release_folder(1, 1) == f"{noisy.dir}/releases/1/1"
+        finally:
+            place.close()
+
+
+def test_a_wrong_host_key_is_refused(host: SshHost) -> None:
+    other = ssh.new_key_pair("someone else").public.split()
+    forged = f"[127.0.0.1]:{host.sshd.port} {other[0]} {other[1]}\n"
+    place = RemotePlace(host.target(known_hosts=forged), host.options)
+    try:
+        with pytest.raises(PlaceError) as refused:
+            place.free_ports(1)
+    finally:
+        place.close()
+    assert str(refused.value).startswith(
+        f"{host.name} showed another host key than the one pinned, so onwatch did not sign in"
+    )
+
+
+@pytest.mark.django_db
+def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
+    org: Organization, tmp_path: Path
+) -> None:
+    """Hosts added as people add them, with Caddy's ports of their own, checked for real,
+    then a release switched live on each."""
+    with ssh_host() as first, ssh_host() as second:
+        added = [added_host(org, made) for made in (first, second)]
+        for made, row in zip((first, second), added, strict=True):
+            found = {f.what: (f.ok, f.line) for f in hostchecks.check(row)}
+            assert found["ports"] == (True, f"Caddy may listen on port {made.options.http_port}")
+            assert all(ok for ok, _ in found.values()), found
+            place = remote.place_of(row)
+            try:
+                site = site_on(place, "both.test")
+                folder = app_release(place, tmp_path / row.name, 1)
+                place.switch(site, release_in(folder, f"on {made.sshd.port}"), print, Gate())
+            finally:
+                place.close()
+        for made in (first, second):
+            answer = fetch(made.options.http_port, "both.test")
+            assert answer == (200, f"on {made.sshd.port}")
+
+
+def added_host(org: Organization, made: SshHost) -> Host:
+    made.sshd.authorize(services.host_key(org).public_key)
+    options = made.options
+    fields = HostFields(
+        address=made.name,
+        allow_sudo=True,  # the tests sign in as whoever runs them: root in CI
+        caddy_https=False,
+        http_port=options.http_port,
+        https_port=options.https_port,
+        health_port=options.health_port,
+    )
+    return services.add_host(org, fields, SYSTEM)

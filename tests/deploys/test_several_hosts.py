@@ -1,0 +1,336 @@
+"""A service on several hosts, all or nothing, with real components: two places on this
+machine (each its own supervisord and Caddy, tests/support/several.py) stand for two hosts;
+a real pipeline and build, the switch app behind both Caddies, clients sending requests
+without pause through the first while the deploy goes through them in turn."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onwatch.core import jobs
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import JobLogLine, Organization
+from onwatch.deploys import releases, services, switch
+from onwatch.deploys.models import Deploy, Service, State
+from onwatch.deploys.switch import Machine
+from tests.support.backups import alerts_titled
+from tests.support.deploys import commit
+from tests.support.load import Load, Tally, fetch
+from tests.support.releases import KINDS, app_files
+from tests.support.several import (
+    SSH_HOST,
+    Failing,
+    checked_ssh_host,
+    ready_host,
+    ssh_places,
+    two_places,
+)
+from tests.support.ssh_hosts import ssh_host
+from tests.support.switching import listen_port, own_machine
+
+pytestmark = [
+    pytest.mark.once,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("channel"),
+]
+
+
+@pytest.fixture
+def other() -> Iterator[Machine]:
+    """The second host's supervisord and Caddy."""
+    with own_machine() as m:
+        yield m
+
+
+@pytest.fixture
+def failing(monkeypatch: pytest.MonkeyPatch, machine: Machine, other: Machine) -> Failing:
+    chosen = Failing()
+    two_places(monkeypatch, other, chosen)
+    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    return chosen
+
+
+@pytest.fixture
+def on_two(org: Organization, shop: Service, failing: Failing) -> Service:
+    """The shop on this machine first, then on the SSH host."""
+    chosen = [services.this_machine(org), ready_host(org)]
+    services.set_service_hosts(shop, chosen, SYSTEM)
+    return shop
+
+
+def deployed(service: Service, repo: Path, version: str) -> Deploy:
+    commit(repo, app_files(version), f"Version {version}")
+    services.run_pipeline(service, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    deploy = service.deploys.order_by("-pk").first()
+    assert deploy is not None
+    return deploy
+
+
+def answers(machine: Machine) -> set[str]:
+    return {fetch(listen_port(machine), "shop.test")[1].split()[0] for _ in range(5)}
+
+
+def migrated(service: Service) -> list[str]:
+    """The versions the service's release commands migrated, deploy after deploy."""
+    found = JobLogLine.objects.filter(job_id__in=service.deploys.values_list("job_id"))
+    texts = found.order_by("pk").values_list("text", flat=True)
+    # A host's lines are its name in brackets, then what it said.
+    said = [t.split("] ", 1)[-1] for t in texts]
+    return [t.split()[1] for t in said if t.startswith("migrated ")]
+
+
+def figures(what: str, deploy: Deploy, tally: Tally) -> str:
+    """With -s: the requests through the first host's Caddy while the deploy went there,
+    back, and failed; how long it took, and how long the first host's going back took."""
+    back = [s["seconds"] for s in deploy.steps if s["name"].startswith("switch back on")]
+    return (
+        f"{what}: {tally.ok + tally.failed} requests, {tally.failed} failed, "
+        f"{tally.answers['v2']} from the new release before it went back; the deploy took "
+        f"{deploy.seconds:.1f} s, going back {sum(back):.1f} s"
+    )
+
+
+def names(deploy: Deploy) -> list[str]:
+    return [s["name"] for s in deploy.steps]
+
+
+def test_a_deploy_goes_to_each_host_in_turn_and_migrates_once(
+    on_two: Service, machine: Machine, other: Machine, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    assert answers(machine) == answers(other) == {"v1"}
+    # The SSH host's slot ports were asked of it on this first deploy, and are kept.
+    [placement] = [p for p in services.placements(on_two) if not p.host.local]
+    assert len(placement.slot_ports) == 2 and set(placement.slot_ports) != set(on_two.slot_ports)
+    load = Load(listen_port(machine), "shop.test").start()
+    try:
+        second = deployed(on_two, tmp_path / "repo", "v2")
+    finally:
+        tally = load.stop()
+    assert second.state == State.SUCCEEDED, (second.reason, second.steps)
+    assert answers(machine) == answers(other) == {"v2"}
+    assert tally.failed == 0, tally.errors
+    assert {"v1", "v2"} <= set(tally.answers)
+    # Built once here, migrated once (on the first host), before any traffic moved.
+    assert migrated(on_two) == ["v1", "v2"]
+    here, there = "on this machine", f"on {SSH_HOST}"
+    assert names(second) == [
+        "checkout",
+        "read onwatch.toml",
+        f"build {here}",
+        f"release command {here}",
+        *(f"{n} {here}" for n in ("prepare Caddy", "start", "health gate", "switch", "drain")),
+        *(f"{n} {there}" for n in ("prepare Caddy", "start", "health gate", "switch", "drain")),
+    ]
+    assert all(s["ok"] for s in second.steps), second.steps
+    assert second.live_after == str(second.release)
+    assert releases.serving(on_two) == str(second.release)
+    # What users felt is summed over both switches (this machine's load, the other's none).
+    assert second.switch_served is not None and second.switch_served >= tally.ok // 10
+    assert second.switch_failed == 0
+
+
+def test_the_second_hosts_gate_failing_sends_the_first_back_with_no_failed_request(
+    on_two: Service, machine: Machine, other: Machine, failing: Failing, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    failing.there.add("v2")
+    load = Load(listen_port(machine), "shop.test").start()
+    try:
+        failed = deployed(on_two, tmp_path / "repo", "v2")
+    finally:
+        tally = load.stop()
+    assert failed.state == State.FAILED
+    v1 = str(first.release)
+    assert failed.reason.startswith(f"on {SSH_HOST}: {failed.release} never answered 200 3 times")
+    assert failed.reason.endswith(
+        f"switched back on this machine; what serves now: {v1} on every host "
+        f"(this machine, {SSH_HOST})"
+    ), failed.reason
+    # v2 served through this machine's Caddy until it went back; nobody got an error.
+    assert answers(machine) == answers(other) == {"v1"}
+    assert tally.failed == 0, tally.errors
+    assert tally.answers["v2"] > 0 and tally.answers["v1"] > 0
+    print(figures("two places on this machine, the second's gate failing", failed, tally))
+    back = [s for s in failed.steps if s["name"] == "switch back on this machine"]
+    assert len(back) == 1 and back[0]["ok"], failed.steps
+    assert back[0]["detail"] == f"{v1} serves on this machine again"
+    assert failed.live_after == v1 and services.live_release(on_two) == first.release
+    [alert] = alerts_titled(f"Deploy #{failed.pk} of shop failed")
+    assert f"What serves shop.test now: {v1}" in alert.body
+    # The release command ran once, on the first host, before any traffic moved.
+    assert migrated(on_two) == ["v1", "v2"]
+
+
+def test_a_host_failing_at_its_turn_sends_the_first_back(
+    on_two: Service, machine: Machine, failing: Failing, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    failing.gone = True
+    failed = deployed(on_two, tmp_path / "repo", "v2")
+    assert failed.state == State.FAILED
+    assert failed.reason.startswith(f"on {SSH_HOST}: "), failed.reason
+    assert "switched back on this machine; what serves now: " in failed.reason
+    assert answers(machine) == {"v1"}
+    assert [s["name"] for s in failed.steps if not s["ok"]] == [f"prepare Caddy on {SSH_HOST}"]
+    assert [s["ok"] for s in failed.steps if s["name"] == "switch back on this machine"] == [True]
+    # What each host says is shown (this stand-in for a gone host reads no slot files: it
+    # says nothing serves there), never hidden behind the release that serves here.
+    assert failed.live_after == f"{first.release} on this machine, nothing on {SSH_HOST}"
+
+
+def test_a_rollback_goes_back_on_every_host(
+    on_two: Service, machine: Machine, other: Machine, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert deployed(on_two, tmp_path / "repo", "v2").state == State.SUCCEEDED
+    load = Load(listen_port(other), "shop.test").start()
+    try:
+        rollback = services.queue_rollback(on_two, SYSTEM, "cli")
+        jobs.run_pending(kinds=KINDS)
+    finally:
+        tally = load.stop()
+    rollback.refresh_from_db()
+    assert rollback.state == State.SUCCEEDED, (rollback.reason, rollback.steps)
+    assert answers(machine) == answers(other) == {"v1"}
+    assert tally.failed == 0, tally.errors
+    # No build anywhere: the kept release started again on each host, in turn.
+    assert [n for n in names(rollback) if n.startswith("start")] == [
+        "start on this machine",
+        f"start on {SSH_HOST}",
+    ]
+    assert not [n for n in names(rollback) if "build" in n or "release command" in n]
+    assert releases.serving(on_two) == str(first.release)
+    assert migrated(on_two) == ["v1", "v2"]
+    # A host's site cannot be moved through the seam: a new domain is refused, saying so.
+    with pytest.raises(services.Refusal) as refused:
+        services.set_domain(on_two, "shop2.test", True, SYSTEM)
+    assert str(refused.value).startswith(f"shop runs on SSH hosts ({SSH_HOST}), where onwatch")
+    # Taken off its hosts, the service stops there and serves here alone.
+    services.set_service_hosts(on_two, [services.this_machine(on_two.org)], SYSTEM)
+    assert answers(machine) == {"v1"}
+    assert other.caddy.sites() == []
+    assert not [s for s in other.supervisor.all() if s.name.startswith("slot-")]
+
+
+def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
+    on_two: Service, machine: Machine, other: Machine, failing: Failing, tmp_path: Path
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    # v2 fails on the other host, and v1 no longer passes its gate here to come back.
+    failing.there.add("v2")
+    failing.here.add("v1")
+    failed = deployed(on_two, tmp_path / "repo", "v2")
+    assert failed.state == State.FAILED
+    v1, v2 = str(first.release), str(failed.release)
+    mix = f"{v2} on this machine, {v1} on {SSH_HOST}"
+    assert failed.reason.endswith(f"what serves now: {mix}"), failed.reason
+    assert (
+        f"going back failed (this machine: {v1} never answered 200 3 times in a row on "
+        "/health within 4 s"
+    ) in failed.reason
+    assert answers(machine) == {"v2"} and answers(other) == {"v1"}
+    assert releases.serving(on_two) == mix and failed.live_after == mix
+    [alert] = alerts_titled(f"shop serves a mix of releases after deploy #{failed.pk}")
+    assert f"What serves shop.test now: {mix}" in alert.body
+    assert "onwatch rollback shop" in alert.body
+
+
+def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
+    org: Organization,
+    shop: Service,
+    machine: Machine,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """End to end: two real SSH hosts on loopback, each its agent, supervisord and Caddy;
+    built on each, migrated once on the first, switched in turn, and sent back."""
+    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    failing: dict[str, set[str]] = {}
+    cut: dict[str, set[str]] = {}
+    ssh_places(monkeypatch, failing, cut)
+    with ssh_host() as first, ssh_host() as second:
+        rows = [checked_ssh_host(org, made) for made in (first, second)]
+        services.set_service_hosts(shop, rows, SYSTEM)
+        v1 = deployed(shop, tmp_path / "repo", "v1")
+        assert v1.state == State.SUCCEEDED, (v1.reason, v1.steps)
+        assert fetch(first.options.http_port, "shop.test")[1].split()[0] == "v1"
+        assert fetch(second.options.http_port, "shop.test")[1].split()[0] == "v1"
+        a, b = first.name, second.name
+        assert names(v1)[:7] == [
+            "checkout",
+            "read onwatch.toml",
+            f"send to {a}",
+            f"send to {b}",
+            f"build on {a}",
+            f"build on {b}",
+            f"release command on {a}",
+        ]
+        failing[b] = {"v2"}
+        load = Load(first.options.http_port, "shop.test").start()
+        try:
+            v2 = deployed(shop, tmp_path / "repo", "v2")
+        finally:
+            tally = load.stop()
+        ports = [made.options.http_port for made in (first, second)]
+        served = {fetch(port, "shop.test")[1].split()[0] for port in ports}
+        placed = {p.host.name: p.serving for p in services.placements(shop)}
+        failing[b] = set()
+        monkeypatch.setattr(services, "KEEP_RELEASES", 1)
+        v3 = deployed(shop, tmp_path / "repo", "v3")
+        # The same releases are kept on every host: v2 (failed) goes, v1 (live before) stays.
+        kept = {
+            (made.name, r.pk): bool(list(made.dir.rglob(f"releases/{shop.pk}/{r.pk}")))
+            for made in (first, second)
+            for r in (v1.release, v2.release)
+            if r is not None
+        }
+        now = {fetch(port, "shop.test")[1].split()[0] for port in ports}
+        # The second host goes away while v4 waits for its gate there.
+        cut[b] = {"v4"}
+        v4 = deployed(shop, tmp_path / "repo", "v4")
+        after = {fetch(port, "shop.test")[1].split()[0] for port in ports}
+    assert v2.state == State.FAILED
+    assert v2.reason.startswith(f"on {b}: {v2.release} never answered 200 3 times"), v2.reason
+    assert v2.reason.endswith(
+        f"switched back on {a}; what serves now: {v1.release} on every host ({a}, {b})"
+    ), v2.reason
+    assert served == {"v1"}
+    assert tally.failed == 0, tally.errors
+    assert tally.answers["v2"] > 0  # it served on the first host until it went back
+    print(figures("two SSH hosts, the second's gate failing", v2, tally))
+    assert migrated(shop) == ["v1", "v2", "v3", "v4"]  # once each, on the first host
+    assert [s["ok"] for s in v2.steps if s["name"] == f"switch back on {a}"] == [True]
+    assert placed == {a: str(v1.release), b: str(v1.release)}
+    assert v3.state == State.SUCCEEDED, (v3.reason, v3.steps)
+    assert now == {"v3"} and v3.live_after == str(v3.release)
+    assert v1.release is not None and v2.release is not None
+    assert kept == {
+        (a, v1.release.pk): True,
+        (a, v2.release.pk): False,
+        (b, v1.release.pk): True,
+        (b, v2.release.pk): False,
+    }
+    # Caddy's log is read on this machine only, which serves nothing of the shop.
+    assert v4.state == State.FAILED
+    assert v4.reason.startswith(f"{b} went away during the switch ("), v4.reason
+    assert v4.reason.endswith(
+        f"switched back on {a}, {b}; what serves now: {v3.release} on every host ({a}, {b})"
+    ), v4.reason
+    assert after == {"v3"}
+    backs = {s["name"]: (s["ok"], s["detail"]) for s in v4.steps if "back" in s["name"]}
+    assert backs == {
+        f"switch back on {b}": (True, f"{v3.release} still serves on {b}"),
+        f"switch back on {a}": (True, f"{v3.release} serves on {a} again"),
+    }
+    [watch] = [s for s in v3.steps if s["name"] == "watch"]
+    assert services.step_result(watch) == "not judged"
+    assert watch["detail"].startswith("not judged: onwatch reads the answers Caddy logs on")

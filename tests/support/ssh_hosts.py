@@ -1,0 +1,101 @@
+"""SSH hosts on this one machine for the remote deploy tests: each a real sshd on loopback
+(signing in as the user running the tests) whose sessions get a folder of their own as the
+host's onwatch folder (ONWATCH_HOST_DIR, as another machine's HOME would be), and a Caddy
+on free ports of its own; everything they started is stopped afterwards.
+
+A host is prepared as hostprepare.sh does it (a venv of the host's own Python 3) but, to
+save the minutes pip would take, its supervisord and caddy are links to this venv's."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from onwatch.core import ssh
+from onwatch.deploys import caddy, hosts
+from onwatch.deploys.remote import RemotePlace
+from onwatch.deploys.switch import Machine, Release
+from tests.support.remote_servers import SshServer
+from tests.support.switching import APP, below_ephemeral_port, stop_everything
+
+# The host's Python, not this venv's: the agent runs there with what the host has.
+HOST_PYTHON = "/usr/bin/python3"
+
+
+@dataclass
+class SshHost:
+    sshd: SshServer
+    dir: Path
+    options: caddy.Options
+    key: ssh.KeyPair
+
+    @property
+    def name(self) -> str:
+        return f"{self.sshd.user}@127.0.0.1:{self.sshd.port}"
+
+    @property
+    def machine(self) -> Machine:
+        """The host's supervisord and Caddy, as the agent keeps them (tests look in)."""
+        return Machine(self.dir / "machine", self.options)
+
+    def target(self, known_hosts: str | None = None) -> hosts.Target:
+        where = ssh.endpoint("127.0.0.1", self.sshd.port, self.sshd.user)
+        if known_hosts is None:
+            known_hosts = ssh.scan_host_keys("127.0.0.1", self.sshd.port)
+        return hosts.Target(self.name, where, self.key.private, known_hosts)
+
+    def place(self) -> RemotePlace:
+        return RemotePlace(self.target(), self.options)
+
+
+def prepare(folder: Path) -> None:
+    venv = folder / "venv"
+    subprocess.run([HOST_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    for tool in ("supervisord", "caddy"):
+        (venv / "bin" / tool).symlink_to(Path(sys.executable).with_name(tool))
+
+
+def caddy_options() -> caddy.Options:
+    ports: list[int] = []
+    while len(ports) < 3:
+        if (port := below_ephemeral_port()) not in ports:
+            ports.append(port)
+    return caddy.Options(False, ports[0], ports[1], ports[2], bind="127.0.0.1")
+
+
+@contextmanager
+def ssh_host(**env: str) -> Iterator[SshHost]:
+    """`env`: more of the sessions' environment (e.g. a HOME holding a .bashrc)."""
+    root = Path(tempfile.mkdtemp(prefix="ow-h-"))  # short: unix socket paths are limited
+    folder = root / "o"
+    sshd = SshServer(root / "sshd", env={"ONWATCH_HOST_DIR": str(folder), **env})
+    host = SshHost(sshd, folder, caddy_options(), ssh.new_key_pair("tests"))
+    sshd.authorize(host.key.public)
+    try:
+        sshd.start()
+        prepare(folder)
+        yield host
+    finally:
+        stop_everything(host.machine)
+        sshd.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def app_tree(folder: Path) -> Path:
+    """A checked-out tree of the small app (its .git too, which never travels)."""
+    (folder / ".git").mkdir(parents=True)
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    shutil.copy(APP, folder / APP.name)
+    return folder
+
+
+def release_in(folder: str, label: str, **env: str) -> Release:
+    return Release(
+        label, f"exec python3 {APP.name}", Path(folder), {"RELEASE": label, **env}, stop_seconds=10
+    )
