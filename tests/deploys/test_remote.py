@@ -18,14 +18,22 @@ import pytest
 from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import caddy, hostchecks, remote, services
+from onwatch.deploys import caddy, hostchecks, hosts, remote, services
 from onwatch.deploys.models import Host
 from onwatch.deploys.places import PlaceError
 from onwatch.deploys.remote import RemotePlace
 from onwatch.deploys.services import HostFields
 from onwatch.deploys.switch import Gate, Step, SwitchFailed, program_name
 from tests.support.load import Load, fetch
-from tests.support.ssh_hosts import HOST_PYTHON, SshHost, app_tree, release_in, ssh_host
+from tests.support.ssh_hosts import (
+    HOST_PYTHON,
+    SshHost,
+    app_tree,
+    crontab,
+    release_in,
+    ssh_host,
+)
+from tests.support.switching import stop_everything
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
@@ -400,7 +408,7 @@ def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
     with ssh_host() as first, ssh_host() as second:
         added = [added_host(org, made) for made in (first, second)]
         for made, row in zip((first, second), added, strict=True):
-            found = {f.what: (f.ok, f.line) for f in hostchecks.check(row)}
+            found = {f.what: (f.ok, f.line) for f in hostchecks.check(row, prepare=True)}
             assert found["ports"] == (True, f"Caddy may listen on port {made.options.http_port}")
             assert all(ok for ok, _ in found.values()), found
             place = remote.place_of(row)
@@ -427,3 +435,32 @@ def added_host(org: Organization, made: SshHost) -> Host:
         health_port=options.health_port,
     )
     return services.add_host(org, fields, SYSTEM)
+
+
+def test_a_hosts_apps_come_back_after_a_reboot_without_onwatch(tmp_path: Path) -> None:
+    """hostprepare.sh's @reboot line, added once however often the host is prepared, run
+    as cron would run it after supervisord and all it ran were gone."""
+    with ssh_host() as rebooted:
+        place = rebooted.place()
+        try:
+            site = site_on(place, "boot.test")
+            folder = app_release(place, tmp_path, 1)
+            place.switch(site, release_in(folder, "r1"), print, Gate())
+        finally:
+            place.close()
+        target = rebooted.target()
+        facts = hosts.parse(hosts.run_script(target, hosts.PROBE))
+        assert facts["boot"] == ["no"]
+        for _ in range(2):
+            assert hosts.prepare(target, HOST_PYTHON, []) == []
+        [line] = [line for line in crontab() if str(rebooted.dir) in line]
+        facts = hosts.parse(hosts.run_script(target, hosts.PROBE))
+        assert facts["boot"] == ["yes"]
+        stop_everything(rebooted.machine)
+        with pytest.raises(OSError):
+            fetch(rebooted.options.http_port, site.domain)
+        # cron runs the line with /bin/sh, in the user's home, with a bare environment
+        command = line.removeprefix("@reboot ")
+        booted = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin"})
+        assert booted.returncode == 0
+        assert fetch(rebooted.options.http_port, site.domain) == (200, "r1")
