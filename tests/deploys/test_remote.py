@@ -147,7 +147,9 @@ def test_links_that_leave_the_release_are_refused(place: RemotePlace, tmp_path: 
     with pytest.raises(PlaceError) as refused:
         place.receive(folder, tree)
     assert str(refused.value) == (
-        f"{place.name}: the release holds conf/keys, which onwatch does not copy; remove it"
+        f"{place.name}: the release holds conf/keys, which onwatch does not copy (it is not "
+        "a plain file, folder or link inside the release): remove it from the repository, "
+        "then deploy again"
     )
     assert place.has_folder(folder)  # what was received before stays, whole
 
@@ -303,8 +305,9 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
         with pytest.raises(PlaceError) as lost:
             place.switch(site, release_in(folder, "cut"), cut, Gate())
         assert str(lost.value) == (
-            f"{host.name} went away during the switch (the connection ended); what runs "
-            "there runs on without onwatch: deploy again once the host answers"
+            f"{host.name} went away during the switch (the connection ended); traffic had "
+            "not moved to cut: what served lost.test there serves on, and the host stops "
+            "cut; deploy again once the host answers"
         )
         # The agent stops the new release once it finds nobody to switch for.
         new_slot = program_name(site.ports[1])
@@ -335,8 +338,13 @@ def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
         if step.name == "drain" and step.ended is None:
             link.proc.kill()
 
-    with pytest.raises(PlaceError, match="went away during the switch"):
+    with pytest.raises(PlaceError) as lost:
         place.switch(site, release_in(folder, "new"), cut, Gate())
+    assert str(lost.value) == (
+        f"{host.name} went away during the switch (the connection ended); new took "
+        "moved.test's traffic before that and serves it there; the host finishes the switch "
+        "on its own"
+    )
     # The old release is drained and stopped there all the same.
     deadline = time.monotonic() + 20
     while host.machine.supervisor.status(program_name(first.port)) is not None:
@@ -348,6 +356,68 @@ def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
         assert again.serving(site) == "new"
     finally:
         again.close()
+
+
+def test_a_switch_whose_continue_comes_late_is_stopped_and_answered(tmp_path: Path) -> None:
+    """The agent waits ONWATCH_AGENT_WAIT_SECONDS for onwatch's word before traffic moves
+    (5 minutes, unless the host's environment says otherwise)."""
+    with ssh_host(ONWATCH_AGENT_WAIT_SECONDS="2") as slow:
+        place = slow.place()
+        try:
+            site = site_on(place, "late.test")
+            folder = app_release(place, tmp_path, 1)
+            place.switch(site, release_in(folder, "r1"), print, Gate())
+            started = time.monotonic()
+            with pytest.raises(PlaceError) as late:
+                place.switch(
+                    site,
+                    release_in(folder, "r2"),
+                    print,
+                    Gate(),
+                    before_count=lambda: time.sleep(4),
+                )
+            assert time.monotonic() - started < 30
+            assert str(late.value) == (
+                f"{slow.name}: the switch of late.test to r2 stopped before traffic moved: "
+                "onwatch did not answer within 2 s; r1 still serves it"
+            )
+            assert place.serving(site) == "r1"  # the same connection goes on
+            assert slow.machine.supervisor.status(program_name(site.ports[1])) is None
+        finally:
+            place.close()
+
+
+def test_onwatch_failing_mid_switch_stops_the_switch_on_the_host_and_says_so(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "callback.test")
+    folder = app_release(place, tmp_path, 8)
+    place.switch(site, release_in(folder, "r1"), print, Gate())
+
+    def failing(step: Step) -> None:
+        if step.name == "health gate" and step.ended is None:
+            raise RuntimeError("the database is locked")
+
+    with pytest.raises(PlaceError) as failed:
+        place.switch(site, release_in(folder, "r2"), failing, Gate())
+    assert str(failed.value) == (
+        f"{place.name}: onwatch failed during the switch (RuntimeError: the database is "
+        "locked); the host stopped: the switch of callback.test to r2 stopped before traffic "
+        "moved: onwatch asked it to stop; r1 still serves it"
+    )
+    assert place.serving(site) == "r1"
+    # Asking the host something while it switches is refused at once, not waited for.
+    with pytest.raises(PlaceError) as asked:
+        place.switch(
+            site,
+            release_in(folder, "r3"),
+            print,
+            Gate(),
+            before_count=lambda: place.counted_from(site.domain, 0) and None,
+        )
+    assert "(PlaceError: " in str(asked.value) and "one request at a time" in str(asked.value)
+    assert str(asked.value).endswith("onwatch asked it to stop; r1 still serves it")
+    assert fetch(host.options.http_port, site.domain) == (200, "r1")
 
 
 def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
@@ -421,6 +491,21 @@ def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
         for made in (first, second):
             answer = fetch(made.options.http_port, "both.test")
             assert answer == (200, f"on {made.sshd.port}")
+
+
+@pytest.mark.django_db
+def test_a_deploy_never_pins_a_forgotten_host_key_itself(org: Organization) -> None:
+    with ssh_host() as made:
+        row = added_host(org, made)
+        services.forget_host_key(row, SYSTEM)
+        with pytest.raises(PlaceError) as refused:
+            remote.place_of(row)
+        row.refresh_from_db()
+    assert str(refused.value) == (
+        f"{row.name}'s host key was forgotten: run `onwatch hosts check {row.name}` to pin "
+        "it again, then deploy"
+    )
+    assert row.known_hosts == ""
 
 
 def added_host(org: Organization, made: SshHost) -> Host:
