@@ -108,11 +108,14 @@ def serve_command(digest: str) -> str:
 
 
 def upload_command(digest: str) -> str:
-    """Copied in whole or not at all; the agents of older onwatch versions go (each agent
-    imports all it needs as it starts, so one still running is not disturbed)."""
-    part, made = f'"$d/.agent-{digest}.part"', f'"$d/agent-{digest}.pyz"'
+    """Copied in whole or not at all, into a file of its own (two deploys may upload at
+    once) that only the deploy user can read; the agents of older onwatch versions go
+    (each agent imports all it needs as it starts, so one still running is not
+    disturbed)."""
+    made = f'"$d/agent-{digest}.pyz"'
     return (
-        f'{HOST_DIR}; mkdir -p "$d" && cat > {part} && mv {part} {made} && '
+        f'umask 077; {HOST_DIR}; mkdir -p "$d" && t=$(mktemp "$d/.agent.XXXXXX") && '
+        f'{{ cat > "$t" && mv "$t" {made} || {{ rm -f "$t"; exit 1; }}; }} && '
         f'for old in "$d"/agent-*.pyz; do [ "$old" = {made} ] || rm -f "$old"; done'
     )
 

@@ -99,6 +99,26 @@ def test_the_agent_is_uploaded_once_and_reused(host: SshHost) -> None:
         again.close()
     assert not again.uploaded and uploaded.stat().st_mtime_ns == made
     assert [p.name for p in host.dir.glob("agent-*.pyz")] == [uploaded.name]
+    assert uploaded.stat().st_mode & 0o077 == 0  # the deploy user's only
+
+
+def test_two_deploys_uploading_the_agent_at_once_both_leave_it_whole(host: SshHost) -> None:
+    digest, data = remote.agent_archive()
+    places = [host.place(), host.place()]
+    try:
+        for place in places:
+            place.session = ssh.Session(place.target.private_key, place.target.known_hosts)
+        uploads = [threading.Thread(target=place._upload) for place in places]
+        for upload in uploads:
+            upload.start()
+        for upload in uploads:
+            upload.join()
+    finally:
+        for place in places:
+            place.close()
+    assert all(place.uploaded for place in places)
+    assert (host.dir / f"agent-{digest}.pyz").read_bytes() == data
+    assert list(host.dir.glob(".agent*")) == []
 
 
 def test_a_tree_is_received_fresh_and_built_there(place: RemotePlace, tmp_path: Path) -> None:
