@@ -124,8 +124,9 @@ class Link:
     """One ssh connection to the agent: JSON lines each way, read by a thread of its own."""
 
     def __init__(self, argv: list[str], stderr: Path) -> None:
-        # What the agent's Python says if it fails (a traceback): why the connection ended.
-        with stderr.open("ab") as said:
+        # What the agent's Python says if it fails (a traceback): why the connection ended;
+        # of this connection only, not an earlier one's.
+        with stderr.open("wb") as said:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=said
             )

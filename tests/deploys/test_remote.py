@@ -440,6 +440,23 @@ def test_onwatch_failing_mid_switch_stops_the_switch_on_the_host_and_says_so(
     assert fetch(host.options.http_port, site.domain) == (200, "r1")
 
 
+def test_why_a_connection_ended_is_of_that_connection(place: RemotePlace) -> None:
+    place.free_ports(1)
+    assert place.session is not None and place.link is not None
+    (place.session.dir / "agent.log").write_text("Traceback: what an earlier agent said\n")
+    place.link.proc.kill()
+    with pytest.raises(PlaceError):
+        place.free_ports(1)
+    place.free_ports(1)  # a new connection
+    place.link.proc.kill()
+    with pytest.raises(PlaceError) as lost:
+        place.free_ports(1)
+    assert str(lost.value) == (
+        f"{place.name} went away during the choice of ports (the connection ended); what "
+        "runs there runs on without onwatch: deploy again once the host answers"
+    )
+
+
 def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
     with ssh_host() as bare:
         shutil.rmtree(bare.dir / "venv")
