@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import queue
+import random
 import select
 import shutil
 import signal
@@ -234,18 +235,41 @@ def ensure_ready(agent: Agent, request: Request) -> None:
 
 def free_ports(agent: Agent, request: Request) -> list[int]:
     """Bound all at once, so that no two are the same; never Caddy's own ports nor another
-    site's slots there, which may be free now only because nothing runs on them yet."""
+    site's slots there, which may be free now only because nothing runs on them yet. From
+    below the range the kernel hands out for outgoing connections: an idle slot there
+    could be taken by one, and the next switch to it refused."""
     options, count = agent.machine.options, int(request.args["count"])
     taken = {options.http_port, options.https_port, options.health_port}
     taken |= {p for site in agent.machine.caddy.sites() for p in site.ports}
+    high = _ephemeral_start()
     with ExitStack() as held:
         chosen: list[int] = []
-        while len(chosen) < count:
-            s = held.enter_context(socket.socket())
-            s.bind(("127.0.0.1", 0))
-            if (port := int(s.getsockname()[1])) not in taken:
+        for port in random.sample(range(high // 2, high), high - high // 2):
+            if len(chosen) == count:
+                break
+            if port not in taken and _bound(held, port):
                 chosen.append(port)
-        return chosen
+        if len(chosen) == count:
+            return chosen
+    raise Refused(f"no {count} free ports below {high} on the host: free some, then deploy again")
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's range for bind(0) and outgoing connections."""
+    try:
+        said = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return max(int(said[0]), 2048)
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bound(held: ExitStack, port: int) -> bool:
+    s = held.enter_context(socket.socket())
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 def put_site(agent: Agent, request: Request) -> bool:
