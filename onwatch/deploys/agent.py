@@ -46,6 +46,8 @@ from onwatch.deploys import caddy, procman, switch
 BASE_PATH = procman.BASE_PATH
 TAR_CHUNK = 1 << 16
 DISK_FULL = "No space left on device"
+# Less than this left where a build failed: it is taken as what failed it.
+FULL_BYTES = 64 * 1024
 # onwatch answers a switch's before_count within moments (it reads a log); far longer than
 # that, the switch stops (an ssh session's environment may set it: tests do).
 WAIT_SECONDS = float(os.environ.get("ONWATCH_AGENT_WAIT_SECONDS") or 300)
@@ -396,10 +398,17 @@ def run_command(agent: Agent, request: Request) -> dict[str, Any]:
     ended.set()
     lines.join()
     code = None if reason else proc.returncode
-    if reason is None and code != 0 and any(DISK_FULL in line for line in last):
+    if reason is None and code != 0 and _disk_full(folder, last):
         reason = "the host ran out of disk space"
     took = time.monotonic() - started
     return {"exit_code": code, "reason": reason, "seconds": took, "last_lines": list(last)}
+
+
+def _disk_full(folder: Path, last: deque[str]) -> bool:
+    """By its words (in English, unless the service's env chose another language) or by
+    what is left on the disk."""
+    free = os.statvfs(folder)
+    return any(DISK_FULL in line for line in last) or free.f_bavail * free.f_frsize < FULL_BYTES
 
 
 def _relay(out: IO[bytes], request: Request, last: deque[str], ended: threading.Event) -> None:
