@@ -6,7 +6,9 @@ serves."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -459,6 +461,62 @@ def test_why_a_connection_ended_is_of_that_connection(place: RemotePlace) -> Non
         f"{place.name} went away during the choice of ports (the connection ended); what "
         "runs there runs on without onwatch: deploy again once the host answers"
     )
+
+
+def test_two_deploys_on_one_host_at_once_each_switch_their_own_site(
+    host: SshHost, tmp_path: Path
+) -> None:
+    """Two connections, two agents, one supervisord and one Caddy there."""
+    places = [host.place(), host.place()]
+    done: dict[str, str] = {}
+
+    def deploy(place: RemotePlace, domain: str, number: int) -> None:
+        site = site_on(place, domain)
+        folder = app_release(place, tmp_path / domain, number)
+        done[domain] = place.switch(site, release_in(folder, domain), print, Gate()).release
+
+    try:
+        deploys = [
+            threading.Thread(target=deploy, args=(place, f"both{n}.test", 20 + n))
+            for n, place in enumerate(places)
+        ]
+        for one in deploys:
+            one.start()
+        for one in deploys:
+            one.join(120)
+    finally:
+        for place in places:
+            place.close()
+    assert done == {"both0.test": "both0.test", "both1.test": "both1.test"}
+    for domain in done:
+        assert fetch(host.options.http_port, domain) == (200, domain)
+    assert {"both0.test", "both1.test"} <= {s.domain for s in host.machine.caddy.sites()}
+
+
+def test_caddy_killed_mid_switch_on_a_host_ends_in_a_switch_that_says_what_serves(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "killed.test")
+    folder = app_release(place, tmp_path, 9)
+    place.switch(site, release_in(folder, "r1"), print, Gate())
+
+    def kill_caddy(step: Step) -> None:
+        if step.name == "health gate" and step.ended is None:
+            status = host.machine.supervisor.status(caddy.PROGRAM)
+            assert status is not None and status.pid
+            os.kill(status.pid, signal.SIGKILL)
+
+    try:
+        record = place.switch(site, release_in(folder, "r2"), kill_caddy, Gate())
+    except SwitchFailed as e:
+        said, serving = str(e), "r1"
+    else:
+        said, serving = record.release, "r2"
+    deadline = time.monotonic() + 20
+    while place.serving(site) != serving:
+        assert time.monotonic() < deadline, (said, place.serving(site))
+        time.sleep(0.2)
+    assert fetch(host.options.http_port, site.domain) == (200, serving), said
 
 
 def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
