@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -517,6 +518,41 @@ def test_caddy_killed_mid_switch_on_a_host_ends_in_a_switch_that_says_what_serve
         assert time.monotonic() < deadline, (said, place.serving(site))
         time.sleep(0.2)
     assert fetch(host.options.http_port, site.domain) == (200, serving), said
+
+
+def test_a_host_that_falls_silent_is_given_up_on(
+    host: SshHost, place: RemotePlace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running request says it is alive every few seconds; an agent that stops (a host
+    frozen, a network that drops without a word) is given up on, not waited for."""
+    monkeypatch.setattr(remote, "SILENCE_SECONDS", 2.0)
+    (tmp_path / "tree").mkdir()
+    folder = place.release_folder(2, 5)
+    place.receive(folder, tmp_path / "tree")
+    [frozen] = agents_serving(host.dir)
+    os.kill(frozen, signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PlaceError) as silent:
+            place.run(folder, "sleep 30", {}, 60, lambda line: None, threading.Event())
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert time.monotonic() - started < 15
+    assert str(silent.value) == (
+        f"{place.name} went away during the build (it said nothing for 2 s); what runs there "
+        "runs on without onwatch: deploy again once the host answers"
+    )
+
+
+def agents_serving(folder: Path) -> list[int]:
+    """The pids of the agents serving that host folder."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"serve" in argv and str(folder).encode() in argv and proc.name.isdigit():
+                found.append(int(proc.name))
+    return found
 
 
 def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
