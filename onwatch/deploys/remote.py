@@ -24,6 +24,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Mapping
 from contextlib import suppress
@@ -58,6 +59,9 @@ HOST_DIR = 'd="${ONWATCH_HOST_DIR:-$HOME/.onwatch}"'
 UPLOAD_SECONDS = 120
 CLOSE_SECONDS = 10
 POLL_SECONDS = 0.2
+# The agent says "alive" every agent.ALIVE_SECONDS while a request runs: this long without
+# a word, the host is taken as gone (a network that drops silently keeps ssh waiting).
+SILENCE_SECONDS = 6 * agent.ALIVE_SECONDS
 
 
 class AgentMissing(Exception):
@@ -65,7 +69,20 @@ class AgentMissing(Exception):
 
 
 class Gone(Exception):
-    """The connection ended."""
+    """The connection ended; the message, when there is one, says why."""
+
+
+class Busy(Exception):
+    """The link is answering another request (asked from one of its callbacks)."""
+
+
+class CallbackFailed(Exception):
+    """onwatch's own callback failed mid-request; the agent was asked to stop, and
+    `result` is what it answered in the end."""
+
+    def __init__(self, error: Exception, result: dict[str, Any]) -> None:
+        super().__init__(str(error))
+        self.error, self.result = error, result
 
 
 @cache
@@ -91,11 +108,14 @@ def serve_command(digest: str) -> str:
 
 
 def upload_command(digest: str) -> str:
-    """Copied in whole or not at all; the agents of older onwatch versions go (each agent
-    imports all it needs as it starts, so one still running is not disturbed)."""
-    part, made = f'"$d/.agent-{digest}.part"', f'"$d/agent-{digest}.pyz"'
+    """Copied in whole or not at all, into a file of its own (two deploys may upload at
+    once) that only the deploy user can read; the agents of older onwatch versions go
+    (each agent imports all it needs as it starts, so one still running is not
+    disturbed)."""
+    made = f'"$d/agent-{digest}.pyz"'
     return (
-        f'{HOST_DIR}; mkdir -p "$d" && cat > {part} && mv {part} {made} && '
+        f'umask 077; {HOST_DIR}; mkdir -p "$d" && t=$(mktemp "$d/.agent.XXXXXX") && '
+        f'{{ cat > "$t" && mv "$t" {made} || {{ rm -f "$t"; exit 1; }}; }} && '
         f'for old in "$d"/agent-*.pyz; do [ "$old" = {made} ] || rm -f "$old"; done'
     )
 
@@ -104,13 +124,15 @@ class Link:
     """One ssh connection to the agent: JSON lines each way, read by a thread of its own."""
 
     def __init__(self, argv: list[str], stderr: Path) -> None:
-        # What the agent's Python says if it fails (a traceback): why the connection ended.
-        with stderr.open("ab") as said:
+        # What the agent's Python says if it fails (a traceback): why the connection ended;
+        # of this connection only, not an earlier one's.
+        with stderr.open("wb") as said:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=said
             )
         self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.number = 0
+        self.busy = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -144,27 +166,59 @@ class Link:
         cancelled: threading.Event | None = None,
         payload: Path | None = None,
     ) -> dict[str, Any]:
-        """The request's result message; its events go to on_event as they come."""
-        self.number += 1
-        number, asked_to_stop = self.number, False
-        self.send({"id": number, "op": op, "args": args}, payload)
+        """The request's result message; its events go to on_event as they come. One
+        request at a time: Busy when asked again from inside on_event."""
+        if not self.busy.acquire(blocking=False):
+            raise Busy()
+        try:
+            self.number += 1
+            self.send({"id": self.number, "op": op, "args": args}, payload)
+            return self._result(self.number, on_event, cancelled)
+        finally:
+            self.busy.release()
+
+    def _result(
+        self,
+        number: int,
+        on_event: Callable[[dict[str, Any]], None],
+        cancelled: threading.Event | None,
+    ) -> dict[str, Any]:
+        """Read until the request's result, never longer than SILENCE_SECONDS without a
+        word; when on_event fails, the agent is asked to stop and its result awaited."""
+        failed: Exception | None = None
+        heard, asked_to_stop = time.monotonic(), False
         while True:
-            if cancelled is not None and cancelled.is_set() and not asked_to_stop:
+            stop = failed is not None or (cancelled is not None and cancelled.is_set())
+            if stop and not asked_to_stop:
                 self.send({"id": number, "op": "cancel"})
                 asked_to_stop = True
-            try:
-                message = self.inbox.get(timeout=POLL_SECONDS)
-            except queue.Empty:
+            message = self._next(heard)
+            if message is None or not _for(message, number):
                 continue
-            if message is None:
-                raise Gone()
-            if message.get("missing"):
-                raise AgentMissing()
-            if message.get("id") != number:
-                continue
+            heard = time.monotonic()
             if "event" not in message:
+                if failed is not None:
+                    raise CallbackFailed(failed, message)
                 return message
-            on_event(message)
+            if failed is None and message["event"] != "alive":
+                try:
+                    on_event(message)
+                except Exception as e:
+                    failed = e
+
+    def _next(self, heard: float) -> dict[str, Any] | None:
+        try:
+            message = self.inbox.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            if time.monotonic() - heard > SILENCE_SECONDS:
+                self.proc.kill()
+                raise Gone(f"it said nothing for {SILENCE_SECONDS:g} s") from None
+            return None
+        if message is None:
+            raise Gone()
+        if message.get("missing"):
+            raise AgentMissing()
+        return message
 
     def close(self) -> None:
         """The agent ends when its stdin does; killed if it does not within seconds."""
@@ -176,6 +230,12 @@ class Link:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def _for(message: dict[str, Any], number: int) -> bool:
+    """Of this request: its id, or the agent's error about a line it could not read."""
+    said_id = message.get("id", "none")
+    return said_id == number or (said_id is None and "error" in message)
 
 
 class RemotePlace:
@@ -213,9 +273,9 @@ class RemotePlace:
         link = Link(argv, self._stderr())
         try:
             said = link.ask("setup", {"options": asdict(self.options)})
-        except Gone:
+        except Gone as e:
             link.close()
-            raise PlaceError(self._why_gone(link, "connection")) from None
+            raise PlaceError(self._why_gone(link, "connection", str(e))) from None
         except AgentMissing:
             link.close()
             raise
@@ -244,15 +304,16 @@ class RemotePlace:
         assert self.session is not None
         return self.session.dir / "agent.log"
 
-    def _why_gone(self, link: Link, during: str) -> str:
-        """One line: what ssh or the host said when the connection ended."""
+    def _why_gone(self, link: Link, during: str, why: str, live: str | None = None) -> str:
+        """One line: what ssh or the host said when the connection ended (`why`: what
+        onwatch saw itself), and what serves there now (`live`, when known)."""
         assert self.session is not None
         try:
             code = link.proc.wait(CLOSE_SECONDS)
         except subprocess.TimeoutExpired:
             code = None
         said = self.session.log_text()
-        if code == 255 and said.strip():
+        if code == 255 and said.strip() and not why:
             return str(hosts.classify(self.name, said))
         if code == 3:
             return (
@@ -260,11 +321,9 @@ class RemotePlace:
                 f"{self.name} --prepare`, then deploy again"
             )
         told = (said + self._stderr().read_text(errors="replace")).strip().splitlines()
-        last = told[-1].strip()[:300] if told else "the connection ended"
-        return (
-            f"{self.name} went away during the {during} ({last}); what runs there runs on "
-            "without onwatch: deploy again once the host answers"
-        )
+        last = why or (told[-1].strip()[:300] if told else "the connection ended")
+        then = live or "what runs there runs on without onwatch: deploy again once the host answers"
+        return f"{self.name} went away during the {during} ({last}); {then}"
 
     def _ask(
         self,
@@ -274,15 +333,35 @@ class RemotePlace:
         on_event: Callable[[dict[str, Any]], None] = lambda event: None,
         cancelled: threading.Event | None = None,
         payload: Path | None = None,
+        live: Callable[[], str] | None = None,
     ) -> Any:
         link = self._link()
         try:
             said = link.ask(op, args, on_event, cancelled, payload)
-        except (Gone, AgentMissing):
+        except (Gone, AgentMissing) as e:
             self.link = None
             link.close()
-            raise PlaceError(self._why_gone(link, during)) from None
+            raise PlaceError(self._why_gone(link, during, str(e), live and live())) from None
+        except Busy:
+            raise PlaceError(
+                f"{self.name} was asked something during the {during}, which onwatch does "
+                "not do (one request at a time on a connection): report this as a bug"
+            ) from None
+        except CallbackFailed as e:
+            raise PlaceError(self._failed_here(e, during)) from e.error
         return self._value(said)
+
+    def _failed_here(self, failed: CallbackFailed, during: str) -> str:
+        """onwatch failed mid-request and asked the host to stop: what the host did."""
+        error, result = failed.error, failed.result
+        what = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        if "error" in result:
+            then = f"the host stopped: {result['message']}"
+        elif isinstance(value := result.get("value"), dict) and "release" in value:
+            then = f"the host finished it all the same: {value['release']} serves {value['domain']}"
+        else:
+            then = "the host finished it all the same"
+        return f"{self.name}: onwatch failed during the {during} ({what}); {then}"
 
     def _value(self, said: dict[str, Any]) -> Any:
         if said.get("error") == "switch":
@@ -347,15 +426,20 @@ class RemotePlace:
             "keep_counting": keep_counting,
         }
         link = self._link()
+        seen: list[switch.Step] = []
 
         def on_event(event: dict[str, Any]) -> None:
             if event["event"] == "step":
-                on_step(agent.step_of(event["step"]))
+                seen.append(agent.step_of(event["step"]))
+                on_step(seen[-1])
             elif event["event"] == "before_count":
                 before_count()
                 link.send({"id": event["id"], "op": "continue"})
 
-        return agent.record_of(self._ask("switch", args, "switch", on_event))
+        def live() -> str:
+            return live_after(seen, site, release.label)
+
+        return agent.record_of(self._ask("switch", args, "switch", on_event, live=live))
 
     def serving(self, site: caddy.Site) -> str | None:
         said = self._ask("serving", {"site": agent.site_json(site)}, "look at what serves")
@@ -391,10 +475,29 @@ class RemotePlace:
             self.session = None
 
 
+def live_after(seen: list[switch.Step], site: caddy.Site, label: str) -> str:
+    """What serves the site on a host a switch lost touch with, from the steps it heard."""
+    moved = any(s.name == "switch" and s.ended is not None and s.ok for s in seen)
+    if moved:
+        return (
+            f"{label} took {site.domain}'s traffic before that and serves it there; the host "
+            "finishes the switch on its own"
+        )
+    return (
+        f"traffic had not moved to {label}: what served {site.domain} there serves on, and "
+        f"the host stops {label}; deploy again once the host answers"
+    )
+
+
 def place_of(host: Host) -> RemotePlace:
     """The SSH host as a Place, signed in to with the org's key and its pinned host keys,
-    its Caddy on the host's own ports; HostError when its host key was forgotten and cannot
-    be pinned again now."""
+    its Caddy on the host's own ports. A deploy never pins a host key itself (its
+    connection carries the service's secrets): PlaceError when the key was forgotten."""
+    if not host.local and not host.known_hosts.strip():
+        raise PlaceError(
+            f"{host.name}'s host key was forgotten: run `onwatch hosts check {host.name}` "
+            "to pin it again, then deploy"
+        )
     return RemotePlace(hostchecks.target(host), options_of(host))
 
 

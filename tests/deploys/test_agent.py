@@ -6,25 +6,46 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from onwatch.deploys import agent, caddy, switch
+from onwatch.deploys import agent, caddy, remote, switch
+from tests.support.ssh_hosts import HOST_PYTHON
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
 
-def served(folder: Path, *requests: dict[str, Any] | bytes) -> list[dict[str, Any]]:
-    """What the agent answers to `requests` (bytes: what follows a receive, as they are)."""
+def served(
+    folder: Path, *requests: dict[str, Any] | bytes, paced: bool = True
+) -> list[dict[str, Any]]:
+    """What the agent answers to `requests` (bytes: what follows a receive, as they are);
+    `paced`: each sent once the one before was answered, as onwatch does."""
     sent = [r if isinstance(r, bytes) else json.dumps(r).encode() + b"\n" for r in requests]
-    stdin = io.BytesIO(b"".join(sent))
     stdout = io.BytesIO()
-    agent.Agent(folder, stdin, stdout).serve()
+    here = agent.Agent(folder, io.BytesIO(), stdout)
+    here.stdin = Paced(b"".join(sent), here) if paced else io.BytesIO(b"".join(sent))
+    here.serve()
     return [json.loads(line) for line in stdout.getvalue().splitlines()]
+
+
+class Paced(io.BytesIO):
+    """stdin whose next line comes once the agent runs nothing."""
+
+    def __init__(self, data: bytes, here: agent.Agent) -> None:
+        super().__init__(data)
+        self.here = here
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while self.here.busy():
+            time.sleep(0.01)
+        return super().readline(size)
 
 
 def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
@@ -54,6 +75,8 @@ def test_each_request_gets_one_answer_and_a_bad_one_does_not_end_the_agent(
     )
     assert [a["id"] for a in answers] == [1, 2, 3, 4]
     assert len(set(answers[0]["value"])) == 2
+    # below the kernel's range for outgoing connections, which could take an idle slot
+    assert all(port < agent._ephemeral_start() for port in answers[0]["value"])
     assert answers[1] == {
         "id": 2,
         "error": "place",
@@ -99,7 +122,7 @@ def test_what_would_leave_the_release_is_refused_and_the_next_request_understood
     receive = {"id": 1, "op": "receive", "args": {"folder": str(folder), "size": len(data)}}
     after = {"id": 2, "op": "has_folder", "args": {"folder": str(folder)}}
     refused, then = served(tmp_path, receive, data, after)
-    assert refused["message"] == f"the release holds {why}, which onwatch does not copy; remove it"
+    assert refused["message"] == not_copied(why)
     assert then == {"id": 2, "value": False}  # its bytes were all read; nothing left behind
     assert list(folder.parent.iterdir()) == []
 
@@ -124,14 +147,137 @@ def test_a_switch_record_travels_whole() -> None:
     assert agent.release_of(json.loads(json.dumps(agent.release_json(release)))) == release
 
 
-def test_a_switch_waiting_for_onwatchs_word_takes_long_silence_as_onwatch_gone(
+def test_a_switch_waiting_for_onwatchs_word_stops_when_it_is_late_cancelled_or_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """What the switch then does on a host (stops the new release, answers): test_remote."""
     monkeypatch.setattr(agent, "WAIT_SECONDS", 0.3)
     here = agent.Agent(tmp_path, io.BytesIO(), io.BytesIO())
     waiting = agent.Request(here, 1, {})
     waiting.answers.put("something else")
-    with pytest.raises(agent.ClientGone):
+    with pytest.raises(agent.Late):
         waiting.wait_for("continue")
     waiting.answers.put("continue")
     waiting.wait_for("continue")  # said in time: it goes on
+    waiting.cancelled.set()
+    with pytest.raises(agent.Cancelled):
+        waiting.wait_for("continue")
+    here.gone.set()
+    with pytest.raises(agent.ClientGone):
+        agent.Request(here, 2, {}).wait_for("continue")
+
+
+def test_a_refused_receive_reads_its_files_whole_and_no_line_of_them_is_run(
+    tmp_path: Path,
+) -> None:
+    """A line of a file that looks like a request is a file's line, never a request."""
+    planted = json.dumps({"id": 9, "op": "remove_folders", "args": {"folders": ["x"]}})
+    data = tar_of((entry("notes"), f"\n{planted}\n".encode() * 200))
+    receive = {"id": 1, "op": "receive", "args": {"folder": "/etc/x", "size": len(data)}}
+    after = {"id": 2, "op": "has_folder", "args": {"folder": str(tmp_path / "releases/1/1")}}
+    answers = served(tmp_path, receive, data, after)
+    assert answers == [
+        {"id": 1, "error": "place", "message": f"/etc/x is not a release folder of {tmp_path}"},
+        {"id": 2, "value": False},
+    ]
+
+
+def test_a_line_that_is_not_a_request_is_answered_and_the_agent_goes_on(tmp_path: Path) -> None:
+    after = {"id": 2, "op": "has_folder", "args": {"folder": str(tmp_path / "releases/1/1")}}
+    answers = served(tmp_path, b"\x89PNG not json\n", b'{"op": "x"}\n', b"[1]\n", after)
+    assert [(a["id"], a.get("error")) for a in answers] == [
+        (None, "place"),
+        (None, "place"),
+        (None, "place"),
+        (2, None),
+    ]
+    assert answers[0]["message"].startswith("the agent could not read a request (")
+    # Files of no valid size: where they end is unknown, so the agent stops reading.
+    bad = {"id": 3, "op": "receive", "args": {"folder": "/x", "size": "lots"}}
+    assert served(tmp_path, bad, after) == [
+        {
+            "id": 3,
+            "error": "place",
+            "message": "the agent was sent files of no valid size; it stops: deploy again",
+        }
+    ]
+
+
+def test_a_request_while_another_runs_is_refused_at_once(tmp_path: Path) -> None:
+    folder = tmp_path / "releases" / "1" / "1"
+    folder.mkdir(parents=True)
+    args = {"folder": str(folder), "command": "sleep 1", "env": {}, "seconds": 30}
+    second = {"id": 2, "op": "has_folder", "args": {"folder": str(folder)}}
+    answers = served(tmp_path, {"id": 1, "op": "run", "args": args}, second, paced=False)
+    assert answers[0] == {
+        "id": 2,
+        "error": "place",
+        "message": "the agent is busy with another request; ask again once it has answered",
+    }
+    # stdin ended right after: onwatch gone, the build is stopped
+    assert answers[1]["id"] == 1 and answers[1]["value"]["reason"] == "cancelled"
+
+
+def test_a_build_that_leaves_processes_behind_ends_with_its_shell(tmp_path: Path) -> None:
+    """One in its group is killed with it; one that left the group (setsid) may keep the
+    output open: it is not waited for beyond LAST_OUTPUT_SECONDS."""
+    folder = tmp_path / "releases" / "1" / "1"
+    folder.mkdir(parents=True)
+    for command in ("echo started; sleep 60 &", "setsid sleep 9 & echo started"):
+        args: dict[str, Any] = {"folder": str(folder), "command": command, "env": {}, "seconds": 60}
+        started = time.monotonic()
+        answers = served(tmp_path, {"id": 1, "op": "run", "args": args})
+        took = time.monotonic() - started
+        assert took < agent.LAST_OUTPUT_SECONDS + 3, (command, took)
+        assert [a.get("text") for a in answers[:-1]] == ["started"]
+        assert answers[-1]["value"]["exit_code"] == 0
+
+
+CHAINS = {
+    "a link through an earlier link": [
+        (entry("b", tarfile.SYMTYPE, "."), b""),
+        (entry("up", tarfile.SYMTYPE, "b/b/b/b/../../../.."), b""),
+        (entry("up/.ssh/authorized_keys"), b"ssh-ed25519 AAAA intruder\n"),
+    ],
+    "a file written through a link to a folder outside": [
+        (entry("b", tarfile.SYMTYPE, "."), b""),
+        (entry("b/b/../../escaped"), b"x"),
+    ],
+    "a link made to point out by a later one": [
+        (entry("x", tarfile.SYMTYPE, "d/.."), b""),
+        (entry("d", tarfile.SYMTYPE, "."), b""),
+    ],
+}
+
+
+@pytest.mark.parametrize("python", [sys.executable, HOST_PYTHON])
+def test_link_chains_that_lead_out_of_the_release_are_refused_on_any_python(
+    tmp_path: Path, python: str
+) -> None:
+    """Debian 12's Python (3.11.2, the test hosts') has no tarfile data filter: the agent's
+    own check is all there is there."""
+    (tmp_path / "agent.pyz").write_bytes(remote.agent_archive()[1])
+    home = tmp_path / "home"
+    folder = home / "releases" / "1" / "1"
+    for name, members in CHAINS.items():
+        data = tar_of(*members)
+        receive = {"id": 1, "op": "receive", "args": {"folder": str(folder), "size": len(data)}}
+        sent = json.dumps(receive).encode() + b"\n" + data
+        done = subprocess.run(
+            [python, "-I", str(tmp_path / "agent.pyz"), "serve", str(home)],
+            input=sent,
+            capture_output=True,
+            timeout=60,
+        )
+        [answer] = [json.loads(line) for line in done.stdout.splitlines()]
+        assert answer.get("message", "").startswith("the release holds "), (name, answer)
+        assert answer["message"].endswith("remove it from the repository, then deploy again")
+        assert list(folder.parent.iterdir()) == [], name
+        assert not (tmp_path / ".ssh").exists() and not (home / "releases" / "escaped").exists()
+
+
+def not_copied(name: str) -> str:
+    return (
+        f"the release holds {name}, which onwatch does not copy (it is not a plain file, "
+        "folder or link inside the release): remove it from the repository, then deploy again"
+    )

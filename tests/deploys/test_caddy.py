@@ -4,6 +4,7 @@ slots turned on and off by files and never by a reload."""
 from __future__ import annotations
 
 import http.client
+import multiprocessing
 import os
 import socket
 import ssl
@@ -185,3 +186,24 @@ def test_only_onwatchs_user_can_open_the_admin_api_and_it_has_no_port(machine: M
     options = machine.caddy.options
     assert caddy_tcp_ports(machine) == {options.http_port, options.health_port}
     assert machine.caddy.answers()  # onwatch still drives it
+
+
+def test_two_processes_adding_sites_at_once_lose_none(tmp_path: Path) -> None:
+    """Two deploys (two workers, or two agents on a host) change the sites at the same
+    time: each reads, changes and writes them whole, one after the other."""
+    root = tmp_path / "caddy"
+    spawn = multiprocessing.get_context("spawn")
+    adding = [spawn.Process(target=add_sites, args=(root, base)) for base in (20000, 30000)]
+    for process in adding:
+        process.start()
+    for process in adding:
+        process.join(60)
+    assert [p.exitcode for p in adding] == [0, 0]
+    assert len(caddy.Caddy(root, caddy.Options()).sites()) == 80
+
+
+def add_sites(root: Path, base: int) -> None:
+    here = caddy.Caddy(root, caddy.Options())
+    for n in range(40):
+        port = base + 2 * n
+        here.put_site(caddy.Site(f"{base}-{n}.test", (port, port + 1), "/health"))

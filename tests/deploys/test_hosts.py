@@ -20,6 +20,7 @@ from tests.support.backups import alerts_titled
 from tests.support.fixtures import TokenApi, signed_in
 from tests.support.procs import free_port
 from tests.support.remote_servers import SshServer
+from tests.support.ssh_hosts import crontab, forget_boot_line
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("channel", "fast_passwords")]
 
@@ -234,9 +235,15 @@ def test_prepare_installs_supervisord_and_caddy_in_a_venv_and_the_host_becomes_r
     authorized(org, sshd)
     assert run_check(host).state == JobState.SUCCEEDED
     assert host.ready is False and not lines(host)["process manager"][0]
+    assert not lines(host)["boot"][0]
     [alert] = alerts_titled(f"Host {host.name} is not ready")
     assert "No process manager" in alert.body and f"/hosts/{host.pk}/" in alert.body
-    prepared = run_check(host, prepare=True)
+    try:
+        prepared = run_check(host, prepare=True)
+    finally:
+        booting = [line for line in crontab() if str(folder) in line]
+        forget_boot_line(folder)
+    assert booting == [f'@reboot /bin/sh "{folder}/boot.sh" >/dev/null 2>&1']
     assert prepared.state == JobState.SUCCEEDED and prepared.queue == "long"
     found = lines(host)
     assert host.ready is True, host.findings
@@ -248,6 +255,7 @@ def test_prepare_installs_supervisord_and_caddy_in_a_venv_and_the_host_becomes_r
         found["caddy"][1].startswith("Caddy 2.") and f"{folder}/venv/bin/caddy" in found["caddy"][1]
     )
     assert hosts.version(found["caddy"][1]) >= hosts.MIN_CADDY
+    assert found["boot"][0] and found["logout"][0], found
     assert len(alerts_titled(f"Host {host.name} is ready for deploys again")) == 1
 
 
@@ -289,7 +297,7 @@ def test_low_ports_need_a_right_the_deploy_user_lacks_and_the_check_says_which(
         "ports",
         False,
         "Caddy may not listen on port 80 as deploy: run `sudo setcap "
-        "cap_net_bind_service=+ep /home/deploy/.onwatch/venv/caddy` on the host, or give the "
+        "cap_net_bind_service=+ep /home/deploy/.onwatch/venv/bin/caddy` on the host, or give the "
         "host HTTP/HTTPS ports from 1024 up on its page, then check again",
     )
     # The capability on Caddy, root, a lowered start or high ports: all fine.
@@ -317,3 +325,35 @@ def test_caddys_ports_are_set_per_host_and_must_differ(org: Organization, sshd: 
     changed = services.change_host(host, HostFields(address=host.name, http_port=81), SYSTEM)
     assert changed == ["caddy_https", "http_port", "https_port", "health_port"]
     assert hostchecks.caddy_ports(host) == (81, 443)
+
+
+def test_an_ssh_hosts_check_says_whether_its_apps_come_back_after_a_reboot_and_a_logout() -> None:
+    def said(probe: str) -> dict[str, tuple[bool, str, bool]]:
+        found = hosts.findings(hosts.parse(f"user 1000 deploy\n{probe}"), False, "deploy@web1",
+                               remote=True)  # fmt: skip
+        return {f.what: (f.ok, f.line, f.preparable) for f in found}
+
+    assert said("boot no\n")["boot"] == (
+        False,
+        "Nothing starts the apps again after a reboot: `onwatch hosts check deploy@web1 "
+        "--prepare` adds a @reboot line to deploy's crontab",
+        True,
+    )
+    assert said("boot nocron\n")["boot"] == (
+        False,
+        "Nothing would start the apps again after a reboot, and cron is missing: run "
+        "`apt-get install cron` on the host, then `onwatch hosts check deploy@web1 --prepare`",
+        False,
+    )
+    assert said("boot yes\n")["boot"][0]
+    assert said("logind true no\n")["logout"] == (
+        False,
+        "logind ends deploy's processes at logout (KillUserProcesses), so the apps stop when "
+        "a deploy's ssh session ends: ask an admin to run `sudo loginctl enable-linger "
+        "deploy` on the host, then check again",
+        False,
+    )
+    for fine in ("logind true yes\n", "logind false no\n", ""):
+        assert said(fine)["logout"][0], fine
+    # This machine's apps are started by `onwatch up`: not judged there.
+    assert "boot" not in {f.what for f in hosts.findings(hosts.parse("boot no\n"), False, "x")}

@@ -6,11 +6,14 @@ serves."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -18,14 +21,22 @@ import pytest
 from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import caddy, hostchecks, remote, services
+from onwatch.deploys import caddy, hostchecks, hosts, remote, services
 from onwatch.deploys.models import Host
 from onwatch.deploys.places import PlaceError
 from onwatch.deploys.remote import RemotePlace
 from onwatch.deploys.services import HostFields
 from onwatch.deploys.switch import Gate, Step, SwitchFailed, program_name
 from tests.support.load import Load, fetch
-from tests.support.ssh_hosts import HOST_PYTHON, SshHost, app_tree, release_in, ssh_host
+from tests.support.ssh_hosts import (
+    HOST_PYTHON,
+    SshHost,
+    app_tree,
+    crontab,
+    release_in,
+    ssh_host,
+)
+from tests.support.switching import stop_everything
 
 pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
 
@@ -91,6 +102,26 @@ def test_the_agent_is_uploaded_once_and_reused(host: SshHost) -> None:
         again.close()
     assert not again.uploaded and uploaded.stat().st_mtime_ns == made
     assert [p.name for p in host.dir.glob("agent-*.pyz")] == [uploaded.name]
+    assert uploaded.stat().st_mode & 0o077 == 0  # the deploy user's only
+
+
+def test_two_deploys_uploading_the_agent_at_once_both_leave_it_whole(host: SshHost) -> None:
+    digest, data = remote.agent_archive()
+    places = [host.place(), host.place()]
+    try:
+        for place in places:
+            place.session = ssh.Session(place.target.private_key, place.target.known_hosts)
+        uploads = [threading.Thread(target=place._upload) for place in places]
+        for upload in uploads:
+            upload.start()
+        for upload in uploads:
+            upload.join()
+    finally:
+        for place in places:
+            place.close()
+    assert all(place.uploaded for place in places)
+    assert (host.dir / f"agent-{digest}.pyz").read_bytes() == data
+    assert list(host.dir.glob(".agent*")) == []
 
 
 def test_a_tree_is_received_fresh_and_built_there(place: RemotePlace, tmp_path: Path) -> None:
@@ -139,7 +170,9 @@ def test_links_that_leave_the_release_are_refused(place: RemotePlace, tmp_path: 
     with pytest.raises(PlaceError) as refused:
         place.receive(folder, tree)
     assert str(refused.value) == (
-        f"{place.name}: the release holds conf/keys, which onwatch does not copy; remove it"
+        f"{place.name}: the release holds conf/keys, which onwatch does not copy (it is not "
+        "a plain file, folder or link inside the release): remove it from the repository, "
+        "then deploy again"
     )
     assert place.has_folder(folder)  # what was received before stays, whole
 
@@ -184,6 +217,10 @@ def test_a_full_disk_on_the_host_is_said_so(place: RemotePlace, tmp_path: Path) 
         place.receive(folder, tmp_path / "tree")  # the connection goes on
         command = "head -c 1048576 /dev/zero > big"
         ran = place.run(folder, command, {}, 30, lambda line: None, threading.Event())
+        assert ran.exit_code == 1 and ran.reason == "the host ran out of disk space", ran
+        # Said in another language (the service's env may choose one): the disk tells.
+        quiet = "head -c 1048576 /dev/zero > big 2>/dev/null || { echo Kein Speicher; exit 1; }"
+        ran = place.run(folder, quiet, {}, 30, lambda line: None, threading.Event())
         assert ran.exit_code == 1 and ran.reason == "the host ran out of disk space", ran
     finally:
         subprocess.run(["umount", str(full)], check=True)
@@ -295,8 +332,9 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
         with pytest.raises(PlaceError) as lost:
             place.switch(site, release_in(folder, "cut"), cut, Gate())
         assert str(lost.value) == (
-            f"{host.name} went away during the switch (the connection ended); what runs "
-            "there runs on without onwatch: deploy again once the host answers"
+            f"{host.name} went away during the switch (the connection ended); traffic had "
+            "not moved to cut: what served lost.test there serves on, and the host stops "
+            "cut; deploy again once the host answers"
         )
         # The agent stops the new release once it finds nobody to switch for.
         new_slot = program_name(site.ports[1])
@@ -327,8 +365,13 @@ def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
         if step.name == "drain" and step.ended is None:
             link.proc.kill()
 
-    with pytest.raises(PlaceError, match="went away during the switch"):
+    with pytest.raises(PlaceError) as lost:
         place.switch(site, release_in(folder, "new"), cut, Gate())
+    assert str(lost.value) == (
+        f"{host.name} went away during the switch (the connection ended); new took "
+        "moved.test's traffic before that and serves it there; the host finishes the switch "
+        "on its own"
+    )
     # The old release is drained and stopped there all the same.
     deadline = time.monotonic() + 20
     while host.machine.supervisor.status(program_name(first.port)) is not None:
@@ -340,6 +383,176 @@ def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
         assert again.serving(site) == "new"
     finally:
         again.close()
+
+
+def test_a_switch_whose_continue_comes_late_is_stopped_and_answered(tmp_path: Path) -> None:
+    """The agent waits ONWATCH_AGENT_WAIT_SECONDS for onwatch's word before traffic moves
+    (5 minutes, unless the host's environment says otherwise)."""
+    with ssh_host(ONWATCH_AGENT_WAIT_SECONDS="2") as slow:
+        place = slow.place()
+        try:
+            site = site_on(place, "late.test")
+            folder = app_release(place, tmp_path, 1)
+            place.switch(site, release_in(folder, "r1"), print, Gate())
+            started = time.monotonic()
+            with pytest.raises(PlaceError) as late:
+                place.switch(
+                    site,
+                    release_in(folder, "r2"),
+                    print,
+                    Gate(),
+                    before_count=lambda: time.sleep(4),
+                )
+            assert time.monotonic() - started < 30
+            assert str(late.value) == (
+                f"{slow.name}: the switch of late.test to r2 stopped before traffic moved: "
+                "onwatch did not answer within 2 s; r1 still serves it"
+            )
+            assert place.serving(site) == "r1"  # the same connection goes on
+            assert slow.machine.supervisor.status(program_name(site.ports[1])) is None
+        finally:
+            place.close()
+
+
+def test_onwatch_failing_mid_switch_stops_the_switch_on_the_host_and_says_so(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "callback.test")
+    folder = app_release(place, tmp_path, 8)
+    place.switch(site, release_in(folder, "r1"), print, Gate())
+
+    def failing(step: Step) -> None:
+        if step.name == "health gate" and step.ended is None:
+            raise RuntimeError("the database is locked")
+
+    with pytest.raises(PlaceError) as failed:
+        place.switch(site, release_in(folder, "r2"), failing, Gate())
+    assert str(failed.value) == (
+        f"{place.name}: onwatch failed during the switch (RuntimeError: the database is "
+        "locked); the host stopped: the switch of callback.test to r2 stopped before traffic "
+        "moved: onwatch asked it to stop; r1 still serves it"
+    )
+    assert place.serving(site) == "r1"
+    # Asking the host something while it switches is refused at once, not waited for.
+    with pytest.raises(PlaceError) as asked:
+        place.switch(
+            site,
+            release_in(folder, "r3"),
+            print,
+            Gate(),
+            before_count=lambda: place.counted_from(site.domain, 0) and None,
+        )
+    assert "(PlaceError: " in str(asked.value) and "one request at a time" in str(asked.value)
+    assert str(asked.value).endswith("onwatch asked it to stop; r1 still serves it")
+    assert fetch(host.options.http_port, site.domain) == (200, "r1")
+
+
+def test_why_a_connection_ended_is_of_that_connection(place: RemotePlace) -> None:
+    place.free_ports(1)
+    assert place.session is not None and place.link is not None
+    (place.session.dir / "agent.log").write_text("Traceback: what an earlier agent said\n")
+    place.link.proc.kill()
+    with pytest.raises(PlaceError):
+        place.free_ports(1)
+    place.free_ports(1)  # a new connection
+    place.link.proc.kill()
+    with pytest.raises(PlaceError) as lost:
+        place.free_ports(1)
+    assert str(lost.value) == (
+        f"{place.name} went away during the choice of ports (the connection ended); what "
+        "runs there runs on without onwatch: deploy again once the host answers"
+    )
+
+
+def test_two_deploys_on_one_host_at_once_each_switch_their_own_site(
+    host: SshHost, tmp_path: Path
+) -> None:
+    """Two connections, two agents, one supervisord and one Caddy there."""
+    places = [host.place(), host.place()]
+    done: dict[str, str] = {}
+
+    def deploy(place: RemotePlace, domain: str, number: int) -> None:
+        site = site_on(place, domain)
+        folder = app_release(place, tmp_path / domain, number)
+        done[domain] = place.switch(site, release_in(folder, domain), print, Gate()).release
+
+    try:
+        deploys = [
+            threading.Thread(target=deploy, args=(place, f"both{n}.test", 20 + n))
+            for n, place in enumerate(places)
+        ]
+        for one in deploys:
+            one.start()
+        for one in deploys:
+            one.join(120)
+    finally:
+        for place in places:
+            place.close()
+    assert done == {"both0.test": "both0.test", "both1.test": "both1.test"}
+    for domain in done:
+        assert fetch(host.options.http_port, domain) == (200, domain)
+    assert {"both0.test", "both1.test"} <= {s.domain for s in host.machine.caddy.sites()}
+
+
+def test_caddy_killed_mid_switch_on_a_host_ends_in_a_switch_that_says_what_serves(
+    host: SshHost, place: RemotePlace, tmp_path: Path
+) -> None:
+    site = site_on(place, "killed.test")
+    folder = app_release(place, tmp_path, 9)
+    place.switch(site, release_in(folder, "r1"), print, Gate())
+
+    def kill_caddy(step: Step) -> None:
+        if step.name == "health gate" and step.ended is None:
+            status = host.machine.supervisor.status(caddy.PROGRAM)
+            assert status is not None and status.pid
+            os.kill(status.pid, signal.SIGKILL)
+
+    try:
+        record = place.switch(site, release_in(folder, "r2"), kill_caddy, Gate())
+    except SwitchFailed as e:
+        said, serving = str(e), "r1"
+    else:
+        said, serving = record.release, "r2"
+    deadline = time.monotonic() + 20
+    while place.serving(site) != serving:
+        assert time.monotonic() < deadline, (said, place.serving(site))
+        time.sleep(0.2)
+    assert fetch(host.options.http_port, site.domain) == (200, serving), said
+
+
+def test_a_host_that_falls_silent_is_given_up_on(
+    host: SshHost, place: RemotePlace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running request says it is alive every few seconds; an agent that stops (a host
+    frozen, a network that drops without a word) is given up on, not waited for."""
+    monkeypatch.setattr(remote, "SILENCE_SECONDS", 2.0)
+    (tmp_path / "tree").mkdir()
+    folder = place.release_folder(2, 5)
+    place.receive(folder, tmp_path / "tree")
+    [frozen] = agents_serving(host.dir)
+    os.kill(frozen, signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PlaceError) as silent:
+            place.run(folder, "sleep 30", {}, 60, lambda line: None, threading.Event())
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert time.monotonic() - started < 15
+    assert str(silent.value) == (
+        f"{place.name} went away during the build (it said nothing for 2 s); what runs there "
+        "runs on without onwatch: deploy again once the host answers"
+    )
+
+
+def agents_serving(folder: Path) -> list[int]:
+    """The pids of the agents serving that host folder."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"serve" in argv and str(folder).encode() in argv and proc.name.isdigit():
+                found.append(int(proc.name))
+    return found
 
 
 def test_a_host_not_prepared_or_not_answering_is_said_so() -> None:
@@ -400,7 +613,7 @@ def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
     with ssh_host() as first, ssh_host() as second:
         added = [added_host(org, made) for made in (first, second)]
         for made, row in zip((first, second), added, strict=True):
-            found = {f.what: (f.ok, f.line) for f in hostchecks.check(row)}
+            found = {f.what: (f.ok, f.line) for f in hostchecks.check(row, prepare=True)}
             assert found["ports"] == (True, f"Caddy may listen on port {made.options.http_port}")
             assert all(ok for ok, _ in found.values()), found
             place = remote.place_of(row)
@@ -415,6 +628,21 @@ def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
             assert answer == (200, f"on {made.sshd.port}")
 
 
+@pytest.mark.django_db
+def test_a_deploy_never_pins_a_forgotten_host_key_itself(org: Organization) -> None:
+    with ssh_host() as made:
+        row = added_host(org, made)
+        services.forget_host_key(row, SYSTEM)
+        with pytest.raises(PlaceError) as refused:
+            remote.place_of(row)
+        row.refresh_from_db()
+    assert str(refused.value) == (
+        f"{row.name}'s host key was forgotten: run `onwatch hosts check {row.name}` to pin "
+        "it again, then deploy"
+    )
+    assert row.known_hosts == ""
+
+
 def added_host(org: Organization, made: SshHost) -> Host:
     made.sshd.authorize(services.host_key(org).public_key)
     options = made.options
@@ -427,3 +655,32 @@ def added_host(org: Organization, made: SshHost) -> Host:
         health_port=options.health_port,
     )
     return services.add_host(org, fields, SYSTEM)
+
+
+def test_a_hosts_apps_come_back_after_a_reboot_without_onwatch(tmp_path: Path) -> None:
+    """hostprepare.sh's @reboot line, added once however often the host is prepared, run
+    as cron would run it after supervisord and all it ran were gone."""
+    with ssh_host() as rebooted:
+        place = rebooted.place()
+        try:
+            site = site_on(place, "boot.test")
+            folder = app_release(place, tmp_path, 1)
+            place.switch(site, release_in(folder, "r1"), print, Gate())
+        finally:
+            place.close()
+        target = rebooted.target()
+        facts = hosts.parse(hosts.run_script(target, hosts.PROBE))
+        assert facts["boot"] == ["no"]
+        for _ in range(2):
+            assert hosts.prepare(target, HOST_PYTHON, []) == []
+        [line] = [line for line in crontab() if str(rebooted.dir) in line]
+        facts = hosts.parse(hosts.run_script(target, hosts.PROBE))
+        assert facts["boot"] == ["yes"]
+        stop_everything(rebooted.machine)
+        with pytest.raises(OSError):
+            fetch(rebooted.options.http_port, site.domain)
+        # cron runs the line with /bin/sh, in the user's home, with a bare environment
+        command = line.removeprefix("@reboot ")
+        booted = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin"})
+        assert booted.returncode == 0
+        assert fetch(rebooted.options.http_port, site.domain) == (200, "r1")

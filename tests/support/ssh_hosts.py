@@ -57,7 +57,7 @@ class SshHost:
 def prepare(folder: Path) -> None:
     venv = folder / "venv"
     subprocess.run([HOST_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
-    for tool in ("supervisord", "caddy"):
+    for tool in ("supervisord", "supervisorctl", "caddy"):
         (venv / "bin" / tool).symlink_to(Path(sys.executable).with_name(tool))
 
 
@@ -83,6 +83,7 @@ def ssh_host(**env: str) -> Iterator[SshHost]:
         yield host
     finally:
         stop_everything(host.machine)
+        forget_boot_line(folder)
         sshd.stop()
         shutil.rmtree(root, ignore_errors=True)
 
@@ -99,3 +100,16 @@ def release_in(folder: str, label: str, **env: str) -> Release:
     return Release(
         label, f"exec python3 {APP.name}", Path(folder), {"RELEASE": label, **env}, stop_seconds=10
     )
+
+
+def crontab() -> list[str]:
+    """The crontab of the user running the tests (every test host signs in as it)."""
+    said = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+    return said.stdout.splitlines() if said.returncode == 0 else []
+
+
+def forget_boot_line(folder: Path) -> None:
+    """The @reboot line hostprepare.sh added for a test host's folder, gone with it: the
+    crontab is the real one of the user running the tests."""
+    kept = [line for line in crontab() if str(folder) not in line]
+    subprocess.run(["crontab", "-"], input="".join(f"{line}\n" for line in kept), text=True)
