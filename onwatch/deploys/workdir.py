@@ -304,10 +304,12 @@ def uv_certificates_variable() -> str:
 
 @cache
 def onwatch_uv() -> Path | None:
-    """The uv onwatch itself runs with: on its PATH, the `uv` package of its Python, or
-    that of the Python its virtualenv was made from (how scripts/python-env.sh finds it)."""
+    """The uv onwatch itself runs with: on its PATH, the `uv` package of its Python, that
+    of the Python its virtualenv was made from, or the one scripts/python-env.sh installed
+    beside the checkout when the machine had none (the same order it looks in)."""
     if found := shutil.which("uv"):
         return Path(found).resolve()
+    beside = Path(__file__).resolve().parents[2] / ".uv" / "bin" / "uv"
     for python in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", "")]):
         if not python:
             continue
@@ -319,7 +321,7 @@ def onwatch_uv() -> Path | None:
         )
         if asked.returncode == 0 and asked.stdout.strip():
             return Path(asked.stdout.strip()).resolve()
-    return None
+    return beside.resolve() if os.access(beside, os.X_OK) else None
 
 
 def tools_folder() -> Path | None:

@@ -60,7 +60,7 @@ def test_the_favicon_and_static_files_leave_the_enrolment_secret_alone(tmp_path:
         # used to make a new secret behind the QR code on screen).
         page.goto(base + "/favicon.ico")
         assert "/accounts/2fa/" not in page.url
-        assert fetch(page, "/favicon.ico") == [404, False]
+        assert fetch(page, "/favicon.ico") == [200, False]
         assert fetch(page, "/static/onwatch/onwatch.css") == [200, False]
         page.go_back()
         assert shown_secret(page) == secret
