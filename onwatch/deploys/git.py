@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,6 +152,24 @@ def update_mirror(
 ) -> str:
     """Fetch `branch` of `url` into `mirror`, a bare repository made on first use: the next
     fetch brings only what is new, not the whole history again. Git's own words."""
+    kept = (mirror / "HEAD").is_file()
+    ran = _fetch_into_mirror(mirror, url, branch, env)
+    said = ssh_log() if ran.returncode != 0 else ""
+    if ran.returncode != 0 and kept and _known_failure(ran, url, branch, said) is None:
+        # It is only a cache, and nothing else here writes to it (the caller holds the
+        # service's caches): one a killed fetch left a lock in, or whose branch became a
+        # folder of branches (feature -> feature/x), is made anew rather than fail for good.
+        shutil.rmtree(mirror)
+        ran = _fetch_into_mirror(mirror, url, branch, env)
+        said = ssh_log() if ran.returncode != 0 else ""
+    if ran.returncode != 0:
+        raise GitError(fetch_failure(ran, url, branch, said))
+    return (ran.stdout + ran.stderr).strip()
+
+
+def _fetch_into_mirror(
+    mirror: Path, url: str, branch: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     if not (mirror / "HEAD").is_file():
         ran = git(["init", "--quiet", "--bare", str(mirror)], env, LOCAL_SECONDS)
         if ran.returncode != 0:
@@ -159,10 +178,7 @@ def update_mirror(
     # Its packs are kept tidy as git sees fit, but now, not in a process left behind.
     tidy = ["-c", "gc.autoDetach=false", "-c", "maintenance.autoDetach=false"]
     fetch = [*tidy, "fetch", "--no-tags", "--quiet"]
-    ran = git(["-C", str(mirror), *fetch, "--", url, ref], env, FETCH_SECONDS)
-    if ran.returncode != 0:
-        raise GitError(fetch_failure(ran, url, branch, ssh_log()))
-    return (ran.stdout + ran.stderr).strip()
+    return git(["-C", str(mirror), *fetch, "--", url, ref], env, FETCH_SECONDS)
 
 
 def checkout(workspace: Path, branch: str, commit: str, env: dict[str, str]) -> Commit:
@@ -194,6 +210,16 @@ def last_line(ran: subprocess.CompletedProcess[str], also: str = "") -> str:
 def fetch_failure(
     ran: subprocess.CompletedProcess[str], url: str, branch: str, ssh_said: str = ""
 ) -> str:
+    return _known_failure(ran, url, branch, ssh_said) or (
+        f"could not fetch {url}: {last_line(ran, ssh_said)}; check the address and that its "
+        "server is up"
+    )
+
+
+def _known_failure(
+    ran: subprocess.CompletedProcess[str], url: str, branch: str, ssh_said: str
+) -> str | None:
+    """What to do about a failure whose cause git or ssh names, or None."""
     said = ran.stderr + ran.stdout + ssh_said
     if "couldn't find remote ref" in said:
         return f"the branch {branch} does not exist in {url}; check the service's branch"
@@ -207,8 +233,7 @@ def fetch_failure(
             f"the SSH server of {url} no longer shows the host key onwatch pinned; if its key "
             "changed on purpose, forget the pinned key on the service's page and run it again"
         )
-    why = last_line(ran, ssh_said)
-    return f"could not fetch {url}: {why}; check the address and that its server is up"
+    return None
 
 
 LS_REMOTE_SECONDS = 30
