@@ -39,6 +39,7 @@ from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.models import Job, JobState, Organization
 from onwatch.core.validators import MAX_ID, Text
 from onwatch.deploys import caddy, git, hosts, junit, procman, svcusers, workdir
+from onwatch.deploys.models import ENDED as DEPLOY_ENDED
 from onwatch.deploys.models import (
     THIS_MACHINE,
     Deploy,
@@ -1697,10 +1698,13 @@ def watch_step(
 NOT_JUDGED = "not judged"
 
 
-def step_result(step: dict[str, Any]) -> str:
-    """ "running" for a step still going on (a watch outlasts its deploy): it said "ok"."""
+def step_result(step: dict[str, Any], state: str) -> str:
+    """ "running" for a step still going on (a watch outlasts its deploy): it said "ok".
+    One left open by a deploy that ended (a worker died in it) is not going on."""
     if step.get("seconds") is None and not step.get("ended") and not step.get("result"):
-        return "running"
+        if step["name"] == "watch" or state not in DEPLOY_ENDED:
+            return "running"
+        return f"stopped (the deploy {'failed' if state == State.FAILED else f'was {state}'})"
     return str(step.get("result") or ("ok" if step["ok"] else "failed"))
 
 

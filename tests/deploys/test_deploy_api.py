@@ -167,3 +167,21 @@ def test_a_deploy_that_never_switched_has_no_counts_in_the_api(
         "felt_text": "",
     }
     assert body["switched_at"] is None
+
+
+def test_an_open_step_of_an_interrupted_deploy_reads_stopped_not_running(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Its worker died in the switch: the step's row was never closed."""
+    service = service_for(org, "/srv/git/shop.git")
+    at = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    open_switch = releases.step_row(switch.Step("switch", at, None))
+    deploy = Deploy.objects.create(
+        service=service, trigger="cli", state=State.INTERRUPTED, steps=[open_switch]
+    )
+    api = TokenApi(members["viewer"], org, ["services:read"])
+    [step] = api.call("GET", f"/api/v1/services/deploys/{deploy.pk}/").json()["steps"]
+    assert step["result"] == "stopped (the deploy was interrupted)"
+    Deploy.objects.filter(pk=deploy.pk).update(state=State.RUNNING)
+    [step] = api.call("GET", f"/api/v1/services/deploys/{deploy.pk}/").json()["steps"]
+    assert step["result"] == "running"
