@@ -1274,10 +1274,12 @@ def queue_rollback(
 ) -> Deploy:
     """Make the previous (or chosen kept) release live again, without a rebuild; in `queue`
     rather than the deploys' own (an automatic rollback must not wait behind a pipeline)."""
-    target = rollback_target(service, to)
-    if trigger != "watch":
-        _check_not_on_its_way(service, target)
     with transaction.atomic():
+        # Two clicks at once: the second waits here for the first's rollback, then sees it.
+        Service.objects.select_for_update().get(pk=service.pk)
+        target = rollback_target(service, to)
+        if trigger != "watch":
+            _check_not_on_its_way(service, target)
         deploy = Deploy.objects.create(
             service=service,
             kind=DeployKind.ROLLBACK,
