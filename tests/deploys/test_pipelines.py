@@ -514,8 +514,11 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
     made["gone"] = made["ended"].parent / "999999"
     made["gone"].mkdir()
     # Moved away by a worker that stopped before its removal was done.
-    made["trash"] = work_folder("trash") / f"{service.pk}-41-123"
-    (made["trash"] / "src").mkdir(parents=True)
+    made["trash"] = work_folder("trash") / f"{dead.pid}-{service.pk}-41-123"
+    # Moved away by a worker beside it, which is removing it now.
+    made["trash beside"] = work_folder("trash") / f"{os.getpid()}-{service.pk}-42-124"
+    for trashed in (made["trash"], made["trash beside"]):
+        (trashed / "src").mkdir(parents=True)
     made["mirror"] = workdir.mirror_of(service.pk)
     made["deleted's mirror"] = workdir.mirror_of(999999)
     for mirror in (made["mirror"], made["deleted's mirror"]):
@@ -529,6 +532,7 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
         "alive": True,
         "gone": False,
         "trash": False,
+        "trash beside": True,
         "mirror": True,
         "deleted's mirror": False,
     }
@@ -556,7 +560,7 @@ def test_the_worker_goes_on_while_a_workspace_is_removed_and_the_next_run_finds_
         assert first.state == State.SUCCEEDED, log_of(first)
         assert not workspace_of(first).exists()
         [moved] = trash.iterdir()
-        assert moved.name.startswith(f"{service.pk}-{first.pk}-")
+        assert moved.name.startswith(f"{os.getpid()}-{service.pk}-{first.pk}-")
         second = run(services.run_pipeline(service, SYSTEM, "ui"))
         assert second.state == State.SUCCEEDED, log_of(second)
         assert not workspace_of(second).exists()
