@@ -1597,7 +1597,8 @@ def counted_span(watch: Watch) -> float:
     """The seconds of serving a watch's counts cover: from the switch to its last read of
     Caddy's log (what was logged after it, while a newer deploy built, was never read)."""
     since = watch.deploy.switched_at or watch.started_at
-    return max(0.0, ((watch.looked_at or since) - since).total_seconds())
+    read = ((watch.looked_at or since) - since).total_seconds()
+    return max(0.0, read - watch.unread_seconds)
 
 
 def watch_started(deploy: Deploy, previous: Release, upstream: str, before: Tally | None) -> Watch:
@@ -1723,9 +1724,12 @@ def deploys_since(watch: Watch) -> list[Deploy]:
 
 
 def watch_counting_again(watch: Watch) -> None:
-    """Caddy's count was started again by the watch: its log is read from its start."""
-    watch.counting_since, watch.offset = timezone.now(), 0
-    watch.save(update_fields=["counting_since", "offset"])
+    """Caddy's count was started again by the watch: its log is read from its start. What
+    was logged since its last read (while a newer deploy built) was never read."""
+    now, since = timezone.now(), watch.deploy.switched_at or watch.started_at
+    watch.unread_seconds += max(0.0, (now - (watch.looked_at or since)).total_seconds())
+    watch.counting_since, watch.offset, watch.looked_at = now, 0, now
+    watch.save(update_fields=["counting_since", "offset", "looked_at", "unread_seconds"])
 
 
 # --- what the errors app reads: which releases went live, in order --------------------------
