@@ -536,6 +536,7 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
         "mirror": True,
         "deleted's mirror": False,
     }
+    shutil.rmtree(made["trash beside"])  # its worker's, which is this process
 
 
 def test_the_worker_goes_on_while_a_workspace_is_removed_and_the_next_run_finds_it_gone(
