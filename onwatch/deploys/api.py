@@ -413,7 +413,7 @@ class ReleaseList(Schema):
 
 def deploy_out(d: Deploy) -> dict[str, Any]:
     shown = {name: getattr(d, name) for name in DeployOut.model_fields}
-    steps = [s | {"result": writer.step_result(s)} for s in d.steps]
+    steps = [s | {"result": writer.step_result(s, d.state)} for s in d.steps]
     return shown | {"steps": steps}
 
 

@@ -212,7 +212,9 @@ def follow(deploy_id: int) -> int:
         deploy.refresh_from_db()
     for step in deploy.steps:
         took = f"{step['seconds']:.1f} s" if step["seconds"] is not None else "—"
-        print(f"{step['name']}\t{took}\t{services.step_result(step)}\t{step['detail']}")
+        print(
+            f"{step['name']}\t{took}\t{services.step_result(step, deploy.state)}\t{step['detail']}"
+        )
     said = f": {deploy.reason}" if deploy.reason else f"; {deploy.live_after} is live"
     print(f"onwatch: {deploy.kind} #{deploy.pk} {deploy.state}{said}", file=sys.stderr)
     if watching := Watch.objects.filter(deploy=deploy, state=WatchState.WATCHING).first():

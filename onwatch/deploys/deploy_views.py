@@ -3,6 +3,7 @@ what ran when, how long, ok or not, and why). Thin: every change goes through se
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -200,7 +201,15 @@ def deploy_facts(deploy: Deploy) -> dict[str, Any]:
         "asked_by": Watch.objects.filter(rollback=deploy).select_related("deploy").first(),
         "live_now": services.live_release(deploy.service),
         "refresh": REFRESH_SECONDS if going_on else 0,
+        "timeline": [timeline_row(step, deploy.state) for step in deploy.steps],
     }
+
+
+def timeline_row(step: dict[str, Any], state: str) -> dict[str, Any]:
+    """A step as its page shows it: its start a time (stored in UTC, shown in the zone the
+    page names), its result as the API and the command line say it."""
+    started = datetime.fromisoformat(step["started"]) if step.get("started") else None
+    return step | {"started": started, "result": services.step_result(step, state)}
 
 
 @require("deploys.run")

@@ -3,9 +3,13 @@ service may use, and fetching one commit of a branch into a fresh workspace."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,28 +109,65 @@ def environment(home: Path, ssh_command: str = "") -> dict[str, str]:
     return env
 
 
-def git(args: list[str], env: dict[str, str], seconds: float) -> subprocess.CompletedProcess[str]:
+def _never() -> bool:
+    return False
+
+
+# How often a running git is asked whether it is to stop (its end is seen at once).
+STOP_POLL_SECONDS = 0.2
+
+
+def git(
+    args: list[str], env: dict[str, str], seconds: float, stopped: Callable[[], bool] = _never
+) -> subprocess.CompletedProcess[str]:
+    """git's answer; stopped, or out of time, it is killed with what it started (ssh,
+    pack-objects), which would otherwise go on writing."""
     try:
-        return subprocess.run(
+        proc = subprocess.Popen(
             ["git", *args],
             env=env,
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            timeout=seconds,
-            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     except FileNotFoundError:
         raise GitError("git is not installed; install it (apt install git)") from None
-    except subprocess.TimeoutExpired:
-        raise GitError(
-            f"git {args[0] if args[0] != '-C' else args[2]} gave no answer within "
-            f"{seconds:g} s; check that the repository's server is up"
-        ) from None
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            out, err = proc.communicate(timeout=STOP_POLL_SECONDS)
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            if stopped() or time.monotonic() > deadline:
+                _kill(proc)
+                raise GitError(_why_killed(args, seconds, stopped())) from None
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _why_killed(args: list[str], seconds: float, stopped: bool) -> str:
+    what = args[0] if args[0] != "-C" else args[2]
+    if stopped:
+        return f"git {what} was stopped before it was done"
+    return (
+        f"git {what} gave no answer within {seconds:g} s; check that the repository's server is up"
+    )
 
 
 def fetch(
-    workspace: Path, url: str, branch: str, env: dict[str, str], ssh_log: Callable[[], str] = str
+    workspace: Path,
+    url: str,
+    branch: str,
+    env: dict[str, str],
+    ssh_log: Callable[[], str] = str,
+    stopped: Callable[[], bool] = _never,
 ) -> str:
     """Fetch `branch` of `url` into a new repository at `workspace`; git's own words.
     `ssh_log` reads what ssh said: it logs to a file (core/ssh.py), not to git's stderr."""
@@ -140,17 +181,40 @@ def fetch(
     # apart, which took a small repository's checkout some 100 ms more.
     # No maintenance either: the workspace is gone after the run, and it is a process more.
     fetch = ["-c", "fetch.unpackLimit=1", "fetch", "--no-tags", "--quiet", "--no-auto-maintenance"]
-    ran = git(["-C", str(workspace), *fetch, "--", url, ref], env, FETCH_SECONDS)
+    ran = git(["-C", str(workspace), *fetch, "--", url, ref], env, FETCH_SECONDS, stopped)
     if ran.returncode != 0:
         raise GitError(fetch_failure(ran, url, branch, ssh_log()))
     return (ran.stdout + ran.stderr).strip()
 
 
 def update_mirror(
-    mirror: Path, url: str, branch: str, env: dict[str, str], ssh_log: Callable[[], str] = str
+    mirror: Path,
+    url: str,
+    branch: str,
+    env: dict[str, str],
+    ssh_log: Callable[[], str] = str,
+    stopped: Callable[[], bool] = _never,
 ) -> str:
     """Fetch `branch` of `url` into `mirror`, a bare repository made on first use: the next
     fetch brings only what is new, not the whole history again. Git's own words."""
+    kept = (mirror / "HEAD").is_file()
+    ran = _fetch_into_mirror(mirror, url, branch, env, stopped)
+    said = ssh_log() if ran.returncode != 0 else ""
+    if ran.returncode != 0 and kept and _known_failure(ran, url, branch, said) is None:
+        # It is only a cache, and nothing else here writes to it (the caller holds the
+        # service's caches): one a killed fetch left a lock in, or whose branch became a
+        # folder of branches (feature -> feature/x), is made anew rather than fail for good.
+        shutil.rmtree(mirror)
+        ran = _fetch_into_mirror(mirror, url, branch, env, stopped)
+        said = ssh_log() if ran.returncode != 0 else ""
+    if ran.returncode != 0:
+        raise GitError(fetch_failure(ran, url, branch, said))
+    return (ran.stdout + ran.stderr).strip()
+
+
+def _fetch_into_mirror(
+    mirror: Path, url: str, branch: str, env: dict[str, str], stopped: Callable[[], bool]
+) -> subprocess.CompletedProcess[str]:
     if not (mirror / "HEAD").is_file():
         ran = git(["init", "--quiet", "--bare", str(mirror)], env, LOCAL_SECONDS)
         if ran.returncode != 0:
@@ -159,10 +223,7 @@ def update_mirror(
     # Its packs are kept tidy as git sees fit, but now, not in a process left behind.
     tidy = ["-c", "gc.autoDetach=false", "-c", "maintenance.autoDetach=false"]
     fetch = [*tidy, "fetch", "--no-tags", "--quiet"]
-    ran = git(["-C", str(mirror), *fetch, "--", url, ref], env, FETCH_SECONDS)
-    if ran.returncode != 0:
-        raise GitError(fetch_failure(ran, url, branch, ssh_log()))
-    return (ran.stdout + ran.stderr).strip()
+    return git(["-C", str(mirror), *fetch, "--", url, ref], env, FETCH_SECONDS, stopped)
 
 
 def checkout(workspace: Path, branch: str, commit: str, env: dict[str, str]) -> Commit:
@@ -194,6 +255,16 @@ def last_line(ran: subprocess.CompletedProcess[str], also: str = "") -> str:
 def fetch_failure(
     ran: subprocess.CompletedProcess[str], url: str, branch: str, ssh_said: str = ""
 ) -> str:
+    return _known_failure(ran, url, branch, ssh_said) or (
+        f"could not fetch {url}: {last_line(ran, ssh_said)}; check the address and that its "
+        "server is up"
+    )
+
+
+def _known_failure(
+    ran: subprocess.CompletedProcess[str], url: str, branch: str, ssh_said: str
+) -> str | None:
+    """What to do about a failure whose cause git or ssh names, or None."""
     said = ran.stderr + ran.stdout + ssh_said
     if "couldn't find remote ref" in said:
         return f"the branch {branch} does not exist in {url}; check the service's branch"
@@ -207,8 +278,7 @@ def fetch_failure(
             f"the SSH server of {url} no longer shows the host key onwatch pinned; if its key "
             "changed on purpose, forget the pinned key on the service's page and run it again"
         )
-    why = last_line(ran, ssh_said)
-    return f"could not fetch {url}: {why}; check the address and that its server is up"
+    return None
 
 
 LS_REMOTE_SECONDS = 30

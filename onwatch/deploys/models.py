@@ -502,6 +502,9 @@ class Watch(models.Model):
     recent = models.JSONField(default=list, blank=True)
     # When it last read Caddy's log: its counts cover the serving until then.
     looked_at = models.DateTimeField(null=True, blank=True)
+    # The seconds of serving since its switch it never read: from its last read before it
+    # started Caddy's count again (a newer deploy had taken it over) until it did.
+    unread_seconds = models.FloatField(default=0.0)
     # The release before it, its baseline: what its tally held (Release.tally_*) with
     # what was counted from just before the switch until it; None: neither was counted.
     base_requests = models.PositiveBigIntegerField(null=True, blank=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import errno
 import fcntl
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -219,14 +220,11 @@ class Run:
         with opened as session:
             env = git.environment(self.workspace, session.git_command() if session else "")
             ssh_log = session.log_text if session else str
-            # git in a thread of its own (it touches no database): the first step's
-            # sandbox is made meanwhile, in this one (bubblewrap dies with its thread).
-            with ThreadPoolExecutor(1, thread_name_prefix="fetch") as pool:
-                run_here = contextvars.copy_context().run
-                fetched = pool.submit(run_here, self.fetch, url, pushed, env, ssh_log)
-                self.make_first_sandbox()
-                with phases.timed("checkout: git fetch"):
-                    said = fetched.result()
+            # Onwatch's until the step starts; the step user passes through to set up in
+            # it. Made here, not by whichever of git and the sandbox comes first.
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            self.workspace.chmod(0o711)
+            said = self.fetch_beside_first_sandbox(url, pushed, env, ssh_log)
             if said:
                 log.say(said)
             with phases.timed("checkout: git checkout"):
@@ -241,7 +239,36 @@ class Run:
         self.pipeline.message = message
         log.say(commit_line(self.pipeline))
 
-    def fetch(self, url: str, pushed: bool, env: dict[str, str], ssh_log: Callable[[], str]) -> str:
+    def fetch_beside_first_sandbox(
+        self, url: str, pushed: bool, env: dict[str, str], ssh_log: Callable[[], str]
+    ) -> str:
+        """git in a thread of its own (it touches no database): the first step's sandbox is
+        made meanwhile, in this one (bubblewrap dies with its thread). Should making it
+        fail, git is stopped rather than waited for (up to twice FETCH_SECONDS)."""
+        failed = threading.Event()
+
+        def stopped() -> bool:
+            return failed.is_set() or self.ctx.cancelled.is_set()
+
+        with ThreadPoolExecutor(1, thread_name_prefix="fetch") as pool:
+            run_here = contextvars.copy_context().run
+            fetched = pool.submit(run_here, self.fetch, url, pushed, env, ssh_log, stopped)
+            try:
+                self.make_first_sandbox()
+            except BaseException:
+                failed.set()
+                raise
+            with phases.timed("checkout: git fetch"):
+                return fetched.result()
+
+    def fetch(
+        self,
+        url: str,
+        pushed: bool,
+        env: dict[str, str],
+        ssh_log: Callable[[], str],
+        stopped: Callable[[], bool],
+    ) -> str:
         """The branch into the workspace. A remote's is fetched into the service's mirror
         first, so only what is new crosses the network; one pipeline of the service at a
         time does (its caches are held). A repository on this machine (onwatch's pushed
@@ -250,9 +277,10 @@ class Run:
         if not pushed and git.local_path(url) is None:
             with phases.timed("checkout: mirror updated"):
                 mirror = mirror_of(self.service.pk)
-                said = git.update_mirror(mirror, url, branch, env, ssh_log)
+                said = git.update_mirror(mirror, url, branch, env, ssh_log, stopped)
             url = str(mirror)
-        return "\n".join(filter(None, [said, git.fetch(self.workspace, url, branch, env)]))
+        fetched = git.fetch(self.workspace, url, branch, env, stopped=stopped)
+        return "\n".join(filter(None, [said, fetched]))
 
     def make_first_sandbox(self) -> None:
         """The first step's sandbox, made while the checkout runs (its command is in the
@@ -261,8 +289,6 @@ class Run:
         with phases.timed("start: bytecode shared"):
             uv = uv_python(caches_of(self.service))
             share_bytecode(self.bytecode, self.workspace, uv)
-        # Onwatch's until the step starts; the step user passes through to set up in it.
-        self.workspace.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.ahead = sandbox.Ahead(self.sandbox_step(None))
 
     def said_pinned(self, fingerprint: str) -> None:

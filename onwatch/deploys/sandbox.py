@@ -889,7 +889,9 @@ def _write_argv(fd: int, argv: Sequence[str]) -> None:
     data = b"".join(a.encode() + b"\0" for a in argv)
     if len(data) > LATER_BYTES:
         raise SandboxError("the step's command is longer than 32 KiB; put it in a script")
-    os.write(fd, data)
+    # A sandbox that failed to set itself up is gone already: its output says why.
+    with contextlib.suppress(BrokenPipeError):
+        os.write(fd, data)
 
 
 def _first_lines(chunk: bytes, room: int) -> tuple[bytes, bool]:

@@ -39,6 +39,7 @@ from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.models import Job, JobState, Organization
 from onwatch.core.validators import MAX_ID, Text
 from onwatch.deploys import caddy, git, hosts, junit, procman, svcusers, workdir
+from onwatch.deploys.models import ENDED as DEPLOY_ENDED
 from onwatch.deploys.models import (
     THIS_MACHINE,
     Deploy,
@@ -1402,10 +1403,12 @@ def queue_rollback(
 ) -> Deploy:
     """Make the previous (or chosen kept) release live again, without a rebuild; in `queue`
     rather than the deploys' own (an automatic rollback must not wait behind a pipeline)."""
-    target = rollback_target(service, to)
-    if trigger != "watch":
-        _check_not_on_its_way(service, target)
     with transaction.atomic():
+        # Two clicks at once: the second waits here for the first's rollback, then sees it.
+        Service.objects.select_for_update().get(pk=service.pk)
+        target = rollback_target(service, to)
+        if trigger != "watch":
+            _check_not_on_its_way(service, target)
         deploy = Deploy.objects.create(
             service=service,
             kind=DeployKind.ROLLBACK,
@@ -1723,7 +1726,8 @@ def counted_span(watch: Watch) -> float:
     """The seconds of serving a watch's counts cover: from the switch to its last read of
     Caddy's log (what was logged after it, while a newer deploy built, was never read)."""
     since = watch.deploy.switched_at or watch.started_at
-    return max(0.0, ((watch.looked_at or since) - since).total_seconds())
+    read = ((watch.looked_at or since) - since).total_seconds()
+    return max(0.0, read - watch.unread_seconds)
 
 
 def watch_started(deploy: Deploy, previous: Release, upstream: str, before: Tally | None) -> Watch:
@@ -1833,10 +1837,13 @@ def deploy_not_watched(deploy: Deploy, why: str) -> None:
 NOT_JUDGED = "not judged"
 
 
-def step_result(step: dict[str, Any]) -> str:
-    """ "running" for a step still going on (a watch outlasts its deploy): it said "ok"."""
+def step_result(step: dict[str, Any], state: str) -> str:
+    """ "running" for a step still going on (a watch outlasts its deploy): it said "ok".
+    One left open by a deploy that ended (a worker died in it) is not going on."""
     if step.get("seconds") is None and not step.get("ended") and not step.get("result"):
-        return "running"
+        if step["name"] == "watch" or state not in DEPLOY_ENDED:
+            return "running"
+        return f"stopped (the deploy {'failed' if state == State.FAILED else f'was {state}'})"
     return str(step.get("result") or ("ok" if step["ok"] else "failed"))
 
 
@@ -1853,9 +1860,12 @@ def deploys_since(watch: Watch) -> list[Deploy]:
 
 
 def watch_counting_again(watch: Watch) -> None:
-    """Caddy's count was started again by the watch: its log is read from its start."""
-    watch.counting_since, watch.offset = timezone.now(), 0
-    watch.save(update_fields=["counting_since", "offset"])
+    """Caddy's count was started again by the watch: its log is read from its start. What
+    was logged since its last read (while a newer deploy built) was never read."""
+    now, since = timezone.now(), watch.deploy.switched_at or watch.started_at
+    watch.unread_seconds += max(0.0, (now - (watch.looked_at or since)).total_seconds())
+    watch.counting_since, watch.offset, watch.looked_at = now, 0, now
+    watch.save(update_fields=["counting_since", "offset", "looked_at", "unread_seconds"])
 
 
 # --- what the errors app reads: which releases went live, in order --------------------------

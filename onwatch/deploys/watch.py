@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.urls import reverse
@@ -624,18 +624,32 @@ def incident_page(watch: Watch) -> str:
     return reverse("incident_detail", args=[found.pk]) if found else ""
 
 
+def _began(watch: Watch) -> tuple[datetime, str]:
+    """When the trouble began, and how: as the release went live when all its answers
+    since were worse, not when enough of them proved it; else (it served well, then its
+    last answers were worse) about as its recent window began."""
+    switched, found = watch.deploy.switched_at, watch.detected_at or timezone.now()
+    base, service = base_of(watch), watch.deploy.service
+    if clearly_worse(now_of(watch), base, service) or not clearly_worse(
+        recent_of(watch), base, service
+    ):
+        return switched or found, f"{label_of(watch)} went live"
+    turned = found - timedelta(seconds=RECENT_SECONDS)
+    return turned, f"{label_of(watch)} served well, then its answers turned bad"
+
+
 def _incident(watch: Watch, title: str, verdict: str) -> None:
     """One incident per watch, to the channels of the service's deploy alerts (those the
     service chose, or all): the evidence is its text."""
     deploy = watch.deploy
+    began_at, began = _began(watch)
     incidents.open_incident(
         deploy.service.org,
         incident_source(watch),
         title,
-        # The trouble began as the release went live, not when enough answers proved it.
-        {"error": verdict, "began": f"{label_of(watch)} went live"},
+        {"error": verdict, "began": began},
         about=incidents.About(
-            began_at=deploy.switched_at or watch.detected_at,
+            began_at=began_at,
             page=reverse("deploy_detail", args=[deploy.pk]),
             advice=ADVICE.get(WatchState(watch.state), ""),
         ),

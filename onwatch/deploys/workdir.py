@@ -365,7 +365,9 @@ def discard(path: Path) -> None:
         return
     trash = work_folder(TRASH)
     trash.chmod(stat.S_IRWXU)
-    moved = trash / f"{path.parent.name}-{path.name}-{time.monotonic_ns()}"
+    # Named after this process: a worker starting beside it removes only what a worker
+    # that is gone left (remove_leftovers).
+    moved = trash / f"{os.getpid()}-{path.parent.name}-{path.name}-{time.monotonic_ns()}"
     try:
         os.rename(path, moved)
     except OSError:
@@ -446,10 +448,10 @@ def remove_leftovers() -> list[Path]:
     kept_mirrors = set(Service.objects.filter(pk__in=mirrors).values_list("pk", flat=True))
     removed += [path for pk, path in mirrors.items() if pk not in kept_mirrors]
     # What discard() moved away but a worker that stopped did not remove.
-    removed += [p for p in (Path(settings.WORK_DIR) / TRASH).glob("*") if p.is_dir()]
+    trash = (Path(settings.WORK_DIR) / TRASH).glob("*")
+    removed += [p for p in trash if p.is_dir() and _owner_gone(p.name)]
     for path in removed:
         log.info("removing the workspace %s left by a worker that stopped", path)
-        # Another worker of this machine may be removing it too (its trash).
         with contextlib.suppress(FileNotFoundError):
             remove_workspace(path)
     for path in workspaces:  # their pipelines' own bytecode, if their service is kept
@@ -462,8 +464,18 @@ def _worker_died(pipeline: Pipeline) -> bool:
     name is host:pid:thread)."""
     host, _, rest = (pipeline.job.worker if pipeline.job else "").partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    return host == socket.gethostname() and pid.isdigit() and _pid_gone(pid)
+
+
+def _owner_gone(trashed: str) -> bool:
+    """Whether the process that moved `trashed` into the trash (<pid>-<service>-<pipeline>-
+    <ns>) is gone; one named before it carried its owner is old enough to be."""
+    pid, *rest = trashed.split("-")
+    return len(rest) != 3 or not pid.isdigit() or _pid_gone(pid)
+
+
+def _pid_gone(pid: str) -> bool:
+    """Whether no process of this machine has the id `pid`."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from onwatch.alerts.models import Incident
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState
@@ -248,3 +249,10 @@ def test_a_release_that_fails_after_serving_well_is_caught_by_its_recent_answers
     assert looked.state == WatchState.FAILING, looked.verdict
     assert "; in its last 30 s it answered 50 % of 40 requests with errors" in looked.verdict
     assert not here.caddy.counting("shop.test")
+    # Its trouble began about as its last 30 s did, not as it went live 5 minutes before.
+    incident = Incident.objects.get(source=watch.incident_source(looked))
+    assert looked.detected_at is not None and incident.began_at is not None
+    before_found = (looked.detected_at - incident.began_at).total_seconds()
+    assert 30 <= before_found < 35, before_found
+    turned = f"{watch.label_of(looked)} served well, then its answers turned bad"
+    assert incident.evidence["began"] == turned

@@ -201,3 +201,21 @@ def test_the_api_sets_a_services_hosts_in_order_and_says_what_serves_on_each(
         "deploy@10.0.0.7",
         "this machine",
     ]
+
+
+def test_an_open_step_of_an_interrupted_deploy_reads_stopped_not_running(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Its worker died in the switch: the step's row was never closed."""
+    service = service_for(org, "/srv/git/shop.git")
+    at = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    open_switch = releases.step_row(switch.Step("switch", at, None))
+    deploy = Deploy.objects.create(
+        service=service, trigger="cli", state=State.INTERRUPTED, steps=[open_switch]
+    )
+    api = TokenApi(members["viewer"], org, ["services:read"])
+    [step] = api.call("GET", f"/api/v1/services/deploys/{deploy.pk}/").json()["steps"]
+    assert step["result"] == "stopped (the deploy was interrupted)"
+    Deploy.objects.filter(pk=deploy.pk).update(state=State.RUNNING)
+    [step] = api.call("GET", f"/api/v1/services/deploys/{deploy.pk}/").json()["steps"]
+    assert step["result"] == "running"

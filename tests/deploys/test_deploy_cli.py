@@ -129,6 +129,25 @@ def test_deploy_wait_says_the_watch_goes_on(
 
 
 @pytest.mark.django_db
+def test_deploy_wait_says_a_step_its_failed_deploy_left_open_stopped(
+    org: Organization, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = service_for(org, "/srv/git/shop.git")
+    at = datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
+    open_step = {"name": "health gate", "started": at.isoformat(), "ended": None}
+    deploy = Deploy.objects.create(
+        service=service,
+        trigger="cli",
+        state=State.FAILED,
+        reason="its worker stopped",
+        steps=[open_step | {"seconds": None, "ok": True, "detail": ""}],
+    )
+    assert deploy_cli.follow(deploy.pk) == 1
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split("\t")[1:3] == ["—", "stopped (the deploy failed)"]
+
+
+@pytest.mark.django_db
 def test_releases_list_names_a_release_its_watch_rolled_back(
     org: Organization, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,7 +5,7 @@ why not. The deploys themselves run with real components in test_releases.py."""
 from __future__ import annotations
 
 import html
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.test import override_settings
@@ -81,6 +81,28 @@ def step(name: str, started: Any, seconds: float, ok: bool, detail: str) -> dict
         "ok": ok,
         "detail": detail,
     }
+
+
+@override_settings(TIME_ZONE="Europe/Berlin")
+def test_the_timeline_shows_its_times_in_the_zone_it_names(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """They were UTC under "Started (CET)"; a step a worker's death left open said
+    "running" under a deploy that said "interrupted"."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    deploy = services.queue_deploy(service, SYSTEM, "cli", "")
+    started = datetime(2026, 12, 7, 9, 13, tzinfo=UTC)
+    services.deploy_step(deploy, step("build", started, 2.0, True, "built"))
+    left_open = {"ended": None, "seconds": None}
+    services.deploy_step(deploy, step("switch", started, 0, True, "") | left_open)
+    Deploy.objects.filter(pk=deploy.pk).update(state=State.INTERRUPTED)
+    shown = html.unescape(
+        signed_in(members["viewer"]).get(f"/deploys/{deploy.pk}/").content.decode()
+    )
+    assert "<th>Started (CET)</th>" in shown and "<td>10:13:00</td>" in shown
+    assert "09:13:00" not in shown
+    assert ">stopped (the deploy was interrupted)</span>" in shown and ">running<" not in shown
 
 
 def test_a_viewer_sees_deploys_but_no_button(org: Organization, members: dict[str, Any]) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from onwatch.deploys import git
 from tests.support.deploys import commit, project
+from tests.support.deploys import git as run_git
 
 
 def test_a_fetch_keeps_the_objects_in_one_pack_not_a_file_each(tmp_path: Path) -> None:
@@ -29,3 +32,33 @@ def test_a_fetch_keeps_the_objects_in_one_pack_not_a_file_each(tmp_path: Path) -
     said = dict(line.split(": ") for line in counted.stdout.splitlines())
     assert said["count"] == "0", counted.stdout  # loose objects
     assert said["packs"] == "1" and int(said["in-pack"]) >= 15, counted.stdout
+
+
+def test_a_mirror_a_killed_fetch_left_locked_is_made_anew(tmp_path: Path) -> None:
+    repo, mirror, env = tmp_path / "repo", tmp_path / "mirror.git", git.environment(tmp_path)
+    commit(repo, project(), "First")
+    git.update_mirror(mirror, str(repo), "main", env)
+    (mirror / "refs" / "heads" / "main.lock").write_text("")  # its fetch was killed
+    sha = commit(repo, {"CHANGES": "two\n"}, "Second")
+    git.update_mirror(mirror, str(repo), "main", env)
+    assert run_git(mirror, "rev-parse", "refs/heads/main") == sha
+
+
+def test_a_mirror_whose_branch_became_a_folder_of_branches_is_made_anew(tmp_path: Path) -> None:
+    """The service's branch went from feature to feature/x, the old one deleted."""
+    repo, mirror, env = tmp_path / "repo", tmp_path / "mirror.git", git.environment(tmp_path)
+    commit(repo, project(), "First", branch="feature")
+    git.update_mirror(mirror, str(repo), "feature", env)
+    run_git(repo, "branch", "-m", "feature", "feature/x")
+    sha = commit(repo, {"CHANGES": "two\n"}, "Second")
+    git.update_mirror(mirror, str(repo), "feature/x", env)
+    assert run_git(mirror, "rev-parse", "refs/heads/feature/x") == sha
+
+
+def test_a_mirror_is_kept_when_the_failure_is_the_remotes(tmp_path: Path) -> None:
+    repo, mirror, env = tmp_path / "repo", tmp_path / "mirror.git", git.environment(tmp_path)
+    sha = commit(repo, project(), "First")
+    git.update_mirror(mirror, str(repo), "main", env)
+    with pytest.raises(git.GitError, match="the branch gone does not exist"):
+        git.update_mirror(mirror, str(repo), "gone", env)
+    assert run_git(mirror, "rev-parse", "refs/heads/main") == sha

@@ -4,6 +4,7 @@ process, with the states, steps, exit codes, alerts and log people read."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import html
@@ -13,6 +14,7 @@ import socket
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.masking import forms
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.core.services import issue_token
+from onwatch.deploys import git as git_wrapper
 from onwatch.deploys import phases, pipelines, projectfile, sandbox, services, workdir
 from onwatch.deploys.api import pipeline_out
 from onwatch.deploys.cli import follow
@@ -511,8 +514,11 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
     made["gone"] = made["ended"].parent / "999999"
     made["gone"].mkdir()
     # Moved away by a worker that stopped before its removal was done.
-    made["trash"] = work_folder("trash") / f"{service.pk}-41-123"
-    (made["trash"] / "src").mkdir(parents=True)
+    made["trash"] = work_folder("trash") / f"{dead.pid}-{service.pk}-41-123"
+    # Moved away by a worker beside it, which is removing it now.
+    made["trash beside"] = work_folder("trash") / f"{os.getpid()}-{service.pk}-42-124"
+    for trashed in (made["trash"], made["trash beside"]):
+        (trashed / "src").mkdir(parents=True)
     made["mirror"] = workdir.mirror_of(service.pk)
     made["deleted's mirror"] = workdir.mirror_of(999999)
     for mirror in (made["mirror"], made["deleted's mirror"]):
@@ -526,9 +532,11 @@ def test_a_worker_starting_removes_the_workspaces_dead_workers_left_and_no_other
         "alive": True,
         "gone": False,
         "trash": False,
+        "trash beside": True,
         "mirror": True,
         "deleted's mirror": False,
     }
+    shutil.rmtree(made["trash beside"])  # its worker's, which is this process
 
 
 def test_the_worker_goes_on_while_a_workspace_is_removed_and_the_next_run_finds_it_gone(
@@ -553,7 +561,7 @@ def test_the_worker_goes_on_while_a_workspace_is_removed_and_the_next_run_finds_
         assert first.state == State.SUCCEEDED, log_of(first)
         assert not workspace_of(first).exists()
         [moved] = trash.iterdir()
-        assert moved.name.startswith(f"{service.pk}-{first.pk}-")
+        assert moved.name.startswith(f"{os.getpid()}-{service.pk}-{first.pk}-")
         second = run(services.run_pipeline(service, SYSTEM, "ui"))
         assert second.state == State.SUCCEEDED, log_of(second)
         assert not workspace_of(second).exists()
@@ -1014,3 +1022,58 @@ def test_a_work_folder_onwatch_cannot_make_is_named_on_the_service_page(
     service = service_for(org, "/nonexistent/shop.git")
     page = signed_in(make_member(org, "viewer")).get(f"/services/{service.pk}/").content.decode()
     assert f"onwatch cannot make its work folder {settings.WORK_DIR} (Not a directory)" in page
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An HTTP address that takes connections and never answers: git waits on it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/shop.git"
+
+
+def test_a_first_sandbox_that_cannot_be_made_does_not_wait_out_the_fetch(
+    org: Organization, silent_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step failed only once git gave up (up to twice its time limit); git is stopped."""
+    monkeypatch.setattr(git_wrapper, "FETCH_SECONDS", 30)
+
+    def full(*args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipelines, "share_bytecode", full)
+    began = time.monotonic()
+    pipeline = run(services.run_pipeline(service_for(org, silent_server), SYSTEM, "ui"))
+    assert time.monotonic() - began < 10
+    [checkout] = pipeline.steps.all()
+    assert (checkout.state, pipeline.state) == (State.FAILED, State.FAILED)
+    assert "No space left on device" in checkout.reason, checkout.reason
+    assert not processes_with(silent_server)
+
+
+def test_a_pipeline_cancelled_while_git_fetches_stops_git(
+    org: Organization, silent_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(git_wrapper, "FETCH_SECONDS", 30)
+    pipeline = services.run_pipeline(service_for(org, silent_server), SYSTEM, "ui")
+    job = jobs.claim("test-worker", [services.KIND])
+    assert job is not None
+    thread = run_in_thread(job)
+    wait_until(lambda: bool(processes_with(silent_server)), 30, "the fetch")
+    beside_a_writer(lambda: jobs.cancel(job, "ana@example.com"))
+    # Within a poll of the cancel, not once git gives up (30 s here, 600 s by default).
+    wait_until(lambda: not processes_with(silent_server), 5, "git stopped")
+    thread.join(timeout=30)
+    pipeline.refresh_from_db()
+    assert pipeline.state == State.CANCELLED, log_of(pipeline)
+
+
+def test_the_workspace_is_open_to_the_step_user_to_pass_through_only(
+    org: Organization, tmp_path: Path
+) -> None:
+    """0711 whichever of git and the first sandbox came first (git made it 0755)."""
+    commit(tmp_path / "repo", {"onwatch.toml": '[test]\ncommand = "stat -c %a ."\n'}, "Mode")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert pipeline.steps.get(name="test").tail.splitlines()[-1] == "711"

@@ -493,6 +493,28 @@ def test_a_step_made_ahead_that_cannot_be_made_fails_when_it_starts(root: Path) 
         ahead.start()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs bubblewrap as the step user")
+def test_a_sandbox_made_before_its_command_that_dies_first_says_it_could_not_start(
+    workspace: Path, root: Path
+) -> None:
+    """Its bubblewrap ended while the checkout ran (here: a tool folder the step user may
+    not enter), so nothing reads the command any more: the step fails as it would had its
+    command been given when it was made, bubblewrap's own words in its output."""
+    tools = folder(folder(root, "closed", mode=0o700), "tools")
+    step = Step(sandbox.LATER, workspace, ENV, readonly=[tools], limits=SMALL)
+    out = Output()
+    with sandbox.Ahead(step) as ahead:
+        ahead.wait()
+        assert ahead.launch is not None
+        ahead.launch.proc.wait(timeout=10)
+        ahead.start(["bash", "-c", "echo ran"])
+        done = ahead.follow(out, threading.Event())
+    given = Output()  # the same sandbox, its command given when made
+    as_given = sandbox.run(Step(["true"], workspace, ENV, readonly=[tools], limits=SMALL), given)
+    assert (done.exit_code, done.reason) == (as_given.exit_code, as_given.reason) != (0, None)
+    assert out.text == given.text and f"source path {tools}" in out.text
+
+
 def test_when_onwatch_dies_its_step_dies_too_and_leaves_no_cgroup(workspace: Path) -> None:
     word = marker()
     argv = [sys.executable, "-m", steps.__name__, str(workspace), word]

@@ -7,17 +7,22 @@ import json
 import os
 import pwd
 import shutil
+import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from onwatch.core import ssh
-from onwatch.core.audit import SYSTEM
+from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.models import AuditEntry, Job, Organization
 from onwatch.deploys import git, netguard, services, slirp, svcusers, workdir
-from onwatch.deploys.models import Deploy, Pipeline, Release, Service, State
+from onwatch.deploys.models import Deploy, Pipeline, Release, ReleaseState, Service, State
+from tests.support.deploys import service_for
 from tests.support.fixtures import TokenApi, signed_in
 from tests.support.procs import free_port
 
@@ -494,3 +499,52 @@ def test_a_host_a_service_runs_on_is_not_removed_from_under_it(org: Organization
     services.set_service_hosts(service, [], SYSTEM)
     services.remove_host(host, SYSTEM)
     assert not type(host).objects.filter(pk=host.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_rollback_clicks_at_once_queue_one_rollback(org: Organization) -> None:
+    """Both passed the check before either's rollback was written; the second then failed
+    ("… is the live release already") and alerted everyone."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    for n, c in enumerate("ab"):
+        release = Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        at = timezone.now() - timedelta(minutes=5 - n)
+        Deploy.objects.create(
+            service=service,
+            release=release,
+            trigger="ui",
+            state=State.SUCCEEDED,
+            switched_at=at,
+            ended_at=at,
+            drain_seconds=1.0,
+        )
+    inside, go_on = threading.Event(), threading.Event()
+
+    class Held(Actor):  # the first click, held just after it wrote its rollback
+        def record(self, *args: Any, **kwargs: Any) -> Any:
+            inside.set()
+            go_on.wait(10)
+            return super().record(*args, **kwargs)
+
+    said: dict[str, object] = {}
+
+    def click(actor: Actor) -> None:
+        try:
+            said[actor.name] = services.queue_rollback(service, actor, "ui")
+        except Exception as e:
+            said[actor.name] = e
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=click, args=(Held("first"),))
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=click, args=(Actor("second"),))
+    second.start()
+    time.sleep(0.5)  # it waits for the first, or passes the check as it did
+    go_on.set()
+    for click_thread in (first, second):
+        click_thread.join(10)
+    [rollback] = Deploy.objects.filter(kind="rollback")
+    assert said["first"] == rollback and isinstance(said["second"], services.OnItsWay), said

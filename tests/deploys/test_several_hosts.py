@@ -332,5 +332,5 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
         f"switch back on {a}": (True, f"{v3.release} serves on {a} again"),
     }
     [watch] = [s for s in v3.steps if s["name"] == "watch"]
-    assert services.step_result(watch) == "not judged"
+    assert services.step_result(watch, v3.state) == "not judged"
     assert watch["detail"].startswith("not judged: onwatch reads the answers Caddy logs on")

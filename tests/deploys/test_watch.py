@@ -353,6 +353,26 @@ def test_a_watch_still_going_when_a_newer_deploy_switches_is_counted_once(
 
 
 @pytest.mark.django_db
+def test_a_watchs_span_leaves_out_what_it_never_read(shop: Service) -> None:
+    """A newer deploy took Caddy's count over for 4 minutes and failed before its switch;
+    the watch counted again from then. Those minutes' answers were never read: its tally's
+    span counted them as serving all the same."""
+    release = Release.objects.create(service=shop, commit="abc1234")
+    switched = timezone.now() - timedelta(minutes=10)
+    done = Deploy.objects.create(service=shop, release=release, switched_at=switched)
+    looked = Watch.objects.create(deploy=done, until=timezone.now(), upstream="127.0.0.1:4001")
+    services.watch_counted(looked, 600, 0, 6.0, 100)
+    Watch.objects.filter(pk=looked.pk).update(looked_at=switched + timedelta(minutes=6))
+    looked.refresh_from_db()
+    services.watch_counting_again(looked)  # at 10 minutes
+    assert services.counted_span(looked) == pytest.approx(360, abs=1)
+    services.watch_counted(looked, 700, 0, 7.0, 10)  # a minute on
+    Watch.objects.filter(pk=looked.pk).update(looked_at=switched + timedelta(minutes=11))
+    looked.refresh_from_db()
+    assert services.counted_span(looked) == pytest.approx(420, abs=1)
+
+
+@pytest.mark.django_db
 def test_a_watch_adds_its_answers_to_its_releases_tally_once(shop: Service) -> None:
     release = Release.objects.create(service=shop, commit="abc1234")
     switched = timezone.now() - timedelta(minutes=5)

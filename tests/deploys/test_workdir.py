@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -121,9 +122,28 @@ def test_a_discarded_workspace_leaves_its_place_at_once_and_is_removed_after(
         assert not workspace.exists()
         trash = tmp_path / "work" / workdir.TRASH
         [moved] = trash.iterdir()  # still there: its removal waits
-        assert moved.name.startswith("3-17-") and (moved / "ro" / "file").exists()
+        assert moved.name.startswith(f"{os.getpid()}-3-17-") and (moved / "ro" / "file").exists()
         assert stat.S_IMODE(trash.stat().st_mode) == 0o700  # no step user passes through
     finally:
         go_on.set()
     wait_until(lambda: not any(trash.iterdir()), 30, "the removal")
     workdir.discard(workspace)  # gone already: nothing to do, no error
+
+
+@pytest.mark.django_db
+def test_a_starting_worker_removes_only_the_trash_of_workers_that_are_gone(
+    tmp_path: Path, settings: Any
+) -> None:
+    """It removed what a worker beside it was still removing too: that one then logged a
+    failure telling people to remove it by hand."""
+    settings.WORK_DIR = str(tmp_path / "work")
+    trash = tmp_path / "work" / workdir.TRASH
+    with subprocess.Popen(["sleep", "30"]) as beside, subprocess.Popen(["true"]) as gone:
+        gone.wait()
+        theirs, left = trash / f"{beside.pid}-3-17-1", trash / f"{gone.pid}-3-18-2"
+        for entry in (theirs, left, trash / "3-19-3"):  # the last named before owners were
+            (entry / "ro").mkdir(parents=True)
+        removed = workdir.remove_leftovers()
+        beside.kill()
+    assert sorted(removed) == sorted([left, trash / "3-19-3"]) and not left.exists()
+    assert (theirs / "ro").exists()
