@@ -292,14 +292,7 @@ def serving(agent: Agent, request: Request) -> str | None:
 
 
 def stop_serving(agent: Agent, request: Request) -> None:
-    ports, here = set(request.args["ports"]), agent.machine
-    here.ensure_running()
-    for port in ports:
-        here.caddy.turn_off(port)
-        here.supervisor.remove(switch.program_name(port))
-    for site in here.caddy.sites():
-        if ports & set(site.ports):
-            here.caddy.remove_site(site.domain)
+    switch.stop_serving(agent.machine, set(request.args["ports"]))
 
 
 def start_counting(agent: Agent, request: Request) -> None:

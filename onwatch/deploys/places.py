@@ -185,17 +185,10 @@ class LocalPlace:
                 raise PlaceError(f"{folder} could not be removed: {e}") from None
 
     def stop_serving(self, ports: set[int]) -> None:
-        here = self.machine
         if not self._left_behind(ports):
             return  # Caddy and supervisord are not started for nothing
         with _said():
-            here.ensure_running()
-            for port in ports:
-                here.caddy.turn_off(port)
-                here.supervisor.remove(switch.program_name(port))
-            for site in here.caddy.sites():
-                if ports & set(site.ports):
-                    here.caddy.remove_site(site.domain)
+            switch.stop_serving(self.machine, ports)
 
     def _left_behind(self, ports: set[int]) -> bool:
         """Whether anything of those slots is set up in Caddy or supervisord here."""

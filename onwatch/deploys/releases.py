@@ -1085,14 +1085,8 @@ def stop_serving(service: Service) -> None:
     ports = set(service.slot_ports)
     stop_on_hosts(service)
     with _reaching(service) as here:
-        if here is None:
-            return
-        for port in ports:
-            here.caddy.turn_off(port)
-            here.supervisor.remove(switch.program_name(port))
-        for site in here.caddy.sites():
-            if ports & set(site.ports):
-                here.caddy.remove_site(site.domain)
+        if here is not None:
+            switch.stop_serving(here, ports)
 
 
 def stop_where_not(service: Service, chosen: list[Host]) -> list[str]:

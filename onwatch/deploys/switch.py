@@ -148,6 +148,18 @@ def this_machine() -> Machine:
     return Machine(Path(settings.DATA_DIR) / "deploys", options)
 
 
+def stop_serving(machine: Machine, ports: set[int]) -> None:
+    """The slots on `ports` take no traffic, their programs are gone, and every site
+    sent to them leaves Caddy (a reload, once per site): a service no longer runs here."""
+    machine.ensure_running()
+    for port in ports:
+        machine.caddy.turn_off(port)
+        machine.supervisor.remove(program_name(port))
+    for site in machine.caddy.sites():
+        if ports & set(site.ports):
+            machine.caddy.remove_site(site.domain)
+
+
 def program_name(port: int) -> str:
     """The supervisord program of a slot: ports belong to one site each (caddy.put_site)."""
     return f"slot-{port}"
