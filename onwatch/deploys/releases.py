@@ -445,8 +445,8 @@ class Run:
             self.step(f"build on {t.place.name}", partial(self.run_at, t, release, command))
 
     def send(self, target: Target, release: Release, folder: Path) -> str:
-        there = target.place.release_folder(self.service.pk, release.pk)
         try:
+            there = target.place.release_folder(self.service.pk, release.pk)
             target.place.receive(there, folder)
         except places.PlaceError as e:
             raise DeployFailed(at(target, str(e))) from None
@@ -457,10 +457,10 @@ class Run:
         deploy's log, stopped at its time limit or when the deploy is cancelled."""
         log = StepLog(self.ctx.job.pk, self.service.secrets, prefix=f"[{target.place.name}] ")
         log.say(f"$ {command}")
-        folder = target.place.release_folder(self.service.pk, release.pk)
         env = {**self.service.secrets, "ONWATCH_DEPLOY": str(self.deploy.pk)}
         seconds = RELEASE_COMMAND_SECONDS if once else pipelines.STEP_LIMITS.seconds
         try:
+            folder = target.place.release_folder(self.service.pk, release.pk)
             ran = target.place.run(
                 folder, command, env, seconds, lambda line: log.say(line), self.ctx.cancelled
             )
@@ -607,11 +607,15 @@ class Run:
         try:
             for t in self.targets:
                 switched.append((t, self.switch_at(t, release)))
-        except DeployFailed as e:
+        except Exception as e:  # whatever stopped it, no host stays on the new release alone
             self.sum_felt()
             unsure = [self.unsure] if self.unsure else []
-            raise DeployFailed(self.went_back([*switched, *unsure], str(e))) from None
+            why = str(e) if isinstance(e, DeployFailed) else f"{type(e).__name__}: {e}"
+            said = self.went_back([*switched, *unsure], self.masker.mask(why))
+            raise DeployFailed(said) from None
         self.sum_felt()
+        if self.several:
+            self.now_serving()  # noted per host, for the service's page and the API
 
     def check_folders(self, release: Release) -> None:
         for t in self.targets:
@@ -655,6 +659,7 @@ class Run:
             )
         except switch.SwitchFailed as e:
             self.keep_felt(target, e.record)
+            self.restore_site(target, before)
             raise DeployFailed(self.said_on(target, self.masker.mask(str(e)))) from None
         except places.PlaceError as e:
             # Lost mid-switch: it may have moved, so it goes back with the others.
@@ -666,6 +671,18 @@ class Run:
             self.warn(self.masker.mask(record.warning), stop_old(self.service))
         self.keep_felt(target, record)
         return before
+
+    def restore_site(self, target: Target, before: str | None) -> None:
+        """Caddy asks the live release the health path "prepare Caddy" set for the new
+        one: where the old one still serves, it gets its own back (a release answering 404
+        on the new path would be taken for down)."""
+        old = release_labelled(self.service, before) if before else None
+        if old is None:
+            return
+        try:
+            target.place.put_site(target.site(self.service.domain, old))
+        except places.PlaceError as e:
+            self.ctx.log(f"{at(target, str(e))}: Caddy still asks {old.label} the new health path")
 
     def said_on(self, target: Target, text: str) -> str:
         return f"on {target.place.name}: {text}" if self.several else text
@@ -743,6 +760,7 @@ class Run:
             GATE,
         )
         self.keep_felt(target, record)
+        self.restore_site(target, before)
         return f"{old.label} serves on {target.place.name} again"
 
     def now_serving(self) -> str:
@@ -928,7 +946,10 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
         services.deploy_not_watched(deploy, run.unwatched)
     if run.warning:
         warn_people(deploy, run.to_do)
-    prune(deploy.service)
+    try:
+        prune(deploy.service)
+    except (places.PlaceError, OSError) as e:  # the deploy is done; old folders wait
+        log.warning("old releases of %s were not all removed: %s", deploy.service.name, e)
     return {"deploy": deploy.pk, "release": release.pk}
 
 

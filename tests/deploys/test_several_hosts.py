@@ -168,6 +168,28 @@ def test_the_second_hosts_gate_failing_sends_the_first_back_with_no_failed_reque
     assert migrated(on_two) == ["v1", "v2"]
 
 
+def test_going_back_gives_each_host_the_health_path_of_the_release_serving_there(
+    on_two: Service, machine: Machine, other: Machine, failing: Failing, tmp_path: Path
+) -> None:
+    """Caddy asks the live release the health path "prepare Caddy" set for the new one: a
+    host switched back (and the one whose gate failed) must ask the old release its own,
+    or a release answering 404 on the new path is taken for down."""
+    files = app_files("v1")
+    files["onwatch.toml"] = files["onwatch.toml"].replace('path = "/health"', 'path = "/v1"')
+    commit(tmp_path / "repo", files, "Version v1, with a health path of its own")
+    services.run_pipeline(on_two, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    first = on_two.deploys.order_by("-pk").first()
+    assert first is not None and first.state == State.SUCCEEDED, first
+    failing.there.add("v2")  # its /health answers 500 on the second host
+    failed = deployed(on_two, tmp_path / "repo", "v2")
+    assert failed.state == State.FAILED, (failed.reason, failed.steps)
+    assert failed.reason.endswith(f"on every host (this machine, {SSH_HOST})"), failed.reason
+    for place in (machine, other):
+        [site] = [s for s in place.caddy.sites() if s.domain == "shop.test"]
+        assert site.health_path == "/v1", place.root
+
+
 def test_a_host_failing_at_its_turn_sends_the_first_back(
     on_two: Service, machine: Machine, failing: Failing, tmp_path: Path
 ) -> None:
