@@ -1566,7 +1566,10 @@ FELT_FIELDS = (
 
 
 def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> None:
-    """The deploy's end, with what serves the domain now; written by onwatch itself."""
+    """The deploy's end, with what serves the domain now; written by onwatch itself. The
+    reason is masked here, whoever built it: a host's or a switch's own words may quote
+    the service's secrets (its environment)."""
+    reason = Masker(deploy.service.secrets).mask(reason)
     with transaction.atomic():
         Deploy.objects.filter(pk=deploy.pk).update(
             state=state, reason=reason[:4000], live_after=live_after[:300], ended_at=timezone.now()

@@ -548,3 +548,16 @@ def test_two_rollback_clicks_at_once_queue_one_rollback(org: Organization) -> No
         click_thread.join(10)
     [rollback] = Deploy.objects.filter(kind="rollback")
     assert said["first"] == rollback and isinstance(said["second"], services.OnItsWay), said
+
+
+def test_a_deploys_reason_is_stored_masked_whoever_wrote_it(org: Organization) -> None:
+    """A host's or a switch's own words can quote the service's environment."""
+    service = service_for(org, "/srv/git/shop.git")
+    service.secrets = {"API_TOKEN": SECRET}
+    service.save()
+    deploy = Deploy.objects.create(service=service, trigger="cli", state=State.RUNNING)
+    services.deploy_ended(deploy, State.FAILED, f"on deploy@10.0.0.7: API_TOKEN={SECRET}", "")
+    deploy.refresh_from_db()
+    assert SECRET not in deploy.reason and deploy.reason.startswith("on deploy@10.0.0.7: ")
+    reasons = [e.data.get("reason", "") for e in AuditEntry.objects.all()]
+    assert reasons and not any(SECRET in r for r in reasons)
