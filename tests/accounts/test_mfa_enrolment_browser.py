@@ -15,7 +15,7 @@ from tests.support.procs import Running, isolated, run, wait_http
 from tests.support.totp import totp_now
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

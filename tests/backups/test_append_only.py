@@ -26,7 +26,7 @@ from tests.support.backups import (
 from tests.support.fixtures import signed_in
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = [
     pytest.mark.once,
     pytest.mark.django_db,

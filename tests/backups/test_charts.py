@@ -9,7 +9,7 @@ import pytest
 
 from onwatch.backups.charts import BOTTOM, HEIGHT, TOP, Point, rto_trend
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 T0 = datetime(2026, 11, 1, 4, tzinfo=UTC)

@@ -14,7 +14,7 @@ import pytest
 from onwatch.backups import kinds
 from onwatch.backups.models import SourceKind
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 ONWATCH = Path(kinds.__file__).parents[2]

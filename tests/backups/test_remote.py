@@ -33,7 +33,7 @@ from tests.support.procs import argv_of
 from tests.support.remote_servers import S3Server, SshServer, s3_server, sshd
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = [pytest.mark.once, pytest.mark.django_db, pytest.mark.usefixtures("channel")]
 __all__ = ["channel", "s3_server", "sshd"]
 

@@ -14,7 +14,7 @@ from tests.support.flaky_rest import FlakyDeletes
 from tests.support.procs import argv_of, free_port
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

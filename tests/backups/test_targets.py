@@ -12,7 +12,7 @@ import pytest
 from onwatch.backups import mariadb, restic, targets
 from tests.support.backups import TEMPLATE_PASSWORD, backup_text, repo_template
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 GIVE_UP = ["sh", "-c", "echo 'ERROR: the disk is full' >&2; exit 3"]

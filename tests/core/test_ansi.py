@@ -9,7 +9,7 @@ import pytest
 
 from onwatch.core.ansi import stylesheet, to_html
 
-pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 ESC = "\x1b"
 STATIC = Path(__file__).resolve().parents[2] / "onwatch" / "static" / "onwatch" / "ansi.css"

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from onwatch.core.crons import next_after, validate_schedule
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

@@ -18,7 +18,7 @@ from onwatch.core import mariadb, postgres
 from tests.support.backups import admin, pg_parts
 from tests.support.mariadb import MariaDB, mariadb_server
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 __all__ = ["mariadb_server"]

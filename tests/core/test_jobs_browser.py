@@ -17,7 +17,7 @@ from tests.support.procs import Running, isolated, wait_http
 from tests.support.seeds import EMAIL, PASSWORD
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

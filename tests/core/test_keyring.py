@@ -7,7 +7,7 @@ import pytest
 
 from onwatch.core.keyring import Keyring, KeyringError
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from onwatch.core import hooks
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from onwatch.core.masking import Masker, forms
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 TOKEN = "tok_9fQz?>Lw7é€xY2~"  # base64 of it has + and /, its UTF-8 multibyte characters

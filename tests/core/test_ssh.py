@@ -13,7 +13,7 @@ import onwatch
 from onwatch.core import ssh
 from tests.support.remote_servers import SshServer, sshd
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 __all__ = ["sshd"]

@@ -25,7 +25,7 @@ from onwatch.supervisor import (
 from tests.support.procs import Running, alive, children_pids, isolated, started_pids, wait_http
 
 # Its subject lies outside onwatch's own database (processes: back-off, restarts, stops):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

@@ -19,7 +19,7 @@ import pytest
 from onwatch.deploys import agent, caddy, remote, switch
 from tests.support.ssh_hosts import HOST_PYTHON
 
-pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 
 def served(

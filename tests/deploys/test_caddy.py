@@ -22,7 +22,7 @@ from onwatch.deploys.switch import Machine, program_name
 from tests.support.load import fetch
 from tests.support.switching import APP, caddy_tcp_ports, listen_port, own_machine, release, site
 
-pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 
 @pytest.fixture

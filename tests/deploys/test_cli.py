@@ -13,7 +13,7 @@ from tests.support.deploys import commit, project
 from tests.support.procs import Running, isolated, run
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

@@ -25,7 +25,7 @@ from tests.support.releases import app_files
 from tests.support.switching import stop_everything
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

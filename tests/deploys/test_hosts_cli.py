@@ -13,7 +13,7 @@ from tests.support.procs import free_port, isolated, run
 from tests.support.remote_servers import SshServer
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

@@ -19,7 +19,7 @@ from tests.support.receivers import add_channels, wait_until
 from tests.support.steps import marker, processes_with
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

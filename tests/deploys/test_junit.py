@@ -15,7 +15,7 @@ from onwatch.deploys import junit
 from onwatch.deploys.junit import JUnitError
 from onwatch.deploys.pipelines import report_path
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 SAMPLE = Path(__file__).parent / "junit_sample" / "sample_checks.py"

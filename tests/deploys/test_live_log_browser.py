@@ -19,7 +19,7 @@ from tests.support.procs import Running, isolated, run, wait_http
 from tests.support.seeds import EMAIL, PASSWORD
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 PROMPT_SECONDS = 1.0

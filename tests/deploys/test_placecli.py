@@ -12,7 +12,7 @@ from tests.support.child import deploys as child_deploys
 from tests.support.procs import isolated, run
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

@@ -17,7 +17,7 @@ from onwatch.deploys import caddy
 from onwatch.deploys.places import LocalPlace, PlaceError
 from onwatch.deploys.switch import Machine
 
-pytestmark = pytest.mark.once  # the sandbox and Caddy: the SQLite pass runs it
+pytestmark = pytest.mark.once  # the sandbox and Caddy: one pass of scripts/test runs it
 
 
 def test_a_tree_is_taken_where_it_was_checked_out_or_copied_without_git(

@@ -15,7 +15,7 @@ from onwatch.deploys.procman import Program, Supervisor
 from onwatch.deploys.switch import Machine
 from tests.support.switching import own_machine
 
-pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 ROOT = Path(__file__).resolve().parents[2]
 

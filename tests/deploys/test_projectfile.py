@@ -9,7 +9,7 @@ import pytest
 
 from onwatch.deploys.projectfile import Project, ProjectError, detect, parse
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 FULL = b"""# how shop is built, tested and run

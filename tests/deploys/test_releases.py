@@ -35,7 +35,7 @@ from tests.support.releases import KINDS, RELEASE_FAILS, app_files, built_marker
 from tests.support.switching import listen_port
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = [
     pytest.mark.once,
     pytest.mark.django_db(transaction=True),

@@ -39,7 +39,7 @@ from tests.support.ssh_hosts import (
 )
 from tests.support.switching import stop_everything
 
-pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 
 @pytest.fixture(scope="module")

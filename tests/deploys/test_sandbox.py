@@ -23,7 +23,7 @@ from tests.support.child import steps
 from tests.support.procs import ROOT
 from tests.support.steps import Output, folder, marker, processes_with, reachable_root, uids
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}

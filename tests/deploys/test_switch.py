@@ -13,7 +13,7 @@ from onwatch.deploys.switch import Gate, Machine, Step, SwitchFailed, program_na
 from tests.support.load import Load, fetch
 from tests.support.switching import listen_port, release
 
-pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 
 def test_switches_under_load_fail_no_request(

@@ -19,7 +19,7 @@ from onwatch.deploys.switch import Felt, Machine, Step, Switch, program_name, sw
 from tests.support.load import Load, Tally, fetch
 from tests.support.switching import listen_port, release
 
-pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 CLIENTS = 7  # Load's default: 3 kept alive, 1 new connection each time, 1 POST, 2 slow
 

@@ -27,8 +27,8 @@ from onwatch.deploys.switch import Machine
 from tests.support.procs import ROOT, Running, free_port, isolated, port_freed, run
 from tests.support.switching import stop_everything
 
-# About Caddy in front of onwatch, not onwatch's own database: scripts/test runs it in the
-# SQLite pass only.
+# About Caddy in front of onwatch, not onwatch's own database: scripts/test runs it in
+# one of its two passes.
 pytestmark = pytest.mark.once
 
 DOMAIN = "onwatch.localhost"

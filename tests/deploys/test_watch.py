@@ -36,7 +36,7 @@ from tests.support.load import Load, fetch
 from tests.support.switching import listen_port
 from tests.support.watching import deploy, loaded, watched
 
-# The SQLite pass runs it: the rules and texts need no database, the deploys below need
+# One pass of scripts/test runs it: the rules and texts need no database, the deploys below need
 # real components far more than a second database.
 pytestmark = pytest.mark.once
 

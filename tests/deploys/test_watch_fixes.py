@@ -14,7 +14,7 @@ from onwatch.deploys import caddy, switch, watch
 from onwatch.deploys.switch import Machine
 from tests.support.switching import site
 
-pytestmark = pytest.mark.once  # no database of onwatch's: the SQLite pass runs it
+pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 SLOT, OLD = "127.0.0.1:4001", "127.0.0.1:4002"
 

@@ -22,7 +22,7 @@ from onwatch.deploys.workdir import remove_workspace
 from onwatch.startup import check_work_dir
 from tests.support.receivers import wait_until
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

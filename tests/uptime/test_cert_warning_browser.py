@@ -16,7 +16,7 @@ from tests.support.receivers import WebhookReceiver, add_channels, wait_until
 from tests.support.servers import HttpServer, make_pki
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
-# scripts/test runs it in the SQLite pass only.
+# scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 SHOWN = "Warning: The certificate expires in 5 days"

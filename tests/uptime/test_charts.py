@@ -12,7 +12,7 @@ import pytest
 from onwatch.uptime import charts
 from onwatch.uptime.rollups import Point
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 NS = {"svg": charts.SVG_NS}

@@ -24,7 +24,7 @@ from tests.support.servers import (
     probe,
 )
 
-# Uses no database of onwatch's: scripts/test runs it in the SQLite pass only.
+# Uses no database of onwatch's: scripts/test runs it in one of its two passes.
 pytestmark = pytest.mark.once
 
 

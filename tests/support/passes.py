@@ -1,0 +1,37 @@
+"""Which of scripts/test's two passes runs a test marked `once`.
+
+A `once` test is about something other than onwatch's own database, so one pass is enough;
+scripts/test names its pass in ONWATCH_TEST_PASS ("sqlite" or "postgresql") and each keeps
+about half of the `once` tests, a whole file at a time (its module fixtures start once). They
+all ran in the SQLite pass before, which then ran 7 minutes after the PostgreSQL one had
+ended with its workers idle. Without the variable (pytest by hand) every test runs.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+
+import pytest
+
+PASSES = ("sqlite", "postgresql")
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def pass_of(path: Path) -> str:
+    """The pass a `once` test file runs in: fixed by its path, so a file never moves
+    between runs unless it is renamed."""
+    name = path.resolve().relative_to(_ROOT).as_posix()
+    return PASSES[zlib.crc32(name.encode()) % len(PASSES)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = os.environ.get("ONWATCH_TEST_PASS", "")
+    if here not in PASSES:
+        return
+    elsewhere = [i for i in items if i.get_closest_marker("once") and pass_of(i.path) != here]
+    if elsewhere:
+        gone = set(map(id, elsewhere))
+        items[:] = [i for i in items if id(i) not in gone]
+        config.hook.pytest_deselected(items=elsewhere)
