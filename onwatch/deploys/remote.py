@@ -250,6 +250,8 @@ class RemotePlace:
         self.link: Link | None = None
         self.dir = ""
         self.uploaded = False  # whether this place had to upload the agent (tests, logs)
+        # What the host's Caddy counted until its switch's own count began (counted_before).
+        self.before: list[caddy.Answer] | None = None
 
     # --- the connection ----------------------------------------------------------------------
 
@@ -427,12 +429,15 @@ class RemotePlace:
         }
         link = self._link()
         seen: list[switch.Step] = []
+        self.before = None
 
         def on_event(event: dict[str, Any]) -> None:
             if event["event"] == "step":
                 seen.append(agent.step_of(event["step"]))
                 on_step(seen[-1])
             elif event["event"] == "before_count":
+                said = event.get("answers")
+                self.before = None if said is None else [caddy.Answer(**a) for a in said]
                 before_count()
                 link.send({"id": event["id"], "op": "continue"})
 
@@ -462,6 +467,13 @@ class RemotePlace:
     def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]:
         said = self._ask("counted_from", {"domain": domain, "offset": offset}, "count's read")
         return [caddy.Answer(**a) for a in said["answers"]], int(said["offset"])
+
+    def counted_before(self, domain: str) -> list[caddy.Answer]:
+        """In a switch's before_count, what the agent read with it (the connection is the
+        switch's then); else read now."""
+        if self.before is not None:
+            return self.before
+        return self.counted_from(domain, 0)[0]
 
     def stop_counting(self, domain: str) -> None:
         self._ask("stop_counting", {"domain": domain}, "end of Caddy's count")
