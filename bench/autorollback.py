@@ -212,7 +212,8 @@ def main() -> None:
         else:
             from onwatch.deploys import watch
 
-            watch.KEEP_LINKS = not args.new_link
+            if args.new_link:
+                watch.LINK_IDLE_SECONDS = -1.0  # each look's connection closed after it
             reads = _timed_reads()
             with _on_ssh_host() as (machine, service, repo, port):
                 found = measure(args.runs, machine, service, repo, args.served, port)

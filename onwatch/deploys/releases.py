@@ -222,10 +222,9 @@ class Run:
         # Who its build, release command and web process run as (svcusers.py).
         self.user = ""
         # The release live before a deploy, which its own is watched against afterwards;
-        # whether Caddy counts the site's requests for that (from just before the switch), and
-        # what it counted of the old release until the switch.
+        # when Caddy's count of the site's requests began (just before the switch), and what
+        # it counted of the old release until the switch, on every host.
         self.previous: Release | None = None
-        self.counting = False
         self.count_began = 0.0  # time.monotonic() when Caddy's count began
         self.base: services.Tally | None = None
         # The slot the new release answers from, once the switch kept Caddy counting.
@@ -294,13 +293,6 @@ class Run:
     def on(self, name: str, target: Target) -> str:
         return f"{name} on {target.place.name}" if self.several else name
 
-    def here(self) -> Target | None:
-        """This machine's place, whose Caddy counts during its switch (before_count)."""
-        for t in self.targets:
-            if isinstance(t.place, places.LocalPlace) and t.place.machine == self.machine:
-                return t
-        return None
-
     def remote(self) -> list[Target]:
         return [t for t in self.targets if not t.local]
 
@@ -328,7 +320,6 @@ class Run:
                 self.uncounted[target.place.name] = str(e)
                 continue
             self.counting_on.append(target)
-            self.counting = self.counting or target is self.here()
         if self.several and not self.counting_on:
             self.unwatched = f"not judged: Caddy could count on no host ({self.uncounted_said()})"
 

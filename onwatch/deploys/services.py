@@ -1840,7 +1840,7 @@ def watch_step(
 
 
 def deploy_not_watched(deploy: Deploy, why: str) -> None:
-    """A "watch" step that judged nothing, saying why (a service on SSH hosts only)."""
+    """A "watch" step that judged nothing, saying why (Caddy could count on no host)."""
     now = timezone.now().isoformat()
     step = {"name": "watch", "started": now, "ended": now, "seconds": 0.0, "ok": True}
     deploy_step(deploy, step | {"detail": why, "result": NOT_JUDGED})

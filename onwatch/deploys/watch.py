@@ -524,11 +524,11 @@ def _judge(watch: Watch, stop: Callable[[], None]) -> bool:
 # A watch that can read none of its hosts for this long ends, not judged: it no longer
 # guards the release, and people hear so (a host away for a look or two is waited for).
 UNREAD_SECONDS = 10.0
-# Each host's connection is kept between looks (a new ssh sign-in and agent start costs
-# about half a second a look, bench/autorollback.py --ssh); one no look used for this long
-# is closed (its watch ended, perhaps in another worker).
+# Each host's connection is kept between looks, one per watch (its looks come one at a
+# time; a link answers one request at a time): a read on it takes under a millisecond, a
+# new ssh sign-in and agent start about a second (bench/autorollback.py --ssh). One no
+# look used for this long is closed (its watch ended, perhaps in another worker).
 LINK_IDLE_SECONDS = 30.0
-KEEP_LINKS = True
 _links: dict[tuple[int, int], tuple[places.Place, float]] = {}
 
 
@@ -613,23 +613,16 @@ def unread(watch: Watch) -> str:
 
 def place_at(watch: Watch, host: dict[str, Any], machine: Machine) -> places.Place:
     """The host's place: this machine's, or the SSH host's, its connection kept between
-    looks (KEEP_LINKS). PlaceError when it is gone from onwatch's hosts."""
+    looks. PlaceError when it is gone from onwatch's hosts."""
     row = Host.objects.filter(pk=host["host"]).first()
     if row is None:
         raise places.PlaceError(f"{host['name']} was removed from onwatch's hosts")
     if row.local:
         return places.LocalPlace(machine)
     key = (watch.pk, row.pk)
-    place = _links[key][0] if KEEP_LINKS and key in _links else place_of_host(row)
-    if KEEP_LINKS:
-        _links[key] = (place, time.monotonic())
-    else:
-        close_after_look.append(place)
+    place = _links[key][0] if key in _links else place_of_host(row)
+    _links[key] = (place, time.monotonic())
     return place
-
-
-# Places of this look, when connections are not kept: closed once it has ended.
-close_after_look: list[places.Place] = []
 
 
 def place_of_host(host: Host) -> places.Place:
@@ -641,9 +634,6 @@ def place_of_host(host: Host) -> places.Place:
 
 
 def close_idle_links() -> None:
-    for place in close_after_look:
-        place.close()
-    close_after_look.clear()
     now = time.monotonic()
     for key, (place, used) in list(_links.items()):
         if now - used > LINK_IDLE_SECONDS:
