@@ -1,7 +1,7 @@
 """Automatic rollback: how soon onwatch finds a release that answers 20 % of its requests
 with 500, and how soon the release before it serves again.
 
-    .venv/bin/python bench/autorollback.py [--runs 3] [--served 0]
+    .venv/bin/python bench/autorollback.py [--runs 3] [--served 0] [--ssh [--new-link]]
 
 Sets up onwatch in this process on a data directory of its own (SQLite, or a fresh
 PostgreSQL database when DATABASE_URL is set, as the tests do), with its own supervisord
@@ -13,7 +13,10 @@ fifth answer, and runs the jobs a worker would (the deploy, the watch's looks, t
 rollback it asks for) until the watch has ended. Prints, per run and as medians:
 detection (the failing release went live → the watch found it clearly worse; target
 ≤ 10 s) and restore (found → the release before it took requests again; target ≤ 5 s),
-and the evidence the watch gave.
+and the evidence the watch gave. With --ssh the service runs on an SSH host instead: a real
+sshd on loopback with its own supervisord and Caddy (tests/support/ssh_hosts.py), read by
+the watch through the host's agent, over a connection kept between looks (--new-link: one
+opened for each look, to compare).
 
 bench/deploys.py imports `measure` (with onwatch already set up in its process, and a
 machine and service of its own, or none: then it makes them as this script does).
@@ -52,6 +55,7 @@ def measure(
     service: Any = None,
     repo: Path | None = None,
     served: float = 0.0,
+    port: int | None = None,
 ) -> list[Times]:
     """`runs` failing releases, each after a healthy one watched for `served` seconds,
     under steady load; onwatch must be set up in this process (django.setup, migrated).
@@ -59,15 +63,15 @@ def measure(
     with ExitStack() as stack:
         if machine is None or service is None or repo is None:
             machine, service, repo = stack.enter_context(_shop())
-        return [_one(machine, service, repo, n, served) for n in range(1, runs + 1)]
+        return [_one(machine, service, repo, n, served, port) for n in range(1, runs + 1)]
 
 
-def _one(machine: Any, service: Any, repo: Path, n: int, served: float) -> Times:
+def _one(machine: Any, service: Any, repo: Path, n: int, served: float, port: int | None) -> Times:
     from onwatch.deploys.models import WatchState
     from tests.support.load import Load
     from tests.support.switching import listen_port
 
-    load = Load(listen_port(machine), service.domain).start()
+    load = Load(port or listen_port(machine), service.domain).start()
     try:
         _looked(_deploy(service, repo, f"good{n}", 0), served)
         time.sleep(1)  # some answers of the healthy release just before the next switch
@@ -157,6 +161,21 @@ def _shop() -> Iterator[tuple[Any, Any, Path]]:
 
 
 @contextmanager
+def _on_ssh_host() -> Iterator[tuple[Any, Any, Path, int]]:
+    """The shop on an SSH host alone (built here, on a machine of its own); the port its
+    Caddy answers on."""
+    from onwatch.core.audit import SYSTEM
+    from onwatch.deploys import services
+    from tests.support.several import checked_ssh_host
+    from tests.support.ssh_hosts import ssh_host
+
+    with _shop() as (machine, service, repo), ssh_host() as made:
+        host = checked_ssh_host(service.org, made)
+        services.set_service_hosts(service, [host], SYSTEM)
+        yield machine, service, repo, made.options.http_port
+
+
+@contextmanager
 def _onwatch() -> Iterator[None]:
     """onwatch in this process, on a data directory and database of its own."""
     from tests.support.procs import isolated
@@ -182,9 +201,28 @@ def main() -> None:
     parser.add_argument(
         "--served", type=float, default=0.0, help="seconds the healthy release is watched first"
     )
+    parser.add_argument("--ssh", action="store_true", help="the service on an SSH host")
+    parser.add_argument(
+        "--new-link", action="store_true", help="with --ssh: a new connection for each look"
+    )
     args = parser.parse_args()
     with _onwatch():
-        found = measure(args.runs, served=args.served)
+        if not args.ssh:
+            found = measure(args.runs, served=args.served)
+        else:
+            from onwatch.deploys import watch
+
+            if args.new_link:
+                watch.LINK_IDLE_SECONDS = -1.0  # each look's connection closed after it
+            reads = _timed_reads()
+            with _on_ssh_host() as (machine, service, repo, port):
+                found = measure(args.runs, machine, service, repo, args.served, port)
+            link = "a new connection each look" if args.new_link else "the connection kept"
+            median, worst = statistics.median(reads), max(reads)
+            print(
+                f"host read, median      {median:.3f} s of {len(reads)} ({link}; worst "
+                f"{worst:.3f} s; a watch's first read signs in)"
+            )
     for n, t in enumerate(found, 1):
         print(
             f"run {n}: detected {t.detected:.1f} s after the switch, "
@@ -193,6 +231,24 @@ def main() -> None:
     print(f"evidence (last run)   {found[-1].verdict}")
     summary("detection", [t.detected for t in found], 10)
     summary("restore", [t.restored for t in found], 5)
+
+
+def _timed_reads() -> list[float]:
+    """The seconds each read of the host's count takes (watch.read_host), as they come."""
+    from onwatch.deploys import watch
+
+    took: list[float] = []
+    read = watch.read_host
+
+    def timed(*args: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return read(*args)
+        finally:
+            took.append(time.monotonic() - started)
+
+    watch.read_host = timed  # type: ignore[assignment]
+    return took
 
 
 def summary(what: str, seconds: list[float], target: float) -> None:

@@ -322,8 +322,9 @@ def run_switch(agent: Agent, request: Request) -> dict[str, Any]:
     def before_count() -> None:
         # onwatch reads what Caddy counted before traffic moves: wait for its word. Without
         # it, nothing has moved yet: this is where the switch can stop cleanly, still under
-        # the site's lock (no other deploy's release can have taken the slot yet).
-        request.emit("before_count")
+        # the site's lock (no other deploy's release can have taken the slot yet). What
+        # Caddy counted of the site until now comes with it (the link is the switch's).
+        request.emit("before_count", answers=counted_until_now(agent.machine, site.domain))
         try:
             request.wait_for("continue")
         except (ClientGone, Late, Cancelled) as e:
@@ -351,6 +352,16 @@ def run_switch(agent: Agent, request: Request) -> dict[str, Any]:
         before_count,
     )
     return record_json(record)
+
+
+def counted_until_now(machine: switch.Machine, domain: str) -> list[dict[str, Any]] | None:
+    """The answers Caddy logged since its count of `domain` began; None: none is going."""
+    try:
+        if not machine.caddy.counting(domain):
+            return None
+        return [asdict(a) for a in machine.caddy.counted(domain)]
+    except (caddy.CaddyError, OSError):
+        return None
 
 
 def stop_unswitched(machine: switch.Machine, site: caddy.Site) -> None:

@@ -505,6 +505,11 @@ class Watch(models.Model):
     # The seconds of serving since its switch it never read: from its last read before it
     # started Caddy's count again (a newer deploy had taken it over) until it did.
     unread_seconds = models.FloatField(default=0.0)
+    # A service on SSH hosts: each host's count, read on its own (watch.py): [{"host": id,
+    # "name", "upstream", "offset", "requests", "errors", "seconds", "unread": why its
+    # last read failed, "unread_since": when reads began failing}]; the sums above are
+    # theirs. Empty: this machine alone, through `upstream` and `offset`.
+    hosts = models.JSONField(default=list, blank=True)
     # The release before it, its baseline: what its tally held (Release.tally_*) with
     # what was counted from just before the switch until it; None: neither was counted.
     base_requests = models.PositiveBigIntegerField(null=True, blank=True)

@@ -82,6 +82,19 @@ class Place(Protocol):
     # slots off, programs and sites gone
     def stop_serving(self, ports: set[int]) -> None: ...
 
+    # Caddy's count of the site's answers there (caddy.py's), for the watch of a release:
+    # from a log emptied first; read a piece at a time; stopped, and its lines gone.
+    def start_counting(self, domain: str) -> None: ...
+
+    def counting(self, domain: str) -> bool: ...
+
+    def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]: ...
+
+    # all since the count began, as a switch's before_count reads them
+    def counted_before(self, domain: str) -> list[caddy.Answer]: ...
+
+    def stop_counting(self, domain: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -198,6 +211,27 @@ class LocalPlace:
                 here.caddy.live_label(p) is not None or here.supervisor.has(switch.program_name(p))
                 for p in ports
             )
+
+    def start_counting(self, domain: str) -> None:
+        with _said():
+            self.machine.caddy.start_counting(domain)
+
+    def counting(self, domain: str) -> bool:
+        with _said():
+            return self.machine.caddy.counting(domain)
+
+    def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]:
+        with _said():
+            return self.machine.caddy.counted_from(domain, offset)
+
+    def counted_before(self, domain: str) -> list[caddy.Answer]:
+        with _said():
+            return list(self.machine.caddy.counted(domain))
+
+    def stop_counting(self, domain: str) -> None:
+        with _said():
+            self.machine.caddy.stop_counting(domain)
+            self.machine.caddy.forget_answers(domain)
 
     def close(self) -> None:
         pass

@@ -222,14 +222,19 @@ class Run:
         # Who its build, release command and web process run as (svcusers.py).
         self.user = ""
         # The release live before a deploy, which its own is watched against afterwards;
-        # whether Caddy counts the site's requests for that (from just before the switch), and
-        # what it counted of the old release until the switch.
+        # when Caddy's count of the site's requests began (just before the switch), and what
+        # it counted of the old release until the switch, on every host.
         self.previous: Release | None = None
-        self.counting = False
         self.count_began = 0.0  # time.monotonic() when Caddy's count began
         self.base: services.Tally | None = None
         # The slot the new release answers from, once the switch kept Caddy counting.
         self.watched = ""
+        # The places whose Caddy counts the site for the watch (every host of the service),
+        # why one could not, and each place's slot of the new release once its switch kept
+        # counting (the watch reads them all: watch.py).
+        self.counting_on: list[Target] = []
+        self.uncounted: dict[str, str] = {}
+        self.watched_on: list[tuple[Target, str]] = []
         # Where it goes (places.py), in order, and what users felt at each switch there.
         self.targets: list[Target] = []
         self.felts: list[tuple[str, switch.Felt]] = []
@@ -260,6 +265,7 @@ class Run:
             release = self.rollback_target()
             self.make_live(release)
             return release
+        live = False
         try:
             release = self.build()
             # Only now: the build, a backup's wait and the migrations would grow the
@@ -267,9 +273,9 @@ class Run:
             # changed under it would raise the bar the new one is judged against.
             self.count_before()
             self.make_live(release)
+            live = True
         finally:
-            if self.counting and not self.watched:
-                watch.stop_counting(self.machine, self.service.domain)
+            self.stop_counts(keep=live)
         return release
 
     def reach(self) -> list[Target]:
@@ -286,13 +292,6 @@ class Run:
 
     def on(self, name: str, target: Target) -> str:
         return f"{name} on {target.place.name}" if self.several else name
-
-    def here(self) -> Target | None:
-        """This machine's place, whose Caddy the watch reads (watch.py)."""
-        for t in self.targets:
-            if isinstance(t.place, places.LocalPlace) and t.place.machine == self.machine:
-                return t
-        return None
 
     def remote(self) -> list[Target]:
         return [t for t in self.targets if not t.local]
@@ -311,36 +310,66 @@ class Run:
         self.previous = services.live_release(self.service)
         if not (self.service.watch_seconds and self.previous and self.service.domain):
             return
-        if self.here() is None:
-            # Caddy's log is read on this machine only (watch.py).
-            self.unwatched = (
-                "not judged: onwatch reads the answers Caddy logs on this machine only, and "
-                f"{self.service.name} runs on SSH hosts only"
-            )
-            return
-        if self.several:
-            self.ctx.log(
-                "the watch judges this machine's answers only: Caddy on SSH hosts is not read"
-            )
-        try:
-            self.machine.caddy.start_counting(self.service.domain)
-        except (caddy.CaddyError, OSError) as e:
-            self.ctx.log(f"the release before is not counted, so nothing compares with it: {e}")
-            return
-        self.counting, self.count_began = True, time.monotonic()
+        self.count_began = time.monotonic()
+        for target in self.targets:
+            try:
+                target.place.start_counting(self.service.domain)
+            except places.PlaceError as e:
+                said = f"the release before is not counted, so nothing compares with it: {e}"
+                self.ctx.log(self.said_on(target, said))
+                self.uncounted[target.place.name] = str(e)
+                continue
+            self.counting_on.append(target)
+        if self.several and not self.counting_on:
+            self.unwatched = f"not judged: Caddy could count on no host ({self.uncounted_said()})"
 
-    def read_base(self) -> None:
-        """What the release before answered since the count began: it joins what it
-        answered while it was watched (services.watch_started)."""
-        if not self.counting:
-            return
+    def uncounted_said(self) -> str:
+        return "; ".join(f"{name}: {why}" for name, why in self.uncounted.items())
+
+    def counts_at(self, target: Target) -> bool:
+        return any(t is target for t in self.counting_on)
+
+    def read_base(self, target: Target) -> None:
+        """What the release before answered on `target` since the count began (its switch's
+        before_count), added to the baseline: it joins what it answered while it was
+        watched (services.watch_started)."""
         try:
-            counts = watch.counted(self.machine.caddy.counted(self.service.domain))
-        except caddy.CaddyError as e:
-            self.ctx.log(f"the release before could not be counted: {e}")
+            answers = target.place.counted_before(self.service.domain)
+        except places.PlaceError as e:
+            self.ctx.log(self.said_on(target, f"the release before could not be counted: {e}"))
             return
-        span = time.monotonic() - self.count_began
-        self.base = services.Tally(counts.requests, counts.errors, counts.seconds, span)
+        counts, span = watch.counted(answers), time.monotonic() - self.count_began
+        more = services.Tally(counts.requests, counts.errors, counts.seconds, span)
+        # The hosts counted side by side: their seconds of serving are the same ones.
+        self.base = more if self.base is None else self.base + dataclasses.replace(more, span=0)
+        self.base = dataclasses.replace(self.base, span=max(self.base.span, span))
+
+    def stop_counts(self, keep: bool) -> None:
+        """Caddy's count stops where no watch reads it: everywhere when the release did not
+        go live, else where its switch did not keep it on."""
+        kept = {id(t) for t, _ in self.watched_on} if keep else set()
+        for target in self.counting_on:
+            if id(target) not in kept:
+                try:
+                    target.place.stop_counting(self.service.domain)
+                except places.PlaceError as e:
+                    self.ctx.log(self.said_on(target, f"Caddy may still log each request: {e}"))
+
+    def watch_hosts(self) -> list[dict[str, Any]]:
+        """Each host's part of the watch (Watch.hosts), none for this machine alone."""
+        if not self.several:
+            return []
+        watched = {id(t): upstream for t, upstream in self.watched_on}
+        return [
+            watch.host_entry(
+                t.placement.host,
+                t.place.name,
+                watched.get(id(t), ""),
+                "" if id(t) in watched else self.uncounted.get(t.place.name, "not counted"),
+            )
+            for t in self.targets
+            if t.placement is not None
+        ]
 
     def own_user(self) -> None:
         try:
@@ -646,16 +675,16 @@ class Run:
             before = target.place.serving(site)
         except places.PlaceError as e:
             raise DeployFailed(at(target, str(e))) from None
-        here = target is self.here()
+        counts = self.counts_at(target)
         try:
             record = target.place.switch(
                 site,
                 self.release_at(target, release),
                 self.named(target),
                 GATE,
-                keep_counting=self.counting and here,
+                keep_counting=counts,
                 # The old release's answers while the new one started and passed its gate.
-                before_count=self.read_base if here else lambda: None,
+                before_count=partial(self.read_base, target) if counts else lambda: None,
             )
         except switch.SwitchFailed as e:
             self.keep_felt(target, e.record)
@@ -665,8 +694,9 @@ class Run:
             # Lost mid-switch: it may have moved, so it goes back with the others.
             self.unsure = (target, before)
             raise DeployFailed(at(target, str(e))) from None
-        if here and record.still_counting:
-            self.watched = f"127.0.0.1:{record.port}"
+        if record.still_counting:
+            self.watched_on.append((target, f"127.0.0.1:{record.port}"))
+            self.watched = self.watched or self.watched_on[-1][1]
         if record.warning:
             self.warn(self.masker.mask(record.warning), stop_old(self.service))
         self.keep_felt(target, record)
@@ -941,7 +971,7 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
         raise JobFailed(deploy.reason) from None
     services.deploy_ended(deploy, State.SUCCEEDED, run.warning, release.label)
     if run.watched and run.previous is not None:
-        services.watch_started(deploy, run.previous, run.watched, run.base)
+        services.watch_started(deploy, run.previous, run.watched, run.base, run.watch_hosts())
     elif run.unwatched:
         services.deploy_not_watched(deploy, run.unwatched)
     if run.warning:

@@ -250,6 +250,8 @@ class RemotePlace:
         self.link: Link | None = None
         self.dir = ""
         self.uploaded = False  # whether this place had to upload the agent (tests, logs)
+        # What the host's Caddy counted until its switch's own count began (counted_before).
+        self.before: list[caddy.Answer] | None = None
 
     # --- the connection ----------------------------------------------------------------------
 
@@ -427,12 +429,15 @@ class RemotePlace:
         }
         link = self._link()
         seen: list[switch.Step] = []
+        self.before = None
 
         def on_event(event: dict[str, Any]) -> None:
             if event["event"] == "step":
                 seen.append(agent.step_of(event["step"]))
                 on_step(seen[-1])
             elif event["event"] == "before_count":
+                said = event.get("answers")
+                self.before = None if said is None else [caddy.Answer(**a) for a in said]
                 before_count()
                 link.send({"id": event["id"], "op": "continue"})
 
@@ -454,14 +459,23 @@ class RemotePlace:
     # --- what the host's Caddy counted (caddy.py's counting, there), for the watch ----------
 
     def start_counting(self, domain: str) -> None:
-        self._ask("start_counting", {"domain": domain}, "start of Caddy's count")
+        self._ask("start_counting", {"domain": domain}, "start of Caddy's count", live=_serves_on)
 
     def counting(self, domain: str) -> bool:
-        return bool(self._ask("counting", {"domain": domain}, "look at Caddy's count"))
+        args = {"domain": domain}
+        return bool(self._ask("counting", args, "look at Caddy's count", live=_serves_on))
 
     def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]:
-        said = self._ask("counted_from", {"domain": domain, "offset": offset}, "count's read")
+        args = {"domain": domain, "offset": offset}
+        said = self._ask("counted_from", args, "count's read", live=_serves_on)
         return [caddy.Answer(**a) for a in said["answers"]], int(said["offset"])
+
+    def counted_before(self, domain: str) -> list[caddy.Answer]:
+        """In a switch's before_count, what the agent read with it (the connection is the
+        switch's then); else read now."""
+        if self.before is not None:
+            return self.before
+        return self.counted_from(domain, 0)[0]
 
     def stop_counting(self, domain: str) -> None:
         self._ask("stop_counting", {"domain": domain}, "end of Caddy's count")
@@ -473,6 +487,12 @@ class RemotePlace:
         if self.session is not None:
             self.session.close()
             self.session = None
+
+
+def _serves_on() -> str:
+    """A host lost while the watch read its count: nothing there changed (no "deploy
+    again", as a lost deploy says)."""
+    return "what serves there serves on without onwatch"
 
 
 def live_after(seen: list[switch.Step], site: caddy.Site, label: str) -> str:

@@ -1733,10 +1733,17 @@ def counted_span(watch: Watch) -> float:
     return max(0.0, read - watch.unread_seconds)
 
 
-def watch_started(deploy: Deploy, previous: Release, upstream: str, before: Tally | None) -> Watch:
+def watch_started(
+    deploy: Deploy,
+    previous: Release,
+    upstream: str,
+    before: Tally | None,
+    hosts: list[dict[str, Any]] | None = None,
+) -> Watch:
     """Watch the deploy's release from now on, against the release before it: what that
     one answered while it served (kept_tally) with `before`, what was counted of it from
-    just before the switch until it (None: nothing could be), which joins its tally. The
+    just before the switch until it on every host (None: nothing could be), which joins
+    its tally. `hosts`: each host's count of a service on SSH hosts (Watch.hosts). The
     job looks again and again (watch.py)."""
     with transaction.atomic():
         kept = kept_tally(previous)
@@ -1746,6 +1753,7 @@ def watch_started(deploy: Deploy, previous: Release, upstream: str, before: Tall
             previous=previous,
             until=timezone.now() + timedelta(seconds=deploy.service.watch_seconds),
             upstream=upstream,
+            hosts=hosts or [],
             base_requests=base.requests if base else None,
             base_errors=base.errors if base else None,
             base_seconds=base.seconds if base else None,
@@ -1766,11 +1774,13 @@ def watch_counted(
     seconds: float,
     offset: int,
     recent: list[list[float]] | None = None,
+    hosts: list[dict[str, Any]] | None = None,
 ) -> None:
     watch.requests, watch.errors, watch.seconds, watch.offset = requests, errors, seconds, offset
     watch.recent = watch.recent if recent is None else recent
+    watch.hosts = watch.hosts if hosts is None else hosts
     watch.looked_at = timezone.now()
-    fields = ["requests", "errors", "seconds", "offset", "recent", "looked_at"]
+    fields = ["requests", "errors", "seconds", "offset", "recent", "hosts", "looked_at"]
     watch.save(update_fields=fields)
 
 
@@ -1830,7 +1840,7 @@ def watch_step(
 
 
 def deploy_not_watched(deploy: Deploy, why: str) -> None:
-    """A "watch" step that judged nothing, saying why (a service on SSH hosts only)."""
+    """A "watch" step that judged nothing, saying why (Caddy could count on no host)."""
     now = timezone.now().isoformat()
     step = {"name": "watch", "started": now, "ended": now, "seconds": 0.0, "ok": True}
     deploy_step(deploy, step | {"detail": why, "result": NOT_JUDGED})
@@ -1868,7 +1878,9 @@ def watch_counting_again(watch: Watch) -> None:
     now, since = timezone.now(), watch.deploy.switched_at or watch.started_at
     watch.unread_seconds += max(0.0, (now - (watch.looked_at or since)).total_seconds())
     watch.counting_since, watch.offset, watch.looked_at = now, 0, now
-    watch.save(update_fields=["counting_since", "offset", "looked_at", "unread_seconds"])
+    watch.hosts = [h | {"offset": 0} for h in watch.hosts]  # each host's count began again
+    fields = ["counting_since", "offset", "hosts", "looked_at", "unread_seconds"]
+    watch.save(update_fields=fields)
 
 
 # --- what the errors app reads: which releases went live, in order --------------------------

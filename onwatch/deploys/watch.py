@@ -10,6 +10,11 @@ onwatch makes the previous one live again through the same gated switch (a rollb
 deploy), opens an incident and alerts with the evidence; a release marked "no rollback past
 this" is not rolled back, and the incident says why.
 
+A service on SSH hosts is watched on every host: each host's Caddy counts there, the agent
+reads its log (places.py's counting methods), and the release is judged on the sum; the
+evidence says what each host answered, and which could not be read. A watch that can read
+no host for UNREAD_SECONDS ends "not judged", saying why: never "passed" on no data.
+
 The watch is a short job that looks once and goes back to the queue (WaitLater), so it
 holds no worker's slot between looks; what it counted and how far it read the log are on
 its row, so it goes on where it was after onwatch restarts."""
@@ -18,11 +23,12 @@ from __future__ import annotations
 
 import fcntl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
@@ -31,8 +37,17 @@ from onwatch.alerts import incidents
 from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.deploys import caddy, services
-from onwatch.deploys.models import ENDED, Deploy, Release, Service, State, Watch, WatchState
+from onwatch.deploys import caddy, hosts, places, remote, services
+from onwatch.deploys.models import (
+    ENDED,
+    Deploy,
+    Host,
+    Release,
+    Service,
+    State,
+    Watch,
+    WatchState,
+)
 from onwatch.deploys.switch import Machine
 
 # Between two looks: a release that starts failing is found within a few of them.
@@ -189,10 +204,33 @@ def watched_seconds(watch: Watch) -> float:
 
 
 def comparison(watch: Watch) -> str:
-    """What the watch saw, led by the rule that fired: slowness, or else errors."""
+    """What the watch saw, led by the rule that fired: slowness, or else errors; then, on
+    several hosts, what each answered."""
     if worse_by(now_of(watch), base_of(watch), watch.deploy.service) == SLOW:
-        return slowness(watch)
-    return error_share(watch)
+        said = slowness(watch)
+    else:
+        said = error_share(watch)
+    return f"{said}; by host: {by_host(watch)}" if watch.hosts else said
+
+
+def by_host(watch: Watch) -> str:
+    """ "deploy@b: 31 of 140 answers 5xx, 12 ms on average; deploy@c: could not be read
+    (…)": each host's own part of the evidence."""
+    return "; ".join(host_said(h) for h in watch.hosts)
+
+
+def host_said(host: dict[str, Any]) -> str:
+    name, why = host["name"], host["unread"]
+    if not host["upstream"]:
+        return f"{name}: not counted ({why})"
+    counts = Counts(host["requests"], host["errors"], host["seconds"])
+    said = f"{name}: {counts.errors:,} of {counts.requests:,} answers 5xx"
+    said += f", {counts.latency()} on average" if counts.requests else ""
+    if not why:
+        return said
+    if not counts.requests:
+        return f"{name}: could not be read ({why})"
+    return f"{said}, then it could not be read ({why})"
 
 
 def slowness(watch: Watch) -> str:
@@ -310,9 +348,10 @@ def at(moment: datetime | None) -> str:
 def said(watch: Watch) -> str:
     """The watch in one line for its deploy's page: how far it is, or how it ended."""
     if watch.state == WatchState.WATCHING:
+        away = "".join(f"; {h['name']} cannot be read now" for h in watch.hosts if h["unread"])
         return (
             f"watching until {at(watch.until)}: {watch.requests:,} requests answered so far, "
-            f"{watch.errors:,} of them errors"
+            f"{watch.errors:,} of them errors{away}"
         )
     verdict = watch.verdict or "no verdict was kept"
     return verdict if verdict.startswith(watch.state) else f"{watch.state}: {verdict}"
@@ -343,7 +382,7 @@ def stopped(watch: Watch, machine: Machine, lock: Path, why: str) -> None:
             pass  # a deploy runs: the count is its own
         else:
             if not services.deploys_since(watch) and watch.deploy.service.domain:
-                stop_counting(machine, watch.deploy.service.domain)
+                stop_all(watch, machine)
     watch.refresh_from_db()
     if watch.state in (WatchState.WATCHING, WatchState.ROLLING_BACK):
         _unjudged(watch, why)
@@ -382,7 +421,7 @@ def _look_held(watch: Watch, machine: Machine, lock: Path) -> bool:
             return watch.state == WatchState.ROLLING_BACK
         if others := services.deploys_since(watch):
             return _after(watch, machine, others[0])
-        return _look(watch, machine)
+        return _look_hosts(watch, machine) if watch.hosts else _look(watch, machine)
 
 
 def _after(watch: Watch, machine: Machine, other: Deploy) -> bool:
@@ -398,10 +437,9 @@ def _after(watch: Watch, machine: Machine, other: Deploy) -> bool:
         return False
     if other.state not in ENDED:
         return True
-    domain = watch.deploy.service.domain
     try:
-        machine.caddy.start_counting(domain)
-    except (caddy.CaddyError, OSError) as e:
+        start_again(watch, machine)
+    except (caddy.CaddyError, OSError, places.PlaceError) as e:
         return _unjudged(
             watch,
             f"Caddy's count could not start again after {other.kind} "
@@ -411,14 +449,27 @@ def _after(watch: Watch, machine: Machine, other: Deploy) -> bool:
     return True
 
 
+def start_again(watch: Watch, machine: Machine) -> None:
+    """Caddy's count of the site from now, on this machine or on every host of the watch
+    (a host that cannot start it is read as one that cannot be read; PlaceError: none)."""
+    domain = watch.deploy.service.domain
+    if not watch.hosts:
+        machine.caddy.start_counting(domain)
+        return
+    failed: list[str] = []
+    for host in watch.hosts:
+        if host["upstream"]:
+            try:
+                place_at(watch, host, machine).start_counting(domain)
+            except places.PlaceError as e:
+                failed.append(str(e))
+    if len(failed) == len([h for h in watch.hosts if h["upstream"]]):
+        raise places.PlaceError("; ".join(failed) or "no host was counted")
+
+
 def _look(watch: Watch, machine: Machine) -> bool:
     domain = watch.deploy.service.domain
-    if not any(s["name"] == "watch" for s in watch.deploy.steps):
-        services.watch_step(
-            watch,
-            f"watching the answers of {label_of(watch)} until {at(watch.until)}, "
-            f"{judged_against(watch)}",
-        )
+    first_step(watch)
     if not domain or not machine.caddy.counting(domain):
         return _unjudged(watch, "Caddy stopped counting the site's requests")
     try:
@@ -437,18 +488,177 @@ def _look(watch: Watch, machine: Machine) -> bool:
         offset,
         recent_after(watch.recent, its, time.time()),
     )
+    return _judge(watch, lambda: stop_counting(machine, domain))
+
+
+def first_step(watch: Watch) -> None:
+    """The "watch" step of the timeline, said once, at the first look."""
+    if any(s["name"] == "watch" for s in watch.deploy.steps):
+        return
+    where = f" on {len(watch.hosts)} hosts" if len(watch.hosts) > 1 else ""
+    services.watch_step(
+        watch,
+        f"watching the answers of {label_of(watch)}{where} until {at(watch.until)}, "
+        f"{judged_against(watch)}",
+    )
+
+
+def _judge(watch: Watch, stop: Callable[[], None]) -> bool:
+    """Judge what was counted so far; `stop` ends Caddy's count once the watch has ended."""
     service, base = watch.deploy.service, base_of(watch)
     late = recent_of(watch)
     if clearly_worse(now_of(watch), base, service) or clearly_worse(late, base, service):
-        stop_counting(machine, domain)
+        stop()
         total_worse = clearly_worse(now_of(watch), base, service)
         act(watch, "" if total_worse else lately(late, worse_by(late, base, service)))
         return watch.state == WatchState.ROLLING_BACK
     if timezone.now() < watch.until:
         return True
-    stop_counting(machine, domain)
+    stop()
     judged(watch)
     return False
+
+
+# --- every host of a service on SSH hosts ----------------------------------------------------
+
+# A watch that can read none of its hosts for this long ends, not judged: it no longer
+# guards the release, and people hear so (a host away for a look or two is waited for).
+UNREAD_SECONDS = 10.0
+# Each host's connection is kept between looks, one per watch (its looks come one at a
+# time; a link answers one request at a time): a read on it takes under a millisecond, a
+# new ssh sign-in and agent start about a second (bench/autorollback.py --ssh). One no
+# look used for this long is closed (its watch ended, perhaps in another worker).
+LINK_IDLE_SECONDS = 30.0
+_links: dict[tuple[int, int], tuple[places.Place, float]] = {}
+
+
+def host_entry(host: Host, name: str, upstream: str, why: str = "") -> dict[str, Any]:
+    """One host of a watch (Watch.hosts): `upstream` its new release's slot there, or ""
+    when Caddy could not count there (`why`)."""
+    return {
+        "host": host.pk,
+        "name": name,
+        "upstream": upstream,
+        "offset": 0,
+        "requests": 0,
+        "errors": 0,
+        "seconds": 0.0,
+        "unread": why,
+        "unread_since": None,
+    }
+
+
+def _look_hosts(watch: Watch, machine: Machine) -> bool:
+    """Every host's answers since the last look, summed; judged on what could be read."""
+    first_step(watch)
+    live_at = (watch.deploy.switched_at or watch.started_at).timestamp()
+    rows, its = [dict(h) for h in watch.hosts], list[caddy.Answer]()
+    for host in rows:
+        if host["upstream"]:
+            its += read_host(watch, host, machine, live_at)
+    new, now = counted(its), now_of(watch)
+    services.watch_counted(
+        watch,
+        now.requests + new.requests,
+        now.errors + new.errors,
+        now.seconds + new.seconds,
+        watch.offset,
+        recent_after(watch.recent, its, time.time()),
+        rows,
+    )
+    close_idle_links()
+    if unread_too_long(watch):
+        stop_all(watch, machine)
+        _unjudged(watch, f"no host could be read for {UNREAD_SECONDS:g} s: {unread(watch)}")
+        alert_stopped(watch)
+        return False
+    return _judge(watch, lambda: stop_all(watch, machine))
+
+
+def read_host(
+    watch: Watch, host: dict[str, Any], machine: Machine, live_at: float
+) -> list[caddy.Answer]:
+    """The release's answers the host's Caddy logged since the last read, added to the
+    host's counts; none when it cannot be read, which it then says (`unread`)."""
+    domain = watch.deploy.service.domain
+    try:
+        place = place_at(watch, host, machine)
+        if not place.counting(domain):
+            raise places.PlaceError("Caddy there stopped counting the site's requests")
+        answers, offset = place.counted_from(domain, int(host["offset"]))
+    except places.PlaceError as e:
+        host["unread"] = " ".join(str(e).split())[:300]
+        host["unread_since"] = host["unread_since"] or time.time()
+        return []
+    its = mine(answers, host["upstream"], live_at)
+    more = counted(its)
+    host["requests"] += more.requests
+    host["errors"] += more.errors
+    host["seconds"] += more.seconds
+    host["offset"], host["unread"], host["unread_since"] = offset, "", None
+    return its
+
+
+def unread_too_long(watch: Watch) -> bool:
+    """Whether no host has been read for UNREAD_SECONDS (one never counted: never read)."""
+    if any(h["upstream"] and not h["unread"] for h in watch.hosts):
+        return False
+    latest = max(h["unread_since"] or 0.0 for h in watch.hosts)
+    return time.time() - latest >= UNREAD_SECONDS
+
+
+def unread(watch: Watch) -> str:
+    return "; ".join(f"{h['name']}: {h['unread']}" for h in watch.hosts if h["unread"])
+
+
+def place_at(watch: Watch, host: dict[str, Any], machine: Machine) -> places.Place:
+    """The host's place: this machine's, or the SSH host's, its connection kept between
+    looks. PlaceError when it is gone from onwatch's hosts."""
+    row = Host.objects.filter(pk=host["host"]).first()
+    if row is None:
+        raise places.PlaceError(f"{host['name']} was removed from onwatch's hosts")
+    if row.local:
+        return places.LocalPlace(machine)
+    key = (watch.pk, row.pk)
+    place = _links[key][0] if key in _links else place_of_host(row)
+    _links[key] = (place, time.monotonic())
+    return place
+
+
+def place_of_host(host: Host) -> places.Place:
+    """The SSH host's place, for the watch to read its count (tests stand one in)."""
+    try:
+        return remote.place_of(host)
+    except hosts.HostError as e:
+        raise places.PlaceError(str(e)) from None
+
+
+def close_idle_links() -> None:
+    now = time.monotonic()
+    for key, (place, used) in list(_links.items()):
+        if now - used > LINK_IDLE_SECONDS:
+            _links.pop(key, None)
+            place.close()
+
+
+def close_links(watch: Watch) -> None:
+    for key in [k for k in _links if k[0] == watch.pk]:
+        _links.pop(key)[0].close()
+
+
+def stop_all(watch: Watch, machine: Machine) -> None:
+    """Caddy's count of the site stops on this machine, or on every host of the watch
+    (one that cannot be reached stops at its next switch; the verdict stands)."""
+    domain = watch.deploy.service.domain
+    if not watch.hosts:
+        stop_counting(machine, domain)
+        return
+    for host in watch.hosts:
+        if host["upstream"]:
+            with suppress(places.PlaceError):
+                place_at(watch, host, machine).stop_counting(domain)
+    close_links(watch)
+    close_idle_links()
 
 
 def judged_against(watch: Watch) -> str:
@@ -477,12 +687,16 @@ def _unjudged(watch: Watch, why: str) -> bool:
 def judged(watch: Watch) -> None:
     """The window ended without a clearly worse release: passed, or too little to judge."""
     service, now = watch.deploy.service, now_of(watch)
+    if watch.hosts and not [h for h in watch.hosts if h["upstream"] and not h["unread"]]:
+        _unjudged(watch, f"no host could be read at the end of the watch: {unread(watch)}")
+        return
     if now.requests < service.watch_min_requests:
         services.watch_ended(
             watch,
             WatchState.NOT_JUDGED,
             f"not enough traffic to judge: {now.requests:,} requests in "
-            f"{watched_seconds(watch):.0f} s (at least {service.watch_min_requests} are needed)",
+            f"{watched_seconds(watch):.0f} s (at least {service.watch_min_requests} are needed)"
+            + (f"; by host: {by_host(watch)}" if watch.hosts else ""),
         )
         return
     services.watch_ended(watch, WatchState.PASSED, f"passed: {comparison(watch)}")
