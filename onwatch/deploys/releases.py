@@ -161,6 +161,30 @@ def deploy_lock(here: switch.Machine, service: Service) -> Path:
     return locks / f"service-{service.pk}.lock"
 
 
+@contextmanager
+def no_deploy_running(service: Service, what: str, field: str) -> Iterator[None]:
+    """The block runs holding the service's deploy lock: no deploy of it starts meanwhile
+    (it waits), and while one runs the block is refused, saying which and what to do."""
+    with deploy_lock(machine(), service).open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise services.Refusal(
+                f"{running_deploy(service)} is running; {what} once it has ended (or cancel "
+                "it on its page)",
+                field,
+            ) from None
+        yield
+
+
+def running_deploy(service: Service) -> str:
+    """ "Deploy #12 of shop", or, when its row does not say it runs yet, a deploy."""
+    found = service.deploys.filter(state=State.RUNNING).order_by("pk").first()
+    if found is None:
+        return f"A deploy of {service.name}"
+    return f"{found.kind.capitalize()} #{found.pk} of {service.name}"
+
+
 def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> None:
     """Make `change` (the service's new domain, saved) and send the new domain to the
     slots the old one went to: what is live keeps serving, at the new domain only. With
@@ -175,14 +199,7 @@ def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> 
             "domain",
         )
     here = machine()
-    with deploy_lock(here, service).open("a") as held:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise services.Refusal(
-                f"A deploy of {service.name} is running; change the domain once it has ended",
-                "domain",
-            ) from None
+    with no_deploy_running(service, "change the domain", "domain"):
         change()
         try:
             _move_site(here, service, old_domain)

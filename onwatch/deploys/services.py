@@ -1117,11 +1117,15 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     _check_placeable(service, chosen)
     if len(chosen) == 1 and chosen[0].local:
         chosen = []  # this machine alone: as a service without hosts runs
-    if service.deploys.filter(state=State.RUNNING).exists():
-        raise Refusal(
-            f"A deploy of {service.name} is running; change its hosts once it has ended", "hosts"
-        )
     # Imported here: releases.py writes through this module.
+    from onwatch.deploys import releases
+
+    # Held throughout: a deploy starting meanwhile would read rows about to vanish.
+    with releases.no_deploy_running(service, "change its hosts", "hosts"):
+        return _placed(service, chosen, actor)
+
+
+def _placed(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
     from onwatch.deploys import releases
 
     left = releases.stop_where_not(service, chosen)
