@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -751,6 +752,25 @@ class Run:
         names = ", ".join(t.place.name for t, _ in switched)
         return f"{why}; switched back on {names}; what serves now: {now}"
 
+    def unmix(self, why: str) -> str:
+        """After its worker died: the places on this deploy's release go back to the one
+        most others serve (none do: nothing is mixed, nothing changes)."""
+        self.targets = self.reach()
+        try:
+            said = [(t, _serving_at(self.service, t)) for t in self.targets]
+            new = str(self.deploy.release)
+            olds = Counter(x for _, x in said if x != new and release_labelled(self.service, x))
+            on_new = [t for t, label in said if label == new]
+            if not (olds and on_new):
+                return why
+            if any(t.local for t in on_new):
+                self.user = service_user(self.service.pk)
+            before = olds.most_common(1)[0][0]
+            return self.went_back([(t, before) for t in on_new], why)
+        finally:
+            for target in self.targets:
+                target.place.close()
+
     def switch_back(self, target: Target, before: str | None) -> str:
         """'' when `target` serves `before` again, else what is left there, in words."""
         try:
@@ -973,6 +993,7 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
 def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     if state == State.INTERRUPTED:
         stop_counting(deploy.service)
+        why = unmixed(deploy, why)
     live = serving(deploy.service)
     domain = deploy.service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
@@ -980,6 +1001,25 @@ def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     reason = why if now in why or "what serves now:" in why else f"{why}; {now}"
     services.deploy_ended(deploy, state, reason, live)
     alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
+
+
+def unmixed(deploy: Deploy, why: str) -> str:
+    """A worker that died between two hosts left those switched already on the new
+    release: they go back to what the others serve, as a failed deploy's do. `why`, with
+    what was done (found by the reaper, which waits the few seconds a switch takes)."""
+    if deploy.release_id is None or deploy.job is None or not deploy.service.domain:
+        return why
+    run = Run(JobContext(deploy.job), deploy)
+    try:
+        with deploy_lock(run.machine, deploy.service).open("a") as held:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return why  # a newer deploy of the service runs: it sets every host right
+            return run.unmix(why)
+    except Exception as e:  # the interruption is said and alerted all the same
+        log.warning("deploy #%s: its hosts were not checked for a mix: %s", deploy.pk, e)
+        return f"{why}; whether its hosts serve a mix of releases could not be told ({e})"
 
 
 def stop_counting(service: Service) -> None:

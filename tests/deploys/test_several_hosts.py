@@ -6,15 +6,18 @@ without pause through the first while the deploy goes through them in turn."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+from django.utils import timezone
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import JobLogLine, Organization
-from onwatch.deploys import releases, services, switch
-from onwatch.deploys.models import Deploy, Service, State
+from onwatch.core.models import Job, JobLogLine, Organization
+from onwatch.deploys import places, releases, services, switch
+from onwatch.deploys.models import Deploy, Host, Service, State
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
@@ -206,6 +209,66 @@ def test_a_host_failing_at_its_turn_sends_the_first_back(
     # What each host says is shown (this stand-in for a gone host reads no slot files: it
     # says nothing serves there), never hidden behind the release that serves here.
     assert failed.live_after == f"{first.release} on this machine, nothing on {SSH_HOST}"
+
+
+class Killed(BaseException):
+    """The worker's death, as near as one process plays it: none of the deploy's own
+    handling of a failure runs after it."""
+
+
+def killed(*args: object, **kwargs: object) -> NoReturn:
+    raise Killed
+
+
+def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(
+    on_two: Service,
+    machine: Machine,
+    other: Machine,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    made = releases.place_for
+
+    def dying_there(host: Host) -> places.Place:
+        place = made(host)
+        if not host.local:
+            monkeypatch.setattr(place, "switch", killed)
+        return place
+
+    monkeypatch.setattr(releases, "place_for", dying_there)
+    commit(tmp_path / "repo", app_files("v2"), "Version v2")
+    services.run_pipeline(on_two, SYSTEM, "cli")
+    with pytest.raises(Killed):
+        jobs.run_pending(kinds=KINDS)
+    monkeypatch.setattr(releases, "place_for", made)
+    deploy = on_two.deploys.order_by("-pk").first()
+    assert deploy is not None and deploy.state == State.RUNNING
+    assert answers(machine) == {"v2"} and answers(other) == {"v1"}  # what the kill left
+    gone = timezone.now() - timedelta(minutes=1)
+    assert deploy.job_id is not None
+    Job.objects.filter(pk=deploy.job_id).update(lease_until=gone)
+    assert [j.pk for j in jobs.reap_expired()] == [deploy.job_id]
+    deploy.refresh_from_db()
+    assert deploy.state == State.INTERRUPTED
+    assert answers(machine) == answers(other) == {"v1"}
+    v1 = str(first.release)
+    assert deploy.reason == (
+        "onwatch stopped while the deploy ran (its worker stopped answering); deploy again; "
+        f"switched back on this machine; what serves now: {v1} on every host "
+        f"(this machine, {SSH_HOST})"
+    )
+    assert deploy.live_after == v1
+    [alert] = alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted")
+    assert "switched back on this machine" in alert.body
+    assert not machine.caddy.counting("shop.test")
+    # A rerun continues cleanly.
+    again = services.queue_deploy(on_two, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    again.refresh_from_db()
+    assert again.state == State.SUCCEEDED, (again.reason, again.steps)
+    assert answers(machine) == answers(other) == {"v2"}
 
 
 def test_a_rollback_goes_back_on_every_host(
