@@ -255,6 +255,8 @@ class Run:
         self.unwatched = ""
         # A place whose switch was cut off (the host lost): what served there before.
         self.unsure: tuple[Target, str | None] | None = None
+        # Going back failed somewhere: more than one release may serve.
+        self.mixed = False
 
     # --- the whole run -------------------------------------------------------------------
 
@@ -747,6 +749,7 @@ class Run:
         stuck = [left for t, before in reversed(switched) if (left := self.switch_back(t, before))]
         now = self.now_serving()
         if stuck:
+            self.mixed = True
             alert_mix(self.deploy, stuck, now)
             return f"{why}; going back failed ({'; '.join(stuck)}); what serves now: {now}"
         names = ", ".join(t.place.name for t, _ in switched)
@@ -967,6 +970,10 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
         services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
         raise
     except DeployFailed as e:
+        if ctx.cancelled.is_set() and run.mixed:
+            # Going back failed: a mix may serve, which "cancelled" would hide.
+            fail(deploy, f"cancelled while it failed: {e}")
+            raise JobFailed(deploy.reason) from None
         if ctx.cancelled.is_set():
             # Stopped by a person, not failed by itself: the step's own end says nothing.
             services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))

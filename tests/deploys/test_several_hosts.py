@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import Job, JobLogLine, Organization
+from onwatch.core.models import Job, JobLogLine, JobState, Organization
 from onwatch.deploys import places, releases, services, switch
 from onwatch.deploys.models import Deploy, Host, Service, State
+from onwatch.deploys.releases import Target
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
@@ -306,17 +307,33 @@ def test_a_rollback_goes_back_on_every_host(
 
 
 def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
-    on_two: Service, machine: Machine, other: Machine, failing: Failing, tmp_path: Path
+    on_two: Service,
+    machine: Machine,
+    other: Machine,
+    failing: Failing,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     first = deployed(on_two, tmp_path / "repo", "v1")
     assert first.state == State.SUCCEEDED, (first.reason, first.steps)
     # v2 fails on the other host, and v1 no longer passes its gate here to come back.
     failing.there.add("v2")
     failing.here.add("v1")
+    back = releases.Run.switch_back
+
+    def cancelled_meanwhile(run: releases.Run, target: Target, before: str | None) -> str:
+        # Someone cancels as it goes back: the worse news (a mix) must not read "cancelled".
+        assert run.deploy.job is not None
+        jobs.cancel(run.deploy.job, "ana")
+        return back(run, target, before)
+
+    monkeypatch.setattr(releases.Run, "switch_back", cancelled_meanwhile)
     failed = deployed(on_two, tmp_path / "repo", "v2")
     assert failed.state == State.FAILED
     v1, v2 = str(first.release), str(failed.release)
     mix = f"{v2} on this machine, {v1} on {SSH_HOST}"
+    assert failed.reason.startswith(f"cancelled while it failed: on {SSH_HOST}: {v2} never")
+    assert Job.objects.get(pk=failed.job_id).state == JobState.CANCELLED  # it reached the run
     assert failed.reason.endswith(f"what serves now: {mix}"), failed.reason
     assert (
         f"going back failed (this machine: {v1} never answered 200 3 times in a row on "
