@@ -628,6 +628,9 @@ class Run:
             for t in self.targets:
                 switched.append((t, self.switch_at(t, release)))
         except Exception as e:  # whatever stopped it, no host stays on the new release alone
+            # Nothing is watched: Caddy's count kept on for the watch stops with the run
+            # (going back here may fail before its own switch counts and stops).
+            self.watched = ""
             self.sum_felt()
             unsure = [self.unsure] if self.unsure else []
             why = str(e) if isinstance(e, DeployFailed) else f"{type(e).__name__}: {e}"

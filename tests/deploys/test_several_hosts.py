@@ -334,6 +334,8 @@ def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
     mix = f"{v2} on this machine, {v1} on {SSH_HOST}"
     assert failed.reason.startswith(f"cancelled while it failed: on {SSH_HOST}: {v2} never")
     assert Job.objects.get(pk=failed.job_id).state == JobState.CANCELLED  # it reached the run
+    # Kept on for the watch at this machine's switch, Caddy's count stopped with the deploy.
+    assert not machine.caddy.counting("shop.test")
     assert failed.reason.endswith(f"what serves now: {mix}"), failed.reason
     assert (
         f"going back failed (this machine: {v1} never answered 200 3 times in a row on "
