@@ -239,10 +239,12 @@ def free_ports(agent: Agent, request: Request) -> list[int]:
     """Bound all at once, so that no two are the same; never Caddy's own ports nor another
     site's slots there, which may be free now only because nothing runs on them yet. From
     below the range the kernel hands out for outgoing connections: an idle slot there
-    could be taken by one, and the next switch to it refused."""
+    could be taken by one, and the next switch to it refused. Nor those onwatch asks it to
+    `avoid`: kept for services stopped there, whose sites left Caddy."""
     options, count = agent.machine.options, int(request.args["count"])
     taken = {options.http_port, options.https_port, options.health_port}
     taken |= {p for site in agent.machine.caddy.sites() for p in site.ports}
+    taken |= {int(p) for p in request.args.get("avoid", [])}
     high = _ephemeral_start()
     with ExitStack() as held:
         chosen: list[int] = []

@@ -714,8 +714,14 @@ class Run:
         """An SSH host's slot ports, asked of it on the service's first deploy there."""
         if len(target.ports) == 2:
             return
+        # A service stopped there keeps its slots, though its site left Caddy: not those.
+        avoid = (
+            frozenset(services.ports_kept_on(target.placement.host))
+            if target.placement
+            else frozenset()
+        )
         try:
-            target.ports = target.place.free_ports(2)
+            target.ports = target.place.free_ports(2, avoid)
         except places.PlaceError as e:
             raise DeployFailed(at(target, str(e))) from None
         if target.placement is not None:
@@ -1261,7 +1267,7 @@ def _reaching(service: Service) -> Iterator[switch.Machine | None]:
     """This machine with Caddy and supervisord running, or None when nothing of the
     service is set up in them."""
     here = machine()
-    if not _left_behind(here, service):
+    if not switch.left_behind(here, set(service.slot_ports)):
         yield None
         return
     try:
@@ -1273,15 +1279,6 @@ def _reaching(service: Service) -> Iterator[switch.Machine | None]:
             f"Caddy: {e}; when that works again, delete it again",
             "confirm",
         ) from None
-
-
-def _left_behind(here: switch.Machine, service: Service) -> bool:
-    """Whether anything of the service is set up in Caddy or supervisord on this machine."""
-    ports = set(service.slot_ports)
-    return any(ports & set(site.ports) for site in here.caddy.sites()) or any(
-        here.caddy.live_label(p) is not None or here.supervisor.has(switch.program_name(p))
-        for p in ports
-    )
 
 
 def prune(service: Service) -> list[Release]:

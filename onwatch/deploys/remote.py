@@ -375,8 +375,9 @@ class RemotePlace:
     def ensure_ready(self) -> None:
         self._ask("ensure_ready", {}, "start of its supervisord and Caddy")
 
-    def free_ports(self, count: int) -> list[int]:
-        return [int(p) for p in self._ask("free_ports", {"count": count}, "choice of ports")]
+    def free_ports(self, count: int, avoid: frozenset[int] = frozenset()) -> list[int]:
+        asked = {"count": count, "avoid": sorted(avoid)}
+        return [int(p) for p in self._ask("free_ports", asked, "choice of ports")]
 
     def put_site(self, site: caddy.Site) -> bool:
         if why := caddy.site_problem(site):

@@ -1161,6 +1161,17 @@ def placements_serving(said: dict[int, str]) -> None:
         ServiceHost.objects.filter(pk=pk).update(serving=label[:300], serving_at=now)
 
 
+def ports_kept_on(host: Host) -> set[int]:
+    """Every service's slot ports on `host`, served from or not (this machine's are the
+    services' own)."""
+    kept = (
+        Service.objects.values_list("slot_ports", flat=True)
+        if host.local
+        else ServiceHost.objects.filter(host=host).values_list("slot_ports", flat=True)
+    )
+    return {int(p) for ports in kept for p in ports}
+
+
 def placement_ports(placement: ServiceHost, ports: list[int]) -> None:
     """The slot ports a host gave for the service on its first deploy there: kept."""
     placement.slot_ports = ports

@@ -57,6 +57,16 @@ def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def test_free_ports_are_none_kept_for_a_service_stopped_there(tmp_path: Path) -> None:
+    """A service stopped on a host keeps its slots though its site left Caddy: a new
+    service there must not be given them (it would take them from it at its next deploy)."""
+    high = agent._ephemeral_start()
+    free = [p for p in range(high // 2, high, 97) if not switch._port_taken(p)][:2]
+    avoid = sorted(set(range(high // 2, high)) - set(free))
+    [answer] = served(tmp_path, {"id": 1, "op": "free_ports", "args": {"count": 2, "avoid": avoid}})
+    assert sorted(answer["value"]) == free
+
+
 def entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, link, 0o4777
