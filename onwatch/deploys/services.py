@@ -1128,6 +1128,7 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
 def _placed(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
     from onwatch.deploys import releases
 
+    _check_still_served(service, chosen)
     left = releases.stop_where_not(service, chosen)
     # A host kept keeps its slots and what was seen serving there.
     kept = {p.host_id: p for p in placements(service)}
@@ -1152,6 +1153,33 @@ def _placed(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
             not_stopped=left,
         )
     return left
+
+
+def _check_still_served(service: Service, chosen: list[Host]) -> None:
+    """Refusal when every host serving the service would be taken off: the hosts taken
+    off stop at once, and new ones serve only from the next deploy (the site would be down
+    until then)."""
+    serving = _serving_hosts(service)
+    staying = {h.pk for h in chosen} if chosen else {this_machine(service.org).pk}
+    if not serving or {h.pk for h in serving} & staying:
+        return
+    names = ", ".join(h.name for h in serving)
+    kept = " ".join(f"'{h.name}'" for h in [*serving, *(h for h in chosen if h not in serving)])
+    raise Refusal(
+        f"{service.name} serves only on {names}, which this change would stop before any "
+        f"other host serves it: set both (onwatch services hosts {service.name} {kept}), "
+        f"deploy, then take {names} off",
+        "hosts",
+    )
+
+
+def _serving_hosts(service: Service) -> list[Host]:
+    """The hosts a release of the service served on at its last look (this machine, for
+    one without hosts that has a live release)."""
+    rows = placements(service)
+    if not rows:
+        return [this_machine(service.org)] if live_release(service) is not None else []
+    return [r.host for r in rows if r.serving.startswith("release ")]
 
 
 def placements_serving(said: dict[int, str]) -> None:

@@ -299,6 +299,17 @@ def test_a_rollback_goes_back_on_every_host(
     with pytest.raises(services.Refusal) as refused:
         services.set_domain(on_two, "shop2.test", True, SYSTEM)
     assert str(refused.value).startswith(f"shop runs on SSH hosts ({SSH_HOST}), where onwatch")
+    # Moved to a host that serves nothing yet, it would stop everywhere before it
+    # serves there: refused, saying how to move it.
+    new = ready_host(on_two.org, "deploy@10.0.0.8")
+    with pytest.raises(services.Refusal) as moved:
+        services.set_service_hosts(on_two, [new], SYSTEM)
+    assert str(moved.value) == (
+        f"shop serves only on this machine, {SSH_HOST}, which this change would stop before "
+        "any other host serves it: set both (onwatch services hosts shop 'this machine' "
+        f"'{SSH_HOST}' 'deploy@10.0.0.8'), deploy, then take this machine, {SSH_HOST} off"
+    )
+    assert answers(machine) == answers(other) == {"v1"}
     # Taken off its hosts, the service stops there and serves here alone.
     services.set_service_hosts(on_two, [services.this_machine(on_two.org)], SYSTEM)
     assert answers(machine) == {"v1"}
@@ -333,7 +344,8 @@ def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
     v1, v2 = str(first.release), str(failed.release)
     mix = f"{v2} on this machine, {v1} on {SSH_HOST}"
     assert failed.reason.startswith(f"cancelled while it failed: on {SSH_HOST}: {v2} never")
-    assert Job.objects.get(pk=failed.job_id).state == JobState.CANCELLED  # it reached the run
+    # The cancel reached the run: its job ended cancelled.
+    assert failed.job is not None and failed.job.state == JobState.CANCELLED
     # Kept on for the watch at this machine's switch, Caddy's count stopped with the deploy.
     assert not machine.caddy.counting("shop.test")
     assert failed.reason.endswith(f"what serves now: {mix}"), failed.reason
