@@ -641,8 +641,16 @@ class Run:
             self.now_serving()  # noted per host, for the service's page and the API
 
     def check_folders(self, release: Release) -> None:
+        built = built_on(release)
         for t in self.targets:
             where = "this machine" if not self.several else t.place.name
+            # Places of this machine (tests stand them for hosts) share its one build.
+            if built is not None and (THIS_MACHINE if t.local else t.place.name) not in built:
+                raise DeployFailed(
+                    f"{release.label} was never built on {where}, which became a host of "
+                    f"{self.service.name} after it: deploy first (onwatch deploy "
+                    f"{self.service.name}), then roll back to a release built there too"
+                )
             try:
                 there = (
                     Path(release.directory).is_dir()
@@ -865,6 +873,21 @@ class Run:
         record.detail = self.masker.mask(done) if isinstance(done, str) else record.detail
         self.on_switch_step(record)
         return done
+
+
+def built_on(release: Release) -> set[str] | None:
+    """The places the deploy that built `release` built it on, from its timeline (None:
+    every place, as far as can be told: built before services had hosts, or by a deploy
+    since removed). A host is sent the tree to build; this machine builds what it checked
+    out, in a step of its own when hosts build too."""
+    deploy = Deploy.objects.filter(release=release, kind=DeployKind.DEPLOY).first()
+    if deploy is None:
+        return None
+    names = [str(s.get("name", "")) for s in deploy.steps]
+    sent = {n.removeprefix("send to ") for n in names if n.startswith("send to ")}
+    builds = [n for n in names if n == "build" or n.startswith("build on ")]
+    here = not builds or "build" in builds or f"build on {THIS_MACHINE}" in builds
+    return sent | {THIS_MACHINE} if here else sent
 
 
 def step_row(step: switch.Step) -> dict[str, Any]:

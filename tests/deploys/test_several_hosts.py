@@ -360,6 +360,26 @@ def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
     assert "onwatch rollback shop" in alert.body
 
 
+def test_a_rollback_to_a_release_never_built_on_a_new_host_says_so(
+    org: Organization, shop: Service, machine: Machine, tmp_path: Path
+) -> None:
+    first = deployed(shop, tmp_path / "repo", "v1")
+    assert deployed(shop, tmp_path / "repo", "v2").state == State.SUCCEEDED
+    with ssh_host() as made:
+        services.set_service_hosts(
+            shop, [services.this_machine(org), checked_ssh_host(org, made)], SYSTEM
+        )
+        rollback = services.queue_rollback(shop, SYSTEM, "cli")
+        jobs.run_pending(kinds=KINDS)
+    rollback.refresh_from_db()
+    assert rollback.state == State.FAILED
+    assert rollback.reason.startswith(
+        f"{first.release} was never built on {made.name}, which became a host of shop after "
+        "it: deploy first (onwatch deploy shop), then roll back to a release built there too"
+    ), rollback.reason
+    assert answers(machine) == {"v2"}
+
+
 def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
     org: Organization,
     shop: Service,
