@@ -56,6 +56,9 @@ ALIVE_SECONDS = 10.0
 # How long a build's output may go on once its shell ended and its group was killed (a
 # process that left the group may hold the pipe for ever).
 LAST_OUTPUT_SECONDS = 5.0
+# bubblewrap, which a build runs in where the host has it (the session's environment may
+# name another: tests name one that is not there).
+BWRAP = os.environ.get("ONWATCH_AGENT_BWRAP") or "bwrap"
 
 
 class Refused(Exception):
@@ -365,14 +368,16 @@ def stop_unswitched(machine: switch.Machine, site: caddy.Site) -> None:
 
 
 def run_command(agent: Agent, request: Request) -> dict[str, Any]:
-    """A build command in the release's folder, as the deploy user, its lines sent as it
-    says them; its whole process group killed at its time limit or when cancelled."""
+    """A build command in the release's folder, as the deploy user, in a sandbox where the
+    host has bubblewrap; its lines sent as it says them; its whole process group killed at
+    its time limit or when cancelled."""
     args, started = request.args, time.monotonic()
     folder = agent.release_path(args["folder"])
     env = {"PATH": BASE_PATH, "HOME": str(folder), "LANG": "C.UTF-8", **args["env"]}
     last: deque[str] = deque(maxlen=3)
+    walls, unsandboxed = sandbox_argv(agent, folder)
     proc = subprocess.Popen(
-        ["/bin/sh", "-c", args["command"]],
+        [*walls, "/bin/sh", "-c", args["command"]],
         cwd=folder,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -396,7 +401,34 @@ def run_command(agent: Agent, request: Request) -> dict[str, Any]:
     if reason is None and code != 0 and _disk_full(folder, last):
         reason = "the host ran out of disk space"
     took = time.monotonic() - started
-    return {"exit_code": code, "reason": reason, "seconds": took, "last_lines": list(last)}
+    return {
+        "exit_code": code,
+        "reason": reason,
+        "seconds": took,
+        "last_lines": list(last),
+        "unsandboxed": unsandboxed,
+    }
+
+
+def sandbox_argv(agent: Agent, folder: Path) -> tuple[list[str], str]:
+    """What a build runs in, as on onwatch's machine as far as bubblewrap alone goes: the
+    system read-only, a /tmp of its own, the deploy user's home and the agent's folder
+    (onwatch's keys there, the agent, other services' releases) hidden, its own release
+    folder writable; its processes die with it. ([], why) where bubblewrap cannot."""
+    found = shutil.which(BWRAP, path=f"{BASE_PATH}:/usr/local/bin")
+    if found is None:
+        return [], "bubblewrap (bwrap) is not installed on the host"
+    hidden = [p for p in (Path.home(), agent.dir) if p != Path("/")]
+    walls = [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    walls += ["--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]  # noqa: S108 (its own, fresh)
+    walls += [a for p in hidden for a in ("--tmpfs", str(p))]
+    walls += ["--bind", str(folder), str(folder), "--chdir", str(folder)]
+    walls += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
+    tried = subprocess.run([*walls, "true"], capture_output=True, timeout=30, check=False)
+    if tried.returncode != 0:
+        said = tried.stderr.decode(errors="replace").strip().splitlines()
+        return [], f"bubblewrap cannot make a sandbox there ({said[-1] if said else 'no word'})"
+    return walls, ""
 
 
 def _disk_full(folder: Path, last: deque[str]) -> bool:

@@ -29,6 +29,7 @@ class Ran:
     # "the host ran out of disk space"), else None
     seconds: float
     last_lines: list[str]  # its last 3 lines (the caller masks them)
+    unsandboxed: str = ""  # why it ran outside a sandbox (an SSH host without bubblewrap)
 
 
 class Place(Protocol):

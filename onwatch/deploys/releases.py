@@ -488,12 +488,14 @@ class Run:
             raise DeployFailed(at(target, str(e))) from None
         finally:
             log.close()
+        # Said on the step, where the deploy's page shows it, failed or not.
+        bare = f" (not sandboxed: {ran.unsandboxed})" if ran.unsandboxed else ""
         if ran.reason is not None or ran.exit_code != 0:
             said = " | ".join(self.masker.mask(line) for line in ran.last_lines) or "nothing"
             what = "the release command " if once else ""
             why = ran.reason or f"exited with {ran.exit_code}"
-            raise DeployFailed(f"on {target.place.name}: {what}{why}: {said}")
-        return f"exited with 0 in {ran.seconds:.1f} s"
+            raise DeployFailed(f"on {target.place.name}: {what}{why}{bare}: {said}")
+        return f"exited with 0 in {ran.seconds:.1f} s{bare}"
 
     def checkout(self, release: Release, folder: Path, commit: str) -> str:
         service = self.service

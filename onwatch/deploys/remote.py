@@ -409,7 +409,13 @@ class RemotePlace:
     ) -> Ran:
         args = {"folder": folder, "command": command, "env": dict(env), "seconds": seconds}
         ran = self._ask("run", args, "build", lambda event: on_line(str(event["text"])), cancelled)
-        return Ran(ran["exit_code"], ran["reason"], float(ran["seconds"]), ran["last_lines"])
+        return Ran(
+            ran["exit_code"],
+            ran["reason"],
+            float(ran["seconds"]),
+            ran["last_lines"],
+            str(ran.get("unsandboxed") or ""),
+        )
 
     def switch(
         self,
