@@ -59,6 +59,10 @@ LAST_OUTPUT_SECONDS = 5.0
 # bubblewrap, which a build runs in where the host has it (the session's environment may
 # name another: tests name one that is not there).
 BWRAP = os.environ.get("ONWATCH_AGENT_BWRAP") or "bwrap"
+# A build that prints more is stopped, as on onwatch's machine (sandbox.Limits): each line
+# travels to onwatch and becomes a row of the deploy's log.
+OUTPUT_BYTES = 50 * 1024**2
+OUTPUT_LINES = 200_000
 
 
 class Refused(Exception):
@@ -374,7 +378,7 @@ def run_command(agent: Agent, request: Request) -> dict[str, Any]:
     args, started = request.args, time.monotonic()
     folder = agent.release_path(args["folder"])
     env = {"PATH": BASE_PATH, "HOME": str(folder), "LANG": "C.UTF-8", **args["env"]}
-    last: deque[str] = deque(maxlen=3)
+    said = Said(request)
     walls, unsandboxed = sandbox_argv(agent, folder)
     proc = subprocess.Popen(
         [*walls, "/bin/sh", "-c", args["command"]],
@@ -387,9 +391,9 @@ def run_command(agent: Agent, request: Request) -> dict[str, Any]:
     )
     assert proc.stdout is not None
     ended = threading.Event()
-    lines = threading.Thread(target=_relay, args=(proc.stdout, request, last, ended))
+    lines = threading.Thread(target=_relay, args=(proc.stdout, said, ended))
     lines.start()
-    reason = _wait(proc, request, float(args["seconds"]))
+    reason = _wait(proc, request, float(args["seconds"]), said)
     # What the build left running in its group (`cmd &`, a daemon) goes with it; what left
     # the group may hold the output open: its last words are waited for a bounded time.
     with suppress(ProcessLookupError):
@@ -397,15 +401,16 @@ def run_command(agent: Agent, request: Request) -> dict[str, Any]:
     lines.join(LAST_OUTPUT_SECONDS)
     ended.set()
     lines.join()
+    reason = reason or said.over
     code = None if reason else proc.returncode
-    if reason is None and code != 0 and _disk_full(folder, last):
+    if reason is None and code != 0 and _disk_full(folder, said.last):
         reason = "the host ran out of disk space"
     took = time.monotonic() - started
     return {
         "exit_code": code,
         "reason": reason,
         "seconds": took,
-        "last_lines": list(last),
+        "last_lines": list(said.last),
         "unsandboxed": unsandboxed,
     }
 
@@ -438,30 +443,57 @@ def _disk_full(folder: Path, last: deque[str]) -> bool:
     return any(DISK_FULL in line for line in last) or free.f_bavail * free.f_frsize < FULL_BYTES
 
 
-def _relay(out: IO[bytes], request: Request, last: deque[str], ended: threading.Event) -> None:
-    """Lines as they come, until the output ends or `ended` is set."""
+class Said:
+    """A build's output: each line sent on, its last 3 kept, and why it must stop once it
+    printed more than its limits (nothing more is sent then)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request, self.last = request, deque[str](maxlen=3)
+        self.most_bytes = int(request.args.get("output_bytes") or OUTPUT_BYTES)
+        self.most_lines = int(request.args.get("output_lines") or OUTPUT_LINES)
+        self.bytes = self.lines = 0
+        self.over: str | None = None
+
+    def took(self, chunk: bytes) -> None:
+        self.bytes += len(chunk)
+        if self.bytes > self.most_bytes and self.over is None:
+            self.over = f"printed more than {_size(self.most_bytes)}, the step's limit"
+
+    def line(self, raw: bytes) -> None:
+        self.lines += 1
+        if self.lines > self.most_lines and self.over is None:
+            self.over = f"printed more than {self.most_lines:,} lines, the step's limit"
+        if self.over is None:
+            text = raw.decode(errors="replace")
+            self.last.append(text)
+            self.request.emit("line", text=text)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**2:g} MiB" if n >= 1024**2 else f"{n:,} bytes"
+
+
+def _relay(out: IO[bytes], said: Said, ended: threading.Event) -> None:
+    """Lines as they come, until the output ends, is too much, or `ended` is set."""
     fd, pending = out.fileno(), b""
-    while not ended.is_set():
+    while not ended.is_set() and said.over is None:
         if not select.select([fd], [], [], 0.1)[0]:
             continue
         chunk = os.read(fd, TAR_CHUNK)
         if not chunk:
             break
+        said.took(chunk)
         *whole, pending = (pending + chunk).split(b"\n")
         for raw in whole:
-            _say_line(raw, request, last)
-    if pending:
-        _say_line(pending, request, last)
+            said.line(raw)
+    if pending and said.over is None:
+        said.line(pending)
     out.close()
 
 
-def _say_line(raw: bytes, request: Request, last: deque[str]) -> None:
-    line = raw.decode(errors="replace")
-    last.append(line)
-    request.emit("line", text=line)
-
-
-def _wait(proc: subprocess.Popen[bytes], request: Request, seconds: float) -> str | None:
+def _wait(
+    proc: subprocess.Popen[bytes], request: Request, seconds: float, said: Said
+) -> str | None:
     """None when it ended by itself, else why it was stopped."""
     deadline = time.monotonic() + seconds
     while proc.poll() is None:
@@ -470,7 +502,7 @@ def _wait(proc: subprocess.Popen[bytes], request: Request, seconds: float) -> st
             if request.cancelled.is_set() or request.agent.gone.is_set()
             else f"timed out after {seconds:g} s"
             if time.monotonic() > deadline
-            else None
+            else said.over
         )
         if reason:
             with suppress(ProcessLookupError):
