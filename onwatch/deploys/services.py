@@ -1113,7 +1113,8 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     keeps its slot ports; on a host taken off, the service stops: what could not be
     stopped (a host that does not answer) is returned, one line a host, for a person to
     hear. The next deploy goes to the hosts as they are now. Refused while a deploy of the
-    service runs: it would end on the hosts it started with."""
+    service runs (it would end on the hosts it started with; one starting meanwhile waits),
+    and when every host serving it would be taken off (see _check_still_served)."""
     _check_placeable(service, chosen)
     if len(chosen) == 1 and chosen[0].local:
         chosen = []  # this machine alone: as a service without hosts runs
@@ -1167,8 +1168,8 @@ def _check_still_served(service: Service, chosen: list[Host]) -> None:
     kept = " ".join(f"'{h.name}'" for h in [*serving, *(h for h in chosen if h not in serving)])
     raise Refusal(
         f"{service.name} serves only on {names}, which this change would stop before any "
-        f"other host serves it: set both (onwatch services hosts {service.name} {kept}), "
-        f"deploy, then take {names} off",
+        f"other host serves it: add the new hosts beside (onwatch services hosts "
+        f"{service.name} {kept}), deploy, then take {names} off",
         "hosts",
     )
 

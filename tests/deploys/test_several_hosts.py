@@ -306,8 +306,9 @@ def test_a_rollback_goes_back_on_every_host(
         services.set_service_hosts(on_two, [new], SYSTEM)
     assert str(moved.value) == (
         f"shop serves only on this machine, {SSH_HOST}, which this change would stop before "
-        "any other host serves it: set both (onwatch services hosts shop 'this machine' "
-        f"'{SSH_HOST}' 'deploy@10.0.0.8'), deploy, then take this machine, {SSH_HOST} off"
+        "any other host serves it: add the new hosts beside (onwatch services hosts shop "
+        f"'this machine' '{SSH_HOST}' 'deploy@10.0.0.8'), deploy, then take this machine, "
+        f"{SSH_HOST} off"
     )
     assert answers(machine) == answers(other) == {"v1"}
     # Taken off its hosts, the service stops there and serves here alone.
