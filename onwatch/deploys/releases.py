@@ -1229,6 +1229,26 @@ def stop_where_not(service: Service, chosen: list[Host]) -> list[str]:
     return left
 
 
+def answering(service: Service, chosen: list[Host]) -> list[Host]:
+    """Those of `chosen` where a release of the service serves now, as read there (this
+    machine always answers; a host that cannot be reached serves nobody)."""
+    rows = {r.host_id: r for r in services.placements(service)}
+    return [h for h in chosen if h.local or _releases_there(service, rows.get(h.pk))]
+
+
+def _releases_there(service: Service, row: ServiceHost | None) -> bool:
+    if row is None or len(ports_of(service, row)) != 2:
+        return False
+    try:
+        target = target_of(service, row)
+    except places.PlaceError:
+        return False
+    try:
+        return release_labelled(service, _serving_at(service, target)) is not None
+    finally:
+        target.place.close()
+
+
 def _stopped(service: Service, targets: list[Target]) -> list[str]:
     left: list[str] = []
     for t in targets:

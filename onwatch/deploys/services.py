@@ -1159,10 +1159,15 @@ def _placed(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
 def _check_still_served(service: Service, chosen: list[Host]) -> None:
     """Refusal when every host serving the service would be taken off: the hosts taken
     off stop at once, and new ones serve only from the next deploy (the site would be down
-    until then)."""
+    until then). Hosts that do not answer serve nobody: a host gone for good can go."""
+    from onwatch.deploys import releases
+
     serving = _serving_hosts(service)
     staying = {h.pk for h in chosen} if chosen else {this_machine(service.org).pk}
     if not serving or {h.pk for h in serving} & staying:
+        return
+    serving = releases.answering(service, serving)
+    if not serving:
         return
     names = ", ".join(h.name for h in serving)
     kept = " ".join(f"'{h.name}'" for h in [*serving, *(h for h in chosen if h not in serving)])
@@ -1175,11 +1180,13 @@ def _check_still_served(service: Service, chosen: list[Host]) -> None:
 
 
 def _serving_hosts(service: Service) -> list[Host]:
-    """The hosts a release of the service served on at its last look (this machine, for
-    one without hosts that has a live release)."""
+    """The hosts a release of the service served on at its last look, while it has a live
+    release (this machine, for one without hosts)."""
+    if live_release(service) is None:
+        return []
     rows = placements(service)
     if not rows:
-        return [this_machine(service.org)] if live_release(service) is not None else []
+        return [this_machine(service.org)]
     return [r.host for r in rows if r.serving.startswith("release ")]
 
 
