@@ -56,6 +56,13 @@ ALIVE_SECONDS = 10.0
 # How long a build's output may go on once its shell ended and its group was killed (a
 # process that left the group may hold the pipe for ever).
 LAST_OUTPUT_SECONDS = 5.0
+# bubblewrap, which a build runs in where the host has it (the session's environment may
+# name another: tests name one that is not there).
+BWRAP = os.environ.get("ONWATCH_AGENT_BWRAP") or "bwrap"
+# A build that prints more is stopped, as on onwatch's machine (sandbox.Limits): each line
+# travels to onwatch and becomes a row of the deploy's log.
+OUTPUT_BYTES = 50 * 1024**2
+OUTPUT_LINES = 200_000
 
 
 class Refused(Exception):
@@ -239,10 +246,12 @@ def free_ports(agent: Agent, request: Request) -> list[int]:
     """Bound all at once, so that no two are the same; never Caddy's own ports nor another
     site's slots there, which may be free now only because nothing runs on them yet. From
     below the range the kernel hands out for outgoing connections: an idle slot there
-    could be taken by one, and the next switch to it refused."""
+    could be taken by one, and the next switch to it refused. Nor those onwatch asks it to
+    `avoid`: kept for services stopped there, whose sites left Caddy."""
     options, count = agent.machine.options, int(request.args["count"])
     taken = {options.http_port, options.https_port, options.health_port}
     taken |= {p for site in agent.machine.caddy.sites() for p in site.ports}
+    taken |= {int(p) for p in request.args.get("avoid", [])}
     high = _ephemeral_start()
     with ExitStack() as held:
         chosen: list[int] = []
@@ -374,14 +383,16 @@ def stop_unswitched(machine: switch.Machine, site: caddy.Site) -> None:
 
 
 def run_command(agent: Agent, request: Request) -> dict[str, Any]:
-    """A build command in the release's folder, as the deploy user, its lines sent as it
-    says them; its whole process group killed at its time limit or when cancelled."""
+    """A build command in the release's folder, as the deploy user, in a sandbox where the
+    host has bubblewrap; its lines sent as it says them; its whole process group killed at
+    its time limit or when cancelled."""
     args, started = request.args, time.monotonic()
     folder = agent.release_path(args["folder"])
     env = {"PATH": BASE_PATH, "HOME": str(folder), "LANG": "C.UTF-8", **args["env"]}
-    last: deque[str] = deque(maxlen=3)
+    said = Said(request)
+    walls, unsandboxed = sandbox_argv(agent, folder)
     proc = subprocess.Popen(
-        ["/bin/sh", "-c", args["command"]],
+        [*walls, "/bin/sh", "-c", args["command"]],
         cwd=folder,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -391,9 +402,9 @@ def run_command(agent: Agent, request: Request) -> dict[str, Any]:
     )
     assert proc.stdout is not None
     ended = threading.Event()
-    lines = threading.Thread(target=_relay, args=(proc.stdout, request, last, ended))
+    lines = threading.Thread(target=_relay, args=(proc.stdout, said, ended))
     lines.start()
-    reason = _wait(proc, request, float(args["seconds"]))
+    reason = _wait(proc, request, float(args["seconds"]), said)
     # What the build left running in its group (`cmd &`, a daemon) goes with it; what left
     # the group may hold the output open: its last words are waited for a bounded time.
     with suppress(ProcessLookupError):
@@ -401,11 +412,39 @@ def run_command(agent: Agent, request: Request) -> dict[str, Any]:
     lines.join(LAST_OUTPUT_SECONDS)
     ended.set()
     lines.join()
+    reason = reason or said.over
     code = None if reason else proc.returncode
-    if reason is None and code != 0 and _disk_full(folder, last):
+    if reason is None and code != 0 and _disk_full(folder, said.last):
         reason = "the host ran out of disk space"
     took = time.monotonic() - started
-    return {"exit_code": code, "reason": reason, "seconds": took, "last_lines": list(last)}
+    return {
+        "exit_code": code,
+        "reason": reason,
+        "seconds": took,
+        "last_lines": list(said.last),
+        "unsandboxed": unsandboxed,
+    }
+
+
+def sandbox_argv(agent: Agent, folder: Path) -> tuple[list[str], str]:
+    """What a build runs in, as on onwatch's machine as far as bubblewrap alone goes: the
+    system read-only, a /tmp of its own, the deploy user's home and the agent's folder
+    (onwatch's keys there, the agent, other services' releases) hidden, its own release
+    folder writable; its processes die with it. ([], why) where bubblewrap cannot."""
+    found = shutil.which(BWRAP, path=f"{BASE_PATH}:/usr/local/bin")
+    if found is None:
+        return [], "bubblewrap (bwrap) is not installed on the host"
+    hidden = [p for p in (Path.home(), agent.dir) if p != Path("/")]
+    walls = [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    walls += ["--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]  # noqa: S108 (its own, fresh)
+    walls += [a for p in hidden for a in ("--tmpfs", str(p))]
+    walls += ["--bind", str(folder), str(folder), "--chdir", str(folder)]
+    walls += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
+    tried = subprocess.run([*walls, "true"], capture_output=True, timeout=30, check=False)
+    if tried.returncode != 0:
+        said = tried.stderr.decode(errors="replace").strip().splitlines()
+        return [], f"bubblewrap cannot make a sandbox there ({said[-1] if said else 'no word'})"
+    return walls, ""
 
 
 def _disk_full(folder: Path, last: deque[str]) -> bool:
@@ -415,30 +454,57 @@ def _disk_full(folder: Path, last: deque[str]) -> bool:
     return any(DISK_FULL in line for line in last) or free.f_bavail * free.f_frsize < FULL_BYTES
 
 
-def _relay(out: IO[bytes], request: Request, last: deque[str], ended: threading.Event) -> None:
-    """Lines as they come, until the output ends or `ended` is set."""
+class Said:
+    """A build's output: each line sent on, its last 3 kept, and why it must stop once it
+    printed more than its limits (nothing more is sent then)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request, self.last = request, deque[str](maxlen=3)
+        self.most_bytes = int(request.args.get("output_bytes") or OUTPUT_BYTES)
+        self.most_lines = int(request.args.get("output_lines") or OUTPUT_LINES)
+        self.bytes = self.lines = 0
+        self.over: str | None = None
+
+    def took(self, chunk: bytes) -> None:
+        self.bytes += len(chunk)
+        if self.bytes > self.most_bytes and self.over is None:
+            self.over = f"printed more than {_size(self.most_bytes)}, the step's limit"
+
+    def line(self, raw: bytes) -> None:
+        self.lines += 1
+        if self.lines > self.most_lines and self.over is None:
+            self.over = f"printed more than {self.most_lines:,} lines, the step's limit"
+        if self.over is None:
+            text = raw.decode(errors="replace")
+            self.last.append(text)
+            self.request.emit("line", text=text)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**2:g} MiB" if n >= 1024**2 else f"{n:,} bytes"
+
+
+def _relay(out: IO[bytes], said: Said, ended: threading.Event) -> None:
+    """Lines as they come, until the output ends, is too much, or `ended` is set."""
     fd, pending = out.fileno(), b""
-    while not ended.is_set():
+    while not ended.is_set() and said.over is None:
         if not select.select([fd], [], [], 0.1)[0]:
             continue
         chunk = os.read(fd, TAR_CHUNK)
         if not chunk:
             break
+        said.took(chunk)
         *whole, pending = (pending + chunk).split(b"\n")
         for raw in whole:
-            _say_line(raw, request, last)
-    if pending:
-        _say_line(pending, request, last)
+            said.line(raw)
+    if pending and said.over is None:
+        said.line(pending)
     out.close()
 
 
-def _say_line(raw: bytes, request: Request, last: deque[str]) -> None:
-    line = raw.decode(errors="replace")
-    last.append(line)
-    request.emit("line", text=line)
-
-
-def _wait(proc: subprocess.Popen[bytes], request: Request, seconds: float) -> str | None:
+def _wait(
+    proc: subprocess.Popen[bytes], request: Request, seconds: float, said: Said
+) -> str | None:
     """None when it ended by itself, else why it was stopped."""
     deadline = time.monotonic() + seconds
     while proc.poll() is None:
@@ -447,7 +513,7 @@ def _wait(proc: subprocess.Popen[bytes], request: Request, seconds: float) -> st
             if request.cancelled.is_set() or request.agent.gone.is_set()
             else f"timed out after {seconds:g} s"
             if time.monotonic() > deadline
-            else None
+            else said.over
         )
         if reason:
             with suppress(ProcessLookupError):

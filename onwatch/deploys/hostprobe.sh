@@ -21,6 +21,12 @@ for c in "$venv/bin/caddy" "$(command -v caddy 2>/dev/null)"; do
   echo "caddy $("$c" version 2>/dev/null | cut -d' ' -f1) $c"
   break
 done
+# bubblewrap, which builds run in there (agent.py); tried, as user namespaces may be off.
+b=$(command -v bwrap 2>/dev/null)
+if [ -z "$b" ]; then echo "bwrap none"
+elif said=$("$b" --ro-bind / / --dev /dev --proc /proc --unshare-pid true 2>&1); then
+  echo "bwrap yes $b"
+else echo "bwrap broken $(printf '%s' "$said" | tail -n 1)"; fi
 # Ports below this need a right (root, or the capability on Caddy) to be listened on.
 echo "ports $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024)"
 for c in "$(command -v getcap 2>/dev/null)" /sbin/getcap /usr/sbin/getcap; do

@@ -178,7 +178,7 @@ def findings(
         _caddy(facts, prepare),
         _disk(facts),
         _rights(facts, allow_sudo),
-        *([_boot(facts, check_name), _logind(facts)] if remote else []),
+        *([_boot(facts, check_name), _logind(facts), _sandbox(facts)] if remote else []),
         *([_ports(facts, ports, f"{venv}/bin/caddy")] if ports else []),
     ]
 
@@ -301,6 +301,21 @@ def _boot(facts: dict[str, list[str]], check_name: str) -> Finding:
         "Nothing starts the apps again after a reboot: `onwatch hosts check "
         f"{check_name} --prepare` adds a @reboot line to {user}'s crontab",
         preparable=True,
+    )
+
+
+def _sandbox(facts: dict[str, list[str]]) -> Finding:
+    """Passed either way: a build runs without bubblewrap too, and the host page and each
+    build step say it was not sandboxed."""
+    state, *rest = facts.get("bwrap") or ["none"]
+    if state == "yes":
+        return Finding("sandbox", True, f"builds run in a bubblewrap sandbox ({' '.join(rest)})")
+    why = "bubblewrap is not installed" if state == "none" else f"bwrap fails: {' '.join(rest)}"
+    return Finding(
+        "sandbox",
+        True,
+        f"builds run without a sandbox here ({why}): they can read what the deploy user "
+        "can; install bubblewrap on the host (apt install bubblewrap) and check again",
     )
 
 

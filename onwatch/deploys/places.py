@@ -29,6 +29,7 @@ class Ran:
     # "the host ran out of disk space"), else None
     seconds: float
     last_lines: list[str]  # its last 3 lines (the caller masks them)
+    unsandboxed: str = ""  # why it ran outside a sandbox (an SSH host without bubblewrap)
 
 
 class Place(Protocol):
@@ -40,8 +41,8 @@ class Place(Protocol):
     # supervisord + Caddy running there
     def ensure_ready(self) -> None: ...
 
-    # free loopback ports there (slots)
-    def free_ports(self, count: int) -> list[int]: ...
+    # free loopback ports there (slots), none of `avoid` (slots kept for other services)
+    def free_ports(self, count: int, avoid: frozenset[int] = frozenset()) -> list[int]: ...
 
     # as caddy.Caddy.put_site
     def put_site(self, site: caddy.Site) -> bool: ...
@@ -115,13 +116,13 @@ class LocalPlace:
         with _said():
             self.machine.ensure_running()
 
-    def free_ports(self, count: int) -> list[int]:
+    def free_ports(self, count: int, avoid: frozenset[int] = frozenset()) -> list[int]:
         chosen: list[int] = []
         while len(chosen) < count:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = int(s.getsockname()[1])
-            if port not in _handed_out:
+            if port not in _handed_out and port not in avoid:
                 _handed_out.add(port)
                 chosen.append(port)
         return chosen
@@ -198,19 +199,9 @@ class LocalPlace:
                 raise PlaceError(f"{folder} could not be removed: {e}") from None
 
     def stop_serving(self, ports: set[int]) -> None:
-        if not self._left_behind(ports):
-            return  # Caddy and supervisord are not started for nothing
         with _said():
-            switch.stop_serving(self.machine, ports)
-
-    def _left_behind(self, ports: set[int]) -> bool:
-        """Whether anything of those slots is set up in Caddy or supervisord here."""
-        here = self.machine
-        with _said():
-            return any(ports & set(site.ports) for site in here.caddy.sites()) or any(
-                here.caddy.live_label(p) is not None or here.supervisor.has(switch.program_name(p))
-                for p in ports
-            )
+            if switch.left_behind(self.machine, ports):  # else not started for nothing
+                switch.stop_serving(self.machine, ports)
 
     def start_counting(self, domain: str) -> None:
         with _said():

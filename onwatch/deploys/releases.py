@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,6 +162,30 @@ def deploy_lock(here: switch.Machine, service: Service) -> Path:
     return locks / f"service-{service.pk}.lock"
 
 
+@contextmanager
+def no_deploy_running(service: Service, what: str, field: str) -> Iterator[None]:
+    """The block runs holding the service's deploy lock: no deploy of it starts meanwhile
+    (it waits), and while one runs the block is refused, saying which and what to do."""
+    with deploy_lock(machine(), service).open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise services.Refusal(
+                f"{running_deploy(service)} is running; {what} once it has ended (or cancel "
+                "it on its page)",
+                field,
+            ) from None
+        yield
+
+
+def running_deploy(service: Service) -> str:
+    """ "Deploy #12 of shop", or, when its row does not say it runs yet, a deploy."""
+    found = service.deploys.filter(state=State.RUNNING).order_by("pk").first()
+    if found is None:
+        return f"A deploy of {service.name}"
+    return f"{found.kind.capitalize()} #{found.pk} of {service.name}"
+
+
 def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> None:
     """Make `change` (the service's new domain, saved) and send the new domain to the
     slots the old one went to: what is live keeps serving, at the new domain only. With
@@ -175,14 +200,7 @@ def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> 
             "domain",
         )
     here = machine()
-    with deploy_lock(here, service).open("a") as held:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise services.Refusal(
-                f"A deploy of {service.name} is running; change the domain once it has ended",
-                "domain",
-            ) from None
+    with no_deploy_running(service, "change the domain", "domain"):
         change()
         try:
             _move_site(here, service, old_domain)
@@ -242,6 +260,8 @@ class Run:
         self.unwatched = ""
         # A place whose switch was cut off (the host lost): what served there before.
         self.unsure: tuple[Target, str | None] | None = None
+        # Going back failed somewhere: more than one release may serve.
+        self.mixed = False
 
     # --- the whole run -------------------------------------------------------------------
 
@@ -497,12 +517,14 @@ class Run:
             raise DeployFailed(at(target, str(e))) from None
         finally:
             log.close()
+        # Said on the step, where the deploy's page shows it, failed or not.
+        bare = f" (not sandboxed: {ran.unsandboxed})" if ran.unsandboxed else ""
         if ran.reason is not None or ran.exit_code != 0:
             said = " | ".join(self.masker.mask(line) for line in ran.last_lines) or "nothing"
             what = "the release command " if once else ""
             why = ran.reason or f"exited with {ran.exit_code}"
-            raise DeployFailed(f"on {target.place.name}: {what}{why}: {said}")
-        return f"exited with 0 in {ran.seconds:.1f} s"
+            raise DeployFailed(f"on {target.place.name}: {what}{why}{bare}: {said}")
+        return f"exited with 0 in {ran.seconds:.1f} s{bare}"
 
     def checkout(self, release: Release, folder: Path, commit: str) -> str:
         service = self.service
@@ -637,6 +659,9 @@ class Run:
             for t in self.targets:
                 switched.append((t, self.switch_at(t, release)))
         except Exception as e:  # whatever stopped it, no host stays on the new release alone
+            # Nothing is watched: Caddy's count kept on for the watch stops with the run
+            # (going back here may fail before its own switch counts and stops).
+            self.watched = ""
             self.sum_felt()
             unsure = [self.unsure] if self.unsure else []
             why = str(e) if isinstance(e, DeployFailed) else f"{type(e).__name__}: {e}"
@@ -647,8 +672,16 @@ class Run:
             self.now_serving()  # noted per host, for the service's page and the API
 
     def check_folders(self, release: Release) -> None:
+        built = built_on(release)
         for t in self.targets:
             where = "this machine" if not self.several else t.place.name
+            # Places of this machine (tests stand them for hosts) share its one build.
+            if built is not None and (THIS_MACHINE if t.local else t.place.name) not in built:
+                raise DeployFailed(
+                    f"{release.label} was never built on {where}, which became a host of "
+                    f"{self.service.name} after it: deploy first (onwatch deploy "
+                    f"{self.service.name}), then roll back to a release built there too"
+                )
             try:
                 there = (
                     Path(release.directory).is_dir()
@@ -721,8 +754,14 @@ class Run:
         """An SSH host's slot ports, asked of it on the service's first deploy there."""
         if len(target.ports) == 2:
             return
+        # A service stopped there keeps its slots, though its site left Caddy: not those.
+        avoid = (
+            frozenset(services.ports_kept_on(target.placement.host))
+            if target.placement
+            else frozenset()
+        )
         try:
-            target.ports = target.place.free_ports(2)
+            target.ports = target.place.free_ports(2, avoid)
         except places.PlaceError as e:
             raise DeployFailed(at(target, str(e))) from None
         if target.placement is not None:
@@ -759,10 +798,30 @@ class Run:
         stuck = [left for t, before in reversed(switched) if (left := self.switch_back(t, before))]
         now = self.now_serving()
         if stuck:
+            self.mixed = True
             alert_mix(self.deploy, stuck, now)
             return f"{why}; going back failed ({'; '.join(stuck)}); what serves now: {now}"
         names = ", ".join(t.place.name for t, _ in switched)
         return f"{why}; switched back on {names}; what serves now: {now}"
+
+    def unmix(self, why: str) -> str:
+        """After its worker died: the places on this deploy's release go back to the one
+        most others serve (none do: nothing is mixed, nothing changes)."""
+        self.targets = self.reach()
+        try:
+            said = [(t, _serving_at(self.service, t)) for t in self.targets]
+            new = str(self.deploy.release)
+            olds = Counter(x for _, x in said if x != new and release_labelled(self.service, x))
+            on_new = [t for t, label in said if label == new]
+            if not (olds and on_new):
+                return why
+            if any(t.local for t in on_new):
+                self.user = service_user(self.service.pk)
+            before = olds.most_common(1)[0][0]
+            return self.went_back([(t, before) for t in on_new], why)
+        finally:
+            for target in self.targets:
+                target.place.close()
 
     def switch_back(self, target: Target, before: str | None) -> str:
         """'' when `target` serves `before` again, else what is left there, in words."""
@@ -846,6 +905,21 @@ class Run:
         record.detail = self.masker.mask(done) if isinstance(done, str) else record.detail
         self.on_switch_step(record)
         return done
+
+
+def built_on(release: Release) -> set[str] | None:
+    """The places the deploy that built `release` built it on, from its timeline (None:
+    every place, as far as can be told: built before services had hosts, or by a deploy
+    since removed). A host is sent the tree to build; this machine builds what it checked
+    out, in a step of its own when hosts build too."""
+    deploy = Deploy.objects.filter(release=release, kind=DeployKind.DEPLOY).first()
+    if deploy is None:
+        return None
+    names = [str(s.get("name", "")) for s in deploy.steps]
+    sent = {n.removeprefix("send to ") for n in names if n.startswith("send to ")}
+    builds = [n for n in names if n == "build" or n.startswith("build on ")]
+    here = not builds or "build" in builds or f"build on {THIS_MACHINE}" in builds
+    return sent | {THIS_MACHINE} if here else sent
 
 
 def step_row(step: switch.Step) -> dict[str, Any]:
@@ -960,6 +1034,10 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
         services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
         raise
     except DeployFailed as e:
+        if ctx.cancelled.is_set() and run.mixed:
+            # Going back failed: a mix may serve, which "cancelled" would hide.
+            fail(deploy, f"cancelled while it failed: {e}")
+            raise JobFailed(deploy.reason) from None
         if ctx.cancelled.is_set():
             # Stopped by a person, not failed by itself: the step's own end says nothing.
             services.deploy_ended(deploy, State.CANCELLED, "cancelled", serving(deploy.service))
@@ -986,6 +1064,7 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
 def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     if state == State.INTERRUPTED:
         stop_counting(deploy.service)
+        why = unmixed(deploy, why)
     live = serving(deploy.service)
     domain = deploy.service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
@@ -993,6 +1072,25 @@ def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     reason = why if now in why or "what serves now:" in why else f"{why}; {now}"
     services.deploy_ended(deploy, state, reason, live)
     alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
+
+
+def unmixed(deploy: Deploy, why: str) -> str:
+    """A worker that died between two hosts left those switched already on the new
+    release: they go back to what the others serve, as a failed deploy's do. `why`, with
+    what was done (found by the reaper, which waits the few seconds a switch takes)."""
+    if deploy.release_id is None or deploy.job is None or not deploy.service.domain:
+        return why
+    run = Run(JobContext(deploy.job), deploy)
+    try:
+        with deploy_lock(run.machine, deploy.service).open("a") as held:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return why  # a newer deploy of the service runs: it sets every host right
+            return run.unmix(why)
+    except Exception as e:  # the interruption is said and alerted all the same
+        log.warning("deploy #%s: its hosts were not checked for a mix: %s", deploy.pk, e)
+        return f"{why}; whether its hosts serve a mix of releases could not be told ({e})"
 
 
 def stop_counting(service: Service) -> None:
@@ -1161,6 +1259,26 @@ def stop_where_not(service: Service, chosen: list[Host]) -> list[str]:
     return left
 
 
+def answering(service: Service, chosen: list[Host]) -> list[Host]:
+    """Those of `chosen` where a release of the service serves now, as read there (this
+    machine always answers; a host that cannot be reached serves nobody)."""
+    rows = {r.host_id: r for r in services.placements(service)}
+    return [h for h in chosen if h.local or _releases_there(service, rows.get(h.pk))]
+
+
+def _releases_there(service: Service, row: ServiceHost | None) -> bool:
+    if row is None or len(ports_of(service, row)) != 2:
+        return False
+    try:
+        target = target_of(service, row)
+    except places.PlaceError:
+        return False
+    try:
+        return release_labelled(service, _serving_at(service, target)) is not None
+    finally:
+        target.place.close()
+
+
 def _stopped(service: Service, targets: list[Target]) -> list[str]:
     left: list[str] = []
     for t in targets:
@@ -1224,7 +1342,7 @@ def _reaching(service: Service) -> Iterator[switch.Machine | None]:
     """This machine with Caddy and supervisord running, or None when nothing of the
     service is set up in them."""
     here = machine()
-    if not _left_behind(here, service):
+    if not switch.left_behind(here, set(service.slot_ports)):
         yield None
         return
     try:
@@ -1236,15 +1354,6 @@ def _reaching(service: Service) -> Iterator[switch.Machine | None]:
             f"Caddy: {e}; when that works again, delete it again",
             "confirm",
         ) from None
-
-
-def _left_behind(here: switch.Machine, service: Service) -> bool:
-    """Whether anything of the service is set up in Caddy or supervisord on this machine."""
-    ports = set(service.slot_ports)
-    return any(ports & set(site.ports) for site in here.caddy.sites()) or any(
-        here.caddy.live_label(p) is not None or here.supervisor.has(switch.program_name(p))
-        for p in ports
-    )
 
 
 def prune(service: Service) -> list[Release]:

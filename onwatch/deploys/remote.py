@@ -377,8 +377,9 @@ class RemotePlace:
     def ensure_ready(self) -> None:
         self._ask("ensure_ready", {}, "start of its supervisord and Caddy")
 
-    def free_ports(self, count: int) -> list[int]:
-        return [int(p) for p in self._ask("free_ports", {"count": count}, "choice of ports")]
+    def free_ports(self, count: int, avoid: frozenset[int] = frozenset()) -> list[int]:
+        asked = {"count": count, "avoid": sorted(avoid)}
+        return [int(p) for p in self._ask("free_ports", asked, "choice of ports")]
 
     def put_site(self, site: caddy.Site) -> bool:
         if why := caddy.site_problem(site):
@@ -410,7 +411,13 @@ class RemotePlace:
     ) -> Ran:
         args = {"folder": folder, "command": command, "env": dict(env), "seconds": seconds}
         ran = self._ask("run", args, "build", lambda event: on_line(str(event["text"])), cancelled)
-        return Ran(ran["exit_code"], ran["reason"], float(ran["seconds"]), ran["last_lines"])
+        return Ran(
+            ran["exit_code"],
+            ran["reason"],
+            float(ran["seconds"]),
+            ran["last_lines"],
+            str(ran.get("unsandboxed") or ""),
+        )
 
     def switch(
         self,

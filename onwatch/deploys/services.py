@@ -1113,17 +1113,23 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     keeps its slot ports; on a host taken off, the service stops: what could not be
     stopped (a host that does not answer) is returned, one line a host, for a person to
     hear. The next deploy goes to the hosts as they are now. Refused while a deploy of the
-    service runs: it would end on the hosts it started with."""
+    service runs (it would end on the hosts it started with; one starting meanwhile waits),
+    and when every host serving it would be taken off (see _check_still_served)."""
     _check_placeable(service, chosen)
     if len(chosen) == 1 and chosen[0].local:
         chosen = []  # this machine alone: as a service without hosts runs
-    if service.deploys.filter(state=State.RUNNING).exists():
-        raise Refusal(
-            f"A deploy of {service.name} is running; change its hosts once it has ended", "hosts"
-        )
     # Imported here: releases.py writes through this module.
     from onwatch.deploys import releases
 
+    # Held throughout: a deploy starting meanwhile would read rows about to vanish.
+    with releases.no_deploy_running(service, "change its hosts", "hosts"):
+        return _placed(service, chosen, actor)
+
+
+def _placed(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
+    from onwatch.deploys import releases
+
+    _check_still_served(service, chosen)
     left = releases.stop_where_not(service, chosen)
     # A host kept keeps its slots and what was seen serving there.
     kept = {p.host_id: p for p in placements(service)}
@@ -1150,11 +1156,56 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     return left
 
 
+def _check_still_served(service: Service, chosen: list[Host]) -> None:
+    """Refusal when every host serving the service would be taken off: the hosts taken
+    off stop at once, and new ones serve only from the next deploy (the site would be down
+    until then). Hosts that do not answer serve nobody: a host gone for good can go."""
+    from onwatch.deploys import releases
+
+    serving = _serving_hosts(service)
+    staying = {h.pk for h in chosen} if chosen else {this_machine(service.org).pk}
+    if not serving or {h.pk for h in serving} & staying:
+        return
+    serving = releases.answering(service, serving)
+    if not serving:
+        return
+    names = ", ".join(h.name for h in serving)
+    kept = " ".join(f"'{h.name}'" for h in [*serving, *(h for h in chosen if h not in serving)])
+    raise Refusal(
+        f"{service.name} serves only on {names}, which this change would stop before any "
+        f"other host serves it: add the new hosts beside (onwatch services hosts "
+        f"{service.name} {kept}), deploy, then take {names} off",
+        "hosts",
+    )
+
+
+def _serving_hosts(service: Service) -> list[Host]:
+    """The hosts a release of the service served on at its last look, while it has a live
+    release (this machine, for one without hosts)."""
+    if live_release(service) is None:
+        return []
+    rows = placements(service)
+    if not rows:
+        return [this_machine(service.org)]
+    return [r.host for r in rows if r.serving.startswith("release ")]
+
+
 def placements_serving(said: dict[int, str]) -> None:
     """What serves on each host of a service (placement id -> label), as just read."""
     now = timezone.now()
     for pk, label in said.items():
         ServiceHost.objects.filter(pk=pk).update(serving=label[:300], serving_at=now)
+
+
+def ports_kept_on(host: Host) -> set[int]:
+    """Every service's slot ports on `host`, served from or not (this machine's are the
+    services' own)."""
+    kept = (
+        Service.objects.values_list("slot_ports", flat=True)
+        if host.local
+        else ServiceHost.objects.filter(host=host).values_list("slot_ports", flat=True)
+    )
+    return {int(p) for ports in kept for p in ports}
 
 
 def placement_ports(placement: ServiceHost, ports: list[int]) -> None:

@@ -160,6 +160,15 @@ def stop_serving(machine: Machine, ports: set[int]) -> None:
             machine.caddy.remove_site(site.domain)
 
 
+def left_behind(machine: Machine, ports: set[int]) -> bool:
+    """Whether anything of the slots on `ports` is set up in Caddy or supervisord here:
+    when nothing is, stop_serving has no reason to start them."""
+    return any(ports & set(site.ports) for site in machine.caddy.sites()) or any(
+        machine.caddy.live_label(p) is not None or machine.supervisor.has(program_name(p))
+        for p in ports
+    )
+
+
 def program_name(port: int) -> str:
     """The supervisord program of a slot: ports belong to one site each (caddy.put_site)."""
     return f"slot-{port}"

@@ -57,6 +57,32 @@ def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def test_free_ports_are_none_kept_for_a_service_stopped_there(tmp_path: Path) -> None:
+    """A service stopped on a host keeps its slots though its site left Caddy: a new
+    service there must not be given them (it would take them from it at its next deploy)."""
+    high = agent._ephemeral_start()
+    free = [p for p in range(high // 2, high, 97) if not switch._port_taken(p)][:2]
+    avoid = sorted(set(range(high // 2, high)) - set(free))
+    [answer] = served(tmp_path, {"id": 1, "op": "free_ports", "args": {"count": 2, "avoid": avoid}})
+    assert sorted(answer["value"]) == free
+
+
+def test_a_build_that_prints_too_much_is_stopped_at_its_limit(tmp_path: Path) -> None:
+    folder = tmp_path / "releases" / "1" / "2"
+    folder.mkdir(parents=True)
+    floods = {
+        "yes hello; sleep 60": {"output_bytes": 1000},
+        "seq 100; sleep 60": {"output_lines": 5},
+    }
+    ended = []
+    for command, limit in floods.items():
+        args = {"folder": str(folder), "command": command, "env": {}, "seconds": 30, **limit}
+        *lines, result = served(tmp_path, {"id": 1, "op": "run", "args": args})
+        ended.append((result["value"]["exit_code"], result["value"]["reason"], len(lines)))
+    assert ended[0][:2] == (None, "printed more than 1,000 bytes, the step's limit")
+    assert ended[1] == (None, "printed more than 5 lines, the step's limit", 5)
+
+
 def entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, link, 0o4777

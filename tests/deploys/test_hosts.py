@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from shutil import which
 from typing import Any
 
 import pytest
@@ -256,6 +257,7 @@ def test_prepare_installs_supervisord_and_caddy_in_a_venv_and_the_host_becomes_r
     )
     assert hosts.version(found["caddy"][1]) >= hosts.MIN_CADDY
     assert found["boot"][0] and found["logout"][0], found
+    assert found["sandbox"] == (True, f"builds run in a bubblewrap sandbox ({which('bwrap')})")
     assert len(alerts_titled(f"Host {host.name} is ready for deploys again")) == 1
 
 
@@ -355,5 +357,18 @@ def test_an_ssh_hosts_check_says_whether_its_apps_come_back_after_a_reboot_and_a
     )
     for fine in ("logind true yes\n", "logind false no\n", ""):
         assert said(fine)["logout"][0], fine
+    # A build runs without bubblewrap too: passed, but said, with what to do.
+    assert said("")["sandbox"] == (
+        True,
+        "builds run without a sandbox here (bubblewrap is not installed): they can read what "
+        "the deploy user can; install bubblewrap on the host (apt install bubblewrap) and "
+        "check again",
+        False,
+    )
+    assert said("bwrap broken bwrap: No permissions to creating new namespace\n")["sandbox"][1]
+    assert (
+        "(bwrap fails: bwrap: No permissions to creating new namespace)"
+        in (said("bwrap broken bwrap: No permissions to creating new namespace\n")["sandbox"][1])
+    )
     # This machine's apps are started by `onwatch up`: not judged there.
     assert "boot" not in {f.what for f in hosts.findings(hosts.parse("boot no\n"), False, "x")}

@@ -32,6 +32,7 @@ from tests.support.fixtures import signed_in
 from tests.support.load import Load, fetch
 from tests.support.receivers import wait_until
 from tests.support.releases import KINDS, RELEASE_FAILS, app_files, built_marker
+from tests.support.several import ready_host
 from tests.support.switching import listen_port
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
@@ -517,11 +518,38 @@ def test_the_domain_does_not_change_while_a_deploy_runs(machine: Machine, shop: 
         with pytest.raises(services.Refusal) as refused:
             services.set_domain(shop, "new-shop.test", True, SYSTEM)
     assert str(refused.value) == (
-        "A deploy of shop is running; change the domain once it has ended"
+        "A deploy of shop is running; change the domain once it has ended (or cancel it on "
+        "its page)"
     )
     shop.refresh_from_db()
     assert shop.domain == "shop.test"
     assert AuditEntry.objects.filter(action="service-domain-set").count() == 1  # the fixture's
+
+
+def test_the_hosts_do_not_change_while_a_deploy_holds_the_service(
+    machine: Machine, shop: Service
+) -> None:
+    """A deploy takes the lock, then says it runs: between the two, a change of hosts
+    once went through and the deploy read rows that had vanished."""
+    chosen = [services.this_machine(shop.org), ready_host(shop.org)]
+    lock = machine.root / "locks" / f"service-{shop.pk}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    deploy = services.queue_deploy(shop, SYSTEM, "cli")
+    said = []
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # taken; its row still says queued
+        for start in (False, True):
+            if start:
+                services.deploy_started(deploy)
+            with pytest.raises(services.Refusal) as refused:
+                services.set_service_hosts(shop, chosen, SYSTEM)
+            said.append(str(refused.value))
+    assert said == [
+        f"{who} is running; change its hosts once it has ended (or cancel it on its page)"
+        for who in ("A deploy of shop", f"Deploy #{deploy.pk} of shop")
+    ]
+    assert services.placements(shop) == []
+    assert not AuditEntry.objects.filter(action="service-hosts-set").exists()
 
 
 def test_deleting_a_service_while_supervisord_is_down_still_stops_its_release(

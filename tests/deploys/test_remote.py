@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
 from onwatch.deploys import caddy, hostchecks, hosts, remote, services
 from onwatch.deploys.models import Host
-from onwatch.deploys.places import PlaceError
+from onwatch.deploys.places import PlaceError, Ran
 from onwatch.deploys.remote import RemotePlace
 from onwatch.deploys.services import HostFields
 from onwatch.deploys.switch import Gate, Step, SwitchFailed, program_name
@@ -688,3 +689,57 @@ def test_a_hosts_apps_come_back_after_a_reboot_without_onwatch(tmp_path: Path) -
         booted = subprocess.run(["/bin/sh", "-c", command], env={"PATH": "/usr/bin:/bin"})
         assert booted.returncode == 0
         assert fetch(rebooted.options.http_port, site.domain) == (200, "r1")
+
+
+def test_a_build_on_a_host_cannot_read_its_keys_nor_another_services_release(
+    tmp_path: Path,
+) -> None:
+    """The deploy user's home (its ~/.ssh) and the agent's folder (onwatch's keys there,
+    other services' releases) are hidden from a build, which sees the system read-only
+    and writes its own folder. The home is outside /tmp and /var/tmp, whose own are the
+    build's alone (the host's folder is in /tmp: another release there is hidden twice)."""
+    home = Path(tempfile.mkdtemp(dir=Path.cwd(), prefix=".ow-home-"))
+    try:
+        (home / ".ssh").mkdir()
+        (home / ".ssh" / "id_ed25519").write_text("the deploy user's key\n")
+        with ssh_host(HOME=str(home)) as made:
+            other = made.dir / "releases" / "7" / "1"
+            other.mkdir(parents=True)
+            (other / "config.py").write_text("SECRET = 'theirs'\n")
+            place = made.place()
+            try:
+                ran, said = built(place, tmp_path, home, other)
+            finally:
+                place.close()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert ran.exit_code == 0 and ran.unsandboxed == "", (ran, said)
+    assert said == ["own ok", "no key", "no release", "system read-only", "python ok"]
+
+
+def built(place: RemotePlace, tmp_path: Path, home: Path, other: Path) -> tuple[Ran, list[str]]:
+    folder = place.release_folder(2, 1)
+    place.receive(folder, app_tree(tmp_path / "tree"))
+    command = (
+        "echo built > built.txt && cat built.txt >/dev/null && echo own ok; "
+        f"cat {home}/.ssh/id_ed25519 2>/dev/null || echo no key; "
+        f"cat {other}/config.py 2>/dev/null || echo no release; "
+        "touch /usr/onwatch-was-here 2>/dev/null || echo system read-only; "
+        "python3 -c 'print(\"python ok\")'"
+    )
+    said: list[str] = []
+    return place.run(folder, command, {}, 30, said.append, threading.Event()), said
+
+
+def test_a_build_on_a_host_without_bubblewrap_runs_and_says_so(tmp_path: Path) -> None:
+    with ssh_host(ONWATCH_AGENT_BWRAP="no-such-bwrap") as made:
+        place = made.place()
+        try:
+            folder = place.release_folder(2, 1)
+            place.receive(folder, app_tree(tmp_path / "tree"))
+            said: list[str] = []
+            ran = place.run(folder, "echo built", {}, 30, said.append, threading.Event())
+        finally:
+            place.close()
+    assert (ran.exit_code, said) == (0, ["built"])
+    assert ran.unsandboxed == "bubblewrap (bwrap) is not installed on the host"

@@ -486,6 +486,26 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
     assert entries("service-hosts-set")[-1].data["not_stopped"] == [left]
 
 
+def test_a_service_serving_only_on_a_host_gone_for_good_can_still_be_taken_off_it(
+    org: Organization,
+) -> None:
+    """Taking a service off its last serving host is refused while a release answers
+    there; one that does not answer serves nobody, and must not stay stuck on it."""
+    service = services.add_service(org, services.ServiceFields(name="shop", git_url="/x"), SYSTEM)
+    services.set_domain(service, "shop.test", False, SYSTEM)
+    gone = checked_host(org, f"deploy@127.0.0.1:{free_port()}")
+    services.set_service_hosts(service, [gone], SYSTEM)
+    deploy = services.queue_deploy(service, SYSTEM, "cli")
+    release = services.new_release(deploy, "1a2b3c4d")
+    Deploy.objects.filter(pk=deploy.pk).update(state=State.SUCCEEDED)
+    [placed] = services.placements(service)
+    services.placement_ports(placed, [41001, 41002])
+    services.placements_serving({placed.pk: str(release)})
+    [left] = services.set_service_hosts(service, [services.this_machine(org)], SYSTEM)
+    assert left.startswith(f"shop could not be stopped on {gone.name} (")
+    assert services.placements(service) == []
+
+
 def test_a_host_a_service_runs_on_is_not_removed_from_under_it(org: Organization) -> None:
     service = services.add_service(org, services.ServiceFields(name="shop", git_url="/x"), SYSTEM)
     host = checked_host(org, "deploy@10.0.0.7")

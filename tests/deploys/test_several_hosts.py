@@ -6,15 +6,19 @@ without pause through the first while the deploy goes through them in turn."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+from django.utils import timezone
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import JobLogLine, Organization
-from onwatch.deploys import releases, services, switch
-from onwatch.deploys.models import Deploy, Service, State, Watch
+from onwatch.core.models import Job, JobLogLine, JobState, Organization
+from onwatch.deploys import places, releases, services, switch
+from onwatch.deploys.models import Deploy, Host, Service, State, Watch
+from onwatch.deploys.releases import Target
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
@@ -208,6 +212,66 @@ def test_a_host_failing_at_its_turn_sends_the_first_back(
     assert failed.live_after == f"{first.release} on this machine, nothing on {SSH_HOST}"
 
 
+class Killed(BaseException):
+    """The worker's death, as near as one process plays it: none of the deploy's own
+    handling of a failure runs after it."""
+
+
+def killed(*args: object, **kwargs: object) -> NoReturn:
+    raise Killed
+
+
+def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(
+    on_two: Service,
+    machine: Machine,
+    other: Machine,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    first = deployed(on_two, tmp_path / "repo", "v1")
+    assert first.state == State.SUCCEEDED, (first.reason, first.steps)
+    made = releases.place_for
+
+    def dying_there(host: Host) -> places.Place:
+        place = made(host)
+        if not host.local:
+            monkeypatch.setattr(place, "switch", killed)
+        return place
+
+    monkeypatch.setattr(releases, "place_for", dying_there)
+    commit(tmp_path / "repo", app_files("v2"), "Version v2")
+    services.run_pipeline(on_two, SYSTEM, "cli")
+    with pytest.raises(Killed):
+        jobs.run_pending(kinds=KINDS)
+    monkeypatch.setattr(releases, "place_for", made)
+    deploy = on_two.deploys.order_by("-pk").first()
+    assert deploy is not None and deploy.state == State.RUNNING
+    assert answers(machine) == {"v2"} and answers(other) == {"v1"}  # what the kill left
+    gone = timezone.now() - timedelta(minutes=1)
+    assert deploy.job_id is not None
+    Job.objects.filter(pk=deploy.job_id).update(lease_until=gone)
+    assert [j.pk for j in jobs.reap_expired()] == [deploy.job_id]
+    deploy.refresh_from_db()
+    assert deploy.state == State.INTERRUPTED
+    assert answers(machine) == answers(other) == {"v1"}
+    v1 = str(first.release)
+    assert deploy.reason == (
+        "onwatch stopped while the deploy ran (its worker stopped answering); deploy again; "
+        f"switched back on this machine; what serves now: {v1} on every host "
+        f"(this machine, {SSH_HOST})"
+    )
+    assert deploy.live_after == v1
+    [alert] = alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted")
+    assert "switched back on this machine" in alert.body
+    assert not machine.caddy.counting("shop.test")
+    # A rerun continues cleanly.
+    again = services.queue_deploy(on_two, SYSTEM, "cli")
+    jobs.run_pending(kinds=KINDS)
+    again.refresh_from_db()
+    assert again.state == State.SUCCEEDED, (again.reason, again.steps)
+    assert answers(machine) == answers(other) == {"v2"}
+
+
 def test_a_rollback_goes_back_on_every_host(
     on_two: Service, machine: Machine, other: Machine, tmp_path: Path
 ) -> None:
@@ -235,6 +299,18 @@ def test_a_rollback_goes_back_on_every_host(
     with pytest.raises(services.Refusal) as refused:
         services.set_domain(on_two, "shop2.test", True, SYSTEM)
     assert str(refused.value).startswith(f"shop runs on SSH hosts ({SSH_HOST}), where onwatch")
+    # Moved to a host that serves nothing yet, it would stop everywhere before it
+    # serves there: refused, saying how to move it.
+    new = ready_host(on_two.org, "deploy@10.0.0.8")
+    with pytest.raises(services.Refusal) as moved:
+        services.set_service_hosts(on_two, [new], SYSTEM)
+    assert str(moved.value) == (
+        f"shop serves only on this machine, {SSH_HOST}, which this change would stop before "
+        "any other host serves it: add the new hosts beside (onwatch services hosts shop "
+        f"'this machine' '{SSH_HOST}' 'deploy@10.0.0.8'), deploy, then take this machine, "
+        f"{SSH_HOST} off"
+    )
+    assert answers(machine) == answers(other) == {"v1"}
     # Taken off its hosts, the service stops there and serves here alone.
     services.set_service_hosts(on_two, [services.this_machine(on_two.org)], SYSTEM)
     assert answers(machine) == {"v1"}
@@ -243,17 +319,36 @@ def test_a_rollback_goes_back_on_every_host(
 
 
 def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
-    on_two: Service, machine: Machine, other: Machine, failing: Failing, tmp_path: Path
+    on_two: Service,
+    machine: Machine,
+    other: Machine,
+    failing: Failing,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     first = deployed(on_two, tmp_path / "repo", "v1")
     assert first.state == State.SUCCEEDED, (first.reason, first.steps)
     # v2 fails on the other host, and v1 no longer passes its gate here to come back.
     failing.there.add("v2")
     failing.here.add("v1")
+    back = releases.Run.switch_back
+
+    def cancelled_meanwhile(run: releases.Run, target: Target, before: str | None) -> str:
+        # Someone cancels as it goes back: the worse news (a mix) must not read "cancelled".
+        assert run.deploy.job is not None
+        jobs.cancel(run.deploy.job, "ana")
+        return back(run, target, before)
+
+    monkeypatch.setattr(releases.Run, "switch_back", cancelled_meanwhile)
     failed = deployed(on_two, tmp_path / "repo", "v2")
     assert failed.state == State.FAILED
     v1, v2 = str(first.release), str(failed.release)
     mix = f"{v2} on this machine, {v1} on {SSH_HOST}"
+    assert failed.reason.startswith(f"cancelled while it failed: on {SSH_HOST}: {v2} never")
+    # The cancel reached the run: its job ended cancelled.
+    assert failed.job is not None and failed.job.state == JobState.CANCELLED
+    # Kept on for the watch at this machine's switch, Caddy's count stopped with the deploy.
+    assert not machine.caddy.counting("shop.test")
     assert failed.reason.endswith(f"what serves now: {mix}"), failed.reason
     assert (
         f"going back failed (this machine: {v1} never answered 200 3 times in a row on "
@@ -264,6 +359,26 @@ def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
     [alert] = alerts_titled(f"shop serves a mix of releases after deploy #{failed.pk}")
     assert f"What serves shop.test now: {mix}" in alert.body
     assert "onwatch rollback shop" in alert.body
+
+
+def test_a_rollback_to_a_release_never_built_on_a_new_host_says_so(
+    org: Organization, shop: Service, machine: Machine, tmp_path: Path
+) -> None:
+    first = deployed(shop, tmp_path / "repo", "v1")
+    assert deployed(shop, tmp_path / "repo", "v2").state == State.SUCCEEDED
+    with ssh_host() as made:
+        services.set_service_hosts(
+            shop, [services.this_machine(org), checked_ssh_host(org, made)], SYSTEM
+        )
+        rollback = services.queue_rollback(shop, SYSTEM, "cli")
+        jobs.run_pending(kinds=KINDS)
+    rollback.refresh_from_db()
+    assert rollback.state == State.FAILED
+    assert rollback.reason.startswith(
+        f"{first.release} was never built on {made.name}, which became a host of shop after "
+        "it: deploy first (onwatch deploy shop), then roll back to a release built there too"
+    ), rollback.reason
+    assert answers(machine) == {"v2"}
 
 
 def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(

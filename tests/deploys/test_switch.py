@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from onwatch.deploys import caddy
-from onwatch.deploys.switch import Gate, Machine, Step, SwitchFailed, program_name, switch
+from onwatch.deploys.switch import (
+    Gate,
+    Machine,
+    Step,
+    SwitchFailed,
+    left_behind,
+    program_name,
+    stop_serving,
+    switch,
+)
 from tests.support.load import Load, fetch
 from tests.support.switching import listen_port, release
 
@@ -199,3 +208,16 @@ def test_this_machine_keeps_caddy_and_supervisord_in_the_data_dir(
     machine.caddy.put_site(caddy.Site("shop.test", (20001, 20002)))
     sites = machine.caddy.config()["apps"]["http"]["servers"]["sites"]
     assert sites["listen"] == [":8080"] and sites["automatic_https"] == {"disable": True}
+
+
+def test_what_is_left_behind_of_slots_is_their_site_their_label_or_their_program(
+    caddy_machine: Machine, caddy_site: caddy.Site
+) -> None:
+    ports = set(caddy_site.ports)
+    assert left_behind(caddy_machine, ports)  # the site alone
+    assert not left_behind(caddy_machine, {caddy_site.ports[0] + 1000})
+    switch(caddy_machine, caddy_site, release("r1"))
+    caddy_machine.caddy.remove_site(caddy_site.domain)
+    assert left_behind(caddy_machine, ports)  # its live slot and program
+    stop_serving(caddy_machine, ports)
+    assert not left_behind(caddy_machine, ports)
