@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from onwatch.core.audit import Actor
@@ -21,6 +23,7 @@ from onwatch.deploys.models import (
     ENDED,
     Deploy,
     DeployKind,
+    Host,
     Release,
     ReleaseState,
     Service,
@@ -54,9 +57,49 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         "deploys": list(service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]),
         "can_deploy": can(request, "deploys.run"),
         "ready": ReleaseState.READY,
-        "where": releases.where_it_runs(service),
+        "where": where_rows(service),
+        "on_hosts": any(not p.host.local for p in services.placements(service)),
         "host_names": ", ".join(p.host.name for p in services.placements(service)),
+        # What a refused "Save the hosts" was given: typed again, it would be lost.
+        "hosts_typed": request.GET.get("hosts", ""),
+        "org_hosts": ", ".join(Host.objects.filter(org=service.org).values_list("name", flat=True)),
     }
+
+
+def where_rows(service: Service) -> list[dict[str, Any]]:
+    """Each host with what serves there and where people reach it: an SSH host answers
+    through its own Caddy, not onwatch's (the page linked this machine's, which served
+    nothing of a service on SSH hosts only)."""
+    hosts = {p.host.name: p.host for p in services.placements(service)}
+    rows = []
+    for w in releases.where_it_runs(service):
+        host = hosts.get(w.host)
+        local = host is None or host.local
+        rows.append(
+            {
+                "host": w.host,
+                "serving": w.serving,
+                "seen_at": w.seen_at,
+                "url": address(service.domain, None if local else host),
+                "local": local,
+            }
+        )
+    return rows
+
+
+def address(domain: str, host: Host | None) -> str:
+    """Where people reach the service on a host (None: this machine); empty without a
+    domain."""
+    if not domain:
+        return ""
+    return site_url(domain) if host is None else host_url(domain, host)
+
+
+def host_url(domain: str, host: Host) -> str:
+    """Where the host's Caddy answers for `domain`, its port shown when not the usual one."""
+    https = host.caddy_https
+    port, usual = (host.https_port, 443) if https else (host.http_port, 80)
+    return f"{'https' if https else 'http'}://{domain}{'' if port == usual else f':{port}'}/"
 
 
 def site_url(domain: str) -> str:
@@ -131,6 +174,9 @@ def service_hosts(request: HttpRequest, pk: int) -> HttpResponse:
         left = services.set_service_hosts(service, chosen, Actor.of(request))
     except Refusal as e:
         messages.error(request, str(e))
+        # The form shows what was typed, to be mended rather than typed again.
+        typed = urlencode({"hosts": request.POST.get("hosts", "")})
+        return redirect(f"{reverse('service_detail', args=[pk])}?{typed}#deploy-setup")
     else:
         for line in left:
             messages.warning(request, line)

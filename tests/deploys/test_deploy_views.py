@@ -252,10 +252,9 @@ def test_the_pages_link_the_site_and_a_green_pipeline_its_deploy(
     viewer = signed_in(members["viewer"])
     page = viewer.get(f"/services/{service.pk}/").content.decode()
     assert '<a class="site-url" href="http://shop.example.com:21605/">' in page
-    # At the top too, not only below fifteen rows of set-up.
-    assert (
-        '<dd class="serves-now">nothing yet at <a href="http://shop.example.com:21605/">'
-    ) in page
+    # What serves where and the deploys come first; the fifteen rows of set-up after them.
+    assert page.index('class="service-hosts"') < page.index('id="setup"')
+    assert page.index('id="deploys"') < page.index("Deploy key") < page.index("Runs as")
     green = Pipeline.objects.create(
         service=service, branch="main", trigger="ui", state=State.SUCCEEDED
     )
@@ -308,3 +307,49 @@ def test_the_service_page_sets_its_hosts_and_shows_what_serves_on_each(
     refused = admin.post(f"{page}hosts/", {"hosts": "deploy@nowhere"}, follow=True)
     assert "deploy@nowhere is not a host of" in html.unescape(refused.content.decode())
     assert len(services.placements(service)) == 2
+
+
+def test_a_service_on_ssh_hosts_only_links_each_hosts_caddy(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: the page linked onwatch's own Caddy ("Answers at http://shop…:49713/"),
+    which serves nothing of a service on SSH hosts only; each host's Caddy does."""
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    plain = Host.objects.create(
+        org=org,
+        name="deploy@10.0.0.7",
+        address="10.0.0.7",
+        ready=True,
+        caddy_https=False,
+        http_port=8081,
+    )
+    tls = Host.objects.create(org=org, name="deploy@10.0.0.8", address="10.0.0.8", ready=True)
+    services.set_service_hosts(service, [plain, tls], SYSTEM)
+    shown = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert '<a class="site-url" href="http://shop.example.com:8081/">' in shown
+    assert '<a class="site-url" href="https://shop.example.com/">' in shown
+    assert shown.count('class="site-url"') == 2  # none to onwatch's Caddy
+    assert "to these hosts in turn" in shown
+
+
+def test_refused_hosts_are_shown_again_to_be_mended(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: a host not yet checked refused the list, and the field came back empty."""
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=None)
+    admin = signed_in(members["admin"])
+    typed = "this machine, deploy@10.0.0.7"
+    refused = admin.post(f"/services/{service.pk}/hosts/", {"hosts": typed})
+    assert refused.status_code == 302 and refused["Location"].endswith("#deploy-setup")
+    shown = html.unescape(admin.get(refused["Location"]).content.decode())
+    assert f'name="hosts" value="{typed}"' in shown
+    assert "deploy@10.0.0.7 has not passed its check: check it on its page under Hosts" in shown
+    assert services.placements(service) == []
+    # The hosts to choose from are named beside the field.
+    assert "Hosts</a> page shows them: " in shown and "deploy@10.0.0.7" in shown

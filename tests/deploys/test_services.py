@@ -444,10 +444,10 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
         gone,
     ]
     refusals = {
-        "deploy@10.0.0.9 has not passed its check; run onwatch hosts check deploy@10.0.0.9 "
-        "and fix what it says first": [unchecked],
-        "deploy@10.0.0.10 has not passed its check; run onwatch hosts check deploy@10.0.0.10 "
-        "and fix what it says first": [web1, failing],
+        "deploy@10.0.0.9 has not passed its check: check it on its page under Hosts (or onwatch "
+        "hosts check deploy@10.0.0.9) and fix what it says first": [unchecked],
+        "deploy@10.0.0.10 has not passed its check: check it on its page under Hosts (or onwatch "
+        "hosts check deploy@10.0.0.10) and fix what it says first": [web1, failing],
         "deploy@10.0.0.11 is not a host of Acme": [theirs],
         f"{gone} is named twice; name each host once": [web1, here, web1],
     }
@@ -460,7 +460,8 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
     with pytest.raises(services.Refusal) as unknown:
         services.hosts_named(org, [gone, "deploy@nowhere"])
     assert (
-        str(unknown.value) == "deploy@nowhere is not a host of Acme; add it with onwatch hosts add"
+        str(unknown.value)
+        == "deploy@nowhere is not a host of Acme: add it under Hosts (or onwatch hosts add)"
     )
     # A host kept keeps the slot ports it gave; this machine alone is no hosts at all.
     [kept] = [p for p in services.placements(service) if p.host == web1]
