@@ -54,7 +54,10 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         "previous_release": services.previous_release(service),
         "rollback_refused": rollback_refused(service),
         "site_url": site_url(service.domain) if service.domain else "",
-        "deploys": list(service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]),
+        "deploy_rows": [
+            (d, served_badly(getattr(d, "watch", None)))
+            for d in service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]
+        ],
         "can_deploy": can(request, "deploys.run"),
         "ready": ReleaseState.READY,
         "where": where_rows(service),
@@ -109,6 +112,20 @@ def site_url(domain: str) -> str:
     https = settings.CADDY_HTTPS
     port, usual = (settings.CADDY_HTTPS_PORT, 443) if https else (settings.CADDY_HTTP_PORT, 80)
     return f"{'https' if https else 'http'}://{domain}{'' if port == usual else f':{port}'}/"
+
+
+def served_badly(its_watch: Watch | None) -> str:
+    """What users felt of a release its watch rolled back, after the switch: the switch
+    alone read "0 failed requests", while the release answered its errors after it."""
+    if its_watch is None or its_watch.state != WatchState.ROLLED_BACK:
+        return ""
+    found = its_watch.detected_at or its_watch.ended_at
+    served = (found - its_watch.started_at).total_seconds() if found else None
+    took = f" in the {watch.span_text(served)} it was watched" if served is not None else ""
+    return (
+        f"then it answered {its_watch.errors:,} of {its_watch.requests:,} requests with errors "
+        f"(5xx){took}, before onwatch rolled it back"
+    )
 
 
 def rollback_refused(service: Service) -> str:
@@ -243,6 +260,7 @@ def deploy_facts(deploy: Deploy) -> dict[str, Any]:
     return {
         "watch": its_watch,
         "watch_said": watch.said(its_watch) if its_watch else unwatched(deploy),
+        "served_badly": served_badly(its_watch),
         "incident_page": watch.incident_page(its_watch) if its_watch else "",
         "asked_by": Watch.objects.filter(rollback=deploy).select_related("deploy").first(),
         "live_now": services.live_release(deploy.service),
