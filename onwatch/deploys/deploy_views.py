@@ -264,9 +264,22 @@ def deploy_facts(deploy: Deploy) -> dict[str, Any]:
         "incident_page": watch.incident_page(its_watch) if its_watch else "",
         "asked_by": Watch.objects.filter(rollback=deploy).select_related("deploy").first(),
         "live_now": services.live_release(deploy.service),
+        # Several hosts: what serves on each, as its service's page shows it.
+        "where": where_rows(deploy.service) if services.placements(deploy.service) else [],
+        "switched_back": switched_back(deploy),
         "refresh": REFRESH_SECONDS if going_on else 0,
         "timeline": [timeline_row(step, deploy.state) for step in deploy.steps],
     }
+
+
+def switched_back(deploy: Deploy) -> str:
+    """The hosts a deploy that did not succeed had switched and sent back: its "went live"
+    alone read as if its release served."""
+    if deploy.state == State.SUCCEEDED or deploy.switched_at is None:
+        return ""
+    prefix = "switch back on "
+    hosts = [s["name"][len(prefix) :] for s in deploy.steps if s.get("name", "").startswith(prefix)]
+    return ", ".join(hosts)
 
 
 def timeline_row(step: dict[str, Any], state: str) -> dict[str, Any]:

@@ -366,3 +366,52 @@ def test_refused_hosts_are_shown_again_to_be_mended(
     assert services.placements(service) == []
     # The hosts to choose from are named beside the field.
     assert "Hosts</a> page shows them: " in shown and "deploy@10.0.0.7" in shown
+
+
+def test_a_deploy_sent_back_on_its_first_host_says_so_and_what_serves_on_each(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: a deploy whose second host failed its gate read "Went live 12:02:28 (the old
+    release drained after)" and "Serves shop.localhost now: release 1", as if one release
+    served one place."""
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    web1, web2 = (
+        Host.objects.create(org=org, name=n, address=n.split("@")[1], ready=True)
+        for n in ("deploy@10.0.0.7", "deploy@10.0.0.8")
+    )
+    services.set_service_hosts(service, [web1, web2], SYSTEM)
+    one = Release.objects.create(service=service, commit="a" * 40, state=ReleaseState.READY)
+    two = Release.objects.create(service=service, commit="b" * 40, state=ReleaseState.READY)
+    live_deploy(service, one, timezone.now() - timedelta(minutes=5))
+    now = timezone.now()
+    steps = [
+        step("switch on deploy@10.0.0.7", now, 1.3, True, f"{two.label} takes requests"),
+        step("health gate on deploy@10.0.0.8", now, 60.0, False, "never answered 200"),
+        step("switch back on deploy@10.0.0.7", now, 6.1, True, f"{one.label} serves again"),
+    ]
+    failed = Deploy.objects.create(
+        service=service,
+        release=two,
+        trigger="ui",
+        state=State.FAILED,
+        switched_at=now,
+        ended_at=now,
+        drain_seconds=1.3,
+        steps=steps,
+    )
+    [here, there] = services.placements(service)
+    services.placements_serving({here.pk: one.label, there.pk: one.label})
+    shown = html.unescape(
+        signed_in(members["viewer"]).get(f"/deploys/{failed.pk}/").content.decode()
+    )
+    assert (
+        '<span class="warning switched-back">then was switched back on deploy@10.0.0.7 when a '
+        "later host failed</span>"
+    ) in shown
+    assert "(the old release drained after)" not in shown
+    assert (
+        f'<dd class="live-now">{one.label} on deploy@10.0.0.7<br>{one.label} on deploy@10.0.0.8'
+    ) in shown
