@@ -62,6 +62,8 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         "ready": ReleaseState.READY,
         "where": where_rows(service),
         "on_hosts": any(not p.host.local for p in services.placements(service)),
+        # The watch reads Caddy's log on this machine only (releases.count_before).
+        "here_too": any(p.host.local for p in services.placements(service)),
         "host_names": ", ".join(p.host.name for p in services.placements(service)),
         # What a refused "Save the hosts" was given: typed again, it would be lost.
         "hosts_typed": request.GET.get("hosts", ""),

@@ -315,6 +315,7 @@ def test_the_service_page_sets_its_hosts_and_shows_what_serves_on_each(
     shown = html.unescape(viewer.get(page).content.decode())
     assert "<td>this machine</td><td>release 4 (1a2b3c4) <small>(at " in shown
     assert "<td>deploy@10.0.0.7</td><td>release 3 (9f8e7d6) <small>(at " in shown
+    assert "Only this machine's answers are judged" in shown
     assert "if one fails, those switched already go back" in shown
     assert "Save the hosts" not in shown  # a viewer changes nothing
     refused = admin.post(f"{page}hosts/", {"hosts": "deploy@nowhere"}, follow=True)
@@ -346,6 +347,8 @@ def test_a_service_on_ssh_hosts_only_links_each_hosts_caddy(
     assert '<a class="site-url" href="https://shop.example.com/">' in shown
     assert shown.count('class="site-url"') == 2  # none to onwatch's Caddy
     assert "to these hosts in turn" in shown
+    # Its watch cannot judge there, and the rule above did not say so.
+    assert "But its releases are not judged, nor rolled back by themselves" in shown
 
 
 def test_refused_hosts_are_shown_again_to_be_mended(
