@@ -117,16 +117,18 @@ def site_url(domain: str) -> str:
 
 
 def served_badly(its_watch: Watch | None) -> str:
-    """What users felt of a release its watch rolled back, after the switch: the switch
-    alone read "0 failed requests", while the release answered its errors after it."""
+    """What users felt of a release its watch rolled back: the switch alone read "0 failed
+    requests", while the release went on answering errors until onwatch found it worse.
+    The watch counts from going live (watch.py), the switch's answers among them."""
     if its_watch is None or its_watch.state != WatchState.ROLLED_BACK:
         return ""
+    live = its_watch.deploy.switched_at or its_watch.started_at
     found = its_watch.detected_at or its_watch.ended_at
-    served = (found - its_watch.started_at).total_seconds() if found else None
-    took = f" in the {watch.span_text(served)} it was watched" if served is not None else ""
+    took = f" ({watch.span_text((found - live).total_seconds())})" if found else ""
     return (
-        f"then it answered {its_watch.errors:,} of {its_watch.requests:,} requests with errors "
-        f"(5xx){took}, before onwatch rolled it back"
+        f"from going live until onwatch found it worse{took}, it answered "
+        f"{its_watch.errors:,} of {its_watch.requests:,} requests with errors (5xx), those "
+        "during the switch included; then onwatch rolled it back"
     )
 
 

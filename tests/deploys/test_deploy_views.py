@@ -153,18 +153,18 @@ def test_a_deploy_rolled_back_by_its_watch_says_so_and_what_serves_now(
     )
     # What its users felt after the switch: the switch alone said "0 failed requests".
     services.watch_ended(its_watch, WatchState.ROLLED_BACK, "release 2 answered 20 % with errors")
-    found = its_watch.started_at + timedelta(seconds=41)
+    found = bad.switched_at + timedelta(seconds=41)
     Watch.objects.filter(pk=its_watch.pk).update(requests=130, errors=23, detected_at=found)
     Deploy.objects.filter(pk=bad.pk).update(switch_served=12, switch_failed=0)
     shown = html.unescape(viewer.get(f"/deploys/{bad.pk}/").content.decode())
     assert "0 failed requests during the switch, of 12 served" in shown
     said = (
-        "hen it answered 23 of 130 requests with errors (5xx) in the 41 s it was watched, "
-        "before onwatch rolled it back"
+        "rom going live until onwatch found it worse (41 s), it answered 23 of 130 requests "
+        "with errors (5xx), those during the switch included; then onwatch rolled it back"
     )
-    assert f'<span class="warning served-badly">T{said} (Caddy' in shown
+    assert f'<span class="warning served-badly">F{said} (Caddy' in shown
     listed = html.unescape(viewer.get(f"/services/{service.pk}/").content.decode())
-    assert listed.count(f"t{said}") == 1  # its row only, not the rollback's
+    assert listed.count(f"f{said}") == 1  # its row only, not the rollback's
     assert f'Serves shop.example.com now</dt><dd class="live-now">{one.label}' in shown
     assert "rolled back: release 2 answered 20 % with errors" in shown
     # Its warning is no longer shown in the green of "succeeded".
