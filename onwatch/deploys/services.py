@@ -995,7 +995,8 @@ def remove_host(host: Host, actor: Actor) -> None:
     if names := list(host.placements.values_list("service__name", flat=True)):
         raise Refusal(
             f"{', '.join(names)} {'runs' if len(names) == 1 else 'run'} on {host.name}; take "
-            f"{host.name} out of their hosts (onwatch services hosts SERVICE HOST…) first",
+            f"{host.name} out of their hosts (a service's page, Set-up, or onwatch services "
+            "hosts SERVICE HOST…) first",
             "host",
         )
     with transaction.atomic():

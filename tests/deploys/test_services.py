@@ -495,7 +495,7 @@ def test_a_host_a_service_runs_on_is_not_removed_from_under_it(org: Organization
         services.remove_host(host, SYSTEM)
     assert str(refused.value) == (
         "shop runs on deploy@10.0.0.7; take deploy@10.0.0.7 out of their hosts "
-        "(onwatch services hosts SERVICE HOST…) first"
+        "(a service's page, Set-up, or onwatch services hosts SERVICE HOST…) first"
     )
     services.set_service_hosts(service, [], SYSTEM)
     services.remove_host(host, SYSTEM)
