@@ -418,3 +418,29 @@ def test_a_deploy_sent_back_on_its_first_host_says_so_and_what_serves_on_each(
     assert (
         f'<dd class="live-now">{one.label} on deploy@10.0.0.7<br>{one.label} on deploy@10.0.0.8'
     ) in shown
+
+
+def test_the_services_list_says_what_serves_where_and_the_last_deploy(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: the list said only each service's last pipeline."""
+    from onwatch.deploys.models import Host
+
+    shop = service_for(org, "/srv/git/shop.git")
+    blog = services.add_service(org, services.ServiceFields(name="blog", git_url="/x"), SYSTEM)
+    services.set_domain(shop, "shop.example.com", True, SYSTEM)
+    web1 = Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=True)
+    services.set_service_hosts(shop, [services.this_machine(org), web1], SYSTEM)
+    here, there = services.placements(shop)
+    services.placements_serving({here.pk: "release 4 (1a2b3c4)", there.pk: "release 3 (9f8e7d6)"})
+    failed = Deploy.objects.create(service=shop, trigger="ui", state=State.FAILED)
+    shown = html.unescape(signed_in(members["viewer"]).get("/services/").content.decode())
+    assert (
+        '<td class="serves">release 4 (1a2b3c4) on this machine<br>release 3 (9f8e7d6) on '
+        "deploy@10.0.0.7</td>"
+    ) in shown
+    assert (
+        f'<a href="/deploys/{failed.pk}/">deploy #{failed.pk}</a> <span class="state-failed">'
+        in (shown)
+    )
+    assert shown.count("not deployed (no domain)") == 1 and blog.domain == ""
