@@ -59,6 +59,7 @@ from onwatch.deploys.models import (
 )
 
 if TYPE_CHECKING:
+    from onwatch.deploys.releases import Where
     from onwatch.deploys.switch import Felt, Machine
 
 KIND = "deploys.pipeline"
@@ -1126,6 +1127,7 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     # Imported here: releases.py writes through this module.
     from onwatch.deploys import releases
 
+    _refuse_serving_nowhere(service, chosen, releases.where_it_runs(service))
     left = releases.stop_where_not(service, chosen)
     # A host kept keeps its slots and what was seen serving there.
     kept = {p.host_id: p for p in placements(service)}
@@ -1150,6 +1152,30 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
             not_stopped=left,
         )
     return left
+
+
+def _refuse_serving_nowhere(service: Service, chosen: list[Host], where: list[Where]) -> None:
+    """Hosts taken off stop the service at once: walked, a list of new hosts alone took a
+    live shop offline until a deploy would reach them, saying only "its next deploy goes
+    there". `where`: releases.where_it_runs (what serves on each host now)."""
+    if not service.domain:
+        return
+    names = {h.name for h in chosen} or {THIS_MACHINE}
+    serving = [w.host for w in where if _serves(w.serving)]
+    if serving and not names.intersection(serving):
+        raise Refusal(
+            f"{service.name} serves only on {', '.join(serving)}, which this list takes off: "
+            "it would serve nowhere until a deploy reached the new hosts. Keep one of them "
+            "in the list, deploy, then take it off (or take the domain away to stop it "
+            "on purpose)",
+            "hosts",
+        )
+
+
+def _serves(label: str) -> bool:
+    return (
+        bool(label) and label not in ("nothing", "nothing yet") and not label.startswith("unknown")
+    )
 
 
 def placements_serving(said: dict[int, str]) -> None:

@@ -153,6 +153,7 @@ def test_a_deploy_rolled_back_by_its_watch_says_so_and_what_serves_now(
     )
     # What its users felt after the switch: the switch alone said "0 failed requests".
     services.watch_ended(its_watch, WatchState.ROLLED_BACK, "release 2 answered 20 % with errors")
+    assert bad.switched_at is not None
     found = bad.switched_at + timedelta(seconds=41)
     Watch.objects.filter(pk=its_watch.pk).update(requests=130, errors=23, detected_at=found)
     Deploy.objects.filter(pk=bad.pk).update(switch_served=12, switch_failed=0)
