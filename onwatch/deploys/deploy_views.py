@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -42,6 +41,7 @@ def _service(request: HttpRequest, pk: int) -> Service:
 
 def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     """The service page's part about its domain, releases and deploys."""
+    refused = request.session.pop(hosts_refused_key(service.pk), None) or ["", ""]
     live = services.live_release(service)
     kept = list(service.releases.order_by("-pk"))
     notes = services.rolled_back_notes(service)
@@ -65,10 +65,14 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         # The watch reads Caddy's log on this machine only (releases.count_before).
         "here_too": any(p.host.local for p in services.placements(service)),
         "host_names": ", ".join(p.host.name for p in services.placements(service)),
-        # What a refused "Save the hosts" was given: typed again, it would be lost.
-        "hosts_typed": request.GET.get("hosts", ""),
+        # What a refused "Save the hosts" was given, and why it was refused.
+        **dict(zip(("hosts_typed", "hosts_error"), refused, strict=True)),
         "org_hosts": ", ".join(Host.objects.filter(org=service.org).values_list("name", flat=True)),
     }
+
+
+def hosts_refused_key(pk: int) -> str:
+    return f"hosts-refused-{pk}"
 
 
 def where_rows(service: Service) -> list[dict[str, Any]]:
@@ -194,10 +198,10 @@ def service_hosts(request: HttpRequest, pk: int) -> HttpResponse:
         chosen = services.hosts_named(service.org, names)
         left = services.set_service_hosts(service, chosen, Actor.of(request))
     except Refusal as e:
-        messages.error(request, str(e))
-        # The form shows what was typed, to be mended rather than typed again.
-        typed = urlencode({"hosts": request.POST.get("hosts", "")})
-        return redirect(f"{reverse('service_detail', args=[pk])}?{typed}#deploy-setup")
+        # Beside the form, with what was typed, to be mended rather than typed again: the
+        # page opens at the form, below where messages show.
+        request.session[hosts_refused_key(pk)] = [request.POST.get("hosts", ""), str(e)]
+        return redirect(f"{reverse('service_detail', args=[pk])}#deploy-setup")
     else:
         for line in left:
             messages.warning(request, line)

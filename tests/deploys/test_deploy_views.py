@@ -366,7 +366,14 @@ def test_refused_hosts_are_shown_again_to_be_mended(
     assert refused.status_code == 302 and refused["Location"].endswith("#deploy-setup")
     shown = html.unescape(admin.get(refused["Location"]).content.decode())
     assert f'name="hosts" value="{typed}"' in shown
-    assert "deploy@10.0.0.7 has not passed its check: check it on its page under Hosts" in shown
+    # Beside the form the page opens at, not at its top, out of sight.
+    assert (
+        '<ul class="errorlist hosts-refused"><li>deploy@10.0.0.7 has not passed its check: '
+        "check it on its page under Hosts"
+    ) in shown
+    # Once: a reload shows the hosts as they are.
+    again = html.unescape(admin.get(refused["Location"]).content.decode())
+    assert "hosts-refused" not in again and f'value="{typed}"' not in again
     assert services.placements(service) == []
     # The hosts to choose from are named beside the field.
     assert "Hosts</a> page shows them: " in shown and "deploy@10.0.0.7" in shown
