@@ -1015,9 +1015,12 @@ def failed_to_do(deploy: Deploy) -> str:
             f"{deploy.kind}'s timeline linked below), bring it back, then deploy again."
         )
     if deploy.switched_at is None and deploy.live_after:
+        # Several hosts are each said above: "X on a, nothing on b still serves" misread.
+        live = deploy.live_after
+        serves = "what served before still serves" if " on " in live else f"{live} still serves"
         return (
-            f"What to do: nothing is urgent, {deploy.live_after} still serves as before. Read "
-            f"the {deploy.kind}'s timeline (linked below), fix the cause and deploy again."
+            f"What to do: nothing is urgent, {serves} as before. Read the {deploy.kind}'s "
+            "timeline (linked below), fix the cause and deploy again."
         )
     return (
         f"What to do: read the {deploy.kind}'s timeline (linked below); fix the cause and "
