@@ -5,6 +5,7 @@ removing hosts against a real sshd: test_hosts.py.)"""
 from __future__ import annotations
 
 import html
+from datetime import UTC, datetime
 from typing import Any
 
 from onwatch.core.audit import SYSTEM
@@ -43,6 +44,10 @@ def test_a_hosts_page_says_which_services_run_there_and_what_serves(
     listed = html.unescape(viewer.get("/hosts/").content.decode())
     assert f'<a href="/services/{shop.pk}/">shop</a> (release 3 (9f8e7d6))' in listed
     assert "those without hosts of their own" in listed  # this machine's row
+    # Ready as of its last check, which the list dates: a host can go away since.
+    Host.objects.filter(pk=web1.pk).update(checked_at=datetime(2026, 3, 2, 9, 5, tzinfo=UTC))
+    dated = html.unescape(viewer.get("/hosts/").content.decode())
+    assert '<small class="checked-at">(checked 2026-03-02 09:05)</small>' in dated
 
 
 def test_a_hosts_page_follows_its_check_until_it_ends(
