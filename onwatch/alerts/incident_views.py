@@ -1,4 +1,4 @@
-"""Incidents (list, timeline, acknowledge, notes), escalation policies and maintenance
+"""Incidents (list, timeline, acknowledge, resolve, notes), escalation policies and maintenance
 windows. Thin: the work is in incidents.py and incident_forms.py."""
 
 from __future__ import annotations
@@ -79,6 +79,18 @@ def incident_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(e))
     else:
         messages.success(request, "Acknowledged: escalation and reminders have stopped.")
+    return redirect("incident_detail", pk=pk)
+
+
+@require("incidents.respond")
+@require_POST
+def incident_resolve(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        services.resolve_incident(_incident(request, pk), Actor.of(request))
+    except Refused as e:
+        messages.error(request, str(e))
+    else:
+        messages.success(request, "Resolved: whoever was told about it hears that it is over.")
     return redirect("incident_detail", pk=pk)
 
 

@@ -158,8 +158,10 @@ def resolve_incident(
     evidence: dict[str, Any],
     now: datetime | None = None,
     title: str = "",
+    actor: str = "",
 ) -> Incident | None:
-    """Resolve the unresolved incident of `source` and tell whoever was told about it.
+    """Resolve the unresolved incident of `source` and tell whoever was told about it;
+    `actor`: the person who resolved it by hand (empty: its source recovered).
 
     `title` is the recovery notice's own ("shop is up again"): the incident's title says
     what went wrong, and "Resolved: shop is down" reads as an outage at a glance.
@@ -176,7 +178,7 @@ def resolve_incident(
         Incident.objects.filter(pk=incident.pk).update(
             state=IncidentState.RESOLVED, resolved_at=now, next_action_at=None
         )
-        IncidentEvent.objects.create(incident=incident, at=now, kind="resolved")
+        IncidentEvent.objects.create(incident=incident, at=now, kind="resolved", actor=actor)
         incident.refresh_from_db()
         notified = notified_channels(incident)
         if notified and (incident.policy is None or incident.policy.notify_recovery):

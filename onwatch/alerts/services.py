@@ -436,6 +436,30 @@ def acknowledge_incident(incident: Incident, actor: Actor) -> None:
         )
 
 
+def resolve_incident(incident: Incident, actor: Actor) -> None:
+    """Resolved by hand: whoever was told hears that it is over. Refused once resolved."""
+    from onwatch.alerts import incidents  # it imports deliver() from here
+
+    with transaction.atomic():
+        title = f"Resolved by {actor.name}: {incident.title}"
+        if (
+            incidents.resolve_incident(
+                incident.org, incident.source, {}, title=title, actor=actor.name
+            )
+            is None
+        ):
+            incident.refresh_from_db()
+            raise Refused(f"This incident is already {incident.state}; nothing to do.")
+        audit.record(
+            "incident-resolved",
+            actor=actor,
+            org=incident.org,
+            target=incident.title,
+            id=incident.pk,
+        )
+    incident.refresh_from_db()
+
+
 def add_incident_note(incident: Incident, text: str, actor: Actor) -> None:
     text = text.strip()
     wrong = "The note was empty or too long; write up to 4,000 characters."

@@ -21,6 +21,7 @@ urlpatterns += [
     path("incidents/", iv.incident_list, name="incidents"),
     path("incidents/<int:pk>/", iv.incident_detail, name="incident_detail"),
     path("incidents/<int:pk>/acknowledge/", iv.incident_acknowledge, name="incident_ack"),
+    path("incidents/<int:pk>/resolve/", iv.incident_resolve, name="incident_resolve"),
     path("incidents/<int:pk>/note/", iv.incident_note, name="incident_note"),
     path("policies/", iv.policy_list, name="policies"),
     path("policies/add/", iv.policy_add, name="policy_add"),

@@ -33,7 +33,7 @@ PERMISSIONS: dict[str, tuple[Role, str]] = {
         Role.VIEWER,
         "See incidents and their timelines, escalation policies and maintenance windows",
     ),
-    "incidents.respond": (Role.DEPLOYER, "Acknowledge incidents and add notes to them"),
+    "incidents.respond": (Role.DEPLOYER, "Acknowledge and resolve incidents and add notes to them"),
     "policies.manage": (Role.ADMIN, "Add, change and remove escalation policies"),
     "maintenance.manage": (Role.DEPLOYER, "Plan, change and remove maintenance windows"),
     "monitors.view": (Role.VIEWER, "See monitors, their uptime, response times and pings"),

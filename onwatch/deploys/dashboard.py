@@ -23,6 +23,9 @@ class Row:
     # The last deploy's own watch, or the watch that asked for it (a rollback).
     watch: Watch | None
     asked_by: Watch | None
+    # On several hosts, what each serves as its last deploy noted (host, label): one
+    # release for the service read as if every host served it.
+    hosts: list[tuple[str, str]]
 
 
 def summary(org: Organization) -> dict[str, Any]:
@@ -42,4 +45,5 @@ def row(service: Service) -> Row:
         last,
         Watch.objects.filter(deploy=last).first() if last else None,
         Watch.objects.filter(rollback=last).first() if last else None,
+        [(p.host.name, p.serving or "nothing yet") for p in services.placements(service)],
     )

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from onwatch.core.audit import Actor
@@ -21,6 +22,7 @@ from onwatch.deploys.models import (
     ENDED,
     Deploy,
     DeployKind,
+    Host,
     Release,
     ReleaseState,
     Service,
@@ -39,6 +41,7 @@ def _service(request: HttpRequest, pk: int) -> Service:
 
 def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     """The service page's part about its domain, releases and deploys."""
+    refused = request.session.pop(hosts_refused_key(service.pk), None) or ["", ""]
     live = services.live_release(service)
     kept = list(service.releases.order_by("-pk"))
     notes = services.rolled_back_notes(service)
@@ -51,12 +54,59 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
         "previous_release": services.previous_release(service),
         "rollback_refused": rollback_refused(service),
         "site_url": site_url(service.domain) if service.domain else "",
-        "deploys": list(service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]),
+        "deploy_rows": [
+            (d, served_badly(getattr(d, "watch", None)))
+            for d in service.deploys.select_related("release", "watch")[:DEPLOYS_SHOWN]
+        ],
         "can_deploy": can(request, "deploys.run"),
         "ready": ReleaseState.READY,
-        "where": releases.where_it_runs(service),
+        "where": where_rows(service),
+        "on_hosts": any(not p.host.local for p in services.placements(service)),
         "host_names": ", ".join(p.host.name for p in services.placements(service)),
+        # What a refused "Save the hosts" was given, and why it was refused.
+        **dict(zip(("hosts_typed", "hosts_error"), refused, strict=True)),
+        "org_hosts": ", ".join(Host.objects.filter(org=service.org).values_list("name", flat=True)),
     }
+
+
+def hosts_refused_key(pk: int) -> str:
+    return f"hosts-refused-{pk}"
+
+
+def where_rows(service: Service) -> list[dict[str, Any]]:
+    """Each host with what serves there and where people reach it: an SSH host answers
+    through its own Caddy, not onwatch's (the page linked this machine's, which served
+    nothing of a service on SSH hosts only)."""
+    hosts = {p.host.name: p.host for p in services.placements(service)}
+    rows = []
+    for w in releases.where_it_runs(service):
+        host = hosts.get(w.host)
+        local = host is None or host.local
+        rows.append(
+            {
+                "host": w.host,
+                "serving": w.serving,
+                "seen_at": w.seen_at,
+                "url": address(service.domain, None if local else host),
+                "local": local,
+            }
+        )
+    return rows
+
+
+def address(domain: str, host: Host | None) -> str:
+    """Where people reach the service on a host (None: this machine); empty without a
+    domain."""
+    if not domain:
+        return ""
+    return site_url(domain) if host is None else host_url(domain, host)
+
+
+def host_url(domain: str, host: Host) -> str:
+    """Where the host's Caddy answers for `domain`, its port shown when not the usual one."""
+    https = host.caddy_https
+    port, usual = (host.https_port, 443) if https else (host.http_port, 80)
+    return f"{'https' if https else 'http'}://{domain}{'' if port == usual else f':{port}'}/"
 
 
 def site_url(domain: str) -> str:
@@ -66,6 +116,22 @@ def site_url(domain: str) -> str:
     https = settings.CADDY_HTTPS
     port, usual = (settings.CADDY_HTTPS_PORT, 443) if https else (settings.CADDY_HTTP_PORT, 80)
     return f"{'https' if https else 'http'}://{domain}{'' if port == usual else f':{port}'}/"
+
+
+def served_badly(its_watch: Watch | None) -> str:
+    """What users felt of a release its watch rolled back: the switch alone read "0 failed
+    requests", while the release went on answering errors until onwatch found it worse.
+    The watch counts from going live (watch.py), the switch's answers among them."""
+    if its_watch is None or its_watch.state != WatchState.ROLLED_BACK:
+        return ""
+    live = its_watch.deploy.switched_at or its_watch.started_at
+    found = its_watch.detected_at or its_watch.ended_at
+    took = f" ({watch.span_text((found - live).total_seconds())})" if found else ""
+    return (
+        f"from going live until onwatch found it worse{took}, it answered "
+        f"{its_watch.errors:,} of {its_watch.requests:,} requests with errors (5xx), those "
+        "during the switch included; then onwatch rolled it back"
+    )
 
 
 def rollback_refused(service: Service) -> str:
@@ -130,7 +196,10 @@ def service_hosts(request: HttpRequest, pk: int) -> HttpResponse:
         chosen = services.hosts_named(service.org, names)
         left = services.set_service_hosts(service, chosen, Actor.of(request))
     except Refusal as e:
-        messages.error(request, str(e))
+        # Beside the form, with what was typed, to be mended rather than typed again: the
+        # page opens at the form, below where messages show.
+        request.session[hosts_refused_key(pk)] = [request.POST.get("hosts", ""), str(e)]
+        return redirect(f"{reverse('service_detail', args=[pk])}#deploy-setup")
     else:
         for line in left:
             messages.warning(request, line)
@@ -197,12 +266,26 @@ def deploy_facts(deploy: Deploy) -> dict[str, Any]:
     return {
         "watch": its_watch,
         "watch_said": watch.said(its_watch) if its_watch else unwatched(deploy),
+        "served_badly": served_badly(its_watch),
         "incident_page": watch.incident_page(its_watch) if its_watch else "",
         "asked_by": Watch.objects.filter(rollback=deploy).select_related("deploy").first(),
         "live_now": services.live_release(deploy.service),
+        # Several hosts: what serves on each, as its service's page shows it.
+        "where": where_rows(deploy.service) if services.placements(deploy.service) else [],
+        "switched_back": switched_back(deploy),
         "refresh": REFRESH_SECONDS if going_on else 0,
         "timeline": [timeline_row(step, deploy.state) for step in deploy.steps],
     }
+
+
+def switched_back(deploy: Deploy) -> str:
+    """The hosts a deploy that did not succeed had switched and sent back: its "went live"
+    alone read as if its release served."""
+    if deploy.state == State.SUCCEEDED or deploy.switched_at is None:
+        return ""
+    prefix = "switch back on "
+    hosts = [s["name"][len(prefix) :] for s in deploy.steps if s.get("name", "").startswith(prefix)]
+    return ", ".join(hosts)
 
 
 def timeline_row(step: dict[str, Any], state: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from onwatch.deploys.models import Host
 
 ORG_HELP = "the organization's name (needed when there are several)"
+# A host's fields kept as they are when only whether it may use root changes.
+HOST_FIELDS = ("provider", "monthly_cost", "currency", "allow_sudo", "caddy_https")
 
 
 def register(add: AddCommand) -> None:
@@ -43,6 +45,11 @@ def register(add: AddCommand) -> None:
     check = add("check", cmd_check, "Check a host now: one line per thing deploys need.", sub)
     check.add_argument("name", help="the host's name as `hosts list` shows it")
     check.add_argument("--prepare", action="store_true", help="install what onwatch can first")
+    check.add_argument(
+        "--allow-sudo",
+        action="store_true",
+        help="the deploy user may be root (on purpose; as the host's page allows it)",
+    )
     forget = add("forget-key", cmd_forget_key, "Forget a host's pinned key (reinstalled).", sub)
     forget.add_argument("name", help="the host's name as `hosts list` shows it")
     remove = add("remove", cmd_remove, "Remove an SSH host (nothing on it is touched).", sub)
@@ -151,6 +158,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from onwatch.deploys import hostchecks, hosts
 
     host = find_host(_org(args), args.name)
+    if args.allow_sudo:
+        allow_root(host)
     try:
         found = hostchecks.check(host, prepare=args.prepare)
     except hosts.HostError as e:
@@ -158,6 +167,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     for f in found:
         print(f"{'ok' if f.ok else 'missing'}: {f.line}")
     return 0 if all(f.ok for f in found) else 1
+
+
+def allow_root(host: Host) -> None:
+    """Added without --allow-sudo, a host signed in to as root had no way from the command
+    line to allow it; its check said only "on the host's page"."""
+    from onwatch.core.audit import CLI
+    from onwatch.deploys import services
+
+    kept = {name: getattr(host, name) for name in (*HOST_FIELDS, *services.HOST_PORTS)}
+    fields = services.HostFields(address=host.name, **(kept | {"allow_sudo": True}))
+    if services.change_host(host, fields, CLI):
+        print(f"onwatch: {host.name} may now sign in as root or use sudo (on purpose)")
 
 
 def cmd_forget_key(args: argparse.Namespace) -> int:

@@ -177,7 +177,7 @@ def findings(
         _process_manager(facts, prepare),
         _caddy(facts, prepare),
         _disk(facts),
-        _rights(facts, allow_sudo),
+        _rights(facts, allow_sudo, check_name),
         *([_boot(facts, check_name), _logind(facts), _sandbox(facts)] if remote else []),
         *([_ports(facts, ports, f"{venv}/bin/caddy")] if ports else []),
     ]
@@ -260,7 +260,7 @@ def _disk(facts: dict[str, list[str]]) -> Finding:
     return Finding("disk", True, f"{shown} free in {where}")
 
 
-def _rights(facts: dict[str, list[str]], allow_sudo: bool) -> Finding:
+def _rights(facts: dict[str, list[str]], allow_sudo: bool, check_name: str) -> Finding:
     uid, user = ([*facts.get("user", []), "", ""])[:2]
     sudo = _first(facts, "sudo")
     if _first(facts, "writable") != "yes":
@@ -275,7 +275,8 @@ def _rights(facts: dict[str, list[str]], allow_sudo: bool) -> Finding:
             "rights",
             False,
             f"The deploy user {user} {how}; onwatch needs no root: sign in as a user of its "
-            'own, or allow it on purpose ("may use root" on the host\'s page)',
+            'own, or allow it on purpose ("May use root" under the host\'s "Change provider, '
+            f'cost or root", or `onwatch hosts check {check_name} --allow-sudo`)',
         )
     return Finding("rights", True, f"{user} has no root and no sudo without a password")
 

@@ -15,12 +15,15 @@ from pydantic import ValidationError
 from onwatch.core import ssh
 from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
-from onwatch.core.models import Job
+from onwatch.core.models import Job, JobState
 from onwatch.core.rest import org_of
 from onwatch.deploys import services
 from onwatch.deploys.forms import HostForm
 from onwatch.deploys.models import Host
 from onwatch.deploys.services import HostFields, Refusal
+
+CHECK_REFRESH_SECONDS = 3
+UNDER_WAY = (JobState.QUEUED, JobState.RUNNING)
 
 
 def _host(request: HttpRequest, pk: int) -> Host:
@@ -31,7 +34,8 @@ def _host(request: HttpRequest, pk: int) -> Host:
 def host_list(request: HttpRequest) -> HttpResponse:
     org = org_of(request)
     services.this_machine(org)
-    ctx = {"hosts": list(Host.objects.filter(org=org)), "can_manage": can(request, "hosts.manage")}
+    found = Host.objects.filter(org=org).prefetch_related("placements__service")
+    ctx = {"hosts": list(found), "can_manage": can(request, "hosts.manage")}
     return render(request, "deploys/hosts.html", ctx)
 
 
@@ -99,11 +103,16 @@ def host_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
     host = _host(request, pk)
     checks = Job.objects.filter(kind=services.HOST_CHECK_KIND, payload__host=host.pk)
+    last_job = checks.order_by("-id").first()
     ctx: dict[str, Any] = {
         "host": host,
         "public_key": "" if host.local else services.host_key(host.org).public_key,
         "fingerprints": ssh.fingerprints(host.known_hosts),
-        "last_job": checks.order_by("-id").first(),
+        "last_job": last_job,
+        # What runs here and which release serves it, as each deploy's end noted it.
+        "placements": host.placements.select_related("service").order_by("service__name"),
+        # A check under way: the page shows its result by itself (it said it would).
+        "refresh": CHECK_REFRESH_SECONDS if last_job and last_job.state in UNDER_WAY else 0,
         "can_manage": can(request, "hosts.manage"),
     }
     return render(request, "deploys/host.html", ctx)

@@ -999,7 +999,19 @@ def _serving_at(service: Service, target: Target) -> str:
     try:
         return target.place.serving(site) or "nothing"
     except places.PlaceError as e:
-        return f"unknown ({e})"
+        # Its remedy is the deploy's reason already; what served there last is the news.
+        last = last_seen(target.placement.serving if target.placement else "")
+        seen = f"; {last} when last seen" if last else ""
+        return f"unknown ({str(e).split(': ')[0]}{seen})"
+
+
+def last_seen(label: str) -> str:
+    """The release a host served when last read, also from an "unknown (…)" label that
+    kept it: a host unreachable twice in a row still says what served there."""
+    if not label.startswith("unknown ("):
+        return "" if label == "nothing" else label
+    said, _, tail = label.rpartition("; ")
+    return tail.removesuffix(" when last seen)") if said and tail.endswith(" seen)") else ""
 
 
 def release_labelled(service: Service, label: str) -> Release | None:
@@ -1068,6 +1080,8 @@ def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     live = serving(deploy.service)
     domain = deploy.service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
+    if " on " in live:  # several hosts, each said: "X on a, Y on b still serves" misread
+        now = f"what serves {domain} now: {live}"
     # A deploy to several places says itself what serves on each.
     reason = why if now in why or "what serves now:" in why else f"{why}; {now}"
     services.deploy_ended(deploy, state, reason, live)
@@ -1122,10 +1136,19 @@ def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
 def failed_to_do(deploy: Deploy) -> str:
     """One that failed before its switch changed nothing users see: rolling back, as was
     once advised for every failure, would take away the release that still serves well."""
-    if deploy.switched_at is None and deploy.live_after:
+    if deploy.live_after and "unknown (" in deploy.live_after:
+        # A host that cannot be read may be down: "nothing is urgent" could be untrue.
         return (
-            f"What to do: nothing is urgent, {deploy.live_after} still serves as before. Read "
-            f"the {deploy.kind}'s timeline (linked below), fix the cause and deploy again."
+            "What to do: find out why onwatch could not read a host (above, and the "
+            f"{deploy.kind}'s timeline linked below), bring it back, then deploy again."
+        )
+    if deploy.switched_at is None and deploy.live_after:
+        # Several hosts are each said above: "X on a, nothing on b still serves" misread.
+        live = deploy.live_after
+        serves = "what served before still serves" if " on " in live else f"{live} still serves"
+        return (
+            f"What to do: nothing is urgent, {serves} as before. Read the {deploy.kind}'s "
+            "timeline (linked below), fix the cause and deploy again."
         )
     return (
         f"What to do: read the {deploy.kind}'s timeline (linked below); fix the cause and "

@@ -995,7 +995,8 @@ def remove_host(host: Host, actor: Actor) -> None:
     if names := list(host.placements.values_list("service__name", flat=True)):
         raise Refusal(
             f"{', '.join(names)} {'runs' if len(names) == 1 else 'run'} on {host.name}; take "
-            f"{host.name} out of their hosts (onwatch services hosts SERVICE HOST…) first",
+            f"{host.name} out of their hosts (a service's page, Set-up, or onwatch services "
+            "hosts SERVICE HOST…) first",
             "host",
         )
     with transaction.atomic():
@@ -1087,7 +1088,8 @@ def hosts_named(org: Organization, names: list[str]) -> list[Host]:
     for name in names:
         if name not in found:
             raise Refusal(
-                f"{name} is not a host of {org.name}; add it with onwatch hosts add", "hosts"
+                f"{name} is not a host of {org.name}: add it under Hosts (or onwatch hosts add)",
+                "hosts",
             )
     return [found[n] for n in names]
 
@@ -1102,8 +1104,8 @@ def _check_placeable(service: Service, chosen: list[Host]) -> None:
         seen.add(host.pk)
         if not host.local and host.ready is not True:
             raise Refusal(
-                f"{host.name} has not passed its check; run onwatch hosts check {host.name} "
-                "and fix what it says first",
+                f"{host.name} has not passed its check: check it on its page under Hosts (or "
+                f"onwatch hosts check {host.name}) and fix what it says first",
                 "hosts",
             )
 

@@ -19,7 +19,7 @@ from onwatch.core.decorators import can, require
 from onwatch.core.masking import Masker
 from onwatch.core.models import ENDED as JOB_ENDED
 from onwatch.core.rest import org_of
-from onwatch.deploys import deploy_views, git, sandbox, services, svcusers, workdir
+from onwatch.deploys import deploy_views, git, releases, sandbox, services, svcusers, workdir
 from onwatch.deploys.forms import SecretForm, ServiceForm
 from onwatch.deploys.models import Pipeline, Service
 from onwatch.deploys.services import Refusal, ServiceFields
@@ -38,7 +38,15 @@ def _service(request: HttpRequest, pk: int) -> Service:
 def service_list(request: HttpRequest) -> HttpResponse:
     rows = []
     for service in Service.objects.filter(org=org_of(request)):
-        rows.append({"service": service, "last": service.pipelines.first()})
+        rows.append(
+            {
+                "service": service,
+                "last": service.pipelines.first(),
+                # What serves where, and the last deploy: the list said only its tests.
+                "where": releases.where_it_runs(service) if service.domain else [],
+                "deploy": service.deploys.first(),
+            }
+        )
     ctx = {"rows": rows, "can_manage": can(request, "services.manage")}
     return render(request, "deploys/list.html", ctx)
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from onwatch.alerts import incidents
 from onwatch.alerts.models import (
     Channel,
+    Delivery,
     EscalationPolicy,
     IncidentState,
     Maintenance,
@@ -79,8 +80,9 @@ def test_the_detail_shows_evidence_and_timeline_but_no_buttons_for_viewers(
     html = client.get(f"/incidents/{incident.pk}/").content.decode()
     assert "shop is down" in html and "timeout" in html
     assert "looking at the load balancer" in html and "bob@acme.example" in html
-    assert "Acknowledge" not in html and "Add note" not in html
+    assert "Acknowledge" not in html and "Add note" not in html and "Resolve" not in html
     assert client.post(f"/incidents/{incident.pk}/acknowledge/").status_code == 403
+    assert client.post(f"/incidents/{incident.pk}/resolve/").status_code == 403
     assert client.post(f"/incidents/{incident.pk}/note/", {"text": "hi"}).status_code == 403
 
 
@@ -103,6 +105,37 @@ def test_a_deployer_acknowledges_and_it_is_audited(org: Organization, members: A
     client.post(f"/incidents/{incident.pk}/acknowledge/")
     assert "already acknowledged" in client.get(f"/incidents/{incident.pk}/").content.decode()
     assert AuditEntry.objects.filter(action="incident-acknowledged").count() == 1
+
+
+def test_a_deployer_resolves_it_the_people_told_hear_and_it_is_audited(
+    org: Organization, members: Any
+) -> None:
+    add_channel(org, "hook", "json://127.0.0.1:9/hook")
+    incident = incidents.open_incident(org, "s:1", "shop is down", {}, now=timezone.now())
+    client = signed_in(members["deployer"])
+    assert "Resolve" in client.get(f"/incidents/{incident.pk}/").content.decode()
+    assert client.get(f"/incidents/{incident.pk}/resolve/").status_code == 405
+    r = client.post(f"/incidents/{incident.pk}/resolve/")
+    assert r.status_code == 302 and r["Location"] == f"/incidents/{incident.pk}/"
+    incident.refresh_from_db()
+    assert incident.state == IncidentState.RESOLVED and incident.resolved_at is not None
+    resolved = incident.events.get(kind="resolved")
+    assert resolved.actor == members["deployer"].email
+    entry = audit("incident-resolved")
+    assert entry.actor == members["deployer"].email and entry.target == "shop is down"
+    told = Delivery.objects.filter(channel_name="hook").order_by("pk")
+    assert [d.title for d in told] == [
+        "shop is down",
+        f"Resolved by {members['deployer'].email}: shop is down",
+    ]
+    page = client.get(f"/incidents/{incident.pk}/").content.decode()
+    assert "hears that it is over" in page
+    assert f'action="/incidents/{incident.pk}/resolve/"' not in page
+    # Twice (a stale tab): a clear message, no second audit entry nor notice.
+    client.post(f"/incidents/{incident.pk}/resolve/")
+    assert "already resolved" in client.get(f"/incidents/{incident.pk}/").content.decode()
+    assert AuditEntry.objects.filter(action="incident-resolved").count() == 1
+    assert told.count() == 2
 
 
 def test_notes_are_added_and_an_empty_one_is_refused(org: Organization, members: Any) -> None:

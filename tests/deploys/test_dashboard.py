@@ -45,3 +45,21 @@ def test_the_dashboard_says_what_serves_and_that_the_watch_rolled_back(
     assert f'rollback #{rollback.pk}</a> <span class="state-succeeded">succeeded' in shown
     assert f'asked for by the watch of <a href="/deploys/{bad.pk}/">deploy #{bad.pk}</a>' in shown
     assert "1 open incident</a> raised by deploys and their watches" in shown
+
+
+def test_the_card_says_what_serves_on_each_host(org: Organization, members: dict[str, Any]) -> None:
+    """Walked: one release for a service on two hosts, as if both served it."""
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    web1 = Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=True)
+    services.set_service_hosts(service, [services.this_machine(org), web1], SYSTEM)
+    here, there = services.placements(service)
+    services.placements_serving({here.pk: "release 4 (1a2b3c4)"})
+    shown = html.unescape(signed_in(members["viewer"]).get("/").content.decode())
+    assert (
+        '<td class="live-now">release 4 (1a2b3c4) on this machine<br>nothing yet on '
+        "deploy@10.0.0.7</td>"
+    ) in shown
+    assert there.serving == ""

@@ -71,6 +71,32 @@ def test_a_failure_before_the_switch_does_not_advise_a_rollback(deploy: Deploy) 
     assert "roll back" not in alert.body
 
 
+def test_a_failure_before_the_switch_on_several_hosts_reads_as_one_sentence(
+    deploy: Deploy,
+) -> None:
+    """Walked: "nothing is urgent, release 8 (c19c3ac) on this machine, nothing on
+    deploy@10.0.0.8 still serves as before"."""
+    deploy.live_after = "release 8 (c19c3ac) on this machine, nothing on deploy@10.0.0.8"
+    releases.alert_failed(deploy)
+    [alert] = Delivery.objects.all()
+    assert (
+        "What serves shop.test now: release 8 (c19c3ac) on this machine, nothing on "
+        "deploy@10.0.0.8\nWhat to do: nothing is urgent, what served before still serves as "
+        "before. Read the deploy's timeline"
+    ) in alert.body
+
+
+def test_a_host_that_cannot_be_read_is_not_called_nothing_urgent(deploy: Deploy) -> None:
+    deploy.live_after = (
+        "release 8 (c19c3ac) on this machine, unknown (deploy@10.0.0.8 cannot be reached "
+        "(connection refused); release 8 (c19c3ac) when last seen) on deploy@10.0.0.8"
+    )
+    releases.alert_failed(deploy)
+    [alert] = Delivery.objects.all()
+    assert "What to do: find out why onwatch could not read a host" in alert.body
+    assert "nothing is urgent" not in alert.body
+
+
 def test_a_rollback_warning_says_the_release_rolled_back_to_serves(deploy: Deploy) -> None:
     """It said "the new release serves" and that the app's errors during the switch were
     the new release's to fix: after an automatic rollback they are the bad release's last."""

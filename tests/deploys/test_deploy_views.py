@@ -22,6 +22,7 @@ from onwatch.deploys.models import (
     ReleaseState,
     Service,
     State,
+    Watch,
     WatchState,
 )
 from tests.support.deploys import service_for
@@ -150,8 +151,21 @@ def test_a_deploy_rolled_back_by_its_watch_says_so_and_what_serves_now(
     incident = incidents.open_incident(
         org, watch.incident_source(its_watch), "shop was rolled back", {"error": "20 %"}
     )
+    # What its users felt after the switch: the switch alone said "0 failed requests".
     services.watch_ended(its_watch, WatchState.ROLLED_BACK, "release 2 answered 20 % with errors")
+    assert bad.switched_at is not None
+    found = bad.switched_at + timedelta(seconds=41)
+    Watch.objects.filter(pk=its_watch.pk).update(requests=130, errors=23, detected_at=found)
+    Deploy.objects.filter(pk=bad.pk).update(switch_served=12, switch_failed=0)
     shown = html.unescape(viewer.get(f"/deploys/{bad.pk}/").content.decode())
+    assert "0 failed requests during the switch, of 12 served" in shown
+    said = (
+        "rom going live until onwatch found it worse (41 s), it answered 23 of 130 requests "
+        "with errors (5xx), those during the switch included; then onwatch rolled it back"
+    )
+    assert f'<span class="warning served-badly">F{said} (Caddy' in shown
+    listed = html.unescape(viewer.get(f"/services/{service.pk}/").content.decode())
+    assert listed.count(f"f{said}") == 1  # its row only, not the rollback's
     assert f'Serves shop.example.com now</dt><dd class="live-now">{one.label}' in shown
     assert "rolled back: release 2 answered 20 % with errors" in shown
     # Its warning is no longer shown in the green of "succeeded".
@@ -252,10 +266,9 @@ def test_the_pages_link_the_site_and_a_green_pipeline_its_deploy(
     viewer = signed_in(members["viewer"])
     page = viewer.get(f"/services/{service.pk}/").content.decode()
     assert '<a class="site-url" href="http://shop.example.com:21605/">' in page
-    # At the top too, not only below fifteen rows of set-up.
-    assert (
-        '<dd class="serves-now">nothing yet at <a href="http://shop.example.com:21605/">'
-    ) in page
+    # What serves where and the deploys come first; the fifteen rows of set-up after them.
+    assert page.index('class="service-hosts"') < page.index('id="setup"')
+    assert page.index('id="deploys"') < page.index("Deploy key") < page.index("Runs as")
     green = Pipeline.objects.create(
         service=service, branch="main", trigger="ui", state=State.SUCCEEDED
     )
@@ -308,3 +321,131 @@ def test_the_service_page_sets_its_hosts_and_shows_what_serves_on_each(
     refused = admin.post(f"{page}hosts/", {"hosts": "deploy@nowhere"}, follow=True)
     assert "deploy@nowhere is not a host of" in html.unescape(refused.content.decode())
     assert len(services.placements(service)) == 2
+
+
+def test_a_service_on_ssh_hosts_only_links_each_hosts_caddy(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: the page linked onwatch's own Caddy ("Answers at http://shop…:49713/"),
+    which serves nothing of a service on SSH hosts only; each host's Caddy does."""
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    plain = Host.objects.create(
+        org=org,
+        name="deploy@10.0.0.7",
+        address="10.0.0.7",
+        ready=True,
+        caddy_https=False,
+        http_port=8081,
+    )
+    tls = Host.objects.create(org=org, name="deploy@10.0.0.8", address="10.0.0.8", ready=True)
+    services.set_service_hosts(service, [plain, tls], SYSTEM)
+    shown = signed_in(members["viewer"]).get(f"/services/{service.pk}/").content.decode()
+    assert '<a class="site-url" href="http://shop.example.com:8081/">' in shown
+    assert '<a class="site-url" href="https://shop.example.com/">' in shown
+    assert shown.count('class="site-url"') == 2  # none to onwatch's Caddy
+    assert "to these hosts in turn" in shown
+
+
+def test_refused_hosts_are_shown_again_to_be_mended(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: a host not yet checked refused the list, and the field came back empty."""
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=None)
+    admin = signed_in(members["admin"])
+    typed = "this machine, deploy@10.0.0.7"
+    refused = admin.post(f"/services/{service.pk}/hosts/", {"hosts": typed})
+    assert refused.status_code == 302 and refused["Location"].endswith("#deploy-setup")
+    shown = html.unescape(admin.get(refused["Location"]).content.decode())
+    assert f'name="hosts" value="{typed}"' in shown
+    # Beside the form the page opens at, not at its top, out of sight.
+    assert (
+        '<ul class="errorlist hosts-refused"><li>deploy@10.0.0.7 has not passed its check: '
+        "check it on its page under Hosts"
+    ) in shown
+    # Once: a reload shows the hosts as they are.
+    again = html.unescape(admin.get(refused["Location"]).content.decode())
+    assert "hosts-refused" not in again and f'value="{typed}"' not in again
+    assert services.placements(service) == []
+    # The hosts to choose from are named beside the field.
+    assert "Hosts</a> page shows them: " in shown and "deploy@10.0.0.7" in shown
+
+
+def test_a_deploy_sent_back_on_its_first_host_says_so_and_what_serves_on_each(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: a deploy whose second host failed its gate read "Went live 12:02:28 (the old
+    release drained after)" and "Serves shop.localhost now: release 1", as if one release
+    served one place."""
+    from onwatch.deploys.models import Host
+
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    web1, web2 = (
+        Host.objects.create(org=org, name=n, address=n.split("@")[1], ready=True)
+        for n in ("deploy@10.0.0.7", "deploy@10.0.0.8")
+    )
+    services.set_service_hosts(service, [web1, web2], SYSTEM)
+    one = Release.objects.create(service=service, commit="a" * 40, state=ReleaseState.READY)
+    two = Release.objects.create(service=service, commit="b" * 40, state=ReleaseState.READY)
+    live_deploy(service, one, timezone.now() - timedelta(minutes=5))
+    now = timezone.now()
+    steps = [
+        step("switch on deploy@10.0.0.7", now, 1.3, True, f"{two.label} takes requests"),
+        step("health gate on deploy@10.0.0.8", now, 60.0, False, "never answered 200"),
+        step("switch back on deploy@10.0.0.7", now, 6.1, True, f"{one.label} serves again"),
+    ]
+    failed = Deploy.objects.create(
+        service=service,
+        release=two,
+        trigger="ui",
+        state=State.FAILED,
+        switched_at=now,
+        ended_at=now,
+        drain_seconds=1.3,
+        steps=steps,
+    )
+    [here, there] = services.placements(service)
+    services.placements_serving({here.pk: one.label, there.pk: one.label})
+    shown = html.unescape(
+        signed_in(members["viewer"]).get(f"/deploys/{failed.pk}/").content.decode()
+    )
+    assert (
+        '<span class="warning switched-back">then was switched back on deploy@10.0.0.7 when a '
+        "later host failed</span>"
+    ) in shown
+    assert "(the old release drained after)" not in shown
+    assert (
+        f'<dd class="live-now">{one.label} on deploy@10.0.0.7<br>{one.label} on deploy@10.0.0.8'
+    ) in shown
+
+
+def test_the_services_list_says_what_serves_where_and_the_last_deploy(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: the list said only each service's last pipeline."""
+    from onwatch.deploys.models import Host
+
+    shop = service_for(org, "/srv/git/shop.git")
+    blog = services.add_service(org, services.ServiceFields(name="blog", git_url="/x"), SYSTEM)
+    services.set_domain(shop, "shop.example.com", True, SYSTEM)
+    web1 = Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=True)
+    services.set_service_hosts(shop, [services.this_machine(org), web1], SYSTEM)
+    here, there = services.placements(shop)
+    services.placements_serving({here.pk: "release 4 (1a2b3c4)", there.pk: "release 3 (9f8e7d6)"})
+    failed = Deploy.objects.create(service=shop, trigger="ui", state=State.FAILED)
+    shown = html.unescape(signed_in(members["viewer"]).get("/services/").content.decode())
+    assert (
+        '<td class="serves">release 4 (1a2b3c4) on this machine<br>release 3 (9f8e7d6) on '
+        "deploy@10.0.0.7</td>"
+    ) in shown
+    assert (
+        f'<a href="/deploys/{failed.pk}/">deploy #{failed.pk}</a> <span class="state-failed">'
+        in (shown)
+    )
+    assert shown.count("not deployed (no domain)") == 1 and blog.domain == ""

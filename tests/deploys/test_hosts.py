@@ -80,7 +80,8 @@ def test_a_host_is_added_with_its_host_key_pinned_and_its_check_says_what_is_mis
         assert found["rights"] == (
             False,
             "The deploy user root is root; onwatch needs no root: sign in as a user of its "
-            'own, or allow it on purpose ("may use root" on the host\'s page)',
+            'own, or allow it on purpose ("May use root" under the host\'s "Change provider, '
+            f'cost or root", or `onwatch hosts check {host.name} --allow-sudo`)',
         )
     assert host.ready is False and host.check_error == "" and host.checked_at is not None
     assert len(alerts_titled(f"Host {host.name} is not ready")) == 1  # once, not per check

@@ -57,6 +57,9 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
         changed = run(["hosts", "check", name], env)
         forgot = run(["hosts", "forget-key", name], env)
         again = run(["hosts", "check", name], env)
+        # Root allowed from the command line too (the check's line said "the host's page").
+        allowed = run(["hosts", "check", name, "--allow-sudo"], env)
+        relisted = run(["hosts", "list"], env)
         local = run(["hosts", "remove", "this machine"], env)
         removed = run(["hosts", "remove", name], env)
         unknown = run(["hosts", "check", name], env)
@@ -94,6 +97,14 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
     assert f"onwatch hosts forget-key {name}" in changed.stderr
     assert forgot.returncode == 0 and again.returncode == 1, again.stderr
     assert again.stdout.startswith("ok: Python 3.")
+    assert allowed.stdout.splitlines()[0] == (
+        f"onwatch: {name} may now sign in as root or use sudo (on purpose)"
+    )
+    rights = "root is root (allowed by an admin)" if sshd.user == "root" else "has no root"
+    assert rights in allowed.stdout
+    # Nothing else of the host changed: its Caddy port, provider and cost are kept.
+    assert "ok: Caddy may listen on port 8080" in allowed.stdout
+    assert relisted.stdout.splitlines()[1] == f"{name}\tnot ready\tHetzner\t12.50 EUR a month"
     assert "This machine is always a host" in local.stderr
     assert removed.returncode == 0 and removed.stdout == f"onwatch: removed {name}\n"
     assert f"there is no host {name!r} (there are: this machine)" in unknown.stderr

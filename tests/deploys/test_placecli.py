@@ -43,12 +43,13 @@ def test_services_hosts_sets_them_in_order_lists_them_and_refuses_in_one_line(
     assert listed.stdout == "deploy@10.0.0.7\tnothing\nthis machine\tnothing\n"
     assert (unchecked.returncode, unchecked.stderr) == (
         2,
-        "onwatch: deploy@10.0.0.9 has not passed its check; run onwatch hosts check "
-        "deploy@10.0.0.9 and fix what it says first\n",
+        "onwatch: deploy@10.0.0.9 has not passed its check: check it on its page under Hosts "
+        "(or onwatch hosts check deploy@10.0.0.9) and fix what it says first\n",
     )
     assert (unknown.returncode, unknown.stderr) == (
         2,
-        "onwatch: deploy@nowhere is not a host of Acme; add it with onwatch hosts add\n",
+        "onwatch: deploy@nowhere is not a host of Acme: add it under Hosts "
+        "(or onwatch hosts add)\n",
     )
     assert twice.returncode == 2 and twice.stderr.count("\n") == 1
     assert "this machine is named twice; name each host once" in twice.stderr

@@ -444,10 +444,10 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
         gone,
     ]
     refusals = {
-        "deploy@10.0.0.9 has not passed its check; run onwatch hosts check deploy@10.0.0.9 "
-        "and fix what it says first": [unchecked],
-        "deploy@10.0.0.10 has not passed its check; run onwatch hosts check deploy@10.0.0.10 "
-        "and fix what it says first": [web1, failing],
+        "deploy@10.0.0.9 has not passed its check: check it on its page under Hosts (or onwatch "
+        "hosts check deploy@10.0.0.9) and fix what it says first": [unchecked],
+        "deploy@10.0.0.10 has not passed its check: check it on its page under Hosts (or onwatch "
+        "hosts check deploy@10.0.0.10) and fix what it says first": [web1, failing],
         "deploy@10.0.0.11 is not a host of Acme": [theirs],
         f"{gone} is named twice; name each host once": [web1, here, web1],
     }
@@ -460,7 +460,8 @@ def test_a_service_runs_on_the_hosts_set_in_order_and_refuses_any_it_cannot_run_
     with pytest.raises(services.Refusal) as unknown:
         services.hosts_named(org, [gone, "deploy@nowhere"])
     assert (
-        str(unknown.value) == "deploy@nowhere is not a host of Acme; add it with onwatch hosts add"
+        str(unknown.value)
+        == "deploy@nowhere is not a host of Acme: add it under Hosts (or onwatch hosts add)"
     )
     # A host kept keeps the slot ports it gave; this machine alone is no hosts at all.
     [kept] = [p for p in services.placements(service) if p.host == web1]
@@ -514,7 +515,7 @@ def test_a_host_a_service_runs_on_is_not_removed_from_under_it(org: Organization
         services.remove_host(host, SYSTEM)
     assert str(refused.value) == (
         "shop runs on deploy@10.0.0.7; take deploy@10.0.0.7 out of their hosts "
-        "(onwatch services hosts SERVICE HOST…) first"
+        "(a service's page, Set-up, or onwatch services hosts SERVICE HOST…) first"
     )
     services.set_service_hosts(service, [], SYSTEM)
     services.remove_host(host, SYSTEM)
@@ -581,3 +582,28 @@ def test_a_deploys_reason_is_stored_masked_whoever_wrote_it(org: Organization) -
     assert SECRET not in deploy.reason and deploy.reason.startswith("on deploy@10.0.0.7: ")
     reasons = [e.data.get("reason", "") for e in AuditEntry.objects.all()]
     assert reasons and not any(SECRET in r for r in reasons)
+
+
+def test_hosts_that_would_leave_a_live_service_serving_nowhere_are_refused(
+    org: Organization,
+) -> None:
+    """Walked: "shop runs on deploy@… (a new host); its next deploy goes there" took the
+    live shop off the hosts serving it at once, and it served nowhere."""
+    service = services.add_service(org, services.ServiceFields(name="shop", git_url="/x"), SYSTEM)
+    services.set_domain(service, "shop.example.com", True, SYSTEM)
+    here, web1 = services.this_machine(org), checked_host(org, "deploy@10.0.0.7")
+    web2 = checked_host(org, "deploy@10.0.0.8")
+    services.set_service_hosts(service, [here, web1], SYSTEM)
+    first, second = services.placements(service)
+    services.placements_serving({first.pk: "release 4 (1a2b3c4)", second.pk: "release 4 (1a2b3c4)"})
+    with pytest.raises(services.Refusal) as refused:
+        services.set_service_hosts(service, [web2], SYSTEM)
+    assert str(refused.value) == (
+        "shop serves only on this machine, deploy@10.0.0.7, which this list takes off: it "
+        "would serve nowhere until a deploy reached the new hosts. Keep one of them in the "
+        "list, deploy, then take it off (or take the domain away to stop it on purpose)"
+    )
+    assert [p.host for p in services.placements(service)] == [here, web1]
+    # Keeping one that serves, the new host is added (and the other taken off).
+    services.set_service_hosts(service, [web1, web2], SYSTEM)
+    assert [p.host for p in services.placements(service)] == [web1, web2]

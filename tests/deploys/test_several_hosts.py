@@ -435,6 +435,10 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
         cut[b] = {"v4"}
         v4 = deployed(shop, tmp_path / "repo", "v4")
         after = {fetch(port, "shop.test")[1].split()[0] for port in ports}
+        # The second host cannot be reached at all (its sshd stopped): its Caddy serves on.
+        second.sshd.stop()
+        v5 = deployed(shop, tmp_path / "repo", "v5")
+        still = {fetch(port, "shop.test")[1].split()[0] for port in ports}
     assert v2.state == State.FAILED
     assert v2.reason.startswith(f"on {b}: {v2.release} never answered 200 3 times"), v2.reason
     assert v2.reason.endswith(
@@ -470,3 +474,15 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
     # v3 is watched on both hosts, each through its own Caddy's count (watch.py).
     watched = Watch.objects.get(deploy=v3)
     assert [(h["name"], bool(h["upstream"])) for h in watched.hosts] == [(a, True), (b, True)]
+    # Walked: the reason said the host's remedy four times, "X on a, unknown (…) on b still
+    # serves", and the alert "nothing is urgent" of a host that may be down.
+    unreached = f"{b} cannot be reached (connection refused)"
+    assert v5.reason == (
+        f"{unreached}: check the address, the port and that sshd runs there; what serves "
+        f"shop.test now: {v3.release} on {a}, unknown ({unreached}; {v3.release} when last "
+        f"seen) on {b}"
+    ), v5.reason
+    assert still == {"v3"}
+    [told] = [d for d in alerts_titled(f"Deploy #{v5.pk} of shop failed")]
+    assert "What to do: find out why onwatch could not read a host" in told.body
+    assert "nothing is urgent" not in told.body

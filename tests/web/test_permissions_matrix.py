@@ -150,6 +150,7 @@ ARGS: dict[str, Callable[[World], dict[str, Any]]] = {
     "incident_detail": lambda w: {"pk": w.objects["incident"].pk},
     "incident_ack": lambda w: {"pk": w.objects["incident"].pk},
     "incident_note": lambda w: {"pk": w.objects["incident"].pk},
+    "incident_resolve": lambda w: {"pk": w.objects["incident"].pk},
     "policy_edit": lambda w: {"pk": w.objects["policy"].pk},
     "policy_delete": lambda w: {"pk": w.objects["policy"].pk},
     "maintenance_edit": lambda w: {"pk": w.objects["maintenance"].pk},

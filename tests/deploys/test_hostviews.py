@@ -1,0 +1,66 @@
+"""The hosts pages as people read them: which services each host runs and which release
+serves there, and a check's result shown without reloading by hand. (Adding, checking and
+removing hosts against a real sshd: test_hosts.py.)"""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from typing import Any
+
+from onwatch.core.audit import SYSTEM
+from onwatch.core.models import Job, JobState, Organization
+from onwatch.deploys import services
+from onwatch.deploys.models import Host
+from tests.support.deploys import service_for
+from tests.support.fixtures import signed_in
+
+
+def ready_host(org: Organization, name: str) -> Host:
+    user, address = name.split("@")
+    return Host.objects.create(org=org, name=name, user=user, address=address, ready=True)
+
+
+def test_a_hosts_page_says_which_services_run_there_and_what_serves(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: a host's page showed its keys, ports and check, and not the one fact a
+    person opens it for, what runs on it; nor did the list."""
+    web1, web2 = ready_host(org, "deploy@10.0.0.7"), ready_host(org, "deploy@10.0.0.8")
+    shop = service_for(org, "/srv/git/shop.git")
+    services.set_domain(shop, "shop.example.com", True, SYSTEM)
+    services.set_service_hosts(shop, [web1], SYSTEM)
+    [there] = services.placements(shop)
+    services.placements_serving({there.pk: "release 3 (9f8e7d6)"})
+    viewer = signed_in(members["viewer"])
+    page = html.unescape(viewer.get(f"/hosts/{web1.pk}/").content.decode())
+    assert (
+        f'<td><a href="/services/{shop.pk}/">shop</a></td><td>release 3 (9f8e7d6) <small>(at'
+        in (page)
+    )
+    empty = html.unescape(viewer.get(f"/hosts/{web2.pk}/").content.decode())
+    assert "None yet: choose this host on a service's page" in empty
+    assert "onwatch services hosts SERVICE deploy@10.0.0.8" in empty
+    listed = html.unescape(viewer.get("/hosts/").content.decode())
+    assert f'<a href="/services/{shop.pk}/">shop</a> (release 3 (9f8e7d6))' in listed
+    assert "those without hosts of their own" in listed  # this machine's row
+    # Ready as of its last check, which the list dates: a host can go away since.
+    Host.objects.filter(pk=web1.pk).update(checked_at=datetime(2026, 3, 2, 9, 5, tzinfo=UTC))
+    dated = html.unescape(viewer.get("/hosts/").content.decode())
+    assert '<small class="checked-at">(checked 2026-03-02 09:05)</small>' in dated
+
+
+def test_a_hosts_page_follows_its_check_until_it_ends(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: "this page shows the result", said on queueing a check, held only after a
+    reload by hand."""
+    host = ready_host(org, "deploy@10.0.0.7")
+    admin = signed_in(members["admin"])
+    assert admin.post(f"/hosts/{host.pk}/check/").status_code == 302
+    waiting = admin.get(f"/hosts/{host.pk}/").content.decode()
+    assert '<meta http-equiv="refresh" content="3">' in waiting
+    assert "a check is queued" in waiting
+    Job.objects.filter(kind=services.HOST_CHECK_KIND).update(state=JobState.SUCCEEDED)
+    done = admin.get(f"/hosts/{host.pk}/").content.decode()
+    assert 'http-equiv="refresh"' not in done
