@@ -567,7 +567,7 @@ def _refuse_exposing(step: Step) -> None:
     them to the step (writable, and when root, owned)."""
     shown = {**_writable(step), **{f"tool folder {p}": p for p in step.readonly}}
     if (root := step.shared_root) is not None:
-        if any(root not in path.parents for path in _writable(step).values()):
+        if any(path == root or not _under(path, root) for path in _writable(step).values()):
             raise SandboxError(f"the step's workspace and caches must be inside {root}")
         shown["shared folder"] = root
     # A folder inside the data directory is fine: only that folder is mounted.
@@ -578,11 +578,19 @@ def _refuse_exposing(step: Step) -> None:
             raise SandboxError(f"the step's {what} {path} is not an existing absolute folder")
         real = path.resolve()
         for other, nor_inside in hidden:
-            if real == other or real in other.parents or (nor_inside and other in real.parents):
+            if _under(other, real) or (nor_inside and _under(real, other)):
                 raise SandboxError(
                     f"the step's {what} {path} would expose {other}, which steps must not "
                     "change or see; give it a folder of its own"
                 )
+
+
+def _under(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or inside it, both absolute. By their parts, as strings:
+    `folder in path.parents` makes a Path of each parent, and each step's checks took 13 ms
+    of the worker's processor that way (on a machine whose cores the steps need)."""
+    inside, outer = os.fspath(path), os.fspath(folder).rstrip("/") + "/"
+    return inside == os.fspath(folder) or inside.startswith(outer)
 
 
 def _check_reachable_folders(step: Step, user: tuple[int, int]) -> None:
@@ -647,9 +655,9 @@ def _system_mounts() -> list[str]:
 
 
 def _mounts(step: Step) -> list[str]:
-    args = _system_mounts()
+    args, own_network = _system_mounts(), _own_network(step)
     for f in ETC_FILES:
-        if not (_own_network(step) and f == "/etc/resolv.conf"):
+        if not (own_network and f == "/etc/resolv.conf"):
             args += ["--ro-bind-try", f, f]
     if step.host_network:
         # A database on this machine is often reached through its socket file, not a port.
@@ -682,7 +690,7 @@ def _others_in(root: Path, wanted: list[Path]) -> list[Path]:
     """What the shared root holds besides the wanted folders: the entries of it and of its
     folders on the way to them that are neither wanted nor on the way (other pipelines'
     workspaces)."""
-    on_the_way = {p for path in wanted for p in path.parents if p == root or root in p.parents}
+    on_the_way = {p for path in wanted for p in path.parents if _under(p, root)}
     others = []
     for folder in on_the_way:
         for entry in os.scandir(folder):

@@ -650,12 +650,21 @@ def test_as_root_it_names_a_step_user_that_does_not_exist(monkeypatch: pytest.Mo
     )
 
 
+def test_a_folder_is_under_itself_and_its_parents_only() -> None:
+    under = sandbox._under
+    assert under(Path("/a/b"), Path("/a/b")) and under(Path("/a/b/c"), Path("/a"))
+    assert under(Path("/a"), Path("/")) and under(Path("/"), Path("/"))
+    assert not under(Path("/a/bc"), Path("/a/b")) and not under(Path("/a"), Path("/a/b"))
+
+
 def test_it_refuses_a_workspace_that_holds_onwatch_data(root: Path) -> None:
     data = folder(root, "data")
     with override_settings(DATA_DIR=data), pytest.raises(SandboxError, match="would expose"):
         sandbox.run(bash("true", root), Output())
     with pytest.raises(SandboxError, match="would expose /usr"):
         sandbox.run(bash("true", Path("/usr/share")), Output())
+    with pytest.raises(SandboxError, match="would expose"):
+        sandbox.run(bash("true", Path("/")), Output())
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands workspaces to the step user")
