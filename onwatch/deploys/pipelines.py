@@ -148,6 +148,8 @@ class Run:
         # one, made while the step before it runs (sandbox.Ahead).
         self.upcoming: list[str] = []
         self.ahead: sandbox.Ahead | None = None
+        # The one network the sandboxed steps share (sandbox.Network), made with the first.
+        self.network: sandbox.Network | None = None
 
     # --- the steps ------------------------------------------------------------------------
 
@@ -285,6 +287,9 @@ class Run:
     def make_first_sandbox(self) -> None:
         """The first step's sandbox, made while the checkout runs (its command is in the
         files the checkout brings)."""
+        if sandbox.network_isolated():
+            # First: its holder sets itself up while the bytecode is shared.
+            self.network = sandbox.Network(service_user(self.service.pk))
         # Before the sandbox is made: it hands the caches over while it sets itself up.
         with phases.timed("start: bytecode shared"):
             uv = uv_python(caches_of(self.service))
@@ -344,6 +349,11 @@ class Run:
         if ahead is not None:
             ahead.close()
 
+    def close_network(self) -> None:
+        network, self.network = self.network, None
+        if network is not None:
+            network.close()
+
     def sandbox_step(self, command: str | None) -> sandbox.Step:
         """command: None for a sandbox made before it is known (sandbox.LATER)."""
         with phases.timed("step: environment"):
@@ -363,6 +373,7 @@ class Run:
             shared_root=service_folder(self.service.pk) if linked else None,
             user=service_user(self.service.pk),
             handed_over=self.handed_over,
+            network=self.network,
         )
 
     def write(self, chunk: bytes) -> None:
@@ -461,9 +472,10 @@ def execute(ctx: JobContext, pipeline: Pipeline) -> dict[str, object]:
             pipeline.refresh_from_db()
             run = Run(ctx, pipeline)
         # Last registered runs first: a sandbox made for a step that did not run is
-        # stopped, the workspace goes, then the caches are let go.
+        # stopped, then the steps' network, the workspace goes, then the caches are let go.
         ctx.on_end(run.held.close)
         ctx.on_end(lambda: removed(run, seconds))
+        ctx.on_end(run.close_network)
         ctx.on_end(run.close_ahead)
         return run_to_end(ctx, run)
 

@@ -20,10 +20,12 @@ For callers: the workspace and caches are existing folders, seen at the same pat
 directory, the key file or the system; when onwatch runs as root they become the step
 user's and must sit under folders others may pass through (0711), so not in the data
 directory. A step given otherwise raises SandboxError with the fix, before anything runs.
-Where slirp4netns is not installed, the network is shared with the machine, loopback
-included (network_isolated() says which): a service on 127.0.0.1 that trusts local
-connections without a password trusts the steps too. A step given host_network (a
-release command, which must reach the app's database) always shares it.
+The steps of one pipeline may share one such network (Network), made once: each step's
+sandbox joins it, its other namespaces its own. Where slirp4netns is not installed, the
+network is shared with the machine, loopback included (network_isolated() says which): a
+service on 127.0.0.1 that trusts local connections without a password trusts the steps
+too. A step given host_network (a release command, which must reach the app's database)
+always shares it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import NoReturn
 
 from django.conf import settings
 
@@ -129,6 +132,9 @@ class Step:
     # This machine's network, loopback and local database sockets included, instead of one
     # of its own: for a release command (migrations), whose database is usually here.
     host_network: bool = False
+    # A network made for several steps (a pipeline's) that this one joins, rather than one
+    # made for it alone: see Network. None, or where steps share the machine's, its own.
+    network: Network | None = None
     # The user it runs as when onwatch runs as root: the service's own (svcusers.py);
     # empty, the step user every service shares (ONWATCH_STEP_USER).
     user: str = ""
@@ -339,6 +345,170 @@ class Ahead:
         self.close()
 
 
+class Network:
+    """A network of its own (slirp.py, netguard.py) made once for the steps of a pipeline,
+    which each join it (Step.network) rather than have one made for each: slirp4netns and
+    the routes cost a step some 40 ms of processes, on a machine whose cores its command
+    needs. What the steps share is only this: their other namespaces, /tmp included, are
+    each its own, and nothing of a step outlives it to meet the next one there.
+
+    It lives in a holder, bubblewrap with only user and network namespaces of its own and
+    nothing but `cat` in it, run as the step user and ended by close() (or with the thread
+    that made it). A step's sandbox enters its network namespace with nsenter before
+    bubblewrap runs; where onwatch is not root, its user namespace too (only there may
+    onwatch's user enter the other), with its own user kept. Either way the step's own user
+    namespace is not the one that owns the network, so it can change neither its routes
+    nor its addresses."""
+
+    def __init__(self, user: str = "") -> None:
+        """Its holder starts here (in the thread that runs the steps: bubblewrap dies with
+        the thread that started it); ready() gives it its network."""
+        with phases.timed("network: holder started"):
+            self.user = _step_user(user) if os.geteuid() == 0 else None
+            self.lock = threading.RLock()
+            self.child_pid = 0
+            self.fds: list[int] = []
+            self.slirp: slirp.Network | None = None
+            self.error: SandboxError | None = None
+            self.made = False
+            self.output = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+            self._start()
+
+    def _start(self) -> None:
+        hold_r, self.hold_w = os.pipe()
+        self.info_r, info_w = os.pipe()
+        argv = ["bwrap", "--unshare-user", "--unshare-net", "--die-with-parent"]
+        argv += ["--info-fd", str(info_w), *_system_mounts(), "--", "cat"]
+        if self.user is not None:
+            argv = ["setpriv", *_drop(*self.user), "--", *argv]
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=hold_r,
+                stdout=self.output,
+                stderr=self.output,
+                env=LAUNCH_ENV,
+                pass_fds=(info_w,),
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(self.hold_w)
+            os.close(self.info_r)
+            raise
+        finally:
+            os.close(hold_r)
+            os.close(info_w)
+
+    def join(self) -> tuple[list[str], list[int]]:
+        """The command line that enters it (nsenter, up to "--"), and the descriptors that
+        command line names, to be passed on."""
+        with self.lock:
+            self._named()
+            net, *user = self.fds[1:]
+        argv = ["nsenter", f"--net=/proc/self/fd/{net}"]
+        if user:
+            argv += [f"--user=/proc/self/fd/{user[0]}", "--preserve-credentials"]
+        return [*argv, "--"], [net, *user]
+
+    def _named(self) -> None:
+        """Until the holder named its namespaces' process; then they are held open here,
+        whatever becomes of it."""
+        if self.error is not None:
+            raise self.error
+        if self.child_pid:
+            return
+        deadline, info = time.monotonic() + slirp.READY_SECONDS, b""
+        while time.monotonic() < deadline:
+            if not select.select([self.info_r], [], [], POLL_MS / 1000)[0]:
+                continue
+            if not (chunk := os.read(self.info_r, 65536)):
+                self._failed("its holder ended before it was set up")
+            info += chunk
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self._hold(int(json.loads(info)["child-pid"]))
+                return
+        self._failed(f"its holder named no process within {slirp.READY_SECONDS} s")
+
+    def _hold(self, pid: int) -> None:
+        self.fds.append(os.pidfd_open(pid))
+        self.fds.append(os.open(f"/proc/{pid}/ns/net", os.O_RDONLY))
+        if self.user is None:
+            self.fds.append(os.open(f"/proc/{pid}/ns/user", os.O_RDONLY))
+        self.child_pid = pid
+
+    def ready(self) -> None:
+        """Until it has its network (once; the steps after wait for nothing)."""
+        with self.lock:
+            if self.made:
+                return
+            self._named()
+            with phases.timed("network: made"):
+                self._connect()
+            self.made = True
+
+    def _connect(self) -> None:
+        done = _set_itself_up(self.child_pid, time.monotonic() + slirp.READY_SECONDS)
+        if not done:
+            self._failed("its holder was not set up in time" if done is None else "")
+        try:
+            self.slirp = slirp.Network(self.child_pid, self.user)
+            netguard.apply(self.child_pid)
+        except (slirp.NetworkError, netguard.GuardError) as e:
+            self.error = SandboxError(str(e))
+            raise self.error from None
+        except OSError as e:  # its holder ended meanwhile: its /proc entries are gone
+            self._failed(e.strerror or "")
+
+    def _failed(self, what: str) -> NoReturn:
+        self.output.seek(0)
+        said = self.output.read().decode(errors="replace").strip().splitlines()
+        cause = said[-1] if said else what or "it ended"
+        self.error = SandboxError(
+            f"the steps' network could not be made ({cause}); the machine may be "
+            "overloaded, run it again"
+        )
+        raise self.error
+
+    def close(self) -> None:
+        """Ends its holder and slirp4netns; what is left of the namespace goes with the
+        last step's."""
+        with self.lock:
+            if self.slirp is not None:
+                self.slirp.stop()
+                self.slirp = None
+            if self.hold_w < 0:
+                return
+            os.close(self.hold_w)  # `cat` ends
+            self.hold_w = -1
+            try:
+                self._stop()
+            finally:
+                for fd in [self.info_r, *self.fds]:
+                    os.close(fd)
+                self.fds = []
+                self.output.close()
+
+    def _stop(self) -> None:
+        """Its `cat` is killed (should it not end by itself) and reaped by bubblewrap, which
+        then ends; killed itself only if it does not (its `cat` would be left unreaped)."""
+        if self.fds:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.fds[0], signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(STOP_SECONDS)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        raise SandboxError(f"the steps' network did not stop within {STOP_SECONDS} s")
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def as_step_user(name: str = "") -> list[str]:
     """What a command line outside the sandbox (a release's web process) is prefixed with
     to run as the step user (`name`, else the shared one): setpriv, which drops root and
@@ -397,7 +567,7 @@ def _refuse_exposing(step: Step) -> None:
     them to the step (writable, and when root, owned)."""
     shown = {**_writable(step), **{f"tool folder {p}": p for p in step.readonly}}
     if (root := step.shared_root) is not None:
-        if any(root not in path.parents for path in _writable(step).values()):
+        if any(path == root or not _under(path, root) for path in _writable(step).values()):
             raise SandboxError(f"the step's workspace and caches must be inside {root}")
         shown["shared folder"] = root
     # A folder inside the data directory is fine: only that folder is mounted.
@@ -408,11 +578,19 @@ def _refuse_exposing(step: Step) -> None:
             raise SandboxError(f"the step's {what} {path} is not an existing absolute folder")
         real = path.resolve()
         for other, nor_inside in hidden:
-            if real == other or real in other.parents or (nor_inside and other in real.parents):
+            if _under(other, real) or (nor_inside and _under(real, other)):
                 raise SandboxError(
                     f"the step's {what} {path} would expose {other}, which steps must not "
                     "change or see; give it a folder of its own"
                 )
+
+
+def _under(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or inside it, both absolute. By their parts, as strings:
+    `folder in path.parents` makes a Path of each parent, and each step's checks took 13 ms
+    of the worker's processor that way (on a machine whose cores the steps need)."""
+    inside, outer = os.fspath(path), os.fspath(folder).rstrip("/") + "/"
+    return inside == os.fspath(folder) or inside.startswith(outer)
 
 
 def _check_reachable_folders(step: Step, user: tuple[int, int]) -> None:
@@ -466,15 +644,20 @@ def _check_reachable(what: str, path: Path, uid: int, gid: int, itself: bool = F
             )
 
 
-def _mounts(step: Step) -> list[str]:
+def _system_mounts() -> list[str]:
     args: list[str] = []
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             args += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             args += ["--ro-bind", d, d]
+    return args
+
+
+def _mounts(step: Step) -> list[str]:
+    args, own_network = _system_mounts(), _own_network(step)
     for f in ETC_FILES:
-        if not (_own_network(step) and f == "/etc/resolv.conf"):
+        if not (own_network and f == "/etc/resolv.conf"):
             args += ["--ro-bind-try", f, f]
     if step.host_network:
         # A database on this machine is often reached through its socket file, not a port.
@@ -507,7 +690,7 @@ def _others_in(root: Path, wanted: list[Path]) -> list[Path]:
     """What the shared root holds besides the wanted folders: the entries of it and of its
     folders on the way to them that are neither wanted nor on the way (other pipelines'
     workspaces)."""
-    on_the_way = {p for path in wanted for p in path.parents if p == root or root in p.parents}
+    on_the_way = {p for path in wanted for p in path.parents if _under(p, root)}
     others = []
     for folder in on_the_way:
         for entry in os.scandir(folder):
@@ -522,7 +705,12 @@ def _others_in(root: Path, wanted: list[Path]) -> list[Path]:
 
 
 def _own_network(step: Step) -> bool:
+    """Whether the step has a network apart from the machine's (its own, or one it joins)."""
     return network_isolated() and not step.host_network
+
+
+def _joins(step: Step) -> bool:
+    return _own_network(step) and step.network is not None
 
 
 def _bwrap_args(step: Step, info_fd: int, block_fd: int, resolv_fd: int | None) -> list[str]:
@@ -532,9 +720,9 @@ def _bwrap_args(step: Step, info_fd: int, block_fd: int, resolv_fd: int | None) 
     args = ["--unshare-all", "--unshare-user", "--disable-userns"]
     args += ["--die-with-parent", "--new-session", "--hostname", "step"]
     args += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
-    if resolv_fd is None:
-        args.append("--share-net")
-    else:
+    if resolv_fd is None or _joins(step):
+        args.append("--share-net")  # the machine's, or the one it joined (Network)
+    if resolv_fd is not None:
         args += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
     args += [*_mounts(step), "--chdir", str(step.workspace)]
     args += ["--clearenv"]
@@ -550,17 +738,23 @@ def _later(fd: int) -> list[str]:
 
 
 def _outer_argv(
-    step: Step, user: tuple[int, int] | None, group: cgroups.Group, fd: int, later: int | None
+    step: Step,
+    user: tuple[int, int] | None,
+    group: cgroups.Group,
+    fd: int,
+    later: int | None,
+    join: Sequence[str] = (),
 ) -> list[str]:
     """sh joins the step's cgroups (as root, before anything of the step exists), prlimit
-    sets the rlimits, setpriv drops root, then bwrap reads its arguments from fd; later:
-    where the command comes from when it is not known yet."""
+    sets the rlimits, nsenter joins a network made for several steps (join: its command
+    line, Network.join), setpriv drops root, then bwrap reads its arguments from fd;
+    later: where the command comes from when it is not known yet."""
     # The command stays on the command line: bwrap takes only options from --args.
     command = _later(later) if later is not None else step.argv
     argv = ["bwrap", "--args", str(fd), "--", *command]
     if user is not None:
         argv = ["setpriv", *_drop(*user), "--", *argv]
-    argv = ["prlimit", *_rlimits(step.limits, group), "--", *argv]
+    argv = ["prlimit", *_rlimits(step.limits, group), "--", *join, *argv]
     if files := group.procs_files():
         # The file names ride as arguments, up to "--"; what follows is the command.
         join = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"'
@@ -623,16 +817,19 @@ class _Launch:
             os.lseek(resolv, 0, os.SEEK_SET)
             passed.append(resolv)
         try:
+            # The joined network's descriptors stay open: they are its, not this step's.
+            network = self.step.network if _joins(self.step) else None
+            join, joined_fds = network.join() if network is not None else ([], [])
             args = _bwrap_args(self.step, info_w, block_r, resolv)
             os.write(args_fd, b"".join(a.encode() + b"\0" for a in args))
             os.lseek(args_fd, 0, os.SEEK_SET)
             self.proc = subprocess.Popen(
-                _outer_argv(self.step, self.user, self.group, args_fd, later_r),
+                _outer_argv(self.step, self.user, self.group, args_fd, later_r, join),
                 stdin=subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=out_w,
                 env=LAUNCH_ENV,
-                pass_fds=passed[1:],
+                pass_fds=[*passed[1:], *joined_fds],
                 start_new_session=True,
             )
         except BaseException:
@@ -660,7 +857,10 @@ class _Launch:
         network, where it has its own, and the caches."""
         if self.prepared:
             return
-        if _own_network(self.step):
+        if _joins(self.step):
+            assert self.step.network is not None
+            self.step.network.ready()
+        elif _own_network(self.step):
             self._connect()
         if self._hands_over():
             assert self.user is not None
@@ -782,18 +982,10 @@ class _Launch:
         included: it names itself before that, and slirp4netns bringing the loopback up
         meanwhile would make bubblewrap's setup of it fail. Its last act before it waits
         for us is to drop its capabilities, which /proc shows anyone."""
-        status = Path(f"/proc/{self.child_pid}/status")
-        while time.monotonic() < deadline:
-            try:
-                caps = [ln for ln in status.read_text().splitlines() if ln.startswith("CapEff:")]
-            except (FileNotFoundError, ProcessLookupError):
-                return False  # it ended: its output says why
-            if caps and int(caps[0].split()[1], 16) == 0:
-                return True
-            # Each step waits here: a coarser poll costs every step its granularity.
-            time.sleep(0.001)
-        self._late(f"was not set up within {slirp.READY_SECONDS} s")
-        return False
+        done = _set_itself_up(self.child_pid, deadline)
+        if done is None:
+            self._late(f"was not set up within {slirp.READY_SECONDS} s")
+        return bool(done)
 
     def _late(self, what: str) -> None:
         """A sandbox still starting this late would wait for its network for ever."""
@@ -881,6 +1073,23 @@ class _Launch:
         if self.sandbox_pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self.sandbox_pidfd, signal.SIGKILL)
+
+
+def _set_itself_up(pid: int, deadline: float) -> bool | None:
+    """Whether bubblewrap's pid `pid` finished setting up its namespaces (its last act is
+    to drop its capabilities, which /proc shows anyone): False when it ended (its output
+    says why), None when the deadline came first."""
+    status = Path(f"/proc/{pid}/status")
+    while time.monotonic() < deadline:
+        try:
+            caps = [ln for ln in status.read_text().splitlines() if ln.startswith("CapEff:")]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if caps and int(caps[0].split()[1], 16) == 0:
+            return True
+        # Each step waits here: a coarser poll costs every step its granularity.
+        time.sleep(0.001)
+    return None
 
 
 def _write_argv(fd: int, argv: Sequence[str]) -> None:

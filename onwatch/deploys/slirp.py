@@ -1,6 +1,7 @@
 """slirp4netns, the network of pipeline steps: the only module that runs it.
 
-Each step has a network namespace of its own (with its own loopback), and slirp4netns
+Each step has a network namespace apart from this machine's (with its own loopback: the
+step's own, or the one its pipeline's steps share, sandbox.Network), and slirp4netns
 gives it outbound IPv4 through this machine's own sockets: package registries, git
 servers, any address but this machine's loopback (--disable-host-loopback). So a step
 cannot reach what listens on 127.0.0.1 here: onwatch's web port, a local database,

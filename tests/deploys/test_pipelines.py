@@ -877,9 +877,32 @@ def test_each_steps_sandbox_is_made_beside_the_pipelines_path(
     assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
     assert "built" in pipeline.steps.get(name="test").tail
     [seconds] = reported
-    assert "overlapped: sandbox: set up by bwrap" in seconds, seconds
-    assert "sandbox: set up by bwrap" not in seconds and "sandbox: network" not in seconds
+    # Their one network (sandbox.Network), made beside the checkout.
+    assert "overlapped: network: made" in seconds, seconds
+    assert "network: made" not in seconds and "sandbox: network" not in seconds
     assert not list(workspace_of(pipeline).parent.glob(f"{pipeline.pk}*"))
+
+
+def test_a_pipelines_steps_share_one_network_which_ends_with_it(
+    org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[sandbox.Network] = []
+    network = sandbox.Network
+
+    def noted(user: str = "") -> sandbox.Network:
+        made.append(network(user))
+        return made[-1]
+
+    monkeypatch.setattr(sandbox, "Network", noted)
+    build = "readlink /proc/self/ns/net > netns"
+    test = "echo same: $(readlink /proc/self/ns/net | grep -c -x -F -f netns)"
+    toml = f'[build]\ncommand = "{build}"\n[test]\ncommand = "{test}"\n'
+    commit(tmp_path / "repo", {"onwatch.toml": toml}, "Two steps")
+    pipeline = run(services.run_pipeline(service_for(org, str(tmp_path / "repo")), SYSTEM, "ui"))
+    assert pipeline.state == State.SUCCEEDED, log_of(pipeline)
+    assert "same: 1" in pipeline.steps.get(name="test").tail
+    [one] = made
+    assert one.proc.returncode is not None and one.slirp is None and one.fds == []
 
 
 def test_a_missing_test_report_is_a_line_in_the_log_not_a_failure(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -303,6 +305,62 @@ def test_steps_started_side_by_side_all_get_their_network(workspace: Path) -> No
     assert failures == []
 
 
+def test_steps_given_one_network_share_it_and_nothing_else(workspace: Path) -> None:
+    """A pipeline's steps join the network made for it (one slirp4netns, one set of
+    routes) rather than each get one: the same namespace, still kept off this machine and
+    its link-local addresses, with routes the step cannot change; their /tmp stays each
+    its own, and a step given none has a network of its own."""
+    outside = machine_address()
+    first = (
+        "readlink /proc/self/ns/net; echo left > /tmp/left; ip route add prohibit 192.0.2.1 "
+        "2>/dev/null && echo route added; ip route | grep -c prohibit"
+    )
+    reach = 'if timeout 10 bash -c "exec 3<>/dev/tcp/{0}" 2>/dev/null; then echo "{0}: open"; fi'
+    with (
+        answering("127.0.0.1") as local,
+        answering(outside) as lan,
+        sandbox.Network() as network,
+    ):
+        tries = (f"127.0.0.1/{local}", f"{outside}/{lan}", "pypi.org/443")
+        second = "readlink /proc/self/ns/net; ls /tmp; " + "; ".join(map(reach.format, tries))
+        outs = [Output(), Output()]
+        for script, out in zip((first, second), outs, strict=True):
+            step = replace(bash(script, workspace), network=network)
+            assert sandbox.run(step, out).exit_code == 0, out.text
+        alone = Output()
+        assert sandbox.run(bash("readlink /proc/self/ns/net", workspace), alone).exit_code == 0
+    netns, *said = outs[0].text.splitlines()
+    assert said == ["2"]  # the link-local range and this machine's address; nothing added
+    assert outs[1].text.splitlines() == [netns, "pypi.org/443: open"]
+    assert alone.text.strip() != netns
+
+
+def test_a_closed_network_leaves_nothing_of_it_running(workspace: Path) -> None:
+    with sandbox.Network() as network:
+        done = sandbox.run(replace(bash("true", workspace), network=network), Output())
+        assert done.exit_code == 0
+        holder, relay = network.child_pid, network.slirp
+        assert relay is not None and Path(f"/proc/{holder}").exists()
+    assert not Path(f"/proc/{holder}").exists()
+    assert network.proc.returncode is not None  # bubblewrap, which reaped it
+    deadline = time.monotonic() + slirp.STOP_SECONDS + 5
+    while relay.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert relay.proc.returncode is not None
+
+
+def test_a_network_whose_holder_died_fails_the_step_in_one_line(workspace: Path) -> None:
+    with sandbox.Network() as network:
+        network.join()  # it has named its process
+        os.kill(network.child_pid, signal.SIGKILL)
+        step = replace(bash("echo ran", workspace), network=network)
+        out = Output()
+        with pytest.raises(SandboxError, match="the steps' network could not be made"):
+            sandbox.run(step, out)
+        assert "ran" not in out.text
+    assert network.proc.returncode is not None
+
+
 def test_without_slirp4netns_steps_share_the_machines_network(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -592,12 +650,21 @@ def test_as_root_it_names_a_step_user_that_does_not_exist(monkeypatch: pytest.Mo
     )
 
 
+def test_a_folder_is_under_itself_and_its_parents_only() -> None:
+    under = sandbox._under
+    assert under(Path("/a/b"), Path("/a/b")) and under(Path("/a/b/c"), Path("/a"))
+    assert under(Path("/a"), Path("/")) and under(Path("/"), Path("/"))
+    assert not under(Path("/a/bc"), Path("/a/b")) and not under(Path("/a"), Path("/a/b"))
+
+
 def test_it_refuses_a_workspace_that_holds_onwatch_data(root: Path) -> None:
     data = folder(root, "data")
     with override_settings(DATA_DIR=data), pytest.raises(SandboxError, match="would expose"):
         sandbox.run(bash("true", root), Output())
     with pytest.raises(SandboxError, match="would expose /usr"):
         sandbox.run(bash("true", Path("/usr/share")), Output())
+    with pytest.raises(SandboxError, match="would expose"):
+        sandbox.run(bash("true", Path("/")), Output())
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands workspaces to the step user")
