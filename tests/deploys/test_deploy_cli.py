@@ -55,9 +55,12 @@ def test_deploy_then_rollback_after_a_worker_restart_from_the_command_line(
             with Running(["worker"], env) as worker:
                 worker.wait_for("ready")
                 first = run(["deploy", "shop", "--wait"], env, timeout=180)
+                # Here, not below: a failed deploy's fetch would hide why it failed.
+                assert first.returncode == 0, first.stdout + first.stderr
                 v1 = fetch(port, "shop.test")
                 commit(repo, app_files("v2"), "Second")
                 second = run(["deploy", "shop", "--wait"], env, timeout=180)
+                assert second.returncode == 0, second.stdout + second.stderr
                 v2 = fetch(port, "shop.test")
             marked = run(["releases", "no-rollback", "shop", "2", "--why", "drops a table"], env)
             listed = run(["releases", "list", "shop"], env)
@@ -66,6 +69,7 @@ def test_deploy_then_rollback_after_a_worker_restart_from_the_command_line(
             with Running(["worker"], env) as worker:
                 worker.wait_for("ready")
                 back = run(["rollback", "shop", "--wait"], env, timeout=180)
+                assert back.returncode == 0, back.stdout + back.stderr
                 after = fetch(port, "shop.test")
     finally:
         stop_everything(Machine(short / "data" / "deploys"))

@@ -134,7 +134,9 @@ def test_a_429_says_when_to_come_back_and_is_counted(
     assert status(answers[11]) == 429
     assert header(answers[11], "Retry-After") == "1"
     assert header(answers[11], "X-Sentry-Rate-Limits") == "1::project:rate_limited"
-    assert Event.objects.count() == 10  # every 200 stored, nothing else
+    # Every 200 stored, nothing else (the eleventh may be let through on a slow machine:
+    # a second had passed, and with it a new token).
+    assert Event.objects.count() == [status(a) for a in answers].count(200)
     refused = Tally.objects.get(what="refused")
     assert (refused.detail, refused.count) == ("rate_limited", 2)
 
