@@ -430,16 +430,22 @@ def sandbox_argv(agent: Agent, folder: Path) -> tuple[list[str], str]:
     """What a build runs in, as on onwatch's machine as far as bubblewrap alone goes: the
     system read-only, a /tmp of its own, the deploy user's home and the agent's folder
     (onwatch's keys there, the agent, other services' releases) hidden, its own release
-    folder writable; its processes die with it. ([], why) where bubblewrap cannot."""
+    folder writable; its processes die with it. The user's runtime folder and the system's
+    message bus are hidden too: a read-only folder still lets a build reach the sockets in
+    it, and the user's systemd or D-Bus there would start a program outside the sandbox.
+    The host's network stays the build's (it downloads), loopback included: unlike here,
+    nothing walls that off on a host. ([], why) where bubblewrap cannot."""
     found = shutil.which(BWRAP, path=f"{BASE_PATH}:/usr/local/bin")
     if found is None:
         return [], "bubblewrap (bwrap) is not installed on the host"
-    hidden = [p for p in (Path.home(), agent.dir) if p != Path("/")]
+    sockets = [p for p in (Path("/run/user"), Path("/run/dbus")) if p.is_dir()]
+    hidden = [p for p in (Path.home(), agent.dir, *sockets) if p != Path("/")]
     walls = [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     walls += ["--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]  # noqa: S108 (its own, fresh)
     walls += [a for p in hidden for a in ("--tmpfs", str(p))]
     walls += ["--bind", str(folder), str(folder), "--chdir", str(folder)]
     walls += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
+    walls += ["--new-session"]  # no typing into the terminal of whoever started the agent
     tried = subprocess.run([*walls, "true"], capture_output=True, timeout=30, check=False)
     if tried.returncode != 0:
         said = tried.stderr.decode(errors="replace").strip().splitlines()

@@ -85,10 +85,11 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
     # not ready (no process manager on the test's sshd).
     assert checked.returncode == 1, checked.stderr
     out = checked.stdout.splitlines()
-    assert len(out) == 8 and out[0].startswith("ok: Python 3.")
+    assert len(out) == 9 and out[0].startswith("ok: Python 3.")
     assert out[-1] == "ok: Caddy may listen on port 8080"  # plain HTTP, on a high port
     assert "missing: No process manager: systemd is not running" in checked.stdout
     assert "missing: Nothing starts the apps again after a reboot" in checked.stdout
+    assert "ok: builds run in a bubblewrap sandbox" in checked.stdout  # bwrap is here
     assert listed.stdout.splitlines() == [
         "this machine\tnot checked yet\t-\t-",
         f"{name}\tnot ready\tHetzner\t12.50 EUR a month",

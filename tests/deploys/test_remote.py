@@ -719,7 +719,7 @@ def test_a_build_on_a_host_cannot_read_its_keys_nor_another_services_release(
     finally:
         shutil.rmtree(home, ignore_errors=True)
     assert ran.exit_code == 0 and ran.unsandboxed == "", (ran, said)
-    assert said == ["own ok", "no key", "no release", "system read-only", "python ok"]
+    assert said == ["own ok", "no key", "no release", "system read-only", "no bus", "python ok"]
 
 
 def built(place: RemotePlace, tmp_path: Path, home: Path, other: Path) -> tuple[Ran, list[str]]:
@@ -730,6 +730,8 @@ def built(place: RemotePlace, tmp_path: Path, home: Path, other: Path) -> tuple[
         f"cat {home}/.ssh/id_ed25519 2>/dev/null || echo no key; "
         f"cat {other}/config.py 2>/dev/null || echo no release; "
         "touch /usr/onwatch-was-here 2>/dev/null || echo system read-only; "
+        # The system's bus (and the user's, in /run/user) could start a program outside.
+        "ls -A /run/dbus /run/user 2>/dev/null | grep -q . && echo bus seen || echo no bus; "
         "python3 -c 'print(\"python ok\")'"
     )
     said: list[str] = []

@@ -582,28 +582,3 @@ def test_a_deploys_reason_is_stored_masked_whoever_wrote_it(org: Organization) -
     assert SECRET not in deploy.reason and deploy.reason.startswith("on deploy@10.0.0.7: ")
     reasons = [e.data.get("reason", "") for e in AuditEntry.objects.all()]
     assert reasons and not any(SECRET in r for r in reasons)
-
-
-def test_hosts_that_would_leave_a_live_service_serving_nowhere_are_refused(
-    org: Organization,
-) -> None:
-    """Walked: "shop runs on deploy@… (a new host); its next deploy goes there" took the
-    live shop off the hosts serving it at once, and it served nowhere."""
-    service = services.add_service(org, services.ServiceFields(name="shop", git_url="/x"), SYSTEM)
-    services.set_domain(service, "shop.example.com", True, SYSTEM)
-    here, web1 = services.this_machine(org), checked_host(org, "deploy@10.0.0.7")
-    web2 = checked_host(org, "deploy@10.0.0.8")
-    services.set_service_hosts(service, [here, web1], SYSTEM)
-    first, second = services.placements(service)
-    services.placements_serving({first.pk: "release 4 (1a2b3c4)", second.pk: "release 4 (1a2b3c4)"})
-    with pytest.raises(services.Refusal) as refused:
-        services.set_service_hosts(service, [web2], SYSTEM)
-    assert str(refused.value) == (
-        "shop serves only on this machine, deploy@10.0.0.7, which this list takes off: it "
-        "would serve nowhere until a deploy reached the new hosts. Keep one of them in the "
-        "list, deploy, then take it off (or take the domain away to stop it on purpose)"
-    )
-    assert [p.host for p in services.placements(service)] == [here, web1]
-    # Keeping one that serves, the new host is added (and the other taken off).
-    services.set_service_hosts(service, [web1, web2], SYSTEM)
-    assert [p.host for p in services.placements(service)] == [web1, web2]
