@@ -1,0 +1,207 @@
+"""The intake's spool (onwatch/errors/spooled.py) and its digest: an envelope answered 200
+is kept sealed in the spool and stored once, whatever is killed when; a record cut by a
+killed writer is skipped with a logged line, the others kept; a disk that cannot take
+the record is a 503 that says so, and loses nothing accepted before; quota and refusals
+count as they did when the queue was in the database."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from onwatch.core.audit import SYSTEM
+from onwatch.core.ingest import spool
+from onwatch.core.ingest.spool import SpoolFull
+from onwatch.errors import digest, intake, services, spooled
+from onwatch.errors.models import Event, Project, SpoolCursor, Tally
+from tests.support.fixtures import make_org
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_limits")]
+
+
+def shop() -> Project:
+    return services.add_project(make_org(), "shop", SYSTEM)
+
+
+def envelope(n: int, secret: str = "") -> bytes:
+    event = {"event_id": f"{n:032x}", "message": f"boom {n}", "extra": {"note": secret}}
+    return b'{}\n{"type": "event"}\n' + json.dumps(event).encode() + b"\n"
+
+
+def waiting(project: Project, n: int, secret: str = "") -> intake.Waiting:
+    return intake.Waiting(project.pk, project.public_key, "192.0.2.9", "", envelope(n, secret), 1)
+
+
+def take(project: Project, n: int) -> int:
+    return spooled.take(waiting(project, n), timezone.now()).status
+
+
+def digest_all() -> None:
+    while digest.digest():
+        pass
+
+
+def stored() -> list[str]:
+    return sorted(Event.objects.values_list("event_id", flat=True))
+
+
+def counted() -> dict[tuple[str, str], int]:
+    return {(t.what, t.detail): t.count for t in Tally.objects.all()}
+
+
+def test_an_envelope_is_answered_once_spooled_and_stored_by_the_digest() -> None:
+    project = shop()
+    assert [take(project, n) for n in range(3)] == [200, 200, 200]
+    assert not Event.objects.exists()  # answered, not stored yet
+    digest_all()
+    assert stored() == [f"{n:032x}" for n in range(3)]
+    assert counted() == {("stored", ""): 3}
+
+
+def test_the_spool_holds_the_body_sealed_not_as_sent() -> None:
+    project = shop()
+    spooled.take(waiting(project, 1, "hunter2-in-the-body"), timezone.now())
+    on_disk = b"".join(p.read_bytes() for p in spooled.folder().glob("*.spool"))
+    assert b"hunter2-in-the-body" not in on_disk and b"boom 1" not in on_disk
+    assert len(on_disk) > len(envelope(1, "hunter2-in-the-body"))
+
+
+def cut_writer(project_id: int, key: str) -> None:
+    """A web process killed while it appended its third envelope."""
+    project = Project(pk=project_id, public_key=key)
+    try:
+        for n in (1, 2):
+            spooled.take(waiting(project, n), timezone.now())
+        whole = spooled.packed(spooled.Entry(project_id, timezone.now(), 1, body=envelope(3)))
+        os.write(spooled.appender().current(), spool.framed(whole)[:50])
+    finally:
+        os._exit(0)
+
+
+def test_a_record_cut_by_a_killed_writer_is_skipped_with_a_line_and_the_others_kept(
+    caplog: Any,
+) -> None:
+    project = shop()
+    connections.close_all()  # not shared with the fork
+    fork = multiprocessing.get_context("fork")
+    proc = fork.Process(target=cut_writer, args=(project.pk, project.public_key))
+    proc.start()
+    proc.join()
+    [name] = spool.files(spooled.folder())
+    with caplog.at_level(logging.WARNING, logger="onwatch.errors.digest"):
+        digest_all()
+    assert stored() == [f"{1:032x}", f"{2:032x}"]
+    assert f"the spool file {name} ends in a record cut short" in caplog.text
+    assert "50 bytes skipped" in caplog.text
+    assert spool.files(spooled.folder()) == []  # read to its end and removed
+    assert not SpoolCursor.objects.exists()
+
+
+def test_a_digest_killed_before_its_commit_stores_each_envelope_once(monkeypatch: Any) -> None:
+    project = shop()
+    for n in range(30):
+        take(project, n)
+    real = services.store_events
+    calls = []
+
+    def dies_in_the_second_batch(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed mid-digest")  # not an Exception: nothing catches it
+        real(*args)
+
+    monkeypatch.setattr(services, "store_events", dies_in_the_second_batch)
+    assert digest.digest() == digest.BATCH
+    with pytest.raises(KeyboardInterrupt):
+        digest.digest()
+    assert len(stored()) == digest.BATCH  # the first batch's commit holds
+    monkeypatch.setattr(services, "store_events", real)
+    digest_all()
+    assert stored() == [f"{n:032x}" for n in range(30)]
+    assert counted() == {("stored", ""): 30}
+
+
+def test_a_spool_that_cannot_be_written_answers_503_and_keeps_what_it_took(
+    monkeypatch: Any,
+) -> None:
+    project = shop()
+    assert take(project, 1) == 200
+
+    def disk_full(self: Any, payload: bytes) -> tuple[str, int]:
+        raise SpoolFull(28, "no space left")
+
+    monkeypatch.setattr(spool.Spool, "append", disk_full)
+    answer = spooled.take(waiting(project, 2), timezone.now())
+    assert answer.status == 503
+    said = json.loads(answer.body)["detail"]
+    assert said == (
+        "onwatch could not store the event: writing to its data folder failed (is the disk "
+        "full? see the server log); send it again"
+    )
+    monkeypatch.undo()
+    digest_all()
+    assert stored() == [f"{1:032x}"]
+
+
+def test_the_quota_counts_what_is_spooled_and_not_yet_stored() -> None:
+    project = shop()
+    project.hourly_quota = 3
+    project.save()
+    assert [take(project, n) for n in range(5)] == [200, 200, 200, 429, 429]
+    digest_all()
+    assert [take(project, n) for n in range(5, 7)] == [429, 429]  # now counted as stored
+    digest_all()
+    assert stored() == [f"{n:032x}" for n in range(3)]
+    assert counted() == {("stored", ""): 3, ("refused", "over_quota"): 4}
+
+
+def test_a_refusal_says_when_to_come_back_and_is_counted_by_the_digest() -> None:
+    project = shop()
+    w = waiting(project, 1)
+    w.refused = "rate_limited"
+    answer = spooled.take(w, timezone.now())
+    assert answer.status == 429
+    assert dict(answer.headers)[b"X-Sentry-Rate-Limits"] == b"1::project:rate_limited"
+    assert not Tally.objects.exists()
+    digest_all()
+    assert counted() == {("refused", "rate_limited"): 1}
+
+
+def test_a_record_that_is_no_entry_is_logged_and_the_rest_stored(caplog: Any) -> None:
+    project = shop()
+    take(project, 1)
+    spooled.appender().append(b"not sealed by onwatch")
+    take(project, 2)
+    with caplog.at_level(logging.ERROR, logger="onwatch.errors.digest"):
+        digest_all()
+    assert stored() == [f"{1:032x}", f"{2:032x}"]
+    assert "cannot be read" in caplog.text
+
+
+def test_a_finished_file_read_to_its_end_is_removed_with_its_cursor() -> None:
+    project = shop()
+    take(project, 1)
+    name = spooled.appender().name
+    digest_all()
+    assert spool.files(spooled.folder()) == [name]  # still this process's: kept
+    assert SpoolCursor.objects.get(name=name).offset == spool.size(spooled.folder() / name)
+    spooled.appender().close()
+    digest_all()
+    assert spool.files(spooled.folder()) == [] and not SpoolCursor.objects.exists()
+    assert spooled.waiting() == 0
+
+
+def test_waiting_counts_the_bytes_not_yet_digested(tmp_path: Path) -> None:
+    project = shop()
+    take(project, 1)
+    assert spooled.waiting() == spool.size(spooled.folder() / spooled.appender().name)
+    digest_all()
+    assert spooled.waiting() == 0
