@@ -5,8 +5,8 @@ transaction. A refusal (rate limit, quota, full queue, low disk) is appended too
 record of its own, so the digest counts it on the project page.
 
 The quota and the queue's depth are decided here, before the answer, from what the
-digest has stored (read at most every REFRESH_SECONDS, in one snapshot with its cursors)
-and what this process has spooled since that the digest has not stored yet. Another web
+digest has stored (read at most every REFRESH_SECONDS, with its cursors)
+and what this process has spooled that the digest had not stored then. Another web
 process's spooled records are not seen until digested: with several web processes a
 project may pass its hourly quota by what the others hold at that moment (a second's
 worth at most under load), and ERRORS_QUEUE_MAX holds for each process.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from onwatch.core.ingest import Answer, spool
 from onwatch.core.ingest.spool import Spool, SpoolFull
@@ -134,13 +134,14 @@ class Backlog:
         if now - self.looked < REFRESH_SECONDS and (project_id, hour) in self.base:
             return
         self.looked = now
-        # Every project's count in the same snapshot as the cursors: counted from an older
-        # one, what the digest stored meanwhile would be in neither.
+        # Every project's count read after the cursors: what the digest stores in between
+        # is counted twice until the next look (refused early, never taken over the
+        # quota). Not in one transaction: on SQLite onwatch's begin IMMEDIATE, which waits
+        # for the digest's write lock, the very wait the spool is there to spare.
         projects = {p for p, h in self.base if h == hour} | {project_id}
         try:
-            with transaction.atomic():
-                self.forget_stored(cursors({p.name for p in self.pending}))
-                self.base = stored_and_quota(projects, hour)
+            self.forget_stored(cursors({p.name for p in self.pending}))
+            self.base = stored_and_quota(projects, hour)
         finally:
             connection.close()  # a thread of the ingest layer: Django never closes it
 
