@@ -14,6 +14,7 @@ worth at most under load), and ERRORS_QUEUE_MAX holds for each process.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import secrets
@@ -28,10 +29,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from onwatch.core.ingest import Answer, spool
 from onwatch.core.ingest.spool import Spool, SpoolFull
+from onwatch.core.ingest.writer import failed
 from onwatch.core.keyring import get_keyring
 from onwatch.errors.intake import OK, Waiting, refusal
 from onwatch.errors.models import Project, SpoolCursor, Tally
@@ -120,7 +122,7 @@ class Backlog:
     def __init__(self) -> None:
         self.pending: deque[Pending] = deque()
         self.events: Counter[tuple[int, datetime]] = Counter()
-        self.base: dict[tuple[int, datetime], tuple[int, int]] = {}  # stored, quota
+        self.base: dict[tuple[int, datetime], Known] = {}
         self.looked = float("-inf")
 
     def add(self, p: Pending) -> None:
@@ -151,12 +153,20 @@ class Backlog:
             self.events[p.project_id, p.hour] -= p.events
         self.events = +self.events  # drop the zeros
 
+    def denied(self, project_id: int, hour: datetime, key: str) -> str:
+        """Why the key is refused as the database had it when last looked (a key revoked
+        in another process since keys.py looked), or ""."""
+        known = self.base[project_id, hour]
+        if not hmac.compare_digest(known.key.encode(), key.encode()):
+            return "unknown project or key: check the DSN"
+        return "this project's key was revoked: use its new DSN" if known.revoked else ""
+
     def room(self, project_id: int, hour: datetime, events: int) -> str:
         """Why a request with this many events cannot be taken now, or ""."""
         if len(self.pending) >= settings.ERRORS_QUEUE_MAX:
             return "queue_full"
-        stored, quota = self.base[project_id, hour]
-        if events and stored + self.events[project_id, hour] >= quota:
+        known = self.base[project_id, hour]
+        if events and known.stored + self.events[project_id, hour] >= known.quota:
             return "over_quota"
         return ""
 
@@ -178,14 +188,27 @@ def cursors(names: set[str]) -> dict[str, int]:
     return {**at, **gone}
 
 
-def stored_and_quota(
-    projects: set[int], hour: datetime
-) -> dict[tuple[int, datetime], tuple[int, int]]:
-    """Each project's events stored this hour and its hourly quota."""
-    quotas = dict(Project.objects.filter(pk__in=projects).values_list("pk", "hourly_quota"))
-    found = Tally.objects.filter(project_id__in=projects, hour=hour, what="stored", detail="")
-    stored = dict(found.values_list("project_id", "count"))
-    return {(p, hour): (stored.get(p, 0), quotas.get(p, 0)) for p in projects}
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A project as the database had it: its events stored this hour, its quota, key."""
+
+    stored: int = 0
+    quota: int = 0
+    key: str = ""  # "": no such project (deleted)
+    revoked: bool = False
+
+
+def stored_and_quota(projects: set[int], hour: datetime) -> dict[tuple[int, datetime], Known]:
+    tallies = Tally.objects.filter(project_id__in=projects, hour=hour, what="stored", detail="")
+    stored = dict(tallies.values_list("project_id", "count"))
+    rows = Project.objects.filter(pk__in=projects)
+    found = {
+        p: Known(stored.get(p, 0), quota, key, revoked)
+        for p, quota, key, revoked in rows.values_list(
+            "pk", "hourly_quota", "public_key", "key_revoked"
+        )
+    }
+    return {(p, hour): found.get(p, Known()) for p in projects}
 
 
 _spool: Spool | None = None
@@ -213,22 +236,37 @@ def forget() -> None:
 
 def take(w: Waiting, now: datetime) -> Answer:
     """Spool the envelope, or its refusal; the answer. Refused with 503 (nothing kept)
-    when the spool cannot be written."""
+    when the database cannot say the project's quota or the spool cannot be written."""
     hour = hour_of(now)
-    entry = Entry(w.project_id, now, w.events, w.remote_addr, w.encoding[:20], w.body)
     with _lock:
-        _backlog.refresh(w.project_id, hour)
+        try:
+            _backlog.refresh(w.project_id, hour)
+        except DatabaseError:
+            log.exception("errors: the quota of project %d could not be read", w.project_id)
+            return refusal(503, failed("event"))
+        denied = _backlog.denied(w.project_id, hour, w.key)
+        if denied:
+            return refusal(403, denied)
         why = w.refused or _backlog.room(w.project_id, hour, w.events)
         if why:
-            spooled_refusal(Entry(w.project_id, now, w.events, refused=why))
-            retry = RETRY.get(why, 60) if why != "over_quota" else until_next_hour(now)
-            return refusal(429, f"refused: {REASONS[why]}; send again later", why, retry)
-        try:
-            name, end = appender().append(packed(entry))
-        except SpoolFull:
-            log.exception("errors: an envelope of project %d could not be spooled", w.project_id)
-            return refusal(503, NOT_SPOOLED)
-        _backlog.add(Pending(name, end, w.project_id, hour, w.events))
+            return refused(w, now, why)
+        return spooled_envelope(w, now, hour)
+
+
+def refused(w: Waiting, now: datetime, why: str) -> Answer:
+    spooled_refusal(Entry(w.project_id, now, w.events, refused=why))
+    retry = RETRY.get(why, 60) if why != "over_quota" else until_next_hour(now)
+    return refusal(429, f"refused: {REASONS[why]}; send again later", why, retry)
+
+
+def spooled_envelope(w: Waiting, now: datetime, hour: datetime) -> Answer:
+    entry = Entry(w.project_id, now, w.events, w.remote_addr, w.encoding[:20], w.body)
+    try:
+        name, end = appender().append(packed(entry))
+    except SpoolFull:
+        log.exception("errors: an envelope of project %d could not be spooled", w.project_id)
+        return refusal(503, NOT_SPOOLED)
+    _backlog.add(Pending(name, end, w.project_id, hour, w.events))
     return OK
 
 

@@ -10,11 +10,12 @@ import json
 import logging
 import multiprocessing
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
+from django.db import OperationalError, connections
 from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
@@ -204,4 +205,34 @@ def test_waiting_counts_the_bytes_not_yet_digested(tmp_path: Path) -> None:
     take(project, 1)
     assert spooled.waiting() == spool.size(spooled.folder() / spooled.appender().name)
     digest_all()
+    assert spooled.waiting() == 0
+
+
+def test_a_key_revoked_or_a_project_deleted_elsewhere_is_refused_once_looked_again() -> None:
+    project = shop()
+    assert take(project, 1) == 200
+    Project.objects.filter(pk=project.pk).update(key_revoked=True)  # as another process does
+    time.sleep(spooled.REFRESH_SECONDS)
+    answer = spooled.take(waiting(project, 2), timezone.now())
+    assert answer.status == 403
+    assert json.loads(answer.body) == {"detail": "this project's key was revoked: use its new DSN"}
+    Project.objects.filter(pk=project.pk).delete()
+    time.sleep(spooled.REFRESH_SECONDS)
+    assert take(project, 3) == 403
+    digest_all()  # the project's spooled envelope went with it
+    assert not Event.objects.exists()
+
+
+def test_a_database_that_cannot_say_the_quota_is_a_503_that_keeps_nothing(
+    monkeypatch: Any,
+) -> None:
+    project = shop()
+
+    def fails(*args: Any) -> None:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(spooled, "stored_and_quota", fails)
+    answer = spooled.take(waiting(project, 1), timezone.now())
+    assert answer.status == 503
+    assert json.loads(answer.body)["detail"].startswith("onwatch could not store the event")
     assert spooled.waiting() == 0
