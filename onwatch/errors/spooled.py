@@ -34,7 +34,7 @@ from django.db import DatabaseError, connection
 from onwatch.core.ingest import Answer, spool
 from onwatch.core.ingest.spool import Spool, SpoolFull
 from onwatch.core.ingest.writer import failed
-from onwatch.core.keyring import get_keyring
+from onwatch.core.keyring import Keyring, get_keyring
 from onwatch.errors.intake import OK, Waiting, refusal
 from onwatch.errors.models import Project, SpoolCursor, Tally
 from onwatch.errors.services import REASONS, RETRY, hour_of
@@ -88,8 +88,21 @@ def unpacked(payload: bytes) -> Entry:
     )
 
 
+_ring: tuple[str, Keyring] | None = None
+
+
+def ring() -> Keyring:
+    """get_keyring, known by the key file's text: its Path comparison cost as much as
+    the sealing."""
+    global _ring
+    path = str(settings.KEY_FILE)
+    if _ring is None or _ring[0] != path:
+        _ring = (path, get_keyring())
+    return _ring[1]
+
+
 def sealed(plain: bytes) -> bytes:
-    keyring = get_keyring()
+    keyring = ring()
     nonce = secrets.token_bytes(NONCE)
     key = keyring.keys[keyring.current]
     return KEY_ID.pack(keyring.current) + nonce + AESGCM(key).encrypt(nonce, plain, CONTEXT)
@@ -97,7 +110,7 @@ def sealed(plain: bytes) -> bytes:
 
 def opened(payload: bytes) -> bytes:
     key_id = KEY_ID.unpack_from(payload)[0]
-    key = get_keyring().keys.get(key_id)
+    key = ring().keys.get(key_id)
     if key is None:
         raise ValueError(f"the keyring lacks key {key_id}, which sealed a spooled envelope")
     nonce = payload[KEY_ID.size : KEY_ID.size + NONCE]
@@ -211,16 +224,19 @@ def stored_and_quota(projects: set[int], hour: datetime) -> dict[tuple[int, date
     return {(p, hour): found.get(p, Known()) for p in projects}
 
 
-_spool: Spool | None = None
+_spool: tuple[str, Spool] | None = None
 _backlog = Backlog()
 _lock = threading.Lock()  # the quota's count and the append go together
 
 
 def appender() -> Spool:
     global _spool
-    if _spool is None or _spool.folder != folder():  # a test's own data folder
-        _spool = Spool(folder())
-    return _spool
+    # Known by the setting's text (a test's own data folder): comparing Paths cost more
+    # than the append itself.
+    data = str(settings.DATA_DIR)
+    if _spool is None or _spool[0] != data:
+        _spool = (data, Spool(folder()))
+    return _spool[1]
 
 
 def forget() -> None:
@@ -229,7 +245,7 @@ def forget() -> None:
     global _spool, _backlog
     with _lock:
         if _spool is not None:
-            _spool.close()
+            _spool[1].close()
         _spool, _backlog = None, Backlog()
         shutil.rmtree(folder(), ignore_errors=True)
 
