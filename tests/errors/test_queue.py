@@ -5,6 +5,7 @@ answers 429 with when to come back."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -17,11 +18,12 @@ from typing import Any
 import psycopg
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.ingest import spool
 from onwatch.errors import digest, intake, keys, services
-from onwatch.errors.models import Event, Project, Tally
+from onwatch.errors.models import Event, Project, Queued, Tally
 from tests.support.asgi import header, raw, status
 from tests.support.errors import digested, serving_intake, spooled_envelopes
 from tests.support.fixtures import make_org
@@ -189,3 +191,16 @@ def test_a_web_process_killed_mid_digest_loses_nothing_and_stores_nothing_twice(
                 assert time.monotonic() < deadline, counts(env)
                 time.sleep(0.05)
         assert counts(env) == (SENT, 0, SENT)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_envelopes_an_older_version_left_queued_in_the_database_are_digested() -> None:
+    project = services.add_project(make_org(), "shop", SYSTEM)
+    now = timezone.now()
+    for n in (1, 2):  # as the version before the spool queued them, counted as stored
+        body = base64.b64encode(envelope(n)).decode()
+        Queued.objects.create(project=project, received_at=now, events=1, body=body)
+    while digest.digest():
+        pass
+    assert sorted(Event.objects.values_list("event_id", flat=True)) == [f"{1:032x}", f"{2:032x}"]
+    assert not Queued.objects.exists()
