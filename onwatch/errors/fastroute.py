@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
@@ -65,17 +66,22 @@ def accept(request: Request, body: bytes) -> Accepted | None:
 
 
 def spool(item: Incoming | Waiting) -> Answer | None:
-    """An envelope to digest later, spooled; None for what the writer stores now."""
-    return spooled.take(item, timezone.now()) if isinstance(item, Waiting) else None
+    """An envelope to digest later, spooled; None for what the writer stores now. A web
+    process that does not digest (ONWATCH_INGEST_DIGEST=0: a machine that only takes
+    events, on PostgreSQL) has its writer queue envelopes in the database instead, where
+    the digest of another machine finds them; nobody would read its spool."""
+    if isinstance(item, Waiting) and settings.INGEST_DIGEST:
+        return spooled.take(item, timezone.now())
+    return None
 
 
-def write(store: Store, item: Incoming, now: datetime) -> Answer | None:
+def write(store: Store, item: Incoming | Waiting, now: datetime) -> Answer | None:
     # Through the ORM on the writer's connection, inside its transaction: an event is a
     # handful of rows across tables whose ids depend on each other.
     return intake.write(item, now)
 
 
-def write_all(store: Store, items: list[Incoming], now: datetime) -> list[Answer | None]:
+def write_all(store: Store, items: list[Incoming | Waiting], now: datetime) -> list[Answer | None]:
     # A batch's events at once: one statement per table rather than a handful per event.
     return list(intake.write_all(items, now))
 

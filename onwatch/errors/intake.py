@@ -2,7 +2,8 @@
 fast route alike: `accept` reads and scrubs a request without the database (in a thread
 of the layer), `write` stores it (in the writer's batch, or in the view's transaction);
 the fast route's `accept_or_queue` reads only an envelope's framing, and spooled.py
-keeps it for the digest (digest.py).
+keeps it for the digest (digest.py) — or, in a web process that does not digest, `write`
+queues it in the database.
 
 Every answer in 2xx means stored, or spooled durably and then stored: whatever cannot be
 taken is refused before, with 413 or 429 and the reason counted on the project page —
@@ -255,18 +256,22 @@ def disk_low() -> bool:
         return _disk[1]
 
 
-def write(taken: Incoming, now: datetime) -> Answer:
-    """Store what was accepted, or refuse it; in the caller's transaction."""
+def write(taken: Incoming | Waiting, now: datetime) -> Answer:
+    """Store (or queue) what was accepted, or refuse it; in the caller's transaction."""
     return write_all([taken], now)[0]
 
 
-def write_all(taken: list[Incoming], now: datetime) -> list[Answer]:
-    """Store a batch of what was accepted, refusing what cannot be taken; in the
-    caller's transaction."""
+def write_all(taken: list[Incoming | Waiting], now: datetime) -> list[Answer]:
+    """Store (or queue, for the digest) a batch of what was accepted, refusing what cannot
+    be taken; in the caller's transaction."""
     from onwatch.errors import services
 
     answers: list[Answer] = [OK] * len(taken)
-    for i, e in enumerate(services.take_all(taken, now)):
+    read = [(i, t) for i, t in enumerate(taken) if isinstance(t, Incoming)]
+    waiting = [(i, t) for i, t in enumerate(taken) if isinstance(t, Waiting)]
+    found = services.take_all([t for _, t in read], now)
+    found += services.queue_all([t for _, t in waiting], now)
+    for (i, _), e in zip([*read, *waiting], found, strict=True):
         if e is not None:
             answers[i] = refusal(e.status, str(e), e.reason, e.retry_after)
     return answers

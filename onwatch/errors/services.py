@@ -5,6 +5,7 @@ audited: they are data, not changes anyone made)."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from onwatch.errors.models import (
 )
 
 if TYPE_CHECKING:
-    from onwatch.errors.intake import Incoming, Tallies
+    from onwatch.errors.intake import Incoming, Tallies, Waiting
     from onwatch.errors.protocol import Item
     from onwatch.errors.spooled import Entry
 
@@ -248,6 +249,51 @@ def admission(
     if events:
         tallies["stored", ""] += events
     return None
+
+
+def queue_all(waiting: list[Waiting], now: datetime) -> list[Refused | None]:
+    """Queue envelopes in the database for the digest (a batch of the writer, in its
+    transaction), from a web process that does not digest (ONWATCH_INGEST_DIGEST=0: on
+    PostgreSQL, a machine that only takes events, whose spool nobody would read), counted
+    against their project's quota as if stored: None for each queued, or why it was
+    refused (counted) without queueing it."""
+    found: list[Refused | None] = [None] * len(waiting)
+    if not waiting:
+        return found
+    room = settings.ERRORS_QUEUE_MAX - Queued.objects.count()
+    by_project: dict[int, list[int]] = {}
+    for i, w in enumerate(waiting):
+        by_project.setdefault(w.project_id, []).append(i)
+    rows: list[Queued] = []
+    for project_id in sorted(by_project):  # locked in one order, as take_all does
+        project = locked_project(project_id)
+        hour, tallies = hour_of(now), Counter[tuple[str, str]]()
+        stored = stored_this_hour(project, hour) if project is not None else 0
+        for i in by_project[project_id]:
+            w = waiting[i]
+            why = w.refused or ("" if room > 0 else "queue_full")
+            found[i] = admission(project, w.key, why, w.events, now, stored, tallies)
+            if found[i] is None and project is not None:
+                stored += w.events
+                room -= 1
+                rows.append(queued_row(project, w, now))
+        if project is not None:
+            add_tallies(project, hour, tallies)
+    Queued.objects.bulk_create(rows)
+    return found
+
+
+def queued_row(project: Project, w: Waiting, now: datetime) -> Queued:
+    # base64: the keyring seals text.
+    body = base64.b64encode(w.body).decode()
+    return Queued(
+        project=project,
+        received_at=now,
+        encoding=w.encoding[:20],
+        remote_addr=w.remote_addr[:45],
+        events=w.events,
+        body=body,
+    )
 
 
 def digest_spooled(

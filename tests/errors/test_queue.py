@@ -1,11 +1,11 @@
-"""Accepted means kept: the fast route answers 200 once the envelope is in the durable
-spool, and the digest stores it after. A web process killed mid-digest loses nothing and
-stores nothing twice; what the digest cannot read is counted and shown; a full queue
-answers 429 with when to come back."""
+"""The queue in the database, which web processes that do not digest
+(ONWATCH_INGEST_DIGEST=0) fill, as every process did before the spool (test_spooled.py):
+the fast route answers 200 once the envelope is queued, and a digest stores it after. A
+web process killed mid-digest loses nothing and stores nothing twice; what the digest
+cannot read is counted and shown; a full queue answers 429 with when to come back."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -18,14 +18,12 @@ from typing import Any
 import psycopg
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
-from onwatch.core.ingest import spool
-from onwatch.errors import digest, intake, keys, services
+from onwatch.errors import intake, keys, services
 from onwatch.errors.models import Event, Project, Queued, Tally
 from tests.support.asgi import header, raw, status
-from tests.support.errors import digested, serving_intake, spooled_envelopes
+from tests.support.errors import digested, serving_intake
 from tests.support.fixtures import make_org
 from tests.support.procs import Running, isolated, run, wait_http
 
@@ -82,15 +80,12 @@ def test_a_full_queue_answers_429_with_when_to_come_back(settings: Any) -> None:
     project = services.add_project(make_org(), "shop", SYSTEM)
     with serving_intake() as port:
         answers = [post(port, project, envelope(n)) for n in range(6)]
-    # The first through Django (stored at once), three spooled, then the spool is full.
+    # The first through Django (stored at once), three queued, then the queue is full.
     assert [status(a) for a in answers] == [200] * 4 + [429] * 2
     assert header(answers[-1], "Retry-After") == "5"
     assert header(answers[-1], "X-Sentry-Rate-Limits") == "5::project:queue_full"
-    assert spooled_envelopes() == 3
-    while digest.digest():  # the refusals are counted by the digest, with the rest
-        pass
+    assert Queued.objects.count() == 3
     assert Tally.objects.get(what="refused", detail="queue_full").count == 2
-    assert Event.objects.count() == 4
 
 
 def attachment_of(n: int) -> bytes:
@@ -108,12 +103,12 @@ def test_an_attachment_sent_after_its_queued_event_is_stored_with_it(settings: A
     with serving_intake() as port:
         assert status(post(port, project, envelope(1))) == 200  # Django's, teaching the route
         assert status(post(port, project, envelope(2))) == 200
-        assert spooled_envelopes() == 1
+        assert Queued.objects.count() == 1
         answer = post(port, project, attachment_of(2))
         assert status(answer) == 200, answer
         # Through Django's view (the path of the first request from a host) alike.
         assert status(post(port, project, envelope(3))) == 200
-        assert spooled_envelopes() == 1
+        assert Queued.objects.count() == 1
     auth = f"Sentry sentry_key={project.public_key}"
     through_django = Client().post(
         f"/api/{project.pk}/envelope/",
@@ -125,32 +120,26 @@ def test_an_attachment_sent_after_its_queued_event_is_stored_with_it(settings: A
     for n in (2, 3):
         stored = Event.objects.get(event_id=f"{n:032x}")
         assert [a.content for a in stored.attachments.all()] == [b"late"]
-    assert not spooled_envelopes()
+    assert not Queued.objects.exists()
     assert not Tally.objects.filter(what="refused").exists()
 
 
 def counts(env: dict[str, str]) -> tuple[int, int, int]:
-    """Events stored, bytes spooled and not yet digested, and events counted in their
-    issues."""
+    """Events stored, envelopes queued, and events counted in their issues."""
     sql = (
-        "SELECT (SELECT count(*) FROM errors_event), "
+        "SELECT (SELECT count(*) FROM errors_event), (SELECT count(*) FROM errors_queued), "
         "(SELECT coalesce(sum(event_count), 0) FROM errors_issue)"
     )
-    cursors_sql = 'SELECT name, "offset" FROM errors_spoolcursor'
     url = env.get("DATABASE_URL")
     if url:
         with psycopg.connect(url) as conn:
             row = conn.execute(sql).fetchone()
-            at = dict(conn.execute(cursors_sql).fetchall())
     else:
         path = Path(env["ONWATCH_DATA_DIR"]) / "onwatch.sqlite3"
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20) as conn:
             row = conn.execute(sql).fetchone()
-            at = dict(conn.execute(cursors_sql).fetchall())
     assert row is not None
-    folder = Path(env["ONWATCH_DATA_DIR"]) / "spool" / "errors"
-    waiting = sum(max(0, spool.size(folder / n) - at.get(n, 0)) for n in spool.files(folder))
-    return int(row[0]), waiting, int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def send_all(base_url: str, dsn_key: str, project_id: int) -> None:
@@ -172,8 +161,8 @@ def test_a_web_process_killed_mid_digest_loses_nothing_and_stores_nothing_twice(
         with Running(["web"], {**env, "ONWATCH_INGEST_DIGEST": "0"}) as web:
             wait_http(web.base_url + "/health/", timeout=60)
             send_all(web.base_url, key, 1)
-        stored, waiting, _ = counts(env)
-        assert stored == 1 and waiting > 0  # the first answered by Django, stored
+        stored, queued, _ = counts(env)
+        assert stored == 1 and queued == SENT - 1  # the first answered by Django, stored
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)  # its first request: the digest starts
             deadline = time.monotonic() + 60
@@ -191,16 +180,3 @@ def test_a_web_process_killed_mid_digest_loses_nothing_and_stores_nothing_twice(
                 assert time.monotonic() < deadline, counts(env)
                 time.sleep(0.05)
         assert counts(env) == (SENT, 0, SENT)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_envelopes_an_older_version_left_queued_in_the_database_are_digested() -> None:
-    project = services.add_project(make_org(), "shop", SYSTEM)
-    now = timezone.now()
-    for n in (1, 2):  # as the version before the spool queued them, counted as stored
-        body = base64.b64encode(envelope(n)).decode()
-        Queued.objects.create(project=project, received_at=now, events=1, body=body)
-    while digest.digest():
-        pass
-    assert sorted(Event.objects.values_list("event_id", flat=True)) == [f"{1:032x}", f"{2:032x}"]
-    assert not Queued.objects.exists()

@@ -10,10 +10,14 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import OperationalError, connections
 from django.utils import timezone
@@ -24,6 +28,7 @@ from onwatch.core.ingest.spool import SpoolFull
 from onwatch.errors import digest, intake, services, spooled
 from onwatch.errors.models import Event, Project, SpoolCursor, Tally
 from tests.support.fixtures import make_org
+from tests.support.procs import Running, isolated, run, wait_http
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_limits")]
 
@@ -236,3 +241,70 @@ def test_a_database_that_cannot_say_the_quota_is_a_503_that_keeps_nothing(
     assert answer.status == 503
     assert json.loads(answer.body)["detail"].startswith("onwatch could not store the event")
     assert spooled.waiting() == 0
+
+
+def test_a_full_spool_answers_429_and_the_refusals_are_counted(settings: Any) -> None:
+    settings.ERRORS_QUEUE_MAX = 2  # envelopes this process spooled, not yet stored
+    project = shop()
+    assert [take(project, n) for n in range(4)] == [200, 200, 429, 429]
+    digest_all()
+    assert take(project, 5) == 200  # stored: room again
+    digest_all()
+    assert counted() == {("stored", ""): 3, ("refused", "queue_full"): 2}
+
+
+PASSWORD = "a long enough password for the owner"
+SENT = 300
+
+
+def counts(env: dict[str, str]) -> tuple[int, int, int]:
+    """Events stored, events counted in their issues, and bytes spooled not yet stored."""
+    sql = (
+        "SELECT (SELECT count(*) FROM errors_event), "
+        "(SELECT coalesce(sum(event_count), 0) FROM errors_issue)"
+    )
+    cursors_sql = 'SELECT name, "offset" FROM errors_spoolcursor'
+    url = env.get("DATABASE_URL")
+    if url:
+        with psycopg.connect(url) as conn:
+            row, at = conn.execute(sql).fetchone(), dict(conn.execute(cursors_sql).fetchall())
+    else:
+        path = Path(env["ONWATCH_DATA_DIR"]) / "onwatch.sqlite3"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20) as conn:
+            row, at = conn.execute(sql).fetchone(), dict(conn.execute(cursors_sql).fetchall())
+    assert row is not None
+    folder = Path(env["ONWATCH_DATA_DIR"]) / "spool" / "errors"
+    waiting = sum(max(0, spool.size(folder / n) - at.get(n, 0)) for n in spool.files(folder))
+    return int(row[0]), int(row[1]), waiting
+
+
+def test_a_web_process_killed_mid_digest_of_its_spool_loses_nothing_and_stores_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
+        assert run(["createowner", "--email", "owner@acme.example"], env).returncode == 0
+        added = run(["errors", "add-project", "shop"], env)
+        assert added.returncode == 0, added.stderr
+        key = added.stdout.strip().split("//")[1].split("@")[0]
+        with Running(["web"], env) as web:
+            wait_http(web.base_url + "/health/", timeout=60)
+            url = f"{web.base_url}/api/1/envelope/?sentry_key={key}"
+            for n in range(SENT):
+                request = urllib.request.Request(url, envelope(n))
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    assert answer.status == 200
+            deadline = time.monotonic() + 60
+            while (found := counts(env))[0] <= 1:
+                assert time.monotonic() < deadline, found
+                time.sleep(0.002)
+            os.killpg(web.proc.pid, signal.SIGKILL)  # mid-digest: a batch stored, more spooled
+            web.proc.wait()
+        killed_at = counts(env)
+        assert killed_at[0] < SENT and killed_at[2] > 0, f"the digest was not cut: {killed_at}"
+        with Running(["web"], env) as web:
+            wait_http(web.base_url + "/health/", timeout=60)  # its first request: the digest starts
+            deadline = time.monotonic() + 60
+            while counts(env)[2]:
+                assert time.monotonic() < deadline, counts(env)
+                time.sleep(0.05)
+        assert counts(env) == (SENT, SENT, 0)
