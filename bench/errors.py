@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.pings import cpu_seconds, pss_mib  # noqa: E402
+from onwatch.core.ingest import spool  # noqa: E402
 from tests.support.procs import Running, django, free_port, isolated, wait_http  # noqa: E402
 
 KB = 1024
@@ -227,8 +228,9 @@ class Target:
     count: Callable[[], int]  # events stored, read from its database
     issues: Callable[[], int]  # issues they were grouped into
     roots: Callable[[], list[int]]  # the processes it started, whose children are its own
-    # Requests answered and not yet digested, read from its database (None: not known).
+    # What was answered and not yet digested, in `queue_unit`s (None: not known).
     queued: Callable[[], int] | None = None
+    queue_unit: str = "envelopes"
 
 
 @dataclass
@@ -281,8 +283,9 @@ async def send(target: Target, bodies: list[bytes], concurrency: int, rate: floa
 class QueueDepth:
     """The depth of a target's queue (answered, not yet digested), every 0.5 s in a thread."""
 
-    def __init__(self, queued: Callable[[], int] | None) -> None:
+    def __init__(self, queued: Callable[[], int] | None, unit: str = "envelopes") -> None:
         self.queued = queued
+        self.unit = unit
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -307,7 +310,7 @@ class QueueDepth:
         """Every second's depth at most 20 times over the run."""
         step = max(1, len(self.samples) // 20)
         shown = ", ".join(f"{t:.1f}s {n}" for t, n in self.samples[::step])
-        return f"queue depth (envelopes answered, not yet digested): {shown or 'none sampled'}"
+        return f"queue depth ({self.unit} answered, not yet digested): {shown or 'none sampled'}"
 
 
 class PeakMemory:
@@ -393,7 +396,7 @@ def percentile(values: list[float], p: float) -> float:
 def measure(target: Target, size: str, bodies: list[bytes], args: argparse.Namespace) -> Figures:
     rate = args.rate if size == PACED else 0
     before = target.count()
-    with PeakMemory(target.roots) as peak, QueueDepth(target.queued) as depth:
+    with PeakMemory(target.roots) as peak, QueueDepth(target.queued, target.queue_unit) as depth:
         cpu = server_cpu(target), time.process_time()
         started = time.monotonic()
         load = asyncio.run(send(target, bodies, args.concurrency, rate))
@@ -445,6 +448,29 @@ def postgres_count(url: str, table: str) -> Callable[[], int]:
     return count
 
 
+def counter_rows(url: str | None, db: Path) -> Callable[[], list[tuple[str, int]]]:
+    """The digest's cursors in the spool files (errors_spoolcursor), read from its database."""
+    sql = 'SELECT name, "offset" FROM errors_spoolcursor'
+
+    def rows() -> list[tuple[str, int]]:
+        if url:
+            import psycopg
+
+            with psycopg.connect(url) as pg:
+                return [(str(n), int(o)) for n, o in pg.execute(sql).fetchall()]
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as lite:
+            return [(str(n), int(o)) for n, o in lite.execute(sql).fetchall()]
+
+    return rows
+
+
+def spooled_kib(data: Path, cursors: Callable[[], list[tuple[str, int]]]) -> int:
+    """KiB of onwatch's error spool answered and not yet digested."""
+    folder = data / "spool" / "errors"
+    at = dict(cursors())
+    return sum(max(0, spool.size(folder / n) - at.get(n, 0)) for n in spool.files(folder)) // 1024
+
+
 @contextmanager
 def onwatch(tmp: Path, web_workers: int) -> Iterator[Target]:
     # The whole bench load comes from one project; the per-project rate limit is there
@@ -466,7 +492,8 @@ def onwatch(tmp: Path, web_workers: int) -> Iterator[Target]:
                 counter("errors_event"),
                 counter("errors_issue"),
                 lambda: [web.proc.pid],
-                counter("errors_queued"),
+                partial(spooled_kib, Path(env["ONWATCH_DATA_DIR"]), counter_rows(url, db)),
+                "KiB of spool",
             )
 
 

@@ -1,10 +1,12 @@
 """The envelope and store endpoints as a fast route of the ingest layer
 (onwatch/core/ingest): key, size, rate limit and the envelope's framing checked in a
-thread of the layer (a big body must not hold the event loop), then the envelope queued
-as it came in the writer's group commit — "accepted" means queued durably, as with
-Sentry's Relay and Kafka. The digest (digest.py) reads, scrubs, groups and stores the
-queued envelopes in batches after the answer: a request costs the answer only the
-checks, and a burst waits in the queue rather than in the SDKs' connections.
+thread of the layer (a big body must not hold the event loop), then the envelope
+appended as it came to the process's spool (spooled.py) in that thread — "accepted" means
+kept durably, as with Sentry's Relay and Kafka — without the database's write lock. The
+digest (digest.py) reads, scrubs, groups and stores the spooled envelopes in batches
+after the answer: a request costs the answer only the checks and an append, and a burst
+waits in the spool rather than in the SDKs' connections. The rare request read whole
+here (attachments, the store endpoint) is stored by the layer's writer.
 
 Anything `intake.accept_or_queue` cannot read goes to Django's view, which runs the same
 code and answers with the reason, so bad input costs the fast path nothing and has one
@@ -16,13 +18,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from django.conf import settings
 from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from onwatch.core.ingest import Accepted, Answer, Route
 from onwatch.core.ingest.limits import Limit
 from onwatch.core.ingest.request import Request
 from onwatch.core.ingest.store import Store
-from onwatch.errors import digest, intake, protocol
+from onwatch.errors import digest, intake, protocol, spooled
 from onwatch.errors.intake import Incoming, Waiting
 from onwatch.errors.protocol import ProtocolError
 from onwatch.errors.services import REASONS
@@ -61,6 +65,16 @@ def accept(request: Request, body: bytes) -> Accepted | None:
     return Accepted(found.group(1), incoming)
 
 
+def spool(item: Incoming | Waiting) -> Answer | None:
+    """An envelope to digest later, spooled; None for what the writer stores now. A web
+    process that does not digest (ONWATCH_INGEST_DIGEST=0: a machine that only takes
+    events, on PostgreSQL) has its writer queue envelopes in the database instead, where
+    the digest of another machine finds them; nobody would read its spool."""
+    if isinstance(item, Waiting) and settings.INGEST_DIGEST:
+        return spooled.take(item, timezone.now())
+    return None
+
+
 def write(store: Store, item: Incoming | Waiting, now: datetime) -> Answer | None:
     # Through the ORM on the writer's connection, inside its transaction: an event is a
     # handful of rows across tables whose ids depend on each other.
@@ -88,6 +102,7 @@ ROUTE = Route(
     accept=accept,
     write=write,
     write_all=write_all,
+    spool=spool,
     limit=UNLIMITED,
     teach=intake.OK.body,
     methods=frozenset(("POST",)),

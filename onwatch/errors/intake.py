@@ -1,10 +1,11 @@
 """What the envelope and store endpoints do, for the Django views and the ingest layer's
 fast route alike: `accept` reads and scrubs a request without the database (in a thread
 of the layer), `write` stores it (in the writer's batch, or in the view's transaction);
-the fast route's `accept_or_queue` reads only an envelope's framing, and `write` queues
-it for the digest (digest.py).
+the fast route's `accept_or_queue` reads only an envelope's framing, and spooled.py
+keeps it for the digest (digest.py) — or, in a web process that does not digest, `write`
+queues it in the database.
 
-Every answer in 2xx means stored, or queued durably and then stored: whatever cannot be
+Every answer in 2xx means stored, or spooled durably and then stored: whatever cannot be
 taken is refused before, with 413 or 429 and the reason counted on the project page —
 never answered 200 and dropped. (An envelope whose framing reads and whose event the
 digest finds malformed is the one exception: it is counted as refused and shown.)

@@ -3,8 +3,9 @@ parsed: a request with a wrong key costs a lookup, never the work its body could
 
 Looked up in the database and kept for a second per project (and forgotten at once when
 this process changes a key), so a flood costs no query per request. This is the early
-check; the writer checks again in the transaction that stores, so a key revoked in
-another process is refused there within that second.
+check; the spool checks again with what it reads for the quota (spooled.py, every tenth
+of a second), and the writer in the transaction that stores, so a key revoked in another
+process is refused within that tenth of a second.
 """
 
 from __future__ import annotations

@@ -218,7 +218,9 @@ class Tally(models.Model):
 
 
 class Queued(models.Model):
-    """An envelope answered 200 and not yet digested (digest.py): the body as it came
+    """An envelope answered 200 and not yet digested, by a version before the spool
+    (spooled.py), which no longer queues here: its digest still drains what such a version
+    left at the upgrade. The body as it came
     (still compressed, if it came so), encrypted with the keyring, since until it is
     read and scrubbed it holds whatever secrets the SDK sent."""
 
@@ -228,3 +230,12 @@ class Queued(models.Model):
     remote_addr = models.CharField(max_length=45, blank=True)
     events = models.PositiveIntegerField()  # counted against the quota when accepted
     body = EncryptedTextField()  # base64 of the body, then encrypted
+
+
+class SpoolCursor(models.Model):
+    """How far the digest has stored one of the intake's spool files (spooled.py): moved in
+    the transaction that stores what it read, so a record is stored once, whenever the
+    digest is killed."""
+
+    name = models.CharField(max_length=100, unique=True)  # the file's, in the spool folder
+    offset = models.BigIntegerField(default=0)

@@ -33,6 +33,7 @@ from onwatch.errors.models import (
     Project,
     Queued,
     Release,
+    SpoolCursor,
     Tally,
     new_key,
 )
@@ -40,6 +41,7 @@ from onwatch.errors.models import (
 if TYPE_CHECKING:
     from onwatch.errors.intake import Incoming, Tallies, Waiting
     from onwatch.errors.protocol import Item
+    from onwatch.errors.spooled import Entry
 
 
 class Refusal(Exception):
@@ -250,7 +252,9 @@ def admission(
 
 
 def queue_all(waiting: list[Waiting], now: datetime) -> list[Refused | None]:
-    """Queue envelopes for the digest (a batch of the writer, in its transaction), counted
+    """Queue envelopes in the database for the digest (a batch of the writer, in its
+    transaction), from a web process that does not digest (ONWATCH_INGEST_DIGEST=0: on
+    PostgreSQL, a machine that only takes events, whose spool nobody would read), counted
     against their project's quota as if stored: None for each queued, or why it was
     refused (counted) without queueing it."""
     found: list[Refused | None] = [None] * len(waiting)
@@ -290,6 +294,58 @@ def queued_row(project: Project, w: Waiting, now: datetime) -> Queued:
         events=w.events,
         body=body,
     )
+
+
+def digest_spooled(
+    name: str, start: int, end: int, read: list[tuple[Entry, Incoming | None]]
+) -> int:
+    """Store what was read of a spool file from `start` to `end` (None: an envelope that
+    could not be read, counted as refused) and move the file's cursor to `end`, in one
+    transaction: a crash before its commit leaves the cursor where it was and nothing
+    stored, after it all stored and the cursor past it. 0 when the cursor is not at
+    `start` (another digest took these meanwhile), else how many records."""
+    with transaction.atomic():
+        SpoolCursor.objects.get_or_create(name=name)
+        cursor = SpoolCursor.objects.select_for_update().get(name=name)
+        if cursor.offset != start:
+            return 0
+        by_project: dict[int, list[tuple[Entry, Incoming | None]]] = {}
+        for entry, incoming in read:
+            by_project.setdefault(entry.project_id, []).append((entry, incoming))
+        for project_id in sorted(by_project):  # locked in one order, as take_all does
+            project = locked_project(project_id)
+            if project is not None:  # else deleted since
+                digest_entries(project, by_project[project_id])
+        SpoolCursor.objects.filter(pk=cursor.pk).update(offset=end)
+    return len(read)
+
+
+def digest_entries(project: Project, read: list[tuple[Entry, Incoming | None]]) -> None:
+    """Events stored and counted in the hour each was answered (the quota counts them
+    there); refusals counted."""
+    by_hour: dict[datetime, list[tuple[Entry, Incoming | None]]] = {}
+    for entry, incoming in read:
+        by_hour.setdefault(hour_of(entry.received_at), []).append((entry, incoming))
+    for hour, entries in by_hour.items():
+        tallies: Tallies = Counter()
+        taken = []
+        for entry, incoming in entries:
+            if entry.refused:
+                tallies["refused", entry.refused] += max(1, entry.events)
+            elif incoming is None:
+                tallies["refused", "unreadable"] += max(1, entry.events)
+            else:
+                taken.append(incoming)
+                tallies.update(incoming.tallies)
+                tallies["stored", ""] += entry.events
+        # The time each was answered would be truer; the batch's last keeps it one batch.
+        store_events(project, taken, max(e.received_at for e, _ in entries))
+        add_tallies(project, hour, tallies)
+
+
+def forget_spool_file(name: str) -> None:
+    """The cursor of a spool file removed, read to its end."""
+    SpoolCursor.objects.filter(name=name).delete()
 
 
 def digest(read: list[tuple[Queued, Incoming | None]]) -> int:

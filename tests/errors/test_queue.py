@@ -1,7 +1,8 @@
-"""Accepted means queued: the fast route answers 200 once the envelope is in the durable
-queue, and the digest stores it after. A web process killed mid-digest loses nothing and
-stores nothing twice; what the digest cannot read is counted and shown; a full queue
-answers 429 with when to come back."""
+"""The queue in the database, which web processes that do not digest
+(ONWATCH_INGEST_DIGEST=0) fill, as every process did before the spool (test_spooled.py):
+the fast route answers 200 once the envelope is queued, and a digest stores it after. A
+web process killed mid-digest loses nothing and stores nothing twice; what the digest
+cannot read is counted and shown; a full queue answers 429 with when to come back."""
 
 from __future__ import annotations
 

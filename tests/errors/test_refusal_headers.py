@@ -5,18 +5,20 @@ ingest layer in front of Django, raw requests)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.asgi import get_asgi_application
+from django.db import OperationalError
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.ingest import Answer
 from onwatch.core.ingest.app import Ingest
 from onwatch.core.ingest.request import Receive, Scope, Send
 from onwatch.core.ingest.writer import Job, Writer
-from onwatch.errors import fastroute, intake, keys, services
+from onwatch.errors import fastroute, intake, keys, services, spooled
 from onwatch.errors.models import Event, Project
 from tests.support.asgi import header, raw, serving, status
 from tests.support.fixtures import make_org
@@ -24,6 +26,8 @@ from tests.support.fixtures import make_org
 pytestmark = pytest.mark.django_db(transaction=True)
 django_app = get_asgi_application()
 EVENT = b'{}\n{"type": "event"}\n{"message": "hello"}\n'
+# Read whole and stored by the layer's writer, not spooled.
+WITH_ATTACHMENT = EVENT + b'{"type": "attachment", "length": 2, "filename": "a.txt"}\nhi\n'
 
 
 @pytest.fixture(autouse=True)
@@ -74,9 +78,9 @@ def served(django: Django) -> Iterator[tuple[int, Ingest]]:
         app.writer.stop()
 
 
-def post(port: int, project: Project, key: str = "") -> bytes:
+def post(port: int, project: Project, key: str = "", body: bytes = EVENT) -> bytes:
     auth = f"X-Sentry-Auth: Sentry sentry_version=7, sentry_key={key or project.public_key}"
-    return raw(port, "POST", f"/api/{project.pk}/envelope/", EVENT, auth)
+    return raw(port, "POST", f"/api/{project.pk}/envelope/", body, auth)
 
 
 def reason(answer: bytes) -> str:
@@ -104,6 +108,7 @@ def test_the_fast_routes_rate_limit_and_quota_refusals_say_why(
     settings.ERRORS_RATE_LIMIT = 1000
     project.hourly_quota = 1
     project.save()
+    time.sleep(spooled.REFRESH_SECONDS)  # as long as the spool keeps a quota it read
     over = post(port, project)
     assert status(over) == 429
     assert django.answered == 1
@@ -117,8 +122,10 @@ def test_a_key_revoked_by_another_process_is_refused_with_why(
     port, _ = served
     assert status(post(port, project)) == 200  # Django's, and the key is known now
     assert django.answered == 1
-    # As another web process revokes it: this one still knows the key, its writer refuses.
+    # As another web process revokes it: this one still knows the key (keys.py keeps it a
+    # second), its spool refuses once it looked again.
     Project.objects.filter(pk=project.pk).update(key_revoked=True)
+    time.sleep(spooled.REFRESH_SECONDS)
     revoked = post(port, project)
     assert status(revoked) == 403
     assert django.answered == 1
@@ -126,12 +133,22 @@ def test_a_key_revoked_by_another_process_is_refused_with_why(
 
 
 def test_a_database_failure_on_the_fast_route_says_why(
-    project: Project, served: tuple[int, Ingest], django: Django
+    project: Project, served: tuple[int, Ingest], django: Django, monkeypatch: Any
 ) -> None:
     port, app = served
     assert status(post(port, project)) == 200  # Django's
     assert isinstance(app.writer, Failing)
-    app.writer.failing = True
+    app.writer.failing = True  # for what the writer stores: an envelope with attachments
+    failed = post(port, project, body=WITH_ATTACHMENT)
+    assert status(failed) == 503
+    assert "could not store the event" in reason(failed)
+
+    def fails(*args: Any) -> None:
+        raise OperationalError("the disk went away")
+
+    # And for what the spool keeps: its look at the project's quota.
+    monkeypatch.setattr(spooled, "stored_and_quota", fails)
+    time.sleep(spooled.REFRESH_SECONDS)
     failed = post(port, project)
     assert status(failed) == 503
     assert django.answered == 1

@@ -339,7 +339,12 @@ def test_too_many_waiting_for_the_database_get_429_the_sdks_honour(
     monkeypatch.setattr(writer_module, "MAX_WAITING", 1)
     writer = Held()
     app = Ingest(django_app, writer, fast=[fastroute.ROUTE])
-    event = envelope(({"type": "event"}, b'{"message": "hello"}'))
+    # With an attachment: read whole and stored by the writer (an envelope of events alone
+    # is spooled, and its queue's limit is test_queue.py's).
+    event = envelope(
+        ({"type": "event"}, b'{"message": "hello"}'),
+        ({"type": "attachment", "length": 2, "filename": "a.txt"}, b"hi"),
+    )
     try:
         with serving(app) as port, ThreadPoolExecutor(2) as pool:
             assert status(post(port, project, event)) == 200  # Django's

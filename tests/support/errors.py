@@ -19,10 +19,11 @@ from django.db import connection
 from django.utils import timezone
 
 from onwatch.core.audit import SYSTEM
+from onwatch.core.ingest import spool
 from onwatch.core.ingest.app import Ingest
 from onwatch.core.models import Organization
-from onwatch.errors import fastroute, intake, keys, services
-from onwatch.errors.models import Project, Queued
+from onwatch.errors import fastroute, intake, keys, services, spooled
+from onwatch.errors.models import Project, Queued, SpoolCursor
 from tests.support.asgi import serving
 
 
@@ -59,12 +60,23 @@ def waits_on_a_lock() -> bool:
 
 
 def digested(timeout: float = 30.0) -> None:
-    """Wait until the digest has taken every queued envelope: a 200 of the fast route means
-    queued, and a test that reads what was stored reads it once digested."""
+    """Wait until the digest has taken every spooled envelope: a 200 of the fast route means
+    spooled, and a test that reads what was stored reads it once digested."""
     deadline = time.monotonic() + timeout
-    while Queued.objects.exists():
+    while spooled.waiting() or Queued.objects.exists():
         assert time.monotonic() < deadline, "queued envelopes were not digested in time"
         time.sleep(0.01)
+
+
+def spooled_envelopes() -> int:
+    """Envelopes in the spool that the digest has not stored (refusals not counted)."""
+    folder = spooled.folder()
+    found = 0
+    for name in spool.files(folder):
+        start = SpoolCursor.objects.filter(name=name).values_list("offset", flat=True).first()
+        for record in spool.read(folder / name, start or 0, 10**9).records:
+            found += not spooled.unpacked(record.payload).refused
+    return found
 
 
 @cache
@@ -89,6 +101,13 @@ def project(org: Organization) -> Project:
     made.alert_new_issues = False
     made.save()
     return made
+
+
+@pytest.fixture(autouse=True)
+def fresh_spool() -> None:
+    """No spooled envelope of an earlier test: the data folder lasts the session, the
+    database (and the digest's cursors in it) one test."""
+    spooled.forget()
 
 
 @pytest.fixture

@@ -85,6 +85,10 @@ class Route:
     # it takes: one batch of the queue done, how much (0: none waiting). Run by the
     # digester's thread (digester.py), woken by each batch written.
     digest: Callable[[], int] | None = None
+    # When given, offered the item first, in the thread of `accept` (a `threaded` route):
+    # the answer when it kept the item itself (appended to a spool, for its `digest`),
+    # None to hand it to the writer. An answer that needs no database write lock.
+    spool: Callable[[Any], Answer | None] | None = None
 
     def refusal(self, status: int, text: str, *headers: tuple[bytes, bytes]) -> Answer:
         """A refusal by the layer itself: `text` is the body, and the error header's."""

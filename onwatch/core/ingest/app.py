@@ -86,12 +86,18 @@ class Ingest:
             # Django answers until it has shown the headers of a successful answer here.
             await self.teach(route, found.host, scope, replayed(replay, receive), send)
             return
-        accepted = await accepting(route, found, body) if body is not None else None
+        accepted, answer = await accepting(route, found, body) if body is not None else NONE
         if accepted is None:
             await self.app(scope, replayed(replay, receive), send)
             return
         rid = request_id(found.incoming_id)
-        answer = refused(route, accepted) or await self.store(route, accepted, rid)
+        if answer is not None:
+            self.spooled()
+        else:
+            # A route that spools had its rate limit counted with its spool, in the thread.
+            if route.spool is None:
+                answer = refused(route, accepted)
+            answer = answer or await self.store(route, accepted, rid)
         if answer is None:
             scope[COUNTED] = True  # Django's view must not count it again
             await self.app(scope, replayed(replay, receive), send)
@@ -120,6 +126,11 @@ class Ingest:
             return await job.future
         finally:
             timer.cancel()
+
+    def spooled(self) -> None:
+        """A request a route kept in its spool: its digest has work, once requests pause."""
+        self.writer.submitted = time.monotonic()
+        self.writer.digester.wake()
 
     def overloaded(self) -> None:
         """Count a request turned away; say so in the log at most every ten seconds."""
@@ -195,10 +206,31 @@ class Ingest:
         log.info("%s to %s://%s are now taken ahead of Django", key[0], proto or scheme, host)
 
 
-async def accepting(route: Route, request: Request, body: bytes) -> Accepted | None:
+NONE: tuple[None, None] = (None, None)
+
+
+async def accepting(
+    route: Route, request: Request, body: bytes
+) -> tuple[Accepted | None, Answer | None]:
+    """What `accept` made of the request, and the answer when the route's spool kept it
+    (or its rate limit refused it before) in the same thread."""
     if not route.threaded:
-        return route.accept(request, body)
-    return await asyncio.get_running_loop().run_in_executor(ACCEPTING, route.accept, request, body)
+        return route.accept(request, body), None
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(ACCEPTING, accepted_or_spooled, route, request, body)
+
+
+def accepted_or_spooled(
+    route: Route, request: Request, body: bytes
+) -> tuple[Accepted | None, Answer | None]:
+    accepted = route.accept(request, body)
+    if accepted is None or route.spool is None:
+        return accepted, None
+    # Counted here, once: a spooled item is kept before the event loop sees it again.
+    limited = refused(route, accepted)
+    if limited is not None:
+        return accepted, limited
+    return accepted, route.spool(accepted.item)
 
 
 def refused(route: Route, accepted: Accepted) -> Answer | None:
