@@ -159,20 +159,22 @@ def resolve_incident(
     now: datetime | None = None,
     title: str = "",
     actor: str = "",
+    only: int | None = None,
 ) -> Incident | None:
     """Resolve the unresolved incident of `source` and tell whoever was told about it;
-    `actor`: the person who resolved it by hand (empty: its source recovered).
+    `actor`: the person who resolved it by hand (empty: its source recovered); `only`:
+    that incident's id, or nothing (a stale page's Resolve must not close a newer one of
+    the same source).
 
     `title` is the recovery notice's own ("shop is up again"): the incident's title says
     what went wrong, and "Resolved: shop is down" reads as an outage at a glance.
     """
     now = now or timezone.now()
     with transaction.atomic():
-        incident = (
-            Incident.objects.select_for_update()
-            .filter(org=org, source=source, state__in=UNRESOLVED)
-            .first()
+        unresolved = Incident.objects.select_for_update().filter(
+            org=org, source=source, state__in=UNRESOLVED
         )
+        incident = (unresolved.filter(pk=only) if only is not None else unresolved).first()
         if incident is None:
             return None
         Incident.objects.filter(pk=incident.pk).update(

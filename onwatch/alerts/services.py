@@ -444,7 +444,7 @@ def resolve_incident(incident: Incident, actor: Actor) -> None:
         title = f"Resolved by {actor.name}: {incident.title}"
         if (
             incidents.resolve_incident(
-                incident.org, incident.source, {}, title=title, actor=actor.name
+                incident.org, incident.source, {}, title=title, actor=actor.name, only=incident.pk
             )
             is None
         ):

@@ -278,14 +278,19 @@ def deploy_facts(deploy: Deploy) -> dict[str, Any]:
     }
 
 
-def switched_back(deploy: Deploy) -> str:
-    """The hosts a deploy that did not succeed had switched and sent back: its "went live"
-    alone read as if its release served."""
+def switched_back(deploy: Deploy) -> dict[str, str]:
+    """The hosts a deploy that did not succeed had switched and sent back ("back"), and
+    those where going back failed ("failed": its release may serve there still): its "went
+    live" alone read as if its release served."""
     if deploy.state == State.SUCCEEDED or deploy.switched_at is None:
-        return ""
+        return {}
     prefix = "switch back on "
-    hosts = [s["name"][len(prefix) :] for s in deploy.steps if s.get("name", "").startswith(prefix)]
-    return ", ".join(hosts)
+    back = [s for s in deploy.steps if s.get("name", "").startswith(prefix)]
+    hosts = {
+        ok: [s["name"][len(prefix) :] for s in back if bool(s.get("ok")) == ok]
+        for ok in (True, False)
+    }
+    return {"back": ", ".join(hosts[True]), "failed": ", ".join(hosts[False])} if back else {}
 
 
 def timeline_row(step: dict[str, Any], state: str) -> dict[str, Any]:

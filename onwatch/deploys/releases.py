@@ -58,6 +58,7 @@ from onwatch.deploys.models import (
     ServiceHost,
     State,
     Watch,
+    WatchState,
 )
 from onwatch.deploys.steplog import StepLog
 from onwatch.deploys.workdir import (
@@ -170,20 +171,26 @@ def no_deploy_running(service: Service, what: str, field: str) -> Iterator[None]
         try:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise services.Refusal(
-                f"{running_deploy(service)} is running; {what} once it has ended (or cancel "
-                "it on its page)",
-                field,
-            ) from None
+            raise services.Refusal(_busy(service, what), field) from None
         yield
 
 
-def running_deploy(service: Service) -> str:
-    """ "Deploy #12 of shop", or, when its row does not say it runs yet, a deploy."""
+def _busy(service: Service, what: str) -> str:
+    """Who holds the lock, as far as the rows say: a deploy, or the watch of one reading
+    its hosts (each look holds it a moment), or a deploy about to say it runs."""
     found = service.deploys.filter(state=State.RUNNING).order_by("pk").first()
-    if found is None:
-        return f"A deploy of {service.name}"
-    return f"{found.kind.capitalize()} #{found.pk} of {service.name}"
+    if found is not None:
+        return (
+            f"{found.kind.capitalize()} #{found.pk} of {service.name} is running; {what} once "
+            "it has ended (or cancel it on its page)"
+        )
+    watching = Watch.objects.filter(deploy__service=service, state=WatchState.WATCHING).first()
+    if watching is not None:
+        return (
+            f"The watch of deploy #{watching.deploy_id} of {service.name} is reading its hosts "
+            f"at this moment; {what} again in a few seconds"
+        )
+    return f"A deploy of {service.name} is starting; {what} once it has ended"
 
 
 def move_site(service: Service, old_domain: str, change: Callable[[], None]) -> None:
@@ -818,7 +825,12 @@ class Run:
             if any(t.local for t in on_new):
                 self.user = service_user(self.service.pk)
             before = olds.most_common(1)[0][0]
-            return self.went_back([(t, before) for t in on_new], why)
+            # A host that joined with this deploy never had the old release: it served
+            # nothing before, as a failed deploy's going back takes it.
+            old = release_labelled(self.service, before)
+            built = built_on(old) if old is not None else None
+            back = [(t, before if built is None or t.place.name in built else None) for t in on_new]
+            return self.went_back(back, why)
         finally:
             for target in self.targets:
                 target.place.close()
@@ -1100,7 +1112,12 @@ def unmixed(deploy: Deploy, why: str) -> str:
             try:
                 fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return why  # a newer deploy of the service runs: it sets every host right
+                # A newer deploy sets every host right; a change of hosts or a watch's look
+                # may hold it too: said, as nothing was checked.
+                return (
+                    f"{why}; whether its hosts serve a mix of releases was not checked (the "
+                    "service was busy: deploy again)"
+                )
             return run.unmix(why)
     except Exception as e:  # the interruption is said and alerted all the same
         log.warning("deploy #%s: its hosts were not checked for a mix: %s", deploy.pk, e)

@@ -191,7 +191,15 @@ def run_watch(ctx: JobContext) -> dict[str, Any]:
     if w is None or w.state not in (WatchState.WATCHING, WatchState.ROLLING_BACK):
         return {"note": "the watch ended or was removed; nothing to do"}
     here = releases.machine()
-    if watch.look(w, here, releases.deploy_lock(here, w.deploy.service)):
+    going_on = False
+    try:
+        going_on = watch.look(w, here, releases.deploy_lock(here, w.deploy.service))
+    finally:
+        if not going_on:
+            # However it ended (judged, replaced, not judged, an error): its connections to
+            # hosts go with it, not at some later watch's look in this process.
+            watch.close_links(w)
+    if going_on:
         raise WaitLater(
             f"watching deploy #{w.deploy_id} until {w.until:%H:%M:%S}", watch.LOOK_SECONDS
         )

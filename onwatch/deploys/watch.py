@@ -689,6 +689,7 @@ def judged(watch: Watch) -> None:
     service, now = watch.deploy.service, now_of(watch)
     if watch.hosts and not [h for h in watch.hosts if h["upstream"] and not h["unread"]]:
         _unjudged(watch, f"no host could be read at the end of the watch: {unread(watch)}")
+        alert_stopped(watch)  # as when no host can be read during it: a person must look
         return
     if now.requests < service.watch_min_requests:
         services.watch_ended(

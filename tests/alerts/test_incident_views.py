@@ -136,6 +136,11 @@ def test_a_deployer_resolves_it_the_people_told_hear_and_it_is_audited(
     assert "already resolved" in client.get(f"/incidents/{incident.pk}/").content.decode()
     assert AuditEntry.objects.filter(action="incident-resolved").count() == 1
     assert told.count() == 2
+    # A newer incident of the same source is not closed by the old page's button.
+    newer = incidents.open_incident(org, "s:1", "shop is down", {}, now=timezone.now())
+    client.post(f"/incidents/{incident.pk}/resolve/")
+    newer.refresh_from_db()
+    assert newer.state != IncidentState.RESOLVED
 
 
 def test_notes_are_added_and_an_empty_one_is_refused(org: Organization, members: Any) -> None:

@@ -399,6 +399,7 @@ def test_a_deploy_sent_back_on_its_first_host_says_so_and_what_serves_on_each(
         step("switch on deploy@10.0.0.7", now, 1.3, True, f"{two.label} takes requests"),
         step("health gate on deploy@10.0.0.8", now, 60.0, False, "never answered 200"),
         step("switch back on deploy@10.0.0.7", now, 6.1, True, f"{one.label} serves again"),
+        step("switch back on deploy@10.0.0.9", now, 2.0, False, "cannot be reached"),
     ]
     failed = Deploy.objects.create(
         service=service,
@@ -416,8 +417,8 @@ def test_a_deploy_sent_back_on_its_first_host_says_so_and_what_serves_on_each(
         signed_in(members["viewer"]).get(f"/deploys/{failed.pk}/").content.decode()
     )
     assert (
-        '<span class="warning switched-back">then was switched back on deploy@10.0.0.7 when a '
-        "later host failed</span>"
+        '<span class="warning switched-back">then was switched back on deploy@10.0.0.7; going '
+        "back failed on deploy@10.0.0.9, where it may serve still</span>"
     ) in shown
     assert "(the old release drained after)" not in shown
     assert (

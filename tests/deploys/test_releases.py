@@ -24,7 +24,15 @@ from onwatch.core import jobs, loops
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import AuditEntry, Job, JobLogLine, JobState, Organization
 from onwatch.deploys import caddy, procman, releases, services, svcusers, switch
-from onwatch.deploys.models import Deploy, Pipeline, Release, ReleaseState, Service, State
+from onwatch.deploys.models import (
+    Deploy,
+    Pipeline,
+    Release,
+    ReleaseState,
+    Service,
+    State,
+    Watch,
+)
 from onwatch.deploys.switch import Machine
 from tests.support.backups import alerts_titled
 from tests.support.deploys import beside_a_writer, commit, dead_deploy
@@ -517,10 +525,7 @@ def test_the_domain_does_not_change_while_a_deploy_runs(machine: Machine, shop: 
         fcntl.flock(held, fcntl.LOCK_EX)  # a deploy of the service runs
         with pytest.raises(services.Refusal) as refused:
             services.set_domain(shop, "new-shop.test", True, SYSTEM)
-    assert str(refused.value) == (
-        "A deploy of shop is running; change the domain once it has ended (or cancel it on "
-        "its page)"
-    )
+    assert str(refused.value) == "A deploy of shop is starting; change the domain once it has ended"
     shop.refresh_from_db()
     assert shop.domain == "shop.test"
     assert AuditEntry.objects.filter(action="service-domain-set").count() == 1  # the fixture's
@@ -544,9 +549,18 @@ def test_the_hosts_do_not_change_while_a_deploy_holds_the_service(
             with pytest.raises(services.Refusal) as refused:
                 services.set_service_hosts(shop, chosen, SYSTEM)
             said.append(str(refused.value))
+        services.deploy_ended(deploy, State.SUCCEEDED, "", "")
+        # The watch of a deploy that ended holds the lock a moment at each look.
+        Watch.objects.create(deploy=deploy, until=timezone.now(), upstream="127.0.0.1:9")
+        with pytest.raises(services.Refusal) as refused:
+            services.set_service_hosts(shop, chosen, SYSTEM)
+        said.append(str(refused.value))
     assert said == [
-        f"{who} is running; change its hosts once it has ended (or cancel it on its page)"
-        for who in ("A deploy of shop", f"Deploy #{deploy.pk} of shop")
+        "A deploy of shop is starting; change its hosts once it has ended",
+        f"Deploy #{deploy.pk} of shop is running; change its hosts once it has ended (or "
+        "cancel it on its page)",
+        f"The watch of deploy #{deploy.pk} of shop is reading its hosts at this moment; change "
+        "its hosts again in a few seconds",
     ]
     assert services.placements(shop) == []
     assert not AuditEntry.objects.filter(action="service-hosts-set").exists()

@@ -731,7 +731,8 @@ def built(place: RemotePlace, tmp_path: Path, home: Path, other: Path) -> tuple[
         f"cat {other}/config.py 2>/dev/null || echo no release; "
         "touch /usr/onwatch-was-here 2>/dev/null || echo system read-only; "
         # The system's bus (and the user's, in /run/user) could start a program outside.
-        "ls -A /run/dbus /run/user 2>/dev/null | grep -q . && echo bus seen || echo no bus; "
+        "find /run/dbus /run/user -mindepth 1 2>/dev/null | grep -q . && echo bus seen "
+        "|| echo no bus; "
         "python3 -c 'print(\"python ok\")'"
     )
     said: list[str] = []
