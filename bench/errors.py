@@ -503,7 +503,9 @@ def bugsink_venv(base: Path) -> Path:
     venv = base / "venv"
     python = str(venv / "bin" / "python")
     if uv := uv_command():
-        subprocess.run([*uv, "venv", "-q", str(venv)], check=True)
+        # Given the interpreter: uv left to find one downloads a Python where none is its
+        # own (and fails offline, as here).
+        subprocess.run([*uv, "venv", "-q", "--python", BASE_PYTHON, str(venv)], check=True)
         subprocess.run([*uv, "pip", "install", "-q", "--python", python, "bugsink"], check=True)
     else:
         subprocess.run([BASE_PYTHON, "-m", "venv", str(venv)], check=True)
