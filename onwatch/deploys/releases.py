@@ -1088,7 +1088,15 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
 def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
     if state == State.INTERRUPTED:
         stop_counting(deploy.service)
-        why = unmixed(deploy, why)
+        if may_be_mixed(deploy):
+            go_back_later(deploy, why)
+            return
+    say_failed(deploy, why, state)
+
+
+def say_failed(deploy: Deploy, why: str, state: str, went_back: bool = False) -> None:
+    """The deploy's end (or, `went_back`, what its going-back job did after it), with what
+    serves now, and its alert."""
     live = serving(deploy.service)
     domain = deploy.service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
@@ -1096,32 +1104,78 @@ def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
         now = f"what serves {domain} now: {live}"
     # A deploy to several places says itself what serves on each.
     reason = why if now in why or "what serves now:" in why else f"{why}; {now}"
-    services.deploy_ended(deploy, state, reason, live)
+    if went_back:
+        services.deploy_went_back(deploy, reason, live)
+    else:
+        services.deploy_ended(deploy, state, reason, live)
     alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
 
 
-def unmixed(deploy: Deploy, why: str) -> str:
-    """A worker that died between two hosts left those switched already on the new
-    release: they go back to what the others serve, as a failed deploy's do. `why`, with
-    what was done (found by the reaper, which waits the few seconds a switch takes)."""
-    if deploy.release_id is None or deploy.job is None or not deploy.service.domain:
-        return why
-    run = Run(JobContext(deploy.job), deploy)
+def may_be_mixed(deploy: Deploy) -> bool:
+    """Whether a worker that died mid-deploy may have left some hosts on the new release:
+    it built one, and the service has more than one place to switch."""
+    if deploy.release_id is None or deploy.job_id is None or not deploy.service.domain:
+        return False
+    return len(services.placements(deploy.service)) > 1
+
+
+def go_back_later(deploy: Deploy, why: str) -> None:
+    """The reaper (in the scheduler's tick) only ends the deploy interrupted and queues its
+    going back: switching hosts back takes up to a gate's minute each, which escalations
+    and heartbeats' alerts would wait for. The job says what it did, and alerts."""
+    job = services.queue_going_back(deploy, why)
+    checking = going_back_said(job.pk)
+    services.deploy_ended(deploy, State.INTERRUPTED, f"{why}; {checking}", f"unknown ({checking})")
+
+
+def going_back_said(job_id: int) -> str:
+    return f"onwatch is checking its hosts for a mix of releases (job #{job_id})"
+
+
+def go_back(ctx: JobContext, deploy: Deploy, why: str) -> dict[str, object]:
+    """The going-back job: holding the service's deploy lock (waiting for whoever holds
+    it), the places on the interrupted deploy's release go back to what the others serve;
+    the deploy's line says what was done, and alerts. JobFailed when a mix may be left."""
+    run = Run(JobContext(deploy.job or ctx.job, cancelled=ctx.cancelled), deploy)
+    with deploy_lock(run.machine, deploy.service).open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WaitLater(
+                "waiting for the deploy or watch that holds the service to end", WAIT_SECONDS
+            ) from None
+        # Said even when a cancel cut it short: what was done is the news.
+        said = unmixed(run, why)
+        say_failed(deploy, said, State.INTERRUPTED, went_back=True)
+    ctx.log(f"deploy #{deploy.pk}: {deploy.reason}")
+    if run.mixed:
+        raise JobFailed(f"going back failed on a host; deploy #{deploy.pk} says where")
+    return {"deploy": deploy.pk, "live": deploy.live_after}
+
+
+def unmixed(run: Run, why: str) -> str:
+    """`why`, with what going back did (or why nothing could be told)."""
     try:
-        with deploy_lock(run.machine, deploy.service).open("a") as held:
-            try:
-                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                # A newer deploy sets every host right; a change of hosts or a watch's look
-                # may hold it too: said, as nothing was checked.
-                return (
-                    f"{why}; whether its hosts serve a mix of releases was not checked (the "
-                    "service was busy: deploy again)"
-                )
-            return run.unmix(why)
+        return run.unmix(why)
+    except JobCancelled:
+        raise
     except Exception as e:  # the interruption is said and alerted all the same
-        log.warning("deploy #%s: its hosts were not checked for a mix: %s", deploy.pk, e)
+        log.warning("deploy #%s: its hosts were not checked for a mix: %s", run.deploy.pk, e)
         return f"{why}; whether its hosts serve a mix of releases could not be told ({e})"
+
+
+def going_back_ended(job_id: int, deploy: Deploy, why: str, what: str) -> None:
+    """A going-back job that ended without saying (cancelled, or its worker died on its
+    last attempt): the deploy says nothing was made sure of, and alerts. Only while its
+    line still says the job is checking: a job that said its end keeps its words."""
+    if not deploy.reason.endswith(going_back_said(job_id)):
+        return
+    not_checked = (
+        f"{why}; going back on its hosts {what}, so whether they serve a mix of releases "
+        f"is not known: deploy {deploy.service.name} again, which sets every host"
+    )
+    services.deploy_went_back(deploy, not_checked, "unknown (not checked after the interruption)")
+    alert_failed(deploy, "was interrupted")
 
 
 def stop_counting(service: Service) -> None:

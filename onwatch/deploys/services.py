@@ -65,6 +65,8 @@ KIND = "deploys.pipeline"
 DEPLOY_KIND = "deploys.deploy"
 POLL_KIND = "deploys.poll"
 WATCH_KIND = "deploys.watch"
+# After a worker died between two hosts: those on the new release go back (releases.py).
+GOING_BACK_KIND = "deploys.going_back"
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 # Names onwatch sets for every step itself: a secret of that name would break the step.
 RESERVED = {"PATH", "HOME", "LANG", "LC_ALL", "CI", "TMPDIR", "PWD", "ONWATCH_PIPELINE"}
@@ -1637,6 +1639,38 @@ def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> No
             reason=reason[:500],
             live=live_after,
         )
+
+
+def queue_going_back(deploy: Deploy, why: str) -> Job:
+    """The going-back job of a deploy whose worker died: one a deploy, however often the
+    reaper comes by (the one under way, or ended, is kept). Two attempts: a worker that dies
+    during it leaves it to the next (the reaper queues it again)."""
+    with transaction.atomic():
+        found = Job.objects.filter(kind=GOING_BACK_KIND, payload__deploy=deploy.pk).first()
+        if found is not None:
+            return found
+        return jobs.enqueue(
+            GOING_BACK_KIND,
+            {"deploy": deploy.pk, "why": why[:2000]},
+            org=deploy.service.org,
+            max_attempts=2,
+        )
+
+
+def deploy_went_back(deploy: Deploy, reason: str, live_after: str) -> None:
+    """What the going-back job did, said on the interrupted deploy (its line and what
+    serves now); masked as deploy_ended's."""
+    reason = Masker(deploy.service.secrets).mask(reason)
+    Deploy.objects.filter(pk=deploy.pk).update(reason=reason[:4000], live_after=live_after[:300])
+    deploy.refresh_from_db()
+    SYSTEM.record(
+        f"{deploy.kind}-went-back",
+        deploy.service.org,
+        deploy.service.name,
+        id=deploy.pk,
+        reason=reason[:500],
+        live=live_after,
+    )
 
 
 # --- the watch of a release after its deploy (watch.py) -------------------------------------

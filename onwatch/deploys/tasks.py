@@ -17,7 +17,7 @@ from onwatch.core.jobs import (
     when_cancelled,
     when_interrupted,
 )
-from onwatch.core.models import Job
+from onwatch.core.models import Job, JobState
 from onwatch.deploys import (
     hostchecks,
     hosts,
@@ -38,7 +38,13 @@ from onwatch.deploys.models import (
     Watch,
     WatchState,
 )
-from onwatch.deploys.services import DEPLOY_KIND, HOST_CHECK_KIND, KIND, WATCH_KIND
+from onwatch.deploys.services import (
+    DEPLOY_KIND,
+    GOING_BACK_KIND,
+    HOST_CHECK_KIND,
+    KIND,
+    WATCH_KIND,
+)
 
 UNDER_WAY = (State.QUEUED, State.RUNNING)
 
@@ -173,6 +179,39 @@ def deploy_interrupted(job: Job) -> None:
 
 when_cancelled(DEPLOY_KIND, deploy_cancelled)
 when_interrupted(DEPLOY_KIND, deploy_interrupted)
+
+
+def of_going_back(job: Job) -> str:
+    return f"Going back on the hosts of deploy #{job.payload.get('deploy')}"
+
+
+def going_back_deploy(job: Job) -> Deploy | None:
+    found = Deploy.objects.select_related("service", "service__org", "release", "job")
+    return found.filter(pk=job.payload.get("deploy")).first()
+
+
+# On the deploys' queue, as the deploy it finishes. Quiet: the deploy alerts by itself,
+# with what the going back did and what serves now.
+@handler(GOING_BACK_KIND, queue="pipelines", quiet=True, describe=of_going_back)
+def go_back(ctx: JobContext) -> dict[str, Any]:
+    deploy = going_back_deploy(ctx.job)
+    if deploy is None:
+        return {"note": "the deploy or its service was removed; nothing to do"}
+    return releases.go_back(ctx, deploy, str(ctx.job.payload.get("why", "")))
+
+
+def going_back_stopped(job: Job) -> None:
+    """Cancelled, or its worker died on its last attempt (the reaper queues the first
+    again by itself): the deploy says its hosts were not made sure of."""
+    deploy = going_back_deploy(job)
+    if deploy is None:
+        return
+    what = "was cancelled" if job.state == JobState.CANCELLED else "was interrupted"
+    releases.going_back_ended(job.pk, deploy, str(job.payload.get("why", "")), what)
+
+
+when_cancelled(GOING_BACK_KIND, going_back_stopped)
+when_interrupted(GOING_BACK_KIND, going_back_stopped)
 
 
 def of_watch(job: Job) -> str:

@@ -5,21 +5,28 @@ without pause through the first while the deploy goes through them in turn."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from onwatch.core import jobs
+from onwatch.core import jobs, scheduler
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobLogLine, JobState, Organization
 from onwatch.deploys import places, releases, services, switch
 from onwatch.deploys.models import Deploy, Host, Service, State, Watch
 from onwatch.deploys.releases import Target
 from onwatch.deploys.switch import Machine
+from onwatch.uptime import heartbeats, pings
+from onwatch.uptime.models import Kind, Monitor, Ping
+from onwatch.uptime.models import State as MonitorState
+from onwatch.uptime.pings import Received
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
 from tests.support.load import Load, Tally, fetch
@@ -221,14 +228,12 @@ def killed(*args: object, **kwargs: object) -> NoReturn:
     raise Killed
 
 
-def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(
-    on_two: Service,
-    machine: Machine,
-    other: Machine,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    first = deployed(on_two, tmp_path / "repo", "v1")
+def killed_between_two_hosts(
+    service: Service, monkeypatch: pytest.MonkeyPatch, repo: Path
+) -> tuple[Deploy, Deploy]:
+    """v1 on both places, then a deploy of v2 whose worker dies between them (this machine
+    switched, the other not yet), its lease run out: the first deploy and this one."""
+    first = deployed(service, repo, "v1")
     assert first.state == State.SUCCEEDED, (first.reason, first.steps)
     made = releases.place_for
 
@@ -239,20 +244,110 @@ def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(
         return place
 
     monkeypatch.setattr(releases, "place_for", dying_there)
-    commit(tmp_path / "repo", app_files("v2"), "Version v2")
-    services.run_pipeline(on_two, SYSTEM, "cli")
+    commit(repo, app_files("v2"), "Version v2")
+    services.run_pipeline(service, SYSTEM, "cli")
     with pytest.raises(Killed):
         jobs.run_pending(kinds=KINDS)
     monkeypatch.setattr(releases, "place_for", made)
-    deploy = on_two.deploys.order_by("-pk").first()
+    deploy = service.deploys.order_by("-pk").first()
     assert deploy is not None and deploy.state == State.RUNNING
-    assert answers(machine) == {"v2"} and answers(other) == {"v1"}  # what the kill left
-    gone = timezone.now() - timedelta(minutes=1)
     assert deploy.job_id is not None
-    Job.objects.filter(pk=deploy.job_id).update(lease_until=gone)
-    assert [j.pk for j in jobs.reap_expired()] == [deploy.job_id]
+    Job.objects.filter(pk=deploy.job_id).update(lease_until=timezone.now() - timedelta(minutes=1))
+    return first, deploy
+
+
+def overdue_heartbeat(org: Organization) -> Monitor:
+    """A heartbeat whose ping is ten minutes late: the next tick must fail it."""
+    monitor = Monitor.objects.create(
+        org=org, name="nightly", kind=Kind.HEARTBEAT, config=heartbeats.validate({"period": 60})
+    )
+    found = pings.find(monitor.ping_id)
+    assert found is not None
+    pings.record(found, Received(type=Ping.Type.SUCCESS), timezone.now() - timedelta(hours=2))
+    return monitor
+
+
+def run_in_thread(job: Job) -> threading.Thread:
+    def work() -> None:
+        try:
+            jobs.run(job, "test-worker")
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker
+
+
+def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(
+    org: Organization,
+    on_two: Service,
+    machine: Machine,
+    other: Machine,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    first, deploy = killed_between_two_hosts(on_two, monkeypatch, tmp_path / "repo")
+    assert answers(machine) == {"v2"} and answers(other) == {"v1"}  # what the kill left
+    # The reaper, in the scheduler's tick, only ends the deploy and queues its going back
+    # (once, however often it comes by): switching hosts back would hold the tick.
+    scheduler.tick()
+    scheduler.tick()
     deploy.refresh_from_db()
+    [going] = Job.objects.filter(kind=services.GOING_BACK_KIND)
+    assert (going.state, going.queue, going.payload["deploy"]) == ("queued", "pipelines", deploy.pk)
     assert deploy.state == State.INTERRUPTED
+    assert deploy.reason.endswith(f"checking its hosts for a mix of releases (job #{going.pk})")
+    assert answers(machine) == {"v2"}
+    assert not alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted")
+    made = releases.place_for
+    # Its own worker dies as it switches this machine back: the reaper queues it again.
+    monkeypatch.setattr(
+        releases, "place_for", lambda h: hold(made(h), killed) if h.local else made(h)
+    )
+    with pytest.raises(Killed):
+        jobs.run_pending(kinds=[services.GOING_BACK_KIND])
+    Job.objects.filter(pk=going.pk).update(lease_until=timezone.now() - timedelta(minutes=1))
+    scheduler.tick()
+    going.refresh_from_db()
+    assert going.state == "queued" and "trying again" in going.error
+    # The second attempt is held in its switch back while a heartbeat goes late: the tick
+    # fails that heartbeat meanwhile, at once.
+    reached, go = threading.Event(), threading.Event()
+
+    def held_there(host: Host) -> places.Place:
+        place = made(host)
+        if not host.local:
+            return place
+        real = place.switch
+
+        def switch_later(*args: Any, **kwargs: Any) -> switch.Switch:
+            reached.set()
+            assert go.wait(60)
+            return real(*args, **kwargs)
+
+        return hold(place, switch_later)
+
+    monkeypatch.setattr(releases, "place_for", held_there)
+    Job.objects.filter(pk=going.pk).update(run_after=timezone.now())
+    claimed = jobs.claim("test-worker", [services.GOING_BACK_KIND])
+    assert claimed is not None and claimed.pk == going.pk
+    worker = run_in_thread(claimed)
+    try:
+        assert reached.wait(60), "the going back never reached its switch"
+        late = overdue_heartbeat(org)
+        began = time.monotonic()
+        scheduler.tick()
+        took = time.monotonic() - began
+        assert Monitor.objects.get(pk=late.pk).state == MonitorState.DOWN
+        assert Job.objects.get(pk=going.pk).state == "running"
+        assert took < 5, f"the tick took {took:.1f} s while the going back ran"
+    finally:
+        go.set()
+        worker.join(timeout=120)
+    going.refresh_from_db()
+    assert going.state == "succeeded", (going.error, going.log)
+    deploy.refresh_from_db()
     assert answers(machine) == answers(other) == {"v1"}
     v1 = str(first.release)
     assert deploy.reason == (
@@ -265,11 +360,35 @@ def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(
     assert "switched back on this machine" in alert.body
     assert not machine.caddy.counting("shop.test")
     # A rerun continues cleanly.
+    monkeypatch.setattr(releases, "place_for", made)
     again = services.queue_deploy(on_two, SYSTEM, "cli")
     jobs.run_pending(kinds=KINDS)
     again.refresh_from_db()
     assert again.state == State.SUCCEEDED, (again.reason, again.steps)
     assert answers(machine) == answers(other) == {"v2"}
+
+
+def hold(place: places.Place, switch_instead: Callable[..., object]) -> places.Place:
+    vars(place)["switch"] = switch_instead
+    return place
+
+
+def test_a_going_back_cancelled_before_it_ran_says_nothing_was_made_sure_of(
+    on_two: Service, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _, deploy = killed_between_two_hosts(on_two, monkeypatch, tmp_path / "repo")
+    jobs.reap_expired()
+    [going] = Job.objects.filter(kind=services.GOING_BACK_KIND)
+    jobs.cancel(going, "ana@example.com")
+    deploy.refresh_from_db()
+    assert deploy.state == State.INTERRUPTED
+    assert deploy.reason == (
+        "onwatch stopped while the deploy ran (its worker stopped answering); deploy again; "
+        "going back on its hosts was cancelled, so whether they serve a mix of releases is "
+        "not known: deploy shop again, which sets every host"
+    )
+    [alert] = alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted")
+    assert "deploy shop again" in alert.body
 
 
 def test_a_rollback_goes_back_on_every_host(
