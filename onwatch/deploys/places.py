@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,18 @@ class Ran:
     seconds: float
     last_lines: list[str]  # its last 3 lines (the caller masks them)
     unsandboxed: str = ""  # why it ran outside a sandbox (an SSH host without bubblewrap)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """What a place's Caddy logged of a site from an offset of its log: the answers, timed
+    by the place's clock; where the next read begins; and the place's own now as it read
+    them (Unix seconds; None from an agent too old to say), by which the watch times them
+    by onwatch's clock: a host whose clock is off would bend its windows."""
+
+    answers: list[caddy.Answer]
+    offset: int
+    clock: float | None
 
 
 class Place(Protocol):
@@ -89,7 +102,7 @@ class Place(Protocol):
 
     def counting(self, domain: str) -> bool: ...
 
-    def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]: ...
+    def counted_from(self, domain: str, offset: int) -> Counted: ...
 
     # all since the count began, as a switch's before_count reads them
     def counted_before(self, domain: str) -> list[caddy.Answer]: ...
@@ -211,9 +224,10 @@ class LocalPlace:
         with _said():
             return self.machine.caddy.counting(domain)
 
-    def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]:
+    def counted_from(self, domain: str, offset: int) -> Counted:
         with _said():
-            return self.machine.caddy.counted_from(domain, offset)
+            answers, offset = self.machine.caddy.counted_from(domain, offset)
+        return Counted(answers, offset, time.time())
 
     def counted_before(self, domain: str) -> list[caddy.Answer]:
         with _said():

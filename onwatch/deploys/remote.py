@@ -36,7 +36,7 @@ from typing import Any
 from onwatch.core import ssh
 from onwatch.deploys import agent, caddy, hostchecks, hosts, switch
 from onwatch.deploys.models import Host
-from onwatch.deploys.places import PlaceError, Ran
+from onwatch.deploys.places import Counted, PlaceError, Ran
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the agent is made of: modules that import nothing of Django (lint-free to check:
@@ -472,10 +472,12 @@ class RemotePlace:
         args = {"domain": domain}
         return bool(self._ask("counting", args, "look at Caddy's count", live=_serves_on))
 
-    def counted_from(self, domain: str, offset: int) -> tuple[list[caddy.Answer], int]:
+    def counted_from(self, domain: str, offset: int) -> Counted:
         args = {"domain": domain, "offset": offset}
         said = self._ask("counted_from", args, "count's read", live=_serves_on)
-        return [caddy.Answer(**a) for a in said["answers"]], int(said["offset"])
+        clock = said.get("clock")  # None from an older agent: its clock is taken as right
+        answers = [caddy.Answer(**a) for a in said["answers"]]
+        return Counted(answers, int(said["offset"]), None if clock is None else float(clock))
 
     def counted_before(self, domain: str) -> list[caddy.Answer]:
         """In a switch's before_count, what the agent read with it (the connection is the
@@ -486,7 +488,7 @@ class RemotePlace:
             # The switch's own connection, whose before_count carried no answers (the
             # agent could not read Caddy's count then): none counted there, not a bug.
             return []
-        return self.counted_from(domain, 0)[0]
+        return self.counted_from(domain, 0).answers
 
     def stop_counting(self, domain: str) -> None:
         self._ask("stop_counting", {"domain": domain}, "end of Caddy's count")

@@ -21,6 +21,7 @@ its row, so it goes on where it was after onwatch restarts."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import time
 from collections.abc import Callable, Iterable
@@ -210,7 +211,11 @@ def comparison(watch: Watch) -> str:
         said = slowness(watch)
     else:
         said = error_share(watch)
-    return f"{said}; by host: {by_host(watch)}" if watch.hosts else said
+    return f"{said}; by host: {by_host(watch)}{skews(watch)}" if watch.hosts else said
+
+
+def skews(watch: Watch) -> str:
+    return "".join(f"; {said}" for h in watch.hosts if (said := skew_said(h)))
 
 
 def by_host(watch: Watch) -> str:
@@ -351,7 +356,7 @@ def said(watch: Watch) -> str:
         away = "".join(f"; {h['name']} cannot be read now" for h in watch.hosts if h["unread"])
         return (
             f"watching until {at(watch.until)}: {watch.requests:,} requests answered so far, "
-            f"{watch.errors:,} of them errors{away}"
+            f"{watch.errors:,} of them errors{away}{skews(watch)}"
         )
     verdict = watch.verdict or "no verdict was kept"
     return verdict if verdict.startswith(watch.state) else f"{watch.state}: {verdict}"
@@ -545,6 +550,7 @@ def host_entry(host: Host, name: str, upstream: str, why: str = "") -> dict[str,
         "seconds": 0.0,
         "unread": why,
         "unread_since": None,
+        "skew": 0.0,
     }
 
 
@@ -585,18 +591,52 @@ def read_host(
         place = place_at(watch, host, machine)
         if not place.counting(domain):
             raise places.PlaceError("Caddy there stopped counting the site's requests")
-        answers, offset = place.counted_from(domain, int(host["offset"]))
+        asked = time.time()
+        found = place.counted_from(domain, int(host["offset"]))
     except places.PlaceError as e:
         host["unread"] = " ".join(str(e).split())[:300]
         host["unread_since"] = host["unread_since"] or time.time()
         return []
-    its = mine(answers, host["upstream"], live_at)
+    host["skew"] = skew_of(found.clock, asked, time.time())
+    its = mine(on_our_clock(found.answers, host["skew"]), host["upstream"], live_at)
     more = counted(its)
     host["requests"] += more.requests
     host["errors"] += more.errors
     host["seconds"] += more.seconds
-    host["offset"], host["unread"], host["unread_since"] = offset, "", None
+    host["offset"], host["unread"], host["unread_since"] = found.offset, "", None
     return its
+
+
+def skew_of(clock: float | None, asked: float, answered: float) -> float:
+    """How far the host's clock is ahead of this one's (seconds; behind: below 0), from
+    its now as it read the count against the middle of the asking (a kept connection
+    answers within a millisecond or so: that much is the error). 0 when it did not say."""
+    return 0.0 if clock is None else round(clock - (asked + answered) / 2, 3)
+
+
+def on_our_clock(answers: list[caddy.Answer], skew: float) -> list[caddy.Answer]:
+    """The answers timed by this machine's clock: the watch's windows (since the switch,
+    the last RECENT_SECONDS) are this machine's, and a host's Caddy times by its own."""
+    if not skew:
+        return answers
+    return [dataclasses.replace(a, started=a.started - skew) for a in answers]
+
+
+# A host's clock this far from onwatch's is said with the evidence: its answers are timed
+# by onwatch's clock, but its own logs and steps are not, and NTP is most likely off there.
+SKEW_SAID = 2.0
+
+
+def skew_said(host: dict[str, Any]) -> str:
+    """ "deploy@b's clock is 63 s behind onwatch's", or "" when it is within SKEW_SAID."""
+    skew = float(host.get("skew") or 0.0)
+    if abs(skew) <= SKEW_SAID:
+        return ""
+    way = "ahead of" if skew > 0 else "behind"
+    return (
+        f"{host['name']}'s clock is {abs(skew):.0f} s {way} onwatch's (its answers were "
+        "timed by onwatch's clock; set the host's time right: NTP)"
+    )
 
 
 def unread_too_long(watch: Watch) -> bool:

@@ -290,16 +290,20 @@ def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
     answers: list[caddy.Answer] = []
     offset, deadline = 0, time.monotonic() + 10
     while len(answers) < 3 and time.monotonic() < deadline:
-        more, offset = place.counted_from(site.domain, offset)
-        answers += more
+        asked = time.time()
+        found = place.counted_from(site.domain, offset)
+        answers, offset = answers + found.answers, found.offset
+        # The agent says its own now with each read: the watch times answers by it.
+        assert found.clock is not None and asked <= found.clock <= time.time()
         time.sleep(0.1)
     assert [(a.status, a.app_status, a.upstream) for a in answers] == [
         (200, 200, f"127.0.0.1:{record.port}")
     ] * 3
-    assert place.counted_from(site.domain, offset) == ([], offset)  # each line read once
+    again = place.counted_from(site.domain, offset)
+    assert (again.answers, again.offset) == ([], offset)  # each line read once
     place.stop_counting(site.domain)
     assert not place.counting(site.domain)
-    assert place.counted_from(site.domain, 0) == ([], 0)
+    assert place.counted_from(site.domain, 0).answers == []
 
 
 def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
@@ -445,7 +449,7 @@ def test_onwatch_failing_mid_switch_stops_the_switch_on_the_host_and_says_so(
             release_in(folder, "r3"),
             print,
             Gate(),
-            before_count=lambda: place.counted_from(site.domain, 0) and None,
+            before_count=lambda: print(place.counted_from(site.domain, 0)),
         )
     assert "(PlaceError: " in str(asked.value) and "one request at a time" in str(asked.value)
     assert str(asked.value).endswith("onwatch asked it to stop; r1 still serves it")

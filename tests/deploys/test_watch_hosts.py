@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
 from onwatch.deploys import caddy, places, releases, services, switch, watch
 from onwatch.deploys.models import Deploy, Host, Release, Service, State, Watch, WatchState
+from tests.support import switching
 from tests.support.deploys import commit
 from tests.support.load import Load, fetch
 from tests.support.releases import app_files
@@ -230,3 +232,56 @@ def test_a_release_failing_on_one_host_of_two_is_judged_on_the_sum_and_rolled_ba
     said = r"; by host: this machine: 0 of [\d,]+ answers 5xx, \d+ ms on average; "
     said += rf"{re.escape(SSH_HOST)}: [\d,]+ of [\d,]+ answers 5xx"
     assert re.search(said, failed.verdict), failed.verdict
+
+
+class ShiftedPlace(places.LocalPlace):
+    """A host whose clock is `shift` seconds off this machine's: its Caddy times its
+    answers by that clock, and its agent says its own now by it."""
+
+    def __init__(self, machine: switch.Machine, name: str, shift: float) -> None:
+        super().__init__(machine, name)
+        self.shift = shift
+
+    def counted_from(self, domain: str, offset: int) -> places.Counted:
+        found = super().counted_from(domain, offset)
+        answers = [dataclasses.replace(a, started=a.started + self.shift) for a in found.answers]
+        return places.Counted(answers, found.offset, (found.clock or 0.0) + self.shift)
+
+
+@pytest.mark.django_db
+def test_a_host_whose_clock_is_off_is_read_on_onwatchs_clock_and_its_skew_is_said(
+    org: Organization, machine: switch.Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its answers of the last seconds stay in the recent window (90 s behind, they fell
+    out of it at once: a release turning bad there was never caught by it)."""
+    place = places.LocalPlace(machine)
+    site = switching.site(machine)
+    place.ensure_ready()
+    place.put_site(site)
+    record = place.switch(site, switching.release("r1"), print, switch.Gate(seconds=10))
+    place.start_counting(site.domain)
+    began = time.time()
+    for _ in range(3):
+        assert fetch(listen_port(machine), site.domain)[0] == 200
+    monkeypatch.setattr(watch, "place_of_host", lambda host: ShiftedPlace(machine, host.name, -90))
+    entry = watch.host_entry(ready_host(org), SSH_HOST, f"127.0.0.1:{record.port}")
+    found = Watch(deploy=Deploy(service=Service(name="shop", domain=site.domain)), hosts=[entry])
+    its: list[caddy.Answer] = []
+    deadline = time.monotonic() + 10
+    while len(its) < 3 and time.monotonic() < deadline:
+        its += watch.read_host(found, entry, machine, began - 60)
+        time.sleep(0.1)
+    watch.close_links(found)
+    assert len(its) == 3 and entry["requests"] == 3, entry
+    assert abs(entry["skew"] + 90) < 1, entry
+    assert all(began - 1 <= a.started <= time.time() for a in its), its
+    recent = watch.recent_of(Watch(recent=watch.recent_after([], its, time.time())))
+    assert recent.requests == 3
+    found.until = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)
+    assert watch.said(found) == (
+        "watching until 12:30:00 UTC: 0 requests answered so far, 0 of them errors; "
+        f"{SSH_HOST}'s clock is 90 s behind onwatch's (its answers were timed by onwatch's "
+        "clock; set the host's time right: NTP)"
+    )
+    # Within two seconds it is no news.
+    assert watch.skew_said({**entry, "skew": 1.9}) == ""
