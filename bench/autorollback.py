@@ -83,9 +83,16 @@ def _one(machine: Any, service: Any, repo: Path, n: int, served: float, port: in
         raise SystemExit(f"run {n}: the watch ended {watch.state}: {watch.verdict}")
     return Times(
         (watch.detected_at - failing.switched_at).total_seconds(),
-        (watch.rollback.switched_at - watch.detected_at).total_seconds(),
+        # The last host's switch: users got the release before everywhere only then.
+        (_everywhere(watch.rollback) - watch.detected_at).total_seconds(),
         watch.verdict,
     )
+
+
+def _everywhere(rollback: Any) -> Any:
+    from onwatch.deploys import services
+
+    return services.live_everywhere_at(rollback)
 
 
 def _deploy(service: Any, repo: Path, version: str, fail_every: int) -> Any:

@@ -273,9 +273,26 @@ def deploy_facts(deploy: Deploy) -> dict[str, Any]:
         # Several hosts: what serves on each, as its service's page shows it.
         "where": where_rows(deploy.service) if services.placements(deploy.service) else [],
         "switched_back": switched_back(deploy),
+        "everywhere": live_everywhere(deploy),
         "refresh": REFRESH_SECONDS if going_on else 0,
         "timeline": [timeline_row(step, deploy.state) for step in deploy.steps],
     }
+
+
+def live_everywhere(deploy: Deploy) -> str:
+    """On several hosts, switched in turn: when the last went live too ("Went live" is the
+    first's), and for a watch's rollback how long after it found the release worse."""
+    last, first = deploy.all_live_at, deploy.switched_at
+    if deploy.state != State.SUCCEEDED or last is None or first is None:
+        return ""
+    later = (last - first).total_seconds()
+    said = f"on every host {later:.1f} s later, at {last:%H:%M:%S} UTC" if later else ""
+    asked_by = Watch.objects.filter(rollback=deploy).first()
+    if asked_by is None or asked_by.detected_at is None:
+        return said
+    found = (last - asked_by.detected_at).total_seconds()
+    restored = f"serving again {found:.1f} s after the watch found the release worse"
+    return f"{said}, {restored}" if said else restored
 
 
 def switched_back(deploy: Deploy) -> dict[str, str]:

@@ -394,6 +394,9 @@ class Deploy(models.Model):
     # When Caddy could first send its release requests (the switch step turned its slot
     # on): when it went live. ended_at comes seconds later, after the old one drained.
     switched_at = models.DateTimeField(null=True, blank=True)
+    # On several hosts, switched in turn: when its release went live on the last one
+    # switched (switched_at is the first's); users got it everywhere only from then on.
+    all_live_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     # What users felt during the switch, as Caddy counted it (switch.Felt): requests
     # answered, those Caddy answered itself because no release did, 5xx the app sent,

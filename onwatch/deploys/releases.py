@@ -899,6 +899,8 @@ class Run:
         services.deploy_step(self.deploy, step_row(step))
         if step.live_at is not None and self.deploy.switched_at is None:
             services.deploy_switched(self.deploy, step.live_at)
+        if step.live_at is not None:
+            services.deploy_live_on_host(self.deploy, step.live_at)
 
     # --- one step of the timeline --------------------------------------------------------
 
@@ -936,7 +938,7 @@ def built_on(release: Release) -> set[str] | None:
 
 def step_row(step: switch.Step) -> dict[str, Any]:
     took = (step.ended - step.started).total_seconds() if step.ended else None
-    return {
+    row = {
         "name": step.name,
         "started": step.started.isoformat(),
         "ended": step.ended.isoformat() if step.ended else None,
@@ -944,6 +946,8 @@ def step_row(step: switch.Step) -> dict[str, Any]:
         "ok": step.ok,
         "detail": step.detail,
     }
+    # The switch step of each host says when the release went live there.
+    return row | ({"live_at": step.live_at.isoformat()} if step.live_at else {})
 
 
 def serving(service: Service) -> str:

@@ -1598,6 +1598,20 @@ def deploy_switched(deploy: Deploy, at: datetime) -> None:
     deploy.switched_at = at
 
 
+def deploy_live_on_host(deploy: Deploy, at: datetime) -> None:
+    """Its release went live on one more host `at` (each in turn): the last one's time is
+    when it served on every host."""
+    if deploy.all_live_at is None or at > deploy.all_live_at:
+        Deploy.objects.filter(pk=deploy.pk).update(all_live_at=at)
+        deploy.all_live_at = at
+
+
+def live_everywhere_at(deploy: Deploy) -> datetime | None:
+    """When the deploy's release served on every host it went to (the first host's switch
+    for a deploy from before this was kept)."""
+    return deploy.all_live_at or deploy.switched_at
+
+
 def deploy_felt(deploy: Deploy, felt: Felt) -> None:
     """What users felt during the deploy's switch, as Caddy counted it."""
     measured = not felt.unmeasured

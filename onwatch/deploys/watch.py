@@ -814,10 +814,7 @@ def follow_rollback(watch: Watch) -> bool:
         gave_up(rollback, waited)
         said = f"its rollback #{rollback.pk} had not ended after {waited:.0f} s and was cancelled"
     elif rollback is not None and rollback.state == State.SUCCEEDED:
-        verdict = (
-            f"{evidence}; onwatch made {previous_label(watch)} live again at "
-            f"{at(rollback.switched_at)}"
-        )
+        verdict = f"{evidence}; {restored(watch, rollback)}"
         title = f"{service.name} was rolled back: {label_of(watch)} answered {how(watch)}"
         _ended_badly(watch, WatchState.ROLLED_BACK, title, verdict)
         return False
@@ -828,6 +825,18 @@ def follow_rollback(watch: Watch) -> bool:
     title = f"{label_of(watch)} of {service.name} answers {how(watch)}"
     _ended_badly(watch, WatchState.FAILING, title, verdict)
     return False
+
+
+def restored(watch: Watch, rollback: Deploy) -> str:
+    """ "onwatch made release 6 live again on every host by 12:30:05 UTC, 3.2 s after it
+    found release 7 worse": the last host's switch, as users got it everywhere only then."""
+    back_at = services.live_everywhere_at(rollback)
+    where = " on every host by" if watch.hosts else " at"
+    took = ""
+    if back_at is not None and watch.detected_at is not None:
+        seconds = (back_at - watch.detected_at).total_seconds()
+        took = f", {seconds:.1f} s after it found {label_of(watch)} worse"
+    return f"onwatch made {previous_label(watch)} live again{where} {at(back_at)}{took}"
 
 
 def how(watch: Watch) -> str:

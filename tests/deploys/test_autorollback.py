@@ -81,7 +81,8 @@ def test_a_release_that_fails_a_fifth_of_its_requests_is_rolled_back_within_the_
         rf"first \d+ s, against 0 % of {watch.base_requests:,} requests over \d+ s for "
         rf"{re.escape(str(v1))}: all in the \d+ s just before this switch, as it was never "
         rf"watched; its answers took \d+ ms on average \(\d+ ms before\); onwatch made "
-        rf"{re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC"
+        rf"{re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC, \d+\.\d s after it found "
+        rf"{re.escape(str(v2))} worse"
     )
     assert re.fullmatch(said, watch.verdict), watch.verdict
     incident = the_incident(watch)
@@ -115,7 +116,8 @@ def test_a_release_that_answers_but_slowly_is_rolled_back_and_the_evidence_says_
         rf"its first \d+ s, \d+ times as long as {re.escape(str(v1))}, which took \d+ ms for "
         rf"{watch.base_requests:,} requests over \d+ s \(all in the \d+ s just before this "
         rf"switch, as it was never watched\); 0 % of its answers were errors; onwatch made "
-        rf"{re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC"
+        rf"{re.escape(str(v1))} live again at \d\d:\d\d:\d\d UTC, \d+\.\d s after it found "
+        rf"{re.escape(str(v2))} worse"
     )
     assert re.fullmatch(said, watch.verdict), watch.verdict
     assert watch.errors == 0 and watch.requests >= shop.watch_min_requests

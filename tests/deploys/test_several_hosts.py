@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,7 +19,7 @@ from django.utils import timezone
 from onwatch.core import jobs, scheduler
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobLogLine, JobState, Organization
-from onwatch.deploys import places, releases, services, switch
+from onwatch.deploys import deploy_views, places, releases, services, switch
 from onwatch.deploys.models import Deploy, Host, Service, State, Watch
 from onwatch.deploys.releases import Target
 from onwatch.deploys.switch import Machine
@@ -413,6 +413,18 @@ def test_a_rollback_goes_back_on_every_host(
     ]
     assert not [n for n in names(rollback) if "build" in n or "release command" in n]
     assert releases.serving(on_two) == str(first.release)
+    # Went live on each host in turn, each host's time on its switch step: the first's
+    # is "went live", the last's when every host served it (the restore's true end).
+    went = [datetime.fromisoformat(s["live_at"]) for s in rollback.steps if "live_at" in s]
+    assert [s["name"] for s in rollback.steps if "live_at" in s] == [
+        "switch on this machine",
+        f"switch on {SSH_HOST}",
+    ]
+    assert rollback.switched_at == went[0] < went[1] == rollback.all_live_at
+    later = (went[1] - went[0]).total_seconds()
+    assert deploy_views.live_everywhere(rollback) == (
+        f"on every host {later:.1f} s later, at {went[1]:%H:%M:%S} UTC"
+    )
     assert migrated(on_two) == ["v1", "v2"]
     # A host's site cannot be moved through the seam: a new domain is refused, saying so.
     with pytest.raises(services.Refusal) as refused:

@@ -276,7 +276,7 @@ def test_a_release_after_a_thin_baseline_is_judged_on_the_thresholds_alone_and_s
         rf"against the thresholds alone, as {v1} answered only {found.base_requests} requests "
         rf"to compare with \(at least 20 are needed\): all in the \d+ s just before this "
         rf"switch, as it was never watched; its answers took \d+ ms on average; onwatch made "
-        rf"{v1} live again at \d\d:\d\d:\d\d UTC"
+        rf"{v1} live again at \d\d:\d\d:\d\d UTC, \d+\.\d s after it found {v2} worse"
     )
     assert re.fullmatch(said, found.verdict), found.verdict
 

@@ -232,6 +232,15 @@ def test_a_release_failing_on_one_host_of_two_is_judged_on_the_sum_and_rolled_ba
     said = r"; by host: this machine: 0 of [\d,]+ answers 5xx, \d+ ms on average; "
     said += rf"{re.escape(SSH_HOST)}: [\d,]+ of [\d,]+ answers 5xx"
     assert re.search(said, failed.verdict), failed.verdict
+    # Restored once the last host switched back, not the first: that is what it says.
+    rollback = failed.rollback
+    assert rollback is not None and rollback.all_live_at and rollback.switched_at
+    assert failed.detected_at is not None and rollback.all_live_at > rollback.switched_at
+    restored = (rollback.all_live_at - failed.detected_at).total_seconds()
+    assert failed.verdict.endswith(
+        f"live again on every host by {rollback.all_live_at:%H:%M:%S} UTC, {restored:.1f} s "
+        f"after it found {failed.deploy.release} worse"
+    ), failed.verdict
 
 
 class ShiftedPlace(places.LocalPlace):
