@@ -33,10 +33,10 @@ import sys
 import tarfile
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack, suppress
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -313,10 +313,47 @@ def counting(agent: Agent, request: Request) -> bool:
 
 
 def counted_from(agent: Agent, request: Request) -> dict[str, Any]:
+    """Summed here (a busy site logs thousands of lines a second, each some 100 bytes of
+    JSON over SSH at every look); with its own now: onwatch times the answers by its
+    clock, whatever this host's says. An onwatch older than the sums reads "answers"."""
     args = request.args
     answers, offset = agent.machine.caddy.counted_from(args["domain"], int(args["offset"]))
-    # Its own now: onwatch times the answers by its clock, whatever this host's says.
-    return {"answers": [asdict(a) for a in answers], "offset": offset, "clock": time.time()}
+    sums = [asdict(s) for s in summed(answers)]
+    return {"sums": sums, "offset": offset, "clock": time.time()}
+
+
+@dataclass(frozen=True)
+class Sum:
+    """The answers of one second (as the place's clock timed their start) from one slot,
+    summed where Caddy logged them: how many, how many of each status class ("2xx":
+    120, "5xx": 3), and the seconds they took together. `upstream` is the slot ("" when
+    none was tried); `made`: Caddy made the answers itself (no slot answered)."""
+
+    second: float
+    upstream: str
+    made: bool
+    requests: int
+    classes: dict[str, int]
+    seconds: float
+
+    @property
+    def errors(self) -> int:
+        return self.classes.get("5xx", 0)
+
+
+def summed(answers: Iterable[caddy.Answer]) -> list[Sum]:
+    """The watch's view of Caddy's answers: by second and slot, all it judges by (5xx
+    share, mean latency, the recent window by the second, the slot's or Caddy's own)."""
+    sums: dict[tuple[int, str, bool], tuple[int, Counter[str], float]] = {}
+    for a in answers:
+        key = (int(a.started), a.upstream, a.upstream == "" and a.app_status is None)
+        requests, classes, seconds = sums.get(key, (0, Counter[str](), 0.0))
+        classes[f"{a.status // 100}xx"] += 1
+        sums[key] = (requests + 1, classes, seconds + a.seconds)
+    return [
+        Sum(float(second), upstream, made, n, dict(classes), round(took, 6))
+        for (second, upstream, made), (n, classes, took) in sorted(sums.items())
+    ]
 
 
 def stop_counting(agent: Agent, request: Request) -> None:
@@ -334,7 +371,7 @@ def run_switch(agent: Agent, request: Request) -> dict[str, Any]:
         # it, nothing has moved yet: this is where the switch can stop cleanly, still under
         # the site's lock (no other deploy's release can have taken the slot yet). What
         # Caddy counted of the site until now comes with it (the link is the switch's).
-        request.emit("before_count", answers=counted_until_now(agent.machine, site.domain))
+        request.emit("before_count", sums=counted_until_now(agent.machine, site.domain))
         try:
             request.wait_for("continue")
         except (ClientGone, Late, Cancelled) as e:
@@ -365,11 +402,12 @@ def run_switch(agent: Agent, request: Request) -> dict[str, Any]:
 
 
 def counted_until_now(machine: switch.Machine, domain: str) -> list[dict[str, Any]] | None:
-    """The answers Caddy logged since its count of `domain` began; None: none is going."""
+    """The answers Caddy logged since its count of `domain` began, summed; None: none is
+    going."""
     try:
         if not machine.caddy.counting(domain):
             return None
-        return [asdict(a) for a in machine.caddy.counted(domain)]
+        return [asdict(s) for s in summed(machine.caddy.counted(domain))]
     except (caddy.CaddyError, OSError):
         return None
 

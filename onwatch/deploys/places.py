@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from onwatch.deploys import caddy, procman, sandbox, switch, workdir
+from onwatch.deploys.agent import Sum, summed
 
 
 class PlaceError(Exception):
@@ -35,12 +36,13 @@ class Ran:
 
 @dataclass(frozen=True)
 class Counted:
-    """What a place's Caddy logged of a site from an offset of its log: the answers, timed
-    by the place's clock; where the next read begins; and the place's own now as it read
-    them (Unix seconds; None from an agent too old to say), by which the watch times them
-    by onwatch's clock: a host whose clock is off would bend its windows."""
+    """What a place's Caddy logged of a site from an offset of its log: the answers summed
+    by second and slot there (agent.Sum; an SSH host sends those, not each line), timed by
+    the place's clock; where the next read begins; and the place's own now as it read them
+    (Unix seconds; None from an agent too old to say), by which the watch times them by
+    onwatch's clock: a host whose clock is off would bend its windows."""
 
-    answers: list[caddy.Answer]
+    sums: list[Sum]
     offset: int
     clock: float | None
 
@@ -105,7 +107,7 @@ class Place(Protocol):
     def counted_from(self, domain: str, offset: int) -> Counted: ...
 
     # all since the count began, as a switch's before_count reads them
-    def counted_before(self, domain: str) -> list[caddy.Answer]: ...
+    def counted_before(self, domain: str) -> list[Sum]: ...
 
     def stop_counting(self, domain: str) -> None: ...
 
@@ -227,11 +229,11 @@ class LocalPlace:
     def counted_from(self, domain: str, offset: int) -> Counted:
         with _said():
             answers, offset = self.machine.caddy.counted_from(domain, offset)
-        return Counted(answers, offset, time.time())
+        return Counted(summed(answers), offset, time.time())
 
-    def counted_before(self, domain: str) -> list[caddy.Answer]:
+    def counted_before(self, domain: str) -> list[Sum]:
         with _said():
-            return list(self.machine.caddy.counted(domain))
+            return summed(self.machine.caddy.counted(domain))
 
     def stop_counting(self, domain: str) -> None:
         with _said():

@@ -361,11 +361,11 @@ class Run:
         before_count), added to the baseline: it joins what it answered while it was
         watched (services.watch_started)."""
         try:
-            answers = target.place.counted_before(self.service.domain)
+            sums = target.place.counted_before(self.service.domain)
         except places.PlaceError as e:
             self.ctx.log(self.said_on(target, f"the release before could not be counted: {e}"))
             return
-        counts, span = watch.counted(answers), time.monotonic() - self.count_began
+        counts, span = watch.counted(sums), time.monotonic() - self.count_began
         more = services.Tally(counts.requests, counts.errors, counts.seconds, span)
         # The hosts counted side by side: their seconds of serving are the same ones.
         self.base = more if self.base is None else self.base + dataclasses.replace(more, span=0)

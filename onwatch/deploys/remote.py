@@ -238,6 +238,21 @@ def _for(message: dict[str, Any], number: int) -> bool:
     return said_id == number or (said_id is None and "error" in message)
 
 
+def before_of(event: dict[str, Any]) -> list[agent.Sum] | None:
+    """What a switch's before_count carried (None: the agent could not read the count)."""
+    if event.get("sums", event.get("answers")) is None:
+        return None
+    return sums_of(event)
+
+
+def sums_of(said: dict[str, Any]) -> list[agent.Sum]:
+    """The sums an agent sent, or, from an agent older than them (a host not prepared
+    again since), the answers it sent line by line, summed here."""
+    if "sums" in said:
+        return [agent.Sum(**s) for s in said["sums"]]
+    return agent.summed(caddy.Answer(**a) for a in said["answers"])
+
+
 class RemotePlace:
     """An SSH host as a Place (places.py), from plain data: how to sign in (`target`), and
     its Caddy's `options` (its ports). Its own supervisord and Caddy, its releases in its
@@ -251,7 +266,7 @@ class RemotePlace:
         self.dir = ""
         self.uploaded = False  # whether this place had to upload the agent (tests, logs)
         # What the host's Caddy counted until its switch's own count began (counted_before).
-        self.before: list[caddy.Answer] | None = None
+        self.before: list[agent.Sum] | None = None
 
     # --- the connection ----------------------------------------------------------------------
 
@@ -443,8 +458,7 @@ class RemotePlace:
                 seen.append(agent.step_of(event["step"]))
                 on_step(seen[-1])
             elif event["event"] == "before_count":
-                said = event.get("answers")
-                self.before = None if said is None else [caddy.Answer(**a) for a in said]
+                self.before = before_of(event)
                 before_count()
                 link.send({"id": event["id"], "op": "continue"})
 
@@ -476,10 +490,9 @@ class RemotePlace:
         args = {"domain": domain, "offset": offset}
         said = self._ask("counted_from", args, "count's read", live=_serves_on)
         clock = said.get("clock")  # None from an older agent: its clock is taken as right
-        answers = [caddy.Answer(**a) for a in said["answers"]]
-        return Counted(answers, int(said["offset"]), None if clock is None else float(clock))
+        return Counted(sums_of(said), int(said["offset"]), None if clock is None else float(clock))
 
-    def counted_before(self, domain: str) -> list[caddy.Answer]:
+    def counted_before(self, domain: str) -> list[agent.Sum]:
         """In a switch's before_count, what the agent read with it (the connection is the
         switch's then); else read now."""
         if self.before is not None:
@@ -488,7 +501,7 @@ class RemotePlace:
             # The switch's own connection, whose before_count carried no answers (the
             # agent could not read Caddy's count then): none counted there, not a bug.
             return []
-        return self.counted_from(domain, 0).answers
+        return self.counted_from(domain, 0).sums
 
     def stop_counting(self, domain: str) -> None:
         self._ask("stop_counting", {"domain": domain}, "end of Caddy's count")

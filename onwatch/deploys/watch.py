@@ -39,6 +39,7 @@ from onwatch.alerts.services import alert_channels
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.deploys import caddy, hosts, places, remote, services
+from onwatch.deploys.agent import Sum, summed
 from onwatch.deploys.models import (
     ENDED,
     Deploy,
@@ -68,10 +69,10 @@ class Counts:
     errors: int = 0
     seconds: float = 0.0
 
-    def add(self, answer: caddy.Answer) -> None:
-        self.requests += 1
-        self.errors += answer.status >= 500
-        self.seconds += answer.seconds
+    def add(self, part: Sum) -> None:
+        self.requests += part.requests
+        self.errors += part.errors
+        self.seconds += part.seconds
 
     @property
     def share(self) -> float:
@@ -96,27 +97,28 @@ def percent(share: float) -> str:
     return f"{text} %"
 
 
-def counted(answers: Iterable[caddy.Answer]) -> Counts:
+def counted(sums: Iterable[Sum]) -> Counts:
     counts = Counts()
-    for answer in answers:
-        counts.add(answer)
+    for part in sums:
+        counts.add(part)
     return counts
 
 
 def of_release(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -> Counts:
-    return counted(mine(answers, upstream, live_at))
+    return counted(mine(summed(answers), upstream, live_at))
 
 
-def mine(answers: Iterable[caddy.Answer], upstream: str, live_at: float) -> list[caddy.Answer]:
+def mine(sums: Iterable[Sum], upstream: str, live_at: float) -> list[Sum]:
     """The answers that are the watched release's: those of its slot, and those Caddy made
     itself once it was live, when no slot or its own was tried (the old slot's failures
     while it drained are not the new release's)."""
-    return [a for a in answers if _its_own(a, upstream, live_at)]
+    return [s for s in sums if _its_own(s, upstream, live_at)]
 
 
-def _its_own(answer: caddy.Answer, upstream: str, live_at: float) -> bool:
-    made = answer.upstream == "" and answer.app_status is None
-    return answer.upstream == upstream or (made and answer.started >= live_at)
+def _its_own(part: Sum, upstream: str, live_at: float) -> bool:
+    # Summed by the second: Caddy's own answers of the second it went live in are left
+    # out (an old release's 502 counted against the new one could roll it back wrongly).
+    return part.upstream == upstream or (part.made and part.second >= live_at)
 
 
 # Which rule found a release clearly worse: the evidence and the incident say it.
@@ -159,16 +161,14 @@ def slower(now: Counts, base: Counts | None, service: Service) -> bool:
     return over_floor and now.mean_ms > service.watch_latency_factor * base.mean_ms
 
 
-def recent_after(
-    recent: list[list[float]], answers: Iterable[caddy.Answer], now: float
-) -> list[list[float]]:
-    """The recent window (Watch.recent) with `answers` added and what started more than
+def recent_after(recent: list[list[float]], sums: Iterable[Sum], now: float) -> list[list[float]]:
+    """The recent window (Watch.recent) with `sums` added and what started more than
     RECENT_SECONDS before `now` left out."""
     buckets = {int(b[0]): list(b) for b in recent}
-    for a in answers:
-        second = int(a.started)
+    for s in sums:
+        second = int(s.second)
         b = buckets.setdefault(second, [second, 0, 0, 0.0])
-        b[1], b[2], b[3] = b[1] + 1, b[2] + (a.status >= 500), b[3] + a.seconds
+        b[1], b[2], b[3] = b[1] + s.requests, b[2] + s.errors, b[3] + s.seconds
     return [b for s, b in sorted(buckets.items()) if s > now - RECENT_SECONDS]
 
 
@@ -483,7 +483,7 @@ def _look(watch: Watch, machine: Machine) -> bool:
         stop_counting(machine, domain)
         return _unjudged(watch, str(e))
     live_at = (watch.deploy.switched_at or watch.started_at).timestamp()
-    its = mine(answers, watch.upstream, live_at)
+    its = mine(summed(answers), watch.upstream, live_at)
     new, now = counted(its), now_of(watch)
     services.watch_counted(
         watch,
@@ -558,7 +558,7 @@ def _look_hosts(watch: Watch, machine: Machine) -> bool:
     """Every host's answers since the last look, summed; judged on what could be read."""
     first_step(watch)
     live_at = (watch.deploy.switched_at or watch.started_at).timestamp()
-    rows, its = [dict(h) for h in watch.hosts], list[caddy.Answer]()
+    rows, its = [dict(h) for h in watch.hosts], list[Sum]()
     for host in rows:
         if host["upstream"]:
             its += read_host(watch, host, machine, live_at)
@@ -581,9 +581,7 @@ def _look_hosts(watch: Watch, machine: Machine) -> bool:
     return _judge(watch, lambda: stop_all(watch, machine))
 
 
-def read_host(
-    watch: Watch, host: dict[str, Any], machine: Machine, live_at: float
-) -> list[caddy.Answer]:
+def read_host(watch: Watch, host: dict[str, Any], machine: Machine, live_at: float) -> list[Sum]:
     """The release's answers the host's Caddy logged since the last read, added to the
     host's counts; none when it cannot be read, which it then says (`unread`)."""
     domain = watch.deploy.service.domain
@@ -598,7 +596,7 @@ def read_host(
         host["unread_since"] = host["unread_since"] or time.time()
         return []
     host["skew"] = skew_of(found.clock, asked, time.time())
-    its = mine(on_our_clock(found.answers, host["skew"]), host["upstream"], live_at)
+    its = mine(on_our_clock(found.sums, host["skew"]), host["upstream"], live_at)
     more = counted(its)
     host["requests"] += more.requests
     host["errors"] += more.errors
@@ -614,12 +612,12 @@ def skew_of(clock: float | None, asked: float, answered: float) -> float:
     return 0.0 if clock is None else round(clock - (asked + answered) / 2, 3)
 
 
-def on_our_clock(answers: list[caddy.Answer], skew: float) -> list[caddy.Answer]:
+def on_our_clock(sums: list[Sum], skew: float) -> list[Sum]:
     """The answers timed by this machine's clock: the watch's windows (since the switch,
     the last RECENT_SECONDS) are this machine's, and a host's Caddy times by its own."""
     if not skew:
-        return answers
-    return [dataclasses.replace(a, started=a.started - skew) for a in answers]
+        return sums
+    return [dataclasses.replace(s, second=s.second - skew) for s in sums]
 
 
 # A host's clock this far from onwatch's is said with the evidence: its answers are timed

@@ -4,6 +4,7 @@ unpacks, and a switch's record as it travels. Over a real ssh connection: test_r
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -307,3 +308,39 @@ def not_copied(name: str) -> str:
         f"the release holds {name}, which onwatch does not copy (it is not a plain file, "
         "folder or link inside the release): remove it from the repository, then deploy again"
     )
+
+
+def test_a_busy_sites_count_is_sent_summed_by_the_second_and_slot(tmp_path: Path) -> None:
+    """10,000 answers in 5 s from two slots, a few of them 5xx and some Caddy's own: the
+    agent sends a few sums, not every line, and nothing of what the watch judges by is
+    lost (requests, 5xx, seconds, each slot's and Caddy's own, by the second)."""
+    here = agent.Agent(tmp_path, io.BytesIO(), io.BytesIO())
+    here.machine = switch.Machine(tmp_path / "machine")
+    log = here.machine.caddy.request_log("busy.test")
+    log.parent.mkdir(parents=True)
+    lines, answers = [], []
+    for n in range(10_000):
+        started, upstream = 1000.0 + n / 2000, ("127.0.0.1:4001", "127.0.0.1:4002")[n % 2]
+        status = 500 if n % 50 == 0 else 200
+        made = n % 1000 == 999
+        line: dict[str, object] = {
+            "ts": started + 0.004,
+            "duration": 0.004,
+            "status": 502 if made else status,
+        }
+        line |= {} if made else {"upstream": upstream, "app_status": status}
+        lines.append(json.dumps(line))
+        answers.append(caddy._answer(lines[-1].encode()))
+    log.write_text("\n".join(lines) + "\n")
+    said = agent.counted_from(here, agent.Request(here, 1, {"domain": "busy.test", "offset": 0}))
+    sent, raw = len(json.dumps(said)), len(json.dumps([dataclasses.asdict(a) for a in answers]))
+    print(f"one look at 10,000 answers: {sent:,} bytes of sums against {raw:,} of lines")
+    assert sent * 100 < raw
+    assert said["offset"] == log.stat().st_size and "answers" not in said
+    sums = [agent.Sum(**s) for s in said["sums"]]
+    assert len(sums) == 15  # 5 seconds, 2 slots and Caddy's own
+    assert sums == agent.summed(answers)
+    assert sum(s.requests for s in sums) == 10_000
+    assert sum(s.errors for s in sums) == sum(a.status >= 500 for a in answers) == 210
+    assert sum(s.requests for s in sums if s.made) == 10
+    assert sum(s.seconds for s in sums) == pytest.approx(sum(a.seconds for a in answers))

@@ -6,6 +6,7 @@ serves."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import shutil
@@ -23,7 +24,7 @@ import pytest
 from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import caddy, hostchecks, hosts, remote, services
+from onwatch.deploys import agent, caddy, hostchecks, hosts, remote, services
 from onwatch.deploys.models import Host
 from onwatch.deploys.places import PlaceError, Ran
 from onwatch.deploys.remote import RemotePlace
@@ -287,23 +288,45 @@ def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
     assert place.counting(site.domain)
     for path in ("/", "/", "/missing"):
         assert fetch(host.options.http_port, site.domain, path)[0] == 200
-    answers: list[caddy.Answer] = []
+    sums: list[agent.Sum] = []
     offset, deadline = 0, time.monotonic() + 10
-    while len(answers) < 3 and time.monotonic() < deadline:
+    while sum(s.requests for s in sums) < 3 and time.monotonic() < deadline:
         asked = time.time()
         found = place.counted_from(site.domain, offset)
-        answers, offset = answers + found.answers, found.offset
+        sums, offset = sums + found.sums, found.offset
         # The agent says its own now with each read: the watch times answers by it.
         assert found.clock is not None and asked <= found.clock <= time.time()
         time.sleep(0.1)
-    assert [(a.status, a.app_status, a.upstream) for a in answers] == [
-        (200, 200, f"127.0.0.1:{record.port}")
-    ] * 3
+    # Summed on the host, by the second and slot: the three answers, all of the slot's.
+    assert sum(s.requests for s in sums) == 3
+    assert {(s.upstream, s.made) for s in sums} == {(f"127.0.0.1:{record.port}", False)}
+    assert sum(s.classes.get("2xx", 0) for s in sums) == 3 and not any(s.errors for s in sums)
     again = place.counted_from(site.domain, offset)
-    assert (again.answers, again.offset) == ([], offset)  # each line read once
+    assert (again.sums, again.offset) == ([], offset)  # each line read once
     place.stop_counting(site.domain)
     assert not place.counting(site.domain)
-    assert place.counted_from(site.domain, 0).answers == []
+    assert place.counted_from(site.domain, 0).sums == []
+
+
+def test_the_answers_of_an_agent_older_than_the_sums_are_summed_here() -> None:
+    """A host not prepared again since may run the agent before the sums: its lines are
+    read as they were sent, and summed here, in the same shape."""
+    lines = [
+        caddy.Answer(100.2, 200, "127.0.0.1:4001", 200, 0.01),
+        caddy.Answer(100.7, 503, "127.0.0.1:4001", 503, 0.03),
+        caddy.Answer(101.1, 502, "", None, 0.5),
+    ]
+    old = {"answers": [dataclasses.asdict(a) for a in lines], "offset": 300}
+    assert (
+        remote.sums_of(old)
+        == agent.summed(lines)
+        == [
+            agent.Sum(100.0, "127.0.0.1:4001", False, 2, {"2xx": 1, "5xx": 1}, 0.04),
+            agent.Sum(101.0, "", True, 1, {"5xx": 1}, 0.5),
+        ]
+    )
+    assert remote.before_of({"event": "before_count", "answers": None}) is None
+    assert remote.before_of({"event": "before_count", "sums": []}) == []
 
 
 def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(

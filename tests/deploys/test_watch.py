@@ -18,7 +18,7 @@ from onwatch.alerts.services import add_channel
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import caddy, services, watch
+from onwatch.deploys import agent, caddy, services, watch
 from onwatch.deploys.models import (
     Deploy,
     Release,
@@ -49,7 +49,7 @@ def answers(ok: int, failed: int, upstream: str = SLOT, ms: float = 10) -> list[
 
 
 def counts(ok: int, failed: int, ms: float = 10) -> watch.Counts:
-    return watch.counted(answers(ok, failed, ms=ms))
+    return watch.counted(agent.summed(answers(ok, failed, ms=ms)))
 
 
 def test_a_release_is_clearly_worse_only_with_enough_requests_over_both_thresholds() -> None:

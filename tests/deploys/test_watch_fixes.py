@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from onwatch.deploys import caddy, switch, watch
+from onwatch.deploys import agent, caddy, switch, watch
 from onwatch.deploys.switch import Machine
 from tests.support.switching import site
 
@@ -72,9 +72,6 @@ def test_the_recent_window_keeps_only_its_last_seconds_by_the_second_they_starte
     now = 1000.0
     kept = watch.recent_after([[960, 50, 0, 0.5], [985, 10, 1, 0.1]], [], now)
     assert kept == [[985, 10, 1, 0.1]]  # 960 started more than 30 s ago
-    added = watch.recent_after(
-        kept,
-        [caddy.Answer(985.5, 500, SLOT, 500, 0.2), caddy.Answer(999.2, 200, SLOT, 200, 0.1)],
-        now,
-    )
+    more = [caddy.Answer(985.5, 500, SLOT, 500, 0.2), caddy.Answer(999.2, 200, SLOT, 200, 0.1)]
+    added = watch.recent_after(kept, agent.summed(more), now)
     assert added == [[985, 11, 2, pytest.approx(0.3)], [999, 1, 0, 0.1]]
