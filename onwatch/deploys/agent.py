@@ -221,10 +221,11 @@ class Agent:
             return {"id": request.id, "error": "place", "message": message}
         return {"id": request.id, "value": value}
 
-    def setup(self, request: Request) -> dict[str, str]:
+    def setup(self, request: Request) -> dict[str, Any]:
         options = caddy.Options(**request.args["options"])
         self.machine = switch.Machine(self.dir / "machine", options, as_user=lambda user: [])
-        return {"dir": str(self.dir), "python": sys.version.split()[0]}
+        # Its now: onwatch times this host's steps (when a release went live) by its own.
+        return {"dir": str(self.dir), "python": sys.version.split()[0], "clock": time.time()}
 
     def release_path(self, folder: str) -> Path:
         """A release folder onwatch names: under releases/ of this agent's folder only."""

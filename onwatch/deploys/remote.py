@@ -16,6 +16,7 @@ the service's own, and that user (no root, hostchecks.py) is the boundary there.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -29,6 +30,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import asdict
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -238,6 +240,20 @@ def _for(message: dict[str, Any], number: int) -> bool:
     return said_id == number or (said_id is None and "error" in message)
 
 
+def on_our_clock(step: switch.Step, skew: float) -> switch.Step:
+    """A host's step timed by this machine's clock: a deploy's steps on several hosts (and
+    when its release went live on the last) are then of one clock."""
+    if not skew:
+        return step
+    by = timedelta(seconds=skew)
+    return dataclasses.replace(
+        step,
+        started=step.started - by,
+        ended=step.ended - by if step.ended else None,
+        live_at=step.live_at - by if step.live_at else None,
+    )
+
+
 def before_of(event: dict[str, Any]) -> list[agent.Sum] | None:
     """What a switch's before_count carried (None: the agent could not read the count)."""
     if event.get("sums", event.get("answers")) is None:
@@ -267,6 +283,9 @@ class RemotePlace:
         self.uploaded = False  # whether this place had to upload the agent (tests, logs)
         # What the host's Caddy counted until its switch's own count began (counted_before).
         self.before: list[agent.Sum] | None = None
+        # How far the host's clock is ahead of this one's, as it said at the connection's
+        # setup (older agents do not: 0): its switch's steps are timed by this one's.
+        self.skew = 0.0
 
     # --- the connection ----------------------------------------------------------------------
 
@@ -296,7 +315,11 @@ class RemotePlace:
         except AgentMissing:
             link.close()
             raise
-        self.dir = str(self._value(said)["dir"])
+        value = self._value(said)
+        self.dir = str(value["dir"])
+        if value.get("clock") is not None:
+            # Within the one-way latency of its answer, a few ms: far below what is said.
+            self.skew = float(value["clock"]) - time.time()
         return link
 
     def _upload(self) -> None:
@@ -455,7 +478,7 @@ class RemotePlace:
 
         def on_event(event: dict[str, Any]) -> None:
             if event["event"] == "step":
-                seen.append(agent.step_of(event["step"]))
+                seen.append(on_our_clock(agent.step_of(event["step"]), self.skew))
                 on_step(seen[-1])
             elif event["event"] == "before_count":
                 self.before = before_of(event)

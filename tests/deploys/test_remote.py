@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -303,9 +304,26 @@ def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
     assert sum(s.classes.get("2xx", 0) for s in sums) == 3 and not any(s.errors for s in sums)
     again = place.counted_from(site.domain, offset)
     assert (again.sums, again.offset) == ([], offset)  # each line read once
+    # The host said its now as the connection began: this loopback host shares our clock.
+    assert abs(place.skew) < 1, place.skew
     place.stop_counting(site.domain)
     assert not place.counting(site.domain)
     assert place.counted_from(site.domain, 0).sums == []
+
+
+def test_a_hosts_switch_steps_are_timed_by_onwatchs_clock() -> None:
+    """A host 90 s ahead says its release went live at 12:01:30 when onwatch's clock
+    said 12:00:00: the deploy's steps, and when it went live on every host, are of one
+    clock."""
+    at = datetime(2026, 12, 7, 12, 1, 30, tzinfo=UTC)
+    step = Step("switch", at, at + timedelta(seconds=2), live_at=at + timedelta(seconds=1))
+    ours = remote.on_our_clock(step, 90.0)
+    assert (ours.started, ours.ended, ours.live_at) == (
+        datetime(2026, 12, 7, 12, 0, tzinfo=UTC),
+        datetime(2026, 12, 7, 12, 0, 2, tzinfo=UTC),
+        datetime(2026, 12, 7, 12, 0, 1, tzinfo=UTC),
+    )
+    assert remote.on_our_clock(step, 0.0) is step
 
 
 def test_the_answers_of_an_agent_older_than_the_sums_are_summed_here() -> None:
