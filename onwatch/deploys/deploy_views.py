@@ -47,9 +47,12 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     notes = services.rolled_back_notes(service)
     return {
         "releases": kept,
-        # Each with what a watch said of it, and what it answered while it served (the
-        # baseline of a release after it).
-        "release_rows": [(r, notes.get(r.pk, ""), watch.tally_said(r)) for r in kept],
+        # Each with what a watch said of it, what it answered while it served (the
+        # baseline of a release after it), and why it cannot be made live again, if not.
+        "release_rows": [
+            (r, notes.get(r.pk, ""), watch.tally_said(r), live_again_refused(service, r, live))
+            for r in kept
+        ],
         "live_release": live,
         "previous_release": services.previous_release(service),
         "rollback_refused": rollback_refused(service),
@@ -132,6 +135,19 @@ def served_badly(its_watch: Watch | None) -> str:
         f"{its_watch.errors:,} of {its_watch.requests:,} requests with errors (5xx), those "
         "during the switch included; then onwatch rolled it back"
     )
+
+
+def live_again_refused(service: Service, release: Release, live: Release | None) -> str:
+    """Why "Make live again" would be refused for a kept release, said beside it instead of
+    the button (empty: offered). Walked: it was offered for a release never built on a
+    host added since, and the rollback then failed there."""
+    if release.state != ReleaseState.READY or release == live:
+        return ""
+    try:
+        services.rollback_target(service, release.pk)
+    except Refusal as e:
+        return str(e).removeprefix(f"Cannot roll back to {release.label}: ")
+    return ""
 
 
 def rollback_refused(service: Service) -> str:

@@ -1394,6 +1394,7 @@ def rollback_target(service: Service, to: int | None) -> Release:
             f"({target.reason or 'not kept'}); deploy its commit again instead",
             "to",
         )
+    _check_built_everywhere(service, target)
     _check_no_rollback_past(live, target)
     return target
 
@@ -1433,6 +1434,41 @@ def _check_not_rolled_back(target: Release) -> None:
         f"--to {target.pk})",
         "to",
     )
+
+
+def never_built_on(service: Service, release: Release) -> list[str]:
+    """The service's hosts now that `release` was never built on (they became its hosts
+    after it): a rollback to it could only fail there. Read as the rollback itself reads
+    it (releases.Run.check_folders): places of this machine share its one build."""
+    from onwatch.deploys import places, releases
+
+    built = releases.built_on(release)
+    if built is None:
+        return []
+    try:
+        targets = releases.targets_of(service)
+    except places.PlaceError:
+        return []  # a host's key forgotten: the rollback says so, and what to do
+    try:
+        return [
+            t.place.name
+            for t in targets
+            if (THIS_MACHINE if t.local else t.place.name) not in built
+        ]
+    finally:
+        for t in targets:
+            t.place.close()
+
+
+def _check_built_everywhere(service: Service, target: Release) -> None:
+    missing = never_built_on(service, target)
+    if missing:
+        raise Refusal(
+            f"Cannot roll back to {target.label}: it was never built on {', '.join(missing)}, "
+            f"which became a host of {service.name} after it: deploy first (onwatch deploy "
+            f"{service.name}), then roll back to a release built there too",
+            "to",
+        )
 
 
 def _check_no_rollback_past(live: Release, target: Release) -> None:

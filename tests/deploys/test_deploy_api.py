@@ -14,7 +14,7 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, Organization
 from onwatch.deploys import releases, services, switch
 from onwatch.deploys.models import Deploy, Service, State
-from tests.support.deploys import service_for
+from tests.support.deploys import built_before_a_host_joined, service_for
 from tests.support.fixtures import TokenApi
 
 SCOPES = ["services:read", "services:write", "deploys:run"]
@@ -219,3 +219,20 @@ def test_an_open_step_of_an_interrupted_deploy_reads_stopped_not_running(
     Deploy.objects.filter(pk=deploy.pk).update(state=State.RUNNING)
     [step] = api.call("GET", f"/api/v1/services/deploys/{deploy.pk}/").json()["steps"]
     assert step["result"] == "running"
+
+
+def test_a_rollback_to_a_release_never_built_on_a_host_of_the_service_is_refused_in_one_line(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service, web1, one, two = built_before_a_host_joined(org)
+    api = TokenApi(members["deployer"], org, SCOPES)
+    refused = api.call("POST", f"/api/v1/services/{service.pk}/rollback/", {"to": one.pk})
+    assert refused.status_code == 422
+    said = refused.json()["error"]
+    assert said == (
+        f"Cannot roll back to {one.label}: it was never built on {web1.name}, which became a "
+        "host of shop after it: deploy first (onwatch deploy shop), then roll back to a "
+        "release built there too"
+    )
+    assert not Deploy.objects.filter(kind="rollback").exists()
+    assert services.live_release(service) == two
