@@ -210,7 +210,7 @@ def service_hosts(request: HttpRequest, pk: int) -> HttpResponse:
     names = [n.strip() for n in request.POST.get("hosts", "").split(",") if n.strip()]
     try:
         chosen = services.hosts_named(service.org, names)
-        left = services.set_service_hosts(service, chosen, Actor.of(request))
+        left = services.set_service_hosts(service, chosen, Actor.of(request), look=True)
     except Refusal as e:
         # Beside the form, with what was typed, to be mended rather than typed again: the
         # page opens at the form, below where messages show.

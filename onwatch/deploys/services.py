@@ -1110,14 +1110,20 @@ def _check_placeable(service: Service, chosen: list[Host]) -> None:
             )
 
 
-def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
+def set_service_hosts(
+    service: Service, chosen: list[Host], actor: Actor, look: bool = False
+) -> list[str]:
     """The hosts the service runs on, in deploy order ([]: this machine only). A host kept
     keeps its slot ports; on a host taken off, the service stops: what could not be
     stopped (a host that does not answer) is returned, one line a host, for a person to
     hear. The next deploy goes to the hosts as they are now. Refused while a deploy of the
     service runs (it would end on the hosts it started with; one starting meanwhile waits),
-    and when every host serving it would be taken off (see _check_still_served)."""
+    and when every host serving it would be taken off (see _check_still_served). With
+    `look` (a person asking: the page, the API, the command), refused too when a host new
+    to the service does not let onwatch sign in now."""
     _check_placeable(service, chosen)
+    if look:
+        _check_answering(service, chosen)
     if len(chosen) == 1 and chosen[0].local:
         chosen = []  # this machine alone: as a service without hosts runs
     # Imported here: releases.py writes through this module.
@@ -1126,6 +1132,21 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     # Held throughout: a deploy starting meanwhile would read rows about to vanish.
     with releases.no_deploy_running(service, "change its hosts", "hosts"):
         return _placed(service, chosen, actor)
+
+
+def _check_answering(service: Service, chosen: list[Host]) -> None:
+    """Walked: a host whose check passed days ago was put on a service after it went away,
+    and the next deploy failed at once. Hosts kept are not asked (taking a host gone for
+    good off must still work)."""
+    from onwatch.deploys import hostchecks
+
+    placed = {p.host_id for p in placements(service)}
+    for host in chosen:
+        said = "" if host.pk in placed else hostchecks.answers_now(host)
+        if said:
+            raise Refusal(
+                f"{service.name}'s hosts were not changed: {said}; then set them again", "hosts"
+            )
 
 
 def _placed(service: Service, chosen: list[Host], actor: Actor) -> list[str]:

@@ -200,3 +200,12 @@ def made_live(
         switched_at=at,
         ended_at=at,
     )
+
+
+def ready_ssh_host(org: Organization, user: str, port: int) -> Host:
+    """A real sshd on loopback added as people add it (its host key pinned, onwatch's key
+    authorized by the caller) and marked as a passed check leaves it."""
+    host = services.add_host(org, services.HostFields(address=f"{user}@127.0.0.1:{port}"), SYSTEM)
+    Host.objects.filter(pk=host.pk).update(ready=True, checked_at=timezone.now())
+    host.refresh_from_db()
+    return host
