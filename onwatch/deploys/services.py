@@ -28,7 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from onwatch.alerts import services as alert_services
 from onwatch.backups import services as backup_services
@@ -837,6 +837,12 @@ PROVIDERS = [
 _COST = re.compile(r"(?P<amount>\d{1,7}(?:\.\d{1,2})?)\s*(?P<currency>[A-Za-z]{3})")
 
 
+def _currency(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z]{3}", value):
+        raise ValueError(f"'currency' is three letters, e.g. EUR (given: {value[:20]!r})")
+    return value
+
+
 class HostFields(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -848,7 +854,10 @@ class HostFields(BaseModel):
     monthly_cost: Decimal | None = Field(
         default=None, ge=0, max_digits=9, decimal_places=2, description="What it costs a month"
     )
-    currency: Text = Field(default="", pattern=r"^([A-Za-z]{3})?$", description="e.g. EUR")
+    # Not a `pattern`: the API said "string should match pattern '^([A-Za-z]{3})?$'".
+    currency: Annotated[Text, AfterValidator(_currency)] = Field(
+        default="", description="Three letters, e.g. EUR"
+    )
     allow_sudo: bool = Field(
         default=False, description="The deploy user may be root or use sudo without a password"
     )
@@ -1086,6 +1095,12 @@ def hosts_named(org: Organization, names: list[str]) -> list[Host]:
     if THIS_MACHINE in names and THIS_MACHINE not in found:
         found[THIS_MACHINE] = this_machine(org)
     for name in names:
+        if not name.strip():
+            raise Refusal(
+                "A host's name is empty: name each host as the Hosts page (or onwatch hosts "
+                "list) shows it",
+                "hosts",
+            )
         if name not in found:
             raise Refusal(
                 f"{name} is not a host of {org.name}: add it under Hosts (or onwatch hosts add)",
