@@ -124,7 +124,8 @@ def validation_error(
     field = _where(list(first.get("loc", [])))
     kind = first.get("type")
     message = str(first.get("msg", "is not valid")).removeprefix("Value error, ")
-    if kind == "json_invalid" or (kind == "missing" and field == "the request"):
+    whole = field == "the request" and kind in ("missing", "model_type", "dict_type")
+    if kind == "json_invalid" or whole:
         text = "Send a JSON object in the request body, as the schema describes"
     elif kind == "missing":
         text = f"'{field}' is required"

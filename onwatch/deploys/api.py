@@ -604,7 +604,7 @@ def service_hosts_set(request: HttpRequest, service_id: int, body: HostsIn) -> d
     service = find(request, service_id)
     try:
         chosen = writer.hosts_named(service.org, list(body.hosts))
-        left = writer.set_service_hosts(service, chosen, Actor.of(request))
+        left = writer.set_service_hosts(service, chosen, Actor.of(request), look=True)
     except Refusal as e:
         raise refuse(str(e)) from None
     return hosts_out(service) | {"not_stopped": left}

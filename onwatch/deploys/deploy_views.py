@@ -47,9 +47,12 @@ def context(request: HttpRequest, service: Service) -> dict[str, Any]:
     notes = services.rolled_back_notes(service)
     return {
         "releases": kept,
-        # Each with what a watch said of it, and what it answered while it served (the
-        # baseline of a release after it).
-        "release_rows": [(r, notes.get(r.pk, ""), watch.tally_said(r)) for r in kept],
+        # Each with what a watch said of it, what it answered while it served (the
+        # baseline of a release after it), and why it cannot be made live again, if not.
+        "release_rows": [
+            (r, notes.get(r.pk, ""), watch.tally_said(r), live_again_refused(service, r, live))
+            for r in kept
+        ],
         "live_release": live,
         "previous_release": services.previous_release(service),
         "rollback_refused": rollback_refused(service),
@@ -134,6 +137,19 @@ def served_badly(its_watch: Watch | None) -> str:
     )
 
 
+def live_again_refused(service: Service, release: Release, live: Release | None) -> str:
+    """Why "Make live again" would be refused for a kept release, said beside it instead of
+    the button (empty: offered). Walked: it was offered for a release never built on a
+    host added since, and the rollback then failed there."""
+    if release.state != ReleaseState.READY or release == live:
+        return ""
+    try:
+        services.rollback_target(service, release.pk)
+    except Refusal as e:
+        return str(e).removeprefix(f"Cannot roll back to {release.label}: ")
+    return ""
+
+
 def rollback_refused(service: Service) -> str:
     """Why "Roll back" (to the release before) would be refused now; empty when it would not."""
     try:
@@ -194,7 +210,7 @@ def service_hosts(request: HttpRequest, pk: int) -> HttpResponse:
     names = [n.strip() for n in request.POST.get("hosts", "").split(",") if n.strip()]
     try:
         chosen = services.hosts_named(service.org, names)
-        left = services.set_service_hosts(service, chosen, Actor.of(request))
+        left = services.set_service_hosts(service, chosen, Actor.of(request), look=True)
     except Refusal as e:
         # Beside the form, with what was typed, to be mended rather than typed again: the
         # page opens at the form, below where messages show.

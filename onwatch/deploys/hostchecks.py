@@ -30,6 +30,23 @@ def target(host: Host) -> hosts.Target:
     return hosts.Target(host.name, where, key.private_key, host.known_hosts)
 
 
+def answers_now(host: Host) -> str:
+    """Why onwatch cannot sign in to the host at this moment ("" when it can): a host whose
+    check passed once may have gone away since. Quick, and nothing is stored."""
+    if host.local:
+        return ""
+    if not host.known_hosts.strip():
+        return (
+            f"{host.name}'s host key was forgotten: check it (onwatch hosts check {host.name}, "
+            "or Check now on its page) to pin the one it shows"
+        )
+    try:
+        hosts.signs_in(target(host))
+    except hosts.HostError as e:
+        return str(e)
+    return ""
+
+
 def check(host: Host, prepare: bool = False) -> list[hosts.Finding]:
     """What the host has, one finding per thing; with `prepare`, what onwatch can install
     is installed first (and what failed is said). Stored on the host; raises HostError

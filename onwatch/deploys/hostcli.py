@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from onwatch.core.commands import AddCommand
@@ -112,7 +113,9 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def first_check(host: Host, prepare: bool) -> int:
     """Check (and prepare) the host at once when onwatch's key is already on it; else say
-    where the key goes. 0 either way: the host is added."""
+    where the key goes. 0 when it is ready; 1 when it is added but not ready (the last
+    line says what is missing and what to do): a script that adds a host and then
+    deploys to it must not read "added" as "ready"."""
     from onwatch.deploys import hostchecks, hosts, services
 
     try:
@@ -121,13 +124,28 @@ def first_check(host: Host, prepare: bool) -> int:
         print(f"Put this line in {host.user}'s ~/.ssh/authorized_keys on the host:")
         print(services.host_key(host.org).public_key)
         print(f"then run: onwatch hosts check {host.name} --prepare")
-        return 0
+        return not_ready(host, "onwatch's key is not on it yet (above: where it goes)")
     except hosts.HostError as e:
-        print(f"onwatch: could not check it yet: {e}")
-        return 0
+        return not_ready(host, f"it could not be checked ({e})")
     for f in found:
         print(f"{'ok' if f.ok else 'missing'}: {f.line}")
-    return 0
+    missing = [f.what for f in found if not f.ok]
+    if not missing:
+        return 0
+    return not_ready(
+        host,
+        f"{len(missing)} of the {len(found)} things a deploy needs are missing "
+        "(the lines marked missing above)",
+    )
+
+
+def not_ready(host: Host, why: str) -> int:
+    print(
+        f"onwatch: {host.name} is added but not ready for deploys: {why}; fix it, then run "
+        f"onwatch hosts check {host.name} --prepare",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -17,6 +17,9 @@ from onwatch.core import ssh
 PROBE = Path(__file__).with_name("hostprobe.sh")
 PREPARE = Path(__file__).with_name("hostprepare.sh")
 SCRIPT_SECONDS = 60
+# Signing in and running `true`: a host that went away answers "refused" at once, one
+# whose packets are dropped would keep a person waiting on a form for ssh's 30 s.
+SIGN_IN_SECONDS = 10
 PREPARE_SECONDS = 600
 MIN_PYTHON = (3, 11)
 MIN_CADDY = (2, 7)
@@ -89,6 +92,25 @@ def run_script(target: Target, script: Path, *args: str, seconds: float = SCRIPT
     remote = shlex.join(["sh", "-s", "--", *args])
     with ssh.Session(target.private_key, target.known_hosts) as session:
         return _run(target, session.args(target.endpoint, remote), script, seconds, session)
+
+
+def signs_in(target: Target, seconds: float = SIGN_IN_SECONDS) -> None:
+    """HostError saying why (and what to do) when onwatch cannot sign in to the host now."""
+    if target.endpoint is None:
+        return
+    with ssh.Session(target.private_key, target.known_hosts) as session:
+        argv = session.args(target.endpoint, "true")
+        try:
+            done = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=seconds
+            )
+        except subprocess.TimeoutExpired:
+            raise HostError(
+                f"{target.name} did not answer within {seconds:.0f} s: check that it is up, "
+                "its address and that sshd runs there"
+            ) from None
+        if done.returncode != 0:
+            raise classify(target.name, session.log_text() + done.stderr)
 
 
 def _run(

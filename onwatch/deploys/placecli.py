@@ -38,7 +38,7 @@ def cmd_services_hosts(args: argparse.Namespace) -> int:
     if args.hosts:
         try:
             chosen = services.hosts_named(org, args.hosts)
-            left = services.set_service_hosts(service, chosen, CLI)
+            left = services.set_service_hosts(service, chosen, CLI, look=True)
         except services.Refusal as e:
             fail(str(e))
         for line in left:

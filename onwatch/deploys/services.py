@@ -28,7 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from onwatch.alerts import services as alert_services
 from onwatch.backups import services as backup_services
@@ -839,6 +839,12 @@ PROVIDERS = [
 _COST = re.compile(r"(?P<amount>\d{1,7}(?:\.\d{1,2})?)\s*(?P<currency>[A-Za-z]{3})")
 
 
+def _currency(value: str) -> str:
+    if value and not re.fullmatch(r"[A-Za-z]{3}", value):
+        raise ValueError(f"'currency' is three letters, e.g. EUR (given: {value[:20]!r})")
+    return value
+
+
 class HostFields(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -850,7 +856,10 @@ class HostFields(BaseModel):
     monthly_cost: Decimal | None = Field(
         default=None, ge=0, max_digits=9, decimal_places=2, description="What it costs a month"
     )
-    currency: Text = Field(default="", pattern=r"^([A-Za-z]{3})?$", description="e.g. EUR")
+    # Not a `pattern`: the API said "string should match pattern '^([A-Za-z]{3})?$'".
+    currency: Annotated[Text, AfterValidator(_currency)] = Field(
+        default="", description="Three letters, e.g. EUR"
+    )
     allow_sudo: bool = Field(
         default=False, description="The deploy user may be root or use sudo without a password"
     )
@@ -1088,6 +1097,12 @@ def hosts_named(org: Organization, names: list[str]) -> list[Host]:
     if THIS_MACHINE in names and THIS_MACHINE not in found:
         found[THIS_MACHINE] = this_machine(org)
     for name in names:
+        if not name.strip():
+            raise Refusal(
+                "A host's name is empty: name each host as the Hosts page (or onwatch hosts "
+                "list) shows it",
+                "hosts",
+            )
         if name not in found:
             raise Refusal(
                 f"{name} is not a host of {org.name}: add it under Hosts (or onwatch hosts add)",
@@ -1112,14 +1127,20 @@ def _check_placeable(service: Service, chosen: list[Host]) -> None:
             )
 
 
-def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
+def set_service_hosts(
+    service: Service, chosen: list[Host], actor: Actor, look: bool = False
+) -> list[str]:
     """The hosts the service runs on, in deploy order ([]: this machine only). A host kept
     keeps its slot ports; on a host taken off, the service stops: what could not be
     stopped (a host that does not answer) is returned, one line a host, for a person to
     hear. The next deploy goes to the hosts as they are now. Refused while a deploy of the
     service runs (it would end on the hosts it started with; one starting meanwhile waits),
-    and when every host serving it would be taken off (see _check_still_served)."""
+    and when every host serving it would be taken off (see _check_still_served). With
+    `look` (a person asking: the page, the API, the command), refused too when a host new
+    to the service does not let onwatch sign in now."""
     _check_placeable(service, chosen)
+    if look:
+        _check_answering(service, chosen)
     if len(chosen) == 1 and chosen[0].local:
         chosen = []  # this machine alone: as a service without hosts runs
     # Imported here: releases.py writes through this module.
@@ -1128,6 +1149,21 @@ def set_service_hosts(service: Service, chosen: list[Host], actor: Actor) -> lis
     # Held throughout: a deploy starting meanwhile would read rows about to vanish.
     with releases.no_deploy_running(service, "change its hosts", "hosts"):
         return _placed(service, chosen, actor)
+
+
+def _check_answering(service: Service, chosen: list[Host]) -> None:
+    """Walked: a host whose check passed days ago was put on a service after it went away,
+    and the next deploy failed at once. Hosts kept are not asked (taking a host gone for
+    good off must still work)."""
+    from onwatch.deploys import hostchecks
+
+    placed = {p.host_id for p in placements(service)}
+    for host in chosen:
+        said = "" if host.pk in placed else hostchecks.answers_now(host)
+        if said:
+            raise Refusal(
+                f"{service.name}'s hosts were not changed: {said}; then set them again", "hosts"
+            )
 
 
 def _placed(service: Service, chosen: list[Host], actor: Actor) -> list[str]:
@@ -1396,6 +1432,7 @@ def rollback_target(service: Service, to: int | None) -> Release:
             f"({target.reason or 'not kept'}); deploy its commit again instead",
             "to",
         )
+    _check_built_everywhere(service, target)
     _check_no_rollback_past(live, target)
     return target
 
@@ -1435,6 +1472,41 @@ def _check_not_rolled_back(target: Release) -> None:
         f"--to {target.pk})",
         "to",
     )
+
+
+def never_built_on(service: Service, release: Release) -> list[str]:
+    """The service's hosts now that `release` was never built on (they became its hosts
+    after it): a rollback to it could only fail there. Read as the rollback itself reads
+    it (releases.Run.check_folders): places of this machine share its one build."""
+    from onwatch.deploys import places, releases
+
+    built = releases.built_on(release)
+    if built is None:
+        return []
+    try:
+        targets = releases.targets_of(service)
+    except places.PlaceError:
+        return []  # a host's key forgotten: the rollback says so, and what to do
+    try:
+        return [
+            t.place.name
+            for t in targets
+            if (THIS_MACHINE if t.local else t.place.name) not in built
+        ]
+    finally:
+        for t in targets:
+            t.place.close()
+
+
+def _check_built_everywhere(service: Service, target: Release) -> None:
+    missing = never_built_on(service, target)
+    if missing:
+        raise Refusal(
+            f"Cannot roll back to {target.label}: it was never built on {', '.join(missing)}, "
+            f"which became a host of {service.name} after it: deploy first (onwatch deploy "
+            f"{service.name}), then roll back to a release built there too",
+            "to",
+        )
 
 
 def _check_no_rollback_past(live: Release, target: Release) -> None:

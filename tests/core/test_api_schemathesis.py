@@ -21,13 +21,24 @@ from onwatch.alerts.models import EscalationPolicy, Incident, Maintenance
 from onwatch.core.models import Organization
 from onwatch.core.roles import SCOPES
 from onwatch.core.services import issue_token
+from onwatch.deploys.models import Host
 from onwatch.uptime.models import Monitor
+from tests.support.deploys import service_for
 
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.usefixtures("fast_passwords", "same_connection"),
 ]
 
+HOSTS_OPERATIONS = {
+    "GET /api/v1/hosts/",
+    "POST /api/v1/hosts/",
+    "GET /api/v1/hosts/{host_id}/",
+    "DELETE /api/v1/hosts/{host_id}/",
+    "POST /api/v1/hosts/{host_id}/check/",
+    "GET /api/v1/services/{service_id}/hosts/",
+    "PUT /api/v1/services/{service_id}/hosts/",
+}
 # Per operation and mode: about a minute for the whole schema on a busy 2-core machine.
 EXAMPLES = 20
 # The operations are split into this many tests, so the test workers share them instead of
@@ -59,6 +70,9 @@ def some_of_everything(org: Organization) -> None:
     Incident.objects.create(org=org, source="uptime.monitor:1", title="shop is down")
     now = timezone.now()
     Maintenance.objects.create(org=org, name="window", starts_at=now, ends_at=now)
+    # A host (never reached) and a service, for the hosts operations to find.
+    Host.objects.create(org=org, name="deploy@10.0.0.7", user="deploy", address="10.0.0.7")
+    service_for(org, "/srv/git/shop.git")
 
 
 def unwrapped[T](result: Ok[T] | Err[Any]) -> T:
@@ -106,6 +120,8 @@ def test_no_operation_answers_any_generated_request_with_a_server_error(
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", WSGIHandler())
     everything = [unwrapped(result) for result in schema.get_all_operations()]
     assert len(everything) >= 20
+    # The hosts operations among them (walked: hosts are added and checked by the API too).
+    assert {f"{op.method.upper()} {op.path}" for op in everything} >= HOSTS_OPERATIONS
     operations = everything[shard::SHARDS]
 
     calls = 0

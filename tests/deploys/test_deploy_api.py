@@ -14,8 +14,9 @@ from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, Organization
 from onwatch.deploys import releases, services, switch
 from onwatch.deploys.models import Deploy, Service, State
-from tests.support.deploys import service_for
+from tests.support.deploys import built_before_a_host_joined, ready_ssh_host, service_for
 from tests.support.fixtures import TokenApi
+from tests.support.remote_servers import SshServer
 
 SCOPES = ["services:read", "services:write", "deploys:run"]
 FELT = [
@@ -170,12 +171,13 @@ def test_a_deploy_that_never_switched_has_no_counts_in_the_api(
 
 
 def test_the_api_sets_a_services_hosts_in_order_and_says_what_serves_on_each(
-    org: Organization, members: dict[str, Any]
+    org: Organization, members: dict[str, Any], sshd: SshServer
 ) -> None:
     from onwatch.deploys.models import Host
 
     service = service_for(org, "/srv/git/shop.git")
-    Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=True)
+    web1 = ready_ssh_host(org, sshd.user, sshd.port).name
+    sshd.authorize(services.host_key(org).public_key)
     Host.objects.create(org=org, name="deploy@10.0.0.9", address="10.0.0.9", ready=False)
     api = TokenApi(members["admin"], org, SCOPES)
     url = f"/api/v1/services/{service.pk}/hosts/"
@@ -184,9 +186,9 @@ def test_the_api_sets_a_services_hosts_in_order_and_says_what_serves_on_each(
         "hosts": [{"host": "this machine", "serving": "nothing", "seen_at": None}],
         "not_stopped": [],
     }
-    put = api.call("PUT", url, {"hosts": ["deploy@10.0.0.7", "this machine"]})
+    put = api.call("PUT", url, {"hosts": [web1, "this machine"]})
     assert put.status_code == 200, put.content
-    assert [h["host"] for h in put.json()["hosts"]] == ["deploy@10.0.0.7", "this machine"]
+    assert [h["host"] for h in put.json()["hosts"]] == [web1, "this machine"]
     assert {h["serving"] for h in put.json()["hosts"]} == {"nothing"}
     for body, said in [
         ({"hosts": ["deploy@10.0.0.9"]}, "deploy@10.0.0.9 has not passed its check"),
@@ -197,10 +199,17 @@ def test_the_api_sets_a_services_hosts_in_order_and_says_what_serves_on_each(
         assert refused.status_code == 422 and said in refused.content.decode(), refused.content
     reader = TokenApi(members["viewer"], org, ["services:read"])
     assert reader.call("PUT", url, {"hosts": []}).status_code == 403
-    assert [h["host"] for h in reader.call("GET", url).json()["hosts"]] == [
-        "deploy@10.0.0.7",
-        "this machine",
-    ]
+    assert [h["host"] for h in reader.call("GET", url).json()["hosts"]] == [web1, "this machine"]
+    # A host that passed its check and went away since: refused now, not at the next deploy.
+    assert api.call("PUT", url, {"hosts": ["this machine"]}).status_code == 200
+    sshd.stop()
+    gone = api.call("PUT", url, {"hosts": [web1]})
+    assert (gone.status_code, gone.json()["error"]) == (
+        422,
+        f"shop's hosts were not changed: {web1} cannot be reached (connection refused): check "
+        "the address, the port and that sshd runs there; then set them again",
+    )
+    assert services.placements(service) == []
 
 
 def test_an_open_step_of_an_interrupted_deploy_reads_stopped_not_running(
@@ -219,3 +228,20 @@ def test_an_open_step_of_an_interrupted_deploy_reads_stopped_not_running(
     Deploy.objects.filter(pk=deploy.pk).update(state=State.RUNNING)
     [step] = api.call("GET", f"/api/v1/services/deploys/{deploy.pk}/").json()["steps"]
     assert step["result"] == "running"
+
+
+def test_a_rollback_to_a_release_never_built_on_a_host_of_the_service_is_refused_in_one_line(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    service, web1, one, two = built_before_a_host_joined(org)
+    api = TokenApi(members["deployer"], org, SCOPES)
+    refused = api.call("POST", f"/api/v1/services/{service.pk}/rollback/", {"to": one.pk})
+    assert refused.status_code == 422
+    said = refused.json()["error"]
+    assert said == (
+        f"Cannot roll back to {one.label}: it was never built on {web1.name}, which became a "
+        "host of shop after it: deploy first (onwatch deploy shop), then roll back to a "
+        "release built there too"
+    )
+    assert not Deploy.objects.filter(kind="rollback").exists()
+    assert services.live_release(service) == two

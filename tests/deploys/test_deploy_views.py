@@ -25,7 +25,7 @@ from onwatch.deploys.models import (
     Watch,
     WatchState,
 )
-from tests.support.deploys import service_for
+from tests.support.deploys import built_before_a_host_joined, service_for
 from tests.support.fixtures import signed_in
 
 
@@ -450,3 +450,30 @@ def test_the_services_list_says_what_serves_where_and_the_last_deploy(
         in (shown)
     )
     assert shown.count("not deployed (no domain)") == 1 and blog.domain == ""
+
+
+def test_make_live_again_is_offered_only_for_a_release_built_on_every_host_and_says_why_not(
+    org: Organization, members: dict[str, Any]
+) -> None:
+    """Walked: a release built before a host joined offered "Make live again" (and "Roll
+    back to" it); the rollback then failed on the host it was never built on."""
+    service, web1, one, two = built_before_a_host_joined(org)
+    deployer = signed_in(members["deployer"])
+    page = html.unescape(deployer.get(f"/services/{service.pk}/").content.decode())
+    why = (
+        f"it was never built on {web1.name}, which became a host of shop after it: deploy "
+        "first (onwatch deploy shop), then roll back to a release built there too"
+    )
+    assert f'<p class="hint live-again-refused">Cannot be made live again: {why}</p>' in page
+    assert f'name="to" value="{one.pk}"' not in page
+    assert f"Roll back to {one.label}" not in page
+    refused = deployer.post(f"/services/{service.pk}/rollback/", {"to": one.pk}, follow=True)
+    assert f"Cannot roll back to {one.label}: {why}" in html.unescape(refused.content.decode())
+    assert not Deploy.objects.filter(kind="rollback").exists()
+    assert services.live_release(service) == two
+    # Built on both: offered (release 3, kept, built on both hosts as release 2 was).
+    three = Release.objects.create(service=service, commit="c" * 40, state=ReleaseState.READY)
+    steps = Deploy.objects.get(release=two).steps
+    Deploy.objects.create(service=service, release=three, trigger="ui", state="failed", steps=steps)
+    offered = html.unescape(deployer.get(f"/services/{service.pk}/").content.decode())
+    assert f'name="to" value="{three.pk}"' in offered

@@ -65,7 +65,12 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
         unknown = run(["hosts", "check", name], env)
         # onwatch's key is on the host already: adding it checks it at once.
         readded = run(["hosts", "add", name], env)
-    assert added.returncode == 0, added.stderr
+    # Added but not ready (onwatch's key is not on it yet): exit 1, and one line says so.
+    assert added.returncode == 1, added.stderr
+    assert added.stderr == (
+        f"onwatch: {name} is added but not ready for deploys: onwatch's key is not on it yet "
+        f"(above: where it goes); fix it, then run onwatch hosts check {name} --prepare\n"
+    )
     assert added.stdout.splitlines()[:2] == [
         f"onwatch: added {name} (host key ssh-ed25519 {first_key})",
         f"Put this line in {sshd.user}'s ~/.ssh/authorized_keys on the host:",
@@ -109,7 +114,10 @@ def test_hosts_commands_add_check_and_remove_a_host_and_refuse_bad_input_in_one_
     assert "This machine is always a host" in local.stderr
     assert removed.returncode == 0 and removed.stdout == f"onwatch: removed {name}\n"
     assert f"there is no host {name!r} (there are: this machine)" in unknown.stderr
-    assert readded.returncode == 0, readded.stderr
+    assert readded.returncode == 1, readded.stderr
+    assert readded.stderr.startswith(f"onwatch: {name} is added but not ready for deploys: ")
+    assert "things a deploy needs are missing (the lines marked missing above)" in readded.stderr
+    assert readded.stderr.count("\n") == 1
     assert readded.stdout.splitlines()[0].startswith(f"onwatch: added {name} (host key ")
     assert readded.stdout.splitlines()[1].startswith("ok: Python 3.")
     assert "missing: No process manager" in readded.stdout

@@ -8,12 +8,15 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState, Organization
-from onwatch.deploys import services
+from onwatch.deploys import hostcli, services
 from onwatch.deploys.models import Host
 from tests.support.deploys import service_for
 from tests.support.fixtures import signed_in
+from tests.support.remote_servers import SshServer
 
 
 def ready_host(org: Organization, name: str) -> Host:
@@ -64,3 +67,22 @@ def test_a_hosts_page_follows_its_check_until_it_ends(
     Job.objects.filter(kind=services.HOST_CHECK_KIND).update(state=JobState.SUCCEEDED)
     done = admin.get(f"/hosts/{host.pk}/").content.decode()
     assert 'http-equiv="refresh"' not in done
+
+
+def test_a_host_added_but_not_ready_exits_1_and_its_page_says_not_ready(
+    org: Organization, members: dict[str, Any], sshd: SshServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`onwatch hosts add` exited 0 whatever its first check found: a script went on to
+    deploy to a host that was not ready."""
+    name = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    host = services.add_host(org, services.HostFields(address=name), SYSTEM)
+    assert hostcli.first_check(host, prepare=False) == 1  # onwatch's key is not on it yet
+    said = capsys.readouterr().err
+    assert said.startswith(f"onwatch: {name} is added but not ready for deploys: ")
+    assert said.count("\n") == 1
+    page = html.unescape(signed_in(members["viewer"]).get(f"/hosts/{host.pk}/").content.decode())
+    assert '<span class="state-failed">not ready</span>' in page
+    assert f"{name} refused onwatch's key" in page
+    sshd.authorize(services.host_key(org).public_key)
+    assert hostcli.first_check(host, prepare=False) == 1  # signed in: no process manager
+    assert "missing (the lines marked missing above)" in capsys.readouterr().err

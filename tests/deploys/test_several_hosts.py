@@ -495,20 +495,21 @@ def test_going_back_that_fails_is_said_loudly_with_what_serves_where(
 def test_a_rollback_to_a_release_never_built_on_a_new_host_says_so(
     org: Organization, shop: Service, machine: Machine, tmp_path: Path
 ) -> None:
+    """Refused when asked (it was queued, then failed on the host): nothing changes."""
     first = deployed(shop, tmp_path / "repo", "v1")
     assert deployed(shop, tmp_path / "repo", "v2").state == State.SUCCEEDED
     with ssh_host() as made:
         services.set_service_hosts(
             shop, [services.this_machine(org), checked_ssh_host(org, made)], SYSTEM
         )
-        rollback = services.queue_rollback(shop, SYSTEM, "cli")
-        jobs.run_pending(kinds=KINDS)
-    rollback.refresh_from_db()
-    assert rollback.state == State.FAILED
-    assert rollback.reason.startswith(
-        f"{first.release} was never built on {made.name}, which became a host of shop after "
-        "it: deploy first (onwatch deploy shop), then roll back to a release built there too"
-    ), rollback.reason
+        with pytest.raises(services.Refusal) as refused:
+            services.queue_rollback(shop, SYSTEM, "cli")
+    assert str(refused.value) == (
+        f"Cannot roll back to {first.release}: it was never built on {made.name}, which became "
+        "a host of shop after it: deploy first (onwatch deploy shop), then roll back to a "
+        "release built there too"
+    )
+    assert not shop.deploys.filter(kind="rollback").exists()
     assert answers(machine) == {"v2"}
 
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState, Organization
 from onwatch.deploys import services, workdir
-from onwatch.deploys.models import Deploy, Service
+from onwatch.deploys.models import Deploy, Host, Release, ReleaseState, Service, State
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Ana Dev",
@@ -159,3 +159,53 @@ def dead_deploy(service: Service) -> Deploy:
         state=JobState.RUNNING, worker="gone:1:1", lease_until=gone, attempts=1
     )
     return deploy
+
+
+def built_before_a_host_joined(org: Organization) -> tuple[Service, Host, Release, Release]:
+    """shop: release 1 built and made live on this machine alone; then an SSH host joined
+    (its key pinned; never reached) and release 2 was built on both and made live. Written
+    as the deploy job writes its timeline, which says where each release was built."""
+    service = service_for(org, "/srv/git/shop.git")
+    services.set_domain(service, "shop.example.com", False, SYSTEM)
+    web1 = Host.objects.create(
+        org=org,
+        name="deploy@10.0.0.7",
+        user="deploy",
+        address="10.0.0.7",
+        known_hosts="10.0.0.7 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE",
+        ready=True,
+        checked_at=timezone.now(),
+    )
+    one, two = (
+        Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
+        for c in "ab"
+    )
+    made_live(service, one, [{"name": "build"}], timedelta(minutes=5))
+    services.set_service_hosts(service, [services.this_machine(org), web1], SYSTEM)
+    there = [f"send to {web1.name}", "build on this machine", f"build on {web1.name}"]
+    made_live(service, two, [{"name": n} for n in there], timedelta(minutes=1))
+    return service, web1, one, two
+
+
+def made_live(
+    service: Service, release: Release, steps: list[dict[str, str]], ago: timedelta
+) -> None:
+    at = timezone.now() - ago
+    Deploy.objects.create(
+        service=service,
+        release=release,
+        trigger="ui",
+        state=State.SUCCEEDED,
+        steps=steps,
+        switched_at=at,
+        ended_at=at,
+    )
+
+
+def ready_ssh_host(org: Organization, user: str, port: int) -> Host:
+    """A real sshd on loopback added as people add it (its host key pinned, onwatch's key
+    authorized by the caller) and marked as a passed check leaves it."""
+    host = services.add_host(org, services.HostFields(address=f"{user}@127.0.0.1:{port}"), SYSTEM)
+    Host.objects.filter(pk=host.pk).update(ready=True, checked_at=timezone.now())
+    host.refresh_from_db()
+    return host
