@@ -51,6 +51,7 @@ AGENT_MODULES = (
     "onwatch/deploys/caddy.py",
     "onwatch/deploys/procman.py",
     "onwatch/deploys/switch.py",
+    "onwatch/deploys/systemd.py",
     "onwatch/deploys/unixhttp.py",
 )
 MAIN = "from onwatch.deploys.agent import main\n\nraise SystemExit(main())\n"
