@@ -291,6 +291,38 @@ def test_a_host_without_a_recent_python_is_told_what_to_run() -> None:
     assert hosts.findings(sudo, True, "web1")[4].ok
 
 
+def test_the_check_names_the_process_manager_the_agent_will_use_there() -> None:
+    def said(probe: str) -> dict[str, tuple[bool, str, bool]]:
+        found = hosts.findings(hosts.parse(f"user 1000 deploy\n{probe}"), False, "deploy@web1",
+                               remote=True)  # fmt: skip
+        return {f.what: (f.ok, f.line, f.preparable) for f in found}
+
+    units = said("systemd user running\nmanager systemd\nlogind false yes\n")
+    assert units["process manager"] == (
+        True, "systemd: deploy's own manager runs the apps as units (systemctl --user)", False
+    )  # fmt: skip
+    assert units["boot"] == (
+        True, "systemd starts the apps again after a reboot (deploy lingers)", False
+    )  # fmt: skip
+    # Its units are there, but its manager is gone (linger off, signed out).
+    gone = said("systemd running\nmanager systemd\nlogind false no\n")
+    assert gone["process manager"] == (
+        False,
+        "deploy's systemd manager, which runs the apps there, does not answer: ask an admin to "
+        "run `sudo loginctl enable-linger deploy` on the host, then check again",
+        False,
+    )
+    assert gone["boot"][2] and "turns linger on" in gone["boot"][1]
+    # systemd runs, the user's own manager does not: supervisord or linger would do.
+    neither = said("systemd running\nmanager supervisord\n")["process manager"]
+    assert not neither[0] and neither[2]
+    assert neither[1].startswith("No process manager: systemd runs, but not deploy's own manager")
+    # A host that ran its apps under supervisord keeps it (as systemd.manager does).
+    kept = said("systemd user running\nmanager supervisord\nsupervisord 4.3.0 /v/supervisord\n")
+    assert kept["process manager"] == (True, "supervisord 4.3.0 (/v/supervisord)", False)
+    assert kept["boot"][1].endswith("adds a @reboot line to deploy's crontab")
+
+
 def test_low_ports_need_a_right_the_deploy_user_lacks_and_the_check_says_which(
     org: Organization,
 ) -> None:

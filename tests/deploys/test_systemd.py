@@ -18,7 +18,7 @@ from onwatch.deploys.switch import Machine, program_name, switch
 from onwatch.deploys.systemd import Systemd
 from tests.support.load import Load, fetch
 from tests.support.switching import listen_port, own_machine, release, site
-from tests.support.systemd_user import reaching, systemctl, user_manager
+from tests.support.systemd_user import UserManager, reaching, systemctl, user_manager
 
 pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
@@ -26,9 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def manager_env() -> Iterator[dict[str, str]]:
-    with user_manager() as env:
-        yield env
+def user() -> Iterator[UserManager]:
+    with user_manager() as manager:
+        yield manager
+
+
+@pytest.fixture
+def manager_env(user: UserManager) -> dict[str, str]:
+    return user.env
 
 
 @pytest.fixture
@@ -141,3 +146,24 @@ def test_a_release_served_by_a_unit_is_switched_with_no_failed_request(
     assert systemctl(manager_env, "is-active", unit) == "active"
     # onwatch's side of it gone (this test process holds nothing of it): still served.
     assert fetch(listen_port(machine), shop.domain)[1].split()[0] == "r2"
+
+
+def test_after_a_reboot_the_units_serve_again_without_onwatch(
+    machine: Machine, user: UserManager
+) -> None:
+    machine.ensure_running()
+    shop = site(machine)
+    machine.caddy.put_site(shop)
+    switch(machine, shop, release("r1"))
+    user.stop()  # as at shutdown: every unit stopped
+    with pytest.raises(OSError):
+        fetch(listen_port(machine), shop.domain)
+    user.start()  # as a lingering user's manager at boot, with no onwatch anywhere
+    wait_for(lambda: _answer(listen_port(machine), shop.domain) == "r1", seconds=30)
+
+
+def _answer(port: int, domain: str) -> str:
+    try:
+        return fetch(port, domain)[1].split()[0]
+    except OSError:
+        return ""

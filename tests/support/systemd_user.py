@@ -35,34 +35,57 @@ exec env -i PATH=/usr/bin:/bin HOME="$HOME" XDG_RUNTIME_DIR="$XDG_RUNTIME_DIR" \
 """
 
 
-@contextmanager
-def user_manager() -> Iterator[dict[str, str]]:
-    """A user manager for the current user; yields the environment that reaches it."""
-    folder = Path(tempfile.mkdtemp(prefix="ow-sd-"))
-    env = {"XDG_RUNTIME_DIR": str(folder / "run"), "XDG_CONFIG_HOME": str(folder / "config")}
-    for name in env.values():
-        Path(name).mkdir(mode=0o700)
-    groups = [base / f"onwatch-test-{folder.name}" for base in CGROUPS]
-    for group in groups:
-        group.mkdir()
-    log = (folder / "systemd.log").open("w")
-    manager = subprocess.Popen(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", _boot(), "boot"]
-        + [str(g) for g in groups],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait_until_up(manager, folder, env)
-        yield env
-    finally:
-        _stop(manager)
-        log.close()
-        for group in groups:
+class UserManager:
+    """A user manager for the current user; `env` is the environment that reaches it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.env = {
+            "XDG_RUNTIME_DIR": str(folder / "run"),
+            "XDG_CONFIG_HOME": str(folder / "config"),
+        }
+        self.groups = [base / f"onwatch-test-{folder.name}" for base in CGROUPS]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        for group in self.groups:
+            group.mkdir(exist_ok=True)
+        with (self.folder / "systemd.log").open("a") as log:
+            self.process = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c", _boot(), "boot"]
+                + [str(g) for g in self.groups],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        _wait_until_up(self.process, self.folder, self.env)
+
+    def stop(self) -> None:
+        """As at shutdown: the manager stops its units (SIGTERM, then SIGKILL) and exits."""
+        if self.process is not None:
+            _stop(self.process)
+        for group in self.groups:
             _remove_cgroup(group)
+
+    def restart(self) -> None:
+        """As a reboot does it for a lingering user: the manager starts its enabled units."""
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def user_manager() -> Iterator[UserManager]:
+    folder = Path(tempfile.mkdtemp(prefix="ow-sd-"))
+    manager = UserManager(folder)
+    for name in manager.env.values():
+        Path(name).mkdir(mode=0o700)
+    try:
+        manager.start()
+        yield manager
+    finally:
+        manager.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -115,6 +138,8 @@ def _stop(manager: subprocess.Popen[bytes]) -> None:
 
 def _remove_cgroup(group: Path) -> None:
     """Its folders, deepest first; any process still in them is killed first."""
+    if not group.exists():
+        return
     folders = sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
     for folder in [*folders, group]:
         for pid in (folder / "cgroup.procs").read_text().split():
