@@ -21,10 +21,13 @@ if [ "$up" = yes ]; then echo "systemd user $state"
 elif [ -d /run/systemd/system ]; then echo "systemd running"
 else echo "systemd no"; fi
 # The process manager the agent uses, as systemd.manager chooses it: the one the apps were
-# given to, else systemd's user manager when it answers, else supervisord.
+# given to, else systemd's user manager when it answers and outlives the user's sessions
+# (logind stops it at logout unless the user lingers), else supervisord.
 m="$dir/machine"
+if [ ! -d /run/systemd/system ] || [ -e "/var/lib/systemd/linger/$(id -un)" ]; then stays=yes
+else stays=no; fi
 if [ -f "$m/supervisor/supervisord.conf" ]; then echo "manager supervisord"
-elif [ -d "$m/systemd" ] || [ "$up" = yes ]; then echo "manager systemd"
+elif [ -d "$m/systemd" ] || { [ "$up" = yes ] && [ "$stays" = yes ]; }; then echo "manager systemd"
 else echo "manager supervisord"; fi
 if [ -x "$venv/bin/supervisord" ]; then
   echo "supervisord $("$venv/bin/supervisord" --version 2>/dev/null | head -n 1) $venv/bin/supervisord"

@@ -223,13 +223,13 @@ def _process_manager(facts: dict[str, list[str]], prepare: str) -> Finding:
     supervisord = facts.get("supervisord", [])
     if supervisord and version(supervisord[0]):
         return Finding("process manager", True, f"supervisord {supervisord[0]} ({supervisord[-1]})")
-    if _first(facts, "systemd") == "running":
+    if _first(facts, "systemd") in ("running", "user"):
         return Finding(
             "process manager",
             False,
-            f"No process manager: systemd runs, but not {user}'s own manager (linger is "
-            f"off), and supervisord is not installed; {prepare} and turns linger on where "
-            "logind lets it",
+            f"No process manager: systemd runs, but {user} does not linger (its own manager "
+            f"would stop at logout), and supervisord is not installed; {prepare} and turns "
+            "linger on where logind lets it",
             preparable=True,
         )
     return Finding(

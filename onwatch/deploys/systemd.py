@@ -32,20 +32,31 @@ UP_SECONDS = 1.0
 # startretries makes it); one that crashes now and then is started again every time.
 START_LIMIT = ("StartLimitIntervalSec=10", "StartLimitBurst=5")
 RUNNING_STATES = ("running", "degraded")
+# systemd's sign that it is PID 1 (sd_booted), and logind's record of the users who linger
+# (loginctl enable-linger).
+BOOTED = Path("/run/systemd/system")
+LINGER = Path("/var/lib/systemd/linger")
 FIELDS = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStatus,Result"
 
 
 def manager(root: Path) -> procman.Manager:
     """The process manager of the onwatch root `root`: the one its programs were already
     given to (a machine never moves them by itself), else systemd's user manager when it
-    answers, else supervisord."""
+    answers and outlives the user's sessions, else supervisord."""
     supervisor = procman.Supervisor(root / "supervisor")
     if supervisor.config_file.exists():
         return supervisor
     units = Systemd(root / "systemd")
-    if units.root.exists() or units.answers():
+    if units.root.exists() or (units.answers() and outlives_sessions()):
         return units
     return supervisor
+
+
+def outlives_sessions() -> bool:
+    """Whether the user manager keeps running when the user's last session ends (onwatch's
+    ssh session, on a host): logind stops it then unless the user lingers. A manager that
+    logind does not run (systemd is not PID 1) is its starter's, and stays."""
+    return not BOOTED.is_dir() or (LINGER / _user()).exists()
 
 
 class Systemd:

@@ -313,10 +313,11 @@ def test_the_check_names_the_process_manager_the_agent_will_use_there() -> None:
         False,
     )
     assert gone["boot"][2] and "turns linger on" in gone["boot"][1]
-    # systemd runs, the user's own manager does not: supervisord or linger would do.
-    neither = said("systemd running\nmanager supervisord\n")["process manager"]
-    assert not neither[0] and neither[2]
-    assert neither[1].startswith("No process manager: systemd runs, but not deploy's own manager")
+    # systemd runs, the user does not linger: its manager would stop with onwatch's session.
+    for probe in ("systemd running\nmanager supervisord\n", "systemd user running\n"):
+        neither = said(probe)["process manager"]
+        assert not neither[0] and neither[2]
+        assert neither[1].startswith("No process manager: systemd runs, but deploy does not linger")
     # A host that ran its apps under supervisord keeps it (as systemd.manager does).
     kept = said("systemd user running\nmanager supervisord\nsupervisord 4.3.0 /v/supervisord\n")
     assert kept["process manager"] == (True, "supervisord 4.3.0 (/v/supervisord)", False)

@@ -59,6 +59,18 @@ def test_a_machine_takes_systemd_where_it_answers_and_keeps_supervisord_it_had(
     assert isinstance(systemd.manager(supervisord_root), procman.Supervisor)
 
 
+def test_where_logind_would_stop_the_manager_at_logout_it_is_taken_only_with_linger(
+    manager_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(systemd, "BOOTED", tmp_path)  # as where systemd is PID 1
+    monkeypatch.setattr(systemd, "LINGER", tmp_path / "linger")
+    with reaching(manager_env):
+        assert isinstance(systemd.manager(tmp_path / "a"), procman.Supervisor)
+        (tmp_path / "linger").mkdir()
+        (tmp_path / "linger" / systemd._user()).touch()
+        assert isinstance(systemd.manager(tmp_path / "b"), Systemd)
+
+
 def test_without_a_manager_supervisord_is_chosen_and_systemd_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
