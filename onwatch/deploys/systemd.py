@@ -32,6 +32,8 @@ UP_SECONDS = 1.0
 # startretries makes it); one that crashes now and then is started again every time.
 START_LIMIT = ("StartLimitIntervalSec=10", "StartLimitBurst=5")
 RUNNING_STATES = ("running", "degraded")
+LOG_BYTES = 10 * 1024 * 1024  # procman.LOG_BYTES and LOG_BACKUPS, in bytes
+LOG_BACKUPS = procman.LOG_BACKUPS
 # systemd's sign that it is PID 1 (sd_booted), and logind's record of the users who linger
 # (loginctl enable-linger).
 BOOTED = Path("/run/systemd/system")
@@ -104,6 +106,7 @@ class Systemd:
             raise ValueError(why)
         if self.has(program.name):
             self.remove(program.name)
+        rotate(self.log_of(program.name))
         procman.write_private(self.script_of(program.name), procman.script(program), mode=0o700)
         procman.write_private(self.unit_file(program.name), self._unit(program), mode=0o644)
         self._must("daemon-reload")
@@ -214,6 +217,20 @@ class Systemd:
             why = said[-1] if said else f"systemctl exited with {done.returncode}"
             raise ProcmanError(f"{what or 'systemctl ' + args[0] + ' failed'}: {why}")
         return done
+
+
+def rotate(log: Path) -> None:
+    """Keep a slot's log (each release started there appends to it) as supervisord keeps
+    its own: past LOG_BYTES it moves to .1, .1 to .2…, the oldest of LOG_BACKUPS dropped.
+    systemd appends without a limit, so a process that writes a lot between two starts
+    is not cut short: it is rotated at its next start."""
+    if not log.exists() or log.stat().st_size < LOG_BYTES:
+        return
+    for n in range(LOG_BACKUPS - 1, 0, -1):
+        older = log.with_name(f"{log.name}.{n}")
+        if older.exists():
+            older.replace(log.with_name(f"{log.name}.{n + 1}"))
+    log.replace(log.with_name(f"{log.name}.1"))
 
 
 def unit_dir() -> Path:

@@ -179,3 +179,18 @@ def _answer(port: int, domain: str) -> str:
         return fetch(port, domain)[1].split()[0]
     except OSError:
         return ""
+
+
+def test_a_long_log_is_rotated_when_its_unit_is_given_again(
+    machine: Machine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(systemd, "LOG_BYTES", 10)
+    units = machine.supervisor
+    units.ensure_running()
+    for n in range(3):
+        units.add(Program("web", f"echo release {n}; exec sleep 60", tmp_path))
+        units.start("web")
+        wait_for(lambda n=n: f"release {n}" in units.log_tail("web"))
+    log = units.log_of("web")
+    assert log.with_name("web.log.2").read_text() == "release 0\n"
+    assert log.with_name("web.log.1").read_text() == "release 1\n"
