@@ -75,10 +75,7 @@ class Systemd:
     def ensure_running(self) -> None:
         """The user manager is systemd's to start (at login, or at boot with linger)."""
         if not self.answers():
-            raise ProcmanError(
-                "systemd's user manager does not answer (systemctl --user); run "
-                f"`loginctl enable-linger {_user()}` as root, or sign in again"
-            )
+            raise ProcmanError(_not_answering())
         for folder in (self.root, self.programs_dir, self.logs_dir, unit_dir()):
             folder.mkdir(parents=True, exist_ok=True)
         for folder in (self.root, self.programs_dir, self.logs_dir):
@@ -215,6 +212,8 @@ class Systemd:
         if done.returncode != 0:
             said = (done.stderr + done.stdout).strip().splitlines()
             why = said[-1] if said else f"systemctl exited with {done.returncode}"
+            if "Failed to connect to bus" in why:
+                raise ProcmanError(_not_answering())
             raise ProcmanError(f"{what or 'systemctl ' + args[0] + ' failed'}: {why}")
         return done
 
@@ -300,6 +299,13 @@ def _quoted(word: str) -> str:
     """One word of a unit file's command line or Environment=, in double quotes."""
     escaped = word.replace("\\", "\\\\").replace('"', '\\"')
     return _value(f'"{escaped}"')
+
+
+def _not_answering() -> str:
+    return (
+        f"systemd's user manager does not answer (systemctl --user, {runtime_dir()}); run "
+        f"`loginctl enable-linger {_user()}` as root, or sign in again"
+    )
 
 
 def _user() -> str:

@@ -78,6 +78,13 @@ def test_without_a_manager_supervisord_is_chosen_and_systemd_says_what_to_do(
     assert isinstance(systemd.manager(tmp_path / "root"), procman.Supervisor)
     with pytest.raises(ProcmanError, match=r"^systemd's user manager does not answer .*linger"):
         Systemd(tmp_path / "root").ensure_running()
+    # Units given to it before: what they do cannot be told, and that is said.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    units = Systemd(tmp_path / "root")
+    units.unit_file("web").parent.mkdir(parents=True)
+    units.unit_file("web").write_text("[Service]\nExecStart=/bin/true\n")
+    with pytest.raises(ProcmanError, match=r"^systemd's user manager does not answer"):
+        units.status("web")
 
 
 def test_a_unit_runs_with_its_env_folder_and_log_and_none_of_onwatchs_environment(
