@@ -134,7 +134,7 @@ class Supervisor:
             raise ProcmanError(why)
         self._write_main_config()
         started = subprocess.run(
-            [*_supervisord(), "-c", str(self.config_file)],
+            [*supervisord_command(), "-c", str(self.config_file)],
             env=clean_env(),
             cwd=self.root,
             capture_output=True,
@@ -316,7 +316,7 @@ def tail(path: Path, lines: int = 5) -> str:
     return " | ".join(said)[-600:] or "nothing"
 
 
-def _supervisord() -> list[str]:
+def supervisord_command() -> list[str]:
     """supervisord of onwatch's own Python (a dependency), not whatever PATH finds."""
     beside = Path(sys.executable).with_name("supervisord")
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "supervisor.supervisord"]

@@ -139,6 +139,9 @@ def test_this_machine_is_always_a_host_checked_directly_and_never_removed(
     assert services.this_machine(org) == here and here.local and here.name == "this machine"
     found = {f.what: f for f in hostchecks.check(here)}
     assert found["python"].ok and found["python"].line.startswith("Python 3.")
+    # onwatch's own supervisord (no systemd user manager answers here).
+    assert found["process manager"].ok
+    assert found["process manager"].line.startswith("supervisord 4.")
     with pytest.raises(Refusal, match="This machine is always a host"):
         services.remove_host(here, SYSTEM)
 
