@@ -25,6 +25,10 @@ from onwatch.deploys import procman
 from onwatch.deploys.procman import ProcmanError, Program, Status
 
 SYSTEMCTL_SECONDS = 30
+# Which manager a machine new to onwatch takes (this machine: onwatch's environment; a
+# host: its deploy user's, as an ssh session gets it).
+CHOICE = "ONWATCH_PROCESS_MANAGER"
+CHOICES = ("auto", "supervisord", "systemd")
 # How long a started unit must stay up to count as started (supervisord's startsecs).
 UP_SECONDS = 1.0
 # systemd's own default rate limit, said out loud: a process that dies at once is started
@@ -43,13 +47,21 @@ FIELDS = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStatus,Result"
 
 def manager(root: Path) -> procman.Manager:
     """The process manager of the onwatch root `root`: the one its programs were already
-    given to (a machine never moves them by itself), else systemd's user manager when it
-    answers and outlives the user's sessions, else supervisord."""
+    given to (a machine never moves them by itself), else the one CHOICE names, else
+    ("auto") systemd's user manager when it answers and outlives the user's sessions,
+    else supervisord."""
+    choice = os.environ.get(CHOICE) or "auto"
+    if choice not in CHOICES:
+        raise ProcmanError(
+            f"{CHOICE}={choice!r} is not one of {', '.join(CHOICES)}: set one of those or unset it"
+        )
     supervisor = procman.Supervisor(root / "supervisor")
     if supervisor.config_file.exists():
         return supervisor
     units = Systemd(root / "systemd")
-    if units.root.exists() or (units.answers() and outlives_sessions()):
+    if units.root.exists() or choice == "systemd":
+        return units
+    if choice == "auto" and units.answers() and outlives_sessions():
         return units
     return supervisor
 

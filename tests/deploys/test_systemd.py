@@ -59,6 +59,19 @@ def test_a_machine_takes_systemd_where_it_answers_and_keeps_supervisord_it_had(
     assert isinstance(systemd.manager(supervisord_root), procman.Supervisor)
 
 
+def test_the_setting_chooses_for_a_machine_new_to_onwatch_and_a_bad_one_is_said(
+    manager_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with reaching(manager_env):
+        monkeypatch.setenv("ONWATCH_PROCESS_MANAGER", "supervisord")
+        assert isinstance(systemd.manager(tmp_path / "a"), procman.Supervisor)
+        monkeypatch.setenv("ONWATCH_PROCESS_MANAGER", "upstart")
+        with pytest.raises(ProcmanError, match=r"^ONWATCH_PROCESS_MANAGER='upstart' is not one"):
+            systemd.manager(tmp_path / "b")
+    monkeypatch.setenv("ONWATCH_PROCESS_MANAGER", "systemd")  # even with none answering
+    assert isinstance(systemd.manager(tmp_path / "c"), Systemd)
+
+
 def test_where_logind_would_stop_the_manager_at_logout_it_is_taken_only_with_linger(
     manager_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
