@@ -42,6 +42,12 @@ LOG_BACKUPS = procman.LOG_BACKUPS
 # (loginctl enable-linger).
 BOOTED = Path("/run/systemd/system")
 LINGER = Path("/var/lib/systemd/linger")
+# Exit statuses systemd gives a unit whose command it could not run (systemd.exec(5)).
+EXEC_FAILED = {
+    200: "its working folder could not be entered",
+    203: "/bin/sh could not run its script",
+    209: "its log file could not be opened",
+}
 FIELDS = "Id,LoadState,ActiveState,SubState,MainPID,ExecMainStatus,Result"
 
 
@@ -129,7 +135,7 @@ class Systemd:
         time.sleep(UP_SECONDS)
         found = self.status(name)
         if found is None or not found.running or found.pid != first:
-            raise ProcmanError(f"{name} did not stay up; it said: {self.log_tail(name)}")
+            raise ProcmanError(f"{name} did not stay up; {self._why(name, found)}")
         return found
 
     def stop(self, name: str) -> None:
@@ -208,8 +214,14 @@ class Systemd:
     def _running_pid(self, name: str) -> int:
         found = self.status(name)
         if found is None or not found.running:
-            raise ProcmanError(f"{name} did not start; it said: {self.log_tail(name)}")
+            raise ProcmanError(f"{name} did not start; {self._why(name, found)}")
         return found.pid
+
+    def _why(self, name: str, found: Status | None) -> str:
+        """What its log said, or what systemd could not do before the command ran."""
+        if found is not None and (failed := EXEC_FAILED.get(found.exit_status)):
+            return f"systemd could not start it: {failed} (exit status {found.exit_status})"
+        return f"it said: {self.log_tail(name)}"
 
     def _show(self, names: list[str]) -> list[Status]:
         if not names:

@@ -138,6 +138,13 @@ def test_a_unit_that_dies_at_once_is_said_with_its_last_words(
     units.add(Program("bad", "echo no module named shop; exit 3", tmp_path))
     with pytest.raises(ProcmanError, match=r"^bad did not (start|stay up); .*no module named shop"):
         units.start("bad")
+    units.add(Program("lost", "exec sleep 60", tmp_path / "gone"))
+    with pytest.raises(
+        ProcmanError,
+        match=r"^lost did not (start|stay up); systemd could not "
+        r"start it: its working folder could not be entered \(exit status 200\)$",
+    ):
+        units.start("lost")
 
 
 def test_units_outlive_the_process_that_started_them(
