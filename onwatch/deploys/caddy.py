@@ -157,7 +157,7 @@ class Caddy:
 
     # --- Caddy itself ----------------------------------------------------------------------
 
-    def ensure_running(self, supervisor: procman.Supervisor) -> None:
+    def ensure_running(self, supervisor: procman.Manager) -> None:
         """Start Caddy under `supervisor` unless it already answers."""
         if why := path_problem(str(self.socket)):
             raise CaddyError(why)
@@ -200,7 +200,7 @@ class Caddy:
             stop_seconds=15,
         )
 
-    def _wait_until_up(self, supervisor: procman.Supervisor) -> None:
+    def _wait_until_up(self, supervisor: procman.Manager) -> None:
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             if self.answers():

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import asdict
+from importlib.metadata import version
 
 from django.urls import reverse
 
 from onwatch.alerts.services import raise_alert
 from onwatch.core import ssh
-from onwatch.deploys import hosts, services
+from onwatch.deploys import hosts, procman, services, switch, systemd
 from onwatch.deploys.models import Host
 
 
@@ -71,6 +72,8 @@ def _look(host: Host, prepare: bool) -> list[hosts.Finding]:
     name = shlex.quote(host.name)
     facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
     remote = not host.local
+    if host.local:
+        _manager_here(facts)
     found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host), remote)
     packages = hosts.to_prepare(found)
     if not prepare or not any(f.preparable and not f.ok for f in found) or not found[0].ok:
@@ -79,6 +82,16 @@ def _look(host: Host, prepare: bool) -> list[hosts.Finding]:
     facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
     found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host), remote)
     return found + [hosts.Finding("prepare", False, line) for line in failed]
+
+
+def _manager_here(facts: dict[str, list[str]]) -> None:
+    """This machine runs its apps from onwatch's own data directory, with onwatch's own
+    supervisord (a dependency) where systemd does not: not from ~/.onwatch as a host."""
+    if isinstance(switch.this_machine().supervisor, systemd.Systemd):
+        facts["manager"] = ["systemd"]
+        return
+    facts["manager"] = ["supervisord"]
+    facts["supervisord"] = [version("supervisor"), procman.supervisord_command()[0]]
 
 
 def caddy_ports(host: Host) -> tuple[int, ...]:

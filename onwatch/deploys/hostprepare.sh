@@ -35,3 +35,10 @@ if ! command -v crontab >/dev/null 2>&1; then echo "boot failed crontab is missi
 elif crontab -l 2>/dev/null | grep -qxF "$line"; then echo "boot ok"
 elif out=$( { crontab -l 2>/dev/null; echo "$line"; } | crontab - 2>&1); then echo "boot ok"
 else echo "boot failed $(printf '%s' "$out" | tail -n 1)"; fi
+# Where systemd runs, linger starts the deploy user's own manager at boot and keeps it
+# after logout: the units onwatch gives it (systemd.py) then run without a login. logind
+# lets a user turn it on for itself unless the host's polkit says otherwise.
+if [ -d /run/systemd/system ] && command -v loginctl >/dev/null 2>&1; then
+  if out=$(loginctl enable-linger "$(id -un)" 2>&1); then echo "linger ok"
+  else echo "linger failed $(printf '%s' "$out" | tail -n 1)"; fi
+fi

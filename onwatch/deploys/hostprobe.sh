@@ -12,7 +12,23 @@ for c in python3.14 python3.13 python3.12 python3.11 python3; do
   break
 done
 if [ -n "$py" ] && "$py" -c 'import venv, ensurepip' 2>/dev/null; then echo "venv yes"; else echo "venv no"; fi
-if [ -d /run/systemd/system ]; then echo "systemd running"; else echo "systemd no"; fi
+# systemd: "user" when this user's own manager answers (systemd.py runs the apps as its
+# units), "running" when only the system's does (no linger), else "no".
+state=$(XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}" \
+  systemctl --user show --property=SystemState --value 2>/dev/null)
+case "$state" in running|degraded) up=yes ;; *) up=no ;; esac
+if [ "$up" = yes ]; then echo "systemd user $state"
+elif [ -d /run/systemd/system ]; then echo "systemd running"
+else echo "systemd no"; fi
+# The process manager the agent uses, as systemd.manager chooses it: the one the apps were
+# given to, else systemd's user manager when it answers and outlives the user's sessions
+# (logind stops it at logout unless the user lingers), else supervisord.
+m="$dir/machine"
+if [ ! -d /run/systemd/system ] || [ -e "/var/lib/systemd/linger/$(id -un)" ]; then stays=yes
+else stays=no; fi
+if [ -f "$m/supervisor/supervisord.conf" ]; then echo "manager supervisord"
+elif [ -d "$m/systemd" ] || { [ "$up" = yes ] && [ "$stays" = yes ]; }; then echo "manager systemd"
+else echo "manager supervisord"; fi
 if [ -x "$venv/bin/supervisord" ]; then
   echo "supervisord $("$venv/bin/supervisord" --version 2>/dev/null | head -n 1) $venv/bin/supervisord"
 fi

@@ -237,17 +237,48 @@ def _python(facts: dict[str, list[str]]) -> Finding:
 
 
 def _process_manager(facts: dict[str, list[str]], prepare: str) -> Finding:
-    if _first(facts, "systemd") == "running":
-        return Finding("process manager", True, "systemd is running: it keeps the apps running")
+    """The manager the agent will use there (hostprobe.sh says which, as systemd.manager
+    chooses): systemd's user manager of the deploy user, or supervisord."""
+    user = _user(facts)
+    if _first(facts, "manager") == "systemd":
+        return _systemd_manager(facts, user)
     supervisord = facts.get("supervisord", [])
     if supervisord and version(supervisord[0]):
         return Finding("process manager", True, f"supervisord {supervisord[0]} ({supervisord[-1]})")
+    if _first(facts, "systemd") in ("running", "user"):
+        return Finding(
+            "process manager",
+            False,
+            f"No process manager: systemd runs, but {user} does not linger (its own manager "
+            f"would stop at logout), and supervisord is not installed; {prepare} and turns "
+            "linger on where logind lets it",
+            preparable=True,
+        )
     return Finding(
         "process manager",
         False,
         f"No process manager: systemd is not running and supervisord is not installed; {prepare}",
         preparable=True,
     )
+
+
+def _systemd_manager(facts: dict[str, list[str]], user: str) -> Finding:
+    if _first(facts, "systemd") == "user":
+        return Finding(
+            "process manager",
+            True,
+            f"systemd: {user}'s own manager runs the apps as units (systemctl --user)",
+        )
+    return Finding(
+        "process manager",
+        False,
+        f"{user}'s systemd manager, which runs the apps there, does not answer: ask an admin "
+        f"to run `sudo loginctl enable-linger {user}` on the host, then check again",
+    )
+
+
+def _user(facts: dict[str, list[str]]) -> str:
+    return ([*facts.get("user", []), "", ""])[1] or "the deploy user"
 
 
 def _caddy(facts: dict[str, list[str]], prepare: str) -> Finding:
@@ -304,7 +335,9 @@ def _rights(facts: dict[str, list[str]], allow_sudo: bool, check_name: str) -> F
 
 
 def _boot(facts: dict[str, list[str]], check_name: str) -> Finding:
-    user = ([*facts.get("user", []), "", ""])[1] or "the deploy user"
+    user = _user(facts)
+    if _first(facts, "manager") == "systemd":
+        return _boot_systemd(facts, user, check_name)
     said = _first(facts, "boot")
     if said == "yes":
         return Finding(
@@ -323,6 +356,24 @@ def _boot(facts: dict[str, list[str]], check_name: str) -> Finding:
         False,
         "Nothing starts the apps again after a reboot: `onwatch hosts check "
         f"{check_name} --prepare` adds a @reboot line to {user}'s crontab",
+        preparable=True,
+    )
+
+
+def _boot_systemd(facts: dict[str, list[str]], user: str, check_name: str) -> Finding:
+    """The units are enabled (systemd.py): the user's manager starts them when it starts,
+    which at boot it does only with linger."""
+    if ([*facts.get("logind", []), "", ""])[1] == "yes":
+        return Finding(
+            "boot", True, f"systemd starts the apps again after a reboot ({user} lingers)"
+        )
+    return Finding(
+        "boot",
+        False,
+        f"Nothing starts the apps again after a reboot: {user}'s systemd manager runs only "
+        f"while {user} is signed in; `onwatch hosts check {check_name} --prepare` turns "
+        f"linger on where logind lets it, else ask an admin to run `sudo loginctl "
+        f"enable-linger {user}`",
         preparable=True,
     )
 
@@ -395,6 +446,11 @@ def prepare(target: Target, python: str, packages: list[str]) -> list[str]:
         why = (" ".join(words[1:]) or "no message")[:200]
         if name == "venv":
             failed.append(f"Could not make onwatch's virtual environment on the host: {why}")
+        elif name == "linger":
+            failed.append(
+                f"Could not turn linger on ({why}): ask an admin to run `sudo loginctl "
+                "enable-linger` for the deploy user on the host, then check again"
+            )
         elif name == "boot":
             failed.append(
                 f"Could not make the host start the apps again after a reboot ({why}): "

@@ -53,7 +53,8 @@ class Place(Protocol):
 
     name: str  # "this machine", or the host's name (user@address[:port])
 
-    # supervisord + Caddy running there
+    # its process manager (supervisord, or systemd's user manager: systemd.manager) and
+    # Caddy running there
     def ensure_ready(self) -> None: ...
 
     # free loopback ports there (slots), none of `avoid` (slots kept for other services)
@@ -246,7 +247,8 @@ class LocalPlace:
 
 @contextmanager
 def _said() -> Iterator[None]:
-    """Caddy's and supervisord's errors as PlaceError (their messages say what to do)."""
+    """Caddy's and the process manager's errors as PlaceError (their messages say what to
+    do)."""
     try:
         yield
     except (caddy.CaddyError, procman.ProcmanError, ValueError, OSError) as e:

@@ -18,7 +18,7 @@ import xmlrpc.client
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from onwatch.deploys.unixhttp import UnixTransport, path_problem
 
@@ -68,6 +68,37 @@ class Status:
         return self.state == "RUNNING"
 
 
+class Manager(Protocol):
+    """What runs a machine's programs: supervisord here, or systemd's user manager
+    (systemd.py), which systemd.manager chooses. Errors are ProcmanError."""
+
+    root: Path
+
+    def ensure_running(self) -> None: ...
+
+    def answers(self) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+    def add(self, program: Program) -> None: ...
+
+    def start(self, name: str) -> Status: ...
+
+    def stop(self, name: str) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+    def has(self, name: str) -> bool: ...
+
+    def status(self, name: str) -> Status | None: ...
+
+    def all(self) -> list[Status]: ...
+
+    def log_of(self, name: str) -> Path: ...
+
+    def log_tail(self, name: str, lines: int = 5) -> str: ...
+
+
 def problem(program: Program) -> str | None:
     """Why `program` cannot be given to supervisord, in one line, or None."""
     if not NAME.fullmatch(program.name):
@@ -103,8 +134,8 @@ class Supervisor:
             raise ProcmanError(why)
         self._write_main_config()
         started = subprocess.run(
-            [*_supervisord(), "-c", str(self.config_file)],
-            env=_clean_env(),
+            [*supervisord_command(), "-c", str(self.config_file)],
+            env=clean_env(),
             cwd=self.root,
             capture_output=True,
             text=True,
@@ -173,7 +204,7 @@ class Supervisor:
             raise ValueError(why)
         if self.status(program.name) is not None:
             self.remove(program.name)
-        write_private(self.script_of(program.name), _script(program), mode=0o700)
+        write_private(self.script_of(program.name), script(program), mode=0o700)
         write_private(self.programs_dir / f"{program.name}.conf", self._section(program))
         self._call("reloadConfig")
         try:
@@ -239,10 +270,7 @@ class Supervisor:
         return self.programs_dir / f"{name}.sh"
 
     def log_tail(self, name: str, lines: int = 5) -> str:
-        path = self.log_of(name)
-        text = path.read_text(errors="replace") if path.exists() else ""
-        said = [line for line in text.splitlines() if line.strip()][-lines:]
-        return " | ".join(said)[-600:] or "nothing"
+        return tail(self.log_of(name), lines)
 
     def _section(self, program: Program) -> str:
         log = _ini(str(self.log_of(program.name)))
@@ -281,13 +309,20 @@ class Supervisor:
             ) from e
 
 
-def _supervisord() -> list[str]:
+def tail(path: Path, lines: int = 5) -> str:
+    """The last non-blank lines of a program's log, on one line."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    said = [line for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(said)[-600:] or "nothing"
+
+
+def supervisord_command() -> list[str]:
     """supervisord of onwatch's own Python (a dependency), not whatever PATH finds."""
     beside = Path(sys.executable).with_name("supervisord")
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "supervisor.supervisord"]
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     return {
         "PATH": BASE_PATH,
         "LANG": os.environ.get("LANG", "C.UTF-8"),
@@ -295,7 +330,7 @@ def _clean_env() -> dict[str, str]:
     }
 
 
-def _script(program: Program) -> str:
+def script(program: Program) -> str:
     """The shell script supervisord runs: the program's environment, then its command.
     `exec` makes the web process supervisord's own child (dash runs a simple command of
     `sh -c` in place too), so a stop signal reaches it and not only a shell."""

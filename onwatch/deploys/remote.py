@@ -8,8 +8,8 @@ has not that one yet.
 The ssh command lines come from core/ssh.py (the org's key, the pinned host keys only), and
 ssh's own words become what to do through hosts.classify. A connection lost in the middle
 of a request is one PlaceError naming the host; what serves there keeps serving, since the
-host's supervisord and Caddy do not depend on the connection (agent.py says what becomes of
-the request itself).
+host's process manager (supervisord, or systemd's user manager) and Caddy do not depend
+on the connection (agent.py says what becomes of the request itself).
 
 On a host, builds and web processes run as the deploy user, without bubblewrap: the host is
 the service's own, and that user (no root, hostchecks.py) is the boundary there."""
@@ -53,6 +53,7 @@ AGENT_MODULES = (
     "onwatch/deploys/caddy.py",
     "onwatch/deploys/procman.py",
     "onwatch/deploys/switch.py",
+    "onwatch/deploys/systemd.py",
     "onwatch/deploys/unixhttp.py",
 )
 MAIN = "from onwatch.deploys.agent import main\n\nraise SystemExit(main())\n"

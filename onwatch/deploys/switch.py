@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from onwatch.deploys import caddy, procman
+from onwatch.deploys import caddy, procman, systemd
 
 GATE_PASSES = 3
 GATE_SECONDS = 60.0
@@ -114,7 +114,8 @@ class Gate:
 
 @dataclass(frozen=True)
 class Machine:
-    """onwatch's Caddy and supervisord on a machine, kept under `root`. `as_user` is what a
+    """onwatch's Caddy and process manager (supervisord, or systemd's user manager where it
+    runs: systemd.manager) on a machine, kept under `root`. `as_user` is what a
     web process's command line is prefixed with to run as a release's user; None: as
     pipeline steps run on onwatch's own machine (sandbox.as_step_user). An SSH host's
     agent (agent.py) gives its own: there, the deploy user runs everything."""
@@ -128,8 +129,8 @@ class Machine:
         return caddy.Caddy(self.root / "caddy", self.options)
 
     @property
-    def supervisor(self) -> procman.Supervisor:
-        return procman.Supervisor(self.root / "supervisor")
+    def supervisor(self) -> procman.Manager:
+        return systemd.manager(self.root)
 
     def ensure_running(self) -> None:
         self.caddy.ensure_running(self.supervisor)

@@ -139,6 +139,9 @@ def test_this_machine_is_always_a_host_checked_directly_and_never_removed(
     assert services.this_machine(org) == here and here.local and here.name == "this machine"
     found = {f.what: f for f in hostchecks.check(here)}
     assert found["python"].ok and found["python"].line.startswith("Python 3.")
+    # onwatch's own supervisord (no systemd user manager answers here).
+    assert found["process manager"].ok
+    assert found["process manager"].line.startswith("supervisord 4.")
     with pytest.raises(Refusal, match="This machine is always a host"):
         services.remove_host(here, SYSTEM)
 
@@ -289,6 +292,39 @@ def test_a_host_without_a_recent_python_is_told_what_to_run() -> None:
     sudo = hosts.parse("user 1000 deploy\nwritable yes\nsudo nopasswd\n")
     assert "may use sudo without a password" in hosts.findings(sudo, False, "web1")[4].line
     assert hosts.findings(sudo, True, "web1")[4].ok
+
+
+def test_the_check_names_the_process_manager_the_agent_will_use_there() -> None:
+    def said(probe: str) -> dict[str, tuple[bool, str, bool]]:
+        found = hosts.findings(hosts.parse(f"user 1000 deploy\n{probe}"), False, "deploy@web1",
+                               remote=True)  # fmt: skip
+        return {f.what: (f.ok, f.line, f.preparable) for f in found}
+
+    units = said("systemd user running\nmanager systemd\nlogind false yes\n")
+    assert units["process manager"] == (
+        True, "systemd: deploy's own manager runs the apps as units (systemctl --user)", False
+    )  # fmt: skip
+    assert units["boot"] == (
+        True, "systemd starts the apps again after a reboot (deploy lingers)", False
+    )  # fmt: skip
+    # Its units are there, but its manager is gone (linger off, signed out).
+    gone = said("systemd running\nmanager systemd\nlogind false no\n")
+    assert gone["process manager"] == (
+        False,
+        "deploy's systemd manager, which runs the apps there, does not answer: ask an admin to "
+        "run `sudo loginctl enable-linger deploy` on the host, then check again",
+        False,
+    )
+    assert gone["boot"][2] and "turns linger on" in gone["boot"][1]
+    # systemd runs, the user does not linger: its manager would stop with onwatch's session.
+    for probe in ("systemd running\nmanager supervisord\n", "systemd user running\n"):
+        neither = said(probe)["process manager"]
+        assert not neither[0] and neither[2]
+        assert neither[1].startswith("No process manager: systemd runs, but deploy does not linger")
+    # A host that ran its apps under supervisord keeps it (as systemd.manager does).
+    kept = said("systemd user running\nmanager supervisord\nsupervisord 4.3.0 /v/supervisord\n")
+    assert kept["process manager"] == (True, "supervisord 4.3.0 (/v/supervisord)", False)
+    assert kept["boot"][1].endswith("adds a @reboot line to deploy's crontab")
 
 
 def test_low_ports_need_a_right_the_deploy_user_lacks_and_the_check_says_which(

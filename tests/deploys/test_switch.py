@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from onwatch.deploys import caddy
+from onwatch.deploys import caddy, procman
 from onwatch.deploys.switch import (
     Gate,
     Machine,
@@ -201,6 +201,7 @@ def test_this_machine_keeps_caddy_and_supervisord_in_the_data_dir(
     settings.CADDY_HEALTH_PORT = 3020
     machine = this_machine()
     assert machine.caddy.socket == tmp_path / "deploys" / "caddy" / "admin.sock"
+    assert isinstance(machine.supervisor, procman.Supervisor)
     assert machine.supervisor.socket == tmp_path / "deploys" / "supervisor" / "supervisor.sock"
     config = machine.caddy.config()
     assert config["admin"]["listen"] == f"unix/{tmp_path}/deploys/caddy/admin.sock"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from onwatch.deploys import caddy
+from onwatch.deploys import caddy, procman
 from onwatch.deploys import switch as switching
 from onwatch.deploys.switch import Felt, Machine, Step, Switch, program_name, switch
 from tests.support.load import Load, Tally, fetch
@@ -196,7 +196,9 @@ def test_a_switch_while_supervisord_does_not_answer_is_not_measured(
     caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
     switch(caddy_machine, caddy_site, release("r1"))
-    socket = caddy_machine.supervisor.socket
+    supervisor = caddy_machine.supervisor
+    assert isinstance(supervisor, procman.Supervisor)
+    socket = supervisor.socket
     away = socket.with_name("away.sock")
 
     def supervisord_unreachable(step: Step) -> None:

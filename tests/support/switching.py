@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 
-from onwatch.deploys import caddy
+from onwatch.deploys import caddy, procman
 from onwatch.deploys.switch import Machine, Release
 from tests.support.procs import free_port
 
@@ -57,11 +57,14 @@ def own_machine(https: bool = False) -> Iterator[Machine]:
 
 
 def stop_everything(machine: Machine) -> None:
-    """supervisord and every process it runs; whatever is left is killed."""
+    """supervisord (or the systemd units) and every process it runs; whatever is left is
+    killed."""
     supervisor = machine.supervisor
     if not supervisor.answers():
         return
-    pids = [supervisor.pid(), *(s.pid for s in supervisor.all() if s.pid)]
+    pids = [s.pid for s in supervisor.all() if s.pid]
+    if isinstance(supervisor, procman.Supervisor):
+        pids.append(supervisor.pid())
     with suppress(Exception):
         supervisor.shutdown()
     for pid in pids:
