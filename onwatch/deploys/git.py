@@ -187,6 +187,47 @@ def fetch(
     return (ran.stdout + ran.stderr).strip()
 
 
+def clone_local(
+    workspace: Path,
+    source: Path,
+    branch: str,
+    env: dict[str, str],
+    linked: bool,
+    stopped: Callable[[], bool] = _never,
+) -> bool:
+    """`branch` of a repository on this machine into the empty folder `workspace`, its
+    objects hard-linked (`linked`; copied when the source is on another disk) or copied as
+    files: a fetch packs them and unpacks them again through a pipe (twice the time for a
+    small repository, more for a large one). Links only where steps run as another user,
+    who must not own them (sandbox._hand_over): git never changes an object file (it
+    writes new ones), so the workspace needs nothing of the source once cloned, and the
+    source nothing of the workspace. Whether it was cloned; when not (the branch is
+    missing, say), the caller fetches, whose failure says what to do. The workspace names
+    no remote, as a fetched one does not."""
+    copied = [] if linked else ["--no-hardlinks"]
+    clone = ["clone", "--quiet", "--no-checkout", "--single-branch", "--no-tags", "--template="]
+    args = [*clone, *copied, "--branch", branch, "--", str(source), str(workspace)]
+    ran = git(args, env, LOCAL_SECONDS, stopped)
+    if ran.returncode != 0:
+        shutil.rmtree(workspace / ".git", ignore_errors=True)
+        return False
+    _forget_source(workspace / ".git" / "config")
+    return True
+
+
+def _forget_source(config: Path) -> None:
+    """The clone's own configuration without its remote and the branch that follows it:
+    the source's path means nothing in the sandbox (a fetched workspace names none). The
+    file is the one git wrote a moment ago, one section header a line."""
+    kept, dropped = [], False
+    for line in config.read_text().splitlines(keepends=True):
+        if line.startswith("["):
+            dropped = line.startswith(('[remote "', '[branch "'))
+        if not dropped:
+            kept.append(line)
+    config.write_text("".join(kept))
+
+
 def update_mirror(
     mirror: Path,
     url: str,
