@@ -288,9 +288,11 @@ class Run:
                 linked = sandbox.shares_root()
                 cloned = git.clone_local(self.workspace, source, branch, env, linked, stopped)
             if not cloned:
-                fetched = git.fetch(self.workspace, str(source), branch, env, stopped=stopped)
+                with phases.timed("checkout: fetched"):
+                    fetched = git.fetch(self.workspace, str(source), branch, env, stopped=stopped)
             with phases.timed("checkout: git checkout"):
-                commit = git.checkout(self.workspace, branch, self.pipeline.commit, env)
+                check = git.checked_out if cloned else git.checkout
+                commit = check(self.workspace, branch, self.pipeline.commit, env)
         return "\n".join(filter(None, [said, fetched])), commit
 
     def make_first_sandbox(self) -> None:

@@ -58,6 +58,31 @@ def test_a_clone_links_the_sources_objects_and_names_no_remote(
     assert run_git(workspace, "status", "--porcelain") == ""
 
 
+def test_a_clone_checks_out_an_older_commit_of_the_branch_when_asked(tmp_path: Path) -> None:
+    """A newer push came meanwhile: the pipeline's own commit, not the branch's newest."""
+    repo, workspace = tmp_path / "repo", tmp_path / "workspace"
+    older = commit(repo, project(), "Older")
+    newer = commit(repo, {"CHANGES": "newer\n"}, "Newer")
+    env = git.environment(tmp_path)
+    assert git.clone_local(workspace, repo, "main", env, linked=True)
+    assert git.checked_out(workspace, "main", "", env).sha == newer
+    said = git.checked_out(workspace, "main", older, env)
+    assert (said.sha, said.message) == (older, "Older")
+    assert not (workspace / "CHANGES").exists()
+    with pytest.raises(git.GitError, match="is not on branch main"):
+        git.checked_out(workspace, "main", "0" * 40, env)
+
+
+def test_a_mirror_keeps_each_fetch_as_one_pack_for_clones_to_link(tmp_path: Path) -> None:
+    repo, mirror, env = tmp_path / "repo", tmp_path / "mirror.git", git.environment(tmp_path)
+    for n in range(3):
+        commit(repo, {**project(), "CHANGES": f"change {n}\n"}, f"Change {n}")
+        git.update_mirror(mirror, str(repo), "main", env)
+    counted = run_git(mirror, "count-objects", "-v")
+    said = dict(line.split(": ") for line in counted.splitlines())
+    assert (said["count"], said["packs"]) == ("0", "3"), counted
+
+
 def test_a_clone_not_linked_copies_the_objects_into_files_of_its_own(tmp_path: Path) -> None:
     """Where steps run as onwatch's own user, who could make a linked file writable."""
     repo, workspace = tmp_path / "repo", tmp_path / "workspace"
