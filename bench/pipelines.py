@@ -403,7 +403,8 @@ def report(side: Side, times: list[list[Any]], phases: bool) -> None:
         f"{statistics.median(hand):.2f} s: overhead ratio {ratio:.2f} (target ≤ 1.10); "
         f"totals {sum(wall):.1f} s / {sum(hand):.1f} s = {sum(wall) / sum(hand):.2f}; "
         f"each with its own by hand: p50 {statistics.median(paired):.2f}, "
-        f"p25–p75 {percentile(paired, 0.25):.2f}–{percentile(paired, 0.75):.2f}"
+        f"p25–p75 {percentile(paired, 0.25):.2f}–{percentile(paired, 0.75):.2f}, "
+        f"p90 {percentile(paired, 0.9):.2f}"
     )
     if phases:
         report_outside(side.phases, {t[0]: float(t[3]) for t in times})

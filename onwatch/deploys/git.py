@@ -187,6 +187,49 @@ def fetch(
     return (ran.stdout + ran.stderr).strip()
 
 
+def clone_local(
+    workspace: Path,
+    source: Path,
+    branch: str,
+    env: dict[str, str],
+    linked: bool,
+    stopped: Callable[[], bool] = _never,
+) -> bool:
+    """`branch` of a repository on this machine into the empty folder `workspace`, its
+    objects hard-linked (`linked`; copied when the source is on another disk) or copied as
+    files: a fetch packs them and unpacks them again through a pipe (twice the time for a
+    small repository, more for a large one). Links only where steps run as another user,
+    who must not own them (sandbox._hand_over): git never changes an object file (it
+    writes new ones), so the workspace needs nothing of the source once cloned, and the
+    source nothing of the workspace. Whether it was cloned; when not (the branch is
+    missing, say), the caller fetches, whose failure says what to do. The workspace names
+    no remote, as a fetched one does not."""
+    copied = [] if linked else ["--no-hardlinks"]
+    # Checked out by the clone itself, the branch's newest (usually the pipeline's commit:
+    # see checked_out), in the same process.
+    clone = ["clone", "--quiet", "--single-branch", "--no-tags", "--template="]
+    args = [*clone, *copied, "--branch", branch, "--", str(source), str(workspace)]
+    ran = git(args, env, LOCAL_SECONDS, stopped)
+    if ran.returncode != 0:
+        shutil.rmtree(workspace / ".git", ignore_errors=True)
+        return False
+    _forget_source(workspace / ".git" / "config")
+    return True
+
+
+def _forget_source(config: Path) -> None:
+    """The clone's own configuration without its remote and the branch that follows it:
+    the source's path means nothing in the sandbox (a fetched workspace names none). The
+    file is the one git wrote a moment ago, one section header a line."""
+    kept, dropped = [], False
+    for line in config.read_text().splitlines(keepends=True):
+        if line.startswith("["):
+            dropped = line.startswith(('[remote "', '[branch "'))
+        if not dropped:
+            kept.append(line)
+    config.write_text("".join(kept))
+
+
 def update_mirror(
     mirror: Path,
     url: str,
@@ -222,7 +265,9 @@ def _fetch_into_mirror(
     ref = f"+refs/heads/{branch}:refs/heads/{branch}"
     # Its packs are kept tidy as git sees fit, but now, not in a process left behind.
     tidy = ["-c", "gc.autoDetach=false", "-c", "maintenance.autoDetach=false"]
-    fetch = [*tidy, "fetch", "--no-tags", "--quiet"]
+    # Each fetch kept as one pack, not a file per object: a workspace is cloned from the
+    # mirror by hard-linking its files (clone_local), two a pack, hundreds when loose.
+    fetch = [*tidy, "-c", "fetch.unpackLimit=1", "fetch", "--no-tags", "--quiet"]
     return git(["-C", str(mirror), *fetch, "--", url, ref], env, FETCH_SECONDS, stopped)
 
 
@@ -233,6 +278,18 @@ def checkout(workspace: Path, branch: str, commit: str, env: dict[str, str]) -> 
     ran = git(["-C", str(workspace), *quiet, wanted, "--"], env, LOCAL_SECONDS)
     if ran.returncode != 0:
         raise GitError(f"commit {commit} is not on branch {branch}: {last_line(ran)}")
+    return _head(workspace, env)
+
+
+def checked_out(workspace: Path, branch: str, commit: str, env: dict[str, str]) -> Commit:
+    """`commit` checked out in a clone of `branch` (clone_local), and what it is: the clone
+    has the branch's newest (on the branch), and checks out an older one only when asked
+    for it (detached, as checkout leaves it), a process less in the usual case."""
+    head = _head(workspace, env)
+    return head if commit in ("", head.sha) else checkout(workspace, branch, commit, env)
+
+
+def _head(workspace: Path, env: dict[str, str]) -> Commit:
     shown = git(
         ["-C", str(workspace), "log", "-1", "--format=%H%x00%an <%ae>%x00%B"], env, LOCAL_SECONDS
     )
@@ -324,7 +381,9 @@ def init_bare(path: Path) -> None:
 def serve_pack(program: str, path: Path, env: dict[str, str]) -> int:
     """`git receive-pack` or `git upload-pack` of `path` speaking git's protocol on this
     process's own stdin and stdout (the SSH connection); its exit code."""
+    # A push kept as one pack, as a mirror's fetch (see _fetch_into_mirror).
+    kept = ["-c", "receive.unpackLimit=1"] if program == "receive-pack" else []
     try:
-        return subprocess.run(["git", program, str(path)], env=env).returncode
+        return subprocess.run(["git", *kept, program, str(path)], env=env).returncode
     except FileNotFoundError:
         raise GitError("git is not installed on the onwatch server (apt install git)") from None

@@ -226,12 +226,9 @@ class Run:
             # it. Made here, not by whichever of git and the sandbox comes first.
             self.workspace.mkdir(parents=True, exist_ok=True)
             self.workspace.chmod(0o711)
-            said = self.fetch_beside_first_sandbox(url, pushed, env, ssh_log)
+            said, commit = self.fetch_beside_first_sandbox(url, pushed, env, ssh_log)
             if said:
                 log.say(said)
-            with phases.timed("checkout: git checkout"):
-                p = self.pipeline
-                commit = git.checkout(self.workspace, p.branch, p.commit, env)
         # A commit message may quote a secret too (a config pasted in).
         author, message = self.masker.mask(commit.author), self.masker.mask(commit.message)
         Pipeline.objects.filter(pk=self.pipeline.pk).update(
@@ -243,10 +240,11 @@ class Run:
 
     def fetch_beside_first_sandbox(
         self, url: str, pushed: bool, env: dict[str, str], ssh_log: Callable[[], str]
-    ) -> str:
-        """git in a thread of its own (it touches no database): the first step's sandbox is
-        made meanwhile, in this one (bubblewrap dies with its thread). Should making it
-        fail, git is stopped rather than waited for (up to twice FETCH_SECONDS)."""
+    ) -> tuple[str, git.Commit]:
+        """git in a thread of its own (it touches no database), up to the checked-out
+        commit: the first step's sandbox is made meanwhile, in this one (bubblewrap dies
+        with its thread). Should making it fail, git is stopped rather than waited for (up
+        to twice FETCH_SECONDS)."""
         failed = threading.Event()
 
         def stopped() -> bool:
@@ -260,7 +258,7 @@ class Run:
             except BaseException:
                 failed.set()
                 raise
-            with phases.timed("checkout: git fetch"):
+            with phases.timed("checkout: waited for git"):
                 return fetched.result()
 
     def fetch(
@@ -270,19 +268,32 @@ class Run:
         env: dict[str, str],
         ssh_log: Callable[[], str],
         stopped: Callable[[], bool],
-    ) -> str:
-        """The branch into the workspace. A remote's is fetched into the service's mirror
-        first, so only what is new crosses the network; one pipeline of the service at a
-        time does (its caches are held). A repository on this machine (onwatch's pushed
-        copy, a path) is its own mirror."""
-        branch, said = self.pipeline.branch, ""
-        if not pushed and git.local_path(url) is None:
-            with phases.timed("checkout: mirror updated"):
-                mirror = mirror_of(self.service.pk)
-                said = git.update_mirror(mirror, url, branch, env, ssh_log, stopped)
-            url = str(mirror)
-        fetched = git.fetch(self.workspace, url, branch, env, stopped=stopped)
-        return "\n".join(filter(None, [said, fetched]))
+    ) -> tuple[str, git.Commit]:
+        """The branch into the workspace, and its commit checked out. A remote's is fetched
+        into the service's mirror first, so only what is new crosses the network; one
+        pipeline of the service at a time does (its caches are held). A repository on this
+        machine (onwatch's pushed copy, a path) is its own mirror. Timed as beside the
+        pipeline's path: what it waits for is timed there."""
+        branch, said, fetched = self.pipeline.branch, "", ""
+        source = git.local_path(url)
+        with phases.overlapped():
+            if source is None:  # a remote's (onwatch's pushed copy is a path)
+                with phases.timed("checkout: mirror updated"):
+                    source = mirror_of(self.service.pk)
+                    said = git.update_mirror(source, url, branch, env, ssh_log, stopped)
+            with phases.timed("checkout: cloned"):
+                # Linked only where the step runs as another user, who cannot change what
+                # is linked (sandbox._hand_over leaves it its owner's); as onwatch's own, it
+                # could make the files writable, and write the source.
+                linked = sandbox.shares_root()
+                cloned = git.clone_local(self.workspace, source, branch, env, linked, stopped)
+            if not cloned:
+                with phases.timed("checkout: fetched"):
+                    fetched = git.fetch(self.workspace, str(source), branch, env, stopped=stopped)
+            with phases.timed("checkout: git checkout"):
+                check = git.checked_out if cloned else git.checkout
+                commit = check(self.workspace, branch, self.pipeline.commit, env)
+        return "\n".join(filter(None, [said, fetched])), commit
 
     def make_first_sandbox(self) -> None:
         """The first step's sandbox, made while the checkout runs (its command is in the

@@ -38,6 +38,7 @@ import pwd
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -603,8 +604,11 @@ def _check_reachable_folders(step: Step, user: tuple[int, int]) -> None:
 def _hand_over(step: Step, user: tuple[int, int]) -> None:
     """Make the workspace, and all it holds, the step user's: just before its command
     starts, not when its sandbox is made (the checkout may still be writing there, as
-    root, and no process of that user must be able to change the folder meanwhile)."""
-    _hand_over_paths([step.workspace], *user)
+    root, and no process of that user must be able to change the folder meanwhile). A
+    file with other links stays as it is: the checkout hard-linked git's objects from
+    onwatch's own copy of the repository (git.clone_local), which the step may read but
+    must not change (the user's own the folders, so it may still remove them)."""
+    _hand_over_paths([step.workspace], *user, linked=False)
 
 
 def _hand_over_caches(step: Step, user: tuple[int, int]) -> None:
@@ -614,22 +618,48 @@ def _hand_over_caches(step: Step, user: tuple[int, int]) -> None:
     _hand_over_paths(list(step.caches.values()), *user)
 
 
-def _hand_over_paths(paths: list[Path], uid: int, gid: int) -> None:
+def _hand_over_paths(paths: list[Path], uid: int, gid: int, linked: bool = True) -> None:
+    """linked: files with other links too (uv's cache links its files into virtualenvs)."""
     for path in paths:
         os.chown(path, uid, gid, follow_symlinks=False)
         # fwalk with dir_fd: a step of another run sharing the cache cannot swap a folder
         # for a symlink mid-walk and have root chown what it points to.
         for _root, dirs, files, root_fd in os.fwalk(path, follow_symlinks=False):
-            for name in dirs + files:
+            for name in dirs:
                 _chown(name, root_fd, uid, gid)
+            for name in files:
+                _chown(name, root_fd, uid, gid, linked)
 
 
-def _chown(name: str, dir_fd: int, uid: int, gid: int) -> None:
+def _chown(name: str, dir_fd: int, uid: int, gid: int, linked: bool = True) -> None:
     """Only what is not the step user's yet: a chown that changes nothing still writes the
     inode, and the caches (hundreds of files) are handed over again at every step."""
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if (st.st_uid, st.st_gid) != (uid, gid):
+    if not linked and st.st_nlink > 1:
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & stat.S_IROTH:
+            return  # left as it is: the step may read it, never change it
+        _copied_in_place(name, dir_fd)  # else git in the step could not read it
         os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    elif (st.st_uid, st.st_gid) != (uid, gid):
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _copied_in_place(name: str, dir_fd: int) -> None:
+    """A linked file others may not read (written under a closed umask) made a file of its
+    own, which can then be handed over: the one it is linked to is left as it was."""
+    temporary = f".{name}.onwatch"
+    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        copy = os.open(temporary, flags, 0o444, dir_fd=dir_fd)
+        try:
+            while chunk := os.read(source, 1 << 20):
+                os.write(copy, chunk)
+        finally:
+            os.close(copy)
+    finally:
+        os.close(source)
+    os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def _check_reachable(what: str, path: Path, uid: int, gid: int, itself: bool = False) -> None:

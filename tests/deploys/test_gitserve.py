@@ -154,6 +154,10 @@ def test_a_push_runs_the_pipeline_streams_its_output_and_exits_as_it_ended(
     ]
     assert [p[3] for p in pipelines[:2]] == [red, green]
     assert len(pipelines) == 6 and pipelines[5][4] == "queued"
+    # Each push kept in onwatch's copy as one pack (git.serve_pack), which a pipeline's
+    # clone links as two files, not as a file per object.
+    [copy] = (tmp_path / "data" / "git").glob("*.git")
+    assert git(copy, "count-objects", "-v").startswith("count: 0\n")
     # The administrator's own lines stay; each person's key may run git-serve only.
     assert keys_file.startswith(f"# the administrator's own\n{FOREIGN}\n# onwatch: keys")
     assert keys_file.count("restrict,command=") == 2

@@ -863,6 +863,54 @@ def test_the_workspace_and_caches_are_handed_to_the_step_user_once_a_pipeline(
     assert (caches_of(service)["uv"] / "kept" / "tested").exists()
 
 
+def pushed(service: Service, repo: Path) -> str:
+    """The repository's main branch pushed to onwatch's own copy, as `git push onwatch`."""
+    copy = services.pushed_repository(service)
+    git_wrapper.init_bare(copy)
+    git(repo, "push", "--quiet", str(copy), "main")
+    return git(repo, "rev-parse", "HEAD")
+
+
+def hashed(repo: Path) -> dict[str, str]:
+    files = (p for p in (repo / "objects").rglob("*") if p.is_file())
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="steps run as onwatch's own user: it copies")
+def test_a_step_cannot_change_onwatchs_copy_its_checkout_links_git_objects_from(
+    org: Organization, tmp_path: Path
+) -> None:
+    """The workspace's git objects are hard links into onwatch's copy of the repository (no
+    packing, no copy); they stay onwatch's and read-only: a step that tries to write them
+    changes nothing there, and may still remove its own links. The next pipeline gets a
+    clean workspace: nothing the first one left."""
+    spoil = (
+        "echo linked: $(find .git/objects -type f -links +1 | wc -l); "
+        "for f in $(find .git/objects -type f); do chmod u+w $f; echo x >> $f; done; "
+        "find .git/objects -type f -delete; touch left-behind; echo tried"
+    )
+    repo = tmp_path / "repo"
+    commit(repo, {"onwatch.toml": f'[test]\ncommand = "{spoil} 2>&1"\n'}, "Spoil")
+    service = service_for(org, str(tmp_path / "elsewhere"))
+    first_sha = pushed(service, repo)
+    copy = services.pushed_repository(service)
+    before = hashed(copy)
+    first = run(services.run_pipeline(service, SYSTEM, "push", services.Push(first_sha)))
+    tail = first.steps.get(name="test").tail
+    assert first.state == State.SUCCEEDED and "tried" in tail, log_of(first)
+    linked = int(tail.rsplit("linked: ", 1)[1].split()[0])  # not the command's own line
+    assert linked == len(before) > 0, tail
+    assert "Operation not permitted" in tail and "Permission denied" in tail, tail
+    assert hashed(copy) == before
+    git(copy, "fsck", "--strict")
+    look = '[test]\ncommand = "test -e left-behind && echo dirty || echo clean"\n'
+    second_sha = commit(repo, {"onwatch.toml": look}, "Look")
+    pushed(service, repo)
+    second = run(services.run_pipeline(service, SYSTEM, "push", services.Push(second_sha)))
+    assert second.state == State.SUCCEEDED, log_of(second)
+    assert "clean" in second.steps.get(name="test").tail and second.commit == second_sha
+
+
 def test_each_steps_sandbox_is_made_beside_the_pipelines_path(
     org: Organization, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

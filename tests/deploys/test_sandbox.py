@@ -184,6 +184,32 @@ def test_in_a_shared_root_a_step_hard_links_from_its_cache_and_sees_nothing_else
     assert not (service / "new").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="steps run as onwatch's own user")
+def test_files_linked_into_the_workspace_stay_their_owners_and_the_step_cannot_change_them(
+    root: Path, workspace: Path
+) -> None:
+    """As git.clone_local leaves a workspace: git's objects hard-linked from onwatch's own
+    copy of the repository. The step reads them and cannot change them; one that others
+    may not read (a closed umask) becomes a file of the workspace's own."""
+    source = folder(root, "mirror")
+    readable, closed = source / "pack", source / "loose"
+    for path, mode in ((readable, 0o444), (closed, 0o400)):
+        path.write_text(f"{path.name}\n")
+        path.chmod(mode)
+        os.link(path, workspace / path.name)
+    script = "cat pack loose; chmod u+w pack; echo x >> pack; echo x >> loose; echo done"
+    out = Output()
+    assert sandbox.run(bash(script, workspace), out).exit_code == 0, out.text
+    assert "pack\nloose\n" in out.text and "done" in out.text
+    assert "Operation not permitted" in out.text and "Permission denied" in out.text
+    for path, mode in ((readable, 0o444), (closed, 0o400)):
+        st = path.stat()
+        assert (path.read_text(), st.st_uid, st.st_mode & 0o777) == (f"{path.name}\n", 0, mode)
+    assert (workspace / "pack").stat().st_ino == readable.stat().st_ino
+    assert (workspace / "loose").stat().st_ino != closed.stat().st_ino
+    assert (workspace / "loose").stat().st_uid != 0
+
+
 def test_a_shared_root_must_hold_the_workspace_and_only_folders(root: Path) -> None:
     service, workspace, cache = shared_root(root)
     outside = folder(root, "elsewhere")
