@@ -3,9 +3,10 @@
 systemd refuses to run as a user manager unless the system was booted with it, which it
 reads from /run/systemd/system: the manager runs in a mount namespace of its own where a
 tmpfs over /run/systemd has that folder, so nothing else on the machine takes systemd as
-running. It gets cgroups of its own (both hierarchies of this machine's hybrid layout), as
-logind would give user@UID.service. `systemctl --user` reaches it through the private
-socket in its XDG_RUNTIME_DIR, which the tests set, with XDG_CONFIG_HOME (its unit folder).
+running. It gets cgroups of its own (both hierarchies of a hybrid layout, as this machine
+has), as logind would give user@UID.service; it needs root (the mount, the cgroups).
+`systemctl --user` reaches it through the private socket in its XDG_RUNTIME_DIR, which the
+tests set, with XDG_CONFIG_HOME (its unit folder).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 SYSTEMD = "/lib/systemd/systemd"
-CGROUPS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+CGROUP = Path("/sys/fs/cgroup")
 START_SECONDS = 20
 STOP_SECONDS = 30
 
@@ -44,7 +45,7 @@ class UserManager:
             "XDG_RUNTIME_DIR": str(folder / "run"),
             "XDG_CONFIG_HOME": str(folder / "config"),
         }
-        self.groups = [base / f"onwatch-test-{folder.name}" for base in CGROUPS]
+        self.groups = [base / f"onwatch-test-{folder.name}" for base in _cgroup_bases()]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -107,6 +108,14 @@ def systemctl(env: dict[str, str], *args: str) -> str:
         timeout=30,
     )
     return done.stdout.strip()
+
+
+def _cgroup_bases() -> list[Path]:
+    """cgroup2 alone, or (as here) the hybrid layout: systemd's named v1 hierarchy and the
+    unified one beside it."""
+    if (CGROUP / "cgroup.controllers").exists():
+        return [CGROUP]
+    return [base for base in (CGROUP / "systemd", CGROUP / "unified") if base.is_dir()]
 
 
 def _boot() -> str:
