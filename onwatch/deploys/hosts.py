@@ -141,8 +141,8 @@ def classify(name: str, said: str) -> HostError:
         )
     if "Permission denied" in said:
         return KeyRefused(
-            f"{name} refused onwatch's key: put the key shown on the host's page (or by "
-            "`onwatch hosts key`) in that user's ~/.ssh/authorized_keys, then check again"
+            f"{name} refused onwatch's key: put onwatch's key (at the top of the host's page, "
+            "or from onwatch hosts key) in that user's ~/.ssh/authorized_keys, then check again"
         )
     for words in ("Connection refused", "timed out", "No route to host", "Could not resolve"):
         if words in said:

@@ -1503,8 +1503,9 @@ def _check_built_everywhere(service: Service, target: Release) -> None:
     if missing:
         raise Refusal(
             f"Cannot roll back to {target.label}: it was never built on {', '.join(missing)}, "
-            f"which became a host of {service.name} after it: deploy first (onwatch deploy "
-            f"{service.name}), then roll back to a release built there too",
+            f"which became a host of {service.name} after it; to have its code live again, "
+            f"deploy its commit (Deploy this commit {target.commit[:7]}, or onwatch deploy "
+            f"{service.name} --commit {target.commit[:7]})",
             "to",
         )
 

@@ -240,8 +240,8 @@ def test_a_rollback_to_a_release_never_built_on_a_host_of_the_service_is_refused
     said = refused.json()["error"]
     assert said == (
         f"Cannot roll back to {one.label}: it was never built on {web1.name}, which became a "
-        "host of shop after it: deploy first (onwatch deploy shop), then roll back to a "
-        "release built there too"
+        "host of shop after it; to have its code live again, deploy its commit (Deploy this "
+        "commit aaaaaaa, or onwatch deploy shop --commit aaaaaaa)"
     )
     assert not Deploy.objects.filter(kind="rollback").exists()
     assert services.live_release(service) == two

@@ -25,8 +25,9 @@ from onwatch.deploys.models import (
     Watch,
     WatchState,
 )
-from tests.support.deploys import built_before_a_host_joined, service_for
+from tests.support.deploys import built_before_a_host_joined, ready_ssh_host, service_for
 from tests.support.fixtures import signed_in
+from tests.support.remote_servers import SshServer
 
 
 def test_a_deployer_deploys_from_the_page_and_reads_its_timeline(
@@ -298,29 +299,36 @@ def test_each_release_shows_what_it_answered_while_it_served(
 
 
 def test_the_service_page_sets_its_hosts_and_shows_what_serves_on_each(
-    org: Organization, members: dict[str, Any]
+    org: Organization, members: dict[str, Any], sshd: SshServer
 ) -> None:
-    from onwatch.deploys.models import Host
-
     service = service_for(org, "/srv/git/shop.git")
-    host = Host.objects.create(org=org, name="deploy@10.0.0.7", address="10.0.0.7", ready=True)
+    host = ready_ssh_host(org, sshd.user, sshd.port)  # signed in to as hosts are set
+    sshd.authorize(services.host_key(org).public_key)
     admin, viewer = signed_in(members["admin"]), signed_in(members["viewer"])
     page = f"/services/{service.pk}/"
     assert "<td>this machine</td><td>nothing</td>" in admin.get(page).content.decode()
     services.set_domain(service, "shop.example.com", True, SYSTEM)
-    done = admin.post(f"{page}hosts/", {"hosts": "this machine, deploy@10.0.0.7"})
+    done = admin.post(f"{page}hosts/", {"hosts": f"this machine, {host.name}"})
     assert done.status_code == 302
     [here, there] = services.placements(service)
     assert (here.host.name, there.host) == ("this machine", host)
     services.placements_serving({here.pk: "release 4 (1a2b3c4)", there.pk: "release 3 (9f8e7d6)"})
     shown = html.unescape(viewer.get(page).content.decode())
     assert "<td>this machine</td><td>release 4 (1a2b3c4) <small>(at " in shown
-    assert "<td>deploy@10.0.0.7</td><td>release 3 (9f8e7d6) <small>(at " in shown
+    assert f"<td>{host.name}</td><td>release 3 (9f8e7d6) <small>(at " in shown
     assert "if one fails, those switched already go back" in shown
     assert "Save the hosts" not in shown  # a viewer changes nothing
     refused = admin.post(f"{page}hosts/", {"hosts": "deploy@nowhere"}, follow=True)
     assert "deploy@nowhere is not a host of" in html.unescape(refused.content.decode())
     assert len(services.placements(service)) == 2
+    # Taken off, then put back after it went away: refused beside the form, naming it.
+    admin.post(f"{page}hosts/", {"hosts": "this machine"})
+    sshd.stop()
+    gone = admin.post(f"{page}hosts/", {"hosts": f"this machine, {host.name}"}, follow=True)
+    assert (
+        f"shop's hosts were not changed: {host.name} cannot be reached (connection refused)"
+    ) in html.unescape(gone.content.decode())
+    assert services.placements(service) == []
 
 
 def test_a_service_on_ssh_hosts_only_links_each_hosts_caddy(
@@ -461,8 +469,9 @@ def test_make_live_again_is_offered_only_for_a_release_built_on_every_host_and_s
     deployer = signed_in(members["deployer"])
     page = html.unescape(deployer.get(f"/services/{service.pk}/").content.decode())
     why = (
-        f"it was never built on {web1.name}, which became a host of shop after it: deploy "
-        "first (onwatch deploy shop), then roll back to a release built there too"
+        f"it was never built on {web1.name}, which became a host of shop after it; to have "
+        "its code live again, deploy its commit (Deploy this commit aaaaaaa, or onwatch deploy "
+        "shop --commit aaaaaaa)"
     )
     assert f'<p class="hint live-again-refused">Cannot be made live again: {why}</p>' in page
     assert f'name="to" value="{one.pk}"' not in page

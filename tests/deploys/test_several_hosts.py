@@ -504,10 +504,12 @@ def test_a_rollback_to_a_release_never_built_on_a_new_host_says_so(
         )
         with pytest.raises(services.Refusal) as refused:
             services.queue_rollback(shop, SYSTEM, "cli")
+    assert first.release is not None
+    sha = first.release.commit[:7]
     assert str(refused.value) == (
         f"Cannot roll back to {first.release}: it was never built on {made.name}, which became "
-        "a host of shop after it: deploy first (onwatch deploy shop), then roll back to a "
-        "release built there too"
+        "a host of shop after it; to have its code live again, deploy its commit (Deploy this "
+        f"commit {sha}, or onwatch deploy shop --commit {sha})"
     )
     assert not shop.deploys.filter(kind="rollback").exists()
     assert answers(machine) == {"v2"}
