@@ -346,6 +346,9 @@ class DeployStepOut(Schema):
         "little traffic, or it ended early; ok is true then)"
     )
     detail: str = Field(description="What it did, or why it failed, in one line")
+    live_at: datetime | None = Field(
+        default=None, description="A switch step's: when its release went live on that host"
+    )
 
 
 class DeployOut(Schema):
@@ -365,6 +368,11 @@ class DeployOut(Schema):
     switched_at: datetime | None = Field(
         description="When its release went live (Caddy could send it requests); null when "
         "its switch did not happen, or for a deploy from before onwatch kept it"
+    )
+    all_live_at: datetime | None = Field(
+        description="On several hosts, switched in turn: when its release went live on the "
+        "last one switched (switched_at is the first's); null as switched_at, or for a "
+        "deploy from before onwatch kept it"
     )
     ended_at: datetime | None
     job_id: int | None

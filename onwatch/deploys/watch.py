@@ -11,8 +11,10 @@ deploy), opens an incident and alerts with the evidence; a release marked "no ro
 this" is not rolled back, and the incident says why.
 
 A service on SSH hosts is watched on every host: each host's Caddy counts there, the agent
-reads its log (places.py's counting methods), and the release is judged on the sum; the
-evidence says what each host answered, and which could not be read. A watch that can read
+reads its log and sends it summed by second and slot, with its own now (places.py's
+counting methods), and the release is judged on the sum, timed by this machine's clock (a
+host whose clock is off would bend the windows; over SKEW_SAID it is said); the evidence
+says what each host answered, and which could not be read. A watch that can read
 no host for UNREAD_SECONDS ends "not judged", saying why: never "passed" on no data.
 
 The watch is a short job that looks once and goes back to the queue (WaitLater), so it

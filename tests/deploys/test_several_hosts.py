@@ -19,7 +19,7 @@ from django.utils import timezone
 from onwatch.core import jobs, scheduler
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobLogLine, JobState, Organization
-from onwatch.deploys import deploy_views, places, releases, services, switch
+from onwatch.deploys import api, deploy_views, places, releases, services, switch
 from onwatch.deploys.models import Deploy, Host, Service, State, Watch
 from onwatch.deploys.releases import Target
 from onwatch.deploys.switch import Machine
@@ -421,6 +421,9 @@ def test_a_rollback_goes_back_on_every_host(
         f"switch on {SSH_HOST}",
     ]
     assert rollback.switched_at == went[0] < went[1] == rollback.all_live_at
+    said = api.DeployOut.model_validate(api.deploy_out(rollback))  # as the API says it
+    assert said.all_live_at == went[1]
+    assert [s.live_at for s in said.steps if s.live_at] == went
     later = (went[1] - went[0]).total_seconds()
     assert deploy_views.live_everywhere(rollback) == (
         f"on every host {later:.1f} s later, at {went[1]:%H:%M:%S} UTC"
