@@ -222,6 +222,21 @@ def share_bytecode(cache: Path, work: Path, uv_cache: Path) -> Path:
     return prefix
 
 
+def own_cpu(pid: int) -> float:
+    """Processor seconds a process took itself so far, not its children (the worker's are
+    the steps): 0, this process (the bench, following the log as a browser would)."""
+    if not pid:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def web_cpu(pid: int) -> float:
+    """The web process's and its forked web workers' own processor seconds."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own_cpu(pid) + sum(own_cpu(int(child)) for child in children)
+
+
 @contextmanager
 def timed(parts: dict[str, list[float]], name: str) -> Iterator[None]:
     started = time.monotonic()
@@ -294,6 +309,8 @@ class Side:
     hand: list[float] = field(default_factory=list)
     hand_parts: dict[str, list[float]] = field(default_factory=dict)
     phases: dict[int, dict[str, float]] = field(default_factory=dict)  # pipeline -> its
+    # Processor seconds each process took while a pipeline ran, beside its commands.
+    busy: dict[str, list[float]] = field(default_factory=dict)
 
 
 TURN = 5  # pushes per worker before the other one takes over
@@ -309,6 +326,7 @@ class Bench:
     scratch: Path
     pushed: int = 0
     delays: list[float] = field(default_factory=list)
+    web_pid: int = 0
 
     def by_hand(self, sha: str, parts: dict[str, list[float]]) -> float:
         return by_hand(self.repo, sha, self.uv, self.scratch / "hand-caches", self.scratch, parts)
@@ -327,7 +345,12 @@ class Bench:
             for _ in range(count):
                 self.pushed += 1
                 sha = push(self.repo, self.pushed)
+                pids = {"worker": worker.proc.pid, "web": self.web_pid, "viewer (bench)": 0}
+                cpu = {name: web_cpu if name == "web" else own_cpu for name in pids}
+                before = {name: cpu[name](pid) for name, pid in pids.items()}
                 side.pipelines.append(self.pipeline())
+                for name, pid in pids.items():
+                    side.busy.setdefault(name, []).append(cpu[name](pid) - before[name])
                 side.hand.append(self.by_hand(sha, side.hand_parts))
             worker.stop()
             side.phases |= phases_logged(worker.lines, side.pipelines[-count:])
@@ -356,7 +379,7 @@ def main() -> None:
             env = {**env, "ONWATCH_LOG_LEVEL": "DEBUG"}
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/")
-            bench = Bench(env, web.base_url, cookie, repo, uv, scratch)
+            bench = Bench(env, web.base_url, cookie, repo, uv, scratch, web_pid=web.proc.pid)
             bench.by_hand(head(repo), {})  # warms the cache used by hand
             while bench.pushed < args.pushes * len(sides):
                 turn = min(TURN, args.pushes - bench.pushed // len(sides))
@@ -406,6 +429,12 @@ def report(side: Side, times: list[list[Any]], phases: bool) -> None:
         f"p25–p75 {percentile(paired, 0.25):.2f}–{percentile(paired, 0.75):.2f}, "
         f"p90 {percentile(paired, 0.9):.2f}"
     )
+    # What competes with the commands for this machine's cores while they run (and is not
+    # there when they run by hand): onwatch's own work, and the viewer's.
+    busy = ", ".join(
+        f"{name} {statistics.median(s) * 1000:.0f} ms" for name, s in side.busy.items()
+    )
+    print(f"processor time per pipeline, p50 each: {busy}")
     if phases:
         report_outside(side.phases, {t[0]: float(t[3]) for t in times})
         report_phases(list(side.phases.values()))

@@ -130,6 +130,30 @@ def test_a_discarded_workspace_leaves_its_place_at_once_and_is_removed_after(
     workdir.discard(workspace)  # gone already: nothing to do, no error
 
 
+@pytest.mark.parametrize("rm", ["rm", "no rm"])
+def test_a_discarded_workspace_is_removed_by_rm_or_else_by_onwatch_itself(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch, rm: str
+) -> None:
+    """rm at the lowest priority, away from the worker's processor and lock; where it is
+    missing or fails, onwatch removes it itself, read-only folders and links included
+    (what a link leads to stays)."""
+    settings.WORK_DIR = str(tmp_path / "work")
+    if rm == "no rm":
+        monkeypatch.setattr(workdir, "REMOVE", ["/nonexistent/rm"])
+    kept = tmp_path / "kept"
+    kept.write_text("not the workspace's\n")
+    workspace = tmp_path / "work" / "workspaces" / "3" / "18"
+    (workspace / ".venv" / "lib").mkdir(parents=True)
+    for n in range(200):
+        (workspace / ".venv" / "lib" / f"m{n}.py").write_text("x")
+    (workspace / "link").symlink_to(kept)
+    (workspace / ".venv").chmod(0o555)
+    workdir.discard(workspace)
+    assert workdir.removals_done()
+    assert not workspace.exists() and not any((tmp_path / "work" / workdir.TRASH).iterdir())
+    assert kept.read_text() == "not the workspace's\n"
+
+
 @pytest.mark.django_db
 def test_a_starting_worker_removes_only_the_trash_of_workers_that_are_gone(
     tmp_path: Path, settings: Any
