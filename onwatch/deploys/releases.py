@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -1127,13 +1128,25 @@ def go_back_later(deploy: Deploy, why: str) -> None:
     """The reaper (in the scheduler's tick) only ends the deploy interrupted and queues its
     going back: switching hosts back takes up to a gate's minute each, which escalations
     and heartbeats' alerts would wait for. The job says what it did, and alerts."""
-    job = services.queue_going_back(deploy, why)
-    checking = going_back_said(job.pk)
-    services.deploy_ended(deploy, State.INTERRUPTED, f"{why}; {checking}", f"unknown ({checking})")
+    # One transaction: a worker that takes the job at once must find the deploy's line
+    # saying it checks, or its own words would be overwritten by them.
+    with transaction.atomic():
+        job, new = services.queue_going_back(deploy, why)
+        if not new:  # the reaper came by again: the job under way (or ended) says it
+            return
+        checking = going_back_said(job.pk)
+        services.deploy_ended(
+            deploy, State.INTERRUPTED, f"{why}; {checking}", f"unknown ({checking})"
+        )
+    # Said now, not when the job runs: it may wait behind a long pipeline on its queue.
+    alert_failed(deploy, "was interrupted")
+
+
+CHECKING = "onwatch is checking its hosts for a mix of releases"
 
 
 def going_back_said(job_id: int) -> str:
-    return f"onwatch is checking its hosts for a mix of releases (job #{job_id})"
+    return f"{CHECKING} (job #{job_id})"
 
 
 def go_back(ctx: JobContext, deploy: Deploy, why: str) -> dict[str, object]:
@@ -1211,6 +1224,11 @@ def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
 def failed_to_do(deploy: Deploy) -> str:
     """One that failed before its switch changed nothing users see: rolling back, as was
     once advised for every failure, would take away the release that still serves well."""
+    if deploy.live_after and CHECKING in deploy.live_after:
+        return (
+            "What to do: nothing yet. onwatch is switching the hosts that took the new "
+            "release back to what the others serve; you will hear again when that is done."
+        )
     if deploy.live_after and "unknown (" in deploy.live_after:
         # A host that cannot be read may be down: "nothing is urgent" could be untrue.
         return (

@@ -1728,20 +1728,24 @@ def deploy_ended(deploy: Deploy, state: str, reason: str, live_after: str) -> No
         )
 
 
-def queue_going_back(deploy: Deploy, why: str) -> Job:
-    """The going-back job of a deploy whose worker died: one a deploy, however often the
-    reaper comes by (the one under way, or ended, is kept). Two attempts: a worker that dies
-    during it leaves it to the next (the reaper queues it again)."""
+def queue_going_back(deploy: Deploy, why: str) -> tuple[Job, bool]:
+    """The going-back job of a deploy whose worker died, and whether it is new: one a
+    deploy, however often and from however many schedulers the reaper comes by (the
+    deploy's row is locked while it looks; the one under way, or ended, is kept). Two
+    attempts: a worker that dies during it leaves it to the next (the reaper queues it
+    again)."""
     with transaction.atomic():
+        Deploy.objects.select_for_update().filter(pk=deploy.pk).first()
         found = Job.objects.filter(kind=GOING_BACK_KIND, payload__deploy=deploy.pk).first()
         if found is not None:
-            return found
-        return jobs.enqueue(
+            return found, False
+        job = jobs.enqueue(
             GOING_BACK_KIND,
             {"deploy": deploy.pk, "why": why[:2000]},
             org=deploy.service.org,
             max_attempts=2,
         )
+        return job, True
 
 
 def deploy_went_back(deploy: Deploy, reason: str, live_after: str) -> None:

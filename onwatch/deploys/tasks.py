@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from onwatch.core import jobs
 from onwatch.core.jobs import (
+    JobCancelled,
     JobContext,
     JobFailed,
     WaitLater,
@@ -197,7 +198,15 @@ def go_back(ctx: JobContext) -> dict[str, Any]:
     deploy = going_back_deploy(ctx.job)
     if deploy is None:
         return {"note": "the deploy or its service was removed; nothing to do"}
-    return releases.go_back(ctx, deploy, str(ctx.job.payload.get("why", "")))
+    why = str(ctx.job.payload.get("why", ""))
+    try:
+        return releases.go_back(ctx, deploy, why)
+    except (JobCancelled, WaitLater, JobFailed):
+        raise
+    except Exception as e:  # quiet kind: without this, nobody would hear and the line
+        # would say "checking" for good
+        releases.going_back_ended(ctx.job.pk, deploy, why, f"failed ({type(e).__name__}: {e})")
+        raise
 
 
 def going_back_stopped(job: Job) -> None:
