@@ -636,9 +636,13 @@ def _chown(name: str, dir_fd: int, uid: int, gid: int, linked: bool = True) -> N
     inode, and the caches (hundreds of files) are handed over again at every step."""
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     if not linked and st.st_nlink > 1:
-        if not stat.S_ISREG(st.st_mode) or st.st_mode & stat.S_IROTH:
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if not stat.S_ISREG(st.st_mode) or (st.st_mode & stat.S_IROTH and not writable):
             return  # left as it is: the step may read it, never change it
-        _copied_in_place(name, dir_fd)  # else git in the step could not read it
+        # Else a copy of its own: git in the step could not read it, or the step could
+        # write through it into what it is linked to (onwatch's copy of the repository).
+        # Safe as done once, before any step ran: no step has planted links of its own yet.
+        _copied_in_place(name, dir_fd)
         os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
     elif (st.st_uid, st.st_gid) != (uid, gid):
         os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)

@@ -68,6 +68,9 @@ def manager(root: Path) -> procman.Manager:
     if units.root.exists() or choice == "systemd":
         return units
     if choice == "auto" and units.answers() and outlives_sessions():
+        # Written down at once: a manager that answered late (or not at all) at a later
+        # look must not send Caddy and a release of one machine to two managers.
+        units.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         return units
     return supervisor
 
@@ -144,7 +147,18 @@ class Systemd:
         if not self.has(name):
             return
         self._must("disable", "--quiet", self.unit(name))
-        self._must("stop", self.unit(name), what=f"could not stop {name}")
+        # systemctl stop waits for the unit to end: up to its TimeoutStopSec, then SIGKILL.
+        waits = self._stop_seconds(name) + SYSTEMCTL_SECONDS
+        self._must("stop", self.unit(name), what=f"could not stop {name}", seconds=waits)
+
+    def _stop_seconds(self, name: str) -> int:
+        """The TimeoutStopSec its unit was written with (systemd's default when unread)."""
+        try:
+            lines = self.unit_file(name).read_text().splitlines()
+        except OSError:
+            return 90
+        said = [line.partition("=")[2] for line in lines if line.startswith("TimeoutStopSec=")]
+        return int(said[0]) if said and said[0].isdigit() else 90
 
     def remove(self, name: str) -> None:
         """Stop `name` and forget it; its log stays."""
@@ -231,8 +245,10 @@ class Systemd:
         blocks = [b for b in done.stdout.split("\n\n") if b.strip()]
         return [_status(name, block) for name, block in zip(names, blocks, strict=True)]
 
-    def _must(self, *args: str, what: str = "") -> subprocess.CompletedProcess[str]:
-        done = _systemctl(*args)
+    def _must(
+        self, *args: str, what: str = "", seconds: float = SYSTEMCTL_SECONDS
+    ) -> subprocess.CompletedProcess[str]:
+        done = _systemctl(*args, seconds=seconds)
         if done.returncode != 0:
             said = (done.stderr + done.stdout).strip().splitlines()
             why = said[-1] if said else f"systemctl exited with {done.returncode}"
@@ -268,7 +284,7 @@ def runtime_dir() -> str:
     return os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
 
 
-def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+def _systemctl(*args: str, seconds: float = SYSTEMCTL_SECONDS) -> subprocess.CompletedProcess[str]:
     env = {**procman.clean_env(), "XDG_RUNTIME_DIR": runtime_dir()}
     if config := os.environ.get("XDG_CONFIG_HOME"):
         env["XDG_CONFIG_HOME"] = config
@@ -279,9 +295,15 @@ def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
-            timeout=SYSTEMCTL_SECONDS,
+            timeout=seconds,
         )
-    except (OSError, subprocess.TimeoutExpired) as e:
+    except subprocess.TimeoutExpired:
+        said = " ".join(args[:2])
+        raise ProcmanError(
+            f"systemctl --user {said} still had no answer after {seconds:.0f} s: "
+            "see systemctl --user status there, then try again"
+        ) from None
+    except OSError as e:
         why = f"systemctl --user could not be run ({e}); is systemd installed?"
         raise ProcmanError(why) from None
 

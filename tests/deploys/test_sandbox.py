@@ -190,24 +190,30 @@ def test_files_linked_into_the_workspace_stay_their_owners_and_the_step_cannot_c
 ) -> None:
     """As git.clone_local leaves a workspace: git's objects hard-linked from onwatch's own
     copy of the repository. The step reads them and cannot change them; one that others
-    may not read (a closed umask) becomes a file of the workspace's own."""
+    may not read (a closed umask), or that others may write, becomes a file of the
+    workspace's own."""
     source = folder(root, "mirror")
-    readable, closed = source / "pack", source / "loose"
-    for path, mode in ((readable, 0o444), (closed, 0o400)):
+    readable, closed, open_ = source / "pack", source / "loose", source / "open"
+    modes = ((readable, 0o444), (closed, 0o400), (open_, 0o666))
+    for path, mode in modes:
         path.write_text(f"{path.name}\n")
         path.chmod(mode)
         os.link(path, workspace / path.name)
-    script = "cat pack loose; chmod u+w pack; echo x >> pack; echo x >> loose; echo done"
+    script = (
+        "cat pack loose open; chmod u+w pack; echo x >> pack; echo x >> loose; "
+        "echo x >> open; echo done"
+    )
     out = Output()
     assert sandbox.run(bash(script, workspace), out).exit_code == 0, out.text
-    assert "pack\nloose\n" in out.text and "done" in out.text
+    assert "pack\nloose\nopen\n" in out.text and "done" in out.text
     assert "Operation not permitted" in out.text and "Permission denied" in out.text
-    for path, mode in ((readable, 0o444), (closed, 0o400)):
+    for path, mode in modes:
         st = path.stat()
         assert (path.read_text(), st.st_uid, st.st_mode & 0o777) == (f"{path.name}\n", 0, mode)
     assert (workspace / "pack").stat().st_ino == readable.stat().st_ino
-    assert (workspace / "loose").stat().st_ino != closed.stat().st_ino
-    assert (workspace / "loose").stat().st_uid != 0
+    for name, was in (("loose", closed), ("open", open_)):
+        assert (workspace / name).stat().st_ino != was.stat().st_ino
+        assert (workspace / name).stat().st_uid != 0
 
 
 def test_a_shared_root_must_hold_the_workspace_and_only_folders(root: Path) -> None:
