@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.support.releases",
     "tests.support.remote_servers",
     "tests.support.svcusers",
+    "tests.support.timeline",
 ]
