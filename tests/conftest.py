@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.support.backups",
     "tests.support.errors",
     "tests.support.mariadb",
+    "tests.support.order",
     "tests.support.passes",
     "tests.support.releases",
     "tests.support.remote_servers",
