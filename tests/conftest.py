@@ -7,8 +7,10 @@ pytest_plugins = [
     "tests.support.backups",
     "tests.support.errors",
     "tests.support.mariadb",
+    "tests.support.order",
     "tests.support.passes",
     "tests.support.releases",
     "tests.support.remote_servers",
     "tests.support.svcusers",
+    "tests.support.timeline",
 ]

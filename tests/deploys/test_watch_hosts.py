@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,13 @@ import pytest
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import agent, caddy, places, releases, services, switch, watch
+from onwatch.deploys import agent, places, releases, services, switch, watch
 from onwatch.deploys.models import Deploy, Host, Release, Service, State, Watch, WatchState
 from tests.support import switching
 from tests.support.deploys import commit
 from tests.support.load import Load, fetch
 from tests.support.releases import app_files
-from tests.support.several import SSH_HOST, checked_ssh_host, ready_host
+from tests.support.several import SSH_HOST, GatedPlace, checked_ssh_host, ready_host
 from tests.support.ssh_hosts import ssh_host
 from tests.support.switching import listen_port, own_machine
 from tests.support.watching import deploy, watched
@@ -150,26 +150,8 @@ def test_a_release_on_an_ssh_host_is_watched_there_rolled_back_when_failing_or_s
     assert tally.ok > 0
 
 
-class FailingPlace(places.LocalPlace):
-    """A host (a supervisord and Caddy of its own on this machine) where the releases of
-    the versions in `failing` answer every third request 500."""
-
-    def __init__(self, machine: switch.Machine, name: str, failing: set[str]) -> None:
-        super().__init__(machine, name)
-        self.failing = failing
-
-    def switch(
-        self,
-        site: caddy.Site,
-        release: switch.Release,
-        on_step: Callable[[switch.Step], None],
-        gate: switch.Gate,
-        keep_counting: bool = False,
-        before_count: Callable[[], None] = lambda: None,
-    ) -> switch.Switch:
-        if (release.directory / "VERSION").read_text().strip() in self.failing:
-            release = dataclasses.replace(release, env={**release.env, "FAIL_EVERY": "3"})
-        return super().switch(site, release, on_step, gate, keep_counting, before_count)
+# The second host's failing releases answer every third request 500.
+EVERY_THIRD_FAILS = {"FAIL_EVERY": "3"}
 
 
 @pytest.fixture
@@ -200,10 +182,12 @@ def test_a_release_failing_on_one_host_of_two_is_judged_on_the_sum_and_rolled_ba
     """This machine and a second host (its own supervisord and Caddy, standing for an SSH
     host: the SSH part is the test above's): the new release fails on the second only."""
     failing: set[str] = set()
-    there = FailingPlace(other, SSH_HOST, failing)
+    there = GatedPlace(other, SSH_HOST, failing, EVERY_THIRD_FAILS)
 
     def place_for(host: Host) -> places.Place:
-        return places.LocalPlace(machine) if host.local else FailingPlace(other, host.name, failing)
+        if host.local:
+            return places.LocalPlace(machine)
+        return GatedPlace(other, host.name, failing, EVERY_THIRD_FAILS)
 
     monkeypatch.setattr(releases, "place_for", place_for)
     monkeypatch.setattr(watch, "place_of_host", lambda host: there)

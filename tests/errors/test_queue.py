@@ -7,10 +7,7 @@ cannot read is counted and shown; a full queue answers 429 with when to come bac
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -23,11 +20,16 @@ from onwatch.core.audit import SYSTEM
 from onwatch.errors import intake, keys, services
 from onwatch.errors.models import Event, Project, Queued, Tally
 from tests.support.asgi import header, raw, status
-from tests.support.errors import digested, serving_intake
+from tests.support.errors import (
+    digested,
+    digested_after_restart,
+    killed_once_storing,
+    onwatch_with_a_project,
+    serving_intake,
+)
 from tests.support.fixtures import make_org
-from tests.support.procs import Running, isolated, run, wait_http
+from tests.support.procs import Running, wait_http
 
-PASSWORD = "a long enough password for the owner"
 SENT = 400
 
 
@@ -152,11 +154,7 @@ def send_all(base_url: str, dsn_key: str, project_id: int) -> None:
 def test_a_web_process_killed_mid_digest_loses_nothing_and_stores_nothing_twice(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
-        assert run(["createowner", "--email", "owner@acme.example"], env).returncode == 0
-        added = run(["errors", "add-project", "shop"], env)
-        assert added.returncode == 0, added.stderr
-        key = added.stdout.strip().split("//")[1].split("@")[0]
+    with onwatch_with_a_project(tmp_path) as (env, key):
         # Taken and queued, not digested: a web process that only accepts.
         with Running(["web"], {**env, "ONWATCH_INGEST_DIGEST": "0"}) as web:
             wait_http(web.base_url + "/health/", timeout=60)
@@ -165,18 +163,8 @@ def test_a_web_process_killed_mid_digest_loses_nothing_and_stores_nothing_twice(
         assert stored == 1 and queued == SENT - 1  # the first answered by Django, stored
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)  # its first request: the digest starts
-            deadline = time.monotonic() + 60
-            while (found := counts(env))[0] <= 1:
-                assert time.monotonic() < deadline, found
-                time.sleep(0.002)
-            os.killpg(web.proc.pid, signal.SIGKILL)  # mid-digest: a batch stored, more queued
-            web.proc.wait()
+            killed_once_storing(web, lambda: counts(env)[0])  # mid-digest: more queued
         killed_at = counts(env)
         assert killed_at[0] < SENT and killed_at[1] > 0, f"the digest was not cut: {killed_at}"
-        with Running(["web"], env) as web:
-            wait_http(web.base_url + "/health/", timeout=60)
-            deadline = time.monotonic() + 60
-            while counts(env)[1]:
-                assert time.monotonic() < deadline, counts(env)
-                time.sleep(0.05)
+        digested_after_restart(env, lambda: counts(env)[1])
         assert counts(env) == (SENT, 0, SENT)

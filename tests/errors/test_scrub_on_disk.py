@@ -84,7 +84,9 @@ def queued(env: dict[str, str]) -> int:
 
 
 def test_no_secret_reaches_the_files_while_events_wait_in_the_queue(tmp_path: Path) -> None:
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
+    with isolated(
+        tmp_path, migrated=True, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD
+    ) as env:
         assert run(["createowner", "--email", "owner@acme.example"], env).returncode == 0
         added = run(["errors", "add-project", "shop"], env)
         assert added.returncode == 0, added.stderr

@@ -10,7 +10,6 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
 import sqlite3
 import time
 import urllib.request
@@ -27,8 +26,9 @@ from onwatch.core.ingest import spool
 from onwatch.core.ingest.spool import SpoolFull
 from onwatch.errors import digest, intake, services, spooled
 from onwatch.errors.models import Event, Project, SpoolCursor, Tally
+from tests.support.errors import digested_after_restart, killed_once_storing, onwatch_with_a_project
 from tests.support.fixtures import make_org
-from tests.support.procs import Running, isolated, run, wait_http
+from tests.support.procs import Running, wait_http
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_limits")]
 
@@ -254,7 +254,6 @@ def test_a_full_spool_answers_429_and_the_refusals_are_counted(settings: Any) ->
     assert counted() == {("stored", ""): 3, ("refused", "queue_full"): 2}
 
 
-PASSWORD = "a long enough password for the owner"
 SENT = 300
 
 
@@ -282,11 +281,7 @@ def counts(env: dict[str, str]) -> tuple[int, int, int]:
 def test_a_web_process_killed_mid_digest_of_its_spool_loses_nothing_and_stores_nothing_twice(
     tmp_path: Path,
 ) -> None:
-    with isolated(tmp_path, ONWATCH_WEB_WORKERS="1", ONWATCH_OWNER_PASSWORD=PASSWORD) as env:
-        assert run(["createowner", "--email", "owner@acme.example"], env).returncode == 0
-        added = run(["errors", "add-project", "shop"], env)
-        assert added.returncode == 0, added.stderr
-        key = added.stdout.strip().split("//")[1].split("@")[0]
+    with onwatch_with_a_project(tmp_path) as (env, key):
         with Running(["web"], env) as web:
             wait_http(web.base_url + "/health/", timeout=60)
             url = f"{web.base_url}/api/1/envelope/?sentry_key={key}"
@@ -294,18 +289,8 @@ def test_a_web_process_killed_mid_digest_of_its_spool_loses_nothing_and_stores_n
                 request = urllib.request.Request(url, envelope(n))
                 with urllib.request.urlopen(request, timeout=30) as answer:
                     assert answer.status == 200
-            deadline = time.monotonic() + 60
-            while (found := counts(env))[0] <= 1:
-                assert time.monotonic() < deadline, found
-                time.sleep(0.002)
-            os.killpg(web.proc.pid, signal.SIGKILL)  # mid-digest: a batch stored, more spooled
-            web.proc.wait()
+            killed_once_storing(web, lambda: counts(env)[0])  # mid-digest: more spooled
         killed_at = counts(env)
         assert killed_at[0] < SENT and killed_at[2] > 0, f"the digest was not cut: {killed_at}"
-        with Running(["web"], env) as web:
-            wait_http(web.base_url + "/health/", timeout=60)  # its first request: the digest starts
-            deadline = time.monotonic() + 60
-            while counts(env)[2]:
-                assert time.monotonic() < deadline, counts(env)
-                time.sleep(0.05)
+        digested_after_restart(env, lambda: counts(env)[2])
         assert counts(env) == (SENT, SENT, 0)

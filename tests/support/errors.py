@@ -4,12 +4,15 @@ those tests share. A test module's own fixture of the same name wins over these.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +28,7 @@ from onwatch.core.models import Organization
 from onwatch.errors import fastroute, intake, keys, services, spooled
 from onwatch.errors.models import Project, Queued, SpoolCursor
 from tests.support.asgi import serving
+from tests.support.procs import Running, isolated, run, wait_http
 
 
 def crash(release: str = "", message: str = "boom", **more: Any) -> dict[str, Any]:
@@ -92,6 +96,45 @@ def serving_intake() -> Iterator[int]:
     with serving(app) as port:
         yield port
         app.writer.stop()
+
+
+# --- a real onwatch killed while it digests (test_queue.py, test_spooled.py) ------------
+
+OWNER_PASSWORD = "a long enough password for the owner"
+
+
+@contextmanager
+def onwatch_with_a_project(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+    """A real onwatch of one web worker, with an owner and the project "shop" (id 1): its
+    environment and the project's DSN key. Migrated from the run's template: its first
+    start is no subject here, and migrating anew cost each test ~5 s of CPU."""
+    extra = {"ONWATCH_WEB_WORKERS": "1", "ONWATCH_OWNER_PASSWORD": OWNER_PASSWORD}
+    with isolated(tmp_path, migrated=True, **extra) as env:
+        assert run(["createowner", "--email", "owner@acme.example"], env).returncode == 0
+        added = run(["errors", "add-project", "shop"], env)
+        assert added.returncode == 0, added.stderr
+        yield env, added.stdout.strip().split("//")[1].split("@")[0]
+
+
+def killed_once_storing(web: Running, stored: Callable[[], int]) -> None:
+    """SIGKILL `web` (its whole group) as soon as its digest has stored an event past the
+    first (which Django's own view stored), so a batch is stored and more wait."""
+    deadline = time.monotonic() + 60
+    while (found := stored()) <= 1:
+        assert time.monotonic() < deadline, f"the digest stored nothing in 60 s: {found}"
+        time.sleep(0.002)
+    os.killpg(web.proc.pid, signal.SIGKILL)
+    web.proc.wait()
+
+
+def digested_after_restart(env: dict[str, str], waiting: Callable[[], int]) -> None:
+    """Start onwatch's web again and wait until its digest has left nothing `waiting`."""
+    with Running(["web"], env) as web:
+        wait_http(web.base_url + "/health/", timeout=60)  # its first request: the digest starts
+        deadline = time.monotonic() + 60
+        while found := waiting():
+            assert time.monotonic() < deadline, f"still waiting after 60 s: {found}"
+            time.sleep(0.05)
 
 
 @pytest.fixture

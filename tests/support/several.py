@@ -23,12 +23,23 @@ from tests.support.ssh_hosts import SshHost
 SSH_HOST = "deploy@10.0.0.7"
 
 
-class GatedPlace(places.LocalPlace):
-    """A place whose releases built from a version in `failing` never pass the gate."""
+# The test app's release then answers 500 on its health path: its gate fails.
+UNHEALTHY = {"HEALTH": "fail"}
 
-    def __init__(self, machine: switch.Machine, name: str, failing: set[str]) -> None:
+
+class GatedPlace(places.LocalPlace):
+    """A place whose releases built from a version in `failing` run with `env` added:
+    by default they never pass the gate; {"FAIL_EVERY": "3"} has every third request fail."""
+
+    def __init__(
+        self,
+        machine: switch.Machine,
+        name: str,
+        failing: set[str],
+        env: dict[str, str] = UNHEALTHY,
+    ) -> None:
         super().__init__(machine, name)
-        self.failing = failing
+        self.failing, self.env = failing, env
 
     def switch(
         self,
@@ -41,7 +52,7 @@ class GatedPlace(places.LocalPlace):
     ) -> switch.Switch:
         version = (release.directory / "VERSION").read_text().strip()
         if version in self.failing:
-            release = dataclasses.replace(release, env={**release.env, "HEALTH": "fail"})
+            release = dataclasses.replace(release, env={**release.env, **self.env})
         return super().switch(site, release, on_step, gate, keep_counting, before_count)
 
 
