@@ -157,6 +157,18 @@ def ports_of(service: Service, row: ServiceHost) -> list[int]:
     return list(service.slot_ports if row.host.local else row.slot_ports)
 
 
+@contextmanager
+def holding(here: switch.Machine, service: Service, waiting_for: str) -> Iterator[None]:
+    """The service's deploy lock held, or WaitLater (the job gives its slot back and comes
+    again) while someone else holds it."""
+    with deploy_lock(here, service).open("a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WaitLater(f"waiting for {waiting_for}", WAIT_SECONDS) from None
+        yield
+
+
 def deploy_lock(here: switch.Machine, service: Service) -> Path:
     """The file a deploy of `service` holds locked while it runs (flock)."""
     locks = here.root / "locks"
@@ -450,14 +462,8 @@ class Run:
         asked for. One that must wait gives its slot back meanwhile (WaitLater), so that
         pipelines run in it (a deploy held a slot of the pipelines queue while it waited,
         and a worker's only one starved every pipeline until the other deploy ended)."""
-        with deploy_lock(self.machine, self.service).open("a") as held:
-            self.ctx.check()
-            try:
-                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise WaitLater(
-                    "waiting for another deploy of this service to finish", WAIT_SECONDS
-                ) from None
+        self.ctx.check()
+        with holding(self.machine, self.service, "another deploy of this service to finish"):
             if services.older_deploy_due(self.deploy):
                 raise WaitLater(
                     "waiting for an older deploy of this service to go first", WAIT_SECONDS
@@ -1154,13 +1160,7 @@ def go_back(ctx: JobContext, deploy: Deploy, why: str) -> dict[str, object]:
     it), the places on the interrupted deploy's release go back to what the others serve;
     the deploy's line says what was done, and alerts. JobFailed when a mix may be left."""
     run = Run(JobContext(deploy.job or ctx.job, cancelled=ctx.cancelled), deploy)
-    with deploy_lock(run.machine, deploy.service).open("a") as held:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WaitLater(
-                "waiting for the deploy or watch that holds the service to end", WAIT_SECONDS
-            ) from None
+    with holding(run.machine, deploy.service, "the deploy or watch that holds the service to end"):
         # Said even when a cancel cut it short: what was done is the news.
         said = unmixed(run, why)
         say_failed(deploy, said, State.INTERRUPTED, went_back=True)

@@ -51,6 +51,7 @@ from tests.support.deploys import (
 )
 from tests.support.fixtures import make_member, signed_in
 from tests.support.receivers import wait_until
+from tests.support.releases import run_in_thread
 from tests.support.remote_servers import SshServer
 from tests.support.steps import folder, marker, processes_with, reachable_root
 
@@ -369,18 +370,6 @@ def test_secrets_are_stored_encrypted_and_given_to_the_steps_as_environment(
     audit = " ".join(str(e.data) for e in AuditEntry.objects.all())
     assert "API_TOKEN" in audit and "OTHER" in audit  # names are audited
     assert "s3cr3t" not in audit and "another-secret-value" not in audit
-
-
-def run_in_thread(job: Job) -> threading.Thread:
-    def work() -> None:
-        try:
-            jobs.run(job, "test-worker")
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    return thread
 
 
 def test_cancel_stops_the_running_step_and_ends_the_pipeline_cancelled(

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from onwatch.alerts.models import Delivery
@@ -31,7 +30,7 @@ from onwatch.uptime.pings import Received
 from tests.support.backups import alerts_titled
 from tests.support.deploys import commit
 from tests.support.load import Load, Tally, fetch
-from tests.support.releases import KINDS, app_files
+from tests.support.releases import KINDS, app_files, run_in_thread
 from tests.support.several import (
     SSH_HOST,
     Failing,
@@ -266,18 +265,6 @@ def overdue_heartbeat(org: Organization) -> Monitor:
     assert found is not None
     pings.record(found, Received(type=Ping.Type.SUCCESS), timezone.now() - timedelta(hours=2))
     return monitor
-
-
-def run_in_thread(job: Job) -> threading.Thread:
-    def work() -> None:
-        try:
-            jobs.run(job, "test-worker")
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    return worker
 
 
 def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(

@@ -4,20 +4,19 @@ says to test every push."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import Job, JobState, Organization
+from onwatch.core.models import JobState, Organization
 from onwatch.deploys import services
 from onwatch.deploys.models import Pipeline, PipelineStep, Service, State
 from onwatch.deploys.services import Push, ServiceFields
 from tests.support.deploys import beside_a_writer, commit, service_for
 from tests.support.receivers import wait_until
+from tests.support.releases import run_in_thread
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("channel")]
 NEWER = "b" * 40
@@ -25,18 +24,6 @@ NEWER = "b" * 40
 
 def queue(service: Service, sha: str) -> Pipeline:
     return services.run_pipeline(service, SYSTEM, "webhook", Push(commit=sha))
-
-
-def run_in_thread(job: Job) -> threading.Thread:
-    def work() -> None:
-        try:
-            jobs.run(job, "test-worker")
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    return thread
 
 
 def test_a_newer_push_cancels_the_queued_older_pipeline(org: Organization) -> None:

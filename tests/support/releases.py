@@ -6,13 +6,16 @@ alone, with a site in its Caddy."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
+from onwatch.core import jobs
 from onwatch.core.audit import SYSTEM
-from onwatch.core.models import Organization
+from onwatch.core.models import Job, Organization
 from onwatch.deploys import caddy, releases, services
 from onwatch.deploys.models import Service
 from onwatch.deploys.switch import Machine
@@ -92,3 +95,18 @@ def shop(org: Organization, tmp_path: Path) -> Service:
     service = service_for(org, str(tmp_path / "repo"))
     services.set_domain(service, "shop.test", True, SYSTEM)
     return service
+
+
+def run_in_thread(job: Job) -> threading.Thread:
+    """`job` run by a worker thread of this process (claimed already), started: a test
+    then acts while it runs. The thread's own database connection is closed at its end."""
+
+    def work() -> None:
+        try:
+            jobs.run(job, "test-worker")
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker
