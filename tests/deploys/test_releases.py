@@ -343,7 +343,10 @@ def log_text(job_id: int | None) -> str:
 
 # A slow migration with a grandchild: a shell it started that sleeps on its own. What it
 # prints ("migrating 1001") is not in the command line, which the log shows first.
-SLOW_RELEASE = "sh -c 'sleep 4321' & echo migrating $((1000 + 1)); sleep 4322"
+# Its sleeps are this process's own (GNU sleep takes fractions): another worker, or the other
+# pass, may run these tests at the same moment, and sleeping() looks at the whole machine.
+OWN = f".{os.getpid()}"
+SLOW_RELEASE = f"sh -c 'sleep 4321{OWN}' & echo migrating $((1000 + 1)); sleep 4322{OWN}"
 
 
 def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_serving(
@@ -357,7 +360,7 @@ def test_a_deploy_cancelled_mid_release_command_ends_cancelled_with_the_old_one_
     worker.start()
     # Its lines reach the deploy's log while it runs, not when it ends.
     wait_until(lambda: "migrating 1001" in log_text(deploy.job_id), 60, "the release command")
-    wait_until(lambda: sleeping() == {"sleep 4321", "sleep 4322"}, 30, "its processes")
+    wait_until(lambda: sleeping() == {f"sleep 4321{OWN}", f"sleep 4322{OWN}"}, 30, "its processes")
     job = deploy.job
     assert job is not None
     beside_a_writer(lambda: jobs.cancel(job, "test"))
@@ -378,12 +381,13 @@ def sleeping() -> set[str]:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue  # it ended meanwhile
-        if argv[:1] == [b"sleep"] and argv[1:2] in ([b"4321"], [b"4322"], [b"41"], [b"42"]):
+        ours = [f"{n}{OWN}".encode() for n in (4321, 4322, 41, 42)]
+        if argv[:1] == [b"sleep"] and argv[1:2] in [[n] for n in ours]:
             found.add(" ".join(a.decode() for a in argv[:2]))
     return found
 
 
-LIMITED_RELEASE = SLOW_RELEASE.replace("4321", "41").replace("4322", "42")
+LIMITED_RELEASE = SLOW_RELEASE.replace("4321.", "41.").replace("4322.", "42.")
 
 
 def test_a_release_command_over_its_time_limit_is_stopped_with_its_children(
