@@ -688,10 +688,42 @@ def _system_mounts() -> list[str]:
     return args
 
 
-def _mounts(step: Step) -> list[str]:
-    args, own_network = _system_mounts(), _own_network(step)
+def _etc_copies(step: Step) -> dict[str, int]:
+    """What the step reads of /etc's files, as of now, one memfd each (the caller closes
+    them); a folder of ETC_FILES is bound as it is (_mounts). A live bind of a file fails
+    the step when the file is replaced meanwhile (useradd writes /etc/passwd anew: bwrap
+    then finds "/etc/passwd (deleted)"), and onwatch adds service users as steps start."""
+    copies: dict[str, int] = {}
+    try:
+        for name in ETC_FILES:
+            if name == "/etc/resolv.conf" and _own_network(step):
+                copies[name] = _memfd(name, slirp.RESOLV_CONF)  # its own network's DNS
+                continue
+            try:
+                with open(name, "rb") as f:  # a folder raises IsADirectoryError
+                    copies[name] = _memfd(name, f.read())
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+                continue
+    except BaseException:
+        for fd in copies.values():
+            os.close(fd)
+        raise
+    return copies
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _mounts(step: Step, copies: Mapping[str, int]) -> list[str]:
+    args = _system_mounts()
     for f in ETC_FILES:
-        if not (own_network and f == "/etc/resolv.conf"):
+        if f in copies:
+            args += ["--perms", "0444", "--ro-bind-data", str(copies[f]), f]
+        elif os.path.isdir(f):
             args += ["--ro-bind-try", f, f]
     if step.host_network:
         # A database on this machine is often reached through its socket file, not a port.
@@ -747,18 +779,15 @@ def _joins(step: Step) -> bool:
     return _own_network(step) and step.network is not None
 
 
-def _bwrap_args(step: Step, info_fd: int, block_fd: int, resolv_fd: int | None) -> list[str]:
+def _bwrap_args(step: Step, info_fd: int, block_fd: int, copies: Mapping[str, int]) -> list[str]:
     """block_fd: the pipe the step waits on until it may start (its network is up, its
-    turn has come); resolv_fd: the file that names its DNS server, None to share the
-    machine's network."""
+    turn has come); copies: the files of /etc it reads (_etc_copies)."""
     args = ["--unshare-all", "--unshare-user", "--disable-userns"]
     args += ["--die-with-parent", "--new-session", "--hostname", "step"]
     args += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
-    if resolv_fd is None or _joins(step):
+    if not _own_network(step) or _joins(step):
         args.append("--share-net")  # the machine's, or the one it joined (Network)
-    if resolv_fd is not None:
-        args += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
-    args += [*_mounts(step), "--chdir", str(step.workspace)]
+    args += [*_mounts(step, copies), "--chdir", str(step.workspace)]
     args += ["--clearenv"]
     for key, value in step.env.items():
         args += ["--setenv", key, value]
@@ -835,26 +864,21 @@ class _Launch:
             return self._start()
 
     def _start(self) -> _Launch:
+        copies = _etc_copies(self.step)
         out_r, out_w = os.pipe()
         info_r, info_w = os.pipe()
         block_r, self.block_w = os.pipe()
         args_fd = os.memfd_create("bwrap-args")
-        passed = [out_w, info_w, args_fd, block_r]
+        passed = [out_w, info_w, args_fd, block_r, *copies.values()]
         later_r = None
         if self.step.argv == LATER:
             later_r, self.later_w = os.pipe()
             passed.append(later_r)
-        resolv = None
-        if _own_network(self.step):
-            resolv = os.memfd_create("resolv.conf")
-            os.write(resolv, slirp.RESOLV_CONF)
-            os.lseek(resolv, 0, os.SEEK_SET)
-            passed.append(resolv)
         try:
             # The joined network's descriptors stay open: they are its, not this step's.
             network = self.step.network if _joins(self.step) else None
             join, joined_fds = network.join() if network is not None else ([], [])
-            args = _bwrap_args(self.step, info_w, block_r, resolv)
+            args = _bwrap_args(self.step, info_w, block_r, copies)
             os.write(args_fd, b"".join(a.encode() + b"\0" for a in args))
             os.lseek(args_fd, 0, os.SEEK_SET)
             self.proc = subprocess.Popen(

@@ -129,6 +129,42 @@ def test_a_step_sees_neither_onwatch_data_nor_key_file_nor_another_workspace(
     assert out.text.endswith(f"{root}:\nworkspace\n"), out.text
 
 
+def test_a_step_starts_while_a_file_of_etc_it_reads_is_written_anew(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """useradd writes /etc/passwd anew (a new file renamed over the old) and onwatch adds a
+    service's user as other services' steps start: a step whose sandbox bound the file as
+    it was replaced failed ("Can't bind mount /oldroot/etc/passwd ... (deleted)", seen in
+    the suite). The step reads a copy made as it starts. A file of the test's own stands
+    for /etc/passwd (the real one is useradd's to write)."""
+    name = f"/etc/onwatch-test.{os.getpid()}"
+    monkeypatch.setattr(sandbox, "ETC_FILES", (*sandbox.ETC_FILES, name))
+    Path(name).write_text("0\n")
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            Path(f"{name}+").write_text(f"{n}\n")
+            os.rename(f"{name}+", name)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        outs = [Output() for _ in range(30)]
+        ends = [sandbox.run(bash(f"cat {name}", workspace), out) for out in outs]
+    finally:
+        stop.set()
+        writer.join()
+        os.unlink(name)
+    assert [(end.exit_code, end.reason) for end in ends] == [(0, None)] * 30, [
+        out.text for out in outs if "bwrap" in out.text
+    ]
+    assert all(out.text.strip().isdigit() for out in outs), [out.text for out in outs]
+    assert len({out.text for out in outs}) > 1, "the file was not written anew meanwhile"
+
+
 def test_a_step_writes_only_its_workspace_caches_and_private_tmp(
     root: Path, workspace: Path
 ) -> None:
