@@ -1097,29 +1097,38 @@ def execute(ctx: JobContext, deploy: Deploy) -> dict[str, object]:
 
 
 def fail(deploy: Deploy, why: str, state: str = State.FAILED) -> None:
-    if state == State.INTERRUPTED:
-        stop_counting(deploy.service)
-        if may_be_mixed(deploy):
-            go_back_later(deploy, why)
-            return
     say_failed(deploy, why, state)
 
 
-def say_failed(deploy: Deploy, why: str, state: str, went_back: bool = False) -> None:
-    """The deploy's end (or, `went_back`, what its going-back job did after it), with what
-    serves now, and its alert."""
-    live = serving(deploy.service)
-    domain = deploy.service.domain
+STOPPED = "onwatch stopped while the deploy ran (its worker stopped answering)"
+
+
+def interrupted(deploy: Deploy) -> None:
+    """Its worker died mid-deploy. "Deploy again" is said only where nothing goes back by
+    itself: beside "nothing yet, you will hear again" it told the person woken two things."""
+    stop_counting(deploy.service)
+    if may_be_mixed(deploy):
+        go_back_later(deploy, STOPPED)
+    else:
+        say_failed(deploy, f"{STOPPED}; deploy again", State.INTERRUPTED)
+
+
+def say_failed(deploy: Deploy, why: str, state: str) -> None:
+    """The deploy's end, with what serves now, and its alert."""
+    reason, live = with_now(deploy.service, why)
+    services.deploy_ended(deploy, state, reason, live)
+    alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
+
+
+def with_now(service: Service, why: str) -> tuple[str, str]:
+    """`why` with what serves the service's domain now (unless it says so itself), and that."""
+    live = serving(service)
+    domain = service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
     if " on " in live:  # several hosts, each said: "X on a, Y on b still serves" misread
         now = f"what serves {domain} now: {live}"
     # A deploy to several places says itself what serves on each.
-    reason = why if now in why or "what serves now:" in why else f"{why}; {now}"
-    if went_back:
-        services.deploy_went_back(deploy, reason, live)
-    else:
-        services.deploy_ended(deploy, state, reason, live)
-    alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
+    return (why if now in why or "what serves now:" in why else f"{why}; {now}"), live
 
 
 def may_be_mixed(deploy: Deploy) -> bool:
@@ -1162,23 +1171,53 @@ def go_back(ctx: JobContext, deploy: Deploy, why: str) -> dict[str, object]:
     run = Run(JobContext(deploy.job or ctx.job, cancelled=ctx.cancelled), deploy)
     with holding(run.machine, deploy.service, "the deploy or watch that holds the service to end"):
         # Said even when a cancel cut it short: what was done is the news.
-        said = unmixed(run, why)
-        say_failed(deploy, said, State.INTERRUPTED, went_back=True)
+        said, told = unmixed(run, why)
+        reason, live = with_now(deploy.service, said)
+        services.deploy_went_back(deploy, reason, live)
+        if not run.mixed:  # alert_mix told it already, with where and what to do
+            alert_failed(deploy, "was interrupted", went_back_to_do(deploy, told))
     ctx.log(f"deploy #{deploy.pk}: {deploy.reason}")
     if run.mixed:
         raise JobFailed(f"going back failed on a host; deploy #{deploy.pk} says where")
     return {"deploy": deploy.pk, "live": deploy.live_after}
 
 
-def unmixed(run: Run, why: str) -> str:
-    """`why`, with what going back did (or why nothing could be told)."""
+def unmixed(run: Run, why: str) -> tuple[str, bool]:
+    """`why`, with what going back did (or why nothing could be told), and whether told."""
     try:
-        return run.unmix(why)
+        return run.unmix(why), True
     except JobCancelled:
         raise
     except Exception as e:  # the interruption is said and alerted all the same
         log.warning("deploy #%s: its hosts were not checked for a mix: %s", run.deploy.pk, e)
-        return f"{why}; whether its hosts serve a mix of releases could not be told ({e})"
+        return f"{why}; whether its hosts serve a mix of releases could not be told ({e})", False
+
+
+def went_back_to_do(deploy: Deploy, told: bool) -> str:
+    """What to do once the going-back job said what serves on each host."""
+    name, live, new = deploy.service.name, deploy.live_after, str(deploy.release)
+    if not told:
+        return set_every_host(deploy)
+    if "unknown (" in live:
+        return failed_to_do(deploy)
+    if live == new:
+        return (
+            f"What to do: nothing is urgent, {new} serves on every host: each was switched "
+            "before onwatch stopped."
+        )
+    if " on " in live:
+        return set_every_host(deploy)
+    return (
+        f"What to do: nothing is urgent, {live} serves on every host as before the deploy. "
+        f"Deploy {name} again to ship {new}: it was cut short, not refused."
+    )
+
+
+def set_every_host(deploy: Deploy) -> str:
+    return (
+        f"What to do: deploy {deploy.service.name} again, which sets every host to one "
+        "release; until then users may get different releases from different hosts."
+    )
 
 
 def going_back_ended(job_id: int, deploy: Deploy, why: str, what: str) -> None:
@@ -1192,7 +1231,7 @@ def going_back_ended(job_id: int, deploy: Deploy, why: str, what: str) -> None:
         f"is not known: deploy {deploy.service.name} again, which sets every host"
     )
     services.deploy_went_back(deploy, not_checked, "unknown (not checked after the interruption)")
-    alert_failed(deploy, "was interrupted")
+    alert_failed(deploy, "was interrupted", set_every_host(deploy))
 
 
 def stop_counting(service: Service) -> None:
@@ -1211,13 +1250,13 @@ def stop_counting(service: Service) -> None:
         log.warning("Caddy may still log each request of %s: %s", service.domain, e)
 
 
-def alert_failed(deploy: Deploy, verb: str = "failed") -> None:
+def alert_failed(deploy: Deploy, verb: str = "failed", to_do: str = "") -> None:
     service = deploy.service
     _alert(
         deploy,
         verb,
         f"What serves {service.domain} now: {deploy.live_after or 'nothing'}",
-        failed_to_do(deploy),
+        to_do or failed_to_do(deploy),
     )
 
 

@@ -171,11 +171,7 @@ def deploy_interrupted(job: Job) -> None:
     """Its worker died mid-deploy: the release that served keeps serving (the switch moves
     traffic only to a healthy release, and stops the old one last)."""
     for deploy in Deploy.objects.filter(job=job, state__in=UNDER_WAY).select_related("service"):
-        releases.fail(
-            deploy,
-            "onwatch stopped while the deploy ran (its worker stopped answering); deploy again",
-            State.INTERRUPTED,
-        )
+        releases.interrupted(deploy)
 
 
 when_cancelled(DEPLOY_KIND, deploy_cancelled)

@@ -13,7 +13,7 @@ from onwatch.alerts.models import Delivery
 from onwatch.alerts.services import add_channel
 from onwatch.core.models import Organization
 from onwatch.deploys import releases
-from onwatch.deploys.models import Deploy, DeployKind, State, Watch
+from onwatch.deploys.models import Deploy, DeployKind, Release, State, Watch
 from tests.support.deploys import service_for
 
 pytestmark = pytest.mark.django_db
@@ -138,3 +138,42 @@ def test_a_watchs_rollback_warns_of_nothing_but_the_bad_releases_last_errors(
     deploy.switch_failed, deploy.trigger = 0, "ui"
     releases.warn_people(deploy, [releases.ROLLBACK_FELT_TO_DO])
     assert Delivery.objects.count() == 2
+
+
+def went_back(deploy: Deploy, live: str) -> Deploy:
+    """An interrupted deploy of release 2 whose going-back job said `live` serves now."""
+    if deploy.release is None:
+        deploy.release = Release.objects.create(service=deploy.service, commit="c19c3ac1" * 5)
+    deploy.state, deploy.live_after = State.INTERRUPTED, live
+    deploy.save()
+    return deploy
+
+
+def test_a_going_back_says_what_to_do_without_contradicting_its_first_alert(
+    deploy: Deploy,
+) -> None:
+    """The first alert said "nothing yet, you will hear again"; the second says what is
+    left to do, from what serves on each host after the going back."""
+    new = str(went_back(deploy, "").release)
+    cases = {
+        "release 1 (bd5bd69)": (
+            "What to do: nothing is urgent, release 1 (bd5bd69) serves on every host as "
+            f"before the deploy. Deploy {deploy.service.name} again to ship {new}: it was "
+            "cut short, not refused."
+        ),
+        new: f"What to do: nothing is urgent, {new} serves on every host: each was switched "
+        "before onwatch stopped.",
+        f"release 1 (bd5bd69) on this machine, {new} on deploy@b": (
+            f"What to do: deploy {deploy.service.name} again, which sets every host to one "
+            "release; until then users may get different releases from different hosts."
+        ),
+    }
+    for live, to_do in cases.items():
+        assert releases.went_back_to_do(went_back(deploy, live), told=True) == to_do
+    # Its hosts could not be read: whatever was last seen, nothing was made sure of.
+    untold = releases.went_back_to_do(went_back(deploy, "release 1 (bd5bd69)"), told=False)
+    assert untold == cases[f"release 1 (bd5bd69) on this machine, {new} on deploy@b"]
+    unknown = "release 1 (bd5bd69) on this machine, unknown (deploy@b cannot be reached) on b"
+    said = releases.went_back_to_do(went_back(deploy, unknown), told=True)
+    assert said.startswith("What to do: find out why onwatch could not read a host")
+    assert not [s for s in [*cases.values(), untold, said] if "nothing yet" in s]

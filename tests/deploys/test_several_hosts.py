@@ -289,7 +289,17 @@ def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(
     assert answers(machine) == {"v2"}
     # Told at once, not when the job runs (it may wait behind a long pipeline), and once.
     [told] = alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted")
-    assert "checking its hosts for a mix" in told.body and "you will hear again" in told.body
+    checking = f"onwatch is checking its hosts for a mix of releases (job #{going.pk})"
+    assert told.body.splitlines()[0] == (
+        "What is wrong: onwatch stopped while the deploy ran (its worker stopped answering); "
+        + checking
+    )
+    assert told.body.splitlines()[2:] == [
+        f"What serves shop.test now: unknown ({checking})",
+        "What to do: nothing yet. onwatch is switching the hosts that took the new release "
+        "back to what the others serve; you will hear again when that is done.",
+        f"Details: http://localhost:8000/deploys/{deploy.pk}/",
+    ]
     made = releases.place_for
     # Its own worker dies as it switches this machine back: the reaper queues it again.
     monkeypatch.setattr(
@@ -341,13 +351,18 @@ def test_a_worker_killed_between_two_hosts_leaves_no_mix_once_it_is_found(
     assert answers(machine) == answers(other) == {"v1"}
     v1 = str(first.release)
     assert deploy.reason == (
-        "onwatch stopped while the deploy ran (its worker stopped answering); deploy again; "
+        "onwatch stopped while the deploy ran (its worker stopped answering); "
         f"switched back on this machine; what serves now: {v1} on every host "
         f"(this machine, {SSH_HOST})"
     )
     assert deploy.live_after == v1
     [_, alert] = sorted(alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted"), key=pk)
-    assert "switched back on this machine" in alert.body
+    assert alert.body.splitlines()[2:] == [
+        f"What serves shop.test now: {v1}",
+        f"What to do: nothing is urgent, {v1} serves on every host as before the deploy. "
+        f"Deploy shop again to ship {deploy.release}: it was cut short, not refused.",
+        f"Details: http://localhost:8000/deploys/{deploy.pk}/",
+    ]
     assert not machine.caddy.counting("shop.test")
     # A rerun continues cleanly.
     monkeypatch.setattr(releases, "place_for", made)
@@ -386,12 +401,17 @@ def test_a_going_back_cancelled_or_failing_at_once_says_nothing_was_made_sure_of
     deploy.refresh_from_db()
     assert deploy.state == State.INTERRUPTED
     assert deploy.reason == (
-        "onwatch stopped while the deploy ran (its worker stopped answering); deploy again; "
+        "onwatch stopped while the deploy ran (its worker stopped answering); "
         f"going back on its hosts {end}, so whether they serve a mix of releases is "
         "not known: deploy shop again, which sets every host"
     )
     [_, alert] = sorted(alerts_titled(f"Deploy #{deploy.pk} of shop was interrupted"), key=pk)
-    assert "deploy shop again" in alert.body
+    assert alert.body.splitlines()[2:] == [
+        "What serves shop.test now: unknown (not checked after the interruption)",
+        "What to do: deploy shop again, which sets every host to one release; until then "
+        "users may get different releases from different hosts.",
+        f"Details: http://localhost:8000/deploys/{deploy.pk}/",
+    ]
 
 
 def test_a_rollback_goes_back_on_every_host(
