@@ -5,6 +5,7 @@ job, the page and `onwatch hosts check` all come here."""
 from __future__ import annotations
 
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib.metadata import version
 
@@ -31,18 +32,46 @@ def target(host: Host) -> hosts.Target:
     return hosts.Target(host.name, where, key.private_key, host.known_hosts)
 
 
-def answers_now(host: Host) -> str:
-    """Why onwatch cannot sign in to the host at this moment ("" when it can): a host whose
-    check passed once may have gone away since. Quick, and nothing is stored."""
+# At most this many hosts are signed in to at once; each waits SIGN_IN_SECONDS at most.
+AT_ONCE = 16
+
+
+def answering_now(chosen: list[Host]) -> dict[int, str]:
+    """Why onwatch cannot sign in to each host at this moment, by its id ("" when it can):
+    a host whose check passed once may have gone away since. All at once: one after
+    another, each unreachable host kept a person's request waiting its whole limit. Quick,
+    and nothing is stored."""
+    said = {host.pk: "" for host in chosen}
+    asked: dict[int, hosts.Target] = {}
+    for host in chosen:  # the database is read here, not in the threads
+        said[host.pk], found = _target_now(host)
+        if found is not None:
+            asked[host.pk] = found
+    if asked:
+        with ThreadPoolExecutor(max_workers=min(len(asked), AT_ONCE)) as pool:
+            for pk, why in zip(asked, pool.map(_why_not_in, asked.values()), strict=True):
+                said[pk] = why
+    return said
+
+
+def _target_now(host: Host) -> tuple[str, hosts.Target | None]:
+    """What to sign in to, or why there is nothing to (this machine: no need)."""
     if host.local:
-        return ""
+        return "", None
     if not host.known_hosts.strip():
         return (
             f"{host.name}'s host key was forgotten: check it (onwatch hosts check {host.name}, "
             "or Check now on its page) to pin the one it shows"
-        )
+        ), None
     try:
-        hosts.signs_in(target(host))
+        return "", target(host)
+    except hosts.HostError as e:
+        return str(e), None
+
+
+def _why_not_in(found: hosts.Target) -> str:
+    try:
+        hosts.signs_in(found)
     except hosts.HostError as e:
         return str(e)
     return ""

@@ -94,10 +94,11 @@ def run_script(target: Target, script: Path, *args: str, seconds: float = SCRIPT
         return _run(target, session.args(target.endpoint, remote), script, seconds, session)
 
 
-def signs_in(target: Target, seconds: float = SIGN_IN_SECONDS) -> None:
+def signs_in(target: Target, seconds: float | None = None) -> None:
     """HostError saying why (and what to do) when onwatch cannot sign in to the host now."""
     if target.endpoint is None:
         return
+    seconds = SIGN_IN_SECONDS if seconds is None else seconds
     with ssh.Session(target.private_key, target.known_hosts) as session:
         argv = session.args(target.endpoint, "true")
         try:

@@ -1158,12 +1158,12 @@ def _check_answering(service: Service, chosen: list[Host]) -> None:
     from onwatch.deploys import hostchecks
 
     placed = {p.host_id for p in placements(service)}
-    for host in chosen:
-        said = "" if host.pk in placed else hostchecks.answers_now(host)
-        if said:
-            raise Refusal(
-                f"{service.name}'s hosts were not changed: {said}; then set them again", "hosts"
-            )
+    said = hostchecks.answering_now([h for h in chosen if h.pk not in placed])
+    if whys := [why for why in said.values() if why]:
+        raise Refusal(
+            f"{service.name}'s hosts were not changed: {'; '.join(whys)}; then set them again",
+            "hosts",
+        )
 
 
 def _placed(service: Service, chosen: list[Host], actor: Actor) -> list[str]:

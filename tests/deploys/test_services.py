@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -20,8 +21,16 @@ from django.utils import timezone
 from onwatch.core import ssh
 from onwatch.core.audit import SYSTEM, Actor
 from onwatch.core.models import AuditEntry, Job, Organization
-from onwatch.deploys import git, netguard, services, slirp, svcusers, workdir
-from onwatch.deploys.models import Deploy, Pipeline, Release, ReleaseState, Service, State
+from onwatch.deploys import git, hosts, netguard, services, slirp, svcusers, workdir
+from onwatch.deploys.models import (
+    Deploy,
+    Host,
+    Pipeline,
+    Release,
+    ReleaseState,
+    Service,
+    State,
+)
 from tests.support.deploys import service_for
 from tests.support.fixtures import TokenApi, signed_in
 from tests.support.procs import free_port
@@ -582,3 +591,44 @@ def test_a_deploys_reason_is_stored_masked_whoever_wrote_it(org: Organization) -
     assert SECRET not in deploy.reason and deploy.reason.startswith("on deploy@10.0.0.7: ")
     reasons = [e.data.get("reason", "") for e in AuditEntry.objects.all()]
     assert reasons and not any(SECRET in r for r in reasons)
+
+
+def test_hosts_that_do_not_answer_are_asked_at_once_not_one_after_another(
+    org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding two hosts gone silent kept the request waiting the sign-in limit twice."""
+    monkeypatch.setattr(hosts, "SIGN_IN_SECONDS", 3)
+    service = service_for(org, "/srv/git/shop.git")
+    silent, chosen = [], [services.this_machine(org)]
+    for _ in range(2):  # each takes the connection and never says a word, as a hung sshd
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        silent.append(s)
+        port = s.getsockname()[1]
+        host = Host.objects.create(
+            org=org,
+            name=f"deploy@127.0.0.1:{port}",
+            user="deploy",
+            address="127.0.0.1",
+            port=port,
+            known_hosts=f"[127.0.0.1]:{port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE",
+            ready=True,
+        )
+        chosen.append(host)
+    began = time.monotonic()
+    try:
+        with pytest.raises(services.Refusal) as refused:
+            services.set_service_hosts(service, chosen, SYSTEM, look=True)
+    finally:
+        for s in silent:
+            s.close()
+    took = time.monotonic() - began
+    names = [h.name for h in chosen[1:]]
+    assert str(refused.value) == (
+        f"shop's hosts were not changed: {names[0]} did not answer within 3 s: check that it "
+        f"is up, its address and that sshd runs there; {names[1]} did not answer within 3 s: "
+        "check that it is up, its address and that sshd runs there; then set them again"
+    )
+    assert 3 <= took < 5.5, f"two silent hosts took {took:.1f} s: one limit is 3 s"
+    assert services.placements(service) == []
