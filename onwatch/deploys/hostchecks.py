@@ -5,6 +5,7 @@ job, the page and `onwatch hosts check` all come here."""
 from __future__ import annotations
 
 import shlex
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from importlib.metadata import version
@@ -82,13 +83,13 @@ def check(host: Host, prepare: bool = False) -> list[hosts.Finding]:
     is installed first (and what failed is said). Stored on the host; raises HostError
     (stored too) when the host could not be reached or signed in to."""
     try:
-        found = _look(host, prepare)
+        found, skew = _look(host, prepare)
     except hosts.HostError as e:
         services.record_host_check(host, False, [], str(e))
         _alert_once(host)
         raise
     ready = all(f.ok for f in found)
-    services.record_host_check(host, ready, [asdict(f) for f in found])
+    services.record_host_check(host, ready, [asdict(f) for f in found], clock_skew=skew)
     if ready:
         _recovered(host)
     else:
@@ -96,21 +97,42 @@ def check(host: Host, prepare: bool = False) -> list[hosts.Finding]:
     return found
 
 
-def _look(host: Host, prepare: bool) -> list[hosts.Finding]:
+def _look(host: Host, prepare: bool) -> tuple[list[hosts.Finding], float | None]:
+    """What the host has, and how far its clock is from onwatch's (None: this machine's
+    is onwatch's)."""
     where = target(host)
     name = shlex.quote(host.name)
-    facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
+    facts, skew = _probe(where, host)
     remote = not host.local
-    if host.local:
-        _manager_here(facts)
     found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host), remote)
     packages = hosts.to_prepare(found)
     if not prepare or not any(f.preparable and not f.ok for f in found) or not found[0].ok:
-        return found
+        return found, skew
     failed = hosts.prepare(where, hosts.python_path(facts), packages)
-    facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
+    facts, skew = _probe(where, host)
     found = hosts.findings(facts, host.allow_sudo, name, caddy_ports(host), remote)
-    return found + [hosts.Finding("prepare", False, line) for line in failed]
+    return found + [hosts.Finding("prepare", False, line) for line in failed], skew
+
+
+def _probe(where: hosts.Target, host: Host) -> tuple[dict[str, list[str]], float | None]:
+    facts = hosts.parse(hosts.run_script(where, hosts.PROBE))
+    answered = onwatch_clock()
+    if host.local:
+        _manager_here(facts)
+        return facts, None
+    return facts, hosts.clock_skew(facts, answered)
+
+
+def onwatch_clock() -> float:
+    return time.time()
+
+
+def clock_line(host: Host) -> str:
+    """The check's line for the host's clock ("" when not read): ok within SKEW_SAID."""
+    said = hosts.clock_said(host.name, host.clock_skew)
+    if not said:
+        return ""
+    return f"{'warning' if hosts.clock_off(host.clock_skew) else 'ok'}: {said}"
 
 
 def _manager_here(facts: dict[str, list[str]]) -> None:

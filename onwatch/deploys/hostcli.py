@@ -11,6 +11,7 @@ from onwatch.startup import fail, prepare
 
 if TYPE_CHECKING:
     from onwatch.core.models import Organization
+    from onwatch.deploys.hosts import Finding
     from onwatch.deploys.models import Host
 
 ORG_HELP = "the organization's name (needed when there are several)"
@@ -127,8 +128,7 @@ def first_check(host: Host, prepare: bool) -> int:
         return not_ready(host, "onwatch's key is not on it yet (above: where it goes)")
     except hosts.HostError as e:
         return not_ready(host, f"it could not be checked ({e})")
-    for f in found:
-        print(f"{'ok' if f.ok else 'missing'}: {f.line}")
+    print_check(host, found)
     missing = [f.what for f in found if not f.ok]
     if not missing:
         return 0
@@ -182,9 +182,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         found = hostchecks.check(host, prepare=args.prepare)
     except hosts.HostError as e:
         fail(str(e))
+    print_check(host, found)
+    return 0 if all(f.ok for f in found) else 1
+
+
+def print_check(host: Host, found: list[Finding]) -> None:
+    """One line per thing a deploy needs, then the host's clock (a warning beyond 2 s:
+    deploys still go, its logs' times are off)."""
+    from onwatch.deploys import hostchecks
+
     for f in found:
         print(f"{'ok' if f.ok else 'missing'}: {f.line}")
-    return 0 if all(f.ok for f in found) else 1
+    if clock := hostchecks.clock_line(host):
+        print(clock)
 
 
 def allow_root(host: Host) -> None:

@@ -73,3 +73,5 @@ if [ -d /run/systemd/system ] && command -v loginctl >/dev/null 2>&1; then
     org.freedesktop.login1.Manager KillUserProcesses 2>/dev/null | cut -d' ' -f2)
   echo "logind ${kill:-unknown} ${linger:-unknown}"
 fi
+# The host's clock, printed last: onwatch compares it with its own as the output comes back.
+echo "clock $(date +%s.%N)"

@@ -178,6 +178,40 @@ def parse(output: str) -> dict[str, list[str]]:
     return facts
 
 
+# A host's clock this far from onwatch's is said: NTP is most likely off there.
+SKEW_SAID = 2.0
+
+
+def clock_skew(facts: dict[str, list[str]], answered: float) -> float | None:
+    """How far the host's clock is ahead of onwatch's (seconds; behind: below 0), from the
+    time the probe printed last and onwatch's when its output came back: off by the way
+    back, well under a second. None: not told (a date without %N counts whole seconds)."""
+    said = _first(facts, "clock")
+    try:
+        return round(float(said) - answered, 1)
+    except ValueError:
+        whole = said.split(".")[0]
+        return float(int(whole)) - round(answered) if whole.isdigit() else None
+
+
+def clock_said(name: str, skew: float | None) -> str:
+    """ "deploy@b's clock is 90 s behind onwatch's: …", "…within 2 s…", or "" (not read)."""
+    if skew is None:
+        return ""
+    if abs(skew) <= SKEW_SAID:
+        return f"{name}'s clock is within {SKEW_SAID:.0f} s of onwatch's"
+    way = "ahead of" if skew > 0 else "behind"
+    return (
+        f"{name}'s clock is {abs(skew):.0f} s {way} onwatch's, so its logs and the times of "
+        "its deploy steps are off by as much: set the host's time right: NTP (as root: "
+        "timedatectl set-ntp true)"
+    )
+
+
+def clock_off(skew: float | None) -> bool:
+    return skew is not None and abs(skew) > SKEW_SAID
+
+
 def version(text: str) -> tuple[int, ...]:
     found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
     return tuple(int(n) for n in found.groups() if n is not None) if found else ()

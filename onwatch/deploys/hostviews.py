@@ -17,7 +17,7 @@ from onwatch.core.audit import Actor
 from onwatch.core.decorators import can, require
 from onwatch.core.models import Job, JobState
 from onwatch.core.rest import org_of
-from onwatch.deploys import services
+from onwatch.deploys import hosts, services
 from onwatch.deploys.forms import HostForm
 from onwatch.deploys.models import Host
 from onwatch.deploys.services import HostFields, Refusal
@@ -114,6 +114,8 @@ def host_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # A check under way: the page shows its result by itself (it said it would).
         "refresh": CHECK_REFRESH_SECONDS if last_job and last_job.state in UNDER_WAY else 0,
         "can_manage": can(request, "hosts.manage"),
+        "clock": hosts.clock_said(host.name, host.clock_skew),
+        "clock_off": hosts.clock_off(host.clock_skew),
     }
     return render(request, "deploys/host.html", ctx)
 

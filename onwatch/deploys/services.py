@@ -1068,11 +1068,20 @@ def queue_host_check(host: Host, actor: Actor, prepare: bool = False) -> Job:
 
 
 def record_host_check(
-    host: Host, ready: bool, found: list[dict[str, Any]], error: str = ""
+    host: Host,
+    ready: bool,
+    found: list[dict[str, Any]],
+    error: str = "",
+    clock_skew: float | None = None,
 ) -> Host:
+    """A check's result; `clock_skew` None (not read) keeps the last one read."""
     host.checked_at = timezone.now()
     host.ready, host.findings, host.check_error = ready, found, error[:2000]
-    host.save(update_fields=["checked_at", "ready", "findings", "check_error"])
+    fields = ["checked_at", "ready", "findings", "check_error"]
+    if clock_skew is not None:
+        host.clock_skew = clock_skew
+        fields.append("clock_skew")
+    host.save(update_fields=fields)
     return host
 
 

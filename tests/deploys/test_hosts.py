@@ -410,3 +410,15 @@ def test_an_ssh_hosts_check_says_whether_its_apps_come_back_after_a_reboot_and_a
     )
     # This machine's apps are started by `onwatch up`: not judged there.
     assert "boot" not in {f.what for f in hosts.findings(hosts.parse("boot no\n"), False, "x")}
+
+
+def test_a_hosts_clock_is_read_from_its_probe_in_seconds_or_whole_seconds() -> None:
+    """A date without %N (busybox) prints "1700000000.%N": whole seconds, not unread."""
+    assert hosts.clock_skew({"clock": ["1700000000.250"]}, 1700000090.25) == -90.0
+    assert hosts.clock_skew({"clock": ["1700000063.%N"]}, 1700000000.4) == 63.0
+    assert hosts.clock_skew({}, 1700000000.0) is None
+    assert hosts.clock_said("deploy@b", None) == ""
+    assert hosts.clock_said("deploy@b", -1.9) == "deploy@b's clock is within 2 s of onwatch's"
+    assert hosts.clock_said("deploy@b", 63.2).startswith(
+        "deploy@b's clock is 63 s ahead of onwatch's, so its logs"
+    )

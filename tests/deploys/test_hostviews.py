@@ -5,6 +5,7 @@ removing hosts against a real sshd: test_hosts.py.)"""
 from __future__ import annotations
 
 import html
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Job, JobState, Organization
-from onwatch.deploys import hostcli, services
+from onwatch.deploys import hostchecks, hostcli, hosts, services
 from onwatch.deploys.models import Host
 from tests.support.deploys import service_for
 from tests.support.fixtures import signed_in
@@ -86,3 +87,45 @@ def test_a_host_added_but_not_ready_exits_1_and_its_page_says_not_ready(
     sshd.authorize(services.host_key(org).public_key)
     assert hostcli.first_check(host, prepare=False) == 1  # signed in: no process manager
     assert "missing (the lines marked missing above)" in capsys.readouterr().err
+
+
+def test_a_hosts_clock_off_by_90_s_is_said_on_its_page_and_by_its_check(
+    org: Organization,
+    members: dict[str, Any],
+    sshd: SshServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deploy's watch said a host's clock was off; the host's own page and check,
+    where a person looks to set a host right, did not."""
+    name = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    host = services.add_host(org, services.HostFields(address=name), SYSTEM)
+    sshd.authorize(services.host_key(org).public_key)
+    viewer = signed_in(members["viewer"])
+    page = html.unescape(viewer.get(f"/hosts/{host.pk}/").content.decode())
+    assert '<dd class="clock">not read yet: the next check reads it</dd>' in page
+    hostcli.first_check(host, prepare=False)  # the same clock as onwatch's: within 2 s
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"ok: {name}'s clock is within 2 s of onwatch's"
+    )
+    host.refresh_from_db()
+    assert host.clock_skew is not None and abs(host.clock_skew) < 1, host.clock_skew
+    # onwatch's clock 90 s ahead: the host's, read by the real probe, is 90 s behind it.
+    monkeypatch.setattr(hostchecks, "onwatch_clock", lambda: time.time() + 90)
+    hostcli.first_check(host, prepare=False)
+    behind = (
+        f"{name}'s clock is 90 s behind onwatch's, so its logs and the times of its deploy "
+        "steps are off by as much: set the host's time right: NTP (as root: timedatectl "
+        "set-ntp true)"
+    )
+    assert capsys.readouterr().out.splitlines()[-1] == f"warning: {behind}"
+    page = html.unescape(viewer.get(f"/hosts/{host.pk}/").content.decode())
+    assert f'<dd class="clock"><span class="warning">{behind}</span> (read at the check of ' in (
+        page
+    )
+    # A check that could not read the clock (the host went away) keeps the last one read.
+    sshd.stop()
+    with pytest.raises(hosts.HostError):
+        hostchecks.check(host)
+    host.refresh_from_db()
+    assert host.clock_skew is not None and round(host.clock_skew) == -90
