@@ -259,9 +259,10 @@ class Host(models.Model):
     findings = models.JSONField(default=list, blank=True)
     # Why the last check could not connect (empty when it could).
     check_error = models.TextField(blank=True)
-    # How far its clock was ahead of onwatch's at the last check (seconds; behind: below 0;
-    # None: not read). Its logs and its deploys' steps are timed by it.
+    # How far its clock was ahead of onwatch's when a check last read it, and when (seconds;
+    # behind: below 0; None: never read). Its logs and its deploys' steps are timed by it.
     clock_skew = models.FloatField(null=True, blank=True)
+    clock_read_at = models.DateTimeField(null=True, blank=True)
     # A failed check alerts once; the next good one says so and clears this.
     alerted = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)

@@ -1074,13 +1074,13 @@ def record_host_check(
     error: str = "",
     clock_skew: float | None = None,
 ) -> Host:
-    """A check's result; `clock_skew` None (not read) keeps the last one read."""
+    """A check's result; `clock_skew` None (not read) keeps the last one read, with when."""
     host.checked_at = timezone.now()
     host.ready, host.findings, host.check_error = ready, found, error[:2000]
     fields = ["checked_at", "ready", "findings", "check_error"]
     if clock_skew is not None:
-        host.clock_skew = clock_skew
-        fields.append("clock_skew")
+        host.clock_skew, host.clock_read_at = clock_skew, host.checked_at
+        fields += ["clock_skew", "clock_read_at"]
     host.save(update_fields=fields)
     return host
 

@@ -120,12 +120,15 @@ def test_a_hosts_clock_off_by_90_s_is_said_on_its_page_and_by_its_check(
     )
     assert capsys.readouterr().out.splitlines()[-1] == f"warning: {behind}"
     page = html.unescape(viewer.get(f"/hosts/{host.pk}/").content.decode())
-    assert f'<dd class="clock"><span class="warning">{behind}</span> (read at the check of ' in (
-        page
-    )
-    # A check that could not read the clock (the host went away) keeps the last one read.
+    host.refresh_from_db()
+    read = f"<small>(read {host.clock_read_at:%Y-%m-%d %H:%M})</small>"
+    assert f'<dd class="clock"><span class="warning">{behind}</span> {read}</dd>' in page
+    # A check that could not read the clock (the host went away) keeps the last one read,
+    # and when it was read (not the failed check's time).
     sshd.stop()
     with pytest.raises(hosts.HostError):
         hostchecks.check(host)
+    was = host.clock_read_at
     host.refresh_from_db()
     assert host.clock_skew is not None and round(host.clock_skew) == -90
+    assert host.clock_read_at == was and host.checked_at is not None and host.checked_at > was
