@@ -1370,9 +1370,13 @@ def alert_mix(deploy: Deploy, stuck: list[str], now: str) -> None:
     hear at once, with where and what to do."""
     service = deploy.service
     masker = Masker(service.secrets)
+    # Its going-back job's, after its worker died: "failed" would misname what happened.
+    verb = "was interrupted" if deploy.state == State.INTERRUPTED else "failed"
+    since = deploy.started_at or deploy.created_at
     body = [
-        f"What is wrong: a {deploy.kind} of {service.name} failed, and going back to the "
+        f"What is wrong: a {deploy.kind} of {service.name} {verb}, and going back to the "
         f"release that served before failed on: {'; '.join(stuck)}",
+        f"Since: {since:%Y-%m-%d %H:%M} UTC",
         f"What serves {service.domain} now: {now}",
         f"What to do: roll back (onwatch rollback {service.name}) or deploy again once the "
         "host answers; until then users may get different versions from different hosts.",

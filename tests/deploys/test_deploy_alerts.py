@@ -177,3 +177,22 @@ def test_a_going_back_says_what_to_do_without_contradicting_its_first_alert(
     said = releases.went_back_to_do(went_back(deploy, unknown), told=True)
     assert said.startswith("What to do: find out why onwatch could not read a host")
     assert not [s for s in [*cases.values(), untold, said] if "nothing yet" in s]
+
+
+def test_a_mix_left_after_an_interruption_says_interrupted_and_since_when(
+    deploy: Deploy,
+) -> None:
+    """The going-back job's mix alert is the one the person woken hears next ("you will
+    hear again"): it said the deploy "failed" and had no "Since" line."""
+    deploy.state = State.INTERRUPTED
+    releases.alert_mix(deploy, ["deploy@b: cannot be reached"], "v2 on this machine, v1 on b")
+    [alert] = Delivery.objects.all()
+    assert (
+        alert.title == f"{deploy.service.name} serves a mix of releases after deploy #{deploy.pk}"
+    )
+    assert alert.body.splitlines()[:3] == [
+        f"What is wrong: a deploy of {deploy.service.name} was interrupted, and going back to "
+        "the release that served before failed on: deploy@b: cannot be reached",
+        "Since: 2026-03-02 09:00 UTC",
+        "What serves shop.test now: v2 on this machine, v1 on b",
+    ]
