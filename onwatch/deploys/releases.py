@@ -1215,6 +1215,8 @@ def went_back_to_do(deploy: Deploy, told: bool) -> str:
         )
     if " on " in live:
         return set_every_host(deploy)
+    if live == "nothing":  # its first deploy, cut short before any host switched
+        return f"What to do: deploy {name} again: nothing serves it yet on any host."
     return (
         f"What to do: nothing is urgent, {live} serves on every host as before the deploy. "
         f"Deploy {name} again to ship {new}: it was cut short, not refused."

@@ -163,6 +163,8 @@ def test_a_going_back_says_what_to_do_without_contradicting_its_first_alert(
         ),
         new: f"What to do: nothing is urgent, {new} serves on every host: each was switched "
         "before onwatch stopped.",
+        "nothing": f"What to do: deploy {deploy.service.name} again: nothing serves it yet on "
+        "any host.",
         f"release 1 (bd5bd69) on this machine, {new} on deploy@b": (
             f"What to do: deploy {deploy.service.name} again, which sets every host to one "
             "release; until then users may get different releases from different hosts."
