@@ -110,7 +110,8 @@ WARNINGS: set[str] = set()
 
 
 def find_uv() -> str:
-    """onwatch's uv, found the way onwatch finds it (deploys/workdir.onwatch_uv)."""
+    """onwatch's uv, found the way onwatch finds it (deploys/workdir.onwatch_uv): on PATH,
+    the `uv` package of its Python, or the one installed beside the checkout."""
     if found := shutil.which("uv"):
         return str(Path(found).resolve())
     for python in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", "")]):
@@ -119,7 +120,10 @@ def find_uv() -> str:
         )
         if asked.returncode == 0:
             return asked.stdout.strip()
-    raise SystemExit("bench: no uv where onwatch runs")
+    # Where scripts/python-env.sh puts one when the machine had none.
+    if os.access(beside := ROOT / ".uv" / "bin" / "uv", os.X_OK):
+        return str(beside.resolve())
+    raise SystemExit("bench: no uv where onwatch runs; run scripts/test or bin/onwatch once")
 
 
 def make_repo(repo: Path, uv: str) -> None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -121,44 +122,94 @@ def git(
     args: list[str], env: dict[str, str], seconds: float, stopped: Callable[[], bool] = _never
 ) -> subprocess.CompletedProcess[str]:
     """git's answer; stopped, or out of time, it is killed with what it started (ssh,
-    pack-objects), which would otherwise go on writing."""
+    pack-objects), which would otherwise go on writing.
+
+    Its output goes to files in memory and its end is seen through a pidfd: this thread
+    wakes once, when git exits. With pipes it woke for each chunk, each end of file and
+    each step of Popen.wait's sleeping poll, and each wake waits for the GIL, which the
+    worker's other threads hold while they set a sandbox up: beside a thread holding the
+    GIL, a local clone and a log took 110-130 ms instead of 55. Nor does a child git
+    leaves behind holding its output (ssh's control master, say) keep it waiting."""
+    with _memory_file("git-out") as out, _memory_file("git-err") as err:
+        proc = _started(args, env, out, err)
+        with _pidfd(proc.pid) as pidfd:
+            _wait(proc, pidfd, args, seconds, stopped)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, _read(out), _read(err))
+
+
+def _started(args: list[str], env: dict[str, str], out: int, err: int) -> subprocess.Popen[bytes]:
     try:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             ["git", *args],
             env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
+            stdout=out,
+            stderr=err,
             start_new_session=True,
         )
     except FileNotFoundError:
         raise GitError("git is not installed; install it (apt install git)") from None
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    pidfd: int,
+    args: list[str],
+    seconds: float,
+    stopped: Callable[[], bool],
+) -> None:
     deadline = time.monotonic() + seconds
-    while True:
-        try:
-            out, err = proc.communicate(timeout=STOP_POLL_SECONDS)
-            return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-        except subprocess.TimeoutExpired:
-            if stopped() or time.monotonic() > deadline:
-                _kill(proc)
-                raise GitError(_why_killed(args, seconds, stopped())) from None
+    while not select.select([pidfd], [], [], STOP_POLL_SECONDS)[0]:
+        if stopped() or time.monotonic() > deadline:
+            _kill(proc)
+            raise GitError(_why_killed(args, seconds, stopped()))
+    proc.wait()
 
 
-def _kill(proc: subprocess.Popen[str]) -> None:
+@contextlib.contextmanager
+def _memory_file(name: str) -> Iterator[int]:
+    fd = os.memfd_create(name)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _pidfd(pid: int) -> Iterator[int]:
+    fd = os.pidfd_open(pid)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read(fd: int) -> str:
+    size = os.lseek(fd, 0, os.SEEK_END)
+    return os.pread(fd, size, 0).decode(errors="replace") if size else ""
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc.wait()
 
 
 def _why_killed(args: list[str], seconds: float, stopped: bool) -> str:
-    what = args[0] if args[0] != "-C" else args[2]
+    what = _command(args)
     if stopped:
         return f"git {what} was stopped before it was done"
     return (
         f"git {what} gave no answer within {seconds:g} s; check that the repository's server is up"
     )
+
+
+def _command(args: list[str]) -> str:
+    """The git command `args` run, past the options before it (-C folder, -c name=value)."""
+    at = 0
+    while at < len(args) - 1 and args[at] in ("-C", "-c"):
+        at += 2
+    return args[at]
 
 
 def fetch(

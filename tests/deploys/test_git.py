@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +137,41 @@ def test_a_mirror_is_kept_when_the_failure_is_the_remotes(tmp_path: Path) -> Non
     with pytest.raises(git.GitError, match="the branch gone does not exist"):
         git.update_mirror(mirror, str(repo), "gone", env)
     assert run_git(mirror, "rev-parse", "refs/heads/main") == sha
+
+
+def test_gits_answer_comes_when_it_exits_not_when_a_child_it_left_lets_go_of_its_output(
+    tmp_path: Path,
+) -> None:
+    """As with ssh's control master: what git started may outlive it and hold its output."""
+    left_behind = "!sleep 30 & echo $!; echo said"
+    started = time.monotonic()
+    ran = git.git(["-c", f"alias.leave={left_behind}", "leave"], git.environment(tmp_path), 20)
+    took = time.monotonic() - started
+    sleeper, said = ran.stdout.split()
+    os.kill(int(sleeper), signal.SIGKILL)
+    assert (ran.returncode, said) == (0, "said")
+    assert took < 10
+
+
+def test_a_git_told_to_stop_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    marker = tmp_path / "sleeper"
+    hangs = f"!sleep 30 & echo $! > {marker}; wait"
+    started = time.monotonic()
+    with pytest.raises(git.GitError, match="git hang was stopped before it was done"):
+        git.git(["-c", f"alias.hang={hangs}", "hang"], git.environment(tmp_path), 60, marker.exists)
+    assert time.monotonic() - started < 10
+    assert ended(int(marker.read_text()))
+
+
+def ended(pid: int, seconds: float = 5) -> bool:
+    """Gone, or dead and not yet reaped (its parent was killed too)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
