@@ -88,6 +88,7 @@ def test_without_a_manager_supervisord_is_chosen_and_systemd_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no manager answers in there
+    monkeypatch.setenv("ONWATCH_PROCESS_MANAGER", "auto")  # the tests' own is supervisord
     assert isinstance(systemd.manager(tmp_path / "root"), procman.Supervisor)
     with pytest.raises(ProcmanError, match=r"^systemd's user manager does not answer .*linger"):
         Systemd(tmp_path / "root").ensure_running()

@@ -22,7 +22,12 @@ pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/t
 
 @pytest.fixture(scope="module")
 def host_env() -> Iterator[tuple[SshHost, dict[str, str]]]:
-    with user_manager() as manager, reaching(manager.env), ssh_host(**manager.env) as host:
+    # The sessions take the user manager as a host new to onwatch would ("auto").
+    with (
+        user_manager() as manager,
+        reaching(manager.env),
+        ssh_host(**manager.env, ONWATCH_PROCESS_MANAGER="auto") as host,
+    ):
         yield host, manager.env
 
 
