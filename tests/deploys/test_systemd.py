@@ -14,10 +14,10 @@ import pytest
 
 from onwatch.deploys import caddy, procman, systemd
 from onwatch.deploys.procman import ProcmanError, Program
-from onwatch.deploys.switch import Machine, program_name, switch
+from onwatch.deploys.switch import Machine, program_name
 from onwatch.deploys.systemd import Systemd
 from tests.support.load import Load, fetch
-from tests.support.switching import listen_port, own_machine, release, site
+from tests.support.switching import listen_port, own_machine, release, site, switch
 from tests.support.systemd_user import UserManager, reaching, systemctl, user_manager
 
 pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
