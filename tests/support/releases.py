@@ -59,6 +59,14 @@ def app_files(version: str, release: str = RELEASE_OK, health: str = "") -> dict
     return files
 
 
+# onwatch's own, as it runs outside the tests (read before quick_switches changes them).
+OWN_GATE, OWN_HEALTH_INTERVAL, OWN_SETTLE = (
+    releases.GATE,
+    caddy.HEALTH_INTERVAL,
+    caddy.SETTLE_SECONDS,
+)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def quick_switches() -> Iterator[None]:
     """Deploys' switches as tests.support.switching.QUICK_GATE says."""
@@ -68,6 +76,15 @@ def quick_switches() -> Iterator[None]:
         patch.setattr(caddy, "HEALTH_INTERVAL", QUICK_HEALTH_INTERVAL)
         patch.setattr(caddy, "SETTLE_SECONDS", 2 * QUICK_HEALTH_INTERVAL + margin)
         yield
+
+
+@pytest.fixture
+def own_timings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onwatch's own gate and Caddy health interval, for a test whose Caddy another onwatch
+    process configures too, or whose subject is a moment the gate's length sets."""
+    monkeypatch.setattr(releases, "GATE", OWN_GATE)
+    monkeypatch.setattr(caddy, "HEALTH_INTERVAL", OWN_HEALTH_INTERVAL)
+    monkeypatch.setattr(caddy, "SETTLE_SECONDS", OWN_SETTLE)
 
 
 def built_marker(directory: str) -> Path:
