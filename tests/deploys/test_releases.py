@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from tests.support.load import Load, fetch
 from tests.support.receivers import wait_until
 from tests.support.releases import KINDS, RELEASE_FAILS, app_files, built_marker
 from tests.support.several import ready_host
-from tests.support.switching import listen_port
+from tests.support.switching import QUICK_GATE, listen_port
 
 # Its subject lies outside onwatch's own database (processes, a browser, outside tools):
 # scripts/test runs it in one of its two passes.
@@ -150,7 +151,7 @@ def test_a_release_that_never_gets_healthy_is_stopped_and_the_old_one_serves(
     machine: Machine, shop: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert deployed_after_pipeline(shop).state == State.SUCCEEDED
-    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    monkeypatch.setattr(releases, "GATE", replace(QUICK_GATE, seconds=4))
     failed = push_and_deploy(shop, tmp_path / "repo", "v2", health="fail")
     assert failed.state == State.FAILED
     assert "never answered 200 3 times in a row on /health within 4 s" in failed.reason

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from onwatch.deploys.models import Host
 from onwatch.deploys.places import PlaceError, Ran
 from onwatch.deploys.remote import RemotePlace
 from onwatch.deploys.services import HostFields
-from onwatch.deploys.switch import Gate, Step, SwitchFailed, program_name
+from onwatch.deploys.switch import Step, SwitchFailed, program_name
 from tests.support.load import Load, fetch
 from tests.support.ssh_hosts import (
     HOST_PYTHON,
@@ -40,7 +41,7 @@ from tests.support.ssh_hosts import (
     release_in,
     ssh_host,
 )
-from tests.support.switching import stop_everything
+from tests.support.switching import QUICK_GATE, stop_everything
 
 pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
@@ -240,13 +241,13 @@ def test_a_release_is_switched_live_with_no_failed_request_and_the_next_drains_i
     host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "shop.test")
-    first = place.switch(site, release_in(app_release(place, tmp_path, 1), "r1"), print, Gate())
+    first = place.switch(site, release_in(app_release(place, tmp_path, 1), "r1"), print, QUICK_GATE)
     assert place.serving(site) == "r1" and first.previous is None
     steps: list[Step] = []
     load = Load(host.options.http_port, site.domain, slow_seconds=1.5).start()
     try:
         second = place.switch(
-            site, release_in(app_release(place, tmp_path, 2), "r2"), steps.append, Gate()
+            site, release_in(app_release(place, tmp_path, 2), "r2"), steps.append, QUICK_GATE
         )
     finally:
         tally = load.stop()
@@ -272,7 +273,9 @@ def test_a_service_stops_serving_on_the_host(
 ) -> None:
     site = site_on(place, "gone.test")
     assert place.put_site(site) is False  # unchanged: no reload
-    record = place.switch(site, release_in(app_release(place, tmp_path, 7), "r1"), print, Gate())
+    record = place.switch(
+        site, release_in(app_release(place, tmp_path, 7), "r1"), print, QUICK_GATE
+    )
     place.stop_serving(set(site.ports))
     assert place.serving(site) is None
     assert site.domain not in {s.domain for s in host.machine.caddy.sites()}
@@ -283,7 +286,9 @@ def test_the_hosts_caddy_counts_a_sites_answers_for_the_watch(
     host: SshHost, place: RemotePlace, tmp_path: Path
 ) -> None:
     site = site_on(place, "counted.test")
-    record = place.switch(site, release_in(app_release(place, tmp_path, 6), "r1"), print, Gate())
+    record = place.switch(
+        site, release_in(app_release(place, tmp_path, 6), "r1"), print, QUICK_GATE
+    )
     assert not place.counting(site.domain)
     place.start_counting(site.domain)
     assert place.counting(site.domain)
@@ -352,9 +357,11 @@ def test_a_health_gate_that_never_passes_leaves_the_old_release_serving(
 ) -> None:
     site = site_on(place, "gate.test")
     folder = app_release(place, tmp_path, 3)
-    place.switch(site, release_in(folder, "good"), print, Gate())
+    place.switch(site, release_in(folder, "good"), print, QUICK_GATE)
     with pytest.raises(SwitchFailed) as failed:
-        place.switch(site, release_in(folder, "broken", HEALTH="fail"), print, Gate(seconds=2))
+        place.switch(
+            site, release_in(folder, "broken", HEALTH="fail"), print, replace(QUICK_GATE, seconds=2)
+        )
     assert str(failed.value) == (
         "broken never answered 200 3 times in a row on /health within 2 s (last: HTTP 500 "
         "'health'); it was stopped; good still serves gate.test"
@@ -369,7 +376,7 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
 ) -> None:
     site = site_on(place, "lost.test")
     folder = app_release(place, tmp_path, 4)
-    place.switch(site, release_in(folder, "kept"), print, Gate())
+    place.switch(site, release_in(folder, "kept"), print, QUICK_GATE)
     link = place.link
     assert link is not None
 
@@ -380,7 +387,7 @@ def test_a_connection_lost_mid_switch_is_one_line_and_the_host_serves_on(
     load = Load(host.options.http_port, site.domain).start()
     try:
         with pytest.raises(PlaceError) as lost:
-            place.switch(site, release_in(folder, "cut"), cut, Gate())
+            place.switch(site, release_in(folder, "cut"), cut, QUICK_GATE)
         assert str(lost.value) == (
             f"{host.name} went away during the switch (the connection ended); traffic had "
             "not moved to cut: what served lost.test there serves on, and the host stops "
@@ -407,7 +414,7 @@ def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
 ) -> None:
     site = site_on(place, "moved.test")
     folder = app_release(place, tmp_path, 5)
-    first = place.switch(site, release_in(folder, "old"), print, Gate())
+    first = place.switch(site, release_in(folder, "old"), print, QUICK_GATE)
     link = place.link
     assert link is not None
 
@@ -416,7 +423,7 @@ def test_a_switch_that_moved_traffic_before_the_connection_was_lost_finishes(
             link.proc.kill()
 
     with pytest.raises(PlaceError) as lost:
-        place.switch(site, release_in(folder, "new"), cut, Gate())
+        place.switch(site, release_in(folder, "new"), cut, QUICK_GATE)
     assert str(lost.value) == (
         f"{host.name} went away during the switch (the connection ended); new took "
         "moved.test's traffic before that and serves it there; the host finishes the switch "
@@ -443,14 +450,14 @@ def test_a_switch_whose_continue_comes_late_is_stopped_and_answered(tmp_path: Pa
         try:
             site = site_on(place, "late.test")
             folder = app_release(place, tmp_path, 1)
-            place.switch(site, release_in(folder, "r1"), print, Gate())
+            place.switch(site, release_in(folder, "r1"), print, QUICK_GATE)
             started = time.monotonic()
             with pytest.raises(PlaceError) as late:
                 place.switch(
                     site,
                     release_in(folder, "r2"),
                     print,
-                    Gate(),
+                    QUICK_GATE,
                     before_count=lambda: time.sleep(4),
                 )
             assert time.monotonic() - started < 30
@@ -469,14 +476,14 @@ def test_onwatch_failing_mid_switch_stops_the_switch_on_the_host_and_says_so(
 ) -> None:
     site = site_on(place, "callback.test")
     folder = app_release(place, tmp_path, 8)
-    place.switch(site, release_in(folder, "r1"), print, Gate())
+    place.switch(site, release_in(folder, "r1"), print, QUICK_GATE)
 
     def failing(step: Step) -> None:
         if step.name == "health gate" and step.ended is None:
             raise RuntimeError("the database is locked")
 
     with pytest.raises(PlaceError) as failed:
-        place.switch(site, release_in(folder, "r2"), failing, Gate())
+        place.switch(site, release_in(folder, "r2"), failing, QUICK_GATE)
     assert str(failed.value) == (
         f"{place.name}: onwatch failed during the switch (RuntimeError: the database is "
         "locked); the host stopped: the switch of callback.test to r2 stopped before traffic "
@@ -489,7 +496,7 @@ def test_onwatch_failing_mid_switch_stops_the_switch_on_the_host_and_says_so(
             site,
             release_in(folder, "r3"),
             print,
-            Gate(),
+            QUICK_GATE,
             before_count=lambda: print(place.counted_from(site.domain, 0)),
         )
     assert "(PlaceError: " in str(asked.value) and "one request at a time" in str(asked.value)
@@ -524,7 +531,7 @@ def test_two_deploys_on_one_host_at_once_each_switch_their_own_site(
     def deploy(place: RemotePlace, domain: str, number: int) -> None:
         site = site_on(place, domain)
         folder = app_release(place, tmp_path / domain, number)
-        done[domain] = place.switch(site, release_in(folder, domain), print, Gate()).release
+        done[domain] = place.switch(site, release_in(folder, domain), print, QUICK_GATE).release
 
     try:
         deploys = [
@@ -549,7 +556,7 @@ def test_caddy_killed_mid_switch_on_a_host_ends_in_a_switch_that_says_what_serve
 ) -> None:
     site = site_on(place, "killed.test")
     folder = app_release(place, tmp_path, 9)
-    place.switch(site, release_in(folder, "r1"), print, Gate())
+    place.switch(site, release_in(folder, "r1"), print, QUICK_GATE)
 
     killed: list[int] = []
 
@@ -563,7 +570,7 @@ def test_caddy_killed_mid_switch_on_a_host_ends_in_a_switch_that_says_what_serve
             os.kill(status.pid, signal.SIGKILL)
 
     try:
-        record = place.switch(site, release_in(folder, "r2"), kill_caddy, Gate())
+        record = place.switch(site, release_in(folder, "r2"), kill_caddy, QUICK_GATE)
     except SwitchFailed as e:
         said, serving = str(e), "r1"
     else:
@@ -675,7 +682,7 @@ def test_two_hosts_on_one_machine_each_serve_through_their_own_caddy(
             try:
                 site = site_on(place, "both.test")
                 folder = app_release(place, tmp_path / row.name, 1)
-                place.switch(site, release_in(folder, f"on {made.sshd.port}"), print, Gate())
+                place.switch(site, release_in(folder, f"on {made.sshd.port}"), print, QUICK_GATE)
             finally:
                 place.close()
         for made in (first, second):
@@ -720,7 +727,7 @@ def test_a_hosts_apps_come_back_after_a_reboot_without_onwatch(tmp_path: Path) -
         try:
             site = site_on(place, "boot.test")
             folder = app_release(place, tmp_path, 1)
-            place.switch(site, release_in(folder, "r1"), print, Gate())
+            place.switch(site, release_in(folder, "r1"), print, QUICK_GATE)
         finally:
             place.close()
         target = rebooted.target()

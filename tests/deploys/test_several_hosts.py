@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,7 +41,7 @@ from tests.support.several import (
     two_places,
 )
 from tests.support.ssh_hosts import ssh_host
-from tests.support.switching import listen_port, own_machine
+from tests.support.switching import QUICK_GATE, listen_port, own_machine
 
 pytestmark = [
     pytest.mark.once,
@@ -60,7 +61,7 @@ def other() -> Iterator[Machine]:
 def failing(monkeypatch: pytest.MonkeyPatch, machine: Machine, other: Machine) -> Failing:
     chosen = Failing()
     two_places(monkeypatch, other, chosen)
-    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    monkeypatch.setattr(releases, "GATE", replace(QUICK_GATE, seconds=4))
     return chosen
 
 
@@ -550,7 +551,7 @@ def test_two_ssh_hosts_one_failing_its_gate_sends_the_other_back(
 ) -> None:
     """End to end: two real SSH hosts on loopback, each its agent, supervisord and Caddy;
     built on each, migrated once on the first, switched in turn, and sent back."""
-    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    monkeypatch.setattr(releases, "GATE", replace(QUICK_GATE, seconds=4))
     failing: dict[str, set[str]] = {}
     cut: dict[str, set[str]] = {}
     ssh_places(monkeypatch, failing, cut)

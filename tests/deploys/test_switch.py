@@ -3,6 +3,7 @@ supervisord, behind Caddy, with clients sending requests without pause throughou
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +11,15 @@ import pytest
 
 from onwatch.deploys import caddy, procman
 from onwatch.deploys.switch import (
-    Gate,
     Machine,
     Step,
     SwitchFailed,
     left_behind,
     program_name,
     stop_serving,
-    switch,
 )
 from tests.support.load import Load, fetch
-from tests.support.switching import listen_port, release
+from tests.support.switching import QUICK_GATE, listen_port, release, switch
 
 pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
@@ -84,7 +83,7 @@ def test_a_release_that_never_gets_healthy_leaves_the_old_one_serving(
                 caddy_site,
                 release("broken", HEALTH="fail"),
                 on_step,
-                Gate(seconds=3),
+                replace(QUICK_GATE, seconds=3),
             )
     finally:
         tally = load.stop()
@@ -114,7 +113,7 @@ def test_a_release_that_exits_at_once_is_refused_quickly(
     broken = release("crash")
     broken = type(broken)("crash", "echo 'no module named shop' >&2; exit 3", broken.directory)
     with pytest.raises(SwitchFailed) as failed:
-        switch(caddy_machine, caddy_site, broken, gate=Gate(seconds=30))
+        switch(caddy_machine, caddy_site, broken, gate=replace(QUICK_GATE, seconds=30))
     assert "crash did not start" in str(failed.value)
     assert "no module named shop" in str(failed.value)
     assert str(failed.value).endswith("nothing serves shop.test yet")

@@ -15,9 +15,9 @@ import pytest
 
 from onwatch.deploys import caddy, procman
 from onwatch.deploys import switch as switching
-from onwatch.deploys.switch import Felt, Machine, Step, Switch, program_name, switch
+from onwatch.deploys.switch import Felt, Machine, Step, Switch, program_name
 from tests.support.load import Load, Tally, fetch
-from tests.support.switching import listen_port, release
+from tests.support.switching import listen_port, release, switch
 
 pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 

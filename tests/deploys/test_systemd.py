@@ -14,10 +14,10 @@ import pytest
 
 from onwatch.deploys import caddy, procman, systemd
 from onwatch.deploys.procman import ProcmanError, Program
-from onwatch.deploys.switch import Machine, program_name, switch
+from onwatch.deploys.switch import Machine, program_name
 from onwatch.deploys.systemd import Systemd
 from tests.support.load import Load, fetch
-from tests.support.switching import listen_port, own_machine, release, site
+from tests.support.switching import listen_port, own_machine, release, site, switch
 from tests.support.systemd_user import UserManager, reaching, systemctl, user_manager
 
 pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
@@ -88,6 +88,7 @@ def test_without_a_manager_supervisord_is_chosen_and_systemd_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no manager answers in there
+    monkeypatch.setenv("ONWATCH_PROCESS_MANAGER", "auto")  # the tests' own is supervisord
     assert isinstance(systemd.manager(tmp_path / "root"), procman.Supervisor)
     with pytest.raises(ProcmanError, match=r"^systemd's user manager does not answer .*linger"):
         Systemd(tmp_path / "root").ensure_running()

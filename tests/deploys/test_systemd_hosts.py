@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from onwatch.deploys import caddy, hosts
-from onwatch.deploys.switch import Gate, program_name
+from onwatch.deploys.switch import program_name
 from onwatch.deploys.systemd import Systemd
 from tests.support.load import Load, fetch
 from tests.support.ssh_hosts import SshHost, app_tree, release_in, ssh_host
+from tests.support.switching import QUICK_GATE
 from tests.support.systemd_user import reaching, systemctl, user_manager
 
 pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
@@ -22,7 +23,12 @@ pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/t
 
 @pytest.fixture(scope="module")
 def host_env() -> Iterator[tuple[SshHost, dict[str, str]]]:
-    with user_manager() as manager, reaching(manager.env), ssh_host(**manager.env) as host:
+    # The sessions take the user manager as a host new to onwatch would ("auto").
+    with (
+        user_manager() as manager,
+        reaching(manager.env),
+        ssh_host(**manager.env, ONWATCH_PROCESS_MANAGER="auto") as host,
+    ):
         yield host, manager.env
 
 
@@ -60,10 +66,10 @@ def test_the_agent_runs_releases_as_units_switched_with_no_failed_request(
         folders = [place.release_folder(1, n) for n in (1, 2)]
         for n, folder in enumerate(folders, 1):
             place.receive(folder, app_tree(tmp_path / f"tree-{n}"))
-        place.switch(site, release_in(folders[0], "r1"), print, Gate())
+        place.switch(site, release_in(folders[0], "r1"), print, QUICK_GATE)
         load = Load(host.options.http_port, site.domain, slow_seconds=1.5).start()
         try:
-            record = place.switch(site, release_in(folders[1], "r2"), print, Gate())
+            record = place.switch(site, release_in(folders[1], "r2"), print, QUICK_GATE)
         finally:
             tally = load.stop()
     finally:

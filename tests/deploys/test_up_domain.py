@@ -28,8 +28,9 @@ from tests.support.procs import ROOT, Running, free_port, isolated, port_freed, 
 from tests.support.switching import stop_everything
 
 # About Caddy in front of onwatch, not onwatch's own database: scripts/test runs it in
-# one of its two passes.
-pytestmark = pytest.mark.once
+# one of its two passes. `onwatch up` writes its Caddy's sites as onwatch does, so those
+# this process adds to it do the same (tests.support.releases.own_timings).
+pytestmark = [pytest.mark.once, pytest.mark.usefixtures("own_timings")]
 
 DOMAIN = "onwatch.localhost"
 LOGIN = "/accounts/login/"

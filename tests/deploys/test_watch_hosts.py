@@ -26,7 +26,7 @@ from tests.support.load import Load, fetch
 from tests.support.releases import app_files
 from tests.support.several import SSH_HOST, GatedPlace, checked_ssh_host, ready_host
 from tests.support.ssh_hosts import ssh_host
-from tests.support.switching import listen_port, own_machine
+from tests.support.switching import QUICK_GATE, listen_port, own_machine
 from tests.support.watching import deploy, watched
 
 pytestmark = pytest.mark.once
@@ -105,7 +105,7 @@ def test_a_release_on_an_ssh_host_is_watched_there_rolled_back_when_failing_or_s
     """A good release passes; one answering 20 % 5xx is found and the release before it
     serves again within the issue's times; with the host gone, the next is not judged and
     says why."""
-    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    monkeypatch.setattr(releases, "GATE", dataclasses.replace(QUICK_GATE, seconds=4))
     monkeypatch.setattr(watch, "UNREAD_SECONDS", 3.0)
     services.set_watch(shop, 4, 20, 5.0, 3.0, SYSTEM)
     repo = tmp_path / "repo"
@@ -191,7 +191,7 @@ def test_a_release_failing_on_one_host_of_two_is_judged_on_the_sum_and_rolled_ba
 
     monkeypatch.setattr(releases, "place_for", place_for)
     monkeypatch.setattr(watch, "place_of_host", lambda host: there)
-    monkeypatch.setattr(releases, "GATE", switch.Gate(seconds=4))
+    monkeypatch.setattr(releases, "GATE", dataclasses.replace(QUICK_GATE, seconds=4))
     services.set_watch(shop, 3, 20, 5.0, 3.0, SYSTEM)
     services.set_service_hosts(shop, [services.this_machine(org), ready_host(org)], SYSTEM)
     repo = tmp_path / "repo"

@@ -28,6 +28,10 @@ os.environ.setdefault("SECRET_KEY", "tests-only-" + "k" * 50)
 # names of this process only, so test sessions running side by side (and their service
 # ids, which repeat) never share one; tests.support.svcusers removes them.
 os.environ["ONWATCH_SERVICE_USER_PREFIX"] = f"owt{os.getpid()}-"
+# supervisord, whatever the machine runs: where systemd is PID 1 and the tester lingers,
+# "auto" would give the suite's apps to the tester's own user manager as units. The
+# systemd tests ask for their manager themselves (tests.support.systemd_user.reaching).
+os.environ["ONWATCH_PROCESS_MANAGER"] = "supervisord"
 
 # One folder for the whole run, shared by its xdist workers (they inherit the variable from
 # the main process, which imports this first): the migrated template of tests.support.template.

@@ -20,7 +20,7 @@ from onwatch.deploys import caddy, releases, services
 from onwatch.deploys.models import Service
 from onwatch.deploys.switch import Machine
 from tests.support.deploys import commit, service_for
-from tests.support.switching import APP, own_machine, site
+from tests.support.switching import APP, QUICK_GATE, QUICK_HEALTH_INTERVAL, own_machine, site
 
 # The jobs a deploy runs through: its pipeline, then the deploy that waited for it.
 KINDS = [services.KIND, services.DEPLOY_KIND]
@@ -57,6 +57,34 @@ def app_files(version: str, release: str = RELEASE_OK, health: str = "") -> dict
             "exec python3", f"HEALTH={health} exec python3"
         )
     return files
+
+
+# onwatch's own, as it runs outside the tests (read before quick_switches changes them).
+OWN_GATE, OWN_HEALTH_INTERVAL, OWN_SETTLE = (
+    releases.GATE,
+    caddy.HEALTH_INTERVAL,
+    caddy.SETTLE_SECONDS,
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quick_switches() -> Iterator[None]:
+    """Deploys' switches as tests.support.switching.QUICK_GATE says."""
+    margin = caddy.SETTLE_SECONDS - 2 * caddy.HEALTH_INTERVAL
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(releases, "GATE", QUICK_GATE)
+        patch.setattr(caddy, "HEALTH_INTERVAL", QUICK_HEALTH_INTERVAL)
+        patch.setattr(caddy, "SETTLE_SECONDS", 2 * QUICK_HEALTH_INTERVAL + margin)
+        yield
+
+
+@pytest.fixture
+def own_timings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onwatch's own gate and Caddy health interval, for a test whose Caddy another onwatch
+    process configures too, or whose subject is a moment the gate's length sets."""
+    monkeypatch.setattr(releases, "GATE", OWN_GATE)
+    monkeypatch.setattr(caddy, "HEALTH_INTERVAL", OWN_HEALTH_INTERVAL)
+    monkeypatch.setattr(caddy, "SETTLE_SECONDS", OWN_SETTLE)
 
 
 def built_marker(directory: str) -> Path:

@@ -8,6 +8,8 @@ save the minutes pip would take, its supervisord and caddy are links to this ven
 
 from __future__ import annotations
 
+import fcntl
+import re
 import shutil
 import subprocess
 import sys
@@ -21,11 +23,18 @@ from onwatch.core import ssh
 from onwatch.deploys import caddy, hosts
 from onwatch.deploys.remote import RemotePlace
 from onwatch.deploys.switch import Machine, Release
+from onwatch.deploys.systemd import CHOICE
 from tests.support.remote_servers import SshServer
 from tests.support.switching import APP, below_ephemeral_port, stop_everything
 
 # The host's Python, not this venv's: the agent runs there with what the host has.
 HOST_PYTHON = "/usr/bin/python3"
+# Machine-wide, as the crontab it guards (tests.support.ssh_hosts.forget_boot_line).
+CRONTAB_LOCK = Path(tempfile.gettempdir()) / "onwatch-tests-crontab.lock"
+# hostprepare.sh's line for a folder made by ssh_host.
+BOOT_LINE = re.compile(
+    r'@reboot /bin/sh "(' + re.escape(tempfile.gettempdir()) + r'/ow-h-[^/"]+)/o/boot\.sh" .*'
+)
 
 
 @dataclass
@@ -71,10 +80,13 @@ def caddy_options() -> caddy.Options:
 
 @contextmanager
 def ssh_host(**env: str) -> Iterator[SshHost]:
-    """`env`: more of the sessions' environment (e.g. a HOME holding a .bashrc)."""
+    """`env`: more of the sessions' environment (e.g. a HOME holding a .bashrc). The host
+    keeps its apps in supervisord unless `env` names another manager (as the tests' own
+    environment does: tests.support.env)."""
     root = Path(tempfile.mkdtemp(prefix="ow-h-"))  # short: unix socket paths are limited
     folder = root / "o"
-    sshd = SshServer(root / "sshd", env={"ONWATCH_HOST_DIR": str(folder), **env})
+    session = {"ONWATCH_HOST_DIR": str(folder), CHOICE: "supervisord", **env}
+    sshd = SshServer(root / "sshd", env=session)
     host = SshHost(sshd, folder, caddy_options(), ssh.new_key_pair("tests"))
     sshd.authorize(host.key.public)
     try:
@@ -109,7 +121,22 @@ def crontab() -> list[str]:
 
 
 def forget_boot_line(folder: Path) -> None:
-    """The @reboot line hostprepare.sh added for a test host's folder, gone with it: the
-    crontab is the real one of the user running the tests."""
-    kept = [line for line in crontab() if str(folder) not in line]
-    subprocess.run(["crontab", "-"], input="".join(f"{line}\n" for line in kept), text=True)
+    """The @reboot line hostprepare.sh added for a test host's folder, gone with it, and
+    those of test hosts whose folders are gone (a session killed before it could forget
+    them): the crontab is the real one of the user running the tests, one for every
+    session and worker on the machine, so it is rewritten under a lock of theirs."""
+    with CRONTAB_LOCK.open("a") as lock:
+        # Released with the file, or by the kernel if this process is killed; a kill before
+        # the write leaves the crontab as it was (crontab - replaces it whole).
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lines = crontab()
+        kept = [line for line in lines if str(folder) not in line and not _stale(line)]
+        if kept != lines:
+            text = "".join(f"{line}\n" for line in kept)
+            subprocess.run(["crontab", "-"], input=text, text=True, check=True)
+
+
+def _stale(line: str) -> bool:
+    """A test host's boot line whose folder is gone (only ours: ssh_host's prefix)."""
+    match = BOOT_LINE.fullmatch(line)
+    return match is not None and not Path(match[1]).exists()

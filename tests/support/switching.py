@@ -12,16 +12,38 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 
 from onwatch.deploys import caddy, procman
-from onwatch.deploys.switch import Machine, Release
+from onwatch.deploys import switch as switching
+from onwatch.deploys.switch import Gate, Machine, Release, Step, Switch
 from tests.support.procs import free_port
 
 APP = Path(__file__).with_name("switch_app.py")
+
+
+# A test's switches wait less than onwatch's own where no test is about how long: the
+# gate asks every 0.1 s (not 0.5 s) for its 3 answers in a row, and Caddy checks slots every
+# 0.2 s (not 0.5 s), which the settling time follows as onwatch's does (twice the interval
+# and the same margin): tests.support.releases.quick_switches. ~3 s less sleep a switch.
+QUICK_GATE = Gate(interval=0.1)
+QUICK_HEALTH_INTERVAL = 0.2
+
+
+def switch(
+    machine: Machine,
+    site: caddy.Site,
+    release: Release,
+    on_step: Callable[[Step], None] = lambda step: None,
+    gate: Gate = QUICK_GATE,
+    keep_counting: bool = False,
+) -> Switch:
+    """onwatch's switch, its gate the tests' quicker one unless told."""
+    return switching.switch(machine, site, release, on_step, gate, keep_counting)
 
 
 def below_ephemeral_port() -> int:
@@ -64,12 +86,40 @@ def stop_everything(machine: Machine) -> None:
         return
     pids = [s.pid for s in supervisor.all() if s.pid]
     if isinstance(supervisor, procman.Supervisor):
-        pids.append(supervisor.pid())
+        _shut_down_at_once(supervisor, pids)
+        return
     with suppress(Exception):
         supervisor.shutdown()
     for pid in pids:
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _shut_down_at_once(supervisor: procman.Supervisor, pids: list[int]) -> None:
+    """supervisord killed first (it starts nothing again then), then each of its programs'
+    whole process group (it gives each one its own): nothing of a test's needs a graceful
+    end, which took 2-4 s a machine (Caddy's and the releases' stop, and supervisord's
+    own ticks as it shuts down). The machine's init reaps them, as after a crash; they
+    are dead on return (their ports closed), as after a graceful shutdown."""
+    main = supervisor.pid()
+    with suppress(ProcessLookupError):
+        os.kill(main, signal.SIGKILL)
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(map(_alive, [main, *pids])) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    """Running still: a zombie has let go of its ports and files already (and init may
+    reap it only a second later)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def site(machine: Machine, domain: str = "shop.test") -> caddy.Site:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from onwatch.deploys.systemd import CHOICE
+
 SYSTEMD = "/lib/systemd/systemd"
 CGROUP = Path("/sys/fs/cgroup")
 START_SECONDS = 20
@@ -92,8 +94,10 @@ def user_manager() -> Iterator[UserManager]:
 
 @contextmanager
 def reaching(env: dict[str, str]) -> Iterator[None]:
-    """This process's systemctl calls (onwatch's) go to the manager of `env`."""
+    """This process's systemctl calls (onwatch's) go to the manager of `env`, which a
+    machine new to onwatch takes as the user's (the tests' environment names supervisord)."""
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CHOICE, "auto")
         for name, value in env.items():
             patch.setenv(name, value)
         yield
