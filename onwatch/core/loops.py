@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -79,7 +80,16 @@ def forever(
             wake.clear()
 
 
+# How long a thread of the worker may hold the GIL while another waits for it (Python's
+# default: 5 ms). A job's threads wait on processes (git, a step's sandbox) and wake
+# briefly at their end; with 5 ms turns each wake waited for whichever thread was setting
+# a sandbox up in Python, and a pipeline's 15 ms git clone took 50-80 ms (bench/pipelines.py).
+# The web processes take quicker turns still, for their database writer (ingest.writer).
+SWITCH_SECONDS = 0.001
+
+
 def run_worker(stopper: Stopper | None = None) -> None:
+    sys.setswitchinterval(SWITCH_SECONDS)
     stopper = stopper or Stopper()
     name = jobs.worker_name()
     hooks.worker_started()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -116,3 +117,18 @@ def test_a_wake_up_for_one_loop_is_never_taken_by_another() -> None:
     assert worker_wake.is_set()
     stopper.halt()
     assert scheduler_wake.is_set() and stopper.stopping
+
+
+@pytest.mark.django_db
+def test_the_worker_takes_quick_turns_at_the_gil() -> None:
+    """Its jobs' threads wake at a process's end to read it; with Python's 5 ms turns each
+    wake waited behind the thread setting a sandbox up (loops.SWITCH_SECONDS)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # Python's own, whatever this process set before
+    stopper = loops.Stopper()
+    stopper.halt()
+    try:
+        loops.run_worker(stopper)
+        assert sys.getswitchinterval() == pytest.approx(loops.SWITCH_SECONDS)
+    finally:
+        sys.setswitchinterval(before)
