@@ -18,6 +18,10 @@ from tests.support.child import uptime as child_uptime
 from tests.support.procs import Running, django, isolated
 from tests.support.signin import wrong_password
 
+# Its subject is Caddy and the loopback port's trust, not onwatch's database:
+# one of the two passes runs it.
+pytestmark = pytest.mark.once
+
 DOMAIN = "onwatch.localhost"
 CADDY_PORT = "8443"  # named in redirects only: no Caddy runs here
 

@@ -33,7 +33,8 @@ from onwatch.deploys.models import Host
 from onwatch.uptime.models import Monitor
 from tests.support.fixtures import signed_in
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
+# Its subject is the permission table, not the database: one of the two passes runs it.
+pytestmark = [pytest.mark.django_db, pytest.mark.once, pytest.mark.usefixtures("fast_passwords")]
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "permissions.md"
 ROLES = [r.value for r in Role]

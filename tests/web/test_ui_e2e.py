@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.support.browser import chromium, sign_up_and_enrol
 from tests.support.procs import Running, isolated, wait_http
 from tests.support.receivers import WebhookReceiver, wait_until
+
+# Its subject is a browser's journey, not onwatch's database: one of the two passes runs it.
+pytestmark = pytest.mark.once
 
 
 def add_channel_and_send_a_test(page: Page, base: str, url: str) -> None:
