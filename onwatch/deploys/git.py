@@ -125,15 +125,21 @@ def git(
     pack-objects), which would otherwise go on writing.
 
     Its output goes to files in memory and its end is seen through a pidfd: this thread
-    wakes once, when git exits. With pipes it woke for each chunk, each end of file and
-    each step of Popen.wait's sleeping poll, and each wake waits for the GIL, which the
-    worker's other threads hold while they set a sandbox up: beside a thread holding the
-    GIL, a local clone and a log took 110-130 ms instead of 55. Nor does a child git
+    wakes when git exits (and each STOP_POLL_SECONDS, to ask whether to stop it). With
+    pipes it woke for each chunk, each end of file and each step of Popen.wait's sleeping
+    poll, and each wake waits for the GIL, which the worker's other threads hold while
+    they set a sandbox up: beside a thread holding the GIL, a local clone and a log took
+    110-130 ms instead of 55. Nor does a child git
     leaves behind holding its output (ssh's control master, say) keep it waiting."""
     with _memory_file("git-out") as out, _memory_file("git-err") as err:
         proc = _started(args, env, out, err)
-        with _pidfd(proc.pid) as pidfd:
-            _wait(proc, pidfd, args, seconds, stopped)
+        try:
+            with _pidfd(proc.pid) as pidfd:
+                _wait(proc, pidfd, args, seconds, stopped)
+        except BaseException:  # GitError said so already; anything else leaves none running
+            if proc.returncode is None:
+                _kill(proc)
+            raise
         return subprocess.CompletedProcess(proc.args, proc.returncode, _read(out), _read(err))
 
 
@@ -185,8 +191,13 @@ def _pidfd(pid: int) -> Iterator[int]:
 
 
 def _read(fd: int) -> str:
+    """As text, line ends as a pipe read as text gives them (a remote's progress ends its
+    lines in CR)."""
     size = os.lseek(fd, 0, os.SEEK_END)
-    return os.pread(fd, size, 0).decode(errors="replace") if size else ""
+    if not size:
+        return ""
+    text = os.pread(fd, size, 0).decode(errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

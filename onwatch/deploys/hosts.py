@@ -202,9 +202,9 @@ def clock_said(name: str, skew: float | None) -> str:
         return f"{name}'s clock is within {SKEW_SAID:.0f} s of onwatch's"
     way = "ahead of" if skew > 0 else "behind"
     return (
-        f"{name}'s clock is {abs(skew):.0f} s {way} onwatch's, so its logs and the times of "
-        "its deploy steps are off by as much: set the host's time right: NTP (as root: "
-        "timedatectl set-ntp true)"
+        f"{name}'s clock is {abs(skew):.0f} s {way} onwatch's, so the times in its own logs "
+        "are off by as much (onwatch times deploys by its own clock): set the host's time "
+        "right: NTP (as root: timedatectl set-ntp true)"
     )
 
 

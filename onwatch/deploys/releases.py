@@ -1128,11 +1128,14 @@ def say_failed(deploy: Deploy, why: str, state: str) -> None:
     alert_failed(deploy, "was interrupted" if state == State.INTERRUPTED else "failed")
 
 
-def with_now(service: Service, why: str) -> tuple[str, str]:
-    """`why` with what serves the service's domain now (unless it says so itself), and that."""
+def with_now(service: Service, why: str, new: str = "") -> tuple[str, str]:
+    """`why` with what serves the service's domain now (unless it says so itself), and that;
+    `new`: the deploy's own release, which serves "now", not "still"."""
     live = serving(service)
     domain = service.domain
     now = f"{live} still serves {domain}" if live != "nothing" else f"nothing serves {domain} yet"
+    if live == new:
+        now = f"{live} serves {domain}"
     if " on " in live:  # several hosts, each said: "X on a, Y on b still serves" misread
         now = f"what serves {domain} now: {live}"
     # A deploy to several places says itself what serves on each.
@@ -1180,7 +1183,7 @@ def go_back(ctx: JobContext, deploy: Deploy, why: str) -> dict[str, object]:
     with holding(run.machine, deploy.service, "the deploy or watch that holds the service to end"):
         # Said even when a cancel cut it short: what was done is the news.
         said, told = unmixed(run, why)
-        reason, live = with_now(deploy.service, said)
+        reason, live = with_now(deploy.service, said, str(deploy.release))
         services.deploy_went_back(deploy, reason, live)
         if not run.mixed:  # alert_mix told it already, with where and what to do
             alert_failed(deploy, "was interrupted", went_back_to_do(deploy, told))
@@ -1209,9 +1212,13 @@ def went_back_to_do(deploy: Deploy, told: bool) -> str:
     if "unknown (" in live:
         return failed_to_do(deploy)
     if live == new:
+        # The deploy ended interrupted, not succeeded: onwatch still counts the release
+        # before it as live, so the new one's watch never ran and a rollback would go back
+        # from the wrong release.
         return (
-            f"What to do: nothing is urgent, {new} serves on every host: each was switched "
-            "before onwatch stopped."
+            f"What to do: deploy {name} again: {new} serves on every host (each was switched "
+            f"before onwatch stopped), but onwatch did not record it as live, so it was not "
+            f"watched and a rollback would not start from it."
         )
     if " on " in live:
         return set_every_host(deploy)

@@ -864,12 +864,19 @@ class _Launch:
             return self._start()
 
     def _start(self) -> _Launch:
-        copies = _etc_copies(self.step)
         out_r, out_w = os.pipe()
         info_r, info_w = os.pipe()
-        block_r, self.block_w = os.pipe()
+        block_r, block_w = os.pipe()
+        self.block_w = block_w
         args_fd = os.memfd_create("bwrap-args")
-        passed = [out_w, info_w, args_fd, block_r, *copies.values()]
+        passed = [out_w, info_w, args_fd, block_r]
+        try:  # out of descriptors, say: none of them is left open
+            copies = _etc_copies(self.step)
+        except BaseException:
+            for made in (*passed, out_r, info_r, block_w):
+                os.close(made)
+            raise
+        passed += copies.values()
         later_r = None
         if self.step.argv == LATER:
             later_r, self.later_w = os.pipe()

@@ -624,7 +624,7 @@ def on_our_clock(sums: list[Sum], skew: float) -> list[Sum]:
 
 # A host's clock this far from onwatch's is said with the evidence: its answers are timed
 # by onwatch's clock, but its own logs and steps are not, and NTP is most likely off there.
-SKEW_SAID = 2.0
+SKEW_SAID = hosts.SKEW_SAID  # the host's page and check say it from the same
 
 
 def skew_said(host: dict[str, Any]) -> str:

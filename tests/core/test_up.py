@@ -18,10 +18,6 @@ from tests.support.child import call
 from tests.support.child import core as child_core
 from tests.support.procs import Running, alive, children_pids, free_port, isolated, wait_http
 
-# Its subject is the processes `onwatch up` starts and stops, not onwatch's database:
-# one of the two passes runs it.
-pytestmark = pytest.mark.once
-
 
 def status_of(url: str) -> int:
     try:

@@ -20,10 +20,6 @@ from tests.support.child import call
 from tests.support.child import uptime as child_uptime
 from tests.support.procs import Running, alive, isolated, run, wait_http
 
-# Its subject is the web processes forked from one parent, not onwatch's database:
-# one of the two passes runs it.
-pytestmark = pytest.mark.once
-
 
 def web_workers(pid: int) -> list[int]:
     """The web workers `onwatch web` forked: its children."""

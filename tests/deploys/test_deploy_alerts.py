@@ -161,8 +161,11 @@ def test_a_going_back_says_what_to_do_without_contradicting_its_first_alert(
             f"before the deploy. Deploy {deploy.service.name} again to ship {new}: it was "
             "cut short, not refused."
         ),
-        new: f"What to do: nothing is urgent, {new} serves on every host: each was switched "
-        "before onwatch stopped.",
+        new: (
+            f"What to do: deploy {deploy.service.name} again: {new} serves on every host "
+            "(each was switched before onwatch stopped), but onwatch did not record it as "
+            "live, so it was not watched and a rollback would not start from it."
+        ),
         "nothing": f"What to do: deploy {deploy.service.name} again: nothing serves it yet on "
         "any host.",
         f"release 1 (bd5bd69) on this machine, {new} on deploy@b": (

@@ -25,9 +25,6 @@ from tests.support.fixtures import make_member
 from tests.support.procs import Running, isolated, run
 from tests.support.remote_servers import SshServer
 
-# Its subject is OpenSSH and git push, not onwatch's database: one of the two passes runs it.
-pytestmark = pytest.mark.once
-
 FOREIGN = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVYpRBhC7Eoc5m+Xz2Pmg1VtLb5R4hJvPgCuj7sOv5N admin"
 
 

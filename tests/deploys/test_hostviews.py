@@ -114,9 +114,9 @@ def test_a_hosts_clock_off_by_90_s_is_said_on_its_page_and_by_its_check(
     monkeypatch.setattr(hostchecks, "onwatch_clock", lambda: time.time() + 90)
     hostcli.first_check(host, prepare=False)
     behind = (
-        f"{name}'s clock is 90 s behind onwatch's, so its logs and the times of its deploy "
-        "steps are off by as much: set the host's time right: NTP (as root: timedatectl "
-        "set-ntp true)"
+        f"{name}'s clock is 90 s behind onwatch's, so the times in its own logs are off by "
+        "as much (onwatch times deploys by its own clock): set the host's time right: NTP "
+        "(as root: timedatectl set-ntp true)"
     )
     assert capsys.readouterr().out.splitlines()[-1] == f"warning: {behind}"
     page = html.unescape(viewer.get(f"/hosts/{host.pk}/").content.decode())

@@ -11,6 +11,7 @@ import pytest
 
 from onwatch.deploys import caddy, procman
 from onwatch.deploys.switch import (
+    Gate,
     Machine,
     Step,
     SwitchFailed,
@@ -24,13 +25,18 @@ from tests.support.switching import QUICK_GATE, listen_port, release, switch
 pytestmark = pytest.mark.once  # no database of onwatch's: one pass of scripts/test runs it
 
 
+@pytest.mark.usefixtures("own_timings")
 def test_switches_under_load_fail_no_request(
     caddy_machine: Machine, caddy_site: caddy.Site
 ) -> None:
-    switch(caddy_machine, caddy_site, release("r1"))
+    """With onwatch's own gate, Caddy health interval and settling time, as it ships (the
+    other tests' are quicker: tests.support.switching.QUICK_GATE)."""
+    switch(caddy_machine, caddy_site, release("r1"), gate=Gate())
     load = Load(listen_port(caddy_machine), caddy_site.domain, slow_seconds=1.5).start()
     try:
-        records = [switch(caddy_machine, caddy_site, release(f"r{n}")) for n in (2, 3, 4)]
+        records = [
+            switch(caddy_machine, caddy_site, release(f"r{n}"), gate=Gate()) for n in (2, 3, 4)
+        ]
     finally:
         tally = load.stop()
     assert tally.failed == 0, tally.errors

@@ -8,13 +8,7 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from tests.support.procs import ROOT
-
-# Its subject is the bench script running end to end, not onwatch's database: one of
-# the two passes runs it.
-pytestmark = pytest.mark.once
 
 BENCH = [sys.executable, "bench/errors.py"]
 
