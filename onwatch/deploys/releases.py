@@ -940,15 +940,7 @@ def built_on(release: Release) -> set[str] | None:
     sent = {n.removeprefix("send to ") for n in names if n.startswith("send to ")}
     builds = [n for n in names if n == "build" or n.startswith("build on ")]
     here = not builds or "build" in builds or f"build on {THIS_MACHINE}" in builds
-    return (sent - added_since(deploy, sent)) | ({THIS_MACHINE} if here else set())
-
-
-def added_since(deploy: Deploy, names: set[str]) -> set[str]:
-    """Those of `names` whose host was added after `deploy` began: one removed and added
-    again under its name (maybe a new machine, its folders gone) never had its releases."""
-    began = deploy.started_at or deploy.created_at
-    again = Host.objects.filter(org=deploy.service.org_id, name__in=names, created_at__gt=began)
-    return set(again.values_list("name", flat=True))
+    return sent | {THIS_MACHINE} if here else sent
 
 
 def step_row(step: switch.Step) -> dict[str, Any]:

@@ -1485,16 +1485,26 @@ def _check_not_rolled_back(target: Release) -> None:
 
 def never_built_on(service: Service, release: Release) -> list[str]:
     """The service's hosts now that `release` was never built on (they became its hosts
-    after it): a rollback to it could only fail there. Read from the placement rows: the
-    service page asks it of every kept release, and building each host's place decrypted
-    the org's key every time, only for its name."""
-    from onwatch.deploys import releases
+    after it): a rollback to it could only fail there. Read as the rollback itself reads
+    it (releases.Run.check_folders): places of this machine share its one build."""
+    from onwatch.deploys import places, releases
 
     built = releases.built_on(release)
     if built is None:
         return []
-    names = [r.host.name for r in placements(service)] or [THIS_MACHINE]
-    return [name for name in names if name not in built]
+    try:
+        targets = releases.targets_of(service)
+    except places.PlaceError:
+        return []  # a host's key forgotten: the rollback says so, and what to do
+    try:
+        return [
+            t.place.name
+            for t in targets
+            if (THIS_MACHINE if t.local else t.place.name) not in built
+        ]
+    finally:
+        for t in targets:
+            t.place.close()
 
 
 def _check_built_everywhere(service: Service, target: Release) -> None:

@@ -8,17 +8,15 @@ import html
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from django.test import override_settings
 from django.utils import timezone
 
 from onwatch.alerts import incidents
 from onwatch.core.audit import SYSTEM
 from onwatch.core.models import Organization
-from onwatch.deploys import releases, services, watch
+from onwatch.deploys import services, watch
 from onwatch.deploys.models import (
     Deploy,
-    Host,
     Pipeline,
     Release,
     ReleaseState,
@@ -488,56 +486,3 @@ def test_make_live_again_is_offered_only_for_a_release_built_on_every_host_and_s
     Deploy.objects.create(service=service, release=three, trigger="ui", state="failed", steps=steps)
     offered = html.unescape(deployer.get(f"/services/{service.pk}/").content.decode())
     assert f'name="to" value="{three.pk}"' in offered
-
-
-def test_the_service_page_reads_where_releases_were_built_without_reaching_a_host(
-    org: Organization, members: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """It built each host's place, decrypting the org's key, for every kept release on
-    each render, only to read the hosts' names."""
-    service, _, _, two = built_before_a_host_joined(org)
-    for c in "cdef":
-        kept = Release.objects.create(service=service, commit=c * 40, state=ReleaseState.READY)
-        steps = Deploy.objects.get(release=two).steps
-        Deploy.objects.create(
-            service=service, release=kept, trigger="ui", state="failed", steps=steps
-        )
-
-    def no_key(*args: object) -> str:
-        raise AssertionError("a key was decrypted to render the service page")
-
-    monkeypatch.setattr(services, "host_key", no_key)
-    monkeypatch.setattr(releases, "place_for", no_key)
-    page = html.unescape(
-        signed_in(members["deployer"]).get(f"/services/{service.pk}/").content.decode()
-    )
-    assert page.count("Make live again") == 4 and "never built on deploy@10.0.0.7" in page
-
-
-def test_a_host_removed_and_added_again_under_its_name_has_none_of_its_old_releases(
-    org: Organization, members: dict[str, Any]
-) -> None:
-    """Build places are named: the name alone said the new host (maybe a new machine, its
-    folders gone) had every release the old one was sent."""
-    service, web1, _, two = built_before_a_host_joined(org)
-    three = Release.objects.create(service=service, commit="c" * 40, state=ReleaseState.READY)
-    steps = Deploy.objects.get(release=two).steps
-    Deploy.objects.create(service=service, release=three, trigger="ui", state="failed", steps=steps)
-    assert services.never_built_on(service, three) == []
-    here = services.this_machine(org)
-    services.set_service_hosts(service, [here], SYSTEM)
-    services.remove_host(web1, SYSTEM)
-    again = Host.objects.create(
-        org=org,
-        name=web1.name,
-        user="deploy",
-        address="10.0.0.7",
-        known_hosts=web1.known_hosts,
-        ready=True,
-    )
-    services.set_service_hosts(service, [here, again], SYSTEM)
-    assert services.never_built_on(service, three) == [web1.name]
-    page = html.unescape(
-        signed_in(members["deployer"]).get(f"/services/{service.pk}/").content.decode()
-    )
-    assert f'name="to" value="{three.pk}"' not in page
