@@ -420,5 +420,5 @@ def test_a_hosts_clock_is_read_from_its_probe_in_seconds_or_whole_seconds() -> N
     assert hosts.clock_said("deploy@b", None) == ""
     assert hosts.clock_said("deploy@b", -1.9) == "deploy@b's clock is within 2 s of onwatch's"
     assert hosts.clock_said("deploy@b", 63.2).startswith(
-        "deploy@b's clock is 63 s ahead of onwatch's, so its logs"
+        "deploy@b's clock is 63 s ahead of onwatch's, so the times in its own logs"
     )
